@@ -1,0 +1,224 @@
+"""The one frame codec: 4-byte big-endian length, then one msgpack map with a ``t`` (type) field.
+
+Every byte on every socket of the project goes through a :class:`Protocol` defined here. Limits are checked
+before allocation: the length prefix against ``max_frame`` before the body is buffered, and msgpack's own
+string/bytes/array/map limits while unpacking. Each message type has a schema; unknown types, missing or
+ill-typed fields are refused with a :class:`FrameError` whose text is meant for a person. Fields not in the
+schema are dropped, so a newer peer may add optional fields without breaking older ones.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from p2pchat.foundation.errors import FrameError
+
+HEADER = struct.Struct(">I")
+TYPE_KEY = "t"
+DEFAULT_MAX_FRAME = 4 * 1024 * 1024
+MAX_ARRAY_LEN = 100_000
+MAX_MAP_LEN = 1_000
+ERROR_TYPE = "error"
+
+_KIND_NAMES = {str: "text", bytes: "bytes", int: "integer", bool: "true/false", list: "list", dict: "map",
+               float: "number"}
+
+
+@dataclass(frozen=True)
+class Field:
+    """Schema of one field: its Python type and bounds.
+
+    ``max_len`` bounds str (characters), bytes, list and dict sizes; ``lo``/``hi`` bound integers;
+    ``items`` is the schema of list elements; ``fields`` the schema of a nested map.
+    """
+
+    kind: type
+    required: bool = True
+    nullable: bool = False
+    max_len: int | None = None
+    min_len: int = 0
+    lo: int | None = None
+    hi: int | None = None
+    items: Field | None = None
+    fields: Mapping[str, Field] | None = None
+
+
+def opt(kind: type, **kw: Any) -> Field:
+    """Shorthand for an optional field (absent or ``None``)."""
+    return Field(kind, required=False, nullable=True, **kw)
+
+
+def check_value(value: Any, spec: Field, where: str) -> Any:
+    """Validate ``value`` against ``spec``; returns the value (nested maps reduced to known keys)."""
+    if value is None:
+        if spec.nullable:
+            return None
+        raise FrameError(f"{where} is missing")
+    kind = spec.kind
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise FrameError(f"{where} should be {_KIND_NAMES.get(kind, kind.__name__)}, "
+                         f"got {_KIND_NAMES.get(type(value), type(value).__name__)}")
+    if kind is int:
+        if spec.lo is not None and value < spec.lo:
+            raise FrameError(f"{where} is {value}, below the minimum {spec.lo}")
+        if spec.hi is not None and value > spec.hi:
+            raise FrameError(f"{where} is {value}, above the maximum {spec.hi}")
+    if kind in (str, bytes, list, dict):
+        if spec.max_len is not None and len(value) > spec.max_len:
+            raise FrameError(f"{where} is too long ({len(value)} > {spec.max_len})")
+        if len(value) < spec.min_len:
+            raise FrameError(f"{where} is too short ({len(value)} < {spec.min_len})")
+    if kind is list and spec.items is not None:
+        return [check_value(v, spec.items, f"{where}[{i}]") for i, v in enumerate(value)]
+    if kind is dict and spec.fields is not None:
+        return check_fields(value, spec.fields, where)
+    return value
+
+
+def check_fields(values: Mapping[str, Any], schema: Mapping[str, Field], where: str) -> dict[str, Any]:
+    """Validate a map against a field schema; unknown keys are dropped."""
+    out: dict[str, Any] = {}
+    for name, spec in schema.items():
+        if name not in values or values[name] is None:
+            if spec.required and not spec.nullable:
+                raise FrameError(f"{where}: field '{name}' is missing")
+            out[name] = None
+            continue
+        out[name] = check_value(values[name], spec, f"{where}: field '{name}'")
+    return out
+
+
+@dataclass(frozen=True)
+class Message:
+    """A decoded, schema-checked frame."""
+
+    type: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.fields[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.fields.get(key)
+        return default if value is None else value
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise FrameError(f"msgpack extension type {code} is not allowed")
+
+
+class Protocol:
+    """A named set of message schemas with a frame size limit.
+
+    Every protocol also knows the ``error`` message (``reason``: text), sent before closing a connection.
+    """
+
+    def __init__(self, name: str, messages: Mapping[str, Mapping[str, Field]],
+                 max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.name = name
+        self.max_frame = max_frame
+        self.messages: dict[str, Mapping[str, Field]] = {ERROR_TYPE: {"reason": Field(str, max_len=1000)}}
+        self.messages.update(messages)
+
+    def encode_body(self, type_: str, **fields: Any) -> bytes:
+        """Validate and pack one message without the length prefix."""
+        schema = self.messages.get(type_)
+        if schema is None:
+            raise ValueError(f"{self.name}: no message type {type_!r}")
+        checked = check_fields(fields, schema, f"outgoing {type_!r}")
+        body = msgpack.packb({TYPE_KEY: type_, **{k: v for k, v in checked.items() if v is not None}},
+                             use_bin_type=True)
+        if len(body) > self.max_frame:
+            raise FrameError(f"the {type_} message is {len(body)} bytes, over the {self.max_frame}-byte limit")
+        return body
+
+    def encode(self, type_: str, **fields: Any) -> bytes:
+        """Validate and pack one message as a complete frame (length prefix + body)."""
+        body = self.encode_body(type_, **fields)
+        return HEADER.pack(len(body)) + body
+
+    def decode(self, body: bytes) -> Message:
+        """Unpack and schema-check one frame body."""
+        if len(body) > self.max_frame:
+            raise FrameError(f"frame of {len(body)} bytes is over the {self.max_frame}-byte limit")
+        if not body:
+            raise FrameError("empty frame")
+        try:
+            obj = msgpack.unpackb(
+                body, raw=False, strict_map_key=True, use_list=True, ext_hook=_reject_ext,
+                max_str_len=len(body), max_bin_len=len(body),
+                max_array_len=min(MAX_ARRAY_LEN, len(body)), max_map_len=min(MAX_MAP_LEN, len(body)))
+        except FrameError:
+            raise
+        except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+            # UnicodeDecodeError and ExtraData are ValueErrors.
+            raise FrameError(f"frame is not valid msgpack ({type(exc).__name__})") from None
+        if not isinstance(obj, dict):
+            raise FrameError(f"frame should be a map, got {_KIND_NAMES.get(type(obj), type(obj).__name__)}")
+        type_ = obj.get(TYPE_KEY)
+        if not isinstance(type_, str):
+            raise FrameError("frame has no message type")
+        schema = self.messages.get(type_)
+        if schema is None:
+            shown = type_ if len(type_) <= 40 else type_[:40] + "…"
+            raise FrameError(f"unknown message type '{shown}' for the {self.name} protocol")
+        return Message(type_, check_fields(obj, schema, f"{type_!r} message"))
+
+    def reader(self) -> FrameReader:
+        return FrameReader(self)
+
+
+class FrameReader:
+    """Sans-IO incremental frame splitter: feed bytes, get checked messages.
+
+    The buffer never holds more than one frame's worth of bytes beyond what the length prefix allowed.
+    After a :class:`FrameError` the stream is unusable and the connection must be closed.
+    """
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol = protocol
+        self._buf = bytearray()
+        self._need: int | None = None
+
+    def feed(self, data: bytes) -> list[Message]:
+        self._buf += data
+        return list(self._drain())
+
+    def next_frame_size(self) -> int | None:
+        """Size of the frame being received, once its header has arrived."""
+        return self._need
+
+    def pending(self) -> int:
+        return len(self._buf)
+
+    def _drain(self) -> Iterator[Message]:
+        while True:
+            if self._need is None:
+                if len(self._buf) < HEADER.size:
+                    return
+                (size,) = HEADER.unpack_from(self._buf)
+                if size > self.protocol.max_frame:
+                    self._buf.clear()
+                    raise FrameError(f"peer announced a frame of {size} bytes, over the "
+                                     f"{self.protocol.max_frame}-byte limit")
+                if size == 0:
+                    raise FrameError("empty frame")
+                del self._buf[:HEADER.size]
+                self._need = size
+            if len(self._buf) < self._need:
+                return
+            body = bytes(self._buf[:self._need])
+            del self._buf[:self._need]
+            self._need = None
+            yield self.protocol.decode(body)

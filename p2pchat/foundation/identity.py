@@ -1,0 +1,110 @@
+"""This machine's identity: an RSA key kept in the data directory as PKCS#8 PEM, mode 0600.
+
+The key is created on first use. The private half is never printed or logged: :class:`Identity`'s ``repr``
+shows only the fingerprint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+from Crypto.PublicKey import RSA
+
+from p2pchat.foundation import crypto
+from p2pchat.foundation.errors import IdentityError
+
+KEY_FILE = "identity.pem"
+_PROTECTION = "scryptAndAES256-GCM"
+log = logging.getLogger(__name__)
+
+
+class Identity:
+    """An RSA identity key with its public DER and fingerprint."""
+
+    def __init__(self, key: crypto.RsaKey) -> None:
+        if not key.has_private():
+            raise ValueError("an identity needs a private key")
+        self._key = key
+        self.public_der = crypto.public_der(key)
+        self.fingerprint = crypto.fingerprint(self.public_der)
+
+    @classmethod
+    def generate(cls, bits: int = crypto.RSA_BITS) -> Identity:
+        return cls(crypto.generate_rsa(bits))
+
+    @property
+    def short_fingerprint(self) -> str:
+        return crypto.format_fingerprint(self.fingerprint)
+
+    @property
+    def public_key(self) -> crypto.RsaKey:
+        return self._key.public_key()
+
+    def sign(self, context: str, data: bytes) -> bytes:
+        return crypto.sign(self._key, context, data)
+
+    def to_pem(self, passphrase: str | None = None) -> bytes:
+        """PKCS#8 PEM of the private key, encrypted when a passphrase is given."""
+        if passphrase:
+            return self._key.export_key(format="PEM", pkcs=8, passphrase=passphrase, protection=_PROTECTION)
+        return self._key.export_key(format="PEM", pkcs=8)
+
+    def save(self, path: Path, passphrase: str | None = None) -> None:
+        """Write the key atomically with mode 0600 (never world- or group-readable, even briefly)."""
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(self.to_pem(passphrase))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, passphrase: str | None = None) -> Identity:
+        """Read a key file; refuses files that others can read, wrong passphrases and non-keys."""
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise IdentityError(f"no identity key at {path}") from None
+        if os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise IdentityError(
+                f"the identity key {path} can be read by other users (mode {stat.S_IMODE(st.st_mode):o}); "
+                f"fix it with: chmod 600 '{path}'")
+        data = path.read_bytes()
+        encrypted = b"ENCRYPTED" in data
+        if encrypted and not passphrase:
+            raise IdentityError(f"the identity key {path} is protected by a passphrase; give it with "
+                                "--passphrase-file or the P2PCHAT_PASSPHRASE variable")
+        try:
+            key = RSA.import_key(data, passphrase=passphrase if encrypted else None)
+        except (ValueError, IndexError, TypeError):
+            if encrypted:
+                raise IdentityError(f"wrong passphrase for the identity key {path}") from None
+            raise IdentityError(f"{path} is not a readable RSA private key") from None
+        if not key.has_private():
+            raise IdentityError(f"{path} holds a public key only; an identity needs the private key")
+        if key.size_in_bits() < crypto.MIN_RSA_BITS:
+            raise IdentityError(f"the identity key {path} has {key.size_in_bits()} bits; "
+                                f"at least {crypto.MIN_RSA_BITS} are required")
+        return cls(key)
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path, passphrase: str | None = None) -> Identity:
+        """The identity in ``data_dir``, created on first use."""
+        path = data_dir / KEY_FILE
+        if path.exists():
+            return cls.load(path, passphrase)
+        ident = cls.generate()
+        ident.save(path, passphrase)
+        log.info("created identity key %s (fingerprint %s)", path, ident.short_fingerprint)
+        return ident
+
+    def __repr__(self) -> str:
+        return f"Identity({self.short_fingerprint})"

@@ -1,0 +1,245 @@
+"""Thin blocking IO around the frame codec: a framed socket, outgoing connections bound to ``--host``,
+and a threaded TCP server that owns and stops all its threads.
+
+Used by the ledger's gossip node, the chat node and the relay, so that every socket in the project reads
+through the same limits and timeouts.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from p2pchat.foundation.addresses import format_address
+from p2pchat.foundation.codec import Message, Protocol
+from p2pchat.foundation.errors import FrameError, PeerUnreachable, UserError
+
+log = logging.getLogger(__name__)
+RECV_CHUNK = 65536
+
+
+class FramedSocket:
+    """A connected socket that sends and receives whole, schema-checked frames.
+
+    ``recv`` enforces one deadline for a whole frame, so a peer that trickles bytes (slowloris) cannot hold
+    a thread longer than the timeout. ``send`` is safe to call from several threads.
+    """
+
+    def __init__(self, sock: socket.socket, protocol: Protocol, *, timeout: float = 30.0) -> None:
+        self.sock = sock
+        self.protocol = protocol
+        self.timeout = timeout
+        self._reader = protocol.reader()
+        self._ready: list[Message] = []
+        self._send_lock = threading.Lock()
+        self._closed = False
+        try:
+            self.peer: tuple[str, int] = sock.getpeername()[:2]
+            self.local: tuple[str, int] = sock.getsockname()[:2]
+        except OSError:
+            self.peer = ("?", 0)
+            self.local = ("?", 0)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    @property
+    def peer_text(self) -> str:
+        return format_address(*self.peer)
+
+    def send(self, type_: str, **fields: Any) -> None:
+        self.send_frame(self.protocol.encode(type_, **fields))
+
+    def send_frame(self, frame: bytes) -> None:
+        """Send pre-encoded frame bytes (already length-prefixed)."""
+        with self._send_lock:
+            try:
+                self.sock.settimeout(self.timeout)
+                self.sock.sendall(frame)
+            except OSError as exc:
+                raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
+
+    def send_error(self, reason: str) -> None:
+        """Best effort: tell the peer why the connection is being closed."""
+        try:
+            self.send("error", reason=reason[:1000])
+        except UserError:
+            pass
+
+    def recv(self, timeout: float | None = None) -> Message:
+        """The next message; raises :class:`PeerUnreachable` on close or timeout, :class:`FrameError` on bad
+        frames. A peer's ``error`` frame is returned like any other message."""
+        if self._ready:
+            return self._ready.pop(0)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while not self._ready:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PeerUnreachable(f"{self.peer_text} did not answer in time")
+            try:
+                self.sock.settimeout(remaining)
+                data = self.sock.recv(RECV_CHUNK)
+            except TimeoutError:
+                raise PeerUnreachable(f"{self.peer_text} did not answer in time") from None
+            except OSError as exc:
+                raise PeerUnreachable(f"connection to {self.peer_text} failed: {_os_reason(exc)}") from None
+            if not data:
+                raise PeerUnreachable(f"{self.peer_text} closed the connection")
+            self._ready.extend(self._reader.feed(data))
+        return self._ready.pop(0)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+    def __enter__(self) -> FramedSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def connect(ip: str, port: int, protocol: Protocol, *, source_ip: str | None = None,
+            timeout: float = 5.0) -> FramedSocket:
+    """Open a TCP connection to ``ip:port``, bound to ``source_ip`` first so the peer sees that address."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if source_ip:
+            sock.bind((source_ip, 0))
+        sock.settimeout(timeout)
+        sock.connect((ip, port))
+    except TimeoutError:
+        sock.close()
+        raise PeerUnreachable(f"{format_address(ip, port)} did not answer within {timeout:g} s") from None
+    except OSError as exc:
+        sock.close()
+        if source_ip and exc.errno in (99, 49):  # EADDRNOTAVAIL (Linux, macOS)
+            raise PeerUnreachable(f"this machine has no address {source_ip} to connect from") from None
+        raise PeerUnreachable(f"cannot connect to {format_address(ip, port)}: {_os_reason(exc)}") from None
+    return FramedSocket(sock, protocol, timeout=timeout)
+
+
+Handler = Callable[[FramedSocket], None]
+
+
+class FrameServer:
+    """A threaded TCP server: one thread per connection, a bound on connections, and a ``close()`` that
+    stops and joins every thread it started.
+
+    The handler owns the connection; the server closes it when the handler returns. A :class:`UserError`
+    from the handler is logged and sent to the peer as an ``error`` frame; the server keeps serving others.
+    """
+
+    def __init__(self, host: str, port: int, protocol: Protocol, handler: Handler, *, name: str,
+                 max_connections: int = 256, timeout: float = 30.0,
+                 max_per_ip: int | None = None) -> None:
+        self.host = host
+        self.protocol = protocol
+        self.handler = handler
+        self.name = name
+        self.max_connections = max_connections
+        self.max_per_ip = max_per_ip
+        self.timeout = timeout
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.socket(family, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._listener.bind((host, port))
+        except OSError as exc:
+            self._listener.close()
+            raise PeerUnreachable(f"{name}: cannot listen on {format_address(host, port)}: "
+                                  f"{_os_reason(exc)}") from None
+        self._listener.listen(128)
+        self.port: int = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._conns: dict[FramedSocket, threading.Thread] = {}
+        self._stopping = threading.Event()
+        self._accept_thread = threading.Thread(target=self._accept_loop, name=f"{name}-accept")
+
+    def start(self) -> FrameServer:
+        self._accept_thread.start()
+        return self
+
+    @property
+    def connection_count(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                sock, addr = self._listener.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                time.sleep(0.05)  # e.g. EMFILE: back off instead of spinning
+                continue
+            conn = FramedSocket(sock, self.protocol, timeout=self.timeout)
+            with self._lock:
+                refused = self._refusal(addr[0])
+                if refused is None:
+                    thread = threading.Thread(target=self._serve, args=(conn,), name=f"{self.name}-conn")
+                    self._conns[conn] = thread
+            if refused is not None:
+                log.warning("%s: refused %s: %s", self.name, addr[0], refused)
+                conn.send_error(refused)
+                conn.close()
+                continue
+            thread.start()
+
+    def _refusal(self, ip: str) -> str | None:
+        if len(self._conns) >= self.max_connections:
+            return "this node is at its connection limit; try again later"
+        if self.max_per_ip is not None:
+            same = sum(1 for c in self._conns if c.peer[0] == ip)
+            if same >= self.max_per_ip:
+                return f"too many connections from {ip}"
+        return None
+
+    def _serve(self, conn: FramedSocket) -> None:
+        try:
+            self.handler(conn)
+        except FrameError as exc:
+            log.warning("%s: bad frame from %s: %s", self.name, conn.peer_text, exc)
+            conn.send_error(str(exc))
+        except PeerUnreachable as exc:
+            log.info("%s: %s", self.name, exc)
+        except UserError as exc:
+            log.warning("%s: %s: %s", self.name, conn.peer_text, exc)
+            conn.send_error(str(exc))
+        finally:
+            conn.close()
+            with self._lock:
+                self._conns.pop(conn, None)
+
+    def close(self) -> None:
+        """Stop accepting, close every connection and join every thread."""
+        self._stopping.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._listener.close()
+        if self._accept_thread.is_alive():
+            self._accept_thread.join()
+        with self._lock:
+            conns = list(self._conns.items())
+        for conn, _ in conns:
+            conn.close()
+        current = threading.current_thread()
+        for _, thread in conns:
+            if thread is not current and thread.ident is not None:
+                thread.join()

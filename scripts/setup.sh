@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Creates .venv with the project installed. Installs the few Debian packages it needs when they are missing
+# (python3-venv, python3-tk; with --test also xvfb and xdotool for the real-window GUI tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+need=()
+python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
+python3 -c "import tkinter" 2>/dev/null || need+=(python3-tk)
+if [ "$want_test" = 1 ]; then
+  command -v Xvfb >/dev/null || need+=(xvfb)
+  command -v xdotool >/dev/null || need+=(xdotool)
+  command -v ip >/dev/null || need+=(iproute2)
+fi
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "setup: installing ${need[*]} with apt-get" >&2
+  sudo_cmd=()
+  [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+if [ "$want_test" = 1 ]; then
+  .venv/bin/python -m pip install -q -e '.[test]'
+else
+  .venv/bin/python -m pip install -q -e .
+fi
