@@ -1,0 +1,117 @@
+"""Events a chat node reports to its user interface (terminal or GUI) through a queue.
+
+The node's threads put these on ``ChatNode.events``; a UI drains the queue on its own thread (the GUI with
+Tk's ``after()``), so no network thread ever touches the UI. Every event names the session it belongs to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from p2pchat.steps import Step
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What a UI shows about the peer of a session (fields are None until the step that learns them)."""
+
+    session: str
+    peer_query: str                  # what the user typed (IP, nickname or fingerprint) or the caller's address
+    peer_address: str | None = None  # "ip:port" actually connected to / from
+    peer_nickname: str | None = None
+    peer_fingerprint: str | None = None     # formatted in short groups
+    ledger_block: int | None = None         # height of the block holding the peer's record
+    confirmations: int | None = None
+    path: str | None = None                 # "direct" or "relay ip:port"
+    key_epoch: int | None = None
+    until_rotation: int | None = None       # messages this side sends before the next key rotation
+    safety_number: str | None = None
+    steps_done: tuple[Step, ...] = ()
+    incoming: bool = False
+
+
+@dataclass(frozen=True)
+class StepResult:
+    session: str
+    step: Step
+    ok: bool
+    detail: str          # "✓ detail" / "✗ reason" is the UI's job; this is the plain sentence
+
+
+@dataclass(frozen=True)
+class StepRefused:
+    """A step was asked for out of order; ``reason`` names the step that must come first."""
+
+    session: str
+    step: Step
+    reason: str
+
+
+@dataclass(frozen=True)
+class IncomingChat:
+    """Someone connected (step 1 on their side); the user must accept or reject with ``ChatNode.accept``."""
+
+    session: str
+    peer_address: str
+    nickname: str
+
+
+@dataclass(frozen=True)
+class SessionUpdated:
+    info: SessionInfo
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    session: str
+    msg_id: int
+    text: str
+    sender: str
+    sent_at: float       # sender's clock, seconds since the epoch
+    received_at: float
+
+
+@dataclass(frozen=True)
+class DeliveryReceipt:
+    session: str
+    msg_id: int
+
+
+@dataclass(frozen=True)
+class PeerTyping:
+    session: str
+    typing: bool
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should see in the chat pane: ``kind`` is ``rotation``, ``refused`` (a tampered,
+    replayed or out-of-order frame that was dropped), ``path`` or ``info``."""
+
+    session: str
+    kind: str
+    text: str
+
+
+@dataclass(frozen=True)
+class SessionEnded:
+    session: str
+    reason: str
+    clean: bool = False   # True for a goodbye, False for errors and vanished peers
+
+
+@dataclass(frozen=True)
+class NodeError:
+    """An error not tied to one session (e.g. the listening port is taken)."""
+
+    text: str
+    session: str | None = None
+
+
+Event = (StepResult | StepRefused | IncomingChat | SessionUpdated | MessageReceived | DeliveryReceipt
+         | PeerTyping | Notice | SessionEnded | NodeError)
+
+__all__ = [
+    "DeliveryReceipt", "Event", "IncomingChat", "MessageReceived", "NodeError", "Notice", "PeerTyping",
+    "SessionEnded", "SessionInfo", "SessionUpdated", "StepRefused", "StepResult",
+]
