@@ -13,6 +13,7 @@ if [ "$want_test" = 1 ]; then
   command -v Xvfb >/dev/null || need+=(xvfb)
   command -v xdotool >/dev/null || need+=(xdotool)
   command -v ip >/dev/null || need+=(iproute2)
+  command -v nft >/dev/null || need+=(nftables)
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup: installing ${need[*]} with apt-get" >&2
