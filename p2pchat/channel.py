@@ -1,0 +1,412 @@
+"""The encrypted chat channel after the handshake, as a sans-IO state machine with key rotation.
+
+API::
+
+    Channel(est: Established, *, rotate_every: int = 10, ephemeral_factory=crypto.EphemeralKey)
+    .send_text(text, now) -> (msg_id, [frame, ...])   # may include a rotation frame after the text
+    .send_typing(typing) -> [frame] or []             # only on a change of state
+    .send_goodbye(reason="") -> [frame] or []         # once; afterwards nothing more is sent
+    .receive(msg: Message, now=None) -> list[ChEvent] # never raises for anything a peer sends
+    .close()                                          # drop all key material (end of session)
+    .epoch (= send_epoch), .recv_epoch, .until_rotation, .rotating, .rotate_every, .closed, .peer_closed
+
+Events returned by :meth:`Channel.receive`, in order:
+
+- ``Send(frame)``            — e.g. the automatic delivery receipt for a text, or a rotation answer
+- ``Text(msg_id, text, sent_at, received_at)``  — an authentic, in-order message to show
+- ``Receipt(msg_id)``        — the peer received our message ``msg_id``
+- ``Typing(typing)``         — the peer started/stopped typing
+- ``Rotated(epoch, direction)``  — ``"send"``: we now encrypt under ``epoch``; ``"receive"``: the peer does
+- ``Goodbye(reason)``        — the peer closed the chat (authenticated)
+- ``Refused(kind, reason)``  — a frame was refused and not shown (``kind``: ``tampered``, ``replayed``,
+  ``missing``, ``malformed``, ``unexpected``); the session may go on
+- ``PeerError(reason)``      — an (unauthenticated) ``error`` frame: the peer or someone on the path is closing
+
+Differences from the first sketch, on purpose: the constructor takes no clock and no rng (nothing in the
+channel depends on time or randomness other than the X25519 keys from ``ephemeral_factory``); ``receive``'s
+``now`` only stamps ``Text.received_at``; every ``Send`` carries one frame; ``Refused`` also has a ``kind``.
+
+Wire format (docs/protocol.md): a ``sealed`` frame has clear ``epoch`` and ``counter`` and ``box`` =
+AES-256-GCM(key[direction, epoch], nonce = 0x00000000 | counter (u64), plaintext = padded inner message,
+AAD = label | session id | direction | epoch | counter). The inner message (``text``, ``receipt``, ``typing``,
+``rotate``, ``rotate_ack``, ``goodbye``) is a :data:`~p2pchat.chat_protocol.SEALED_CONTENT` frame body, so an
+observer cannot tell a typing notice from a short text. Counters strictly increase per direction across epochs;
+lower or equal → refused (replay/reorder), a jump → reported as missing frames.
+
+Rotation, per direction (sender S, receiver R), after ``rotate_every`` texts from S under the current epoch:
+S sends ``rotate{epoch+1, pub_S}`` (sealed under the current key) and keeps sending under the current key;
+R answers ``rotate_ack{epoch+1, pub_R}`` (sealed under R's own sending key), derives
+``key', chain' = HKDF(X25519(r, pub_S), salt=chain, info=label|direction|epoch+1)``, erases its ephemeral and
+the old chain key, and keeps the old receive key only until S's first frame under the new epoch; S derives the
+same on the ack, erases its ephemeral and old keys, and switches. The two directions rotate independently, so
+both sides rotating at once needs no tie-break.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from p2pchat.chat_protocol import (
+    CHAT,
+    DIRECTION_I2R,
+    DIRECTION_R2I,
+    MAX_COUNTER,
+    MAX_EPOCH,
+    MAX_TEXT_BYTES,
+    SEALED_CONTENT,
+    Send,
+    pad,
+    sealed_aad,
+    sealed_nonce,
+    unpad,
+)
+from p2pchat.foundation import crypto
+from p2pchat.foundation.codec import Message
+from p2pchat.foundation.errors import CryptoError, FrameError, ProtocolError, UserError
+from p2pchat.handshake import EphemeralLike, Established
+
+RATCHET_INFO = b"p2pchat/chat-ratchet/v1"
+DEFAULT_ROTATE_EVERY = 10
+MAX_SENT_AT = 1e11        # seconds since 1970: year ~5100; later (or NaN/inf) send times are refused
+
+
+class ChannelError(UserError):
+    """Something this side asked the channel cannot do (message too long, chat already closed)."""
+
+
+# --- events ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Text:
+    msg_id: int
+    text: str
+    sent_at: float                      # the sender's clock (seconds since the epoch), as it claims
+    received_at: float | None = None    # the ``now`` given to ``receive``
+
+
+@dataclass(frozen=True)
+class Receipt:
+    msg_id: int
+
+
+@dataclass(frozen=True)
+class Typing:
+    typing: bool
+
+
+@dataclass(frozen=True)
+class Rotated:
+    epoch: int
+    direction: str      # "send" or "receive"
+
+
+@dataclass(frozen=True)
+class Goodbye:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    kind: str           # tampered | replayed | missing | malformed | unexpected
+    reason: str
+
+
+@dataclass(frozen=True)
+class PeerError:
+    reason: str
+
+
+ChEvent = Send | Text | Receipt | Typing | Rotated | Goodbye | Refused | PeerError
+
+
+# --- key schedule --------------------------------------------------------------------------------------------
+
+def ratchet(shared: bytes, chain: bytes, direction: bytes, epoch: int) -> tuple[bytes, bytes]:
+    """Next (key, chain key) of one direction: HKDF-SHA256(ikm=shared, salt=chain,
+    info=``p2pchat/chat-ratchet/v1`` | direction | epoch (u32)) → 64 bytes split in two."""
+    key, next_chain = crypto.hkdf(shared, chain, RATCHET_INFO + direction + struct.pack(">I", epoch),
+                                  crypto.AES_KEY_LEN, count=2)
+    return key, next_chain
+
+
+class _SendSide:
+    """Our sending direction: current key and chain, next counter, a rotation in progress."""
+
+    def __init__(self, direction: bytes, key: bytes, chain: bytes) -> None:
+        self.direction = direction
+        self.epoch = 0
+        self.key: bytes | None = key
+        self.chain: bytes | None = chain
+        self.counter = 0                    # next counter to use
+        self.texts_in_epoch = 0
+        self.pending: EphemeralLike | None = None   # our half of a rotation awaiting the peer's ack
+
+    def wipe(self) -> None:
+        self.key = self.chain = None
+        if self.pending is not None:
+            self.pending.erase()
+            self.pending = None
+
+
+class _RecvSide:
+    """The peer's sending direction: current key, the next epoch's key once agreed, last counter seen."""
+
+    def __init__(self, direction: bytes, key: bytes, chain: bytes) -> None:
+        self.direction = direction
+        self.epoch = 0
+        self.key: bytes | None = key
+        self.chain: bytes | None = chain
+        self.next_key: bytes | None = None
+        self.last_counter = -1
+        self.last_text_id = 0
+
+    def wipe(self) -> None:
+        self.key = self.chain = self.next_key = None
+
+
+class Channel:
+    """One side of an established chat session; see the module docstring."""
+
+    def __init__(self, est: Established, *, rotate_every: int = DEFAULT_ROTATE_EVERY,
+                 ephemeral_factory: Callable[[], EphemeralLike] = crypto.EphemeralKey) -> None:
+        """Takes over ``est``'s keys (they are blanked in ``est``). ``rotate_every``: texts per direction and
+        epoch before that direction's key is rotated."""
+        if rotate_every < 1:
+            raise ValueError("rotate_every must be at least 1")
+        if not est.send_key or not est.recv_key:
+            raise ValueError("these session keys were already taken by another Channel")
+        self.rotate_every = rotate_every
+        self.session_id = est.transcript_hash
+        self.initiator = est.initiator
+        self._ephemeral_factory = ephemeral_factory
+        mine, theirs = (DIRECTION_I2R, DIRECTION_R2I) if est.initiator else (DIRECTION_R2I, DIRECTION_I2R)
+        self._send = _SendSide(mine, est.send_key, est.send_chain)
+        self._recv = _RecvSide(theirs, est.recv_key, est.recv_chain)
+        est.wipe_keys()
+        self._next_text_id = 1
+        self._typing = False
+        self.closed = False          # we said goodbye
+        self.peer_closed = False     # the peer said goodbye
+
+    # --- state for the UI ----------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        """The key epoch we send under."""
+        return self._send.epoch
+
+    send_epoch = epoch
+
+    @property
+    def recv_epoch(self) -> int:
+        return self._recv.epoch
+
+    @property
+    def until_rotation(self) -> int:
+        """Texts we send before our sending key starts rotating (0 while a rotation is under way)."""
+        if self._send.pending is not None:
+            return 0
+        return max(0, self.rotate_every - self._send.texts_in_epoch)
+
+    @property
+    def rotating(self) -> bool:
+        return self._send.pending is not None
+
+    @property
+    def texts_sent(self) -> int:
+        return self._next_text_id - 1
+
+    # --- sending ----------------------------------------------------------------------------------------
+
+    def send_text(self, text: str, now: float) -> tuple[int, list[bytes]]:
+        """Encrypt a message; returns its id (for the delivery receipt) and the frames to send in order."""
+        self._check_open()
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > MAX_TEXT_BYTES:
+            raise ChannelError(f"the message is {size:,} bytes; at most {MAX_TEXT_BYTES:,} bytes fit in one message")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ChannelError("the message contains characters that cannot be sent (lone surrogates)") from None
+        if not 0.0 <= now < MAX_SENT_AT:
+            raise ValueError(f"send time {now!r} is not a time in seconds since 1970")
+        msg_id = self._next_text_id
+        frames = [self._seal("text", id=msg_id, sent_at=float(now), text=text)]
+        self._next_text_id += 1
+        self._send.texts_in_epoch += 1
+        if self._send.texts_in_epoch >= self.rotate_every and self._send.pending is None \
+                and self._send.epoch < MAX_EPOCH:
+            frames.append(self._begin_rotation())
+        return msg_id, frames
+
+    def send_typing(self, typing: bool) -> list[bytes]:
+        """Tell the peer we started/stopped typing. Only a change of state makes a frame; the UI must also
+        debounce (start after a pause-free burst, stop after a few idle seconds), never one frame per key."""
+        if self.closed or self.peer_closed or typing == self._typing:
+            return []
+        self._typing = typing
+        return [self._seal("typing", on=typing)]
+
+    def send_goodbye(self, reason: str = "") -> list[bytes]:
+        """Close the chat politely; returns ``[]`` if goodbye was already said."""
+        if self.closed:
+            return []
+        frame = self._seal("goodbye", reason=reason[:1000])
+        self.closed = True
+        return [frame]
+
+    def close(self) -> None:
+        """Forget every key (end of session): nothing can be sent or decrypted afterwards."""
+        self.closed = self.peer_closed = True
+        self._send.wipe()
+        self._recv.wipe()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ChannelError("this chat is closed; nothing more can be sent")
+        if self.peer_closed:
+            raise ChannelError("the peer has left the chat")
+
+    def _begin_rotation(self) -> bytes:
+        eph = self._ephemeral_factory()
+        self._send.pending = eph
+        return self._seal("rotate", epoch=self._send.epoch + 1, pub=eph.public)
+
+    def _seal(self, type_: str, **fields: Any) -> bytes:
+        side = self._send
+        if side.key is None:
+            raise ChannelError("this chat's keys are gone; nothing more can be sent")
+        if side.counter > MAX_COUNTER:
+            raise ChannelError("this session has used up its message counter; reconnect")
+        counter = side.counter
+        inner = SEALED_CONTENT.encode_body(type_, **fields)
+        box = crypto.seal(side.key, sealed_nonce(counter), pad(inner),
+                          sealed_aad(self.session_id, side.direction, side.epoch, counter))
+        side.counter += 1
+        return CHAT.encode("sealed", epoch=side.epoch, counter=counter, box=box)
+
+    # --- receiving --------------------------------------------------------------------------------------
+
+    def receive(self, msg: Message, now: float | None = None) -> list[ChEvent]:
+        """Feed one decoded frame from the peer; returns what to show and what to send. ``now`` (the IO
+        layer's clock) is copied into ``Text.received_at``."""
+        if msg.type == "error":
+            return [PeerError(msg["reason"])]
+        if msg.type != "sealed":
+            return [Refused("unexpected", f"a '{msg.type}' handshake frame arrived after the handshake finished "
+                                          "(a replay?); it was ignored")]
+        side = self._recv
+        epoch, counter, box = msg["epoch"], msg["counter"], msg["box"]
+        if side.key is None:
+            return [Refused("unexpected", "a message arrived after this chat was closed; it was not shown")]
+        if self.peer_closed:
+            return [Refused("unexpected", "a message arrived after the peer said goodbye; it was not shown")]
+        if counter <= side.last_counter:
+            return [Refused("replayed", f"a message was replayed or arrived out of order (number {counter}, "
+                                        f"already at {side.last_counter}); it was not shown")]
+        if epoch == side.epoch:
+            key = side.key
+        elif epoch == side.epoch + 1 and side.next_key is not None:
+            key = side.next_key
+        elif epoch < side.epoch:
+            return [Refused("replayed", f"a message under the erased key epoch {epoch} arrived (a replay?); "
+                                        "it was not shown")]
+        else:
+            return [Refused("unexpected", f"a message under key epoch {epoch}, which was never agreed, "
+                                          "arrived; it was not shown")]
+        try:
+            plain = crypto.open_sealed(key, sealed_nonce(counter), box,
+                                       sealed_aad(self.session_id, side.direction, epoch, counter))
+        except CryptoError:
+            return [Refused("tampered", "a message failed authentication: it was altered on the way or forged; "
+                                        "it was not shown")]
+        # Authentic from here on: the counter is used up even if the content turns out malformed.
+        events: list[ChEvent] = []
+        missing = counter - side.last_counter - 1
+        if missing:
+            events.append(Refused("missing", f"{missing} message{'s' if missing > 1 else ''} from the peer "
+                                             "never arrived (dropped on the way, or refused above)"))
+        side.last_counter = counter
+        if epoch != side.epoch:
+            side.key, side.next_key, side.epoch = side.next_key, None, epoch   # the old key is dropped here
+            events.append(Rotated(epoch, "receive"))
+        try:
+            inner = SEALED_CONTENT.decode(unpad(plain))
+        except (FrameError, ProtocolError) as exc:
+            events.append(Refused("malformed", f"the peer sent a malformed message ({exc}); it was not shown"))
+            return events
+        events += self._dispatch(inner, now)
+        return events
+
+    def _dispatch(self, inner: Message, now: float | None) -> list[ChEvent]:
+        kind = inner.type
+        if kind == "text":
+            return self._on_text(inner, now)
+        if kind == "receipt":
+            if inner["id"] >= self._next_text_id:
+                return [Refused("unexpected", f"a receipt for message {inner['id']}, which was never sent")]
+            return [Receipt(inner["id"])]
+        if kind == "typing":
+            return [Typing(inner["on"])]
+        if kind == "rotate":
+            return self._on_rotate(inner["epoch"], inner["pub"])
+        if kind == "rotate_ack":
+            return self._on_rotate_ack(inner["epoch"], inner["pub"])
+        self.peer_closed = True
+        return [Goodbye(inner["reason"])]
+
+    def _on_text(self, inner: Message, now: float | None) -> list[ChEvent]:
+        msg_id = inner["id"]
+        sent_at = float(inner["sent_at"])
+        if not 0.0 <= sent_at < MAX_SENT_AT:    # NaN, infinities and absurd times would break time formatting
+            return [Refused("malformed", f"message {msg_id} carries an impossible send time; it was not shown")]
+        if msg_id <= self._recv.last_text_id:
+            return [Refused("replayed", f"message {msg_id} arrived a second time; it was not shown again")]
+        self._recv.last_text_id = msg_id
+        events: list[ChEvent] = [Text(msg_id, inner["text"], sent_at, now)]
+        if not self.closed:
+            events.append(Send(self._seal("receipt", id=msg_id)))
+        return events
+
+    def _on_rotate(self, epoch: int, peer_pub: bytes) -> list[ChEvent]:
+        side = self._recv
+        if epoch != side.epoch + 1 or side.next_key is not None or side.chain is None:
+            return [Refused("unexpected", f"the peer asked to rotate to key epoch {epoch} out of turn; ignored")]
+        eph = self._ephemeral_factory()
+        try:
+            shared = eph.agree(peer_pub)
+        except CryptoError as exc:
+            return [Refused("malformed", f"the peer's rotation key is unusable ({exc})")]
+        finally:
+            eph.erase()
+        side.next_key, side.chain = ratchet(shared, side.chain, side.direction, epoch)
+        if self.closed:
+            return []
+        return [Send(self._seal("rotate_ack", epoch=epoch, pub=eph.public))]
+
+    def _on_rotate_ack(self, epoch: int, peer_pub: bytes) -> list[ChEvent]:
+        side = self._send
+        eph = side.pending
+        if eph is None or epoch != side.epoch + 1 or side.chain is None:
+            return [Refused("unexpected", f"the peer acknowledged a key rotation to epoch {epoch} that was never "
+                                          "asked for; ignored")]
+        try:
+            shared = eph.agree(peer_pub)
+        except CryptoError as exc:
+            return [Refused("malformed", f"the peer's rotation key is unusable ({exc})")]
+        finally:
+            eph.erase()
+            side.pending = None
+        side.key, side.chain = ratchet(shared, side.chain, side.direction, epoch)
+        side.epoch = epoch
+        side.texts_in_epoch = 0
+        return [Rotated(epoch, "send")]
+
+
+__all__ = [
+    "ChEvent", "Channel", "ChannelError", "Goodbye", "PeerError", "Receipt", "Refused", "Rotated", "Send", "Text",
+    "Typing", "ratchet",
+]

@@ -1,0 +1,239 @@
+"""The chat wire protocol: codec schemas of every frame two chat peers exchange, and the byte layouts that the
+handshake and the channel share (transcript encoding, sealed-frame header, padding).
+
+Public API (used by :mod:`p2pchat.handshake`, :mod:`p2pchat.channel` and the IO layer :mod:`p2pchat.node`):
+
+- ``CHAT`` — the :class:`~p2pchat.foundation.codec.Protocol` for chat connections. Build readers with
+  ``CHAT.reader()``, frames with ``CHAT.encode(type, **fields)``; the peer-facing ``error`` frame is built in.
+- ``SEALED_CONTENT`` — the protocol of the plaintext *inside* an encrypted ``sealed`` frame.
+- ``Send(frame)`` — the one "put these bytes on the wire" event both protocol cores return.
+- ``HANDSHAKE_TYPES`` / ``CHANNEL_TYPES`` — which frame types belong to which core.
+- constants: ``PROTOCOL_VERSION``, ``SUPPORTED_VERSIONS``, ``MAX_TEXT_BYTES``, ``MAX_FRAME``.
+
+Frame types on a chat connection (field names as on the wire; see docs/protocol.md for the full spec):
+
+======================  ============  =============================================================
+type                    sent by       fields
+======================  ============  =============================================================
+``hello``               initiator     version, network, nickname, address          (step 1)
+``welcome``             responder     version, network, nickname, address          (step 1)
+``decline``             responder     reason                                       (step 1)
+``key``                 both          key (DER)                                    (step 2)
+``key_ok``              both          —  (my ledger check of your key passed)      (step 2)
+``challenge``           initiator     nonce                                        (step 3)
+``auth_reply``          responder     nonce, sig                                   (step 3)
+``auth``                initiator     sig                                          (step 3)
+``auth_ok``             responder     —                                            (step 3)
+``ephemeral``           initiator     pub, sig                                     (step 4)
+``ephemeral_reply``     responder     pub, sig, confirm                            (step 4)
+``confirm``             initiator     confirm                                      (step 4)
+``sealed``              both          epoch, counter, box                          (channel)
+``error``               both          reason                                       (any time)
+======================  ============  =============================================================
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from p2pchat.foundation import crypto
+from p2pchat.foundation.codec import Field, Protocol
+from p2pchat.foundation.errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+
+MAX_TEXT_BYTES = 1024 * 1024            # one chat message: up to 1 MiB of UTF-8
+MAX_NICKNAME = 64
+MAX_NETWORK = 64
+MAX_ADDRESS = 64                         # "ip:port" / "[v6]:port"
+MAX_REASON = 1000
+MAX_KEY_DER = 2048                       # RSA-8192 SubjectPublicKeyInfo is ~1 100 bytes
+MAX_SIGNATURE = 1024                     # RSA-8192
+NONCE_LEN = 32                           # step-3 challenges
+X25519_LEN = crypto.X25519_LEN
+TAG_LEN = 32                             # HMAC-SHA256 key-confirmation tags
+
+# --- padding buckets for sealed plaintext ----------------------------------------------------------------
+PAD_BUCKETS: tuple[int, ...] = (256, 1024, 4096, 16384, 65536)
+PAD_STEP = 65536                         # above the last bucket: the next multiple of 64 KiB
+LENGTH_PREFIX = struct.Struct(">I")
+
+# Largest padded plaintext: a 1 MiB text plus its msgpack envelope, rounded up to the next 64 KiB.
+MAX_PLAINTEXT = MAX_TEXT_BYTES + 2 * PAD_STEP
+MAX_BOX = MAX_PLAINTEXT + crypto.GCM_TAG_LEN
+MAX_FRAME = 2 * 1024 * 1024              # a 1 MiB message fits in one frame with room to spare
+
+MAX_COUNTER = 2**64 - 1
+MAX_EPOCH = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Send:
+    """Put ``frame`` (complete, length-prefixed bytes) on the wire, in the order the events came."""
+
+    frame: bytes
+
+
+def _hello_fields() -> dict[str, Field]:
+    return {
+        "version": Field(int, lo=0, hi=65535),
+        "network": Field(str, min_len=1, max_len=MAX_NETWORK),
+        "nickname": Field(str, max_len=MAX_NICKNAME),
+        "address": Field(str, max_len=MAX_ADDRESS),
+    }
+
+
+def _bytes(n: int) -> Field:
+    return Field(bytes, min_len=n, max_len=n)
+
+
+_SIG = Field(bytes, min_len=1, max_len=MAX_SIGNATURE)
+
+CHAT = Protocol("chat", {
+    # step 1 — Connect
+    "hello": _hello_fields(),
+    "welcome": _hello_fields(),
+    "decline": {"reason": Field(str, max_len=MAX_REASON)},
+    # step 2 — Swap public keys
+    "key": {"key": Field(bytes, min_len=1, max_len=MAX_KEY_DER)},
+    "key_ok": {},
+    # step 3 — Authenticate
+    "challenge": {"nonce": _bytes(NONCE_LEN)},
+    "auth_reply": {"nonce": _bytes(NONCE_LEN), "sig": _SIG},
+    "auth": {"sig": _SIG},
+    "auth_ok": {},
+    # step 4 — Agree AES key
+    "ephemeral": {"pub": _bytes(X25519_LEN), "sig": _SIG},
+    "ephemeral_reply": {"pub": _bytes(X25519_LEN), "sig": _SIG, "confirm": _bytes(TAG_LEN)},
+    "confirm": {"confirm": _bytes(TAG_LEN)},
+    # after the handshake: everything travels sealed
+    "sealed": {
+        "epoch": Field(int, lo=0, hi=MAX_EPOCH),
+        "counter": Field(int, lo=0, hi=MAX_COUNTER),
+        "box": Field(bytes, min_len=crypto.GCM_TAG_LEN, max_len=MAX_BOX),
+    },
+}, max_frame=MAX_FRAME)
+
+HANDSHAKE_TYPES = frozenset({"hello", "welcome", "decline", "key", "key_ok", "challenge", "auth_reply", "auth",
+                             "auth_ok", "ephemeral", "ephemeral_reply", "confirm"})
+CHANNEL_TYPES = frozenset({"sealed"})
+
+# What travels inside a sealed frame (after decryption and unpadding). Same codec, its own schema set.
+SEALED_CONTENT = Protocol("chat-sealed", {
+    "text": {
+        "id": Field(int, lo=1, hi=2**63 - 1),
+        "sent_at": Field(float),
+        "text": Field(str, max_len=MAX_TEXT_BYTES),
+    },
+    "receipt": {"id": Field(int, lo=1, hi=2**63 - 1)},
+    "typing": {"on": Field(bool)},
+    "rotate": {"epoch": Field(int, lo=1, hi=MAX_EPOCH), "pub": _bytes(X25519_LEN)},
+    "rotate_ack": {"epoch": Field(int, lo=1, hi=MAX_EPOCH), "pub": _bytes(X25519_LEN)},
+    "goodbye": {"reason": Field(str, max_len=MAX_REASON)},
+}, max_frame=MAX_PLAINTEXT)
+
+
+# --- transcript ------------------------------------------------------------------------------------------
+
+TRANSCRIPT_LABEL = b"p2pchat/chat-transcript/v1"
+
+
+class Transcript:
+    """The ordered, labelled record of a handshake that both sides hash and sign.
+
+    Items are appended in a fixed order defined by the protocol (not the order frames happened to arrive).
+    Encoding: ``TRANSCRIPT_LABEL`` then, per item, ``u8 len(label) | label | u32 len(value) | value``;
+    the hash is SHA-256 of that byte string.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[tuple[str, bytes]] = []
+
+    def add(self, label: str, value: bytes | str | int) -> None:
+        self._items.append((label, encode_item(value)))
+
+    @property
+    def labels(self) -> list[str]:
+        return [label for label, _ in self._items]
+
+    def encoded(self) -> bytes:
+        out = bytearray(TRANSCRIPT_LABEL)
+        for label, value in self._items:
+            raw = label.encode()
+            out += bytes([len(raw)]) + raw + LENGTH_PREFIX.pack(len(value)) + value
+        return bytes(out)
+
+    def digest(self) -> bytes:
+        return crypto.sha256(self.encoded())
+
+
+def encode_item(value: bytes | str | int) -> bytes:
+    """Transcript value encoding: bytes as is, text as UTF-8, integers as 4-byte big-endian."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32:
+        return struct.pack(">I", value)
+    raise TypeError(f"cannot put {type(value).__name__} in a transcript")
+
+
+# --- sealed frames: header, nonce, padding ------------------------------------------------------------------
+
+SEALED_AAD_LABEL = b"p2pchat/sealed/v1\x00"
+DIRECTION_I2R = b"i2r"
+DIRECTION_R2I = b"r2i"
+_AAD_TAIL = struct.Struct(">IQ")
+_NONCE_PREFIX = b"\x00\x00\x00\x00"
+
+
+def sealed_aad(session_id: bytes, direction: bytes, epoch: int, counter: int) -> bytes:
+    """Authenticated header of a sealed frame: label (frame kind + version) | session id (the handshake
+    transcript hash, 32 B) | direction (``i2r``/``r2i``) | epoch (u32) | counter (u64)."""
+    return SEALED_AAD_LABEL + session_id + direction + _AAD_TAIL.pack(epoch, counter)
+
+
+def sealed_nonce(counter: int) -> bytes:
+    """96-bit GCM nonce: four zero bytes then the 64-bit big-endian per-direction counter.
+
+    Every (direction, epoch) pair has its own key and the counter never repeats within a direction, so no
+    (key, nonce) pair ever repeats; the layout is the same for every direction and epoch."""
+    return _NONCE_PREFIX + counter.to_bytes(8, "big")
+
+
+def padded_size(n: int) -> int:
+    """The bucket a plaintext of ``n`` bytes (length prefix included) is padded up to."""
+    for bucket in PAD_BUCKETS:
+        if n <= bucket:
+            return bucket
+    return -(-n // PAD_STEP) * PAD_STEP
+
+
+def pad(body: bytes) -> bytes:
+    """``u32 len(body) | body | zero bytes`` up to the bucket size."""
+    n = LENGTH_PREFIX.size + len(body)
+    return LENGTH_PREFIX.pack(len(body)) + body + bytes(padded_size(n) - n)
+
+
+def unpad(plain: bytes) -> bytes:
+    """Inverse of :func:`pad`; refuses a wrong length or non-zero padding."""
+    if len(plain) < LENGTH_PREFIX.size:
+        raise ProtocolError("sealed message is too short to hold its length")
+    (n,) = LENGTH_PREFIX.unpack_from(plain)
+    end = LENGTH_PREFIX.size + n
+    if end > len(plain):
+        raise ProtocolError("sealed message's length is larger than the message")
+    if any(plain[end:]):
+        raise ProtocolError("sealed message's padding is not zero")
+    if len(plain) != padded_size(end):
+        raise ProtocolError("sealed message is not padded to its size bucket")
+    return plain[LENGTH_PREFIX.size:end]
+
+
+__all__ = [
+    "CHANNEL_TYPES", "CHAT", "HANDSHAKE_TYPES", "MAX_FRAME", "MAX_TEXT_BYTES", "PAD_BUCKETS",
+    "PROTOCOL_VERSION", "SEALED_CONTENT", "SUPPORTED_VERSIONS", "Send", "Transcript", "pad", "padded_size",
+    "sealed_aad", "sealed_nonce", "unpad",
+]

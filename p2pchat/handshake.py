@@ -1,0 +1,785 @@
+"""The four-step chat handshake as a sans-IO state machine (no sockets, threads or clocks).
+
+One :class:`Handshake` per connection and side. The IO layer feeds it decoded frames (:meth:`Handshake.receive`),
+the local user's decisions (:meth:`Handshake.start` for the initiator's step buttons, :meth:`Handshake.accept` for
+the responder's accept/reject) and ledger lookups (:meth:`Handshake.ledger_answer`); every call returns a list of
+events, which the IO layer handles in order:
+
+- ``Send(frame)``                 — write these bytes to the peer (imported from :mod:`p2pchat.chat_protocol`)
+- ``NeedAccept(nickname, address, claimed_address)`` — responder: ask the user, then call ``accept(yes)``
+- ``NeedLookup(query, by)``       — look the peer up in the ledger (``by`` is ``"address"``: the peer's IP,
+  ``"query"``: what the user asked for, or ``"fingerprint"``: hex SHA-256 of the key the peer sent), then call
+  ``ledger_answer(binding)`` or ``ledger_answer(None, error)``
+- ``StepDone(step, detail)``      — a step finished on this side (both sides report every step)
+- ``Failed(step, reason)``        — the handshake is over; close the connection after sending queued frames
+- ``Ready(established)``          — keys agreed; hand ``established`` to :class:`p2pchat.channel.Channel`
+
+API::
+
+    Handshake(*, initiator, identity, nickname, network, local_address, peer_address, via_relay=False,
+              peer_query=None, rng=crypto.random_bytes, ephemeral_factory=crypto.EphemeralKey)
+    .start(step) -> list[HsEvent]          # initiator only; raises StepOrderError when out of order
+    .refusal(step) -> str | None           # the StepOrderError text start(step) would raise, or None
+    .receive(msg: Message) -> list[HsEvent]  # never raises for anything a peer sends
+    .accept(yes: bool) -> list[HsEvent]    # responder only, after NeedAccept
+    .ledger_answer(binding, error=None) -> list[HsEvent]   # after NeedLookup
+    .done: set[Step]; .next_step: Step | None; .in_progress: Step | None; .failed: str | None
+    .established: Established | None; .peer_nickname; .peer_public_der; .peer_binding
+
+Differences from the first sketch, on purpose: ``start`` returns events (step 2 needs a ``NeedLookup`` as
+well as a frame), and ``Established`` also carries the two chain keys the channel's ratchet starts from.
+
+Steps (docs/protocol.md has the byte-level spec and test vectors):
+1. Connect: ``hello`` → ``welcome`` | ``decline`` | ``error`` (version/network mismatch).
+2. Swap public keys: ``key`` ↔ ``key``, each side checks the peer's key against the ledger and sends ``key_ok``;
+   the step is done on a side when its own check passed and the peer's ``key_ok`` arrived.
+3. Authenticate: ``challenge`` → ``auth_reply`` (nonce + signature) → ``auth`` (signature) → ``auth_ok``; each
+   signature is RSA-PSS under context ``chat-auth`` over ``role | 0x00 | T3`` (T3: transcript hash so far).
+4. Agree AES key: ``ephemeral`` → ``ephemeral_reply`` (+ confirmation tag) → ``confirm``; each X25519 half is
+   signed under ``chat-ephemeral`` over ``role | 0x00 | T3 | pub``; HKDF-SHA256(shared, salt=T4) gives the
+   keys; HMAC-SHA256 tags over ``role | 0x00 | T4`` confirm both sides derived the same keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from p2pchat.chat_protocol import (
+    CHAT,
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    Send,
+    Transcript,
+)
+from p2pchat.foundation import crypto
+from p2pchat.foundation.addresses import parse_address
+from p2pchat.foundation.codec import Message
+from p2pchat.foundation.errors import AddressError, CryptoError, ProtocolError
+from p2pchat.foundation.identity import Identity
+from p2pchat.safety import safety_number
+from p2pchat.steps import Step
+
+AUTH_CONTEXT = "chat-auth"
+EPHEMERAL_CONTEXT = "chat-ephemeral"
+KEYS_INFO = b"p2pchat/chat-keys/v1"
+ROLE_INITIATOR = b"initiator"
+ROLE_RESPONDER = b"responder"
+
+LookupBy = Literal["address", "query", "fingerprint"]
+
+
+# --- errors ----------------------------------------------------------------------------------------------
+
+class StepOrderError(ProtocolError):
+    """The local user asked for a step out of order; ``str()`` names the step that must come first."""
+
+    def __init__(self, message: str, step: Step | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+class HandshakeFailed(ProtocolError):
+    """The handshake cannot go on; ``str()`` is the reason for this side's user, ``peer_reason`` the text sent
+    to the peer in an ``error`` frame (``None``: send nothing)."""
+
+    def __init__(self, step: Step, reason: str, peer_reason: str | None = None) -> None:
+        super().__init__(reason)
+        self.step = step
+        self.reason = reason
+        self.peer_reason = peer_reason
+
+
+# --- data handed in and out ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LedgerBinding:
+    """What the ledger says about the peer (the IO layer's ledger client has verified the proof)."""
+
+    public_der: bytes
+    nickname: str
+    ip: str | None
+    port: int | None
+    relay: str | None
+    height: int
+    confirmations: int
+
+
+@dataclass(eq=False)
+class Established:
+    """The result of a completed handshake.
+
+    The four key fields are taken over (and blanked here) by :class:`p2pchat.channel.Channel`, so that this
+    object does not keep old keys alive after they rotate.
+    """
+
+    initiator: bool
+    send_key: bytes
+    recv_key: bytes
+    send_chain: bytes
+    recv_chain: bytes
+    transcript_hash: bytes          # T4: also the session id in every sealed frame's header
+    peer_public_der: bytes
+    peer_nickname: str              # from the ledger record
+    peer_binding: LedgerBinding
+    safety_number: str
+
+    def wipe_keys(self) -> None:
+        """Drop the references to the key material (Python cannot overwrite ``bytes`` in place)."""
+        self.send_key = self.recv_key = self.send_chain = self.recv_chain = b""
+
+
+@dataclass(frozen=True)
+class NeedAccept:
+    nickname: str
+    address: str            # where the connection actually came from (or the relay)
+    claimed_address: str    # what the peer says its address is
+
+
+@dataclass(frozen=True)
+class NeedLookup:
+    query: str
+    by: LookupBy
+
+
+@dataclass(frozen=True)
+class StepDone:
+    step: Step
+    detail: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    step: Step
+    reason: str
+
+
+@dataclass(frozen=True)
+class Ready:
+    established: Established
+
+
+HsEvent = Send | NeedAccept | NeedLookup | StepDone | Failed | Ready
+
+
+class EphemeralLike(Protocol):
+    public: bytes
+
+    def agree(self, peer_public: bytes) -> bytes: ...
+
+    def erase(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Hello:
+    version: int
+    network: str
+    nickname: str
+    address: str
+
+    @classmethod
+    def from_message(cls, msg: Message) -> Hello:
+        return cls(msg["version"], msg["network"], msg["nickname"], msg["address"])
+
+
+@dataclass(frozen=True)
+class SessionKeys:
+    """Output of the handshake's key schedule."""
+
+    i2r_key: bytes
+    r2i_key: bytes
+    i2r_chain: bytes
+    r2i_chain: bytes
+    confirm_key: bytes
+
+
+# --- pure functions (also used by the test vectors in docs/protocol.md) ---------------------------------
+
+def add_hellos(t: Transcript, i: Hello, r: Hello) -> None:
+    for prefix, h in (("i", i), ("r", r)):
+        t.add(f"{prefix}.version", h.version)
+        t.add(f"{prefix}.network", h.network)
+        t.add(f"{prefix}.nickname", h.nickname)
+        t.add(f"{prefix}.address", h.address)
+
+
+def add_keys(t: Transcript, i_fingerprint: bytes, r_fingerprint: bytes) -> None:
+    t.add("i.key", i_fingerprint)
+    t.add("r.key", r_fingerprint)
+
+
+def add_challenges(t: Transcript, i_nonce: bytes, r_nonce: bytes) -> None:
+    t.add("i.challenge", i_nonce)
+    t.add("r.challenge", r_nonce)
+
+
+def add_ephemerals(t: Transcript, i_pub: bytes, r_pub: bytes) -> None:
+    t.add("i.ephemeral", i_pub)
+    t.add("r.ephemeral", r_pub)
+
+
+def auth_message(role: bytes, t3: bytes) -> bytes:
+    """Data signed in step 3 (under context ``chat-auth``)."""
+    return role + b"\x00" + t3
+
+
+def ephemeral_message(role: bytes, t3: bytes, pub: bytes) -> bytes:
+    """Data signed in step 4 (under context ``chat-ephemeral``)."""
+    return role + b"\x00" + t3 + pub
+
+
+def derive_session_keys(shared: bytes, t4: bytes) -> SessionKeys:
+    """HKDF-SHA256(ikm=shared, salt=T4, info=``p2pchat/chat-keys/v1``) → five 32-byte keys."""
+    k = crypto.hkdf(shared, t4, KEYS_INFO, crypto.AES_KEY_LEN, count=5)
+    return SessionKeys(k[0], k[1], k[2], k[3], k[4])
+
+
+def confirm_tag(confirm_key: bytes, role: bytes, t4: bytes) -> bytes:
+    """Key-confirmation tag: HMAC-SHA256(confirm_key, role | 0x00 | T4)."""
+    return crypto.hmac_sha256(confirm_key, role + b"\x00" + t4)
+
+
+def short_fp(der: bytes) -> str:
+    return crypto.format_fingerprint(crypto.fingerprint(der), groups=4) + " …"
+
+
+# --- the state machine -----------------------------------------------------------------------------------
+
+class Handshake:
+    """One side of the four-step handshake; see the module docstring for the protocol and the events."""
+
+    def __init__(self, *, initiator: bool, identity: Identity, nickname: str, network: str, local_address: str,
+                 peer_address: str, via_relay: bool = False, peer_query: str | None = None,
+                 rng: Callable[[int], bytes] = crypto.random_bytes,
+                 ephemeral_factory: Callable[[], EphemeralLike] = crypto.EphemeralKey) -> None:
+        """``local_address``: this node's claimed ``ip:port`` (its --host and chat port). ``peer_address``: the
+        ``ip:port`` the socket is connected to (for a relayed session: the relay's). ``peer_query``: what the
+        user asked for (address, nickname or fingerprint); for a relayed session it is what the ledger is asked,
+        and a relayed responder without one looks the peer up by the fingerprint of the key it sends."""
+        self.initiator = initiator
+        self._identity = identity
+        self._rng = rng
+        self._ephemeral_factory = ephemeral_factory
+        self.via_relay = via_relay
+        self.peer_address = peer_address
+        self.peer_query = peer_query
+        self._me = Hello(PROTOCOL_VERSION, network, nickname, local_address)
+        self._role = ROLE_INITIATOR if initiator else ROLE_RESPONDER
+        self._peer_role = ROLE_RESPONDER if initiator else ROLE_INITIATOR
+
+        self.done: set[Step] = set()
+        self.in_progress: Step | None = None
+        self.failed: str | None = None
+        self.failed_step: Step | None = None
+        self.established: Established | None = None
+
+        self._transcript = Transcript()
+        self._peer_hello: Hello | None = None
+        self._awaiting_accept = False
+        # step 2
+        self.peer_public_der: bytes | None = None
+        self._peer_key: crypto.RsaKey | None = None
+        self.peer_binding: LedgerBinding | None = None
+        self._lookup: NeedLookup | None = None
+        self._lookup_pending = False
+        self._own_check_ok = False
+        self._peer_key_ok = False
+        self._sent_key = False
+        # step 3
+        self._my_nonce: bytes | None = None
+        self._t3: bytes | None = None
+        self._sent_auth = False
+        # step 4
+        self._ephemeral: EphemeralLike | None = None
+        self._pending_keys: SessionKeys | None = None
+        self._t4: bytes | None = None
+
+    # --- what the UI asks -------------------------------------------------------------------------------
+
+    @property
+    def next_step(self) -> Step | None:
+        """The lowest step not done yet (``None`` once all four are done or the handshake failed)."""
+        if self.failed is not None:
+            return None
+        for step in Step:
+            if step not in self.done:
+                return step
+        return None
+
+    @property
+    def peer_nickname(self) -> str | None:
+        """The ledger's nickname for the peer once step 2 checked it, before that the one from its hello."""
+        if self.peer_binding is not None:
+            return self.peer_binding.nickname
+        return self._peer_hello.nickname if self._peer_hello else None
+
+    @property
+    def peer_claimed_address(self) -> str | None:
+        return self._peer_hello.address if self._peer_hello else None
+
+    def refusal(self, step: Step | int) -> str | None:
+        """Why :meth:`start` would refuse ``step`` now (the :class:`StepOrderError` text), or ``None``."""
+        try:
+            self._check_can_start(Step(step))
+        except StepOrderError as exc:
+            return str(exc)
+        return None
+
+    def start(self, step: Step | int) -> list[HsEvent]:
+        """Initiator: begin ``step``; returns the events (frames to send, a ledger lookup to make).
+
+        Raises :class:`StepOrderError` — naming the step that must come first — when the step is out of order,
+        already done or in progress, after a failure, or on the responder's side.
+        """
+        step = Step(step)
+        self._check_can_start(step)
+        self.in_progress = step
+        if step is Step.CONNECT:
+            return [self._send("hello", **vars(self._me))]
+        if step is Step.SWAP_KEYS:
+            self._sent_key = True
+            events: list[HsEvent] = [self._send("key", key=self._identity.public_der)]
+            if not self.via_relay or self.peer_query is not None:
+                events.append(self._need_lookup(self._lookup_target(None)))
+            return events
+        if step is Step.AUTHENTICATE:
+            self._my_nonce = self._fresh_nonce()
+            return [self._send("challenge", nonce=self._my_nonce)]
+        return self._guard(Step.AGREE_KEY, self._start_agree)
+
+    def accept(self, yes: bool) -> list[HsEvent]:
+        """Responder: the user's answer to :class:`NeedAccept`."""
+        if self.failed is not None:
+            return []           # the peer left or broke the protocol while the user was deciding
+        if self.initiator or not self._awaiting_accept:
+            raise StepOrderError("No chat request is waiting for an answer", Step.CONNECT)
+        self._awaiting_accept = False
+        peer = self._peer_hello
+        assert peer is not None
+        if not yes:
+            self._fail_state(Step.CONNECT, f"you declined the chat from {peer.nickname or 'an unnamed peer'} "
+                                           f"at {self.peer_address}")
+            return [self._send("decline", reason=f"{self._me.nickname or 'the peer'} declined the chat"),
+                    Failed(Step.CONNECT, self.failed or "")]
+        add_hellos(self._transcript, peer, self._me)
+        return [self._send("welcome", **vars(self._me)),
+                self._step_done(Step.CONNECT, f"accepted the chat from {peer.nickname or 'an unnamed peer'} "
+                                              f"at {self.peer_address}")]
+
+    def ledger_answer(self, binding: LedgerBinding | None, error: str | None = None) -> list[HsEvent]:
+        """The IO layer's answer to :class:`NeedLookup`: the verified binding, or ``None`` and why not."""
+        if self.failed is not None:
+            return []           # failed while the lookup was running: nothing more to do
+        if not self._lookup_pending:
+            raise StepOrderError("No ledger lookup is pending for this handshake", Step.SWAP_KEYS)
+        self._lookup_pending = False
+        lookup = self._lookup
+        assert lookup is not None
+        if binding is None:
+            what = self._describe_query(lookup)
+            reason = f"the ledger has no record for {what}" + (f" ({error})" if error else "")
+            return self._fail(Step.SWAP_KEYS, reason,
+                              f"the ledger this node asked has no record for {self._describe_query_for_peer(lookup)}")
+        self.peer_binding = binding
+        return self._guard(Step.SWAP_KEYS, self._maybe_check_binding)
+
+    # --- frames from the peer ---------------------------------------------------------------------------
+
+    def receive(self, msg: Message) -> list[HsEvent]:
+        """Feed one decoded frame from the peer. Anything unexpected fails the handshake with a reason;
+        frames after a failure are ignored (the connection is being closed)."""
+        if self.failed is not None:
+            return []
+        step = self._current_step()
+        if msg.type == "error":
+            return self._fail(step, f"the peer ended the handshake: {msg['reason']}", None)
+        handler = self._handlers().get(msg.type)
+        if handler is None or self.established is not None:
+            return self._fail(step, self._unexpected(msg.type, step),
+                              f"unexpected '{msg.type}' frame during step {step.label}")
+        return self._guard(step, lambda: handler(msg))
+
+    def _handlers(self) -> dict[str, Callable[[Message], list[HsEvent]]]:
+        if self.initiator:
+            return {"welcome": self._on_welcome, "decline": self._on_decline, "key": self._on_key,
+                    "key_ok": self._on_key_ok, "auth_reply": self._on_auth_reply, "auth_ok": self._on_auth_ok,
+                    "ephemeral_reply": self._on_ephemeral_reply}
+        return {"hello": self._on_hello, "key": self._on_key, "key_ok": self._on_key_ok,
+                "challenge": self._on_challenge, "auth": self._on_auth, "ephemeral": self._on_ephemeral,
+                "confirm": self._on_confirm}
+
+    # step 1 --------------------------------------------------------------------------------------------
+
+    def _on_hello(self, msg: Message) -> list[HsEvent]:
+        if self._peer_hello is not None or self.done:
+            raise self._out_of_order(msg.type, Step.CONNECT)
+        hello = Hello.from_message(msg)
+        self._check_version_network(hello)
+        self._peer_hello = hello
+        self._awaiting_accept = True
+        self.in_progress = Step.CONNECT
+        return [NeedAccept(hello.nickname, self.peer_address, hello.address)]
+
+    def _on_welcome(self, msg: Message) -> list[HsEvent]:
+        if self.in_progress is not Step.CONNECT:
+            raise self._out_of_order(msg.type, Step.CONNECT)
+        hello = Hello.from_message(msg)
+        self._check_version_network(hello)
+        self._peer_hello = hello
+        add_hellos(self._transcript, self._me, hello)
+        return [self._step_done(Step.CONNECT, f"{hello.nickname or 'the peer'} at {self.peer_address} "
+                                              "accepted the chat")]
+
+    def _on_decline(self, msg: Message) -> list[HsEvent]:
+        if self.in_progress is not Step.CONNECT:
+            raise self._out_of_order(msg.type, Step.CONNECT)
+        reason = msg.get("reason") or "the peer declined the chat"
+        raise HandshakeFailed(Step.CONNECT, f"{self.peer_address} declined the chat: {reason}", None)
+
+    def _check_version_network(self, hello: Hello) -> None:
+        for name, value in (("nickname", hello.nickname), ("network", hello.network), ("address", hello.address)):
+            if not value.isprintable():     # control and bidi characters could rewrite a terminal or a label
+                raise HandshakeFailed(Step.CONNECT,
+                                      f"{self.peer_address} sent a {name} with control characters",
+                                      f"the {name} you sent contains control characters")
+        if hello.address:
+            try:
+                parse_address(hello.address, 0)
+            except AddressError:
+                raise HandshakeFailed(Step.CONNECT, f"{self.peer_address} claims the address "
+                                                    f"'{hello.address}', which is not an IP address and port",
+                                      "the address you claim is not an IP address and port") from None
+        if hello.version not in SUPPORTED_VERSIONS:
+            ours = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
+            raise HandshakeFailed(
+                Step.CONNECT,
+                f"{self.peer_address} speaks chat protocol version {hello.version}; this node supports "
+                f"version {ours} only",
+                f"this node supports chat protocol version {ours} only, not version {hello.version}")
+        if self.initiator and hello.version != self._me.version:
+            raise HandshakeFailed(Step.CONNECT, f"{self.peer_address} answered with protocol version "
+                                                f"{hello.version} instead of {self._me.version}",
+                                  f"this node asked for chat protocol version {self._me.version}")
+        if hello.network != self._me.network:
+            raise HandshakeFailed(
+                Step.CONNECT,
+                f"{self.peer_address} is on network '{hello.network}', this node on '{self._me.network}'",
+                f"this node is on network '{self._me.network}', not '{hello.network}'")
+
+    # step 2 --------------------------------------------------------------------------------------------
+
+    def _on_key(self, msg: Message) -> list[HsEvent]:
+        expected = Step.CONNECT in self.done and self.peer_public_der is None and \
+            (not self.initiator or self.in_progress is Step.SWAP_KEYS)
+        if not expected:
+            raise self._out_of_order(msg.type, Step.SWAP_KEYS)
+        der: bytes = msg["key"]
+        try:
+            self._peer_key = crypto.load_public(der)
+        except CryptoError as exc:
+            raise HandshakeFailed(Step.SWAP_KEYS, f"the key sent by {self.peer_address} is unusable: {exc}",
+                                  f"the key you sent is unusable: {exc}") from None
+        self.peer_public_der = der
+        self.in_progress = Step.SWAP_KEYS
+        events: list[HsEvent] = []
+        if not self._sent_key:
+            self._sent_key = True
+            events.append(self._send("key", key=self._identity.public_der))
+        if self._lookup is None:
+            events.append(self._need_lookup(self._lookup_target(der)))
+        events += self._maybe_check_binding()
+        return events
+
+    def _on_key_ok(self, msg: Message) -> list[HsEvent]:
+        if self.in_progress is not Step.SWAP_KEYS or self._peer_key_ok or not self._sent_key:
+            raise self._out_of_order(msg.type, Step.SWAP_KEYS)
+        self._peer_key_ok = True
+        return self._maybe_finish_swap()
+
+    def _lookup_target(self, peer_der: bytes | None) -> NeedLookup:
+        if not self.via_relay:
+            return NeedLookup(self._peer_ip(), "address")
+        if self.peer_query is not None:
+            return NeedLookup(self.peer_query, "query")
+        assert peer_der is not None
+        return NeedLookup(crypto.fingerprint(peer_der).hex(), "fingerprint")
+
+    def _need_lookup(self, lookup: NeedLookup) -> NeedLookup:
+        self._lookup = lookup
+        self._lookup_pending = True
+        return lookup
+
+    def _peer_ip(self) -> str:
+        try:
+            return parse_address(self.peer_address, 0)[0]
+        except AddressError:
+            return self.peer_address
+
+    def _maybe_check_binding(self) -> list[HsEvent]:
+        binding, der, lookup = self.peer_binding, self.peer_public_der, self._lookup
+        if binding is None or der is None or lookup is None or self._own_check_ok:
+            return []
+        what = self._describe_query(lookup)
+        if lookup.by == "address" and binding.ip is not None and binding.ip != lookup.query:
+            raise HandshakeFailed(Step.SWAP_KEYS, f"the ledger answered for {binding.ip}, not for {what}",
+                                  "this node could not check your key against the ledger")
+        if not crypto.constant_time_equal(binding.public_der, der):
+            raise HandshakeFailed(
+                Step.SWAP_KEYS,
+                f"the key {short_fp(der)} sent by {self.peer_address} is not the key the ledger binds to "
+                f"{what} (the ledger has {short_fp(binding.public_der)})",
+                f"the key you sent is not the one the ledger binds to {self._describe_query_for_peer(lookup)}")
+        self._own_check_ok = True
+        return [self._send("key_ok"), *self._maybe_finish_swap()]
+
+    def _maybe_finish_swap(self) -> list[HsEvent]:
+        if not (self._own_check_ok and self._peer_key_ok):
+            return []
+        der, binding, lookup = self.peer_public_der, self.peer_binding, self._lookup
+        assert der is not None and binding is not None and lookup is not None
+        i_fp = crypto.fingerprint(self._identity.public_der if self.initiator else der)
+        r_fp = crypto.fingerprint(der if self.initiator else self._identity.public_der)
+        add_keys(self._transcript, i_fp, r_fp)
+        nick = f" ({binding.nickname})" if binding.nickname else ""
+        claimed = self._peer_hello.nickname if self._peer_hello else ""
+        also = f"; it calls itself '{claimed}'" if claimed and claimed != binding.nickname else ""
+        conf = "confirmation" if binding.confirmations == 1 else "confirmations"
+        return [self._step_done(
+            Step.SWAP_KEYS,
+            f"key {short_fp(der)}{nick} matches the ledger record for {self._describe_query(lookup)} "
+            f"(block {binding.height}, {binding.confirmations} {conf}){also}")]
+
+    def _describe_query(self, lookup: NeedLookup) -> str:
+        if lookup.by == "address":
+            return lookup.query
+        if lookup.by == "fingerprint":
+            return f"fingerprint {crypto.format_fingerprint(bytes.fromhex(lookup.query), groups=4)} …"
+        return f"'{lookup.query}'"
+
+    def _describe_query_for_peer(self, lookup: NeedLookup) -> str:
+        return "your address " + lookup.query if lookup.by == "address" else self._describe_query(lookup)
+
+    # step 3 --------------------------------------------------------------------------------------------
+
+    def _on_challenge(self, msg: Message) -> list[HsEvent]:
+        if Step.SWAP_KEYS not in self.done or self._my_nonce is not None:
+            raise self._out_of_order(msg.type, Step.AUTHENTICATE)
+        self.in_progress = Step.AUTHENTICATE
+        self._my_nonce = self._fresh_nonce()
+        add_challenges(self._transcript, msg["nonce"], self._my_nonce)
+        self._t3 = self._transcript.digest()
+        sig = self._identity.sign(AUTH_CONTEXT, auth_message(self._role, self._t3))
+        return [self._send("auth_reply", nonce=self._my_nonce, sig=sig)]
+
+    def _on_auth_reply(self, msg: Message) -> list[HsEvent]:
+        if self.in_progress is not Step.AUTHENTICATE or self._t3 is not None or self._my_nonce is None:
+            raise self._out_of_order(msg.type, Step.AUTHENTICATE)
+        add_challenges(self._transcript, self._my_nonce, msg["nonce"])
+        self._t3 = self._transcript.digest()
+        self._verify_auth(msg["sig"])
+        self._sent_auth = True
+        return [self._send("auth", sig=self._identity.sign(AUTH_CONTEXT, auth_message(self._role, self._t3)))]
+
+    def _on_auth(self, msg: Message) -> list[HsEvent]:
+        if self.in_progress is not Step.AUTHENTICATE or self._t3 is None:
+            raise self._out_of_order(msg.type, Step.AUTHENTICATE)
+        self._verify_auth(msg["sig"])
+        return [self._send("auth_ok"), self._auth_done()]
+
+    def _on_auth_ok(self, msg: Message) -> list[HsEvent]:
+        if self.in_progress is not Step.AUTHENTICATE or not self._sent_auth:
+            raise self._out_of_order(msg.type, Step.AUTHENTICATE)
+        return [self._auth_done()]
+
+    def _verify_auth(self, sig: bytes) -> None:
+        assert self._peer_key is not None and self._t3 is not None
+        if not crypto.is_valid_signature(self._peer_key, AUTH_CONTEXT, auth_message(self._peer_role, self._t3), sig):
+            raise HandshakeFailed(
+                Step.AUTHENTICATE,
+                f"{self.peer_address} could not prove it holds the key {short_fp(self.peer_public_der or b'')}: "
+                "its signature over this session's transcript does not verify",
+                "your authentication signature does not verify for this session")
+
+    def _auth_done(self) -> StepDone:
+        return self._step_done(Step.AUTHENTICATE,
+                               f"{self.peer_nickname or 'the peer'} proved it holds key "
+                               f"{short_fp(self.peer_public_der or b'')} (signature over this session verified)")
+
+    # step 4 --------------------------------------------------------------------------------------------
+
+    def _start_agree(self) -> list[HsEvent]:
+        assert self._t3 is not None
+        self._ephemeral = self._ephemeral_factory()
+        pub = self._ephemeral.public
+        sig = self._identity.sign(EPHEMERAL_CONTEXT, ephemeral_message(self._role, self._t3, pub))
+        return [self._send("ephemeral", pub=pub, sig=sig)]
+
+    def _on_ephemeral(self, msg: Message) -> list[HsEvent]:
+        if Step.AUTHENTICATE not in self.done or self._t4 is not None:
+            raise self._out_of_order(msg.type, Step.AGREE_KEY)
+        self.in_progress = Step.AGREE_KEY
+        peer_pub: bytes = msg["pub"]
+        self._verify_ephemeral(peer_pub, msg["sig"])
+        eph = self._ephemeral_factory()
+        pub = eph.public
+        try:
+            shared = eph.agree(peer_pub)
+        finally:
+            eph.erase()
+        keys = self._schedule(shared, peer_pub, pub)
+        sig = self._identity.sign(EPHEMERAL_CONTEXT, ephemeral_message(self._role, self._t3 or b"", pub))
+        tag = confirm_tag(keys.confirm_key, self._role, self._t4 or b"")
+        return [self._send("ephemeral_reply", pub=pub, sig=sig, confirm=tag)]
+
+    def _on_ephemeral_reply(self, msg: Message) -> list[HsEvent]:
+        eph = self._ephemeral
+        if self.in_progress is not Step.AGREE_KEY or eph is None:
+            raise self._out_of_order(msg.type, Step.AGREE_KEY)
+        peer_pub: bytes = msg["pub"]
+        self._verify_ephemeral(peer_pub, msg["sig"])
+        try:
+            shared = eph.agree(peer_pub)
+        finally:
+            eph.erase()
+            self._ephemeral = None
+        keys = self._schedule(shared, eph.public, peer_pub)
+        self._check_confirm(keys, msg["confirm"])
+        tag = confirm_tag(keys.confirm_key, self._role, self._t4 or b"")
+        return [self._send("confirm", confirm=tag), *self._finish(keys)]
+
+    def _on_confirm(self, msg: Message) -> list[HsEvent]:
+        keys = self._pending_keys
+        if self.in_progress is not Step.AGREE_KEY or keys is None:
+            raise self._out_of_order(msg.type, Step.AGREE_KEY)
+        self._check_confirm(keys, msg["confirm"])
+        return self._finish(keys)
+
+    def _verify_ephemeral(self, pub: bytes, sig: bytes) -> None:
+        assert self._peer_key is not None and self._t3 is not None
+        data = ephemeral_message(self._peer_role, self._t3, pub)
+        if not crypto.is_valid_signature(self._peer_key, EPHEMERAL_CONTEXT, data, sig):
+            raise HandshakeFailed(Step.AGREE_KEY,
+                                  f"the ephemeral key from {self.peer_address} is not signed by its identity key "
+                                  "for this session: someone may be tampering with the connection",
+                                  "your ephemeral key's signature does not verify for this session")
+
+    def _schedule(self, shared: bytes, i_pub: bytes, r_pub: bytes) -> SessionKeys:
+        add_ephemerals(self._transcript, i_pub, r_pub)
+        self._t4 = self._transcript.digest()
+        self._pending_keys = derive_session_keys(shared, self._t4)
+        return self._pending_keys
+
+    def _check_confirm(self, keys: SessionKeys, tag: bytes) -> None:
+        expected = confirm_tag(keys.confirm_key, self._peer_role, self._t4 or b"")
+        if not crypto.constant_time_equal(expected, tag):
+            self._pending_keys = None
+            raise HandshakeFailed(Step.AGREE_KEY,
+                                  f"{self.peer_address} derived different keys (key confirmation failed): "
+                                  "someone may be tampering with the connection",
+                                  "key confirmation failed: the two sides derived different keys")
+
+    def _finish(self, keys: SessionKeys) -> list[HsEvent]:
+        der, binding, t4 = self.peer_public_der, self.peer_binding, self._t4
+        assert der is not None and binding is not None and t4 is not None
+        self._pending_keys = None       # only the Established (and then the Channel) holds the keys
+        if self.initiator:
+            send, recv, send_chain, recv_chain = keys.i2r_key, keys.r2i_key, keys.i2r_chain, keys.r2i_chain
+        else:
+            send, recv, send_chain, recv_chain = keys.r2i_key, keys.i2r_key, keys.r2i_chain, keys.i2r_chain
+        number = safety_number(self._identity.public_der, der)
+        self.established = Established(
+            initiator=self.initiator, send_key=send, recv_key=recv, send_chain=send_chain, recv_chain=recv_chain,
+            transcript_hash=t4, peer_public_der=der, peer_nickname=binding.nickname, peer_binding=binding,
+            safety_number=number)
+        return [self._step_done(Step.AGREE_KEY, f"agreed AES-256-GCM keys (one per direction); safety number "
+                                                f"{number}"),
+                Ready(self.established)]
+
+    # --- helpers ----------------------------------------------------------------------------------------
+
+    def _send(self, type_: str, **fields: object) -> Send:
+        return Send(CHAT.encode(type_, **fields))
+
+    def _fresh_nonce(self) -> bytes:
+        nonce = self._rng(32)
+        if len(nonce) != 32:
+            raise ValueError("rng must return the number of bytes asked for")
+        return nonce
+
+    def _step_done(self, step: Step, detail: str) -> StepDone:
+        self.done.add(step)
+        self.in_progress = None
+        return StepDone(step, detail)
+
+    def _current_step(self) -> Step:
+        if self.in_progress is not None:
+            return self.in_progress
+        return self.next_step or Step.AGREE_KEY
+
+    def _check_can_start(self, step: Step) -> None:
+        if self.failed is not None:
+            raise StepOrderError(f"The handshake failed at step {self.failed_step.label if self.failed_step else ''}"
+                                 f" ({self.failed}); connect again to start over", Step.CONNECT)
+        if not self.initiator:
+            raise StepOrderError("The side that opened the chat drives the steps; this side answers them", step)
+        if step in self.done:
+            nxt = self.next_step
+            then = f"; do step {nxt.label} next" if nxt else "; the chat is ready"
+            raise StepOrderError(f"Step {step.label} is already done{then}", step)
+        if self.in_progress is not None:
+            raise StepOrderError(f"Step {self.in_progress.label} is still in progress; wait for it to finish",
+                                 self.in_progress)
+        nxt = self.next_step
+        if nxt is not None and step != nxt:
+            raise StepOrderError(f"Do step {int(nxt)} ({nxt.title}) first", nxt)
+
+    def _unexpected(self, type_: str, step: Step) -> str:
+        if self.established is not None:
+            return f"{self.peer_address} sent a '{type_}' frame after the handshake finished"
+        return f"{self.peer_address} sent a '{type_}' frame that does not belong in step {step.label}"
+
+    def _out_of_order(self, type_: str, belongs_to: Step) -> HandshakeFailed:
+        current = self._current_step()
+        if belongs_to > current:
+            reason = (f"{self.peer_address} sent a '{type_}' frame of step {belongs_to.label} before step "
+                      f"{current.label} was finished")
+        else:
+            reason = f"{self.peer_address} sent a '{type_}' frame out of turn (step {current.label})"
+        return HandshakeFailed(current, reason, f"'{type_}' frame out of order during step {current.label}")
+
+    def _guard(self, step: Step, action: Callable[[], list[HsEvent]]) -> list[HsEvent]:
+        """Run one transition; a :class:`HandshakeFailed` or bad peer data becomes a ``Failed`` event."""
+        try:
+            return action()
+        except HandshakeFailed as exc:
+            return self._fail(exc.step, exc.reason, exc.peer_reason)
+        except CryptoError as exc:  # e.g. a low-order X25519 point
+            return self._fail(step, f"{self.peer_address} sent unusable key material: {exc}",
+                              f"unusable key material: {exc}")
+
+    def _fail_state(self, step: Step, reason: str) -> None:
+        self.failed = reason
+        self.failed_step = step
+        self.in_progress = None
+        self._awaiting_accept = False
+        self._lookup_pending = False
+        self._pending_keys = None
+        if self._ephemeral is not None:
+            self._ephemeral.erase()
+            self._ephemeral = None
+
+    def _fail(self, step: Step, reason: str, peer_reason: str | None) -> list[HsEvent]:
+        self._fail_state(step, reason)
+        events: list[HsEvent] = []
+        if peer_reason is not None:
+            events.append(self._send("error", reason=peer_reason[:1000]))
+        events.append(Failed(step, reason))
+        return events
+
+
+__all__ = [
+    "Established", "Failed", "Handshake", "HandshakeFailed", "Hello", "HsEvent", "LedgerBinding", "NeedAccept",
+    "NeedLookup", "Ready", "Send", "SessionKeys", "StepDone", "StepOrderError", "add_challenges", "add_ephemerals",
+    "add_hellos", "add_keys", "auth_message", "confirm_tag", "derive_session_keys", "ephemeral_message",
+]

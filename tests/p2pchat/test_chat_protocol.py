@@ -1,0 +1,136 @@
+"""The chat wire schemas and the shared byte layouts (padding, nonce, AAD, transcript encoding)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2pchat import chat_protocol as cp
+from p2pchat.foundation.codec import HEADER
+from p2pchat.foundation.errors import FrameError, ProtocolError
+
+SAMPLES = {
+    "hello": {"version": 1, "network": "main", "nickname": "Zoë", "address": "127.0.0.2:8471"},
+    "welcome": {"version": 1, "network": "main", "nickname": "", "address": "[::1]:8471"},
+    "decline": {"reason": "busy"},
+    "key": {"key": b"\x30" * 422},
+    "key_ok": {},
+    "challenge": {"nonce": b"n" * 32},
+    "auth_reply": {"nonce": b"n" * 32, "sig": b"s" * 384},
+    "auth": {"sig": b"s" * 384},
+    "auth_ok": {},
+    "ephemeral": {"pub": b"p" * 32, "sig": b"s" * 384},
+    "ephemeral_reply": {"pub": b"p" * 32, "sig": b"s" * 384, "confirm": b"c" * 32},
+    "confirm": {"confirm": b"c" * 32},
+    "sealed": {"epoch": 3, "counter": 2**64 - 1, "box": b"b" * 272},
+    "error": {"reason": "no"},
+}
+
+
+def test_every_chat_frame_type_is_known_to_exactly_one_core():
+    assert set(cp.CHAT.messages) == cp.HANDSHAKE_TYPES | cp.CHANNEL_TYPES | {"error"}
+    assert not cp.HANDSHAKE_TYPES & cp.CHANNEL_TYPES
+    assert set(SAMPLES) == set(cp.CHAT.messages)
+
+
+@pytest.mark.parametrize("type_", sorted(SAMPLES))
+def test_every_frame_type_round_trips_through_the_codec(type_):
+    frame = cp.CHAT.encode(type_, **SAMPLES[type_])
+    (msg,) = cp.CHAT.reader().feed(frame)
+    assert msg.type == type_ and msg.fields == SAMPLES[type_]
+
+
+@pytest.mark.parametrize(("type_", "fields", "complaint"), [
+    ("challenge", {"nonce": b"n" * 31}, "too short"),
+    ("challenge", {"nonce": b"n" * 33}, "too long"),
+    ("key", {"key": b"k" * 2049}, "too long"),
+    ("hello", {"version": 1, "network": "", "nickname": "a", "address": "x"}, "too short"),
+    ("hello", {"version": 1, "network": "n", "nickname": "a" * 65, "address": "x"}, "too long"),
+    ("hello", {"version": 70000, "network": "n", "nickname": "a", "address": "x"}, "above the maximum"),
+    ("sealed", {"epoch": -1, "counter": 0, "box": b"b" * 16}, "below the minimum"),
+    ("sealed", {"epoch": 0, "counter": 0, "box": b"b" * 15}, "too short"),
+    ("ephemeral_reply", {"pub": b"p" * 32, "sig": b"s"}, "field 'confirm' is missing"),
+    ("auth", {"sig": "text, not bytes"}, "should be bytes"),
+])
+def test_out_of_bounds_or_ill_typed_fields_are_refused(type_, fields, complaint):
+    import msgpack
+    body = msgpack.packb({"t": type_, **fields}, use_bin_type=True)
+    with pytest.raises(FrameError, match=complaint):
+        cp.CHAT.decode(body)
+
+
+def test_an_oversized_frame_is_refused_from_its_length_prefix_alone():
+    reader = cp.CHAT.reader()
+    with pytest.raises(FrameError, match="over the 2097152-byte limit"):
+        reader.feed(HEADER.pack(cp.MAX_FRAME + 1) + b"\x00" * 10)
+    assert reader.pending() == 0
+
+
+def test_the_largest_message_fits_the_frame_and_box_limits():
+    inner = cp.SEALED_CONTENT.encode_body("text", id=2**63 - 1, sent_at=1e9, text="x" * cp.MAX_TEXT_BYTES)
+    padded = cp.pad(inner)
+    assert len(padded) <= cp.MAX_PLAINTEXT and len(padded) + 16 <= cp.MAX_BOX
+    frame = cp.CHAT.encode("sealed", epoch=cp.MAX_EPOCH, counter=cp.MAX_COUNTER, box=b"\x00" * (len(padded) + 16))
+    assert len(frame) - 4 <= cp.MAX_FRAME
+
+
+def test_padded_sizes_follow_the_buckets():
+    assert [cp.padded_size(n) for n in (1, 256, 257, 1024, 1025, 65536, 65537, 131072, 131073)] == \
+        [256, 256, 1024, 1024, 4096, 65536, 131072, 131072, 196608]
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.binary(max_size=70_000))
+def test_pad_and_unpad_round_trip(body):
+    padded = cp.pad(body)
+    assert len(padded) == cp.padded_size(len(body) + 4)
+    assert cp.unpad(padded) == body
+
+
+@pytest.mark.parametrize(("mangle", "complaint"), [
+    (lambda p: p[:-1], "not padded to its size bucket"),
+    (lambda p: p + bytes(256), "not padded to its size bucket"),
+    (lambda p: p[:-1] + b"\x01", "padding is not zero"),
+    (lambda p: struct.pack(">I", 300) + p[4:], "larger than the message"),
+    (lambda p: b"\x00\x00", "too short"),
+])
+def test_unpad_refuses_anything_but_exact_zero_padding(mangle, complaint):
+    with pytest.raises(ProtocolError, match=complaint):
+        cp.unpad(mangle(cp.pad(b"hello")))
+
+
+def test_nonce_layout_is_a_zero_prefix_and_the_counter():
+    assert cp.sealed_nonce(0) == bytes(12)
+    assert cp.sealed_nonce(0x0102030405060708) == bytes(4) + bytes(range(1, 9))
+    assert len({cp.sealed_nonce(n) for n in range(1000)}) == 1000
+
+
+def test_aad_binds_session_direction_epoch_and_counter():
+    sid = b"s" * 32
+    base = cp.sealed_aad(sid, cp.DIRECTION_I2R, 1, 2)
+    assert base == b"p2pchat/sealed/v1\x00" + sid + b"i2r" + struct.pack(">IQ", 1, 2)
+    others = {cp.sealed_aad(b"t" * 32, cp.DIRECTION_I2R, 1, 2), cp.sealed_aad(sid, cp.DIRECTION_R2I, 1, 2),
+              cp.sealed_aad(sid, cp.DIRECTION_I2R, 2, 2), cp.sealed_aad(sid, cp.DIRECTION_I2R, 1, 3)}
+    assert base not in others and len(others) == 4
+
+
+def test_transcript_items_are_length_prefixed_so_boundaries_cannot_shift():
+    a, b = cp.Transcript(), cp.Transcript()
+    a.add("x", b"ab")
+    a.add("y", b"c")
+    b.add("x", b"a")
+    b.add("y", b"bc")
+    assert a.digest() != b.digest()
+    assert a.encoded() == b"p2pchat/chat-transcript/v1" + b"\x01x\x00\x00\x00\x02ab" + b"\x01y\x00\x00\x00\x01c"
+    assert a.labels == ["x", "y"]
+
+
+def test_transcript_values_encode_text_and_integers_and_refuse_the_rest():
+    assert cp.encode_item("é") == "é".encode()
+    assert cp.encode_item(1) == b"\x00\x00\x00\x01"
+    for bad in (True, -1, 2**32, 1.5):
+        with pytest.raises(TypeError):
+            cp.encode_item(bad)

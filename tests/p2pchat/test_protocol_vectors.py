@@ -1,0 +1,281 @@
+"""docs/protocol.md's test vectors, recomputed two ways: by an independent re-implementation of the byte layouts
+the document specifies (struct, hashlib, hmac, msgpack), and by the project's own code. A change to the spec, the
+vectors or the code that makes them disagree fails here."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from p2pchat import chat_protocol as cp
+from p2pchat import handshake as hs
+from p2pchat.channel import Channel, Text, ratchet
+from p2pchat.foundation import crypto
+from p2pchat.safety import safety_number_from_fingerprints
+from tests.p2pchat.handshake_pair import Pair
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+
+
+def load_vectors() -> dict[str, dict[str, str]]:
+    """Blocks fenced as ```vector NAME; ``key = value`` lines, indented lines continue the value; quoted
+    values are JSON strings."""
+    blocks: dict[str, dict[str, str]] = {}
+    for name, body in re.findall(r"^```vector ([\w-]+)\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.M | re.S):
+        values: dict[str, str] = {}
+        key = None
+        for line in body.splitlines():
+            if line.startswith((" ", "\t")) and key is not None:
+                values[key] += line.strip()
+            elif line.strip() and not line.startswith("#"):
+                key, _, value = line.partition(" = ")
+                values[key] = value.strip()
+        blocks[name] = {k: json.loads(v) if v.startswith('"') else v for k, v in values.items()}
+    return blocks
+
+
+V = load_vectors()
+
+
+def hx(block: str, key: str) -> bytes:
+    return bytes.fromhex(V[block][key])
+
+
+# --- independent re-implementations of docs/protocol.md -------------------------------------------------------------
+
+def spec_transcript(items: list[tuple[str, bytes]]) -> bytes:
+    out = b"p2pchat/chat-transcript/v1"
+    for label, value in items:
+        out += bytes([len(label)]) + label.encode() + struct.pack(">I", len(value)) + value
+    return out
+
+
+def spec_hkdf(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    prk = hmac.new(salt, ikm, hashlib.sha256).digest()
+    okm, block, i = b"", b"", 1
+    while len(okm) < length:
+        block = hmac.new(prk, block + info + bytes([i]), hashlib.sha256).digest()
+        okm += block
+        i += 1
+    return okm[:length]
+
+
+def spec_signed_hash(context: str, data: bytes) -> bytes:
+    return hashlib.sha256(b"p2pchat/" + context.encode() + b"\x00" + data).digest()
+
+
+def spec_aad(session: bytes, direction: bytes, epoch: int, counter: int) -> bytes:
+    return b"p2pchat/sealed/v1\x00" + session + direction + struct.pack(">IQ", epoch, counter)
+
+
+def spec_pad(body: bytes) -> bytes:
+    n = 4 + len(body)
+    size = next((b for b in (256, 1024, 4096, 16384, 65536) if n <= b), -(-n // 65536) * 65536)
+    return struct.pack(">I", len(body)) + body + bytes(size - n)
+
+
+def hello_items(prefix: str, nickname: str, address: str) -> list[tuple[str, bytes]]:
+    t = V["transcript"]
+    return [(f"{prefix}.version", struct.pack(">I", int(t["version"]))), (f"{prefix}.network", t["network"].encode()),
+            (f"{prefix}.nickname", nickname.encode()), (f"{prefix}.address", address.encode())]
+
+
+def vector_items() -> list[list[tuple[str, bytes]]]:
+    t = V["transcript"]
+    return [
+        hello_items("i", t["i.nickname"], t["i.address"]) + hello_items("r", t["r.nickname"], t["r.address"]),
+        [("i.key", hx("transcript", "i.key")), ("r.key", hx("transcript", "r.key"))],
+        [("i.challenge", hx("transcript", "i.challenge")), ("r.challenge", hx("transcript", "r.challenge"))],
+        [("i.ephemeral", hx("transcript", "i.ephemeral")), ("r.ephemeral", hx("transcript", "r.ephemeral"))],
+    ]
+
+
+# --- the vectors ---------------------------------------------------------------------------------------------------
+
+def test_every_vector_block_of_the_document_is_checked():
+    assert set(V) == {"transcript", "signed-messages", "key-schedule", "sealed-text", "rotation",
+                      "frames-and-safety"}
+
+
+def test_transcript_vector_matches_the_spec_and_the_code():
+    groups = vector_items()
+    items: list[tuple[str, bytes]] = []
+    for n, group in enumerate(groups, start=1):
+        items += group
+        assert hashlib.sha256(spec_transcript(items)).hexdigest() == V["transcript"][f"T{n}"]
+    assert spec_transcript(groups[0]).hex() == V["transcript"]["T1_encoding"]
+
+    t = V["transcript"]
+    transcript = cp.Transcript()
+    hs.add_hellos(transcript, hs.Hello(int(t["version"]), t["network"], t["i.nickname"], t["i.address"]),
+                  hs.Hello(int(t["version"]), t["network"], t["r.nickname"], t["r.address"]))
+    assert transcript.encoded().hex() == t["T1_encoding"]
+    hs.add_keys(transcript, hx("transcript", "i.key"), hx("transcript", "r.key"))
+    hs.add_challenges(transcript, hx("transcript", "i.challenge"), hx("transcript", "r.challenge"))
+    assert transcript.digest().hex() == t["T3"]
+    hs.add_ephemerals(transcript, hx("transcript", "i.ephemeral"), hx("transcript", "r.ephemeral"))
+    assert transcript.digest().hex() == t["T4"]
+
+
+def test_ephemeral_publics_and_shared_secret_follow_from_the_private_keys():
+    i = crypto.EphemeralKey(hx("transcript", "i.ephemeral_private"))
+    r = crypto.EphemeralKey(hx("transcript", "r.ephemeral_private"))
+    assert i.public.hex() == V["transcript"]["i.ephemeral"] and r.public.hex() == V["transcript"]["r.ephemeral"]
+    assert i.agree(r.public).hex() == r.agree(i.public).hex() == V["key-schedule"]["shared"]
+
+
+def test_signed_message_hashes():
+    t3, s = hx("transcript", "T3"), V["signed-messages"]
+    xi, xr = hx("transcript", "i.ephemeral"), hx("transcript", "r.ephemeral")
+    assert spec_signed_hash("chat-auth", b"initiator\x00" + t3).hex() == s["auth_initiator"]
+    assert spec_signed_hash("chat-auth", b"responder\x00" + t3).hex() == s["auth_responder"]
+    assert spec_signed_hash("chat-ephemeral", b"initiator\x00" + t3 + xi).hex() == s["ephemeral_initiator"]
+    assert spec_signed_hash("chat-ephemeral", b"responder\x00" + t3 + xr).hex() == s["ephemeral_responder"]
+    assert hs.auth_message(hs.ROLE_INITIATOR, t3) == b"initiator\x00" + t3
+    assert hs.ephemeral_message(hs.ROLE_RESPONDER, t3, xr) == b"responder\x00" + t3 + xr
+    assert (hs.AUTH_CONTEXT, hs.EPHEMERAL_CONTEXT) == ("chat-auth", "chat-ephemeral")
+
+
+def test_key_schedule_and_confirmation_tags():
+    k, t4 = V["key-schedule"], hx("transcript", "T4")
+    okm = spec_hkdf(bytes.fromhex(k["shared"]), t4, b"p2pchat/chat-keys/v1", 160)
+    names = ["i2r_key", "r2i_key", "i2r_chain", "r2i_chain", "confirm_key"]
+    assert [okm[32 * n:32 * n + 32].hex() for n in range(5)] == [k[name] for name in names]
+    ours = hs.derive_session_keys(bytes.fromhex(k["shared"]), t4)
+    assert [getattr(ours, name).hex() for name in names] == [k[name] for name in names]
+    ck = bytes.fromhex(k["confirm_key"])
+    for role in ("initiator", "responder"):
+        tag = hmac.new(ck, role.encode() + b"\x00" + t4, hashlib.sha256).hexdigest()
+        assert tag == k[f"confirm_{role}"] == hs.confirm_tag(ck, role.encode(), t4).hex()
+
+
+def test_sealed_text_frame():
+    s, t4 = V["sealed-text"], hx("transcript", "T4")
+    key = hx("key-schedule", "i2r_key")
+    inner = bytes.fromhex(s["inner"])
+    assert msgpack.unpackb(inner) == {"t": "text", "id": 1, "sent_at": float(s["sent_at"]), "text": s["text"]}
+    assert cp.SEALED_CONTENT.encode_body("text", id=1, sent_at=float(s["sent_at"]), text=s["text"]) == inner
+    padded = spec_pad(inner)
+    assert len(padded) == int(s["padded_length"]) and cp.pad(inner) == padded
+    nonce, aad = bytes(4) + struct.pack(">Q", 0), spec_aad(t4, b"i2r", 0, 0)
+    assert nonce.hex() == s["nonce"] and aad.hex() == s["aad"]
+    assert cp.sealed_nonce(0) == nonce and cp.sealed_aad(t4, b"i2r", 0, 0) == aad
+    box = bytes.fromhex(s["box"])
+    assert crypto.open_sealed(key, nonce, box, aad) == padded
+    assert crypto.seal(key, nonce, padded, aad) == box
+    body = msgpack.packb({"t": "sealed", "epoch": 0, "counter": 0, "box": box}, use_bin_type=True)
+    assert (struct.pack(">I", len(body)) + body).hex() == s["frame"]
+
+
+def _vector_established(initiator: bool) -> hs.Established:
+    k = {name: hx("key-schedule", name) for name in ("i2r_key", "r2i_key", "i2r_chain", "r2i_chain")}
+    mine, theirs = ("i2r", "r2i") if initiator else ("r2i", "i2r")
+    binding = hs.LedgerBinding(b"der", "peer", None, None, None, 0, 0)
+    return hs.Established(initiator, k[f"{mine}_key"], k[f"{theirs}_key"], k[f"{mine}_chain"], k[f"{theirs}_chain"],
+                          hx("transcript", "T4"), b"der", "peer", binding, "0000 0000 0000")
+
+
+def test_the_channel_produces_and_reads_the_vector_frame():
+    s = V["sealed-text"]
+    alice = Channel(_vector_established(True))
+    msg_id, frames = alice.send_text(s["text"], float(s["sent_at"]))
+    assert msg_id == 1 and frames[0].hex() == s["frame"]
+    bob = Channel(_vector_established(False))
+    events = bob.receive(cp.CHAT.decode(bytes.fromhex(s["frame"])[4:]))
+    assert events[0] == Text(1, s["text"], float(s["sent_at"]))
+
+
+def test_rotation_ratchet():
+    r = V["rotation"]
+    sender = crypto.EphemeralKey(hx("rotation", "sender_private"))
+    receiver = crypto.EphemeralKey(hx("rotation", "receiver_private"))
+    assert sender.public.hex() == r["sender_public"] and receiver.public.hex() == r["receiver_public"]
+    shared = sender.agree(receiver.public)
+    assert shared.hex() == r["shared"] == receiver.agree(sender.public).hex()
+    okm = spec_hkdf(shared, hx("key-schedule", "i2r_chain"), b"p2pchat/chat-ratchet/v1i2r" + struct.pack(">I", 1), 64)
+    assert okm[:32].hex() == r["key_1"] and okm[32:].hex() == r["chain_1"]
+    assert ratchet(shared, hx("key-schedule", "i2r_chain"), b"i2r", 1) == (okm[:32], okm[32:])
+    assert cp.SEALED_CONTENT.encode_body("rotate", epoch=1, pub=sender.public).hex() == r["rotate_inner"]
+    assert msgpack.unpackb(bytes.fromhex(r["rotate_inner"])) == {"t": "rotate", "epoch": 1, "pub": sender.public}
+
+
+def test_rotation_vector_through_two_channels():
+    """The channels, with the vector's rotation keys injected, rotate to exactly key_1."""
+    r = V["rotation"]
+    alice = Channel(_vector_established(True), rotate_every=1,
+                    ephemeral_factory=lambda: crypto.EphemeralKey(hx("rotation", "sender_private")))
+    bob = Channel(_vector_established(False), rotate_every=1,
+                  ephemeral_factory=lambda: crypto.EphemeralKey(hx("rotation", "receiver_private")))
+    _, frames = alice.send_text("rotate after this", 1.0)
+    answers = [e for f in frames for e in bob.receive(cp.CHAT.decode(f[4:]))]
+    for ev in answers:
+        if isinstance(ev, cp.Send):
+            alice.receive(cp.CHAT.decode(ev.frame[4:]))
+    assert alice.epoch == 1 and alice._send.key.hex() == r["key_1"] and alice._send.chain.hex() == r["chain_1"]
+    assert bob._recv.next_key.hex() == r["key_1"]
+
+
+def test_hello_frame_and_safety_number():
+    t, f = V["transcript"], V["frames-and-safety"]
+    fields = {"version": int(t["version"]), "network": t["network"], "nickname": t["i.nickname"],
+              "address": t["i.address"]}
+    assert cp.CHAT.encode("hello", **fields).hex() == f["hello_frame"]
+    body = msgpack.packb({"t": "hello", **fields}, use_bin_type=True)
+    assert (struct.pack(">I", len(body)) + body).hex() == f["hello_frame"]
+    fp_a, fp_b = hx("transcript", "i.key"), hx("transcript", "r.key")
+    digest = hashlib.sha256(b"p2pchat/safety-number/v1\x00" + min(fp_a, fp_b) + max(fp_a, fp_b)).digest()
+    digits = f"{int.from_bytes(digest[:8], 'big') % 10**12:012d}"
+    assert " ".join((digits[:4], digits[4:8], digits[8:])) == f["safety_number"]
+    assert safety_number_from_fingerprints(fp_b, fp_a) == f["safety_number"]
+
+
+# --- the state machine follows the same spec ---------------------------------------------------------------------
+
+def test_a_real_handshake_derives_what_the_spec_says(identities):
+    a, b = identities[:2]
+    drawn: dict[str, list[bytes]] = {"i": [], "r": []}
+
+    def recording(who: str, fill: int) -> Any:
+        def rng(n: int) -> bytes:
+            drawn[who].append(bytes([fill]) * n)
+            return drawn[who][-1]
+        return rng
+
+    i_priv, r_priv = hx("transcript", "i.ephemeral_private"), hx("transcript", "r.ephemeral_private")
+    pair = Pair(a, b, rng_i=recording("i", 0x11), rng_r=recording("r", 0x22),
+                eph_i=lambda: crypto.EphemeralKey(i_priv), eph_r=lambda: crypto.EphemeralKey(r_priv)).run()
+    est_i, est_r = pair.i.established, pair.r.established
+    assert est_i is not None and est_r is not None
+
+    items = (hello_items("i", "alice", "127.0.0.2:8471") + hello_items("r", "bob", "127.0.0.3:8471"))
+    items = [(label, b"testnet" if label.endswith(".network") else value) for label, value in items]
+    items += [("i.key", hashlib.sha256(a.public_der).digest()), ("r.key", hashlib.sha256(b.public_der).digest()),
+              ("i.challenge", drawn["i"][0]), ("r.challenge", drawn["r"][0]),
+              ("i.ephemeral", hx("transcript", "i.ephemeral")), ("r.ephemeral", hx("transcript", "r.ephemeral"))]
+    t4 = hashlib.sha256(spec_transcript(items)).digest()
+    assert est_i.transcript_hash == est_r.transcript_hash == t4
+    okm = spec_hkdf(hx("key-schedule", "shared"), t4, b"p2pchat/chat-keys/v1", 160)
+    assert (est_i.send_key, est_i.recv_key, est_i.send_chain, est_i.recv_chain) == \
+        (okm[0:32], okm[32:64], okm[64:96], okm[96:128])
+
+    # and the first sealed frame follows §5.1
+    _, frames = Channel(est_i).send_text("spec", 2.0)
+    msg = cp.CHAT.decode(frames[0][4:])
+    padded = crypto.open_sealed(okm[0:32], bytes(12), msg["box"], spec_aad(t4, b"i2r", 0, 0))
+    (length,) = struct.unpack(">I", padded[:4])
+    assert msgpack.unpackb(padded[4:4 + length]) == {"t": "text", "id": 1, "sent_at": 2.0, "text": "spec"}
+
+
+@pytest.mark.parametrize("block", sorted(V))
+def test_vector_values_are_well_formed(block):
+    for key, value in V[block].items():
+        if isinstance(value, str) and re.fullmatch(r"[0-9a-f]+", value) and len(value) > 16:
+            assert len(value) % 2 == 0, f"{block}.{key} has an odd number of hex digits"
