@@ -96,23 +96,16 @@ def _signed_message(context: str, data: bytes) -> SHA256.SHA256Hash:
     return SHA256.new(DOMAIN + context.encode() + b"\x00" + data)
 
 
-def _mgf1_sha256(seed: bytes, length: int) -> bytes:
-    # MGF1 with SHA-256 (RFC 8017 B.2.1), the mask pycryptodome's PSS uses by default, computed with hashlib:
-    # the same bytes, about a third of the verification time saved.
-    blocks = (length + 31) // 32
-    return b"".join(hashlib.sha256(seed + i.to_bytes(4, "big")).digest() for i in range(blocks))[:length]
-
-
 def sign(key: RsaKey, context: str, data: bytes) -> bytes:
     """RSA-PSS-SHA256 signature of ``data`` under the domain-separation label ``context``."""
-    return pss.new(key, mask_func=_mgf1_sha256).sign(_signed_message(context, data))
+    return pss.new(key).sign(_signed_message(context, data))
 
 
 def verify(public: RsaKey | bytes, context: str, data: bytes, signature: bytes) -> None:
     """Raise :class:`CryptoError` unless ``signature`` is valid for ``data`` under ``context``."""
     key = load_public(public) if isinstance(public, bytes) else public
     try:
-        pss.new(key, mask_func=_mgf1_sha256).verify(_signed_message(context, data), signature)
+        pss.new(key).verify(_signed_message(context, data), signature)
     except (ValueError, TypeError):
         raise CryptoError(f"{context} signature does not verify") from None
 

@@ -1,0 +1,257 @@
+"""Binding state: which identity holds which IP address and nickname, applied and undone block by block.
+
+State (all maps keyed for O(1) lookups):
+
+- ``identities``: key fingerprint → :class:`IdentityState` (latest record, where it was mined, and whether the
+  key is live, revoked or retired by a rotation). Every key that ever appeared stays here, which is what makes
+  "a rotated key cannot be reused" and "revoked identities are dead" cheap to check.
+- ``by_ip`` / ``by_nick``: IP / nickname key → fingerprint of the identity whose latest record claims it. The
+  entry can be stale (the holder's record expired); liveness is decided at lookup time against ``now``.
+
+Rules (checked by :meth:`Bindings.check` against a time ``at``: the block's timestamp when mining/validating a
+block, the caller's ``now`` for pending records):
+
+- an identity's records are numbered: ``seq`` is last + 1 and ``prev`` is the id of its last record
+  (a lower seq is a replay, a higher one skips records); a first record has seq 0;
+- a revoked identity and a key retired by a rotation can no longer sign records; a rotation's new key must
+  never have appeared before;
+- a record must not be expired at ``at``, not issued more than ``max_future_seconds`` after ``at``, and live
+  at most ``max_record_lifetime``;
+- an IP is bound to at most one live identity: the first valid claim wins, another identity's claim on a live
+  binding is refused; once the holder's record expires (or it moves away or is revoked), the IP is free again
+  (and the former holder may renew it if nobody took it meanwhile). Nicknames likewise (compared after NFKC
+  and case folding).
+
+:meth:`Bindings.apply` returns an undo log, :meth:`Bindings.undo` reverts it, so the chain moves its state
+along a reorg in time proportional to the blocks involved. :meth:`Bindings.overlay` gives a copy-on-write view
+(for the pending pool) that never touches the state below it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ledger.errors import LedgerError
+from ledger.params import NetworkParams
+from ledger.records import Record, nickname_key
+from p2pchat.foundation import crypto
+from p2pchat.foundation.addresses import normalize_ip
+from p2pchat.foundation.errors import AddressError
+
+Status = Literal["live", "revoked", "rotated"]
+_MISSING: Any = object()
+UndoLog = list[tuple[Any, Any, Any]]
+
+
+@dataclass(frozen=True)
+class IdentityState:
+    """An identity key's latest record and where it was mined (``height``/``index`` None while pending)."""
+
+    record: Record
+    height: int | None
+    index: int | None
+    status: Status
+
+
+@dataclass(frozen=True)
+class BindingInfo:
+    """A live binding: the record that established it and its position in the chain."""
+
+    record: Record
+    height: int | None
+    index: int | None
+
+
+class _Layer:
+    """A copy-on-write dict view over ``base`` (tombstones for deletions); ``base`` is never modified."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+        self.own: dict[Any, Any] = {}
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        value = self.own.get(key, _MISSING)
+        if value is _MISSING:
+            return self.base.get(key, default)
+        return default if value is _DELETED else value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.own[key] = value
+
+    def pop(self, key: Any, default: Any = None) -> Any:
+        value = self.get(key, _MISSING)
+        self.own[key] = _DELETED
+        return default if value is _MISSING else value
+
+    def __contains__(self, key: Any) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+
+_DELETED: Any = object()
+
+
+class Bindings:
+    """Binding state at one point of the chain (see the module docstring)."""
+
+    def __init__(self, params: NetworkParams, *, _base: Bindings | None = None) -> None:
+        self.params = params
+        if _base is None:
+            self.identities: Any = {}
+            self.by_ip: Any = {}
+            self.by_nick: Any = {}
+        else:
+            self.identities = _Layer(_base.identities)
+            self.by_ip = _Layer(_base.by_ip)
+            self.by_nick = _Layer(_base.by_nick)
+
+    def overlay(self) -> Bindings:
+        """A copy-on-write view: records applied to it leave this state untouched. Valid until this state changes."""
+        return Bindings(self.params, _base=self)
+
+    # --- checks --------------------------------------------------------------------------------------------
+
+    def check(self, record: Record, at: int) -> None:
+        """Raise :class:`LedgerError` unless ``record`` may be applied to this state at time ``at``."""
+        p = self.params
+        if record.expires - record.issued > p.max_record_lifetime:
+            raise LedgerError(f"{record.describe()}: lifetime of {(record.expires - record.issued) // 86400} days "
+                              f"exceeds the network's {p.max_record_lifetime // 86400} days")
+        if record.issued > at + p.max_future_seconds:
+            raise LedgerError(f"{record.describe()}: issued in the future ({record.issued} > {at})")
+        if record.kind != "revoke" and record.expires <= at:
+            raise LedgerError(f"{record.describe()}: already expired")
+        signer = record.signer_fingerprint
+        state = self.identities.get(signer)
+        if state is None:
+            if record.seq != 0:
+                raise LedgerError(f"{record.describe()}: the ledger has no earlier record of this key, "
+                                  "so its first record must have seq 0")
+        else:
+            if state.status == "revoked":
+                raise LedgerError(f"{record.describe()}: this identity was revoked")
+            if state.status == "rotated":
+                raise LedgerError(f"{record.describe()}: this key was retired by a key rotation")
+            last = state.record.seq
+            if record.seq <= last:
+                raise LedgerError(f"{record.describe()}: replayed or stale (the identity is at seq {last})")
+            if record.seq > last + 1:
+                raise LedgerError(f"{record.describe()}: skips records (the identity is at seq {last})")
+            if record.prev != state.record.id:
+                raise LedgerError(f"{record.describe()}: does not follow the identity's previous record")
+        if record.kind == "rotate":
+            new_fp = record.fingerprint
+            if new_fp in self.identities:
+                raise LedgerError(f"{record.describe()}: the new key was already used in the ledger")
+        if record.ip is not None:
+            holder = self._live_holder(self.by_ip.get(record.ip), at, signer)
+            if holder is not None:
+                raise LedgerError(f"{record.describe()}: IP {record.ip} is bound to another key "
+                                  f"({crypto.format_fingerprint(holder.record.fingerprint, 4)}) until "
+                                  f"{holder.record.expires}")
+        if record.kind != "revoke":
+            holder = self._live_holder(self.by_nick.get(record.nickname_key), at, signer)
+            if holder is not None:
+                raise LedgerError(f"{record.describe()}: nickname '{record.nickname}' is taken by another key")
+
+    def _live_holder(self, fp: bytes | None, at: int, signer: bytes) -> IdentityState | None:
+        if fp is None or fp == signer:
+            return None
+        state = self.identities.get(fp)
+        if state is None or state.status != "live" or state.record.expires <= at:
+            return None
+        return state
+
+    # --- apply / undo --------------------------------------------------------------------------------------
+
+    def apply(self, record: Record, at: int, height: int | None, index: int | None, undo: UndoLog | None) -> None:
+        """Check ``record`` (see :meth:`check`) and apply it, appending the inverse operations to ``undo``."""
+        self.check(record, at)
+        signer = record.signer_fingerprint
+        old = self.identities.get(signer)
+        if old is not None:
+            if old.record.ip is not None and self.by_ip.get(old.record.ip) == signer:
+                self._pop(self.by_ip, old.record.ip, undo)
+            if old.record.kind != "revoke" and self.by_nick.get(old.record.nickname_key) == signer:
+                self._pop(self.by_nick, old.record.nickname_key, undo)
+        if record.kind == "revoke":
+            self._set(self.identities, signer, IdentityState(record, height, index, "revoked"), undo)
+            return
+        holder = signer
+        if record.kind == "rotate":
+            self._set(self.identities, signer, IdentityState(record, height, index, "rotated"), undo)
+            holder = record.fingerprint
+        self._set(self.identities, holder, IdentityState(record, height, index, "live"), undo)
+        if record.ip is not None:
+            self._set(self.by_ip, record.ip, holder, undo)
+        self._set(self.by_nick, record.nickname_key, holder, undo)
+
+    def apply_all(self, records: tuple[Record, ...] | list[Record], at: int, height: int | None) -> UndoLog:
+        """Apply a block's records in order; on failure the state is restored and the error re-raised."""
+        undo: UndoLog = []
+        try:
+            for index, record in enumerate(records):
+                self.apply(record, at, height, index, undo)
+        except LedgerError:
+            self.undo(undo)
+            raise
+        return undo
+
+    def undo(self, log: UndoLog) -> None:
+        """Revert the operations recorded in ``log`` (newest first)."""
+        for mapping, key, old in reversed(log):
+            if old is _MISSING:
+                mapping.pop(key, None)
+            else:
+                mapping[key] = old
+        log.clear()
+
+    @staticmethod
+    def _set(mapping: Any, key: Any, value: Any, undo: UndoLog | None) -> None:
+        if undo is not None:
+            undo.append((mapping, key, mapping.get(key, _MISSING)))
+        mapping[key] = value
+
+    @staticmethod
+    def _pop(mapping: Any, key: Any, undo: UndoLog | None) -> None:
+        old = mapping.pop(key, _MISSING)
+        if undo is not None and old is not _MISSING:
+            undo.append((mapping, key, old))
+
+    # --- lookups -------------------------------------------------------------------------------------------
+
+    def identity(self, fingerprint: bytes) -> IdentityState | None:
+        """The identity's latest state, live or not (None if the key never appeared)."""
+        return self.identities.get(fingerprint)
+
+    def _live(self, fp: bytes | None, now: float) -> BindingInfo | None:
+        if fp is None:
+            return None
+        state = self.identities.get(fp)
+        if state is None or state.status != "live" or state.record.expires <= now:
+            return None
+        return BindingInfo(state.record, state.height, state.index)
+
+    def lookup_ip(self, ip: str, now: float) -> BindingInfo | None:
+        """The live binding of ``ip`` at ``now``, if any."""
+        try:
+            ip = normalize_ip(ip)
+        except AddressError:
+            return None
+        return self._live(self.by_ip.get(ip), now)
+
+    def lookup_nickname(self, name: str, now: float) -> BindingInfo | None:
+        return self._live(self.by_nick.get(nickname_key(name)), now)
+
+    def lookup_fingerprint(self, fp: bytes, now: float) -> BindingInfo | None:
+        return self._live(fp, now)
+
+    def live_bindings(self, now: float) -> Iterator[BindingInfo]:
+        """Every live binding (base state only; used for status and diagnostics)."""
+        if not isinstance(self.identities, dict):
+            raise TypeError("live_bindings() is only available on a base state, not an overlay")
+        for fp in list(self.identities):
+            info = self._live(fp, now)
+            if info is not None:
+                yield info

@@ -1,0 +1,509 @@
+"""A node's ledger: chain + store + pending pool + miner behind one lock (thread-safe).
+
+This is what the gossip node, the command line and the chat node use. Every mutating call validates in memory,
+then persists, then returns, and only then calls the listeners (outside the lock), so nothing is announced to
+peers before it is on disk:
+
+- :meth:`LocalLedger.submit_record` → True once the record is pending *and* written durably to the store;
+- :meth:`LocalLedger.receive_block` → :class:`~ledger.chain.AddResult`; accepted blocks are stored one
+  transaction each, and a reorg returns orphaned records to the pool;
+- listeners (:meth:`LocalLedger.add_listener`) hear about every accepted record and block, whatever its
+  source (peer, local submit, own miner), so the network layer can announce from one place.
+
+One process per data directory and network: a lock file (``flock``) refuses a second node on the same store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ledger.blocks import Block, BlockHeader
+from ledger.chain import AddResult, Chain
+from ledger.errors import LedgerError, StoreError
+from ledger.merkle import verify_merkle_path
+from ledger.miner import Miner
+from ledger.params import NetworkParams
+from ledger.pool import Mempool
+from ledger.records import ZERO_HASH, Record
+from ledger.store import Store
+from p2pchat.foundation import crypto
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no cross-process lock, SQLite's own locking remains
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+LookupKind = Literal["ip", "nick", "fp"]
+BlockListener = Callable[[Block, AddResult], None]
+RecordListener = Callable[[Record], None]
+
+
+def store_path(data_dir: Path, network: str) -> Path:
+    """Where the ledger of ``network`` lives inside a data directory."""
+    return Path(data_dir) / f"ledger-{network}.sqlite3"
+
+
+def stored_params(data_dir: Path, network: str) -> NetworkParams | None:
+    """The parameters of ``network`` stored in ``data_dir`` (None if this node never joined it)."""
+    path = store_path(data_dir, network)
+    if not path.exists():
+        return None
+    with Store(path) as store:
+        return store.load_params()
+
+
+def parse_fingerprint(value: bytes | str) -> bytes | None:
+    """A 32-byte fingerprint from bytes or hex text (spaces and colons allowed); None if it is not one."""
+    if isinstance(value, bytes):
+        return value if len(value) == 32 else None
+    text = value.replace(" ", "").replace(":", "").lower()
+    if len(text) != 64:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class LookupAnswer:
+    """A binding with its proof: the record, the header of its block, its index and Merkle path."""
+
+    record: Record
+    header: BlockHeader
+    index: int
+    path: list[bytes]
+    height: int
+    confirmations: int
+
+    def verify_proof(self) -> None:
+        """Raise :class:`LedgerError` unless the Merkle path puts the record in the header's block.
+        (The caller still checks the header against the headers it holds.)"""
+        if self.header.height != self.height:
+            raise LedgerError(f"lookup answer names height {self.height} but carries {self.header.describe()}")
+        if not verify_merkle_path(self.record.id, self.index, self.path, self.header.merkle_root):
+            raise LedgerError(f"the record is not in {self.header.describe()} (Merkle proof fails)")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"record": self.record.to_wire(), "header": self.header.packed, "index": self.index,
+                "path": list(self.path), "height": self.height, "confirmations": self.confirmations}
+
+    @classmethod
+    def from_wire(cls, data: Any) -> LookupAnswer:
+        if not isinstance(data, dict):
+            raise LedgerError("a lookup answer should be a map")
+        record = Record.from_wire(data.get("record"))
+        header = BlockHeader.unpack(data.get("header"))
+        index, path, height, conf = (data.get(k) for k in ("index", "path", "height", "confirmations"))
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (index, height, conf)):
+            raise LedgerError("a lookup answer has a malformed index, height or confirmation count")
+        if not isinstance(path, list) or len(path) > 32 or not all(isinstance(p, bytes) and len(p) == 32
+                                                                    for p in path):
+            raise LedgerError("a lookup answer has a malformed Merkle path")
+        return cls(record, header, index, path, height, conf)
+
+
+@dataclass
+class VerifyReport:
+    """Result of revalidating a store from genesis with every rule and signature."""
+
+    ok: bool
+    path: Path
+    network: str
+    height: int = 0
+    tip: str = ""
+    blocks: int = 0
+    records: int = 0
+    pending: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        head = (f"{self.path}: network '{self.network}', {self.blocks} stored blocks, main chain height "
+                f"{self.height} (tip {self.tip[:16]}), {self.records} records, {self.pending} pending")
+        if self.ok:
+            return head + " — valid"
+        return head + " — INVALID:\n  " + "\n  ".join(self.problems)
+
+
+def verify_store(path: Path, params: NetworkParams | None = None, now: float | None = None) -> VerifyReport:
+    """Revalidate the store at ``path`` from genesis (all rules, all signatures). Raises :class:`StoreError`
+    if the file cannot be read at all; rule violations are reported in the result."""
+    now = time.time() if now is None else now
+    with Store(path) as store:
+        stored = store.load_params()
+        network = (params or stored).name if (params or stored) else "?"
+        report = VerifyReport(ok=True, path=Path(path), network=network)
+        if stored is None:
+            report.ok = False
+            report.problems.append("the store records no network parameters (not a node's ledger yet)")
+            return report
+        if params is not None and params != stored:
+            report.ok = False
+            report.problems.append(f"the store holds {stored.describe()}, not {params.describe()}")
+            return report
+        blocks, damaged = store.load_blocks_lenient()
+        pending = store.load_pending()
+    for n, reason in damaged:
+        report.ok = False
+        report.problems.append(f"stored block row #{n} is damaged: {reason}")
+    chain = Chain(stored)
+    for block, reason in chain.load(blocks, now, trusted=False):
+        report.ok = False
+        report.problems.append(f"stored {block.header.describe()}: {reason}")
+    pool = Mempool(stored)
+    for record in pending:
+        try:
+            pool.add(record, chain, now)
+        except LedgerError as exc:
+            report.problems.append(f"pending record no longer valid (will be dropped): {exc}")
+    report.height, report.tip, report.blocks = chain.height, chain.tip_hash.hex(), len(blocks)
+    report.records = sum(len(b.records) for b in chain.main_blocks())
+    report.pending = len(pool)
+    return report
+
+
+class LocalLedger:
+    """The node's ledger (see the module docstring). All public methods are thread-safe."""
+
+    def __init__(self, data_dir: Path, params: NetworkParams, *, recover: bool = False,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.params = params
+        self.data_dir = Path(data_dir)
+        self.path = store_path(self.data_dir, params.name)
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.load_problems: list[str] = []
+        self._block_listeners: list[BlockListener] = []
+        self._record_listeners: list[RecordListener] = []
+        self._on_mined: Callable[[Block], None] | None = None
+        self._miner: Miner | None = None
+        self._closed = False
+        self._lock_file = self._take_process_lock()
+        try:
+            self.store = Store(self.path, recover=recover)
+            try:
+                self._load(recover)
+            except BaseException:
+                self.store.close()
+                raise
+        except BaseException:
+            self._release_process_lock()
+            raise
+
+    # --- startup -------------------------------------------------------------------------------------------
+
+    def _take_process_lock(self) -> Any:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fh = open(lock_path, "a+b")
+        if fcntl is not None:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.close()
+                raise StoreError(f"another ledger node is already using {self.path} "
+                                 "(stop it, or give this one another --data-dir)") from None
+        return fh
+
+    def _release_process_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing releases the flock
+            self._lock_file = None
+
+    def _load(self, recover: bool) -> None:
+        stored = self.store.load_params()
+        if stored is None:
+            self.store.save_params(self.params)
+        elif stored != self.params:
+            raise StoreError(f"{self.path} holds {stored.describe()}, but this node was started for "
+                             f"{self.params.describe()} (the difficulty only applies when a network is created; "
+                             "drop --difficulty or use another --data-dir)")
+        now = self.clock()
+        self.chain = Chain(self.params)
+        self.pool = Mempool(self.params)
+        blocks, damaged = self.store.load_blocks_lenient()
+        if damaged:
+            for n, reason in damaged:
+                self.load_problems.append(f"stored block row #{n} is damaged: {reason}")
+                log.warning("dropping damaged stored block row #%d: %s", n, reason)
+            self.store.delete_rows(n for n, _ in damaged)
+        refused = self.chain.load(blocks, now, trusted=True)
+        if refused:
+            for block, reason in refused:
+                self.load_problems.append(f"stored {block.header.describe()} refused: {reason}")
+                log.warning("dropping stored %s: %s", block.header.describe(), reason)
+            self.store.delete_blocks(b.hash for b, _ in refused)
+        for record in self.store.load_pending():
+            try:
+                self.pool.add(record, self.chain, now)
+            except LedgerError as exc:
+                log.info("stored pending record dropped: %s", exc)
+        self.store.remove_pending(r.id for r in self.store.load_pending() if r.id not in self.pool)
+        self.pool.drain_changes()
+        log.info("ledger %s loaded: height %d, %d pending records", self.params.name, self.chain.height,
+                 len(self.pool))
+
+    # --- listeners -----------------------------------------------------------------------------------------
+
+    def add_listener(self, on_block: BlockListener | None = None, on_record: RecordListener | None = None) -> None:
+        """Call ``on_block(block, result)`` for every accepted block and ``on_record(record)`` for every newly
+        pending record, from the thread that caused it, after the lock is released."""
+        with self.lock:
+            if on_block is not None:
+                self._block_listeners.append(on_block)
+            if on_record is not None:
+                self._record_listeners.append(on_record)
+
+    # --- records and blocks --------------------------------------------------------------------------------
+
+    def submit_record(self, record: Record, now: float) -> bool:
+        """Admit a record to the pending pool and persist it durably; False if already pending or mined.
+
+        Raises :class:`LedgerError` if the record is invalid (the reason says why), :class:`StoreError` if it
+        could not be persisted (then it is not pending either).
+        """
+        with self.lock:
+            self._check_open()
+            if not self.pool.add(record, self.chain, now):
+                return False
+            try:
+                self._persist_pool()
+            except StoreError:
+                self.pool.discard(record.id)
+                raise
+            if self._miner is not None:
+                self._miner.wake()
+            listeners = list(self._record_listeners)
+        for listener in listeners:
+            listener(record)
+        return True
+
+    def receive_block(self, block: Block, now: float) -> AddResult:
+        """Validate and add a block (from a peer or the miner); accepted blocks are persisted before return."""
+        with self.lock:
+            self._check_open()
+            result = self.chain.add_block(block, now)
+            if result.status != "added":
+                if result.status == "invalid":
+                    log.info("refused %s: %s", block.header.describe(), result.reason)
+                return result
+            invalid = set(result.invalidated)
+            for accepted in result.accepted:
+                if accepted.hash not in invalid:
+                    self.store.save_block(accepted)
+            if result.invalidated:
+                self.store.delete_blocks(result.invalidated)
+            if result.became_tip:
+                returned = self.pool.on_reorg(result.connected, result.disconnected, self.chain, now)
+                if result.disconnected:
+                    log.info("reorg: %d blocks disconnected, %d connected, %d records back in the pool",
+                             len(result.disconnected), len(result.connected), len(returned))
+                self._persist_pool()
+                if self._miner is not None:
+                    self._miner.wake()
+            listeners = list(self._block_listeners)
+        for accepted in result.accepted:
+            for listener in listeners:
+                listener(accepted, result)
+        return result
+
+    def _persist_pool(self) -> None:
+        changes = self.pool.drain_changes()
+        self.store.update_pending(changes.saved, changes.removed)
+
+    def revalidate_pool(self, now: float) -> None:
+        """Drop pending records that expired or became invalid (call now and then)."""
+        with self.lock:
+            self.pool.revalidate(self.chain, now)
+            self._persist_pool()
+
+    # --- queries -------------------------------------------------------------------------------------------
+
+    def lookup(self, by: LookupKind, value: str | bytes, now: float) -> LookupAnswer | None:
+        """The live binding for an IP, nickname or fingerprint (bytes or hex), with its inclusion proof."""
+        with self.lock:
+            bindings = self.chain.bindings
+            if by == "ip":
+                info = bindings.lookup_ip(str(value), now)
+            elif by == "nick":
+                info = bindings.lookup_nickname(str(value), now)
+            elif by == "fp":
+                fp = parse_fingerprint(value)
+                info = bindings.lookup_fingerprint(fp, now) if fp is not None else None
+            else:
+                raise ValueError(f"unknown lookup kind {by!r}")
+            if info is None or info.height is None:
+                return None
+            proof = self.chain.proof(info.record.id)
+            assert proof is not None  # a binding's record is on the main chain
+            header, index, path = proof
+            return LookupAnswer(info.record, header, index, path, info.height,
+                                self.chain.confirmations(info.height))
+
+    def latest_record(self, fingerprint: bytes, now: float) -> Record | None:
+        """The identity's newest record, pending or mined (None if the key never appeared)."""
+        with self.lock:
+            state = self.pool.state(self.chain, now).identity(fingerprint)
+            return state.record if state is not None else None
+
+    def next_sequence(self, fingerprint: bytes, now: float) -> tuple[int, bytes]:
+        """``(seq, prev)`` for the identity's next record, counting pending records."""
+        latest = self.latest_record(fingerprint, now)
+        return (0, ZERO_HASH) if latest is None else (latest.seq + 1, latest.id)
+
+    def mined_record(self, fingerprint: bytes) -> Record | None:
+        """The identity's newest mined record, live or not."""
+        with self.lock:
+            state = self.chain.bindings.identity(fingerprint)
+            return state.record if state is not None else None
+
+    def pending_records(self) -> list[Record]:
+        with self.lock:
+            return self.pool.records()
+
+    def has_block(self, block_hash: bytes) -> bool:
+        with self.lock:
+            return block_hash in self.chain or self.chain.is_orphan(block_hash)
+
+    def get_block(self, block_hash: bytes) -> Block | None:
+        with self.lock:
+            return self.chain.get(block_hash)
+
+    def get_blocks(self, hashes: Sequence[bytes]) -> list[Block]:
+        """The accepted blocks among ``hashes``, in the order asked."""
+        with self.lock:
+            return [b for b in (self.chain.get(h) for h in hashes if isinstance(h, bytes)) if b is not None]
+
+    def main_at(self, height: int) -> Block | None:
+        with self.lock:
+            return self.chain.main_at(height)
+
+    def locator(self) -> list[bytes]:
+        with self.lock:
+            return self.chain.locator()
+
+    def headers_after(self, locator: Sequence[bytes], limit: int) -> list[BlockHeader]:
+        with self.lock:
+            return self.chain.headers_after(locator, limit)
+
+    def check_headers(self, headers: Sequence[BlockHeader], now: float) -> int:
+        """See :meth:`Chain.check_headers`: validates a header batch, returns the chain work it would reach."""
+        with self.lock:
+            return self.chain.check_headers(headers, now)
+
+    def tip_info(self) -> tuple[int, bytes, int]:
+        """``(height, tip hash, cumulative work)`` read atomically."""
+        with self.lock:
+            return self.chain.height, self.chain.tip_hash, self.chain.tip_work
+
+    @property
+    def height(self) -> int:
+        with self.lock:
+            return self.chain.height
+
+    def status(self) -> dict[str, Any]:
+        """Height, tip, work, pending count, mining state: plain values for display or JSON."""
+        with self.lock:
+            tip = self.chain.tip
+            miner = self._miner
+            return {
+                "network": self.params.name,
+                "difficulty_bits": self.params.difficulty_bits,
+                "genesis": self.params.genesis_hash.hex(),
+                "height": self.chain.height,
+                "tip": self.chain.tip_hash.hex(),
+                "tip_time": tip.timestamp,
+                "cumulative_work": self.chain.tip_work,
+                "pending": len(self.pool),
+                "live_bindings": sum(1 for _ in self.chain.bindings.live_bindings(self.clock())),
+                "mining": bool(miner is not None and miner.mining),
+                "hashrate": miner.hashrate if miner is not None else 0.0,
+                "blocks_mined": miner.blocks_found if miner is not None else 0,
+                "store": str(self.path),
+            }
+
+    def verify_store(self, now: float | None = None) -> VerifyReport:
+        """Revalidate this node's store from genesis; also checks it agrees with the chain in memory."""
+        with self.lock:
+            report = verify_store(self.path, self.params, self.clock() if now is None else now)
+            if report.ok and report.tip != self.chain.tip_hash.hex():
+                report.ok = False
+                report.problems.append("the stored chain's tip differs from the tip in memory")
+            return report
+
+    # --- mining --------------------------------------------------------------------------------------------
+
+    def start_mining(self, on_block: Callable[[Block], None] | None = None,
+                     on_rate: Callable[[float], None] | None = None) -> None:
+        """Start the miner thread (mines only while records are pending); ``on_block`` hears of each block
+        this node mined, after it was accepted and stored."""
+        with self.lock:
+            self._check_open()
+            if self._miner is not None:
+                raise RuntimeError("the miner is already running")
+            self._on_mined = on_block
+            self._miner = Miner(self._template, self._mined, on_rate=on_rate,
+                                name=f"ledger-miner-{self.params.name}")
+            self._miner.start()
+
+    def stop_mining(self) -> None:
+        with self.lock:
+            miner, self._miner = self._miner, None
+        if miner is not None:
+            miner.close()
+
+    @property
+    def mining(self) -> bool:
+        return self._miner is not None
+
+    def block_template(self, now: float) -> Block | None:
+        """The block the miner would work on at ``now`` (None when nothing is pending)."""
+        with self.lock:
+            if self._closed:
+                return None
+            at = max(int(now), self.chain.median_time_past() + 1)
+            records = self.pool.select(self.chain, at)
+            self._persist_pool()  # select may have dropped expired records
+            if not records:
+                return None
+            return self.chain.template(records, at)
+
+    def _template(self) -> Block | None:
+        return self.block_template(self.clock())
+
+    def _mined(self, block: Block) -> None:
+        result = self.receive_block(block, self.clock())
+        if result.status == "added" and self._on_mined is not None:
+            self._on_mined(block)
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the ledger is closed")
+
+    def close(self) -> None:
+        """Stop the miner, close the store and release the data-directory lock. Idempotent."""
+        self.stop_mining()
+        with self.lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.store.close()
+            self._release_process_lock()
+
+    def __enter__(self) -> LocalLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe_record(self, record: Record) -> str:
+        return f"{record.describe()} ({crypto.format_fingerprint(record.fingerprint)})"

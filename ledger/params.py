@@ -1,0 +1,116 @@
+"""Network parameters: fixed when a network is created, committed to by its genesis block.
+
+Every node of a network must run with the same :class:`NetworkParams`. The genesis block's ``prev_hash`` is
+a digest of all parameters, so two networks that differ in any parameter (not only the name) have different
+genesis hashes and never accept each other's blocks. A joining node adopts the parameters a peer announces
+(:meth:`NetworkParams.from_wire`) and checks them against the genesis hash the peer claims.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from ledger.errors import LedgerError
+from p2pchat.foundation import crypto
+
+if TYPE_CHECKING:
+    from ledger.blocks import Block
+
+DEFAULT_NETWORK = "p2pchat"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+MIN_DIFFICULTY_BITS = 1
+MAX_DIFFICULTY_BITS = 64
+PARAMS_DOMAIN = b"p2pchat-ledger-params/1"
+
+
+def network_id(name: str) -> bytes:
+    """The 32-byte network id carried in every block header: SHA-256 of the network name."""
+    return crypto.sha256(name.encode())
+
+
+@dataclass(frozen=True)
+class NetworkParams:
+    """Consensus parameters of one ledger network (all nodes of the network share them)."""
+
+    name: str = DEFAULT_NETWORK
+    difficulty_bits: int = 20
+    version: int = 1
+    max_block_records: int = 500
+    max_block_bytes: int = 1_000_000
+    max_future_seconds: int = 120
+    median_window: int = 11
+    default_record_lifetime: int = 7 * 86400
+    max_record_lifetime: int = 30 * 86400
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
+            raise LedgerError(f"network name {self.name!r} is not allowed (1–32 letters, digits, '.', '_' or '-', "
+                              "starting with a letter or digit)")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "name" and (not isinstance(value, int) or isinstance(value, bool)):
+                raise LedgerError(f"network parameter {f.name} must be a whole number, got {value!r}")
+        if not MIN_DIFFICULTY_BITS <= self.difficulty_bits <= MAX_DIFFICULTY_BITS:
+            raise LedgerError(f"difficulty of {self.difficulty_bits} bits is outside "
+                              f"{MIN_DIFFICULTY_BITS}–{MAX_DIFFICULTY_BITS}")
+        if not 1 <= self.version <= 0xFFFFFFFF:
+            raise LedgerError(f"ledger version {self.version} is invalid")
+        if not 1 <= self.max_block_records <= 10_000:
+            raise LedgerError("max_block_records must be between 1 and 10000")
+        if not 1_000 <= self.max_block_bytes <= 3_000_000:
+            raise LedgerError("max_block_bytes must be between 1000 and 3000000 (blocks must fit in one frame)")
+        if not 0 <= self.max_future_seconds <= 86400:
+            raise LedgerError("max_future_seconds must be between 0 and 86400")
+        if not 1 <= self.median_window <= 101:
+            raise LedgerError("median_window must be between 1 and 101")
+        if not 60 <= self.default_record_lifetime <= self.max_record_lifetime <= 10 * 365 * 86400:
+            raise LedgerError("record lifetimes must satisfy 60 s ≤ default ≤ max ≤ 10 years")
+
+    @cached_property
+    def network_id(self) -> bytes:
+        return network_id(self.name)
+
+    @cached_property
+    def digest(self) -> bytes:
+        """SHA-256 over every parameter: the genesis block's ``prev_hash``."""
+        return crypto.sha256(PARAMS_DOMAIN, msgpack.packb(sorted(asdict(self).items()), use_bin_type=True))
+
+    def genesis(self) -> Block:
+        """The genesis block: height 0, no records, timestamp 0, nonce 0, exempt from proof of work."""
+        from ledger.blocks import Block, BlockHeader
+        from ledger.merkle import EMPTY_ROOT
+
+        header = BlockHeader(version=self.version, network_id=self.network_id, height=0, prev_hash=self.digest,
+                             merkle_root=EMPTY_ROOT, timestamp=0, target_bits=self.difficulty_bits, nonce=0)
+        return Block(header, ())
+
+    @cached_property
+    def genesis_hash(self) -> bytes:
+        return self.genesis().hash
+
+    def to_wire(self) -> dict[str, Any]:
+        """All parameters as a msgpack-friendly map."""
+        return asdict(self)
+
+    @classmethod
+    def from_wire(cls, data: Any, genesis_hash: bytes | None = None) -> NetworkParams:
+        """Parameters announced by a peer; raises :class:`LedgerError` if they are malformed or, when
+        ``genesis_hash`` is given, if they do not produce that genesis block."""
+        if not isinstance(data, dict):
+            raise LedgerError("network parameters should be a map")
+        known = {f.name for f in fields(cls)}
+        missing = known - data.keys()
+        if missing:
+            raise LedgerError(f"network parameters lack {', '.join(sorted(missing))}")
+        params = cls(**{k: data[k] for k in known})
+        if genesis_hash is not None and params.genesis_hash != genesis_hash:
+            raise LedgerError(f"the parameters of network '{params.name}' do not match its announced genesis block")
+        return params
+
+    def describe(self) -> str:
+        return f"network '{self.name}' (difficulty {self.difficulty_bits} bits, version {self.version})"

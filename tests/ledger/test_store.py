@@ -1,0 +1,197 @@
+"""The SQLite store: persistence, damaged and foreign files, and a writer killed with SIGKILL."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import msgpack
+import pytest
+from ledger_kit import PARAMS, T0, branch, reg
+
+from ledger.chain import Chain
+from ledger.errors import StoreError
+from ledger.local_ledger import LocalLedger, store_path, verify_store
+from ledger.store import APPLICATION_ID, SCHEMA_VERSION, Store
+from tests.conftest import make_identities
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ids():
+    return make_identities(4)
+
+
+@pytest.fixture
+def blocks(ids):
+    chain = Chain(PARAMS)
+    records = [[reg(ids[0])], [], [reg(ids[1], ip="10.0.0.2", nickname="bob")]]
+    return branch(chain, chain.genesis.header, 5, T0, records=records)
+
+
+def test_a_new_store_is_marked_as_ours_and_uses_wal(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_blocks_params_and_pending_records_survive_a_reopen(tmp_path, blocks, ids):
+    path = tmp_path / "ledger.sqlite3"
+    pending = [reg(ids[2], ip="10.0.0.3", nickname="c"), reg(ids[3], ip="10.0.0.4", nickname="d")]
+    with Store(path) as store:
+        assert store.load_params() is None and store.load_blocks() == []
+        store.save_params(PARAMS)
+        for block in blocks:
+            store.save_block(block)
+        store.save_block(blocks[0])  # idempotent
+        store.save_pending(pending)
+        store.remove_pending([pending[0].id])
+    with Store(path) as store:
+        assert store.load_params() == PARAMS
+        assert store.load_blocks() == blocks
+        assert store.block_count() == len(blocks)
+        assert store.load_pending() == pending[1:]
+        store.delete_blocks([blocks[-1].hash])
+        assert store.load_blocks() == blocks[:-1]
+
+
+def test_a_file_that_is_not_sqlite_gives_a_clear_error_and_can_be_moved_aside(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match=r"not a ledger database .* mv "):
+        Store(path)
+    store = Store(path, recover=True)
+    assert store.recovered_from is not None and store.recovered_from.read_bytes().startswith(b"this is not")
+    assert ".corrupt-" in store.recovered_from.name
+    assert store.load_blocks() == []
+    store.close()
+
+
+def test_a_damaged_database_gives_a_clear_error(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    chain = Chain(PARAMS)
+    with Store(path) as store:
+        for block in branch(chain, chain.genesis.header, 200, T0):
+            store.save_block(block)
+    assert path.stat().st_size > 4096 * 4
+    data = bytearray(path.read_bytes())
+    data[4096:4096 * 3] = b"\xab" * (4096 * 2)
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="is damaged"):
+        Store(path)
+
+
+def test_a_foreign_sqlite_database_is_refused(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE photos (name TEXT)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="another application"):
+        Store(path)
+    with Store(path, recover=True) as store:
+        assert store.recovered_from is not None
+
+
+def test_a_store_from_a_newer_version_is_refused(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    with pytest.raises(StoreError, match="newer version"):
+        Store(path)
+
+
+def test_a_damaged_block_row_is_reported_with_its_position(tmp_path, blocks):
+    path = tmp_path / "ledger.sqlite3"
+    with Store(path) as store:
+        for block in blocks:
+            store.save_block(block)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE blocks SET records=x'c1' WHERE n=2")
+    conn.commit()
+    conn.close()
+    with Store(path) as store, pytest.raises(StoreError, match=r"stored block #2 .* damaged"):
+        store.load_blocks()
+
+
+def test_a_ledger_on_another_difficulty_is_refused(tmp_path):
+    LocalLedger(tmp_path, PARAMS).close()
+    other = PARAMS.__class__(name=PARAMS.name, difficulty_bits=9)
+    with pytest.raises(StoreError, match="only applies when a network is created"):
+        LocalLedger(tmp_path, other)
+
+
+def test_two_ledgers_cannot_share_a_store(tmp_path):
+    with LocalLedger(tmp_path, PARAMS), pytest.raises(StoreError, match="already using"):
+        LocalLedger(tmp_path, PARAMS)
+    LocalLedger(tmp_path, PARAMS).close()  # the lock is released on close
+
+
+def test_a_writer_killed_at_any_moment_leaves_a_valid_chain(tmp_path, ids):
+    chain = Chain(PARAMS)
+    records = [[reg(ids[0], ip="10.1.0.1", nickname="w0")]] + [[] for _ in range(10)]
+    blocks = branch(chain, chain.genesis.header, 150, T0, records=records)
+    pending = [reg(ids[1], ip="10.2.0.1", nickname="p1"), reg(ids[2], ip="10.2.0.2", nickname="p2"),
+               reg(ids[3], ip="10.2.0.3", nickname="p3")]
+    feed = tmp_path / "feed.msgpack"
+    feed.write_bytes(msgpack.packb({"params": PARAMS.to_wire(), "blocks": [b.to_wire() for b in blocks],
+                                    "pending": [r.to_wire() for r in pending], "now": T0 + 1000},
+                                   use_bin_type=True))
+    data_dir = tmp_path / "node"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    acknowledged_blocks, acknowledged_records = 0, 0
+    for kill_after in (3, 40, 90):
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("crash_writer.py")), str(data_dir),
+                                 str(feed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                cwd=REPO)
+        try:
+            lines = 0
+            for line in proc.stdout:
+                kind, _, value = line.strip().partition(" ")
+                if kind == "block":
+                    acknowledged_blocks = max(acknowledged_blocks, int(value))
+                    lines += 1
+                elif kind == "record":
+                    acknowledged_records = max(acknowledged_records, int(value) + 1)
+                elif kind == "done":
+                    break
+                if lines >= kill_after:
+                    proc.send_signal(signal.SIGKILL)  # mid-write: the child is already storing the next block
+                    break
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+            proc.stdout.close()
+            proc.stderr.close()
+        report = verify_store(store_path(data_dir, PARAMS.name), PARAMS, now=T0 + 1000)
+        assert report.ok, report.summary()
+        assert report.height >= acknowledged_blocks
+        with LocalLedger(data_dir, PARAMS, clock=lambda: T0 + 1000) as ledger:
+            assert ledger.height >= acknowledged_blocks
+            assert len(ledger.pending_records()) >= acknowledged_records
+            assert ledger.main_at(ledger.height) == blocks[ledger.height - 1]
+    assert acknowledged_blocks >= 90
+
+
+def test_a_locked_database_is_reported_and_never_moved_aside(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    Store(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError, match="cannot use the ledger database"):
+            Store(path, recover=True, busy_timeout=0.2)
+        assert path.exists() and not list(tmp_path.glob("*.corrupt-*"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
