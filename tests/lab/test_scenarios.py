@@ -1,0 +1,45 @@
+"""The multi-host scenarios of vm-lab/netns, each in a fresh lab of network namespaces."""
+
+from __future__ import annotations
+
+import pytest
+from netns_lab.commands import Project
+from netns_lab.scenarios import SCENARIOS
+
+from tests.lab.support import run_scenario
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(240)]
+
+
+def test_lab_wiring_isolates_the_natted_host_and_the_machine(project: Project) -> None:
+    run_scenario(project, "isolation")
+
+
+def test_network_forms_through_ledger_join_and_everyone_resolves_everyone(project: Project) -> None:
+    run_scenario(project, "network-forms")
+
+
+def test_two_hosts_chat_directly_through_the_four_steps(project: Project) -> None:
+    run_scenario(project, "direct-chat")
+
+
+def test_natted_host_chats_through_the_relay(project: Project) -> None:
+    run_scenario(project, "relay-chat")
+
+
+@pytest.mark.xfail(condition=SCENARIOS["natted-caller"].known_issue is not None, strict=True,
+                   reason=SCENARIOS["natted-caller"].known_issue or "")
+def test_natted_host_calls_a_reachable_host_through_the_relay(project: Project) -> None:
+    run_scenario(project, "natted-caller")
+
+
+def test_partition_heals_to_the_most_work_chain_without_losing_records(project: Project) -> None:
+    run_scenario(project, "partition")
+
+
+def test_address_change_updates_the_record_and_chats_follow(project: Project) -> None:
+    run_scenario(project, "address-change")
+
+
+def test_killed_node_restarts_and_rejoins(project: Project) -> None:
+    run_scenario(project, "kill-restart")
