@@ -28,7 +28,8 @@ DAY = 86400
 
 FAST = NodeConfig(handshake_timeout=1.5, client_idle_timeout=5.0, ping_interval=2.0, request_timeout=5.0,
                   connect_timeout=2.0, send_timeout=5.0, reachability_timeout=2.0, maintain_interval=0.05,
-                  backoff_base=0.1, backoff_cap=0.5, register_grace=1.0, register_retry=1.0, ban_seconds=60.0)
+                  backoff_base=0.1, backoff_cap=0.5, register_grace=1.0, register_retry=1.0, register_check=0.5,
+                  ban_seconds=60.0)
 
 
 def config(**changes: Any) -> NodeConfig:

@@ -1,0 +1,415 @@
+"""``ledger`` command line: run a node (``serve``, ``join``), ask one (``lookup``, ``status``) and check the
+local store (``verify``).
+
+Exit status: 0 success; 1 "not found" (lookup) or "invalid" (verify); 2 a usage or environment error, shown as
+one line on stderr. Ctrl-C or SIGTERM stops a running node cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from ledger.client import LedgerClient, LookupNotFound
+from ledger.errors import StoreError
+from ledger.local_ledger import LocalLedger, store_path, stored_params, verify_store
+from ledger.node import LedgerNode, NodeConfig
+from ledger.params import DEFAULT_NETWORK, MAX_DIFFICULTY_BITS, MIN_DIFFICULTY_BITS, NetworkParams
+from ledger.sync import SyncProgress
+from p2pchat.foundation import crypto
+from p2pchat.foundation.addresses import (
+    CHAT_PORT,
+    LEDGER_PORT,
+    check_port,
+    format_address,
+    normalize_ip,
+    parse_address,
+)
+from p2pchat.foundation.datadir import resolve_data_dir
+from p2pchat.foundation.errors import PeerUnreachable, UserError
+from p2pchat.foundation.identity import Identity
+
+log = logging.getLogger("ledger")
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_DIFFICULTY = NetworkParams().difficulty_bits
+JOIN_WAIT_SECONDS = 20.0
+PASSPHRASE_ENV = "P2PCHAT_PASSPHRASE"
+
+
+class CliError(UserError):
+    """A usage error found after parsing (exit status 2)."""
+
+
+# --- argument parsing ------------------------------------------------------------------------------------------
+
+def _ip(text: str) -> str:
+    try:
+        return normalize_ip(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _port(text: str) -> int:
+    try:
+        return check_port(int(text))
+    except (ValueError, UserError):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a TCP port (1–65535)") from None
+
+
+def _difficulty(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not MIN_DIFFICULTY_BITS <= value <= MAX_DIFFICULTY_BITS:
+        raise argparse.ArgumentTypeError(f"difficulty must be {MIN_DIFFICULTY_BITS}–{MAX_DIFFICULTY_BITS} bits")
+    return value
+
+
+def _relay(text: str) -> str:
+    try:
+        ip, port = parse_address(text, 0)
+        check_port(port)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(f"relay hint: {exc} (expected IP:PORT)") from None
+    return format_address(ip, port)
+
+
+def _common(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """Options every command takes. On subcommands their default is "not given" so that the same option
+    given before the subcommand is not overwritten."""
+    d = (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
+    parser.add_argument("--host", type=_ip, default=d(None),
+                        help=f"address this node binds, claims in the ledger and sends from (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=_port, default=d(None), help=f"ledger port (default {LEDGER_PORT})")
+    parser.add_argument("--data-dir", default=d(None),
+                        help="where the identity key and ledger live (default $P2PCHAT_HOME or the user data dir)")
+    parser.add_argument("--network", default=d(None), help=f"ledger network name (default {DEFAULT_NETWORK}; "
+                                                           "join adopts the peer's)")
+    parser.add_argument("-v", "--verbose", action="count", default=d(0), help="more log output (-vv for debug)")
+
+
+def _node_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nickname", help="nickname to register (default: <hostname>-<host ip>)")
+    parser.add_argument("--chat-port", type=_port, default=CHAT_PORT, help=f"chat port to register ({CHAT_PORT})")
+    parser.add_argument("--relay", type=_relay, help="relay hint IP:PORT to publish with this machine's record")
+    parser.add_argument("--no-inbound", action="store_true",
+                        help="this host cannot be dialled (NAT): publish no address, only the --relay hint")
+    parser.add_argument("--max-peers", type=int, default=16, help="most gossip peers to keep (default 16)")
+    parser.add_argument("--peer", action="append", default=[], metavar="ADDR",
+                        help="another node to connect to (repeatable)")
+    parser.add_argument("--no-mine", action="store_true", help="do not mine blocks")
+    parser.add_argument("--recover", action="store_true",
+                        help="if the ledger database is damaged, move it aside and resync from peers")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ledger", description="p2pchat's proof-of-work ledger: the certificate "
+                                     "authority that binds IP addresses to identity keys.")
+    _common(parser, defaults=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    serve = sub.add_parser("serve", help="run a node, creating the network if this data dir has none")
+    _common(serve, defaults=False)
+    serve.add_argument("--difficulty", type=_difficulty,
+                       help=f"proof-of-work bits of a network being created (default {DEFAULT_DIFFICULTY})")
+    _node_options(serve)
+
+    join = sub.add_parser("join", help="run a node that joins the network through PEER")
+    join.add_argument("peers", nargs="+", metavar="PEER", help="a node of the network: IP or IP:PORT")
+    join.add_argument("--wait", type=float, default=JOIN_WAIT_SECONDS, metavar="SECONDS",
+                      help=f"how long to wait for PEER to answer on a first join (default {JOIN_WAIT_SECONDS:g})")
+    _common(join, defaults=False)
+    _node_options(join)
+
+    lookup = sub.add_parser("lookup", help="look up a binding by IP, nickname or fingerprint (proof checked)")
+    lookup.add_argument("query", metavar="IP|NAME|FINGERPRINT")
+    lookup.add_argument("--node", help="which node to ask: IP or IP:PORT (default: the one at --host)")
+    lookup.add_argument("--by", choices=("ip", "nick", "fp"), help="what the query is (default: detected)")
+    lookup.add_argument("--json", action="store_true", help="print JSON")
+    _common(lookup, defaults=False)
+
+    status = sub.add_parser("status", help="height, tip, work, peers, pending records and own record of a node")
+    status.add_argument("--node", help="which node to ask: IP or IP:PORT (default: the one at --host)")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    _common(status, defaults=False)
+
+    verify = sub.add_parser("verify", help="revalidate the local ledger database from genesis")
+    verify.add_argument("--json", action="store_true", help="print JSON")
+    _common(verify, defaults=False)
+    return parser
+
+
+def _finish_args(args: argparse.Namespace) -> argparse.Namespace:
+    args.host_given = args.host is not None
+    args.host = args.host or DEFAULT_HOST
+    args.port = args.port or LEDGER_PORT
+    return args
+
+
+# --- commands --------------------------------------------------------------------------------------------------
+
+def _node_address(args: argparse.Namespace) -> tuple[str, int]:
+    if getattr(args, "node", None):
+        return parse_address(args.node, LEDGER_PORT)
+    return args.host, args.port
+
+
+def _client(args: argparse.Namespace) -> LedgerClient:
+    ip, port = _node_address(args)
+    # Send from --host when one was given (as nodes do); otherwise let the system pick the source address.
+    source = args.host if args.host_given and getattr(args, "node", None) else None
+    return LedgerClient(ip, port, source_ip=source, network=args.network, timeout=10.0)
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    try:
+        binding = _client(args).lookup(args.query, by=args.by)
+    except LookupNotFound as exc:
+        print(f"ledger: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(binding.to_json(), indent=2))
+        return 0
+    where = binding.address or "no direct address"
+    print(f"{binding.nickname}  {where}" + (f"  relay {binding.relay}" if binding.relay else ""))
+    print(f"  fingerprint   {binding.short_fingerprint}")
+    print(f"  block         {binding.height} ({binding.block_hash.hex()[:16]}), "
+          f"{binding.confirmations} confirmation{'s' if binding.confirmations != 1 else ''}")
+    print(f"  expires       {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(binding.expires))}")
+    print(f"  proof         checked against {binding.node}'s header chain")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = _client(args).status()
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+        return 0
+    print(f"node          {status.get('nickname')} at {status.get('address')} "
+          f"({status.get('network')}, difficulty {status.get('difficulty_bits')} bits)")
+    print(f"fingerprint   {crypto.format_fingerprint(bytes.fromhex(status.get('fingerprint', '')))}")
+    print(f"height        {status.get('height')}  tip {str(status.get('tip'))[:16]}  "
+          f"work {status.get('cumulative_work')}")
+    sync = status.get("sync")
+    if status.get("syncing") and sync:
+        print(f"sync          {sync['phase']} from {sync['peer']}: {sync['height']}/{sync['target']}")
+    peers = status.get("peers") or []
+    print(f"peers         {len(peers)}" + (": " + ", ".join(p["address"] for p in peers) if peers else ""))
+    print(f"pending       {status.get('pending')} records; mining: {'yes' if status.get('mining') else 'no'}")
+    own = status.get("own_record")
+    if own:
+        where = f"{own['ip']}:{own['port']}" if own.get("ip") else f"relay {own.get('relay')}"
+        mined = f"mined in block {own['height']}" if own.get("height") is not None else own["state"]
+        print(f"own record    '{own['nickname']}' at {where}, seq {own['seq']}, {mined}")
+    else:
+        print("own record    none yet")
+    if status.get("registration_error"):
+        print(f"registration  {status['registration_error']}")
+    return 0
+
+
+def _find_network(data_dir: Path, network: str | None) -> str:
+    if network:
+        return network
+    found = sorted(p.name[len("ledger-"):-len(".sqlite3")] for p in data_dir.glob("ledger-*.sqlite3"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise CliError(f"there is no ledger in {data_dir} (run 'ledger serve' or 'ledger join PEER' first)")
+    raise CliError(f"{data_dir} holds ledgers of several networks ({', '.join(found)}); choose one with --network")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    data_dir = resolve_data_dir(args.data_dir)
+    network = _find_network(data_dir, args.network)
+    path = store_path(data_dir, network)
+    if not path.exists():
+        raise CliError(f"there is no ledger of network '{network}' in {data_dir}")
+    try:
+        report = verify_store(path)
+    except StoreError as exc:
+        print(f"ledger: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"ok": report.ok, "path": str(report.path), "network": report.network,
+                          "height": report.height, "tip": report.tip, "blocks": report.blocks,
+                          "records": report.records, "pending": report.pending, "problems": report.problems},
+                         indent=2))
+    else:
+        print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _peer_params(peers: Sequence[tuple[str, int]], host: str, network: str | None) -> NetworkParams | None:
+    """The network parameters of the first peer that answers (checked against its genesis), or None."""
+    last: UserError | None = None
+    for ip, port in peers:
+        try:
+            return LedgerClient(ip, port, source_ip=host, network=network, timeout=5.0).network()
+        except PeerUnreachable as exc:
+            last = exc
+    if last is not None:
+        log.warning("%s", last)
+    return None
+
+
+def _params_for_join(args: argparse.Namespace, data_dir: Path, peers: list[tuple[str, int]]) -> NetworkParams:
+    """Learn the network from the peers (waiting a while for one to answer); fall back to the stored network."""
+    stored = stored_params(data_dir, args.network) if args.network else _stored_default(data_dir)
+    deadline = time.monotonic() + args.wait
+    said = False
+    while True:
+        params = _peer_params(peers, args.host, args.network)
+        if params is not None:
+            break
+        if stored is not None:
+            log.warning("no peer answers yet; starting with the stored %s and retrying in the background",
+                        stored.describe())
+            return stored
+        if time.monotonic() >= deadline:
+            names = ", ".join(format_address(*p) for p in peers)
+            raise CliError(f"cannot reach {names} to learn the network; is a ledger node running there?")
+        if not said:
+            log.warning("waiting for %s to answer…", format_address(*peers[0]))
+            said = True
+        time.sleep(1.0)
+    mine = stored_params(data_dir, params.name)
+    if mine is not None and mine != params:
+        raise CliError(f"{store_path(data_dir, params.name)} holds {mine.describe()}, but the peer runs "
+                       f"{params.describe()}; use another --data-dir")
+    return params
+
+
+def _stored_default(data_dir: Path) -> NetworkParams | None:
+    try:
+        return stored_params(data_dir, _find_network(data_dir, None))
+    except CliError:
+        return None
+
+
+def _params_for_serve(args: argparse.Namespace, data_dir: Path) -> NetworkParams:
+    network = args.network or DEFAULT_NETWORK
+    stored = stored_params(data_dir, network)
+    if stored is not None:
+        if args.difficulty is not None and args.difficulty != stored.difficulty_bits:
+            raise CliError(f"this data dir already holds {stored.describe()}; --difficulty only applies to a new "
+                           "network (drop it, or use another --data-dir)")
+        return stored
+    return NetworkParams(name=network, difficulty_bits=args.difficulty or DEFAULT_DIFFICULTY)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``serve`` and ``join``: run a node in the foreground until Ctrl-C or SIGTERM."""
+    if args.no_inbound and not args.relay:
+        raise CliError("--no-inbound needs --relay IP:PORT (peers must learn how to reach this host)")
+    if args.max_peers < 1:
+        raise CliError("--max-peers must be at least 1")
+    data_dir = resolve_data_dir(args.data_dir)
+    seeds = [parse_address(p, LEDGER_PORT) for p in (getattr(args, "peers", []) + args.peer)]
+    seeds = [s for s in seeds if s != (args.host, args.port)]
+    if args.command == "join":
+        params = _params_for_join(args, data_dir, seeds)
+    else:
+        params = _params_for_serve(args, data_dir)
+    identity = Identity.load_or_create(data_dir, os.environ.get(PASSPHRASE_ENV) or None)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    ledger = LocalLedger(data_dir, params, recover=args.recover)
+    if ledger.store.recovered_from is not None:
+        log.warning("the damaged ledger database was moved to %s", ledger.store.recovered_from)
+    try:
+        node = LedgerNode(identity, ledger, host=args.host, port=args.port, chat_port=args.chat_port,
+                          seeds=[format_address(*s) for s in seeds], nickname=args.nickname, relay=args.relay,
+                          no_inbound=args.no_inbound, max_peers=args.max_peers,
+                          config=NodeConfig(mine=not args.no_mine), on_progress=_ProgressPrinter())
+        node.start()
+    except BaseException:
+        ledger.close()
+        raise
+    print(f"ledger node at {node.address} on {params.describe()}; height {ledger.height}; "
+          f"fingerprint {identity.short_fingerprint}. Ctrl-C stops it.", file=sys.stderr, flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("ledger: stopping…", file=sys.stderr, flush=True)
+        node.close()
+        ledger.close()
+    return 0
+
+
+class _ProgressPrinter:
+    """Sync progress on stderr, at most once a second (the end of a sync is logged by the node)."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def __call__(self, progress: SyncProgress) -> None:
+        now = time.monotonic()
+        if progress.phase in ("done", "interrupted") or now - self._last < 1.0:
+            return
+        self._last = now
+        print(f"ledger: {progress.describe()}", file=sys.stderr, flush=True)
+
+
+def _asking_a_node(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn "cannot connect" into a message that says what to do about it."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except PeerUnreachable as exc:
+            raise CliError(f"{exc} (is a ledger node running there? start one with 'ledger serve' or "
+                           "'ledger join PEER', or pick another with --node)") from None
+    return run
+
+
+COMMANDS = {"serve": cmd_run, "join": cmd_run, "lookup": _asking_a_node(cmd_lookup),
+            "status": _asking_a_node(cmd_status), "verify": cmd_verify}
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    running = args.command in ("serve", "join")
+    level = logging.WARNING
+    if args.verbose >= 2:
+        level = logging.DEBUG
+    elif args.verbose == 1 or running:
+        level = logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = _finish_args(parser.parse_args(argv))
+    _setup_logging(args)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"ledger: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ledger: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `| head`): stop quietly, as other command-line tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+

@@ -1,0 +1,294 @@
+"""The light client: asks a ledger node for a binding and checks the answer instead of trusting it.
+
+For every lookup the client syncs block headers from the node and checks them (genesis of the network's
+parameters, linkage, heights, the network's fixed proof-of-work target, timestamps), then checks the answer:
+the block header must be the one at that height of the verified header chain, the Merkle path must put the
+record in that block, the record must match the query, carry valid signatures and not be expired.
+Confirmations are counted on the client's own header chain.
+
+What a node can still do: hide a newer record (answer with an older, still unexpired one) or claim there is
+no binding. A client that needs more assurance asks several nodes (docs/ledger.md, threat model).
+
+``LedgerClient`` is what ``ledger lookup`` and the chat node use. Each call opens one short connection, bound
+to ``source_ip`` when given; the verified headers are kept between calls.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.blocks import BlockHeader
+from ledger.errors import LedgerError
+from ledger.local_ledger import LookupAnswer
+from ledger.lookup_service import parse_query
+from ledger.params import NetworkParams
+from ledger.protocol import LEDGER_PROTOCOL, MAX_HEADERS, ROLE_CLIENT, PeerHello, check_compatible, hello_fields
+from ledger.records import Record, nickname_key
+from ledger.sync import HeaderChain
+from p2pchat.foundation import crypto
+from p2pchat.foundation.addresses import LEDGER_PORT, format_address, normalize_ip
+from p2pchat.foundation.codec import Message
+from p2pchat.foundation.errors import PeerUnreachable, ProtocolError, UserError
+from p2pchat.foundation.transport import FramedSocket, connect
+
+MAX_HEADER_ROUNDS = 500     # bounds one header sync (2000 headers a round: a million blocks)
+MAX_BRANCH = 50_000         # headers of a competing branch held before it is checked as a whole
+
+
+class LookupNotFound(LedgerError):
+    """The node has no live binding for the query."""
+
+
+@dataclass(frozen=True)
+class VerifiedBinding:
+    """A binding whose proof the client checked: the record's fields, its block and confirmations."""
+
+    record: Record
+    public_der: bytes          # the key the binding is under (the new key of a rotation)
+    fingerprint: bytes         # SHA-256 of public_der
+    ip: str | None
+    port: int | None           # chat port
+    ledger_port: int | None
+    nickname: str
+    relay: str | None          # "ip:port" of a relay that reaches this host, if any
+    issued: int
+    expires: int
+    seq: int
+    height: int                # block that holds the record
+    block_hash: bytes
+    confirmations: int         # blocks on top of and including that block, on the client's header chain
+    node: str                  # the node that answered
+
+    @property
+    def fingerprint_hex(self) -> str:
+        return self.fingerprint.hex()
+
+    @property
+    def short_fingerprint(self) -> str:
+        return crypto.format_fingerprint(self.fingerprint)
+
+    @property
+    def address(self) -> str | None:
+        """``ip:port`` of the chat endpoint, None for a relay-only host."""
+        return format_address(self.ip, self.port) if self.ip is not None and self.port is not None else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"nickname": self.nickname, "fingerprint": self.fingerprint_hex, "ip": self.ip, "port": self.port,
+                "ledger_port": self.ledger_port, "relay": self.relay, "issued": self.issued,
+                "expires": self.expires, "seq": self.seq, "kind": self.record.kind, "height": self.height,
+                "block": self.block_hash.hex(), "confirmations": self.confirmations, "node": self.node,
+                "proof": "verified", "public_key": self.public_der.hex()}
+
+
+class LedgerClient:
+    """A light client of one ledger node (see the module docstring).
+
+    ``network`` pins what the node must be on: a :class:`NetworkParams` pins everything (difficulty included),
+    a name pins the name and adopts the node's parameters after checking them against its genesis hash, None
+    adopts the node's network. Raises :class:`PeerUnreachable` when the node cannot be reached and
+    :class:`LedgerError` (:class:`LookupNotFound` for "no binding") for everything else.
+    """
+
+    def __init__(self, ip: str, port: int = LEDGER_PORT, *, source_ip: str | None = None,
+                 network: str | NetworkParams | None = None, timeout: float = 5.0) -> None:
+        self.ip = normalize_ip(ip)
+        self.port = port
+        self.source_ip = source_ip
+        self.timeout = timeout
+        self.params: NetworkParams | None = network if isinstance(network, NetworkParams) else None
+        self._network_name = network.name if isinstance(network, NetworkParams) else network
+        self._headers: HeaderChain | None = HeaderChain(self.params) if self.params is not None else None
+        self._lock = threading.Lock()
+
+    @property
+    def node(self) -> str:
+        return format_address(self.ip, self.port)
+
+    # --- public API ----------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The node's status (height, tip, work, peers, pending records, own record, …)."""
+        with self._session() as conn:
+            answer = self._request(conn, "status", "status_result")
+            return dict(answer["status"])
+
+    def lookup(self, query: str, *, by: str | None = None) -> VerifiedBinding:
+        """The verified binding for an IP, nickname or fingerprint (hex, or a prefix of ≥ 8 hex digits).
+
+        ``by`` ("ip", "nick", "fp") forces the kind; otherwise it is detected from the query.
+        """
+        attempts = parse_query(query, by)
+        with self._lock, self._session() as conn:
+            reasons = []
+            for kind, value in attempts:
+                answer = self._request(conn, "lookup", "lookup_result", by=kind, value=value)
+                if not answer["found"]:
+                    reasons.append(answer.get("reason") or "not found")
+                    continue
+                return self._verify(conn, kind, value, answer.fields)
+        detail = reasons[-1] if reasons else "not found"
+        raise LookupNotFound(f"no ledger record for '{query.strip()}' at {self.node} ({detail})")
+
+    def find(self, query: str, *, by: str | None = None) -> VerifiedBinding | None:
+        """Like :meth:`lookup` but None when there is no binding."""
+        try:
+            return self.lookup(query, by=by)
+        except LookupNotFound:
+            return None
+
+    def submit(self, record: Record) -> bytes:
+        """Hand a record to the node (it checks it like any gossiped record); returns the record id.
+        Raises :class:`LedgerError` with the node's reason when it is refused."""
+        # A new IP claim makes the node dial the claimed address first: allow for its timeout.
+        with self._session() as conn:
+            answer = self._request(conn, "submit", "submit_result", timeout=self.timeout + 10.0,
+                                   record=record.to_wire())
+        if not answer["accepted"]:
+            raise LedgerError(f"{self.node} refused the record: {answer.get('reason') or 'no reason given'}")
+        return record.id
+
+    def network(self) -> NetworkParams:
+        """The node's network parameters (checked against its genesis hash, and against ``network`` if pinned)."""
+        with self._session():
+            pass
+        assert self.params is not None
+        return self.params
+
+    def sync_headers(self) -> int:
+        """Fetch and check the node's headers; returns the verified height."""
+        with self._lock, self._session() as conn:
+            return self._sync(conn)
+
+    def header(self, height: int) -> BlockHeader | None:
+        """The verified header at ``height`` (after a lookup or :meth:`sync_headers`)."""
+        return self._headers.at(height) if self._headers is not None else None
+
+    @property
+    def height(self) -> int:
+        """Height of the verified header chain (-1 before the first contact)."""
+        return self._headers.height if self._headers is not None else -1
+
+    # --- internals -----------------------------------------------------------------------------------------
+
+    def _session(self) -> FramedSocket:
+        conn = connect(self.ip, self.port, LEDGER_PROTOCOL, source_ip=self.source_ip, timeout=self.timeout)
+        try:
+            conn.send("hello", **hello_fields(role=ROLE_CLIENT, nonce=crypto.random_bytes(8),
+                                              network=self._network_name,
+                                              genesis=self.params.genesis_hash if self.params else None))
+            ack = conn.recv()
+            if ack.type == "error":
+                raise ProtocolError(f"{self.node} refused the connection: {ack['reason']}")
+            hello = PeerHello.from_message(ack)
+            check_compatible(hello, network=self._network_name,
+                             genesis=self.params.genesis_hash if self.params else None)
+            self._adopt(hello)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _adopt(self, hello: PeerHello) -> None:
+        if self.params is not None:
+            return
+        assert hello.params is not None and hello.genesis is not None  # hello_ack is always complete
+        try:
+            params = NetworkParams.from_wire(hello.params, hello.genesis)
+        except LedgerError as exc:
+            raise ProtocolError(f"{self.node} announced unusable network parameters: {exc}") from None
+        self.params = params
+        self._headers = HeaderChain(params)
+
+    def _request(self, conn: FramedSocket, type_: str, answer_type: str, *, timeout: float | None = None,
+                 **fields: Any) -> Message:
+        try:
+            conn.send(type_, **fields)
+            answer = conn.recv(timeout)
+        except PeerUnreachable:
+            raise
+        except UserError as exc:
+            raise LedgerError(f"{self.node} sent a bad answer: {exc}") from None
+        if answer.type == "error":
+            raise LedgerError(f"{self.node} refused: {answer['reason']}")
+        if answer.type != answer_type:
+            raise LedgerError(f"{self.node} answered {answer.type} to a {type_} request")
+        return answer
+
+    def _sync(self, conn: FramedSocket) -> int:
+        chain = self._headers
+        assert chain is not None
+        branch: list[BlockHeader] = []  # a branch forking below our tip, checked once complete
+
+        def adopt(headers: list[BlockHeader]) -> None:
+            try:
+                chain.extend(headers, time.time())
+            except LedgerError as exc:
+                raise LedgerError(f"{self.node} sent an invalid header chain: {exc}") from None
+
+        for _ in range(MAX_HEADER_ROUNDS):
+            locator = ([branch[-1].hash] if branch else []) + chain.locator()
+            answer = self._request(conn, "get_headers", "headers", locator=locator[:64], limit=MAX_HEADERS)
+            try:
+                headers = [BlockHeader.unpack(h) for h in answer["headers"]]
+            except LedgerError as exc:
+                raise LedgerError(f"{self.node} sent a malformed header: {exc}") from None
+            if branch and headers and headers[0].prev_hash != branch[-1].hash:
+                branch = []  # the node switched branches meanwhile: start over from our own chain
+            if not branch and headers and headers[0].prev_hash == chain.tip.hash:
+                adopt(headers)  # extends our tip: checked batch by batch
+            else:
+                branch.extend(headers)
+                if len(branch) > MAX_BRANCH:
+                    raise LedgerError(f"{self.node} sent a competing branch of over {MAX_BRANCH} headers")
+            if len(headers) < MAX_HEADERS:
+                break
+        if branch:
+            adopt(branch)
+        return chain.height
+
+    def _verify(self, conn: FramedSocket, kind: str, value: str, fields: dict[str, Any]) -> VerifiedBinding:
+        params, chain = self.params, self._headers
+        assert params is not None and chain is not None
+        try:
+            answer = LookupAnswer.from_wire(fields)
+            answer.verify_proof()
+        except LedgerError as exc:
+            raise LedgerError(f"{self.node} sent a lookup answer that does not check out: {exc}") from None
+        self._sync(conn)  # also brings the confirmation count up to date
+        held = chain.at(answer.height)
+        if held is None or held.hash != answer.header.hash:
+            raise LedgerError(f"{self.node} answered with {answer.header.describe()}, which is not on the "
+                              "verified header chain")
+        record = answer.record
+        try:
+            record.verify_signatures(params.name)
+        except LedgerError as exc:
+            raise LedgerError(f"{self.node} answered with a forged record: {exc}") from None
+        _check_matches(record, kind, value, self.node)
+        now = time.time()
+        if record.kind == "revoke":
+            raise LookupNotFound(f"the identity for '{value}' was revoked")
+        if record.expires <= now:
+            raise LedgerError(f"the record for '{value}' at {self.node} expired at {record.expires}")
+        return VerifiedBinding(record=record, public_der=record.holder_key, fingerprint=record.fingerprint,
+                               ip=record.ip, port=record.port, ledger_port=record.ledger_port,
+                               nickname=record.nickname, relay=record.relay, issued=record.issued,
+                               expires=record.expires, seq=record.seq, height=answer.height,
+                               block_hash=held.hash, confirmations=chain.confirmations(answer.height),
+                               node=self.node)
+
+
+def _check_matches(record: Record, kind: str, value: str, node: str) -> None:
+    """The answer must be about what was asked, or a node could answer with any valid record."""
+    if kind == "ip":
+        ok = record.ip == value
+    elif kind == "nick":
+        ok = record.nickname_key == nickname_key(value)
+    else:
+        ok = record.fingerprint.hex().startswith(value)
+    if not ok:
+        raise LedgerError(f"{node} answered a lookup of {kind} '{value}' with a record for "
+                          f"'{record.nickname}' ({record.ip or record.relay})")

@@ -1,0 +1,90 @@
+"""Lookups by IP, nickname or fingerprint: reading a query, and answering it on a node with a proof.
+
+A query is auto-detected: an IP address is an IP; 8–64 hex digits (spaces and colons allowed) are a
+fingerprint or a prefix of one, falling back to a nickname of that spelling; anything else is a nickname.
+A node answers with the live binding's record, the header of its block and the record's Merkle path
+(:class:`ledger.local_ledger.LookupAnswer`); the light client checks all of it.
+"""
+
+from __future__ import annotations
+
+import string
+
+from ledger.errors import LedgerError
+from ledger.local_ledger import LocalLedger, LookupAnswer
+from ledger.protocol import LOOKUP_KINDS
+from p2pchat.foundation.addresses import normalize_ip
+from p2pchat.foundation.errors import AddressError
+
+MIN_FP_PREFIX = 8
+FP_HEX_LEN = 64
+_HEX = set(string.hexdigits)
+
+
+class AmbiguousLookup(LedgerError):
+    """A fingerprint prefix matches more than one live binding."""
+
+
+def fingerprint_hex(text: str) -> str | None:
+    """Lowercase hex of a fingerprint or fingerprint prefix (8–64 digits; spaces and colons ignored)."""
+    cleaned = text.replace(" ", "").replace(":", "").lower()
+    if MIN_FP_PREFIX <= len(cleaned) <= FP_HEX_LEN and set(cleaned) <= _HEX:
+        return cleaned
+    return None
+
+
+def parse_query(query: str, by: str | None = None) -> list[tuple[str, str]]:
+    """The lookups to try for ``query``, in order, as ``(kind, value)``.
+
+    With ``by`` given only that kind is tried. Raises :class:`LedgerError` for an empty query or a value
+    that cannot be of the asked kind.
+    """
+    query = query.strip()
+    if not query:
+        raise LedgerError("nothing to look up: give an IP address, a nickname or a fingerprint")
+    if by is not None and by not in LOOKUP_KINDS:
+        raise LedgerError(f"unknown lookup kind '{by}' (expected ip, nick or fp)")
+    ip: str | None
+    try:
+        ip = normalize_ip(query)
+    except AddressError:
+        ip = None
+    fp = fingerprint_hex(query)
+    if by == "ip":
+        if ip is None:
+            raise LedgerError(f"'{query}' is not an IP address")
+        return [("ip", ip)]
+    if by == "fp":
+        if fp is None:
+            raise LedgerError(f"'{query}' is not a fingerprint (give at least {MIN_FP_PREFIX} hex digits)")
+        return [("fp", fp)]
+    if by == "nick":
+        return [("nick", query)]
+    if ip is not None:
+        return [("ip", ip)]
+    if fp is not None:
+        return [("fp", fp), ("nick", query)]
+    return [("nick", query)]
+
+
+def answer_lookup(ledger: LocalLedger, by: str, value: str, now: float) -> LookupAnswer | None:
+    """Answer one lookup from a node's ledger; fingerprints may be given as a unique hex prefix.
+
+    Raises :class:`AmbiguousLookup` when a prefix matches several live bindings.
+    """
+    if by != "fp":
+        return ledger.lookup(by, value, now)  # type: ignore[arg-type]
+    prefix = fingerprint_hex(value)
+    if prefix is None:
+        return None
+    if len(prefix) == FP_HEX_LEN:
+        return ledger.lookup("fp", prefix, now)
+    # The core looks up whole fingerprints only: scan the live bindings for the prefix (bounded by their count).
+    with ledger.lock:
+        matches = {info.record.fingerprint for info in ledger.chain.bindings.live_bindings(now)
+                   if info.record.fingerprint.hex().startswith(prefix) and info.height is not None}
+    if len(matches) > 1:
+        raise AmbiguousLookup(f"fingerprint prefix {prefix} matches {len(matches)} keys; give more digits")
+    if not matches:
+        return None
+    return ledger.lookup("fp", matches.pop(), now)

@@ -1,0 +1,216 @@
+"""Sans-IO bookkeeping for the gossip node: peer standing and bans, rate limits, and the address book with
+reconnect backoff. Time is always passed in (seconds, any monotonic origin), so every rule is tested without
+clocks or sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from p2pchat.foundation.addresses import format_address
+
+log = logging.getLogger(__name__)
+
+BAN_THRESHOLD = 100
+DEFAULT_BAN_SECONDS = 600.0
+DECAY_PER_SECOND = 1 / 60   # a point of bad standing is forgiven per minute of good behaviour
+
+# Penalties, in points of BAN_THRESHOLD. Anything that cannot happen by honest mistake bans at once.
+PENALTY_INVALID_BLOCK = 100     # bad work, linkage, Merkle root, signatures: costs the sender nothing to check
+PENALTY_INVALID_HEADERS = 100
+PENALTY_BAD_FRAME = 25          # malformed/oversized/unknown frame (the connection is closed as well)
+PENALTY_PROTOCOL = 25           # wrong step order, unsolicited answers
+PENALTY_BAD_RECORD = 20         # forged signature or malformed record
+PENALTY_FLOOD = 10              # per second spent over the message rate limit
+PENALTY_SILENT = 5              # connected and said nothing
+
+
+@dataclass
+class _Score:
+    points: float = 0.0
+    updated: float = 0.0
+    banned_until: float = 0.0
+    reason: str = ""
+
+
+class Standing:
+    """Per-IP standing: penalties add up, decay slowly, and at ``BAN_THRESHOLD`` the IP is banned a while."""
+
+    def __init__(self, ban_seconds: float = DEFAULT_BAN_SECONDS, max_entries: int = 10_000) -> None:
+        self.ban_seconds = ban_seconds
+        self.max_entries = max_entries
+        self._scores: dict[str, _Score] = {}
+
+    def _current(self, ip: str, now: float) -> _Score:
+        score = self._scores.get(ip)
+        if score is None:
+            if len(self._scores) >= self.max_entries:
+                self._forget_oldest()
+            score = self._scores[ip] = _Score(updated=now)
+        score.points = max(0.0, score.points - (now - score.updated) * DECAY_PER_SECOND)
+        score.updated = now
+        return score
+
+    def _forget_oldest(self) -> None:
+        unbanned = sorted((s.updated, ip) for ip, s in self._scores.items() if s.banned_until == 0.0)
+        for _, ip in unbanned[: max(1, len(unbanned) // 10)]:
+            del self._scores[ip]
+        if len(self._scores) >= self.max_entries:  # all banned: drop the oldest bans
+            for ip in sorted(self._scores, key=lambda k: self._scores[k].banned_until)[: self.max_entries // 10]:
+                del self._scores[ip]
+
+    def penalize(self, ip: str, points: float, reason: str, now: float) -> bool:
+        """Add ``points`` of bad standing; returns True when this (or an earlier) penalty got ``ip`` banned."""
+        score = self._current(ip, now)
+        score.points += points
+        if score.points >= BAN_THRESHOLD and score.banned_until <= now:
+            score.banned_until = now + self.ban_seconds
+            score.reason = reason
+            log.warning("banned %s for %.0f s: %s", ip, self.ban_seconds, reason)
+        return score.banned_until > now
+
+    def ban_reason(self, ip: str, now: float) -> str | None:
+        """Why ``ip`` is banned, or None when it is not (expired bans are lifted here)."""
+        score = self._scores.get(ip)
+        if score is None or score.banned_until == 0.0:
+            return None
+        if score.banned_until <= now:
+            score.banned_until = 0.0
+            score.points = 0.0
+            return None
+        return score.reason
+
+    def is_banned(self, ip: str, now: float) -> bool:
+        return self.ban_reason(ip, now) is not None
+
+    def points(self, ip: str, now: float) -> float:
+        return self._current(ip, now).points if ip in self._scores else 0.0
+
+    def banned(self, now: float) -> dict[str, str]:
+        return {ip: s.reason for ip, s in self._scores.items() if s.banned_until > now}
+
+
+class TokenBucket:
+    """Classic token bucket: ``rate`` tokens per second, at most ``burst`` saved up."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.updated = now
+
+    def take(self, now: float, cost: float = 1.0) -> float:
+        """Spend ``cost`` tokens; returns 0 when allowed, else the seconds to wait until they are there.
+
+        The debt is recorded either way, so a sender that ignores the wait keeps falling further behind.
+        """
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        self.tokens -= cost
+        if self.tokens >= 0:
+            return 0.0
+        return -self.tokens / self.rate
+
+
+def backoff_delay(failures: int, *, base: float = 1.0, cap: float = 60.0, jitter: float = 0.0) -> float:
+    """Seconds to wait before the next attempt after ``failures`` failures in a row.
+
+    ``jitter`` in [0, 1) spreads retries (pass a random fraction) so restarted peers are not hit in step.
+    """
+    if failures <= 0:
+        return 0.0
+    delay = min(cap, base * 2 ** min(failures - 1, 30))
+    return delay * (1.0 + 0.25 * jitter)
+
+
+Address = tuple[str, int]
+
+
+@dataclass
+class AddressInfo:
+    failures: int = 0
+    next_try: float = 0.0
+    last_seen: float = 0.0
+    seed: bool = False
+    attempts: int = 0
+
+
+@dataclass
+class AddressBook:
+    """Addresses of ledger nodes we know of, with backoff state per address.
+
+    Seeds are never forgotten; learned addresses are dropped after ``max_failures`` failures in a row and the
+    book keeps at most ``max_size`` of them.
+    """
+
+    own: set[Address] = field(default_factory=set)
+    max_size: int = 1000
+    max_failures: int = 8
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+    _book: dict[Address, AddressInfo] = field(default_factory=dict)
+
+    def add(self, addr: Address, now: float, *, seed: bool = False) -> bool:
+        """Remember ``addr``; returns True if it was new."""
+        if addr in self.own:
+            return False
+        info = self._book.get(addr)
+        if info is not None:
+            info.last_seen = now
+            info.seed = info.seed or seed
+            return False
+        if len(self._book) >= self.max_size and not seed:
+            return False
+        self._book[addr] = AddressInfo(last_seen=now, seed=seed)
+        return True
+
+    def __contains__(self, addr: Address) -> bool:
+        return addr in self._book
+
+    def __len__(self) -> int:
+        return len(self._book)
+
+    def due(self, now: float, exclude: set[Address]) -> list[Address]:
+        """Addresses whose backoff has elapsed, seeds first, then the least-failed."""
+        ready = [(not i.seed, i.failures, a) for a, i in self._book.items() if i.next_try <= now and a not in exclude]
+        return [a for *_, a in sorted(ready)]
+
+    def attempted(self, addr: Address, now: float) -> None:
+        info = self._book.get(addr)
+        if info is not None:
+            info.attempts += 1
+            # Until the attempt ends, do not dial the same address again.
+            info.next_try = now + self.max_delay
+
+    def succeeded(self, addr: Address, now: float) -> None:
+        info = self._book.get(addr)
+        if info is not None:
+            info.failures = 0
+            info.last_seen = now
+            info.next_try = now
+
+    def failed(self, addr: Address, now: float, jitter: float = 0.0) -> None:
+        info = self._book.get(addr)
+        if info is None:
+            return
+        info.failures += 1
+        if info.failures >= self.max_failures and not info.seed:
+            del self._book[addr]
+            log.info("forgot peer %s after %d failed attempts", format_address(*addr), info.failures)
+            return
+        info.next_try = now + backoff_delay(info.failures, base=self.base_delay, cap=self.max_delay, jitter=jitter)
+
+    def disconnected(self, addr: Address, now: float, jitter: float = 0.0) -> None:
+        """A working connection ended: retry soon, but not in a tight loop."""
+        info = self._book.get(addr)
+        if info is not None:
+            info.next_try = now + backoff_delay(1, base=self.base_delay, cap=self.max_delay, jitter=jitter)
+
+    def sample(self, limit: int) -> list[Address]:
+        """Addresses to share with a peer: recently seen, never-failed ones first."""
+        ranked = sorted(self._book.items(), key=lambda kv: (kv[1].failures, -kv[1].last_seen))
+        return [a for a, _ in ranked[:limit]]
+
+    def info(self, addr: Address) -> AddressInfo | None:
+        return self._book.get(addr)

@@ -1,0 +1,85 @@
+"""A node registers this machine's key for its address, renews it before it expires, publishes an update when
+the address changes, and publishes a relay hint instead of an address when it cannot be dialled."""
+
+import pytest
+from gossip_kit import Net, config, wait_until
+
+from ledger.client import LedgerClient
+from ledger.errors import LedgerError
+from ledger.node import default_nickname
+from tests.conftest import free_loopback_ip
+
+
+@pytest.fixture
+def net(tmp_path):
+    with Net(tmp_path) as n:
+        yield n
+
+
+def own(node):
+    return node.ledger.lookup("fp", node.identity.fingerprint, node.clock())
+
+
+def test_a_node_registers_its_key_for_its_address_with_ports_and_nickname(net):
+    node = net.node(chat_port=9999, nickname="alice")
+    answer = wait_until(lambda: own(node), what="registration")
+    record = answer.record
+    assert (record.ip, record.port, record.ledger_port, record.nickname) == (node.host, 9999, node.port, "alice")
+    assert node.status()["own_record"]["state"] == "mined"
+    assert node.ensure_registered() is None  # nothing to do while the record is fresh
+
+
+def test_the_record_is_renewed_before_it_expires(net):
+    node = net.node(config=config(record_lifetime=6, renew_fraction=0.5))
+    first = wait_until(lambda: own(node), what="registration").record
+    renewed = wait_until(lambda: (a := own(node)) and a.record.seq > first.seq and a.record, timeout=20,
+                         what="renewal")
+    assert renewed.ip == first.ip and renewed.expires > first.expires and renewed.prev == first.id
+
+
+def test_a_node_started_on_another_address_publishes_an_update(net):
+    seed = net.node(config=config(register=False))
+    identity = net.identity()
+    first = net.node(identity=identity, seeds=[seed.address])
+    wait_until(lambda: seed.ledger.lookup("ip", first.host, seed.clock()), what="first registration")
+    ledger_dir = first.ledger.data_dir
+    first.close()
+    first.ledger.close()
+    moved = net.node(identity=identity, ledger=net.ledger(ledger_dir.name), seeds=[seed.address],
+                     nickname=first.nickname)
+    wait_until(lambda: seed.ledger.lookup("ip", moved.host, seed.clock()), what="the update to be mined")
+    answer = seed.ledger.lookup("fp", identity.fingerprint, seed.clock())
+    assert answer.record.seq == 1 and answer.record.ip == moved.host
+    assert seed.ledger.lookup("ip", first.host, seed.clock()) is None  # the old address is free again
+
+
+def test_a_node_without_inbound_connections_publishes_only_a_relay_hint(net):
+    seed = net.node(config=config(register=False))
+    hidden = net.node(seeds=[seed.address], no_inbound=True, relay="127.0.0.1:8472", nickname="behind-nat")
+    wait_until(lambda: seed.ledger.lookup("nick", "behind-nat", seed.clock()), what="relay-only registration")
+    binding = LedgerClient(seed.host, seed.port).lookup("behind-nat")
+    assert binding.ip is None and binding.port is None and binding.relay == "127.0.0.1:8472"
+    assert binding.address is None
+    # It announced no listen port: the seed does not offer it to others as a peer address.
+    assert all(p.listen_addr is None for p in seed.peers())
+    assert f"{hidden.host}:{hidden.port}" not in seed._share_addresses(exclude=None)
+
+
+def test_a_node_without_inbound_connections_needs_a_relay_hint(net):
+    with pytest.raises(LedgerError, match="relay hint"):
+        net.node(no_inbound=True, start=False)
+
+
+def test_a_refused_registration_is_reported_in_the_status(net):
+    owner = net.node(nickname="taken")
+    wait_until(lambda: own(owner), what="owner registration")
+    rival = net.node(seeds=[owner.address], nickname="taken")
+    reason = wait_until(lambda: rival.status()["registration_error"], what="the refusal")
+    assert "nickname 'taken' is taken" in reason
+
+
+def test_default_nickname_is_host_and_address_within_32_characters():
+    ip = free_loopback_ip()
+    name = default_nickname(ip)
+    assert name.endswith("-" + ip) and len(name) <= 32
+    assert len(default_nickname("2001:db8:1234:5678:9abc:def0:1234:5678")) <= 32

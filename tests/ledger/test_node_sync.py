@@ -1,0 +1,118 @@
+"""Sans-IO sync pieces: the block download plan and the light client's verified header chain."""
+
+import dataclasses
+
+import pytest
+from gossip_kit import PARAMS, next_block
+
+from ledger.errors import LedgerError
+from ledger.sync import BlockDownload, HeaderChain, SyncProgress
+
+T = 1_700_000_000
+
+
+def headers_on(parent, n, start, params=PARAMS):
+    out = []
+    for i in range(n):
+        out.append(next_block(out[-1] if out else parent, (), start + i, params).header)
+    return out
+
+
+def h(i: int) -> bytes:
+    return i.to_bytes(32, "big")
+
+
+def test_download_keeps_a_window_of_requests_and_matches_answers_in_order():
+    plan = BlockDownload(batch=2, window=2)
+    plan.want([h(i) for i in range(5)])
+    assert plan.next_request() == [h(0), h(1)]
+    assert plan.next_request() == [h(2), h(3)]
+    assert plan.next_request() == []  # the window is full
+    assert plan.received([h(0), h(1)]) == []
+    assert plan.next_request() == [h(4)]
+    assert plan.received([h(2)]) == []  # h(3) missing: asked again later
+    assert plan.received([h(4)]) == [] and not plan.done
+    assert plan.next_request() == [h(3)]
+    plan.received([h(3)])
+    assert plan.done
+
+
+def test_download_hands_out_batches_in_order_and_requeues_what_was_missing():
+    plan = BlockDownload(batch=3, window=1)
+    plan.want([h(i) for i in range(7)])
+    plan.want([h(1)])  # already queued: ignored
+    assert plan.next_request() == [h(0), h(1), h(2)]
+    assert plan.next_request() == []  # one request in flight at a time
+    assert plan.received([h(0)]) == [] and not plan.stalled
+    assert plan.next_request() == [h(1), h(2), h(3)]
+    assert plan.received([h(1), h(99)]) == [h(99)]  # not asked for
+    assert plan.remaining == 5
+    req = plan.next_request()
+    assert req == [h(2), h(3), h(4)]
+    plan.received([])
+    assert plan.stalled
+    plan.clear()
+    assert plan.remaining == 0 and plan.idle
+
+
+def test_progress_describes_itself():
+    p = SyncProgress("10.0.0.1:8470", "blocks", 250, 1000)
+    assert p.fraction == 0.25 and "250 of 1000 (25%)" in p.describe()
+    assert SyncProgress("x", "done", 7, 7).describe() == "in sync with x at height 7"
+
+
+def test_header_chain_accepts_a_valid_chain_from_genesis():
+    chain = HeaderChain(PARAMS)
+    headers = headers_on(PARAMS.genesis().header, 5, T)
+    assert chain.extend(headers, T + 10) == (0, 5)
+    assert chain.tip == headers[-1] and chain.confirmations(3) == 3
+    assert chain.height_of(headers[2].hash) == 3 and chain.locator()[-1] == PARAMS.genesis_hash
+    assert chain.work == 5 * 2**8
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"target_bits": 7}, "requires 8"),
+    ({"version": 2}, "ledger version 2"),
+    ({"network_id": bytes(32)}, "another network"),
+])
+def test_header_chain_refuses_headers_that_break_network_rules(change, reason):
+    genesis = PARAMS.genesis().header
+    bad = next_block(genesis, (), T).header
+    bad = dataclasses.replace(bad, **change)
+    with pytest.raises(LedgerError, match=reason):
+        HeaderChain(PARAMS).extend([bad], T + 10)
+
+
+def test_header_chain_refuses_bad_work_linkage_and_times():
+    genesis = PARAMS.genesis().header
+    good = headers_on(genesis, 12, T)
+    weak = dataclasses.replace(good[0], nonce=good[0].nonce + 1)
+    while weak.meets_target():
+        weak = dataclasses.replace(weak, nonce=weak.nonce + 1)
+    with pytest.raises(LedgerError, match="too little proof of work"):
+        HeaderChain(PARAMS).extend([weak], T + 100)
+    with pytest.raises(LedgerError, match="does not link"):
+        HeaderChain(PARAMS).extend([good[0], good[2]], T + 100)
+    with pytest.raises(LedgerError, match="s in the future"):
+        HeaderChain(PARAMS).extend(good, T - 1000)
+    chain = HeaderChain(PARAMS)
+    chain.extend(good, T + 100)
+    old = next_block(good[-1], (), T + 2).header  # before the median of the last 11
+    with pytest.raises(LedgerError, match="before the median"):
+        chain.extend([old], T + 100)
+    orphan = headers_on(good[-1], 2, T + 20)[1:]
+    with pytest.raises(LedgerError, match="does not know"):
+        chain.extend(orphan, T + 100)
+
+
+def test_header_chain_follows_a_branch_only_with_more_work():
+    genesis = PARAMS.genesis().header
+    main = headers_on(genesis, 4, T)
+    chain = HeaderChain(PARAMS)
+    chain.extend(main, T + 100)
+    short = headers_on(main[1], 2, T + 50)  # fork at height 2, same height 4: equal work
+    assert chain.extend(short, T + 100) == (2, 4)
+    assert chain.tip == main[-1]
+    longer = headers_on(main[1], 3, T + 60)
+    assert chain.extend(longer, T + 100) == (2, 5)
+    assert chain.tip == longer[-1] and chain.height_of(main[-1].hash) is None

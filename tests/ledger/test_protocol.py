@@ -1,0 +1,124 @@
+"""The ledger wire protocol: docs/ledger-protocol.md's test vectors, the hello checks and frame limits."""
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ledger.params import NetworkParams
+from ledger.protocol import (
+    LEDGER_PROTOCOL,
+    MAX_FRAME,
+    REACHABILITY_CONTEXT,
+    ROLE_CLIENT,
+    ROLE_PEER,
+    PeerHello,
+    check_compatible,
+    hello_fields,
+    reachability_data,
+    work_from_bytes,
+    work_to_bytes,
+)
+from p2pchat.foundation import crypto
+from p2pchat.foundation.codec import Message
+from p2pchat.foundation.errors import FrameError, ProtocolError
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "ledger-protocol.md"
+
+
+def vectors() -> dict[str, bytes]:
+    text = DOC.read_text()
+    found = re.findall(r"```vector ([\w-]+)\n(.*?)```", text, flags=re.S)
+    return {name: bytes.fromhex("".join(body.split())) for name, body in found}
+
+
+def test_the_documented_vectors_are_what_the_code_produces():
+    v = vectors()
+    assert set(v) == {"hello-client", "get-headers-genesis", "reachability-data", "reachability-digest"}
+    hello = LEDGER_PROTOCOL.encode("hello", **hello_fields(role=ROLE_CLIENT, nonce=bytes(range(8)),
+                                                           network="p2pchat"))
+    assert hello == v["hello-client"]
+    genesis = NetworkParams().genesis_hash
+    assert genesis.hex() in DOC.read_text()
+    assert LEDGER_PROTOCOL.encode("get_headers", locator=[genesis], limit=2000) == v["get-headers-genesis"]
+    data = reachability_data(bytes(range(32)), "127.0.0.21", "p2pchat")
+    assert data == v["reachability-data"]
+    assert crypto.sha256(b"p2pchat/" + REACHABILITY_CONTEXT.encode() + b"\x00" + data) == v["reachability-digest"]
+    assert work_to_bytes(3072).hex() == "0c00" and "`0c00`" in DOC.read_text()
+
+
+def test_every_frame_type_is_documented():
+    text = DOC.read_text()
+    for type_ in LEDGER_PROTOCOL.messages:
+        assert f"`{type_}`" in text, type_
+
+
+def decode(frame: bytes) -> Message:
+    (msg,) = LEDGER_PROTOCOL.reader().feed(frame)
+    return msg
+
+
+def node_hello(**changes):
+    params = NetworkParams(name="testnet", difficulty_bits=8)
+    fields = hello_fields(role=ROLE_PEER, nonce=b"abcdefgh", network=params.name, genesis=params.genesis_hash,
+                          params=params.to_wire(), height=5, tip=bytes(32), work=2**70, listen_port=8470)
+    fields.update(changes)
+    return decode(LEDGER_PROTOCOL.encode("hello", **fields)), params
+
+
+def test_a_node_hello_round_trips_with_work_beyond_64_bits():
+    msg, params = node_hello()
+    hello = PeerHello.from_message(msg)
+    assert hello.work == 2**70 and hello.complete and hello.listen_port == 8470
+    check_compatible(hello, network="testnet", genesis=params.genesis_hash)
+
+
+def test_a_node_hello_must_be_complete_but_a_client_hello_need_not_be():
+    msg, _ = node_hello(tip=None)
+    with pytest.raises(ProtocolError, match="missing the network, genesis"):
+        PeerHello.from_message(msg)
+    client = decode(LEDGER_PROTOCOL.encode("hello", **hello_fields(role=ROLE_CLIENT, nonce=b"12345678")))
+    hello = PeerHello.from_message(client)
+    assert not hello.complete
+    check_compatible(hello, network="testnet", genesis=bytes(32))  # a client that did not say is not refused
+
+
+def test_mismatches_name_what_this_side_speaks():
+    msg, _ = node_hello(version=7)
+    with pytest.raises(ProtocolError, match="version 7 is not supported; this node speaks version 1"):
+        PeerHello.from_message(msg)
+    msg, _ = node_hello(role="miner")
+    with pytest.raises(ProtocolError, match="unknown role 'miner'"):
+        PeerHello.from_message(msg)
+    hello = PeerHello.from_message(node_hello()[0])
+    with pytest.raises(ProtocolError, match="this node is on 'p2pchat', the peer is on 'testnet'"):
+        check_compatible(hello, network="p2pchat", genesis=None)
+    with pytest.raises(ProtocolError, match="same name, different parameters"):
+        check_compatible(hello, network="testnet", genesis=NetworkParams(name="testnet").genesis_hash)
+    other = decode(LEDGER_PROTOCOL.encode("status"))
+    with pytest.raises(ProtocolError, match="first frame must be hello"):
+        PeerHello.from_message(other)
+
+
+@pytest.mark.parametrize("type_, fields, error", [
+    ("get_headers", {"locator": [b"x" * 31], "limit": 10}, "too short"),
+    ("get_headers", {"locator": [], "limit": 5000}, "above the maximum"),
+    ("get_blocks", {"hashes": []}, "too short"),
+    ("prove", {"nonce": b"short"}, "too short"),
+    ("peers", {"addrs": ["x" * 65]}, "too long"),
+])
+def test_out_of_bounds_fields_are_refused(type_, fields, error):
+    with pytest.raises(FrameError, match=error):
+        LEDGER_PROTOCOL.encode(type_, **fields)
+
+
+def test_the_frame_limit_fits_the_largest_block_the_parameters_allow():
+    assert MAX_FRAME > 2 * 3_000_000 >= 2 * NetworkParams().max_block_bytes
+
+
+@given(st.integers(min_value=0, max_value=2**512))
+def test_work_bytes_round_trip(work):
+    assert work_from_bytes(work_to_bytes(work)) == work
+    assert len(work_to_bytes(work)) <= 65
