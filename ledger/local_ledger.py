@@ -261,6 +261,14 @@ class LocalLedger:
             if on_record is not None:
                 self._record_listeners.append(on_record)
 
+    def remove_listener(self, on_block: BlockListener | None = None, on_record: RecordListener | None = None) -> None:
+        """Undo :meth:`add_listener` (a node that closes stops hearing about blocks and records)."""
+        with self.lock:
+            if on_block in self._block_listeners:
+                self._block_listeners.remove(on_block)
+            if on_record in self._record_listeners:
+                self._record_listeners.remove(on_record)
+
     # --- records and blocks --------------------------------------------------------------------------------
 
     def submit_record(self, record: Record, now: float) -> bool:

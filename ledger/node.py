@@ -320,6 +320,7 @@ class LedgerNode:
         if self._closing.is_set():
             return
         self._closing.set()
+        self.ledger.remove_listener(on_block=self._on_block, on_record=self._on_record)
         self.ledger.stop_mining()
         if self._maintainer.is_alive():
             self._maintainer.join()

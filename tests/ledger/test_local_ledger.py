@@ -123,6 +123,15 @@ def test_listeners_hear_of_records_and_blocks_outside_the_lock(ledger, ids):
     assert ledger.pending_records() == []
 
 
+def test_a_removed_listener_hears_nothing_more(ledger, ids):
+    heard = []
+    on_record = heard.append
+    ledger.add_listener(on_record=on_record)
+    ledger.remove_listener(on_record=on_record)
+    ledger.submit_record(reg(ids[0]), NOW)
+    assert heard == []
+
+
 def test_the_miner_mines_pending_records_then_idles(ledger, ids):
     mined = []
     ledger.start_mining(on_block=mined.append)
