@@ -1,0 +1,437 @@
+"""Chat channel benchmark: the p2pchat node against TLS 1.3 (Python's ssl), measured in the same run.
+
+    python3 bench/chat_bench.py [--quick]
+
+Both sides run in separate processes on loopback: the responder (a ChatNode, or a threaded TLS server) in a
+child process, the initiator in this one. Measured:
+
+- four-step handshake, p50 of sequential fresh sessions, vs mutual TLS 1.3 with RSA-3072 certificates signed
+  by a throwaway CA made at start (the ``cryptography`` package, used only here). The chat nodes look keys up
+  in a fixed in-memory directory (``p2pchat.peer_directory.FixedDirectory``) holding both bindings, the
+  counterpart of TLS checking a certificate against a CA it already holds; a ledger lookup over loopback adds
+  one local round trip per side;
+- 100-byte messages per second one way (each answered by a delivery receipt, as in the chat) vs the same codec
+  frames (message + receipt) over TLS 1.3;
+- 1 MiB messages, MB/s, vs the same over TLS 1.3;
+- one-way latency p50 (send → the receiver's node has decrypted it and queued the event), vs TLS;
+- memory per idle established session on the responder (RSS growth / sessions), next to the same for TLS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import ipaddress
+import multiprocessing as mp
+import os
+import queue
+import socket
+import ssl
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from p2pchat.events import DeliveryReceipt, MessageReceived, SessionEnded, StepResult
+from p2pchat.foundation.codec import Field, Protocol
+from p2pchat.foundation.identity import KEY_FILE, Identity
+from p2pchat.node import ChatNode
+from p2pchat.peer_directory import DirectoryEntry, FixedDirectory
+from p2pchat.steps import Step
+
+# The TLS baseline speaks the same codec: a text frame (id, time, text) answered by a receipt frame.
+BENCH = Protocol("bench", {"text": {"id": Field(int), "sent_at": Field(float), "text": Field(str)},
+                           "receipt": {"id": Field(int)}}, max_frame=4 * 1024 * 1024)
+SERVER_IP, CLIENT_IP = "127.0.91.2", "127.0.91.3"
+HANDSHAKES, SMALL, BIG, LATENCY, IDLE = 30, 3000, 24, 300, 200
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+# --- certificates for the TLS baseline ------------------------------------------------------------------------
+
+def make_certs(directory: Path) -> dict[str, str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    def key() -> Any:
+        return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = key()
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    paths = {"ca": str(directory / "ca.pem")}
+    Path(paths["ca"]).write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for i, (name, ip) in enumerate((("server", SERVER_IP), ("client", CLIENT_IP)), start=2):
+        k = key()
+        cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                .issuer_name(ca_name).public_key(k.public_key()).serial_number(i)
+                .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
+                               critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        paths[f"{name}_cert"] = str(directory / f"{name}.pem")
+        paths[f"{name}_key"] = str(directory / f"{name}.key")
+        Path(paths[f"{name}_cert"]).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        Path(paths[f"{name}_key"]).write_bytes(k.private_bytes(serialization.Encoding.PEM,
+                                                               serialization.PrivateFormat.PKCS8,
+                                                               serialization.NoEncryption()))
+    return paths
+
+
+def tls_context(certs: dict[str, str], server: bool) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+    side = "server" if server else "client"
+    ctx.load_cert_chain(certs[f"{side}_cert"], certs[f"{side}_key"])
+    ctx.load_verify_locations(certs["ca"])
+    ctx.verify_mode = ssl.CERT_REQUIRED        # mutual authentication
+    if server:
+        ctx.num_tickets = 0                    # every handshake is a full one
+    return ctx
+
+
+# --- responder processes ----------------------------------------------------------------------------------------
+
+def tls_server(pipe: Connection, certs: dict[str, str]) -> None:
+    ctx = tls_context(certs, server=True)
+    listener = socket.create_server((SERVER_IP, 0))
+    pipe.send(listener.getsockname()[1])
+    latencies: list[float] = []
+    conns: list[socket.socket] = []
+    threads: list[threading.Thread] = []
+    lock = threading.Lock()
+
+    def serve(raw: socket.socket) -> None:
+        try:
+            tls = ctx.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError):
+            raw.close()
+            return
+        with lock:
+            conns.append(tls)
+        reader = BENCH.reader()
+        try:
+            while data := tls.recv(262144):
+                for msg in reader.feed(data):
+                    if msg.type == "text":
+                        now = time.time()
+                        with lock:
+                            latencies.append(now - msg["sent_at"])
+                        tls.sendall(BENCH.encode("receipt", id=msg["id"]))
+        except (ssl.SSLError, OSError):
+            pass
+        finally:
+            tls.close()
+
+    def accept_loop() -> None:
+        while True:
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return
+            t = threading.Thread(target=serve, args=(raw,))
+            threads.append(t)
+            t.start()
+
+    acceptor = threading.Thread(target=accept_loop)
+    acceptor.start()
+    serve_commands(pipe, lambda: list(latencies), lambda: latencies.clear())
+    listener.shutdown(socket.SHUT_RDWR)      # wakes the blocked accept()
+    listener.close()
+    acceptor.join()
+    with lock:
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+    for t in threads:
+        t.join()
+
+
+def chat_server(pipe: Connection, key_dir: str, entries: list[DirectoryEntry]) -> None:
+    identity = Identity.load(Path(key_dir) / KEY_FILE)
+    node = ChatNode(identity, host=SERVER_IP, port=0, nickname="responder", directory=FixedDirectory(entries),
+                    auto_accept=True, max_sessions=1024)
+    node.start()
+    pipe.send(node.port)
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            try:
+                ev = node.events.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if isinstance(ev, MessageReceived):
+                latencies.append(ev.received_at - ev.sent_at)
+
+    drainer = threading.Thread(target=drain)
+    drainer.start()
+    serve_commands(pipe, lambda: list(latencies), latencies.clear)
+    stop.set()
+    drainer.join()
+    node.close()
+
+
+def serve_commands(pipe: Connection, stats: Callable[[], list[float]], reset: Callable[[], None]) -> None:
+    while True:
+        cmd = pipe.recv()
+        if cmd == "stats":
+            pipe.send(stats())
+        elif cmd == "reset":
+            reset()
+            pipe.send(True)
+        elif cmd == "rss":
+            import gc
+
+            gc.collect()
+            pipe.send(rss_kib())
+        elif cmd == "quit":
+            return
+
+
+# --- initiator side -------------------------------------------------------------------------------------------
+
+class ChatClient:
+    def __init__(self, key_dir: Path, entries: list[DirectoryEntry], port: int) -> None:
+        self.node = ChatNode(Identity.load(key_dir / KEY_FILE), host=CLIENT_IP, nickname="initiator",
+                             directory=FixedDirectory(entries), listen=False, step_timeout=60, workers=8)
+        self.node.start()
+        self.peer = f"{SERVER_IP}:{port}"
+        self.pending: list[Any] = []
+
+    def wait(self, match: Callable[[Any], bool], timeout: float = 120.0) -> Any:
+        for i, ev in enumerate(self.pending):
+            if match(ev):
+                return self.pending.pop(i)
+        deadline = time.monotonic() + timeout
+        while True:
+            ev = self.node.events.get(timeout=max(0.001, deadline - time.monotonic()))
+            if match(ev):
+                return ev
+            if isinstance(ev, StepResult) and not ev.ok:
+                raise RuntimeError(ev.detail)
+            self.pending.append(ev) if isinstance(ev, (StepResult, SessionEnded)) else None
+
+    def handshake(self) -> tuple[str, float]:
+        t0 = time.perf_counter()
+        sid = self.node.open_session(self.peer)
+        self.node.run_all(sid)
+        self.wait(lambda e: isinstance(e, StepResult) and e.session == sid and e.step == Step.AGREE_KEY and e.ok)
+        return sid, time.perf_counter() - t0
+
+    def end(self, sid: str) -> None:
+        self.node.end_session(sid)
+        self.wait(lambda e: isinstance(e, SessionEnded) and e.session == sid)
+
+    def stream(self, sid: str, text: str, count: int) -> float:
+        """Seconds from the first send to the receipt of the last message."""
+        t0 = time.perf_counter()
+        last = 0
+        for _ in range(count):
+            last = self.node.send_text(sid, text)
+        self.wait(lambda e: isinstance(e, DeliveryReceipt) and e.session == sid and e.msg_id == last, 300)
+        return time.perf_counter() - t0
+
+    def paced(self, sid: str, count: int) -> None:
+        for i in range(count):
+            msg_id = self.node.send_text(sid, f"ping {i}")
+            self.wait(lambda e, m=msg_id: isinstance(e, DeliveryReceipt) and e.session == sid and e.msg_id == m)
+            time.sleep(0.002)
+
+    def close(self) -> None:
+        self.node.close()
+
+
+class TlsClient:
+    def __init__(self, certs: dict[str, str], port: int) -> None:
+        self.ctx = tls_context(certs, server=False)
+        self.port = port
+
+    def connect(self) -> ssl.SSLSocket:
+        raw = socket.socket()
+        raw.bind((CLIENT_IP, 0))
+        raw.connect((SERVER_IP, self.port))
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self.ctx.wrap_socket(raw, server_hostname=SERVER_IP)
+
+    def handshake(self) -> float:
+        t0 = time.perf_counter()
+        tls = self.connect()
+        elapsed = time.perf_counter() - t0
+        tls.close()
+        return elapsed
+
+    def stream(self, text: str, count: int) -> float:
+        tls = self.connect()
+        receipts = threading.Thread(target=self._read_receipts, args=(tls, count))
+        t0 = time.perf_counter()
+        receipts.start()
+        for i in range(1, count + 1):
+            tls.sendall(BENCH.encode("text", id=i, sent_at=time.time(), text=text))
+        receipts.join()
+        elapsed = time.perf_counter() - t0
+        tls.close()
+        return elapsed
+
+    def paced(self, count: int) -> None:
+        tls = self.connect()
+        reader = BENCH.reader()
+        for i in range(1, count + 1):
+            tls.sendall(BENCH.encode("text", id=i, sent_at=time.time(), text=f"ping {i}"))
+            while not reader.feed(tls.recv(65536)):
+                pass
+            time.sleep(0.002)
+        tls.close()
+
+    @staticmethod
+    def _read_receipts(tls: ssl.SSLSocket, count: int) -> None:
+        reader = BENCH.reader()
+        seen = 0
+        while seen < count:
+            seen += sum(1 for m in reader.feed(tls.recv(262144)) if m.type == "receipt")
+
+
+# --- the run -------------------------------------------------------------------------------------------------
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    args = parser.parse_args()
+    scale = 5 if args.quick else 1
+    n_hs, n_small, n_big, n_lat, n_idle = (HANDSHAKES // scale or 3, SMALL // scale, BIG // scale or 2,
+                                           LATENCY // scale, IDLE // scale)
+    spawn = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp:
+        root = Path(tmp)
+        print("generating RSA-3072 keys and the TLS certificates …", flush=True)
+        certs = make_certs(root)
+        entries = []
+        for name, ip in (("responder", SERVER_IP), ("initiator", CLIENT_IP)):
+            (root / name).mkdir(mode=0o700)
+            ident = Identity.generate()
+            ident.save(root / name / KEY_FILE)
+            entries.append(DirectoryEntry(public_der=ident.public_der, nickname=name, ip=ip, port=None))
+
+        results: dict[str, Any] = {}
+        # TLS responder
+        parent, child = spawn.Pipe()
+        proc = spawn.Process(target=tls_server, args=(child, certs))
+        proc.start()
+        tls = TlsClient(certs, parent.recv())
+        tls.handshake()                                                          # warm-up
+        results["tls_hs"] = p50([tls.handshake() for _ in range(n_hs)])
+        results["tls_small"] = n_small / tls.stream("x" * 100, n_small)
+        results["tls_big"] = n_big * 1.048576 / tls.stream("x" * (1 << 20), n_big)
+        parent.send("reset")
+        parent.recv()
+        tls.paced(n_lat)
+        parent.send("stats")
+        results["tls_lat"] = p50(parent.recv())
+        parent.send("rss")
+        base = parent.recv()
+        idle = [tls.connect() for _ in range(n_idle)]
+        time.sleep(0.5)
+        parent.send("rss")
+        results["tls_idle"] = (parent.recv() - base) / n_idle
+        for s in idle:
+            s.close()
+        parent.send("quit")
+        proc.join()
+
+        # chat responder
+        parent, child = spawn.Pipe()
+        proc = spawn.Process(target=chat_server, args=(child, str(root / "responder"), entries))
+        proc.start()
+        port = parent.recv()
+        entries[0] = DirectoryEntry(**{**entries[0].__dict__, "port": port})
+        client = ChatClient(root / "initiator", entries, port)
+        try:
+            sid, _ = client.handshake()                                          # warm-up
+            client.end(sid)
+            times = []
+            for _ in range(n_hs):
+                sid, t = client.handshake()
+                times.append(t)
+                client.end(sid)
+            results["chat_hs"] = p50(times)
+            sid, _ = client.handshake()
+            results["chat_small"] = n_small / client.stream(sid, "x" * 100, n_small)
+            results["chat_big"] = n_big * 1.048576 / client.stream(sid, "x" * (1 << 20), n_big)
+            parent.send("reset")
+            parent.recv()
+            client.paced(sid, n_lat)
+            parent.send("stats")
+            results["chat_lat"] = p50(parent.recv())
+            client.end(sid)
+            parent.send("rss")
+            base = parent.recv()
+            sids = []
+            for _ in range(n_idle):
+                sids.append(client.node.open_session(client.peer))
+                client.node.run_all(sids[-1])
+            for s in sids:
+                client.wait(lambda e, s=s: isinstance(e, StepResult) and e.session == s and e.step == Step.AGREE_KEY
+                            and e.ok)
+            time.sleep(0.5)
+            parent.send("rss")
+            results["chat_idle"] = (parent.recv() - base) / n_idle
+        finally:
+            client.close()
+            parent.send("quit")
+            proc.join()
+
+    report(results, n_hs, n_small, n_big, n_lat, n_idle)
+    return 0
+
+
+def report(r: dict[str, Any], n_hs: int, n_small: int, n_big: int, n_lat: int, n_idle: int) -> None:
+    rows = [
+        (f"Handshake p50 ({n_hs} sequential, fresh sessions)", f"{r['chat_hs'] * 1000:.1f} ms",
+         f"mutual TLS 1.3, RSA-3072 certs {r['tls_hs'] * 1000:.1f} ms", f"{r['chat_hs'] / r['tls_hs']:.2f}",
+         "≤ 1.5"),
+        (f"100-byte messages one way ({n_small:,}, each with its receipt)", f"{r['chat_small']:,.0f} msg/s",
+         f"TLS 1.3, same frames {r['tls_small']:,.0f} msg/s", f"{r['chat_small'] / r['tls_small']:.2f}", "≥ 0.5"),
+        (f"1 MiB messages ({n_big})", f"{r['chat_big']:.1f} MB/s", f"TLS 1.3 {r['tls_big']:.1f} MB/s",
+         f"{r['chat_big'] / r['tls_big']:.2f}", "≥ 0.8"),
+        (f"One-way latency p50 ({n_lat} paced messages)", f"{r['chat_lat'] * 1000:.2f} ms",
+         f"TLS 1.3 {r['tls_lat'] * 1000:.2f} ms", "—", "≤ 1 ms"),
+        (f"Memory per idle session ({n_idle} sessions, responder RSS)", f"{r['chat_idle']:.0f} KiB",
+         f"TLS 1.3, thread per connection {r['tls_idle']:.0f} KiB", "—", "≤ 200 KiB"),
+    ]
+    print(f"\nPython {sys.version.split()[0]}, {os.cpu_count()} CPUs, {datetime.date.today()}")
+    print("| Measure | p2pchat | Baseline (same run) | Ratio | Goal |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The ``p2pchat`` command: ``chat``, ``listen``, ``demo``, ``gui`` and ``relay``.
+
+With no subcommand it opens the window when a display is available and prints this help otherwise. Errors a
+user can cause are printed as one plain sentence (exit status 1); usage errors exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from p2pchat.foundation.addresses import CHAT_PORT, check_port, normalize_ip, parse_address
+from p2pchat.foundation.datadir import resolve_data_dir
+from p2pchat.foundation.errors import UserError
+from p2pchat.foundation.identity import Identity
+
+if TYPE_CHECKING:
+    from p2pchat.node import ChatNode
+
+PROG = "p2pchat"
+MAX_NICKNAME = 32
+
+
+def _add_node_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1",
+                   help="this machine's address: where it listens, what the ledger binds to its key, and where "
+                        "outgoing connections come from (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=CHAT_PORT, help=f"chat port to listen on (default {CHAT_PORT})")
+    p.add_argument("--data-dir", help="where the identity key lives (default: $P2PCHAT_HOME or the per-user "
+                                      "data directory)")
+    p.add_argument("--network", default="p2pchat", help="network name; both peers must use the same one")
+    p.add_argument("--nickname", help="name shown to peers (default: the nickname of your ledger record, else "
+                                      "your login name)")
+    p.add_argument("--ledger", metavar="ADDR",
+                   help="ledger node to ask about peers, ip[:port] (default: the one at --host)")
+    p.add_argument("--relay", metavar="ADDR", help="relay to register at and fall back to, ip[:port]")
+    p.add_argument("--no-inbound", action="store_true",
+                   help="behave as if behind NAT: no listening socket, reachable only through --relay")
+    p.add_argument("--direct-timeout", type=float, default=3.0,
+                   help="seconds to try the direct path before the relay (default 3)")
+    p.add_argument("--rotate-every", type=int, default=10,
+                   help="rotate the sending key after this many messages (default 10)")
+    p.add_argument("--step-timeout", type=float, default=10.0,
+                   help="seconds a peer has to answer each handshake step (default 10)")
+    p.add_argument("--passphrase-file", help="file holding the passphrase of the identity key "
+                                             "(or set P2PCHAT_PASSPHRASE)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log network activity to stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Peer-to-peer, end-to-end encrypted chat whose certificate authority is a proof-of-work "
+                    "ledger. Without a subcommand: the window when a display is available, else this help.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chat = sub.add_parser("chat", help="chat with PEER in this terminal",
+                          description="Run the four handshake steps with PEER (printing each result), then send "
+                                      "each line of standard input and print incoming messages. End of input or "
+                                      "/quit says goodbye. /status and /verify show the session and its safety "
+                                      "number.")
+    chat.add_argument("peer", metavar="PEER", help="IP, IP:PORT, nickname or fingerprint of the peer")
+    _add_node_options(chat)
+    listen = sub.add_parser("listen", help="wait for chats in this terminal",
+                            description="Wait for incoming chats, ask to accept or reject each (or accept all), "
+                                        "print messages and send the lines you type to the latest chat.")
+    listen.add_argument("--accept-all", action="store_true", help="accept every chat without asking")
+    listen.add_argument("--once", action="store_true", help="exit when the first chat ends")
+    _add_node_options(listen)
+    demo = sub.add_parser("demo", help="the whole flow on this machine (two windows, or the terminal demo)",
+                          description="Start a small ledger network and two users on 127.0.0.x and run the "
+                                      "four steps between them: two windows when a display is available, else "
+                                      "(or with --headless) a narrated demo in this terminal.")
+    demo.add_argument("--headless", action="store_true", help="the terminal demo even when a display exists")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's temporary data directory")
+    demo.add_argument("--hosts", metavar="IP,IP", default="127.0.0.2,127.0.0.3",
+                      help="loopback addresses of the two demo users (default 127.0.0.2,127.0.0.3)")
+    sub.add_parser("gui", help="open the window", add_help=False)
+    sub.add_parser("relay", help="run a relay (see p2pchat relay --help)", add_help=False)
+    return parser
+
+
+def have_display() -> bool:
+    if sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _passphrase(args: argparse.Namespace) -> str | None:
+    if args.passphrase_file:
+        try:
+            with open(args.passphrase_file, encoding="utf-8") as fh:
+                return fh.readline().rstrip("\n")
+        except OSError as exc:
+            raise UserError(f"cannot read the passphrase file {args.passphrase_file}: {exc.strerror}") from None
+    return os.environ.get("P2PCHAT_PASSPHRASE") or None
+
+
+def _default_nickname(node_directory: object, identity: Identity) -> str:
+    """The nickname of our own ledger record, else the login name (trimmed to a valid nickname)."""
+    from p2pchat.peer_directory import PeerNotFound
+
+    try:
+        return node_directory.lookup(identity.fingerprint.hex()).nickname  # type: ignore[attr-defined]
+    except PeerNotFound:
+        pass
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "p2pchat-user"
+    return "".join(ch for ch in name if ch.isprintable())[:MAX_NICKNAME] or "p2pchat-user"
+
+
+def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = False) -> ChatNode:
+    """A :class:`~p2pchat.node.ChatNode` configured from the command line (not started yet)."""
+    from p2pchat.node import ChatNode
+
+    host = normalize_ip(args.host)
+    check_port(args.port)
+    if args.ledger:
+        parse_address(args.ledger, 1)
+    if args.relay:
+        parse_address(args.relay, 1)
+    if args.no_inbound and not args.relay:
+        raise UserError("--no-inbound needs --relay: without a listening socket, peers can only reach you "
+                        "through a relay")
+    if args.rotate_every < 1:
+        raise UserError("--rotate-every must be at least 1")
+    identity = Identity.load_or_create(resolve_data_dir(args.data_dir), _passphrase(args))
+    node = ChatNode(identity, host=host, port=args.port, network=args.network, nickname=args.nickname or "?",
+                    ledger=args.ledger, relay=args.relay, no_inbound=args.no_inbound,
+                    direct_timeout=args.direct_timeout, rotate_every=args.rotate_every,
+                    step_timeout=args.step_timeout, auto_accept=auto_accept, listen=listen)
+    if not args.nickname:
+        node.nickname = _default_nickname(node.directory, identity)
+    return node
+
+
+def _run_chat(args: argparse.Namespace) -> int:
+    from p2pchat.terminal import run_chat
+
+    node = make_node(args, listen=False)
+    try:
+        node.start()
+        return run_chat(node, args.peer, stdin_fd=sys.stdin.fileno(), out=sys.stdout)
+    finally:
+        node.close()
+
+
+def _run_listen(args: argparse.Namespace) -> int:
+    from p2pchat.terminal import run_listen
+
+    node = make_node(args, listen=True, auto_accept=args.accept_all)
+    try:
+        node.start()
+        return run_listen(node, stdin_fd=sys.stdin.fileno(), out=sys.stdout, accept_all=args.accept_all,
+                          once=args.once)
+    finally:
+        node.close()
+
+
+def _run_gui(argv: list[str]) -> int:
+    try:
+        import gui.app
+    except ImportError as exc:
+        raise UserError(f"the window cannot start: {exc}") from None
+    return int(gui.app.main(argv) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``p2pchat`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "relay":
+        from p2pchat.relay.cli import main as relay_main
+
+        return int(relay_main(argv[1:]) or 0)
+    try:
+        if argv and argv[0] == "gui":
+            return _run_gui(argv[1:])
+        parser = build_parser()
+        if not argv:
+            if have_display():
+                return _run_gui([])
+            parser.print_help()
+            return 0
+        args = parser.parse_args(argv)
+        if getattr(args, "verbose", False):
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        if args.command == "chat":
+            return _run_chat(args)
+        if args.command == "listen":
+            return _run_listen(args)
+        if args.command == "demo":
+            from p2pchat.demo import main as demo_main
+
+            hosts = [normalize_ip(h) for h in args.hosts.split(",")]
+            if len(hosts) != 2 or hosts[0] == hosts[1]:
+                raise UserError("--hosts takes two different addresses, e.g. 127.0.0.2,127.0.0.3")
+            return demo_main(headless=args.headless or not have_display(), keep=args.keep, hosts=hosts)
+        parser.print_help()
+        return 2
+    except UserError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,133 @@
+"""Finding and reaching a peer: resolve what the user typed, dial directly first, fall back to a relay.
+
+``resolve_target`` turns an IP, ``ip:port``, nickname or fingerprint into a :class:`PeerTarget` (where to dial,
+the peer's relay hint and fingerprint when the ledger knows them). ``dial`` opens the connection: TCP straight
+to the peer within ``direct_timeout``, and on a timeout, a refusal or no address, through the peer's relay hint
+or the node's own relay. The result says which path is in use.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from p2pchat.chat_protocol import CHAT
+from p2pchat.foundation.addresses import CHAT_PORT, format_address, parse_address
+from p2pchat.foundation.errors import AddressError, PeerUnreachable, UserError
+from p2pchat.foundation.transport import connect
+from p2pchat.peer_directory import PeerDirectory, PeerNotFound, query_kind
+
+log = logging.getLogger(__name__)
+
+DIRECT = "direct"
+
+
+@dataclass(frozen=True)
+class PeerTarget:
+    """Where a peer can be reached, as far as the query and the ledger tell."""
+
+    query: str
+    ip: str | None = None
+    port: int | None = None
+    relay: str | None = None            # the peer's relay hint ("ip:port") from its ledger record
+    fingerprint: bytes | None = None    # needed to ask a relay for the peer
+    nickname: str | None = None
+    note: str | None = None             # why the ledger could not help, shown if dialing fails
+
+    @property
+    def address(self) -> str | None:
+        return format_address(self.ip, self.port) if self.ip and self.port else None
+
+
+def _explicit_address(query: str) -> tuple[str, int] | None:
+    """``(ip, port)`` when the query is ``ip:port`` / ``[v6]:port``, else None."""
+    text = query.strip()
+    if (text.startswith("[") and "]:" in text) or text.count(":") == 1:
+        try:
+            return parse_address(text, CHAT_PORT)
+        except AddressError:
+            return None
+    return None
+
+
+def resolve_target(query: str, directory: PeerDirectory) -> PeerTarget:
+    """Where to dial ``query``: an IP goes to its record's port (or the chat port), ``ip:port`` as given, a
+    nickname or fingerprint to the address or relay hint of its ledger record (none → :class:`PeerNotFound`)."""
+    explicit = _explicit_address(query)
+    if explicit is not None:
+        ip, port = explicit
+        binding, note = _try_lookup(directory, ip)
+        return _target_from(query, binding, ip=ip, port=port, note=note)
+    kind, value = query_kind(query)
+    if kind == "ip":
+        binding, note = _try_lookup(directory, value)
+        port = (binding.port if binding is not None and binding.ip == value and binding.port else CHAT_PORT)
+        return _target_from(query, binding, ip=value, port=port, note=note)
+    binding = directory.lookup(value)
+    ip = binding.ip
+    port = binding.port or CHAT_PORT if ip else None
+    return _target_from(query, binding, ip=ip, port=port, note=None)
+
+
+def _try_lookup(directory: PeerDirectory, ip: str) -> tuple[Any, str | None]:
+    try:
+        return directory.lookup(ip), None
+    except PeerNotFound as exc:
+        return None, str(exc)
+
+
+def _target_from(query: str, binding: Any, *, ip: str | None, port: int | None, note: str | None) -> PeerTarget:
+    if binding is None:
+        return PeerTarget(query=query, ip=ip, port=port, note=note)
+    return PeerTarget(query=query, ip=ip, port=port, relay=binding.relay, fingerprint=binding.fingerprint,
+                      nickname=binding.nickname)
+
+
+RelayOpener = Callable[[str, bytes, float], Any]
+"""``open(relay_address, peer_fingerprint, timeout) -> link``: a connection to the peer through a relay."""
+
+
+@dataclass
+class Dialed:
+    link: Any                 # FramedSocket, or a relay link with the same methods
+    path: str                 # "direct" or "relay ip:port"
+    peer_address: str | None  # the address connected to (direct), or the one the ledger names (relay)
+    fallback_reason: str | None = None   # why the direct path was not used
+
+
+def dial(target: PeerTarget, *, source_ip: str, direct_timeout: float, io_timeout: float,
+         own_relay: str | None, open_relay: RelayOpener | None) -> Dialed:
+    """Connect to ``target``: directly first, then through a relay. Raises :class:`PeerUnreachable` naming why
+    each path failed."""
+    reasons: list[str] = []
+    if target.ip and target.port:
+        try:
+            link = connect(target.ip, target.port, CHAT, source_ip=source_ip, timeout=direct_timeout)
+        except PeerUnreachable as exc:
+            reasons.append(f"the direct connection failed ({exc})")
+            log.info("direct dial to %s failed: %s", target.address, exc)
+        else:
+            link.timeout = io_timeout
+            return Dialed(link, DIRECT, target.address)
+    else:
+        reasons.append(f"the ledger has no address for {target.query} (it is reachable through a relay only)"
+                       if target.fingerprint else f"no address is known for {target.query}")
+    relays = [r for r in (target.relay, own_relay) if r]
+    if not relays:
+        reasons.append("no relay is known for this peer (its ledger record names none and --relay is not set)")
+    elif target.fingerprint is None:
+        reasons.append("a relay cannot be asked for this peer: the ledger has no record of its key"
+                       + (f" ({target.note})" if target.note else ""))
+    elif open_relay is None:
+        reasons.append("this node cannot use relays")
+    else:
+        for relay in dict.fromkeys(relays):
+            try:
+                link = open_relay(relay, target.fingerprint, io_timeout)
+            except UserError as exc:
+                reasons.append(f"relay {relay} failed ({exc})")
+                continue
+            return Dialed(link, f"relay {relay}", target.address, fallback_reason="; ".join(reasons))
+    raise PeerUnreachable(f"cannot reach {target.query}: " + ", and ".join(reasons))

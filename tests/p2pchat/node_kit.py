@@ -1,0 +1,113 @@
+"""Helpers for chat-node tests: an event log that waits for events with a deadline, and pairs of nodes on fresh
+loopback addresses that find each other through a fixed directory (tests about the ledger itself use real
+ledger nodes instead)."""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from p2pchat.events import Event, StepResult
+from p2pchat.foundation.identity import Identity
+from p2pchat.node import ChatNode
+from p2pchat.peer_directory import DirectoryEntry, FixedDirectory
+from p2pchat.steps import Step
+from tests.conftest import free_loopback_ip
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+               what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+class EventLog:
+    """Everything a node reported, in order; ``wait`` polls the node's queue until a matching event arrives."""
+
+    def __init__(self, node: ChatNode) -> None:
+        self.node = node
+        self.events: list[Event] = []
+
+    def pump(self) -> None:
+        while True:
+            try:
+                self.events.append(self.node.events.get_nowait())
+            except queue.Empty:
+                return
+
+    def wait(self, kind_: type, timeout: float = 10.0, **fields: Any) -> Any:
+        """The first event of type ``kind`` whose attributes equal ``fields`` (searching from the start)."""
+        def found() -> Any:
+            self.pump()
+            return next((e for e in self.events if isinstance(e, kind_)
+                         and all(getattr(e, k) == v for k, v in fields.items())), None)
+        return wait_until(found, timeout, what=f"{kind_.__name__} {fields} (seen: {self.kinds()})")
+
+    def all(self, kind_: type, **fields: Any) -> list[Any]:
+        self.pump()
+        return [e for e in self.events if isinstance(e, kind_) and all(getattr(e, k) == v for k, v in fields.items())]
+
+    def kinds(self) -> list[str]:
+        return [type(e).__name__ for e in self.events[-12:]]
+
+
+@dataclass
+class Peer:
+    node: ChatNode
+    log: EventLog
+    identity: Identity
+    ip: str
+    nickname: str
+
+
+def entry(identity: Identity, nickname: str, ip: str | None, port: int | None = None,
+          relay: str | None = None) -> DirectoryEntry:
+    return DirectoryEntry(public_der=identity.public_der, nickname=nickname, ip=ip, port=port, relay=relay,
+                          height=5, confirmations=2)
+
+
+def make_peer(identity: Identity, nickname: str, directory: FixedDirectory, *, ip: str | None = None,
+              register: bool = True, **kw: Any) -> Peer:
+    """A started node on a fresh loopback address (port chosen by the OS), listed in ``directory``."""
+    ip = ip or free_loopback_ip()
+    kw.setdefault("step_timeout", 5.0)
+    kw.setdefault("direct_timeout", 1.0)
+    node = ChatNode(identity, host=ip, port=kw.pop("port", 0), nickname=nickname, directory=directory, **kw)
+    node.start()
+    if register:
+        directory.add(entry(identity, nickname, ip, node.port if node.listen else None, kw.get("relay")))
+    return Peer(node, EventLog(node), identity, ip, nickname)
+
+
+@contextmanager
+def pair(identities: list[Identity], **kw: Any) -> Iterator[tuple[Peer, Peer, FixedDirectory]]:
+    """alice (caller) and bob (auto-accepting callee), closed on exit."""
+    directory = FixedDirectory()
+    bob_kw = {"auto_accept": True, **kw.pop("bob", {})}
+    alice = make_peer(identities[0], "alice", directory, **kw)
+    bob = make_peer(identities[1], "bob", directory, **{**kw, **bob_kw})
+    try:
+        yield alice, bob, directory
+    finally:
+        alice.node.close()
+        bob.node.close()
+
+
+def connect_all(alice: Peer, bob: Peer, timeout: float = 15.0) -> tuple[str, str]:
+    """Run the four steps from alice to bob; returns (alice's session, bob's session)."""
+    sid = alice.node.open_session(f"{bob.ip}:{bob.node.port}")
+    alice.node.run_all(sid)
+    alice.log.wait(StepResult, timeout, session=sid, step=Step.AGREE_KEY, ok=True)
+    ready = bob.log.wait(StepResult, timeout, step=Step.AGREE_KEY, ok=True)
+    return sid, ready.session

@@ -1,0 +1,100 @@
+"""The chat node's relay fallback with a real relay server on loopback: a --no-inbound host reached by nickname,
+a direct dial that fails over to the relay, the path shown, rotation through the relay, and a relay that goes
+away mid-chat and comes back."""
+
+from __future__ import annotations
+
+from p2pchat.events import MessageReceived, Notice, SessionEnded, StepResult
+from p2pchat.peer_directory import FixedDirectory
+from p2pchat.relay import RelayServer
+from p2pchat.steps import Step
+from tests.conftest import free_loopback_ip
+from tests.p2pchat.node_kit import entry, make_peer, wait_until
+
+
+def relay_server(ip: str | None = None, port: int = 0) -> RelayServer:
+    return RelayServer(ip or free_loopback_ip(), port, heartbeat=0.5, pair_timeout=5.0).start()
+
+
+def test_a_no_inbound_host_is_reached_by_nickname_through_its_relay_hint(identities):
+    relay = relay_server()
+    directory = FixedDirectory()
+    relay_addr = relay.address
+    bob = make_peer(identities[1], "bob", directory, no_inbound=True, relay=relay_addr, auto_accept=True,
+                    register=False, rotate_every=2)
+    directory.add(entry(identities[1], "bob", None, None, relay_addr))       # no address: relay only
+    alice = make_peer(identities[0], "alice", directory, rotate_every=2)
+    try:
+        assert bob.node._registration.wait_registered(5)
+        sid = alice.node.open_session("bob")
+        alice.node.run_all(sid)
+        alice.log.wait(StepResult, step=Step.AGREE_KEY, ok=True)
+        info = alice.node.session_info(sid)
+        assert info.path == f"relay {relay_addr}"
+        assert f"connected through relay {relay_addr}" in alice.log.wait(Notice, kind="path").text
+        ready = bob.log.wait(StepResult, step=Step.AGREE_KEY, ok=True)
+        assert bob.node.session_info(ready.session).path == f"relay {relay_addr}"
+        assert "incoming chat through relay" in bob.log.wait(Notice, kind="path").text
+        for i in range(6):
+            alice.node.send_text(sid, f"a{i}")
+            bob.node.send_text(ready.session, f"b{i}")
+        wait_until(lambda: len(bob.log.all(MessageReceived)) == 6 and len(alice.log.all(MessageReceived)) == 6)
+        assert [m.text for m in bob.log.all(MessageReceived)] == [f"a{i}" for i in range(6)]
+        assert alice.node.session_info(sid).key_epoch >= 1
+        assert not alice.log.all(Notice, kind="refused") and not bob.log.all(Notice, kind="refused")
+    finally:
+        alice.node.close()
+        bob.node.close()
+        relay.close()
+
+
+def test_a_failed_direct_dial_falls_back_to_the_configured_relay_and_says_why(identities):
+    relay = relay_server()
+    directory = FixedDirectory()
+    bob_ip = free_loopback_ip()
+    bob = make_peer(identities[1], "bob", directory, ip=bob_ip, no_inbound=True, relay=relay.address,
+                    auto_accept=True, register=False)
+    directory.add(entry(identities[1], "bob", bob_ip, 9))     # the record names an address nobody answers on
+    alice = make_peer(identities[0], "alice", directory, relay=relay.address, direct_timeout=0.5)
+    try:
+        assert bob.node._registration.wait_registered(5)
+        sid = alice.node.open_session(bob_ip)
+        alice.node.run_all(sid)
+        alice.log.wait(StepResult, step=Step.AGREE_KEY, ok=True)
+        path = alice.log.wait(Notice, kind="path").text
+        assert path.startswith(f"connected through relay {relay.address} because the direct connection failed")
+        alice.node.send_text(sid, "via the relay")
+        bob.log.wait(MessageReceived, text="via the relay")
+    finally:
+        alice.node.close()
+        bob.node.close()
+        relay.close()
+
+
+def test_a_relay_that_goes_away_ends_the_chat_and_the_registration_comes_back(identities):
+    relay_ip = free_loopback_ip()
+    relay = relay_server(relay_ip)
+    port = relay.port
+    directory = FixedDirectory()
+    bob = make_peer(identities[1], "bob", directory, no_inbound=True, relay=relay.address, auto_accept=True,
+                    register=False)
+    directory.add(entry(identities[1], "bob", None, None, relay.address))
+    alice = make_peer(identities[0], "alice", directory)
+    try:
+        assert bob.node._registration.wait_registered(5)
+        sid = alice.node.open_session("bob")
+        alice.node.run_all(sid)
+        alice.log.wait(StepResult, step=Step.AGREE_KEY, ok=True)
+        relay.close()
+        ended = alice.log.wait(SessionEnded, session=sid)
+        assert not ended.clean and "relay" in ended.reason
+        bob.log.wait(SessionEnded)
+        relay = relay_server(relay_ip, port)               # back on the same address
+        wait_until(lambda: bob.node._registration.registered, 15, what="bob registered again")
+        again = alice.node.open_session("bob")
+        alice.node.run_all(again)
+        alice.log.wait(StepResult, session=again, step=Step.AGREE_KEY, ok=True)
+    finally:
+        alice.node.close()
+        bob.node.close()
+        relay.close()

@@ -1,0 +1,118 @@
+"""The terminal UI loops driven in-process: standard input is a pipe, output a string buffer, the peer a real
+node on another loopback address."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+
+from p2pchat.events import IncomingChat, MessageReceived, SessionEnded, StepResult
+from p2pchat.node import ChatNode
+from p2pchat.peer_directory import FixedDirectory
+from p2pchat.steps import Step
+from p2pchat.terminal import LineInput, run_chat, run_listen
+from tests.conftest import free_loopback_ip
+from tests.p2pchat.node_kit import entry, make_peer
+
+
+def piped(*lines: str, close: bool = True) -> tuple[int, int]:
+    r, w = os.pipe()
+    os.write(w, "".join(line + "\n" for line in lines).encode())
+    if close:
+        os.close(w)
+    return r, w
+
+
+def test_line_input_splits_lines_and_keeps_a_last_partial_line_for_eof():
+    r, w = os.pipe()
+    os.write(w, b"one\ntwo\r\nthr")
+    reader = LineInput(r)
+    assert reader.read_lines(1.0) == ["one", "two"]
+    os.write(w, "ée".encode())
+    os.close(w)
+    got = []
+    while not reader.eof:
+        got += reader.read_lines(1.0)
+    assert got == ["thrée"]
+    os.close(r)
+
+
+def test_chat_runs_the_steps_sends_piped_lines_and_exits_zero_at_end_of_input(identities):
+    directory = FixedDirectory()
+    bob = make_peer(identities[1], "bob", directory, auto_accept=True, rotate_every=2)
+    ip = free_loopback_ip()
+    directory.add(entry(identities[0], "alice", ip, 8471))
+    alice = ChatNode(identities[0], host=ip, nickname="alice", directory=directory, listen=False, rotate_every=2)
+    alice.start()
+    r, _ = piped("hello", "/status", "", "ünïcode ✓", "/verify", "/bogus", "third")
+    out = io.StringIO()
+    try:
+        code = run_chat(alice, f"{bob.ip}:{bob.node.port}", stdin_fd=r, out=out)
+    finally:
+        alice.close()
+        bob.node.close()
+        os.close(r)
+    text = out.getvalue()
+    assert code == 0, text
+    for step in Step:
+        assert f"✓ {step.label} — " in text
+    assert "Chat ready with bob (path: direct)" in text
+    assert "3 message(s) sent, 3 delivered." in text
+    assert "unknown command /bogus" in text
+    assert "The safety number is known once step 2" in text        # /status and /verify ran before ready
+    assert [m.text for m in bob.log.all(MessageReceived)] == ["hello", "ünïcode ✓", "third"]
+    ended = bob.log.wait(SessionEnded)
+    assert ended.clean and "alice left the chat" in ended.reason
+
+
+def test_chat_with_an_unreachable_peer_prints_the_failed_step_and_exits_one(identities):
+    ip = free_loopback_ip()
+    node = ChatNode(identities[0], host=ip, nickname="alice", directory=FixedDirectory(), listen=False)
+    node.start()
+    r, _ = piped()
+    out = io.StringIO()
+    try:
+        code = run_chat(node, f"{free_loopback_ip()}:9", stdin_fd=r, out=out)
+    finally:
+        node.close()
+        os.close(r)
+    assert code == 1
+    assert "✗ 1 Connect — cannot reach" in out.getvalue()
+
+
+def test_listen_asks_accepts_prints_messages_and_answers_typed_lines(identities):
+    directory = FixedDirectory()
+    caller = make_peer(identities[0], "carol", directory)
+    ip = free_loopback_ip()
+    listener = ChatNode(identities[1], host=ip, port=0, nickname="dave", directory=directory)
+    listener.start()
+    directory.add(entry(identities[1], "dave", ip, listener.port))
+    r, w = piped("y", "a typed answer", close=False)
+    out = io.StringIO()
+    sid = caller.node.open_session(f"{ip}:{listener.port}")
+    caller.node.run_all(sid)
+
+    def drive_caller() -> None:
+        caller.log.wait(StepResult, 20, step=Step.AGREE_KEY, ok=True)
+        caller.node.send_text(sid, "knock knock")
+        caller.log.wait(MessageReceived, 20, text="a typed answer")
+        caller.node.end_session(sid)
+
+    driver = threading.Thread(target=drive_caller)
+    driver.start()
+    try:
+        code = run_listen(listener, stdin_fd=r, out=out, accept_all=False, once=True)
+    finally:
+        driver.join()
+        listener.close()
+        caller.node.close()
+        os.close(w)
+        os.close(r)
+    text = out.getvalue()
+    assert code == 0, text
+    assert "Incoming chat from carol at " in text and "Accept? [y/n]" in text
+    assert "Accepted the chat from carol." in text
+    assert "] carol: knock knock" in text
+    assert "Chat with carol ended: carol left the chat" in text
+    assert caller.log.all(IncomingChat) == []
