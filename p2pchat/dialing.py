@@ -98,11 +98,18 @@ class Dialed:
 
 
 def dial(target: PeerTarget, *, source_ip: str, direct_timeout: float, io_timeout: float,
-         own_relay: str | None, open_relay: RelayOpener | None) -> Dialed:
+         own_relay: str | None, open_relay: RelayOpener | None, direct_allowed: bool = True) -> Dialed:
     """Connect to ``target``: directly first, then through a relay. Raises :class:`PeerUnreachable` naming why
-    each path failed."""
+    each path failed.
+
+    ``direct_allowed`` is False on a ``--no-inbound`` host: the ledger binds no address to its key, so a peer it
+    dialled directly would see a NAT address that no record binds and refuse step 2; only the relay path, where
+    peers look each other up by key, can authenticate it."""
     reasons: list[str] = []
-    if target.ip and target.port:
+    if not direct_allowed:
+        reasons.append("this host has no address in the ledger (--no-inbound), so peers can only check it "
+                       "through a relay")
+    elif target.ip and target.port:
         try:
             link = connect(target.ip, target.port, CHAT, source_ip=source_ip, timeout=direct_timeout)
         except PeerUnreachable as exc:

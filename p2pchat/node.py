@@ -361,7 +361,7 @@ class ChatNode:
             target = self._resolve(session)
             dialed = dial(target, source_ip=self.host, direct_timeout=self.direct_timeout,
                           io_timeout=self.step_timeout, own_relay=self.relay,
-                          open_relay=self._open_relay)
+                          open_relay=self._open_relay, direct_allowed=not self.no_inbound)
         except UserError as exc:
             with session.lock:
                 session.connecting = False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from netns_lab.commands import Project
-from netns_lab.scenarios import SCENARIOS
 
 from tests.lab.support import run_scenario
 
@@ -27,8 +26,6 @@ def test_natted_host_chats_through_the_relay(project: Project) -> None:
     run_scenario(project, "relay-chat")
 
 
-@pytest.mark.xfail(condition=SCENARIOS["natted-caller"].known_issue is not None, strict=True,
-                   reason=SCENARIOS["natted-caller"].known_issue or "")
 def test_natted_host_calls_a_reachable_host_through_the_relay(project: Project) -> None:
     run_scenario(project, "natted-caller")
 

@@ -71,6 +71,29 @@ def test_a_failed_direct_dial_falls_back_to_the_configured_relay_and_says_why(id
         relay.close()
 
 
+def test_a_no_inbound_caller_goes_through_the_relay_even_when_the_peer_has_an_address(identities):
+    # Dialled directly, the callee would see an address no record binds to the caller and refuse step 2.
+    relay = relay_server()
+    directory = FixedDirectory()
+    alice = make_peer(identities[0], "alice", directory, relay=relay.address, auto_accept=True)
+    carol = make_peer(identities[2], "carol", directory, no_inbound=True, relay=relay.address, register=False)
+    directory.add(entry(identities[2], "carol", None, None, relay.address))
+    try:
+        assert carol.node._registration.wait_registered(5)
+        assert alice.node._registration.wait_registered(5)
+        sid = carol.node.open_session("alice")
+        carol.node.run_all(sid)
+        carol.log.wait(StepResult, step=Step.AGREE_KEY, ok=True)
+        assert carol.node.session_info(sid).path == f"relay {relay.address}"
+        assert "--no-inbound" in carol.log.wait(Notice, kind="path").text
+        carol.node.send_text(sid, "from behind the NAT")
+        alice.log.wait(MessageReceived, text="from behind the NAT")
+    finally:
+        carol.node.close()
+        alice.node.close()
+        relay.close()
+
+
 def test_a_relay_that_goes_away_ends_the_chat_and_the_registration_comes_back(identities):
     relay_ip = free_loopback_ip()
     relay = relay_server(relay_ip)

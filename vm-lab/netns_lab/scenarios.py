@@ -146,8 +146,8 @@ def relay_chat(p: Project) -> None:
 
 
 def natted_caller(p: Project) -> None:
-    """The NAT'd c calls a by address. a sees the call come from the router's address, which no record
-    binds, so the direct path cannot authenticate; c must fall back to the relay (a is registered there)."""
+    """The NAT'd c calls a by address. Dialled directly, a would see the router's address, which no record
+    binds; c has no address in the ledger (--no-inbound), so it goes through the relay, where a is registered."""
     p.form_network(["a", "r", "c"], timeout=CONVERGE_TIMEOUT)
     relay = p.relay("r")
     relay.wait_for(r"relay listening on", 15)
@@ -313,11 +313,6 @@ def block_height(found: dict[str, Any] | None) -> int | None:
     return None
 
 
-NATTED_CALLER_ISSUE = (
-    "p2pchat chat on a --no-inbound host dials the peer directly; the callee sees the NAT router's address, which "
-    "no record binds, and ends the handshake at step 2; the caller does not fall back to the relay after that "
-    "refusal (p2pchat/dialing.py falls back only on connection failures)")
-
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("isolation", "the lab's wiring: NAT, no inbound to the NAT'd host, nothing in the root namespace",
              isolation),
@@ -325,8 +320,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              network_forms),
     Scenario("direct-chat", "a ↔ b directly through the four steps, across a key rotation", direct_chat),
     Scenario("relay-chat", "a ↔ NAT'd c through the relay, four steps end to end", relay_chat),
-    Scenario("natted-caller", "NAT'd c calls a: the direct try cannot authenticate, the relay carries the chat",
-             natted_caller, known_issue=NATTED_CALLER_ISSUE),
+    Scenario("natted-caller", "NAT'd c calls a: it has no address in the ledger, so the relay carries the chat",
+             natted_caller),
     Scenario("partition", "link cut and restored: most-work chain wins, no record lost", partition_heal),
     Scenario("address-change", "b moves: updated record, a reconnects to the new address", address_change),
     Scenario("kill-restart", "kill -9 a node, verify its store, restart: it rejoins and catches up",
