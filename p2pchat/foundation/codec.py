@@ -218,7 +218,8 @@ class FrameReader:
                 self._need = size
             if len(self._buf) < self._need:
                 return
-            body = bytes(self._buf[:self._need])
+            with memoryview(self._buf) as view:  # one copy of the body, not two
+                body = bytes(view[:self._need])
             del self._buf[:self._need]
             self._need = None
             yield self.protocol.decode(body)

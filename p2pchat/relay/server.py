@@ -1,0 +1,683 @@
+"""The relay server: pairs two clients that proved their keys and forwards opaque frames between them.
+
+Built on :class:`~p2pchat.foundation.transport.FrameServer` (one thread per connection). Each connection
+proves its key first (see :mod:`p2pchat.relay.protocol`). A *registration* keeps a host reachable; a *call*
+names a registered fingerprint, the relay invites that host with a one-time ticket, and the host's *answer*
+connection completes the pairing. The two connection threads of a session then each read one side and write
+the other, so at most one frame per direction is ever held in memory: a slow reader blocks the writer (TCP
+backpressure reaches the sender), and one that stays stalled past the send timeout ends the session.
+
+The relay never dials out, never pairs a client that has not logged in or a callee that is not registered,
+never pairs a key with itself, and logs metadata only (fingerprint prefixes, addresses, byte counts, times).
+:meth:`RelayServer.forward` is the one place payloads pass; tests subclass it to build a malicious relay.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2pchat.foundation import crypto
+from p2pchat.foundation.addresses import RELAY_PORT, format_address
+from p2pchat.foundation.codec import Message
+from p2pchat.foundation.errors import CryptoError, FrameError, PeerUnreachable, ProtocolError, UserError
+from p2pchat.foundation.transport import FramedSocket, FrameServer
+from p2pchat.relay.protocol import (
+    COUNTER_NAMES,
+    DEFAULT_MAX_FRAME,
+    LOGIN_CONTEXT,
+    MAX_RELAY_FRAME,
+    MAX_STATUS_SESSIONS,
+    NONCE_LEN,
+    ROLES,
+    TICKET_LEN,
+    VERSION,
+    check_version,
+    login_proof_data,
+    max_payload_for,
+    recv_or_none,
+    relay_protocol,
+    short_fp,
+)
+from p2pchat.relay.ratelimit import TokenBucket
+
+log = logging.getLogger("p2pchat.relay")
+
+HEARTBEAT_GRACE = 3          # a registration silent for this many heartbeats is dropped
+KEEPALIVE_FRACTION = 4       # paired clients ping every idle_timeout / 4
+NOTICE_TIMEOUT = 1.0         # longest the relay waits to hand a closing notice to a client
+SHUTDOWN_NOTICE = "the relay is shutting down"
+CHECK_INTERVAL = 1.0         # a pump thread blocked in a read notices a closed session within this time
+LINGER_SECONDS = 2.0         # how long a closed session's connection waits for the client to close first
+SHUTDOWN_GRACE = 1.0         # how long close() lets clients hang up after the shutdown notice
+FLUSH_BYTES = 64 * 1024      # a pump thread writes out what it forwarded at least this often (bigger frames alone)
+
+
+class PairingRefused(UserError):
+    """The relay cannot pair this call (unknown peer, no answer, limits); sent to the client as an error."""
+
+
+@dataclass(frozen=True)
+class _Client:
+    """A connection whose key is proven."""
+
+    fingerprint: bytes
+    network: str
+    conn: FramedSocket
+
+    @property
+    def short(self) -> str:
+        return short_fp(self.fingerprint)
+
+
+@dataclass
+class _Registration:
+    client: _Client
+    since: float
+
+
+@dataclass
+class _Pending:
+    """A call waiting for the callee's answer connection."""
+
+    ticket: bytes
+    caller: _Client
+    callee: bytes
+    created: float
+    done: threading.Event = field(default_factory=threading.Event)
+    session: RelaySession | None = None
+
+
+class RelaySession:
+    """Two paired connections: side 0 is the caller, side 1 the callee.
+
+    :meth:`deliver` is how payloads reach a side; :meth:`close` ends the session once, with a reason for each
+    side that should hear one.
+    """
+
+    def __init__(self, server: RelayServer, session_id: int, caller: _Client, callee: _Client,
+                 bucket: TokenBucket | None) -> None:
+        self.server = server
+        self.id = session_id
+        self.network = caller.network
+        self.fingerprints = (caller.fingerprint, callee.fingerprint)
+        self.conns = (caller.conn, callee.conn)
+        self.bucket = bucket
+        self.started = time.monotonic()
+        self.last_heard = [self.started, self.started]
+        self.bytes_from = [0, 0]
+        self.frames_from = [0, 0]
+        self.reason: str | None = None
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+
+    @property
+    def caller(self) -> bytes:
+        return self.fingerprints[0]
+
+    @property
+    def callee(self) -> bytes:
+        return self.fingerprints[1]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def wait_closed(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; True if the session closed meanwhile (used for rate-limit pauses)."""
+        return self._closed.wait(seconds)
+
+    def deliver(self, to_side: int, payload: bytes) -> bool:
+        """Send one opaque payload to side ``to_side`` (0 caller, 1 callee).
+
+        Called from a pump thread, the frame joins that thread's outbox and is written with the rest of the
+        frames that arrived together (one system call for many small frames). Writing blocks while that side's
+        socket is full (backpressure); if it stays stalled for the send timeout the session is closed. Returns
+        False if the session is closed.
+        """
+        if self.closed:
+            return False
+        frame = self.server.encode_frame("data", payload=payload)
+        outbox: _Outbox | None = getattr(_pump_state, "outbox", None)
+        if outbox is not None:
+            outbox.add(self, to_side, frame, len(payload))
+            return True
+        return self._write(to_side, [frame], len(payload))
+
+    def _write(self, to_side: int, frames: list[bytes], payload_bytes: int) -> bool:
+        if self.closed:
+            return False
+        try:
+            self.conns[to_side].send_frame(frames[0] if len(frames) == 1 else b"".join(frames))
+        except PeerUnreachable:
+            if not self.closed:
+                self.server.count("stalled_drops")
+                self.close({1 - to_side: "your peer stopped receiving; the relay closed the session",
+                            to_side: "you stopped receiving; the relay closed the session"},
+                           f"side {to_side} stopped receiving")
+            return False
+        self.server.count_forwarded(len(frames), payload_bytes)
+        return True
+
+    def close(self, notices: Mapping[int, str], why: str) -> None:
+        """End the session (once): tell each side in ``notices`` why, then half-close both connections (each
+        pump thread notices within a second, drains its side until the client hangs up, and returns)."""
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self.reason = why
+            self._closed.set()
+        for side, text in notices.items():
+            _notify(self.conns[side], text)
+        # FIN after the notice, not a close: closing with unread input (a keepalive in flight) would send a
+        # reset that can destroy the notice. Each pump thread drains its side until the client closes.
+        for conn in self.conns:
+            _shutdown_write(conn)
+        self.server._session_ended(self)
+
+    def describe(self, now: float) -> dict[str, Any]:
+        """Metadata for the status view: fingerprint prefixes, age, idle time, bytes each way."""
+        return {"a": short_fp(self.caller), "b": short_fp(self.callee),
+                "age_s": int(now - self.started), "idle_s": int(now - max(self.last_heard)),
+                "bytes_ab": self.bytes_from[0], "bytes_ba": self.bytes_from[1]}
+
+
+class _Outbox:
+    """Frames a pump thread has forwarded but not yet written; :meth:`flush` writes each run of frames for the
+    same side with one ``send_frame``. Holds at most what arrived in one read plus ``FLUSH_BYTES``."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[RelaySession, int, bytes, int]] = []
+        self.size = 0
+
+    def add(self, session: RelaySession, to_side: int, frame: bytes, payload_bytes: int) -> None:
+        self._items.append((session, to_side, frame, payload_bytes))
+        self.size += len(frame)
+
+    def flush(self) -> None:
+        items, self._items, self.size = self._items, [], 0
+        start = 0
+        while start < len(items):
+            session, to_side = items[start][0], items[start][1]
+            end = start
+            while end < len(items) and items[end][0] is session and items[end][1] == to_side:
+                end += 1
+            run = items[start:end]
+            session._write(to_side, [item[2] for item in run], sum(item[3] for item in run))
+            start = end
+
+
+_pump_state = threading.local()   # ``outbox`` of the pump thread running on this thread, if any
+
+
+def _notify(conn: FramedSocket, text: str) -> None:
+    """Best effort, bounded in time: a client that does not read must not hold up the relay."""
+    conn.timeout = min(conn.timeout, NOTICE_TIMEOUT)
+    conn.send_error(text)
+
+
+def _shutdown_write(conn: FramedSocket) -> None:
+    """Send FIN after what was written so far; reading still works (see :func:`_linger`)."""
+    try:
+        conn.sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def _linger(conn: FramedSocket, seconds: float) -> None:
+    """After a FIN, read and drop whatever the client still sends until it closes (or ``seconds`` pass), so the
+    final close does not reset the connection before the client has read the relay's last frames."""
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            if recv_or_none(conn, remaining) is None:
+                return
+        except FrameError:
+            continue
+        except PeerUnreachable:
+            return
+
+
+class RelayServer:
+    """A relay listening on ``host:port``; ``start()`` it, ``close()`` stops and joins every thread.
+
+    Limits: ``max_connections`` in all and ``max_per_ip`` per source address (refused at accept),
+    ``max_pending`` calls waiting for an answer (``max_pending_per_client`` per caller key), ``login_timeout``
+    to prove a key, ``heartbeat`` interval of registrations (dropped after 3 silent intervals),
+    ``pair_timeout`` for the callee to answer, ``idle_timeout`` of silence from one side of a session,
+    ``bytes_per_second`` per session (both directions together; ``None`` = unlimited), ``max_frame`` bytes per
+    frame, ``send_timeout`` for a side that does not read. ``public_address`` ("ip:port") is the address
+    clients dial if it differs from the listening one (port forwarding); login proofs may name either.
+    """
+
+    def __init__(self, host: str, port: int = RELAY_PORT, *, max_connections: int = 512, max_per_ip: int = 16,
+                 max_pending: int = 64, max_pending_per_client: int = 4, login_timeout: float = 10.0,
+                 heartbeat: float = 20.0, idle_timeout: float = 90.0, pair_timeout: float = 15.0,
+                 bytes_per_second: int | None = 4_000_000, max_frame: int = DEFAULT_MAX_FRAME,
+                 send_timeout: float = 10.0, public_address: str | None = None) -> None:
+        for name, value in (("max_connections", max_connections), ("max_per_ip", max_per_ip),
+                            ("max_pending", max_pending), ("max_pending_per_client", max_pending_per_client)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name, seconds in (("login_timeout", login_timeout), ("heartbeat", heartbeat),
+                              ("idle_timeout", idle_timeout), ("pair_timeout", pair_timeout),
+                              ("send_timeout", send_timeout)):
+            if seconds <= 0:
+                raise ValueError(f"{name} must be positive")
+        if bytes_per_second is not None and bytes_per_second < 1:
+            raise ValueError("bytes_per_second must be positive (or None for no limit)")
+        self.max_connections = max_connections
+        self.max_per_ip = max_per_ip
+        self.max_pending = max_pending
+        self.max_pending_per_client = max_pending_per_client
+        self.login_timeout = login_timeout
+        self.heartbeat = heartbeat
+        self.idle_timeout = idle_timeout
+        self.pair_timeout = pair_timeout
+        self.bytes_per_second = bytes_per_second
+        self.max_frame = max_frame
+        self.max_payload = max_payload_for(max_frame)
+        self.send_timeout = send_timeout
+        self.public_address = public_address
+        self._inbound = relay_protocol(max_frame)
+        # Frames the relay writes (status answers, notices) are bounded by the client's limit, not the inbound one.
+        self._outbound = relay_protocol(MAX_RELAY_FRAME)
+        self._lock = threading.Lock()
+        self._registry: dict[tuple[str, bytes], _Registration] = {}
+        self._pending: dict[bytes, _Pending] = {}
+        self._sessions: dict[int, RelaySession] = {}
+        self._next_session = 0
+        self._stopping = False
+        self._counters = dict.fromkeys(COUNTER_NAMES, 0)
+        self._counter_lock = threading.Lock()
+        self._started = time.monotonic()
+        self._frame_server = FrameServer(host, port, self._inbound, self._handle, name="relay",
+                                         max_connections=max_connections, timeout=send_timeout,
+                                         max_per_ip=max_per_ip)
+        self.host = host
+        self.port = self._frame_server.port
+
+    # --- lifecycle and views -----------------------------------------------------------------------------
+
+    def start(self) -> RelayServer:
+        self._started = time.monotonic()
+        self._frame_server.start()
+        log.info("relay listening on %s", self.address)
+        return self
+
+    @property
+    def address(self) -> str:
+        return format_address(self.host, self.port)
+
+    def close(self) -> None:
+        """Tell every client the relay is going away, close every connection and join every thread."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            pending = list(self._pending.values())
+            self._pending.clear()
+            sessions = list(self._sessions.values())
+            registrations = list(self._registry.values())
+        for p in pending:
+            _notify(p.caller.conn, SHUTDOWN_NOTICE)
+            _shutdown_write(p.caller.conn)
+            p.done.set()
+        for session in sessions:
+            session.close({0: SHUTDOWN_NOTICE, 1: SHUTDOWN_NOTICE}, "relay shutting down")
+        for reg in registrations:
+            _notify(reg.client.conn, SHUTDOWN_NOTICE)
+            _shutdown_write(reg.client.conn)
+        # Clients hang up when they read the notice; whoever has not after the grace period is cut off.
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while self._frame_server.connection_count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._frame_server.close()
+        log.info("relay %s stopped", self.address)
+
+    def __enter__(self) -> RelayServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def counters(self) -> dict[str, int]:
+        with self._counter_lock:
+            return dict(self._counters)
+
+    def count(self, name: str, amount: int = 1) -> None:
+        with self._counter_lock:
+            self._counters[name] += amount
+
+    def count_forwarded(self, frames: int, payload_bytes: int) -> None:
+        with self._counter_lock:
+            self._counters["frames"] += frames
+            self._counters["bytes"] += payload_bytes
+
+    def sessions(self) -> list[RelaySession]:
+        """The sessions currently paired (a malicious test relay uses this to cross-wire them)."""
+        with self._lock:
+            return list(self._sessions.values())
+
+    def is_registered(self, fingerprint: bytes, network: str = "p2pchat") -> bool:
+        with self._lock:
+            return (network, fingerprint) in self._registry
+
+    @property
+    def registered_count(self) -> int:
+        with self._lock:
+            return len(self._registry)
+
+    @property
+    def pending_count(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    @property
+    def connection_count(self) -> int:
+        return self._frame_server.connection_count
+
+    def status(self) -> dict[str, Any]:
+        """Everything the ``status`` frame reports: counts, session metadata, counters and limits."""
+        now = time.monotonic()
+        with self._lock:
+            sessions = list(self._sessions.values())
+            registered = len(self._registry)
+            pending = len(self._pending)
+        return {
+            "version": VERSION,
+            "address": self.address,
+            "uptime_s": int(now - self._started),
+            "registered": registered,
+            "pending": pending,
+            "session_count": len(sessions),
+            "sessions": [s.describe(now) for s in sessions[:MAX_STATUS_SESSIONS]],
+            "counters": self.counters(),
+            "limits": {
+                "max_connections": self.max_connections, "max_per_ip": self.max_per_ip,
+                "max_pending": self.max_pending, "max_frame": self.max_frame,
+                "bytes_per_second": self.bytes_per_second or 0,
+                "idle_timeout_ms": int(self.idle_timeout * 1000), "pair_timeout_ms": int(self.pair_timeout * 1000),
+                "heartbeat_ms": int(self.heartbeat * 1000),
+            },
+        }
+
+    def encode_frame(self, type_: str, **fields: Any) -> bytes:
+        """A complete relay frame as the relay sends it."""
+        return self._outbound.encode(type_, **fields)
+
+    # --- the seam for malicious-relay tests --------------------------------------------------------------
+
+    def forward(self, session: RelaySession, sender: int, payload: bytes) -> None:
+        """Pass one opaque payload from side ``sender`` of ``session`` to the other side.
+
+        An honest relay delivers it unchanged. Tests override this to drop, duplicate, delay, reorder, alter
+        or cross-wire payloads (with :meth:`RelaySession.deliver` and :meth:`sessions`); the end-to-end
+        channel must detect each of those.
+        """
+        session.deliver(1 - sender, payload)
+
+    # --- connection handling -----------------------------------------------------------------------------
+
+    def _send(self, conn: FramedSocket, type_: str, **fields: Any) -> None:
+        conn.send_frame(self._outbound.encode(type_, **fields))
+
+    def _handle(self, conn: FramedSocket) -> None:
+        self.count("connections")
+        try:
+            nonce = crypto.random_bytes(NONCE_LEN)
+            self._send(conn, "challenge", version=VERSION, nonce=nonce)
+            first = recv_or_none(conn, self.login_timeout)
+            if first is None:
+                _notify(conn, f"no login within {self.login_timeout:g} s")
+                return
+            if first.type == "status":
+                self._serve_status(conn, first)
+                return
+            if first.type != "login":
+                raise ProtocolError(f"expected a login or a status request first, got '{first.type}'")
+            client = self._authenticate(conn, nonce, first)
+            role = first["role"]
+            if role == "register":
+                self._serve_registration(client)
+            elif role == "call":
+                self._serve_call(client, first["peer"])
+            else:
+                self._serve_answer(client, first["ticket"])
+        except FrameError:
+            self.count("frame_errors")
+            raise
+
+    def _authenticate(self, conn: FramedSocket, nonce: bytes, login: Message) -> _Client:
+        try:
+            check_version(login["version"], "this client")
+            if login["role"] not in ROLES:
+                raise ProtocolError(f"unknown role '{login['role'][:16]}' (expected register, call or answer)")
+            key = crypto.load_public(login["key"])
+        except (ProtocolError, CryptoError) as exc:
+            self.count("login_failures")
+            raise ProtocolError(f"login refused: {exc}") from None
+        fingerprint = crypto.fingerprint(login["key"])
+        addresses = [format_address(*conn.local)]
+        if self.public_address:
+            addresses.append(self.public_address)
+        if not any(crypto.is_valid_signature(key, LOGIN_CONTEXT,
+                                             login_proof_data(nonce, addr, fingerprint, login["network"]),
+                                             login["sig"]) for addr in addresses):
+            self.count("login_failures")
+            log.warning("login refused from %s: bad proof for key %s", conn.peer[0], short_fp(fingerprint))
+            raise ProtocolError("login refused: the signature does not prove ownership of that key "
+                                "for this relay and this connection")
+        self.count("logins")
+        return _Client(fingerprint, login["network"], conn)
+
+    def _serve_status(self, conn: FramedSocket, request: Message) -> None:
+        check_version(request["version"], "this client")
+        if not _is_local(conn):
+            raise ProtocolError("this relay shows its status only to clients on its own machine")
+        self.count("status_queries")
+        self._send(conn, "status_result", **self.status())
+
+    def _serve_registration(self, client: _Client) -> None:
+        conn = client.conn
+        key = (client.network, client.fingerprint)
+        reg = _Registration(client, time.monotonic())
+        with self._lock:
+            if self._stopping:
+                raise PairingRefused(SHUTDOWN_NOTICE)
+            old = self._registry.get(key)
+            self._registry[key] = reg
+        self.count("registrations")
+        if old is not None:
+            # A reconnecting host replaces its half-open previous registration.
+            _notify(old.client.conn, "this key registered again from a new connection; this one is closed")
+            _shutdown_write(old.client.conn)
+        try:
+            self._send(conn, "registered", heartbeat_ms=max(10, int(self.heartbeat * 1000)))
+            log.info("registered %s from %s", client.short, conn.peer[0])
+            silence = self.heartbeat * HEARTBEAT_GRACE
+            while True:
+                msg = recv_or_none(conn, silence)
+                if msg is None:
+                    self.count("idle_drops")
+                    log.info("registration of %s dropped: no heartbeat for %g s", client.short, silence)
+                    _notify(conn, f"no heartbeat for {silence:g} s; registration dropped")
+                    return
+                if msg.type == "ping":
+                    self.count("heartbeats")
+                    self._send(conn, "pong")
+                elif msg.type == "error":
+                    return
+                else:
+                    raise ProtocolError(f"'{msg.type}' is not allowed on a registration connection")
+        finally:
+            with self._lock:
+                if self._registry.get(key) is reg:
+                    del self._registry[key]
+
+    def _refuse(self, text: str) -> PairingRefused:
+        self.count("pair_failures")
+        return PairingRefused(text)
+
+    def _serve_call(self, client: _Client, peer: bytes | None) -> None:
+        self.count("pair_requests")
+        if peer is None:
+            raise self._refuse("a call must name the fingerprint of the peer to be paired with")
+        if peer == client.fingerprint:
+            raise self._refuse("a key cannot be paired with itself")
+        ticket = crypto.random_bytes(TICKET_LEN)
+        with self._lock:
+            if self._stopping:
+                raise self._refuse(SHUTDOWN_NOTICE)
+            reg = self._registry.get((client.network, peer))
+            if reg is None:
+                raise self._refuse(self._not_registered_text(peer, client.network))
+            if len(self._pending) >= self.max_pending:
+                raise self._refuse("the relay has too many pairings waiting; try again later")
+            mine = sum(1 for p in self._pending.values() if p.caller.fingerprint == client.fingerprint)
+            if mine >= self.max_pending_per_client:
+                raise self._refuse(f"this key already has {mine} pairings waiting at the relay")
+            pending = _Pending(ticket, client, peer, time.monotonic())
+            self._pending[ticket] = pending
+        try:
+            self._send(reg.client.conn, "invite", ticket=ticket, caller=client.fingerprint)
+        except PeerUnreachable:
+            with self._lock:
+                self._pending.pop(ticket, None)
+            raise self._refuse("the peer's registration at this relay was just lost; try again") from None
+        log.info("call %s -> %s: invitation sent", client.short, short_fp(peer))
+        if not pending.done.wait(self.pair_timeout):
+            with self._lock:
+                expired = self._pending.pop(ticket, None) is not None
+            if expired:
+                raise self._refuse(f"{short_fp(peer)} did not answer the relay within {self.pair_timeout:g} s")
+            # The answer took the ticket just now; its thread sets ``done`` once both sides are told.
+            pending.done.wait(2 * self.send_timeout + NOTICE_TIMEOUT)
+        if pending.session is not None:
+            self._pump(pending.session, 0)
+
+    def _not_registered_text(self, peer: bytes, network: str) -> str:
+        others = sorted(net for net, fp in self._registry if fp == peer)
+        if others:
+            return (f"{short_fp(peer)} is registered at this relay for network '{others[0]}', "
+                    f"not '{network}'")
+        return f"nobody with fingerprint {short_fp(peer)} is registered at this relay"
+
+    def _serve_answer(self, client: _Client, ticket: bytes | None) -> None:
+        if ticket is None:
+            raise self._refuse("an answer must carry the ticket of the invitation")
+        with self._lock:
+            pending = self._pending.get(ticket)
+            if (pending is None or pending.callee != client.fingerprint
+                    or pending.caller.network != client.network):
+                raise self._refuse("this invitation is unknown, has expired or is not addressed to this key")
+            del self._pending[ticket]
+            self._next_session += 1
+            # One second's worth of burst; bigger frames still pass after their share of time.
+            bucket = (TokenBucket(self.bytes_per_second, self.bytes_per_second, time.monotonic())
+                      if self.bytes_per_second else None)
+            session = RelaySession(self, self._next_session, pending.caller, client, bucket)
+            self._sessions[session.id] = session
+        try:
+            keepalive_ms = max(10, int(self.idle_timeout * 1000 / KEEPALIVE_FRACTION))
+            for side, other in ((0, 1), (1, 0)):
+                try:
+                    self._send(session.conns[side], "paired", peer=session.fingerprints[other],
+                               max_payload=self.max_payload, keepalive_ms=keepalive_ms)
+                except PeerUnreachable:
+                    self.count("pair_failures")
+                    session.close({other: "your peer left before the pairing completed"}, "left while pairing")
+                    return
+            self.count("sessions")
+            log.info("session %d paired: %s -> %s", session.id, short_fp(session.caller), short_fp(session.callee))
+            pending.session = session
+        finally:
+            pending.done.set()
+        self._pump(session, 1)
+
+    def _pump(self, session: RelaySession, side: int) -> None:
+        """Read side ``side`` of a session and forward its payloads, until the session ends.
+
+        Frames that arrived together (already read and decoded) are handled as one batch and their forwarded
+        copies written together at the end of it, so many small frames cost one write.
+        """
+        conn = session.conns[side]
+        other = 1 - side
+        outbox = _Outbox()
+        _pump_state.outbox = outbox
+        try:
+            while not session.closed:
+                silent_for = time.monotonic() - session.last_heard[side]
+                if silent_for >= self.idle_timeout:
+                    self.count("idle_drops")
+                    text = f"the relay session was silent for {self.idle_timeout:g} s"
+                    session.close({side: text, other: f"{text} (your peer went silent)"}, "idle")
+                    break
+                # Wake up at least every CHECK_INTERVAL to notice a session the other side has ended.
+                msg = recv_or_none(conn, min(self.idle_timeout - silent_for, CHECK_INTERVAL))
+                while msg is not None and not session.closed:
+                    self._pump_one(session, side, msg, outbox)
+                    if outbox.size >= FLUSH_BYTES:
+                        outbox.flush()
+                    msg = recv_or_none(conn, 0)      # only frames already received: never blocks
+                outbox.flush()
+        except (FrameError, ProtocolError) as exc:
+            outbox.flush()
+            if not session.closed:
+                self.count("frame_errors")
+                log.warning("session %d: side %d broke the protocol: %s", session.id, side, exc)
+                session.close({side: str(exc), other: "your peer sent an invalid frame; the relay closed the session"},
+                              f"bad frame from side {side}")
+        except PeerUnreachable:
+            outbox.flush()
+            session.close({other: "your peer left the relay session"}, f"side {side} left")
+        finally:
+            _pump_state.outbox = None
+            if not session.closed:
+                # Only reached through an unexpected exception (e.g. in a ``forward`` override): it propagates,
+                # but the session must not outlive this thread.
+                session.close({0: "the relay closed the session", 1: "the relay closed the session"},
+                              f"pump of side {side} failed")
+        _linger(conn, LINGER_SECONDS)
+
+    def _pump_one(self, session: RelaySession, side: int, msg: Message, outbox: _Outbox) -> None:
+        now = time.monotonic()
+        session.last_heard[side] = now
+        if msg.type == "data":
+            payload: bytes = msg["payload"]
+            session.bytes_from[side] += len(payload)
+            session.frames_from[side] += 1
+            if session.bucket is not None:
+                delay = session.bucket.reserve(len(payload), now)
+                if delay > 0:
+                    outbox.flush()                  # what is due goes out before the pause
+                    self.count("throttled")
+                    if session.wait_closed(delay):
+                        return
+            self.forward(session, side, payload)
+        elif msg.type == "ping":
+            self.count("keepalives")
+        elif msg.type == "error":
+            session.close({1 - side: "your peer left the relay session"}, f"side {side} left")
+        else:
+            raise ProtocolError(f"'{msg.type}' is not allowed during a relay session")
+
+    def _session_ended(self, session: RelaySession) -> None:
+        with self._lock:
+            self._sessions.pop(session.id, None)
+        log.info("session %d ended after %.1f s (%d B -> / %d B <-): %s", session.id,
+                 time.monotonic() - session.started, session.bytes_from[0], session.bytes_from[1], session.reason)
+
+
+def _is_local(conn: FramedSocket) -> bool:
+    """A client on the relay's own machine: a loopback source or the relay's own address."""
+    try:
+        return ipaddress.ip_address(conn.peer[0]).is_loopback or conn.peer[0] == conn.local[0]
+    except ValueError:
+        return False
