@@ -236,6 +236,7 @@ class Channel:
         msg_id = self._next_text_id
         frames = [self._seal("text", id=msg_id, sent_at=float(now), text=text)]
         self._next_text_id += 1
+        self._typing = False  # a text ends the typing state: the peer's UI clears its indicator on arrival
         self._send.texts_in_epoch += 1
         if self._send.texts_in_epoch >= self.rotate_every and self._send.pending is None \
                 and self._send.epoch < MAX_EPOCH:

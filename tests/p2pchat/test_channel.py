@@ -313,6 +313,15 @@ def test_typing_frames_go_out_only_when_the_state_changes():
     assert link.of("b", Typing) == [Typing(True), Typing(False)]
 
 
+def test_typing_after_a_sent_message_is_announced_again():
+    # A text ends the typing state, so the next keystrokes must make a fresh "typing" frame.
+    link = Link()
+    ch = link.ch["a"]
+    assert len(ch.send_typing(True)) == 1
+    ch.send_text("done typing", 1.0)
+    assert len(ch.send_typing(True)) == 1
+
+
 def test_goodbye_closes_the_chat_on_both_sides():
     link = Link()
     frames = link.ch["a"].send_goodbye("see you")

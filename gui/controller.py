@@ -1,0 +1,632 @@
+"""The presenter behind the window: every chat tab's state, which step buttons are live, and what each node
+event shows. No Tk here, so the tests drive it directly.
+
+The window calls the ``user intent`` methods (:meth:`ChatController.click_step`, :meth:`send`, …) and feeds node
+events to :meth:`handle`; after each batch it takes a :class:`Changes` with :meth:`take_changes` and redraws
+only what changed. Calls into the node go through a :class:`~gui.worker.CommandWorker` so that no node call
+runs on the Tk thread (only ``open_session``, which does no IO, is called directly).
+
+Step buttons: the step whose turn has come is styled as the main action, done and running steps are disabled,
+and later steps stay pressable. Pressing one of those is passed to the node, which answers with
+:class:`~p2pchat.events.StepRefused` naming the step that must come first; the refusal shows beside the button.
+Without a session yet (nothing typed or connected), the controller itself refuses steps 2–4.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gui.models import AcceptPrompt, BarView, ChatLine, LineKind, StepState, StepView, TabState
+from gui.text import MORE_CHARS, MORE_LINES, clean, clean_name, clock_time, count, fail_text, ok_text, preview_end
+from p2pchat.chat_protocol import MAX_TEXT_BYTES
+from p2pchat.events import (
+    DeliveryReceipt,
+    Event,
+    IncomingChat,
+    MessageReceived,
+    NodeError,
+    Notice,
+    PeerTyping,
+    SessionEnded,
+    SessionInfo,
+    SessionUpdated,
+    StepRefused,
+    StepResult,
+)
+from p2pchat.foundation.addresses import parse_address
+from p2pchat.foundation.errors import UserError
+from p2pchat.steps import Step
+
+log = logging.getLogger(__name__)
+
+LEDGER_TAB = "Ledger"
+MAX_QUERY_CHARS = 200
+MAX_LINES = 1000            # per tab; older lines leave the transcript in blocks of TRIM_LINES
+TRIM_LINES = 100
+TYPING_IDLE = 5.0           # seconds without a keystroke before we tell the peer we stopped typing
+PEER_TYPING_SHOWN = 8.0     # a typing indicator without news expires after this long
+EARLY_SESSIONS_KEPT = 64    # sessions the window has not shown yet (their IncomingChat has not arrived)
+EARLY_EVENTS_KEPT = 8
+NOTICE_MARKS = {"rotation": "↻", "refused": "⚠", "path": "⇄", "info": "ℹ", "ready": "✓", "ended": "■",
+                "error": "⚠"}
+
+
+class NodeApi(Protocol):
+    """The part of :class:`p2pchat.node.ChatNode` the window uses."""
+
+    def open_session(self, peer_query: str) -> str: ...
+    def run_step(self, session: str, step: Step) -> None: ...
+    def run_all(self, session: str) -> None: ...
+    def accept(self, session: str, accept: bool) -> None: ...
+    def send_text(self, session: str, text: str) -> int: ...
+    def set_typing(self, session: str, typing: bool) -> None: ...
+    def end_session(self, session: str) -> None: ...
+
+
+class Commands(Protocol):
+    def submit(self, call: Callable[[], object], done: Callable[[object], None] | None = None,
+               failed: Callable[[UserError], None] | None = None) -> None: ...
+
+
+@dataclass
+class Changes:
+    """What the window must redraw after a batch of events and user actions."""
+
+    tabs_added: list[str] = field(default_factory=list)
+    tabs_removed: list[str] = field(default_factory=list)
+    titles: set[str] = field(default_factory=set)
+    lines_added: dict[str, list[ChatLine]] = field(default_factory=dict)
+    lines_changed: dict[str, list[ChatLine]] = field(default_factory=dict)
+    lines_dropped: dict[str, int] = field(default_factory=dict)
+    peer: set[str] = field(default_factory=set)
+    typing: set[str] = field(default_factory=set)
+    chat_input: set[str] = field(default_factory=set)
+    bar: bool = False
+    prompts: list[AcceptPrompt] = field(default_factory=list)
+    prompts_closed: list[str] = field(default_factory=list)
+    select: str | None = None
+    status: str | None = None
+
+    def __bool__(self) -> bool:
+        return any((self.tabs_added, self.tabs_removed, self.titles, self.lines_added, self.lines_changed,
+                    self.lines_dropped, self.peer, self.typing, self.chat_input, self.bar, self.prompts,
+                    self.prompts_closed, self.select is not None, self.status is not None))
+
+
+def check_peer_query(text: str) -> str:
+    """The peer field's text, trimmed, or a :class:`UserError` saying what is wrong with it."""
+    query = text.strip()
+    if not query:
+        raise UserError("type the peer's IP address, nickname or fingerprint first")
+    if len(query) > MAX_QUERY_CHARS:
+        raise UserError(f"that is {len(query)} characters; a peer's address, nickname or fingerprint is "
+                        f"at most {MAX_QUERY_CHARS}")
+    if clean(query) != query:
+        raise UserError("the peer field contains control characters")
+    if all(c.isdigit() or c in ".:[]" for c in query) and any(c in ".:" for c in query):
+        parse_address(query, 1)   # raises AddressError with a message for a person
+    return query
+
+
+class ChatController:
+    """State of every chat tab and of the step bar; see the module docstring."""
+
+    def __init__(self, node: NodeApi, commands: Commands, *, nickname: str,
+                 clock: Callable[[], float] = time.time, max_message_bytes: int = MAX_TEXT_BYTES) -> None:
+        self.node = node
+        self.commands = commands
+        self.nickname = clean_name(nickname)
+        self.clock = clock
+        self.max_message_bytes = max_message_bytes
+        self.tabs: dict[str, TabState] = {}
+        self.selected: str | None = None     # the chat tab on screen (None: the ledger tab or no tab)
+        self.target: str | None = None       # the session the step bar drives (None: a new chat)
+        self.peer_text = ""
+        self.draft_results: dict[Step, str] = {}
+        self.status = ""
+        self._changes = Changes()
+        self._next_line = 1
+        self._lines_by_msg: dict[tuple[str, int], ChatLine] = {}
+        self._early_receipts: set[tuple[str, int]] = set()
+        self._prompts: list[AcceptPrompt] = []
+        self._early: dict[str, list[SessionUpdated | Notice]] = {}
+
+    # ---- what the window reads ----------------------------------------------------------------------------
+
+    def take_changes(self) -> Changes:
+        changes, self._changes = self._changes, Changes()
+        return changes
+
+    def bar(self) -> BarView:
+        """The step bar for the current target: a live session, or a new chat to the typed peer."""
+        tab = self.tabs.get(self.target) if self.target else None
+        if tab is None:
+            typed = bool(self.peer_text.strip())
+            steps = tuple(StepView(s, s.label, StepState.PENDING, self.draft_results.get(s, ""),
+                                   turn=typed and s is Step.CONNECT, clickable=True) for s in Step)
+            hint = ("Press 1 Connect (or Connect all) to start a chat" if typed
+                    else "Type an IP address, nickname or fingerprint")
+            return BarView(self.peer_text, None, steps, connect_all=typed, hint=hint)
+        running = tab.running
+        # In an incoming chat the caller runs the steps: none is "ours" to press (a press gets the node's answer).
+        waiting = tab.ended is not None or tab.awaiting_answer or tab.incoming
+        turn = None if (running or waiting) else tab.next_step
+        views = []
+        for s in Step:
+            st = tab.steps[s]
+            if tab.ended is not None:
+                clickable = s is Step.CONNECT      # starts a new chat with the same peer
+            else:
+                clickable = not tab.awaiting_answer and st.state not in (StepState.DONE, StepState.RUNNING)
+            views.append(StepView(s, s.label, st.state, st.result, turn=s is turn, clickable=clickable))
+        if tab.ended is not None:
+            hint = f"This chat has ended ({tab.ended}). Press 1 Connect to start a new one."
+        elif tab.awaiting_answer:
+            hint = f"{tab.peer_name} wants to chat: accept or reject"
+        elif tab.ready:
+            hint = "Connected and encrypted: chat below"
+        elif tab.incoming:
+            hint = f"{tab.peer_name} runs the four steps; each result shows here"
+        elif running:
+            hint = f"Running {running.label}…"
+        else:
+            hint = f"Next: {turn.label}" if turn else ""
+        connect_all = not waiting and not tab.ready and running is None
+        return BarView(self.peer_text, tab.session, tuple(views), connect_all, hint)
+
+    def prompts(self) -> list[AcceptPrompt]:
+        """Incoming chats still waiting for an answer, oldest first."""
+        return list(self._prompts)
+
+    def typing_text(self, session: str) -> str:
+        tab = self.tabs.get(session)
+        if tab is None or tab.peer_typing_until is None:
+            return ""
+        return f"{tab.peer_name} is typing…"
+
+    def input_hint(self, session: str) -> str:
+        """The line under the chat entry: why it is off, or how to send."""
+        tab = self.tabs[session]
+        if tab.ended is not None:
+            return "This chat has ended"
+        if tab.awaiting_answer:
+            return "Accept the chat first"
+        if not tab.ready and tab.incoming:
+            return f"Waiting for {tab.peer_name} to finish the four steps"
+        if not tab.ready:
+            nxt = tab.next_step
+            return f"Finish the four steps first (next: {nxt.label})" if nxt else "Finishing the handshake…"
+        return "Type a message and press Enter"
+
+    # ---- user intents -------------------------------------------------------------------------------------
+
+    def peer_text_changed(self, text: str) -> None:
+        """The user edited the peer field: typing another peer starts a new chat in the step bar."""
+        if text == self.peer_text:
+            return
+        self.peer_text = text
+        self.draft_results.clear()
+        tab = self.tabs.get(self.target) if self.target else None
+        if tab is not None and text.strip() != tab.peer_query:
+            self.target = None
+        self._changes.bar = True
+
+    def new_chat(self) -> None:
+        """Clear the peer field for a new chat (the open tabs stay)."""
+        self.target = None
+        self.peer_text = ""
+        self.draft_results.clear()
+        self._changes.bar = True
+
+    def select_tab(self, session: str | None) -> None:
+        """The user switched tabs (``None``: the ledger tab). A chat tab becomes the step bar's target."""
+        self.selected = session
+        tab = self.tabs.get(session) if session else None
+        if tab is None:
+            return
+        if tab.unread:
+            tab.unread = 0
+            self._changes.titles.add(session)
+        if self.target != session:
+            self.target = session
+            self.peer_text = tab.peer_query
+            self.draft_results.clear()
+            self._changes.bar = True
+
+    def click_step(self, step: Step) -> None:
+        tab = self.tabs.get(self.target) if self.target else None
+        if tab is None or (tab.ended is not None and step is Step.CONNECT):
+            if step is not Step.CONNECT:
+                self.draft_results = {step: fail_text(f"{Step.CONNECT.label} must come first")}
+                self._changes.bar = True
+                return
+            tab = self._open(tab.peer_query if tab else self.peer_text)
+            if tab is None:
+                return
+        if tab.ended is not None:
+            self._set_result(tab, step, fail_text("this chat has ended; press 1 Connect to start a new one"))
+            return
+        if tab.awaiting_answer:
+            self._set_result(tab, step, fail_text("accept or reject the chat first"))
+            return
+        st = tab.steps[step]
+        if st.state in (StepState.DONE, StepState.RUNNING):
+            return
+        if tab.running is None and tab.next_step is step:
+            st.state, st.result = StepState.RUNNING, "… working"
+        # Out-of-turn presses go to the node too: it holds the real session state and answers StepRefused.
+        self._changes.bar = True
+        session = tab.session
+        self.commands.submit(lambda: self.node.run_step(session, step),
+                             failed=lambda exc: self._step_failed(session, step, exc))
+
+    def connect_all(self) -> None:
+        tab = self.tabs.get(self.target) if self.target else None
+        if tab is None or tab.ended is not None:
+            tab = self._open(tab.peer_query if tab else self.peer_text, for_step=None)
+            if tab is None:
+                return
+        if tab.awaiting_answer or tab.ready or tab.running is not None:
+            return
+        tab.auto = True
+        nxt = tab.next_step
+        if nxt is not None:
+            tab.steps[nxt].state, tab.steps[nxt].result = StepState.RUNNING, "… working"
+        self._changes.bar = True
+        session = tab.session
+        self.commands.submit(lambda: self.node.run_all(session),
+                             failed=lambda exc: self._step_failed(session, nxt or Step.CONNECT, exc))
+
+    def answer(self, session: str, accept: bool) -> None:
+        """The user's answer to an incoming chat."""
+        tab = self.tabs.get(session)
+        self._prompts = [p for p in self._prompts if p.session != session]
+        if tab is None or not tab.awaiting_answer:
+            return
+        tab.awaiting_answer = False
+        self.commands.submit(lambda: self.node.accept(session, accept),
+                             failed=lambda exc: self._session_error(session, exc))
+        if accept:
+            self._notice(tab, "info", f"You accepted the chat with {tab.peer_name}.")
+            self._changes.select = session
+            self._changes.chat_input.add(session)
+            self._changes.bar = True
+        else:
+            self._remove(session)
+
+    def send(self, session: str, text: str) -> str | None:
+        """Send a chat message. Returns ``None`` when it is on its way (clear the entry), or why it was not sent."""
+        tab = self.tabs.get(session)
+        if tab is None:
+            return "no such chat"
+        if not tab.ready:
+            return self.input_hint(session)
+        if not text.strip():
+            return "the message is empty"
+        data = text.encode("utf-8", "replace")   # a lone surrogate (pasted binary junk) becomes "?"
+        size = len(data)
+        if size > self.max_message_bytes:
+            return (f"the message is {count(size, 'byte')} long; the limit is "
+                    f"{count(self.max_message_bytes, 'byte')}")
+        text = data.decode("utf-8")
+        line = self._add_line(tab, LineKind.OUT, self.nickname, clean(text), self.clock())
+        tab.typing_sent = False   # the text itself ends the typing state on both sides
+        self.commands.submit(lambda: self.node.send_text(session, text),
+                             done=lambda msg_id: self._sent(session, line, msg_id),
+                             failed=lambda exc: self._not_sent(session, line, exc))
+        return None
+
+    def input_changed(self, session: str, text: str) -> None:
+        """The chat entry changed: tell the peer when we start or stop typing (the node debounces further)."""
+        tab = self.tabs.get(session)
+        if tab is None or not tab.ready:
+            return
+        tab.last_keystroke = self.clock()
+        typing = bool(text.strip())
+        if typing != tab.typing_sent:
+            tab.typing_sent = typing
+            self.commands.submit(lambda: self.node.set_typing(session, typing))
+
+    def show_more(self, session: str, line_id: int) -> None:
+        """Reveal the next part of a long message."""
+        tab = self.tabs.get(session)
+        line = next((ln for ln in tab.lines if ln.line_id == line_id), None) if tab else None
+        if line is None or not line.hidden:
+            return
+        line.shown = preview_end(line.text, line.shown, chars=MORE_CHARS, lines=MORE_LINES)
+        self._changes.lines_changed.setdefault(session, []).append(line)
+
+    def close_tab(self, session: str) -> None:
+        """Close a chat tab, saying goodbye to the peer if the chat is still open."""
+        tab = self.tabs.get(session)
+        if tab is None:
+            return
+        if tab.ended is None:
+            self.commands.submit(lambda: self.node.end_session(session))
+        self._prompts = [p for p in self._prompts if p.session != session]
+        self._remove(session)
+
+    def tick(self) -> None:
+        """Called every few hundred ms: expire typing indicators, tell peers we stopped typing."""
+        now = self.clock()
+        for tab in self.tabs.values():
+            if tab.peer_typing_until is not None and now >= tab.peer_typing_until:
+                tab.peer_typing_until = None
+                self._changes.typing.add(tab.session)
+            if tab.typing_sent and now - tab.last_keystroke >= TYPING_IDLE:
+                tab.typing_sent = False
+                session = tab.session
+                self.commands.submit(lambda s=session: self.node.set_typing(s, False))
+
+    # ---- node events --------------------------------------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        """Apply one node event to the state (on the Tk thread)."""
+        if isinstance(event, IncomingChat):
+            self._incoming(event)
+            return
+        if isinstance(event, NodeError):
+            self._set_status(f"⚠ {clean(event.text)}")
+            tab = self.tabs.get(event.session) if event.session else None
+            if tab is not None:
+                self._notice(tab, "error", event.text)
+            return
+        session = event.info.session if isinstance(event, SessionUpdated) else getattr(event, "session", None)
+        if not isinstance(session, str):
+            log.debug("ignoring an event this window does not know: %r", type(event).__name__)
+            return
+        tab = self.tabs.get(session)
+        if tab is None and isinstance(event, SessionUpdated | Notice):
+            # An incoming session reports what it learnt (and how it came, e.g. through a relay) before it asks
+            # the user; keep that for the IncomingChat that follows.
+            early = self._early.setdefault(session, [])
+            early.append(event)
+            del early[:-EARLY_EVENTS_KEPT]
+            while len(self._early) > EARLY_SESSIONS_KEPT:
+                self._early.pop(next(iter(self._early)))
+            return
+        if tab is None:
+            # A session we closed or rejected, still winding down in the node.
+            log.debug("event for a closed chat tab: %r", type(event).__name__)
+            return
+        if isinstance(event, StepResult):
+            self._step_result(tab, event)
+        elif isinstance(event, StepRefused):
+            st = tab.steps[event.step]
+            if st.state is StepState.RUNNING:
+                st.state = StepState.PENDING
+            tab.auto = False
+            self._set_result(tab, event.step, fail_text(clean(event.reason)))
+        elif isinstance(event, SessionUpdated):
+            self._updated(tab, event.info)
+        elif isinstance(event, MessageReceived):
+            self._received(tab, event)
+        elif isinstance(event, DeliveryReceipt):
+            line = self._lines_by_msg.get((session, event.msg_id))
+            if line is None:
+                self._early_receipts.add((session, event.msg_id))
+            elif not line.delivered:
+                line.delivered = True
+                self._changes.lines_changed.setdefault(session, []).append(line)
+        elif isinstance(event, PeerTyping):
+            tab.peer_typing_until = self.clock() + PEER_TYPING_SHOWN if event.typing else None
+            self._changes.typing.add(session)
+        elif isinstance(event, Notice):
+            self._notice(tab, event.kind, clean(event.text))
+        elif isinstance(event, SessionEnded):
+            self._ended(tab, event)
+
+    # ---- internals ----------------------------------------------------------------------------------------
+
+    def _open(self, text: str, for_step: Step | None = Step.CONNECT) -> TabState | None:
+        try:
+            query = check_peer_query(text)
+            session = self.node.open_session(query)
+        except UserError as exc:
+            self.target = None
+            self.draft_results = {for_step or Step.CONNECT: fail_text(str(exc))}
+            self._changes.bar = True
+            return None
+        tab = self._new_tab(session, query, clean_name(query))
+        self.target = session
+        self.peer_text = query
+        self.draft_results.clear()
+        self._changes.select = session
+        return tab
+
+    def _unique_title(self, name: str, session: str | None = None) -> str:
+        taken = {t.base_title for t in self.tabs.values() if t.session != session} | {LEDGER_TAB}
+        title, n = name, 2
+        while title in taken:
+            title, n = f"{name} {n}", n + 1
+        return title
+
+    def _new_tab(self, session: str, query: str, name: str, incoming: bool = False) -> TabState:
+        tab = TabState(session=session, peer_query=query, base_title=self._unique_title(name), incoming=incoming,
+                       named=incoming, info=SessionInfo(session=session, peer_query=query, incoming=incoming))
+        self.tabs[session] = tab
+        self._changes.tabs_added.append(session)
+        self._changes.peer.add(session)
+        self._changes.chat_input.add(session)
+        return tab
+
+    def _remove(self, session: str) -> None:
+        self.tabs.pop(session, None)
+        for key in [k for k in self._lines_by_msg if k[0] == session]:
+            del self._lines_by_msg[key]
+        self._early_receipts = {k for k in self._early_receipts if k[0] != session}
+        self._changes.tabs_removed.append(session)
+        self._changes.prompts_closed.append(session)
+        if self.target == session:
+            self.target = None
+            self.draft_results.clear()
+        if self.selected == session:
+            self.selected = None
+        self._changes.bar = True
+
+    def _incoming(self, event: IncomingChat) -> None:
+        address = clean_name(event.peer_address)
+        nickname = clean_name(event.nickname, address)
+        # The caller's source port is ephemeral: calling back goes to its IP (and the port in its record).
+        try:
+            query = parse_address(event.peer_address, 1)[0]
+        except UserError:
+            query = address
+        tab = self._new_tab(event.session, query, nickname, incoming=True)
+        tab.awaiting_answer = True
+        tab.info = SessionInfo(session=event.session, peer_query=query, peer_address=address,
+                               peer_nickname=event.nickname, incoming=True)
+        for early in self._early.pop(event.session, []):
+            if isinstance(early, SessionUpdated):
+                tab.info = early.info
+            else:
+                self._notice(tab, early.kind, clean(early.text))
+        prompt = AcceptPrompt(event.session, nickname, address)
+        self._prompts.append(prompt)
+        self._changes.prompts.append(prompt)
+        self._notice(tab, "info", prompt.question)
+        if self.target is None and not self.peer_text.strip():
+            self.target = event.session
+            self.peer_text = query
+        self._changes.bar = True
+
+    def _step_result(self, tab: TabState, event: StepResult) -> None:
+        st = tab.steps[event.step]
+        detail = clean(event.detail)
+        if event.ok:
+            st.state, st.result = StepState.DONE, ok_text(detail)
+            nxt = tab.next_step
+            if tab.auto and nxt is not None and tab.running is None:
+                tab.steps[nxt].state, tab.steps[nxt].result = StepState.RUNNING, "… working"
+            if tab.ready:
+                tab.auto = False
+                self._notice(tab, "ready", f"All four steps done: messages with {tab.peer_name} are end-to-end "
+                                           "encrypted. Compare the safety number with them to be sure.")
+                self._changes.chat_input.add(tab.session)
+        else:
+            st.state, st.result = StepState.FAILED, fail_text(detail)
+            tab.auto = False
+            for later in Step:
+                if later > event.step and tab.steps[later].state is StepState.RUNNING:
+                    tab.steps[later].state, tab.steps[later].result = StepState.PENDING, ""
+            self._notice(tab, "error", f"{event.step.label} failed: {detail}")
+        self._changes.bar = True
+        self._changes.chat_input.add(tab.session)
+
+    def _updated(self, tab: TabState, info: SessionInfo) -> None:
+        tab.info = info
+        if info.peer_nickname and not tab.named:
+            # The tab was named after what the user typed; now the ledger or the hello gave the peer's name.
+            tab.named = True
+            tab.base_title = self._unique_title(clean_name(info.peer_nickname), tab.session)
+            self._changes.titles.add(tab.session)
+        for s in info.steps_done:
+            st = tab.steps[s]
+            if st.state is not StepState.DONE:
+                st.state, st.result = StepState.DONE, st.result if st.result.startswith("✓") else ok_text("")
+                self._changes.bar = True
+        self._changes.peer.add(tab.session)
+        self._changes.chat_input.add(tab.session)
+
+    def _received(self, tab: TabState, event: MessageReceived) -> None:
+        sender = clean_name(event.sender, tab.peer_name)
+        self._add_line(tab, LineKind.IN, sender, clean(event.text), event.received_at)
+        if tab.peer_typing_until is not None:
+            tab.peer_typing_until = None
+            self._changes.typing.add(tab.session)
+        if tab.session != self.selected:
+            tab.unread += 1
+            self._changes.titles.add(tab.session)
+
+    def _ended(self, tab: TabState, event: SessionEnded) -> None:
+        if tab.ended is not None:
+            return
+        reason = clean(event.reason)
+        tab.ended = reason
+        tab.auto = False
+        tab.peer_typing_until = None
+        for st in tab.steps.values():
+            if st.state is StepState.RUNNING:
+                st.state, st.result = StepState.PENDING, ""
+        if tab.awaiting_answer:
+            tab.awaiting_answer = False
+            self._prompts = [p for p in self._prompts if p.session != tab.session]
+            self._changes.prompts_closed.append(tab.session)
+        if event.clean:
+            self._notice(tab, "ended", f"{tab.peer_name} ended the chat: {reason}")
+        else:
+            self._notice(tab, "ended", f"Connection lost: {reason}")
+        self._changes.titles.add(tab.session)
+        self._changes.typing.add(tab.session)
+        self._changes.chat_input.add(tab.session)
+        self._changes.bar = True
+
+    def _notice(self, tab: TabState, kind: str, text: str) -> None:
+        mark = NOTICE_MARKS.get(kind, "ℹ")
+        self._add_line(tab, LineKind.NOTICE, "", f"{mark} {text}", self.clock(), level=kind)
+
+    def _add_line(self, tab: TabState, kind: LineKind, sender: str, text: str, ts: float,
+                  level: str = "") -> ChatLine:
+        line = ChatLine(self._next_line, kind, clock_time(ts), sender, text, preview_end(text), level=level)
+        self._next_line += 1
+        tab.lines.append(line)
+        self._changes.lines_added.setdefault(tab.session, []).append(line)
+        if len(tab.lines) > MAX_LINES:
+            dropped, tab.lines = tab.lines[:TRIM_LINES], tab.lines[TRIM_LINES:]
+            for old in dropped:
+                if old.msg_id is not None:
+                    self._lines_by_msg.pop((tab.session, old.msg_id), None)
+            added = self._changes.lines_added[tab.session]
+            # Lines added and dropped in the same batch never reach the screen.
+            gone = {old.line_id for old in dropped}
+            still_new = [ln for ln in added if ln.line_id not in gone]
+            self._changes.lines_dropped[tab.session] = (self._changes.lines_dropped.get(tab.session, 0)
+                                                        + len(dropped) - (len(added) - len(still_new)))
+            self._changes.lines_added[tab.session] = still_new
+        return line
+
+    def _sent(self, session: str, line: ChatLine, msg_id: object) -> None:
+        if session not in self.tabs or not isinstance(msg_id, int):
+            return
+        line.msg_id = msg_id
+        self._lines_by_msg[(session, msg_id)] = line
+        if (session, msg_id) in self._early_receipts:
+            self._early_receipts.discard((session, msg_id))
+            line.delivered = True
+            self._changes.lines_changed.setdefault(session, []).append(line)
+
+    def _not_sent(self, session: str, line: ChatLine, exc: UserError) -> None:
+        if session not in self.tabs:
+            return
+        line.failed = clean(str(exc))
+        self._changes.lines_changed.setdefault(session, []).append(line)
+
+    def _step_failed(self, session: str, step: Step, exc: UserError) -> None:
+        """The node refused a step by raising instead of with an event."""
+        tab = self.tabs.get(session)
+        if tab is None:
+            return
+        st = tab.steps[step]
+        if st.state is StepState.RUNNING:
+            st.state = StepState.PENDING
+        tab.auto = False
+        self._set_result(tab, step, fail_text(clean(str(exc))))
+
+    def _session_error(self, session: str, exc: UserError) -> None:
+        tab = self.tabs.get(session)
+        if tab is not None:
+            self._notice(tab, "error", clean(str(exc)))
+        else:
+            self._set_status(f"⚠ {clean(str(exc))}")
+
+    def _set_result(self, tab: TabState, step: Step, text: str) -> None:
+        tab.steps[step].result = text
+        self._changes.bar = True
+
+    def _set_status(self, text: str) -> None:
+        self.status = text
+        self._changes.status = text

@@ -1,0 +1,113 @@
+"""The ledger node behind a window: the one already running for this data directory, or one the app starts.
+
+:func:`attach_ledger` asks ``host:LEDGER_PORT`` (or ``--ledger``) for its status with a light client. If nothing
+answers at this machine's own address, the app starts a :class:`ledger.node.LedgerNode` in-process on its own
+data directory and closes it on exit. A ``--ledger`` address of another machine is never replaced by a local
+node: the window then shows that the ledger is unreachable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gui.ledger_monitor import ClientSource, LedgerSource, NodeSource
+from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, normalize_ip, parse_address
+from p2pchat.foundation.errors import UserError
+from p2pchat.foundation.identity import Identity
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT = 1.5
+
+
+@dataclass
+class LedgerRuntime:
+    """Where the chat node should ask the ledger, what the window watches, and what to close on exit."""
+
+    address: str                   # "ip:port" for ChatNode(ledger=...)
+    source: LedgerSource
+    started_here: bool
+    _owned: list[Any] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Stop the in-process node (joins its threads) and close its store; nothing if it was not ours."""
+        while self._owned:
+            self._owned.pop().close()
+
+
+def probe(ip: str, port: int, *, source_ip: str | None, network: str | None,
+          timeout: float = PROBE_TIMEOUT) -> dict[str, Any] | None:
+    """The status of the ledger node at ``ip:port``, or None when nothing answers there."""
+    from ledger.client import LedgerClient
+
+    try:
+        client = LedgerClient(ip, port, source_ip=source_ip, network=network, timeout=timeout)
+    except UserError:
+        return None
+    try:
+        status = client.status()
+        return status if isinstance(status, dict) else {}
+    except UserError:
+        return None
+    finally:
+        if hasattr(client, "close"):
+            client.close()
+
+
+def seed_params(seeds: Sequence[str], host: str, network: str) -> Any:
+    """The network parameters the first answering seed runs (what ``ledger join`` adopts), or None."""
+    from ledger.client import LedgerClient
+
+    for seed in seeds:
+        ip, port = parse_address(seed, LEDGER_PORT)
+        try:
+            return LedgerClient(ip, port, source_ip=host, network=network, timeout=PROBE_TIMEOUT).network()
+        except UserError as exc:
+            log.warning("cannot learn the network from %s: %s", seed, exc)
+    return None
+
+
+def start_in_process(*, data_dir: Path, identity: Identity, host: str, port: int, network: str,
+                     nickname: str | None, chat_port: int | None, seeds: Sequence[str] = (),
+                     difficulty_bits: int | None = None, relay: str | None = None,
+                     no_inbound: bool = False) -> tuple[Any, Any]:
+    """Open this data directory's ledger and start a gossip node on it; returns ``(node, local_ledger)``."""
+    from ledger.local_ledger import LocalLedger, stored_params
+    from ledger.node import LedgerNode
+    from ledger.params import NetworkParams
+
+    params = stored_params(data_dir, network) or (seed_params(seeds, host, network) if seeds else None)
+    if params is None:
+        params = NetworkParams(name=network) if difficulty_bits is None else NetworkParams(
+            name=network, difficulty_bits=difficulty_bits)
+    ledger = LocalLedger(data_dir, params)
+    try:
+        node = LedgerNode(identity, ledger, host=host, port=port, chat_port=chat_port, seeds=list(seeds),
+                          nickname=nickname, relay=relay, no_inbound=no_inbound)
+        node.start()
+    except BaseException:
+        ledger.close()
+        raise
+    return node, ledger
+
+
+def attach_ledger(*, data_dir: Path, identity: Identity, host: str, ledger: str | None, network: str,
+                  nickname: str | None, chat_port: int | None = CHAT_PORT, seeds: Sequence[str] = (),
+                  difficulty_bits: int | None = None, relay: str | None = None,
+                  no_inbound: bool = False) -> LedgerRuntime:
+    """Use the ledger node that answers for this machine, or start one in-process (see the module docstring)."""
+    host = normalize_ip(host)
+    ip, port = parse_address(ledger, LEDGER_PORT) if ledger else (host, LEDGER_PORT)
+    address = format_address(ip, port)
+    if probe(ip, port, source_ip=host, network=network) is not None or ip != host:
+        log.info("using the ledger node at %s", address)
+        return LedgerRuntime(address, ClientSource(ip, port, source_ip=host, network=network), started_here=False)
+    log.info("no ledger node answers at %s: starting one in this app", address)
+    node, local = start_in_process(data_dir=data_dir, identity=identity, host=host, port=port, network=network,
+                                   nickname=nickname, chat_port=chat_port, seeds=seeds,
+                                   difficulty_bits=difficulty_bits, relay=relay, no_inbound=no_inbound)
+    return LedgerRuntime(node.address, NodeSource(node), started_here=True, _owned=[local, node])

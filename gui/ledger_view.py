@@ -1,0 +1,92 @@
+"""What the window shows about the ledger: a snapshot taken off the Tk thread, and its text (no Tk here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gui.text import clean_name, count
+
+
+@dataclass(frozen=True)
+class LedgerSnapshot:
+    """The ledger node's state as the GUI last saw it (collected by :class:`gui.ledger_monitor.LedgerMonitor`)."""
+
+    where: str                            # "in this app, 127.0.0.2:8470" or "127.0.0.9:8470"
+    running: bool
+    error: str = ""
+    network: str = ""
+    difficulty_bits: int | None = None
+    height: int | None = None
+    tip: str = ""
+    peers: tuple[str, ...] = ()
+    mining: bool = False
+    hashrate: float = 0.0
+    pending_count: int = 0
+    pending: tuple[str, ...] = ()         # pending records, described for people
+    blocks: tuple[str, ...] = ()          # recent blocks, newest first
+    sync: str = ""                        # "" when in step with the peers
+    own_height: int | None = None         # the block holding this identity's record
+    own_confirmations: int | None = None
+    own_pending: bool = False
+
+
+def rate_text(hashes_per_second: float) -> str:
+    for unit, size in (("MH/s", 1e6), ("kH/s", 1e3)):
+        if hashes_per_second >= size:
+            return f"{hashes_per_second / size:.1f} {unit}"
+    return f"{hashes_per_second:.0f} H/s"
+
+
+def own_record_text(snap: LedgerSnapshot) -> str:
+    if snap.own_height is not None:
+        text = f"confirmed in block {snap.own_height}"
+        if snap.own_confirmations is not None:
+            text += f" ({count(snap.own_confirmations, 'confirmation')})"
+        return text
+    if snap.own_pending:
+        return "pending: waiting to be mined into a block"
+    return "not in the ledger yet"
+
+
+def identity_ledger_line(snap: LedgerSnapshot | None) -> str:
+    """The identity panel's ledger line: node running, peers, height, own record."""
+    if snap is None:
+        return "Ledger: checking…"
+    if not snap.running:
+        return f"Ledger: not reachable at {snap.where}" + (f" — {snap.error}" if snap.error else "")
+    parts = [f"node running ({snap.where})", count(len(snap.peers), "peer")]
+    if snap.height is not None:
+        parts.append(f"height {snap.height}")
+    own = own_record_text(snap)
+    parts.append("your record " + own if snap.own_height is not None or snap.own_pending else own.capitalize())
+    return "Ledger: " + " · ".join(parts)
+
+
+def ledger_rows(snap: LedgerSnapshot | None) -> list[tuple[str, str]]:
+    """The ledger tab's summary as label/value rows."""
+    if snap is None:
+        return [("Node", "checking…")]
+    if not snap.running:
+        return [("Node", f"not reachable at {snap.where}"), ("Problem", snap.error or "no answer")]
+    network = snap.network or "?"
+    if snap.difficulty_bits is not None:
+        network += f" · proof of work {snap.difficulty_bits} bits"
+    height = "?" if snap.height is None else str(snap.height)
+    if snap.tip:
+        height += f" · tip {snap.tip[:16]}…"
+    if snap.mining:
+        mining = f"mining {count(snap.pending_count, 'pending record')} at {rate_text(snap.hashrate)}"
+    elif snap.pending_count:
+        mining = f"not mining; {count(snap.pending_count, 'record')} waiting for a block"
+    else:
+        mining = "idle: nothing pending to mine"
+    peers = ", ".join(clean_name(p) for p in snap.peers) if snap.peers else "none yet: join a network below"
+    return [
+        ("Node", f"running ({snap.where})"),
+        ("Network", network),
+        ("Height", height),
+        ("Peers", peers),
+        ("Mining", mining),
+        ("Sync", snap.sync or "in step with its peers"),
+        ("Your record", own_record_text(snap)),
+    ]

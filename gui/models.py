@@ -1,0 +1,159 @@
+"""View-models: the plain data the controller keeps for each chat tab and hands to the widgets (no Tk here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from gui.text import clean_name, count
+from p2pchat.events import SessionInfo
+from p2pchat.steps import Step
+
+
+class StepState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass
+class StepStatus:
+    state: StepState = StepState.PENDING
+    result: str = ""     # shown beside the button: "✓ detail", "✗ reason", "… working"
+
+
+@dataclass(frozen=True)
+class StepView:
+    """One numbered button: ``turn`` means it is the next step to press (styled as the main action);
+    ``clickable`` buttons that are not their turn stay pressable so that the user gets told what comes first."""
+
+    step: Step
+    label: str
+    state: StepState
+    result: str
+    turn: bool
+    clickable: bool
+
+
+@dataclass(frozen=True)
+class BarView:
+    """The peer field, the four step buttons and "Connect all", for the selected chat (or a new one)."""
+
+    peer_text: str
+    session: str | None
+    steps: tuple[StepView, ...]
+    connect_all: bool
+    hint: str
+
+
+class LineKind(StrEnum):
+    IN = "in"
+    OUT = "out"
+    NOTICE = "notice"
+
+
+@dataclass
+class ChatLine:
+    """One transcript entry. ``text`` is kept whole; ``shown`` characters of it are on screen."""
+
+    line_id: int
+    kind: LineKind
+    time: str
+    sender: str
+    text: str
+    shown: int
+    level: str = ""              # notices: rotation, refused, path, info, ready, ended, error
+    msg_id: int | None = None
+    delivered: bool = False
+    failed: str = ""
+
+    @property
+    def hidden(self) -> int:
+        return len(self.text) - self.shown
+
+    @property
+    def tick(self) -> str:
+        """Delivery mark of an outgoing message: ✓ once the receipt is in, … while on the way."""
+        if self.kind is not LineKind.OUT:
+            return ""
+        if self.failed:
+            return f"✗ not sent: {self.failed}"
+        return "✓" if self.delivered else "…"
+
+
+@dataclass(frozen=True)
+class AcceptPrompt:
+    session: str
+    nickname: str
+    address: str
+
+    @property
+    def question(self) -> str:
+        return f"{self.nickname} ({self.address}) wants to chat with you."
+
+
+@dataclass
+class TabState:
+    """Everything the window shows about one chat session."""
+
+    session: str
+    peer_query: str
+    base_title: str
+    incoming: bool = False
+    named: bool = False              # the title is the peer's nickname (not just what the user typed)
+    info: SessionInfo | None = None
+    steps: dict[Step, StepStatus] = field(default_factory=lambda: {s: StepStatus() for s in Step})
+    lines: list[ChatLine] = field(default_factory=list)
+    unread: int = 0
+    awaiting_answer: bool = False
+    ended: str | None = None
+    auto: bool = False               # "Connect all" is running the remaining steps
+    peer_typing_until: float | None = None
+    typing_sent: bool = False
+    last_keystroke: float = 0.0
+
+    @property
+    def ready(self) -> bool:
+        """All four steps done and the session still open: the chat entry is enabled."""
+        return self.ended is None and all(s.state is StepState.DONE for s in self.steps.values())
+
+    @property
+    def running(self) -> Step | None:
+        return next((s for s, st in self.steps.items() if st.state is StepState.RUNNING), None)
+
+    @property
+    def next_step(self) -> Step | None:
+        return next((s for s, st in self.steps.items() if st.state is not StepState.DONE), None)
+
+    @property
+    def title(self) -> str:
+        title = ("✗ " if self.ended is not None else "") + self.base_title
+        return f"{title} ({self.unread})" if self.unread else title
+
+    @property
+    def peer_name(self) -> str:
+        if self.info and self.info.peer_nickname:
+            return clean_name(self.info.peer_nickname)
+        return self.base_title
+
+
+def peer_rows(info: SessionInfo | None) -> list[tuple[str, str]]:
+    """The peer panel as label/value rows; values not known yet say which step learns them."""
+    info = info or SessionInfo(session="", peer_query="")
+    ledger = "after step 2"
+    if info.ledger_block is not None:
+        ledger = f"block {info.ledger_block}"
+        if info.confirmations is not None:
+            ledger += f" · {count(info.confirmations, 'confirmation')}"
+    return [
+        ("Peer", clean_name(info.peer_nickname, "not known yet")),
+        ("Address", clean_name(info.peer_address, "after step 1")),
+        ("Fingerprint", info.peer_fingerprint or "after step 2"),
+        ("Ledger", ledger),
+        ("Path", clean_name(info.path, "after step 1")),
+        ("Key epoch", "after step 4" if info.key_epoch is None else str(info.key_epoch)),
+        ("Next rotation", "after step 4" if info.until_rotation is None
+         else f"in {count(info.until_rotation, 'message')}"),
+        ("Safety number", info.safety_number or "after step 2"),
+    ]

@@ -1,0 +1,61 @@
+"""Tk-free text helpers for the window: cleaning what peers send, previews of long messages, times, counts."""
+
+from __future__ import annotations
+
+import re
+import time
+
+PREVIEW_CHARS = 1_000
+"""A received message longer than this shows a preview and a "show more" link (Tk lays out long lines slowly)."""
+PREVIEW_LINES = 20
+MORE_CHARS = 20_000
+"""How much one click on "show more" reveals; small enough that inserting it never stalls the event loop."""
+MORE_LINES = 400
+NAME_CHARS = 40
+
+# C0/C1 controls other than tab and newline, plus bidi overrides and isolates that could disguise text.
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(text: str) -> str:
+    """Text a peer sent, safe to show: control and bidi-override characters become U+FFFD."""
+    return _UNSAFE.sub("\ufffd", text)
+
+
+def clean_name(name: str | None, fallback: str = "?") -> str:
+    """A nickname or address for a label or tab title: one cleaned line of at most NAME_CHARS characters."""
+    name = clean((name or "").replace("\n", " ").replace("\t", " ")).strip()
+    if not name:
+        return fallback
+    return name if len(name) <= NAME_CHARS else name[:NAME_CHARS - 1] + "…"
+
+
+def preview_end(text: str, start: int = 0, chars: int = PREVIEW_CHARS, lines: int = PREVIEW_LINES) -> int:
+    """Index where the visible part of ``text`` (from ``start``) ends: after ``chars`` characters or ``lines``
+    line breaks, whichever comes first; ``len(text)`` when the rest fits."""
+    end = min(len(text), start + chars)
+    pos = start
+    for _ in range(lines):
+        pos = text.find("\n", pos, end)
+        if pos < 0:
+            return end
+        pos += 1
+    return pos if pos < len(text) else len(text)
+
+
+def clock_time(ts: float) -> str:
+    """``14:02`` in local time (the date is left out: a chat tab lives for one sitting)."""
+    return time.strftime("%H:%M", time.localtime(ts))
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 message`` / ``3 messages`` / ``1,048,576 characters``."""
+    return f"{n:,} {noun if n == 1 else (plural or noun + 's')}"
+
+
+def ok_text(detail: str) -> str:
+    return f"✓ {detail}" if detail else "✓"
+
+
+def fail_text(reason: str) -> str:
+    return f"✗ {reason}" if reason else "✗"

@@ -1,0 +1,61 @@
+"""The accept/reject dialog for an incoming chat."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import customtkinter as ctk
+
+from gui.models import AcceptPrompt
+from gui.widgets.style import MUTED, Fonts
+
+
+class AcceptDialog(ctk.CTkToplevel):
+    """A small window over the main one; closing it counts as rejecting. Not modal: other chats keep going."""
+
+    def __init__(self, master: ctk.CTkBaseClass, fonts: Fonts, prompt: AcceptPrompt,
+                 on_answer: Callable[[str, bool], None]) -> None:
+        super().__init__(master)
+        self.prompt = prompt
+        self._on_answer = on_answer
+        self._answered = False
+        self.title("Incoming chat")
+        self.resizable(False, False)
+        self.transient(master.winfo_toplevel())
+        self.protocol("WM_DELETE_WINDOW", lambda: self.answer(False))
+        ctk.CTkLabel(self, text="Incoming chat", font=fonts.title).pack(padx=24, pady=(18, 4), anchor="w")
+        ctk.CTkLabel(self, text=prompt.question, font=fonts.body, wraplength=360, justify="left").pack(
+            padx=24, pady=4, anchor="w")
+        ctk.CTkLabel(self, text="Accepting lets them run the four steps; you can check their fingerprint and "
+                                "safety number in the chat tab before saying anything.",
+                     font=fonts.small, text_color=MUTED, wraplength=360, justify="left").pack(padx=24, pady=4,
+                                                                                             anchor="w")
+        row = ctk.CTkFrame(self, fg_color="transparent")
+        row.pack(padx=24, pady=(10, 18), fill="x")
+        self.accept_button = ctk.CTkButton(row, text="Accept", width=110, font=fonts.bold,
+                                           command=lambda: self.answer(True))
+        self.accept_button.pack(side="right")
+        self.reject_button = ctk.CTkButton(row, text="Reject", width=110, font=fonts.body, fg_color="transparent",
+                                           border_width=1, text_color=("gray10", "gray90"),
+                                           command=lambda: self.answer(False))
+        self.reject_button.pack(side="right", padx=(0, 8))
+        self.bind("<Escape>", lambda _e: self.answer(False))
+        self._place_over(master.winfo_toplevel())
+
+    def _place_over(self, parent: ctk.CTkBaseClass) -> None:
+        self.update_idletasks()
+        x = parent.winfo_rootx() + max(0, (parent.winfo_width() - self.winfo_reqwidth()) // 2)
+        y = parent.winfo_rooty() + max(0, (parent.winfo_height() - self.winfo_reqheight()) // 3)
+        self.geometry(f"+{x}+{y}")
+
+    def answer(self, accept: bool) -> None:
+        if self._answered:
+            return
+        self._answered = True
+        self._on_answer(self.prompt.session, accept)
+        self.destroy()
+
+    def dismiss(self) -> None:
+        """Close without answering (the caller gave up first)."""
+        self._answered = True
+        self.destroy()

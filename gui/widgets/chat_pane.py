@@ -1,0 +1,73 @@
+"""One chat tab: the peer panel, the transcript, the typing indicator and the message entry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import customtkinter as ctk
+
+from gui.widgets.peer_panel import PeerPanel
+from gui.widgets.style import BAD, MUTED, Fonts, LabelText
+from gui.widgets.transcript import Transcript
+
+
+class ChatPane(ctk.CTkFrame):
+    """Calls ``on_send(text) -> error or None``, ``on_input(text)``, ``on_more(line_id)`` and ``on_end()``."""
+
+    def __init__(self, master: ctk.CTkBaseClass, fonts: Fonts, *, on_send: Callable[[str], str | None],
+                 on_input: Callable[[str], None], on_more: Callable[[int], None], on_end: Callable[[], None]) -> None:
+        super().__init__(master, fg_color="transparent")
+        self._on_send = on_send
+        self._on_input = on_input
+        self._enabled: tuple[bool, str, bool] | None = None
+        self.grid_columnconfigure(0, weight=1)
+        self.grid_rowconfigure(1, weight=1)
+
+        self.peer_panel = PeerPanel(self, fonts)
+        self.peer_panel.grid(row=0, column=0, columnspan=3, sticky="ew", pady=(0, 6))
+        self.transcript = Transcript(self, fonts, on_more)
+        self.transcript.grid(row=1, column=0, columnspan=3, sticky="nsew")
+        self.typing_label = ctk.CTkLabel(self, text="", anchor="w", font=fonts.italic, text_color=MUTED, height=18)
+        self.typing_label.grid(row=2, column=0, columnspan=3, sticky="ew", padx=4)
+
+        self.entry = ctk.CTkEntry(self, font=fonts.body)
+        self.entry.grid(row=3, column=0, sticky="ew", pady=(2, 0))
+        self.entry.bind("<Return>", lambda _e: self.send())
+        self.entry.bind("<KP_Enter>", lambda _e: self.send())
+        self.entry.bind("<KeyRelease>", lambda _e: self._on_input(self.entry.get()))
+        self.send_button = ctk.CTkButton(self, text="Send", width=70, font=fonts.bold, command=self.send)
+        self.send_button.grid(row=3, column=1, padx=(6, 0), pady=(2, 0))
+        self.end_button = ctk.CTkButton(self, text="End chat", width=80, font=fonts.body, command=on_end,
+                                        fg_color="transparent", border_width=1, text_color=("gray10", "gray90"))
+        self.end_button.grid(row=3, column=2, padx=(6, 0), pady=(2, 0))
+        # Why the entry is off, or why the last message was not sent. (Not the entry's placeholder: customtkinter
+        # cannot swap a placeholder while the entry is disabled.)
+        self.hint_label = ctk.CTkLabel(self, text="", anchor="w", font=fonts.small, text_color=MUTED, height=16)
+        self.hint_label.grid(row=4, column=0, columnspan=3, sticky="ew", padx=4)
+        self._hint = LabelText(self.hint_label)
+        self._typing = LabelText(self.typing_label)
+
+    def send(self) -> None:
+        text = self.entry.get()
+        error = self._on_send(text)
+        if error is not None:
+            self._hint.show(f"✗ {error}", BAD)
+        else:
+            self._hint.show("")
+            self.entry.delete(0, "end")
+            self._on_input("")
+
+    def set_typing(self, text: str) -> None:
+        self._typing.show(text)
+
+    def set_input(self, enabled: bool, hint: str, ended: bool) -> None:
+        """Enable the entry once the four steps are done; otherwise the line below says why it is off."""
+        if (enabled, hint, ended) == self._enabled:
+            return
+        self._enabled = (enabled, hint, ended)
+        if not enabled:
+            self.entry.delete(0, "end")
+        self.entry.configure(state="normal" if enabled else "disabled")
+        self.send_button.configure(state="normal" if enabled else "disabled")
+        self.end_button.configure(text="Close tab" if ended else "End chat")
+        self._hint.show(hint, MUTED)

@@ -1,0 +1,377 @@
+"""One chat window: identity panel, step bar, chat tabs and the ledger tab, kept up to date from a node's events.
+
+The window lives in a ``CTk`` root or a ``CTkToplevel`` (the demo opens two in one Tk interpreter). Only the
+Tk thread touches it: every ``POLL_MS`` an ``after()`` tick drains a bounded batch of node events (at most
+``MAX_EVENTS`` or ``TICK_BUDGET`` seconds of work, the rest waits for the next tick), collects the outcomes of
+node calls made on the :class:`~gui.worker.CommandWorker`, takes the newest ledger snapshot from the
+:class:`~gui.ledger_monitor.LedgerMonitor`, and redraws only what the controller reports as changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import customtkinter as ctk
+
+from gui.controller import LEDGER_TAB, Changes, ChatController, NodeApi
+from gui.lag import LagMeter
+from gui.ledger_view import LedgerSnapshot, identity_ledger_line
+from gui.models import AcceptPrompt, peer_rows
+from gui.settings import APPEARANCES, SCALINGS
+from gui.widgets.accept_dialog import AcceptDialog
+from gui.widgets.chat_pane import ChatPane
+from gui.widgets.identity_panel import IdentityPanel
+from gui.widgets.ledger_panel import LedgerPanel
+from gui.widgets.notebook import Notebook
+from gui.widgets.step_bar import StepBar
+from gui.widgets.style import BAD, MUTED, Fonts, LabelText
+from gui.worker import CommandWorker
+from p2pchat.events import Event
+from p2pchat.foundation.addresses import LEDGER_PORT, format_address, parse_address
+from p2pchat.foundation.errors import UserError
+from p2pchat.steps import Step
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 40
+MAX_EVENTS = 300
+TICK_BUDGET = 0.015       # seconds of event handling per tick before yielding to Tk
+SLOW_TICK = 0.25          # typing expiry and similar housekeeping
+LEDGER_KEY = "#ledger"    # the ledger tab's key among the session ids
+
+
+class ChatNodeLike(NodeApi, Protocol):
+    events: queue.Queue[Event]
+
+
+class LedgerFeed(Protocol):
+    """What the window needs from :class:`gui.ledger_monitor.LedgerMonitor`."""
+
+    def take(self) -> LedgerSnapshot | None: ...
+    def join(self, address: str, done: Callable[[str, bool], None]) -> None: ...
+    def drain(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Me:
+    """This user as the identity panel shows them (never the private key)."""
+
+    nickname: str
+    address: str
+    fingerprint: str
+
+
+class ChatWindow:
+    """The content of one window; :meth:`close` stops its loop and worker (the caller closes the node)."""
+
+    def __init__(self, top: ctk.CTk | ctk.CTkToplevel, node: ChatNodeLike, me: Me, *,
+                 ledger: LedgerFeed | None = None, on_close: Callable[[ChatWindow], None] | None = None,
+                 appearance: str = "System", scaling: float = 1.0) -> None:
+        self.top = top
+        self.node = node
+        self.me = me
+        self.ledger = ledger
+        self.on_close = on_close
+        self.worker = CommandWorker(name=f"gui-commands-{me.nickname}")
+        self.controller = ChatController(node, self.worker, nickname=me.nickname)
+        self.lag = LagMeter()
+        self.closed = False
+        self.close_requested = False
+        self.ticks = 0                     # event-pump ticks so far (tests check the loop keeps turning)
+        self.panes: dict[str, ChatPane] = {}
+        self._dialog: AcceptDialog | None = None
+        self._after_id: str | None = None
+        self._due = time.perf_counter()
+        self._last_slow = 0.0
+        self.snapshot: LedgerSnapshot | None = None
+        self._title = ""
+        self.fonts = Fonts()
+        self._build(appearance, scaling)
+        top.protocol("WM_DELETE_WINDOW", self.request_close)
+        top.bind("<Control-q>", lambda _e: self.request_close())
+        self._render(Changes(bar=True))
+        self._schedule()
+
+    # ---- layout -------------------------------------------------------------------------------------------
+
+    def _build(self, appearance: str, scaling: float) -> None:
+        top = self.top
+        top.title(f"p2pchat — {self.me.nickname}")
+        top.minsize(560, 520)
+        top.grid_columnconfigure(0, weight=1)
+        top.grid_rowconfigure(2, weight=1)
+
+        head = ctk.CTkFrame(top, fg_color="transparent")
+        head.grid(row=0, column=0, sticky="ew", padx=8, pady=(8, 4))
+        head.grid_columnconfigure(0, weight=1)
+        self.identity = IdentityPanel(head, self.fonts, nickname=self.me.nickname, address=self.me.address,
+                                      fingerprint=self.me.fingerprint)
+        self.identity.grid(row=0, column=0, sticky="ew")
+        options = ctk.CTkFrame(head, fg_color="transparent")
+        options.grid(row=0, column=1, sticky="ne")
+        self.appearance_menu = ctk.CTkOptionMenu(options, values=list(APPEARANCES), width=96,
+                                                 command=self._appearance_chosen, font=self.fonts.small)
+        self.appearance_menu.set(appearance)
+        self.appearance_menu.grid(row=0, column=0, pady=2)
+        self.scaling_menu = ctk.CTkOptionMenu(options, values=[f"{int(s * 100)}%" for s in SCALINGS], width=96,
+                                              command=self._scaling_chosen, font=self.fonts.small)
+        self.scaling_menu.set(f"{int(scaling * 100)}%")
+        self.scaling_menu.grid(row=1, column=0, pady=2)
+
+        self.step_bar = StepBar(top, self.fonts, on_peer_changed=self._peer_changed, on_step=self._step_clicked,
+                                on_connect_all=self._connect_all, on_new_chat=self._new_chat)
+        self.step_bar.grid(row=1, column=0, sticky="ew", padx=8, pady=4)
+
+        self.tabs = Notebook(top, self.fonts, on_select=self._tab_chosen)
+        self.tabs.grid(row=2, column=0, sticky="nsew", padx=8, pady=(0, 4))
+        ledger_page = self.tabs.add(LEDGER_KEY, LEDGER_TAB)
+        self.ledger_panel = LedgerPanel(ledger_page, self.fonts, on_join=self._join_clicked)
+        self.ledger_panel.grid(row=0, column=0, sticky="nsew", padx=6, pady=6)
+        self.ledger_panel.show(None)
+
+        self.status = ctk.CTkLabel(top, text="", anchor="w", font=self.fonts.small, text_color=MUTED, height=18)
+        self.status.grid(row=3, column=0, sticky="ew", padx=12, pady=(0, 6))
+        self._status = LabelText(self.status)
+
+    # ---- user actions -------------------------------------------------------------------------------------
+
+    def prefill_peer(self, text: str) -> None:
+        """Put ``text`` in the peer field (the demo names the other user for the newcomer)."""
+        self.step_bar.peer_entry.delete(0, "end")
+        self.step_bar.peer_entry.insert(0, text)
+        self._peer_changed(text)
+
+    def _peer_changed(self, text: str) -> None:
+        self.controller.peer_text_changed(text)
+        self._render(self.controller.take_changes())
+
+    def _step_clicked(self, step: Step) -> None:
+        self.controller.click_step(step)
+        self._render(self.controller.take_changes())
+
+    def _connect_all(self) -> None:
+        self.controller.connect_all()
+        self._render(self.controller.take_changes())
+
+    def _new_chat(self) -> None:
+        self.controller.new_chat()
+        self._render(self.controller.take_changes())
+        self.step_bar.peer_entry.focus_set()
+
+    def _tab_chosen(self, key: str) -> None:
+        if key == LEDGER_KEY:
+            self.ledger_panel.show(self.snapshot)
+        self.controller.select_tab(None if key == LEDGER_KEY else key)
+        self._render(self.controller.take_changes())
+
+    def _answer(self, session: str, accept: bool) -> None:
+        self._dialog = None
+        self.controller.answer(session, accept)
+        self._render(self.controller.take_changes())
+        self._next_dialog()
+
+    def _join_clicked(self, text: str) -> None:
+        try:
+            ip, port = parse_address(text, LEDGER_PORT)
+        except UserError as exc:
+            self.ledger_panel.show_join_result(f"✗ {exc}", False)
+            return
+        if self.ledger is None:
+            self.ledger_panel.show_join_result("✗ no ledger node is attached to this window", False)
+            return
+        address = format_address(ip, port)
+        self.ledger_panel.show_join_result(f"… asking {address}", True)
+        self.ledger.join(address, lambda text, ok: self.ledger_panel.show_join_result(text, ok))
+
+    def _appearance_chosen(self, mode: str) -> None:
+        ctk.set_appearance_mode(mode)
+
+    def _scaling_chosen(self, text: str) -> None:
+        ctk.set_widget_scaling(int(text.rstrip("%")) / 100)
+
+    @property
+    def appearance(self) -> str:
+        return self.appearance_menu.get()
+
+    @property
+    def scaling(self) -> float:
+        return int(self.scaling_menu.get().rstrip("%")) / 100
+
+    # ---- the event pump -----------------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        self._due = time.perf_counter() + POLL_MS / 1000
+        self._after_id = self.top.after(POLL_MS, self._poll)
+
+    def _poll(self) -> None:
+        self._after_id = None
+        started = time.perf_counter()
+        self.lag.record(self._due, started)
+        self.ticks += 1
+        if self.close_requested:
+            self._finish_close()
+            return
+        try:
+            self.pump(started)
+        finally:
+            if not self.closed:
+                self._schedule()
+
+    def pump(self, started: float | None = None) -> int:
+        """One tick's work: a bounded batch of node events, node-call outcomes, the ledger snapshot, a redraw."""
+        started = time.perf_counter() if started is None else started
+        handled = 0
+        while handled < MAX_EVENTS and time.perf_counter() - started < TICK_BUDGET:
+            try:
+                event = self.node.events.get_nowait()
+            except queue.Empty:
+                break
+            self.controller.handle(event)
+            handled += 1
+        self.worker.drain()
+        if self.ledger is not None:
+            self.ledger.drain()
+            snap = self.ledger.take()
+            if snap is not None:
+                self._show_ledger(snap)
+        if started - self._last_slow >= SLOW_TICK:
+            self._last_slow = started
+            self.controller.tick()
+        self._render(self.controller.take_changes())
+        return handled
+
+    def _show_ledger(self, snap: LedgerSnapshot) -> None:
+        self.snapshot = snap
+        self.identity.show_ledger(identity_ledger_line(snap), snap.running)
+        if self.tabs.current == LEDGER_KEY:     # a hidden ledger tab is drawn when it is chosen
+            self.ledger_panel.show(snap)
+
+    # ---- drawing ------------------------------------------------------------------------------------------
+
+    def _render(self, ch: Changes) -> None:
+        if not ch or self.closed:
+            return
+        ctl = self.controller
+        for session in ch.tabs_added:
+            self._add_tab(session)
+        if ch.select is not None and ch.select in self.panes:
+            self.tabs.select(ch.select)
+            ctl.select_tab(ch.select)
+            extra = ctl.take_changes()      # selecting only touches the bar and the tab title
+            ch.bar = ch.bar or extra.bar
+            ch.titles |= extra.titles
+        for session, n in ch.lines_dropped.items():
+            if session in self.panes:
+                self.panes[session].transcript.drop(n)
+        for session, lines in ch.lines_added.items():
+            if session in self.panes:
+                self.panes[session].transcript.add(lines)
+        for session, lines in ch.lines_changed.items():
+            if session in self.panes:
+                for line in {ln.line_id: ln for ln in lines}.values():
+                    self.panes[session].transcript.replace(line)
+        for session in ch.peer:
+            if session in self.panes and session in ctl.tabs:
+                self.panes[session].peer_panel.show(peer_rows(ctl.tabs[session].info))
+        for session in ch.typing:
+            if session in self.panes:
+                self.panes[session].set_typing(ctl.typing_text(session))
+        for session in ch.chat_input:
+            tab = ctl.tabs.get(session)
+            if session in self.panes and tab is not None:
+                self.panes[session].set_input(tab.ready, ctl.input_hint(session), tab.ended is not None)
+        for session in ch.titles:
+            if session in self.panes and session in ctl.tabs:
+                self.tabs.rename(session, ctl.tabs[session].title)
+        for session in ch.tabs_removed:
+            self._remove_tab(session)
+        if ch.status is not None:
+            self._status.show(ch.status, BAD if ch.status.startswith("⚠") else MUTED)
+        if ch.bar:
+            self.step_bar.show(ctl.bar())
+        if ch.prompts_closed and self._dialog is not None and self._dialog.prompt.session in ch.prompts_closed:
+            self._dialog.dismiss()
+            self._dialog = None
+        if ch.prompts or ch.prompts_closed:
+            self._next_dialog()
+        self._update_title()
+
+    def _add_tab(self, session: str) -> None:
+        tab = self.controller.tabs[session]
+        page = self.tabs.add(session, tab.title)
+        pane = ChatPane(page, self.fonts,
+                        on_send=lambda text, s=session: self._send(s, text),
+                        on_input=lambda text, s=session: self.controller.input_changed(s, text),
+                        on_more=lambda line_id, s=session: self._more(s, line_id),
+                        on_end=lambda s=session: self._end(s))
+        pane.grid(row=0, column=0, sticky="nsew", padx=6, pady=6)
+        self.panes[session] = pane
+        pane.peer_panel.show(peer_rows(tab.info))
+        pane.set_input(tab.ready, self.controller.input_hint(session), tab.ended is not None)
+
+    def _remove_tab(self, session: str) -> None:
+        self.panes.pop(session, None)
+        shown = self.tabs.remove(session)
+        if shown is not None and self.controller.selected != (None if shown == LEDGER_KEY else shown):
+            self.controller.select_tab(None if shown == LEDGER_KEY else shown)
+
+    def _update_title(self) -> None:
+        unread = sum(t.unread for t in self.controller.tabs.values())
+        title = f"p2pchat — {self.me.nickname}" + (f" ({unread} unread)" if unread else "")
+        if self._title != title:
+            self._title = title
+            self.top.title(title)
+
+    def _send(self, session: str, text: str) -> str | None:
+        error = self.controller.send(session, text)
+        self._render(self.controller.take_changes())
+        return error
+
+    def _more(self, session: str, line_id: int) -> None:
+        self.controller.show_more(session, line_id)
+        self._render(self.controller.take_changes())
+
+    def _end(self, session: str) -> None:
+        self.controller.close_tab(session)
+        self._render(self.controller.take_changes())
+
+    def _next_dialog(self) -> None:
+        if self._dialog is not None or self.closed:
+            return
+        prompts = self.controller.prompts()
+        if prompts:
+            self._open_dialog(prompts[0])
+
+    def _open_dialog(self, prompt: AcceptPrompt) -> None:
+        self._dialog = AcceptDialog(self.top, self.fonts, prompt, self._answer)
+
+    # ---- closing ------------------------------------------------------------------------------------------
+
+    def request_close(self) -> None:
+        """Ask the window to close (safe from Tk callbacks and signal handlers): the next tick does it."""
+        self.close_requested = True
+
+    def _finish_close(self) -> None:
+        if self.closed:
+            return
+        self.close()
+        if self.on_close is not None:
+            self.on_close(self)
+
+    def close(self) -> None:
+        """Stop the event pump and the command worker (the node and ledger belong to the caller)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._after_id is not None:
+            self.top.after_cancel(self._after_id)
+            self._after_id = None
+        if self._dialog is not None:
+            self._dialog.dismiss()
+            self._dialog = None
+        self.worker.close()

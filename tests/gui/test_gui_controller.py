@@ -1,0 +1,608 @@
+"""The window's presenter without Tk: state, which step buttons are live, what each node event shows, input checks.
+
+The chat node is replaced by a small recording fake that the tests make emit events; everything else is real
+(the command worker thread included).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+
+from gui.controller import LEDGER_TAB, MAX_LINES, ChatController, check_peer_query
+from gui.models import LineKind, StepState, peer_rows
+from gui.text import MORE_CHARS, PREVIEW_CHARS, PREVIEW_LINES, clock_time
+from gui.worker import CommandWorker
+from p2pchat.events import (
+    DeliveryReceipt,
+    IncomingChat,
+    MessageReceived,
+    NodeError,
+    Notice,
+    PeerTyping,
+    SessionEnded,
+    SessionInfo,
+    SessionUpdated,
+    StepRefused,
+    StepResult,
+)
+from p2pchat.foundation.errors import AddressError, PeerUnreachable, UserError
+from p2pchat.steps import Step
+from tests.gui.helpers import settle
+
+
+class FakeNode:
+    """Records the calls the controller makes; ``fail`` maps a method name to a UserError to raise."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.fail: dict[str, Exception] = {}
+        self._lock = threading.Lock()
+        self._sessions = 0
+        self._msg_ids = 0
+
+    def _record(self, *call: object) -> None:
+        with self._lock:
+            self.calls.append(call)
+        if call[0] in self.fail:
+            raise self.fail[call[0]]
+
+    def open_session(self, peer_query: str) -> str:
+        self._record("open_session", peer_query)
+        self._sessions += 1
+        return f"s{self._sessions}"
+
+    def run_step(self, session: str, step: Step) -> None:
+        self._record("run_step", session, step)
+
+    def run_all(self, session: str) -> None:
+        self._record("run_all", session)
+
+    def accept(self, session: str, accept: bool) -> None:
+        self._record("accept", session, accept)
+
+    def send_text(self, session: str, text: str) -> int:
+        self._record("send_text", session, text)
+        self._msg_ids += 1
+        return self._msg_ids
+
+    def set_typing(self, session: str, typing: bool) -> None:
+        self._record("set_typing", session, typing)
+
+    def end_session(self, session: str) -> None:
+        self._record("end_session", session)
+
+    def named(self, name: str) -> list[tuple]:
+        return [c for c in self.calls if c[0] == name]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def worker():
+    w = CommandWorker()
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def node() -> FakeNode:
+    return FakeNode()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def ctl(node, worker, clock) -> ChatController:
+    return ChatController(node, worker, nickname="alice", clock=clock)
+
+
+def connect_to(ctl: ChatController, worker: CommandWorker, query: str = "127.0.0.3") -> str:
+    ctl.peer_text_changed(query)
+    ctl.click_step(Step.CONNECT)
+    settle(worker)
+    assert ctl.target is not None
+    return ctl.target
+
+
+def finish_handshake(ctl: ChatController, worker: CommandWorker, session: str) -> None:
+    for step in Step:
+        if ctl.tabs[session].steps[step].state is not StepState.DONE:
+            ctl.click_step(step)
+            settle(worker)
+            ctl.handle(StepResult(session, step, True, f"{step.title} done"))
+
+
+def ready_chat(ctl: ChatController, worker: CommandWorker) -> str:
+    session = connect_to(ctl, worker)
+    ctl.select_tab(session)
+    finish_handshake(ctl, worker, session)
+    assert ctl.tabs[session].ready
+    ctl.take_changes()
+    return session
+
+
+def bar_steps(ctl: ChatController) -> dict[Step, tuple[bool, bool, str]]:
+    """step → (turn, clickable, result)"""
+    return {v.step: (v.turn, v.clickable, v.result) for v in ctl.bar().steps}
+
+
+# ---- the step bar -----------------------------------------------------------------------------------------
+
+def test_empty_peer_field_offers_no_step_and_no_connect_all(ctl):
+    bar = ctl.bar()
+    assert bar.session is None
+    assert not any(v.turn for v in bar.steps)
+    assert not bar.connect_all
+    assert "IP address, nickname or fingerprint" in bar.hint
+
+
+def test_typing_a_peer_makes_step_1_the_next_step(ctl):
+    ctl.peer_text_changed("bob")
+    bar = ctl.bar()
+    assert [v.step for v in bar.steps if v.turn] == [Step.CONNECT]
+    assert bar.connect_all
+    assert [v.label for v in bar.steps] == ["1 Connect", "2 Swap public keys", "3 Authenticate", "4 Agree AES key"]
+
+
+def test_step_3_before_connecting_is_refused_naming_step_1_without_calling_the_node(ctl, node, worker):
+    ctl.peer_text_changed("bob")
+    ctl.click_step(Step.AUTHENTICATE)
+    settle(worker)
+    assert bar_steps(ctl)[Step.AUTHENTICATE][2] == "✗ 1 Connect must come first"
+    assert node.calls == []
+
+
+def test_a_malformed_address_is_refused_with_the_reason_beside_step_1(ctl, node):
+    ctl.peer_text_changed("300.1.2.3")
+    ctl.click_step(Step.CONNECT)
+    result = bar_steps(ctl)[Step.CONNECT][2]
+    assert result.startswith("✗ '300.1.2.3' is not an IP address")
+    assert node.calls == []
+    assert ctl.tabs == {}
+
+
+def test_the_node_refusing_a_peer_query_shows_its_message(ctl, node):
+    node.fail["open_session"] = UserError("nobody called 'zed' is in the ledger")
+    ctl.peer_text_changed("zed")
+    ctl.click_step(Step.CONNECT)
+    assert bar_steps(ctl)[Step.CONNECT][2] == "✗ nobody called 'zed' is in the ledger"
+    assert ctl.tabs == {}
+
+
+def test_step_1_opens_a_tab_and_runs_connect_off_the_tk_thread(ctl, node, worker):
+    session = connect_to(ctl, worker, "127.0.0.3:9000")
+    assert node.calls == [("open_session", "127.0.0.3:9000"), ("run_step", session, Step.CONNECT)]
+    changes = ctl.take_changes()
+    assert changes.tabs_added == [session] and changes.select == session
+    steps = bar_steps(ctl)
+    assert steps[Step.CONNECT] == (False, False, "… working")
+    assert steps[Step.SWAP_KEYS][:2] == (False, True)       # not its turn, but pressable to learn why
+
+
+def test_each_step_result_shows_beside_its_button_and_passes_the_turn(ctl, worker):
+    session = connect_to(ctl, worker)
+    ctl.handle(StepResult(session, Step.CONNECT, True, "connected to 127.0.0.3:8471 (direct)"))
+    steps = bar_steps(ctl)
+    assert steps[Step.CONNECT] == (False, False, "✓ connected to 127.0.0.3:8471 (direct)")
+    assert steps[Step.SWAP_KEYS][:2] == (True, True)
+    assert ctl.bar().hint == "Next: 2 Swap public keys"
+
+
+def test_step_3_before_step_2_goes_to_the_node_and_its_refusal_shows(ctl, node, worker):
+    session = connect_to(ctl, worker)
+    ctl.handle(StepResult(session, Step.CONNECT, True, "connected"))
+    ctl.click_step(Step.AUTHENTICATE)
+    settle(worker)
+    assert node.calls[-1] == ("run_step", session, Step.AUTHENTICATE)
+    assert ctl.tabs[session].steps[Step.AUTHENTICATE].state is StepState.PENDING
+    ctl.handle(StepRefused(session, Step.AUTHENTICATE, "2 Swap public keys must come first"))
+    steps = bar_steps(ctl)
+    assert steps[Step.AUTHENTICATE] == (False, True, "✗ 2 Swap public keys must come first")
+    assert steps[Step.SWAP_KEYS][0] is True
+
+
+def test_a_refusal_raised_by_the_node_shows_like_the_event(ctl, node, worker):
+    session = connect_to(ctl, worker)
+    ctl.handle(StepResult(session, Step.CONNECT, True, "connected"))
+    node.fail["run_step"] = UserError("2 Swap public keys must come first")
+    ctl.click_step(Step.AGREE_KEY)
+    settle(worker)
+    assert bar_steps(ctl)[Step.AGREE_KEY][2] == "✗ 2 Swap public keys must come first"
+
+
+def test_a_failed_step_shows_the_reason_and_a_notice(ctl, worker):
+    session = connect_to(ctl, worker)
+    ctl.handle(StepResult(session, Step.CONNECT, True, "connected"))
+    ctl.click_step(Step.SWAP_KEYS)
+    ctl.handle(StepResult(session, Step.SWAP_KEYS, False, "the ledger has no record for 127.0.0.3"))
+    tab = ctl.tabs[session]
+    assert tab.steps[Step.SWAP_KEYS].state is StepState.FAILED
+    assert bar_steps(ctl)[Step.SWAP_KEYS] == (True, True, "✗ the ledger has no record for 127.0.0.3")
+    assert tab.lines[-1].text == "⚠ 2 Swap public keys failed: the ledger has no record for 127.0.0.3"
+
+
+def test_all_four_steps_enable_the_chat_and_say_it_is_encrypted(ctl, worker):
+    session = connect_to(ctl, worker)
+    assert ctl.input_hint(session) == "Finish the four steps first (next: 1 Connect)"
+    finish_handshake(ctl, worker, session)
+    bar = ctl.bar()
+    assert all(v.state is StepState.DONE and not v.clickable for v in bar.steps)
+    assert not bar.connect_all
+    assert ctl.input_hint(session) == "Type a message and press Enter"
+    assert "end-to-end encrypted" in ctl.tabs[session].lines[-1].text
+    assert session in ctl.take_changes().chat_input
+
+
+def test_connect_all_runs_the_sequence_and_marks_each_next_step_running(ctl, node, worker):
+    ctl.peer_text_changed("bob")
+    ctl.connect_all()
+    settle(worker)
+    session = ctl.target
+    assert node.calls == [("open_session", "bob"), ("run_all", session)]
+    tab = ctl.tabs[session]
+    assert tab.running is Step.CONNECT
+    ctl.handle(StepResult(session, Step.CONNECT, True, "connected"))
+    assert tab.running is Step.SWAP_KEYS
+    ctl.handle(StepResult(session, Step.SWAP_KEYS, False, "key mismatch"))
+    assert tab.running is None and not tab.auto
+
+
+def test_editing_the_peer_field_of_a_chat_starts_a_new_chat_in_the_bar(ctl, worker):
+    session = connect_to(ctl, worker, "bob")
+    ctl.peer_text_changed("carol")
+    assert ctl.target is None and ctl.bar().session is None
+    ctl.select_tab(session)
+    assert ctl.bar().session == session and ctl.bar().peer_text == "bob"
+
+
+# ---- chatting ---------------------------------------------------------------------------------------------
+
+def test_sending_shows_the_message_at_once_and_ticks_it_when_the_receipt_arrives(ctl, node, worker, clock):
+    session = ready_chat(ctl, worker)
+    assert ctl.send(session, "hello bob") is None
+    line = ctl.tabs[session].lines[-1]
+    assert (line.kind, line.sender, line.text, line.time, line.tick) == (
+        LineKind.OUT, "alice", "hello bob", clock_time(clock.now), "…")
+    settle(worker)
+    assert node.named("send_text") == [("send_text", session, "hello bob")]
+    ctl.handle(DeliveryReceipt(session, line.msg_id))
+    assert line.tick == "✓"
+    assert line in ctl.take_changes().lines_changed[session]
+
+
+def test_a_receipt_that_beats_the_message_id_still_ticks_the_message(ctl, worker):
+    session = ready_chat(ctl, worker)
+    ctl.handle(DeliveryReceipt(session, 1))      # FakeNode hands out id 1 to the first message
+    ctl.send(session, "quick")
+    settle(worker)
+    assert ctl.tabs[session].lines[-1].tick == "✓"
+
+
+def test_a_message_the_node_cannot_send_is_marked_with_the_reason(ctl, node, worker):
+    session = ready_chat(ctl, worker)
+    node.fail["send_text"] = PeerUnreachable("bob stopped answering")
+    ctl.send(session, "are you there?")
+    settle(worker)
+    assert ctl.tabs[session].lines[-1].tick == "✗ not sent: bob stopped answering"
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("", "the message is empty"),
+    ("   \n ", "the message is empty"),
+    ("é" * 600_000, "the message is 1,200,000 bytes long; the limit is 1,048,576 bytes"),
+])
+def test_empty_and_oversized_messages_are_refused(ctl, node, worker, text, reason):
+    session = ready_chat(ctl, worker)
+    assert ctl.send(session, text) == reason
+    settle(worker)
+    assert node.named("send_text") == []
+
+
+def test_messages_before_the_handshake_is_done_are_refused_naming_the_next_step(ctl, node, worker):
+    session = connect_to(ctl, worker)
+    ctl.handle(StepResult(session, Step.CONNECT, True, "connected"))
+    assert ctl.send(session, "hi") == "Finish the four steps first (next: 2 Swap public keys)"
+
+
+def test_a_received_message_shows_time_and_sender_and_counts_as_unread_in_other_tabs(ctl, worker, clock):
+    session = ready_chat(ctl, worker)
+    ctl.select_tab(None)                           # the user looks at the ledger tab
+    ctl.handle(MessageReceived(session, 7, "hi alice", "bob", clock.now - 5, clock.now))
+    ctl.handle(MessageReceived(session, 8, "still there?", "bob", clock.now - 5, clock.now))
+    tab = ctl.tabs[session]
+    assert [(ln.kind, ln.sender, ln.text) for ln in tab.lines[-2:]] == [
+        (LineKind.IN, "bob", "hi alice"), (LineKind.IN, "bob", "still there?")]
+    assert tab.lines[-1].time == clock_time(clock.now)
+    assert tab.title.endswith("(2)")
+    ctl.select_tab(session)
+    assert tab.unread == 0 and "(" not in tab.title
+    assert session in ctl.take_changes().titles
+
+
+def test_control_characters_from_a_peer_are_neutralised(ctl, worker, clock):
+    session = ready_chat(ctl, worker)
+    ctl.handle(MessageReceived(session, 1, "a\x00b\x1b[31mc\u202ed\n", "b\x07ob", clock.now, clock.now))
+    line = ctl.tabs[session].lines[-1]
+    assert line.text == "a\ufffdb\ufffd[31mc\ufffdd\n"
+    assert line.sender == "b\ufffdob"
+
+
+def test_a_one_mebibyte_message_shows_a_preview_and_reveals_more_in_steps(ctl, worker, clock):
+    session = ready_chat(ctl, worker)
+    text = "x" * (1024 * 1024)
+    ctl.handle(MessageReceived(session, 1, text, "bob", clock.now, clock.now))
+    line = ctl.tabs[session].lines[-1]
+    assert line.shown == PREVIEW_CHARS and line.hidden == len(text) - PREVIEW_CHARS
+    ctl.show_more(session, line.line_id)
+    assert line.shown == PREVIEW_CHARS + MORE_CHARS
+    assert line in ctl.take_changes().lines_changed[session]
+
+
+def test_a_message_of_many_short_lines_is_previewed_by_lines(ctl, worker, clock):
+    session = ready_chat(ctl, worker)
+    ctl.handle(MessageReceived(session, 1, "line\n" * 1000, "bob", clock.now, clock.now))
+    line = ctl.tabs[session].lines[-1]
+    assert line.text[:line.shown].count("\n") == PREVIEW_LINES and line.hidden > 0
+
+
+def test_the_typing_indicator_shows_clears_on_a_message_and_expires(ctl, worker, clock):
+    session = ready_chat(ctl, worker)
+    ctl.handle(PeerTyping(session, True))
+    assert ctl.typing_text(session) == "127.0.0.3 is typing…"
+    ctl.handle(MessageReceived(session, 1, "done typing", "bob", clock.now, clock.now))
+    assert ctl.typing_text(session) == ""
+    ctl.handle(PeerTyping(session, True))
+    clock.now += 7.9
+    ctl.tick()
+    assert ctl.typing_text(session) != ""
+    clock.now += 0.2
+    ctl.tick()
+    assert ctl.typing_text(session) == ""
+
+
+def test_our_typing_state_is_sent_on_changes_only_and_stops_after_idling(ctl, node, worker, clock):
+    session = ready_chat(ctl, worker)
+    for text in ("h", "he", "hel"):
+        ctl.input_changed(session, text)
+    ctl.input_changed(session, "")
+    ctl.input_changed(session, "x")
+    clock.now += 5.0
+    ctl.tick()
+    ctl.tick()
+    settle(worker)
+    assert [c[2] for c in node.named("set_typing")] == [True, False, True, False]
+
+
+def test_typing_after_sending_is_announced_again(ctl, node, worker):
+    # The text itself ends the typing state on both sides, so the next keystroke says "typing" anew.
+    session = ready_chat(ctl, worker)
+    ctl.input_changed(session, "hi")
+    ctl.send(session, "hi")
+    ctl.input_changed(session, "a")
+    settle(worker)
+    assert [c for c in node.calls if c[0] in ("set_typing", "send_text")] == [
+        ("set_typing", session, True), ("send_text", session, "hi"), ("set_typing", session, True)]
+
+
+# ---- incoming chats ---------------------------------------------------------------------------------------
+
+def test_an_incoming_chat_opens_a_tab_and_asks_to_accept(ctl, node, worker):
+    ctl.handle(IncomingChat("in1", "127.0.0.5:8471", "carol"))
+    changes = ctl.take_changes()
+    assert changes.tabs_added == ["in1"]
+    assert [p.question for p in changes.prompts] == ["carol (127.0.0.5:8471) wants to chat with you."]
+    assert ctl.input_hint("in1") == "Accept the chat first"
+    ctl.select_tab("in1")
+    assert not any(v.clickable for v in ctl.bar().steps)
+    assert ctl.bar().hint == "carol wants to chat: accept or reject"
+    ctl.answer("in1", True)
+    settle(worker)
+    assert node.calls == [("accept", "in1", True)]
+    assert ctl.prompts() == []
+    assert ctl.take_changes().select == "in1"
+
+
+def test_an_incoming_chat_calls_back_to_the_callers_ip_not_its_source_port(ctl):
+    ctl.handle(SessionUpdated(SessionInfo("in1", "127.0.0.5", peer_address="127.0.0.5:40022", path="direct",
+                                          incoming=True)))
+    ctl.handle(IncomingChat("in1", "127.0.0.5:40022", "carol"))
+    tab = ctl.tabs["in1"]
+    assert tab.peer_query == "127.0.0.5" and ctl.bar().peer_text == "127.0.0.5"
+    assert tab.info.path == "direct"          # what the node said before asking is kept
+
+
+def test_what_an_incoming_session_said_before_asking_shows_in_its_tab(ctl):
+    ctl.handle(Notice("in2", "path", "incoming chat through relay 127.0.0.9:8472"))
+    ctl.handle(IncomingChat("in2", "127.0.0.9:8472", "dave"))
+    assert [ln.text for ln in ctl.tabs["in2"].lines] == [
+        "⇄ incoming chat through relay 127.0.0.9:8472", "ℹ dave (127.0.0.9:8472) wants to chat with you."]
+
+
+def test_rejecting_an_incoming_chat_closes_its_tab(ctl, node, worker):
+    ctl.handle(IncomingChat("in1", "127.0.0.5:8471", "carol"))
+    ctl.answer("in1", False)
+    settle(worker)
+    assert node.calls == [("accept", "in1", False)]
+    assert ctl.tabs == {}
+    assert "in1" in ctl.take_changes().tabs_removed
+
+
+def test_an_incoming_chat_that_hangs_up_before_the_answer_closes_the_dialog(ctl):
+    ctl.handle(IncomingChat("in1", "127.0.0.5:8471", "carol"))
+    ctl.handle(SessionEnded("in1", "carol hung up", clean=True))
+    assert ctl.prompts() == []
+    assert "in1" in ctl.take_changes().prompts_closed
+
+
+def test_the_callee_sees_the_steps_the_caller_drives(ctl, worker):
+    ctl.handle(IncomingChat("in1", "127.0.0.5:8471", "carol"))
+    ctl.answer("in1", True)
+    ctl.select_tab("in1")
+    bar = ctl.bar()
+    assert not any(v.turn for v in bar.steps) and not bar.connect_all
+    assert bar.hint == "carol runs the four steps; each result shows here"
+    assert ctl.input_hint("in1") == "Waiting for carol to finish the four steps"
+    for step in Step:
+        ctl.handle(StepResult("in1", step, True, f"{step.title} ok"))
+    assert ctl.tabs["in1"].ready
+    assert bar_steps(ctl)[Step.AGREE_KEY][2] == "✓ Agree AES key ok"
+
+
+# ---- ends, notices, peer panel ----------------------------------------------------------------------------
+
+def test_a_vanished_peer_shows_connection_lost_and_disables_the_chat(ctl, worker):
+    session = ready_chat(ctl, worker)
+    ctl.handle(PeerTyping(session, True))
+    ctl.handle(SessionEnded(session, "127.0.0.3 stopped answering (no data for 10 s)"))
+    tab = ctl.tabs[session]
+    assert tab.lines[-1].text == "■ Connection lost: 127.0.0.3 stopped answering (no data for 10 s)"
+    assert tab.title.startswith("✗ ")
+    assert ctl.typing_text(session) == ""
+    assert ctl.input_hint(session) == "This chat has ended"
+    assert ctl.send(session, "hello?") == "This chat has ended"
+    assert [v.step for v in ctl.bar().steps if v.clickable] == [Step.CONNECT]
+
+
+def test_step_1_on_an_ended_chat_starts_a_new_one_with_the_same_peer(ctl, node, worker):
+    session = ready_chat(ctl, worker)
+    ctl.handle(SessionEnded(session, "bob left", clean=True))
+    ctl.click_step(Step.CONNECT)
+    settle(worker)
+    assert ctl.target != session and ctl.target in ctl.tabs
+    assert node.calls[-2:] == [("open_session", "127.0.0.3"), ("run_step", ctl.target, Step.CONNECT)]
+    assert ctl.tabs[ctl.target].base_title == "127.0.0.3 2"
+
+
+def test_rotation_and_refused_frame_notices_appear_in_the_transcript(ctl, worker):
+    session = ready_chat(ctl, worker)
+    ctl.handle(Notice(session, "rotation", "keys rotated: epoch 2"))
+    ctl.handle(Notice(session, "refused", "a replayed message (counter 3) was dropped"))
+    assert [(ln.level, ln.text) for ln in ctl.tabs[session].lines[-2:]] == [
+        ("rotation", "↻ keys rotated: epoch 2"), ("refused", "⚠ a replayed message (counter 3) was dropped")]
+
+
+def test_session_updates_fill_the_peer_panel_and_the_tab_name(ctl, worker):
+    session = connect_to(ctl, worker)
+    info = SessionInfo(session, "127.0.0.3", peer_address="127.0.0.3:8471", peer_nickname="bob",
+                       peer_fingerprint="3f2a 9c01 7b7b 0000", ledger_block=4, confirmations=3, path="direct",
+                       key_epoch=2, until_rotation=7, safety_number="12345 67890",
+                       steps_done=(Step.CONNECT, Step.SWAP_KEYS))
+    ctl.handle(SessionUpdated(info))
+    assert dict(peer_rows(ctl.tabs[session].info)) == {
+        "Peer": "bob", "Address": "127.0.0.3:8471", "Fingerprint": "3f2a 9c01 7b7b 0000",
+        "Ledger": "block 4 · 3 confirmations", "Path": "direct", "Key epoch": "2",
+        "Next rotation": "in 7 messages", "Safety number": "12345 67890"}
+    assert session in ctl.take_changes().peer
+    assert ctl.tabs[session].next_step is Step.AUTHENTICATE
+    assert ctl.tabs[session].peer_name == "bob"
+
+
+def test_a_tab_named_after_an_address_takes_the_peers_nickname(ctl, worker):
+    session = connect_to(ctl, worker, "127.0.0.3")
+    ctl.take_changes()
+    ctl.handle(SessionUpdated(SessionInfo(session, "127.0.0.3", peer_nickname="bob")))
+    assert ctl.tabs[session].title == "bob"
+    assert session in ctl.take_changes().titles
+    ctl.handle(SessionUpdated(SessionInfo(session, "127.0.0.3", peer_nickname="mallory")))
+    assert ctl.tabs[session].title == "bob"     # renamed once, not by every update
+
+
+def test_the_peer_panel_says_which_step_learns_what_is_still_unknown():
+    rows = dict(peer_rows(SessionInfo("s", "bob")))
+    assert rows["Fingerprint"] == "after step 2" and rows["Key epoch"] == "after step 4"
+
+
+def test_node_errors_show_in_the_status_line(ctl):
+    ctl.handle(NodeError("port 8471 on 127.0.0.2 is already in use"))
+    assert ctl.take_changes().status == "⚠ port 8471 on 127.0.0.2 is already in use"
+
+
+def test_tab_names_stay_unique_and_never_clash_with_the_ledger_tab(ctl, worker):
+    first = connect_to(ctl, worker, "bob")
+    ctl.new_chat()
+    second = connect_to(ctl, worker, "bob")
+    ctl.new_chat()
+    third = connect_to(ctl, worker, LEDGER_TAB)
+    assert [ctl.tabs[s].base_title for s in (first, second, third)] == ["bob", "bob 2", "Ledger 2"]
+
+
+def test_the_transcript_keeps_the_newest_lines_only(ctl, worker, clock):
+    session = ready_chat(ctl, worker)
+    on_screen = len(ctl.tabs[session].lines)
+    for i in range(MAX_LINES + 150):
+        ctl.handle(MessageReceived(session, i, f"m{i}", "bob", clock.now, clock.now))
+    tab = ctl.tabs[session]
+    assert len(tab.lines) <= MAX_LINES
+    assert tab.lines[-1].text == f"m{MAX_LINES + 149}"
+    changes = ctl.take_changes()
+    # What the window shows after applying the changes equals what the controller keeps.
+    assert on_screen + len(changes.lines_added[session]) - changes.lines_dropped[session] == len(tab.lines)
+
+
+def test_closing_a_tab_says_goodbye_and_ignores_late_events(ctl, node, worker):
+    session = ready_chat(ctl, worker)
+    ctl.close_tab(session)
+    settle(worker)
+    assert node.calls[-1] == ("end_session", session)
+    ctl.handle(SessionEnded(session, "bye", clean=True))
+    ctl.handle(MessageReceived(session, 1, "late", "bob", 0.0, 0.0))
+    assert ctl.tabs == {}
+
+
+def test_event_types_added_to_the_node_later_are_ignored(ctl, worker):
+    @dataclasses.dataclass(frozen=True)
+    class PeerWaved:
+        session: str
+
+    @dataclasses.dataclass(frozen=True)
+    class NodeRestarted:
+        reason: str
+
+    session = ready_chat(ctl, worker)
+    lines = len(ctl.tabs[session].lines)
+    ctl.handle(PeerWaved(session))
+    ctl.handle(NodeRestarted("update"))
+    assert len(ctl.tabs[session].lines) == lines and not ctl.take_changes()
+
+
+@pytest.mark.parametrize("query", ["127.0.0.3", "127.0.0.3:9000", "[::1]:8471", "bob", "3f2a 9c01 7b7b"])
+def test_peer_queries_that_are_accepted(query):
+    assert check_peer_query(f"  {query} ") == query
+
+
+@pytest.mark.parametrize(("query", "error"), [
+    ("", UserError), ("   ", UserError), ("1.2.3.4:99999", AddressError), ("1.2.3", AddressError),
+    ("b" * 201, UserError), ("bob\x00", UserError),
+])
+def test_peer_queries_that_are_refused(query, error):
+    with pytest.raises(error):
+        check_peer_query(query)
+
+
+# ---- the command worker -----------------------------------------------------------------------------------
+
+def test_a_bug_in_a_node_call_is_raised_on_the_tk_thread_not_swallowed(worker):
+    def broken() -> None:
+        raise KeyError("oops")
+    worker.submit(broken)
+    with pytest.raises(RuntimeError, match="KeyError"):
+        settle(worker)
+
+
+def test_user_errors_from_node_calls_reach_their_callback(worker):
+    seen: list[str] = []
+    worker.submit(lambda: (_ for _ in ()).throw(PeerUnreachable("gone")), failed=lambda e: seen.append(str(e)))
+    settle(worker)
+    assert seen == ["gone"]

@@ -1,0 +1,196 @@
+"""One real window against peers that misbehave: a burst of messages, a 1 MiB message, a peer process that is
+killed mid-chat, and a peer that accepts the TCP connection and then says nothing. The window must show each
+clearly and its event loop must keep turning (counted in pump ticks, never timed).
+
+The peer is a real ChatNode in a separate process (tests/gui/headless_peer.py) so that killing it is a real
+vanishing peer: the kernel closes its sockets, the window's node sees the connection drop.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import tkinter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gui.app import App
+from gui.ledger_monitor import LedgerMonitor, NodeSource
+from gui.models import StepState
+from gui.text import PREVIEW_CHARS
+from gui.window import ChatWindow, Me
+from p2pchat.demo_world import DemoWorld
+from p2pchat.steps import Step
+from tests.conftest import free_loopback_ip
+from tests.gui.driver import Driver, inner, need_xdotool
+
+pytestmark = [pytest.mark.gui, pytest.mark.timeout(240)]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class PeerProcess:
+    """The headless peer: JSON lines in both directions, collected by a reader thread."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.gui.headless_peer", *args], cwd=ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[dict[str, object]] = queue.Queue()
+        self.seen: list[dict[str, object]] = []
+        self._reader = threading.Thread(target=self._read, name="peer-stdout")
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(json.loads(line))
+
+    def events(self) -> list[dict[str, object]]:
+        while True:
+            try:
+                self.seen.append(self.lines.get_nowait())
+            except queue.Empty:
+                return self.seen
+
+    def command(self, **fields: object) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(fields) + "\n")
+        self.proc.stdin.flush()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+    def close(self) -> None:
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.kill()
+        self._reader.join(10)
+
+
+@pytest.fixture
+def world(tmp_path, identities) -> Iterator[tuple[DemoWorld, PeerProcess]]:
+    """Alice's chat node in this process; bob's ledger node here too, but bob's chat node in its own process."""
+    with DemoWorld(root=tmp_path, hosts=(free_loopback_ip(), free_loopback_ip()), identities=identities[:2],
+                   difficulty=8, rotate_every=10, chat_options={"step_timeout": 3.0, "accept_timeout": 4.0}) as w:
+        bob = w.user("bob")
+        assert bob.chat is not None
+        bob.chat.close()
+        bob.chat = None
+        peer = PeerProcess(["--host", bob.host, "--data-dir", str(bob.data_dir), "--nickname", "bob",
+                            "--network", w.network, "--ledger", bob.ledger_address])
+        try:
+            yield w, peer
+        finally:
+            peer.close()
+
+
+@pytest.fixture
+def window(xvfb, world) -> Iterator[ChatWindow]:
+    need_xdotool()
+    w, _peer = world
+    alice = w.user("alice")
+    app = App(appearance="Light")
+    monitor = LedgerMonitor(NodeSource(alice.ledger_node), interval=0.5).start()
+    try:
+        yield app.open_window(alice.chat, Me("alice", alice.chat.address, alice.identity.short_fingerprint),
+                              ledger=monitor, geometry="700x790+0+0")
+    finally:
+        app.close()
+        monitor.close()
+
+
+def transcript(window: ChatWindow, session: str) -> str:
+    return window.panes[session].transcript.plain_text()
+
+
+def connect_all(d: Driver, window: ChatWindow, peer_query: str) -> str:
+    d.type(window.step_bar.peer_entry, peer_query)
+    d.wait(lambda: window.controller.peer_text == peer_query, what="the peer field")
+    d.click(window.step_bar.connect_all_button)
+    d.wait(lambda: window.controller.target is not None, what="a new chat tab")
+    return window.controller.target
+
+
+def test_bursts_long_messages_and_a_vanishing_peer(window, world):
+    w, peer = world
+    d = Driver(window.top)
+    d.wait(lambda: any(e.get("event") == "ready" for e in peer.events()), what="the peer process")
+
+    session = connect_all(d, window, w.user("bob").host)
+    d.wait(lambda: window.controller.tabs[session].ready, what="Connect all to finish")
+    assert all(window.controller.tabs[session].steps[s].state is StepState.DONE for s in Step)
+
+    d.type(inner(window.panes[session].entry, tkinter.Entry), "ping")
+    d.key("Return")
+    d.wait(lambda: "bob: echo: ping" in transcript(window, session), what="the echo")
+    d.wait(lambda: "ping  ✓" in transcript(window, session), what="the delivery tick")
+
+    # A burst of 300 messages: all arrive, in order, and the loop keeps turning while they do.
+    ticks = window.ticks
+    peer.command(burst=300)
+    d.wait(lambda: "bob: burst 299" in transcript(window, session), what="the end of the burst")
+    text = transcript(window, session)
+    assert text.index("bob: burst 0\n") < text.index("bob: burst 150\n") < text.index("bob: burst 299")
+    assert window.ticks > ticks
+
+    # A 1 MiB message: a preview with "show more"; a real click on the link reveals the next part.
+    peer.command(long=1024 * 1024)
+    d.wait(lambda: window.panes[session].transcript.more_link_ids(), what="the show-more link")
+    shown = len(transcript(window, session))
+    assert "L" * PREVIEW_CHARS in transcript(window, session)
+    assert "L" * (PREVIEW_CHARS + 1) not in transcript(window, session)
+    window.panes[session].transcript.see("end")
+    d.screenshot("long-message.png", window.top)
+    click_more_link(d, window, session)
+    d.wait(lambda: len(transcript(window, session)) > shown, what="more of the long message")
+
+    # The peer vanishes (its process is killed): a clear notice, the entry goes off, the window keeps working.
+    ticks = window.ticks
+    peer.kill()
+    d.wait(lambda: "Connection lost" in transcript(window, session), what="the connection-lost notice")
+    assert window.ticks > ticks
+    assert window.panes[session].entry.cget("state") == "disabled"
+    assert window.panes[session].hint_label.cget("text") == "This chat has ended"
+    assert window.tabs.titles[session].startswith("✗ ")
+    window.panes[session].transcript.see("end")
+    d.screenshot("peer-vanished.png", window.top)
+
+
+def test_a_peer_that_never_answers_fails_step_1_while_the_window_keeps_turning(window, world):
+    d = Driver(window.top)
+    silent_ip = free_loopback_ip()
+    with socket.create_server((silent_ip, 0)) as server:
+        port = server.getsockname()[1]
+        session = connect_all(d, window, f"{silent_ip}:{port}")
+        conn, _ = server.accept()      # the TCP connection is up; the "peer" never says a word
+        with conn:
+            d.wait(lambda: window.controller.tabs[session].steps[Step.CONNECT].state is StepState.RUNNING,
+                   what="step 1 running")
+            ticks = window.ticks
+            d.wait(lambda: window.controller.tabs[session].steps[Step.CONNECT].state is StepState.FAILED,
+                   timeout=30, what="step 1 to fail")
+            assert window.ticks - ticks > 10, "the event loop stalled while the peer was silent"
+    result = window.step_bar.results[Step.CONNECT].cget("text")
+    assert result.startswith("✗ ") and "4 s" in result       # "… did not accept or reject the chat within 4 s"
+    assert "1 Connect failed" in transcript(window, session)
+
+
+def click_more_link(d: Driver, window: ChatWindow, session: str) -> None:
+    text = inner(window.panes[session].transcript, tkinter.Text)
+    start = text.tag_ranges("more")[0]
+    text.see(start)
+    d.pump()
+    x, y, width, height = text.bbox(start)
+    d.click_at(text.winfo_rootx() + x + width // 2 + 4, text.winfo_rooty() + y + height // 2)
