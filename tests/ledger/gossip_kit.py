@@ -22,6 +22,7 @@ from p2pchat.foundation import crypto
 from p2pchat.foundation.identity import Identity
 from p2pchat.foundation.transport import FramedSocket, connect
 from tests.conftest import free_loopback_ip, make_identities
+from tests.helpers import wait_until
 
 PARAMS = NetworkParams(name="gossipnet", difficulty_bits=8)
 DAY = 86400
@@ -75,16 +76,6 @@ class Net:
         self.close()
 
 
-def wait_until(predicate: Any, timeout: float = 15.0, interval: float = 0.02, what: str = "condition") -> Any:
-    """Poll ``predicate`` until truthy (returned) or fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 def record_for(identity: Identity, ip: str | None, *, nickname: str, seq: int = 0, prev: bytes = bytes(32),

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
 from ledger.blocks import Block, BlockHeader
@@ -14,6 +13,7 @@ from ledger.miner import mine
 from ledger.params import NetworkParams
 from ledger.records import ZERO_HASH, Record, make_register
 from p2pchat.foundation.identity import Identity
+from tests.helpers import wait_until  # noqa: F401  (re-exported for the tests here)
 
 NET = "testnet"
 PARAMS = NetworkParams(name=NET, difficulty_bits=8)
@@ -83,13 +83,3 @@ def feed(chain: Chain, blocks: Sequence[Block], now: float) -> list[AddResult]:
 def moves(results: Sequence[AddResult]) -> tuple[list[bytes], list[bytes]]:
     """Hashes of all blocks disconnected and connected over several results, in the order reported."""
     return ([b.hash for r in results for b in r.disconnected], [b.hash for r in results for b in r.connected])
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

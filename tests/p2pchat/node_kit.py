@@ -5,8 +5,7 @@ ledger nodes instead)."""
 from __future__ import annotations
 
 import queue
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -17,19 +16,7 @@ from p2pchat.node import ChatNode
 from p2pchat.peer_directory import DirectoryEntry, FixedDirectory
 from p2pchat.steps import Step
 from tests.conftest import free_loopback_ip
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
-               what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+from tests.helpers import wait_until
 
 
 class EventLog:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 from p2pchat.foundation import crypto
@@ -17,22 +15,12 @@ from p2pchat.foundation.transport import FramedSocket, connect
 from p2pchat.relay import RelayLink, RelayRegistration, RelayServer, open_relay_link
 from p2pchat.relay.protocol import CLIENT_PROTOCOL, LOGIN_CONTEXT, VERSION, expect, login_proof_data
 from tests.conftest import free_loopback_ip
+from tests.helpers import wait_until  # noqa: F401  (re-exported for the tests here)
 
 # Stands in for the chat protocol: the relay must carry it without knowing it.
 INNER = Protocol("inner-test", {"msg": {"n": Field(int), "body": Field(bytes, max_len=1 << 20)}},
                  max_frame=(1 << 20) + 64)
 
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned) or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def raw_login(identity: Identity, relay: RelayServer, role: str, *, source_ip: str | None = None,
