@@ -21,6 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from ledger.blocks import HEADER_SIZE, NONCE_SIZE, Block, BlockHeader  # noqa: E402
 from ledger.chain import Chain  # noqa: E402
 from ledger.local_ledger import LocalLedger  # noqa: E402
@@ -192,18 +194,6 @@ def bench_sync(params: NetworkParams, blocks: list[Block]) -> tuple[float, float
     return total, chain_s, height
 
 
-def write_section(text: str) -> Path:
-    path = ROOT / "docs" / "benchmarks.md"
-    path.parent.mkdir(exist_ok=True)
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION in current:
-        head, _, rest = current.partition(SECTION)
-        nxt = rest.find("\n## ")
-        current = head.rstrip("\n") + "\n\n" + (rest[nxt + 1:] if nxt >= 0 else "")
-    path.write_text(current.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")
-    return path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
@@ -261,7 +251,7 @@ def main() -> None:
             "(see the network section for end-to-end sync). The machine's cores are shared with other jobs, so "
             "single runs swing by up to ±50 %: each rate is the best of several interleaved rounds of the measure "
             "and its baseline.\n\n" + table + "\n")
-    print(f"\nwritten to {write_section(note)}")
+    print(f"\nwritten to {write_section(SECTION, note)}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from ledger.blocks import Block, BlockHeader  # noqa: E402
 from ledger.client import LedgerClient  # noqa: E402
 from ledger.local_ledger import LocalLedger  # noqa: E402
@@ -297,17 +299,6 @@ def bench_propagation(n_nodes: int, samples: int, base_ip: str, tmp: Path) -> di
 
 # --- report -----------------------------------------------------------------------------------------------
 
-def write_section(text: str) -> Path:
-    path = ROOT / "docs" / "benchmarks.md"
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION in current:
-        head, _, rest = current.partition(SECTION)
-        nxt = rest.find("\n## ")
-        current = head.rstrip("\n") + "\n\n" + (rest[nxt + 1:] if nxt >= 0 else "")
-    path.write_text(current.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")
-    return path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
@@ -352,7 +343,7 @@ def main() -> None:
             "reachability proof "
             "(a dial and an RSA signature) per node.\n\n" + table + "\n")
     if not args.no_write:
-        print(f"\nwritten to {write_section(note)}")
+        print(f"\nwritten to {write_section(SECTION, note)}")
 
 
 if __name__ == "__main__":
