@@ -266,7 +266,8 @@ def _peer_params(peers: Sequence[tuple[str, int]], host: str, network: str | Non
 
 def _params_for_join(args: argparse.Namespace, data_dir: Path, peers: list[tuple[str, int]]) -> NetworkParams:
     """Learn the network from the peers (waiting a while for one to answer); fall back to the stored network."""
-    stored = stored_params(data_dir, args.network) if args.network else _stored_default(data_dir)
+    stored = (stored_params(data_dir, args.network, recover=args.recover) if args.network
+              else _stored_default(data_dir, args.recover))
     deadline = time.monotonic() + args.wait
     said = False
     while True:
@@ -284,23 +285,23 @@ def _params_for_join(args: argparse.Namespace, data_dir: Path, peers: list[tuple
             log.warning("waiting for %s to answer…", format_address(*peers[0]))
             said = True
         time.sleep(1.0)
-    mine = stored_params(data_dir, params.name)
+    mine = stored_params(data_dir, params.name, recover=args.recover)
     if mine is not None and mine != params:
         raise CliError(f"{store_path(data_dir, params.name)} holds {mine.describe()}, but the peer runs "
                        f"{params.describe()}; use another --data-dir")
     return params
 
 
-def _stored_default(data_dir: Path) -> NetworkParams | None:
+def _stored_default(data_dir: Path, recover: bool) -> NetworkParams | None:
     try:
-        return stored_params(data_dir, _find_network(data_dir, None))
+        return stored_params(data_dir, _find_network(data_dir, None), recover=recover)
     except CliError:
         return None
 
 
 def _params_for_serve(args: argparse.Namespace, data_dir: Path) -> NetworkParams:
     network = args.network or DEFAULT_NETWORK
-    stored = stored_params(data_dir, network)
+    stored = stored_params(data_dir, network, recover=args.recover)
     if stored is not None:
         if args.difficulty is not None and args.difficulty != stored.difficulty_bits:
             raise CliError(f"this data dir already holds {stored.describe()}; --difficulty only applies to a new "

@@ -50,13 +50,19 @@ def store_path(data_dir: Path, network: str) -> Path:
     return Path(data_dir) / f"ledger-{network}.sqlite3"
 
 
-def stored_params(data_dir: Path, network: str) -> NetworkParams | None:
-    """The parameters of ``network`` stored in ``data_dir`` (None if this node never joined it)."""
+def stored_params(data_dir: Path, network: str, *, recover: bool = False) -> NetworkParams | None:
+    """The parameters of ``network`` stored in ``data_dir`` (None if this node never joined it). With
+    ``recover``, a damaged database counts as none: :class:`LocalLedger` will move it aside."""
     path = store_path(data_dir, network)
     if not path.exists():
         return None
-    with Store(path) as store:
-        return store.load_params()
+    try:
+        with Store(path) as store:
+            return store.load_params()
+    except StoreError:
+        if recover:
+            return None
+        raise
 
 
 def parse_fingerprint(value: bytes | str) -> bytes | None:

@@ -61,6 +61,15 @@ class _Damaged(Exception):
         self.foreign = foreign
 
 
+def _decode_params(value: bytes, path: Path) -> NetworkParams:
+    """The stored network parameters; a row that does not decode marks the whole file as damaged."""
+    try:
+        return NetworkParams.from_wire(_unpack(value))
+    except (LedgerError, ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise _Damaged(f"the network parameters in {path} are damaged ({exc or type(exc).__name__})",
+                       foreign=False) from None
+
+
 class Store:
     """One ledger database file (see the module docstring). Not thread-safe: the owner serialises calls."""
 
@@ -148,6 +157,10 @@ class Store:
         elif not _TABLES <= tables:
             raise _Damaged(f"the ledger database {path} lacks tables {', '.join(sorted(_TABLES - tables))}",
                            foreign=False)
+        else:
+            row = conn.execute("SELECT value FROM meta WHERE key='params'").fetchone()
+            if row is not None:
+                _decode_params(row[0], path)
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise StoreError(f"the ledger database {path} cannot use write-ahead logging (mode {mode})")
@@ -194,10 +207,7 @@ class Store:
         row = self._conn.execute("SELECT value FROM meta WHERE key='params'").fetchone()
         if row is None:
             return None
-        try:
-            return NetworkParams.from_wire(_unpack(row[0]))
-        except (LedgerError, ValueError, TypeError, msgpack.UnpackException) as exc:
-            raise StoreError(f"the network parameters in {self.path} are damaged ({exc})") from None
+        return _decode_params(row[0], self.path)
 
     def save_params(self, params: NetworkParams) -> None:
         self._write([("INSERT OR REPLACE INTO meta(key, value) VALUES('params', ?)", (_pack(params.to_wire()),))],
