@@ -273,7 +273,7 @@ class LedgerNode:
         self._ctx = threading.local()
         self._admit_queue: queue.Queue[tuple[Record, Peer | None] | None] = queue.Queue(self.config.admission_queue)
         self._admitting: set[bytes] = set()
-        self._rejected: OrderedDict[bytes, tuple[float, str]] = OrderedDict()
+        self._rejected: OrderedDict[bytes, tuple[float, str, tuple[bytes, int] | None]] = OrderedDict()
         self._next_register = 0.0
         self._next_revalidate = 0.0
         self._started_at = 0.0
@@ -918,8 +918,9 @@ class LedgerNode:
             self._penalize(peer.ip, PENALTY_BAD_RECORD, f"malformed record: {exc}")
             log.info("malformed record from %s: %s", peer.text, exc)
             return
+        state = self._ledger_state()   # read before taking our lock: never hold it while waiting for the ledger's
         with self._lock:
-            if record.id in self._admitting or self._recently_rejected(record.id) is not None:
+            if record.id in self._admitting or self._recently_rejected(record.id, state) is not None:
                 return
             self._admitting.add(record.id)
         try:
@@ -948,18 +949,28 @@ class LedgerNode:
 
     # --- record admission ----------------------------------------------------------------------------------
 
-    def _recently_rejected(self, record_id: bytes) -> str | None:
+    def _ledger_state(self) -> tuple[bytes, int]:
+        """What a rule check depends on: the tip and the pending pool (which only grows between blocks)."""
+        with self.ledger.lock:
+            return self.ledger.chain.tip_hash, len(self.ledger.pool)
+
+    def _recently_rejected(self, record_id: bytes, state: tuple[bytes, int]) -> str | None:
+        """The reason a record was refused, while that verdict still holds: a bad signature stays bad, but a
+        record refused by the ledger rules (e.g. its predecessor had not arrived yet, as gossip may reorder) is
+        checked again once the tip or the pool has changed."""
         entry = self._rejected.get(record_id)
         if entry is None:
             return None
-        if time.monotonic() - entry[0] > self.config.rejected_ttl:
+        when, reason, then = entry
+        if time.monotonic() - when > self.config.rejected_ttl or (then is not None and then != state):
             del self._rejected[record_id]
             return None
-        return entry[1]
+        return reason
 
-    def _remember_rejection(self, record_id: bytes, reason: str) -> None:
+    def _remember_rejection(self, record_id: bytes, reason: str, *, final: bool = False) -> None:
+        state = None if final else self._ledger_state()
         with self._lock:
-            self._rejected[record_id] = (time.monotonic(), reason)
+            self._rejected[record_id] = (time.monotonic(), reason, state)
             while len(self._rejected) > 10_000:
                 self._rejected.popitem(last=False)
 
@@ -967,8 +978,9 @@ class LedgerNode:
         """Check a record (signatures, ledger rules, and a reachability proof for a new IP claim) and add it to
         the pending pool, which announces it. Returns False if it was already known; raises
         :class:`LedgerError` with the reason when it is refused."""
+        state = self._ledger_state()
         with self._lock:
-            rejected = self._recently_rejected(record.id)
+            rejected = self._recently_rejected(record.id, state)
         if rejected is not None:
             raise LedgerError(rejected)
         now = self.clock()
@@ -978,7 +990,7 @@ class LedgerNode:
             self.stats["invalid_records"] += 1
             if source is not None:
                 self._penalize(source.ip, PENALTY_BAD_RECORD, str(exc))
-            self._remember_rejection(record.id, str(exc))
+            self._remember_rejection(record.id, str(exc), final=True)
             raise
         try:
             new_claim = self._precheck(record, now)
