@@ -57,6 +57,7 @@ from p2pchat.steps import Step
 
 log = logging.getLogger(__name__)
 
+ENDED_SESSIONS_KEPT = 32      # finished sessions still answered by session_info()/sessions()
 CHANNEL_POLL = 2.0          # an established chat's reader wakes this often (to notice a finished linger)
 LINGER_SECONDS = 2.0        # after our goodbye, how long we wait for the peer to close first
 KEEPALIVE = (30, 10, 3)     # TCP keepalive: idle seconds, probe interval, probes
@@ -279,8 +280,18 @@ class ChatNode:
             if self._closed:
                 raise UserError("the chat node is shut down")
             session = Session(f"s{next(self._ids)}", peer_query, incoming=incoming)
+            self._forget_finished_sessions()
             self._sessions[session.id] = session
         return session
+
+    def _forget_finished_sessions(self) -> None:
+        """Drop ended sessions whose reader is done, keeping the latest :data:`ENDED_SESSIONS_KEPT` for the UI:
+        otherwise every connection a peer opens and drops would stay in memory for the life of the node.
+        Called with ``self._lock`` held."""
+        finished = [sid for sid, s in self._sessions.items()
+                    if s.ended and (not s.reading or s.reader_done.is_set())]
+        for sid in finished[:max(0, len(finished) - ENDED_SESSIONS_KEPT)]:
+            del self._sessions[sid]
 
     def _get(self, sid: str) -> Session:
         with self._lock:
