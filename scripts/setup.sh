@@ -30,9 +30,15 @@ if [ "$want_test" = 1 ] && [ "${CI:-}" = true ] && ! command -v vagrant >/dev/nu
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-if [ "$want_test" = 1 ]; then
-  .venv/bin/python -m pip install -q -e '.[test]'
-else
-  .venv/bin/python -m pip install -q -e .
+# pip's and setuptools' chatter only matters when the install fails: keep it in a log and show it then.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+target=.
+[ "$want_test" = 1 ] && target='.[test]'
+echo "setup: installing p2pchat into .venv" >&2
+if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e "$target"; } >"$log" 2>&1
+then
+  cat "$log" >&2
+  echo "setup: installing into .venv failed (see above)" >&2
+  exit 1
 fi
