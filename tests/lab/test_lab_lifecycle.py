@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from netns_lab.lab import VM_LAB, Lab, child_env
 from netns_lab.topology import namespaces
 
+from tests.helpers import wait_until
 from tests.lab.conftest import LAB_NAME, require_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(180)]
@@ -23,15 +23,6 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
-
-
-def _wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
     return True
 
 
@@ -68,7 +59,7 @@ def test_ctrl_c_during_up_removes_the_lab(tmp_path: Path) -> None:
     state = tmp_path / "state"
     proc = _netns("--dir", str(state), "up", "--timeout", "120")
     try:
-        assert _wait(lambda: len(namespaces(LAB_NAME)) >= 6, 30), "the lab never came up"
+        wait_until(lambda: len(namespaces(LAB_NAME)) >= 6, 30, what="the lab to come up")
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
