@@ -248,8 +248,16 @@ class LocalLedger:
             self.store.delete_blocks(b.hash for b, _ in refused)
         for record in self.store.load_pending():
             try:
+                # A bad signature on a stored record is damage to the file, not a record that aged out.
+                record.verify_signatures(self.params.name)
+            except LedgerError as exc:
+                self.load_problems.append(f"stored pending record is damaged: {exc}")
+                log.warning("dropping damaged stored pending record: %s", exc)
+                continue
+            try:
                 self.pool.add(record, self.chain, now)
             except LedgerError as exc:
+                # Expired, superseded or mined while the node was down: the normal life of a pending record.
                 log.info("stored pending record dropped: %s", exc)
         self.store.remove_pending(r.id for r in self.store.load_pending() if r.id not in self.pool)
         self.pool.drain_changes()

@@ -42,11 +42,17 @@ CREATE TABLE blocks (n INTEGER PRIMARY KEY AUTOINCREMENT, hash BLOB NOT NULL UNI
                      header BLOB NOT NULL, records BLOB NOT NULL);
 CREATE TABLE pending (n INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL UNIQUE, record BLOB NOT NULL);
 """
-_TABLES = {"meta", "blocks", "pending"}
+_COLUMNS = {"meta": {"key", "value"}, "blocks": {"n", "hash", "height", "header", "records"},
+            "pending": {"n", "id", "record"}}
+_TABLES = set(_COLUMNS)
 
 
 def _pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
+
+
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
 
 
 def _unpack(data: bytes) -> Any:
@@ -120,6 +126,9 @@ class Store:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the ledger database {path}: {exc}") from None
+        # Damaged bytes can leave invalid UTF-8 in a TEXT cell (even a table name); read it as replacement
+        # characters so the damage is reported by the checks below instead of escaping as a UnicodeDecodeError.
+        conn.text_factory = _lenient_text
         try:
             self._prepare(conn)
         except sqlite3.OperationalError as exc:
@@ -129,6 +138,11 @@ class Store:
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise _Damaged(f"the ledger database {path} is damaged ({exc})", foreign=False) from None
+        except UnicodeDecodeError:
+            # SQLite's own error message quoted the damaged bytes and Python could not decode it.
+            conn.close()
+            raise _Damaged(f"the ledger database {path} is damaged (its schema holds invalid text)",
+                           foreign=False) from None
         except BaseException:
             conn.close()
             raise
@@ -158,6 +172,11 @@ class Store:
             raise _Damaged(f"the ledger database {path} lacks tables {', '.join(sorted(_TABLES - tables))}",
                            foreign=False)
         else:
+            for table, columns in _COLUMNS.items():
+                found = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+                if not columns <= found:
+                    raise _Damaged(f"the ledger database {path} is damaged (table {table} lacks columns "
+                                   f"{', '.join(sorted(columns - found))})", foreign=False)
             row = conn.execute("SELECT value FROM meta WHERE key='params'").fetchone()
             if row is not None:
                 _decode_params(row[0], path)
