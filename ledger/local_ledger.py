@@ -224,6 +224,11 @@ class LocalLedger:
             self._lock_file = None
 
     def _load(self, recover: bool) -> None:
+        if self.store.found_empty:
+            problem = (f"{self.path} was an empty file (a crash right after it was created, or a lost chain); "
+                       "starting a new ledger there, which will sync from peers")
+            self.load_problems.append(problem)
+            log.warning("%s", problem)
         stored = self.store.load_params()
         if stored is None:
             self.store.save_params(self.params)

@@ -83,6 +83,9 @@ class Store:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self.recovered_from: Path | None = None
+        # A zero-length file is what a crash right after creating the database leaves, but also what a truncated
+        # chain looks like: SQLite takes it for a new database, so say so instead of starting over silently.
+        self.found_empty = self.path.exists() and self.path.stat().st_size == 0
         try:
             self._conn = self._open()
         except _Damaged as exc:

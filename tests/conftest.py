@@ -9,8 +9,17 @@ import socket
 import threading
 
 import pytest
+from hypothesis import settings
 
 from p2pchat.foundation.identity import Identity
+
+# Property and fuzz tests draw the same examples on every run (CI results are reproducible and a red run is a
+# real regression); HYPOTHESIS_EXPLORE=1 (or FUZZ_SCALE > 1, see tests/fuzz/fuzz_kit.py) draws fresh random
+# examples each run to look for new bugs.
+EXPLORE = os.environ.get("HYPOTHESIS_EXPLORE") == "1" or int(os.environ.get("FUZZ_SCALE", "1") or "1") > 1
+settings.register_profile("reproducible", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False, database=None)
+settings.load_profile("explore" if EXPLORE else "reproducible")
 
 _KEYS: list[Identity] = []
 _KEYS_LOCK = threading.Lock()

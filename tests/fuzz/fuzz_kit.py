@@ -21,10 +21,12 @@ from p2pchat.foundation.codec import Field, Protocol
 # CI budget: every fuzz test is bounded by examples, never by wall-clock; FUZZ_SCALE=10 multiplies them for a
 # longer local run (``FUZZ_SCALE=10 python3 -m pytest tests/fuzz``).
 SCALE = max(1, int(os.environ.get("FUZZ_SCALE", "1")))
+# Reproducible examples by default (see tests/conftest.py); FUZZ_SCALE > 1 or HYPOTHESIS_EXPLORE=1 explores.
+EXPLORE = SCALE > 1 or os.environ.get("HYPOTHESIS_EXPLORE") == "1"
 
 
 def fuzz_settings(examples: int) -> settings:
-    return settings(max_examples=examples * SCALE, deadline=None, derandomize=False, database=None,
+    return settings(max_examples=examples * SCALE, deadline=None, derandomize=not EXPLORE, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.function_scoped_fixture])
 

@@ -266,3 +266,16 @@ def test_a_closed_ledger_refuses_work(tmp_path, ids):
     ledger.close()
     with pytest.raises(RuntimeError, match="closed"):
         ledger.submit_record(reg(ids[0]), NOW)
+
+
+def test_an_empty_database_file_starts_a_new_chain_and_says_so(tmp_path, caplog):
+    from ledger.local_ledger import store_path
+    path = store_path(tmp_path, PARAMS.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    with caplog.at_level("WARNING", logger="ledger"), LocalLedger(tmp_path, PARAMS, clock=lambda: NOW) as ledger:
+        assert ledger.height == 0
+        assert any("was an empty file" in p for p in ledger.load_problems), ledger.load_problems
+    assert any("was an empty file" in r.getMessage() for r in caplog.records)
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: NOW) as again:       # a real database now: nothing to say
+        assert again.load_problems == []
