@@ -1,5 +1,5 @@
 """Two real chat windows under Xvfb, clicked with a real pointer: the four steps on one side, accept on the other,
-messages both ways, a step pressed out of order, several chats at once in tabs.
+messages both ways, a step pressed out of order, several chats at once in tabs, replayed and altered frames.
 
 Both windows live in this test process on one Tk root (the second is a ``CTkToplevel``), exactly as in
 ``p2pchat demo``: Tk allows one interpreter per thread, and driving both from here lets the test click the accept
@@ -229,3 +229,44 @@ def test_several_chats_at_once_in_tabs_with_unread_counts(app, world):
     assert alice.scaling == 1.1 and alice.appearance == "Dark"
     carol.send_text(from_carol, "still here")
     d.wait(lambda: "carol: still here" in transcript(alice, carol_tab), what="a message after rescaling")
+
+
+def test_a_replayed_and_a_tampered_frame_show_as_warnings_in_the_window_never_as_messages(app, world):
+    """An attacker on the wire between alice and bob: bob's window says what was refused, in plain words, and
+    shows each real message once."""
+    d = Driver(app.root)
+    alice, bob = app.windows
+    d.type(alice.step_bar.peer_entry, world.user("bob").host)
+    d.key("Return")                                            # Connect all
+    d.wait(lambda: bob._dialog is not None, what="bob's accept dialog")
+    d.click(bob._dialog.accept_button)
+    sa = alice.controller.target
+    d.wait(lambda: alice.controller.tabs[sa].ready, what="alice's chat with bob")
+    sb = bob.controller.selected
+    d.wait(lambda: sb is not None and bob.controller.tabs[sb].ready, what="bob's chat with alice")
+    node = world.user("alice").chat
+
+    # Capture alice's next frame on the wire, then play it to bob a second time.
+    captured: list[bytes] = []
+    node.set_wire_hook(sa, lambda frame: captured.append(frame) or frame)
+    node.send_text(sa, "the first message")
+    d.wait(lambda: "alice: the first message" in transcript(bob, sb), what="the first message at bob")
+    node.set_wire_hook(sa, None)
+    assert captured
+    node.inject_frame(sa, captured[0])
+    d.wait(lambda: "replayed" in transcript(bob, sb), what="the replay warning in bob's window")
+
+    # Flip one bit of the next frame on the way: refused as altered, and never shown.
+    node.set_wire_hook(sa, lambda frame: frame[:-1] + bytes([frame[-1] ^ 1]))
+    node.send_text(sa, "a message someone altered")
+    d.wait(lambda: "altered" in transcript(bob, sb), what="the tamper warning in bob's window")
+    node.set_wire_hook(sa, None)
+    node.send_text(sa, "the last message")
+    d.wait(lambda: "alice: the last message" in transcript(bob, sb), what="a message after the attack")
+
+    shown = transcript(bob, sb)
+    assert shown.count("alice: the first message") == 1
+    assert "someone altered" not in shown
+    warnings = [line.split("⚠ ", 1)[1] for line in shown.splitlines() if "  ⚠ " in line]
+    assert "replayed" in warnings[0] and "altered" in warnings[1] and "never arrived" in warnings[2], warnings
+    d.screenshot("refused-frames.png", bob.top)
