@@ -36,6 +36,11 @@ from p2pchat.foundation.transport import FramedSocket, connect
 
 MAX_HEADER_ROUNDS = 500     # bounds one header sync (2000 headers a round: a million blocks)
 MAX_BRANCH = 50_000         # headers of a competing branch held before it is checked as a whole
+STALE_ANSWER_RETRIES = 2    # lookups asked again when the answer's block is not on the headers synced after it
+
+
+class _StaleAnswer(LedgerError):
+    """A lookup answer proven by a block that is not on the header chain synced right after it."""
 
 
 class LookupNotFound(LedgerError):
@@ -124,11 +129,18 @@ class LedgerClient:
         with self._lock, self._session() as conn:
             reasons = []
             for kind, value in attempts:
-                answer = self._request(conn, "lookup", "lookup_result", by=kind, value=value)
-                if not answer["found"]:
-                    reasons.append(answer.get("reason") or "not found")
-                    continue
-                return self._verify(conn, kind, value, answer.fields)
+                for retry in range(STALE_ANSWER_RETRIES + 1):
+                    answer = self._request(conn, "lookup", "lookup_result", by=kind, value=value)
+                    if not answer["found"]:
+                        reasons.append(answer.get("reason") or "not found")
+                        break
+                    try:
+                        return self._verify(conn, kind, value, answer.fields)
+                    except _StaleAnswer:
+                        # The node's chain moved (a new block, a reorg) between its answer and our header sync:
+                        # ask again; a node that keeps answering off its own chain is refused below.
+                        if retry == STALE_ANSWER_RETRIES:
+                            raise
         detail = reasons[-1] if reasons else "not found"
         raise LookupNotFound(f"no ledger record for '{query.strip()}' at {self.node} ({detail})")
 
@@ -260,8 +272,8 @@ class LedgerClient:
         self._sync(conn)  # also brings the confirmation count up to date
         held = chain.at(answer.height)
         if held is None or held.hash != answer.header.hash:
-            raise LedgerError(f"{self.node} answered with {answer.header.describe()}, which is not on the "
-                              "verified header chain")
+            raise _StaleAnswer(f"{self.node} answered with {answer.header.describe()}, which is not on the "
+                               "verified header chain")
         record = answer.record
         try:
             record.verify_signatures(params.name)
