@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import threading
 import time
@@ -48,7 +49,8 @@ class RelayLink:
     """A stream to one peer through a relay, duck-type compatible with ``FramedSocket`` for the chat node.
 
     ``send_frame`` takes complete chat frames (length prefix included; any number of whole or partial frames
-    per call) and carries them in relay ``data`` frames, split to the relay's payload limit; ``recv`` returns
+    per call) and carries them in relay ``data`` frames, split to the relay's payload limit; ``send_nowait`` does
+    the same without ever blocking the caller (the chat node's reader thread answers through it); ``recv`` returns
     the next chat :class:`~p2pchat.foundation.codec.Message`, decoded with ``protocol`` (the chat protocol)
     under its own frame limit. A keepalive thread pings the relay while the link is quiet so a live but
     silent chat is not dropped as idle; ``close()`` stops and joins it.
@@ -67,6 +69,11 @@ class RelayLink:
         self._ready: list[Message] = []
         self._send_lock = threading.Lock()
         self._last_sent = time.monotonic()
+        # The tail of a relay frame ``send_nowait`` could not write at once; the keepalive thread finishes it
+        # (``_wake``), and every later send waits for it, so the relay's byte stream stays in order.
+        self._backlog = b""
+        self._wake = threading.Event()
+        self._poll: Any = None
         self._stop = threading.Event()
         self._closed = False
         self._keepalive_thread = threading.Thread(target=self._keepalive_loop, name="relay-link-keepalive")
@@ -94,6 +101,12 @@ class RelayLink:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def buffered_messages(self) -> int:
+        """Chat messages (or relay frames holding some) already received that ``recv`` returns without waiting;
+        like ``FramedSocket.buffered_messages``, it lets the node send one receipt for a burst of texts."""
+        return len(self._ready) + self._conn.buffered_messages
+
     def send(self, type_: str, **fields: Any) -> None:
         """Encode a chat message with ``protocol`` and send it through the relay."""
         self.send_frame(self.protocol.encode(type_, **fields))
@@ -102,17 +115,56 @@ class RelayLink:
         """Send pre-encoded chat frame bytes (length prefix included) to the peer."""
         if not frame:
             return
-        data = bytes(frame)
+        data = self._wrap(frame)
         with self._send_lock:
             # Chunks of one call stay together even if several threads send.
-            if len(data) <= self.max_payload:
-                self._conn.send_frame(CLIENT_PROTOCOL.encode("data", payload=data))
-            else:
-                view = memoryview(data)
-                for start in range(0, len(data), self.max_payload):
-                    chunk = bytes(view[start:start + self.max_payload])
-                    self._conn.send_frame(CLIENT_PROTOCOL.encode("data", payload=chunk))
+            self._finish_backlog()
+            self._conn.send_frame(data)
             self._last_sent = time.monotonic()
+
+    def send_nowait(self, frame: bytes) -> bool:
+        """Hand chat frame bytes to the relay without blocking: True when they were taken (written, or the tail
+        of their relay frame left to the link's own thread), False when the connection is busy and nothing was
+        taken (send them later, e.g. with ``send_frame`` from a thread that may wait)."""
+        if not frame:
+            return True
+        if not self._send_lock.acquire(blocking=False):
+            return False
+        try:
+            if self._backlog:
+                return False
+            if self._poll is None:
+                self._poll = select.poll()
+                self._poll.register(self._conn.sock, select.POLLOUT)
+            if not self._poll.poll(0):
+                return False
+            data = self._wrap(frame)
+            try:
+                sent = self._conn.sock.send(data)      # writable: takes what fits without waiting
+            except OSError as exc:
+                raise PeerUnreachable(f"lost the connection to {self.peer_text}: {exc.strerror or exc}") from None
+            if sent < len(data):
+                self._backlog = data[sent:]
+                self._wake.set()
+            self._last_sent = time.monotonic()
+            return True
+        finally:
+            self._send_lock.release()
+
+    def _wrap(self, frame: bytes) -> bytes:
+        """The relay ``data`` frames that carry ``frame``, split to the relay's payload limit, as one buffer."""
+        data = bytes(frame)
+        if len(data) <= self.max_payload:
+            return CLIENT_PROTOCOL.encode("data", payload=data)
+        view = memoryview(data)
+        return b"".join(CLIENT_PROTOCOL.encode("data", payload=bytes(view[start:start + self.max_payload]))
+                        for start in range(0, len(data), self.max_payload))
+
+    def _finish_backlog(self) -> None:
+        """Write what ``send_nowait`` left, waiting for room (``_send_lock`` held)."""
+        if self._backlog:
+            backlog, self._backlog = self._backlog, b""
+            self._conn.send_frame(backlog)
 
     def send_error(self, reason: str) -> None:
         """Best effort: tell the peer (end to end, in the chat protocol) why the link is being closed."""
@@ -162,12 +214,23 @@ class RelayLink:
         self._ready.extend(self._reader.feed(payload))
 
     def _keepalive_loop(self) -> None:
-        while not self._stop.wait(self.keepalive):
-            if time.monotonic() - self._last_sent < self.keepalive / 2:
-                continue
+        while not self._stop.is_set():
+            woken = self._wake.wait(self.keepalive)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
-                self._conn.send("ping")
+                if woken:
+                    with self._send_lock:
+                        self._finish_backlog()
+                    continue
+                if time.monotonic() - self._last_sent < self.keepalive / 2:
+                    continue
+                with self._send_lock:
+                    self._finish_backlog()
+                    self._conn.send("ping")
             except PeerUnreachable:
+                self._conn.close()
                 return      # the reader reports the lost connection
             self._last_sent = time.monotonic()
 
@@ -175,10 +238,12 @@ class RelayLink:
         """Half-close after the last frame: the relay forwards everything sent so far, then ends the session and
         tells the peer; ``recv`` keeps working until then. ``close()`` is still needed afterwards."""
         self._stop.set()
+        self._wake.set()
         with self._send_lock:
             try:
+                self._finish_backlog()
                 self._conn.sock.shutdown(socket.SHUT_WR)
-            except OSError:
+            except (OSError, PeerUnreachable):
                 pass
 
     def close(self) -> None:
@@ -187,6 +252,7 @@ class RelayLink:
             return
         self._closed = True
         self._stop.set()
+        self._wake.set()
         self._conn.close()
         if self._keepalive_thread is not threading.current_thread():
             self._keepalive_thread.join()

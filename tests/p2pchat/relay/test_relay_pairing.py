@@ -230,3 +230,37 @@ def test_a_registration_without_heartbeats_is_dropped(env, ids):
     expect(silent, "registered", 5, relay.address)
     assert "no heartbeat for 0.3 s" in silent.recv(timeout=5)["reason"]
     wait_until(lambda: not relay.is_registered(ids[1].fingerprint), what="the registration to be dropped")
+
+
+def test_send_nowait_never_blocks_and_keeps_the_stream_in_order_when_the_peer_reads_late(env, ids):
+    """The chat node's reader thread answers through ``send_nowait``: it must never wait for a peer that does not
+    read, and whatever it handed over reaches the peer in order once the peer reads again."""
+    relay = env.relay()
+    a, b = env.pair(ids[0], ids[1], relay)
+    body = bytes(range(256)) * 256                  # 64 KiB a frame: the socket buffers fill within a few frames
+    taken: list[int] = []
+    refused = 0
+    for n in range(400):
+        if a.send_nowait(INNER.encode("msg", n=n, body=body)):
+            taken.append(n)
+        else:
+            refused += 1
+            if refused >= 20:                        # the connection is backed up: send_nowait says so at once
+                break
+    assert refused >= 1 and taken, "b reads nothing, so the buffers between a and the relay must fill up"
+    for n in range(len(taken), len(taken) + 3):      # a blocking send after a refusal goes out after the rest
+        a.send("msg", n=n, body=b"")
+    got = [b.recv(timeout=10)["n"] for _ in range(len(taken) + 3)]
+    assert got == taken + list(range(len(taken), len(taken) + 3))
+    assert taken == list(range(len(taken)))
+
+
+def test_the_link_counts_messages_already_received_so_a_burst_can_share_one_receipt(env, ids):
+    relay = env.relay()
+    a, b = env.pair(ids[0], ids[1], relay)
+    a.send_frame(b"".join(INNER.encode("msg", n=n, body=b"") for n in range(5)))
+    first = b.recv(timeout=5)
+    assert first["n"] == 0
+    assert b.buffered_messages >= 1                    # the other four came in the same relay frame
+    rest = [b.recv(timeout=5)["n"] for _ in range(4)]
+    assert rest == [1, 2, 3, 4] and b.buffered_messages == 0
