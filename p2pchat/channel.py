@@ -6,13 +6,14 @@ API::
     .send_text(text, now) -> (msg_id, [frame, ...])   # may include a rotation frame after the text
     .send_typing(typing) -> [frame] or []             # only on a change of state
     .send_goodbye(reason="") -> [frame] or []         # once; afterwards nothing more is sent
-    .receive(msg: Message, now=None) -> list[ChEvent] # never raises for anything a peer sends
+    .receive(msg: Message, now=None, *, more_buffered=False) -> list[ChEvent]   # never raises for a peer's input
+    .take_receipt() -> [frame] or []                  # the receipt for texts collected while more_buffered
     .close()                                          # drop all key material (end of session)
     .epoch (= send_epoch), .recv_epoch, .until_rotation, .rotating, .rotate_every, .closed, .peer_closed
 
 Events returned by :meth:`Channel.receive`, in order:
 
-- ``Send(frame)``            — e.g. the automatic delivery receipt for a text, or a rotation answer
+- ``Send(frame)``            — e.g. the automatic delivery receipt for texts, or a rotation answer
 - ``Text(msg_id, text, sent_at, received_at)``  — an authentic, in-order message to show
 - ``Receipt(msg_id)``        — the peer received our message ``msg_id``
 - ``Typing(typing)``         — the peer started/stopped typing
@@ -32,6 +33,12 @@ AAD = label | session id | direction | epoch | counter). The inner message (``te
 ``rotate``, ``rotate_ack``, ``goodbye``) is a :data:`~p2pchat.chat_protocol.SEALED_CONTENT` frame body, so an
 observer cannot tell a typing notice from a short text. Counters strictly increase per direction across epochs;
 lower or equal → refused (replay/reorder), a jump → reported as missing frames.
+
+Delivery receipts are cumulative: one ``receipt{ids}`` acknowledges every text that arrived in one burst. The
+IO layer passes ``more_buffered=True`` to :meth:`Channel.receive` while it already holds further complete
+frames from the peer; the ids of texts are then collected and the receipt comes with the first ``receive`` whose
+``more_buffered`` is false (so a lone text is receipted at once), or as soon as :data:`MAX_RECEIPT_IDS` ids are
+collected, before a ``goodbye`` either way. ``receive``'s default keeps one receipt per text.
 
 Rotation, per direction (sender S, receiver R), after ``rotate_every`` texts from S under the current epoch:
 S sends ``rotate{epoch+1, pub_S}`` (sealed under the current key) and keeps sending under the current key;
@@ -55,6 +62,7 @@ from p2pchat.chat_protocol import (
     DIRECTION_R2I,
     MAX_COUNTER,
     MAX_EPOCH,
+    MAX_RECEIPT_IDS,
     MAX_TEXT_BYTES,
     SEALED_CONTENT,
     Send,
@@ -187,6 +195,7 @@ class Channel:
         self._recv = _RecvSide(theirs, est.recv_key, est.recv_chain)
         est.wipe_keys()
         self._next_text_id = 1
+        self._unreceipted: list[int] = []    # ids of texts received whose receipt has not been sealed yet
         self._typing = False
         self.closed = False          # we said goodbye
         self.peer_closed = False     # the peer said goodbye
@@ -255,13 +264,23 @@ class Channel:
         """Close the chat politely; returns ``[]`` if goodbye was already said."""
         if self.closed:
             return []
-        frame = self._seal("goodbye", reason=reason[:1000])
+        frames = self.take_receipt()       # texts that arrived before our goodbye still get their receipt
+        frames.append(self._seal("goodbye", reason=reason[:1000]))
         self.closed = True
-        return [frame]
+        return frames
+
+    def take_receipt(self) -> list[bytes]:
+        """The receipt frame for every text received but not yet receipted (``[]`` if there is none)."""
+        if not self._unreceipted or self.closed:
+            self._unreceipted.clear()
+            return []
+        ids, self._unreceipted = self._unreceipted, []
+        return [self._seal("receipt", ids=ids)]
 
     def close(self) -> None:
         """Forget every key (end of session): nothing can be sent or decrypted afterwards."""
         self.closed = self.peer_closed = True
+        self._unreceipted.clear()
         self._send.wipe()
         self._recv.wipe()
 
@@ -291,9 +310,16 @@ class Channel:
 
     # --- receiving --------------------------------------------------------------------------------------
 
-    def receive(self, msg: Message, now: float | None = None) -> list[ChEvent]:
+    def receive(self, msg: Message, now: float | None = None, *, more_buffered: bool = False) -> list[ChEvent]:
         """Feed one decoded frame from the peer; returns what to show and what to send. ``now`` (the IO
-        layer's clock) is copied into ``Text.received_at``."""
+        layer's clock) is copied into ``Text.received_at``. ``more_buffered``: the IO layer already holds more
+        complete frames from the peer, so the delivery receipt may wait for them (see the module docstring)."""
+        events = self._receive(msg, now)
+        if self._unreceipted and (not more_buffered or len(self._unreceipted) >= MAX_RECEIPT_IDS):
+            events += [Send(frame) for frame in self.take_receipt()]
+        return events
+
+    def _receive(self, msg: Message, now: float | None) -> list[ChEvent]:
         if msg.type == "error":
             return [PeerError(msg["reason"])]
         if msg.type != "sealed":
@@ -347,17 +373,22 @@ class Channel:
         if kind == "text":
             return self._on_text(inner, now)
         if kind == "receipt":
-            if inner["id"] >= self._next_text_id:
-                return [Refused("unexpected", f"a receipt for message {inner['id']}, which was never sent")]
-            return [Receipt(inner["id"])]
+            ids = dict.fromkeys(inner["ids"])      # a duplicate id is harmless: one Receipt per message
+            unsent = [i for i in ids if i >= self._next_text_id]
+            if unsent:
+                return [Refused("unexpected", f"a receipt for message {unsent[0]}, which was never sent; "
+                                              "ignored")]
+            return [Receipt(i) for i in ids]
         if kind == "typing":
             return [Typing(inner["on"])]
         if kind == "rotate":
             return self._on_rotate(inner["epoch"], inner["pub"])
         if kind == "rotate_ack":
             return self._on_rotate_ack(inner["epoch"], inner["pub"])
+        # The peer leaves: receipts for its last texts go out before the session ends.
+        events: list[ChEvent] = [Send(frame) for frame in self.take_receipt()]
         self.peer_closed = True
-        return [Goodbye(inner["reason"])]
+        return [*events, Goodbye(inner["reason"])]
 
     def _on_text(self, inner: Message, now: float | None) -> list[ChEvent]:
         msg_id = inner["id"]
@@ -367,10 +398,9 @@ class Channel:
         if msg_id <= self._recv.last_text_id:
             return [Refused("replayed", f"message {msg_id} arrived a second time; it was not shown again")]
         self._recv.last_text_id = msg_id
-        events: list[ChEvent] = [Text(msg_id, inner["text"], sent_at, now)]
         if not self.closed:
-            events.append(Send(self._seal("receipt", id=msg_id)))
-        return events
+            self._unreceipted.append(msg_id)     # sealed by receive() once the burst is over
+        return [Text(msg_id, inner["text"], sent_at, now)]
 
     def _on_rotate(self, epoch: int, peer_pub: bytes) -> list[ChEvent]:
         side = self._recv
@@ -408,6 +438,6 @@ class Channel:
 
 
 __all__ = [
-    "ChEvent", "Channel", "ChannelError", "Goodbye", "PeerError", "Receipt", "Refused", "Rotated", "Send", "Text",
-    "Typing", "ratchet",
+    "MAX_RECEIPT_IDS", "ChEvent", "Channel", "ChannelError", "Goodbye", "PeerError", "Receipt", "Refused",
+    "Rotated", "Send", "Text", "Typing", "ratchet",
 ]

@@ -18,12 +18,11 @@ type                    sent by       fields
 ``hello``               initiator     version, network, nickname, address          (step 1)
 ``welcome``             responder     version, network, nickname, address          (step 1)
 ``decline``             responder     reason                                       (step 1)
-``key``                 both          key (DER)                                    (step 2)
+``key``                 both          key (DER), nonce (step-3 challenge)          (step 2)
 ``key_ok``              both          —  (my ledger check of your key passed)      (step 2)
-``challenge``           initiator     nonce                                        (step 3)
-``auth_reply``          responder     nonce, sig                                   (step 3)
 ``auth``                initiator     sig                                          (step 3)
-``auth_ok``             responder     —                                            (step 3)
+``auth_reply``          responder     sig                                          (step 3)
+``auth_ok``             initiator     —  (your signature verified)                 (step 3)
 ``ephemeral``           initiator     pub, sig                                     (step 4)
 ``ephemeral_reply``     responder     pub, sig, confirm                            (step 4)
 ``confirm``             initiator     confirm                                      (step 4)
@@ -51,8 +50,9 @@ MAX_ADDRESS = 64                         # "ip:port" / "[v6]:port"
 MAX_REASON = 1000
 MAX_KEY_DER = 2048                       # RSA-8192 SubjectPublicKeyInfo is ~1 100 bytes
 MAX_SIGNATURE = 1024                     # RSA-8192
-NONCE_LEN = 32                           # step-3 challenges
+NONCE_LEN = 32                           # step-3 challenges (sent in step 2's `key` frames)
 X25519_LEN = crypto.X25519_LEN
+MAX_RECEIPT_IDS = 256                    # texts one cumulative delivery receipt may acknowledge
 TAG_LEN = 32                             # HMAC-SHA256 key-confirmation tags
 
 # --- padding buckets for sealed plaintext ----------------------------------------------------------------
@@ -97,12 +97,11 @@ CHAT = Protocol("chat", {
     "welcome": _hello_fields(),
     "decline": {"reason": Field(str, max_len=MAX_REASON)},
     # step 2 — Swap public keys
-    "key": {"key": Field(bytes, min_len=1, max_len=MAX_KEY_DER)},
+    "key": {"key": Field(bytes, min_len=1, max_len=MAX_KEY_DER), "nonce": _bytes(NONCE_LEN)},
     "key_ok": {},
     # step 3 — Authenticate
-    "challenge": {"nonce": _bytes(NONCE_LEN)},
-    "auth_reply": {"nonce": _bytes(NONCE_LEN), "sig": _SIG},
     "auth": {"sig": _SIG},
+    "auth_reply": {"sig": _SIG},
     "auth_ok": {},
     # step 4 — Agree AES key
     "ephemeral": {"pub": _bytes(X25519_LEN), "sig": _SIG},
@@ -116,8 +115,8 @@ CHAT = Protocol("chat", {
     },
 }, max_frame=MAX_FRAME)
 
-HANDSHAKE_TYPES = frozenset({"hello", "welcome", "decline", "key", "key_ok", "challenge", "auth_reply", "auth",
-                             "auth_ok", "ephemeral", "ephemeral_reply", "confirm"})
+HANDSHAKE_TYPES = frozenset({"hello", "welcome", "decline", "key", "key_ok", "auth", "auth_reply", "auth_ok",
+                             "ephemeral", "ephemeral_reply", "confirm"})
 CHANNEL_TYPES = frozenset({"sealed"})
 
 # What travels inside a sealed frame (after decryption and unpadding). Same codec, its own schema set.
@@ -127,7 +126,7 @@ SEALED_CONTENT = Protocol("chat-sealed", {
         "sent_at": Field(float),
         "text": Field(str, max_len=MAX_TEXT_BYTES),
     },
-    "receipt": {"id": Field(int, lo=1, hi=2**63 - 1)},
+    "receipt": {"ids": Field(list, min_len=1, max_len=MAX_RECEIPT_IDS, items=Field(int, lo=1, hi=2**63 - 1))},
     "typing": {"on": Field(bool)},
     "rotate": {"epoch": Field(int, lo=1, hi=MAX_EPOCH), "pub": _bytes(X25519_LEN)},
     "rotate_ack": {"epoch": Field(int, lo=1, hi=MAX_EPOCH), "pub": _bytes(X25519_LEN)},
@@ -225,15 +224,15 @@ def unpad(plain: bytes) -> bytes:
     end = LENGTH_PREFIX.size + n
     if end > len(plain):
         raise ProtocolError("sealed message's length is larger than the message")
-    if any(plain[end:]):
-        raise ProtocolError("sealed message's padding is not zero")
     if len(plain) != padded_size(end):
         raise ProtocolError("sealed message is not padded to its size bucket")
+    if plain.count(0, end) != len(plain) - end:     # counted in C: a padding of up to 64 KiB per message
+        raise ProtocolError("sealed message's padding is not zero")
     return plain[LENGTH_PREFIX.size:end]
 
 
 __all__ = [
-    "CHANNEL_TYPES", "CHAT", "HANDSHAKE_TYPES", "MAX_FRAME", "MAX_TEXT_BYTES", "PAD_BUCKETS",
+    "CHANNEL_TYPES", "CHAT", "HANDSHAKE_TYPES", "MAX_FRAME", "MAX_RECEIPT_IDS", "MAX_TEXT_BYTES", "PAD_BUCKETS",
     "PROTOCOL_VERSION", "SEALED_CONTENT", "SUPPORTED_VERSIONS", "Send", "Transcript", "pad", "padded_size",
     "sealed_aad", "sealed_nonce", "unpad",
 ]

@@ -14,6 +14,13 @@ events, which the IO layer handles in order:
 - ``Failed(step, reason)``        — the handshake is over; close the connection after sending queued frames
 - ``Ready(established)``          — keys agreed; hand ``established`` to :class:`p2pchat.channel.Channel`
 
+Once step 2 is done on a side, the step-3 transcript hash T3 is fixed, and ``prepare_due`` turns true: the IO
+layer then calls :meth:`Handshake.prepare` — *after* writing the frames of the call that finished step 2, so the
+peer never waits for it — which computes this side's step-3 signature and its step-4 X25519 half and signature
+ahead of time, while the peer does the same on its own core. ``prepare`` never returns or sends anything: each
+precomputed value goes out only in the frame of its own step, when that step is requested or answered. A step
+that arrives before preparation ran computes what it needs on the spot.
+
 API::
 
     Handshake(*, initiator, identity, nickname, network, local_address, peer_address, via_relay=False,
@@ -23,6 +30,8 @@ API::
     .receive(msg: Message) -> list[HsEvent]  # never raises for anything a peer sends
     .accept(yes: bool) -> list[HsEvent]    # responder only, after NeedAccept
     .ledger_answer(binding, error=None) -> list[HsEvent]   # after NeedLookup
+    .prepare_due: bool; .prepare() -> None  # precompute steps 3-4 (no frames, no events); see above
+    .close() -> None                       # the connection ended early: erase the prepared X25519 half
     .done: set[Step]; .next_step: Step | None; .in_progress: Step | None; .failed: str | None
     .established: Established | None; .peer_nickname; .peer_public_der; .peer_binding
 
@@ -31,10 +40,12 @@ well as a frame), and ``Established`` also carries the two chain keys the channe
 
 Steps (docs/protocol.md has the byte-level spec and test vectors):
 1. Connect: ``hello`` → ``welcome`` | ``decline`` | ``error`` (version/network mismatch).
-2. Swap public keys: ``key`` ↔ ``key``, each side checks the peer's key against the ledger and sends ``key_ok``;
-   the step is done on a side when its own check passed and the peer's ``key_ok`` arrived.
-3. Authenticate: ``challenge`` → ``auth_reply`` (nonce + signature) → ``auth`` (signature) → ``auth_ok``; each
-   signature is RSA-PSS under context ``chat-auth`` over ``role | 0x00 | T3`` (T3: transcript hash so far).
+2. Swap public keys: ``key`` ↔ ``key`` (identity key + this side's fresh 32-byte challenge nonce), each side
+   checks the peer's key against the ledger (byte for byte) and sends ``key_ok``; the step is done on a side when
+   its own check passed, the peer's ``key_ok`` arrived and the key parsed as a usable RSA key. T3 (hellos, both
+   key fingerprints, both nonces) is then fixed.
+3. Authenticate: ``auth`` (initiator's signature) → ``auth_reply`` (responder's signature) → ``auth_ok``; each
+   signature is RSA-PSS under context ``chat-auth`` over ``role | 0x00 | T3``.
 4. Agree AES key: ``ephemeral`` → ``ephemeral_reply`` (+ confirmation tag) → ``confirm``; each X25519 half is
    signed under ``chat-ephemeral`` over ``role | 0x00 | T3 | pub``; HKDF-SHA256(shared, salt=T4) gives the
    keys; HMAC-SHA256 tags over ``role | 0x00 | T4`` confirm both sides derived the same keys.
@@ -286,14 +297,18 @@ class Handshake:
         self._own_check_ok = False
         self._peer_key_ok = False
         self._sent_key = False
+        self._my_nonce: bytes | None = None      # drawn with our `key` frame, fresh per session
+        self._peer_nonce: bytes | None = None
         # step 3
-        self._my_nonce: bytes | None = None
         self._t3: bytes | None = None
-        self._sent_auth = False
+        self._auth_sig: bytes | None = None      # ours, over T3: prepared ahead of time or made on the spot
+        self._sent_auth = False                  # initiator: `auth` sent; responder: `auth_reply` sent
         # step 4
-        self._ephemeral: EphemeralLike | None = None
+        self._ephemeral: EphemeralLike | None = None     # prepared, then in use; erased on agreement/failure
+        self._ephemeral_sig: bytes | None = None
         self._pending_keys: SessionKeys | None = None
         self._t4: bytes | None = None
+        self._closed = False
 
     # --- what the UI asks -------------------------------------------------------------------------------
 
@@ -318,6 +333,30 @@ class Handshake:
     def peer_claimed_address(self) -> str | None:
         return self._peer_hello.address if self._peer_hello else None
 
+    @property
+    def prepare_due(self) -> bool:
+        """True when :meth:`prepare` has work to do (T3 is fixed and a step-3/4 value is not computed yet)."""
+        if self.failed is not None or self._closed or self._t3 is None or self._t4 is not None:
+            return False
+        return self._auth_sig is None or self._ephemeral_sig is None
+
+    def prepare(self) -> None:
+        """Compute this side's step-3 signature, then its step-4 X25519 half and signature, ahead of time.
+
+        Emits nothing and sends nothing: the values wait for their step. Does nothing unless
+        :attr:`prepare_due`; safe to call at any time, any number of times."""
+        if not self.prepare_due:
+            return
+        self._own_auth_sig()
+        self._own_ephemeral()
+
+    def close(self) -> None:
+        """The connection ended before the handshake finished: erase the X25519 private half (prepared or in
+        use) and any derived keys not handed over yet; nothing is prepared after this. Idempotent."""
+        self._closed = True
+        self._pending_keys = None
+        self._erase_ephemeral()
+
     def refusal(self, step: Step | int) -> str | None:
         """Why :meth:`start` would refuse ``step`` now (the :class:`StepOrderError` text), or ``None``."""
         try:
@@ -338,14 +377,13 @@ class Handshake:
         if step is Step.CONNECT:
             return [self._send("hello", **vars(self._me))]
         if step is Step.SWAP_KEYS:
-            self._sent_key = True
-            events: list[HsEvent] = [self._send("key", key=self._identity.public_der)]
+            events: list[HsEvent] = [self._send_key()]
             if not self.via_relay or self.peer_query is not None:
                 events.append(self._need_lookup(self._lookup_target(None)))
             return events
         if step is Step.AUTHENTICATE:
-            self._my_nonce = self._fresh_nonce()
-            return [self._send("challenge", nonce=self._my_nonce)]
+            self._sent_auth = True
+            return [self._send("auth", sig=self._own_auth_sig())]
         return self._guard(Step.AGREE_KEY, self._start_agree)
 
     def accept(self, yes: bool) -> list[HsEvent]:
@@ -403,11 +441,10 @@ class Handshake:
     def _handlers(self) -> dict[str, Callable[[Message], list[HsEvent]]]:
         if self.initiator:
             return {"welcome": self._on_welcome, "decline": self._on_decline, "key": self._on_key,
-                    "key_ok": self._on_key_ok, "auth_reply": self._on_auth_reply, "auth_ok": self._on_auth_ok,
+                    "key_ok": self._on_key_ok, "auth_reply": self._on_auth_reply,
                     "ephemeral_reply": self._on_ephemeral_reply}
-        return {"hello": self._on_hello, "key": self._on_key, "key_ok": self._on_key_ok,
-                "challenge": self._on_challenge, "auth": self._on_auth, "ephemeral": self._on_ephemeral,
-                "confirm": self._on_confirm}
+        return {"hello": self._on_hello, "key": self._on_key, "key_ok": self._on_key_ok, "auth": self._on_auth,
+                "auth_ok": self._on_auth_ok, "ephemeral": self._on_ephemeral, "confirm": self._on_confirm}
 
     # step 1 --------------------------------------------------------------------------------------------
 
@@ -475,17 +512,14 @@ class Handshake:
         if not expected:
             raise self._out_of_order(msg.type, Step.SWAP_KEYS)
         der: bytes = msg["key"]
-        try:
-            self._peer_key = crypto.load_public(der)
-        except CryptoError as exc:
-            raise HandshakeFailed(Step.SWAP_KEYS, f"the key sent by {self.peer_address} is unusable: {exc}",
-                                  f"the key you sent is unusable: {exc}") from None
+        # Parsed only when step 2 completes (_maybe_finish_swap): the ledger check compares bytes, so our own
+        # key goes out without waiting for the ~1 ms parse, and the two sides parse in parallel.
         self.peer_public_der = der
+        self._peer_nonce = msg["nonce"]
         self.in_progress = Step.SWAP_KEYS
         events: list[HsEvent] = []
         if not self._sent_key:
-            self._sent_key = True
-            events.append(self._send("key", key=self._identity.public_der))
+            events.append(self._send_key())
         if self._lookup is None:
             events.append(self._need_lookup(self._lookup_target(der)))
         events += self._maybe_check_binding()
@@ -496,6 +530,11 @@ class Handshake:
             raise self._out_of_order(msg.type, Step.SWAP_KEYS)
         self._peer_key_ok = True
         return self._maybe_finish_swap()
+
+    def _send_key(self) -> Send:
+        self._sent_key = True
+        self._my_nonce = self._fresh_nonce()
+        return self._send("key", key=self._identity.public_der, nonce=self._my_nonce)
 
     def _lookup_target(self, peer_der: bytes | None) -> NeedLookup:
         if not self.via_relay:
@@ -537,10 +576,19 @@ class Handshake:
         if not (self._own_check_ok and self._peer_key_ok):
             return []
         der, binding, lookup = self.peer_public_der, self.peer_binding, self._lookup
+        mine, theirs = self._my_nonce, self._peer_nonce
         assert der is not None and binding is not None and lookup is not None
+        assert mine is not None and theirs is not None
+        try:
+            self._peer_key = crypto.load_public(der)
+        except CryptoError as exc:
+            raise HandshakeFailed(Step.SWAP_KEYS, f"the key sent by {self.peer_address} is unusable: {exc}",
+                                  f"the key you sent is unusable: {exc}") from None
         i_fp = crypto.fingerprint(self._identity.public_der if self.initiator else der)
         r_fp = crypto.fingerprint(der if self.initiator else self._identity.public_der)
         add_keys(self._transcript, i_fp, r_fp)
+        add_challenges(self._transcript, *((mine, theirs) if self.initiator else (theirs, mine)))
+        self._t3 = self._transcript.digest()     # fixed from here on: steps 3 and 4 can be prepared
         nick = f" ({binding.nickname})" if binding.nickname else ""
         claimed = self._peer_hello.nickname if self._peer_hello else ""
         also = f"; it calls itself '{claimed}'" if claimed and claimed != binding.nickname else ""
@@ -562,27 +610,17 @@ class Handshake:
 
     # step 3 --------------------------------------------------------------------------------------------
 
-    def _on_challenge(self, msg: Message) -> list[HsEvent]:
-        if Step.SWAP_KEYS not in self.done or self._my_nonce is not None:
+    def _on_auth(self, msg: Message) -> list[HsEvent]:
+        """Responder: the initiator's signature opens step 3; answer with ours once it verifies."""
+        if Step.SWAP_KEYS not in self.done or self._sent_auth:
             raise self._out_of_order(msg.type, Step.AUTHENTICATE)
         self.in_progress = Step.AUTHENTICATE
-        self._my_nonce = self._fresh_nonce()
-        add_challenges(self._transcript, msg["nonce"], self._my_nonce)
-        self._t3 = self._transcript.digest()
-        sig = self._identity.sign(AUTH_CONTEXT, auth_message(self._role, self._t3))
-        return [self._send("auth_reply", nonce=self._my_nonce, sig=sig)]
-
-    def _on_auth_reply(self, msg: Message) -> list[HsEvent]:
-        if self.in_progress is not Step.AUTHENTICATE or self._t3 is not None or self._my_nonce is None:
-            raise self._out_of_order(msg.type, Step.AUTHENTICATE)
-        add_challenges(self._transcript, self._my_nonce, msg["nonce"])
-        self._t3 = self._transcript.digest()
         self._verify_auth(msg["sig"])
         self._sent_auth = True
-        return [self._send("auth", sig=self._identity.sign(AUTH_CONTEXT, auth_message(self._role, self._t3)))]
+        return [self._send("auth_reply", sig=self._own_auth_sig())]
 
-    def _on_auth(self, msg: Message) -> list[HsEvent]:
-        if self.in_progress is not Step.AUTHENTICATE or self._t3 is None:
+    def _on_auth_reply(self, msg: Message) -> list[HsEvent]:
+        if self.in_progress is not Step.AUTHENTICATE or not self._sent_auth:
             raise self._out_of_order(msg.type, Step.AUTHENTICATE)
         self._verify_auth(msg["sig"])
         return [self._send("auth_ok"), self._auth_done()]
@@ -591,6 +629,13 @@ class Handshake:
         if self.in_progress is not Step.AUTHENTICATE or not self._sent_auth:
             raise self._out_of_order(msg.type, Step.AUTHENTICATE)
         return [self._auth_done()]
+
+    def _own_auth_sig(self) -> bytes:
+        """Our step-3 signature over T3 (prepared ahead of time, or made now)."""
+        assert self._t3 is not None
+        if self._auth_sig is None:
+            self._auth_sig = self._identity.sign(AUTH_CONTEXT, auth_message(self._role, self._t3))
+        return self._auth_sig
 
     def _verify_auth(self, sig: bytes) -> None:
         assert self._peer_key is not None and self._t3 is not None
@@ -608,12 +653,25 @@ class Handshake:
 
     # step 4 --------------------------------------------------------------------------------------------
 
+    def _own_ephemeral(self) -> tuple[EphemeralLike, bytes]:
+        """Our X25519 half and its step-4 signature over T3 (prepared ahead of time, or made now)."""
+        assert self._t3 is not None and self._t4 is None
+        if self._ephemeral is None:
+            self._ephemeral = self._ephemeral_factory()
+            self._ephemeral_sig = None
+        if self._ephemeral_sig is None:
+            self._ephemeral_sig = self._identity.sign(
+                EPHEMERAL_CONTEXT, ephemeral_message(self._role, self._t3, self._ephemeral.public))
+        return self._ephemeral, self._ephemeral_sig
+
+    def _erase_ephemeral(self) -> None:
+        if self._ephemeral is not None:
+            self._ephemeral.erase()
+            self._ephemeral = None
+
     def _start_agree(self) -> list[HsEvent]:
-        assert self._t3 is not None
-        self._ephemeral = self._ephemeral_factory()
-        pub = self._ephemeral.public
-        sig = self._identity.sign(EPHEMERAL_CONTEXT, ephemeral_message(self._role, self._t3, pub))
-        return [self._send("ephemeral", pub=pub, sig=sig)]
+        eph, sig = self._own_ephemeral()
+        return [self._send("ephemeral", pub=eph.public, sig=sig)]
 
     def _on_ephemeral(self, msg: Message) -> list[HsEvent]:
         if Step.AUTHENTICATE not in self.done or self._t4 is not None:
@@ -621,14 +679,13 @@ class Handshake:
         self.in_progress = Step.AGREE_KEY
         peer_pub: bytes = msg["pub"]
         self._verify_ephemeral(peer_pub, msg["sig"])
-        eph = self._ephemeral_factory()
+        eph, sig = self._own_ephemeral()
         pub = eph.public
         try:
             shared = eph.agree(peer_pub)
         finally:
-            eph.erase()
+            self._erase_ephemeral()
         keys = self._schedule(shared, peer_pub, pub)
-        sig = self._identity.sign(EPHEMERAL_CONTEXT, ephemeral_message(self._role, self._t3 or b"", pub))
         tag = confirm_tag(keys.confirm_key, self._role, self._t4 or b"")
         return [self._send("ephemeral_reply", pub=pub, sig=sig, confirm=tag)]
 
@@ -641,8 +698,7 @@ class Handshake:
         try:
             shared = eph.agree(peer_pub)
         finally:
-            eph.erase()
-            self._ephemeral = None
+            self._erase_ephemeral()
         keys = self._schedule(shared, eph.public, peer_pub)
         self._check_confirm(keys, msg["confirm"])
         tag = confirm_tag(keys.confirm_key, self._role, self._t4 or b"")
@@ -765,9 +821,7 @@ class Handshake:
         self._awaiting_accept = False
         self._lookup_pending = False
         self._pending_keys = None
-        if self._ephemeral is not None:
-            self._ephemeral.erase()
-            self._ephemeral = None
+        self._erase_ephemeral()
 
     def _fail(self, step: Step, reason: str, peer_reason: str | None) -> list[HsEvent]:
         self._fail_state(step, reason)

@@ -45,7 +45,7 @@ from p2pchat.events import (
 )
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, RELAY_PORT, format_address, parse_address
-from p2pchat.foundation.errors import FrameError, UserError
+from p2pchat.foundation.errors import FrameError, PeerUnreachable, UserError
 from p2pchat.foundation.identity import Identity
 from p2pchat.foundation.transport import FramedSocket, FrameServer
 from p2pchat.handshake import Handshake, StepOrderError
@@ -58,6 +58,7 @@ from p2pchat.steps import Step
 log = logging.getLogger(__name__)
 
 ENDED_SESSIONS_KEPT = 32      # finished sessions still answered by session_info()/sessions()
+COALESCE_BYTES = 256 * 1024   # queued frames joined into one write up to this size
 CHANNEL_POLL = 2.0          # an established chat's reader wakes this often (to notice a finished linger)
 LINGER_SECONDS = 2.0        # after our goodbye, how long we wait for the peer to close first
 KEEPALIVE = (30, 10, 3)     # TCP keepalive: idle seconds, probe interval, probes
@@ -461,6 +462,17 @@ class ChatNode:
             # run_all: the next step starts once the events of the one that finished are all handled
             self._core_locked(session, lambda h: h.start(nxt), refusing=nxt)
 
+    def _prepare_ahead(self, session: Session) -> None:
+        """Once the frames of a handshake call are written, let the core precompute its step-3/4 signatures and
+        X25519 half (it says when via ``prepare_due``), in parallel with the peer doing the same; never called
+        with ``session.lock`` held."""
+        if session.handshake is None:       # the usual case once the chat runs: not even the lock
+            return
+        with session.lock:
+            hs = session.handshake
+            if hs is not None and not session.ended and hs.prepare_due:
+                hs.prepare()
+
     def _note_progress(self, session: Session) -> None:
         hs = session.handshake
         if hs is not None and hs.in_progress != session.progress[0]:
@@ -656,7 +668,9 @@ class ChatNode:
             if session.ended:
                 return
             if session.channel is not None:
-                self._on_channel_events(session, session.channel.receive(msg))
+                # Frames already read but not handled yet: the receipt for this burst of texts waits for them.
+                more = getattr(session.link, "buffered_messages", 0) > 0
+                self._on_channel_events(session, session.channel.receive(msg, more_buffered=more))
             elif session.handshake is not None:
                 self._core_locked(session, lambda hs: hs.receive(msg))
 
@@ -694,18 +708,25 @@ class ChatNode:
                 self._schedule_flush(session)
 
     def _next_chunk(self, session: Session) -> bytes | None:
-        """The next bytes to write (``session.lock`` held): the rest of a partly sent frame, else the next frame
-        through the wire hook; None when nothing is queued."""
+        """The next bytes to write (``session.lock`` held): the rest of a partly sent frame, else the queued
+        frames (each through the wire hook) joined up to :data:`COALESCE_BYTES`, so a burst costs one system
+        call; None when nothing is queued."""
         if session.partial:
             data, session.partial = session.partial, b""
             return data
-        while session.outbox:
-            frame = session.outbox.popleft()
-            if session.wire_hook is not None:
-                frame = session.wire_hook(frame)
+        parts: list[bytes] = []
+        size = 0
+        outbox, hook = session.outbox, session.wire_hook
+        while outbox and size < COALESCE_BYTES:
+            frame = outbox.popleft()
+            if hook is not None:
+                frame = hook(frame)
             if frame is not None:
-                return frame
-        return None
+                parts.append(frame)
+                size += len(frame)
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     @contextmanager
     def _sending(self, session: Session) -> Iterator[None]:
@@ -718,26 +739,52 @@ class ChatNode:
             finally:
                 session.defer_flush = False
         self._kick(session)
+        self._prepare_ahead(session)
 
     def _kick(self, session: Session) -> None:
         """Send what is queued right here if the socket takes it without waiting (the common case: no thread
         hand-off, lower latency); whatever is left goes to the pool. Never blocks; never called with
         ``session.lock`` held."""
-        sock = getattr(session.link, "sock", None)
+        # Nothing queued is the usual case after a frame that needs no answer. Checked without the lock on
+        # purpose: whoever queues a frame after this check kicks or schedules a flush itself.
+        if not session.outbox and not session.partial:
+            return
+        link = session.link
+        writable = isinstance(getattr(link, "sock", None), socket.socket) or hasattr(link, "send_nowait")
         done = False
-        if isinstance(sock, socket.socket) and session.send_lock.acquire(blocking=False):
+        if writable and session.send_lock.acquire(blocking=False):
             try:
-                done = self._send_without_waiting(session, sock)
+                done = self._send_without_waiting(session, self._writer(session))
             finally:
                 session.send_lock.release()
         if not done:
             with session.lock:
                 self._schedule_flush(session)
 
-    def _send_without_waiting(self, session: Session, sock: socket.socket) -> bool:
-        """True when everything queued was written (``send_lock`` held)."""
-        poller = select.poll()
-        poller.register(sock, select.POLLOUT)
+    def _writer(self, session: Session) -> Callable[[bytes], int]:
+        """A function that writes bytes on the session's link without waiting and returns how many it took (0 when
+        the link is busy); raises :class:`UserError` when the connection is gone (``send_lock`` held)."""
+        link = session.link
+        send_nowait = getattr(link, "send_nowait", None)
+        if send_nowait is not None:          # a relay link: it takes whole frames, wrapping them itself
+            return lambda data: len(data) if send_nowait(data) else 0
+        sock = link.sock
+        # The socket is in timeout mode, where send() would wait for room: poll(0) first (one poller per session).
+        poller = session.write_poll
+        if poller is None:
+            poller = session.write_poll = select.poll()
+            poller.register(sock, select.POLLOUT)
+
+        def write(data: bytes) -> int:
+            try:
+                return sock.send(data) if poller.poll(0) else 0
+            except OSError as exc:
+                raise PeerUnreachable(f"could not send to {link.peer_text}: {exc.strerror or exc}") from None
+        return write
+
+    def _send_without_waiting(self, session: Session, write: Callable[[bytes], int]) -> bool:
+        """True when everything queued was written (``send_lock`` held); what ``write`` did not take stays first
+        in line for the pool."""
         while True:
             with session.lock:
                 if session.ended:
@@ -746,12 +793,12 @@ class ChatNode:
             if data is None:
                 return True
             try:
-                sent = sock.send(data) if poller.poll(0) else 0
-            except OSError as exc:
+                sent = write(data)
+            except UserError as exc:
                 with session.lock:
                     session.outbox.clear()
                     session.peer_left = True
-                self._fail(session, f"could not send to {session.link.peer_text}: {exc.strerror or exc}")
+                self._fail(session, str(exc))
                 return True
             if sent < len(data):
                 with session.lock:
@@ -809,6 +856,8 @@ class ChatNode:
             if session.channel is not None:
                 session.channel.close()     # erase the session keys
             session.channel = None
+            if session.handshake is not None:
+                session.handshake.close()   # erase a prepared X25519 half
             session.handshake = None
             session.sent_ids.clear()
         self._emit(SessionEnded(session.id, reason, clean))

@@ -38,6 +38,7 @@ class Session:
         self.channel: Any = None               # p2pchat.channel.Channel afterwards
         self.outbox: deque[bytes] = deque()
         self.partial = b""                     # the unsent rest of a frame the socket took only part of
+        self.write_poll: Any = None            # select.poll() for the socket's POLLOUT, made on the first send
         self.flush_scheduled = False
         self.defer_flush = False               # the lock holder sends the outbox itself once it lets go
         self.connecting = False                # step 1's dial is under way

@@ -49,6 +49,11 @@ class FramedSocket:
     def peer_text(self) -> str:
         return format_address(*self.peer)
 
+    @property
+    def buffered_messages(self) -> int:
+        """Complete messages already received that the next ``recv`` calls return without reading the socket."""
+        return len(self._ready)
+
     def send(self, type_: str, **fields: Any) -> None:
         self.send_frame(self.protocol.encode(type_, **fields))
 

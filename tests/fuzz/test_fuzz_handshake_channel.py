@@ -24,7 +24,7 @@ from tests.conftest import make_identities
 from tests.fuzz.fuzz_kit import bodies_for, framed, fuzz_settings, mutated
 from tests.p2pchat.handshake_pair import Pair, established_pair
 
-HANDSHAKE_FRAMES = 11    # frames a complete handshake sends, both sides together
+HANDSHAKE_FRAMES = 12    # frames a complete handshake sends, both sides together
 
 
 @st.composite

@@ -64,6 +64,7 @@ class Side:
     events: list[Any] = field(default_factory=list)
     sent: list[bytes] = field(default_factory=list)
     lookups: list[NeedLookup] = field(default_factory=list)
+    prepared: int = 0                       # how often prepare() had work to do
 
     def of(self, kind: type) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
@@ -93,13 +94,15 @@ class Pair:
     """An initiator and a responder handshaking over an in-memory wire.
 
     ``wire(src, frame)`` may return the frame, a changed frame, nothing (dropped) or several frames.
+    ``prepare``: after the events of each core call are handled, call ``prepare()`` when it is due, as the node
+    does; ``False`` leaves every step-3/4 value to be computed on the spot.
     """
 
     def __init__(self, ident_i: Identity, ident_r: Identity, *, network: str = "testnet",
                  i_binding: LedgerBinding | bool | None = True, r_binding: LedgerBinding | bool | None = True,
                  wire: Wire | None = None, rng_i: Callable[[int], bytes] = crypto.random_bytes,
                  rng_r: Callable[[int], bytes] = crypto.random_bytes, eph_i: Any = crypto.EphemeralKey,
-                 eph_r: Any = crypto.EphemeralKey, r_network: str | None = None) -> None:
+                 eph_r: Any = crypto.EphemeralKey, r_network: str | None = None, prepare: bool = True) -> None:
         # i_binding: what the initiator's ledger says about the responder (True: the honest record).
         if i_binding is True:
             i_binding = binding_for(ident_r, "127.0.0.3", "bob")
@@ -113,6 +116,7 @@ class Pair:
             local_address=R_ADDR, peer_address=I_SEEN_FROM, rng=rng_r, ephemeral_factory=eph_r),
             r_binding or None)
         self.wire: Wire = wire or (lambda src, frame: [frame])
+        self.prepare = prepare
         self.log: list[tuple[str, bytes]] = []      # (sender name, frame) as sent, before the wire hook
 
     def other(self, side: Side) -> Side:
@@ -132,6 +136,9 @@ class Pair:
                 side.lookups.append(ev)
                 if side.answer_lookups:
                     self.handle(side, side.hs.ledger_answer(side.binding, side.lookup_error))
+        if self.prepare and side.hs.prepare_due:       # after the call's frames went out, as the node does
+            side.hs.prepare()
+            side.prepared += 1
 
     def deliver(self, side: Side, frame: bytes) -> None:
         self.handle(side, side.hs.receive(decode(frame)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,7 +21,17 @@ from p2pchat.channel import (
     Text,
     Typing,
 )
-from p2pchat.chat_protocol import CHAT, MAX_FRAME, MAX_TEXT_BYTES, PAD_BUCKETS, Send
+from p2pchat.chat_protocol import (
+    CHAT,
+    MAX_FRAME,
+    MAX_RECEIPT_IDS,
+    MAX_TEXT_BYTES,
+    PAD_BUCKETS,
+    Send,
+    pad,
+    sealed_aad,
+    sealed_nonce,
+)
 from p2pchat.foundation import crypto
 from p2pchat.foundation.errors import FrameError
 from p2pchat.handshake import Established, LedgerBinding
@@ -287,7 +298,7 @@ def test_a_frame_under_an_epoch_never_agreed_is_refused():
 
 def test_handshake_frames_after_the_handshake_are_refused_and_error_frames_reported():
     link = Link()
-    (refused,) = link.feed("b", CHAT.encode("challenge", nonce=bytes(32)))
+    (refused,) = link.feed("b", CHAT.encode("auth", sig=bytes(384)))
     assert refused.kind == "unexpected" and "after the handshake finished" in refused.reason
     assert link.feed("b", CHAT.encode("error", reason="bye")) == [PeerError("bye")]
 
@@ -296,9 +307,112 @@ def test_a_receipt_for_a_message_never_sent_is_refused():
     link = Link()
     link.send("a", "1")
     link.flush()
-    frame = link.ch["b"]._seal("receipt", id=99)
+    frame = link.ch["b"]._seal("receipt", ids=[99])
     (refused,) = link.feed("a", frame)
     assert refused.kind == "unexpected"
+
+
+def test_a_receipt_listing_an_unsent_id_among_sent_ones_is_refused_whole():
+    link = Link()
+    link.send("a", "1")
+    link.send("a", "2")
+    (refused,) = link.feed("a", link.ch["b"]._seal("receipt", ids=[1, 2, 3]))
+    assert refused.kind == "unexpected" and "message 3" in refused.reason
+    assert not link.of("a", Receipt)
+
+
+def test_a_receipt_with_too_many_ids_or_none_is_refused_as_malformed():
+    link = Link()
+    for i in range(MAX_RECEIPT_IDS + 1):
+        link.ch["a"].send_text(str(i), 1.0)        # so every id below is one that was sent
+    for ids in (list(range(1, MAX_RECEIPT_IDS + 2)), []):
+        (refused,) = link.feed("a", seal_unchecked(link.ch["b"], {"t": "receipt", "ids": ids}))
+        assert refused.kind == "malformed" and "ids" in refused.reason
+    assert not link.of("a", Receipt)
+
+
+def test_duplicate_ids_in_a_receipt_are_harmless_one_receipt_event_each():
+    link = Link()
+    link.send("a", "1")
+    link.send("a", "2")
+    assert link.feed("a", link.ch["b"]._seal("receipt", ids=[2, 1, 2, 1])) == [Receipt(2), Receipt(1)]
+
+
+def seal_unchecked(ch: Channel, inner: dict[str, Any]) -> bytes:
+    """A sealed frame from ``ch`` around an inner body the schema would refuse to encode (a peer's bug)."""
+    side = ch._send
+    counter = side.counter
+    side.counter += 1
+    box = crypto.seal(side.key, sealed_nonce(counter), pad(msgpack.packb(inner, use_bin_type=True)),
+                      sealed_aad(ch.session_id, side.direction, side.epoch, counter))
+    return CHAT.encode("sealed", epoch=side.epoch, counter=counter, box=box)
+
+
+def feed_burst(link: Link, to: str) -> list[Any]:
+    """Deliver every queued frame to ``to`` as one burst (as the node does when they arrived in one read)."""
+    frames = list(link.queue[to])
+    link.queue[to].clear()
+    events: list[Any] = []
+    for i, frame in enumerate(frames):
+        events += link.ch[to].receive(decode(frame), 5.0, more_buffered=i < len(frames) - 1)
+    link.events[to] += events
+    for ev in events:
+        if isinstance(ev, Send):
+            link.queue[link.peer(to)].append(ev.frame)
+    return events
+
+
+def test_a_burst_of_texts_gets_one_receipt_frame_acknowledging_every_text():
+    link = Link(rotate_every=1000)
+    ids = [link.send("a", f"m{i}") for i in range(40)]
+    events = feed_burst(link, "b")
+    assert [e.text for e in events if isinstance(e, Text)] == [f"m{i}" for i in range(40)]
+    sends = [e for e in events if isinstance(e, Send)]
+    assert len(sends) == 1 and isinstance(events[-1], Send)      # the receipt follows the last text
+    link.flush()
+    assert [r.msg_id for r in link.of("a", Receipt)] == ids
+    assert not link.of("a", Refused) and not link.of("b", Refused)
+
+
+def test_a_single_text_is_receipted_at_once():
+    link = Link()
+    msg_id = link.send("a", "alone")
+    events = feed_burst(link, "b")
+    assert [type(e) for e in events] == [Text, Send]
+    link.flush()
+    assert link.of("a", Receipt) == [Receipt(msg_id)]
+
+
+def test_a_long_burst_is_receipted_at_least_every_max_receipt_ids_texts():
+    link = Link(rotate_every=10_000)
+    n = MAX_RECEIPT_IDS * 2 + 5
+    for i in range(n):
+        link.send("a", str(i))
+    events = feed_burst(link, "b")
+    assert len([e for e in events if isinstance(e, Send)]) == 3
+    link.flush()
+    assert [r.msg_id for r in link.of("a", Receipt)] == list(range(1, n + 1))
+
+
+def test_texts_collected_for_a_receipt_are_receipted_before_a_goodbye_either_way():
+    link = Link()
+    a1, a2 = link.send("a", "1"), link.send("a", "2")
+    for frame in list(link.queue["b"]):
+        link.ch["b"].receive(decode(frame), 5.0, more_buffered=True)     # more is coming, so no receipt yet
+    link.queue["b"].clear()
+    frames = link.ch["b"].send_goodbye("bye")
+    assert len(frames) == 2                                            # the receipt, then the goodbye
+    for frame in frames:
+        link.feed("a", frame)
+    assert link.of("a", Receipt) == [Receipt(a1), Receipt(a2)] and link.of("a", Goodbye) == [Goodbye("bye")]
+    # and when the peer leaves in the middle of a burst, its last texts are receipted before the Goodbye event
+    link2 = Link()
+    b1 = link2.send("a", "x")
+    link2.queue["b"].extend(link2.ch["a"].send_goodbye("later"))
+    events = feed_burst(link2, "b")
+    assert [type(e) for e in events] == [Text, Send, Goodbye]
+    link2.deliver_one("a")
+    assert link2.of("a", Receipt) == [Receipt(b1)]
 
 
 # --- typing, goodbye, closing -------------------------------------------------------------------------------------

@@ -16,11 +16,10 @@ SAMPLES = {
     "hello": {"version": 1, "network": "main", "nickname": "Zoë", "address": "127.0.0.2:8471"},
     "welcome": {"version": 1, "network": "main", "nickname": "", "address": "[::1]:8471"},
     "decline": {"reason": "busy"},
-    "key": {"key": b"\x30" * 422},
+    "key": {"key": b"\x30" * 422, "nonce": b"n" * 32},
     "key_ok": {},
-    "challenge": {"nonce": b"n" * 32},
-    "auth_reply": {"nonce": b"n" * 32, "sig": b"s" * 384},
     "auth": {"sig": b"s" * 384},
+    "auth_reply": {"sig": b"s" * 384},
     "auth_ok": {},
     "ephemeral": {"pub": b"p" * 32, "sig": b"s" * 384},
     "ephemeral_reply": {"pub": b"p" * 32, "sig": b"s" * 384, "confirm": b"c" * 32},
@@ -44,9 +43,10 @@ def test_every_frame_type_round_trips_through_the_codec(type_):
 
 
 @pytest.mark.parametrize(("type_", "fields", "complaint"), [
-    ("challenge", {"nonce": b"n" * 31}, "too short"),
-    ("challenge", {"nonce": b"n" * 33}, "too long"),
-    ("key", {"key": b"k" * 2049}, "too long"),
+    ("key", {"key": b"k" * 422, "nonce": b"n" * 31}, "too short"),
+    ("key", {"key": b"k" * 422, "nonce": b"n" * 33}, "too long"),
+    ("key", {"key": b"k" * 422}, "field 'nonce' is missing"),
+    ("key", {"key": b"k" * 2049, "nonce": b"n" * 32}, "too long"),
     ("hello", {"version": 1, "network": "", "nickname": "a", "address": "x"}, "too short"),
     ("hello", {"version": 1, "network": "n", "nickname": "a" * 65, "address": "x"}, "too long"),
     ("hello", {"version": 70000, "network": "n", "nickname": "a", "address": "x"}, "above the maximum"),

@@ -14,6 +14,7 @@ from p2pchat.handshake import (
     AUTH_CONTEXT,
     Failed,
     Handshake,
+    LedgerBinding,
     NeedAccept,
     NeedLookup,
     Ready,
@@ -254,10 +255,26 @@ def test_a_ledger_answer_for_another_address_is_not_accepted(identities):
 
 
 def test_an_unusable_key_is_refused(identities):
+    """Even when the ledger holds the very same bytes (a ledger node that let a broken key in)."""
+    garbage = b"\x30\x03garbage"
+    bad_record = LedgerBinding(public_der=garbage, nickname="alice", ip="127.0.0.2", port=8471, relay=None,
+                               height=7, confirmations=3)
+    pair = Pair(identities[0], identities[1], r_binding=bad_record,
+                wire=lambda src, f: [rewrite(f, key=garbage)] if src.name == "initiator" and frame_type(f) == "key"
+                else [f])
+    pair.run()
+    assert pair.r.failed.step is Step.SWAP_KEYS
+    assert "is unusable: the public key is not a valid RSA key" in pair.r.failed.reason
+    assert not pair.r.hs.prepare_due and pair.r.hs._auth_sig is None      # nothing signed over that key
+    assert not any(frame_type(f) in {"auth", "auth_reply", "ephemeral", "ephemeral_reply"} for _, f in pair.log)
+    assert_nothing_established(pair)
+
+
+def test_a_garbage_key_not_in_the_ledger_is_stopped_by_the_ledger_check(identities):
     pair = Pair(identities[0], identities[1],
                 wire=lambda src, f: [rewrite(f, key=b"\x30\x03garbage")] if frame_type(f) == "key" else [f])
     pair.run()
-    assert "is unusable: the public key is not a valid RSA key" in pair.r.failed.reason
+    assert pair.r.failed.step is Step.SWAP_KEYS and "is not the key the ledger binds" in pair.r.failed.reason
     assert_nothing_established(pair)
 
 
@@ -291,8 +308,9 @@ def test_a_man_in_the_middle_substituting_keys_fails_at_step_2_and_learns_nothin
 @pytest.mark.parametrize(("target", "field", "step"), [
     ("hello", "address", Step.AUTHENTICATE),       # a claim changed on the way: the transcripts differ
     ("welcome", "nickname", Step.AUTHENTICATE),
-    ("challenge", "nonce", Step.AUTHENTICATE),
-    ("auth_reply", "nonce", Step.AUTHENTICATE),
+    ("key", "nonce", Step.AUTHENTICATE),            # a challenge changed on the way: the transcripts differ
+    ("auth", "sig", Step.AUTHENTICATE),
+    ("auth_reply", "sig", Step.AUTHENTICATE),
     ("ephemeral", "pub", Step.AGREE_KEY),          # Mallory's own X25519 half: not signed by Alice
     ("ephemeral_reply", "pub", Step.AGREE_KEY),
     ("ephemeral_reply", "confirm", Step.AGREE_KEY),
@@ -346,7 +364,7 @@ def test_handshake_frames_replayed_into_a_new_session_fail_at_step_3(identities)
     # ... and Bob's side of the old session to Alice, each step's recorded answers after Alice's request.
     victim = Pair(a, b, wire=lambda src, f: [])
     answers = {Step.CONNECT: ["welcome"], Step.SWAP_KEYS: ["key", "key_ok"],
-               Step.AUTHENTICATE: ["auth_reply", "auth_ok"], Step.AGREE_KEY: ["ephemeral_reply"]}
+               Step.AUTHENTICATE: ["auth_reply"], Step.AGREE_KEY: ["ephemeral_reply"]}
     for step in Step:
         if victim.i.failed:
             break
@@ -366,17 +384,18 @@ def test_a_signature_reflected_to_its_signer_fails_even_with_the_same_key_on_bot
 
     def wire(src: Side, frame: bytes) -> list[bytes]:
         msg = decode(frame)
-        if msg.type == "auth_reply":
+        if msg.type == "auth":
             captured["sig"] = msg["sig"]
-        if msg.type == "auth":     # the attacker replaces Alice's signature by the responder's own
+        if msg.type == "auth_reply":     # the attacker answers Alice with her own signature
             return [rewrite(frame, sig=captured["sig"])]
         return [frame]
 
     pair = Pair(a, a, wire=wire, i_binding=binding_for(a, "127.0.0.3", "me"),
                 r_binding=binding_for(a, "127.0.0.2", "me")).run()
-    assert pair.r.failed.step is Step.AUTHENTICATE and "could not prove" in pair.r.failed.reason
-    t3 = pair.r.hs._t3
-    assert crypto.is_valid_signature(a.public_der, AUTH_CONTEXT, auth_message(b"responder", t3), captured["sig"])
+    assert pair.i.failed.step is Step.AUTHENTICATE and "could not prove" in pair.i.failed.reason
+    t3 = pair.i.hs._t3
+    assert t3 == pair.r.hs._t3      # the same transcript on both ends: only the role tells the signatures apart
+    assert crypto.is_valid_signature(a.public_der, AUTH_CONTEXT, auth_message(b"initiator", t3), captured["sig"])
     assert_nothing_established(pair)
 
 
@@ -398,9 +417,8 @@ def _frame_of_type(type_: str) -> bytes:
     samples: dict[str, dict[str, Any]] = {
         "hello": {"version": 1, "network": "testnet", "nickname": "x", "address": I_ADDR},
         "welcome": {"version": 1, "network": "testnet", "nickname": "x", "address": R_ADDR},
-        "decline": {"reason": "no"}, "key": {"key": b"k" * 10}, "key_ok": {},
-        "challenge": {"nonce": bytes(32)}, "auth_reply": {"nonce": bytes(32), "sig": b"s"}, "auth": {"sig": b"s"},
-        "auth_ok": {}, "ephemeral": {"pub": bytes(32), "sig": b"s"},
+        "decline": {"reason": "no"}, "key": {"key": b"k" * 10, "nonce": bytes(32)}, "key_ok": {},
+        "auth": {"sig": b"s"}, "auth_reply": {"sig": b"s"}, "auth_ok": {}, "ephemeral": {"pub": bytes(32), "sig": b"s"},
         "ephemeral_reply": {"pub": bytes(32), "sig": b"s", "confirm": bytes(32)}, "confirm": {"confirm": bytes(32)},
         "sealed": {"epoch": 0, "counter": 0, "box": bytes(16)},
     }
@@ -409,7 +427,7 @@ def _frame_of_type(type_: str) -> bytes:
 
 # The frame each side legitimately expects next after the initiator completed `done` steps.
 _EXPECTED = {
-    ("responder", 0): {"hello"}, ("responder", 1): {"key"}, ("responder", 2): {"challenge"},
+    ("responder", 0): {"hello"}, ("responder", 1): {"key"}, ("responder", 2): {"auth"},
     ("responder", 3): {"ephemeral"},
     ("initiator", 0): set(), ("initiator", 1): set(), ("initiator", 2): set(), ("initiator", 3): set(),
 }
@@ -443,9 +461,9 @@ def test_a_wrong_or_garbage_frame_at_any_step_fails_cleanly_with_an_error_frame(
 
 def test_a_frame_of_a_later_step_names_the_step_still_running(identities):
     pair = Pair(identities[0], identities[1])
-    pair.deliver(pair.r, _frame_of_type("challenge"))
+    pair.deliver(pair.r, _frame_of_type("auth"))
     assert pair.r.failed.step is Step.CONNECT
-    assert pair.r.failed.reason == ("127.0.0.2:40001 sent a 'challenge' frame of step 3 Authenticate before step "
+    assert pair.r.failed.reason == ("127.0.0.2:40001 sent a 'auth' frame of step 3 Authenticate before step "
                                     "1 Connect was finished")
 
 
@@ -479,7 +497,7 @@ def test_an_error_frame_from_the_peer_ends_the_handshake_with_its_text_and_no_re
 
 
 def test_garbage_msgpack_in_a_known_frame_type_is_a_frame_error_for_the_io_layer():
-    body = msgpack.packb({"t": "challenge", "nonce": "not bytes"})
+    body = msgpack.packb({"t": "auth", "sig": "not bytes"})
     with pytest.raises(FrameError, match="should be bytes"):
         CHAT.decode(body)
 

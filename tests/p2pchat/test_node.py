@@ -258,3 +258,35 @@ def test_events_log_helper_sees_node_errors_for_a_taken_port(identities):
         log.pump()
         assert "cannot listen" in log.events[0].text
         clash.close()
+
+
+def test_a_burst_of_texts_read_at_once_is_acknowledged_by_fewer_receipt_frames_every_id_receipted(identities):
+    with pair(identities, rotate_every=1000) as (alice, bob, _):
+        sid, bsid = connect_all(alice, bob)
+        sent_by_bob: list[bytes] = []
+        bob.node.set_wire_hook(bsid, lambda frame: sent_by_bob.append(frame) or frame)
+        n = 40
+        bob_session = bob.node._get(bsid)
+        alice_session = alice.node._get(sid)
+        # Bob's reader waits for his session lock while the whole burst lands in his socket, so it reads the
+        # texts in (at most) a couple of recv() calls: the receipt waits for the end of what was read.
+        with bob_session.lock:
+            ids = [alice.node.send_text(sid, f"burst {i}") for i in range(n)]
+            wait_until(lambda: not alice_session.outbox and not alice_session.partial, 10)
+        wait_until(lambda: alice.node.pending_receipts(sid) == 0, 10)
+        assert [e.msg_id for e in alice.log.all(DeliveryReceipt)] == ids
+        assert [m.text for m in bob.log.all(MessageReceived)] == [f"burst {i}" for i in range(n)]
+        assert 1 <= len(sent_by_bob) <= n // 4            # receipts only (no rotation at this rotate_every)
+        assert not alice.log.all(Notice, kind="refused")
+
+
+def test_texts_sent_one_at_a_time_are_each_receipted_at_once(identities):
+    with pair(identities) as (alice, bob, _):
+        sid, bsid = connect_all(alice, bob)
+        sent_by_bob: list[bytes] = []
+        bob.node.set_wire_hook(bsid, lambda frame: sent_by_bob.append(frame) or frame)
+        for i in range(3):
+            msg_id = alice.node.send_text(sid, f"one {i}")
+            alice.log.wait(DeliveryReceipt, msg_id=msg_id)
+            assert alice.node.pending_receipts(sid) == 0
+            assert len(sent_by_bob) == i + 1              # its own receipt frame, not held back for later texts

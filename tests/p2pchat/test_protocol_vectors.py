@@ -223,13 +223,19 @@ def test_rotation_vector_through_two_channels():
     assert bob._recv.next_key.hex() == r["key_1"]
 
 
-def test_hello_frame_and_safety_number():
+def test_hello_and_key_frames_and_safety_number():
     t, f = V["transcript"], V["frames-and-safety"]
     fields = {"version": int(t["version"]), "network": t["network"], "nickname": t["i.nickname"],
               "address": t["i.address"]}
     assert cp.CHAT.encode("hello", **fields).hex() == f["hello_frame"]
     body = msgpack.packb({"t": "hello", **fields}, use_bin_type=True)
     assert (struct.pack(">I", len(body)) + body).hex() == f["hello_frame"]
+    # step 2's `key` frame carries the key and the sender's step-3 challenge; its fingerprint is the i.key item
+    der, nonce = f["key_der"].encode(), hx("transcript", "i.challenge")
+    assert hashlib.sha256(der).hexdigest() == t["i.key"]
+    body = msgpack.packb({"t": "key", "key": der, "nonce": nonce}, use_bin_type=True)
+    assert (struct.pack(">I", len(body)) + body).hex() == f["key_frame"]
+    assert cp.CHAT.encode("key", key=der, nonce=nonce).hex() == f["key_frame"]
     fp_a, fp_b = hx("transcript", "i.key"), hx("transcript", "r.key")
     digest = hashlib.sha256(b"p2pchat/safety-number/v1\x00" + min(fp_a, fp_b) + max(fp_a, fp_b)).digest()
     digits = f"{int.from_bytes(digest[:8], 'big') % 10**12:012d}"
@@ -262,6 +268,12 @@ def test_a_real_handshake_derives_what_the_spec_says(identities):
               ("i.ephemeral", hx("transcript", "i.ephemeral")), ("r.ephemeral", hx("transcript", "r.ephemeral"))]
     t4 = hashlib.sha256(spec_transcript(items)).digest()
     assert est_i.transcript_hash == est_r.transcript_hash == t4
+    # the challenges are the nonces of the two `key` frames (§2, §3.2)
+    keys = {name: cp.CHAT.decode(f[4:]) for name, f in pair.log if cp.CHAT.decode(f[4:]).type == "key"}
+    assert (keys["initiator"]["nonce"], keys["responder"]["nonce"]) == (drawn["i"][0], drawn["r"][0])
+    assert [cp.CHAT.decode(f[4:]).type for _, f in pair.log] == [
+        "hello", "welcome", "key", "key", "key_ok", "key_ok", "auth", "auth_reply", "auth_ok", "ephemeral",
+        "ephemeral_reply", "confirm"]
     okm = spec_hkdf(hx("key-schedule", "shared"), t4, b"p2pchat/chat-keys/v1", 160)
     assert (est_i.send_key, est_i.recv_key, est_i.send_chain, est_i.recv_chain) == \
         (okm[0:32], okm[32:64], okm[64:96], okm[96:128])

@@ -94,7 +94,7 @@ def test_mitm_that_substitutes_keys_fails_authentication_and_nothing_leaks(w):
     mallory_der = w.mallory.public_der
 
     def swap_keys(direction: str, msg, frame: bytes) -> bytes:
-        return CHAT.encode("key", key=mallory_der) if msg.type == "key" else frame
+        return CHAT.encode("key", key=mallory_der, nonce=msg["nonce"]) if msg.type == "key" else frame
 
     proxy = MitmProxy(w.victim.ip, (w.victim.ip, CHAT_PORT), w.mallory_ip, swap_keys).start()
     try:
@@ -162,7 +162,7 @@ def test_a_replayed_handshake_fails_authentication_even_from_the_right_address(w
     replay = RawPeer(w.mallory, w.honest_ip, w.victim)
     try:
         answers = []
-        for frame in captured[:6]:            # hello, key, key_ok, challenge, auth, ephemeral
+        for frame in captured[:6]:            # hello, key, key_ok, auth, auth_ok, ephemeral
             replay.send_raw(frame)
             answers += closed_by_peer(replay.conn, timeout=1.0) if frame is captured[5] else []
         answers += closed_by_peer(replay.conn, timeout=3.0)
@@ -225,7 +225,7 @@ def test_a_step_out_of_order_is_refused_with_the_step_that_comes_first(w):
     peer = RawPeer(w.mallory, w.mallory_ip, w.victim)
     try:
         peer.run_step(Step.CONNECT)
-        peer.send_raw(CHAT.encode("challenge", nonce=crypto.random_bytes(32)))   # step 3 before step 2
+        peer.send_raw(CHAT.encode("auth", sig=crypto.random_bytes(384)))   # step 3 before step 2
         frames = closed_by_peer(peer.conn)
     finally:
         peer.close()
@@ -266,7 +266,7 @@ def test_a_peer_silent_mid_handshake_times_out_alone(w):
     peer = RawPeer(w.mallory, w.mallory_ip, w.victim)
     try:
         peer.run_step(Step.CONNECT)
-        peer.send_raw(CHAT.encode("key", key=w.mallory.public_der))   # begins step 2, then says nothing
+        peer.send_raw(CHAT.encode("key", key=w.mallory.public_der, nonce=crypto.random_bytes(32)))   # then silence
         w.honest_chat_works("while someone is silent")
         out = w.victim.wait_new("went silent during step 2 Swap public keys", timeout=20)
         assert "✗ 2 Swap public keys" in out

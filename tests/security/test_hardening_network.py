@@ -306,20 +306,28 @@ def test_an_oversized_frame_and_a_connection_flood_are_refused_while_others_are_
 # --- chat ---------------------------------------------------------------------------------------------------------
 
 def test_a_signature_reflected_back_to_the_victim_fails_step_3(world):
-    peer = RawPeer(world.ids[world.m], world.m, world.victim)
-    world.victim.mark()
+    """The victim signs only after the initiator's signature verified, so the attacker takes one from a session
+    it authenticated honestly and sends it back to the victim as its own in a second session."""
+    first = RawPeer(world.ids[world.m], world.m, world.victim)
+    peer: RawPeer | None = None
     try:
+        first.run_step(Step.CONNECT)
+        first.run_step(Step.SWAP_KEYS)
+        first._act(first.hs.start(Step.AUTHENTICATE))          # the attacker's own, valid signature
+        reply = first.recv()
+        assert reply.type == "auth_reply"
+        peer = RawPeer(world.ids[world.m], world.m, world.victim)
         peer.run_step(Step.CONNECT)
         events = peer.run_step(Step.SWAP_KEYS)
         assert any(type(e).__name__ == "StepDone" for e in events), events
-        peer.send_raw(CHAT.encode("challenge", nonce=crypto.random_bytes(32)))
-        reply = peer.recv()
-        assert reply.type == "auth_reply"
+        world.victim.mark()
         peer.send_raw(CHAT.encode("auth", sig=reply["sig"]))     # the victim's own signature, sent back
         frames = closed_by_peer(peer.conn)
     finally:
-        peer.close()
-    assert any(f.type == "error" for f in frames) and not any(f.type == "auth_ok" for f in frames)
+        first.close()
+        if peer is not None:
+            peer.close()
+    assert any(f.type == "error" for f in frames) and not any(f.type == "auth_reply" for f in frames)
     out = world.victim.wait_new("✗ 3 Authenticate")
     assert "does not verify" in out
 
