@@ -4,12 +4,15 @@ API::
 
     Channel(est: Established, *, rotate_every: int = 10, ephemeral_factory=crypto.EphemeralKey)
     .send_text(text, now) -> (msg_id, [frame, ...])   # may include a rotation frame after the text
+    .queue_text(text, now) -> msg_id                  # checked like send_text; sealed by the next seal_queued()
+    .seal_queued() -> [frame, ...]                    # queued texts, several per frame; then a rotation frame
     .send_typing(typing) -> [frame] or []             # only on a change of state
     .send_goodbye(reason="") -> [frame] or []         # once; afterwards nothing more is sent
     .receive(msg: Message, now=None, *, more_buffered=False) -> list[ChEvent]   # never raises for a peer's input
     .take_receipt() -> [frame] or []                  # the receipt for texts collected while more_buffered
     .close()                                          # drop all key material (end of session)
-    .epoch (= send_epoch), .recv_epoch, .until_rotation, .rotating, .rotate_every, .closed, .peer_closed
+    .epoch (= send_epoch), .recv_epoch, .until_rotation, .rotating, .rotate_every, .closed, .peer_closed,
+    .queued (texts waiting for seal_queued)
 
 Events returned by :meth:`Channel.receive`, in order:
 
@@ -29,9 +32,9 @@ channel depends on time or randomness other than the X25519 keys from ``ephemera
 
 Wire format (docs/protocol.md): a ``sealed`` frame has clear ``epoch`` and ``counter`` and ``box`` =
 AES-256-GCM(key[direction, epoch], nonce = 0x00000000 | counter (u64), plaintext = padded inner message,
-AAD = label | session id | direction | epoch | counter). The inner message (``text``, ``receipt``, ``typing``,
-``rotate``, ``rotate_ack``, ``goodbye``) is a :data:`~p2pchat.chat_protocol.SEALED_CONTENT` frame body, so an
-observer cannot tell a typing notice from a short text. Counters strictly increase per direction across epochs;
+AAD = label | session id | direction | epoch | counter). The inner message (``text``, ``texts``, ``receipt``,
+``typing``, ``rotate``, ``rotate_ack``, ``goodbye``) is a :data:`~p2pchat.chat_protocol.SEALED_CONTENT` frame body,
+so an observer cannot tell a typing notice from a short text. Counters strictly increase per direction across epochs;
 lower or equal → refused (replay/reorder), a jump → reported as missing frames.
 
 Delivery receipts are cumulative: one ``receipt{ids}`` acknowledges every text that arrived in one burst. The
@@ -39,6 +42,13 @@ IO layer passes ``more_buffered=True`` to :meth:`Channel.receive` while it alrea
 frames from the peer; the ids of texts are then collected and the receipt comes with the first ``receive`` whose
 ``more_buffered`` is false (so a lone text is receipted at once), or as soon as :data:`MAX_RECEIPT_IDS` ids are
 collected, before a ``goodbye`` either way. ``receive``'s default keeps one receipt per text.
+
+Batching: when the sender produces texts faster than they leave, the IO layer queues them (:meth:`Channel.queue_text`)
+and seals whatever is queued when it next writes (:meth:`Channel.seal_queued`): one queued text travels as an
+ordinary ``text``, several as ``texts`` frames of up to :data:`MAX_BATCH_TEXTS` entries (one seal and one open for
+all of them; a text over :data:`MAX_BATCH_TEXT_BYTES` goes alone). Every other kind this side seals (typing,
+receipts, rotation, goodbye, ``send_text``) first seals the queued texts, so frames keep the order the user made
+them in and counters increase along the wire.
 
 Rotation, per direction (sender S, receiver R), after ``rotate_every`` texts from S under the current epoch:
 S sends ``rotate{epoch+1, pub_S}`` (sealed under the current key) and keeps sending under the current key;
@@ -60,6 +70,8 @@ from p2pchat.chat_protocol import (
     CHAT,
     DIRECTION_I2R,
     DIRECTION_R2I,
+    MAX_BATCH_TEXT_BYTES,
+    MAX_BATCH_TEXTS,
     MAX_COUNTER,
     MAX_EPOCH,
     MAX_RECEIPT_IDS,
@@ -79,6 +91,7 @@ from p2pchat.handshake import EphemeralLike, Established
 RATCHET_INFO = b"p2pchat/chat-ratchet/v1"
 DEFAULT_ROTATE_EVERY = 10
 MAX_SENT_AT = 1e11        # seconds since 1970: year ~5100; later (or NaN/inf) send times are refused
+MAX_TEXT_ID = 2**63 - 1
 
 
 class ChannelError(UserError):
@@ -196,6 +209,7 @@ class Channel:
         est.wipe_keys()
         self._next_text_id = 1
         self._unreceipted: list[int] = []    # ids of texts received whose receipt has not been sealed yet
+        self._queued: list[tuple[int, float, str, int]] = []   # (id, sent_at, text, UTF-8 size) not sealed yet
         self._typing = False
         self.closed = False          # we said goodbye
         self.peer_closed = False     # the peer said goodbye
@@ -218,7 +232,7 @@ class Channel:
         """Texts we send before our sending key starts rotating (0 while a rotation is under way)."""
         if self._send.pending is not None:
             return 0
-        return max(0, self.rotate_every - self._send.texts_in_epoch)
+        return max(0, self.rotate_every - self._send.texts_in_epoch - len(self._queued))
 
     @property
     def rotating(self) -> bool:
@@ -228,10 +242,22 @@ class Channel:
     def texts_sent(self) -> int:
         return self._next_text_id - 1
 
+    @property
+    def queued(self) -> int:
+        """Texts queued with :meth:`queue_text` and not sealed yet."""
+        return len(self._queued)
+
     # --- sending ----------------------------------------------------------------------------------------
 
     def send_text(self, text: str, now: float) -> tuple[int, list[bytes]]:
-        """Encrypt a message; returns its id (for the delivery receipt) and the frames to send in order."""
+        """Encrypt a message; returns its id (for the delivery receipt) and the frames to send in order (the
+        texts queued before it come first)."""
+        msg_id = self.queue_text(text, now)
+        return msg_id, self.seal_queued()
+
+    def queue_text(self, text: str, now: float) -> int:
+        """Check and number a message like :meth:`send_text` (same errors) without sealing it yet; returns its
+        id. The next :meth:`seal_queued` (or any other frame this side seals) seals it."""
         self._check_open()
         size = len(text.encode("utf-8", "surrogatepass"))
         if size > MAX_TEXT_BYTES:
@@ -242,15 +268,39 @@ class Channel:
             raise ChannelError("the message contains characters that cannot be sent (lone surrogates)") from None
         if not 0.0 <= now < MAX_SENT_AT:
             raise ValueError(f"send time {now!r} is not a time in seconds since 1970")
+        if self._send.key is None:
+            raise ChannelError("this chat's keys are gone; nothing more can be sent")
         msg_id = self._next_text_id
-        frames = [self._seal("text", id=msg_id, sent_at=float(now), text=text)]
         self._next_text_id += 1
+        self._queued.append((msg_id, float(now), text, size))
         self._typing = False  # a text ends the typing state: the peer's UI clears its indicator on arrival
-        self._send.texts_in_epoch += 1
+        return msg_id
+
+    def seal_queued(self) -> list[bytes]:
+        """Seal every queued text, in order: one alone as ``text``, several as ``texts`` batches (at most
+        :data:`MAX_BATCH_TEXTS` entries and :data:`MAX_BATCH_TEXT_BYTES` of text each; a larger text alone), then
+        a ``rotate`` frame if this side's texts crossed the rotation threshold. ``[]`` when nothing is queued."""
+        if not self._queued:
+            return []
+        queued, self._queued = self._queued, []
+        frames: list[bytes] = []
+        start = 0
+        while start < len(queued):
+            end, size = start + 1, queued[start][3]
+            while end < len(queued) and end - start < MAX_BATCH_TEXTS and size + queued[end][3] <= MAX_BATCH_TEXT_BYTES:
+                size += queued[end][3]
+                end += 1
+            if end - start == 1:
+                msg_id, sent_at, text, _ = queued[start]
+                frames.append(self._seal("text", id=msg_id, sent_at=sent_at, text=text))
+            else:
+                frames.append(self._seal("texts", texts=[[i, t, x] for i, t, x, _ in queued[start:end]]))
+            start = end
+        self._send.texts_in_epoch += len(queued)
         if self._send.texts_in_epoch >= self.rotate_every and self._send.pending is None \
                 and self._send.epoch < MAX_EPOCH:
             frames.append(self._begin_rotation())
-        return msg_id, frames
+        return frames
 
     def send_typing(self, typing: bool) -> list[bytes]:
         """Tell the peer we started/stopped typing. Only a change of state makes a frame; the UI must also
@@ -258,14 +308,14 @@ class Channel:
         if self.closed or self.peer_closed or typing == self._typing:
             return []
         self._typing = typing
-        return [self._seal("typing", on=typing)]
+        return self._seal_after_queued("typing", on=typing)
 
     def send_goodbye(self, reason: str = "") -> list[bytes]:
         """Close the chat politely; returns ``[]`` if goodbye was already said."""
         if self.closed:
             return []
         frames = self.take_receipt()       # texts that arrived before our goodbye still get their receipt
-        frames.append(self._seal("goodbye", reason=reason[:1000]))
+        frames += self._seal_after_queued("goodbye", reason=reason[:1000])   # queued texts go out first
         self.closed = True
         return frames
 
@@ -275,12 +325,17 @@ class Channel:
             self._unreceipted.clear()
             return []
         ids, self._unreceipted = self._unreceipted, []
-        return [self._seal("receipt", ids=ids)]
+        frames = self.seal_queued()
+        # One batch of texts adds up to MAX_BATCH_TEXTS ids at once, so a collection may pass the receipt limit.
+        for start in range(0, len(ids), MAX_RECEIPT_IDS):
+            frames.append(self._seal("receipt", ids=ids[start:start + MAX_RECEIPT_IDS]))
+        return frames
 
     def close(self) -> None:
         """Forget every key (end of session): nothing can be sent or decrypted afterwards."""
         self.closed = self.peer_closed = True
         self._unreceipted.clear()
+        self._queued.clear()
         self._send.wipe()
         self._recv.wipe()
 
@@ -294,6 +349,12 @@ class Channel:
         eph = self._ephemeral_factory()
         self._send.pending = eph
         return self._seal("rotate", epoch=self._send.epoch + 1, pub=eph.public)
+
+    def _seal_after_queued(self, type_: str, **fields: Any) -> list[bytes]:
+        """The queued texts' frames, then one frame of another kind: the peer sees both in the order made."""
+        frames = self.seal_queued()
+        frames.append(self._seal(type_, **fields))
+        return frames
 
     def _seal(self, type_: str, **fields: Any) -> bytes:
         side = self._send
@@ -372,6 +433,8 @@ class Channel:
         kind = inner.type
         if kind == "text":
             return self._on_text(inner, now)
+        if kind == "texts":
+            return self._on_texts(inner["texts"], now)
         if kind == "receipt":
             ids = dict.fromkeys(inner["ids"])      # a duplicate id is harmless: one Receipt per message
             unsent = [i for i in ids if i >= self._next_text_id]
@@ -402,6 +465,33 @@ class Channel:
             self._unreceipted.append(msg_id)     # sealed by receive() once the burst is over
         return [Text(msg_id, inner["text"], sent_at, now)]
 
+    def _on_texts(self, entries: list[list[Any]], now: float | None) -> list[ChEvent]:
+        """A batch: every entry is checked before any is shown, so a bad batch shows nothing."""
+        texts: list[Text] = []
+        last = self._recv.last_text_id
+        for n, entry in enumerate(entries, start=1):
+            msg_id, sent_at, text = entry
+            if not (isinstance(msg_id, int) and not isinstance(msg_id, bool) and 1 <= msg_id <= MAX_TEXT_ID
+                    and isinstance(sent_at, (int, float)) and not isinstance(sent_at, bool)
+                    and isinstance(text, str) and len(text) <= MAX_TEXT_BYTES):
+                return [Refused("malformed", f"the peer sent a batch of messages whose entry {n} is not "
+                                             "[number, time, text]; none of it was shown")]
+            if not 0.0 <= sent_at < MAX_SENT_AT:
+                return [Refused("malformed", f"message {msg_id} in a batch carries an impossible send time; "
+                                             "none of the batch was shown")]
+            if msg_id <= last:
+                if n == 1:
+                    return [Refused("replayed", f"message {msg_id} arrived a second time; the batch it came in "
+                                                "was not shown again")]
+                return [Refused("malformed", f"the peer sent a batch of messages numbered out of order ({last} "
+                                             f"then {msg_id}); none of it was shown")]
+            last = msg_id
+            texts.append(Text(msg_id, text, float(sent_at), now))
+        self._recv.last_text_id = last
+        if not self.closed:
+            self._unreceipted += [t.msg_id for t in texts]
+        return list(texts)
+
     def _on_rotate(self, epoch: int, peer_pub: bytes) -> list[ChEvent]:
         side = self._recv
         if epoch != side.epoch + 1 or side.next_key is not None or side.chain is None:
@@ -416,7 +506,7 @@ class Channel:
         side.next_key, side.chain = ratchet(shared, side.chain, side.direction, epoch)
         if self.closed:
             return []
-        return [Send(self._seal("rotate_ack", epoch=epoch, pub=eph.public))]
+        return [Send(frame) for frame in self._seal_after_queued("rotate_ack", epoch=epoch, pub=eph.public)]
 
     def _on_rotate_ack(self, epoch: int, peer_pub: bytes) -> list[ChEvent]:
         side = self._send
@@ -438,6 +528,6 @@ class Channel:
 
 
 __all__ = [
-    "MAX_RECEIPT_IDS", "ChEvent", "Channel", "ChannelError", "Goodbye", "PeerError", "Receipt", "Refused",
-    "Rotated", "Send", "Text", "Typing", "ratchet",
+    "MAX_BATCH_TEXTS", "MAX_RECEIPT_IDS", "ChEvent", "Channel", "ChannelError", "Goodbye", "PeerError", "Receipt",
+    "Refused", "Rotated", "Send", "Text", "Typing", "ratchet",
 ]

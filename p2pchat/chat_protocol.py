@@ -8,7 +8,7 @@ Public API (used by :mod:`p2pchat.handshake`, :mod:`p2pchat.channel` and the IO 
 - ``SEALED_CONTENT`` — the protocol of the plaintext *inside* an encrypted ``sealed`` frame.
 - ``Send(frame)`` — the one "put these bytes on the wire" event both protocol cores return.
 - ``HANDSHAKE_TYPES`` / ``CHANNEL_TYPES`` — which frame types belong to which core.
-- constants: ``PROTOCOL_VERSION``, ``SUPPORTED_VERSIONS``, ``MAX_TEXT_BYTES``, ``MAX_FRAME``.
+- constants: ``PROTOCOL_VERSION``, ``SUPPORTED_VERSIONS``, ``MAX_TEXT_BYTES``, ``MAX_FRAME``, ``MAX_BATCH_TEXTS``.
 
 Frame types on a chat connection (field names as on the wire; see docs/protocol.md for the full spec):
 
@@ -53,6 +53,8 @@ MAX_SIGNATURE = 1024                     # RSA-8192
 NONCE_LEN = 32                           # step-3 challenges (sent in step 2's `key` frames)
 X25519_LEN = crypto.X25519_LEN
 MAX_RECEIPT_IDS = 256                    # texts one cumulative delivery receipt may acknowledge
+MAX_BATCH_TEXTS = 64                     # texts one sealed ``texts`` batch may carry
+MAX_BATCH_TEXT_BYTES = 60 * 1024         # a sender batches texts up to this much UTF-8 (larger texts go alone)
 TAG_LEN = 32                             # HMAC-SHA256 key-confirmation tags
 
 # --- padding buckets for sealed plaintext ----------------------------------------------------------------
@@ -126,6 +128,8 @@ SEALED_CONTENT = Protocol("chat-sealed", {
         "sent_at": Field(float),
         "text": Field(str, max_len=MAX_TEXT_BYTES),
     },
+    # several texts in one sealed frame: entries [id, sent_at, text] (their types are checked by the channel)
+    "texts": {"texts": Field(list, min_len=1, max_len=MAX_BATCH_TEXTS, items=Field(list, min_len=3, max_len=3))},
     "receipt": {"ids": Field(list, min_len=1, max_len=MAX_RECEIPT_IDS, items=Field(int, lo=1, hi=2**63 - 1))},
     "typing": {"on": Field(bool)},
     "rotate": {"epoch": Field(int, lo=1, hi=MAX_EPOCH), "pub": _bytes(X25519_LEN)},
@@ -232,7 +236,8 @@ def unpad(plain: bytes) -> bytes:
 
 
 __all__ = [
-    "CHANNEL_TYPES", "CHAT", "HANDSHAKE_TYPES", "MAX_FRAME", "MAX_RECEIPT_IDS", "MAX_TEXT_BYTES", "PAD_BUCKETS",
+    "CHANNEL_TYPES", "CHAT", "HANDSHAKE_TYPES", "MAX_BATCH_TEXTS", "MAX_BATCH_TEXT_BYTES", "MAX_FRAME",
+    "MAX_RECEIPT_IDS", "MAX_TEXT_BYTES", "PAD_BUCKETS",
     "PROTOCOL_VERSION", "SEALED_CONTENT", "SUPPORTED_VERSIONS", "Send", "Transcript", "pad", "padded_size",
     "sealed_aad", "sealed_nonce", "unpad",
 ]

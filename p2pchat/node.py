@@ -52,7 +52,7 @@ from p2pchat.handshake import Handshake, StepOrderError
 from p2pchat.peer_directory import LedgerDirectory, PeerDirectory, PeerNotFound
 from p2pchat.relay.link import RelayRegistration, open_relay_link
 from p2pchat.safety import safety_number
-from p2pchat.session import Session
+from p2pchat.session import QueuedTexts, Session
 from p2pchat.steps import Step
 
 log = logging.getLogger(__name__)
@@ -214,19 +214,32 @@ class ChatNode:
         self._submit(self._core_call, s, lambda hs: hs.accept(accept), Step.CONNECT)
 
     def send_text(self, session: str, text: str) -> int:
-        """Encrypt and queue a message; returns its id (a :class:`DeliveryReceipt` follows on arrival)."""
+        """Queue a message for encryption and sending; returns its id at once (a :class:`DeliveryReceipt` follows
+        on arrival). The texts queued while earlier ones are still being written share sealed frames."""
         s = self._get(session)
         with s.lock:
             if s.ended:
                 raise UserError("this chat has ended")
-            if s.channel is None:
+            ch = s.channel
+            if ch is None:
                 raise UserError(f"the chat is not ready yet: finish step {Step.AGREE_KEY.label} first")
-            msg_id, frames = s.channel.send_text(text, time.time())
+            if s.text_marker is not None and not ch.queued:
+                s.text_marker = None      # another frame sealed the queued texts first; that placeholder is spent
+            msg_id = ch.queue_text(text, time.time())
             s.sent_ids.add(msg_id)
             s.typing_sent = False
-            s.outbox.extend(frames)
+            if s.text_marker is None:
+                s.text_marker = QueuedTexts()
+                s.outbox.append(s.text_marker)
             self._refresh_channel_info(s)
-        self._kick(s)
+            # A message with none of ours in flight goes out on this thread at once (latency). With earlier ones
+            # still unreceipted the user is ahead of the wire: a pool writer seals what has queued up meanwhile,
+            # several texts per frame, while this thread returns to queue more.
+            at_once = len(s.sent_ids) <= 1
+            if not at_once:
+                self._schedule_flush(s)
+        if at_once:
+            self._kick(s)
         return msg_id
 
     def set_typing(self, session: str, typing: bool) -> None:
@@ -270,6 +283,9 @@ class ChatNode:
         """Write raw bytes on ``session``'s connection, after whatever is queued (e.g. a replayed frame)."""
         s = self._get(session)
         with s.lock:
+            if s.channel is not None:
+                s.outbox.extend(s.channel.seal_queued())    # the texts queued so far go before it
+            s.text_marker = None
             s.outbox.append(frame)
             s.raw_frames += 1
             self._schedule_flush(s)
@@ -709,8 +725,8 @@ class ChatNode:
 
     def _next_chunk(self, session: Session) -> bytes | None:
         """The next bytes to write (``session.lock`` held): the rest of a partly sent frame, else the queued
-        frames (each through the wire hook) joined up to :data:`COALESCE_BYTES`, so a burst costs one system
-        call; None when nothing is queued."""
+        frames (a :class:`QueuedTexts` placeholder sealed on the spot; each frame through the wire hook) joined up
+        to :data:`COALESCE_BYTES`, so a burst costs one system call; None when nothing is queued."""
         if session.partial:
             data, session.partial = session.partial, b""
             return data
@@ -719,6 +735,9 @@ class ChatNode:
         outbox, hook = session.outbox, session.wire_hook
         while outbox and size < COALESCE_BYTES:
             frame = outbox.popleft()
+            if isinstance(frame, QueuedTexts):
+                self._seal_queued(session, frame)
+                continue
             if hook is not None:
                 frame = hook(frame)
             if frame is not None:
@@ -727,6 +746,17 @@ class ChatNode:
         if not parts:
             return None
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _seal_queued(self, session: Session, marker: QueuedTexts) -> None:
+        """Replace the placeholder just taken from the outbox by the sealed frames of the queued texts
+        (``session.lock`` held). A placeholder whose texts another frame already sealed is dropped: any frame the
+        channel seals carries the queued texts ahead of it, so counters still increase along the wire."""
+        if marker is not session.text_marker:
+            return
+        session.text_marker = None
+        if session.channel is not None:
+            session.outbox.extendleft(reversed(session.channel.seal_queued()))
+            self._refresh_channel_info(session)
 
     @contextmanager
     def _sending(self, session: Session) -> Iterator[None]:
@@ -853,6 +883,7 @@ class ChatNode:
                     session.outbox.append(CHAT.encode("error", reason=goodbye or "the other side closed the chat"))
                 session.graceful = True
             session.ended = True
+            session.text_marker = None
             if session.channel is not None:
                 session.channel.close()     # erase the session keys
             session.channel = None

@@ -10,6 +10,10 @@ Two locks keep things ordered:
   Lock order is always ``send_lock`` then ``lock``: nothing waits for ``send_lock`` while holding ``lock``, which
   is why ending a session only changes state under ``lock`` and leaves the socket work (:meth:`ChatNode._close_io`)
   to whoever releases it.
+
+Texts the user sends are queued in the channel and stand in the outbox as one :class:`QueuedTexts` placeholder
+per batch; whichever thread writes next replaces it with the sealed frames (several texts per frame when the user
+is faster than the wire).
 """
 
 from __future__ import annotations
@@ -25,6 +29,12 @@ from p2pchat.events import SessionInfo
 from p2pchat.steps import Step
 
 
+class QueuedTexts:
+    """Outbox placeholder for the texts queued in the channel; sealed by the writer that reaches it."""
+
+    __slots__ = ()
+
+
 class Session:
     """State of one chat, with an immutable :class:`SessionInfo` snapshot replaced on every change."""
 
@@ -36,7 +46,8 @@ class Session:
         self.link: Any = None                  # FramedSocket or RelayLink, once connected
         self.handshake: Any = None             # p2pchat.handshake.Handshake until the keys are agreed
         self.channel: Any = None               # p2pchat.channel.Channel afterwards
-        self.outbox: deque[bytes] = deque()
+        self.outbox: deque[bytes | QueuedTexts] = deque()
+        self.text_marker: QueuedTexts | None = None   # the placeholder of the texts queued now, while in the outbox
         self.partial = b""                     # the unsent rest of a frame the socket took only part of
         self.write_poll: Any = None            # select.poll() for the socket's POLLOUT, made on the first send
         self.flush_scheduled = False

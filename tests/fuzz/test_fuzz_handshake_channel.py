@@ -111,7 +111,8 @@ def channels(rotate_every: int) -> tuple[Channel, Channel]:
             Channel(copy.copy(est_r), rotate_every=rotate_every))
 
 
-ACTIONS = ["genuine", "genuine", "genuine", "replay", "reorder", "mutate", "random", "drop", "typing", "handshake"]
+ACTIONS = ["genuine", "genuine", "genuine", "batch", "replay", "reorder", "mutate", "random", "drop", "typing",
+           "handshake"]
 
 
 @fuzz_settings(60)
@@ -154,6 +155,14 @@ def test_a_channel_fed_any_mix_of_frames_shows_only_genuine_texts_once_in_order(
             for frame in held:
                 deliver(frame)
             held.clear()
+        elif action == "batch":          # several texts queued, sealed together (one ``texts`` frame or more)
+            for k in range(data.draw(st.integers(min_value=1, max_value=5))):
+                msg_id = sender.queue_text(f"message {n}.{k}", 1_700_000_000.0 + n)
+                sent_texts[msg_id] = f"message {n}.{k}"
+            frames = sender.seal_queued()
+            seen += frames
+            for frame in frames:
+                deliver(frame)
         elif action == "replay" and seen:
             deliver(data.draw(st.sampled_from(seen)))
         elif action == "random":
