@@ -259,13 +259,15 @@ class Channel:
         """Check and number a message like :meth:`send_text` (same errors) without sealing it yet; returns its
         id. The next :meth:`seal_queued` (or any other frame this side seals) seals it."""
         self._check_open()
-        size = len(text.encode("utf-8", "surrogatepass"))
+        try:
+            size = len(text.encode("utf-8"))
+            surrogates = False
+        except UnicodeEncodeError:
+            size, surrogates = len(text.encode("utf-8", "surrogatepass")), True
         if size > MAX_TEXT_BYTES:
             raise ChannelError(f"the message is {size:,} bytes; at most {MAX_TEXT_BYTES:,} bytes fit in one message")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ChannelError("the message contains characters that cannot be sent (lone surrogates)") from None
+        if surrogates:
+            raise ChannelError("the message contains characters that cannot be sent (lone surrogates)")
         if not 0.0 <= now < MAX_SENT_AT:
             raise ValueError(f"send time {now!r} is not a time in seconds since 1970")
         if self._send.key is None:

@@ -217,11 +217,11 @@ def padded_size(n: int) -> int:
 def pad(body: bytes) -> bytes:
     """``u32 len(body) | body | zero bytes`` up to the bucket size."""
     n = LENGTH_PREFIX.size + len(body)
-    return LENGTH_PREFIX.pack(len(body)) + body + bytes(padded_size(n) - n)
+    return b"".join((LENGTH_PREFIX.pack(len(body)), body, bytes(padded_size(n) - n)))   # one copy of the body
 
 
-def unpad(plain: bytes) -> bytes:
-    """Inverse of :func:`pad`; refuses a wrong length or non-zero padding."""
+def unpad(plain: bytes) -> memoryview:
+    """Inverse of :func:`pad` (a view into ``plain``, not a copy); refuses a wrong length or non-zero padding."""
     if len(plain) < LENGTH_PREFIX.size:
         raise ProtocolError("sealed message is too short to hold its length")
     (n,) = LENGTH_PREFIX.unpack_from(plain)
@@ -232,7 +232,7 @@ def unpad(plain: bytes) -> bytes:
         raise ProtocolError("sealed message is not padded to its size bucket")
     if plain.count(0, end) != len(plain) - end:     # counted in C: a padding of up to 64 KiB per message
         raise ProtocolError("sealed message's padding is not zero")
-    return plain[LENGTH_PREFIX.size:end]
+    return memoryview(plain)[LENGTH_PREFIX.size:end]
 
 
 __all__ = [

@@ -723,7 +723,7 @@ class ChatNode:
             with session.lock:
                 self._schedule_flush(session)
 
-    def _next_chunk(self, session: Session) -> bytes | None:
+    def _next_chunk(self, session: Session) -> bytes | memoryview | None:
         """The next bytes to write (``session.lock`` held): the rest of a partly sent frame, else the queued
         frames (a :class:`QueuedTexts` placeholder sealed on the spot; each frame through the wire hook) joined up
         to :data:`COALESCE_BYTES`, so a burst costs one system call; None when nothing is queued."""
@@ -791,7 +791,7 @@ class ChatNode:
             with session.lock:
                 self._schedule_flush(session)
 
-    def _writer(self, session: Session) -> Callable[[bytes], int]:
+    def _writer(self, session: Session) -> Callable[[bytes | memoryview], int]:
         """A function that writes bytes on the session's link without waiting and returns how many it took (0 when
         the link is busy); raises :class:`UserError` when the connection is gone (``send_lock`` held)."""
         link = session.link
@@ -805,14 +805,14 @@ class ChatNode:
             poller = session.write_poll = select.poll()
             poller.register(sock, select.POLLOUT)
 
-        def write(data: bytes) -> int:
+        def write(data: bytes | memoryview) -> int:
             try:
                 return sock.send(data) if poller.poll(0) else 0
             except OSError as exc:
                 raise PeerUnreachable(f"could not send to {link.peer_text}: {exc.strerror or exc}") from None
         return write
 
-    def _send_without_waiting(self, session: Session, write: Callable[[bytes], int]) -> bool:
+    def _send_without_waiting(self, session: Session, write: Callable[[bytes | memoryview], int]) -> bool:
         """True when everything queued was written (``send_lock`` held); what ``write`` did not take stays first
         in line for the pool."""
         while True:
@@ -832,7 +832,7 @@ class ChatNode:
                 return True
             if sent < len(data):
                 with session.lock:
-                    session.partial = data[sent:]
+                    session.partial = memoryview(data)[sent:]     # the rest, not a copy of it
                 return False
 
     def _send_outbox(self, session: Session) -> None:

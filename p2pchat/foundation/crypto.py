@@ -177,8 +177,8 @@ def open_sealed(key: bytes, nonce: bytes, sealed: bytes, aad: bytes) -> bytes:
         raise CryptoError("ciphertext is shorter than its authentication tag")
     cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=GCM_TAG_LEN)
     cipher.update(aad)
-    try:
-        return cipher.decrypt_and_verify(sealed[:-GCM_TAG_LEN], sealed[-GCM_TAG_LEN:])
+    try:   # a view of the ciphertext: a large message is not copied once more before decryption
+        return cipher.decrypt_and_verify(memoryview(sealed)[:-GCM_TAG_LEN], sealed[-GCM_TAG_LEN:])
     except ValueError:
         raise CryptoError("message failed authentication (altered, replayed or under the wrong key)") from None
 
