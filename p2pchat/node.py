@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
-import select
 import socket
 import threading
 import time
@@ -45,7 +44,7 @@ from p2pchat.events import (
 )
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, RELAY_PORT, format_address, parse_address
-from p2pchat.foundation.errors import FrameError, PeerUnreachable, UserError
+from p2pchat.foundation.errors import FrameError, UserError
 from p2pchat.foundation.identity import Identity
 from p2pchat.foundation.transport import FramedSocket, FrameServer
 from p2pchat.handshake import Handshake, StepOrderError
@@ -779,38 +778,16 @@ class ChatNode:
         # purpose: whoever queues a frame after this check kicks or schedules a flush itself.
         if not session.outbox and not session.partial:
             return
-        link = session.link
-        writable = isinstance(getattr(link, "sock", None), socket.socket) or hasattr(link, "send_nowait")
+        write = getattr(session.link, "send_nowait", None)    # FramedSocket and RelayLink have it
         done = False
-        if writable and session.send_lock.acquire(blocking=False):
+        if write is not None and session.send_lock.acquire(blocking=False):
             try:
-                done = self._send_without_waiting(session, self._writer(session))
+                done = self._send_without_waiting(session, write)
             finally:
                 session.send_lock.release()
         if not done:
             with session.lock:
                 self._schedule_flush(session)
-
-    def _writer(self, session: Session) -> Callable[[bytes | memoryview], int]:
-        """A function that writes bytes on the session's link without waiting and returns how many it took (0 when
-        the link is busy); raises :class:`UserError` when the connection is gone (``send_lock`` held)."""
-        link = session.link
-        send_nowait = getattr(link, "send_nowait", None)
-        if send_nowait is not None:          # a relay link: it takes whole frames, wrapping them itself
-            return lambda data: len(data) if send_nowait(data) else 0
-        sock = link.sock
-        # The socket is in timeout mode, where send() would wait for room: poll(0) first (one poller per session).
-        poller = session.write_poll
-        if poller is None:
-            poller = session.write_poll = select.poll()
-            poller.register(sock, select.POLLOUT)
-
-        def write(data: bytes | memoryview) -> int:
-            try:
-                return sock.send(data) if poller.poll(0) else 0
-            except OSError as exc:
-                raise PeerUnreachable(f"could not send to {link.peer_text}: {exc.strerror or exc}") from None
-        return write
 
     def _send_without_waiting(self, session: Session, write: Callable[[bytes | memoryview], int]) -> bool:
         """True when everything queued was written (``send_lock`` held); what ``write`` did not take stays first

@@ -49,7 +49,6 @@ class Session:
         self.outbox: deque[bytes | QueuedTexts] = deque()
         self.text_marker: QueuedTexts | None = None   # the placeholder of the texts queued now, while in the outbox
         self.partial: bytes | memoryview = b""  # the unsent rest of a frame the socket took only part of
-        self.write_poll: Any = None            # select.poll() for the socket's POLLOUT, made on the first send
         self.flush_scheduled = False
         self.defer_flush = False               # the lock holder sends the outbox itself once it lets go
         self.connecting = False                # step 1's dial is under way

@@ -8,6 +8,7 @@ through the same limits and timeouts.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import threading
 import time
@@ -36,6 +37,7 @@ class FramedSocket:
         self._reader = protocol.reader()
         self._ready: list[Message] = []
         self._send_lock = threading.Lock()
+        self._write_poll: Any = None         # select.poll() for POLLOUT, made by the first send_nowait
         self._closed = False
         try:
             self.peer: tuple[str, int] = sock.getpeername()[:2]
@@ -65,6 +67,22 @@ class FramedSocket:
                 self.sock.sendall(frame)
             except OSError as exc:
                 raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
+
+    def send_nowait(self, data: bytes | memoryview) -> int:
+        """Write what the socket takes at once, never waiting: returns the number of bytes written (0 when it has
+        no room or another thread is sending); raises :class:`PeerUnreachable` when the connection is gone."""
+        if not self._send_lock.acquire(blocking=False):
+            return 0
+        try:
+            # The socket is in timeout mode, where send() would wait for room: ask poll(0) first.
+            if self._write_poll is None:
+                self._write_poll = select.poll()
+                self._write_poll.register(self.sock, select.POLLOUT)
+            return self.sock.send(data) if self._write_poll.poll(0) else 0
+        except OSError as exc:
+            raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
+        finally:
+            self._send_lock.release()
 
     def send_error(self, reason: str) -> None:
         """Best effort: tell the peer why the connection is being closed."""

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import logging
-import select
 import socket
 import threading
 import time
@@ -73,7 +72,6 @@ class RelayLink:
         # (``_wake``), and every later send waits for it, so the relay's byte stream stays in order.
         self._backlog = b""
         self._wake = threading.Event()
-        self._poll: Any = None
         self._stop = threading.Event()
         self._closed = False
         self._keepalive_thread = threading.Thread(target=self._keepalive_loop, name="relay-link-keepalive")
@@ -122,32 +120,27 @@ class RelayLink:
             self._conn.send_frame(data)
             self._last_sent = time.monotonic()
 
-    def send_nowait(self, frame: bytes) -> bool:
-        """Hand chat frame bytes to the relay without blocking: True when they were taken (written, or the tail
-        of their relay frame left to the link's own thread), False when the connection is busy and nothing was
-        taken (send them later, e.g. with ``send_frame`` from a thread that may wait)."""
+    def send_nowait(self, frame: bytes | memoryview) -> int:
+        """Hand chat frame bytes to the relay without blocking, like ``FramedSocket.send_nowait``: returns
+        ``len(frame)`` when they were taken (written, or the tail of their relay frame left to the link's own
+        thread), 0 when the connection is busy and nothing was taken (send them later, e.g. with ``send_frame``
+        from a thread that may wait)."""
         if not frame:
-            return True
+            return 0
         if not self._send_lock.acquire(blocking=False):
-            return False
+            return 0
         try:
             if self._backlog:
-                return False
-            if self._poll is None:
-                self._poll = select.poll()
-                self._poll.register(self._conn.sock, select.POLLOUT)
-            if not self._poll.poll(0):
-                return False
+                return 0
             data = self._wrap(frame)
-            try:
-                sent = self._conn.sock.send(data)      # writable: takes what fits without waiting
-            except OSError as exc:
-                raise PeerUnreachable(f"lost the connection to {self.peer_text}: {exc.strerror or exc}") from None
+            sent = self._conn.send_nowait(data)
+            if sent == 0:
+                return 0
             if sent < len(data):
                 self._backlog = data[sent:]
                 self._wake.set()
             self._last_sent = time.monotonic()
-            return True
+            return len(frame)
         finally:
             self._send_lock.release()
 
