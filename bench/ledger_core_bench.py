@@ -1,5 +1,6 @@
 """Ledger core benchmark: mining hash rate, record validation rate, SQLite block appends, and the core's share of
-an initial sync of a 10,000-block chain. Each figure is compared with a baseline measured in the same run.
+an initial sync, on a chain mined the way a quiet network mines it (one record per block, every record from its
+own key: bench/chaingen.py). Each figure is compared with a baseline measured in the same run.
 
     python3 bench/ledger_core_bench.py [--quick] [--no-write]
 
@@ -21,17 +22,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+import chaingen  # noqa: E402  (bench/ is on sys.path when run as a script)
+from report import write_section  # noqa: E402
 
 from ledger.blocks import HEADER_SIZE, NONCE_SIZE, Block, BlockHeader  # noqa: E402
 from ledger.chain import Chain  # noqa: E402
 from ledger.local_ledger import LocalLedger  # noqa: E402
-from ledger.merkle import merkle_root  # noqa: E402
 from ledger.miner import mine  # noqa: E402
 from ledger.params import NetworkParams  # noqa: E402
-from ledger.records import ZERO_HASH, Record, clear_caches, make_register  # noqa: E402
+from ledger.records import Record, clear_caches  # noqa: E402
 from ledger.store import Store  # noqa: E402
-from p2pchat.foundation.identity import Identity  # noqa: E402
 
 NET = "bench"
 T0 = 1_700_000_000
@@ -79,21 +79,6 @@ def bench_mining(hashes: int, rounds: int) -> tuple[float, float]:
 
 # --- 2. record validation ----------------------------------------------------------------------------------
 
-def make_records(identities: list[Identity], per_identity: int) -> list[Record]:
-    """Chains of updates: identity i moves between addresses 10.i.x.y, seq 0..per_identity-1."""
-    records = []
-    for i, ident in enumerate(identities):
-        prev = ZERO_HASH
-        for seq in range(per_identity):
-            rec = make_register(ident, network=NET, seq=seq, prev=prev, nickname=f"user{i}",
-                                ip=f"10.{i}.{seq // 250}.{seq % 250 + 1}", port=8471, ledger_port=8470,
-                                issued=T0 + seq, lifetime=7 * 86400)
-            records.append(rec)
-            prev = rec.id
-    # Interleave identities so consecutive records come from different keys, as in a real block.
-    return sorted(records, key=lambda r: (r.seq, r.key))
-
-
 def bench_validation(params: NetworkParams, records: list[Record], rounds: int) -> dict[str, float]:
     wires = [r.to_wire() for r in records]
 
@@ -128,26 +113,6 @@ def bench_validation(params: NetworkParams, records: list[Record], rounds: int) 
 
 
 # --- 3. SQLite appends and 4. sync ---------------------------------------------------------------------------
-
-def build_chain(params: NetworkParams, n_blocks: int, records: list[Record], every: int) -> list[Block]:
-    """``n_blocks`` mined blocks; every ``every``-th block carries the next few records (in order)."""
-    blocks: list[Block] = []
-    parent = params.genesis().header
-    pending = list(records)
-    per_block = max(1, -(-len(records) // max(1, n_blocks // every)))
-    for i in range(n_blocks):
-        recs = []
-        if i % every == 0 and pending:
-            recs, pending = pending[:per_block], pending[per_block:]
-        header = BlockHeader(version=params.version, network_id=params.network_id, height=parent.height + 1,
-                             prev_hash=parent.hash, merkle_root=merkle_root([r.id for r in recs]),
-                             timestamp=T0 + i, target_bits=params.difficulty_bits, nonce=0)
-        solved = mine(header, threading.Event())
-        assert solved is not None
-        blocks.append(Block(solved, tuple(recs)))
-        parent = solved
-    return blocks
-
 
 def bench_store(blocks: list[Block]) -> tuple[float, float]:
     """Blocks/s appended by Store.save_block (one transaction each), vs raw sqlite INSERTs in one transaction
@@ -200,21 +165,20 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args()
     hashes, rounds = (100_000, 4) if args.quick else (131_072, 20)
-    n_ids, per_id = (4, 25) if args.quick else (10, 100)
-    n_blocks = 1000 if args.quick else 10_000
+    n_records = 200 if args.quick else 3000
     params = NetworkParams(name=NET, difficulty_bits=8)
 
     print(f"mining: {hashes} hashes per run, best of {rounds} interleaved rounds …", flush=True)
     base_rate, mine_rate = bench_mining(hashes, rounds)
 
-    print(f"generating {n_ids} identities and {n_ids * per_id} signed records …", flush=True)
-    identities = [Identity.generate() for _ in range(n_ids)]
-    records = make_records(identities, per_id)
+    print(f"generating {n_records} records, each from its own key …", flush=True)
+    records = list(chaingen.records(n_records, NET))
     print("record validation …", flush=True)
     validation = bench_validation(params, records, 2 if args.quick else 4)
 
-    print(f"mining a {n_blocks}-block chain at {params.difficulty_bits} bits …", flush=True)
-    blocks = build_chain(params, n_blocks, records, every=10)
+    n_blocks = len(records)
+    print(f"mining a {n_blocks}-block chain at {params.difficulty_bits} bits, one record per block …", flush=True)
+    blocks = list(chaingen.blocks(params, iter(records)))
     print("SQLite appends …", flush=True)
     store_rate, raw_rate = bench_store(blocks[:2000])
     print("sync through LocalLedger …", flush=True)
@@ -242,15 +206,16 @@ def main() -> None:
     print(table)
     if args.quick or args.no_write:
         return
-    note = (f"{SECTION}\n\nMeasured by `python3 bench/ledger_core_bench.py` on {platform.machine()} "
-            f"({platform.python_implementation()} {platform.python_version()}, "
-            f"{time.strftime('%Y-%m-%d')}). Records are RSA-3072 registrations from {n_ids} identities "
-            f"({per_id} updates each); \"cold\" clears the verified-signature and parsed-key caches first "
-            "(keys are then parsed once per identity), \"cached\" is the path of a record that was verified when it "
-            "was gossiped and is validated again inside a block. Sync figures exclude the network transfer "
-            "(see the network section for end-to-end sync). The machine's cores are shared with other jobs, so "
-            "single runs swing by up to ±50 %: each rate is the best of several interleaved rounds of the measure "
-            "and its baseline.\n\n" + table + "\n")
+    note = (
+        f"{SECTION}\n\nMeasured by `python3 bench/ledger_core_bench.py` on {platform.machine()} "
+        f"({platform.python_implementation()} {platform.python_version()}, {time.strftime('%Y-%m-%d')}). "
+        f"Records are {n_records:,} RSA-3072 registrations, each from its own key, one per block "
+        "(`bench/chaingen.py`); \"cold\" clears the verified-signature and parsed-key caches first, so every record "
+        "parses its key and verifies its signature; \"cached\" is the path of a record that was verified when it was "
+        "gossiped and is validated again inside a block. Sync figures exclude the network transfer (see the network "
+        "section for end-to-end sync). The machine's cores are shared with other jobs, so single runs swing by up "
+        "to ±50 %: each rate is the best of several interleaved rounds of the measure and its baseline.\n\n"
+        + table + "\n")
     print(f"\nwritten to {write_section(SECTION, note)}")
 
 

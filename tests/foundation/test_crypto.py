@@ -19,10 +19,53 @@ def test_load_public_refuses_small_and_private_keys():
     small = RSA.generate(1024)
     with pytest.raises(CryptoError, match="1024 bits is refused"):
         crypto.load_public(small.public_key().export_key(format="DER"))
-    with pytest.raises(CryptoError, match="private key"):
+    with pytest.raises(CryptoError, match="not a valid RSA key"):
         crypto.load_public(small.export_key(format="DER"))
     with pytest.raises(CryptoError, match="not a valid RSA key"):
         crypto.load_public(b"garbage")
+
+
+def test_strict_key_parse_gives_exactly_what_pycryptodome_exports(identities):
+    for ident in identities[:3]:
+        key = crypto.load_public(ident.public_der)
+        assert (key.n, key.e) == (ident.public_key.n, ident.public_key.e)
+        assert crypto.spki_der(key.n, key.e) == ident.public_der == key.export_key(format="DER")
+
+
+def test_strict_key_parse_refuses_every_non_canonical_or_foreign_form(identities):
+    der = identities[0].public_der
+    pub = identities[0].public_key
+    n_body = pub.n.to_bytes(385, "big")  # with its sign byte
+    variants = {
+        "trailing byte": der + b"\x00",
+        "truncated": der[:-1],
+        "PKCS#1 RSAPublicKey": der[24:],
+        "PEM": pub.export_key(format="PEM"),
+        "private key": identities[0]._key.export_key(format="DER"),
+        "long-form length of a short value": der.replace(b"\x02\x03\x01\x00\x01", b"\x02\x81\x03\x01\x00\x01"),
+        "integer with a redundant zero": der.replace(b"\x02\x82\x01\x81" + n_body, b"\x02\x82\x01\x82\x00" + n_body),
+        "other algorithm": der.replace(bytes.fromhex("2a864886f70d010101"), bytes.fromhex("2a864886f70d01010a")),
+        "empty": b"",
+    }
+    for name, blob in variants.items():
+        assert blob != der, name
+        with pytest.raises(CryptoError):
+            crypto.load_public(blob)
+    with pytest.raises(CryptoError, match="65537"):
+        crypto.load_public(crypto.spki_der(pub.n, 3))
+    with pytest.raises(CryptoError, match="even modulus"):
+        crypto.load_public(crypto.spki_der(pub.n + 1, 65537))
+
+
+def test_signatures_made_with_the_hashlib_mgf1_verify_with_pycryptodomes_own(identities):
+    from Crypto.Hash import SHA256
+    from Crypto.Signature import pss
+    a = identities[0]
+    sig = a.sign("ledger-record", b"data")
+    message = SHA256.new(crypto.DOMAIN + b"ledger-record\x00data")
+    pss.new(a.public_key).verify(message, sig)
+    standard = pss.new(a._key).sign(message)
+    crypto.verify(a.public_der, "ledger-record", b"data", standard)
 
 
 def test_x25519_agreement_matches_and_refuses_bad_points():
