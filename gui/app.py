@@ -173,8 +173,8 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         host = normalize_ip(_arg(args, "host", "127.0.0.1"))
         port = _arg(args, "port", CHAT_PORT)
         network = _arg(args, "network", "p2pchat")
-        nickname = _arg(args, "nickname") or default_nickname(host)
         identity = Identity.load_or_create(data_dir, _passphrase(args))
+        nickname = _arg(args, "nickname") or default_nickname(identity.fingerprint)
         runtime = attach_ledger(data_dir=data_dir, identity=identity, host=host, ledger=_arg(args, "ledger"),
                                 network=network, nickname=nickname, chat_port=port,
                                 seeds=list(_arg(args, "join", []) or []),

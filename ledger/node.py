@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import socket
 import threading
 import time
 from collections import OrderedDict
@@ -35,6 +34,7 @@ from typing import Any
 
 import msgpack
 
+from ledger.bindings import NicknameTaken
 from ledger.blocks import Block, BlockHeader
 from ledger.chain import AddResult
 from ledger.errors import LedgerError, StoreError
@@ -247,7 +247,7 @@ class LedgerNode:
         self.host = normalize_ip(host)
         self.requested_port = port
         self.chat_port = chat_port
-        self.nickname = nickname or default_nickname(self.host)
+        self.nickname = nickname or default_nickname(identity.fingerprint)
         self.relay = relay
         self.no_inbound = no_inbound
         self.max_peers = max_peers
@@ -279,6 +279,7 @@ class LedgerNode:
         self._started_at = 0.0
         self._ever_synced = not self._seeds
         self.registration_error: str | None = None
+        self.nickname_problem: str | None = None   # set while the nickname clashes and the record goes without it
         self.stats = {"rate_limited": 0, "flood_drops": 0, "silent_drops": 0, "bad_frames": 0, "invalid_blocks": 0,
                       "invalid_records": 0, "reachability_failures": 0, "records_admitted": 0}
         self._server: FrameServer | None = None
@@ -412,6 +413,7 @@ class LedgerNode:
             "sync": None if progress is None else {"peer": progress.peer, "phase": progress.phase,
                                                     "height": progress.height, "target": progress.target},
             "own_record": own_info, "registration_error": self.registration_error,
+            "nickname_problem": self.nickname_problem,
         })
         return status
 
@@ -1055,12 +1057,30 @@ class LedgerNode:
     def ensure_registered(self) -> Record | None:
         """Register, renew or update this machine's record if needed; returns the record submitted, if any.
 
-        Raises :class:`LedgerError` when the ledger refuses it (e.g. the IP or nickname is taken)."""
+        When the nickname clashes with another key's (ledger.nicknames), the record is published without a
+        nickname, so the address binding never waits on a nickname, and :attr:`nickname_problem` says so; the
+        nickname is tried again at every check. Raises :class:`LedgerError` when the ledger refuses the record
+        for another reason (e.g. the IP is taken)."""
+        desired = self._desired_binding()
+        try:
+            record = self._publish_own(desired)
+        except NicknameTaken as exc:
+            problem = (f"the nickname '{self.nickname}' is taken by another key, so this machine's address is "
+                       "registered without a nickname; choose another with 'ledger update --nickname NAME' "
+                       f"({exc})")
+            if problem != self.nickname_problem:
+                log.warning("%s", problem)
+            self.nickname_problem = problem
+            return self._publish_own({**desired, "nickname": ""})
+        self.nickname_problem = None
+        return record
+
+    def _publish_own(self, desired: dict[str, Any]) -> Record | None:
         now = self.clock()
         fp = self.identity.fingerprint
         latest = self.ledger.latest_record(fp, now)
-        desired = self._desired_binding()
         lifetime = self.config.record_lifetime or self.params.default_record_lifetime
+        same = False
         if latest is not None:
             if latest.kind == "revoke":
                 raise LedgerError("this machine's identity was revoked; create a new key to register again")
@@ -1142,8 +1162,7 @@ class LedgerNode:
                 peer.send("ping", nonce=int(now * 1000) & _MAX_WIRE_INT)
 
 
-def default_nickname(host: str) -> str:
-    """``<hostname>-<ip>`` cut to the 32 characters a nickname may have (unique per address on one machine)."""
-    name = "".join(c for c in socket.gethostname().split(".")[0] if c.isalnum() or c in "-_") or "node"
-    room = 32 - len(host) - 1
-    return f"{name[:room]}-{host}" if room >= 3 else host[-32:]
+def default_nickname(fingerprint: bytes) -> str:
+    """``user-`` and the key fingerprint's first 8 hex digits: unique per key and, unlike a host name or address,
+    not known to anyone before the key exists (so nobody can squat it in advance)."""
+    return f"user-{fingerprint.hex()[:8]}"
