@@ -121,7 +121,8 @@ def main() -> int:
         r = run(n, calls, rng)
         results.append(r)
         print(f"n={n:>9,}: built in {r['build_s']:.1f} s, {r['live']:,} live; "
-              f"status p99 {pct(r['status'], .99):.4f} ms, ip p99 {pct(r['ip'], .99):.4f} ms, prefix p99 {pct(r['prefix'], .99):.4f} ms, dict p99 "
+              f"status p99 {pct(r['status'], .99):.4f} ms, ip p99 {pct(r['ip'], .99):.4f} ms, "
+              f"prefix p99 {pct(r['prefix'], .99):.4f} ms, dict p99 "
               f"{pct(r['base'], .99):.4f} ms, old full scan {r['scan_ms']:.1f} ms", flush=True)
     first = results[0]
     rows = []
