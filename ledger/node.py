@@ -240,7 +240,8 @@ class LedgerNode:
                  chat_port: int | None = CHAT_PORT, seeds: Sequence[str] = (), nickname: str | None = None,
                  relay: str | None = None, no_inbound: bool = False, max_peers: int = 16,
                  config: NodeConfig | None = None, on_progress: ProgressCallback | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 reload_identity: Callable[[bytes], Identity | None] | None = None) -> None:
         self.identity = identity
         self.ledger = ledger
         self.params = ledger.params
@@ -248,6 +249,10 @@ class LedgerNode:
         self.requested_port = port
         self.chat_port = chat_port
         self.nickname = nickname or default_nickname(identity.fingerprint)
+        # --- own record published by hand (ledger update / rotate-key / revoke): see _follow_own_records ---
+        self._nickname_given = nickname is not None
+        self._reload_identity = reload_identity
+        self._own_seen: set[bytes] | None = None   # ids of own records this node made or already followed
         self.relay = relay
         self.no_inbound = no_inbound
         self.max_peers = max_peers
@@ -399,7 +404,8 @@ class LedgerNode:
         if own is not None:
             mined = self.ledger.mined_record(self.identity.fingerprint)
             answer = self.ledger.lookup("fp", self.identity.fingerprint, now)
-            own_info = {"seq": own.seq, "kind": own.kind, "nickname": own.nickname, "ip": own.ip, "port": own.port,
+            own_info = {"id": own.id.hex(),
+                        "seq": own.seq, "kind": own.kind, "nickname": own.nickname, "ip": own.ip, "port": own.port,
                         "ledger_port": own.ledger_port, "relay": own.relay, "expires": own.expires,
                         "state": "pending" if mined is None or mined.id != own.id else "mined",
                         "height": answer.height if answer is not None and answer.record.id == own.id else None}
@@ -1061,6 +1067,7 @@ class LedgerNode:
         nickname, so the address binding never waits on a nickname, and :attr:`nickname_problem` says so; the
         nickname is tried again at every check. Raises :class:`LedgerError` when the ledger refuses the record
         for another reason (e.g. the IP is taken)."""
+        self._follow_own_records()
         desired = self._desired_binding()
         try:
             record = self._publish_own(desired)
@@ -1095,8 +1102,40 @@ class LedgerNode:
                                lifetime=lifetime, **desired)
         action = "registering" if latest is None else "renewing" if same else "updating"
         log.info("%s this machine's record: %s", action, record.describe())
+        if self._own_seen is not None:
+            self._own_seen.add(record.id)
         self.admit_record(record)
         return record
+
+    def _follow_own_records(self) -> None:
+        """Adopt what was published by hand for this identity: a nickname set by ``ledger update`` is kept by
+        later renewals, and once a rotation is mined the node loads the new key (``reload_identity``) and goes
+        on under it. At the first check a node started without ``--nickname`` keeps its record's nickname."""
+        now = self.clock()
+        fp = self.identity.fingerprint
+        latest = self.ledger.latest_record(fp, now)
+        if latest is None:
+            self._own_seen = self._own_seen if self._own_seen is not None else set()
+            return
+        if latest.kind == "rotate" and latest.signer_fingerprint == fp:
+            mined = self.ledger.mined_record(fp)
+            if mined is not None and mined.id == latest.id and self._reload_identity is not None:
+                new = self._reload_identity(latest.fingerprint)
+                if new is not None and new.fingerprint == latest.fingerprint:
+                    log.warning("this machine's key was rotated: the node now uses key %s", new.short_fingerprint)
+                    self.identity = new
+            return
+        if self._own_seen is None:
+            self._own_seen = {latest.id}
+            if not self._nickname_given and latest.kind != "revoke" and latest.nickname:
+                self.nickname = latest.nickname
+            return
+        if latest.id not in self._own_seen and latest.kind in ("register", "rotate"):
+            self._own_seen.add(latest.id)
+            if latest.nickname != self.nickname and (latest.nickname or self.nickname_problem is None):
+                log.info("adopting the nickname '%s' published for this key", latest.nickname)
+                self.nickname = latest.nickname
+                self.nickname_problem = None
 
     def _registration_due(self, now: float) -> bool:
         if not self.config.register or now < self._next_register:
