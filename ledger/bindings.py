@@ -288,6 +288,7 @@ class Bindings:
         start = bytes.fromhex(prefix + "0" * (len(prefix) % 2))
         found: list[BindingInfo] = []
         for scanned, fp in enumerate(table.live.from_item(start)):
+            table.prefix_examined += 1
             if not fp.hex().startswith(prefix):
                 return found, True
             if scanned >= scan_limit:

@@ -34,6 +34,7 @@ class SortedList(Generic[T]):
         self._maxes: list[T] = []
         self._len = 0
         self._before: list[int] | None = []   # items before each bucket; rebuilt lazily after a change
+        self.work = 0                          # buckets visited by rank queries (a work counter for tests)
 
     def __len__(self) -> int:
         return self._len
@@ -84,7 +85,9 @@ class SortedList(Generic[T]):
         pos = find(self._maxes, item)
         if pos == len(self._maxes):
             return self._len
+        self.work += 1
         if self._before is None:
+            self.work += len(self._lists)
             total, self._before = 0, []
             for bucket in self._lists:
                 self._before.append(total)
@@ -124,6 +127,12 @@ class IdentityTable(dict[bytes, Any]):
         self.live: SortedList[bytes] = SortedList()
         self.live_expiry: SortedList[tuple[int, bytes]] = SortedList()
         self.status_counts: dict[str, int] = {"live": 0, "revoked": 0, "rotated": 0}
+        self.prefix_examined = 0   # keys looked at by prefix lookups (a work counter for tests and status)
+
+    def work(self) -> dict[str, int]:
+        """Work done by queries so far: what a flood of requests costs, whatever the number of identities."""
+        return {"identities": len(self), "rank_steps": self.live.work + self.live_expiry.work,
+                "prefix_keys_examined": self.prefix_examined}
 
     def _index(self, fp: bytes, state: Any, sign: int) -> None:
         self.status_counts[state.status] += sign

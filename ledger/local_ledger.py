@@ -451,6 +451,7 @@ class LocalLedger:
                 "cumulative_work": self.chain.tip_work,
                 "pending": len(self.pool),
                 "live_bindings": self.chain.bindings.counts(self.clock())["live_bindings"],
+                "index_work": self.chain.bindings.identities.work(),
                 "mining": bool(miner is not None and miner.mining),
                 "hashrate": miner.hashrate if miner is not None else 0.0,
                 "blocks_mined": miner.blocks_found if miner is not None else 0,
