@@ -15,8 +15,8 @@ import pytest
 from ledger.client import LedgerClient, LookupNotFound
 from ledger.errors import LedgerError
 from tests.conftest import free_loopback_ip, make_identities
-from tests.integration.procs import ROOT, _env
 from tests.helpers import wait_until
+from tests.integration.procs import ROOT, _env
 
 pytestmark = pytest.mark.slow
 IDENTITIES = 50_000
