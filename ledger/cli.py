@@ -26,6 +26,7 @@ from ledger.errors import LedgerError, StoreError
 from ledger.local_ledger import LocalLedger, store_path, stored_params, verify_store
 from ledger.node import LedgerNode, NodeConfig
 from ledger.params import DEFAULT_NETWORK, MAX_DIFFICULTY_BITS, MIN_DIFFICULTY_BITS, NetworkParams
+from ledger.records import validate_nickname
 from ledger.sync import SyncProgress
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import (
@@ -68,6 +69,13 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(f"'{text}' is not a TCP port (1–65535)") from None
 
 
+def _nickname(text: str) -> str:
+    try:
+        return validate_nickname(text)
+    except LedgerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _difficulty(text: str) -> int:
     try:
         value = int(text)
@@ -102,7 +110,8 @@ def _common(parser: argparse.ArgumentParser, defaults: bool) -> None:
 
 
 def _node_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nickname", help="nickname to register (default: <hostname>-<host ip>)")
+    parser.add_argument("--nickname", type=_nickname,
+                        help="nickname to register (default: the one this key has, else user-<fingerprint prefix>)")
     parser.add_argument("--chat-port", type=_port, default=CHAT_PORT, help=f"chat port to register ({CHAT_PORT})")
     parser.add_argument("--relay", type=_relay, help="relay hint IP:PORT to publish with this machine's record")
     parser.add_argument("--no-inbound", action="store_true",
@@ -155,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(status, defaults=False)
 
     update = sub.add_parser("update", help="change this machine's nickname and/or address in the ledger")
-    update.add_argument("--nickname", help="the new nickname ('' for none)")
+    update.add_argument("--nickname", type=_nickname, help="the new nickname ('' for none)")
     update.add_argument("--ip", type=_ip, help="the new address (a ledger node with this key must answer there)")
     update.add_argument("--chat-port", type=_port, help="the new chat port")
     _own_options(update)

@@ -77,19 +77,27 @@ def _is_mark(char: str) -> bool:
 def check_nickname(nickname: str) -> None:
     """Raise :class:`LedgerError` (with a reason a person can act on) unless ``nickname`` passes the rules above.
     Length, printability and NFC are checked by the record itself."""
+    problem = _nickname_problem(nickname)
+    if problem is not None:
+        raise LedgerError(problem)
+
+
+@lru_cache(maxsize=65536)
+def _nickname_problem(nickname: str) -> str | None:
     run = 0
     for char in unicodedata.normalize("NFD", nickname):
         if _lookup(_ASSIGNED, ord(char)) is None:
-            raise LedgerError(f"nickname {nickname!r} uses character U+{ord(char):04X}, which Unicode 14.0 does not "
-                              "assign; choose another nickname")
+            return (f"nickname {nickname!r} uses character U+{ord(char):04X}, which Unicode 14.0 does not assign; "
+                    "choose another nickname")
         run = run + 1 if _is_mark(char) else 0
         if run > MAX_MARK_RUN:
-            raise LedgerError(f"nickname {nickname!r} stacks more than {MAX_MARK_RUN} combining marks on one letter")
+            return f"nickname {nickname!r} stacks more than {MAX_MARK_RUN} combining marks on one letter"
     scripts = {script_of(c) for c in nickname} - COMMON_SCRIPTS
     if len(scripts) > 1 and not any(scripts <= allowed for allowed in ALLOWED_SCRIPT_SETS):
         names = ", ".join(sorted(s.title() for s in scripts))
-        raise LedgerError(f"nickname {nickname!r} mixes letters of several scripts ({names}); look-alike letters "
-                          "from other alphabets are not allowed: write it in one script")
+        return (f"nickname {nickname!r} mixes letters of several scripts ({names}); look-alike letters from other "
+                "alphabets are not allowed: write it in one script")
+    return None
 
 
 def _strip_marks(text: str) -> str:

@@ -65,7 +65,7 @@ from ledger.protocol import (
     parse_lookup_kind,
 )
 from ledger.reachability import prove_reachability, sign_reachability
-from ledger.records import Record, make_register
+from ledger.records import Record, make_register, validate_nickname
 from ledger.sync import BlockDownload, SyncProgress
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, normalize_ip, parse_address
@@ -248,7 +248,7 @@ class LedgerNode:
         self.host = normalize_ip(host)
         self.requested_port = port
         self.chat_port = chat_port
-        self.nickname = nickname or default_nickname(identity.fingerprint)
+        self.nickname = validate_nickname(nickname) if nickname else default_nickname(identity.fingerprint)
         # --- own record published by hand (ledger update / rotate-key / revoke): see _follow_own_records ---
         self._nickname_given = nickname is not None
         self._reload_identity = reload_identity

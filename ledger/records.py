@@ -79,6 +79,12 @@ def _check_nickname(nickname: str, kind: str) -> None:
     check_nickname(nickname)
 
 
+def validate_nickname(nickname: str) -> str:
+    """``nickname`` if a register record may carry it, else :class:`LedgerError` saying why (for user input)."""
+    _check_nickname(nickname, "register")
+    return nickname
+
+
 def _fail(what: str, value: Any) -> LedgerError:
     return LedgerError(f"record field '{what}' is invalid ({type(value).__name__} {value!r:.60})")
 
