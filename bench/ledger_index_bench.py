@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from report import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-from ledger.bindings import Bindings, IdentityState  # noqa: E402
+from ledger.bindings import Bindings, IdentityState, Status  # noqa: E402
 from ledger.params import NetworkParams  # noqa: E402
 from ledger.records import ZERO_HASH, Record  # noqa: E402
 
@@ -56,7 +56,7 @@ def build(n: int, rng: random.Random) -> tuple[Bindings, list[bytes], list[str]]
     for i in range(n):
         fp = rng.randbytes(32)
         roll = i % 20
-        status = "revoked" if roll == 0 else "rotated" if roll == 1 else "live"
+        status: Status = "revoked" if roll == 0 else "rotated" if roll == 1 else "live"
         state.identities[fp] = IdentityState(recs[i % TEMPLATES], 1 + i // 1000, i % 1000, status)
         ip = f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
         if status == "live":
