@@ -84,6 +84,8 @@ def check_nickname(nickname: str) -> None:
 
 @lru_cache(maxsize=65536)
 def _nickname_problem(nickname: str) -> str | None:
+    if nickname.isascii():
+        return None  # ASCII: all assigned, no marks, only Latin and Common letters
     run = 0
     for char in unicodedata.normalize("NFD", nickname):
         if _lookup(_ASSIGNED, ord(char)) is None:

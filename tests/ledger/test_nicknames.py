@@ -95,3 +95,11 @@ def test_an_empty_nickname_binds_the_address_and_claims_no_name(ids):
     assert chain.bindings.lookup_ip("10.0.0.2", T0).record.nickname == ""
     assert chain.bindings.lookup_nickname("", T0) is None
     assert chain.bindings.lookup_nickname("CAROL", T0).record.key == ids[0].public_der
+
+
+def test_the_ascii_shortcut_agrees_with_the_tables():
+    from ledger import nicknames
+
+    for cp in range(0x20, 0x7F):
+        char = chr(cp)
+        assert nicknames.script_of(char) in ("LATIN", "COMMON") and not nicknames._is_mark(char)
