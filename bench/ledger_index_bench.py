@@ -145,7 +145,13 @@ def main() -> int:
         "in the same run. \"Growth\" is the median relative to the 10k row. Goals: lookup p99 ≤ 5 ms at 1M, no "
         "growth with n for status.", "",
         "| Identities | Measure | p50 / p99 | Baseline dict.get p50 / p99 | Ratio p99 | Growth vs 10k |",
-        "|---|---|---|---|---|---|", *rows, ""])
+        "|---|---|---|---|---|---|", *rows, "",
+        "The \"old status\" rows time the walk over every identity that `status` did before the indexes (under the "
+        "ledger lock); the indexed `status` stays at a few microseconds at every size, and a prefix lookup at "
+        "1,000,000 identities is four orders of magnitude below the 5 ms goal. "
+        "`tests/integration/test_ledger_index_flood.py` floods a real node process holding 50,000 identities with "
+        "`status` and prefix lookups and checks the index work per request (one step) and the node's CPU against "
+        "the flooders'.", ""])
     print(text)
     if not args.no_write:
         print(f"written to {write_section(SECTION, text)}")
