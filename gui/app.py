@@ -177,7 +177,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         identity = Identity.load_or_create(data_dir, _passphrase(args))
         nickname = _arg(args, "nickname") or default_nickname(identity.fingerprint)
         runtime = attach_ledger(data_dir=data_dir, identity=identity, host=host, ledger=_arg(args, "ledger"),
-                                network=network, nickname=nickname, chat_port=port,
+                                network=network, nickname=_arg(args, "nickname"), chat_port=port,
                                 seeds=list(_arg(args, "join", []) or []),
                                 difficulty_bits=_arg(args, "difficulty"), relay=_arg(args, "relay"),
                                 no_inbound=bool(_arg(args, "no_inbound", False)),
