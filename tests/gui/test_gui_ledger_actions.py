@@ -75,3 +75,37 @@ def test_nickname_revoke_and_a_refused_rotation_from_the_ledger_tab(xvfb, world)
         app.close()
         actions.close()
         monitor.close()
+
+
+def test_a_rotation_from_the_app_switches_the_key_files_and_the_in_process_node(tmp_path, identities):
+    from gui.ledger_actions import Action
+    from gui.ledger_runtime import attach_ledger, probe
+    from ledger.own_record import NEXT_KEY_FILE, retired_key_file
+    from p2pchat.foundation.addresses import LEDGER_PORT
+    from p2pchat.foundation.identity import KEY_FILE, Identity
+    from tests.gui.helpers import wait_until
+
+    host = free_loopback_ip()
+    old = identities[4]
+    old.save(tmp_path / KEY_FILE)
+    runtime = attach_ledger(data_dir=tmp_path, identity=old, host=host, ledger=None, network="rotnet",
+                            nickname=None, difficulty_bits=8)
+    actions = LedgerActions(runtime.address, tmp_path, passphrase=None, source_ip=host, network="rotnet", wait=60)
+    try:
+        def status():
+            return probe(host, LEDGER_PORT, source_ip=host, network="rotnet") or {}
+        wait_until(lambda: (status().get("own_record") or {}).get("state") == "mined", 60, what="registration")
+        assert actions.start(Action.ROTATE)
+        reports = []
+        wait_until(lambda: reports.extend(actions.drain()) or (reports and reports[-1].final), 90,
+                   what="the rotation to finish")
+        assert reports[-1].ok and "restart p2pchat" in reports[-1].text, reports
+        assert any(r.text.startswith("publishing: kind        rotate") or "kind rotate" in r.text for r in reports)
+        new = Identity.load(tmp_path / KEY_FILE)
+        assert new.fingerprint != old.fingerprint and not (tmp_path / NEXT_KEY_FILE).exists()
+        assert (tmp_path / retired_key_file(old.fingerprint)).exists()
+        wait_until(lambda: status().get("fingerprint") == new.fingerprint.hex(), 30, what="the node's new key")
+        assert status()["nickname"] == f"user-{old.fingerprint.hex()[:8]}"
+    finally:
+        actions.close()
+        runtime.close()
