@@ -49,6 +49,7 @@ class LedgerActions:
         self._reports: queue.Queue[Report] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._stop = threading.Event()
 
     @property
     def busy(self) -> bool:
@@ -76,6 +77,8 @@ class LedgerActions:
                 return out
 
     def close(self) -> None:
+        """Stop following a record (it stays with the node) and join the thread."""
+        self._stop.set()
         with self._lock:
             thread, self._thread = self._thread, None
         if thread is not None:
@@ -105,7 +108,7 @@ class LedgerActions:
             else:
                 record = own_record.build_revocation(identity, own, params, now)
             self._say("publishing: " + "; ".join(" ".join(line.split()) for line in own_record.describe(record)))
-            result = own_record.publish_and_wait(client, record, self.wait, progress=self._say)
+            result = own_record.publish_and_wait(client, record, self.wait, progress=self._say, stop=self._stop)
             if not result.mined:
                 self._reports.put(Report(f"still pending after {self.wait:.0f} s; the node mines it when it can",
                                          final=True, ok=False))

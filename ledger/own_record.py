@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -198,9 +199,12 @@ def describe(record: Record) -> list[str]:
 
 def publish_and_wait(node: NodeAccess, record: Record, wait: float,
                      progress: Callable[[str], None] = lambda _text: None,
-                     clock: Callable[[], float] = time.monotonic) -> Published:
-    """Submit ``record`` and follow the node's status until a block holds it or ``wait`` seconds pass.
-    Raises :class:`LedgerError` with the node's reason when it refuses the record."""
+                     clock: Callable[[], float] = time.monotonic,
+                     stop: threading.Event | None = None) -> Published:
+    """Submit ``record`` and follow the node's status until a block holds it, ``wait`` seconds pass or ``stop``
+    is set (the record stays with the node either way). Raises :class:`LedgerError` with the node's reason when
+    it refuses the record."""
+    stop = stop or threading.Event()
     node.submit(record)
     progress("accepted by the node: waiting for a block")
     deadline = clock() + wait
@@ -216,6 +220,5 @@ def publish_and_wait(node: NodeAccess, record: Record, wait: float,
         if status_text != last:
             progress(status_text)
             last = status_text
-        if clock() >= deadline:
+        if clock() >= deadline or stop.wait(POLL_SECONDS):
             return Published(record, False, None)
-        time.sleep(POLL_SECONDS)
