@@ -21,6 +21,7 @@ from typing import Any
 import customtkinter as ctk
 
 from gui import settings as gui_settings
+from gui.ledger_actions import LedgerActions
 from gui.ledger_monitor import LedgerMonitor
 from gui.ledger_runtime import attach_ledger
 from gui.settings import Settings
@@ -159,7 +160,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         args = add_arguments(argparse.ArgumentParser(prog="p2pchat gui")).parse_args(args)
     if _arg(args, "verbose", False):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    runtime = node = monitor = app = None
+    runtime = node = monitor = app = actions = None
     close_on_signals(None)
     try:
         data_dir = resolve_data_dir(_arg(args, "data_dir"))
@@ -173,13 +174,14 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         host = normalize_ip(_arg(args, "host", "127.0.0.1"))
         port = _arg(args, "port", CHAT_PORT)
         network = _arg(args, "network", "p2pchat")
-        nickname = _arg(args, "nickname") or default_nickname(host)
         identity = Identity.load_or_create(data_dir, _passphrase(args))
+        nickname = _arg(args, "nickname") or default_nickname(identity.fingerprint)
         runtime = attach_ledger(data_dir=data_dir, identity=identity, host=host, ledger=_arg(args, "ledger"),
-                                network=network, nickname=nickname, chat_port=port,
+                                network=network, nickname=_arg(args, "nickname"), chat_port=port,
                                 seeds=list(_arg(args, "join", []) or []),
                                 difficulty_bits=_arg(args, "difficulty"), relay=_arg(args, "relay"),
-                                no_inbound=bool(_arg(args, "no_inbound", False)))
+                                no_inbound=bool(_arg(args, "no_inbound", False)),
+                                passphrase=_passphrase(args))
         node = ChatNode(identity, host=host, port=port, network=network, nickname=nickname,
                         ledger=runtime.address, relay=_arg(args, "relay"),
                         no_inbound=bool(_arg(args, "no_inbound", False)),
@@ -188,7 +190,10 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         monitor = LedgerMonitor(runtime.source).start()
         me = Me(nickname, format_address(host, node.port), identity.short_fingerprint)
         close_on_signals(app)
-        app.open_window(node, me, ledger=monitor, data_dir=data_dir)
+        window = app.open_window(node, me, ledger=monitor, data_dir=data_dir)
+        actions = LedgerActions(runtime.address, data_dir, passphrase=_passphrase(args), source_ip=host,
+                                network=network)
+        window.ledger_panel.set_actions(actions)
         app.run()
         return 0
     except UserError as exc:
@@ -201,6 +206,8 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         # Reverse order of creation; each close joins its threads.
         if app is not None:
             app.close()
+        if actions is not None:
+            actions.close()
         if monitor is not None:
             monitor.close()
         if node is not None:

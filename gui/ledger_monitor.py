@@ -66,6 +66,7 @@ def snapshot_from_status(status: dict[str, Any], where: str, *, blocks: tuple[st
         own_height=own_height,
         own_confirmations=(height - own_height + 1) if height is not None and own_height is not None else None,
         own_pending=own is not None and own.get("state") == "pending",
+        nickname_problem=str(status.get("nickname_problem") or ""),
     )
 
 

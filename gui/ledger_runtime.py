@@ -74,10 +74,12 @@ def seed_params(seeds: Sequence[str], host: str, network: str) -> Any:
 def start_in_process(*, data_dir: Path, identity: Identity, host: str, port: int, network: str,
                      nickname: str | None, chat_port: int | None, seeds: Sequence[str] = (),
                      difficulty_bits: int | None = None, relay: str | None = None,
-                     no_inbound: bool = False) -> tuple[Any, Any]:
-    """Open this data directory's ledger and start a gossip node on it; returns ``(node, local_ledger)``."""
+                     no_inbound: bool = False, passphrase: str | None = None) -> tuple[Any, Any]:
+    """Open this data directory's ledger and start a gossip node on it; returns ``(node, local_ledger)``.
+    The node loads the new key by itself once a key rotation of this identity is mined."""
     from ledger.local_ledger import LocalLedger, stored_params
     from ledger.node import LedgerNode
+    from ledger.own_record import switch_to_rotated_key
     from ledger.params import NetworkParams
 
     params = stored_params(data_dir, network) or (seed_params(seeds, host, network) if seeds else None)
@@ -87,7 +89,8 @@ def start_in_process(*, data_dir: Path, identity: Identity, host: str, port: int
     ledger = LocalLedger(data_dir, params)
     try:
         node = LedgerNode(identity, ledger, host=host, port=port, chat_port=chat_port, seeds=list(seeds),
-                          nickname=nickname, relay=relay, no_inbound=no_inbound)
+                          nickname=nickname, relay=relay, no_inbound=no_inbound,
+                          reload_identity=lambda fp: switch_to_rotated_key(data_dir, fp, passphrase))
         node.start()
     except BaseException:
         ledger.close()
@@ -98,7 +101,7 @@ def start_in_process(*, data_dir: Path, identity: Identity, host: str, port: int
 def attach_ledger(*, data_dir: Path, identity: Identity, host: str, ledger: str | None, network: str,
                   nickname: str | None, chat_port: int | None = CHAT_PORT, seeds: Sequence[str] = (),
                   difficulty_bits: int | None = None, relay: str | None = None,
-                  no_inbound: bool = False) -> LedgerRuntime:
+                  no_inbound: bool = False, passphrase: str | None = None) -> LedgerRuntime:
     """Use the ledger node that answers for this machine, or start one in-process (see the module docstring)."""
     host = normalize_ip(host)
     ip, port = parse_address(ledger, LEDGER_PORT) if ledger else (host, LEDGER_PORT)
@@ -109,5 +112,6 @@ def attach_ledger(*, data_dir: Path, identity: Identity, host: str, ledger: str 
     log.info("no ledger node answers at %s: starting one in this app", address)
     node, local = start_in_process(data_dir=data_dir, identity=identity, host=host, port=port, network=network,
                                    nickname=nickname, chat_port=chat_port, seeds=seeds,
-                                   difficulty_bits=difficulty_bits, relay=relay, no_inbound=no_inbound)
+                                   difficulty_bits=difficulty_bits, relay=relay, no_inbound=no_inbound,
+                                   passphrase=passphrase)
     return LedgerRuntime(node.address, NodeSource(node), started_here=True, _owned=[local, node])

@@ -28,6 +28,7 @@ class LedgerSnapshot:
     own_height: int | None = None         # the block holding this identity's record
     own_confirmations: int | None = None
     own_pending: bool = False
+    nickname_problem: str = ""            # the node's nickname clashes: its record goes without one
 
 
 def rate_text(hashes_per_second: float) -> str:
@@ -88,5 +89,6 @@ def ledger_rows(snap: LedgerSnapshot | None) -> list[tuple[str, str]]:
         ("Peers", peers),
         ("Mining", mining),
         ("Sync", snap.sync or "in step with its peers"),
-        ("Your record", own_record_text(snap)),
+        ("Your record", own_record_text(snap) + (f" · {clean_name(snap.nickname_problem, '?')}"
+                                                  if snap.nickname_problem else "")),
     ]

@@ -19,8 +19,12 @@ block, the caller's ``now`` for pending records):
   at most ``max_record_lifetime``;
 - an IP is bound to at most one live identity: the first valid claim wins, another identity's claim on a live
   binding is refused; once the holder's record expires (or it moves away or is revoked), the IP is free again
-  (and the former holder may renew it if nobody took it meanwhile). Nicknames likewise (compared after NFKC
-  and case folding).
+  (and the former holder may renew it if nobody took it meanwhile). Nicknames likewise, compared by their
+  confusable skeleton (:func:`ledger.nicknames.nickname_key`); an empty nickname claims nothing.
+
+Counts and fingerprint-prefix lookups come from indexes maintained by :class:`ledger.index.IdentityTable` on
+every change of ``identities`` (apply and undo alike): :meth:`Bindings.counts` is O(log n) and
+:meth:`Bindings.live_with_prefix` O(log n) plus the few keys sharing the prefix; nothing walks every identity.
 
 :meth:`Bindings.apply` returns an undo log, :meth:`Bindings.undo` reverts it, so the chain moves its state
 along a reorg in time proportional to the blocks involved. :meth:`Bindings.overlay` gives a copy-on-write view
@@ -29,13 +33,14 @@ along a reorg in time proportional to the blocks involved. :meth:`Bindings.overl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ledger.errors import LedgerError
+from ledger.index import IdentityTable
+from ledger.nicknames import nickname_key
 from ledger.params import NetworkParams
-from ledger.records import Record, nickname_key
+from ledger.records import Record
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import normalize_ip
 from p2pchat.foundation.errors import AddressError
@@ -43,6 +48,12 @@ from p2pchat.foundation.errors import AddressError
 Status = Literal["live", "revoked", "rotated"]
 _MISSING: Any = object()
 UndoLog = list[tuple[Any, Any, Any]]
+MAX_FINGERPRINT = b"\xff" * 33   # sorts after every 32-byte fingerprint
+PREFIX_SCAN_LIMIT = 64           # keys with one prefix examined at most per lookup
+
+
+class NicknameTaken(LedgerError):
+    """A record's nickname clashes with (shares a key with) another live identity's nickname."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,7 @@ class Bindings:
     def __init__(self, params: NetworkParams, *, _base: Bindings | None = None) -> None:
         self.params = params
         if _base is None:
-            self.identities: Any = {}
+            self.identities: Any = IdentityTable()
             self.by_ip: Any = {}
             self.by_nick: Any = {}
         else:
@@ -150,10 +161,12 @@ class Bindings:
                 raise LedgerError(f"{record.describe()}: IP {record.ip} is bound to another key "
                                   f"({crypto.format_fingerprint(holder.record.fingerprint, 4)}) until "
                                   f"{holder.record.expires}")
-        if record.kind != "revoke":
-            holder = self._live_holder(self.by_nick.get(record.nickname_key), at, signer)
+        for key in record.nickname_keys:
+            holder = self._live_holder(self.by_nick.get(key), at, signer)
             if holder is not None:
-                raise LedgerError(f"{record.describe()}: nickname '{record.nickname}' is taken by another key")
+                other = crypto.format_fingerprint(holder.record.fingerprint, 4)
+                raise NicknameTaken(f"{record.describe()}: nickname '{record.nickname}' is taken by another key "
+                                    f"('{holder.record.nickname}', {other})")
 
     def _live_holder(self, fp: bytes | None, at: int, signer: bytes) -> IdentityState | None:
         if fp is None or fp == signer:
@@ -173,8 +186,9 @@ class Bindings:
         if old is not None:
             if old.record.ip is not None and self.by_ip.get(old.record.ip) == signer:
                 self._pop(self.by_ip, old.record.ip, undo)
-            if old.record.kind != "revoke" and self.by_nick.get(old.record.nickname_key) == signer:
-                self._pop(self.by_nick, old.record.nickname_key, undo)
+            for key in old.record.nickname_keys:
+                if self.by_nick.get(key) == signer:
+                    self._pop(self.by_nick, key, undo)
         if record.kind == "revoke":
             self._set(self.identities, signer, IdentityState(record, height, index, "revoked"), undo)
             return
@@ -185,7 +199,8 @@ class Bindings:
         self._set(self.identities, holder, IdentityState(record, height, index, "live"), undo)
         if record.ip is not None:
             self._set(self.by_ip, record.ip, holder, undo)
-        self._set(self.by_nick, record.nickname_key, holder, undo)
+        for key in record.nickname_keys:
+            self._set(self.by_nick, key, holder, undo)
 
     def apply_all(self, records: tuple[Record, ...] | list[Record], at: int, height: int | None) -> UndoLog:
         """Apply a block's records in order; on failure the state is restored and the error re-raised."""
@@ -242,16 +257,46 @@ class Bindings:
         return self._live(self.by_ip.get(ip), now)
 
     def lookup_nickname(self, name: str, now: float) -> BindingInfo | None:
+        if not name:
+            return None
         return self._live(self.by_nick.get(nickname_key(name)), now)
 
     def lookup_fingerprint(self, fp: bytes, now: float) -> BindingInfo | None:
         return self._live(fp, now)
 
-    def live_bindings(self, now: float) -> Iterator[BindingInfo]:
-        """Every live binding (base state only; used for status and diagnostics)."""
-        if not isinstance(self.identities, dict):
-            raise TypeError("live_bindings() is only available on a base state, not an overlay")
-        for fp in list(self.identities):
+    def _table(self) -> IdentityTable:
+        if not isinstance(self.identities, IdentityTable):
+            raise TypeError("counts and prefix lookups are only available on a base state, not an overlay")
+        return self.identities
+
+    def counts(self, now: float) -> dict[str, int]:
+        """Identities per status and the number of live (unexpired) bindings at ``now``, from the indexes."""
+        table = self._table()
+        expired = table.live_expiry.count_at_most((int(now // 1), MAX_FINGERPRINT))
+        return {"identities": len(table), "live_bindings": len(table.live) - expired, **table.status_counts}
+
+    def live_with_prefix(self, prefix: str, now: float, limit: int = 2,
+                         scan_limit: int = PREFIX_SCAN_LIMIT) -> tuple[list[BindingInfo], bool]:
+        """Live bindings (mined, unexpired at ``now``) whose fingerprint's hex starts with ``prefix``.
+
+        Returns at most ``limit`` of them and whether the search was complete: it stops after ``limit`` matches
+        or after ``scan_limit`` keys with the prefix (live once but expired now), so its cost is bounded whatever
+        an attacker registered. Fingerprints are SHA-256 values, so sharing an 8-digit prefix is rare.
+        """
+        table = self._table()
+        prefix = prefix.lower()
+        start = bytes.fromhex(prefix + "0" * (len(prefix) % 2))
+        found: list[BindingInfo] = []
+        for scanned, fp in enumerate(table.live.from_item(start)):
+            table.prefix_examined += 1
+            if not fp.hex().startswith(prefix):
+                return found, True
+            if scanned >= scan_limit:
+                return found, False
             info = self._live(fp, now)
-            if info is not None:
-                yield info
+            if info is not None and info.height is not None:
+                found.append(info)
+                if len(found) >= limit:
+                    return found, False
+        return found, True
+

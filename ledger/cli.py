@@ -1,5 +1,6 @@
-"""``ledger`` command line: run a node (``serve``, ``join``), ask one (``lookup``, ``status``) and check the
-local store (``verify``).
+"""``ledger`` command line: run a node (``serve``, ``join``), ask one (``lookup``, ``status``), act on this
+machine's own binding through its running node (``update``, ``rotate-key``, ``revoke``) and check the local
+store (``verify``).
 
 Exit status: 0 success; 1 "not found" (lookup) or "invalid" (verify); 2 a usage or environment error, shown as
 one line on stderr. Ctrl-C or SIGTERM stops a running node cleanly.
@@ -19,11 +20,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
+from ledger import own_record
 from ledger.client import LedgerClient, LookupNotFound
-from ledger.errors import StoreError
+from ledger.errors import LedgerError, StoreError
 from ledger.local_ledger import LocalLedger, store_path, stored_params, verify_store
 from ledger.node import LedgerNode, NodeConfig
 from ledger.params import DEFAULT_NETWORK, MAX_DIFFICULTY_BITS, MIN_DIFFICULTY_BITS, NetworkParams
+from ledger.records import validate_nickname
 from ledger.sync import SyncProgress
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import (
@@ -43,6 +46,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_DIFFICULTY = NetworkParams().difficulty_bits
 JOIN_WAIT_SECONDS = 20.0
 PASSPHRASE_ENV = "P2PCHAT_PASSPHRASE"
+OWN_WAIT_SECONDS = 120.0
 
 
 class CliError(UserError):
@@ -63,6 +67,13 @@ def _port(text: str) -> int:
         return check_port(int(text))
     except (ValueError, UserError):
         raise argparse.ArgumentTypeError(f"'{text}' is not a TCP port (1–65535)") from None
+
+
+def _nickname(text: str) -> str:
+    try:
+        return validate_nickname(text)
+    except LedgerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _difficulty(text: str) -> int:
@@ -99,7 +110,8 @@ def _common(parser: argparse.ArgumentParser, defaults: bool) -> None:
 
 
 def _node_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nickname", help="nickname to register (default: <hostname>-<host ip>)")
+    parser.add_argument("--nickname", type=_nickname,
+                        help="nickname to register (default: the one this key has, else user-<fingerprint prefix>)")
     parser.add_argument("--chat-port", type=_port, default=CHAT_PORT, help=f"chat port to register ({CHAT_PORT})")
     parser.add_argument("--relay", type=_relay, help="relay hint IP:PORT to publish with this machine's record")
     parser.add_argument("--no-inbound", action="store_true",
@@ -110,6 +122,13 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mine", action="store_true", help="do not mine blocks")
     parser.add_argument("--recover", action="store_true",
                         help="if the ledger database is damaged, move it aside and resync from peers")
+
+
+def _own_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--node", help="the running node of this data dir: IP or IP:PORT (default: --host)")
+    parser.add_argument("--wait", type=float, default=OWN_WAIT_SECONDS, metavar="SECONDS",
+                        help=f"how long to wait for a block to hold the record (default {OWN_WAIT_SECONDS:g})")
+    _common(parser, defaults=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--node", help="which node to ask: IP or IP:PORT (default: the one at --host)")
     status.add_argument("--json", action="store_true", help="print JSON")
     _common(status, defaults=False)
+
+    update = sub.add_parser("update", help="change this machine's nickname and/or address in the ledger")
+    update.add_argument("--nickname", type=_nickname, help="the new nickname ('' for none)")
+    update.add_argument("--ip", type=_ip, help="the new address (a ledger node with this key must answer there)")
+    update.add_argument("--chat-port", type=_port, help="the new chat port")
+    _own_options(update)
+
+    rotate = sub.add_parser("rotate-key", help="replace this machine's identity key, keeping its binding")
+    _own_options(rotate)
+
+    revoke = sub.add_parser("revoke", help="end this machine's identity for good (asks for confirmation)")
+    revoke.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _own_options(revoke)
 
     verify = sub.add_parser("verify", help="revalidate the local ledger database from genesis")
     verify.add_argument("--json", action="store_true", help="print JSON")
@@ -216,7 +248,83 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("own record    none yet")
     if status.get("registration_error"):
         print(f"registration  {status['registration_error']}")
+    if status.get("nickname_problem"):
+        print(f"nickname      {status['nickname_problem']}")
     return 0
+
+
+def _own_context(args: argparse.Namespace) -> tuple[LedgerClient, Path, str | None, own_record.OwnRecord, NetworkParams,
+                                                   Identity]:
+    data_dir = resolve_data_dir(args.data_dir)
+    passphrase = os.environ.get(PASSPHRASE_ENV) or None
+    identity = own_record.load_identity(data_dir, passphrase)
+    client = _client(args)
+    own = own_record.own_record(client.status(), identity)
+    return client, data_dir, passphrase, own, client.network(), identity
+
+
+def _publish(client: LedgerClient, record: own_record.Record, wait: float, what: str) -> int:
+    print(f"publishing {what}:")
+    for line in own_record.describe(record):
+        print(f"  {line}")
+    try:
+        result = own_record.publish_and_wait(client, record, wait,
+                                             progress=lambda text: print(f"  … {text}", flush=True))
+    except LedgerError as exc:
+        raise CliError(str(exc)) from None
+    if not result.mined:
+        print(f"ledger: the record is still pending after {wait:g} s; the node keeps it and mines it when it can "
+              "('ledger status' shows when it is in a block)", file=sys.stderr)
+        return 1
+    print(f"mined in block {result.height}.")
+    return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    client, _data_dir, _pp, own, params, identity = _own_context(args)
+    try:
+        record = own_record.build_update(identity, own, params, time.time(), nickname=args.nickname, ip=args.ip,
+                                         chat_port=args.chat_port)
+    except LedgerError as exc:
+        raise CliError(str(exc)) from None
+    return _publish(client, record, args.wait, "an update of this machine's record")
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    client, data_dir, passphrase, own, params, identity = _own_context(args)
+    print(f"current key {identity.short_fingerprint}; generating the new key…", flush=True)
+    new = own_record.next_key(data_dir, passphrase, own)
+    print(f"new key     {new.short_fingerprint}, written to {data_dir / own_record.NEXT_KEY_FILE} "
+          "(the current key stays in use until the rotation is mined)")
+    record = own_record.build_rotation(identity, new, own, params, time.time())
+    code = _publish(client, record, args.wait, "a key rotation signed by both keys")
+    if code != 0:
+        print("ledger: the node switches to the new key by itself once the rotation is mined", file=sys.stderr)
+        return code
+    switched = own_record.switch_to_rotated_key(data_dir, new.fingerprint, passphrase)
+    if switched is None:
+        raise CliError(f"the rotation is mined but {data_dir / own_record.NEXT_KEY_FILE} could not be moved into "
+                       "place; see the log")
+    print(f"identity key is now {switched.short_fingerprint}; the old key is kept in "
+          f"{data_dir / own_record.retired_key_file(identity.fingerprint)} (it can sign nothing more)")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    client, _data_dir, _pp, own, params, identity = _own_context(args)
+    record = own_record.build_revocation(identity, own, params, time.time())
+    if not args.yes:
+        print(f"Revoking ends the identity {identity.short_fingerprint} ('{own.nickname}' at "
+              f"{own.ip or own.relay}) for good: its address and nickname are released and this key can never "
+              "register again.")
+        try:
+            answer = input("Type 'revoke' to confirm: ")
+        except EOFError:
+            answer = ""
+        if answer.strip() != "revoke":
+            print("ledger: not revoked", file=sys.stderr)
+            return 1
+    return _publish(client, record, args.wait, "a revocation")
 
 
 def _find_network(data_dir: Path, network: str | None) -> str:
@@ -337,7 +445,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         node = LedgerNode(identity, ledger, host=args.host, port=args.port, chat_port=args.chat_port,
                           seeds=[format_address(*s) for s in seeds], nickname=args.nickname, relay=args.relay,
                           no_inbound=args.no_inbound, max_peers=args.max_peers,
-                          config=NodeConfig(mine=not args.no_mine), on_progress=_ProgressPrinter())
+                          config=NodeConfig(mine=not args.no_mine), on_progress=_ProgressPrinter(),
+                          reload_identity=lambda fp: own_record.switch_to_rotated_key(
+                              data_dir, fp, os.environ.get(PASSPHRASE_ENV) or None))
         node.start()
     except BaseException:
         ledger.close()
@@ -382,7 +492,9 @@ def _asking_a_node(command: Callable[[argparse.Namespace], int]) -> Callable[[ar
 
 
 COMMANDS = {"serve": cmd_run, "join": cmd_run, "lookup": _asking_a_node(cmd_lookup),
-            "status": _asking_a_node(cmd_status), "verify": cmd_verify}
+            "status": _asking_a_node(cmd_status), "verify": cmd_verify,
+            "update": _asking_a_node(cmd_update), "rotate-key": _asking_a_node(cmd_rotate_key),
+            "revoke": _asking_a_node(cmd_revoke)}
 
 
 def _setup_logging(args: argparse.Namespace) -> None:

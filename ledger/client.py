@@ -298,7 +298,7 @@ def _check_matches(record: Record, kind: str, value: str, node: str) -> None:
     if kind == "ip":
         ok = record.ip == value
     elif kind == "nick":
-        ok = record.nickname_key == nickname_key(value)
+        ok = nickname_key(value) in record.nickname_keys
     else:
         ok = record.fingerprint.hex().startswith(value)
     if not ok:

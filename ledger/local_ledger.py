@@ -436,7 +436,8 @@ class LocalLedger:
             return self.chain.height
 
     def status(self) -> dict[str, Any]:
-        """Height, tip, work, pending count, mining state: plain values for display or JSON."""
+        """Height, tip, work, pending count, mining state: plain values for display or JSON. Every figure comes
+        from a maintained count or index (O(log n) at most), so asking is cheap however many identities exist."""
         with self.lock:
             tip = self.chain.tip
             miner = self._miner
@@ -449,7 +450,8 @@ class LocalLedger:
                 "tip_time": tip.timestamp,
                 "cumulative_work": self.chain.tip_work,
                 "pending": len(self.pool),
-                "live_bindings": sum(1 for _ in self.chain.bindings.live_bindings(self.clock())),
+                "live_bindings": self.chain.bindings.counts(self.clock())["live_bindings"],
+                "index_work": self.chain.bindings.identities.work(),
                 "mining": bool(miner is not None and miner.mining),
                 "hashrate": miner.hashrate if miner is not None else 0.0,
                 "blocks_mined": miner.blocks_found if miner is not None else 0,

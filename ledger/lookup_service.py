@@ -79,12 +79,11 @@ def answer_lookup(ledger: LocalLedger, by: str, value: str, now: float) -> Looku
         return None
     if len(prefix) == FP_HEX_LEN:
         return ledger.lookup("fp", prefix, now)
-    # The core looks up whole fingerprints only: scan the live bindings for the prefix (bounded by their count).
+    # The prefix index answers in O(log n) plus the few keys sharing the prefix, never a walk of all keys.
     with ledger.lock:
-        matches = {info.record.fingerprint for info in ledger.chain.bindings.live_bindings(now)
-                   if info.record.fingerprint.hex().startswith(prefix) and info.height is not None}
-    if len(matches) > 1:
-        raise AmbiguousLookup(f"fingerprint prefix {prefix} matches {len(matches)} keys; give more digits")
+        matches, complete = ledger.chain.bindings.live_with_prefix(prefix, now)
+    if len(matches) > 1 or not complete:
+        raise AmbiguousLookup(f"fingerprint prefix {prefix} matches several keys; give more digits")
     if not matches:
         return None
-    return ledger.lookup("fp", matches.pop(), now)
+    return ledger.lookup("fp", matches[0].record.fingerprint, now)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import socket
 import threading
 import time
 from collections import OrderedDict
@@ -35,6 +34,7 @@ from typing import Any
 
 import msgpack
 
+from ledger.bindings import NicknameTaken
 from ledger.blocks import Block, BlockHeader
 from ledger.chain import AddResult
 from ledger.errors import LedgerError, StoreError
@@ -65,7 +65,7 @@ from ledger.protocol import (
     parse_lookup_kind,
 )
 from ledger.reachability import prove_reachability, sign_reachability
-from ledger.records import Record, make_register
+from ledger.records import Record, make_register, validate_nickname
 from ledger.sync import BlockDownload, SyncProgress
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, normalize_ip, parse_address
@@ -240,14 +240,19 @@ class LedgerNode:
                  chat_port: int | None = CHAT_PORT, seeds: Sequence[str] = (), nickname: str | None = None,
                  relay: str | None = None, no_inbound: bool = False, max_peers: int = 16,
                  config: NodeConfig | None = None, on_progress: ProgressCallback | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 reload_identity: Callable[[bytes], Identity | None] | None = None) -> None:
         self.identity = identity
         self.ledger = ledger
         self.params = ledger.params
         self.host = normalize_ip(host)
         self.requested_port = port
         self.chat_port = chat_port
-        self.nickname = nickname or default_nickname(self.host)
+        self.nickname = validate_nickname(nickname) if nickname else default_nickname(identity.fingerprint)
+        # --- own record published by hand (ledger update / rotate-key / revoke): see _follow_own_records ---
+        self._nickname_given = nickname is not None
+        self._reload_identity = reload_identity
+        self._own_seen: set[bytes] | None = None   # ids of own records this node made or already followed
         self.relay = relay
         self.no_inbound = no_inbound
         self.max_peers = max_peers
@@ -279,6 +284,7 @@ class LedgerNode:
         self._started_at = 0.0
         self._ever_synced = not self._seeds
         self.registration_error: str | None = None
+        self.nickname_problem: str | None = None   # set while the nickname clashes and the record goes without it
         self.stats = {"rate_limited": 0, "flood_drops": 0, "silent_drops": 0, "bad_frames": 0, "invalid_blocks": 0,
                       "invalid_records": 0, "reachability_failures": 0, "records_admitted": 0}
         self._server: FrameServer | None = None
@@ -398,7 +404,8 @@ class LedgerNode:
         if own is not None:
             mined = self.ledger.mined_record(self.identity.fingerprint)
             answer = self.ledger.lookup("fp", self.identity.fingerprint, now)
-            own_info = {"seq": own.seq, "kind": own.kind, "nickname": own.nickname, "ip": own.ip, "port": own.port,
+            own_info = {"id": own.id.hex(),
+                        "seq": own.seq, "kind": own.kind, "nickname": own.nickname, "ip": own.ip, "port": own.port,
                         "ledger_port": own.ledger_port, "relay": own.relay, "expires": own.expires,
                         "state": "pending" if mined is None or mined.id != own.id else "mined",
                         "height": answer.height if answer is not None and answer.record.id == own.id else None}
@@ -412,6 +419,7 @@ class LedgerNode:
             "sync": None if progress is None else {"peer": progress.peer, "phase": progress.phase,
                                                     "height": progress.height, "target": progress.target},
             "own_record": own_info, "registration_error": self.registration_error,
+            "nickname_problem": self.nickname_problem,
         })
         return status
 
@@ -1055,12 +1063,31 @@ class LedgerNode:
     def ensure_registered(self) -> Record | None:
         """Register, renew or update this machine's record if needed; returns the record submitted, if any.
 
-        Raises :class:`LedgerError` when the ledger refuses it (e.g. the IP or nickname is taken)."""
+        When the nickname clashes with another key's (ledger.nicknames), the record is published without a
+        nickname, so the address binding never waits on a nickname, and :attr:`nickname_problem` says so; the
+        nickname is tried again at every check. Raises :class:`LedgerError` when the ledger refuses the record
+        for another reason (e.g. the IP is taken)."""
+        self._follow_own_records()
+        desired = self._desired_binding()
+        try:
+            record = self._publish_own(desired)
+        except NicknameTaken as exc:
+            problem = (f"the nickname '{self.nickname}' is taken by another key, so this machine's address is "
+                       "registered without a nickname; choose another with 'ledger update --nickname NAME' "
+                       f"({exc})")
+            if problem != self.nickname_problem:
+                log.warning("%s", problem)
+            self.nickname_problem = problem
+            return self._publish_own({**desired, "nickname": ""})
+        self.nickname_problem = None
+        return record
+
+    def _publish_own(self, desired: dict[str, Any]) -> Record | None:
         now = self.clock()
         fp = self.identity.fingerprint
         latest = self.ledger.latest_record(fp, now)
-        desired = self._desired_binding()
         lifetime = self.config.record_lifetime or self.params.default_record_lifetime
+        same = False
         if latest is not None:
             if latest.kind == "revoke":
                 raise LedgerError("this machine's identity was revoked; create a new key to register again")
@@ -1075,8 +1102,40 @@ class LedgerNode:
                                lifetime=lifetime, **desired)
         action = "registering" if latest is None else "renewing" if same else "updating"
         log.info("%s this machine's record: %s", action, record.describe())
+        if self._own_seen is not None:
+            self._own_seen.add(record.id)
         self.admit_record(record)
         return record
+
+    def _follow_own_records(self) -> None:
+        """Adopt what was published by hand for this identity: a nickname set by ``ledger update`` is kept by
+        later renewals, and once a rotation is mined the node loads the new key (``reload_identity``) and goes
+        on under it. At the first check a node started without ``--nickname`` keeps its record's nickname."""
+        now = self.clock()
+        fp = self.identity.fingerprint
+        latest = self.ledger.latest_record(fp, now)
+        if latest is None:
+            self._own_seen = self._own_seen if self._own_seen is not None else set()
+            return
+        if latest.kind == "rotate" and latest.signer_fingerprint == fp:
+            mined = self.ledger.mined_record(fp)
+            if mined is not None and mined.id == latest.id and self._reload_identity is not None:
+                new = self._reload_identity(latest.fingerprint)
+                if new is not None and new.fingerprint == latest.fingerprint:
+                    log.warning("this machine's key was rotated: the node now uses key %s", new.short_fingerprint)
+                    self.identity = new
+            return
+        if self._own_seen is None:
+            self._own_seen = {latest.id}
+            if not self._nickname_given and latest.kind != "revoke" and latest.nickname:
+                self.nickname = latest.nickname
+            return
+        if latest.id not in self._own_seen and latest.kind in ("register", "rotate"):
+            self._own_seen.add(latest.id)
+            if latest.nickname != self.nickname and (latest.nickname or self.nickname_problem is None):
+                log.info("adopting the nickname '%s' published for this key", latest.nickname)
+                self.nickname = latest.nickname
+                self.nickname_problem = None
 
     def _registration_due(self, now: float) -> bool:
         if not self.config.register or now < self._next_register:
@@ -1142,8 +1201,7 @@ class LedgerNode:
                 peer.send("ping", nonce=int(now * 1000) & _MAX_WIRE_INT)
 
 
-def default_nickname(host: str) -> str:
-    """``<hostname>-<ip>`` cut to the 32 characters a nickname may have (unique per address on one machine)."""
-    name = "".join(c for c in socket.gethostname().split(".")[0] if c.isalnum() or c in "-_") or "node"
-    room = 32 - len(host) - 1
-    return f"{name[:room]}-{host}" if room >= 3 else host[-32:]
+def default_nickname(fingerprint: bytes) -> str:
+    """``user-`` and the key fingerprint's first 8 hex digits: unique per key and, unlike a host name or address,
+    not known to anyone before the key exists (so nobody can squat it in advance)."""
+    return f"user-{fingerprint.hex()[:8]}"

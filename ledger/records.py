@@ -5,9 +5,10 @@ the key it binds, over canonical bytes that include the network name, so a recor
 verifies on another. Three kinds:
 
 ``register``
-    Create or update the binding of ``key``: nickname, optional ``ip``/``port`` (chat) and ``ledger_port``
-    (where the host's ledger node answers reachability proofs), optional ``relay`` hint (``ip:port``). At least
-    an ``ip`` or a ``relay`` is required. Renewal is a register with the next sequence number.
+    Create or update the binding of ``key``: nickname (may be empty: no nickname), optional ``ip``/``port``
+    (chat) and ``ledger_port`` (where the host's ledger node answers reachability proofs), optional ``relay``
+    hint (``ip:port``). At least an ``ip`` or a ``relay`` is required. Renewal is a register with the next
+    sequence number.
 ``rotate``
     Move the binding from ``key`` (the old key) to ``new_key``; signed by both (``sig`` by the old key,
     ``new_sig`` by the new one) over the same bytes. Carries the binding data the new key ends up with.
@@ -23,8 +24,10 @@ rules that depend on ledger state are checked separately (:meth:`Record.verify_s
 :mod:`ledger.bindings`). Verified signatures are remembered per (network, record id) in a bounded cache, and
 parsed public keys in another, so a record gossiped, pooled and then mined is verified once.
 
-Deviation from the contract: revocations carry an empty nickname (the contract's 1–32 characters apply to
-register and rotate records).
+Nicknames: 0–32 characters, NFC, printable, no leading/trailing space, and the rules of
+:mod:`ledger.nicknames` (assigned in Unicode 14.0, one script, few stacked marks). An empty nickname means the
+record claims no nickname (what a node publishes when its nickname clashes with another key's); revocations
+always carry an empty one.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from typing import Any
 import msgpack
 
 from ledger.errors import LedgerError
+from ledger.nicknames import check_nickname, nickname_key, nickname_keys
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import check_port, normalize_ip, parse_address
 from p2pchat.foundation.errors import AddressError, CryptoError
@@ -59,22 +63,26 @@ _WIRE_KEYS = ("kind", "key", "seq", "prev", "nickname", "ip", "port", "ledger_po
               "new_key", "sig", "new_sig")
 
 
-def nickname_key(nickname: str) -> str:
-    """The form nicknames are compared in: NFKC + case folding ("Alice" and "ALICE" are the same name)."""
-    return unicodedata.normalize("NFKC", nickname).casefold()
-
-
 def _check_nickname(nickname: str, kind: str) -> None:
     if kind == "revoke":
         if nickname:
             raise LedgerError("a revocation carries no nickname")
         return
-    if not 1 <= len(nickname) <= MAX_NICKNAME:
-        raise LedgerError(f"nickname must be 1–{MAX_NICKNAME} characters, got {len(nickname)}")
+    if not nickname:
+        return  # no nickname: the record binds its address only
+    if len(nickname) > MAX_NICKNAME:
+        raise LedgerError(f"nickname must be at most {MAX_NICKNAME} characters, got {len(nickname)}")
     if not nickname.isprintable() or nickname != nickname.strip():
         raise LedgerError(f"nickname {nickname!r} has control characters or leading/trailing spaces")
     if unicodedata.normalize("NFC", nickname) != nickname:
         raise LedgerError(f"nickname {nickname!r} is not in Unicode NFC form")
+    check_nickname(nickname)
+
+
+def validate_nickname(nickname: str) -> str:
+    """``nickname`` if a register record may carry it, else :class:`LedgerError` saying why (for user input)."""
+    _check_nickname(nickname, "register")
+    return nickname
 
 
 def _fail(what: str, value: Any) -> LedgerError:
@@ -224,7 +232,13 @@ class Record:
 
     @cached_property
     def nickname_key(self) -> str:
-        return nickname_key(self.nickname)
+        """The primary comparison key of the nickname ("" for none)."""
+        return nickname_key(self.nickname) if self.nickname else ""
+
+    @cached_property
+    def nickname_keys(self) -> tuple[str, ...]:
+        """Every key the nickname claims (none for an empty nickname); see :mod:`ledger.nicknames`."""
+        return nickname_keys(self.nickname) if self.nickname else ()
 
     def to_wire(self) -> dict[str, Any]:
         """The record as a msgpack-friendly map (``None`` fields omitted)."""

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ledger.blocks import BlockHeader, more_work
+from ledger.blocks import BlockHeader, better_chain
 from ledger.errors import LedgerError
 from ledger.params import NetworkParams
 
@@ -214,8 +214,10 @@ class HeaderChain:
                 del before[0]
             work += header.work
             prev = header
-        if fork != self.height and not more_work(work, self.work):
-            return fork, self.height  # a branch with no more work than ours (or our own headers again): keep ours
+        # The node's fork choice exactly (ledger.blocks.chain_preference): more work, or equal work and a lower
+        # tip hash; anything else (our own headers again included) leaves the chain as it is.
+        if fork != self.height and not better_chain(work, prev.hash, self.work, self.tip.hash):
+            return fork, self.height
         for old in self._headers[fork + 1:]:
             del self._index[old.hash]
         del self._headers[fork + 1:]

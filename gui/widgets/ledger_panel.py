@@ -1,4 +1,5 @@
-"""The ledger tab: node, peers, height, mining and sync, recent blocks, pending records, "Join network"."""
+"""The ledger tab: node, peers, height, mining and sync, recent blocks, pending records, "Join network", and
+"Your identity" (change nickname, rotate key, revoke — each after a confirmation dialog)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,14 @@ from collections.abc import Callable
 
 import customtkinter as ctk
 
+from gui.ledger_actions import Action, LedgerActions, Report, confirmation_text
 from gui.ledger_view import LedgerSnapshot, ledger_rows
+from gui.widgets.confirm_dialog import ConfirmDialog
 from gui.widgets.style import MUTED, Fonts, LabelText
+
+ACTION_POLL_MS = 100
+OK_COLOR = ("#2e7d32", "#66bb6a")
+ERROR_COLOR = ("#c62828", "#ef5350")
 
 ROWS = ("Node", "Problem", "Network", "Height", "Peers", "Mining", "Sync", "Your record")
 
@@ -18,8 +25,11 @@ class LedgerPanel(ctk.CTkFrame):
     def __init__(self, master: ctk.CTkBaseClass, fonts: Fonts, on_join: Callable[[str], None]) -> None:
         super().__init__(master, fg_color="transparent")
         self._on_join = on_join
+        self._fonts = fonts
+        self._actions: LedgerActions | None = None
+        self.dialog: ConfirmDialog | None = None
         self.grid_columnconfigure((0, 1), weight=1, uniform="lists")
-        self.grid_rowconfigure(3, weight=1)
+        self.grid_rowconfigure(4, weight=1)
 
         summary = ctk.CTkFrame(self, fg_color=("gray92", "gray17"))
         summary.grid(row=0, column=0, columnspan=2, sticky="ew")
@@ -48,22 +58,94 @@ class LedgerPanel(ctk.CTkFrame):
         self.join_result = ctk.CTkLabel(join, text="", font=fonts.small, anchor="w", height=16)
         self.join_result.grid(row=1, column=0, columnspan=3, padx=4, sticky="ew")
 
-        ctk.CTkLabel(self, text="Recent blocks", font=fonts.bold, anchor="w").grid(row=2, column=0, sticky="w",
+        mine = ctk.CTkFrame(self, fg_color="transparent")
+        mine.grid(row=2, column=0, columnspan=2, sticky="ew", pady=(4, 6))
+        mine.grid_columnconfigure(1, weight=1)
+        ctk.CTkLabel(mine, text="Your identity", font=fonts.bold).grid(row=0, column=0, padx=(4, 8))
+        self.nickname_entry = ctk.CTkEntry(mine, font=fonts.body, placeholder_text="new nickname")
+        self.nickname_entry.grid(row=0, column=1, sticky="ew")
+        self.nickname_entry.bind("<Return>", lambda _e: self._ask(Action.NICKNAME))
+        self.nickname_button = ctk.CTkButton(mine, text="Change nickname", width=130, font=fonts.bold,
+                                             command=lambda: self._ask(Action.NICKNAME))
+        self.nickname_button.grid(row=0, column=2, padx=(8, 0))
+        self.rotate_button = ctk.CTkButton(mine, text="Rotate key…", width=110, font=fonts.body,
+                                           command=lambda: self._ask(Action.ROTATE))
+        self.rotate_button.grid(row=0, column=3, padx=(8, 0))
+        self.revoke_button = ctk.CTkButton(mine, text="Revoke…", width=90, font=fonts.body,
+                                           fg_color=ERROR_COLOR, command=lambda: self._ask(Action.REVOKE))
+        self.revoke_button.grid(row=0, column=4, padx=(8, 0))
+        self.action_result = ctk.CTkLabel(mine, text="", font=fonts.small, anchor="w", justify="left", height=16,
+                                          wraplength=560)
+        self.action_result.grid(row=1, column=0, columnspan=5, padx=4, sticky="ew")
+        self._set_actions_enabled(False)
+
+        ctk.CTkLabel(self, text="Recent blocks", font=fonts.bold, anchor="w").grid(row=3, column=0, sticky="w",
                                                                                  padx=4)
-        ctk.CTkLabel(self, text="Pending records", font=fonts.bold, anchor="w").grid(row=2, column=1, sticky="w",
+        ctk.CTkLabel(self, text="Pending records", font=fonts.bold, anchor="w").grid(row=3, column=1, sticky="w",
                                                                                    padx=4)
         self.blocks = ctk.CTkTextbox(self, font=fonts.mono, wrap="none", state="disabled", height=120)
-        self.blocks.grid(row=3, column=0, sticky="nsew", padx=(0, 4))
+        self.blocks.grid(row=4, column=0, sticky="nsew", padx=(0, 4))
         self.pending = ctk.CTkTextbox(self, font=fonts.small, wrap="word", state="disabled", height=120)
-        self.pending.grid(row=3, column=1, sticky="nsew", padx=(4, 0))
+        self.pending.grid(row=4, column=1, sticky="nsew", padx=(4, 0))
         self._shown: LedgerSnapshot | None = None
         self._texts: dict[str, str] = {}
+
+    # --- your identity ---------------------------------------------------------------------------------------
+
+    def set_actions(self, actions: LedgerActions | None) -> None:
+        """Enable the identity buttons, acting through ``actions`` (None: no ledger node of this key)."""
+        self._actions = actions
+        self._set_actions_enabled(actions is not None)
+        if actions is None:
+            self.action_result.configure(text="")
+
+    def _set_actions_enabled(self, enabled: bool) -> None:
+        state = "normal" if enabled else "disabled"
+        for button in (self.nickname_button, self.rotate_button, self.revoke_button):
+            button.configure(state=state)
+
+    def _ask(self, action: Action) -> None:
+        if self._actions is None or self._actions.busy or self.dialog is not None:
+            return
+        nickname = self.nickname_entry.get().strip()
+        if action is Action.NICKNAME and not nickname:
+            self._show_report(Report("✗ type the new nickname first", final=True, ok=False))
+            return
+        title, question, confirm = confirmation_text(action, nickname)
+        self.dialog = ConfirmDialog(self, self._fonts, title, question, confirm,
+                                    lambda yes: self._answered(action, nickname, yes))
+
+    def _answered(self, action: Action, nickname: str, yes: bool) -> None:
+        self.dialog = None
+        if not yes or self._actions is None:
+            return
+        if self._actions.start(action, nickname):
+            self._set_actions_enabled(False)
+            self._show_report(Report("… asking the ledger node"))
+            self.after(ACTION_POLL_MS, self._poll_actions)
+
+    def _poll_actions(self) -> None:
+        actions = self._actions
+        if actions is None:
+            return
+        for report in actions.drain():
+            self._show_report(report)
+            if report.final:
+                self._set_actions_enabled(True)
+                if report.ok:
+                    self.nickname_entry.delete(0, "end")
+                return
+        self.after(ACTION_POLL_MS, self._poll_actions)
+
+    def _show_report(self, report: Report) -> None:
+        color = (OK_COLOR if report.ok else ERROR_COLOR) if report.final else MUTED
+        self.action_result.configure(text=report.text, text_color=color)
 
     def _join(self) -> None:
         self._on_join(self.join_entry.get())
 
     def show_join_result(self, text: str, ok: bool) -> None:
-        self.join_result.configure(text=text, text_color=("#2e7d32", "#66bb6a") if ok else ("#c62828", "#ef5350"))
+        self.join_result.configure(text=text, text_color=OK_COLOR if ok else ERROR_COLOR)
         if ok:
             self.join_entry.delete(0, "end")
 

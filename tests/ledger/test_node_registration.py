@@ -1,13 +1,14 @@
 """A node registers this machine's key for its address, renews it before it expires, publishes an update when
 the address changes, and publishes a relay hint instead of an address when it cannot be dialled."""
 
+import socket
+
 import pytest
 from gossip_kit import Net, config, wait_until
 
 from ledger.client import LedgerClient
 from ledger.errors import LedgerError
 from ledger.node import default_nickname
-from tests.conftest import free_loopback_ip
 
 
 @pytest.fixture
@@ -70,16 +71,21 @@ def test_a_node_without_inbound_connections_needs_a_relay_hint(net):
         net.node(no_inbound=True, start=False)
 
 
-def test_a_refused_registration_is_reported_in_the_status(net):
+def test_a_nickname_clash_registers_the_address_without_the_nickname_and_says_so(net):
     owner = net.node(nickname="taken")
     wait_until(lambda: own(owner), what="owner registration")
-    rival = net.node(seeds=[owner.address], nickname="taken")
-    reason = wait_until(lambda: rival.status()["registration_error"], what="the refusal")
-    assert "nickname 'taken' is taken" in reason
+    rival = net.node(seeds=[owner.address], nickname="TAKEN")
+    problem = wait_until(lambda: rival.status()["nickname_problem"], what="the clash reported")
+    assert "nickname 'TAKEN' is taken by another key" in problem and "ledger update --nickname" in problem
+    mined = wait_until(lambda: rival.ledger.lookup("ip", rival.host, rival.clock()), what="the rival's address")
+    assert mined.record.nickname == "" and mined.record.key == rival.identity.public_der
+    assert owner.ledger.lookup("nick", "taken", owner.clock()).record.key == owner.identity.public_der
+    assert rival.status()["registration_error"] is None
 
 
-def test_default_nickname_is_host_and_address_within_32_characters():
-    ip = free_loopback_ip()
-    name = default_nickname(ip)
-    assert name.endswith("-" + ip) and len(name) <= 32
-    assert len(default_nickname("2001:db8:1234:5678:9abc:def0:1234:5678")) <= 32
+def test_the_default_nickname_comes_from_the_key_not_the_host(net):
+    name = default_nickname(bytes.fromhex("ab" * 32))
+    assert name == "user-abababab"
+    node = net.node(start=False)
+    assert node.nickname == default_nickname(node.identity.fingerprint)
+    assert node.host not in node.nickname and socket.gethostname().split(".")[0] not in node.nickname

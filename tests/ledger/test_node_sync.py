@@ -105,14 +105,14 @@ def test_header_chain_refuses_bad_work_linkage_and_times():
         chain.extend(orphan, T + 100)
 
 
-def test_header_chain_follows_a_branch_only_with_more_work():
+def test_header_chain_follows_a_branch_only_with_more_work_or_equal_work_and_a_lower_tip_hash():
     genesis = PARAMS.genesis().header
     main = headers_on(genesis, 4, T)
     chain = HeaderChain(PARAMS)
     chain.extend(main, T + 100)
     short = headers_on(main[1], 2, T + 50)  # fork at height 2, same height 4: equal work
     assert chain.extend(short, T + 100) == (2, 4)
-    assert chain.tip == main[-1]
+    assert chain.tip == min(main[-1], short[-1], key=lambda h: h.hash)  # the node's tie-break
     longer = headers_on(main[1], 3, T + 60)
     assert chain.extend(longer, T + 100) == (2, 5)
     assert chain.tip == longer[-1] and chain.height_of(main[-1].hash) is None
