@@ -53,6 +53,7 @@ class DirectoryEntry:
     relay: str | None = None
     height: int = 0
     confirmations: int = 0
+    disputed: Any = None      # a ledger.disputes.Dispute when the ledger node marked the IP binding disputed
 
     @property
     def fingerprint(self) -> bytes:

@@ -1,0 +1,452 @@
+"""Binding evidence and disputes: what a node does with an owner's complaint that its binding was taken.
+
+An owner whose address or nickname is bound to another key, or whose mined record vanished from the main chain
+(:mod:`ledger.watch`), gossips :class:`Evidence` in a ``binding_alert`` frame: its own signed record, and the
+header and Merkle path of the block that held it when it was mined. Every node that receives it
+(:class:`DisputeService`):
+
+1. drops it if it saw the same evidence in the last ``evidence_ttl`` seconds, or if the sender is over its
+   budget of alerts (a token bucket per sender IP);
+2. checks its form, cheapest first: header fields and proof of work (one SHA-256), Merkle path, then the
+   record's signature (one RSA verification, cached). A forged or malformed piece is the sender's fault;
+3. looks for the conflict in its *own* ledger: the record's address or nickname held by another key, or the
+   record's block off the main chain without the owner having moved on. No conflict there: dropped, not
+   relayed (honest nodes may briefly disagree);
+4. records the conflict (bounded list, shown by ``ledger status``), logs it at WARNING once, relays the
+   evidence to its other peers, and for an address conflict schedules a **dispute check**.
+
+A dispute check dials the disputed address itself (never an address the sender names: only IPs bound in this
+ledger, at the ledger ports of the two records, at most once per ``check_interval`` per IP, one check at a
+time from a bounded queue) and asks each port for a reachability proof of a fresh nonce
+(:mod:`ledger.reachability`). If the bound key does not answer there and the owner's key does, the binding is
+*disputed*: lookups by that IP carry ``disputed`` (the bound key, the key that answers, when it was checked),
+and the chat refuses to treat the bound key as the owner of the address. The mark is local: it is this
+node's observation, never a block rule, because reachability depends on who is online (docs/ledger.md,
+"Squats and disputes"). It lasts while the same record holds the address and no later check sees the bound key
+answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.blocks import BlockHeader
+from ledger.errors import LedgerError
+from ledger.local_ledger import LocalLedger
+from ledger.merkle import verify_merkle_path
+from ledger.params import NetworkParams
+from ledger.peers import TokenBucket
+from ledger.protocol import LEDGER_PROTOCOL
+from ledger.reachability import NONCE_LEN, check_proof, request_proof
+from ledger.records import Record
+from p2pchat.foundation import crypto
+from p2pchat.foundation.errors import UserError
+from p2pchat.foundation.transport import connect
+
+log = logging.getLogger(__name__)
+
+ALERT_KINDS = ("address", "nickname", "vanished")
+EVIDENCE_LABEL = b"p2pchat-binding-evidence-v1\x00"
+
+
+@dataclass(frozen=True)
+class DisputeConfig:
+    """Bounds of the dispute machinery (tests shorten the intervals)."""
+
+    evidence_ttl: float = 600.0        # the same evidence is handled once per this long
+    seen_limit: int = 4096             # evidence ids remembered
+    alert_rate: float = 1 / 30         # alerts per second accepted from one sender IP…
+    alert_burst: float = 8.0           # …with this many saved up
+    senders_limit: int = 1024          # sender buckets remembered
+    conflicts_limit: int = 64          # conflicts kept for status
+    check_interval: float = 60.0       # at most one dispute check per IP per this long
+    check_queue: int = 16              # dispute checks waiting; more are dropped
+    check_timeout: float = 4.0         # per dial of a dispute check
+    disputes_limit: int = 1024         # disputed addresses remembered
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """An owner's signed record and, if it was mined, the header and Merkle path of the block that held it."""
+
+    record: Record
+    kind: str                          # what the sender saw: address, nickname or vanished
+    header: BlockHeader | None = None
+    index: int | None = None
+    path: tuple[bytes, ...] = ()
+
+    @property
+    def id(self) -> bytes:
+        """SHA-256 of the label, the record id and the header hash (empty without a header)."""
+        return crypto.sha256(EVIDENCE_LABEL, self.record.id, self.header.hash if self.header else b"")
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"record": self.record.to_wire(), "kind": self.kind}
+        if self.header is not None:
+            wire.update(header=self.header.packed, index=self.index, path=list(self.path))
+        return wire
+
+    @classmethod
+    def from_wire(cls, fields: dict[str, Any]) -> Evidence:
+        kind = fields.get("kind")
+        if kind not in ALERT_KINDS:
+            raise LedgerError(f"unknown binding alert kind '{str(kind)[:16]}' (expected address, nickname or "
+                              "vanished)")
+        record = Record.from_wire(fields.get("record"))
+        raw_header, index, path = fields.get("header"), fields.get("index"), fields.get("path")
+        if raw_header is None:
+            if index is not None or path:
+                raise LedgerError("a binding alert has a Merkle path but no header")
+            return cls(record, kind)
+        header = BlockHeader.unpack(raw_header)
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise LedgerError("a binding alert has a header but no valid record index")
+        if not isinstance(path, list) or len(path) > 32 or not all(isinstance(p, bytes) and len(p) == 32
+                                                                    for p in path):
+            raise LedgerError("a binding alert has a malformed Merkle path")
+        return cls(record, kind, header, index, tuple(path))
+
+    def check(self, params: NetworkParams) -> None:
+        """Raise :class:`LedgerError` unless the header has this network's proof of work and holds the record,
+        and the record is signed by its key. Cheapest checks first: a SHA-256, the path, then one RSA check."""
+        header = self.header
+        if header is not None:
+            if header.network_id != params.network_id or header.version != params.version:
+                raise LedgerError("the header of a binding alert is from another network")
+            if header.target_bits != params.difficulty_bits or not header.meets_target():
+                raise LedgerError("the header of a binding alert lacks this network's proof of work")
+            if header.height < 1:
+                raise LedgerError("the header of a binding alert is the genesis block")
+            assert self.index is not None
+            if not verify_merkle_path(self.record.id, self.index, self.path, header.merkle_root):
+                raise LedgerError(f"the record of a binding alert is not in {header.describe()} (Merkle proof "
+                                  "fails)")
+        self.record.verify_signatures(params.name)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A binding conflict this node sees in its own ledger, from an owner's evidence."""
+
+    kinds: tuple[str, ...]             # address / nickname / vanished
+    claimant: bytes                    # fingerprint of the owner who raised it
+    nickname: str
+    ip: str | None
+    holder: bytes | None               # fingerprint of the key holding the address/nickname here, if another
+    block: bytes | None                # the block that held the owner's record, if any
+    source: str                        # who sent it ("this node" for our own alert)
+    seen: float                        # unix time
+
+    def describe(self) -> str:
+        what = []
+        if "address" in self.kinds:
+            what.append(f"address {self.ip} is bound here to key {_short(self.holder)}")
+        if "nickname" in self.kinds and "address" not in self.kinds:
+            what.append(f"nickname {self.nickname!r} is bound here to key {_short(self.holder)}")
+        elif "nickname" in self.kinds:
+            what.append(f"nickname {self.nickname!r} too")
+        if "vanished" in self.kinds:
+            what.append(f"its record from block {self.block.hex()[:16] if self.block else '?'} is no longer on "
+                        "the main chain")
+        return (f"key {_short(self.claimant)} ({self.nickname!r} at {self.ip or 'no address'}) says its binding was "
+                f"taken: " + "; ".join(what))
+
+    def to_status(self) -> dict[str, Any]:
+        return {"kinds": list(self.kinds), "claimant": self.claimant.hex(), "nickname": self.nickname,
+                "ip": self.ip, "holder": self.holder.hex() if self.holder else None,
+                "block": self.block.hex() if self.block else None, "source": self.source, "seen": int(self.seen),
+                "text": self.describe()}
+
+
+@dataclass(frozen=True)
+class Dispute:
+    """A binding whose key does not answer at its address while another key does, as checked by ``node``."""
+
+    ip: str
+    holder: bytes                      # fingerprint of the bound key
+    answering: bytes                   # fingerprint of the key that proved it answers at ``ip``
+    checked: int                       # unix time of the check
+    node: str                          # the node that checked ("ip:port")
+
+    def describe(self) -> str:
+        return (f"disputed: the key bound to {self.ip} ({_short(self.holder)}) does not answer there; key "
+                f"{_short(self.answering)} does (checked by the ledger node at {self.node} "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.checked))})")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"holder": self.holder, "answering": self.answering, "checked": self.checked, "node": self.node}
+
+    @classmethod
+    def from_wire(cls, ip: str, data: Any) -> Dispute:
+        if not isinstance(data, dict):
+            raise LedgerError("the dispute mark of a lookup answer should be a map")
+        holder, answering, checked, node = (data.get(k) for k in ("holder", "answering", "checked", "node"))
+        if not (isinstance(holder, bytes) and len(holder) == 32 and isinstance(answering, bytes)
+                and len(answering) == 32 and isinstance(checked, int) and not isinstance(checked, bool)
+                and checked >= 0 and isinstance(node, str) and len(node) <= 64):
+            raise LedgerError("the dispute mark of a lookup answer is malformed")
+        return cls(ip, holder, answering, checked, node)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"holder": self.holder.hex(), "answering": self.answering.hex(), "checked": self.checked,
+                "node": self.node, "text": self.describe()}
+
+
+def _short(fp: bytes | None) -> str:
+    return crypto.format_fingerprint(fp, 4) if fp else "?"
+
+
+def find_conflict(ledger: LocalLedger, evidence: Evidence, now: float) -> tuple[tuple[str, ...], Record | None]:
+    """The conflicts ``evidence`` shows in ``ledger`` (kinds, and the record holding the address or nickname).
+
+    Nothing when the owner's record has expired, is a revocation, or the owner itself moved on (a later record
+    of its identity is on the main chain)."""
+    record = evidence.record
+    if record.kind == "revoke" or record.expires <= now:
+        return (), None
+    kinds: list[str] = []
+    holder: Record | None = None
+    with ledger.lock:
+        bindings = ledger.chain.bindings
+        own = bindings.identity(record.fingerprint)
+        if own is not None and (own.status != "live" or own.record.seq > record.seq):
+            return (), None            # rotated, revoked or updated since: the evidence is stale
+        if record.ip is not None:
+            info = bindings.lookup_ip(record.ip, now)
+            if info is not None and info.record.fingerprint != record.fingerprint:
+                kinds.append("address")
+                holder = info.record
+        if record.nickname:
+            info = bindings.lookup_nickname(record.nickname, now)
+            if info is not None and info.record.fingerprint != record.fingerprint:
+                kinds.append("nickname")
+                holder = holder or info.record
+        header = evidence.header
+        if header is not None and not ledger.chain.has_record(record.id):
+            main = ledger.chain.main_at(header.height)
+            if main is None or main.hash != header.hash:
+                kinds.append("vanished")
+    return tuple(kinds), holder
+
+
+def who_answers(ip: str, port: int, params: NetworkParams, *, source_ip: str | None,
+                timeout: float) -> bytes | None:
+    """The fingerprint of the key that proves, over a fresh nonce, that it answers at ``ip:port``; None if
+    nothing answers or the proof does not check out."""
+    nonce = crypto.random_bytes(NONCE_LEN)
+    try:
+        with connect(ip, port, LEDGER_PROTOCOL, source_ip=source_ip, timeout=timeout) as conn:
+            proof = request_proof(conn, params, nonce, timeout=timeout)
+        key = proof.get("key")
+        if not isinstance(key, bytes):
+            return None
+        fp = crypto.fingerprint(key)
+        check_proof(proof, nonce=nonce, ip=ip, network=params.name, expected_fp=fp)
+        return fp
+    except (LedgerError, UserError) as exc:
+        log.debug("dispute check: nothing proved at %s:%d (%s)", ip, port, exc)
+        return None
+
+
+RelayEvidence = Callable[[Evidence, object], None]
+"""``relay(evidence, source)``: send the evidence to every peer but ``source``."""
+
+
+class DisputeService:
+    """Receives binding evidence, keeps the conflicts it confirms, and runs the bounded dispute checks.
+
+    ``relay`` is called (outside any lock) for evidence that showed a conflict here; ``address`` names this
+    node in dispute marks. ``start()`` starts the one checker thread, ``close()`` stops and joins it.
+    """
+
+    def __init__(self, ledger: LocalLedger, *, host: str, address: Callable[[], str], relay: RelayEvidence,
+                 config: DisputeConfig | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.ledger = ledger
+        self.params = ledger.params
+        self.host = host
+        self._address = address
+        self._relay = relay
+        self.config = config or DisputeConfig()
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
+        self._senders: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._conflicts: OrderedDict[bytes, Conflict] = OrderedDict()
+        self._disputes: OrderedDict[str, tuple[bytes, Dispute]] = OrderedDict()   # ip → (bound record id, mark)
+        self._last_check: OrderedDict[str, float] = OrderedDict()
+        self._checks: queue.Queue[tuple[str, Record, Record] | None] = queue.Queue(self.config.check_queue)
+        self._thread = threading.Thread(target=self._check_loop, name="ledger-disputes")
+        self.stats = {"alerts_received": 0, "alerts_dropped": 0, "alerts_invalid": 0, "conflicts": 0,
+                      "checks": 0, "checks_skipped": 0, "dials": 0}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._checks.get_nowait()
+            except queue.Empty:
+                break
+        self._checks.put(None)
+        if self._thread.is_alive():
+            self._thread.join()
+
+    # --- evidence ------------------------------------------------------------------------------------------
+
+    def receive(self, fields: dict[str, Any], *, sender_ip: str, source: object) -> str:
+        """Handle a ``binding_alert`` from a peer; returns what became of it (for logs and tests).
+
+        Raises :class:`LedgerError` for forged or malformed evidence (the caller penalises the sender)."""
+        now = time.monotonic()
+        with self._lock:
+            self.stats["alerts_received"] += 1
+            bucket = self._senders.get(sender_ip)
+            if bucket is None:
+                bucket = self._senders[sender_ip] = TokenBucket(self.config.alert_rate, self.config.alert_burst,
+                                                                now)
+                while len(self._senders) > self.config.senders_limit:
+                    self._senders.popitem(last=False)
+            self._senders.move_to_end(sender_ip)
+            if bucket.take(now) > 0:
+                self.stats["alerts_dropped"] += 1
+                return "dropped: the sender is over its budget of binding alerts"
+        try:
+            evidence = Evidence.from_wire(fields)
+        except LedgerError:
+            with self._lock:
+                self.stats["alerts_invalid"] += 1
+            raise
+        return self.handle(evidence, source=source, source_text=sender_ip)
+
+    def handle(self, evidence: Evidence, *, source: object, source_text: str) -> str:
+        """Check evidence (ours or a peer's) and act on it; see the module docstring."""
+        now = time.monotonic()
+        eid = evidence.id
+        with self._lock:
+            seen = self._seen.get(eid)
+            if seen is not None and now - seen < self.config.evidence_ttl:
+                return "duplicate"
+            self._seen[eid] = now
+            self._seen.move_to_end(eid)
+            while len(self._seen) > self.config.seen_limit:
+                self._seen.popitem(last=False)
+        try:
+            evidence.check(self.params)
+        except LedgerError:
+            with self._lock:
+                self.stats["alerts_invalid"] += 1
+            raise
+        wall = self.clock()
+        kinds, holder = find_conflict(self.ledger, evidence, wall)
+        if not kinds:
+            return "no conflict in this ledger"
+        record = evidence.record
+        conflict = Conflict(kinds, record.fingerprint, record.nickname, record.ip,
+                            holder.fingerprint if holder else None,
+                            evidence.header.hash if evidence.header else None, source_text, wall)
+        key = crypto.sha256(b"conflict", record.fingerprint, ",".join(kinds).encode(),
+                            holder.id if holder else b"")
+        with self._lock:
+            fresh = key not in self._conflicts
+            self._conflicts[key] = conflict
+            self._conflicts.move_to_end(key)
+            while len(self._conflicts) > self.config.conflicts_limit:
+                self._conflicts.popitem(last=False)
+            if fresh:
+                self.stats["conflicts"] += 1
+        if fresh:
+            log.warning("binding conflict (from %s): %s", source_text, conflict.describe())
+        self._relay(evidence, source)
+        if "address" in kinds and holder is not None and record.ip is not None:
+            self.schedule_check(record.ip, holder, record)
+        return "conflict: " + ",".join(kinds)
+
+    def conflicts(self) -> list[Conflict]:
+        """Conflicts whose evidence still shows one in the ledger now (newest last)."""
+        with self._lock:
+            items = list(self._conflicts.values())
+        return items
+
+    # --- dispute checks -----------------------------------------------------------------------------------
+
+    def schedule_check(self, ip: str, bound: Record, claimant: Record) -> bool:
+        """Queue a dispute check of ``ip`` unless one ran in the last ``check_interval`` or the queue is full."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last_check.get(ip)
+            if last is not None and now - last < self.config.check_interval:
+                self.stats["checks_skipped"] += 1
+                return False
+            self._last_check[ip] = now
+            self._last_check.move_to_end(ip)
+            while len(self._last_check) > self.config.disputes_limit:
+                self._last_check.popitem(last=False)
+        try:
+            self._checks.put_nowait((ip, bound, claimant))
+        except queue.Full:
+            with self._lock:
+                self.stats["checks_skipped"] += 1
+            return False
+        return True
+
+    def _check_loop(self) -> None:
+        while True:
+            item = self._checks.get()
+            if item is None:
+                return
+            self.check(*item)
+
+    def check(self, ip: str, bound: Record, claimant: Record) -> Dispute | None:
+        """Dial ``ip`` at the two records' ledger ports; mark the binding disputed if the bound key does not
+        answer there and the claimant's does, clear the mark if the bound key answers."""
+        with self.ledger.lock:
+            info = self.ledger.chain.bindings.lookup_ip(ip, self.clock())
+        if info is None or info.record.id != bound.id:
+            return None                # the binding changed meanwhile: nothing to dispute
+        timeout = self.config.check_timeout
+        with self._lock:
+            self.stats["checks"] += 1
+        answers: dict[int, bytes | None] = {}
+        for port in dict.fromkeys(p for p in (bound.ledger_port, claimant.ledger_port) if p is not None):
+            with self._lock:
+                self.stats["dials"] += 1
+            answers[port] = who_answers(ip, port, self.params, source_ip=self.host, timeout=timeout)
+        bound_answers = bound.ledger_port is not None and answers.get(bound.ledger_port) == bound.fingerprint
+        claimant_answers = any(fp == claimant.fingerprint for fp in answers.values())
+        if bound_answers or not claimant_answers:
+            with self._lock:
+                cleared = self._disputes.pop(ip, None)
+            if cleared is not None:
+                log.info("the binding of %s is no longer disputed (bound key answers: %s)", ip, bound_answers)
+            return None
+        mark = Dispute(ip, bound.fingerprint, claimant.fingerprint, int(self.clock()), self._address())
+        with self._lock:
+            self._disputes[ip] = (bound.id, mark)
+            self._disputes.move_to_end(ip)
+            while len(self._disputes) > self.config.disputes_limit:
+                self._disputes.popitem(last=False)
+        log.warning("binding of %s by key %s is %s", ip, _short(bound.fingerprint), mark.describe())
+        return mark
+
+    def disputed(self, ip: str, record_id: bytes) -> Dispute | None:
+        """The dispute mark of the binding of ``ip`` by the record ``record_id``, if it is disputed here."""
+        with self._lock:
+            entry = self._disputes.get(ip)
+        if entry is None or entry[0] != record_id:
+            return None
+        return entry[1]
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            disputes = [mark.to_json() | {"ip": ip} for ip, (_, mark) in self._disputes.items()]
+            conflicts = [c.to_status() for c in self._conflicts.values()]
+            stats = dict(self.stats)
+        return {"binding_conflicts": conflicts, "disputes": disputes, "dispute_stats": stats}

@@ -1,0 +1,101 @@
+"""Squats, owner watch and disputes with in-process nodes on loopback: a block that binds a host's address to a
+key that never answered there makes the host's own node alert and gossip its evidence; other nodes check the
+evidence, dial the address themselves (bounded) and mark the binding disputed; forged evidence costs the sender
+standing and is not relayed."""
+
+import dataclasses
+import time
+
+import pytest
+from gossip_kit import PARAMS, Net, RawPeer, config, next_block, record_for, wait_until
+
+from ledger.client import LedgerClient
+from ledger.disputes import DisputeConfig, Evidence
+from ledger.errors import LedgerError
+from tests.conftest import free_loopback_ip, free_port
+
+FAST_DISPUTES = DisputeConfig(check_interval=1.0, check_timeout=2.0, evidence_ttl=2.0)
+
+
+@pytest.fixture
+def net(tmp_path):
+    with Net(tmp_path) as n:
+        yield n
+
+
+def squat(net, honest, victim_ip, *, nickname="squatter", relay="127.0.0.1:8472"):
+    """An attacker's block binding ``victim_ip`` to its own key (closed ledger port, a relay hint), announced to
+    ``honest`` by a raw peer; returns the attacker's record."""
+    attacker = net.identity()
+    record = record_for(attacker, victim_ip, nickname=nickname, ledger_port=free_port(victim_ip), relay=relay)
+    block = next_block(honest.ledger.chain.tip, [record], int(time.time()))
+    peer = RawPeer(honest)
+    peer.conn.send("block", block=block.to_wire())
+    wait_until(lambda: honest.ledger.lookup("ip", victim_ip, time.time()), what="the squat to be accepted")
+    peer.close()
+    return record
+
+
+def test_a_squatted_host_alerts_gossips_evidence_and_the_binding_becomes_disputed(net):
+    cfg = config(disputes=FAST_DISPUTES)
+    honest = net.node(config=dataclasses.replace(cfg, register=False))
+    victim_ip = free_loopback_ip()
+    bad = squat(net, honest, victim_ip)
+    victim = net.node(ip=victim_ip, seeds=[honest.address], nickname="victim", config=cfg)
+
+    alerts = wait_until(lambda: victim.status()["binding_alerts"], what="the victim's alert")
+    assert alerts[0]["kind"] == "address" and alerts[0]["other_key"] == bad.fingerprint.hex()
+    assert victim_ip in alerts[0]["text"]
+    conflicts = wait_until(lambda: honest.status()["binding_conflicts"], what="the evidence at the other node")
+    assert conflicts[0]["claimant"] == victim.identity.fingerprint.hex()
+    assert conflicts[0]["holder"] == bad.fingerprint.hex() and "address" in conflicts[0]["kinds"]
+
+    mark = wait_until(lambda: honest.disputes.disputed(victim_ip, bad.id), what="the dispute mark")
+    assert mark.holder == bad.fingerprint and mark.answering == victim.identity.fingerprint
+    binding = LedgerClient(honest.host, honest.port).lookup(victim_ip)
+    assert binding.fingerprint == bad.fingerprint              # the ledger still binds it: a local mark only
+    assert binding.disputed is not None and "does not answer there" in binding.disputed.describe()
+    assert LedgerClient(honest.host, honest.port).lookup("squatter").disputed is None   # by nickname: no mark
+
+
+def test_forged_evidence_costs_the_sender_standing_and_is_not_relayed(net):
+    honest = net.node(config=config(register=False, disputes=FAST_DISPUTES))
+    victim_ip = free_loopback_ip()
+    bad = squat(net, honest, victim_ip)
+    liar = net.identity()
+    claim = record_for(liar, victim_ip, nickname="liar", ledger_port=8470)
+    wire = Evidence(claim, "address").to_wire()
+    wire["record"]["sig"] = bytes(len(claim.sig))                    # forged signature
+    peer = RawPeer(honest)
+    peer.conn.send("binding_alert", **wire)
+    wait_until(lambda: honest.standing_points(peer.source_ip) > 0, what="the penalty")
+    assert honest.status()["binding_conflicts"] == []
+    assert honest.disputes.disputed(victim_ip, bad.id) is None
+    peer.close()
+
+
+def test_evidence_without_a_conflict_here_is_dropped_and_a_flood_is_cut_to_the_budget(net):
+    honest = net.node(config=config(register=False, disputes=DisputeConfig(alert_burst=3, alert_rate=0.001)))
+    peer = RawPeer(honest)
+    someone = net.identity()
+    for i in range(6):      # valid records, but nothing in this ledger conflicts with them
+        claim = record_for(someone, free_loopback_ip(), nickname=f"n{i}", ledger_port=8470)
+        peer.conn.send("binding_alert", **Evidence(claim, "address").to_wire())
+    wait_until(lambda: honest.disputes.stats["alerts_received"] == 6, what="the alerts to be read")
+    stats = honest.disputes.stats
+    assert stats["alerts_dropped"] == 3 and stats["conflicts"] == 0 and stats["dials"] == 0
+    assert honest.standing_points(peer.source_ip) == 0      # honest disagreement costs nothing
+    peer.close()
+
+
+def test_evidence_with_a_header_must_carry_the_networks_proof_of_work(net):
+    honest = net.node(config=config(register=False))
+    owner = net.identity()
+    record = record_for(owner, free_loopback_ip(), nickname="owner", ledger_port=8470)
+    block = next_block(honest.ledger.chain.tip, [record], int(time.time()))
+    weak = dataclasses.replace(block.header, nonce=block.header.nonce + 1)
+    while weak.meets_target():
+        weak = dataclasses.replace(weak, nonce=weak.nonce + 1)
+    with pytest.raises(LedgerError, match="proof of work"):
+        Evidence(record, "vanished", weak, 0, ()).check(PARAMS)
+    Evidence(record, "vanished", block.header, 0, ()).check(PARAMS)   # the real header passes
