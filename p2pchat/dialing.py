@@ -41,7 +41,7 @@ class PeerTarget:
     relay: str | None = None            # the peer's relay hint ("ip:port") from its ledger record
     fingerprint: bytes | None = None    # needed to ask a relay for the peer
     nickname: str | None = None
-    note: str | None = None             # why the ledger could not help, shown if dialing fails
+    note: str | None = None             # why the ledger could not help, or its dispute mark; shown if dialing fails
     by_address: bool = False            # the user named an address: reach it there or not at all (no relay)
 
     @property
@@ -67,11 +67,19 @@ def resolve_target(query: str, directory: PeerDirectory) -> PeerTarget:
     if explicit is not None:
         ip, port = explicit
         binding, note = _try_lookup(directory, ip)
+        if binding is not None and binding.disputed is not None:
+            note = binding.disputed.describe()
         return _target_from(query, binding, ip=ip, port=port, note=note, by_address=True)
     kind, value = query_kind(query)
     if kind == "ip":
         binding, note = _try_lookup(directory, value)
-        port = (binding.port if binding is not None and binding.ip == value and binding.port else CHAT_PORT)
+        # A disputed binding's key does not answer at the address (ledger/disputes.py): the port it wrote says
+        # nothing about who does, so the call goes to the chat port, and step 2 refuses the disputed binding.
+        disputed = binding is not None and binding.disputed is not None
+        port = (binding.port if binding is not None and binding.ip == value and binding.port and not disputed
+                else CHAT_PORT)
+        if disputed:
+            note = binding.disputed.describe()
         return _target_from(query, binding, ip=value, port=port, note=note, by_address=True)
     binding = directory.lookup(value)
     ip = binding.ip
@@ -92,7 +100,7 @@ def _target_from(query: str, binding: Any, *, ip: str | None, port: int | None, 
         return PeerTarget(query=query, ip=ip, port=port, note=note, by_address=by_address)
     # A call by address keeps the relay hint out of the target altogether: nothing below can follow it.
     return PeerTarget(query=query, ip=ip, port=port, relay=None if by_address else binding.relay,
-                      fingerprint=binding.fingerprint, nickname=binding.nickname, by_address=by_address)
+                      fingerprint=binding.fingerprint, nickname=binding.nickname, by_address=by_address, note=note)
 
 
 NO_RELAY_BY_ADDRESS = ("a relay is not used for calls by address, because the relay hint is written by the key "
@@ -109,7 +117,8 @@ def _refuse_by_address(target: PeerTarget, reasons: list[str]) -> PeerUnreachabl
     else:
         head = f"nothing answered at {target.address or target.ip}"
     detail = "; ".join(reasons)
-    return PeerUnreachable(f"cannot reach {target.query}: {head} ({detail}); {NO_RELAY_BY_ADDRESS}")
+    dispute = f"; the ledger node says the binding is {target.note}" if target.note and target.fingerprint else ""
+    return PeerUnreachable(f"cannot reach {target.query}: {head} ({detail}){dispute}; {NO_RELAY_BY_ADDRESS}")
 
 
 RelayOpener = Callable[[str, bytes, float], Any]
