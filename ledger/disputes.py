@@ -10,8 +10,9 @@ header and Merkle path of the block that held it when it was mined. Every node t
 2. checks its form, cheapest first: header fields and proof of work (one SHA-256), Merkle path, then the
    record's signature (one RSA verification, cached). A forged or malformed piece is the sender's fault;
 3. looks for the conflict in its *own* ledger: the record's address or nickname held by another key, or the
-   record's block off the main chain without the owner having moved on. No conflict there: dropped, not
-   relayed (honest nodes may briefly disagree);
+   record's block off the main chain without the owner having moved on. No conflict there: not relayed, but
+   kept (at most ``waiting_limit``, for ``evidence_ttl``) and looked at again on every chain change, since the
+   evidence may arrive before the blocks that cause the conflict;
 4. records the conflict (bounded list, shown by ``ledger status``), logs it at WARNING once, relays the
    evidence to its other peers, and for an address conflict schedules a **dispute check**.
 
@@ -70,6 +71,7 @@ class DisputeConfig:
     check_queue: int = 16              # dispute checks waiting; more are dropped
     check_timeout: float = 4.0         # per dial of a dispute check
     disputes_limit: int = 1024         # disputed addresses remembered
+    waiting_limit: int = 64            # checked evidence without a conflict here yet, looked at on chain changes
 
 
 @dataclass(frozen=True)
@@ -281,15 +283,36 @@ class DisputeService:
         self._conflicts: OrderedDict[bytes, Conflict] = OrderedDict()
         self._disputes: OrderedDict[str, tuple[bytes, Dispute]] = OrderedDict()   # ip → (bound record id, mark)
         self._last_check: OrderedDict[str, float] = OrderedDict()
+        self._waiting: OrderedDict[bytes, tuple[Evidence, object, str, float]] = OrderedDict()
         self._checks: queue.Queue[tuple[str, Record, Record] | None] = queue.Queue(self.config.check_queue)
         self._thread = threading.Thread(target=self._check_loop, name="ledger-disputes")
         self.stats = {"alerts_received": 0, "alerts_dropped": 0, "alerts_invalid": 0, "conflicts": 0,
                       "checks": 0, "checks_skipped": 0, "dials": 0}
 
     def start(self) -> None:
+        self.ledger.add_listener(on_block=self._on_block)
         self._thread.start()
 
+    def _on_block(self, block: Any, result: Any) -> None:
+        """Chain change: evidence that showed no conflict yet is looked at again (cheap: no signature, no IO)."""
+        if not (result.connected or result.disconnected):
+            return
+        now = time.monotonic()
+        with self._lock:
+            waiting = list(self._waiting.items())
+        for eid, (evidence, source, source_text, since) in waiting:
+            if now - since >= self.config.evidence_ttl:
+                with self._lock:
+                    self._waiting.pop(eid, None)
+                continue
+            kinds, holder = find_conflict(self.ledger, evidence, self.clock())
+            if kinds:
+                with self._lock:
+                    self._waiting.pop(eid, None)
+                self._act(evidence, kinds, holder, source, source_text)
+
     def close(self) -> None:
+        self.ledger.remove_listener(on_block=self._on_block)
         while True:
             try:
                 self._checks.get_nowait()
@@ -344,14 +367,23 @@ class DisputeService:
             with self._lock:
                 self.stats["alerts_invalid"] += 1
             raise
-        wall = self.clock()
-        kinds, holder = find_conflict(self.ledger, evidence, wall)
+        kinds, holder = find_conflict(self.ledger, evidence, self.clock())
         if not kinds:
-            return "no conflict in this ledger"
+            with self._lock:
+                self._waiting[eid] = (evidence, source, source_text, now)
+                while len(self._waiting) > self.config.waiting_limit:
+                    self._waiting.popitem(last=False)
+            return "no conflict in this ledger (yet): kept to look at again when the chain changes"
+        self._act(evidence, kinds, holder, source, source_text)
+        return "conflict: " + ",".join(kinds)
+
+    def _act(self, evidence: Evidence, kinds: tuple[str, ...], holder: Record | None, source: object,
+             source_text: str) -> None:
+        """A conflict confirmed here: keep it for status, log it once, relay the evidence, check the address."""
         record = evidence.record
         conflict = Conflict(kinds, record.fingerprint, record.nickname, record.ip,
                             holder.fingerprint if holder else None,
-                            evidence.header.hash if evidence.header else None, source_text, wall)
+                            evidence.header.hash if evidence.header else None, source_text, self.clock())
         key = crypto.sha256(b"conflict", record.fingerprint, ",".join(kinds).encode(),
                             holder.id if holder else b"")
         with self._lock:
@@ -367,10 +399,9 @@ class DisputeService:
         self._relay(evidence, source)
         if "address" in kinds and holder is not None and record.ip is not None:
             self.schedule_check(record.ip, holder, record)
-        return "conflict: " + ",".join(kinds)
 
     def conflicts(self) -> list[Conflict]:
-        """Conflicts whose evidence still shows one in the ledger now (newest last)."""
+        """The conflicts seen (newest last)."""
         with self._lock:
             items = list(self._conflicts.values())
         return items

@@ -7,7 +7,7 @@ import dataclasses
 import time
 
 import pytest
-from gossip_kit import PARAMS, Net, RawPeer, config, next_block, record_for, wait_until
+from gossip_kit import PARAMS, Net, RawPeer, config, grow, next_block, record_for, wait_until
 
 from ledger.client import LedgerClient
 from ledger.disputes import DisputeConfig, Evidence
@@ -99,3 +99,38 @@ def test_evidence_with_a_header_must_carry_the_networks_proof_of_work(net):
     with pytest.raises(LedgerError, match="proof of work"):
         Evidence(record, "vanished", weak, 0, ()).check(PARAMS)
     Evidence(record, "vanished", block.header, 0, ()).check(PARAMS)   # the real header passes
+
+
+def test_a_rewrite_that_drops_an_owners_record_makes_it_alert_and_others_see_the_evidence(net):
+    cfg = config(disputes=FAST_DISPUTES)
+    observer = net.node(config=dataclasses.replace(cfg, register=False))
+    victim = net.node(seeds=[observer.address], nickname="victim", config=cfg)
+    mined = wait_until(lambda: observer.ledger.lookup("ip", victim.host, time.time()), what="the registration")
+    grow(observer.ledger, 2)                                  # bury it under two more blocks
+    wait_until(lambda: victim.ledger.height == mined.height + 2, what="the victim to follow")
+    victim.watch.check()
+    assert victim.status()["binding_alerts"] == []
+
+    # A heavier private branch from the block before the victim's, holding the attacker's claim instead.
+    attacker = net.identity()
+    claim = record_for(attacker, victim.host, nickname="squatter", ledger_port=free_port(victim.host))
+    parent = observer.ledger.main_at(mined.height - 1).header
+    blocks, start = [], int(time.time())
+    for i in range(4):
+        block = next_block(parent, [claim] if i == 0 else [], max(start, parent.timestamp + 1))
+        blocks.append(block)
+        parent = block.header
+    peer = RawPeer(victim)
+    for block in blocks:
+        peer.conn.send("block", block=block.to_wire())
+    wait_until(lambda: victim.ledger.chain.tip_hash == blocks[-1].hash, what="the rewrite on the victim")
+
+    kinds = wait_until(lambda: {a["kind"] for a in victim.status()["binding_alerts"]} >= {"vanished", "address"}
+                       and {a["kind"] for a in victim.status()["binding_alerts"]}, what="the victim's alerts")
+    assert kinds == {"vanished", "address"}
+    seen = wait_until(lambda: [c for c in observer.status()["binding_conflicts"] if "vanished" in c["kinds"]],
+                      what="the evidence at the observer")
+    assert seen[0]["block"] == mined.header.hash.hex()            # the header that held the victim's record
+    assert seen[0]["claimant"] == victim.identity.fingerprint.hex()
+    assert "address" in seen[0]["kinds"] and seen[0]["holder"] == claim.fingerprint.hex()
+    peer.close()
