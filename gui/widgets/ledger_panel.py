@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import customtkinter as ctk
 
-from gui.ledger_view import LedgerSnapshot, ledger_rows
+from gui.ledger_view import LedgerSnapshot, alert_text, ledger_rows
 from gui.widgets.style import MUTED, Fonts, LabelText
 
 ROWS = ("Node", "Problem", "Network", "Height", "Peers", "Mining", "Sync", "Your record")
@@ -19,10 +19,16 @@ class LedgerPanel(ctk.CTkFrame):
         super().__init__(master, fg_color="transparent")
         self._on_join = on_join
         self.grid_columnconfigure((0, 1), weight=1, uniform="lists")
-        self.grid_rowconfigure(3, weight=1)
+        self.grid_rowconfigure(4, weight=1)
 
+        # Binding alerts (ledger/watch.py, ledger/disputes.py): a red banner above everything, hidden otherwise.
+        self.banner = ctk.CTkLabel(self, text="", font=fonts.bold, anchor="w", justify="left", wraplength=760,
+                                   text_color=("#c62828", "#ef5350"), fg_color=("#fdecea", "#3b1f1f"),
+                                   corner_radius=6)
+        self.banner.grid(row=0, column=0, columnspan=2, sticky="ew", pady=(0, 6), ipadx=8, ipady=4)
+        self.banner.grid_remove()
         summary = ctk.CTkFrame(self, fg_color=("gray92", "gray17"))
-        summary.grid(row=0, column=0, columnspan=2, sticky="ew")
+        summary.grid(row=1, column=0, columnspan=2, sticky="ew")
         summary.grid_columnconfigure(1, weight=1)
         self.labels: dict[str, ctk.CTkLabel] = {}
         self.values: dict[str, ctk.CTkLabel] = {}
@@ -36,7 +42,7 @@ class LedgerPanel(ctk.CTkFrame):
             self._values_text[name] = LabelText(value)
 
         join = ctk.CTkFrame(self, fg_color="transparent")
-        join.grid(row=1, column=0, columnspan=2, sticky="ew", pady=(8, 4))
+        join.grid(row=2, column=0, columnspan=2, sticky="ew", pady=(8, 4))
         join.grid_columnconfigure(1, weight=1)
         ctk.CTkLabel(join, text="Join network", font=fonts.bold).grid(row=0, column=0, padx=(4, 8))
         self.join_entry = ctk.CTkEntry(join, font=fonts.body, placeholder_text="address of a ledger node, e.g. "
@@ -48,14 +54,14 @@ class LedgerPanel(ctk.CTkFrame):
         self.join_result = ctk.CTkLabel(join, text="", font=fonts.small, anchor="w", height=16)
         self.join_result.grid(row=1, column=0, columnspan=3, padx=4, sticky="ew")
 
-        ctk.CTkLabel(self, text="Recent blocks", font=fonts.bold, anchor="w").grid(row=2, column=0, sticky="w",
+        ctk.CTkLabel(self, text="Recent blocks", font=fonts.bold, anchor="w").grid(row=3, column=0, sticky="w",
                                                                                  padx=4)
-        ctk.CTkLabel(self, text="Pending records", font=fonts.bold, anchor="w").grid(row=2, column=1, sticky="w",
+        ctk.CTkLabel(self, text="Pending records", font=fonts.bold, anchor="w").grid(row=3, column=1, sticky="w",
                                                                                    padx=4)
         self.blocks = ctk.CTkTextbox(self, font=fonts.mono, wrap="none", state="disabled", height=120)
-        self.blocks.grid(row=3, column=0, sticky="nsew", padx=(0, 4))
+        self.blocks.grid(row=4, column=0, sticky="nsew", padx=(0, 4))
         self.pending = ctk.CTkTextbox(self, font=fonts.small, wrap="word", state="disabled", height=120)
-        self.pending.grid(row=3, column=1, sticky="nsew", padx=(4, 0))
+        self.pending.grid(row=4, column=1, sticky="nsew", padx=(4, 0))
         self._shown: LedgerSnapshot | None = None
         self._texts: dict[str, str] = {}
 
@@ -71,6 +77,12 @@ class LedgerPanel(ctk.CTkFrame):
         if snap == self._shown and snap is not None:
             return
         self._shown = snap
+        banner = alert_text(snap)
+        if banner:
+            self.banner.configure(text=banner)
+            self.banner.grid()
+        else:
+            self.banner.grid_remove()
         rows = dict(ledger_rows(snap))
         for name in ROWS:
             if name in rows:
