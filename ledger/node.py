@@ -1085,7 +1085,8 @@ class LedgerNode:
         return added
 
     def _precheck(self, record: Record, now: float) -> bool | None:
-        """Rule check against the tip and the pool; None if already known, else whether it is a new IP claim."""
+        """Rule check against the tip and the pool; None if already known, else whether it needs a reachability
+        proof: a new IP claim, or any record for an IP whose binding is disputed here."""
         ledger = self.ledger
         with ledger.lock:
             if record.id in ledger.pool or ledger.chain.has_record(record.id):
@@ -1095,6 +1096,8 @@ class LedgerNode:
             if record.ip is None:
                 return False
             holder = state.lookup_ip(record.ip, now)
+        if holder is not None and self.disputes.disputed(record.ip, holder.record.id) is not None:
+            return True   # renewing a binding disputed here needs a fresh reachability proof (ledger/disputes.py)
         return holder is None or holder.record.fingerprint not in (record.fingerprint, record.signer_fingerprint)
 
     def _admission_loop(self) -> None:

@@ -23,10 +23,10 @@ def net(tmp_path):
         yield n
 
 
-def squat(net, honest, victim_ip, *, nickname="squatter", relay="127.0.0.1:8472"):
+def squat(net, honest, victim_ip, *, nickname="squatter", relay="127.0.0.1:8472", attacker=None):
     """An attacker's block binding ``victim_ip`` to its own key (closed ledger port, a relay hint), announced to
     ``honest`` by a raw peer; returns the attacker's record."""
-    attacker = net.identity()
+    attacker = attacker or net.identity()
     record = record_for(attacker, victim_ip, nickname=nickname, ledger_port=free_port(victim_ip), relay=relay)
     block = next_block(honest.ledger.chain.tip, [record], int(time.time()))
     peer = RawPeer(honest)
@@ -40,7 +40,8 @@ def test_a_squatted_host_alerts_gossips_evidence_and_the_binding_becomes_dispute
     cfg = config(disputes=FAST_DISPUTES)
     honest = net.node(config=dataclasses.replace(cfg, register=False))
     victim_ip = free_loopback_ip()
-    bad = squat(net, honest, victim_ip)
+    squatter = net.identity()
+    bad = squat(net, honest, victim_ip, attacker=squatter)
     victim = net.node(ip=victim_ip, seeds=[honest.address], nickname="victim", config=cfg)
 
     alerts = wait_until(lambda: victim.status()["binding_alerts"], what="the victim's alert")
@@ -56,6 +57,11 @@ def test_a_squatted_host_alerts_gossips_evidence_and_the_binding_becomes_dispute
     assert binding.fingerprint == bad.fingerprint              # the ledger still binds it: a local mark only
     assert binding.disputed is not None and "does not answer there" in binding.disputed.describe()
     assert LedgerClient(honest.host, honest.port).lookup("squatter").disputed is None   # by nickname: no mark
+
+    # The squatter's renewal now needs a reachability proof on this node, which its key cannot give.
+    renewal = record_for(squatter, victim_ip, nickname="squatter", seq=1, prev=bad.id, ledger_port=bad.ledger_port)
+    with pytest.raises(LedgerError, match="reachability proof"):
+        LedgerClient(honest.host, honest.port).submit(renewal)
 
 
 def test_forged_evidence_costs_the_sender_standing_and_is_not_relayed(net):
