@@ -110,14 +110,15 @@ NO_RELAY_BY_ADDRESS = ("a relay is not used for calls by address, because the re
 
 def _refuse_by_address(target: PeerTarget, reasons: list[str]) -> PeerUnreachable:
     """The plain message for a call by address whose direct path failed (no relay is tried)."""
-    if target.fingerprint is not None:
-        head = (f"{target.ip} is bound to key {crypto.format_fingerprint(target.fingerprint, 4)}"
-                f"{f' ({target.nickname!r})' if target.nickname else ''} but did not answer at "
-                f"{target.address or target.ip}")
-    else:
-        head = f"nothing answered at {target.address or target.ip}"
     detail = "; ".join(reasons)
-    dispute = f"; the ledger node says the binding is {target.note}" if target.note and target.fingerprint else ""
+    if target.fingerprint is None:     # no record: no relay could be asked anyway
+        return PeerUnreachable(f"cannot reach {target.query}: nothing answered at {target.address or target.ip} "
+                               f"({detail})" + (f"; the ledger has no record for it ({target.note})"
+                                                if target.note else ""))
+    head = (f"{target.ip} is bound to key {crypto.format_fingerprint(target.fingerprint, 4)}"
+            f"{f' ({target.nickname!r})' if target.nickname else ''} but did not answer at "
+            f"{target.address or target.ip}")
+    dispute = f"; the ledger node says the binding is {target.note}" if target.note else ""
     return PeerUnreachable(f"cannot reach {target.query}: {head} ({detail}){dispute}; {NO_RELAY_BY_ADDRESS}")
 
 
