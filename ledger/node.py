@@ -728,9 +728,12 @@ class LedgerNode:
     def _own_alert(self, evidence: Evidence) -> None:
         """The owner watch found our binding taken: check the evidence like anyone's, keep it, gossip it."""
         try:
-            self.disputes.handle(evidence, source=None, source_text="this node")
+            verdict = self.disputes.handle(evidence, source=None, source_text="this node")
         except LedgerError as exc:   # our own evidence should always check out: a local fault
             log.error("this node's binding evidence does not check out: %s", exc)
+            return
+        if verdict == "duplicate":   # handled here before: the watch's repeat still goes to every peer
+            self._relay_evidence(evidence, None)
 
     def _watched_binding(self) -> Desired:
         desired = self._desired_binding()
