@@ -74,6 +74,11 @@ class DisputeConfig:
     waiting_limit: int = 64            # checked evidence without a conflict here yet, looked at on chain changes
 
 
+def evidence_id(record_id: bytes, header_hash: bytes = b"") -> bytes:
+    """SHA-256 of ``"p2pchat-binding-evidence-v1" 0x00 ‖ record id ‖ header hash`` (empty without a header)."""
+    return crypto.sha256(EVIDENCE_LABEL, record_id, header_hash)
+
+
 @dataclass(frozen=True)
 class Evidence:
     """An owner's signed record and, if it was mined, the header and Merkle path of the block that held it."""
@@ -86,8 +91,7 @@ class Evidence:
 
     @property
     def id(self) -> bytes:
-        """SHA-256 of the label, the record id and the header hash (empty without a header)."""
-        return crypto.sha256(EVIDENCE_LABEL, self.record.id, self.header.hash if self.header else b"")
+        return evidence_id(self.record.id, self.header.hash if self.header else b"")
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"record": self.record.to_wire(), "kind": self.kind}

@@ -4,13 +4,15 @@ evidence, dial the address themselves (bounded) and mark the binding disputed; f
 standing and is not relayed."""
 
 import dataclasses
+import re
 import time
+from pathlib import Path
 
 import pytest
 from gossip_kit import PARAMS, Net, RawPeer, config, grow, next_block, record_for, wait_until
 
 from ledger.client import LedgerClient
-from ledger.disputes import DisputeConfig, Evidence
+from ledger.disputes import DisputeConfig, Evidence, evidence_id
 from ledger.errors import LedgerError
 from tests.conftest import free_loopback_ip, free_port
 
@@ -140,3 +142,11 @@ def test_a_rewrite_that_drops_an_owners_record_makes_it_alert_and_others_see_the
     assert seen[0]["claimant"] == victim.identity.fingerprint.hex()
     assert "address" in seen[0]["kinds"] and seen[0]["holder"] == claim.fingerprint.hex()
     peer.close()
+
+
+def test_the_documented_evidence_id_vectors_are_what_the_code_produces():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "ledger-protocol.md").read_text()
+    found = {name: bytes.fromhex("".join(body.split()))
+             for name, body in re.findall(r"```vector ([\w-]+)\n(.*?)```", text, flags=re.S)}
+    assert found["binding-evidence-id"] == evidence_id(bytes(range(32)), bytes(range(32, 64)))
+    assert found["binding-evidence-id-no-header"] == evidence_id(bytes(range(32)))
