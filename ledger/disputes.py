@@ -358,19 +358,23 @@ class DisputeService:
         now = time.monotonic()
         eid = evidence.id
         with self._lock:
-            seen = self._seen.get(eid)
-            if seen is not None and now - seen < self.config.evidence_ttl:
+            if self._seen_recently(eid, now):
                 return "duplicate"
-            self._seen[eid] = now
-            self._seen.move_to_end(eid)
-            while len(self._seen) > self.config.seen_limit:
-                self._seen.popitem(last=False)
         try:
             evidence.check(self.params)
         except LedgerError:
             with self._lock:
                 self.stats["alerts_invalid"] += 1
             raise
+        # Marked only once it checked out: the id does not cover the Merkle path, so a copy with a broken path
+        # sent first must not make the real evidence look like a duplicate.
+        with self._lock:
+            if self._seen_recently(eid, now):
+                return "duplicate"
+            self._seen[eid] = now
+            self._seen.move_to_end(eid)
+            while len(self._seen) > self.config.seen_limit:
+                self._seen.popitem(last=False)
         kinds, holder = find_conflict(self.ledger, evidence, self.clock())
         if not kinds:
             with self._lock:
@@ -380,6 +384,10 @@ class DisputeService:
             return "no conflict in this ledger (yet): kept to look at again when the chain changes"
         self._act(evidence, kinds, holder, source, source_text)
         return "conflict: " + ",".join(kinds)
+
+    def _seen_recently(self, eid: bytes, now: float) -> bool:
+        seen = self._seen.get(eid)
+        return seen is not None and now - seen < self.config.evidence_ttl
 
     def _act(self, evidence: Evidence, kinds: tuple[str, ...], holder: Record | None, source: object,
              source_text: str) -> None:

@@ -14,6 +14,7 @@ from gossip_kit import PARAMS, Net, RawPeer, config, grow, next_block, record_fo
 from ledger.client import LedgerClient
 from ledger.disputes import DisputeConfig, Evidence, evidence_id
 from ledger.errors import LedgerError
+from ledger.merkle import merkle_path
 from tests.conftest import free_loopback_ip, free_port
 
 FAST_DISPUTES = DisputeConfig(check_interval=1.0, check_timeout=2.0, evidence_ttl=2.0)
@@ -150,3 +151,17 @@ def test_the_documented_evidence_id_vectors_are_what_the_code_produces():
              for name, body in re.findall(r"```vector ([\w-]+)\n(.*?)```", text, flags=re.S)}
     assert found["binding-evidence-id"] == evidence_id(bytes(range(32)), bytes(range(32, 64)))
     assert found["binding-evidence-id-no-header"] == evidence_id(bytes(range(32)))
+
+
+def test_a_copy_with_a_broken_path_sent_first_does_not_suppress_the_real_evidence(net):
+    honest = net.node(config=config(register=False, disputes=FAST_DISPUTES))
+    owner = net.identity()
+    record = record_for(owner, free_loopback_ip(), nickname="owner", ledger_port=8470)
+    other = record_for(net.identity(), free_loopback_ip(), nickname="other", ledger_port=8470)
+    block = next_block(honest.ledger.chain.tip, [record, other], int(time.time()))
+    broken = Evidence(record, "vanished", block.header, 0, (bytes(32),))
+    with pytest.raises(LedgerError, match="Merkle"):
+        honest.disputes.handle(broken, source=None, source_text="attacker")
+    real = Evidence(record, "vanished", block.header, 0, tuple(merkle_path([record.id, other.id], 0)))
+    assert real.id == broken.id
+    assert honest.disputes.handle(real, source=None, source_text="owner") != "duplicate"
