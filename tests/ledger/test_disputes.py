@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from gossip_kit import PARAMS, Net, RawPeer, config, grow, next_block, record_for, wait_until
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.client import LedgerClient
 from ledger.disputes import DisputeConfig, Evidence, evidence_id
@@ -165,3 +167,17 @@ def test_a_copy_with_a_broken_path_sent_first_does_not_suppress_the_real_evidenc
     real = Evidence(record, "vanished", block.header, 0, tuple(merkle_path([record.id, other.id], 0)))
     assert real.id == broken.id
     assert honest.disputes.handle(real, source=None, source_text="owner") != "duplicate"
+
+
+_junk = st.one_of(st.none(), st.booleans(), st.integers(-2, 2**40), st.binary(max_size=200), st.text(max_size=20),
+                  st.lists(st.binary(min_size=32, max_size=32), max_size=3), st.dictionaries(st.text(max_size=5),
+                                                                                            st.integers(), max_size=3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["kind", "record", "header", "index", "path"]), _junk))
+def test_any_binding_alert_fields_parse_or_are_refused_with_a_ledger_error(fields):
+    try:
+        Evidence.from_wire(fields)
+    except LedgerError:
+        pass
