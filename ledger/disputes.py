@@ -13,24 +13,26 @@ header and Merkle path of the block that held it when it was mined. Every node t
    record's block off the main chain without the owner having moved on. No conflict there: not relayed, but
    kept (at most ``waiting_limit``, for ``evidence_ttl``) and looked at again on every chain change, since the
    evidence may arrive before the blocks that cause the conflict;
-4. records the conflict (bounded list, shown by ``ledger status``), logs it at WARNING once, relays the
-   evidence to its other peers, and for an address conflict schedules a **dispute check**.
+4. shows the conflict (bounded list for ``ledger status`` and the GUI, WARNING once) and relays the evidence —
+   at once when the evidence has a header (the owner's record was in a block with this network's proof of
+   work), but for a claim without a header, which anyone can sign for any address, only once a dispute check
+   confirmed it; a nickname claim without a header cannot be checked and is never shown.
 
-A dispute check dials the disputed address itself (never an address the sender names: only IPs bound in this
-ledger, at the ledger ports of the two records, at most once per ``check_interval`` per IP, one check at a
-time from a bounded queue) and asks each port for a reachability proof of a fresh nonce
-(:mod:`ledger.reachability`). If the bound key does not answer there and the owner's key does, the binding is
-*disputed*: lookups by that IP carry ``disputed`` (the bound key, the key that answers, when it was checked),
-and the chat refuses to treat the bound key as the owner of the address. The mark is local: it is this
-node's observation, never a block rule, because reachability depends on who is online (docs/ledger.md,
-"Squats and disputes"). It lasts while the same record holds the address and no later check sees the bound key
-answer.
+A dispute check dials the disputed address itself (never an address the sender chooses: only IPs bound in this
+ledger, at the ledger ports of the bound record and of up to ``claims_per_ip`` claimants, at most once per
+``check_interval`` per IP and once per ``check_spacing`` overall, one check at a time) and asks each port for a
+reachability proof of a fresh nonce (:mod:`ledger.reachability`). If the bound key does not answer there and a
+claimant's key does, the binding is *disputed*: lookups by that IP carry ``disputed`` (the bound key, the key
+that answers, when it was checked), the chat refuses to treat the bound key as the owner of the address, and
+the node's pool asks a reachability proof of any record for that IP. The mark is local: it is this node's
+observation, never a block rule, because reachability depends on who is online (docs/ledger.md, "Squats and
+disputes"). It lasts while the same record holds the address and no later check sees the bound key answer.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
-import queue
 import threading
 import time
 from collections import OrderedDict
@@ -67,8 +69,10 @@ class DisputeConfig:
     alert_burst: float = 8.0           # …with this many saved up
     senders_limit: int = 1024          # sender buckets remembered
     conflicts_limit: int = 64          # conflicts kept for status
-    check_interval: float = 60.0       # at most one dispute check per IP per this long
-    check_queue: int = 16              # dispute checks waiting; more are dropped
+    check_interval: float = 60.0       # at most one dispute check per IP per this long…
+    check_spacing: float = 1.0         # …and at most one check (of any IP) per this long, one at a time
+    checks_pending: int = 256          # IPs waiting for a check; the oldest is dropped past this
+    claims_per_ip: int = 4             # claimants kept per IP for its next check (the newest)
     check_timeout: float = 4.0         # per dial of a dispute check
     disputes_limit: int = 1024         # disputed addresses remembered
     waiting_limit: int = 64            # checked evidence without a conflict here yet, looked at on chain changes
@@ -265,11 +269,28 @@ RelayEvidence = Callable[[Evidence, object], None]
 """``relay(evidence, source)``: send the evidence to every peer but ``source``."""
 
 
+@dataclass(frozen=True)
+class _Claim:
+    """An owner's claim on an address bound here to another record, waiting for a dispute check."""
+
+    evidence: Evidence
+    bound: Record
+    kinds: tuple[str, ...]
+    source: object
+    source_text: str
+
+
 class DisputeService:
     """Receives binding evidence, keeps the conflicts it confirms, and runs the bounded dispute checks.
 
-    ``relay`` is called (outside any lock) for evidence that showed a conflict here; ``address`` names this
-    node in dispute marks. ``start()`` starts the one checker thread, ``close()`` stops and joins it.
+    What is *shown* (status, WARNING, the GUI banner) and relayed: evidence with a header (the owner's record was
+    in a block with this network's proof of work), this node's own evidence, and an address claim once a dispute
+    check confirmed that the claimant's key answers at the address and the bound key does not. A claim without a
+    header is otherwise only a signed wish — anyone can sign one for any address — so it waits for its check and
+    is logged at INFO; a nickname claim without a header cannot be checked and is not shown.
+
+    ``relay`` is called (outside any lock) for evidence to pass on; ``address`` names this node in dispute marks.
+    ``start()`` starts the one checker thread, ``close()`` stops and joins it.
     """
 
     def __init__(self, ledger: LocalLedger, *, host: str, address: Callable[[], str], relay: RelayEvidence,
@@ -282,20 +303,32 @@ class DisputeService:
         self.config = config or DisputeConfig()
         self.clock = clock
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._closing = False
         self._seen: OrderedDict[bytes, float] = OrderedDict()
         self._senders: OrderedDict[str, TokenBucket] = OrderedDict()
         self._conflicts: OrderedDict[bytes, Conflict] = OrderedDict()
         self._disputes: OrderedDict[str, tuple[bytes, Dispute]] = OrderedDict()   # ip → (bound record id, mark)
         self._last_check: OrderedDict[str, float] = OrderedDict()
+        self._claims: OrderedDict[str, OrderedDict[bytes, _Claim]] = OrderedDict()  # ip → claimant fp → claim
+        self._due: list[tuple[float, str]] = []        # heap of (when, ip) for the IPs in _claims
+        self._next_check = 0.0
         self._waiting: OrderedDict[bytes, tuple[Evidence, object, str, float]] = OrderedDict()
-        self._checks: queue.Queue[tuple[str, Record, Record] | None] = queue.Queue(self.config.check_queue)
         self._thread = threading.Thread(target=self._check_loop, name="ledger-disputes")
         self.stats = {"alerts_received": 0, "alerts_dropped": 0, "alerts_invalid": 0, "conflicts": 0,
-                      "checks": 0, "checks_skipped": 0, "dials": 0}
+                      "unconfirmed": 0, "checks": 0, "checks_done": 0, "checks_dropped": 0, "dials": 0}
 
     def start(self) -> None:
         self.ledger.add_listener(on_block=self._on_block)
         self._thread.start()
+
+    def close(self) -> None:
+        self.ledger.remove_listener(on_block=self._on_block)
+        with self._wake:
+            self._closing = True
+            self._wake.notify_all()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _on_block(self, block: Any, result: Any) -> None:
         """Chain change: evidence that showed no conflict yet is looked at again (cheap: no signature, no IO)."""
@@ -313,18 +346,7 @@ class DisputeService:
             if kinds:
                 with self._lock:
                     self._waiting.pop(eid, None)
-                self._act(evidence, kinds, holder, source, source_text)
-
-    def close(self) -> None:
-        self.ledger.remove_listener(on_block=self._on_block)
-        while True:
-            try:
-                self._checks.get_nowait()
-            except queue.Empty:
-                break
-        self._checks.put(None)
-        if self._thread.is_alive():
-            self._thread.join()
+                self._consider(evidence, kinds, holder, source, source_text)
 
     # --- evidence ------------------------------------------------------------------------------------------
 
@@ -354,7 +376,7 @@ class DisputeService:
         return self.handle(evidence, source=source, source_text=sender_ip)
 
     def handle(self, evidence: Evidence, *, source: object, source_text: str) -> str:
-        """Check evidence (ours or a peer's) and act on it; see the module docstring."""
+        """Check evidence (ours, with ``source`` None, or a peer's) and act on it; see the module docstring."""
         now = time.monotonic()
         eid = evidence.id
         with self._lock:
@@ -382,16 +404,37 @@ class DisputeService:
                 while len(self._waiting) > self.config.waiting_limit:
                     self._waiting.popitem(last=False)
             return "no conflict in this ledger (yet): kept to look at again when the chain changes"
-        self._act(evidence, kinds, holder, source, source_text)
-        return "conflict: " + ",".join(kinds)
+        return self._consider(evidence, kinds, holder, source, source_text)
 
     def _seen_recently(self, eid: bytes, now: float) -> bool:
         seen = self._seen.get(eid)
         return seen is not None and now - seen < self.config.evidence_ttl
 
-    def _act(self, evidence: Evidence, kinds: tuple[str, ...], holder: Record | None, source: object,
-             source_text: str) -> None:
-        """A conflict confirmed here: keep it for status, log it once, relay the evidence, check the address."""
+    def _consider(self, evidence: Evidence, kinds: tuple[str, ...], holder: Record | None, source: object,
+                  source_text: str) -> str:
+        """A conflict here: show it now if the evidence carries weight, and check the address if it is one."""
+        record = evidence.record
+        shown = evidence.header is not None or source is None
+        if shown:
+            self._show(evidence, kinds, holder, source, source_text)
+        elif "address" not in kinds:
+            log.info("binding alert from %s not shown: a nickname claim by key %s without a mined record cannot be "
+                     "checked", source_text, _short(record.fingerprint))
+            return "not shown: a nickname claim without a header cannot be checked"
+        else:
+            with self._lock:
+                self.stats["unconfirmed"] += 1
+            log.info("binding alert from %s: key %s claims %s, bound here to key %s; checking the address",
+                     source_text, _short(record.fingerprint), record.ip, _short(holder.fingerprint if holder
+                                                                                 else None))
+        if "address" in kinds and holder is not None and record.ip is not None:
+            self.schedule_check(record.ip, _Claim(evidence, holder, kinds, None if shown else source,
+                                                  "" if shown else source_text))
+        return ("conflict: " if shown else "awaiting a dispute check: ") + ",".join(kinds)
+
+    def _show(self, evidence: Evidence, kinds: tuple[str, ...], holder: Record | None, source: object,
+              source_text: str) -> None:
+        """Keep the conflict for status, log it once at WARNING, relay the evidence."""
         record = evidence.record
         conflict = Conflict(kinds, record.fingerprint, record.nickname, record.ip,
                             holder.fingerprint if holder else None,
@@ -409,74 +452,117 @@ class DisputeService:
         if fresh:
             log.warning("binding conflict (from %s): %s", source_text, conflict.describe())
         self._relay(evidence, source)
-        if "address" in kinds and holder is not None and record.ip is not None:
-            self.schedule_check(record.ip, holder, record)
 
     def conflicts(self) -> list[Conflict]:
-        """The conflicts seen (newest last)."""
+        """The conflicts shown (newest last)."""
         with self._lock:
-            items = list(self._conflicts.values())
-        return items
+            return list(self._conflicts.values())
 
     # --- dispute checks -----------------------------------------------------------------------------------
 
-    def schedule_check(self, ip: str, bound: Record, claimant: Record) -> bool:
-        """Queue a dispute check of ``ip`` unless one ran in the last ``check_interval`` or the queue is full."""
+    def schedule_check(self, ip: str, claim: _Claim) -> None:
+        """Add ``claim`` to the next check of ``ip``: due ``check_interval`` after the last one (now if none)."""
         now = time.monotonic()
-        with self._lock:
-            last = self._last_check.get(ip)
-            if last is not None and now - last < self.config.check_interval:
-                self.stats["checks_skipped"] += 1
-                return False
+        with self._wake:
+            claims = self._claims.get(ip)
+            if claims is None:
+                claims = self._claims[ip] = OrderedDict()
+                last = self._last_check.get(ip)
+                heapq.heappush(self._due, (now if last is None else max(now, last + self.config.check_interval),
+                                           ip))
+                while len(self._claims) > self.config.checks_pending:
+                    self._claims.popitem(last=False)     # its heap entry is skipped when it comes up
+                    self.stats["checks_dropped"] += 1
+            claims[claim.evidence.record.fingerprint] = claim
+            claims.move_to_end(claim.evidence.record.fingerprint)
+            while len(claims) > self.config.claims_per_ip:
+                claims.popitem(last=False)
+            self._wake.notify()
+
+    def _check_loop(self) -> None:
+        while True:
+            with self._wake:
+                item = self._next_due()
+                if item is None:
+                    return
+            self._run_check(*item)
+
+    def _next_due(self) -> tuple[str, list[_Claim]] | None:
+        """Wait (lock held) for the next IP whose check is due, respecting ``check_spacing``; None on close."""
+        while not self._closing:
+            now = time.monotonic()
+            if not self._due:
+                self._wake.wait()
+                continue
+            when, ip = self._due[0]
+            start = max(when, self._next_check)
+            if start > now:
+                self._wake.wait(start - now)
+                continue
+            heapq.heappop(self._due)
+            claims = self._claims.pop(ip, None)
+            if not claims:
+                continue                                 # dropped while it waited
             self._last_check[ip] = now
             self._last_check.move_to_end(ip)
             while len(self._last_check) > self.config.disputes_limit:
                 self._last_check.popitem(last=False)
-        try:
-            self._checks.put_nowait((ip, bound, claimant))
-        except queue.Full:
-            with self._lock:
-                self.stats["checks_skipped"] += 1
-            return False
-        return True
-
-    def _check_loop(self) -> None:
-        while True:
-            item = self._checks.get()
-            if item is None:
-                return
-            self.check(*item)
+            self._next_check = now + self.config.check_spacing
+            return ip, list(claims.values())
+        return None
 
     def check(self, ip: str, bound: Record, claimant: Record) -> Dispute | None:
-        """Dial ``ip`` at the two records' ledger ports; mark the binding disputed if the bound key does not
-        answer there and the claimant's does, clear the mark if the bound key answers."""
+        """Run one dispute check now (outside the schedule): ``claimant``'s claim on ``ip`` against ``bound``."""
+        return self._run_check(ip, [_Claim(Evidence(claimant, "address"), bound, ("address",), None, "")])
+
+    def _run_check(self, ip: str, claims: list[_Claim]) -> Dispute | None:
+        """Dial ``ip`` at the ledger ports of the bound record and of the claimants; mark the binding disputed if
+        the bound key does not answer there and a claimant's key does, clear the mark if the bound key answers."""
+        try:
+            return self._dial_and_judge(ip, claims)
+        finally:
+            with self._lock:
+                self.stats["checks_done"] += 1
+
+    def _dial_and_judge(self, ip: str, claims: list[_Claim]) -> Dispute | None:
         with self.ledger.lock:
             info = self.ledger.chain.bindings.lookup_ip(ip, self.clock())
-        if info is None or info.record.id != bound.id:
+        claims = [c for c in claims if info is not None and c.bound.id == info.record.id]
+        if info is None or not claims:
             return None                # the binding changed meanwhile: nothing to dispute
-        timeout = self.config.check_timeout
+        bound = info.record
         with self._lock:
             self.stats["checks"] += 1
+        ports = [bound.ledger_port] + [c.evidence.record.ledger_port for c in claims]
         answers: dict[int, bytes | None] = {}
-        for port in dict.fromkeys(p for p in (bound.ledger_port, claimant.ledger_port) if p is not None):
+        for port in dict.fromkeys(p for p in ports if p is not None):
             with self._lock:
                 self.stats["dials"] += 1
-            answers[port] = who_answers(ip, port, self.params, source_ip=self.host, timeout=timeout)
+            answers[port] = who_answers(ip, port, self.params, source_ip=self.host, timeout=self.config.check_timeout)
         bound_answers = bound.ledger_port is not None and answers.get(bound.ledger_port) == bound.fingerprint
-        claimant_answers = any(fp == claimant.fingerprint for fp in answers.values())
-        if bound_answers or not claimant_answers:
+        provers = [c for c in claims if c.evidence.record.fingerprint in answers.values()]
+        if bound_answers or not provers:
             with self._lock:
                 cleared = self._disputes.pop(ip, None)
             if cleared is not None:
                 log.info("the binding of %s is no longer disputed (bound key answers: %s)", ip, bound_answers)
+            for claim in claims:
+                if claim.source_text:
+                    log.info("binding alert from %s not confirmed: %s", claim.source_text,
+                             "the bound key answers at the address" if bound_answers else
+                             "the claimant's key does not answer at the address")
             return None
-        mark = Dispute(ip, bound.fingerprint, claimant.fingerprint, int(self.clock()), self._address())
+        prover = provers[-1]
+        mark = Dispute(ip, bound.fingerprint, prover.evidence.record.fingerprint, int(self.clock()),
+                       self._address())
         with self._lock:
             self._disputes[ip] = (bound.id, mark)
             self._disputes.move_to_end(ip)
             while len(self._disputes) > self.config.disputes_limit:
                 self._disputes.popitem(last=False)
         log.warning("binding of %s by key %s is %s", ip, _short(bound.fingerprint), mark.describe())
+        if prover.source_text:        # confirmed now: show it and pass it on
+            self._show(prover.evidence, prover.kinds, bound, prover.source, prover.source_text)
         return mark
 
     def disputed(self, ip: str, record_id: bytes) -> Dispute | None:

@@ -181,3 +181,22 @@ def test_any_binding_alert_fields_parse_or_are_refused_with_a_ledger_error(field
         Evidence.from_wire(fields)
     except LedgerError:
         pass
+
+
+def test_a_claim_without_a_header_is_shown_only_once_the_address_check_confirms_it(net):
+    cfg = config(register=False, disputes=FAST_DISPUTES)
+    honest = net.node(config=cfg)
+    watcher = net.node(seeds=[honest.address], config=cfg)
+    wait_until(lambda: watcher.peers(), what="the two nodes to connect")
+    victim_ip = free_loopback_ip()
+    bad = squat(net, honest, victim_ip)
+    # A stranger signs a claim on the squatted address, but nothing of its answers there.
+    liar = net.identity()
+    claim = record_for(liar, victim_ip, nickname="liar", ledger_port=free_port(victim_ip))
+    peer = RawPeer(honest)
+    peer.conn.send("binding_alert", **Evidence(claim, "address").to_wire())
+    wait_until(lambda: honest.disputes.stats["checks_done"] == 1, what="the address check")
+    assert honest.disputes.stats["unconfirmed"] == 1 and honest.disputes.stats["dials"] == 2
+    assert honest.status()["binding_conflicts"] == [] and honest.disputes.disputed(victim_ip, bad.id) is None
+    assert watcher.disputes.stats["alerts_received"] == 0          # not relayed either
+    peer.close()
