@@ -297,7 +297,8 @@ class LedgerNode:
         self.disputes = DisputeService(ledger, host=self.host, address=lambda: self.address,
                                        relay=self._relay_evidence, config=self.config.disputes, clock=clock)
         self.watch = OwnerWatch(ledger, identity.fingerprint, self._watched_binding, self._sign_claim,
-                                self._own_alert, repeat=self.config.watch_repeat, clock=clock)
+                                self._own_alert, repeat=self.config.watch_repeat,
+                                busy=lambda: self.syncing, clock=clock)
         self._next_watch = 0.0
         # --- end owner watch and disputes ---
 
@@ -1178,7 +1179,7 @@ class LedgerNode:
                         log.warning("cannot register this machine's record: %s", exc)
                     self.registration_error = str(exc)
                     self._next_register = now + self.config.register_retry
-            if self.config.register and now >= self._next_watch:   # owner watch (ledger/watch.py)
+            if self.config.register and now >= self._next_watch and not self.syncing:   # owner watch (watch.py)
                 self._next_watch = now + self.config.register_check
                 self.watch.check()
             if now >= self._next_revalidate:

@@ -1,8 +1,8 @@
 """The owner's watch over its own binding (the self-audit of CONIKS, the gossip of Certificate Transparency).
 
 A node knows what its record should say (its address and nickname). :class:`OwnerWatch` checks, on every
-chain change (a :meth:`~ledger.local_ledger.LocalLedger.add_listener` listener) and whenever the node asks
-(:meth:`OwnerWatch.check`, from its maintenance loop):
+chain change (a :meth:`~ledger.local_ledger.LocalLedger.add_listener` listener; not while ``busy()``, e.g. during
+a sync) and whenever the node asks (:meth:`OwnerWatch.check`, from its maintenance loop):
 
 - **address**: the node's IP is bound to another key;
 - **nickname**: the node's nickname is bound to another key;
@@ -79,7 +79,7 @@ class OwnerWatch:
     def __init__(self, ledger: LocalLedger, fingerprint: bytes, desired: Callable[[], Desired],
                  make_claim: ClaimMaker, on_alert: Callable[[Evidence], None], *,
                  watch_depth: int = WATCH_DEPTH, repeat: float = REPEAT_SECONDS,
-                 clock: Callable[[], float] = time.time) -> None:
+                 busy: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.time) -> None:
         self.ledger = ledger
         self.fingerprint = fingerprint
         self._desired = desired
@@ -88,6 +88,7 @@ class OwnerWatch:
         self.watch_depth = watch_depth
         self.repeat = repeat
         self.clock = clock
+        self._busy = busy            # e.g. a sync under way: its intermediate chains are not worth an alert
         self._lock = threading.Lock()
         self._mined: _Mined | None = None
         self._alerts: dict[str, Alert] = {}
@@ -102,7 +103,7 @@ class OwnerWatch:
         self.ledger.remove_listener(on_block=self._on_block)
 
     def _on_block(self, block: Block, result: AddResult) -> None:
-        if result.connected or result.disconnected:
+        if (result.connected or result.disconnected) and not self._busy():
             self.check()
 
     # --- the check -----------------------------------------------------------------------------------------
