@@ -76,6 +76,7 @@ class DisputeConfig:
     check_timeout: float = 4.0         # per dial of a dispute check
     disputes_limit: int = 1024         # disputed addresses remembered
     waiting_limit: int = 64            # checked evidence without a conflict here yet, looked at on chain changes
+    revalidate_interval: float = 5.0   # shown conflicts and dispute marks that no longer hold are dropped
 
 
 def evidence_id(record_id: bytes, header_hash: bytes = b"") -> bytes:
@@ -307,12 +308,13 @@ class DisputeService:
         self._closing = False
         self._seen: OrderedDict[bytes, float] = OrderedDict()
         self._senders: OrderedDict[str, TokenBucket] = OrderedDict()
-        self._conflicts: OrderedDict[bytes, Conflict] = OrderedDict()
+        self._conflicts: OrderedDict[bytes, tuple[Conflict, Evidence]] = OrderedDict()
         self._disputes: OrderedDict[str, tuple[bytes, Dispute]] = OrderedDict()   # ip → (bound record id, mark)
         self._last_check: OrderedDict[str, float] = OrderedDict()
         self._claims: OrderedDict[str, OrderedDict[bytes, _Claim]] = OrderedDict()  # ip → claimant fp → claim
         self._due: list[tuple[float, str]] = []        # heap of (when, ip) for the IPs in _claims
         self._next_check = 0.0
+        self._next_revalidate = 0.0
         self._waiting: OrderedDict[bytes, tuple[Evidence, object, str, float]] = OrderedDict()
         self._thread = threading.Thread(target=self._check_loop, name="ledger-disputes")
         self.stats = {"alerts_received": 0, "alerts_dropped": 0, "alerts_invalid": 0, "conflicts": 0,
@@ -347,6 +349,27 @@ class DisputeService:
                 with self._lock:
                     self._waiting.pop(eid, None)
                 self._consider(evidence, kinds, holder, source, source_text)
+        self.revalidate()
+
+    def revalidate(self) -> None:
+        """Drop shown conflicts whose evidence no longer shows one here (the owner got its binding back, the
+        squat expired, …) and dispute marks whose binding changed: the banner says what is true now."""
+        now = self.clock()
+        with self._lock:
+            conflicts = list(self._conflicts.items())
+            marks = list(self._disputes.items())
+        for key, (conflict, evidence) in conflicts:
+            if not find_conflict(self.ledger, evidence, now)[0]:
+                with self._lock:
+                    self._conflicts.pop(key, None)
+                log.info("binding conflict resolved: %s", conflict.describe())
+        for ip, (record_id, _mark) in marks:
+            with self.ledger.lock:
+                info = self.ledger.chain.bindings.lookup_ip(ip, now)
+            if info is None or info.record.id != record_id:
+                with self._lock:
+                    if self._disputes.get(ip, (None,))[0] == record_id:
+                        del self._disputes[ip]
 
     # --- evidence ------------------------------------------------------------------------------------------
 
@@ -443,7 +466,7 @@ class DisputeService:
                             holder.id if holder else b"")
         with self._lock:
             fresh = key not in self._conflicts
-            self._conflicts[key] = conflict
+            self._conflicts[key] = (conflict, evidence)
             self._conflicts.move_to_end(key)
             while len(self._conflicts) > self.config.conflicts_limit:
                 self._conflicts.popitem(last=False)
@@ -456,7 +479,7 @@ class DisputeService:
     def conflicts(self) -> list[Conflict]:
         """The conflicts shown (newest last)."""
         with self._lock:
-            return list(self._conflicts.values())
+            return [conflict for conflict, _ in self._conflicts.values()]
 
     # --- dispute checks -----------------------------------------------------------------------------------
 
@@ -483,21 +506,28 @@ class DisputeService:
         while True:
             with self._wake:
                 item = self._next_due()
-                if item is None:
-                    return
-            self._run_check(*item)
+            if item is None:
+                return
+            if item == "revalidate":
+                self.revalidate()
+            else:
+                self._run_check(*item)
 
-    def _next_due(self) -> tuple[str, list[_Claim]] | None:
-        """Wait (lock held) for the next IP whose check is due, respecting ``check_spacing``; None on close."""
+    def _next_due(self) -> tuple[str, list[_Claim]] | str | None:
+        """Wait (lock held) for the next IP whose check is due, respecting ``check_spacing``, or for the next
+        revalidation (``"revalidate"``); None on close."""
         while not self._closing:
             now = time.monotonic()
+            if now >= self._next_revalidate:
+                self._next_revalidate = now + self.config.revalidate_interval
+                return "revalidate"
             if not self._due:
-                self._wake.wait()
+                self._wake.wait(self._next_revalidate - now)
                 continue
             when, ip = self._due[0]
             start = max(when, self._next_check)
             if start > now:
-                self._wake.wait(start - now)
+                self._wake.wait(min(start, self._next_revalidate) - now)
                 continue
             heapq.heappop(self._due)
             claims = self._claims.pop(ip, None)
@@ -576,6 +606,6 @@ class DisputeService:
     def status(self) -> dict[str, Any]:
         with self._lock:
             disputes = [mark.to_json() | {"ip": ip} for ip, (_, mark) in self._disputes.items()]
-            conflicts = [c.to_status() for c in self._conflicts.values()]
+            conflicts = [c.to_status() for c, _ in self._conflicts.values()]
             stats = dict(self.stats)
         return {"binding_conflicts": conflicts, "disputes": disputes, "dispute_stats": stats}

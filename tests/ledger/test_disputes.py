@@ -9,14 +9,15 @@ import time
 from pathlib import Path
 
 import pytest
-from gossip_kit import PARAMS, Net, RawPeer, config, grow, next_block, record_for, wait_until
+from gossip_kit import DAY, PARAMS, Net, RawPeer, config, grow, next_block, record_for, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.client import LedgerClient
-from ledger.disputes import DisputeConfig, Evidence, evidence_id
+from ledger.disputes import DisputeConfig, DisputeService, Evidence, evidence_id
 from ledger.errors import LedgerError
 from ledger.merkle import merkle_path
+from ledger.records import make_register
 from tests.conftest import free_loopback_ip, free_port
 
 FAST_DISPUTES = DisputeConfig(check_interval=1.0, check_timeout=2.0, evidence_ttl=2.0)
@@ -200,3 +201,23 @@ def test_a_claim_without_a_header_is_shown_only_once_the_address_check_confirms_
     assert honest.status()["binding_conflicts"] == [] and honest.disputes.disputed(victim_ip, bad.id) is None
     assert watcher.disputes.stats["alerts_received"] == 0          # not relayed either
     peer.close()
+
+
+def test_a_conflict_that_no_longer_holds_leaves_the_status(net):
+    ledger = net.ledger("alone")
+    squatter, owner = net.identity(), net.identity()
+    ip = free_loopback_ip()
+    bad = record_for(squatter, ip, nickname="squatter", ledger_port=8470)
+    assert ledger.receive_block(next_block(ledger.chain.tip, [bad], int(time.time())), time.time()).status == "added"
+    now = [time.time()]
+    service = DisputeService(ledger, host="127.0.0.1", address=lambda: "here", relay=lambda e, s: None,
+                             clock=lambda: now[0])
+    claim = make_register(owner, network=PARAMS.name, seq=0, prev=bytes(32), nickname="owner", ip=ip, port=8471,
+                          ledger_port=8470, relay=None, issued=int(time.time()), lifetime=2 * DAY)
+    assert service.handle(Evidence(claim, "address"), source=None, source_text="this node") == "conflict: address"
+    service.revalidate()
+    assert [c.holder for c in service.conflicts()] == [bad.fingerprint]
+    now[0] = bad.expires + 1                      # the squat expired: nothing conflicts any more
+    service.revalidate()
+    assert service.conflicts() == [] and service.status()["binding_conflicts"] == []
+    ledger.close()
