@@ -120,6 +120,24 @@ def test_a_no_inbound_caller_goes_through_the_relay_even_when_the_peer_has_an_ad
         relay.close()
 
 
+def test_a_no_inbound_caller_cannot_call_by_address_and_is_told_why(identities):
+    relay = relay_server()
+    directory = FixedDirectory()
+    alice = make_peer(identities[0], "alice", directory, relay=relay.address, auto_accept=True)
+    carol = make_peer(identities[2], "carol", directory, no_inbound=True, relay=relay.address, register=False)
+    try:
+        sid = carol.node.open_session(alice.ip)
+        carol.node.run_all(sid)
+        failed = carol.log.wait(StepResult, step=Step.CONNECT, ok=False)
+        assert "--no-inbound" in failed.detail and "a relay is not used for calls by address" in failed.detail
+        assert "nickname or fingerprint" in failed.detail
+        assert not alice.log.all(StepResult)
+    finally:
+        carol.node.close()
+        alice.node.close()
+        relay.close()
+
+
 def test_a_relay_that_goes_away_ends_the_chat_and_the_registration_comes_back(identities):
     relay_ip = free_loopback_ip()
     relay = relay_server(relay_ip)
