@@ -13,10 +13,10 @@ header and Merkle path of the block that held it when it was mined. Every node t
    record's block off the main chain without the owner having moved on. No conflict there: not relayed, but
    kept (at most ``waiting_limit``, for ``evidence_ttl``) and looked at again on every chain change, since the
    evidence may arrive before the blocks that cause the conflict;
-4. shows the conflict (bounded list for ``ledger status`` and the GUI, WARNING once) and relays the evidence —
-   at once when the evidence has a header (the owner's record was in a block with this network's proof of
-   work), but for a claim without a header, which anyone can sign for any address, only once a dispute check
-   confirmed it; a nickname claim without a header cannot be checked and is never shown.
+4. shows the conflict (bounded list for ``ledger status`` and the GUI, WARNING once) and relays the evidence:
+   an address conflict only once this node's own dispute check confirmed it (anyone can sign a claim on any
+   address, or mine one into a block of its own); a nickname or vanished conflict only when the evidence's
+   header is a block this node accepted into its block tree (the owner's history is real, not a private block).
 
 A dispute check dials the disputed address itself (never an address the sender chooses: only IPs bound in this
 ledger, at the ledger ports of the bound record and of up to ``claims_per_ip`` claimants, at most once per
@@ -284,11 +284,10 @@ class _Claim:
 class DisputeService:
     """Receives binding evidence, keeps the conflicts it confirms, and runs the bounded dispute checks.
 
-    What is *shown* (status, WARNING, the GUI banner) and relayed: evidence with a header (the owner's record was
-    in a block with this network's proof of work), this node's own evidence, and an address claim once a dispute
-    check confirmed that the claimant's key answers at the address and the bound key does not. A claim without a
-    header is otherwise only a signed wish — anyone can sign one for any address — so it waits for its check and
-    is logged at INFO; a nickname claim without a header cannot be checked and is not shown.
+    What is *shown* (status, WARNING, the GUI banner) and relayed: this node's own evidence; an address claim once
+    a dispute check confirmed that the claimant's key answers at the address and the bound key does not; other
+    conflicts when the evidence's header is a block this node accepted. Anything else is a signed wish — anyone
+    can sign one, or mine one into a private block — and is logged at INFO only, never put on a screen.
 
     ``relay`` is called (outside any lock) for evidence to pass on; ``address`` names this node in dispute marks.
     ``start()`` starts the one checker thread, ``close()`` stops and joins it.
@@ -317,8 +316,9 @@ class DisputeService:
         self._next_revalidate = 0.0
         self._waiting: OrderedDict[bytes, tuple[Evidence, object, str, float]] = OrderedDict()
         self._thread = threading.Thread(target=self._check_loop, name="ledger-disputes")
-        self.stats = {"alerts_received": 0, "alerts_dropped": 0, "alerts_invalid": 0, "conflicts": 0,
-                      "unconfirmed": 0, "checks": 0, "checks_done": 0, "checks_dropped": 0, "dials": 0}
+        self.stats = {"alerts_received": 0, "alerts_handled": 0, "alerts_dropped": 0, "alerts_invalid": 0,
+                      "conflicts": 0, "unconfirmed": 0, "checks": 0, "checks_done": 0, "checks_dropped": 0,
+                      "dials": 0}
 
     def start(self) -> None:
         self.ledger.add_listener(on_block=self._on_block)
@@ -377,6 +377,13 @@ class DisputeService:
         """Handle a ``binding_alert`` from a peer; returns what became of it (for logs and tests).
 
         Raises :class:`LedgerError` for forged or malformed evidence (the caller penalises the sender)."""
+        try:
+            return self._receive(fields, sender_ip=sender_ip, source=source)
+        finally:
+            with self._lock:
+                self.stats["alerts_handled"] += 1
+
+    def _receive(self, fields: dict[str, Any], *, sender_ip: str, source: object) -> str:
         now = time.monotonic()
         with self._lock:
             self.stats["alerts_received"] += 1
@@ -437,13 +444,16 @@ class DisputeService:
                   source_text: str) -> str:
         """A conflict here: show it now if the evidence carries weight, and check the address if it is one."""
         record = evidence.record
-        shown = evidence.header is not None or source is None
+        if source is None or "address" in kinds:
+            shown = source is None     # ours; an address claim waits for the check, whatever it carries
+        elif evidence.header is not None and self._known_block(evidence.header.hash):
+            shown = True               # a record in a block this node accepted: the owner's history is real
+        else:
+            log.info("binding alert from %s not shown: key %s's claim rests on no block this node knows",
+                     source_text, _short(record.fingerprint))
+            return "not shown: the claim rests on no block this node knows"
         if shown:
             self._show(evidence, kinds, holder, source, source_text)
-        elif "address" not in kinds:
-            log.info("binding alert from %s not shown: a nickname claim by key %s without a mined record cannot be "
-                     "checked", source_text, _short(record.fingerprint))
-            return "not shown: a nickname claim without a header cannot be checked"
         else:
             with self._lock:
                 self.stats["unconfirmed"] += 1
@@ -454,6 +464,10 @@ class DisputeService:
             self.schedule_check(record.ip, _Claim(evidence, holder, kinds, None if shown else source,
                                                   "" if shown else source_text))
         return ("conflict: " if shown else "awaiting a dispute check: ") + ",".join(kinds)
+
+    def _known_block(self, block_hash: bytes) -> bool:
+        with self.ledger.lock:
+            return block_hash in self.ledger.chain
 
     def _show(self, evidence: Evidence, kinds: tuple[str, ...], holder: Record | None, source: object,
               source_text: str) -> None:

@@ -93,7 +93,7 @@ def test_evidence_without_a_conflict_here_is_dropped_and_a_flood_is_cut_to_the_b
     for i in range(6):      # valid records, but nothing in this ledger conflicts with them
         claim = record_for(someone, free_loopback_ip(), nickname=f"n{i}", ledger_port=8470)
         peer.conn.send("binding_alert", **Evidence(claim, "address").to_wire())
-    wait_until(lambda: honest.disputes.stats["alerts_received"] == 6, what="the alerts to be read")
+    wait_until(lambda: honest.disputes.stats["alerts_handled"] == 6, what="the alerts to be handled")
     stats = honest.disputes.stats
     assert stats["alerts_dropped"] == 3 and stats["conflicts"] == 0 and stats["dials"] == 0
     assert honest.standing_points(peer.source_ip) == 0      # honest disagreement costs nothing
@@ -221,3 +221,18 @@ def test_a_conflict_that_no_longer_holds_leaves_the_status(net):
     service.revalidate()
     assert service.conflicts() == [] and service.status()["binding_conflicts"] == []
     ledger.close()
+
+
+def test_evidence_resting_on_a_private_block_is_not_shown(net):
+    honest = net.node(config=config(register=False, disputes=FAST_DISPUTES))
+    grow(honest.ledger, 2)
+    liar = net.identity()
+    record = record_for(liar, free_loopback_ip(), nickname="liar", ledger_port=8470)
+    genesis = honest.ledger.main_at(0).header
+    private = next_block(genesis, [record], int(time.time()))       # mined, never announced: a side block
+    peer = RawPeer(honest)
+    peer.conn.send("binding_alert", **Evidence(record, "vanished", private.header, 0, ()).to_wire())
+    wait_until(lambda: honest.disputes.stats["alerts_handled"] == 1, what="the alert to be handled")
+    assert honest.status()["binding_conflicts"] == [] and honest.disputes.stats["conflicts"] == 0
+    assert honest.standing_points(peer.source_ip) == 0
+    peer.close()
