@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from gui.ledger_view import LedgerSnapshot
-from gui.text import clean_name
+from gui.ledger_view import ALERT_CHARS, LedgerSnapshot
+from gui.text import clean, clean_name
 from p2pchat.foundation.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ def snapshot_from_status(status: dict[str, Any], where: str, *, blocks: tuple[st
         sync_text = (sync_text + " · " if sync_text else "") + f"registration refused: {status['registration_error']}"
     hashrate = status.get("hashrate")
     height = num("height")
+    alerts = tuple(_alert_line(item, "") for item in _maps(status.get("binding_alerts")))
+    alerts += tuple(_alert_line(item, "reported by another node: ") for item in _maps(status.get("binding_conflicts")))
     return LedgerSnapshot(
         where=where, running=True, network=str(status.get("network", "")),
         difficulty_bits=num("difficulty_bits"), height=height, tip=str(status.get("tip", "")),
@@ -66,8 +68,18 @@ def snapshot_from_status(status: dict[str, Any], where: str, *, blocks: tuple[st
         own_height=own_height,
         own_confirmations=(height - own_height + 1) if height is not None and own_height is not None else None,
         own_pending=own is not None and own.get("state") == "pending",
-        nickname_problem=str(status.get("nickname_problem") or ""),
+        nickname_problem=str(status.get("nickname_problem") or ""), alerts=alerts,
     )
+
+
+def _maps(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)][:20] if isinstance(value, list) else []
+
+
+def _alert_line(item: dict[str, Any], prefix: str) -> str:
+    """One alert for display: cleaned, one line, bounded (its text carries nicknames from the network)."""
+    text = clean(str(item.get("text", "?")).replace("\n", " "))
+    return prefix + (text if len(text) <= ALERT_CHARS else text[:ALERT_CHARS - 1] + "…")
 
 
 class NodeSource:

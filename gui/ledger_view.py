@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from gui.text import clean_name, count
 
+ALERT_CHARS = 300          # one binding alert or conflict, as shown in the banner
+ALERTS_SHOWN = 3
+
 
 @dataclass(frozen=True)
 class LedgerSnapshot:
@@ -29,6 +32,7 @@ class LedgerSnapshot:
     own_confirmations: int | None = None
     own_pending: bool = False
     nickname_problem: str = ""            # the node's nickname clashes: its record goes without one
+    alerts: tuple[str, ...] = ()          # owner-watch alerts and conflicts from others (ledger/watch.py, disputes)
 
 
 def rate_text(hashes_per_second: float) -> str:
@@ -49,10 +53,20 @@ def own_record_text(snap: LedgerSnapshot) -> str:
     return "not in the ledger yet"
 
 
+def alert_text(snap: LedgerSnapshot | None) -> str:
+    """The banner over the ledger tab and in the identity panel: binding alerts, or "" when there are none."""
+    if snap is None or not snap.alerts:
+        return ""
+    more = len(snap.alerts) - ALERTS_SHOWN
+    return "⚠ " + "\n⚠ ".join(snap.alerts[:ALERTS_SHOWN]) + (f"\n… and {more} more (ledger status)" if more > 0 else "")
+
+
 def identity_ledger_line(snap: LedgerSnapshot | None) -> str:
-    """The identity panel's ledger line: node running, peers, height, own record."""
+    """The identity panel's ledger line: node running, peers, height, own record (an alert first, if any)."""
     if snap is None:
         return "Ledger: checking…"
+    if snap.running and snap.alerts:
+        return "Ledger: ⚠ BINDING ALERT — " + snap.alerts[0]
     if not snap.running:
         return f"Ledger: not reachable at {snap.where}" + (f" — {snap.error}" if snap.error else "")
     parts = [f"node running ({snap.where})", count(len(snap.peers), "peer")]

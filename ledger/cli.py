@@ -220,6 +220,8 @@ def cmd_lookup(args: argparse.Namespace) -> int:
           f"{binding.confirmations} confirmation{'s' if binding.confirmations != 1 else ''}")
     print(f"  expires       {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(binding.expires))}")
     print(f"  proof         checked against {binding.node}'s header chain")
+    if binding.disputed is not None:
+        print(f"  DISPUTED      {binding.disputed.describe()}")
     return 0
 
 
@@ -250,6 +252,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"registration  {status['registration_error']}")
     if status.get("nickname_problem"):
         print(f"nickname      {status['nickname_problem']}")
+    for alert in status.get("binding_alerts") or []:       # owner watch (ledger/watch.py)
+        print(f"ALERT         {alert.get('text')}")
+    for conflict in status.get("binding_conflicts") or []:  # evidence from owners (ledger/disputes.py)
+        print(f"conflict      {conflict.get('text')} (from {conflict.get('source')})")
+    for mark in status.get("disputes") or []:
+        print(f"disputed      {mark.get('text')}")
     return 0
 
 

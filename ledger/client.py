@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.blocks import BlockHeader
+from ledger.disputes import Dispute
 from ledger.errors import LedgerError
 from ledger.local_ledger import LookupAnswer
 from ledger.lookup_service import parse_query
@@ -66,6 +67,7 @@ class VerifiedBinding:
     block_hash: bytes
     confirmations: int         # blocks on top of and including that block, on the client's header chain
     node: str                  # the node that answered
+    disputed: Dispute | None = None   # the node's dispute mark (IP lookups; ledger/disputes.py), not proven
 
     @property
     def fingerprint_hex(self) -> str:
@@ -85,7 +87,8 @@ class VerifiedBinding:
                 "ledger_port": self.ledger_port, "relay": self.relay, "issued": self.issued,
                 "expires": self.expires, "seq": self.seq, "kind": self.record.kind, "height": self.height,
                 "block": self.block_hash.hex(), "confirmations": self.confirmations, "node": self.node,
-                "proof": "verified", "public_key": self.public_der.hex()}
+                "proof": "verified", "public_key": self.public_der.hex(),
+                "disputed": self.disputed.to_json() if self.disputed is not None else None}
 
 
 class LedgerClient:
@@ -285,12 +288,14 @@ class LedgerClient:
             raise LookupNotFound(f"the identity for '{value}' was revoked")
         if record.expires <= now:
             raise LedgerError(f"the record for '{value}' at {self.node} expired at {record.expires}")
+        mark = fields.get("disputed")
+        disputed = Dispute.from_wire(value, mark) if kind == "ip" and mark is not None else None
         return VerifiedBinding(record=record, public_der=record.holder_key, fingerprint=record.fingerprint,
                                ip=record.ip, port=record.port, ledger_port=record.ledger_port,
                                nickname=record.nickname, relay=record.relay, issued=record.issued,
                                expires=record.expires, seq=record.seq, height=answer.height,
                                block_hash=held.hash, confirmations=chain.confirmations(answer.height),
-                               node=self.node)
+                               node=self.node, disputed=disputed)
 
 
 def _check_matches(record: Record, kind: str, value: str, node: str) -> None:

@@ -29,7 +29,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -37,6 +37,7 @@ import msgpack
 from ledger.bindings import NicknameTaken
 from ledger.blocks import Block, BlockHeader
 from ledger.chain import AddResult
+from ledger.disputes import DisputeConfig, DisputeService, Evidence
 from ledger.errors import LedgerError, StoreError
 from ledger.local_ledger import LocalLedger
 from ledger.lookup_service import AmbiguousLookup, answer_lookup
@@ -67,6 +68,7 @@ from ledger.protocol import (
 from ledger.reachability import prove_reachability, sign_reachability
 from ledger.records import Record, make_register, validate_nickname
 from ledger.sync import BlockDownload, SyncProgress
+from ledger.watch import Desired, OwnerWatch
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, normalize_ip, parse_address
 from p2pchat.foundation.errors import FrameError, PeerUnreachable, ProtocolError, UserError
@@ -78,7 +80,8 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[SyncProgress], None]
 
 # Cost of a message against the sender's rate limit (default 1): requests that make us sign or send a lot cost more.
-_MESSAGE_COST = {"get_blocks": 5.0, "prove": 20.0, "submit": 10.0, "lookup": 2.0, "get_headers": 2.0}
+_MESSAGE_COST = {"get_blocks": 5.0, "prove": 20.0, "submit": 10.0, "lookup": 2.0, "get_headers": 2.0,
+                 "binding_alert": 20.0}
 _MAX_WIRE_INT = 2**63 - 1
 
 
@@ -115,6 +118,9 @@ class NodeConfig:
     record_lifetime: int | None = None     # default: the network's default_record_lifetime
     mine: bool = True
     rejected_ttl: float = 120.0            # a refused record is not re-checked (or re-dialled) for this long
+    # --- owner watch and disputes (ledger/watch.py, ledger/disputes.py) ---
+    watch_repeat: float = 600.0            # our binding alert is gossiped again this often while it lasts
+    disputes: DisputeConfig = field(default_factory=DisputeConfig)
 
 
 class Peer:
@@ -293,6 +299,14 @@ class LedgerNode:
         self._workers = [threading.Thread(target=self._admission_loop, name=f"ledger-admit-{i}")
                          for i in range(self.config.admission_workers)]
         ledger.add_listener(on_block=self._on_block, on_record=self._on_record)
+        # --- owner watch and disputes (ledger/watch.py, ledger/disputes.py) ---
+        self.disputes = DisputeService(ledger, host=self.host, address=lambda: self.address,
+                                       relay=self._relay_evidence, config=self.config.disputes, clock=clock)
+        self.watch = OwnerWatch(ledger, identity.fingerprint, self._watched_binding, self._sign_claim,
+                                self._own_alert, repeat=self.config.watch_repeat,
+                                busy=lambda: self.syncing, clock=clock)
+        self._next_watch = 0.0
+        # --- end owner watch and disputes ---
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -312,6 +326,9 @@ class LedgerNode:
             self.ledger.start_mining()
         for worker in self._workers:
             worker.start()
+        self.disputes.start()
+        if self.config.register:
+            self.watch.attach()
         self._maintainer.start()
         log.info("ledger node %s listening on %s (%s, fingerprint %s)", self.nickname,
                  format_address(self.host, self.port), self.params.describe(), self.identity.short_fingerprint)
@@ -327,9 +344,11 @@ class LedgerNode:
             return
         self._closing.set()
         self.ledger.remove_listener(on_block=self._on_block, on_record=self._on_record)
+        self.watch.detach()
         self.ledger.stop_mining()
         if self._maintainer.is_alive():
             self._maintainer.join()
+        self.disputes.close()
         while True:  # drop records still waiting: nothing will admit them now
             try:
                 self._admit_queue.get_nowait()
@@ -421,6 +440,9 @@ class LedgerNode:
             "own_record": own_info, "registration_error": self.registration_error,
             "nickname_problem": self.nickname_problem,
         })
+        # --- owner watch and disputes ---
+        status["binding_alerts"] = [alert.to_status() for alert in self.watch.alerts()]
+        status.update(self.disputes.status())
         return status
 
     # --- connections ---------------------------------------------------------------------------------------
@@ -537,6 +559,9 @@ class LedgerNode:
         try:
             if peer.is_peer:
                 peer.send("get_peers")
+                evidence = self.watch.resend_due()   # an owner whose binding was taken tells every new peer
+                if evidence is not None:
+                    peer.send("binding_alert", **evidence.to_wire())
                 self._maybe_sync(peer)
             self._read_loop(peer)
         finally:
@@ -669,6 +694,8 @@ class LedgerNode:
             self._handle_block_announcement(peer, f["block"])
         elif type_ == "record":
             self._handle_record_announcement(peer, f["record"])
+        elif type_ == "binding_alert":
+            self._handle_binding_alert(peer, f)
         elif type_ == "get_peers":
             peer.send("peers", addrs=self._share_addresses(exclude=peer.listen_addr))
         elif type_ == "peers":
@@ -685,7 +712,51 @@ class LedgerNode:
         if answer is None:
             peer.send("lookup_result", found=False, reason=f"no live binding for {by} {value[:64]}")
             return
-        peer.send("lookup_result", found=True, **answer.to_wire())
+        fields = answer.to_wire()
+        if by == "ip" and answer.record.ip is not None:   # a binding disputed here says so (ledger/disputes.py)
+            mark = self.disputes.disputed(answer.record.ip, answer.record.id)
+            if mark is not None:
+                fields["disputed"] = mark.to_wire()
+        peer.send("lookup_result", found=True, **fields)
+
+    # --- owner watch and disputes (ledger/watch.py, ledger/disputes.py) --------------------------------------
+
+    def _handle_binding_alert(self, peer: Peer, fields: dict[str, Any]) -> None:
+        try:
+            verdict = self.disputes.receive(fields, sender_ip=peer.ip, source=peer)
+        except LedgerError as exc:
+            self.stats["invalid_records"] += 1
+            log.info("refused a binding alert from %s: %s", peer.text, exc)
+            self._penalize(peer.ip, PENALTY_BAD_RECORD, f"bad binding alert: {exc}")
+            return
+        log.debug("binding alert from %s: %s", peer.text, verdict)
+
+    def _relay_evidence(self, evidence: Evidence, source: object) -> None:
+        self._broadcast("binding_alert", evidence.to_wire(), exclude=source if isinstance(source, Peer) else None)
+
+    def _own_alert(self, evidence: Evidence) -> None:
+        """The owner watch found our binding taken: check the evidence like anyone's, keep it, gossip it."""
+        try:
+            verdict = self.disputes.handle(evidence, source=None, source_text="this node")
+        except LedgerError as exc:   # our own evidence should always check out: a local fault
+            log.error("this node's binding evidence does not check out: %s", exc)
+            return
+        if verdict == "duplicate":   # handled here before: the watch's repeat still goes to every peer
+            self._relay_evidence(evidence, None)
+
+    def _watched_binding(self) -> Desired:
+        desired = self._desired_binding()
+        return Desired(desired["ip"], desired["nickname"])
+
+    def _sign_claim(self) -> Record:
+        """A signed record of what our binding should be, for evidence when none of ours was mined."""
+        now = self.clock()
+        seq, prev = self.ledger.next_sequence(self.identity.fingerprint, now)
+        lifetime = self.config.record_lifetime or self.params.default_record_lifetime
+        return make_register(self.identity, network=self.params.name, seq=seq, prev=prev, issued=int(now),
+                             lifetime=lifetime, **self._desired_binding())
+
+    # --- end owner watch and disputes ------------------------------------------------------------------------
 
     def _handle_submit(self, peer: Peer, wire: dict[str, Any]) -> None:
         try:
@@ -1026,7 +1097,8 @@ class LedgerNode:
         return added
 
     def _precheck(self, record: Record, now: float) -> bool | None:
-        """Rule check against the tip and the pool; None if already known, else whether it is a new IP claim."""
+        """Rule check against the tip and the pool; None if already known, else whether it needs a reachability
+        proof: a new IP claim, or any record for an IP whose binding is disputed here."""
         ledger = self.ledger
         with ledger.lock:
             if record.id in ledger.pool or ledger.chain.has_record(record.id):
@@ -1036,6 +1108,8 @@ class LedgerNode:
             if record.ip is None:
                 return False
             holder = state.lookup_ip(record.ip, now)
+        if holder is not None and self.disputes.disputed(record.ip, holder.record.id) is not None:
+            return True   # renewing a binding disputed here needs a fresh reachability proof (ledger/disputes.py)
         return holder is None or holder.record.fingerprint not in (record.fingerprint, record.signer_fingerprint)
 
     def _admission_loop(self) -> None:
@@ -1164,6 +1238,9 @@ class LedgerNode:
                         log.warning("cannot register this machine's record: %s", exc)
                     self.registration_error = str(exc)
                     self._next_register = now + self.config.register_retry
+            if self.config.register and now >= self._next_watch and not self.syncing:   # owner watch (watch.py)
+                self._next_watch = now + self.config.register_check
+                self.watch.check()
             if now >= self._next_revalidate:
                 self._next_revalidate = now + 60.0
                 self.ledger.revalidate_pool(self.clock())

@@ -78,7 +78,10 @@ LEDGER_PROTOCOL = Protocol("ledger", {
     "lookup_result": {"found": Field(bool), "reason": opt(str, max_len=1000), "record": opt(dict, max_len=32),
                       "header": opt(bytes, max_len=MAX_HEADER_BYTES), "index": opt(int, lo=0, hi=2**31),
                       "path": opt(list, max_len=64, items=_hash), "height": opt(int, lo=0, hi=2**40),
-                      "confirmations": opt(int, lo=0, hi=2**40)},
+                      "confirmations": opt(int, lo=0, hi=2**40),
+                      # This node's dispute mark of an IP binding (ledger/disputes.py): holder, answering, checked,
+                      # node. Not proven: what the answering node itself observed.
+                      "disputed": opt(dict, max_len=8)},
     "status": {},
     "status_result": {"status": Field(dict, max_len=64)},
     # Reachability proof: the node at the dialled address signs a fresh nonce with its identity key.
@@ -87,6 +90,11 @@ LEDGER_PROTOCOL = Protocol("ledger", {
     # A light client hands a record to a node, which admits it like one received by gossip.
     "submit": {"record": Field(dict, max_len=32)},
     "submit_result": {"accepted": Field(bool), "reason": opt(str, max_len=1000), "id": opt(bytes, max_len=32)},
+    # An owner's evidence that its binding was taken (ledger/watch.py, ledger/disputes.py): its signed record and,
+    # if it was mined, the header and Merkle path of the block that held it. Gossip between peers only.
+    "binding_alert": {"kind": Field(str, max_len=16), "record": Field(dict, max_len=32),
+                      "header": opt(bytes, max_len=MAX_HEADER_BYTES), "index": opt(int, lo=0, hi=2**31),
+                      "path": opt(list, max_len=64, items=_hash)},
     "ping": {"nonce": Field(int, lo=0, hi=2**63)},
     "pong": {"nonce": Field(int, lo=0, hi=2**63)},
 }, max_frame=MAX_FRAME)

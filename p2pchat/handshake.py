@@ -405,8 +405,10 @@ class Handshake:
                 self._step_done(Step.CONNECT, f"accepted the chat from {peer.nickname or 'an unnamed peer'} "
                                               f"at {self.peer_address}")]
 
-    def ledger_answer(self, binding: LedgerBinding | None, error: str | None = None) -> list[HsEvent]:
-        """The IO layer's answer to :class:`NeedLookup`: the verified binding, or ``None`` and why not."""
+    def ledger_answer(self, binding: LedgerBinding | None, error: str | None = None, *,
+                      disputed: bool = False) -> list[HsEvent]:
+        """The IO layer's answer to :class:`NeedLookup`: the verified binding, or ``None`` and why not
+        (``disputed``: there is a binding, but its key does not answer at the address, see ledger/disputes.py)."""
         if self.failed is not None:
             return []           # failed while the lookup was running: nothing more to do
         if not self._lookup_pending:
@@ -414,6 +416,11 @@ class Handshake:
         self._lookup_pending = False
         lookup = self._lookup
         assert lookup is not None
+        if binding is None and disputed:
+            what = self._describe_query(lookup)
+            return self._fail(Step.SWAP_KEYS, f"the ledger's binding for {what} is {error}",
+                              f"the ledger this node asked marks its binding for "
+                              f"{self._describe_query_for_peer(lookup)} as disputed")
         if binding is None:
             what = self._describe_query(lookup)
             reason = f"the ledger has no record for {what}" + (f" ({error})" if error else "")

@@ -522,6 +522,12 @@ class ChatNode:
             self._core_locked(session, lambda hs: hs.ledger_answer(None, why))
             return
         self._emit_info(session, ledger_block=binding.height, confirmations=binding.confirmations)
+        if binding.disputed is not None:
+            # The key bound to this address does not answer there (ledger/disputes.py): never treat it as the
+            # address's owner, whoever is on the line.
+            why = binding.disputed.describe()
+            self._core_locked(session, lambda hs: hs.ledger_answer(None, why, disputed=True))
+            return
         self._core_locked(session, lambda hs: hs.ledger_answer(binding, None))
 
     def _on_step_done(self, session: Session, step: Step, detail: str) -> None:

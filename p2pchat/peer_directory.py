@@ -1,8 +1,9 @@
 """Who is behind an address, a nickname or a fingerprint: the chat node's view of the ledger.
 
 A :class:`PeerDirectory` answers ``lookup(query)`` with the peer's ledger binding (public key, address, relay
-hint, block height, confirmations) or raises :class:`PeerNotFound` with a reason for a person. The node uses it
-twice: to find where to dial (step 1) and to check the key a peer presents (step 2).
+hint, block height, confirmations, and ``disputed``: the ledger node's dispute mark of an IP binding, or None)
+or raises :class:`PeerNotFound` with a reason for a person. The node uses it twice: to find where to dial
+(step 1) and to check the key a peer presents (step 2).
 
 - :class:`LedgerDirectory` asks a ledger node through ``ledger.client.LedgerClient``, which checks the Merkle
   proof against the headers it has synced.
@@ -53,6 +54,7 @@ class DirectoryEntry:
     relay: str | None = None
     height: int = 0
     confirmations: int = 0
+    disputed: Any = None      # a ledger.disputes.Dispute when the ledger node marked the IP binding disputed
 
     @property
     def fingerprint(self) -> bytes:

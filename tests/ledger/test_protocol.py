@@ -36,7 +36,8 @@ def vectors() -> dict[str, bytes]:
 
 def test_the_documented_vectors_are_what_the_code_produces():
     v = vectors()
-    assert set(v) == {"hello-client", "get-headers-genesis", "reachability-data", "reachability-digest"}
+    assert set(v) == {"hello-client", "get-headers-genesis", "reachability-data", "reachability-digest",
+                      "binding-evidence-id", "binding-evidence-id-no-header"}   # the last two: test_disputes.py
     hello = LEDGER_PROTOCOL.encode("hello", **hello_fields(role=ROLE_CLIENT, nonce=bytes(range(8)),
                                                            network="p2pchat"))
     assert hello == v["hello-client"]

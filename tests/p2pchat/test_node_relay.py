@@ -48,7 +48,7 @@ def test_a_no_inbound_host_is_reached_by_nickname_through_its_relay_hint(identit
         relay.close()
 
 
-def test_a_failed_direct_dial_falls_back_to_the_configured_relay_and_says_why(identities):
+def test_a_failed_direct_dial_by_nickname_falls_back_to_the_configured_relay_and_says_why(identities):
     relay = relay_server()
     directory = FixedDirectory()
     bob_ip = free_loopback_ip()
@@ -58,13 +58,39 @@ def test_a_failed_direct_dial_falls_back_to_the_configured_relay_and_says_why(id
     alice = make_peer(identities[0], "alice", directory, relay=relay.address, direct_timeout=0.5)
     try:
         assert bob.node._registration.wait_registered(5)
-        sid = alice.node.open_session(bob_ip)
+        sid = alice.node.open_session("bob")
         alice.node.run_all(sid)
         alice.log.wait(StepResult, step=Step.AGREE_KEY, ok=True)
         path = alice.log.wait(Notice, kind="path").text
         assert path.startswith(f"connected through relay {relay.address} because the direct connection failed")
         alice.node.send_text(sid, "via the relay")
         bob.log.wait(MessageReceived, text="via the relay")
+    finally:
+        alice.node.close()
+        bob.node.close()
+        relay.close()
+
+
+def test_a_call_by_address_never_uses_a_relay_and_says_why(identities):
+    # The record binds bob's address but nobody answers there; bob is registered at the relay. By address the
+    # call must fail with a plain reason, never reach bob through his relay hint or the caller's own relay.
+    relay = relay_server()
+    directory = FixedDirectory()
+    bob_ip = free_loopback_ip()
+    bob = make_peer(identities[1], "bob", directory, ip=bob_ip, no_inbound=True, relay=relay.address,
+                    auto_accept=True, register=False)
+    directory.add(entry(identities[1], "bob", bob_ip, 9, relay.address))
+    alice = make_peer(identities[0], "alice", directory, relay=relay.address, direct_timeout=0.5)
+    try:
+        assert bob.node._registration.wait_registered(5)
+        sid = alice.node.open_session(bob_ip)
+        alice.node.run_all(sid)
+        failed = alice.log.wait(StepResult, step=Step.CONNECT, ok=False)
+        assert f"{bob_ip} is bound to key" in failed.detail
+        assert f"did not answer at {bob_ip}:9" in failed.detail
+        assert "a relay is not used for calls by address" in failed.detail
+        assert not bob.log.all(StepResult)            # nothing ever reached bob
+        assert not alice.log.all(Notice, kind="path")
     finally:
         alice.node.close()
         bob.node.close()
@@ -88,6 +114,24 @@ def test_a_no_inbound_caller_goes_through_the_relay_even_when_the_peer_has_an_ad
         assert "--no-inbound" in carol.log.wait(Notice, kind="path").text
         carol.node.send_text(sid, "from behind the NAT")
         alice.log.wait(MessageReceived, text="from behind the NAT")
+    finally:
+        carol.node.close()
+        alice.node.close()
+        relay.close()
+
+
+def test_a_no_inbound_caller_cannot_call_by_address_and_is_told_why(identities):
+    relay = relay_server()
+    directory = FixedDirectory()
+    alice = make_peer(identities[0], "alice", directory, relay=relay.address, auto_accept=True)
+    carol = make_peer(identities[2], "carol", directory, no_inbound=True, relay=relay.address, register=False)
+    try:
+        sid = carol.node.open_session(alice.ip)
+        carol.node.run_all(sid)
+        failed = carol.log.wait(StepResult, step=Step.CONNECT, ok=False)
+        assert "--no-inbound" in failed.detail and "a relay is not used for calls by address" in failed.detail
+        assert "nickname or fingerprint" in failed.detail
+        assert not alice.log.all(StepResult)
     finally:
         carol.node.close()
         alice.node.close()
