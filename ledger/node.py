@@ -447,7 +447,8 @@ class LedgerNode:
             log.info("%s said: %s", conn.peer_text, first["reason"])
             return
         hello = PeerHello.from_message(first)
-        check_compatible(hello, network=self.params.name, genesis=self.params.genesis_hash)
+        check_compatible(hello, network=self.params.name, genesis=self.params.genesis_hash,
+                         difficulty_bits=self.params.difficulty_bits)
         if hello.nonce == self.node_id:
             conn.send_error("this is a connection to the node itself")
             return
@@ -486,7 +487,8 @@ class LedgerNode:
             if first.type == "error":
                 raise PeerUnreachable(f"{format_address(*addr)} refused: {first['reason']}")
             hello = PeerHello.from_message(first)
-            check_compatible(hello, network=self.params.name, genesis=self.params.genesis_hash)
+            check_compatible(hello, network=self.params.name, genesis=self.params.genesis_hash,
+                             difficulty_bits=self.params.difficulty_bits)
             if hello.nonce == self.node_id:
                 with self._lock:
                     self._book.own.add(addr)  # never dial it again

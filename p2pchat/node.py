@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from p2pchat.channel import Channel
@@ -78,7 +79,7 @@ class ChatNode:
                  direct_timeout: float = 3.0, rotate_every: int = 10, step_timeout: float = 10.0,
                  auto_accept: bool = False, listen: bool = True, accept_timeout: float = 120.0,
                  handshake_timeout: float = 300.0, directory: PeerDirectory | None = None, workers: int = 8,
-                 max_sessions: int = 512) -> None:
+                 max_sessions: int = 512, data_dir: Path | None = None) -> None:
         if rotate_every < 1:
             raise ValueError("rotate_every must be at least 1")
         self.identity = identity
@@ -100,7 +101,7 @@ class ChatNode:
         if directory is None:
             ledger_ip, ledger_port = parse_address(ledger, LEDGER_PORT) if ledger else (host, LEDGER_PORT)
             directory = LedgerDirectory(ledger_ip, ledger_port, source_ip=host, network=network,
-                                        timeout=step_timeout)
+                                        timeout=step_timeout, pin_dir=data_dir)  # the network pinned there
         self.directory: PeerDirectory = directory
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
