@@ -95,7 +95,9 @@ class NodeConfig:
     send_timeout: float = 15.0
     reachability_timeout: float = 4.0
     maintain_interval: float = 0.25
-    outbound_peers: int = 8
+    outbound_peers: int = 8                # outbound target; up to max_peers // 2 of them are reserved:
+                                           # inbound peers can never take those slots (eclipse resistance)
+    max_inbound_per_ip: int = 2            # gossip peers accepted from one address
     message_rate: float = 200.0            # frames per second per connection
     message_burst: float = 1000.0
     flood_grace: float = 3.0               # seconds of sustained flooding before the peer is dropped
@@ -453,11 +455,14 @@ class LedgerNode:
             conn.send_error("this is a connection to the node itself")
             return
         listen_addr = (conn.peer[0], hello.listen_port) if hello.role == ROLE_PEER and hello.listen_port else None
-        if hello.role == ROLE_PEER and len(self.peers()) >= self.max_peers:
-            # Full: hand out other addresses so the newcomer can find room elsewhere.
-            conn.send("peers", addrs=self._share_addresses(exclude=listen_addr))
-            conn.send_error(f"this node has its maximum of {self.max_peers} peers; try the addresses it sent")
-            return
+        if hello.role == ROLE_PEER:
+            with self._lock:
+                refusal = self._inbound_refusal(conn.peer[0])
+            if refusal is not None:
+                # Full: hand out other addresses so the newcomer can find room elsewhere.
+                conn.send("peers", addrs=self._share_addresses(exclude=listen_addr))
+                conn.send_error(refusal)
+                return
         peer = Peer(conn, hello, inbound=True, listen_addr=listen_addr, config=self.config, now=time.monotonic())
         peer.send("hello_ack", **self._our_hello(ROLE_PEER))
         self._run_peer(peer)
@@ -482,7 +487,7 @@ class LedgerNode:
             conn.send("hello", **self._our_hello(ROLE_PEER))
             first = conn.recv(self.config.handshake_timeout)
             if first.type == "peers":  # a full node offers other addresses before refusing
-                self._learn_addresses(first["addrs"])
+                self._learn_addresses(first["addrs"], conn.peer[0])
                 first = conn.recv(self.config.handshake_timeout)
             if first.type == "error":
                 raise PeerUnreachable(f"{format_address(*addr)} refused: {first['reason']}")
@@ -539,11 +544,37 @@ class LedgerNode:
             peer.join()
             peer.conn.close()
 
+    @property
+    def outbound_target(self) -> int:
+        """How many outbound gossip peers the node keeps dialling for."""
+        return min(self.config.outbound_peers, self.max_peers)
+
+    @property
+    def max_inbound(self) -> int:
+        """Inbound gossip peers accepted: ``max_peers`` minus the outbound slots reserved for our own dials."""
+        return self.max_peers - min(self.outbound_target, self.max_peers // 2)
+
+    def _inbound_refusal(self, ip: str) -> str | None:
+        """Why an inbound gossip peer from ``ip`` cannot have a slot now (call with ``self._lock`` held)."""
+        inbound = [p for p in self._peers if p.is_peer and p.inbound and not p.closed.is_set()]
+        if len(inbound) >= self.max_inbound or len(self.peers()) >= self.max_peers:
+            return (f"this node has all its {self.max_inbound} inbound peer slots taken; try the addresses it "
+                    "sent")
+        if sum(1 for p in inbound if p.ip == ip) >= self.config.max_inbound_per_ip:
+            return (f"this node takes at most {self.config.max_inbound_per_ip} peer connections from one address "
+                    f"and already has them from {ip}")
+        return None
+
     def _register_peer(self, peer: Peer) -> bool:
         with self._lock:
             if self._closing.is_set():
                 peer.abort()
                 return False
+            if peer.is_peer and peer.inbound:
+                refusal = self._inbound_refusal(peer.ip)
+                if refusal is not None:  # checked again here: handshakes run in parallel
+                    peer.close(refusal)
+                    return False
             if peer.is_peer:
                 for other in self._peers:
                     if other.is_peer and other.node_id == peer.node_id and not other.closed.is_set():
@@ -666,7 +697,7 @@ class LedgerNode:
         elif type_ == "get_peers":
             peer.send("peers", addrs=self._share_addresses(exclude=peer.listen_addr))
         elif type_ == "peers":
-            self._learn_addresses(f["addrs"])
+            self._learn_addresses(f["addrs"], peer.ip)
         else:
             raise ProtocolError(f"{type_} is not expected after the handshake")
 
@@ -702,7 +733,7 @@ class LedgerNode:
             budget -= size
         peer.send("blocks", blocks=out)
 
-    def _learn_addresses(self, addrs: list[str]) -> None:
+    def _learn_addresses(self, addrs: list[str], source: str) -> None:
         now = time.monotonic()
         for text in addrs[:MAX_PEERS_SHARED]:
             try:
@@ -711,7 +742,7 @@ class LedgerNode:
                 continue
             with self._lock:
                 if not self._standing.is_banned(addr[0], now):
-                    self._book.add(addr, now)
+                    self._book.add(addr, now, source=source)
 
     def _share_addresses(self, exclude: Address | None) -> list[str]:
         with self._lock:
@@ -1114,12 +1145,14 @@ class LedgerNode:
                 self._maybe_sync()
 
     def _dial_more(self, now: float) -> None:
+        """Dial known addresses (seeds first, with backoff) while below the outbound target. Inbound peers never
+        hold the slots reserved for outbound ones, so a node whose inbound slots are full still dials out."""
         with self._lock:
             if self._closing.is_set():
                 return
-            peers = [p for p in self._peers if p.is_peer]
+            peers = [p for p in self._peers if p.is_peer and not p.closed.is_set()]
             outbound = sum(1 for p in peers if not p.inbound) + len(self._dialing)
-            want = min(self.config.outbound_peers, self.max_peers - len(peers) + outbound) - outbound
+            want = min(self.outbound_target - outbound, self.max_peers - len(peers) - len(self._dialing))
             if want <= 0:
                 return
             connected = {p.listen_addr for p in peers if p.listen_addr is not None}

@@ -134,6 +134,7 @@ class AddressInfo:
     last_seen: float = 0.0
     seed: bool = False
     attempts: int = 0
+    source: str | None = None     # the IP of the peer that told us about it (None: a seed or a peer itself)
 
 
 @dataclass
@@ -141,29 +142,51 @@ class AddressBook:
     """Addresses of ledger nodes we know of, with backoff state per address.
 
     Seeds are never forgotten; learned addresses are dropped after ``max_failures`` failures in a row and the
-    book keeps at most ``max_size`` of them.
+    book keeps at most ``max_size`` of them, of which at most ``max_per_source`` learned from any one peer IP
+    (so peers on a few addresses cannot fill the book with addresses of their own choosing).
     """
 
     own: set[Address] = field(default_factory=set)
     max_size: int = 1000
+    max_per_source: int = 64
     max_failures: int = 8
     base_delay: float = 1.0
     max_delay: float = 60.0
     _book: dict[Address, AddressInfo] = field(default_factory=dict)
+    _per_source: dict[str, int] = field(default_factory=dict)
 
-    def add(self, addr: Address, now: float, *, seed: bool = False) -> bool:
-        """Remember ``addr``; returns True if it was new."""
+    def add(self, addr: Address, now: float, *, seed: bool = False, source: str | None = None) -> bool:
+        """Remember ``addr`` (told by the peer at IP ``source``, if any); returns True if it was new."""
         if addr in self.own:
             return False
         info = self._book.get(addr)
         if info is not None:
             info.last_seen = now
             info.seed = info.seed or seed
+            if source is None and info.source is not None:  # seen first-hand (a seed, or the peer itself)
+                self._forget_source(info.source)
+                info.source = None
             return False
         if len(self._book) >= self.max_size and not seed:
             return False
-        self._book[addr] = AddressInfo(last_seen=now, seed=seed)
+        if source is not None:
+            if self._per_source.get(source, 0) >= self.max_per_source:
+                return False
+            self._per_source[source] = self._per_source.get(source, 0) + 1
+        self._book[addr] = AddressInfo(last_seen=now, seed=seed, source=source)
         return True
+
+    def _forget_source(self, source: str) -> None:
+        left = self._per_source.get(source, 0) - 1
+        if left > 0:
+            self._per_source[source] = left
+        else:
+            self._per_source.pop(source, None)
+
+    def _drop(self, addr: Address) -> None:
+        info = self._book.pop(addr)
+        if info.source is not None:
+            self._forget_source(info.source)
 
     def __contains__(self, addr: Address) -> bool:
         return addr in self._book
@@ -196,7 +219,7 @@ class AddressBook:
             return
         info.failures += 1
         if info.failures >= self.max_failures and not info.seed:
-            del self._book[addr]
+            self._drop(addr)
             log.info("forgot peer %s after %d failed attempts", format_address(*addr), info.failures)
             return
         info.next_try = now + backoff_delay(info.failures, base=self.base_delay, cap=self.max_delay, jitter=jitter)
