@@ -29,10 +29,11 @@ class FramedSocket:
     ``recv`` enforces one deadline for a whole frame, so a peer that trickles bytes (slowloris) cannot hold
     a thread longer than the timeout. ``send`` is safe to call from several threads.
 
-    Each direction has its own deadline: the socket stays non-blocking for its whole life and every call waits
-    for readiness with ``poll``/``select`` until its own deadline, so a writer thread sending with a short
-    timeout never shortens the wait of a reader thread idling with a long one (the socket's single
-    ``settimeout`` value used to be shared by both directions). ``timeout`` is the default of both.
+    Each direction has its own deadline: every call waits for readiness with ``poll``/``select`` until its own
+    deadline and only then reads or writes, so a writer thread sending with a short timeout never shortens the
+    wait of a reader thread idling with a long one (the socket's single ``settimeout`` value used to be shared by
+    both directions and set by each). The socket's own timeout is set once, here, and never changed: it only
+    bounds code that uses ``sock`` directly. ``timeout`` is the default deadline of both directions.
     """
 
     def __init__(self, sock: socket.socket, protocol: Protocol, *, timeout: float = 30.0) -> None:
@@ -43,7 +44,7 @@ class FramedSocket:
         self._ready: list[Message] = []
         self._send_lock = threading.Lock()
         self._closed = False
-        sock.setblocking(False)
+        sock.settimeout(timeout)
         try:
             self.peer: tuple[str, int] = sock.getpeername()[:2]
             self.local: tuple[str, int] = sock.getsockname()[:2]
@@ -88,7 +89,10 @@ class FramedSocket:
         if not self._send_lock.acquire(blocking=False):
             return 0
         try:
-            return self.sock.send(data)  # the socket is non-blocking: this never waits
+            # In timeout mode send() would wait for room: ask for readiness without waiting first.
+            if not _wait_ready(self.sock, write=True, timeout=0):
+                return 0
+            return self.sock.send(data)
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError as exc:

@@ -136,7 +136,7 @@ def test_each_direction_keeps_its_own_deadline_under_concurrent_traffic(loopback
     listener = socket.create_server((loopback_ip, 0))
     a = FramedSocket(socket.create_connection(listener.getsockname()), PROTO, timeout=0.05)
     b = FramedSocket(listener.accept()[0], PROTO, timeout=5.0)
-    assert a.sock.gettimeout() == 0.0                    # never switched to a per-call socket timeout
+    assert a.sock.gettimeout() == 0.05                   # set once by the constructor…
     errors = []
     stop = threading.Event()
 
@@ -157,6 +157,7 @@ def test_each_direction_keeps_its_own_deadline_under_concurrent_traffic(loopback
     stop.set()
     t.join()
     assert not errors
+    assert a.sock.gettimeout() == 0.05                   # …and never changed by a call
     a.close()
     b.close()
     listener.close()
