@@ -241,8 +241,8 @@ class AddressBook:
 
 
 PENALTY_STALL = 34              # a sync request left unanswered past its deadline (three in a row: banned)
-PENALTY_ORPHAN = 10             # an orphan pushed out of the sender's bounded share (it never connected)
-PENALTY_SIDE_BLOCK = 10         # an unrequested block whose branch has less work than our tip
+PENALTY_ORPHAN = 12             # an orphan pushed out of the sender's bounded share (it never connected)
+PENALTY_SIDE_BLOCK = 12         # an unrequested block whose branch has less work than our tip
 
 
 @dataclass
