@@ -146,8 +146,9 @@ def test_side_branch_and_orphan_floods_are_not_stored_and_get_the_senders_banned
         rss_after, disk_after = _rss_kb(pid), _disk_bytes(data_dir)
         print(f"\nside branches: {sent_side} blocks of {side[0].size / 1e6:.2f} MB sent; RSS {rss_before / 1024:.0f} → "
               f"{rss_side / 1024:.0f} MB, store {disk_before / 1e6:.2f} → {disk_side / 1e6:.2f} MB")
-        print(f"orphans: {sent_orphans} blocks of {orphans[0].size / 1e6:.2f} MB sent; RSS → {rss_after / 1024:.0f} MB, "
-              f"store → {disk_after / 1e6:.2f} MB; kept {after['orphan_blocks']} ({after['orphan_bytes']} bytes)")
+        print(f"orphans: {sent_orphans} blocks of {orphans[0].size / 1e6:.2f} MB sent; "
+              f"RSS → {rss_after / 1024:.0f} MB, store → {disk_after / 1e6:.2f} MB; "
+              f"kept {after['orphan_blocks']} ({after['orphan_bytes']} bytes)")
 
         # Each sender is banned at its 9th low-work block (12 points each): the 10th is never looked at.
         assert sent_side == 100 and 90 <= after_side["side_blocks_refused"] <= 100
