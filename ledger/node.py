@@ -149,6 +149,7 @@ class Peer:
         self.validated_tip = b""
         self.pending: list[BlockHeader] = []  # its checked headers of a branch, bodies not downloaded yet
         self.wants_sync = False           # it announced a block we could not connect
+        self.pongs = 0                    # answers to our pings (an idle connection's heartbeat)
         self.connected_at = now
         self.last_recv = now
         self.last_ping = now
@@ -701,7 +702,7 @@ class LedgerNode:
         if type_ == "ping":
             peer.send("pong", nonce=f["nonce"])
         elif type_ == "pong":
-            pass
+            peer.pongs += 1
         elif type_ == "error":
             log.info("%s closed the connection: %s", peer.text, f["reason"][:200])
             peer.close()

@@ -56,3 +56,19 @@ def test_the_address_book_takes_at_most_a_share_of_addresses_from_one_peer():
     assert book.add(("10.0.1.1", 8470), 0.0, source="192.0.2.2")
     assert book.add(("10.0.2.1", 8470), 0.0, seed=True)
     assert len(book) == 5
+
+
+def test_an_idle_connection_outlives_many_ping_intervals_without_a_drop(net, caplog):
+    """The churn bug: the writer's send timeout used to shorten the reader's idle wait. With sends allowed
+    only 50 ms and pings every 0.2 s, an idle pair of nodes keeps the same connection through 15+ pings."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="ledger")
+    cfg = config(register=False, ping_interval=0.2, idle_timeout=1.5, send_timeout=0.05)
+    a = net.node(config=cfg)
+    b = net.node(seeds=[a.address], config=cfg)
+    wait_until(lambda: a.peers() and b.peers(), what="the connection")
+    pa, pb = a.peers()[0], b.peers()[0]
+    wait_until(lambda: pa.pongs >= 15 and pb.pongs >= 15, timeout=30, what="15 pings each way")
+    assert a.peers() == [pa] and b.peers() == [pb] and not pa.closed.is_set() and not pb.closed.is_set()
+    assert "did not answer in time" not in caplog.text and "disconnected" not in caplog.text
