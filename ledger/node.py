@@ -148,6 +148,8 @@ class Peer:
         self.validated_work = 0           # work of the best chain of its whose headers (or blocks) we checked
         self.validated_tip = b""
         self.pending: list[BlockHeader] = []  # its checked headers of a branch, bodies not downloaded yet
+        self.spent: tuple[int, int] = (-1, 0)  # its validated preference when a sync from it last ended: it is
+                                              # chosen again only once it shows more than that
         self.wants_sync = False           # it announced a block we could not connect
         self.pongs = 0                    # answers to our pings (an idle connection's heartbeat)
         self.connected_at = now
@@ -832,7 +834,8 @@ class LedgerNode:
                 p.awaiting = "headers"  # reserved here, so that a concurrent call does not probe it twice
             if self._sync_peer is None or self._sync_peer.closed.is_set():
                 self._sync_peer = None
-                better = [p for p in peers if p.validated_preference > ours and not self._is_stalled(p.ip, now)]
+                better = [p for p in peers if p.validated_preference > ours and p.validated_preference > p.spent
+                          and p.awaiting is None and not self._is_stalled(p.ip, now)]
                 if better:
                     chosen = max(better, key=lambda p: p.validated_preference)
                     self._sync_peer = chosen
@@ -1092,6 +1095,7 @@ class LedgerNode:
         height, tip, _ = self.ledger.tip_info()
         # It has nothing more after our locator: its main chain ends in ours (or it lied in its hello).
         peer.claims_more = False
+        peer.spent = peer.validated_preference
         self._report_progress(SyncProgress(peer.text, "done", height, height))
         tip_block = self.ledger.get_block(tip)
         if tip_block is not None and tip != self._sync_start_tip:
