@@ -218,6 +218,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"node          {status.get('nickname')} at {status.get('address')} "
           f"({status.get('network')}, difficulty {status.get('difficulty_bits')} bits)")
     print(f"fingerprint   {crypto.format_fingerprint(bytes.fromhex(status.get('fingerprint', '')))}")
+    if status.get("network_id"):
+        print(f"network id    {status['network_id']}")
     print(f"height        {status.get('height')}  tip {str(status.get('tip'))[:16]}  "
           f"work {status.get('cumulative_work')}")
     sync = status.get("sync")

@@ -991,6 +991,8 @@ class LedgerNode:
         """``peer`` left a sync request unanswered past its deadline."""
         self.stats["stalls"] += 1
         with self._lock:
+            if len(self._stalled) >= 10_000:
+                self._stalled = {ip: t for ip, t in self._stalled.items() if t > now}
             self._stalled[peer.ip] = now + self.config.stall_cooldown
             syncing = self._sync_peer is peer
         log.warning("%s stalled: no answer to a sync request within %g s%s", peer.text, self.config.request_timeout,
@@ -1050,11 +1052,15 @@ class LedgerNode:
             return "invalid"
         with self._lock:
             pushed = self._orphans.add(block, block.size, peer.ip)
+        # A peer whose checked chain is ahead of ours may honestly announce more new blocks than its share while
+        # we catch up: only a sender with nothing better to show pays for the orphans it pushes out.
+        ahead = peer.validated_preference > self._our_preference()
         for old in pushed:
             self.stats["orphans_dropped"] += 1
             log.info("dropped orphan %s from %s: its share of the orphan buffer is full", old.header.describe(),
                      peer.text)
-            self._penalize(peer.ip, PENALTY_ORPHAN, "blocks that build on nothing this node knows")
+            if not ahead:
+                self._penalize(peer.ip, PENALTY_ORPHAN, "blocks that build on nothing this node knows")
         return "orphan"
 
     def _release_orphans(self, parent_hash: bytes) -> None:

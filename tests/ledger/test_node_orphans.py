@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ledger.peers import BAN_THRESHOLD, PENALTY_ORPHAN, OrphanBuffer
 from tests.ledger.gossip_kit import PARAMS, ROLE_PEER, Net, RawPeer, config, grow, next_block, wait_until
@@ -106,3 +108,27 @@ def test_an_equal_work_competitor_costs_no_standing(net):
         assert node.ledger.chain.block_count() == 2
     assert node.standing_points(peer.source_ip) == 0
     peer.close()
+
+
+_POOL = chain_of(8) + chain_of(8, start=int(time.time()) - 5000)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["add", "children", "drop"]), st.integers(0, len(_POOL) - 1),
+                          st.sampled_from(["a", "b", "c"]), st.integers(1, 900)), max_size=60))
+def test_the_orphan_buffer_never_exceeds_its_bounds_whatever_the_order(ops):
+    buf = OrphanBuffer(per_peer=3, per_peer_bytes=1_500, total_bytes=2_500)
+    for op, i, owner, size in ops:
+        block = _POOL[i]
+        if op == "add":
+            buf.add(block, size, owner)
+        elif op == "children":
+            for _, kid in buf.children(block.header.prev_hash):
+                assert kid.header.prev_hash == block.header.prev_hash
+        else:
+            buf.drop_owner(owner)
+        assert buf.bytes <= 2_500
+        for o in "abc":
+            count, used = buf.held_by(o)
+            assert count <= 3 and used <= 1_500
+        assert sum(buf.held_by(o)[1] for o in "abc") == buf.bytes
+        assert sum(buf.held_by(o)[0] for o in "abc") == len(buf)
