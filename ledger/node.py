@@ -966,12 +966,14 @@ class LedgerNode:
             peer.awaiting, peer.deadline = None, None
             self._finish_sync(peer)
             return
+        # The time we spend validating is not the peer's delay: no deadline runs meanwhile.
+        started, deadline = time.monotonic(), peer.deadline
+        peer.deadline = None
         if peer.download.idle:
-            peer.awaiting, peer.deadline = None, None
-        elif not short:
-            peer.deadline = time.monotonic() + self.config.request_timeout
+            peer.awaiting = None
         if not peer.download.done:
             self._request_blocks(peer)  # the peer prepares the next batch while we validate this one
+            peer.deadline = None
         self._ctx.bulk = True
         self._ctx.source = peer
         try:
@@ -982,6 +984,12 @@ class LedgerNode:
         finally:
             self._ctx.bulk = False
             self._ctx.source = None
+            if not peer.download.idle:
+                now = time.monotonic()
+                if short and deadline is not None:
+                    peer.deadline = deadline + (now - started)   # a drip does not move the deadline on
+                else:
+                    peer.deadline = now + self.config.request_timeout
         height = self.ledger.height
         self._report_progress(SyncProgress(peer.text, "blocks", height, max(peer.height, height)))
         if peer.download.done and peer.awaiting is None:

@@ -48,3 +48,40 @@ def test_a_peer_that_never_answers_a_sync_request_is_penalised_and_left(net):
     assert reason == "no answer to a sync request in time"
     assert joiner.stats["stalls"] == 1 and joiner.standing_points(liar.source_ip) > 30
     liar.close()
+
+
+def test_a_peer_dripping_blocks_faster_than_the_deadline_is_still_left_for_stalling(net):
+    import threading
+
+    from ledger.protocol import LEDGER_PROTOCOL
+    from p2pchat.foundation.errors import UserError
+    from p2pchat.foundation.transport import FrameServer
+    from tests.conftest import free_loopback_ip
+    from tests.ledger.stalling_peer import build_chain, serve
+
+    honest_ledger = net.ledger("honest")
+    grow(honest_ledger, 8)
+    honest = net.node(ledger=honest_ledger, config=config(register=False))
+    stop = threading.Event()
+    heavier = build_chain(PARAMS, 20)         # a real chain with more work than the honest one
+
+    def handler(conn):
+        try:
+            serve(conn, PARAMS, heavier, 0.3, stop)   # one block per answer, every 0.3 s
+        except UserError:
+            pass
+
+    staller = FrameServer(free_loopback_ip(), 0, LEDGER_PROTOCOL, handler, name="staller", timeout=30.0).start()
+    try:
+        joiner = net.node(seeds=[f"{staller.host}:{staller.port}"],
+                          config=config(register=False, request_timeout=1.0))
+        wait_until(lambda: joiner.peers(), what="the staller's connection")
+        joiner.add_peer(honest.address)
+        # Each drip comes well within 1 s, but an answer with 1 of the blocks asked does not move the deadline.
+        wait_until(lambda: joiner.stats["stalls"] >= 1, timeout=20, what="the stall")
+        wait_until(lambda: joiner.ledger.chain.tip_hash == honest_ledger.chain.tip_hash, timeout=20,
+                   what="the honest chain on the joiner")
+        assert joiner.standing_points(staller.host) > 30
+    finally:
+        stop.set()
+        staller.close()
