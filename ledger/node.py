@@ -5,9 +5,13 @@ What it does (docs/ledger-protocol.md has the frames and flows):
 
 - handshake: the dialling side sends ``hello`` (version, network, genesis, parameters, height, tip, work,
   listen port, role), the other answers ``hello_ack`` or an ``error`` naming what it speaks;
-- headers-first sync with a block locator from the peer with the most work, reported through ``on_progress``;
-- announcements of new records and blocks (each accepted one is pushed to every other peer), peer exchange,
-  reconnects with exponential backoff, a bound on peers, pings, and a timeout on every read;
+- headers-first sync: peers that may have more are probed for headers, bodies come from the peer whose checked
+  headers show the preferred chain (never by the work a hello claims), a stalling peer is penalised and left;
+  progress is reported through ``on_progress``;
+- announcements of new records and blocks (each accepted one is pushed to every other peer); orphans held in
+  bounded per-sender shares in memory; side blocks that would not be preferred are not stored;
+- peer exchange, reconnects with exponential backoff, outbound slots inbound peers cannot take, at most 2 inbound
+  peers per address, pings, and a timeout on every read;
 - standing: a peer that sends invalid data loses standing and is disconnected (banned a while for what
   cannot be an honest mistake); a peer that connects and says nothing is dropped; a flooding peer is slowed
   to the message rate limit and dropped if it keeps flooding;
