@@ -71,7 +71,8 @@ class ChatNode:
     Keyword arguments beyond the node contract: ``listen`` (False: no listening socket, e.g. for the one-chat
     terminal command), ``accept_timeout``, ``handshake_timeout``, ``directory`` (a
     :class:`~p2pchat.peer_directory.PeerDirectory` to use instead of asking the ledger node), ``workers``
-    (size of the shared pool) and ``max_sessions`` (incoming connections at once).
+    (size of the shared pool), ``max_sessions`` (incoming connections at once) and ``data_dir`` (whose pinned
+    ledger network id, :mod:`ledger.network_pin`, the ledger answers must be on).
     """
 
     def __init__(self, identity: Identity, *, host: str, port: int = CHAT_PORT, network: str = "p2pchat",
