@@ -185,7 +185,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         node = ChatNode(identity, host=host, port=port, network=network, nickname=nickname,
                         ledger=runtime.address, relay=_arg(args, "relay"),
                         no_inbound=bool(_arg(args, "no_inbound", False)),
-                        rotate_every=_arg(args, "rotate_every", 10))
+                        rotate_every=_arg(args, "rotate_every", 10), data_dir=data_dir)
         node.start()
         monitor = LedgerMonitor(runtime.source).start()
         me = Me(nickname, format_address(host, node.port), identity.short_fingerprint)

@@ -24,8 +24,16 @@ from ledger import own_record
 from ledger.client import LedgerClient, LookupNotFound
 from ledger.errors import LedgerError, StoreError
 from ledger.local_ledger import LocalLedger, store_path, stored_params, verify_store
+from ledger.network_pin import find_pin, load_pin, pin_path, save_pin
 from ledger.node import LedgerNode, NodeConfig
-from ledger.params import DEFAULT_NETWORK, MAX_DIFFICULTY_BITS, MIN_DIFFICULTY_BITS, NetworkParams
+from ledger.params import (
+    DEFAULT_NETWORK,
+    MAX_DIFFICULTY_BITS,
+    MIN_DIFFICULTY_BITS,
+    NetworkParams,
+    matches_network_id,
+    parse_network_id,
+)
 from ledger.records import validate_nickname
 from ledger.sync import SyncProgress
 from p2pchat.foundation import crypto
@@ -37,7 +45,7 @@ from p2pchat.foundation.addresses import (
     normalize_ip,
     parse_address,
 )
-from p2pchat.foundation.datadir import resolve_data_dir
+from p2pchat.foundation.datadir import default_data_dir, resolve_data_dir
 from p2pchat.foundation.errors import PeerUnreachable, UserError
 from p2pchat.foundation.identity import Identity
 
@@ -146,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     join = sub.add_parser("join", help="run a node that joins the network through PEER")
     join.add_argument("peers", nargs="+", metavar="PEER", help="a node of the network: IP or IP:PORT")
+    join.add_argument("--network-id", metavar="ID",
+                      help="the network id 'ledger serve' printed on a machine you trust (at least its first 8 "
+                           "groups); without it the first join pins the id the peer announces (trust on first use)")
     join.add_argument("--wait", type=float, default=JOIN_WAIT_SECONDS, metavar="SECONDS",
                       help=f"how long to wait for PEER to answer on a first join (default {JOIN_WAIT_SECONDS:g})")
     _common(join, defaults=False)
@@ -197,11 +208,19 @@ def _node_address(args: argparse.Namespace) -> tuple[str, int]:
     return args.host, args.port
 
 
+def _existing_data_dir(args: argparse.Namespace) -> Path | None:
+    """The data directory if it exists (asking a node must not create one): where the pinned network id is."""
+    explicit = args.data_dir or os.environ.get("P2PCHAT_HOME")
+    path = Path(explicit).expanduser() if explicit else default_data_dir()
+    return path if path.is_dir() else None
+
+
 def _client(args: argparse.Namespace) -> LedgerClient:
     ip, port = _node_address(args)
     # Send from --host when one was given (as nodes do); otherwise let the system pick the source address.
     source = args.host if args.host_given and getattr(args, "node", None) else None
-    return LedgerClient(ip, port, source_ip=source, network=args.network, timeout=10.0)
+    return LedgerClient(ip, port, source_ip=source, network=args.network, timeout=10.0,
+                        pin_dir=_existing_data_dir(args))
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
@@ -233,6 +252,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"node          {status.get('nickname')} at {status.get('address')} "
           f"({status.get('network')}, difficulty {status.get('difficulty_bits')} bits)")
     print(f"fingerprint   {crypto.format_fingerprint(bytes.fromhex(status.get('fingerprint', '')))}")
+    if status.get("network_id"):
+        print(f"network id    {status['network_id']}")
     print(f"height        {status.get('height')}  tip {str(status.get('tip'))[:16]}  "
           f"work {status.get('cumulative_work')}")
     sync = status.get("sync")
@@ -367,8 +388,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _peer_params(peers: Sequence[tuple[str, int]], host: str, network: str | None) -> NetworkParams | None:
-    """The network parameters of the first peer that answers (checked against its genesis), or None."""
+def _peer_params(peers: Sequence[tuple[str, int]], host: str,
+                 network: str | NetworkParams | None) -> NetworkParams | None:
+    """The network parameters of the first peer that answers (checked against its genesis, and against every
+    pinned parameter when ``network`` is a :class:`NetworkParams`), or None."""
     last: UserError | None = None
     for ip, port in peers:
         try:
@@ -381,19 +404,33 @@ def _peer_params(peers: Sequence[tuple[str, int]], host: str, network: str | Non
 
 
 def _params_for_join(args: argparse.Namespace, data_dir: Path, peers: list[tuple[str, int]]) -> NetworkParams:
-    """Learn the network from the peers (waiting a while for one to answer); fall back to the stored network."""
+    """Learn the network from the peers (waiting a while for one to answer); fall back to the stored network.
+
+    The network id is pinned: by ``--network-id``, by the pin file of an earlier join (or by the stored ledger),
+    or on this first join by the first peer that answers (trust on first use). A peer on another network id is
+    refused with both ids named."""
     stored = (stored_params(data_dir, args.network, recover=args.recover) if args.network
               else _stored_default(data_dir, args.recover))
+    name = args.network or (stored.name if stored is not None else None)
+    pinned = _pinned(data_dir, name)
+    if pinned is None and stored is not None:
+        pinned = stored
+    given = parse_network_id(args.network_id) if args.network_id else None
+    if given is not None and pinned is not None and not matches_network_id(pinned.genesis_hash, given):
+        raise CliError(f"--network-id {_given_text(given)} "
+                       f"is not the network this data dir pinned ({pinned.name}, id {pinned.id_text}, in "
+                       f"{pin_path(data_dir, pinned.name)}); use another --data-dir or delete that file")
     deadline = time.monotonic() + args.wait
     said = False
     while True:
-        params = _peer_params(peers, args.host, args.network)
+        params = _peer_params(peers, args.host, pinned or args.network)
         if params is not None:
             break
-        if stored is not None:
-            log.warning("no peer answers yet; starting with the stored %s and retrying in the background",
-                        stored.describe())
-            return stored
+        if pinned is not None:
+            log.warning("no peer answers yet; starting with the pinned %s and retrying in the background",
+                        pinned.describe())
+            _pin(data_dir, pinned, first=False)
+            return pinned
         if time.monotonic() >= deadline:
             names = ", ".join(format_address(*p) for p in peers)
             raise CliError(f"cannot reach {names} to learn the network; is a ledger node running there?")
@@ -401,11 +438,38 @@ def _params_for_join(args: argparse.Namespace, data_dir: Path, peers: list[tuple
             log.warning("waiting for %s to answer…", format_address(*peers[0]))
             said = True
         time.sleep(1.0)
+    if given is not None and not matches_network_id(params.genesis_hash, given):
+        raise CliError(f"the peer is on network '{params.name}' with id {params.id_text}, not the id given with "
+                       f"--network-id ({_given_text(given)}); refusing it (another or a forged network)")
     mine = stored_params(data_dir, params.name, recover=args.recover)
     if mine is not None and mine != params:
         raise CliError(f"{store_path(data_dir, params.name)} holds {mine.describe()}, but the peer runs "
                        f"{params.describe()}; use another --data-dir")
+    _pin(data_dir, params, first=pinned is None and given is None)
     return params
+
+
+def _given_text(given: str) -> str:
+    return " ".join(given[i:i + 4] for i in range(0, len(given), 4))
+
+
+def _pinned(data_dir: Path, name: str | None) -> NetworkParams | None:
+    try:
+        return find_pin(data_dir, name)
+    except LedgerError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _pin(data_dir: Path, params: NetworkParams, *, first: bool) -> None:
+    """Write the pin file if it is missing; on a first join by trust, say what was pinned and how to check."""
+    if load_pin(data_dir, params.name) is not None:
+        return
+    path = save_pin(data_dir, params)
+    if first:
+        print(f"ledger: first join of network '{params.name}': pinned its network id {params.id_text} in {path} "
+              "(trust on first use). Compare it with the id 'ledger serve' printed on a machine you trust; if "
+              "they differ, stop this node, delete that file and join with --network-id.",
+              file=sys.stderr, flush=True)
 
 
 def _stored_default(data_dir: Path, recover: bool) -> NetworkParams | None:
@@ -417,13 +481,16 @@ def _stored_default(data_dir: Path, recover: bool) -> NetworkParams | None:
 
 def _params_for_serve(args: argparse.Namespace, data_dir: Path) -> NetworkParams:
     network = args.network or DEFAULT_NETWORK
-    stored = stored_params(data_dir, network, recover=args.recover)
+    stored = stored_params(data_dir, network, recover=args.recover) or _pinned(data_dir, network)
     if stored is not None:
         if args.difficulty is not None and args.difficulty != stored.difficulty_bits:
             raise CliError(f"this data dir already holds {stored.describe()}; --difficulty only applies to a new "
                            "network (drop it, or use another --data-dir)")
+        _pin(data_dir, stored, first=False)
         return stored
-    return NetworkParams(name=network, difficulty_bits=args.difficulty or DEFAULT_DIFFICULTY)
+    params = NetworkParams(name=network, difficulty_bits=args.difficulty or DEFAULT_DIFFICULTY)
+    _pin(data_dir, params, first=False)
+    return params
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -462,6 +529,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     print(f"ledger node at {node.address} on {params.describe()}; height {ledger.height}; "
           f"fingerprint {identity.short_fingerprint}. Ctrl-C stops it.", file=sys.stderr, flush=True)
+    print(f"ledger: network id {params.id_text} (nodes joining should check it: ledger join --network-id "
+          f"'{params.id_text}' {node.address})", file=sys.stderr, flush=True)
     try:
         while not stop.wait(0.5):
             pass

@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ledger.blocks import BlockHeader
@@ -25,6 +26,7 @@ from ledger.disputes import Dispute
 from ledger.errors import LedgerError
 from ledger.local_ledger import LookupAnswer
 from ledger.lookup_service import parse_query
+from ledger.network_pin import NetworkMismatch, find_pin, mismatch_message
 from ledger.params import NetworkParams
 from ledger.protocol import LEDGER_PROTOCOL, MAX_HEADERS, ROLE_CLIENT, PeerHello, check_compatible, hello_fields
 from ledger.records import Record, nickname_key
@@ -96,12 +98,18 @@ class LedgerClient:
 
     ``network`` pins what the node must be on: a :class:`NetworkParams` pins everything (difficulty included),
     a name pins the name and adopts the node's parameters after checking them against its genesis hash, None
-    adopts the node's network. Raises :class:`PeerUnreachable` when the node cannot be reached and
+    adopts the node's network. With ``pin_dir`` (a data directory) and no :class:`NetworkParams`, the network
+    pinned there (``ledger join``/``serve`` wrote it, :mod:`ledger.network_pin`) is used as if it had been
+    passed: a node on a same-named network with other parameters is refused. Raises :class:`PeerUnreachable`
+    when the node cannot be reached and
     :class:`LedgerError` (:class:`LookupNotFound` for "no binding") for everything else.
     """
 
     def __init__(self, ip: str, port: int = LEDGER_PORT, *, source_ip: str | None = None,
-                 network: str | NetworkParams | None = None, timeout: float = 5.0) -> None:
+                 network: str | NetworkParams | None = None, timeout: float = 5.0,
+                 pin_dir: Path | None = None) -> None:
+        if pin_dir is not None and not isinstance(network, NetworkParams):
+            network = find_pin(pin_dir, network) or network
         self.ip = normalize_ip(ip)
         self.port = port
         self.source_ip = source_ip
@@ -191,15 +199,20 @@ class LedgerClient:
     def _session(self) -> FramedSocket:
         conn = connect(self.ip, self.port, LEDGER_PROTOCOL, source_ip=self.source_ip, timeout=self.timeout)
         try:
+            # Only the name goes out: the genesis is compared here, so the refusal is told from this side.
             conn.send("hello", **hello_fields(role=ROLE_CLIENT, nonce=crypto.random_bytes(8),
-                                              network=self._network_name,
-                                              genesis=self.params.genesis_hash if self.params else None))
+                                              network=self._network_name))
             ack = conn.recv()
             if ack.type == "error":
                 raise ProtocolError(f"{self.node} refused the connection: {ack['reason']}")
             hello = PeerHello.from_message(ack)
-            check_compatible(hello, network=self._network_name,
-                             genesis=self.params.genesis_hash if self.params else None)
+            check_compatible(hello, network=self._network_name, genesis=None)
+            if self.params is not None and hello.genesis != self.params.genesis_hash:
+                assert hello.genesis is not None  # hello_ack is always complete
+                bits = hello.params.get("difficulty_bits") if hello.params else None
+                raise NetworkMismatch(mismatch_message(
+                    f"the ledger node at {self.node}", hello.network or "?", hello.genesis, self.params,
+                    peer_difficulty=bits if isinstance(bits, int) else None))
             self._adopt(hello)
         except BaseException:
             conn.close()

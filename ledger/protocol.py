@@ -165,16 +165,27 @@ def hello_fields(*, role: str, nonce: bytes, network: str | None = None, genesis
             "work": None if work is None else work_to_bytes(work), "listen_port": listen_port, "agent": AGENT}
 
 
-def check_compatible(hello: PeerHello, *, network: str | None, genesis: bytes | None) -> None:
+def check_compatible(hello: PeerHello, *, network: str | None, genesis: bytes | None,
+                     difficulty_bits: int | None = None) -> None:
     """Refuse a peer on another network. ``network``/``genesis`` None means "not pinned"; a peer that did not
-    say (a light client) is not refused for it. The message names what this side is on."""
+    say (a light client) is not refused for it. The message names both networks and both network ids."""
+    from ledger.params import format_network_id
+
+    peer_name = (hello.network or "?")[:64]
     if network is not None and hello.network is not None and hello.network != network:
-        raise ProtocolError(f"wrong ledger network: this node is on '{network}', the peer is on "
-                            f"'{hello.network[:64]}'")
+        ids = ""
+        if hello.genesis is not None and genesis is not None:
+            ids = f" (ids {format_network_id(hello.genesis)} and {format_network_id(genesis)})"
+        raise ProtocolError(f"wrong ledger network: the peer is on '{peer_name}', this node is on "
+                            f"'{network}'{ids}; refusing it")
     if genesis is not None and hello.genesis is not None and hello.genesis != genesis:
-        name = (hello.network or "?")[:64]
-        raise ProtocolError(f"the peer's network '{name}' has genesis {hello.genesis.hex()[:16]}…, this node's has "
-                            f"{genesis.hex()[:16]}… (same name, different parameters)")
+        detail = ""
+        peer_bits = hello.params.get("difficulty_bits") if isinstance(hello.params, dict) else None
+        if isinstance(peer_bits, int) and difficulty_bits is not None and peer_bits != difficulty_bits:
+            detail = f", difficulty {peer_bits} bits instead of {difficulty_bits}"
+        raise ProtocolError(f"the peer's network '{peer_name}' has id {format_network_id(hello.genesis)}, but "
+                            f"this node's network has id {format_network_id(genesis)} (same name, other "
+                            f"parameters{detail}: another or a forged network); refusing it")
 
 
 def reachability_data(nonce: bytes, ip: str, network: str) -> bytes:

@@ -130,11 +130,12 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
                         "through a relay")
     if args.rotate_every < 1:
         raise UserError("--rotate-every must be at least 1")
-    identity = Identity.load_or_create(resolve_data_dir(args.data_dir), _passphrase(args))
+    data_dir = resolve_data_dir(args.data_dir)
+    identity = Identity.load_or_create(data_dir, _passphrase(args))
     node = ChatNode(identity, host=host, port=args.port, network=args.network, nickname=args.nickname or "?",
                     ledger=args.ledger, relay=args.relay, no_inbound=args.no_inbound,
                     direct_timeout=args.direct_timeout, rotate_every=args.rotate_every,
-                    step_timeout=args.step_timeout, auto_accept=auto_accept, listen=listen)
+                    step_timeout=args.step_timeout, auto_accept=auto_accept, listen=listen, data_dir=data_dir)
     if not args.nickname:
         node.nickname = _default_nickname(node.directory, identity)
     return node

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from p2pchat.channel import Channel
@@ -70,7 +71,8 @@ class ChatNode:
     Keyword arguments beyond the node contract: ``listen`` (False: no listening socket, e.g. for the one-chat
     terminal command), ``accept_timeout``, ``handshake_timeout``, ``directory`` (a
     :class:`~p2pchat.peer_directory.PeerDirectory` to use instead of asking the ledger node), ``workers``
-    (size of the shared pool) and ``max_sessions`` (incoming connections at once).
+    (size of the shared pool), ``max_sessions`` (incoming connections at once) and ``data_dir`` (whose pinned
+    ledger network id, :mod:`ledger.network_pin`, the ledger answers must be on).
     """
 
     def __init__(self, identity: Identity, *, host: str, port: int = CHAT_PORT, network: str = "p2pchat",
@@ -78,7 +80,7 @@ class ChatNode:
                  direct_timeout: float = 3.0, rotate_every: int = 10, step_timeout: float = 10.0,
                  auto_accept: bool = False, listen: bool = True, accept_timeout: float = 120.0,
                  handshake_timeout: float = 300.0, directory: PeerDirectory | None = None, workers: int = 8,
-                 max_sessions: int = 512) -> None:
+                 max_sessions: int = 512, data_dir: Path | None = None) -> None:
         if rotate_every < 1:
             raise ValueError("rotate_every must be at least 1")
         self.identity = identity
@@ -100,7 +102,7 @@ class ChatNode:
         if directory is None:
             ledger_ip, ledger_port = parse_address(ledger, LEDGER_PORT) if ledger else (host, LEDGER_PORT)
             directory = LedgerDirectory(ledger_ip, ledger_port, source_ip=host, network=network,
-                                        timeout=step_timeout)
+                                        timeout=step_timeout, pin_dir=data_dir)  # the network pinned there
         self.directory: PeerDirectory = directory
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}

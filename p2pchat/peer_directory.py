@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from ledger.client import LedgerClient, LookupNotFound, VerifiedBinding
@@ -101,8 +102,10 @@ class LedgerDirectory:
     checks the headers and the Merkle proof of every answer and keeps the verified headers between lookups."""
 
     def __init__(self, ip: str, port: int, *, source_ip: str | None, network: str | None = None,
-                 timeout: float = 10.0) -> None:
-        self.client = LedgerClient(ip, port, source_ip=source_ip, network=network, timeout=timeout)
+                 timeout: float = 10.0, pin_dir: Path | None = None) -> None:
+        # pin_dir: the data directory whose pinned network id (ledger.network_pin) the answers must be on.
+        self.client = LedgerClient(ip, port, source_ip=source_ip, network=network, timeout=timeout,
+                                   pin_dir=pin_dir)
 
     @property
     def node(self) -> str:

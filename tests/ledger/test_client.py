@@ -75,7 +75,9 @@ def test_no_binding_raises_lookup_not_found(two):
 
 def test_a_client_pinned_to_other_parameters_refuses_the_node(net):
     node = net.node(config=config(register=False))
-    with pytest.raises(ProtocolError, match="different parameters"):
+    from ledger.network_pin import NetworkMismatch
+
+    with pytest.raises(NetworkMismatch, match="same name with other parameters, difficulty 8 bits instead of 9"):
         LedgerClient(node.host, node.port, network=NetworkParams(name=PARAMS.name, difficulty_bits=9)).status()
     with pytest.raises(ProtocolError, match="wrong ledger network"):
         LedgerClient(node.host, node.port, network="othernet").status()
