@@ -157,14 +157,18 @@ class _Node:
 class _Parked:
     """A parked subtree: ``root`` is its first block after ``fork`` (a main-chain block below the final height)."""
 
-    __slots__ = ("blocks", "fork", "root", "size", "source", "tip")
+    __slots__ = ("blocks", "fork", "root", "size", "source", "tip", "touched")
+    _clock = 0
 
     def __init__(self, root: _Node, fork: _Node, source: str | None) -> None:
         self.root, self.fork, self.tip, self.source = root, fork, root, source
         self.blocks = 0
         self.size = 0
+        self.touched = 0
 
     def add(self, node: _Node, source: str | None) -> None:
+        _Parked._clock += 1
+        self.touched = _Parked._clock  # among equally light branches, the one extended longest ago goes first
         node.parked = self
         self.blocks += 1
         self.size += node.block.size
@@ -395,7 +399,7 @@ class Chain:
         policy = self.finality
         while self._parked and (len(self._parked) > policy.max_parked_branches
                                 or sum(p.size for p in self._parked.values()) > policy.max_parked_bytes):
-            lightest = min(self._parked.values(), key=lambda p: p.tip.preference)
+            lightest = min(self._parked.values(), key=lambda p: (p.tip.work, p.touched))
             del self._parked[lightest.root.hash]
             lightest.fork.children.remove(lightest.root)
             stack = [lightest.root]
