@@ -99,8 +99,11 @@ class ParkedBranch:
                 f"({self.fork_hash.hex()[:16]}), below final history; sent by {self.source or 'unknown'}")
 
     def to_json(self) -> dict[str, object]:
+        def wire(work: int) -> int | str:  # msgpack integers stop at 64 bits
+            return work if work < 2**63 else str(work)
+
         return {"tip": self.tip_hash.hex(), "tip_height": self.tip_height, "fork": self.fork_hash.hex(),
-                "fork_height": self.fork_height, "work": self.work, "main_work": self.main_work,
+                "fork_height": self.fork_height, "work": wire(self.work), "main_work": wire(self.main_work),
                 "blocks": self.blocks, "heavier": self.heavier, "source": self.source}
 
 

@@ -1,5 +1,6 @@
-"""``ledger`` command line: run a node (``serve``, ``join``), ask one (``lookup``, ``status``) and check the
-local store (``verify``).
+"""``ledger`` command line: run a node (``serve``, ``join``), ask one (``lookup``, ``status``), check the
+local store (``verify``) and inspect or deliberately accept branches that conflict with final history
+(``reorg``).
 
 Exit status: 0 success; 1 "not found" (lookup) or "invalid" (verify); 2 a usage or environment error, shown as
 one line on stderr. Ctrl-C or SIGTERM stops a running node cleanly.
@@ -19,8 +20,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
+from ledger.chain import FinalityPolicy
 from ledger.client import LedgerClient, LookupNotFound
-from ledger.errors import StoreError
+from ledger.errors import LedgerError, StoreError
 from ledger.local_ledger import LocalLedger, store_path, stored_params, verify_store
 from ledger.node import LedgerNode, NodeConfig
 from ledger.params import DEFAULT_NETWORK, MAX_DIFFICULTY_BITS, MIN_DIFFICULTY_BITS, NetworkParams
@@ -75,6 +77,16 @@ def _difficulty(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of at least 1")
+    return value
+
+
 def _relay(text: str) -> str:
     try:
         ip, port = parse_address(text, 0)
@@ -110,6 +122,11 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mine", action="store_true", help="do not mine blocks")
     parser.add_argument("--recover", action="store_true",
                         help="if the ledger database is damaged, move it aside and resync from peers")
+    policy = FinalityPolicy()
+    parser.add_argument("--finality-depth", type=_positive_int, default=policy.depth, metavar="BLOCKS",
+                        help=f"a block is final at this depth… (default {policy.depth})")
+    parser.add_argument("--finality-seconds", type=_positive_int, default=int(policy.seconds), metavar="SECONDS",
+                        help=f"…or once held this long on the main chain (default {int(policy.seconds)})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,6 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="revalidate the local ledger database from genesis")
     verify.add_argument("--json", action="store_true", help="print JSON")
     _common(verify, defaults=False)
+
+    reorg = sub.add_parser("reorg", help="list branches that conflict with final history, or accept one")
+    what = reorg.add_mutually_exclusive_group()
+    what.add_argument("--list", action="store_true", help="list the parked branches (the default)")
+    what.add_argument("--accept", metavar="HASH",
+                      help="switch to the parked branch whose tip hash starts with HASH (stop the node first)")
+    reorg.add_argument("--node", help="with --list while the node runs: which node to ask (default: --host)")
+    reorg.add_argument("--json", action="store_true", help="print JSON")
+    _common(reorg, defaults=False)
     return parser
 
 
@@ -201,6 +227,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"fingerprint   {crypto.format_fingerprint(bytes.fromhex(status.get('fingerprint', '')))}")
     print(f"height        {status.get('height')}  tip {str(status.get('tip'))[:16]}  "
           f"work {status.get('cumulative_work')}")
+    if status.get("final_height") is not None:
+        print(f"final         block {status.get('final_height')} ({_shown(status.get('final_hash'), 16)})"
+              + (f", checkpoint {_shown(status['checkpoint'].get('hash'), 16)}"
+                 if isinstance(status.get("checkpoint"), dict) else ""))
+    for alert in status.get("alerts") or []:
+        print(f"ALERT         {_shown(alert, 400)}")
+    lighter = [b for b in status.get("parked") or [] if isinstance(b, dict) and not b.get("heavier")]
+    if lighter:
+        print(f"parked        {len(lighter)} lighter branch{'es' if len(lighter) != 1 else ''} conflicting with "
+              "final history (ledger reorg --list)")
     sync = status.get("sync")
     if status.get("syncing") and sync:
         print(f"sync          {sync['phase']} from {sync['peer']}: {sync['height']}/{sync['target']}")
@@ -216,6 +252,62 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("own record    none yet")
     if status.get("registration_error"):
         print(f"registration  {status['registration_error']}")
+    return 0
+
+
+def _shown(value: object, limit: int) -> str:
+    """A value from another node, safe to print: printable characters only, cut at ``limit``."""
+    return "".join(c for c in str(value) if c.isprintable())[:limit]
+
+
+def cmd_reorg(args: argparse.Namespace) -> int:
+    """List parked branches (from the store, or from the running node) or accept one (node stopped)."""
+    data_dir = resolve_data_dir(args.data_dir)
+    network = _find_network(data_dir, args.network)
+    params = stored_params(data_dir, network)
+    if params is None:
+        raise CliError(f"there is no ledger of network '{network}' in {data_dir}")
+    try:
+        ledger = LocalLedger(data_dir, params)
+    except StoreError as exc:
+        if "already using" not in str(exc):
+            raise
+        if args.accept:
+            raise CliError(f"the ledger node using {data_dir} is running; stop it (Ctrl-C), run 'ledger reorg "
+                           "--accept' again, then start the node again") from None
+        parked = _client(args).status().get("parked") or []
+        return _print_parked([p for p in parked if isinstance(p, dict)], args.json)
+    with ledger:
+        if not args.accept:
+            return _print_parked([b.to_json() for b in ledger.parked_branches()], args.json)
+        try:
+            result = ledger.accept_branch(args.accept, time.time())
+        except LedgerError as exc:
+            raise CliError(str(exc)) from None
+        height, tip, _ = ledger.tip_info()
+        if result.became_tip:
+            print(f"accepted: the main chain is now the branch ending at {tip.hex()[:16]} (height {height}); "
+                  f"{len(result.disconnected)} blocks left the main chain, {len(result.connected)} joined it")
+        else:
+            print(f"accepted, but the branch is not the one with the most valid work: the main chain stays at "
+                  f"{tip.hex()[:16]} (height {height})")
+    return 0
+
+
+def _print_parked(parked: list[dict[str, object]], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(parked, indent=2))
+        return 0
+    if not parked:
+        print("no parked branches: nothing conflicts with final history")
+        return 0
+    for b in parked:
+        mark = "HEAVIER " if b.get("heavier") else ""
+        print(f"{mark}branch {_shown(b.get('tip'), 64)}  height {_shown(b.get('tip_height'), 12)}, "
+              f"{_shown(b.get('blocks'), 12)} blocks, work {_shown(b.get('work'), 40)} (main "
+              f"{_shown(b.get('main_work'), 40)})\n  forks after block {_shown(b.get('fork_height'), 12)} "
+              f"({_shown(b.get('fork'), 16)}), sent by {_shown(b.get('source') or 'unknown', 64)}")
+    print("accept one deliberately (node stopped): ledger reorg --accept HASH")
     return 0
 
 
@@ -330,7 +422,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
-    ledger = LocalLedger(data_dir, params, recover=args.recover)
+    ledger = LocalLedger(data_dir, params, recover=args.recover,
+                         finality=FinalityPolicy(depth=args.finality_depth, seconds=args.finality_seconds))
     if ledger.store.recovered_from is not None:
         log.warning("the damaged ledger database was moved to %s", ledger.store.recovered_from)
     try:
@@ -382,7 +475,7 @@ def _asking_a_node(command: Callable[[argparse.Namespace], int]) -> Callable[[ar
 
 
 COMMANDS = {"serve": cmd_run, "join": cmd_run, "lookup": _asking_a_node(cmd_lookup),
-            "status": _asking_a_node(cmd_status), "verify": cmd_verify}
+            "status": _asking_a_node(cmd_status), "verify": cmd_verify, "reorg": _asking_a_node(cmd_reorg)}
 
 
 def _setup_logging(args: argparse.Namespace) -> None:

@@ -843,7 +843,7 @@ class LedgerNode:
             log.info("ignoring %s from %s: dated in the future", block.header.describe(), peer.text)
             self._penalize(peer.ip, PENALTY_PROTOCOL, f"{block.header.describe()} is dated in the future")
             return False
-        result = self.ledger.receive_block(block, now)
+        result = self.ledger.receive_block(block, now, source=peer.text)  # finality: names the peer of a parked branch
         if result.status == "invalid":
             self._invalid_block_from(peer, result.reason)
             return False
