@@ -335,8 +335,8 @@ class Chain:
 
     def accept_branch(self, block_hash: bytes, now: float) -> AddResult:
         """The operator's decision: stop treating the parked branch holding ``block_hash`` as conflicting.
-        Final history is reopened down to the branch's fork point and fork choice runs again, so the branch
-        becomes the main chain if it is valid and has the most work."""
+        Final history is reopened down to the branch's fork point (dropping a checkpoint below it) and fork
+        choice runs again, so the branch becomes the main chain if it is valid and has the most work."""
         node = self._nodes.get(block_hash)
         if node is None or node.parked is None:
             raise LedgerError(f"block {block_hash.hex()[:16]} is not in a parked branch "
@@ -353,6 +353,8 @@ class Chain:
             if not n.children:
                 self._tips.add(n)
         self._final = min(self._final, parked.fork.height)
+        if self._checkpoint is not None and parked.fork.height < self._checkpoint[0]:
+            self._checkpoint = None  # the operator overrides the checkpoint the branch contradicts
         result = AddResult("added")
         result.invalidated = self._activate_best()
         self._describe_move(old_tip, result)
@@ -366,6 +368,9 @@ class Chain:
         by_depth = top - self.finality.depth + 1
         by_time = bisect_right(self._held, now - self.finality.seconds) - 1
         new = min(top, max(self._final, by_depth, by_time))
+        cp = self._checkpoint
+        if cp is not None and cp[0] <= top and self._main[cp[0]].hash == cp[1]:
+            new = max(new, cp[0])  # the checkpoint is final as soon as the main chain holds it
         if new <= self._final:
             return False
         self._final = new
@@ -689,8 +694,9 @@ class Chain:
         return None
 
     def _check_checkpoint(self, block: Block) -> None:
+        # Once the checkpoint is final on the main chain, conflicting branches are parked like any other.
         if self._checkpoint is not None and block.header.height == self._checkpoint[0] \
-                and block.hash != self._checkpoint[1]:
+                and block.hash != self._checkpoint[1] and self._final < self._checkpoint[0]:
             raise LedgerError(f"{block.header.describe()} is not the checkpoint {self._checkpoint[1].hex()[:16]} "
                               "chosen for this ledger")
 

@@ -26,6 +26,7 @@ from ledger.errors import LedgerError, StoreError
 from ledger.local_ledger import LocalLedger, store_path, stored_params, verify_store
 from ledger.node import LedgerNode, NodeConfig
 from ledger.params import DEFAULT_NETWORK, MAX_DIFFICULTY_BITS, MIN_DIFFICULTY_BITS, NetworkParams
+from ledger.store import Store
 from ledger.sync import SyncProgress
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import (
@@ -84,6 +85,17 @@ def _positive_int(text: str) -> int:
         value = -1
     if value < 1:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of at least 1")
+    return value
+
+
+def _checkpoint(text: str) -> tuple[int, bytes]:
+    height, _, digest = text.partition(":")
+    try:
+        value = (int(height), bytes.fromhex(digest.replace(" ", "")))
+    except ValueError:
+        value = (0, b"")
+    if value[0] < 1 or len(value[1]) != 32:
+        raise argparse.ArgumentTypeError(f"'{text}' is not HEIGHT:HASH (a block height ≥ 1 and 64 hex digits)")
     return value
 
 
@@ -146,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("peers", nargs="+", metavar="PEER", help="a node of the network: IP or IP:PORT")
     join.add_argument("--wait", type=float, default=JOIN_WAIT_SECONDS, metavar="SECONDS",
                       help=f"how long to wait for PEER to answer on a first join (default {JOIN_WAIT_SECONDS:g})")
+    join.add_argument("--checkpoint", type=_checkpoint, metavar="HEIGHT:HASH",
+                      help="the final block this node must follow (to decide when the peers disagree)")
     _common(join, defaults=False)
     _node_options(join)
 
@@ -384,6 +398,60 @@ def _params_for_join(args: argparse.Namespace, data_dir: Path, peers: list[tuple
     return params
 
 
+def _join_checkpoint(args: argparse.Namespace, data_dir: Path, params: NetworkParams,
+                     peers: Sequence[tuple[str, int]]) -> tuple[int, bytes] | None:
+    """A node with no history of its own asks every peer it was given for its newest final block and compares
+    them at the lowest final height any of them reports. Agreement pins that block as this node's checkpoint;
+    disagreement is refused unless the operator chose with ``--checkpoint`` (never the heavier one by itself)."""
+    chosen: tuple[int, bytes] | None = args.checkpoint
+    path = store_path(data_dir, params.name)
+    if path.exists():
+        with Store(path) as store:
+            if store.block_count() > 0:
+                return chosen  # history of its own: its finality decides (a --checkpoint is checked against it)
+    answers: list[tuple[str, LedgerClient, int]] = []
+    for ip, port in peers:
+        client = LedgerClient(ip, port, source_ip=args.host, network=params, timeout=5.0)
+        try:
+            final_height, _, _ = client.checkpoint()
+        except (PeerUnreachable, LedgerError) as exc:
+            log.warning("%s did not answer the finality survey: %s", format_address(ip, port), exc)
+            continue
+        answers.append((format_address(ip, port), client, final_height))
+    common = min((h for _, _, h in answers), default=0)
+    if common == 0:
+        if answers:
+            print("ledger: no peer has final blocks yet; nothing to compare", file=sys.stderr, flush=True)
+        return chosen
+    says: dict[bytes, list[str]] = {}
+    for address, client, _ in answers:
+        try:
+            _, _, at = client.checkpoint(common)
+        except (PeerUnreachable, LedgerError) as exc:
+            log.warning("%s did not answer the finality survey: %s", address, exc)
+            continue
+        if at is not None:
+            says.setdefault(at, []).append(address)
+    listing = "; ".join(f"{', '.join(who)} say{'s' if len(who) == 1 else ''} block {common} is {h.hex()}"
+                        for h, who in says.items())
+    if chosen is not None:
+        print(f"ledger: following the chosen checkpoint {chosen[0]}:{chosen[1].hex()[:16]} ({listing})",
+              file=sys.stderr, flush=True)
+        return chosen
+    if len(says) > 1:
+        log.warning("peers disagree about final history: %s", listing)
+        raise CliError(f"the peers disagree about final history: {listing}. This node adopts neither by itself: "
+                       "ask a member you trust which block is right and join again with --checkpoint "
+                       f"{common}:HASH (or through other peers)")
+    if not says:
+        return None
+    digest, who = next(iter(says.items()))
+    note = "" if len(who) > 1 else " (only one peer to compare with: give several peers to 'ledger join')"
+    print(f"ledger: {len(who)} peer{'s' if len(who) > 1 else ''} agree that block {common} ({digest.hex()[:16]}) is "
+          f"final; this node will only follow chains that hold it{note}", file=sys.stderr, flush=True)
+    return common, digest
+
+
 def _stored_default(data_dir: Path, recover: bool) -> NetworkParams | None:
     try:
         return stored_params(data_dir, _find_network(data_dir, None), recover=recover)
@@ -411,8 +479,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
     seeds = [parse_address(p, LEDGER_PORT) for p in (getattr(args, "peers", []) + args.peer)]
     seeds = [s for s in seeds if s != (args.host, args.port)]
+    checkpoint: tuple[int, bytes] | None = None
     if args.command == "join":
         params = _params_for_join(args, data_dir, seeds)
+        checkpoint = _join_checkpoint(args, data_dir, params, seeds)
     else:
         params = _params_for_serve(args, data_dir)
     identity = Identity.load_or_create(data_dir, os.environ.get(PASSPHRASE_ENV) or None)
@@ -422,8 +492,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
-    ledger = LocalLedger(data_dir, params, recover=args.recover,
-                         finality=FinalityPolicy(depth=args.finality_depth, seconds=args.finality_seconds))
+    try:
+        ledger = LocalLedger(data_dir, params, recover=args.recover, checkpoint=checkpoint,
+                             finality=FinalityPolicy(depth=args.finality_depth, seconds=args.finality_seconds))
+    except LedgerError as exc:  # a --checkpoint that contradicts this node's own history
+        raise CliError(str(exc)) from None
     if ledger.store.recovered_from is not None:
         log.warning("the damaged ledger database was moved to %s", ledger.store.recovered_from)
     try:

@@ -370,6 +370,19 @@ class LocalLedger:
 
     # --- finality ------------------------------------------------------------------------------------------
 
+    def checkpoint_answer(self, height: int | None, now: float) -> dict[str, Any]:
+        """Fields of a ``checkpoint`` answer: the newest final block, and the final main-chain block at
+        ``height`` when there is one."""
+        with self.lock:
+            if self.chain.advance_finality(now):
+                self._save_finality()
+            answer: dict[str, Any] = {"final_height": self.chain.final_height, "final_hash": self.chain.final_hash}
+            if height is not None and self.chain.is_final(height):
+                block = self.chain.main_at(height)
+                assert block is not None
+                answer.update(height=height, hash=block.hash)
+            return answer
+
     def parked_branches(self) -> list[ParkedBranch]:
         """Branches that conflict with this node's final history, heaviest first."""
         with self.lock:

@@ -649,6 +649,8 @@ class LedgerNode:
             peer.send("proof", **sign_reachability(self.identity, f["nonce"], peer.conn.local[0], self.params.name))
         elif type_ == "submit":
             self._handle_submit(peer, f["record"])
+        elif type_ == "get_checkpoint":  # finality survey (docs/ledger-protocol.md)
+            peer.send("checkpoint", **self.ledger.checkpoint_answer(f.get("height"), self.clock()))
         elif not peer.is_peer:
             raise ProtocolError(f"a light client cannot send {type_}")
         elif type_ == "get_blocks":

@@ -89,6 +89,10 @@ LEDGER_PROTOCOL = Protocol("ledger", {
     "submit_result": {"accepted": Field(bool), "reason": opt(str, max_len=1000), "id": opt(bytes, max_len=32)},
     "ping": {"nonce": Field(int, lo=0, hi=2**63)},
     "pong": {"nonce": Field(int, lo=0, hi=2**63)},
+    # Finality survey of a joining node: the newest final block, and the main-chain block at ``height`` if final.
+    "get_checkpoint": {"height": opt(int, lo=0, hi=2**40)},
+    "checkpoint": {"final_height": Field(int, lo=0, hi=2**40), "final_hash": _hash,
+                   "height": opt(int, lo=0, hi=2**40), "hash": opt(bytes, min_len=HASH_LEN, max_len=HASH_LEN)},
 }, max_frame=MAX_FRAME)
 
 

@@ -83,3 +83,44 @@ def test_a_private_heavier_branch_is_parked_after_the_honest_chain_is_final(tmp_
         switched = wait_until(lambda: victim.quick_status(), 30, what="the victim to restart")
         assert switched["tip"] == branch_tip or switched["height"] > parked["tip_height"]
         assert victim.client().lookup(victim_ip).fingerprint != honest[victim_ip]
+
+
+def test_a_joining_node_refuses_peers_that_disagree_about_final_history_until_the_operator_chooses(tmp_path):
+    a_ip, b_ip, joiner_ip = (free_loopback_ip() for _ in range(3))
+    with Cluster(tmp_path, make_identities(3)) as cluster:
+        # Two networks with identical parameters (hence the same genesis) but different histories.
+        a, b = cluster.serve(a_ip, *FAST_FINALITY), cluster.serve(b_ip, *FAST_FINALITY)
+        for node in (a, b):
+            node.wait_ready()
+            wait_until(lambda n=node: (n.quick_status() or {}).get("final_height", 0) >= 1, 60,
+                       what=f"a final block on {node.host}\n{cluster.logs()}")
+        hash_a = a.client().checkpoint(1)[2]
+        hash_b = b.client().checkpoint(1)[2]
+        assert hash_a and hash_b and hash_a != hash_b
+        joiner_dir = cluster.data_dir(joiner_ip)
+        refused = run_ledger("join", a_ip, b_ip, "--host", joiner_ip, "--data-dir", str(joiner_dir), timeout=60)
+        assert refused.returncode == 2, refused.stderr
+        assert "disagree about final history" in refused.stderr and "--checkpoint 1:HASH" in refused.stderr
+        assert hash_a.hex() in refused.stderr and hash_b.hex() in refused.stderr
+        assert not list(joiner_dir.glob("ledger-*.sqlite3"))   # nothing adopted
+        # The operator asks someone they trust and chooses.
+        joiner = cluster.join(joiner_ip, a_ip, b_ip, extra=("--checkpoint", f"1:{hash_a.hex()}"))
+        wait_until(lambda: (joiner.quick_status() or {}).get("tip") == a.quick_status()["tip"], 60,
+                   what=f"the joiner to follow the chosen history\n{cluster.logs()}")
+        assert joiner.quick_status()["checkpoint"] == {"height": 1, "hash": hash_a.hex()}
+        assert "following the chosen checkpoint" in joiner.output()
+
+
+def test_a_joining_node_pins_the_final_block_its_peers_agree_on(tmp_path):
+    seed_ip, member_ip, joiner_ip = (free_loopback_ip() for _ in range(3))
+    with Cluster(tmp_path, make_identities(3)) as cluster:
+        seed = cluster.serve(seed_ip, *FAST_FINALITY)
+        seed.wait_ready()
+        member = cluster.join(member_ip, seed_ip, extra=FAST_FINALITY)
+        member.wait_ready()
+        wait_until(lambda: all((n.quick_status() or {}).get("final_height", 0) >= 2 for n in (seed, member)), 60,
+                   what=f"final blocks on both nodes\n{cluster.logs()}")
+        joiner = cluster.join(joiner_ip, seed_ip, member_ip)
+        status = joiner.wait_ready()
+        assert status["checkpoint"] is not None and status["checkpoint"]["height"] >= 2
+        assert "peers agree that block" in joiner.output()

@@ -103,7 +103,7 @@ def test_the_operator_accepts_a_parked_branch_deliberately_and_the_choice_surviv
         assert ledger.status()["alerts"] == []
 
 
-def test_a_checkpoint_given_at_join_is_kept_and_enforced(tmp_path, ids):
+def test_a_checkpoint_given_at_join_is_kept_enforced_and_final_once_held(tmp_path, ids):
     _, honest, attack = _honest_and_attack(ids)
     clock = Clock(T0 + 10)
     with LocalLedger(tmp_path, PARAMS, clock=clock, finality=POLICY,
@@ -112,4 +112,9 @@ def test_a_checkpoint_given_at_join_is_kept_and_enforced(tmp_path, ids):
         assert ledger.receive_block(honest[0], clock.now).became_tip
     with LocalLedger(tmp_path, PARAMS, clock=clock, finality=POLICY) as ledger:
         assert ledger.status()["checkpoint"] == {"height": 1, "hash": honest[0].hash.hex()}
-        assert ledger.receive_block(block_on(PARAMS.genesis().header, [], T0 + 50), clock.now).status == "invalid"
+        # Held on the main chain, the checkpoint is final at once: a conflicting block is parked, not followed.
+        assert ledger.status()["final_height"] == 1
+        other = block_on(PARAMS.genesis().header, [], T0 + 50)
+        result = ledger.receive_block(other, clock.now)
+        assert result.status == "added" and not result.became_tip
+        assert [b.tip_hash for b in ledger.parked_branches()] == [other.hash]
