@@ -57,6 +57,7 @@ def snapshot_from_status(status: dict[str, Any], where: str, *, blocks: tuple[st
         sync_text = (sync_text + " · " if sync_text else "") + f"registration refused: {status['registration_error']}"
     hashrate = status.get("hashrate")
     height = num("height")
+    alerts = status.get("alerts") if isinstance(status.get("alerts"), list) else []
     return LedgerSnapshot(
         where=where, running=True, network=str(status.get("network", "")),
         difficulty_bits=num("difficulty_bits"), height=height, tip=str(status.get("tip", "")),
@@ -66,6 +67,7 @@ def snapshot_from_status(status: dict[str, Any], where: str, *, blocks: tuple[st
         own_height=own_height,
         own_confirmations=(height - own_height + 1) if height is not None and own_height is not None else None,
         own_pending=own is not None and own.get("state") == "pending",
+        final_height=num("final_height"), alerts=tuple(str(a) for a in alerts[:8]),
     )
 
 

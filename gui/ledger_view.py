@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gui.text import clean_name, count
+from gui.text import clean, clean_name, count
+
+ALERT_CHARS = 400
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class LedgerSnapshot:
     own_height: int | None = None         # the block holding this identity's record
     own_confirmations: int | None = None
     own_pending: bool = False
+    final_height: int | None = None       # newest block this node will not switch away from by itself
+    alerts: tuple[str, ...] = ()          # heavier branches conflicting with final history, said for people
 
 
 def rate_text(hashes_per_second: float) -> str:
@@ -81,10 +85,15 @@ def ledger_rows(snap: LedgerSnapshot | None) -> list[tuple[str, str]]:
     else:
         mining = "idle: nothing pending to mine"
     peers = ", ".join(clean_name(p) for p in snap.peers) if snap.peers else "none yet: join a network below"
+    alert = [("Alert", "⚠ " + "\n⚠ ".join(clean(a.replace("\n", " "))[:ALERT_CHARS] for a in snap.alerts))
+             ] if snap.alerts else []
+    final = [] if snap.final_height is None else [("Final", f"block {snap.final_height} and all before it")]
     return [
+        *alert,
         ("Node", f"running ({snap.where})"),
         ("Network", network),
         ("Height", height),
+        *final,
         ("Peers", peers),
         ("Mining", mining),
         ("Sync", snap.sync or "in step with its peers"),
