@@ -57,7 +57,8 @@ def snapshot_from_status(status: dict[str, Any], where: str, *, blocks: tuple[st
         sync_text = (sync_text + " · " if sync_text else "") + f"registration refused: {status['registration_error']}"
     hashrate = status.get("hashrate")
     height = num("height")
-    alerts = status.get("alerts") if isinstance(status.get("alerts"), list) else []
+    raw_alerts = status.get("alerts")
+    alerts: list[Any] = raw_alerts if isinstance(raw_alerts, list) else []
     return LedgerSnapshot(
         where=where, running=True, network=str(status.get("network", "")),
         difficulty_bits=num("difficulty_bits"), height=height, tip=str(status.get("tip", "")),
