@@ -124,3 +124,75 @@ def test_a_joining_node_pins_the_final_block_its_peers_agree_on(tmp_path):
         status = joiner.wait_ready()
         assert status["checkpoint"] is not None and status["checkpoint"]["height"] >= 2
         assert "peers agree that block" in joiner.output()
+
+
+def _mined(params, parent, records, timestamp):
+    import threading
+
+    from ledger.blocks import Block, BlockHeader
+    from ledger.merkle import merkle_root
+    from ledger.miner import mine
+
+    header = BlockHeader(version=params.version, network_id=params.network_id, height=parent.height + 1,
+                         prev_hash=parent.hash, merkle_root=merkle_root([r.id for r in records]),
+                         timestamp=timestamp, target_bits=params.difficulty_bits, nonce=0)
+    solved = mine(header, threading.Event())
+    assert solved is not None
+    return Block(solved, tuple(records))
+
+
+def test_a_block_dated_119_seconds_ahead_cannot_take_a_lapsed_address_from_a_running_node(tmp_path):
+    import time
+
+    from ledger.bindings import RECLAIM_GRACE_SECONDS
+    from ledger.local_ledger import LocalLedger
+    from ledger.params import NetworkParams
+    from ledger.protocol import LEDGER_PROTOCOL, ROLE_PEER, hello_fields
+    from ledger.records import make_register
+    from p2pchat.foundation import crypto
+    from p2pchat.foundation.transport import connect
+    from tests.integration.procs import TEST_DIFFICULTY
+
+    node_ip, holder_ip, attacker_ip = (free_loopback_ip() for _ in range(3))
+    holder, attacker = make_identities(5)[3:5]
+    params = NetworkParams(difficulty_bits=TEST_DIFFICULTY)
+    now = int(time.time())
+    expires = now + 100 - RECLAIM_GRACE_SECONDS   # the holder's reservation ends 100 s from now
+    with Cluster(tmp_path, make_identities(1)) as cluster:
+        data_dir = cluster.data_dir(node_ip)
+        record = make_register(holder, network=params.name, seq=0, prev=b"\0" * 32, nickname="holder",
+                               ip=holder_ip, port=8471, ledger_port=8470, relay=None, issued=expires - 3600,
+                               lifetime=3600)
+        with LocalLedger(data_dir, params) as ledger:   # a history whose last blocks are a few minutes old
+            tip = ledger.chain.tip
+            for records, stamp in [([record], expires - 3000)] + [([], now - 300 + i) for i in range(6)]:
+                block = _mined(params, tip, records, stamp)
+                assert ledger.receive_block(block, now).status == "added"
+                tip = block.header
+        node = cluster.serve(node_ip)
+        node.wait_ready()
+        assert node.client().find(holder_ip) is None   # lapsed: no live binding, but still reserved
+
+        status = wait_until(lambda: (lambda s: s if s["pending"] == 0 and s["own_record"] and
+                                       s["own_record"]["state"] == "mined" else None)(node.client().status()), 60,
+                            what=f"the node's own registration to be mined\n{node.output()}")
+        claim = make_register(attacker, network=params.name, seq=0, prev=b"\0" * 32, nickname="mallory",
+                              ip=holder_ip, port=8471, ledger_port=8470, relay=None, issued=now, lifetime=3600)
+        conn = connect(node_ip, 8470, LEDGER_PROTOCOL, source_ip=attacker_ip, timeout=10)
+        try:
+            conn.send("hello", **hello_fields(role=ROLE_PEER, nonce=crypto.random_bytes(8), network=params.name,
+                                              genesis=params.genesis_hash, params=params.to_wire(), height=0,
+                                              tip=params.genesis_hash, work=0))
+            client = node.client()
+            client.sync_headers()
+            tip_header = client.header(status["height"])
+            assert tip_header is not None and tip_header.hash.hex() == status["tip"]
+            ahead = _mined(params, tip_header, [claim], int(time.time()) + 119)
+            conn.send("block", block=ahead.to_wire())
+            wait_until(lambda: "reserved for it" in node.output(), 30,
+                       what=f"the node to refuse the block dated ahead\n{node.output()}")
+        finally:
+            conn.close()
+        assert node.client().status()["tip"] == status["tip"]
+        assert node.client().find(holder_ip) is None
+        assert "invalid block" in node.output()
