@@ -341,13 +341,15 @@ class LocalLedger:
                     log.info("refused %s: %s", block.header.describe(), result.reason)
                 return result
             invalid = set(result.invalidated)
-            for accepted in result.accepted:
-                if accepted.hash not in invalid:
-                    self.store.save_block(accepted)
+            to_save = [b for b in result.accepted if b.hash not in invalid]
             if result.invalidated or result.pruned:
                 self.store.delete_blocks([*result.invalidated, *result.pruned])
-            if result.became_tip or result.final_moved:
-                self._save_finality()
+            finality = self.chain.finality_state() if result.became_tip or result.final_moved else None
+            for i, accepted in enumerate(to_save):
+                # The finality state rides in the last block's transaction: one write per block, as before.
+                self.store.save_block(accepted, finality if i == len(to_save) - 1 else None)
+            if finality is not None and not to_save:
+                self.store.save_finality(finality)
             for parked in result.parked:
                 log.warning("PARKED %s. This node keeps its final history; check the branch and accept it only "
                             "deliberately: ledger reorg --accept %s", parked.describe(), parked.tip_hash.hex())

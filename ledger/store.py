@@ -264,11 +264,16 @@ class Store:
 
     # --- blocks --------------------------------------------------------------------------------------------
 
-    def save_block(self, block: Block) -> None:
-        """Append one block in its own transaction (a block already stored is ignored)."""
+    def save_block(self, block: Block, finality: dict[str, Any] | None = None) -> None:
+        """Append one block in its own transaction (a block already stored is ignored), with the chain's
+        finality state in the same transaction when given."""
         records = _pack([r.to_wire() for r in block.records])
-        self._write([("INSERT OR IGNORE INTO blocks(hash, height, header, records) VALUES(?, ?, ?, ?)",
-                      (block.hash, block.height, block.header.packed, records))])
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            ("INSERT OR IGNORE INTO blocks(hash, height, header, records) VALUES(?, ?, ?, ?)",
+             (block.hash, block.height, block.header.packed, records))]
+        if finality is not None:
+            statements.append(("INSERT OR REPLACE INTO meta(key, value) VALUES('finality', ?)", (_pack(finality),)))
+        self._write(statements)
 
     def delete_blocks(self, hashes: Iterable[bytes]) -> None:
         self._write([("DELETE FROM blocks WHERE hash=?", (h,)) for h in hashes])
