@@ -118,3 +118,24 @@ def test_a_checkpoint_given_at_join_is_kept_enforced_and_final_once_held(tmp_pat
         result = ledger.receive_block(other, clock.now)
         assert result.status == "added" and not result.became_tip
         assert [b.tip_hash for b in ledger.parked_branches()] == [other.hash]
+
+
+def test_a_node_answers_the_finality_survey_with_its_final_block_and_the_block_at_a_final_height(tmp_path):
+    import dataclasses
+
+    from gossip_kit import FAST, Net
+
+    from ledger.client import LedgerClient
+
+    with Net(tmp_path) as net:
+        ledger = LocalLedger(tmp_path / "survey", PARAMS, finality=FinalityPolicy(depth=2, seconds=10**9))
+        node = net.node(ledger=ledger, config=dataclasses.replace(FAST, register=False, mine=False))
+        chain = Chain(PARAMS)
+        blocks = branch(chain, chain.genesis.header, 3, int(node.clock()) - 100)
+        for block in blocks:
+            ledger.receive_block(block, node.clock())
+        client = LedgerClient(node.host, node.port)
+        final_height, final_hash, at = client.checkpoint()
+        assert (final_height, final_hash, at) == (2, blocks[1].hash, None)
+        assert client.checkpoint(1) == (2, blocks[1].hash, blocks[0].hash)
+        assert client.checkpoint(3)[2] is None   # not final there: no hash
