@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover - not POSIX: no cross-process lock, SQLi
 
 log = logging.getLogger(__name__)
 LookupKind = Literal["ip", "nick", "fp"]
+PARKED_WARNING_INTERVAL = 60.0
 BlockListener = Callable[[Block, AddResult], None]
 RecordListener = Callable[[Record], None]
 
@@ -185,6 +186,7 @@ class LocalLedger:
         self.params = params
         self.finality = finality or FinalityPolicy()
         self._checkpoint = checkpoint
+        self._parked_warned: dict[bytes, float] = {}
         self.data_dir = Path(data_dir)
         self.path = store_path(self.data_dir, params.name)
         self.clock = clock
@@ -351,6 +353,13 @@ class LocalLedger:
             if finality is not None and not to_save:
                 self.store.save_finality(finality)
             for parked in result.parked:
+                # Once when a branch first outweighs the main chain, then at most once a minute while it grows.
+                last = self._parked_warned.get(parked.fork_hash)
+                if last is not None and now - last < PARKED_WARNING_INTERVAL:
+                    continue
+                if len(self._parked_warned) >= 64:
+                    self._parked_warned.clear()
+                self._parked_warned[parked.fork_hash] = now
                 log.warning("PARKED %s. This node keeps its final history; check the branch and accept it only "
                             "deliberately: ledger reorg --accept %s", parked.describe(), parked.tip_hash.hex())
             if result.became_tip:
@@ -391,15 +400,18 @@ class LocalLedger:
             return self.chain.parked_branches()
 
     def accept_branch(self, hash_prefix: str, now: float) -> AddResult:
-        """The operator deliberately accepts the parked branch holding the block whose hash starts with
-        ``hash_prefix`` (hex, at least 8 digits): final history is reopened down to its fork point and the
-        branch becomes the main chain if it is valid and has the most work. Raises :class:`LedgerError`."""
+        """The operator deliberately accepts the parked branch whose tip hash starts with ``hash_prefix`` (hex, at
+        least 8 digits), or that holds the block with that full hash: final history is reopened down to its fork
+        point and the branch becomes the main chain if it is valid and has the most work. Raises
+        :class:`LedgerError`."""
         prefix = hash_prefix.strip().lower()
         if len(prefix) < 8 or any(c not in "0123456789abcdef" for c in prefix):
             raise LedgerError("give at least 8 hex digits of a parked block's hash (see 'ledger reorg --list')")
         with self.lock:
             self._check_open()
             matches = {b.tip_hash for b in self.chain.parked_branches() if b.tip_hash.hex().startswith(prefix)}
+            if not matches and len(prefix) == 64 and self.chain.parked_branch_of(bytes.fromhex(prefix)):
+                matches = {bytes.fromhex(prefix)}  # any block of a parked branch, e.g. as named in a warning
             if not matches:
                 raise LedgerError(f"no parked branch has a tip starting with {prefix} "
                                   "(see 'ledger reorg --list')")

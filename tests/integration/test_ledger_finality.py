@@ -53,7 +53,8 @@ def test_a_private_heavier_branch_is_parked_after_the_honest_chain_is_final(tmp_
         parked = status["parked"][0]
         assert parked["tip"] == branch_tip and parked["heavier"] and parked["fork_height"] == 0
         assert parked["source"] and parked["source"].startswith(attacker_ip)
-        assert "PARKED" in victim.output() and branch_tip in victim.output()
+        warning = next(line for line in victim.output().splitlines() if "PARKED heavier branch" in line)
+        assert f"sent by {attacker_ip}" in warning and "forks at block 0" in warning
         text = run_ledger("status", "--node", victim_ip)
         assert text.returncode == 0 and "ALERT" in text.stdout and branch_tip[:16] in text.stdout
         assert "ledger reorg --accept" in text.stdout
