@@ -43,7 +43,7 @@ def test_a_private_heavier_branch_is_parked_after_the_honest_chain_is_final(tmp_
                                cwd=ROOT, env=_env())
         assert built.returncode == 0, built.stderr
         branch_tip = built.stdout.strip()
-        attacker = cluster.serve(attacker_ip, "--no-mine", "--peer", victim_ip)
+        attacker = cluster.serve(attacker_ip, "--no-mine", "--peer", victim_ip, "--peer", seed_ip)
         attacker.wait_ready()
 
         def alerted():
@@ -58,7 +58,9 @@ def test_a_private_heavier_branch_is_parked_after_the_honest_chain_is_final(tmp_
         text = run_ledger("status", "--node", victim_ip)
         assert text.returncode == 0 and "ALERT" in text.stdout and branch_tip[:16] in text.stdout
         assert "ledger reorg --accept" in text.stdout
-        for node in (victim, seed):   # lookups still answer the honest key
+        wait_until(lambda: (seed.quick_status() or {}).get("alerts"), 60,
+                   what=f"the seed to park the attacker's branch too\n{cluster.logs()}")
+        for node in (victim, seed):   # parked on every node that held the honest chain; lookups answer honestly
             assert node.client().lookup(victim_ip).fingerprint == honest[victim_ip]
             assert node.quick_status()["tip"] != branch_tip
         attacker.stop()
