@@ -59,6 +59,8 @@ def snapshot_from_status(status: dict[str, Any], where: str, *, blocks: tuple[st
     height = num("height")
     alerts = tuple(_alert_line(item, "") for item in _maps(status.get("binding_alerts")))
     alerts += tuple(_alert_line(item, "reported by another node: ") for item in _maps(status.get("binding_conflicts")))
+    raw_branch_alerts = status.get("alerts")
+    branch_alerts: list[Any] = raw_branch_alerts if isinstance(raw_branch_alerts, list) else []
     return LedgerSnapshot(
         where=where, running=True, network=str(status.get("network", "")),
         difficulty_bits=num("difficulty_bits"), height=height, tip=str(status.get("tip", "")),
@@ -69,6 +71,7 @@ def snapshot_from_status(status: dict[str, Any], where: str, *, blocks: tuple[st
         own_confirmations=(height - own_height + 1) if height is not None and own_height is not None else None,
         own_pending=own is not None and own.get("state") == "pending",
         nickname_problem=str(status.get("nickname_problem") or ""), alerts=alerts,
+        final_height=num("final_height"), branch_alerts=tuple(str(a) for a in branch_alerts[:8]),
     )
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gui.text import clean_name, count
+from gui.text import clean, clean_name, count
 
 ALERT_CHARS = 300          # one binding alert or conflict, as shown in the banner
+BRANCH_ALERT_CHARS = 400   # one parked-branch alert, as shown in the Alert row
 ALERTS_SHOWN = 3
 
 
@@ -33,6 +34,8 @@ class LedgerSnapshot:
     own_pending: bool = False
     nickname_problem: str = ""            # the node's nickname clashes: its record goes without one
     alerts: tuple[str, ...] = ()          # owner-watch alerts and conflicts from others (ledger/watch.py, disputes)
+    final_height: int | None = None       # newest block this node will not switch away from by itself
+    branch_alerts: tuple[str, ...] = ()   # heavier branches conflicting with final history, said for people
 
 
 def rate_text(hashes_per_second: float) -> str:
@@ -96,10 +99,15 @@ def ledger_rows(snap: LedgerSnapshot | None) -> list[tuple[str, str]]:
     else:
         mining = "idle: nothing pending to mine"
     peers = ", ".join(clean_name(p) for p in snap.peers) if snap.peers else "none yet: join a network below"
+    alert = [("Alert", "⚠ " + "\n⚠ ".join(clean(a.replace("\n", " "))[:BRANCH_ALERT_CHARS]
+                                          for a in snap.branch_alerts))] if snap.branch_alerts else []
+    final = [] if snap.final_height is None else [("Final", f"block {snap.final_height} and all before it")]
     return [
+        *alert,
         ("Node", f"running ({snap.where})"),
         ("Network", network),
         ("Height", height),
+        *final,
         ("Peers", peers),
         ("Mining", mining),
         ("Sync", snap.sync or "in step with its peers"),

@@ -1,6 +1,6 @@
 """``ledger`` command line: run a node (``serve``, ``join``), ask one (``lookup``, ``status``), act on this
-machine's own binding through its running node (``update``, ``rotate-key``, ``revoke``) and check the local
-store (``verify``).
+machine's own binding through its running node (``update``, ``rotate-key``, ``revoke``), check the local store
+(``verify``) and inspect or deliberately accept branches that conflict with final history (``reorg``).
 
 Exit status: 0 success; 1 "not found" (lookup) or "invalid" (verify); 2 a usage or environment error, shown as
 one line on stderr. Ctrl-C or SIGTERM stops a running node cleanly.
@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from ledger import own_record
+from ledger.chain import FinalityPolicy
 from ledger.client import LedgerClient, LookupNotFound
 from ledger.errors import LedgerError, StoreError
 from ledger.local_ledger import LocalLedger, store_path, stored_params, verify_store
@@ -35,6 +36,7 @@ from ledger.params import (
     parse_network_id,
 )
 from ledger.records import validate_nickname
+from ledger.store import Store
 from ledger.sync import SyncProgress
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import (
@@ -94,6 +96,27 @@ def _difficulty(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of at least 1")
+    return value
+
+
+def _checkpoint(text: str) -> tuple[int, bytes]:
+    height, _, digest = text.partition(":")
+    try:
+        value = (int(height), bytes.fromhex(digest.replace(" ", "")))
+    except ValueError:
+        value = (0, b"")
+    if value[0] < 1 or len(value[1]) != 32:
+        raise argparse.ArgumentTypeError(f"'{text}' is not HEIGHT:HASH (a block height ≥ 1 and 64 hex digits)")
+    return value
+
+
 def _relay(text: str) -> str:
     try:
         ip, port = parse_address(text, 0)
@@ -130,6 +153,11 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mine", action="store_true", help="do not mine blocks")
     parser.add_argument("--recover", action="store_true",
                         help="if the ledger database is damaged, move it aside and resync from peers")
+    policy = FinalityPolicy()
+    parser.add_argument("--finality-depth", type=_positive_int, default=policy.depth, metavar="BLOCKS",
+                        help=f"a block is final at this depth… (default {policy.depth})")
+    parser.add_argument("--finality-seconds", type=_positive_int, default=int(policy.seconds), metavar="SECONDS",
+                        help=f"…or once held this long on the main chain (default {int(policy.seconds)})")
 
 
 def _own_options(parser: argparse.ArgumentParser) -> None:
@@ -159,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "groups); without it the first join pins the id the peer announces (trust on first use)")
     join.add_argument("--wait", type=float, default=JOIN_WAIT_SECONDS, metavar="SECONDS",
                       help=f"how long to wait for PEER to answer on a first join (default {JOIN_WAIT_SECONDS:g})")
+    join.add_argument("--checkpoint", type=_checkpoint, metavar="HEIGHT:HASH",
+                      help="the final block this node must follow (to decide when the peers disagree)")
     _common(join, defaults=False)
     _node_options(join)
 
@@ -190,6 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="revalidate the local ledger database from genesis")
     verify.add_argument("--json", action="store_true", help="print JSON")
     _common(verify, defaults=False)
+
+    reorg = sub.add_parser("reorg", help="list branches that conflict with final history, or accept one")
+    what = reorg.add_mutually_exclusive_group()
+    what.add_argument("--list", action="store_true", help="list the parked branches (the default)")
+    what.add_argument("--accept", metavar="HASH",
+                      help="switch to the parked branch whose tip hash starts with HASH (stop the node first)")
+    reorg.add_argument("--node", help="with --list while the node runs: which node to ask (default: --host)")
+    reorg.add_argument("--json", action="store_true", help="print JSON")
+    _common(reorg, defaults=False)
     return parser
 
 
@@ -256,6 +295,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"network id    {status['network_id']}")
     print(f"height        {status.get('height')}  tip {str(status.get('tip'))[:16]}  "
           f"work {status.get('cumulative_work')}")
+    if status.get("final_height") is not None:
+        print(f"final         block {status.get('final_height')} ({_shown(status.get('final_hash'), 16)})"
+              + (f", checkpoint {_shown(status['checkpoint'].get('hash'), 16)}"
+                 if isinstance(status.get("checkpoint"), dict) else ""))
+    for alert in status.get("alerts") or []:
+        print(f"ALERT         {_shown(alert, 400)}")
+    lighter = [b for b in status.get("parked") or [] if isinstance(b, dict) and not b.get("heavier")]
+    if lighter:
+        print(f"parked        {len(lighter)} lighter branch{'es' if len(lighter) != 1 else ''} conflicting with "
+              "final history (ledger reorg --list)")
     sync = status.get("sync")
     if status.get("syncing") and sync:
         print(f"sync          {sync['phase']} from {sync['peer']}: {sync['height']}/{sync['target']}")
@@ -274,11 +323,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if status.get("nickname_problem"):
         print(f"nickname      {status['nickname_problem']}")
     for alert in status.get("binding_alerts") or []:       # owner watch (ledger/watch.py)
-        print(f"ALERT         {alert.get('text')}")
+        print(f"ALERT         {_shown(alert.get('text'), 400)}")
     for conflict in status.get("binding_conflicts") or []:  # evidence from owners (ledger/disputes.py)
-        print(f"conflict      {conflict.get('text')} (from {conflict.get('source')})")
+        print(f"conflict      {_shown(conflict.get('text'), 400)} (from {_shown(conflict.get('source'), 64)})")
     for mark in status.get("disputes") or []:
-        print(f"disputed      {mark.get('text')}")
+        print(f"disputed      {_shown(mark.get('text'), 400)}")
     return 0
 
 
@@ -354,6 +403,60 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             print("ledger: not revoked", file=sys.stderr)
             return 1
     return _publish(client, record, args.wait, "a revocation")
+def _shown(value: object, limit: int) -> str:
+    """A value from another node, safe to print: printable characters only, cut at ``limit``."""
+    return "".join(c for c in str(value) if c.isprintable())[:limit]
+
+
+def cmd_reorg(args: argparse.Namespace) -> int:
+    """List parked branches (from the store, or from the running node) or accept one (node stopped)."""
+    data_dir = resolve_data_dir(args.data_dir)
+    network = _find_network(data_dir, args.network)
+    params = stored_params(data_dir, network)
+    if params is None:
+        raise CliError(f"there is no ledger of network '{network}' in {data_dir}")
+    try:
+        ledger = LocalLedger(data_dir, params)
+    except StoreError as exc:
+        if "already using" not in str(exc):
+            raise
+        if args.accept:
+            raise CliError(f"the ledger node using {data_dir} is running; stop it (Ctrl-C), run 'ledger reorg "
+                           "--accept' again, then start the node again") from None
+        parked = _client(args).status().get("parked") or []
+        return _print_parked([p for p in parked if isinstance(p, dict)], args.json)
+    with ledger:
+        if not args.accept:
+            return _print_parked([b.to_json() for b in ledger.parked_branches()], args.json)
+        try:
+            result = ledger.accept_branch(args.accept, time.time())
+        except LedgerError as exc:
+            raise CliError(str(exc)) from None
+        height, tip, _ = ledger.tip_info()
+        if result.became_tip:
+            print(f"accepted: the main chain is now the branch ending at {tip.hex()[:16]} (height {height}); "
+                  f"{len(result.disconnected)} blocks left the main chain, {len(result.connected)} joined it")
+        else:
+            print(f"accepted, but the branch is not the one with the most valid work: the main chain stays at "
+                  f"{tip.hex()[:16]} (height {height})")
+    return 0
+
+
+def _print_parked(parked: list[dict[str, object]], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(parked, indent=2))
+        return 0
+    if not parked:
+        print("no parked branches: nothing conflicts with final history")
+        return 0
+    for b in parked:
+        mark = "HEAVIER " if b.get("heavier") else ""
+        print(f"{mark}branch {_shown(b.get('tip'), 64)}  height {_shown(b.get('tip_height'), 12)}, "
+              f"{_shown(b.get('blocks'), 12)} blocks, work {_shown(b.get('work'), 40)} (main "
+              f"{_shown(b.get('main_work'), 40)})\n  forks after block {_shown(b.get('fork_height'), 12)} "
+              f"({_shown(b.get('fork'), 16)}), sent by {_shown(b.get('source') or 'unknown', 64)}")
+    print("accept one deliberately (node stopped): ledger reorg --accept HASH")
+    return 0
 
 
 def _find_network(data_dir: Path, network: str | None) -> str:
@@ -472,6 +575,60 @@ def _pin(data_dir: Path, params: NetworkParams, *, first: bool) -> None:
               file=sys.stderr, flush=True)
 
 
+def _join_checkpoint(args: argparse.Namespace, data_dir: Path, params: NetworkParams,
+                     peers: Sequence[tuple[str, int]]) -> tuple[int, bytes] | None:
+    """A node with no history of its own asks every peer it was given for its newest final block and compares
+    them at the lowest final height any of them reports. Agreement pins that block as this node's checkpoint;
+    disagreement is refused unless the operator chose with ``--checkpoint`` (never the heavier one by itself)."""
+    chosen: tuple[int, bytes] | None = args.checkpoint
+    path = store_path(data_dir, params.name)
+    if path.exists():
+        with Store(path) as store:
+            if store.block_count() > 0:
+                return chosen  # history of its own: its finality decides (a --checkpoint is checked against it)
+    answers: list[tuple[str, LedgerClient, int]] = []
+    for ip, port in peers:
+        client = LedgerClient(ip, port, source_ip=args.host, network=params, timeout=5.0)
+        try:
+            final_height, _, _ = client.checkpoint()
+        except (PeerUnreachable, LedgerError) as exc:
+            log.warning("%s did not answer the finality survey: %s", format_address(ip, port), exc)
+            continue
+        answers.append((format_address(ip, port), client, final_height))
+    common = min((h for _, _, h in answers), default=0)
+    if common == 0:
+        if answers:
+            print("ledger: no peer has final blocks yet; nothing to compare", file=sys.stderr, flush=True)
+        return chosen
+    says: dict[bytes, list[str]] = {}
+    for address, client, _ in answers:
+        try:
+            _, _, at = client.checkpoint(common)
+        except (PeerUnreachable, LedgerError) as exc:
+            log.warning("%s did not answer the finality survey: %s", address, exc)
+            continue
+        if at is not None:
+            says.setdefault(at, []).append(address)
+    listing = "; ".join(f"{', '.join(who)} say{'s' if len(who) == 1 else ''} block {common} is {h.hex()}"
+                        for h, who in says.items())
+    if chosen is not None:
+        print(f"ledger: following the chosen checkpoint {chosen[0]}:{chosen[1].hex()[:16]} ({listing})",
+              file=sys.stderr, flush=True)
+        return chosen
+    if len(says) > 1:
+        log.warning("peers disagree about final history: %s", listing)
+        raise CliError(f"the peers disagree about final history: {listing}. This node adopts neither by itself: "
+                       "ask a member you trust which block is right and join again with --checkpoint "
+                       f"{common}:HASH (or through other peers)")
+    if not says:
+        return None
+    digest, who = next(iter(says.items()))
+    note = "" if len(who) > 1 else " (only one peer to compare with: give several peers to 'ledger join')"
+    print(f"ledger: {len(who)} peer{'s' if len(who) > 1 else ''} agree that block {common} ({digest.hex()[:16]}) is "
+          f"final; this node will only follow chains that hold it{note}", file=sys.stderr, flush=True)
+    return common, digest
+
+
 def _stored_default(data_dir: Path, recover: bool) -> NetworkParams | None:
     try:
         return stored_params(data_dir, _find_network(data_dir, None), recover=recover)
@@ -502,8 +659,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
     seeds = [parse_address(p, LEDGER_PORT) for p in (getattr(args, "peers", []) + args.peer)]
     seeds = [s for s in seeds if s != (args.host, args.port)]
+    checkpoint: tuple[int, bytes] | None = None
     if args.command == "join":
         params = _params_for_join(args, data_dir, seeds)
+        checkpoint = _join_checkpoint(args, data_dir, params, seeds)
     else:
         params = _params_for_serve(args, data_dir)
     identity = Identity.load_or_create(data_dir, os.environ.get(PASSPHRASE_ENV) or None)
@@ -513,7 +672,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
-    ledger = LocalLedger(data_dir, params, recover=args.recover)
+    try:
+        ledger = LocalLedger(data_dir, params, recover=args.recover, checkpoint=checkpoint,
+                             finality=FinalityPolicy(depth=args.finality_depth, seconds=args.finality_seconds))
+    except LedgerError as exc:  # a --checkpoint that contradicts this node's own history
+        raise CliError(str(exc)) from None
     if ledger.store.recovered_from is not None:
         log.warning("the damaged ledger database was moved to %s", ledger.store.recovered_from)
     try:
@@ -571,7 +734,7 @@ def _asking_a_node(command: Callable[[argparse.Namespace], int]) -> Callable[[ar
 COMMANDS = {"serve": cmd_run, "join": cmd_run, "lookup": _asking_a_node(cmd_lookup),
             "status": _asking_a_node(cmd_status), "verify": cmd_verify,
             "update": _asking_a_node(cmd_update), "rotate-key": _asking_a_node(cmd_rotate_key),
-            "revoke": _asking_a_node(cmd_revoke)}
+            "revoke": _asking_a_node(cmd_revoke), "reorg": _asking_a_node(cmd_reorg)}
 
 
 def _setup_logging(args: argparse.Namespace) -> None:

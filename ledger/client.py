@@ -180,6 +180,15 @@ class LedgerClient:
         assert self.params is not None
         return self.params
 
+    def checkpoint(self, height: int | None = None) -> tuple[int, bytes, bytes | None]:
+        """The node's newest final block ``(height, hash)`` and, when ``height`` is given and final there,
+        the hash of its main-chain block at ``height`` (else None)."""
+        with self._session() as conn:
+            fields = {} if height is None else {"height": height}
+            answer = self._request(conn, "get_checkpoint", "checkpoint", **fields)
+        at = answer.get("hash") if answer.get("height") == height else None
+        return answer["final_height"], answer["final_hash"], at
+
     def sync_headers(self) -> int:
         """Fetch and check the node's headers; returns the verified height."""
         with self._lock, self._session() as conn:

@@ -756,6 +756,8 @@ class LedgerNode:
             peer.send("proof", **sign_reachability(self.identity, f["nonce"], peer.conn.local[0], self.params.name))
         elif type_ == "submit":
             self._handle_submit(peer, f["record"])
+        elif type_ == "get_checkpoint":  # finality survey (docs/ledger-protocol.md)
+            peer.send("checkpoint", **self.ledger.checkpoint_answer(f.get("height"), self.clock()))
         elif not peer.is_peer:
             raise ProtocolError(f"a light client cannot send {type_}")
         elif type_ == "get_blocks":
@@ -1113,7 +1115,7 @@ class LedgerNode:
         work = parent_work + block.header.work
         if not requested and chain_preference(work, block.hash) <= tip:
             return self._refuse_side_block(peer, block, work, tip[0])
-        result = self.ledger.receive_block(block, now)
+        result = self.ledger.receive_block(block, now, source=peer.text)  # finality: names the peer of a parked branch
         if result.status == "invalid":
             self._invalid_block_from(peer, result.reason)
             return "invalid"

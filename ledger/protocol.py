@@ -97,6 +97,10 @@ LEDGER_PROTOCOL = Protocol("ledger", {
                       "path": opt(list, max_len=64, items=_hash)},
     "ping": {"nonce": Field(int, lo=0, hi=2**63)},
     "pong": {"nonce": Field(int, lo=0, hi=2**63)},
+    # Finality survey of a joining node: the newest final block, and the main-chain block at ``height`` if final.
+    "get_checkpoint": {"height": opt(int, lo=0, hi=2**40)},
+    "checkpoint": {"final_height": Field(int, lo=0, hi=2**40), "final_hash": _hash,
+                   "height": opt(int, lo=0, hi=2**40), "hash": opt(bytes, min_len=HASH_LEN, max_len=HASH_LEN)},
 }, max_frame=MAX_FRAME)
 
 

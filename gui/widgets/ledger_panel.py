@@ -15,8 +15,9 @@ from gui.widgets.style import MUTED, Fonts, LabelText
 ACTION_POLL_MS = 100
 OK_COLOR = ("#2e7d32", "#66bb6a")
 ERROR_COLOR = ("#c62828", "#ef5350")
+ALERT_COLOR = ERROR_COLOR
 
-ROWS = ("Node", "Problem", "Network", "Height", "Peers", "Mining", "Sync", "Your record")
+ROWS = ("Alert", "Node", "Problem", "Network", "Height", "Final", "Peers", "Mining", "Sync", "Your record")
 
 
 class LedgerPanel(ctk.CTkFrame):
@@ -50,6 +51,8 @@ class LedgerPanel(ctk.CTkFrame):
             value.grid(row=i, column=1, padx=(0, 10), pady=1, sticky="ew")
             self.labels[name], self.values[name] = label, value
             self._values_text[name] = LabelText(value)
+        self.labels["Alert"].configure(text_color=ALERT_COLOR, font=fonts.bold)
+        self.values["Alert"].configure(text_color=ALERT_COLOR, font=fonts.bold, wraplength=560)
 
         join = ctk.CTkFrame(self, fg_color="transparent")
         join.grid(row=2, column=0, columnspan=2, sticky="ew", pady=(8, 4))

@@ -171,6 +171,18 @@ def test_binding_alerts_and_conflicts_become_a_banner_and_lead_the_identity_line
     assert alert_text(snapshot_from_status(STATUS, "x")) == ""
 
 
+def test_a_parked_heavier_branch_shows_as_an_alert_row_first_and_the_final_block_is_shown():
+    alert = "heavier branch 00ab (height 9) forks at block 0, below final history; sent by 127.0.0.66:8470\x1b[31m"
+    snap = snapshot_from_status({**STATUS, "final_height": 5, "alerts": [alert]}, "x")
+    assert alert_text(snap) == ""             # a parked branch is not a binding alert: it has its own row
+    rows = ledger_rows(snap)
+    assert rows[0][0] == "Alert" and rows[0][1].startswith("⚠ heavier branch 00ab")
+    assert "127.0.0.66:8470" in rows[0][1] and "\x1b" not in rows[0][1]   # hostile text is cleaned
+    assert dict(rows)["Final"] == "block 5 and all before it"
+    calm = dict(ledger_rows(snapshot_from_status({**STATUS, "final_height": 5, "alerts": []}, "x")))
+    assert "Alert" not in calm
+
+
 @pytest.mark.gui
 def test_the_ledger_panel_shows_the_banner_only_while_there_is_an_alert(xvfb):
     import customtkinter as ctk
@@ -189,5 +201,26 @@ def test_the_ledger_panel_shows_the_banner_only_while_there_is_an_alert(xvfb):
         panel.show(snapshot_from_status(STATUS, "x"))
         root.update()
         assert not panel.banner.winfo_ismapped()
+    finally:
+        root.destroy()
+
+
+@pytest.mark.gui
+def test_the_ledger_panel_shows_the_parked_branch_alert_line_in_a_real_window(xvfb):
+    import customtkinter as ctk
+
+    from gui.widgets.ledger_panel import LedgerPanel
+    from gui.widgets.style import Fonts
+
+    root = ctk.CTk()
+    try:
+        panel = LedgerPanel(root, Fonts(), on_join=lambda _text: None)
+        panel.pack()
+        panel.show(snapshot_from_status({**STATUS, "final_height": 5, "alerts": ["heavier branch 00ab …"]}, "x"))
+        root.update()
+        assert panel.values["Alert"].winfo_ismapped() and "heavier branch 00ab" in panel.values["Alert"].cget("text")
+        panel.show(snapshot_from_status({**STATUS, "final_height": 6, "alerts": []}, "x"))
+        root.update()
+        assert not panel.values["Alert"].winfo_ismapped()
     finally:
         root.destroy()

@@ -123,18 +123,21 @@ def test_a_rewrite_that_drops_an_owners_record_makes_it_alert_and_others_see_the
     victim.watch.check()
     assert victim.status()["binding_alerts"] == []
 
-    # A heavier private branch from the block before the victim's, holding the attacker's claim instead.
+    # A heavier private branch from the block before the victim's, holding the attacker's claim instead, served by
+    # an attacker's node (a real peer: the victim checks its headers first, then fetches the blocks).
     attacker = net.identity()
     claim = record_for(attacker, victim.host, nickname="squatter", ledger_port=free_port(victim.host))
+    rogue = net.node(config=dataclasses.replace(cfg, register=False))
+    for height in range(1, mined.height):
+        assert rogue.ledger.receive_block(observer.ledger.main_at(height), time.time()).status == "added"
     parent = observer.ledger.main_at(mined.height - 1).header
     blocks, start = [], int(time.time())
     for i in range(4):
         block = next_block(parent, [claim] if i == 0 else [], max(start, parent.timestamp + 1))
+        assert rogue.ledger.receive_block(block, time.time()).status == "added"
         blocks.append(block)
         parent = block.header
-    peer = RawPeer(victim)
-    for block in blocks:
-        peer.conn.send("block", block=block.to_wire())
+    victim.add_peer(rogue.address)
     wait_until(lambda: victim.ledger.chain.tip_hash == blocks[-1].hash, what="the rewrite on the victim")
 
     kinds = wait_until(lambda: {a["kind"] for a in victim.status()["binding_alerts"]} >= {"vanished", "address"}
@@ -145,7 +148,6 @@ def test_a_rewrite_that_drops_an_owners_record_makes_it_alert_and_others_see_the
     assert seen[0]["block"] == mined.header.hash.hex()            # the header that held the victim's record
     assert seen[0]["claimant"] == victim.identity.fingerprint.hex()
     assert "address" in seen[0]["kinds"] and seen[0]["holder"] == claim.fingerprint.hex()
-    peer.close()
 
 
 def test_the_documented_evidence_id_vectors_are_what_the_code_produces():
