@@ -24,8 +24,8 @@ from p2pchat.foundation.codec import Field, Message, Protocol, opt
 from p2pchat.foundation.errors import PeerUnreachable, ProtocolError
 from p2pchat.foundation.transport import FramedSocket
 
-VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+VERSION = 2
+SUPPORTED_VERSIONS = (2,)
 LOGIN_CONTEXT = "relay-login"
 NONCE_LEN = 32
 TICKET_LEN = 16
@@ -57,6 +57,10 @@ COUNTER_NAMES = (
     "stalled_drops",      # sessions dropped because one side stopped reading
     "frame_errors",       # connections dropped for malformed or oversized frames
     "status_queries",
+    "link_failures",      # connections that did not complete the encrypted link handshake
+    "rings_refused",      # calls refused because the caller rang the same callee too often
+    "callers_refused",    # calls refused because the caller has no ledger record and the callee wants one
+    "hangups",            # calls dropped because the caller hung up before the callee answered
 )
 
 _FP = Field(bytes, min_len=FINGERPRINT_LEN, max_len=FINGERPRINT_LEN)
@@ -80,6 +84,10 @@ _LIMITS = Field(dict, fields={
     "idle_timeout_ms": _COUNT,
     "pair_timeout_ms": _COUNT,
     "heartbeat_ms": _COUNT,
+    "max_pending_per_callee": _COUNT,
+    "max_pending_per_ip": _COUNT,
+    "rings_per_minute": _COUNT,
+    "ledger": Field(str, max_len=80),  # the ledger node that checks callers ("" = none)
 })
 
 
@@ -97,6 +105,7 @@ def relay_protocol(max_frame: int = MAX_RELAY_FRAME) -> Protocol:
             "sig": Field(bytes, max_len=MAX_SIGNATURE),
             "peer": opt(bytes, min_len=FINGERPRINT_LEN, max_len=FINGERPRINT_LEN),
             "ticket": opt(bytes, min_len=TICKET_LEN, max_len=TICKET_LEN),
+            "accept_unregistered": opt(bool),     # register: also take calls from keys in no ledger
         },
         "registered": {"heartbeat_ms": Field(int, lo=10, hi=3_600_000)},
         "ping": {},
@@ -112,6 +121,7 @@ def relay_protocol(max_frame: int = MAX_RELAY_FRAME) -> Protocol:
         "status_result": {
             "version": _VERSION,
             "address": Field(str, max_len=80),
+            "relay_key": Field(bytes, min_len=32, max_len=32),
             "uptime_s": _COUNT,
             "registered": _COUNT,
             "pending": _COUNT,

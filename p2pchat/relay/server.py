@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
+import select
 import socket
 import threading
 import time
@@ -28,6 +30,7 @@ from p2pchat.foundation.addresses import RELAY_PORT, format_address
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.errors import CryptoError, FrameError, PeerUnreachable, ProtocolError, UserError
 from p2pchat.foundation.transport import FramedSocket, FrameServer
+from p2pchat.relay.callers import CallerCheck, Verdict
 from p2pchat.relay.protocol import (
     COUNTER_NAMES,
     DEFAULT_MAX_FRAME,
@@ -45,7 +48,8 @@ from p2pchat.relay.protocol import (
     relay_protocol,
     short_fp,
 )
-from p2pchat.relay.ratelimit import TokenBucket
+from p2pchat.relay.ratelimit import KeyedLimiter, TokenBucket
+from p2pchat.relay.secure import RelayKey, SecureSocket, server_handshake
 
 log = logging.getLogger("p2pchat.relay")
 
@@ -80,6 +84,26 @@ class _Client:
 class _Registration:
     client: _Client
     since: float
+    accept_unregistered: bool = False
+
+
+class _AddressSlot:
+    """One connection counted against its source address until it proves to be an answer (see ``_handle``)."""
+
+    def __init__(self, server: RelayServer, ip: str) -> None:
+        self._server = server
+        self.ip = ip
+        self._held = True
+
+    def release(self) -> None:
+        with self._server._lock:
+            if self._held:
+                self._held = False
+                left = self._server._per_ip[self.ip] - 1
+                if left:
+                    self._server._per_ip[self.ip] = left
+                else:
+                    del self._server._per_ip[self.ip]
 
 
 @dataclass
@@ -92,6 +116,20 @@ class _Pending:
     created: float
     done: threading.Event = field(default_factory=threading.Event)
     session: RelaySession | None = None
+    # Wakes the caller's thread, which waits on its socket (to notice a hang-up) and on this at once.
+    waker: tuple[socket.socket, socket.socket] = field(default_factory=socket.socketpair)
+
+    @property
+    def caller_ip(self) -> str:
+        return self.caller.conn.peer[0]
+
+    def finish(self) -> None:
+        """Mark the call decided (paired, refused or shut down) and wake the caller's thread."""
+        self.done.set()
+        try:
+            self.waker[1].send(b"\0")
+        except OSError:
+            pass        # the caller's thread already left and closed it
 
 
 class RelaySession:
@@ -260,9 +298,13 @@ class RelayServer:
                  max_pending: int = 64, max_pending_per_client: int = 4, login_timeout: float = 10.0,
                  heartbeat: float = 20.0, idle_timeout: float = 90.0, pair_timeout: float = 15.0,
                  bytes_per_second: int | None = 4_000_000, max_frame: int = DEFAULT_MAX_FRAME,
-                 send_timeout: float = 10.0, public_address: str | None = None) -> None:
+                 send_timeout: float = 10.0, public_address: str | None = None, key: RelayKey | None = None,
+                 callers: CallerCheck | None = None, max_pending_per_callee: int = 8, max_pending_per_ip: int = 8,
+                 rings_per_minute: int = 3) -> None:
         for name, value in (("max_connections", max_connections), ("max_per_ip", max_per_ip),
-                            ("max_pending", max_pending), ("max_pending_per_client", max_pending_per_client)):
+                            ("max_pending", max_pending), ("max_pending_per_client", max_pending_per_client),
+                            ("max_pending_per_callee", max_pending_per_callee),
+                            ("max_pending_per_ip", max_pending_per_ip), ("rings_per_minute", rings_per_minute)):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name, seconds in (("login_timeout", login_timeout), ("heartbeat", heartbeat),
@@ -285,6 +327,14 @@ class RelayServer:
         self.max_payload = max_payload_for(max_frame)
         self.send_timeout = send_timeout
         self.public_address = public_address
+        self.key = key or RelayKey()
+        self.callers = callers
+        self.max_pending_per_callee = max_pending_per_callee
+        self.max_pending_per_ip = max_pending_per_ip
+        self.rings_per_minute = rings_per_minute
+        # A caller may ring one callee ``rings_per_minute`` times in a burst, then once per 60/rings_per_minute s.
+        self._rings = KeyedLimiter(rings_per_minute, rings_per_minute)
+        self._per_ip: dict[str, int] = {}
         self._inbound = relay_protocol(max_frame)
         # Frames the relay writes (status answers, notices) are bounded by the client's limit, not the inbound one.
         self._outbound = relay_protocol(MAX_RELAY_FRAME)
@@ -298,8 +348,7 @@ class RelayServer:
         self._counter_lock = threading.Lock()
         self._started = time.monotonic()
         self._frame_server = FrameServer(host, port, self._inbound, self._handle, name="relay",
-                                         max_connections=max_connections, timeout=send_timeout,
-                                         max_per_ip=max_per_ip)
+                                         max_connections=max_connections, timeout=send_timeout)
         self.host = host
         self.port = self._frame_server.port
 
@@ -328,7 +377,7 @@ class RelayServer:
         for p in pending:
             _notify(p.caller.conn, SHUTDOWN_NOTICE)
             _shutdown_write(p.caller.conn)
-            p.done.set()
+            p.finish()
         for session in sessions:
             session.close({0: SHUTDOWN_NOTICE, 1: SHUTDOWN_NOTICE}, "relay shutting down")
         for reg in registrations:
@@ -393,6 +442,7 @@ class RelayServer:
         return {
             "version": VERSION,
             "address": self.address,
+            "relay_key": self.key.public,
             "uptime_s": int(now - self._started),
             "registered": registered,
             "pending": pending,
@@ -405,6 +455,9 @@ class RelayServer:
                 "bytes_per_second": self.bytes_per_second or 0,
                 "idle_timeout_ms": int(self.idle_timeout * 1000), "pair_timeout_ms": int(self.pair_timeout * 1000),
                 "heartbeat_ms": int(self.heartbeat * 1000),
+                "max_pending_per_callee": self.max_pending_per_callee, "max_pending_per_ip": self.max_pending_per_ip,
+                "rings_per_minute": self.rings_per_minute,
+                "ledger": self.callers.description[:80] if self.callers is not None else "",
             },
         }
 
@@ -428,31 +481,63 @@ class RelayServer:
     def _send(self, conn: FramedSocket, type_: str, **fields: Any) -> None:
         conn.send_frame(self._outbound.encode(type_, **fields))
 
-    def _handle(self, conn: FramedSocket) -> None:
+    def _handle(self, plain: FramedSocket) -> None:
+        """Count the connection against its address, run the link handshake, then serve everything inside the
+        encrypted link: no reason, fingerprint or ticket ever leaves the relay in clear."""
         self.count("connections")
+        ip = plain.peer[0]
+        with self._lock:
+            crowded = self._per_ip.get(ip, 0) >= self.max_per_ip
+            if not crowded:
+                self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        if crowded:
+            # Before the link exists, so in clear; it names nothing but the client's own address.
+            log.warning("relay: refused %s: too many connections from that address", ip)
+            _notify(plain, f"too many connections from {ip}")
+            return
+        slot = _AddressSlot(self, ip)
         try:
-            nonce = crypto.random_bytes(NONCE_LEN)
-            self._send(conn, "challenge", version=VERSION, nonce=nonce)
-            first = recv_or_none(conn, self.login_timeout)
-            if first is None:
-                _notify(conn, f"no login within {self.login_timeout:g} s")
+            started = time.monotonic()
+            try:
+                conn = server_handshake(plain, self.key, timeout=self.login_timeout)
+            except UserError as exc:
+                self.count("link_failures")
+                log.info("relay: no link with %s: %s", plain.peer_text, exc)
                 return
-            if first.type == "status":
-                self._serve_status(conn, first)
-                return
-            if first.type != "login":
-                raise ProtocolError(f"expected a login or a status request first, got '{first.type}'")
-            client = self._authenticate(conn, nonce, first)
-            role = first["role"]
-            if role == "register":
-                self._serve_registration(client)
-            elif role == "call":
-                self._serve_call(client, first["peer"])
-            else:
-                self._serve_answer(client, first["ticket"])
-        except FrameError:
-            self.count("frame_errors")
-            raise
+            try:
+                self._serve_link(conn, slot, self.login_timeout - (time.monotonic() - started))
+            except FrameError as exc:
+                self.count("frame_errors")
+                log.warning("relay: bad frame from %s: %s", conn.peer_text, exc)
+                conn.send_error(str(exc))
+            except PeerUnreachable as exc:
+                log.info("relay: %s", exc)
+            except UserError as exc:
+                log.warning("relay: %s: %s", conn.peer_text, exc)
+                conn.send_error(str(exc))
+        finally:
+            slot.release()
+
+    def _serve_link(self, conn: SecureSocket, slot: _AddressSlot, login_time: float) -> None:
+        nonce = crypto.random_bytes(NONCE_LEN)
+        self._send(conn, "challenge", version=VERSION, nonce=nonce)
+        first = recv_or_none(conn, max(0.0, login_time))
+        if first is None:
+            _notify(conn, f"no login within {self.login_timeout:g} s")
+            return
+        if first.type == "status":
+            self._serve_status(conn, first)
+            return
+        if first.type != "login":
+            raise ProtocolError(f"expected a login or a status request first, got '{first.type}'")
+        client = self._authenticate(conn, nonce, first)
+        role = first["role"]
+        if role == "register":
+            self._serve_registration(client, bool(first["accept_unregistered"]))
+        elif role == "call":
+            self._serve_call(client, first["peer"])
+        else:
+            self._serve_answer(client, first["ticket"], slot)
 
     def _authenticate(self, conn: FramedSocket, nonce: bytes, login: Message) -> _Client:
         try:
@@ -484,10 +569,10 @@ class RelayServer:
         self.count("status_queries")
         self._send(conn, "status_result", **self.status())
 
-    def _serve_registration(self, client: _Client) -> None:
+    def _serve_registration(self, client: _Client, accept_unregistered: bool) -> None:
         conn = client.conn
         key = (client.network, client.fingerprint)
-        reg = _Registration(client, time.monotonic())
+        reg = _Registration(client, time.monotonic(), accept_unregistered)
         with self._lock:
             if self._stopping:
                 raise PairingRefused(SHUTDOWN_NOTICE)
@@ -531,6 +616,17 @@ class RelayServer:
             raise self._refuse("a call must name the fingerprint of the peer to be paired with")
         if peer == client.fingerprint:
             raise self._refuse("a key cannot be paired with itself")
+        with self._lock:
+            reg = self._registry.get((client.network, peer))
+            if reg is None:
+                raise self._refuse(self._not_registered_text(peer, client.network))
+        wait = self._rings.try_take((client.fingerprint, peer), time.monotonic())
+        if wait > 0:
+            self.count("rings_refused")
+            raise self._refuse(f"you rang {short_fp(peer)} more than {self.rings_per_minute} times in a minute; "
+                               f"try again in {math.ceil(wait)} s")
+        if not reg.accept_unregistered:
+            self._check_caller(client, peer)
         ticket = crypto.random_bytes(TICKET_LEN)
         with self._lock:
             if self._stopping:
@@ -538,29 +634,105 @@ class RelayServer:
             reg = self._registry.get((client.network, peer))
             if reg is None:
                 raise self._refuse(self._not_registered_text(peer, client.network))
-            if len(self._pending) >= self.max_pending:
-                raise self._refuse("the relay has too many pairings waiting; try again later")
-            mine = sum(1 for p in self._pending.values() if p.caller.fingerprint == client.fingerprint)
-            if mine >= self.max_pending_per_client:
-                raise self._refuse(f"this key already has {mine} pairings waiting at the relay")
+            refusal = self._pending_refusal(client, peer)
+            if refusal is not None:
+                raise self._refuse(refusal)
             pending = _Pending(ticket, client, peer, time.monotonic())
             self._pending[ticket] = pending
         try:
-            self._send(reg.client.conn, "invite", ticket=ticket, caller=client.fingerprint)
-        except PeerUnreachable:
+            try:
+                self._send(reg.client.conn, "invite", ticket=ticket, caller=client.fingerprint)
+            except PeerUnreachable:
+                with self._lock:
+                    self._pending.pop(ticket, None)
+                raise self._refuse("the peer's registration at this relay was just lost; try again") from None
+            log.info("call %s -> %s: invitation sent", client.short, short_fp(peer))
+            outcome = self._await_answer(pending)
+        finally:
+            for sock in pending.waker:
+                sock.close()
+        if outcome == "hung up":
             with self._lock:
-                self._pending.pop(ticket, None)
-            raise self._refuse("the peer's registration at this relay was just lost; try again") from None
-        log.info("call %s -> %s: invitation sent", client.short, short_fp(peer))
-        if not pending.done.wait(self.pair_timeout):
+                dropped = self._pending.pop(ticket, None) is not None
+            if dropped:
+                self.count("hangups")
+                self.count("pair_failures")
+                log.info("call %s -> %s dropped: the caller hung up", client.short, short_fp(peer))
+                return
+        elif outcome == "expired":
             with self._lock:
                 expired = self._pending.pop(ticket, None) is not None
             if expired:
                 raise self._refuse(f"{short_fp(peer)} did not answer the relay within {self.pair_timeout:g} s")
+        if not pending.done.is_set():
             # The answer took the ticket just now; its thread sets ``done`` once both sides are told.
             pending.done.wait(2 * self.send_timeout + NOTICE_TIMEOUT)
         if pending.session is not None:
             self._pump(pending.session, 0)
+
+    def _pending_refusal(self, client: _Client, peer: bytes) -> str | None:
+        """Why one more pending call from ``client`` to ``peer`` is refused, if it is (``_lock`` held)."""
+        if len(self._pending) >= self.max_pending:
+            return "the relay has too many pairings waiting; try again later"
+        ip = client.conn.peer[0]
+        mine = by_ip = to_peer = 0
+        for p in self._pending.values():
+            mine += p.caller.fingerprint == client.fingerprint
+            by_ip += p.caller_ip == ip
+            to_peer += p.callee == peer
+        if mine >= self.max_pending_per_client:
+            return f"this key already has {mine} pairings waiting at the relay"
+        if by_ip >= self.max_pending_per_ip:
+            return f"{ip} already has {by_ip} pairings waiting at the relay"
+        if to_peer >= self.max_pending_per_callee:
+            return f"{short_fp(peer)} already has {to_peer} calls waiting; try again later"
+        return None
+
+    def _check_caller(self, client: _Client, peer: bytes) -> None:
+        """Refuse a caller whose key has no ledger record (the callee did not accept unregistered keys)."""
+        verdict = self.callers.check(client.fingerprint) if self.callers is not None else None
+        if verdict is Verdict.KNOWN:
+            return
+        self.count("callers_refused")
+        if verdict is None:
+            text = (f"{short_fp(peer)} takes calls only from keys with a ledger record, and this relay has no "
+                    "ledger to check yours")
+        elif verdict is Verdict.UNKNOWN:
+            text = (f"{short_fp(peer)} takes calls only from keys with a ledger record; the relay's ledger has "
+                    "none for your key")
+        elif verdict is Verdict.BUSY:
+            text = "the relay is busy checking other callers' keys; try again in a few seconds"
+        else:
+            text = "the relay could not reach its ledger to check your key; try again later"
+        raise self._refuse(text)
+
+    def _await_answer(self, pending: _Pending) -> str:
+        """Wait for the callee's answer while watching the caller's socket: ``"answered"``, ``"hung up"`` (the
+        caller closed its connection; the call is dropped at once) or ``"expired"``."""
+        sock, wake = pending.caller.conn.sock, pending.waker[0]
+        deadline = pending.created + self.pair_timeout
+        while not pending.done.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "expired"
+            try:
+                readable = select.select([sock, wake], [], [], remaining)[0]
+            except (OSError, ValueError):
+                return "hung up"
+            if sock in readable and not pending.done.is_set():
+                try:
+                    sock.settimeout(0)
+                    early = sock.recv(1, socket.MSG_PEEK)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return "hung up"
+                if not early:
+                    return "hung up"
+                # Bytes before ``paired``: an honest client sends them only once it was told it is paired, so
+                # ``done`` follows at once; anything else waits here (without spinning) until the deadline.
+                pending.done.wait(min(0.25, max(0.0, deadline - time.monotonic())))
+        return "answered"
 
     def _not_registered_text(self, peer: bytes, network: str) -> str:
         others = sorted(net for net, fp in self._registry if fp == peer)
@@ -569,7 +741,7 @@ class RelayServer:
                     f"not '{network}'")
         return f"nobody with fingerprint {short_fp(peer)} is registered at this relay"
 
-    def _serve_answer(self, client: _Client, ticket: bytes | None) -> None:
+    def _serve_answer(self, client: _Client, ticket: bytes | None, slot: _AddressSlot) -> None:
         if ticket is None:
             raise self._refuse("an answer must carry the ticket of the invitation")
         with self._lock:
@@ -584,6 +756,9 @@ class RelayServer:
                       if self.bytes_per_second else None)
             session = RelaySession(self, self._next_session, pending.caller, client, bucket)
             self._sessions[session.id] = session
+        # An answer is bounded by the callee's pending calls, not by its address: callers cannot use up the
+        # callee's connection slots by making it answer.
+        slot.release()
         try:
             keepalive_ms = max(10, int(self.idle_timeout * 1000 / KEEPALIVE_FRACTION))
             for side, other in ((0, 1), (1, 0)):
@@ -598,7 +773,7 @@ class RelayServer:
             log.info("session %d paired: %s -> %s", session.id, short_fp(session.caller), short_fp(session.callee))
             pending.session = session
         finally:
-            pending.done.set()
+            pending.finish()
         self._pump(session, 1)
 
     def _pump(self, session: RelaySession, side: int) -> None:

@@ -53,8 +53,8 @@ def test_login_proof_matches_the_vector_in_the_docs():
 
 
 def test_unsupported_version_is_refused_naming_the_supported_one():
-    check_version(1, "the relay")
-    with pytest.raises(ProtocolError, match="speaks relay protocol version 7; this program speaks version 1"):
+    check_version(2, "the relay")
+    with pytest.raises(ProtocolError, match="speaks relay protocol version 7; this program speaks version 2"):
         check_version(7, "the relay")
 
 
@@ -114,14 +114,16 @@ def test_backoff_doubles_up_to_the_cap_and_jitter_only_shortens():
 
 def test_status_text_names_sessions_by_fingerprint_prefix_with_byte_counts():
     status = {
-        "version": 1, "address": "127.0.0.9:8472", "uptime_s": 4000, "registered": 2, "pending": 1,
+        "version": 2, "address": "127.0.0.9:8472", "relay_key": bytes(range(32)),
+        "uptime_s": 4000, "registered": 2, "pending": 1,
         "session_count": 1,
         "sessions": [{"a": "3f2a 9c01", "b": "77ab 1e02", "age_s": 12, "idle_s": 1, "bytes_ab": 12_300,
                       "bytes_ba": 999}],
         "counters": dict.fromkeys(COUNTER_NAMES, 0) | {"sessions": 5},
         "limits": {"max_connections": 512, "max_per_ip": 16, "max_pending": 64, "max_frame": 262176,
                    "bytes_per_second": 0, "idle_timeout_ms": 90000, "pair_timeout_ms": 15000,
-                   "heartbeat_ms": 20000},
+                   "heartbeat_ms": 20000, "max_pending_per_callee": 8, "max_pending_per_ip": 8,
+                   "rings_per_minute": 3, "ledger": ""},
     }
     text = format_status(status)
     assert "relay 127.0.0.9:8472" in text and "up 66 min 40 s" in text
