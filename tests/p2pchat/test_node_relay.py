@@ -6,14 +6,19 @@ from __future__ import annotations
 
 from p2pchat.events import MessageReceived, Notice, SessionEnded, StepResult
 from p2pchat.peer_directory import FixedDirectory
-from p2pchat.relay import RelayServer
+from p2pchat.relay import KeySetCallers, RelayKey, RelayServer
 from p2pchat.steps import Step
-from tests.conftest import free_loopback_ip
+from tests.conftest import free_loopback_ip, make_identities
 from tests.p2pchat.node_kit import entry, make_peer, wait_until
+
+RELAY_KEY = RelayKey()     # one key for every relay here: a relay restarted on the same address keeps its key
 
 
 def relay_server(ip: str | None = None, port: int = 0) -> RelayServer:
-    return RelayServer(ip or free_loopback_ip(), port, heartbeat=0.5, pair_timeout=5.0).start()
+    # The callers' keys stand for ledger records (the relay refuses callers without one; docs/relay.md).
+    known = KeySetCallers({identity.fingerprint for identity in make_identities(6)}, "test ledger")
+    return RelayServer(ip or free_loopback_ip(), port, heartbeat=0.5, pair_timeout=5.0, key=RELAY_KEY,
+                       callers=known).start()
 
 
 def test_a_no_inbound_host_is_reached_by_nickname_through_its_relay_hint(identities):
