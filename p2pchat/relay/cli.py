@@ -26,7 +26,7 @@ from p2pchat.foundation.addresses import (
 )
 from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import UserError
-from p2pchat.relay.callers import LedgerCallers
+from p2pchat.relay.callers import CallerCheck, KeySetCallers, LedgerCallers
 from p2pchat.relay.link import connect_link
 from p2pchat.relay.protocol import DEFAULT_MAX_FRAME, VERSION, check_version, expect
 from p2pchat.relay.secure import RelayKey
@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ledger", metavar="IP[:PORT]",
                    help="ledger node that checks callers' keys: hosts that did not register with "
                         "'accept unregistered callers' are rung only by keys with a ledger record")
+    p.add_argument("--allow", metavar="FILE",
+                   help="instead of --ledger: a file of caller fingerprints (64 hex digits each, one per line, "
+                        "'#' comments) that count as having a ledger record (a closed classroom relay)")
     limits.add_argument("--rings-per-minute", type=int, default=3,
                         help="calls one key may make to one host per minute (default 3)")
     limits.add_argument("--max-pending-per-callee", type=int, default=8,
@@ -167,6 +170,27 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _read_allow_list(path: Path) -> set[bytes]:
+    """Fingerprints from an ``--allow`` file: 64 hex digits per line (spaces allowed), ``#`` starts a comment."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise UserError(f"cannot read the allow-list {path}: {exc.strerror or exc}") from None
+    keys = set()
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].replace(" ", "").strip()
+        if not text:
+            continue
+        try:
+            fp = bytes.fromhex(text)
+        except ValueError:
+            fp = b""
+        if len(fp) != 32:
+            raise UserError(f"{path}, line {number}: not a fingerprint (64 hex digits)")
+        keys.add(fp)
+    return keys
+
+
 def _serve(args: argparse.Namespace, host: str, port: int) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -177,8 +201,12 @@ def _serve(args: argparse.Namespace, host: str, port: int) -> int:
     if args.public:
         public = format_address(*parse_address(args.public, port))
     key = RelayKey.load_or_create(Path(args.key_file) if args.key_file else resolve_data_dir() / KEY_FILE_NAME)
-    callers = None
-    if args.ledger:
+    callers: CallerCheck | None = None
+    if args.ledger and args.allow:
+        raise UserError("give --ledger or --allow, not both")
+    if args.allow:
+        callers = KeySetCallers(_read_allow_list(Path(args.allow)), f"allow-list {args.allow}")
+    elif args.ledger:
         from ledger.client import LedgerClient  # only a relay that checks callers needs the ledger client
 
         ledger_ip, ledger_port = parse_address(args.ledger, LEDGER_PORT)
