@@ -160,8 +160,8 @@ def client_handshake(conn: FramedSocket, relay_text: str, *, pin: bytes | None, 
         if not 0 < size <= MAX_CLEAR_REFUSAL:
             raise ProtocolError(f"{who} does not speak relay link version {LINK_VERSION} (an older relay?)")
         msg = conn.protocol.decode(_read_exact(conn.sock, size, deadline, who))
-        if msg.type != "error":
-            raise ProtocolError(f"{who} sent '{msg.type}' before the link handshake")
+        if msg.type != "error":     # e.g. the clear ``challenge`` of a version 1 relay
+            raise ProtocolError(f"{who} does not speak relay link version {LINK_VERSION} (an older relay?)")
         raise RelayError(f"relay {relay_text}: {msg['reason']}")
     rest = _read_exact(conn.sock, INTRO.size - 4, deadline, who)
     _, version, static = INTRO.unpack(head + rest)
