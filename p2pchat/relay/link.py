@@ -1,5 +1,8 @@
 """The client side of the relay: a registration that keeps a host reachable, and paired links.
 
+Every connection first sets up the encrypted link (:func:`connect_link`, pinned to ``relay_key`` or, without one,
+to the key the relay presented first in this process) and logs in inside it.
+
 - :func:`open_relay_link` (caller): log in, ask to be paired with a fingerprint, return a :class:`RelayLink`.
 - :class:`RelayRegistration` (callee): keeps a registration alive (heartbeats, reconnect with backoff) and,
   when the relay relays an invitation, opens the answering connection and hands a ready :class:`RelayLink` to
@@ -368,7 +371,8 @@ class RelayRegistration:
     worker thread (at most ``max_invites`` at once) and passes the paired :class:`RelayLink` to ``on_invite``,
     which takes ownership of it and should return promptly. ``on_state(registered, text)`` (optional) hears
     every change, e.g. ``(True, "registered at relay 127.0.0.9:8472")``. ``close()`` unregisters and joins every
-    thread it started.
+    thread it started. ``relay_key`` pins the relay's link key; ``accept_unregistered`` lets callers without a
+    ledger record ring this host (default: only callers the relay's ledger knows).
     """
 
     def __init__(self, identity: Identity, relay_ip: str, relay_port: int, *, on_invite: InviteHandler,

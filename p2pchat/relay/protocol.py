@@ -1,12 +1,14 @@
 """The relay's wire protocol: frame schemas, the login proof, limits shared by the relay and its clients.
 
-A connection to the relay starts with the relay's ``challenge`` (protocol version and a fresh nonce). The
+Everything here travels inside the encrypted link of :mod:`p2pchat.relay.secure`. A connection to the relay
+starts with the relay's ``challenge`` (protocol version and a fresh nonce). The
 client answers either ``status`` (operators' view, no login) or ``login``: its public key and an RSA-PSS
 signature under the context ``relay-login`` over :func:`login_proof_data` (the nonce, the relay address the
 client dialled, the client's fingerprint and its network name), plus the role of the connection:
 
-- ``register`` — a control connection of a host that wants to be reachable: ``registered``, then ``ping``/
-  ``pong`` heartbeats and ``invite`` frames (a caller is waiting; answer with the ticket);
+- ``register`` — a control connection of a host that wants to be reachable (``accept_unregistered``: also by
+  callers without a ledger record): ``registered``, then ``ping``/``pong`` heartbeats and ``invite`` frames (a
+  caller is waiting; answer with the ticket);
 - ``call`` — asks to be paired with the registered client whose fingerprint is ``peer``;
 - ``answer`` — answers an ``invite`` with its ``ticket``.
 

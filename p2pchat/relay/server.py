@@ -1,11 +1,17 @@
 """The relay server: pairs two clients that proved their keys and forwards opaque frames between them.
 
 Built on :class:`~p2pchat.foundation.transport.FrameServer` (one thread per connection). Each connection
-proves its key first (see :mod:`p2pchat.relay.protocol`). A *registration* keeps a host reachable; a *call*
+first sets up the encrypted link (:mod:`p2pchat.relay.secure`), then proves its key inside it (see
+:mod:`p2pchat.relay.protocol`). A *registration* keeps a host reachable; a *call*
 names a registered fingerprint, the relay invites that host with a one-time ticket, and the host's *answer*
 connection completes the pairing. The two connection threads of a session then each read one side and write
 the other, so at most one frame per direction is ever held in memory: a slow reader blocks the writer (TCP
 backpressure reaches the sender), and one that stays stalled past the send timeout ends the session.
+
+Who may ring whom: a callee that did not accept unregistered callers is rung only for callers its
+:class:`~p2pchat.relay.callers.CallerCheck` knows; one key rings one callee at most ``rings_per_minute`` times a
+minute; pending calls are capped in all, per caller key, per caller address and per callee; a call whose caller
+hangs up is dropped at once; answers do not count against their address.
 
 The relay never dials out, never pairs a client that has not logged in or a callee that is not registered,
 never pairs a key with itself, and logs metadata only (fingerprint prefixes, addresses, byte counts, times).
