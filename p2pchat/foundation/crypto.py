@@ -218,3 +218,15 @@ def gcm_counter_nonce(counter: int) -> bytes:
     if not 0 <= counter < 1 << 64:
         raise CryptoError("record counter exhausted")
     return counter.to_bytes(GCM_NONCE_LEN, "big")
+
+
+def relay_pair_keys(pair_key: bytes) -> tuple[bytes, bytes]:
+    """The keys of a relay session's pair records: ``(caller→callee, callee→caller)``.
+
+    ``HKDF-SHA256(ikm = pair_key, salt = "", info = "p2pchat/relay-link/2\\0pair", 2 × 32 B)``; ``pair_key`` is the
+    32 random bytes the relay sends both sides in ``paired`` (inside their links).
+    """
+    if len(pair_key) != AES_KEY_LEN:
+        raise CryptoError("a relay pair key is 32 bytes")
+    forward, backward = hkdf(pair_key, b"", RELAY_LINK_CONTEXT + b"pair", AES_KEY_LEN, 2)
+    return forward, backward

@@ -40,7 +40,14 @@ from p2pchat.relay.protocol import (
     recv_or_none,
     short_fp,
 )
-from p2pchat.relay.secure import KNOWN_RELAYS, KnownRelays, SecureSocket, client_handshake, parse_key
+from p2pchat.relay.secure import (
+    KNOWN_RELAYS,
+    PAIR_TYPE,
+    KnownRelays,
+    SecureSocket,
+    client_handshake,
+    parse_key,
+)
 
 log = logging.getLogger("p2pchat.relay.client")
 
@@ -117,11 +124,10 @@ class RelayLink:
         """Send pre-encoded chat frame bytes (length prefix included) to the peer."""
         if not frame:
             return
-        data = self._wrap(frame)
         with self._send_lock:
             # Chunks of one call stay together even if several threads send.
             self._finish_backlog()
-            self._conn.send_frame(data)
+            self._conn.send_pair(frame)
             self._last_sent = time.monotonic()
 
     def send_nowait(self, frame: bytes | memoryview) -> int:
@@ -136,7 +142,7 @@ class RelayLink:
         try:
             if self._backlog:
                 return 0
-            tail = self._conn.try_send(self._wrap(frame))
+            tail = self._conn.try_send_pair(frame)
             if tail is None:
                 return 0
             if tail:
@@ -146,15 +152,6 @@ class RelayLink:
             return len(frame)
         finally:
             self._send_lock.release()
-
-    def _wrap(self, frame: bytes | memoryview) -> bytes:
-        """The relay ``data`` frames that carry ``frame``, split to the relay's payload limit, as one buffer."""
-        data = bytes(frame)
-        if len(data) <= self.max_payload:
-            return CLIENT_PROTOCOL.encode("data", payload=data)
-        view = memoryview(data)
-        return b"".join(CLIENT_PROTOCOL.encode("data", payload=bytes(view[start:start + self.max_payload]))
-                        for start in range(0, len(data), self.max_payload))
 
     def _finish_backlog(self) -> None:
         """Write the sealed tail ``send_nowait`` left, waiting for room (``_send_lock`` held)."""
@@ -189,7 +186,7 @@ class RelayLink:
                 raise RelayError(f"lost the connection to {self.peer_text}") from None
             if msg is None:
                 continue
-            if msg.type == "data":
+            if msg.type == PAIR_TYPE:
                 self._take(msg["payload"])
             elif msg.type == "error":
                 self._conn.close()      # the session is over; let the relay finish its side at once
@@ -313,7 +310,7 @@ def _relay_endpoint(relay_ip: str, relay_port: int) -> tuple[str, int]:
 
 
 def _paired_link(conn: SecureSocket, inner_protocol: Protocol, relay: tuple[str, int], expected_peer: bytes,
-                 timeout: float) -> RelayLink:
+                 timeout: float, *, caller: bool) -> RelayLink:
     """Wait for ``paired`` on a logged-in call/answer connection and wrap it in a link (closes it on failure)."""
     relay_text = format_address(*relay)
     try:
@@ -321,6 +318,8 @@ def _paired_link(conn: SecureSocket, inner_protocol: Protocol, relay: tuple[str,
         if paired["peer"] != expected_peer:
             raise ProtocolError(f"relay {relay_text} paired this connection with {short_fp(paired['peer'])} "
                                 f"instead of {short_fp(expected_peer)}")
+        forward, backward = crypto.relay_pair_keys(paired["pair_key"])
+        conn.set_pair_keys(*((forward, backward) if caller else (backward, forward)), paired["max_payload"])
         return RelayLink(conn, inner_protocol, relay=relay, peer_fingerprint=paired["peer"],
                          max_payload=paired["max_payload"], keepalive=paired["keepalive_ms"] / 1000)
     except BaseException:
@@ -345,7 +344,7 @@ def open_relay_link(identity: Identity, relay_ip: str, relay_port: int, peer_fin
     relay = _relay_endpoint(relay_ip, relay_port)
     conn = _login(identity, relay, source_ip=source_ip, timeout=timeout, network=network, role="call",
                   pin=relay_key, peer=peer_fingerprint)
-    return _paired_link(conn, inner_protocol, relay, peer_fingerprint, timeout)
+    return _paired_link(conn, inner_protocol, relay, peer_fingerprint, timeout, caller=True)
 
 
 def backoff_delay(failures: int, minimum: float, maximum: float, jitter: float) -> float:
@@ -540,7 +539,7 @@ class RelayRegistration:
             if not self._track(conn):
                 return
             try:
-                link = _paired_link(conn, self.inner_protocol, self.relay, caller, self.timeout)
+                link = _paired_link(conn, self.inner_protocol, self.relay, caller, self.timeout, caller=False)
             finally:
                 self._untrack(conn)
         except UserError as exc:

@@ -12,9 +12,10 @@ client dialled, the client's fingerprint and its network name), plus the role of
 - ``call`` — asks to be paired with the registered client whose fingerprint is ``peer``;
 - ``answer`` — answers an ``invite`` with its ``ticket``.
 
-Once both sides of a pairing are present each receives ``paired`` and from then on ``data`` frames carry
-opaque payloads (end-to-end encrypted chat bytes) both ways; ``ping`` keeps a quiet side from being dropped as
-idle. ``error`` (every codec protocol has it) carries the reason before the relay closes a connection.
+Once both sides of a pairing are present each receives ``paired`` (with the session's pair key) and from then
+on pair records (:mod:`p2pchat.relay.secure`) carry opaque payloads (end-to-end encrypted chat bytes) both
+ways; ``ping`` keeps a quiet side from being dropped as idle. ``error`` (every codec protocol has it) carries the
+reason before the relay closes a connection.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ FINGERPRINT_LEN = 32
 MAX_KEY_DER = 2048            # an 8192-bit RSA public key in DER is about 1.1 KB
 MAX_SIGNATURE = 1024
 MAX_NETWORK_NAME = 64
-DATA_OVERHEAD = 32            # msgpack map + type + bin header around a ``data`` payload (generously rounded up)
+DATA_OVERHEAD = 32            # kept from version 1: a session payload is 32 bytes less than the frame limit
 MAX_RELAY_FRAME = 4 * 1024 * 1024
 DEFAULT_MAX_FRAME = 256 * 1024 + DATA_OVERHEAD
 MIN_MAX_FRAME = 1024
@@ -50,7 +51,7 @@ COUNTER_NAMES = (
     "pair_requests",      # calls received
     "pair_failures",      # calls that did not end in a session (unknown peer, no answer, limits)
     "sessions",           # sessions paired
-    "frames",             # data frames forwarded
+    "frames",             # session payloads (pair records) forwarded
     "bytes",              # payload bytes forwarded
     "heartbeats",         # pings from registered hosts
     "keepalives",         # pings from paired clients (they keep a quiet session from being dropped as idle)
@@ -94,7 +95,7 @@ _LIMITS = Field(dict, fields={
 
 
 def relay_protocol(max_frame: int = MAX_RELAY_FRAME) -> Protocol:
-    """The relay protocol with a frame limit of ``max_frame`` bytes (``data`` payloads get the rest)."""
+    """The relay protocol with a frame limit of ``max_frame`` bytes (session payloads travel in pair records)."""
     if not MIN_MAX_FRAME <= max_frame <= MAX_RELAY_FRAME:
         raise ValueError(f"relay frame limit must be between {MIN_MAX_FRAME} and {MAX_RELAY_FRAME} bytes")
     return Protocol("relay", {
@@ -117,8 +118,8 @@ def relay_protocol(max_frame: int = MAX_RELAY_FRAME) -> Protocol:
             "peer": _FP,
             "max_payload": Field(int, lo=1, hi=MAX_RELAY_FRAME),
             "keepalive_ms": Field(int, lo=10, hi=3_600_000),
+            "pair_key": Field(bytes, min_len=32, max_len=32),
         },
-        "data": {"payload": Field(bytes, min_len=1, max_len=max_payload_for(max_frame))},
         "status": {"version": _VERSION},
         "status_result": {
             "version": _VERSION,
@@ -135,9 +136,12 @@ def relay_protocol(max_frame: int = MAX_RELAY_FRAME) -> Protocol:
     }, max_frame=max_frame)
 
 
+MAX_PAIR_PAYLOAD = 256 * 1024  # largest plaintext of one record (p2pchat.relay.secure.MAX_RECORD_PLAINTEXT)
+
+
 def max_payload_for(max_frame: int) -> int:
-    """Largest ``data`` payload that fits in a relay frame of ``max_frame`` bytes."""
-    return max_frame - DATA_OVERHEAD
+    """Largest session payload (pair record plaintext) a relay with a ``max_frame`` frame limit accepts."""
+    return min(max_frame - DATA_OVERHEAD, MAX_PAIR_PAYLOAD)
 
 
 CLIENT_PROTOCOL = relay_protocol(MAX_RELAY_FRAME)

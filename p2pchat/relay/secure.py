@@ -14,6 +14,11 @@ with :func:`p2pchat.foundation.crypto.relay_link_keys`. From then on every byte 
 ciphertext and its 16-byte tag) whose plaintexts, concatenated, are the ordinary relay-protocol frame stream.
 A client that does not hold the pinned key, or a relay without the static private key, fails on the first
 record. :class:`SecureSocket` is a :class:`FramedSocket` whose frames travel in those records.
+
+In a relay session the two clients' payloads travel in *pair records* (the top bit of ``L`` set): sealed the
+same way under the session's pair keys (:func:`p2pchat.foundation.crypto.relay_pair_keys` of the ``pair_key``
+the relay sends both sides in ``paired``), one counter per direction, so the relay forwards them unopened: the
+chat's bytes are sealed once more on each client, not twice more in the relay.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from p2pchat.foundation import crypto
@@ -203,41 +209,105 @@ def server_handshake(conn: FramedSocket, key: RelayKey, *, timeout: float) -> Se
     return SecureSocket(conn.sock, conn.protocol, timeout=conn.timeout, send_key=to_client, recv_key=to_relay)
 
 
+PAIR_FLAG = 0x80000000          # set in a record's length word: a pair record (see the module docstring)
+PAIR_TYPE = "pair"              # the message type under which a relay receives a pair record, unopened
+
+
+class PairKeys:
+    """One direction's view of a relay session's pair keys, with record counters."""
+
+    def __init__(self, send_key: bytes, recv_key: bytes, split: int = MAX_RECORD_PLAINTEXT) -> None:
+        self.send_key, self.recv_key = send_key, recv_key
+        self.split = max(1, min(split, MAX_RECORD_PLAINTEXT))
+        self.sent = 0
+        self.received = 0
+
+
+def seal_records(key: bytes, first_counter: int, data: bytes | memoryview, flag: int = 0,
+                 split: int = MAX_RECORD_PLAINTEXT) -> tuple[bytes, int]:
+    """``data`` as records sealed under ``key`` from record number ``first_counter``, split every ``split``
+    bytes (at most ``MAX_RECORD_PLAINTEXT``); returns the bytes and the number of records."""
+    view = memoryview(data)
+    parts = []
+    count = 0
+    for start in range(0, len(view), split):
+        chunk = view[start:start + split]
+        header = RECORD_HEADER.pack((len(chunk) + TAG_LEN) | flag)
+        parts.append(header)
+        parts.append(crypto.seal(key, crypto.gcm_counter_nonce(first_counter + count), bytes(chunk), header))
+        count += 1
+    return b"".join(parts), count
+
+
+def open_record(key: bytes, counter: int, record: bytes) -> bytes:
+    """The plaintext of one whole record (header included) sealed under ``key`` as record number ``counter``."""
+    header, body = record[:RECORD_HEADER.size], record[RECORD_HEADER.size:]
+    try:
+        return crypto.open_sealed(key, crypto.gcm_counter_nonce(counter), body, header)
+    except CryptoError:
+        raise FrameError("a link record failed authentication (altered, replayed or wrong relay key)") from None
+
+
 class _Opener:
-    """Sans-IO record splitter and decrypter: feed ciphertext bytes, get plaintext chunks in order."""
+    """Sans-IO record splitter: feed ciphertext bytes, get ``(kind, bytes)`` in order — ``("link", plaintext)``
+    for link records, and for pair records either ``("pair", plaintext)`` (a client holding the pair keys) or
+    ``("pair", the whole record unopened)`` (the relay, which forwards them)."""
 
     def __init__(self, key: bytes) -> None:
         self._key = key
         self._counter = 0
         self._buf = bytearray()
+        self.pair: PairKeys | None = None
+        self.forward_pairs = False
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
         self._buf += data
         out = []
         while len(self._buf) >= RECORD_HEADER.size:
-            (size,) = RECORD_HEADER.unpack_from(self._buf)
+            (word,) = RECORD_HEADER.unpack_from(self._buf)
+            size = word & ~PAIR_FLAG
             if not TAG_LEN < size <= MAX_RECORD:
                 self._buf.clear()
                 raise FrameError(f"link record of {size} bytes is outside 17..{MAX_RECORD}")
             end = RECORD_HEADER.size + size
+            if word & PAIR_FLAG and self.pair is None and not self.forward_pairs:
+                # A session's first pair record can arrive with ``paired`` itself, before the client has set
+                # the pair keys: it waits (with what follows, bounded) until they are set.
+                if len(self._buf) > 2 * (RECORD_HEADER.size + MAX_RECORD):
+                    self._buf.clear()
+                    raise FrameError("pair records arrived outside a relay session")
+                break
             if len(self._buf) < end:
                 break
             with memoryview(self._buf) as view:
-                header, body = bytes(view[:RECORD_HEADER.size]), bytes(view[RECORD_HEADER.size:end])
+                record = bytes(view[:end])
             del self._buf[:end]
-            try:
-                out.append(crypto.open_sealed(self._key, crypto.gcm_counter_nonce(self._counter), body, header))
-            except CryptoError:
-                self._buf.clear()
-                raise FrameError("a link record failed authentication (altered, replayed or wrong relay key)") \
-                    from None
-            self._counter += 1
+            if not word & PAIR_FLAG:
+                out.append(("link", self._open(self._key, self._counter, record)))
+                self._counter += 1
+            elif self.forward_pairs:
+                out.append((PAIR_TYPE, record))
+            else:
+                assert self.pair is not None
+                out.append((PAIR_TYPE, self._open(self.pair.recv_key, self.pair.received, record)))
+                self.pair.received += 1
         return out
+
+    def _open(self, key: bytes, counter: int, record: bytes) -> bytes:
+        try:
+            return open_record(key, counter, record)
+        except FrameError:
+            self._buf.clear()
+            raise
 
 
 class SecureSocket(FramedSocket):
     """A :class:`FramedSocket` whose frame stream travels in sealed link records (one per send, split at
-    ``MAX_RECORD_PLAINTEXT``). Sealing and writing happen under one lock, so records leave in counter order."""
+    ``MAX_RECORD_PLAINTEXT``). Sealing and writing happen under one lock, so records leave in counter order.
+
+    In a relay session the payloads travel in *pair records* instead (:meth:`send_pair`, received as
+    ``Message("pair", payload=…)``): sealed by one client for the other under the session's pair keys, forwarded by
+    the relay without opening them (:meth:`forward_pair_records`, :meth:`send_raw`)."""
 
     relay_key: bytes | None = None      # the relay's static key (client side)
 
@@ -248,31 +318,49 @@ class SecureSocket(FramedSocket):
         self._send_counter = 0
         self._opener = _Opener(recv_key)
 
+    def set_pair_keys(self, send_key: bytes, recv_key: bytes, max_payload: int) -> None:
+        """Client side, once paired: payloads are sent (at most ``max_payload`` bytes a record) and received as
+        pair records under these keys."""
+        self._opener.pair = PairKeys(send_key, recv_key, max_payload)
+        self._take(b"")           # pair records that arrived before the keys
+
+    def forward_pair_records(self) -> None:
+        """Relay side, before ``paired`` is sent: pair records are received whole and unopened, for forwarding."""
+        self._opener.forward_pairs = True
+
     def _seal(self, data: bytes | memoryview) -> bytes:
-        view = memoryview(data)
-        records = []
-        for start in range(0, len(view), MAX_RECORD_PLAINTEXT):
-            chunk = view[start:start + MAX_RECORD_PLAINTEXT]
-            header = RECORD_HEADER.pack(len(chunk) + TAG_LEN)
-            records.append(header)
-            records.append(crypto.seal(self._send_key, crypto.gcm_counter_nonce(self._send_counter),
-                                       bytes(chunk), header))
-            self._send_counter += 1
-        return b"".join(records)
+        sealed, count = seal_records(self._send_key, self._send_counter, data)
+        self._send_counter += count
+        return sealed
+
+    def _seal_pair(self, data: bytes | memoryview) -> bytes:
+        pair = self._opener.pair
+        if pair is None:
+            raise RuntimeError("pair records need the pair keys of a relay session")
+        sealed, count = seal_records(pair.send_key, pair.sent, data, PAIR_FLAG, pair.split)
+        pair.sent += count
+        return sealed
 
     def send_frame(self, frame: bytes) -> None:
         """Seal ``frame`` (any frame bytes, any number of frames) and send it."""
-        if not frame:
-            return
+        if frame:
+            self._send_sealed(self._seal, frame)
+
+    def send_pair(self, data: bytes | memoryview) -> None:
+        """Seal ``data`` (any slice of the inner byte stream) in pair records for the peer and send it."""
+        if len(data):
+            self._send_sealed(self._seal_pair, data)
+
+    def _send_sealed(self, seal: Callable[[bytes | memoryview], bytes], data: bytes | memoryview) -> None:
         with self._send_lock:
             try:
                 self.sock.settimeout(self.timeout)
-                self.sock.sendall(self._seal(frame))
+                self.sock.sendall(seal(data))
             except OSError as exc:
                 raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
 
     def send_raw(self, sealed: bytes) -> None:
-        """Write bytes already sealed by :meth:`try_send` (its unsent tail), waiting for room."""
+        """Write bytes already sealed (a tail :meth:`try_send_pair` left, or pair records the relay forwards)."""
         with self._send_lock:
             try:
                 self.sock.settimeout(self.timeout)
@@ -280,10 +368,10 @@ class SecureSocket(FramedSocket):
             except OSError as exc:
                 raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
 
-    def try_send(self, data: bytes | memoryview) -> bytes | None:
+    def try_send_pair(self, data: bytes | memoryview) -> bytes | None:
         """Never waits: ``None`` when the socket has no room (nothing sealed, nothing taken); otherwise seals
-        ``data``, writes what the socket takes and returns the sealed tail it did not (``b""`` if none), which
-        the caller must write with :meth:`send_raw` before anything else."""
+        ``data`` in pair records, writes what the socket takes and returns the sealed tail it did not (``b""`` if
+        none), which the caller must write with :meth:`send_raw` before anything else."""
         if not self._send_lock.acquire(blocking=False):
             return None
         try:
@@ -292,7 +380,7 @@ class SecureSocket(FramedSocket):
                 self._write_poll.register(self.sock, select.POLLOUT)
             if not self._write_poll.poll(0):
                 return None
-            sealed = self._seal(data)
+            sealed = self._seal_pair(data)
             sent = self.sock.send(sealed)
             return sealed[sent:]
         except OSError as exc:
@@ -301,7 +389,7 @@ class SecureSocket(FramedSocket):
             self._send_lock.release()
 
     def send_nowait(self, data: bytes | memoryview) -> int:
-        raise NotImplementedError("use try_send on an encrypted link: a partly written record must be finished")
+        raise NotImplementedError("use try_send_pair on an encrypted link: a partly written record must be finished")
 
     def recv(self, timeout: float | None = None) -> Message:
         if self._ready:
@@ -320,6 +408,12 @@ class SecureSocket(FramedSocket):
                 raise PeerUnreachable(f"connection to {self.peer_text} failed: {_os_reason(exc)}") from None
             if not data:
                 raise PeerUnreachable(f"{self.peer_text} closed the connection")
-            for plain in self._opener.feed(data):
-                self._ready.extend(self._reader.feed(plain))
+            self._take(data)
         return self._ready.pop(0)
+
+    def _take(self, data: bytes) -> None:
+        for kind, chunk in self._opener.feed(data):
+            if kind == PAIR_TYPE:
+                self._ready.append(Message(PAIR_TYPE, {"payload": chunk}))
+            else:
+                self._ready.extend(self._reader.feed(chunk))

@@ -55,7 +55,17 @@ from p2pchat.relay.protocol import (
     short_fp,
 )
 from p2pchat.relay.ratelimit import KeyedLimiter, TokenBucket
-from p2pchat.relay.secure import RelayKey, SecureSocket, server_handshake
+from p2pchat.relay.secure import (
+    PAIR_FLAG,
+    PAIR_TYPE,
+    RECORD_HEADER,
+    TAG_LEN,
+    RelayKey,
+    SecureSocket,
+    open_record,
+    seal_records,
+    server_handshake,
+)
 
 log = logging.getLogger("p2pchat.relay")
 
@@ -66,6 +76,7 @@ SHUTDOWN_NOTICE = "the relay is shutting down"
 CHECK_INTERVAL = 1.0         # a pump thread blocked in a read notices a closed session within this time
 LINGER_SECONDS = 2.0         # how long a closed session's connection waits for the client to close first
 SHUTDOWN_GRACE = 1.0         # how long close() lets clients hang up after the shutdown notice
+RECORD_OVERHEAD = RECORD_HEADER.size + TAG_LEN
 FLUSH_BYTES = 64 * 1024      # a pump thread writes out what it forwarded at least this often (bigger frames alone)
 
 
@@ -79,7 +90,7 @@ class _Client:
 
     fingerprint: bytes
     network: str
-    conn: FramedSocket
+    conn: SecureSocket
 
     @property
     def short(self) -> str:
@@ -141,13 +152,20 @@ class _Pending:
 class RelaySession:
     """Two paired connections: side 0 is the caller, side 1 the callee.
 
-    :meth:`deliver` is how payloads reach a side; :meth:`close` ends the session once, with a reason for each
-    side that should hear one.
+    Payloads are pair records, sealed by one client for the other under the session's pair keys: an honest relay
+    passes them on unopened with :meth:`deliver`. :meth:`open_record` and :meth:`seal_record` let a test relay see
+    and rewrite them (it must then reseal everything it delivers, since it keeps its own record counters).
+    :meth:`close` ends the session once, with a reason for each side that should hear one.
     """
 
     def __init__(self, server: RelayServer, session_id: int, caller: _Client, callee: _Client,
-                 bucket: TokenBucket | None) -> None:
+                 bucket: TokenBucket | None, pair_key: bytes) -> None:
         self.server = server
+        self.pair_key = pair_key
+        # keys[side] seals what side ``side`` sends (caller→callee, callee→caller).
+        self._pair_keys = crypto.relay_pair_keys(pair_key)
+        self._opened = [0, 0]
+        self._sealed = [0, 0]
         self.id = session_id
         self.network = caller.network
         self.fingerprints = (caller.fingerprint, callee.fingerprint)
@@ -178,27 +196,39 @@ class RelaySession:
         return self._closed.wait(seconds)
 
     def deliver(self, to_side: int, payload: bytes) -> bool:
-        """Send one opaque payload to side ``to_side`` (0 caller, 1 callee).
+        """Send one opaque payload (a whole pair record) to side ``to_side`` (0 caller, 1 callee).
 
-        Called from a pump thread, the frame joins that thread's outbox and is written with the rest of the
-        frames that arrived together (one system call for many small frames). Writing blocks while that side's
+        Called from a pump thread, the record joins that thread's outbox and is written with the rest of the
+        records that arrived together (one system call for many small ones). Writing blocks while that side's
         socket is full (backpressure); if it stays stalled for the send timeout the session is closed. Returns
         False if the session is closed.
         """
         if self.closed:
             return False
-        frame = self.server.encode_frame("data", payload=payload)
         outbox: _Outbox | None = getattr(_pump_state, "outbox", None)
+        size = max(0, len(payload) - RECORD_OVERHEAD)      # counted as the chat bytes it carries
         if outbox is not None:
-            outbox.add(self, to_side, frame, len(payload))
+            outbox.add(self, to_side, payload, size)
             return True
-        return self._write(to_side, [frame], len(payload))
+        return self._write(to_side, [payload], size)
+
+    def open_record(self, from_side: int, record: bytes) -> bytes:
+        """The plaintext of the next pair record side ``from_side`` sent (for test relays)."""
+        plain = open_record(self._pair_keys[from_side], self._opened[from_side], record)
+        self._opened[from_side] += 1
+        return plain
+
+    def seal_record(self, to_side: int, plaintext: bytes) -> bytes:
+        """``plaintext`` as the next pair record(s) side ``to_side`` will accept (for test relays)."""
+        sealed, count = seal_records(self._pair_keys[1 - to_side], self._sealed[to_side], plaintext, PAIR_FLAG)
+        self._sealed[to_side] += count
+        return sealed
 
     def _write(self, to_side: int, frames: list[bytes], payload_bytes: int) -> bool:
         if self.closed:
             return False
         try:
-            self.conns[to_side].send_frame(frames[0] if len(frames) == 1 else b"".join(frames))
+            self.conns[to_side].send_raw(frames[0] if len(frames) == 1 else b"".join(frames))
         except PeerUnreachable:
             if not self.closed:
                 self.server.count("stalled_drops")
@@ -545,7 +575,7 @@ class RelayServer:
         else:
             self._serve_answer(client, first["ticket"], slot)
 
-    def _authenticate(self, conn: FramedSocket, nonce: bytes, login: Message) -> _Client:
+    def _authenticate(self, conn: SecureSocket, nonce: bytes, login: Message) -> _Client:
         try:
             check_version(login["version"], "this client")
             if login["role"] not in ROLES:
@@ -760,17 +790,22 @@ class RelayServer:
             # One second's worth of burst; bigger frames still pass after their share of time.
             bucket = (TokenBucket(self.bytes_per_second, self.bytes_per_second, time.monotonic())
                       if self.bytes_per_second else None)
-            session = RelaySession(self, self._next_session, pending.caller, client, bucket)
+            session = RelaySession(self, self._next_session, pending.caller, client, bucket,
+                                   crypto.random_bytes(crypto.AES_KEY_LEN))
             self._sessions[session.id] = session
         # An answer is bounded by the callee's pending calls, not by its address: callers cannot use up the
         # callee's connection slots by making it answer.
         slot.release()
+        # Each side's pair records are forwarded unopened from now on (set before either side hears ``paired``;
+        # the caller's socket is not being read while its call waits).
+        for conn in session.conns:
+            conn.forward_pair_records()
         try:
             keepalive_ms = max(10, int(self.idle_timeout * 1000 / KEEPALIVE_FRACTION))
             for side, other in ((0, 1), (1, 0)):
                 try:
                     self._send(session.conns[side], "paired", peer=session.fingerprints[other],
-                               max_payload=self.max_payload, keepalive_ms=keepalive_ms)
+                               max_payload=self.max_payload, keepalive_ms=keepalive_ms, pair_key=session.pair_key)
                 except PeerUnreachable:
                     self.count("pair_failures")
                     session.close({other: "your peer left before the pairing completed"}, "left while pairing")
@@ -830,9 +865,12 @@ class RelayServer:
     def _pump_one(self, session: RelaySession, side: int, msg: Message, outbox: _Outbox) -> None:
         now = time.monotonic()
         session.last_heard[side] = now
-        if msg.type == "data":
+        if msg.type == PAIR_TYPE:
             payload: bytes = msg["payload"]
-            session.bytes_from[side] += len(payload)
+            size = len(payload) - RECORD_OVERHEAD
+            if size > self.max_payload:
+                raise FrameError(f"a session payload of {size} bytes is over the {self.max_payload}-byte limit")
+            session.bytes_from[side] += size
             session.frames_from[side] += 1
             if session.bucket is not None:
                 delay = session.bucket.reserve(len(payload), now)

@@ -166,7 +166,7 @@ def relay() -> Iterator[RelayServer]:
 
 RELAY_SAMPLES = [RELAY.encode("login", version=2, network="p2pchat", role="call", key=make_identities(1)[0].public_der,
                               sig=bytes(384), peer=bytes(32)),
-                 RELAY.encode("status", version=2), RELAY.encode("data", payload=b"before any login")]
+                 RELAY.encode("status", version=2), RELAY.encode("ping")]
 
 
 def link_exchange(relay: RelayServer, payload: bytes) -> None:

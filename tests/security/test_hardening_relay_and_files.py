@@ -65,7 +65,10 @@ class ImpostorRelay:
         conn = server_handshake(plain, self.key, timeout=10)
         conn.send("challenge", version=VERSION, nonce=crypto.random_bytes(32))
         login: Message = conn.recv()
-        conn.send("paired", peer=login["peer"], max_payload=200_000, keepalive_ms=60_000)
+        pair_key = crypto.random_bytes(32)
+        conn.send("paired", peer=login["peer"], max_payload=200_000, keepalive_ms=60_000, pair_key=pair_key)
+        to_callee, to_caller = crypto.relay_pair_keys(pair_key)
+        conn.set_pair_keys(to_caller, to_callee, 200_000)       # it plays the callee's side of the session
         import socket
         upstream = socket.create_connection(self.target, timeout=10, source_address=(self.source, 0))
         self.spliced.set()
@@ -73,7 +76,7 @@ class ImpostorRelay:
         def down() -> None:
             try:
                 while data := upstream.recv(65536):
-                    conn.send("data", payload=data)
+                    conn.send_pair(data)
             except (OSError, UserError):
                 pass
             conn.close()
@@ -83,7 +86,7 @@ class ImpostorRelay:
         try:
             while True:
                 msg = conn.recv(30)
-                if msg.type == "data":
+                if msg.type == "pair":
                     upstream.sendall(msg["payload"])
         except (OSError, UserError):
             pass
@@ -156,7 +159,7 @@ def relay_answer(host: str, port: int, **login: object) -> Message:
         challenge = conn.recv()
         assert challenge.type == "challenge"
         if login.pop("raw", False):
-            conn.send("data", payload=b"let me through")
+            conn.send("ping")
         else:
             conn.send("login", **login)
         return conn.recv()

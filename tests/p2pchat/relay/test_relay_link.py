@@ -65,6 +65,13 @@ def test_the_documented_link_vector():
     header = RECORD_HEADER.pack(len(frame) + 16)
     assert (header + crypto.seal(to_client, bytes(12), frame, header)).hex() == VECTOR["record"]
     assert crypto.gcm_counter_nonce(1) == bytes(11) + b"\x01"
+    # A session's pair keys from pair_key = bytes 00..1f, and the caller's first pair record carrying "hello".
+    to_callee, to_caller = crypto.relay_pair_keys(bytes(range(32)))
+    assert to_callee.hex() == "fe9188ce621e5f85f0d7a17fd47459713609c6b6af94ae643d496112a43eb519"
+    assert to_caller.hex() == "db7b1e1468282cf4caa8eeac4d84aa29f8b0717abfd90fe41e6fd78b49122b33"
+    header = RECORD_HEADER.pack(0x80000000 | (5 + 16))
+    assert (header + crypto.seal(to_callee, bytes(12), b"hello", header)).hex() == \
+        "800000154cab7a46af85e93cd4ceb67a616b596da902a138c0"
 
 
 class _Pair:
@@ -99,9 +106,19 @@ def test_both_ends_of_a_real_link_exchange_frames_in_both_directions():
     client, relay = _handshake(key.public, None, key)
     client.send("ping")
     assert relay.recv().type == "ping"
-    relay.send("data", payload=b"x" * 300_000)        # more than one record
-    assert client.recv()["payload"] == b"x" * 300_000
+    relay.send("error", reason="r" * 1000)
+    assert client.recv()["reason"] == "r" * 1000
     assert client.relay_key == key.public
+    # A session: pair records pass the relay's side unopened; the other client opens them.
+    to_peer, from_peer = crypto.relay_pair_keys(bytes(32))
+    client.set_pair_keys(to_peer, from_peer, 100_000)
+    relay.forward_pair_records()
+    client.send_pair(b"x" * 300_000)                  # three records of at most 100,000 bytes
+    records = [relay.recv() for _ in range(3)]
+    assert [m.type for m in records] == ["pair"] * 3
+    assert [len(m["payload"]) for m in records] == [100_020, 100_020, 100_020]
+    assert b"xxxx" not in b"".join(m["payload"] for m in records)
+    assert crypto.relay_pair_keys(bytes(32))[0] == to_peer
     client.close()
     relay.close()
 

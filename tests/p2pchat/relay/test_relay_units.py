@@ -13,6 +13,7 @@ from p2pchat.relay.link import backoff_delay
 from p2pchat.relay.protocol import (
     CLIENT_PROTOCOL,
     COUNTER_NAMES,
+    DEFAULT_MAX_FRAME,
     MAX_RELAY_FRAME,
     check_version,
     login_proof_data,
@@ -20,6 +21,7 @@ from p2pchat.relay.protocol import (
     relay_protocol,
 )
 from p2pchat.relay.ratelimit import TokenBucket
+from p2pchat.relay.secure import MAX_RECORD_PLAINTEXT
 
 NONCE = bytes(range(32))
 FP = bytes(range(100, 132))
@@ -58,14 +60,13 @@ def test_unsupported_version_is_refused_naming_the_supported_one():
         check_version(7, "the relay")
 
 
-def test_data_payload_over_the_frame_limit_is_refused_before_allocation():
+def test_a_frame_over_the_limit_is_refused_before_allocation_and_payloads_fit_one_record():
     proto = relay_protocol(4096)
-    ok = proto.encode("data", payload=b"x" * max_payload_for(4096))
-    assert proto.reader().feed(ok)[0]["payload"] == b"x" * max_payload_for(4096)
     with pytest.raises(FrameError, match="over the 4096-byte limit"):
         proto.reader().feed(HEADER.pack(10_000_000))
-    with pytest.raises(FrameError, match="too long"):
-        proto.decode(msgpack.packb({"t": "data", "payload": b"x" * (max_payload_for(4096) + 1)}, use_bin_type=True))
+    assert max_payload_for(4096) == 4064
+    assert max_payload_for(DEFAULT_MAX_FRAME) == MAX_RECORD_PLAINTEXT == 256 * 1024
+    assert max_payload_for(MAX_RELAY_FRAME) == MAX_RECORD_PLAINTEXT      # one session payload is one record
 
 
 def test_relay_frame_limit_must_be_sane():
