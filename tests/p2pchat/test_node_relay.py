@@ -126,3 +126,33 @@ def test_a_relay_that_goes_away_ends_the_chat_and_the_registration_comes_back(id
         alice.node.close()
         bob.node.close()
         relay.close()
+
+
+def test_a_relay_pinned_with_its_key_is_used_and_one_pinned_with_another_key_is_refused(identities):
+    relay = relay_server()
+    directory = FixedDirectory()
+    impostor_key = RelayKey().public.hex()
+    wrong = make_peer(identities[1], "bob", directory, no_inbound=True, relay=f"{relay.address}#{impostor_key}",
+                      auto_accept=True, register=False)
+    try:
+        wait_until(lambda: "someone may be intercepting" in (wrong.node.relay_state or ""),
+                   what="the registration to refuse the relay's key")
+        assert not relay.is_registered(identities[1].fingerprint)
+    finally:
+        wrong.node.close()
+    pinned_relay = f"{relay.address}#{RELAY_KEY.public.hex()}"
+    bob = make_peer(identities[1], "bob", directory, no_inbound=True, relay=pinned_relay, auto_accept=True,
+                    register=False)
+    directory.add(entry(identities[1], "bob", None, None, relay.address))   # the ledger hint: address only
+    alice = make_peer(identities[0], "alice", directory, relay=pinned_relay)
+    try:
+        assert bob.node._registration.wait_registered(5)
+        sid = alice.node.open_session("bob")
+        alice.node.run_all(sid)
+        alice.log.wait(StepResult, step=Step.AGREE_KEY, ok=True)
+        alice.node.send_text(sid, "pinned")
+        bob.log.wait(MessageReceived, text="pinned")
+    finally:
+        alice.node.close()
+        bob.node.close()
+        relay.close()
