@@ -58,7 +58,8 @@ def own_cpu() -> float:
 class Bench:
     def __init__(self, key_dir: Path) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "p2pchat.relay", "--host", HOST, "--port", str(PORT),
-                                      "--key-file", str(key_dir / "relay_key"), "--pair-timeout", "60"],
+                                      "--key-file", str(key_dir / "relay_key"), "--pair-timeout", "60",
+                                      "--no-ledger"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
         deadline = time.monotonic() + 30
         while True:

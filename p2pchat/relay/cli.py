@@ -72,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the data dir being $P2PCHAT_HOME or the platform's default)")
     p.add_argument("--ledger", metavar="IP[:PORT]",
                    help="ledger node that checks callers' keys: hosts that did not register with "
-                        "'accept unregistered callers' are rung only by keys with a ledger record")
+                        "'accept unregistered callers' are rung only by keys with a ledger record "
+                        "(default: this machine's ledger node, at --host, or 127.0.0.1 for 0.0.0.0)")
+    p.add_argument("--no-ledger", action="store_true",
+                   help="check no caller: only hosts that accept unregistered callers can be called")
     p.add_argument("--allow", metavar="FILE",
                    help="instead of --ledger: a file of caller fingerprints (64 hex digits each, one per line, "
                         "'#' comments) that count as having a ledger record (a closed classroom relay)")
@@ -166,7 +169,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"idle {limits['idle_timeout_ms'] / 1000:g} s, answer within {limits['pair_timeout_ms'] / 1000:g} s, "
         f"heartbeat {limits['heartbeat_ms'] / 1000:g} s, {limits['rings_per_minute']} calls per minute per "
         f"caller and host, {limits['max_pending_per_callee']} waiting per host, "
-        f"callers checked by {limits['ledger'] or 'nobody (no --ledger)'}")
+        f"callers checked by {limits['ledger'] or 'nobody (--no-ledger)'}")
     return "\n".join(lines)
 
 
@@ -202,14 +205,15 @@ def _serve(args: argparse.Namespace, host: str, port: int) -> int:
         public = format_address(*parse_address(args.public, port))
     key = RelayKey.load_or_create(Path(args.key_file) if args.key_file else resolve_data_dir() / KEY_FILE_NAME)
     callers: CallerCheck | None = None
-    if args.ledger and args.allow:
-        raise UserError("give --ledger or --allow, not both")
+    if sum(map(bool, (args.ledger, args.allow, args.no_ledger))) > 1:
+        raise UserError("give one of --ledger, --allow and --no-ledger")
     if args.allow:
         callers = KeySetCallers(_read_allow_list(Path(args.allow)), f"allow-list {args.allow}")
-    elif args.ledger:
+    elif not args.no_ledger:
         from ledger.client import LedgerClient  # only a relay that checks callers needs the ledger client
 
-        ledger_ip, ledger_port = parse_address(args.ledger, LEDGER_PORT)
+        own = host if host not in ("0.0.0.0", "::") else "127.0.0.1"
+        ledger_ip, ledger_port = parse_address(args.ledger or own, LEDGER_PORT)
         callers = LedgerCallers(LedgerClient(ledger_ip, ledger_port, source_ip=host if host != "0.0.0.0" else None),
                                 f"ledger {format_address(ledger_ip, ledger_port)}")
     server = RelayServer(
@@ -227,6 +231,7 @@ def _serve(args: argparse.Namespace, host: str, port: int) -> int:
     print(f"relay listening on {server.address} (Ctrl-C to stop)", flush=True)
     print(f"relay key: {key.public.hex()}  (clients pin it with --relay {server.address}#{key.public.hex()})",
           flush=True)
+    print(f"callers checked by {callers.description if callers else 'nobody (--no-ledger)'}", flush=True)
     try:
         while not stop.wait(1.0):
             pass

@@ -180,11 +180,16 @@ def test_one_key_ringing_one_host_is_refused_after_a_few_calls_a_minute(relays, 
 
 
 def test_a_key_without_a_ledger_record_cannot_ring_a_host_that_did_not_consent(relays, tmp_path, ids):
-    relay = start(relays, tmp_path)                          # no --ledger: no caller can be checked
+    relay = start(relays, tmp_path, "--no-ledger")           # no caller can be checked
     relay.register(ids[1])                                   # the default: callers need a ledger record
     with pytest.raises(RelayError, match="takes calls only from keys with a ledger record, and this relay has "
                                          "no ledger to check yours"):
         relay.call(ids[0], ids[1])
+    # By default the relay asks this machine's ledger node; none runs at the relay's address here.
+    default = start(relays, tmp_path)
+    default.register(ids[1], invites=Invites())
+    with pytest.raises(RelayError, match="the relay could not reach its ledger to check your key"):
+        default.call(ids[0], ids[1])
     assert relay.invites.links.empty()                       # bob was never even rung
     assert relay.status()["counters"]["callers_refused"] == 1
 
