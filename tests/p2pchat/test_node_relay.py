@@ -150,6 +150,7 @@ def test_a_relay_pinned_with_its_key_is_used_and_one_pinned_with_another_key_is_
         sid = alice.node.open_session("bob")
         alice.node.run_all(sid)
         alice.log.wait(StepResult, step=Step.AGREE_KEY, ok=True)
+        assert alice.node.session_info(sid).path == f"relay {relay.address}"     # the pin is not shown
         alice.node.send_text(sid, "pinned")
         bob.log.wait(MessageReceived, text="pinned")
     finally:
