@@ -180,7 +180,17 @@ def run(quick: bool) -> list[dict[str, Any]]:
                         refused += 1
                 return f"{refused}/{n} refused (no ledger record); host rung 0 times"
 
-            for name, attack in (("stranger's answered calls (slots)", slots), ("one key rings one host", ring_flood),
+            def link_only() -> str:
+                refused = 0
+                for _ in range(n):          # from one address, as fast as it goes
+                    try:
+                        connect_link((HOST, PORT), pin=b.key, source_ip="127.0.96.9", timeout=10).close()
+                    except RelayError:
+                        refused += 1
+                return f"{n} connections from one address without a login: {refused} refused before the link"
+
+            for name, attack in (("connections without a login", link_only),
+                                 ("stranger's answered calls (slots)", slots), ("one key rings one host", ring_flood),
                                  ("throwaway keys' unanswered calls", pending_flood),
                                  ("calls that hang up at once", hangups),
                                  ("calls from a key without a record", unregistered)):

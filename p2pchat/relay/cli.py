@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "'#' comments) that count as having a ledger record (a closed classroom relay)")
     limits.add_argument("--rings-per-minute", type=int, default=3,
                         help="calls one key may make to one host per minute (default 3)")
+    limits.add_argument("--connects-per-minute", type=int, default=600,
+                        help="new connections one address may open per minute, a tenth of them at once "
+                             "(default 600)")
     limits.add_argument("--max-pending-per-callee", type=int, default=8,
                         help="calls waiting for one host to answer (default 8)")
     p.add_argument("--public", metavar="IP:PORT",
@@ -221,7 +224,7 @@ def _serve(args: argparse.Namespace, host: str, port: int) -> int:
         max_pending=args.max_pending, login_timeout=args.login_timeout, heartbeat=args.heartbeat,
         idle_timeout=args.idle_timeout, pair_timeout=args.pair_timeout,
         bytes_per_second=args.rate or None, max_frame=args.max_frame, public_address=public, key=key,
-        callers=callers, rings_per_minute=args.rings_per_minute,
+        callers=callers, rings_per_minute=args.rings_per_minute, connects_per_minute=args.connects_per_minute,
         max_pending_per_callee=args.max_pending_per_callee)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():

@@ -64,6 +64,7 @@ COUNTER_NAMES = (
     "rings_refused",      # calls refused because the caller rang the same callee too often
     "callers_refused",    # calls refused because the caller has no ledger record and the callee wants one
     "hangups",            # calls dropped because the caller hung up before the callee answered
+    "connects_refused",   # connections refused because their address opened too many in the last minute
 )
 
 _FP = Field(bytes, min_len=FINGERPRINT_LEN, max_len=FINGERPRINT_LEN)
@@ -90,6 +91,7 @@ _LIMITS = Field(dict, fields={
     "max_pending_per_callee": _COUNT,
     "max_pending_per_ip": _COUNT,
     "rings_per_minute": _COUNT,
+    "connects_per_minute": _COUNT,
     "ledger": Field(str, max_len=80),  # the ledger node that checks callers ("" = none)
 })
 

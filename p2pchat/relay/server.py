@@ -336,11 +336,12 @@ class RelayServer:
                  bytes_per_second: int | None = 4_000_000, max_frame: int = DEFAULT_MAX_FRAME,
                  send_timeout: float = 10.0, public_address: str | None = None, key: RelayKey | None = None,
                  callers: CallerCheck | None = None, max_pending_per_callee: int = 8, max_pending_per_ip: int = 8,
-                 rings_per_minute: int = 3) -> None:
+                 rings_per_minute: int = 3, connects_per_minute: int = 600) -> None:
         for name, value in (("max_connections", max_connections), ("max_per_ip", max_per_ip),
                             ("max_pending", max_pending), ("max_pending_per_client", max_pending_per_client),
                             ("max_pending_per_callee", max_pending_per_callee),
-                            ("max_pending_per_ip", max_pending_per_ip), ("rings_per_minute", rings_per_minute)):
+                            ("max_pending_per_ip", max_pending_per_ip), ("rings_per_minute", rings_per_minute),
+                            ("connects_per_minute", connects_per_minute)):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name, seconds in (("login_timeout", login_timeout), ("heartbeat", heartbeat),
@@ -370,6 +371,10 @@ class RelayServer:
         self.rings_per_minute = rings_per_minute
         # A caller may ring one callee ``rings_per_minute`` times in a burst, then once per 60/rings_per_minute s.
         self._rings = KeyedLimiter(rings_per_minute, rings_per_minute)
+        # New connections per source address (a tenth of a minute's worth at once): each costs the relay a link
+        # handshake before the client has proved anything.
+        self.connects_per_minute = connects_per_minute
+        self._connects = KeyedLimiter(connects_per_minute, max(1, connects_per_minute // 10))
         self._per_ip: dict[str, int] = {}
         self._inbound = relay_protocol(max_frame)
         # Frames the relay writes (status answers, notices) are bounded by the client's limit, not the inbound one.
@@ -492,7 +497,7 @@ class RelayServer:
                 "idle_timeout_ms": int(self.idle_timeout * 1000), "pair_timeout_ms": int(self.pair_timeout * 1000),
                 "heartbeat_ms": int(self.heartbeat * 1000),
                 "max_pending_per_callee": self.max_pending_per_callee, "max_pending_per_ip": self.max_pending_per_ip,
-                "rings_per_minute": self.rings_per_minute,
+                "rings_per_minute": self.rings_per_minute, "connects_per_minute": self.connects_per_minute,
                 "ledger": self.callers.description[:80] if self.callers is not None else "",
             },
         }
@@ -522,6 +527,11 @@ class RelayServer:
         encrypted link: no reason, fingerprint or ticket ever leaves the relay in clear."""
         self.count("connections")
         ip = plain.peer[0]
+        wait = self._connects.try_take(ip, time.monotonic())
+        if wait > 0:
+            self.count("connects_refused")
+            _notify(plain, f"too many new connections from {ip}; try again in {math.ceil(wait)} s")
+            return
         with self._lock:
             crowded = self._per_ip.get(ip, 0) >= self.max_per_ip
             if not crowded:

@@ -166,3 +166,14 @@ def test_a_flood_of_silent_connections_and_bad_logins_does_not_stop_a_legitimate
     assert len(bad_logins) == 20 and all("login refused" in r for r in bad_logins)
     # The silent connections are dropped after the login timeout; only the pair's three connections remain.
     wait_until(lambda: relay.connection_count == 3, what="the flood to be dropped")
+
+
+def test_new_connections_per_address_are_rationed_before_any_link_work(env, ids):
+    relay = env.relay(connects_per_minute=30)            # 3 at once, then one every 2 s
+    hasty = free_loopback_ip()
+    for _ in range(3):
+        connect_link((relay.host, relay.port), pin=relay.key.public, source_ip=hasty, timeout=5).close()
+    with pytest.raises(RelayError, match=rf"too many new connections from {hasty}; try again in \d+ s"):
+        connect_link((relay.host, relay.port), pin=relay.key.public, source_ip=hasty, timeout=5)
+    assert relay.counters()["connects_refused"] == 1 and relay.counters()["link_failures"] == 0
+    assert_pair_works(env, relay, ids[0], ids[1])          # other addresses are served

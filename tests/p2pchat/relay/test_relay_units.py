@@ -127,7 +127,7 @@ def test_status_text_names_sessions_by_fingerprint_prefix_with_byte_counts():
         "limits": {"max_connections": 512, "max_per_ip": 16, "max_pending": 64, "max_frame": 262176,
                    "bytes_per_second": 0, "idle_timeout_ms": 90000, "pair_timeout_ms": 15000,
                    "heartbeat_ms": 20000, "max_pending_per_callee": 8, "max_pending_per_ip": 8,
-                   "rings_per_minute": 3, "ledger": ""},
+                   "rings_per_minute": 3, "connects_per_minute": 600, "ledger": ""},
     }
     text = format_status(status)
     assert "relay 127.0.0.9:8472" in text and "up 66 min 40 s" in text
