@@ -767,9 +767,10 @@ class RelayServer:
                 return "hung up"
             if sock in readable and not pending.done.is_set():
                 try:
-                    sock.settimeout(0)
-                    early = sock.recv(1, socket.MSG_PEEK)
-                except BlockingIOError:
+                    # MSG_DONTWAIT instead of changing the socket's timeout: the answer's thread may be writing
+                    # to this socket at the same moment.
+                    early = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except (BlockingIOError, TimeoutError):
                     continue
                 except OSError:
                     return "hung up"
