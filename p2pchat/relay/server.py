@@ -328,6 +328,10 @@ class RelayServer:
     ``bytes_per_second`` per session (both directions together; ``None`` = unlimited), ``max_frame`` bytes per
     frame, ``send_timeout`` for a side that does not read. ``public_address`` ("ip:port") is the address
     clients dial if it differs from the listening one (port forwarding); login proofs may name either.
+    ``key`` is the static link key (fresh if not given); ``callers`` checks callers' ledger records (``None``: no
+    caller can be checked); ``max_pending_per_callee``/``max_pending_per_ip`` cap waiting calls per host and per
+    caller address; ``rings_per_minute`` rations calls from one key to one host; ``connects_per_minute`` rations
+    new connections per address. ``max_per_ip`` counts every connection of an address except answers.
     """
 
     def __init__(self, host: str, port: int = RELAY_PORT, *, max_connections: int = 512, max_per_ip: int = 16,
