@@ -18,6 +18,7 @@ from p2pchat.foundation.addresses import CHAT_PORT, check_port, normalize_ip, pa
 from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import UserError
 from p2pchat.foundation.identity import Identity
+from p2pchat.relay.link import parse_relay
 
 if TYPE_CHECKING:
     from p2pchat.node import ChatNode
@@ -38,7 +39,8 @@ def _add_node_options(p: argparse.ArgumentParser) -> None:
                                       "your login name)")
     p.add_argument("--ledger", metavar="ADDR",
                    help="ledger node to ask about peers, ip[:port] (default: the one at --host)")
-    p.add_argument("--relay", metavar="ADDR", help="relay to register at and fall back to, ip[:port]")
+    p.add_argument("--relay", metavar="ADDR", help="relay to register at and fall back to, ip[:port][#key] "
+                                                       "(#key pins the relay's link key, printed by p2pchat relay)")
     p.add_argument("--no-inbound", action="store_true",
                    help="behave as if behind NAT: no listening socket, reachable only through --relay")
     p.add_argument("--direct-timeout", type=float, default=3.0,
@@ -124,7 +126,7 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
     if args.ledger:
         parse_address(args.ledger, 1)
     if args.relay:
-        parse_address(args.relay, 1)
+        parse_relay(args.relay)      # IP[:PORT][#KEY] (relay link key pin, docs/relay.md)
     if args.no_inbound and not args.relay:
         raise UserError("--no-inbound needs --relay: without a listening socket, peers can only reach you "
                         "through a relay")

@@ -174,10 +174,11 @@ def dial(target: PeerTarget, *, source_ip: str, direct_timeout: float, io_timeou
         reasons.append("this node cannot use relays")
     else:
         for relay in dict.fromkeys(relays):
+            shown = relay.partition("#")[0]     # [relay link, issue 11] a "#KEY" pin is not part of the path shown
             try:
                 link = open_relay(relay, target.fingerprint, io_timeout)
             except UserError as exc:
-                reasons.append(f"relay {relay} failed ({exc})")
+                reasons.append(f"relay {shown} failed ({exc})")
                 continue
-            return Dialed(link, f"relay {relay}", target.address, fallback_reason="; ".join(reasons))
+            return Dialed(link, f"relay {shown}", target.address, fallback_reason="; ".join(reasons))
     raise PeerUnreachable(f"cannot reach {target.query}: " + ", and ".join(reasons))

@@ -44,13 +44,13 @@ from p2pchat.events import (
     StepResult,
 )
 from p2pchat.foundation import crypto
-from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, RELAY_PORT, format_address, parse_address
+from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, parse_address
 from p2pchat.foundation.errors import FrameError, UserError
 from p2pchat.foundation.identity import Identity
 from p2pchat.foundation.transport import FramedSocket, FrameServer
 from p2pchat.handshake import Handshake, StepOrderError
 from p2pchat.peer_directory import LedgerDirectory, PeerDirectory, PeerNotFound
-from p2pchat.relay.link import RelayRegistration, open_relay_link
+from p2pchat.relay.link import RelayRegistration, open_relay_link, parse_relay
 from p2pchat.safety import safety_number
 from p2pchat.session import QueuedTexts, Session
 from p2pchat.steps import Step
@@ -901,15 +901,21 @@ class ChatNode:
     # --- relay -----------------------------------------------------------------------------------------------------
 
     def _open_relay(self, relay: str, peer_fingerprint: bytes, timeout: float) -> Any:
-        ip, port = parse_address(relay, RELAY_PORT)
+        # [relay link, issue 11] "IP:PORT#KEY" pins the relay's link key; a ledger hint naming our own relay
+        # uses our pin for it. Without a pin the key seen first in this process is kept (docs/relay.md).
+        ip, port, key = parse_relay(relay)
+        if key is None and self.relay:
+            own_ip, own_port, own_key = parse_relay(self.relay)
+            key = own_key if (own_ip, own_port) == (ip, port) else None
         return open_relay_link(self.identity, ip, port, peer_fingerprint, inner_protocol=CHAT,
-                               source_ip=self.host, timeout=max(timeout, 20.0), network=self.network)
+                               source_ip=self.host, timeout=max(timeout, 20.0), network=self.network,
+                               relay_key=key)
 
     def _start_relay_registration(self) -> None:
-        ip, port = parse_address(self.relay or "", RELAY_PORT)
+        ip, port, key = parse_relay(self.relay or "")      # [relay link, issue 11] optional #KEY pin
         self._registration = RelayRegistration(
             self.identity, ip, port, on_invite=self._on_relay_invite, inner_protocol=CHAT, source_ip=self.host,
-            network=self.network, timeout=self.step_timeout, on_state=self._on_relay_state)
+            network=self.network, timeout=self.step_timeout, on_state=self._on_relay_state, relay_key=key)
         self._registration.start()
 
     def _on_relay_state(self, registered: bool, text: str) -> None:

@@ -169,12 +169,15 @@ def test_an_invitation_ticket_works_once_and_only_for_the_invited_key(env, ids):
         thief = env.raw(ids[2], relay, "answer", ticket=invite["ticket"])
         assert "not addressed to this key" in thief.recv(timeout=5)["reason"]
         answer = env.raw(ids[1], relay, "answer", ticket=invite["ticket"])
-        assert expect(answer, "paired", 5, relay.address)["peer"] == ids[0].fingerprint
+        paired = expect(answer, "paired", 5, relay.address)
+        assert paired["peer"] == ids[0].fingerprint
+        to_callee, to_caller = crypto.relay_pair_keys(paired["pair_key"])
+        answer.set_pair_keys(to_caller, to_callee, paired["max_payload"])      # the callee's side of the session
         link = calling.result(timeout=10)
     again = env.raw(ids[1], relay, "answer", ticket=invite["ticket"])
     assert "unknown, has expired" in again.recv(timeout=5)["reason"]
     link.send("msg", n=7, body=b"hi")
-    assert INNER.decode(expect(answer, "data", 5, relay.address)["payload"][4:])["n"] == 7
+    assert INNER.decode(expect(answer, "pair", 5, relay.address)["payload"][4:])["n"] == 7
 
 
 def test_when_one_side_closes_the_other_is_told(env, ids):
