@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from p2pchat.display import visible
 from p2pchat.foundation.addresses import CHAT_PORT, check_port, normalize_ip, parse_address
 from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import UserError
@@ -204,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     except UserError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {visible(str(exc))}", file=sys.stderr)   # may quote a peer or a ledger
         return 1
     except KeyboardInterrupt:
         return 130

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from p2pchat.chat_protocol import CHAT
 from p2pchat.demo_world import DEMO_HOSTS, DemoUser, DemoWorld
+from p2pchat.display import Printer, visible
 from p2pchat.events import (
     DeliveryReceipt,
     Event,
@@ -104,12 +105,15 @@ class DemoFailed(UserError):
 
 
 class Narrator:
+    """Writes the demo's story through the terminal's one :class:`~p2pchat.display.Printer` (the demo prints
+    event texts and nicknames, which come from the network)."""
+
     def __init__(self, out: TextIO) -> None:
         self.out = out
+        self._printer = Printer(out)
 
     def __call__(self, text: str = "") -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+        self._printer.line(text)
 
     def section(self, title: str) -> None:
         self("")
@@ -280,7 +284,7 @@ def main(*, headless: bool = False, keep: bool = False, hosts: Sequence[str] | N
         try:
             import gui.demo
         except ImportError as exc:     # e.g. no Tk on this Python: the terminal demo shows the same flow
-            print(f"p2pchat demo: no windows ({exc}); running the terminal demo", file=sys.stderr)
+            print(f"p2pchat demo: no windows ({visible(str(exc))}); running the terminal demo", file=sys.stderr)
         else:
             return int(gui.demo.main(keep=keep, hosts=hosts) or 0)
     return run_headless(sys.stdout, hosts=hosts, keep=keep)
