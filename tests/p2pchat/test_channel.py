@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2pchat.channel import (
+    Abort,
     Channel,
     ChannelError,
     Goodbye,
-    Abort,
     Receipt,
     Refused,
     Rotated,
