@@ -250,6 +250,7 @@ class Channel:
         self._typing = False
         self._refused = 0            # frames refused so far (only the first is reported)
         self.max_refused = max_refused
+        self._refused_since_accept = 0
         self.closed = False          # we said goodbye
         self.peer_closed = False     # the peer said goodbye
 
@@ -442,9 +443,12 @@ class Channel:
         self.close()
         return [*events, Abort(reason, lost)]
 
-    def _refuse(self, kind: str, reason: str) -> list[ChEvent]:
-        """A refused frame: the first is reported, the :data:`MAX_REFUSED`-th ends the session."""
+    def _refuse(self, kind: str, reason: str, *, authentic: bool = False) -> list[ChEvent]:
+        """A refused frame: the first is reported, the :data:`MAX_REFUSED`-th ends the session. ``authentic``:
+        its counter was used up (malformed content), so it leaves no gap to explain."""
         self._refused += 1
+        if not authentic:
+            self._refused_since_accept += 1
         if self._refused >= self.max_refused:
             return self._abort(f"{self._refused} altered, replayed or out-of-turn frames were refused; the chat "
                                "was ended (someone on the path is tampering with it, or the peer is broken)",
@@ -519,8 +523,10 @@ class Channel:
                                             "forged; it was not shown")
         # Authentic from here on: the counter is used up even if the content turns out malformed.
         events: list[ChEvent] = []
-        missing = counter - side.last_counter - 1
-        if missing:
+        # frames refused since the last authentic one explain that many missing counters (reported already)
+        missing = counter - side.last_counter - 1 - self._refused_since_accept
+        self._refused_since_accept = 0
+        if missing > 0:
             events.append(Refused("missing", f"{missing} message{'s' if missing > 1 else ''} from the peer "
                                              "never arrived (dropped on the way, or refused above)"))
         side.last_counter = counter
@@ -532,12 +538,12 @@ class Channel:
             inner = SEALED_CONTENT.decode(unpad(plain))
         except (FrameError, ProtocolError) as exc:
             return events + self._refuse("malformed", f"the peer sent a malformed message ({exc}); it was not "
-                                                      "shown")
+                                                      "shown", authentic=True)
         out = self._dispatch(inner, now)
         if any(isinstance(ev, Refused) and ev.kind != "missing" for ev in out):
             # a refusal from the content checks: counted and coalesced like the others
             first = next(ev for ev in out if isinstance(ev, Refused))
-            return events + self._refuse(first.kind, first.reason)
+            return events + self._refuse(first.kind, first.reason, authentic=True)
         return events + out
 
     def _dispatch(self, inner: Message, now: float | None) -> list[ChEvent]:
