@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from p2pchat.channel import Channel
-from p2pchat.chat_protocol import CHAT, Send
+from p2pchat.chat_protocol import CHAT, MAX_ROTATE_EVERY, Send
 from p2pchat.dialing import DIRECT, PeerTarget, dial, resolve_target
 from p2pchat.events import (
     DeliveryReceipt,
@@ -79,8 +79,8 @@ class ChatNode:
                  auto_accept: bool = False, listen: bool = True, accept_timeout: float = 120.0,
                  handshake_timeout: float = 300.0, directory: PeerDirectory | None = None, workers: int = 8,
                  max_sessions: int = 512) -> None:
-        if rotate_every < 1:
-            raise ValueError("rotate_every must be at least 1")
+        if not 1 <= rotate_every <= MAX_ROTATE_EVERY:      # issue 11: the protocol fixes the maximum
+            raise ValueError(f"rotate_every must be between 1 and {MAX_ROTATE_EVERY}")
         self.identity = identity
         self.host = host
         self.port = port
