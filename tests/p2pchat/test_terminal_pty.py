@@ -19,7 +19,7 @@ from p2pchat.peer_directory import FixedDirectory
 from p2pchat.steps import Step
 from p2pchat.terminal import run_listen
 from tests.conftest import free_loopback_ip
-from tests.p2pchat.node_kit import entry, make_peer
+from tests.p2pchat.node_kit import entry, make_peer, wait_until
 from tests.p2pchat.vt_oracle import SENDER_LINE, render, screen_lines
 
 COLUMNS = 80
@@ -71,14 +71,22 @@ def test_listen_on_a_terminal_cuts_lines_itself_and_no_peer_text_fakes_a_sender(
     sid = caller.node.open_session(f"{ip}:{listener.port}")
     caller.node.run_all(sid)
 
+    problems: list[BaseException] = []
+
     def drive_caller() -> None:
-        caller.log.wait(StepResult, 20, step=Step.AGREE_KEY, ok=True)
-        for text in HOSTILE:
-            caller.node.send_text(sid, text)
-        caller.node.send_text(sid, "the end")
-        os.write(w, b"/to 1\nthanks\n")
-        caller.log.wait(MessageReceived, 20, text="thanks")
-        caller.node.end_session(sid)
+        try:
+            caller.log.wait(StepResult, 20, step=Step.AGREE_KEY, ok=True)
+            for text in HOSTILE:
+                caller.node.send_text(sid, text)
+            caller.node.send_text(sid, "the end")
+            wait_until(lambda: b"Chat 1 with carol is ready" in bytes(screen_bytes), 20,
+                       what="the listener announcing chat 1")
+            os.write(w, b"/to 1\nthanks\n")
+            caller.log.wait(MessageReceived, 20, text="thanks")
+        except BaseException as exc:      # reported by the test, after the listener stopped
+            problems.append(exc)
+        finally:
+            caller.node.end_session(sid)
 
     driver = threading.Thread(target=drive_caller, name="test-pty-caller")
     driver.start()
@@ -93,7 +101,7 @@ def test_listen_on_a_terminal_cuts_lines_itself_and_no_peer_text_fakes_a_sender(
         os.close(master)
         os.close(w)
         os.close(r)
-    assert code == 0
+    assert problems == [] and code == 0
     text = screen_bytes.decode("utf-8")
     screen = render(text, columns=COLUMNS)
     assert screen.forbidden() == [], screen.forbidden()[:5]
