@@ -567,7 +567,8 @@ class ChatController:
 
     def _notice(self, tab: TabState, kind: str, text: str) -> None:
         mark = NOTICE_MARKS.get(kind, "ℹ")
-        self._add_line(tab, LineKind.NOTICE, "", f"{mark} {text}", self.clock(), level=kind)
+        # cleaned here too (idempotent): every notice may quote a peer, whatever its caller did
+        self._add_line(tab, LineKind.NOTICE, "", f"{mark} {clean(text)}", self.clock(), level=kind)
 
     def _add_line(self, tab: TabState, kind: LineKind, sender: str, text: str, ts: float,
                   level: str = "") -> ChatLine:
@@ -628,5 +629,6 @@ class ChatController:
         self._changes.bar = True
 
     def _set_status(self, text: str) -> None:
+        text = clean(text).replace("\n", " ")     # one line; may quote a peer
         self.status = text
         self._changes.status = text

@@ -56,6 +56,7 @@ MAX_RECEIPT_IDS = 256                    # texts one cumulative delivery receipt
 MAX_BATCH_TEXTS = 64                     # texts one sealed ``texts`` batch may carry
 MAX_BATCH_TEXT_BYTES = 60 * 1024         # a sender batches texts up to this much UTF-8 (larger texts go alone)
 TAG_LEN = 32                             # HMAC-SHA256 key-confirmation tags
+MAX_ROTATE_EVERY = 1000                  # a sender rotates its key after at most this many texts per epoch
 
 # --- padding buckets for sealed plaintext ----------------------------------------------------------------
 PAD_BUCKETS: tuple[int, ...] = (256, 1024, 4096, 16384, 65536)
@@ -237,7 +238,7 @@ def unpad(plain: bytes) -> memoryview:
 
 __all__ = [
     "CHANNEL_TYPES", "CHAT", "HANDSHAKE_TYPES", "MAX_BATCH_TEXTS", "MAX_BATCH_TEXT_BYTES", "MAX_FRAME",
-    "MAX_RECEIPT_IDS", "MAX_TEXT_BYTES", "PAD_BUCKETS",
+    "MAX_RECEIPT_IDS", "MAX_ROTATE_EVERY", "MAX_TEXT_BYTES", "PAD_BUCKETS",
     "PROTOCOL_VERSION", "SEALED_CONTENT", "SUPPORTED_VERSIONS", "Send", "Transcript", "pad", "padded_size",
     "sealed_aad", "sealed_nonce", "unpad",
 ]

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from p2pchat.chat_protocol import MAX_ROTATE_EVERY
+from p2pchat.display import visible
 from p2pchat.foundation.addresses import CHAT_PORT, check_port, normalize_ip, parse_address
 from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import UserError
@@ -130,8 +132,8 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
     if args.no_inbound and not args.relay:
         raise UserError("--no-inbound needs --relay: without a listening socket, peers can only reach you "
                         "through a relay")
-    if args.rotate_every < 1:
-        raise UserError("--rotate-every must be at least 1")
+    if not 1 <= args.rotate_every <= MAX_ROTATE_EVERY:
+        raise UserError(f"--rotate-every must be between 1 and {MAX_ROTATE_EVERY} (the protocol's maximum)")
     data_dir = resolve_data_dir(args.data_dir)
     identity = Identity.load_or_create(data_dir, _passphrase(args))
     node = ChatNode(identity, host=host, port=args.port, network=args.network, nickname=args.nickname or "?",
@@ -207,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     except UserError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {visible(str(exc))}", file=sys.stderr)   # may quote a peer or a ledger
         return 1
     except KeyboardInterrupt:
         return 130

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pchat.channel import Channel
-from p2pchat.chat_protocol import CHAT, Send
+from p2pchat.chat_protocol import CHAT, MAX_ROTATE_EVERY, Send
 from p2pchat.dialing import DIRECT, PeerTarget, dial, resolve_target
 from p2pchat.events import (
     DeliveryReceipt,
@@ -81,8 +81,8 @@ class ChatNode:
                  auto_accept: bool = False, listen: bool = True, accept_timeout: float = 120.0,
                  handshake_timeout: float = 300.0, directory: PeerDirectory | None = None, workers: int = 8,
                  max_sessions: int = 512, data_dir: Path | None = None) -> None:
-        if rotate_every < 1:
-            raise ValueError("rotate_every must be at least 1")
+        if not 1 <= rotate_every <= MAX_ROTATE_EVERY:      # issue 11: the protocol fixes the maximum
+            raise ValueError(f"rotate_every must be between 1 and {MAX_ROTATE_EVERY}")
         self.identity = identity
         self.host = host
         self.port = port
@@ -595,9 +595,9 @@ class ChatNode:
                 self._end(session, f"{peer} left the chat" + (f" ({ev.reason})" if ev.reason else ""),
                           clean=True)
                 return
-            elif kind == "PeerError":
-                session.peer_left = True
-                self._end(session, f"the connection was closed with an error: {ev.reason}", clean=False)
+            elif kind == "Abort":     # issue 11: the channel ended the session (its own words, never the peer's)
+                session.peer_left = session.peer_left or ev.connection_lost
+                self._end(session, ev.reason, clean=False)
                 return
             else:
                 raise TypeError(f"unexpected channel event {ev!r}")
@@ -650,6 +650,9 @@ class ChatNode:
         link = session.link
         try:
             while not session.ended:
+                self._poll_channel(session)     # issue 11: the channel's timer (rotation retries)
+                if session.ended:
+                    break
                 deadline, what, tell_peer = self._read_deadline(session)
                 wait = CHANNEL_POLL if deadline is None else max(0.001, deadline - time.monotonic())
                 started = time.monotonic()
@@ -696,6 +699,15 @@ class ChatNode:
                 self._on_channel_events(session, session.channel.receive(msg, more_buffered=more))
             elif session.handshake is not None:
                 self._core_locked(session, lambda hs: hs.receive(msg))
+
+    def _poll_channel(self, session: Session) -> None:
+        """Issue 11: give the channel its timer (a rotation not acknowledged is retried, then ends the session);
+        called by the reader after every frame and every ``CHANNEL_POLL`` seconds."""
+        if session.channel is None:
+            return
+        with self._sending(session):
+            if session.channel is not None and not session.ended:
+                self._on_channel_events(session, session.channel.poll(time.monotonic()))
 
     def _linger(self, session: Session, link: Any) -> None:
         """After our goodbye, read (and drop) until the peer closes, so our last frames are not reset away."""

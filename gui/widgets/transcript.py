@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 import customtkinter as ctk
 
 from gui.models import ChatLine, LineKind
-from gui.text import count
+from gui.text import count, indent_continuations
 from gui.widgets.style import ACCENT, BAD, GOOD, MUTED, WARN, Color, Fonts
 
 TAG_COLORS: dict[str, Color] = {
@@ -100,10 +100,10 @@ class Transcript(ctk.CTkTextbox):
         tag = f"L{line.line_id}"
         parts: list[tuple[str, str | None]] = [(f"{line.time}  ", "time")]
         if line.kind is LineKind.NOTICE:
-            parts.append((line.text, NOTICE_TAGS.get(line.level, "notice")))
+            parts.append((indent_continuations(line.text), NOTICE_TAGS.get(line.level, "notice")))
         else:
             parts.append((f"{line.sender}: ", "sender_out" if line.kind is LineKind.OUT else "sender_in"))
-            parts.append((line.text[:line.shown], None))
+            parts.append((indent_continuations(line.text[:line.shown]), None))
             if line.hidden:
                 parts.append((f" … show more ({count(line.hidden, 'more character')})", "more"))
             if line.kind is LineKind.OUT:

@@ -68,20 +68,24 @@ class FramedSocket:
     def send_frame(self, frame: bytes) -> None:
         """Send pre-encoded frame bytes (already length-prefixed)."""
         with self._send_lock:
-            deadline = time.monotonic() + self.timeout
-            view = memoryview(frame)
-            try:
-                while view:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or not _wait_ready(self.sock, write=True, timeout=remaining):
-                        raise PeerUnreachable(f"{self.peer_text} did not take what we sent in time")
-                    try:
-                        sent = self.sock.send(view)
-                    except (BlockingIOError, InterruptedError):
-                        continue
-                    view = view[sent:]
-            except OSError as exc:
-                raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
+            self._write_all(frame)
+
+    def _write_all(self, data: bytes | memoryview) -> None:
+        """Write every byte of ``data`` within this direction's deadline; the caller holds ``_send_lock``."""
+        deadline = time.monotonic() + self.timeout
+        view = memoryview(data)
+        try:
+            while view:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not _wait_ready(self.sock, write=True, timeout=remaining):
+                    raise PeerUnreachable(f"{self.peer_text} did not take what we sent in time")
+                try:
+                    sent = self.sock.send(view)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                view = view[sent:]
+        except OSError as exc:
+            raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
 
     def send_nowait(self, data: bytes | memoryview) -> int:
         """Write what the socket takes at once, never waiting: returns the number of bytes written (0 when it has
@@ -114,6 +118,12 @@ class FramedSocket:
             return self._ready.pop(0)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not self._ready:
+            self._ready.extend(self._reader.feed(self._read_some(deadline)))
+        return self._ready.pop(0)
+
+    def _read_some(self, deadline: float) -> bytes:
+        """The next bytes from the socket, waiting at most until ``deadline`` (this direction's own)."""
+        while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise PeerUnreachable(f"{self.peer_text} did not answer in time")
@@ -127,8 +137,7 @@ class FramedSocket:
                 raise PeerUnreachable(f"connection to {self.peer_text} failed: {_os_reason(exc)}") from None
             if not data:
                 raise PeerUnreachable(f"{self.peer_text} closed the connection")
-            self._ready.extend(self._reader.feed(data))
-        return self._ready.pop(0)
+            return data
 
     def close(self) -> None:
         if self._closed:

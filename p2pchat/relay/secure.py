@@ -24,7 +24,6 @@ chat's bytes are sealed once more on each client, not twice more in the relay.
 from __future__ import annotations
 
 import os
-import select
 import socket
 import struct
 import threading
@@ -35,7 +34,7 @@ from pathlib import Path
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import HEADER, Message, Protocol
 from p2pchat.foundation.errors import CryptoError, FrameError, PeerUnreachable, ProtocolError, UserError
-from p2pchat.foundation.transport import FramedSocket, _os_reason
+from p2pchat.foundation.transport import FramedSocket, _os_reason, _wait_ready
 from p2pchat.relay.protocol import RelayError
 
 LINK_VERSION = 2
@@ -353,20 +352,12 @@ class SecureSocket(FramedSocket):
 
     def _send_sealed(self, seal: Callable[[bytes | memoryview], bytes], data: bytes | memoryview) -> None:
         with self._send_lock:
-            try:
-                self.sock.settimeout(self.timeout)
-                self.sock.sendall(seal(data))
-            except OSError as exc:
-                raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
+            self._write_all(seal(data))
 
     def send_raw(self, sealed: bytes) -> None:
         """Write bytes already sealed (a tail :meth:`try_send_pair` left, or pair records the relay forwards)."""
         with self._send_lock:
-            try:
-                self.sock.settimeout(self.timeout)
-                self.sock.sendall(sealed)
-            except OSError as exc:
-                raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
+            self._write_all(sealed)
 
     def try_send_pair(self, data: bytes | memoryview) -> bytes | None:
         """Never waits: ``None`` when the socket has no room (nothing sealed, nothing taken); otherwise seals
@@ -375,10 +366,7 @@ class SecureSocket(FramedSocket):
         if not self._send_lock.acquire(blocking=False):
             return None
         try:
-            if self._write_poll is None:
-                self._write_poll = select.poll()
-                self._write_poll.register(self.sock, select.POLLOUT)
-            if not self._write_poll.poll(0):
+            if not _wait_ready(self.sock, write=True, timeout=0):
                 return None
             sealed = self._seal_pair(data)
             sent = self.sock.send(sealed)
@@ -396,19 +384,7 @@ class SecureSocket(FramedSocket):
             return self._ready.pop(0)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not self._ready:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise PeerUnreachable(f"{self.peer_text} did not answer in time")
-            try:
-                self.sock.settimeout(remaining)
-                data = self.sock.recv(RECV_CHUNK)
-            except TimeoutError:
-                raise PeerUnreachable(f"{self.peer_text} did not answer in time") from None
-            except OSError as exc:
-                raise PeerUnreachable(f"connection to {self.peer_text} failed: {_os_reason(exc)}") from None
-            if not data:
-                raise PeerUnreachable(f"{self.peer_text} closed the connection")
-            self._take(data)
+            self._take(self._read_some(deadline))
         return self._ready.pop(0)
 
     def _take(self, data: bytes) -> None:

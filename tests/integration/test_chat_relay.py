@@ -49,6 +49,7 @@ def test_no_inbound_host_chats_through_the_relay_and_survives_a_relay_restart(tm
             chat.wait_for("✓ 4 Agree AES key")
             chat.wait_for(f"(path: relay {relay_addr})")
             listen.wait_for("✓ 4 Agree AES key")
+            listen.choose_chat()
             chat.write(*(f"to bob {i}" for i in range(8)))
             listen.write(*(f"to the caller {i}" for i in range(8)))
             listen.wait_for("to bob 7")

@@ -7,7 +7,7 @@ from tests.p2pchat.node_kit import connect_all, pair, wait_until
 
 
 def test_texts_sent_in_a_tight_loop_all_arrive_in_order_each_receipted_in_fewer_frames(identities):
-    with pair(identities, rotate_every=100_000) as (alice, bob, _):
+    with pair(identities, rotate_every=1000) as (alice, bob, _):
         sid, _ = connect_all(alice, bob)
         frames: list[bytes] = []
         alice.node.set_wire_hook(sid, lambda frame: frames.append(frame) or frame)
