@@ -14,12 +14,13 @@ events, which the IO layer handles in order:
 - ``Failed(step, reason)``        — the handshake is over; close the connection after sending queued frames
 - ``Ready(established)``          — keys agreed; hand ``established`` to :class:`p2pchat.channel.Channel`
 
-Once step 2 is done on a side, the step-3 transcript hash T3 is fixed, and ``prepare_due`` turns true: the IO
-layer then calls :meth:`Handshake.prepare` — *after* writing the frames of the call that finished step 2, so the
-peer never waits for it — which computes this side's step-3 signature and its step-4 X25519 half and signature
-ahead of time, while the peer does the same on its own core. ``prepare`` never returns or sends anything: each
-precomputed value goes out only in the frame of its own step, when that step is requested or answered. A step
-that arrives before preparation ran computes what it needs on the spot.
+Each side makes exactly one RSA signature per handshake, over the whole transcript (as TLS 1.3's
+CertificateVerify does). The responder makes it only after the initiator's own signature verified, so a peer that
+proves nothing never costs the responder a private-key operation. The initiator may sign ahead of its step-3
+click: once step 2 is done on its side ``prepare_due`` turns true, and the IO layer then calls
+:meth:`Handshake.prepare` — *after* writing the frames of the call that finished step 2 — which makes that one
+signature and sends nothing (it goes out with ``auth`` when step 3 starts). On the responder ``prepare_due`` is
+never true.
 
 API::
 
@@ -30,25 +31,26 @@ API::
     .receive(msg: Message) -> list[HsEvent]  # never raises for anything a peer sends
     .accept(yes: bool) -> list[HsEvent]    # responder only, after NeedAccept
     .ledger_answer(binding, error=None) -> list[HsEvent]   # after NeedLookup
-    .prepare_due: bool; .prepare() -> None  # precompute steps 3-4 (no frames, no events); see above
-    .close() -> None                       # the connection ended early: erase the prepared X25519 half
+    .prepare_due: bool; .prepare() -> None  # initiator: sign step 3 ahead (no frames, no events); see above
+    .close() -> None                       # the connection ended early: erase the X25519 private half
     .done: set[Step]; .next_step: Step | None; .in_progress: Step | None; .failed: str | None
     .established: Established | None; .peer_nickname; .peer_public_der; .peer_binding
 
-Differences from the first sketch, on purpose: ``start`` returns events (step 2 needs a ``NeedLookup`` as
-well as a frame), and ``Established`` also carries the two chain keys the channel's ratchet starts from.
+``identity`` is anything with ``public_der`` and ``sign(context, data)`` (:class:`Signer`;
+:class:`p2pchat.foundation.identity.Identity` in the product).
 
 Steps (docs/protocol.md has the byte-level spec and test vectors):
 1. Connect: ``hello`` → ``welcome`` | ``decline`` | ``error`` (version/network mismatch).
-2. Swap public keys: ``key`` ↔ ``key`` (identity key + this side's fresh 32-byte challenge nonce), each side
-   checks the peer's key against the ledger (byte for byte) and sends ``key_ok``; the step is done on a side when
-   its own check passed, the peer's ``key_ok`` arrived and the key parsed as a usable RSA key. T3 (hellos, both
-   key fingerprints, both nonces) is then fixed.
-3. Authenticate: ``auth`` (initiator's signature) → ``auth_reply`` (responder's signature) → ``auth_ok``; each
-   signature is RSA-PSS under context ``chat-auth`` over ``role | 0x00 | T3``.
-4. Agree AES key: ``ephemeral`` → ``ephemeral_reply`` (+ confirmation tag) → ``confirm``; each X25519 half is
-   signed under ``chat-ephemeral`` over ``role | 0x00 | T3 | pub``; HKDF-SHA256(shared, salt=T4) gives the
-   keys; HMAC-SHA256 tags over ``role | 0x00 | T4`` confirm both sides derived the same keys.
+2. Swap public keys: ``key`` ↔ ``key`` (identity key, a fresh 32-byte nonce and a fresh X25519 public half),
+   each side checks the peer's key against the ledger (byte for byte) and sends ``key_ok``; the step is done on a
+   side when its own check passed, the peer's ``key_ok`` arrived and the key parsed as a usable RSA key. The
+   transcript (hellos, both key fingerprints, both nonces, both X25519 halves) is then complete: its hash T2.
+3. Authenticate: ``auth`` (initiator's signature) → ``auth_reply`` (responder's signature, made only once the
+   initiator's verified) → ``auth_ok``; each signature is RSA-PSS under context ``chat-auth`` over
+   ``role | 0x00 | T2``.
+4. Agree AES key: ``confirm`` → ``confirm_reply``; X25519(own private, peer half) then HKDF-SHA256(shared,
+   salt=T2) gives the keys; the HMAC-SHA256 tags over ``role | 0x00 | T2`` confirm both sides derived the same
+   keys (initiator's first).
 """
 
 from __future__ import annotations
@@ -68,12 +70,10 @@ from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import parse_address
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.errors import AddressError, CryptoError, ProtocolError
-from p2pchat.foundation.identity import Identity
 from p2pchat.safety import safety_number
 from p2pchat.steps import Step
 
 AUTH_CONTEXT = "chat-auth"
-EPHEMERAL_CONTEXT = "chat-ephemeral"
 KEYS_INFO = b"p2pchat/chat-keys/v1"
 ROLE_INITIATOR = b"initiator"
 ROLE_RESPONDER = b"responder"
@@ -130,7 +130,7 @@ class Established:
     recv_key: bytes
     send_chain: bytes
     recv_chain: bytes
-    transcript_hash: bytes          # T4: also the session id in every sealed frame's header
+    transcript_hash: bytes          # T2: also the session id in every sealed frame's header
     peer_public_der: bytes
     peer_nickname: str              # from the ledger record
     peer_binding: LedgerBinding
@@ -172,6 +172,14 @@ class Ready:
 
 
 HsEvent = Send | NeedAccept | NeedLookup | StepDone | Failed | Ready
+
+
+class Signer(Protocol):
+    """This side's identity as the handshake needs it (:class:`p2pchat.foundation.identity.Identity`)."""
+
+    public_der: bytes
+
+    def sign(self, context: str, data: bytes) -> bytes: ...
 
 
 class EphemeralLike(Protocol):
@@ -230,25 +238,28 @@ def add_ephemerals(t: Transcript, i_pub: bytes, r_pub: bytes) -> None:
     t.add("r.ephemeral", r_pub)
 
 
-def auth_message(role: bytes, t3: bytes) -> bytes:
-    """Data signed in step 3 (under context ``chat-auth``)."""
-    return role + b"\x00" + t3
+def add_step_2(t: Transcript, *, i_key: bytes, r_key: bytes, i_nonce: bytes, r_nonce: bytes, i_ephemeral: bytes,
+               r_ephemeral: bytes) -> None:
+    """Everything step 2 adds to the transcript, in the protocol's order (``*_key``: SHA-256 fingerprints)."""
+    add_keys(t, i_key, r_key)
+    add_challenges(t, i_nonce, r_nonce)
+    add_ephemerals(t, i_ephemeral, r_ephemeral)
 
 
-def ephemeral_message(role: bytes, t3: bytes, pub: bytes) -> bytes:
-    """Data signed in step 4 (under context ``chat-ephemeral``)."""
-    return role + b"\x00" + t3 + pub
+def auth_message(role: bytes, t2: bytes) -> bytes:
+    """Data signed in step 3 (under context ``chat-auth``): the signer's role and the transcript hash T2."""
+    return role + b"\x00" + t2
 
 
-def derive_session_keys(shared: bytes, t4: bytes) -> SessionKeys:
-    """HKDF-SHA256(ikm=shared, salt=T4, info=``p2pchat/chat-keys/v1``) → five 32-byte keys."""
-    k = crypto.hkdf(shared, t4, KEYS_INFO, crypto.AES_KEY_LEN, count=5)
+def derive_session_keys(shared: bytes, t2: bytes) -> SessionKeys:
+    """HKDF-SHA256(ikm=shared, salt=T2, info=``p2pchat/chat-keys/v1``) → five 32-byte keys."""
+    k = crypto.hkdf(shared, t2, KEYS_INFO, crypto.AES_KEY_LEN, count=5)
     return SessionKeys(k[0], k[1], k[2], k[3], k[4])
 
 
-def confirm_tag(confirm_key: bytes, role: bytes, t4: bytes) -> bytes:
-    """Key-confirmation tag: HMAC-SHA256(confirm_key, role | 0x00 | T4)."""
-    return crypto.hmac_sha256(confirm_key, role + b"\x00" + t4)
+def confirm_tag(confirm_key: bytes, role: bytes, t2: bytes) -> bytes:
+    """Key-confirmation tag: HMAC-SHA256(confirm_key, role | 0x00 | T2)."""
+    return crypto.hmac_sha256(confirm_key, role + b"\x00" + t2)
 
 
 def short_fp(der: bytes) -> str:
@@ -260,7 +271,7 @@ def short_fp(der: bytes) -> str:
 class Handshake:
     """One side of the four-step handshake; see the module docstring for the protocol and the events."""
 
-    def __init__(self, *, initiator: bool, identity: Identity, nickname: str, network: str, local_address: str,
+    def __init__(self, *, initiator: bool, identity: Signer, nickname: str, network: str, local_address: str,
                  peer_address: str, via_relay: bool = False, peer_query: str | None = None,
                  rng: Callable[[int], bytes] = crypto.random_bytes,
                  ephemeral_factory: Callable[[], EphemeralLike] = crypto.EphemeralKey) -> None:
@@ -299,15 +310,14 @@ class Handshake:
         self._sent_key = False
         self._my_nonce: bytes | None = None      # drawn with our `key` frame, fresh per session
         self._peer_nonce: bytes | None = None
+        self._ephemeral: EphemeralLike | None = None     # made with our `key` frame; erased at agreement/failure
+        self._peer_ephemeral: bytes | None = None
+        self._t2: bytes | None = None            # the transcript hash, fixed when step 2 is done
         # step 3
-        self._t3: bytes | None = None
-        self._auth_sig: bytes | None = None      # ours, over T3: prepared ahead of time or made on the spot
+        self._auth_sig: bytes | None = None      # ours, over T2 (initiator: possibly made ahead by prepare())
         self._sent_auth = False                  # initiator: `auth` sent; responder: `auth_reply` sent
         # step 4
-        self._ephemeral: EphemeralLike | None = None     # prepared, then in use; erased on agreement/failure
-        self._ephemeral_sig: bytes | None = None
         self._pending_keys: SessionKeys | None = None
-        self._t4: bytes | None = None
         self._closed = False
 
     # --- what the UI asks -------------------------------------------------------------------------------
@@ -335,24 +345,22 @@ class Handshake:
 
     @property
     def prepare_due(self) -> bool:
-        """True when :meth:`prepare` has work to do (T3 is fixed and a step-3/4 value is not computed yet)."""
-        if self.failed is not None or self._closed or self._t3 is None or self._t4 is not None:
-            return False
-        return self._auth_sig is None or self._ephemeral_sig is None
+        """True when :meth:`prepare` has work to do: on the initiator only, once step 2 is done and until its
+        step-3 signature is made. Never on the responder, which signs only after the initiator's ``auth``
+        verified."""
+        return (self.initiator and self.failed is None and not self._closed and self._t2 is not None
+                and self._auth_sig is None and not self._sent_auth)
 
     def prepare(self) -> None:
-        """Compute this side's step-3 signature, then its step-4 X25519 half and signature, ahead of time.
-
-        Emits nothing and sends nothing: the values wait for their step. Does nothing unless
-        :attr:`prepare_due`; safe to call at any time, any number of times."""
-        if not self.prepare_due:
-            return
-        self._own_auth_sig()
-        self._own_ephemeral()
+        """Initiator: make the step-3 signature over T2 ahead of the step-3 click (the one RSA private-key
+        operation of this side). Emits nothing and sends nothing: the signature waits for step 3. Does nothing
+        unless :attr:`prepare_due`; safe to call at any time, any number of times."""
+        if self.prepare_due:
+            self._own_auth_sig()
 
     def close(self) -> None:
-        """The connection ended before the handshake finished: erase the X25519 private half (prepared or in
-        use) and any derived keys not handed over yet; nothing is prepared after this. Idempotent."""
+        """The connection ended before the handshake finished: erase the X25519 private half and any derived
+        keys not handed over yet; nothing is prepared after this. Idempotent."""
         self._closed = True
         self._pending_keys = None
         self._erase_ephemeral()
@@ -442,9 +450,9 @@ class Handshake:
         if self.initiator:
             return {"welcome": self._on_welcome, "decline": self._on_decline, "key": self._on_key,
                     "key_ok": self._on_key_ok, "auth_reply": self._on_auth_reply,
-                    "ephemeral_reply": self._on_ephemeral_reply}
+                    "confirm_reply": self._on_confirm_reply}
         return {"hello": self._on_hello, "key": self._on_key, "key_ok": self._on_key_ok, "auth": self._on_auth,
-                "auth_ok": self._on_auth_ok, "ephemeral": self._on_ephemeral, "confirm": self._on_confirm}
+                "auth_ok": self._on_auth_ok, "confirm": self._on_confirm}
 
     # step 1 --------------------------------------------------------------------------------------------
 
@@ -516,6 +524,7 @@ class Handshake:
         # key goes out without waiting for the ~1 ms parse, and the two sides parse in parallel.
         self.peer_public_der = der
         self._peer_nonce = msg["nonce"]
+        self._peer_ephemeral = msg["ephemeral"]
         self.in_progress = Step.SWAP_KEYS
         events: list[HsEvent] = []
         if not self._sent_key:
@@ -532,9 +541,12 @@ class Handshake:
         return self._maybe_finish_swap()
 
     def _send_key(self) -> Send:
+        """Our `key` frame: identity key, fresh nonce and a fresh X25519 half (a key generation, no RSA)."""
         self._sent_key = True
         self._my_nonce = self._fresh_nonce()
-        return self._send("key", key=self._identity.public_der, nonce=self._my_nonce)
+        self._ephemeral = self._ephemeral_factory()
+        return self._send("key", key=self._identity.public_der, nonce=self._my_nonce,
+                          ephemeral=self._ephemeral.public)
 
     def _lookup_target(self, peer_der: bytes | None) -> NeedLookup:
         if not self.via_relay:
@@ -577,18 +589,22 @@ class Handshake:
             return []
         der, binding, lookup = self.peer_public_der, self.peer_binding, self._lookup
         mine, theirs = self._my_nonce, self._peer_nonce
+        eph, peer_eph = self._ephemeral, self._peer_ephemeral
         assert der is not None and binding is not None and lookup is not None
-        assert mine is not None and theirs is not None
+        assert mine is not None and theirs is not None and eph is not None and peer_eph is not None
         try:
             self._peer_key = crypto.load_public(der)
         except CryptoError as exc:
             raise HandshakeFailed(Step.SWAP_KEYS, f"the key sent by {self.peer_address} is unusable: {exc}",
                                   f"the key you sent is unusable: {exc}") from None
-        i_fp = crypto.fingerprint(self._identity.public_der if self.initiator else der)
-        r_fp = crypto.fingerprint(der if self.initiator else self._identity.public_der)
-        add_keys(self._transcript, i_fp, r_fp)
-        add_challenges(self._transcript, *((mine, theirs) if self.initiator else (theirs, mine)))
-        self._t3 = self._transcript.digest()     # fixed from here on: steps 3 and 4 can be prepared
+        own_fp, peer_fp = crypto.fingerprint(self._identity.public_der), crypto.fingerprint(der)
+        if self.initiator:
+            add_step_2(self._transcript, i_key=own_fp, r_key=peer_fp, i_nonce=mine, r_nonce=theirs,
+                       i_ephemeral=eph.public, r_ephemeral=peer_eph)
+        else:
+            add_step_2(self._transcript, i_key=peer_fp, r_key=own_fp, i_nonce=theirs, r_nonce=mine,
+                       i_ephemeral=peer_eph, r_ephemeral=eph.public)
+        self._t2 = self._transcript.digest()     # complete: step 3 signs it, step 4 derives from it
         nick = f" ({binding.nickname})" if binding.nickname else ""
         claimed = self._peer_hello.nickname if self._peer_hello else ""
         also = f"; it calls itself '{claimed}'" if claimed and claimed != binding.nickname else ""
@@ -611,7 +627,8 @@ class Handshake:
     # step 3 --------------------------------------------------------------------------------------------
 
     def _on_auth(self, msg: Message) -> list[HsEvent]:
-        """Responder: the initiator's signature opens step 3; answer with ours once it verifies."""
+        """Responder: the initiator's signature opens step 3; only once it verifies do we sign (our one RSA
+        private-key operation), so a peer that proves nothing costs us none."""
         if Step.SWAP_KEYS not in self.done or self._sent_auth:
             raise self._out_of_order(msg.type, Step.AUTHENTICATE)
         self.in_progress = Step.AUTHENTICATE
@@ -631,15 +648,15 @@ class Handshake:
         return [self._auth_done()]
 
     def _own_auth_sig(self) -> bytes:
-        """Our step-3 signature over T3 (prepared ahead of time, or made now)."""
-        assert self._t3 is not None
+        """Our step-3 signature over T2 (the initiator's possibly made ahead by :meth:`prepare`)."""
+        assert self._t2 is not None
         if self._auth_sig is None:
-            self._auth_sig = self._identity.sign(AUTH_CONTEXT, auth_message(self._role, self._t3))
+            self._auth_sig = self._identity.sign(AUTH_CONTEXT, auth_message(self._role, self._t2))
         return self._auth_sig
 
     def _verify_auth(self, sig: bytes) -> None:
-        assert self._peer_key is not None and self._t3 is not None
-        if not crypto.is_valid_signature(self._peer_key, AUTH_CONTEXT, auth_message(self._peer_role, self._t3), sig):
+        assert self._peer_key is not None and self._t2 is not None
+        if not crypto.is_valid_signature(self._peer_key, AUTH_CONTEXT, auth_message(self._peer_role, self._t2), sig):
             raise HandshakeFailed(
                 Step.AUTHENTICATE,
                 f"{self.peer_address} could not prove it holds the key {short_fp(self.peer_public_der or b'')}: "
@@ -653,81 +670,45 @@ class Handshake:
 
     # step 4 --------------------------------------------------------------------------------------------
 
-    def _own_ephemeral(self) -> tuple[EphemeralLike, bytes]:
-        """Our X25519 half and its step-4 signature over T3 (prepared ahead of time, or made now)."""
-        assert self._t3 is not None and self._t4 is None
-        if self._ephemeral is None:
-            self._ephemeral = self._ephemeral_factory()
-            self._ephemeral_sig = None
-        if self._ephemeral_sig is None:
-            self._ephemeral_sig = self._identity.sign(
-                EPHEMERAL_CONTEXT, ephemeral_message(self._role, self._t3, self._ephemeral.public))
-        return self._ephemeral, self._ephemeral_sig
-
     def _erase_ephemeral(self) -> None:
         if self._ephemeral is not None:
             self._ephemeral.erase()
             self._ephemeral = None
 
+    def _derive(self) -> SessionKeys:
+        """X25519 with the peer's half from step 2 (our private half erased right after), then the key schedule."""
+        eph, peer_pub, t2 = self._ephemeral, self._peer_ephemeral, self._t2
+        assert eph is not None and peer_pub is not None and t2 is not None
+        try:
+            shared = eph.agree(peer_pub)
+        finally:
+            self._erase_ephemeral()
+        self._pending_keys = derive_session_keys(shared, t2)
+        return self._pending_keys
+
     def _start_agree(self) -> list[HsEvent]:
-        eph, sig = self._own_ephemeral()
-        return [self._send("ephemeral", pub=eph.public, sig=sig)]
-
-    def _on_ephemeral(self, msg: Message) -> list[HsEvent]:
-        if Step.AUTHENTICATE not in self.done or self._t4 is not None:
-            raise self._out_of_order(msg.type, Step.AGREE_KEY)
-        self.in_progress = Step.AGREE_KEY
-        peer_pub: bytes = msg["pub"]
-        self._verify_ephemeral(peer_pub, msg["sig"])
-        eph, sig = self._own_ephemeral()
-        pub = eph.public
-        try:
-            shared = eph.agree(peer_pub)
-        finally:
-            self._erase_ephemeral()
-        keys = self._schedule(shared, peer_pub, pub)
-        tag = confirm_tag(keys.confirm_key, self._role, self._t4 or b"")
-        return [self._send("ephemeral_reply", pub=pub, sig=sig, confirm=tag)]
-
-    def _on_ephemeral_reply(self, msg: Message) -> list[HsEvent]:
-        eph = self._ephemeral
-        if self.in_progress is not Step.AGREE_KEY or eph is None:
-            raise self._out_of_order(msg.type, Step.AGREE_KEY)
-        peer_pub: bytes = msg["pub"]
-        self._verify_ephemeral(peer_pub, msg["sig"])
-        try:
-            shared = eph.agree(peer_pub)
-        finally:
-            self._erase_ephemeral()
-        keys = self._schedule(shared, eph.public, peer_pub)
-        self._check_confirm(keys, msg["confirm"])
-        tag = confirm_tag(keys.confirm_key, self._role, self._t4 or b"")
-        return [self._send("confirm", confirm=tag), *self._finish(keys)]
+        keys = self._derive()
+        return [self._send("confirm", confirm=confirm_tag(keys.confirm_key, self._role, self._t2 or b""))]
 
     def _on_confirm(self, msg: Message) -> list[HsEvent]:
+        """Responder: derive, check the initiator's tag, answer with ours; the keys are then in use."""
+        if Step.AUTHENTICATE not in self.done or self._ephemeral is None:
+            raise self._out_of_order(msg.type, Step.AGREE_KEY)
+        self.in_progress = Step.AGREE_KEY
+        keys = self._derive()
+        self._check_confirm(keys, msg["confirm"])
+        tag = confirm_tag(keys.confirm_key, self._role, self._t2 or b"")
+        return [self._send("confirm_reply", confirm=tag), *self._finish(keys)]
+
+    def _on_confirm_reply(self, msg: Message) -> list[HsEvent]:
         keys = self._pending_keys
         if self.in_progress is not Step.AGREE_KEY or keys is None:
             raise self._out_of_order(msg.type, Step.AGREE_KEY)
         self._check_confirm(keys, msg["confirm"])
         return self._finish(keys)
 
-    def _verify_ephemeral(self, pub: bytes, sig: bytes) -> None:
-        assert self._peer_key is not None and self._t3 is not None
-        data = ephemeral_message(self._peer_role, self._t3, pub)
-        if not crypto.is_valid_signature(self._peer_key, EPHEMERAL_CONTEXT, data, sig):
-            raise HandshakeFailed(Step.AGREE_KEY,
-                                  f"the ephemeral key from {self.peer_address} is not signed by its identity key "
-                                  "for this session: someone may be tampering with the connection",
-                                  "your ephemeral key's signature does not verify for this session")
-
-    def _schedule(self, shared: bytes, i_pub: bytes, r_pub: bytes) -> SessionKeys:
-        add_ephemerals(self._transcript, i_pub, r_pub)
-        self._t4 = self._transcript.digest()
-        self._pending_keys = derive_session_keys(shared, self._t4)
-        return self._pending_keys
-
     def _check_confirm(self, keys: SessionKeys, tag: bytes) -> None:
-        expected = confirm_tag(keys.confirm_key, self._peer_role, self._t4 or b"")
+        expected = confirm_tag(keys.confirm_key, self._peer_role, self._t2 or b"")
         if not crypto.constant_time_equal(expected, tag):
             self._pending_keys = None
             raise HandshakeFailed(Step.AGREE_KEY,
@@ -736,8 +717,8 @@ class Handshake:
                                   "key confirmation failed: the two sides derived different keys")
 
     def _finish(self, keys: SessionKeys) -> list[HsEvent]:
-        der, binding, t4 = self.peer_public_der, self.peer_binding, self._t4
-        assert der is not None and binding is not None and t4 is not None
+        der, binding, t2 = self.peer_public_der, self.peer_binding, self._t2
+        assert der is not None and binding is not None and t2 is not None
         self._pending_keys = None       # only the Established (and then the Channel) holds the keys
         if self.initiator:
             send, recv, send_chain, recv_chain = keys.i2r_key, keys.r2i_key, keys.i2r_chain, keys.r2i_chain
@@ -746,7 +727,7 @@ class Handshake:
         number = safety_number(self._identity.public_der, der)
         self.established = Established(
             initiator=self.initiator, send_key=send, recv_key=recv, send_chain=send_chain, recv_chain=recv_chain,
-            transcript_hash=t4, peer_public_der=der, peer_nickname=binding.nickname, peer_binding=binding,
+            transcript_hash=t2, peer_public_der=der, peer_nickname=binding.nickname, peer_binding=binding,
             safety_number=number)
         return [self._step_done(Step.AGREE_KEY, f"agreed AES-256-GCM keys (one per direction); safety number "
                                                 f"{number}"),
@@ -834,6 +815,6 @@ class Handshake:
 
 __all__ = [
     "Established", "Failed", "Handshake", "HandshakeFailed", "Hello", "HsEvent", "LedgerBinding", "NeedAccept",
-    "NeedLookup", "Ready", "Send", "SessionKeys", "StepDone", "StepOrderError", "add_challenges", "add_ephemerals",
-    "add_hellos", "add_keys", "auth_message", "confirm_tag", "derive_session_keys", "ephemeral_message",
+    "NeedLookup", "Ready", "Send", "SessionKeys", "Signer", "StepDone", "StepOrderError", "add_challenges",
+    "add_ephemerals", "add_hellos", "add_keys", "add_step_2", "auth_message", "confirm_tag", "derive_session_keys",
 ]
