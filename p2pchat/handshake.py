@@ -55,6 +55,7 @@ Steps (docs/protocol.md has the byte-level spec and test vectors):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -260,6 +261,16 @@ def derive_session_keys(shared: bytes, t2: bytes) -> SessionKeys:
 def confirm_tag(confirm_key: bytes, role: bytes, t2: bytes) -> bytes:
     """Key-confirmation tag: HMAC-SHA256(confirm_key, role | 0x00 | T2)."""
     return crypto.hmac_sha256(confirm_key, role + b"\x00" + t2)
+
+
+@functools.lru_cache(maxsize=256)
+def load_peer_key(der: bytes) -> crypto.RsaKey:
+    """A peer's key parsed and checked (:func:`crypto.load_public`), remembered by its DER bytes.
+
+    Only keys that equal a ledger record byte for byte get here, so the cache holds ledger keys only; a peer that
+    comes back — an honest one, or one that runs step 2 again and again — is parsed once, not each time (about
+    half of what a responder spends on a peer before its ``auth``). A refused key raises and is not cached."""
+    return crypto.load_public(der)
 
 
 def short_fp(der: bytes) -> str:
@@ -593,7 +604,7 @@ class Handshake:
         assert der is not None and binding is not None and lookup is not None
         assert mine is not None and theirs is not None and eph is not None and peer_eph is not None
         try:
-            self._peer_key = crypto.load_public(der)
+            self._peer_key = load_peer_key(der)
         except CryptoError as exc:
             raise HandshakeFailed(Step.SWAP_KEYS, f"the key sent by {self.peer_address} is unusable: {exc}",
                                   f"the key you sent is unusable: {exc}") from None

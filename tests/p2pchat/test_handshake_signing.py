@@ -13,8 +13,9 @@ import pytest
 
 from p2pchat.chat_protocol import CHAT
 from p2pchat.foundation import crypto
+from p2pchat.foundation.errors import CryptoError
 from p2pchat.foundation.identity import Identity
-from p2pchat.handshake import AUTH_CONTEXT, Handshake, StepOrderError, auth_message
+from p2pchat.handshake import AUTH_CONTEXT, Handshake, StepOrderError, auth_message, load_peer_key
 from p2pchat.steps import Step
 from tests.p2pchat.handshake_pair import I_ADDR, R_ADDR, Pair, counting_rng, decode, fixed_ephemerals
 
@@ -327,3 +328,18 @@ def test_a_responder_that_has_not_sent_its_key_has_nothing_to_prepare_or_erase(i
     hs.prepare()
     hs.close()
     assert hs._auth_sig is None and hs._ephemeral is None
+
+
+def test_a_peer_key_that_comes_back_is_parsed_once(identities):
+    """Parsing an RSA key is most of what a responder spends on a peer before its `auth`; a ledger key seen
+    before is taken from a small cache by its exact DER bytes, and a refused key is never cached."""
+    load_peer_key.cache_clear()
+    for _ in range(3):
+        assert Pair(identities[0], identities[1]).run(Step.SWAP_KEYS).r.hs.peer_public_der == identities[0].public_der
+    info = load_peer_key.cache_info()
+    assert (info.misses, info.hits) == (2, 4)            # each side parsed the other's key once, then reused it
+    with pytest.raises(CryptoError):
+        load_peer_key(b"\x30\x03garbage")
+    with pytest.raises(CryptoError):
+        load_peer_key(b"\x30\x03garbage")
+    assert load_peer_key.cache_info().currsize == 2
