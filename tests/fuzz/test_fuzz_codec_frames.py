@@ -34,7 +34,8 @@ SAMPLES: dict[str, list[bytes]] = {
     ],
     "chat": [
         CHAT.encode("hello", version=1, network="p2pchat", nickname="alice", address="127.0.0.2:8471"),
-        CHAT.encode("ephemeral_reply", pub=bytes(32), sig=bytes(384), confirm=bytes(32)),
+        CHAT.encode("key", key=bytes(422), nonce=bytes(32), ephemeral=bytes(32)),
+        CHAT.encode("confirm_reply", confirm=bytes(32)),
         CHAT.encode("sealed", epoch=3, counter=2**40, box=bytes(272)),
     ],
     "chat-sealed": [
