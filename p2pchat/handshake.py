@@ -17,8 +17,9 @@ events, which the IO layer handles in order:
 Each side makes exactly one RSA signature per handshake, over the whole transcript (as TLS 1.3's
 CertificateVerify does). The responder makes it only after the initiator's own signature verified, so a peer that
 proves nothing never costs the responder a private-key operation. The initiator may sign ahead of its step-3
-click: once step 2 is done on its side ``prepare_due`` turns true, and the IO layer then calls
-:meth:`Handshake.prepare` — *after* writing the frames of the call that finished step 2 — which makes that one
+click: as soon as the transcript is complete on its side (the responder's ``key`` frame arrived and matched the
+ledger; the responder may still be checking ours) ``prepare_due`` turns true, and the IO layer then calls
+:meth:`Handshake.prepare` — *after* writing the frames of that call (our ``key_ok``) — which makes that one
 signature and sends nothing (it goes out with ``auth`` when step 3 starts). On the responder ``prepare_due`` is
 never true.
 
@@ -356,9 +357,9 @@ class Handshake:
 
     @property
     def prepare_due(self) -> bool:
-        """True when :meth:`prepare` has work to do: on the initiator only, once step 2 is done and until its
-        step-3 signature is made. Never on the responder, which signs only after the initiator's ``auth``
-        verified."""
+        """True when :meth:`prepare` has work to do: on the initiator only, from the moment T2 is fixed (the
+        responder's `key` frame arrived and matched the ledger) until its step-3 signature is made. Never on the
+        responder, which signs only after the initiator's ``auth`` verified."""
         return (self.initiator and self.failed is None and not self._closed and self._t2 is not None
                 and self._auth_sig is None and not self._sent_auth)
 
@@ -593,21 +594,17 @@ class Handshake:
                 f"{what} (the ledger has {short_fp(binding.public_der)})",
                 f"the key you sent is not the one the ledger binds to {self._describe_query_for_peer(lookup)}")
         self._own_check_ok = True
+        self._fix_transcript()
         return [self._send("key_ok"), *self._maybe_finish_swap()]
 
-    def _maybe_finish_swap(self) -> list[HsEvent]:
-        if not (self._own_check_ok and self._peer_key_ok):
-            return []
-        der, binding, lookup = self.peer_public_der, self.peer_binding, self._lookup
-        mine, theirs = self._my_nonce, self._peer_nonce
+    def _fix_transcript(self) -> None:
+        """Our check of the peer's key passed, so both `key` frames are out: every item of step 2 is known and T2 is
+        fixed. The initiator may sign it from here on (:meth:`prepare`) — overlapping the peer's own ledger
+        lookup — though step 2 is done only when the peer's `key_ok` has arrived too and its key parsed."""
+        der, mine, theirs = self.peer_public_der, self._my_nonce, self._peer_nonce
         eph, peer_eph = self._ephemeral, self._peer_ephemeral
-        assert der is not None and binding is not None and lookup is not None
-        assert mine is not None and theirs is not None and eph is not None and peer_eph is not None
-        try:
-            self._peer_key = load_peer_key(der)
-        except CryptoError as exc:
-            raise HandshakeFailed(Step.SWAP_KEYS, f"the key sent by {self.peer_address} is unusable: {exc}",
-                                  f"the key you sent is unusable: {exc}") from None
+        assert der is not None and mine is not None and theirs is not None and eph is not None
+        assert peer_eph is not None
         own_fp, peer_fp = crypto.fingerprint(self._identity.public_der), crypto.fingerprint(der)
         if self.initiator:
             add_step_2(self._transcript, i_key=own_fp, r_key=peer_fp, i_nonce=mine, r_nonce=theirs,
@@ -616,6 +613,17 @@ class Handshake:
             add_step_2(self._transcript, i_key=peer_fp, r_key=own_fp, i_nonce=theirs, r_nonce=mine,
                        i_ephemeral=peer_eph, r_ephemeral=eph.public)
         self._t2 = self._transcript.digest()     # complete: step 3 signs it, step 4 derives from it
+
+    def _maybe_finish_swap(self) -> list[HsEvent]:
+        if not (self._own_check_ok and self._peer_key_ok):
+            return []
+        der, binding, lookup = self.peer_public_der, self.peer_binding, self._lookup
+        assert der is not None and binding is not None and lookup is not None
+        try:
+            self._peer_key = load_peer_key(der)
+        except CryptoError as exc:
+            raise HandshakeFailed(Step.SWAP_KEYS, f"the key sent by {self.peer_address} is unusable: {exc}",
+                                  f"the key you sent is unusable: {exc}") from None
         nick = f" ({binding.nickname})" if binding.nickname else ""
         claimed = self._peer_hello.nickname if self._peer_hello else ""
         also = f"; it calls itself '{claimed}'" if claimed and claimed != binding.nickname else ""

@@ -159,8 +159,9 @@ def test_each_side_makes_exactly_one_signature_and_the_responder_only_after_a_ve
     # The responder signed while handling the initiator's `auth`, i.e. after it verified (a bad one makes no
     # signature at all: the tests above) ...
     assert sr.received_before[0][-1] == "auth"
-    # ... and the initiator, whether ahead or on the spot, only once step 2 was done on its side.
-    assert si.received_before[0] == ["welcome", "key", "key_ok"]
+    # ... and the initiator ahead as soon as the responder's `key` had arrived (and matched its ledger), or on the
+    # spot when step 3 starts.
+    assert si.received_before[0][:2] == ["welcome", "key"] and "auth_reply" not in si.received_before[0]
 
 
 def test_the_responder_makes_no_private_key_operation_at_all_in_steps_1_and_2(identities):
@@ -206,7 +207,10 @@ def test_only_the_initiator_ever_has_something_to_prepare_and_only_once_step_2_i
     assert not set(sent_types(fresh)) & STEP_3_4_FRAMES
 
 
-def test_nothing_is_prepared_before_step_2_is_done_on_the_initiator(identities):
+def test_the_initiator_signs_ahead_once_the_responders_key_matched_its_ledger_not_before(identities):
+    """T2 is complete when the responder's `key` frame arrived; the initiator signs it as soon as its own ledger
+    check of that key passed — while the responder may still be checking ours (its `key_ok` held back here) —
+    and not while its own lookup is still running."""
     held: list[bytes] = []
 
     def wire(src: Any, frame: bytes) -> list[bytes]:
@@ -215,13 +219,29 @@ def test_nothing_is_prepared_before_step_2_is_done_on_the_initiator(identities):
             return []
         return [frame]
 
-    pair, si, _ = counted_pair(identities, wire=wire)
+    pair, si, sr = counted_pair(identities, wire=wire)
+    pair.i.answer_lookups = False
     pair.run(Step.SWAP_KEYS)
-    assert Step.SWAP_KEYS not in pair.i.hs.done and not pair.i.hs.prepare_due and pair.i.prepared == 0
-    pair.i.hs.prepare()
-    assert si.calls == []
+    assert pair.i.hs.peer_public_der == identities[1].public_der        # the responder's key is here, unchecked
+    assert not pair.i.hs.prepare_due and si.calls == [] and pair.i.prepared == 0
+    pair.handle(pair.i, pair.i.hs.ledger_answer(pair.i.binding))
+    assert len(si.calls) == 1 and pair.i.prepared == 1                   # signed ahead ...
+    assert Step.SWAP_KEYS not in pair.i.hs.done                          # ... before step 2 is done here
+    assert not set(sent_types(pair)) & STEP_3_4_FRAMES and sr.calls == []
+    with pytest.raises(StepOrderError, match="Step 2 Swap public keys is still in progress"):
+        pair.i.hs.start(Step.AUTHENTICATE)
     pair.deliver(pair.i, held[0])
-    assert Step.SWAP_KEYS in pair.i.hs.done and pair.i.prepared == 1 and len(si.calls) == 1
+    assert Step.SWAP_KEYS in pair.i.hs.done and len(si.calls) == 1
+    for step in (Step.AUTHENTICATE, Step.AGREE_KEY):
+        pair.start(step)
+    assert pair.i.established is not None and (len(si.calls), len(sr.calls)) == (1, 1)
+
+
+def test_an_initiator_whose_ledger_check_fails_signs_nothing(identities):
+    pair, si, sr = counted_pair(identities, i_binding=Pair(identities[0], identities[2]).i.binding)
+    pair.run()
+    assert pair.i.failed is not None and pair.i.failed.step is Step.SWAP_KEYS
+    assert si.calls == [] and sr.calls == []
 
 
 def test_the_prepared_signature_goes_out_only_with_auth_and_is_not_made_twice(identities):
