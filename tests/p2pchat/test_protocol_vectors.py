@@ -243,6 +243,14 @@ def test_hello_and_key_frames_and_safety_number():
     body = msgpack.packb({"t": "key", "key": der, "nonce": nonce, "ephemeral": half}, use_bin_type=True)
     assert (struct.pack(">I", len(body)) + body).hex() == f["key_frame"]
     assert cp.CHAT.encode("key", key=der, nonce=nonce, ephemeral=half).hex() == f["key_frame"]
+    for type_ in ("key_ok", "auth_ok"):
+        body = msgpack.packb({"t": type_}, use_bin_type=True)
+        assert (struct.pack(">I", len(body)) + body).hex() == f[f"{type_}_frame"] == cp.CHAT.encode(type_).hex()
+    sig = bytes(range(256)) + bytes(range(128))                        # any 384 bytes stand for an RSA-3072 one
+    for type_ in ("auth", "auth_reply"):
+        body = msgpack.packb({"t": type_, "sig": sig}, use_bin_type=True)
+        expected = bytes.fromhex(f[f"{type_}_frame_before_signature"]) + sig
+        assert struct.pack(">I", len(body)) + body == expected == cp.CHAT.encode(type_, sig=sig)
     fp_a, fp_b = hx("transcript", "i.key"), hx("transcript", "r.key")
     digest = hashlib.sha256(b"p2pchat/safety-number/v1\x00" + min(fp_a, fp_b) + max(fp_a, fp_b)).digest()
     digits = f"{int.from_bytes(digest[:8], 'big') % 10**12:012d}"
