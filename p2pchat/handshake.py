@@ -34,7 +34,7 @@ API::
     .ledger_answer(binding, error=None) -> list[HsEvent]   # after NeedLookup
     .prepare_due: bool; .prepare() -> None  # initiator: sign step 3 ahead (no frames, no events); see above
     .close() -> None                       # the connection ended early: erase the X25519 private half
-    .done: set[Step]; .next_step: Step | None; .in_progress: Step | None; .failed: str | None
+    .phase: Phase; .done: set[Step]; .next_step: Step | None; .in_progress: Step | None; .failed: str | None
     .established: Established | None; .peer_nickname; .peer_public_der; .peer_binding
 
 ``identity`` is anything with ``public_der`` and ``sign(context, data)`` (:class:`Signer`;
@@ -59,6 +59,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Literal, Protocol
 
 from p2pchat.chat_protocol import (
@@ -280,6 +281,31 @@ def short_fp(der: bytes) -> str:
 
 # --- the state machine -----------------------------------------------------------------------------------
 
+class Phase(Enum):
+    """Where one side's handshake stands. Each frame and each step button is accepted in one phase only; the
+    step under way (``in_progress``) follows from it. Within ``SWAPPING`` two facts arrive in either order (our
+    own ledger check passed, the peer's ``key_ok``): step 2 is done when both are in."""
+
+    START = "start"                  # initiator: nothing sent yet; responder: waiting for hello
+    ACCEPTING = "accepting"          # responder: hello received, its user decides
+    HELLO_SENT = "hello sent"        # initiator: waiting for welcome
+    CONNECTED = "connected"          # step 1 done
+    SWAPPING = "swapping"            # step 2 under way: our key sent
+    SWAPPED = "swapped"              # step 2 done: T2 fixed, the peer's key parsed
+    AUTH_SENT = "auth sent"          # initiator: waiting for auth_reply
+    AUTH_REPLIED = "auth replied"    # responder: auth verified, auth_reply sent, waiting for auth_ok
+    AUTHENTICATED = "authenticated"  # step 3 done
+    CONFIRM_SENT = "confirm sent"    # initiator: waiting for confirm_reply
+    ESTABLISHED = "established"      # step 4 done: the keys are handed over
+    FAILED = "failed"                # over, with a reason (``failed``)
+    CLOSED = "closed"                # the connection ended before the handshake did
+
+
+_IN_PROGRESS = {Phase.ACCEPTING: Step.CONNECT, Phase.HELLO_SENT: Step.CONNECT, Phase.SWAPPING: Step.SWAP_KEYS,
+                Phase.AUTH_SENT: Step.AUTHENTICATE, Phase.AUTH_REPLIED: Step.AUTHENTICATE,
+                Phase.CONFIRM_SENT: Step.AGREE_KEY}
+
+
 class Handshake:
     """One side of the four-step handshake; see the module docstring for the protocol and the events."""
 
@@ -302,24 +328,22 @@ class Handshake:
         self._role = ROLE_INITIATOR if initiator else ROLE_RESPONDER
         self._peer_role = ROLE_RESPONDER if initiator else ROLE_INITIATOR
 
-        self.done: set[Step] = set()
-        self.in_progress: Step | None = None
+        self.phase = Phase.START
+        self.done: set[Step] = set()            # the steps reported done on this side, in order
         self.failed: str | None = None
         self.failed_step: Step | None = None
         self.established: Established | None = None
 
         self._transcript = Transcript()
         self._peer_hello: Hello | None = None
-        self._awaiting_accept = False
         # step 2
         self.peer_public_der: bytes | None = None
         self._peer_key: crypto.RsaKey | None = None
         self.peer_binding: LedgerBinding | None = None
         self._lookup: NeedLookup | None = None
-        self._lookup_pending = False
-        self._own_check_ok = False
-        self._peer_key_ok = False
-        self._sent_key = False
+        self._lookup_pending = False             # a NeedLookup is out and not answered yet
+        self._own_check_ok = False               # step 2: the peer's key matched our ledger answer
+        self._peer_key_ok = False                # step 2: the peer's key_ok arrived
         self._my_nonce: bytes | None = None      # drawn with our `key` frame, fresh per session
         self._peer_nonce: bytes | None = None
         self._ephemeral: EphemeralLike | None = None     # made with our `key` frame; erased at agreement/failure
@@ -327,17 +351,20 @@ class Handshake:
         self._t2: bytes | None = None            # the transcript hash, fixed when step 2 is done
         # step 3
         self._auth_sig: bytes | None = None      # ours, over T2 (initiator: possibly made ahead by prepare())
-        self._sent_auth = False                  # initiator: `auth` sent; responder: `auth_reply` sent
         # step 4
         self._pending_keys: SessionKeys | None = None
-        self._closed = False
 
     # --- what the UI asks -------------------------------------------------------------------------------
 
     @property
+    def in_progress(self) -> Step | None:
+        """The step under way on this side (its first frame sent or received, not finished), if any."""
+        return _IN_PROGRESS.get(self.phase)
+
+    @property
     def next_step(self) -> Step | None:
-        """The lowest step not done yet (``None`` once all four are done or the handshake failed)."""
-        if self.failed is not None:
+        """The lowest step not done yet (``None`` once all four are done or the handshake failed or closed)."""
+        if self.phase in (Phase.FAILED, Phase.CLOSED):
             return None
         for step in Step:
             if step not in self.done:
@@ -360,8 +387,8 @@ class Handshake:
         """True when :meth:`prepare` has work to do: on the initiator only, from the moment T2 is fixed (the
         responder's `key` frame arrived and matched the ledger) until its step-3 signature is made. Never on the
         responder, which signs only after the initiator's ``auth`` verified."""
-        return (self.initiator and self.failed is None and not self._closed and self._t2 is not None
-                and self._auth_sig is None and not self._sent_auth)
+        return (self.initiator and self.phase in (Phase.SWAPPING, Phase.SWAPPED) and self._t2 is not None
+                and self._auth_sig is None)
 
     def prepare(self) -> None:
         """Initiator: make the step-3 signature over T2 ahead of the step-3 click (the one RSA private-key
@@ -373,7 +400,8 @@ class Handshake:
     def close(self) -> None:
         """The connection ended before the handshake finished: erase the X25519 private half and any derived
         keys not handed over yet; nothing is prepared after this. Idempotent."""
-        self._closed = True
+        if self.phase not in (Phase.ESTABLISHED, Phase.FAILED):
+            self.phase = Phase.CLOSED
         self._pending_keys = None
         self._erase_ephemeral()
 
@@ -393,26 +421,27 @@ class Handshake:
         """
         step = Step(step)
         self._check_can_start(step)
-        self.in_progress = step
         if step is Step.CONNECT:
+            self.phase = Phase.HELLO_SENT
             return [self._send("hello", **vars(self._me))]
         if step is Step.SWAP_KEYS:
+            self.phase = Phase.SWAPPING
             events: list[HsEvent] = [self._send_key()]
             if not self.via_relay or self.peer_query is not None:
                 events.append(self._need_lookup(self._lookup_target(None)))
             return events
         if step is Step.AUTHENTICATE:
-            self._sent_auth = True
+            self.phase = Phase.AUTH_SENT
             return [self._send("auth", sig=self._own_auth_sig())]
+        self.phase = Phase.CONFIRM_SENT
         return self._guard(Step.AGREE_KEY, self._start_agree)
 
     def accept(self, yes: bool) -> list[HsEvent]:
         """Responder: the user's answer to :class:`NeedAccept`."""
-        if self.failed is not None:
+        if self.phase in (Phase.FAILED, Phase.CLOSED):
             return []           # the peer left or broke the protocol while the user was deciding
-        if self.initiator or not self._awaiting_accept:
+        if self.phase is not Phase.ACCEPTING:
             raise StepOrderError("No chat request is waiting for an answer", Step.CONNECT)
-        self._awaiting_accept = False
         peer = self._peer_hello
         assert peer is not None
         if not yes:
@@ -421,14 +450,15 @@ class Handshake:
             return [self._send("decline", reason=f"{self._me.nickname or 'the peer'} declined the chat"),
                     Failed(Step.CONNECT, self.failed or "")]
         add_hellos(self._transcript, peer, self._me)
+        self.phase = Phase.CONNECTED
         return [self._send("welcome", **vars(self._me)),
                 self._step_done(Step.CONNECT, f"accepted the chat from {peer.nickname or 'an unnamed peer'} "
                                               f"at {self.peer_address}")]
 
     def ledger_answer(self, binding: LedgerBinding | None, error: str | None = None) -> list[HsEvent]:
         """The IO layer's answer to :class:`NeedLookup`: the verified binding, or ``None`` and why not."""
-        if self.failed is not None:
-            return []           # failed while the lookup was running: nothing more to do
+        if self.phase in (Phase.FAILED, Phase.CLOSED):
+            return []           # ended while the lookup was running: nothing more to do
         if not self._lookup_pending:
             raise StepOrderError("No ledger lookup is pending for this handshake", Step.SWAP_KEYS)
         self._lookup_pending = False
@@ -447,13 +477,13 @@ class Handshake:
     def receive(self, msg: Message) -> list[HsEvent]:
         """Feed one decoded frame from the peer. Anything unexpected fails the handshake with a reason;
         frames after a failure are ignored (the connection is being closed)."""
-        if self.failed is not None:
+        if self.phase in (Phase.FAILED, Phase.CLOSED):
             return []
         step = self._current_step()
         if msg.type == "error":
             return self._fail(step, f"the peer ended the handshake: {msg['reason']}", None)
         handler = self._handlers().get(msg.type)
-        if handler is None or self.established is not None:
+        if handler is None or self.phase is Phase.ESTABLISHED:
             return self._fail(step, self._unexpected(msg.type, step),
                               f"unexpected '{msg.type}' frame during step {step.label}")
         return self._guard(step, lambda: handler(msg))
@@ -469,27 +499,27 @@ class Handshake:
     # step 1 --------------------------------------------------------------------------------------------
 
     def _on_hello(self, msg: Message) -> list[HsEvent]:
-        if self._peer_hello is not None or self.done:
+        if self.phase is not Phase.START:
             raise self._out_of_order(msg.type, Step.CONNECT)
         hello = Hello.from_message(msg)
         self._check_version_network(hello)
         self._peer_hello = hello
-        self._awaiting_accept = True
-        self.in_progress = Step.CONNECT
+        self.phase = Phase.ACCEPTING
         return [NeedAccept(hello.nickname, self.peer_address, hello.address)]
 
     def _on_welcome(self, msg: Message) -> list[HsEvent]:
-        if self.in_progress is not Step.CONNECT:
+        if self.phase is not Phase.HELLO_SENT:
             raise self._out_of_order(msg.type, Step.CONNECT)
         hello = Hello.from_message(msg)
         self._check_version_network(hello)
         self._peer_hello = hello
         add_hellos(self._transcript, self._me, hello)
+        self.phase = Phase.CONNECTED
         return [self._step_done(Step.CONNECT, f"{hello.nickname or 'the peer'} at {self.peer_address} "
                                               "accepted the chat")]
 
     def _on_decline(self, msg: Message) -> list[HsEvent]:
-        if self.in_progress is not Step.CONNECT:
+        if self.phase is not Phase.HELLO_SENT:
             raise self._out_of_order(msg.type, Step.CONNECT)
         reason = msg.get("reason") or "the peer declined the chat"
         raise HandshakeFailed(Step.CONNECT, f"{self.peer_address} declined the chat: {reason}", None)
@@ -527,9 +557,9 @@ class Handshake:
     # step 2 --------------------------------------------------------------------------------------------
 
     def _on_key(self, msg: Message) -> list[HsEvent]:
-        expected = Step.CONNECT in self.done and self.peer_public_der is None and \
-            (not self.initiator or self.in_progress is Step.SWAP_KEYS)
-        if not expected:
+        # the initiator sent its key when its user started step 2; the responder answers the initiator's
+        expected = Phase.SWAPPING if self.initiator else Phase.CONNECTED
+        if self.phase is not expected or self.peer_public_der is not None:
             raise self._out_of_order(msg.type, Step.SWAP_KEYS)
         der: bytes = msg["key"]
         # Parsed only when step 2 completes (_maybe_finish_swap): the ledger check compares bytes, so our own
@@ -537,9 +567,9 @@ class Handshake:
         self.peer_public_der = der
         self._peer_nonce = msg["nonce"]
         self._peer_ephemeral = msg["ephemeral"]
-        self.in_progress = Step.SWAP_KEYS
         events: list[HsEvent] = []
-        if not self._sent_key:
+        if not self.initiator:
+            self.phase = Phase.SWAPPING
             events.append(self._send_key())
         if self._lookup is None:
             events.append(self._need_lookup(self._lookup_target(der)))
@@ -547,14 +577,13 @@ class Handshake:
         return events
 
     def _on_key_ok(self, msg: Message) -> list[HsEvent]:
-        if self.in_progress is not Step.SWAP_KEYS or self._peer_key_ok or not self._sent_key:
+        if self.phase is not Phase.SWAPPING or self._peer_key_ok:
             raise self._out_of_order(msg.type, Step.SWAP_KEYS)
         self._peer_key_ok = True
         return self._maybe_finish_swap()
 
     def _send_key(self) -> Send:
         """Our `key` frame: identity key, fresh nonce and a fresh X25519 half (a key generation, no RSA)."""
-        self._sent_key = True
         self._my_nonce = self._fresh_nonce()
         self._ephemeral = self._ephemeral_factory()
         return self._send("key", key=self._identity.public_der, nonce=self._my_nonce,
@@ -624,6 +653,7 @@ class Handshake:
         except CryptoError as exc:
             raise HandshakeFailed(Step.SWAP_KEYS, f"the key sent by {self.peer_address} is unusable: {exc}",
                                   f"the key you sent is unusable: {exc}") from None
+        self.phase = Phase.SWAPPED
         nick = f" ({binding.nickname})" if binding.nickname else ""
         claimed = self._peer_hello.nickname if self._peer_hello else ""
         also = f"; it calls itself '{claimed}'" if claimed and claimed != binding.nickname else ""
@@ -648,21 +678,20 @@ class Handshake:
     def _on_auth(self, msg: Message) -> list[HsEvent]:
         """Responder: the initiator's signature opens step 3; only once it verifies do we sign (our one RSA
         private-key operation), so a peer that proves nothing costs us none."""
-        if Step.SWAP_KEYS not in self.done or self._sent_auth:
+        if self.phase is not Phase.SWAPPED:
             raise self._out_of_order(msg.type, Step.AUTHENTICATE)
-        self.in_progress = Step.AUTHENTICATE
         self._verify_auth(msg["sig"])
-        self._sent_auth = True
+        self.phase = Phase.AUTH_REPLIED
         return [self._send("auth_reply", sig=self._own_auth_sig())]
 
     def _on_auth_reply(self, msg: Message) -> list[HsEvent]:
-        if self.in_progress is not Step.AUTHENTICATE or not self._sent_auth:
+        if self.phase is not Phase.AUTH_SENT:
             raise self._out_of_order(msg.type, Step.AUTHENTICATE)
         self._verify_auth(msg["sig"])
         return [self._send("auth_ok"), self._auth_done()]
 
     def _on_auth_ok(self, msg: Message) -> list[HsEvent]:
-        if self.in_progress is not Step.AUTHENTICATE or not self._sent_auth:
+        if self.phase is not Phase.AUTH_REPLIED:
             raise self._out_of_order(msg.type, Step.AUTHENTICATE)
         return [self._auth_done()]
 
@@ -683,6 +712,7 @@ class Handshake:
                 "your authentication signature does not verify for this session")
 
     def _auth_done(self) -> StepDone:
+        self.phase = Phase.AUTHENTICATED
         return self._step_done(Step.AUTHENTICATE,
                                f"{self.peer_nickname or 'the peer'} proved it holds key "
                                f"{short_fp(self.peer_public_der or b'')} (signature over this session verified)")
@@ -711,9 +741,8 @@ class Handshake:
 
     def _on_confirm(self, msg: Message) -> list[HsEvent]:
         """Responder: derive, check the initiator's tag, answer with ours; the keys are then in use."""
-        if Step.AUTHENTICATE not in self.done or self._ephemeral is None:
+        if self.phase is not Phase.AUTHENTICATED:
             raise self._out_of_order(msg.type, Step.AGREE_KEY)
-        self.in_progress = Step.AGREE_KEY
         keys = self._derive()
         self._check_confirm(keys, msg["confirm"])
         tag = confirm_tag(keys.confirm_key, self._role, self._t2 or b"")
@@ -721,7 +750,7 @@ class Handshake:
 
     def _on_confirm_reply(self, msg: Message) -> list[HsEvent]:
         keys = self._pending_keys
-        if self.in_progress is not Step.AGREE_KEY or keys is None:
+        if self.phase is not Phase.CONFIRM_SENT or keys is None:
             raise self._out_of_order(msg.type, Step.AGREE_KEY)
         self._check_confirm(keys, msg["confirm"])
         return self._finish(keys)
@@ -744,6 +773,7 @@ class Handshake:
         else:
             send, recv, send_chain, recv_chain = keys.r2i_key, keys.i2r_key, keys.r2i_chain, keys.i2r_chain
         number = safety_number(self._identity.public_der, der)
+        self.phase = Phase.ESTABLISHED
         self.established = Established(
             initiator=self.initiator, send_key=send, recv_key=recv, send_chain=send_chain, recv_chain=recv_chain,
             transcript_hash=t2, peer_public_der=der, peer_nickname=binding.nickname, peer_binding=binding,
@@ -765,7 +795,6 @@ class Handshake:
 
     def _step_done(self, step: Step, detail: str) -> StepDone:
         self.done.add(step)
-        self.in_progress = None
         return StepDone(step, detail)
 
     def _current_step(self) -> Step:
@@ -777,6 +806,8 @@ class Handshake:
         if self.failed is not None:
             raise StepOrderError(f"The handshake failed at step {self.failed_step.label if self.failed_step else ''}"
                                  f" ({self.failed}); connect again to start over", Step.CONNECT)
+        if self.phase is Phase.CLOSED:
+            raise StepOrderError("The connection has ended; connect again to start over", Step.CONNECT)
         if not self.initiator:
             raise StepOrderError("The side that opened the chat drives the steps; this side answers them", step)
         if step in self.done:
@@ -791,7 +822,7 @@ class Handshake:
             raise StepOrderError(f"Do step {int(nxt)} ({nxt.title}) first", nxt)
 
     def _unexpected(self, type_: str, step: Step) -> str:
-        if self.established is not None:
+        if self.phase is Phase.ESTABLISHED:
             return f"{self.peer_address} sent a '{type_}' frame after the handshake finished"
         return f"{self.peer_address} sent a '{type_}' frame that does not belong in step {step.label}"
 
@@ -817,8 +848,7 @@ class Handshake:
     def _fail_state(self, step: Step, reason: str) -> None:
         self.failed = reason
         self.failed_step = step
-        self.in_progress = None
-        self._awaiting_accept = False
+        self.phase = Phase.FAILED
         self._lookup_pending = False
         self._pending_keys = None
         self._erase_ephemeral()
@@ -834,6 +864,6 @@ class Handshake:
 
 __all__ = [
     "Established", "Failed", "Handshake", "HandshakeFailed", "Hello", "HsEvent", "LedgerBinding", "NeedAccept",
-    "NeedLookup", "Ready", "Send", "SessionKeys", "Signer", "StepDone", "StepOrderError", "add_challenges",
+    "NeedLookup", "Phase", "Ready", "Send", "SessionKeys", "Signer", "StepDone", "StepOrderError", "add_challenges",
     "add_ephemerals", "add_hellos", "add_keys", "add_step_2", "auth_message", "confirm_tag", "derive_session_keys",
 ]

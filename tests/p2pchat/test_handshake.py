@@ -17,6 +17,7 @@ from p2pchat.handshake import (
     LedgerBinding,
     NeedAccept,
     NeedLookup,
+    Phase,
     Ready,
     StepDone,
     StepOrderError,
@@ -78,6 +79,36 @@ def test_each_step_is_driven_on_its_own_and_reports_progress_on_both_sides(ident
     assert "matches the ledger record for 127.0.0.3 (block 7, 3 confirmations)" in details[1]
     assert "proved it holds key" in details[2]
     assert pair.i.established.safety_number in details[3]
+
+
+def test_the_phase_says_where_each_side_stands_after_every_frame(identities):
+    seen: dict[str, list[Phase]] = {"initiator": [], "responder": []}
+
+    def wire(src: Side, frame: bytes) -> list[bytes]:
+        seen[src.name].append(src.hs.phase)
+        return [frame]
+
+    pair = Pair(identities[0], identities[1], wire=wire)
+    assert pair.i.hs.phase is Phase.START and pair.r.hs.phase is Phase.START
+    pair.run()
+    # the sender's phase once the call that produced each of its frames returned
+    assert seen["initiator"] == [Phase.HELLO_SENT, Phase.SWAPPING, Phase.SWAPPED, Phase.AUTH_SENT,
+                                 Phase.AUTHENTICATED, Phase.CONFIRM_SENT]
+    assert seen["responder"] == [Phase.CONNECTED, Phase.SWAPPING, Phase.SWAPPING, Phase.AUTH_REPLIED,
+                                 Phase.ESTABLISHED]
+    assert pair.i.hs.phase is Phase.ESTABLISHED and pair.r.hs.phase is Phase.ESTABLISHED
+    assert pair.i.hs.in_progress is None and pair.r.hs.in_progress is None
+
+
+def test_a_closed_handshake_refuses_steps_and_ignores_frames(identities):
+    pair = Pair(identities[0], identities[1]).run(Step.SWAP_KEYS)
+    pair.i.hs.close()
+    pair.r.hs.close()
+    assert pair.i.hs.phase is Phase.CLOSED and pair.i.hs.next_step is None
+    with pytest.raises(StepOrderError, match="The connection has ended"):
+        pair.i.hs.start(Step.AUTHENTICATE)
+    assert pair.r.hs.receive(decode(_frame_of_type("auth"))) == []
+    assert pair.r.hs.phase is Phase.CLOSED and pair.r.failed is None
 
 
 def test_responder_reports_the_callers_hello_and_asks_its_user(identities):
