@@ -348,7 +348,7 @@ class Handshake:
         self._peer_nonce: bytes | None = None
         self._ephemeral: EphemeralLike | None = None     # made with our `key` frame; erased at agreement/failure
         self._peer_ephemeral: bytes | None = None
-        self._t2: bytes | None = None            # the transcript hash, fixed when step 2 is done
+        self._t2: bytes | None = None            # the transcript hash, fixed once our check of the peer key passed
         # step 3
         self._auth_sig: bytes | None = None      # ours, over T2 (initiator: possibly made ahead by prepare())
         # step 4
