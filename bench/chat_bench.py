@@ -191,8 +191,20 @@ def tls_server(pipe: Connection, certs: dict[str, str]) -> None:
         t.join()
 
 
+class CountingIdentity(Identity):
+    """The responder's identity, counting its RSA private-key operations (``sign`` is the only one)."""
+
+    signatures = 0
+    _lock = threading.Lock()
+
+    def sign(self, context: str, data: bytes) -> bytes:
+        with self._lock:
+            CountingIdentity.signatures += 1
+        return super().sign(context, data)
+
+
 def chat_server(pipe: Connection, key_dir: str, entries: list[DirectoryEntry]) -> None:
-    identity = Identity.load(Path(key_dir) / KEY_FILE)
+    identity = CountingIdentity.load(Path(key_dir) / KEY_FILE)
     node = ChatNode(identity, host=SERVER_IP, port=0, nickname="responder", directory=FixedDirectory(entries),
                     auto_accept=True, max_sessions=1024)
     node.start()
@@ -232,6 +244,8 @@ def serve_commands(pipe: Connection, stats: Callable[[], list[float]], reset: Ca
             pipe.send(rss_kib())
         elif cmd == "cpu":
             pipe.send(cpu_seconds())
+        elif cmd == "signatures":
+            pipe.send(CountingIdentity.signatures)
         elif cmd == "quit":
             return
 
@@ -445,9 +459,13 @@ def main() -> int:
                 tls_messages(results, tls, tls_pipe, tls_proc, n_small, n_big, n_lat, n_idle)
                 chat_messages(results, client, parent, n_small, n_big, n_lat, n_idle)
             before = settled_cpu(parent)
+            parent.send("signatures")
+            signed_before = parent.recv()
             attempts, attacker_cpu = attack_through_step_2(client.node.identity, entries[0].public_der, port,
                                                            n_attacks, ATTACK_SECONDS)
             results["attack"] = (attempts, settled_cpu(parent) - before, attacker_cpu)
+            parent.send("signatures")
+            results["attack_signatures"] = parent.recv() - signed_before
         finally:
             client.close()
             parent.send("quit")
@@ -533,6 +551,8 @@ def report(r: dict[str, Any], n_hs: int, n_small: int, n_big: int, n_lat: int, n
                  f"{victim_cpu / attempts * 1000:.2f} ms",
                  f"the attacker's own CPU {attacker_cpu / attempts * 1000:.2f} ms",
                  f"{victim_cpu / attacker_cpu:.2f}", "≤ 1"))
+    rows.append((f"Responder RSA signatures during those {attempts} attempts", f"{r['attack_signatures']}",
+                 "—", "—", "0"))
     print(f"\nPython {sys.version.split()[0]}, {os.cpu_count()} CPUs, {datetime.date.today()}")
     print("| Measure | p2pchat | Baseline (same run) | Ratio | Goal |")
     print("|---|---|---|---|---|")
