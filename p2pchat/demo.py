@@ -39,15 +39,14 @@ WAIT = 20.0      # seconds any one expected event may take before the demo gives
 WHAT_IT_PROVED = {
     Step.CONNECT: "{a} opened a TCP connection from {a_ip} to {b_ip}; both sent a hello (protocol version, "
                   "network, nickname, claimed address) and {b} accepted the chat.",
-    Step.SWAP_KEYS: "each side sent its RSA-3072 public key and looked the other up in the ledger by the address "
-                    "it actually saw. The keys match the mined records, so a stranger's key would have stopped "
-                    "the chat here.",
-    Step.AUTHENTICATE: "each side signed (RSA-PSS) a hash of everything said so far, fresh random challenges "
-                       "included: both hold their private keys, and a signature recorded in another session "
-                       "would not verify in this one.",
-    Step.AGREE_KEY: "fresh X25519 keys, each signed by its owner's identity key, gave one AES-256-GCM key per "
-                    "direction (HKDF-SHA256) and a confirmation both sides checked. The X25519 private keys are "
-                    "already erased.",
+    Step.SWAP_KEYS: "each side sent its RSA-3072 public key, a fresh challenge and a fresh X25519 half, and looked "
+                    "the other up in the ledger by the address it actually saw. The keys match the mined records, "
+                    "so a stranger's key would have stopped the chat here.",
+    Step.AUTHENTICATE: "each side made one signature (RSA-PSS) over a hash of everything said so far, fresh "
+                       "challenges and X25519 halves included, {b} only after {a}'s verified: both hold their "
+                       "private keys, and a signature recorded in another session would not verify in this one.",
+    Step.AGREE_KEY: "the X25519 halves both signed in step 3 gave one AES-256-GCM key per direction (HKDF-SHA256) "
+                    "and a confirmation both sides checked. The X25519 private keys are already erased.",
 }
 
 CONVERSATION = [

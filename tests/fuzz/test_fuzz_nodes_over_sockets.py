@@ -135,7 +135,7 @@ def chat_pair() -> Iterator[Any]:
 
 
 CHAT_SAMPLES = [CHAT.encode("hello", version=1, network="p2pchat", nickname="fuzz", address="127.0.0.9:8471"),
-                CHAT.encode("key", key=make_identities(3)[2].public_der, nonce=bytes(32)),
+                CHAT.encode("key", key=make_identities(3)[2].public_der, nonce=bytes(32), ephemeral=bytes(32)),
                 CHAT.encode("sealed", epoch=0, counter=0, box=bytes(272))]
 
 

@@ -94,7 +94,8 @@ def test_mitm_that_substitutes_keys_fails_authentication_and_nothing_leaks(w):
     mallory_der = w.mallory.public_der
 
     def swap_keys(direction: str, msg, frame: bytes) -> bytes:
-        return CHAT.encode("key", key=mallory_der, nonce=msg["nonce"]) if msg.type == "key" else frame
+        return CHAT.encode("key", key=mallory_der, nonce=msg["nonce"], ephemeral=msg["ephemeral"]) \
+            if msg.type == "key" else frame
 
     proxy = MitmProxy(w.victim.ip, (w.victim.ip, CHAT_PORT), w.mallory_ip, swap_keys).start()
     try:
@@ -162,7 +163,7 @@ def test_a_replayed_handshake_fails_authentication_even_from_the_right_address(w
     replay = RawPeer(w.mallory, w.honest_ip, w.victim)
     try:
         answers = []
-        for frame in captured[:6]:            # hello, key, key_ok, auth, auth_ok, ephemeral
+        for frame in captured[:6]:            # hello, key, key_ok, auth, auth_ok, confirm
             replay.send_raw(frame)
             answers += closed_by_peer(replay.conn, timeout=1.0) if frame is captured[5] else []
         answers += closed_by_peer(replay.conn, timeout=3.0)
@@ -170,7 +171,7 @@ def test_a_replayed_handshake_fails_authentication_even_from_the_right_address(w
         replay.close()
     out = w.victim.wait_new("✗ 3 Authenticate")
     assert "signature over this session's transcript does not verify" in out
-    assert not any(a.type == "ephemeral_reply" for a in answers)
+    assert not any(a.type in ("auth_reply", "confirm_reply") for a in answers)
     assert "✓ 4 Agree AES key" not in out
 
 
@@ -262,7 +263,8 @@ def test_a_peer_silent_mid_handshake_times_out_alone(w):
     peer = RawPeer(w.mallory, w.mallory_ip, w.victim)
     try:
         peer.run_step(Step.CONNECT)
-        peer.send_raw(CHAT.encode("key", key=w.mallory.public_der, nonce=crypto.random_bytes(32)))   # then silence
+        peer.send_raw(CHAT.encode("key", key=w.mallory.public_der, nonce=crypto.random_bytes(32),
+                                  ephemeral=crypto.random_bytes(32)))                               # then silence
         w.honest_chat_works("while someone is silent")
         out = w.victim.wait_new("went silent during step 2 Swap public keys", timeout=20)
         assert "✗ 2 Swap public keys" in out
