@@ -52,6 +52,15 @@ class FramedSocket:
         return format_address(*self.peer)
 
     @property
+    def frame_limit(self) -> int:
+        """Largest frame accepted from the peer (the protocol's limit unless lowered for this connection)."""
+        return self._reader.limit
+
+    @frame_limit.setter
+    def frame_limit(self, limit: int) -> None:
+        self._reader.limit = min(limit, self.protocol.max_frame)
+
+    @property
     def buffered_messages(self) -> int:
         """Complete messages already received that the next ``recv`` calls return without reading the socket."""
         return len(self._ready)
