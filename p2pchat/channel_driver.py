@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 # Texts opened but not yet receipted that make the reader wait for the UI: with at most one batch of texts more
 # (MAX_BATCH_TEXTS) the channel never reaches MAX_RECEIPT_IDS and so never receipts a text the UI has not taken.
 UNRECEIPTED_PAUSE = MAX_RECEIPT_IDS // 2
-RECEIPT_WHEN_TAKEN = False
 
 
 class OutboxFull(UserError):
@@ -104,9 +103,8 @@ class ChannelDriver:
     def receive(self, session: Session, msg: Message) -> None:
         ch = session.channel
         assert ch is not None
-        # Frames already read but not handled yet: the receipt for this burst of texts waits for them.
-        more = session.link is not None and session.link.buffered_messages > 0
-        self.on_events(session, ch.receive(msg, more_buffered=more))
+        # The receipt waits until the UI took the texts (taken), never sealed here.
+        self.on_events(session, ch.receive(msg, more_buffered=True))
 
     def on_events(self, session: Session, out: Iterable[ChEvent]) -> None:
         for ev in out:
@@ -150,8 +148,6 @@ class ChannelDriver:
         """The UI took one message event of ``session`` (``session.lock`` held): once it has taken all of them,
         the texts opened so far are receipted."""
         session.untaken -= 1
-        if RECEIPT_WHEN_TAKEN:
-            return
         ch = session.channel
         if session.untaken == 0 and session.unreceipted and ch is not None and not session.ended:
             session.unreceipted = 0

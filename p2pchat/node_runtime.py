@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from p2pchat.admission import PRE_AUTH_FRAME, Admission, Ticket
-from p2pchat.channel_driver import RECEIPT_WHEN_TAKEN, UNRECEIPTED_PAUSE, ChannelDriver
+from p2pchat.channel_driver import UNRECEIPTED_PAUSE, ChannelDriver
 from p2pchat.chat_protocol import CHAT
 from p2pchat.event_queue import EventQueue
 from p2pchat.events import Event, MessageReceived, NodeError, SessionEnded, SessionUpdated, StepResult
@@ -118,8 +118,7 @@ class NodeRuntime:
         """Reader: wait until the UI has taken enough of this session's events (back-pressure)."""
         return self.events.wait_for_room(
             session.id, timeout,
-            also=lambda: session.ended or (not session.lookup_pending and (
-                not RECEIPT_WHEN_TAKEN or session.unreceipted < UNRECEIPTED_PAUSE)))
+            also=lambda: session.ended or (not session.lookup_pending and session.unreceipted < UNRECEIPTED_PAUSE))
 
     def wake_readers(self) -> None:
         self.events.wake()

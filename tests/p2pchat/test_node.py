@@ -154,7 +154,7 @@ def test_rotation_both_sides_sending_nothing_lost_nothing_refused(identities):
             for i in range(n):
                 node.send_text(session, f"{who} {i}")
                 if i % 3 == 2:
-                    wait_until(lambda: node.pending_receipts(session) == 0, 10)
+                    wait_until(lambda: node.pending_receipts(session) == 0, 10, step=alice.log.pump)
 
         threads = [threading.Thread(target=send, args=(alice.node, sid, "a")),
                    threading.Thread(target=send, args=(bob.node, bsid, "b"))]
@@ -276,7 +276,7 @@ def test_a_burst_of_texts_read_at_once_is_acknowledged_by_fewer_receipt_frames_e
         with bob_session.lock:
             ids = [alice.node.send_text(sid, f"burst {i}") for i in range(n)]
             wait_until(lambda: not alice_session.outbox and not alice_session.partial, 10)
-        wait_until(lambda: alice.node.pending_receipts(sid) == 0, 10)
+        wait_until(lambda: alice.node.pending_receipts(sid) == 0, 10, step=bob.log.pump)
         assert [e.msg_id for e in alice.log.all(DeliveryReceipt)] == ids
         assert [m.text for m in bob.log.all(MessageReceived)] == [f"burst {i}" for i in range(n)]
         assert 1 <= len(sent_by_bob) <= n // 4            # receipts only (no rotation at this rotate_every)
