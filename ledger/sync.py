@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ledger.blocks import BlockHeader, more_work
 from ledger.errors import LedgerError
@@ -94,7 +95,7 @@ class BlockDownload:
         """The next batch to ask for (empty while ``window`` batches are out or nothing is queued)."""
         if len(self._flight) >= self.window or not self._queue:
             return []
-        batch = []
+        batch: list[Any] = []
         while self._queue and len(batch) < self.batch:
             h = self._queue.popleft()
             self._queued.discard(h)

@@ -16,7 +16,7 @@ from p2pchat.channel import Channel, ChEvent, Goodbye, PeerError, Receipt, Refus
 from p2pchat.chat_protocol import MAX_RECEIPT_IDS, Send
 from p2pchat.events import DeliveryReceipt, Event, MessageReceived, Notice, PeerTyping
 from p2pchat.foundation.codec import Message
-from p2pchat.foundation.errors import UserError
+from p2pchat.foundation.errors import UsageError
 from p2pchat.handshake import Established
 from p2pchat.session import Phase
 from p2pchat.steps import Step
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 UNRECEIPTED_PAUSE = MAX_RECEIPT_IDS // 2
 
 
-class OutboxFull(UserError):
+class OutboxFull(UsageError):
     """The peer takes our messages more slowly than the user sends them; the text was not queued."""
 
 
@@ -93,9 +93,9 @@ class ChannelDriver:
 
     def _open_channel(self, session: Session) -> Channel:
         if session.ended:
-            raise UserError("this chat has ended")
+            raise UsageError("this chat has ended")
         if session.channel is None:
-            raise UserError(f"the chat is not ready yet: finish step {Step.AGREE_KEY.label} first")
+            raise UsageError(f"the chat is not ready yet: finish step {Step.AGREE_KEY.label} first")
         return session.channel
 
     # --- the peer's side (the reader thread, session.lock held) -----------------------------------------

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from p2pchat.chat_protocol import CHAT
 from p2pchat.foundation.addresses import CHAT_PORT, format_address, parse_address
 from p2pchat.foundation.errors import AddressError, PeerUnreachable, UserError
 from p2pchat.foundation.transport import connect
+from p2pchat.links import Binding, Link
 from p2pchat.peer_directory import PeerDirectory, PeerNotFound, query_kind
 
 log = logging.getLogger(__name__)
@@ -57,41 +57,41 @@ def resolve_target(query: str, directory: PeerDirectory) -> PeerTarget:
     nickname or fingerprint to the address or relay hint of its ledger record (none → :class:`PeerNotFound`)."""
     explicit = _explicit_address(query)
     if explicit is not None:
-        ip, port = explicit
-        binding, note = _try_lookup(directory, ip)
-        return _target_from(query, binding, ip=ip, port=port, note=note)
+        explicit_ip, explicit_port = explicit
+        found, note = _try_lookup(directory, explicit_ip)
+        return _target_from(query, found, ip=explicit_ip, port=explicit_port, note=note)
     kind, value = query_kind(query)
     if kind == "ip":
-        binding, note = _try_lookup(directory, value)
-        port = (binding.port if binding is not None and binding.ip == value and binding.port else CHAT_PORT)
-        return _target_from(query, binding, ip=value, port=port, note=note)
+        found, note = _try_lookup(directory, value)
+        port = found.port if found is not None and found.ip == value and found.port else CHAT_PORT
+        return _target_from(query, found, ip=value, port=port, note=note)
     binding = directory.lookup(value)
     ip = binding.ip
-    port = binding.port or CHAT_PORT if ip else None
-    return _target_from(query, binding, ip=ip, port=port, note=None)
+    return _target_from(query, binding, ip=ip, port=(binding.port or CHAT_PORT) if ip else None, note=None)
 
 
-def _try_lookup(directory: PeerDirectory, ip: str) -> tuple[Any, str | None]:
+def _try_lookup(directory: PeerDirectory, ip: str) -> tuple[Binding | None, str | None]:
     try:
         return directory.lookup(ip), None
     except PeerNotFound as exc:
         return None, str(exc)
 
 
-def _target_from(query: str, binding: Any, *, ip: str | None, port: int | None, note: str | None) -> PeerTarget:
+def _target_from(query: str, binding: Binding | None, *, ip: str | None, port: int | None,
+                 note: str | None) -> PeerTarget:
     if binding is None:
         return PeerTarget(query=query, ip=ip, port=port, note=note)
     return PeerTarget(query=query, ip=ip, port=port, relay=binding.relay, fingerprint=binding.fingerprint,
                       nickname=binding.nickname)
 
 
-RelayOpener = Callable[[str, bytes, float], Any]
+RelayOpener = Callable[[str, bytes, float], Link]
 """``open(relay_address, peer_fingerprint, timeout) -> link``: a connection to the peer through a relay."""
 
 
 @dataclass
 class Dialed:
-    link: Any                 # FramedSocket, or a relay link with the same methods
+    link: Link                # FramedSocket, or a relay link with the same methods
     path: str                 # "direct" or "relay ip:port"
     peer_address: str | None  # the address connected to (direct), or the one the ledger names (relay)
     fallback_reason: str | None = None   # why the direct path was not used
@@ -106,6 +106,7 @@ def dial(target: PeerTarget, *, source_ip: str, direct_timeout: float, io_timeou
     dialled directly would see a NAT address that no record binds and refuse step 2; only the relay path, where
     peers look each other up by key, can authenticate it."""
     reasons: list[str] = []
+    link: Link
     if not direct_allowed:
         reasons.append("this host has no address in the ledger (--no-inbound), so peers can only check it "
                        "through a relay")

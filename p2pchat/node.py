@@ -21,6 +21,7 @@ peer does, only its own session ends.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -28,10 +29,9 @@ from collections.abc import Callable
 from p2pchat.admission import Admission
 from p2pchat.chat_protocol import CHAT
 from p2pchat.dialing import DIRECT, PeerTarget, dial, resolve_target
-from p2pchat.event_queue import EventQueue
-from p2pchat.events import NodeError, Notice, SessionInfo, StepRefused
+from p2pchat.events import Event, NodeError, Notice, SessionInfo, StepRefused
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, RELAY_PORT, format_address, parse_address
-from p2pchat.foundation.errors import UserError
+from p2pchat.foundation.errors import UsageError, UserError
 from p2pchat.foundation.identity import Identity
 from p2pchat.foundation.transport import FramedSocket, FrameServer
 from p2pchat.handshake_driver import new_handshake
@@ -88,15 +88,12 @@ class ChatNode:
         self._rt = NodeRuntime(identity, directory=directory, auto_accept=auto_accept, rotate_every=rotate_every,
                                deadlines=Deadlines(step_timeout, accept_timeout, handshake_timeout),
                                workers=workers, admission=admission)
+        # Everything the user should see, in order (bounded per session: see p2pchat.event_queue).
+        self.events: queue.Queue[Event] = self._rt.events
         self._server: FrameServer | None = None
         self._relay_presence: RelayPresence | None = None
         self._registration: RelayRegistration | None = None     # the presence's registration (tests wait on it)
         self._started = False
-
-    @property
-    def events(self) -> EventQueue:
-        """Everything the user should see, in order (bounded per session: see :mod:`p2pchat.event_queue`)."""
-        return self._rt.events
 
     @property
     def admission(self) -> Admission:
@@ -172,7 +169,7 @@ class ChatNode:
         """A new outgoing session to ``peer_query`` (IP, ip:port, nickname or fingerprint); no IO yet."""
         query = peer_query.strip()
         if not query:
-            raise UserError("say whom to chat with: an IP address, a nickname or a fingerprint")
+            raise UsageError("say whom to chat with: an IP address, a nickname or a fingerprint")
         return self._rt.new_session(query, incoming=False).id
 
     def run_step(self, session: str, step: Step) -> None:

@@ -24,7 +24,7 @@ from p2pchat.chat_protocol import CHAT
 from p2pchat.event_queue import EventQueue
 from p2pchat.events import Event, MessageReceived, NodeError, SessionEnded, SessionUpdated, StepResult
 from p2pchat.foundation.codec import Message
-from p2pchat.foundation.errors import UserError
+from p2pchat.foundation.errors import LocalFault, PeerFault, UsageError, UserError
 from p2pchat.foundation.identity import Identity
 from p2pchat.handshake import Established
 from p2pchat.handshake_driver import HandshakeDriver
@@ -66,7 +66,7 @@ class NodeRuntime:
     def new_session(self, peer_query: str, *, incoming: bool, ticket: Ticket | None = None) -> Session:
         with self._lock:
             if self.closed:
-                raise UserError("the chat node is shut down")
+                raise UsageError("the chat node is shut down")
             session = Session(f"s{next(self._ids)}", peer_query, incoming=incoming)
             session.writer = SessionWriter(session, self)
             session.ticket = ticket
@@ -87,7 +87,7 @@ class NodeRuntime:
         with self._lock:
             session = self._sessions.get(sid)
         if session is None:
-            raise UserError(f"there is no chat session {sid}")
+            raise UsageError(f"there is no chat session {sid}")
         return session
 
     def all_sessions(self) -> list[Session]:
@@ -139,7 +139,21 @@ class NodeRuntime:
         session = next((a for a in args if isinstance(a, Session)), None)
         try:
             fn(*args)
-        except UserError as exc:
+        except UsageError as exc:           # refused; nothing ends because of it
+            self.emit(NodeError(text=str(exc), session=session.id if session else None))
+        except LocalFault as exc:           # our machine failed: the peer is not blamed
+            log.warning("local fault%s: %s", f" in session {session.id}" if session else "", exc)
+            if session is None:
+                self.emit(NodeError(text=str(exc)))
+            else:
+                self.fail(session, f"this computer could not go on: {exc}",
+                          peer_reason="the other side had a problem of its own and closed the chat")
+        except PeerFault as exc:            # the peer's doing: its session ends and it is told why
+            if session is None:
+                self.emit(NodeError(text=str(exc)))
+            else:
+                self.fail(session, str(exc), peer_reason=str(exc))
+        except UserError as exc:            # the network (PeerUnreachable): nobody to blame
             if session is None:
                 self.emit(NodeError(text=str(exc)))
             else:

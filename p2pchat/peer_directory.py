@@ -15,12 +15,13 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from ledger.client import LedgerClient, LookupNotFound, VerifiedBinding
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import normalize_ip
 from p2pchat.foundation.errors import AddressError, PeerUnreachable, UserError
+from p2pchat.links import Binding
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -64,7 +65,7 @@ LookupBy = str | None
 
 
 class PeerDirectory(Protocol):
-    def lookup(self, query: str, by: LookupBy = None) -> Any:
+    def lookup(self, query: str, by: LookupBy = None) -> Binding:
         """The binding for an IP, nickname or fingerprint; raises :class:`PeerNotFound`."""
 
     def close(self) -> None: ...

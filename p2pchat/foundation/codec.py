@@ -148,7 +148,7 @@ class Protocol:
         body = self.encode_body(type_, **fields)
         return HEADER.pack(len(body)) + body
 
-    def decode(self, body: bytes) -> Message:
+    def decode(self, body: bytes | memoryview) -> Message:
         """Unpack and schema-check one frame body."""
         if len(body) > self.max_frame:
             raise FrameError(f"frame of {len(body)} bytes is over the {self.max_frame}-byte limit")
