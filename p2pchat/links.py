@@ -102,6 +102,12 @@ def shutdown_write(link: Link) -> None:
     link.close()
 
 
+def release(link: Link) -> None:
+    """Free what a closed link still buffers (called by its reader, the only thread that reads it)."""
+    if isinstance(link, FramedSocket):
+        link.discard_buffers()
+
+
 def set_frame_limit(link: Link, limit: int) -> None:
     """Cap the frames ``link`` accepts from the peer at ``limit`` bytes (direct links; a relayed link's frames
     are already bounded by the relay's own frame limit)."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.errors import FrameError, UserError
+from p2pchat.links import release
 from p2pchat.session import Farewell
 from p2pchat.steps import Step
 
@@ -99,6 +100,7 @@ class SessionReader:
             self._linger(session, link)
         finally:
             link.close()
+            release(link)
             session.reader_done.set()
 
     def _loop(self, session: Session, link: Link) -> None:

@@ -122,6 +122,12 @@ class FramedSocket:
             self._ready.extend(self._reader.feed(data))
         return self._ready.pop(0)
 
+    def discard_buffers(self) -> None:
+        """Drop what was received and not returned yet (the caller reads this socket no more): an ended
+        connection's memory goes at once, not when the last reference to it does."""
+        self._ready = []
+        self._reader = self.protocol.reader()
+
     def close(self) -> None:
         if self._closed:
             return
