@@ -65,7 +65,7 @@ def snapshot_from_status(status: dict[str, Any], where: str, *, blocks: tuple[st
         hashrate=float(hashrate) if isinstance(hashrate, (int, float)) else 0.0,
         pending_count=num("pending") or 0, pending=pending, blocks=blocks, sync=sync_text,
         own_height=own_height,
-        own_confirmations=(height - own_height + 1) if height is not None and own_height is not None else None,
+        own_confirmations=(tip_height - own_height + 1) if tip_height is not None and own_height is not None else None,
         own_pending=own is not None and own.get("state") == "pending",
     )
 
