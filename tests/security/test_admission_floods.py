@@ -16,11 +16,13 @@ from contextlib import contextmanager
 import msgpack
 import pytest
 
-from p2pchat.admission import PRE_AUTH_PER_ADDRESS, PROMPTS_PER_ADDRESS
+from p2pchat.admission import HANDSHAKES_PER_MINUTE, PRE_AUTH_PER_ADDRESS, PROMPTS_PER_ADDRESS
 from p2pchat.chat_protocol import CHAT, PROTOCOL_VERSION
 from p2pchat.events import IncomingChat, SessionEnded, StepResult
 from p2pchat.foundation.addresses import CHAT_PORT, format_address
-from p2pchat.foundation.identity import KEY_FILE
+from p2pchat.foundation.errors import UserError
+from p2pchat.foundation.identity import KEY_FILE, Identity
+from p2pchat.handshake import StepDone
 from p2pchat.peer_directory import FixedDirectory
 from p2pchat.steps import Step
 from tests.conftest import free_loopback_ip, make_identities
@@ -28,6 +30,7 @@ from tests.helpers import wait_until
 from tests.integration.chat_procs import ChatProcess, ledger_network
 from tests.integration.procs import Cluster
 from tests.p2pchat.node_kit import entry, make_peer
+from tests.security.attack_kit import RawPeer, Victim
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +71,8 @@ def read_until_closed(sock: socket.socket, limit: int = 1 << 20) -> bytes:
 
 
 @contextmanager
-def listening_victim(tmp_path) -> Iterator[tuple[ChatProcess, str, str]]:
+def listening_victim(tmp_path) -> Iterator[tuple[ChatProcess, str, Identity, str, Identity]]:
+    """A `p2pchat listen --accept-all` process at ``v`` on a two-node ledger; ``h`` is a registered peer."""
     v, h = free_loopback_ip(), free_loopback_ip()
     with Cluster(tmp_path, make_identities(2)) as cluster:
         ledger_network(cluster, [v, h])
@@ -76,13 +80,14 @@ def listening_victim(tmp_path) -> Iterator[tuple[ChatProcess, str, str]]:
                              "--data-dir", str(cluster.data_dir(v)))
         try:
             victim.wait_for("Waiting for chats")
-            yield victim, v, str(cluster.data_dir(h) / KEY_FILE)
+            yield (victim, v, Identity.load(cluster.data_dir(v) / KEY_FILE), h,
+                   Identity.load(cluster.data_dir(h) / KEY_FILE))
         finally:
             victim.stop()
 
 
 def test_200_strangers_each_sending_a_hello_and_a_2_mib_frame_are_refused_and_leave_nothing_behind(tmp_path):
-    with listening_victim(tmp_path) as (victim, v, _):
+    with listening_victim(tmp_path) as (victim, v, _, _, _):
         pid = victim.proc.pid
         attacker = free_loopback_ip()
         idle = proc_status(pid)
@@ -225,3 +230,34 @@ def test_a_bound_frame_before_authentication_is_refused_at_its_header(identities
         assert b"over the 8192-byte limit" in answer
     finally:
         victim.node.close()
+
+
+def test_a_registered_peer_looping_on_step_two_and_hanging_up_is_rationed_per_minute(tmp_path):
+    """Issue 11's "RSA on demand": a peer with a ledger record sends hello, key and key_ok and hangs up, again and
+    again. Only 20 such unproven handshakes a minute get any work from the victim; the rest are refused first."""
+    with listening_victim(tmp_path) as (victim, v, victim_id, h, attacker_id):
+        pid = victim.proc.pid
+        target = Victim(victim, v, victim_id)
+        idle = proc_status(pid)
+        cpu0 = time.thread_time()
+        served = refused = 0
+        for _ in range(60):
+            peer = RawPeer(attacker_id, h, target)
+            try:
+                events = peer.run_step(Step.CONNECT, timeout=10)
+                if any(isinstance(e, StepDone) for e in events):
+                    peer.run_step(Step.SWAP_KEYS, timeout=10)
+                    served += 1
+                else:
+                    refused += 1
+            except UserError:
+                refused += 1
+            finally:
+                peer.close()
+        attacker_cpu = time.thread_time() - cpu0
+        after = proc_status(pid)
+        victim_cpu = (after["cpu_ticks"] - idle["cpu_ticks"]) / os.sysconf("SC_CLK_TCK")
+        print(f"\nstep-2 loop: {served} of 60 served, {refused} refused; victim CPU {victim_cpu:.2f} s vs attacker "
+              f"{attacker_cpu:.2f} s (ratio {victim_cpu / max(attacker_cpu, 1e-3):.2f}); threads {after['threads']}")
+        assert served <= HANDSHAKES_PER_MINUTE and refused >= 60 - HANDSHAKES_PER_MINUTE
+        assert victim.proc.poll() is None
