@@ -32,7 +32,6 @@ from p2pchat.links import close_after_error, set_frame_limit, shutdown_write
 from p2pchat.peer_directory import PeerDirectory
 from p2pchat.session import Farewell, Phase, Session
 from p2pchat.session_reader import Deadlines, SessionReader
-from p2pchat.session_writer import SessionWriter
 from p2pchat.steps import Step
 
 log = logging.getLogger("p2pchat.node")
@@ -67,8 +66,7 @@ class NodeRuntime:
         with self._lock:
             if self.closed:
                 raise UsageError("the chat node is shut down")
-            session = Session(f"s{next(self._ids)}", peer_query, incoming=incoming)
-            session.writer = SessionWriter(session, self)
+            session = Session(f"s{next(self._ids)}", peer_query, incoming=incoming, writer_host=self)
             session.ticket = ticket
             self._forget_finished_sessions()
             self._sessions[session.id] = session

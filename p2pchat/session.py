@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import threading
 import time
+from collections import deque
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from p2pchat.channel import Channel
     from p2pchat.handshake import Handshake
     from p2pchat.links import Link
-    from p2pchat.session_writer import SessionWriter
+    from p2pchat.session_writer import QueuedTexts, SessionWriter, WriterHost
 
 
 class Phase(enum.Enum):
@@ -68,7 +69,7 @@ class Farewell(enum.Enum):
 class Session:
     """State of one chat, with an immutable :class:`SessionInfo` snapshot replaced on every change."""
 
-    def __init__(self, sid: str, peer_query: str, *, incoming: bool) -> None:
+    def __init__(self, sid: str, peer_query: str, *, incoming: bool, writer_host: WriterHost | None = None) -> None:
         from p2pchat.session_writer import SessionWriter
 
         self.id = sid
@@ -80,7 +81,7 @@ class Session:
         self.link: Link | None = None
         self.handshake: Handshake | None = None     # until the keys are agreed
         self.channel: Channel | None = None          # afterwards
-        self.writer: SessionWriter = SessionWriter(self)
+        self.writer: SessionWriter = SessionWriter(self, writer_host)
         self.auto_steps = False                # run_all: start each step when the previous one is done
         self.auto_next: Step | None = None     # the step run_all starts next
         self.typing_sent = False
@@ -124,7 +125,7 @@ class Session:
 
     # compatibility for tests and the demo that look at the outbox
     @property
-    def outbox(self) -> Any:
+    def outbox(self) -> deque[bytes | QueuedTexts]:
         return self.writer.outbox
 
     @property
