@@ -7,6 +7,7 @@ the lookup runs on a pool thread afterwards, so a slow ledger delays only this s
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from p2pchat.foundation.identity import Identity
     from p2pchat.links import Binding
     from p2pchat.session import Session
+
+log = logging.getLogger("p2pchat.node")
 
 LOOKUP_BY = {"address": "ip", "fingerprint": "fp", "query": None}   # handshake lookup kinds → ledger kinds
 
@@ -178,7 +181,8 @@ class HandshakeDriver:
             self.call(session, lambda hs: hs.accept(True))
             return
         refusal = self.host.prompt_allowed(session)
-        if refusal is not None:
+        if refusal is not None:        # declined without asking: the user is not flooded with questions
+            log.info("session %s: declined without asking: %s", session.id, refusal)
             self.call(session, lambda hs: hs.accept(False))
             return
         self.host.emit(IncomingChat(session.id, ev.address, ev.nickname))
