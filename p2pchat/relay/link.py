@@ -144,7 +144,7 @@ class RelayLink:
         finally:
             self._send_lock.release()
 
-    def _wrap(self, frame: bytes) -> bytes:
+    def _wrap(self, frame: bytes | memoryview) -> bytes:
         """The relay ``data`` frames that carry ``frame``, split to the relay's payload limit, as one buffer."""
         data = bytes(frame)
         if len(data) <= self.max_payload:
