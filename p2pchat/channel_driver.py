@@ -70,6 +70,7 @@ class ChannelDriver:
             pending = session.writer.pending_bytes
             raise OutboxFull(f"the peer is not taking messages as fast as you send them ({pending / 2**20:.1f} MiB "
                              "still waiting to be sent); this message was not sent — try again shortly")
+        session.writer.before_text()
         msg_id = ch.queue_text(text, time.time())
         session.sent_ids.add(msg_id)
         session.typing_sent = False

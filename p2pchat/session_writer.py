@@ -86,11 +86,19 @@ class SessionWriter:
         for frame in frames:
             self.queue(frame)
 
-    def queue_text(self, size: int) -> None:
-        """A text of ``size`` bytes was queued in the channel: make sure a placeholder stands for it."""
+    def before_text(self) -> None:
+        """Called before a text is queued in the channel: when the channel holds no queued text although a
+        placeholder stands in the outbox, another frame (typing, a receipt, a rotation) sealed those texts first
+        and queued its frames behind the placeholder. That placeholder is spent: the new text gets a new one at
+        the end of the outbox, or it would be sealed ahead of frames with lower counters."""
         channel = self.session.channel
         if self.text_marker is not None and channel is not None and not channel.queued:
-            self.text_marker = None      # another frame sealed the queued texts first; that placeholder is spent
+            self.text_marker = None
+            self.queued_text_bytes = 0
+
+    def queue_text(self, size: int) -> None:
+        """A text of ``size`` bytes was queued in the channel (after :meth:`before_text`): make sure a
+        placeholder stands for it."""
         self.queued_text_bytes += size
         if self.text_marker is None:
             self.text_marker = QueuedTexts()
