@@ -186,7 +186,7 @@ class ChatNode:
         s = self._get(session)
         with s.lock:
             s.auto_steps = True
-            connected = s.phase is not Phase.NEW
+            connected = s.phase in (Phase.CONNECTING, Phase.HANDSHAKE, Phase.CHAT)   # ended: refused below
         if connected:
             self._rt.submit(self._rt.handshakes.continue_all, s)
         else:
