@@ -476,7 +476,7 @@ class Chain:
         return self._median_from(node)
 
     def _median_from(self, node: _Node | None) -> int:
-        stamps = []
+        stamps: list[int] = []
         while node is not None and len(stamps) < self.params.median_window:
             stamps.append(node.header.timestamp)
             node = node.parent

@@ -117,7 +117,7 @@ class LedgerClient:
         self.params: NetworkParams | None = network if isinstance(network, NetworkParams) else None
         self._network_name = network.name if isinstance(network, NetworkParams) else network
         self._headers: HeaderChain | None = HeaderChain(self.params) if self.params is not None else None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()     # guards the header chain only, never held across network IO
 
     @property
     def node(self) -> str:
@@ -137,7 +137,9 @@ class LedgerClient:
         ``by`` ("ip", "nick", "fp") forces the kind; otherwise it is detected from the query.
         """
         attempts = parse_query(query, by)
-        with self._lock, self._session() as conn:
+        # No lock across the exchange: lookups of several sessions run at once; only the shared header chain
+        # is guarded, one batch of headers at a time (_sync, _verify).
+        with self._session() as conn:
             reasons = []
             for kind, value in attempts:
                 for retry in range(STALE_ANSWER_RETRIES + 1):
@@ -191,7 +193,7 @@ class LedgerClient:
 
     def sync_headers(self) -> int:
         """Fetch and check the node's headers; returns the verified height."""
-        with self._lock, self._session() as conn:
+        with self._session() as conn:
             return self._sync(conn)
 
     def header(self, height: int) -> BlockHeader | None:
@@ -236,8 +238,10 @@ class LedgerClient:
             params = NetworkParams.from_wire(hello.params, hello.genesis)
         except LedgerError as exc:
             raise ProtocolError(f"{self.node} announced unusable network parameters: {exc}") from None
-        self.params = params
-        self._headers = HeaderChain(params)
+        with self._lock:
+            if self.params is None:     # two first lookups at once: the first to get here sets them
+                self.params = params
+                self._headers = HeaderChain(params)
 
     def _request(self, conn: FramedSocket, type_: str, answer_type: str, *, timeout: float | None = None,
                  **fields: Any) -> Message:
@@ -261,12 +265,16 @@ class LedgerClient:
 
         def adopt(headers: list[BlockHeader]) -> None:
             try:
-                chain.extend(headers, time.time())
+                with self._lock:        # another lookup may have extended the chain meanwhile: extend copes
+                    chain.extend(headers, time.time())
             except LedgerError as exc:
                 raise LedgerError(f"{self.node} sent an invalid header chain: {exc}") from None
 
         for _ in range(MAX_HEADER_ROUNDS):
-            locator = ([branch[-1].hash] if branch else []) + chain.locator()
+            with self._lock:
+                ours = chain.locator()
+                tip = chain.tip.hash
+            locator = ([branch[-1].hash] if branch else []) + ours
             answer = self._request(conn, "get_headers", "headers", locator=locator[:64], limit=MAX_HEADERS)
             try:
                 headers = [BlockHeader.unpack(h) for h in answer["headers"]]
@@ -274,7 +282,7 @@ class LedgerClient:
                 raise LedgerError(f"{self.node} sent a malformed header: {exc}") from None
             if branch and headers and headers[0].prev_hash != branch[-1].hash:
                 branch = []  # the node switched branches meanwhile: start over from our own chain
-            if not branch and headers and headers[0].prev_hash == chain.tip.hash:
+            if not branch and headers and headers[0].prev_hash == tip:
                 adopt(headers)  # extends our tip: checked batch by batch
             else:
                 branch.extend(headers)
@@ -284,7 +292,8 @@ class LedgerClient:
                 break
         if branch:
             adopt(branch)
-        return chain.height
+        with self._lock:
+            return chain.height
 
     def _verify(self, conn: FramedSocket, kind: str, value: str, fields: dict[str, Any]) -> VerifiedBinding:
         params, chain = self.params, self._headers
@@ -295,7 +304,9 @@ class LedgerClient:
         except LedgerError as exc:
             raise LedgerError(f"{self.node} sent a lookup answer that does not check out: {exc}") from None
         self._sync(conn)  # also brings the confirmation count up to date
-        held = chain.at(answer.height)
+        with self._lock:
+            held = chain.at(answer.height)
+            confirmations = chain.confirmations(answer.height)
         if held is None or held.hash != answer.header.hash:
             raise _StaleAnswer(f"{self.node} answered with {answer.header.describe()}, which is not on the "
                                "verified header chain")
@@ -316,7 +327,7 @@ class LedgerClient:
                                ip=record.ip, port=record.port, ledger_port=record.ledger_port,
                                nickname=record.nickname, relay=record.relay, issued=record.issued,
                                expires=record.expires, seq=record.seq, height=answer.height,
-                               block_hash=held.hash, confirmations=chain.confirmations(answer.height),
+                               block_hash=held.hash, confirmations=confirmations,
                                node=self.node, disputed=disputed)
 
 

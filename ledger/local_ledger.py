@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from ledger.blocks import Block, BlockHeader
 from ledger.chain import AddResult, Chain, FinalityPolicy, ParkedBranch
@@ -79,6 +79,10 @@ def parse_fingerprint(value: bytes | str) -> bytes | None:
         return None
 
 
+def _count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 @dataclass(frozen=True)
 class LookupAnswer:
     """A binding with its proof: the record, the header of its block, its index and Merkle path."""
@@ -109,7 +113,7 @@ class LookupAnswer:
         record = Record.from_wire(data.get("record"))
         header = BlockHeader.unpack(data.get("header"))
         index, path, height, conf = (data.get(k) for k in ("index", "path", "height", "confirmations"))
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (index, height, conf)):
+        if not (_count(index) and _count(height) and _count(conf)):
             raise LedgerError("a lookup answer has a malformed index, height or confirmation count")
         if not isinstance(path, list) or len(path) > 32 or not all(isinstance(p, bytes) and len(p) == 32
                                                                     for p in path):
@@ -145,7 +149,8 @@ def verify_store(path: Path, params: NetworkParams | None = None, now: float | N
     now = time.time() if now is None else now
     with Store(path) as store:
         stored = store.load_params()
-        network = (params or stored).name if (params or stored) else "?"
+        known = params or stored
+        network = known.name if known is not None else "?"
         report = VerifyReport(ok=True, path=Path(path), network=network)
         if stored is None:
             report.ok = False

@@ -323,7 +323,8 @@ class Store:
 
     def update_pending(self, saved: Iterable[Record], removed: Iterable[bytes]) -> None:
         """Save and remove pending records in one durable transaction."""
-        statements = [("DELETE FROM pending WHERE id=?", (rid,)) for rid in removed]
+        statements: list[tuple[str, tuple[Any, ...]]] = [("DELETE FROM pending WHERE id=?", (rid,))
+                                                         for rid in removed]
         statements += [("INSERT OR IGNORE INTO pending(id, record) VALUES(?, ?)", (r.id, _pack(r.to_wire())))
                        for r in saved]
         if statements:

@@ -189,12 +189,12 @@ def _conversation(world: DemoWorld, say: Narrator) -> None:
     bsid = asked.session
     names = {"a": alice.nickname, "b": bob.nickname, "a_ip": alice.host, "b_ip": bob.host}
     for step in Step:
-        ev = a_in.expect(lambda e, s=step: isinstance(e, StepResult) and e.step == s, f"step {step.label}")
+        ev = a_in.expect(_step_result(step), f"step {step.label}")
         if not ev.ok:
             raise DemoFailed(f"step {step.label} failed: {ev.detail}")
         say(f"✓ {step.label} — {ev.detail}")
         say(f"    {WHAT_IT_PROVED[step].format(**names)}")
-        b_in.expect(lambda e, s=step: isinstance(e, StepResult) and e.step == s and e.ok, f"step {step.label}")
+        b_in.expect(_step_result(step, ok=True), f"step {step.label}")
     a_info, b_info = alice.chat.session_info(sid), bob.chat.session_info(bsid)
     if a_info.safety_number != b_info.safety_number:
         raise DemoFailed("the two sides show different safety numbers")
@@ -214,7 +214,7 @@ def _conversation(world: DemoWorld, say: Narrator) -> None:
 
     say.section("An attacker on the wire")
     captured: list[bytes] = []
-    alice.chat.set_wire_hook(sid, lambda frame: captured.append(frame) or frame)
+    alice.chat.set_wire_hook(sid, _recorder(captured))
     _say_line(sessions, inbox, alice.nickname, "Meet at the station at 6.", say)
     alice.chat.set_wire_hook(sid, None)
     refused_before = len(b_in.notices("refused"))
@@ -287,3 +287,16 @@ def main(*, headless: bool = False, keep: bool = False, hosts: Sequence[str] | N
         else:
             return int(gui.demo.main(keep=keep, hosts=hosts) or 0)
     return run_headless(sys.stdout, hosts=hosts, keep=keep)
+
+
+def _step_result(step: Step, *, ok: bool = False) -> Callable[[Event], bool]:
+    """Matches the StepResult of ``step`` (a successful one when ``ok``)."""
+    return lambda e: isinstance(e, StepResult) and e.step == step and (e.ok or not ok)
+
+
+def _recorder(frames: list[bytes]) -> Callable[[bytes], bytes]:
+    """A wire hook that keeps a copy of every frame and lets it pass."""
+    def hook(frame: bytes) -> bytes:
+        frames.append(frame)
+        return frame
+    return hook

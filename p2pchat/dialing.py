@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from p2pchat.chat_protocol import CHAT
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import CHAT_PORT, format_address, parse_address
 from p2pchat.foundation.errors import AddressError, PeerUnreachable, UserError
 from p2pchat.foundation.transport import connect
+from p2pchat.links import Binding, Link
 from p2pchat.peer_directory import PeerDirectory, PeerNotFound, query_kind
 
 log = logging.getLogger(__name__)
@@ -65,36 +65,35 @@ def resolve_target(query: str, directory: PeerDirectory) -> PeerTarget:
     nickname or fingerprint to the address or relay hint of its ledger record (none → :class:`PeerNotFound`)."""
     explicit = _explicit_address(query)
     if explicit is not None:
-        ip, port = explicit
-        binding, note = _try_lookup(directory, ip)
-        if binding is not None and binding.disputed is not None:
-            note = binding.disputed.describe()
-        return _target_from(query, binding, ip=ip, port=port, note=note, by_address=True)
+        explicit_ip, explicit_port = explicit
+        found, note = _try_lookup(directory, explicit_ip)
+        if found is not None and found.disputed is not None:
+            note = found.disputed.describe()
+        return _target_from(query, found, ip=explicit_ip, port=explicit_port, note=note, by_address=True)
     kind, value = query_kind(query)
     if kind == "ip":
-        binding, note = _try_lookup(directory, value)
+        found, note = _try_lookup(directory, value)
         # A disputed binding's key does not answer at the address (ledger/disputes.py): the port it wrote says
         # nothing about who does, so the call goes to the chat port, and step 2 refuses the disputed binding.
-        disputed = binding is not None and binding.disputed is not None
-        port = (binding.port if binding is not None and binding.ip == value and binding.port and not disputed
+        dispute = found.disputed if found is not None else None
+        if dispute is not None:
+            note = dispute.describe()
+        port = (found.port if found is not None and found.ip == value and found.port and dispute is None
                 else CHAT_PORT)
-        if disputed:
-            note = binding.disputed.describe()
-        return _target_from(query, binding, ip=value, port=port, note=note, by_address=True)
+        return _target_from(query, found, ip=value, port=port, note=note, by_address=True)
     binding = directory.lookup(value)
     ip = binding.ip
-    port = binding.port or CHAT_PORT if ip else None
-    return _target_from(query, binding, ip=ip, port=port, note=None)
+    return _target_from(query, binding, ip=ip, port=(binding.port or CHAT_PORT) if ip else None, note=None)
 
 
-def _try_lookup(directory: PeerDirectory, ip: str) -> tuple[Any, str | None]:
+def _try_lookup(directory: PeerDirectory, ip: str) -> tuple[Binding | None, str | None]:
     try:
         return directory.lookup(ip), None
     except PeerNotFound as exc:
         return None, str(exc)
 
 
-def _target_from(query: str, binding: Any, *, ip: str | None, port: int | None, note: str | None,
+def _target_from(query: str, binding: Binding | None, *, ip: str | None, port: int | None, note: str | None,
                  by_address: bool = False) -> PeerTarget:
     if binding is None:
         return PeerTarget(query=query, ip=ip, port=port, note=note, by_address=by_address)
@@ -122,13 +121,13 @@ def _refuse_by_address(target: PeerTarget, reasons: list[str]) -> PeerUnreachabl
     return PeerUnreachable(f"cannot reach {target.query}: {head} ({detail}){dispute}; {NO_RELAY_BY_ADDRESS}")
 
 
-RelayOpener = Callable[[str, bytes, float], Any]
+RelayOpener = Callable[[str, bytes, float], Link]
 """``open(relay_address, peer_fingerprint, timeout) -> link``: a connection to the peer through a relay."""
 
 
 @dataclass
 class Dialed:
-    link: Any                 # FramedSocket, or a relay link with the same methods
+    link: Link                # FramedSocket, or a relay link with the same methods
     path: str                 # "direct" or "relay ip:port"
     peer_address: str | None  # the address connected to (direct), or the one the ledger names (relay)
     fallback_reason: str | None = None   # why the direct path was not used
@@ -147,6 +146,7 @@ def dial(target: PeerTarget, *, source_ip: str, direct_timeout: float, io_timeou
         raise PeerUnreachable(f"cannot call {target.query} by address from this host: it has no address in the "
                               "ledger (--no-inbound), so it can only call through a relay, and "
                               + NO_RELAY_BY_ADDRESS)
+    link: Link
     if not direct_allowed:
         reasons.append("this host has no address in the ledger (--no-inbound), so peers can only check it "
                        "through a relay")

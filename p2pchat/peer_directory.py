@@ -17,12 +17,13 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from ledger.client import LedgerClient, LookupNotFound, VerifiedBinding
+from ledger.client import Dispute, LedgerClient, LookupNotFound, VerifiedBinding
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import normalize_ip
 from p2pchat.foundation.errors import AddressError, PeerUnreachable, UserError
+from p2pchat.links import Binding
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -55,7 +56,7 @@ class DirectoryEntry:
     relay: str | None = None
     height: int = 0
     confirmations: int = 0
-    disputed: Any = None      # a ledger.disputes.Dispute when the ledger node marked the IP binding disputed
+    disputed: Dispute | None = None   # set when the ledger node marked the IP binding disputed (ledger/disputes.py)
 
     @property
     def fingerprint(self) -> bytes:
@@ -67,7 +68,7 @@ LookupBy = str | None
 
 
 class PeerDirectory(Protocol):
-    def lookup(self, query: str, by: LookupBy = None) -> Any:
+    def lookup(self, query: str, by: LookupBy = None) -> Binding:
         """The binding for an IP, nickname or fingerprint; raises :class:`PeerNotFound`."""
 
     def close(self) -> None: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tkinter
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import customtkinter as ctk
 
@@ -50,7 +51,7 @@ class Transcript(ctk.CTkTextbox):
     # so the number of Tk calls per tick, not the amount of text, is what makes the window lag.
 
     def add(self, lines: Iterable[ChatLine]) -> None:
-        chunks: list[object] = []
+        chunks: list[Any] = []        # text, tags, text, tags, … (Tk's multi-part insert)
         for line in lines:
             chunks += self._parts(line)
             self._ids.append(line.line_id)
@@ -95,7 +96,7 @@ class Transcript(ctk.CTkTextbox):
     # ---- internals ----------------------------------------------------------------------------------------
 
     @staticmethod
-    def _parts(line: ChatLine) -> list[object]:
+    def _parts(line: ChatLine) -> list[Any]:
         """``text, tags, text, tags, …`` for Tk's multi-part insert; every part carries the line's own tag."""
         tag = f"L{line.line_id}"
         parts: list[tuple[str, str | None]] = [(f"{line.time}  ", "time")]

@@ -236,7 +236,9 @@ class EphemeralKey:
 def hkdf(secret: bytes, salt: bytes, info: bytes, length: int = AES_KEY_LEN, count: int = 1) -> list[bytes]:
     """HKDF-SHA256: ``count`` keys of ``length`` bytes."""
     keys = HKDF(secret, length, salt, SHA256, num_keys=count, context=info)
-    return list(keys) if count > 1 else [keys]
+    if isinstance(keys, bytes):
+        return [keys]
+    return list(keys)
 
 
 # --- AES-256-GCM ---------------------------------------------------------------------------------------

@@ -58,6 +58,15 @@ class FramedSocket:
         return format_address(*self.peer)
 
     @property
+    def frame_limit(self) -> int:
+        """Largest frame accepted from the peer (the protocol's limit unless lowered for this connection)."""
+        return self._reader.limit
+
+    @frame_limit.setter
+    def frame_limit(self, limit: int) -> None:
+        self._reader.limit = min(limit, self.protocol.max_frame)
+
+    @property
     def buffered_messages(self) -> int:
         """Complete messages already received that the next ``recv`` calls return without reading the socket."""
         return len(self._ready)
@@ -138,6 +147,12 @@ class FramedSocket:
             if not data:
                 raise PeerUnreachable(f"{self.peer_text} closed the connection")
             return data
+
+    def discard_buffers(self) -> None:
+        """Drop what was received and not returned yet (the caller reads this socket no more): an ended
+        connection's memory goes at once, not when the last reference to it does."""
+        self._ready = []
+        self._reader = self.protocol.reader()
 
     def close(self) -> None:
         if self._closed:

@@ -3,6 +3,7 @@ proxy in front of an honest node) cannot make it accept a wrong answer."""
 
 import dataclasses
 import re
+import threading
 import time
 from collections.abc import Callable
 
@@ -220,3 +221,29 @@ def test_the_client_follows_its_node_to_a_branch_with_more_work(net):
     assert node.ledger.tip_info()[1] == branch[-1].hash
     assert client.sync_headers() == 7
     assert [client.header(h).hash for h in (2, 3, 7)] == [main[1].hash, branch[0].hash, branch[-1].hash]
+
+
+def test_a_lookup_stuck_at_a_slow_node_holds_no_lock_another_lookup_through_the_same_client_completes(two):
+    a, b = two
+    stuck, release = threading.Event(), threading.Event()
+
+    def slow_for_a(msg: Message) -> dict:
+        if msg.type == "lookup" and msg["value"] == a.host:
+            stuck.set()
+            release.wait(20)                 # this connection's answer is held; the others are not
+        return msg.fields
+
+    proxy = TamperingProxy(a, request=slow_for_a)
+    client = proxy.client()
+    results: dict[str, str] = {}
+    slow = threading.Thread(target=lambda: results.setdefault("a", client.lookup(a.host).ip), name="test-slow")
+    try:
+        slow.start()
+        assert stuck.wait(10)
+        assert client.lookup(b.host).ip == b.host      # not serialised behind the stuck exchange
+        assert "a" not in results
+    finally:
+        release.set()
+        slow.join()
+        proxy.close()
+    assert results["a"] == a.host

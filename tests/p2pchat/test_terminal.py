@@ -13,7 +13,7 @@ from p2pchat.peer_directory import FixedDirectory
 from p2pchat.steps import Step
 from p2pchat.terminal import LineInput, run_chat, run_listen
 from tests.conftest import free_loopback_ip
-from tests.p2pchat.node_kit import entry, make_peer
+from tests.p2pchat.node_kit import entry, make_peer, reading_ui
 
 
 def piped(*lines: str, close: bool = True) -> tuple[int, int]:
@@ -48,7 +48,8 @@ def test_chat_runs_the_steps_sends_piped_lines_and_exits_zero_at_end_of_input(id
     r, _ = piped("hello", "/status", "", "ünïcode ✓", "/verify", "/bogus", "third")
     out = io.StringIO()
     try:
-        code = run_chat(alice, f"{bob.ip}:{bob.node.port}", stdin_fd=r, out=out)
+        with reading_ui(bob.log):       # bob's UI reads: his receipts mean his UI took the messages
+            code = run_chat(alice, f"{bob.ip}:{bob.node.port}", stdin_fd=r, out=out)
     finally:
         alice.close()
         bob.node.close()
