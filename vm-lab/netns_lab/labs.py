@@ -92,6 +92,10 @@ class Registry:
         self.entry(lab_id).unlink(missing_ok=True)
         if self.pointed() == lab_id:
             self.pointer.unlink(missing_ok=True)
+        try:
+            self.root.rmdir()   # the last lab gone: leave nothing behind in /run
+        except OSError:
+            pass
 
     def recorded_ids(self) -> list[str]:
         if not self.root.is_dir():
