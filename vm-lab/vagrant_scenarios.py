@@ -46,13 +46,13 @@ NEWCOMER_IP_OFFSET = 40    # a second address on the relay VM for the partition 
 
 @dataclass
 class VMs:
-    """The lab's VMs as seen from the host: VM name → ledger nickname, reached with ``ssh -F``."""
+    """The lab's VMs as seen from the host, reached with ``ssh -F``. Nicknames are read from each VM's
+    ``ledger status`` (peer-a registers as ``a``)."""
 
     ssh_config: Path
     logs: Path
     network: str = "p2plab"
-    nicks: dict[str, str] = field(default_factory=lambda: {"peer-a": "a", "relay": "relay", "peer-b": "b",
-                                                           "peer-c": "c"})
+    names: list[str] = field(default_factory=lambda: ["peer-a", "relay", "peer-b", "peer-c"])
     natted: str = "peer-c"
     procs: list[LabProcess] = field(default_factory=list)
 
@@ -108,6 +108,12 @@ class VMs:
         done = self.run(vm, self.ledger(vm, f"lookup {shlex.quote(query)} --json"))
         return _json(done.stdout) if done.returncode == 0 else None
 
+    def nickname(self, vm: str) -> str:
+        status = self.status(vm)
+        if status is None or not status.get("nickname"):
+            raise LabError(f"the ledger node on {vm} does not say its nickname: {status}")
+        return str(status["nickname"])
+
     def converged(self, vms: list[str], timeout: float = CONVERGE_TIMEOUT) -> dict[str, dict[str, Any]]:
         """Wait until every VM's node answers, has its own record in a block and all share one tip."""
         seen: dict[str, dict[str, Any] | None] = {}
@@ -155,15 +161,16 @@ def check(condition: bool, message: str) -> None:
 def join(vms: VMs) -> None:
     """Every VM's ledger node (peer-a serves, the others joined it at boot) agrees on one chain holding every
     VM's record."""
-    vms.converged(list(vms.nicks))
+    vms.converged(vms.names)
 
 
 def lookups(vms: VMs) -> None:
     """Every VM resolves every nickname; the NAT'd peer has no address but the relay hint."""
-    statuses = vms.converged(list(vms.nicks))
+    statuses = vms.converged(vms.names)
     failures = []
-    for asker in vms.nicks:
-        for target, nick in vms.nicks.items():
+    for asker in vms.names:
+        for target in vms.names:
+            nick = str(statuses[target].get("nickname"))
             found = vms.lookup(asker, nick)
             fp = (statuses[target].get("own_record") or {}).get("fingerprint") or statuses[target].get("fingerprint")
             if found is None or not same_fingerprint(found, str(fp)):
@@ -171,15 +178,15 @@ def lookups(vms: VMs) -> None:
             elif target == vms.natted and record_field(found, "ip"):
                 failures.append(f"{asker} → {nick}: the NAT'd peer has an address: {found}")
     check(not failures, "look-ups failed:\n  " + "\n  ".join(failures))
-    print(f"   {len(vms.nicks) ** 2} look-ups answered", flush=True)
+    print(f"   {len(vms.names) ** 2} look-ups answered", flush=True)
 
 
 def _chat(vms: VMs, caller: str, callee: str, path: str) -> None:
     listener = vms.start(callee, "listen", "p2pchat listen --accept-all $P2PLAB_OPTS")
     try:
-        listener.wait_for(r"[Ll]istening", STEP_TIMEOUT)
+        listener.wait_for(r"^Waiting for chats", STEP_TIMEOUT)
         started = time.monotonic()
-        chat = vms.start(caller, "chat", f"p2pchat chat {vms.nicks[callee]} $P2PLAB_OPTS")
+        chat = vms.start(caller, "chat", f"p2pchat chat {shlex.quote(vms.nickname(callee))} $P2PLAB_OPTS")
         chat.wait_for(HANDSHAKE_DONE, STEP_TIMEOUT)
         chat.wait_for(path, 5)
         print(f"   chat ready in {time.monotonic() - started:.1f} s: "
@@ -216,15 +223,15 @@ def partition_heal(vms: VMs) -> None:
     """peer-b is cut off the lab network; meanwhile a newcomer (a second address on the relay VM) joins
     peer-a's side, which mines its record; after the cut is lifted peer-b follows peer-a's chain and knows
     the newcomer."""
-    before = vms.converged(list(vms.nicks))
+    before = vms.converged(vms.names)
     relay_ip = vms.must("relay", "echo $P2PLAB_IP").strip()
     newcomer = _offset(relay_ip, NEWCOMER_IP_OFFSET)
     seed_ip = vms.must("peer-a", "echo $P2PLAB_IP").strip()
-    cut = (f"sudo nft add table inet p2plab_cut && sudo nft add chain inet p2plab_cut in "
-           f"'{{ type filter hook input priority -10; }}' && sudo nft add chain inet p2plab_cut out "
+    cut = (f"sudo nft add table inet p2plab_cut && sudo nft add chain inet p2plab_cut cut_in "
+           f"'{{ type filter hook input priority -10; }}' && sudo nft add chain inet p2plab_cut cut_out "
            f"'{{ type filter hook output priority -10; }}' && iface={LAB_IFACE} && "
-           f"sudo nft add rule inet p2plab_cut in iifname $iface drop && "
-           f"sudo nft add rule inet p2plab_cut out oifname $iface drop")
+           f"sudo nft add rule inet p2plab_cut cut_in iifname $iface drop && "
+           f"sudo nft add rule inet p2plab_cut cut_out oifname $iface drop")
     vms.must("peer-b", cut)
     joined: LabProcess | None = None
     try:
@@ -243,7 +250,7 @@ def partition_heal(vms: VMs) -> None:
               f"peer-b moved while cut off: {_summary(cut_off)}")
         vms.must("peer-b", "sudo nft delete table inet p2plab_cut")
         healed_at = time.monotonic()
-        final = vms.converged(list(vms.nicks))
+        final = vms.converged(vms.names)
         print(f"   healed {time.monotonic() - healed_at:.1f} s after the cut was lifted "
               f"(height {before['peer-a'].get('height')} → {final['peer-a'].get('height')})", flush=True)
         check(vms.lookup("peer-b", "newcomer") is not None, "peer-b does not know the newcomer after the heal")
@@ -257,7 +264,7 @@ def partition_heal(vms: VMs) -> None:
 def kill_restart(vms: VMs) -> None:
     """kill -9 of peer-b's ledger node and of the relay: systemd restarts both, peer-b catches up and keeps
     its binding, and a chat through the relay works again."""
-    before = vms.converged(list(vms.nicks))
+    before = vms.converged(vms.names)
     fp_b = (before["peer-b"].get("own_record") or {}).get("fingerprint")
     for vm, unit in (("peer-b", "p2pchat-ledger"), ("relay", "p2pchat-relay")):
         old = vms.must(vm, f"systemctl show -p MainPID --value {unit}").strip()
@@ -270,8 +277,8 @@ def kill_restart(vms: VMs) -> None:
 
         wait_until(restarted, STEP_TIMEOUT, f"systemd to restart {unit} on {vm}", interval=1.0)
         print(f"   {unit} on {vm} back {time.monotonic() - started:.1f} s after kill -9", flush=True)
-    vms.converged(list(vms.nicks))
-    found = vms.lookup("peer-a", "b")
+    vms.converged(vms.names)
+    found = vms.lookup("peer-a", str(before["peer-b"].get("nickname")))
     check(found is not None and same_fingerprint(found, str(fp_b)), f"peer-b's binding changed or vanished: {found}")
     _chat(vms, "peer-a", vms.natted, RELAY_PATH)
 
@@ -284,6 +291,11 @@ SCENARIOS: dict[str, Callable[[VMs], None]] = {
     "join": join, "lookups": lookups, "direct-chat": direct_chat, "relay-chat": relay_chat,
     "partition-heal": partition_heal, "kill-restart": kill_restart,
 }
+
+
+def first_sentence(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat.split(". ")[0].rstrip(".") + "."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     try:
         for name in names:
-            print(f"== {name}: {(SCENARIOS[name].__doc__ or '').split(chr(10))[0]}", flush=True)
+            print(f"== {name}: {first_sentence(SCENARIOS[name].__doc__ or '')}", flush=True)
             started = time.monotonic()
             try:
                 SCENARIOS[name](vms)
