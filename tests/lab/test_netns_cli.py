@@ -136,3 +136,20 @@ def test_down_every_lab_must_be_spelled_out_and_the_old_all_is_refused() -> None
     assert parser.parse_args(["down", "--lab", "2"]).lab == "2"
     assert parser.parse_args(["--lab", "2", "down"]).lab == "2"
     assert parser.parse_args(["down"]).lab is None
+
+
+def test_a_second_up_from_the_same_checkout_is_refused_while_its_lab_runs(tmp_path: Path) -> None:
+    running: set[str] = set()
+
+    class Labs(Registry):   # labs are "up" when listed in `running`, without building namespaces
+        def is_up(self, lab_id: str) -> bool:
+            return lab_id in running
+
+    reg = Labs(root=tmp_path / "run", pointer=tmp_path / ".netns-lab")
+    reg.point_at("4")
+    running.add("4")
+    with pytest.raises(LabError, match="this checkout's lab 4 is already up"):
+        reg.id_for_up(None)
+    assert reg.id_for_up("other") == "other"      # a named second lab is fine
+    running.clear()
+    assert reg.id_for_up(None) == "4"             # gone: the checkout gets its id back

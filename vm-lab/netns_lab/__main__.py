@@ -68,7 +68,7 @@ def _lab_option(lab_id: str, reg: Registry) -> str:
 
 def cmd_up(args: argparse.Namespace) -> int:
     reg = registry()
-    lab_id = check_id(args.lab) if args.lab is not None else reg.new_id()
+    lab_id = reg.id_for_up(args.lab)
     with lab_lock(lab_name(lab_id)):
         return _up(args, reg, lab_id)
 

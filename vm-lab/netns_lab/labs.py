@@ -137,6 +137,17 @@ class Registry:
                 return str(number)
         raise LabError(f"labs 1 to {MAX_AUTO_ID} all exist; remove some ('vm-lab/netns status' lists them)")
 
+    def id_for_up(self, given: str | None) -> str:
+        """The id ``up`` uses: ``--lab`` when given; else a new one, unless this checkout's lab is still up
+        (a second ``up`` would take the checkout's commands away from it)."""
+        if given is not None:
+            return check_id(given)
+        mine = self.pointed()
+        if mine is not None and self.is_up(mine):
+            raise LabError(f"this checkout's lab {mine} is already up ('vm-lab/netns down' removes it); "
+                           f"'vm-lab/netns up --lab NAME' starts another one beside it")
+        return self.new_id()
+
     def resolve(self, given: str | None) -> str | None:
         """The lab a command acts on: ``--lab`` when given, else this checkout's lab, else None."""
         return check_id(given) if given is not None else self.pointed()
