@@ -51,7 +51,8 @@ def test_selftest_refuses_bad_options_before_touching_anything(tmp_path: Path, a
     assert not (tmp_path / "state").exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="vm-lab/selftest runs as root")
+@pytest.mark.lab
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="vm-lab/selftest runs as root, with ip")
 def test_check_runs_the_teardown_on_the_machine_as_found_and_leaves_nothing(tmp_path: Path) -> None:
     done = _selftest("--check", "--transcript", str(tmp_path / "t.txt"), state=tmp_path / "state")
     assert done.returncode == 0, done.stdout + done.stderr
