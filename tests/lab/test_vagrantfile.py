@@ -132,6 +132,8 @@ def test_package_sources_and_time_servers_reach_every_vm() -> None:
     ({"P2PLAB_NTP": "pool.example; reboot"}, "P2PLAB_NTP must be"),
     ({"P2PLAB_FIRST_IP": "10.1.2.250", "P2PLAB_PEERS": "8"}, "leave 10.1.2.0/24"),
     ({"P2PLAB_FIRST_IP": "10.77.1.10"}, "home network"),
+    ({"P2PLAB_FIRST_IP": "192.168.56.1"}, "leaves no room for the host"),
+    ({"P2PLAB_FIRST_IP": "10.1.2.251", "P2PLAB_PEERS": "3"}, "leave 10.1.2.0/24"),   # the router would be .255
 ])
 def test_bad_settings_are_refused_with_the_reason(env: dict[str, str], message: str) -> None:
     done = _plan_run(**env)
