@@ -76,13 +76,14 @@ class VMs:
     def start(self, vm: str, label: str, command: str) -> LabProcess:
         """A long-running command in ``vm`` (its stdin a pipe), stopped with :meth:`stop_remote`.
         The remote shell notes its pid, so the command is stopped in the VM, not just the ssh client."""
-        remote = f"echo $$ > /tmp/p2plab-{label}.pid; PYTHONUNBUFFERED=1 exec {command}"
+        remote = f"echo $$ > {_pidfile(vm, label)}; PYTHONUNBUFFERED=1 exec {command}"
         proc = LabProcess(f"{label}@{vm}", self.argv(vm, remote), self.logs / f"{vm}-{label}.log", env=_env())
         self.procs.append(proc)
         return proc
 
     def stop_remote(self, vm: str, label: str, proc: LabProcess) -> None:
-        self.run(vm, f"kill -INT $(cat /tmp/p2plab-{label}.pid) 2>/dev/null; rm -f /tmp/p2plab-{label}.pid")
+        pidfile = _pidfile(vm, label)
+        self.run(vm, f"kill -INT $(cat {pidfile}) 2>/dev/null; rm -f {pidfile}")
         try:
             proc.wait_exit(30)
         except LabError:
@@ -129,6 +130,10 @@ class VMs:
 
         return wait_until(probe, timeout, f"{', '.join(vms)} to agree on one chain", interval=2.0,
                           describe=lambda: "; ".join(f"{vm}: {_summary(s)}" for vm, s in seen.items()))
+
+
+def _pidfile(vm: str, label: str) -> str:
+    return f"/tmp/p2plab-{vm}-{label}.pid"
 
 
 def _env() -> dict[str, str]:
@@ -199,6 +204,7 @@ def _chat(vms: VMs, caller: str, callee: str, path: str) -> None:
         chat.wait_for(re.escape(f"{callee} answers ✓"), MESSAGE_TIMEOUT)
         chat.close_stdin()
         code = chat.wait_exit(60)
+        vms.run(caller, f"rm -f {_pidfile(caller, 'chat')}")
         check(code == 0, f"p2pchat chat on {caller} exited with status {code}:\n{chat.tail()}")
         chat.close()
         vms.procs.remove(chat)

@@ -67,3 +67,4 @@ def test_vm_scenarios_pass_against_real_nodes_through_a_stand_in_ssh(project: Pr
     assert "16 look-ups answered" in done.stdout
     assert "(path: direct)" in done.stdout and "(path: relay " in done.stdout
     assert not newcomer_dir.exists()   # the partition scenario's newcomer cleaned up after itself
+    assert not [f for f in Path("/tmp").glob("p2plab-*.pid") if f.name.split("-")[1] in ("peer", "relay")]
