@@ -200,6 +200,8 @@ def _chat(vms: VMs, caller: str, callee: str, path: str) -> None:
             chat.send(f"{caller} to {callee} line {i} ✓")
         for i in range(3):
             listener.wait_for(re.escape(f"{caller} to {callee} line {i} ✓"), MESSAGE_TIMEOUT)
+        ready = listener.wait_for(r"Chat (\d+) with .* is ready", MESSAGE_TIMEOUT)
+        listener.send(f"/to {ready.group(1)}")      # listen writes only to the chat the user chose
         listener.send(f"{callee} answers ✓")
         chat.wait_for(re.escape(f"{callee} answers ✓"), MESSAGE_TIMEOUT)
         chat.close_stdin()

@@ -56,7 +56,9 @@ def world(tmp_path_factory) -> Iterator[World]:
     with Cluster(tmp_path_factory.mktemp("display"), make_identities(3)) as cluster:
         cluster.serve(v).wait_ready()
         cluster.join(b, v, extra=("--nickname", "bob")).wait_ready()
-        cluster.join(m, v, extra=("--nickname", LOOKALIKE)).wait_ready()
+        # The ledger refuses look-alike nicknames now (docs/ledger.md, "Nicknames"): Mallory registers another
+        # name and claims "bоb" in her hello, which is all a look-alike can still do.
+        cluster.join(m, v, extra=("--nickname", "mallory")).wait_ready()
         for proc in cluster.procs:
             for host in (v, b, m):
                 wait_until(lambda h=host, p=proc: p.lookup(h), 60, what=f"{host}'s record\n{cluster.logs()}")
@@ -134,8 +136,8 @@ def test_a_goodbye_reason_cannot_erase_the_ended_line(w):
     sid, number = w.connect(w.bob, w.bob_log)
     session = w.bob._get(sid)
     with session.lock:
-        session.outbox.extend(session.channel.send_goodbye("\x1b[1A\x1b[2K\r[1] [12:00:00] alice: still here"))
-        w.bob._schedule_flush(session)
+        session.writer.queue_all(session.channel.send_goodbye("\x1b[1A\x1b[2K\r[1] [12:00:00] alice: still here"))
+        session.writer.schedule_flush()
     out = w.victim.wait_new(f"Chat {number} with bob ended")
     lines = assert_screen_clean(out, [])
     assert any(line.startswith(f"[{number}] Chat {number} with bob ended") for line in lines)
@@ -158,10 +160,8 @@ def test_a_sealed_frame_replayed_1200_times_gives_one_notice_and_ends_the_chat(w
     w.victim.wait_new("captured once")
     w.bob.set_wire_hook(sid, None)
     w.victim.mark()
-    session = w.bob._get(sid)
-    with session.lock:                       # 1,200 copies written as fast as the socket takes them
-        session.outbox.extend([captured[0]] * 1200)
-        w.bob._schedule_flush(session)
+    for _ in range(1200):                    # 1,200 copies written as fast as the socket takes them
+        w.bob.inject_frame(sid, captured[0])
     out = w.victim.wait_new(f"Chat {number} with bob ended")
     ended = w.bob_log.wait(SessionEnded, 20, session=sid)
     assert out.count("a message was replayed") == 1 and "captured once" not in out
@@ -178,7 +178,7 @@ def test_a_look_alike_peer_connecting_mid_conversation_never_receives_the_users_
     msid, mnumber = w.connect(w.mallory, w.mallory_log)       # "bоb" arrives mid-conversation
     assert mnumber != number
     out = w.victim.wait_new(f"Lines you type still go to chat {number} (bob)")
-    assert "non-ASCII: \u043e=U+043E" in out                   # the look-alike is spelled out
+    assert f"/to {mnumber} writes to mallory" in out           # named by its ledger record, not its "bоb" hello
     w.victim.proc.write("the second line, for bob only")
     w.bob_log.wait(MessageReceived, 20, session=sid, text="the second line, for bob only")
     w.victim.proc.write("/list")

@@ -119,10 +119,11 @@ def direct_chat(p: Project) -> None:
     chat.wait_for(r"key rotated: our sending key is now epoch 1", MESSAGE_TIMEOUT)
     exchange(chat, listener, count=1, tag="a-to-b after rotation")
     listener.wait_for(r"key rotated: the peer's sending key is now epoch 1", MESSAGE_TIMEOUT)
+    choose_chat(listener)
     exchange(listener, chat, count=3, tag="b-to-a")
     finish_chat(p, chat)
     chat.wait_for(r"13 message\(s\) sent, 13 delivered", 1)
-    listener.wait_for(r"Chat with a ended: a left the chat", MESSAGE_TIMEOUT)
+    listener.wait_for(r"Chat (\d+ )?with a ended: a left the chat", MESSAGE_TIMEOUT)
     p.lab.forget(listener)
 
 
@@ -139,6 +140,7 @@ def relay_chat(p: Project) -> None:
     chat.wait_for(rf"connected through relay {re.escape(p.relay_address)}", 5)
     relay.wait_for(r"session \d+ paired", 5)
     exchange(chat, listener, count=5, tag="a-to-c")
+    choose_chat(listener)
     exchange(listener, chat, count=5, tag="c-to-a")
     finish_chat(p, chat)
     p.lab.forget(listener)
@@ -156,6 +158,7 @@ def natted_caller(p: Project) -> None:
     chat = connect_chat(p, "c", "a")
     chat.wait_for(RELAY_PATH, 5)
     exchange(chat, listener, count=3, tag="c-to-a")
+    choose_chat(listener)
     exchange(listener, chat, count=3, tag="a-to-c")
     finish_chat(p, chat)
     p.lab.forget(listener)
@@ -269,6 +272,12 @@ def connect_chat(p: Project, host: str, peer: str, *, label: str = "chat") -> La
     for step in ("1 Connect", "2 Swap public keys", "3 Authenticate"):
         chat.wait_for(f"✓ {step} ", 1)
     return chat
+
+
+def choose_chat(listener: LabProcess) -> None:
+    """``listen`` sends typed lines only to the chat the user chose: choose the one it announced."""
+    ready = listener.wait_for(r"Chat (\d+) with .* is ready", MESSAGE_TIMEOUT)
+    listener.send(f"/to {ready.group(1)}")
 
 
 def exchange(sender: LabProcess, receiver: LabProcess, *, count: int, tag: str) -> None:
