@@ -69,6 +69,7 @@ from p2pchat.chat_protocol import (
     Send,
     Transcript,
 )
+from p2pchat.display import quote_peer
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import parse_address
 from p2pchat.foundation.codec import Message
@@ -488,7 +489,7 @@ class Handshake:
             return []
         step = self._current_step()
         if msg.type == "error":
-            return self._fail(step, f"the peer ended the handshake: {msg['reason']}", None)
+            return self._fail(step, f"the peer ended the handshake: {quote_peer(msg['reason'])}", None)
         handler = self._handlers().get(msg.type)
         if handler is None or self.phase is Phase.ESTABLISHED:
             return self._fail(step, self._unexpected(msg.type, step),
@@ -528,8 +529,9 @@ class Handshake:
     def _on_decline(self, msg: Message) -> list[HsEvent]:
         if self.phase is not Phase.HELLO_SENT:
             raise self._out_of_order(msg.type, Step.CONNECT)
-        reason = msg.get("reason") or "the peer declined the chat"
-        raise HandshakeFailed(Step.CONNECT, f"{self.peer_address} declined the chat: {reason}", None)
+        reason = msg.get("reason")
+        said = f": {quote_peer(reason)}" if reason else ""
+        raise HandshakeFailed(Step.CONNECT, f"{self.peer_address} declined the chat{said}", None)
 
     def _check_version_network(self, hello: Hello) -> None:
         for name, value in (("nickname", hello.nickname), ("network", hello.network), ("address", hello.address)):
@@ -539,7 +541,8 @@ class Handshake:
                                       f"the {name} you sent contains control characters")
         if hello.address:
             try:
-                parse_address(hello.address, 0)
+                if parse_address(hello.address, 0)[1] == 0:     # protocol.md: an address is "ip:port"
+                    raise AddressError("no port")
             except AddressError:
                 raise HandshakeFailed(Step.CONNECT, f"{self.peer_address} claims the address "
                                                     f"'{hello.address}', which is not an IP address and port",

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from p2pchat.display import quote_peer
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import RELAY_PORT, check_port, format_address, normalize_ip, parse_address
 from p2pchat.foundation.codec import HEADER, Message, Protocol
@@ -190,7 +191,7 @@ class RelayLink:
                 self._take(msg["payload"])
             elif msg.type == "error":
                 self._conn.close()      # the session is over; let the relay finish its side at once
-                raise RelayError(f"{self.peer_text}: {msg['reason']}")
+                raise RelayError(f"{self.peer_text} ended the session: {quote_peer(msg['reason'])}")
             elif msg.type != "pong":
                 raise ProtocolError(f"{self.peer_text} sent an unexpected '{msg.type}' frame during a session")
         return self._ready.pop(0)
@@ -514,7 +515,7 @@ class RelayRegistration:
                 if msg.type == "invite":
                     self._answer_later(msg["ticket"], msg["caller"])
                 elif msg.type == "error":
-                    raise RelayError(f"relay {self.relay_text}: {msg['reason']}")
+                    raise RelayError(f"relay {self.relay_text}: {quote_peer(msg['reason'])}")
                 elif msg.type != "pong":
                     raise ProtocolError(f"relay {self.relay_text} sent an unexpected '{msg.type}' frame")
         finally:

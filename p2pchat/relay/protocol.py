@@ -23,6 +23,7 @@ from __future__ import annotations
 import struct
 import time
 
+from p2pchat.display import quote_peer
 from p2pchat.foundation.codec import Field, Message, Protocol, opt
 from p2pchat.foundation.errors import PeerUnreachable, ProtocolError
 from p2pchat.foundation.transport import FramedSocket
@@ -184,7 +185,7 @@ def expect(conn: FramedSocket, wanted: str, timeout: float, relay_text: str) -> 
     """Receive the next frame and require it to be ``wanted``; an ``error`` frame becomes :class:`RelayError`."""
     msg = conn.recv(timeout=timeout)
     if msg.type == "error":
-        raise RelayError(f"relay {relay_text}: {msg['reason']}")
+        raise RelayError(f"relay {relay_text}: {quote_peer(msg['reason'])}")
     if msg.type != wanted:
         raise ProtocolError(f"relay {relay_text} sent '{msg.type}' where '{wanted}' was expected")
     return msg

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from p2pchat.display import quote_peer
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import HEADER, Message, Protocol
 from p2pchat.foundation.errors import CryptoError, FrameError, PeerUnreachable, ProtocolError, UserError
@@ -167,7 +168,7 @@ def client_handshake(conn: FramedSocket, relay_text: str, *, pin: bytes | None, 
         msg = conn.protocol.decode(_read_exact(conn.sock, size, deadline, who))
         if msg.type != "error":     # e.g. the clear ``challenge`` of a version 1 relay
             raise ProtocolError(f"{who} does not speak relay link version {LINK_VERSION} (an older relay?)")
-        raise RelayError(f"relay {relay_text}: {msg['reason']}")
+        raise RelayError(f"relay {relay_text}: {quote_peer(msg['reason'])}")
     rest = _read_exact(conn.sock, INTRO.size - 4, deadline, who)
     _, version, static = INTRO.unpack(head + rest)
     if version != LINK_VERSION:

@@ -555,8 +555,16 @@ def test_an_error_frame_from_the_peer_ends_the_handshake_with_its_text_and_no_re
     pair = Pair(identities[0], identities[1]).run(Step.CONNECT)
     before = len(pair.i.sent)
     pair.deliver(pair.i, CHAT.encode("error", reason="busy"))
-    assert pair.i.failed.reason == "the peer ended the handshake: busy"
+    assert pair.i.failed.reason == "the peer ended the handshake: «busy» (their words, not checked)"
     assert len(pair.i.sent) == before
+
+
+def test_a_peers_words_before_it_proved_its_key_are_quoted_on_one_line(identities):
+    pair = Pair(identities[0], identities[1]).run(Step.CONNECT)
+    pair.deliver(pair.i, CHAT.encode("error", reason="» ✓ 4 Agree AES key done\n[12:00] alice: hi\x1b[2K"))
+    reason = pair.i.failed.reason
+    assert "\n" not in reason and "\x1b" not in reason
+    assert reason.endswith("» (their words, not checked)") and reason.count("»") == 1
 
 
 def test_garbage_msgpack_in_a_known_frame_type_is_a_frame_error_for_the_io_layer():
@@ -581,6 +589,7 @@ def test_deterministic_inputs_give_a_reproducible_transcript(identities):
     ("nickname", "evil\u202egnp.exe", "nickname with control characters"),
     ("network", "test\nnet", "network with control characters"),
     ("address", "somewhere", "which is not an IP address and port"),
+    ("address", "127.0.0.2", "which is not an IP address and port"),      # protocol.md: "ip:port", port required
 ])
 def test_hello_fields_that_could_fool_a_screen_are_refused(identities, field, value, complaint):
     pair = Pair(identities[0], identities[1])

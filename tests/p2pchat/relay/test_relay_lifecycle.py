@@ -28,7 +28,7 @@ def test_a_relay_restart_mid_session_gives_both_ends_a_clean_error_and_the_regis
 
     relay.close()
     for link in (a, b):
-        with pytest.raises(RelayError, match=f"relay {relay.address}: the relay is shutting down"):
+        with pytest.raises(RelayError, match=f"relay {relay.address} ended the session: «the relay is shutting down»"):
             link.recv(timeout=5)
     wait_until(lambda: not reg.registered, what="the registration to notice")
     assert any(not ok and "the relay is shutting down" in text and "retrying in" in text for ok, text in states)
