@@ -176,7 +176,7 @@ class KeyContinuity:
         verified = (f", and you VERIFIED its safety number on {_when(pinned.verified_at)}"
                     if pinned.verified_at is not None else "")
         lines = [
-            f"THE KEY FOR {where.upper()} HAS CHANGED — nothing was signed or sent.",
+            f"WARNING: THE KEY FOR {where} HAS CHANGED — the chat stopped at step 2; nothing was signed or sent.",
             f"Expected: key {old_fp} (nickname {nick}), which you chatted with from {_when(pinned.first_seen)} to "
             f"{_when(pinned.last_seen)}{verified}.",
             f"The ledger now says: key {new_fp} (nickname {one_line(binding.nickname)}), in its record in block "
