@@ -27,7 +27,7 @@ def pin(continuity: KeyContinuity, der: bytes, nickname: str = "carol", ip: str 
 
 
 def test_a_peer_met_for_the_first_time_or_with_the_same_key_goes_on(world):
-    store, directory, continuity, ids = world
+    _store, _directory, continuity, ids = world
     carol = DirectoryEntry(ids[0].public_der, "carol", CAROL_IP, 8471, height=3)
     assert continuity.check(CAROL_IP, "ip", carol) == Unchanged()
     pin(continuity, ids[0].public_der)
@@ -36,7 +36,7 @@ def test_a_peer_met_for_the_first_time_or_with_the_same_key_goes_on(world):
 
 
 def test_an_unexplained_key_change_is_refused_with_what_was_expected_and_what_to_do(world):
-    store, directory, continuity, ids = world
+    _store, _directory, continuity, ids = world
     pin(continuity, ids[0].public_der)
     impostor = DirectoryEntry(ids[1].public_der, "carol", CAROL_IP, 8471, height=42, confirmations=7)
     for query, by in ((CAROL_IP, "ip"), ("carol", None)):
@@ -51,7 +51,7 @@ def test_an_unexplained_key_change_is_refused_with_what_was_expected_and_what_to
 
 
 def test_a_verified_contacts_change_is_a_hard_stop_that_the_accept_flag_alone_does_not_lift(world):
-    store, directory, continuity, ids = world
+    store, _directory, continuity, ids = world
     pin(continuity, ids[0].public_der)
     store.set_verified(ids[0].fingerprint.hex(), True)
     impostor = DirectoryEntry(ids[1].public_der, "carol", CAROL_IP, 8471)
@@ -78,7 +78,7 @@ def test_an_accepted_key_must_be_given_in_full(world):
 
 
 def test_a_rotation_signed_by_the_pinned_key_moves_the_pin_and_keeps_the_verified_mark(world):
-    store, directory, continuity, ids = world
+    store, _directory, continuity, ids = world
     old, new = ids[0], ids[1]
     pin(continuity, old.public_der)
     store.set_verified(old.fingerprint.hex(), True)
@@ -99,7 +99,7 @@ def test_a_rotation_signed_by_the_pinned_key_moves_the_pin_and_keeps_the_verifie
 
 
 def test_a_rotation_signed_by_another_key_proves_nothing(world):
-    store, directory, continuity, ids = world
+    _store, _directory, continuity, ids = world
     pin(continuity, ids[0].public_der)
     rotation = make_rotation(ids[2], ids[1], network="p2pchat", seq=1, prev=bytes(range(32)), nickname="carol",
                              ip=CAROL_IP, port=8471, issued=2000, lifetime=86400)
@@ -125,7 +125,7 @@ def test_an_address_whose_pinned_key_moved_elsewhere_is_a_new_contact_not_an_ala
 
 
 def test_a_name_from_the_ledger_is_shown_escaped(world):
-    store, directory, continuity, ids = world
+    _store, _directory, continuity, ids = world
     pin(continuity, ids[0].public_der, nickname="carol\x1b[2J")
     verdict = continuity.check(CAROL_IP, "ip", DirectoryEntry(ids[1].public_der, "x\x1b]0;owned\x07", CAROL_IP))
     assert isinstance(verdict, Refused) and "\x1b" not in verdict.reason and "\x07" not in verdict.reason
