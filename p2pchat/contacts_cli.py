@@ -100,7 +100,13 @@ def _show(p: Printer, store: ContactStore, c: Contact) -> int:
     p.line(f"  first seen   {_when(c.first_seen)}   last seen {_when(c.last_seen)}")
     if c.replaced_by:
         p.line(f"  replaced by  {crypto.format_fingerprint(bytes.fromhex(c.replaced_by), 16)}")
-    decisions = store.decisions(c.fp)
+    # the history of the whole chain of keys that led to this one (rotations and accepted changes)
+    earlier = {other.replaced_by: other.fp for other in store.all() if other.replaced_by}
+    chain, fp = [c.fp], c.fp
+    while fp in earlier and earlier[fp] not in chain and len(chain) < 64:
+        fp = earlier[fp]
+        chain.append(fp)
+    decisions = sorted({d for key in chain for d in store.decisions(key)}, key=lambda d: d.at)
     if decisions:
         p.line("  key changes and decisions:")
         for d in decisions:

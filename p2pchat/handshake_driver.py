@@ -175,7 +175,6 @@ class HandshakeDriver:
             case Failed(step=step, reason=reason):
                 self.host.step_failed(session, step, reason)
             case Ready(established=established):
-                self._pin(session, established)
                 self.host.ready(session, established)
             case _:
                 raise TypeError(f"unexpected handshake event {ev!r}")
@@ -250,8 +249,9 @@ class HandshakeDriver:
             self.call(session, lambda hs: hs.ledger_answer(answer, None))
 
     def _pin(self, session: Session, established: Established) -> None:
-        """Step 4 succeeded: pin the peer's key. A local write of a few rows (SQLite, waiting at most its busy
-        timeout for another process); a store that fails is reported, and the chat goes on unpinned."""
+        """Step 4 succeeded (so step 3 verified the peer): pin the peer's key. A local write of a few rows
+        (SQLite, waiting at most its busy timeout for another process); a store that fails is reported, and the
+        chat goes on unpinned."""
         continuity = self.host.continuity
         if continuity is None:
             return
@@ -274,6 +274,8 @@ class HandshakeDriver:
                                   safety_number=safety_number(self.host.identity.public_der, der))
         if step == Step.AUTHENTICATE:
             self.host.authenticated(session)
+        if step == Step.AGREE_KEY and hs is not None and hs.established is not None:
+            self._pin(session, hs.established)      # before the UI hears of step 4: /verify yes may follow at once
         self.host.emit(StepResult(session.id, step, True, detail))
         self.host.emit(SessionUpdated(info))
         if session.auto_steps and not session.incoming and step < Step.AGREE_KEY:
