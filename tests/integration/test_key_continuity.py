@@ -71,6 +71,8 @@ def test_bob_notices_carols_key_changes_at_step_2(tmp_path):
             result = ledger("rotate-key", "--node", c, "--data-dir", str(carol_dir), "--wait", "60")
             assert result.returncode == 0, result.stdout + result.stderr
             k2 = Identity.load(carol_dir / KEY_FILE).fingerprint
+            wait_until(lambda: (carol_node.quick_status() or {}).get("fingerprint") == k2.hex(), 60,
+                       what="carol's ledger node to switch to the new key")
             wait_until(lambda: (bob_node.lookup(c) or {}).get("fingerprint") == k2.hex(), 60,
                        what="bob's ledger node to hold the rotation")
             carol = listen(str(carol_dir))
@@ -84,8 +86,11 @@ def test_bob_notices_carols_key_changes_at_step_2(tmp_path):
             out = second.output()
             assert "replaced their key: the ledger proves it" in out and "signed by the old key" in out
             assert "is now a verified contact" in out
+            renamed = p2pchat("contacts", "rename", k2.hex()[:10], "carol", "--data-dir", bob_dir)
+            assert renamed.returncode == 0, renamed.stdout + renamed.stderr
             listed = p2pchat("contacts", "--data-dir", bob_dir)
-            assert listed.returncode == 0 and "✓" in listed.stdout and "carol" in listed.stdout, listed.stdout
+            assert listed.returncode == 0 and any(line.startswith("✓ carol ") and c in line
+                                                  for line in listed.stdout.splitlines()), listed.stdout
 
             # 3. carol revokes that key and registers a new one from a new data directory: no signed rotation.
             carol.stop()
