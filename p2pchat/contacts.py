@@ -376,11 +376,13 @@ class ContactStore:
             db.execute("INSERT INTO contacts (fp, public_der, first_seen, last_seen, last_address) "
                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(fp) DO NOTHING", (new, new_der, at, at, None))
             if row is not None:
-                local_name, _first, last_address, verified_at = row
+                local_name, first_seen, last_address, verified_at = row
                 db.execute("UPDATE contacts SET local_name = NULL, replaced_by = ? WHERE fp = ?", (new, old_fp))
+                # the contact (its name, since when it is known) carries on under the new key
                 db.execute("UPDATE contacts SET local_name = COALESCE(local_name, ?), last_address = "
-                           "COALESCE(last_address, ?), verified_at = ? WHERE fp = ?",
-                           (local_name, last_address, verified_at if keep_verified else None, new))
+                           "COALESCE(last_address, ?), verified_at = ?, first_seen = MIN(first_seen, ?) "
+                           "WHERE fp = ?", (local_name, last_address, verified_at if keep_verified else None,
+                                            first_seen, new))
                 for table in ("nicknames", "addresses"):
                     col = "nickname" if table == "nicknames" else "ip"
                     db.execute(f"INSERT INTO {table} (fp, {col}, first_seen, last_seen) "

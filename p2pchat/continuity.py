@@ -180,7 +180,8 @@ class KeyContinuity:
             f"Expected: key {old_fp} (nickname {nick}), which you chatted with from {_when(pinned.first_seen)} to "
             f"{_when(pinned.last_seen)}{verified}.",
             f"The ledger now says: key {new_fp} (nickname {one_line(binding.nickname)}), in its record in block "
-            f"{binding.height} ({binding.confirmations} confirmations), with no rotation signed by the old key.",
+            f"{binding.height} ({binding.confirmations} confirmation{'' if binding.confirmations == 1 else 's'}), "
+            f"with no rotation signed by the old key.",
             f"What may be happening: {who} reinstalled or lost their key and registered a new one; or someone "
             f"took over {where} or rewrote the ledger to put their own key there (an attack on this chat).",
         ]

@@ -206,16 +206,21 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
     last_progress: tuple[int, int] | None = None
     ending = False              # end_session was called; waiting for SessionEnded
     waiting: list[str] = []
+    failed_reason: str | None = None
     sent = delivered = 0
     with _Stop() as stop:
         while True:
             ev = _next_event(node, 0)
             while ev is not None:
                 if isinstance(ev, SessionEnded):
-                    p.line(f"Chat ended: {ev.reason}")
+                    # a long reason (a key-change warning) was just shown with the failed step: not twice
+                    p.line(f"Chat ended: {ev.reason}" if "\n" not in ev.reason or ev.reason != failed_reason
+                           else "Chat ended (the reason is above).")
                     if ready:
                         p.line(f"{sent} message(s) sent, {delivered} delivered.")
                     return 0 if ready and (ending or ev.clean) else 1
+                if isinstance(ev, StepResult) and not ev.ok:
+                    failed_reason = ev.detail
                 if isinstance(ev, StepResult) and ev.ok and ev.step == Step.AGREE_KEY:
                     ready = True
                     _show_common(p, ev)
