@@ -189,3 +189,39 @@ def test_two_processes_writing_one_store_at_once_lose_nothing(tmp_path):
     assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     db.close()
     assert not os.path.exists(tmp_path / f"{FILE_NAME}.bad")
+
+
+def test_the_contacts_command_refuses_a_damaged_store_with_the_command_to_move_it(tmp_path, capsys):
+    from p2pchat.cli import main
+
+    (tmp_path / FILE_NAME).write_bytes(b"\x00garbage" * 100)
+    assert main(["contacts", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "is not an SQLite file" in err and f"mv {tmp_path / FILE_NAME}" in err and "Traceback" not in err
+
+
+def test_chat_by_an_unknown_fingerprint_prefix_is_refused_before_any_network(tmp_path, capsys):
+    from p2pchat.cli import main
+
+    assert main(["chat", "3f2a9c01", "--data-dir", str(tmp_path), "--host", "127.0.0.1"]) == 1
+    assert "no contact called 3f2a9c01" in capsys.readouterr().err
+
+
+def test_the_contacts_command_lists_renames_verifies_and_forgets(tmp_path, capsys):
+    from p2pchat.cli import main
+
+    store = ContactStore.in_data_dir(tmp_path)
+    der, fp = key(7)
+    store.record_chat(der, fp, nickname="carol\x1b[31m", ip="127.0.0.5", address="127.0.0.5:8471")
+    store.close()
+    assert main(["contacts", "rename", fp.hex()[:8], "Carol", "--data-dir", str(tmp_path)]) == 0
+    assert main(["contacts", "verify", "Carol", "--data-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["contacts", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "Carol" in line)
+    assert row.startswith("✓ Carol") and "127.0.0.5:8471" in row and "\x1b" not in out   # shown escaped
+    assert main(["contacts", "forget", "Carol", "--data-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["contacts", "--data-dir", str(tmp_path)]) == 0
+    assert "No contacts yet" in capsys.readouterr().out
