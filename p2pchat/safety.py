@@ -10,6 +10,8 @@ docs/protocol.md §4 states the derivation exactly, with a vector; docs/security
 
 from __future__ import annotations
 
+import functools
+
 from p2pchat.foundation import crypto
 
 SAFETY_LABEL = b"p2pchat/safety-number/v2\x00"
@@ -19,6 +21,7 @@ GROUP = 5
 _CHUNKS = 6            # 6 chunks of 5 bytes per key, each read mod 10^5: 30 digits
 
 
+@functools.lru_cache(maxsize=512)     # ~6 ms each; our own half is the same in every chat
 def half_number(fp: bytes) -> str:
     """The 30 digits one key fingerprint contributes.
 
