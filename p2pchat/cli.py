@@ -1,4 +1,4 @@
-"""The ``p2pchat`` command: ``chat``, ``listen``, ``demo``, ``gui`` and ``relay``.
+"""The ``p2pchat`` command: ``chat``, ``listen``, ``contacts``, ``demo``, ``gui`` and ``relay``.
 
 With no subcommand it opens the window when a display is available and prints this help otherwise. Errors a
 user can cause are printed as one plain sentence (exit status 1); usage errors exit with status 2.
@@ -14,11 +14,14 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from p2pchat import contacts_cli
 from p2pchat.chat_protocol import MAX_ROTATE_EVERY
+from p2pchat.continuity import ACCEPT_FLAG, OVERRIDE_FLAG
 from p2pchat.display import visible
+from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import CHAT_PORT, check_port, normalize_ip, parse_address
 from p2pchat.foundation.datadir import resolve_data_dir
-from p2pchat.foundation.errors import UserError
+from p2pchat.foundation.errors import UsageError, UserError
 from p2pchat.foundation.identity import Identity
 from p2pchat.relay.link import parse_relay
 
@@ -56,6 +59,14 @@ def _add_node_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log network activity to stderr")
 
 
+def _add_key_change_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(ACCEPT_FLAG, metavar="FINGERPRINT", dest="accept_new_key",
+                   help="accept this key (its full fingerprint, as the key-change message prints it) for a contact "
+                        "whose pinned key the ledger no longer names; the decision is recorded")
+    p.add_argument(OVERRIDE_FLAG, action="store_true", dest="override_verified",
+                   help=f"with {ACCEPT_FLAG}: also for a contact you had verified (ask them in person first)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -67,14 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
                                       "each line of standard input and print incoming messages. End of input or "
                                       "/quit says goodbye. /status and /verify show the session and its safety "
                                       "number.")
-    chat.add_argument("peer", metavar="PEER", help="IP, IP:PORT, nickname or fingerprint of the peer")
+    chat.add_argument("peer", metavar="PEER", help="IP, IP:PORT, nickname or fingerprint of the peer, or a contact "
+                                                   "(its local name, nickname or fingerprint prefix: p2pchat "
+                                                   "contacts)")
     _add_node_options(chat)
+    _add_key_change_options(chat)
     listen = sub.add_parser("listen", help="wait for chats in this terminal",
                             description="Wait for incoming chats, ask to accept or reject each (or accept all), "
                                         "print messages and send the lines you type to the latest chat.")
     listen.add_argument("--accept-all", action="store_true", help="accept every chat without asking")
     listen.add_argument("--once", action="store_true", help="exit when the first chat ends")
     _add_node_options(listen)
+    _add_key_change_options(listen)
+    contacts_cli.add_parser(sub)
     demo = sub.add_parser("demo", help="the whole flow on this machine (two windows, or the terminal demo)",
                           description="Start a small ledger network and two users on 127.0.0.x and run the "
                                       "four steps between them: two windows when a display is available, else "
@@ -145,13 +161,26 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
     return node
 
 
+def _accept_key_change(node: ChatNode, args: argparse.Namespace) -> None:
+    if args.override_verified and not args.accept_new_key:
+        raise UsageError(f"{OVERRIDE_FLAG} goes with {ACCEPT_FLAG} FINGERPRINT")
+    if args.accept_new_key:
+        node.accept_new_key(args.accept_new_key, override_verified=args.override_verified)
+
+
 def _run_chat(args: argparse.Namespace) -> int:
     from p2pchat.terminal import run_chat
 
+    peer, contact = contacts_cli.resolve_peer(resolve_data_dir(args.data_dir), args.peer)
     node = make_node(args, listen=False)
     try:
+        _accept_key_change(node, args)
+        if contact is not None:
+            name = visible(contact.local_name or contact.nickname or args.peer)
+            print(f"{PROG}: contact {name} ({crypto.format_fingerprint(contact.fingerprint, 4)}"
+                  f"{', verified' if contact.verified else ''}) → {visible(peer)}", file=sys.stderr)
         node.start()
-        return run_chat(node, args.peer, stdin_fd=sys.stdin.fileno(), out=sys.stdout)
+        return run_chat(node, peer, stdin_fd=sys.stdin.fileno(), out=sys.stdout)
     finally:
         node.close()
 
@@ -161,6 +190,7 @@ def _run_listen(args: argparse.Namespace) -> int:
 
     node = make_node(args, listen=True, auto_accept=args.accept_all)
     try:
+        _accept_key_change(node, args)
         node.start()
         return run_listen(node, stdin_fd=sys.stdin.fileno(), out=sys.stdout, accept_all=args.accept_all,
                           once=args.once)
@@ -199,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_chat(args)
         if args.command == "listen":
             return _run_listen(args)
+        if args.command == "contacts":
+            return contacts_cli.run(args, sys.stdout)
         if args.command == "demo":
             from p2pchat.demo import main as demo_main
 

@@ -480,6 +480,19 @@ class Handshake:
         self.peer_binding = binding
         return self._guard(Step.SWAP_KEYS, self._maybe_check_binding)
 
+    def key_refused(self, reason: str) -> list[HsEvent]:
+        """The IO layer's answer to :class:`NeedLookup` when it will not use the key the ledger names: it differs
+        from the key this node pinned for the peer (p2pchat/continuity.py). Step 2 fails with ``reason``, before
+        anything is signed; the peer is told only that its key was not accepted."""
+        if self.phase in (Phase.FAILED, Phase.CLOSED):
+            return []
+        if not self._lookup_pending:
+            raise StepOrderError("No ledger lookup is pending for this handshake", Step.SWAP_KEYS)
+        self._lookup_pending = False
+        return self._fail(Step.SWAP_KEYS, reason,
+                          "the peer's node did not accept the key the ledger names for you: it differs from the "
+                          "key it chatted with before at this address or nickname")
+
     # --- frames from the peer ---------------------------------------------------------------------------
 
     def receive(self, msg: Message) -> list[HsEvent]:

@@ -13,9 +13,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from p2pchat.chat_protocol import Send
-from p2pchat.events import Event, IncomingChat, SessionUpdated, StepRefused, StepResult
+from p2pchat.continuity import Changed, KeyContinuity, Refused, Verdict
+from p2pchat.events import Event, IncomingChat, NodeError, Notice, SessionUpdated, StepRefused, StepResult
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import Message
+from p2pchat.foundation.errors import UserError
 from p2pchat.handshake import (
     Established,
     Failed,
@@ -49,6 +51,7 @@ class HandshakeHost(Protocol):
     identity: Identity
     auto_accept: bool
     directory: PeerDirectory
+    continuity: KeyContinuity | None      # the data directory's pins (None: no contact store, nothing pinned)
 
     def emit(self, event: Event) -> None: ...
 
@@ -207,10 +210,19 @@ class HandshakeDriver:
     def _lookup(self, session: Session, query: str, by: str | None) -> None:
         binding: Binding | None = None
         why: str | None = None
+        verdict: Verdict | None = None
         try:
             binding = self.host.directory.lookup(query, by)
         except PeerNotFound as exc:
             why = str(exc)
+        if binding is not None and binding.disputed is None and self.host.continuity is not None:
+            # Key continuity (issue 13), before the answer reaches the core and so before anything is signed; it
+            # may ask the ledger again (about the pinned key), so it runs here, with no lock held.
+            try:
+                verdict = self.host.continuity.check(query, by, binding)
+            except UserError as exc:
+                verdict = Refused(f"the contact store could not be checked, so the key is not trusted: {exc}",
+                                  hard=False)
         with session.writer.deferred():
             if session.ended or session.handshake is None:
                 return
@@ -224,10 +236,33 @@ class HandshakeDriver:
                 disputed = binding.disputed.describe()
                 self.call(session, lambda hs: hs.ledger_answer(None, disputed, disputed=True))
                 return
+            if isinstance(verdict, Refused):
+                reason = verdict.reason
+                self.call(session, lambda hs: hs.key_refused(reason))
+                return
+            if isinstance(verdict, Changed):
+                session.pin_change = verdict.change
+                self.host.emit(Notice(session.id, "key-change", verdict.notice))
             answer = LedgerBinding(public_der=binding.public_der, nickname=binding.nickname, ip=binding.ip,
                                    port=binding.port, relay=binding.relay, height=binding.height,
                                    confirmations=binding.confirmations)
             self.call(session, lambda hs: hs.ledger_answer(answer, None))
+
+    def _pin(self, session: Session, established: Established) -> None:
+        """Step 4 succeeded (so step 3 verified the peer): pin the peer's key. A local write of a few rows
+        (SQLite, waiting at most its busy timeout for another process); a store that fails is reported, and the
+        chat goes on unpinned."""
+        continuity = self.host.continuity
+        if continuity is None:
+            return
+        b = established.peer_binding
+        try:
+            continuity.record(established.peer_public_der, established.peer_nickname, b.ip, b.port,
+                              session.pin_change)
+        except UserError as exc:
+            self.host.emit(NodeError(text=f"the contact store could not pin this key: {exc}", session=session.id))
+            return
+        session.pinned_fp = crypto.fingerprint(established.peer_public_der).hex()
 
     def _on_step_done(self, session: Session, step: Step, detail: str) -> None:
         hs = session.handshake
@@ -239,6 +274,8 @@ class HandshakeDriver:
                                   safety_number=safety_number(self.host.identity.public_der, der))
         if step == Step.AUTHENTICATE:
             self.host.authenticated(session)
+        if step == Step.AGREE_KEY and hs is not None and hs.established is not None:
+            self._pin(session, hs.established)      # before the UI hears of step 4: /verify yes may follow at once
         self.host.emit(StepResult(session.id, step, True, detail))
         self.host.emit(SessionUpdated(info))
         if session.auto_steps and not session.incoming and step < Step.AGREE_KEY:

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from p2pchat.admission import Admission
 from p2pchat.chat_protocol import CHAT, MAX_ROTATE_EVERY
+from p2pchat.contacts import ContactStore
+from p2pchat.continuity import KeyContinuity
 from p2pchat.dialing import DIRECT, PeerTarget, dial, resolve_target
 from p2pchat.events import Event, NodeError, Notice, SessionInfo, StepRefused
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, parse_address
@@ -56,7 +58,9 @@ class ChatNode:
     :class:`~p2pchat.peer_directory.PeerDirectory` to use instead of asking the ledger node), ``workers``
     (size of the shared pool), ``max_sessions`` (incoming connections at once), ``admission`` (the limits on
     strangers, :class:`~p2pchat.admission.Admission`) and ``data_dir`` (whose pinned ledger network id,
-    :mod:`ledger.network_pin`, the ledger answers must be on).
+    :mod:`ledger.network_pin`, the ledger answers must be on, and whose contact store,
+    :mod:`p2pchat.contacts`, holds the keys pinned for addresses and nicknames; ``contacts`` gives the store
+    directly, ``contacts=False`` runs without one: nothing pinned, nothing checked).
     """
 
     def __init__(self, identity: Identity, *, host: str, port: int = CHAT_PORT, network: str = "p2pchat",
@@ -64,7 +68,8 @@ class ChatNode:
                  direct_timeout: float = 3.0, rotate_every: int = 10, step_timeout: float = 10.0,
                  auto_accept: bool = False, listen: bool = True, accept_timeout: float = 120.0,
                  handshake_timeout: float = 300.0, directory: PeerDirectory | None = None, workers: int = 8,
-                 max_sessions: int = 512, admission: Admission | None = None, data_dir: Path | None = None) -> None:
+                 max_sessions: int = 512, admission: Admission | None = None, data_dir: Path | None = None,
+                 contacts: ContactStore | bool = True) -> None:
         if not 1 <= rotate_every <= MAX_ROTATE_EVERY:      # issue 11: the protocol fixes the maximum
             raise ValueError(f"rotate_every must be between 1 and {MAX_ROTATE_EVERY}")
         self.identity = identity
@@ -90,6 +95,12 @@ class ChatNode:
         self._rt = NodeRuntime(identity, directory=directory, auto_accept=auto_accept, rotate_every=rotate_every,
                                deadlines=Deadlines(step_timeout, accept_timeout, handshake_timeout),
                                workers=workers, admission=admission)
+        # Key continuity (issue 13): the data directory's contact store, checked at step 2, written after step 4.
+        self.contacts: ContactStore | None = (contacts if isinstance(contacts, ContactStore) else
+                                              ContactStore.in_data_dir(data_dir)
+                                              if contacts and data_dir is not None else None)
+        if self.contacts is not None:
+            self._rt.continuity = KeyContinuity(self.contacts, directory)
         # Everything the user should see, in order (bounded per session: see p2pchat.event_queue).
         self.events: queue.Queue[Event] = self._rt.events
         self._server: FrameServer | None = None
@@ -157,6 +168,8 @@ class ChatNode:
             self._server.close()
         self._rt.join_threads()
         self.directory.close()
+        if self.contacts is not None:
+            self.contacts.close()
 
     def __enter__(self) -> ChatNode:
         self.start()
@@ -166,6 +179,25 @@ class ChatNode:
         self.close()
 
     # --- the contract's commands (none of them waits for the network) ----------------------------------------
+
+    def accept_new_key(self, fingerprint: str, *, override_verified: bool = False) -> None:
+        """The user accepts ``fingerprint`` (full, 64 hex digits) as the new key of a contact whose pinned key the
+        ledger no longer names; ``override_verified`` also for a contact the user had verified. The next chat
+        that meets this key goes on, and the decision is logged in the contact store once it succeeded."""
+        if self._rt.continuity is None:
+            raise UsageError("this node has no contact store (no data directory), so no key is pinned")
+        self._rt.continuity.accept_new_key(fingerprint, override_verified=override_verified)
+
+    def verify_contact(self, session: str, verified: bool = True) -> str:
+        """Mark the peer of ``session`` (step 4 done) verified after the user compared the safety number; returns
+        the fingerprint (hex) marked."""
+        if self.contacts is None:
+            raise UsageError("this node has no contact store (no data directory): nothing to mark")
+        fp = self._get(session).pinned_fp
+        if fp is None:
+            raise UsageError("compare the safety number once the four steps are done, then /verify yes")
+        self.contacts.set_verified(fp, verified)
+        return fp
 
     def open_session(self, peer_query: str) -> str:
         """A new outgoing session to ``peer_query`` (IP, ip:port, nickname or fingerprint); no IO yet."""

@@ -21,6 +21,7 @@ from typing import Any
 from p2pchat.admission import PRE_AUTH_FRAME, Admission, Ticket
 from p2pchat.channel_driver import UNRECEIPTED_PAUSE, ChannelDriver
 from p2pchat.chat_protocol import CHAT
+from p2pchat.continuity import KeyContinuity
 from p2pchat.event_queue import EventQueue
 from p2pchat.events import Event, MessageReceived, NodeError, SessionEnded, SessionUpdated, StepResult
 from p2pchat.foundation.codec import Message
@@ -46,6 +47,7 @@ class NodeRuntime:
                  deadlines: Deadlines, workers: int, admission: Admission | None = None) -> None:
         self.identity = identity
         self.directory = directory
+        self.continuity: KeyContinuity | None = None     # set by the node when it has a contact store
         self.auto_accept = auto_accept
         self.rotate_every = rotate_every
         self.events = EventQueue(on_taken=self._on_taken)

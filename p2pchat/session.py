@@ -34,6 +34,7 @@ from p2pchat.steps import Step
 if TYPE_CHECKING:
     from p2pchat.admission import Ticket
     from p2pchat.channel import Channel
+    from p2pchat.continuity import PinChange
     from p2pchat.handshake import Handshake
     from p2pchat.links import Link
     from p2pchat.session_writer import QueuedTexts, SessionWriter, WriterHost
@@ -90,6 +91,8 @@ class Session:
         self.sent_ids: set[int] = set()        # our texts without a delivery receipt yet
         self.lookup_pending = False            # a ledger lookup runs for the handshake: its reader holds frames
         self.lookup_request: tuple[str, str | None] | None = None   # asked by the core, run once the lock is free
+        self.pinned_fp: str | None = None          # the peer's key fingerprint (hex) once pinned after step 4
+        self.pin_change: PinChange | None = None   # a key change step 2 allowed, written to the pins after step 4
         self.unreceipted = 0                   # texts opened since the last receipt we sealed
         self.untaken = 0                       # their MessageReceived events the UI has not taken yet
         self.reader_done: threading.Event | None = None   # set once the reader owning the link has finished

@@ -40,7 +40,7 @@ from p2pchat.steps import Step
 
 POLL_SECONDS = 0.05
 RECEIPT_WAIT_SECONDS = 10.0     # at the end of input, how long to wait for the last delivery receipts
-HELP = "Type a message and press Enter. Commands: /status, /verify, /quit."
+HELP = "Type a message and press Enter. Commands: /status, /verify (then /verify yes), /quit."
 
 
 class LineInput:
@@ -97,9 +97,28 @@ def status_lines(node: ChatNode, info: SessionInfo) -> list[str]:
 def verify_lines(info: SessionInfo) -> list[str]:
     if not info.safety_number:
         return ["The safety number is known once step 2 (Swap public keys) is done."]
+    who = info.peer_nickname or "your peer"
     return [f"safety number: {info.safety_number}",
-            f"Read it to {info.peer_nickname or 'your peer'} over the phone or in person; if their number differs, "
-            "someone is in the middle."]
+            f"Read it to {who} over the phone or in person; if their number differs, someone is in the middle.",
+            f"When all 60 digits match, type /verify yes to mark {who} verified: a later change of their key is "
+            "then a hard stop."]
+
+
+def mark_verified(node: ChatNode, sid: str, answer: str) -> list[str]:
+    """``/verify yes`` (or ``/verify no``): mark the peer of ``sid`` verified (or not) in the contact store."""
+    if answer not in ("yes", "no"):
+        return [f"/verify shows the safety number; /verify yes marks the contact verified, /verify no removes the "
+                f"mark (not {one_line(answer)})"]
+    info = node.session_info(sid)
+    who = info.peer_nickname or "your peer"
+    try:
+        node.verify_contact(sid, answer == "yes")
+    except UserError as exc:
+        return [f"! {exc}"]
+    if answer == "yes":
+        return [f"✓ {who} ({info.peer_fingerprint}) is now a verified contact: if the ledger ever names another "
+                "key for them, p2pchat stops before anything is signed."]
+    return [f"{who} is no longer marked verified."]
 
 
 def send_waiting(p: Printer, node: ChatNode, sid: str, waiting: list[str]) -> int:
@@ -167,7 +186,7 @@ def _show_common(p: Printer, ev: Event, prefix: str = "") -> None:
     elif isinstance(ev, MessageReceived):
         p.line(f"{prefix}[{clock(ev.received_at)}] {one_line(ev.sender)}: {ev.text}")
     elif isinstance(ev, Notice):
-        mark = {"rotation": "·", "refused": "!", "path": "→"}.get(ev.kind, "·")
+        mark = {"rotation": "·", "refused": "!", "path": "→", "key-change": "!"}.get(ev.kind, "·")
         p.line(f"{prefix}  {mark} {ev.text}")
     elif isinstance(ev, NodeError):
         p.line(f"{prefix}! {ev.text}")
@@ -187,16 +206,21 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
     last_progress: tuple[int, int] | None = None
     ending = False              # end_session was called; waiting for SessionEnded
     waiting: list[str] = []
+    failed_reason: str | None = None
     sent = delivered = 0
     with _Stop() as stop:
         while True:
             ev = _next_event(node, 0)
             while ev is not None:
                 if isinstance(ev, SessionEnded):
-                    p.line(f"Chat ended: {ev.reason}")
+                    # a long reason (a key-change warning) was just shown with the failed step: not twice
+                    p.line(f"Chat ended: {ev.reason}" if "\n" not in ev.reason or ev.reason != failed_reason
+                           else "Chat ended (the reason is above).")
                     if ready:
                         p.line(f"{sent} message(s) sent, {delivered} delivered.")
                     return 0 if ready and (ending or ev.clean) else 1
+                if isinstance(ev, StepResult) and not ev.ok:
+                    failed_reason = ev.detail
                 if isinstance(ev, StepResult) and ev.ok and ev.step == Step.AGREE_KEY:
                     ready = True
                     _show_common(p, ev)
@@ -218,6 +242,9 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
                         p.line(text)
                 elif command == "/verify":
                     for text in verify_lines(node.session_info(sid)):
+                        p.line(text)
+                elif command.startswith("/verify "):
+                    for text in mark_verified(node, sid, command.split(None, 1)[1].strip().lower()):
                         p.line(text)
                 elif command in ("/help", "/?"):
                     p.line(HELP)
@@ -395,6 +422,12 @@ class ListenView:
                         self.send_waiting(c)
         elif word == "/list":
             self.show_list()
+        elif word == "/verify" and arg.lower() in ("yes", "no"):
+            if self.target is None:
+                self.p.line("Choose a chat first (/to N), compare its safety number (/verify), then /verify yes.")
+                return True
+            for text in mark_verified(self.node, self.target.session, arg.lower()):
+                self.p.line(text)
         elif word in ("/status", "/verify"):
             c = self._numbered(arg) if arg else self.target
             if c is None:

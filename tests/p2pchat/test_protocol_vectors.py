@@ -19,7 +19,7 @@ from p2pchat import chat_protocol as cp
 from p2pchat import handshake as hs
 from p2pchat.channel import Channel, Text, ratchet
 from p2pchat.foundation import crypto
-from p2pchat.safety import safety_number_from_fingerprints
+from p2pchat.safety import half_number, safety_number_from_fingerprints
 from tests.p2pchat.handshake_pair import Pair
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
@@ -252,9 +252,16 @@ def test_hello_and_key_frames_and_safety_number():
         expected = bytes.fromhex(f[f"{type_}_frame_before_signature"]) + sig
         assert struct.pack(">I", len(body)) + body == expected == cp.CHAT.encode(type_, sig=sig)
     fp_a, fp_b = hx("transcript", "i.key"), hx("transcript", "r.key")
-    digest = hashlib.sha256(b"p2pchat/safety-number/v1\x00" + min(fp_a, fp_b) + max(fp_a, fp_b)).digest()
-    digits = f"{int.from_bytes(digest[:8], 'big') % 10**12:012d}"
-    assert " ".join((digits[:4], digits[4:8], digits[8:])) == f["safety_number"]
+    halves = []
+    for fp in (fp_a, fp_b):                 # written out from §4, independent of p2pchat/safety.py
+        h = hashlib.sha256(b"p2pchat/safety-number/v2\x00" + fp).digest()
+        for _ in range(5199):
+            h = hashlib.sha256(h + fp).digest()
+        halves.append("".join(f"{int.from_bytes(h[5 * i:5 * i + 5], 'big') % 100000:05d}" for i in range(6)))
+    assert halves == [f["safety_half_i"], f["safety_half_r"]]
+    assert [half_number(fp_a), half_number(fp_b)] == halves
+    digits = "".join(sorted(halves))
+    assert " ".join(digits[i:i + 5] for i in range(0, 60, 5)) == f["safety_number"]
     assert safety_number_from_fingerprints(fp_b, fp_a) == f["safety_number"]
 
 

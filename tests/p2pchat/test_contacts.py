@@ -1,0 +1,227 @@
+"""The contact store: pins per address and nickname, key replacements, and files it must refuse (issue 13)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from p2pchat.contacts import APPLICATION_ID, FILE_NAME, FORMAT, ContactNotFound, ContactStore, ContactStoreError
+from p2pchat.foundation import crypto
+from p2pchat.foundation.errors import UsageError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def key(n: int) -> tuple[bytes, bytes]:
+    der = f"public key {n}".encode()
+    return der, crypto.fingerprint(der)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = ContactStore.in_data_dir(tmp_path)
+    yield s
+    s.close()
+
+
+def test_a_new_store_is_private_in_wal_mode_and_marked_as_a_contact_store(tmp_path):
+    ContactStore.in_data_dir(tmp_path).close()
+    path = tmp_path / FILE_NAME
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    assert db.execute("PRAGMA user_version").fetchone()[0] == FORMAT
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+def test_a_chat_pins_its_key_for_the_address_and_the_nickname(store):
+    der, fp = key(1)
+    store.record_chat(der, fp, nickname="carol", ip="127.0.0.5", address="127.0.0.5:8471", now=100)
+    for kind, value in (("ip", "127.0.0.5"), ("nick", "carol")):
+        pinned = store.pinned_for(kind, value)
+        assert pinned is not None and pinned.fp == fp.hex() and pinned.public_der == der
+    assert store.pinned_for("ip", "127.0.0.6") is None and store.pinned_for("nick", "dave") is None
+    store.record_chat(der, fp, nickname="carol", ip="127.0.0.5", address="127.0.0.5:8471", now=200)
+    (c,) = store.all()
+    assert (c.first_seen, c.last_seen, c.nicknames, c.ips) == (100, 200, ("carol",), ("127.0.0.5",))
+
+
+def test_the_key_most_recently_seen_at_an_address_is_its_pin(store):
+    (der1, fp1), (der2, fp2) = key(1), key(2)
+    store.record_chat(der1, fp1, nickname="carol", ip="127.0.0.5", address=None, now=100)
+    store.record_chat(der2, fp2, nickname="dave", ip="127.0.0.5", address=None, now=200)
+    assert store.pinned_for("ip", "127.0.0.5").fp == fp2.hex()
+    assert store.pinned_for("nick", "carol").fp == fp1.hex()
+
+
+def test_a_replaced_key_hands_its_name_addresses_and_pins_to_the_new_key(store):
+    (der1, fp1), (der2, fp2) = key(1), key(2)
+    store.record_chat(der1, fp1, nickname="carol", ip="127.0.0.5", address="127.0.0.5:8471", now=100)
+    store.rename(fp1.hex(), "Carol from school")
+    store.set_verified(fp1.hex(), True, now=150)
+    store.replace_key(fp1.hex(), der2, fp2, decision="rotated", detail="proven", keep_verified=True, now=200)
+    pinned = store.pinned_for("ip", "127.0.0.5")
+    assert pinned is not None and pinned.fp == fp2.hex()
+    assert pinned.local_name == "Carol from school" and pinned.verified and "carol" in pinned.nicknames
+    assert store.get(fp1).replaced_by == fp2.hex() and store.get(fp1).local_name is None
+    assert [d.decision for d in store.decisions(fp1.hex())] == ["verified", "rotated"]
+    assert [d.decision for d in store.decisions(fp2.hex())] == ["rotated"]
+    (der3, fp3) = key(3)
+    store.replace_key(fp2.hex(), der3, fp3, decision="accepted", detail="user", keep_verified=False, now=300)
+    pinned = store.pinned_for("nick", "carol")
+    assert pinned.fp == fp3.hex() and not pinned.verified      # an accepted, unproven key starts unverified
+
+
+def test_contacts_are_found_by_local_name_fingerprint_prefix_or_nickname(store):
+    (der1, fp1), (der2, fp2) = key(1), key(2)
+    store.record_chat(der1, fp1, nickname="carol", ip="127.0.0.5", address=None)
+    store.record_chat(der2, fp2, nickname="dave", ip="127.0.0.6", address=None)
+    store.rename(fp2.hex(), "D")
+    assert store.resolve("D").fp == fp2.hex()
+    assert store.resolve("carol").fp == fp1.hex()
+    assert store.resolve(crypto.format_fingerprint(fp1, 2)).fp == fp1.hex()
+    with pytest.raises(ContactNotFound, match="no contact called erin"):
+        store.resolve("erin")
+    with pytest.raises(UsageError, match="already called D"):
+        store.rename(fp1.hex(), "D")
+    with pytest.raises(UsageError, match="look like a fingerprint"):
+        store.rename(fp1.hex(), "abcd ef01")
+    store.forget(fp1.hex())
+    assert store.pinned_for("ip", "127.0.0.5") is None and [c.fp for c in store.all()] == [fp2.hex()]
+    assert store.decisions(fp1.hex())[-1].decision == "forgotten"
+
+
+def _refused(path: Path) -> str:
+    before = path.read_bytes()
+    with pytest.raises(ContactStoreError) as info:
+        ContactStore(path)
+    assert path.read_bytes() == before                      # never overwritten
+    message = str(info.value)
+    assert f"mv {path} {path}.bad-" in message
+    return message
+
+
+def test_a_file_that_is_not_sqlite_is_refused_and_left_alone(tmp_path):
+    path = tmp_path / FILE_NAME
+    path.write_bytes(b"my notes about carol\n" * 50)
+    assert "is not an SQLite file" in _refused(path)
+
+
+def test_another_programs_database_is_refused_and_left_alone(tmp_path):
+    path = tmp_path / FILE_NAME
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE recipes (name TEXT)")
+    db.commit()
+    db.close()
+    assert "belongs to another program" in _refused(path)
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA application_id = 1234")
+    db.close()
+    assert "belongs to another program" in _refused(path)
+
+
+def test_a_store_from_a_newer_version_is_refused_and_left_alone(tmp_path):
+    ContactStore.in_data_dir(tmp_path).close()
+    path = tmp_path / FILE_NAME
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {FORMAT + 1}")
+    db.close()
+    assert f"newer p2pchat (format {FORMAT + 1}" in _refused(path)
+
+
+def test_a_damaged_store_is_refused_and_left_alone(tmp_path):
+    s = ContactStore.in_data_dir(tmp_path)
+    for n in range(300):
+        der, fp = key(n)
+        s.record_chat(der, fp, nickname=f"peer{n}", ip=f"127.0.{n // 250}.{n % 250 + 1}", address=None)
+    s.close()
+    path = tmp_path / FILE_NAME
+    data = bytearray(path.read_bytes())
+    assert len(data) > 8 * 4096
+    data[2 * 4096:6 * 4096] = b"\xa5" * (4 * 4096)         # scribble over b-tree pages, keep the header
+    path.write_bytes(bytes(data))
+    assert "is damaged" in _refused(path)
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from p2pchat.contacts import ContactStore
+    from p2pchat.foundation import crypto
+    tag, n = sys.argv[2], int(sys.argv[3])
+    store = ContactStore.in_data_dir(Path(sys.argv[1]))
+    for i in range(n):
+        der = f"{tag} key {i}".encode()
+        fp = crypto.fingerprint(der)
+        store.record_chat(der, fp, nickname=f"{tag}{i}", ip="127.0.0.9", address=None)
+        if i % 10 == 0:
+            store.rename(fp.hex(), f"{tag}-{i}")
+            store.set_verified(fp.hex(), True)
+    store.close()
+""")
+
+
+def test_two_processes_writing_one_store_at_once_lose_nothing(tmp_path):
+    """Both create the file (neither finds one) and then write in parallel: every row of both survives."""
+    n = 150
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), tag, str(n)], cwd=ROOT,
+                              stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
+    for p in procs:
+        _out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    store = ContactStore.in_data_dir(tmp_path)
+    try:
+        contacts = store.all()
+        assert len(contacts) == 2 * n
+        assert sum(c.verified for c in contacts) == 2 * ((n + 9) // 10)
+        assert {c.local_name for c in contacts if c.local_name} == {f"{t}-{i}" for t in "ab" for i in range(0, n, 10)}
+    finally:
+        store.close()
+    db = sqlite3.connect(tmp_path / FILE_NAME)
+    assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    db.close()
+    assert not os.path.exists(tmp_path / f"{FILE_NAME}.bad")
+
+
+def test_the_contacts_command_refuses_a_damaged_store_with_the_command_to_move_it(tmp_path, capsys):
+    from p2pchat.cli import main
+
+    (tmp_path / FILE_NAME).write_bytes(b"\x00garbage" * 100)
+    assert main(["contacts", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "is not an SQLite file" in err and f"mv {tmp_path / FILE_NAME}" in err and "Traceback" not in err
+
+
+def test_chat_by_an_unknown_fingerprint_prefix_is_refused_before_any_network(tmp_path, capsys):
+    from p2pchat.cli import main
+
+    assert main(["chat", "3f2a9c01", "--data-dir", str(tmp_path), "--host", "127.0.0.1"]) == 1
+    assert "no contact called 3f2a9c01" in capsys.readouterr().err
+
+
+def test_the_contacts_command_lists_renames_verifies_and_forgets(tmp_path, capsys):
+    from p2pchat.cli import main
+
+    store = ContactStore.in_data_dir(tmp_path)
+    der, fp = key(7)
+    store.record_chat(der, fp, nickname="carol\x1b[31m", ip="127.0.0.5", address="127.0.0.5:8471")
+    store.close()
+    assert main(["contacts", "rename", fp.hex()[:8], "Carol", "--data-dir", str(tmp_path)]) == 0
+    assert main(["contacts", "verify", "Carol", "--data-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["contacts", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "Carol" in line)
+    assert row.startswith("✓ Carol") and "127.0.0.5:8471" in row and "\x1b" not in out   # shown escaped
+    assert main(["contacts", "forget", "Carol", "--data-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["contacts", "--data-dir", str(tmp_path)]) == 0
+    assert "No contacts yet" in capsys.readouterr().out
