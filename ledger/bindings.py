@@ -34,8 +34,11 @@ along a reorg in time proportional to the blocks involved. :meth:`Bindings.overl
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import msgpack
 
 from ledger.errors import LedgerError
 from ledger.index import IdentityTable
@@ -68,6 +71,63 @@ class IdentityState:
     height: int | None
     index: int | None
     status: Status
+
+
+    @property
+    def expires(self) -> int:
+        return self.record.expires
+
+
+RecordFetch = Callable[[bytes], Record]
+
+
+class StoredIdentityState(IdentityState):
+    """An identity's state restored from the store's checkpoint: what the indexes need (status, expiry, position)
+    is held; the record itself is read on demand by its id through ``fetch`` (the chain's lazy, cached bodies),
+    so memory does not hold every identity's record."""
+
+    _record_id: bytes
+    _expires: int
+    _fetch: RecordFetch
+
+    def __init__(self, record_id: bytes, height: int, index: int, status: Status, expires: int,
+                 fetch: RecordFetch) -> None:
+        object.__setattr__(self, "height", height)
+        object.__setattr__(self, "index", index)
+        object.__setattr__(self, "status", status)
+        object.__setattr__(self, "_record_id", record_id)
+        object.__setattr__(self, "_expires", expires)
+        object.__setattr__(self, "_fetch", fetch)
+
+    @property  # type: ignore[override]
+    def record(self) -> Record:
+        return self._fetch(self._record_id)
+
+    @property
+    def record_id(self) -> bytes:
+        return self._record_id
+
+    @property
+    def expires(self) -> int:
+        return self._expires
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IdentityState):
+            return NotImplemented
+        return (state_row(self), self.status) == (state_row(other), other.status)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"StoredIdentityState({self._record_id.hex()[:16]}, {self.height}, {self.index}, {self.status})"
+
+
+def state_row(state: IdentityState) -> tuple[bytes, int, int, str, int]:
+    """The stored form of a mined identity state: ``(record id, height, index, status, expires)``."""
+    record_id = state.record_id if isinstance(state, StoredIdentityState) else state.record.id
+    if state.height is None or state.index is None:
+        raise ValueError("only mined identity states are stored")
+    return record_id, state.height, state.index, state.status, state.expires
 
 
 @dataclass(frozen=True)
@@ -120,6 +180,51 @@ class Bindings:
             self.identities = _Layer(_base.identities)
             self.by_ip = _Layer(_base.by_ip)
             self.by_nick = _Layer(_base.by_nick)
+
+    @classmethod
+    def restore(cls, params: NetworkParams, identities: Iterable[tuple[bytes, bytes, int, int, str, int]],
+                ips: Iterable[tuple[str, bytes]], nicks: Iterable[tuple[str, bytes]], fetch: RecordFetch) -> Bindings:
+        """The state kept in the store (rows as written from :func:`state_row`), records read through ``fetch``."""
+        state = cls(params)
+        table = state.identities
+        for fp, record_id, height, index, status, expires in identities:
+            if status not in ("live", "revoked", "rotated"):
+                raise LedgerError(f"stored identity {fp.hex()[:16]} has an unknown status {status!r:.20}")
+            table[fp] = StoredIdentityState(record_id, height, index, status, expires, fetch)  # type: ignore[arg-type]
+        state.by_ip.update(ips)
+        state.by_nick.update(nicks)
+        return state
+
+    def code_of(self, mapping: Any) -> int:
+        """0, 1 or 2 for this state's identities, IP and nickname maps (the codes of stored undo logs)."""
+        return 0 if mapping is self.identities else 1 if mapping is self.by_ip else 2
+
+    def encode_undo(self, log: UndoLog) -> bytes:
+        """An undo log as bytes for the store (identity states by their record, see :meth:`decode_undo`)."""
+        out = []
+        for mapping, key, old in log:
+            code = self.code_of(mapping)
+            if old is _MISSING:
+                value: Any = None
+            elif code == 0:
+                value = [old.record.to_wire(), old.height, old.index, old.status]
+            else:
+                value = old
+            out.append([code, key, value])
+        return msgpack.packb(out, use_bin_type=True)
+
+    def decode_undo(self, blob: bytes) -> UndoLog:
+        maps = (self.identities, self.by_ip, self.by_nick)
+        log: UndoLog = []
+        for code, key, value in msgpack.unpackb(blob, raw=False):
+            if value is None:
+                old: Any = _MISSING
+            elif code == 0:
+                old = IdentityState(Record.from_wire(value[0]), value[1], value[2], value[3])
+            else:
+                old = value
+            log.append((maps[code], key, old))
+        return log
 
     def overlay(self) -> Bindings:
         """A copy-on-write view: records applied to it leave this state untouched. Valid until this state changes."""
@@ -185,7 +290,7 @@ class Bindings:
         if fp is None or fp == signer:
             return None
         state = self.identities.get(fp)
-        if state is None or state.status != "live" or state.record.expires + RECLAIM_GRACE_SECONDS <= lapse_at:
+        if state is None or state.status != "live" or state.expires + RECLAIM_GRACE_SECONDS <= lapse_at:
             return None
         return state
 
@@ -259,7 +364,7 @@ class Bindings:
         if fp is None:
             return None
         state = self.identities.get(fp)
-        if state is None or state.status != "live" or state.record.expires <= now:
+        if state is None or state.status != "live" or state.expires <= now:
             return None
         return BindingInfo(state.record, state.height, state.index)
 

@@ -33,11 +33,11 @@ from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from ledger.bindings import Bindings, UndoLog
 from ledger.blocks import Block, BlockHeader, chain_preference
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, StoreError
 from ledger.merkle import merkle_path
 from ledger.params import NetworkParams
 from ledger.records import Record
@@ -47,6 +47,7 @@ MAX_ORPHANS = 256
 MAX_REMEMBERED_INVALID = 10_000
 MAX_HEADERS = 2000
 MAX_REMEMBERED_PRUNED = 10_000
+BODY_CACHE_BLOCKS = 256   # bodies of restored blocks kept in memory (lookups, proofs, serving peers)
 
 
 @dataclass(frozen=True)
@@ -139,22 +140,82 @@ class AddResult:
         return self.status in ("added", "duplicate")
 
 
+@dataclass
+class ChainChanges:
+    """What moved in the derived state since the last :meth:`Chain.take_changes`: the lowest main-chain height
+    that changed (None: none), the binding keys touched (``(map, key)`` with map 0 identities, 1 IPs,
+    2 nicknames) and the record ids whose location changed. A store writes the current values of these."""
+
+    main_from: int | None = None
+    bindings: set[tuple[int, Any]] = field(default_factory=set)
+    records: set[bytes] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return self.main_from is not None or bool(self.bindings) or bool(self.records)
+
+
+class BodySource(Protocol):
+    """Where a chain restored from a stored checkpoint reads block bodies on demand (the store)."""
+
+    def block_by_hash(self, block_hash: bytes) -> Block | None: ...
+
+
+class _Bodies:
+    """Block bodies read on demand for nodes restored without them, with a bounded LRU cache."""
+
+    def __init__(self, source: BodySource, limit: int = BODY_CACHE_BLOCKS) -> None:
+        self.source, self.limit = source, limit
+        self._cache: OrderedDict[bytes, Block] = OrderedDict()
+
+    def get(self, block_hash: bytes) -> Block:
+        block = self._cache.get(block_hash)
+        if block is not None:
+            self._cache.move_to_end(block_hash)
+            return block
+        block = self.source.block_by_hash(block_hash)
+        if block is None:
+            raise StoreError(f"block {block_hash.hex()[:16]} is missing from the store; run 'ledger verify', then "
+                             "move the store aside to resync")
+        # The header was checked when the chain was restored; the body must still be the one it commits to.
+        if block.hash != block_hash or block.computed_merkle_root() != block.header.merkle_root:
+            raise StoreError(f"stored {block.header.describe()} is damaged (its records do not match its header, Merkle "
+                             "root); run 'ledger verify', then move the store aside to resync")
+        self._cache[block_hash] = block
+        while len(self._cache) > self.limit:
+            self._cache.popitem(last=False)
+        return block
+
+
 class _Node:
-    """A block in the tree with its cumulative work; ``undo`` is set while it is on the main chain."""
+    """A block in the tree with its cumulative work; ``undo`` is set while it is on the main chain. A node
+    restored from a stored checkpoint holds only its header and reads its body through ``bodies``."""
 
-    __slots__ = ("block", "children", "hash", "header", "height", "parent", "parked", "preference", "undo", "work")
+    __slots__ = ("_block", "bodies", "children", "hash", "header", "height", "parent", "parked", "preference",
+                 "undo", "work")
 
-    def __init__(self, block: Block, parent: _Node | None) -> None:
-        self.block = block
-        self.header = block.header
-        self.hash = block.hash
-        self.height = block.header.height
+    def __init__(self, block: Block | None, parent: _Node | None, *, header: BlockHeader | None = None,
+                 bodies: _Bodies | None = None) -> None:
+        self._block = block
+        self.bodies = bodies
+        if block is not None:
+            header = block.header
+        assert header is not None
+        self.header: BlockHeader = header
+        self.hash = self.header.hash
+        self.height = self.header.height
         self.parent = parent
-        self.work: int = (parent.work + block.header.work) if parent is not None else 0
+        self.work: int = (parent.work + self.header.work) if parent is not None else 0
         self.preference = chain_preference(self.work, self.hash)
         self.children: list[_Node] = []
         self.undo: UndoLog | None = None
         self.parked: _Parked | None = None
+
+    @property
+    def block(self) -> Block:
+        if self._block is not None:
+            return self._block
+        assert self.bodies is not None
+        return self.bodies.get(self.hash)
 
 
 class _Parked:
@@ -209,6 +270,8 @@ class Chain:
         self._load_final = -1
         self._source: str | None = None
         self._touched: set[_Parked] = set()
+        self.track_changes = False
+        self._changes = ChainChanges()
 
     # --- read access ---------------------------------------------------------------------------------------
 
@@ -428,6 +491,23 @@ class Chain:
                             blocks=parked.blocks, heavier=parked.tip.preference > main.preference,
                             source=parked.source)
 
+    def main_hash(self, height: int) -> bytes:
+        return self._main[height].hash
+
+    def undo_log(self, height: int) -> UndoLog | None:
+        """The undo log of the main-chain block at ``height`` (None for restored blocks at or below final)."""
+        return self._main[height].undo
+
+    def record_locations(self) -> Mapping[bytes, tuple[int, int]]:
+        return self._record_loc
+
+    def fork_height(self, block_hash: bytes) -> int | None:
+        """Height of the main-chain block where the branch holding ``block_hash`` leaves the main chain."""
+        node = self._nodes.get(block_hash)
+        while node is not None and not self._on_main(node):
+            node = node.parent
+        return node.height if node is not None else None
+
     def has_record(self, record_id: bytes) -> bool:
         """True if the record is in a main-chain block."""
         return record_id in self._record_loc
@@ -476,7 +556,7 @@ class Chain:
         return self._median_from(node)
 
     def _median_from(self, node: _Node | None) -> int:
-        stamps = []
+        stamps: list[int] = []
         while node is not None and len(stamps) < self.params.median_window:
             stamps.append(node.header.timestamp)
             node = node.parent
@@ -779,16 +859,89 @@ class Chain:
         self._main.append(node)
         for index, record in enumerate(records):
             self._record_loc[record.id] = (node.height, index)
+        if self.track_changes:
+            self._note_change(node, records)
 
     def _disconnect_to(self, fork: _Node) -> None:
         while self._main[-1] is not fork:
             node = self._main.pop()
             self._held.pop()
-            assert node.undo is not None
+            if node.undo is None:
+                raise LedgerError(f"{node.header.describe()} was restored from a stored checkpoint without its undo "
+                                  "log; the chain must be replayed from its blocks to disconnect it")
+            records = node.block.records
+            if self.track_changes:
+                self._note_change(node, records)
             self.bindings.undo(node.undo)
             node.undo = None
-            for record in node.block.records:
+            for record in records:
                 self._record_loc.pop(record.id, None)
+
+    def _note_change(self, node: _Node, records: Sequence[Record]) -> None:
+        changes, b = self._changes, self.bindings
+        if changes.main_from is None or node.height < changes.main_from:
+            changes.main_from = node.height
+        assert node.undo is not None
+        for mapping, key, _old in node.undo:
+            code = 0 if mapping is b.identities else 1 if mapping is b.by_ip else 2
+            changes.bindings.add((code, key))
+        changes.records.update(r.id for r in records)
+
+    def take_changes(self) -> ChainChanges:
+        """The derived-state changes since the last call (tracked only while :attr:`track_changes` is set)."""
+        changes, self._changes = self._changes, ChainChanges()
+        return changes
+
+    def can_disconnect_to(self, height: int) -> bool:
+        """True if every main-chain block above ``height`` holds its undo log (restored blocks at or below the
+        final height do not: reopening them needs a replay)."""
+        return all(self._main[h].undo is not None for h in range(max(height, 0) + 1, len(self._main)))
+
+    def restore(self, headers: Sequence[BlockHeader], bodies: BodySource, record_loc: dict[bytes, tuple[int, int]],
+                bindings: Bindings, undo: Mapping[int, UndoLog], finality: Mapping[str, Any] | None,
+                now: float) -> None:
+        """Start from a stored checkpoint instead of replaying blocks: ``headers`` is the main chain above genesis
+        (validated against each other here: linkage, heights, proof of work), ``bindings`` and ``record_loc``
+        the state at its tip, ``undo`` the undo logs of the blocks above the final height. Bodies are read from
+        ``bodies`` when needed. Raises :class:`LedgerError` if the checkpoint does not fit together."""
+        if len(self._main) != 1:
+            raise LedgerError("a chain can only be restored while empty")
+        cache = _Bodies(bodies)
+        parent = self._main[0]
+        target_bits = self.params.difficulty_bits
+        for header in headers:
+            if header.prev_hash != parent.hash or header.height != parent.height + 1 \
+                    or header.target_bits != target_bits or header.network_id != self.params.network_id:
+                raise LedgerError(f"stored main chain breaks at {header.describe()}")
+            node = _Node(None, parent, header=header, bodies=cache)
+            self._nodes[node.hash] = node
+            parent.children.append(node)
+            self._main.append(node)
+            parent = node
+        self._tips = {parent}
+        self.bindings = bindings
+        self._record_loc = record_loc
+        final_h = 0
+        held_hint: dict[bytes, float] = {}
+        if finality is not None:
+            checkpoint = finality.get("checkpoint")
+            if isinstance(checkpoint, list) and len(checkpoint) == 2:
+                self.set_checkpoint(int(checkpoint[0]), bytes(checkpoint[1]))
+            final_h = int(finality.get("final_height") or 0)
+            if final_h >= len(self._main) or self._main[final_h].hash != bytes(finality.get("final_hash") or b""):
+                raise LedgerError("the stored finality state does not name a block of the stored main chain")
+            held_hint = {bytes(h): float(t) for h, t in finality.get("held") or []}
+        self._held = [0.0] * len(self._main)
+        for h in range(final_h + 1, len(self._main)):
+            self._held[h] = max(held_hint.get(self._main[h].hash, now), self._held[h - 1])
+        self._final = final_h
+        self._advance_final(now)
+        for h in range(self._final + 1, len(self._main)):
+            log = undo.get(h)
+            if log is None:
+                raise LedgerError(f"the stored checkpoint lacks the undo log of block {h} above the final height")
+            self._main[h].undo = log
+            cache.get(self._main[h].hash)  # the open part of the chain is read (and its bodies checked) now
 
     def _invalidate(self, node: _Node, reason: str) -> list[bytes]:
         """Remove ``node`` and its descendants from the tree and remember them as invalid."""

@@ -139,10 +139,10 @@ class IdentityTable(dict[bytes, Any]):
         if state.status == "live":
             if sign > 0:
                 self.live.add(fp)
-                self.live_expiry.add((state.record.expires, fp))
+                self.live_expiry.add((state.expires, fp))
             else:
                 self.live.remove(fp)
-                self.live_expiry.remove((state.record.expires, fp))
+                self.live_expiry.remove((state.expires, fp))
 
     def __setitem__(self, fp: bytes, state: Any) -> None:
         old = super().get(fp, _MISSING)

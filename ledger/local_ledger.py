@@ -23,15 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import msgpack
+
+from ledger.bindings import Bindings, state_row
 from ledger.blocks import Block, BlockHeader
-from ledger.chain import AddResult, Chain, FinalityPolicy, ParkedBranch
+from ledger.chain import AddResult, Chain, ChainChanges, FinalityPolicy, ParkedBranch
 from ledger.errors import LedgerError, StoreError
 from ledger.merkle import verify_merkle_path
 from ledger.miner import Miner
 from ledger.params import NetworkParams
 from ledger.pool import Mempool
 from ledger.records import ZERO_HASH, Record
-from ledger.store import Store
+from ledger.store import DerivedDelta, Store
 from p2pchat.foundation import crypto
 
 try:
@@ -243,30 +246,20 @@ class LocalLedger:
                              f"{self.params.describe()} (the difficulty only applies when a network is created; "
                              "drop --difficulty or use another --data-dir)")
         now = self.clock()
-        self.chain = Chain(self.params, self.finality)
         self.pool = Mempool(self.params)
-        blocks, damaged = self.store.load_blocks_lenient()
-        if damaged:
-            for n, reason in damaged:
-                self.load_problems.append(f"stored block row #{n} is damaged: {reason}")
-                log.warning("dropping damaged stored block row #%d: %s", n, reason)
-            self.store.delete_rows(n for n, _ in damaged)
         finality = self.store.load_finality()
-        if self._checkpoint is not None:
-            if finality is not None and finality.get("checkpoint") not in (None, list(self._checkpoint)):
-                raise StoreError(f"{self.path} was started from another checkpoint than "
-                                 f"{self._checkpoint[1].hex()[:16]}; use another --data-dir")
-            self.chain.set_checkpoint(*self._checkpoint)
-        refused = self.chain.load(blocks, now, trusted=True, finality=finality)
-        if refused:
-            for block, reason in refused:
-                self.load_problems.append(f"stored {block.header.describe()} refused: {reason}")
-                log.warning("dropping stored %s: %s", block.header.describe(), reason)
-            self.store.delete_blocks(b.hash for b, _ in refused)
-        refused_hashes = {b.hash for b, _ in refused}
-        dropped = [b.hash for b in blocks if b.hash not in self.chain and b.hash not in refused_hashes]
-        if dropped:  # parked branches beyond the bounds, e.g. after the policy was tightened
-            self.store.delete_blocks(dropped)
+        if self._checkpoint is not None and finality is not None \
+                and finality.get("checkpoint") not in (None, list(self._checkpoint)):
+            raise StoreError(f"{self.path} was started from another checkpoint than "
+                             f"{self._checkpoint[1].hex()[:16]}; use another --data-dir")
+        empty = not self.store.has_blocks() and self.store.load_derived_meta() is None
+        why = None if empty else self._restore_checkpoint(finality, now)
+        self.rebuilt_checkpoint = why
+        if why is not None or empty:
+            if why is not None:
+                log.warning("%s: %s; rebuilding it once by replaying the stored blocks", self.path, why)
+            self._replay(finality, now)
+        self.chain.track_changes = True
         self._save_finality()
         for parked in self.chain.parked_alerts():
             log.warning("stored %s; this node keeps its final history (accept it with 'ledger reorg --accept "
@@ -335,46 +328,174 @@ class LocalLedger:
     def receive_block(self, block: Block, now: float, *, source: str | None = None) -> AddResult:
         """Validate and add a block (from a peer or the miner); accepted blocks are persisted before return.
         ``source`` names the sender (e.g. the peer's address) in the warning about a parked branch."""
+        return self.receive_blocks([block], now, source=source)[0]
+
+    def receive_blocks(self, blocks: Sequence[Block], now: float, *, source: str | None = None) -> list[AddResult]:
+        """Add several blocks (a sync batch, parents first) and persist everything they changed in one SQLite
+        transaction before returning; one result per block. A crash leaves all of the batch stored or none of
+        it, and the stored derived state always matches the stored blocks."""
+        results: list[AddResult] = []
         with self.lock:
             self._check_open()
-            result = self.chain.add_block(block, now, source=source)
-            if result.status != "added":
+            to_save: dict[bytes, Block] = {}
+            deleted: list[bytes] = []
+            final_moved = became_tip = False
+            for block in blocks:
+                result = self.chain.add_block(block, now, source=source)
+                results.append(result)
                 if result.status == "invalid":
                     log.info("refused %s: %s", block.header.describe(), result.reason)
-                return result
-            invalid = set(result.invalidated)
-            to_save = [b for b in result.accepted if b.hash not in invalid]
-            if result.invalidated or result.pruned:
-                self.store.delete_blocks([*result.invalidated, *result.pruned])
-            finality = self.chain.finality_state() if result.became_tip or result.final_moved else None
-            for i, accepted in enumerate(to_save):
-                # The finality state rides in the last block's transaction: one write per block, as before.
-                self.store.save_block(accepted, finality if i == len(to_save) - 1 else None)
-            if finality is not None and not to_save:
-                self.store.save_finality(finality)
-            for parked in result.parked:
-                # Once when a branch first outweighs the main chain, then at most once a minute while it grows.
-                last = self._parked_warned.get(parked.fork_hash)
-                if last is not None and now - last < PARKED_WARNING_INTERVAL:
-                    continue
-                if len(self._parked_warned) >= 64:
-                    self._parked_warned.clear()
-                self._parked_warned[parked.fork_hash] = now
-                log.warning("PARKED %s. This node keeps its final history; check the branch and accept it only "
-                            "deliberately: ledger reorg --accept %s", parked.describe(), parked.tip_hash.hex())
-            if result.became_tip:
-                returned = self.pool.on_reorg(result.connected, result.disconnected, self.chain, now)
-                if result.disconnected:
-                    log.info("reorg: %d blocks disconnected, %d connected, %d records back in the pool",
-                             len(result.disconnected), len(result.connected), len(returned))
+                gone = [*result.invalidated, *result.pruned]
+                for h in gone:
+                    to_save.pop(h, None)
+                deleted.extend(gone)
+                invalid = set(result.invalidated)
+                to_save.update((b.hash, b) for b in result.accepted if b.hash not in invalid)
+                final_moved |= result.final_moved
+                became_tip |= result.became_tip
+            changes = self.chain.take_changes()
+            if to_save or deleted or changes or final_moved:
+                finality = self.chain.finality_state() if became_tip or final_moved else None
+                derived = self._derived_delta(changes) if changes or final_moved else None
+                self.store.save_blocks(list(to_save.values()), finality, derived, deleted=deleted)
+            for result in results:
+                self._warn_parked(result, now)
+            for result in results:
+                if result.became_tip:
+                    returned = self.pool.on_reorg(result.connected, result.disconnected, self.chain, now)
+                    if result.disconnected:
+                        log.info("reorg: %d blocks disconnected, %d connected, %d records back in the pool",
+                                 len(result.disconnected), len(result.connected), len(returned))
+            if became_tip:
                 self._persist_pool()
                 if self._miner is not None:
                     self._miner.wake()
             listeners = list(self._block_listeners)
-        for accepted in result.accepted:
-            for listener in listeners:
-                listener(accepted, result)
-        return result
+        for result in results:
+            if result.status != "added":
+                continue
+            for accepted in result.accepted:
+                for listener in listeners:
+                    listener(accepted, result)
+        return results
+
+    def _warn_parked(self, result: AddResult, now: float) -> None:
+        for parked in result.parked:
+            # Once when a branch first outweighs the main chain, then at most once a minute while it grows.
+            last = self._parked_warned.get(parked.fork_hash)
+            if last is not None and now - last < PARKED_WARNING_INTERVAL:
+                continue
+            if len(self._parked_warned) >= 64:
+                self._parked_warned.clear()
+            self._parked_warned[parked.fork_hash] = now
+            log.warning("PARKED %s. This node keeps its final history; check the branch and accept it only "
+                        "deliberately: ledger reorg --accept %s", parked.describe(), parked.tip_hash.hex())
+
+    # --- stored checkpoint (derived state) -------------------------------------------------------------------
+
+    def _derived_delta(self, changes: ChainChanges, *, full: bool = False) -> DerivedDelta:
+        """The stored derived state's changes: current values of what ``changes`` names (everything if ``full``)."""
+        chain = self.chain
+        bindings = chain.bindings
+        delta = DerivedDelta(tip_height=chain.height, tip_hash=chain.tip_hash, reset=full,
+                             undo_upto=chain.final_height)
+        low = 1 if full else changes.main_from
+        if low is not None:
+            delta.main = [(h, chain.main_hash(h)) for h in range(max(low, 1), chain.height + 1)]
+            for h in range(max(low, chain.final_height + 1, 1), chain.height + 1):
+                undo = chain.undo_log(h)
+                assert undo is not None
+                delta.undo[h] = bindings.encode_undo(undo)
+        if full:
+            delta.record_loc = dict(chain.record_locations())
+            delta.identities = {fp: state_row(st) for fp, st in bindings.identities.items()}
+            delta.ips = dict(bindings.by_ip)
+            delta.nicks = dict(bindings.by_nick)
+            return delta
+        for rid in changes.records:
+            delta.record_loc[rid] = chain.record_location(rid)
+        for code, key in changes.bindings:
+            if code == 0:
+                state = bindings.identities.get(key)
+                delta.identities[key] = state_row(state) if state is not None else None
+            elif code == 1:
+                delta.ips[key] = bindings.by_ip.get(key)
+            else:
+                delta.nicks[key] = bindings.by_nick.get(key)
+        return delta
+
+    def _fetch_record(self, record_id: bytes) -> Record:
+        """A main-chain record by id, read through the chain's cached block bodies (for restored bindings)."""
+        loc = self.chain.record_location(record_id)
+        block = self.chain.main_at(loc[0]) if loc is not None else None
+        if loc is None or block is None or loc[1] >= len(block.records) or block.records[loc[1]].id != record_id:
+            raise StoreError(f"record {record_id.hex()[:16]} of the stored binding state is not where the store "
+                             f"says; run 'ledger verify' and restart (the checkpoint will be rebuilt)")
+        return block.records[loc[1]]
+
+    def _restore_checkpoint(self, finality: dict[str, Any] | None, now: float) -> str | None:
+        """Start from the stored derived state; returns why it cannot be used (then the caller replays)."""
+        store = self.store
+        meta = store.load_derived_meta()
+        if meta is None:
+            return "the store has no checkpoint of its derived state (written by an older version, or new)"
+        try:
+            rows = store.main_chain_rows()
+            if len(rows) != meta["height"] or (rows and (rows[-1][0] != meta["height"] or rows[-1][1] != meta["tip"])):
+                return "the stored checkpoint does not match the stored main chain"
+            if finality is not None and finality.get("final_height", 0) > meta["height"]:
+                return "the stored finality state is above the stored checkpoint"
+            headers = [BlockHeader.unpack(header) for _, _, header in rows]
+            bindings = Bindings.restore(self.params, store.identity_rows(), store.binding_rows("bind_ip"),
+                                        store.binding_rows("bind_nick"), self._fetch_record)
+            undo = {h: bindings.decode_undo(blob) for h, blob in store.undo_rows().items()}
+            record_loc = {rid: (h, i) for rid, h, i in store.record_loc_rows()}
+            chain = Chain(self.params, self.finality)
+            if self._checkpoint is not None:
+                chain.set_checkpoint(*self._checkpoint)
+            chain.restore(headers, store, record_loc, bindings, undo, finality, now)
+        except (LedgerError, StoreError, ValueError, TypeError, KeyError, IndexError,
+                msgpack.UnpackException) as exc:
+            return f"the stored checkpoint is inconsistent ({exc})"
+        self.chain = chain
+        side, damaged = store.side_blocks()
+        if damaged:
+            for n, reason in damaged:
+                self.load_problems.append(f"stored block row #{n} is damaged: {reason}")
+                log.warning("dropping damaged stored block row #%d: %s", n, reason)
+            store.delete_rows(n for n, _ in damaged)
+        refused = [(b, r.reason) for b in side for r in [chain.add_block(b, now, trusted=True)]
+                   if r.status in ("invalid", "orphan")]
+        self._drop_refused(side, refused)
+        return None
+
+    def _drop_refused(self, blocks: Sequence[Block], refused: list[tuple[Block, str]]) -> None:
+        if refused:
+            for block, reason in refused:
+                self.load_problems.append(f"stored {block.header.describe()} refused: {reason}")
+                log.warning("dropping stored %s: %s", block.header.describe(), reason)
+            self.store.delete_blocks(b.hash for b, _ in refused)
+        refused_hashes = {b.hash for b, _ in refused}
+        dropped = [b.hash for b in blocks if b.hash not in self.chain and b.hash not in refused_hashes]
+        if dropped:  # parked branches beyond the bounds, e.g. after the policy was tightened
+            self.store.delete_blocks(dropped)
+
+    def _replay(self, finality: dict[str, Any] | None, now: float) -> None:
+        """Rebuild the chain by replaying every stored block, then rewrite the stored derived state."""
+        self.chain = Chain(self.params, self.finality)
+        blocks, damaged = self.store.load_blocks_lenient()
+        if damaged:
+            for n, reason in damaged:
+                self.load_problems.append(f"stored block row #{n} is damaged: {reason}")
+                log.warning("dropping damaged stored block row #%d: %s", n, reason)
+            self.store.delete_rows(n for n, _ in damaged)
+        if self._checkpoint is not None:
+            self.chain.set_checkpoint(*self._checkpoint)
+        refused = self.chain.load(blocks, now, trusted=True, finality=finality)
+        self._drop_refused(blocks, refused)
+        self.chain.track_changes = True
+        self.chain.take_changes()
+        self.store.write_derived(self._derived_delta(ChainChanges(), full=True), self.chain.finality_state())
 
     def _save_finality(self) -> None:
         self.store.save_finality(self.chain.finality_state())
@@ -418,11 +539,16 @@ class LocalLedger:
             if len(matches) > 1:
                 raise LedgerError(f"{prefix} matches several parked branches; give more digits")
             tip = matches.pop()
+            fork = self.chain.fork_height(tip)
+            if fork is not None and not self.chain.can_disconnect_to(fork):
+                # Final blocks restored from the checkpoint carry no undo logs: replay to reopen them.
+                log.warning("reopening final history below the stored checkpoint: replaying the stored blocks")
+                self._replay(self.store.load_finality(), now)
+                self.chain.track_changes = True
             before = self.chain.parked_branch_of(tip)
             result = self.chain.accept_branch(tip, now)
-            if result.invalidated or result.pruned:
-                self.store.delete_blocks([*result.invalidated, *result.pruned])
-            self._save_finality()
+            self.store.save_blocks([], self.chain.finality_state(), self._derived_delta(self.chain.take_changes()),
+                                   deleted=[*result.invalidated, *result.pruned])
             if result.became_tip:
                 self.pool.on_reorg(result.connected, result.disconnected, self.chain, now)
                 self._persist_pool()
