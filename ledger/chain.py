@@ -178,8 +178,8 @@ class _Bodies:
                              "move the store aside to resync")
         # The header was checked when the chain was restored; the body must still be the one it commits to.
         if block.hash != block_hash or block.computed_merkle_root() != block.header.merkle_root:
-            raise StoreError(f"stored {block.header.describe()} is damaged (its records do not match its header, Merkle "
-                             "root); run 'ledger verify', then move the store aside to resync")
+            raise StoreError(f"stored {block.header.describe()} is damaged (its records do not match its header's "
+                             "Merkle root); run 'ledger verify', then move the store aside to resync")
         self._cache[block_hash] = block
         while len(self._cache) > self.limit:
             self._cache.popitem(last=False)
