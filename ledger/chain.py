@@ -190,8 +190,7 @@ class _Node:
     """A block in the tree with its cumulative work; ``undo`` is set while it is on the main chain. A node
     restored from a stored checkpoint holds only its header and reads its body through ``bodies``."""
 
-    __slots__ = ("_block", "bodies", "children", "hash", "header", "height", "parent", "parked", "preference",
-                 "undo", "work")
+    __slots__ = ("_block", "bodies", "children", "hash", "header", "height", "parent", "parked", "undo", "work")
 
     def __init__(self, block: Block | None, parent: _Node | None, *, header: BlockHeader | None = None,
                  bodies: _Bodies | None = None) -> None:
@@ -205,10 +204,13 @@ class _Node:
         self.height = self.header.height
         self.parent = parent
         self.work: int = (parent.work + self.header.work) if parent is not None else 0
-        self.preference = chain_preference(self.work, self.hash)
         self.children: list[_Node] = []
         self.undo: UndoLog | None = None
         self.parked: _Parked | None = None
+
+    @property
+    def preference(self) -> tuple[int, int]:
+        return chain_preference(self.work, self.hash)
 
     @property
     def block(self) -> Block:
@@ -940,8 +942,11 @@ class Chain:
             log = undo.get(h)
             if log is None:
                 raise LedgerError(f"the stored checkpoint lacks the undo log of block {h} above the final height")
-            self._main[h].undo = log
-            cache.get(self._main[h].hash)  # the open part of the chain is read (and its bodies checked) now
+            node = self._main[h]
+            node.undo = log
+            if BlockHeader.unpack(node.header.packed).hash != node.hash:
+                raise LedgerError(f"stored {node.header.describe()} does not hash to its stored hash")
+            cache.get(node.hash)  # the open part of the chain is read (and its bodies checked) now
 
     def _invalidate(self, node: _Node, reason: str) -> list[bytes]:
         """Remove ``node`` and its descendants from the tree and remember them as invalid."""

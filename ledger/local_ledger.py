@@ -180,6 +180,14 @@ def verify_store(path: Path, params: NetworkParams | None = None, now: float | N
     return report
 
 
+def _stored_header(packed: bytes, block_hash: bytes) -> BlockHeader:
+    """A header read back from our own store with the hash stored beside it (it was computed when the block was
+    accepted; the restored chain still checks every header links to the one before)."""
+    header = BlockHeader.unpack(packed)
+    header.__dict__["hash"] = block_hash
+    return header
+
+
 class LocalLedger:
     """The node's ledger (see the module docstring). All public methods are thread-safe."""
 
@@ -445,7 +453,7 @@ class LocalLedger:
                 return "the stored checkpoint does not match the stored main chain"
             if finality is not None and finality.get("final_height", 0) > meta["height"]:
                 return "the stored finality state is above the stored checkpoint"
-            headers = [BlockHeader.unpack(header) for _, _, header in rows]
+            headers = [_stored_header(header, block_hash) for _, block_hash, header in rows]
             bindings = Bindings.restore(self.params, store.identity_rows(), store.binding_rows("bind_ip"),
                                         store.binding_rows("bind_nick"), self._fetch_record)
             undo = {h: bindings.decode_undo(blob) for h, blob in store.undo_rows().items()}

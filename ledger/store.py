@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS bind_id (fp BLOB PRIMARY KEY, record_id BLOB NOT NULL
 CREATE TABLE IF NOT EXISTS bind_ip (ip TEXT PRIMARY KEY, fp BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bind_nick (key TEXT PRIMARY KEY, fp BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS undo (height INTEGER PRIMARY KEY, log BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS side (hash BLOB PRIMARY KEY) WITHOUT ROWID;
 """
 DERIVED_FORMAT = 1
 _COLUMNS = {"meta": {"key", "value"}, "blocks": {"n", "hash", "height", "header", "records"},
@@ -96,11 +97,16 @@ class DerivedDelta:
 
     def statements(self) -> Iterator[tuple[str, tuple[Any, ...]]]:
         if self.reset:
-            for table in ("main_chain", "record_loc", "bind_id", "bind_ip", "bind_nick", "undo"):
+            for table in ("main_chain", "record_loc", "bind_id", "bind_ip", "bind_nick", "undo", "side"):
                 yield f"DELETE FROM {table}", ()
-        yield "DELETE FROM main_chain WHERE height > ?", (self.tip_height,)
+            yield "INSERT INTO side(hash) SELECT hash FROM blocks", ()
+        # ``side`` lists the stored blocks off the main chain, so a start finds them without scanning ``blocks``.
+        low = min((h for h, _ in self.main), default=self.tip_height + 1)
+        yield "INSERT OR IGNORE INTO side(hash) SELECT hash FROM main_chain WHERE height >= ?", (low,)
+        yield "DELETE FROM main_chain WHERE height >= ?", (low,)
         for height, block_hash in self.main:
-            yield "INSERT OR REPLACE INTO main_chain(height, hash) VALUES(?, ?)", (height, block_hash)
+            yield "INSERT INTO main_chain(height, hash) VALUES(?, ?)", (height, block_hash)
+            yield "DELETE FROM side WHERE hash=?", (block_hash,)
         for rid, loc in self.record_loc.items():
             if loc is None:
                 yield "DELETE FROM record_loc WHERE id=?", (rid,)
@@ -357,12 +363,14 @@ class Store:
                     derived: DerivedDelta | None = None, deleted: Iterable[bytes] = ()) -> None:
         """Append blocks, delete blocks, and write the finality state and the derived-state changes
         (:class:`DerivedDelta`), all in one transaction: a crash leaves all of it or none."""
-        statements: list[tuple[str, tuple[Any, ...]]] = [("DELETE FROM blocks WHERE hash=?", (h,))
-                                                         for h in deleted]
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        for h in deleted:
+            statements += [("DELETE FROM blocks WHERE hash=?", (h,)), ("DELETE FROM side WHERE hash=?", (h,))]
         for block in blocks:
             statements.append(("INSERT OR IGNORE INTO blocks(hash, height, header, records) VALUES(?, ?, ?, ?)",
                                (block.hash, block.height, block.header.packed,
                                 _pack([r.to_wire() for r in block.records]))))
+            statements.append(("INSERT OR IGNORE INTO side(hash) VALUES(?)", (block.hash,)))
         if finality is not None:
             statements.append(("INSERT OR REPLACE INTO meta(key, value) VALUES('finality', ?)", (_pack(finality),)))
         if derived is not None:
@@ -472,8 +480,8 @@ class Store:
 
     def side_blocks(self) -> tuple[list[Block], list[tuple[int, str]]]:
         """Stored blocks not on the stored main chain (side and parked branches), in acceptance order."""
-        rows = self._conn.execute("SELECT n, header, records FROM blocks WHERE hash NOT IN "
-                                  "(SELECT hash FROM main_chain) ORDER BY n").fetchall()
+        rows = self._conn.execute("SELECT b.n, b.header, b.records FROM side s JOIN blocks b ON b.hash = s.hash "
+                                  "ORDER BY b.n").fetchall()
         blocks: list[Block] = []
         damaged: list[tuple[int, str]] = []
         for n, header, records in rows:
