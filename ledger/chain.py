@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -604,7 +604,7 @@ class Chain:
             raise LedgerError(f"{header.describe()} is dated {header.timestamp}, not after the median "
                               f"{median} of the blocks before it")
 
-    def _check_body(self, block: Block, trusted: bool) -> None:
+    def _check_body(self, block: Block, trusted: bool, presigned: Container[bytes] = ()) -> None:
         p, desc = self.params, block.header.describe()
         if len(block.records) > p.max_block_records:
             raise LedgerError(f"{desc} has {len(block.records)} records (at most {p.max_block_records})")
@@ -616,6 +616,8 @@ class Chain:
             raise LedgerError(f"{desc} contains the same record twice")
         if not trusted:
             for record in block.records:
+                if record.id in presigned:
+                    continue
                 try:
                     record.verify_signatures(p.name)
                 except LedgerError as exc:
@@ -678,13 +680,16 @@ class Chain:
 
     # --- adding blocks -------------------------------------------------------------------------------------
 
-    def add_block(self, block: Block, now: float, *, trusted: bool = False, source: str | None = None) -> AddResult:
+    def add_block(self, block: Block, now: float, *, trusted: bool = False, source: str | None = None,
+                  presigned: Container[bytes] = ()) -> AddResult:
         """Validate ``block`` and add it to the tree, switching to the preferred (most-work) branch that does not
         conflict with final history.
 
         ``trusted`` skips the signature and future-timestamp checks (only for blocks this node validated before
         and read back from its own store, possibly after the clock went back); every other rule is still checked.
         ``source`` (e.g. the peer's address) is remembered with a parked branch so the operator learns who sent it.
+        ``presigned`` holds ids of records whose signatures the caller already verified (``ledger verify`` checks
+        them in parallel processes); every other rule is still checked for them.
         """
         self._now, self._source = now, source
         block_hash = block.hash
@@ -718,7 +723,7 @@ class Chain:
         if self._advance_final(now):  # time may have made blocks final since the last block
             self._sweep_side_branches()
         self._touched = set()
-        error = self._accept(block, parent, trusted)
+        error = self._accept(block, parent, trusted, presigned)
         if error is not None:
             return self._reject(block_hash, error)
         result = AddResult("added", accepted=[block])
@@ -748,13 +753,13 @@ class Chain:
             self._invalid.popitem(last=False)
         return AddResult("invalid", reason)
 
-    def _accept(self, block: Block, parent: _Node, trusted: bool) -> str | None:
+    def _accept(self, block: Block, parent: _Node, trusted: bool, presigned: Container[bytes] = ()) -> str | None:
         """Linkage and body checks; on success the block joins the tree (parked if it conflicts with final
         history). Returns the reason on failure."""
         try:
             self._check_linkage(block.header, parent.height, self._median_from(parent))
             self._check_checkpoint(block)
-            self._check_body(block, trusted)
+            self._check_body(block, trusted, presigned)
         except LedgerError as exc:
             return str(exc)
         node = _Node(block, parent)
@@ -983,7 +988,7 @@ class Chain:
     # --- whole-chain helpers -------------------------------------------------------------------------------
 
     def load(self, blocks: Sequence[Block], now: float, *, trusted: bool = True,
-             finality: Mapping[str, Any] | None = None) -> list[tuple[Block, str]]:
+             finality: Mapping[str, Any] | None = None, presigned: Container[bytes] = ()) -> list[tuple[Block, str]]:
         """Add stored blocks (parents first); returns the blocks that were refused, with the reason.
 
         ``finality`` is a saved :meth:`finality_state`: its checkpoint is pinned first, the blocks consistent with
@@ -1004,7 +1009,7 @@ class Chain:
             first, rest = _split_by_final(blocks, final_hash)
         self._load_final = final_h
         for block in first:
-            result = self.add_block(block, now, trusted=trusted)
+            result = self.add_block(block, now, trusted=trusted, presigned=presigned)
             if result.status in ("invalid", "orphan"):
                 refused.append((block, result.reason))
         self._held_hint, self._load_final = {}, -1
@@ -1012,7 +1017,7 @@ class Chain:
             self._final = max(self._final, final_h)
             self.advance_finality(now)
         for block in rest:
-            result = self.add_block(block, now, trusted=trusted)
+            result = self.add_block(block, now, trusted=trusted, presigned=presigned)
             if result.status in ("invalid", "orphan"):
                 refused.append((block, result.reason))
         if self._parked:

@@ -400,6 +400,14 @@ class Store:
                              f"and start again to resync: mv '{self.path}' '{self.path}.bad'")
         return blocks
 
+    def raw_block_rows(self) -> list[tuple[int, bytes, bytes]]:
+        """``(row number, packed header, packed records)`` of every stored block in acceptance order, unparsed."""
+        try:
+            return self._conn.execute("SELECT n, header, records FROM blocks ORDER BY n").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"the ledger database {self.path} is damaged ({exc}); move it aside "
+                             f"and start again to resync: mv '{self.path}' '{self.path}.bad'") from None
+
     def load_blocks_lenient(self) -> tuple[list[Block], list[tuple[int, str]]]:
         """Stored blocks in acceptance order, skipping rows that do not parse; returns the blocks and the
         skipped rows as ``(row number, reason)`` (see :meth:`delete_rows`)."""
