@@ -151,7 +151,7 @@ def bare_verify_rate(data_dir: Path, params: NetworkParams) -> float:
     conn = sqlite3.connect(store_path(data_dir, params.name))
     import msgpack
 
-    records = []
+    records: list[Record] = []
     for (blob,) in conn.execute("SELECT records FROM blocks ORDER BY n LIMIT ?", (VERIFY_BASELINE,)):
         records.extend(Record.from_wire(w) for w in msgpack.unpackb(blob, raw=False))
     conn.close()
