@@ -99,8 +99,8 @@ def sync(data_dir: Path, seed: str) -> None:
 
 def main() -> None:
     mode, data_dir, arg = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-    {"write": lambda: write(data_dir, Path(arg)), "batch": lambda: batch(data_dir, Path(arg)), "mine": lambda: mine(data_dir, Path(arg)),
-     "sync": lambda: sync(data_dir, arg)}[mode]()
+    {"write": lambda: write(data_dir, Path(arg)), "batch": lambda: batch(data_dir, Path(arg)),
+     "mine": lambda: mine(data_dir, Path(arg)), "sync": lambda: sync(data_dir, arg)}[mode]()
 
 
 if __name__ == "__main__":
