@@ -19,6 +19,12 @@ original stays a store without a stored checkpoint). Per chain:
 - *verify*: ``verify_store`` with one process per core (signatures in parallel, rules in order) and with one
   process, beside a bare PSS-verify loop on one core over the same records with their keys parsed beforehand.
 
+``--synthetic N`` also builds, in a temporary directory, an N-block chain shaped like chaingen's (one register
+record per block, distinct 3072-bit-sized keys, addresses and nicknames, mined blocks) whose records carry random
+bytes in place of keys and signatures: a start, its memory and lookups never check signatures (they were checked
+before a block was stored), so these figures hold for a real chain of that length, while ``verify`` is skipped
+for it. It exists because chaingen makes about 6–15 real blocks a second here, so 100k real blocks take hours.
+
 Writes the table to docs/benchmarks.md under "## Ledger at scale" unless --no-write. Loopback only.
 """
 
@@ -162,7 +168,48 @@ def bare_verify_rate(data_dir: Path, params: NetworkParams) -> float:
     return len(work) / (time.perf_counter() - start)
 
 
-def bench_chain(chain_dir: Path, network: str, runs: int, do_verify: bool, work: Path) -> dict[str, object]:
+def synthetic_chain(count: int, out: Path, network: str = "bench") -> Path:
+    """A chaingen-shaped chain of ``count`` blocks with unsigned records (see the module docstring)."""
+    import threading as _threading
+
+    from ledger.blocks import Block, BlockHeader
+    from ledger.merkle import merkle_root
+    from ledger.miner import mine
+    from ledger.records import ZERO_HASH
+    from ledger.store import Store
+
+    params = NetworkParams(name=network, difficulty_bits=8)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = 1_700_000_000
+    rng = random.Random(count)
+    parent = params.genesis().header
+    stop = _threading.Event()
+    with Store(store_path(out, network)) as store:
+        store.save_params(params)
+        batch: list[Block] = []
+        for i in range(count):
+            key = b"\x30\x82\x01\xa2" + rng.randbytes(418)   # the size of an RSA-3072 SubjectPublicKeyInfo
+            rec = Record(kind="register", key=key, seq=0, prev=ZERO_HASH, nickname=f"user{i}",
+                         ip=f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", port=8471, ledger_port=8470, relay=None,
+                         issued=t0 + i, expires=t0 + i + 30 * 86400, sig=rng.randbytes(384))
+            header = BlockHeader(version=params.version, network_id=params.network_id, height=parent.height + 1,
+                                 prev_hash=parent.hash, merkle_root=merkle_root([rec.id]), timestamp=t0 + i + 1,
+                                 target_bits=params.difficulty_bits, nonce=0)
+            solved = mine(header, stop)
+            assert solved is not None
+            batch.append(Block(solved, (rec,)))
+            parent = solved
+            if len(batch) == 1000 or i == count - 1:
+                store.save_blocks(batch)
+                batch = []
+                print(f"\rsynthetic chain: {i + 1:,}/{count:,} blocks", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return out
+
+
+def bench_chain(chain_dir: Path, network: str, runs: int, do_verify: bool | None, work: Path) -> dict[str, object]:
+    """Figures of one chain; ``do_verify`` None marks a synthetic chain (no verify)."""
+    work.mkdir(parents=True, exist_ok=True)
     copy = work / chain_dir.name
     shutil.copytree(chain_dir, copy, ignore=shutil.ignore_patterns("*.lock"))
     path = store_path(copy, network)
@@ -173,7 +220,7 @@ def bench_chain(chain_dir: Path, network: str, runs: int, do_verify: bool, work:
     import msgpack
 
     params = NetworkParams.from_wire(msgpack.unpackb(stored[0], raw=False))
-    out: dict[str, object] = {"chain": chain_dir.name, "records": records,
+    out: dict[str, object] = {"chain": chain_dir.name, "records": records, "synthetic": do_verify is None,
                               "file_mib": path.stat().st_size / 2**20}
     start = time.perf_counter()
     with LocalLedger(copy, params) as ledger:
@@ -201,6 +248,7 @@ def bench_chain(chain_dir: Path, network: str, runs: int, do_verify: bool, work:
     if do_verify:
         from ledger.records import clear_caches
 
+
         clear_caches()
         out["bare_verify"] = bare_verify_rate(copy, params)
         clear_caches()
@@ -226,7 +274,8 @@ def table(results: list[dict[str, object]]) -> str:
              f"`python3 bench/ledger_scale_bench.py` on chains from `bench/chaingen.py` (one record per block, every "
              f"record its own RSA-3072 key), {platform.python_implementation()} {platform.python_version()}, "
              f"{os.cpu_count()} cores shared with other work. Baselines are measured in the same run.", "",
-             "| measure | " + " | ".join(f"{r['records']:,} records" for r in results) + " |",
+             "| measure | " + " | ".join(f"{r['records']:,} records" + (" (synthetic)" if r["synthetic"] else "")
+                                        for r in results) + " |",
              "|---|" + "---|" * len(results)]
     rows = [
         ("store file (MiB)", lambda r: f(r["file_mib"], ",.0f")),
@@ -258,9 +307,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-verify", action="store_true")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--synthetic", type=int, action="append", default=[], metavar="N",
+                        help="also bench an N-block chain with unsigned records (start, memory, lookups; no verify)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ledger-scale-") as tmp:
         results = [bench_chain(c, args.network, args.runs, not args.no_verify, Path(tmp)) for c in args.chains]
+        for n in args.synthetic:
+            chain = synthetic_chain(n, Path(tmp) / f"synthetic-{n}")
+            results.append(bench_chain(chain, "bench", args.runs, None, Path(tmp) / "work"))
+            shutil.rmtree(chain)
     text = table(results)
     print(text)
     if not args.no_write:
