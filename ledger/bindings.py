@@ -34,7 +34,7 @@ along a reorg in time proportional to the blocks involved. :meth:`Bindings.overl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -63,7 +63,7 @@ class NicknameTaken(LedgerError):
     """A record's nickname clashes with (shares a key with) another live identity's nickname."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IdentityState:
     """An identity key's latest record and where it was mined (``height``/``index`` None while pending)."""
 
@@ -81,11 +81,66 @@ class IdentityState:
 RecordFetch = Callable[[bytes], Record]
 
 
+class StoredMap:
+    """A dict-like map kept in the store: reads go to ``read`` (an SQLite point query) unless this process
+    changed the key since the store was last written; those changes sit in ``own`` (with tombstones) until
+    :meth:`persisted` is called after the store committed them. So memory holds only unwritten changes.
+    Iteration (rare: tests and diagnostics) merges ``scan`` with ``own``."""
+
+    def __init__(self, read: Callable[[Any], Any], scan: Callable[[], Iterable[tuple[Any, Any]]]) -> None:
+        self._read, self._scan = read, scan
+        self.own: dict[Any, Any] = {}
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        value = self.own.get(key, _MISSING)
+        if value is _MISSING:
+            value = self._read(key)
+            return default if value is None else value
+        return default if value is _DELETED else value
+
+    def __getitem__(self, key: Any) -> Any:
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.own[key] = value
+
+    def pop(self, key: Any, default: Any = None) -> Any:
+        value = self.get(key, _MISSING)
+        self.own[key] = _DELETED
+        return default if value is _MISSING else value
+
+    def __contains__(self, key: Any) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+    def items(self) -> list[tuple[Any, Any]]:
+        merged = dict(self._scan())
+        for key, value in self.own.items():
+            if value is _DELETED:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        return list(merged.items())
+
+    def keys(self) -> list[Any]:
+        return [k for k, _ in self.items()]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.keys())
+
+    def persisted(self) -> None:
+        """The store now holds every change: forget them here."""
+        self.own.clear()
+
+
 class StoredIdentityState(IdentityState):
     """An identity's state restored from the store's checkpoint: what the indexes need (status, expiry, position)
     is held; the record itself is read on demand by its id through ``fetch`` (the chain's lazy, cached bodies),
     so memory does not hold every identity's record."""
 
+    __slots__ = ("_expires", "_fetch", "_record_id")
     _record_id: bytes
     _expires: int
     _fetch: RecordFetch
@@ -183,17 +238,24 @@ class Bindings:
 
     @classmethod
     def restore(cls, params: NetworkParams, identities: Iterable[tuple[bytes, bytes, int, int, str, int]],
-                ips: Iterable[tuple[str, bytes]], nicks: Iterable[tuple[str, bytes]], fetch: RecordFetch) -> Bindings:
-        """The state kept in the store (rows as written from :func:`state_row`), records read through ``fetch``."""
+                by_ip: StoredMap, by_nick: StoredMap, fetch: RecordFetch) -> Bindings:
+        """The state kept in the store (rows as written from :func:`state_row`), records read through ``fetch``;
+        the IP and nickname maps stay in the store (see :class:`StoredMap`)."""
         state = cls(params)
         table = state.identities
         for fp, record_id, height, index, status, expires in identities:
             if status not in ("live", "revoked", "rotated"):
                 raise LedgerError(f"stored identity {fp.hex()[:16]} has an unknown status {status!r:.20}")
             table[fp] = StoredIdentityState(record_id, height, index, status, expires, fetch)  # type: ignore[arg-type]
-        state.by_ip.update(ips)
-        state.by_nick.update(nicks)
+        state.by_ip = by_ip
+        state.by_nick = by_nick
         return state
+
+    def persisted(self) -> None:
+        """The store committed every change so far (see :class:`StoredMap`)."""
+        for mapping in (self.by_ip, self.by_nick):
+            if isinstance(mapping, StoredMap):
+                mapping.persisted()
 
     def code_of(self, mapping: Any) -> int:
         """0, 1 or 2 for this state's identities, IP and nickname maps (the codes of stored undo logs)."""

@@ -35,7 +35,7 @@ from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from ledger.bindings import Bindings, UndoLog
+from ledger.bindings import Bindings, StoredMap, UndoLog
 from ledger.blocks import Block, BlockHeader, chain_preference
 from ledger.errors import LedgerError, StoreError
 from ledger.merkle import merkle_path
@@ -255,7 +255,7 @@ class Chain:
         self._nodes: dict[bytes, _Node] = {root.hash: root}
         self._main: list[_Node] = [root]
         self._tips: set[_Node] = {root}
-        self._record_loc: dict[bytes, tuple[int, int]] = {}
+        self._record_loc: Any = {}   # record id → (height, index): a dict, or a StoredMap once restored
         self._orphans: OrderedDict[bytes, Block] = OrderedDict()
         self._orphans_by_prev: dict[bytes, set[bytes]] = {}
         self._invalid: OrderedDict[bytes, str] = OrderedDict()
@@ -501,7 +501,7 @@ class Chain:
         return self._main[height].undo
 
     def record_locations(self) -> Mapping[bytes, tuple[int, int]]:
-        return self._record_loc
+        return dict(self._record_loc.items())
 
     def fork_height(self, block_hash: bytes) -> int | None:
         """Height of the main-chain block where the branch holding ``block_hash`` leaves the main chain."""
@@ -894,6 +894,20 @@ class Chain:
             changes.bindings.add((code, key))
         changes.records.update(r.id for r in records)
 
+    def persisted(self) -> None:
+        """The store committed every change so far: maps kept in the store drop their copies of them."""
+        self.bindings.persisted()
+        if isinstance(self._record_loc, StoredMap):
+            self._record_loc.persisted()
+
+    def give_back_changes(self, changes: ChainChanges) -> None:
+        """Changes taken by :meth:`take_changes` that could not be written: the next write includes them."""
+        mine = self._changes
+        if changes.main_from is not None and (mine.main_from is None or changes.main_from < mine.main_from):
+            mine.main_from = changes.main_from
+        mine.bindings |= changes.bindings
+        mine.records |= changes.records
+
     def take_changes(self) -> ChainChanges:
         """The derived-state changes since the last call (tracked only while :attr:`track_changes` is set)."""
         changes, self._changes = self._changes, ChainChanges()
@@ -904,7 +918,7 @@ class Chain:
         final height do not: reopening them needs a replay)."""
         return all(self._main[h].undo is not None for h in range(max(height, 0) + 1, len(self._main)))
 
-    def restore(self, headers: Sequence[BlockHeader], bodies: BodySource, record_loc: dict[bytes, tuple[int, int]],
+    def restore(self, headers: Sequence[BlockHeader], bodies: BodySource, record_loc: StoredMap | dict[bytes, Any],
                 bindings: Bindings, undo: Mapping[int, UndoLog], finality: Mapping[str, Any] | None,
                 now: float) -> None:
         """Start from a stored checkpoint instead of replaying blocks: ``headers`` is the main chain above genesis

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import msgpack
 
-from ledger.bindings import Bindings, state_row
+from ledger.bindings import Bindings, StoredMap, state_row
 from ledger.blocks import Block, BlockHeader
 from ledger.chain import AddResult, Chain, ChainChanges, FinalityPolicy, ParkedBranch
 from ledger.errors import LedgerError, StoreError
@@ -417,7 +417,12 @@ class LocalLedger:
             if to_save or deleted or changes or final_moved:
                 finality = self.chain.finality_state() if became_tip or final_moved else None
                 derived = self._derived_delta(changes) if changes or final_moved else None
-                self.store.save_blocks(list(to_save.values()), finality, derived, deleted=deleted)
+                try:
+                    self.store.save_blocks(list(to_save.values()), finality, derived, deleted=deleted)
+                except StoreError:
+                    self.chain.give_back_changes(changes)
+                    raise
+                self.chain.persisted()
             for result in results:
                 self._warn_parked(result, now)
             for result in results:
@@ -506,10 +511,12 @@ class LocalLedger:
             if finality is not None and finality.get("final_height", 0) > meta["height"]:
                 return "the stored finality state is above the stored checkpoint"
             headers = [_stored_header(header, block_hash) for _, block_hash, header in rows]
-            bindings = Bindings.restore(self.params, store.identity_rows(), store.binding_rows("bind_ip"),
-                                        store.binding_rows("bind_nick"), self._fetch_record)
+            by_ip = StoredMap(lambda key: store.binding_value("bind_ip", key), lambda: store.binding_rows("bind_ip"))
+            by_nick = StoredMap(lambda key: store.binding_value("bind_nick", key),
+                                lambda: store.binding_rows("bind_nick"))
+            bindings = Bindings.restore(self.params, store.identity_rows(), by_ip, by_nick, self._fetch_record)
             undo = {h: bindings.decode_undo(blob) for h, blob in store.undo_rows().items()}
-            record_loc = {rid: (h, i) for rid, h, i in store.record_loc_rows()}
+            record_loc = StoredMap(store.record_loc, store.record_loc_rows)
             chain = Chain(self.params, self.finality)
             if self._checkpoint is not None:
                 chain.set_checkpoint(*self._checkpoint)
@@ -524,9 +531,14 @@ class LocalLedger:
                 self.load_problems.append(f"stored block row #{n} is damaged: {reason}")
                 log.warning("dropping damaged stored block row #%d: %s", n, reason)
             store.delete_rows(n for n, _ in damaged)
+        chain.track_changes = True
         refused = [(b, r.reason) for b in side for r in [chain.add_block(b, now, trusted=True)]
                    if r.status in ("invalid", "orphan")]
         self._drop_refused(side, refused)
+        changes = chain.take_changes()
+        if changes:  # a stored side branch moved the main chain (e.g. the finality policy changed)
+            store.write_derived(self._derived_delta(changes), chain.finality_state())
+            chain.persisted()
         return None
 
     def _drop_refused(self, blocks: Sequence[Block], refused: list[tuple[Block, str]]) -> None:
@@ -607,8 +619,14 @@ class LocalLedger:
                 self.chain.track_changes = True
             before = self.chain.parked_branch_of(tip)
             result = self.chain.accept_branch(tip, now)
-            self.store.save_blocks([], self.chain.finality_state(), self._derived_delta(self.chain.take_changes()),
-                                   deleted=[*result.invalidated, *result.pruned])
+            changes = self.chain.take_changes()
+            try:
+                self.store.save_blocks([], self.chain.finality_state(), self._derived_delta(changes),
+                                       deleted=[*result.invalidated, *result.pruned])
+            except StoreError:
+                self.chain.give_back_changes(changes)
+                raise
+            self.chain.persisted()
             if result.became_tip:
                 self.pool.on_reorg(result.connected, result.disconnected, self.chain, now)
                 self._persist_pool()

@@ -465,8 +465,16 @@ class Store:
             raise ValueError(table)
         return self._conn.execute(f"SELECT * FROM {table}").fetchall()
 
-    def record_loc_rows(self) -> list[tuple[bytes, int, int]]:
-        return self._conn.execute("SELECT id, height, idx FROM record_loc").fetchall()
+    def record_loc_rows(self) -> list[tuple[bytes, tuple[int, int]]]:
+        return [(rid, (h, i)) for rid, h, i in self._conn.execute("SELECT id, height, idx FROM record_loc")]
+
+    def binding_value(self, table: str, key: str) -> bytes | None:
+        """The fingerprint ``bind_ip`` or ``bind_nick`` holds for ``key`` (None if none)."""
+        if table not in ("bind_ip", "bind_nick"):
+            raise ValueError(table)
+        column = "ip" if table == "bind_ip" else "key"
+        row = self._conn.execute(f"SELECT fp FROM {table} WHERE {column}=?", (key,)).fetchone()
+        return row[0] if row is not None else None
 
     def record_loc(self, record_id: bytes) -> tuple[int, int] | None:
         row = self._conn.execute("SELECT height, idx FROM record_loc WHERE id=?", (record_id,)).fetchone()
