@@ -307,11 +307,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-verify", action="store_true")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--synthetic-dir", type=Path, action="append", default=[], metavar="DIR",
+                        help="a chain written by synthetic_chain() earlier (benched like --synthetic)")
     parser.add_argument("--synthetic", type=int, action="append", default=[], metavar="N",
                         help="also bench an N-block chain with unsigned records (start, memory, lookups; no verify)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ledger-scale-") as tmp:
         results = [bench_chain(c, args.network, args.runs, not args.no_verify, Path(tmp)) for c in args.chains]
+        for chain in args.synthetic_dir:
+            results.append(bench_chain(chain, "bench", args.runs, None, Path(tmp) / "work"))
         for n in args.synthetic:
             chain = synthetic_chain(n, Path(tmp) / f"synthetic-{n}")
             results.append(bench_chain(chain, "bench", args.runs, None, Path(tmp) / "work"))

@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +37,7 @@ from ledger.params import NetworkParams
 from ledger.pool import Mempool
 from ledger.records import ZERO_HASH, Record
 from ledger.store import DerivedDelta, Store
+from ledger.verify_worker import verify_chunk
 from p2pchat.foundation import crypto
 
 try:
@@ -147,29 +148,29 @@ class VerifyReport:
 VERIFY_CHUNK_BLOCKS = 200
 
 
-def _verify_chunk(task: tuple[str, list[bytes]]) -> list[bytes]:
-    """Worker of :func:`verify_store`: the ids of the records in these packed blocks whose signatures verify
-    (a record that does not parse or verify is left out; the replay then checks it and reports why)."""
-    network, packed_records = task
-    good: list[bytes] = []
-    for packed in packed_records:
-        try:
-            wires = msgpack.unpackb(packed, raw=False)
-        except (ValueError, TypeError, msgpack.UnpackException):
-            continue
-        for wire in wires if isinstance(wires, list) else ():
-            try:
-                record = Record.from_wire(wire)
-                record.verify_signatures(network)
-            except LedgerError:
-                continue
-            good.append(record.id)
-    return good
-
-
 def verify_workers() -> int:
     """Processes ``ledger verify`` checks signatures in: one per core."""
     return max(1, os.cpu_count() or 1)
+
+
+class _Presigned:
+    """Record ids whose signatures worker processes verified, pulled in order as the replay asks for them: asking
+    about a record waits only for the batch holding its block, so the rules replay while later batches are
+    still being verified."""
+
+    def __init__(self, results: Iterator[list[bytes]], chunk_of: dict[bytes, int]) -> None:
+        self._results, self._chunk_of = results, chunk_of
+        self._ids: set[bytes] = set()
+        self._done = 0
+
+    def __contains__(self, record_id: object) -> bool:
+        chunk = self._chunk_of.get(record_id) if isinstance(record_id, bytes) else None
+        if chunk is None:
+            return False
+        while self._done <= chunk:
+            self._ids.update(next(self._results))
+            self._done += 1
+        return record_id in self._ids
 
 
 def verify_store(path: Path, params: NetworkParams | None = None, now: float | None = None, *,
@@ -192,32 +193,43 @@ def verify_store(path: Path, params: NetworkParams | None = None, now: float | N
             report.ok = False
             report.problems.append(f"the store holds {stored.describe()}, not {params.describe()}")
             return report
-        pool = None
-        pending_sigs: Any = ()
-        if workers > 1:
-            rows = store.raw_block_rows()
-            tasks = [(stored.name, [r[2] for r in rows[i:i + VERIFY_CHUNK_BLOCKS]])
-                     for i in range(0, len(rows), VERIFY_CHUNK_BLOCKS)]
-            del rows
-            # Spawned, not forked: the caller may be a process with threads (a node).
-            pool = multiprocessing.get_context("spawn").Pool(workers)
-            pending_sigs = pool.imap(_verify_chunk, tasks)
-        try:
-            blocks, damaged = store.load_blocks_lenient()
-            pending = store.load_pending()
-            finality = store.load_finality()
-            presigned: set[bytes] = set()
-            for chunk in pending_sigs:
-                presigned.update(chunk)
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
+        rows = store.raw_block_rows()
+        pending = store.load_pending()
+        finality = store.load_finality()
+    pool = None
+    presigned: Container[bytes] = ()
+    if workers > 1 and rows:
+        # Spawned, not forked: the caller may be a process with threads (a node).
+        pool = multiprocessing.get_context("spawn").Pool(workers)
+        tasks = [(stored.name, [r[2] for r in rows[i:i + VERIFY_CHUNK_BLOCKS]])
+                 for i in range(0, len(rows), VERIFY_CHUNK_BLOCKS)]
+        results = pool.imap(verify_chunk, tasks)
+    try:
+        blocks: list[Block] = []
+        damaged: list[tuple[int, str]] = []
+        chunk_of: dict[bytes, int] = {}
+        for i, (n, header, records) in enumerate(rows):
+            try:
+                block = Block.from_wire({"header": header, "records": msgpack.unpackb(records, raw=False)})
+            except (LedgerError, ValueError, TypeError, msgpack.UnpackException) as exc:
+                damaged.append((n, str(exc)))
+                continue
+            blocks.append(block)
+            for record in block.records:
+                chunk_of[record.id] = i // VERIFY_CHUNK_BLOCKS
+        del rows
+        if pool is not None:
+            presigned = _Presigned(results, chunk_of)
+        chain = Chain(stored)
+        refused = chain.load(blocks, now, trusted=False, finality=finality, presigned=presigned)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
     for n, reason in damaged:
         report.ok = False
         report.problems.append(f"stored block row #{n} is damaged: {reason}")
-    chain = Chain(stored)
-    for block, reason in chain.load(blocks, now, trusted=False, finality=finality, presigned=presigned):
+    for block, reason in refused:
         report.ok = False
         report.problems.append(f"stored {block.header.describe()}: {reason}")
     mempool = Mempool(stored)

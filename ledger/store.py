@@ -263,7 +263,8 @@ class Store:
             row = conn.execute("SELECT value FROM meta WHERE key='params'").fetchone()
             if row is not None:
                 _decode_params(row[0], path)
-            if version < SCHEMA_VERSION:
+            derived_tables = {"main_chain", "record_loc", "bind_id", "bind_ip", "bind_nick", "undo", "side"}
+            if version < SCHEMA_VERSION or not derived_tables <= tables:
                 # Upgrade: add the derived-state tables (empty, so the next load rebuilds them once by replay).
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in _DERIVED_SCHEMA.split(";"):

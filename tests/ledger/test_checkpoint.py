@@ -142,3 +142,26 @@ def test_a_restored_ledger_keeps_following_reorgs_above_the_final_height(tmp_pat
         assert ledger.lookup("ip", "10.0.0.1", NOW).record == record_pool[1]
     restored, replayed = checkpoint_and_replay(tmp_path, PARAMS, NOW, tmp_path.parent / "w")
     assert restored == replayed
+
+
+def test_parallel_verify_reports_what_the_serial_one_does_including_a_bad_signature(tmp_path, record_pool):
+    from dataclasses import replace
+
+    from ledger.local_ledger import verify_store
+    from ledger.store import Store
+
+    good = branch(Chain(PARAMS), PARAMS.genesis().header, 3, T0 + 10,
+                  records=[[record_pool[0]], [record_pool[3]], [record_pool[1]]])
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: NOW) as ledger:
+        ledger.receive_blocks(good, NOW)
+        path = ledger.path
+    serial, parallel = verify_store(path, now=NOW, workers=1), verify_store(path, now=NOW, workers=2)
+    assert serial.ok and parallel.ok
+    assert (serial.height, serial.records) == (parallel.height, parallel.records) == (3, 3)
+    forged = replace(record_pool[4], sig=bytes(len(record_pool[4].sig)))   # b's renewal with a zeroed signature
+    bad = block_on(good[-1].header, [forged], T0 + 20)
+    with Store(path) as store:
+        store.save_block(bad)
+    serial, parallel = verify_store(path, now=NOW, workers=1), verify_store(path, now=NOW, workers=2)
+    assert not serial.ok and not parallel.ok
+    assert serial.problems == parallel.problems and "bad signature" in parallel.problems[0]
