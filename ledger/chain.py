@@ -29,6 +29,7 @@ operator accepts it. The per-block finality check is a bisection over the main c
 
 from __future__ import annotations
 
+import struct
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Container, Mapping, Sequence
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ledger.bindings import Bindings, StoredMap, UndoLog
-from ledger.blocks import Block, BlockHeader, chain_preference
+from ledger.blocks import HEADER_FORMAT, Block, BlockHeader, chain_preference, work_for
 from ledger.errors import LedgerError, StoreError
 from ledger.merkle import merkle_path
 from ledger.params import NetworkParams
@@ -188,25 +189,39 @@ class _Bodies:
 
 class _Node:
     """A block in the tree with its cumulative work; ``undo`` is set while it is on the main chain. A node
-    restored from a stored checkpoint holds only its header and reads its body through ``bodies``."""
+    restored from a stored checkpoint holds only its packed header (parsed on demand) and reads its body
+    through ``bodies``, so a long restored chain costs a few hundred bytes a block."""
 
-    __slots__ = ("_block", "bodies", "children", "hash", "header", "height", "parent", "parked", "undo", "work")
+    __slots__ = ("_block", "_header", "_packed", "bodies", "children", "hash", "height", "parent", "parked", "undo",
+                 "work")
 
-    def __init__(self, block: Block | None, parent: _Node | None, *, header: BlockHeader | None = None,
-                 bodies: _Bodies | None = None) -> None:
+    def __init__(self, block: Block | None, parent: _Node | None, *, restored: tuple[bytes, bytes, int] | None = None,
+                 bodies: _Bodies | None = None, unit_work: int = 0) -> None:
         self._block = block
         self.bodies = bodies
-        if block is not None:
-            header = block.header
-        assert header is not None
-        self.header: BlockHeader = header
-        self.hash = self.header.hash
-        self.height = self.header.height
         self.parent = parent
-        self.work: int = (parent.work + self.header.work) if parent is not None else 0
+        if block is not None:
+            self._header: BlockHeader | None = block.header
+            self._packed = b""
+            self.hash = block.header.hash
+            self.height = block.header.height
+            self.work: int = (parent.work + block.header.work) if parent is not None else 0
+        else:
+            assert restored is not None and parent is not None
+            self._header = None
+            self._packed, self.hash, self.height = restored
+            self.work = parent.work + unit_work
         self.children: list[_Node] = []
         self.undo: UndoLog | None = None
         self.parked: _Parked | None = None
+
+    @property
+    def header(self) -> BlockHeader:
+        header = self._header
+        if header is None:
+            header = BlockHeader.unpack(self._packed)
+            header.__dict__["hash"] = self.hash
+        return header
 
     @property
     def preference(self) -> tuple[int, int]:
@@ -918,24 +933,29 @@ class Chain:
         final height do not: reopening them needs a replay)."""
         return all(self._main[h].undo is not None for h in range(max(height, 0) + 1, len(self._main)))
 
-    def restore(self, headers: Sequence[BlockHeader], bodies: BodySource, record_loc: StoredMap | dict[bytes, Any],
-                bindings: Bindings, undo: Mapping[int, UndoLog], finality: Mapping[str, Any] | None,
-                now: float) -> None:
+    def restore(self, headers: Sequence[tuple[bytes, bytes]], bodies: BodySource,
+                record_loc: StoredMap | dict[bytes, Any], bindings: Bindings, undo: Mapping[int, UndoLog],
+                finality: Mapping[str, Any] | None, now: float) -> None:
         """Start from a stored checkpoint instead of replaying blocks: ``headers`` is the main chain above genesis
-        (validated against each other here: linkage, heights, proof of work), ``bindings`` and ``record_loc``
-        the state at its tip, ``undo`` the undo logs of the blocks above the final height. Bodies are read from
-        ``bodies`` when needed. Raises :class:`LedgerError` if the checkpoint does not fit together."""
+        as ``(packed header, hash)`` (checked here: each links to the one before, with the right height, network
+        and target), ``bindings`` and ``record_loc`` the state at its tip, ``undo`` the undo logs of the blocks
+        above the final height. Bodies are read from ``bodies`` when needed. Raises :class:`LedgerError` if the
+        checkpoint does not fit together."""
         if len(self._main) != 1:
             raise LedgerError("a chain can only be restored while empty")
         cache = _Bodies(bodies)
         parent = self._main[0]
-        target_bits = self.params.difficulty_bits
-        for header in headers:
-            if header.prev_hash != parent.hash or header.height != parent.height + 1 \
-                    or header.target_bits != target_bits or header.network_id != self.params.network_id:
-                raise LedgerError(f"stored main chain breaks at {header.describe()}")
-            node = _Node(None, parent, header=header, bodies=cache)
-            self._nodes[node.hash] = node
+        bits, network_id = self.params.difficulty_bits, self.params.network_id
+        unit = work_for(bits)
+        for packed, block_hash in headers:
+            try:
+                _v, net, height, prev_hash, _m, _t, target_bits, _n = HEADER_FORMAT.unpack(packed)
+            except (struct.error, TypeError):
+                raise LedgerError(f"stored header of block {parent.height + 1} is malformed") from None
+            if prev_hash != parent.hash or height != parent.height + 1 or target_bits != bits or net != network_id:
+                raise LedgerError(f"stored main chain breaks at block {parent.height + 1}")
+            node = _Node(None, parent, restored=(packed, block_hash, height), bodies=cache, unit_work=unit)
+            self._nodes[block_hash] = node
             parent.children.append(node)
             self._main.append(node)
             parent = node
@@ -963,7 +983,7 @@ class Chain:
                 raise LedgerError(f"the stored checkpoint lacks the undo log of block {h} above the final height")
             node = self._main[h]
             node.undo = log
-            if BlockHeader.unpack(node.header.packed).hash != node.hash:
+            if BlockHeader.unpack(node.header.packed).hash != node.hash:  # recomputed, not the stored hash
                 raise LedgerError(f"stored {node.header.describe()} does not hash to its stored hash")
             cache.get(node.hash)  # the open part of the chain is read (and its bodies checked) now
 

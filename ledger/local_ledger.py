@@ -244,14 +244,6 @@ def verify_store(path: Path, params: NetworkParams | None = None, now: float | N
     return report
 
 
-def _stored_header(packed: bytes, block_hash: bytes) -> BlockHeader:
-    """A header read back from our own store with the hash stored beside it (it was computed when the block was
-    accepted; the restored chain still checks every header links to the one before)."""
-    header = BlockHeader.unpack(packed)
-    header.__dict__["hash"] = block_hash
-    return header
-
-
 class LocalLedger:
     """The node's ledger (see the module docstring). All public methods are thread-safe."""
 
@@ -522,7 +514,7 @@ class LocalLedger:
                 return "the stored checkpoint does not match the stored main chain"
             if finality is not None and finality.get("final_height", 0) > meta["height"]:
                 return "the stored finality state is above the stored checkpoint"
-            headers = [_stored_header(header, block_hash) for _, block_hash, header in rows]
+            headers = [(header, block_hash) for _, block_hash, header in rows]
             by_ip = StoredMap(lambda key: store.binding_value("bind_ip", key), lambda: store.binding_rows("bind_ip"))
             by_nick = StoredMap(lambda key: store.binding_value("bind_nick", key),
                                 lambda: store.binding_rows("bind_nick"))
