@@ -242,11 +242,12 @@ class Bindings:
         """The state kept in the store (rows as written from :func:`state_row`), records read through ``fetch``;
         the IP and nickname maps stay in the store (see :class:`StoredMap`)."""
         state = cls(params)
-        table = state.identities
+        states: dict[bytes, IdentityState] = {}
         for fp, record_id, height, index, status, expires in identities:
             if status not in ("live", "revoked", "rotated"):
                 raise LedgerError(f"stored identity {fp.hex()[:16]} has an unknown status {status!r:.20}")
-            table[fp] = StoredIdentityState(record_id, height, index, status, expires, fetch)  # type: ignore[arg-type]
+            states[fp] = StoredIdentityState(record_id, height, index, status, expires, fetch)  # type: ignore[arg-type]
+        state.identities.load(states)
         state.by_ip = by_ip
         state.by_nick = by_nick
         return state

@@ -511,6 +511,10 @@ class Chain:
     def main_hash(self, height: int) -> bytes:
         return self._main[height].hash
 
+    def main_header_bytes(self, height: int) -> bytes:
+        node = self._main[height]
+        return node._packed or node.header.packed
+
     def undo_log(self, height: int) -> UndoLog | None:
         """The undo log of the main-chain block at ``height`` (None for restored blocks at or below final)."""
         return self._main[height].undo

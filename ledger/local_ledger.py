@@ -15,6 +15,7 @@ One process per data directory and network: a lock file (``flock``) refuses a se
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -317,12 +318,20 @@ class LocalLedger:
             raise StoreError(f"{self.path} was started from another checkpoint than "
                              f"{self._checkpoint[1].hex()[:16]}; use another --data-dir")
         empty = not self.store.has_blocks() and self.store.load_derived_meta() is None
-        why = None if empty else self._restore_checkpoint(finality, now)
-        self.rebuilt_checkpoint = why
-        if why is not None or empty:
-            if why is not None:
-                log.warning("%s: %s; rebuilding it once by replaying the stored blocks", self.path, why)
-            self._replay(finality, now)
+        # Loading creates objects by the hundred thousand and frees none: the cyclic collector would rescan the
+        # growing heap again and again (superlinear), so it waits until the load is done.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            why = None if empty else self._restore_checkpoint(finality, now)
+            self.rebuilt_checkpoint = why
+            if why is not None or empty:
+                if why is not None:
+                    log.warning("%s: %s; rebuilding it once by replaying the stored blocks", self.path, why)
+                self._replay(finality, now)
+        finally:
+            if collecting:
+                gc.enable()
         self.chain.track_changes = True
         self._save_finality()
         for parked in self.chain.parked_alerts():
@@ -470,7 +479,8 @@ class LocalLedger:
                              undo_upto=chain.final_height)
         low = 1 if full else changes.main_from
         if low is not None:
-            delta.main = [(h, chain.main_hash(h)) for h in range(max(low, 1), chain.height + 1)]
+            delta.main = [(h, chain.main_hash(h), chain.main_header_bytes(h)) for h in range(max(low, 1),
+                                                                                          chain.height + 1)]
             for h in range(max(low, chain.final_height + 1, 1), chain.height + 1):
                 undo = chain.undo_log(h)
                 assert undo is not None

@@ -47,7 +47,7 @@ CREATE TABLE pending (n INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL UNIQ
 # it instead of replaying history (see docs/ledger.md, "Stored checkpoint"). A schema-1 file gains these tables
 # empty and is rebuilt once by replay.
 _DERIVED_SCHEMA = """
-CREATE TABLE IF NOT EXISTS main_chain (height INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS main_chain (height INTEGER PRIMARY KEY, hash BLOB NOT NULL, header BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS record_loc (id BLOB PRIMARY KEY, height INTEGER NOT NULL, idx INTEGER NOT NULL)
     WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bind_id (fp BLOB PRIMARY KEY, record_id BLOB NOT NULL, height INTEGER NOT NULL,
@@ -80,13 +80,13 @@ def _unpack(data: bytes) -> Any:
 class DerivedDelta:
     """Changes to the stored derived state (see the schema-2 tables), written with the blocks that caused them.
 
-    A value of None deletes the row. ``main`` holds ``(height, hash)`` of main-chain rows to (re)write and
-    ``tip_height`` the new top: rows above it are deleted. ``undo_upto`` drops undo logs of blocks at or below
-    it (they became final). ``reset`` clears every derived table first (a rebuild by replay)."""
+    A value of None deletes the row. ``main`` holds ``(height, hash, packed header)`` of main-chain rows to
+    (re)write and ``tip_height`` the new top: rows above it are deleted. ``undo_upto`` drops undo logs of blocks
+    at or below it (they became final). ``reset`` clears every derived table first (a rebuild by replay)."""
 
     tip_height: int
     tip_hash: bytes
-    main: list[tuple[int, bytes]] = field(default_factory=list)
+    main: list[tuple[int, bytes, bytes]] = field(default_factory=list)
     record_loc: dict[bytes, tuple[int, int] | None] = field(default_factory=dict)
     identities: dict[bytes, tuple[bytes, int, int, str, int] | None] = field(default_factory=dict)
     ips: dict[str, bytes | None] = field(default_factory=dict)
@@ -101,11 +101,11 @@ class DerivedDelta:
                 yield f"DELETE FROM {table}", ()
             yield "INSERT INTO side(hash) SELECT hash FROM blocks", ()
         # ``side`` lists the stored blocks off the main chain, so a start finds them without scanning ``blocks``.
-        low = min((h for h, _ in self.main), default=self.tip_height + 1)
+        low = min((h for h, _, _ in self.main), default=self.tip_height + 1)
         yield "INSERT OR IGNORE INTO side(hash) SELECT hash FROM main_chain WHERE height >= ?", (low,)
         yield "DELETE FROM main_chain WHERE height >= ?", (low,)
-        for height, block_hash in self.main:
-            yield "INSERT INTO main_chain(height, hash) VALUES(?, ?)", (height, block_hash)
+        for height, block_hash, header in self.main:
+            yield "INSERT INTO main_chain(height, hash, header) VALUES(?, ?, ?)", (height, block_hash, header)
             yield "DELETE FROM side WHERE hash=?", (block_hash,)
         for rid, loc in self.record_loc.items():
             if loc is None:
@@ -264,6 +264,10 @@ class Store:
             if row is not None:
                 _decode_params(row[0], path)
             derived_tables = {"main_chain", "record_loc", "bind_id", "bind_ip", "bind_nick", "undo", "side"}
+            main_columns = {r[1] for r in conn.execute("PRAGMA table_info(main_chain)")}
+            if "main_chain" in tables and "header" not in main_columns:
+                conn.execute("DROP TABLE main_chain")  # an early development layout: rebuilt by replay
+                tables.discard("main_chain")
             if version < SCHEMA_VERSION or not derived_tables <= tables:
                 # Upgrade: add the derived-state tables (empty, so the next load rebuilds them once by replay).
                 conn.execute("BEGIN IMMEDIATE")
@@ -449,8 +453,7 @@ class Store:
     def main_chain_rows(self) -> list[tuple[int, bytes, bytes]]:
         """``(height, hash, packed header)`` of the stored main chain above genesis, by height (a main-chain row
         whose block is missing is left out, which the caller sees as a gap)."""
-        return self._conn.execute("SELECT m.height, m.hash, b.header FROM main_chain m JOIN blocks b "
-                                  "ON b.hash = m.hash ORDER BY m.height").fetchall()
+        return self._conn.execute("SELECT height, hash, header FROM main_chain ORDER BY height").fetchall()
 
     def main_hash_at(self, height: int) -> bytes | None:
         row = self._conn.execute("SELECT hash FROM main_chain WHERE height=?", (height,)).fetchone()

@@ -165,3 +165,26 @@ def test_parallel_verify_reports_what_the_serial_one_does_including_a_bad_signat
     serial, parallel = verify_store(path, now=NOW, workers=1), verify_store(path, now=NOW, workers=2)
     assert not serial.ok and not parallel.ok
     assert serial.problems == parallel.problems and "bad signature" in parallel.problems[0]
+
+
+def test_a_restored_chain_reads_final_bodies_only_when_asked_and_keeps_a_bounded_number(tmp_path, record_pool):
+    from ledger import chain as chain_module
+
+    blocks = branch(Chain(PARAMS), PARAMS.genesis().header, 12, T0 + 10,
+                    records=[[record_pool[k]] for k in (0, 3, 1, 4)])
+    policy = FinalityPolicy(depth=3)
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: NOW, finality=policy) as ledger:
+        ledger.receive_blocks(blocks, NOW)
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: NOW, finality=policy) as ledger:
+        chain = ledger.chain
+        assert ledger.rebuilt_checkpoint is None and chain.final_height == 10
+        nodes = [chain._main[h] for h in range(1, chain.height + 1)]
+        assert all(n._block is None and n._header is None for n in nodes)  # headers packed, bodies in SQLite
+        bodies = nodes[0].bodies
+        assert bodies is not None and set(bodies._cache) == {b.hash for b in blocks[10:]}  # the open part only
+        bodies.limit = 2
+        for height in range(1, 13):
+            assert ledger.main_at(height) == blocks[height - 1]
+        assert len(bodies._cache) == 2
+        assert ledger.lookup("ip", "10.0.0.2", NOW).record == record_pool[3]
+        assert chain_module.BODY_CACHE_BLOCKS >= 2
