@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Container, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -245,6 +246,35 @@ def verify_store(path: Path, params: NetworkParams | None = None, now: float | N
     return report
 
 
+BATCH_BLOCKS = 64   # accepted blocks written per transaction while a sync catches up (LocalLedger.batched)
+
+
+class _Unsaved:
+    """Accepted blocks and what they changed, not yet written (see :meth:`LocalLedger.batched`)."""
+
+    def __init__(self) -> None:
+        self.to_save: dict[bytes, Block] = {}
+        self.deleted: list[bytes] = []
+        self.dropped: set[bytes] = set()
+        self.results: list[tuple[AddResult, float]] = []
+        self.final_moved = self.became_tip = False
+
+    def __len__(self) -> int:
+        return len(self.to_save)
+
+    def note(self, result: AddResult, now: float) -> None:
+        self.results.append((result, now))
+        gone = [*result.invalidated, *result.pruned]
+        for h in gone:
+            self.to_save.pop(h, None)
+        self.deleted.extend(gone)
+        self.dropped.update(gone)
+        invalid = set(result.invalidated)
+        self.to_save.update((b.hash, b) for b in result.accepted if b.hash not in invalid)
+        self.final_moved |= result.final_moved
+        self.became_tip |= result.became_tip
+
+
 class LocalLedger:
     """The node's ledger (see the module docstring). All public methods are thread-safe."""
 
@@ -265,6 +295,8 @@ class LocalLedger:
         self._on_mined: Callable[[Block], None] | None = None
         self._miner: Miner | None = None
         self._closed = False
+        self._unsaved = _Unsaved()
+        self._batch_thread: int | None = None
         self._lock_file = self._take_process_lock()
         try:
             self.store = Store(self.path, recover=recover)
@@ -406,56 +438,75 @@ class LocalLedger:
     def receive_blocks(self, blocks: Sequence[Block], now: float, *, source: str | None = None) -> list[AddResult]:
         """Add several blocks (a sync batch, parents first) and persist everything they changed in one SQLite
         transaction before returning; one result per block. A crash leaves all of the batch stored or none of
-        it, and the stored derived state always matches the stored blocks."""
-        results: list[AddResult] = []
+        it, and the stored derived state always matches the stored blocks. Inside :meth:`batched` on this
+        thread, the write waits for the batch (see there)."""
         with self.lock:
             self._check_open()
-            to_save: dict[bytes, Block] = {}
-            deleted: list[bytes] = []
-            final_moved = became_tip = False
+            results = []
             for block in blocks:
                 result = self.chain.add_block(block, now, source=source)
                 results.append(result)
                 if result.status == "invalid":
                     log.info("refused %s: %s", block.header.describe(), result.reason)
-                gone = [*result.invalidated, *result.pruned]
-                for h in gone:
-                    to_save.pop(h, None)
-                deleted.extend(gone)
-                invalid = set(result.invalidated)
-                to_save.update((b.hash, b) for b in result.accepted if b.hash not in invalid)
-                final_moved |= result.final_moved
-                became_tip |= result.became_tip
-            changes = self.chain.take_changes()
-            if to_save or deleted or changes or final_moved:
-                finality = self.chain.finality_state() if became_tip or final_moved else None
-                derived = self._derived_delta(changes) if changes or final_moved else None
-                try:
-                    self.store.save_blocks(list(to_save.values()), finality, derived, deleted=deleted)
-                except StoreError:
-                    self.chain.give_back_changes(changes)
-                    raise
-                self.chain.persisted()
-            for result in results:
-                self._warn_parked(result, now)
-            for result in results:
-                if result.became_tip:
-                    returned = self.pool.on_reorg(result.connected, result.disconnected, self.chain, now)
-                    if result.disconnected:
-                        log.info("reorg: %d blocks disconnected, %d connected, %d records back in the pool",
-                                 len(result.disconnected), len(result.connected), len(returned))
-            if became_tip:
-                self._persist_pool()
-                if self._miner is not None:
-                    self._miner.wake()
-            listeners = list(self._block_listeners)
-        for result in results:
-            if result.status != "added":
-                continue
-            for accepted in result.accepted:
-                for listener in listeners:
-                    listener(accepted, result)
+                self._unsaved.note(result, now)
+            deferred = self._batch_thread == threading.get_ident() and len(self._unsaved) < BATCH_BLOCKS
+            notify = [] if deferred else self._flush()
+        self._notify(notify)
         return results
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Blocks received on this thread inside the ``with`` are written together: one transaction per
+        :data:`BATCH_BLOCKS` accepted blocks and one at the end (sync catching up). Until then a crash loses
+        them together — the store always holds a valid prefix — and listeners hear of them only once written,
+        so nothing is announced before it is on disk. Another thread's write flushes the batch first."""
+        with self.lock:
+            if self._batch_thread is not None:
+                raise RuntimeError("batched() does not nest")
+            self._batch_thread = threading.get_ident()
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._batch_thread = None
+                notify = self._flush() if not self._closed else []
+            self._notify(notify)
+
+    def _flush(self) -> list[tuple[Block, AddResult]]:
+        """Write what the accepted blocks changed (lock held); returns the listener calls to make afterwards."""
+        unsaved, self._unsaved = self._unsaved, _Unsaved()
+        changes = self.chain.take_changes()
+        if unsaved.to_save or unsaved.deleted or changes or unsaved.final_moved:
+            finality = self.chain.finality_state() if unsaved.became_tip or unsaved.final_moved else None
+            derived = self._derived_delta(changes) if changes or unsaved.final_moved else None
+            try:
+                self.store.save_blocks(list(unsaved.to_save.values()), finality, derived, deleted=unsaved.deleted)
+            except StoreError:
+                self.chain.give_back_changes(changes)
+                raise
+            self.chain.persisted()
+        for result, now in unsaved.results:
+            self._warn_parked(result, now)
+            if result.became_tip:
+                returned = self.pool.on_reorg(result.connected, result.disconnected, self.chain, now)
+                if result.disconnected:
+                    log.info("reorg: %d blocks disconnected, %d connected, %d records back in the pool",
+                             len(result.disconnected), len(result.connected), len(returned))
+        if unsaved.became_tip:
+            self._persist_pool()
+            if self._miner is not None:
+                self._miner.wake()
+        return [(accepted, result) for result, _ in unsaved.results if result.status == "added"
+                for accepted in result.accepted if accepted.hash not in unsaved.dropped]
+
+    def _notify(self, calls: list[tuple[Block, AddResult]]) -> None:
+        if not calls:
+            return
+        with self.lock:
+            listeners = list(self._block_listeners)
+        for block, result in calls:
+            for listener in listeners:
+                listener(block, result)
 
     def _warn_parked(self, result: AddResult, now: float) -> None:
         for parked in result.parked:
@@ -584,6 +635,9 @@ class LocalLedger:
         self.store.write_derived(self._derived_delta(ChainChanges(), full=True), self.chain.finality_state())
 
     def _save_finality(self) -> None:
+        if self._unsaved.results:
+            self._unsaved.final_moved = True  # written with the batch: never name a block not yet stored
+            return
         self.store.save_finality(self.chain.finality_state())
 
     # --- finality ------------------------------------------------------------------------------------------
@@ -616,6 +670,7 @@ class LocalLedger:
             raise LedgerError("give at least 8 hex digits of a parked block's hash (see 'ledger reorg --list')")
         with self.lock:
             self._check_open()
+            notify = self._flush()  # a batch in progress is written first: the reorg below writes on top of it
             matches = {b.tip_hash for b in self.chain.parked_branches() if b.tip_hash.hex().startswith(prefix)}
             if not matches and len(prefix) == 64 and self.chain.parked_branch_of(bytes.fromhex(prefix)):
                 matches = {bytes.fromhex(prefix)}  # any block of a parked branch, e.g. as named in a warning
@@ -648,6 +703,7 @@ class LocalLedger:
                         "%d connected", before.describe() if before else tip.hex()[:16], self.chain.height,
                         self.chain.tip_hash.hex()[:16], len(result.disconnected), len(result.connected))
             listeners = list(self._block_listeners)
+        self._notify(notify)
         for block in result.connected:
             for listener in listeners:
                 listener(block, result)
@@ -850,6 +906,11 @@ class LocalLedger:
             if self._closed:
                 return
             self._closed = True
+            if self._unsaved.results:
+                try:
+                    self._flush()   # blocks of an open batch: stored, but no longer announced
+                except StoreError as exc:
+                    log.warning("closing the ledger lost the last unwritten blocks: %s", exc)
             self.store.close()
             self._release_process_lock()
 

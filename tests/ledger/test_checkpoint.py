@@ -188,3 +188,23 @@ def test_a_restored_chain_reads_final_bodies_only_when_asked_and_keeps_a_bounded
         assert len(bodies._cache) == 2
         assert ledger.lookup("ip", "10.0.0.2", NOW).record == record_pool[3]
         assert chain_module.BODY_CACHE_BLOCKS >= 2
+
+
+def test_a_batch_is_written_and_announced_together_when_it_ends(tmp_path, record_pool):
+    from ledger.store import Store
+
+    blocks = branch(Chain(PARAMS), PARAMS.genesis().header, 3, T0 + 10, records=[[record_pool[0]]])
+    heard = []
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: NOW) as ledger:
+        ledger.add_listener(on_block=lambda b, r: heard.append(b.hash))
+        with ledger.batched():
+            for block in blocks:
+                assert ledger.receive_block(block, NOW).status == "added"
+            with Store(ledger.path) as other:   # another reader sees nothing of the batch yet
+                assert other.block_count() == 0 and other.load_derived_meta()["height"] == 0
+            assert heard == [] and ledger.height == 3
+        assert heard == [b.hash for b in blocks]
+        with Store(ledger.path) as other:
+            assert other.block_count() == 3 and other.load_derived_meta()["height"] == 3
+    restored, replayed = checkpoint_and_replay(tmp_path, PARAMS, NOW, tmp_path.parent / "w2")
+    assert restored == replayed
