@@ -201,8 +201,11 @@ def verify_store(path: Path, params: NetworkParams | None = None, now: float | N
     pool = None
     presigned: Container[bytes] = ()
     if workers > 1 and rows:
-        # Spawned, not forked: the caller may be a process with threads (a node).
-        pool = multiprocessing.get_context("spawn").Pool(workers)
+        # Forked when this process runs one thread (the `ledger verify` command: no interpreter start, no imports);
+        # spawned otherwise, since forking a process with threads (a node) can copy a lock held mid-operation.
+        method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() \
+            else "spawn"
+        pool = multiprocessing.get_context(method).Pool(workers)
         tasks = [(stored.name, [r[2] for r in rows[i:i + VERIFY_CHUNK_BLOCKS]])
                  for i in range(0, len(rows), VERIFY_CHUNK_BLOCKS)]
         results = pool.imap(verify_chunk, tasks)
