@@ -5,8 +5,9 @@ then persists, then returns, and only then calls the listeners (outside the lock
 peers before it is on disk:
 
 - :meth:`LocalLedger.submit_record` → True once the record is pending *and* written durably to the store;
-- :meth:`LocalLedger.receive_block` → :class:`~ledger.chain.AddResult`; accepted blocks are stored one
-  transaction each, and a reorg returns orphaned records to the pool;
+- :meth:`LocalLedger.receive_block` → :class:`~ledger.chain.AddResult`; accepted blocks are stored with the
+  derived state they change (the stored checkpoint a start loads instead of replaying) in one transaction per
+  call, or per 64 blocks inside :meth:`LocalLedger.batched`, and a reorg returns orphaned records to the pool;
 - listeners (:meth:`LocalLedger.add_listener`) hear about every accepted record and block, whatever its
   source (peer, local submit, own miner), so the network layer can announce from one place.
 

@@ -1,8 +1,9 @@
 """SQLite store of a node's blocks, pending records and network parameters.
 
-Crash safety: the database runs in WAL mode and every block is written in its own transaction (pending-pool
-changes in another), so a process killed at any instant leaves the file with a prefix of the blocks it
-accepted, each complete; blocks are stored in acceptance order (parents before children), so reloading them
+Crash safety: the database runs in WAL mode and every batch of accepted blocks is written in one transaction
+together with what it changed in the derived state (:class:`DerivedDelta`; pending-pool changes in another), so
+a process killed at any instant leaves the file with a prefix of the blocks it accepted, each complete, and a
+stored checkpoint that matches them; blocks are stored in acceptance order (parents before children), so reloading them
 rebuilds the same block tree. ``synchronous=NORMAL`` makes block commits cheap (no fsync per block): they
 survive a killed process, and after a power loss the file is still consistent but may miss the last blocks,
 which peers resend. Pending records are written with ``synchronous=FULL`` before they are acknowledged, so an
