@@ -26,7 +26,8 @@ bytes in place of keys and signatures: a start, its memory and lookups never che
 before a block was stored), so these figures hold for a real chain of that length, while ``verify`` is skipped
 for it. It exists because chaingen makes about 6–15 real blocks a second here, so 100k real blocks take hours.
 
-Writes the table to docs/benchmarks.md under "## Ledger at scale" unless --no-write. Loopback only.
+Writes the table to docs/benchmarks.md under "### Ledger at scale: latest run of bench/ledger_scale_bench.py" (the last
+subsection of "## Ledger at scale", whose analysis it leaves alone) unless --no-write. Loopback only.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from ledger.params import NetworkParams  # noqa: E402
 from ledger.records import SIGN_CONTEXT, Record, public_key  # noqa: E402
 from p2pchat.foundation import crypto  # noqa: E402
 
-SECTION = "## Ledger at scale"
+SECTION = "### Ledger at scale: latest run of bench/ledger_scale_bench.py"
 LOOKUPS = 2000
 VERIFY_BASELINE = 1000
 
