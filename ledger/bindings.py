@@ -34,8 +34,11 @@ along a reorg in time proportional to the blocks involved. :meth:`Bindings.overl
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import msgpack
 
 from ledger.errors import LedgerError
 from ledger.index import IdentityTable
@@ -60,7 +63,7 @@ class NicknameTaken(LedgerError):
     """A record's nickname clashes with (shares a key with) another live identity's nickname."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IdentityState:
     """An identity key's latest record and where it was mined (``height``/``index`` None while pending)."""
 
@@ -68,6 +71,118 @@ class IdentityState:
     height: int | None
     index: int | None
     status: Status
+
+
+    @property
+    def expires(self) -> int:
+        return self.record.expires
+
+
+RecordFetch = Callable[[bytes], Record]
+
+
+class StoredMap:
+    """A dict-like map kept in the store: reads go to ``read`` (an SQLite point query) unless this process
+    changed the key since the store was last written; those changes sit in ``own`` (with tombstones) until
+    :meth:`persisted` is called after the store committed them. So memory holds only unwritten changes.
+    Iteration (rare: tests and diagnostics) merges ``scan`` with ``own``."""
+
+    def __init__(self, read: Callable[[Any], Any], scan: Callable[[], Iterable[tuple[Any, Any]]]) -> None:
+        self._read, self._scan = read, scan
+        self.own: dict[Any, Any] = {}
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        value = self.own.get(key, _MISSING)
+        if value is _MISSING:
+            value = self._read(key)
+            return default if value is None else value
+        return default if value is _DELETED else value
+
+    def __getitem__(self, key: Any) -> Any:
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.own[key] = value
+
+    def pop(self, key: Any, default: Any = None) -> Any:
+        value = self.get(key, _MISSING)
+        self.own[key] = _DELETED
+        return default if value is _MISSING else value
+
+    def __contains__(self, key: Any) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+    def items(self) -> list[tuple[Any, Any]]:
+        merged = dict(self._scan())
+        for key, value in self.own.items():
+            if value is _DELETED:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        return list(merged.items())
+
+    def keys(self) -> list[Any]:
+        return [k for k, _ in self.items()]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.keys())
+
+    def persisted(self) -> None:
+        """The store now holds every change: forget them here."""
+        self.own.clear()
+
+
+class StoredIdentityState(IdentityState):
+    """An identity's state restored from the store's checkpoint: what the indexes need (status, expiry, position)
+    is held; the record itself is read on demand by its id through ``fetch`` (the chain's lazy, cached bodies),
+    so memory does not hold every identity's record."""
+
+    __slots__ = ("_expires", "_fetch", "_record_id")
+    _record_id: bytes
+    _expires: int
+    _fetch: RecordFetch
+
+    def __init__(self, record_id: bytes, height: int, index: int, status: Status, expires: int,
+                 fetch: RecordFetch) -> None:
+        object.__setattr__(self, "height", height)
+        object.__setattr__(self, "index", index)
+        object.__setattr__(self, "status", status)
+        object.__setattr__(self, "_record_id", record_id)
+        object.__setattr__(self, "_expires", expires)
+        object.__setattr__(self, "_fetch", fetch)
+
+    @property  # type: ignore[override]
+    def record(self) -> Record:
+        return self._fetch(self._record_id)
+
+    @property
+    def record_id(self) -> bytes:
+        return self._record_id
+
+    @property
+    def expires(self) -> int:
+        return self._expires
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IdentityState):
+            return NotImplemented
+        return (state_row(self), self.status) == (state_row(other), other.status)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"StoredIdentityState({self._record_id.hex()[:16]}, {self.height}, {self.index}, {self.status})"
+
+
+def state_row(state: IdentityState) -> tuple[bytes, int, int, str, int]:
+    """The stored form of a mined identity state: ``(record id, height, index, status, expires)``."""
+    record_id = state.record_id if isinstance(state, StoredIdentityState) else state.record.id
+    if state.height is None or state.index is None:
+        raise ValueError("only mined identity states are stored")
+    return record_id, state.height, state.index, state.status, state.expires
 
 
 @dataclass(frozen=True)
@@ -120,6 +235,59 @@ class Bindings:
             self.identities = _Layer(_base.identities)
             self.by_ip = _Layer(_base.by_ip)
             self.by_nick = _Layer(_base.by_nick)
+
+    @classmethod
+    def restore(cls, params: NetworkParams, identities: Iterable[tuple[bytes, bytes, int, int, str, int]],
+                by_ip: StoredMap, by_nick: StoredMap, fetch: RecordFetch) -> Bindings:
+        """The state kept in the store (rows as written from :func:`state_row`), records read through ``fetch``;
+        the IP and nickname maps stay in the store (see :class:`StoredMap`)."""
+        state = cls(params)
+        states: dict[bytes, IdentityState] = {}
+        for fp, record_id, height, index, status, expires in identities:
+            if status not in ("live", "revoked", "rotated"):
+                raise LedgerError(f"stored identity {fp.hex()[:16]} has an unknown status {status!r:.20}")
+            states[fp] = StoredIdentityState(record_id, height, index, status, expires, fetch)  # type: ignore[arg-type]
+        state.identities.load(states)
+        state.by_ip = by_ip
+        state.by_nick = by_nick
+        return state
+
+    def persisted(self) -> None:
+        """The store committed every change so far (see :class:`StoredMap`)."""
+        for mapping in (self.by_ip, self.by_nick):
+            if isinstance(mapping, StoredMap):
+                mapping.persisted()
+
+    def code_of(self, mapping: Any) -> int:
+        """0, 1 or 2 for this state's identities, IP and nickname maps (the codes of stored undo logs)."""
+        return 0 if mapping is self.identities else 1 if mapping is self.by_ip else 2
+
+    def encode_undo(self, log: UndoLog) -> bytes:
+        """An undo log as bytes for the store (identity states by their record, see :meth:`decode_undo`)."""
+        out = []
+        for mapping, key, old in log:
+            code = self.code_of(mapping)
+            if old is _MISSING:
+                value: Any = None
+            elif code == 0:
+                value = [old.record.to_wire(), old.height, old.index, old.status]
+            else:
+                value = old
+            out.append([code, key, value])
+        return msgpack.packb(out, use_bin_type=True)
+
+    def decode_undo(self, blob: bytes) -> UndoLog:
+        maps = (self.identities, self.by_ip, self.by_nick)
+        log: UndoLog = []
+        for code, key, value in msgpack.unpackb(blob, raw=False):
+            if value is None:
+                old: Any = _MISSING
+            elif code == 0:
+                old = IdentityState(Record.from_wire(value[0]), value[1], value[2], value[3])
+            else:
+                old = value
+            log.append((maps[code], key, old))
+        return log
 
     def overlay(self) -> Bindings:
         """A copy-on-write view: records applied to it leave this state untouched. Valid until this state changes."""
@@ -185,7 +353,7 @@ class Bindings:
         if fp is None or fp == signer:
             return None
         state = self.identities.get(fp)
-        if state is None or state.status != "live" or state.record.expires + RECLAIM_GRACE_SECONDS <= lapse_at:
+        if state is None or state.status != "live" or state.expires + RECLAIM_GRACE_SECONDS <= lapse_at:
             return None
         return state
 
@@ -259,7 +427,7 @@ class Bindings:
         if fp is None:
             return None
         state = self.identities.get(fp)
-        if state is None or state.status != "live" or state.record.expires <= now:
+        if state is None or state.status != "live" or state.expires <= now:
             return None
         return BindingInfo(state.record, state.height, state.index)
 

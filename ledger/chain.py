@@ -29,15 +29,16 @@ operator accepts it. The per-block finality check is a bisection over the main c
 
 from __future__ import annotations
 
+import struct
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from ledger.bindings import Bindings, UndoLog
-from ledger.blocks import Block, BlockHeader, chain_preference
-from ledger.errors import LedgerError
+from ledger.bindings import Bindings, StoredMap, UndoLog
+from ledger.blocks import HEADER_FORMAT, Block, BlockHeader, chain_preference, work_for
+from ledger.errors import LedgerError, StoreError
 from ledger.merkle import merkle_path
 from ledger.params import NetworkParams
 from ledger.records import Record
@@ -47,6 +48,7 @@ MAX_ORPHANS = 256
 MAX_REMEMBERED_INVALID = 10_000
 MAX_HEADERS = 2000
 MAX_REMEMBERED_PRUNED = 10_000
+BODY_CACHE_BLOCKS = 256   # bodies of restored blocks kept in memory (lookups, proofs, serving peers)
 
 
 @dataclass(frozen=True)
@@ -139,22 +141,98 @@ class AddResult:
         return self.status in ("added", "duplicate")
 
 
+@dataclass
+class ChainChanges:
+    """What moved in the derived state since the last :meth:`Chain.take_changes`: the lowest main-chain height
+    that changed (None: none), the binding keys touched (``(map, key)`` with map 0 identities, 1 IPs,
+    2 nicknames) and the record ids whose location changed. A store writes the current values of these."""
+
+    main_from: int | None = None
+    bindings: set[tuple[int, Any]] = field(default_factory=set)
+    records: set[bytes] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return self.main_from is not None or bool(self.bindings) or bool(self.records)
+
+
+class BodySource(Protocol):
+    """Where a chain restored from a stored checkpoint reads block bodies on demand (the store)."""
+
+    def block_by_hash(self, block_hash: bytes) -> Block | None: ...
+
+
+class _Bodies:
+    """Block bodies read on demand for nodes restored without them, with a bounded LRU cache."""
+
+    def __init__(self, source: BodySource, limit: int = BODY_CACHE_BLOCKS) -> None:
+        self.source, self.limit = source, limit
+        self._cache: OrderedDict[bytes, Block] = OrderedDict()
+
+    def get(self, block_hash: bytes) -> Block:
+        block = self._cache.get(block_hash)
+        if block is not None:
+            self._cache.move_to_end(block_hash)
+            return block
+        block = self.source.block_by_hash(block_hash)
+        if block is None:
+            raise StoreError(f"block {block_hash.hex()[:16]} is missing from the store; run 'ledger verify', then "
+                             "move the store aside to resync")
+        # The header was checked when the chain was restored; the body must still be the one it commits to.
+        if block.hash != block_hash or block.computed_merkle_root() != block.header.merkle_root:
+            raise StoreError(f"stored {block.header.describe()} is damaged (its records do not match its header's "
+                             "Merkle root); run 'ledger verify', then move the store aside to resync")
+        self._cache[block_hash] = block
+        while len(self._cache) > self.limit:
+            self._cache.popitem(last=False)
+        return block
+
+
 class _Node:
-    """A block in the tree with its cumulative work; ``undo`` is set while it is on the main chain."""
+    """A block in the tree with its cumulative work; ``undo`` is set while it is on the main chain. A node
+    restored from a stored checkpoint holds only its packed header (parsed on demand) and reads its body
+    through ``bodies``, so a long restored chain costs a few hundred bytes a block."""
 
-    __slots__ = ("block", "children", "hash", "header", "height", "parent", "parked", "preference", "undo", "work")
+    __slots__ = ("_block", "_header", "_packed", "bodies", "children", "hash", "height", "parent", "parked", "undo",
+                 "work")
 
-    def __init__(self, block: Block, parent: _Node | None) -> None:
-        self.block = block
-        self.header = block.header
-        self.hash = block.hash
-        self.height = block.header.height
+    def __init__(self, block: Block | None, parent: _Node | None, *, restored: tuple[bytes, bytes, int] | None = None,
+                 bodies: _Bodies | None = None, unit_work: int = 0) -> None:
+        self._block = block
+        self.bodies = bodies
         self.parent = parent
-        self.work: int = (parent.work + block.header.work) if parent is not None else 0
-        self.preference = chain_preference(self.work, self.hash)
+        if block is not None:
+            self._header: BlockHeader | None = block.header
+            self._packed = b""
+            self.hash = block.header.hash
+            self.height = block.header.height
+            self.work: int = (parent.work + block.header.work) if parent is not None else 0
+        else:
+            assert restored is not None and parent is not None
+            self._header = None
+            self._packed, self.hash, self.height = restored
+            self.work = parent.work + unit_work
         self.children: list[_Node] = []
         self.undo: UndoLog | None = None
         self.parked: _Parked | None = None
+
+    @property
+    def header(self) -> BlockHeader:
+        header = self._header
+        if header is None:
+            header = BlockHeader.unpack(self._packed)
+            header.__dict__["hash"] = self.hash
+        return header
+
+    @property
+    def preference(self) -> tuple[int, int]:
+        return chain_preference(self.work, self.hash)
+
+    @property
+    def block(self) -> Block:
+        if self._block is not None:
+            return self._block
+        assert self.bodies is not None
+        return self.bodies.get(self.hash)
 
 
 class _Parked:
@@ -192,7 +270,7 @@ class Chain:
         self._nodes: dict[bytes, _Node] = {root.hash: root}
         self._main: list[_Node] = [root]
         self._tips: set[_Node] = {root}
-        self._record_loc: dict[bytes, tuple[int, int]] = {}
+        self._record_loc: Any = {}   # record id → (height, index): a dict, or a StoredMap once restored
         self._orphans: OrderedDict[bytes, Block] = OrderedDict()
         self._orphans_by_prev: dict[bytes, set[bytes]] = {}
         self._invalid: OrderedDict[bytes, str] = OrderedDict()
@@ -209,6 +287,8 @@ class Chain:
         self._load_final = -1
         self._source: str | None = None
         self._touched: set[_Parked] = set()
+        self.track_changes = False
+        self._changes = ChainChanges()
 
     # --- read access ---------------------------------------------------------------------------------------
 
@@ -428,6 +508,27 @@ class Chain:
                             blocks=parked.blocks, heavier=parked.tip.preference > main.preference,
                             source=parked.source)
 
+    def main_hash(self, height: int) -> bytes:
+        return self._main[height].hash
+
+    def main_header_bytes(self, height: int) -> bytes:
+        node = self._main[height]
+        return node._packed or node.header.packed
+
+    def undo_log(self, height: int) -> UndoLog | None:
+        """The undo log of the main-chain block at ``height`` (None for restored blocks at or below final)."""
+        return self._main[height].undo
+
+    def record_locations(self) -> Mapping[bytes, tuple[int, int]]:
+        return dict(self._record_loc.items())
+
+    def fork_height(self, block_hash: bytes) -> int | None:
+        """Height of the main-chain block where the branch holding ``block_hash`` leaves the main chain."""
+        node = self._nodes.get(block_hash)
+        while node is not None and not self._on_main(node):
+            node = node.parent
+        return node.height if node is not None else None
+
     def has_record(self, record_id: bytes) -> bool:
         """True if the record is in a main-chain block."""
         return record_id in self._record_loc
@@ -522,7 +623,7 @@ class Chain:
             raise LedgerError(f"{header.describe()} is dated {header.timestamp}, not after the median "
                               f"{median} of the blocks before it")
 
-    def _check_body(self, block: Block, trusted: bool) -> None:
+    def _check_body(self, block: Block, trusted: bool, presigned: Container[bytes] = ()) -> None:
         p, desc = self.params, block.header.describe()
         if len(block.records) > p.max_block_records:
             raise LedgerError(f"{desc} has {len(block.records)} records (at most {p.max_block_records})")
@@ -534,6 +635,8 @@ class Chain:
             raise LedgerError(f"{desc} contains the same record twice")
         if not trusted:
             for record in block.records:
+                if record.id in presigned:
+                    continue
                 try:
                     record.verify_signatures(p.name)
                 except LedgerError as exc:
@@ -596,13 +699,16 @@ class Chain:
 
     # --- adding blocks -------------------------------------------------------------------------------------
 
-    def add_block(self, block: Block, now: float, *, trusted: bool = False, source: str | None = None) -> AddResult:
+    def add_block(self, block: Block, now: float, *, trusted: bool = False, source: str | None = None,
+                  presigned: Container[bytes] = ()) -> AddResult:
         """Validate ``block`` and add it to the tree, switching to the preferred (most-work) branch that does not
         conflict with final history.
 
         ``trusted`` skips the signature and future-timestamp checks (only for blocks this node validated before
         and read back from its own store, possibly after the clock went back); every other rule is still checked.
         ``source`` (e.g. the peer's address) is remembered with a parked branch so the operator learns who sent it.
+        ``presigned`` holds ids of records whose signatures the caller already verified (``ledger verify`` checks
+        them in parallel processes); every other rule is still checked for them.
         """
         self._now, self._source = now, source
         block_hash = block.hash
@@ -636,7 +742,7 @@ class Chain:
         if self._advance_final(now):  # time may have made blocks final since the last block
             self._sweep_side_branches()
         self._touched = set()
-        error = self._accept(block, parent, trusted)
+        error = self._accept(block, parent, trusted, presigned)
         if error is not None:
             return self._reject(block_hash, error)
         result = AddResult("added", accepted=[block])
@@ -666,13 +772,13 @@ class Chain:
             self._invalid.popitem(last=False)
         return AddResult("invalid", reason)
 
-    def _accept(self, block: Block, parent: _Node, trusted: bool) -> str | None:
+    def _accept(self, block: Block, parent: _Node, trusted: bool, presigned: Container[bytes] = ()) -> str | None:
         """Linkage and body checks; on success the block joins the tree (parked if it conflicts with final
         history). Returns the reason on failure."""
         try:
             self._check_linkage(block.header, parent.height, self._median_from(parent))
             self._check_checkpoint(block)
-            self._check_body(block, trusted)
+            self._check_body(block, trusted, presigned)
         except LedgerError as exc:
             return str(exc)
         node = _Node(block, parent)
@@ -779,16 +885,111 @@ class Chain:
         self._main.append(node)
         for index, record in enumerate(records):
             self._record_loc[record.id] = (node.height, index)
+        if self.track_changes:
+            self._note_change(node, records)
 
     def _disconnect_to(self, fork: _Node) -> None:
         while self._main[-1] is not fork:
             node = self._main.pop()
             self._held.pop()
-            assert node.undo is not None
+            if node.undo is None:
+                raise LedgerError(f"{node.header.describe()} was restored from a stored checkpoint without its undo "
+                                  "log; the chain must be replayed from its blocks to disconnect it")
+            records = node.block.records
+            if self.track_changes:
+                self._note_change(node, records)
             self.bindings.undo(node.undo)
             node.undo = None
-            for record in node.block.records:
+            for record in records:
                 self._record_loc.pop(record.id, None)
+
+    def _note_change(self, node: _Node, records: Sequence[Record]) -> None:
+        changes, b = self._changes, self.bindings
+        if changes.main_from is None or node.height < changes.main_from:
+            changes.main_from = node.height
+        assert node.undo is not None
+        for mapping, key, _old in node.undo:
+            code = 0 if mapping is b.identities else 1 if mapping is b.by_ip else 2
+            changes.bindings.add((code, key))
+        changes.records.update(r.id for r in records)
+
+    def persisted(self) -> None:
+        """The store committed every change so far: maps kept in the store drop their copies of them."""
+        self.bindings.persisted()
+        if isinstance(self._record_loc, StoredMap):
+            self._record_loc.persisted()
+
+    def give_back_changes(self, changes: ChainChanges) -> None:
+        """Changes taken by :meth:`take_changes` that could not be written: the next write includes them."""
+        mine = self._changes
+        if changes.main_from is not None and (mine.main_from is None or changes.main_from < mine.main_from):
+            mine.main_from = changes.main_from
+        mine.bindings |= changes.bindings
+        mine.records |= changes.records
+
+    def take_changes(self) -> ChainChanges:
+        """The derived-state changes since the last call (tracked only while :attr:`track_changes` is set)."""
+        changes, self._changes = self._changes, ChainChanges()
+        return changes
+
+    def can_disconnect_to(self, height: int) -> bool:
+        """True if every main-chain block above ``height`` holds its undo log (restored blocks at or below the
+        final height do not: reopening them needs a replay)."""
+        return all(self._main[h].undo is not None for h in range(max(height, 0) + 1, len(self._main)))
+
+    def restore(self, headers: Sequence[tuple[bytes, bytes]], bodies: BodySource,
+                record_loc: StoredMap | dict[bytes, Any], bindings: Bindings, undo: Mapping[int, UndoLog],
+                finality: Mapping[str, Any] | None, now: float) -> None:
+        """Start from a stored checkpoint instead of replaying blocks: ``headers`` is the main chain above genesis
+        as ``(packed header, hash)`` (checked here: each links to the one before, with the right height, network
+        and target), ``bindings`` and ``record_loc`` the state at its tip, ``undo`` the undo logs of the blocks
+        above the final height. Bodies are read from ``bodies`` when needed. Raises :class:`LedgerError` if the
+        checkpoint does not fit together."""
+        if len(self._main) != 1:
+            raise LedgerError("a chain can only be restored while empty")
+        cache = _Bodies(bodies)
+        parent = self._main[0]
+        bits, network_id = self.params.difficulty_bits, self.params.network_id
+        unit = work_for(bits)
+        for packed, block_hash in headers:
+            try:
+                _v, net, height, prev_hash, _m, _t, target_bits, _n = HEADER_FORMAT.unpack(packed)
+            except (struct.error, TypeError):
+                raise LedgerError(f"stored header of block {parent.height + 1} is malformed") from None
+            if prev_hash != parent.hash or height != parent.height + 1 or target_bits != bits or net != network_id:
+                raise LedgerError(f"stored main chain breaks at block {parent.height + 1}")
+            node = _Node(None, parent, restored=(packed, block_hash, height), bodies=cache, unit_work=unit)
+            self._nodes[block_hash] = node
+            parent.children.append(node)
+            self._main.append(node)
+            parent = node
+        self._tips = {parent}
+        self.bindings = bindings
+        self._record_loc = record_loc
+        final_h = 0
+        held_hint: dict[bytes, float] = {}
+        if finality is not None:
+            checkpoint = finality.get("checkpoint")
+            if isinstance(checkpoint, list) and len(checkpoint) == 2:
+                self.set_checkpoint(int(checkpoint[0]), bytes(checkpoint[1]))
+            final_h = int(finality.get("final_height") or 0)
+            if final_h >= len(self._main) or self._main[final_h].hash != bytes(finality.get("final_hash") or b""):
+                raise LedgerError("the stored finality state does not name a block of the stored main chain")
+            held_hint = {bytes(h): float(t) for h, t in finality.get("held") or []}
+        self._held = [0.0] * len(self._main)
+        for h in range(final_h + 1, len(self._main)):
+            self._held[h] = max(held_hint.get(self._main[h].hash, now), self._held[h - 1])
+        self._final = final_h
+        self._advance_final(now)
+        for h in range(self._final + 1, len(self._main)):
+            log = undo.get(h)
+            if log is None:
+                raise LedgerError(f"the stored checkpoint lacks the undo log of block {h} above the final height")
+            node = self._main[h]
+            node.undo = log
+            if BlockHeader.unpack(node.header.packed).hash != node.hash:  # recomputed, not the stored hash
+                raise LedgerError(f"stored {node.header.describe()} does not hash to its stored hash")
+            cache.get(node.hash)  # the open part of the chain is read (and its bodies checked) now
 
     def _invalidate(self, node: _Node, reason: str) -> list[bytes]:
         """Remove ``node`` and its descendants from the tree and remember them as invalid."""
@@ -825,7 +1026,7 @@ class Chain:
     # --- whole-chain helpers -------------------------------------------------------------------------------
 
     def load(self, blocks: Sequence[Block], now: float, *, trusted: bool = True,
-             finality: Mapping[str, Any] | None = None) -> list[tuple[Block, str]]:
+             finality: Mapping[str, Any] | None = None, presigned: Container[bytes] = ()) -> list[tuple[Block, str]]:
         """Add stored blocks (parents first); returns the blocks that were refused, with the reason.
 
         ``finality`` is a saved :meth:`finality_state`: its checkpoint is pinned first, the blocks consistent with
@@ -846,7 +1047,7 @@ class Chain:
             first, rest = _split_by_final(blocks, final_hash)
         self._load_final = final_h
         for block in first:
-            result = self.add_block(block, now, trusted=trusted)
+            result = self.add_block(block, now, trusted=trusted, presigned=presigned)
             if result.status in ("invalid", "orphan"):
                 refused.append((block, result.reason))
         self._held_hint, self._load_final = {}, -1
@@ -854,7 +1055,7 @@ class Chain:
             self._final = max(self._final, final_h)
             self.advance_finality(now)
         for block in rest:
-            result = self.add_block(block, now, trusted=trusted)
+            result = self.add_block(block, now, trusted=trusted, presigned=presigned)
             if result.status in ("invalid", "orphan"):
                 refused.append((block, result.reason))
         if self._parked:

@@ -24,7 +24,7 @@ from ledger import own_record
 from ledger.chain import FinalityPolicy
 from ledger.client import LedgerClient, LookupNotFound
 from ledger.errors import LedgerError, StoreError
-from ledger.local_ledger import LocalLedger, store_path, stored_params, verify_store
+from ledger.local_ledger import LocalLedger, store_path, stored_params, verify_store, verify_workers
 from ledger.network_pin import find_pin, load_pin, pin_path, save_pin
 from ledger.node import LedgerNode, NodeConfig
 from ledger.params import (
@@ -477,7 +477,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not path.exists():
         raise CliError(f"there is no ledger of network '{network}' in {data_dir}")
     try:
-        report = verify_store(path)
+        report = verify_store(path, workers=verify_workers())
     except StoreError as exc:
         print(f"ledger: {exc}", file=sys.stderr)
         return 1

@@ -5,8 +5,9 @@ then persists, then returns, and only then calls the listeners (outside the lock
 peers before it is on disk:
 
 - :meth:`LocalLedger.submit_record` → True once the record is pending *and* written durably to the store;
-- :meth:`LocalLedger.receive_block` → :class:`~ledger.chain.AddResult`; accepted blocks are stored one
-  transaction each, and a reorg returns orphaned records to the pool;
+- :meth:`LocalLedger.receive_block` → :class:`~ledger.chain.AddResult`; accepted blocks are stored with the
+  derived state they change (the stored checkpoint a start loads instead of replaying) in one transaction per
+  call, or per 64 blocks inside :meth:`LocalLedger.batched`, and a reorg returns orphaned records to the pool;
 - listeners (:meth:`LocalLedger.add_listener`) hear about every accepted record and block, whatever its
   source (peer, local submit, own miner), so the network layer can announce from one place.
 
@@ -15,23 +16,31 @@ One process per data directory and network: a lock file (``flock``) refuses a se
 
 from __future__ import annotations
 
+import gc
 import logging
+import multiprocessing
+import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
+import msgpack
+
+from ledger.bindings import Bindings, StoredMap, state_row
 from ledger.blocks import Block, BlockHeader
-from ledger.chain import AddResult, Chain, FinalityPolicy, ParkedBranch
+from ledger.chain import AddResult, Chain, ChainChanges, FinalityPolicy, ParkedBranch
 from ledger.errors import LedgerError, StoreError
 from ledger.merkle import verify_merkle_path
 from ledger.miner import Miner
 from ledger.params import NetworkParams
 from ledger.pool import Mempool
 from ledger.records import ZERO_HASH, Record
-from ledger.store import Store
+from ledger.store import DerivedDelta, Store
+from ledger.verify_worker import verify_chunk
 from p2pchat.foundation import crypto
 
 try:
@@ -143,9 +152,41 @@ class VerifyReport:
         return head + " — INVALID:\n  " + "\n  ".join(self.problems)
 
 
-def verify_store(path: Path, params: NetworkParams | None = None, now: float | None = None) -> VerifyReport:
+VERIFY_CHUNK_BLOCKS = 200
+
+
+def verify_workers() -> int:
+    """Processes ``ledger verify`` checks signatures in: one per core."""
+    return max(1, os.cpu_count() or 1)
+
+
+class _Presigned:
+    """Record ids whose signatures worker processes verified, pulled in order as the replay asks for them: asking
+    about a record waits only for the batch holding its block, so the rules replay while later batches are
+    still being verified."""
+
+    def __init__(self, results: Iterator[list[bytes]], chunk_of: dict[bytes, int]) -> None:
+        self._results, self._chunk_of = results, chunk_of
+        self._ids: set[bytes] = set()
+        self._done = 0
+
+    def __contains__(self, record_id: object) -> bool:
+        chunk = self._chunk_of.get(record_id) if isinstance(record_id, bytes) else None
+        if chunk is None:
+            return False
+        while self._done <= chunk:
+            self._ids.update(next(self._results))
+            self._done += 1
+        return record_id in self._ids
+
+
+def verify_store(path: Path, params: NetworkParams | None = None, now: float | None = None, *,
+                 workers: int = 1) -> VerifyReport:
     """Revalidate the store at ``path`` from genesis (all rules, all signatures). Raises :class:`StoreError`
-    if the file cannot be read at all; rule violations are reported in the result."""
+    if the file cannot be read at all; rule violations are reported in the result.
+
+    With ``workers`` > 1, record signatures are verified in that many processes, a batch of blocks at a time,
+    while this process parses the blocks; the binding rules then replay in order with every other check."""
     now = time.time() if now is None else now
     with Store(path) as store:
         stored = store.load_params()
@@ -160,26 +201,87 @@ def verify_store(path: Path, params: NetworkParams | None = None, now: float | N
             report.ok = False
             report.problems.append(f"the store holds {stored.describe()}, not {params.describe()}")
             return report
-        blocks, damaged = store.load_blocks_lenient()
+        rows = store.raw_block_rows()
         pending = store.load_pending()
         finality = store.load_finality()
+    pool = None
+    presigned: Container[bytes] = ()
+    if workers > 1 and rows:
+        # Forked when this process runs one thread (the `ledger verify` command: no interpreter start, no imports);
+        # spawned otherwise, since forking a process with threads (a node) can copy a lock held mid-operation.
+        method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() \
+            else "spawn"
+        pool = multiprocessing.get_context(method).Pool(workers)
+        tasks = [(stored.name, [r[2] for r in rows[i:i + VERIFY_CHUNK_BLOCKS]])
+                 for i in range(0, len(rows), VERIFY_CHUNK_BLOCKS)]
+        results = pool.imap(verify_chunk, tasks)
+    try:
+        blocks: list[Block] = []
+        damaged: list[tuple[int, str]] = []
+        chunk_of: dict[bytes, int] = {}
+        for i, (n, header, records) in enumerate(rows):
+            try:
+                block = Block.from_wire({"header": header, "records": msgpack.unpackb(records, raw=False)})
+            except (LedgerError, ValueError, TypeError, msgpack.UnpackException) as exc:
+                damaged.append((n, str(exc)))
+                continue
+            blocks.append(block)
+            for record in block.records:
+                chunk_of[record.id] = i // VERIFY_CHUNK_BLOCKS
+        del rows
+        if pool is not None:
+            presigned = _Presigned(results, chunk_of)
+        chain = Chain(stored)
+        refused = chain.load(blocks, now, trusted=False, finality=finality, presigned=presigned)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
     for n, reason in damaged:
         report.ok = False
         report.problems.append(f"stored block row #{n} is damaged: {reason}")
-    chain = Chain(stored)
-    for block, reason in chain.load(blocks, now, trusted=False, finality=finality):
+    for block, reason in refused:
         report.ok = False
         report.problems.append(f"stored {block.header.describe()}: {reason}")
-    pool = Mempool(stored)
+    mempool = Mempool(stored)
     for record in pending:
         try:
-            pool.add(record, chain, now)
+            mempool.add(record, chain, now)
         except LedgerError as exc:
             report.problems.append(f"pending record no longer valid (will be dropped): {exc}")
     report.height, report.tip, report.blocks = chain.height, chain.tip_hash.hex(), len(blocks)
     report.records = sum(len(b.records) for b in chain.main_blocks())
-    report.pending = len(pool)
+    report.pending = len(mempool)
     return report
+
+
+BATCH_BLOCKS = 64   # accepted blocks written per transaction while a sync catches up (LocalLedger.batched)
+
+
+class _Unsaved:
+    """Accepted blocks and what they changed, not yet written (see :meth:`LocalLedger.batched`)."""
+
+    def __init__(self) -> None:
+        self.to_save: dict[bytes, Block] = {}
+        self.deleted: list[bytes] = []
+        self.dropped: set[bytes] = set()
+        self.results: list[tuple[AddResult, float]] = []
+        self.final_moved = self.became_tip = False
+
+    def __len__(self) -> int:
+        return len(self.to_save)
+
+    def note(self, result: AddResult, now: float) -> None:
+        self.results.append((result, now))
+        gone = [*result.invalidated, *result.pruned]
+        for h in gone:
+            self.to_save.pop(h, None)
+        self.deleted.extend(gone)
+        self.dropped.update(gone)
+        invalid = set(result.invalidated)
+        self.to_save.update((b.hash, b) for b in result.accepted if b.hash not in invalid)
+        self.final_moved |= result.final_moved
+        self.became_tip |= result.became_tip
 
 
 class LocalLedger:
@@ -202,6 +304,8 @@ class LocalLedger:
         self._on_mined: Callable[[Block], None] | None = None
         self._miner: Miner | None = None
         self._closed = False
+        self._unsaved = _Unsaved()
+        self._batch_thread: int | None = None
         self._lock_file = self._take_process_lock()
         try:
             self.store = Store(self.path, recover=recover)
@@ -248,30 +352,28 @@ class LocalLedger:
                              f"{self.params.describe()} (the difficulty only applies when a network is created; "
                              "drop --difficulty or use another --data-dir)")
         now = self.clock()
-        self.chain = Chain(self.params, self.finality)
         self.pool = Mempool(self.params)
-        blocks, damaged = self.store.load_blocks_lenient()
-        if damaged:
-            for n, reason in damaged:
-                self.load_problems.append(f"stored block row #{n} is damaged: {reason}")
-                log.warning("dropping damaged stored block row #%d: %s", n, reason)
-            self.store.delete_rows(n for n, _ in damaged)
         finality = self.store.load_finality()
-        if self._checkpoint is not None:
-            if finality is not None and finality.get("checkpoint") not in (None, list(self._checkpoint)):
-                raise StoreError(f"{self.path} was started from another checkpoint than "
-                                 f"{self._checkpoint[1].hex()[:16]}; use another --data-dir")
-            self.chain.set_checkpoint(*self._checkpoint)
-        refused = self.chain.load(blocks, now, trusted=True, finality=finality)
-        if refused:
-            for block, reason in refused:
-                self.load_problems.append(f"stored {block.header.describe()} refused: {reason}")
-                log.warning("dropping stored %s: %s", block.header.describe(), reason)
-            self.store.delete_blocks(b.hash for b, _ in refused)
-        refused_hashes = {b.hash for b, _ in refused}
-        dropped = [b.hash for b in blocks if b.hash not in self.chain and b.hash not in refused_hashes]
-        if dropped:  # parked branches beyond the bounds, e.g. after the policy was tightened
-            self.store.delete_blocks(dropped)
+        if self._checkpoint is not None and finality is not None \
+                and finality.get("checkpoint") not in (None, list(self._checkpoint)):
+            raise StoreError(f"{self.path} was started from another checkpoint than "
+                             f"{self._checkpoint[1].hex()[:16]}; use another --data-dir")
+        empty = not self.store.has_blocks() and self.store.load_derived_meta() is None
+        # Loading creates objects by the hundred thousand and frees none: the cyclic collector would rescan the
+        # growing heap again and again (superlinear), so it waits until the load is done.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            why = None if empty else self._restore_checkpoint(finality, now)
+            self.rebuilt_checkpoint = why
+            if why is not None or empty:
+                if why is not None:
+                    log.warning("%s: %s; rebuilding it once by replaying the stored blocks", self.path, why)
+                self._replay(finality, now)
+        finally:
+            if collecting:
+                gc.enable()
+        self.chain.track_changes = True
         self._save_finality()
         for parked in self.chain.parked_alerts():
             log.warning("stored %s; this node keeps its final history (accept it with 'ledger reorg --accept "
@@ -340,48 +442,211 @@ class LocalLedger:
     def receive_block(self, block: Block, now: float, *, source: str | None = None) -> AddResult:
         """Validate and add a block (from a peer or the miner); accepted blocks are persisted before return.
         ``source`` names the sender (e.g. the peer's address) in the warning about a parked branch."""
+        return self.receive_blocks([block], now, source=source)[0]
+
+    def receive_blocks(self, blocks: Sequence[Block], now: float, *, source: str | None = None) -> list[AddResult]:
+        """Add several blocks (a sync batch, parents first) and persist everything they changed in one SQLite
+        transaction before returning; one result per block. A crash leaves all of the batch stored or none of
+        it, and the stored derived state always matches the stored blocks. Inside :meth:`batched` on this
+        thread, the write waits for the batch (see there)."""
         with self.lock:
             self._check_open()
-            result = self.chain.add_block(block, now, source=source)
-            if result.status != "added":
+            results = []
+            for block in blocks:
+                result = self.chain.add_block(block, now, source=source)
+                results.append(result)
                 if result.status == "invalid":
                     log.info("refused %s: %s", block.header.describe(), result.reason)
-                return result
-            invalid = set(result.invalidated)
-            to_save = [b for b in result.accepted if b.hash not in invalid]
-            if result.invalidated or result.pruned:
-                self.store.delete_blocks([*result.invalidated, *result.pruned])
-            finality = self.chain.finality_state() if result.became_tip or result.final_moved else None
-            for i, accepted in enumerate(to_save):
-                # The finality state rides in the last block's transaction: one write per block, as before.
-                self.store.save_block(accepted, finality if i == len(to_save) - 1 else None)
-            if finality is not None and not to_save:
-                self.store.save_finality(finality)
-            for parked in result.parked:
-                # Once when a branch first outweighs the main chain, then at most once a minute while it grows.
-                last = self._parked_warned.get(parked.fork_hash)
-                if last is not None and now - last < PARKED_WARNING_INTERVAL:
-                    continue
-                if len(self._parked_warned) >= 64:
-                    self._parked_warned.clear()
-                self._parked_warned[parked.fork_hash] = now
-                log.warning("PARKED %s. This node keeps its final history; check the branch and accept it only "
-                            "deliberately: ledger reorg --accept %s", parked.describe(), parked.tip_hash.hex())
+                self._unsaved.note(result, now)
+            deferred = self._batch_thread == threading.get_ident() and len(self._unsaved) < BATCH_BLOCKS
+            notify = [] if deferred else self._flush()
+        self._notify(notify)
+        return results
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Blocks received on this thread inside the ``with`` are written together: one transaction per
+        :data:`BATCH_BLOCKS` accepted blocks and one at the end (sync catching up). Until then a crash loses
+        them together — the store always holds a valid prefix — and listeners hear of them only once written,
+        so nothing is announced before it is on disk. Another thread's write flushes the batch first."""
+        with self.lock:
+            if self._batch_thread is not None:
+                raise RuntimeError("batched() does not nest")
+            self._batch_thread = threading.get_ident()
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._batch_thread = None
+                notify = self._flush() if not self._closed else []
+            self._notify(notify)
+
+    def _flush(self) -> list[tuple[Block, AddResult]]:
+        """Write what the accepted blocks changed (lock held); returns the listener calls to make afterwards."""
+        unsaved, self._unsaved = self._unsaved, _Unsaved()
+        changes = self.chain.take_changes()
+        if unsaved.to_save or unsaved.deleted or changes or unsaved.final_moved:
+            finality = self.chain.finality_state() if unsaved.became_tip or unsaved.final_moved else None
+            derived = self._derived_delta(changes) if changes or unsaved.final_moved else None
+            try:
+                self.store.save_blocks(list(unsaved.to_save.values()), finality, derived, deleted=unsaved.deleted)
+            except StoreError:
+                self.chain.give_back_changes(changes)
+                raise
+            self.chain.persisted()
+        for result, now in unsaved.results:
+            self._warn_parked(result, now)
             if result.became_tip:
                 returned = self.pool.on_reorg(result.connected, result.disconnected, self.chain, now)
                 if result.disconnected:
                     log.info("reorg: %d blocks disconnected, %d connected, %d records back in the pool",
                              len(result.disconnected), len(result.connected), len(returned))
-                self._persist_pool()
-                if self._miner is not None:
-                    self._miner.wake()
+        if unsaved.became_tip:
+            self._persist_pool()
+            if self._miner is not None:
+                self._miner.wake()
+        return [(accepted, result) for result, _ in unsaved.results if result.status == "added"
+                for accepted in result.accepted if accepted.hash not in unsaved.dropped]
+
+    def _notify(self, calls: list[tuple[Block, AddResult]]) -> None:
+        if not calls:
+            return
+        with self.lock:
             listeners = list(self._block_listeners)
-        for accepted in result.accepted:
+        for block, result in calls:
             for listener in listeners:
-                listener(accepted, result)
-        return result
+                listener(block, result)
+
+    def _warn_parked(self, result: AddResult, now: float) -> None:
+        for parked in result.parked:
+            # Once when a branch first outweighs the main chain, then at most once a minute while it grows.
+            last = self._parked_warned.get(parked.fork_hash)
+            if last is not None and now - last < PARKED_WARNING_INTERVAL:
+                continue
+            if len(self._parked_warned) >= 64:
+                self._parked_warned.clear()
+            self._parked_warned[parked.fork_hash] = now
+            log.warning("PARKED %s. This node keeps its final history; check the branch and accept it only "
+                        "deliberately: ledger reorg --accept %s", parked.describe(), parked.tip_hash.hex())
+
+    # --- stored checkpoint (derived state) -------------------------------------------------------------------
+
+    def _derived_delta(self, changes: ChainChanges, *, full: bool = False) -> DerivedDelta:
+        """The stored derived state's changes: current values of what ``changes`` names (everything if ``full``)."""
+        chain = self.chain
+        bindings = chain.bindings
+        delta = DerivedDelta(tip_height=chain.height, tip_hash=chain.tip_hash, reset=full,
+                             undo_upto=chain.final_height)
+        low = 1 if full else changes.main_from
+        if low is not None:
+            delta.main = [(h, chain.main_hash(h), chain.main_header_bytes(h)) for h in range(max(low, 1),
+                                                                                          chain.height + 1)]
+            for h in range(max(low, chain.final_height + 1, 1), chain.height + 1):
+                undo = chain.undo_log(h)
+                assert undo is not None
+                delta.undo[h] = bindings.encode_undo(undo)
+        if full:
+            delta.record_loc = dict(chain.record_locations())
+            delta.identities = {fp: state_row(st) for fp, st in bindings.identities.items()}
+            delta.ips = dict(bindings.by_ip)
+            delta.nicks = dict(bindings.by_nick)
+            return delta
+        for rid in changes.records:
+            delta.record_loc[rid] = chain.record_location(rid)
+        for code, key in changes.bindings:
+            if code == 0:
+                state = bindings.identities.get(key)
+                delta.identities[key] = state_row(state) if state is not None else None
+            elif code == 1:
+                delta.ips[key] = bindings.by_ip.get(key)
+            else:
+                delta.nicks[key] = bindings.by_nick.get(key)
+        return delta
+
+    def _fetch_record(self, record_id: bytes) -> Record:
+        """A main-chain record by id, read through the chain's cached block bodies (for restored bindings)."""
+        loc = self.chain.record_location(record_id)
+        block = self.chain.main_at(loc[0]) if loc is not None else None
+        if loc is None or block is None or loc[1] >= len(block.records) or block.records[loc[1]].id != record_id:
+            raise StoreError(f"record {record_id.hex()[:16]} of the stored binding state is not where the store "
+                             f"says; run 'ledger verify' and restart (the checkpoint will be rebuilt)")
+        return block.records[loc[1]]
+
+    def _restore_checkpoint(self, finality: dict[str, Any] | None, now: float) -> str | None:
+        """Start from the stored derived state; returns why it cannot be used (then the caller replays)."""
+        store = self.store
+        meta = store.load_derived_meta()
+        if meta is None:
+            return "the store has no checkpoint of its derived state (written by an older version, or new)"
+        try:
+            rows = store.main_chain_rows()
+            if len(rows) != meta["height"] or (rows and (rows[-1][0] != meta["height"] or rows[-1][1] != meta["tip"])):
+                return "the stored checkpoint does not match the stored main chain"
+            if finality is not None and finality.get("final_height", 0) > meta["height"]:
+                return "the stored finality state is above the stored checkpoint"
+            headers = [(header, block_hash) for _, block_hash, header in rows]
+            by_ip = StoredMap(lambda key: store.binding_value("bind_ip", key), lambda: store.binding_rows("bind_ip"))
+            by_nick = StoredMap(lambda key: store.binding_value("bind_nick", key),
+                                lambda: store.binding_rows("bind_nick"))
+            bindings = Bindings.restore(self.params, store.identity_rows(), by_ip, by_nick, self._fetch_record)
+            undo = {h: bindings.decode_undo(blob) for h, blob in store.undo_rows().items()}
+            record_loc = StoredMap(store.record_loc, store.record_loc_rows)
+            chain = Chain(self.params, self.finality)
+            if self._checkpoint is not None:
+                chain.set_checkpoint(*self._checkpoint)
+            chain.restore(headers, store, record_loc, bindings, undo, finality, now)
+        except (LedgerError, StoreError, ValueError, TypeError, KeyError, IndexError,
+                msgpack.UnpackException) as exc:
+            return f"the stored checkpoint is inconsistent ({exc})"
+        self.chain = chain
+        side, damaged = store.side_blocks()
+        if damaged:
+            for n, reason in damaged:
+                self.load_problems.append(f"stored block row #{n} is damaged: {reason}")
+                log.warning("dropping damaged stored block row #%d: %s", n, reason)
+            store.delete_rows(n for n, _ in damaged)
+        chain.track_changes = True
+        refused = [(b, r.reason) for b in side for r in [chain.add_block(b, now, trusted=True)]
+                   if r.status in ("invalid", "orphan")]
+        self._drop_refused(side, refused)
+        changes = chain.take_changes()
+        if changes:  # a stored side branch moved the main chain (e.g. the finality policy changed)
+            store.write_derived(self._derived_delta(changes), chain.finality_state())
+            chain.persisted()
+        return None
+
+    def _drop_refused(self, blocks: Sequence[Block], refused: list[tuple[Block, str]]) -> None:
+        if refused:
+            for block, reason in refused:
+                self.load_problems.append(f"stored {block.header.describe()} refused: {reason}")
+                log.warning("dropping stored %s: %s", block.header.describe(), reason)
+            self.store.delete_blocks(b.hash for b, _ in refused)
+        refused_hashes = {b.hash for b, _ in refused}
+        dropped = [b.hash for b in blocks if b.hash not in self.chain and b.hash not in refused_hashes]
+        if dropped:  # parked branches beyond the bounds, e.g. after the policy was tightened
+            self.store.delete_blocks(dropped)
+
+    def _replay(self, finality: dict[str, Any] | None, now: float) -> None:
+        """Rebuild the chain by replaying every stored block, then rewrite the stored derived state."""
+        self.chain = Chain(self.params, self.finality)
+        blocks, damaged = self.store.load_blocks_lenient()
+        if damaged:
+            for n, reason in damaged:
+                self.load_problems.append(f"stored block row #{n} is damaged: {reason}")
+                log.warning("dropping damaged stored block row #%d: %s", n, reason)
+            self.store.delete_rows(n for n, _ in damaged)
+        if self._checkpoint is not None:
+            self.chain.set_checkpoint(*self._checkpoint)
+        refused = self.chain.load(blocks, now, trusted=True, finality=finality)
+        self._drop_refused(blocks, refused)
+        self.chain.track_changes = True
+        self.chain.take_changes()
+        self.store.write_derived(self._derived_delta(ChainChanges(), full=True), self.chain.finality_state())
 
     def _save_finality(self) -> None:
+        if self._unsaved.results:
+            self._unsaved.final_moved = True  # written with the batch: never name a block not yet stored
+            return
         self.store.save_finality(self.chain.finality_state())
 
     # --- finality ------------------------------------------------------------------------------------------
@@ -414,6 +679,7 @@ class LocalLedger:
             raise LedgerError("give at least 8 hex digits of a parked block's hash (see 'ledger reorg --list')")
         with self.lock:
             self._check_open()
+            notify = self._flush()  # a batch in progress is written first: the reorg below writes on top of it
             matches = {b.tip_hash for b in self.chain.parked_branches() if b.tip_hash.hex().startswith(prefix)}
             if not matches and len(prefix) == 64 and self.chain.parked_branch_of(bytes.fromhex(prefix)):
                 matches = {bytes.fromhex(prefix)}  # any block of a parked branch, e.g. as named in a warning
@@ -423,11 +689,22 @@ class LocalLedger:
             if len(matches) > 1:
                 raise LedgerError(f"{prefix} matches several parked branches; give more digits")
             tip = matches.pop()
+            fork = self.chain.fork_height(tip)
+            if fork is not None and not self.chain.can_disconnect_to(fork):
+                # Final blocks restored from the checkpoint carry no undo logs: replay to reopen them.
+                log.warning("reopening final history below the stored checkpoint: replaying the stored blocks")
+                self._replay(self.store.load_finality(), now)
+                self.chain.track_changes = True
             before = self.chain.parked_branch_of(tip)
             result = self.chain.accept_branch(tip, now)
-            if result.invalidated or result.pruned:
-                self.store.delete_blocks([*result.invalidated, *result.pruned])
-            self._save_finality()
+            changes = self.chain.take_changes()
+            try:
+                self.store.save_blocks([], self.chain.finality_state(), self._derived_delta(changes),
+                                       deleted=[*result.invalidated, *result.pruned])
+            except StoreError:
+                self.chain.give_back_changes(changes)
+                raise
+            self.chain.persisted()
             if result.became_tip:
                 self.pool.on_reorg(result.connected, result.disconnected, self.chain, now)
                 self._persist_pool()
@@ -435,6 +712,7 @@ class LocalLedger:
                         "%d connected", before.describe() if before else tip.hex()[:16], self.chain.height,
                         self.chain.tip_hash.hex()[:16], len(result.disconnected), len(result.connected))
             listeners = list(self._block_listeners)
+        self._notify(notify)
         for block in result.connected:
             for listener in listeners:
                 listener(block, result)
@@ -637,6 +915,11 @@ class LocalLedger:
             if self._closed:
                 return
             self._closed = True
+            if self._unsaved.results:
+                try:
+                    self._flush()   # blocks of an open batch: stored, but no longer announced
+                except StoreError as exc:
+                    log.warning("closing the ledger lost the last unwritten blocks: %s", exc)
             self.store.close()
             self._release_process_lock()
 

@@ -1062,10 +1062,12 @@ class LedgerNode:
         self._ctx.bulk = True
         self._ctx.source = peer
         try:
-            for block in blocks:
-                if self._receive(peer, block, requested=True) == "invalid":
-                    peer.download.clear()
-                    return
+            # --- store batching (issue 12): the batch is written in one transaction per 64 blocks ---
+            with self.ledger.batched():
+                for block in blocks:
+                    if self._receive(peer, block, requested=True) == "invalid":
+                        peer.download.clear()
+                        return
         finally:
             self._ctx.bulk = False
             self._ctx.source = None

@@ -1,8 +1,9 @@
 """SQLite store of a node's blocks, pending records and network parameters.
 
-Crash safety: the database runs in WAL mode and every block is written in its own transaction (pending-pool
-changes in another), so a process killed at any instant leaves the file with a prefix of the blocks it
-accepted, each complete; blocks are stored in acceptance order (parents before children), so reloading them
+Crash safety: the database runs in WAL mode and every batch of accepted blocks is written in one transaction
+together with what it changed in the derived state (:class:`DerivedDelta`; pending-pool changes in another), so
+a process killed at any instant leaves the file with a prefix of the blocks it accepted, each complete, and a
+stored checkpoint that matches them; blocks are stored in acceptance order (parents before children), so reloading them
 rebuilds the same block tree. ``synchronous=NORMAL`` makes block commits cheap (no fsync per block): they
 survive a killed process, and after a power loss the file is still consistent but may miss the last blocks,
 which peers resend. Pending records are written with ``synchronous=FULL`` before they are acknowledged, so an
@@ -21,7 +22,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ from ledger.records import Record
 
 log = logging.getLogger(__name__)
 APPLICATION_ID = 0x50324C47  # "P2LG"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -42,6 +44,22 @@ CREATE TABLE blocks (n INTEGER PRIMARY KEY AUTOINCREMENT, hash BLOB NOT NULL UNI
                      header BLOB NOT NULL, records BLOB NOT NULL);
 CREATE TABLE pending (n INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL UNIQUE, record BLOB NOT NULL);
 """
+# Schema 2: state derived from the main chain, kept in step with ``blocks`` (same transactions), so a start loads
+# it instead of replaying history (see docs/ledger.md, "Stored checkpoint"). A schema-1 file gains these tables
+# empty and is rebuilt once by replay.
+_DERIVED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS main_chain (height INTEGER PRIMARY KEY, hash BLOB NOT NULL, header BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS record_loc (id BLOB PRIMARY KEY, height INTEGER NOT NULL, idx INTEGER NOT NULL)
+    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bind_id (fp BLOB PRIMARY KEY, record_id BLOB NOT NULL, height INTEGER NOT NULL,
+                                    idx INTEGER NOT NULL, status TEXT NOT NULL, expires INTEGER NOT NULL)
+    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bind_ip (ip TEXT PRIMARY KEY, fp BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bind_nick (key TEXT PRIMARY KEY, fp BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS undo (height INTEGER PRIMARY KEY, log BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS side (hash BLOB PRIMARY KEY) WITHOUT ROWID;
+"""
+DERIVED_FORMAT = 1
 _COLUMNS = {"meta": {"key", "value"}, "blocks": {"n", "hash", "height", "header", "records"},
             "pending": {"n", "id", "record"}}
 _TABLES = set(_COLUMNS)
@@ -57,6 +75,66 @@ def _lenient_text(data: bytes) -> str:
 
 def _unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=True)
+
+
+@dataclass
+class DerivedDelta:
+    """Changes to the stored derived state (see the schema-2 tables), written with the blocks that caused them.
+
+    A value of None deletes the row. ``main`` holds ``(height, hash, packed header)`` of main-chain rows to
+    (re)write and ``tip_height`` the new top: rows above it are deleted. ``undo_upto`` drops undo logs of blocks
+    at or below it (they became final). ``reset`` clears every derived table first (a rebuild by replay)."""
+
+    tip_height: int
+    tip_hash: bytes
+    main: list[tuple[int, bytes, bytes]] = field(default_factory=list)
+    record_loc: dict[bytes, tuple[int, int] | None] = field(default_factory=dict)
+    identities: dict[bytes, tuple[bytes, int, int, str, int] | None] = field(default_factory=dict)
+    ips: dict[str, bytes | None] = field(default_factory=dict)
+    nicks: dict[str, bytes | None] = field(default_factory=dict)
+    undo: dict[int, bytes | None] = field(default_factory=dict)
+    undo_upto: int = -1
+    reset: bool = False
+
+    def statements(self) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        if self.reset:
+            for table in ("main_chain", "record_loc", "bind_id", "bind_ip", "bind_nick", "undo", "side"):
+                yield f"DELETE FROM {table}", ()
+            yield "INSERT INTO side(hash) SELECT hash FROM blocks", ()
+        # ``side`` lists the stored blocks off the main chain, so a start finds them without scanning ``blocks``.
+        low = min((h for h, _, _ in self.main), default=self.tip_height + 1)
+        yield "INSERT OR IGNORE INTO side(hash) SELECT hash FROM main_chain WHERE height >= ?", (low,)
+        yield "DELETE FROM main_chain WHERE height >= ?", (low,)
+        for height, block_hash, header in self.main:
+            yield "INSERT INTO main_chain(height, hash, header) VALUES(?, ?, ?)", (height, block_hash, header)
+            yield "DELETE FROM side WHERE hash=?", (block_hash,)
+        for rid, loc in self.record_loc.items():
+            if loc is None:
+                yield "DELETE FROM record_loc WHERE id=?", (rid,)
+            else:
+                yield "INSERT OR REPLACE INTO record_loc(id, height, idx) VALUES(?, ?, ?)", (rid, *loc)
+        for fp, row in self.identities.items():
+            if row is None:
+                yield "DELETE FROM bind_id WHERE fp=?", (fp,)
+            else:
+                yield ("INSERT OR REPLACE INTO bind_id(fp, record_id, height, idx, status, expires) "
+                       "VALUES(?, ?, ?, ?, ?, ?)", (fp, *row))
+        for table, column, changes in (("bind_ip", "ip", self.ips), ("bind_nick", "key", self.nicks)):
+            for key, holder in changes.items():
+                if holder is None:
+                    yield f"DELETE FROM {table} WHERE {column}=?", (key,)
+                else:
+                    yield f"INSERT OR REPLACE INTO {table}({column}, fp) VALUES(?, ?)", (key, holder)
+        for height, log_blob in self.undo.items():
+            if log_blob is None:
+                yield "DELETE FROM undo WHERE height=?", (height,)
+            else:
+                yield "INSERT OR REPLACE INTO undo(height, log) VALUES(?, ?)", (height, log_blob)
+        yield "DELETE FROM undo WHERE height > ?", (self.tip_height,)
+        if self.undo_upto >= 0:
+            yield "DELETE FROM undo WHERE height <= ?", (self.undo_upto,)
+        yield ("INSERT OR REPLACE INTO meta(key, value) VALUES('derived', ?)",
+               (_pack({"format": DERIVED_FORMAT, "height": self.tip_height, "tip": self.tip_hash}),))
 
 
 class _Damaged(Exception):
@@ -162,6 +240,9 @@ class Store:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            for statement in _DERIVED_SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
@@ -183,6 +264,20 @@ class Store:
             row = conn.execute("SELECT value FROM meta WHERE key='params'").fetchone()
             if row is not None:
                 _decode_params(row[0], path)
+            derived_tables = {"main_chain", "record_loc", "bind_id", "bind_ip", "bind_nick", "undo", "side"}
+            main_columns = {r[1] for r in conn.execute("PRAGMA table_info(main_chain)")}
+            if "main_chain" in tables and "header" not in main_columns:
+                conn.execute("DROP TABLE main_chain")  # an early development layout: rebuilt by replay
+                tables.discard("main_chain")
+            if version < SCHEMA_VERSION or not derived_tables <= tables:
+                # Upgrade: add the derived-state tables (empty, so the next load rebuilds them once by replay).
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _DERIVED_SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("DELETE FROM meta WHERE key='derived'")
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                conn.execute("COMMIT")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise StoreError(f"the ledger database {path} cannot use write-ahead logging (mode {mode})")
@@ -264,19 +359,39 @@ class Store:
 
     # --- blocks --------------------------------------------------------------------------------------------
 
-    def save_block(self, block: Block, finality: dict[str, Any] | None = None) -> None:
+    def save_block(self, block: Block, finality: dict[str, Any] | None = None,
+                   derived: DerivedDelta | None = None) -> None:
         """Append one block in its own transaction (a block already stored is ignored), with the chain's
-        finality state in the same transaction when given."""
-        records = _pack([r.to_wire() for r in block.records])
-        statements: list[tuple[str, tuple[Any, ...]]] = [
-            ("INSERT OR IGNORE INTO blocks(hash, height, header, records) VALUES(?, ?, ?, ?)",
-             (block.hash, block.height, block.header.packed, records))]
+        finality state and derived-state changes in the same transaction when given."""
+        self.save_blocks([block], finality, derived)
+
+    def save_blocks(self, blocks: Sequence[Block], finality: dict[str, Any] | None = None,
+                    derived: DerivedDelta | None = None, deleted: Iterable[bytes] = ()) -> None:
+        """Append blocks, delete blocks, and write the finality state and the derived-state changes
+        (:class:`DerivedDelta`), all in one transaction: a crash leaves all of it or none."""
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        for h in deleted:
+            statements += [("DELETE FROM blocks WHERE hash=?", (h,)), ("DELETE FROM side WHERE hash=?", (h,))]
+        for block in blocks:
+            statements.append(("INSERT OR IGNORE INTO blocks(hash, height, header, records) VALUES(?, ?, ?, ?)",
+                               (block.hash, block.height, block.header.packed,
+                                _pack([r.to_wire() for r in block.records]))))
+            statements.append(("INSERT OR IGNORE INTO side(hash) VALUES(?)", (block.hash,)))
         if finality is not None:
             statements.append(("INSERT OR REPLACE INTO meta(key, value) VALUES('finality', ?)", (_pack(finality),)))
+        if derived is not None:
+            statements.extend(derived.statements())
         self._write(statements)
+
+    def write_derived(self, derived: DerivedDelta, finality: dict[str, Any] | None = None) -> None:
+        """Write derived-state changes (and the finality state) without a block, in one transaction."""
+        self.save_blocks([], finality, derived)
 
     def delete_blocks(self, hashes: Iterable[bytes]) -> None:
         self._write([("DELETE FROM blocks WHERE hash=?", (h,)) for h in hashes])
+
+    def has_blocks(self) -> bool:
+        return self._conn.execute("SELECT 1 FROM blocks LIMIT 1").fetchone() is not None
 
     def block_count(self) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM blocks").fetchone()[0]
@@ -290,6 +405,14 @@ class Store:
             raise StoreError(f"stored block #{n} in {self.path} is damaged ({reason}); move the file aside "
                              f"and start again to resync: mv '{self.path}' '{self.path}.bad'")
         return blocks
+
+    def raw_block_rows(self) -> list[tuple[int, bytes, bytes]]:
+        """``(row number, packed header, packed records)`` of every stored block in acceptance order, unparsed."""
+        try:
+            return self._conn.execute("SELECT n, header, records FROM blocks ORDER BY n").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"the ledger database {self.path} is damaged ({exc}); move it aside "
+                             f"and start again to resync: mv '{self.path}' '{self.path}.bad'") from None
 
     def load_blocks_lenient(self) -> tuple[list[Block], list[tuple[int, str]]]:
         """Stored blocks in acceptance order, skipping rows that do not parse; returns the blocks and the
@@ -311,6 +434,83 @@ class Store:
     def delete_rows(self, rows: Iterable[int]) -> None:
         """Delete block rows by row number (damaged rows reported by :meth:`load_blocks_lenient`)."""
         self._write([("DELETE FROM blocks WHERE n=?", (n,)) for n in rows])
+
+    # --- derived state (schema 2) -----------------------------------------------------------------------------
+
+    def load_derived_meta(self) -> dict[str, Any] | None:
+        """The stored derived state's stamp ``{"format", "height", "tip"}``, or None (none, or damaged)."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key='derived'").fetchone()
+        if row is None:
+            return None
+        try:
+            meta = _unpack(row[0])
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return None
+        if not (isinstance(meta, dict) and meta.get("format") == DERIVED_FORMAT
+                and isinstance(meta.get("height"), int) and isinstance(meta.get("tip"), bytes)):
+            return None
+        return meta
+
+    def main_chain_rows(self) -> list[tuple[int, bytes, bytes]]:
+        """``(height, hash, packed header)`` of the stored main chain above genesis, by height (a main-chain row
+        whose block is missing is left out, which the caller sees as a gap)."""
+        return self._conn.execute("SELECT height, hash, header FROM main_chain ORDER BY height").fetchall()
+
+    def main_hash_at(self, height: int) -> bytes | None:
+        row = self._conn.execute("SELECT hash FROM main_chain WHERE height=?", (height,)).fetchone()
+        return row[0] if row is not None else None
+
+    def identity_rows(self) -> list[tuple[bytes, bytes, int, int, str, int]]:
+        return self._conn.execute("SELECT fp, record_id, height, idx, status, expires FROM bind_id "
+                                  "ORDER BY fp").fetchall()
+
+    def binding_rows(self, table: str) -> list[tuple[str, bytes]]:
+        """``(key, fingerprint)`` rows of ``bind_ip`` or ``bind_nick``."""
+        if table not in ("bind_ip", "bind_nick"):
+            raise ValueError(table)
+        return self._conn.execute(f"SELECT * FROM {table}").fetchall()
+
+    def record_loc_rows(self) -> list[tuple[bytes, tuple[int, int]]]:
+        return [(rid, (h, i)) for rid, h, i in self._conn.execute("SELECT id, height, idx FROM record_loc")]
+
+    def binding_value(self, table: str, key: str) -> bytes | None:
+        """The fingerprint ``bind_ip`` or ``bind_nick`` holds for ``key`` (None if none)."""
+        if table not in ("bind_ip", "bind_nick"):
+            raise ValueError(table)
+        column = "ip" if table == "bind_ip" else "key"
+        row = self._conn.execute(f"SELECT fp FROM {table} WHERE {column}=?", (key,)).fetchone()
+        return row[0] if row is not None else None
+
+    def record_loc(self, record_id: bytes) -> tuple[int, int] | None:
+        row = self._conn.execute("SELECT height, idx FROM record_loc WHERE id=?", (record_id,)).fetchone()
+        return (row[0], row[1]) if row is not None else None
+
+    def undo_rows(self) -> dict[int, bytes]:
+        return dict(self._conn.execute("SELECT height, log FROM undo").fetchall())
+
+    def block_by_hash(self, block_hash: bytes) -> Block | None:
+        """One stored block, parsed (None if absent); a damaged row raises :class:`StoreError`."""
+        row = self._conn.execute("SELECT header, records FROM blocks WHERE hash=?", (block_hash,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return Block.from_wire({"header": row[0], "records": _unpack(row[1])})
+        except (LedgerError, ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise StoreError(f"stored block {block_hash.hex()[:16]} in {self.path} is damaged ({exc}); run "
+                             "'ledger verify' and move the file aside to resync") from None
+
+    def side_blocks(self) -> tuple[list[Block], list[tuple[int, str]]]:
+        """Stored blocks not on the stored main chain (side and parked branches), in acceptance order."""
+        rows = self._conn.execute("SELECT b.n, b.header, b.records FROM side s JOIN blocks b ON b.hash = s.hash "
+                                  "ORDER BY b.n").fetchall()
+        blocks: list[Block] = []
+        damaged: list[tuple[int, str]] = []
+        for n, header, records in rows:
+            try:
+                blocks.append(Block.from_wire({"header": header, "records": _unpack(records)}))
+            except (LedgerError, ValueError, TypeError, msgpack.UnpackException) as exc:
+                damaged.append((n, str(exc)))
+        return blocks, damaged
 
     # --- pending records -----------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 write (after the call that makes it durable returned), until the parent kills it.
 
     python -m tests.crash.crash_child write DATA_DIR FEED   # submit records and receive blocks from FEED
+    python -m tests.crash.crash_child batch DATA_DIR FEED   # receive blocks from FEED in batches (sync)
     python -m tests.crash.crash_child mine  DATA_DIR FEED   # submit records from FEED while the miner mines them
     python -m tests.crash.crash_child sync  DATA_DIR SEED   # a ledger node syncing from SEED (ip:port)
 
@@ -51,6 +52,21 @@ def write(data_dir: Path, feed_path: Path) -> None:
         say("done")
 
 
+def batch(data_dir: Path, feed_path: Path) -> None:
+    """Blocks in sync-sized batches (one transaction each, with the stored checkpoint), possibly reorganising."""
+    feed = load_feed(feed_path)
+    params = NetworkParams.from_wire(feed["params"])
+    now = feed["now"]
+    with LocalLedger(data_dir, params, clock=lambda: now) as ledger:
+        say("ready", ledger.height)
+        for wires in feed["batches"]:
+            blocks = [Block.from_wire(b) for b in wires]
+            for block, result in zip(blocks, ledger.receive_blocks(blocks, now), strict=True):
+                if result.status == "added":
+                    say("block", block.height, block.hash.hex())
+        say("done")
+
+
 def mine(data_dir: Path, feed_path: Path) -> None:
     feed = load_feed(feed_path)
     params = NetworkParams.from_wire(feed["params"])
@@ -83,8 +99,8 @@ def sync(data_dir: Path, seed: str) -> None:
 
 def main() -> None:
     mode, data_dir, arg = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-    {"write": lambda: write(data_dir, Path(arg)), "mine": lambda: mine(data_dir, Path(arg)),
-     "sync": lambda: sync(data_dir, arg)}[mode]()
+    {"write": lambda: write(data_dir, Path(arg)), "batch": lambda: batch(data_dir, Path(arg)),
+     "mine": lambda: mine(data_dir, Path(arg)), "sync": lambda: sync(data_dir, arg)}[mode]()
 
 
 if __name__ == "__main__":

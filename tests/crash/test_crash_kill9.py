@@ -29,6 +29,7 @@ from ledger.node import LedgerNode, NodeConfig
 from ledger.params import NetworkParams
 from ledger.records import Record, make_register
 from tests.conftest import free_loopback_ip, make_identities
+from tests.ledger.checkpoint_kit import checkpoint_and_replay
 from tests.ledger.gossip_kit import grow, next_block
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 SEED = int(os.environ.get("CRASH_SEED", "20261122"))
 SCALE = max(1, int(os.environ.get("CRASH_ITERATIONS", "1")))
-ITERATIONS = {"write": 50 * SCALE, "mine": 25 * SCALE, "sync": 25 * SCALE}
+ITERATIONS = {"write": 50 * SCALE, "batch": 25 * SCALE, "mine": 25 * SCALE, "sync": 25 * SCALE}
 T0 = 1_700_000_000
 
 
@@ -113,7 +114,11 @@ def check_after_kill(data_dir: Path, params: NetworkParams, run: Run, now: float
             kept = reference.main_at(ledger.height)
             assert kept is not None and ledger.chain.tip_hash == kept.hash, f"{what}: not the peer's chain"
         report_line(what.split(" ")[0], len(run.records), len(run.blocks), ledger.height)
-        return ledger.height
+        height = ledger.height
+    # The stored checkpoint (derived state) was written with the blocks: a start uses it, and it equals a replay.
+    restored, replayed = checkpoint_and_replay(data_dir, params, now, data_dir.parent)
+    assert restored == replayed, f"{what}: the stored checkpoint differs from a replay of the stored blocks"
+    return height
 
 
 def report_line(mode: str, records: int, blocks: int, height: int) -> None:
@@ -174,6 +179,50 @@ def test_kill_9_during_writes_never_loses_an_acknowledged_record_or_block(tmp_pa
         heights.append(check_after_kill(data_dir, params, run, now, f"write #{i} (seed {SEED}, {delay:.3f} s)"))
         if i % 10 == 9:
             cli_verify(data_dir, params)
+        shutil.rmtree(data_dir)
+    assert len(set(heights)) > 3, f"the kills all landed at the same point: {heights}"
+
+
+# --- batched writes with a reorg ------------------------------------------------------------------------------
+
+def test_kill_9_during_batched_writes_and_a_reorg_leaves_a_checkpoint_equal_to_a_replay(tmp_path, rng):
+    params = NetworkParams(name="crashbatch", difficulty_bits=8)
+    idents = make_identities(3)
+    now = T0 + 10_000
+    prevs = [bytes(32)] * 3
+    main: list[Block] = []
+    tip = params.genesis().header
+    for i in range(120):
+        k = i % 3
+        r = make_register(idents[k], network=params.name, seq=i // 3, prev=prevs[k], nickname=f"n{k}",
+                          ip=f"10.5.0.{k + 1}", port=8471 + i, ledger_port=8470, issued=T0 + i, lifetime=86400)
+        prevs[k] = r.id
+        block = next_block(tip, [r], T0 + i, params)
+        tip = block.header
+        main.append(block)
+    # A heavier branch from height 118 (above the final height, 115 at depth 6): the child reorganises onto it.
+    fork_tip = main[117].header
+    other: list[Block] = []
+    for i in range(6):
+        block = next_block(fork_tip, [], T0 + 100 + i, params)
+        fork_tip = block.header
+        other.append(block)
+    blocks = main + other
+    batches, i = [], 0
+    while i < len(blocks):
+        n = rng.randint(1, 6)
+        batches.append([b.to_wire() for b in blocks[i:i + n]])
+        i += n
+    feed = tmp_path / "feed.msgpack"
+    feed.write_bytes(msgpack.packb({"params": params.to_wire(), "now": now, "batches": batches}, use_bin_type=True))
+    template = tmp_path / "template"
+    LocalLedger(template, params).close()
+    heights = []
+    for i in range(ITERATIONS["batch"]):
+        data_dir = fresh_copy(template, tmp_path, i)
+        delay = rng.uniform(0.0, 0.3)
+        run = run_and_kill(["batch", str(data_dir), str(feed)], delay)
+        heights.append(check_after_kill(data_dir, params, run, now, f"batch #{i} (seed {SEED}, {delay:.3f} s)"))
         shutil.rmtree(data_dir)
     assert len(set(heights)) > 3, f"the kills all landed at the same point: {heights}"
 

@@ -184,7 +184,8 @@ def _tamper(path, block_hash, change):
     (lambda data: b"\xc1", "damaged"),
 ])
 def test_tampered_stored_blocks_are_reported_by_verify_and_dropped_on_load(tmp_path, ids, change, problem):
-    with LocalLedger(tmp_path, PARAMS) as ledger:
+    # The blocks are not final yet (depth 6, held 10 s): a start reads and checks their bodies.
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: NOW) as ledger:
         blocks = branch(Chain(PARAMS), PARAMS.genesis().header, 3, T0, records=[[], [reg(ids[0])]])
         for block in blocks:
             ledger.receive_block(block, NOW)
@@ -192,7 +193,7 @@ def test_tampered_stored_blocks_are_reported_by_verify_and_dropped_on_load(tmp_p
     _tamper(path, blocks[1].hash, change)
     report = verify_store(path, now=NOW)
     assert not report.ok and problem in report.summary()
-    with LocalLedger(tmp_path, PARAMS) as ledger:
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: NOW) as ledger:
         # The damaged block and its descendant were dropped when loading; the rest is a valid chain.
         assert ledger.height == 1 and ledger.load_problems and problem in ledger.load_problems[0]
         assert ledger.verify_store().ok
