@@ -24,13 +24,14 @@ from typing import Any
 from ledger.blocks import BlockHeader
 from ledger.disputes import Dispute
 from ledger.errors import LedgerError
+from ledger.header_store import HeaderStore, header_file_path
 from ledger.local_ledger import LookupAnswer
 from ledger.lookup_service import parse_query
 from ledger.network_pin import NetworkMismatch, find_pin, mismatch_message
 from ledger.params import NetworkParams
 from ledger.protocol import LEDGER_PROTOCOL, MAX_HEADERS, ROLE_CLIENT, PeerHello, check_compatible, hello_fields
 from ledger.records import Record, nickname_key
-from ledger.sync import HeaderChain
+from ledger.sync import FinalityConflict, HeaderChain
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import LEDGER_PORT, format_address, normalize_ip
 from p2pchat.foundation.codec import Message
@@ -116,7 +117,10 @@ class LedgerClient:
         self.timeout = timeout
         self.params: NetworkParams | None = network if isinstance(network, NetworkParams) else None
         self._network_name = network.name if isinstance(network, NetworkParams) else network
-        self._headers: HeaderChain | None = HeaderChain(self.params) if self.params is not None else None
+        self._data_dir = pin_dir
+        self.header_problem: str | None = None   # why a stored header file was moved aside, if it was
+        self.headers_received = 0                # headers this client was sent (a restart syncs only the suffix)
+        self._headers: HeaderChain | None = self._chain(self.params) if self.params is not None else None
         self._lock = threading.Lock()
 
     @property
@@ -237,12 +241,36 @@ class LedgerClient:
         except LedgerError as exc:
             raise ProtocolError(f"{self.node} announced unusable network parameters: {exc}") from None
         self.params = params
-        self._headers = HeaderChain(params)
+        self._headers = self._chain(params)
+
+    def _chain(self, params: NetworkParams) -> HeaderChain:
+        """The verified headers: persisted in the data directory (``pin_dir``) when there is one."""
+        if self._data_dir is None:
+            return HeaderChain(params)
+        store = HeaderStore(params, header_file_path(self._data_dir, params))
+        self.header_problem = store.problem
+        return HeaderChain(params, store)
+
+    def close(self) -> None:
+        """Close the header file (also closed when the client is garbage-collected)."""
+        if self._headers is not None:
+            self._headers.store.close()
 
     def _request(self, conn: FramedSocket, type_: str, answer_type: str, *, timeout: float | None = None,
                  **fields: Any) -> Message:
+        self._send(conn, type_, **fields)
+        return self._answer(conn, type_, answer_type, timeout)
+
+    def _send(self, conn: FramedSocket, type_: str, **fields: Any) -> None:
         try:
             conn.send(type_, **fields)
+        except PeerUnreachable:
+            raise
+        except UserError as exc:
+            raise LedgerError(f"{self.node} sent a bad answer: {exc}") from None
+
+    def _answer(self, conn: FramedSocket, type_: str, answer_type: str, timeout: float | None = None) -> Message:
+        try:
             answer = conn.recv(timeout)
         except PeerUnreachable:
             raise
@@ -262,16 +290,28 @@ class LedgerClient:
         def adopt(headers: list[BlockHeader]) -> None:
             try:
                 chain.extend(headers, time.time())
+            except FinalityConflict as exc:
+                raise LedgerError(f"{self.node} is on another history than this client: {exc}") from None
             except LedgerError as exc:
                 raise LedgerError(f"{self.node} sent an invalid header chain: {exc}") from None
 
+        # The node's final block is asked together with the first headers (answers come in request order): once
+        # it is on our chain, no later answer can take this client below it without an error saying so.
+        checkpoint: Message | None = None
         for _ in range(MAX_HEADER_ROUNDS):
             locator = ([branch[-1].hash] if branch else []) + chain.locator()
-            answer = self._request(conn, "get_headers", "headers", locator=locator[:64], limit=MAX_HEADERS)
+            if checkpoint is None:
+                self._send(conn, "get_checkpoint")
+                self._send(conn, "get_headers", locator=locator[:64], limit=MAX_HEADERS)
+                checkpoint = self._answer(conn, "get_checkpoint", "checkpoint")
+                answer = self._answer(conn, "get_headers", "headers")
+            else:
+                answer = self._request(conn, "get_headers", "headers", locator=locator[:64], limit=MAX_HEADERS)
             try:
                 headers = [BlockHeader.unpack(h) for h in answer["headers"]]
             except LedgerError as exc:
                 raise LedgerError(f"{self.node} sent a malformed header: {exc}") from None
+            self.headers_received += len(headers)
             if branch and headers and headers[0].prev_hash != branch[-1].hash:
                 branch = []  # the node switched branches meanwhile: start over from our own chain
             if not branch and headers and headers[0].prev_hash == chain.tip.hash:
@@ -284,6 +324,8 @@ class LedgerClient:
                 break
         if branch:
             adopt(branch)
+        if checkpoint is not None:
+            chain.note_final(checkpoint["final_height"], checkpoint["final_hash"])
         return chain.height
 
     def _verify(self, conn: FramedSocket, kind: str, value: str, fields: dict[str, Any]) -> VerifiedBinding:
