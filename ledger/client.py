@@ -19,10 +19,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ledger.blocks import BlockHeader
-from ledger.disputes import Dispute
 from ledger.errors import LedgerError
 from ledger.header_store import HeaderStore, header_file_path
 from ledger.local_ledger import LookupAnswer
@@ -37,6 +36,9 @@ from p2pchat.foundation.addresses import LEDGER_PORT, format_address, normalize_
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.errors import PeerUnreachable, ProtocolError, UserError
 from p2pchat.foundation.transport import FramedSocket, connect
+
+if TYPE_CHECKING:  # imported when a dispute mark arrives: most lookups never need it
+    from ledger.disputes import Dispute
 
 MAX_HEADER_ROUNDS = 500     # bounds one header sync (2000 headers a round: a million blocks)
 MAX_BRANCH = 50_000         # headers of a competing branch held before it is checked as a whole
@@ -353,7 +355,10 @@ class LedgerClient:
         if record.expires <= now:
             raise LedgerError(f"the record for '{value}' at {self.node} expired at {record.expires}")
         mark = fields.get("disputed")
-        disputed = Dispute.from_wire(value, mark) if kind == "ip" and mark is not None else None
+        disputed: Dispute | None = None
+        if kind == "ip" and mark is not None:
+            from ledger.disputes import Dispute
+            disputed = Dispute.from_wire(value, mark)
         return VerifiedBinding(record=record, public_der=record.holder_key, fingerprint=record.fingerprint,
                                ip=record.ip, port=record.port, ledger_port=record.ledger_port,
                                nickname=record.nickname, relay=record.relay, issued=record.issued,

@@ -1,0 +1,257 @@
+"""Light client at 10k and 100k headers: memory, suffix sync, and ``ledger lookup`` end to end.
+
+    python3 bench/light_client_bench.py [--sizes 10000,100000] [--work DIR] [--runs 15]
+
+For each size it builds (once, cached in ``--work``) a **headers-only** chain — empty blocks at 1-bit difficulty:
+the light client's cost is per header, and a header weighs the same whatever its block holds, so this measures
+the header part of a chain of that length without the hours of RSA-key generation a full realistic chain takes
+(bench/chaingen.py builds those; the join figures use it). A real ``ledger serve`` process serves it on
+127.0.0.x, registers its own record (mined on top), and then, each in a fresh process:
+
+- **sync from genesis**: a light client with a data directory syncs every header (time, headers/s) and the peak
+  RSS of that process, beside the same process with the old in-memory behaviour (no data directory) and a bare
+  ``import ledger.client`` — the difference is the light client's header memory;
+- **suffix sync**: the stored header file is cut back by 100 headers (a client that was away for 100 blocks) and
+  synced again: time, and the headers it was sent;
+- **``ledger lookup IP``** end to end (interpreter start included) with the stored headers, ``--runs`` times,
+  beside ``python -c pass`` in the same run (median, p90, ratio), and a lookup in process (warm client, median).
+
+Prints a Markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ledger.blocks import Block, BlockHeader  # noqa: E402
+from ledger.header_store import header_file_path  # noqa: E402
+from ledger.merkle import merkle_root  # noqa: E402
+from ledger.miner import mine  # noqa: E402
+from ledger.params import NetworkParams  # noqa: E402
+
+NETWORK = "lightbench"
+BITS = 1
+HOST = "127.0.0.91"
+PORT = 8470
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
+    e.pop("P2PCHAT_HOME", None)
+    # Measure what an installed program does: byte code cached (this sandbox sets PYTHONDONTWRITEBYTECODE).
+    e.pop("PYTHONDONTWRITEBYTECODE", None)
+    return e
+
+
+def build_headers_chain(count: int, out: Path) -> Path:
+    """``count`` empty blocks at 1 bit into a ledger store under ``out`` (kept for the next run)."""
+    from ledger.local_ledger import store_path
+    from ledger.store import Store
+
+    params = NetworkParams(name=NETWORK, difficulty_bits=BITS)
+    path = store_path(out, NETWORK)
+    done = out / "complete"
+    if done.exists():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    start = int(time.time()) - count - 3600
+    parent = params.genesis().header
+    root = merkle_root([])
+    never = threading.Event()
+    with Store(path) as store:
+        store.save_params(params)
+        for i in range(count):
+            header = BlockHeader(version=params.version, network_id=params.network_id, height=parent.height + 1,
+                                 prev_hash=parent.hash, merkle_root=root, timestamp=start + i,
+                                 target_bits=BITS, nonce=0)
+            solved = mine(header, never)
+            assert solved is not None
+            store.save_block(Block(solved, ()))
+            parent = solved
+            if (i + 1) % 5000 == 0:
+                print(f"\r  built {i + 1:,}/{count:,} headers", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    done.write_text("ok")
+    return out
+
+
+class Server:
+    """A ``ledger serve`` process on a copy of the chain."""
+
+    def __init__(self, chain_dir: Path, work: Path) -> None:
+        self.dir = work / "server"
+        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.copytree(chain_dir, self.dir)
+        self.log = open(work / "server.log", "w")
+        started = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, "-m", "ledger", "serve", "--host", HOST, "--port", str(PORT),
+                                      "--data-dir", str(self.dir), "--network", NETWORK, "--nickname", "benchhost"],
+                                     cwd=ROOT, env=env(), stdout=self.log, stderr=subprocess.STDOUT)
+        self.ready_after = self._wait_registered(started)
+
+    def _wait_registered(self, started: float) -> float:
+        from ledger.client import LedgerClient
+        from p2pchat.foundation.errors import UserError
+
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"ledger serve exited; see {self.log.name}")
+            try:
+                status = LedgerClient(HOST, PORT, timeout=5.0).status()
+                own = status.get("own_record") or {}
+                if own.get("state") == "mined":
+                    return time.monotonic() - started
+            except UserError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit("the server did not register its record in 600 s")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self.log.close()
+
+
+SYNC_CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+t0 = time.perf_counter()
+from ledger.client import LedgerClient
+imported = time.perf_counter()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+mode, host, port, data_dir = sys.argv[1:5]
+client = None
+if mode != "import":
+    client = LedgerClient(host, int(port), pin_dir=Path(data_dir) if mode == "disk" else None, timeout=30.0)
+    t1 = time.perf_counter()
+    height = client.sync_headers()
+    took = time.perf_counter() - t1
+else:
+    height, took = 0, 0.0
+print(json.dumps({"height": height, "seconds": took, "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "after_import_kib": base, "received": client.headers_received if client else 0}))
+"""
+
+
+def run_child(mode: str, data_dir: Path) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", SYNC_CHILD, mode, HOST, str(PORT), str(data_dir)], cwd=ROOT,
+                         env=env(), capture_output=True, text=True, timeout=900, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cut_back(data_dir: Path, params: NetworkParams, count: int) -> None:
+    path = header_file_path(data_dir, params)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("DELETE FROM headers WHERE height > (SELECT max(height) FROM headers) - ?", (count,))
+        db.execute("DELETE FROM meta WHERE key = 'final'")
+    db.close()
+
+
+def timed(cmd: list[str], runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, check=True, timeout=120)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def p90(xs: list[float]) -> float:
+    return sorted(xs)[max(0, int(len(xs) * 0.9) - 1)]
+
+
+def bench_size(count: int, work: Path, runs: int) -> dict[str, float]:
+    chain = build_headers_chain(count, work / f"chain-{count}")
+    server = Server(chain, work)
+    try:
+        from ledger.client import LedgerClient
+
+        params = NetworkParams(name=NETWORK, difficulty_bits=BITS)
+        client_dir = work / f"client-{count}"
+        shutil.rmtree(client_dir, ignore_errors=True)
+        client_dir.mkdir()
+        bare = run_child("import", client_dir)
+        memory = run_child("memory", client_dir)
+        disk = run_child("disk", client_dir)
+        height = int(disk["height"])
+        cut_back(client_dir, params, 100)
+        suffix = run_child("disk", client_dir)
+        # End to end: `ledger lookup` of the server's own record with the stored headers, against `python -c pass`.
+        lookup = [sys.executable, "-m", "ledger", "lookup", "--data-dir", str(client_dir), "--node",
+                  f"{HOST}:{PORT}", HOST]
+        baseline_cmd = [sys.executable, "-c", "pass"]
+        timed(lookup, 2)
+        base_t, look_t = [], []
+        for _ in range(runs):   # interleaved, so load on the shared machine hits both alike
+            base_t += timed(baseline_cmd, 1)
+            look_t += timed(lookup, 1)
+        warm = LedgerClient(HOST, PORT, pin_dir=client_dir)
+        warm.lookup(HOST)
+        inproc = []
+        for _ in range(50):
+            t = time.perf_counter()
+            warm.lookup(HOST)
+            inproc.append(time.perf_counter() - t)
+        warm.close()
+        file_size = header_file_path(client_dir, params).stat().st_size
+        return {
+            "count": count, "height": height, "server_ready_s": server.ready_after,
+            "sync_s": disk["seconds"], "sync_rate": height / disk["seconds"],
+            "rss_bare_mib": bare["maxrss_kib"] / 1024, "rss_disk_mib": disk["maxrss_kib"] / 1024,
+            "rss_memory_mib": memory["maxrss_kib"] / 1024,
+            "headers_mem_disk_mib": (disk["maxrss_kib"] - bare["maxrss_kib"]) / 1024,
+            "headers_mem_old_mib": (memory["maxrss_kib"] - bare["maxrss_kib"]) / 1024,
+            "suffix_s": suffix["seconds"], "suffix_received": suffix["received"],
+            "lookup_median_s": statistics.median(look_t), "lookup_p90_s": p90(look_t),
+            "pass_median_s": statistics.median(base_t), "pass_p90_s": p90(base_t),
+            "lookup_ratio": statistics.median(look_t) / statistics.median(base_t),
+            "inproc_median_ms": statistics.median(inproc) * 1000, "inproc_p90_ms": p90(inproc) * 1000,
+            "file_mib": file_size / 2**20,
+        }
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "p2pchat-light-bench")
+    parser.add_argument("--runs", type=int, default=15)
+    args = parser.parse_args()
+    results = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        print(f"headers-only chain of {size:,} blocks…", file=sys.stderr)
+        results.append(bench_size(size, args.work, args.runs))
+        print(json.dumps(results[-1]), file=sys.stderr)
+    print("| headers | sync from genesis | header memory (old, in memory) | header memory (file) | header file "
+          "| suffix of 100 | `ledger lookup` median / p90 | `python -c pass` median / p90 | ratio "
+          "| lookup in process median / p90 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['count']:,} | {r['sync_s']:.2f} s ({r['sync_rate']:,.0f}/s) | {r['headers_mem_old_mib']:.1f} MiB "
+              f"| {r['headers_mem_disk_mib']:.1f} MiB | {r['file_mib']:.1f} MiB | {r['suffix_s'] * 1000:.1f} ms "
+              f"({r['suffix_received']:.0f} headers) | {r['lookup_median_s'] * 1000:.0f} / "
+              f"{r['lookup_p90_s'] * 1000:.0f} ms | {r['pass_median_s'] * 1000:.0f} / {r['pass_p90_s'] * 1000:.0f} ms "
+              f"| {r['lookup_ratio']:.1f} × | {r['inproc_median_ms']:.2f} / {r['inproc_p90_ms']:.2f} ms |")
+
+
+if __name__ == "__main__":
+    main()
