@@ -205,6 +205,11 @@ class LedgerClient:
         return self._headers.at(height) if self._headers is not None else None
 
     @property
+    def header_store(self) -> HeaderStore | None:
+        """Where the verified headers are kept (None before the network is known)."""
+        return self._headers.store if self._headers is not None else None
+
+    @property
     def height(self) -> int:
         """Height of the verified header chain (-1 before the first contact)."""
         return self._headers.height if self._headers is not None else -1

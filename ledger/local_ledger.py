@@ -332,12 +332,15 @@ class LocalLedger:
             listener(record)
         return True
 
-    def receive_block(self, block: Block, now: float, *, source: str | None = None) -> AddResult:
+    def receive_block(self, block: Block, now: float, *, source: str | None = None,
+                      assume_valid: bool = False) -> AddResult:
         """Validate and add a block (from a peer or the miner); accepted blocks are persisted before return.
-        ``source`` names the sender (e.g. the peer's address) in the warning about a parked branch."""
+        ``source`` names the sender (e.g. the peer's address) in the warning about a parked branch.
+        ``assume_valid`` skips the record signatures only (a block the joining node's agreed checkpoint commits
+        to, checked later by ledger/assume_valid.py's background verification)."""
         with self.lock:
             self._check_open()
-            result = self.chain.add_block(block, now, source=source)
+            result = self.chain.add_block(block, now, source=source, trusted=assume_valid)
             if result.status != "added":
                 if result.status == "invalid":
                     log.info("refused %s: %s", block.header.describe(), result.reason)
