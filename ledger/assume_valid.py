@@ -10,9 +10,10 @@ linkage, timestamps) and leads to the checkpoint hash, and every block body is s
 verified header at its height of that chain.
 
 The :class:`BackgroundVerifier` then checks every signature of the main chain from block 1 to the checkpoint,
-at a bounded number of blocks a second if asked, saving its progress (``assume-valid-<network id prefix>.json`` in the data
-directory) so a restart resumes it. A forged signature stops it with a loud alert; the node then stops answering
-lookups (its binding state may rest on a forged record) until the operator joins again through other peers.
+at a bounded number of blocks a second if asked, saving its progress (``assume-valid-<network id prefix>.json``
+in the data directory) so a restart resumes it. A forged signature stops it with a loud alert; the node then
+stops answering lookups (its binding state may rest on a forged record) until the operator joins again through
+other peers.
 """
 
 from __future__ import annotations
