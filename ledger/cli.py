@@ -161,6 +161,8 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
                         help=f"…or once held this long on the main chain (default {int(policy.seconds)})")
     parser.add_argument("--verify-rate", type=float, default=0.0, metavar="BLOCKS",
                         help="blocks a second to check in the background after a fast join (default: unlimited)")
+    parser.add_argument("--verify-all", action="store_true",
+                        help="join: check every signature before serving (no history assumed valid)")
 
 
 def _own_options(parser: argparse.ArgumentParser) -> None:
@@ -298,6 +300,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"network id    {status['network_id']}")
     print(f"height        {status.get('height')}  tip {str(status.get('tip'))[:16]}  "
           f"work {status.get('cumulative_work')}")
+    check = status.get("background_verification")
+    if isinstance(check, dict):
+        print(f"history check {_shown(check.get('state'), 16)}: {_shown(check.get('verified'), 20)} of "
+              f"{_shown(check.get('target'), 20)} blocks assumed valid at join checked")
+        if check.get("problem"):
+            print(f"ALERT         {_shown(check.get('problem'), 400)}")
     if status.get("final_height") is not None:
         print(f"final         block {status.get('final_height')} ({_shown(status.get('final_hash'), 16)})"
               + (f", checkpoint {_shown(status['checkpoint'].get('hash'), 16)}"
@@ -645,7 +653,7 @@ def _assume_valid(args: argparse.Namespace, data_dir: Path, params: NetworkParam
         print(f"ledger: background verification of the history up to block {resumed.height}: "
               f"{resumed.state.value}, {resumed.verified} blocks checked", file=sys.stderr, flush=True)
         return resumed
-    if args.command != "join" or checkpoint is None or checkpoint[0] == 0 or ledger.height > 0:
+    if args.command != "join" or args.verify_all or checkpoint is None or checkpoint[0] == 0 or ledger.height > 0:
         return None
     height, digest = checkpoint
     problems = []

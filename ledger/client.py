@@ -122,7 +122,7 @@ class LedgerClient:
         self._data_dir = pin_dir
         self.header_problem: str | None = None   # why a stored header file was moved aside, if it was
         self.headers_received = 0                # headers this client was sent (a restart syncs only the suffix)
-        self._headers: HeaderChain | None = self._chain(self.params) if self.params is not None else None
+        self._header_chain: HeaderChain | None = None   # opened on first use: status or submit never touch it
         self._lock = threading.Lock()
 
     @property
@@ -248,20 +248,24 @@ class LedgerClient:
         except LedgerError as exc:
             raise ProtocolError(f"{self.node} announced unusable network parameters: {exc}") from None
         self.params = params
-        self._headers = self._chain(params)
 
-    def _chain(self, params: NetworkParams) -> HeaderChain:
-        """The verified headers: persisted in the data directory (``pin_dir``) when there is one."""
-        if self._data_dir is None:
-            return HeaderChain(params)
-        store = HeaderStore(params, header_file_path(self._data_dir, params))
-        self.header_problem = store.problem
-        return HeaderChain(params, store)
+    @property
+    def _headers(self) -> HeaderChain | None:
+        """The verified headers (None before the network is known): persisted in the data directory
+        (``pin_dir``) when there is one."""
+        if self._header_chain is None and self.params is not None:
+            if self._data_dir is None:
+                self._header_chain = HeaderChain(self.params)
+            else:
+                store = HeaderStore(self.params, header_file_path(self._data_dir, self.params))
+                self.header_problem = store.problem
+                self._header_chain = HeaderChain(self.params, store)
+        return self._header_chain
 
     def close(self) -> None:
         """Close the header file (also closed when the client is garbage-collected)."""
-        if self._headers is not None:
-            self._headers.store.close()
+        if self._header_chain is not None:
+            self._header_chain.store.close()
 
     def _request(self, conn: FramedSocket, type_: str, answer_type: str, *, timeout: float | None = None,
                  **fields: Any) -> Message:

@@ -55,11 +55,11 @@ def test_a_damaged_or_foreign_header_file_is_moved_aside_with_a_plain_message(ne
     path = header_file_path(tmp_path, PARAMS)
     spoil(path)
     fresh = client_of(node, tmp_path)
+    assert fresh.sync_headers() == 12 and fresh.headers_received == 12
     assert fresh.header_problem is not None
     assert f"header file {path} cannot be used" in fresh.header_problem and reason in fresh.header_problem
     assert "moved it to" in fresh.header_problem and "fetching the headers again from genesis" in fresh.header_problem
     assert list(tmp_path.glob(f"{path.name}.damaged-*"))
-    assert fresh.sync_headers() == 12 and fresh.headers_received == 12
 
 
 def test_a_header_file_of_another_network_is_not_used(tmp_path):
