@@ -169,6 +169,16 @@ class HeaderStore:
     # --- writing ---------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """A consistent view for several reads (a deferred transaction: other processes may still read)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._db.execute("COMMIT")
+
+    @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """Hold the file's write lock: reads inside see the state the writes apply to."""
         with self._lock, _immediate(self._db):

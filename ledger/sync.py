@@ -154,7 +154,7 @@ class HeaderChain:
 
     @property
     def tip(self) -> BlockHeader:
-        with self.store.transaction():
+        with self.store.reading():
             tip = self.store.at(self.store.height)
         assert tip is not None
         return tip
@@ -183,7 +183,7 @@ class HeaderChain:
     def locator(self) -> list[bytes]:
         """Our last 10 hashes, then exponentially sparser back to genesis (as :meth:`Chain.locator`)."""
         heights: list[int] = []
-        with self.store.transaction():
+        with self.store.reading():
             height, step = self.store.height, 1
             while height > 0:
                 heights.append(height)
