@@ -170,6 +170,16 @@ class HeaderChain:
     def at(self, height: int) -> BlockHeader | None:
         return self.store.at(height)
 
+    def height_of(self, block_hash: bytes) -> int | None:
+        """Height of a header of our chain by hash. A scan (no hash index is kept: the client looks headers up by
+        height), for tests and tools, not for hot paths."""
+        with self.store.reading():
+            top = self.store.height
+            for header in self.store.range(0, top + 1):
+                if header.hash == block_hash:
+                    return header.height
+        return None
+
     def confirmations(self, height: int) -> int:
         return max(0, self.height - height + 1)
 
