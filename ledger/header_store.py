@@ -117,7 +117,9 @@ class HeaderStore:
         row = db.execute("SELECT value FROM meta WHERE key = 'network_id'").fetchone()
         if row is None or bytes(row[0]) != self.params.genesis_hash:
             raise HeaderFileDamaged("it holds the headers of another network")
-        low, high = db.execute("SELECT min(height), max(height) FROM headers").fetchone()
+        # Two queries: SQLite answers min() or max() of the key from the B-tree's edge, but not both at once.
+        (low,), = db.execute("SELECT min(height) FROM headers").fetchall()
+        (high,), = db.execute("SELECT max(height) FROM headers").fetchall()
         if low != 0 or high is None:
             raise HeaderFileDamaged("its genesis header is missing")
         genesis = db.execute("SELECT header FROM headers WHERE height = 0").fetchone()
