@@ -267,6 +267,9 @@ def join_until_usable(chain_dir: Path, work: Path) -> dict[str, float | str]:
     def poll(what: str, probe, limit: float = 1800.0):  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
+            for proc, log in ((procs[0], logs[0]), (procs[-1], logs[-1])):   # the seed and the current joiner
+                if proc.poll() is not None:
+                    raise SystemExit(f"a ledger process exited ({proc.returncode}); see {log.name}")
             try:
                 value = probe()
             except UserError:   # a node still starting: ask again
