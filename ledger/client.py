@@ -15,6 +15,7 @@ to ``source_ip`` when given; the verified headers are kept between calls.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from p2pchat.foundation.transport import FramedSocket, connect
 
 if TYPE_CHECKING:  # imported when a dispute mark arrives: most lookups never need it
     from ledger.disputes import Dispute
+
+log = logging.getLogger("ledger.client")
 
 MAX_HEADER_ROUNDS = 500     # bounds one header sync (2000 headers a round: a million blocks)
 MAX_BRANCH = 50_000         # headers of a competing branch held before it is checked as a whole
@@ -309,6 +312,7 @@ class LedgerClient:
         # The node's final block is asked together with the first headers (answers come in request order): once
         # it is on our chain, no later answer can take this client below it without an error saying so.
         checkpoint: Message | None = None
+        before = self.headers_received
         for _ in range(MAX_HEADER_ROUNDS):
             locator = ([branch[-1].hash] if branch else []) + chain.locator()
             if checkpoint is None:
@@ -337,7 +341,10 @@ class LedgerClient:
             adopt(branch)
         if checkpoint is not None:
             chain.note_final(checkpoint["final_height"], checkpoint["final_hash"])
-        return chain.height
+        height = chain.height
+        log.info("%s sent %d headers; verified header chain at height %d", self.node, self.headers_received - before,
+                 height)
+        return height
 
     def _verify(self, conn: FramedSocket, kind: str, value: str, fields: dict[str, Any]) -> VerifiedBinding:
         params, chain = self.params, self._headers

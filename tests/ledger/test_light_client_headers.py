@@ -6,8 +6,9 @@ import sqlite3
 import time
 
 import pytest
-from gossip_kit import PARAMS, Net, config, grow, next_block
+from gossip_kit import PARAMS, Net, config, grow, next_block, wait_until
 
+from ledger.cli import main
 from ledger.client import LedgerClient
 from ledger.errors import LedgerError
 from ledger.header_store import HeaderStore, header_file_path
@@ -122,3 +123,20 @@ def test_the_header_chain_in_memory_and_on_disk_agree(tmp_path):
     assert memory.work == disk.work == 25 * headers[0].work
     reopened = HeaderChain(PARAMS, HeaderStore(PARAMS, tmp_path / "h.sqlite"))
     assert reopened.tip.hash == headers[-1].hash and reopened.at(13) == headers[12]
+
+
+def test_ledger_lookup_from_the_command_line_fetches_only_new_headers_the_second_time(net, tmp_path, caplog):
+    node = net.node()
+    wait_until(lambda: node.ledger.lookup("ip", node.host, node.clock()), what="registration")
+    grow(node.ledger, 20)
+    data_dir = tmp_path / "home"
+    data_dir.mkdir()
+    argv = ["lookup", node.host, "--node", node.address, "--data-dir", str(data_dir), "-v"]
+    height = node.ledger.height
+    with caplog.at_level("INFO", logger="ledger.client"):
+        assert main(argv) == 0
+        assert f"sent {height} headers; verified header chain at height {height}" in caplog.text
+        caplog.clear()
+        grow(node.ledger, 3)
+        assert main(argv) == 0
+        assert f"sent 3 headers; verified header chain at height {height + 3}" in caplog.text
