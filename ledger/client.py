@@ -127,6 +127,7 @@ class LedgerClient:
         self.headers_received = 0                # headers this client was sent (a restart syncs only the suffix)
         self._header_chain: HeaderChain | None = None   # opened on first use: status or submit never touch it
         self._lock = threading.Lock()
+        self._open_lock = threading.Lock()   # opening the header file (the lookup lock is held around syncs)
 
     @property
     def node(self) -> str:
@@ -256,6 +257,10 @@ class LedgerClient:
     def _headers(self) -> HeaderChain | None:
         """The verified headers (None before the network is known): persisted in the data directory
         (``pin_dir``) when there is one."""
+        with self._open_lock:
+            return self._open_headers()
+
+    def _open_headers(self) -> HeaderChain | None:
         if self._header_chain is None and self.params is not None:
             if self._data_dir is None:
                 self._header_chain = HeaderChain(self.params)
@@ -281,7 +286,7 @@ class LedgerClient:
         except PeerUnreachable:
             raise
         except UserError as exc:
-            raise LedgerError(f"{self.node} sent a bad answer: {exc}") from None
+            raise LedgerError(f"cannot send a {type_} request to {self.node}: {exc}") from None
 
     def _answer(self, conn: FramedSocket, type_: str, answer_type: str, timeout: float | None = None) -> Message:
         try:
