@@ -171,7 +171,8 @@ class Peer:
         self.bucket = TokenBucket(config.message_rate, config.message_burst, now)
         self.throttled_since: float | None = None
         self.download = BlockDownload(config.block_batch)
-        self.awaiting: str | None = None  # "headers" or "blocks" while a sync request is out
+        # "headers" or "blocks" while a sync request is out, "checking" while its headers answer is being checked
+        self.awaiting: str | None = None
         self.deadline: float | None = None
         self.sync_last: bytes | None = None
         self.closed = threading.Event()
@@ -978,7 +979,9 @@ class LedgerNode:
     def _handle_headers(self, peer: Peer, packed: list[bytes]) -> None:
         if peer.awaiting != "headers":
             raise ProtocolError("headers were sent without being asked for")
-        peer.awaiting, peer.deadline = None, None
+        # Not None yet: until its pending headers are updated, the maintenance thread must neither probe this
+        # peer again (the probe's locator would start at headers being replaced) nor make it the sync peer.
+        peer.awaiting, peer.deadline = "checking", None
         full = len(packed) >= MAX_HEADERS
         try:
             headers = [BlockHeader.unpack(h) for h in packed]
@@ -1006,6 +1009,7 @@ class LedgerNode:
                     known = self.ledger.chain.chain_work(headers[-1].hash)
                 if known is not None:
                     peer.note_validated(known, headers[-1].hash)
+        peer.awaiting = None
         better = peer.validated_preference > self._our_preference()
         if len(peer.pending) > self.config.max_pending_headers and not better:
             log.info("%s offers a branch of over %d headers with no more work than ours; not following it",
