@@ -205,8 +205,8 @@ class BackgroundVerifier:
                 f"record ({reason}). The peers that agreed on checkpoint {self.av.hash.hex()[:16]} served a forged "
                 "history; this node stops answering lookups. Stop it, move its ledger database away and join again "
                 "through peers you trust.")
+        log.critical("%s", text)   # before the state changes: whoever sees "failed" finds the alert logged
         self.av.update(state=VerifyState.FAILED, problem=text)
         self.av.save()
-        log.critical("%s", text)
         if self.on_failure is not None:
             self.on_failure(text)
