@@ -930,8 +930,11 @@ class LedgerNode:
             if self._closing.is_set():
                 return
             peers = [p for p in self._peers if p.is_peer and not p.closed.is_set()]
+            # A peer whose checked chain is already ahead of ours is a sync candidate, not probed again: probing it
+            # on would fetch (and re-check) its whole chain's headers before a single body is downloaded.
             probes = [p for p in peers if p is not self._sync_peer and p.awaiting is None
                       and (p.wants_sync or (p.claims_more and p.claimed_work > ours[0]))
+                      and not (p.validated_preference > ours and p.validated_preference > p.spent)
                       and not self._is_stalled(p.ip, now)]
             for p in probes:
                 p.wants_sync = False
