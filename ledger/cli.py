@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from ledger import own_record
+from ledger.assume_valid import AssumeValid
 from ledger.chain import FinalityPolicy
 from ledger.client import LedgerClient, LookupNotFound
 from ledger.errors import LedgerError, StoreError
@@ -158,6 +159,10 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
                         help=f"a block is final at this depth… (default {policy.depth})")
     parser.add_argument("--finality-seconds", type=_positive_int, default=int(policy.seconds), metavar="SECONDS",
                         help=f"…or once held this long on the main chain (default {int(policy.seconds)})")
+    parser.add_argument("--verify-rate", type=float, default=0.0, metavar="BLOCKS",
+                        help="blocks a second to check in the background after a fast join (default: unlimited)")
+    parser.add_argument("--verify-all", action="store_true",
+                        help="join: check every signature before serving (no history assumed valid)")
 
 
 def _own_options(parser: argparse.ArgumentParser) -> None:
@@ -295,6 +300,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"network id    {status['network_id']}")
     print(f"height        {status.get('height')}  tip {str(status.get('tip'))[:16]}  "
           f"work {status.get('cumulative_work')}")
+    check = status.get("background_verification")
+    if isinstance(check, dict):
+        print(f"history check {_shown(check.get('state'), 16)}: {_shown(check.get('verified'), 20)} of "
+              f"{_shown(check.get('target'), 20)} blocks assumed valid at join checked")
+        if check.get("problem"):
+            print(f"ALERT         {_shown(check.get('problem'), 400)}")
     if status.get("final_height") is not None:
         print(f"final         block {status.get('final_height')} ({_shown(status.get('final_hash'), 16)})"
               + (f", checkpoint {_shown(status['checkpoint'].get('hash'), 16)}"
@@ -629,6 +640,42 @@ def _join_checkpoint(args: argparse.Namespace, data_dir: Path, params: NetworkPa
     return common, digest
 
 
+def _assume_valid(args: argparse.Namespace, data_dir: Path, params: NetworkParams,
+                  peers: Sequence[tuple[str, int]], checkpoint: tuple[int, bytes] | None,
+                  ledger: LocalLedger) -> AssumeValid | None:
+    """A fresh ``join`` with an agreed checkpoint takes the history up to it without checking its signatures and
+    checks them in the background (ledger/assume_valid.py); a node that did so before resumes the check."""
+    try:
+        resumed = AssumeValid.load(data_dir, params)
+    except LedgerError as exc:
+        raise CliError(str(exc)) from None
+    if resumed is not None:
+        print(f"ledger: background verification of the history up to block {resumed.height}: "
+              f"{resumed.state.value}, {resumed.verified} blocks checked", file=sys.stderr, flush=True)
+        return resumed
+    if args.command != "join" or args.verify_all or checkpoint is None or checkpoint[0] == 0 or ledger.height > 0:
+        return None
+    height, digest = checkpoint
+    problems = []
+    for ip, port in peers:
+        client = LedgerClient(ip, port, source_ip=args.host, network=params, timeout=10.0, pin_dir=data_dir)
+        try:
+            client.sync_headers()
+            store = client.header_store
+            assert store is not None
+            av = AssumeValid.begin(data_dir, params, height, digest, store)
+        except (PeerUnreachable, LedgerError) as exc:
+            problems.append(f"{format_address(ip, port)}: {exc}")
+            client.close()
+            continue
+        print(f"ledger: {client.height} headers checked; taking the history up to the agreed checkpoint "
+              f"{height} ({digest.hex()[:16]}) without checking its signatures now: they are checked in the "
+              "background ('ledger status' shows the progress; a forged one stops this node from answering)",
+              file=sys.stderr, flush=True)
+        return av
+    raise CliError("no peer served a header chain holding the agreed checkpoint: " + "; ".join(problems))
+
+
 def _stored_default(data_dir: Path, recover: bool) -> NetworkParams | None:
     try:
         return stored_params(data_dir, _find_network(data_dir, None), recover=recover)
@@ -680,12 +727,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if ledger.store.recovered_from is not None:
         log.warning("the damaged ledger database was moved to %s", ledger.store.recovered_from)
     try:
+        assume_valid = _assume_valid(args, data_dir, params, seeds, checkpoint, ledger)
+    except BaseException:
+        ledger.close()
+        raise
+    try:
         node = LedgerNode(identity, ledger, host=args.host, port=args.port, chat_port=args.chat_port,
                           seeds=[format_address(*s) for s in seeds], nickname=args.nickname, relay=args.relay,
                           no_inbound=args.no_inbound, max_peers=args.max_peers,
-                          config=NodeConfig(mine=not args.no_mine), on_progress=_ProgressPrinter(),
+                          config=NodeConfig(mine=not args.no_mine, verify_rate=args.verify_rate),
+                          on_progress=_ProgressPrinter(),
                           reload_identity=lambda fp: own_record.switch_to_rotated_key(
-                              data_dir, fp, os.environ.get(PASSPHRASE_ENV) or None))
+                              data_dir, fp, os.environ.get(PASSPHRASE_ENV) or None),
+                          assume_valid=assume_valid)
         node.start()
     except BaseException:
         ledger.close()

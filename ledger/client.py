@@ -15,30 +15,36 @@ to ``source_ip`` when given; the verified headers are kept between calls.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ledger.blocks import BlockHeader
-from ledger.disputes import Dispute
 from ledger.errors import LedgerError
+from ledger.header_store import HeaderStore, header_file_path
 from ledger.local_ledger import LookupAnswer
 from ledger.lookup_service import parse_query
 from ledger.network_pin import NetworkMismatch, find_pin, mismatch_message
 from ledger.params import NetworkParams
 from ledger.protocol import LEDGER_PROTOCOL, MAX_HEADERS, ROLE_CLIENT, PeerHello, check_compatible, hello_fields
 from ledger.records import Record, nickname_key
-from ledger.sync import HeaderChain
+from ledger.sync import FinalityConflict, HeaderChain
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import LEDGER_PORT, format_address, normalize_ip
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.errors import PeerUnreachable, ProtocolError, UserError
 from p2pchat.foundation.transport import FramedSocket, connect
 
+if TYPE_CHECKING:  # imported when a dispute mark arrives: most lookups never need it
+    from ledger.disputes import Dispute
+
+log = logging.getLogger("ledger.client")
+
 MAX_HEADER_ROUNDS = 500     # bounds one header sync (2000 headers a round: a million blocks)
-MAX_BRANCH = 50_000         # headers of a competing branch held before it is checked as a whole
+MAX_BRANCH = 20_000         # headers of a competing branch held (≈ 13 MB) before it is checked as a whole
 STALE_ANSWER_RETRIES = 2    # lookups asked again when the answer's block is not on the headers synced after it
 
 
@@ -116,8 +122,12 @@ class LedgerClient:
         self.timeout = timeout
         self.params: NetworkParams | None = network if isinstance(network, NetworkParams) else None
         self._network_name = network.name if isinstance(network, NetworkParams) else network
-        self._headers: HeaderChain | None = HeaderChain(self.params) if self.params is not None else None
+        self._data_dir = pin_dir
+        self.header_problem: str | None = None   # why a stored header file was moved aside, if it was
+        self.headers_received = 0                # headers this client was sent (a restart syncs only the suffix)
+        self._header_chain: HeaderChain | None = None   # opened on first use: status or submit never touch it
         self._lock = threading.Lock()     # guards the header chain only, never held across network IO
+        self._open_lock = threading.Lock()   # opening the header file
 
     @property
     def node(self) -> str:
@@ -201,6 +211,11 @@ class LedgerClient:
         return self._headers.at(height) if self._headers is not None else None
 
     @property
+    def header_store(self) -> HeaderStore | None:
+        """Where the verified headers are kept (None before the network is known)."""
+        return self._headers.store if self._headers is not None else None
+
+    @property
     def height(self) -> int:
         """Height of the verified header chain (-1 before the first contact)."""
         return self._headers.height if self._headers is not None else -1
@@ -241,12 +256,44 @@ class LedgerClient:
         with self._lock:
             if self.params is None:     # two first lookups at once: the first to get here sets them
                 self.params = params
-                self._headers = HeaderChain(params)
+
+    @property
+    def _headers(self) -> HeaderChain | None:
+        """The verified headers (None before the network is known): persisted in the data directory
+        (``pin_dir``) when there is one."""
+        with self._open_lock:
+            return self._open_headers()
+
+    def _open_headers(self) -> HeaderChain | None:
+        if self._header_chain is None and self.params is not None:
+            if self._data_dir is None:
+                self._header_chain = HeaderChain(self.params)
+            else:
+                store = HeaderStore(self.params, header_file_path(self._data_dir, self.params))
+                self.header_problem = store.problem
+                self._header_chain = HeaderChain(self.params, store)
+        return self._header_chain
+
+    def close(self) -> None:
+        """Close the header file (also closed when the client is garbage-collected)."""
+        if self._header_chain is not None:
+            self._header_chain.store.close()
 
     def _request(self, conn: FramedSocket, type_: str, answer_type: str, *, timeout: float | None = None,
                  **fields: Any) -> Message:
+        self._send(conn, type_, **fields)
+        return self._answer(conn, type_, answer_type, timeout)
+
+    def _send(self, conn: FramedSocket, type_: str, **fields: Any) -> None:
         try:
             conn.send(type_, **fields)
+        except PeerUnreachable:
+            raise
+        except UserError as exc:
+            raise LedgerError(f"cannot send a {type_} request to {self.node}: {exc}") from None
+
+    def _answer(self, conn: FramedSocket, type_: str, answer_type: str, timeout: float | None = None) -> Message:
+        try:
             answer = conn.recv(timeout)
         except PeerUnreachable:
             raise
@@ -267,19 +314,32 @@ class LedgerClient:
             try:
                 with self._lock:        # another lookup may have extended the chain meanwhile: extend copes
                     chain.extend(headers, time.time())
+            except FinalityConflict as exc:
+                raise LedgerError(f"{self.node} is on another history than this client: {exc}") from None
             except LedgerError as exc:
                 raise LedgerError(f"{self.node} sent an invalid header chain: {exc}") from None
 
+        # The node's final block is asked together with the first headers (answers come in request order): once
+        # it is on our chain, no later answer can take this client below it without an error saying so.
+        checkpoint: Message | None = None
+        before = self.headers_received
         for _ in range(MAX_HEADER_ROUNDS):
             with self._lock:
                 ours = chain.locator()
                 tip = chain.tip.hash
             locator = ([branch[-1].hash] if branch else []) + ours
-            answer = self._request(conn, "get_headers", "headers", locator=locator[:64], limit=MAX_HEADERS)
+            if checkpoint is None:
+                self._send(conn, "get_checkpoint")
+                self._send(conn, "get_headers", locator=locator[:64], limit=MAX_HEADERS)
+                checkpoint = self._answer(conn, "get_checkpoint", "checkpoint")
+                answer = self._answer(conn, "get_headers", "headers")
+            else:
+                answer = self._request(conn, "get_headers", "headers", locator=locator[:64], limit=MAX_HEADERS)
             try:
                 headers = [BlockHeader.unpack(h) for h in answer["headers"]]
             except LedgerError as exc:
                 raise LedgerError(f"{self.node} sent a malformed header: {exc}") from None
+            self.headers_received += len(headers)
             if branch and headers and headers[0].prev_hash != branch[-1].hash:
                 branch = []  # the node switched branches meanwhile: start over from our own chain
             if not branch and headers and headers[0].prev_hash == tip:
@@ -292,8 +352,14 @@ class LedgerClient:
                 break
         if branch:
             adopt(branch)
+        if checkpoint is not None:
+            with self._lock:
+                chain.note_final(checkpoint["final_height"], checkpoint["final_hash"])
         with self._lock:
-            return chain.height
+            height = chain.height
+        log.info("%s sent %d headers; verified header chain at height %d", self.node, self.headers_received - before,
+                 height)
+        return height
 
     def _verify(self, conn: FramedSocket, kind: str, value: str, fields: dict[str, Any]) -> VerifiedBinding:
         params, chain = self.params, self._headers
@@ -322,7 +388,10 @@ class LedgerClient:
         if record.expires <= now:
             raise LedgerError(f"the record for '{value}' at {self.node} expired at {record.expires}")
         mark = fields.get("disputed")
-        disputed = Dispute.from_wire(value, mark) if kind == "ip" and mark is not None else None
+        disputed: Dispute | None = None
+        if kind == "ip" and mark is not None:
+            from ledger.disputes import Dispute
+            disputed = Dispute.from_wire(value, mark)
         return VerifiedBinding(record=record, public_der=record.holder_key, fingerprint=record.fingerprint,
                                ip=record.ip, port=record.port, ledger_port=record.ledger_port,
                                nickname=record.nickname, relay=record.relay, issued=record.issued,

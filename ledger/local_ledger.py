@@ -439,12 +439,16 @@ class LocalLedger:
             listener(record)
         return True
 
-    def receive_block(self, block: Block, now: float, *, source: str | None = None) -> AddResult:
+    def receive_block(self, block: Block, now: float, *, source: str | None = None,
+                      assume_valid: bool = False) -> AddResult:
         """Validate and add a block (from a peer or the miner); accepted blocks are persisted before return.
-        ``source`` names the sender (e.g. the peer's address) in the warning about a parked branch."""
-        return self.receive_blocks([block], now, source=source)[0]
+        ``source`` names the sender (e.g. the peer's address) in the warning about a parked branch.
+        ``assume_valid`` skips the record signatures only (a block the joining node's agreed checkpoint commits
+        to, checked later by ledger/assume_valid.py's background verification)."""
+        return self.receive_blocks([block], now, source=source, assume_valid=assume_valid)[0]
 
-    def receive_blocks(self, blocks: Sequence[Block], now: float, *, source: str | None = None) -> list[AddResult]:
+    def receive_blocks(self, blocks: Sequence[Block], now: float, *, source: str | None = None,
+                       assume_valid: bool = False) -> list[AddResult]:
         """Add several blocks (a sync batch, parents first) and persist everything they changed in one SQLite
         transaction before returning; one result per block. A crash leaves all of the batch stored or none of
         it, and the stored derived state always matches the stored blocks. Inside :meth:`batched` on this
@@ -453,7 +457,7 @@ class LocalLedger:
             self._check_open()
             results = []
             for block in blocks:
-                result = self.chain.add_block(block, now, source=source)
+                result = self.chain.add_block(block, now, source=source, trusted=assume_valid)
                 results.append(result)
                 if result.status == "invalid":
                     log.info("refused %s: %s", block.header.describe(), result.reason)

@@ -38,6 +38,7 @@ from typing import Any
 
 import msgpack
 
+from ledger.assume_valid import AssumeValid, BackgroundVerifier
 from ledger.bindings import NicknameTaken
 from ledger.blocks import Block, BlockHeader, chain_preference
 from ledger.chain import AddResult
@@ -137,6 +138,8 @@ class NodeConfig:
     # --- owner watch and disputes (ledger/watch.py, ledger/disputes.py) ---
     watch_repeat: float = 600.0            # our binding alert is gossiped again this often while it lasts
     disputes: DisputeConfig = field(default_factory=DisputeConfig)
+    # --- assumed-valid join (ledger/assume_valid.py) ---
+    verify_rate: float = 0.0               # blocks a second checked in the background (0: unlimited)
 
 
 class Peer:
@@ -168,7 +171,8 @@ class Peer:
         self.bucket = TokenBucket(config.message_rate, config.message_burst, now)
         self.throttled_since: float | None = None
         self.download = BlockDownload(config.block_batch)
-        self.awaiting: str | None = None  # "headers" or "blocks" while a sync request is out
+        # "headers" or "blocks" while a sync request is out, "checking" while its headers answer is being checked
+        self.awaiting: str | None = None
         self.deadline: float | None = None
         self.sync_last: bytes | None = None
         self.closed = threading.Event()
@@ -279,7 +283,8 @@ class LedgerNode:
                  relay: str | None = None, no_inbound: bool = False, max_peers: int = 16,
                  config: NodeConfig | None = None, on_progress: ProgressCallback | None = None,
                  clock: Callable[[], float] = time.time,
-                 reload_identity: Callable[[bytes], Identity | None] | None = None) -> None:
+                 reload_identity: Callable[[bytes], Identity | None] | None = None,
+                 assume_valid: AssumeValid | None = None) -> None:
         self.identity = identity
         self.ledger = ledger
         self.params = ledger.params
@@ -334,6 +339,10 @@ class LedgerNode:
         self._server: FrameServer | None = None
         self.port = port
         self._maintainer = threading.Thread(target=self._maintain_loop, name="ledger-maintain")
+        # --- assumed-valid join: signatures below the agreed checkpoint are checked in the background ---
+        self.assume_valid = assume_valid
+        self._verifier = None if assume_valid is None else BackgroundVerifier(
+            ledger, assume_valid, rate=self.config.verify_rate)
         self._workers = [threading.Thread(target=self._admission_loop, name=f"ledger-admit-{i}")
                          for i in range(self.config.admission_workers)]
         ledger.add_listener(on_block=self._on_block, on_record=self._on_record)
@@ -367,6 +376,8 @@ class LedgerNode:
         self.disputes.start()
         if self.config.register:
             self.watch.attach()
+        if self._verifier is not None:
+            self._verifier.start()
         self._maintainer.start()
         log.info("ledger node %s listening on %s (%s, fingerprint %s)", self.nickname,
                  format_address(self.host, self.port), self.params.describe(), self.identity.short_fingerprint)
@@ -386,6 +397,8 @@ class LedgerNode:
         self.ledger.stop_mining()
         if self._maintainer.is_alive():
             self._maintainer.join()
+        if self._verifier is not None:
+            self._verifier.close()
         self.disputes.close()
         while True:  # drop records still waiting: nothing will admit them now
             try:
@@ -481,6 +494,7 @@ class LedgerNode:
             "orphan_bytes": self._orphans.bytes, "side_blocks_refused": self.stats["side_blocks_refused"],
             "stalls": self.stats["stalls"],
         })
+        status["background_verification"] = None if self.assume_valid is None else self.assume_valid.status()
         # --- owner watch and disputes ---
         status["binding_alerts"] = [alert.to_status() for alert in self.watch.alerts()]
         status.update(self.disputes.status())
@@ -780,6 +794,11 @@ class LedgerNode:
             raise ProtocolError(f"{type_} is not expected after the handshake")
 
     def _handle_lookup(self, peer: Peer, by: str, value: str) -> None:
+        if self.assume_valid is not None and self.assume_valid.failed:
+            # The binding state may rest on a forged record: no answer from it (ledger/assume_valid.py).
+            peer.send("lookup_result", found=False, reason="this node's background verification found a forged "
+                                                          "record in the history it assumed valid; ask another node")
+            return
         try:
             answer = answer_lookup(self.ledger, parse_lookup_kind(by), value, self.clock())
         except AmbiguousLookup as exc:
@@ -911,8 +930,11 @@ class LedgerNode:
             if self._closing.is_set():
                 return
             peers = [p for p in self._peers if p.is_peer and not p.closed.is_set()]
+            # A peer whose checked chain is already ahead of ours is a sync candidate, not probed again: probing it
+            # on would fetch (and re-check) its whole chain's headers before a single body is downloaded.
             probes = [p for p in peers if p is not self._sync_peer and p.awaiting is None
                       and (p.wants_sync or (p.claims_more and p.claimed_work > ours[0]))
+                      and not (p.validated_preference > ours and p.validated_preference > p.spent)
                       and not self._is_stalled(p.ip, now)]
             for p in probes:
                 p.wants_sync = False
@@ -960,7 +982,9 @@ class LedgerNode:
     def _handle_headers(self, peer: Peer, packed: list[bytes]) -> None:
         if peer.awaiting != "headers":
             raise ProtocolError("headers were sent without being asked for")
-        peer.awaiting, peer.deadline = None, None
+        # Not None yet: until its pending headers are updated, the maintenance thread must neither probe this
+        # peer again (the probe's locator would start at headers being replaced) nor make it the sync peer.
+        peer.awaiting, peer.deadline = "checking", None
         full = len(packed) >= MAX_HEADERS
         try:
             headers = [BlockHeader.unpack(h) for h in packed]
@@ -988,6 +1012,7 @@ class LedgerNode:
                     known = self.ledger.chain.chain_work(headers[-1].hash)
                 if known is not None:
                     peer.note_validated(known, headers[-1].hash)
+        peer.awaiting = None
         better = peer.validated_preference > self._our_preference()
         if len(peer.pending) > self.config.max_pending_headers and not better:
             log.info("%s offers a branch of over %d headers with no more work than ours; not following it",
@@ -1117,7 +1142,9 @@ class LedgerNode:
         work = parent_work + block.header.work
         if not requested and chain_preference(work, block.hash) <= tip:
             return self._refuse_side_block(peer, block, work, tip[0])
-        result = self.ledger.receive_block(block, now, source=peer.text)  # finality: names the peer of a parked branch
+        assumed = requested and self.assume_valid is not None and self.assume_valid.covers(block)
+        result = self.ledger.receive_block(block, now, source=peer.text,  # names the peer of a parked branch
+                                           assume_valid=assumed)
         if result.status == "invalid":
             self._invalid_block_from(peer, result.reason)
             return "invalid"

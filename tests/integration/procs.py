@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,9 @@ def run_ledger(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("P2PCHAT_HOME", None)
+    # Commands without --data-dir must not read or write the user's own data directory (pins, light-client
+    # headers): every test network shares its genesis with others, so stored headers would leak between tests.
+    env["P2PCHAT_HOME"] = str(Path(tempfile.gettempdir()) / "p2pchat-tests-no-home")
     return env
 
 

@@ -16,6 +16,12 @@ from p2pchat.foundation.identity import KEY_FILE
 from tests.conftest import free_loopback_ip
 
 
+@pytest.fixture(autouse=True)
+def _own_home(tmp_path, monkeypatch):
+    """Commands that ask a node keep the light client's headers in the data directory: never the user's own."""
+    monkeypatch.setenv("P2PCHAT_HOME", str(tmp_path / "home"))
+
+
 @pytest.fixture
 def net(tmp_path):
     with Net(tmp_path) as n:
