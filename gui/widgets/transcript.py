@@ -10,12 +10,13 @@ import customtkinter as ctk
 
 from gui.models import ChatLine, LineKind
 from gui.text import count, indent_continuations
-from gui.widgets.style import ACCENT, BAD, GOOD, MUTED, WARN, Color, Fonts
+from gui.widgets.style import ACCENT, BAD, GOOD, MUTED, OWN_BACKGROUND, WARN, Color, Fonts
 
 TAG_COLORS: dict[str, Color] = {
     "time": MUTED, "sender_in": ACCENT, "sender_out": GOOD, "notice": MUTED, "notice_warn": WARN,
     "notice_bad": BAD, "notice_good": GOOD, "more": ACCENT, "tick_ok": GOOD, "tick_wait": MUTED, "tick_bad": BAD,
 }
+OWN_INDENT = 48
 NOTICE_TAGS = {"refused": "notice_warn", "error": "notice_bad", "ended": "notice_bad", "ready": "notice_good"}
 
 
@@ -43,6 +44,9 @@ class Transcript(ctk.CTkTextbox):
     def _color_tags(self) -> None:
         for tag, color in TAG_COLORS.items():
             self.tag_config(tag, foreground=self._apply_appearance_mode(color))
+        self.tag_config("own", lmargin1=OWN_INDENT, lmargin2=OWN_INDENT,
+                        background=self._apply_appearance_mode(OWN_BACKGROUND))
+        self._text.tag_lower("own")
 
     # ---- editing ------------------------------------------------------------------------------------------
     # Edits go to the plain Tk Text inside the CTkTextbox, a whole batch in one ``insert`` call: every Tk call
@@ -100,7 +104,9 @@ class Transcript(ctk.CTkTextbox):
         tag = f"L{line.line_id}"
         parts: list[tuple[str, str | None]] = [(f"{line.time}  ", "time")]
         if line.kind is LineKind.NOTICE:
-            parts.append((indent_continuations(line.text), NOTICE_TAGS.get(line.level, "notice")))
+            parts.append((indent_continuations(line.text[:line.shown]), NOTICE_TAGS.get(line.level, "notice")))
+            if line.hidden:
+                parts.append(("  ▸ details", "more"))
         else:
             parts.append((f"{line.sender}: ", "sender_out" if line.kind is LineKind.OUT else "sender_in"))
             parts.append((indent_continuations(line.text[:line.shown]), None))
@@ -110,9 +116,11 @@ class Transcript(ctk.CTkTextbox):
                 tick = line.tick
                 parts.append((f"  {tick}", "tick_ok" if tick == "✓" else "tick_bad" if line.failed else "tick_wait"))
         parts.append(("\n", None))
+        # own messages sit indented on a tinted band, the peer's at the left margin: told apart at a glance
+        side = ("own",) if line.kind is LineKind.OUT else ()
         flat: list[object] = []
         for text, style in parts:
-            flat += [text, (tag, style) if style else (tag,)]
+            flat += [text, (tag, *side, style) if style else (tag, *side)]
         return flat
 
     def _more_clicked(self, event: object) -> None:
