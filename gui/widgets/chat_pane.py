@@ -46,6 +46,31 @@ class ChatPane(ctk.CTkFrame):
         self.hint_label.grid(row=4, column=0, columnspan=3, sticky="ew", padx=4)
         self._hint = LabelText(self.hint_label)
         self._typing = LabelText(self.typing_label)
+        # Ctrl+F: a find row above the transcript (Enter: next match, Escape: close)
+        self.find_row = ctk.CTkFrame(self, fg_color="transparent")
+        self.find_entry = ctk.CTkEntry(self.find_row, font=fonts.body, placeholder_text="Find in this chat")
+        self.find_entry.pack(side="left", fill="x", expand=True)
+        self.find_result = ctk.CTkLabel(self.find_row, text="", font=fonts.small, text_color=MUTED, width=90)
+        self.find_result.pack(side="left", padx=6)
+        self.find_entry.bind("<Return>", lambda _e: self.find_next())
+        self.find_entry.bind("<KeyRelease>", lambda e: None if e.keysym == "Return" else self.find_next(restart=True))
+        self.find_entry.bind("<Escape>", lambda _e: self.close_find())
+
+    def open_find(self) -> None:
+        self.find_row.grid(row=0, column=0, columnspan=3, sticky="ew", pady=(0, 4))
+        self.peer_panel.grid_configure(row=0)
+        self.peer_panel.grid_remove()
+        self.find_entry.focus_set()
+
+    def close_find(self) -> None:
+        self.find_row.grid_remove()
+        self.peer_panel.grid()
+        self.transcript.clear_found()
+        self.entry.focus_set()
+
+    def find_next(self, restart: bool = False) -> None:
+        found = self.transcript.find(self.find_entry.get(), restart=restart)
+        self.find_result.configure(text="" if not self.find_entry.get() else ("found" if found else "not found"))
 
     def send(self) -> None:
         text = self.entry.get()

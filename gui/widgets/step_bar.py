@@ -48,11 +48,18 @@ class StepBar(ctk.CTkFrame):
             self.buttons[step] = button
             self.results[step] = result
             self._result_texts[step] = LabelText(result)
-        self.hint = ctk.CTkLabel(self, text="", anchor="w", font=fonts.italic, text_color=MUTED)
+        self.hint = ctk.CTkLabel(self, text="", anchor="w", justify="left", font=fonts.italic, text_color=MUTED,
+                                 wraplength=520)
         self.hint.grid(row=len(Step) + 1, column=0, columnspan=4, padx=10, pady=(0, 6), sticky="ew")
+        # Once a chat is ready the four steps fold into this one line; a click (or Enter on it) unfolds them.
+        self.summary = ctk.CTkButton(self, text="", anchor="w", height=28, font=fonts.body, fg_color="transparent",
+                                     border_width=1, text_color=("gray10", "gray90"), command=self.toggle)
+        self.collapsed = False
+        self._expanded_by_user: str | None = None    # the session whose steps the user unfolded
         self._button_width = 200
         self._shown_all: bool | None = None
         self._shown_hint = ""
+        self._session: str | None = None
         self.bind("<Configure>", self._resized)
 
     def _peer_edited(self, _event: object = None) -> None:
@@ -63,6 +70,7 @@ class StepBar(ctk.CTkFrame):
         if width > 300:
             for label in self.results.values():
                 label.configure(wraplength=max(200, width - self._button_width - 60))
+            self.hint.configure(wraplength=max(200, width - 40))
 
     def _typing_in_peer_field(self) -> bool:
         focus = self.focus_get()
@@ -91,3 +99,28 @@ class StepBar(ctk.CTkFrame):
         if self._shown_hint != bar.hint:
             self._shown_hint = bar.hint
             self.hint.configure(text=bar.hint)
+        ready = bar.session is not None and all(v.state is StepState.DONE for v in bar.steps)
+        self._session = bar.session
+        self._set_collapsed(ready and self._expanded_by_user != bar.session)
+
+    def toggle(self) -> None:
+        """Fold or unfold the four steps (the summary line and its ▴ button)."""
+        self._expanded_by_user = None if self._expanded_by_user == self._session else self._session
+        self._set_collapsed(not self.collapsed)
+
+    def _set_collapsed(self, collapsed: bool) -> None:
+        if collapsed == self.collapsed:
+            return
+        self.collapsed = collapsed
+        for step in Step:
+            if collapsed:
+                self.buttons[step].grid_remove()
+                self.results[step].grid_remove()
+            else:
+                self.buttons[step].grid()
+                self.results[step].grid()
+        if collapsed:
+            self.summary.configure(text="✓ 1 Connect  ✓ 2 Swap keys  ✓ 3 Authenticate  ✓ 4 AES key   — show steps ▾")
+            self.summary.grid(row=1, column=0, columnspan=4, padx=10, pady=2, sticky="ew")
+        else:
+            self.summary.grid_remove()

@@ -130,6 +130,28 @@ class Transcript(ctk.CTkTextbox):
                 self._on_more(int(tag[1:]))
                 return
 
+    def find(self, text: str, restart: bool = False) -> bool:
+        """Highlight the next occurrence of ``text`` (case-insensitive) and scroll to it; False when none."""
+        self.clear_found()
+        if not text:
+            return False
+        start = "1.0" if restart or not getattr(self, "_found_at", None) else self._found_at
+        at = self._text.search(text, start, stopindex="end", nocase=True)
+        if not at and start != "1.0":
+            at = self._text.search(text, "1.0", stopindex="end", nocase=True)
+        if not at:
+            self._found_at = None
+            return False
+        end = f"{at}+{len(text)}c"
+        self._text.tag_add("found", at, end)
+        self._text.tag_config("found", background="#ffd54f", foreground="black")
+        self._text.see(at)
+        self._found_at = end
+        return True
+
+    def clear_found(self) -> None:
+        self._text.tag_remove("found", "1.0", "end")
+
     def more_link_ids(self) -> list[int]:
         """Lines that currently show a "show more" link (tests click them)."""
         found = []
