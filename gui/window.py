@@ -297,6 +297,12 @@ class ChatWindow:
             self.top.deiconify()
             self.top.lift()
             self.top.focus_force()
+            if self._dialog is not None:
+                dialog = self._dialog
+                dialog.take_focus()
+                # customtkinter redraws a new toplevel's decorations after 200 ms (and takes the focus back
+                # to the window on the way): focus the dialog again once that has happened
+                self.top.after(300, lambda: dialog.winfo_exists() and dialog.take_focus())
         if not away:
             return
         if self.alerts.urgent:
