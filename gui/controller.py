@@ -187,7 +187,7 @@ class ChatController:
         elif running:
             hint = f"Running {running.label}…"
         else:
-            hint = f"Next: {turn.label} — your turn" if turn else ""
+            hint = f"Next: {turn.label}" if turn else ""
         if left is not None and left[0] <= COUNTDOWN_FROM:
             hint += f" ({countdown(left[0])} {left[1]})"
         connect_all = not waiting and not tab.ready and running is None
@@ -585,7 +585,7 @@ class ChatController:
             for later in Step:
                 if later > event.step and tab.steps[later].state is StepState.RUNNING:
                     tab.steps[later].state, tab.steps[later].result = StepState.PENDING, ""
-            self._notice(tab, "error", f"{event.step.label}: {words.plain}", detail=words.detail)
+            self._notice(tab, "error", f"{event.step.label} failed: {words.plain}", detail=words.detail)
         self._changes.bar = True
         self._changes.chat_input.add(tab.session)
 
@@ -618,6 +618,7 @@ class ChatController:
         if tab.ended is not None:
             return
         reason = clean(event.reason)
+        was_ready = tab.ready
         tab.ended = reason
         tab.auto = False
         tab.peer_typing_until = None
@@ -631,7 +632,7 @@ class ChatController:
         if tab.failure is not None and (tab.failure == reason or reason in tab.failure or tab.failure in reason):
             pass    # the failed step has said it, beside its button and in the transcript: once is enough
         else:
-            self._notice(tab, "ended", *self._end_words(tab, reason, event.clean))
+            self._notice(tab, "ended", *self._end_words(tab, reason, event.clean, was_ready))
         if not tab.incoming and tab.steps[Step.CONNECT].state is not StepState.DONE:
             tab.close_at = self.clock() + FAILED_TAB_LINGER    # a dial that never connected leaves no tab behind
         self._changes.titles.add(tab.session)
@@ -639,7 +640,7 @@ class ChatController:
         self._changes.chat_input.add(tab.session)
         self._changes.bar = True
 
-    def _end_words(self, tab: TabState, reason: str, clean_end: bool) -> tuple[str, str | None]:
+    def _end_words(self, tab: TabState, reason: str, clean_end: bool, was_ready: bool) -> tuple[str, str | None]:
         """Why the chat ended, blaming the right side: a callee who accepted is never told it did not answer,
         a caller left idle between steps is told it was its own turn."""
         peer = tab.peer_name
@@ -658,7 +659,7 @@ class ChatController:
                                                  f" ({reason})" if reason else ""), None
         if re.search(r"declined|rejected|said no", reason, re.IGNORECASE):
             return words.plain, words.detail
-        if tab.ready:
+        if was_ready:
             return f"Connection lost: {words.plain}", words.detail
         return f"The chat could not start: {words.plain}", words.detail
 
