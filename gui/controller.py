@@ -14,6 +14,7 @@ Without a session yet (nothing typed or connected), the controller itself refuse
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -275,7 +276,7 @@ class ChatController:
             return
         if tab.unread and self.focused:
             tab.unread = 0
-            self._changes.titles.add(session)
+            self._changes.titles.add(tab.session)
         if self.target != session:
             self.target = session
             self.peer_text = tab.peer_query
@@ -425,7 +426,7 @@ class ChatController:
             if tab.typing_sent and now - tab.last_keystroke >= TYPING_IDLE:
                 tab.typing_sent = False
                 session = tab.session
-                self.commands.submit(lambda s=session: self.node.set_typing(s, False))
+                self.commands.submit(functools.partial(self.node.set_typing, session, False))
 
     # ---- node events --------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ node calls made on the :class:`~gui.worker.CommandWorker`, takes the newest ledg
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import time
@@ -247,7 +248,7 @@ class ChatWindow:
                             ("raise_window", "Raise the window for a caller"), ("sound", "Sound")):
             var = tkinter.BooleanVar(self.top, value=getattr(self.alerts, name))
             self._alert_vars[name] = var
-            menu.add_checkbutton(label=label, variable=var, command=lambda n=name: self._alert_toggled(n))
+            menu.add_checkbutton(label=label, variable=var, command=functools.partial(self._alert_toggled, name))
         self.alerts_menu = menu
         b = self.alerts_button
         menu.tk_popup(b.winfo_rootx(), b.winfo_rooty() + b.winfo_height())
@@ -302,7 +303,7 @@ class ChatWindow:
                 dialog.take_focus()
                 # customtkinter redraws a new toplevel's decorations after 200 ms (and takes the focus back
                 # to the window on the way): focus the dialog again once that has happened
-                self.top.after(300, lambda: dialog.winfo_exists() and dialog.take_focus())
+                self.top.after(300, functools.partial(self._refocus, dialog))
         if not away:
             return
         if self.alerts.urgent:
@@ -312,16 +313,27 @@ class ChatWindow:
         if self.alerts.sound:
             self.top.bell()
 
+    @staticmethod
+    def _refocus(dialog: AcceptDialog) -> None:
+        if dialog.winfo_exists():
+            dialog.take_focus()
+
     # ---- keyboard -----------------------------------------------------------------------------------------
 
     def _bind_keys(self) -> None:
         keys: dict[str, Callable[[], object]] = {
             "<Control-q>": self.ask_close, "<Control-w>": self._close_current, "<Control-n>": self._new_chat,
-            "<Control-f>": self._find, "<Control-Tab>": lambda: self._cycle(1),
-            "<Control-ISO_Left_Tab>": lambda: self._cycle(-1), "<Control-Shift-Tab>": lambda: self._cycle(-1),
+            "<Control-f>": self._find, "<Control-Tab>": functools.partial(self._cycle, 1),
+            "<Control-ISO_Left_Tab>": functools.partial(self._cycle, -1),
+            "<Control-Shift-Tab>": functools.partial(self._cycle, -1),
         }
         for key, action in keys.items():
-            self.top.bind(key, lambda _e, a=action: (a(), "break")[1])
+            self.top.bind(key, functools.partial(self._shortcut, action))
+
+    @staticmethod
+    def _shortcut(action: Callable[[], object], _event: object) -> str:
+        action()
+        return "break"
 
     def _cycle(self, step: int) -> None:
         keys = list(self.tabs.pages)
@@ -539,7 +551,11 @@ class ChatWindow:
             self.request_close()
             return
         self._ask("Quit p2pchat?", f"{count(n, 'chat')} {'is' if n == 1 else 'are'} still open; quitting ends "
-                  f"{'it' if n == 1 else 'them'}.", "Quit", lambda yes: yes and self.request_close())
+                  f"{'it' if n == 1 else 'them'}.", "Quit", self._quit_confirmed)
+
+    def _quit_confirmed(self, yes: bool) -> None:
+        if yes:
+            self.request_close()
 
     def request_close(self) -> None:
         """Ask the window to close (safe from Tk callbacks and signal handlers): the next tick does it."""

@@ -6,6 +6,7 @@ selected tab's button is moved to the front of the row whenever it would be draw
 
 from __future__ import annotations
 
+import functools
 import tkinter
 from collections.abc import Callable
 
@@ -70,7 +71,7 @@ class Notebook(ctk.CTkFrame):
     def _fill_menu(self) -> None:
         self.menu.delete(0, "end")
         for key, title in self.titles.items():
-            self.menu.add_radiobutton(label=title, value=key, command=lambda k=key: self._clicked(k),
+            self.menu.add_radiobutton(label=title, value=key, command=functools.partial(self._clicked, key),
                                       variable=self._menu_var)
 
     @property

@@ -27,6 +27,7 @@ class Transcript(ctk.CTkTextbox):
         self._tags_ready = False
         super().__init__(master, wrap="word", font=fonts.body, state="disabled", height=160)
         self._on_more = on_more
+        self._found_at: str | None = None
         self._ids: deque[int] = deque()
         self._text: tkinter.Text = next(c for c in self.winfo_children() if isinstance(c, tkinter.Text))
         self.tag_config("more", underline=True)
@@ -135,7 +136,7 @@ class Transcript(ctk.CTkTextbox):
         self.clear_found()
         if not text:
             return False
-        start = "1.0" if restart or not getattr(self, "_found_at", None) else self._found_at
+        start = "1.0" if restart or self._found_at is None else self._found_at
         at = self._text.search(text, start, stopindex="end", nocase=True)
         if not at and start != "1.0":
             at = self._text.search(text, "1.0", stopindex="end", nocase=True)
