@@ -295,7 +295,8 @@ class ChatWindow:
         """Something needs the user: raise (a caller), flag the window, notify and beep as the settings say."""
         away = not self.controller.focused or self.top.state() != "normal"
         if raise_window and self.alerts.raise_window:
-            self.top.deiconify()
+            if self.top.state() != "normal":
+                self.top.deiconify()      # (not when shown: Tk would map its transient dialogs again at +0+0)
             self.top.lift()
             self.top.focus_force()
             if self._dialog is not None:

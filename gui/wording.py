@@ -24,10 +24,10 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.IGNORE
      "You said no to the chat with {peer}."),
     (r"declined the chat|rejected the chat",
      "{peer} said no to the chat."),
-    (r"you did not accept or reject",
-     "The chat request expired before you answered it."),
-    (r"did not accept or reject the chat",
-     "{peer} did not answer your chat request in time."),
+    (r"you did not accept or reject the chat(?: within ([\d.]+ s))?",
+     "The chat request expired: you did not answer it {within_or_in_time}."),
+    (r"did not accept or reject the chat(?: within ([\d.]+ s))?",
+     "{peer} did not answer your chat request {within_or_in_time}."),
     (r"no ledger record|no live binding|has no record of its key",
      "{peer} is not in the ledger yet: they may not have joined the network, or their record is still being "
      "mined. Try again in a minute."),
@@ -50,9 +50,14 @@ def plain(reason: str, peer: str = "The other side") -> Wording:
     """The sentence the window shows for a node's ``reason`` about ``peer``; the reason itself as the detail."""
     reason = reason.strip()
     for pattern, sentence in _RULES:
-        if pattern.search(reason):
-            text = sentence.format(peer=peer)
-            return Wording(text[0].upper() + text[1:], reason if reason != text else None)
+        m = pattern.search(reason)
+        if m:
+            within = m.group(1) if m.groups() else None
+            text = sentence.format(peer=peer, within=f" (within {within})" if within else "",
+                                   within_or_in_time=f"within {within}" if within else "in time")
+            if not sentence.startswith("{peer}"):      # a nickname keeps its own case
+                text = text[0].upper() + text[1:]
+            return Wording(text, reason if reason != text else None)
     if not reason:
         return Wording("Something went wrong.")
     return Wording(reason[0].upper() + reason[1:])

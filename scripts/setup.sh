@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv with the project installed. Installs the few Debian packages it needs when they are missing
-# (python3-venv, python3-tk; with --test also xvfb and xdotool for the real-window GUI tests).
+# (python3-venv, python3-tk; with --test also xvfb, xdotool, a window manager, a D-Bus session bus and the
+# notification test server's python3-gi for the real-window GUI tests). With a desktop present it also installs
+# the desktop entry (menu item and icon) into ~/.local/share/applications.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=0
@@ -14,6 +16,12 @@ if [ "$want_test" = 1 ]; then
   command -v xdotool >/dev/null || need+=(xdotool)
   command -v ip >/dev/null || need+=(iproute2)
   command -v nft >/dev/null || need+=(nftables)
+  command -v openbox >/dev/null || need+=(openbox)                  # map, focus and urgency semantics
+  command -v xprop >/dev/null || need+=(x11-utils)                  # reads WM_HINTS in the tests
+  command -v import >/dev/null || need+=(imagemagick)               # screenshots of the real window
+  command -v dbus-daemon >/dev/null || need+=(dbus-daemon)          # a private session bus
+  command -v gdbus >/dev/null || need+=(libglib2.0-bin)             # sends the desktop notifications
+  /usr/bin/python3 -c "import gi" 2>/dev/null || need+=(python3-gi gir1.2-glib-2.0)   # the test server
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup: installing ${need[*]} with apt-get" >&2
@@ -41,4 +49,15 @@ then
   cat "$log" >&2
   echo "setup: installing into .venv failed (see above)" >&2
   exit 1
+fi
+
+# The desktop entry: only where a desktop runs (harmless elsewhere: nothing is written without one).
+if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -n "${XDG_CURRENT_DESKTOP:-}${DESKTOP_SESSION:-}" ]; then
+  apps="${XDG_DATA_HOME:-$HOME/.local/share}/applications"
+  icons="${XDG_DATA_HOME:-$HOME/.local/share}/icons/hicolor/64x64/apps"
+  mkdir -p "$apps" "$icons"
+  if .venv/bin/python scripts/make_icon.py "$icons/p2pchat.png" >/dev/null 2>&1; then icon=p2pchat; else icon=; fi
+  sed -e "s|@EXEC@|$PWD/.venv/bin/p2pchat|" -e "s|@ICON@|$icon|" packaging/p2pchat.desktop > "$apps/p2pchat.desktop"
+  command -v update-desktop-database >/dev/null && update-desktop-database -q "$apps" || true
+  echo "setup: installed the desktop entry $apps/p2pchat.desktop" >&2
 fi

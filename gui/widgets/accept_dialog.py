@@ -51,7 +51,6 @@ class AcceptDialog(ctk.CTkToplevel):
 
     def take_focus(self) -> None:
         """Come to the front with the keyboard on Accept (Enter accepts, Escape rejects)."""
-        self.deiconify()
         self.lift()
         self.focus_force()
         self.accept_button.focus_set()

@@ -683,3 +683,26 @@ def test_a_message_in_the_selected_tab_is_unread_while_the_window_is_unfocused(c
     assert ctl.unread_total() == 1
     ctl.set_focused(True)
     assert ctl.unread_total() == 0
+
+
+@pytest.mark.parametrize(("reason", "shown"), [
+    ("cannot reach bob: no relay is known for this peer (its ledger record names none and --relay is not set)",
+     "bob could not be reached directly, and there is no relay server to try instead."),
+    ("no ledger record for '127.0.0.14' at 127.0.0.12:8470 (no live binding for ip 127.0.0.14)",
+     "bob is not in the ledger yet"),
+    ("'hello' message: field 'role' is missing", "bob's program sent something this version does not understand"),
+    ("127.0.0.3:5 did not accept or reject the chat within 4 s", "bob did not answer your chat request within 4 s."),
+    ("127.0.0.3 declined the chat: bob declined the chat", "bob said no to the chat."),
+])
+def test_known_node_reasons_become_plain_sentences_with_the_detail_kept(reason, shown):
+    from gui.wording import plain
+    words = plain(reason, "bob")
+    assert words.plain.startswith(shown)
+    assert "--" not in words.plain and "'" not in words.plain.replace("bob's", "")
+    assert words.detail == reason
+
+
+def test_a_refusal_is_not_called_a_lost_connection(ctl, worker):
+    session = connect_to(ctl, worker)
+    ctl.handle(SessionEnded(session, "127.0.0.3 declined the chat: bob declined the chat"))
+    assert not any("Connection lost" in ln.text for ln in ctl.tabs[session].lines)
