@@ -144,14 +144,14 @@ class ChatWindow:
         self.appearance_menu = ctk.CTkOptionMenu(options, values=list(APPEARANCES), width=96,
                                                  command=self._appearance_chosen, font=self.fonts.small)
         self.appearance_menu.set(appearance)
-        self.appearance_menu.grid(row=0, column=0, pady=2)
+        self.appearance_menu.grid(row=0, column=0, padx=2, pady=2)
         self.scaling_menu = ctk.CTkOptionMenu(options, values=[f"{int(s * 100)}%" for s in SCALINGS], width=96,
                                               command=self._scaling_chosen, font=self.fonts.small)
         self.scaling_menu.set(f"{int(scaling * 100)}%")
-        self.scaling_menu.grid(row=1, column=0, pady=2)
+        self.scaling_menu.grid(row=0, column=1, padx=2, pady=2)
         self.alerts_button = ctk.CTkButton(options, text="Alerts ▾", width=96, font=self.fonts.small,
                                            command=self._alerts_menu)
-        self.alerts_button.grid(row=2, column=0, pady=2)
+        self.alerts_button.grid(row=0, column=2, padx=2, pady=2)
 
         self.step_bar = StepBar(top, self.fonts, on_peer_changed=self._peer_changed, on_step=self._step_clicked,
                                 on_connect_all=self._connect_all, on_new_chat=self._new_chat)
@@ -231,10 +231,12 @@ class ChatWindow:
         self.apply_scaling(old, new)
 
     def apply_scaling(self, old: float, new: float) -> None:
-        self.top.minsize(int(MIN_SIZE[0] * new), int(MIN_SIZE[1] * new))
+        screen_w, screen_h = self.top.winfo_screenwidth(), self.top.winfo_screenheight()
+        self.top.minsize(min(screen_w, int(MIN_SIZE[0] * new)), min(screen_h, int(MIN_SIZE[1] * new)))
+        # customtkinter pins the maximum size to the current one for a second after a scaling change; lift it
+        self.top.maxsize(screen_w, screen_h)
         self.top.update_idletasks()
         width, height = self.top.winfo_width(), self.top.winfo_height()
-        screen_w, screen_h = self.top.winfo_screenwidth(), self.top.winfo_screenheight()
         width = min(screen_w, max(int(width * new / old), int(MIN_SIZE[0] * new)))
         height = min(screen_h, max(int(height * new / old), int(MIN_SIZE[1] * new)))
         self.top.geometry(f"{width}x{height}")

@@ -10,6 +10,7 @@ import customtkinter as ctk
 from gui.widgets.peer_panel import PeerPanel
 from gui.widgets.style import BAD, MUTED, Fonts, LabelText
 from gui.widgets.transcript import Transcript
+from gui.widgets.visibility import hide, show
 
 ENTRY_HEIGHT = 58     # about three lines of text
 TRANSCRIPT_MIN = 60   # the transcript never shrinks to nothing, whatever the window size
@@ -70,13 +71,12 @@ class ChatPane(ctk.CTkFrame):
 
     def open_find(self) -> None:
         self.find_row.grid(row=0, column=0, columnspan=3, sticky="ew", pady=(0, 4))
-        self.peer_panel.grid_configure(row=0)
-        self.peer_panel.grid_remove()
+        hide(self.peer_panel)
         self.find_entry.focus_set()
 
     def close_find(self) -> None:
-        self.find_row.grid_remove()
-        self.peer_panel.grid()
+        hide(self.find_row)
+        show(self.peer_panel)
         self.transcript.clear_found()
         self.entry_text.focus_set()
 
@@ -96,11 +96,15 @@ class ChatPane(ctk.CTkFrame):
         return "break"
 
     def _focus_next(self, _event: object) -> str:
-        self.entry_text.tk_focusNext().focus_set()
+        nxt = self.entry_text.tk_focusNext()
+        if nxt is not None:
+            nxt.focus_set()
         return "break"
 
     def _focus_previous(self, _event: object) -> str:
-        self.entry_text.tk_focusPrev().focus_set()
+        prev = self.entry_text.tk_focusPrev()
+        if prev is not None:
+            prev.focus_set()
         return "break"
 
     def _select_all(self, _event: object) -> str:

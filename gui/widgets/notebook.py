@@ -13,6 +13,7 @@ from collections.abc import Callable
 import customtkinter as ctk
 
 from gui.widgets.style import Fonts
+from gui.widgets.visibility import hide, show
 
 TAB_CHARS = 24
 SELECTED = {"fg_color": ("#1f6aa5", "#1f6aa5"), "hover_color": ("#144870", "#144870"),
@@ -126,10 +127,11 @@ class Notebook(ctk.CTkFrame):
         if key not in self.pages or key == self.current:
             return
         if self.current is not None and self.current in self.pages:
-            self.pages[self.current].grid_remove()
+            hide(self.pages[self.current])
             self.buttons[self.current].configure(**UNSELECTED)
         self.current = key
-        self.pages[key].grid(row=0, column=0, sticky="nsew")
+        if not show(self.pages[key]):
+            self.pages[key].grid(row=0, column=0, sticky="nsew")
         self.buttons[key].configure(**SELECTED)
         self._bring_into_view(key)
 

@@ -8,6 +8,7 @@ import customtkinter as ctk
 
 from gui.models import BarView, StepState
 from gui.widgets.style import MUTED, Fonts, LabelText, result_color, step_style
+from gui.widgets.visibility import hide, show
 from p2pchat.steps import Step
 
 
@@ -112,15 +113,11 @@ class StepBar(ctk.CTkFrame):
         if collapsed == self.collapsed:
             return
         self.collapsed = collapsed
-        for step in Step:
-            if collapsed:
-                self.buttons[step].grid_remove()
-                self.results[step].grid_remove()
-            else:
-                self.buttons[step].grid()
-                self.results[step].grid()
+        # "Connected and encrypted" (the hint) is what the folded line says already
+        for widget in (*self.buttons.values(), *self.results.values(), self.hint):
+            (hide if collapsed else show)(widget)
         if collapsed:
             self.summary.configure(text="✓ 1 Connect  ✓ 2 Swap keys  ✓ 3 Authenticate  ✓ 4 AES key   — show steps ▾")
             self.summary.grid(row=1, column=0, columnspan=4, padx=10, pady=2, sticky="ew")
         else:
-            self.summary.grid_remove()
+            hide(self.summary)

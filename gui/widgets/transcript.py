@@ -25,7 +25,7 @@ class Transcript(ctk.CTkTextbox):
 
     def __init__(self, master: ctk.CTkBaseClass, fonts: Fonts, on_more: Callable[[int], None]) -> None:
         self._tags_ready = False
-        super().__init__(master, wrap="word", font=fonts.body, state="disabled", height=160)
+        super().__init__(master, wrap="word", font=fonts.body, state="disabled", height=80)
         self._on_more = on_more
         self._found_at: str | None = None
         self._ids: deque[int] = deque()
