@@ -33,6 +33,7 @@ from gui.widgets.chat_pane import ChatPane
 from gui.widgets.confirm_dialog import ConfirmDialog
 from gui.widgets.icon import window_icon
 from gui.widgets.identity_panel import IdentityPanel
+from gui.widgets.keyboard import tab_stops
 from gui.widgets.ledger_panel import LedgerPanel
 from gui.widgets.notebook import Notebook
 from gui.widgets.step_bar import StepBar
@@ -117,6 +118,7 @@ class ChatWindow:
         top.bind("<FocusOut>", lambda _e: self.top.after_idle(self._focus_changed), add="+")
         self._focus_changed()
         self._render(Changes(bar=True))
+        tab_stops(top)
         self._schedule()
 
     # ---- layout -------------------------------------------------------------------------------------------
@@ -478,6 +480,8 @@ class ChatWindow:
                         on_more=lambda line_id, s=session: self._more(s, line_id),
                         on_end=lambda s=session: self._end(s))
         pane.grid(row=0, column=0, sticky="nsew", padx=6, pady=6)
+        tab_stops(pane)
+        tab_stops(self.tabs.strip)
         self.panes[session] = pane
         pane.peer_panel.show(peer_rows(tab.info))
         pane.set_input(tab.ready, self.controller.input_hint(session), tab.ended is not None)
@@ -529,6 +533,7 @@ class ChatWindow:
             self._confirm = None
             then(yes)
         self._confirm = ConfirmDialog(self.top, self.fonts, title, question, confirm, answered)
+        tab_stops(self._confirm)
 
     def _next_dialog(self) -> None:
         if self._dialog is not None or self.closed:
@@ -539,6 +544,7 @@ class ChatWindow:
 
     def _open_dialog(self, prompt: AcceptPrompt) -> None:
         self._dialog = AcceptDialog(self.top, self.fonts, prompt, self._answer)
+        tab_stops(self._dialog)
         if self.alerts.raise_window:
             self._dialog.take_focus()
 

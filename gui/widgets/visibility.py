@@ -8,14 +8,13 @@ after any scaling change. :func:`hide` forgets the placement in customtkinter to
 
 from __future__ import annotations
 
-import tkinter
 from typing import Any
 
 _placements: dict[str, dict[str, Any]] = {}
 _removed: set[str] = set()        # plain Tk widgets hidden with grid_remove (Tk keeps their placement)
 
 
-def hide(widget: tkinter.Grid | tkinter.Misc) -> None:
+def hide(widget: Any) -> None:
     last = getattr(widget, "_last_geometry_manager_call", None)    # customtkinter's memory (see above)
     if last is not None:
         _placements[str(widget)] = dict(last["kwargs"])
@@ -25,7 +24,7 @@ def hide(widget: tkinter.Grid | tkinter.Misc) -> None:
         widget.grid_remove()        # type: ignore[union-attr]
 
 
-def show(widget: tkinter.Misc) -> bool:
+def show(widget: Any) -> bool:
     """Place a widget hidden with :func:`hide` again; False when it was never hidden (place it yourself)."""
     kwargs = _placements.pop(str(widget), None)
     if kwargs is not None:

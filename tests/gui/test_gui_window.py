@@ -184,3 +184,32 @@ def test_the_safety_number_and_fingerprint_can_be_copied(app, world):
     assert app.root.clipboard_get() == safety
     d.click(window.identity.copy_button)
     assert app.root.clipboard_get() == world.users[0].identity.short_fingerprint
+
+
+def test_a_keyboard_only_run_of_the_four_steps_and_a_message(app, world):
+    """Tab reaches every step button, Space presses it; then Tab reaches the message entry and Enter sends."""
+    window = app.windows[0]
+    d = Driver(app.root)
+    d.type(window.step_bar.peer_entry, world.users[1].host)
+
+    def tab_to(widget: tkinter.Misc) -> None:
+        for _ in range(40):
+            if str(window.top.focus_get() or "").startswith(str(widget)):
+                return
+            d.key("Tab")
+        raise AssertionError(f"Tab never reached {widget}")
+
+    for step in Step:
+        tab_to(window.step_bar.buttons[step])
+        d.key("space")
+        session = window.controller.target
+        assert session is not None
+        d.wait(lambda s=step, sid=session: (bob_accepts(world),
+                                             window.controller.tabs[sid].steps[s].state.name == "DONE")[1],
+               30, what=f"step {step.label}")
+    session = window.controller.target
+    pane = window.panes[session]
+    tab_to(pane.entry_text)
+    d._xdotool("type", "typed without a mouse")
+    d.key("Return")
+    d.wait(lambda: "typed without a mouse" in pane.transcript.plain_text(), what="the message")
