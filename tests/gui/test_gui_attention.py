@@ -103,6 +103,7 @@ def test_a_call_while_minimized_raises_focuses_flags_and_notifies(desktop, world
         d.wait(lambda: app.root.state() == "normal" and app.root.winfo_viewable(), what="the window to be mapped")
         d.wait(lambda: window._dialog is not None and window._dialog.winfo_viewable(), what="the dialog on screen")
         assert window.urgent and urgent(wrapper), "the urgency hint is set while the caller waits"
+        d.screenshot("caller-while-minimized.png")
         d.wait(lambda: notifications(desktop), what="a desktop notification")
         note = notifications(desktop)[0]
         assert note["app"] == "p2pchat" and note["summary"] == "Incoming chat" and "bob" in note["body"]
@@ -151,3 +152,30 @@ def test_messages_in_the_selected_tab_count_as_unread_while_unfocused(desktop, w
         d.wait(lambda: "unread" not in app.root.title(), what="the title without an unread count")
     finally:
         app.close()
+
+
+def test_a_hostile_nickname_reaches_the_notification_server_as_plain_text(desktop):
+    from gui.attention import DesktopNotifier
+    before = len(notifications(desktop))
+    notifier = DesktopNotifier()
+    try:
+        assert notifier.notify("Incoming chat", 'mal"lory\' \\ <b>boss</b> & {x} [1] wants to chat')
+    finally:
+        notifier.close()
+    assert notifier.sent == 1
+    note = notifications(desktop)[before]
+    assert note["body"] == 'mal"lory\' \\ &lt;b&gt;boss&lt;/b&gt; &amp; {x} [1] wants to chat'
+
+
+def test_without_a_session_bus_nothing_is_sent_and_nothing_fails(monkeypatch):
+    from gui.attention import DesktopNotifier
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    notifier = DesktopNotifier()
+    assert not notifier.available and notifier.notify("Incoming chat", "bob wants to chat") is False
+    assert DesktopNotifier(gdbus="").notify("x", "y") is False
+
+
+def test_the_desktop_file_matches_the_window_class():
+    from gui.window import WM_CLASS
+    entry = (Path(__file__).parents[2] / "packaging" / "p2pchat.desktop").read_text()
+    assert f"StartupWMClass={WM_CLASS}\n" in entry and "Exec=@EXEC@ gui\n" in entry

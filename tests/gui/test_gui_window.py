@@ -91,6 +91,7 @@ def test_thirty_chats_every_tab_stays_reachable(app, world):
         assert window.tabs.current == session and window.controller.selected == session
         assert window.tabs.button_shown(session), "the selected tab's button is drawn inside the row"
         assert inside_window(window, window.panes[session].transcript)
+    d.screenshot("thirty-chats.png", window.top)
     app.root.focus_force()
     d.wait(lambda: window.has_focus(), what="the focus")
     d.key("ctrl+Tab")
@@ -104,6 +105,7 @@ def test_the_step_bar_folds_once_ready_and_unfolds_on_a_click(app, world):
     ready_chat(app, world, d)
     d.wait(lambda: window.step_bar.collapsed, what="the folded step bar")
     assert not window.step_bar.buttons[Step.CONNECT].winfo_viewable()
+    d.screenshot("steps-folded.png", window.top)
     d.click(window.step_bar.summary)
     d.wait(lambda: not window.step_bar.collapsed, what="the unfolded step bar")
     assert all(b.winfo_viewable() for b in window.step_bar.buttons.values()), "all four steps clickable again"
@@ -128,6 +130,7 @@ def test_the_minimum_size_and_150_percent_keep_entry_send_and_transcript_visible
         d.pump()
     for widget in (pane.entry, pane.send_button):
         assert inside_window(window, widget), f"{widget} is cut off at 150 %"
+    d.screenshot("scaled-150.png", window.top)
     assert pane.transcript.winfo_height() >= 60
 
 
@@ -147,6 +150,7 @@ def test_keyboard_new_chat_find_new_line_and_confirmed_close(app, world):
     d.wait(lambda: pane.find_entry.winfo_viewable(), what="the find row")
     d._xdotool("type", "first")
     d.wait(lambda: pane.find_result.cget("text") == "found", what="a match")
+    d.screenshot("find-in-chat.png", window.top)
     d.key("Escape")
     d.key("ctrl+n")
     d.wait(lambda: str(window.top.focus_get()).startswith(str(window.step_bar.peer_entry)), what="the peer field")
