@@ -7,7 +7,7 @@ import tkinter
 
 import customtkinter as ctk
 
-from gui.widgets.style import ACCENT
+from gui.widgets.style import FOCUS_RING
 
 _done: set[str] = set()
 
@@ -18,9 +18,18 @@ def tab_stop(button: ctk.CTkButton) -> None:
         return
     _done.add(str(button))
     canvas: tkinter.Canvas = button._canvas      # customtkinter draws the button on this canvas
-    mode = 1 if ctk.get_appearance_mode() == "Dark" else 0
-    canvas.configure(takefocus=1, highlightthickness=2, highlightcolor=ACCENT[mode],
-                     highlightbackground=canvas.cget("bg"))
+    # (not Tk's highlight ring: it shifts customtkinter's drawing and clips the button's own border)
+    canvas.configure(takefocus=1)
+    plain = {"border_width": button.cget("border_width"), "border_color": button.cget("border_color")}
+
+    def focus_in(_event: object) -> None:
+        button.configure(border_width=2, border_color=FOCUS_RING)
+
+    def focus_out(_event: object) -> None:
+        if button.winfo_exists():
+            button.configure(**plain)
+    canvas.bind("<FocusIn>", focus_in, add="+")
+    canvas.bind("<FocusOut>", focus_out, add="+")
 
     def press(_event: object) -> str:
         if button.cget("state") != "disabled":

@@ -31,6 +31,7 @@ BACKGROUNDS: dict[str, Color] = {"window": WINDOW_BG, "frame": FRAME_BG, "textbo
 TEXT_COLORS: dict[str, Color] = {"good": GOOD, "bad": BAD, "muted": MUTED, "text": TEXT, "warn": WARN,
                                  "accent": ACCENT}
 NEUTRAL_TEXT: Color = ("gray10", "gray90")       # outlined buttons (Reject, Cancel, End chat)
+FOCUS_RING: Color = ("#e8a200", "#ffd54f")       # the border of the button that has the keyboard focus
 
 # Step buttons: the next step wears the accent colour, later ones a quiet grey (still pressable), done ones
 # green, a failed one red (press it again to retry).

@@ -124,6 +124,7 @@ def test_the_minimum_size_and_150_percent_keep_entry_send_and_transcript_visible
         assert inside_window(window, widget), f"{widget} is cut off at the minimum size"
     assert pane.transcript.winfo_height() >= 60, "the transcript keeps some height"
     before = app.root.winfo_width(), app.root.winfo_height()
+    window.scaling_menu.set("150%")
     window._scaling_chosen("150%")
     d.wait(lambda: app.root.winfo_width() >= before[0] * 1.4, what="the window to grow with the scaling")
     for _ in range(5):
