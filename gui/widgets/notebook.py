@@ -95,14 +95,16 @@ class Notebook(ctk.CTkFrame):
         """The tab's button lies wholly inside the row (not cut off at its right edge)."""
         button = self.buttons[key]
         self.update_idletasks()
-        return button.winfo_x() + button.winfo_width() <= self.strip.winfo_width()
+        # pack squeezes the buttons that do not fit to nothing (or to a sliver) rather than moving them away
+        return (bool(button.winfo_ismapped()) and button.winfo_width() >= button.winfo_reqwidth() - 1
+                and button.winfo_x() + button.winfo_width() <= self.strip.winfo_width())
 
     def _bring_into_view(self, key: str) -> None:
         self.update_idletasks()
         if self.strip.winfo_width() > 1 and not self.button_shown(key):
-            first = next(iter(self.buttons.values()))
-            if first is not self.buttons[key]:
-                self.buttons[key].pack_configure(before=first)
+            slaves = self.strip.pack_slaves()
+            if slaves and slaves[0] is not self.buttons[key]:
+                self.buttons[key].pack_configure(before=slaves[0])
 
     def rename(self, key: str, title: str) -> None:
         if self.titles.get(key) != title:
