@@ -14,6 +14,7 @@ import logging
 import queue
 import time
 import tkinter
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,6 +54,7 @@ SLOW_TICK = 0.25          # typing expiry and similar housekeeping
 LEDGER_KEY = "#ledger"    # the ledger tab's key among the session ids
 
 
+_WINDOWS: weakref.WeakSet[ChatWindow] = weakref.WeakSet()
 WM_CLASS = "p2pchat"       # the root's className (gui/app.py creates the root): desktop files match on it
 MIN_SIZE = (600, 560)       # at 100 %: the entry, Send and a few transcript lines fit with the steps collapsed
 
@@ -117,6 +119,7 @@ class ChatWindow:
         top.bind("<FocusIn>", lambda _e: self._focus_changed(), add="+")
         top.bind("<FocusOut>", lambda _e: self.top.after_idle(self._focus_changed), add="+")
         self._focus_changed()
+        _WINDOWS.add(self)
         self._render(Changes(bar=True))
         tab_stops(top)
         self._schedule()
@@ -222,8 +225,14 @@ class ChatWindow:
         self.ledger_panel.show_join_result(f"… asking {address}", True)
         self.ledger.join(address, lambda text, ok: self.ledger_panel.show_join_result(text, ok))
 
+    def _siblings(self) -> list[ChatWindow]:
+        """The other open windows of this Tk interpreter (the demo's): appearance and scaling are shared."""
+        return [w for w in list(_WINDOWS) if w is not self and not w.closed and w.top.tk is self.top.tk]
+
     def _appearance_chosen(self, mode: str) -> None:
         ctk.set_appearance_mode(mode)
+        for other in self._siblings():     # customtkinter's mode is per process: every menu says what is shown
+            other.appearance_menu.set(mode)
 
     def _scaling_chosen(self, text: str) -> None:
         """Scale the widgets and the window with them, so that nothing is cut off at a larger scale."""
@@ -231,6 +240,9 @@ class ChatWindow:
         new = int(text.rstrip("%")) / 100
         ctk.set_widget_scaling(new)
         self.apply_scaling(old, new)
+        for other in self._siblings():
+            other.scaling_menu.set(text)
+            other.apply_scaling(old, new)
 
     def apply_scaling(self, old: float, new: float) -> None:
         screen_w, screen_h = self.top.winfo_screenwidth(), self.top.winfo_screenheight()

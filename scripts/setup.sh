@@ -52,12 +52,4 @@ then
 fi
 
 # The desktop entry: only where a desktop runs (harmless elsewhere: nothing is written without one).
-if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -n "${XDG_CURRENT_DESKTOP:-}${DESKTOP_SESSION:-}" ]; then
-  apps="${XDG_DATA_HOME:-$HOME/.local/share}/applications"
-  icons="${XDG_DATA_HOME:-$HOME/.local/share}/icons/hicolor/64x64/apps"
-  mkdir -p "$apps" "$icons"
-  if .venv/bin/python scripts/make_icon.py "$icons/p2pchat.png" >/dev/null 2>&1; then icon=p2pchat; else icon=; fi
-  sed -e "s|@EXEC@|$PWD/.venv/bin/p2pchat|" -e "s|@ICON@|$icon|" packaging/p2pchat.desktop > "$apps/p2pchat.desktop"
-  command -v update-desktop-database >/dev/null && update-desktop-database -q "$apps" || true
-  echo "setup: installed the desktop entry $apps/p2pchat.desktop" >&2
-fi
+bash scripts/install-desktop-entry.sh

@@ -179,3 +179,23 @@ def test_the_desktop_file_matches_the_window_class():
     from gui.window import WM_CLASS
     entry = (Path(__file__).parents[2] / "packaging" / "p2pchat.desktop").read_text()
     assert f"StartupWMClass={WM_CLASS}\n" in entry and "Exec=@EXEC@ gui\n" in entry
+
+
+def _install_entry(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    script = Path(__file__).parents[2] / "scripts" / "install-desktop-entry.sh"
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("DISPLAY", "WAYLAND_DISPLAY", "XDG_CURRENT_DESKTOP", "DESKTOP_SESSION")}
+    return subprocess.run(["bash", str(script)], env={**clean, "XDG_DATA_HOME": str(tmp_path), **env},
+                          capture_output=True, text=True, timeout=60, check=True)
+
+
+def test_the_menu_entry_is_installed_only_with_a_desktop(xvfb, tmp_path):
+    _install_entry(tmp_path)
+    assert not (tmp_path / "applications").exists(), "nothing is written without a desktop session"
+    _install_entry(tmp_path, DISPLAY=xvfb, XDG_CURRENT_DESKTOP="test")
+    entry = (tmp_path / "applications" / "p2pchat.desktop").read_text()
+    assert "StartupWMClass=p2pchat\n" in entry and "@" not in entry
+    exec_line = next(line for line in entry.splitlines() if line.startswith("Exec="))
+    assert exec_line.endswith("/.venv/bin/p2pchat gui")
+    icon = tmp_path / "icons" / "hicolor" / "64x64" / "apps" / "p2pchat.png"
+    assert icon.read_bytes().startswith(b"\x89PNG") and "Icon=p2pchat\n" in entry

@@ -223,9 +223,11 @@ def test_several_chats_at_once_in_tabs_with_unread_counts(app, world):
     d.click(alice.tabs.buttons[carol_tab])
     d.wait(lambda: text.tag_cget("sender_in", "foreground") != light_color, what="dark tag colours")
     d.screenshot("dark-mode.png", alice.top)
+    assert app.windows[1].appearance == "Dark", "the mode is shared: bob's menu says what his window shows"
     alice.scaling_menu.set("110%")
     alice._scaling_chosen("110%")
     d.pump()
+    assert app.windows[1].scaling == 1.1
     assert alice.scaling == 1.1 and alice.appearance == "Dark"
     carol.send_text(from_carol, "still here")
     d.wait(lambda: "carol: still here" in transcript(alice, carol_tab), what="a message after rescaling")
