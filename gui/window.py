@@ -293,6 +293,11 @@ class ChatWindow:
         dialogs = {str(d) for d in (self._dialog, self._confirm) if d is not None}
         return top == own or top in dialogs
 
+    def _watch_focus(self, dialog: tkinter.Misc) -> None:
+        """A dialog of this window counts as the window: the focus leaving it may leave the app."""
+        dialog.bind("<FocusIn>", lambda _e: self._focus_changed(), add="+")
+        dialog.bind("<FocusOut>", lambda _e: self.top.after_idle(self._focus_changed), add="+")
+
     def _focus_changed(self) -> None:
         if self.closed:
             return
@@ -545,6 +550,7 @@ class ChatWindow:
             self._confirm = None
             then(yes)
         self._confirm = ConfirmDialog(self.top, self.fonts, title, question, confirm, answered)
+        self._watch_focus(self._confirm)
         tab_stops(self._confirm)
 
     def _next_dialog(self) -> None:
@@ -556,6 +562,7 @@ class ChatWindow:
 
     def _open_dialog(self, prompt: AcceptPrompt) -> None:
         self._dialog = AcceptDialog(self.top, self.fonts, prompt, self._answer)
+        self._watch_focus(self._dialog)
         tab_stops(self._dialog)
         if self.alerts.raise_window:
             self._dialog.take_focus()
