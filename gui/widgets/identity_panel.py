@@ -26,7 +26,7 @@ class IdentityPanel(ctk.CTkFrame):
         self.copy_button.grid(row=1, column=2, padx=(6, 0), sticky="w")
         self.ledger = ctk.CTkLabel(self, text="Ledger: checking…", font=fonts.small, anchor="w", justify="left",
                                    wraplength=600)
-        self.ledger.grid(row=2, column=0, columnspan=2, padx=10, sticky="ew")
+        self.ledger.grid(row=2, column=0, columnspan=3, padx=10, sticky="ew")
         self.bind("<Configure>", lambda e: self.ledger.configure(wraplength=max(300, e.width - 30)))
         self._ledger_text = LabelText(self.ledger)
 

@@ -100,7 +100,8 @@ class StepBar(ctk.CTkFrame):
         if self._shown_hint != bar.hint:
             self._shown_hint = bar.hint
             self.hint.configure(text=bar.hint)
-        ready = bar.session is not None and all(v.state is StepState.DONE for v in bar.steps)
+        # folded only while the chat is live: an ended chat's bar shows 1 Connect to start again
+        ready = bar.session is not None and all(v.state is StepState.DONE and not v.clickable for v in bar.steps)
         self._session = bar.session
         self._set_collapsed(ready and self._expanded_by_user != bar.session)
 

@@ -218,3 +218,15 @@ def test_a_keyboard_only_run_of_the_four_steps_and_a_message(app, world):
     d._xdotool("type", "typed without a mouse")
     d.key("Return")
     d.wait(lambda: "typed without a mouse" in pane.transcript.plain_text(), what="the message")
+
+
+def test_an_ended_chat_unfolds_the_steps_so_that_1_connect_can_start_again(app, world):
+    window = app.windows[0]
+    d = Driver(app.root)
+    session = ready_chat(app, world, d)
+    d.wait(lambda: window.step_bar.collapsed, what="the folded step bar")
+    bob = world.users[1].chat
+    bob.end_session(bob.sessions()[0].session)     # bob says goodbye
+    d.wait(lambda: window.controller.tabs[session].ended is not None, what="the chat to end")
+    d.wait(lambda: not window.step_bar.collapsed, what="the unfolded step bar")
+    assert window.step_bar.buttons[Step.CONNECT].winfo_viewable()
