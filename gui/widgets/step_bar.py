@@ -28,6 +28,7 @@ class StepBar(ctk.CTkFrame):
         self.peer_entry.bind("<KeyRelease>", self._peer_edited)
         self.peer_entry.bind("<<Paste>>", lambda _e: self.after_idle(self._peer_edited))
         self.peer_entry.bind("<Return>", lambda _e: on_connect_all())
+        self.peer_entry.bind("<Control-a>", self._select_all)     # (Tk's own Ctrl+A jumps to the line start)
         self.connect_all_button = ctk.CTkButton(self, text="Connect all", width=110, font=fonts.bold,
                                                 command=on_connect_all)
         self.connect_all_button.grid(row=0, column=2, padx=4, pady=(8, 4))
@@ -64,7 +65,18 @@ class StepBar(ctk.CTkFrame):
         self.bind("<Configure>", self._resized)
 
     def _peer_edited(self, _event: object = None) -> None:
-        self._on_peer_changed(self.peer_entry.get())
+        text = self.peer_entry.get()
+        if "\n" in text or "\r" in text or "\t" in text:
+            # a pasted block of lines: one line in a one-line field (Tk would draw the breaks as boxes)
+            text = " ".join(text.split())
+            self.peer_entry.delete(0, "end")
+            self.peer_entry.insert(0, text)
+        self._on_peer_changed(text)
+
+    def _select_all(self, _event: object = None) -> str:
+        self.peer_entry.select_range(0, "end")
+        self.peer_entry.icursor("end")
+        return "break"
 
     def _resized(self, event: object) -> None:
         width = getattr(event, "width", 0)

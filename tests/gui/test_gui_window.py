@@ -230,3 +230,19 @@ def test_an_ended_chat_unfolds_the_steps_so_that_1_connect_can_start_again(app, 
     d.wait(lambda: window.controller.tabs[session].ended is not None, what="the chat to end")
     d.wait(lambda: not window.step_bar.collapsed, what="the unfolded step bar")
     assert window.step_bar.buttons[Step.CONNECT].winfo_viewable()
+
+
+def test_the_peer_field_selects_all_with_ctrl_a_and_takes_a_pasted_block_as_one_line(app, world):
+    window = app.windows[0]
+    d = Driver(app.root)
+    entry = window.step_bar.peer_entry
+    d.type(entry, "127.0.0.9")
+    d.key("ctrl+a")
+    assert entry._entry.selection_present() and entry._entry.selection_get() == "127.0.0.9"
+    d.key("BackSpace")
+    assert entry.get() == ""
+    app.root.clipboard_clear()
+    app.root.clipboard_append("127.0.0.7\n\tbob\n")
+    d.key("ctrl+v")
+    d.wait(lambda: window.controller.peer_text == "127.0.0.7 bob", what=f"one line, not {entry.get()!r}")
+    assert entry.get() == "127.0.0.7 bob"
