@@ -246,3 +246,29 @@ def test_the_peer_field_selects_all_with_ctrl_a_and_takes_a_pasted_block_as_one_
     d.key("ctrl+v")
     d.wait(lambda: window.controller.peer_text == "127.0.0.7 bob", what=f"one line, not {entry.get()!r}")
     assert entry.get() == "127.0.0.7 bob"
+
+
+def test_alerts_menu_turns_notifications_off_and_it_is_remembered(app, world, tmp_path):
+    import customtkinter as ctk
+
+    from gui.settings import load_alerts
+    user = world.users[1]
+    window = ChatWindow(ctk.CTkToplevel(app.root), user.chat, me(user), data_dir=tmp_path)
+    d = Driver(app.root)
+    try:
+        d.pump()
+        assert window.alerts.notify and not window.alerts.sound
+        window._alerts_menu()
+        labels = [window.alerts_menu.entrycget(i, "label") for i in range(4)]
+        assert labels == ["Desktop notifications", "Flash the taskbar entry", "Raise the window for a caller", "Sound"]
+        window.alerts_menu.invoke(0)
+        window.alerts_menu.invoke(3)
+        window.alerts_menu.unpost()
+        d.pump()
+        assert not window.alerts.notify and window.alerts.sound
+        assert load_alerts(tmp_path) == window.alerts
+        again = ChatWindow(ctk.CTkToplevel(app.root), user.chat, me(user), data_dir=tmp_path)
+        assert again.alerts == window.alerts
+        again.close()
+    finally:
+        window.close()
