@@ -25,7 +25,7 @@ from gui.ledger_actions import LedgerActions
 from gui.ledger_monitor import LedgerMonitor
 from gui.ledger_runtime import attach_ledger
 from gui.settings import Settings
-from gui.window import ChatNodeLike, ChatWindow, Me
+from gui.window import WM_CLASS, ChatNodeLike, ChatWindow, Me
 from ledger.node import default_nickname
 from p2pchat.chat_protocol import MAX_ROTATE_EVERY
 from p2pchat.display import visible
@@ -51,7 +51,7 @@ class App:
         sys.setswitchinterval(SWITCH_INTERVAL)
         ctk.set_appearance_mode(appearance)
         ctk.set_widget_scaling(scaling)
-        self.root = ctk.CTk()
+        self.root = ctk.CTk(className=WM_CLASS)   # the .desktop entry's StartupWMClass matches it
         self.root.withdraw()          # shown by open_window once there is something to show
         self.windows: list[ChatWindow] = []
         self._settings: dict[int, tuple[Path | None, Settings]] = {}
@@ -64,7 +64,7 @@ class App:
         top = self.root if not self.windows else ctk.CTkToplevel(self.root)
         remembered = gui_settings.load(data_dir) if data_dir is not None else Settings()
         window = ChatWindow(top, node, me, ledger=ledger, on_close=self._window_closed,
-                            appearance=remembered.appearance, scaling=remembered.scaling)
+                            appearance=remembered.appearance, scaling=remembered.scaling, data_dir=data_dir)
         top.geometry(geometry or remembered.geometry)
         if top is self.root:
             self.root.deiconify()

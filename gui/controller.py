@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Protocol
 
 from gui.models import AcceptPrompt, BarView, ChatLine, LineKind, StepState, StepView, TabState
 from gui.text import MORE_CHARS, MORE_LINES, clean, clean_name, clock_time, count, fail_text, ok_text, preview_end
+from gui.wording import countdown, plain
 from p2pchat.chat_protocol import MAX_TEXT_BYTES
 from p2pchat.events import (
     DeliveryReceipt,
@@ -52,6 +54,8 @@ TYPING_IDLE = 5.0           # seconds without a keystroke before we tell the pee
 PEER_TYPING_SHOWN = 8.0     # a typing indicator without news expires after this long
 EARLY_SESSIONS_KEPT = 64    # sessions the window has not shown yet (their IncomingChat has not arrived)
 EARLY_EVENTS_KEPT = 8
+FAILED_TAB_LINGER = 8.0     # seconds a failed dial's tab stays (its failure shown) before it closes itself
+COUNTDOWN_FROM = 90.0       # a timeout closer than this shows a countdown in the step bar
 NOTICE_MARKS = {"rotation": "↻", "refused": "⚠", "path": "⇄", "info": "ℹ", "ready": "✓", "ended": "■",
                 "error": "⚠"}
 
@@ -117,12 +121,17 @@ class ChatController:
     """State of every chat tab and of the step bar; see the module docstring."""
 
     def __init__(self, node: NodeApi, commands: Commands, *, nickname: str,
-                 clock: Callable[[], float] = time.time, max_message_bytes: int = MAX_TEXT_BYTES) -> None:
+                 clock: Callable[[], float] = time.time, max_message_bytes: int = MAX_TEXT_BYTES,
+                 accept_timeout: float = 120.0, handshake_timeout: float = 120.0) -> None:
         self.node = node
         self.commands = commands
         self.nickname = clean_name(nickname)
         self.clock = clock
         self.max_message_bytes = max_message_bytes
+        self.accept_timeout = accept_timeout          # the node's: a caller waits this long for an answer
+        self.handshake_timeout = handshake_timeout    # the node's: the four steps must be done this long after 1
+        self.focused = True                  # the window has the keyboard focus (else every message is unread)
+        self._countdown_shown = ""
         self.tabs: dict[str, TabState] = {}
         self.selected: str | None = None     # the chat tab on screen (None: the ledger tab or no tab)
         self.target: str | None = None       # the session the step bar drives (None: a new chat)
@@ -164,20 +173,56 @@ class ChatController:
             else:
                 clickable = not tab.awaiting_answer and st.state not in (StepState.DONE, StepState.RUNNING)
             views.append(StepView(s, s.label, st.state, st.result, turn=s is turn, clickable=clickable))
+        left = self.time_left(tab)
         if tab.ended is not None:
-            hint = f"This chat has ended ({tab.ended}). Press 1 Connect to start a new one."
+            hint = ("This chat could not start; this tab closes by itself. Press 1 Connect to try again."
+                    if tab.close_at is not None else "This chat has ended. Press 1 Connect to start a new one.")
         elif tab.awaiting_answer:
             hint = f"{tab.peer_name} wants to chat: accept or reject"
         elif tab.ready:
             hint = "Connected and encrypted: chat below"
         elif tab.incoming:
-            hint = f"{tab.peer_name} runs the four steps; each result shows here"
+            hint = f"Waiting for {tab.peer_name} to run the next step; each result shows here"
+        elif running is Step.CONNECT and tab.waiting_since is not None:
+            hint = f"Waiting for {tab.peer_name} to accept your chat request"
         elif running:
             hint = f"Running {running.label}…"
         else:
             hint = f"Next: {turn.label}" if turn else ""
+        if left is not None and left[0] <= COUNTDOWN_FROM:
+            hint += f" ({countdown(left[0])} {left[1]})"
         connect_all = not waiting and not tab.ready and running is None
         return BarView(self.peer_text, tab.session, tuple(views), connect_all, hint)
+
+    def time_left(self, tab: TabState) -> tuple[float, str] | None:
+        """Seconds until the node gives up on an unfinished handshake, and who it waits on; None when no
+        timeout runs (a ready or ended chat, or one still being dialled)."""
+        if tab.ended is not None or tab.ready:
+            return None
+        now = self.clock()
+        if tab.awaiting_answer:
+            return tab.opened_at + self.accept_timeout - now, "left to answer"
+        if tab.waiting_since is not None and not tab.incoming:
+            return tab.waiting_since + self.accept_timeout - now, f"left for {tab.peer_name} to answer"
+        if tab.steps[Step.CONNECT].state is not StepState.DONE:
+            return None
+        if tab.incoming:
+            return tab.opened_at + self.handshake_timeout - now, f"left for {tab.peer_name} to finish"
+        if tab.running is not None:
+            return None
+        return tab.opened_at + self.handshake_timeout - now, "left to finish the steps"
+
+    def unread_total(self) -> int:
+        return sum(t.unread for t in self.tabs.values())
+
+    def set_focused(self, focused: bool) -> None:
+        """The window gained or lost the keyboard focus; the chat on screen is read once it has it again."""
+        self.focused = focused
+        if focused and self.selected in self.tabs:
+            tab = self.tabs[self.selected]
+            if tab.unread:
+                tab.unread = 0
+                self._changes.titles.add(tab.session)
 
     def prompts(self) -> list[AcceptPrompt]:
         """Incoming chats still waiting for an answer, oldest first."""
@@ -193,7 +238,7 @@ class ChatController:
         """The line under the chat entry: why it is off, or how to send."""
         tab = self.tabs[session]
         if tab.ended is not None:
-            return "This chat has ended"
+            return "This chat has ended" if tab.close_at is None else "This chat could not start"
         if tab.awaiting_answer:
             return "Accept the chat first"
         if not tab.ready and tab.incoming:
@@ -229,7 +274,7 @@ class ChatController:
         tab = self.tabs.get(session) if session else None
         if tab is None:
             return
-        if tab.unread:
+        if tab.unread and self.focused:
             tab.unread = 0
             self._changes.titles.add(tab.session)
         if self.target != session:
@@ -259,6 +304,8 @@ class ChatController:
             return
         if tab.running is None and tab.next_step is step:
             st.state, st.result = StepState.RUNNING, "… working"
+            if step is Step.CONNECT:
+                tab.waiting_since = self.clock()
         # Out-of-turn presses go to the node too: it holds the real session state and answers StepRefused.
         self._changes.bar = True
         session = tab.session
@@ -277,6 +324,8 @@ class ChatController:
         nxt = tab.next_step
         if nxt is not None:
             tab.steps[nxt].state, tab.steps[nxt].result = StepState.RUNNING, "… working"
+            if nxt is Step.CONNECT:
+                tab.waiting_since = self.clock()
         self._changes.bar = True
         session = tab.session
         self.commands.submit(lambda: self.node.run_all(session),
@@ -289,6 +338,7 @@ class ChatController:
         if tab is None or not tab.awaiting_answer:
             return
         tab.awaiting_answer = False
+        tab.answered = accept
         self.commands.submit(lambda: self.node.accept(session, accept),
                              failed=lambda exc: self._session_error(session, exc))
         if accept:
@@ -348,12 +398,27 @@ class ChatController:
             return
         if tab.ended is None:
             self.commands.submit(lambda: self.node.end_session(session))
+        keep = None
+        if self.target == session and tab.close_at is not None:
+            # A failed dial closes itself: the step bar keeps what happened, so the failure stays in sight.
+            keep = {s: st.result for s, st in tab.steps.items() if st.state is StepState.FAILED}
         self._prompts = [p for p in self._prompts if p.session != session]
         self._remove(session)
+        if keep:
+            self.draft_results = keep
 
     def tick(self) -> None:
-        """Called every few hundred ms: expire typing indicators, tell peers we stopped typing."""
+        """Called every few hundred ms: expire typing indicators, tell peers we stopped typing, close failed
+        dials whose failure has been shown, and count down the handshake's timeouts."""
         now = self.clock()
+        for tab in [t for t in self.tabs.values() if t.close_at is not None and now >= t.close_at]:
+            self.close_tab(tab.session)
+        target = self.tabs.get(self.target) if self.target else None
+        left = self.time_left(target) if target is not None else None
+        shown = countdown(left[0]) if left is not None and left[0] <= COUNTDOWN_FROM else ""
+        if shown != self._countdown_shown:
+            self._countdown_shown = shown
+            self._changes.bar = True
         for tab in self.tabs.values():
             if tab.peer_typing_until is not None and now >= tab.peer_typing_until:
                 tab.peer_typing_until = None
@@ -431,6 +496,8 @@ class ChatController:
             self.draft_results = {for_step or Step.CONNECT: fail_text(str(exc))}
             self._changes.bar = True
             return None
+        for old in [t for t in self.tabs.values() if t.close_at is not None and t.peer_query == query]:
+            self.close_tab(old.session)     # a failed dial to the same peer is replaced, not kept beside
         tab = self._new_tab(session, query, clean_name(query))
         self.target = session
         self.peer_text = query
@@ -447,7 +514,8 @@ class ChatController:
 
     def _new_tab(self, session: str, query: str, name: str, incoming: bool = False) -> TabState:
         tab = TabState(session=session, peer_query=query, base_title=self._unique_title(name), incoming=incoming,
-                       named=incoming, info=SessionInfo(session=session, peer_query=query, incoming=incoming))
+                       named=incoming, info=SessionInfo(session=session, peer_query=query, incoming=incoming),
+                       opened_at=self.clock())
         self.tabs[session] = tab
         self._changes.tabs_added.append(session)
         self._changes.peer.add(session)
@@ -497,6 +565,8 @@ class ChatController:
     def _step_result(self, tab: TabState, event: StepResult) -> None:
         st = tab.steps[event.step]
         detail = clean(event.detail)
+        if event.step is Step.CONNECT:
+            tab.waiting_since = None
         if event.ok:
             st.state, st.result = StepState.DONE, ok_text(detail)
             nxt = tab.next_step
@@ -508,12 +578,14 @@ class ChatController:
                                            "encrypted. Compare the safety number with them to be sure.")
                 self._changes.chat_input.add(tab.session)
         else:
-            st.state, st.result = StepState.FAILED, fail_text(detail)
+            words = plain(detail, tab.peer_name)
+            st.state, st.result = StepState.FAILED, fail_text(words.plain)
             tab.auto = False
+            tab.failure = detail
             for later in Step:
                 if later > event.step and tab.steps[later].state is StepState.RUNNING:
                     tab.steps[later].state, tab.steps[later].result = StepState.PENDING, ""
-            self._notice(tab, "error", f"{event.step.label} failed: {detail}")
+            self._notice(tab, "error", f"{event.step.label} failed: {words.plain}", detail=words.detail)
         self._changes.bar = True
         self._changes.chat_input.add(tab.session)
 
@@ -538,7 +610,7 @@ class ChatController:
         if tab.peer_typing_until is not None:
             tab.peer_typing_until = None
             self._changes.typing.add(tab.session)
-        if tab.session != self.selected:
+        if tab.session != self.selected or not self.focused:
             tab.unread += 1
             self._changes.titles.add(tab.session)
 
@@ -546,6 +618,7 @@ class ChatController:
         if tab.ended is not None:
             return
         reason = clean(event.reason)
+        was_ready = tab.ready
         tab.ended = reason
         tab.auto = False
         tab.peer_typing_until = None
@@ -556,19 +629,48 @@ class ChatController:
             tab.awaiting_answer = False
             self._prompts = [p for p in self._prompts if p.session != tab.session]
             self._changes.prompts_closed.append(tab.session)
-        if event.clean:
-            self._notice(tab, "ended", f"{tab.peer_name} ended the chat: {reason}")
+        if tab.failure is not None and (tab.failure == reason or reason in tab.failure or tab.failure in reason):
+            pass    # the failed step has said it, beside its button and in the transcript: once is enough
         else:
-            self._notice(tab, "ended", f"Connection lost: {reason}")
+            self._notice(tab, "ended", *self._end_words(tab, reason, event.clean, was_ready))
+        if not tab.incoming and tab.steps[Step.CONNECT].state is not StepState.DONE:
+            tab.close_at = self.clock() + FAILED_TAB_LINGER    # a dial that never connected leaves no tab behind
         self._changes.titles.add(tab.session)
         self._changes.typing.add(tab.session)
         self._changes.chat_input.add(tab.session)
         self._changes.bar = True
 
-    def _notice(self, tab: TabState, kind: str, text: str) -> None:
+    def _end_words(self, tab: TabState, reason: str, clean_end: bool, was_ready: bool) -> tuple[str, str | None]:
+        """Why the chat ended, blaming the right side: a callee who accepted is never told it did not answer,
+        a caller left idle between steps is told it was its own turn."""
+        peer = tab.peer_name
+        minutes = countdown(self.handshake_timeout)
+        if "you did not accept or reject" in reason and tab.answered:
+            return (f"You accepted, but {peer} did not go on with the next step within "
+                    f"{countdown(self.accept_timeout)}, so the chat request expired.", reason)
+        if "left the handshake unfinished" in reason or "handshake took too long" in reason:
+            if tab.incoming:
+                return f"{peer} did not finish the four steps within {minutes}, so the chat request expired.", reason
+            return (f"The four steps were not finished within {minutes} (it was your turn), so the chat request "
+                    "expired. Press 1 Connect to start again.", reason)
+        words = plain(reason, peer)
+        if clean_end:
+            return f"{peer} ended the chat." + (f" {words.plain}" if words.detail or words.plain != reason else
+                                                 f" ({reason})" if reason else ""), None
+        if re.search(r"declined|rejected|said no", reason, re.IGNORECASE):
+            return words.plain, words.detail
+        if was_ready:
+            return f"Connection lost: {words.plain}", words.detail
+        return f"The chat could not start: {words.plain}", words.detail
+
+    def _notice(self, tab: TabState, kind: str, text: str, detail: str | None = None) -> None:
         mark = NOTICE_MARKS.get(kind, "ℹ")
         # cleaned here too (idempotent): every notice may quote a peer, whatever its caller did
-        self._add_line(tab, LineKind.NOTICE, "", f"{mark} {clean(text)}", self.clock(), level=kind)
+        line = self._add_line(tab, LineKind.NOTICE, "", f"{mark} {clean(text)}", self.clock(), level=kind)
+        if detail:
+            # the node's own words are one click away: hidden behind the line's "show more" link
+            line.text += "\nDetails: " + clean(detail)
+            line.shown = len(f"{mark} {clean(text)}")
 
     def _add_line(self, tab: TabState, kind: LineKind, sender: str, text: str, ts: float,
                   level: str = "") -> ChatLine:

@@ -39,20 +39,24 @@ class LedgerSnapshot:
 
 
 def rate_text(hashes_per_second: float) -> str:
-    for unit, size in (("MH/s", 1e6), ("kH/s", 1e3)):
+    """The mining speed in words: ``1.2 million tries a second`` (a try is one hash of a block header)."""
+    for unit, size in (("million", 1e6), ("thousand", 1e3)):
         if hashes_per_second >= size:
-            return f"{hashes_per_second / size:.1f} {unit}"
-    return f"{hashes_per_second:.0f} H/s"
+            return f"{hashes_per_second / size:.1f} {unit} tries a second"
+    return f"{hashes_per_second:.0f} tries a second"
 
 
 def own_record_text(snap: LedgerSnapshot) -> str:
     if snap.own_height is not None:
+        if not snap.peers:
+            # a confirmation means others hold the chain too; on a network of one nobody else does
+            return f"in block {snap.own_height}, on this computer only (no other node holds the ledger yet)"
         text = f"confirmed in block {snap.own_height}"
         if snap.own_confirmations is not None:
             text += f" ({count(snap.own_confirmations, 'confirmation')})"
         return text
     if snap.own_pending:
-        return "pending: waiting to be mined into a block"
+        return "waiting to be mined into a block"
     return "not in the ledger yet"
 
 
@@ -91,13 +95,14 @@ def ledger_rows(snap: LedgerSnapshot | None) -> list[tuple[str, str]]:
         network += f" · proof of work {snap.difficulty_bits} bits"
     height = "?" if snap.height is None else str(snap.height)
     if snap.tip:
-        height += f" · tip {snap.tip[:16]}…"
+        height += f" · last block {snap.tip[:16]}…"
     if snap.mining:
-        mining = f"mining {count(snap.pending_count, 'pending record')} at {rate_text(snap.hashrate)}"
+        mining = (f"mining {count(snap.pending_count, 'waiting record')} · mining speed "
+                  f"{rate_text(snap.hashrate)}")
     elif snap.pending_count:
-        mining = f"not mining; {count(snap.pending_count, 'record')} waiting for a block"
+        mining = f"not mining; {count(snap.pending_count, 'waiting record')}"
     else:
-        mining = "idle: nothing pending to mine"
+        mining = "idle: no waiting records to mine"
     peers = ", ".join(clean_name(p) for p in snap.peers) if snap.peers else "none yet: join a network below"
     alert = [("Alert", "⚠ " + "\n⚠ ".join(clean(a.replace("\n", " "))[:BRANCH_ALERT_CHARS]
                                           for a in snap.branch_alerts))] if snap.branch_alerts else []
@@ -110,7 +115,7 @@ def ledger_rows(snap: LedgerSnapshot | None) -> list[tuple[str, str]]:
         *final,
         ("Peers", peers),
         ("Mining", mining),
-        ("Sync", snap.sync or "in step with its peers"),
+        ("Sync", snap.sync or ("in step with its peers" if snap.peers else "no peers to be in step with yet")),
         ("Your record", own_record_text(snap) + (f" · {clean_name(snap.nickname_problem, '?')}"
                                                   if snap.nickname_problem else "")),
     ]

@@ -112,6 +112,11 @@ class TabState:
     peer_typing_until: float | None = None
     typing_sent: bool = False
     last_keystroke: float = 0.0
+    opened_at: float = 0.0           # when the session started (the node's handshake timeout counts from here)
+    waiting_since: float | None = None  # when the caller started waiting for the callee's answer (step 1)
+    answered: bool = False           # the user accepted this incoming chat
+    close_at: float | None = None    # a failed dial closes itself at this time (after its failure was shown)
+    failure: str | None = None       # the node's reason for the last failed step (said once, not again on end)
 
     @property
     def ready(self) -> bool:

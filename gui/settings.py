@@ -100,3 +100,48 @@ def save(data_dir: Path, settings: Settings) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+# ---- alerts ---------------------------------------------------------------------------------------------------
+
+ALERTS_FILE = "alerts.json"
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """How the window gets attention for a caller or a message while it is minimized or unfocused.
+
+    Kept in a file of their own (``alerts.json``) so that saving the window's geometry never resets them."""
+
+    notify: bool = True         # a desktop notification (freedesktop, over D-Bus) where there is a server
+    urgent: bool = True         # the window's urgency hint (the taskbar entry flashes)
+    raise_window: bool = True   # an incoming chat raises and focuses the window with its accept dialog
+    sound: bool = False         # the terminal bell, off by default: a classroom is not a place for beeps
+
+
+def load_alerts(data_dir: Path) -> Alerts:
+    path = data_dir / ALERTS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Alerts()
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        log.warning("ignoring unreadable alert settings in %s: %s", path, type(exc).__name__)
+        return Alerts()
+    if not isinstance(data, dict):
+        return Alerts()
+    default = asdict(Alerts())
+    return Alerts(**{k: data[k] if isinstance(data.get(k), bool) else v for k, v in default.items()})
+
+
+def save_alerts(data_dir: Path, alerts: Alerts) -> None:
+    _write_atomically(data_dir / ALERTS_FILE, json.dumps(asdict(alerts), indent=2, sort_keys=True) + "\n")
+
+
+def _write_atomically(path: Path, payload: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(payload)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -13,20 +13,28 @@ import functools
 import logging
 import queue
 import time
+import tkinter
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Protocol
 
 import customtkinter as ctk
 
+from gui.attention import DesktopNotifier, set_urgent
 from gui.controller import LEDGER_TAB, Changes, ChatController, NodeApi
 from gui.lag import LagMeter
 from gui.ledger_view import LedgerSnapshot, identity_ledger_line
-from gui.models import AcceptPrompt, peer_rows
-from gui.settings import APPEARANCES, SCALINGS
+from gui.models import AcceptPrompt, LineKind, peer_rows
+from gui.settings import APPEARANCES, SCALINGS, Alerts, load_alerts, save_alerts
+from gui.text import count
 from gui.widgets.accept_dialog import AcceptDialog
 from gui.widgets.chat_pane import ChatPane
+from gui.widgets.confirm_dialog import ConfirmDialog
+from gui.widgets.icon import window_icon
 from gui.widgets.identity_panel import IdentityPanel
+from gui.widgets.keyboard import tab_stops
 from gui.widgets.ledger_panel import LedgerPanel
 from gui.widgets.notebook import Notebook
 from gui.widgets.step_bar import StepBar
@@ -46,8 +54,15 @@ SLOW_TICK = 0.25          # typing expiry and similar housekeeping
 LEDGER_KEY = "#ledger"    # the ledger tab's key among the session ids
 
 
+_WINDOWS: weakref.WeakSet[ChatWindow] = weakref.WeakSet()
+WM_CLASS = "p2pchat"       # the root's className (gui/app.py creates the root): desktop files match on it
+MIN_SIZE = (600, 560)       # at 100 %: the entry, Send and a few transcript lines fit with the steps collapsed
+
+
 class ChatNodeLike(NodeApi, Protocol):
     events: queue.Queue[Event]
+    accept_timeout: float
+    handshake_timeout: float
 
 
 class LedgerFeed(Protocol):
@@ -72,14 +87,20 @@ class ChatWindow:
 
     def __init__(self, top: ctk.CTk | ctk.CTkToplevel, node: ChatNodeLike, me: Me, *,
                  ledger: LedgerFeed | None = None, on_close: Callable[[ChatWindow], None] | None = None,
-                 appearance: str = "System", scaling: float = 1.0) -> None:
+                 appearance: str = "System", scaling: float = 1.0, data_dir: Path | None = None) -> None:
         self.top = top
+        self.data_dir = data_dir
+        self.alerts = load_alerts(data_dir) if data_dir is not None else Alerts()
+        self.notifier = DesktopNotifier()
+        self.urgent = False                # the urgency hint is set (cleared when the user answers or looks)
+        self._confirm: ConfirmDialog | None = None
         self.node = node
         self.me = me
         self.ledger = ledger
         self.on_close = on_close
         self.worker = CommandWorker(name=f"gui-commands-{me.nickname}")
-        self.controller = ChatController(node, self.worker, nickname=me.nickname)
+        self.controller = ChatController(node, self.worker, nickname=me.nickname,
+                                         accept_timeout=node.accept_timeout, handshake_timeout=node.handshake_timeout)
         self.lag = LagMeter()
         self.closed = False
         self.close_requested = False
@@ -93,9 +114,14 @@ class ChatWindow:
         self._title = ""
         self.fonts = Fonts()
         self._build(appearance, scaling)
-        top.protocol("WM_DELETE_WINDOW", self.request_close)
-        top.bind("<Control-q>", lambda _e: self.request_close())
+        top.protocol("WM_DELETE_WINDOW", self.ask_close)
+        self._bind_keys()
+        top.bind("<FocusIn>", lambda _e: self._focus_changed(), add="+")
+        top.bind("<FocusOut>", lambda _e: self.top.after_idle(self._focus_changed), add="+")
+        self._focus_changed()
+        _WINDOWS.add(self)
         self._render(Changes(bar=True))
+        tab_stops(top)
         self._schedule()
 
     # ---- layout -------------------------------------------------------------------------------------------
@@ -103,9 +129,14 @@ class ChatWindow:
     def _build(self, appearance: str, scaling: float) -> None:
         top = self.top
         top.title(f"p2pchat — {self.me.nickname}")
-        top.minsize(560, 520)
+        top.minsize(*MIN_SIZE)
         top.grid_columnconfigure(0, weight=1)
-        top.grid_rowconfigure(2, weight=1)
+        top.grid_rowconfigure(2, weight=1, minsize=200)
+        try:
+            self._icon = window_icon(top)
+            top.iconphoto(True, self._icon)
+        except tkinter.TclError as exc:       # no image support: Tk's own icon stays
+            log.info("no window icon: %s", exc)
 
         head = ctk.CTkFrame(top, fg_color="transparent")
         head.grid(row=0, column=0, sticky="ew", padx=8, pady=(8, 4))
@@ -118,11 +149,14 @@ class ChatWindow:
         self.appearance_menu = ctk.CTkOptionMenu(options, values=list(APPEARANCES), width=96,
                                                  command=self._appearance_chosen, font=self.fonts.small)
         self.appearance_menu.set(appearance)
-        self.appearance_menu.grid(row=0, column=0, pady=2)
+        self.appearance_menu.grid(row=0, column=0, padx=2, pady=2)
         self.scaling_menu = ctk.CTkOptionMenu(options, values=[f"{int(s * 100)}%" for s in SCALINGS], width=96,
                                               command=self._scaling_chosen, font=self.fonts.small)
         self.scaling_menu.set(f"{int(scaling * 100)}%")
-        self.scaling_menu.grid(row=1, column=0, pady=2)
+        self.scaling_menu.grid(row=0, column=1, padx=2, pady=2)
+        self.alerts_button = ctk.CTkButton(options, text="Alerts ▾", width=96, font=self.fonts.small,
+                                           command=self._alerts_menu)
+        self.alerts_button.grid(row=0, column=2, padx=2, pady=2)
 
         self.step_bar = StepBar(top, self.fonts, on_peer_changed=self._peer_changed, on_step=self._step_clicked,
                                 on_connect_all=self._connect_all, on_new_chat=self._new_chat)
@@ -172,6 +206,8 @@ class ChatWindow:
 
     def _answer(self, session: str, accept: bool) -> None:
         self._dialog = None
+        if self.urgent:
+            self._set_urgent(False)
         self.controller.answer(session, accept)
         self._render(self.controller.take_changes())
         self._next_dialog()
@@ -189,11 +225,154 @@ class ChatWindow:
         self.ledger_panel.show_join_result(f"… asking {address}", True)
         self.ledger.join(address, lambda text, ok: self.ledger_panel.show_join_result(text, ok))
 
+    def _siblings(self) -> list[ChatWindow]:
+        """The other open windows of this Tk interpreter (the demo's): appearance and scaling are shared."""
+        return [w for w in list(_WINDOWS) if w is not self and not w.closed and w.top.tk is self.top.tk]
+
     def _appearance_chosen(self, mode: str) -> None:
         ctk.set_appearance_mode(mode)
+        for other in self._siblings():     # customtkinter's mode is per process: every menu says what is shown
+            other.appearance_menu.set(mode)
 
     def _scaling_chosen(self, text: str) -> None:
-        ctk.set_widget_scaling(int(text.rstrip("%")) / 100)
+        """Scale the widgets and the window with them, so that nothing is cut off at a larger scale."""
+        old = ctk.ScalingTracker.get_widget_scaling(self.top)
+        new = int(text.rstrip("%")) / 100
+        ctk.set_widget_scaling(new)
+        self.apply_scaling(old, new)
+        for other in self._siblings():
+            other.scaling_menu.set(text)
+            other.apply_scaling(old, new)
+
+    def apply_scaling(self, old: float, new: float) -> None:
+        screen_w, screen_h = self.top.winfo_screenwidth(), self.top.winfo_screenheight()
+        self.top.minsize(min(screen_w, int(MIN_SIZE[0] * new)), min(screen_h, int(MIN_SIZE[1] * new)))
+        # customtkinter pins the maximum size to the current one for a second after a scaling change; lift it
+        self.top.maxsize(screen_w, screen_h)
+        self.top.update_idletasks()
+        width, height = self.top.winfo_width(), self.top.winfo_height()
+        width = min(screen_w, max(int(width * new / old), int(MIN_SIZE[0] * new)))
+        height = min(screen_h, max(int(height * new / old), int(MIN_SIZE[1] * new)))
+        self.top.geometry(f"{width}x{height}")
+
+    # ---- alerts -------------------------------------------------------------------------------------------
+
+    def _alerts_menu(self) -> None:
+        menu = tkinter.Menu(self.top, tearoff=False)
+        self._alert_vars = {}
+        for name, label in (("notify", "Desktop notifications"), ("urgent", "Flash the taskbar entry"),
+                            ("raise_window", "Raise the window for a caller"), ("sound", "Sound")):
+            var = tkinter.BooleanVar(self.top, value=getattr(self.alerts, name))
+            self._alert_vars[name] = var
+            menu.add_checkbutton(label=label, variable=var, command=functools.partial(self._alert_toggled, name))
+        self.alerts_menu = menu
+        b = self.alerts_button
+        menu.tk_popup(b.winfo_rootx(), b.winfo_rooty() + b.winfo_height())
+
+    def _alert_toggled(self, name: str) -> None:
+        self.set_alerts(replace(self.alerts, **{name: self._alert_vars[name].get()}))
+
+    def set_alerts(self, alerts: Alerts) -> None:
+        self.alerts = alerts
+        if self.data_dir is not None:
+            try:
+                save_alerts(self.data_dir, alerts)
+            except OSError as exc:
+                log.warning("could not save the alert settings: %s", exc)
+
+    def has_focus(self) -> bool:
+        """This window (or one of its dialogs) has the keyboard focus."""
+        try:
+            path = str(self.top.tk.call("focus"))
+            if not path:
+                return False
+            top = str(self.top.tk.call("winfo", "toplevel", path))
+        except tkinter.TclError:
+            return False
+        own = str(self.top)
+        dialogs = {str(d) for d in (self._dialog, self._confirm) if d is not None}
+        return top == own or top in dialogs
+
+    def _watch_focus(self, dialog: tkinter.Misc) -> None:
+        """A dialog of this window counts as the window: the focus leaving it may leave the app."""
+        dialog.bind("<FocusIn>", lambda _e: self._focus_changed(), add="+")
+        dialog.bind("<FocusOut>", lambda _e: self.top.after_idle(self._focus_changed), add="+")
+
+    def _focus_changed(self) -> None:
+        if self.closed:
+            return
+        focused = self.has_focus()
+        if focused != self.controller.focused:
+            self.controller.set_focused(focused)
+            if focused and self.urgent and self._dialog is None:
+                self._set_urgent(False)
+            self._render(self.controller.take_changes())
+
+    def _set_urgent(self, urgent: bool) -> None:
+        self.urgent = urgent
+        set_urgent(self.top, urgent)
+
+    def _attention(self, summary: str, body: str, *, raise_window: bool) -> None:
+        """Something needs the user: raise (a caller), flag the window, notify and beep as the settings say."""
+        away = not self.controller.focused or self.top.state() != "normal"
+        if raise_window and self.alerts.raise_window:
+            if self.top.state() != "normal":
+                self.top.deiconify()      # (not when shown: Tk would map its transient dialogs again at +0+0)
+            self.top.lift()
+            self.top.focus_force()
+            if self._dialog is not None:
+                dialog = self._dialog
+                dialog.take_focus()
+                # customtkinter redraws a new toplevel's decorations after 200 ms (and takes the focus back
+                # to the window on the way): focus the dialog again once that has happened
+                self.top.after(300, functools.partial(self._refocus, dialog))
+        if not away:
+            return
+        if self.alerts.urgent:
+            self._set_urgent(True)
+        if self.alerts.notify:
+            self.notifier.notify(summary, body)
+        if self.alerts.sound:
+            self.top.bell()
+
+    @staticmethod
+    def _refocus(dialog: AcceptDialog) -> None:
+        if dialog.winfo_exists():
+            dialog.take_focus()
+
+    # ---- keyboard -----------------------------------------------------------------------------------------
+
+    def _bind_keys(self) -> None:
+        keys: dict[str, Callable[[], object]] = {
+            "<Control-q>": self.ask_close, "<Control-w>": self._close_current, "<Control-n>": self._new_chat,
+            "<Control-f>": self._find, "<Control-Tab>": functools.partial(self._cycle, 1),
+            "<Control-ISO_Left_Tab>": functools.partial(self._cycle, -1),
+            "<Control-Shift-Tab>": functools.partial(self._cycle, -1),
+        }
+        for key, action in keys.items():
+            self.top.bind(key, functools.partial(self._shortcut, action))
+
+    @staticmethod
+    def _shortcut(action: Callable[[], object], _event: object) -> str:
+        action()
+        return "break"
+
+    def _cycle(self, step: int) -> None:
+        keys = list(self.tabs.pages)
+        if not keys:
+            return
+        at = keys.index(self.tabs.current) if self.tabs.current in keys else 0
+        key = keys[(at + step) % len(keys)]
+        self.tabs.select(key)
+        self._tab_chosen(key)
+
+    def _close_current(self) -> None:
+        if self.tabs.current in self.panes:
+            self._end(self.tabs.current)
+
+    def _find(self) -> None:
+        if self.tabs.current in self.panes:
+            self.panes[self.tabs.current].open_find()
 
     @property
     def appearance(self) -> str:
@@ -300,6 +479,13 @@ class ChatWindow:
             self._dialog = None
         if ch.prompts or ch.prompts_closed:
             self._next_dialog()
+        for prompt in ch.prompts:
+            self._attention("Incoming chat", prompt.question, raise_window=True)
+        news = [(s, ln) for s, lines in ch.lines_added.items() for ln in lines if ln.kind is LineKind.IN]
+        if news and not self.controller.focused:
+            senders = sorted({ctl.tabs[s].peer_name for s, _ln in news if s in ctl.tabs})
+            self._attention("New message", f"{count(len(news), 'new message')} from {', '.join(senders)}",
+                            raise_window=False)
         self._update_title()
 
     def _add_tab(self, session: str) -> None:
@@ -311,6 +497,8 @@ class ChatWindow:
                         on_more=functools.partial(self._more, session),
                         on_end=functools.partial(self._end, session))
         pane.grid(row=0, column=0, sticky="nsew", padx=6, pady=6)
+        tab_stops(pane)
+        tab_stops(self.tabs.strip)
         self.panes[session] = pane
         pane.peer_panel.show(peer_rows(tab.info))
         pane.set_input(tab.ready, self.controller.input_hint(session), tab.ended is not None)
@@ -338,8 +526,32 @@ class ChatWindow:
         self._render(self.controller.take_changes())
 
     def _end(self, session: str) -> None:
-        self.controller.close_tab(session)
-        self._render(self.controller.take_changes())
+        """End chat / Close tab (and Ctrl+W): a live chat is only dropped after the user says so."""
+        tab = self.controller.tabs.get(session)
+        if tab is None:
+            return
+        if tab.ended is not None:
+            self._end_confirmed(session, True)
+            return
+        self._ask(f"End the chat with {tab.peer_name}?",
+                  f"{tab.peer_name} is told the chat ended, and this tab and its messages are closed.",
+                  "End chat", lambda yes: self._end_confirmed(session, yes))
+
+    def _end_confirmed(self, session: str, yes: bool) -> None:
+        if yes and not self.closed:
+            self.controller.close_tab(session)
+            self._render(self.controller.take_changes())
+
+    def _ask(self, title: str, question: str, confirm: str, then: Callable[[bool], None]) -> None:
+        if self._confirm is not None:
+            self._confirm.answer(False)
+
+        def answered(yes: bool) -> None:
+            self._confirm = None
+            then(yes)
+        self._confirm = ConfirmDialog(self.top, self.fonts, title, question, confirm, answered)
+        self._watch_focus(self._confirm)
+        tab_stops(self._confirm)
 
     def _next_dialog(self) -> None:
         if self._dialog is not None or self.closed:
@@ -350,8 +562,28 @@ class ChatWindow:
 
     def _open_dialog(self, prompt: AcceptPrompt) -> None:
         self._dialog = AcceptDialog(self.top, self.fonts, prompt, self._answer)
+        self._watch_focus(self._dialog)
+        tab_stops(self._dialog)
+        if self.alerts.raise_window:
+            self._dialog.take_focus()
 
     # ---- closing ------------------------------------------------------------------------------------------
+
+    def live_chats(self) -> int:
+        return sum(1 for t in self.controller.tabs.values() if t.ended is None)
+
+    def ask_close(self) -> None:
+        """The user closes the window (or presses Ctrl+Q): with open chats, only after confirming."""
+        n = self.live_chats()
+        if not n:
+            self.request_close()
+            return
+        self._ask("Quit p2pchat?", f"{count(n, 'chat')} {'is' if n == 1 else 'are'} still open; quitting ends "
+                  f"{'it' if n == 1 else 'them'}.", "Quit", self._quit_confirmed)
+
+    def _quit_confirmed(self, yes: bool) -> None:
+        if yes:
+            self.request_close()
 
     def request_close(self) -> None:
         """Ask the window to close (safe from Tk callbacks and signal handlers): the next tick does it."""
@@ -375,4 +607,8 @@ class ChatWindow:
         if self._dialog is not None:
             self._dialog.dismiss()
             self._dialog = None
+        if self._confirm is not None:
+            self._confirm.destroy()
+            self._confirm = None
         self.worker.close()
+        self.notifier.close()

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ledger.client import Dispute
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.transport import FramedSocket
+
+if TYPE_CHECKING:
+    from ledger.disputes import Dispute
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ledger.client import Dispute, LedgerClient, LookupNotFound, VerifiedBinding
+from ledger.client import LedgerClient, LookupNotFound, VerifiedBinding
+from ledger.disputes import Dispute
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import normalize_ip
 from p2pchat.foundation.errors import AddressError, PeerUnreachable, UserError

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv with the project installed. Installs the few Debian packages it needs when they are missing
-# (python3-venv, python3-tk; with --test also xvfb and xdotool for the real-window GUI tests).
+# (python3-venv, python3-tk; with --test also xvfb, xdotool, a window manager, a D-Bus session bus and the
+# notification test server's python3-gi for the real-window GUI tests). With a desktop present it also installs
+# the desktop entry (menu item and icon) into ~/.local/share/applications.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=0
@@ -14,6 +16,12 @@ if [ "$want_test" = 1 ]; then
   command -v xdotool >/dev/null || need+=(xdotool)
   command -v ip >/dev/null || need+=(iproute2)
   command -v nft >/dev/null || need+=(nftables)
+  command -v openbox >/dev/null || need+=(openbox)                  # map, focus and urgency semantics
+  command -v xprop >/dev/null || need+=(x11-utils)                  # reads WM_HINTS in the tests
+  command -v import >/dev/null || need+=(imagemagick)               # screenshots of the real window
+  command -v dbus-daemon >/dev/null || need+=(dbus-daemon)          # a private session bus
+  command -v gdbus >/dev/null || need+=(libglib2.0-bin)             # sends the desktop notifications
+  /usr/bin/python3 -c "import gi" 2>/dev/null || need+=(python3-gi gir1.2-glib-2.0)   # the test server
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup: installing ${need[*]} with apt-get" >&2
@@ -42,3 +50,6 @@ then
   echo "setup: installing into .venv failed (see above)" >&2
   exit 1
 fi
+
+# The desktop entry: only where a desktop runs (harmless elsewhere: nothing is written without one).
+bash scripts/install-desktop-entry.sh

@@ -40,7 +40,20 @@ class AcceptDialog(ctk.CTkToplevel):
                                            command=lambda: self.answer(False))
         self.reject_button.pack(side="right", padx=(0, 8))
         self.bind("<Escape>", lambda _e: self.answer(False))
+        self.bind("<Return>", lambda _e: self._enter())
+        self.bind("<KP_Enter>", lambda _e: self._enter())
         self._place_over(master.winfo_toplevel())
+
+    def _enter(self) -> None:
+        """Enter answers with the focused button (Tab moves between them), Accept by default."""
+        focus = str(self.focus_get() or "")
+        self.answer(not focus.startswith(str(self.reject_button)))
+
+    def take_focus(self) -> None:
+        """Come to the front with the keyboard on Accept (Enter accepts, Escape rejects)."""
+        self.lift()
+        self.focus_force()
+        self.accept_button.focus_set()
 
     def _place_over(self, parent: ctk.CTkBaseClass) -> None:
         self.update_idletasks()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tkinter
 from collections.abc import Callable
 
 import customtkinter as ctk
@@ -9,6 +10,10 @@ import customtkinter as ctk
 from gui.widgets.peer_panel import PeerPanel
 from gui.widgets.style import BAD, MUTED, Fonts, LabelText
 from gui.widgets.transcript import Transcript
+from gui.widgets.visibility import hide, show
+
+ENTRY_HEIGHT = 58     # about three lines of text
+TRANSCRIPT_MIN = 60   # the transcript never shrinks to nothing, whatever the window size
 
 
 class ChatPane(ctk.CTkFrame):
@@ -21,7 +26,7 @@ class ChatPane(ctk.CTkFrame):
         self._on_input = on_input
         self._enabled: tuple[bool, str, bool] | None = None
         self.grid_columnconfigure(0, weight=1)
-        self.grid_rowconfigure(1, weight=1)
+        self.grid_rowconfigure(1, weight=1, minsize=TRANSCRIPT_MIN)
 
         self.peer_panel = PeerPanel(self, fonts)
         self.peer_panel.grid(row=0, column=0, columnspan=3, sticky="ew", pady=(0, 6))
@@ -30,11 +35,19 @@ class ChatPane(ctk.CTkFrame):
         self.typing_label = ctk.CTkLabel(self, text="", anchor="w", font=fonts.italic, text_color=MUTED, height=18)
         self.typing_label.grid(row=2, column=0, columnspan=3, sticky="ew", padx=4)
 
-        self.entry = ctk.CTkEntry(self, font=fonts.body)
+        # A few lines high: Enter sends, Shift+Enter starts a new line, a pasted text keeps its lines.
+        self.entry = ctk.CTkTextbox(self, font=fonts.body, height=ENTRY_HEIGHT, wrap="word", border_width=1,
+                                    activate_scrollbars=False)
         self.entry.grid(row=3, column=0, sticky="ew", pady=(2, 0))
-        self.entry.bind("<Return>", lambda _e: self.send())
-        self.entry.bind("<KP_Enter>", lambda _e: self.send())
-        self.entry.bind("<KeyRelease>", lambda _e: self._on_input(self.entry.get()))
+        self.entry_text: tkinter.Text = next(c for c in self.entry.winfo_children() if isinstance(c, tkinter.Text))
+        for key in ("<Return>", "<KP_Enter>"):
+            self.entry_text.bind(key, self._enter)
+        self.entry_text.bind("<Shift-Return>", self._new_line)
+        self.entry_text.bind("<Tab>", self._focus_next)
+        self.entry_text.bind("<Shift-Tab>", self._focus_previous)
+        self.entry_text.bind("<ISO_Left_Tab>", self._focus_previous)
+        self.entry_text.bind("<Control-a>", self._select_all)
+        self.entry_text.bind("<KeyRelease>", lambda _e: self._on_input(self.text()))
         self.send_button = ctk.CTkButton(self, text="Send", width=70, font=fonts.bold, command=self.send)
         self.send_button.grid(row=3, column=1, padx=(6, 0), pady=(2, 0))
         self.end_button = ctk.CTkButton(self, text="End chat", width=80, font=fonts.body, command=on_end,
@@ -46,15 +59,66 @@ class ChatPane(ctk.CTkFrame):
         self.hint_label.grid(row=4, column=0, columnspan=3, sticky="ew", padx=4)
         self._hint = LabelText(self.hint_label)
         self._typing = LabelText(self.typing_label)
+        # Ctrl+F: a find row above the transcript (Enter: next match, Escape: close)
+        self.find_row = ctk.CTkFrame(self, fg_color="transparent")
+        self.find_entry = ctk.CTkEntry(self.find_row, font=fonts.body, placeholder_text="Find in this chat")
+        self.find_entry.pack(side="left", fill="x", expand=True)
+        self.find_result = ctk.CTkLabel(self.find_row, text="", font=fonts.small, text_color=MUTED, width=90)
+        self.find_result.pack(side="left", padx=6)
+        self.find_entry.bind("<Return>", lambda _e: self.find_next())
+        self.find_entry.bind("<KeyRelease>", lambda e: None if e.keysym == "Return" else self.find_next(restart=True))
+        self.find_entry.bind("<Escape>", lambda _e: self.close_find())
+
+    def open_find(self) -> None:
+        self.find_row.grid(row=0, column=0, columnspan=3, sticky="ew", pady=(0, 4))
+        hide(self.peer_panel)
+        self.find_entry.focus_set()
+
+    def close_find(self) -> None:
+        hide(self.find_row)
+        show(self.peer_panel)
+        self.transcript.clear_found()
+        self.entry_text.focus_set()
+
+    def find_next(self, restart: bool = False) -> None:
+        found = self.transcript.find(self.find_entry.get(), restart=restart)
+        self.find_result.configure(text="" if not self.find_entry.get() else ("found" if found else "not found"))
+
+    def text(self) -> str:
+        return self.entry_text.get("1.0", "end-1c")
+
+    def _enter(self, _event: object) -> str:
+        self.send()
+        return "break"
+
+    def _new_line(self, _event: object) -> str:
+        self.entry_text.insert("insert", "\n")
+        return "break"
+
+    def _focus_next(self, _event: object) -> str:
+        nxt = self.entry_text.tk_focusNext()
+        if nxt is not None:
+            nxt.focus_set()
+        return "break"
+
+    def _focus_previous(self, _event: object) -> str:
+        prev = self.entry_text.tk_focusPrev()
+        if prev is not None:
+            prev.focus_set()
+        return "break"
+
+    def _select_all(self, _event: object) -> str:
+        self.entry_text.tag_add("sel", "1.0", "end-1c")
+        return "break"
 
     def send(self) -> None:
-        text = self.entry.get()
+        text = self.text()
         error = self._on_send(text)
         if error is not None:
             self._hint.show(f"✗ {error}", BAD)
         else:
             self._hint.show("")
-            self.entry.delete(0, "end")
+            self.entry_text.delete("1.0", "end")
             self._on_input("")
 
     def set_typing(self, text: str) -> None:
@@ -66,7 +130,8 @@ class ChatPane(ctk.CTkFrame):
             return
         self._enabled = (enabled, hint, ended)
         if not enabled:
-            self.entry.delete(0, "end")
+            self.entry_text.configure(state="normal")
+            self.entry_text.delete("1.0", "end")
         self.entry.configure(state="normal" if enabled else "disabled")
         self.send_button.configure(state="normal" if enabled else "disabled")
         self.end_button.configure(text="Close tab" if ended else "End chat")

@@ -34,11 +34,20 @@ class ConfirmDialog(ctk.CTkToplevel):
                                            command=lambda: self.answer(False))
         self.cancel_button.pack(side="right", padx=(0, 8))
         self.bind("<Escape>", lambda _e: self.answer(False))
+        self.bind("<Return>", lambda _e: self.answer(not str(self.focus_get() or "").startswith(
+            str(self.cancel_button))))
         parent = master.winfo_toplevel()
         self.update_idletasks()
         x = parent.winfo_rootx() + max(0, (parent.winfo_width() - self.winfo_reqwidth()) // 2)
         y = parent.winfo_rooty() + max(0, (parent.winfo_height() - self.winfo_reqheight()) // 3)
         self.geometry(f"+{x}+{y}")
+        self.lift()
+        self.after_idle(self._take_focus)
+
+    def _take_focus(self) -> None:
+        if not self._answered and self.winfo_exists():
+            self.focus_force()
+            self.confirm_button.focus_set()
 
     def answer(self, yes: bool) -> None:
         if self._answered:

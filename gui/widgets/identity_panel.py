@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import customtkinter as ctk
 
+from gui.widgets.copyable import CopyButton, attach_copy_menu
 from gui.widgets.style import BAD, MUTED, TEXT, Fonts, LabelText
 
 
@@ -20,9 +21,12 @@ class IdentityPanel(ctk.CTkFrame):
             row=1, column=0, padx=(10, 12), sticky="w")
         self.fingerprint = ctk.CTkLabel(self, text=fingerprint, font=fonts.mono, anchor="w")
         self.fingerprint.grid(row=1, column=1, sticky="w")
+        attach_copy_menu(self.fingerprint, lambda: fingerprint)
+        self.copy_button = CopyButton(self, lambda: fingerprint, fonts.small)
+        self.copy_button.grid(row=1, column=2, padx=(6, 0), sticky="w")
         self.ledger = ctk.CTkLabel(self, text="Ledger: checking…", font=fonts.small, anchor="w", justify="left",
                                    wraplength=600)
-        self.ledger.grid(row=2, column=0, columnspan=2, padx=10, sticky="ew")
+        self.ledger.grid(row=2, column=0, columnspan=3, padx=10, sticky="ew")
         self.bind("<Configure>", lambda e: self.ledger.configure(wraplength=max(300, e.width - 30)))
         self._ledger_text = LabelText(self.ledger)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import customtkinter as ctk
 
+from gui.widgets.copyable import CopyButton, attach_copy_menu
 from gui.widgets.style import MUTED, TEXT, Fonts, LabelText
 
 # (label, column, row, spans both value columns); long values (fingerprint, safety number) get a full row.
@@ -23,6 +26,7 @@ class PeerPanel(ctk.CTkFrame):
         super().__init__(master, fg_color=("gray92", "gray17"))
         self.grid_columnconfigure((1, 3), weight=1)
         self.values: dict[str, ctk.CTkLabel] = {}
+        self.copy_buttons: dict[str, CopyButton] = {}
         self._texts: dict[str, LabelText] = {}
         for name, (col, row, wide) in LAYOUT.items():
             ctk.CTkLabel(self, text=name, font=fonts.small, text_color=MUTED, height=18).grid(
@@ -32,6 +36,15 @@ class PeerPanel(ctk.CTkFrame):
             value.grid(row=row, column=col * 2 + 1, columnspan=3 if wide else 1, padx=(0, 10), pady=1, sticky="ew")
             self.values[name] = value
             self._texts[name] = LabelText(value)
+            if name in MONO:
+                get = functools.partial(self.value_text, name)
+                attach_copy_menu(value, get)
+                self.copy_buttons[name] = CopyButton(self, get, fonts.small)
+                self.copy_buttons[name].grid(row=row, column=4, padx=(0, 8), pady=1)
+
+    def value_text(self, name: str) -> str:
+        """The value as shown (what Copy puts on the clipboard)."""
+        return self._texts[name].text or ""
 
     def show(self, rows: list[tuple[str, str]]) -> None:
         for name, text in rows:

@@ -8,6 +8,7 @@ import customtkinter as ctk
 
 from gui.models import BarView, StepState
 from gui.widgets.style import MUTED, Fonts, LabelText, result_color, step_style
+from gui.widgets.visibility import hide, show
 from p2pchat.steps import Step
 
 
@@ -27,6 +28,7 @@ class StepBar(ctk.CTkFrame):
         self.peer_entry.bind("<KeyRelease>", self._peer_edited)
         self.peer_entry.bind("<<Paste>>", lambda _e: self.after_idle(self._peer_edited))
         self.peer_entry.bind("<Return>", lambda _e: on_connect_all())
+        self.peer_entry.bind("<Control-a>", self._select_all)     # (Tk's own Ctrl+A jumps to the line start)
         self.connect_all_button = ctk.CTkButton(self, text="Connect all", width=110, font=fonts.bold,
                                                 command=on_connect_all)
         self.connect_all_button.grid(row=0, column=2, padx=4, pady=(8, 4))
@@ -48,21 +50,40 @@ class StepBar(ctk.CTkFrame):
             self.buttons[step] = button
             self.results[step] = result
             self._result_texts[step] = LabelText(result)
-        self.hint = ctk.CTkLabel(self, text="", anchor="w", font=fonts.italic, text_color=MUTED)
+        self.hint = ctk.CTkLabel(self, text="", anchor="w", justify="left", font=fonts.italic, text_color=MUTED,
+                                 wraplength=520)
         self.hint.grid(row=len(Step) + 1, column=0, columnspan=4, padx=10, pady=(0, 6), sticky="ew")
+        # Once a chat is ready the four steps fold into this one line; a click (or Enter on it) unfolds them.
+        self.summary = ctk.CTkButton(self, text="", anchor="w", height=28, font=fonts.body, fg_color="transparent",
+                                     border_width=1, text_color=("gray10", "gray90"), command=self.toggle)
+        self.collapsed = False
+        self._expanded_by_user: str | None = None    # the session whose steps the user unfolded
         self._button_width = 200
         self._shown_all: bool | None = None
         self._shown_hint = ""
+        self._session: str | None = None
         self.bind("<Configure>", self._resized)
 
     def _peer_edited(self, _event: object = None) -> None:
-        self._on_peer_changed(self.peer_entry.get())
+        text = self.peer_entry.get()
+        if "\n" in text or "\r" in text or "\t" in text:
+            # a pasted block of lines: one line in a one-line field (Tk would draw the breaks as boxes)
+            text = " ".join(text.split())
+            self.peer_entry.delete(0, "end")
+            self.peer_entry.insert(0, text)
+        self._on_peer_changed(text)
+
+    def _select_all(self, _event: object = None) -> str:
+        self.peer_entry.select_range(0, "end")
+        self.peer_entry.icursor("end")
+        return "break"
 
     def _resized(self, event: object) -> None:
         width = getattr(event, "width", 0)
         if width > 300:
             for label in self.results.values():
                 label.configure(wraplength=max(200, width - self._button_width - 60))
+            self.hint.configure(wraplength=max(200, width - 40))
 
     def _typing_in_peer_field(self) -> bool:
         focus = self.focus_get()
@@ -91,3 +112,25 @@ class StepBar(ctk.CTkFrame):
         if self._shown_hint != bar.hint:
             self._shown_hint = bar.hint
             self.hint.configure(text=bar.hint)
+        # folded only while the chat is live: an ended chat's bar shows 1 Connect to start again
+        ready = bar.session is not None and all(v.state is StepState.DONE and not v.clickable for v in bar.steps)
+        self._session = bar.session
+        self._set_collapsed(ready and self._expanded_by_user != bar.session)
+
+    def toggle(self) -> None:
+        """Fold or unfold the four steps (the summary line and its ▴ button)."""
+        self._expanded_by_user = None if self._expanded_by_user == self._session else self._session
+        self._set_collapsed(not self.collapsed)
+
+    def _set_collapsed(self, collapsed: bool) -> None:
+        if collapsed == self.collapsed:
+            return
+        self.collapsed = collapsed
+        # "Connected and encrypted" (the hint) is what the folded line says already
+        for widget in (*self.buttons.values(), *self.results.values(), self.hint):
+            (hide if collapsed else show)(widget)
+        if collapsed:
+            self.summary.configure(text="✓ 1 Connect  ✓ 2 Swap keys  ✓ 3 Authenticate  ✓ 4 AES key   — show steps ▾")
+            self.summary.grid(row=1, column=0, columnspan=4, padx=10, pady=2, sticky="ew")
+        else:
+            hide(self.summary)

@@ -10,25 +10,43 @@ from gui.models import StepState
 
 Color = tuple[str, str]
 
-GOOD: Color = ("#2e7d32", "#66bb6a")
-BAD: Color = ("#c62828", "#ef5350")
-MUTED: Color = ("gray40", "gray65")
+# Text colours meet WCAG AA (contrast of at least 4.5:1) on every background below, in both modes
+# (tests/gui/test_gui_contrast.py computes each pair).
+GOOD: Color = ("#1b5e20", "#66bb6a")
+BAD: Color = ("#b71c1c", "#ff7b72")
+MUTED: Color = ("gray30", "gray70")
 TEXT: Color = ("gray10", "gray90")
-WARN: Color = ("#a15c00", "#ffb74d")
-ACCENT: Color = ("#1f6aa5", "#3b8ed0")
+WARN: Color = ("#8a4b00", "#ffb74d")
+ACCENT: Color = ("#1a5a8c", "#64a8dc")
+
+# The backgrounds text is drawn on: the window, frames (step bar, tabs), text boxes, the peer panel, and the band
+# behind one's own messages in the transcript.
+WINDOW_BG: Color = ("gray92", "gray14")
+FRAME_BG: Color = ("gray86", "gray17")
+TEXTBOX_BG: Color = ("#F9F9FA", "#1D1E1E")
+PANEL_BG: Color = ("gray92", "gray17")
+OWN_BACKGROUND: Color = ("#e3edf7", "#1c2a38")
+BACKGROUNDS: dict[str, Color] = {"window": WINDOW_BG, "frame": FRAME_BG, "textbox": TEXTBOX_BG, "panel": PANEL_BG,
+                                 "own message": OWN_BACKGROUND}
+TEXT_COLORS: dict[str, Color] = {"good": GOOD, "bad": BAD, "muted": MUTED, "text": TEXT, "warn": WARN,
+                                 "accent": ACCENT}
+NEUTRAL_TEXT: Color = ("gray10", "gray90")       # outlined buttons (Reject, Cancel, End chat)
+FOCUS_RING: Color = ("#e8a200", "#ffd54f")       # the border of the button that has the keyboard focus
 
 # Step buttons: the next step wears the accent colour, later ones a quiet grey (still pressable), done ones
 # green, a failed one red (press it again to retry).
 STEP_NEXT = {"fg_color": ("#1f6aa5", "#1f6aa5"), "hover_color": ("#144870", "#144870"),
              "text_color": ("white", "white")}
 STEP_LATER = {"fg_color": ("gray82", "gray28"), "hover_color": ("gray72", "gray35"),
-              "text_color": ("gray25", "gray80")}
+              "text_color": ("gray20", "gray85")}
 STEP_DONE = {"fg_color": ("#2e7d32", "#2e7d32"), "hover_color": ("#2e7d32", "#2e7d32"),
              "text_color": ("white", "white")}
 STEP_FAILED = {"fg_color": ("#c62828", "#b71c1c"), "hover_color": ("#8e0000", "#8e0000"),
                "text_color": ("white", "white")}
-STEP_RUNNING = {"fg_color": ("#5c8fbf", "#2b5f8a"), "hover_color": ("#5c8fbf", "#2b5f8a"),
+STEP_RUNNING = {"fg_color": ("#2f6690", "#2b5f8a"), "hover_color": ("#2f6690", "#2b5f8a"),
                 "text_color": ("white", "white")}
+STEP_STYLES = {"next": STEP_NEXT, "later": STEP_LATER, "done": STEP_DONE, "failed": STEP_FAILED,
+               "running": STEP_RUNNING}
 
 
 def step_style(state: StepState, turn: bool) -> dict[str, Color]:

@@ -11,12 +11,13 @@ import customtkinter as ctk
 
 from gui.models import ChatLine, LineKind
 from gui.text import count, indent_continuations
-from gui.widgets.style import ACCENT, BAD, GOOD, MUTED, WARN, Color, Fonts
+from gui.widgets.style import ACCENT, BAD, GOOD, MUTED, OWN_BACKGROUND, WARN, Color, Fonts
 
 TAG_COLORS: dict[str, Color] = {
     "time": MUTED, "sender_in": ACCENT, "sender_out": GOOD, "notice": MUTED, "notice_warn": WARN,
     "notice_bad": BAD, "notice_good": GOOD, "more": ACCENT, "tick_ok": GOOD, "tick_wait": MUTED, "tick_bad": BAD,
 }
+OWN_INDENT = 48
 NOTICE_TAGS = {"refused": "notice_warn", "error": "notice_bad", "ended": "notice_bad", "ready": "notice_good"}
 
 
@@ -25,8 +26,9 @@ class Transcript(ctk.CTkTextbox):
 
     def __init__(self, master: ctk.CTkBaseClass, fonts: Fonts, on_more: Callable[[int], None]) -> None:
         self._tags_ready = False
-        super().__init__(master, wrap="word", font=fonts.body, state="disabled", height=160)
+        super().__init__(master, wrap="word", font=fonts.body, state="disabled", height=80)
         self._on_more = on_more
+        self._found_at: str | None = None
         self._ids: deque[int] = deque()
         self._text: tkinter.Text = next(c for c in self.winfo_children() if isinstance(c, tkinter.Text))
         self.tag_config("more", underline=True)
@@ -44,6 +46,9 @@ class Transcript(ctk.CTkTextbox):
     def _color_tags(self) -> None:
         for tag, color in TAG_COLORS.items():
             self.tag_config(tag, foreground=self._apply_appearance_mode(color))
+        self.tag_config("own", lmargin1=OWN_INDENT, lmargin2=OWN_INDENT,
+                        background=self._apply_appearance_mode(OWN_BACKGROUND))
+        self._text.tag_lower("own")
 
     # ---- editing ------------------------------------------------------------------------------------------
     # Edits go to the plain Tk Text inside the CTkTextbox, a whole batch in one ``insert`` call: every Tk call
@@ -101,7 +106,9 @@ class Transcript(ctk.CTkTextbox):
         tag = f"L{line.line_id}"
         parts: list[tuple[str, str | None]] = [(f"{line.time}  ", "time")]
         if line.kind is LineKind.NOTICE:
-            parts.append((indent_continuations(line.text), NOTICE_TAGS.get(line.level, "notice")))
+            parts.append((indent_continuations(line.text[:line.shown]), NOTICE_TAGS.get(line.level, "notice")))
+            if line.hidden:
+                parts.append(("  ▸ details", "more"))
         else:
             parts.append((f"{line.sender}: ", "sender_out" if line.kind is LineKind.OUT else "sender_in"))
             parts.append((indent_continuations(line.text[:line.shown]), None))
@@ -111,9 +118,11 @@ class Transcript(ctk.CTkTextbox):
                 tick = line.tick
                 parts.append((f"  {tick}", "tick_ok" if tick == "✓" else "tick_bad" if line.failed else "tick_wait"))
         parts.append(("\n", None))
+        # own messages sit indented on a tinted band, the peer's at the left margin: told apart at a glance
+        side = ("own",) if line.kind is LineKind.OUT else ()
         flat: list[object] = []
         for text, style in parts:
-            flat += [text, (tag, style) if style else (tag,)]
+            flat += [text, (tag, *side, style) if style else (tag, *side)]
         return flat
 
     def _more_clicked(self, event: object) -> None:
@@ -122,6 +131,28 @@ class Transcript(ctk.CTkTextbox):
             if tag.startswith("L") and tag[1:].isdigit():
                 self._on_more(int(tag[1:]))
                 return
+
+    def find(self, text: str, restart: bool = False) -> bool:
+        """Highlight the next occurrence of ``text`` (case-insensitive) and scroll to it; False when none."""
+        self.clear_found()
+        if not text:
+            return False
+        start = "1.0" if restart or self._found_at is None else self._found_at
+        at = self._text.search(text, start, stopindex="end", nocase=True)
+        if not at and start != "1.0":
+            at = self._text.search(text, "1.0", stopindex="end", nocase=True)
+        if not at:
+            self._found_at = None
+            return False
+        end = f"{at}+{len(text)}c"
+        self._text.tag_add("found", at, end)
+        self._text.tag_config("found", background="#ffd54f", foreground="black")
+        self._text.see(at)
+        self._found_at = end
+        return True
+
+    def clear_found(self) -> None:
+        self._text.tag_remove("found", "1.0", "end")
 
     def more_link_ids(self) -> list[int]:
         """Lines that currently show a "show more" link (tests click them)."""

@@ -49,7 +49,14 @@ class Driver:
         subprocess.run(["xdotool", *args], check=True, timeout=10)
 
     def click_at(self, x: int, y: int) -> None:
-        self._xdotool("mousemove", "--sync", str(x), str(y), "click", "1")
+        # ``mousemove --sync`` waits for the pointer to move: it never returns when the pointer is already there
+        # (two dialogs opened at the same place, clicked one after the other)
+        here = subprocess.run(["xdotool", "getmouselocation", "--shell"], capture_output=True, text=True,
+                              check=True, timeout=10).stdout
+        if f"X={x}\nY={y}\n" in here:
+            self._xdotool("click", "1")
+        else:
+            self._xdotool("mousemove", "--sync", str(x), str(y), "click", "1")
         self.pump()
 
     def click(self, widget: tkinter.Misc) -> None:

@@ -229,8 +229,8 @@ def test_a_failed_step_shows_the_reason_and_a_notice(ctl, worker):
     ctl.handle(StepResult(session, Step.SWAP_KEYS, False, "the ledger has no record for 127.0.0.3"))
     tab = ctl.tabs[session]
     assert tab.steps[Step.SWAP_KEYS].state is StepState.FAILED
-    assert bar_steps(ctl)[Step.SWAP_KEYS] == (True, True, "✗ the ledger has no record for 127.0.0.3")
-    assert tab.lines[-1].text == "⚠ 2 Swap public keys failed: the ledger has no record for 127.0.0.3"
+    assert bar_steps(ctl)[Step.SWAP_KEYS] == (True, True, "✗ The ledger has no record for 127.0.0.3")
+    assert tab.lines[-1].text == "⚠ 2 Swap public keys failed: The ledger has no record for 127.0.0.3"
 
 
 def test_all_four_steps_enable_the_chat_and_say_it_is_encrypted(ctl, worker):
@@ -466,7 +466,7 @@ def test_the_callee_sees_the_steps_the_caller_drives(ctl, worker):
     ctl.select_tab("in1")
     bar = ctl.bar()
     assert not any(v.turn for v in bar.steps) and not bar.connect_all
-    assert bar.hint == "carol runs the four steps; each result shows here"
+    assert bar.hint == "Waiting for carol to run the next step; each result shows here"
     assert ctl.input_hint("in1") == "Waiting for carol to finish the four steps"
     for step in Step:
         ctl.handle(StepResult("in1", step, True, f"{step.title} ok"))
@@ -620,3 +620,89 @@ def test_user_errors_from_node_calls_reach_their_callback(worker):
     worker.submit(lambda: (_ for _ in ()).throw(PeerUnreachable("gone")), failed=lambda e: seen.append(str(e)))
     settle(worker)
     assert seen == ["gone"]
+
+
+# ---- issue 15: timeouts blamed on the right side, failures said once in plain words, failed dials closed ----
+
+def test_a_callee_who_accepted_is_not_told_it_did_not_answer(ctl, worker):
+    from p2pchat.events import IncomingChat
+    ctl.handle(IncomingChat("in1", "127.0.0.9:50000", "carol"))
+    ctl.answer("in1", True)
+    settle(worker)
+    ctl.handle(SessionEnded("in1", "you did not accept or reject the chat within 120 s"))
+    text = ctl.tabs["in1"].lines[-1].text
+    assert "you did not accept" not in text.split("\n")[0]
+    assert text.startswith("■ You accepted, but carol did not go on with the next step within 2:00")
+
+
+def test_a_caller_idle_between_steps_is_told_it_was_its_turn(ctl, worker):
+    session = connect_to(ctl, worker)
+    ctl.handle(StepResult(session, Step.CONNECT, True, "connected"))
+    ctl.handle(SessionEnded(session, "127.0.0.3 left the handshake unfinished for 120 s"))
+    assert "it was your turn" in ctl.tabs[session].lines[-1].text
+
+
+def test_the_step_bar_counts_down_to_the_handshake_timeout(node, worker):
+    now = [1000.0]
+    c = ChatController(node, worker, nickname="alice", clock=lambda: now[0])
+    c.peer_text_changed("127.0.0.3")
+    c.click_step(Step.CONNECT)
+    session = c.target
+    c.handle(StepResult(session, Step.CONNECT, True, "connected"))
+    assert "left" not in c.bar().hint
+    now[0] += 75
+    assert c.bar().hint.endswith("(45 s left to finish the steps)")
+
+
+def test_a_failed_dial_is_said_once_and_its_tab_closes_itself(node, worker):
+    now = [1000.0]
+    c = ChatController(node, worker, nickname="alice", clock=lambda: now[0])
+    c.peer_text_changed("127.0.0.3")
+    c.click_step(Step.CONNECT)
+    session = c.target
+    reason = ("cannot reach 127.0.0.3: no relay is known for this peer (its ledger record names none and "
+              "--relay is not set)")
+    c.handle(StepResult(session, Step.CONNECT, False, reason))
+    c.handle(SessionEnded(session, reason))
+    lines = [ln.text for ln in c.tabs[session].lines]
+    assert sum("relay" in ln for ln in lines) == 1, lines
+    shown = [ln.text[:ln.shown] for ln in c.tabs[session].lines]
+    assert not any("--relay" in ln for ln in shown), "the flag is only in the details"
+    assert not any("Connection lost" in ln for ln in shown)
+    now[0] += 10
+    c.tick()
+    assert session not in c.tabs
+    assert c.bar().steps[0].result.startswith("✗ ") and "--relay" not in c.bar().steps[0].result
+
+
+def test_a_message_in_the_selected_tab_is_unread_while_the_window_is_unfocused(ctl, worker):
+    session = ready_chat(ctl, worker)
+    ctl.select_tab(session)
+    ctl.set_focused(False)
+    ctl.handle(MessageReceived(session, 1, "hi", "bob", 0.0, 0.0))
+    assert ctl.unread_total() == 1
+    ctl.set_focused(True)
+    assert ctl.unread_total() == 0
+
+
+@pytest.mark.parametrize(("reason", "shown"), [
+    ("cannot reach bob: no relay is known for this peer (its ledger record names none and --relay is not set)",
+     "bob could not be reached directly, and there is no relay server to try instead."),
+    ("no ledger record for '127.0.0.14' at 127.0.0.12:8470 (no live binding for ip 127.0.0.14)",
+     "bob is not in the ledger yet"),
+    ("'hello' message: field 'role' is missing", "bob's program sent something this version does not understand"),
+    ("127.0.0.3:5 did not accept or reject the chat within 4 s", "bob did not answer your chat request within 4 s."),
+    ("127.0.0.3 declined the chat: bob declined the chat", "bob said no to the chat."),
+])
+def test_known_node_reasons_become_plain_sentences_with_the_detail_kept(reason, shown):
+    from gui.wording import plain
+    words = plain(reason, "bob")
+    assert words.plain.startswith(shown)
+    assert "--" not in words.plain and "'" not in words.plain.replace("bob's", "")
+    assert words.detail == reason
+
+
+def test_a_refusal_is_not_called_a_lost_connection(ctl, worker):
+    session = connect_to(ctl, worker)
+    ctl.handle(SessionEnded(session, "127.0.0.3 declined the chat: bob declined the chat"))
+    assert not any("Connection lost" in ln.text for ln in ctl.tabs[session].lines)

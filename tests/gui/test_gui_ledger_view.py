@@ -28,7 +28,7 @@ def test_a_status_becomes_the_identity_line_and_the_ledger_rows():
     assert identity_ledger_line(snap) == ("Ledger: node running (in this app, 127.0.0.2:8470) · 2 peers · height 7 · "
                                           "your record confirmed in block 4 (4 confirmations)")
     rows = dict(ledger_rows(snap))
-    assert rows["Mining"] == "mining 2 pending records at 250.0 kH/s"
+    assert rows["Mining"] == "mining 2 waiting records · mining speed 250.0 thousand tries a second"
     assert rows["Sync"] == "syncing from 127.0.0.3:8470: blocks, height 7 of 20 (35%)"
     assert rows["Peers"] == "127.0.0.3:8470, 127.0.0.4:8470"
     assert rows["Network"] == "demo · proof of work 10 bits"
@@ -36,7 +36,7 @@ def test_a_status_becomes_the_identity_line_and_the_ledger_rows():
 
 def test_a_pending_or_missing_own_record_is_said_plainly():
     pending = snapshot_from_status({**STATUS, "own_record": {"state": "pending", "height": None}}, "x")
-    assert identity_ledger_line(pending).endswith("your record pending: waiting to be mined into a block")
+    assert identity_ledger_line(pending).endswith("your record waiting to be mined into a block")
     missing = snapshot_from_status({**STATUS, "own_record": None, "registration_error": "IP taken"}, "x")
     assert identity_ledger_line(missing).endswith("Not in the ledger yet")
     assert "registration refused: IP taken" in dict(ledger_rows(missing))["Sync"]
@@ -57,7 +57,8 @@ def test_a_malformed_status_does_not_break_the_view():
 
 
 def test_rates_and_percentiles():
-    assert [rate_text(r) for r in (12, 12_345, 3_400_000)] == ["12 H/s", "12.3 kH/s", "3.4 MH/s"]
+    assert [rate_text(r) for r in (12, 12_345, 3_400_000)] == ["12 tries a second", "12.3 thousand tries a second",
+                                                                 "3.4 million tries a second"]
     assert percentile([], 99) == 0.0
     assert percentile(range(1, 101), 99) == 99
     meter = LagMeter()
@@ -224,3 +225,16 @@ def test_the_ledger_panel_shows_the_parked_branch_alert_line_in_a_real_window(xv
         assert not panel.values["Alert"].winfo_ismapped()
     finally:
         root.destroy()
+
+
+def test_confirmed_and_in_step_are_only_said_when_other_nodes_hold_the_chain():
+    from gui.ledger_view import LedgerSnapshot, ledger_rows
+    alone = LedgerSnapshot(where="x", running=True, height=3, tip="ab" * 32, own_height=2, own_confirmations=2)
+    rows = dict(ledger_rows(alone))
+    assert "confirmed" not in rows["Your record"] and "on this computer only" in rows["Your record"]
+    assert rows["Sync"] == "no peers to be in step with yet"
+    assert "tip" not in rows["Height"] and "last block" in rows["Height"]
+    joined = LedgerSnapshot(where="x", running=True, height=3, peers=("127.0.0.3:8470",), own_height=2,
+                            own_confirmations=2)
+    rows = dict(ledger_rows(joined))
+    assert rows["Your record"].startswith("confirmed in block 2") and rows["Sync"] == "in step with its peers"

@@ -132,7 +132,7 @@ def test_bursts_long_messages_and_a_vanishing_peer(window, world):
     d.wait(lambda: window.controller.tabs[session].ready, what="Connect all to finish")
     assert all(window.controller.tabs[session].steps[s].state is StepState.DONE for s in Step)
 
-    d.type(inner(window.panes[session].entry, tkinter.Entry), "ping")
+    d.type(window.panes[session].entry_text, "ping")
     d.key("Return")
     d.wait(lambda: "bob: echo: ping" in transcript(window, session), what="the echo")
     d.wait(lambda: "ping  ✓" in transcript(window, session), what="the delivery tick")

@@ -59,3 +59,22 @@ def test_bad_values_fall_back_one_by_one(tmp_path):
 def test_tk_geometry_answers_are_read_safely(geometry, expected):
     s = Settings().with_geometry(geometry)
     assert (s.width, s.height, s.x, s.y) == expected
+
+
+def test_alerts_default_to_notify_urgent_and_raise_but_no_sound(tmp_path):
+    from gui.settings import Alerts, load_alerts
+    assert load_alerts(tmp_path) == Alerts(notify=True, urgent=True, raise_window=True, sound=False)
+
+
+def test_alerts_round_trip_and_survive_a_geometry_save(tmp_path):
+    from gui.settings import Alerts, load_alerts, save_alerts
+    save_alerts(tmp_path, Alerts(notify=False, sound=True))
+    save(tmp_path, Settings(width=900))
+    assert load_alerts(tmp_path) == Alerts(notify=False, sound=True)
+
+
+@pytest.mark.parametrize("content", ['{"notify": "no", "sound": 1}', "[]", "{bad"])
+def test_mangled_alert_values_fall_back_one_by_one(tmp_path, content):
+    from gui.settings import ALERTS_FILE, Alerts, load_alerts
+    (tmp_path / ALERTS_FILE).write_text(content)
+    assert load_alerts(tmp_path) == Alerts()

@@ -122,12 +122,12 @@ def test_four_buttons_accept_and_chat_both_ways(app, world):
         world.user("bob").identity.short_fingerprint
     assert alice.panes[sa].peer_panel.values["Ledger"].cget("text").startswith("block ")
 
-    d.type(inner(alice.panes[sa].entry, tkinter.Entry), "hello bob, this is alice")
+    d.type(alice.panes[sa].entry_text, "hello bob, this is alice")
     d.key("Return")
     d.wait(lambda: "alice: hello bob, this is alice" in transcript(bob, sb), what="alice's message at bob")
     d.wait(lambda: "hello bob, this is alice  ✓" in transcript(alice, sa), what="the delivery tick at alice")
 
-    d.type(inner(bob.panes[sb].entry, tkinter.Entry), "hi alice")
+    d.type(bob.panes[sb].entry_text, "hi alice")
     d.wait(lambda: alice.controller.typing_text(sa) == "bob is typing…", what="bob's typing indicator")
     d.wait(lambda: alice.panes[sa].typing_label.cget("text") == "bob is typing…", what="the typing label")
     d.key("Return")
@@ -139,12 +139,12 @@ def test_four_buttons_accept_and_chat_both_ways(app, world):
             (alice, bob, sa, sb, "our safety numbers match"),
             (bob, alice, sb, sa, "same here, all four steps are green"),
             (alice, bob, sa, sb, "great, the ledger vouches for you")):
-        d.type(inner(sender.panes[ss].entry, tkinter.Entry), text)
+        d.type(sender.panes[ss].entry_text, text)
         d.key("Return")
         d.wait(lambda t=text, r=receiver, s=sr: f": {t}" in transcript(r, s), what=f"{text!r} to arrive")
     d.wait(lambda: "↻ key rotated" in transcript(alice, sa), what="the key rotation notice")
     d.wait(lambda: transcript(alice, sa).count("  ✓\n") == 3, what="three delivery ticks")
-    d.type(inner(bob.panes[sb].entry, tkinter.Entry), "see you")
+    d.type(bob.panes[sb].entry_text, "see you")
     d.wait(lambda: alice.panes[sa].typing_label.cget("text") == "bob is typing…", what="bob typing again")
     d.screenshot("two-windows-mid-chat.png")
     d.screenshot("chat-window.png", alice.top)
@@ -153,7 +153,7 @@ def test_four_buttons_accept_and_chat_both_ways(app, world):
 
     # Bob looks at his ledger tab: alice's next message counts as unread in his chat tab's title.
     d.click(bob.tabs.buttons[LEDGER_KEY])
-    d.type(inner(alice.panes[sa].entry, tkinter.Entry), "are you there?")
+    d.type(alice.panes[sa].entry_text, "are you there?")
     d.key("Return")
     d.wait(lambda: bob.tabs.titles[sb].endswith("(1)"), what="the unread count")
     assert "1 unread" in bob.top.title()
@@ -223,9 +223,11 @@ def test_several_chats_at_once_in_tabs_with_unread_counts(app, world):
     d.click(alice.tabs.buttons[carol_tab])
     d.wait(lambda: text.tag_cget("sender_in", "foreground") != light_color, what="dark tag colours")
     d.screenshot("dark-mode.png", alice.top)
+    assert app.windows[1].appearance == "Dark", "the mode is shared: bob's menu says what his window shows"
     alice.scaling_menu.set("110%")
     alice._scaling_chosen("110%")
     d.pump()
+    assert app.windows[1].scaling == 1.1
     assert alice.scaling == 1.1 and alice.appearance == "Dark"
     carol.send_text(from_carol, "still here")
     d.wait(lambda: "carol: still here" in transcript(alice, carol_tab), what="a message after rescaling")
