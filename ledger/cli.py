@@ -19,15 +19,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from ledger import own_record
-from ledger.client import LedgerClient, LookupNotFound
+# Only what parsing the command line needs is imported here; each command imports the ledger core, the store,
+# the network code and pycryptodome when it runs, so `ledger --help` starts like a bare interpreter
+# (bench/startup_bench.py, tests/ledger/test_cli_startup.py).
 from ledger.errors import LedgerError, StoreError
-from ledger.local_ledger import LocalLedger, store_path, stored_params, verify_store
-from ledger.node import LedgerNode, NodeConfig
 from ledger.params import DEFAULT_NETWORK, MAX_DIFFICULTY_BITS, MIN_DIFFICULTY_BITS, NetworkParams
-from ledger.records import validate_nickname
-from ledger.sync import SyncProgress
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import (
     CHAT_PORT,
@@ -40,6 +38,11 @@ from p2pchat.foundation.addresses import (
 from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import PeerUnreachable, UserError
 from p2pchat.foundation.identity import Identity
+
+if TYPE_CHECKING:
+    from ledger import own_record
+    from ledger.client import LedgerClient
+    from ledger.sync import SyncProgress
 
 log = logging.getLogger("ledger")
 DEFAULT_HOST = "127.0.0.1"
@@ -70,6 +73,8 @@ def _port(text: str) -> int:
 
 
 def _nickname(text: str) -> str:
+    from ledger.records import validate_nickname
+
     try:
         return validate_nickname(text)
     except LedgerError as exc:
@@ -198,6 +203,8 @@ def _node_address(args: argparse.Namespace) -> tuple[str, int]:
 
 
 def _client(args: argparse.Namespace) -> LedgerClient:
+    from ledger.client import LedgerClient
+
     ip, port = _node_address(args)
     # Send from --host when one was given (as nodes do); otherwise let the system pick the source address.
     source = args.host if args.host_given and getattr(args, "node", None) else None
@@ -205,6 +212,8 @@ def _client(args: argparse.Namespace) -> LedgerClient:
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
+    from ledger.client import LookupNotFound
+
     try:
         binding = _client(args).lookup(args.query, by=args.by)
     except LookupNotFound as exc:
@@ -255,6 +264,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _own_context(args: argparse.Namespace) -> tuple[LedgerClient, Path, str | None, own_record.OwnRecord, NetworkParams,
                                                    Identity]:
+    from ledger import own_record
+
     data_dir = resolve_data_dir(args.data_dir)
     passphrase = os.environ.get(PASSPHRASE_ENV) or None
     identity = own_record.load_identity(data_dir, passphrase)
@@ -264,6 +275,8 @@ def _own_context(args: argparse.Namespace) -> tuple[LedgerClient, Path, str | No
 
 
 def _publish(client: LedgerClient, record: own_record.Record, wait: float, what: str) -> int:
+    from ledger import own_record
+
     print(f"publishing {what}:")
     for line in own_record.describe(record):
         print(f"  {line}")
@@ -281,6 +294,8 @@ def _publish(client: LedgerClient, record: own_record.Record, wait: float, what:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
+    from ledger import own_record
+
     client, _data_dir, _pp, own, params, identity = _own_context(args)
     try:
         record = own_record.build_update(identity, own, params, time.time(), nickname=args.nickname, ip=args.ip,
@@ -291,6 +306,8 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:
+    from ledger import own_record
+
     client, data_dir, passphrase, own, params, identity = _own_context(args)
     print(f"current key {identity.short_fingerprint}; generating the new key…", flush=True)
     new = own_record.next_key(data_dir, passphrase, own)
@@ -311,6 +328,8 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
+    from ledger import own_record
+
     client, _data_dir, _pp, own, params, identity = _own_context(args)
     record = own_record.build_revocation(identity, own, params, time.time())
     if not args.yes:
@@ -339,6 +358,8 @@ def _find_network(data_dir: Path, network: str | None) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from ledger.local_ledger import store_path, verify_store
+
     data_dir = resolve_data_dir(args.data_dir)
     network = _find_network(data_dir, args.network)
     path = store_path(data_dir, network)
@@ -361,6 +382,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _peer_params(peers: Sequence[tuple[str, int]], host: str, network: str | None) -> NetworkParams | None:
     """The network parameters of the first peer that answers (checked against its genesis), or None."""
+    from ledger.client import LedgerClient
+
     last: UserError | None = None
     for ip, port in peers:
         try:
@@ -374,6 +397,8 @@ def _peer_params(peers: Sequence[tuple[str, int]], host: str, network: str | Non
 
 def _params_for_join(args: argparse.Namespace, data_dir: Path, peers: list[tuple[str, int]]) -> NetworkParams:
     """Learn the network from the peers (waiting a while for one to answer); fall back to the stored network."""
+    from ledger.local_ledger import store_path, stored_params
+
     stored = (stored_params(data_dir, args.network, recover=args.recover) if args.network
               else _stored_default(data_dir, args.recover))
     deadline = time.monotonic() + args.wait
@@ -401,6 +426,8 @@ def _params_for_join(args: argparse.Namespace, data_dir: Path, peers: list[tuple
 
 
 def _stored_default(data_dir: Path, recover: bool) -> NetworkParams | None:
+    from ledger.local_ledger import stored_params
+
     try:
         return stored_params(data_dir, _find_network(data_dir, None), recover=recover)
     except CliError:
@@ -408,6 +435,8 @@ def _stored_default(data_dir: Path, recover: bool) -> NetworkParams | None:
 
 
 def _params_for_serve(args: argparse.Namespace, data_dir: Path) -> NetworkParams:
+    from ledger.local_ledger import stored_params
+
     network = args.network or DEFAULT_NETWORK
     stored = stored_params(data_dir, network, recover=args.recover)
     if stored is not None:
@@ -420,6 +449,10 @@ def _params_for_serve(args: argparse.Namespace, data_dir: Path) -> NetworkParams
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``serve`` and ``join``: run a node in the foreground until Ctrl-C or SIGTERM."""
+    from ledger import own_record
+    from ledger.local_ledger import LocalLedger
+    from ledger.node import LedgerNode, NodeConfig
+
     if args.no_inbound and not args.relay:
         raise CliError("--no-inbound needs --relay IP:PORT (peers must learn how to reach this host)")
     if args.max_peers < 1:

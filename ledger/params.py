@@ -13,8 +13,6 @@ from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
 from ledger.errors import LedgerError
 from p2pchat.foundation import crypto
 
@@ -78,6 +76,8 @@ class NetworkParams:
     @cached_property
     def digest(self) -> bytes:
         """SHA-256 over every parameter: the genesis block's ``prev_hash``."""
+        import msgpack  # on first use: `ledger --help` needs these constants, not the codec
+
         return crypto.sha256(PARAMS_DOMAIN, msgpack.packb(sorted(asdict(self).items()), use_bin_type=True))
 
     def genesis(self) -> Block:

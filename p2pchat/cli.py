@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING
 from p2pchat.foundation.addresses import CHAT_PORT, check_port, normalize_ip, parse_address
 from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import UserError
-from p2pchat.foundation.identity import Identity
 
+# The chat node, the identity key (pycryptodome) and the window are imported by the command that needs them, so
+# that `p2pchat --help` starts like a bare interpreter (bench/startup_bench.py).
 if TYPE_CHECKING:
+    from p2pchat.foundation.identity import Identity
     from p2pchat.node import ChatNode
 
 PROG = "p2pchat"
@@ -117,6 +119,7 @@ def _default_nickname(node_directory: object, identity: Identity) -> str:
 
 def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = False) -> ChatNode:
     """A :class:`~p2pchat.node.ChatNode` configured from the command line (not started yet)."""
+    from p2pchat.foundation.identity import Identity
     from p2pchat.node import ChatNode
 
     host = normalize_ip(args.host)

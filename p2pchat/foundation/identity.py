@@ -11,8 +11,6 @@ import os
 import stat
 from pathlib import Path
 
-from Crypto.PublicKey import RSA
-
 from p2pchat.foundation import crypto
 from p2pchat.foundation.errors import IdentityError
 
@@ -83,7 +81,7 @@ class Identity:
             raise IdentityError(f"the identity key {path} is protected by a passphrase; give it with "
                                 "--passphrase-file or the P2PCHAT_PASSPHRASE variable")
         try:
-            key = RSA.import_key(data, passphrase=passphrase if encrypted else None)
+            key = crypto.RSA.import_key(data, passphrase=passphrase if encrypted else None)
         except (ValueError, IndexError, TypeError):
             if encrypted:
                 raise IdentityError(f"wrong passphrase for the identity key {path}") from None
