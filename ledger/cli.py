@@ -9,12 +9,9 @@ one line on stderr. Ctrl-C or SIGTERM stops a running node cleanly.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,9 +21,8 @@ from typing import TYPE_CHECKING
 # Only what parsing the command line needs is imported here; each command imports the ledger core, the store,
 # the network code and pycryptodome when it runs, so `ledger --help` starts like a bare interpreter
 # (bench/startup_bench.py, tests/ledger/test_cli_startup.py).
+from ledger.defaults import DEFAULT_DIFFICULTY_BITS, DEFAULT_NETWORK, MAX_DIFFICULTY_BITS, MIN_DIFFICULTY_BITS
 from ledger.errors import LedgerError, StoreError
-from ledger.params import DEFAULT_NETWORK, MAX_DIFFICULTY_BITS, MIN_DIFFICULTY_BITS, NetworkParams
-from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import (
     CHAT_PORT,
     LEDGER_PORT,
@@ -37,16 +33,17 @@ from p2pchat.foundation.addresses import (
 )
 from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import PeerUnreachable, UserError
-from p2pchat.foundation.identity import Identity
 
 if TYPE_CHECKING:
     from ledger import own_record
     from ledger.client import LedgerClient
+    from ledger.params import NetworkParams
     from ledger.sync import SyncProgress
+    from p2pchat.foundation.identity import Identity
 
 log = logging.getLogger("ledger")
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_DIFFICULTY = NetworkParams().difficulty_bits
+DEFAULT_DIFFICULTY = DEFAULT_DIFFICULTY_BITS
 JOIN_WAIT_SECONDS = 20.0
 PASSPHRASE_ENV = "P2PCHAT_PASSPHRASE"
 OWN_WAIT_SECONDS = 120.0
@@ -220,6 +217,8 @@ def cmd_lookup(args: argparse.Namespace) -> int:
         print(f"ledger: {exc}", file=sys.stderr)
         return 1
     if args.json:
+        import json
+
         print(json.dumps(binding.to_json(), indent=2))
         return 0
     where = binding.address or "no direct address"
@@ -233,8 +232,12 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from p2pchat.foundation import crypto
+
     status = _client(args).status()
     if args.json:
+        import json
+
         print(json.dumps(status, indent=2, default=str))
         return 0
     print(f"node          {status.get('nickname')} at {status.get('address')} "
@@ -371,6 +374,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"ledger: {exc}", file=sys.stderr)
         return 1
     if args.json:
+        import json
+
         print(json.dumps({"ok": report.ok, "path": str(report.path), "network": report.network,
                           "height": report.height, "tip": report.tip, "blocks": report.blocks,
                           "records": report.records, "pending": report.pending, "problems": report.problems},
@@ -436,6 +441,7 @@ def _stored_default(data_dir: Path, recover: bool) -> NetworkParams | None:
 
 def _params_for_serve(args: argparse.Namespace, data_dir: Path) -> NetworkParams:
     from ledger.local_ledger import stored_params
+    from ledger.params import NetworkParams
 
     network = args.network or DEFAULT_NETWORK
     stored = stored_params(data_dir, network, recover=args.recover)
@@ -449,9 +455,14 @@ def _params_for_serve(args: argparse.Namespace, data_dir: Path) -> NetworkParams
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``serve`` and ``join``: run a node in the foreground until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
     from ledger import own_record
     from ledger.local_ledger import LocalLedger
     from ledger.node import LedgerNode, NodeConfig
+    from p2pchat.foundation.identity import Identity
+    from p2pchat.foundation.keygen import TerminalProgress
 
     if args.no_inbound and not args.relay:
         raise CliError("--no-inbound needs --relay IP:PORT (peers must learn how to reach this host)")
@@ -464,7 +475,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         params = _params_for_join(args, data_dir, seeds)
     else:
         params = _params_for_serve(args, data_dir)
-    identity = Identity.load_or_create(data_dir, os.environ.get(PASSPHRASE_ENV) or None)
+    identity = Identity.load_or_create(data_dir, os.environ.get(PASSPHRASE_ENV) or None,
+                                       progress=TerminalProgress("ledger"))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -7,8 +7,6 @@ user can cause are printed as one plain sentence (exit status 1); usage errors e
 from __future__ import annotations
 
 import argparse
-import getpass
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -104,6 +102,8 @@ def _passphrase(args: argparse.Namespace) -> str | None:
 
 def _default_nickname(node_directory: object, identity: Identity) -> str:
     """The nickname of our own ledger record, else the login name (trimmed to a valid nickname)."""
+    import getpass
+
     from p2pchat.peer_directory import PeerNotFound
 
     try:
@@ -120,6 +120,7 @@ def _default_nickname(node_directory: object, identity: Identity) -> str:
 def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = False) -> ChatNode:
     """A :class:`~p2pchat.node.ChatNode` configured from the command line (not started yet)."""
     from p2pchat.foundation.identity import Identity
+    from p2pchat.foundation.keygen import TerminalProgress
     from p2pchat.node import ChatNode
 
     host = normalize_ip(args.host)
@@ -133,7 +134,8 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
                         "through a relay")
     if args.rotate_every < 1:
         raise UserError("--rotate-every must be at least 1")
-    identity = Identity.load_or_create(resolve_data_dir(args.data_dir), _passphrase(args))
+    identity = Identity.load_or_create(resolve_data_dir(args.data_dir), _passphrase(args),
+                                       progress=TerminalProgress(PROG))
     node = ChatNode(identity, host=host, port=args.port, network=args.network, nickname=args.nickname or "?",
                     ledger=args.ledger, relay=args.relay, no_inbound=args.no_inbound,
                     direct_timeout=args.direct_timeout, rotate_every=args.rotate_every,
@@ -192,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         args = parser.parse_args(argv)
         if getattr(args, "verbose", False):
+            import logging
+
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         if args.command == "chat":
             return _run_chat(args)
