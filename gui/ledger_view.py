@@ -29,6 +29,7 @@ class LedgerSnapshot:
     own_confirmations: int | None = None
     own_pending: bool = False
     nickname_problem: str = ""            # the node's nickname clashes: its record goes without one
+    starting: bool = False                # the app's own ledger node process is still starting
 
 
 def rate_text(hashes_per_second: float) -> str:
@@ -53,6 +54,8 @@ def identity_ledger_line(snap: LedgerSnapshot | None) -> str:
     """The identity panel's ledger line: node running, peers, height, own record."""
     if snap is None:
         return "Ledger: checking…"
+    if snap.starting:
+        return "Ledger: starting this app's ledger node…"
     if not snap.running:
         return f"Ledger: not reachable at {snap.where}" + (f" — {snap.error}" if snap.error else "")
     parts = [f"node running ({snap.where})", count(len(snap.peers), "peer")]
@@ -67,6 +70,8 @@ def ledger_rows(snap: LedgerSnapshot | None) -> list[tuple[str, str]]:
     """The ledger tab's summary as label/value rows."""
     if snap is None:
         return [("Node", "checking…")]
+    if snap.starting:
+        return [("Node", f"starting ({snap.where}): loading the ledger…")]
     if not snap.running:
         return [("Node", f"not reachable at {snap.where}"), ("Problem", snap.error or "no answer")]
     network = snap.network or "?"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -100,7 +101,7 @@ class Identity:
 
     @classmethod
     def load_or_create(cls, data_dir: Path, passphrase: str | None = None, *,
-                       progress: KeygenProgress | None = None) -> Identity:
+                       progress: KeygenProgress | None = None, stop: threading.Event | None = None) -> Identity:
         """The identity in ``data_dir``, created on first use (raced across the cores, see
         :mod:`p2pchat.foundation.keygen`; ``progress`` shows it)."""
         from p2pchat.foundation import keygen
@@ -109,7 +110,7 @@ class Identity:
         if path.exists():
             return cls.load(path, passphrase)
         started = time.monotonic()
-        ident = cls(keygen.generate_identity_key(progress=progress.tick if progress is not None else None))
+        ident = cls(keygen.generate_identity_key(progress=progress.tick if progress is not None else None, stop=stop))
         if progress is not None:
             progress.done(time.monotonic() - started)
         ident.save(path, passphrase)
