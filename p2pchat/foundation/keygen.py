@@ -123,7 +123,8 @@ class TerminalProgress:
             self._say("first run: making this machine's identity key (RSA-3072)…")
         elif elapsed - self._shown >= (0.5 if self.tty else 5.0):
             self._shown = elapsed
-            self._say(f"first run: making this machine's identity key (RSA-3072)… {elapsed:.1f} s")
+            self._say(f"first run: making this machine's identity key (RSA-3072)… {elapsed:.1f} s" if self.tty
+                      else f"still making the identity key… {elapsed:.0f} s")
 
     def done(self, elapsed: float) -> None:
         self.tick(elapsed)
