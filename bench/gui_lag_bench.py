@@ -206,7 +206,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.peer:
         return run_peer(args)
-    if args.mine:   # the miner's CPU load, in its own process as in the app's ledger process; ends on SIGTERM
+    if args.mine:   # the miner's CPU load, in its own process at the app's ledger process's niceness; SIGTERM ends it
+        from gui.ledger_child import NICENESS
+
+        os.nice(NICENESS)
         header = BlockHeader(version=1, network_id=bytes(32), height=1, prev_hash=bytes(32), merkle_root=bytes(32),
                              timestamp=int(time.time()), target_bits=60, nonce=0)
         mine(header, threading.Event())

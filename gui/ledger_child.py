@@ -38,6 +38,7 @@ from typing import IO, Any
 log = logging.getLogger("gui.ledger_child")
 
 RECENT_BLOCKS = 8
+NICENESS = 10        # mining and syncing are background work: the window (and the user's other programs) come first
 PENDING_SHOWN = 20
 _PR_SET_PDEATHSIG = 1
 
@@ -109,6 +110,8 @@ def serve(stdin: IO[str], stdout: IO[str]) -> int:
         return 0
     request = json.loads(first)
     die_with_parent(int(request["parent_pid"]), bool(request.get("parent_death_signal")))
+    if hasattr(os, "nice"):
+        os.nice(NICENESS)
     try:
         node, ledger = _start(request)
     except UserError as exc:
