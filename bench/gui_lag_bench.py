@@ -157,6 +157,31 @@ class Probe:
         self._schedule(generation)
 
 
+class Miner:
+    """The miner's CPU load: a process at the ledger child's niceness (how the app runs it now), or a thread of
+    this process (``in_process``: how it ran before)."""
+
+    def __init__(self, in_process: bool) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        if in_process:
+            header = BlockHeader(version=1, network_id=bytes(32), height=1, prev_hash=bytes(32),
+                                 merkle_root=bytes(32), timestamp=int(time.time()), target_bits=60, nonce=0)
+            self._thread = threading.Thread(target=mine, args=(header, self._stop), name="bench-miner")
+            self._thread.start()
+        else:
+            self._proc = subprocess.Popen([sys.executable, __file__, "--mine"], cwd=ROOT)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait()
+
+
 def summary(samples: list[float]) -> dict[str, float]:
     return {"n": len(samples), "p50": percentile(samples, 50) * 1000, "p99": percentile(samples, 99) * 1000,
             "max": max(samples, default=0.0) * 1000}
@@ -200,6 +225,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1, help="repeat the whole measurement this many times")
     parser.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mine", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--in-process", action="store_true",
+                        help="the old arrangement, for comparison: alice's node and miner in the window's process")
     for name in ("--host", "--data-dir", "--network", "--ledger", "--sync-host"):
         parser.add_argument(name, help=argparse.SUPPRESS)
     parser.add_argument("--difficulty", type=int, default=DIFFICULTY, help=argparse.SUPPRESS)
@@ -252,7 +279,7 @@ def print_runs(runs: list[dict[str, dict[str, float]]]) -> None:
 
 def measure_app(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     from gui.app import App
-    from gui.ledger_monitor import LedgerMonitor
+    from gui.ledger_monitor import LedgerMonitor, NodeSource
     from gui.ledger_process import ChildSource
     from gui.ledger_runtime import attach_ledger
     from gui.ledger_runtime import probe as probe_status
@@ -275,16 +302,22 @@ def measure_app(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         ready = json.loads(peer.stdout.readline())
         print(f"peer ready; sync source {ready['sync']} at height {ready['height']}", file=sys.stderr)
 
-        # Alice's ledger node moves into its own process, as the app runs it (same data dir, address and key).
-        alice.ledger_node.close()
-        alice.ledger.close()
-        runtime = attach_ledger(data_dir=alice.data_dir, identity=alice.identity, host=alice.host, ledger=None,
-                                network=world.network, nickname="alice", seeds=[bob.ledger_address])
-        assert isinstance(runtime.source, ChildSource)
-        child = runtime.source.process
+        runtime = None
+        source: Any
+        if args.in_process:
+            # The old arrangement, for comparison: the node and its miner share the window's process and GIL.
+            source = NodeSource(alice.ledger_node)
+        else:
+            # Alice's ledger node moves into its own process, as the app runs it (same data dir, address, key).
+            alice.ledger_node.close()
+            alice.ledger.close()
+            runtime = attach_ledger(data_dir=alice.data_dir, identity=alice.identity, host=alice.host, ledger=None,
+                                    network=world.network, nickname="alice", seeds=[bob.ledger_address])
+            assert isinstance(runtime.source, ChildSource)
+            source = runtime.source
         app = App(appearance="Light")
-        monitor = LedgerMonitor(runtime.source).start()
-        miner: subprocess.Popen[bytes] | None = None
+        monitor = LedgerMonitor(source).start()
+        miner: Miner | None = None
         try:
             window = app.open_window(alice.chat, Me("alice", alice.chat.address, alice.identity.short_fingerprint),
                                      ledger=monitor, geometry="700x790+0+0")
@@ -314,17 +347,18 @@ def measure_app(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 
             phase("idle window, chat open", args.seconds)
 
-            def mining() -> subprocess.Popen[bytes]:
-                return subprocess.Popen([sys.executable, __file__, "--mine"], cwd=ROOT)
+            def mining() -> Miner:
+                return Miner(in_process=args.in_process)
             miner = mining()
             phase("mining", args.seconds)
-            miner.terminate()
-            miner.wait()
+            miner.stop()
 
             synced = threading.Event()
             target = int(ready["height"])
 
             def height() -> int:
+                if args.in_process:
+                    return alice.ledger.height
                 status = probe_status(alice.host, LEDGER_PORT, source_ip=alice.host, network=world.network)
                 return int((status or {}).get("height") or -1)
 
@@ -333,7 +367,11 @@ def measure_app(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                     time.sleep(0.2)
                 synced.set()
             watcher = threading.Thread(target=watch_sync, name="bench-sync-watch")
-            child.request("join", address=ready["sync"])
+            if args.in_process:
+                alice.ledger_node.add_peer(ready["sync"])
+            else:
+                assert isinstance(source, ChildSource)
+                source.process.request("join", address=ready["sync"])
             watcher.start()
             phase(f"syncing {target} blocks", 120, until=synced)
             synced.set()
@@ -355,11 +393,11 @@ def measure_app(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             peer.stdout.readline()
         finally:
             if miner is not None:
-                miner.terminate()
-                miner.wait()
+                miner.stop()
             app.close()
             monitor.close()
-            runtime.close()
+            if runtime is not None:
+                runtime.close()
             peer.stdin.write(json.dumps({"quit": True}) + "\n")
             peer.stdin.close()
             peer.wait(30)

@@ -2,8 +2,9 @@
 """Start-up time of the command-line entry points against a bare interpreter, measured in the same run.
 
 Each round runs every command once, in a shuffled order, as a fresh process (so a busy moment of the machine
-hits all of them alike); the report gives the median and p90 wall time of each and its ratio to the bare
-interpreter (``python -c pass``) of the same rounds. Commands:
+hits all of them alike), from a neutral working directory (``python -m`` would otherwise import the package
+from the current directory instead of the interpreter's); the report gives the median and p90 wall time of
+each and its ratio to the bare interpreter (``python -c pass``) of the same rounds. Commands:
 
 - ``p2pchat --help``, ``ledger --help``, ``ledger lookup --help``;
 - ``ledger lookup IP`` end to end (interpreter start, imports, one connection, header sync, proof check)
@@ -41,7 +42,7 @@ GOAL_RATIO = 2.0
 def _wait_for_own_record(python: str, data_dir: str, deadline: float) -> None:
     while time.monotonic() < deadline:
         proc = subprocess.run([python, "-m", "ledger", "status", "--host", HOST, "--json"], capture_output=True,
-                              text=True, env=_env(data_dir))
+                              text=True, env=_env(data_dir), cwd=data_dir)
         if proc.returncode == 0:
             own = json.loads(proc.stdout).get("own_record") or {}
             if own.get("height") is not None:
@@ -58,7 +59,7 @@ def measure(python: str, rounds: int) -> dict[str, list[float]]:
     data_dir = tempfile.mkdtemp(prefix="startup-bench-")
     node = subprocess.Popen([python, "-m", "ledger", "serve", "--host", HOST, "--difficulty", "8",
                              "--nickname", "bench"], env=_env(data_dir), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, cwd=data_dir)
     try:
         _wait_for_own_record(python, data_dir, time.monotonic() + 120)
         commands = {
@@ -71,13 +72,15 @@ def measure(python: str, rounds: int) -> dict[str, list[float]]:
         times: dict[str, list[float]] = {name: [] for name in commands}
         env = _env(data_dir)
         for argv in commands.values():   # warm the page cache and the bytecode caches once
-            subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+                           cwd=data_dir)
         for _ in range(rounds):
             order = list(commands.items())
             random.shuffle(order)
             for name, argv in order:
                 start = time.perf_counter()
-                subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+                subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+                           cwd=data_dir)
                 times[name].append(time.perf_counter() - start)
         return times
     finally:
@@ -89,10 +92,12 @@ def measure(python: str, rounds: int) -> dict[str, list[float]]:
 def hyperfine(python: str) -> str:
     if shutil.which("hyperfine") is None:
         return ""
+    neutral = tempfile.mkdtemp(prefix="startup-bench-")
     out = tempfile.mktemp(suffix=".json")
     subprocess.run(["hyperfine", "-N", "--warmup", "3", "--runs", "20", "--export-json", out,
                     f"{python} -c pass", f"{python} -m p2pchat --help", f"{python} -m ledger --help"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=neutral)
+    shutil.rmtree(neutral, ignore_errors=True)
     results = json.loads(Path(out).read_text())["results"]
     os.unlink(out)
     base = results[0]["median"]

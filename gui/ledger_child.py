@@ -118,7 +118,8 @@ def serve(stdin: IO[str], stdout: IO[str]) -> int:
         _send(stdout, {"event": "failed", "error": str(exc)})
         return 2
     except OSError as exc:
-        _send(stdout, {"event": "failed", "error": f"the ledger node could not start: {exc.strerror or exc}"})
+        where = f" ({exc.filename})" if exc.filename else ""
+        _send(stdout, {"event": "failed", "error": f"{exc.strerror or exc}{where}"})
         return 2
     try:
         _send(stdout, {"event": "ready", "address": node.address})

@@ -119,7 +119,8 @@ def test_a_child_that_dies_or_cannot_start_is_reported_in_plain_words(tmp_path, 
         with pytest.raises(Exception, match="the ledger node could not start"):
             failing.wait_ready(60)
         assert failing.state is ChildState.FAILED
-        assert "Traceback" not in failing.error
+        assert failing.error.startswith("the ledger node could not start: ")
+        assert failing.error.count("could not start") == 1 and "Traceback" not in failing.error
     finally:
         failing.close()
 
