@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -94,7 +96,7 @@ def receiver(relay_port: int) -> int:
 
     server = FrameServer(HOST_RECEIVER, 0, BENCH, serve_link, name="bench-direct", timeout=120).start()
     reg = RelayRegistration(identity, HOST_RELAY, relay_port, on_invite=on_invite, inner_protocol=BENCH,
-                            source_ip=HOST_RECEIVER).start()
+                            source_ip=HOST_RECEIVER, accept_unregistered=True).start()   # the sender has no record
     if not reg.wait_registered(30):
         print(f"FAILED {reg.state_text}", flush=True)
         return 1
@@ -162,8 +164,11 @@ def run(quick: bool) -> dict[str, Any]:
     rounds = 2000 if not quick else 300
     streams = [(100, 20000 if not quick else 3000), (64 * 1024, 1000 if not quick else 200)]
     relay_port = 18472
+    key_dir = tempfile.mkdtemp(prefix="relay-bench-")      # the relay's link key, removed at the end
     relay = subprocess.Popen([sys.executable, "-m", "p2pchat.relay", "--host", HOST_RELAY, "--port", str(relay_port),
-                              "--rate", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+                              "--rate", "0", "--rings-per-minute", "100000",
+                              "--key-file", str(Path(key_dir) / "relay_key")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     receiver_proc = None
     try:
         deadline = time.monotonic() + 30
@@ -224,6 +229,7 @@ def run(quick: bool) -> dict[str, Any]:
             receiver_proc.wait(timeout=60)
         relay.send_signal(signal.SIGTERM)
         relay.wait(timeout=60)
+        shutil.rmtree(key_dir, ignore_errors=True)
 
 
 def report(r: dict[str, Any]) -> str:

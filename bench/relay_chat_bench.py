@@ -116,9 +116,14 @@ class Initiator:
         self.node.close()
 
 
-def start_relay() -> subprocess.Popen[bytes]:
+def start_relay(tmp: Path, callers: list[bytes]) -> subprocess.Popen[bytes]:
+    """The relay process: its link key in ``tmp``, and the initiator's key on its allow-list (the responder, like
+    every host by default, takes calls only from keys with a ledger record)."""
+    (tmp / "allow").write_text("".join(fp.hex() + "\n" for fp in callers))
     relay = subprocess.Popen([sys.executable, "-m", "p2pchat.relay", "--host", RELAY_IP, "--port", str(RELAY_PORT),
-                              "--rate", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+                              "--rate", "0", "--key-file", str(tmp / "relay_key"), "--allow", str(tmp / "allow"),
+                              "--rings-per-minute", "1000"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -134,15 +139,15 @@ def start_relay() -> subprocess.Popen[bytes]:
 def run(quick: bool) -> dict[str, Any]:
     repeats, handshakes, small, big = (1, 3, 300, 4) if quick else (3, 10, 2000, 16)
     spawn = mp.get_context("spawn")
-    relay = start_relay()
-    try:
-        with tempfile.TemporaryDirectory(prefix="relay-chat-bench-") as tmp:
-            root = Path(tmp)
-            idents = {}
-            for name in ("responder", "initiator"):
-                (root / name).mkdir(mode=0o700)
-                idents[name] = Identity.generate()
-                idents[name].save(root / name / KEY_FILE)
+    with tempfile.TemporaryDirectory(prefix="relay-chat-bench-") as tmp:
+        root = Path(tmp)
+        idents = {}
+        for name in ("responder", "initiator"):
+            (root / name).mkdir(mode=0o700)
+            idents[name] = Identity.generate()
+            idents[name].save(root / name / KEY_FILE)
+        relay = start_relay(root, [idents["initiator"].fingerprint])
+        try:
             initiator_entry = DirectoryEntry(public_der=idents["initiator"].public_der, nickname="initiator",
                                              ip=INITIATOR_IP)
             parent, child = spawn.Pipe()
@@ -170,9 +175,9 @@ def run(quick: bool) -> dict[str, Any]:
             finally:
                 parent.send("quit")
                 proc.join(60)
-    finally:
-        relay.send_signal(signal.SIGTERM)
-        relay.wait(timeout=60)
+        finally:
+            relay.send_signal(signal.SIGTERM)
+            relay.wait(timeout=60)
 
 
 def measure(sides: dict[str, Initiator], repeats: int, handshakes: int, small: int, big: int) -> dict[str, Any]:

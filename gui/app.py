@@ -28,6 +28,8 @@ from gui.settings import Settings
 from gui.startup import Cancelled, StartupView
 from gui.window import ChatNodeLike, ChatWindow, Me
 from ledger.node import default_nickname
+from p2pchat.chat_protocol import MAX_ROTATE_EVERY
+from p2pchat.display import visible
 from p2pchat.foundation.addresses import CHAT_PORT, format_address, normalize_ip
 from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import UserError
@@ -200,10 +202,13 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         view.close()
         if view.cancelled:
             raise Cancelled()
+        rotate_every = _arg(args, "rotate_every", 10)
+        if not 1 <= rotate_every <= MAX_ROTATE_EVERY:
+            raise UserError(f"--rotate-every must be between 1 and {MAX_ROTATE_EVERY} (the protocol's maximum)")
         node = ChatNode(identity, host=host, port=port, network=network, nickname=nickname,
                         ledger=runtime.address, relay=_arg(args, "relay"),
                         no_inbound=bool(_arg(args, "no_inbound", False)),
-                        rotate_every=_arg(args, "rotate_every", 10))
+                        rotate_every=rotate_every, data_dir=data_dir)
         node.start()
         monitor = LedgerMonitor(runtime.source).start()
         me = Me(nickname, format_address(host, node.port), identity.short_fingerprint)
@@ -214,7 +219,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         app.run()
         return 0
     except UserError as exc:
-        print(f"p2pchat: {exc}", file=sys.stderr)
+        print(f"p2pchat: {visible(str(exc))}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, Cancelled):
         print("p2pchat: interrupted while starting", file=sys.stderr)

@@ -14,6 +14,7 @@ Without a session yet (nothing typed or connected), the controller itself refuse
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -230,7 +231,7 @@ class ChatController:
             return
         if tab.unread:
             tab.unread = 0
-            self._changes.titles.add(session)
+            self._changes.titles.add(tab.session)
         if self.target != session:
             self.target = session
             self.peer_text = tab.peer_query
@@ -359,8 +360,7 @@ class ChatController:
                 self._changes.typing.add(tab.session)
             if tab.typing_sent and now - tab.last_keystroke >= TYPING_IDLE:
                 tab.typing_sent = False
-                session = tab.session
-                self.commands.submit(lambda s=session: self.node.set_typing(s, False))
+                self.commands.submit(functools.partial(self.node.set_typing, tab.session, False))
 
     # ---- node events --------------------------------------------------------------------------------------
 
@@ -567,7 +567,8 @@ class ChatController:
 
     def _notice(self, tab: TabState, kind: str, text: str) -> None:
         mark = NOTICE_MARKS.get(kind, "ℹ")
-        self._add_line(tab, LineKind.NOTICE, "", f"{mark} {text}", self.clock(), level=kind)
+        # cleaned here too (idempotent): every notice may quote a peer, whatever its caller did
+        self._add_line(tab, LineKind.NOTICE, "", f"{mark} {clean(text)}", self.clock(), level=kind)
 
     def _add_line(self, tab: TabState, kind: LineKind, sender: str, text: str, ts: float,
                   level: str = "") -> ChatLine:
@@ -628,5 +629,6 @@ class ChatController:
         self._changes.bar = True
 
     def _set_status(self, text: str) -> None:
+        text = clean(text).replace("\n", " ")     # one line; may quote a peer
         self.status = text
         self._changes.status = text

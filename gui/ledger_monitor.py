@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from gui.ledger_view import LedgerSnapshot
-from gui.text import clean_name
+from gui.ledger_view import ALERT_CHARS, LedgerSnapshot
+from gui.text import clean, clean_name
 from p2pchat.foundation.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,8 @@ def snapshot_from_status(status: dict[str, Any], where: str, *, blocks: tuple[st
         value = (status if source is None else source).get(key)
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
-    peers = status.get("peers") if isinstance(status.get("peers"), list) else []
+    listed = status.get("peers")
+    peers: list[Any] = listed if isinstance(listed, list) else []
     peer_names = tuple(str(p.get("address", "?")) if isinstance(p, dict) else str(p) for p in peers)
     sync = status.get("sync") if isinstance(status.get("sync"), dict) else None
     sync_text = ""
@@ -56,18 +57,33 @@ def snapshot_from_status(status: dict[str, Any], where: str, *, blocks: tuple[st
     if status.get("registration_error") and own_height is None:
         sync_text = (sync_text + " · " if sync_text else "") + f"registration refused: {status['registration_error']}"
     hashrate = status.get("hashrate")
-    height = num("height")
+    tip_height = num("height")
+    alerts = tuple(_alert_line(item, "") for item in _maps(status.get("binding_alerts")))
+    alerts += tuple(_alert_line(item, "reported by another node: ") for item in _maps(status.get("binding_conflicts")))
+    raw_branch_alerts = status.get("alerts")
+    branch_alerts: list[Any] = raw_branch_alerts if isinstance(raw_branch_alerts, list) else []
     return LedgerSnapshot(
         where=where, running=True, network=str(status.get("network", "")),
-        difficulty_bits=num("difficulty_bits"), height=height, tip=str(status.get("tip", "")),
+        difficulty_bits=num("difficulty_bits"), height=tip_height, tip=str(status.get("tip", "")),
         peers=peer_names, mining=bool(status.get("mining")),
         hashrate=float(hashrate) if isinstance(hashrate, (int, float)) else 0.0,
         pending_count=num("pending") or 0, pending=pending, blocks=blocks, sync=sync_text,
         own_height=own_height,
-        own_confirmations=(height - own_height + 1) if height is not None and own_height is not None else None,
+        own_confirmations=(tip_height - own_height + 1) if tip_height is not None and own_height is not None else None,
         own_pending=own is not None and own.get("state") == "pending",
-        nickname_problem=str(status.get("nickname_problem") or ""),
+        nickname_problem=str(status.get("nickname_problem") or ""), alerts=alerts,
+        final_height=num("final_height"), branch_alerts=tuple(str(a) for a in branch_alerts[:8]),
     )
+
+
+def _maps(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)][:20] if isinstance(value, list) else []
+
+
+def _alert_line(item: dict[str, Any], prefix: str) -> str:
+    """One alert for display: cleaned, one line, bounded (its text carries nicknames from the network)."""
+    text = clean(str(item.get("text", "?")).replace("\n", " "))
+    return prefix + (text if len(text) <= ALERT_CHARS else text[:ALERT_CHARS - 1] + "…")
 
 
 class NodeSource:

@@ -81,14 +81,21 @@ def start_in_process(*, data_dir: Path, identity: Identity, host: str, port: int
     """Open this data directory's ledger and start a gossip node on it; returns ``(node, local_ledger)``.
     The node loads the new key by itself once a key rotation of this identity is mined."""
     from ledger.local_ledger import LocalLedger, stored_params
+    from ledger.network_pin import find_pin, load_pin, save_pin
     from ledger.node import LedgerNode
     from ledger.own_record import switch_to_rotated_key
     from ledger.params import NetworkParams
 
-    params = stored_params(data_dir, network) or (seed_params(seeds, host, network) if seeds else None)
+    # The network pinned in this data dir (by `ledger join`/`serve` or an earlier start) binds the seeds too.
+    pinned = stored_params(data_dir, network) or find_pin(data_dir, network)
+    params = pinned or (seed_params(seeds, host, network) if seeds else None)
     if params is None:
         params = NetworkParams(name=network) if difficulty_bits is None else NetworkParams(
             name=network, difficulty_bits=difficulty_bits)
+    if load_pin(data_dir, params.name) is None:
+        save_pin(data_dir, params)
+        log.warning("pinned network '%s' with id %s in %s (trust on first use)", params.name, params.id_text,
+                    data_dir)
     ledger = LocalLedger(data_dir, params)
     try:
         node = LedgerNode(identity, ledger, host=host, port=port, chat_port=chat_port, seeds=list(seeds),

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gui.text import clean_name, count
+from gui.text import clean, clean_name, count
+
+ALERT_CHARS = 300          # one binding alert or conflict, as shown in the banner
+BRANCH_ALERT_CHARS = 400   # one parked-branch alert, as shown in the Alert row
+ALERTS_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,9 @@ class LedgerSnapshot:
     own_confirmations: int | None = None
     own_pending: bool = False
     nickname_problem: str = ""            # the node's nickname clashes: its record goes without one
+    alerts: tuple[str, ...] = ()          # owner-watch alerts and conflicts from others (ledger/watch.py, disputes)
+    final_height: int | None = None       # newest block this node will not switch away from by itself
+    branch_alerts: tuple[str, ...] = ()   # heavier branches conflicting with final history, said for people
     starting: bool = False                # the app's own ledger node process is still starting
 
 
@@ -50,12 +57,22 @@ def own_record_text(snap: LedgerSnapshot) -> str:
     return "not in the ledger yet"
 
 
+def alert_text(snap: LedgerSnapshot | None) -> str:
+    """The banner over the ledger tab and in the identity panel: binding alerts, or "" when there are none."""
+    if snap is None or not snap.alerts:
+        return ""
+    more = len(snap.alerts) - ALERTS_SHOWN
+    return "⚠ " + "\n⚠ ".join(snap.alerts[:ALERTS_SHOWN]) + (f"\n… and {more} more (ledger status)" if more > 0 else "")
+
+
 def identity_ledger_line(snap: LedgerSnapshot | None) -> str:
-    """The identity panel's ledger line: node running, peers, height, own record."""
+    """The identity panel's ledger line: node running, peers, height, own record (an alert first, if any)."""
     if snap is None:
         return "Ledger: checking…"
     if snap.starting:
         return "Ledger: starting this app's ledger node…"
+    if snap.running and snap.alerts:
+        return "Ledger: ⚠ BINDING ALERT — " + snap.alerts[0]
     if not snap.running:
         return f"Ledger: not reachable at {snap.where}" + (f" — {snap.error}" if snap.error else "")
     parts = [f"node running ({snap.where})", count(len(snap.peers), "peer")]
@@ -87,10 +104,15 @@ def ledger_rows(snap: LedgerSnapshot | None) -> list[tuple[str, str]]:
     else:
         mining = "idle: nothing pending to mine"
     peers = ", ".join(clean_name(p) for p in snap.peers) if snap.peers else "none yet: join a network below"
+    alert = [("Alert", "⚠ " + "\n⚠ ".join(clean(a.replace("\n", " "))[:BRANCH_ALERT_CHARS]
+                                          for a in snap.branch_alerts))] if snap.branch_alerts else []
+    final = [] if snap.final_height is None else [("Final", f"block {snap.final_height} and all before it")]
     return [
+        *alert,
         ("Node", f"running ({snap.where})"),
         ("Network", network),
         ("Height", height),
+        *final,
         ("Peers", peers),
         ("Mining", mining),
         ("Sync", snap.sync or "in step with its peers"),

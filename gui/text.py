@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import re
 import time
+
+from p2pchat.display import visible
 
 PREVIEW_CHARS = 1_000
 """A received message longer than this shows a preview and a "show more" link (Tk lays out long lines slowly)."""
@@ -13,13 +14,24 @@ MORE_CHARS = 20_000
 MORE_LINES = 400
 NAME_CHARS = 40
 
-# C0/C1 controls other than tab and newline, plus bidi overrides and isolates that could disguise text.
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def clean(text: str) -> str:
-    """Text a peer sent, safe to show: control and bidi-override characters become U+FFFD."""
-    return _UNSAFE.sub("\ufffd", text)
+    """The window's one way to show text from the network: controls, bidi marks and overrides (U+200E, U+200F,
+    U+061C, U+202A–U+202E, U+2066–U+2069), zero-width and other format characters written out visibly (``^[``,
+    ``<U+202E>``; rules in :mod:`p2pchat.display`); newlines and tabs stay (a message keeps its lines, and the
+    transcript indents every line of a message under its sender's header)."""
+    return visible(text.replace("\r\n", "\n"), keep="\n\t")
+
+
+CONTINUATION = "        │ "
+"""Starts every further line of a message or notice in the transcript, so a text never starts a line of its own
+(a line that begins with a time and a name is always a new message)."""
+
+
+def indent_continuations(text: str) -> str:
+    """``text`` with every line after the first indented by :data:`CONTINUATION`."""
+    return text.replace("\n", "\n" + CONTINUATION)
 
 
 def clean_name(name: str | None, fallback: str = "?") -> str:

@@ -9,6 +9,7 @@ node calls made on the :class:`~gui.worker.CommandWorker`, takes the newest ledg
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import time
@@ -305,10 +306,10 @@ class ChatWindow:
         tab = self.controller.tabs[session]
         page = self.tabs.add(session, tab.title)
         pane = ChatPane(page, self.fonts,
-                        on_send=lambda text, s=session: self._send(s, text),
-                        on_input=lambda text, s=session: self.controller.input_changed(s, text),
-                        on_more=lambda line_id, s=session: self._more(s, line_id),
-                        on_end=lambda s=session: self._end(s))
+                        on_send=functools.partial(self._send, session),
+                        on_input=functools.partial(self.controller.input_changed, session),
+                        on_more=functools.partial(self._more, session),
+                        on_end=functools.partial(self._end, session))
         pane.grid(row=0, column=0, sticky="nsew", padx=6, pady=6)
         self.panes[session] = pane
         pane.peer_panel.show(peer_rows(tab.info))

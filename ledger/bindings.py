@@ -18,9 +18,10 @@ block, the caller's ``now`` for pending records):
 - a record must not be expired at ``at``, not issued more than ``max_future_seconds`` after ``at``, and live
   at most ``max_record_lifetime``;
 - an IP is bound to at most one live identity: the first valid claim wins, another identity's claim on a live
-  binding is refused; once the holder's record expires (or it moves away or is revoked), the IP is free again
-  (and the former holder may renew it if nobody took it meanwhile). Nicknames likewise, compared by their
-  confusable skeleton (:func:`ledger.nicknames.nickname_key`); an empty nickname claims nothing.
+  binding is refused; once the holder moves away or is revoked, the IP is free again; once its record expires,
+  the IP stays reserved for the former holder (who may renew it) until the median time past of the block's
+  parent reaches ``expires + RECLAIM_GRACE_SECONDS``. Nicknames likewise, compared by their confusable skeleton
+  (:func:`ledger.nicknames.nickname_key`); an empty nickname claims nothing.
 
 Counts and fingerprint-prefix lookups come from indexes maintained by :class:`ledger.index.IdentityTable` on
 every change of ``identities`` (apply and undo alike): :meth:`Bindings.counts` is O(log n) and
@@ -46,6 +47,9 @@ from p2pchat.foundation.addresses import normalize_ip
 from p2pchat.foundation.errors import AddressError
 
 Status = Literal["live", "revoked", "rotated"]
+# Consensus rule of ledger version 1: after a binding's record expires, its IP and nickname stay reserved for the
+# former holder this long (judged by median time past) before another key may claim them.
+RECLAIM_GRACE_SECONDS = 86400
 _MISSING: Any = object()
 UndoLog = list[tuple[Any, Any, Any]]
 MAX_FINGERPRINT = b"\xff" * 33   # sorts after every 32-byte fingerprint
@@ -123,9 +127,15 @@ class Bindings:
 
     # --- checks --------------------------------------------------------------------------------------------
 
-    def check(self, record: Record, at: int) -> None:
-        """Raise :class:`LedgerError` unless ``record`` may be applied to this state at time ``at``."""
+    def check(self, record: Record, at: int, lapse_at: int | None = None) -> None:
+        """Raise :class:`LedgerError` unless ``record`` may be applied to this state at time ``at``.
+
+        ``at`` judges the record itself (issue time, own expiry); ``lapse_at`` — the median time past of the
+        block's parent, which a miner cannot push ahead — judges whether another key's binding has lapsed
+        (default ``at``). A lapsed binding stays reserved for its former holder for ``RECLAIM_GRACE_SECONDS``.
+        """
         p = self.params
+        lapse = at if lapse_at is None else lapse_at
         if record.expires - record.issued > p.max_record_lifetime:
             raise LedgerError(f"{record.describe()}: lifetime of {(record.expires - record.issued) // 86400} days "
                               f"exceeds the network's {p.max_record_lifetime // 86400} days")
@@ -156,31 +166,35 @@ class Bindings:
             if new_fp in self.identities:
                 raise LedgerError(f"{record.describe()}: the new key was already used in the ledger")
         if record.ip is not None:
-            holder = self._live_holder(self.by_ip.get(record.ip), at, signer)
+            holder = self._live_holder(self.by_ip.get(record.ip), lapse, signer)
             if holder is not None:
                 raise LedgerError(f"{record.describe()}: IP {record.ip} is bound to another key "
                                   f"({crypto.format_fingerprint(holder.record.fingerprint, 4)}) until "
-                                  f"{holder.record.expires}")
+                                  f"{holder.record.expires}, and reserved for it for "
+                                  f"{RECLAIM_GRACE_SECONDS // 3600} h after that (judged by the median time "
+                                  f"of recent blocks, now {lapse})")
         for key in record.nickname_keys:
-            holder = self._live_holder(self.by_nick.get(key), at, signer)
+            holder = self._live_holder(self.by_nick.get(key), lapse, signer)
             if holder is not None:
                 other = crypto.format_fingerprint(holder.record.fingerprint, 4)
                 raise NicknameTaken(f"{record.describe()}: nickname '{record.nickname}' is taken by another key "
                                     f"('{holder.record.nickname}', {other})")
 
-    def _live_holder(self, fp: bytes | None, at: int, signer: bytes) -> IdentityState | None:
+    def _live_holder(self, fp: bytes | None, lapse_at: int, signer: bytes) -> IdentityState | None:
+        """The other identity that still holds (or, within the grace period, still reserves) a binding."""
         if fp is None or fp == signer:
             return None
         state = self.identities.get(fp)
-        if state is None or state.status != "live" or state.record.expires <= at:
+        if state is None or state.status != "live" or state.record.expires + RECLAIM_GRACE_SECONDS <= lapse_at:
             return None
         return state
 
     # --- apply / undo --------------------------------------------------------------------------------------
 
-    def apply(self, record: Record, at: int, height: int | None, index: int | None, undo: UndoLog | None) -> None:
+    def apply(self, record: Record, at: int, height: int | None, index: int | None, undo: UndoLog | None,
+              lapse_at: int | None = None) -> None:
         """Check ``record`` (see :meth:`check`) and apply it, appending the inverse operations to ``undo``."""
-        self.check(record, at)
+        self.check(record, at, lapse_at)
         signer = record.signer_fingerprint
         old = self.identities.get(signer)
         if old is not None:
@@ -202,12 +216,13 @@ class Bindings:
         for key in record.nickname_keys:
             self._set(self.by_nick, key, holder, undo)
 
-    def apply_all(self, records: tuple[Record, ...] | list[Record], at: int, height: int | None) -> UndoLog:
+    def apply_all(self, records: tuple[Record, ...] | list[Record], at: int, height: int | None,
+                  lapse_at: int | None = None) -> UndoLog:
         """Apply a block's records in order; on failure the state is restored and the error re-raised."""
         undo: UndoLog = []
         try:
             for index, record in enumerate(records):
-                self.apply(record, at, height, index, undo)
+                self.apply(record, at, height, index, undo, lapse_at)
         except LedgerError:
             self.undo(undo)
             raise

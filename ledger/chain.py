@@ -17,17 +17,27 @@ Every block received goes through :meth:`Chain.add_block`:
    tried.
 
 Every step is proportional to the blocks involved (no re-walk of the chain), so syncing long chains is linear.
+
+**Local finality** (:class:`FinalityPolicy`): a main-chain block becomes *final* on this node once it is at depth
+``depth`` or has been held on the main chain for ``seconds`` since it was (last) connected, whichever comes first.
+The final height only grows (except by :meth:`Chain.accept_branch`, the operator's decision). A branch whose fork
+point is below the final height conflicts with final history: it is *parked* — kept (bounded), never followed by
+fork choice, and reported in :attr:`AddResult.parked` when it has more work than the main chain — until the
+operator accepts it. The per-block finality check is a bisection over the main chain's connection times
+(O(log n)); side branches are re-examined only when the final height moves and a side branch exists.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ledger.bindings import Bindings, UndoLog
 from ledger.blocks import Block, BlockHeader, chain_preference
+from ledger.defaults import FINALITY_DEPTH, FINALITY_SECONDS
 from ledger.errors import LedgerError
 from ledger.merkle import merkle_path
 from ledger.params import NetworkParams
@@ -37,6 +47,65 @@ AddStatus = Literal["added", "duplicate", "orphan", "invalid"]
 MAX_ORPHANS = 256
 MAX_REMEMBERED_INVALID = 10_000
 MAX_HEADERS = 2000
+MAX_REMEMBERED_PRUNED = 10_000
+
+
+@dataclass(frozen=True)
+class FinalityPolicy:
+    """When this node treats a main-chain block as final (local policy, not a consensus rule).
+
+    A block at height ``h`` is final once ``tip_height - h + 1 >= depth`` *or* it has been on this node's main
+    chain for ``seconds`` since it was connected. Blocks are mined only while records are pending, so depth alone
+    would leave a quiet network's whole history open to a laptop for days; time alone would let a node that was
+    offline for a while finalize blocks nobody else has. ``max_parked_branches`` and ``max_parked_bytes`` bound
+    what is kept of branches that conflict with final history (the lightest go first).
+    """
+
+    depth: int = FINALITY_DEPTH
+    seconds: float = FINALITY_SECONDS
+    max_parked_branches: int = 4
+    max_parked_bytes: int = 32_000_000
+
+    def __post_init__(self) -> None:
+        if self.depth < 1:
+            raise ValueError("finality depth must be at least 1 block")
+        if self.seconds < 0:
+            raise ValueError("finality time cannot be negative")
+        if self.max_parked_branches < 1 or self.max_parked_bytes < 1:
+            raise ValueError("at least one parked branch must be kept")
+
+
+@dataclass(frozen=True)
+class ParkedBranch:
+    """A branch that conflicts with final history, as reported to the operator.
+
+    ``fork_*`` name the last block it shares with the main chain; ``tip_*`` its best block; ``heavier`` whether
+    it has more work than the main chain (fork choice would have followed it); ``source`` the last peer (or other
+    label) that sent one of its blocks."""
+
+    tip_hash: bytes
+    tip_height: int
+    fork_hash: bytes
+    fork_height: int
+    work: int
+    main_work: int
+    blocks: int
+    heavier: bool
+    source: str | None
+
+    def describe(self) -> str:
+        what = "heavier branch" if self.heavier else "branch"
+        return (f"{what} {self.tip_hash.hex()[:16]} (height {self.tip_height}, {self.blocks} blocks, work "
+                f"{self.work} vs main {self.main_work}) forks at block {self.fork_height} "
+                f"({self.fork_hash.hex()[:16]}), below final history; sent by {self.source or 'unknown'}")
+
+    def to_json(self) -> dict[str, object]:
+        def wire(work: int) -> int | str:  # msgpack integers stop at 64 bits
+            return work if work < 2**63 else str(work)
+
+        return {"tip": self.tip_hash.hex(), "tip_height": self.tip_height, "fork": self.fork_hash.hex(),
+                "fork_height": self.fork_height, "work": wire(self.work), "main_work": wire(self.main_work),
+                "blocks": self.blocks, "heavier": self.heavier, "source": self.source}
 
 
 @dataclass
@@ -50,6 +119,9 @@ class AddResult:
     The status is "invalid" when this block itself broke a rule, even if it was first accepted into the tree
     (a record rule can only be checked when the block is connected); the main chain may still have moved
     (e.g. to the valid part of the branch), so ``became_tip``/``connected`` are filled in either case.
+    ``pruned`` lists blocks dropped from the tree to bound parked branches (a store deletes them too);
+    ``parked`` the branches conflicting with final history that this block made (or kept) heavier than the main
+    chain — what the node must warn about, naming the peer; ``final_moved`` says the final height changed.
     """
 
     status: AddStatus
@@ -59,6 +131,9 @@ class AddResult:
     disconnected: list[Block] = field(default_factory=list)
     accepted: list[Block] = field(default_factory=list)
     invalidated: list[bytes] = field(default_factory=list)
+    pruned: list[bytes] = field(default_factory=list)
+    parked: list[ParkedBranch] = field(default_factory=list)
+    final_moved: bool = False
 
     @property
     def ok(self) -> bool:
@@ -68,7 +143,7 @@ class AddResult:
 class _Node:
     """A block in the tree with its cumulative work; ``undo`` is set while it is on the main chain."""
 
-    __slots__ = ("block", "children", "hash", "header", "height", "parent", "preference", "undo", "work")
+    __slots__ = ("block", "children", "hash", "header", "height", "parent", "parked", "preference", "undo", "work")
 
     def __init__(self, block: Block, parent: _Node | None) -> None:
         self.block = block
@@ -80,13 +155,39 @@ class _Node:
         self.preference = chain_preference(self.work, self.hash)
         self.children: list[_Node] = []
         self.undo: UndoLog | None = None
+        self.parked: _Parked | None = None
+
+
+class _Parked:
+    """A parked subtree: ``root`` is its first block after ``fork`` (a main-chain block below the final height)."""
+
+    __slots__ = ("blocks", "fork", "root", "size", "source", "tip", "touched")
+    _clock = 0
+
+    def __init__(self, root: _Node, fork: _Node, source: str | None) -> None:
+        self.root, self.fork, self.tip, self.source = root, fork, root, source
+        self.blocks = 0
+        self.size = 0
+        self.touched = 0
+
+    def add(self, node: _Node, source: str | None) -> None:
+        _Parked._clock += 1
+        self.touched = _Parked._clock  # among equally light branches, the one extended longest ago goes first
+        node.parked = self
+        self.blocks += 1
+        self.size += node.block.size
+        if node.preference > self.tip.preference:
+            self.tip = node
+        if source is not None:
+            self.source = source
 
 
 class Chain:
     """Block tree, main chain and binding state of one network (see the module docstring)."""
 
-    def __init__(self, params: NetworkParams) -> None:
+    def __init__(self, params: NetworkParams, finality: FinalityPolicy | None = None) -> None:
         self.params = params
+        self.finality = finality or FinalityPolicy()
         self.genesis = params.genesis()
         root = _Node(self.genesis, None)
         self._nodes: dict[bytes, _Node] = {root.hash: root}
@@ -97,6 +198,18 @@ class Chain:
         self._orphans_by_prev: dict[bytes, set[bytes]] = {}
         self._invalid: OrderedDict[bytes, str] = OrderedDict()
         self.bindings = Bindings(params)
+        # Finality: when each main-chain block was connected (parallel to _main, non-decreasing), the final height,
+        # the parked branches by root hash, and an operator-chosen checkpoint every chain must contain.
+        self._held: list[float] = [0.0]
+        self._final = 0
+        self._parked: dict[bytes, _Parked] = {}
+        self._pruned: OrderedDict[bytes, None] = OrderedDict()
+        self._checkpoint: tuple[int, bytes] | None = None
+        self._now = 0.0
+        self._held_hint: Mapping[bytes, float] = {}
+        self._load_final = -1
+        self._source: str | None = None
+        self._touched: set[_Parked] = set()
 
     # --- read access ---------------------------------------------------------------------------------------
 
@@ -160,6 +273,162 @@ class Chain:
         """Blocks on top of (and including) the main-chain block at ``height``; 0 if beyond the tip."""
         return max(0, self.height - height + 1)
 
+    # --- finality ------------------------------------------------------------------------------------------
+
+    @property
+    def final_height(self) -> int:
+        """Height of the newest final main-chain block (0: only genesis is final)."""
+        return self._final
+
+    @property
+    def final_hash(self) -> bytes:
+        return self._main[self._final].hash
+
+    @property
+    def checkpoint(self) -> tuple[int, bytes] | None:
+        """The operator's checkpoint ``(height, hash)`` every accepted chain must contain, if one was set."""
+        return self._checkpoint
+
+    def held_since(self, height: int) -> float | None:
+        """When the main-chain block at ``height`` was connected on this node (None beyond the tip)."""
+        return self._held[height] if 0 <= height < len(self._held) else None
+
+    def is_final(self, height: int) -> bool:
+        return 0 <= height <= self._final
+
+    def advance_finality(self, now: float) -> bool:
+        """Let time make blocks final (also done by every :meth:`add_block`); True if the final height moved.
+        Side branches that now conflict with final history are parked (they cannot become main any more)."""
+        if not self._advance_final(now):
+            return False
+        self._sweep_side_branches()
+        return True
+
+    def parked_branches(self) -> list[ParkedBranch]:
+        """Branches that conflict with final history, heaviest first."""
+        return [self._describe_parked(p) for p in sorted(self._parked.values(), key=lambda p: p.tip.preference,
+                                                         reverse=True)]
+
+    def parked_alerts(self) -> list[ParkedBranch]:
+        """Parked branches with more work than the main chain: fork choice alone would have followed them."""
+        return [b for b in self.parked_branches() if b.heavier]
+
+    def parked_branch_of(self, block_hash: bytes) -> ParkedBranch | None:
+        node = self._nodes.get(block_hash)
+        return self._describe_parked(node.parked) if node is not None and node.parked is not None else None
+
+    def finality_state(self) -> dict[str, object]:
+        """What a store keeps so that a restart neither reopens final history nor restarts the clocks:
+        the final block, the connection time of every main-chain block above it, and the checkpoint."""
+        return {"final_height": self._final, "final_hash": self._main[self._final].hash,
+                "held": [[self._main[h].hash, self._held[h]] for h in range(self._final + 1, len(self._main))],
+                "checkpoint": list(self._checkpoint) if self._checkpoint is not None else None}
+
+    def set_checkpoint(self, height: int, block_hash: bytes) -> None:
+        """Pin a block every accepted chain must contain (the operator's choice at join, like Bitcoin Core's
+        checkpoints). Only allowed while the chain holds nothing that contradicts it."""
+        if height < 1 or len(block_hash) != 32:
+            raise LedgerError("a checkpoint is a block height of at least 1 and a 32-byte block hash")
+        if height < len(self._main) and self._main[height].hash != block_hash:
+            raise LedgerError(f"this ledger already holds another block at height {height} than the checkpoint "
+                              f"{block_hash.hex()[:16]}; move the ledger aside to start again from the checkpoint")
+        self._checkpoint = (height, block_hash)
+
+    def accept_branch(self, block_hash: bytes, now: float) -> AddResult:
+        """The operator's decision: stop treating the parked branch holding ``block_hash`` as conflicting.
+        Final history is reopened down to the branch's fork point (dropping a checkpoint below it) and fork
+        choice runs again, so the branch becomes the main chain if it is valid and has the most work."""
+        node = self._nodes.get(block_hash)
+        if node is None or node.parked is None:
+            raise LedgerError(f"block {block_hash.hex()[:16]} is not in a parked branch "
+                              "(see the parked branches with 'ledger reorg --list')")
+        parked = node.parked
+        self._now, self._source = now, None
+        old_tip, old_final = self._main[-1], self._final
+        del self._parked[parked.root.hash]
+        stack = [parked.root]
+        while stack:
+            n = stack.pop()
+            n.parked = None
+            stack.extend(n.children)
+            if not n.children:
+                self._tips.add(n)
+        self._final = min(self._final, parked.fork.height)
+        if self._checkpoint is not None and parked.fork.height < self._checkpoint[0]:
+            self._checkpoint = None  # the operator overrides the checkpoint the branch contradicts
+        result = AddResult("added")
+        result.invalidated = self._activate_best()
+        self._describe_move(old_tip, result)
+        if self.advance_finality(now):
+            result.pruned = self._bound_parked()
+        result.final_moved = self._final != old_final
+        return result
+
+    def _advance_final(self, now: float) -> bool:
+        top = len(self._main) - 1
+        by_depth = top - self.finality.depth + 1
+        by_time = bisect_right(self._held, now - self.finality.seconds) - 1
+        new = min(top, max(self._final, by_depth, by_time))
+        cp = self._checkpoint
+        if cp is not None and cp[0] <= top and self._main[cp[0]].hash == cp[1]:
+            new = max(new, cp[0])  # the checkpoint is final as soon as the main chain holds it
+        if new <= self._final:
+            return False
+        self._final = new
+        return True
+
+    def _sweep_side_branches(self) -> None:
+        """Park every side branch whose fork point fell below the final height (only when there are any)."""
+        if len(self._tips) <= 1:
+            return
+        for tip in list(self._tips):
+            if tip.parked is not None or self._on_main(tip):
+                continue
+            node, below = tip, tip
+            while not self._on_main(node):
+                below = node
+                assert node.parent is not None
+                node = node.parent
+            if node.height < self._final:
+                self._park_subtree(below, node)
+
+    def _park_subtree(self, root: _Node, fork: _Node) -> None:
+        parked = _Parked(root, fork, None)
+        self._parked[root.hash] = parked
+        stack = [root]
+        while stack:
+            n = stack.pop()
+            parked.add(n, None)
+            self._tips.discard(n)
+            stack.extend(n.children)
+
+    def _bound_parked(self) -> list[bytes]:
+        """Drop the lightest parked branches beyond the policy's count and byte limits; returns dropped hashes."""
+        dropped: list[bytes] = []
+        policy = self.finality
+        while self._parked and (len(self._parked) > policy.max_parked_branches
+                                or sum(p.size for p in self._parked.values()) > policy.max_parked_bytes):
+            lightest = min(self._parked.values(), key=lambda p: (p.tip.work, p.touched))
+            del self._parked[lightest.root.hash]
+            lightest.fork.children.remove(lightest.root)
+            stack = [lightest.root]
+            while stack:
+                n = stack.pop()
+                stack.extend(n.children)
+                del self._nodes[n.hash]
+                self._pruned[n.hash] = None
+                dropped.append(n.hash)
+            while len(self._pruned) > MAX_REMEMBERED_PRUNED:
+                self._pruned.popitem(last=False)
+        return dropped
+
+    def _describe_parked(self, parked: _Parked) -> ParkedBranch:
+        main = self._main[-1]
+        return ParkedBranch(tip_hash=parked.tip.hash, tip_height=parked.tip.height, fork_hash=parked.fork.hash,
+                            fork_height=parked.fork.height, work=parked.tip.work, main_work=main.work,
+                            blocks=parked.blocks, heavier=parked.tip.preference > main.preference,
+                            source=parked.source)
+
     def has_record(self, record_id: bytes) -> bool:
         """True if the record is in a main-chain block."""
         return record_id in self._record_loc
@@ -208,7 +477,7 @@ class Chain:
         return self._median_from(node)
 
     def _median_from(self, node: _Node | None) -> int:
-        stamps = []
+        stamps: list[int] = []
         while node is not None and len(stamps) < self.params.median_window:
             stamps.append(node.header.timestamp)
             node = node.parent
@@ -324,16 +593,19 @@ class Chain:
         if record.id in self._record_loc:
             raise LedgerError(f"{record.describe()}: already in the ledger")
         record.verify_signatures(self.params.name)
-        self.bindings.check(record, int(now))
+        self.bindings.check(record, int(now), lapse_at=self.median_time_past())
 
     # --- adding blocks -------------------------------------------------------------------------------------
 
-    def add_block(self, block: Block, now: float, *, trusted: bool = False) -> AddResult:
-        """Validate ``block`` and add it to the tree, switching to the preferred (most-work) branch.
+    def add_block(self, block: Block, now: float, *, trusted: bool = False, source: str | None = None) -> AddResult:
+        """Validate ``block`` and add it to the tree, switching to the preferred (most-work) branch that does not
+        conflict with final history.
 
         ``trusted`` skips the signature and future-timestamp checks (only for blocks this node validated before
         and read back from its own store, possibly after the clock went back); every other rule is still checked.
+        ``source`` (e.g. the peer's address) is remembered with a parked branch so the operator learns who sent it.
         """
+        self._now, self._source = now, source
         block_hash = block.hash
         if block_hash in self._nodes:
             return AddResult("duplicate", f"{block.header.describe()} is already known")
@@ -341,6 +613,9 @@ class Chain:
             return AddResult("invalid", self._invalid[block_hash])
         if block_hash in self._orphans:
             return AddResult("orphan", f"{block.header.describe()} is still waiting for its parent")
+        if block_hash in self._pruned:
+            return AddResult("duplicate", f"{block.header.describe()} was dropped before: it is on a branch that "
+                                          "conflicts with final history")
         try:
             self._check_header_fields(block.header)
         except LedgerError as exc:
@@ -358,7 +633,10 @@ class Chain:
                 return self._reject(block_hash, f"{block.header.describe()} is over the block size limits")
             self._add_orphan(block)
             return AddResult("orphan", f"{block.header.describe()} builds on a block this node does not know yet")
-        old_tip = self._main[-1]
+        old_tip, old_final = self._main[-1], self._final
+        if self._advance_final(now):  # time may have made blocks final since the last block
+            self._sweep_side_branches()
+        self._touched = set()
         error = self._accept(block, parent, trusted)
         if error is not None:
             return self._reject(block_hash, error)
@@ -372,6 +650,15 @@ class Chain:
                 # The block itself broke a rule when it was connected: report it as invalid.
                 result.status, result.reason = "invalid", self._invalid[block_hash]
         self._describe_move(old_tip, result)
+        self.advance_finality(now)
+        result.final_moved = self._final != old_final
+        if self._parked:
+            result.pruned = self._bound_parked()
+            if result.pruned:
+                gone = set(result.pruned)
+                result.accepted = [b for b in result.accepted if b.hash not in gone]
+            result.parked = [self._describe_parked(p) for p in self._touched
+                             if p.root.hash in self._parked and p.tip.preference > self._main[-1].preference]
         return result
 
     def _reject(self, block_hash: bytes, reason: str) -> AddResult:
@@ -381,18 +668,38 @@ class Chain:
         return AddResult("invalid", reason)
 
     def _accept(self, block: Block, parent: _Node, trusted: bool) -> str | None:
-        """Linkage and body checks; on success the block joins the tree. Returns the reason on failure."""
+        """Linkage and body checks; on success the block joins the tree (parked if it conflicts with final
+        history). Returns the reason on failure."""
         try:
             self._check_linkage(block.header, parent.height, self._median_from(parent))
+            self._check_checkpoint(block)
             self._check_body(block, trusted)
         except LedgerError as exc:
             return str(exc)
         node = _Node(block, parent)
         self._nodes[node.hash] = node
         parent.children.append(node)
-        self._tips.discard(parent)
-        self._tips.add(node)
+        if parent.parked is not None:
+            parked: _Parked | None = parent.parked
+        elif parent.height < self._final and self._on_main(parent):
+            parked = _Parked(node, parent, self._source)
+            self._parked[node.hash] = parked
+        else:
+            parked = None
+        if parked is None:
+            self._tips.discard(parent)
+            self._tips.add(node)
+        else:
+            parked.add(node, self._source)
+            self._touched.add(parked)
         return None
+
+    def _check_checkpoint(self, block: Block) -> None:
+        # Once the checkpoint is final on the main chain, conflicting branches are parked like any other.
+        if self._checkpoint is not None and block.header.height == self._checkpoint[0] \
+                and block.hash != self._checkpoint[1] and self._final < self._checkpoint[0]:
+            raise LedgerError(f"{block.header.describe()} is not the checkpoint {self._checkpoint[1].hex()[:16]} "
+                              "chosen for this ledger")
 
     def _add_orphan(self, block: Block) -> None:
         self._orphans[block.hash] = block
@@ -442,26 +749,34 @@ class Chain:
             fork = node
             branch.reverse()
             old_tail = self._main[fork.height + 1:]
+            old_held = self._held[fork.height + 1:]
             self._disconnect_to(fork)
             for node in branch:
                 try:
                     self._connect(node)
                 except LedgerError as exc:
                     self._disconnect_to(fork)
-                    for old in old_tail:
-                        self._connect(old)  # was valid before; cannot fail
+                    for old, held in zip(old_tail, old_held, strict=True):
+                        self._connect(old, held)  # was valid before; cannot fail
                     invalidated.extend(self._invalidate(node, str(exc)))
                     break
 
-    def _connect(self, node: _Node) -> None:
+    def _connect(self, node: _Node, held: float | None = None) -> None:
         records = node.block.records
         for record in records:
             if record.id in self._record_loc:
                 raise LedgerError(f"{node.header.describe()}: {record.describe()} is already in the chain")
+        assert node.parent is not None
         try:
-            node.undo = self.bindings.apply_all(records, node.header.timestamp, node.height)
+            # Expiry and reclaim decisions use the median time past of the parent, not the block's own timestamp.
+            node.undo = self.bindings.apply_all(records, node.header.timestamp, node.height,
+                                                lapse_at=self._median_from(node.parent))
         except LedgerError as exc:
             raise LedgerError(f"{node.header.describe()}: {exc}") from None
+        if held is None:
+            # While loading, a block at or below the saved final height counts as held since forever.
+            held = self._held_hint.get(node.hash, 0.0 if node.height <= self._load_final else self._now)
+        self._held.append(max(held, self._held[-1]))
         self._main.append(node)
         for index, record in enumerate(records):
             self._record_loc[record.id] = (node.height, index)
@@ -469,6 +784,7 @@ class Chain:
     def _disconnect_to(self, fork: _Node) -> None:
         while self._main[-1] is not fork:
             node = self._main.pop()
+            self._held.pop()
             assert node.undo is not None
             self.bindings.undo(node.undo)
             node.undo = None
@@ -509,14 +825,66 @@ class Chain:
 
     # --- whole-chain helpers -------------------------------------------------------------------------------
 
-    def load(self, blocks: Sequence[Block], now: float, *, trusted: bool = True) -> list[tuple[Block, str]]:
-        """Add stored blocks (parents first); returns the blocks that were refused, with the reason."""
+    def load(self, blocks: Sequence[Block], now: float, *, trusted: bool = True,
+             finality: Mapping[str, Any] | None = None) -> list[tuple[Block, str]]:
+        """Add stored blocks (parents first); returns the blocks that were refused, with the reason.
+
+        ``finality`` is a saved :meth:`finality_state`: its checkpoint is pinned first, the blocks consistent with
+        its final block are replayed with their saved connection times, the final height is restored, and only
+        then the other stored blocks (parked branches) are replayed — so a restart never reopens final history.
+        """
         refused: list[tuple[Block, str]] = []
-        for block in blocks:
+        first: list[Block] = list(blocks)
+        rest: list[Block] = []
+        final_h, final_hash = 0, b""
+        if finality is not None:
+            checkpoint = finality.get("checkpoint")
+            if isinstance(checkpoint, list) and len(checkpoint) == 2:
+                self.set_checkpoint(int(checkpoint[0]), bytes(checkpoint[1]))
+            final_h = int(finality.get("final_height") or 0)
+            final_hash = bytes(finality.get("final_hash") or b"")
+            self._held_hint = {bytes(h): float(t) for h, t in finality.get("held") or []}
+            first, rest = _split_by_final(blocks, final_hash)
+        self._load_final = final_h
+        for block in first:
             result = self.add_block(block, now, trusted=trusted)
             if result.status in ("invalid", "orphan"):
                 refused.append((block, result.reason))
+        self._held_hint, self._load_final = {}, -1
+        if final_h and final_h < len(self._main) and self._main[final_h].hash == final_hash:
+            self._final = max(self._final, final_h)
+            self.advance_finality(now)
+        for block in rest:
+            result = self.add_block(block, now, trusted=trusted)
+            if result.status in ("invalid", "orphan"):
+                refused.append((block, result.reason))
+        if self._parked:
+            self._bound_parked()
         return refused
 
     def main_blocks(self, start: int = 1) -> list[Block]:
         return [n.block for n in self._main[start:]]
+
+
+def _split_by_final(blocks: Sequence[Block], final_hash: bytes) -> tuple[list[Block], list[Block]]:
+    """Stored blocks (parents first) split into those consistent with the final block — its ancestors and its
+    descendants — and the others, in their original order."""
+    by_hash = {b.hash: b for b in blocks}
+    ancestors: set[bytes] = set()
+    cursor = by_hash.get(final_hash)
+    while cursor is not None:
+        ancestors.add(cursor.hash)
+        cursor = by_hash.get(cursor.header.prev_hash)
+    above: set[bytes] = set()
+    first: list[Block] = []
+    rest: list[Block] = []
+    for block in blocks:
+        if block.hash in ancestors or block.header.prev_hash in above or block.header.prev_hash == final_hash:
+            if block.hash not in ancestors:
+                above.add(block.hash)
+            first.append(block)
+        else:
+            rest.append(block)
+    if not ancestors:
+        return list(blocks), []
+    return first, rest

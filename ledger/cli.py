@@ -1,6 +1,6 @@
 """``ledger`` command line: run a node (``serve``, ``join``), ask one (``lookup``, ``status``), act on this
-machine's own binding through its running node (``update``, ``rotate-key``, ``revoke``) and check the local
-store (``verify``).
+machine's own binding through its running node (``update``, ``rotate-key``, ``revoke``), check the local store
+(``verify``) and inspect or deliberately accept branches that conflict with final history (``reorg``).
 
 Exit status: 0 success; 1 "not found" (lookup) or "invalid" (verify); 2 a usage or environment error, shown as
 one line on stderr. Ctrl-C or SIGTERM stops a running node cleanly.
@@ -9,9 +9,12 @@ one line on stderr. Ctrl-C or SIGTERM stops a running node cleanly.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,8 +23,15 @@ from typing import TYPE_CHECKING
 
 # Only what parsing the command line needs is imported here; each command imports the ledger core, the store,
 # the network code and pycryptodome when it runs, so `ledger --help` starts like a bare interpreter
-# (bench/startup_bench.py, tests/ledger/test_cli_startup.py).
-from ledger.defaults import DEFAULT_DIFFICULTY_BITS, DEFAULT_NETWORK, MAX_DIFFICULTY_BITS, MIN_DIFFICULTY_BITS
+# (bench/startup_bench.py, tests/test_startup_imports.py).
+from ledger.defaults import (
+    DEFAULT_DIFFICULTY_BITS,
+    DEFAULT_NETWORK,
+    FINALITY_DEPTH,
+    FINALITY_SECONDS,
+    MAX_DIFFICULTY_BITS,
+    MIN_DIFFICULTY_BITS,
+)
 from ledger.errors import LedgerError, StoreError
 from p2pchat.foundation.addresses import (
     CHAT_PORT,
@@ -31,7 +41,7 @@ from p2pchat.foundation.addresses import (
     normalize_ip,
     parse_address,
 )
-from p2pchat.foundation.datadir import resolve_data_dir
+from p2pchat.foundation.datadir import default_data_dir, resolve_data_dir
 from p2pchat.foundation.errors import PeerUnreachable, UserError
 
 if TYPE_CHECKING:
@@ -88,6 +98,27 @@ def _difficulty(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of at least 1")
+    return value
+
+
+def _checkpoint(text: str) -> tuple[int, bytes]:
+    height, _, digest = text.partition(":")
+    try:
+        value = (int(height), bytes.fromhex(digest.replace(" ", "")))
+    except ValueError:
+        value = (0, b"")
+    if value[0] < 1 or len(value[1]) != 32:
+        raise argparse.ArgumentTypeError(f"'{text}' is not HEIGHT:HASH (a block height ≥ 1 and 64 hex digits)")
+    return value
+
+
 def _relay(text: str) -> str:
     try:
         ip, port = parse_address(text, 0)
@@ -124,6 +155,10 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mine", action="store_true", help="do not mine blocks")
     parser.add_argument("--recover", action="store_true",
                         help="if the ledger database is damaged, move it aside and resync from peers")
+    parser.add_argument("--finality-depth", type=_positive_int, default=FINALITY_DEPTH, metavar="BLOCKS",
+                        help=f"a block is final at this depth… (default {FINALITY_DEPTH})")
+    parser.add_argument("--finality-seconds", type=_positive_int, default=int(FINALITY_SECONDS), metavar="SECONDS",
+                        help=f"…or once held this long on the main chain (default {int(FINALITY_SECONDS)})")
 
 
 def _own_options(parser: argparse.ArgumentParser) -> None:
@@ -148,8 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     join = sub.add_parser("join", help="run a node that joins the network through PEER")
     join.add_argument("peers", nargs="+", metavar="PEER", help="a node of the network: IP or IP:PORT")
+    join.add_argument("--network-id", metavar="ID",
+                      help="the network id 'ledger serve' printed on a machine you trust (at least its first 8 "
+                           "groups); without it the first join pins the id the peer announces (trust on first use)")
     join.add_argument("--wait", type=float, default=JOIN_WAIT_SECONDS, metavar="SECONDS",
                       help=f"how long to wait for PEER to answer on a first join (default {JOIN_WAIT_SECONDS:g})")
+    join.add_argument("--checkpoint", type=_checkpoint, metavar="HEIGHT:HASH",
+                      help="the final block this node must follow (to decide when the peers disagree)")
     _common(join, defaults=False)
     _node_options(join)
 
@@ -181,6 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="revalidate the local ledger database from genesis")
     verify.add_argument("--json", action="store_true", help="print JSON")
     _common(verify, defaults=False)
+
+    reorg = sub.add_parser("reorg", help="list branches that conflict with final history, or accept one")
+    what = reorg.add_mutually_exclusive_group()
+    what.add_argument("--list", action="store_true", help="list the parked branches (the default)")
+    what.add_argument("--accept", metavar="HASH",
+                      help="switch to the parked branch whose tip hash starts with HASH (stop the node first)")
+    reorg.add_argument("--node", help="with --list while the node runs: which node to ask (default: --host)")
+    reorg.add_argument("--json", action="store_true", help="print JSON")
+    _common(reorg, defaults=False)
     return parser
 
 
@@ -199,13 +248,21 @@ def _node_address(args: argparse.Namespace) -> tuple[str, int]:
     return args.host, args.port
 
 
+def _existing_data_dir(args: argparse.Namespace) -> Path | None:
+    """The data directory if it exists (asking a node must not create one): where the pinned network id is."""
+    explicit = args.data_dir or os.environ.get("P2PCHAT_HOME")
+    path = Path(explicit).expanduser() if explicit else default_data_dir()
+    return path if path.is_dir() else None
+
+
 def _client(args: argparse.Namespace) -> LedgerClient:
     from ledger.client import LedgerClient
 
     ip, port = _node_address(args)
     # Send from --host when one was given (as nodes do); otherwise let the system pick the source address.
     source = args.host if args.host_given and getattr(args, "node", None) else None
-    return LedgerClient(ip, port, source_ip=source, network=args.network, timeout=10.0)
+    return LedgerClient(ip, port, source_ip=source, network=args.network, timeout=10.0,
+                        pin_dir=_existing_data_dir(args))
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
@@ -217,8 +274,6 @@ def cmd_lookup(args: argparse.Namespace) -> int:
         print(f"ledger: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        import json
-
         print(json.dumps(binding.to_json(), indent=2))
         return 0
     where = binding.address or "no direct address"
@@ -228,6 +283,8 @@ def cmd_lookup(args: argparse.Namespace) -> int:
           f"{binding.confirmations} confirmation{'s' if binding.confirmations != 1 else ''}")
     print(f"  expires       {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(binding.expires))}")
     print(f"  proof         checked against {binding.node}'s header chain")
+    if binding.disputed is not None:
+        print(f"  DISPUTED      {binding.disputed.describe()}")
     return 0
 
 
@@ -236,15 +293,25 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     status = _client(args).status()
     if args.json:
-        import json
-
         print(json.dumps(status, indent=2, default=str))
         return 0
     print(f"node          {status.get('nickname')} at {status.get('address')} "
           f"({status.get('network')}, difficulty {status.get('difficulty_bits')} bits)")
     print(f"fingerprint   {crypto.format_fingerprint(bytes.fromhex(status.get('fingerprint', '')))}")
+    if status.get("network_id"):
+        print(f"network id    {status['network_id']}")
     print(f"height        {status.get('height')}  tip {str(status.get('tip'))[:16]}  "
           f"work {status.get('cumulative_work')}")
+    if status.get("final_height") is not None:
+        print(f"final         block {status.get('final_height')} ({_shown(status.get('final_hash'), 16)})"
+              + (f", checkpoint {_shown(status['checkpoint'].get('hash'), 16)}"
+                 if isinstance(status.get("checkpoint"), dict) else ""))
+    for alert in status.get("alerts") or []:
+        print(f"ALERT         {_shown(alert, 400)}")
+    lighter = [b for b in status.get("parked") or [] if isinstance(b, dict) and not b.get("heavier")]
+    if lighter:
+        print(f"parked        {len(lighter)} lighter branch{'es' if len(lighter) != 1 else ''} conflicting with "
+              "final history (ledger reorg --list)")
     sync = status.get("sync")
     if status.get("syncing") and sync:
         print(f"sync          {sync['phase']} from {sync['peer']}: {sync['height']}/{sync['target']}")
@@ -262,6 +329,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"registration  {status['registration_error']}")
     if status.get("nickname_problem"):
         print(f"nickname      {status['nickname_problem']}")
+    for alert in status.get("binding_alerts") or []:       # owner watch (ledger/watch.py)
+        print(f"ALERT         {_shown(alert.get('text'), 400)}")
+    for conflict in status.get("binding_conflicts") or []:  # evidence from owners (ledger/disputes.py)
+        print(f"conflict      {_shown(conflict.get('text'), 400)} (from {_shown(conflict.get('source'), 64)})")
+    for mark in status.get("disputes") or []:
+        print(f"disputed      {_shown(mark.get('text'), 400)}")
     return 0
 
 
@@ -347,6 +420,62 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             print("ledger: not revoked", file=sys.stderr)
             return 1
     return _publish(client, record, args.wait, "a revocation")
+def _shown(value: object, limit: int) -> str:
+    """A value from another node, safe to print: printable characters only, cut at ``limit``."""
+    return "".join(c for c in str(value) if c.isprintable())[:limit]
+
+
+def cmd_reorg(args: argparse.Namespace) -> int:
+    """List parked branches (from the store, or from the running node) or accept one (node stopped)."""
+    from ledger.local_ledger import LocalLedger, stored_params
+
+    data_dir = resolve_data_dir(args.data_dir)
+    network = _find_network(data_dir, args.network)
+    params = stored_params(data_dir, network)
+    if params is None:
+        raise CliError(f"there is no ledger of network '{network}' in {data_dir}")
+    try:
+        ledger = LocalLedger(data_dir, params)
+    except StoreError as exc:
+        if "already using" not in str(exc):
+            raise
+        if args.accept:
+            raise CliError(f"the ledger node using {data_dir} is running; stop it (Ctrl-C), run 'ledger reorg "
+                           "--accept' again, then start the node again") from None
+        parked = _client(args).status().get("parked") or []
+        return _print_parked([p for p in parked if isinstance(p, dict)], args.json)
+    with ledger:
+        if not args.accept:
+            return _print_parked([b.to_json() for b in ledger.parked_branches()], args.json)
+        try:
+            result = ledger.accept_branch(args.accept, time.time())
+        except LedgerError as exc:
+            raise CliError(str(exc)) from None
+        height, tip, _ = ledger.tip_info()
+        if result.became_tip:
+            print(f"accepted: the main chain is now the branch ending at {tip.hex()[:16]} (height {height}); "
+                  f"{len(result.disconnected)} blocks left the main chain, {len(result.connected)} joined it")
+        else:
+            print(f"accepted, but the branch is not the one with the most valid work: the main chain stays at "
+                  f"{tip.hex()[:16]} (height {height})")
+    return 0
+
+
+def _print_parked(parked: list[dict[str, object]], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(parked, indent=2))
+        return 0
+    if not parked:
+        print("no parked branches: nothing conflicts with final history")
+        return 0
+    for b in parked:
+        mark = "HEAVIER " if b.get("heavier") else ""
+        print(f"{mark}branch {_shown(b.get('tip'), 64)}  height {_shown(b.get('tip_height'), 12)}, "
+              f"{_shown(b.get('blocks'), 12)} blocks, work {_shown(b.get('work'), 40)} (main "
+              f"{_shown(b.get('main_work'), 40)})\n  forks after block {_shown(b.get('fork_height'), 12)} "
+              f"({_shown(b.get('fork'), 16)}), sent by {_shown(b.get('source') or 'unknown', 64)}")
+    print("accept one deliberately (node stopped): ledger reorg --accept HASH")
+    return 0
 
 
 def _find_network(data_dir: Path, network: str | None) -> str:
@@ -374,8 +503,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"ledger: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        import json
-
         print(json.dumps({"ok": report.ok, "path": str(report.path), "network": report.network,
                           "height": report.height, "tip": report.tip, "blocks": report.blocks,
                           "records": report.records, "pending": report.pending, "problems": report.problems},
@@ -385,8 +512,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _peer_params(peers: Sequence[tuple[str, int]], host: str, network: str | None) -> NetworkParams | None:
-    """The network parameters of the first peer that answers (checked against its genesis), or None."""
+def _peer_params(peers: Sequence[tuple[str, int]], host: str,
+                 network: str | NetworkParams | None) -> NetworkParams | None:
+    """The network parameters of the first peer that answers (checked against its genesis, and against every
+    pinned parameter when ``network`` is a :class:`NetworkParams`), or None."""
     from ledger.client import LedgerClient
 
     last: UserError | None = None
@@ -401,21 +530,37 @@ def _peer_params(peers: Sequence[tuple[str, int]], host: str, network: str | Non
 
 
 def _params_for_join(args: argparse.Namespace, data_dir: Path, peers: list[tuple[str, int]]) -> NetworkParams:
-    """Learn the network from the peers (waiting a while for one to answer); fall back to the stored network."""
+    """Learn the network from the peers (waiting a while for one to answer); fall back to the stored network.
+
+    The network id is pinned: by ``--network-id``, by the pin file of an earlier join (or by the stored ledger),
+    or on this first join by the first peer that answers (trust on first use). A peer on another network id is
+    refused with both ids named."""
     from ledger.local_ledger import store_path, stored_params
+    from ledger.network_pin import pin_path
+    from ledger.params import matches_network_id, parse_network_id
 
     stored = (stored_params(data_dir, args.network, recover=args.recover) if args.network
               else _stored_default(data_dir, args.recover))
+    name = args.network or (stored.name if stored is not None else None)
+    pinned = _pinned(data_dir, name)
+    if pinned is None and stored is not None:
+        pinned = stored
+    given = parse_network_id(args.network_id) if args.network_id else None
+    if given is not None and pinned is not None and not matches_network_id(pinned.genesis_hash, given):
+        raise CliError(f"--network-id {_given_text(given)} "
+                       f"is not the network this data dir pinned ({pinned.name}, id {pinned.id_text}, in "
+                       f"{pin_path(data_dir, pinned.name)}); use another --data-dir or delete that file")
     deadline = time.monotonic() + args.wait
     said = False
     while True:
-        params = _peer_params(peers, args.host, args.network)
+        params = _peer_params(peers, args.host, pinned or args.network)
         if params is not None:
             break
-        if stored is not None:
-            log.warning("no peer answers yet; starting with the stored %s and retrying in the background",
-                        stored.describe())
-            return stored
+        if pinned is not None:
+            log.warning("no peer answers yet; starting with the pinned %s and retrying in the background",
+                        pinned.describe())
+            _pin(data_dir, pinned, first=False)
+            return pinned
         if time.monotonic() >= deadline:
             names = ", ".join(format_address(*p) for p in peers)
             raise CliError(f"cannot reach {names} to learn the network; is a ledger node running there?")
@@ -423,11 +568,100 @@ def _params_for_join(args: argparse.Namespace, data_dir: Path, peers: list[tuple
             log.warning("waiting for %s to answer…", format_address(*peers[0]))
             said = True
         time.sleep(1.0)
+    if given is not None and not matches_network_id(params.genesis_hash, given):
+        raise CliError(f"the peer is on network '{params.name}' with id {params.id_text}, not the id given with "
+                       f"--network-id ({_given_text(given)}); refusing it (another or a forged network)")
     mine = stored_params(data_dir, params.name, recover=args.recover)
     if mine is not None and mine != params:
         raise CliError(f"{store_path(data_dir, params.name)} holds {mine.describe()}, but the peer runs "
                        f"{params.describe()}; use another --data-dir")
+    _pin(data_dir, params, first=pinned is None and given is None)
     return params
+
+
+def _given_text(given: str) -> str:
+    return " ".join(given[i:i + 4] for i in range(0, len(given), 4))
+
+
+def _pinned(data_dir: Path, name: str | None) -> NetworkParams | None:
+    from ledger.network_pin import find_pin
+
+    try:
+        return find_pin(data_dir, name)
+    except LedgerError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _pin(data_dir: Path, params: NetworkParams, *, first: bool) -> None:
+    """Write the pin file if it is missing; on a first join by trust, say what was pinned and how to check."""
+    from ledger.network_pin import load_pin, save_pin
+
+    if load_pin(data_dir, params.name) is not None:
+        return
+    path = save_pin(data_dir, params)
+    if first:
+        print(f"ledger: first join of network '{params.name}': pinned its network id {params.id_text} in {path} "
+              "(trust on first use). Compare it with the id 'ledger serve' printed on a machine you trust; if "
+              "they differ, stop this node, delete that file and join with --network-id.",
+              file=sys.stderr, flush=True)
+
+
+def _join_checkpoint(args: argparse.Namespace, data_dir: Path, params: NetworkParams,
+                     peers: Sequence[tuple[str, int]]) -> tuple[int, bytes] | None:
+    """A node with no history of its own asks every peer it was given for its newest final block and compares
+    them at the lowest final height any of them reports. Agreement pins that block as this node's checkpoint;
+    disagreement is refused unless the operator chose with ``--checkpoint`` (never the heavier one by itself)."""
+    from ledger.client import LedgerClient
+    from ledger.local_ledger import store_path
+    from ledger.store import Store
+
+    chosen: tuple[int, bytes] | None = args.checkpoint
+    path = store_path(data_dir, params.name)
+    if path.exists():
+        with Store(path) as store:
+            if store.block_count() > 0:
+                return chosen  # history of its own: its finality decides (a --checkpoint is checked against it)
+    answers: list[tuple[str, LedgerClient, int]] = []
+    for ip, port in peers:
+        client = LedgerClient(ip, port, source_ip=args.host, network=params, timeout=5.0)
+        try:
+            final_height, _, _ = client.checkpoint()
+        except (PeerUnreachable, LedgerError) as exc:
+            log.warning("%s did not answer the finality survey: %s", format_address(ip, port), exc)
+            continue
+        answers.append((format_address(ip, port), client, final_height))
+    common = min((h for _, _, h in answers), default=0)
+    if common == 0:
+        if answers:
+            print("ledger: no peer has final blocks yet; nothing to compare", file=sys.stderr, flush=True)
+        return chosen
+    says: dict[bytes, list[str]] = {}
+    for address, client, _ in answers:
+        try:
+            _, _, at = client.checkpoint(common)
+        except (PeerUnreachable, LedgerError) as exc:
+            log.warning("%s did not answer the finality survey: %s", address, exc)
+            continue
+        if at is not None:
+            says.setdefault(at, []).append(address)
+    listing = "; ".join(f"{', '.join(who)} say{'s' if len(who) == 1 else ''} block {common} is {h.hex()}"
+                        for h, who in says.items())
+    if chosen is not None:
+        print(f"ledger: following the chosen checkpoint {chosen[0]}:{chosen[1].hex()[:16]} ({listing})",
+              file=sys.stderr, flush=True)
+        return chosen
+    if len(says) > 1:
+        log.warning("peers disagree about final history: %s", listing)
+        raise CliError(f"the peers disagree about final history: {listing}. This node adopts neither by itself: "
+                       "ask a member you trust which block is right and join again with --checkpoint "
+                       f"{common}:HASH (or through other peers)")
+    if not says:
+        return None
+    digest, who = next(iter(says.items()))
+    note = "" if len(who) > 1 else " (only one peer to compare with: give several peers to 'ledger join')"
+    print(f"ledger: {len(who)} peer{'s' if len(who) > 1 else ''} agree that block {common} ({digest.hex()[:16]}) is "
+          f"final; this node will only follow chains that hold it{note}", file=sys.stderr, flush=True)
+    return common, digest
 
 
 def _stored_default(data_dir: Path, recover: bool) -> NetworkParams | None:
@@ -444,21 +678,22 @@ def _params_for_serve(args: argparse.Namespace, data_dir: Path) -> NetworkParams
     from ledger.params import NetworkParams
 
     network = args.network or DEFAULT_NETWORK
-    stored = stored_params(data_dir, network, recover=args.recover)
+    stored = stored_params(data_dir, network, recover=args.recover) or _pinned(data_dir, network)
     if stored is not None:
         if args.difficulty is not None and args.difficulty != stored.difficulty_bits:
             raise CliError(f"this data dir already holds {stored.describe()}; --difficulty only applies to a new "
                            "network (drop it, or use another --data-dir)")
+        _pin(data_dir, stored, first=False)
         return stored
-    return NetworkParams(name=network, difficulty_bits=args.difficulty or DEFAULT_DIFFICULTY)
+    params = NetworkParams(name=network, difficulty_bits=args.difficulty or DEFAULT_DIFFICULTY)
+    _pin(data_dir, params, first=False)
+    return params
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``serve`` and ``join``: run a node in the foreground until Ctrl-C or SIGTERM."""
-    import signal
-    import threading
-
     from ledger import own_record
+    from ledger.chain import FinalityPolicy
     from ledger.local_ledger import LocalLedger
     from ledger.node import LedgerNode, NodeConfig
     from p2pchat.foundation.identity import Identity
@@ -471,8 +706,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
     seeds = [parse_address(p, LEDGER_PORT) for p in (getattr(args, "peers", []) + args.peer)]
     seeds = [s for s in seeds if s != (args.host, args.port)]
+    checkpoint: tuple[int, bytes] | None = None
     if args.command == "join":
         params = _params_for_join(args, data_dir, seeds)
+        checkpoint = _join_checkpoint(args, data_dir, params, seeds)
     else:
         params = _params_for_serve(args, data_dir)
     identity = Identity.load_or_create(data_dir, os.environ.get(PASSPHRASE_ENV) or None,
@@ -483,7 +720,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
-    ledger = LocalLedger(data_dir, params, recover=args.recover)
+    try:
+        ledger = LocalLedger(data_dir, params, recover=args.recover, checkpoint=checkpoint,
+                             finality=FinalityPolicy(depth=args.finality_depth, seconds=args.finality_seconds))
+    except LedgerError as exc:  # a --checkpoint that contradicts this node's own history
+        raise CliError(str(exc)) from None
     if ledger.store.recovered_from is not None:
         log.warning("the damaged ledger database was moved to %s", ledger.store.recovered_from)
     try:
@@ -499,6 +740,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     print(f"ledger node at {node.address} on {params.describe()}; height {ledger.height}; "
           f"fingerprint {identity.short_fingerprint}. Ctrl-C stops it.", file=sys.stderr, flush=True)
+    print(f"ledger: network id {params.id_text} (nodes joining should check it: ledger join --network-id "
+          f"'{params.id_text}' {node.address})", file=sys.stderr, flush=True)
     try:
         while not stop.wait(0.5):
             pass
@@ -539,7 +782,7 @@ def _asking_a_node(command: Callable[[argparse.Namespace], int]) -> Callable[[ar
 COMMANDS = {"serve": cmd_run, "join": cmd_run, "lookup": _asking_a_node(cmd_lookup),
             "status": _asking_a_node(cmd_status), "verify": cmd_verify,
             "update": _asking_a_node(cmd_update), "rotate-key": _asking_a_node(cmd_rotate_key),
-            "revoke": _asking_a_node(cmd_revoke)}
+            "revoke": _asking_a_node(cmd_revoke), "reorg": _asking_a_node(cmd_reorg)}
 
 
 def _setup_logging(args: argparse.Namespace) -> None:

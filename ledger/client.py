@@ -18,12 +18,15 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ledger.blocks import BlockHeader
+from ledger.disputes import Dispute
 from ledger.errors import LedgerError
 from ledger.local_ledger import LookupAnswer
 from ledger.lookup_service import parse_query
+from ledger.network_pin import NetworkMismatch, find_pin, mismatch_message
 from ledger.params import NetworkParams
 from ledger.protocol import LEDGER_PROTOCOL, MAX_HEADERS, ROLE_CLIENT, PeerHello, check_compatible, hello_fields
 from ledger.records import Record, nickname_key
@@ -66,6 +69,7 @@ class VerifiedBinding:
     block_hash: bytes
     confirmations: int         # blocks on top of and including that block, on the client's header chain
     node: str                  # the node that answered
+    disputed: Dispute | None = None   # the node's dispute mark (IP lookups; ledger/disputes.py), not proven
 
     @property
     def fingerprint_hex(self) -> str:
@@ -85,7 +89,8 @@ class VerifiedBinding:
                 "ledger_port": self.ledger_port, "relay": self.relay, "issued": self.issued,
                 "expires": self.expires, "seq": self.seq, "kind": self.record.kind, "height": self.height,
                 "block": self.block_hash.hex(), "confirmations": self.confirmations, "node": self.node,
-                "proof": "verified", "public_key": self.public_der.hex()}
+                "proof": "verified", "public_key": self.public_der.hex(),
+                "disputed": self.disputed.to_json() if self.disputed is not None else None}
 
 
 class LedgerClient:
@@ -93,12 +98,18 @@ class LedgerClient:
 
     ``network`` pins what the node must be on: a :class:`NetworkParams` pins everything (difficulty included),
     a name pins the name and adopts the node's parameters after checking them against its genesis hash, None
-    adopts the node's network. Raises :class:`PeerUnreachable` when the node cannot be reached and
+    adopts the node's network. With ``pin_dir`` (a data directory) and no :class:`NetworkParams`, the network
+    pinned there (``ledger join``/``serve`` wrote it, :mod:`ledger.network_pin`) is used as if it had been
+    passed: a node on a same-named network with other parameters is refused. Raises :class:`PeerUnreachable`
+    when the node cannot be reached and
     :class:`LedgerError` (:class:`LookupNotFound` for "no binding") for everything else.
     """
 
     def __init__(self, ip: str, port: int = LEDGER_PORT, *, source_ip: str | None = None,
-                 network: str | NetworkParams | None = None, timeout: float = 5.0) -> None:
+                 network: str | NetworkParams | None = None, timeout: float = 5.0,
+                 pin_dir: Path | None = None) -> None:
+        if pin_dir is not None and not isinstance(network, NetworkParams):
+            network = find_pin(pin_dir, network) or network
         self.ip = normalize_ip(ip)
         self.port = port
         self.source_ip = source_ip
@@ -106,7 +117,7 @@ class LedgerClient:
         self.params: NetworkParams | None = network if isinstance(network, NetworkParams) else None
         self._network_name = network.name if isinstance(network, NetworkParams) else network
         self._headers: HeaderChain | None = HeaderChain(self.params) if self.params is not None else None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()     # guards the header chain only, never held across network IO
 
     @property
     def node(self) -> str:
@@ -126,7 +137,9 @@ class LedgerClient:
         ``by`` ("ip", "nick", "fp") forces the kind; otherwise it is detected from the query.
         """
         attempts = parse_query(query, by)
-        with self._lock, self._session() as conn:
+        # No lock across the exchange: lookups of several sessions run at once; only the shared header chain
+        # is guarded, one batch of headers at a time (_sync, _verify).
+        with self._session() as conn:
             reasons = []
             for kind, value in attempts:
                 for retry in range(STALE_ANSWER_RETRIES + 1):
@@ -169,9 +182,18 @@ class LedgerClient:
         assert self.params is not None
         return self.params
 
+    def checkpoint(self, height: int | None = None) -> tuple[int, bytes, bytes | None]:
+        """The node's newest final block ``(height, hash)`` and, when ``height`` is given and final there,
+        the hash of its main-chain block at ``height`` (else None)."""
+        with self._session() as conn:
+            fields = {} if height is None else {"height": height}
+            answer = self._request(conn, "get_checkpoint", "checkpoint", **fields)
+        at = answer.get("hash") if answer.get("height") == height else None
+        return answer["final_height"], answer["final_hash"], at
+
     def sync_headers(self) -> int:
         """Fetch and check the node's headers; returns the verified height."""
-        with self._lock, self._session() as conn:
+        with self._session() as conn:
             return self._sync(conn)
 
     def header(self, height: int) -> BlockHeader | None:
@@ -188,15 +210,20 @@ class LedgerClient:
     def _session(self) -> FramedSocket:
         conn = connect(self.ip, self.port, LEDGER_PROTOCOL, source_ip=self.source_ip, timeout=self.timeout)
         try:
+            # Only the name goes out: the genesis is compared here, so the refusal is told from this side.
             conn.send("hello", **hello_fields(role=ROLE_CLIENT, nonce=crypto.random_bytes(8),
-                                              network=self._network_name,
-                                              genesis=self.params.genesis_hash if self.params else None))
+                                              network=self._network_name))
             ack = conn.recv()
             if ack.type == "error":
                 raise ProtocolError(f"{self.node} refused the connection: {ack['reason']}")
             hello = PeerHello.from_message(ack)
-            check_compatible(hello, network=self._network_name,
-                             genesis=self.params.genesis_hash if self.params else None)
+            check_compatible(hello, network=self._network_name, genesis=None)
+            if self.params is not None and hello.genesis != self.params.genesis_hash:
+                assert hello.genesis is not None  # hello_ack is always complete
+                bits = hello.params.get("difficulty_bits") if hello.params else None
+                raise NetworkMismatch(mismatch_message(
+                    f"the ledger node at {self.node}", hello.network or "?", hello.genesis, self.params,
+                    peer_difficulty=bits if isinstance(bits, int) else None))
             self._adopt(hello)
         except BaseException:
             conn.close()
@@ -211,8 +238,10 @@ class LedgerClient:
             params = NetworkParams.from_wire(hello.params, hello.genesis)
         except LedgerError as exc:
             raise ProtocolError(f"{self.node} announced unusable network parameters: {exc}") from None
-        self.params = params
-        self._headers = HeaderChain(params)
+        with self._lock:
+            if self.params is None:     # two first lookups at once: the first to get here sets them
+                self.params = params
+                self._headers = HeaderChain(params)
 
     def _request(self, conn: FramedSocket, type_: str, answer_type: str, *, timeout: float | None = None,
                  **fields: Any) -> Message:
@@ -236,12 +265,16 @@ class LedgerClient:
 
         def adopt(headers: list[BlockHeader]) -> None:
             try:
-                chain.extend(headers, time.time())
+                with self._lock:        # another lookup may have extended the chain meanwhile: extend copes
+                    chain.extend(headers, time.time())
             except LedgerError as exc:
                 raise LedgerError(f"{self.node} sent an invalid header chain: {exc}") from None
 
         for _ in range(MAX_HEADER_ROUNDS):
-            locator = ([branch[-1].hash] if branch else []) + chain.locator()
+            with self._lock:
+                ours = chain.locator()
+                tip = chain.tip.hash
+            locator = ([branch[-1].hash] if branch else []) + ours
             answer = self._request(conn, "get_headers", "headers", locator=locator[:64], limit=MAX_HEADERS)
             try:
                 headers = [BlockHeader.unpack(h) for h in answer["headers"]]
@@ -249,7 +282,7 @@ class LedgerClient:
                 raise LedgerError(f"{self.node} sent a malformed header: {exc}") from None
             if branch and headers and headers[0].prev_hash != branch[-1].hash:
                 branch = []  # the node switched branches meanwhile: start over from our own chain
-            if not branch and headers and headers[0].prev_hash == chain.tip.hash:
+            if not branch and headers and headers[0].prev_hash == tip:
                 adopt(headers)  # extends our tip: checked batch by batch
             else:
                 branch.extend(headers)
@@ -259,7 +292,8 @@ class LedgerClient:
                 break
         if branch:
             adopt(branch)
-        return chain.height
+        with self._lock:
+            return chain.height
 
     def _verify(self, conn: FramedSocket, kind: str, value: str, fields: dict[str, Any]) -> VerifiedBinding:
         params, chain = self.params, self._headers
@@ -270,7 +304,9 @@ class LedgerClient:
         except LedgerError as exc:
             raise LedgerError(f"{self.node} sent a lookup answer that does not check out: {exc}") from None
         self._sync(conn)  # also brings the confirmation count up to date
-        held = chain.at(answer.height)
+        with self._lock:
+            held = chain.at(answer.height)
+            confirmations = chain.confirmations(answer.height)
         if held is None or held.hash != answer.header.hash:
             raise _StaleAnswer(f"{self.node} answered with {answer.header.describe()}, which is not on the "
                                "verified header chain")
@@ -285,12 +321,14 @@ class LedgerClient:
             raise LookupNotFound(f"the identity for '{value}' was revoked")
         if record.expires <= now:
             raise LedgerError(f"the record for '{value}' at {self.node} expired at {record.expires}")
+        mark = fields.get("disputed")
+        disputed = Dispute.from_wire(value, mark) if kind == "ip" and mark is not None else None
         return VerifiedBinding(record=record, public_der=record.holder_key, fingerprint=record.fingerprint,
                                ip=record.ip, port=record.port, ledger_port=record.ledger_port,
                                nickname=record.nickname, relay=record.relay, issued=record.issued,
                                expires=record.expires, seq=record.seq, height=answer.height,
-                               block_hash=held.hash, confirmations=chain.confirmations(answer.height),
-                               node=self.node)
+                               block_hash=held.hash, confirmations=confirmations,
+                               node=self.node, disputed=disputed)
 
 
 def _check_matches(record: Record, kind: str, value: str, node: str) -> None:

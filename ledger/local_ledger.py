@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from ledger.blocks import Block, BlockHeader
-from ledger.chain import AddResult, Chain
+from ledger.chain import AddResult, Chain, FinalityPolicy, ParkedBranch
 from ledger.errors import LedgerError, StoreError
 from ledger.merkle import verify_merkle_path
 from ledger.miner import Miner
@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover - not POSIX: no cross-process lock, SQLi
 
 log = logging.getLogger(__name__)
 LookupKind = Literal["ip", "nick", "fp"]
+PARKED_WARNING_INTERVAL = 60.0
 BlockListener = Callable[[Block, AddResult], None]
 RecordListener = Callable[[Record], None]
 
@@ -78,6 +79,10 @@ def parse_fingerprint(value: bytes | str) -> bytes | None:
         return None
 
 
+def _count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 @dataclass(frozen=True)
 class LookupAnswer:
     """A binding with its proof: the record, the header of its block, its index and Merkle path."""
@@ -108,7 +113,7 @@ class LookupAnswer:
         record = Record.from_wire(data.get("record"))
         header = BlockHeader.unpack(data.get("header"))
         index, path, height, conf = (data.get(k) for k in ("index", "path", "height", "confirmations"))
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (index, height, conf)):
+        if not (_count(index) and _count(height) and _count(conf)):
             raise LedgerError("a lookup answer has a malformed index, height or confirmation count")
         if not isinstance(path, list) or len(path) > 32 or not all(isinstance(p, bytes) and len(p) == 32
                                                                     for p in path):
@@ -144,7 +149,8 @@ def verify_store(path: Path, params: NetworkParams | None = None, now: float | N
     now = time.time() if now is None else now
     with Store(path) as store:
         stored = store.load_params()
-        network = (params or stored).name if (params or stored) else "?"
+        known = params or stored
+        network = known.name if known is not None else "?"
         report = VerifyReport(ok=True, path=Path(path), network=network)
         if stored is None:
             report.ok = False
@@ -156,11 +162,12 @@ def verify_store(path: Path, params: NetworkParams | None = None, now: float | N
             return report
         blocks, damaged = store.load_blocks_lenient()
         pending = store.load_pending()
+        finality = store.load_finality()
     for n, reason in damaged:
         report.ok = False
         report.problems.append(f"stored block row #{n} is damaged: {reason}")
     chain = Chain(stored)
-    for block, reason in chain.load(blocks, now, trusted=False):
+    for block, reason in chain.load(blocks, now, trusted=False, finality=finality):
         report.ok = False
         report.problems.append(f"stored {block.header.describe()}: {reason}")
     pool = Mempool(stored)
@@ -179,8 +186,12 @@ class LocalLedger:
     """The node's ledger (see the module docstring). All public methods are thread-safe."""
 
     def __init__(self, data_dir: Path, params: NetworkParams, *, recover: bool = False,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, finality: FinalityPolicy | None = None,
+                 checkpoint: tuple[int, bytes] | None = None) -> None:
         self.params = params
+        self.finality = finality or FinalityPolicy()
+        self._checkpoint = checkpoint
+        self._parked_warned: dict[bytes, float] = {}
         self.data_dir = Path(data_dir)
         self.path = store_path(self.data_dir, params.name)
         self.clock = clock
@@ -237,7 +248,7 @@ class LocalLedger:
                              f"{self.params.describe()} (the difficulty only applies when a network is created; "
                              "drop --difficulty or use another --data-dir)")
         now = self.clock()
-        self.chain = Chain(self.params)
+        self.chain = Chain(self.params, self.finality)
         self.pool = Mempool(self.params)
         blocks, damaged = self.store.load_blocks_lenient()
         if damaged:
@@ -245,12 +256,26 @@ class LocalLedger:
                 self.load_problems.append(f"stored block row #{n} is damaged: {reason}")
                 log.warning("dropping damaged stored block row #%d: %s", n, reason)
             self.store.delete_rows(n for n, _ in damaged)
-        refused = self.chain.load(blocks, now, trusted=True)
+        finality = self.store.load_finality()
+        if self._checkpoint is not None:
+            if finality is not None and finality.get("checkpoint") not in (None, list(self._checkpoint)):
+                raise StoreError(f"{self.path} was started from another checkpoint than "
+                                 f"{self._checkpoint[1].hex()[:16]}; use another --data-dir")
+            self.chain.set_checkpoint(*self._checkpoint)
+        refused = self.chain.load(blocks, now, trusted=True, finality=finality)
         if refused:
             for block, reason in refused:
                 self.load_problems.append(f"stored {block.header.describe()} refused: {reason}")
                 log.warning("dropping stored %s: %s", block.header.describe(), reason)
             self.store.delete_blocks(b.hash for b, _ in refused)
+        refused_hashes = {b.hash for b, _ in refused}
+        dropped = [b.hash for b in blocks if b.hash not in self.chain and b.hash not in refused_hashes]
+        if dropped:  # parked branches beyond the bounds, e.g. after the policy was tightened
+            self.store.delete_blocks(dropped)
+        self._save_finality()
+        for parked in self.chain.parked_alerts():
+            log.warning("stored %s; this node keeps its final history (accept it with 'ledger reorg --accept "
+                        "%s' after checking it)", parked.describe(), parked.tip_hash.hex()[:16])
         for record in self.store.load_pending():
             try:
                 # A bad signature on a stored record is damage to the file, not a record that aged out.
@@ -312,21 +337,36 @@ class LocalLedger:
             listener(record)
         return True
 
-    def receive_block(self, block: Block, now: float) -> AddResult:
-        """Validate and add a block (from a peer or the miner); accepted blocks are persisted before return."""
+    def receive_block(self, block: Block, now: float, *, source: str | None = None) -> AddResult:
+        """Validate and add a block (from a peer or the miner); accepted blocks are persisted before return.
+        ``source`` names the sender (e.g. the peer's address) in the warning about a parked branch."""
         with self.lock:
             self._check_open()
-            result = self.chain.add_block(block, now)
+            result = self.chain.add_block(block, now, source=source)
             if result.status != "added":
                 if result.status == "invalid":
                     log.info("refused %s: %s", block.header.describe(), result.reason)
                 return result
             invalid = set(result.invalidated)
-            for accepted in result.accepted:
-                if accepted.hash not in invalid:
-                    self.store.save_block(accepted)
-            if result.invalidated:
-                self.store.delete_blocks(result.invalidated)
+            to_save = [b for b in result.accepted if b.hash not in invalid]
+            if result.invalidated or result.pruned:
+                self.store.delete_blocks([*result.invalidated, *result.pruned])
+            finality = self.chain.finality_state() if result.became_tip or result.final_moved else None
+            for i, accepted in enumerate(to_save):
+                # The finality state rides in the last block's transaction: one write per block, as before.
+                self.store.save_block(accepted, finality if i == len(to_save) - 1 else None)
+            if finality is not None and not to_save:
+                self.store.save_finality(finality)
+            for parked in result.parked:
+                # Once when a branch first outweighs the main chain, then at most once a minute while it grows.
+                last = self._parked_warned.get(parked.fork_hash)
+                if last is not None and now - last < PARKED_WARNING_INTERVAL:
+                    continue
+                if len(self._parked_warned) >= 64:
+                    self._parked_warned.clear()
+                self._parked_warned[parked.fork_hash] = now
+                log.warning("PARKED %s. This node keeps its final history; check the branch and accept it only "
+                            "deliberately: ledger reorg --accept %s", parked.describe(), parked.tip_hash.hex())
             if result.became_tip:
                 returned = self.pool.on_reorg(result.connected, result.disconnected, self.chain, now)
                 if result.disconnected:
@@ -339,6 +379,65 @@ class LocalLedger:
         for accepted in result.accepted:
             for listener in listeners:
                 listener(accepted, result)
+        return result
+
+    def _save_finality(self) -> None:
+        self.store.save_finality(self.chain.finality_state())
+
+    # --- finality ------------------------------------------------------------------------------------------
+
+    def checkpoint_answer(self, height: int | None, now: float) -> dict[str, Any]:
+        """Fields of a ``checkpoint`` answer: the newest final block, and the final main-chain block at
+        ``height`` when there is one."""
+        with self.lock:
+            if self.chain.advance_finality(now):
+                self._save_finality()
+            answer: dict[str, Any] = {"final_height": self.chain.final_height, "final_hash": self.chain.final_hash}
+            if height is not None and self.chain.is_final(height):
+                block = self.chain.main_at(height)
+                assert block is not None
+                answer.update(height=height, hash=block.hash)
+            return answer
+
+    def parked_branches(self) -> list[ParkedBranch]:
+        """Branches that conflict with this node's final history, heaviest first."""
+        with self.lock:
+            return self.chain.parked_branches()
+
+    def accept_branch(self, hash_prefix: str, now: float) -> AddResult:
+        """The operator deliberately accepts the parked branch whose tip hash starts with ``hash_prefix`` (hex, at
+        least 8 digits), or that holds the block with that full hash: final history is reopened down to its fork
+        point and the branch becomes the main chain if it is valid and has the most work. Raises
+        :class:`LedgerError`."""
+        prefix = hash_prefix.strip().lower()
+        if len(prefix) < 8 or any(c not in "0123456789abcdef" for c in prefix):
+            raise LedgerError("give at least 8 hex digits of a parked block's hash (see 'ledger reorg --list')")
+        with self.lock:
+            self._check_open()
+            matches = {b.tip_hash for b in self.chain.parked_branches() if b.tip_hash.hex().startswith(prefix)}
+            if not matches and len(prefix) == 64 and self.chain.parked_branch_of(bytes.fromhex(prefix)):
+                matches = {bytes.fromhex(prefix)}  # any block of a parked branch, e.g. as named in a warning
+            if not matches:
+                raise LedgerError(f"no parked branch has a tip starting with {prefix} "
+                                  "(see 'ledger reorg --list')")
+            if len(matches) > 1:
+                raise LedgerError(f"{prefix} matches several parked branches; give more digits")
+            tip = matches.pop()
+            before = self.chain.parked_branch_of(tip)
+            result = self.chain.accept_branch(tip, now)
+            if result.invalidated or result.pruned:
+                self.store.delete_blocks([*result.invalidated, *result.pruned])
+            self._save_finality()
+            if result.became_tip:
+                self.pool.on_reorg(result.connected, result.disconnected, self.chain, now)
+                self._persist_pool()
+            log.warning("operator accepted %s: main chain now at height %d (tip %s), %d blocks disconnected, "
+                        "%d connected", before.describe() if before else tip.hex()[:16], self.chain.height,
+                        self.chain.tip_hash.hex()[:16], len(result.disconnected), len(result.connected))
+            listeners = list(self._block_listeners)
+        for block in result.connected:
+            for listener in listeners:
+                listener(block, result)
         return result
 
     def _persist_pool(self) -> None:
@@ -436,10 +535,15 @@ class LocalLedger:
             return self.chain.height
 
     def status(self) -> dict[str, Any]:
-        """Height, tip, work, pending count, mining state: plain values for display or JSON. Every figure comes
-        from a maintained count or index (O(log n) at most), so asking is cheap however many identities exist."""
+        """Height, tip, work, pending count, mining state, finality and parked branches: plain values for
+        display or JSON (``alerts`` holds one plain sentence per parked branch heavier than the main chain). Every
+        figure comes from a maintained count or index (O(log n) at most), so asking is cheap however many
+        identities exist."""
         with self.lock:
+            if self.chain.advance_finality(self.clock()):
+                self._save_finality()
             tip = self.chain.tip
+            parked = self.chain.parked_branches()
             miner = self._miner
             return {
                 "network": self.params.name,
@@ -456,6 +560,14 @@ class LocalLedger:
                 "hashrate": miner.hashrate if miner is not None else 0.0,
                 "blocks_mined": miner.blocks_found if miner is not None else 0,
                 "store": str(self.path),
+                "final_height": self.chain.final_height,
+                "final_hash": self.chain.final_hash.hex(),
+                "finality": {"depth": self.finality.depth, "seconds": self.finality.seconds},
+                "checkpoint": None if self.chain.checkpoint is None else {
+                    "height": self.chain.checkpoint[0], "hash": self.chain.checkpoint[1].hex()},
+                "parked": [b.to_json() for b in parked],
+                "alerts": [f"{b.describe()}; this node keeps its final history (to switch deliberately: "
+                           f"ledger reorg --accept {b.tip_hash.hex()[:16]})" for b in parked if b.heavier],
             }
 
     def verify_store(self, now: float | None = None) -> VerifyReport:

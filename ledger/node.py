@@ -5,9 +5,13 @@ What it does (docs/ledger-protocol.md has the frames and flows):
 
 - handshake: the dialling side sends ``hello`` (version, network, genesis, parameters, height, tip, work,
   listen port, role), the other answers ``hello_ack`` or an ``error`` naming what it speaks;
-- headers-first sync with a block locator from the peer with the most work, reported through ``on_progress``;
-- announcements of new records and blocks (each accepted one is pushed to every other peer), peer exchange,
-  reconnects with exponential backoff, a bound on peers, pings, and a timeout on every read;
+- headers-first sync: peers that may have more are probed for headers, bodies come from the peer whose checked
+  headers show the preferred chain (never by the work a hello claims), a stalling peer is penalised and left;
+  progress is reported through ``on_progress``;
+- announcements of new records and blocks (each accepted one is pushed to every other peer); orphans held in
+  bounded per-sender shares in memory; side blocks that would not be preferred are not stored;
+- peer exchange, reconnects with exponential backoff, outbound slots inbound peers cannot take, at most 2 inbound
+  peers per address, pings, and a timeout on every read;
 - standing: a peer that sends invalid data loses standing and is disconnected (banned a while for what
   cannot be an honest mistake); a peer that connects and says nothing is dropped; a flooding peer is slowed
   to the message rate limit and dropped if it keeps flooding;
@@ -29,14 +33,15 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 from ledger.bindings import NicknameTaken
-from ledger.blocks import Block, BlockHeader
+from ledger.blocks import Block, BlockHeader, chain_preference
 from ledger.chain import AddResult
+from ledger.disputes import DisputeConfig, DisputeService, Evidence
 from ledger.errors import LedgerError, StoreError
 from ledger.local_ledger import LocalLedger
 from ledger.lookup_service import AmbiguousLookup, answer_lookup
@@ -46,10 +51,14 @@ from ledger.peers import (
     PENALTY_FLOOD,
     PENALTY_INVALID_BLOCK,
     PENALTY_INVALID_HEADERS,
+    PENALTY_ORPHAN,
     PENALTY_PROTOCOL,
+    PENALTY_SIDE_BLOCK,
     PENALTY_SILENT,
+    PENALTY_STALL,
     Address,
     AddressBook,
+    OrphanBuffer,
     Standing,
     TokenBucket,
 )
@@ -67,6 +76,7 @@ from ledger.protocol import (
 from ledger.reachability import prove_reachability, sign_reachability
 from ledger.records import Record, make_register, validate_nickname
 from ledger.sync import BlockDownload, SyncProgress
+from ledger.watch import Desired, OwnerWatch
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, normalize_ip, parse_address
 from p2pchat.foundation.errors import FrameError, PeerUnreachable, ProtocolError, UserError
@@ -78,7 +88,8 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[SyncProgress], None]
 
 # Cost of a message against the sender's rate limit (default 1): requests that make us sign or send a lot cost more.
-_MESSAGE_COST = {"get_blocks": 5.0, "prove": 20.0, "submit": 10.0, "lookup": 2.0, "get_headers": 2.0}
+_MESSAGE_COST = {"get_blocks": 5.0, "prove": 20.0, "submit": 10.0, "lookup": 2.0, "get_headers": 2.0,
+                 "binding_alert": 20.0}
 _MAX_WIRE_INT = 2**63 - 1
 
 
@@ -90,12 +101,20 @@ class NodeConfig:
     idle_timeout: float = 120.0            # a peer silent this long is dropped (we ping every ping_interval)
     client_idle_timeout: float = 30.0      # same for light-client connections (they are not pinged)
     ping_interval: float = 30.0
-    request_timeout: float = 30.0          # a peer must answer get_headers/get_blocks within this
+    request_timeout: float = 10.0          # a sync request (get_headers/get_blocks) unanswered this long is a
+                                           # stall: the peer is penalised and another one syncs us
+    stall_cooldown: float = 300.0          # a stalled peer's address is not asked to sync us for this long
+    max_pending_headers: int = 8000        # checked headers of a branch not yet ahead of ours, per peer
+    orphans_per_peer: int = 4              # blocks with an unknown parent held per sender address…
+    orphan_bytes_per_peer: int = 2_000_000  # …and their bytes;
+    orphan_bytes_total: int = 16_000_000   # all orphans together
     connect_timeout: float = 5.0
     send_timeout: float = 15.0
     reachability_timeout: float = 4.0
     maintain_interval: float = 0.25
-    outbound_peers: int = 8
+    outbound_peers: int = 8                # outbound target; up to max_peers // 2 of them are reserved:
+                                           # inbound peers can never take those slots (eclipse resistance)
+    max_inbound_per_ip: int = 2            # gossip peers accepted from one address
     message_rate: float = 200.0            # frames per second per connection
     message_burst: float = 1000.0
     flood_grace: float = 3.0               # seconds of sustained flooding before the peer is dropped
@@ -115,6 +134,9 @@ class NodeConfig:
     record_lifetime: int | None = None     # default: the network's default_record_lifetime
     mine: bool = True
     rejected_ttl: float = 120.0            # a refused record is not re-checked (or re-dialled) for this long
+    # --- owner watch and disputes (ledger/watch.py, ledger/disputes.py) ---
+    watch_repeat: float = 600.0            # our binding alert is gossiped again this often while it lasts
+    disputes: DisputeConfig = field(default_factory=DisputeConfig)
 
 
 class Peer:
@@ -131,8 +153,15 @@ class Peer:
         self.is_peer = hello.role == ROLE_PEER
         self.node_id = hello.nonce
         self.height = hello.height or 0
-        self.work = hello.work or 0
+        self.claimed_work = hello.work or 0   # what its hello says: a reason to ask it, never a ranking
+        self.claims_more = True           # until a headers answer shows all it has after our locator
+        self.validated_work = 0           # work of the best chain of its whose headers (or blocks) we checked
+        self.validated_tip = b""
+        self.pending: list[BlockHeader] = []  # its checked headers of a branch, bodies not downloaded yet
+        self.spent: tuple[int, int] = (-1, 0)  # its validated preference when a sync from it last ended: it is
+                                              # chosen again only once it shows more than that
         self.wants_sync = False           # it announced a block we could not connect
+        self.pongs = 0                    # answers to our pings (an idle connection's heartbeat)
         self.connected_at = now
         self.last_recv = now
         self.last_ping = now
@@ -149,6 +178,15 @@ class Peer:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=config.send_queue)
         self._writer = threading.Thread(target=self._write_loop, name=f"ledger-send-{self.text}")
         self._writer.start()
+
+    @property
+    def validated_preference(self) -> tuple[int, int]:
+        """Fork-choice key of its best checked chain (0 work before anything was checked)."""
+        return chain_preference(self.validated_work, self.validated_tip or b"\xff" * 32)
+
+    def note_validated(self, work: int, tip: bytes) -> None:
+        if chain_preference(work, tip) > self.validated_preference:
+            self.validated_work, self.validated_tip = work, tip
 
     def send(self, type_: str, **fields: Any) -> bool:
         """Queue a frame; False if the peer is gone or so far behind that it was dropped."""
@@ -272,6 +310,11 @@ class LedgerNode:
         self._book = AddressBook(base_delay=self.config.backoff_base, max_delay=self.config.backoff_cap)
         self._seeds = [parse_address(s, LEDGER_PORT) for s in seeds]
         self._sync_peer: Peer | None = None
+        self._stalled: dict[str, float] = {}                    # address → until when it is not asked to sync us
+        self._orphans = OrphanBuffer(per_peer=self.config.orphans_per_peer,
+                                     per_peer_bytes=self.config.orphan_bytes_per_peer,
+                                     total_bytes=self.config.orphan_bytes_total)
+        self._side_seen: OrderedDict[bytes, None] = OrderedDict()  # side blocks refused lately (repeats are free)
         self._sync_start_tip = b""
         self._progress: SyncProgress | None = None
         self._last_progress_log = 0.0
@@ -286,13 +329,22 @@ class LedgerNode:
         self.registration_error: str | None = None
         self.nickname_problem: str | None = None   # set while the nickname clashes and the record goes without it
         self.stats = {"rate_limited": 0, "flood_drops": 0, "silent_drops": 0, "bad_frames": 0, "invalid_blocks": 0,
-                      "invalid_records": 0, "reachability_failures": 0, "records_admitted": 0}
+                      "invalid_records": 0, "reachability_failures": 0, "records_admitted": 0, "stalls": 0,
+                      "orphans_dropped": 0, "side_blocks_refused": 0}
         self._server: FrameServer | None = None
         self.port = port
         self._maintainer = threading.Thread(target=self._maintain_loop, name="ledger-maintain")
         self._workers = [threading.Thread(target=self._admission_loop, name=f"ledger-admit-{i}")
                          for i in range(self.config.admission_workers)]
         ledger.add_listener(on_block=self._on_block, on_record=self._on_record)
+        # --- owner watch and disputes (ledger/watch.py, ledger/disputes.py) ---
+        self.disputes = DisputeService(ledger, host=self.host, address=lambda: self.address,
+                                       relay=self._relay_evidence, config=self.config.disputes, clock=clock)
+        self.watch = OwnerWatch(ledger, identity.fingerprint, self._watched_binding, self._sign_claim,
+                                self._own_alert, repeat=self.config.watch_repeat,
+                                busy=lambda: self.syncing, clock=clock)
+        self._next_watch = 0.0
+        # --- end owner watch and disputes ---
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -312,6 +364,9 @@ class LedgerNode:
             self.ledger.start_mining()
         for worker in self._workers:
             worker.start()
+        self.disputes.start()
+        if self.config.register:
+            self.watch.attach()
         self._maintainer.start()
         log.info("ledger node %s listening on %s (%s, fingerprint %s)", self.nickname,
                  format_address(self.host, self.port), self.params.describe(), self.identity.short_fingerprint)
@@ -327,9 +382,11 @@ class LedgerNode:
             return
         self._closing.set()
         self.ledger.remove_listener(on_block=self._on_block, on_record=self._on_record)
+        self.watch.detach()
         self.ledger.stop_mining()
         if self._maintainer.is_alive():
             self._maintainer.join()
+        self.disputes.close()
         while True:  # drop records still waiting: nothing will admit them now
             try:
                 self._admit_queue.get_nowait()
@@ -420,7 +477,13 @@ class LedgerNode:
                                                     "height": progress.height, "target": progress.target},
             "own_record": own_info, "registration_error": self.registration_error,
             "nickname_problem": self.nickname_problem,
+            "network_id": self.params.id_text, "orphan_blocks": len(self._orphans),
+            "orphan_bytes": self._orphans.bytes, "side_blocks_refused": self.stats["side_blocks_refused"],
+            "stalls": self.stats["stalls"],
         })
+        # --- owner watch and disputes ---
+        status["binding_alerts"] = [alert.to_status() for alert in self.watch.alerts()]
+        status.update(self.disputes.status())
         return status
 
     # --- connections ---------------------------------------------------------------------------------------
@@ -455,16 +518,20 @@ class LedgerNode:
             log.info("%s said: %s", conn.peer_text, first["reason"])
             return
         hello = PeerHello.from_message(first)
-        check_compatible(hello, network=self.params.name, genesis=self.params.genesis_hash)
+        check_compatible(hello, network=self.params.name, genesis=self.params.genesis_hash,
+                         difficulty_bits=self.params.difficulty_bits)
         if hello.nonce == self.node_id:
             conn.send_error("this is a connection to the node itself")
             return
         listen_addr = (conn.peer[0], hello.listen_port) if hello.role == ROLE_PEER and hello.listen_port else None
-        if hello.role == ROLE_PEER and len(self.peers()) >= self.max_peers:
-            # Full: hand out other addresses so the newcomer can find room elsewhere.
-            conn.send("peers", addrs=self._share_addresses(exclude=listen_addr))
-            conn.send_error(f"this node has its maximum of {self.max_peers} peers; try the addresses it sent")
-            return
+        if hello.role == ROLE_PEER:
+            with self._lock:
+                refusal = self._inbound_refusal(conn.peer[0])
+            if refusal is not None:
+                # Full: hand out other addresses so the newcomer can find room elsewhere.
+                conn.send("peers", addrs=self._share_addresses(exclude=listen_addr))
+                conn.send_error(refusal)
+                return
         peer = Peer(conn, hello, inbound=True, listen_addr=listen_addr, config=self.config, now=time.monotonic())
         peer.send("hello_ack", **self._our_hello(ROLE_PEER))
         self._run_peer(peer)
@@ -489,12 +556,13 @@ class LedgerNode:
             conn.send("hello", **self._our_hello(ROLE_PEER))
             first = conn.recv(self.config.handshake_timeout)
             if first.type == "peers":  # a full node offers other addresses before refusing
-                self._learn_addresses(first["addrs"])
+                self._learn_addresses(first["addrs"], conn.peer[0])
                 first = conn.recv(self.config.handshake_timeout)
             if first.type == "error":
                 raise PeerUnreachable(f"{format_address(*addr)} refused: {first['reason']}")
             hello = PeerHello.from_message(first)
-            check_compatible(hello, network=self.params.name, genesis=self.params.genesis_hash)
+            check_compatible(hello, network=self.params.name, genesis=self.params.genesis_hash,
+                             difficulty_bits=self.params.difficulty_bits)
             if hello.nonce == self.node_id:
                 with self._lock:
                     self._book.own.add(addr)  # never dial it again
@@ -537,7 +605,10 @@ class LedgerNode:
         try:
             if peer.is_peer:
                 peer.send("get_peers")
-                self._maybe_sync(peer)
+                evidence = self.watch.resend_due()   # an owner whose binding was taken tells every new peer
+                if evidence is not None:
+                    peer.send("binding_alert", **evidence.to_wire())
+                self._maybe_sync()
             self._read_loop(peer)
         finally:
             self._unregister_peer(peer)
@@ -545,11 +616,37 @@ class LedgerNode:
             peer.join()
             peer.conn.close()
 
+    @property
+    def outbound_target(self) -> int:
+        """How many outbound gossip peers the node keeps dialling for."""
+        return min(self.config.outbound_peers, self.max_peers)
+
+    @property
+    def max_inbound(self) -> int:
+        """Inbound gossip peers accepted: ``max_peers`` minus the outbound slots reserved for our own dials."""
+        return self.max_peers - min(self.outbound_target, self.max_peers // 2)
+
+    def _inbound_refusal(self, ip: str) -> str | None:
+        """Why an inbound gossip peer from ``ip`` cannot have a slot now (call with ``self._lock`` held)."""
+        inbound = [p for p in self._peers if p.is_peer and p.inbound and not p.closed.is_set()]
+        if len(inbound) >= self.max_inbound or len(self.peers()) >= self.max_peers:
+            return (f"this node has all its {self.max_inbound} inbound peer slots taken; try the addresses it "
+                    "sent")
+        if sum(1 for p in inbound if p.ip == ip) >= self.config.max_inbound_per_ip:
+            return (f"this node takes at most {self.config.max_inbound_per_ip} peer connections from one address "
+                    f"and already has them from {ip}")
+        return None
+
     def _register_peer(self, peer: Peer) -> bool:
         with self._lock:
             if self._closing.is_set():
                 peer.abort()
                 return False
+            if peer.is_peer and peer.inbound:
+                refusal = self._inbound_refusal(peer.ip)
+                if refusal is not None:  # checked again here: handshakes run in parallel
+                    peer.close(refusal)
+                    return False
             if peer.is_peer:
                 for other in self._peers:
                     if other.is_peer and other.node_id == peer.node_id and not other.closed.is_set():
@@ -571,6 +668,8 @@ class LedgerNode:
     def _unregister_peer(self, peer: Peer) -> None:
         with self._lock:
             self._peers.pop(peer, None)
+            if not any(p.ip == peer.ip for p in self._peers):
+                self._orphans.drop_owner(peer.ip)  # its orphans go with its last connection
             if self._sync_peer is peer:
                 self._sync_peer = None
                 height = self.ledger.height
@@ -642,7 +741,7 @@ class LedgerNode:
         if type_ == "ping":
             peer.send("pong", nonce=f["nonce"])
         elif type_ == "pong":
-            pass
+            peer.pongs += 1
         elif type_ == "error":
             log.info("%s closed the connection: %s", peer.text, f["reason"][:200])
             peer.close()
@@ -657,6 +756,8 @@ class LedgerNode:
             peer.send("proof", **sign_reachability(self.identity, f["nonce"], peer.conn.local[0], self.params.name))
         elif type_ == "submit":
             self._handle_submit(peer, f["record"])
+        elif type_ == "get_checkpoint":  # finality survey (docs/ledger-protocol.md)
+            peer.send("checkpoint", **self.ledger.checkpoint_answer(f.get("height"), self.clock()))
         elif not peer.is_peer:
             raise ProtocolError(f"a light client cannot send {type_}")
         elif type_ == "get_blocks":
@@ -669,10 +770,12 @@ class LedgerNode:
             self._handle_block_announcement(peer, f["block"])
         elif type_ == "record":
             self._handle_record_announcement(peer, f["record"])
+        elif type_ == "binding_alert":
+            self._handle_binding_alert(peer, f)
         elif type_ == "get_peers":
             peer.send("peers", addrs=self._share_addresses(exclude=peer.listen_addr))
         elif type_ == "peers":
-            self._learn_addresses(f["addrs"])
+            self._learn_addresses(f["addrs"], peer.ip)
         else:
             raise ProtocolError(f"{type_} is not expected after the handshake")
 
@@ -685,7 +788,51 @@ class LedgerNode:
         if answer is None:
             peer.send("lookup_result", found=False, reason=f"no live binding for {by} {value[:64]}")
             return
-        peer.send("lookup_result", found=True, **answer.to_wire())
+        fields = answer.to_wire()
+        if by == "ip" and answer.record.ip is not None:   # a binding disputed here says so (ledger/disputes.py)
+            mark = self.disputes.disputed(answer.record.ip, answer.record.id)
+            if mark is not None:
+                fields["disputed"] = mark.to_wire()
+        peer.send("lookup_result", found=True, **fields)
+
+    # --- owner watch and disputes (ledger/watch.py, ledger/disputes.py) --------------------------------------
+
+    def _handle_binding_alert(self, peer: Peer, fields: dict[str, Any]) -> None:
+        try:
+            verdict = self.disputes.receive(fields, sender_ip=peer.ip, source=peer)
+        except LedgerError as exc:
+            self.stats["invalid_records"] += 1
+            log.info("refused a binding alert from %s: %s", peer.text, exc)
+            self._penalize(peer.ip, PENALTY_BAD_RECORD, f"bad binding alert: {exc}")
+            return
+        log.debug("binding alert from %s: %s", peer.text, verdict)
+
+    def _relay_evidence(self, evidence: Evidence, source: object) -> None:
+        self._broadcast("binding_alert", evidence.to_wire(), exclude=source if isinstance(source, Peer) else None)
+
+    def _own_alert(self, evidence: Evidence) -> None:
+        """The owner watch found our binding taken: check the evidence like anyone's, keep it, gossip it."""
+        try:
+            verdict = self.disputes.handle(evidence, source=None, source_text="this node")
+        except LedgerError as exc:   # our own evidence should always check out: a local fault
+            log.error("this node's binding evidence does not check out: %s", exc)
+            return
+        if verdict == "duplicate":   # handled here before: the watch's repeat still goes to every peer
+            self._relay_evidence(evidence, None)
+
+    def _watched_binding(self) -> Desired:
+        desired = self._desired_binding()
+        return Desired(desired["ip"], desired["nickname"])
+
+    def _sign_claim(self) -> Record:
+        """A signed record of what our binding should be, for evidence when none of ours was mined."""
+        now = self.clock()
+        seq, prev = self.ledger.next_sequence(self.identity.fingerprint, now)
+        lifetime = self.config.record_lifetime or self.params.default_record_lifetime
+        return make_register(self.identity, network=self.params.name, seq=seq, prev=prev, issued=int(now),
+                             lifetime=lifetime, **self._desired_binding())
+
+    # --- end owner watch and disputes ------------------------------------------------------------------------
 
     def _handle_submit(self, peer: Peer, wire: dict[str, Any]) -> None:
         try:
@@ -708,7 +855,7 @@ class LedgerNode:
             budget -= size
         peer.send("blocks", blocks=out)
 
-    def _learn_addresses(self, addrs: list[str]) -> None:
+    def _learn_addresses(self, addrs: list[str], source: str) -> None:
         now = time.monotonic()
         for text in addrs[:MAX_PEERS_SHARED]:
             try:
@@ -717,7 +864,7 @@ class LedgerNode:
                 continue
             with self._lock:
                 if not self._standing.is_banned(addr[0], now):
-                    self._book.add(addr, now)
+                    self._book.add(addr, now, source=source)
 
     def _share_addresses(self, exclude: Address | None) -> list[str]:
         with self._lock:
@@ -733,59 +880,134 @@ class LedgerNode:
         return seen[:MAX_PEERS_SHARED]
 
     # --- sync ----------------------------------------------------------------------------------------------
+    #
+    # Every peer that may have more than we do (its hello claims more work, or it announced a block we could not
+    # connect) is asked for the headers after our locator: a probe. Its answer is checked (proof of work,
+    # linkage, time) and gives the peer's validated work. Bodies are downloaded from one peer at a time, the one
+    # whose validated chain is preferred most: what a hello claims is only a reason to ask, never a ranking. A
+    # sync request left unanswered past ``request_timeout`` is a stall: the peer is penalised, disconnected and
+    # not chosen again for ``stall_cooldown`` seconds, and the next best peer takes over.
+
+    def _our_preference(self) -> tuple[int, int]:
+        _, tip, work = self.ledger.tip_info()
+        return chain_preference(work, tip)
+
+    def _is_stalled(self, ip: str, now: float) -> bool:
+        until = self._stalled.get(ip)
+        if until is None:
+            return False
+        if until <= now:
+            del self._stalled[ip]
+            return False
+        return True
 
     def _maybe_sync(self, candidate: Peer | None = None) -> None:
-        """Start a headers-first sync from ``candidate`` (or the best peer) if it may have more work than us."""
+        """Probe the peers that may have more than us, and start downloading from the peer whose validated chain
+        is preferred most (``candidate`` is a hint kept for callers; every peer is considered)."""
+        now = time.monotonic()
+        ours = self._our_preference()
+        chosen: Peer | None = None
         with self._lock:
-            if self._closing.is_set() or (self._sync_peer is not None and not self._sync_peer.closed.is_set()):
+            if self._closing.is_set():
                 return
-            _, _, work = self.ledger.tip_info()
-            pool = [candidate] if candidate is not None else list(self._peers)
-            behind = [p for p in pool if p.is_peer and not p.closed.is_set() and (p.work > work or p.wants_sync)]
-            if not behind:
-                if any(p.is_peer for p in pool):
-                    self._ever_synced = True  # a peer has no more work than we do: we are in sync with it
-                return
-            peer = max(behind, key=lambda p: p.work)
-            peer.wants_sync = False
-            self._sync_peer = peer
-            self._sync_start_tip = self.ledger.tip_info()[1]
-            peer.sync_last = None
-        log.info("syncing from %s (its height %d, ours %d)", peer.text, peer.height, self.ledger.height)
-        self._request_headers(peer)
+            peers = [p for p in self._peers if p.is_peer and not p.closed.is_set()]
+            probes = [p for p in peers if p is not self._sync_peer and p.awaiting is None
+                      and (p.wants_sync or (p.claims_more and p.claimed_work > ours[0]))
+                      and not self._is_stalled(p.ip, now)]
+            for p in probes:
+                p.wants_sync = False
+                p.awaiting = "headers"  # reserved here, so that a concurrent call does not probe it twice
+            if self._sync_peer is None or self._sync_peer.closed.is_set():
+                self._sync_peer = None
+                better = [p for p in peers if p.validated_preference > ours and p.validated_preference > p.spent
+                          and p.awaiting is None and not self._is_stalled(p.ip, now)]
+                if better:
+                    chosen = max(better, key=lambda p: p.validated_preference)
+                    self._sync_peer = chosen
+                    self._sync_start_tip = self.ledger.tip_info()[1]
+                elif peers and not probes and not any(p.awaiting for p in peers):
+                    self._ever_synced = True  # every peer told us what it has: nobody has more
+        for p in probes:
+            if p is not chosen:
+                self._request_headers(p)
+        if chosen is not None:
+            log.info("syncing from %s (its checked height %d, ours %d)", chosen.text, chosen.height,
+                     self.ledger.height)
+            self._continue_sync(chosen)
+
+    def _continue_sync(self, peer: Peer) -> None:
+        """The sync peer's next step: download the checked headers it gave, or ask for more headers."""
+        if peer.pending:
+            peer.sync_last = peer.pending[-1].hash
+            peer.download.want([h.hash for h in peer.pending])
+            peer.pending = []
+            self._request_blocks(peer)
+        elif peer.awaiting is None:
+            self._request_headers(peer)
 
     def _request_headers(self, peer: Peer) -> None:
         locator = self.ledger.locator()
-        if peer.sync_last is not None:
-            locator = [peer.sync_last, *locator][:64]
+        last = peer.pending[-1].hash if peer.pending else peer.sync_last
+        if last is not None:
+            locator = [last, *locator][:64]
         peer.awaiting = "headers"
         peer.deadline = time.monotonic() + self.config.request_timeout
-        self._report_progress(SyncProgress(peer.text, "headers", self.ledger.height, max(peer.height,
-                                                                                           self.ledger.height)))
+        if peer is self._sync_peer:
+            self._report_progress(SyncProgress(peer.text, "headers", self.ledger.height,
+                                               max(peer.height, self.ledger.height)))
         peer.send("get_headers", locator=locator, limit=MAX_HEADERS)
 
     def _handle_headers(self, peer: Peer, packed: list[bytes]) -> None:
         if peer.awaiting != "headers":
             raise ProtocolError("headers were sent without being asked for")
         peer.awaiting, peer.deadline = None, None
+        full = len(packed) >= MAX_HEADERS
         try:
             headers = [BlockHeader.unpack(h) for h in packed]
-            new = self._unknown_suffix(headers)
-            if new:
-                self.ledger.check_headers(new, self.clock())
+            if peer.pending and headers and headers[0].prev_hash == peer.pending[-1].hash:
+                branch = peer.pending + headers       # the rest of a branch we are still checking
+            else:
+                branch = self._unknown_suffix(headers)
+            work = self.ledger.check_headers(branch, self.clock()) if branch else None
         except LedgerError as exc:
             self.stats["invalid_blocks"] += 1
             log.warning("invalid headers from %s: %s", peer.text, exc)
             self._penalize(peer.ip, PENALTY_INVALID_HEADERS, f"invalid headers: {exc}")
             peer.close(f"invalid headers: {exc}")
             return
-        if not headers:
-            self._finish_sync(peer)
+        if headers:
+            peer.sync_last = headers[-1].hash
+            peer.height = max(peer.height, headers[-1].height)
+        if branch and work is not None:
+            peer.note_validated(work, branch[-1].hash)
+            peer.pending = branch
+        else:
+            peer.pending = []
+            if headers:
+                with self.ledger.lock:
+                    known = self.ledger.chain.chain_work(headers[-1].hash)
+                if known is not None:
+                    peer.note_validated(known, headers[-1].hash)
+        better = peer.validated_preference > self._our_preference()
+        if len(peer.pending) > self.config.max_pending_headers and not better:
+            log.info("%s offers a branch of over %d headers with no more work than ours; not following it",
+                     peer.text, self.config.max_pending_headers)
+            peer.pending, full = [], False
+        if not full:
+            peer.claims_more = False  # it sent everything it has after our locator
+        if peer is self._sync_peer:
+            if better and peer.pending:
+                self._continue_sync(peer)
+            elif full:
+                self._request_headers(peer)           # more headers follow: the branch may still get ahead
+            else:
+                peer.pending = []
+                self._finish_sync(peer)
             return
-        peer.sync_last = headers[-1].hash
-        peer.height = max(peer.height, headers[-1].height)
-        peer.download.want([h.hash for h in new])
-        self._request_blocks(peer)
+        if full and not better:
+            self._request_headers(peer)               # keep probing: its branch continues
+        else:
+            self._maybe_sync()
 
     def _unknown_suffix(self, headers: list[BlockHeader]) -> list[BlockHeader]:
         """The headers after the last one we already have (they must build on it)."""
@@ -803,7 +1025,8 @@ class LedgerNode:
             return
         while hashes := peer.download.next_request():
             peer.awaiting = "blocks"
-            peer.deadline = time.monotonic() + self.config.request_timeout
+            if peer.deadline is None:
+                peer.deadline = time.monotonic() + self.config.request_timeout
             peer.send("get_blocks", hashes=hashes)
 
     def _handle_blocks(self, peer: Peer, wires: list[dict[str, Any]]) -> None:
@@ -814,6 +1037,12 @@ class LedgerNode:
         except LedgerError as exc:
             self._invalid_block_from(peer, str(exc))
             return
+        asked = peer.download.oldest_request
+        got = {b.hash for b in blocks}
+        size = sum(b.size for b in blocks)
+        # An answer that leaves out asked blocks although it is far from the size budget does not count as
+        # progress: a peer dripping a block per answer still meets its deadline.
+        short = any(h not in got for h in asked) and size < MAX_BLOCKS_BYTES - self.params.max_block_bytes
         if peer.download.received([b.hash for b in blocks]):
             raise ProtocolError("the blocks answer holds blocks that were not asked for")
         if peer.download.stalled:
@@ -822,46 +1051,134 @@ class LedgerNode:
             peer.awaiting, peer.deadline = None, None
             self._finish_sync(peer)
             return
+        # The time we spend validating is not the peer's delay: no deadline runs meanwhile.
+        started, deadline = time.monotonic(), peer.deadline
+        peer.deadline = None
         if peer.download.idle:
-            peer.awaiting, peer.deadline = None, None
-        else:
-            peer.deadline = time.monotonic() + self.config.request_timeout
+            peer.awaiting = None
         if not peer.download.done:
             self._request_blocks(peer)  # the peer prepares the next batch while we validate this one
+            peer.deadline = None
         self._ctx.bulk = True
         self._ctx.source = peer
         try:
             for block in blocks:
-                if not self._receive(peer, block):
+                if self._receive(peer, block, requested=True) == "invalid":
                     peer.download.clear()
                     return
         finally:
             self._ctx.bulk = False
             self._ctx.source = None
+            if not peer.download.idle:
+                now = time.monotonic()
+                if short and deadline is not None:
+                    peer.deadline = deadline + (now - started)   # a drip does not move the deadline on
+                else:
+                    peer.deadline = now + self.config.request_timeout
         height = self.ledger.height
         self._report_progress(SyncProgress(peer.text, "blocks", height, max(peer.height, height)))
-        if peer.download.done:
+        if peer.download.done and peer.awaiting is None:
             self._request_headers(peer)  # bodies done: ask whether there is more
 
-    def _receive(self, peer: Peer, block: Block) -> bool:
-        """Hand a block from ``peer`` to the ledger; False (and the peer penalised) if it is invalid."""
+    def _stall(self, peer: Peer, now: float) -> None:
+        """``peer`` left a sync request unanswered past its deadline."""
+        self.stats["stalls"] += 1
+        with self._lock:
+            if len(self._stalled) >= 10_000:
+                self._stalled = {ip: t for ip, t in self._stalled.items() if t > now}
+            self._stalled[peer.ip] = now + self.config.stall_cooldown
+            syncing = self._sync_peer is peer
+        log.warning("%s stalled: no answer to a sync request within %g s%s", peer.text, self.config.request_timeout,
+                    "; syncing from another peer" if syncing else "")
+        self._penalize(peer.ip, PENALTY_STALL, "left a sync request unanswered")
+        peer.close("no answer to a sync request in time")
+
+    def _receive(self, peer: Peer, block: Block, *, requested: bool = False) -> str:
+        """Hand a block from ``peer`` to the ledger when it may join our chain; returns "added", "known",
+        "orphan" (held in memory until its parent arrives), "side" (a branch with no more work than ours, not
+        stored) or "invalid" (the peer was penalised). ``requested``: asked for in a sync, after its branch's
+        headers were checked and found preferred over ours."""
         now = self.clock()
         if block.header.timestamp > now + self.params.max_future_seconds:
             # Possibly only our clocks disagree: refuse without banning.
             log.info("ignoring %s from %s: dated in the future", block.header.describe(), peer.text)
             self._penalize(peer.ip, PENALTY_PROTOCOL, f"{block.header.describe()} is dated in the future")
-            return False
-        result = self.ledger.receive_block(block, now)
+            return "invalid"
+        with self.ledger.lock:
+            chain = self.ledger.chain
+            if block.hash in chain:
+                return "known"
+            parent_work = chain.chain_work(block.header.prev_hash)
+            tip = chain_preference(chain.tip_work, chain.tip_hash)
+        if parent_work is None:
+            return self._hold_orphan(peer, block)
+        work = parent_work + block.header.work
+        if not requested and chain_preference(work, block.hash) <= tip:
+            return self._refuse_side_block(peer, block, work, tip[0])
+        result = self.ledger.receive_block(block, now, source=peer.text)  # finality: names the peer of a parked branch
         if result.status == "invalid":
             self._invalid_block_from(peer, result.reason)
-            return False
+            return "invalid"
         if result.status == "added":
             with self.ledger.lock:
-                work = self.ledger.chain.chain_work(block.hash)
-            if work is not None:
-                peer.work = max(peer.work, work)
+                accepted = self.ledger.chain.chain_work(block.hash)
+            if accepted is not None:
+                peer.note_validated(accepted, block.hash)
                 peer.height = max(peer.height, block.height)
-        return True
+            self._release_orphans(block.hash)
+            return "added"
+        return "known"
+
+    def _hold_orphan(self, peer: Peer, block: Block) -> str:
+        """Keep a block whose parent we lack in the sender's bounded share of the orphan buffer."""
+        p = self.params
+        header = block.header
+        problem = None
+        if header.network_id != p.network_id or header.version != p.version or header.target_bits != p.difficulty_bits:
+            problem = f"{header.describe()} does not follow this network's parameters"
+        elif header.height < 1 or not header.meets_target():
+            problem = f"{header.describe()} has too little proof of work"
+        elif len(block.records) > p.max_block_records or block.size > p.max_block_bytes:
+            problem = f"{header.describe()} is over the block size limits"
+        if problem is not None:
+            self._invalid_block_from(peer, problem)
+            return "invalid"
+        with self._lock:
+            pushed = self._orphans.add(block, block.size, peer.ip)
+        # A peer whose checked chain is ahead of ours may honestly announce more new blocks than its share while
+        # we catch up: only a sender with nothing better to show pays for the orphans it pushes out.
+        ahead = peer.validated_preference > self._our_preference()
+        for old in pushed:
+            self.stats["orphans_dropped"] += 1
+            log.info("dropped orphan %s from %s: its share of the orphan buffer is full", old.header.describe(),
+                     peer.text)
+            if not ahead:
+                self._penalize(peer.ip, PENALTY_ORPHAN, "blocks that build on nothing this node knows")
+        return "orphan"
+
+    def _release_orphans(self, parent_hash: bytes) -> None:
+        """Hand the orphans that build on a block just added to the ledger (the same rules apply again)."""
+        with self._lock:
+            waiting = self._orphans.children(parent_hash)
+            senders = {p.ip: p for p in self._peers if p.is_peer}
+        for owner, block in waiting:
+            sender = senders.get(owner)
+            if sender is not None:
+                self._receive(sender, block)
+
+    def _refuse_side_block(self, peer: Peer, block: Block, work: int, tip_work: int) -> str:
+        """A block whose branch would not be preferred over our tip: not stored; counted against its sender
+        when its branch has less work than ours (an equal-work competitor is an honest race)."""
+        with self._lock:
+            self._side_seen[block.hash] = None
+            while len(self._side_seen) > 4096:
+                self._side_seen.popitem(last=False)
+        self.stats["side_blocks_refused"] += 1
+        log.info("not storing %s from %s: its branch has %s work than ours", block.header.describe(), peer.text,
+                 "less" if work < tip_work else "no more")
+        if work < tip_work:
+            self._penalize(peer.ip, PENALTY_SIDE_BLOCK, "blocks of branches with less work than ours")
+        return "side"
 
     def _invalid_block_from(self, peer: Peer, reason: str) -> None:
         self.stats["invalid_blocks"] += 1
@@ -874,9 +1191,10 @@ class LedgerNode:
             if self._sync_peer is peer:
                 self._sync_peer = None
             self._ever_synced = True
-        height, tip, work = self.ledger.tip_info()
-        # It has nothing after our locator: its main chain ends at our tip (or it lied about its work).
-        peer.work = work
+        height, tip, _ = self.ledger.tip_info()
+        # It has nothing more after our locator: its main chain ends in ours (or it lied in its hello).
+        peer.claims_more = False
+        peer.spent = peer.validated_preference
         self._report_progress(SyncProgress(peer.text, "done", height, height))
         tip_block = self.ledger.get_block(tip)
         if tip_block is not None and tip != self._sync_start_tip:
@@ -903,20 +1221,20 @@ class LedgerNode:
         except LedgerError as exc:
             self._invalid_block_from(peer, str(exc))
             return
-        if self.ledger.has_block(block.hash):
-            return
+        with self._lock:
+            seen = block.hash in self._orphans or block.hash in self._side_seen
+        if seen or self.ledger.has_block(block.hash):
+            return  # repeats cost nothing, and are not checked again
         peer.height = max(peer.height, block.height)
         self._ctx.source = peer
         try:
-            ok = self._receive(peer, block)
+            status = self._receive(peer, block)
         finally:
             self._ctx.source = None
-        with self.ledger.lock:
-            connected = block.hash in self.ledger.chain
-        if ok and not connected:
-            # Its parent is unknown to us: the peer is ahead on some branch; fetch headers from it.
+        if status == "orphan":
+            # Its parent is unknown to us: the peer is ahead on some branch; ask it for headers.
             peer.wants_sync = True
-            self._maybe_sync(peer)
+            self._maybe_sync()
 
     def _handle_record_announcement(self, peer: Peer, wire: dict[str, Any]) -> None:
         try:
@@ -1026,7 +1344,8 @@ class LedgerNode:
         return added
 
     def _precheck(self, record: Record, now: float) -> bool | None:
-        """Rule check against the tip and the pool; None if already known, else whether it is a new IP claim."""
+        """Rule check against the tip and the pool; None if already known, else whether it needs a reachability
+        proof: a new IP claim, or any record for an IP whose binding is disputed here."""
         ledger = self.ledger
         with ledger.lock:
             if record.id in ledger.pool or ledger.chain.has_record(record.id):
@@ -1036,6 +1355,8 @@ class LedgerNode:
             if record.ip is None:
                 return False
             holder = state.lookup_ip(record.ip, now)
+        if holder is not None and self.disputes.disputed(record.ip, holder.record.id) is not None:
+            return True   # renewing a binding disputed here needs a fresh reachability proof (ledger/disputes.py)
         return holder is None or holder.record.fingerprint not in (record.fingerprint, record.signer_fingerprint)
 
     def _admission_loop(self) -> None:
@@ -1164,6 +1485,9 @@ class LedgerNode:
                         log.warning("cannot register this machine's record: %s", exc)
                     self.registration_error = str(exc)
                     self._next_register = now + self.config.register_retry
+            if self.config.register and now >= self._next_watch and not self.syncing:   # owner watch (watch.py)
+                self._next_watch = now + self.config.register_check
+                self.watch.check()
             if now >= self._next_revalidate:
                 self._next_revalidate = now + 60.0
                 self.ledger.revalidate_pool(self.clock())
@@ -1171,12 +1495,14 @@ class LedgerNode:
                 self._maybe_sync()
 
     def _dial_more(self, now: float) -> None:
+        """Dial known addresses (seeds first, with backoff) while below the outbound target. Inbound peers never
+        hold the slots reserved for outbound ones, so a node whose inbound slots are full still dials out."""
         with self._lock:
             if self._closing.is_set():
                 return
-            peers = [p for p in self._peers if p.is_peer]
+            peers = [p for p in self._peers if p.is_peer and not p.closed.is_set()]
             outbound = sum(1 for p in peers if not p.inbound) + len(self._dialing)
-            want = min(self.config.outbound_peers, self.max_peers - len(peers) + outbound) - outbound
+            want = min(self.outbound_target - outbound, self.max_peers - len(peers) - len(self._dialing))
             if want <= 0:
                 return
             connected = {p.listen_addr for p in peers if p.listen_addr is not None}
@@ -1193,9 +1519,8 @@ class LedgerNode:
         with self._lock:
             peers = list(self._peers)
         for peer in peers:
-            if peer.deadline is not None and now > peer.deadline:
-                log.info("%s did not answer a sync request in time", peer.text)
-                peer.close("no answer to a sync request in time")
+            if peer.deadline is not None and now > peer.deadline and not peer.closed.is_set():
+                self._stall(peer, now)
             elif peer.is_peer and min(now - peer.last_recv, now - peer.last_ping) > self.config.ping_interval:
                 peer.last_ping = now
                 peer.send("ping", nonce=int(now * 1000) & _MAX_WIRE_INT)

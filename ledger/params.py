@@ -72,11 +72,17 @@ class NetworkParams:
         return network_id(self.name)
 
     @cached_property
-    def digest(self) -> bytes:
-        """SHA-256 over every parameter: the genesis block's ``prev_hash``."""
-        import msgpack  # on first use: `ledger --help` needs these constants, not the codec
+    def serialized(self) -> bytes:
+        """The bytes the digest covers: a msgpack array of ``[name, value]`` pairs, one per parameter, sorted by
+        name (docs/ledger.md gives the byte layout and a vector)."""
+        import msgpack  # on first use: `ledger --help` needs this module's constants, not the codec
 
-        return crypto.sha256(PARAMS_DOMAIN, msgpack.packb(sorted(asdict(self).items()), use_bin_type=True))
+        return msgpack.packb(sorted(asdict(self).items()), use_bin_type=True)
+
+    @cached_property
+    def digest(self) -> bytes:
+        """SHA-256 of ``PARAMS_DOMAIN`` followed by :attr:`serialized`: the genesis block's ``prev_hash``."""
+        return crypto.sha256(PARAMS_DOMAIN, self.serialized)
 
     def genesis(self) -> Block:
         """The genesis block: height 0, no records, timestamp 0, nonce 0, exempt from proof of work."""
@@ -89,7 +95,13 @@ class NetworkParams:
 
     @cached_property
     def genesis_hash(self) -> bytes:
+        """The network id: the genesis block's hash, which commits to every parameter."""
         return self.genesis().hash
+
+    @property
+    def id_text(self) -> str:
+        """The network id for people (see :func:`format_network_id`)."""
+        return format_network_id(self.genesis_hash)
 
     def to_wire(self) -> dict[str, Any]:
         """All parameters as a msgpack-friendly map."""
@@ -112,3 +124,30 @@ class NetworkParams:
 
     def describe(self) -> str:
         return f"network '{self.name}' (difficulty {self.difficulty_bits} bits, version {self.version})"
+
+
+NETWORK_ID_GROUPS = 8          # 8 groups of 4 hex digits: the first 128 bits of the genesis hash
+MIN_NETWORK_ID_HEX = 32        # what --network-id must give at least (128 bits)
+
+
+def format_network_id(genesis_hash: bytes, groups: int = NETWORK_ID_GROUPS) -> str:
+    """A network id as people compare it, like a key fingerprint: ``3f2a 9c01 …`` (the first 128 bits)."""
+    text = genesis_hash.hex()
+    return " ".join(text[i:i + 4] for i in range(0, min(len(text), groups * 4), 4))
+
+
+def parse_network_id(text: str) -> str:
+    """A network id typed by a person (hex, spaces, dashes and colons ignored) as lower-case hex; at least the
+    first 128 bits (32 hex digits) of the genesis hash, at most all 64."""
+    cleaned = "".join(c for c in text.strip().lower() if c not in " -:")
+    if not cleaned or any(c not in "0123456789abcdef" for c in cleaned):
+        raise LedgerError(f"network id '{text[:80]}' is not hexadecimal (copy it as 'ledger serve' printed it)")
+    if not MIN_NETWORK_ID_HEX <= len(cleaned) <= 64:
+        raise LedgerError(f"network id '{text[:80]}' has {len(cleaned)} hex digits; give at least "
+                          f"{MIN_NETWORK_ID_HEX} (the 8 groups 'ledger serve' prints) and at most 64")
+    return cleaned
+
+
+def matches_network_id(genesis_hash: bytes, network_id_hex: str) -> bool:
+    """True when ``network_id_hex`` (from :func:`parse_network_id`) is a prefix of the genesis hash."""
+    return genesis_hash.hex().startswith(network_id_hex)

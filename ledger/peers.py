@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from ledger.blocks import Block
 from p2pchat.foundation.addresses import format_address
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ class AddressInfo:
     last_seen: float = 0.0
     seed: bool = False
     attempts: int = 0
+    source: str | None = None     # the IP of the peer that told us about it (None: a seed or a peer itself)
 
 
 @dataclass
@@ -141,29 +143,51 @@ class AddressBook:
     """Addresses of ledger nodes we know of, with backoff state per address.
 
     Seeds are never forgotten; learned addresses are dropped after ``max_failures`` failures in a row and the
-    book keeps at most ``max_size`` of them.
+    book keeps at most ``max_size`` of them, of which at most ``max_per_source`` learned from any one peer IP
+    (so peers on a few addresses cannot fill the book with addresses of their own choosing).
     """
 
     own: set[Address] = field(default_factory=set)
     max_size: int = 1000
+    max_per_source: int = 64
     max_failures: int = 8
     base_delay: float = 1.0
     max_delay: float = 60.0
     _book: dict[Address, AddressInfo] = field(default_factory=dict)
+    _per_source: dict[str, int] = field(default_factory=dict)
 
-    def add(self, addr: Address, now: float, *, seed: bool = False) -> bool:
-        """Remember ``addr``; returns True if it was new."""
+    def add(self, addr: Address, now: float, *, seed: bool = False, source: str | None = None) -> bool:
+        """Remember ``addr`` (told by the peer at IP ``source``, if any); returns True if it was new."""
         if addr in self.own:
             return False
         info = self._book.get(addr)
         if info is not None:
             info.last_seen = now
             info.seed = info.seed or seed
+            if source is None and info.source is not None:  # seen first-hand (a seed, or the peer itself)
+                self._forget_source(info.source)
+                info.source = None
             return False
         if len(self._book) >= self.max_size and not seed:
             return False
-        self._book[addr] = AddressInfo(last_seen=now, seed=seed)
+        if source is not None:
+            if self._per_source.get(source, 0) >= self.max_per_source:
+                return False
+            self._per_source[source] = self._per_source.get(source, 0) + 1
+        self._book[addr] = AddressInfo(last_seen=now, seed=seed, source=source)
         return True
+
+    def _forget_source(self, source: str) -> None:
+        left = self._per_source.get(source, 0) - 1
+        if left > 0:
+            self._per_source[source] = left
+        else:
+            self._per_source.pop(source, None)
+
+    def _drop(self, addr: Address) -> None:
+        info = self._book.pop(addr)
+        if info.source is not None:
+            self._forget_source(info.source)
 
     def __contains__(self, addr: Address) -> bool:
         return addr in self._book
@@ -196,7 +220,7 @@ class AddressBook:
             return
         info.failures += 1
         if info.failures >= self.max_failures and not info.seed:
-            del self._book[addr]
+            self._drop(addr)
             log.info("forgot peer %s after %d failed attempts", format_address(*addr), info.failures)
             return
         info.next_try = now + backoff_delay(info.failures, base=self.base_delay, cap=self.max_delay, jitter=jitter)
@@ -214,3 +238,91 @@ class AddressBook:
 
     def info(self, addr: Address) -> AddressInfo | None:
         return self._book.get(addr)
+
+
+PENALTY_STALL = 34              # a sync request left unanswered past its deadline (three in a row: banned)
+PENALTY_ORPHAN = 12             # an orphan pushed out of the sender's bounded share (it never connected)
+PENALTY_SIDE_BLOCK = 12         # an unrequested block whose branch has less work than our tip
+
+
+@dataclass
+class _Orphan:
+    block: Block
+    size: int
+    owner: str
+
+
+class OrphanBuffer:
+    """Blocks whose parent is unknown yet, held in memory only and bounded per sender IP (count and bytes) and
+    in total; the oldest of a sender's share is pushed out when a new one does not fit. Nothing here is stored
+    on disk: an orphan joins the ledger only once its parent has."""
+
+    def __init__(self, *, per_peer: int = 4, per_peer_bytes: int = 2_000_000, total_bytes: int = 16_000_000) -> None:
+        self.per_peer = per_peer
+        self.per_peer_bytes = per_peer_bytes
+        self.total_bytes = total_bytes
+        self._items: dict[bytes, _Orphan] = {}           # insertion order = age
+        self._by_prev: dict[bytes, set[bytes]] = {}
+        self._count: dict[str, int] = {}
+        self._bytes: dict[str, int] = {}
+        self.bytes = 0
+
+    def __contains__(self, block_hash: bytes) -> bool:
+        return block_hash in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def held_by(self, owner: str) -> tuple[int, int]:
+        """(blocks, bytes) held for ``owner``."""
+        return self._count.get(owner, 0), self._bytes.get(owner, 0)
+
+    def add(self, block: Block, size: int, owner: str) -> list[Block]:
+        """Hold ``block`` for ``owner``; returns the blocks pushed out to make room (the sender's oldest first,
+        then anyone's oldest while the total is over). A block larger than a whole share is not held at all
+        (returned as pushed out)."""
+        if block.hash in self._items:
+            return []
+        if size > self.per_peer_bytes or size > self.total_bytes:
+            return [block]
+        pushed: list[Block] = []
+        while self._count.get(owner, 0) >= self.per_peer or self._bytes.get(owner, 0) + size > self.per_peer_bytes:
+            pushed.append(self._remove(next(h for h, o in self._items.items() if o.owner == owner)).block)
+        while self.bytes + size > self.total_bytes:
+            pushed.append(self._remove(next(iter(self._items))).block)
+        self._items[block.hash] = _Orphan(block, size, owner)
+        self._by_prev.setdefault(block.header.prev_hash, set()).add(block.hash)
+        self._count[owner] = self._count.get(owner, 0) + 1
+        self._bytes[owner] = self._bytes.get(owner, 0) + size
+        self.bytes += size
+        return pushed
+
+    def children(self, parent_hash: bytes) -> list[tuple[str, Block]]:
+        """Take out the held blocks that build on ``parent_hash`` (with their senders)."""
+        out = []
+        for h in sorted(self._by_prev.get(parent_hash, ())):
+            orphan = self._remove(h)
+            out.append((orphan.owner, orphan.block))
+        return out
+
+    def drop_owner(self, owner: str) -> int:
+        """Forget everything held for ``owner`` (its last connection ended); returns how many."""
+        hashes = [h for h, o in self._items.items() if o.owner == owner]
+        for h in hashes:
+            self._remove(h)
+        return len(hashes)
+
+    def _remove(self, block_hash: bytes) -> _Orphan:
+        orphan = self._items.pop(block_hash)
+        prev = orphan.block.header.prev_hash
+        waiting = self._by_prev.get(prev)
+        if waiting is not None:
+            waiting.discard(block_hash)
+            if not waiting:
+                del self._by_prev[prev]
+        self._count[orphan.owner] -= 1
+        self._bytes[orphan.owner] -= orphan.size
+        if not self._count[orphan.owner]:
+            del self._count[orphan.owner], self._bytes[orphan.owner]
+        self.bytes -= orphan.size
+        return orphan

@@ -72,7 +72,7 @@ class Mempool:
             raise LedgerError(f"the pending pool is full ({self.max_records} records); try again after the next block")
         state = self.state(chain, now)
         record.verify_signatures(self.params.name)
-        state.apply(record, int(now), None, None, None)
+        state.apply(record, int(now), None, None, None, chain.median_time_past())
         self._records[record.id] = record
         self._changes[record.id] = record
         return True
@@ -138,6 +138,7 @@ class Mempool:
 
     def _rebuild(self, chain: Chain, now: float) -> None:
         state = chain.bindings.overlay()
+        lapse_at = chain.median_time_past()  # the next block judges lapsed bindings by the tip's median time past
         kept: dict[bytes, Record] = {}
         for record_id, record in self._records.items():
             if len(kept) >= self.max_records:
@@ -147,7 +148,7 @@ class Mempool:
                 if chain.has_record(record_id):
                     raise LedgerError("already mined")
                 record.verify_signatures(self.params.name)
-                state.apply(record, int(now), None, None, None)
+                state.apply(record, int(now), None, None, None, lapse_at)
             except LedgerError as exc:
                 log.info("pending record dropped: %s", exc)
                 self._changes[record_id] = None

@@ -78,7 +78,10 @@ LEDGER_PROTOCOL = Protocol("ledger", {
     "lookup_result": {"found": Field(bool), "reason": opt(str, max_len=1000), "record": opt(dict, max_len=32),
                       "header": opt(bytes, max_len=MAX_HEADER_BYTES), "index": opt(int, lo=0, hi=2**31),
                       "path": opt(list, max_len=64, items=_hash), "height": opt(int, lo=0, hi=2**40),
-                      "confirmations": opt(int, lo=0, hi=2**40)},
+                      "confirmations": opt(int, lo=0, hi=2**40),
+                      # This node's dispute mark of an IP binding (ledger/disputes.py): holder, answering, checked,
+                      # node. Not proven: what the answering node itself observed.
+                      "disputed": opt(dict, max_len=8)},
     "status": {},
     "status_result": {"status": Field(dict, max_len=64)},
     # Reachability proof: the node at the dialled address signs a fresh nonce with its identity key.
@@ -87,8 +90,17 @@ LEDGER_PROTOCOL = Protocol("ledger", {
     # A light client hands a record to a node, which admits it like one received by gossip.
     "submit": {"record": Field(dict, max_len=32)},
     "submit_result": {"accepted": Field(bool), "reason": opt(str, max_len=1000), "id": opt(bytes, max_len=32)},
+    # An owner's evidence that its binding was taken (ledger/watch.py, ledger/disputes.py): its signed record and,
+    # if it was mined, the header and Merkle path of the block that held it. Gossip between peers only.
+    "binding_alert": {"kind": Field(str, max_len=16), "record": Field(dict, max_len=32),
+                      "header": opt(bytes, max_len=MAX_HEADER_BYTES), "index": opt(int, lo=0, hi=2**31),
+                      "path": opt(list, max_len=64, items=_hash)},
     "ping": {"nonce": Field(int, lo=0, hi=2**63)},
     "pong": {"nonce": Field(int, lo=0, hi=2**63)},
+    # Finality survey of a joining node: the newest final block, and the main-chain block at ``height`` if final.
+    "get_checkpoint": {"height": opt(int, lo=0, hi=2**40)},
+    "checkpoint": {"final_height": Field(int, lo=0, hi=2**40), "final_hash": _hash,
+                   "height": opt(int, lo=0, hi=2**40), "hash": opt(bytes, min_len=HASH_LEN, max_len=HASH_LEN)},
 }, max_frame=MAX_FRAME)
 
 
@@ -157,16 +169,27 @@ def hello_fields(*, role: str, nonce: bytes, network: str | None = None, genesis
             "work": None if work is None else work_to_bytes(work), "listen_port": listen_port, "agent": AGENT}
 
 
-def check_compatible(hello: PeerHello, *, network: str | None, genesis: bytes | None) -> None:
+def check_compatible(hello: PeerHello, *, network: str | None, genesis: bytes | None,
+                     difficulty_bits: int | None = None) -> None:
     """Refuse a peer on another network. ``network``/``genesis`` None means "not pinned"; a peer that did not
-    say (a light client) is not refused for it. The message names what this side is on."""
+    say (a light client) is not refused for it. The message names both networks and both network ids."""
+    from ledger.params import format_network_id
+
+    peer_name = (hello.network or "?")[:64]
     if network is not None and hello.network is not None and hello.network != network:
-        raise ProtocolError(f"wrong ledger network: this node is on '{network}', the peer is on "
-                            f"'{hello.network[:64]}'")
+        ids = ""
+        if hello.genesis is not None and genesis is not None:
+            ids = f" (ids {format_network_id(hello.genesis)} and {format_network_id(genesis)})"
+        raise ProtocolError(f"wrong ledger network: the peer is on '{peer_name}', this node is on "
+                            f"'{network}'{ids}; refusing it")
     if genesis is not None and hello.genesis is not None and hello.genesis != genesis:
-        name = (hello.network or "?")[:64]
-        raise ProtocolError(f"the peer's network '{name}' has genesis {hello.genesis.hex()[:16]}…, this node's has "
-                            f"{genesis.hex()[:16]}… (same name, different parameters)")
+        detail = ""
+        peer_bits = hello.params.get("difficulty_bits") if isinstance(hello.params, dict) else None
+        if isinstance(peer_bits, int) and difficulty_bits is not None and peer_bits != difficulty_bits:
+            detail = f", difficulty {peer_bits} bits instead of {difficulty_bits}"
+        raise ProtocolError(f"the peer's network '{peer_name}' has id {format_network_id(hello.genesis)}, but "
+                            f"this node's network has id {format_network_id(genesis)} (same name, other "
+                            f"parameters{detail}: another or a forged network); refusing it")
 
 
 def reachability_data(nonce: bytes, ip: str, network: str) -> bytes:

@@ -251,7 +251,7 @@ class Record:
         if not isinstance(data, dict):
             raise LedgerError("a record should be a map")
         try:
-            values = {k: data.get(k) for k in _WIRE_KEYS}
+            values: dict[str, Any] = {k: data.get(k) for k in _WIRE_KEYS}
         except TypeError:
             raise LedgerError("a record map has unhashable keys") from None
         for name in ("kind", "key", "seq", "prev", "nickname", "issued", "expires", "sig"):

@@ -235,13 +235,45 @@ class Store:
         self._write([("INSERT OR REPLACE INTO meta(key, value) VALUES('params', ?)", (_pack(params.to_wire()),))],
                     durable=True)
 
+    # --- finality ------------------------------------------------------------------------------------------
+
+    def save_finality(self, state: dict[str, Any]) -> None:
+        """Keep the chain's finality state (final block, connection times above it, checkpoint) in ``meta``."""
+        self._write([("INSERT OR REPLACE INTO meta(key, value) VALUES('finality', ?)", (_pack(state),))])
+
+    def load_finality(self) -> dict[str, Any] | None:
+        """The saved finality state, or None (none saved, or damaged: then finality restarts from the depth
+        and the clocks, which is logged)."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key='finality'").fetchone()
+        if row is None:
+            return None
+        try:
+            state = _unpack(row[0])
+            ok = (isinstance(state, dict) and isinstance(state.get("final_height"), int)
+                  and isinstance(state.get("final_hash"), bytes) and isinstance(state.get("held"), list)
+                  and all(isinstance(x, list) and len(x) == 2 and isinstance(x[0], bytes)
+                          and isinstance(x[1], (int, float)) for x in state["held"])
+                  and (state.get("checkpoint") is None
+                       or (isinstance(state["checkpoint"], list) and len(state["checkpoint"]) == 2)))
+        except (ValueError, TypeError, msgpack.UnpackException):
+            ok = False
+        if not ok:
+            log.warning("the saved finality state in %s is damaged; recomputing it from depth and time", self.path)
+            return None
+        return state
+
     # --- blocks --------------------------------------------------------------------------------------------
 
-    def save_block(self, block: Block) -> None:
-        """Append one block in its own transaction (a block already stored is ignored)."""
+    def save_block(self, block: Block, finality: dict[str, Any] | None = None) -> None:
+        """Append one block in its own transaction (a block already stored is ignored), with the chain's
+        finality state in the same transaction when given."""
         records = _pack([r.to_wire() for r in block.records])
-        self._write([("INSERT OR IGNORE INTO blocks(hash, height, header, records) VALUES(?, ?, ?, ?)",
-                      (block.hash, block.height, block.header.packed, records))])
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            ("INSERT OR IGNORE INTO blocks(hash, height, header, records) VALUES(?, ?, ?, ?)",
+             (block.hash, block.height, block.header.packed, records))]
+        if finality is not None:
+            statements.append(("INSERT OR REPLACE INTO meta(key, value) VALUES('finality', ?)", (_pack(finality),)))
+        self._write(statements)
 
     def delete_blocks(self, hashes: Iterable[bytes]) -> None:
         self._write([("DELETE FROM blocks WHERE hash=?", (h,)) for h in hashes])
@@ -291,7 +323,8 @@ class Store:
 
     def update_pending(self, saved: Iterable[Record], removed: Iterable[bytes]) -> None:
         """Save and remove pending records in one durable transaction."""
-        statements = [("DELETE FROM pending WHERE id=?", (rid,)) for rid in removed]
+        statements: list[tuple[str, tuple[Any, ...]]] = [("DELETE FROM pending WHERE id=?", (rid,))
+                                                         for rid in removed]
         statements += [("INSERT OR IGNORE INTO pending(id, record) VALUES(?, ?)", (r.id, _pack(r.to_wire())))
                        for r in saved]
         if statements:

@@ -79,6 +79,11 @@ class BlockDownload:
         return [h for batch in self._flight for h in batch]
 
     @property
+    def oldest_request(self) -> list[bytes]:
+        """The hashes of the oldest request still out (what the next answer must be about)."""
+        return list(self._flight[0]) if self._flight else []
+
+    @property
     def remaining(self) -> int:
         return len(self._queue) + sum(len(b) for b in self._flight)
 
@@ -94,7 +99,7 @@ class BlockDownload:
         """The next batch to ask for (empty while ``window`` batches are out or nothing is queued)."""
         if len(self._flight) >= self.window or not self._queue:
             return []
-        batch = []
+        batch: list[bytes] = []
         while self._queue and len(batch) < self.batch:
             h = self._queue.popleft()
             self._queued.discard(h)

@@ -9,6 +9,8 @@ API::
     .send_typing(typing) -> [frame] or []             # only on a change of state
     .send_goodbye(reason="") -> [frame] or []         # once; afterwards nothing more is sent
     .receive(msg: Message, now=None, *, more_buffered=False) -> list[ChEvent]   # never raises for a peer's input
+    .poll(now) -> list[ChEvent]                       # the timer: retries an unanswered rotation, or gives up
+    .deadline -> float | None                         # when poll() next has something to do (the IO clock)
     .take_receipt() -> [frame] or []                  # the receipt for texts collected while more_buffered
     .close()                                          # drop all key material (end of session)
     .epoch (= send_epoch), .recv_epoch, .until_rotation, .rotating, .rotate_every, .closed, .peer_closed,
@@ -23,8 +25,20 @@ Events returned by :meth:`Channel.receive`, in order:
 - ``Rotated(epoch, direction)``  — ``"send"``: we now encrypt under ``epoch``; ``"receive"``: the peer does
 - ``Goodbye(reason)``        — the peer closed the chat (authenticated)
 - ``Refused(kind, reason)``  — a frame was refused and not shown (``kind``: ``tampered``, ``replayed``,
-  ``missing``, ``malformed``, ``unexpected``); the session may go on
-- ``PeerError(reason)``      — an (unauthenticated) ``error`` frame: the peer or someone on the path is closing
+  ``malformed``, ``unexpected``), or frames never arrived (``missing``). Refusals are coalesced: only the first
+  one is reported; at :data:`MAX_REFUSED` the channel ends the session (``Abort``) with one sentence counting them
+- ``Abort(reason, connection_lost)`` — the session must end now; the channel is closed (keys erased) and
+  ``reason`` is our own sentence for the user (never text from the network). ``connection_lost``: an
+  unauthenticated ``error`` frame arrived (after step 4 only sealed frames speak, so its text is not shown)
+
+After the handshake only sealed frames are believed: an ``error`` frame means "connection lost", a handshake
+frame ends the session (an ``error`` frame goes back, as during the handshake), and too many refused frames
+(replays, altered frames, frames out of turn) end it with one notice, so a flood of replays costs one line.
+
+Timer: the IO layer calls :meth:`Channel.poll` with its monotonic clock at least every few seconds (and when
+:attr:`Channel.deadline` passes). A ``rotate`` not acknowledged within :data:`ROTATE_ACK_TIMEOUT` is sent again
+(same epoch and half) up to :data:`ROTATE_TRIES` times in all; then the session ends with a reason, so a dropped
+rotation frame cannot freeze a direction on one key, and the sender never waits for ever.
 
 Differences from the first sketch, on purpose: the constructor takes no clock and no rng (nothing in the
 channel depends on time or randomness other than the X25519 keys from ``ephemeral_factory``); ``receive``'s
@@ -52,11 +66,15 @@ them in and counters increase along the wire.
 
 Rotation, per direction (sender S, receiver R), after ``rotate_every`` texts from S under the current epoch:
 S sends ``rotate{epoch+1, pub_S}`` (sealed under the current key) and keeps sending under the current key;
-R answers ``rotate_ack{epoch+1, pub_R}`` (sealed under R's own sending key), derives
+R answers ``rotate_ack{epoch+1, pub_R}`` (sealed under R's own sending key; the same again for a repeated
+``rotate``), derives
 ``key', chain' = HKDF(X25519(r, pub_S), salt=chain, info=label|direction|epoch+1)``, erases its ephemeral and
 the old chain key, and keeps the old receive key only until S's first frame under the new epoch; S derives the
 same on the ack, erases its ephemeral and old keys, and switches. The two directions rotate independently, so
-both sides rotating at once needs no tie-break.
+both sides rotating at once needs no tie-break. While S waits for the ack it seals no text (they stay queued and
+go out under the new key); R refuses a text under the old epoch after its ``rotate``, and a text frame that
+arrives when :data:`~p2pchat.chat_protocol.MAX_ROTATE_EVERY` texts already came under one epoch without a
+``rotate`` (the interval is fixed by the protocol: a sender picks ``rotate_every`` between 1 and that maximum).
 """
 
 from __future__ import annotations
@@ -75,6 +93,7 @@ from p2pchat.chat_protocol import (
     MAX_COUNTER,
     MAX_EPOCH,
     MAX_RECEIPT_IDS,
+    MAX_ROTATE_EVERY,
     MAX_TEXT_BYTES,
     SEALED_CONTENT,
     Send,
@@ -92,6 +111,9 @@ RATCHET_INFO = b"p2pchat/chat-ratchet/v1"
 DEFAULT_ROTATE_EVERY = 10
 MAX_SENT_AT = 1e11        # seconds since 1970: year ~5100; later (or NaN/inf) send times are refused
 MAX_TEXT_ID = 2**63 - 1
+MAX_REFUSED = 3             # refused frames a session survives (the third ends it): TCP never loses or repeats
+ROTATE_ACK_TIMEOUT = 10.0   # seconds to wait for a rotate_ack before sending the rotate again
+ROTATE_TRIES = 3            # rotate frames sent for one rotation before the session is ended
 
 
 class ChannelError(UserError):
@@ -136,11 +158,19 @@ class Refused:
 
 
 @dataclass(frozen=True)
-class PeerError:
-    reason: str
+class Abort:
+    reason: str                     # our own sentence: never text from the network
+    connection_lost: bool = False   # an unauthenticated error frame arrived: nothing more can be sent
 
 
-ChEvent = Send | Text | Receipt | Typing | Rotated | Goodbye | Refused | PeerError
+ChEvent = Send | Text | Receipt | Typing | Rotated | Goodbye | Refused | Abort
+
+
+def utf8_size(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (the limits count bytes); cheap for the texts that cannot be over a limit."""
+    if len(text) * 4 <= MAX_TEXT_BYTES:
+        return len(text) * 4       # an upper bound is enough below the limit
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 # --- key schedule --------------------------------------------------------------------------------------------
@@ -164,6 +194,9 @@ class _SendSide:
         self.counter = 0                    # next counter to use
         self.texts_in_epoch = 0
         self.pending: EphemeralLike | None = None   # our half of a rotation awaiting the peer's ack
+        self.rotate_tries = 0               # rotate frames sent for the pending rotation
+        self.rotate_due: float | None = None     # (IO clock) when the ack is overdue; set by the first poll
+        self.last_ack: tuple[int, bytes] | None = None   # the ack that completed the last rotation
 
     def wipe(self) -> None:
         self.key = self.chain = None
@@ -183,6 +216,8 @@ class _RecvSide:
         self.next_key: bytes | None = None
         self.last_counter = -1
         self.last_text_id = 0
+        self.texts_in_epoch = 0
+        self.rotation: tuple[int, bytes, bytes] | None = None   # (epoch, peer's half, our half) of the answer
 
     def wipe(self) -> None:
         self.key = self.chain = self.next_key = None
@@ -192,11 +227,13 @@ class Channel:
     """One side of an established chat session; see the module docstring."""
 
     def __init__(self, est: Established, *, rotate_every: int = DEFAULT_ROTATE_EVERY,
-                 ephemeral_factory: Callable[[], EphemeralLike] = crypto.EphemeralKey) -> None:
+                 ephemeral_factory: Callable[[], EphemeralLike] = crypto.EphemeralKey,
+                 max_refused: int = MAX_REFUSED) -> None:
         """Takes over ``est``'s keys (they are blanked in ``est``). ``rotate_every``: texts per direction and
-        epoch before that direction's key is rotated."""
-        if rotate_every < 1:
-            raise ValueError("rotate_every must be at least 1")
+        epoch before that direction's key is rotated (1 to ``MAX_ROTATE_EVERY``). ``max_refused``: refused frames
+        that end the session (tests of single refusals raise it)."""
+        if not 1 <= rotate_every <= MAX_ROTATE_EVERY:
+            raise ValueError(f"rotate_every must be between 1 and {MAX_ROTATE_EVERY}")
         if not est.send_key or not est.recv_key:
             raise ValueError("these session keys were already taken by another Channel")
         self.rotate_every = rotate_every
@@ -211,6 +248,9 @@ class Channel:
         self._unreceipted: list[int] = []    # ids of texts received whose receipt has not been sealed yet
         self._queued: list[tuple[int, float, str, int]] = []   # (id, sent_at, text, UTF-8 size) not sealed yet
         self._typing = False
+        self._refused = 0            # frames refused so far (only the first is reported)
+        self.max_refused = max_refused
+        self._refused_since_accept = 0
         self.closed = False          # we said goodbye
         self.peer_closed = False     # the peer said goodbye
 
@@ -233,6 +273,11 @@ class Channel:
         if self._send.pending is not None:
             return 0
         return max(0, self.rotate_every - self._send.texts_in_epoch - len(self._queued))
+
+    @property
+    def refused_count(self) -> int:
+        """Frames refused in this session (only the first was reported)."""
+        return self._refused
 
     @property
     def rotating(self) -> bool:
@@ -282,12 +327,13 @@ class Channel:
         """Seal every queued text, in order: one alone as ``text``, several as ``texts`` batches (at most
         :data:`MAX_BATCH_TEXTS` entries and :data:`MAX_BATCH_TEXT_BYTES` of text each; a larger text alone), then
         a ``rotate`` frame if this side's texts crossed the rotation threshold. ``[]`` when nothing is queued."""
-        if not self._queued:
-            return []
-        queued, self._queued = self._queued, []
+        if not self._queued or self._send.pending is not None:
+            return []      # while a rotation waits for its ack, texts wait for the new key
+        queued = self._queued
         frames: list[bytes] = []
         start = 0
-        while start < len(queued):
+        while start < len(queued) and (self._send.texts_in_epoch < self.rotate_every
+                                       or self._send.epoch >= MAX_EPOCH):
             end, size = start + 1, queued[start][3]
             while end < len(queued) and end - start < MAX_BATCH_TEXTS and size + queued[end][3] <= MAX_BATCH_TEXT_BYTES:
                 size += queued[end][3]
@@ -297,10 +343,10 @@ class Channel:
                 frames.append(self._seal("text", id=msg_id, sent_at=sent_at, text=text))
             else:
                 frames.append(self._seal("texts", texts=[[i, t, x] for i, t, x, _ in queued[start:end]]))
+            self._send.texts_in_epoch += end - start
             start = end
-        self._send.texts_in_epoch += len(queued)
-        if self._send.texts_in_epoch >= self.rotate_every and self._send.pending is None \
-                and self._send.epoch < MAX_EPOCH:
+        self._queued = queued[start:]
+        if self._send.texts_in_epoch >= self.rotate_every and self._send.epoch < MAX_EPOCH:
             frames.append(self._begin_rotation())
         return frames
 
@@ -350,7 +396,66 @@ class Channel:
     def _begin_rotation(self) -> bytes:
         eph = self._ephemeral_factory()
         self._send.pending = eph
+        self._send.rotate_tries = 1
+        self._send.rotate_due = None
         return self._seal("rotate", epoch=self._send.epoch + 1, pub=eph.public)
+
+    # --- the timer ------------------------------------------------------------------------------------------
+
+    @property
+    def deadline(self) -> float | None:
+        """When (on the clock given to :meth:`poll`) :meth:`poll` next has something to do; ``None``: nothing is
+        timed, though a rotation that just started is timed from the next :meth:`poll`."""
+        return self._send.rotate_due
+
+    def poll(self, now: float) -> list[ChEvent]:
+        """The channel's timer; ``now`` is the IO layer's monotonic clock. Call it every few seconds while a
+        session is up: a rotation is timed from the first call after it started; past its deadline the
+        ``rotate`` goes again, and after :data:`ROTATE_TRIES` unanswered ones the session ends."""
+        side = self._send
+        if side.pending is None or side.key is None:
+            return []
+        if side.rotate_due is None:
+            side.rotate_due = now + ROTATE_ACK_TIMEOUT
+            return []
+        if now < side.rotate_due:
+            return []
+        if side.rotate_tries < ROTATE_TRIES:
+            side.rotate_tries += 1
+            side.rotate_due = now + ROTATE_ACK_TIMEOUT
+            frame = self._seal("rotate", epoch=side.epoch + 1, pub=side.pending.public)
+            return [Send(frame)]
+        tries = side.rotate_tries
+        return self._abort(f"the peer did not acknowledge the rotation of our sending key ({tries} requests, "
+                           f"{tries * ROTATE_ACK_TIMEOUT:g} s); the chat was ended so that no message waits "
+                           "for ever or goes out under an old key", goodbye="key rotation not acknowledged")
+
+    def _abort(self, reason: str, *, goodbye: str | None = None, error: str | None = None,
+               lost: bool = False) -> list[ChEvent]:
+        """End the session from inside the channel: an authenticated goodbye (or an ``error`` frame) for the peer
+        when there is one to send, then the keys are erased."""
+        events: list[ChEvent] = []
+        if goodbye is not None and not self.closed and self._send.key is not None:
+            self._queued.clear()      # held texts are not sent: the user is told the chat ended
+            events += [Send(frame) for frame in self.send_goodbye(goodbye)]
+        if error is not None:
+            events.append(Send(CHAT.encode("error", reason=error)))
+        self.close()
+        return [*events, Abort(reason, lost)]
+
+    def _refuse(self, kind: str, reason: str, *, authentic: bool = False) -> list[ChEvent]:
+        """A refused frame: the first is reported, the :data:`MAX_REFUSED`-th ends the session. ``authentic``:
+        its counter was used up (malformed content), so it leaves no gap to explain."""
+        self._refused += 1
+        if not authentic:
+            self._refused_since_accept += 1
+        if self._refused >= self.max_refused:
+            return self._abort(f"{self._refused} altered, replayed or out-of-turn frames were refused; the chat "
+                               "was ended (someone on the path is tampering with it, or the peer is broken)",
+                               goodbye="too many frames were refused")
+        if self._refused == 1:
+            return [Refused(kind, f"{reason} (the chat ends if {self.max_refused} frames are refused)")]
+        return []
 
     def _seal_after_queued(self, type_: str, **fields: Any) -> list[bytes]:
         """The queued texts' frames, then one frame of another kind: the peer sees both in the order made."""
@@ -383,53 +488,63 @@ class Channel:
         return events
 
     def _receive(self, msg: Message, now: float | None) -> list[ChEvent]:
-        if msg.type == "error":
-            return [PeerError(msg["reason"])]
-        if msg.type != "sealed":
-            return [Refused("unexpected", f"a '{msg.type}' handshake frame arrived after the handshake finished "
-                                          "(a replay?); it was ignored")]
         side = self._recv
-        epoch, counter, box = msg["epoch"], msg["counter"], msg["box"]
         if side.key is None:
-            return [Refused("unexpected", "a message arrived after this chat was closed; it was not shown")]
+            return []       # closed: nothing more is read
+        if msg.type == "error":
+            # Unauthenticated: the peer closing, or anyone on the path. Its text is not shown.
+            self.close()
+            return [Abort("the connection was lost (an unauthenticated close arrived; after step 4 only sealed "
+                          "frames are believed, so its text is not shown)", connection_lost=True)]
+        if msg.type != "sealed":
+            return self._abort(f"a '{msg.type}' handshake frame arrived after the handshake finished; the chat was "
+                               "ended", error=f"a '{msg.type}' handshake frame arrived after the handshake finished")
+        epoch, counter, box = msg["epoch"], msg["counter"], msg["box"]
         if self.peer_closed:
-            return [Refused("unexpected", "a message arrived after the peer said goodbye; it was not shown")]
+            return self._refuse("unexpected", "a message arrived after the peer said goodbye; it was not shown")
         if counter <= side.last_counter:
-            return [Refused("replayed", f"a message was replayed or arrived out of order (number {counter}, "
-                                        f"already at {side.last_counter}); it was not shown")]
+            return self._refuse("replayed", f"a message was replayed or arrived out of order (number {counter}, "
+                                            f"already at {side.last_counter}); it was not shown")
         if epoch == side.epoch:
             key = side.key
         elif epoch == side.epoch + 1 and side.next_key is not None:
             key = side.next_key
         elif epoch < side.epoch:
-            return [Refused("replayed", f"a message under the erased key epoch {epoch} arrived (a replay?); "
-                                        "it was not shown")]
+            return self._refuse("replayed", f"a message under the erased key epoch {epoch} arrived (a replay?); "
+                                            "it was not shown")
         else:
-            return [Refused("unexpected", f"a message under key epoch {epoch}, which was never agreed, "
-                                          "arrived; it was not shown")]
+            return self._refuse("unexpected", f"a message under key epoch {epoch}, which was never agreed, "
+                                              "arrived; it was not shown")
         try:
             plain = crypto.open_sealed(key, sealed_nonce(counter), box,
                                        sealed_aad(self.session_id, side.direction, epoch, counter))
         except CryptoError:
-            return [Refused("tampered", "a message failed authentication: it was altered on the way or forged; "
-                                        "it was not shown")]
+            return self._refuse("tampered", "a message failed authentication: it was altered on the way or "
+                                            "forged; it was not shown")
         # Authentic from here on: the counter is used up even if the content turns out malformed.
         events: list[ChEvent] = []
-        missing = counter - side.last_counter - 1
-        if missing:
+        # frames refused since the last authentic one explain that many missing counters (reported already)
+        missing = counter - side.last_counter - 1 - self._refused_since_accept
+        self._refused_since_accept = 0
+        if missing > 0:
             events.append(Refused("missing", f"{missing} message{'s' if missing > 1 else ''} from the peer "
                                              "never arrived (dropped on the way, or refused above)"))
         side.last_counter = counter
         if epoch != side.epoch:
             side.key, side.next_key, side.epoch = side.next_key, None, epoch   # the old key is dropped here
+            side.texts_in_epoch, side.rotation = 0, None
             events.append(Rotated(epoch, "receive"))
         try:
             inner = SEALED_CONTENT.decode(unpad(plain))
         except (FrameError, ProtocolError) as exc:
-            events.append(Refused("malformed", f"the peer sent a malformed message ({exc}); it was not shown"))
-            return events
-        events += self._dispatch(inner, now)
-        return events
+            return events + self._refuse("malformed", f"the peer sent a malformed message ({exc}); it was not "
+                                                      "shown", authentic=True)
+        out = self._dispatch(inner, now)
+        if any(isinstance(ev, Refused) and ev.kind != "missing" for ev in out):
+            # a refusal from the content checks: counted and coalesced like the others
+            first = next(ev for ev in out if isinstance(ev, Refused))
+            return events + self._refuse(first.kind, first.reason, authentic=True)
+        return events + out
 
     def _dispatch(self, inner: Message, now: float | None) -> list[ChEvent]:
         kind = inner.type
@@ -442,7 +557,7 @@ class Channel:
             unsent = [i for i in ids if i >= self._next_text_id]
             if unsent:
                 return [Refused("unexpected", f"a receipt for message {unsent[0]}, which was never sent; "
-                                              "ignored")]
+                                              "it was refused")]
             return [Receipt(i) for i in ids]
         if kind == "typing":
             return [Typing(inner["on"])]
@@ -455,14 +570,33 @@ class Channel:
         self.peer_closed = True
         return [*events, Goodbye(inner["reason"])]
 
+    def _texts_allowed(self, n: int) -> list[ChEvent]:
+        """Rotation is enforced by the receiver: no text under an epoch whose successor the peer already
+        announced, and none once :data:`MAX_ROTATE_EVERY` texts came under one epoch without a ``rotate``."""
+        side = self._recv
+        if side.rotation is not None:
+            return [Refused("unexpected", f"{n} message(s) under key epoch {side.epoch} arrived after the peer "
+                                          f"announced its key epoch {side.epoch + 1}; not shown")]
+        if side.texts_in_epoch >= MAX_ROTATE_EVERY:
+            return [Refused("unexpected", f"the peer sent more than {MAX_ROTATE_EVERY} messages under key epoch "
+                                          f"{side.epoch} without rotating its key; not shown")]
+        return []
+
     def _on_text(self, inner: Message, now: float | None) -> list[ChEvent]:
         msg_id = inner["id"]
-        sent_at = float(inner["sent_at"])
-        if not 0.0 <= sent_at < MAX_SENT_AT:    # NaN, infinities and absurd times would break time formatting
+        sent_at = inner["sent_at"]
+        if not isinstance(sent_at, float) or not 0.0 <= sent_at < MAX_SENT_AT:
+            # an integer, NaN, an infinity or an absurd time (it would break time formatting)
             return [Refused("malformed", f"message {msg_id} carries an impossible send time; it was not shown")]
+        if utf8_size(inner["text"]) > MAX_TEXT_BYTES:
+            return [Refused("malformed", f"message {msg_id} is longer than {MAX_TEXT_BYTES:,} bytes of UTF-8; "
+                                         "it was not shown")]
         if msg_id <= self._recv.last_text_id:
             return [Refused("replayed", f"message {msg_id} arrived a second time; it was not shown again")]
+        if refused := self._texts_allowed(1):
+            return refused
         self._recv.last_text_id = msg_id
+        self._recv.texts_in_epoch += 1
         if not self.closed:
             self._unreceipted.append(msg_id)     # sealed by receive() once the burst is over
         return [Text(msg_id, inner["text"], sent_at, now)]
@@ -474,10 +608,9 @@ class Channel:
         for n, entry in enumerate(entries, start=1):
             msg_id, sent_at, text = entry
             if not (isinstance(msg_id, int) and not isinstance(msg_id, bool) and 1 <= msg_id <= MAX_TEXT_ID
-                    and isinstance(sent_at, (int, float)) and not isinstance(sent_at, bool)
-                    and isinstance(text, str) and len(text) <= MAX_TEXT_BYTES):
+                    and isinstance(sent_at, float) and isinstance(text, str) and utf8_size(text) <= MAX_TEXT_BYTES):
                 return [Refused("malformed", f"the peer sent a batch of messages whose entry {n} is not "
-                                             "[number, time, text]; none of it was shown")]
+                                             "[number, float time, text of at most 1 MiB]; none of it was shown")]
             if not 0.0 <= sent_at < MAX_SENT_AT:
                 return [Refused("malformed", f"message {msg_id} in a batch carries an impossible send time; "
                                              "none of the batch was shown")]
@@ -489,13 +622,22 @@ class Channel:
                                              f"then {msg_id}); none of it was shown")]
             last = msg_id
             texts.append(Text(msg_id, text, float(sent_at), now))
+        if refused := self._texts_allowed(len(texts)):
+            return refused
         self._recv.last_text_id = last
+        self._recv.texts_in_epoch += len(texts)
         if not self.closed:
             self._unreceipted += [t.msg_id for t in texts]
         return list(texts)
 
     def _on_rotate(self, epoch: int, peer_pub: bytes) -> list[ChEvent]:
         side = self._recv
+        if side.rotation is not None and side.rotation[:2] == (epoch, peer_pub):
+            # the sender asked again (our ack was late or lost): the same answer again
+            if self.closed:
+                return []
+            return [Send(frame) for frame in self._seal_after_queued("rotate_ack", epoch=epoch,
+                                                                     pub=side.rotation[2])]
         if epoch != side.epoch + 1 or side.next_key is not None or side.chain is None:
             return [Refused("unexpected", f"the peer asked to rotate to key epoch {epoch} out of turn; ignored")]
         eph = self._ephemeral_factory()
@@ -506,6 +648,7 @@ class Channel:
         finally:
             eph.erase()
         side.next_key, side.chain = ratchet(shared, side.chain, side.direction, epoch)
+        side.rotation = (epoch, peer_pub, eph.public)
         if self.closed:
             return []
         return [Send(frame) for frame in self._seal_after_queued("rotate_ack", epoch=epoch, pub=eph.public)]
@@ -513,6 +656,8 @@ class Channel:
     def _on_rotate_ack(self, epoch: int, peer_pub: bytes) -> list[ChEvent]:
         side = self._send
         eph = side.pending
+        if eph is None and side.last_ack == (epoch, peer_pub):
+            return []     # the answer to a repeated rotate, after the first answer already switched keys
         if eph is None or epoch != side.epoch + 1 or side.chain is None:
             return [Refused("unexpected", f"the peer acknowledged a key rotation to epoch {epoch} that was never "
                                           "asked for; ignored")]
@@ -526,10 +671,13 @@ class Channel:
         side.key, side.chain = ratchet(shared, side.chain, side.direction, epoch)
         side.epoch = epoch
         side.texts_in_epoch = 0
-        return [Rotated(epoch, "send")]
+        side.rotate_due, side.rotate_tries, side.last_ack = None, 0, (epoch, peer_pub)
+        # the texts held while the key rotated go out now, under the new key
+        return [Rotated(epoch, "send"), *(Send(frame) for frame in self.seal_queued())]
 
 
 __all__ = [
-    "MAX_BATCH_TEXTS", "MAX_RECEIPT_IDS", "ChEvent", "Channel", "ChannelError", "Goodbye", "PeerError", "Receipt",
-    "Refused", "Rotated", "Send", "Text", "Typing", "ratchet",
+    "MAX_BATCH_TEXTS", "MAX_RECEIPT_IDS", "MAX_REFUSED", "ROTATE_ACK_TIMEOUT", "ROTATE_TRIES", "Abort", "ChEvent",
+    "Channel", "ChannelError", "Goodbye", "Receipt", "Refused", "Rotated", "Send", "Text", "Typing", "ratchet",
+    "utf8_size",
 ]

@@ -18,14 +18,13 @@ type                    sent by       fields
 ``hello``               initiator     version, network, nickname, address          (step 1)
 ``welcome``             responder     version, network, nickname, address          (step 1)
 ``decline``             responder     reason                                       (step 1)
-``key``                 both          key (DER), nonce (step-3 challenge)          (step 2)
+``key``                 both          key (DER), nonce, ephemeral (X25519 half)    (step 2)
 ``key_ok``              both          —  (my ledger check of your key passed)      (step 2)
-``auth``                initiator     sig                                          (step 3)
-``auth_reply``          responder     sig                                          (step 3)
+``auth``                initiator     sig (over the transcript)                    (step 3)
+``auth_reply``          responder     sig (sent only after ``auth`` verified)      (step 3)
 ``auth_ok``             initiator     —  (your signature verified)                 (step 3)
-``ephemeral``           initiator     pub, sig                                     (step 4)
-``ephemeral_reply``     responder     pub, sig, confirm                            (step 4)
-``confirm``             initiator     confirm                                      (step 4)
+``confirm``             initiator     confirm (key-confirmation tag)               (step 4)
+``confirm_reply``       responder     confirm (key-confirmation tag)               (step 4)
 ``sealed``              both          epoch, counter, box                          (channel)
 ``error``               both          reason                                       (any time)
 ======================  ============  =============================================================
@@ -50,12 +49,13 @@ MAX_ADDRESS = 64                         # "ip:port" / "[v6]:port"
 MAX_REASON = 1000
 MAX_KEY_DER = 2048                       # RSA-8192 SubjectPublicKeyInfo is ~1 100 bytes
 MAX_SIGNATURE = 1024                     # RSA-8192
-NONCE_LEN = 32                           # step-3 challenges (sent in step 2's `key` frames)
+NONCE_LEN = 32                           # challenges (sent in step 2's `key` frames)
 X25519_LEN = crypto.X25519_LEN
 MAX_RECEIPT_IDS = 256                    # texts one cumulative delivery receipt may acknowledge
 MAX_BATCH_TEXTS = 64                     # texts one sealed ``texts`` batch may carry
 MAX_BATCH_TEXT_BYTES = 60 * 1024         # a sender batches texts up to this much UTF-8 (larger texts go alone)
 TAG_LEN = 32                             # HMAC-SHA256 key-confirmation tags
+MAX_ROTATE_EVERY = 1000                  # a sender rotates its key after at most this many texts per epoch
 
 # --- padding buckets for sealed plaintext ----------------------------------------------------------------
 PAD_BUCKETS: tuple[int, ...] = (256, 1024, 4096, 16384, 65536)
@@ -99,16 +99,16 @@ CHAT = Protocol("chat", {
     "welcome": _hello_fields(),
     "decline": {"reason": Field(str, max_len=MAX_REASON)},
     # step 2 — Swap public keys
-    "key": {"key": Field(bytes, min_len=1, max_len=MAX_KEY_DER), "nonce": _bytes(NONCE_LEN)},
+    "key": {"key": Field(bytes, min_len=1, max_len=MAX_KEY_DER), "nonce": _bytes(NONCE_LEN),
+            "ephemeral": _bytes(X25519_LEN)},
     "key_ok": {},
     # step 3 — Authenticate
     "auth": {"sig": _SIG},
     "auth_reply": {"sig": _SIG},
     "auth_ok": {},
     # step 4 — Agree AES key
-    "ephemeral": {"pub": _bytes(X25519_LEN), "sig": _SIG},
-    "ephemeral_reply": {"pub": _bytes(X25519_LEN), "sig": _SIG, "confirm": _bytes(TAG_LEN)},
     "confirm": {"confirm": _bytes(TAG_LEN)},
+    "confirm_reply": {"confirm": _bytes(TAG_LEN)},
     # after the handshake: everything travels sealed
     "sealed": {
         "epoch": Field(int, lo=0, hi=MAX_EPOCH),
@@ -118,7 +118,7 @@ CHAT = Protocol("chat", {
 }, max_frame=MAX_FRAME)
 
 HANDSHAKE_TYPES = frozenset({"hello", "welcome", "decline", "key", "key_ok", "auth", "auth_reply", "auth_ok",
-                             "ephemeral", "ephemeral_reply", "confirm"})
+                             "confirm", "confirm_reply"})
 CHANNEL_TYPES = frozenset({"sealed"})
 
 # What travels inside a sealed frame (after decryption and unpadding). Same codec, its own schema set.
@@ -237,7 +237,7 @@ def unpad(plain: bytes) -> memoryview:
 
 __all__ = [
     "CHANNEL_TYPES", "CHAT", "HANDSHAKE_TYPES", "MAX_BATCH_TEXTS", "MAX_BATCH_TEXT_BYTES", "MAX_FRAME",
-    "MAX_RECEIPT_IDS", "MAX_TEXT_BYTES", "PAD_BUCKETS",
+    "MAX_RECEIPT_IDS", "MAX_ROTATE_EVERY", "MAX_TEXT_BYTES", "PAD_BUCKETS",
     "PROTOCOL_VERSION", "SEALED_CONTENT", "SUPPORTED_VERSIONS", "Send", "Transcript", "pad", "padded_size",
     "sealed_aad", "sealed_nonce", "unpad",
 ]

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from p2pchat.display import visible
 from p2pchat.foundation.addresses import CHAT_PORT, check_port, normalize_ip, parse_address
 from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import UserError
@@ -38,7 +39,8 @@ def _add_node_options(p: argparse.ArgumentParser) -> None:
                                       "your login name)")
     p.add_argument("--ledger", metavar="ADDR",
                    help="ledger node to ask about peers, ip[:port] (default: the one at --host)")
-    p.add_argument("--relay", metavar="ADDR", help="relay to register at and fall back to, ip[:port]")
+    p.add_argument("--relay", metavar="ADDR", help="relay to register at and fall back to, ip[:port][#key] "
+                                                       "(#key pins the relay's link key, printed by p2pchat relay)")
     p.add_argument("--no-inbound", action="store_true",
                    help="behave as if behind NAT: no listening socket, reachable only through --relay")
     p.add_argument("--direct-timeout", type=float, default=3.0,
@@ -119,6 +121,7 @@ def _default_nickname(node_directory: object, identity: Identity) -> str:
 
 def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = False) -> ChatNode:
     """A :class:`~p2pchat.node.ChatNode` configured from the command line (not started yet)."""
+    from p2pchat.chat_protocol import MAX_ROTATE_EVERY
     from p2pchat.foundation.identity import Identity
     from p2pchat.foundation.keygen import TerminalProgress
     from p2pchat.node import ChatNode
@@ -128,18 +131,20 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
     if args.ledger:
         parse_address(args.ledger, 1)
     if args.relay:
-        parse_address(args.relay, 1)
+        from p2pchat.relay.link import parse_relay
+
+        parse_relay(args.relay)      # IP[:PORT][#KEY] (relay link key pin, docs/relay.md)
     if args.no_inbound and not args.relay:
         raise UserError("--no-inbound needs --relay: without a listening socket, peers can only reach you "
                         "through a relay")
-    if args.rotate_every < 1:
-        raise UserError("--rotate-every must be at least 1")
-    identity = Identity.load_or_create(resolve_data_dir(args.data_dir), _passphrase(args),
-                                       progress=TerminalProgress(PROG))
+    if not 1 <= args.rotate_every <= MAX_ROTATE_EVERY:
+        raise UserError(f"--rotate-every must be between 1 and {MAX_ROTATE_EVERY} (the protocol's maximum)")
+    data_dir = resolve_data_dir(args.data_dir)
+    identity = Identity.load_or_create(data_dir, _passphrase(args), progress=TerminalProgress(PROG))
     node = ChatNode(identity, host=host, port=args.port, network=args.network, nickname=args.nickname or "?",
                     ledger=args.ledger, relay=args.relay, no_inbound=args.no_inbound,
                     direct_timeout=args.direct_timeout, rotate_every=args.rotate_every,
-                    step_timeout=args.step_timeout, auto_accept=auto_accept, listen=listen)
+                    step_timeout=args.step_timeout, auto_accept=auto_accept, listen=listen, data_dir=data_dir)
     if not args.nickname:
         node.nickname = _default_nickname(node.directory, identity)
     return node
@@ -211,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     except UserError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {visible(str(exc))}", file=sys.stderr)   # may quote a peer or a ledger
         return 1
     except KeyboardInterrupt:
         return 130

@@ -4,6 +4,12 @@
 the peer's relay hint and fingerprint when the ledger knows them). ``dial`` opens the connection: TCP straight
 to the peer within ``direct_timeout``, and on a timeout, a refusal or no address, through the peer's relay hint
 or the node's own relay. The result says which path is in use.
+
+A call *by address* (an IP or ``ip:port``) never uses a relay: the record that binds an address is reached at
+that address or not at all. The relay hint is written by the key holder itself, so following it would let a
+record that squats an address (a key that never answers there) receive every call made to that address
+(docs/security.md §4). Relay-only hosts, and hosts whose direct path fails, are called by nickname or
+fingerprint, where the user names the key rather than the place.
 """
 
 from __future__ import annotations
@@ -11,12 +17,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from p2pchat.chat_protocol import CHAT
+from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import CHAT_PORT, format_address, parse_address
 from p2pchat.foundation.errors import AddressError, PeerUnreachable, UserError
 from p2pchat.foundation.transport import connect
+from p2pchat.links import Binding, Link
 from p2pchat.peer_directory import PeerDirectory, PeerNotFound, query_kind
 
 log = logging.getLogger(__name__)
@@ -34,7 +41,8 @@ class PeerTarget:
     relay: str | None = None            # the peer's relay hint ("ip:port") from its ledger record
     fingerprint: bytes | None = None    # needed to ask a relay for the peer
     nickname: str | None = None
-    note: str | None = None             # why the ledger could not help, shown if dialing fails
+    note: str | None = None             # why the ledger could not help, or its dispute mark; shown if dialing fails
+    by_address: bool = False            # the user named an address: reach it there or not at all (no relay)
 
     @property
     def address(self) -> str | None:
@@ -57,41 +65,69 @@ def resolve_target(query: str, directory: PeerDirectory) -> PeerTarget:
     nickname or fingerprint to the address or relay hint of its ledger record (none → :class:`PeerNotFound`)."""
     explicit = _explicit_address(query)
     if explicit is not None:
-        ip, port = explicit
-        binding, note = _try_lookup(directory, ip)
-        return _target_from(query, binding, ip=ip, port=port, note=note)
+        explicit_ip, explicit_port = explicit
+        found, note = _try_lookup(directory, explicit_ip)
+        if found is not None and found.disputed is not None:
+            note = found.disputed.describe()
+        return _target_from(query, found, ip=explicit_ip, port=explicit_port, note=note, by_address=True)
     kind, value = query_kind(query)
     if kind == "ip":
-        binding, note = _try_lookup(directory, value)
-        port = (binding.port if binding is not None and binding.ip == value and binding.port else CHAT_PORT)
-        return _target_from(query, binding, ip=value, port=port, note=note)
+        found, note = _try_lookup(directory, value)
+        # A disputed binding's key does not answer at the address (ledger/disputes.py): the port it wrote says
+        # nothing about who does, so the call goes to the chat port, and step 2 refuses the disputed binding.
+        dispute = found.disputed if found is not None else None
+        if dispute is not None:
+            note = dispute.describe()
+        port = (found.port if found is not None and found.ip == value and found.port and dispute is None
+                else CHAT_PORT)
+        return _target_from(query, found, ip=value, port=port, note=note, by_address=True)
     binding = directory.lookup(value)
     ip = binding.ip
-    port = binding.port or CHAT_PORT if ip else None
-    return _target_from(query, binding, ip=ip, port=port, note=None)
+    return _target_from(query, binding, ip=ip, port=(binding.port or CHAT_PORT) if ip else None, note=None)
 
 
-def _try_lookup(directory: PeerDirectory, ip: str) -> tuple[Any, str | None]:
+def _try_lookup(directory: PeerDirectory, ip: str) -> tuple[Binding | None, str | None]:
     try:
         return directory.lookup(ip), None
     except PeerNotFound as exc:
         return None, str(exc)
 
 
-def _target_from(query: str, binding: Any, *, ip: str | None, port: int | None, note: str | None) -> PeerTarget:
+def _target_from(query: str, binding: Binding | None, *, ip: str | None, port: int | None, note: str | None,
+                 by_address: bool = False) -> PeerTarget:
     if binding is None:
-        return PeerTarget(query=query, ip=ip, port=port, note=note)
-    return PeerTarget(query=query, ip=ip, port=port, relay=binding.relay, fingerprint=binding.fingerprint,
-                      nickname=binding.nickname)
+        return PeerTarget(query=query, ip=ip, port=port, note=note, by_address=by_address)
+    # A call by address keeps the relay hint out of the target altogether: nothing below can follow it.
+    return PeerTarget(query=query, ip=ip, port=port, relay=None if by_address else binding.relay,
+                      fingerprint=binding.fingerprint, nickname=binding.nickname, by_address=by_address, note=note)
 
 
-RelayOpener = Callable[[str, bytes, float], Any]
+NO_RELAY_BY_ADDRESS = ("a relay is not used for calls by address, because the relay hint is written by the key "
+                       "holder itself: a key that never answered at an address could otherwise take every call "
+                       "made to it. If you know this peer, call it by nickname or fingerprint to use a relay")
+
+
+def _refuse_by_address(target: PeerTarget, reasons: list[str]) -> PeerUnreachable:
+    """The plain message for a call by address whose direct path failed (no relay is tried)."""
+    detail = "; ".join(reasons)
+    if target.fingerprint is None:     # no record: no relay could be asked anyway
+        return PeerUnreachable(f"cannot reach {target.query}: nothing answered at {target.address or target.ip} "
+                               f"({detail})" + (f"; the ledger has no record for it ({target.note})"
+                                                if target.note else ""))
+    head = (f"{target.ip} is bound to key {crypto.format_fingerprint(target.fingerprint, 4)}"
+            f"{f' ({target.nickname!r})' if target.nickname else ''} but did not answer at "
+            f"{target.address or target.ip}")
+    dispute = f"; the ledger node says the binding is {target.note}" if target.note else ""
+    return PeerUnreachable(f"cannot reach {target.query}: {head} ({detail}){dispute}; {NO_RELAY_BY_ADDRESS}")
+
+
+RelayOpener = Callable[[str, bytes, float], Link]
 """``open(relay_address, peer_fingerprint, timeout) -> link``: a connection to the peer through a relay."""
 
 
 @dataclass
 class Dialed:
-    link: Any                 # FramedSocket, or a relay link with the same methods
+    link: Link                # FramedSocket, or a relay link with the same methods
     path: str                 # "direct" or "relay ip:port"
     peer_address: str | None  # the address connected to (direct), or the one the ledger names (relay)
     fallback_reason: str | None = None   # why the direct path was not used
@@ -106,6 +142,11 @@ def dial(target: PeerTarget, *, source_ip: str, direct_timeout: float, io_timeou
     dialled directly would see a NAT address that no record binds and refuse step 2; only the relay path, where
     peers look each other up by key, can authenticate it."""
     reasons: list[str] = []
+    if target.by_address and not direct_allowed:
+        raise PeerUnreachable(f"cannot call {target.query} by address from this host: it has no address in the "
+                              "ledger (--no-inbound), so it can only call through a relay, and "
+                              + NO_RELAY_BY_ADDRESS)
+    link: Link
     if not direct_allowed:
         reasons.append("this host has no address in the ledger (--no-inbound), so peers can only check it "
                        "through a relay")
@@ -121,6 +162,8 @@ def dial(target: PeerTarget, *, source_ip: str, direct_timeout: float, io_timeou
     else:
         reasons.append(f"the ledger has no address for {target.query} (it is reachable through a relay only)"
                        if target.fingerprint else f"no address is known for {target.query}")
+    if target.by_address:
+        raise _refuse_by_address(target, reasons)
     relays = [r for r in (target.relay, own_relay) if r]
     if not relays:
         reasons.append("no relay is known for this peer (its ledger record names none and --relay is not set)")
@@ -131,10 +174,11 @@ def dial(target: PeerTarget, *, source_ip: str, direct_timeout: float, io_timeou
         reasons.append("this node cannot use relays")
     else:
         for relay in dict.fromkeys(relays):
+            shown = relay.partition("#")[0]     # [relay link, issue 11] a "#KEY" pin is not part of the path shown
             try:
                 link = open_relay(relay, target.fingerprint, io_timeout)
             except UserError as exc:
-                reasons.append(f"relay {relay} failed ({exc})")
+                reasons.append(f"relay {shown} failed ({exc})")
                 continue
-            return Dialed(link, f"relay {relay}", target.address, fallback_reason="; ".join(reasons))
+            return Dialed(link, f"relay {shown}", target.address, fallback_reason="; ".join(reasons))
     raise PeerUnreachable(f"cannot reach {target.query}: " + ", and ".join(reasons))

@@ -14,12 +14,14 @@ events, which the IO layer handles in order:
 - ``Failed(step, reason)``        — the handshake is over; close the connection after sending queued frames
 - ``Ready(established)``          — keys agreed; hand ``established`` to :class:`p2pchat.channel.Channel`
 
-Once step 2 is done on a side, the step-3 transcript hash T3 is fixed, and ``prepare_due`` turns true: the IO
-layer then calls :meth:`Handshake.prepare` — *after* writing the frames of the call that finished step 2, so the
-peer never waits for it — which computes this side's step-3 signature and its step-4 X25519 half and signature
-ahead of time, while the peer does the same on its own core. ``prepare`` never returns or sends anything: each
-precomputed value goes out only in the frame of its own step, when that step is requested or answered. A step
-that arrives before preparation ran computes what it needs on the spot.
+Each side makes exactly one RSA signature per handshake, over the whole transcript (as TLS 1.3's
+CertificateVerify does). The responder makes it only after the initiator's own signature verified, so a peer that
+proves nothing never costs the responder a private-key operation. The initiator may sign ahead of its step-3
+click: as soon as the transcript is complete on its side (the responder's ``key`` frame arrived and matched the
+ledger; the responder may still be checking ours) ``prepare_due`` turns true, and the IO layer then calls
+:meth:`Handshake.prepare` — *after* writing the frames of that call (our ``key_ok``) — which makes that one
+signature and sends nothing (it goes out with ``auth`` when step 3 starts). On the responder ``prepare_due`` is
+never true.
 
 API::
 
@@ -30,31 +32,34 @@ API::
     .receive(msg: Message) -> list[HsEvent]  # never raises for anything a peer sends
     .accept(yes: bool) -> list[HsEvent]    # responder only, after NeedAccept
     .ledger_answer(binding, error=None) -> list[HsEvent]   # after NeedLookup
-    .prepare_due: bool; .prepare() -> None  # precompute steps 3-4 (no frames, no events); see above
-    .close() -> None                       # the connection ended early: erase the prepared X25519 half
-    .done: set[Step]; .next_step: Step | None; .in_progress: Step | None; .failed: str | None
+    .prepare_due: bool; .prepare() -> None  # initiator: sign step 3 ahead (no frames, no events); see above
+    .close() -> None                       # the connection ended early: erase the X25519 private half
+    .phase: Phase; .done: set[Step]; .next_step: Step | None; .in_progress: Step | None; .failed: str | None
     .established: Established | None; .peer_nickname; .peer_public_der; .peer_binding
 
-Differences from the first sketch, on purpose: ``start`` returns events (step 2 needs a ``NeedLookup`` as
-well as a frame), and ``Established`` also carries the two chain keys the channel's ratchet starts from.
+``identity`` is anything with ``public_der`` and ``sign(context, data)`` (:class:`Signer`;
+:class:`p2pchat.foundation.identity.Identity` in the product).
 
 Steps (docs/protocol.md has the byte-level spec and test vectors):
 1. Connect: ``hello`` → ``welcome`` | ``decline`` | ``error`` (version/network mismatch).
-2. Swap public keys: ``key`` ↔ ``key`` (identity key + this side's fresh 32-byte challenge nonce), each side
-   checks the peer's key against the ledger (byte for byte) and sends ``key_ok``; the step is done on a side when
-   its own check passed, the peer's ``key_ok`` arrived and the key parsed as a usable RSA key. T3 (hellos, both
-   key fingerprints, both nonces) is then fixed.
-3. Authenticate: ``auth`` (initiator's signature) → ``auth_reply`` (responder's signature) → ``auth_ok``; each
-   signature is RSA-PSS under context ``chat-auth`` over ``role | 0x00 | T3``.
-4. Agree AES key: ``ephemeral`` → ``ephemeral_reply`` (+ confirmation tag) → ``confirm``; each X25519 half is
-   signed under ``chat-ephemeral`` over ``role | 0x00 | T3 | pub``; HKDF-SHA256(shared, salt=T4) gives the
-   keys; HMAC-SHA256 tags over ``role | 0x00 | T4`` confirm both sides derived the same keys.
+2. Swap public keys: ``key`` ↔ ``key`` (identity key, a fresh 32-byte nonce and a fresh X25519 public half),
+   each side checks the peer's key against the ledger (byte for byte) and sends ``key_ok``; the step is done on a
+   side when its own check passed, the peer's ``key_ok`` arrived and the key parsed as a usable RSA key. The
+   transcript (hellos, both key fingerprints, both nonces, both X25519 halves) is then complete: its hash T2.
+3. Authenticate: ``auth`` (initiator's signature) → ``auth_reply`` (responder's signature, made only once the
+   initiator's verified) → ``auth_ok``; each signature is RSA-PSS under context ``chat-auth`` over
+   ``role | 0x00 | T2``.
+4. Agree AES key: ``confirm`` → ``confirm_reply``; X25519(own private, peer half) then HKDF-SHA256(shared,
+   salt=T2) gives the keys; the HMAC-SHA256 tags over ``role | 0x00 | T2`` confirm both sides derived the same
+   keys (initiator's first).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Literal, Protocol
 
 from p2pchat.chat_protocol import (
@@ -68,12 +73,10 @@ from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import parse_address
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.errors import AddressError, CryptoError, ProtocolError
-from p2pchat.foundation.identity import Identity
 from p2pchat.safety import safety_number
 from p2pchat.steps import Step
 
 AUTH_CONTEXT = "chat-auth"
-EPHEMERAL_CONTEXT = "chat-ephemeral"
 KEYS_INFO = b"p2pchat/chat-keys/v1"
 ROLE_INITIATOR = b"initiator"
 ROLE_RESPONDER = b"responder"
@@ -130,7 +133,7 @@ class Established:
     recv_key: bytes
     send_chain: bytes
     recv_chain: bytes
-    transcript_hash: bytes          # T4: also the session id in every sealed frame's header
+    transcript_hash: bytes          # T2: also the session id in every sealed frame's header
     peer_public_der: bytes
     peer_nickname: str              # from the ledger record
     peer_binding: LedgerBinding
@@ -172,6 +175,14 @@ class Ready:
 
 
 HsEvent = Send | NeedAccept | NeedLookup | StepDone | Failed | Ready
+
+
+class Signer(Protocol):
+    """This side's identity as the handshake needs it (:class:`p2pchat.foundation.identity.Identity`)."""
+
+    public_der: bytes
+
+    def sign(self, context: str, data: bytes) -> bytes: ...
 
 
 class EphemeralLike(Protocol):
@@ -230,25 +241,38 @@ def add_ephemerals(t: Transcript, i_pub: bytes, r_pub: bytes) -> None:
     t.add("r.ephemeral", r_pub)
 
 
-def auth_message(role: bytes, t3: bytes) -> bytes:
-    """Data signed in step 3 (under context ``chat-auth``)."""
-    return role + b"\x00" + t3
+def add_step_2(t: Transcript, *, i_key: bytes, r_key: bytes, i_nonce: bytes, r_nonce: bytes, i_ephemeral: bytes,
+               r_ephemeral: bytes) -> None:
+    """Everything step 2 adds to the transcript, in the protocol's order (``*_key``: SHA-256 fingerprints)."""
+    add_keys(t, i_key, r_key)
+    add_challenges(t, i_nonce, r_nonce)
+    add_ephemerals(t, i_ephemeral, r_ephemeral)
 
 
-def ephemeral_message(role: bytes, t3: bytes, pub: bytes) -> bytes:
-    """Data signed in step 4 (under context ``chat-ephemeral``)."""
-    return role + b"\x00" + t3 + pub
+def auth_message(role: bytes, t2: bytes) -> bytes:
+    """Data signed in step 3 (under context ``chat-auth``): the signer's role and the transcript hash T2."""
+    return role + b"\x00" + t2
 
 
-def derive_session_keys(shared: bytes, t4: bytes) -> SessionKeys:
-    """HKDF-SHA256(ikm=shared, salt=T4, info=``p2pchat/chat-keys/v1``) → five 32-byte keys."""
-    k = crypto.hkdf(shared, t4, KEYS_INFO, crypto.AES_KEY_LEN, count=5)
+def derive_session_keys(shared: bytes, t2: bytes) -> SessionKeys:
+    """HKDF-SHA256(ikm=shared, salt=T2, info=``p2pchat/chat-keys/v1``) → five 32-byte keys."""
+    k = crypto.hkdf(shared, t2, KEYS_INFO, crypto.AES_KEY_LEN, count=5)
     return SessionKeys(k[0], k[1], k[2], k[3], k[4])
 
 
-def confirm_tag(confirm_key: bytes, role: bytes, t4: bytes) -> bytes:
-    """Key-confirmation tag: HMAC-SHA256(confirm_key, role | 0x00 | T4)."""
-    return crypto.hmac_sha256(confirm_key, role + b"\x00" + t4)
+def confirm_tag(confirm_key: bytes, role: bytes, t2: bytes) -> bytes:
+    """Key-confirmation tag: HMAC-SHA256(confirm_key, role | 0x00 | T2)."""
+    return crypto.hmac_sha256(confirm_key, role + b"\x00" + t2)
+
+
+@functools.lru_cache(maxsize=256)
+def load_peer_key(der: bytes) -> crypto.RsaKey:
+    """A peer's key parsed and checked (:func:`crypto.load_public`), remembered by its DER bytes.
+
+    Only keys that equal a ledger record byte for byte get here, so the cache holds ledger keys only; a peer that
+    comes back — an honest one, or one that runs step 2 again and again — is parsed once, not each time (about
+    half of what a responder spends on a peer before its ``auth``). A refused key raises and is not cached."""
+    return crypto.load_public(der)
 
 
 def short_fp(der: bytes) -> str:
@@ -257,10 +281,35 @@ def short_fp(der: bytes) -> str:
 
 # --- the state machine -----------------------------------------------------------------------------------
 
+class Phase(Enum):
+    """Where one side's handshake stands. Each frame and each step button is accepted in one phase only; the
+    step under way (``in_progress``) follows from it. Within ``SWAPPING`` two facts arrive in either order (our
+    own ledger check passed, the peer's ``key_ok``): step 2 is done when both are in."""
+
+    START = "start"                  # initiator: nothing sent yet; responder: waiting for hello
+    ACCEPTING = "accepting"          # responder: hello received, its user decides
+    HELLO_SENT = "hello sent"        # initiator: waiting for welcome
+    CONNECTED = "connected"          # step 1 done
+    SWAPPING = "swapping"            # step 2 under way: our key sent
+    SWAPPED = "swapped"              # step 2 done: T2 fixed, the peer's key parsed
+    AUTH_SENT = "auth sent"          # initiator: waiting for auth_reply
+    AUTH_REPLIED = "auth replied"    # responder: auth verified, auth_reply sent, waiting for auth_ok
+    AUTHENTICATED = "authenticated"  # step 3 done
+    CONFIRM_SENT = "confirm sent"    # initiator: waiting for confirm_reply
+    ESTABLISHED = "established"      # step 4 done: the keys are handed over
+    FAILED = "failed"                # over, with a reason (``failed``)
+    CLOSED = "closed"                # the connection ended before the handshake did
+
+
+_IN_PROGRESS = {Phase.ACCEPTING: Step.CONNECT, Phase.HELLO_SENT: Step.CONNECT, Phase.SWAPPING: Step.SWAP_KEYS,
+                Phase.AUTH_SENT: Step.AUTHENTICATE, Phase.AUTH_REPLIED: Step.AUTHENTICATE,
+                Phase.CONFIRM_SENT: Step.AGREE_KEY}
+
+
 class Handshake:
     """One side of the four-step handshake; see the module docstring for the protocol and the events."""
 
-    def __init__(self, *, initiator: bool, identity: Identity, nickname: str, network: str, local_address: str,
+    def __init__(self, *, initiator: bool, identity: Signer, nickname: str, network: str, local_address: str,
                  peer_address: str, via_relay: bool = False, peer_query: str | None = None,
                  rng: Callable[[int], bytes] = crypto.random_bytes,
                  ephemeral_factory: Callable[[], EphemeralLike] = crypto.EphemeralKey) -> None:
@@ -279,43 +328,43 @@ class Handshake:
         self._role = ROLE_INITIATOR if initiator else ROLE_RESPONDER
         self._peer_role = ROLE_RESPONDER if initiator else ROLE_INITIATOR
 
-        self.done: set[Step] = set()
-        self.in_progress: Step | None = None
+        self.phase = Phase.START
+        self.done: set[Step] = set()            # the steps reported done on this side, in order
         self.failed: str | None = None
         self.failed_step: Step | None = None
         self.established: Established | None = None
 
         self._transcript = Transcript()
         self._peer_hello: Hello | None = None
-        self._awaiting_accept = False
         # step 2
         self.peer_public_der: bytes | None = None
         self._peer_key: crypto.RsaKey | None = None
         self.peer_binding: LedgerBinding | None = None
         self._lookup: NeedLookup | None = None
-        self._lookup_pending = False
-        self._own_check_ok = False
-        self._peer_key_ok = False
-        self._sent_key = False
+        self._lookup_pending = False             # a NeedLookup is out and not answered yet
+        self._own_check_ok = False               # step 2: the peer's key matched our ledger answer
+        self._peer_key_ok = False                # step 2: the peer's key_ok arrived
         self._my_nonce: bytes | None = None      # drawn with our `key` frame, fresh per session
         self._peer_nonce: bytes | None = None
+        self._ephemeral: EphemeralLike | None = None     # made with our `key` frame; erased at agreement/failure
+        self._peer_ephemeral: bytes | None = None
+        self._t2: bytes | None = None            # the transcript hash, fixed once our check of the peer key passed
         # step 3
-        self._t3: bytes | None = None
-        self._auth_sig: bytes | None = None      # ours, over T3: prepared ahead of time or made on the spot
-        self._sent_auth = False                  # initiator: `auth` sent; responder: `auth_reply` sent
+        self._auth_sig: bytes | None = None      # ours, over T2 (initiator: possibly made ahead by prepare())
         # step 4
-        self._ephemeral: EphemeralLike | None = None     # prepared, then in use; erased on agreement/failure
-        self._ephemeral_sig: bytes | None = None
         self._pending_keys: SessionKeys | None = None
-        self._t4: bytes | None = None
-        self._closed = False
 
     # --- what the UI asks -------------------------------------------------------------------------------
 
     @property
+    def in_progress(self) -> Step | None:
+        """The step under way on this side (its first frame sent or received, not finished), if any."""
+        return _IN_PROGRESS.get(self.phase)
+
+    @property
     def next_step(self) -> Step | None:
-        """The lowest step not done yet (``None`` once all four are done or the handshake failed)."""
-        if self.failed is not None:
+        """The lowest step not done yet (``None`` once all four are done or the handshake failed or closed)."""
+        if self.phase in (Phase.FAILED, Phase.CLOSED):
             return None
         for step in Step:
             if step not in self.done:
@@ -335,25 +384,24 @@ class Handshake:
 
     @property
     def prepare_due(self) -> bool:
-        """True when :meth:`prepare` has work to do (T3 is fixed and a step-3/4 value is not computed yet)."""
-        if self.failed is not None or self._closed or self._t3 is None or self._t4 is not None:
-            return False
-        return self._auth_sig is None or self._ephemeral_sig is None
+        """True when :meth:`prepare` has work to do: on the initiator only, from the moment T2 is fixed (the
+        responder's `key` frame arrived and matched the ledger) until its step-3 signature is made. Never on the
+        responder, which signs only after the initiator's ``auth`` verified."""
+        return (self.initiator and self.phase in (Phase.SWAPPING, Phase.SWAPPED) and self._t2 is not None
+                and self._auth_sig is None)
 
     def prepare(self) -> None:
-        """Compute this side's step-3 signature, then its step-4 X25519 half and signature, ahead of time.
-
-        Emits nothing and sends nothing: the values wait for their step. Does nothing unless
-        :attr:`prepare_due`; safe to call at any time, any number of times."""
-        if not self.prepare_due:
-            return
-        self._own_auth_sig()
-        self._own_ephemeral()
+        """Initiator: make the step-3 signature over T2 ahead of the step-3 click (the one RSA private-key
+        operation of this side). Emits nothing and sends nothing: the signature waits for step 3. Does nothing
+        unless :attr:`prepare_due`; safe to call at any time, any number of times."""
+        if self.prepare_due:
+            self._own_auth_sig()
 
     def close(self) -> None:
-        """The connection ended before the handshake finished: erase the X25519 private half (prepared or in
-        use) and any derived keys not handed over yet; nothing is prepared after this. Idempotent."""
-        self._closed = True
+        """The connection ended before the handshake finished: erase the X25519 private half and any derived
+        keys not handed over yet; nothing is prepared after this. Idempotent."""
+        if self.phase not in (Phase.ESTABLISHED, Phase.FAILED):
+            self.phase = Phase.CLOSED
         self._pending_keys = None
         self._erase_ephemeral()
 
@@ -373,26 +421,27 @@ class Handshake:
         """
         step = Step(step)
         self._check_can_start(step)
-        self.in_progress = step
         if step is Step.CONNECT:
+            self.phase = Phase.HELLO_SENT
             return [self._send("hello", **vars(self._me))]
         if step is Step.SWAP_KEYS:
+            self.phase = Phase.SWAPPING
             events: list[HsEvent] = [self._send_key()]
             if not self.via_relay or self.peer_query is not None:
                 events.append(self._need_lookup(self._lookup_target(None)))
             return events
         if step is Step.AUTHENTICATE:
-            self._sent_auth = True
+            self.phase = Phase.AUTH_SENT
             return [self._send("auth", sig=self._own_auth_sig())]
+        self.phase = Phase.CONFIRM_SENT
         return self._guard(Step.AGREE_KEY, self._start_agree)
 
     def accept(self, yes: bool) -> list[HsEvent]:
         """Responder: the user's answer to :class:`NeedAccept`."""
-        if self.failed is not None:
+        if self.phase in (Phase.FAILED, Phase.CLOSED):
             return []           # the peer left or broke the protocol while the user was deciding
-        if self.initiator or not self._awaiting_accept:
+        if self.phase is not Phase.ACCEPTING:
             raise StepOrderError("No chat request is waiting for an answer", Step.CONNECT)
-        self._awaiting_accept = False
         peer = self._peer_hello
         assert peer is not None
         if not yes:
@@ -401,19 +450,27 @@ class Handshake:
             return [self._send("decline", reason=f"{self._me.nickname or 'the peer'} declined the chat"),
                     Failed(Step.CONNECT, self.failed or "")]
         add_hellos(self._transcript, peer, self._me)
+        self.phase = Phase.CONNECTED
         return [self._send("welcome", **vars(self._me)),
                 self._step_done(Step.CONNECT, f"accepted the chat from {peer.nickname or 'an unnamed peer'} "
                                               f"at {self.peer_address}")]
 
-    def ledger_answer(self, binding: LedgerBinding | None, error: str | None = None) -> list[HsEvent]:
-        """The IO layer's answer to :class:`NeedLookup`: the verified binding, or ``None`` and why not."""
-        if self.failed is not None:
-            return []           # failed while the lookup was running: nothing more to do
+    def ledger_answer(self, binding: LedgerBinding | None, error: str | None = None, *,
+                      disputed: bool = False) -> list[HsEvent]:
+        """The IO layer's answer to :class:`NeedLookup`: the verified binding, or ``None`` and why not
+        (``disputed``: there is a binding, but its key does not answer at the address, see ledger/disputes.py)."""
+        if self.phase in (Phase.FAILED, Phase.CLOSED):
+            return []           # ended while the lookup was running: nothing more to do
         if not self._lookup_pending:
             raise StepOrderError("No ledger lookup is pending for this handshake", Step.SWAP_KEYS)
         self._lookup_pending = False
         lookup = self._lookup
         assert lookup is not None
+        if binding is None and disputed:
+            what = self._describe_query(lookup)
+            return self._fail(Step.SWAP_KEYS, f"the ledger's binding for {what} is {error}",
+                              f"the ledger this node asked marks its binding for "
+                              f"{self._describe_query_for_peer(lookup)} as disputed")
         if binding is None:
             what = self._describe_query(lookup)
             reason = f"the ledger has no record for {what}" + (f" ({error})" if error else "")
@@ -427,13 +484,13 @@ class Handshake:
     def receive(self, msg: Message) -> list[HsEvent]:
         """Feed one decoded frame from the peer. Anything unexpected fails the handshake with a reason;
         frames after a failure are ignored (the connection is being closed)."""
-        if self.failed is not None:
+        if self.phase in (Phase.FAILED, Phase.CLOSED):
             return []
         step = self._current_step()
         if msg.type == "error":
             return self._fail(step, f"the peer ended the handshake: {msg['reason']}", None)
         handler = self._handlers().get(msg.type)
-        if handler is None or self.established is not None:
+        if handler is None or self.phase is Phase.ESTABLISHED:
             return self._fail(step, self._unexpected(msg.type, step),
                               f"unexpected '{msg.type}' frame during step {step.label}")
         return self._guard(step, lambda: handler(msg))
@@ -442,34 +499,34 @@ class Handshake:
         if self.initiator:
             return {"welcome": self._on_welcome, "decline": self._on_decline, "key": self._on_key,
                     "key_ok": self._on_key_ok, "auth_reply": self._on_auth_reply,
-                    "ephemeral_reply": self._on_ephemeral_reply}
+                    "confirm_reply": self._on_confirm_reply}
         return {"hello": self._on_hello, "key": self._on_key, "key_ok": self._on_key_ok, "auth": self._on_auth,
-                "auth_ok": self._on_auth_ok, "ephemeral": self._on_ephemeral, "confirm": self._on_confirm}
+                "auth_ok": self._on_auth_ok, "confirm": self._on_confirm}
 
     # step 1 --------------------------------------------------------------------------------------------
 
     def _on_hello(self, msg: Message) -> list[HsEvent]:
-        if self._peer_hello is not None or self.done:
+        if self.phase is not Phase.START:
             raise self._out_of_order(msg.type, Step.CONNECT)
         hello = Hello.from_message(msg)
         self._check_version_network(hello)
         self._peer_hello = hello
-        self._awaiting_accept = True
-        self.in_progress = Step.CONNECT
+        self.phase = Phase.ACCEPTING
         return [NeedAccept(hello.nickname, self.peer_address, hello.address)]
 
     def _on_welcome(self, msg: Message) -> list[HsEvent]:
-        if self.in_progress is not Step.CONNECT:
+        if self.phase is not Phase.HELLO_SENT:
             raise self._out_of_order(msg.type, Step.CONNECT)
         hello = Hello.from_message(msg)
         self._check_version_network(hello)
         self._peer_hello = hello
         add_hellos(self._transcript, self._me, hello)
+        self.phase = Phase.CONNECTED
         return [self._step_done(Step.CONNECT, f"{hello.nickname or 'the peer'} at {self.peer_address} "
                                               "accepted the chat")]
 
     def _on_decline(self, msg: Message) -> list[HsEvent]:
-        if self.in_progress is not Step.CONNECT:
+        if self.phase is not Phase.HELLO_SENT:
             raise self._out_of_order(msg.type, Step.CONNECT)
         reason = msg.get("reason") or "the peer declined the chat"
         raise HandshakeFailed(Step.CONNECT, f"{self.peer_address} declined the chat: {reason}", None)
@@ -507,18 +564,19 @@ class Handshake:
     # step 2 --------------------------------------------------------------------------------------------
 
     def _on_key(self, msg: Message) -> list[HsEvent]:
-        expected = Step.CONNECT in self.done and self.peer_public_der is None and \
-            (not self.initiator or self.in_progress is Step.SWAP_KEYS)
-        if not expected:
+        # the initiator sent its key when its user started step 2; the responder answers the initiator's
+        expected = Phase.SWAPPING if self.initiator else Phase.CONNECTED
+        if self.phase is not expected or self.peer_public_der is not None:
             raise self._out_of_order(msg.type, Step.SWAP_KEYS)
         der: bytes = msg["key"]
         # Parsed only when step 2 completes (_maybe_finish_swap): the ledger check compares bytes, so our own
         # key goes out without waiting for the ~1 ms parse, and the two sides parse in parallel.
         self.peer_public_der = der
         self._peer_nonce = msg["nonce"]
-        self.in_progress = Step.SWAP_KEYS
+        self._peer_ephemeral = msg["ephemeral"]
         events: list[HsEvent] = []
-        if not self._sent_key:
+        if not self.initiator:
+            self.phase = Phase.SWAPPING
             events.append(self._send_key())
         if self._lookup is None:
             events.append(self._need_lookup(self._lookup_target(der)))
@@ -526,15 +584,17 @@ class Handshake:
         return events
 
     def _on_key_ok(self, msg: Message) -> list[HsEvent]:
-        if self.in_progress is not Step.SWAP_KEYS or self._peer_key_ok or not self._sent_key:
+        if self.phase is not Phase.SWAPPING or self._peer_key_ok:
             raise self._out_of_order(msg.type, Step.SWAP_KEYS)
         self._peer_key_ok = True
         return self._maybe_finish_swap()
 
     def _send_key(self) -> Send:
-        self._sent_key = True
+        """Our `key` frame: identity key, fresh nonce and a fresh X25519 half (a key generation, no RSA)."""
         self._my_nonce = self._fresh_nonce()
-        return self._send("key", key=self._identity.public_der, nonce=self._my_nonce)
+        self._ephemeral = self._ephemeral_factory()
+        return self._send("key", key=self._identity.public_der, nonce=self._my_nonce,
+                          ephemeral=self._ephemeral.public)
 
     def _lookup_target(self, peer_der: bytes | None) -> NeedLookup:
         if not self.via_relay:
@@ -570,25 +630,37 @@ class Handshake:
                 f"{what} (the ledger has {short_fp(binding.public_der)})",
                 f"the key you sent is not the one the ledger binds to {self._describe_query_for_peer(lookup)}")
         self._own_check_ok = True
+        self._fix_transcript()
         return [self._send("key_ok"), *self._maybe_finish_swap()]
+
+    def _fix_transcript(self) -> None:
+        """Our check of the peer's key passed, so both `key` frames are out: every item of step 2 is known and T2 is
+        fixed. The initiator may sign it from here on (:meth:`prepare`) — overlapping the peer's own ledger
+        lookup — though step 2 is done only when the peer's `key_ok` has arrived too and its key parsed."""
+        der, mine, theirs = self.peer_public_der, self._my_nonce, self._peer_nonce
+        eph, peer_eph = self._ephemeral, self._peer_ephemeral
+        assert der is not None and mine is not None and theirs is not None and eph is not None
+        assert peer_eph is not None
+        own_fp, peer_fp = crypto.fingerprint(self._identity.public_der), crypto.fingerprint(der)
+        if self.initiator:
+            add_step_2(self._transcript, i_key=own_fp, r_key=peer_fp, i_nonce=mine, r_nonce=theirs,
+                       i_ephemeral=eph.public, r_ephemeral=peer_eph)
+        else:
+            add_step_2(self._transcript, i_key=peer_fp, r_key=own_fp, i_nonce=theirs, r_nonce=mine,
+                       i_ephemeral=peer_eph, r_ephemeral=eph.public)
+        self._t2 = self._transcript.digest()     # complete: step 3 signs it, step 4 derives from it
 
     def _maybe_finish_swap(self) -> list[HsEvent]:
         if not (self._own_check_ok and self._peer_key_ok):
             return []
         der, binding, lookup = self.peer_public_der, self.peer_binding, self._lookup
-        mine, theirs = self._my_nonce, self._peer_nonce
         assert der is not None and binding is not None and lookup is not None
-        assert mine is not None and theirs is not None
         try:
-            self._peer_key = crypto.load_public(der)
+            self._peer_key = load_peer_key(der)
         except CryptoError as exc:
             raise HandshakeFailed(Step.SWAP_KEYS, f"the key sent by {self.peer_address} is unusable: {exc}",
                                   f"the key you sent is unusable: {exc}") from None
-        i_fp = crypto.fingerprint(self._identity.public_der if self.initiator else der)
-        r_fp = crypto.fingerprint(der if self.initiator else self._identity.public_der)
-        add_keys(self._transcript, i_fp, r_fp)
-        add_challenges(self._transcript, *((mine, theirs) if self.initiator else (theirs, mine)))
-        self._t3 = self._transcript.digest()     # fixed from here on: steps 3 and 4 can be prepared
+        self.phase = Phase.SWAPPED
         nick = f" ({binding.nickname})" if binding.nickname else ""
         claimed = self._peer_hello.nickname if self._peer_hello else ""
         also = f"; it calls itself '{claimed}'" if claimed and claimed != binding.nickname else ""
@@ -611,35 +683,35 @@ class Handshake:
     # step 3 --------------------------------------------------------------------------------------------
 
     def _on_auth(self, msg: Message) -> list[HsEvent]:
-        """Responder: the initiator's signature opens step 3; answer with ours once it verifies."""
-        if Step.SWAP_KEYS not in self.done or self._sent_auth:
+        """Responder: the initiator's signature opens step 3; only once it verifies do we sign (our one RSA
+        private-key operation), so a peer that proves nothing costs us none."""
+        if self.phase is not Phase.SWAPPED:
             raise self._out_of_order(msg.type, Step.AUTHENTICATE)
-        self.in_progress = Step.AUTHENTICATE
         self._verify_auth(msg["sig"])
-        self._sent_auth = True
+        self.phase = Phase.AUTH_REPLIED
         return [self._send("auth_reply", sig=self._own_auth_sig())]
 
     def _on_auth_reply(self, msg: Message) -> list[HsEvent]:
-        if self.in_progress is not Step.AUTHENTICATE or not self._sent_auth:
+        if self.phase is not Phase.AUTH_SENT:
             raise self._out_of_order(msg.type, Step.AUTHENTICATE)
         self._verify_auth(msg["sig"])
         return [self._send("auth_ok"), self._auth_done()]
 
     def _on_auth_ok(self, msg: Message) -> list[HsEvent]:
-        if self.in_progress is not Step.AUTHENTICATE or not self._sent_auth:
+        if self.phase is not Phase.AUTH_REPLIED:
             raise self._out_of_order(msg.type, Step.AUTHENTICATE)
         return [self._auth_done()]
 
     def _own_auth_sig(self) -> bytes:
-        """Our step-3 signature over T3 (prepared ahead of time, or made now)."""
-        assert self._t3 is not None
+        """Our step-3 signature over T2 (the initiator's possibly made ahead by :meth:`prepare`)."""
+        assert self._t2 is not None
         if self._auth_sig is None:
-            self._auth_sig = self._identity.sign(AUTH_CONTEXT, auth_message(self._role, self._t3))
+            self._auth_sig = self._identity.sign(AUTH_CONTEXT, auth_message(self._role, self._t2))
         return self._auth_sig
 
     def _verify_auth(self, sig: bytes) -> None:
-        assert self._peer_key is not None and self._t3 is not None
-        if not crypto.is_valid_signature(self._peer_key, AUTH_CONTEXT, auth_message(self._peer_role, self._t3), sig):
+        assert self._peer_key is not None and self._t2 is not None
+        if not crypto.is_valid_signature(self._peer_key, AUTH_CONTEXT, auth_message(self._peer_role, self._t2), sig):
             raise HandshakeFailed(
                 Step.AUTHENTICATE,
                 f"{self.peer_address} could not prove it holds the key {short_fp(self.peer_public_der or b'')}: "
@@ -647,87 +719,51 @@ class Handshake:
                 "your authentication signature does not verify for this session")
 
     def _auth_done(self) -> StepDone:
+        self.phase = Phase.AUTHENTICATED
         return self._step_done(Step.AUTHENTICATE,
                                f"{self.peer_nickname or 'the peer'} proved it holds key "
                                f"{short_fp(self.peer_public_der or b'')} (signature over this session verified)")
 
     # step 4 --------------------------------------------------------------------------------------------
 
-    def _own_ephemeral(self) -> tuple[EphemeralLike, bytes]:
-        """Our X25519 half and its step-4 signature over T3 (prepared ahead of time, or made now)."""
-        assert self._t3 is not None and self._t4 is None
-        if self._ephemeral is None:
-            self._ephemeral = self._ephemeral_factory()
-            self._ephemeral_sig = None
-        if self._ephemeral_sig is None:
-            self._ephemeral_sig = self._identity.sign(
-                EPHEMERAL_CONTEXT, ephemeral_message(self._role, self._t3, self._ephemeral.public))
-        return self._ephemeral, self._ephemeral_sig
-
     def _erase_ephemeral(self) -> None:
         if self._ephemeral is not None:
             self._ephemeral.erase()
             self._ephemeral = None
 
+    def _derive(self) -> SessionKeys:
+        """X25519 with the peer's half from step 2 (our private half erased right after), then the key schedule."""
+        eph, peer_pub, t2 = self._ephemeral, self._peer_ephemeral, self._t2
+        assert eph is not None and peer_pub is not None and t2 is not None
+        try:
+            shared = eph.agree(peer_pub)
+        finally:
+            self._erase_ephemeral()
+        self._pending_keys = derive_session_keys(shared, t2)
+        return self._pending_keys
+
     def _start_agree(self) -> list[HsEvent]:
-        eph, sig = self._own_ephemeral()
-        return [self._send("ephemeral", pub=eph.public, sig=sig)]
-
-    def _on_ephemeral(self, msg: Message) -> list[HsEvent]:
-        if Step.AUTHENTICATE not in self.done or self._t4 is not None:
-            raise self._out_of_order(msg.type, Step.AGREE_KEY)
-        self.in_progress = Step.AGREE_KEY
-        peer_pub: bytes = msg["pub"]
-        self._verify_ephemeral(peer_pub, msg["sig"])
-        eph, sig = self._own_ephemeral()
-        pub = eph.public
-        try:
-            shared = eph.agree(peer_pub)
-        finally:
-            self._erase_ephemeral()
-        keys = self._schedule(shared, peer_pub, pub)
-        tag = confirm_tag(keys.confirm_key, self._role, self._t4 or b"")
-        return [self._send("ephemeral_reply", pub=pub, sig=sig, confirm=tag)]
-
-    def _on_ephemeral_reply(self, msg: Message) -> list[HsEvent]:
-        eph = self._ephemeral
-        if self.in_progress is not Step.AGREE_KEY or eph is None:
-            raise self._out_of_order(msg.type, Step.AGREE_KEY)
-        peer_pub: bytes = msg["pub"]
-        self._verify_ephemeral(peer_pub, msg["sig"])
-        try:
-            shared = eph.agree(peer_pub)
-        finally:
-            self._erase_ephemeral()
-        keys = self._schedule(shared, eph.public, peer_pub)
-        self._check_confirm(keys, msg["confirm"])
-        tag = confirm_tag(keys.confirm_key, self._role, self._t4 or b"")
-        return [self._send("confirm", confirm=tag), *self._finish(keys)]
+        keys = self._derive()
+        return [self._send("confirm", confirm=confirm_tag(keys.confirm_key, self._role, self._t2 or b""))]
 
     def _on_confirm(self, msg: Message) -> list[HsEvent]:
+        """Responder: derive, check the initiator's tag, answer with ours; the keys are then in use."""
+        if self.phase is not Phase.AUTHENTICATED:
+            raise self._out_of_order(msg.type, Step.AGREE_KEY)
+        keys = self._derive()
+        self._check_confirm(keys, msg["confirm"])
+        tag = confirm_tag(keys.confirm_key, self._role, self._t2 or b"")
+        return [self._send("confirm_reply", confirm=tag), *self._finish(keys)]
+
+    def _on_confirm_reply(self, msg: Message) -> list[HsEvent]:
         keys = self._pending_keys
-        if self.in_progress is not Step.AGREE_KEY or keys is None:
+        if self.phase is not Phase.CONFIRM_SENT or keys is None:
             raise self._out_of_order(msg.type, Step.AGREE_KEY)
         self._check_confirm(keys, msg["confirm"])
         return self._finish(keys)
 
-    def _verify_ephemeral(self, pub: bytes, sig: bytes) -> None:
-        assert self._peer_key is not None and self._t3 is not None
-        data = ephemeral_message(self._peer_role, self._t3, pub)
-        if not crypto.is_valid_signature(self._peer_key, EPHEMERAL_CONTEXT, data, sig):
-            raise HandshakeFailed(Step.AGREE_KEY,
-                                  f"the ephemeral key from {self.peer_address} is not signed by its identity key "
-                                  "for this session: someone may be tampering with the connection",
-                                  "your ephemeral key's signature does not verify for this session")
-
-    def _schedule(self, shared: bytes, i_pub: bytes, r_pub: bytes) -> SessionKeys:
-        add_ephemerals(self._transcript, i_pub, r_pub)
-        self._t4 = self._transcript.digest()
-        self._pending_keys = derive_session_keys(shared, self._t4)
-        return self._pending_keys
-
     def _check_confirm(self, keys: SessionKeys, tag: bytes) -> None:
-        expected = confirm_tag(keys.confirm_key, self._peer_role, self._t4 or b"")
+        expected = confirm_tag(keys.confirm_key, self._peer_role, self._t2 or b"")
         if not crypto.constant_time_equal(expected, tag):
             self._pending_keys = None
             raise HandshakeFailed(Step.AGREE_KEY,
@@ -736,17 +772,18 @@ class Handshake:
                                   "key confirmation failed: the two sides derived different keys")
 
     def _finish(self, keys: SessionKeys) -> list[HsEvent]:
-        der, binding, t4 = self.peer_public_der, self.peer_binding, self._t4
-        assert der is not None and binding is not None and t4 is not None
+        der, binding, t2 = self.peer_public_der, self.peer_binding, self._t2
+        assert der is not None and binding is not None and t2 is not None
         self._pending_keys = None       # only the Established (and then the Channel) holds the keys
         if self.initiator:
             send, recv, send_chain, recv_chain = keys.i2r_key, keys.r2i_key, keys.i2r_chain, keys.r2i_chain
         else:
             send, recv, send_chain, recv_chain = keys.r2i_key, keys.i2r_key, keys.r2i_chain, keys.i2r_chain
         number = safety_number(self._identity.public_der, der)
+        self.phase = Phase.ESTABLISHED
         self.established = Established(
             initiator=self.initiator, send_key=send, recv_key=recv, send_chain=send_chain, recv_chain=recv_chain,
-            transcript_hash=t4, peer_public_der=der, peer_nickname=binding.nickname, peer_binding=binding,
+            transcript_hash=t2, peer_public_der=der, peer_nickname=binding.nickname, peer_binding=binding,
             safety_number=number)
         return [self._step_done(Step.AGREE_KEY, f"agreed AES-256-GCM keys (one per direction); safety number "
                                                 f"{number}"),
@@ -765,7 +802,6 @@ class Handshake:
 
     def _step_done(self, step: Step, detail: str) -> StepDone:
         self.done.add(step)
-        self.in_progress = None
         return StepDone(step, detail)
 
     def _current_step(self) -> Step:
@@ -777,6 +813,8 @@ class Handshake:
         if self.failed is not None:
             raise StepOrderError(f"The handshake failed at step {self.failed_step.label if self.failed_step else ''}"
                                  f" ({self.failed}); connect again to start over", Step.CONNECT)
+        if self.phase is Phase.CLOSED:
+            raise StepOrderError("The connection has ended; connect again to start over", Step.CONNECT)
         if not self.initiator:
             raise StepOrderError("The side that opened the chat drives the steps; this side answers them", step)
         if step in self.done:
@@ -791,7 +829,7 @@ class Handshake:
             raise StepOrderError(f"Do step {int(nxt)} ({nxt.title}) first", nxt)
 
     def _unexpected(self, type_: str, step: Step) -> str:
-        if self.established is not None:
+        if self.phase is Phase.ESTABLISHED:
             return f"{self.peer_address} sent a '{type_}' frame after the handshake finished"
         return f"{self.peer_address} sent a '{type_}' frame that does not belong in step {step.label}"
 
@@ -817,8 +855,7 @@ class Handshake:
     def _fail_state(self, step: Step, reason: str) -> None:
         self.failed = reason
         self.failed_step = step
-        self.in_progress = None
-        self._awaiting_accept = False
+        self.phase = Phase.FAILED
         self._lookup_pending = False
         self._pending_keys = None
         self._erase_ephemeral()
@@ -834,6 +871,6 @@ class Handshake:
 
 __all__ = [
     "Established", "Failed", "Handshake", "HandshakeFailed", "Hello", "HsEvent", "LedgerBinding", "NeedAccept",
-    "NeedLookup", "Ready", "Send", "SessionKeys", "StepDone", "StepOrderError", "add_challenges", "add_ephemerals",
-    "add_hellos", "add_keys", "auth_message", "confirm_tag", "derive_session_keys", "ephemeral_message",
+    "NeedLookup", "Phase", "Ready", "Send", "SessionKeys", "Signer", "StepDone", "StepOrderError", "add_challenges",
+    "add_ephemerals", "add_hellos", "add_keys", "add_step_2", "auth_message", "confirm_tag", "derive_session_keys",
 ]

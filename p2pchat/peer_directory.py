@@ -1,8 +1,9 @@
 """Who is behind an address, a nickname or a fingerprint: the chat node's view of the ledger.
 
 A :class:`PeerDirectory` answers ``lookup(query)`` with the peer's ledger binding (public key, address, relay
-hint, block height, confirmations) or raises :class:`PeerNotFound` with a reason for a person. The node uses it
-twice: to find where to dial (step 1) and to check the key a peer presents (step 2).
+hint, block height, confirmations, and ``disputed``: the ledger node's dispute mark of an IP binding, or None)
+or raises :class:`PeerNotFound` with a reason for a person. The node uses it twice: to find where to dial
+(step 1) and to check the key a peer presents (step 2).
 
 - :class:`LedgerDirectory` asks a ledger node through ``ledger.client.LedgerClient``, which checks the Merkle
   proof against the headers it has synced.
@@ -15,12 +16,14 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Protocol
 
-from ledger.client import LedgerClient, LookupNotFound, VerifiedBinding
+from ledger.client import Dispute, LedgerClient, LookupNotFound, VerifiedBinding
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import normalize_ip
 from p2pchat.foundation.errors import AddressError, PeerUnreachable, UserError
+from p2pchat.links import Binding
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -53,6 +56,7 @@ class DirectoryEntry:
     relay: str | None = None
     height: int = 0
     confirmations: int = 0
+    disputed: Dispute | None = None   # set when the ledger node marked the IP binding disputed (ledger/disputes.py)
 
     @property
     def fingerprint(self) -> bytes:
@@ -64,7 +68,7 @@ LookupBy = str | None
 
 
 class PeerDirectory(Protocol):
-    def lookup(self, query: str, by: LookupBy = None) -> Any:
+    def lookup(self, query: str, by: LookupBy = None) -> Binding:
         """The binding for an IP, nickname or fingerprint; raises :class:`PeerNotFound`."""
 
     def close(self) -> None: ...
@@ -99,8 +103,10 @@ class LedgerDirectory:
     checks the headers and the Merkle proof of every answer and keeps the verified headers between lookups."""
 
     def __init__(self, ip: str, port: int, *, source_ip: str | None, network: str | None = None,
-                 timeout: float = 10.0) -> None:
-        self.client = LedgerClient(ip, port, source_ip=source_ip, network=network, timeout=timeout)
+                 timeout: float = 10.0, pin_dir: Path | None = None) -> None:
+        # pin_dir: the data directory whose pinned network id (ledger.network_pin) the answers must be on.
+        self.client = LedgerClient(ip, port, source_ip=source_ip, network=network, timeout=timeout,
+                                   pin_dir=pin_dir)
 
     @property
     def node(self) -> str:

@@ -1,73 +1,142 @@
-"""One chat session's state on a node: its connection, protocol cores, outgoing frame queue and what the UI is
-shown about it.
+"""One chat session's state on a node: its phase, connection, protocol cores and what the UI is shown about it.
 
-The session holds no threads of its own; :class:`p2pchat.node.ChatNode` runs its reader and sends its frames.
+The session holds no threads of its own; the node's reader, writer and drivers act on it. Its life is one
+explicit :class:`Phase`, moved only along :data:`TRANSITIONS`::
+
+    NEW ──▶ CONNECTING ──▶ HANDSHAKE ──▶ CHAT
+     │           │             │           │
+     └───────────┴─────────────┴───────────┴──▶ ENDED ──▶ CLOSED
+
+(an incoming session starts in HANDSHAKE; CONNECTING goes back to NEW when the dial could not even start).
+How the connection is let go is a :class:`Farewell`.
+
 Two locks keep things ordered:
 
-- ``lock`` guards the protocol cores and the outbox: whoever feeds a core (the reader thread with a frame, a
-  worker with a user command) holds it, so the frames a core emits enter the outbox in the core's order;
-- ``send_lock`` is held while frames leave the outbox for the socket, so they go out in that same order.
+- ``lock`` guards the phase, the protocol cores and the writer's outbox: whoever feeds a core (the reader thread
+  with a frame, a worker with a user command) holds it, so the frames a core emits enter the outbox in order;
+- ``writer.send_lock`` is held while frames leave the outbox for the socket, so they go out in that same order.
   Lock order is always ``send_lock`` then ``lock``: nothing waits for ``send_lock`` while holding ``lock``, which
-  is why ending a session only changes state under ``lock`` and leaves the socket work (:meth:`ChatNode._close_io`)
-  to whoever releases it.
-
-Texts the user sends are queued in the channel and stand in the outbox as one :class:`QueuedTexts` placeholder
-per batch; whichever thread writes next replaces it with the sealed frames (several texts per frame when the user
-is faster than the wire).
+  is why ending a session only changes state under ``lock`` and leaves the socket work to whoever releases it.
 """
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from p2pchat.events import SessionInfo
 from p2pchat.steps import Step
 
+if TYPE_CHECKING:
+    from p2pchat.admission import Ticket
+    from p2pchat.channel import Channel
+    from p2pchat.handshake import Handshake
+    from p2pchat.links import Link
+    from p2pchat.session_writer import QueuedTexts, SessionWriter, WriterHost
 
-class QueuedTexts:
-    """Outbox placeholder for the texts queued in the channel; sealed by the writer that reaches it."""
 
-    __slots__ = ()
+class Phase(enum.Enum):
+    NEW = "new"                 # an outgoing session before step 1
+    CONNECTING = "connecting"   # step 1's dial is under way
+    HANDSHAKE = "handshake"     # connected; steps 1-4 run on the handshake core
+    CHAT = "chat"               # keys agreed; the channel runs
+    ENDED = "ended"             # over for the UI; the socket work may still be under way
+    CLOSED = "closed"           # the last frames are sent and the link is closed or half-closed
+
+
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.NEW: frozenset({Phase.CONNECTING, Phase.HANDSHAKE, Phase.ENDED}),
+    Phase.CONNECTING: frozenset({Phase.HANDSHAKE, Phase.NEW, Phase.ENDED}),
+    Phase.HANDSHAKE: frozenset({Phase.CHAT, Phase.ENDED}),
+    Phase.CHAT: frozenset({Phase.ENDED}),
+    Phase.ENDED: frozenset({Phase.CLOSED}),
+    Phase.CLOSED: frozenset(),
+}
+
+
+class Farewell(enum.Enum):
+    """How the connection is let go once the session ends."""
+
+    ABORT = "abort"             # close at once (errors, vanished peers)
+    GOODBYE = "goodbye"         # we said goodbye: half-close and let the peer close first
+    PEER_GONE = "peer gone"     # the peer said goodbye or closed: just close
 
 
 class Session:
     """State of one chat, with an immutable :class:`SessionInfo` snapshot replaced on every change."""
 
-    def __init__(self, sid: str, peer_query: str, *, incoming: bool) -> None:
+    def __init__(self, sid: str, peer_query: str, *, incoming: bool, writer_host: WriterHost | None = None) -> None:
+        from p2pchat.session_writer import SessionWriter
+
         self.id = sid
         self.incoming = incoming
+        self.ticket: Ticket | None = None      # an incoming session's claim on its address's allowances
         self.lock = threading.RLock()
-        self.send_lock = threading.Lock()
-        self.link: Any = None                  # FramedSocket or RelayLink, once connected
-        self.handshake: Any = None             # p2pchat.handshake.Handshake until the keys are agreed
-        self.channel: Any = None               # p2pchat.channel.Channel afterwards
-        self.outbox: deque[bytes | QueuedTexts] = deque()
-        self.text_marker: QueuedTexts | None = None   # the placeholder of the texts queued now, while in the outbox
-        self.partial: bytes | memoryview = b""  # the unsent rest of a frame the socket took only part of
-        self.flush_scheduled = False
-        self.defer_flush = False               # the lock holder sends the outbox itself once it lets go
-        self.connecting = False                # step 1's dial is under way
+        self.phase = Phase.NEW
+        self.farewell = Farewell.ABORT
+        self.link: Link | None = None
+        self.handshake: Handshake | None = None     # until the keys are agreed
+        self.channel: Channel | None = None          # afterwards
+        self.writer: SessionWriter = SessionWriter(self, writer_host)
         self.auto_steps = False                # run_all: start each step when the previous one is done
         self.auto_next: Step | None = None     # the step run_all starts next
         self.typing_sent = False
         self.started_at = time.monotonic()
         self.progress: tuple[Step | None, float] = (None, self.started_at)   # step under way, since when
         self.sent_ids: set[int] = set()        # our texts without a delivery receipt yet
-        self.wire_hook: Callable[[bytes], bytes | None] | None = None   # demo/tests: alter outgoing frames
-        self.raw_frames = 0                    # frames injected with ChatNode.inject_frame
-        # ending
-        self.ended = False
-        self.graceful = False                  # we said goodbye: half-close and let the peer close first
-        self.peer_left = False                 # the peer said goodbye or closed: just close
-        self.io_closed = False
-        self.reading = False                   # a reader thread owns the link
-        self.reader_done = threading.Event()
+        self.lookup_pending = False            # a ledger lookup runs for the handshake: its reader holds frames
+        self.lookup_request: tuple[str, str | None] | None = None   # asked by the core, run once the lock is free
+        self.unreceipted = 0                   # texts opened since the last receipt we sealed
+        self.untaken = 0                       # their MessageReceived events the UI has not taken yet
+        self.reader_done: threading.Event | None = None   # set once the reader owning the link has finished
         self._info = SessionInfo(session=sid, peer_query=peer_query, incoming=incoming)
+
+    # --- the phase ---------------------------------------------------------------------------------------
+
+    def move(self, to: Phase) -> None:
+        """Change phase along :data:`TRANSITIONS` (``lock`` held); anything else is a programming error."""
+        if to not in TRANSITIONS[self.phase]:
+            raise RuntimeError(f"session {self.id}: no transition from {self.phase.name} to {to.name}")
+        self.phase = to
+
+    @property
+    def ended(self) -> bool:
+        return self.phase in (Phase.ENDED, Phase.CLOSED)
+
+    @property
+    def connecting(self) -> bool:
+        return self.phase is Phase.CONNECTING
+
+    @property
+    def reading(self) -> bool:
+        """A reader thread owns the link."""
+        return self.reader_done is not None
+
+    @property
+    def peer_left(self) -> bool:
+        return self.farewell is Farewell.PEER_GONE
+
+    def peer_gone(self) -> None:
+        self.farewell = Farewell.PEER_GONE
+
+    # compatibility for tests and the demo that look at the outbox
+    @property
+    def outbox(self) -> deque[bytes | QueuedTexts]:
+        return self.writer.outbox
+
+    @property
+    def partial(self) -> bytes | memoryview:
+        return self.writer.partial
+
+    @property
+    def send_lock(self) -> threading.Lock:
+        return self.writer.send_lock
+
+    # --- what the UI sees --------------------------------------------------------------------------------
 
     @property
     def info(self) -> SessionInfo:

@@ -1,5 +1,8 @@
 """The terminal user interface: ``p2pchat chat PEER`` and ``p2pchat listen``.
 
+Everything is written through one :class:`~p2pchat.display.Printer`: no string from the network reaches the
+terminal as a control sequence, and a peer's text never starts a line of its own (see :mod:`p2pchat.display`).
+
 Both loops run on the main thread and multiplex two sources without extra threads: lines from standard input
 (read with ``select`` on its file descriptor, so pipes work as well as a terminal) and the node's event queue.
 Typed lines become messages; ``/status``, ``/verify`` and ``/quit`` are commands. Lines typed before the chat is
@@ -16,6 +19,7 @@ import time
 from types import FrameType
 from typing import TextIO
 
+from p2pchat.display import Printer, one_line
 from p2pchat.events import (
     DeliveryReceipt,
     Event,
@@ -63,17 +67,6 @@ class LineInput:
         self._buf += chunk
         *lines, self._buf = self._buf.split(b"\n")
         return [line.rstrip(b"\r").decode("utf-8", "replace") for line in lines]
-
-
-class Printer:
-    """Writes what the user sees, flushing every line (stdout is often a pipe)."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-
-    def line(self, text: str = "") -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
 
 
 def clock(ts: float) -> str:
@@ -152,21 +145,32 @@ def _next_event(node: ChatNode, timeout: float) -> Event | None:
         return None
 
 
+def describe_name(name: str | None, fallback: str = "an unnamed peer") -> str:
+    """A peer's nickname for one line: visible, and with the code points of any non-ASCII letter spelled out,
+    so a look-alike ("bоb" with a Cyrillic о) is told apart from the name it imitates."""
+    if not name:
+        return fallback
+    shown = one_line(name)
+    odd = sorted({ch for ch in name if not ch.isascii()})
+    if not odd:
+        return shown
+    spelled = ", ".join(f"{ch if ch.isprintable() else '?'}=U+{ord(ch):04X}" for ch in odd[:4])
+    return f"{shown} (non-ASCII: {spelled}{', …' if len(odd) > 4 else ''})"
+
+
 def _show_common(p: Printer, ev: Event, prefix: str = "") -> None:
-    """Events both commands print the same way."""
+    """Events both commands print the same way (every string goes through the Printer's escaping)."""
     if isinstance(ev, StepResult):
         p.line(prefix + step_line(ev))
     elif isinstance(ev, StepRefused):
         p.line(f"{prefix}✗ {ev.step.label} refused — {ev.reason}")
     elif isinstance(ev, MessageReceived):
-        p.line(f"{prefix}[{clock(ev.received_at)}] {ev.sender}: {ev.text}")
+        p.line(f"{prefix}[{clock(ev.received_at)}] {one_line(ev.sender)}: {ev.text}")
     elif isinstance(ev, Notice):
         mark = {"rotation": "·", "refused": "!", "path": "→"}.get(ev.kind, "·")
         p.line(f"{prefix}  {mark} {ev.text}")
     elif isinstance(ev, NodeError):
         p.line(f"{prefix}! {ev.text}")
-
-
 def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
     """``p2pchat chat PEER``: the four steps, then chat until end of input or ``/quit``. Returns the exit code:
     0 after a goodbye (ours or the peer's), 1 when a step failed or the chat broke."""
@@ -243,85 +247,215 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
 
 
 ANSWERS = ("y", "yes", "n", "no")
+LISTEN_HELP = ("Commands: /list (the chats), /to N (write to chat N), /accept N, /reject N, /status, /verify, "
+               "/quit. Lines you type go only to the chat you chose with /to.")
 
 
-def answer(p: Printer, node: ChatNode, question: IncomingChat, reply: str) -> None:
-    yes = reply.strip().lower().startswith("y")
-    node.accept(question.session, yes)
-    p.line(("Accepted" if yes else "Rejected") + f" the chat from {question.nickname or question.peer_address}.")
+class _Chat:
+    """One chat as ``listen`` shows it: its number (never reused), the peer's name, where it stands."""
+
+    def __init__(self, number: int, session: str) -> None:
+        self.number = number
+        self.session = session
+        self.name = ""
+        self.address = ""
+        self.state = "connecting"      # asking | connecting | ready | ended
+        self.waiting: list[str] = []   # lines typed for this chat before it was ready
+
+    def label(self) -> str:
+        return f"chat {self.number} ({describe_name(self.name, self.address or 'an unnamed peer')})"
+
+
+class ListenView:
+    """``p2pchat listen``'s state: numbered chats, the questions waiting for an answer, and the one chat typed
+    lines go to. That target changes only by the user's ``/to N``: a chat that starts, becomes ready or ends
+    never moves it (a look-alike peer connecting mid-conversation gets nothing the user did not address to it)."""
+
+    def __init__(self, node: ChatNode, p: Printer) -> None:
+        self.node = node
+        self.p = p
+        self.chats: dict[str, _Chat] = {}
+        self.by_number: dict[int, _Chat] = {}
+        self.questions: list[IncomingChat] = []
+        self.early_answers: list[str] = []   # y/n typed (or piped) before any question appeared
+        self.target: _Chat | None = None
+
+    def chat(self, sid: str) -> _Chat:
+        c = self.chats.get(sid)
+        if c is None:
+            c = _Chat(len(self.by_number) + 1, sid)
+            self.chats[sid] = c
+            self.by_number[c.number] = c
+        return c
+
+    def tag(self, sid: str) -> str:
+        return f"[{self.chat(sid).number}] "
+
+    # --- events --------------------------------------------------------------------------------------------
+
+    def on_event(self, ev: Event) -> None:
+        p = self.p
+        if isinstance(ev, IncomingChat):
+            c = self.chat(ev.session)
+            c.name, c.address, c.state = ev.nickname, ev.peer_address, "asking"
+            p.line(f"Chat {c.number}: incoming chat from {describe_name(ev.nickname)} at {one_line(ev.peer_address)}. "
+                   f"Accept? [y/n] (or /accept {c.number}, /reject {c.number})")
+            self.questions.append(ev)
+            if self.early_answers and len(self.questions) == 1:
+                self.answer(self.questions[0], self.early_answers.pop(0))
+        elif isinstance(ev, SessionEnded):
+            c = self.chat(ev.session)
+            c.state = "ended"
+            self.questions = [q for q in self.questions if q.session != ev.session]
+            p.line(f"{self.tag(ev.session)}Chat {c.number} with {describe_name(c.name, c.address)} ended: "
+                   f"{ev.reason}")
+            if c.waiting:
+                p.line(f"! {len(c.waiting)} line(s) typed for chat {c.number} were not sent")
+                c.waiting.clear()
+            if self.target is c:
+                p.line(f"Lines you type now go nowhere: choose a chat with /to N ({self.ready_list()}).")
+                self.target = None
+        elif isinstance(ev, StepResult) and ev.ok and ev.step == Step.AGREE_KEY:
+            c = self.chat(ev.session)
+            _show_common(p, ev, self.tag(ev.session))
+            c.state = "ready"
+            info = self.node.session_info(ev.session)
+            c.name = info.peer_nickname or c.name
+            c.address = info.peer_address or c.address
+            who = describe_name(c.name, c.address)
+            p.line(f"{self.tag(ev.session)}Chat {c.number} with {who} is ready (path: {one_line(info.path)}, "
+                   f"key {one_line(info.peer_fingerprint)}).")
+            if self.target is c:
+                self.send_waiting(c)
+            elif self.target is None:
+                p.line(f"Type /to {c.number} to write to {who}.")
+            else:
+                p.line(f"Lines you type still go to {self.target.label()}; /to {c.number} writes to {who}.")
+        elif isinstance(ev, Notice) and ev.session == "":
+            p.line(f"  → {ev.text}")
+        elif not isinstance(ev, (SessionUpdated, PeerTyping, DeliveryReceipt)):
+            sid = getattr(ev, "session", None)
+            _show_common(p, ev, self.tag(sid) if sid else "")
+
+    def ready_list(self) -> str:
+        ready = [str(c.number) for c in self.by_number.values() if c.state == "ready"]
+        return "ready: " + ", ".join(ready) if ready else "none is ready"
+
+    # --- typed lines -------------------------------------------------------------------------------------------
+
+    def answer(self, question: IncomingChat, reply: str) -> None:
+        yes = reply.strip().lower().startswith("y")
+        self.questions = [q for q in self.questions if q is not question]
+        c = self.chat(question.session)
+        if c.state == "asking":
+            c.state = "connecting" if yes else "ended"
+        self.node.accept(question.session, yes)
+        self.p.line(("Accepted" if yes else "Rejected") + f" {c.label()}.")
+
+    def _numbered(self, arg: str) -> _Chat | None:
+        c = self.by_number.get(int(arg)) if arg.isdigit() else None
+        if c is None:
+            self.p.line(f"There is no chat {one_line(arg)}; /list shows the chats.")
+        return c
+
+    def on_line(self, line: str) -> bool:
+        """Handle one typed line; False for ``/quit``."""
+        command = line.strip()
+        word, _, arg = command.partition(" ")
+        arg = arg.strip()
+        if command.lower() in ANSWERS and (self.questions or self.target is None):
+            if len(self.questions) == 1:
+                self.answer(self.questions[0], command)
+            elif self.questions:
+                numbers = ", ".join(str(self.chat(q.session).number) for q in self.questions)
+                self.p.line(f"{len(self.questions)} chats are asking ({numbers}): answer one with /accept N or "
+                            "/reject N.")
+            else:
+                self.early_answers.append(command)     # typed ahead: answers the next single question
+        elif command == "/quit":
+            return False
+        elif word in ("/accept", "/reject"):
+            c = self._numbered(arg)
+            if c is not None:
+                question = next((q for q in self.questions if q.session == c.session), None)
+                if question is None:
+                    self.p.line(f"Chat {c.number} is not asking for an answer.")
+                else:
+                    self.answer(question, "y" if word == "/accept" else "n")
+        elif word == "/to":
+            c = self._numbered(arg)
+            if c is not None:
+                if c.state == "ended":
+                    self.p.line(f"Chat {c.number} has ended; /list shows the others.")
+                else:
+                    self.target = c
+                    self.p.line(f"Lines you type now go to {c.label()}."
+                                + ("" if c.state == "ready" else " They are kept until it is ready."))
+                    if c.state == "ready":
+                        self.send_waiting(c)
+        elif word == "/list":
+            self.show_list()
+        elif word in ("/status", "/verify"):
+            c = self._numbered(arg) if arg else self.target
+            if c is None:
+                if not arg:
+                    self.p.line("Choose a chat first: /status N, or /to N then /status.")
+                return True
+            info = self.node.session_info(c.session)
+            for text in (status_lines(self.node, info) if word == "/status" else verify_lines(info)):
+                self.p.line(text)
+        elif command in ("/help", "/?"):
+            self.p.line(LISTEN_HELP)
+        elif command.startswith("/") and " " not in command:
+            self.p.line(f"unknown command {one_line(command)}. {LISTEN_HELP}")
+        elif line:
+            if self.target is None:
+                self.p.line("! not sent: no chat is chosen. Type /to N to choose one (/list shows the chats).")
+            else:
+                self.target.waiting.append(line)
+                if self.target.state == "ready":
+                    self.send_waiting(self.target)
+        return True
+
+    def send_waiting(self, c: _Chat) -> None:
+        if c.state == "ready" and c.waiting:
+            send_waiting(self.p, self.node, c.session, c.waiting)
+
+    def show_list(self) -> None:
+        if not self.by_number:
+            self.p.line("No chats yet.")
+            return
+        self.p.line("Chats:")
+        for c in self.by_number.values():
+            info = self.node.session_info(c.session) if c.state != "asking" else None
+            key = f", key {one_line(info.peer_fingerprint)}" if info and info.peer_fingerprint else ""
+            mark = "  ← lines you type go here" if c is self.target else ""
+            where = one_line(c.address or (info.peer_address if info else None), "?")
+            self.p.line(f"  {c.number}  {describe_name(c.name)} at {where}{key} — {c.state}{mark}")
 
 
 def run_listen(node: ChatNode, *, stdin_fd: int, out: TextIO, accept_all: bool, once: bool = False) -> int:
     """``p2pchat listen``: wait for chats, ask accept/reject (or accept all), show messages, send typed lines to
-    the chat that became ready most recently. Runs until ``/quit``, Ctrl-C or SIGTERM (``once``: until the
-    first chat ends). Returns the exit code."""
+    the chat the user chose with ``/to N``. Runs until ``/quit``, Ctrl-C or SIGTERM (``once``: until the first
+    chat ends). Returns the exit code."""
     p = Printer(out)
     inp = LineInput(stdin_fd)
     where = node.address if node.listen else f"relay {node.relay} only"
     p.line(f"p2pchat — you are {node.nickname} ({node.identity.short_fingerprint}), listening on {where}, "
            f"network {node.network}")
-    p.line("Waiting for chats" + (" (accepting all)" if accept_all else "") + ". Lines you type go to the latest "
-           "chat; /status, /verify, /quit.")
-    questions: list[IncomingChat] = []
-    ready: list[str] = []           # established sessions, latest last
-    names: dict[str, str] = {}
-    waiting: list[str] = []
-    chats_ended = 0
-    multi = False
-
-    def tag(sid: str) -> str:
-        return f"[{names.get(sid, sid)}] " if multi else ""
-
+    p.line("Waiting for chats" + (" (accepting all)" if accept_all else "") + ". " + LISTEN_HELP)
+    view = ListenView(node, p)
     with _Stop() as stop:
         while not stop.requested:
             ev = _next_event(node, 0 if not inp.eof else POLL_SECONDS)
             while ev is not None:
-                if isinstance(ev, IncomingChat):
-                    names[ev.session] = ev.nickname or ev.peer_address
-                    p.line(f"Incoming chat from {ev.nickname or 'an unnamed peer'} at {ev.peer_address}. "
-                           "Accept? [y/n]")
-                    questions.append(ev)
-                    if waiting and waiting[0].strip().lower() in ANSWERS:
-                        # typed ahead (or piped in) before the question appeared
-                        answer(p, node, questions.pop(0), waiting.pop(0))
-                elif isinstance(ev, SessionEnded):
-                    if ev.session in ready:
-                        ready.remove(ev.session)
-                    questions = [q for q in questions if q.session != ev.session]
-                    p.line(f"{tag(ev.session)}Chat with {names.get(ev.session, ev.session)} ended: {ev.reason}")
-                    chats_ended += 1
-                    if once:
-                        return 0
-                elif isinstance(ev, StepResult) and ev.ok and ev.step == Step.AGREE_KEY:
-                    _show_common(p, ev, tag(ev.session))
-                    ready.append(ev.session)
-                    multi = multi or len(ready) > 1
-                    info = node.session_info(ev.session)
-                    names[ev.session] = info.peer_nickname or ev.session
-                    p.line(f"{tag(ev.session)}Chat ready with {names[ev.session]} (path: {info.path}).")
-                elif isinstance(ev, Notice) and ev.session == "":
-                    p.line(f"  → {ev.text}")
-                elif not isinstance(ev, (SessionUpdated, PeerTyping, DeliveryReceipt)):
-                    _show_common(p, ev, tag(getattr(ev, "session", "") or ""))
+                view.on_event(ev)
+                if once and isinstance(ev, SessionEnded):
+                    return 0
                 ev = _next_event(node, 0)
             for line in inp.read_lines(0 if inp.eof else POLL_SECONDS):
-                command = line.strip()
-                if questions and command.lower() in ANSWERS:
-                    answer(p, node, questions.pop(0), command)
-                elif command == "/quit":
+                if not view.on_line(line):
                     return 0
-                elif command in ("/status", "/verify"):
-                    if not ready:
-                        p.line("No chat is ready yet.")
-                        continue
-                    info = node.session_info(ready[-1])
-                    for text in (status_lines(node, info) if command == "/status" else verify_lines(info)):
-                        p.line(text)
-                elif command in ("/help", "/?"):
-                    p.line(HELP)
-                elif line:
-                    waiting.append(line)
-            if ready and waiting:
-                send_waiting(p, node, ready[-1], waiting)
+            if view.target is not None:
+                view.send_waiting(view.target)
     return 0
-

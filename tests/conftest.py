@@ -7,6 +7,7 @@ import itertools
 import os
 import socket
 import threading
+import traceback
 
 import pytest
 from hypothesis import settings
@@ -61,3 +62,47 @@ def free_port(ip: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((ip, 0))
         return s.getsockname()[1]
+
+
+# --- an exception that escapes a thread fails the test it happened in ---------------------------------------
+# (pytest's own threadexception plugin only warns; it is disabled in pyproject.toml so this hook stays installed)
+
+_THREAD_ERRORS: list[str] = []
+_THREAD_ERRORS_LOCK = threading.Lock()
+_default_excepthook = threading.excepthook
+
+
+def _record_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    text = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+    with _THREAD_ERRORS_LOCK:
+        _THREAD_ERRORS.append(f"in thread {name}:\n{text}")
+    _default_excepthook(args)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    threading.excepthook = _record_thread_exception
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    threading.excepthook = _default_excepthook
+
+
+def take_thread_errors() -> list[str]:
+    """The exceptions that escaped threads since the last call (and forgets them)."""
+    with _THREAD_ERRORS_LOCK:
+        errors = list(_THREAD_ERRORS)
+        _THREAD_ERRORS.clear()
+    return errors
+
+
+@pytest.fixture(autouse=True)
+def _fail_on_thread_exceptions() -> object:
+    take_thread_errors()     # one that escaped between tests belongs to no test: it was reported already
+    yield
+    errors = take_thread_errors()
+    if errors:
+        pytest.fail(f"{len(errors)} exception(s) escaped a thread during this test:\n" + "\n".join(errors),
+                    pytrace=False)

@@ -8,15 +8,16 @@ from collections.abc import Callable
 import customtkinter as ctk
 
 from gui.ledger_actions import Action, LedgerActions, Report, confirmation_text
-from gui.ledger_view import LedgerSnapshot, ledger_rows
+from gui.ledger_view import LedgerSnapshot, alert_text, ledger_rows
 from gui.widgets.confirm_dialog import ConfirmDialog
 from gui.widgets.style import MUTED, Fonts, LabelText
 
 ACTION_POLL_MS = 100
 OK_COLOR = ("#2e7d32", "#66bb6a")
 ERROR_COLOR = ("#c62828", "#ef5350")
+ALERT_COLOR = ERROR_COLOR
 
-ROWS = ("Node", "Problem", "Network", "Height", "Peers", "Mining", "Sync", "Your record")
+ROWS = ("Alert", "Node", "Problem", "Network", "Height", "Final", "Peers", "Mining", "Sync", "Your record")
 
 
 class LedgerPanel(ctk.CTkFrame):
@@ -29,10 +30,16 @@ class LedgerPanel(ctk.CTkFrame):
         self._actions: LedgerActions | None = None
         self.dialog: ConfirmDialog | None = None
         self.grid_columnconfigure((0, 1), weight=1, uniform="lists")
-        self.grid_rowconfigure(4, weight=1)
+        self.grid_rowconfigure(5, weight=1)
 
+        # Binding alerts (ledger/watch.py, ledger/disputes.py): a red banner above everything, hidden otherwise.
+        self.banner = ctk.CTkLabel(self, text="", font=fonts.bold, anchor="w", justify="left", wraplength=760,
+                                   text_color=("#c62828", "#ef5350"), fg_color=("#fdecea", "#3b1f1f"),
+                                   corner_radius=6)
+        self.banner.grid(row=0, column=0, columnspan=2, sticky="ew", pady=(0, 6), ipadx=8, ipady=4)
+        self.banner.grid_remove()
         summary = ctk.CTkFrame(self, fg_color=("gray92", "gray17"))
-        summary.grid(row=0, column=0, columnspan=2, sticky="ew")
+        summary.grid(row=1, column=0, columnspan=2, sticky="ew")
         summary.grid_columnconfigure(1, weight=1)
         self.labels: dict[str, ctk.CTkLabel] = {}
         self.values: dict[str, ctk.CTkLabel] = {}
@@ -44,9 +51,11 @@ class LedgerPanel(ctk.CTkFrame):
             value.grid(row=i, column=1, padx=(0, 10), pady=1, sticky="ew")
             self.labels[name], self.values[name] = label, value
             self._values_text[name] = LabelText(value)
+        self.labels["Alert"].configure(text_color=ALERT_COLOR, font=fonts.bold)
+        self.values["Alert"].configure(text_color=ALERT_COLOR, font=fonts.bold, wraplength=560)
 
         join = ctk.CTkFrame(self, fg_color="transparent")
-        join.grid(row=1, column=0, columnspan=2, sticky="ew", pady=(8, 4))
+        join.grid(row=2, column=0, columnspan=2, sticky="ew", pady=(8, 4))
         join.grid_columnconfigure(1, weight=1)
         ctk.CTkLabel(join, text="Join network", font=fonts.bold).grid(row=0, column=0, padx=(4, 8))
         self.join_entry = ctk.CTkEntry(join, font=fonts.body, placeholder_text="address of a ledger node, e.g. "
@@ -59,7 +68,7 @@ class LedgerPanel(ctk.CTkFrame):
         self.join_result.grid(row=1, column=0, columnspan=3, padx=4, sticky="ew")
 
         mine = ctk.CTkFrame(self, fg_color="transparent")
-        mine.grid(row=2, column=0, columnspan=2, sticky="ew", pady=(4, 6))
+        mine.grid(row=3, column=0, columnspan=2, sticky="ew", pady=(4, 6))
         mine.grid_columnconfigure(1, weight=1)
         ctk.CTkLabel(mine, text="Your identity", font=fonts.bold).grid(row=0, column=0, padx=(4, 8))
         self.nickname_entry = ctk.CTkEntry(mine, font=fonts.body, placeholder_text="new nickname")
@@ -79,14 +88,14 @@ class LedgerPanel(ctk.CTkFrame):
         self.action_result.grid(row=1, column=0, columnspan=5, padx=4, sticky="ew")
         self._set_actions_enabled(False)
 
-        ctk.CTkLabel(self, text="Recent blocks", font=fonts.bold, anchor="w").grid(row=3, column=0, sticky="w",
+        ctk.CTkLabel(self, text="Recent blocks", font=fonts.bold, anchor="w").grid(row=4, column=0, sticky="w",
                                                                                  padx=4)
-        ctk.CTkLabel(self, text="Pending records", font=fonts.bold, anchor="w").grid(row=3, column=1, sticky="w",
+        ctk.CTkLabel(self, text="Pending records", font=fonts.bold, anchor="w").grid(row=4, column=1, sticky="w",
                                                                                    padx=4)
         self.blocks = ctk.CTkTextbox(self, font=fonts.mono, wrap="none", state="disabled", height=120)
-        self.blocks.grid(row=4, column=0, sticky="nsew", padx=(0, 4))
+        self.blocks.grid(row=5, column=0, sticky="nsew", padx=(0, 4))
         self.pending = ctk.CTkTextbox(self, font=fonts.small, wrap="word", state="disabled", height=120)
-        self.pending.grid(row=4, column=1, sticky="nsew", padx=(4, 0))
+        self.pending.grid(row=5, column=1, sticky="nsew", padx=(4, 0))
         self._shown: LedgerSnapshot | None = None
         self._texts: dict[str, str] = {}
 
@@ -153,6 +162,12 @@ class LedgerPanel(ctk.CTkFrame):
         if snap == self._shown and snap is not None:
             return
         self._shown = snap
+        banner = alert_text(snap)
+        if banner:
+            self.banner.configure(text=banner)
+            self.banner.grid()
+        else:
+            self.banner.grid_remove()
         rows = dict(ledger_rows(snap))
         for name in ROWS:
             if name in rows:

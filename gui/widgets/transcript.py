@@ -5,11 +5,12 @@ from __future__ import annotations
 import tkinter
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import customtkinter as ctk
 
 from gui.models import ChatLine, LineKind
-from gui.text import count
+from gui.text import count, indent_continuations
 from gui.widgets.style import ACCENT, BAD, GOOD, MUTED, WARN, Color, Fonts
 
 TAG_COLORS: dict[str, Color] = {
@@ -50,7 +51,7 @@ class Transcript(ctk.CTkTextbox):
     # so the number of Tk calls per tick, not the amount of text, is what makes the window lag.
 
     def add(self, lines: Iterable[ChatLine]) -> None:
-        chunks: list[object] = []
+        chunks: list[Any] = []        # text, tags, text, tags, … (Tk's multi-part insert)
         for line in lines:
             chunks += self._parts(line)
             self._ids.append(line.line_id)
@@ -95,15 +96,15 @@ class Transcript(ctk.CTkTextbox):
     # ---- internals ----------------------------------------------------------------------------------------
 
     @staticmethod
-    def _parts(line: ChatLine) -> list[object]:
+    def _parts(line: ChatLine) -> list[Any]:
         """``text, tags, text, tags, …`` for Tk's multi-part insert; every part carries the line's own tag."""
         tag = f"L{line.line_id}"
         parts: list[tuple[str, str | None]] = [(f"{line.time}  ", "time")]
         if line.kind is LineKind.NOTICE:
-            parts.append((line.text, NOTICE_TAGS.get(line.level, "notice")))
+            parts.append((indent_continuations(line.text), NOTICE_TAGS.get(line.level, "notice")))
         else:
             parts.append((f"{line.sender}: ", "sender_out" if line.kind is LineKind.OUT else "sender_in"))
-            parts.append((line.text[:line.shown], None))
+            parts.append((indent_continuations(line.text[:line.shown]), None))
             if line.hidden:
                 parts.append((f" … show more ({count(line.hidden, 'more character')})", "more"))
             if line.kind is LineKind.OUT:

@@ -148,7 +148,7 @@ class Protocol:
         body = self.encode_body(type_, **fields)
         return HEADER.pack(len(body)) + body
 
-    def decode(self, body: bytes) -> Message:
+    def decode(self, body: bytes | memoryview) -> Message:
         """Unpack and schema-check one frame body."""
         if len(body) > self.max_frame:
             raise FrameError(f"frame of {len(body)} bytes is over the {self.max_frame}-byte limit")
@@ -188,6 +188,7 @@ class FrameReader:
 
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
+        self.limit = protocol.max_frame     # may be lowered per connection (e.g. before a peer authenticated)
         self._buf = bytearray()
         self._need: int | None = None
 
@@ -208,10 +209,10 @@ class FrameReader:
                 if len(self._buf) < HEADER.size:
                     return
                 (size,) = HEADER.unpack_from(self._buf)
-                if size > self.protocol.max_frame:
+                if size > self.limit:
                     self._buf.clear()
                     raise FrameError(f"peer announced a frame of {size} bytes, over the "
-                                     f"{self.protocol.max_frame}-byte limit")
+                                     f"{self.limit}-byte limit")
                 if size == 0:
                     raise FrameError("empty frame")
                 del self._buf[:HEADER.size]

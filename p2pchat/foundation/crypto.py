@@ -262,7 +262,9 @@ class EphemeralKey:
 def hkdf(secret: bytes, salt: bytes, info: bytes, length: int = AES_KEY_LEN, count: int = 1) -> list[bytes]:
     """HKDF-SHA256: ``count`` keys of ``length`` bytes."""
     keys = HKDF(secret, length, salt, SHA256, num_keys=count, context=info)
-    return list(keys) if count > 1 else [keys]
+    if isinstance(keys, bytes):
+        return [keys]
+    return list(keys)
 
 
 # --- AES-256-GCM ---------------------------------------------------------------------------------------
@@ -289,3 +291,48 @@ def open_sealed(key: bytes, nonce: bytes, sealed: bytes, aad: bytes) -> bytes:
 
 def hmac_sha256(key: bytes, data: bytes) -> bytes:
     return hmac.new(key, data, hashlib.sha256).digest()
+
+
+# --- relay link (Noise-NK-like: the client knows the relay's static X25519 key) ------------------------------
+
+RELAY_LINK_CONTEXT = b"p2pchat/relay-link/2\x00"
+
+
+def x25519_private() -> bytes:
+    """32 fresh random bytes: an X25519 private key (clamped when used), e.g. a relay's static key."""
+    return random_bytes(X25519_LEN)
+
+
+def relay_link_keys(static_public: bytes, client_ephemeral: bytes, relay_ephemeral: bytes,
+                    es: bytes, ee: bytes) -> tuple[bytes, bytes]:
+    """The two AES-256-GCM keys of a client↔relay link: ``(client→relay, relay→client)``.
+
+    ``h = SHA-256("p2pchat/relay-link/2\\0" ‖ s ‖ e_c ‖ e_r)`` binds the relay's static key and both ephemeral
+    keys; the keys are ``HKDF-SHA256(ikm = es ‖ ee, salt = h, info = "p2pchat/relay-link/2\\0keys", 2 × 32 B)``.
+    Only the holder of the static key's private half (``es``) and of the relay's ephemeral (``ee``) gets them.
+    """
+    for part in (static_public, client_ephemeral, relay_ephemeral, es, ee):
+        if len(part) != X25519_LEN:
+            raise CryptoError("relay link keys need 32-byte X25519 values")
+    h = sha256(RELAY_LINK_CONTEXT, static_public, client_ephemeral, relay_ephemeral)
+    to_relay, to_client = hkdf(es + ee, h, RELAY_LINK_CONTEXT + b"keys", AES_KEY_LEN, 2)
+    return to_relay, to_client
+
+
+def gcm_counter_nonce(counter: int) -> bytes:
+    """The 12-byte GCM nonce of record number ``counter``: 4 zero bytes ‖ u64 big-endian counter."""
+    if not 0 <= counter < 1 << 64:
+        raise CryptoError("record counter exhausted")
+    return counter.to_bytes(GCM_NONCE_LEN, "big")
+
+
+def relay_pair_keys(pair_key: bytes) -> tuple[bytes, bytes]:
+    """The keys of a relay session's pair records: ``(caller→callee, callee→caller)``.
+
+    ``HKDF-SHA256(ikm = pair_key, salt = "", info = "p2pchat/relay-link/2\\0pair", 2 × 32 B)``; ``pair_key`` is the
+    32 random bytes the relay sends both sides in ``paired`` (inside their links).
+    """
+    if len(pair_key) != AES_KEY_LEN:
+        raise CryptoError("a relay pair key is 32 bytes")
+    forward, backward = hkdf(pair_key, b"", RELAY_LINK_CONTEXT + b"pair", AES_KEY_LEN, 2)
+    return forward, backward

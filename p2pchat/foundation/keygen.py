@@ -2,8 +2,8 @@
 
 pycryptodome's RSA-3072 generation is a prime search whose time has a long tail (bench/keygen_bench.py): the
 number of random candidates tried before two primes are found varies a lot from run to run. Running one
-complete, independent generation per core (each in its own process, so the caller's threads — a window's event
-loop — never wait for the GIL) and keeping the first that finishes takes the minimum of independent draws:
+complete, independent generation per idle core (each in its own process, so the caller's threads — a window's
+event loop — never wait for the GIL) and keeping the first that finishes takes the minimum of independent draws:
 the race's p99 is about the single search's p90. The losers are stopped at once.
 
 Each worker is ``python -m p2pchat.foundation.keygen BITS``: it generates with :func:`crypto.generate_rsa` and
@@ -30,8 +30,14 @@ STOP_GRACE = 2.0
 
 
 def worker_count() -> int:
-    """One search per core (at least two, so a slow draw is raced even on one core), at most MAX_WORKERS."""
-    return max(2, min(MAX_WORKERS, os.cpu_count() or 1))
+    """One search per idle core (at most MAX_WORKERS, at least one): on a machine whose cores are busy with other
+    work, more searches only share the same CPU time and each pays an interpreter start (bench/keygen_bench.py)."""
+    cores = os.cpu_count() or 1
+    try:
+        idle = cores - os.getloadavg()[0]
+    except OSError:        # no load average on this platform
+        idle = cores
+    return max(1, min(MAX_WORKERS, cores, round(idle)))
 
 
 def generate_identity_key(bits: int = crypto.RSA_BITS, *, workers: int | None = None,

@@ -28,6 +28,12 @@ class FramedSocket:
 
     ``recv`` enforces one deadline for a whole frame, so a peer that trickles bytes (slowloris) cannot hold
     a thread longer than the timeout. ``send`` is safe to call from several threads.
+
+    Each direction has its own deadline: every call waits for readiness with ``poll``/``select`` until its own
+    deadline and only then reads or writes, so a writer thread sending with a short timeout never shortens the
+    wait of a reader thread idling with a long one (the socket's single ``settimeout`` value used to be shared by
+    both directions and set by each). The socket's own timeout is set once, here, and never changed: it only
+    bounds code that uses ``sock`` directly. ``timeout`` is the default deadline of both directions.
     """
 
     def __init__(self, sock: socket.socket, protocol: Protocol, *, timeout: float = 30.0) -> None:
@@ -37,8 +43,8 @@ class FramedSocket:
         self._reader = protocol.reader()
         self._ready: list[Message] = []
         self._send_lock = threading.Lock()
-        self._write_poll: Any = None         # select.poll() for POLLOUT, made by the first send_nowait
         self._closed = False
+        sock.settimeout(timeout)
         try:
             self.peer: tuple[str, int] = sock.getpeername()[:2]
             self.local: tuple[str, int] = sock.getsockname()[:2]
@@ -52,6 +58,15 @@ class FramedSocket:
         return format_address(*self.peer)
 
     @property
+    def frame_limit(self) -> int:
+        """Largest frame accepted from the peer (the protocol's limit unless lowered for this connection)."""
+        return self._reader.limit
+
+    @frame_limit.setter
+    def frame_limit(self, limit: int) -> None:
+        self._reader.limit = min(limit, self.protocol.max_frame)
+
+    @property
     def buffered_messages(self) -> int:
         """Complete messages already received that the next ``recv`` calls return without reading the socket."""
         return len(self._ready)
@@ -62,11 +77,24 @@ class FramedSocket:
     def send_frame(self, frame: bytes) -> None:
         """Send pre-encoded frame bytes (already length-prefixed)."""
         with self._send_lock:
-            try:
-                self.sock.settimeout(self.timeout)
-                self.sock.sendall(frame)
-            except OSError as exc:
-                raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
+            self._write_all(frame)
+
+    def _write_all(self, data: bytes | memoryview) -> None:
+        """Write every byte of ``data`` within this direction's deadline; the caller holds ``_send_lock``."""
+        deadline = time.monotonic() + self.timeout
+        view = memoryview(data)
+        try:
+            while view:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not _wait_ready(self.sock, write=True, timeout=remaining):
+                    raise PeerUnreachable(f"{self.peer_text} did not take what we sent in time")
+                try:
+                    sent = self.sock.send(view)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                view = view[sent:]
+        except OSError as exc:
+            raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
 
     def send_nowait(self, data: bytes | memoryview) -> int:
         """Write what the socket takes at once, never waiting: returns the number of bytes written (0 when it has
@@ -74,11 +102,12 @@ class FramedSocket:
         if not self._send_lock.acquire(blocking=False):
             return 0
         try:
-            # The socket is in timeout mode, where send() would wait for room: ask poll(0) first.
-            if self._write_poll is None:
-                self._write_poll = select.poll()
-                self._write_poll.register(self.sock, select.POLLOUT)
-            return self.sock.send(data) if self._write_poll.poll(0) else 0
+            # In timeout mode send() would wait for room: ask for readiness without waiting first.
+            if not _wait_ready(self.sock, write=True, timeout=0):
+                return 0
+            return self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
         except OSError as exc:
             raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
         finally:
@@ -98,20 +127,32 @@ class FramedSocket:
             return self._ready.pop(0)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not self._ready:
+            self._ready.extend(self._reader.feed(self._read_some(deadline)))
+        return self._ready.pop(0)
+
+    def _read_some(self, deadline: float) -> bytes:
+        """The next bytes from the socket, waiting at most until ``deadline`` (this direction's own)."""
+        while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise PeerUnreachable(f"{self.peer_text} did not answer in time")
             try:
-                self.sock.settimeout(remaining)
+                if not _wait_ready(self.sock, write=False, timeout=remaining):
+                    raise PeerUnreachable(f"{self.peer_text} did not answer in time")
                 data = self.sock.recv(RECV_CHUNK)
-            except TimeoutError:
-                raise PeerUnreachable(f"{self.peer_text} did not answer in time") from None
+            except (BlockingIOError, InterruptedError):
+                continue  # woken without data (e.g. a spurious wake-up): wait again until the deadline
             except OSError as exc:
                 raise PeerUnreachable(f"connection to {self.peer_text} failed: {_os_reason(exc)}") from None
             if not data:
                 raise PeerUnreachable(f"{self.peer_text} closed the connection")
-            self._ready.extend(self._reader.feed(data))
-        return self._ready.pop(0)
+            return data
+
+    def discard_buffers(self) -> None:
+        """Drop what was received and not returned yet (the caller reads this socket no more): an ended
+        connection's memory goes at once, not when the last reference to it does."""
+        self._ready = []
+        self._reader = self.protocol.reader()
 
     def close(self) -> None:
         if self._closed:
@@ -128,6 +169,20 @@ class FramedSocket:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _wait_ready(sock: socket.socket, *, write: bool, timeout: float) -> bool:
+    """Wait until ``sock`` can be read (or written) or ``timeout`` seconds pass; True when it is ready (an error
+    or a closed connection count as ready: the next recv/send reports them)."""
+    fd = sock.fileno()
+    if fd < 0:
+        raise OSError(9, "the connection is closed")
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT if write else select.POLLIN)
+        return bool(poller.poll(max(0, int(timeout * 1000) + 1)))
+    readable, writable, failed = select.select([] if write else [sock], [sock] if write else [], [sock], timeout)
+    return bool(readable or writable or failed)
 
 
 def _os_reason(exc: OSError) -> str:

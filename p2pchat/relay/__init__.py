@@ -5,9 +5,11 @@ Server: :class:`RelayServer` (run it with ``p2pchat relay``). Clients: :func:`op
 by the chat node like a direct ``FramedSocket``). See docs/relay.md.
 """
 
-from p2pchat.relay.link import RelayLink, RelayRegistration, backoff_delay, open_relay_link
+from p2pchat.relay.callers import KeySetCallers, LedgerCallers
+from p2pchat.relay.link import RelayLink, RelayRegistration, backoff_delay, open_relay_link, parse_relay
 from p2pchat.relay.protocol import RelayError
+from p2pchat.relay.secure import RelayKey
 from p2pchat.relay.server import RelayServer, RelaySession
 
-__all__ = ["RelayError", "RelayLink", "RelayRegistration", "RelayServer", "RelaySession", "backoff_delay",
-           "open_relay_link"]
+__all__ = ["KeySetCallers", "LedgerCallers", "RelayError", "RelayKey", "RelayLink", "RelayRegistration",
+           "RelayServer", "RelaySession", "backoff_delay", "open_relay_link", "parse_relay"]

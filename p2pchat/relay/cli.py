@@ -13,13 +13,26 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from p2pchat.foundation.addresses import RELAY_PORT, check_port, format_address, normalize_ip, parse_address
+from p2pchat.foundation.addresses import (
+    LEDGER_PORT,
+    RELAY_PORT,
+    check_port,
+    format_address,
+    normalize_ip,
+    parse_address,
+)
+from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import UserError
-from p2pchat.foundation.transport import connect
-from p2pchat.relay.protocol import CLIENT_PROTOCOL, DEFAULT_MAX_FRAME, VERSION, check_version, expect
+from p2pchat.relay.callers import CallerCheck, KeySetCallers, LedgerCallers
+from p2pchat.relay.link import connect_link
+from p2pchat.relay.protocol import DEFAULT_MAX_FRAME, VERSION, check_version, expect
+from p2pchat.relay.secure import RelayKey
 from p2pchat.relay.server import RelayServer
+
+KEY_FILE_NAME = "relay_key"
 
 PROG = "p2pchat relay"
 
@@ -54,6 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="heartbeat interval of registrations in seconds (default 20)")
     limits.add_argument("--login-timeout", type=float, default=10.0,
                         help="seconds a new connection has to prove its key (default 10)")
+    p.add_argument("--key-file", metavar="PATH",
+                   help=f"the relay's static link key (created on first start; default <data dir>/{KEY_FILE_NAME}, "
+                        "the data dir being $P2PCHAT_HOME or the platform's default)")
+    p.add_argument("--ledger", metavar="IP[:PORT]",
+                   help="ledger node that checks callers' keys: hosts that did not register with "
+                        "'accept unregistered callers' are rung only by keys with a ledger record "
+                        "(default: this machine's ledger node, at --host, or 127.0.0.1 for 0.0.0.0)")
+    p.add_argument("--no-ledger", action="store_true",
+                   help="check no caller: only hosts that accept unregistered callers can be called")
+    p.add_argument("--allow", metavar="FILE",
+                   help="instead of --ledger: a file of caller fingerprints (64 hex digits each, one per line, "
+                        "'#' comments) that count as having a ledger record (a closed classroom relay)")
+    limits.add_argument("--rings-per-minute", type=int, default=3,
+                        help="calls one key may make to one host per minute (default 3)")
+    limits.add_argument("--connects-per-minute", type=int, default=600,
+                        help="new connections one address may open per minute, a tenth of them at once "
+                             "(default 600)")
+    limits.add_argument("--max-pending-per-callee", type=int, default=8,
+                        help="calls waiting for one host to answer (default 8)")
     p.add_argument("--public", metavar="IP:PORT",
                    help="the address clients dial, if it differs from --host:--port (port forwarding)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every connection (default: sessions only)")
@@ -80,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def query_status(host: str, port: int, *, timeout: float = 5.0) -> dict[str, Any]:
     """Ask the relay at ``host:port`` for its status (only answered to clients on the relay's machine)."""
     relay_text = format_address(host, port)
-    with connect(host, port, CLIENT_PROTOCOL, timeout=timeout) as conn:
+    with connect_link((host, port), pin=None, source_ip=None, timeout=timeout, known=None) as conn:
         challenge = expect(conn, "challenge", timeout, relay_text)
         check_version(challenge["version"], f"the relay at {relay_text}")
         conn.send("status", version=VERSION)
@@ -90,7 +122,7 @@ def query_status(host: str, port: int, *, timeout: float = 5.0) -> dict[str, Any
 def _print_status(host: str, port: int, *, as_json: bool, timeout: float) -> int:
     status = query_status(host, port, timeout=timeout)
     if as_json:
-        print(json.dumps(status, indent=2, sort_keys=True))
+        print(json.dumps({**status, "relay_key": status["relay_key"].hex()}, indent=2, sort_keys=True))
     else:
         print(format_status(status))
     return 0
@@ -121,6 +153,7 @@ def format_status(status: dict[str, Any]) -> str:
     rate = limits["bytes_per_second"]
     lines = [
         f"relay {status['address']}  (relay protocol {status['version']}, up {_duration(status['uptime_s'])})",
+        f"relay key: {status['relay_key'].hex()}   (clients pin it with --relay {status['address']}#KEY)",
         f"registered hosts: {status['registered']}   pending pairings: {status['pending']}   "
         f"sessions: {status['session_count']}",
     ]
@@ -137,8 +170,31 @@ def format_status(status: dict[str, Any]) -> str:
         f"{limits['max_pending']} pending, frames up to {_size(limits['max_frame'])}, "
         f"{(_size(rate) + '/s') if rate else 'unlimited'} per session, "
         f"idle {limits['idle_timeout_ms'] / 1000:g} s, answer within {limits['pair_timeout_ms'] / 1000:g} s, "
-        f"heartbeat {limits['heartbeat_ms'] / 1000:g} s")
+        f"heartbeat {limits['heartbeat_ms'] / 1000:g} s, {limits['rings_per_minute']} calls per minute per "
+        f"caller and host, {limits['max_pending_per_callee']} waiting per host, "
+        f"callers checked by {limits['ledger'] or 'nobody (--no-ledger)'}")
     return "\n".join(lines)
+
+
+def _read_allow_list(path: Path) -> set[bytes]:
+    """Fingerprints from an ``--allow`` file: 64 hex digits per line (spaces allowed), ``#`` starts a comment."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise UserError(f"cannot read the allow-list {path}: {exc.strerror or exc}") from None
+    keys = set()
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].replace(" ", "").strip()
+        if not text:
+            continue
+        try:
+            fp = bytes.fromhex(text)
+        except ValueError:
+            fp = b""
+        if len(fp) != 32:
+            raise UserError(f"{path}, line {number}: not a fingerprint (64 hex digits)")
+        keys.add(fp)
+    return keys
 
 
 def _serve(args: argparse.Namespace, host: str, port: int) -> int:
@@ -150,17 +206,35 @@ def _serve(args: argparse.Namespace, host: str, port: int) -> int:
     public = None
     if args.public:
         public = format_address(*parse_address(args.public, port))
+    key = RelayKey.load_or_create(Path(args.key_file) if args.key_file else resolve_data_dir() / KEY_FILE_NAME)
+    callers: CallerCheck | None = None
+    if sum(map(bool, (args.ledger, args.allow, args.no_ledger))) > 1:
+        raise UserError("give one of --ledger, --allow and --no-ledger")
+    if args.allow:
+        callers = KeySetCallers(_read_allow_list(Path(args.allow)), f"allow-list {args.allow}")
+    elif not args.no_ledger:
+        from ledger.client import LedgerClient  # only a relay that checks callers needs the ledger client
+
+        own = host if host not in ("0.0.0.0", "::") else "127.0.0.1"
+        ledger_ip, ledger_port = parse_address(args.ledger or own, LEDGER_PORT)
+        callers = LedgerCallers(LedgerClient(ledger_ip, ledger_port, source_ip=host if host != "0.0.0.0" else None),
+                                f"ledger {format_address(ledger_ip, ledger_port)}")
     server = RelayServer(
         host, port, max_connections=args.max_connections, max_per_ip=args.max_per_ip,
         max_pending=args.max_pending, login_timeout=args.login_timeout, heartbeat=args.heartbeat,
         idle_timeout=args.idle_timeout, pair_timeout=args.pair_timeout,
-        bytes_per_second=args.rate or None, max_frame=args.max_frame, public_address=public)
+        bytes_per_second=args.rate or None, max_frame=args.max_frame, public_address=public, key=key,
+        callers=callers, rings_per_minute=args.rings_per_minute, connects_per_minute=args.connects_per_minute,
+        max_pending_per_callee=args.max_pending_per_callee)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
     server.start()
     print(f"relay listening on {server.address} (Ctrl-C to stop)", flush=True)
+    print(f"relay key: {key.public.hex()}  (clients pin it with --relay {server.address}#{key.public.hex()})",
+          flush=True)
+    print(f"callers checked by {callers.description if callers else 'nobody (--no-ledger)'}", flush=True)
     try:
         while not stop.wait(1.0):
             pass

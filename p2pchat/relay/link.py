@@ -1,5 +1,8 @@
 """The client side of the relay: a registration that keeps a host reachable, and paired links.
 
+Every connection first sets up the encrypted link (:func:`connect_link`, pinned to ``relay_key`` or, without one,
+to the key the relay presented first in this process) and logs in inside it.
+
 - :func:`open_relay_link` (caller): log in, ask to be paired with a fingerprint, return a :class:`RelayLink`.
 - :class:`RelayRegistration` (callee): keeps a registration alive (heartbeats, reconnect with backoff) and,
   when the relay relays an invitation, opens the answering connection and hands a ready :class:`RelayLink` to
@@ -20,9 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 from p2pchat.foundation import crypto
-from p2pchat.foundation.addresses import check_port, format_address, normalize_ip
+from p2pchat.foundation.addresses import RELAY_PORT, check_port, format_address, normalize_ip, parse_address
 from p2pchat.foundation.codec import HEADER, Message, Protocol
-from p2pchat.foundation.errors import PeerUnreachable, ProtocolError, UserError
+from p2pchat.foundation.errors import AddressError, CryptoError, PeerUnreachable, ProtocolError, UserError
 from p2pchat.foundation.identity import Identity
 from p2pchat.foundation.transport import FramedSocket, connect
 from p2pchat.relay.protocol import (
@@ -36,6 +39,14 @@ from p2pchat.relay.protocol import (
     login_proof_data,
     recv_or_none,
     short_fp,
+)
+from p2pchat.relay.secure import (
+    KNOWN_RELAYS,
+    PAIR_TYPE,
+    KnownRelays,
+    SecureSocket,
+    client_handshake,
+    parse_key,
 )
 
 log = logging.getLogger("p2pchat.relay.client")
@@ -55,7 +66,7 @@ class RelayLink:
     silent chat is not dropped as idle; ``close()`` stops and joins it.
     """
 
-    def __init__(self, conn: FramedSocket, protocol: Protocol, *, relay: tuple[str, int], peer_fingerprint: bytes,
+    def __init__(self, conn: SecureSocket, protocol: Protocol, *, relay: tuple[str, int], peer_fingerprint: bytes,
                  max_payload: int, keepalive: float) -> None:
         self._conn = conn
         self.protocol = protocol
@@ -113,11 +124,10 @@ class RelayLink:
         """Send pre-encoded chat frame bytes (length prefix included) to the peer."""
         if not frame:
             return
-        data = self._wrap(frame)
         with self._send_lock:
             # Chunks of one call stay together even if several threads send.
             self._finish_backlog()
-            self._conn.send_frame(data)
+            self._conn.send_pair(frame)
             self._last_sent = time.monotonic()
 
     def send_nowait(self, frame: bytes | memoryview) -> int:
@@ -132,32 +142,22 @@ class RelayLink:
         try:
             if self._backlog:
                 return 0
-            data = self._wrap(frame)
-            sent = self._conn.send_nowait(data)
-            if sent == 0:
+            tail = self._conn.try_send_pair(frame)
+            if tail is None:
                 return 0
-            if sent < len(data):
-                self._backlog = data[sent:]
+            if tail:
+                self._backlog = tail
                 self._wake.set()
             self._last_sent = time.monotonic()
             return len(frame)
         finally:
             self._send_lock.release()
 
-    def _wrap(self, frame: bytes) -> bytes:
-        """The relay ``data`` frames that carry ``frame``, split to the relay's payload limit, as one buffer."""
-        data = bytes(frame)
-        if len(data) <= self.max_payload:
-            return CLIENT_PROTOCOL.encode("data", payload=data)
-        view = memoryview(data)
-        return b"".join(CLIENT_PROTOCOL.encode("data", payload=bytes(view[start:start + self.max_payload]))
-                        for start in range(0, len(data), self.max_payload))
-
     def _finish_backlog(self) -> None:
-        """Write what ``send_nowait`` left, waiting for room (``_send_lock`` held)."""
+        """Write the sealed tail ``send_nowait`` left, waiting for room (``_send_lock`` held)."""
         if self._backlog:
             backlog, self._backlog = self._backlog, b""
-            self._conn.send_frame(backlog)
+            self._conn.send_raw(backlog)
 
     def send_error(self, reason: str) -> None:
         """Best effort: tell the peer (end to end, in the chat protocol) why the link is being closed."""
@@ -186,7 +186,7 @@ class RelayLink:
                 raise RelayError(f"lost the connection to {self.peer_text}") from None
             if msg is None:
                 continue
-            if msg.type == "data":
+            if msg.type == PAIR_TYPE:
                 self._take(msg["payload"])
             elif msg.type == "error":
                 self._conn.close()      # the session is over; let the relay finish its side at once
@@ -260,17 +260,45 @@ class RelayLink:
         return f"RelayLink({self.peer_text}, peer {short_fp(self.peer_fingerprint)})"
 
 
-def _login(identity: Identity, relay: tuple[str, int], *, source_ip: str | None, timeout: float, network: str,
-           role: str, peer: bytes | None = None, ticket: bytes | None = None) -> FramedSocket:
-    """Connect to the relay and prove our key; returns the connection right after the login frame."""
+def parse_relay(text: str) -> tuple[str, int, bytes | None]:
+    """``IP[:PORT][#KEY]`` as given to ``--relay``: the relay's address and, if pinned, its static X25519 key
+    (64 hex digits, as ``p2pchat relay`` prints it)."""
+    address, sep, key_text = text.strip().partition("#")
+    ip, port = parse_address(address, RELAY_PORT)
+    if not sep:
+        return ip, port, None
+    try:
+        return ip, port, parse_key(key_text)
+    except CryptoError as exc:
+        raise AddressError(f"relay '{text[:120]}': {exc}") from None
+
+
+def connect_link(relay: tuple[str, int], *, pin: bytes | None, source_ip: str | None = None, timeout: float,
+                 known: KnownRelays | None = KNOWN_RELAYS) -> SecureSocket:
+    """Connect to the relay and run the link handshake (see :mod:`p2pchat.relay.secure`)."""
     relay_text = format_address(*relay)
-    conn = connect(relay[0], relay[1], CLIENT_PROTOCOL, source_ip=source_ip, timeout=timeout)
+    plain = connect(relay[0], relay[1], CLIENT_PROTOCOL, source_ip=source_ip, timeout=timeout)
+    try:
+        return client_handshake(plain, relay_text, pin=pin, known=known, timeout=timeout)
+    except BaseException:
+        plain.close()
+        raise
+
+
+def _login(identity: Identity, relay: tuple[str, int], *, source_ip: str | None, timeout: float, network: str,
+           role: str, pin: bytes | None, peer: bytes | None = None, ticket: bytes | None = None,
+           accept_unregistered: bool | None = None) -> SecureSocket:
+    """Connect to the relay, set up the encrypted link and prove our key inside it; returns the connection right
+    after the login frame."""
+    relay_text = format_address(*relay)
+    conn = connect_link(relay, pin=pin, source_ip=source_ip, timeout=timeout)
     try:
         challenge = expect(conn, "challenge", timeout, relay_text)
         check_version(challenge["version"], f"the relay at {relay_text}")
         proof = login_proof_data(challenge["nonce"], relay_text, identity.fingerprint, network)
         conn.send("login", version=VERSION, network=network, role=role, key=identity.public_der,
-                  sig=identity.sign(LOGIN_CONTEXT, proof), peer=peer, ticket=ticket)
+                  sig=identity.sign(LOGIN_CONTEXT, proof), peer=peer, ticket=ticket,
+                  accept_unregistered=accept_unregistered)
     except BaseException:
         conn.close()
         raise
@@ -281,8 +309,8 @@ def _relay_endpoint(relay_ip: str, relay_port: int) -> tuple[str, int]:
     return normalize_ip(relay_ip), check_port(relay_port)
 
 
-def _paired_link(conn: FramedSocket, inner_protocol: Protocol, relay: tuple[str, int], expected_peer: bytes,
-                 timeout: float) -> RelayLink:
+def _paired_link(conn: SecureSocket, inner_protocol: Protocol, relay: tuple[str, int], expected_peer: bytes,
+                 timeout: float, *, caller: bool) -> RelayLink:
     """Wait for ``paired`` on a logged-in call/answer connection and wrap it in a link (closes it on failure)."""
     relay_text = format_address(*relay)
     try:
@@ -290,6 +318,8 @@ def _paired_link(conn: FramedSocket, inner_protocol: Protocol, relay: tuple[str,
         if paired["peer"] != expected_peer:
             raise ProtocolError(f"relay {relay_text} paired this connection with {short_fp(paired['peer'])} "
                                 f"instead of {short_fp(expected_peer)}")
+        forward, backward = crypto.relay_pair_keys(paired["pair_key"])
+        conn.set_pair_keys(*((forward, backward) if caller else (backward, forward)), paired["max_payload"])
         return RelayLink(conn, inner_protocol, relay=relay, peer_fingerprint=paired["peer"],
                          max_payload=paired["max_payload"], keepalive=paired["keepalive_ms"] / 1000)
     except BaseException:
@@ -299,8 +329,11 @@ def _paired_link(conn: FramedSocket, inner_protocol: Protocol, relay: tuple[str,
 
 def open_relay_link(identity: Identity, relay_ip: str, relay_port: int, peer_fingerprint: bytes, *,
                     inner_protocol: Protocol, source_ip: str | None = None, timeout: float = 20.0,
-                    network: str = DEFAULT_NETWORK) -> RelayLink:
+                    network: str = DEFAULT_NETWORK, relay_key: bytes | None = None) -> RelayLink:
     """Ask the relay to pair us with the registered host ``peer_fingerprint``; returns the paired link.
+
+    ``relay_key`` pins the relay's static key; without it the key the relay presented first in this process is
+    required (trust on first use). Everything after the link handshake is encrypted.
 
     ``timeout`` bounds the connection, the login and the wait for the peer to answer (keep it above the relay's
     pair timeout, 15 s by default). Raises :class:`RelayError` with the relay's reason when it refuses (peer not
@@ -310,8 +343,8 @@ def open_relay_link(identity: Identity, relay_ip: str, relay_port: int, peer_fin
         raise ValueError("peer_fingerprint must be the 32-byte SHA-256 fingerprint")
     relay = _relay_endpoint(relay_ip, relay_port)
     conn = _login(identity, relay, source_ip=source_ip, timeout=timeout, network=network, role="call",
-                  peer=peer_fingerprint)
-    return _paired_link(conn, inner_protocol, relay, peer_fingerprint, timeout)
+                  pin=relay_key, peer=peer_fingerprint)
+    return _paired_link(conn, inner_protocol, relay, peer_fingerprint, timeout, caller=True)
 
 
 def backoff_delay(failures: int, minimum: float, maximum: float, jitter: float) -> float:
@@ -337,14 +370,18 @@ class RelayRegistration:
     worker thread (at most ``max_invites`` at once) and passes the paired :class:`RelayLink` to ``on_invite``,
     which takes ownership of it and should return promptly. ``on_state(registered, text)`` (optional) hears
     every change, e.g. ``(True, "registered at relay 127.0.0.9:8472")``. ``close()`` unregisters and joins every
-    thread it started.
+    thread it started. ``relay_key`` pins the relay's link key; ``accept_unregistered`` lets callers without a
+    ledger record ring this host (default: only callers the relay's ledger knows).
     """
 
     def __init__(self, identity: Identity, relay_ip: str, relay_port: int, *, on_invite: InviteHandler,
                  inner_protocol: Protocol, source_ip: str | None = None, network: str = DEFAULT_NETWORK,
                  timeout: float = 10.0, min_backoff: float = 0.5, max_backoff: float = 30.0,
-                 max_invites: int = 8, on_state: StateHandler | None = None) -> None:
+                 max_invites: int = 8, on_state: StateHandler | None = None, relay_key: bytes | None = None,
+                 accept_unregistered: bool = False) -> None:
         self.identity = identity
+        self.relay_key = relay_key
+        self.accept_unregistered = accept_unregistered
         self.relay = _relay_endpoint(relay_ip, relay_port)
         self.on_invite = on_invite
         self.on_state = on_state
@@ -450,7 +487,8 @@ class RelayRegistration:
     def _registration(self) -> None:
         """One registration connection, from login until it is lost."""
         conn = _login(self.identity, self.relay, source_ip=self.source_ip, timeout=self.timeout,
-                      network=self.network, role="register")
+                      network=self.network, role="register", pin=self.relay_key,
+                      accept_unregistered=self.accept_unregistered)
         if not self._track(conn):
             return
         try:
@@ -497,11 +535,11 @@ class RelayRegistration:
     def _answer(self, ticket: bytes, caller: bytes) -> None:
         try:
             conn = _login(self.identity, self.relay, source_ip=self.source_ip, timeout=self.timeout,
-                          network=self.network, role="answer", ticket=ticket)
+                          network=self.network, role="answer", pin=self.relay_key, ticket=ticket)
             if not self._track(conn):
                 return
             try:
-                link = _paired_link(conn, self.inner_protocol, self.relay, caller, self.timeout)
+                link = _paired_link(conn, self.inner_protocol, self.relay, caller, self.timeout, caller=False)
             finally:
                 self._untrack(conn)
         except UserError as exc:

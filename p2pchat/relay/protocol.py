@@ -1,18 +1,21 @@
 """The relay's wire protocol: frame schemas, the login proof, limits shared by the relay and its clients.
 
-A connection to the relay starts with the relay's ``challenge`` (protocol version and a fresh nonce). The
+Everything here travels inside the encrypted link of :mod:`p2pchat.relay.secure`. A connection to the relay
+starts with the relay's ``challenge`` (protocol version and a fresh nonce). The
 client answers either ``status`` (operators' view, no login) or ``login``: its public key and an RSA-PSS
 signature under the context ``relay-login`` over :func:`login_proof_data` (the nonce, the relay address the
 client dialled, the client's fingerprint and its network name), plus the role of the connection:
 
-- ``register`` — a control connection of a host that wants to be reachable: ``registered``, then ``ping``/
-  ``pong`` heartbeats and ``invite`` frames (a caller is waiting; answer with the ticket);
+- ``register`` — a control connection of a host that wants to be reachable (``accept_unregistered``: also by
+  callers without a ledger record): ``registered``, then ``ping``/``pong`` heartbeats and ``invite`` frames (a
+  caller is waiting; answer with the ticket);
 - ``call`` — asks to be paired with the registered client whose fingerprint is ``peer``;
 - ``answer`` — answers an ``invite`` with its ``ticket``.
 
-Once both sides of a pairing are present each receives ``paired`` and from then on ``data`` frames carry
-opaque payloads (end-to-end encrypted chat bytes) both ways; ``ping`` keeps a quiet side from being dropped as
-idle. ``error`` (every codec protocol has it) carries the reason before the relay closes a connection.
+Once both sides of a pairing are present each receives ``paired`` (with the session's pair key) and from then
+on pair records (:mod:`p2pchat.relay.secure`) carry opaque payloads (end-to-end encrypted chat bytes) both
+ways; ``ping`` keeps a quiet side from being dropped as idle. ``error`` (every codec protocol has it) carries the
+reason before the relay closes a connection.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from p2pchat.foundation.codec import Field, Message, Protocol, opt
 from p2pchat.foundation.errors import PeerUnreachable, ProtocolError
 from p2pchat.foundation.transport import FramedSocket
 
-VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+VERSION = 2
+SUPPORTED_VERSIONS = (2,)
 LOGIN_CONTEXT = "relay-login"
 NONCE_LEN = 32
 TICKET_LEN = 16
@@ -33,7 +36,7 @@ FINGERPRINT_LEN = 32
 MAX_KEY_DER = 2048            # an 8192-bit RSA public key in DER is about 1.1 KB
 MAX_SIGNATURE = 1024
 MAX_NETWORK_NAME = 64
-DATA_OVERHEAD = 32            # msgpack map + type + bin header around a ``data`` payload (generously rounded up)
+DATA_OVERHEAD = 32            # kept from version 1: a session payload is 32 bytes less than the frame limit
 MAX_RELAY_FRAME = 4 * 1024 * 1024
 DEFAULT_MAX_FRAME = 256 * 1024 + DATA_OVERHEAD
 MIN_MAX_FRAME = 1024
@@ -48,7 +51,7 @@ COUNTER_NAMES = (
     "pair_requests",      # calls received
     "pair_failures",      # calls that did not end in a session (unknown peer, no answer, limits)
     "sessions",           # sessions paired
-    "frames",             # data frames forwarded
+    "frames",             # session payloads (pair records) forwarded
     "bytes",              # payload bytes forwarded
     "heartbeats",         # pings from registered hosts
     "keepalives",         # pings from paired clients (they keep a quiet session from being dropped as idle)
@@ -57,6 +60,11 @@ COUNTER_NAMES = (
     "stalled_drops",      # sessions dropped because one side stopped reading
     "frame_errors",       # connections dropped for malformed or oversized frames
     "status_queries",
+    "link_failures",      # connections that did not complete the encrypted link handshake
+    "rings_refused",      # calls refused because the caller rang the same callee too often
+    "callers_refused",    # calls refused because the caller has no ledger record and the callee wants one
+    "hangups",            # calls dropped because the caller hung up before the callee answered
+    "connects_refused",   # connections refused because their address opened too many in the last minute
 )
 
 _FP = Field(bytes, min_len=FINGERPRINT_LEN, max_len=FINGERPRINT_LEN)
@@ -80,11 +88,16 @@ _LIMITS = Field(dict, fields={
     "idle_timeout_ms": _COUNT,
     "pair_timeout_ms": _COUNT,
     "heartbeat_ms": _COUNT,
+    "max_pending_per_callee": _COUNT,
+    "max_pending_per_ip": _COUNT,
+    "rings_per_minute": _COUNT,
+    "connects_per_minute": _COUNT,
+    "ledger": Field(str, max_len=80),  # the ledger node that checks callers ("" = none)
 })
 
 
 def relay_protocol(max_frame: int = MAX_RELAY_FRAME) -> Protocol:
-    """The relay protocol with a frame limit of ``max_frame`` bytes (``data`` payloads get the rest)."""
+    """The relay protocol with a frame limit of ``max_frame`` bytes (session payloads travel in pair records)."""
     if not MIN_MAX_FRAME <= max_frame <= MAX_RELAY_FRAME:
         raise ValueError(f"relay frame limit must be between {MIN_MAX_FRAME} and {MAX_RELAY_FRAME} bytes")
     return Protocol("relay", {
@@ -97,6 +110,7 @@ def relay_protocol(max_frame: int = MAX_RELAY_FRAME) -> Protocol:
             "sig": Field(bytes, max_len=MAX_SIGNATURE),
             "peer": opt(bytes, min_len=FINGERPRINT_LEN, max_len=FINGERPRINT_LEN),
             "ticket": opt(bytes, min_len=TICKET_LEN, max_len=TICKET_LEN),
+            "accept_unregistered": opt(bool),     # register: also take calls from keys in no ledger
         },
         "registered": {"heartbeat_ms": Field(int, lo=10, hi=3_600_000)},
         "ping": {},
@@ -106,12 +120,13 @@ def relay_protocol(max_frame: int = MAX_RELAY_FRAME) -> Protocol:
             "peer": _FP,
             "max_payload": Field(int, lo=1, hi=MAX_RELAY_FRAME),
             "keepalive_ms": Field(int, lo=10, hi=3_600_000),
+            "pair_key": Field(bytes, min_len=32, max_len=32),
         },
-        "data": {"payload": Field(bytes, min_len=1, max_len=max_payload_for(max_frame))},
         "status": {"version": _VERSION},
         "status_result": {
             "version": _VERSION,
             "address": Field(str, max_len=80),
+            "relay_key": Field(bytes, min_len=32, max_len=32),
             "uptime_s": _COUNT,
             "registered": _COUNT,
             "pending": _COUNT,
@@ -123,9 +138,12 @@ def relay_protocol(max_frame: int = MAX_RELAY_FRAME) -> Protocol:
     }, max_frame=max_frame)
 
 
+MAX_PAIR_PAYLOAD = 256 * 1024  # largest plaintext of one record (p2pchat.relay.secure.MAX_RECORD_PLAINTEXT)
+
+
 def max_payload_for(max_frame: int) -> int:
-    """Largest ``data`` payload that fits in a relay frame of ``max_frame`` bytes."""
-    return max_frame - DATA_OVERHEAD
+    """Largest session payload (pair record plaintext) a relay with a ``max_frame`` frame limit accepts."""
+    return min(max_frame - DATA_OVERHEAD, MAX_PAIR_PAYLOAD)
 
 
 CLIENT_PROTOCOL = relay_protocol(MAX_RELAY_FRAME)

@@ -1,11 +1,17 @@
 """The relay server: pairs two clients that proved their keys and forwards opaque frames between them.
 
 Built on :class:`~p2pchat.foundation.transport.FrameServer` (one thread per connection). Each connection
-proves its key first (see :mod:`p2pchat.relay.protocol`). A *registration* keeps a host reachable; a *call*
+first sets up the encrypted link (:mod:`p2pchat.relay.secure`), then proves its key inside it (see
+:mod:`p2pchat.relay.protocol`). A *registration* keeps a host reachable; a *call*
 names a registered fingerprint, the relay invites that host with a one-time ticket, and the host's *answer*
 connection completes the pairing. The two connection threads of a session then each read one side and write
 the other, so at most one frame per direction is ever held in memory: a slow reader blocks the writer (TCP
 backpressure reaches the sender), and one that stays stalled past the send timeout ends the session.
+
+Who may ring whom: a callee that did not accept unregistered callers is rung only for callers its
+:class:`~p2pchat.relay.callers.CallerCheck` knows; one key rings one callee at most ``rings_per_minute`` times a
+minute; pending calls are capped in all, per caller key, per caller address and per callee; a call whose caller
+hangs up is dropped at once; answers do not count against their address.
 
 The relay never dials out, never pairs a client that has not logged in or a callee that is not registered,
 never pairs a key with itself, and logs metadata only (fingerprint prefixes, addresses, byte counts, times).
@@ -16,6 +22,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
+import select
 import socket
 import threading
 import time
@@ -28,6 +36,7 @@ from p2pchat.foundation.addresses import RELAY_PORT, format_address
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.errors import CryptoError, FrameError, PeerUnreachable, ProtocolError, UserError
 from p2pchat.foundation.transport import FramedSocket, FrameServer
+from p2pchat.relay.callers import CallerCheck, Verdict
 from p2pchat.relay.protocol import (
     COUNTER_NAMES,
     DEFAULT_MAX_FRAME,
@@ -45,7 +54,18 @@ from p2pchat.relay.protocol import (
     relay_protocol,
     short_fp,
 )
-from p2pchat.relay.ratelimit import TokenBucket
+from p2pchat.relay.ratelimit import KeyedLimiter, TokenBucket
+from p2pchat.relay.secure import (
+    PAIR_FLAG,
+    PAIR_TYPE,
+    RECORD_HEADER,
+    TAG_LEN,
+    RelayKey,
+    SecureSocket,
+    open_record,
+    seal_records,
+    server_handshake,
+)
 
 log = logging.getLogger("p2pchat.relay")
 
@@ -56,6 +76,7 @@ SHUTDOWN_NOTICE = "the relay is shutting down"
 CHECK_INTERVAL = 1.0         # a pump thread blocked in a read notices a closed session within this time
 LINGER_SECONDS = 2.0         # how long a closed session's connection waits for the client to close first
 SHUTDOWN_GRACE = 1.0         # how long close() lets clients hang up after the shutdown notice
+RECORD_OVERHEAD = RECORD_HEADER.size + TAG_LEN
 FLUSH_BYTES = 64 * 1024      # a pump thread writes out what it forwarded at least this often (bigger frames alone)
 
 
@@ -69,7 +90,7 @@ class _Client:
 
     fingerprint: bytes
     network: str
-    conn: FramedSocket
+    conn: SecureSocket
 
     @property
     def short(self) -> str:
@@ -80,6 +101,26 @@ class _Client:
 class _Registration:
     client: _Client
     since: float
+    accept_unregistered: bool = False
+
+
+class _AddressSlot:
+    """One connection counted against its source address until it proves to be an answer (see ``_handle``)."""
+
+    def __init__(self, server: RelayServer, ip: str) -> None:
+        self._server = server
+        self.ip = ip
+        self._held = True
+
+    def release(self) -> None:
+        with self._server._lock:
+            if self._held:
+                self._held = False
+                left = self._server._per_ip[self.ip] - 1
+                if left:
+                    self._server._per_ip[self.ip] = left
+                else:
+                    del self._server._per_ip[self.ip]
 
 
 @dataclass
@@ -92,18 +133,39 @@ class _Pending:
     created: float
     done: threading.Event = field(default_factory=threading.Event)
     session: RelaySession | None = None
+    # Wakes the caller's thread, which waits on its socket (to notice a hang-up) and on this at once.
+    waker: tuple[socket.socket, socket.socket] = field(default_factory=socket.socketpair)
+
+    @property
+    def caller_ip(self) -> str:
+        return self.caller.conn.peer[0]
+
+    def finish(self) -> None:
+        """Mark the call decided (paired, refused or shut down) and wake the caller's thread."""
+        self.done.set()
+        try:
+            self.waker[1].send(b"\0")
+        except OSError:
+            pass        # the caller's thread already left and closed it
 
 
 class RelaySession:
     """Two paired connections: side 0 is the caller, side 1 the callee.
 
-    :meth:`deliver` is how payloads reach a side; :meth:`close` ends the session once, with a reason for each
-    side that should hear one.
+    Payloads are pair records, sealed by one client for the other under the session's pair keys: an honest relay
+    passes them on unopened with :meth:`deliver`. :meth:`open_record` and :meth:`seal_record` let a test relay see
+    and rewrite them (it must then reseal everything it delivers, since it keeps its own record counters).
+    :meth:`close` ends the session once, with a reason for each side that should hear one.
     """
 
     def __init__(self, server: RelayServer, session_id: int, caller: _Client, callee: _Client,
-                 bucket: TokenBucket | None) -> None:
+                 bucket: TokenBucket | None, pair_key: bytes) -> None:
         self.server = server
+        self.pair_key = pair_key
+        # keys[side] seals what side ``side`` sends (caller→callee, callee→caller).
+        self._pair_keys = crypto.relay_pair_keys(pair_key)
+        self._opened = [0, 0]
+        self._sealed = [0, 0]
         self.id = session_id
         self.network = caller.network
         self.fingerprints = (caller.fingerprint, callee.fingerprint)
@@ -134,27 +196,39 @@ class RelaySession:
         return self._closed.wait(seconds)
 
     def deliver(self, to_side: int, payload: bytes) -> bool:
-        """Send one opaque payload to side ``to_side`` (0 caller, 1 callee).
+        """Send one opaque payload (a whole pair record) to side ``to_side`` (0 caller, 1 callee).
 
-        Called from a pump thread, the frame joins that thread's outbox and is written with the rest of the
-        frames that arrived together (one system call for many small frames). Writing blocks while that side's
+        Called from a pump thread, the record joins that thread's outbox and is written with the rest of the
+        records that arrived together (one system call for many small ones). Writing blocks while that side's
         socket is full (backpressure); if it stays stalled for the send timeout the session is closed. Returns
         False if the session is closed.
         """
         if self.closed:
             return False
-        frame = self.server.encode_frame("data", payload=payload)
         outbox: _Outbox | None = getattr(_pump_state, "outbox", None)
+        size = max(0, len(payload) - RECORD_OVERHEAD)      # counted as the chat bytes it carries
         if outbox is not None:
-            outbox.add(self, to_side, frame, len(payload))
+            outbox.add(self, to_side, payload, size)
             return True
-        return self._write(to_side, [frame], len(payload))
+        return self._write(to_side, [payload], size)
+
+    def open_record(self, from_side: int, record: bytes) -> bytes:
+        """The plaintext of the next pair record side ``from_side`` sent (for test relays)."""
+        plain = open_record(self._pair_keys[from_side], self._opened[from_side], record)
+        self._opened[from_side] += 1
+        return plain
+
+    def seal_record(self, to_side: int, plaintext: bytes) -> bytes:
+        """``plaintext`` as the next pair record(s) side ``to_side`` will accept (for test relays)."""
+        sealed, count = seal_records(self._pair_keys[1 - to_side], self._sealed[to_side], plaintext, PAIR_FLAG)
+        self._sealed[to_side] += count
+        return sealed
 
     def _write(self, to_side: int, frames: list[bytes], payload_bytes: int) -> bool:
         if self.closed:
             return False
         try:
-            self.conns[to_side].send_frame(frames[0] if len(frames) == 1 else b"".join(frames))
+            self.conns[to_side].send_raw(frames[0] if len(frames) == 1 else b"".join(frames))
         except PeerUnreachable:
             if not self.closed:
                 self.server.count("stalled_drops")
@@ -254,15 +328,24 @@ class RelayServer:
     ``bytes_per_second`` per session (both directions together; ``None`` = unlimited), ``max_frame`` bytes per
     frame, ``send_timeout`` for a side that does not read. ``public_address`` ("ip:port") is the address
     clients dial if it differs from the listening one (port forwarding); login proofs may name either.
+    ``key`` is the static link key (fresh if not given); ``callers`` checks callers' ledger records (``None``: no
+    caller can be checked); ``max_pending_per_callee``/``max_pending_per_ip`` cap waiting calls per host and per
+    caller address; ``rings_per_minute`` rations calls from one key to one host; ``connects_per_minute`` rations
+    new connections per address. ``max_per_ip`` counts every connection of an address except answers.
     """
 
     def __init__(self, host: str, port: int = RELAY_PORT, *, max_connections: int = 512, max_per_ip: int = 16,
                  max_pending: int = 64, max_pending_per_client: int = 4, login_timeout: float = 10.0,
                  heartbeat: float = 20.0, idle_timeout: float = 90.0, pair_timeout: float = 15.0,
                  bytes_per_second: int | None = 4_000_000, max_frame: int = DEFAULT_MAX_FRAME,
-                 send_timeout: float = 10.0, public_address: str | None = None) -> None:
+                 send_timeout: float = 10.0, public_address: str | None = None, key: RelayKey | None = None,
+                 callers: CallerCheck | None = None, max_pending_per_callee: int = 8, max_pending_per_ip: int = 8,
+                 rings_per_minute: int = 3, connects_per_minute: int = 600) -> None:
         for name, value in (("max_connections", max_connections), ("max_per_ip", max_per_ip),
-                            ("max_pending", max_pending), ("max_pending_per_client", max_pending_per_client)):
+                            ("max_pending", max_pending), ("max_pending_per_client", max_pending_per_client),
+                            ("max_pending_per_callee", max_pending_per_callee),
+                            ("max_pending_per_ip", max_pending_per_ip), ("rings_per_minute", rings_per_minute),
+                            ("connects_per_minute", connects_per_minute)):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name, seconds in (("login_timeout", login_timeout), ("heartbeat", heartbeat),
@@ -285,6 +368,18 @@ class RelayServer:
         self.max_payload = max_payload_for(max_frame)
         self.send_timeout = send_timeout
         self.public_address = public_address
+        self.key = key or RelayKey()
+        self.callers = callers
+        self.max_pending_per_callee = max_pending_per_callee
+        self.max_pending_per_ip = max_pending_per_ip
+        self.rings_per_minute = rings_per_minute
+        # A caller may ring one callee ``rings_per_minute`` times in a burst, then once per 60/rings_per_minute s.
+        self._rings = KeyedLimiter(rings_per_minute, rings_per_minute)
+        # New connections per source address (a tenth of a minute's worth at once): each costs the relay a link
+        # handshake before the client has proved anything.
+        self.connects_per_minute = connects_per_minute
+        self._connects = KeyedLimiter(connects_per_minute, max(1, connects_per_minute // 10))
+        self._per_ip: dict[str, int] = {}
         self._inbound = relay_protocol(max_frame)
         # Frames the relay writes (status answers, notices) are bounded by the client's limit, not the inbound one.
         self._outbound = relay_protocol(MAX_RELAY_FRAME)
@@ -298,8 +393,7 @@ class RelayServer:
         self._counter_lock = threading.Lock()
         self._started = time.monotonic()
         self._frame_server = FrameServer(host, port, self._inbound, self._handle, name="relay",
-                                         max_connections=max_connections, timeout=send_timeout,
-                                         max_per_ip=max_per_ip)
+                                         max_connections=max_connections, timeout=send_timeout)
         self.host = host
         self.port = self._frame_server.port
 
@@ -328,7 +422,7 @@ class RelayServer:
         for p in pending:
             _notify(p.caller.conn, SHUTDOWN_NOTICE)
             _shutdown_write(p.caller.conn)
-            p.done.set()
+            p.finish()
         for session in sessions:
             session.close({0: SHUTDOWN_NOTICE, 1: SHUTDOWN_NOTICE}, "relay shutting down")
         for reg in registrations:
@@ -393,6 +487,7 @@ class RelayServer:
         return {
             "version": VERSION,
             "address": self.address,
+            "relay_key": self.key.public,
             "uptime_s": int(now - self._started),
             "registered": registered,
             "pending": pending,
@@ -405,6 +500,9 @@ class RelayServer:
                 "bytes_per_second": self.bytes_per_second or 0,
                 "idle_timeout_ms": int(self.idle_timeout * 1000), "pair_timeout_ms": int(self.pair_timeout * 1000),
                 "heartbeat_ms": int(self.heartbeat * 1000),
+                "max_pending_per_callee": self.max_pending_per_callee, "max_pending_per_ip": self.max_pending_per_ip,
+                "rings_per_minute": self.rings_per_minute, "connects_per_minute": self.connects_per_minute,
+                "ledger": self.callers.description[:80] if self.callers is not None else "",
             },
         }
 
@@ -428,33 +526,70 @@ class RelayServer:
     def _send(self, conn: FramedSocket, type_: str, **fields: Any) -> None:
         conn.send_frame(self._outbound.encode(type_, **fields))
 
-    def _handle(self, conn: FramedSocket) -> None:
+    def _handle(self, plain: FramedSocket) -> None:
+        """Count the connection against its address, run the link handshake, then serve everything inside the
+        encrypted link: no reason, fingerprint or ticket ever leaves the relay in clear."""
         self.count("connections")
+        ip = plain.peer[0]
+        wait = self._connects.try_take(ip, time.monotonic())
+        if wait > 0:
+            self.count("connects_refused")
+            _notify(plain, f"too many new connections from {ip}; try again in {math.ceil(wait)} s")
+            return
+        with self._lock:
+            crowded = self._per_ip.get(ip, 0) >= self.max_per_ip
+            if not crowded:
+                self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        if crowded:
+            # Before the link exists, so in clear; it names nothing but the client's own address.
+            log.warning("relay: refused %s: too many connections from that address", ip)
+            _notify(plain, f"too many connections from {ip}")
+            return
+        slot = _AddressSlot(self, ip)
         try:
-            nonce = crypto.random_bytes(NONCE_LEN)
-            self._send(conn, "challenge", version=VERSION, nonce=nonce)
-            first = recv_or_none(conn, self.login_timeout)
-            if first is None:
-                _notify(conn, f"no login within {self.login_timeout:g} s")
+            started = time.monotonic()
+            try:
+                conn = server_handshake(plain, self.key, timeout=self.login_timeout)
+            except UserError as exc:
+                self.count("link_failures")
+                log.info("relay: no link with %s: %s", plain.peer_text, exc)
                 return
-            if first.type == "status":
-                self._serve_status(conn, first)
-                return
-            if first.type != "login":
-                raise ProtocolError(f"expected a login or a status request first, got '{first.type}'")
-            client = self._authenticate(conn, nonce, first)
-            role = first["role"]
-            if role == "register":
-                self._serve_registration(client)
-            elif role == "call":
-                self._serve_call(client, first["peer"])
-            else:
-                self._serve_answer(client, first["ticket"])
-        except FrameError:
-            self.count("frame_errors")
-            raise
+            try:
+                self._serve_link(conn, slot, self.login_timeout - (time.monotonic() - started))
+            except FrameError as exc:
+                self.count("frame_errors")
+                log.warning("relay: bad frame from %s: %s", conn.peer_text, exc)
+                conn.send_error(str(exc))
+            except PeerUnreachable as exc:
+                log.info("relay: %s", exc)
+            except UserError as exc:
+                log.warning("relay: %s: %s", conn.peer_text, exc)
+                conn.send_error(str(exc))
+        finally:
+            slot.release()
 
-    def _authenticate(self, conn: FramedSocket, nonce: bytes, login: Message) -> _Client:
+    def _serve_link(self, conn: SecureSocket, slot: _AddressSlot, login_time: float) -> None:
+        nonce = crypto.random_bytes(NONCE_LEN)
+        self._send(conn, "challenge", version=VERSION, nonce=nonce)
+        first = recv_or_none(conn, max(0.0, login_time))
+        if first is None:
+            _notify(conn, f"no login within {self.login_timeout:g} s")
+            return
+        if first.type == "status":
+            self._serve_status(conn, first)
+            return
+        if first.type != "login":
+            raise ProtocolError(f"expected a login or a status request first, got '{first.type}'")
+        client = self._authenticate(conn, nonce, first)
+        role = first["role"]
+        if role == "register":
+            self._serve_registration(client, bool(first["accept_unregistered"]))
+        elif role == "call":
+            self._serve_call(client, first["peer"])
+        else:
+            self._serve_answer(client, first["ticket"], slot)
+
+    def _authenticate(self, conn: SecureSocket, nonce: bytes, login: Message) -> _Client:
         try:
             check_version(login["version"], "this client")
             if login["role"] not in ROLES:
@@ -484,10 +619,10 @@ class RelayServer:
         self.count("status_queries")
         self._send(conn, "status_result", **self.status())
 
-    def _serve_registration(self, client: _Client) -> None:
+    def _serve_registration(self, client: _Client, accept_unregistered: bool) -> None:
         conn = client.conn
         key = (client.network, client.fingerprint)
-        reg = _Registration(client, time.monotonic())
+        reg = _Registration(client, time.monotonic(), accept_unregistered)
         with self._lock:
             if self._stopping:
                 raise PairingRefused(SHUTDOWN_NOTICE)
@@ -531,6 +666,17 @@ class RelayServer:
             raise self._refuse("a call must name the fingerprint of the peer to be paired with")
         if peer == client.fingerprint:
             raise self._refuse("a key cannot be paired with itself")
+        with self._lock:
+            reg = self._registry.get((client.network, peer))
+            if reg is None:
+                raise self._refuse(self._not_registered_text(peer, client.network))
+        wait = self._rings.try_take((client.fingerprint, peer), time.monotonic())
+        if wait > 0:
+            self.count("rings_refused")
+            raise self._refuse(f"you rang {short_fp(peer)} more than {self.rings_per_minute} times in a minute; "
+                               f"try again in {math.ceil(wait)} s")
+        if not reg.accept_unregistered:
+            self._check_caller(client, peer)
         ticket = crypto.random_bytes(TICKET_LEN)
         with self._lock:
             if self._stopping:
@@ -538,29 +684,106 @@ class RelayServer:
             reg = self._registry.get((client.network, peer))
             if reg is None:
                 raise self._refuse(self._not_registered_text(peer, client.network))
-            if len(self._pending) >= self.max_pending:
-                raise self._refuse("the relay has too many pairings waiting; try again later")
-            mine = sum(1 for p in self._pending.values() if p.caller.fingerprint == client.fingerprint)
-            if mine >= self.max_pending_per_client:
-                raise self._refuse(f"this key already has {mine} pairings waiting at the relay")
+            refusal = self._pending_refusal(client, peer)
+            if refusal is not None:
+                raise self._refuse(refusal)
             pending = _Pending(ticket, client, peer, time.monotonic())
             self._pending[ticket] = pending
         try:
-            self._send(reg.client.conn, "invite", ticket=ticket, caller=client.fingerprint)
-        except PeerUnreachable:
+            try:
+                self._send(reg.client.conn, "invite", ticket=ticket, caller=client.fingerprint)
+            except PeerUnreachable:
+                with self._lock:
+                    self._pending.pop(ticket, None)
+                raise self._refuse("the peer's registration at this relay was just lost; try again") from None
+            log.info("call %s -> %s: invitation sent", client.short, short_fp(peer))
+            outcome = self._await_answer(pending)
+        finally:
+            for sock in pending.waker:
+                sock.close()
+        if outcome == "hung up":
             with self._lock:
-                self._pending.pop(ticket, None)
-            raise self._refuse("the peer's registration at this relay was just lost; try again") from None
-        log.info("call %s -> %s: invitation sent", client.short, short_fp(peer))
-        if not pending.done.wait(self.pair_timeout):
+                dropped = self._pending.pop(ticket, None) is not None
+            if dropped:
+                self.count("hangups")
+                self.count("pair_failures")
+                log.info("call %s -> %s dropped: the caller hung up", client.short, short_fp(peer))
+                return
+        elif outcome == "expired":
             with self._lock:
                 expired = self._pending.pop(ticket, None) is not None
             if expired:
                 raise self._refuse(f"{short_fp(peer)} did not answer the relay within {self.pair_timeout:g} s")
+        if not pending.done.is_set():
             # The answer took the ticket just now; its thread sets ``done`` once both sides are told.
             pending.done.wait(2 * self.send_timeout + NOTICE_TIMEOUT)
         if pending.session is not None:
             self._pump(pending.session, 0)
+
+    def _pending_refusal(self, client: _Client, peer: bytes) -> str | None:
+        """Why one more pending call from ``client`` to ``peer`` is refused, if it is (``_lock`` held)."""
+        if len(self._pending) >= self.max_pending:
+            return "the relay has too many pairings waiting; try again later"
+        ip = client.conn.peer[0]
+        mine = by_ip = to_peer = 0
+        for p in self._pending.values():
+            mine += p.caller.fingerprint == client.fingerprint
+            by_ip += p.caller_ip == ip
+            to_peer += p.callee == peer
+        if mine >= self.max_pending_per_client:
+            return f"this key already has {mine} pairings waiting at the relay"
+        if by_ip >= self.max_pending_per_ip:
+            return f"{ip} already has {by_ip} pairings waiting at the relay"
+        if to_peer >= self.max_pending_per_callee:
+            return f"{short_fp(peer)} already has {to_peer} calls waiting; try again later"
+        return None
+
+    def _check_caller(self, client: _Client, peer: bytes) -> None:
+        """Refuse a caller whose key has no ledger record (the callee did not accept unregistered keys)."""
+        verdict = self.callers.check(client.fingerprint) if self.callers is not None else None
+        if verdict is Verdict.KNOWN:
+            return
+        self.count("callers_refused")
+        if verdict is None:
+            text = (f"{short_fp(peer)} takes calls only from keys with a ledger record, and this relay has no "
+                    "ledger to check yours")
+        elif verdict is Verdict.UNKNOWN:
+            text = (f"{short_fp(peer)} takes calls only from keys with a ledger record; the relay's ledger has "
+                    "none for your key")
+        elif verdict is Verdict.BUSY:
+            text = "the relay is busy checking other callers' keys; try again in a few seconds"
+        else:
+            text = "the relay could not reach its ledger to check your key; try again later"
+        raise self._refuse(text)
+
+    def _await_answer(self, pending: _Pending) -> str:
+        """Wait for the callee's answer while watching the caller's socket: ``"answered"``, ``"hung up"`` (the
+        caller closed its connection; the call is dropped at once) or ``"expired"``."""
+        sock, wake = pending.caller.conn.sock, pending.waker[0]
+        deadline = pending.created + self.pair_timeout
+        while not pending.done.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "expired"
+            try:
+                readable = select.select([sock, wake], [], [], remaining)[0]
+            except (OSError, ValueError):
+                return "hung up"
+            if sock in readable and not pending.done.is_set():
+                try:
+                    # MSG_DONTWAIT instead of changing the socket's timeout: the answer's thread may be writing
+                    # to this socket at the same moment.
+                    early = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except (BlockingIOError, TimeoutError):
+                    continue
+                except OSError:
+                    return "hung up"
+                if not early:
+                    return "hung up"
+                # Bytes before ``paired``: an honest client sends them only once it was told it is paired, so
+                # ``done`` follows at once; anything else waits here (without spinning) until the deadline.
+                pending.done.wait(min(0.25, max(0.0, deadline - time.monotonic())))
+        return "answered"
 
     def _not_registered_text(self, peer: bytes, network: str) -> str:
         others = sorted(net for net, fp in self._registry if fp == peer)
@@ -569,7 +792,7 @@ class RelayServer:
                     f"not '{network}'")
         return f"nobody with fingerprint {short_fp(peer)} is registered at this relay"
 
-    def _serve_answer(self, client: _Client, ticket: bytes | None) -> None:
+    def _serve_answer(self, client: _Client, ticket: bytes | None, slot: _AddressSlot) -> None:
         if ticket is None:
             raise self._refuse("an answer must carry the ticket of the invitation")
         with self._lock:
@@ -582,14 +805,22 @@ class RelayServer:
             # One second's worth of burst; bigger frames still pass after their share of time.
             bucket = (TokenBucket(self.bytes_per_second, self.bytes_per_second, time.monotonic())
                       if self.bytes_per_second else None)
-            session = RelaySession(self, self._next_session, pending.caller, client, bucket)
+            session = RelaySession(self, self._next_session, pending.caller, client, bucket,
+                                   crypto.random_bytes(crypto.AES_KEY_LEN))
             self._sessions[session.id] = session
+        # An answer is bounded by the callee's pending calls, not by its address: callers cannot use up the
+        # callee's connection slots by making it answer.
+        slot.release()
+        # Each side's pair records are forwarded unopened from now on (set before either side hears ``paired``;
+        # the caller's socket is not being read while its call waits).
+        for conn in session.conns:
+            conn.forward_pair_records()
         try:
             keepalive_ms = max(10, int(self.idle_timeout * 1000 / KEEPALIVE_FRACTION))
             for side, other in ((0, 1), (1, 0)):
                 try:
                     self._send(session.conns[side], "paired", peer=session.fingerprints[other],
-                               max_payload=self.max_payload, keepalive_ms=keepalive_ms)
+                               max_payload=self.max_payload, keepalive_ms=keepalive_ms, pair_key=session.pair_key)
                 except PeerUnreachable:
                     self.count("pair_failures")
                     session.close({other: "your peer left before the pairing completed"}, "left while pairing")
@@ -598,7 +829,7 @@ class RelayServer:
             log.info("session %d paired: %s -> %s", session.id, short_fp(session.caller), short_fp(session.callee))
             pending.session = session
         finally:
-            pending.done.set()
+            pending.finish()
         self._pump(session, 1)
 
     def _pump(self, session: RelaySession, side: int) -> None:
@@ -649,9 +880,12 @@ class RelayServer:
     def _pump_one(self, session: RelaySession, side: int, msg: Message, outbox: _Outbox) -> None:
         now = time.monotonic()
         session.last_heard[side] = now
-        if msg.type == "data":
+        if msg.type == PAIR_TYPE:
             payload: bytes = msg["payload"]
-            session.bytes_from[side] += len(payload)
+            size = len(payload) - RECORD_OVERHEAD
+            if size > self.max_payload:
+                raise FrameError(f"a session payload of {size} bytes is over the {self.max_payload}-byte limit")
+            session.bytes_from[side] += size
             session.frames_from[side] += 1
             if session.bucket is not None:
                 delay = session.bucket.reserve(len(payload), now)

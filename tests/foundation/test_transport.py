@@ -72,3 +72,92 @@ def test_connection_limit_refuses_with_a_reason(loopback_ip):
     finally:
         hold.set()
         srv.close()
+
+
+class _HookedSocket(socket.socket):
+    """A real socket that runs ``hook`` (on another thread, waited for) when the ``reader`` thread is about to
+    wait for data: right after it set the socket's timeout (how reads used to wait) or when it asks for the
+    descriptor to poll (how they wait now). It forces the schedule the race needs: the reader has taken its
+    deadline, then another thread sends."""
+
+    hook = None
+    reader = None
+
+    def _maybe_hook(self):
+        if self.hook is not None and threading.current_thread() is self.reader:
+            hook, self.hook = self.hook, None
+            t = threading.Thread(target=hook)
+            t.start()
+            t.join()
+
+    def settimeout(self, value):
+        super().settimeout(value)
+        self._maybe_hook()
+
+    def fileno(self):
+        self._maybe_hook()
+        return super().fileno()
+
+
+def test_a_send_with_a_short_timeout_does_not_shorten_a_waiting_readers_deadline(loopback_ip):
+    from p2pchat.foundation.transport import FramedSocket
+
+    listener = socket.create_server((loopback_ip, 0))
+    raw = _HookedSocket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.connect(listener.getsockname())
+    other, _ = listener.accept()
+    conn = FramedSocket(raw, PROTO, timeout=0.05)        # sends may take at most 50 ms
+    peer = FramedSocket(other, PROTO, timeout=5.0)
+    sent = threading.Event()
+
+    def writer():
+        conn.send("ping", n=1)                           # the writer thread, with its short send deadline
+        sent.set()
+
+    got = []
+    reader = threading.Thread(target=lambda: got.append(conn.recv(timeout=10.0)))
+    raw.reader, raw.hook = reader, writer
+    reader.start()
+    assert peer.recv()["n"] == 1
+    # The peer stays silent for several of the writer's timeouts before it answers: the reader's own 10 s
+    # deadline must be what counts.
+    threading.Event().wait(0.4)
+    peer.send("ping", n=2)
+    reader.join()
+    assert sent.is_set() and got and got[0]["n"] == 2
+    for s in (conn, peer):
+        s.close()
+    listener.close()
+
+
+def test_each_direction_keeps_its_own_deadline_under_concurrent_traffic(loopback_ip):
+    from p2pchat.foundation.transport import FramedSocket
+
+    listener = socket.create_server((loopback_ip, 0))
+    a = FramedSocket(socket.create_connection(listener.getsockname()), PROTO, timeout=0.05)
+    b = FramedSocket(listener.accept()[0], PROTO, timeout=5.0)
+    assert a.sock.gettimeout() == 0.05                   # set once by the constructor…
+    errors = []
+    stop = threading.Event()
+
+    def chatter():
+        n = 0
+        while not stop.is_set():
+            try:
+                a.send("ping", n=n)
+            except PeerUnreachable as exc:
+                errors.append(exc)
+                return
+            n += 1
+            assert b.recv()["n"] == n - 1
+    t = threading.Thread(target=chatter)
+    t.start()
+    with pytest.raises(PeerUnreachable, match="did not answer in time"):
+        a.recv(timeout=0.5)                              # nothing comes the other way: the read deadline holds
+    stop.set()
+    t.join()
+    assert not errors
+    assert a.sock.gettimeout() == 0.05                   # …and never changed by a call
+    a.close()
+    b.close()
+    listener.close()

@@ -167,7 +167,7 @@ _CHANNEL: list[Callable[[bytes], None]] = []
 
 
 def channel(data: bytes) -> None:
-    """An established channel fed the frames of the input: only Refused/PeerError events, never a Text."""
+    """An established channel fed the frames of the input: only Refused/Abort events, never a Text."""
     if not _CHANNEL:
         from p2pchat.channel import Channel, Text
         from tests.p2pchat.handshake_pair import established_pair

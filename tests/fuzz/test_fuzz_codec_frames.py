@@ -14,7 +14,7 @@ from ledger.protocol import LEDGER_PROTOCOL, ROLE_CLIENT, hello_fields
 from p2pchat.chat_protocol import CHAT, SEALED_CONTENT
 from p2pchat.foundation.codec import HEADER, Protocol
 from p2pchat.foundation.errors import FrameError
-from p2pchat.relay.protocol import CLIENT_PROTOCOL, DEFAULT_MAX_FRAME, relay_protocol
+from p2pchat.relay.protocol import CLIENT_PROTOCOL, DEFAULT_MAX_FRAME, TICKET_LEN, relay_protocol
 from tests.fuzz.fuzz_kit import bodies_for, chunks, framed, fuzz_settings, mutated, split_points
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -34,7 +34,8 @@ SAMPLES: dict[str, list[bytes]] = {
     ],
     "chat": [
         CHAT.encode("hello", version=1, network="p2pchat", nickname="alice", address="127.0.0.2:8471"),
-        CHAT.encode("ephemeral_reply", pub=bytes(32), sig=bytes(384), confirm=bytes(32)),
+        CHAT.encode("key", key=bytes(422), nonce=bytes(32), ephemeral=bytes(32)),
+        CHAT.encode("confirm_reply", confirm=bytes(32)),
         CHAT.encode("sealed", epoch=3, counter=2**40, box=bytes(272)),
     ],
     "chat-sealed": [
@@ -44,11 +45,11 @@ SAMPLES: dict[str, list[bytes]] = {
     "relay-server": [
         relay_protocol(DEFAULT_MAX_FRAME).encode("login", version=1, network="p2pchat", role="call", key=bytes(420),
                                                  sig=bytes(384), peer=bytes(32)),
-        relay_protocol(DEFAULT_MAX_FRAME).encode("data", payload=b"x" * 300),
+        relay_protocol(DEFAULT_MAX_FRAME).encode("invite", ticket=bytes(TICKET_LEN), caller=bytes(32)),
     ],
     "relay-client": [
         CLIENT_PROTOCOL.encode("challenge", version=1, nonce=bytes(32)),
-        CLIENT_PROTOCOL.encode("paired", peer=bytes(32), max_payload=1000, keepalive_ms=2000),
+        CLIENT_PROTOCOL.encode("paired", peer=bytes(32), max_payload=1000, keepalive_ms=2000, pair_key=bytes(32)),
     ],
 }
 

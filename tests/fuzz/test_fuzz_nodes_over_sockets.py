@@ -19,7 +19,7 @@ from p2pchat.chat_protocol import CHAT
 from p2pchat.events import StepResult
 from p2pchat.foundation import crypto
 from p2pchat.foundation.errors import UserError
-from p2pchat.foundation.transport import connect
+from p2pchat.relay.link import connect_link
 from p2pchat.relay.protocol import DEFAULT_MAX_FRAME, relay_protocol
 from p2pchat.relay.server import RelayServer
 from p2pchat.steps import Step
@@ -135,7 +135,7 @@ def chat_pair() -> Iterator[Any]:
 
 
 CHAT_SAMPLES = [CHAT.encode("hello", version=1, network="p2pchat", nickname="fuzz", address="127.0.0.9:8471"),
-                CHAT.encode("key", key=make_identities(3)[2].public_der, nonce=bytes(32)),
+                CHAT.encode("key", key=make_identities(3)[2].public_der, nonce=bytes(32), ephemeral=bytes(32)),
                 CHAT.encode("sealed", epoch=0, counter=0, box=bytes(272))]
 
 
@@ -164,25 +164,41 @@ def relay() -> Iterator[RelayServer]:
     server.close()
 
 
-RELAY_SAMPLES = [RELAY.encode("login", version=1, network="p2pchat", role="call", key=make_identities(1)[0].public_der,
+RELAY_SAMPLES = [RELAY.encode("login", version=2, network="p2pchat", role="call", key=make_identities(1)[0].public_der,
                               sig=bytes(384), peer=bytes(32)),
-                 RELAY.encode("status", version=1), RELAY.encode("data", payload=b"before any login")]
+                 RELAY.encode("status", version=2), RELAY.encode("ping")]
+
+
+def link_exchange(relay: RelayServer, payload: bytes) -> None:
+    """Fuzzed bytes inside the encrypted link (where the relay parses frames): set up the link, send them sealed,
+    half-close and read until the relay closes."""
+    conn = connect_link((relay.host, relay.port), pin=relay.key.public, source_ip=free_loopback_ip(), timeout=5)
+    try:
+        conn.send_frame(payload)
+        conn.sock.shutdown(socket.SHUT_WR)
+        while True:
+            conn.recv(timeout=5)
+    except UserError:
+        pass          # the relay refused and closed: what we wait for
+    finally:
+        conn.close()
 
 
 @fuzz_settings(100)
 @given(payload=frames_strategy(RELAY, RELAY_SAMPLES))
 def test_a_relay_fed_random_frames_refuses_them_and_pairs_nobody(relay, payload):
     with ThreadErrors() as caught:
-        exchange(relay.host, relay.port, payload, read_first=True)
+        exchange(relay.host, relay.port, payload, read_first=True)      # outside the link: refused at once
+        link_exchange(relay, payload)
     assert caught.errors == []
     assert relay.sessions() == [] and relay.registered_count == 0
 
 
 def test_the_fuzzed_relay_still_answers_its_status(relay):
-    conn = connect(relay.host, relay.port, relay_protocol(), source_ip=free_loopback_ip(), timeout=5)
+    conn = connect_link((relay.host, relay.port), pin=relay.key.public, source_ip=free_loopback_ip(), timeout=5)
     try:
         assert conn.recv().type == "challenge"
-        conn.send("status", version=1)
+        conn.send("status", version=2)
         assert conn.recv().type == "status_result"
     except UserError as exc:
         raise AssertionError(str(exc)) from None

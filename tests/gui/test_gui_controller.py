@@ -333,10 +333,24 @@ def test_a_received_message_shows_time_and_sender_and_counts_as_unread_in_other_
 
 def test_control_characters_from_a_peer_are_neutralised(ctl, worker, clock):
     session = ready_chat(ctl, worker)
-    ctl.handle(MessageReceived(session, 1, "a\x00b\x1b[31mc\u202ed\n", "b\x07ob", clock.now, clock.now))
+    ctl.handle(MessageReceived(session, 1, "a\x00b\x1b[31mc\u202ed\u200e\u200f\u061c\n", "b\x07ob", clock.now,
+                               clock.now))
     line = ctl.tabs[session].lines[-1]
-    assert line.text == "a\ufffdb\ufffd[31mc\ufffdd\n"
-    assert line.sender == "b\ufffdob"
+    assert line.text == "a^@b^[[31mc<U+202E>d<U+200E><U+200F><U+061C>\n"
+    assert line.sender == "b^Gob"
+
+
+def test_a_peers_newline_cannot_start_a_transcript_line_of_its_own():
+    from gui.text import CONTINUATION, indent_continuations
+
+    assert indent_continuations("hi\n14:02  alice: fake") == "hi\n" + CONTINUATION + "14:02  alice: fake"
+
+
+def test_every_notice_and_the_status_line_are_cleaned_whoever_calls_them(ctl, worker, clock):
+    session = ready_chat(ctl, worker)
+    ctl.handle(NodeError("relay said \x1b]0;title\x07\nsecond", session))
+    assert "\x1b" not in ctl.status and "\n" not in ctl.status and "^[]0;title^G" in ctl.status
+    assert ctl.tabs[session].lines[-1].text.endswith("relay said ^[]0;title^G\nsecond")
 
 
 def test_a_one_mebibyte_message_shows_a_preview_and_reveals_more_in_steps(ctl, worker, clock):

@@ -9,7 +9,7 @@ from gui.demo import place_windows
 from gui.lag import LagMeter, percentile
 from gui.ledger_monitor import ClientSource, LedgerMonitor, NodeSource, snapshot_from_status
 from gui.ledger_runtime import attach_ledger, probe
-from gui.ledger_view import LedgerSnapshot, identity_ledger_line, ledger_rows, rate_text
+from gui.ledger_view import LedgerSnapshot, alert_text, identity_ledger_line, ledger_rows, rate_text
 from p2pchat.demo_world import DemoWorld
 from p2pchat.foundation.addresses import LEDGER_PORT
 from tests.conftest import free_loopback_ip
@@ -156,3 +156,71 @@ def test_an_app_started_with_join_adopts_the_seeds_network_and_syncs(demo_world,
                    .get("height", -1) >= alice_height, 30, interval=0.1, what="the new node to sync")
     finally:
         runtime.close()
+
+
+def test_binding_alerts_and_conflicts_become_a_banner_and_lead_the_identity_line():
+    status = {**STATUS,
+              "binding_alerts": [{"kind": "address", "text": "this node's address 127.0.0.5 is bound to another key"}],
+              "binding_conflicts": [{"text": "key 3f2a says its binding was taken\u202e\n" + "x" * 500}, "junk"]}
+    snap = snapshot_from_status(status, "x")
+    assert snap.alerts[0] == "this node's address 127.0.0.5 is bound to another key"
+    assert snap.alerts[1].startswith("reported by another node: key 3f2a says its binding was taken\ufffd ")
+    assert len(snap.alerts) == 2 and len(snap.alerts[1]) < 400 and "\n" not in snap.alerts[1]
+    assert alert_text(snap).startswith("⚠ this node's address 127.0.0.5 is bound to another key\n⚠ reported")
+    assert identity_ledger_line(snap).startswith("Ledger: ⚠ BINDING ALERT — this node's address 127.0.0.5")
+    assert alert_text(snapshot_from_status(STATUS, "x")) == ""
+
+
+def test_a_parked_heavier_branch_shows_as_an_alert_row_first_and_the_final_block_is_shown():
+    alert = "heavier branch 00ab (height 9) forks at block 0, below final history; sent by 127.0.0.66:8470\x1b[31m"
+    snap = snapshot_from_status({**STATUS, "final_height": 5, "alerts": [alert]}, "x")
+    assert alert_text(snap) == ""             # a parked branch is not a binding alert: it has its own row
+    rows = ledger_rows(snap)
+    assert rows[0][0] == "Alert" and rows[0][1].startswith("⚠ heavier branch 00ab")
+    assert "127.0.0.66:8470" in rows[0][1] and "\x1b" not in rows[0][1]   # hostile text is cleaned
+    assert dict(rows)["Final"] == "block 5 and all before it"
+    calm = dict(ledger_rows(snapshot_from_status({**STATUS, "final_height": 5, "alerts": []}, "x")))
+    assert "Alert" not in calm
+
+
+@pytest.mark.gui
+def test_the_ledger_panel_shows_the_banner_only_while_there_is_an_alert(xvfb):
+    import customtkinter as ctk
+
+    from gui.widgets.ledger_panel import LedgerPanel
+    from gui.widgets.style import Fonts
+
+    root = ctk.CTk()
+    try:
+        panel = LedgerPanel(root, Fonts(), on_join=lambda _text: None)
+        panel.pack(fill="both", expand=True)
+        alerted = snapshot_from_status({**STATUS, "binding_alerts": [{"text": "this node's address is taken"}]}, "x")
+        panel.show(alerted)
+        root.update()
+        assert panel.banner.winfo_ismapped() and panel.banner.cget("text") == "⚠ this node's address is taken"
+        panel.show(snapshot_from_status(STATUS, "x"))
+        root.update()
+        assert not panel.banner.winfo_ismapped()
+    finally:
+        root.destroy()
+
+
+@pytest.mark.gui
+def test_the_ledger_panel_shows_the_parked_branch_alert_line_in_a_real_window(xvfb):
+    import customtkinter as ctk
+
+    from gui.widgets.ledger_panel import LedgerPanel
+    from gui.widgets.style import Fonts
+
+    root = ctk.CTk()
+    try:
+        panel = LedgerPanel(root, Fonts(), on_join=lambda _text: None)
+        panel.pack()
+        panel.show(snapshot_from_status({**STATUS, "final_height": 5, "alerts": ["heavier branch 00ab …"]}, "x"))
+        root.update()
+        assert panel.values["Alert"].winfo_ismapped() and "heavier branch 00ab" in panel.values["Alert"].cget("text")
+        panel.show(snapshot_from_status({**STATUS, "final_height": 6, "alerts": []}, "x"))
+        root.update()
+        assert not panel.values["Alert"].winfo_ismapped()
+    finally:
+        root.destroy()

@@ -8,6 +8,7 @@ chat is made with ``tests.integration.procs.Cluster`` (real ``ledger serve``/``l
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,6 +65,21 @@ class ChatProcess:
                    what=f"{text!r} in the output of {' '.join(self.args[2:])}:\n{self.output()}")
         if self.output().count(text) < count:
             raise AssertionError(f"process exited with {self.proc.returncode} before {text!r}:\n{self.output()}")
+
+    def choose_chat(self, count: int = 1, timeout: float = 30.0) -> int:
+        """``listen``: wait until ``count`` chats were announced ready, then send typed lines to the last one
+        (``/to N``: listen never picks a chat by itself); returns N."""
+        pattern = re.compile(r"^\[\d+\] Chat (\d+) with .* is ready")
+
+        def ready() -> list[int]:
+            return [int(m.group(1)) for line in self.output().splitlines() if (m := pattern.match(line))]
+
+        wait_until(lambda: len(ready()) >= count or self._died(), timeout,
+                   what=f"{count} chat(s) ready in the output of {' '.join(self.args[2:])}:\n{self.output()}")
+        number = ready()[count - 1]
+        self.write(f"/to {number}")
+        self.wait_for(f"Lines you type now go to chat {number} ")
+        return number
 
     def _died(self) -> bool:
         return self.proc.poll() is not None and not self._reader.is_alive()

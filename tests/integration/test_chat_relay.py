@@ -28,7 +28,10 @@ def relay_registered(relay_ip: str) -> int:
 def test_no_inbound_host_chats_through_the_relay_and_survives_a_relay_restart(tmp_path):
     r, a, b = free_loopback_ip(), free_loopback_ip(), free_loopback_ip()
     relay_addr = f"{r}:{RELAY_PORT}"
-    relay = ChatProcess("relay", "--host", r, "--heartbeat", "1")
+    # The relay checks callers' keys in the ledger (bob takes no calls from keys without a record) and keeps its
+    # link key in a file, so the restarted relay presents the key the chat processes saw first.
+    relay_args = ("relay", "--host", r, "--heartbeat", "1", "--ledger", a, "--key-file", str(tmp_path / "relay_key"))
+    relay = ChatProcess(*relay_args)
     listen = chat = again = None
     with Cluster(tmp_path, make_identities(2)) as cluster:
         try:
@@ -46,6 +49,7 @@ def test_no_inbound_host_chats_through_the_relay_and_survives_a_relay_restart(tm
             chat.wait_for("✓ 4 Agree AES key")
             chat.wait_for(f"(path: relay {relay_addr})")
             listen.wait_for("✓ 4 Agree AES key")
+            listen.choose_chat()
             chat.write(*(f"to bob {i}" for i in range(8)))
             listen.write(*(f"to the caller {i}" for i in range(8)))
             listen.wait_for("to bob 7")
@@ -58,7 +62,7 @@ def test_no_inbound_host_chats_through_the_relay_and_survives_a_relay_restart(tm
             relay.stop()                                           # the relay goes away mid-chat
             assert chat.wait_exit(30) == 1
             assert "Chat ended:" in chat.output() and "relay" in chat.output().split("Chat ended:")[1]
-            relay = ChatProcess("relay", "--host", r, "--heartbeat", "1")
+            relay = ChatProcess(*relay_args)
             relay.wait_for("relay listening on")
             wait_until(lambda: relay_registered(r) == 1, 60, what="the listener registering again")
             again = ChatProcess("chat", "bob", "--host", a, "--data-dir", str(cluster.data_dir(a)))

@@ -22,11 +22,14 @@ def test_listen_and_chat_processes_exchange_25_lines_across_rotations(tmp_path):
         try:
             listen.wait_for("Waiting for chats")
             replies = [f"reply {i} from the listener ✓" for i in range(5)]
-            listen.write(*replies)                   # kept until the chat is ready, then sent
+            listen.write(replies[0])                 # no chat chosen: refused with a hint, never sent
+            listen.wait_for("! not sent: no chat is chosen. Type /to N")
             chat = ChatProcess("chat", a, "--host", b, "--data-dir", str(cluster.data_dir(b)),
                                "--rotate-every", "4")
             lines = [f"line {i}: grüße 🙂" for i in range(25)]
             chat.write(*lines)                       # typed before the chat is ready: sent once it is
+            listen.choose_chat()                     # /to 1, announced as ready
+            listen.write(*replies)
             for text in ("✓ 1 Connect", "✓ 2 Swap public keys", "✓ 3 Authenticate", "✓ 4 Agree AES key"):
                 chat.wait_for(text)
             listen.wait_for("line 24: grüße 🙂")

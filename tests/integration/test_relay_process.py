@@ -31,7 +31,9 @@ def _env() -> dict[str, str]:
 class RelayProcess:
     def __init__(self, host: str, port: int, log: Path, *extra: str) -> None:
         self.host, self.port, self.log = host, port, log
-        self.args = [sys.executable, "-m", "p2pchat.relay", "--host", host, "--port", str(port), *extra]
+        # The key file sits beside the log: a relay restarted in the same test keeps its link key.
+        self.args = [sys.executable, "-m", "p2pchat.relay", "--host", host, "--port", str(port),
+                     "--key-file", str(log.parent / "relay_key"), *extra]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RelayProcess:
@@ -81,7 +83,7 @@ def test_relay_process_pairs_clients_reports_status_and_shuts_down_cleanly(tmp_p
     relay.wait_ready()
     invites = Invites()
     reg = RelayRegistration(b_id, host, relay.port, on_invite=invites, inner_protocol=INNER,
-                            source_ip=free_loopback_ip()).start()
+                            source_ip=free_loopback_ip(), accept_unregistered=True).start()
     try:
         assert reg.wait_registered(10), reg.state_text
         a = open_relay_link(a_id, host, relay.port, b_id.fingerprint, inner_protocol=INNER,
@@ -110,6 +112,7 @@ def test_relay_process_pairs_clients_reports_status_and_shuts_down_cleanly(tmp_p
         invites.close()
     log = relay.output()
     assert "relay listening on" in log and "relay stopped" in log
+    assert f"relay key: {data['relay_key']}" in log       # what clients pin with --relay IP:PORT#KEY
     # Metadata only: sessions and byte counts are logged, never what was said or a full fingerprint.
     assert "session 1 ended" in log
     assert "SECRET" not in log and b_id.fingerprint.hex() not in log
@@ -124,7 +127,7 @@ def test_relay_killed_and_restarted_mid_session(tmp_path, relay_procs):
     first.wait_ready()
     invites = Invites()
     reg = RelayRegistration(b_id, host, port, on_invite=invites, inner_protocol=INNER, source_ip=free_loopback_ip(),
-                            min_backoff=0.1, max_backoff=0.5).start()
+                            min_backoff=0.1, max_backoff=0.5, accept_unregistered=True).start()
     try:
         assert reg.wait_registered(10), reg.state_text
         a = open_relay_link(a_id, host, port, b_id.fingerprint, inner_protocol=INNER, source_ip=free_loopback_ip())
@@ -159,7 +162,7 @@ def test_a_port_already_in_use_is_reported(tmp_path, relay_procs):
     first = RelayProcess(host, free_port(host), tmp_path / "relay.log")
     relay_procs.append(first.start())
     first.wait_ready()
-    clash = relay_cli("--host", host, "--port", str(first.port))
+    clash = relay_cli("--host", host, "--port", str(first.port), "--key-file", str(tmp_path / "relay_key"))
     assert clash.returncode == 1
     assert f"cannot listen on {host}:{first.port}" in clash.stderr
     assert first.stop() == 0

@@ -26,9 +26,11 @@ from netns_lab.lab import Lab  # noqa: E402
 from netns_lab.shell import missing_requirements  # noqa: E402
 from netns_lab.topology import cleanup, namespaces  # noqa: E402
 
-# Every lab of this pytest process is named after its pid, so parallel runs and a user's `vm-lab/netns up`
-# never meet; ``p2plab-`` keeps them findable by `vm-lab/netns down --all`.
-LAB_NAME = f"p2plab-t{os.getpid()}"
+# Every lab of this pytest process has an id made of its pid, so parallel runs and a user's `vm-lab/netns up`
+# never meet; ``p2plab-`` keeps them findable by `vm-lab/netns status` and `down --every-lab`.
+LAB_ID = f"t{os.getpid()}"
+LAB_NAME = f"p2plab-{LAB_ID}"
+OTHER_LAB_IDS = (f"{LAB_ID}x", f"{LAB_ID}y")   # the two labs of the coexistence test
 HOSTS_WITH_KEYS = ("a", "b", "c", "r", "d", "e", "f")
 
 
@@ -46,9 +48,10 @@ def require_lab() -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _no_lab_left_behind() -> Iterator[None]:
     yield
-    left = namespaces(LAB_NAME) if os.geteuid() == 0 and shutil.which("ip") else []
-    if left:
-        cleanup(LAB_NAME)
+    names = [LAB_NAME] + [f"p2plab-{lab_id}" for lab_id in OTHER_LAB_IDS]
+    left = [ns for name in names for ns in namespaces(name)] if os.geteuid() == 0 and shutil.which("ip") else []
+    for name in names:
+        cleanup(name)
     assert not left, f"lab namespaces were left behind: {left}"
 
 

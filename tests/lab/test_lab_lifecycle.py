@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from netns_lab.__main__ import registry
 from netns_lab.lab import VM_LAB, Lab, child_env
-from netns_lab.topology import namespaces
+from netns_lab.topology import namespace_pids, namespaces
 
 from tests.helpers import wait_until
-from tests.lab.conftest import LAB_NAME, require_lab
+from tests.lab.conftest import LAB_ID, LAB_NAME, OTHER_LAB_IDS, require_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(180)]
 
@@ -50,14 +51,14 @@ def test_nothing_of_the_lab_is_in_the_machines_own_namespace(lab: Lab) -> None:
 
 
 def _netns(*args: str, **kw) -> subprocess.Popen[str]:  # type: ignore[no-untyped-def]
-    return subprocess.Popen([sys.executable, "-m", "netns_lab", "--name", LAB_NAME, *args], cwd=VM_LAB.parent,
+    return subprocess.Popen([sys.executable, "-m", "netns_lab", "--lab", LAB_ID, *args], cwd=VM_LAB.parent,
                             env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
 def test_ctrl_c_during_up_removes_the_lab(tmp_path: Path) -> None:
     require_lab()
     state = tmp_path / "state"
-    proc = _netns("--dir", str(state), "up", "--timeout", "120")
+    proc = _netns("up", "--dir", str(state), "--timeout", "120")
     try:
         wait_until(lambda: len(namespaces(LAB_NAME)) >= 6, 30, what="the lab to come up")
         proc.send_signal(signal.SIGINT)
@@ -72,30 +73,70 @@ def test_ctrl_c_during_up_removes_the_lab(tmp_path: Path) -> None:
     assert not state.exists()
 
 
+def _netns_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "netns_lab", *args], cwd=VM_LAB.parent, env=child_env(),
+                          capture_output=True, text=True, timeout=150, check=False)
+
+
 def test_up_status_exec_down_leaves_nothing_behind(tmp_path: Path) -> None:
     require_lab()
     state = tmp_path / "state"
-
-    def netns(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "netns_lab", "--name", LAB_NAME, "--dir", str(state), *args],
-                              cwd=VM_LAB.parent, env=child_env(), capture_output=True, text=True, timeout=150,
-                              check=False)
-
     try:
-        up = netns("up", "--difficulty", "8")
+        up = _netns_cli("up", "--lab", LAB_ID, "--dir", str(state), "--difficulty", "8")
         assert up.returncode == 0, up.stdout + up.stderr
-        assert "the lab is up" in up.stdout
-        status = netns("status")
+        assert f"lab {LAB_ID} is up" in up.stdout
+        assert f"vm-lab/netns down --lab {LAB_ID}" in up.stdout   # --lab given: the hints name the lab
+        status = _netns_cli("status", "--lab", LAB_ID)
         assert status.returncode == 0
         assert "ledger serve" in status.stdout and "p2pchat relay" in status.stdout
-        seen = netns("exec", "c", "ledger", "status", "--json")
+        seen = _netns_cli("exec", "--lab", LAB_ID, "c", "ledger", "status", "--json")
         assert seen.returncode == 0, seen.stderr
         assert '"own_record"' in seen.stdout and "10.77.0.10:8472" in seen.stdout   # c's relay hint
+        assert registry().state(LAB_ID) is not None
     finally:
-        down = netns("down")
+        down = _netns_cli("down", "--lab", LAB_ID)
     assert down.returncode == 0, down.stderr
     assert namespaces(LAB_NAME) == []
     assert not state.exists()
+    assert registry().state(LAB_ID) is None
+
+
+def _host_processes(lab_id: str) -> dict[str, list[int]]:
+    return {ns: namespace_pids(ns) for ns in namespaces(f"p2plab-{lab_id}")}
+
+
+def test_two_labs_coexist_and_down_of_one_leaves_the_other_running(tmp_path: Path) -> None:
+    require_lab()
+    first, second = OTHER_LAB_IDS
+    try:
+        for lab_id in (first, second):
+            up = _netns_cli("up", "--lab", lab_id, "--dir", str(tmp_path / lab_id), "--difficulty", "8")
+            assert up.returncode == 0, up.stdout + up.stderr
+        before = _host_processes(second)
+        running = [pid for pids in before.values() for pid in pids]
+        assert len(running) >= 5   # four ledger nodes and the relay
+        status = _netns_cli("status")
+        assert f"p2plab-{first}:" in status.stdout and f"p2plab-{second}:" in status.stdout
+
+        down = _netns_cli("down", "--lab", first)
+        assert down.returncode == 0, down.stderr
+        assert namespaces(f"p2plab-{first}") == []
+        assert not (tmp_path / first).exists()
+        kept = [line for line in down.stdout.splitlines() if line.startswith("other labs keep running:")]
+        assert kept and f"p2plab-{second}" in kept[0]
+
+        assert _host_processes(second) == before           # same namespaces, same processes
+        assert all(_alive(pid) for pid in running)
+        assert (tmp_path / second / "lab.json").exists()
+        seen = _netns_cli("exec", "--lab", second, "b", "ledger", "status", "--json")
+        assert seen.returncode == 0, seen.stderr          # its nodes still answer
+        gone = _netns_cli("exec", "--lab", first, "b", "ledger", "status")
+        assert gone.returncode == 1 and f"lab {first} is not up" in gone.stderr
+    finally:
+        for lab_id in (first, second):
+            _netns_cli("down", "--lab", lab_id)
+    assert namespaces(f"p2plab-{second}") == []
+    assert registry().state(first) is None and registry().state(second) is None
 
 
 def _dial(lab: Lab, src: str, dst_ip: str) -> subprocess.CompletedProcess[str]:

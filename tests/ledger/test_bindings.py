@@ -4,7 +4,7 @@ unique nicknames, expiry, renewal, rotation and revocation, and undo."""
 import pytest
 from ledger_kit import DAY, NET, PARAMS, T0, reg
 
-from ledger.bindings import Bindings
+from ledger.bindings import RECLAIM_GRACE_SECONDS, Bindings
 from ledger.errors import LedgerError
 from ledger.records import make_revocation, make_rotation
 from tests.conftest import make_identities
@@ -79,22 +79,45 @@ def test_an_update_moves_the_binding_and_frees_the_old_ip(state, ids):
     apply(state, reg(ids[1], ip="10.0.0.1", nickname="alice", issued=T0 + 2), at=T0 + 2)
 
 
-def test_an_expired_binding_becomes_claimable_and_its_owner_cannot_take_it_back(state, ids):
+def test_an_expired_binding_becomes_claimable_after_the_grace_period_and_its_owner_cannot_take_it_back(state, ids):
     first = reg(ids[0], ip="10.0.0.1", lifetime=DAY)
     apply(state, first)
-    later = T0 + DAY + 1
-    assert state.lookup_ip("10.0.0.1", later) is None
+    lapsed = T0 + DAY + 1
+    assert state.lookup_ip("10.0.0.1", lapsed) is None
+    with pytest.raises(LedgerError, match="reserved for it"):
+        apply(state, reg(ids[1], ip="10.0.0.1", nickname="bob", issued=lapsed, lifetime=DAY), at=lapsed)
+    later = T0 + DAY + RECLAIM_GRACE_SECONDS
     with pytest.raises(LedgerError, match="already expired"):
         apply(state, reg(ids[1], issued=T0, lifetime=DAY), at=later)
     taker = reg(ids[1], ip="10.0.0.1", nickname="bob", issued=later, lifetime=DAY)
     apply(state, taker, at=later)
     with pytest.raises(LedgerError, match="bound to another key"):
         apply(state, reg(ids[0], seq=1, prev=first.id, ip="10.0.0.1", issued=later), at=later)
-    # The former owner may renew elsewhere, and reclaim the IP once the taker's binding expired.
+    # The former owner may renew elsewhere, and reclaim the IP once the taker's binding expired and its grace ended.
     renewed = reg(ids[0], seq=1, prev=first.id, ip="10.0.0.9", issued=later)
     apply(state, renewed, at=later)
-    much_later = later + DAY + 1
+    much_later = later + DAY + RECLAIM_GRACE_SECONDS
     apply(state, reg(ids[0], seq=2, prev=renewed.id, ip="10.0.0.1", issued=much_later), at=much_later)
+
+
+def test_during_the_grace_period_only_the_former_holder_may_renew_a_lapsed_binding(state, ids):
+    first = reg(ids[0], ip="10.0.0.1", nickname="alice", lifetime=DAY)
+    apply(state, first)
+    in_grace = T0 + DAY + RECLAIM_GRACE_SECONDS - 1
+    for claim in (reg(ids[1], ip="10.0.0.1", nickname="bob", issued=in_grace),
+                  reg(ids[1], ip="10.0.0.2", nickname="alice", issued=in_grace)):
+        with pytest.raises(LedgerError, match=r"reserved for it|taken by another key"):
+            apply(state, claim, at=in_grace)
+    apply(state, reg(ids[0], seq=1, prev=first.id, ip="10.0.0.1", nickname="alice", issued=in_grace), at=in_grace)
+
+
+def test_the_lapse_is_judged_at_the_median_time_not_at_the_records_own_time(state, ids):
+    apply(state, reg(ids[0], ip="10.0.0.1", lifetime=DAY))
+    end_of_grace = T0 + DAY + RECLAIM_GRACE_SECONDS
+    claim = reg(ids[1], ip="10.0.0.1", nickname="bob", issued=end_of_grace + 100)
+    with pytest.raises(LedgerError, match="reserved for it"):
+        state.check(claim, end_of_grace + 100, lapse_at=end_of_grace - 1)
+    state.check(claim, end_of_grace + 100, lapse_at=end_of_grace)
 
 
 def test_an_expired_owner_may_renew_if_nobody_took_the_ip(state, ids):

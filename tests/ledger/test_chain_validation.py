@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 from ledger_kit import DAY, NET, PARAMS, T0, add, block_on, fail_pow, reg, solve
 
+from ledger.bindings import RECLAIM_GRACE_SECONDS
 from ledger.blocks import Block
 from ledger.chain import Chain
 from ledger.errors import LedgerError
@@ -188,12 +189,35 @@ def test_a_rotated_key_cannot_be_reused(chain, ids):
     _connect_fails(chain, [back], T0 + 2, "already used")
 
 
-def test_an_expired_binding_can_be_claimed_in_a_later_block(chain, ids):
+def test_an_expired_binding_can_be_claimed_once_the_median_time_passes_the_grace_period(chain, ids):
     add(chain, [reg(ids[0], ip="10.0.0.1", lifetime=3600)])
-    later = T0 + 3601
-    taker = reg(ids[1], ip="10.0.0.1", nickname="bob", issued=later)
-    add(chain, [taker], at=later)
-    assert chain.bindings.lookup_ip("10.0.0.1", later).record == taker
+    free_at = T0 + 3600 + RECLAIM_GRACE_SECONDS
+    taker = reg(ids[1], ip="10.0.0.1", nickname="bob", issued=free_at)
+    # The median time past (genesis at 0, block 1 at T0) is still T0: the claim waits, whatever the block says.
+    _connect_fails(chain, [taker], free_at, "reserved for it")
+    add(chain, at=free_at)
+    _connect_fails(chain, [taker], free_at + 1, "reserved for it")
+    add(chain, at=free_at + 1)
+    assert chain.median_time_past() == free_at
+    add(chain, [taker], at=free_at + 2)
+    assert chain.bindings.lookup_ip("10.0.0.1", free_at + 2).record == taker
+
+
+def test_a_block_dated_119_seconds_ahead_cannot_take_a_lapsed_address_early(chain, ids):
+    holder = reg(ids[0], ip="10.0.0.1", lifetime=3600)
+    add(chain, [holder])
+    free_at = holder.expires + RECLAIM_GRACE_SECONDS
+    for i in range(6):  # honest blocks up to just before the end of the grace period
+        add(chain, at=free_at - 120 + i)
+    now = free_at - 100  # honest clocks; the holder's reservation still has 100 s to run
+    ahead = now + 119
+    claim = reg(ids[1], ip="10.0.0.1", nickname="mallory", issued=ahead)
+    block = block_on(chain.tip, [claim], ahead)
+    result = chain.add_block(block, now)
+    assert result.status == "invalid" and "reserved for it" in result.reason
+    assert chain.bindings.lookup_ip("10.0.0.1", now) is None and chain.height == 7
+    with pytest.raises(LedgerError, match="reserved for it"):
+        chain.check_record(claim, ahead)  # the pool judges it the same way
 
 
 def test_an_expired_record_cannot_be_mined(chain, ids):

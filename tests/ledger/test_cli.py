@@ -119,3 +119,24 @@ def test_python_dash_m_ledger_runs_the_same_command_line():
     result = subprocess.run([sys.executable, "-m", "ledger", "lookup", "--help"], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0 and "IP|NAME|FINGERPRINT" in result.stdout
+
+
+def test_reorg_lists_nothing_on_a_calm_ledger_and_refuses_an_unknown_branch(tmp_path, capsys):
+    with LocalLedger(tmp_path, PARAMS):
+        pass
+    code, out, _ = run(capsys, "reorg", "--data-dir", str(tmp_path))
+    assert code == 0 and "no parked branches" in out
+    code, out, _ = run(capsys, "reorg", "--list", "--json", "--data-dir", str(tmp_path))
+    assert code == 0 and json.loads(out) == []
+    code, _, err = run(capsys, "reorg", "--accept", "00ab12cd", "--data-dir", str(tmp_path))
+    assert code == 2 and "no parked branch" in err and err.count("\n") == 1
+
+
+def test_finality_options_are_checked(tmp_path, capsys):
+    for argv in (["join", "127.0.0.1", "--checkpoint", "5:abcd"], ["join", "127.0.0.1", "--checkpoint", "x"],
+                 ["serve", "--finality-depth", "0"], ["serve", "--finality-seconds", "soon"]):
+        with pytest.raises(SystemExit) as exc:
+            main([*argv, "--data-dir", str(tmp_path)])
+        assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "is not HEIGHT:HASH" in err and "at least 1" in err

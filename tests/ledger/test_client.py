@@ -3,6 +3,7 @@ proxy in front of an honest node) cannot make it accept a wrong answer."""
 
 import dataclasses
 import re
+import threading
 import time
 from collections.abc import Callable
 
@@ -75,7 +76,9 @@ def test_no_binding_raises_lookup_not_found(two):
 
 def test_a_client_pinned_to_other_parameters_refuses_the_node(net):
     node = net.node(config=config(register=False))
-    with pytest.raises(ProtocolError, match="different parameters"):
+    from ledger.network_pin import NetworkMismatch
+
+    with pytest.raises(NetworkMismatch, match="same name with other parameters, difficulty 8 bits instead of 9"):
         LedgerClient(node.host, node.port, network=NetworkParams(name=PARAMS.name, difficulty_bits=9)).status()
     with pytest.raises(ProtocolError, match="wrong ledger network"):
         LedgerClient(node.host, node.port, network="othernet").status()
@@ -218,3 +221,29 @@ def test_the_client_follows_its_node_to_a_branch_with_more_work(net):
     assert node.ledger.tip_info()[1] == branch[-1].hash
     assert client.sync_headers() == 7
     assert [client.header(h).hash for h in (2, 3, 7)] == [main[1].hash, branch[0].hash, branch[-1].hash]
+
+
+def test_a_lookup_stuck_at_a_slow_node_holds_no_lock_another_lookup_through_the_same_client_completes(two):
+    a, b = two
+    stuck, release = threading.Event(), threading.Event()
+
+    def slow_for_a(msg: Message) -> dict:
+        if msg.type == "lookup" and msg["value"] == a.host:
+            stuck.set()
+            release.wait(20)                 # this connection's answer is held; the others are not
+        return msg.fields
+
+    proxy = TamperingProxy(a, request=slow_for_a)
+    client = proxy.client()
+    results: dict[str, str] = {}
+    slow = threading.Thread(target=lambda: results.setdefault("a", client.lookup(a.host).ip), name="test-slow")
+    try:
+        slow.start()
+        assert stuck.wait(10)
+        assert client.lookup(b.host).ip == b.host      # not serialised behind the stuck exchange
+        assert "a" not in results
+    finally:
+        release.set()
+        slow.join()
+        proxy.close()
+    assert results["a"] == a.host

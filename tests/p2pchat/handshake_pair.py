@@ -95,7 +95,7 @@ class Pair:
 
     ``wire(src, frame)`` may return the frame, a changed frame, nothing (dropped) or several frames.
     ``prepare``: after the events of each core call are handled, call ``prepare()`` when it is due, as the node
-    does; ``False`` leaves every step-3/4 value to be computed on the spot.
+    does (only ever due on the initiator: its step-3 signature); ``False`` leaves it to be made on the spot.
     """
 
     def __init__(self, ident_i: Identity, ident_r: Identity, *, network: str = "testnet",

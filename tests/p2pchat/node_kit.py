@@ -5,10 +5,12 @@ ledger nodes instead)."""
 from __future__ import annotations
 
 import queue
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from p2pchat.events import Event, StepResult
 from p2pchat.foundation.identity import Identity
@@ -18,15 +20,31 @@ from p2pchat.steps import Step
 from tests.conftest import free_loopback_ip
 from tests.helpers import wait_until
 
+_PUMP_LOCK = threading.RLock()
+
 
 class EventLog:
-    """Everything a node reported, in order; ``wait`` polls the node's queue until a matching event arrives."""
+    """Everything a node reported, in order; ``wait`` polls the node's queue until a matching event arrives.
 
-    def __init__(self, node: ChatNode) -> None:
+    Looking at any log takes the events of every reading log of the test (``pump_all``), the way every UI drains
+    its node's queue on its own: a delivery receipt means the peer's UI took the message, so a test waiting for
+    receipts at alice needs bob's UI to read too. ``reading = False`` makes a UI that does not read."""
+
+    _live: ClassVar[weakref.WeakSet[EventLog]] = weakref.WeakSet()
+
+    def __init__(self, node: ChatNode, *, reading: bool = True) -> None:
         self.node = node
         self.events: list[Event] = []
+        self.reading = reading
+        EventLog._live.add(self)
 
     def pump(self) -> None:
+        with _PUMP_LOCK:        # tests may pump from several threads; each log keeps its queue's order
+            for log in list(EventLog._live):
+                if log is self or log.reading:
+                    log.take()
+
+    def take(self) -> None:
         while True:
             try:
                 self.events.append(self.node.events.get_nowait())
@@ -47,6 +65,27 @@ class EventLog:
 
     def kinds(self) -> list[str]:
         return [type(e).__name__ for e in self.events[-12:]]
+
+
+@contextmanager
+def reading_ui(*logs: EventLog) -> Iterator[None]:
+    """The UIs of ``logs`` read their events on a thread of their own while the block runs (for tests whose main
+    thread is busy elsewhere, e.g. running the terminal UI of another node); the thread is joined on exit."""
+    stop = threading.Event()
+
+    def pump() -> None:
+        while not stop.wait(0.01):
+            for log in logs:
+                with _PUMP_LOCK:
+                    log.take()
+
+    thread = threading.Thread(target=pump, name="test-ui-reader")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 @dataclass

@@ -135,7 +135,7 @@ def test_queue_text_refuses_after_either_side_said_goodbye():
 
 
 def test_batches_are_split_at_the_entry_and_size_limits_and_a_big_text_goes_alone():
-    link = Link(rotate_every=10_000)
+    link = Link(rotate_every=1000)
     n = 2 * MAX_BATCH_TEXTS + 5
     queue(link, "a", [f"n{i}" for i in range(n)])
     frames = seal(link, "a")
@@ -288,14 +288,18 @@ def test_malformed_batches_are_refused_whole_and_show_nothing(texts):
     assert link.texts("b") == ["still fine"]
 
 
-def test_a_batch_with_integer_send_times_is_shown_with_float_times():
+def test_send_times_must_be_floats_as_the_spec_says_in_batches_and_single_texts():
     link = Link()
-    link.feed("b", seal_raw(link.ch["a"], {"t": "texts", "texts": [[1, 5, "x"], [2, 6, "y"]]}))
-    assert [(t.msg_id, t.sent_at, type(t.sent_at)) for t in link.of("b", Text)] == [(1, 5.0, float), (2, 6.0, float)]
+    events = link.feed("b", seal_raw(link.ch["a"], {"t": "texts", "texts": [[1, 5, "x"], [2, 6, "y"]]}))
+    assert [e.kind for e in events if isinstance(e, Refused)] == ["malformed"]
+    link.feed("b", seal_raw(link.ch["a"], {"t": "text", "id": 1, "sent_at": 5, "text": "x"}))
+    assert not link.of("b", Text) and link.ch["b"].refused_count == 2
+    link.feed("b", seal_raw(link.ch["a"], {"t": "texts", "texts": [[1, 5.0, "x"], [2, 6.5, "y"]]}))
+    assert [(t.msg_id, t.sent_at) for t in link.of("b", Text)] == [(1, 5.0), (2, 6.5)]
 
 
 def test_receipts_for_many_batches_read_at_once_never_list_more_than_the_limit():
-    link = Link(rotate_every=10_000)
+    link = Link(rotate_every=1000)
     per_batch = 60
     frames = []
     for b in range(5):

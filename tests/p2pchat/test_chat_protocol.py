@@ -16,14 +16,13 @@ SAMPLES = {
     "hello": {"version": 1, "network": "main", "nickname": "Zoë", "address": "127.0.0.2:8471"},
     "welcome": {"version": 1, "network": "main", "nickname": "", "address": "[::1]:8471"},
     "decline": {"reason": "busy"},
-    "key": {"key": b"\x30" * 422, "nonce": b"n" * 32},
+    "key": {"key": b"\x30" * 422, "nonce": b"n" * 32, "ephemeral": b"e" * 32},
     "key_ok": {},
     "auth": {"sig": b"s" * 384},
     "auth_reply": {"sig": b"s" * 384},
     "auth_ok": {},
-    "ephemeral": {"pub": b"p" * 32, "sig": b"s" * 384},
-    "ephemeral_reply": {"pub": b"p" * 32, "sig": b"s" * 384, "confirm": b"c" * 32},
     "confirm": {"confirm": b"c" * 32},
+    "confirm_reply": {"confirm": b"c" * 32},
     "sealed": {"epoch": 3, "counter": 2**64 - 1, "box": b"b" * 272},
     "error": {"reason": "no"},
 }
@@ -43,16 +42,18 @@ def test_every_frame_type_round_trips_through_the_codec(type_):
 
 
 @pytest.mark.parametrize(("type_", "fields", "complaint"), [
-    ("key", {"key": b"k" * 422, "nonce": b"n" * 31}, "too short"),
-    ("key", {"key": b"k" * 422, "nonce": b"n" * 33}, "too long"),
-    ("key", {"key": b"k" * 422}, "field 'nonce' is missing"),
-    ("key", {"key": b"k" * 2049, "nonce": b"n" * 32}, "too long"),
+    ("key", {"key": b"k" * 422, "nonce": b"n" * 31, "ephemeral": b"e" * 32}, "too short"),
+    ("key", {"key": b"k" * 422, "nonce": b"n" * 33, "ephemeral": b"e" * 32}, "too long"),
+    ("key", {"key": b"k" * 422, "ephemeral": b"e" * 32}, "field 'nonce' is missing"),
+    ("key", {"key": b"k" * 422, "nonce": b"n" * 32}, "field 'ephemeral' is missing"),
+    ("key", {"key": b"k" * 422, "nonce": b"n" * 32, "ephemeral": b"e" * 31}, "too short"),
+    ("key", {"key": b"k" * 2049, "nonce": b"n" * 32, "ephemeral": b"e" * 32}, "too long"),
     ("hello", {"version": 1, "network": "", "nickname": "a", "address": "x"}, "too short"),
     ("hello", {"version": 1, "network": "n", "nickname": "a" * 65, "address": "x"}, "too long"),
     ("hello", {"version": 70000, "network": "n", "nickname": "a", "address": "x"}, "above the maximum"),
     ("sealed", {"epoch": -1, "counter": 0, "box": b"b" * 16}, "below the minimum"),
     ("sealed", {"epoch": 0, "counter": 0, "box": b"b" * 15}, "too short"),
-    ("ephemeral_reply", {"pub": b"p" * 32, "sig": b"s"}, "field 'confirm' is missing"),
+    ("confirm_reply", {}, "field 'confirm' is missing"),
     ("auth", {"sig": "text, not bytes"}, "should be bytes"),
 ])
 def test_out_of_bounds_or_ill_typed_fields_are_refused(type_, fields, complaint):

@@ -17,6 +17,7 @@ from p2pchat.handshake import (
     LedgerBinding,
     NeedAccept,
     NeedLookup,
+    Phase,
     Ready,
     StepDone,
     StepOrderError,
@@ -78,6 +79,36 @@ def test_each_step_is_driven_on_its_own_and_reports_progress_on_both_sides(ident
     assert "matches the ledger record for 127.0.0.3 (block 7, 3 confirmations)" in details[1]
     assert "proved it holds key" in details[2]
     assert pair.i.established.safety_number in details[3]
+
+
+def test_the_phase_says_where_each_side_stands_after_every_frame(identities):
+    seen: dict[str, list[Phase]] = {"initiator": [], "responder": []}
+
+    def wire(src: Side, frame: bytes) -> list[bytes]:
+        seen[src.name].append(src.hs.phase)
+        return [frame]
+
+    pair = Pair(identities[0], identities[1], wire=wire)
+    assert pair.i.hs.phase is Phase.START and pair.r.hs.phase is Phase.START
+    pair.run()
+    # the sender's phase once the call that produced each of its frames returned
+    assert seen["initiator"] == [Phase.HELLO_SENT, Phase.SWAPPING, Phase.SWAPPED, Phase.AUTH_SENT,
+                                 Phase.AUTHENTICATED, Phase.CONFIRM_SENT]
+    assert seen["responder"] == [Phase.CONNECTED, Phase.SWAPPING, Phase.SWAPPING, Phase.AUTH_REPLIED,
+                                 Phase.ESTABLISHED]
+    assert pair.i.hs.phase is Phase.ESTABLISHED and pair.r.hs.phase is Phase.ESTABLISHED
+    assert pair.i.hs.in_progress is None and pair.r.hs.in_progress is None
+
+
+def test_a_closed_handshake_refuses_steps_and_ignores_frames(identities):
+    pair = Pair(identities[0], identities[1]).run(Step.SWAP_KEYS)
+    pair.i.hs.close()
+    pair.r.hs.close()
+    assert pair.i.hs.phase is Phase.CLOSED and pair.i.hs.next_step is None
+    with pytest.raises(StepOrderError, match="The connection has ended"):
+        pair.i.hs.start(Step.AUTHENTICATE)
+    assert pair.r.hs.receive(decode(_frame_of_type("auth"))) == []
+    assert pair.r.hs.phase is Phase.CLOSED and pair.r.failed is None
 
 
 def test_responder_reports_the_callers_hello_and_asks_its_user(identities):
@@ -266,7 +297,7 @@ def test_an_unusable_key_is_refused(identities):
     assert pair.r.failed.step is Step.SWAP_KEYS
     assert "is unusable: the public key is not a valid RSA key" in pair.r.failed.reason
     assert not pair.r.hs.prepare_due and pair.r.hs._auth_sig is None      # nothing signed over that key
-    assert not any(frame_type(f) in {"auth", "auth_reply", "ephemeral", "ephemeral_reply"} for _, f in pair.log)
+    assert not any(frame_type(f) in {"auth", "auth_reply", "confirm", "confirm_reply"} for _, f in pair.log)
     assert_nothing_established(pair)
 
 
@@ -301,20 +332,18 @@ def test_a_man_in_the_middle_substituting_keys_fails_at_step_2_and_learns_nothin
     assert bob.r.failed.step is Step.SWAP_KEYS and "is not the key the ledger binds" in bob.r.failed.reason
     for p in (alice, bob):
         assert_nothing_established(p)
-        assert not any(frame_type(f) in {"auth", "auth_reply", "ephemeral", "ephemeral_reply", "confirm"}
-                       for _, f in p.log)
+        assert not any(frame_type(f) in {"auth", "auth_reply", "confirm", "confirm_reply"} for _, f in p.log)
 
 
 @pytest.mark.parametrize(("target", "field", "step"), [
     ("hello", "address", Step.AUTHENTICATE),       # a claim changed on the way: the transcripts differ
     ("welcome", "nickname", Step.AUTHENTICATE),
     ("key", "nonce", Step.AUTHENTICATE),            # a challenge changed on the way: the transcripts differ
+    ("key", "ephemeral", Step.AUTHENTICATE),        # Mallory's own X25519 half: not in what the peer signs
     ("auth", "sig", Step.AUTHENTICATE),
     ("auth_reply", "sig", Step.AUTHENTICATE),
-    ("ephemeral", "pub", Step.AGREE_KEY),          # Mallory's own X25519 half: not signed by Alice
-    ("ephemeral_reply", "pub", Step.AGREE_KEY),
-    ("ephemeral_reply", "confirm", Step.AGREE_KEY),
     ("confirm", "confirm", Step.AGREE_KEY),
+    ("confirm_reply", "confirm", Step.AGREE_KEY),
 ])
 def test_an_active_attacker_changing_any_handshake_field_is_detected(identities, target, field, step):
     mallory = crypto.EphemeralKey()
@@ -324,7 +353,7 @@ def test_an_active_attacker_changing_any_handshake_field_is_detected(identities,
         if msg.type != target:
             return [frame]
         value = msg[field]
-        if field == "pub":
+        if field == "ephemeral":
             new: Any = mallory.public
         elif isinstance(value, bytes):
             new = bytes([value[0] ^ 1]) + value[1:]
@@ -339,8 +368,8 @@ def test_an_active_attacker_changing_any_handshake_field_is_detected(identities,
     assert failures and all(f.step is step for f in failures)
     assert any(w in failures[0].reason for w in ("does not verify", "not signed", "key confirmation failed",
                                                  "could not prove", "derived different keys"))
-    if target == "confirm":     # the initiator finished first; the responder refuses, so nothing goes sealed
-        assert pair.r.established is None and pair.r.failed.step is Step.AGREE_KEY
+    if target == "confirm_reply":     # the responder finished first; the initiator refuses: nothing goes sealed
+        assert pair.i.established is None and pair.i.failed.step is Step.AGREE_KEY
     else:
         assert_nothing_established(pair)
 
@@ -364,7 +393,7 @@ def test_handshake_frames_replayed_into_a_new_session_fail_at_step_3(identities)
     # ... and Bob's side of the old session to Alice, each step's recorded answers after Alice's request.
     victim = Pair(a, b, wire=lambda src, f: [])
     answers = {Step.CONNECT: ["welcome"], Step.SWAP_KEYS: ["key", "key_ok"],
-               Step.AUTHENTICATE: ["auth_reply"], Step.AGREE_KEY: ["ephemeral_reply"]}
+               Step.AUTHENTICATE: ["auth_reply"], Step.AGREE_KEY: ["confirm_reply"]}
     for step in Step:
         if victim.i.failed:
             break
@@ -393,21 +422,43 @@ def test_a_signature_reflected_to_its_signer_fails_even_with_the_same_key_on_bot
     pair = Pair(a, a, wire=wire, i_binding=binding_for(a, "127.0.0.3", "me"),
                 r_binding=binding_for(a, "127.0.0.2", "me")).run()
     assert pair.i.failed.step is Step.AUTHENTICATE and "could not prove" in pair.i.failed.reason
-    t3 = pair.i.hs._t3
-    assert t3 == pair.r.hs._t3      # the same transcript on both ends: only the role tells the signatures apart
-    assert crypto.is_valid_signature(a.public_der, AUTH_CONTEXT, auth_message(b"initiator", t3), captured["sig"])
+    t2 = pair.i.hs._t2
+    assert t2 == pair.r.hs._t2      # the same transcript on both ends: only the role tells the signatures apart
+    assert crypto.is_valid_signature(a.public_der, AUTH_CONTEXT, auth_message(b"initiator", t2), captured["sig"])
     assert_nothing_established(pair)
 
 
 def test_an_ephemeral_half_reflected_to_its_sender_fails(identities):
+    """The initiator's X25519 half sent back to it as the responder's (same key on both ends, worst case): the two
+    transcripts then differ, so the responder's signature fails step 3 before any key is derived."""
+    a = identities[0]
+    halves: dict[str, bytes] = {}
+
+    def wire(src: Side, frame: bytes) -> list[bytes]:
+        msg = decode(frame)
+        if msg.type == "key" and src.name == "initiator":
+            halves["i"] = msg["ephemeral"]
+        if msg.type == "key" and src.name == "responder":
+            return [rewrite(frame, ephemeral=halves["i"])]
+        return [frame]
+
+    pair = Pair(a, a, wire=wire, i_binding=binding_for(a, "127.0.0.3", "me"),
+                r_binding=binding_for(a, "127.0.0.2", "me")).run()
+    assert pair.i.hs._t2 != pair.r.hs._t2
+    assert pair.r.failed.step is Step.AUTHENTICATE and "could not prove" in pair.r.failed.reason
+    assert not any(frame_type(f) == "auth_reply" for _, f in pair.log)
+    assert_nothing_established(pair)
+
+
+def test_a_confirmation_tag_reflected_to_its_sender_fails(identities):
+    """The initiator's own step-4 tag answered back to it: the role in the tag tells them apart."""
     a = identities[0]
     pair = Pair(a, a, i_binding=binding_for(a, "127.0.0.3", "me"), r_binding=binding_for(a, "127.0.0.2", "me"))
     pair.run(Step.AUTHENTICATE)
     (send,) = [e for e in pair.i.hs.start(Step.AGREE_KEY) if isinstance(e, Send)]
     mine = decode(send.frame)
-    reflected = CHAT.encode("ephemeral_reply", pub=mine["pub"], sig=mine["sig"], confirm=bytes(32))
-    pair.deliver(pair.i, reflected)
-    assert pair.i.failed.step is Step.AGREE_KEY and "not signed by its identity key" in pair.i.failed.reason
+    pair.deliver(pair.i, CHAT.encode("confirm_reply", confirm=mine["confirm"]))
+    assert pair.i.failed.step is Step.AGREE_KEY and "key confirmation failed" in pair.i.failed.reason
     assert pair.i.established is None
 
 
@@ -417,9 +468,9 @@ def _frame_of_type(type_: str) -> bytes:
     samples: dict[str, dict[str, Any]] = {
         "hello": {"version": 1, "network": "testnet", "nickname": "x", "address": I_ADDR},
         "welcome": {"version": 1, "network": "testnet", "nickname": "x", "address": R_ADDR},
-        "decline": {"reason": "no"}, "key": {"key": b"k" * 10, "nonce": bytes(32)}, "key_ok": {},
-        "auth": {"sig": b"s"}, "auth_reply": {"sig": b"s"}, "auth_ok": {}, "ephemeral": {"pub": bytes(32), "sig": b"s"},
-        "ephemeral_reply": {"pub": bytes(32), "sig": b"s", "confirm": bytes(32)}, "confirm": {"confirm": bytes(32)},
+        "decline": {"reason": "no"}, "key": {"key": b"k" * 10, "nonce": bytes(32), "ephemeral": bytes(32)},
+        "key_ok": {}, "auth": {"sig": b"s"}, "auth_reply": {"sig": b"s"}, "auth_ok": {},
+        "confirm": {"confirm": bytes(32)}, "confirm_reply": {"confirm": bytes(32)},
         "sealed": {"epoch": 0, "counter": 0, "box": bytes(16)},
     }
     return CHAT.encode(type_, **samples[type_])
@@ -428,7 +479,7 @@ def _frame_of_type(type_: str) -> bytes:
 # The frame each side legitimately expects next after the initiator completed `done` steps.
 _EXPECTED = {
     ("responder", 0): {"hello"}, ("responder", 1): {"key"}, ("responder", 2): {"auth"},
-    ("responder", 3): {"ephemeral"},
+    ("responder", 3): {"confirm"},
     ("initiator", 0): set(), ("initiator", 1): set(), ("initiator", 2): set(), ("initiator", 3): set(),
 }
 
@@ -480,12 +531,24 @@ def test_a_duplicated_frame_fails_the_handshake(identities):
     assert pair.r.failed is not None and "out of turn" in pair.r.failed.reason
 
 
-def test_a_low_order_ephemeral_point_is_refused(identities):
-    pair = Pair(identities[0], identities[1]).run(Step.AUTHENTICATE)
-    bad = bytes(32)
-    sig = identities[0].sign("chat-ephemeral", b"initiator\x00" + pair.r.hs._t3 + bad)
-    pair.deliver(pair.r, CHAT.encode("ephemeral", pub=bad, sig=sig))
-    assert pair.r.failed.step is Step.AGREE_KEY and "unusable key material" in pair.r.failed.reason
+@pytest.mark.parametrize("sender", ["initiator", "responder"])
+def test_a_low_order_ephemeral_point_is_refused(identities, sender):
+    """A registered peer may put a low-order X25519 point in its `key` frame and sign it; the agreement in step 4
+    gives all zeros, which is refused before any key is derived from it."""
+    class LowOrder:
+        public = bytes(32)
+
+        def agree(self, peer_public: bytes) -> bytes:
+            return bytes(32)
+
+        def erase(self) -> None:
+            pass
+
+    kw = {"eph_i": LowOrder} if sender == "initiator" else {"eph_r": LowOrder}
+    pair = Pair(identities[0], identities[1], **kw).run()
+    victim = pair.r if sender == "initiator" else pair.i
+    assert victim.failed.step is Step.AGREE_KEY and "unusable key material" in victim.failed.reason
+    assert_nothing_established(pair)
 
 
 def test_an_error_frame_from_the_peer_ends_the_handshake_with_its_text_and_no_reply(identities):

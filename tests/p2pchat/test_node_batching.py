@@ -7,7 +7,7 @@ from tests.p2pchat.node_kit import connect_all, pair, wait_until
 
 
 def test_texts_sent_in_a_tight_loop_all_arrive_in_order_each_receipted_in_fewer_frames(identities):
-    with pair(identities, rotate_every=100_000) as (alice, bob, _):
+    with pair(identities, rotate_every=1000) as (alice, bob, _):
         sid, _ = connect_all(alice, bob)
         frames: list[bytes] = []
         alice.node.set_wire_hook(sid, lambda frame: frames.append(frame) or frame)
@@ -82,3 +82,20 @@ def test_texts_still_queued_when_the_user_ends_the_chat_arrive_before_the_goodby
         ended = bob.log.wait(SessionEnded, session=bsid)
         assert ended.clean
         assert [m.text for m in bob.log.all(MessageReceived)] == [f"parting {i}" for i in range(5)]
+
+
+def test_a_text_sent_after_another_frame_sealed_the_queued_ones_does_not_jump_ahead_of_it(identities):
+    # Typing seals the texts queued so far and queues its frames behind their placeholder; a text sent next must
+    # not be sealed at that placeholder's place, ahead of frames with lower counters (the peer would refuse them).
+    with pair(identities) as (alice, bob, _):
+        sid, bsid = connect_all(alice, bob)
+        session = alice.node._get(sid)
+        with session.send_lock:
+            alice.node.send_text(sid, "a")
+            alice.node.send_text(sid, "b")
+            alice.node.set_typing(sid, True)
+            alice.node.send_text(sid, "c")
+        bob.log.wait(MessageReceived, text="c")
+        assert [m.text for m in bob.log.all(MessageReceived)] == ["a", "b", "c"]
+        assert bob.log.all(PeerTyping, session=bsid)
+        assert not bob.log.all(Notice, kind="refused")

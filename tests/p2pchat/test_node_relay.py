@@ -6,14 +6,19 @@ from __future__ import annotations
 
 from p2pchat.events import MessageReceived, Notice, SessionEnded, StepResult
 from p2pchat.peer_directory import FixedDirectory
-from p2pchat.relay import RelayServer
+from p2pchat.relay import KeySetCallers, RelayKey, RelayServer
 from p2pchat.steps import Step
-from tests.conftest import free_loopback_ip
+from tests.conftest import free_loopback_ip, make_identities
 from tests.p2pchat.node_kit import entry, make_peer, wait_until
+
+RELAY_KEY = RelayKey()     # one key for every relay here: a relay restarted on the same address keeps its key
 
 
 def relay_server(ip: str | None = None, port: int = 0) -> RelayServer:
-    return RelayServer(ip or free_loopback_ip(), port, heartbeat=0.5, pair_timeout=5.0).start()
+    # The callers' keys stand for ledger records (the relay refuses callers without one; docs/relay.md).
+    known = KeySetCallers({identity.fingerprint for identity in make_identities(6)}, "test ledger")
+    return RelayServer(ip or free_loopback_ip(), port, heartbeat=0.5, pair_timeout=5.0, key=RELAY_KEY,
+                       callers=known).start()
 
 
 def test_a_no_inbound_host_is_reached_by_nickname_through_its_relay_hint(identities):
@@ -48,7 +53,7 @@ def test_a_no_inbound_host_is_reached_by_nickname_through_its_relay_hint(identit
         relay.close()
 
 
-def test_a_failed_direct_dial_falls_back_to_the_configured_relay_and_says_why(identities):
+def test_a_failed_direct_dial_by_nickname_falls_back_to_the_configured_relay_and_says_why(identities):
     relay = relay_server()
     directory = FixedDirectory()
     bob_ip = free_loopback_ip()
@@ -58,13 +63,39 @@ def test_a_failed_direct_dial_falls_back_to_the_configured_relay_and_says_why(id
     alice = make_peer(identities[0], "alice", directory, relay=relay.address, direct_timeout=0.5)
     try:
         assert bob.node._registration.wait_registered(5)
-        sid = alice.node.open_session(bob_ip)
+        sid = alice.node.open_session("bob")
         alice.node.run_all(sid)
         alice.log.wait(StepResult, step=Step.AGREE_KEY, ok=True)
         path = alice.log.wait(Notice, kind="path").text
         assert path.startswith(f"connected through relay {relay.address} because the direct connection failed")
         alice.node.send_text(sid, "via the relay")
         bob.log.wait(MessageReceived, text="via the relay")
+    finally:
+        alice.node.close()
+        bob.node.close()
+        relay.close()
+
+
+def test_a_call_by_address_never_uses_a_relay_and_says_why(identities):
+    # The record binds bob's address but nobody answers there; bob is registered at the relay. By address the
+    # call must fail with a plain reason, never reach bob through his relay hint or the caller's own relay.
+    relay = relay_server()
+    directory = FixedDirectory()
+    bob_ip = free_loopback_ip()
+    bob = make_peer(identities[1], "bob", directory, ip=bob_ip, no_inbound=True, relay=relay.address,
+                    auto_accept=True, register=False)
+    directory.add(entry(identities[1], "bob", bob_ip, 9, relay.address))
+    alice = make_peer(identities[0], "alice", directory, relay=relay.address, direct_timeout=0.5)
+    try:
+        assert bob.node._registration.wait_registered(5)
+        sid = alice.node.open_session(bob_ip)
+        alice.node.run_all(sid)
+        failed = alice.log.wait(StepResult, step=Step.CONNECT, ok=False)
+        assert f"{bob_ip} is bound to key" in failed.detail
+        assert f"did not answer at {bob_ip}:9" in failed.detail
+        assert "a relay is not used for calls by address" in failed.detail
+        assert not bob.log.all(StepResult)            # nothing ever reached bob
+        assert not alice.log.all(Notice, kind="path")
     finally:
         alice.node.close()
         bob.node.close()
@@ -94,6 +125,24 @@ def test_a_no_inbound_caller_goes_through_the_relay_even_when_the_peer_has_an_ad
         relay.close()
 
 
+def test_a_no_inbound_caller_cannot_call_by_address_and_is_told_why(identities):
+    relay = relay_server()
+    directory = FixedDirectory()
+    alice = make_peer(identities[0], "alice", directory, relay=relay.address, auto_accept=True)
+    carol = make_peer(identities[2], "carol", directory, no_inbound=True, relay=relay.address, register=False)
+    try:
+        sid = carol.node.open_session(alice.ip)
+        carol.node.run_all(sid)
+        failed = carol.log.wait(StepResult, step=Step.CONNECT, ok=False)
+        assert "--no-inbound" in failed.detail and "a relay is not used for calls by address" in failed.detail
+        assert "nickname or fingerprint" in failed.detail
+        assert not alice.log.all(StepResult)
+    finally:
+        carol.node.close()
+        alice.node.close()
+        relay.close()
+
+
 def test_a_relay_that_goes_away_ends_the_chat_and_the_registration_comes_back(identities):
     relay_ip = free_loopback_ip()
     relay = relay_server(relay_ip)
@@ -117,6 +166,37 @@ def test_a_relay_that_goes_away_ends_the_chat_and_the_registration_comes_back(id
         again = alice.node.open_session("bob")
         alice.node.run_all(again)
         alice.log.wait(StepResult, session=again, step=Step.AGREE_KEY, ok=True)
+    finally:
+        alice.node.close()
+        bob.node.close()
+        relay.close()
+
+
+def test_a_relay_pinned_with_its_key_is_used_and_one_pinned_with_another_key_is_refused(identities):
+    relay = relay_server()
+    directory = FixedDirectory()
+    impostor_key = RelayKey().public.hex()
+    wrong = make_peer(identities[1], "bob", directory, no_inbound=True, relay=f"{relay.address}#{impostor_key}",
+                      auto_accept=True, register=False)
+    try:
+        wait_until(lambda: "someone may be intercepting" in (wrong.node.relay_state or ""),
+                   what="the registration to refuse the relay's key")
+        assert not relay.is_registered(identities[1].fingerprint)
+    finally:
+        wrong.node.close()
+    pinned_relay = f"{relay.address}#{RELAY_KEY.public.hex()}"
+    bob = make_peer(identities[1], "bob", directory, no_inbound=True, relay=pinned_relay, auto_accept=True,
+                    register=False)
+    directory.add(entry(identities[1], "bob", None, None, relay.address))   # the ledger hint: address only
+    alice = make_peer(identities[0], "alice", directory, relay=pinned_relay)
+    try:
+        assert bob.node._registration.wait_registered(5)
+        sid = alice.node.open_session("bob")
+        alice.node.run_all(sid)
+        alice.log.wait(StepResult, step=Step.AGREE_KEY, ok=True)
+        assert alice.node.session_info(sid).path == f"relay {relay.address}"     # the pin is not shown
+        alice.node.send_text(sid, "pinned")
+        bob.log.wait(MessageReceived, text="pinned")
     finally:
         alice.node.close()
         bob.node.close()

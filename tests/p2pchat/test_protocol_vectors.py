@@ -89,12 +89,13 @@ def hello_items(prefix: str, nickname: str, address: str) -> list[tuple[str, byt
 
 
 def vector_items() -> list[list[tuple[str, bytes]]]:
+    """The items of step 1, then of step 2 (§3.5)."""
     t = V["transcript"]
     return [
         hello_items("i", t["i.nickname"], t["i.address"]) + hello_items("r", t["r.nickname"], t["r.address"]),
-        [("i.key", hx("transcript", "i.key")), ("r.key", hx("transcript", "r.key"))],
-        [("i.challenge", hx("transcript", "i.challenge")), ("r.challenge", hx("transcript", "r.challenge"))],
-        [("i.ephemeral", hx("transcript", "i.ephemeral")), ("r.ephemeral", hx("transcript", "r.ephemeral"))],
+        [("i.key", hx("transcript", "i.key")), ("r.key", hx("transcript", "r.key")),
+         ("i.challenge", hx("transcript", "i.challenge")), ("r.challenge", hx("transcript", "r.challenge")),
+         ("i.ephemeral", hx("transcript", "i.ephemeral")), ("r.ephemeral", hx("transcript", "r.ephemeral"))],
     ]
 
 
@@ -112,17 +113,18 @@ def test_transcript_vector_matches_the_spec_and_the_code():
         items += group
         assert hashlib.sha256(spec_transcript(items)).hexdigest() == V["transcript"][f"T{n}"]
     assert spec_transcript(groups[0]).hex() == V["transcript"]["T1_encoding"]
+    assert spec_transcript(items).hex() == V["transcript"]["T2_encoding"]
 
     t = V["transcript"]
     transcript = cp.Transcript()
     hs.add_hellos(transcript, hs.Hello(int(t["version"]), t["network"], t["i.nickname"], t["i.address"]),
                   hs.Hello(int(t["version"]), t["network"], t["r.nickname"], t["r.address"]))
     assert transcript.encoded().hex() == t["T1_encoding"]
-    hs.add_keys(transcript, hx("transcript", "i.key"), hx("transcript", "r.key"))
-    hs.add_challenges(transcript, hx("transcript", "i.challenge"), hx("transcript", "r.challenge"))
-    assert transcript.digest().hex() == t["T3"]
-    hs.add_ephemerals(transcript, hx("transcript", "i.ephemeral"), hx("transcript", "r.ephemeral"))
-    assert transcript.digest().hex() == t["T4"]
+    hs.add_step_2(transcript, i_key=hx("transcript", "i.key"), r_key=hx("transcript", "r.key"),
+                  i_nonce=hx("transcript", "i.challenge"), r_nonce=hx("transcript", "r.challenge"),
+                  i_ephemeral=hx("transcript", "i.ephemeral"), r_ephemeral=hx("transcript", "r.ephemeral"))
+    assert transcript.encoded().hex() == t["T2_encoding"]
+    assert transcript.digest().hex() == t["T2"]
 
 
 def test_ephemeral_publics_and_shared_secret_follow_from_the_private_keys():
@@ -133,19 +135,19 @@ def test_ephemeral_publics_and_shared_secret_follow_from_the_private_keys():
 
 
 def test_signed_message_hashes():
-    t3, s = hx("transcript", "T3"), V["signed-messages"]
-    xi, xr = hx("transcript", "i.ephemeral"), hx("transcript", "r.ephemeral")
-    assert spec_signed_hash("chat-auth", b"initiator\x00" + t3).hex() == s["auth_initiator"]
-    assert spec_signed_hash("chat-auth", b"responder\x00" + t3).hex() == s["auth_responder"]
-    assert spec_signed_hash("chat-ephemeral", b"initiator\x00" + t3 + xi).hex() == s["ephemeral_initiator"]
-    assert spec_signed_hash("chat-ephemeral", b"responder\x00" + t3 + xr).hex() == s["ephemeral_responder"]
-    assert hs.auth_message(hs.ROLE_INITIATOR, t3) == b"initiator\x00" + t3
-    assert hs.ephemeral_message(hs.ROLE_RESPONDER, t3, xr) == b"responder\x00" + t3 + xr
-    assert (hs.AUTH_CONTEXT, hs.EPHEMERAL_CONTEXT) == ("chat-auth", "chat-ephemeral")
+    """The one signature per side (step 3) covers T2, which already holds both X25519 halves."""
+    t2, s = hx("transcript", "T2"), V["signed-messages"]
+    assert set(s) == {"auth_initiator", "auth_responder"}
+    assert spec_signed_hash("chat-auth", b"initiator\x00" + t2).hex() == s["auth_initiator"]
+    assert spec_signed_hash("chat-auth", b"responder\x00" + t2).hex() == s["auth_responder"]
+    assert hs.auth_message(hs.ROLE_INITIATOR, t2) == b"initiator\x00" + t2
+    assert hs.auth_message(hs.ROLE_RESPONDER, t2) == b"responder\x00" + t2
+    assert hs.AUTH_CONTEXT == "chat-auth"
+    assert crypto._signed_message("chat-auth", b"responder\x00" + t2).hexdigest() == s["auth_responder"]
 
 
 def test_key_schedule_and_confirmation_tags():
-    k, t4 = V["key-schedule"], hx("transcript", "T4")
+    k, t4 = V["key-schedule"], hx("transcript", "T2")
     okm = spec_hkdf(bytes.fromhex(k["shared"]), t4, b"p2pchat/chat-keys/v1", 160)
     names = ["i2r_key", "r2i_key", "i2r_chain", "r2i_chain", "confirm_key"]
     assert [okm[32 * n:32 * n + 32].hex() for n in range(5)] == [k[name] for name in names]
@@ -155,10 +157,14 @@ def test_key_schedule_and_confirmation_tags():
     for role in ("initiator", "responder"):
         tag = hmac.new(ck, role.encode() + b"\x00" + t4, hashlib.sha256).hexdigest()
         assert tag == k[f"confirm_{role}"] == hs.confirm_tag(ck, role.encode(), t4).hex()
+        type_ = "confirm" if role == "initiator" else "confirm_reply"      # step 4's two frames
+        body = msgpack.packb({"t": type_, "confirm": bytes.fromhex(tag)}, use_bin_type=True)
+        assert (struct.pack(">I", len(body)) + body).hex() == k[f"{type_}_frame"]
+        assert cp.CHAT.encode(type_, confirm=bytes.fromhex(tag)).hex() == k[f"{type_}_frame"]
 
 
 def test_sealed_text_frame():
-    s, t4 = V["sealed-text"], hx("transcript", "T4")
+    s, t4 = V["sealed-text"], hx("transcript", "T2")
     key = hx("key-schedule", "i2r_key")
     inner = bytes.fromhex(s["inner"])
     assert msgpack.unpackb(inner) == {"t": "text", "id": 1, "sent_at": float(s["sent_at"]), "text": s["text"]}
@@ -180,7 +186,7 @@ def _vector_established(initiator: bool) -> hs.Established:
     mine, theirs = ("i2r", "r2i") if initiator else ("r2i", "i2r")
     binding = hs.LedgerBinding(b"der", "peer", None, None, None, 0, 0)
     return hs.Established(initiator, k[f"{mine}_key"], k[f"{theirs}_key"], k[f"{mine}_chain"], k[f"{theirs}_chain"],
-                          hx("transcript", "T4"), b"der", "peer", binding, "0000 0000 0000")
+                          hx("transcript", "T2"), b"der", "peer", binding, "0000 0000 0000")
 
 
 def test_the_channel_produces_and_reads_the_vector_frame():
@@ -230,12 +236,21 @@ def test_hello_and_key_frames_and_safety_number():
     assert cp.CHAT.encode("hello", **fields).hex() == f["hello_frame"]
     body = msgpack.packb({"t": "hello", **fields}, use_bin_type=True)
     assert (struct.pack(">I", len(body)) + body).hex() == f["hello_frame"]
-    # step 2's `key` frame carries the key and the sender's step-3 challenge; its fingerprint is the i.key item
-    der, nonce = f["key_der"].encode(), hx("transcript", "i.challenge")
+    # step 2's `key` frame carries the key, the sender's challenge and its X25519 half; the key's fingerprint is
+    # the i.key item
+    der, nonce, half = f["key_der"].encode(), hx("transcript", "i.challenge"), hx("transcript", "i.ephemeral")
     assert hashlib.sha256(der).hexdigest() == t["i.key"]
-    body = msgpack.packb({"t": "key", "key": der, "nonce": nonce}, use_bin_type=True)
+    body = msgpack.packb({"t": "key", "key": der, "nonce": nonce, "ephemeral": half}, use_bin_type=True)
     assert (struct.pack(">I", len(body)) + body).hex() == f["key_frame"]
-    assert cp.CHAT.encode("key", key=der, nonce=nonce).hex() == f["key_frame"]
+    assert cp.CHAT.encode("key", key=der, nonce=nonce, ephemeral=half).hex() == f["key_frame"]
+    for type_ in ("key_ok", "auth_ok"):
+        body = msgpack.packb({"t": type_}, use_bin_type=True)
+        assert (struct.pack(">I", len(body)) + body).hex() == f[f"{type_}_frame"] == cp.CHAT.encode(type_).hex()
+    sig = bytes(range(256)) + bytes(range(128))                        # any 384 bytes stand for an RSA-3072 one
+    for type_ in ("auth", "auth_reply"):
+        body = msgpack.packb({"t": type_, "sig": sig}, use_bin_type=True)
+        expected = bytes.fromhex(f[f"{type_}_frame_before_signature"]) + sig
+        assert struct.pack(">I", len(body)) + body == expected == cp.CHAT.encode(type_, sig=sig)
     fp_a, fp_b = hx("transcript", "i.key"), hx("transcript", "r.key")
     digest = hashlib.sha256(b"p2pchat/safety-number/v1\x00" + min(fp_a, fp_b) + max(fp_a, fp_b)).digest()
     digits = f"{int.from_bytes(digest[:8], 'big') % 10**12:012d}"
@@ -268,12 +283,19 @@ def test_a_real_handshake_derives_what_the_spec_says(identities):
               ("i.ephemeral", hx("transcript", "i.ephemeral")), ("r.ephemeral", hx("transcript", "r.ephemeral"))]
     t4 = hashlib.sha256(spec_transcript(items)).digest()
     assert est_i.transcript_hash == est_r.transcript_hash == t4
-    # the challenges are the nonces of the two `key` frames (§2, §3.2)
+    # the challenges and the X25519 halves are those of the two `key` frames (§2, §3.2)
     keys = {name: cp.CHAT.decode(f[4:]) for name, f in pair.log if cp.CHAT.decode(f[4:]).type == "key"}
     assert (keys["initiator"]["nonce"], keys["responder"]["nonce"]) == (drawn["i"][0], drawn["r"][0])
+    assert (keys["initiator"]["ephemeral"].hex(), keys["responder"]["ephemeral"].hex()) == \
+        (V["transcript"]["i.ephemeral"], V["transcript"]["r.ephemeral"])
     assert [cp.CHAT.decode(f[4:]).type for _, f in pair.log] == [
-        "hello", "welcome", "key", "key", "key_ok", "key_ok", "auth", "auth_reply", "auth_ok", "ephemeral",
-        "ephemeral_reply", "confirm"]
+        "hello", "welcome", "key", "key", "key_ok", "key_ok", "auth", "auth_reply", "auth_ok", "confirm",
+        "confirm_reply"]
+    # one signature per side, over T2, each verifying under the signer's key
+    sigs = {m.type: m["sig"] for m in (cp.CHAT.decode(f[4:]) for _, f in pair.log) if m.type.startswith("auth")
+            and m.type != "auth_ok"}
+    assert crypto.is_valid_signature(a.public_der, "chat-auth", b"initiator\x00" + t4, sigs["auth"])
+    assert crypto.is_valid_signature(b.public_der, "chat-auth", b"responder\x00" + t4, sigs["auth_reply"])
     okm = spec_hkdf(hx("key-schedule", "shared"), t4, b"p2pchat/chat-keys/v1", 160)
     assert (est_i.send_key, est_i.recv_key, est_i.send_chain, est_i.recv_chain) == \
         (okm[0:32], okm[32:64], okm[64:96], okm[96:128])

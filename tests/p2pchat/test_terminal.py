@@ -13,7 +13,7 @@ from p2pchat.peer_directory import FixedDirectory
 from p2pchat.steps import Step
 from p2pchat.terminal import LineInput, run_chat, run_listen
 from tests.conftest import free_loopback_ip
-from tests.p2pchat.node_kit import entry, make_peer
+from tests.p2pchat.node_kit import entry, make_peer, reading_ui
 
 
 def piped(*lines: str, close: bool = True) -> tuple[int, int]:
@@ -48,7 +48,8 @@ def test_chat_runs_the_steps_sends_piped_lines_and_exits_zero_at_end_of_input(id
     r, _ = piped("hello", "/status", "", "ünïcode ✓", "/verify", "/bogus", "third")
     out = io.StringIO()
     try:
-        code = run_chat(alice, f"{bob.ip}:{bob.node.port}", stdin_fd=r, out=out)
+        with reading_ui(bob.log):       # bob's UI reads: his receipts mean his UI took the messages
+            code = run_chat(alice, f"{bob.ip}:{bob.node.port}", stdin_fd=r, out=out)
     finally:
         alice.close()
         bob.node.close()
@@ -88,13 +89,14 @@ def test_listen_asks_accepts_prints_messages_and_answers_typed_lines(identities)
     listener = ChatNode(identities[1], host=ip, port=0, nickname="dave", directory=directory)
     listener.start()
     directory.add(entry(identities[1], "dave", ip, listener.port))
-    r, w = piped("y", "a typed answer", close=False)
+    r, w = piped("y", "typed before choosing a chat", close=False)
     out = io.StringIO()
     sid = caller.node.open_session(f"{ip}:{listener.port}")
     caller.node.run_all(sid)
 
     def drive_caller() -> None:
         caller.log.wait(StepResult, 20, step=Step.AGREE_KEY, ok=True)
+        os.write(w, b"/to 1\na typed answer\n")           # the user picks chat 1, then writes to it
         caller.node.send_text(sid, "knock knock")
         caller.log.wait(MessageReceived, 20, text="a typed answer")
         caller.node.end_session(sid)
@@ -111,8 +113,11 @@ def test_listen_asks_accepts_prints_messages_and_answers_typed_lines(identities)
         os.close(r)
     text = out.getvalue()
     assert code == 0, text
-    assert "Incoming chat from carol at " in text and "Accept? [y/n]" in text
-    assert "Accepted the chat from carol." in text
+    assert "Chat 1: incoming chat from carol at " in text and "Accept? [y/n]" in text
+    assert "Accepted chat 1 (carol)." in text
+    assert "! not sent: no chat is chosen. Type /to N" in text
+    assert "[1] Chat 1 with carol is ready" in text and "Lines you type now go to chat 1 (carol)" in text
     assert "] carol: knock knock" in text
-    assert "Chat with carol ended: carol left the chat" in text
+    assert "Chat 1 with carol ended: carol left the chat" in text
     assert caller.log.all(IncomingChat) == []
+    assert [m.text for m in caller.log.all(MessageReceived)] == ["a typed answer"]

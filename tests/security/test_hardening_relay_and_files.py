@@ -27,7 +27,10 @@ from p2pchat.foundation.errors import UserError
 from p2pchat.foundation.identity import KEY_FILE
 from p2pchat.foundation.transport import FramedSocket, FrameServer, connect
 from p2pchat.peer_directory import FixedDirectory
+from p2pchat.relay import RelayKey
+from p2pchat.relay.link import connect_link
 from p2pchat.relay.protocol import CLIENT_PROTOCOL, VERSION, relay_protocol
+from p2pchat.relay.secure import server_handshake
 from p2pchat.steps import Step
 from tests.conftest import free_loopback_ip, free_port, make_identities
 from tests.helpers import wait_until
@@ -56,11 +59,16 @@ class ImpostorRelay:
         self.server = FrameServer(host, 0, relay_protocol(), self._handle, name="impostor-relay", timeout=10)
         self.port = self.server.port
         self.spliced = threading.Event()
+        self.key = RelayKey()     # its own link key: the victim's record names this relay, so no pin stops it
 
-    def _handle(self, conn: FramedSocket) -> None:
+    def _handle(self, plain: FramedSocket) -> None:
+        conn = server_handshake(plain, self.key, timeout=10)
         conn.send("challenge", version=VERSION, nonce=crypto.random_bytes(32))
         login: Message = conn.recv()
-        conn.send("paired", peer=login["peer"], max_payload=200_000, keepalive_ms=60_000)
+        pair_key = crypto.random_bytes(32)
+        conn.send("paired", peer=login["peer"], max_payload=200_000, keepalive_ms=60_000, pair_key=pair_key)
+        to_callee, to_caller = crypto.relay_pair_keys(pair_key)
+        conn.set_pair_keys(to_caller, to_callee, 200_000)       # it plays the callee's side of the session
         import socket
         upstream = socket.create_connection(self.target, timeout=10, source_address=(self.source, 0))
         self.spliced.set()
@@ -68,7 +76,7 @@ class ImpostorRelay:
         def down() -> None:
             try:
                 while data := upstream.recv(65536):
-                    conn.send("data", payload=data)
+                    conn.send_pair(data)
             except (OSError, UserError):
                 pass
             conn.close()
@@ -78,7 +86,7 @@ class ImpostorRelay:
         try:
             while True:
                 msg = conn.recv(30)
-                if msg.type == "data":
+                if msg.type == "pair":
                     upstream.sendall(msg["payload"])
         except (OSError, UserError):
             pass
@@ -120,12 +128,13 @@ def test_an_impostor_relay_pairing_the_caller_with_the_attacker_is_stopped_at_st
 # --- unauthenticated use of a relay process ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def relay_process() -> Iterator[tuple[str, int]]:
+def relay_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     host, port = free_loopback_ip(), 0
     port = free_port(host)
+    key_file = tmp_path_factory.mktemp("relay") / "relay_key"
     proc = subprocess.Popen([sys.executable, "-m", "p2pchat", "relay", "--host", host, "--port", str(port),
-                             "--login-timeout", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
-                            env=env())
+                             "--login-timeout", "2", "--key-file", str(key_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, env=env())
 
     def up() -> bool:
         try:
@@ -145,12 +154,12 @@ def relay_process() -> Iterator[tuple[str, int]]:
 
 
 def relay_answer(host: str, port: int, **login: object) -> Message:
-    conn = connect(host, port, CLIENT_PROTOCOL, source_ip=free_loopback_ip(), timeout=10)
+    conn = connect_link((host, port), pin=None, known=None, source_ip=free_loopback_ip(), timeout=10)
     try:
         challenge = conn.recv()
         assert challenge.type == "challenge"
         if login.pop("raw", False):
-            conn.send("data", payload=b"let me through")
+            conn.send("ping")
         else:
             conn.send("login", **login)
         return conn.recv()
@@ -175,7 +184,7 @@ def test_a_relay_process_pairs_nobody_without_a_valid_login(relay_process):
     assert "login" in answers["data before any login"]["reason"]
     assert "login refused" in answers["a call signed by nobody"]["reason"]
     assert "login refused" in answers["someone else's key"]["reason"]
-    assert "version 1" in answers["an old protocol version"]["reason"]
+    assert "version 2" in answers["an old protocol version"]["reason"]
 
 
 # --- files at start-up ------------------------------------------------------------------------------------------

@@ -4,13 +4,13 @@ Ctrl-C."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from netns_lab.processes import LabProcess
 from netns_lab.shell import LabError
@@ -18,7 +18,6 @@ from netns_lab.topology import DEFAULT_NATTED, DEFAULT_PEERS, Topology
 
 REPO = Path(__file__).resolve().parents[2]
 VM_LAB = REPO / "vm-lab"
-STATE_FILE = "lab.json"
 
 
 def child_env() -> dict[str, str]:
@@ -140,11 +139,10 @@ class Lab:
         return "\n".join(parts)
 
     # ---- state of a detached lab (vm-lab/netns up) ------------------------------------------------------
-    def save_state(self, **extra: str) -> None:
-        """Write ``lab.json`` so later commands (status, exec) know the hosts of a lab left running."""
-        state = {
+    def state(self, **extra: str) -> dict[str, Any]:
+        """What later commands (status, exec, down) need to know about a lab left running."""
+        return {
             "name": self.name, "workdir": str(self.workdir), "started": time.time(), **extra,
             "hosts": {h.name: {"ip": h.ip, "ns": h.ns, "behind_nat": h.behind_nat, "role": h.role}
                       for h in self.topo.hosts.values()},
         }
-        (self.workdir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")

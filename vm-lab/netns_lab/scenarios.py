@@ -146,13 +146,14 @@ def relay_chat(p: Project) -> None:
 
 
 def natted_caller(p: Project) -> None:
-    """The NAT'd c calls a by address. Dialled directly, a would see the router's address, which no record
-    binds; c has no address in the ledger (--no-inbound), so it goes through the relay, where a is registered."""
+    """The NAT'd c calls a by nickname (a call by address never follows a relay hint, and c, with no address
+    in the ledger, can only call through a relay). Dialled directly, a would see the router's address, which
+    no record binds; so c goes through the relay, where a is registered."""
     p.form_network(["a", "r", "c"], timeout=CONVERGE_TIMEOUT)
     relay = p.relay("r")
     relay.wait_for(r"relay listening on", 15)
     listener = p.listen("a", at_relay=True)
-    chat = connect_chat(p, "c", p.lab.ip("a"))
+    chat = connect_chat(p, "c", "a")
     chat.wait_for(RELAY_PATH, 5)
     exchange(chat, listener, count=3, tag="c-to-a")
     exchange(listener, chat, count=3, tag="a-to-c")

@@ -5,8 +5,10 @@
 set -euo pipefail
 lab_ip=$1 home_net=$2
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq nftables >/dev/null
+if ! command -v nft >/dev/null; then
+  apt-get update -qq
+  apt-get install -y -qq nftables >/dev/null
+fi
 wan=$(ip -o -4 addr show | awk -v ip="$lab_ip" 'index($4, ip "/") == 1 { print $2; exit }')
 if [ -z "$wan" ]; then
   echo "router.sh: no interface has $lab_ip" >&2

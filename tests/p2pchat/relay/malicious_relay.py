@@ -45,9 +45,12 @@ class MaliciousRelay(RelayServer):
         return ((self.direction is None or sender == self.direction)
                 and (self.index is None or self._seen[key] == self.index))
 
-    def forward(self, session: RelaySession, sender: int, payload: bytes) -> None:
+    def forward(self, session: RelaySession, sender: int, record: bytes) -> None:
+        # The relay knows the session's pair keys: it opens every pair record, works on the plaintext (the chat's
+        # bytes, as a relay that forwarded plain payloads would see them) and reseals what it delivers.
         to = 1 - sender
         key = (session.id, sender)
+        payload = session.open_record(sender, record)
         with self._evil_lock:
             self.recorded.append((session.id, sender, payload))
             picked = self.action != "record" and self._picks(session, sender)
@@ -58,23 +61,23 @@ class MaliciousRelay(RelayServer):
                     self._held[key] = payload      # released after the next payload in this direction
                     return
         if not picked:
-            session.deliver(to, payload)
+            session.deliver(to, session.seal_record(to, payload))
         elif self.action == "duplicate":
-            session.deliver(to, payload)
-            session.deliver(to, payload)
+            session.deliver(to, session.seal_record(to, payload))
+            session.deliver(to, session.seal_record(to, payload))
         elif self.action == "flip":
             altered = bytearray(payload)
             altered[self.flip_offset] ^= 0x01
-            session.deliver(to, bytes(altered))
+            session.deliver(to, session.seal_record(to, bytes(altered)))
         elif self.action == "crosswire":
             others = [s for s in self.sessions() if s is not session]
             if others:
-                others[-1].deliver(to, payload)
+                others[-1].deliver(to, others[-1].seal_record(to, payload))
         elif self.action == "reorder":
-            session.deliver(to, payload)
+            session.deliver(to, session.seal_record(to, payload))
         # "drop" delivers nothing.
         if held is not None:
-            session.deliver(to, held)
+            session.deliver(to, session.seal_record(to, held))
 
 
 def main(argv: list[str]) -> int:

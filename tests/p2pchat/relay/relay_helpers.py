@@ -11,9 +11,10 @@ from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import format_address
 from p2pchat.foundation.codec import Field, Protocol
 from p2pchat.foundation.identity import Identity
-from p2pchat.foundation.transport import FramedSocket, connect
+from p2pchat.foundation.transport import FramedSocket
 from p2pchat.relay import RelayLink, RelayRegistration, RelayServer, open_relay_link
-from p2pchat.relay.protocol import CLIENT_PROTOCOL, LOGIN_CONTEXT, VERSION, expect, login_proof_data
+from p2pchat.relay.link import connect_link
+from p2pchat.relay.protocol import LOGIN_CONTEXT, VERSION, expect, login_proof_data
 from tests.conftest import free_loopback_ip
 from tests.helpers import wait_until  # noqa: F401  (re-exported for the tests here)
 
@@ -26,16 +27,18 @@ INNER = Protocol("inner-test", {"msg": {"n": Field(int), "body": Field(bytes, ma
 def raw_login(identity: Identity, relay: RelayServer, role: str, *, source_ip: str | None = None,
               peer: bytes | None = None, ticket: bytes | None = None, network: str = "p2pchat",
               key: bytes | None = None, signer: Identity | None = None, address: str | None = None,
-              nonce: bytes | None = None, version: int = VERSION) -> FramedSocket:
+              nonce: bytes | None = None, version: int = VERSION,
+              accept_unregistered: bool | None = True) -> FramedSocket:
     """Log in by hand. ``key`` replaces the DER sent, ``signer`` the key that signs, ``address`` the relay
     address signed and ``nonce`` the nonce signed, so tests can forge every part of the proof."""
-    conn = connect(relay.host, relay.port, CLIENT_PROTOCOL, source_ip=source_ip, timeout=5)
+    conn = connect_link((relay.host, relay.port), pin=relay.key.public, source_ip=source_ip, timeout=5)
     challenge = expect(conn, "challenge", 5, relay.address)
     der = identity.public_der if key is None else key
     proof = login_proof_data(challenge["nonce"] if nonce is None else nonce,
                              address or format_address(relay.host, relay.port), crypto.fingerprint(der), network)
     sig = (signer or identity).sign(LOGIN_CONTEXT, proof)
-    conn.send("login", version=version, network=network, role=role, key=der, sig=sig, peer=peer, ticket=ticket)
+    conn.send("login", version=version, network=network, role=role, key=der, sig=sig, peer=peer, ticket=ticket,
+              accept_unregistered=accept_unregistered)
     return conn
 
 
@@ -63,6 +66,8 @@ class Invites:
 
 def register(identity: Identity, relay: RelayServer, source_ip: str, invites: Invites,
              **kw: Any) -> RelayRegistration:
+    kw.setdefault("accept_unregistered", True)     # most tests pair keys that no ledger knows
+    kw.setdefault("relay_key", relay.key.public)
     reg = RelayRegistration(identity, relay.host, relay.port, on_invite=invites, inner_protocol=INNER,
                             source_ip=source_ip, timeout=5, **kw).start()
     assert reg.wait_registered(10), reg.state_text
@@ -70,6 +75,7 @@ def register(identity: Identity, relay: RelayServer, source_ip: str, invites: In
 
 
 def call(identity: Identity, relay: RelayServer, peer: Identity, source_ip: str, **kw: Any) -> RelayLink:
+    kw.setdefault("relay_key", relay.key.public)
     return open_relay_link(identity, relay.host, relay.port, peer.fingerprint, inner_protocol=INNER,
                            source_ip=source_ip, timeout=kw.pop("timeout", 10), **kw)
 

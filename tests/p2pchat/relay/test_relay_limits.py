@@ -9,6 +9,7 @@ from p2pchat.foundation.codec import HEADER
 from p2pchat.foundation.errors import PeerUnreachable, UserError
 from p2pchat.foundation.transport import connect
 from p2pchat.relay import RelayError
+from p2pchat.relay.link import connect_link
 from p2pchat.relay.protocol import CLIENT_PROTOCOL, expect
 from tests.conftest import free_loopback_ip, make_identities
 from tests.p2pchat.relay.relay_helpers import INNER, wait_until
@@ -21,7 +22,7 @@ def ids():
 
 def open_silent(env, relay, source_ip):
     """A connection that reads the challenge and then says nothing."""
-    conn = env.own(connect(relay.host, relay.port, CLIENT_PROTOCOL, source_ip=source_ip, timeout=5))
+    conn = env.own(connect_link((relay.host, relay.port), pin=relay.key.public, source_ip=source_ip, timeout=5))
     assert conn.recv(timeout=5).type == "challenge"
     return conn
 
@@ -45,9 +46,9 @@ def test_connections_per_address_are_limited_and_other_addresses_still_served(en
     flooder = free_loopback_ip()
     for _ in range(3):
         open_silent(env, relay, flooder)
-    refused = env.own(connect(relay.host, relay.port, CLIENT_PROTOCOL, source_ip=flooder, timeout=5))
-    msg = refused.recv(timeout=5)
-    assert msg.type == "error" and msg["reason"] == f"too many connections from {flooder}"
+    # Refused before the link exists: one clear error frame, naming only the client's own address.
+    with pytest.raises(RelayError, match=f"too many connections from {flooder}"):
+        connect_link((relay.host, relay.port), pin=relay.key.public, source_ip=flooder, timeout=5)
     assert_pair_works(env, relay, ids[0], ids[1])
 
 
@@ -95,7 +96,7 @@ def paired_raw_caller(env, relay, caller, callee):
 def test_an_oversized_frame_ends_that_session_only(env, ids):
     relay = env.relay(max_frame=4096)
     raw, link = paired_raw_caller(env, relay, ids[0], ids[1])
-    raw.sock.sendall(HEADER.pack(50_000_000))
+    raw.send_frame(HEADER.pack(50_000_000))       # inside the link: a frame header announcing 50 MB
     assert "over the 4096-byte limit" in reason_of(raw)
     with pytest.raises(RelayError, match="your peer sent an invalid frame"):
         link.recv(timeout=5)
@@ -146,7 +147,7 @@ def test_a_flood_of_silent_connections_and_bad_logins_does_not_stop_a_legitimate
         flooder = free_loopback_ip()
         for _ in range(4):
             open_silent(env, relay, flooder)
-    garbage = env.own(connect(relay.host, relay.port, CLIENT_PROTOCOL, timeout=5))
+    garbage = env.own(connect(relay.host, relay.port, CLIENT_PROTOCOL, timeout=5))     # no link handshake
     garbage.sock.sendall(b"\xff" * 64)
     bad_logins: list[str] = []
 
@@ -165,3 +166,14 @@ def test_a_flood_of_silent_connections_and_bad_logins_does_not_stop_a_legitimate
     assert len(bad_logins) == 20 and all("login refused" in r for r in bad_logins)
     # The silent connections are dropped after the login timeout; only the pair's three connections remain.
     wait_until(lambda: relay.connection_count == 3, what="the flood to be dropped")
+
+
+def test_new_connections_per_address_are_rationed_before_any_link_work(env, ids):
+    relay = env.relay(connects_per_minute=30)            # 3 at once, then one every 2 s
+    hasty = free_loopback_ip()
+    for _ in range(3):
+        connect_link((relay.host, relay.port), pin=relay.key.public, source_ip=hasty, timeout=5).close()
+    with pytest.raises(RelayError, match=rf"too many new connections from {hasty}; try again in \d+ s"):
+        connect_link((relay.host, relay.port), pin=relay.key.public, source_ip=hasty, timeout=5)
+    assert relay.counters()["connects_refused"] == 1 and relay.counters()["link_failures"] == 0
+    assert_pair_works(env, relay, ids[0], ids[1])          # other addresses are served

@@ -4,8 +4,8 @@ nobody can register (and so receive calls) under someone else's fingerprint."""
 import pytest
 
 from p2pchat.foundation.errors import PeerUnreachable
-from p2pchat.foundation.transport import connect
-from p2pchat.relay.protocol import CLIENT_PROTOCOL, expect
+from p2pchat.relay.link import connect_link
+from p2pchat.relay.protocol import expect
 from tests.conftest import make_identities
 from tests.p2pchat.relay.relay_helpers import wait_until
 
@@ -48,7 +48,7 @@ def test_nobody_can_register_under_someone_elses_fingerprint(env, ids):
 
 def test_a_captured_proof_cannot_be_replayed_on_a_new_connection(env, ids):
     relay = env.relay()
-    first = connect(relay.host, relay.port, CLIENT_PROTOCOL, timeout=5)
+    first = connect_link((relay.host, relay.port), pin=relay.key.public, timeout=5)
     env.own(first)
     old_nonce = expect(first, "challenge", 5, relay.address)["nonce"]
     # A proof made for the first connection's nonce, sent on a second connection (new nonce): refused.
@@ -77,7 +77,7 @@ def test_an_invalid_key_is_refused_with_a_reason(env, ids):
 def test_an_unknown_protocol_version_is_refused_naming_the_supported_one(env, ids):
     relay = env.relay()
     conn = env.raw(ids[0], relay, "register", version=9)
-    assert "version 9; this program speaks version 1" in refusal(conn)
+    assert "version 9; this program speaks version 2" in refusal(conn)
 
 
 def test_an_unknown_role_is_refused(env, ids):
@@ -88,16 +88,16 @@ def test_an_unknown_role_is_refused(env, ids):
 
 def test_data_before_login_is_refused_and_never_forwarded(env, ids):
     relay = env.relay()
-    conn = env.own(connect(relay.host, relay.port, CLIENT_PROTOCOL, timeout=5))
+    conn = env.own(connect_link((relay.host, relay.port), pin=relay.key.public, timeout=5))
     expect(conn, "challenge", 5, relay.address)
-    conn.send("data", payload=b"let me through")
-    assert "expected a login or a status request first, got 'data'" in refusal(conn)
+    conn.send("ping")
+    assert "expected a login or a status request first, got 'ping'" in refusal(conn)
     assert relay.counters()["frames"] == 0
 
 
 def test_a_client_that_never_logs_in_is_dropped_after_the_login_timeout(env, ids):
     relay = env.relay(login_timeout=0.3)
-    conn = env.own(connect(relay.host, relay.port, CLIENT_PROTOCOL, timeout=5))
+    conn = env.own(connect_link((relay.host, relay.port), pin=relay.key.public, timeout=5))
     expect(conn, "challenge", 5, relay.address)
     assert refusal(conn) == "no login within 0.3 s"
     with pytest.raises(PeerUnreachable, match="closed the connection"):
@@ -107,7 +107,7 @@ def test_a_client_that_never_logs_in_is_dropped_after_the_login_timeout(env, ids
 
 def test_a_client_trickling_its_login_is_dropped_after_the_login_timeout(env, ids):
     relay = env.relay(login_timeout=0.3)
-    conn = env.own(connect(relay.host, relay.port, CLIENT_PROTOCOL, timeout=5))
+    conn = env.own(connect_link((relay.host, relay.port), pin=relay.key.public, timeout=5))
     expect(conn, "challenge", 5, relay.address)
     conn.sock.sendall(b"\x00\x00\x01")  # three bytes of a length prefix, then nothing
     assert refusal(conn) == "no login within 0.3 s"

@@ -1,6 +1,7 @@
 """Pairing through the relay and forwarding: both directions, order, large and batched frames, refusals, and
 the FramedSocket-compatible link the chat node uses."""
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -169,12 +170,15 @@ def test_an_invitation_ticket_works_once_and_only_for_the_invited_key(env, ids):
         thief = env.raw(ids[2], relay, "answer", ticket=invite["ticket"])
         assert "not addressed to this key" in thief.recv(timeout=5)["reason"]
         answer = env.raw(ids[1], relay, "answer", ticket=invite["ticket"])
-        assert expect(answer, "paired", 5, relay.address)["peer"] == ids[0].fingerprint
+        paired = expect(answer, "paired", 5, relay.address)
+        assert paired["peer"] == ids[0].fingerprint
+        to_callee, to_caller = crypto.relay_pair_keys(paired["pair_key"])
+        answer.set_pair_keys(to_caller, to_callee, paired["max_payload"])      # the callee's side of the session
         link = calling.result(timeout=10)
     again = env.raw(ids[1], relay, "answer", ticket=invite["ticket"])
     assert "unknown, has expired" in again.recv(timeout=5)["reason"]
     link.send("msg", n=7, body=b"hi")
-    assert INNER.decode(expect(answer, "data", 5, relay.address)["payload"][4:])["n"] == 7
+    assert INNER.decode(expect(answer, "pair", 5, relay.address)["payload"][4:])["n"] == 7
 
 
 def test_when_one_side_closes_the_other_is_told(env, ids):
@@ -240,17 +244,21 @@ def test_send_nowait_never_blocks_and_keeps_the_stream_in_order_when_the_peer_re
     body = bytes(range(256)) * 256                  # 64 KiB a frame: the socket buffers fill within a few frames
     taken: list[int] = []
     refused = 0
-    for n in range(400):
+    while len(taken) < 400 and refused < 20:         # a refused frame is offered again (same n) until 20 refusals:
+        n = len(taken)                               # the buffers may drain between tries, so n stays in order
         if a.send_nowait(INNER.encode("msg", n=n, body=body)):
             taken.append(n)
         else:
-            refused += 1
-            if refused >= 20:                        # the connection is backed up: send_nowait says so at once
-                break
+            refused += 1                             # the connection is backed up: send_nowait says so at once
     assert refused >= 1 and taken, "b reads nothing, so the buffers between a and the relay must fill up"
-    for n in range(len(taken), len(taken) + 3):      # a blocking send after a refusal goes out after the rest
-        a.send("msg", n=n, body=b"")
+    def blocking_sends() -> None:                    # a blocking send after a refusal goes out after the rest;
+        for n in range(len(taken), len(taken) + 3):  # it waits for room, so it runs while b reads
+            a.send("msg", n=n, body=b"")
+    sender = threading.Thread(target=blocking_sends, name="blocking-sends")
+    sender.start()
     got = [b.recv(timeout=10)["n"] for _ in range(len(taken) + 3)]
+    sender.join(10)
+    assert not sender.is_alive()
     assert got == taken + list(range(len(taken), len(taken) + 3))
     assert taken == list(range(len(taken)))
 

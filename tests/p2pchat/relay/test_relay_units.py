@@ -1,25 +1,30 @@
 """Sans-IO parts of the relay: the login proof layout, version checks, frame schemas, the rate limiter, the
 reconnect backoff and the status text."""
 
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import msgpack
 import pytest
 
 from p2pchat.foundation.codec import HEADER
-from p2pchat.foundation.errors import FrameError, ProtocolError
+from p2pchat.foundation.errors import FrameError, PeerUnreachable, ProtocolError
+from p2pchat.relay.callers import LedgerCallers, Verdict
 from p2pchat.relay.cli import format_status
 from p2pchat.relay.link import backoff_delay
 from p2pchat.relay.protocol import (
     CLIENT_PROTOCOL,
     COUNTER_NAMES,
+    DEFAULT_MAX_FRAME,
     MAX_RELAY_FRAME,
     check_version,
     login_proof_data,
     max_payload_for,
     relay_protocol,
 )
-from p2pchat.relay.ratelimit import TokenBucket
+from p2pchat.relay.ratelimit import KeyedLimiter, TokenBucket
+from p2pchat.relay.secure import MAX_RECORD_PLAINTEXT
 
 NONCE = bytes(range(32))
 FP = bytes(range(100, 132))
@@ -53,19 +58,18 @@ def test_login_proof_matches_the_vector_in_the_docs():
 
 
 def test_unsupported_version_is_refused_naming_the_supported_one():
-    check_version(1, "the relay")
-    with pytest.raises(ProtocolError, match="speaks relay protocol version 7; this program speaks version 1"):
+    check_version(2, "the relay")
+    with pytest.raises(ProtocolError, match="speaks relay protocol version 7; this program speaks version 2"):
         check_version(7, "the relay")
 
 
-def test_data_payload_over_the_frame_limit_is_refused_before_allocation():
+def test_a_frame_over_the_limit_is_refused_before_allocation_and_payloads_fit_one_record():
     proto = relay_protocol(4096)
-    ok = proto.encode("data", payload=b"x" * max_payload_for(4096))
-    assert proto.reader().feed(ok)[0]["payload"] == b"x" * max_payload_for(4096)
     with pytest.raises(FrameError, match="over the 4096-byte limit"):
         proto.reader().feed(HEADER.pack(10_000_000))
-    with pytest.raises(FrameError, match="too long"):
-        proto.decode(msgpack.packb({"t": "data", "payload": b"x" * (max_payload_for(4096) + 1)}, use_bin_type=True))
+    assert max_payload_for(4096) == 4064
+    assert max_payload_for(DEFAULT_MAX_FRAME) == MAX_RECORD_PLAINTEXT == 256 * 1024
+    assert max_payload_for(MAX_RELAY_FRAME) == MAX_RECORD_PLAINTEXT      # one session payload is one record
 
 
 def test_relay_frame_limit_must_be_sane():
@@ -114,17 +118,75 @@ def test_backoff_doubles_up_to_the_cap_and_jitter_only_shortens():
 
 def test_status_text_names_sessions_by_fingerprint_prefix_with_byte_counts():
     status = {
-        "version": 1, "address": "127.0.0.9:8472", "uptime_s": 4000, "registered": 2, "pending": 1,
+        "version": 2, "address": "127.0.0.9:8472", "relay_key": bytes(range(32)),
+        "uptime_s": 4000, "registered": 2, "pending": 1,
         "session_count": 1,
         "sessions": [{"a": "3f2a 9c01", "b": "77ab 1e02", "age_s": 12, "idle_s": 1, "bytes_ab": 12_300,
                       "bytes_ba": 999}],
         "counters": dict.fromkeys(COUNTER_NAMES, 0) | {"sessions": 5},
         "limits": {"max_connections": 512, "max_per_ip": 16, "max_pending": 64, "max_frame": 262176,
                    "bytes_per_second": 0, "idle_timeout_ms": 90000, "pair_timeout_ms": 15000,
-                   "heartbeat_ms": 20000},
+                   "heartbeat_ms": 20000, "max_pending_per_callee": 8, "max_pending_per_ip": 8,
+                   "rings_per_minute": 3, "connects_per_minute": 600, "ledger": ""},
     }
     text = format_status(status)
     assert "relay 127.0.0.9:8472" in text and "up 66 min 40 s" in text
     assert "registered hosts: 2" in text and "pending pairings: 1" in text and "sessions: 1" in text
     assert "3f2a 9c01 -> 77ab 1e02" in text and "sent 12.3 KB / received 999 B" in text
     assert "sessions 5" in text and "unlimited per session" in text
+
+
+def test_ringing_is_refused_after_the_burst_and_allowed_again_as_tokens_come_back():
+    rings = KeyedLimiter(per_minute=3, burst=3, max_keys=2)
+    assert [rings.try_take("a→b", 100.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert rings.try_take("a→b", 100.0) == pytest.approx(20.0)     # one token back after 60/3 s
+    assert rings.try_take("c→b", 100.0) == 0.0                      # another caller is not affected
+    assert rings.try_take("a→b", 120.0) == 0.0
+    rings.try_take("d→b", 121.0)
+    assert len(rings) == 2                                          # bounded: the least recently used is dropped
+
+
+class _Ledger:
+    """Stands in for a ledger node's lookups by fingerprint (the real one is tested in
+    tests/security/test_hardening_relay_attacks.py); can hold a lookup until released."""
+
+    def __init__(self, known: set[bytes]) -> None:
+        self.known = known
+        self.calls = 0
+        self.gate = threading.Event()
+        self.gate.set()
+        self.inside = threading.Semaphore(0)
+        self.fail = False
+
+    def find(self, query: str, *, by: str | None = None) -> SimpleNamespace | None:
+        self.calls += 1
+        self.inside.release()
+        self.gate.wait(10)
+        if self.fail:
+            raise PeerUnreachable("ledger down")
+        fp = bytes.fromhex(query)
+        return SimpleNamespace(fingerprint=fp) if fp in self.known and by == "fp" else None
+
+
+def test_ledger_checks_are_cached_bounded_and_never_queue_more_than_the_limit():
+    known, stranger = bytes(32), b"\x01" * 32
+    ledger = _Ledger({known})
+    callers = LedgerCallers(ledger, "ledger test", cache_size=2, max_inflight=1)
+    assert callers.check(known) is Verdict.KNOWN and callers.check(stranger) is Verdict.UNKNOWN
+    assert callers.check(known) is Verdict.KNOWN and ledger.calls == 2            # answered from the cache
+    callers.check(b"\x02" * 32)
+    callers.check(b"\x03" * 32)
+    assert ledger.calls == 4 and callers.check(known) is Verdict.KNOWN and ledger.calls == 5   # evicted, asked again
+    # While one lookup runs, another caller is told the relay is busy instead of waiting for it.
+    ledger.gate.clear()
+    worker = threading.Thread(target=callers.check, args=(b"\x04" * 32,))
+    worker.start()
+    assert ledger.inside.acquire(timeout=10)
+    ledger.inside = threading.Semaphore(0)
+    assert callers.check(b"\x05" * 32) is Verdict.BUSY
+    ledger.gate.set()
+    worker.join()
+    ledger.fail = True
+    assert callers.check(b"\x06" * 32) is Verdict.UNAVAILABLE
+    ledger.fail = False
+    assert callers.check(b"\x06" * 32) is Verdict.UNKNOWN                         # a failure is not cached

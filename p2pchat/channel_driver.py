@@ -1,0 +1,174 @@
+"""Drives a session's :class:`~p2pchat.channel.Channel` once the keys are agreed: the user's texts and typing
+state go in, frames from the peer come out as UI events (dispatched on their types).
+
+Delivery receipts mean the message reached the UI: the channel collects the ids of texts it opened
+(``more_buffered=True``), and :meth:`ChannelDriver.taken` seals the receipt once the UI has taken every message
+event of the session from the node's event queue.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from p2pchat.channel import Abort, Channel, ChEvent, Goodbye, Receipt, Refused, Rotated, Text, Typing
+from p2pchat.chat_protocol import MAX_RECEIPT_IDS, Send
+from p2pchat.events import DeliveryReceipt, Event, MessageReceived, Notice, PeerTyping
+from p2pchat.foundation.codec import Message
+from p2pchat.foundation.errors import UsageError
+from p2pchat.handshake import Established
+from p2pchat.session import Phase
+from p2pchat.steps import Step
+
+if TYPE_CHECKING:
+    from p2pchat.session import Session
+
+# Texts opened but not yet receipted that make the reader wait for the UI: with at most one batch of texts more
+# (MAX_BATCH_TEXTS) the channel never reaches MAX_RECEIPT_IDS and so never receipts a text the UI has not taken.
+UNRECEIPTED_PAUSE = MAX_RECEIPT_IDS // 2
+
+
+class OutboxFull(UsageError):
+    """The peer takes our messages more slowly than the user sends them; the text was not queued."""
+
+
+class ChannelHost(Protocol):
+    rotate_every: int
+
+    def emit(self, event: Event) -> None: ...
+
+    def emit_info(self, session: Session, **changes: Any) -> None: ...
+
+    def end(self, session: Session, reason: str, *, clean: bool) -> None: ...
+
+
+class ChannelDriver:
+    """One instance serves every session of a node; all per-session state lives on the session."""
+
+    def __init__(self, host: ChannelHost) -> None:
+        self.host = host
+
+    def start(self, session: Session, established: Established) -> None:
+        """The handshake is done (``session.lock`` held): its secrets move into a channel."""
+        session.channel = Channel(established, rotate_every=self.host.rotate_every)
+        if session.handshake is not None:
+            session.handshake = None      # its secrets now live in the channel only
+        session.move(Phase.CHAT)
+        session.progress = (None, time.monotonic())
+        session.update(peer_nickname=established.peer_nickname or session.info.peer_nickname,
+                       safety_number=established.safety_number)
+        self.refresh_info(session, force=True)
+
+    # --- the user's side ----------------------------------------------------------------------------------
+
+    def send_text(self, session: Session, text: str) -> tuple[int, bool]:
+        """Queue ``text`` (``session.lock`` held); returns its id and whether to write at once on this thread."""
+        ch = self._open_channel(session)
+        size = len(text)
+        if not session.writer.room_for(size):
+            pending = session.writer.pending_bytes
+            raise OutboxFull(f"the peer is not taking messages as fast as you send them ({pending / 2**20:.1f} MiB "
+                             "still waiting to be sent); this message was not sent — try again shortly")
+        session.writer.before_text()
+        msg_id = ch.queue_text(text, time.time())
+        session.sent_ids.add(msg_id)
+        session.typing_sent = False
+        session.writer.queue_text(size)
+        self.refresh_info(session)
+        # A message with none of ours in flight goes out on this thread at once (latency). With earlier ones still
+        # unreceipted the user is ahead of the wire: a pool writer seals what has queued up meanwhile, several
+        # texts per frame, while this thread returns to queue more.
+        at_once = len(session.sent_ids) <= 1
+        if not at_once:
+            session.writer.schedule_flush()
+        return msg_id, at_once
+
+    def set_typing(self, session: Session, typing: bool) -> None:
+        if session.channel is None or session.ended or session.typing_sent == typing:
+            return
+        session.typing_sent = typing
+        session.writer.queue_all(session.channel.send_typing(typing))
+        session.writer.texts_sealed()
+        session.writer.schedule_flush()
+
+    def _open_channel(self, session: Session) -> Channel:
+        if session.ended:
+            raise UsageError("this chat has ended")
+        if session.channel is None:
+            raise UsageError(f"the chat is not ready yet: finish step {Step.AGREE_KEY.label} first")
+        return session.channel
+
+    # --- the peer's side (the reader thread, session.lock held) -----------------------------------------
+
+    def poll(self, session: Session) -> None:
+        """The channel's timer (``session.lock`` held): an unacknowledged rotation is sent again, then ends the
+        session (issue 11)."""
+        ch = session.channel
+        if ch is not None and not session.ended:
+            self.on_events(session, ch.poll(time.monotonic()))
+
+    def receive(self, session: Session, msg: Message) -> None:
+        ch = session.channel
+        assert ch is not None
+        # The receipt waits until the UI took the texts (taken), never sealed here.
+        self.on_events(session, ch.receive(msg, more_buffered=True))
+
+    def on_events(self, session: Session, out: Iterable[ChEvent]) -> None:
+        for ev in out:
+            if session.ended:
+                return
+            match ev:
+                case Send(frame=frame):
+                    session.writer.queue(frame)
+                case Text():
+                    session.unreceipted += 1
+                    session.untaken += 1
+                    self.host.emit(MessageReceived(session.id, ev.msg_id, ev.text,
+                                                   session.info.peer_nickname or "peer", ev.sent_at, time.time()))
+                case Receipt(msg_id=msg_id):
+                    if msg_id in session.sent_ids:      # a repeated receipt shows nothing (one per text sent)
+                        session.sent_ids.discard(msg_id)
+                        self.host.emit(DeliveryReceipt(session.id, msg_id))
+                case Typing(typing=typing):
+                    self.host.emit(PeerTyping(session.id, typing))
+                case Rotated(epoch=epoch, direction=direction):
+                    whose = "our sending key" if direction == "send" else "the peer's sending key"
+                    self.host.emit(Notice(session.id, "rotation",
+                                          f"key rotated: {whose} is now epoch {epoch}; the old key is erased"))
+                case Refused(reason=reason):
+                    self.host.emit(Notice(session.id, "refused", reason))
+                case Goodbye(reason=reason):
+                    session.peer_gone()
+                    peer = session.info.peer_nickname or "the peer"
+                    self.host.end(session, f"{peer} left the chat" + (f" ({reason})" if reason else ""), clean=True)
+                    return
+                case Abort(reason=reason, connection_lost=lost):
+                    # The channel ended the session, in its own words (never the peer's: issue 11).
+                    if lost:
+                        session.peer_gone()
+                    self.host.end(session, reason, clean=False)
+                    return
+                case _:
+                    raise TypeError(f"unexpected channel event {ev!r}")
+        session.writer.schedule_flush()
+        self.refresh_info(session)
+
+    def taken(self, session: Session) -> None:
+        """The UI took one message event of ``session`` (``session.lock`` held): once it has taken all of them,
+        the texts opened so far are receipted."""
+        session.untaken -= 1
+        ch = session.channel
+        if session.untaken == 0 and session.unreceipted and ch is not None and not session.ended:
+            session.unreceipted = 0
+            session.writer.queue_all(ch.take_receipt())
+            session.writer.texts_sealed()
+            session.writer.schedule_flush()
+
+    def refresh_info(self, session: Session, force: bool = False) -> None:
+        ch = session.channel
+        if ch is None:
+            return
+        info = session.info
+        if force or info.key_epoch != ch.epoch or info.until_rotation != ch.until_rotation:
+            self.host.emit_info(session, key_epoch=ch.epoch, until_rotation=ch.until_rotation)

@@ -1,0 +1,254 @@
+"""Drives a session's sans-IO :class:`~p2pchat.handshake.Handshake`: starts steps, feeds it frames, the user's
+answer and ledger lookups, and acts on the events it returns (dispatched on their types).
+
+A ledger lookup never runs while ``session.lock`` is held: the core's ``NeedLookup`` is noted under the lock and
+the lookup runs on a pool thread afterwards, so a slow ledger delays only this session's step 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from p2pchat.chat_protocol import Send
+from p2pchat.events import Event, IncomingChat, SessionUpdated, StepRefused, StepResult
+from p2pchat.foundation import crypto
+from p2pchat.foundation.codec import Message
+from p2pchat.handshake import (
+    Established,
+    Failed,
+    Handshake,
+    HsEvent,
+    LedgerBinding,
+    NeedAccept,
+    NeedLookup,
+    Ready,
+    StepDone,
+    StepOrderError,
+)
+from p2pchat.peer_directory import PeerDirectory, PeerNotFound
+from p2pchat.safety import safety_number
+from p2pchat.session import Phase
+from p2pchat.steps import Step
+
+if TYPE_CHECKING:
+    from p2pchat.foundation.identity import Identity
+    from p2pchat.links import Binding
+    from p2pchat.session import Session
+
+log = logging.getLogger("p2pchat.node")
+
+LOOKUP_BY = {"address": "ip", "fingerprint": "fp", "query": None}   # handshake lookup kinds → ledger kinds
+
+CoreCall = Callable[[Handshake], list[HsEvent]]
+
+
+class HandshakeHost(Protocol):
+    identity: Identity
+    auto_accept: bool
+    directory: PeerDirectory
+
+    def emit(self, event: Event) -> None: ...
+
+    def emit_info(self, session: Session, **changes: Any) -> None: ...
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None: ...
+
+    def step_failed(self, session: Session, step: Step, reason: str) -> None: ...
+
+    def prompt_allowed(self, session: Session) -> str | None:
+        """Why the user must not be asked about this incoming chat (e.g. too many prompts from its address)."""
+        ...
+
+    def authenticated(self, session: Session) -> None:
+        """Step 3 verified the peer: lift the limits that apply to strangers."""
+        ...
+
+    def answered(self, session: Session) -> None:
+        """The user answered this session's chat request: its prompt no longer counts against its address."""
+        ...
+
+    def ready(self, session: Session, established: Established) -> None: ...
+
+    def wake_readers(self) -> None: ...
+
+
+class HandshakeDriver:
+    """One instance serves every session of a node; all per-session state lives on the session."""
+
+    def __init__(self, host: HandshakeHost) -> None:
+        self.host = host
+
+    # --- what the user asks (pool threads) --------------------------------------------------------------
+
+    def start_step(self, session: Session, step: Step) -> None:
+        with session.writer.deferred():
+            if session.ended:
+                self.host.emit(StepRefused(session.id, step, "this chat has ended; open a new one"))
+            elif session.handshake is None:
+                reason = (f"step {Step.CONNECT.label} is still under way" if session.connecting else
+                          "the keys are already agreed; the chat is ready" if session.channel is not None else
+                          f"do step {int(Step.CONNECT)} ({Step.CONNECT.title}) first")
+                self.host.emit(StepRefused(session.id, step, reason))
+            else:
+                self.call(session, lambda hs: hs.start(step), refusing=step)
+        self.settle(session)
+
+    def continue_all(self, session: Session) -> None:
+        """run_all on a session already connected: start the next step if none is under way."""
+        with session.writer.deferred():
+            hs = session.handshake
+            if hs is not None and not session.ended and hs.in_progress is None and hs.next_step is not None:
+                nxt = hs.next_step
+                self.call(session, lambda h: h.start(nxt), refusing=nxt)
+        self.settle(session)
+
+    def answer_prompt(self, session: Session, yes: bool) -> None:
+        with session.writer.deferred():
+            if session.ended or session.handshake is None:
+                self.host.emit(StepRefused(session.id, Step.CONNECT, "this chat has already ended"))
+                return
+            self.call(session, lambda hs: hs.accept(yes), refusing=Step.CONNECT)
+            self.host.answered(session)
+        self.settle(session)
+
+    # --- frames from the peer (the reader thread, session.lock held) ------------------------------------
+
+    def receive(self, session: Session, msg: Message) -> None:
+        self.call(session, lambda hs: hs.receive(msg))
+
+    # --- the core ---------------------------------------------------------------------------------------
+
+    def call(self, session: Session, call: CoreCall, refusing: Step | None = None) -> None:
+        """Call the handshake core (``session.lock`` held) and act on the events it returns, in order."""
+        hs = session.handshake
+        if hs is None:
+            return
+        try:
+            out = call(hs)
+        except StepOrderError as exc:
+            if refusing is None:
+                raise
+            self.host.emit(StepRefused(session.id, refusing, str(exc)))
+            return
+        if hs.in_progress != session.progress[0]:
+            session.progress = (hs.in_progress, time.monotonic())
+        for ev in out:
+            if session.ended:
+                return
+            self._on_event(session, ev)
+        session.writer.schedule_flush()
+        nxt, session.auto_next = session.auto_next, None
+        if nxt is not None and not session.ended and session.handshake is not None:
+            # run_all: the next step starts once the events of the one that finished are all handled
+            self.call(session, lambda h: h.start(nxt), refusing=nxt)
+
+    def prepare_ahead(self, session: Session) -> None:
+        """Once the frames of a handshake call are written, let the core make ahead what is safe to make (it says
+        when via ``prepare_due``: only the initiator's own step-3 signature, once the responder's key passed its
+        ledger check), overlapping the peer's lookup; never called with the lock held."""
+        if session.handshake is None:       # the usual case once the chat runs: not even the lock
+            return
+        with session.lock:
+            hs = session.handshake
+            if hs is not None and not session.ended and hs.prepare_due:
+                hs.prepare()
+
+    def _on_event(self, session: Session, ev: HsEvent) -> None:
+        match ev:
+            case Send(frame=frame):
+                session.writer.queue(frame)
+            case NeedAccept():
+                self._on_need_accept(session, ev)
+            case NeedLookup(query=query, by=by):
+                # Not here: the lookup is network IO and session.lock is held; the caller runs it once it let go
+                # of the lock (settle).
+                session.lookup_pending = True
+                session.lookup_request = (query, LOOKUP_BY.get(by))
+            case StepDone(step=step, detail=detail):
+                self._on_step_done(session, step, detail)
+            case Failed(step=step, reason=reason):
+                self.host.step_failed(session, step, reason)
+            case Ready(established=established):
+                self.host.ready(session, established)
+            case _:
+                raise TypeError(f"unexpected handshake event {ev!r}")
+
+    def _on_need_accept(self, session: Session, ev: NeedAccept) -> None:
+        self.host.emit_info(session, peer_nickname=ev.nickname or None)
+        if self.host.auto_accept:
+            self.call(session, lambda hs: hs.accept(True))
+            return
+        refusal = self.host.prompt_allowed(session)
+        if refusal is not None:        # declined without asking: the user is not flooded with questions
+            log.info("session %s: declined without asking: %s", session.id, refusal)
+            self.call(session, lambda hs: hs.accept(False))
+            return
+        self.host.emit(IncomingChat(session.id, ev.address, ev.nickname))
+
+    def settle(self, session: Session) -> None:
+        """After a core call, on the same thread with no lock held: run the ledger lookup the core asked for (if
+        any), then let the core prepare ahead."""
+        while True:
+            with session.lock:
+                request, session.lookup_request = session.lookup_request, None
+            if request is None:
+                break
+            try:
+                self._lookup(session, *request)
+            finally:
+                with session.lock:
+                    session.lookup_pending = session.lookup_request is not None
+                self.host.wake_readers()
+        self.prepare_ahead(session)
+
+    def _lookup(self, session: Session, query: str, by: str | None) -> None:
+        binding: Binding | None = None
+        why: str | None = None
+        try:
+            binding = self.host.directory.lookup(query, by)
+        except PeerNotFound as exc:
+            why = str(exc)
+        with session.writer.deferred():
+            if session.ended or session.handshake is None:
+                return
+            if binding is None:
+                self.call(session, lambda hs: hs.ledger_answer(None, why))
+                return
+            self.host.emit_info(session, ledger_block=binding.height, confirmations=binding.confirmations)
+            if binding.disputed is not None:
+                # The key bound to this address does not answer there (ledger/disputes.py): never treat it as
+                # the address's owner, whoever is on the line.
+                disputed = binding.disputed.describe()
+                self.call(session, lambda hs: hs.ledger_answer(None, disputed, disputed=True))
+                return
+            answer = LedgerBinding(public_der=binding.public_der, nickname=binding.nickname, ip=binding.ip,
+                                   port=binding.port, relay=binding.relay, height=binding.height,
+                                   confirmations=binding.confirmations)
+            self.call(session, lambda hs: hs.ledger_answer(answer, None))
+
+    def _on_step_done(self, session: Session, step: Step, detail: str) -> None:
+        hs = session.handshake
+        info = session.mark_done(step)
+        if step == Step.SWAP_KEYS and hs is not None and hs.peer_public_der:
+            der = hs.peer_public_der
+            info = session.update(peer_fingerprint=crypto.format_fingerprint(crypto.fingerprint(der)),
+                                  peer_nickname=hs.peer_nickname or info.peer_nickname,
+                                  safety_number=safety_number(self.host.identity.public_der, der))
+        if step == Step.AUTHENTICATE:
+            self.host.authenticated(session)
+        self.host.emit(StepResult(session.id, step, True, detail))
+        self.host.emit(SessionUpdated(info))
+        if session.auto_steps and not session.incoming and step < Step.AGREE_KEY:
+            session.auto_next = Step(step + 1)
+
+
+def new_handshake(host: HandshakeHost, session: Session, *, initiator: bool, nickname: str, network: str,
+                  local_address: str, peer_address: str, via_relay: bool, peer_query: str | None) -> None:
+    """Attach a fresh core to ``session`` (``session.lock`` held) and enter the handshake phase."""
+    session.handshake = Handshake(initiator=initiator, identity=host.identity, nickname=nickname, network=network,
+                                  local_address=local_address, peer_address=peer_address, via_relay=via_relay,
+                                  peer_query=peer_query)
+    session.move(Phase.HANDSHAKE)

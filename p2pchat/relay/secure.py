@@ -1,0 +1,395 @@
+"""The encrypted client↔relay link: a Noise-NK-like handshake and AES-256-GCM records (see docs/relay.md).
+
+The relay has a static X25519 key; a client knows its public half from a ``--relay IP:PORT#KEY`` pin or
+learns it on first contact and keeps it for the process (:class:`KnownRelays`). Handshake, raw bytes before
+any frame::
+
+    relay  -> client   "P2PR" ‖ u8 version ‖ s (32)          (sent at accept)
+    client -> relay    "P2PC" ‖ u8 version ‖ e_c (32)        (sent at connect, not waiting for the relay)
+    relay  -> client   e_r (32)
+
+Both sides compute ``es = X25519(e_c, s)`` and ``ee = X25519(e_c, e_r)`` and derive the two direction keys
+with :func:`p2pchat.foundation.crypto.relay_link_keys`. From then on every byte each way is a record
+``u32 L ‖ AES-256-GCM(key, nonce = 0⁴ ‖ u64 record number, aad = the 4 length bytes)`` (``L`` counts the
+ciphertext and its 16-byte tag) whose plaintexts, concatenated, are the ordinary relay-protocol frame stream.
+A client that does not hold the pinned key, or a relay without the static private key, fails on the first
+record. :class:`SecureSocket` is a :class:`FramedSocket` whose frames travel in those records.
+
+In a relay session the two clients' payloads travel in *pair records* (the top bit of ``L`` set): sealed the
+same way under the session's pair keys (:func:`p2pchat.foundation.crypto.relay_pair_keys` of the ``pair_key``
+the relay sends both sides in ``paired``), one counter per direction, so the relay forwards them unopened: the
+chat's bytes are sealed once more on each client, not twice more in the relay.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from p2pchat.foundation import crypto
+from p2pchat.foundation.codec import HEADER, Message, Protocol
+from p2pchat.foundation.errors import CryptoError, FrameError, PeerUnreachable, ProtocolError, UserError
+from p2pchat.foundation.transport import FramedSocket, _os_reason, _wait_ready
+from p2pchat.relay.protocol import RelayError
+
+LINK_VERSION = 2
+RELAY_MAGIC = b"P2PR"
+CLIENT_MAGIC = b"P2PC"
+INTRO = struct.Struct(">4sB32s")                 # magic, version, X25519 public key: 37 bytes
+KEY_LEN = crypto.X25519_LEN
+RECORD_HEADER = struct.Struct(">I")
+TAG_LEN = crypto.GCM_TAG_LEN
+MAX_RECORD_PLAINTEXT = 256 * 1024                # a record is sealed and checked whole: this bounds the buffer
+MAX_RECORD = MAX_RECORD_PLAINTEXT + TAG_LEN
+MAX_CLEAR_REFUSAL = 2048                         # a clear ``error`` frame a relay sends when it refuses at accept
+RECV_CHUNK = 256 * 1024
+
+
+class RelayKeyMismatch(CryptoError):
+    """The relay presented a static key other than the one pinned for its address."""
+
+
+def parse_key(text: str) -> bytes:
+    """A relay key as people write it: 64 hex digits (spaces and colons allowed)."""
+    cleaned = text.replace(" ", "").replace(":", "").lower()
+    try:
+        key = bytes.fromhex(cleaned)
+    except ValueError:
+        raise CryptoError(f"relay key '{text[:80]}' is not hex") from None
+    if len(key) != KEY_LEN:
+        raise CryptoError(f"a relay key is {KEY_LEN} bytes (64 hex digits), got {len(key)}")
+    return key
+
+
+class RelayKey:
+    """The relay's static X25519 key pair. ``private`` fixes it (tests, vectors); otherwise a fresh one."""
+
+    def __init__(self, private: bytes | None = None) -> None:
+        self._private = crypto.x25519_private() if private is None else private
+        self._key = crypto.EphemeralKey(self._private)
+        self.public = self._key.public
+
+    def agree(self, peer_public: bytes) -> bytes:
+        return self._key.agree(peer_public)
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> RelayKey:
+        """The key stored at ``path`` (64 hex digits of the private key), created there (mode 0600) if absent."""
+        try:
+            text = path.read_text().strip()
+        except FileNotFoundError:
+            key = cls()
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(key._private.hex() + "\n")
+            return key
+        except OSError as exc:
+            raise UserError(f"cannot read the relay key {path}: {_os_reason(exc)}") from None
+        try:
+            return cls(bytes.fromhex(text))
+        except (ValueError, CryptoError):
+            raise UserError(f"{path} does not hold a relay key (64 hex digits)") from None
+
+    def __repr__(self) -> str:
+        return f"RelayKey(public={self.public.hex()})"
+
+
+class KnownRelays:
+    """Relay keys by address, for relays used without a pin: the first key seen is kept for the process and a
+    different one later is refused (trust on first use). Thread-safe; bounded to ``limit`` relays."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self._keys: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self.limit = limit
+
+    def get(self, address: str) -> bytes | None:
+        with self._lock:
+            return self._keys.get(address)
+
+    def remember(self, address: str, key: bytes) -> None:
+        with self._lock:
+            if address not in self._keys and len(self._keys) >= self.limit:
+                self._keys.pop(next(iter(self._keys)))
+            self._keys.setdefault(address, key)
+
+
+KNOWN_RELAYS = KnownRelays()
+
+
+def _read_exact(sock: socket.socket, n: int, deadline: float, who: str) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise PeerUnreachable(f"{who} did not complete the link handshake in time")
+        try:
+            sock.settimeout(remaining)
+            chunk = sock.recv(n - len(buf))
+        except TimeoutError:
+            raise PeerUnreachable(f"{who} did not complete the link handshake in time") from None
+        except OSError as exc:
+            raise PeerUnreachable(f"connection to {who} failed: {_os_reason(exc)}") from None
+        if not chunk:
+            raise PeerUnreachable(f"{who} closed the connection during the link handshake")
+        buf += chunk
+    return bytes(buf)
+
+
+def _sendall(sock: socket.socket, data: bytes, deadline: float, who: str) -> None:
+    try:
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        sock.sendall(data)
+    except OSError as exc:
+        raise PeerUnreachable(f"could not send to {who}: {_os_reason(exc)}") from None
+
+
+def client_handshake(conn: FramedSocket, relay_text: str, *, pin: bytes | None, known: KnownRelays | None,
+                     timeout: float) -> SecureSocket:
+    """Run the client side on a fresh connection; returns the encrypted socket (the caller closes ``conn`` on
+    failure). ``pin`` is the relay key to insist on; without it ``known`` supplies or learns one."""
+    who = f"the relay at {relay_text}"
+    deadline = time.monotonic() + timeout
+    eph = crypto.EphemeralKey()
+    _sendall(conn.sock, INTRO.pack(CLIENT_MAGIC, LINK_VERSION, eph.public), deadline, who)
+    head = _read_exact(conn.sock, 4, deadline, who)
+    if head != RELAY_MAGIC:
+        # A relay that refuses at accept (connection limits) answers with one clear ``error`` frame.
+        (size,) = HEADER.unpack(head)
+        if not 0 < size <= MAX_CLEAR_REFUSAL:
+            raise ProtocolError(f"{who} does not speak relay link version {LINK_VERSION} (an older relay?)")
+        msg = conn.protocol.decode(_read_exact(conn.sock, size, deadline, who))
+        if msg.type != "error":     # e.g. the clear ``challenge`` of a version 1 relay
+            raise ProtocolError(f"{who} does not speak relay link version {LINK_VERSION} (an older relay?)")
+        raise RelayError(f"relay {relay_text}: {msg['reason']}")
+    rest = _read_exact(conn.sock, INTRO.size - 4, deadline, who)
+    _, version, static = INTRO.unpack(head + rest)
+    if version != LINK_VERSION:
+        raise ProtocolError(f"{who} speaks relay link version {version}; this program speaks {LINK_VERSION}")
+    expected = pin if pin is not None else (known.get(relay_text) if known is not None else None)
+    if expected is not None and not crypto.constant_time_equal(expected, static):
+        how = "pinned" if pin is not None else "it presented before"
+        raise RelayKeyMismatch(f"{who} presented key {static.hex()[:16]}…, not the key {how} "
+                               f"({expected.hex()[:16]}…): someone may be intercepting the connection")
+    relay_eph = _read_exact(conn.sock, KEY_LEN, deadline, who)
+    es, ee = eph.agree(static), eph.agree(relay_eph)
+    eph_public = eph.public
+    eph.erase()
+    to_relay, to_client = crypto.relay_link_keys(static, eph_public, relay_eph, es, ee)
+    if pin is None and known is not None:
+        known.remember(relay_text, static)
+    secure = SecureSocket(conn.sock, conn.protocol, timeout=conn.timeout, send_key=to_relay, recv_key=to_client)
+    secure.relay_key = static
+    return secure
+
+
+def server_handshake(conn: FramedSocket, key: RelayKey, *, timeout: float) -> SecureSocket:
+    """Run the relay side on an accepted connection; raises :class:`UserError` (nothing is sent back) on a
+    client that does not speak the link, with the connection left for the caller to close."""
+    who = f"client {conn.peer_text}"
+    deadline = time.monotonic() + timeout
+    _sendall(conn.sock, INTRO.pack(RELAY_MAGIC, LINK_VERSION, key.public), deadline, who)
+    magic, version, client_eph = INTRO.unpack(_read_exact(conn.sock, INTRO.size, deadline, who))
+    if magic != CLIENT_MAGIC:
+        raise ProtocolError(f"{who} does not speak the relay link")
+    if version != LINK_VERSION:
+        raise ProtocolError(f"{who} speaks relay link version {version}; this relay speaks {LINK_VERSION}")
+    eph = crypto.EphemeralKey()
+    es, ee = key.agree(client_eph), eph.agree(client_eph)
+    to_relay, to_client = crypto.relay_link_keys(key.public, client_eph, eph.public, es, ee)
+    _sendall(conn.sock, eph.public, deadline, who)
+    eph.erase()
+    return SecureSocket(conn.sock, conn.protocol, timeout=conn.timeout, send_key=to_client, recv_key=to_relay)
+
+
+PAIR_FLAG = 0x80000000          # set in a record's length word: a pair record (see the module docstring)
+PAIR_TYPE = "pair"              # the message type under which a relay receives a pair record, unopened
+
+
+class PairKeys:
+    """One direction's view of a relay session's pair keys, with record counters."""
+
+    def __init__(self, send_key: bytes, recv_key: bytes, split: int = MAX_RECORD_PLAINTEXT) -> None:
+        self.send_key, self.recv_key = send_key, recv_key
+        self.split = max(1, min(split, MAX_RECORD_PLAINTEXT))
+        self.sent = 0
+        self.received = 0
+
+
+def seal_records(key: bytes, first_counter: int, data: bytes | memoryview, flag: int = 0,
+                 split: int = MAX_RECORD_PLAINTEXT) -> tuple[bytes, int]:
+    """``data`` as records sealed under ``key`` from record number ``first_counter``, split every ``split``
+    bytes (at most ``MAX_RECORD_PLAINTEXT``); returns the bytes and the number of records."""
+    view = memoryview(data)
+    parts = []
+    count = 0
+    for start in range(0, len(view), split):
+        chunk = view[start:start + split]
+        header = RECORD_HEADER.pack((len(chunk) + TAG_LEN) | flag)
+        parts.append(header)
+        parts.append(crypto.seal(key, crypto.gcm_counter_nonce(first_counter + count), bytes(chunk), header))
+        count += 1
+    return b"".join(parts), count
+
+
+def open_record(key: bytes, counter: int, record: bytes) -> bytes:
+    """The plaintext of one whole record (header included) sealed under ``key`` as record number ``counter``."""
+    header, body = record[:RECORD_HEADER.size], record[RECORD_HEADER.size:]
+    try:
+        return crypto.open_sealed(key, crypto.gcm_counter_nonce(counter), body, header)
+    except CryptoError:
+        raise FrameError("a link record failed authentication (altered, replayed or wrong relay key)") from None
+
+
+class _Opener:
+    """Sans-IO record splitter: feed ciphertext bytes, get ``(kind, bytes)`` in order — ``("link", plaintext)``
+    for link records, and for pair records either ``("pair", plaintext)`` (a client holding the pair keys) or
+    ``("pair", the whole record unopened)`` (the relay, which forwards them)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._counter = 0
+        self._buf = bytearray()
+        self.pair: PairKeys | None = None
+        self.forward_pairs = False
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        self._buf += data
+        out = []
+        while len(self._buf) >= RECORD_HEADER.size:
+            (word,) = RECORD_HEADER.unpack_from(self._buf)
+            size = word & ~PAIR_FLAG
+            if not TAG_LEN < size <= MAX_RECORD:
+                self._buf.clear()
+                raise FrameError(f"link record of {size} bytes is outside 17..{MAX_RECORD}")
+            end = RECORD_HEADER.size + size
+            if word & PAIR_FLAG and self.pair is None and not self.forward_pairs:
+                # A session's first pair record can arrive with ``paired`` itself, before the client has set
+                # the pair keys: it waits (with what follows, bounded) until they are set.
+                if len(self._buf) > 2 * (RECORD_HEADER.size + MAX_RECORD):
+                    self._buf.clear()
+                    raise FrameError("pair records arrived outside a relay session")
+                break
+            if len(self._buf) < end:
+                break
+            with memoryview(self._buf) as view:
+                record = bytes(view[:end])
+            del self._buf[:end]
+            if not word & PAIR_FLAG:
+                out.append(("link", self._open(self._key, self._counter, record)))
+                self._counter += 1
+            elif self.forward_pairs:
+                out.append((PAIR_TYPE, record))
+            else:
+                assert self.pair is not None
+                out.append((PAIR_TYPE, self._open(self.pair.recv_key, self.pair.received, record)))
+                self.pair.received += 1
+        return out
+
+    def _open(self, key: bytes, counter: int, record: bytes) -> bytes:
+        try:
+            return open_record(key, counter, record)
+        except FrameError:
+            self._buf.clear()
+            raise
+
+
+class SecureSocket(FramedSocket):
+    """A :class:`FramedSocket` whose frame stream travels in sealed link records (one per send, split at
+    ``MAX_RECORD_PLAINTEXT``). Sealing and writing happen under one lock, so records leave in counter order.
+
+    In a relay session the payloads travel in *pair records* instead (:meth:`send_pair`, received as
+    ``Message("pair", payload=…)``): sealed by one client for the other under the session's pair keys, forwarded by
+    the relay without opening them (:meth:`forward_pair_records`, :meth:`send_raw`)."""
+
+    relay_key: bytes | None = None      # the relay's static key (client side)
+
+    def __init__(self, sock: socket.socket, protocol: Protocol, *, timeout: float, send_key: bytes,
+                 recv_key: bytes) -> None:
+        super().__init__(sock, protocol, timeout=timeout)
+        self._send_key = send_key
+        self._send_counter = 0
+        self._opener = _Opener(recv_key)
+
+    def set_pair_keys(self, send_key: bytes, recv_key: bytes, max_payload: int) -> None:
+        """Client side, once paired: payloads are sent (at most ``max_payload`` bytes a record) and received as
+        pair records under these keys."""
+        self._opener.pair = PairKeys(send_key, recv_key, max_payload)
+        self._take(b"")           # pair records that arrived before the keys
+
+    def forward_pair_records(self) -> None:
+        """Relay side, before ``paired`` is sent: pair records are received whole and unopened, for forwarding."""
+        self._opener.forward_pairs = True
+
+    def _seal(self, data: bytes | memoryview) -> bytes:
+        sealed, count = seal_records(self._send_key, self._send_counter, data)
+        self._send_counter += count
+        return sealed
+
+    def _seal_pair(self, data: bytes | memoryview) -> bytes:
+        pair = self._opener.pair
+        if pair is None:
+            raise RuntimeError("pair records need the pair keys of a relay session")
+        sealed, count = seal_records(pair.send_key, pair.sent, data, PAIR_FLAG, pair.split)
+        pair.sent += count
+        return sealed
+
+    def send_frame(self, frame: bytes) -> None:
+        """Seal ``frame`` (any frame bytes, any number of frames) and send it."""
+        if frame:
+            self._send_sealed(self._seal, frame)
+
+    def send_pair(self, data: bytes | memoryview) -> None:
+        """Seal ``data`` (any slice of the inner byte stream) in pair records for the peer and send it."""
+        if len(data):
+            self._send_sealed(self._seal_pair, data)
+
+    def _send_sealed(self, seal: Callable[[bytes | memoryview], bytes], data: bytes | memoryview) -> None:
+        with self._send_lock:
+            self._write_all(seal(data))
+
+    def send_raw(self, sealed: bytes) -> None:
+        """Write bytes already sealed (a tail :meth:`try_send_pair` left, or pair records the relay forwards)."""
+        with self._send_lock:
+            self._write_all(sealed)
+
+    def try_send_pair(self, data: bytes | memoryview) -> bytes | None:
+        """Never waits: ``None`` when the socket has no room (nothing sealed, nothing taken); otherwise seals
+        ``data`` in pair records, writes what the socket takes and returns the sealed tail it did not (``b""`` if
+        none), which the caller must write with :meth:`send_raw` before anything else."""
+        if not self._send_lock.acquire(blocking=False):
+            return None
+        try:
+            if not _wait_ready(self.sock, write=True, timeout=0):
+                return None
+            sealed = self._seal_pair(data)
+            sent = self.sock.send(sealed)
+            return sealed[sent:]
+        except OSError as exc:
+            raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
+        finally:
+            self._send_lock.release()
+
+    def send_nowait(self, data: bytes | memoryview) -> int:
+        raise NotImplementedError("use try_send_pair on an encrypted link: a partly written record must be finished")
+
+    def recv(self, timeout: float | None = None) -> Message:
+        if self._ready:
+            return self._ready.pop(0)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while not self._ready:
+            self._take(self._read_some(deadline))
+        return self._ready.pop(0)
+
+    def _take(self, data: bytes) -> None:
+        for kind, chunk in self._opener.feed(data):
+            if kind == PAIR_TYPE:
+                self._ready.append(Message(PAIR_TYPE, {"payload": chunk}))
+            else:
+                self._ready.extend(self._reader.feed(chunk))
