@@ -9,12 +9,8 @@ one line on stderr. Ctrl-C or SIGTERM stops a running node cleanly.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,7 +47,18 @@ if TYPE_CHECKING:
     from ledger.sync import SyncProgress
     from p2pchat.foundation.identity import Identity
 
-log = logging.getLogger("ledger")
+
+
+class _Log:
+    """The "ledger" logger, with :mod:`logging` imported when a command first logs (start-up time)."""
+
+    def warning(self, msg: str, *args: object) -> None:
+        import logging
+
+        logging.getLogger("ledger").warning(msg, *args)
+
+
+log = _Log()
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_DIFFICULTY = DEFAULT_DIFFICULTY_BITS
 JOIN_WAIT_SECONDS = 20.0
@@ -274,6 +281,8 @@ def cmd_lookup(args: argparse.Namespace) -> int:
         print(f"ledger: {exc}", file=sys.stderr)
         return 1
     if args.json:
+        import json
+
         print(json.dumps(binding.to_json(), indent=2))
         return 0
     where = binding.address or "no direct address"
@@ -293,6 +302,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     status = _client(args).status()
     if args.json:
+        import json
+
         print(json.dumps(status, indent=2, default=str))
         return 0
     print(f"node          {status.get('nickname')} at {status.get('address')} "
@@ -463,6 +474,8 @@ def cmd_reorg(args: argparse.Namespace) -> int:
 
 def _print_parked(parked: list[dict[str, object]], as_json: bool) -> int:
     if as_json:
+        import json
+
         print(json.dumps(parked, indent=2))
         return 0
     if not parked:
@@ -503,6 +516,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"ledger: {exc}", file=sys.stderr)
         return 1
     if args.json:
+        import json
+
         print(json.dumps({"ok": report.ok, "path": str(report.path), "network": report.network,
                           "height": report.height, "tip": report.tip, "blocks": report.blocks,
                           "records": report.records, "pending": report.pending, "problems": report.problems},
@@ -692,6 +707,9 @@ def _params_for_serve(args: argparse.Namespace, data_dir: Path) -> NetworkParams
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``serve`` and ``join``: run a node in the foreground until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
     from ledger import own_record
     from ledger.chain import FinalityPolicy
     from ledger.local_ledger import LocalLedger
@@ -786,6 +804,8 @@ COMMANDS = {"serve": cmd_run, "join": cmd_run, "lookup": _asking_a_node(cmd_look
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
+    import logging
+
     running = args.command in ("serve", "join")
     level = logging.WARNING
     if args.verbose >= 2:
