@@ -23,8 +23,9 @@ import customtkinter as ctk
 from gui import settings as gui_settings
 from gui.ledger_actions import LedgerActions
 from gui.ledger_monitor import LedgerMonitor
-from gui.ledger_runtime import attach_ledger
+from gui.ledger_runtime import LedgerRuntime, attach_ledger
 from gui.settings import Settings
+from gui.startup import Cancelled, StartupView
 from gui.window import WM_CLASS, ChatNodeLike, ChatWindow, Me
 from ledger.node import default_nickname
 from p2pchat.chat_protocol import MAX_ROTATE_EVERY
@@ -32,7 +33,7 @@ from p2pchat.display import visible
 from p2pchat.foundation.addresses import CHAT_PORT, format_address, normalize_ip
 from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import UserError
-from p2pchat.foundation.identity import Identity
+from p2pchat.foundation.identity import KEY_FILE, Identity
 from p2pchat.node import ChatNode
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         args = add_arguments(argparse.ArgumentParser(prog="p2pchat gui")).parse_args(args)
     if _arg(args, "verbose", False):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    runtime = node = monitor = app = actions = None
+    runtime = node = monitor = app = actions = view = None
     close_on_signals(None)
     try:
         data_dir = resolve_data_dir(_arg(args, "data_dir"))
@@ -173,17 +174,34 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         except tkinter.TclError as exc:
             raise UserError(f"cannot open a window ({exc}); without a display use `p2pchat chat PEER` or "
                             "`p2pchat listen`") from None
+        close_on_signals(app)
         host = normalize_ip(_arg(args, "host", "127.0.0.1"))
         port = _arg(args, "port", CHAT_PORT)
         network = _arg(args, "network", "p2pchat")
-        identity = Identity.load_or_create(data_dir, _passphrase(args))
+        passphrase = _passphrase(args)
+        view = StartupView(app.root, lambda: app is not None and app.close_requested)
+        if (data_dir / KEY_FILE).exists():
+            identity = Identity.load(data_dir / KEY_FILE, passphrase)
+        else:
+            # First run: the key is made in other processes while the window shows progress (gui/startup.py).
+            identity = view.run("Making your key…", lambda stop: Identity.load_or_create(
+                data_dir, passphrase, stop=stop))
         nickname = _arg(args, "nickname") or default_nickname(identity.fingerprint)
-        runtime = attach_ledger(data_dir=data_dir, identity=identity, host=host, ledger=_arg(args, "ledger"),
-                                network=network, nickname=_arg(args, "nickname"), chat_port=port,
-                                seeds=list(_arg(args, "join", []) or []),
-                                difficulty_bits=_arg(args, "difficulty"), relay=_arg(args, "relay"),
-                                no_inbound=bool(_arg(args, "no_inbound", False)),
-                                passphrase=_passphrase(args))
+
+        def attach(stop: object) -> LedgerRuntime:
+            def tick(_elapsed: float) -> None:
+                if view is not None and view.cancelled:
+                    raise Cancelled()
+            return attach_ledger(data_dir=data_dir, identity=identity, host=host, ledger=_arg(args, "ledger"),
+                                 network=network, nickname=_arg(args, "nickname"), chat_port=port,
+                                 seeds=list(_arg(args, "join", []) or []),
+                                 difficulty_bits=_arg(args, "difficulty"), relay=_arg(args, "relay"),
+                                 no_inbound=bool(_arg(args, "no_inbound", False)), passphrase=passphrase,
+                                 tick=tick)
+        runtime = view.run("Starting your ledger node…", attach)
+        view.close()
+        if view.cancelled:
+            raise Cancelled()
         rotate_every = _arg(args, "rotate_every", 10)
         if not 1 <= rotate_every <= MAX_ROTATE_EVERY:
             raise UserError(f"--rotate-every must be between 1 and {MAX_ROTATE_EVERY} (the protocol's maximum)")
@@ -194,7 +212,6 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         node.start()
         monitor = LedgerMonitor(runtime.source).start()
         me = Me(nickname, format_address(host, node.port), identity.short_fingerprint)
-        close_on_signals(app)
         window = app.open_window(node, me, ledger=monitor, data_dir=data_dir)
         actions = LedgerActions(runtime.address, data_dir, passphrase=_passphrase(args), source_ip=host,
                                 network=network)
@@ -204,7 +221,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"p2pchat: {visible(str(exc))}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Cancelled):
         print("p2pchat: interrupted while starting", file=sys.stderr)
         return 130
     finally:

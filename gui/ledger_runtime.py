@@ -1,20 +1,21 @@
 """The ledger node behind a window: the one already running for this data directory, or one the app starts.
 
 :func:`attach_ledger` asks ``host:LEDGER_PORT`` (or ``--ledger``) for its status with a light client. If nothing
-answers at this machine's own address, the app starts a :class:`ledger.node.LedgerNode` in-process on its own
-data directory and closes it on exit. A ``--ledger`` address of another machine is never replaced by a local
-node: the window then shows that the ledger is unreachable.
+answers at this machine's own address, the app starts a :class:`ledger.node.LedgerNode` on its own data
+directory in a child process it owns (:mod:`gui.ledger_process`; :func:`start_in_process` is what that child
+runs) and stops it on exit. A ``--ledger`` address of another machine is never replaced by a local node: the
+window then shows that the ledger is unreachable.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gui.ledger_monitor import ClientSource, LedgerSource, NodeSource
+from gui.ledger_monitor import ClientSource, LedgerSource
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, normalize_ip, parse_address
 from p2pchat.foundation.errors import UserError
 from p2pchat.foundation.identity import Identity
@@ -22,6 +23,7 @@ from p2pchat.foundation.identity import Identity
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 1.5
+READY_TIMEOUT = 600.0     # a node loading a long chain from disk; progress is shown meanwhile
 
 
 @dataclass
@@ -34,7 +36,8 @@ class LedgerRuntime:
     _owned: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
-        """Stop the in-process node (joins its threads) and close its store; nothing if it was not ours."""
+        """Stop the node process we started (see :class:`gui.ledger_process.LedgerProcess`); nothing if it was
+        not ours."""
         while self._owned:
             self._owned.pop().close()
 
@@ -108,17 +111,31 @@ def start_in_process(*, data_dir: Path, identity: Identity, host: str, port: int
 def attach_ledger(*, data_dir: Path, identity: Identity, host: str, ledger: str | None, network: str,
                   nickname: str | None, chat_port: int | None = CHAT_PORT, seeds: Sequence[str] = (),
                   difficulty_bits: int | None = None, relay: str | None = None,
-                  no_inbound: bool = False, passphrase: str | None = None) -> LedgerRuntime:
-    """Use the ledger node that answers for this machine, or start one in-process (see the module docstring)."""
+                  no_inbound: bool = False, passphrase: str | None = None, ready_timeout: float = READY_TIMEOUT,
+                  tick: Callable[[float], None] | None = None) -> LedgerRuntime:
+    """Use the ledger node that answers for this machine, or start one in a child process and wait until it
+    listens (``tick(elapsed)`` every 0.1 s meanwhile); see the module docstring."""
     host = normalize_ip(host)
     ip, port = parse_address(ledger, LEDGER_PORT) if ledger else (host, LEDGER_PORT)
     address = format_address(ip, port)
     if probe(ip, port, source_ip=host, network=network) is not None or ip != host:
         log.info("using the ledger node at %s", address)
         return LedgerRuntime(address, ClientSource(ip, port, source_ip=host, network=network), started_here=False)
-    log.info("no ledger node answers at %s: starting one in this app", address)
-    node, local = start_in_process(data_dir=data_dir, identity=identity, host=host, port=port, network=network,
-                                   nickname=nickname, chat_port=chat_port, seeds=seeds,
-                                   difficulty_bits=difficulty_bits, relay=relay, no_inbound=no_inbound,
-                                   passphrase=passphrase)
-    return LedgerRuntime(node.address, NodeSource(node), started_here=True, _owned=[local, node])
+    log.info("no ledger node answers at %s: starting one for this app in its own process", address)
+    from gui.ledger_process import ChildSource, LedgerProcess, LedgerProcessError
+
+    process = LedgerProcess({
+        "host": host, "port": port, "network": network, "data_dir": str(data_dir),
+        "key_pem": identity.to_pem().decode("ascii"), "passphrase": passphrase, "nickname": nickname,
+        "chat_port": chat_port, "seeds": list(seeds), "difficulty_bits": difficulty_bits, "relay": relay,
+        "no_inbound": no_inbound})
+    try:
+        process.wait_ready(ready_timeout, tick=tick)
+    except LedgerProcessError as exc:
+        # The window still opens: the ledger tab says what went wrong (and, after a timeout, when it is up).
+        log.warning("%s", exc)
+    except BaseException:
+        process.close()
+        raise
+    return LedgerRuntime(process.address, ChildSource(process, source_ip=host, network=network), started_here=True,
+                         _owned=[process])

@@ -36,6 +36,7 @@ class LedgerSnapshot:
     alerts: tuple[str, ...] = ()          # owner-watch alerts and conflicts from others (ledger/watch.py, disputes)
     final_height: int | None = None       # newest block this node will not switch away from by itself
     branch_alerts: tuple[str, ...] = ()   # heavier branches conflicting with final history, said for people
+    starting: bool = False                # the app's own ledger node process is still starting
 
 
 def rate_text(hashes_per_second: float) -> str:
@@ -72,6 +73,8 @@ def identity_ledger_line(snap: LedgerSnapshot | None) -> str:
     """The identity panel's ledger line: node running, peers, height, own record (an alert first, if any)."""
     if snap is None:
         return "Ledger: checking…"
+    if snap.starting:
+        return "Ledger: starting this app's ledger node…"
     if snap.running and snap.alerts:
         return "Ledger: ⚠ BINDING ALERT — " + snap.alerts[0]
     if not snap.running:
@@ -88,6 +91,8 @@ def ledger_rows(snap: LedgerSnapshot | None) -> list[tuple[str, str]]:
     """The ledger tab's summary as label/value rows."""
     if snap is None:
         return [("Node", "checking…")]
+    if snap.starting:
+        return [("Node", f"starting ({snap.where}): loading the ledger…")]
     if not snap.running:
         return [("Node", f"not reachable at {snap.where}"), ("Problem", snap.error or "no answer")]
     network = snap.network or "?"

@@ -38,6 +38,7 @@ from typing import Any, Literal, Protocol
 
 from ledger.bindings import Bindings, StoredMap, UndoLog
 from ledger.blocks import HEADER_FORMAT, Block, BlockHeader, chain_preference, work_for
+from ledger.defaults import FINALITY_DEPTH, FINALITY_SECONDS
 from ledger.errors import LedgerError, StoreError
 from ledger.merkle import merkle_path
 from ledger.params import NetworkParams
@@ -62,8 +63,8 @@ class FinalityPolicy:
     what is kept of branches that conflict with final history (the lightest go first).
     """
 
-    depth: int = 6
-    seconds: float = 1800.0
+    depth: int = FINALITY_DEPTH
+    seconds: float = FINALITY_SECONDS
     max_parked_branches: int = 4
     max_parked_bytes: int = 32_000_000
 

@@ -9,37 +9,26 @@ one line on stderr. Ctrl-C or SIGTERM stops a running node cleanly.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from ledger import own_record
-from ledger.assume_valid import AssumeValid
-from ledger.chain import FinalityPolicy
-from ledger.client import LedgerClient, LookupNotFound
-from ledger.errors import LedgerError, StoreError
-from ledger.local_ledger import LocalLedger, store_path, stored_params, verify_store, verify_workers
-from ledger.network_pin import find_pin, load_pin, pin_path, save_pin
-from ledger.node import LedgerNode, NodeConfig
-from ledger.params import (
+# Only what parsing the command line needs is imported here; each command imports the ledger core, the store,
+# the network code and pycryptodome when it runs, so `ledger --help` starts like a bare interpreter
+# (bench/startup_bench.py, tests/test_startup_imports.py).
+from ledger.defaults import (
+    DEFAULT_DIFFICULTY_BITS,
     DEFAULT_NETWORK,
+    FINALITY_DEPTH,
+    FINALITY_SECONDS,
     MAX_DIFFICULTY_BITS,
     MIN_DIFFICULTY_BITS,
-    NetworkParams,
-    matches_network_id,
-    parse_network_id,
 )
-from ledger.records import validate_nickname
-from ledger.store import Store
-from ledger.sync import SyncProgress
-from p2pchat.foundation import crypto
+from ledger.errors import LedgerError, StoreError
 from p2pchat.foundation.addresses import (
     CHAT_PORT,
     LEDGER_PORT,
@@ -50,11 +39,30 @@ from p2pchat.foundation.addresses import (
 )
 from p2pchat.foundation.datadir import default_data_dir, resolve_data_dir
 from p2pchat.foundation.errors import PeerUnreachable, UserError
-from p2pchat.foundation.identity import Identity
 
-log = logging.getLogger("ledger")
+if TYPE_CHECKING:
+    from ledger import own_record
+    from ledger.assume_valid import AssumeValid
+    from ledger.client import LedgerClient
+    from ledger.local_ledger import LocalLedger
+    from ledger.params import NetworkParams
+    from ledger.sync import SyncProgress
+    from p2pchat.foundation.identity import Identity
+
+
+
+class _Log:
+    """The "ledger" logger, with :mod:`logging` imported when a command first logs (start-up time)."""
+
+    def warning(self, msg: str, *args: object) -> None:
+        import logging
+
+        logging.getLogger("ledger").warning(msg, *args)
+
+
+log = _Log()
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_DIFFICULTY = NetworkParams().difficulty_bits
+DEFAULT_DIFFICULTY = DEFAULT_DIFFICULTY_BITS
 JOIN_WAIT_SECONDS = 20.0
 PASSPHRASE_ENV = "P2PCHAT_PASSPHRASE"
 OWN_WAIT_SECONDS = 120.0
@@ -81,6 +89,8 @@ def _port(text: str) -> int:
 
 
 def _nickname(text: str) -> str:
+    from ledger.records import validate_nickname
+
     try:
         return validate_nickname(text)
     except LedgerError as exc:
@@ -154,11 +164,10 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mine", action="store_true", help="do not mine blocks")
     parser.add_argument("--recover", action="store_true",
                         help="if the ledger database is damaged, move it aside and resync from peers")
-    policy = FinalityPolicy()
-    parser.add_argument("--finality-depth", type=_positive_int, default=policy.depth, metavar="BLOCKS",
-                        help=f"a block is final at this depth… (default {policy.depth})")
-    parser.add_argument("--finality-seconds", type=_positive_int, default=int(policy.seconds), metavar="SECONDS",
-                        help=f"…or once held this long on the main chain (default {int(policy.seconds)})")
+    parser.add_argument("--finality-depth", type=_positive_int, default=FINALITY_DEPTH, metavar="BLOCKS",
+                        help=f"a block is final at this depth… (default {FINALITY_DEPTH})")
+    parser.add_argument("--finality-seconds", type=_positive_int, default=int(FINALITY_SECONDS), metavar="SECONDS",
+                        help=f"…or once held this long on the main chain (default {int(FINALITY_SECONDS)})")
     parser.add_argument("--verify-rate", type=float, default=0.0, metavar="BLOCKS",
                         help="blocks a second to check in the background after a fast join (default: unlimited)")
     parser.add_argument("--verify-all", action="store_true",
@@ -260,6 +269,8 @@ def _existing_data_dir(args: argparse.Namespace) -> Path | None:
 
 
 def _client(args: argparse.Namespace) -> LedgerClient:
+    from ledger.client import LedgerClient
+
     ip, port = _node_address(args)
     # Send from --host when one was given (as nodes do); otherwise let the system pick the source address.
     source = args.host if args.host_given and getattr(args, "node", None) else None
@@ -268,12 +279,16 @@ def _client(args: argparse.Namespace) -> LedgerClient:
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
+    from ledger.client import LookupNotFound
+
     try:
         binding = _client(args).lookup(args.query, by=args.by)
     except LookupNotFound as exc:
         print(f"ledger: {exc}", file=sys.stderr)
         return 1
     if args.json:
+        import json
+
         print(json.dumps(binding.to_json(), indent=2))
         return 0
     where = binding.address or "no direct address"
@@ -289,8 +304,12 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from p2pchat.foundation import crypto
+
     status = _client(args).status()
     if args.json:
+        import json
+
         print(json.dumps(status, indent=2, default=str))
         return 0
     print(f"node          {status.get('nickname')} at {status.get('address')} "
@@ -344,6 +363,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _own_context(args: argparse.Namespace) -> tuple[LedgerClient, Path, str | None, own_record.OwnRecord, NetworkParams,
                                                    Identity]:
+    from ledger import own_record
+
     data_dir = resolve_data_dir(args.data_dir)
     passphrase = os.environ.get(PASSPHRASE_ENV) or None
     identity = own_record.load_identity(data_dir, passphrase)
@@ -353,6 +374,8 @@ def _own_context(args: argparse.Namespace) -> tuple[LedgerClient, Path, str | No
 
 
 def _publish(client: LedgerClient, record: own_record.Record, wait: float, what: str) -> int:
+    from ledger import own_record
+
     print(f"publishing {what}:")
     for line in own_record.describe(record):
         print(f"  {line}")
@@ -370,6 +393,8 @@ def _publish(client: LedgerClient, record: own_record.Record, wait: float, what:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
+    from ledger import own_record
+
     client, _data_dir, _pp, own, params, identity = _own_context(args)
     try:
         record = own_record.build_update(identity, own, params, time.time(), nickname=args.nickname, ip=args.ip,
@@ -380,6 +405,8 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:
+    from ledger import own_record
+
     client, data_dir, passphrase, own, params, identity = _own_context(args)
     print(f"current key {identity.short_fingerprint}; generating the new key…", flush=True)
     new = own_record.next_key(data_dir, passphrase, own)
@@ -400,6 +427,8 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
+    from ledger import own_record
+
     client, _data_dir, _pp, own, params, identity = _own_context(args)
     record = own_record.build_revocation(identity, own, params, time.time())
     if not args.yes:
@@ -421,6 +450,8 @@ def _shown(value: object, limit: int) -> str:
 
 def cmd_reorg(args: argparse.Namespace) -> int:
     """List parked branches (from the store, or from the running node) or accept one (node stopped)."""
+    from ledger.local_ledger import LocalLedger, stored_params
+
     data_dir = resolve_data_dir(args.data_dir)
     network = _find_network(data_dir, args.network)
     params = stored_params(data_dir, network)
@@ -455,6 +486,8 @@ def cmd_reorg(args: argparse.Namespace) -> int:
 
 def _print_parked(parked: list[dict[str, object]], as_json: bool) -> int:
     if as_json:
+        import json
+
         print(json.dumps(parked, indent=2))
         return 0
     if not parked:
@@ -482,6 +515,8 @@ def _find_network(data_dir: Path, network: str | None) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from ledger.local_ledger import store_path, verify_store, verify_workers
+
     data_dir = resolve_data_dir(args.data_dir)
     network = _find_network(data_dir, args.network)
     path = store_path(data_dir, network)
@@ -493,6 +528,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"ledger: {exc}", file=sys.stderr)
         return 1
     if args.json:
+        import json
+
         print(json.dumps({"ok": report.ok, "path": str(report.path), "network": report.network,
                           "height": report.height, "tip": report.tip, "blocks": report.blocks,
                           "records": report.records, "pending": report.pending, "problems": report.problems},
@@ -506,6 +543,8 @@ def _peer_params(peers: Sequence[tuple[str, int]], host: str,
                  network: str | NetworkParams | None) -> NetworkParams | None:
     """The network parameters of the first peer that answers (checked against its genesis, and against every
     pinned parameter when ``network`` is a :class:`NetworkParams`), or None."""
+    from ledger.client import LedgerClient
+
     last: UserError | None = None
     for ip, port in peers:
         try:
@@ -523,6 +562,10 @@ def _params_for_join(args: argparse.Namespace, data_dir: Path, peers: list[tuple
     The network id is pinned: by ``--network-id``, by the pin file of an earlier join (or by the stored ledger),
     or on this first join by the first peer that answers (trust on first use). A peer on another network id is
     refused with both ids named."""
+    from ledger.local_ledger import store_path, stored_params
+    from ledger.network_pin import pin_path
+    from ledger.params import matches_network_id, parse_network_id
+
     stored = (stored_params(data_dir, args.network, recover=args.recover) if args.network
               else _stored_default(data_dir, args.recover))
     name = args.network or (stored.name if stored is not None else None)
@@ -568,6 +611,8 @@ def _given_text(given: str) -> str:
 
 
 def _pinned(data_dir: Path, name: str | None) -> NetworkParams | None:
+    from ledger.network_pin import find_pin
+
     try:
         return find_pin(data_dir, name)
     except LedgerError as exc:
@@ -576,6 +621,8 @@ def _pinned(data_dir: Path, name: str | None) -> NetworkParams | None:
 
 def _pin(data_dir: Path, params: NetworkParams, *, first: bool) -> None:
     """Write the pin file if it is missing; on a first join by trust, say what was pinned and how to check."""
+    from ledger.network_pin import load_pin, save_pin
+
     if load_pin(data_dir, params.name) is not None:
         return
     path = save_pin(data_dir, params)
@@ -591,6 +638,10 @@ def _join_checkpoint(args: argparse.Namespace, data_dir: Path, params: NetworkPa
     """A node with no history of its own asks every peer it was given for its newest final block and compares
     them at the lowest final height any of them reports. Agreement pins that block as this node's checkpoint;
     disagreement is refused unless the operator chose with ``--checkpoint`` (never the heavier one by itself)."""
+    from ledger.client import LedgerClient
+    from ledger.local_ledger import store_path
+    from ledger.store import Store
+
     chosen: tuple[int, bytes] | None = args.checkpoint
     path = store_path(data_dir, params.name)
     if path.exists():
@@ -645,6 +696,9 @@ def _assume_valid(args: argparse.Namespace, data_dir: Path, params: NetworkParam
                   ledger: LocalLedger) -> AssumeValid | None:
     """A fresh ``join`` with an agreed checkpoint takes the history up to it without checking its signatures and
     checks them in the background (ledger/assume_valid.py); a node that did so before resumes the check."""
+    from ledger.assume_valid import AssumeValid
+    from ledger.client import LedgerClient
+
     try:
         resumed = AssumeValid.load(data_dir, params)
     except LedgerError as exc:
@@ -677,6 +731,8 @@ def _assume_valid(args: argparse.Namespace, data_dir: Path, params: NetworkParam
 
 
 def _stored_default(data_dir: Path, recover: bool) -> NetworkParams | None:
+    from ledger.local_ledger import stored_params
+
     try:
         return stored_params(data_dir, _find_network(data_dir, None), recover=recover)
     except CliError:
@@ -684,6 +740,9 @@ def _stored_default(data_dir: Path, recover: bool) -> NetworkParams | None:
 
 
 def _params_for_serve(args: argparse.Namespace, data_dir: Path) -> NetworkParams:
+    from ledger.local_ledger import stored_params
+    from ledger.params import NetworkParams
+
     network = args.network or DEFAULT_NETWORK
     stored = stored_params(data_dir, network, recover=args.recover) or _pinned(data_dir, network)
     if stored is not None:
@@ -699,6 +758,16 @@ def _params_for_serve(args: argparse.Namespace, data_dir: Path) -> NetworkParams
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``serve`` and ``join``: run a node in the foreground until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    from ledger import own_record
+    from ledger.chain import FinalityPolicy
+    from ledger.local_ledger import LocalLedger
+    from ledger.node import LedgerNode, NodeConfig
+    from p2pchat.foundation.identity import Identity
+    from p2pchat.foundation.keygen import TerminalProgress
+
     if args.no_inbound and not args.relay:
         raise CliError("--no-inbound needs --relay IP:PORT (peers must learn how to reach this host)")
     if args.max_peers < 1:
@@ -712,7 +781,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         checkpoint = _join_checkpoint(args, data_dir, params, seeds)
     else:
         params = _params_for_serve(args, data_dir)
-    identity = Identity.load_or_create(data_dir, os.environ.get(PASSPHRASE_ENV) or None)
+    identity = Identity.load_or_create(data_dir, os.environ.get(PASSPHRASE_ENV) or None,
+                                       progress=TerminalProgress("ledger"))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -792,6 +862,8 @@ COMMANDS = {"serve": cmd_run, "join": cmd_run, "lookup": _asking_a_node(cmd_look
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
+    import logging
+
     running = args.command in ("serve", "join")
     level = logging.WARNING
     if args.verbose >= 2:

@@ -13,18 +13,14 @@ from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
+from ledger.defaults import DEFAULT_DIFFICULTY_BITS, DEFAULT_NETWORK, MAX_DIFFICULTY_BITS, MIN_DIFFICULTY_BITS
 from ledger.errors import LedgerError
 from p2pchat.foundation import crypto
 
 if TYPE_CHECKING:
     from ledger.blocks import Block
 
-DEFAULT_NETWORK = "p2pchat"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
-MIN_DIFFICULTY_BITS = 1
-MAX_DIFFICULTY_BITS = 64
 PARAMS_DOMAIN = b"p2pchat-ledger-params/1"
 
 
@@ -38,7 +34,7 @@ class NetworkParams:
     """Consensus parameters of one ledger network (all nodes of the network share them)."""
 
     name: str = DEFAULT_NETWORK
-    difficulty_bits: int = 20
+    difficulty_bits: int = DEFAULT_DIFFICULTY_BITS
     version: int = 1
     max_block_records: int = 500
     max_block_bytes: int = 1_000_000
@@ -79,6 +75,8 @@ class NetworkParams:
     def serialized(self) -> bytes:
         """The bytes the digest covers: a msgpack array of ``[name, value]`` pairs, one per parameter, sorted by
         name (docs/ledger.md gives the byte layout and a vector)."""
+        import msgpack  # on first use: `ledger --help` needs this module's constants, not the codec
+
         return msgpack.packb(sorted(asdict(self).items()), use_bin_type=True)
 
     @cached_property

@@ -7,25 +7,23 @@ user can cause are printed as one plain sentence (exit status 1); usage errors e
 from __future__ import annotations
 
 import argparse
-import getpass
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from p2pchat import contacts_cli
-from p2pchat.chat_protocol import MAX_ROTATE_EVERY
-from p2pchat.continuity import ACCEPT_FLAG, OVERRIDE_FLAG
 from p2pchat.display import visible
+from p2pchat.flags import ACCEPT_FLAG, OVERRIDE_FLAG
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import CHAT_PORT, check_port, normalize_ip, parse_address
 from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import UsageError, UserError
-from p2pchat.foundation.identity import Identity
-from p2pchat.relay.link import parse_relay
 
+# The chat node, the identity key (pycryptodome) and the window are imported by the command that needs them, so
+# that `p2pchat --help` starts like a bare interpreter (bench/startup_bench.py).
 if TYPE_CHECKING:
+    from p2pchat.foundation.identity import Identity
     from p2pchat.node import ChatNode
 
 PROG = "p2pchat"
@@ -122,6 +120,8 @@ def _passphrase(args: argparse.Namespace) -> str | None:
 
 def _default_nickname(node_directory: object, identity: Identity) -> str:
     """The nickname of our own ledger record, else the login name (trimmed to a valid nickname)."""
+    import getpass
+
     from p2pchat.peer_directory import PeerNotFound
 
     try:
@@ -137,6 +137,9 @@ def _default_nickname(node_directory: object, identity: Identity) -> str:
 
 def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = False) -> ChatNode:
     """A :class:`~p2pchat.node.ChatNode` configured from the command line (not started yet)."""
+    from p2pchat.chat_protocol import MAX_ROTATE_EVERY
+    from p2pchat.foundation.identity import Identity
+    from p2pchat.foundation.keygen import TerminalProgress
     from p2pchat.node import ChatNode
 
     host = normalize_ip(args.host)
@@ -144,6 +147,8 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
     if args.ledger:
         parse_address(args.ledger, 1)
     if args.relay:
+        from p2pchat.relay.link import parse_relay
+
         parse_relay(args.relay)      # IP[:PORT][#KEY] (relay link key pin, docs/relay.md)
     if args.no_inbound and not args.relay:
         raise UserError("--no-inbound needs --relay: without a listening socket, peers can only reach you "
@@ -151,7 +156,7 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
     if not 1 <= args.rotate_every <= MAX_ROTATE_EVERY:
         raise UserError(f"--rotate-every must be between 1 and {MAX_ROTATE_EVERY} (the protocol's maximum)")
     data_dir = resolve_data_dir(args.data_dir)
-    identity = Identity.load_or_create(data_dir, _passphrase(args))
+    identity = Identity.load_or_create(data_dir, _passphrase(args), progress=TerminalProgress(PROG))
     node = ChatNode(identity, host=host, port=args.port, network=args.network, nickname=args.nickname or "?",
                     ledger=args.ledger, relay=args.relay, no_inbound=args.no_inbound,
                     direct_timeout=args.direct_timeout, rotate_every=args.rotate_every,
@@ -224,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         args = parser.parse_args(argv)
         if getattr(args, "verbose", False):
+            import logging
+
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         if args.command == "chat":
             return _run_chat(args)

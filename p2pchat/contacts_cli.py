@@ -7,13 +7,15 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from p2pchat.contacts import Contact, ContactNotFound, ContactStore
 from p2pchat.display import Printer, one_line
 from p2pchat.foundation import crypto
 from p2pchat.foundation.datadir import resolve_data_dir
-from p2pchat.peer_directory import query_kind
+
+# The store and the ledger's query parser load only when a contacts command runs (`p2pchat --help` stays quick).
+if TYPE_CHECKING:
+    from p2pchat.contacts import Contact, ContactStore
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,6 +47,8 @@ def _label(c: Contact) -> str:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
+    from p2pchat.contacts import ContactNotFound, ContactStore
+
     p = Printer(out)
     store = ContactStore.in_data_dir(resolve_data_dir(args.data_dir))
     try:
@@ -118,6 +122,9 @@ def resolve_peer(data_dir: Path, peer: str) -> tuple[str, Contact | None]:
     """What ``p2pchat chat PEER`` dials: an IP or a full fingerprint as typed; a contact's local name,
     nickname or fingerprint prefix → its last address (where its pin is checked), else its fingerprint; any
     other name → the ledger nickname as typed."""
+    from p2pchat.contacts import ContactNotFound, ContactStore
+    from p2pchat.peer_directory import query_kind
+
     kind, _value = query_kind(peer)
     if kind != "nick":
         return peer, None

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from ledger.client import VerifiedBinding
 from p2pchat.contacts import Contact, ContactStore
 from p2pchat.display import one_line
+from p2pchat.flags import ACCEPT_FLAG, OVERRIDE_FLAG
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import format_address
 from p2pchat.foundation.errors import UsageError
@@ -32,8 +33,6 @@ from p2pchat.peer_directory import PeerDirectory, PeerNotFound, query_kind
 
 log = logging.getLogger(__name__)
 
-ACCEPT_FLAG = "--accept-new-key"
-OVERRIDE_FLAG = "--override-verified"
 
 
 @dataclass(frozen=True)

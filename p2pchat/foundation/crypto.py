@@ -9,16 +9,35 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import TYPE_CHECKING
 
-from Crypto.Cipher import AES
-from Crypto.Hash import SHA256
-from Crypto.Protocol.DH import import_x25519_private_key, import_x25519_public_key, key_agreement
-from Crypto.Protocol.KDF import HKDF
-from Crypto.PublicKey import ECC, RSA
-from Crypto.Random import get_random_bytes
-from Crypto.Signature import pss
-
+from p2pchat.foundation import _lazy_pycryptodome as _lazy
 from p2pchat.foundation.errors import CryptoError
+
+# --- pycryptodome, imported on first use (startup time: bench/startup_bench.py) ---------------------------------
+# Importing pycryptodome costs 40–170 ms on this machine, which `--help`, argument errors and the window's first
+# frame should not pay. Each name below is a placeholder that imports its module on first use and then puts the
+# real object in this module's namespace, so later calls pay nothing.
+if TYPE_CHECKING:
+    from Crypto.Cipher import AES
+    from Crypto.Hash import SHA256
+    from Crypto.Protocol.DH import import_x25519_private_key, import_x25519_public_key, key_agreement
+    from Crypto.Protocol.KDF import HKDF
+    from Crypto.PublicKey import ECC, RSA
+    from Crypto.Random import get_random_bytes
+    from Crypto.Signature import pss
+else:
+    AES = _lazy.Module(globals(), "AES", "Crypto.Cipher.AES")
+    SHA256 = _lazy.Module(globals(), "SHA256", "Crypto.Hash.SHA256")
+    ECC = _lazy.Module(globals(), "ECC", "Crypto.PublicKey.ECC")
+    RSA = _lazy.Module(globals(), "RSA", "Crypto.PublicKey.RSA")
+    pss = _lazy.Module(globals(), "pss", "Crypto.Signature.pss")
+    HKDF = _lazy.Function(globals(), "HKDF", "Crypto.Protocol.KDF")
+    get_random_bytes = _lazy.Function(globals(), "get_random_bytes", "Crypto.Random")
+    import_x25519_private_key = _lazy.Function(globals(), "import_x25519_private_key", "Crypto.Protocol.DH")
+    import_x25519_public_key = _lazy.Function(globals(), "import_x25519_public_key", "Crypto.Protocol.DH")
+    key_agreement = _lazy.Function(globals(), "key_agreement", "Crypto.Protocol.DH")
+# --- end of the lazy pycryptodome names -------------------------------------------------------------------------
 
 RSA_BITS = 3072
 MIN_RSA_BITS = 3072
@@ -30,7 +49,14 @@ GCM_TAG_LEN = 16
 X25519_LEN = 32
 DOMAIN = b"p2pchat/"
 
-RsaKey = RSA.RsaKey
+if TYPE_CHECKING:
+    RsaKey = RSA.RsaKey
+else:
+    def __getattr__(name: str) -> object:
+        """``crypto.RsaKey`` (pycryptodome's key class), imported when first asked for."""
+        if name == "RsaKey":
+            return RSA.RsaKey
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def random_bytes(n: int) -> bytes:

@@ -9,12 +9,16 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
+import time
 from pathlib import Path
-
-from Crypto.PublicKey import RSA
+from typing import TYPE_CHECKING
 
 from p2pchat.foundation import crypto
 from p2pchat.foundation.errors import IdentityError
+
+if TYPE_CHECKING:
+    from p2pchat.foundation.keygen import KeygenProgress
 
 KEY_FILE = "identity.pem"
 _PROTECTION = "scryptAndAES256-GCM"
@@ -83,7 +87,7 @@ class Identity:
             raise IdentityError(f"the identity key {path} is protected by a passphrase; give it with "
                                 "--passphrase-file or the P2PCHAT_PASSPHRASE variable")
         try:
-            key = RSA.import_key(data, passphrase=passphrase if encrypted else None)
+            key = crypto.RSA.import_key(data, passphrase=passphrase if encrypted else None)
         except (ValueError, IndexError, TypeError):
             if encrypted:
                 raise IdentityError(f"wrong passphrase for the identity key {path}") from None
@@ -96,12 +100,19 @@ class Identity:
         return cls(key)
 
     @classmethod
-    def load_or_create(cls, data_dir: Path, passphrase: str | None = None) -> Identity:
-        """The identity in ``data_dir``, created on first use."""
+    def load_or_create(cls, data_dir: Path, passphrase: str | None = None, *,
+                       progress: KeygenProgress | None = None, stop: threading.Event | None = None) -> Identity:
+        """The identity in ``data_dir``, created on first use (raced across the cores, see
+        :mod:`p2pchat.foundation.keygen`; ``progress`` shows it)."""
+        from p2pchat.foundation import keygen
+
         path = data_dir / KEY_FILE
         if path.exists():
             return cls.load(path, passphrase)
-        ident = cls.generate()
+        started = time.monotonic()
+        ident = cls(keygen.generate_identity_key(progress=progress.tick if progress is not None else None, stop=stop))
+        if progress is not None:
+            progress.done(time.monotonic() - started)
         ident.save(path, passphrase)
         log.info("created identity key %s (fingerprint %s)", path, ident.short_fingerprint)
         return ident

@@ -61,7 +61,7 @@ def test_the_app_starts_its_own_ledger_node_and_remembers_its_window(xvfb, tmp_p
         assert proc.poll() is None, proc.communicate()[1]
         window = window_ids("p2pchat.*carol")[0]
         wait_until(lambda: window_geometry(window) == "760x700", 20, interval=0.2, what="the remembered size")
-        # The in-process ledger node answers on the app's own address.
+        # The app's ledger node (its child process) answers on the app's own address.
         from ledger.client import LedgerClient
         status = LedgerClient(host, LEDGER_PORT, source_ip=host, timeout=5).status()
         assert status["nickname"] == "carol"
