@@ -112,6 +112,8 @@ class NodeConfig:
     send_timeout: float = 15.0
     reachability_timeout: float = 4.0
     maintain_interval: float = 0.25
+    tip_announce_interval: float = 60.0    # our tip block is announced again to peers whose known tip differs
+                                           # (equal-work forks heal without a new block)
     outbound_peers: int = 8                # outbound target; up to max_peers // 2 of them are reserved:
                                            # inbound peers can never take those slots (eclipse resistance)
     max_inbound_per_ip: int = 2            # gossip peers accepted from one address
@@ -161,6 +163,8 @@ class Peer:
         self.spent: tuple[int, int] = (-1, 0)  # its validated preference when a sync from it last ended: it is
                                               # chosen again only once it shows more than that
         self.wants_sync = False           # it announced a block we could not connect
+        self.known_tip = hello.tip or b""  # the newest main-chain tip it told us of (hello, announcements) or we
+                                           # announced to it: a differing one is announced again (§5.1)
         self.pongs = 0                    # answers to our pings (an idle connection's heartbeat)
         self.connected_at = now
         self.last_recv = now
@@ -178,6 +182,12 @@ class Peer:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=config.send_queue)
         self._writer = threading.Thread(target=self._write_loop, name=f"ledger-send-{self.text}")
         self._writer.start()
+
+    @property
+    def claimed_preference(self) -> tuple[int, int]:
+        """Fork-choice key of the chain its hello claims: a reason to probe it (equal work and a lower tip hash
+        included, so equal-work forks heal on reconnect), never a ranking."""
+        return chain_preference(self.claimed_work, self.hello.tip or b"\xff" * 32)
 
     @property
     def validated_preference(self) -> tuple[int, int]:
@@ -324,13 +334,14 @@ class LedgerNode:
         self._rejected: OrderedDict[bytes, tuple[float, str, tuple[bytes, int] | None]] = OrderedDict()
         self._next_register = 0.0
         self._next_revalidate = 0.0
+        self._next_tip_announce = 0.0
         self._started_at = 0.0
         self._ever_synced = not self._seeds
         self.registration_error: str | None = None
         self.nickname_problem: str | None = None   # set while the nickname clashes and the record goes without it
         self.stats = {"rate_limited": 0, "flood_drops": 0, "silent_drops": 0, "bad_frames": 0, "invalid_blocks": 0,
                       "invalid_records": 0, "reachability_failures": 0, "records_admitted": 0, "stalls": 0,
-                      "orphans_dropped": 0, "side_blocks_refused": 0}
+                      "orphans_dropped": 0, "side_blocks_refused": 0, "tip_announcements": 0}
         self._server: FrameServer | None = None
         self.port = port
         self._maintainer = threading.Thread(target=self._maintain_loop, name="ledger-maintain")
@@ -912,7 +923,7 @@ class LedgerNode:
                 return
             peers = [p for p in self._peers if p.is_peer and not p.closed.is_set()]
             probes = [p for p in peers if p is not self._sync_peer and p.awaiting is None
-                      and (p.wants_sync or (p.claims_more and p.claimed_work > ours[0]))
+                      and (p.wants_sync or (p.claims_more and p.claimed_preference > ours))
                       and not self._is_stalled(p.ip, now)]
             for p in probes:
                 p.wants_sync = False
@@ -1199,7 +1210,7 @@ class LedgerNode:
         tip_block = self.ledger.get_block(tip)
         if tip_block is not None and tip != self._sync_start_tip:
             # Peers that are behind learn of the new tip (and fetch the rest) from one announcement.
-            self._broadcast("block", {"block": tip_block.to_wire()}, exclude=peer)
+            self._announce_block(tip_block, exclude=peer)
         self._maybe_sync()
 
     def _report_progress(self, progress: SyncProgress) -> None:
@@ -1221,6 +1232,7 @@ class LedgerNode:
         except LedgerError as exc:
             self._invalid_block_from(peer, str(exc))
             return
+        peer.known_tip = block.hash   # nodes announce only their main-chain tips
         with self._lock:
             seen = block.hash in self._orphans or block.hash in self._side_seen
         if seen or self.ledger.has_block(block.hash):
@@ -1262,12 +1274,19 @@ class LedgerNode:
             if peer is not exclude:
                 peer.send_frame(frame)
 
+    def _announce_block(self, block: Block, exclude: Peer | None) -> None:
+        frame = LEDGER_PROTOCOL.encode("block", block=block.to_wire())
+        for peer in self.peers():
+            if peer is not exclude:
+                peer.known_tip = block.hash
+                peer.send_frame(frame)
+
     def _on_block(self, block: Block, result: AddResult) -> None:
         """Ledger listener: push each new main-chain block to the peers (not during bulk sync)."""
         if getattr(self._ctx, "bulk", False) or not result.became_tip:
             return
         if any(b.hash == block.hash for b in result.connected):
-            self._broadcast("block", {"block": block.to_wire()}, exclude=getattr(self._ctx, "source", None))
+            self._announce_block(block, exclude=getattr(self._ctx, "source", None))
 
     def _on_record(self, record: Record) -> None:
         """Ledger listener: push each newly pending record to the peers."""
@@ -1491,8 +1510,28 @@ class LedgerNode:
             if now >= self._next_revalidate:
                 self._next_revalidate = now + 60.0
                 self.ledger.revalidate_pool(self.clock())
+            if now >= self._next_tip_announce and not self.syncing:
+                self._next_tip_announce = now + self.config.tip_announce_interval
+                self._announce_tip()
             if not self.syncing:
                 self._maybe_sync()
+
+    def _announce_tip(self) -> None:
+        """Announce our tip block again to every peer whose known tip differs from it (§5.1 of
+        docs/ledger-protocol.md). A peer that prefers its own tip answers with it in its next round, so an
+        equal-work fork settles on the lower tip hash without a new block; one that lacks the parent probes us."""
+        _, tip, _ = self.ledger.tip_info()
+        targets = [p for p in self.peers() if p.is_peer and not p.closed.is_set() and p.known_tip != tip]
+        if not targets:
+            return
+        block = self.ledger.get_block(tip)
+        if block is None or block.height == 0:
+            return
+        frame = LEDGER_PROTOCOL.encode("block", block=block.to_wire())
+        for peer in targets:
+            peer.known_tip = tip
+            if peer.send_frame(frame):
+                self.stats["tip_announcements"] += 1
 
     def _dial_more(self, now: float) -> None:
         """Dial known addresses (seeds first, with backoff) while below the outbound target. Inbound peers never
