@@ -45,6 +45,7 @@ from ledger.disputes import DisputeConfig, DisputeService, Evidence
 from ledger.errors import LedgerError, StoreError
 from ledger.local_ledger import LocalLedger
 from ledger.lookup_service import AmbiguousLookup, answer_lookup
+from ledger.nettime import NetworkTime
 from ledger.peers import (
     PENALTY_BAD_FRAME,
     PENALTY_BAD_RECORD,
@@ -112,6 +113,8 @@ class NodeConfig:
     send_timeout: float = 15.0
     reachability_timeout: float = 4.0
     maintain_interval: float = 0.25
+    future_retry: float = 30.0             # a peer whose blocks or headers are dated in the future by our clock is
+                                           # asked again after this long (clocks may disagree; ledger/nettime.py)
     tip_announce_interval: float = 60.0    # our tip block is announced again to peers whose known tip differs
                                            # (equal-work forks heal without a new block)
     outbound_peers: int = 8                # outbound target; up to max_peers // 2 of them are reserved:
@@ -167,6 +170,8 @@ class Peer:
                                            # announced to it: a differing one is announced again (§5.1)
         self.pongs = 0                    # answers to our pings (an idle connection's heartbeat)
         self.connected_at = now
+        self.clock_offset: float | None = None  # its clock minus ours when its hello came (None: not said)
+        self.probe_after = 0.0            # a probe refused for future-dated headers waits until then (monotonic)
         self.last_recv = now
         self.last_ping = now
         self.bucket = TokenBucket(config.message_rate, config.message_burst, now)
@@ -306,7 +311,14 @@ class LedgerNode:
         self.max_peers = max_peers
         self.config = config or NodeConfig()
         self.on_progress = on_progress
-        self.clock = clock
+        # --- network-adjusted time (ledger/nettime.py): our clock corrected by the peers' median offset ---
+        self._raw_clock = clock
+        self.nettime = NetworkTime(clock)
+        self.clock: Callable[[], float] = self.nettime.now
+        ledger_clock = ledger.clock
+        ledger.clock = lambda: ledger_clock() + self.nettime.offset()   # blocks we mine carry the corrected time
+        self._clock_warned: str | None = None
+        # --- end network-adjusted time ---
         if no_inbound and relay is None:
             raise LedgerError("a node without inbound connections must publish a relay hint (--relay IP:PORT)")
         self.node_id = crypto.random_bytes(8)
@@ -350,10 +362,10 @@ class LedgerNode:
         ledger.add_listener(on_block=self._on_block, on_record=self._on_record)
         # --- owner watch and disputes (ledger/watch.py, ledger/disputes.py) ---
         self.disputes = DisputeService(ledger, host=self.host, address=lambda: self.address,
-                                       relay=self._relay_evidence, config=self.config.disputes, clock=clock)
+                                       relay=self._relay_evidence, config=self.config.disputes, clock=self.clock)
         self.watch = OwnerWatch(ledger, identity.fingerprint, self._watched_binding, self._sign_claim,
                                 self._own_alert, repeat=self.config.watch_repeat,
-                                busy=lambda: self.syncing, clock=clock)
+                                busy=lambda: self.syncing, clock=self.clock)
         self._next_watch = 0.0
         # --- end owner watch and disputes ---
 
@@ -491,7 +503,13 @@ class LedgerNode:
             "network_id": self.params.id_text, "orphan_blocks": len(self._orphans),
             "orphan_bytes": self._orphans.bytes, "side_blocks_refused": self.stats["side_blocks_refused"],
             "stalls": self.stats["stalls"],
+            "clock": self.nettime.status(),   # network-adjusted time: offset to the peers' median, warning
         })
+        clock_warning = self.nettime.warning()
+        if own_info is not None and clock_warning is not None and (self.nettime.measured_offset() or 0) < 0:
+            own_info["warning"] = (f"{clock_warning}: peers refuse records and blocks dated more than "
+                                   f"{self.params.max_future_seconds} s in the future, so they may not have this "
+                                   "record although this node shows it")
         # --- owner watch and disputes ---
         status["binding_alerts"] = [alert.to_status() for alert in self.watch.alerts()]
         status.update(self.disputes.status())
@@ -503,7 +521,8 @@ class LedgerNode:
         height, tip, work = self.ledger.tip_info()
         return hello_fields(role=role, nonce=self.node_id, network=self.params.name,
                             genesis=self.params.genesis_hash, params=self.params.to_wire(), height=height, tip=tip,
-                            work=work, listen_port=None if self.no_inbound else self.port)
+                            work=work, listen_port=None if self.no_inbound else self.port,
+                            time=int(self._raw_clock()))   # our own clock, so peers measure it (not corrected)
 
     def _serve_inbound(self, conn: FramedSocket) -> None:
         """FrameServer handler: handshake, then serve the connection until it ends."""
@@ -534,6 +553,7 @@ class LedgerNode:
         if hello.nonce == self.node_id:
             conn.send_error("this is a connection to the node itself")
             return
+        offset = self._clock_sample(conn.peer[0], hello)
         listen_addr = (conn.peer[0], hello.listen_port) if hello.role == ROLE_PEER and hello.listen_port else None
         if hello.role == ROLE_PEER:
             with self._lock:
@@ -544,8 +564,34 @@ class LedgerNode:
                 conn.send_error(refusal)
                 return
         peer = Peer(conn, hello, inbound=True, listen_addr=listen_addr, config=self.config, now=time.monotonic())
+        peer.clock_offset = offset
         peer.send("hello_ack", **self._our_hello(ROLE_PEER))
         self._run_peer(peer)
+
+    def _clock_sample(self, ip: str, hello: PeerHello) -> float | None:
+        """Measure a gossiping peer's clock against ours (network-adjusted time); warn once per new verdict."""
+        if hello.role != ROLE_PEER or hello.time is None:
+            return None
+        local = self._raw_clock()
+        self.nettime.add_sample(ip, hello.time, local)
+        warning = self.nettime.warning()
+        if warning != self._clock_warned:
+            self._clock_warned = warning
+            if warning is not None:
+                log.warning("%s", warning)
+            else:
+                log.info("this node's clock agrees with its peers' again")
+        return hello.time - local
+
+    def _peer_clock_excuses(self, peer: Peer, timestamp: int) -> bool:
+        """True if ``timestamp``, dated in the future by our clock, is explained by our clock being behind: the
+        peers' median says so, or the sender's own clock is ahead of ours by enough. Such a block or header is
+        refused for now, never held against its sender."""
+        tolerance = self.params.max_future_seconds
+        if self.nettime.behind(tolerance):
+            return True
+        offset = peer.clock_offset
+        return offset is not None and timestamp <= self._raw_clock() + offset + tolerance
 
     def _dial(self, addr: Address) -> None:
         """Thread body of an outgoing connection: connect, handshake, serve, then schedule a reconnect."""
@@ -578,7 +624,9 @@ class LedgerNode:
                 with self._lock:
                     self._book.own.add(addr)  # never dial it again
                 raise ProtocolError("that address is this node itself")
+            offset = self._clock_sample(conn.peer[0], hello)
             peer = Peer(conn, hello, inbound=False, listen_addr=addr, config=self.config, now=time.monotonic())
+            peer.clock_offset = offset
         except UserError as exc:
             log.info("cannot join %s: %s", format_address(*addr), exc)
             conn.close()
@@ -924,14 +972,14 @@ class LedgerNode:
             peers = [p for p in self._peers if p.is_peer and not p.closed.is_set()]
             probes = [p for p in peers if p is not self._sync_peer and p.awaiting is None
                       and (p.wants_sync or (p.claims_more and p.claimed_preference > ours))
-                      and not self._is_stalled(p.ip, now)]
+                      and now >= p.probe_after and not self._is_stalled(p.ip, now)]
             for p in probes:
                 p.wants_sync = False
                 p.awaiting = "headers"  # reserved here, so that a concurrent call does not probe it twice
             if self._sync_peer is None or self._sync_peer.closed.is_set():
                 self._sync_peer = None
                 better = [p for p in peers if p.validated_preference > ours and p.validated_preference > p.spent
-                          and p.awaiting is None and not self._is_stalled(p.ip, now)]
+                          and p.awaiting is None and now >= p.probe_after and not self._is_stalled(p.ip, now)]
                 if better:
                     chosen = max(better, key=lambda p: p.validated_preference)
                     self._sync_peer = chosen
@@ -979,7 +1027,12 @@ class LedgerNode:
                 branch = peer.pending + headers       # the rest of a branch we are still checking
             else:
                 branch = self._unknown_suffix(headers)
-            work = self.ledger.check_headers(branch, self.clock()) if branch else None
+            now = self.clock()
+            future = [h for h in branch if h.timestamp > now + self.params.max_future_seconds]
+            if future:
+                self._future_headers(peer, future[0], now)
+                return
+            work = self.ledger.check_headers(branch, now) if branch else None
         except LedgerError as exc:
             self.stats["invalid_blocks"] += 1
             log.warning("invalid headers from %s: %s", peer.text, exc)
@@ -1019,6 +1072,22 @@ class LedgerNode:
             self._request_headers(peer)               # keep probing: its branch continues
         else:
             self._maybe_sync()
+
+    def _future_headers(self, peer: Peer, header: BlockHeader, now: float) -> None:
+        """Headers dated in the future by our clock: refused for now, asked again after ``future_retry``; held
+        against the peer (as a future-dated block is) only when our clock is not the one behind."""
+        excused = self._peer_clock_excuses(peer, header.timestamp)
+        log.info("not following headers from %s for now: %s is dated %d s in the future by this node's clock%s",
+                 peer.text, header.describe(), int(header.timestamp - now),
+                 " (this node's clock is behind; not held against the peer)" if excused else "")
+        if not excused:
+            self._penalize(peer.ip, PENALTY_PROTOCOL, f"{header.describe()} is dated in the future")
+        peer.pending = []
+        peer.probe_after = time.monotonic() + self.config.future_retry
+        if peer is self._sync_peer:
+            self._finish_sync(peer)
+            peer.spent = (-1, 0)
+        peer.claims_more = True   # after _finish_sync, which takes it for "has nothing more"
 
     def _unknown_suffix(self, headers: list[BlockHeader]) -> list[BlockHeader]:
         """The headers after the last one we already have (they must build on it)."""
@@ -1074,8 +1143,16 @@ class LedgerNode:
         self._ctx.source = peer
         try:
             for block in blocks:
-                if self._receive(peer, block, requested=True) == "invalid":
+                status = self._receive(peer, block, requested=True)
+                if status == "invalid":
                     peer.download.clear()
+                    return
+                if status == "future":   # clocks disagree: stop this sync for now and try again later
+                    peer.download.clear()
+                    peer.awaiting, peer.deadline = None, None
+                    peer.probe_after = time.monotonic() + self.config.future_retry
+                    self._finish_sync(peer)
+                    peer.spent, peer.claims_more = (-1, 0), True
                     return
         finally:
             self._ctx.bulk = False
@@ -1111,10 +1188,15 @@ class LedgerNode:
         headers were checked and found preferred over ours."""
         now = self.clock()
         if block.header.timestamp > now + self.params.max_future_seconds:
-            # Possibly only our clocks disagree: refuse without banning.
-            log.info("ignoring %s from %s: dated in the future", block.header.describe(), peer.text)
-            self._penalize(peer.ip, PENALTY_PROTOCOL, f"{block.header.describe()} is dated in the future")
-            return "invalid"
+            # Possibly only our clocks disagree: refuse without banning, and without any cost when our own clock
+            # is the one behind. The sender's next tip announcement (§5.1) brings it again.
+            excused = self._peer_clock_excuses(peer, block.header.timestamp)
+            log.info("ignoring %s from %s: dated %d s in the future by this node's clock%s", block.header.describe(),
+                     peer.text, int(block.header.timestamp - now),
+                     " (this node's clock is behind; not held against the peer)" if excused else "")
+            if not excused:
+                self._penalize(peer.ip, PENALTY_PROTOCOL, f"{block.header.describe()} is dated in the future")
+            return "future"
         with self.ledger.lock:
             chain = self.ledger.chain
             if block.hash in chain:

@@ -5,6 +5,7 @@ finality window is reported, never merged."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -32,8 +33,9 @@ def _branch(n: int, start: int) -> list[Block]:
     return blocks
 
 
-def _ledger_with(net: Net, name: str, blocks: list[Block], finality: FinalityPolicy | None = None) -> LocalLedger:
-    ledger = LocalLedger(net.base / name, PARAMS, finality=finality)
+def _ledger_with(net: Net, name: str, blocks: list[Block], finality: FinalityPolicy | None = None,
+                 clock: Callable[[], float] = time.time) -> LocalLedger:
+    ledger = LocalLedger(net.base / name, PARAMS, finality=finality, clock=clock)
     for block in blocks:
         assert ledger.receive_block(block, time.time()).status == "added"
     return ledger
