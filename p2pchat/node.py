@@ -75,6 +75,8 @@ class ChatNode:
         self.relay = relay
         self.no_inbound = no_inbound
         self.listen = listen and not no_inbound
+        self.takes_calls = listen      # registers at its relay; a caller only (`p2pchat chat`) does not, so its
+                                       # calls never replace the registration of this key's listener
         self.direct_timeout = direct_timeout
         self.rotate_every = rotate_every
         self.step_timeout = step_timeout
@@ -121,7 +123,8 @@ class ChatNode:
 
     def start(self) -> None:
         """Listen for chats (unless ``no_inbound`` / ``listen=False``); register at the relay if one is set and
-        this node takes incoming chats at all."""
+        this node takes incoming chats at all (``listen``: a caller-only node never registers, so a chat from a
+        host never knocks the same key's listener off the relay)."""
         if self._started:
             return
         self._started = True
@@ -133,7 +136,7 @@ class ChatNode:
                 self._rt.emit(NodeError(text=str(exc)))
                 raise
             self.port = self._server.port
-        if self.relay and (self.listen or self.no_inbound):
+        if self.relay and self.takes_calls:
             ip, port, key = parse_relay(self.relay)      # [relay link, issue 11] optional #KEY pin
             self._relay_presence = RelayPresence(self._rt.emit, self.identity, ip, port, source_ip=self.host,
                                                  network=self.network, timeout=self.step_timeout,
