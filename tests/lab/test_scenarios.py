@@ -26,7 +26,7 @@ def test_natted_host_chats_through_the_relay(project: Project) -> None:
     run_scenario(project, "relay-chat")
 
 
-def test_natted_host_calls_a_reachable_host_through_the_relay(project: Project) -> None:
+def test_natted_host_calls_a_reachable_host_without_relay_directly(project: Project) -> None:
     run_scenario(project, "natted-caller")
 
 

@@ -146,19 +146,26 @@ def relay_chat(p: Project) -> None:
 
 
 def natted_caller(p: Project) -> None:
-    """The NAT'd c calls a by nickname (a call by address never follows a relay hint, and c, with no address
-    in the ledger, can only call through a relay). Dialled directly, a would see the router's address, which
-    no record binds; so c goes through the relay, where a is registered."""
+    """The NAT'd c calls a, whose listener has no --relay, by address and then by nickname: outbound TCP works
+    through the NAT, c's hello claims no address, and a checks c by the key its relay-only record names (not by
+    the router's address it sees). c's own listener stays registered at the relay meanwhile."""
     p.form_network(["a", "r", "c"], timeout=CONVERGE_TIMEOUT)
     relay = p.relay("r")
     relay.wait_for(r"relay listening on", 15)
-    listener = p.listen("a", at_relay=True)
-    chat = connect_chat(p, "c", "a")
-    chat.wait_for(RELAY_PATH, 5)
-    exchange(chat, listener, count=3, tag="c-to-a")
-    exchange(listener, chat, count=3, tag="a-to-c")
-    finish_chat(p, chat)
+    own = p.listen("c", "c-listen")
+    listener = p.listen("a")
+    for peer, tag in ((p.lab.ip("a"), "by address"), ("a", "by nickname")):
+        mark = listener.mark()
+        chat = connect_chat(p, "c", peer, label=f"chat-{tag.split()[1]}")
+        chat.wait_for(DIRECT_PATH, 5)
+        exchange(chat, listener, count=3, tag=f"c-to-a {tag}")
+        exchange(listener, chat, count=3, tag=f"a-to-c {tag}")
+        finish_chat(p, chat)
+        listener.wait_for(r"Chat with .* ended", MESSAGE_TIMEOUT, since=mark)
+    check("registered again" not in own.output(),
+          f"c's calls knocked its own listener off the relay:\n{own.output()[-2000:]}")
     p.lab.forget(listener)
+    p.lab.forget(own)
     p.lab.forget(relay)
 
 
@@ -321,8 +328,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              network_forms),
     Scenario("direct-chat", "a ↔ b directly through the four steps, across a key rotation", direct_chat),
     Scenario("relay-chat", "a ↔ NAT'd c through the relay, four steps end to end", relay_chat),
-    Scenario("natted-caller", "NAT'd c calls a: it has no address in the ledger, so the relay carries the chat",
-             natted_caller),
+    Scenario("natted-caller", "NAT'd c calls a (no --relay) directly and is checked by its key; its own listener "
+             "stays registered", natted_caller),
     Scenario("partition", "link cut and restored: most-work chain wins, no record lost", partition_heal),
     Scenario("address-change", "b moves: updated record, a reconnects to the new address", address_change),
     Scenario("kill-restart", "kill -9 a node, verify its store, restart: it rejoins and catches up",
