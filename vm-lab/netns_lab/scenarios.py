@@ -154,14 +154,15 @@ def natted_caller(p: Project) -> None:
     relay.wait_for(r"relay listening on", 15)
     own = p.listen("c", "c-listen")
     listener = p.listen("a")
-    for peer, tag in ((p.lab.ip("a"), "by address"), ("a", "by nickname")):
+    for n, (peer, tag) in enumerate(((p.lab.ip("a"), "by address"), ("a", "by nickname")), start=1):
         mark = listener.mark()
         chat = connect_chat(p, "c", peer, label=f"chat-{tag.split()[1]}")
         chat.wait_for(DIRECT_PATH, 5)
         exchange(chat, listener, count=3, tag=f"c-to-a {tag}")
+        listener.send(f"/to {n}")    # the listener writes to the chat it chose
         exchange(listener, chat, count=3, tag=f"a-to-c {tag}")
         finish_chat(p, chat)
-        listener.wait_for(r"Chat with .* ended", MESSAGE_TIMEOUT, since=mark)
+        listener.wait_for(rf"Chat {n} with c ended", MESSAGE_TIMEOUT, since=mark)
     check("registered again" not in own.output(),
           f"c's calls knocked its own listener off the relay:\n{own.output()[-2000:]}")
     p.lab.forget(listener)
