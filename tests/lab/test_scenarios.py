@@ -34,6 +34,11 @@ def test_partition_heals_to_the_most_work_chain_without_losing_records(project: 
     run_scenario(project, "partition")
 
 
+@pytest.mark.timeout(480)
+def test_a_long_partition_with_equal_work_on_both_sides_heals_by_itself(project: Project) -> None:
+    run_scenario(project, "partition-equal")
+
+
 def test_address_change_updates_the_record_and_chats_follow(project: Project) -> None:
     run_scenario(project, "address-change")
 
