@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from ledger.cli import main
 from ledger.nettime import MAX_ADJUST, NetworkTime, describe_offset
 from ledger.protocol import LEDGER_PROTOCOL, PeerHello, hello_fields
 from tests.ledger.gossip_kit import PARAMS, Net, config, record_for, wait_until
@@ -63,7 +64,7 @@ def _honest(net: Net, blocks, n: int = 3):
     return [net.node(ledger=_ledger_with(net, f"h{i}", blocks), config=CLOCK) for i in range(n)]
 
 
-def test_a_node_whose_clock_is_behind_syncs_recent_blocks_bans_nobody_and_is_told(net):
+def test_a_node_whose_clock_is_behind_syncs_recent_blocks_bans_nobody_and_is_told(net, capsys):
     blocks = _branch(3, int(time.time()) - 5)   # recent: "from the future" for a clock 10 min behind
     honest = _honest(net, blocks)
     def behind() -> float:
@@ -80,6 +81,8 @@ def test_a_node_whose_clock_is_behind_syncs_recent_blocks_bans_nobody_and_is_tol
     assert clock["samples"] == 3 and clock["offset"] == pytest.approx(SKEW, abs=5)
     assert clock["warning"].startswith("your clock is 10 min behind your peers; fix the system time")
     assert all(h.status()["clock"]["warning"] is None for h in honest)
+    assert main(["status", "--host", late.host, "--port", str(late.port)]) == 0   # `ledger status` says it too
+    assert "CLOCK         your clock is 10 min behind your peers; fix the system time" in capsys.readouterr().out
 
 
 def test_a_node_whose_clock_is_ahead_mines_blocks_its_peers_accept(net, identities):
