@@ -112,3 +112,23 @@ def test_a_split_older_than_the_finality_window_is_reported_and_never_merged(net
     for n in loser_side:
         assert n.ledger.tip_info()[1] != other[0].ledger.tip_info()[1]
     assert {n.ledger.tip_info()[1] for n in [a, b, c, d]} == {left[-1].hash, right[-1].hash}
+
+
+def test_connected_nodes_whose_fork_announcements_were_lost_settle_within_two_announcement_rounds(net):
+    a = net.node(config=QUIET)
+    b = net.node(config=QUIET, seeds=[a.address])
+    wait_until(lambda: len(a.peers()) == 1 and len(b.peers()) == 1, timeout=10)
+    now = int(time.time())
+    x, y = _branch(1, now - 100)[0], _branch(1, now - 50)[0]
+    for node, block in ((a, x), (b, y)):
+        # Each side gets its block the way a sync delivers it (no announcement): as if the frames that would
+        # have carried it were lost with a connection.
+        node._ctx.bulk = True
+        try:
+            assert node.ledger.receive_block(block, time.time()).status == "added"
+        finally:
+            node._ctx.bulk = False
+    winner = min(x.hash, y.hash)
+    wait_until(lambda: all(n.ledger.tip_info()[1] == winner for n in (a, b)), timeout=20)
+    # One round: each node announces its tip once to the peer whose known tip differs; the loser switches.
+    assert a.stats["tip_announcements"] + b.stats["tip_announcements"] <= 4
