@@ -346,10 +346,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         where = f"{own['ip']}:{own['port']}" if own.get("ip") else f"relay {own.get('relay')}"
         mined = f"mined in block {own['height']}" if own.get("height") is not None else own["state"]
         print(f"own record    '{own['nickname']}' at {where}, seq {own['seq']}, {mined}")
+        if own.get("warning"):
+            print(f"              {_shown(own['warning'], 400)}")
     else:
         print("own record    none yet")
     if status.get("registration_error"):
         print(f"registration  {status['registration_error']}")
+    clock = status.get("clock")
+    if isinstance(clock, dict) and clock.get("warning"):   # network-adjusted time (ledger/nettime.py)
+        print(f"CLOCK         {_shown(clock['warning'], 400)}")
     if status.get("nickname_problem"):
         print(f"nickname      {status['nickname_problem']}")
     for alert in status.get("binding_alerts") or []:       # owner watch (ledger/watch.py)

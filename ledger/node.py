@@ -46,6 +46,7 @@ from ledger.disputes import DisputeConfig, DisputeService, Evidence
 from ledger.errors import LedgerError, StoreError
 from ledger.local_ledger import LocalLedger
 from ledger.lookup_service import AmbiguousLookup, answer_lookup
+from ledger.nettime import NetworkTime
 from ledger.peers import (
     PENALTY_BAD_FRAME,
     PENALTY_BAD_RECORD,
@@ -113,6 +114,10 @@ class NodeConfig:
     send_timeout: float = 15.0
     reachability_timeout: float = 4.0
     maintain_interval: float = 0.25
+    future_retry: float = 30.0             # a peer whose blocks or headers are dated in the future by our clock is
+                                           # asked again after this long (clocks may disagree; ledger/nettime.py)
+    tip_announce_interval: float = 60.0    # our tip block is announced again to peers whose known tip differs
+                                           # (equal-work forks heal without a new block)
     outbound_peers: int = 8                # outbound target; up to max_peers // 2 of them are reserved:
                                            # inbound peers can never take those slots (eclipse resistance)
     max_inbound_per_ip: int = 2            # gossip peers accepted from one address
@@ -164,8 +169,12 @@ class Peer:
         self.spent: tuple[int, int] = (-1, 0)  # its validated preference when a sync from it last ended: it is
                                               # chosen again only once it shows more than that
         self.wants_sync = False           # it announced a block we could not connect
+        self.known_tip = hello.tip or b""  # the newest main-chain tip it told us of (hello, announcements) or we
+                                           # announced to it: a differing one is announced again (§5.1)
         self.pongs = 0                    # answers to our pings (an idle connection's heartbeat)
         self.connected_at = now
+        self.clock_offset: float | None = None  # its clock minus ours when its hello came (None: not said)
+        self.probe_after = 0.0            # a probe refused for future-dated headers waits until then (monotonic)
         self.last_recv = now
         self.last_ping = now
         self.bucket = TokenBucket(config.message_rate, config.message_burst, now)
@@ -182,6 +191,12 @@ class Peer:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=config.send_queue)
         self._writer = threading.Thread(target=self._write_loop, name=f"ledger-send-{self.text}")
         self._writer.start()
+
+    @property
+    def claimed_preference(self) -> tuple[int, int]:
+        """Fork-choice key of the chain its hello claims: a reason to probe it (equal work and a lower tip hash
+        included, so equal-work forks heal on reconnect), never a ranking."""
+        return chain_preference(self.claimed_work, self.hello.tip or b"\xff" * 32)
 
     @property
     def validated_preference(self) -> tuple[int, int]:
@@ -301,7 +316,14 @@ class LedgerNode:
         self.max_peers = max_peers
         self.config = config or NodeConfig()
         self.on_progress = on_progress
-        self.clock = clock
+        # --- network-adjusted time (ledger/nettime.py): our clock corrected by the peers' median offset ---
+        self._raw_clock = clock
+        self.nettime = NetworkTime(clock)
+        self.clock: Callable[[], float] = self.nettime.now
+        ledger_clock = ledger.clock
+        ledger.clock = lambda: ledger_clock() + self.nettime.offset()   # blocks we mine carry the corrected time
+        self._clock_warned: str | None = None
+        # --- end network-adjusted time ---
         if no_inbound and relay is None:
             raise LedgerError("a node without inbound connections must publish a relay hint (--relay IP:PORT)")
         self.node_id = crypto.random_bytes(8)
@@ -329,13 +351,14 @@ class LedgerNode:
         self._rejected: OrderedDict[bytes, tuple[float, str, tuple[bytes, int] | None]] = OrderedDict()
         self._next_register = 0.0
         self._next_revalidate = 0.0
+        self._next_tip_announce = 0.0
         self._started_at = 0.0
         self._ever_synced = not self._seeds
         self.registration_error: str | None = None
         self.nickname_problem: str | None = None   # set while the nickname clashes and the record goes without it
         self.stats = {"rate_limited": 0, "flood_drops": 0, "silent_drops": 0, "bad_frames": 0, "invalid_blocks": 0,
                       "invalid_records": 0, "reachability_failures": 0, "records_admitted": 0, "stalls": 0,
-                      "orphans_dropped": 0, "side_blocks_refused": 0}
+                      "orphans_dropped": 0, "side_blocks_refused": 0, "tip_announcements": 0}
         self._server: FrameServer | None = None
         self.port = port
         self._maintainer = threading.Thread(target=self._maintain_loop, name="ledger-maintain")
@@ -348,10 +371,10 @@ class LedgerNode:
         ledger.add_listener(on_block=self._on_block, on_record=self._on_record)
         # --- owner watch and disputes (ledger/watch.py, ledger/disputes.py) ---
         self.disputes = DisputeService(ledger, host=self.host, address=lambda: self.address,
-                                       relay=self._relay_evidence, config=self.config.disputes, clock=clock)
+                                       relay=self._relay_evidence, config=self.config.disputes, clock=self.clock)
         self.watch = OwnerWatch(ledger, identity.fingerprint, self._watched_binding, self._sign_claim,
                                 self._own_alert, repeat=self.config.watch_repeat,
-                                busy=lambda: self.syncing, clock=clock)
+                                busy=lambda: self.syncing, clock=self.clock)
         self._next_watch = 0.0
         # --- end owner watch and disputes ---
 
@@ -493,8 +516,14 @@ class LedgerNode:
             "network_id": self.params.id_text, "orphan_blocks": len(self._orphans),
             "orphan_bytes": self._orphans.bytes, "side_blocks_refused": self.stats["side_blocks_refused"],
             "stalls": self.stats["stalls"],
+            "clock": self.nettime.status(),   # network-adjusted time: offset to the peers' median, warning
         })
         status["background_verification"] = None if self.assume_valid is None else self.assume_valid.status()
+        clock_warning = self.nettime.warning()
+        if own_info is not None and clock_warning is not None and (self.nettime.measured_offset() or 0) < 0:
+            own_info["warning"] = (f"{clock_warning}: peers refuse records and blocks dated more than "
+                                   f"{self.params.max_future_seconds} s in the future, so they may not have this "
+                                   "record although this node shows it")
         # --- owner watch and disputes ---
         status["binding_alerts"] = [alert.to_status() for alert in self.watch.alerts()]
         status.update(self.disputes.status())
@@ -506,7 +535,8 @@ class LedgerNode:
         height, tip, work = self.ledger.tip_info()
         return hello_fields(role=role, nonce=self.node_id, network=self.params.name,
                             genesis=self.params.genesis_hash, params=self.params.to_wire(), height=height, tip=tip,
-                            work=work, listen_port=None if self.no_inbound else self.port)
+                            work=work, listen_port=None if self.no_inbound else self.port,
+                            time=int(self._raw_clock()))   # our own clock, so peers measure it (not corrected)
 
     def _serve_inbound(self, conn: FramedSocket) -> None:
         """FrameServer handler: handshake, then serve the connection until it ends."""
@@ -537,6 +567,7 @@ class LedgerNode:
         if hello.nonce == self.node_id:
             conn.send_error("this is a connection to the node itself")
             return
+        offset = self._clock_sample(conn.peer[0], hello)
         listen_addr = (conn.peer[0], hello.listen_port) if hello.role == ROLE_PEER and hello.listen_port else None
         if hello.role == ROLE_PEER:
             with self._lock:
@@ -547,8 +578,34 @@ class LedgerNode:
                 conn.send_error(refusal)
                 return
         peer = Peer(conn, hello, inbound=True, listen_addr=listen_addr, config=self.config, now=time.monotonic())
+        peer.clock_offset = offset
         peer.send("hello_ack", **self._our_hello(ROLE_PEER))
         self._run_peer(peer)
+
+    def _clock_sample(self, ip: str, hello: PeerHello) -> float | None:
+        """Measure a gossiping peer's clock against ours (network-adjusted time); warn once per new verdict."""
+        if hello.role != ROLE_PEER or hello.time is None:
+            return None
+        local = self._raw_clock()
+        self.nettime.add_sample(ip, hello.time, local)
+        warning = self.nettime.warning()
+        if warning != self._clock_warned:
+            self._clock_warned = warning
+            if warning is not None:
+                log.warning("%s", warning)
+            else:
+                log.info("this node's clock agrees with its peers' again")
+        return hello.time - local
+
+    def _peer_clock_excuses(self, peer: Peer, timestamp: int) -> bool:
+        """True if ``timestamp``, dated in the future by our clock, is explained by our clock being behind: the
+        peers' median says so, or the sender's own clock is ahead of ours by enough. Such a block or header is
+        refused for now, never held against its sender."""
+        tolerance = self.params.max_future_seconds
+        if self.nettime.behind(tolerance):
+            return True
+        offset = peer.clock_offset
+        return offset is not None and timestamp <= self._raw_clock() + offset + tolerance
 
     def _dial(self, addr: Address) -> None:
         """Thread body of an outgoing connection: connect, handshake, serve, then schedule a reconnect."""
@@ -581,7 +638,9 @@ class LedgerNode:
                 with self._lock:
                     self._book.own.add(addr)  # never dial it again
                 raise ProtocolError("that address is this node itself")
+            offset = self._clock_sample(conn.peer[0], hello)
             peer = Peer(conn, hello, inbound=False, listen_addr=addr, config=self.config, now=time.monotonic())
+            peer.clock_offset = offset
         except UserError as exc:
             log.info("cannot join %s: %s", format_address(*addr), exc)
             conn.close()
@@ -933,16 +992,16 @@ class LedgerNode:
             # A peer whose checked chain is already ahead of ours is a sync candidate, not probed again: probing it
             # on would fetch (and re-check) its whole chain's headers before a single body is downloaded.
             probes = [p for p in peers if p is not self._sync_peer and p.awaiting is None
-                      and (p.wants_sync or (p.claims_more and p.claimed_work > ours[0]))
+                      and (p.wants_sync or (p.claims_more and p.claimed_preference > ours))
                       and not (p.validated_preference > ours and p.validated_preference > p.spent)
-                      and not self._is_stalled(p.ip, now)]
+                      and now >= p.probe_after and not self._is_stalled(p.ip, now)]
             for p in probes:
                 p.wants_sync = False
                 p.awaiting = "headers"  # reserved here, so that a concurrent call does not probe it twice
             if self._sync_peer is None or self._sync_peer.closed.is_set():
                 self._sync_peer = None
                 better = [p for p in peers if p.validated_preference > ours and p.validated_preference > p.spent
-                          and p.awaiting is None and not self._is_stalled(p.ip, now)]
+                          and p.awaiting is None and now >= p.probe_after and not self._is_stalled(p.ip, now)]
                 if better:
                     chosen = max(better, key=lambda p: p.validated_preference)
                     self._sync_peer = chosen
@@ -992,7 +1051,12 @@ class LedgerNode:
                 branch = peer.pending + headers       # the rest of a branch we are still checking
             else:
                 branch = self._unknown_suffix(headers)
-            work = self.ledger.check_headers(branch, self.clock()) if branch else None
+            now = self.clock()
+            future = [h for h in branch if h.timestamp > now + self.params.max_future_seconds]
+            if future:
+                self._future_headers(peer, future[0], now)
+                return
+            work = self.ledger.check_headers(branch, now) if branch else None
         except LedgerError as exc:
             self.stats["invalid_blocks"] += 1
             log.warning("invalid headers from %s: %s", peer.text, exc)
@@ -1033,6 +1097,22 @@ class LedgerNode:
             self._request_headers(peer)               # keep probing: its branch continues
         else:
             self._maybe_sync()
+
+    def _future_headers(self, peer: Peer, header: BlockHeader, now: float) -> None:
+        """Headers dated in the future by our clock: refused for now, asked again after ``future_retry``; held
+        against the peer (as a future-dated block is) only when our clock is not the one behind."""
+        excused = self._peer_clock_excuses(peer, header.timestamp)
+        log.info("not following headers from %s for now: %s is dated %d s in the future by this node's clock%s",
+                 peer.text, header.describe(), int(header.timestamp - now),
+                 " (this node's clock is behind; not held against the peer)" if excused else "")
+        if not excused:
+            self._penalize(peer.ip, PENALTY_PROTOCOL, f"{header.describe()} is dated in the future")
+        peer.pending = []
+        peer.probe_after = time.monotonic() + self.config.future_retry
+        if peer is self._sync_peer:
+            self._finish_sync(peer)
+            peer.spent = (-1, 0)
+        peer.claims_more = True   # after _finish_sync, which takes it for "has nothing more"
 
     def _unknown_suffix(self, headers: list[BlockHeader]) -> list[BlockHeader]:
         """The headers after the last one we already have (they must build on it)."""
@@ -1090,8 +1170,16 @@ class LedgerNode:
             # --- store batching (issue 12): the batch is written in one transaction per 64 blocks ---
             with self.ledger.batched():
                 for block in blocks:
-                    if self._receive(peer, block, requested=True) == "invalid":
+                    status = self._receive(peer, block, requested=True)
+                    if status == "invalid":
                         peer.download.clear()
+                        return
+                    if status == "future":   # clocks disagree: stop this sync for now and try again later
+                        peer.download.clear()
+                        peer.awaiting, peer.deadline = None, None
+                        peer.probe_after = time.monotonic() + self.config.future_retry
+                        self._finish_sync(peer)
+                        peer.spent, peer.claims_more = (-1, 0), True
                         return
         finally:
             self._ctx.bulk = False
@@ -1127,10 +1215,15 @@ class LedgerNode:
         headers were checked and found preferred over ours."""
         now = self.clock()
         if block.header.timestamp > now + self.params.max_future_seconds:
-            # Possibly only our clocks disagree: refuse without banning.
-            log.info("ignoring %s from %s: dated in the future", block.header.describe(), peer.text)
-            self._penalize(peer.ip, PENALTY_PROTOCOL, f"{block.header.describe()} is dated in the future")
-            return "invalid"
+            # Possibly only our clocks disagree: refuse without banning, and without any cost when our own clock
+            # is the one behind. The sender's next tip announcement (§5.1) brings it again.
+            excused = self._peer_clock_excuses(peer, block.header.timestamp)
+            log.info("ignoring %s from %s: dated %d s in the future by this node's clock%s", block.header.describe(),
+                     peer.text, int(block.header.timestamp - now),
+                     " (this node's clock is behind; not held against the peer)" if excused else "")
+            if not excused:
+                self._penalize(peer.ip, PENALTY_PROTOCOL, f"{block.header.describe()} is dated in the future")
+            return "future"
         with self.ledger.lock:
             chain = self.ledger.chain
             if block.hash in chain:
@@ -1228,7 +1321,7 @@ class LedgerNode:
         tip_block = self.ledger.get_block(tip)
         if tip_block is not None and tip != self._sync_start_tip:
             # Peers that are behind learn of the new tip (and fetch the rest) from one announcement.
-            self._broadcast("block", {"block": tip_block.to_wire()}, exclude=peer)
+            self._announce_block(tip_block, exclude=peer)
         self._maybe_sync()
 
     def _report_progress(self, progress: SyncProgress) -> None:
@@ -1250,6 +1343,7 @@ class LedgerNode:
         except LedgerError as exc:
             self._invalid_block_from(peer, str(exc))
             return
+        peer.known_tip = block.hash   # nodes announce only their main-chain tips
         with self._lock:
             seen = block.hash in self._orphans or block.hash in self._side_seen
         if seen or self.ledger.has_block(block.hash):
@@ -1291,12 +1385,19 @@ class LedgerNode:
             if peer is not exclude:
                 peer.send_frame(frame)
 
+    def _announce_block(self, block: Block, exclude: Peer | None) -> None:
+        frame = LEDGER_PROTOCOL.encode("block", block=block.to_wire())
+        for peer in self.peers():
+            if peer is not exclude:
+                peer.known_tip = block.hash
+                peer.send_frame(frame)
+
     def _on_block(self, block: Block, result: AddResult) -> None:
         """Ledger listener: push each new main-chain block to the peers (not during bulk sync)."""
         if getattr(self._ctx, "bulk", False) or not result.became_tip:
             return
         if any(b.hash == block.hash for b in result.connected):
-            self._broadcast("block", {"block": block.to_wire()}, exclude=getattr(self._ctx, "source", None))
+            self._announce_block(block, exclude=getattr(self._ctx, "source", None))
 
     def _on_record(self, record: Record) -> None:
         """Ledger listener: push each newly pending record to the peers."""
@@ -1520,8 +1621,28 @@ class LedgerNode:
             if now >= self._next_revalidate:
                 self._next_revalidate = now + 60.0
                 self.ledger.revalidate_pool(self.clock())
+            if now >= self._next_tip_announce and not self.syncing:
+                self._next_tip_announce = now + self.config.tip_announce_interval
+                self._announce_tip()
             if not self.syncing:
                 self._maybe_sync()
+
+    def _announce_tip(self) -> None:
+        """Announce our tip block again to every peer whose known tip differs from it (§5.1 of
+        docs/ledger-protocol.md). A peer that prefers its own tip answers with it in its next round, so an
+        equal-work fork settles on the lower tip hash without a new block; one that lacks the parent probes us."""
+        _, tip, _ = self.ledger.tip_info()
+        targets = [p for p in self.peers() if p.is_peer and not p.closed.is_set() and p.known_tip != tip]
+        if not targets:
+            return
+        block = self.ledger.get_block(tip)
+        if block is None or block.height == 0:
+            return
+        frame = LEDGER_PROTOCOL.encode("block", block=block.to_wire())
+        for peer in targets:
+            peer.known_tip = tip
+            if peer.send_frame(frame):
+                self.stats["tip_announcements"] += 1
 
     def _dial_more(self, now: float) -> None:
         """Dial known addresses (seeds first, with backoff) while below the outbound target. Inbound peers never

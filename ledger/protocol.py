@@ -57,6 +57,7 @@ _HELLO: dict[str, Field] = {
     "work": opt(bytes, max_len=MAX_WORK_BYTES),
     "listen_port": opt(int, lo=1, hi=65535),
     "agent": opt(str, max_len=64),
+    "time": opt(int, lo=0, hi=2**40),     # the sender's clock, unix seconds (network-adjusted time, nettime.py)
 }
 
 LEDGER_PROTOCOL = Protocol("ledger", {
@@ -134,6 +135,7 @@ class PeerHello:
     work: int | None
     listen_port: int | None
     agent: str
+    time: int | None = None
 
     @property
     def complete(self) -> bool:
@@ -154,7 +156,7 @@ class PeerHello:
         hello = cls(version=msg["version"], role=msg["role"], nonce=msg["nonce"], network=msg.get("network"),
                     genesis=msg.get("genesis"), params=msg.get("params"), height=msg.get("height"),
                     tip=msg.get("tip"), work=None if work is None else work_from_bytes(work),
-                    listen_port=msg.get("listen_port"), agent=msg.get("agent", "?"))
+                    listen_port=msg.get("listen_port"), agent=msg.get("agent", "?"), time=msg.get("time"))
         if (msg.type == "hello_ack" or hello.role == ROLE_PEER) and not hello.complete:
             raise ProtocolError(f"the {msg.type} is missing the network, genesis, params, height, tip or work")
         return hello
@@ -162,11 +164,13 @@ class PeerHello:
 
 def hello_fields(*, role: str, nonce: bytes, network: str | None = None, genesis: bytes | None = None,
                  params: dict[str, Any] | None = None, height: int | None = None, tip: bytes | None = None,
-                 work: int | None = None, listen_port: int | None = None) -> dict[str, Any]:
-    """The fields of our ``hello``/``hello_ack``."""
+                 work: int | None = None, listen_port: int | None = None,
+                 time: int | None = None) -> dict[str, Any]:
+    """The fields of our ``hello``/``hello_ack`` (``time`` only when given: a light client leaves it out)."""
     return {"version": PROTOCOL_VERSION, "role": role, "nonce": nonce, "network": network, "genesis": genesis,
             "params": params, "height": height, "tip": tip,
-            "work": None if work is None else work_to_bytes(work), "listen_port": listen_port, "agent": AGENT}
+            "work": None if work is None else work_to_bytes(work), "listen_port": listen_port, "agent": AGENT,
+            "time": time}
 
 
 def check_compatible(hello: PeerHello, *, network: str | None, genesis: bytes | None,

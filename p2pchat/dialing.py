@@ -134,23 +134,13 @@ class Dialed:
 
 
 def dial(target: PeerTarget, *, source_ip: str, direct_timeout: float, io_timeout: float,
-         own_relay: str | None, open_relay: RelayOpener | None, direct_allowed: bool = True) -> Dialed:
+         own_relay: str | None, open_relay: RelayOpener | None) -> Dialed:
     """Connect to ``target``: directly first, then through a relay. Raises :class:`PeerUnreachable` naming why
-    each path failed.
-
-    ``direct_allowed`` is False on a ``--no-inbound`` host: the ledger binds no address to its key, so a peer it
-    dialled directly would see a NAT address that no record binds and refuse step 2; only the relay path, where
-    peers look each other up by key, can authenticate it."""
+    each path failed. A ``--no-inbound`` host dials directly too (outbound works through NAT): its hello claims no
+    address, so the callee looks it up by its key (docs/protocol.md §3.2)."""
     reasons: list[str] = []
-    if target.by_address and not direct_allowed:
-        raise PeerUnreachable(f"cannot call {target.query} by address from this host: it has no address in the "
-                              "ledger (--no-inbound), so it can only call through a relay, and "
-                              + NO_RELAY_BY_ADDRESS)
     link: Link
-    if not direct_allowed:
-        reasons.append("this host has no address in the ledger (--no-inbound), so peers can only check it "
-                       "through a relay")
-    elif target.ip and target.port:
+    if target.ip and target.port:
         try:
             link = connect(target.ip, target.port, CHAT, source_ip=source_ip, timeout=direct_timeout)
         except PeerUnreachable as exc:

@@ -613,6 +613,11 @@ class Handshake:
                           ephemeral=self._ephemeral.public)
 
     def _lookup_target(self, peer_der: bytes | None) -> NeedLookup:
+        if not self.via_relay and self._by_key_direct and peer_der is not None:
+            # A caller with no address in the ledger (behind NAT, --no-inbound) dialled us directly: the address we
+            # see is its NAT's, bound to nobody, so it is looked up by its key; _maybe_check_binding then requires
+            # its record to be relay-only or to name the address we see.
+            return NeedLookup(crypto.fingerprint(peer_der).hex(), "fingerprint")
         if not self.via_relay:
             return NeedLookup(self._peer_ip(), "address")
         if self.peer_query is not None:
@@ -625,6 +630,11 @@ class Handshake:
         self._lookup_pending = True
         return lookup
 
+    @property
+    def _by_key_direct(self) -> bool:
+        """Responder on a direct connection whose caller's hello gave no address (it has none in the ledger)."""
+        return not self.initiator and self._peer_hello is not None and not self._peer_hello.address
+
     def _peer_ip(self) -> str:
         try:
             return parse_address(self.peer_address, 0)[0]
@@ -636,6 +646,14 @@ class Handshake:
         if binding is None or der is None or lookup is None or self._own_check_ok:
             return []
         what = self._describe_query(lookup)
+        if (lookup.by == "fingerprint" and not self.via_relay and binding.ip is not None
+                and binding.ip != self._peer_ip()):
+            raise HandshakeFailed(
+                Step.SWAP_KEYS,
+                f"{self.peer_address} called without an address of its own, but the ledger binds its key "
+                f"{short_fp(der)} to {binding.ip}: a key with an address record must call from that address",
+                f"the ledger binds your key to {binding.ip}, not to the address this node sees ({self._peer_ip()}); "
+                "call from that address")
         if lookup.by == "address" and binding.ip is not None and binding.ip != lookup.query:
             raise HandshakeFailed(Step.SWAP_KEYS, f"the ledger answered for {binding.ip}, not for {what}",
                                   "this node could not check your key against the ledger")

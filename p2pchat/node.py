@@ -80,6 +80,8 @@ class ChatNode:
         self.relay = relay
         self.no_inbound = no_inbound
         self.listen = listen and not no_inbound
+        self.takes_calls = listen      # registers at its relay; a caller only (`p2pchat chat`) does not, so its
+                                       # calls never replace the registration of this key's listener
         self.direct_timeout = direct_timeout
         self.rotate_every = rotate_every
         self.step_timeout = step_timeout
@@ -120,13 +122,20 @@ class ChatNode:
         return format_address(self.host, self.port or CHAT_PORT)
 
     @property
+    def hello_address(self) -> str:
+        """The address our hello claims: none on a ``--no-inbound`` host (the ledger binds it no address), which
+        tells a peer we dial directly to look us up by our key (docs/protocol.md §3.2)."""
+        return "" if self.no_inbound else self.address
+
+    @property
     def relay_state(self) -> str | None:
         """What the relay registration is doing (``None`` without a relay)."""
         return self._relay_presence.state_text if self._relay_presence is not None else None
 
     def start(self) -> None:
         """Listen for chats (unless ``no_inbound`` / ``listen=False``); register at the relay if one is set and
-        this node takes incoming chats at all."""
+        this node takes incoming chats at all (``listen``: a caller-only node never registers, so a chat from a
+        host never knocks the same key's listener off the relay)."""
         if self._started:
             return
         self._started = True
@@ -138,7 +147,7 @@ class ChatNode:
                 self._rt.emit(NodeError(text=str(exc)))
                 raise
             self.port = self._server.port
-        if self.relay and (self.listen or self.no_inbound):
+        if self.relay and self.takes_calls:
             ip, port, key = parse_relay(self.relay)      # [relay link, issue 11] optional #KEY pin
             self._relay_presence = RelayPresence(self._rt.emit, self.identity, ip, port, source_ip=self.host,
                                                  network=self.network, timeout=self.step_timeout,
@@ -316,7 +325,7 @@ class ChatNode:
             target = self._resolve(session)
             dialed = dial(target, source_ip=self.host, direct_timeout=self.direct_timeout,
                           io_timeout=self.step_timeout, own_relay=self.relay,
-                          open_relay=self._open_relay, direct_allowed=not self.no_inbound)
+                          open_relay=self._open_relay)
         except UserError as exc:
             with session.lock:
                 self._rt.step_failed(session, Step.CONNECT, str(exc))
@@ -334,7 +343,7 @@ class ChatNode:
             peer_address = dialed.peer_address if not via_relay and dialed.peer_address else format_address(
                 *link.peer)
             new_handshake(self._rt, session, initiator=True, nickname=self.nickname, network=self.network,
-                          local_address=self.address, peer_address=peer_address, via_relay=via_relay,
+                          local_address=self.hello_address, peer_address=peer_address, via_relay=via_relay,
                           peer_query=session.info.peer_query)
             self._rt.emit_info(session, path=dialed.path, peer_address=dialed.peer_address or peer_address)
             if via_relay:
@@ -412,7 +421,7 @@ class ChatNode:
             session.link = link
             session.reader_done = threading.Event()
             new_handshake(self._rt, session, initiator=False, nickname=self.nickname, network=self.network,
-                          local_address=self.address, peer_address=format_address(*link.peer), via_relay=True,
+                          local_address=self.hello_address, peer_address=format_address(*link.peer), via_relay=True,
                           peer_query=None)
             session.update(path=path, peer_address=path)
         self._rt.emit(Notice(session.id, "path", f"incoming chat through {path}"))

@@ -26,12 +26,17 @@ def test_natted_host_chats_through_the_relay(project: Project) -> None:
     run_scenario(project, "relay-chat")
 
 
-def test_natted_host_calls_a_reachable_host_through_the_relay(project: Project) -> None:
+def test_natted_host_calls_a_reachable_host_without_relay_directly(project: Project) -> None:
     run_scenario(project, "natted-caller")
 
 
 def test_partition_heals_to_the_most_work_chain_without_losing_records(project: Project) -> None:
     run_scenario(project, "partition")
+
+
+@pytest.mark.timeout(480)
+def test_a_long_partition_with_equal_work_on_both_sides_heals_by_itself(project: Project) -> None:
+    run_scenario(project, "partition-equal")
 
 
 def test_address_change_updates_the_record_and_chats_follow(project: Project) -> None:

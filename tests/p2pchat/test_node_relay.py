@@ -102,41 +102,49 @@ def test_a_call_by_address_never_uses_a_relay_and_says_why(identities):
         relay.close()
 
 
-def test_a_no_inbound_caller_goes_through_the_relay_even_when_the_peer_has_an_address(identities):
-    # Dialled directly, the callee would see an address no record binds to the caller and refuse step 2.
+def test_a_no_inbound_caller_dials_a_listener_without_relay_directly_and_is_checked_by_its_key(identities):
+    # Outbound TCP works through NAT: the caller's hello claims no address, so the callee looks it up by the key it
+    # sends (its record is relay-only) instead of by the NAT address it sees. The callee has no --relay at all.
     relay = relay_server()
     directory = FixedDirectory()
-    alice = make_peer(identities[0], "alice", directory, relay=relay.address, auto_accept=True)
+    alice = make_peer(identities[0], "alice", directory, auto_accept=True)
     carol = make_peer(identities[2], "carol", directory, no_inbound=True, relay=relay.address, register=False)
     directory.add(entry(identities[2], "carol", None, None, relay.address))
     try:
         assert carol.node._registration.wait_registered(5)
-        assert alice.node._registration.wait_registered(5)
-        sid = carol.node.open_session("alice")
-        carol.node.run_all(sid)
-        carol.log.wait(StepResult, step=Step.AGREE_KEY, ok=True)
-        assert carol.node.session_info(sid).path == f"relay {relay.address}"
-        assert "--no-inbound" in carol.log.wait(Notice, kind="path").text
-        carol.node.send_text(sid, "from behind the NAT")
-        alice.log.wait(MessageReceived, text="from behind the NAT")
+        for n, query in enumerate(("alice", alice.ip)):   # by nickname and by address
+            sid = carol.node.open_session(query)
+            carol.node.run_all(sid)
+            carol.log.wait(StepResult, session=sid, step=Step.AGREE_KEY, ok=True)
+            assert carol.node.session_info(sid).path == "direct"
+            carol.node.send_text(sid, f"from behind the NAT to {query}")
+            alice.log.wait(MessageReceived, text=f"from behind the NAT to {query}")
+            checked = alice.log.all(StepResult, step=Step.SWAP_KEYS, ok=True)
+            assert len(checked) == n + 1
+            assert "fingerprint" in checked[-1].detail and "(carol)" in checked[-1].detail
+            carol.node.end_session(sid)
+        # Its own calls did not knock its listener off the relay.
+        assert carol.node.relay_state == f"registered at relay {relay.address}"
     finally:
         carol.node.close()
         alice.node.close()
         relay.close()
 
 
-def test_a_no_inbound_caller_cannot_call_by_address_and_is_told_why(identities):
+def test_a_caller_without_an_address_whose_record_names_another_address_is_refused(identities):
+    # "Look me up by my key" is only for keys without an address, or calling from the address their record names:
+    # a key bound to 10.x cannot call from elsewhere and be taken for its owner's machine.
     relay = relay_server()
     directory = FixedDirectory()
-    alice = make_peer(identities[0], "alice", directory, relay=relay.address, auto_accept=True)
+    alice = make_peer(identities[0], "alice", directory, auto_accept=True)
     carol = make_peer(identities[2], "carol", directory, no_inbound=True, relay=relay.address, register=False)
+    directory.add(entry(identities[2], "carol", free_loopback_ip(), 8471))
     try:
-        sid = carol.node.open_session(alice.ip)
+        sid = carol.node.open_session("alice")
         carol.node.run_all(sid)
-        failed = carol.log.wait(StepResult, step=Step.CONNECT, ok=False)
-        assert "--no-inbound" in failed.detail and "a relay is not used for calls by address" in failed.detail
-        assert "nickname or fingerprint" in failed.detail
-        assert not alice.log.all(StepResult)
+        failed = alice.log.wait(StepResult, step=Step.SWAP_KEYS, ok=False)
+        assert "called without an address of its own, but the ledger binds its key" in failed.detail
+        assert carol.log.wait(StepResult, step=Step.SWAP_KEYS, ok=False)
     finally:
         carol.node.close()
         alice.node.close()

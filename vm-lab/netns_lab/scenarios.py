@@ -7,6 +7,7 @@ never repairs the lab behind the product's back.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from netns_lab.wait import wait_until
 STEP_TIMEOUT = 30.0       # the four steps, including the ledger look-ups on both sides
 MESSAGE_TIMEOUT = 15.0
 CONVERGE_TIMEOUT = 60.0
+PARTITION_SECONDS = 150.0  # the equal-work partition: longer than the 120 s idle timeout of ledger links
 HEAL_TIMEOUT = 120.0      # reconnect backoff after a long cut can take a while
 
 # What `p2pchat chat`/`listen` print when the four steps are done, and which path a chat took.
@@ -148,20 +150,27 @@ def relay_chat(p: Project) -> None:
 
 
 def natted_caller(p: Project) -> None:
-    """The NAT'd c calls a by nickname (a call by address never follows a relay hint, and c, with no address
-    in the ledger, can only call through a relay). Dialled directly, a would see the router's address, which
-    no record binds; so c goes through the relay, where a is registered."""
+    """The NAT'd c calls a, whose listener has no --relay, by address and then by nickname: outbound TCP works
+    through the NAT, c's hello claims no address, and a checks c by the key its relay-only record names (not by
+    the router's address it sees). c's own listener stays registered at the relay meanwhile."""
     p.form_network(["a", "r", "c"], timeout=CONVERGE_TIMEOUT)
     relay = p.relay("r")
     relay.wait_for(r"relay listening on", 15)
-    listener = p.listen("a", at_relay=True)
-    chat = connect_chat(p, "c", "a")
-    chat.wait_for(RELAY_PATH, 5)
-    exchange(chat, listener, count=3, tag="c-to-a")
-    choose_chat(listener)
-    exchange(listener, chat, count=3, tag="a-to-c")
-    finish_chat(p, chat)
+    own = p.listen("c", "c-listen")
+    listener = p.listen("a")
+    for n, (peer, tag) in enumerate(((p.lab.ip("a"), "by address"), ("a", "by nickname")), start=1):
+        mark = listener.mark()
+        chat = connect_chat(p, "c", peer, label=f"chat-{tag.split()[1]}")
+        chat.wait_for(DIRECT_PATH, 5)
+        exchange(chat, listener, count=3, tag=f"c-to-a {tag}")
+        listener.send(f"/to {n}")    # the listener writes to the chat it chose
+        exchange(listener, chat, count=3, tag=f"a-to-c {tag}")
+        finish_chat(p, chat)
+        listener.wait_for(rf"Chat {n} with c ended", MESSAGE_TIMEOUT, since=mark)
+    check("registered again" not in own.output(),
+          f"c's calls knocked its own listener off the relay:\n{own.output()[-2000:]}")
     p.lab.forget(listener)
+    p.lab.forget(own)
     p.lab.forget(relay)
 
 
@@ -204,6 +213,34 @@ def partition_heal(p: Project) -> None:
     for (asker, host), found in zip(asks, answers, strict=True):
         check(found is not None and same_fingerprint(found, fingerprint_of(final[host])),
               f"after healing, {asker}'s node lost {host}'s record: {found}")
+
+
+def partition_equal_work(p: Project) -> None:
+    """Cut {b, d} off from {a, r, e} for 150 s (long enough for every connection across the cut to time out);
+    each side registers one newcomer, so each mines one block: equal work. After the link is restored, with
+    nothing new registered, every node settles on one tip (the lower tip hash wins the tie; the other side's
+    record is mined again on top) and every record resolves everywhere."""
+    lab = p.lab
+    p.form_network(["a", "b", "r"], timeout=CONVERGE_TIMEOUT)
+    for host in ("d", "e"):
+        lab.add_host(host)
+    lab.topo.partition(["b", "d"])
+    cut_at = time.monotonic()
+    p.ledger_join("d", "b")
+    side_b = p.wait_converged(["b", "d"], timeout=CONVERGE_TIMEOUT)["b"]
+    p.ledger_join("e", "a")
+    side_a = p.wait_converged(["a", "r", "e"], timeout=CONVERGE_TIMEOUT)["a"]
+    check(height_of(side_a) == height_of(side_b) and tip_of(side_a) != tip_of(side_b),
+          f"each side should have mined one block: a {summary(side_a)}, b {summary(side_b)}")
+    time.sleep(max(0.0, PARTITION_SECONDS - (time.monotonic() - cut_at)))
+    lab.topo.heal()
+    hosts = ["a", "b", "r", "d", "e"]
+    final = p.wait_converged(hosts, timeout=HEAL_TIMEOUT)
+    asks = [(asker, host) for asker in ("a", "b") for host in hosts]
+    answers = p.lookups([(asker, lab.ip(host)) for asker, host in asks])
+    for (asker, host), found in zip(asks, answers, strict=True):
+        check(found is not None and same_fingerprint(found, fingerprint_of(final[host])),
+              f"after healing, {asker}'s node lacks {host}'s record: {found}")
 
 
 # ---- 5: address change ---------------------------------------------------------------------------------
@@ -330,9 +367,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              network_forms),
     Scenario("direct-chat", "a ↔ b directly through the four steps, across a key rotation", direct_chat),
     Scenario("relay-chat", "a ↔ NAT'd c through the relay, four steps end to end", relay_chat),
-    Scenario("natted-caller", "NAT'd c calls a: it has no address in the ledger, so the relay carries the chat",
-             natted_caller),
+    Scenario("natted-caller", "NAT'd c calls a (no --relay) directly and is checked by its key; its own listener "
+             "stays registered", natted_caller),
     Scenario("partition", "link cut and restored: most-work chain wins, no record lost", partition_heal),
+    Scenario("partition-equal", "150 s cut, one block on each side (equal work), restored: one tip everywhere "
+             "without anything new registered", partition_equal_work),
     Scenario("address-change", "b moves: updated record, a reconnects to the new address", address_change),
     Scenario("kill-restart", "kill -9 a node, verify its store, restart: it rejoins and catches up",
              kill_restart),

@@ -1,0 +1,105 @@
+"""Network-adjusted time: a node measures its clock against its peers' (each hello carries the sender's time),
+tells its user plainly when its own clock is off, corrects it by the peers' median (bounded), and never holds its
+own wrong clock against honest peers."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ledger.cli import main
+from ledger.nettime import MAX_ADJUST, NetworkTime, describe_offset
+from ledger.protocol import LEDGER_PROTOCOL, PeerHello, hello_fields
+from tests.ledger.gossip_kit import PARAMS, Net, config, record_for, wait_until
+from tests.ledger.test_partition_heal import _branch, _ledger_with
+
+SKEW = 600.0   # ten minutes
+CLOCK = config(mine=False, register=False, future_retry=0.3, tip_announce_interval=0.3)
+
+
+@pytest.fixture
+def net(tmp_path):
+    with Net(tmp_path) as n:
+        yield n
+
+
+def test_the_median_of_peers_offsets_needs_three_peers_and_corrects_within_bounds():
+    t = NetworkTime(lambda: 1000.0)
+    t.add_sample("a", 1600, 1000)
+    t.add_sample("b", 1590, 1000)
+    assert t.measured_offset() is None and t.now() == 1000.0 and t.warning() is None   # two peers prove nothing
+    t.add_sample("c", 1000, 1000)
+    assert t.measured_offset() == 590 and t.now() == 1590.0
+    assert t.warning() == ("your clock is 10 min behind your peers; fix the system time (until then this node "
+                           "uses its peers' median time)")
+    t.add_sample("d", 1000, 1000)   # an even count: the middle value nearer zero
+    assert t.measured_offset() == 0 and t.warning() is None
+    t.add_sample("a", 1000, 1000)   # one sample per address: the newest counts
+    assert t.samples == 4
+
+
+def test_an_offset_beyond_the_bound_is_reported_but_not_applied():
+    t = NetworkTime(lambda: 0.0)
+    for ip in "abc":
+        t.add_sample(ip, 0, 2 * MAX_ADJUST)   # our clock is an hour ahead
+    assert t.now() == 0.0
+    warning = t.warning()
+    assert warning is not None and warning.startswith("your clock is 60 min ahead of your peers; fix the system time")
+    assert "too far off" in warning
+    assert describe_offset(45) == "45 s" and describe_offset(-9 * 60) == "9 min"
+    assert describe_offset(7500) == "2 h 5 min"
+
+
+def test_a_nodes_hello_carries_its_clock_and_old_hellos_without_it_still_parse():
+    fields = hello_fields(role="peer", nonce=bytes(8), network="n", genesis=bytes(32), params={}, height=0,
+                          tip=bytes(32), work=0, time=1_700_000_000)
+    hello = PeerHello.from_message(LEDGER_PROTOCOL.decode(LEDGER_PROTOCOL.encode("hello", **fields)[4:]))
+    assert hello.time == 1_700_000_000
+    fields.pop("time")
+    assert PeerHello.from_message(LEDGER_PROTOCOL.decode(LEDGER_PROTOCOL.encode("hello", **fields)[4:])).time is None
+
+
+def _honest(net: Net, blocks, n: int = 3):
+    return [net.node(ledger=_ledger_with(net, f"h{i}", blocks), config=CLOCK) for i in range(n)]
+
+
+def test_a_node_whose_clock_is_behind_syncs_recent_blocks_bans_nobody_and_is_told(net, capsys):
+    blocks = _branch(3, int(time.time()) - 5)   # recent: "from the future" for a clock 10 min behind
+    honest = _honest(net, blocks)
+    def behind() -> float:
+        return time.time() - SKEW
+
+    late = net.node(ledger=_ledger_with(net, "late", [], clock=behind), config=CLOCK,
+                    seeds=[h.address for h in honest], clock=behind)
+
+    wait_until(lambda: late.ledger.tip_info()[1] == blocks[-1].hash, timeout=20)
+    assert late.banned() == {}
+    assert all(late.standing_points(h.host) == 0 for h in honest)
+    assert all(h.banned() == {} for h in honest)
+    clock = late.status()["clock"]
+    assert clock["samples"] == 3 and clock["offset"] == pytest.approx(SKEW, abs=5)
+    assert clock["warning"].startswith("your clock is 10 min behind your peers; fix the system time")
+    assert all(h.status()["clock"]["warning"] is None for h in honest)
+    assert main(["status", "--host", late.host, "--port", str(late.port)]) == 0   # `ledger status` says it too
+    assert "CLOCK         your clock is 10 min behind your peers; fix the system time" in capsys.readouterr().out
+
+
+def test_a_node_whose_clock_is_ahead_mines_blocks_its_peers_accept(net, identities):
+    blocks = _branch(1, int(time.time()) - 120)
+    honest = _honest(net, blocks)
+    def ahead() -> float:
+        return time.time() + SKEW
+
+    early = net.node(ledger=_ledger_with(net, "early", blocks, clock=ahead), config=config(
+        mine=True, register=False, future_retry=0.3, tip_announce_interval=0.3),
+        seeds=[h.address for h in honest], clock=ahead)
+    wait_until(lambda: early.nettime.samples == 3, timeout=20)
+    assert early.status()["clock"]["warning"].startswith("your clock is 10 min ahead of your peers")
+
+    early.admit_record(record_for(identities[5], None, nickname="eve", relay="127.0.0.1:8500"))
+    wait_until(lambda: early.ledger.height == 2, timeout=30)
+    mined = early.ledger.get_block(early.ledger.tip_info()[1])
+    assert mined is not None and mined.header.timestamp <= time.time() + PARAMS.max_future_seconds
+    wait_until(lambda: all(h.ledger.tip_info()[1] == mined.hash for h in honest), timeout=20)
+    assert all(h.banned() == {} and h.standing_points(early.host) == 0 for h in honest)
