@@ -31,15 +31,12 @@ import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import IO, Any
 
 log = logging.getLogger("gui.ledger_child")
 
-RECENT_BLOCKS = 8
 NICENESS = 10        # mining and syncing are background work: the window (and the user's other programs) come first
-PENDING_SHOWN = 20
 _PR_SET_PDEATHSIG = 1
 
 
@@ -66,19 +63,9 @@ def _send(out: IO[str], message: dict[str, Any]) -> None:
 
 def recent(node: Any) -> dict[str, Any]:
     """The ledger tab's recent blocks (newest first) and pending records, as lines for a person."""
-    from gui.text import clean_name
+    from gui.ledger_monitor import recent_lines
 
-    ledger = node.ledger
-    height = ledger.height
-    blocks = []
-    for h in range(height, max(-1, height - RECENT_BLOCKS), -1):
-        block = ledger.main_at(h)
-        if block is None:
-            break
-        stamp = time.strftime("%H:%M:%S", time.localtime(block.header.timestamp))
-        blocks.append(f"#{h:<5} {block.hash.hex()[:12]}  {len(block.records):>3} rec  {stamp}")
-    pending = [clean_name(r.describe(), "?") if hasattr(r, "describe") else "?"
-               for r in ledger.pending_records()[:PENDING_SHOWN]]
+    blocks, pending = recent_lines(node.ledger, node.ledger.height)
     return {"blocks": blocks, "pending": pending}
 
 

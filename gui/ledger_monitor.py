@@ -86,6 +86,21 @@ def _alert_line(item: dict[str, Any], prefix: str) -> str:
     return prefix + (text if len(text) <= ALERT_CHARS else text[:ALERT_CHARS - 1] + "…")
 
 
+def recent_lines(ledger: Any, height: int) -> tuple[list[str], list[str]]:
+    """The ledger tab's recent main-chain blocks below ``height`` (newest first) and pending records, as lines for
+    a person (pending records come from the network: cleaned). Shared by the in-process source and the child."""
+    blocks = []
+    for h in range(height, max(-1, height - RECENT_BLOCKS), -1):
+        block = ledger.main_at(h)
+        if block is None:
+            break
+        stamp = time.strftime("%H:%M:%S", time.localtime(block.header.timestamp))
+        blocks.append(f"#{h:<5} {block.hash.hex()[:12]}  {len(block.records):>3} rec  {stamp}")
+    pending = [clean_name(r.describe(), "?") if hasattr(r, "describe") else "?"
+               for r in ledger.pending_records()[:PENDING_SHOWN]]
+    return blocks, pending
+
+
 class NodeSource:
     """A ledger node running inside this process (the app started it)."""
 
@@ -95,18 +110,8 @@ class NodeSource:
 
     def snapshot(self) -> LedgerSnapshot:
         status = self.node.status()
-        ledger = self.node.ledger
-        height = status.get("height") or 0
-        blocks = []
-        for h in range(height, max(-1, height - RECENT_BLOCKS), -1):
-            block = ledger.main_at(h)
-            if block is None:
-                break
-            stamp = time.strftime("%H:%M:%S", time.localtime(block.header.timestamp))
-            blocks.append(f"#{h:<5} {block.hash.hex()[:12]}  {len(block.records):>3} rec  {stamp}")
-        pending = tuple(clean_name(r.describe(), "?") if hasattr(r, "describe") else "?"
-                        for r in ledger.pending_records()[:PENDING_SHOWN])
-        return snapshot_from_status(status, self.where, blocks=tuple(blocks), pending=pending)
+        blocks, pending = recent_lines(self.node.ledger, status.get("height") or 0)
+        return snapshot_from_status(status, self.where, blocks=tuple(blocks), pending=tuple(pending))
 
     def join(self, address: str) -> str:
         self.node.add_peer(address)

@@ -422,14 +422,7 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"the ledger database {self.path} is damaged ({exc}); move it aside "
                              f"and start again to resync: mv '{self.path}' '{self.path}.bad'") from None
-        blocks: list[Block] = []
-        damaged: list[tuple[int, str]] = []
-        for n, header, records in rows:
-            try:
-                blocks.append(Block.from_wire({"header": header, "records": _unpack(records)}))
-            except (LedgerError, ValueError, TypeError, msgpack.UnpackException) as exc:
-                damaged.append((n, str(exc)))
-        return blocks, damaged
+        return _parse_rows(rows)
 
     def delete_rows(self, rows: Iterable[int]) -> None:
         """Delete block rows by row number (damaged rows reported by :meth:`load_blocks_lenient`)."""
@@ -503,14 +496,7 @@ class Store:
         """Stored blocks not on the stored main chain (side and parked branches), in acceptance order."""
         rows = self._conn.execute("SELECT b.n, b.header, b.records FROM side s JOIN blocks b ON b.hash = s.hash "
                                   "ORDER BY b.n").fetchall()
-        blocks: list[Block] = []
-        damaged: list[tuple[int, str]] = []
-        for n, header, records in rows:
-            try:
-                blocks.append(Block.from_wire({"header": header, "records": _unpack(records)}))
-            except (LedgerError, ValueError, TypeError, msgpack.UnpackException) as exc:
-                damaged.append((n, str(exc)))
-        return blocks, damaged
+        return _parse_rows(rows)
 
     # --- pending records -----------------------------------------------------------------------------------
 
@@ -539,3 +525,15 @@ class Store:
             except (LedgerError, ValueError, TypeError, msgpack.UnpackException) as exc:
                 log.warning("skipping damaged pending record #%s in %s: %s", n, self.path, exc)
         return out
+
+
+def _parse_rows(rows: Iterable[tuple[int, bytes, bytes]]) -> tuple[list[Block], list[tuple[int, str]]]:
+    """Stored block rows ``(n, header, records)`` as blocks, and the rows that do not parse (with the reason)."""
+    blocks: list[Block] = []
+    damaged: list[tuple[int, str]] = []
+    for n, header, records in rows:
+        try:
+            blocks.append(Block.from_wire({"header": header, "records": _unpack(records)}))
+        except (LedgerError, ValueError, TypeError, msgpack.UnpackException) as exc:
+            damaged.append((n, str(exc)))
+    return blocks, damaged
