@@ -60,11 +60,19 @@ class Driver:
         self.pump()
 
     def click(self, widget: tkinter.Misc) -> None:
-        """A real left click in the middle of ``widget``."""
+        """A real left click in the middle of ``widget``, once it has settled on screen (a dialog that is being
+        placed over its parent, raised or given focus moves after it is mapped: clicking where it was would miss)."""
         self.pump()
         assert widget.winfo_viewable(), f"{widget} is not on screen"
-        self.click_at(widget.winfo_rootx() + widget.winfo_width() // 2,
-                      widget.winfo_rooty() + widget.winfo_height() // 2)
+        seen: list[tuple[int, int, int, int]] = []
+
+        def settled() -> bool:
+            seen.append((widget.winfo_rootx(), widget.winfo_rooty(), widget.winfo_width(), widget.winfo_height()))
+            return len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]
+
+        self.wait(settled, 5, what=f"{widget} to settle on screen")
+        x, y, width, height = seen[-1]
+        self.click_at(x + width // 2, y + height // 2)
 
     def type(self, entry: tkinter.Misc, text: str) -> None:
         """Click into ``entry`` and type ``text`` key by key."""

@@ -143,7 +143,9 @@ def test_the_app_process_leaves_no_ledger_process_behind(xvfb, tmp_path, how):
         proc.wait(60)
         wait_until(lambda: not alive(child), 30, interval=0.1, what="the ledger process to end")
         if how == signal.SIGTERM:
-            assert proc.returncode == 0
+            # Closed like the window's close button (0), or, when the signal lands while the window is still
+            # starting, unwound as an interrupted start (130): either way cleanly, with no ledger process left.
+            assert proc.returncode in (0, 130)
             assert "Traceback" not in proc.stderr.read()
     finally:
         if proc.poll() is None:
