@@ -138,6 +138,24 @@ def test_a_peer_silent_mid_handshake_ends_its_session_only(identities):
         silent.close()
 
 
+def test_a_chat_accepted_then_left_idle_blames_the_caller_on_both_sides(identities):
+    # The callee answers at once, before its accept deadline (1 s); the handshake deadline (1.5 s) then passes
+    # between steps 1 and 2, which is the caller's turn: nobody is told the callee did not answer.
+    timeouts = {"accept_timeout": 1.0, "handshake_timeout": 1.5, "step_timeout": 1.0}
+    with pair(identities, **timeouts, bob={"auto_accept": False}) as (alice, bob, _):
+        sid = alice.node.open_session(f"{bob.ip}:{bob.node.port}")
+        alice.node.run_step(sid, Step.CONNECT)
+        bob.node.accept(bob.log.wait(IncomingChat).session, True)
+        alice.log.wait(StepResult, step=Step.CONNECT, ok=True)
+        caller, callee = alice.log.wait(SessionEnded, session=sid), bob.log.wait(SessionEnded)
+        for reason in (caller.reason, callee.reason):
+            assert "left the handshake unfinished at step 2 Swap public keys" in reason, reason
+            assert "did not accept" not in reason and "did not answer" not in reason, reason
+        # whichever clock ran out first, the caller's text says it was its own turn
+        assert "you left the handshake unfinished" in caller.reason
+        assert "caller" in callee.reason
+
+
 def test_a_connection_that_never_says_hello_is_dropped(identities):
     with pair(identities, bob={"step_timeout": 0.3}) as (_alice, bob, _):
         mute = socket.create_connection((bob.ip, bob.node.port), timeout=5)
