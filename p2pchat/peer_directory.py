@@ -24,6 +24,7 @@ from ledger.disputes import Dispute
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import normalize_ip
 from p2pchat.foundation.errors import AddressError, PeerUnreachable, UserError
+from p2pchat.handshake import ChainPosition
 from p2pchat.links import Binding
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -123,6 +124,22 @@ class LedgerDirectory:
         except UserError as exc:
             # Anything else is an answer the client refused to believe (bad proof, wrong network, ...).
             raise PeerNotFound(f"the ledger node at {self.client.node} gave no usable answer: {exc}") from None
+
+    # --- the ledger cross-check of step 2 (p2pchat.handshake.LedgerView) ---
+
+    def position(self) -> ChainPosition | None:
+        where = self.client.position()
+        return ChainPosition(*where) if where is not None else None
+
+    def hash_at(self, height: int) -> bytes | None:
+        header = self.client.header(height)
+        return header.hash if header is not None else None
+
+    def report(self, peer: bytes, position: ChainPosition) -> str:
+        """Hand a chat peer's disagreeing ledger position to our ledger node as evidence (network IO)."""
+        return self.client.report_checkpoint(peer=peer, final_height=position.final_height,
+                                             final_hash=position.final_hash, tip_height=position.tip_height,
+                                             tip_hash=position.tip_hash)
 
     def close(self) -> None:
         """Each lookup uses its own short connection: nothing stays open."""
