@@ -54,13 +54,16 @@ class Report:
     tip_hash: bytes
     reporter: str                 # the IP of the chat node that reported it
     at: float
-    verdict: str                  # "conflict" (another block here at that height) or "beyond" (above our tip)
+    verdict: str                  # "conflict" (another block here at that height), "beyond" (above our tip) or
+                                  # "parked" (in a branch this node parked: the existing ALERT's business)
     asked: str | None             # the peer's ledger node this node dialled, if its ledger names one
 
     def text(self, confirmed: bool) -> str:
-        where = ("this node holds another block at that height" if self.verdict == "conflict"
-                 else "this node's chain does not reach that height")
-        ask = (f"; asked that peer's ledger node at {self.asked} for its chain" if self.asked
+        where = {"conflict": "this node holds another block at that height",
+                 "beyond": "this node's chain does not reach that height",
+                 "parked": "it is in a branch this node parked, as it conflicts with final history"}[self.verdict]
+        ask = ("" if self.verdict == "parked" else
+               f"; asked that peer's ledger node at {self.asked} for its chain" if self.asked
                else "; this ledger names no ledger node for that peer")
         state = ("confirmed: the branch holding it is parked (see the ALERT)" if confirmed
                  else "not confirmed: no branch holding it reached this node")
@@ -90,8 +93,10 @@ class CheckpointEvidence:
         standing, branch = self.ledger.block_standing(height, block)
         if standing == "main":
             return "on-chain", f"block {height} ({block.hex()[:16]}) is on this node's main chain"
-        if standing == "parked":
+        if standing == "parked":    # known here already: kept for status, nothing to fetch
             assert branch is not None
+            self._keep(Report(fields["peer"], height, block, fields["tip_height"], fields["tip_hash"], sender_ip,
+                              now, "parked", None))
             return "parked", f"block {height} is in a branch this node parked: {branch.describe()}"
         with self._lock:
             known = self._reports.get(block)
@@ -106,13 +111,16 @@ class CheckpointEvidence:
             asked = self._dial(record.ip, record.ledger_port)
         report = Report(fields["peer"], height, block, fields["tip_height"], fields["tip_hash"], sender_ip, now,
                         standing, asked)
-        with self._lock:
-            self._reports.pop(block, None)
-            self._reports[block] = report
-            while len(self._reports) > self.config.kept:
-                self._reports.popitem(last=False)
+        self._keep(report)
         log.warning("checkpoint evidence: %s", report.text(False))
         return "recorded", report.text(False)
+
+    def _keep(self, report: Report) -> None:
+        with self._lock:
+            self._reports.pop(report.final_hash, None)
+            self._reports[report.final_hash] = report
+            while len(self._reports) > self.config.kept:
+                self._reports.popitem(last=False)
 
     def _allowed(self, ip: str, now: float) -> bool:
         with self._lock:

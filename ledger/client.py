@@ -218,9 +218,10 @@ class LedgerClient:
         if chain is None:
             return None
         assert self.params is not None      # the header chain exists only once the network is known
-        with chain.store.reading():
-            tip = chain.tip
-            final = chain.final() or (0, self.params.genesis_hash)
+        # The final block first: the chain never moves below it (HeaderChain.extend), so the tip read after it is
+        # at or above it.
+        final = chain.final() or (0, self.params.genesis_hash)
+        tip = chain.tip
         return final[0], final[1], tip.height, tip.hash
 
     def report_checkpoint(self, *, peer: bytes, final_height: int, final_hash: bytes, tip_height: int,

@@ -58,6 +58,9 @@ def test_a_report_is_judged_against_our_chain_and_dials_the_ledger_node_our_ledg
         assert ledger.status()["alerts"]
         assert all(s["confirmed"] for s in evidence.status())
         assert evidence.receive(report(carol.fingerprint, 3, other[2].hash), sender_ip="127.0.0.5")[0] == "parked"
+        newest = evidence.status()[0]
+        assert newest["verdict"] == "parked" and newest["confirmed"] and newest["asked"] is None
+        assert len(dialled) == 1                                   # a parked branch is known here: nothing to fetch
 
 
 def test_reports_are_rate_limited_per_sender(tmp_path, ids):
