@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import hashlib
 
+from p2pchat.events import MessageReceived, Notice
+from p2pchat.foundation import crypto
 from p2pchat.handshake import NO_POSITION, ChainPosition, LedgersDisagree, StepDone, judge_checkpoint
 from p2pchat.steps import Step
 from tests.p2pchat.handshake_pair import Pair
+from tests.p2pchat.node_kit import connect_all, pair, wait_until
 from tests.p2pchat.test_handshake import assert_nothing_established, frame_type, rewrite
 
 
@@ -136,3 +139,33 @@ def test_field_bounds_a_final_block_above_the_tip_and_an_unknown_verdict_are_ref
     pair = Pair(identities[0], identities[1], wire=odd).run()
     assert pair.r.failed is not None and pair.r.failed.step is Step.AUTHENTICATE
     assert "unknown ledger verdict" in pair.r.failed.reason
+
+
+# --- through two real chat nodes (sockets, threads): the warning on both sides, the evidence to the ledger node ---
+
+class ReportingChain(Chain):
+    """A ledger view that also takes the chat node's evidence reports (LedgerDirectory.report in the product)."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)     # type: ignore[arg-type]
+        self.reports: list[tuple[bytes, ChainPosition]] = []
+
+    def report(self, peer: bytes, position: ChainPosition) -> str:
+        self.reports.append((peer, position))
+        return "recorded"
+
+
+def test_two_nodes_whose_ledgers_disagree_both_warn_the_chat_goes_on_and_each_reports_the_peer(identities):
+    with pair(identities) as (alice, bob, _):
+        alice.node._rt.ledger_check = a_view = ReportingChain("a", 20, 14, fork=9)
+        bob.node._rt.ledger_check = b_view = ReportingChain("b", 15, 12, fork=9)
+        sid, _ = connect_all(alice, bob)
+        for log, peer in ((alice.log, "bob"), (bob.log, "alice")):
+            notice = log.wait(Notice, kind="ledgers")
+            assert notice.text.startswith(f"Your ledger and {peer}'s disagree about final history")
+            assert "cut off from the network" in notice.text and "This chat goes on" in notice.text
+        alice.node.send_text(sid, "still fine")
+        bob.log.wait(MessageReceived, text="still fine")
+        wait_until(lambda: a_view.reports and b_view.reports, 10)
+        assert a_view.reports == [(crypto.fingerprint(identities[1].public_der), b_view.position())]
+        assert b_view.reports == [(crypto.fingerprint(identities[0].public_der), a_view.position())]

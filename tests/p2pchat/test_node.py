@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from p2pchat.admission import Admission
-from p2pchat.chat_protocol import CHAT
+from p2pchat.chat_protocol import CHAT, PROTOCOL_VERSION
 from p2pchat.events import (
     DeliveryReceipt,
     IncomingChat,
@@ -129,7 +129,8 @@ def test_unreachable_peer_fails_step_one_with_the_reason(identities):
 def test_a_peer_silent_mid_handshake_ends_its_session_only(identities):
     with pair(identities, bob={"step_timeout": 0.5, "handshake_timeout": 1.0}) as (alice, bob, _):
         silent = socket.create_connection((bob.ip, bob.node.port), timeout=5)
-        silent.sendall(CHAT.encode("hello", version=1, network="p2pchat", nickname="mallory", address="127.0.0.9:8471"))
+        silent.sendall(CHAT.encode("hello", version=PROTOCOL_VERSION, network="p2pchat", nickname="mallory",
+                                   address="127.0.0.9:8471"))
         sid, bsid = connect_all(alice, bob)               # served meanwhile
         ended = wait_until(lambda: [e for e in bob.log.all(SessionEnded) if e.session != bsid], 10)
         assert "unfinished" in ended[0].reason or "silent" in ended[0].reason
