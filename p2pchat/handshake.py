@@ -13,6 +13,8 @@ events, which the IO layer handles in order:
 - ``StepDone(step, detail)``      — a step finished on this side (both sides report every step)
 - ``Failed(step, reason)``        — the handshake is over; close the connection after sending queued frames
 - ``Ready(established)``          — keys agreed; hand ``established`` to :class:`p2pchat.channel.Channel`
+- ``LedgersDisagree(...)``        — step 3 verified a peer whose ledger's final history disagrees with ours: warn
+  the user (the handshake goes on) and report the peer's position to our ledger node
 
 Each side makes exactly one RSA signature per handshake, over the whole transcript (as TLS 1.3's
 CertificateVerify does). The responder makes it only after the initiator's own signature verified, so a peer that
@@ -26,7 +28,7 @@ never true.
 API::
 
     Handshake(*, initiator, identity, nickname, network, local_address, peer_address, via_relay=False,
-              peer_query=None, rng=crypto.random_bytes, ephemeral_factory=crypto.EphemeralKey)
+              peer_query=None, rng=crypto.random_bytes, ephemeral_factory=crypto.EphemeralKey, ledger_view=None)
     .start(step) -> list[HsEvent]          # initiator only; raises StepOrderError when out of order
     .refusal(step) -> str | None           # the StepOrderError text start(step) would raise, or None
     .receive(msg: Message) -> list[HsEvent]  # never raises for anything a peer sends
@@ -42,13 +44,15 @@ API::
 
 Steps (docs/protocol.md has the byte-level spec and test vectors):
 1. Connect: ``hello`` → ``welcome`` | ``decline`` | ``error`` (version/network mismatch).
-2. Swap public keys: ``key`` ↔ ``key`` (identity key, a fresh 32-byte nonce and a fresh X25519 public half),
+2. Swap public keys: ``key`` ↔ ``key`` (identity key, a fresh 32-byte nonce, a fresh X25519 public half and the
+   sender's ledger position — final block and tip, from ``ledger_view``, all zero without one),
    each side checks the peer's key against the ledger (byte for byte) and sends ``key_ok``; the step is done on a
    side when its own check passed, the peer's ``key_ok`` arrived and the key parsed as a usable RSA key. The
-   transcript (hellos, both key fingerprints, both nonces, both X25519 halves) is then complete: its hash T2.
+   transcript (hellos, both key fingerprints, both nonces, both X25519 halves, both ledger positions) is then
+   complete: its hash T2. With it each side fixes its verdict on the peer's final block (:func:`judge_checkpoint`).
 3. Authenticate: ``auth`` (initiator's signature) → ``auth_reply`` (responder's signature, made only once the
    initiator's verified) → ``auth_ok``; each signature is RSA-PSS under context ``chat-auth`` over
-   ``role | 0x00 | T2``.
+   ``role | 0x00 | T2 | 0x00 | verdict``, the verdict travelling in the frame (``ledgers``).
 4. Agree AES key: ``confirm`` → ``confirm_reply``; X25519(own private, peer half) then HKDF-SHA256(shared,
    salt=T2) gives the keys; the HMAC-SHA256 tags over ``role | 0x00 | T2`` confirm both sides derived the same
    keys (initiator's first).

@@ -73,7 +73,9 @@ def test_two_users_whose_ledgers_were_split_and_rewritten_both_see_it_and_the_le
             reports = s.get("checkpoint_evidence") or []
             return reports if reports and reports[0]["confirmed"] and s.get("alerts") else None
         (report, *_) = wait_until(evidence, 60, what=f"bob's ledger node to confirm the evidence\n{cluster.logs()}")
-        assert report["reporter"] == b and report["verdict"] in ("conflict", "beyond")
-        assert report["asked"] and report["asked"].startswith(c)
+        # Bob's node may have met carol's again on its own (it reconnects to its old peers) and parked her branch
+        # before the report came; otherwise the report made it dial carol's ledger node.
+        assert report["reporter"] == b and report["verdict"] in ("conflict", "beyond", "parked")
+        assert report["verdict"] == "parked" or report["asked"].startswith(c)
         status = run_ledger("status", "--node", b)
         assert status.returncode == 0 and "evidence" in status.stdout and "ALERT" in status.stdout
