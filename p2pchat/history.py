@@ -364,11 +364,16 @@ class HistoryStore:
             chunks.append(chunk)
             before = chunk[0].id
         for m in (m for chunk in reversed(chunks) for m in chunk):
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.ts))
-            who = "you" if m.direction == "out" else name
-            note = f" ({m.status})" if m.direction == "out" and m.status not in ("sent", "delivered") else ""
-            lines.extend(display_lines(f"[{when}] {who}: {m.text}{note}"))
+            lines.extend(display_lines(transcript_line(m, name)))
         return "\n".join(lines) + "\n"
+
+
+def transcript_line(m: HistoryMessage, peer_name: str) -> str:
+    """``[2026-12-07 08:01:02] you: text`` — raw: show it through :mod:`p2pchat.display` (``peer_name`` too)."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.ts))
+    who = "you" if m.direction == "out" else peer_name
+    note = f" ({m.status})" if m.direction == "out" and m.status not in ("sent", "delivered") else ""
+    return f"[{when}] {who}: {m.text}{note}"
 
 
 def _check_status(status: str) -> None:
@@ -381,4 +386,4 @@ def _bounded(limit: int) -> int:
 
 
 __all__ = ["APPLICATION_ID", "DIRECTIONS", "FILE_NAME", "FORMAT", "STATUSES", "ConversationSummary",
-           "HistoryMessage", "HistoryStore", "HistoryStoreError"]
+           "HistoryMessage", "HistoryStore", "HistoryStoreError", "transcript_line"]
