@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from p2pchat.display import display_lines, one_line
 from p2pchat.foundation import crypto
 from p2pchat.foundation.errors import CryptoError, LocalFault, UsageError
-from p2pchat.store_file import StoreKind, db_error, open_store, refusal
+from p2pchat.store_file import META_SCHEMA, SealedStore, StoreKind
 from p2pchat.vault import Vault
 
 FILE_NAME = "history.sqlite3"
@@ -42,11 +41,7 @@ UNREADABLE = "(this entry cannot be read: it was altered in the file or sealed u
 _AAD_PEER = b"p2pchat/history/1\x00peer\x00"
 _AAD_MESSAGE = b"p2pchat/history/1\x00message\x00"
 
-_SCHEMA = """
-CREATE TABLE meta (
-    name  TEXT PRIMARY KEY,
-    value BLOB NOT NULL                    -- 'key_check': Vault.key_check of the key the rows are under
-);
+_SCHEMA = META_SCHEMA + """
 CREATE TABLE peers (
     tag    BLOB PRIMARY KEY,               -- Vault.index_tag("fp:" + fingerprint hex)
     fp_box BLOB NOT NULL                   -- Vault.seal(aad = "p2pchat/history/1\\0peer\\0" + tag, fingerprint hex)
@@ -111,61 +106,18 @@ def _check_fp(fp: str) -> str:
     return key
 
 
-_T = TypeVar("_T")
 _Row = tuple[Any, ...]
 _COLUMNS = "m.id, m.rid, m.ts, m.direction, m.status, m.unread, m.body, p.fp_box, m.peer"
 
 
-class HistoryStore:
+class HistoryStore(SealedStore):
     """The history of one data directory (thread-safe; several processes may open the same file)."""
 
-    def __init__(self, path: Path, vault: Vault) -> None:
-        self.path = Path(path)
-        self.vault = vault
-        self._lock = threading.Lock()
-        self._db = open_store(KIND, self.path)
-        try:
-            self._adopt_key()
-        except BaseException:
-            self._db.close()
-            raise
+    kind = KIND
 
     @classmethod
     def in_data_dir(cls, data_dir: Path, vault: Vault) -> HistoryStore:
         return cls(Path(data_dir) / FILE_NAME, vault)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    # --- the key the rows are under ---------------------------------------------------------------------
-
-    def _adopt_key(self) -> None:
-        """Record the vault's key in a new file, or encrypt a plain file now that there is a passphrase."""
-        def adopt(db: sqlite3.Connection) -> None:
-            row = db.execute("SELECT value FROM meta WHERE name = 'key_check'").fetchone()
-            if row is None:
-                db.execute("INSERT INTO meta VALUES ('key_check', ?)", (self.vault.key_check,))
-            elif bytes(row[0]) == b"" and self.vault.encrypted:
-                self._encrypt_plain_rows(db)
-                db.execute("UPDATE meta SET value = ? WHERE name = 'key_check'", (self.vault.key_check,))
-            else:
-                self._check_key(db)
-        self._write(adopt, check=False)
-
-    def _check_key(self, db: sqlite3.Connection) -> None:
-        row = db.execute("SELECT value FROM meta WHERE name = 'key_check'").fetchone()
-        stored = bytes(row[0]) if row is not None else b""
-        if stored == self.vault.key_check:
-            return
-        if not self.vault.encrypted:
-            raise HistoryStoreError(f"the history {self.path} is encrypted with a passphrase; give it with "
-                                    f"--passphrase-file FILE or the P2PCHAT_PASSPHRASE variable")
-        if stored == b"":
-            raise HistoryStoreError(f"the history {self.path} was written without the passphrase by another "
-                                    f"p2pchat process meanwhile; start this one again")
-        raise refusal(KIND, self.path, "is encrypted under another passphrase record than this data directory's "
-                                       "vault.json (was vault.json replaced?)")
 
     def _encrypt_plain_rows(self, db: sqlite3.Connection) -> None:
         plain = Vault(self.vault.data_dir, None)
@@ -198,42 +150,6 @@ class HistoryStore:
             text, msg_id, intact = UNREADABLE, None, False
         return HistoryMessage(id=row_id, fp=fp, direction=direction, text=text, ts=ts, status=status,
                               msg_id=msg_id, unread=bool(unread), intact=intact)
-
-    # --- transactions -----------------------------------------------------------------------------------
-
-    def _write(self, fn: Callable[[sqlite3.Connection], _T], *, check: bool = True) -> _T:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.DatabaseError as exc:
-                raise HistoryStoreError(f"the history {self.path} is busy or unwritable: {exc}") from None
-            try:
-                if check:
-                    self._check_key(self._db)
-                result = fn(self._db)
-                self._db.execute("COMMIT")
-                return result
-            except BaseException as exc:
-                self._db.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.DatabaseError):
-                    raise db_error(KIND, self.path, exc, "write") from None
-                if isinstance(exc, CryptoError):
-                    raise refusal(KIND, self.path, f"has an entry that fails authentication ({exc})") from None
-                raise
-
-    def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN")          # one snapshot for the whole read
-                try:
-                    self._check_key(self._db)
-                    return fn(self._db)
-                finally:
-                    self._db.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
-                raise db_error(KIND, self.path, exc, "read") from None
-            except CryptoError as exc:
-                raise refusal(KIND, self.path, f"has an entry that fails authentication ({exc})") from None
 
     def _select(self, where: str, args: Iterable[object], order: str, limit: int) -> list[HistoryMessage]:
         sql = (f"SELECT {_COLUMNS} FROM messages m JOIN peers p ON p.tag = m.peer WHERE {where} "
@@ -287,11 +203,7 @@ class HistoryStore:
             db.execute("DELETE FROM peers WHERE tag = ?", (tag,))
             return count
         count = self._write(write)
-        with self._lock:
-            try:
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.DatabaseError:
-                pass     # another process reads right now; its checkpoint will do it
+        self._checkpoint()
         return count
 
     # --- reading ----------------------------------------------------------------------------------------

@@ -5,6 +5,12 @@ another program's file or one written by a newer p2pchat is refused with the sto
 names the command that moves it aside; it is never overwritten. A new (empty) file is created with mode 0600 in
 WAL mode under ``BEGIN IMMEDIATE``, so two processes opening it at once create it once. An older known format is
 migrated in one ``BEGIN IMMEDIATE`` transaction by the store's migration for it.
+
+:class:`SealedStore` is what both stores are built on: one connection shared by the threads of a process, every
+change one ``BEGIN IMMEDIATE`` transaction (several processes serialise their writes), every read one snapshot,
+and the rows under the data directory's :class:`~p2pchat.vault.Vault`: the file's ``meta`` table records which key
+(``key_check``), a plain file is encrypted when a passphrase first comes, and a file under another key (or
+encrypted, opened without the passphrase) is refused.
 """
 
 from __future__ import annotations
@@ -13,12 +19,15 @@ import os
 import re
 import shlex
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-from p2pchat.foundation.errors import LocalFault
+from p2pchat.foundation.errors import CryptoError, LocalFault
+from p2pchat.vault import Vault
 
 BUSY_TIMEOUT_MS = 10_000
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -146,4 +155,110 @@ def _check_integrity(kind: StoreKind, path: Path, db: sqlite3.Connection) -> Non
         raise refusal(kind, path, f"is damaged ({'; '.join(str(r[0]) for r in result[:3])})")
 
 
-__all__ = ["BUSY_TIMEOUT_MS", "StoreKind", "db_error", "header", "open_store", "refusal"]
+_T = TypeVar("_T")
+META_SCHEMA = """
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL                    -- 'key_check': Vault.key_check of the key the rows are under
+);
+"""
+
+
+class SealedStore:
+    """Base of the data directory's stores (see the module docstring); subclasses give :attr:`kind` and
+    :meth:`_encrypt_plain_rows`."""
+
+    kind: StoreKind
+
+    def __init__(self, path: Path, vault: Vault) -> None:
+        self.path = Path(path)
+        self.vault = vault
+        self._lock = threading.Lock()
+        self._db = open_store(self.kind, self.path)
+        try:
+            self._write(self._adopt_key, check=False)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _encrypt_plain_rows(self, db: sqlite3.Connection) -> None:
+        """Rewrite every row, stored without a passphrase, under :attr:`vault` (inside the open transaction)."""
+        raise NotImplementedError
+
+    def _adopt_key(self, db: sqlite3.Connection) -> None:
+        """Record the vault's key in a new file, or encrypt a plain file now that there is a passphrase."""
+        row = db.execute("SELECT value FROM meta WHERE name = 'key_check'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('key_check', ?)", (self.vault.key_check,))
+        elif bytes(row[0]) == b"" and self.vault.encrypted:
+            self._encrypt_plain_rows(db)
+            db.execute("UPDATE meta SET value = ? WHERE name = 'key_check'", (self.vault.key_check,))
+        else:
+            self._check_key(db)
+
+    def _check_key(self, db: sqlite3.Connection) -> None:
+        row = db.execute("SELECT value FROM meta WHERE name = 'key_check'").fetchone()
+        stored = bytes(row[0]) if row is not None else b""
+        if stored == self.vault.key_check:
+            return
+        what = f"the {self.kind.what} {self.path}"
+        if not self.vault.encrypted:
+            raise self.kind.error(f"{what} is encrypted with a passphrase; give it with --passphrase-file FILE or "
+                                  f"the P2PCHAT_PASSPHRASE variable")
+        if stored == b"":
+            raise self.kind.error(f"{what} was written without the passphrase by another p2pchat process "
+                                  f"meanwhile; start this one again")
+        raise refusal(self.kind, self.path, "is encrypted under another passphrase record than this data "
+                                            "directory's vault.json (was vault.json replaced?)")
+
+    def _write(self, fn: Callable[[sqlite3.Connection], _T], *, check: bool = True) -> _T:
+        """``fn`` in one ``BEGIN IMMEDIATE`` transaction, rolled back when it raises."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                raise self.kind.error(f"the {self.kind.what} {self.path} is busy or unwritable: {exc}") from None
+            try:
+                if check:
+                    self._check_key(self._db)
+                result = fn(self._db)
+                self._db.execute("COMMIT")
+                return result
+            except BaseException as exc:
+                self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise db_error(self.kind, self.path, exc, "write") from None
+                if isinstance(exc, CryptoError):
+                    raise refusal(self.kind, self.path, f"has an entry that fails authentication ({exc})") from None
+                raise
+
+    def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``fn`` on one snapshot of the file."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                try:
+                    self._check_key(self._db)
+                    return fn(self._db)
+                finally:
+                    self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                raise db_error(self.kind, self.path, exc, "read") from None
+            except CryptoError as exc:
+                raise refusal(self.kind, self.path, f"has an entry that fails authentication ({exc})") from None
+
+    def _checkpoint(self) -> None:
+        """Empty the write-ahead log into the file (after a delete: the old pages are gone from both)."""
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.DatabaseError:
+                pass     # another process reads right now; a later checkpoint does it
+
+
+__all__ = ["BUSY_TIMEOUT_MS", "META_SCHEMA", "SealedStore", "StoreKind", "db_error", "header", "open_store",
+           "refusal"]
