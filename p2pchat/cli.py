@@ -155,7 +155,7 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
                     ledger=args.ledger, relay=args.relay, no_inbound=args.no_inbound,
                     direct_timeout=args.direct_timeout, rotate_every=args.rotate_every,
                     step_timeout=args.step_timeout, auto_accept=auto_accept, listen=listen, data_dir=data_dir,
-                    vault=Vault.open(data_dir, secret))
+                    vault=Vault.open(data_dir, secret), outbox=listen)
     if not args.nickname:
         node.nickname = _default_nickname(node.directory, identity)
     return node

@@ -40,14 +40,32 @@ class _Delivered:
     msg_id: int
 
 
-_Item = _Text | _Delivered | None
+@dataclass(frozen=True)
+class _SentRow:
+    """A waiting text (already a history row) went out in ``session`` as ``msg_id``."""
+
+    session: str
+    msg_id: int
+    fp: str
+    row: int
+
+
+@dataclass(frozen=True)
+class _Dropped:
+    """``session`` dropped: its texts still without a receipt wait again."""
+
+    session: str
+
+
+_Item = _Text | _Delivered | _SentRow | _Dropped | None
 
 
 class HistoryRecorder:
     """Writes texts and receipts into ``store`` in the order they were reported; ``report`` tells the user of a
     failure (once per kind of failure, not per message)."""
 
-    def __init__(self, store: HistoryStore, report: Callable[[str], None]) -> None:
+    def __init__(self, store: HistoryStore, report: Callable[[str], None],
+                 requeued: Callable[[str], None] | None = None) -> None:
         self.store = store
         self._report = report
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
@@ -55,7 +73,9 @@ class HistoryRecorder:
         self._pending = 0
         self._dropped = False
         self._failed = False
-        self._rows: OrderedDict[tuple[str, int], int] = OrderedDict()   # (session, msg_id) -> row (thread-owned)
+        # (session, msg_id) -> (row, fp) of sent texts whose receipt may still come (thread-owned)
+        self._rows: OrderedDict[tuple[str, int], tuple[int, str]] = OrderedDict()
+        self._requeued = requeued       # told of each contact whose texts wait again after a drop
         self._thread = threading.Thread(target=self._run, name="history-recorder", daemon=True)
         self._thread.start()
 
@@ -70,7 +90,13 @@ class HistoryRecorder:
     def delivered(self, session: str, msg_id: int) -> None:
         self._put(_Delivered(session, msg_id), 0)
 
-    def _put(self, item: _Text | _Delivered, size: int) -> None:
+    def sent_row(self, session: str, msg_id: int, fp: str, row: int) -> None:
+        self._put(_SentRow(session, msg_id, fp, row), 0)
+
+    def dropped(self, session: str) -> None:
+        self._put(_Dropped(session), 0)
+
+    def _put(self, item: _Text | _Delivered | _SentRow | _Dropped, size: int) -> None:
         with self._lock:
             if self._pending + size > MAX_PENDING_BYTES:
                 first = not self._dropped
@@ -111,19 +137,36 @@ class HistoryRecorder:
                     with self._lock:
                         self._pending -= len(item.text)
 
-    def _write(self, item: _Text | _Delivered) -> None:
+    def _write(self, item: _Text | _Delivered | _SentRow | _Dropped) -> None:
         if isinstance(item, _Delivered):
-            row = self._rows.pop((item.session, item.msg_id), None)
-            if row is not None:
-                self.store.update_status(row, "delivered")
+            found = self._rows.pop((item.session, item.msg_id), None)
+            if found is not None:
+                self.store.update_status(found[0], "delivered")
+            return
+        if isinstance(item, _SentRow):
+            self._track(item.session, item.msg_id, item.row, item.fp)
+            return
+        if isinstance(item, _Dropped):
+            lost = [key for key in self._rows if key[0] == item.session]
+            contacts = set()
+            for key in lost:
+                row, fp = self._rows.pop(key)
+                self.store.update_status(row, "waiting")
+                contacts.add(fp)
+            if self._requeued is not None:
+                for fp in sorted(contacts):
+                    self._requeued(fp)
             return
         status = "delivered" if item.direction == "in" else "sent"
         row = self.store.append(item.fp, "in" if item.direction == "in" else "out", item.text, ts=item.ts,
                                 status=status, msg_id=f"{item.session}:{item.msg_id}")
         if item.direction == "out":
-            self._rows[(item.session, item.msg_id)] = row
-            while len(self._rows) > MAX_TRACKED:
-                self._rows.popitem(last=False)
+            self._track(item.session, item.msg_id, row, item.fp)
+
+    def _track(self, session: str, msg_id: int, row: int, fp: str) -> None:
+        self._rows[(session, msg_id)] = (row, fp)
+        while len(self._rows) > MAX_TRACKED:
+            self._rows.popitem(last=False)
 
 
 __all__ = ["HistoryRecorder"]

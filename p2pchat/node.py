@@ -32,7 +32,7 @@ from p2pchat.chat_protocol import CHAT, MAX_ROTATE_EVERY
 from p2pchat.contacts import ContactStore
 from p2pchat.continuity import KeyContinuity
 from p2pchat.dialing import DIRECT, PeerTarget, dial, resolve_target
-from p2pchat.events import Event, NodeError, Notice, SessionInfo, StepRefused
+from p2pchat.events import Event, NodeError, Notice, Presence, SessionInfo, StepRefused
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, parse_address
 from p2pchat.foundation.errors import UsageError, UserError
 from p2pchat.foundation.identity import Identity
@@ -42,6 +42,7 @@ from p2pchat.history import HistoryStore
 from p2pchat.history_recorder import HistoryRecorder
 from p2pchat.links import Link, enable_keepalive
 from p2pchat.node_runtime import NodeRuntime, limit_strangers
+from p2pchat.outbox import Outbox
 from p2pchat.peer_directory import LedgerDirectory, PeerDirectory, PeerNotFound
 from p2pchat.relay.link import RelayLink, RelayRegistration, open_relay_link, parse_relay
 from p2pchat.relay_presence import RelayPresence
@@ -66,7 +67,9 @@ class ChatNode:
     directly, ``contacts=False`` runs without one: nothing pinned, nothing checked). ``vault`` is the data
     directory's at-rest key (:mod:`p2pchat.vault`; default: the directory's, which must then have no passphrase);
     ``history`` the store every text of a chat past step 4 is kept in (:mod:`p2pchat.history`; default: the data
-    directory's; ``False``: none). The UIs read the history through :attr:`history`.
+    directory's; ``False``: none). The UIs read the history through :attr:`history`. ``outbox`` (needs a
+    history): texts for a contact with no chat open wait and go out when it can be reached, and chats this node
+    opened reconnect after a drop (:mod:`p2pchat.outbox`; for long-running nodes: ``listen`` and the window).
     """
 
     def __init__(self, identity: Identity, *, host: str, port: int = CHAT_PORT, network: str = "p2pchat",
@@ -76,7 +79,7 @@ class ChatNode:
                  handshake_timeout: float = 300.0, directory: PeerDirectory | None = None, workers: int = 8,
                  max_sessions: int = 512, admission: Admission | None = None, data_dir: Path | None = None,
                  contacts: ContactStore | bool = True, vault: Vault | None = None,
-                 history: HistoryStore | bool = True) -> None:
+                 history: HistoryStore | bool = True, outbox: bool = False) -> None:
         if not 1 <= rotate_every <= MAX_ROTATE_EVERY:      # issue 11: the protocol fixes the maximum
             raise ValueError(f"rotate_every must be between 1 and {MAX_ROTATE_EVERY}")
         self.identity = identity
@@ -121,8 +124,11 @@ class ChatNode:
                 if self.contacts is not None:
                     self.contacts.close()
                 raise
+        self.outbox: Outbox | None = None
         if self.history is not None:
-            self._rt.history = HistoryRecorder(self.history, lambda text: self._rt.emit(NodeError(text=text)))
+            self._rt.history = HistoryRecorder(self.history, lambda text: self._rt.emit(NodeError(text=text)),
+                                               requeued=self._requeued)
+        self._outbox_wanted = outbox and self.history is not None
         # Everything the user should see, in order (bounded per session: see p2pchat.event_queue).
         self.events: queue.Queue[Event] = self._rt.events
         self._server: FrameServer | None = None
@@ -174,12 +180,17 @@ class ChatNode:
                                                  on_invite=self._on_relay_invite, relay_key=key)
             self._registration = self._relay_presence.registration
             self._relay_presence.start()
+        if self._outbox_wanted and self.history is not None:
+            self.outbox = Outbox(self, self.history, self._rt.emit)
+            self._rt.watcher = self.outbox
 
     def close(self) -> None:
         """Say goodbye in every session, stop listening, and stop and join every thread the node started."""
         if self._rt.closed:
             return
         sessions = self._rt.close_all()
+        if self.outbox is not None:
+            self.outbox.close()         # no new calls from here on
         if self._relay_presence is not None:
             self._relay_presence.close()
         for session in sessions:
@@ -315,6 +326,54 @@ class ChatNode:
             s.writer.queue(frame)
             s.writer.raw_frames += 1
             s.writer.schedule_flush()
+
+    # --- texts for a contact, whether or not a chat is open (issue 16) -------------------------------------
+
+    def message_contact(self, fp: str, text: str) -> int:
+        """Send ``text`` to the contact with key fingerprint ``fp`` (64 hex digits): in its open chat if there is
+        one, else kept waiting until it can be reached. Returns the text's history row."""
+        if self.outbox is None:
+            raise UsageError("this node keeps no outbox: messages for a contact that is not connected cannot "
+                             "wait here (run `p2pchat listen` or the window)")
+        return self.outbox.queue(fp.lower(), text)
+
+    def cancel_waiting(self, row: int) -> None:
+        """Take back a text that is still waiting for its contact."""
+        if self.outbox is None:
+            raise UsageError("this node keeps no outbox")
+        self.outbox.cancel(row)
+
+    def presence(self, fp: str) -> Presence:
+        """Whether the contact ``fp`` can be reached, as far as this node knows (a chat open, a call under way,
+        the last attempt failed, or nothing tried)."""
+        if self.live_session_with(fp.lower()) is not None:
+            return Presence.ONLINE
+        return self.outbox.presence(fp.lower()) if self.outbox is not None else Presence.UNKNOWN
+
+    # OutboxHost (p2pchat.outbox)
+
+    def live_session_with(self, fp: str) -> str | None:
+        for s in self._rt.all_sessions():
+            with s.lock:
+                if s.phase is Phase.CHAT and s.peer_fp == fp:
+                    return s.id
+        return None
+
+    def open_contact_session(self, fp: str) -> str:
+        return self._rt.new_session(fp, incoming=False, automatic=True).id
+
+    def send_waiting(self, session: str, text: str, row: int) -> None:
+        s = self._get(session)
+        with s.lock:
+            if s.phase is not Phase.CHAT:
+                raise UsageError("the chat ended before the waiting messages could go out")
+            _, at_once = self._rt.channels.send_text(s, text, history_row=row)
+        if at_once:
+            s.writer.kick()
+
+    def _requeued(self, fp: str) -> None:
+        if self.outbox is not None:
+            self.outbox.requeued(fp)
 
     def _get(self, sid: str) -> Session:
         return self._rt.get(sid)
