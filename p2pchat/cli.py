@@ -1,4 +1,5 @@
-"""The ``p2pchat`` command: ``chat``, ``listen``, ``contacts``, ``history``, ``demo``, ``gui`` and ``relay``.
+"""The ``p2pchat`` command: ``chat``, ``listen``, ``bot``, ``contacts``, ``history``, ``demo``, ``gui`` and
+``relay``.
 
 With no subcommand it opens the window when a display is available and prints this help otherwise. Errors a
 user can cause are printed as one plain sentence (exit status 1); usage errors exit with status 2.
@@ -87,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--once", action="store_true", help="exit when the first chat ends")
     _add_node_options(listen)
     _add_key_change_options(listen)
+    bot = sub.add_parser("bot", help="drive the chat node with JSON lines (for scripts)",
+                         description="Listen for chats and take commands as JSON lines on standard input; "
+                                     "write events and replies as JSON lines on standard output (schema: "
+                                     "docs/bot.md; examples in examples/).")
+    bot.add_argument("--accept-all", action="store_true",
+                     help="accept every incoming chat (else each asks with an incoming_chat event)")
+    _add_node_options(bot)
     contacts_cli.add_parser(sub)
     history_cli.add_parser(sub)
     demo = sub.add_parser("demo", help="the whole flow on this machine (two windows, or the terminal demo)",
@@ -198,6 +206,17 @@ def _run_listen(args: argparse.Namespace) -> int:
         node.close()
 
 
+def _run_bot(args: argparse.Namespace) -> int:
+    from p2pchat.bot import run_bot
+
+    node = make_node(args, listen=True, auto_accept=args.accept_all)
+    try:
+        node.start()
+        return run_bot(node, stdin_fd=sys.stdin.fileno(), out=sys.stdout)
+    finally:
+        node.close()
+
+
 def _run_gui(argv: list[str]) -> int:
     try:
         import gui.app
@@ -231,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_chat(args)
         if args.command == "listen":
             return _run_listen(args)
+        if args.command == "bot":
+            return _run_bot(args)
         if args.command == "contacts":
             return contacts_cli.run(args, sys.stdout)
         if args.command == "history":

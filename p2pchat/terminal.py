@@ -139,14 +139,14 @@ def send_waiting(p: Printer, node: ChatNode, sid: str, waiting: list[str]) -> in
     return sent
 
 
-class _Stop:
+class Stop:
     """Set by SIGTERM/SIGINT so the loop can say goodbye and exit cleanly."""
 
     def __init__(self) -> None:
         self.requested = False
         self._old: dict[int, object] = {}
 
-    def __enter__(self) -> _Stop:
+    def __enter__(self) -> Stop:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
         return self
@@ -159,7 +159,7 @@ class _Stop:
             signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
-def _next_event(node: ChatNode, timeout: float) -> Event | None:
+def next_event(node: ChatNode, timeout: float) -> Event | None:
     try:
         return node.events.get(timeout=timeout)
     except queue.Empty:
@@ -210,9 +210,9 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
     waiting: list[str] = []
     failed_reason: str | None = None
     sent = delivered = 0
-    with _Stop() as stop:
+    with Stop() as stop:
         while True:
-            ev = _next_event(node, 0)
+            ev = next_event(node, 0)
             while ev is not None:
                 if isinstance(ev, SessionEnded):
                     # a long reason (a key-change warning) was just shown with the failed step: not twice
@@ -234,7 +234,7 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
                     node.accept(ev.session, False)   # this command talks to one peer only
                 elif not isinstance(ev, (SessionUpdated, PeerTyping)):
                     _show_common(p, ev)
-                ev = _next_event(node, 0)
+                ev = next_event(node, 0)
             for line in inp.read_lines(POLL_SECONDS):
                 command = line.strip()
                 if command == "/quit":
@@ -558,14 +558,14 @@ def run_listen(node: ChatNode, *, stdin_fd: int, out: TextIO, accept_all: bool, 
            f"network {node.network}")
     p.line("Waiting for chats" + (" (accepting all)" if accept_all else "") + ". " + LISTEN_HELP)
     view = ListenView(node, p)
-    with _Stop() as stop:
+    with Stop() as stop:
         while not stop.requested:
-            ev = _next_event(node, 0 if not inp.eof else POLL_SECONDS)
+            ev = next_event(node, 0 if not inp.eof else POLL_SECONDS)
             while ev is not None:
                 view.on_event(ev)
                 if once and isinstance(ev, SessionEnded):
                     return 0
-                ev = _next_event(node, 0)
+                ev = next_event(node, 0)
             for line in inp.read_lines(0 if inp.eof else POLL_SECONDS):
                 if not view.on_line(line):
                     return 0
