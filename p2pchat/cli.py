@@ -1,4 +1,5 @@
-"""The ``p2pchat`` command: ``chat``, ``listen``, ``contacts``, ``demo``, ``gui`` and ``relay``.
+"""The ``p2pchat`` command: ``chat``, ``listen``, ``bot``, ``contacts``, ``history``, ``demo``, ``gui`` and
+``relay``.
 
 With no subcommand it opens the window when a display is available and prints this help otherwise. Errors a
 user can cause are printed as one plain sentence (exit status 1); usage errors exit with status 2.
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from p2pchat import contacts_cli
+from p2pchat import contacts_cli, history_cli, passphrase
 from p2pchat.display import visible
 from p2pchat.flags import ACCEPT_FLAG, OVERRIDE_FLAG
 from p2pchat.foundation import crypto
@@ -52,8 +53,7 @@ def _add_node_options(p: argparse.ArgumentParser) -> None:
                    help="rotate the sending key after this many messages (default 10)")
     p.add_argument("--step-timeout", type=float, default=10.0,
                    help="seconds a peer has to answer each handshake step (default 10)")
-    p.add_argument("--passphrase-file", help="file holding the passphrase of the identity key "
-                                             "(or set P2PCHAT_PASSPHRASE)")
+    passphrase.add_option(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log network activity to stderr")
 
 
@@ -88,7 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--once", action="store_true", help="exit when the first chat ends")
     _add_node_options(listen)
     _add_key_change_options(listen)
+    bot = sub.add_parser("bot", help="drive the chat node with JSON lines (for scripts)",
+                         description="Listen for chats and take commands as JSON lines on standard input; "
+                                     "write events and replies as JSON lines on standard output (schema: "
+                                     "docs/bot.md; examples in examples/).")
+    bot.add_argument("--accept-all", action="store_true",
+                     help="accept every incoming chat (else each asks with an incoming_chat event)")
+    _add_node_options(bot)
     contacts_cli.add_parser(sub)
+    history_cli.add_parser(sub)
     demo = sub.add_parser("demo", help="the whole flow on this machine (two windows, or the terminal demo)",
                           description="Start a small ledger network and two users on 127.0.0.x and run the "
                                       "four steps between them: two windows when a display is available, else "
@@ -106,16 +114,6 @@ def have_display() -> bool:
     if sys.platform in ("win32", "darwin"):
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def _passphrase(args: argparse.Namespace) -> str | None:
-    if args.passphrase_file:
-        try:
-            with open(args.passphrase_file, encoding="utf-8") as fh:
-                return fh.readline().rstrip("\n")
-        except OSError as exc:
-            raise UserError(f"cannot read the passphrase file {args.passphrase_file}: {exc.strerror}") from None
-    return os.environ.get("P2PCHAT_PASSPHRASE") or None
 
 
 def _default_nickname(node_directory: object, identity: Identity) -> str:
@@ -155,12 +153,17 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
                         "through a relay")
     if not 1 <= args.rotate_every <= MAX_ROTATE_EVERY:
         raise UserError(f"--rotate-every must be between 1 and {MAX_ROTATE_EVERY} (the protocol's maximum)")
+    from p2pchat.vault import Vault
+
     data_dir = resolve_data_dir(args.data_dir)
-    identity = Identity.load_or_create(data_dir, _passphrase(args), progress=TerminalProgress(PROG))
+    secret = passphrase.obtain(data_dir, args)
+    # the key first: a wrong passphrase for it is refused before a new passphrase record could be made
+    identity = Identity.load_or_create(data_dir, secret, progress=TerminalProgress(PROG))
     node = ChatNode(identity, host=host, port=args.port, network=args.network, nickname=args.nickname or "?",
                     ledger=args.ledger, relay=args.relay, no_inbound=args.no_inbound,
                     direct_timeout=args.direct_timeout, rotate_every=args.rotate_every,
-                    step_timeout=args.step_timeout, auto_accept=auto_accept, listen=listen, data_dir=data_dir)
+                    step_timeout=args.step_timeout, auto_accept=auto_accept, listen=listen, data_dir=data_dir,
+                    vault=Vault.open(data_dir, secret), outbox=listen)
     if not args.nickname:
         node.nickname = _default_nickname(node.directory, identity)
     return node
@@ -203,6 +206,17 @@ def _run_listen(args: argparse.Namespace) -> int:
         node.close()
 
 
+def _run_bot(args: argparse.Namespace) -> int:
+    from p2pchat.bot import run_bot
+
+    node = make_node(args, listen=True, auto_accept=args.accept_all)
+    try:
+        node.start()
+        return run_bot(node, stdin_fd=sys.stdin.fileno(), out=sys.stdout)
+    finally:
+        node.close()
+
+
 def _run_gui(argv: list[str]) -> int:
     try:
         import gui.app
@@ -236,8 +250,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_chat(args)
         if args.command == "listen":
             return _run_listen(args)
+        if args.command == "bot":
+            return _run_bot(args)
         if args.command == "contacts":
             return contacts_cli.run(args, sys.stdout)
+        if args.command == "history":
+            return history_cli.run(args, sys.stdout)
         if args.command == "demo":
             from p2pchat.demo import main as demo_main
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pchat.foundation.errors import LocalFault, UsageError
+from p2pchat.vault import Vault
 
 FILE_NAME = "contacts.sqlite3"
 APPLICATION_ID = 0x50324343          # "P2CC"
@@ -128,14 +129,15 @@ def _refusal(path: Path, what: str) -> ContactStoreError:
 class ContactStore:
     """The contact store of one data directory (thread-safe; several processes may open the same file)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, vault: Vault | None = None) -> None:
         self.path = Path(path)
+        self.vault = vault
         self._lock = threading.Lock()
         self._db = self._open()
 
     @classmethod
-    def in_data_dir(cls, data_dir: Path) -> ContactStore:
-        return cls(Path(data_dir) / FILE_NAME)
+    def in_data_dir(cls, data_dir: Path, vault: Vault | None = None) -> ContactStore:
+        return cls(Path(data_dir) / FILE_NAME, vault)
 
     # --- opening ----------------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ Tk's ``after()``), so no network thread ever touches the UI. Every event names t
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from p2pchat.steps import Step
@@ -28,6 +29,7 @@ class SessionInfo:
     safety_number: str | None = None
     steps_done: tuple[Step, ...] = ()
     incoming: bool = False
+    automatic: bool = False                 # opened by the node itself: to deliver waiting texts or to reconnect
 
 
 @dataclass(frozen=True)
@@ -109,10 +111,31 @@ class NodeError:
     session: str | None = None
 
 
+class Presence(enum.Enum):
+    """What the node knows of whether a contact can be reached (shown beside the contact)."""
+
+    ONLINE = "online"            # a chat with it is open (step 4 done)
+    CONNECTING = "connecting"    # a call is under way
+    OFFLINE = "offline"          # the last call failed; the next is scheduled
+    UNKNOWN = "unknown"          # nothing tried since the node started
+
+
+@dataclass(frozen=True)
+class OutboxChanged:
+    """A text waiting for a contact changed (``status``: waiting, sent, cancelled; ``row`` its history row) or
+    the contact's :class:`Presence` did (``row`` and ``status`` None). Not tied to a session."""
+
+    fp: str
+    row: int | None
+    status: str | None
+    presence: Presence
+
+
 Event = (StepResult | StepRefused | IncomingChat | SessionUpdated | MessageReceived | DeliveryReceipt
-         | PeerTyping | Notice | SessionEnded | NodeError)
+         | PeerTyping | Notice | SessionEnded | NodeError | OutboxChanged)
 
 __all__ = [
-    "DeliveryReceipt", "Event", "IncomingChat", "MessageReceived", "NodeError", "Notice", "PeerTyping",
+    "DeliveryReceipt", "Event", "IncomingChat", "MessageReceived", "NodeError", "Notice", "OutboxChanged",
+    "PeerTyping", "Presence",
     "SessionEnded", "SessionInfo", "SessionUpdated", "StepRefused", "StepResult",
 ]

@@ -32,20 +32,24 @@ from p2pchat.chat_protocol import CHAT, MAX_ROTATE_EVERY
 from p2pchat.contacts import ContactStore
 from p2pchat.continuity import KeyContinuity
 from p2pchat.dialing import DIRECT, PeerTarget, dial, resolve_target
-from p2pchat.events import Event, NodeError, Notice, SessionInfo, StepRefused
+from p2pchat.events import Event, NodeError, Notice, Presence, SessionInfo, StepRefused
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, parse_address
 from p2pchat.foundation.errors import UsageError, UserError
 from p2pchat.foundation.identity import Identity
 from p2pchat.foundation.transport import FramedSocket, FrameServer
 from p2pchat.handshake_driver import new_handshake
+from p2pchat.history import HistoryStore
+from p2pchat.history_recorder import HistoryRecorder
 from p2pchat.links import Link, enable_keepalive
 from p2pchat.node_runtime import NodeRuntime, limit_strangers
+from p2pchat.outbox import Outbox
 from p2pchat.peer_directory import LedgerDirectory, PeerDirectory, PeerNotFound
 from p2pchat.relay.link import RelayLink, RelayRegistration, open_relay_link, parse_relay
 from p2pchat.relay_presence import RelayPresence
 from p2pchat.session import Phase, Session
 from p2pchat.session_reader import LINGER_SECONDS, Deadlines
 from p2pchat.steps import Step
+from p2pchat.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,12 @@ class ChatNode:
     strangers, :class:`~p2pchat.admission.Admission`) and ``data_dir`` (whose pinned ledger network id,
     :mod:`ledger.network_pin`, the ledger answers must be on, and whose contact store,
     :mod:`p2pchat.contacts`, holds the keys pinned for addresses and nicknames; ``contacts`` gives the store
-    directly, ``contacts=False`` runs without one: nothing pinned, nothing checked).
+    directly, ``contacts=False`` runs without one: nothing pinned, nothing checked). ``vault`` is the data
+    directory's at-rest key (:mod:`p2pchat.vault`; default: the directory's, which must then have no passphrase);
+    ``history`` the store every text of a chat past step 4 is kept in (:mod:`p2pchat.history`; default: the data
+    directory's; ``False``: none). The UIs read the history through :attr:`history`. ``outbox`` (needs a
+    history): texts for a contact with no chat open wait and go out when it can be reached, and chats this node
+    opened reconnect after a drop (:mod:`p2pchat.outbox`; for long-running nodes: ``listen`` and the window).
     """
 
     def __init__(self, identity: Identity, *, host: str, port: int = CHAT_PORT, network: str = "p2pchat",
@@ -69,7 +78,8 @@ class ChatNode:
                  auto_accept: bool = False, listen: bool = True, accept_timeout: float = 120.0,
                  handshake_timeout: float = 300.0, directory: PeerDirectory | None = None, workers: int = 8,
                  max_sessions: int = 512, admission: Admission | None = None, data_dir: Path | None = None,
-                 contacts: ContactStore | bool = True) -> None:
+                 contacts: ContactStore | bool = True, vault: Vault | None = None,
+                 history: HistoryStore | bool = True, outbox: bool = False) -> None:
         if not 1 <= rotate_every <= MAX_ROTATE_EVERY:      # issue 11: the protocol fixes the maximum
             raise ValueError(f"rotate_every must be between 1 and {MAX_ROTATE_EVERY}")
         self.identity = identity
@@ -105,6 +115,22 @@ class ChatNode:
             self._rt.continuity = KeyContinuity(self.contacts, directory)
         if isinstance(directory, LedgerDirectory):     # the step-2 ledger cross-check reads its verified headers
             self._rt.ledger_check = directory
+        # The chat history (issue 15): written on a thread of its own as texts pass the channel.
+        self.history: HistoryStore | None = None
+        if isinstance(history, HistoryStore):
+            self.history = history
+        elif history and data_dir is not None:
+            try:
+                self.history = HistoryStore.in_data_dir(data_dir, vault or Vault.open(data_dir, None))
+            except UserError:
+                if self.contacts is not None:
+                    self.contacts.close()
+                raise
+        self.outbox: Outbox | None = None
+        if self.history is not None:
+            self._rt.history = HistoryRecorder(self.history, lambda text: self._rt.emit(NodeError(text=text)),
+                                               requeued=self._requeued)
+        self._outbox_wanted = outbox and self.history is not None
         # Everything the user should see, in order (bounded per session: see p2pchat.event_queue).
         self.events: queue.Queue[Event] = self._rt.events
         self._server: FrameServer | None = None
@@ -156,12 +182,17 @@ class ChatNode:
                                                  on_invite=self._on_relay_invite, relay_key=key)
             self._registration = self._relay_presence.registration
             self._relay_presence.start()
+        if self._outbox_wanted and self.history is not None:
+            self.outbox = Outbox(self, self.history, self._rt.emit)
+            self._rt.watcher = self.outbox
 
     def close(self) -> None:
         """Say goodbye in every session, stop listening, and stop and join every thread the node started."""
         if self._rt.closed:
             return
         sessions = self._rt.close_all()
+        if self.outbox is not None:
+            self.outbox.close()         # no new calls from here on
         if self._relay_presence is not None:
             self._relay_presence.close()
         for session in sessions:
@@ -181,6 +212,10 @@ class ChatNode:
         self.directory.close()
         if self.contacts is not None:
             self.contacts.close()
+        if self._rt.history is not None:
+            self._rt.history.close()          # after every session thread: nothing more is recorded
+        if self.history is not None:
+            self.history.close()
 
     def __enter__(self) -> ChatNode:
         self.start()
@@ -293,6 +328,54 @@ class ChatNode:
             s.writer.queue(frame)
             s.writer.raw_frames += 1
             s.writer.schedule_flush()
+
+    # --- texts for a contact, whether or not a chat is open (issue 16) -------------------------------------
+
+    def message_contact(self, fp: str, text: str) -> int:
+        """Send ``text`` to the contact with key fingerprint ``fp`` (64 hex digits): in its open chat if there is
+        one, else kept waiting until it can be reached. Returns the text's history row."""
+        if self.outbox is None:
+            raise UsageError("this node keeps no outbox: messages for a contact that is not connected cannot "
+                             "wait here (run `p2pchat listen` or the window)")
+        return self.outbox.queue(fp.lower(), text)
+
+    def cancel_waiting(self, row: int) -> None:
+        """Take back a text that is still waiting for its contact."""
+        if self.outbox is None:
+            raise UsageError("this node keeps no outbox")
+        self.outbox.cancel(row)
+
+    def presence(self, fp: str) -> Presence:
+        """Whether the contact ``fp`` can be reached, as far as this node knows (a chat open, a call under way,
+        the last attempt failed, or nothing tried)."""
+        if self.live_session_with(fp.lower()) is not None:
+            return Presence.ONLINE
+        return self.outbox.presence(fp.lower()) if self.outbox is not None else Presence.UNKNOWN
+
+    # OutboxHost (p2pchat.outbox)
+
+    def live_session_with(self, fp: str) -> str | None:
+        for s in self._rt.all_sessions():
+            with s.lock:
+                if s.phase is Phase.CHAT and s.peer_fp == fp:
+                    return s.id
+        return None
+
+    def open_contact_session(self, fp: str) -> str:
+        return self._rt.new_session(fp, incoming=False, automatic=True).id
+
+    def send_waiting(self, session: str, text: str, row: int) -> None:
+        s = self._get(session)
+        with s.lock:
+            if s.phase is not Phase.CHAT:
+                raise UsageError("the chat ended before the waiting messages could go out")
+            _, at_once = self._rt.channels.send_text(s, text, history_row=row)
+        if at_once:
+            s.writer.kick()
+
+    def _requeued(self, fp: str) -> None:
+        if self.outbox is not None:
+            self.outbox.requeued(fp)
 
     def _get(self, sid: str) -> Session:
         return self._rt.get(sid)

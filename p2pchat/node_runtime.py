@@ -16,7 +16,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from p2pchat.admission import PRE_AUTH_FRAME, Admission, Ticket
 from p2pchat.channel_driver import UNRECEIPTED_PAUSE, ChannelDriver
@@ -29,6 +29,7 @@ from p2pchat.foundation.errors import LocalFault, PeerFault, UsageError, UserErr
 from p2pchat.foundation.identity import Identity
 from p2pchat.handshake import Established
 from p2pchat.handshake_driver import HandshakeDriver, LedgerCrossCheck
+from p2pchat.history_recorder import HistoryRecorder
 from p2pchat.links import close_after_error, set_frame_limit, shutdown_write
 from p2pchat.peer_directory import PeerDirectory
 from p2pchat.session import Farewell, Phase, Session
@@ -40,6 +41,15 @@ log = logging.getLogger("p2pchat.node")
 ENDED_SESSIONS_KEPT = 32      # finished sessions still answered by session_info()/sessions()
 
 
+class SessionWatcher(Protocol):
+    """Told when a session's four steps are done and when it ends (the node's outbox, :mod:`p2pchat.outbox`).
+    Called with the session's lock possibly held: bookkeeping only, no IO."""
+
+    def chat_ready(self, fp: str, session: str) -> None: ...
+
+    def chat_ended(self, fp: str | None, session: str, *, dropped: bool, ours: bool) -> None: ...
+
+
 class NodeRuntime:
     """Shared machinery of a :class:`~p2pchat.node.ChatNode` (see the module docstring)."""
 
@@ -49,6 +59,8 @@ class NodeRuntime:
         self.directory = directory
         self.continuity: KeyContinuity | None = None     # set by the node when it has a contact store
         self.ledger_check: LedgerCrossCheck | None = None   # set by the node when it asks a ledger node
+        self.history: HistoryRecorder | None = None       # set by the node when it keeps a history
+        self.watcher: SessionWatcher | None = None        # told when chats open and end (the node's outbox)
         self.auto_accept = auto_accept
         self.rotate_every = rotate_every
         self.events = EventQueue(on_taken=self._on_taken)
@@ -65,12 +77,15 @@ class NodeRuntime:
 
     # --- the session table ------------------------------------------------------------------------------
 
-    def new_session(self, peer_query: str, *, incoming: bool, ticket: Ticket | None = None) -> Session:
+    def new_session(self, peer_query: str, *, incoming: bool, ticket: Ticket | None = None,
+                    automatic: bool = False) -> Session:
         with self._lock:
             if self.closed:
                 raise UsageError("the chat node is shut down")
             session = Session(f"s{next(self._ids)}", peer_query, incoming=incoming, writer_host=self)
             session.ticket = ticket
+            if automatic:
+                session.update(automatic=True)
             self._forget_finished_sessions()
             self._sessions[session.id] = session
         return session
@@ -247,6 +262,8 @@ class NodeRuntime:
 
     def ready(self, session: Session, established: Established) -> None:
         self.channels.start(session, established)
+        if self.watcher is not None and session.peer_fp is not None:
+            self.watcher.chat_ready(session.peer_fp, session.id)
 
     def refresh_channel_info(self, session: Session) -> None:
         self.channels.refresh_info(session)
@@ -289,6 +306,8 @@ class NodeRuntime:
         with session.lock:
             if session.ended:
                 return
+            # A chat past step 4 that ends without a goodbye from either side dropped (issue 16: it reconnects).
+            dropped = session.phase is Phase.CHAT and not clean and goodbye is None
             if goodbye is not None and not session.peer_left:
                 if session.channel is not None:
                     session.writer.queue_all(session.channel.send_goodbye(goodbye))
@@ -306,6 +325,10 @@ class NodeRuntime:
             session.sent_ids.clear()
             if session.ticket is not None:
                 self.admission.release(session.ticket)
+        if dropped and self.history is not None:
+            self.history.dropped(session.id)
+        if self.watcher is not None:
+            self.watcher.chat_ended(session.peer_fp, session.id, dropped=dropped, ours=not session.incoming)
         self.emit(SessionEnded(session.id, reason, clean))
         self.events.wake()
 

@@ -27,7 +27,9 @@ from p2pchat.events import (
     MessageReceived,
     NodeError,
     Notice,
+    OutboxChanged,
     PeerTyping,
+    Presence,
     SessionEnded,
     SessionInfo,
     SessionUpdated,
@@ -137,14 +139,14 @@ def send_waiting(p: Printer, node: ChatNode, sid: str, waiting: list[str]) -> in
     return sent
 
 
-class _Stop:
+class Stop:
     """Set by SIGTERM/SIGINT so the loop can say goodbye and exit cleanly."""
 
     def __init__(self) -> None:
         self.requested = False
         self._old: dict[int, object] = {}
 
-    def __enter__(self) -> _Stop:
+    def __enter__(self) -> Stop:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
         return self
@@ -157,7 +159,7 @@ class _Stop:
             signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
-def _next_event(node: ChatNode, timeout: float) -> Event | None:
+def next_event(node: ChatNode, timeout: float) -> Event | None:
     try:
         return node.events.get(timeout=timeout)
     except queue.Empty:
@@ -208,9 +210,9 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
     waiting: list[str] = []
     failed_reason: str | None = None
     sent = delivered = 0
-    with _Stop() as stop:
+    with Stop() as stop:
         while True:
-            ev = _next_event(node, 0)
+            ev = next_event(node, 0)
             while ev is not None:
                 if isinstance(ev, SessionEnded):
                     # a long reason (a key-change warning) was just shown with the failed step: not twice
@@ -232,7 +234,7 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
                     node.accept(ev.session, False)   # this command talks to one peer only
                 elif not isinstance(ev, (SessionUpdated, PeerTyping)):
                     _show_common(p, ev)
-                ev = _next_event(node, 0)
+                ev = next_event(node, 0)
             for line in inp.read_lines(POLL_SECONDS):
                 command = line.strip()
                 if command == "/quit":
@@ -274,8 +276,11 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
 
 
 ANSWERS = ("y", "yes", "n", "no")
+PRESENCE_WORDS = {Presence.ONLINE: "online", Presence.CONNECTING: "calling it now",
+                  Presence.OFFLINE: "cannot be reached now", Presence.UNKNOWN: "calling it now"}
 LISTEN_HELP = ("Commands: /list (the chats), /to N (write to chat N), /accept N, /reject N, /status, /verify, "
-               "/quit. Lines you type go only to the chat you chose with /to.")
+               "/msg CONTACT TEXT (to a contact, now or when it can be reached), /waiting, /cancel ID, /quit. "
+               "Lines you type go only to the chat you chose with /to.")
 
 
 class _Chat:
@@ -322,7 +327,11 @@ class ListenView:
 
     def on_event(self, ev: Event) -> None:
         p = self.p
-        if isinstance(ev, IncomingChat):
+        if self._quiet(ev):
+            return
+        if isinstance(ev, OutboxChanged):
+            self.on_outbox(ev)
+        elif isinstance(ev, IncomingChat):
             c = self.chat(ev.session)
             c.name, c.address, c.state = ev.nickname, ev.peer_address, "asking"
             p.line(f"Chat {c.number}: incoming chat from {describe_name(ev.nickname)} at {one_line(ev.peer_address)}. "
@@ -363,6 +372,18 @@ class ListenView:
         elif not isinstance(ev, (SessionUpdated, PeerTyping, DeliveryReceipt)):
             sid = getattr(ev, "session", None)
             _show_common(p, ev, self.tag(sid) if sid else "")
+
+    def _quiet(self, ev: Event) -> bool:
+        """A chat the node opened by itself (waiting texts, a reconnect) shows as one line once it is ready; its
+        steps and failed attempts are summed up by the outbox's lines instead."""
+        sid = ev.info.session if isinstance(ev, SessionUpdated) else getattr(ev, "session", None)
+        if not sid or sid in self.chats:
+            return False
+        try:
+            automatic = self.node.session_info(sid).automatic
+        except UserError:
+            return False
+        return automatic and not (isinstance(ev, StepResult) and ev.ok and ev.step == Step.AGREE_KEY)
 
     def ready_list(self) -> str:
         ready = [str(c.number) for c in self.by_number.values() if c.state == "ready"]
@@ -422,6 +443,16 @@ class ListenView:
                         self.send_waiting(c)
         elif word == "/list":
             self.show_list()
+        elif word in ("/msg", "/waiting", "/cancel"):
+            try:
+                if word == "/msg":
+                    self.message_contact(arg)
+                elif word == "/waiting":
+                    self.show_waiting()
+                else:
+                    self.cancel_waiting(arg)
+            except UserError as exc:
+                self.p.line(f"! {exc}")
         elif word == "/verify" and arg.lower() in ("yes", "no"):
             if self.target is None:
                 self.p.line("Choose a chat first (/to N), compare its safety number (/verify), then /verify yes.")
@@ -449,6 +480,55 @@ class ListenView:
                 if self.target.state == "ready":
                     self.send_waiting(self.target)
         return True
+
+    # --- texts for contacts (the node's outbox, issue 16) --------------------------------------------------
+
+    def contact_name(self, fp: str) -> str:
+        store = self.node.contacts
+        contact = store.get(fp) if store is not None else None
+        if contact is not None and (contact.local_name or contact.nickname):
+            return describe_name(contact.local_name or contact.nickname or "")
+        return f"key {fp[:16]}"
+
+    def message_contact(self, arg: str) -> None:
+        who, _, text = arg.partition(" ")
+        if not who or not text.strip():
+            self.p.line("Say whom and what: /msg CONTACT TEXT (CONTACT as `p2pchat contacts list` shows it).")
+            return
+        store = self.node.contacts
+        if store is None:
+            self.p.line("! not sent: this node has no contact store (no data directory).")
+            return
+        contact = store.resolve(who)        # UsageError: shown once by the caller
+        row = self.node.message_contact(contact.fp, text.strip())
+        self.p.line(f"Message {row} to {self.contact_name(contact.fp)} queued; it goes out as soon as the chat "
+                    "is ready.")
+
+    def show_waiting(self) -> None:
+        waiting = self.node.outbox.waiting() if self.node.outbox is not None else []
+        if not waiting:
+            self.p.line("No messages are waiting.")
+            return
+        for m in waiting:
+            self.p.line(f"  {m.id}: to {self.contact_name(m.fp)} since {clock(m.ts)}: {one_line(m.text)[:60]}")
+        self.p.line("/cancel ID takes one back.")
+
+    def cancel_waiting(self, arg: str) -> None:
+        if not arg.isdigit():
+            self.p.line("Say which message: /cancel ID (/waiting lists them).")
+            return
+        self.node.cancel_waiting(int(arg))
+        self.p.line(f"Message {arg} cancelled; it will not be sent.")
+
+    def on_outbox(self, ev: OutboxChanged) -> None:
+        name = self.contact_name(ev.fp)
+        if ev.status == "waiting" and ev.presence is not Presence.ONLINE:
+            self.p.line(f"  · message {ev.row} waits for {name} ({PRESENCE_WORDS[ev.presence]})")
+        elif ev.status == "sent":
+            self.p.line(f"  → message {ev.row} sent to {name}")
+        elif ev.status is None and ev.presence is Presence.OFFLINE:
+            self.p.line(f"  · {name} cannot be reached now; waiting messages go out when it can "
+                        "(tried again with growing pauses, at once when it calls)")
 
     def send_waiting(self, c: _Chat) -> None:
         if c.state == "ready" and c.waiting:
@@ -478,14 +558,14 @@ def run_listen(node: ChatNode, *, stdin_fd: int, out: TextIO, accept_all: bool, 
            f"network {node.network}")
     p.line("Waiting for chats" + (" (accepting all)" if accept_all else "") + ". " + LISTEN_HELP)
     view = ListenView(node, p)
-    with _Stop() as stop:
+    with Stop() as stop:
         while not stop.requested:
-            ev = _next_event(node, 0 if not inp.eof else POLL_SECONDS)
+            ev = next_event(node, 0 if not inp.eof else POLL_SECONDS)
             while ev is not None:
                 view.on_event(ev)
                 if once and isinstance(ev, SessionEnded):
                     return 0
-                ev = _next_event(node, 0)
+                ev = next_event(node, 0)
             for line in inp.read_lines(0 if inp.eof else POLL_SECONDS):
                 if not view.on_line(line):
                     return 0

@@ -1,0 +1,85 @@
+"""The data directory's at-rest key: passphrase record, wrong passphrases, sealing and index tags (issue 15)."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+
+from p2pchat.foundation.errors import CryptoError, UsageError
+from p2pchat.foundation.identity import KEY_FILE, Identity
+from p2pchat.vault import FILE_NAME, PassphraseNeeded, Vault, VaultError, WrongPassphrase
+
+FAST = 1 << 12     # a cheap scrypt for tests; real records use SCRYPT_N
+
+
+def test_a_passphrase_makes_a_private_record_and_the_same_passphrase_opens_it(tmp_path):
+    v = Vault.open(tmp_path, "correct horse", scrypt_n=FAST)
+    assert v.encrypted
+    path = tmp_path / FILE_NAME
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    record = json.loads(path.read_text())
+    assert record["protection"] == "scrypt" and record["scrypt"] == {"n": FAST, "r": 8, "p": 1}
+    assert "correct horse" not in path.read_text()
+    again = Vault.open(tmp_path, "correct horse")
+    blob = v.seal(b"row 1", b"secret words")
+    assert again.open_sealed(b"row 1", blob) == b"secret words"
+    assert again.index_tag("carol") == v.index_tag("carol") != v.index_tag("dave")
+    assert again.key_check == v.key_check != b""
+
+
+def test_a_wrong_or_missing_passphrase_is_refused_plainly(tmp_path):
+    Vault.open(tmp_path, "right", scrypt_n=FAST)
+    with pytest.raises(WrongPassphrase, match="wrong passphrase"):
+        Vault.open(tmp_path, "wrong")
+    with pytest.raises(PassphraseNeeded, match="--passphrase-file"):
+        Vault.open(tmp_path, None)
+    assert issubclass(WrongPassphrase, UsageError) and issubclass(PassphraseNeeded, UsageError)
+
+
+def test_a_sealed_entry_is_bound_to_its_associated_data_and_detects_changes(tmp_path):
+    v = Vault.open(tmp_path, "pw", scrypt_n=FAST)
+    blob = v.seal(b"peer A row 1", b"hello")
+    assert b"hello" not in blob and blob != v.seal(b"peer A row 1", b"hello")   # a fresh nonce every time
+    with pytest.raises(CryptoError):
+        v.open_sealed(b"peer B row 1", blob)
+    altered = bytearray(blob)
+    altered[-1] ^= 1
+    with pytest.raises(CryptoError):
+        v.open_sealed(b"peer A row 1", bytes(altered))
+    with pytest.raises(CryptoError):
+        v.open_sealed(b"peer A row 1", b"\x01short")
+
+
+def test_without_a_passphrase_nothing_is_encrypted_and_nothing_is_written(tmp_path):
+    v = Vault.open(tmp_path, None)
+    assert not v.encrypted and v.key_check == b""
+    assert v.seal(b"aad", b"text") == b"text" and v.index_tag("carol") == b"carol"
+    assert not (tmp_path / FILE_NAME).exists() and not Vault.asked(tmp_path)
+    Vault.remember_no_passphrase(tmp_path)
+    assert Vault.asked(tmp_path) and not Vault.open(tmp_path, None).encrypted
+
+
+def test_a_passphrase_given_later_protects_the_directory_and_its_plain_identity_key(tmp_path):
+    Identity.generate().save(tmp_path / KEY_FILE)
+    Vault.remember_no_passphrase(tmp_path)
+    v = Vault.open(tmp_path, "later", scrypt_n=FAST)
+    assert v.encrypted
+    assert b"ENCRYPTED" in (tmp_path / KEY_FILE).read_bytes()
+    Identity.load(tmp_path / KEY_FILE, "later")
+    assert stat.S_IMODE((tmp_path / KEY_FILE).stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"{not json", "is damaged"),
+    (json.dumps({"format": 9, "protection": "scrypt"}).encode(), "newer p2pchat"),
+    (json.dumps({"format": 1, "protection": "scrypt", "scrypt": {"n": 1 << 30, "r": 8, "p": 1},
+                 "salt": "00" * 16, "check": "00" * 32}).encode(), "bad scrypt parameters"),
+    (json.dumps({"format": 1, "protection": "rot13"}).encode(), "is damaged"),
+])
+def test_a_damaged_or_newer_record_is_refused_and_left_alone(tmp_path, content, words):
+    (tmp_path / FILE_NAME).write_bytes(content)
+    with pytest.raises(VaultError, match=words):
+        Vault.open(tmp_path, "pw")
+    assert (tmp_path / FILE_NAME).read_bytes() == content
