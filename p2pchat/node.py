@@ -104,9 +104,11 @@ class ChatNode:
         self._rt = NodeRuntime(identity, directory=directory, auto_accept=auto_accept, rotate_every=rotate_every,
                                deadlines=Deadlines(step_timeout, accept_timeout, handshake_timeout),
                                workers=workers, admission=admission)
+        if vault is None and data_dir is not None:
+            vault = Vault.open(data_dir, None)      # refused when the directory has a passphrase
         # Key continuity (issue 13): the data directory's contact store, checked at step 2, written after step 4.
         self.contacts: ContactStore | None = (contacts if isinstance(contacts, ContactStore) else
-                                              ContactStore.in_data_dir(data_dir)
+                                              ContactStore.in_data_dir(data_dir, vault)
                                               if contacts and data_dir is not None else None)
         if self.contacts is not None:
             self._rt.continuity = KeyContinuity(self.contacts, directory)
@@ -114,9 +116,9 @@ class ChatNode:
         self.history: HistoryStore | None = None
         if isinstance(history, HistoryStore):
             self.history = history
-        elif history and data_dir is not None:
+        elif history and data_dir is not None and vault is not None:
             try:
-                self.history = HistoryStore.in_data_dir(data_dir, vault or Vault.open(data_dir, None))
+                self.history = HistoryStore.in_data_dir(data_dir, vault)
             except UserError:
                 if self.contacts is not None:
                     self.contacts.close()

@@ -61,8 +61,8 @@ def test_without_a_passphrase_nothing_is_encrypted_and_nothing_is_written(tmp_pa
     assert Vault.asked(tmp_path) and not Vault.open(tmp_path, None).encrypted
 
 
-def test_a_passphrase_given_later_protects_the_directory_and_its_plain_identity_key(tmp_path):
-    Identity.generate().save(tmp_path / KEY_FILE)
+def test_a_passphrase_given_later_protects_the_directory_and_its_plain_identity_key(tmp_path, identities):
+    identities[0].save(tmp_path / KEY_FILE)
     Vault.remember_no_passphrase(tmp_path)
     v = Vault.open(tmp_path, "later", scrypt_n=FAST)
     assert v.encrypted
@@ -83,3 +83,11 @@ def test_a_damaged_or_newer_record_is_refused_and_left_alone(tmp_path, content, 
     with pytest.raises(VaultError, match=words):
         Vault.open(tmp_path, "pw")
     assert (tmp_path / FILE_NAME).read_bytes() == content
+
+
+def test_a_first_passphrase_must_open_an_identity_key_that_is_protected_already(tmp_path, identities):
+    identities[0].save(tmp_path / KEY_FILE, "old key passphrase")
+    with pytest.raises(WrongPassphrase, match="identity key"):
+        Vault.open(tmp_path, "something else", scrypt_n=FAST)
+    assert not (tmp_path / FILE_NAME).exists()
+    assert Vault.open(tmp_path, "old key passphrase", scrypt_n=FAST).encrypted
