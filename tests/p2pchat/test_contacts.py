@@ -254,6 +254,18 @@ def _check_filled(s: ContactStore, fp1: bytes, fp2: bytes) -> None:
         ("verified", "the user compared the safety number"), ("rotated", "carolyn rotated at 127.0.0.57")]
 
 
+def _encrypted_and_intact(folder: Path, fp1: bytes, fp2: bytes) -> None:
+    """Opened with a (first) passphrase, the store has everything and the files none of it in the clear."""
+    from p2pchat.vault import Vault
+
+    s = ContactStore.in_data_dir(folder, Vault.open(folder, "pw", scrypt_n=FAST))
+    try:
+        _check_filled(s, fp1, fp2)
+    finally:
+        s.close()
+    assert _grep(folder, b"carolyn", b"Carolyn", b"127.0.0.57", fp1.hex().encode()) == []
+
+
 def _grep(folder: Path, *needles: bytes) -> list[tuple[str, bytes]]:
     return [(p.name, n) for p in folder.iterdir() if p.is_file() for n in needles if n in p.read_bytes()]
 
@@ -275,7 +287,6 @@ def test_with_a_passphrase_the_files_name_no_nickname_address_local_name_or_key(
 
 
 def test_a_format_1_store_is_converted_and_encrypted_with_nothing_lost(tmp_path):
-    from p2pchat.vault import Vault
 
     path = tmp_path / FILE_NAME
     db = sqlite3.connect(path)                    # a store as issue 13's format 1 wrote it
@@ -295,30 +306,19 @@ def test_a_format_1_store_is_converted_and_encrypted_with_nothing_lost(tmp_path)
     db.execute("PRAGMA user_version = 1")
     db.commit()
     db.close()
-    s = ContactStore.in_data_dir(tmp_path, Vault.open(tmp_path, "pw", scrypt_n=FAST))
-    try:
-        _check_filled(s, fp1, fp2)
-    finally:
-        s.close()
-    assert _grep(tmp_path, b"carolyn", b"Carolyn", b"127.0.0.57", fp1.hex().encode()) == []
+    _encrypted_and_intact(tmp_path, fp1, fp2)
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == FORMAT == 2
     db.close()
 
 
 def test_a_plain_store_is_encrypted_once_a_passphrase_is_given(tmp_path):
-    from p2pchat.vault import Vault
 
     s = ContactStore.in_data_dir(tmp_path)
     _der1, fp1, _der2, fp2 = _fill(s)
     s.close()
     assert _grep(tmp_path, b"carolyn")
-    s = ContactStore.in_data_dir(tmp_path, Vault.open(tmp_path, "pw", scrypt_n=FAST))
-    try:
-        _check_filled(s, fp1, fp2)
-    finally:
-        s.close()
-    assert _grep(tmp_path, b"carolyn", b"Carolyn", b"127.0.0.57", fp1.hex().encode()) == []
+    _encrypted_and_intact(tmp_path, fp1, fp2)
 
 
 def test_a_protected_store_is_refused_without_its_passphrase(tmp_path):
