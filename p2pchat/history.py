@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -82,6 +82,19 @@ class HistoryMessage:
     msg_id: str | None          # the caller's id for it (e.g. the session's message id), if any
     unread: bool
     intact: bool = True         # False: the stored entry failed authentication; ``text`` says so
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message to keep (:meth:`HistoryStore.append_many`); the fields are :meth:`HistoryStore.append`'s."""
+
+    fp: str
+    direction: Literal["in", "out"]
+    text: str
+    ts: float
+    status: str = "sent"
+    msg_id: str | None = None
+    unread: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -161,32 +174,46 @@ class HistoryStore(SealedStore):
     def append(self, fp: str, direction: Literal["in", "out"], text: str, *, ts: float, status: str = "sent",
                msg_id: str | None = None, unread: bool | None = None) -> int:
         """Keep one message; returns its row id. ``unread`` defaults to True for received messages."""
-        key = _check_fp(fp)
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}")
-        _check_status(status)
-        rid = crypto.random_bytes(RID_LEN)
-        tag = self._tag(key)
-        body = json.dumps({"text": text, "msg_id": msg_id}).encode("utf-8")
-        sealed = self.vault.seal(message_aad(key, rid, direction), body)
-        is_unread = direction == "in" if unread is None else unread
+        return self.append_many([NewMessage(fp, direction, text, ts, status, msg_id, unread)])[0]
 
-        def write(db: sqlite3.Connection) -> int:
-            if db.execute("SELECT 1 FROM peers WHERE tag = ?", (tag,)).fetchone() is None:
-                db.execute("INSERT INTO peers VALUES (?, ?)", (tag, self._seal_fp(tag, key)))
-            cur = db.execute("INSERT INTO messages (peer, rid, ts, direction, status, unread, body) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?)", (tag, rid, float(ts), direction, status,
-                                                              int(is_unread), sealed))
-            assert cur.lastrowid is not None
-            return cur.lastrowid
+    def append_many(self, messages: Sequence[NewMessage]) -> list[int]:
+        """Keep several messages in one transaction (what the node's recorder does with a burst); their row ids."""
+        prepared = []
+        for m in messages:
+            key = _check_fp(m.fp)
+            if m.direction not in DIRECTIONS:
+                raise ValueError(f"direction must be one of {DIRECTIONS}")
+            _check_status(m.status)
+            rid = crypto.random_bytes(RID_LEN)
+            body = json.dumps({"text": m.text, "msg_id": m.msg_id}).encode("utf-8")
+            unread = m.direction == "in" if m.unread is None else m.unread
+            prepared.append((key, self._tag(key), rid, float(m.ts), m.direction, m.status, int(unread),
+                             self.vault.seal(message_aad(key, rid, m.direction), body)))
+
+        def write(db: sqlite3.Connection) -> list[int]:
+            rows = []
+            for key, tag, *values in prepared:
+                if db.execute("SELECT 1 FROM peers WHERE tag = ?", (tag,)).fetchone() is None:
+                    db.execute("INSERT INTO peers VALUES (?, ?)", (tag, self._seal_fp(tag, key)))
+                cur = db.execute("INSERT INTO messages (peer, rid, ts, direction, status, unread, body) "
+                                 "VALUES (?, ?, ?, ?, ?, ?, ?)", (tag, *values))
+                assert cur.lastrowid is not None
+                rows.append(cur.lastrowid)
+            return rows
         return self._write(write)
 
     def update_status(self, row_id: int, status: str) -> None:
-        _check_status(status)
+        self.update_statuses([(row_id, status)])
+
+    def update_statuses(self, changes: Sequence[tuple[int, str]]) -> None:
+        """Several ``(row id, status)`` changes in one transaction."""
+        for _row, status in changes:
+            _check_status(status)
 
         def write(db: sqlite3.Connection) -> None:
-            if db.execute("UPDATE messages SET status = ? WHERE id = ?", (status, int(row_id))).rowcount != 1:
-                raise UsageError(f"no message {row_id} in the history")
+            for row_id, status in changes:
+                if db.execute("UPDATE messages SET status = ? WHERE id = ?", (status, int(row_id))).rowcount != 1:
+                    raise UsageError(f"no message {row_id} in the history")
         self._write(write)
 
     def mark_read(self, fp: str) -> None:
@@ -298,4 +325,4 @@ def _bounded(limit: int) -> int:
 
 
 __all__ = ["APPLICATION_ID", "DIRECTIONS", "FILE_NAME", "FORMAT", "STATUSES", "ConversationSummary",
-           "HistoryMessage", "HistoryStore", "HistoryStoreError", "transcript_line"]
+           "HistoryMessage", "HistoryStore", "HistoryStoreError", "NewMessage", "transcript_line"]

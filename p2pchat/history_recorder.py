@@ -16,12 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from p2pchat.foundation.errors import UserError
-from p2pchat.history import HistoryStore
+from p2pchat.history import HistoryStore, NewMessage
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING_BYTES = 64 * 1024 * 1024     # texts queued for the disk at most
 MAX_TRACKED = 10_000                     # sent texts whose receipt may still come (their row ids)
+BATCH = 500                              # texts and receipts written in one transaction at most
 
 
 @dataclass(frozen=True)
@@ -90,40 +91,63 @@ class HistoryRecorder:
         self._thread.join()
 
     def _run(self) -> None:
-        while True:
+        stop = False
+        while not stop:
+            batch: list[_Text | _Delivered] = []
             item = self._queue.get()
-            if item is None:
-                return
+            while item is not None:
+                batch.append(item)
+                if len(batch) >= BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            stop = item is None
             try:
-                self._write(item)
+                self._write(batch)
             except UserError as exc:
-                if not self._failed:
-                    self._failed = True
-                    self._report(f"the chat history could not be saved: {exc}")
+                self._fail(f"the chat history could not be saved: {exc}")
                 log.warning("history write failed: %s", exc)
             except Exception:
                 log.exception("internal error writing the chat history")
-                if not self._failed:
-                    self._failed = True
-                    self._report("the chat history could not be saved (internal error; see the log)")
+                self._fail("the chat history could not be saved (internal error; see the log)")
             finally:
-                if isinstance(item, _Text):
-                    with self._lock:
-                        self._pending -= len(item.text)
+                with self._lock:
+                    self._pending -= sum(len(i.text) for i in batch if isinstance(i, _Text))
 
-    def _write(self, item: _Text | _Delivered) -> None:
-        if isinstance(item, _Delivered):
-            row = self._rows.pop((item.session, item.msg_id), None)
-            if row is not None:
-                self.store.update_status(row, "delivered")
-            return
-        status = "delivered" if item.direction == "in" else "sent"
-        row = self.store.append(item.fp, "in" if item.direction == "in" else "out", item.text, ts=item.ts,
-                                status=status, msg_id=f"{item.session}:{item.msg_id}")
-        if item.direction == "out":
-            self._rows[(item.session, item.msg_id)] = row
-            while len(self._rows) > MAX_TRACKED:
-                self._rows.popitem(last=False)
+    def _fail(self, text: str) -> None:
+        if not self._failed:
+            self._failed = True
+            self._report(text)
+
+    def _write(self, batch: list[_Text | _Delivered]) -> None:
+        """One burst: its texts in one transaction, then the receipts that came for earlier texts in another (a
+        receipt for a text of the same burst makes it ``delivered`` before it is written)."""
+        texts: list[_Text] = []
+        sent: dict[tuple[str, int], str] = {}     # our texts of this burst (a peer's ids are another series)
+        updates: list[tuple[int, str]] = []
+        for item in batch:
+            key = (item.session, item.msg_id)
+            if isinstance(item, _Text):
+                texts.append(item)
+                if item.direction == "out":
+                    sent[key] = "sent"
+            elif key in sent:
+                sent[key] = "delivered"
+            elif (row := self._rows.pop(key, None)) is not None:
+                updates.append((row, "delivered"))
+        rows = self.store.append_many([
+            NewMessage(t.fp, "out" if t.direction == "out" else "in", t.text, t.ts,
+                       sent[(t.session, t.msg_id)] if t.direction == "out" else "delivered",
+                       f"{t.session}:{t.msg_id}") for t in texts])
+        for t, row in zip(texts, rows, strict=True):
+            if t.direction == "out" and sent[(t.session, t.msg_id)] == "sent":
+                self._rows[(t.session, t.msg_id)] = row
+        while len(self._rows) > MAX_TRACKED:
+            self._rows.popitem(last=False)
+        if updates:
+            self.store.update_statuses(updates)
 
 
 __all__ = ["HistoryRecorder"]

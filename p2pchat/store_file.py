@@ -82,6 +82,7 @@ def open_store(kind: StoreKind, path: Path) -> sqlite3.Connection:
     try:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         db.execute("PRAGMA secure_delete = ON")      # deleted rows are overwritten, not left in free pages
+        db.execute("PRAGMA synchronous = NORMAL")    # WAL: no fsync per commit; a power cut may lose the last ones
         _check_or_create(kind, path, db)
         db.execute("PRAGMA foreign_keys = ON")
     except LocalFault:
