@@ -341,3 +341,21 @@ CREATE INDEX nicknames_nick ON nicknames(nickname);
 CREATE TABLE decisions (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, old_fp TEXT, new_fp TEXT,
     decision TEXT NOT NULL, detail TEXT NOT NULL);
 """
+
+
+def test_the_contacts_and_chat_commands_open_a_protected_store_with_its_passphrase(tmp_path, capsys, monkeypatch):
+    from p2pchat.cli import main
+    from p2pchat.vault import Vault
+
+    store = ContactStore.in_data_dir(tmp_path, Vault.open(tmp_path, "contacts pw", scrypt_n=FAST))
+    der, fp = key(8)
+    store.record_chat(der, fp, nickname="harbour-master", ip="127.0.0.58", address="127.0.0.58:8471")
+    store.close()
+    monkeypatch.delenv("P2PCHAT_PASSPHRASE", raising=False)
+    assert main(["contacts", "--data-dir", str(tmp_path)]) == 1
+    assert "protected by a passphrase" in capsys.readouterr().err
+    monkeypatch.setenv("P2PCHAT_PASSPHRASE", "contacts pw")
+    assert main(["contacts", "--data-dir", str(tmp_path)]) == 0
+    assert "harbour-master" in capsys.readouterr().out
+    assert main(["chat", "3f2a9c01", "--data-dir", str(tmp_path), "--host", "127.0.0.1"]) == 1
+    assert "no contact called 3f2a9c01" in capsys.readouterr().err
