@@ -359,3 +359,21 @@ def test_the_contacts_and_chat_commands_open_a_protected_store_with_its_passphra
     assert "harbour-master" in capsys.readouterr().out
     assert main(["chat", "3f2a9c01", "--data-dir", str(tmp_path), "--host", "127.0.0.1"]) == 1
     assert "no contact called 3f2a9c01" in capsys.readouterr().err
+
+
+def test_a_tampered_contact_is_refused_not_guessed_around(tmp_path):
+    from p2pchat.vault import Vault
+
+    s = ContactStore.in_data_dir(tmp_path, Vault.open(tmp_path, "pw", scrypt_n=FAST))
+    _fill(s)
+    s.close()
+    db = sqlite3.connect(tmp_path / FILE_NAME)
+    db.execute("UPDATE nicknames SET box = (SELECT box FROM addresses LIMIT 1)")   # another column's sealed value
+    db.commit()
+    db.close()
+    s = ContactStore.in_data_dir(tmp_path, Vault.open(tmp_path, "pw"))
+    try:
+        with pytest.raises(ContactStoreError, match="fails authentication"):
+            s.pinned_for("ip", "127.0.0.57")
+    finally:
+        s.close()
