@@ -104,7 +104,7 @@ class ChatNode:
         self._rt = NodeRuntime(identity, directory=directory, auto_accept=auto_accept, rotate_every=rotate_every,
                                deadlines=Deadlines(step_timeout, accept_timeout, handshake_timeout),
                                workers=workers, admission=admission)
-        if vault is None and data_dir is not None:
+        if vault is None and data_dir is not None and (contacts is True or history is True):
             vault = Vault.open(data_dir, None)      # refused when the directory has a passphrase
         # Key continuity (issue 13): the data directory's contact store, checked at step 2, written after step 4.
         self.contacts: ContactStore | None = (contacts if isinstance(contacts, ContactStore) else
