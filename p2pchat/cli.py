@@ -18,7 +18,6 @@ from p2pchat.display import visible
 from p2pchat.flags import ACCEPT_FLAG, OVERRIDE_FLAG
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import CHAT_PORT, check_port, normalize_ip, parse_address
-from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import UsageError, UserError
 
 # The chat node, the identity key (pycryptodome) and the window are imported by the command that needs them, so
@@ -133,8 +132,10 @@ def _default_nickname(node_directory: object, identity: Identity) -> str:
     return "".join(ch for ch in name if ch.isprintable())[:MAX_NICKNAME] or "p2pchat-user"
 
 
-def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = False) -> ChatNode:
-    """A :class:`~p2pchat.node.ChatNode` configured from the command line (not started yet)."""
+def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = False,
+              opened: passphrase.Opened | None = None) -> ChatNode:
+    """A :class:`~p2pchat.node.ChatNode` configured from the command line (not started yet); ``opened``: the data
+    directory already opened with its passphrase (:func:`p2pchat.passphrase.open_data_dir`)."""
     from p2pchat.chat_protocol import MAX_ROTATE_EVERY
     from p2pchat.foundation.identity import Identity
     from p2pchat.foundation.keygen import TerminalProgress
@@ -153,17 +154,13 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
                         "through a relay")
     if not 1 <= args.rotate_every <= MAX_ROTATE_EVERY:
         raise UserError(f"--rotate-every must be between 1 and {MAX_ROTATE_EVERY} (the protocol's maximum)")
-    from p2pchat.vault import Vault
-
-    data_dir = resolve_data_dir(args.data_dir)
-    secret = passphrase.obtain(data_dir, args)
-    # the key first: a wrong passphrase for it is refused before a new passphrase record could be made
+    data_dir, secret, vault = opened or passphrase.open_data_dir(args)
     identity = Identity.load_or_create(data_dir, secret, progress=TerminalProgress(PROG))
     node = ChatNode(identity, host=host, port=args.port, network=args.network, nickname=args.nickname or "?",
                     ledger=args.ledger, relay=args.relay, no_inbound=args.no_inbound,
                     direct_timeout=args.direct_timeout, rotate_every=args.rotate_every,
                     step_timeout=args.step_timeout, auto_accept=auto_accept, listen=listen, data_dir=data_dir,
-                    vault=Vault.open(data_dir, secret), outbox=listen)
+                    vault=vault, outbox=listen)
     if not args.nickname:
         node.nickname = _default_nickname(node.directory, identity)
     return node
@@ -179,8 +176,9 @@ def _accept_key_change(node: ChatNode, args: argparse.Namespace) -> None:
 def _run_chat(args: argparse.Namespace) -> int:
     from p2pchat.terminal import run_chat
 
-    peer, contact = contacts_cli.resolve_peer(resolve_data_dir(args.data_dir), args.peer)
-    node = make_node(args, listen=False)
+    opened = passphrase.open_data_dir(args)
+    peer, contact = contacts_cli.resolve_peer(opened.data_dir, args.peer, opened.vault)
+    node = make_node(args, listen=False, opened=opened)
     try:
         _accept_key_change(node, args)
         if contact is not None:

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, TextIO
 from p2pchat import passphrase
 from p2pchat.display import Printer, one_line
 from p2pchat.foundation import crypto
-from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import LocalFault, UsageError
 
 if TYPE_CHECKING:
@@ -44,12 +43,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace, out: TextIO) -> int:
     from p2pchat.contacts import ContactStore
     from p2pchat.history import HistoryStore
-    from p2pchat.vault import Vault
 
     if (args.export or args.delete) and not args.contact:
         raise UsageError("--export and --delete need CONTACT (whose transcript)")
-    data_dir = resolve_data_dir(args.data_dir)
-    vault = Vault.open(data_dir, passphrase.obtain(data_dir, args, offer=False))
+    data_dir, _secret, vault = passphrase.open_data_dir(args, offer=False)
     history = HistoryStore.in_data_dir(data_dir, vault)
     contacts = ContactStore.in_data_dir(data_dir, vault)
     p = Printer(out)

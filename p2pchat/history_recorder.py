@@ -16,12 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from p2pchat.foundation.errors import UserError
-from p2pchat.history import HistoryStore
+from p2pchat.history import HistoryStore, NewMessage
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING_BYTES = 64 * 1024 * 1024     # texts queued for the disk at most
 MAX_TRACKED = 10_000                     # sent texts whose receipt may still come (their row ids)
+BATCH = 500                              # texts and receipts written in one transaction at most
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class _Text:
     direction: str
     text: str
     ts: float
+    row: int | None = None          # a history row that holds the text already (an outbox's waiting text)
 
 
 @dataclass(frozen=True)
@@ -41,23 +43,13 @@ class _Delivered:
 
 
 @dataclass(frozen=True)
-class _SentRow:
-    """A waiting text (already a history row) went out in ``session`` as ``msg_id``."""
-
-    session: str
-    msg_id: int
-    fp: str
-    row: int
-
-
-@dataclass(frozen=True)
 class _Dropped:
-    """``session`` dropped: its texts still without a receipt wait again."""
+    """``session`` dropped without a goodbye: its texts still without a receipt wait again (issue 16)."""
 
     session: str
 
 
-_Item = _Text | _Delivered | _SentRow | _Dropped | None
+_Item = _Text | _Delivered | _Dropped | None
 
 
 class HistoryRecorder:
@@ -73,7 +65,7 @@ class HistoryRecorder:
         self._pending = 0
         self._dropped = False
         self._failed = False
-        # (session, msg_id) -> (row, fp) of sent texts whose receipt may still come (thread-owned)
+        # (session, msg_id) -> (row, peer fp) of our texts whose receipt may still come (thread-owned)
         self._rows: OrderedDict[tuple[str, int], tuple[int, str]] = OrderedDict()
         self._requeued = requeued       # told of each contact whose texts wait again after a drop
         self._thread = threading.Thread(target=self._run, name="history-recorder", daemon=True)
@@ -84,19 +76,19 @@ class HistoryRecorder:
     def received(self, session: str, msg_id: int, fp: str, text: str, ts: float) -> None:
         self._put(_Text(session, msg_id, fp, "in", text, ts), len(text))
 
-    def sent(self, session: str, msg_id: int, fp: str, text: str, ts: float) -> None:
-        self._put(_Text(session, msg_id, fp, "out", text, ts), len(text))
+    def sent(self, session: str, msg_id: int, fp: str, text: str, ts: float, *, row: int | None = None) -> None:
+        """Our text ``msg_id`` was queued in ``session``: kept as a new row, or ``row`` (kept already) is now
+        ``sent``."""
+        self._put(_Text(session, msg_id, fp, "out", text, ts, row), 0 if row is not None else len(text))
 
     def delivered(self, session: str, msg_id: int) -> None:
         self._put(_Delivered(session, msg_id), 0)
 
-    def sent_row(self, session: str, msg_id: int, fp: str, row: int) -> None:
-        self._put(_SentRow(session, msg_id, fp, row), 0)
-
     def dropped(self, session: str) -> None:
+        """``session`` dropped: its texts without a receipt become ``waiting`` and ``requeued`` is told."""
         self._put(_Dropped(session), 0)
 
-    def _put(self, item: _Text | _Delivered | _SentRow | _Dropped, size: int) -> None:
+    def _put(self, item: _Text | _Delivered | _Dropped, size: int) -> None:
         with self._lock:
             if self._pending + size > MAX_PENDING_BYTES:
                 first = not self._dropped
@@ -116,57 +108,80 @@ class HistoryRecorder:
         self._thread.join()
 
     def _run(self) -> None:
-        while True:
+        stop = False
+        while not stop:
+            batch: list[_Text | _Delivered | _Dropped] = []
             item = self._queue.get()
-            if item is None:
-                return
+            while item is not None:
+                batch.append(item)
+                if len(batch) >= BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            stop = item is None
             try:
-                self._write(item)
+                self._write(batch)
             except UserError as exc:
-                if not self._failed:
-                    self._failed = True
-                    self._report(f"the chat history could not be saved: {exc}")
+                self._fail(f"the chat history could not be saved: {exc}")
                 log.warning("history write failed: %s", exc)
             except Exception:
                 log.exception("internal error writing the chat history")
-                if not self._failed:
-                    self._failed = True
-                    self._report("the chat history could not be saved (internal error; see the log)")
+                self._fail("the chat history could not be saved (internal error; see the log)")
             finally:
-                if isinstance(item, _Text):
-                    with self._lock:
-                        self._pending -= len(item.text)
+                with self._lock:
+                    self._pending -= sum(len(i.text) for i in batch if isinstance(i, _Text) and i.row is None)
 
-    def _write(self, item: _Text | _Delivered | _SentRow | _Dropped) -> None:
-        if isinstance(item, _Delivered):
-            found = self._rows.pop((item.session, item.msg_id), None)
-            if found is not None:
-                self.store.update_status(found[0], "delivered")
-            return
-        if isinstance(item, _SentRow):
-            self._track(item.session, item.msg_id, item.row, item.fp)
-            return
-        if isinstance(item, _Dropped):
-            lost = [key for key in self._rows if key[0] == item.session]
-            contacts = set()
-            for key in lost:
-                row, fp = self._rows.pop(key)
-                self.store.update_status(row, "waiting")
-                contacts.add(fp)
-            if self._requeued is not None:
-                for fp in sorted(contacts):
-                    self._requeued(fp)
-            return
-        status = "delivered" if item.direction == "in" else "sent"
-        row = self.store.append(item.fp, "in" if item.direction == "in" else "out", item.text, ts=item.ts,
-                                status=status, msg_id=f"{item.session}:{item.msg_id}")
-        if item.direction == "out":
-            self._track(item.session, item.msg_id, row, item.fp)
+    def _fail(self, text: str) -> None:
+        if not self._failed:
+            self._failed = True
+            self._report(text)
 
-    def _track(self, session: str, msg_id: int, row: int, fp: str) -> None:
-        self._rows[(session, msg_id)] = (row, fp)
+    def _write(self, batch: list[_Text | _Delivered | _Dropped]) -> None:
+        """One burst: its texts in one transaction, then the receipts that came for earlier texts in another (a
+        receipt for a text of the same burst makes it ``delivered`` before it is written); the chats that dropped
+        in the burst last (every text of theirs was reported before their drop)."""
+        texts: list[_Text] = []
+        sent: dict[tuple[str, int], str] = {}     # our texts of this burst (a peer's ids are another series)
+        updates: list[tuple[int, str]] = []
+        dropped: set[str] = set()
+        for item in batch:
+            if isinstance(item, _Dropped):
+                dropped.add(item.session)
+                continue
+            key = (item.session, item.msg_id)
+            if isinstance(item, _Text):
+                if item.row is None:
+                    texts.append(item)
+                else:
+                    self._rows[key] = (item.row, item.fp)
+                    updates.append((item.row, "sent"))
+                if item.direction == "out":
+                    sent[key] = "sent"
+            elif key in sent and key not in self._rows:
+                sent[key] = "delivered"
+            elif (found := self._rows.pop(key, None)) is not None:
+                updates.append((found[0], "delivered"))
+        rows = self.store.append_many([
+            NewMessage(t.fp, "out" if t.direction == "out" else "in", t.text, t.ts,
+                       sent[(t.session, t.msg_id)] if t.direction == "out" else "delivered",
+                       f"{t.session}:{t.msg_id}") for t in texts])
+        for t, row in zip(texts, rows, strict=True):
+            if t.direction == "out" and sent[(t.session, t.msg_id)] == "sent":
+                self._rows[(t.session, t.msg_id)] = (row, t.fp)
         while len(self._rows) > MAX_TRACKED:
             self._rows.popitem(last=False)
+        contacts: set[str] = set()
+        for key in [k for k in self._rows if k[0] in dropped]:
+            row, fp = self._rows.pop(key)
+            updates.append((row, "waiting"))
+            contacts.add(fp)
+        if updates:
+            self.store.update_statuses(updates, missing_ok=True)     # the user may have deleted the chat
+        if self._requeued is not None:
+            for fp in sorted(contacts):
+                self._requeued(fp)
 
 
 __all__ = ["HistoryRecorder"]

@@ -12,8 +12,9 @@ import getpass
 import os
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
+from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import UserError
 from p2pchat.foundation.identity import KEY_FILE
 from p2pchat.vault import FILE_NAME, Vault
@@ -89,4 +90,18 @@ def obtain(data_dir: Path, args: argparse.Namespace, *, offer: bool = True, err:
         out.write("The two did not match; try again.\n")
 
 
-__all__ = ["ENV", "add_option", "given", "obtain"]
+class Opened(NamedTuple):
+    data_dir: Path
+    passphrase: str | None
+    vault: Vault
+
+
+def open_data_dir(args: argparse.Namespace, *, offer: bool = True) -> Opened:
+    """``--data-dir`` (or the default) with its passphrase (:func:`obtain`) and its vault. A passphrase that does
+    not open the directory's record, or its protected identity key, is refused (:mod:`p2pchat.vault`)."""
+    data_dir = resolve_data_dir(getattr(args, "data_dir", None))
+    secret = obtain(data_dir, args, offer=offer)
+    return Opened(data_dir, secret, Vault.open(data_dir, secret))
+
+
+__all__ = ["ENV", "Opened", "add_option", "given", "obtain", "open_data_dir"]

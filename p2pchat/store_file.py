@@ -82,6 +82,7 @@ def open_store(kind: StoreKind, path: Path) -> sqlite3.Connection:
     try:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         db.execute("PRAGMA secure_delete = ON")      # deleted rows are overwritten, not left in free pages
+        db.execute("PRAGMA synchronous = NORMAL")    # WAL: no fsync per commit; a power cut may lose the last ones
         _check_or_create(kind, path, db)
         db.execute("PRAGMA foreign_keys = ON")
     except LocalFault:
@@ -116,9 +117,7 @@ def _check_or_create(kind: StoreKind, path: Path, db: sqlite3.Connection) -> Non
         app_id, version = header(db)
         _refuse_other(kind, path, app_id, version, db)
         if app_id == 0 and version == 0:
-            for statement in re.sub(r"--[^\n]*", "", kind.schema).split(";"):
-                if statement.strip():
-                    db.execute(statement)
+            create_schema(db, kind.schema)
             db.execute(f"PRAGMA application_id = {kind.application_id}")
         elif version != kind.format:
             kind.migrations[version](db)
@@ -130,6 +129,13 @@ def _check_or_create(kind: StoreKind, path: Path, db: sqlite3.Connection) -> Non
     app_id, version = header(db)
     if app_id != kind.application_id or version != kind.format:
         raise refusal(kind, path, "could not be set up")
+
+
+def create_schema(db: sqlite3.Connection, schema: str) -> None:
+    """Run the CREATE statements of ``schema`` ("--" comments allowed)."""
+    for statement in re.sub(r"--[^\n]*", "", schema).split(";"):
+        if statement.strip():
+            db.execute(statement)
 
 
 def _refuse_other(kind: StoreKind, path: Path, app_id: int, version: int, db: sqlite3.Connection) -> None:
@@ -260,5 +266,5 @@ class SealedStore:
                 pass     # another process reads right now; a later checkpoint does it
 
 
-__all__ = ["BUSY_TIMEOUT_MS", "META_SCHEMA", "SealedStore", "StoreKind", "db_error", "header", "open_store",
-           "refusal"]
+__all__ = ["BUSY_TIMEOUT_MS", "META_SCHEMA", "SealedStore", "StoreKind", "create_schema", "db_error", "header",
+           "open_store", "refusal"]

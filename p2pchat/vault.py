@@ -95,6 +95,7 @@ class Vault:
         record = {"format": FORMAT, "protection": "scrypt", "scrypt": params, "salt": salt.hex(),
                   "check": keys[2].hex()}
         path = data_dir / FILE_NAME
+        _protect_identity(data_dir, passphrase, check_only=True)
         if replace_plain:
             # Claim the "no passphrase" record by renaming it away: of two processes only one succeeds.
             claimed = data_dir / f"{FILE_NAME}.claim-{os.getpid()}"
@@ -246,12 +247,28 @@ def _write_exclusive(path: Path, record: dict[str, Any]) -> bool:
     return True
 
 
-def _protect_identity(data_dir: Path, passphrase: str) -> None:
-    """Save a plain identity key again under the new passphrase (an encrypted one is left alone)."""
+def _protect_identity(data_dir: Path, passphrase: str, *, check_only: bool = False) -> None:
+    """An identity key protected already must open with this passphrase (one passphrase for everything); a plain
+    one is saved again under it (unless ``check_only``: before the record is made)."""
     path = data_dir / KEY_FILE
     try:
-        if not path.exists() or b"ENCRYPTED" in path.read_bytes():
-            return
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise VaultError(f"cannot read the identity key {path}: {exc.strerror}") from None
+    if b"ENCRYPTED" in data:
+        try:
+            Identity.load(path, passphrase)
+        except IdentityError as exc:
+            if "wrong passphrase" in str(exc):
+                raise WrongPassphrase(f"wrong passphrase: the identity key {path} is protected by another one, "
+                                      f"and one passphrase protects the key, history and contacts") from None
+            raise
+        return
+    if check_only:
+        return
+    try:
         Identity.load(path).save(path, passphrase)
     except (OSError, IdentityError) as exc:
         log.warning("the identity key %s was not re-encrypted under the passphrase: %s", path, exc)

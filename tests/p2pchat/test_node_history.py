@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from p2pchat.contacts import ContactStore
 from p2pchat.events import DeliveryReceipt, MessageReceived
 from p2pchat.history import HistoryStore
 from p2pchat.peer_directory import FixedDirectory
@@ -23,10 +24,11 @@ def test_texts_both_ways_are_kept_per_peer_key_and_receipts_mark_them_delivered(
         d.mkdir()
     vaults = {name: Vault.open(d, f"{name}'s passphrase", scrypt_n=FAST) for name, d in dirs.items()}
     directory = FixedDirectory()
-    alice = make_peer(alice_id, "alice", directory, ip=free_loopback_ip(), data_dir=dirs["alice"],
-                      vault=vaults["alice"])
-    bob = make_peer(bob_id, "bob", directory, ip=free_loopback_ip(), data_dir=dirs["bob"], vault=vaults["bob"],
-                    auto_accept=True)
+    contacts = {name: ContactStore.in_data_dir(d, vaults[name]) for name, d in dirs.items()}
+    alice = make_peer(alice_id, "alice-wonder", directory, ip=free_loopback_ip(), data_dir=dirs["alice"],
+                      vault=vaults["alice"], contacts=contacts["alice"])
+    bob = make_peer(bob_id, "bob-builder", directory, ip=free_loopback_ip(), data_dir=dirs["bob"],
+                    vault=vaults["bob"], contacts=contacts["bob"], auto_accept=True)
     try:
         sid, bob_sid = connect_all(alice, bob)
         first = alice.node.send_text(sid, "the quokka smiles at noon")
@@ -45,12 +47,19 @@ def test_texts_both_ways_are_kept_per_peer_key_and_receipts_mark_them_delivered(
     finally:
         alice.node.close()
         bob.node.close()
+    # with a passphrase, no file of either data directory holds a word said, a nickname, an address or a key
+    needles = [b"quokka", b"alice-wonder", b"bob-builder", alice.ip.encode(), bob.ip.encode()]
+    for ident in (alice_id, bob_id):
+        needles += [ident.fingerprint, ident.fingerprint.hex().encode(), ident.public_der]
     for d in dirs.values():
         for path in d.iterdir():
-            data = path.read_bytes()
-            assert b"quokka" not in data.lower(), path
-            if path.name.startswith("history"):
-                assert alice_id.fingerprint.hex().encode() not in data and bob_id.fingerprint.hex().encode() not in data
+            data = path.read_bytes().lower()
+            assert [n for n in needles if n.lower() in data] == [], path
+    alice_contacts = ContactStore.in_data_dir(dirs["alice"], Vault.open(dirs["alice"], "alice's passphrase"))
+    try:
+        assert alice_contacts.pinned_for("nick", "bob-builder").fp == bob_id.fingerprint.hex()
+    finally:
+        alice_contacts.close()
     bob_history = HistoryStore.in_data_dir(dirs["bob"], Vault.open(dirs["bob"], "bob's passphrase"))
     try:
         (conv,) = bob_history.conversations()
