@@ -101,6 +101,20 @@ class SessionEnded:
 
 
 @dataclass(frozen=True)
+class KeyChangeStopped:
+    """Step 2 stopped because the ledger names another key than the one pinned for this peer (issue 13).
+    ``reason`` is the full warning (what was expected, what the ledger says, since when, what may be happening);
+    ``new_fingerprint`` (64 hex digits) is what :meth:`ChatNode.accept_new_key` takes; ``verified``: the pinned
+    key was verified, so accepting needs ``override_verified``. The failed :class:`StepResult` follows."""
+
+    session: str
+    reason: str
+    new_fingerprint: str
+    old_fingerprint: str
+    verified: bool
+
+
+@dataclass(frozen=True)
 class NodeError:
     """An error not tied to one session (e.g. the listening port is taken)."""
 
@@ -109,9 +123,9 @@ class NodeError:
 
 
 Event = (StepResult | StepRefused | IncomingChat | SessionUpdated | MessageReceived | DeliveryReceipt
-         | PeerTyping | Notice | SessionEnded | NodeError)
+         | PeerTyping | Notice | SessionEnded | NodeError | KeyChangeStopped)
 
 __all__ = [
-    "DeliveryReceipt", "Event", "IncomingChat", "MessageReceived", "NodeError", "Notice", "PeerTyping",
-    "SessionEnded", "SessionInfo", "SessionUpdated", "StepRefused", "StepResult",
+    "DeliveryReceipt", "Event", "IncomingChat", "KeyChangeStopped", "MessageReceived", "NodeError", "Notice",
+    "PeerTyping", "SessionEnded", "SessionInfo", "SessionUpdated", "StepRefused", "StepResult",
 ]

@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from p2pchat.chat_protocol import Send
 from p2pchat.continuity import Changed, KeyContinuity, Refused, Verdict
-from p2pchat.events import Event, IncomingChat, NodeError, Notice, SessionUpdated, StepRefused, StepResult
+from p2pchat.events import (
+    Event,
+    IncomingChat,
+    KeyChangeStopped,
+    NodeError,
+    Notice,
+    SessionUpdated,
+    StepRefused,
+    StepResult,
+)
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.errors import UserError
@@ -238,6 +247,9 @@ class HandshakeDriver:
                 return
             if isinstance(verdict, Refused):
                 reason = verdict.reason
+                if verdict.new_fp:      # the window asks the user about it (gui/key_change.py)
+                    self.host.emit(KeyChangeStopped(session.id, reason, verdict.new_fp, verdict.old_fp,
+                                                    verdict.hard))
                 self.call(session, lambda hs: hs.key_refused(reason))
                 return
             if isinstance(verdict, Changed):
