@@ -21,6 +21,7 @@ from typing import Any
 import customtkinter as ctk
 
 from gui import settings as gui_settings
+from gui.first_run import FirstRunChoice, FirstRunView, ReachableNote
 from gui.ledger_actions import LedgerActions
 from gui.ledger_monitor import LedgerMonitor
 from gui.ledger_runtime import LedgerRuntime, attach_ledger
@@ -180,12 +181,20 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         network = _arg(args, "network", "p2pchat")
         passphrase = _passphrase(args)
         view = StartupView(app.root, lambda: app is not None and app.close_requested)
+        first_run: FirstRunChoice | None = None
         if (data_dir / KEY_FILE).exists():
             identity = Identity.load(data_dir / KEY_FILE, passphrase)
         else:
-            # First run: the key is made in other processes while the window shows progress (gui/startup.py).
+            if not _arg(args, "nickname"):
+                # First run (issue 15): the user chooses the nickname (and maybe a passphrase) before anything is
+                # made or published; the passphrase then goes wherever the app's passphrase goes.
+                first_run = FirstRunView(app.root).run()
+                args.nickname = first_run.nickname
+                passphrase = first_run.passphrase or passphrase
+            # The key is made in other processes while the window shows progress (gui/startup.py).
+            chosen = passphrase
             identity = view.run("Making your key…", lambda stop: Identity.load_or_create(
-                data_dir, passphrase, stop=stop))
+                data_dir, chosen, stop=stop))
         nickname = _arg(args, "nickname") or default_nickname(identity.fingerprint)
 
         def attach(stop: object) -> LedgerRuntime:
@@ -213,9 +222,11 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         monitor = LedgerMonitor(runtime.source).start()
         me = Me(nickname, format_address(host, node.port), identity.short_fingerprint)
         window = app.open_window(node, me, ledger=monitor, data_dir=data_dir)
-        actions = LedgerActions(runtime.address, data_dir, passphrase=_passphrase(args), source_ip=host,
+        actions = LedgerActions(runtime.address, data_dir, passphrase=passphrase, source_ip=host,
                                 network=network)
         window.ledger_panel.set_actions(actions)
+        if first_run is not None:
+            ReachableNote(window, nickname, me.address)
         app.run()
         return 0
     except UserError as exc:

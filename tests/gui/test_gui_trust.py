@@ -17,18 +17,16 @@ from collections.abc import Iterator
 import pytest
 import segno
 
-from gui.app import App
-from gui.ledger_monitor import LedgerMonitor, NodeSource
 from gui.models import StepState
-from gui.window import ChatWindow, Me
+from gui.window import ChatWindow
 from p2pchat.contacts import ContactStore
 from p2pchat.demo_world import DemoWorld
 from p2pchat.foundation.addresses import format_address
 from p2pchat.node import ChatNode
 from p2pchat.steps import Step
 from tests.conftest import free_loopback_ip
-from tests.gui.driver import Driver, need_xdotool
-from tests.gui.test_gui_peer_trouble import PeerProcess, connect_all, transcript
+from tests.gui.driver import Driver
+from tests.gui.test_gui_peer_trouble import PeerProcess, alice_window, connect_all, transcript
 
 pytestmark = [pytest.mark.gui, pytest.mark.timeout(180)]
 
@@ -61,18 +59,8 @@ def world(tmp_path, identities) -> Iterator[tuple[DemoWorld, PeerProcess, Contac
 
 @pytest.fixture
 def window(xvfb, world) -> Iterator[ChatWindow]:
-    need_xdotool()
-    w, _peer, _store = world
-    alice = w.user("alice")
-    assert alice.chat is not None
-    app = App(appearance="Light")
-    monitor = LedgerMonitor(NodeSource(alice.ledger_node), interval=0.5).start()
-    try:
-        yield app.open_window(alice.chat, Me("alice", alice.chat.address, alice.identity.short_fingerprint),
-                              ledger=monitor, geometry="700x790+0+0")
-    finally:
-        app.close()
-        monitor.close()
+    with alice_window(world[0]) as window:
+        yield window
 
 
 def wait_ready_peer(d: Driver, peer: PeerProcess) -> None:
