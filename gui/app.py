@@ -90,7 +90,16 @@ class App:
 
     def _window_closed(self, window: ChatWindow) -> None:
         self._remember(window)
-        # The demo's windows belong together: closing one ends the demo. The root goes last.
+        if not self.close_requested and any(not w.closed for w in self.windows):
+            # The demo: each window is one user. Closing one ends that user's chats (the other window shows
+            # the peer left) and hides it; the app goes on until the last window closes.
+            window.end_chats()
+            if window.top is self.root:
+                self.root.withdraw()      # the root carries the other windows: hidden, not destroyed
+            else:
+                window.top.destroy()
+            return
+        # The last window, or the app was asked to quit (a signal): every window closes. The root goes last.
         for other in self.windows:
             if not other.closed:
                 self._remember(other)

@@ -631,6 +631,15 @@ class ChatWindow:
         if yes:
             self.request_close()
 
+    def end_chats(self) -> None:
+        """Say goodbye in every open chat (this window closes while the app goes on; no network wait)."""
+        for tab in self.controller.tabs.values():
+            if tab.ended is None:
+                try:
+                    self.node.end_session(tab.session)
+                except UserError as exc:       # already ended in the node meanwhile
+                    log.info("ending chat %s: %s", tab.session, exc)
+
     def request_close(self) -> None:
         """Ask the window to close (safe from Tk callbacks and signal handlers): the next tick does it."""
         self.close_requested = True
