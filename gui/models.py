@@ -123,6 +123,13 @@ class TabState:
     verified: bool | None = None     # the user marked this peer (not) verified in this window
 
     @property
+    def verified_mark(self) -> bool | None:
+        """Verified as the user last said in this window, else as the contact store said after step 4."""
+        if self.verified is not None:
+            return self.verified
+        return self.info.peer_verified if self.info else None
+
+    @property
     def nickname_checked(self) -> bool:
         """Step 2 confirmed the peer's nickname from the ledger (before: only what the peer claims)."""
         return self.steps[Step.SWAP_KEYS].state is StepState.DONE and not self.key_refused
@@ -161,7 +168,7 @@ def peer_label(tab: TabState) -> str:
         return f"not confirmed — step 2 refused the key (it calls itself {clean_name(nick)})"
     if not tab.nickname_checked:
         return f"calls itself {clean_name(nick)}, not checked yet"
-    return clean_name(nick) + (" · ✓ verified" if tab.verified else "")
+    return clean_name(nick) + (" · ✓ verified" if tab.verified_mark else "")
 
 
 def tab_peer_rows(tab: TabState) -> list[tuple[str, str]]:

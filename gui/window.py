@@ -610,7 +610,7 @@ class ChatWindow:
             self.controller.set_verified(session, verified)
             self._render(self.controller.take_changes())
         self.verify_dialog = VerifyDialog(self.top, self.fonts, tab.peer_name, tab.info.safety_number,
-                                          tab.verified, answered)
+                                          tab.verified_mark, answered)
         tab_stops(self.verify_dialog)
 
     # ---- closing ------------------------------------------------------------------------------------------

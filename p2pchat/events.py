@@ -28,6 +28,7 @@ class SessionInfo:
     safety_number: str | None = None
     steps_done: tuple[Step, ...] = ()
     incoming: bool = False
+    peer_verified: bool | None = None       # after step 4: the user marked this key verified (None: no contacts)
 
 
 @dataclass(frozen=True)

@@ -790,3 +790,10 @@ def test_verifying_before_the_four_steps_are_done_is_refused_in_words(ctl, node,
     settle(worker)
     assert node.named("verify_contact") == []
     assert "once the four steps are done" in ctl.tabs[session].lines[-1].text
+
+
+def test_a_contact_verified_earlier_shows_its_mark_once_step_4_pinned_it(ctl, worker):
+    session = ready_chat(ctl, worker)
+    ctl.handle(SessionUpdated(SessionInfo(session, "127.0.0.3", peer_nickname="bob", steps_done=tuple(Step),
+                                          peer_verified=True)))
+    assert peer_label(ctl.tabs[session]) == "bob · ✓ verified"

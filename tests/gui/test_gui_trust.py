@@ -118,6 +118,18 @@ def test_a_changed_key_stops_step_2_with_a_dialog_and_accepting_lets_the_retry_t
     d.wait(lambda: (store.get(carol.identity.fingerprint) or store.all()[0]).verified, what="the store's mark")
     assert store.get(carol.identity.fingerprint) is not None
 
+    # The next chat with carol shows the mark from the contact store as soon as step 4 pinned her key.
+    window.controller.close_tab(retry)
+    window._render(window.controller.take_changes())
+    assert window.controller.peer_text == carol.host        # the peer field still names her
+    d.click(window.step_bar.connect_all_button)
+    d.wait(lambda: window.controller.target not in (None, retry), what="the next chat's tab")
+    again = window.controller.target
+    assert again is not None
+    d.wait(lambda: window.controller.tabs[again].ready, what="the next chat to be ready")
+    d.wait(lambda: window.panes[again].peer_panel.value_text("Peer") == "carol · ✓ verified",
+           what="the stored verified mark")
+
 
 def test_a_verified_contacts_changed_key_is_a_hard_stop_with_a_red_banner(window, world):
     w, peer, store = world
