@@ -19,7 +19,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from gui.key_words import step_2_words, window_warning
@@ -59,7 +59,7 @@ EARLY_EVENTS_KEPT = 8
 FAILED_TAB_LINGER = 8.0     # seconds a failed dial's tab stays (its failure shown) before it closes itself
 COUNTDOWN_FROM = 90.0       # a timeout closer than this shows a countdown in the step bar
 NOTICE_MARKS = {"rotation": "↻", "refused": "⚠", "path": "⇄", "info": "ℹ", "ready": "✓", "ended": "■",
-                "error": "⚠"}
+                "error": "⚠", "key-change": "⚠", "key-stop": "⚠"}
 
 
 class NodeApi(Protocol):
@@ -505,17 +505,18 @@ class ChatController:
         self.commands.submit(lambda: self.node.accept_new_key(fp, override_verified=override),
                              failed=lambda exc: self._session_error(session, exc))
         tab.key_change = None
-        self._notice(tab, "key-change", f"You accepted the new key of {tab.peer_name}. Press 1 Connect to try "
+        self._notice(tab, "key-change", f"You accepted the new key of {stop.contact}. Press 1 Connect to try "
                                         "again: the decision is recorded once the four steps succeed"
                      + (", and the verified mark is removed until you compare the new safety number."
                         if override else "."))
 
     def keep_old_key(self, session: str) -> None:
         tab = self.tabs.get(session)
-        if tab is None or tab.key_change is None:
+        stop = tab.key_change if tab is not None else None
+        if tab is None or stop is None:
             return
         tab.key_change = None
-        self._notice(tab, "key-change", f"You kept the old key of {tab.peer_name}: nothing was sent to the key the "
+        self._notice(tab, "key-change", f"You kept the old key of {stop.contact}: nothing was sent to the key the "
                                         "ledger now names.")
 
     def set_verified(self, session: str, verified: bool) -> None:
@@ -541,12 +542,13 @@ class ChatController:
                      if verified else f"{tab.peer_name} is no longer marked verified.")
 
     def _key_change_stopped(self, tab: TabState, event: KeyChangeStopped) -> None:
+        event = replace(event, contact=clean_name(event.contact, tab.peer_name))
         tab.key_change = event
         tab.key_refused = True
         self._changes.key_changes.append(tab.session)
         self._changes.peer.add(tab.session)
         if event.verified:
-            self._notice(tab, "key-stop", f"STOP — the key of {tab.peer_name}, a contact you VERIFIED, has changed. "
+            self._notice(tab, "key-stop", f"STOP — the key of {event.contact}, a contact you VERIFIED, has changed. "
                                           "Nothing was signed or sent. Do not go on until you have asked them in "
                                           "person or by phone.")
 
@@ -645,8 +647,8 @@ class ChatController:
         else:
             words = plain(detail, tab.peer_name)
             if event.step is Step.SWAP_KEYS and tab.key_change is not None:
-                words = Wording(step_2_words(tab.peer_name),
-                              window_warning(detail, tab.peer_name, tab.key_change.verified))
+                stop = tab.key_change
+                words = Wording(step_2_words(stop.contact), window_warning(detail, stop.contact, stop.verified))
             st.state, st.result = StepState.FAILED, fail_text(words.plain)
             tab.auto = False
             tab.failure = detail

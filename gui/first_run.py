@@ -70,7 +70,7 @@ class FirstRunView:
     def show(self) -> None:
         root = self.root
         root.title("p2pchat — welcome")
-        root.geometry("460x420")
+        root.geometry("460x360")
         self.frame = frame = ctk.CTkFrame(root, fg_color="transparent")
         frame.pack(fill="both", expand=True, padx=24, pady=18)
         ctk.CTkLabel(frame, text="Welcome to p2pchat", font=ctk.CTkFont(size=17, weight="bold")).pack(anchor="w")

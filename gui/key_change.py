@@ -20,11 +20,15 @@ from gui.widgets.style import BAD, MUTED, Fonts
 from p2pchat.events import KeyChangeStopped
 from p2pchat.foundation import crypto
 
-WRAP = 520
+WRAP = 470
 
 
 def grouped(fp_hex: str) -> str:
-    return crypto.format_fingerprint(bytes.fromhex(fp_hex), 16) if fp_hex else "?"
+    """A full fingerprint in groups of four, on two lines of eight groups."""
+    if not fp_hex:
+        return "?"
+    groups = crypto.format_fingerprint(bytes.fromhex(fp_hex), 16).split()
+    return " ".join(groups[:8]) + "\n" + " ".join(groups[8:])
 
 
 class KeyChangeDialog(ctk.CTkToplevel):
@@ -55,7 +59,8 @@ class KeyChangeDialog(ctk.CTkToplevel):
                                            ("Key the ledger names now", stop.new_fingerprint))):
             ctk.CTkLabel(keys, text=label, font=fonts.small, text_color=MUTED).grid(row=row, column=0, sticky="w",
                                                                                   padx=(0, 8))
-            ctk.CTkLabel(keys, text=grouped(fp), font=fonts.mono).grid(row=row, column=1, sticky="w")
+            ctk.CTkLabel(keys, text=grouped(fp), font=fonts.mono, justify="left").grid(row=row, column=1, sticky="w",
+                                                                                        pady=2)
         ctk.CTkLabel(self, text="Accepting lets the next chat with this key go on (press 1 Connect again); the "
                                 "decision is recorded. Keep the old key unless you know why it changed.",
                      font=fonts.small, text_color=MUTED, wraplength=WRAP, justify="left").pack(

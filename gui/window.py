@@ -590,7 +590,7 @@ class ChatWindow:
             self.key_dialog = None
             (self.controller.accept_key if accept else self.controller.keep_old_key)(session)
             self._render(self.controller.take_changes())
-        self.key_dialog = KeyChangeDialog(self.top, self.fonts, tab.peer_name, tab.key_change, answered)
+        self.key_dialog = KeyChangeDialog(self.top, self.fonts, tab.key_change.contact, tab.key_change, answered)
         tab_stops(self.key_dialog)
 
     def open_verify(self, session: str) -> None:

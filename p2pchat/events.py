@@ -113,6 +113,7 @@ class KeyChangeStopped:
     new_fingerprint: str
     old_fingerprint: str
     verified: bool
+    contact: str = ""            # the name the user knows the pinned contact by (local name or nickname)
 
 
 @dataclass(frozen=True)

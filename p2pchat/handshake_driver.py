@@ -249,7 +249,7 @@ class HandshakeDriver:
                 reason = verdict.reason
                 if verdict.new_fp:      # the window asks the user about it (gui/key_change.py)
                     self.host.emit(KeyChangeStopped(session.id, reason, verdict.new_fp, verdict.old_fp,
-                                                    verdict.hard))
+                                                    verdict.hard, verdict.who))
                 self.call(session, lambda hs: hs.key_refused(reason))
                 return
             if isinstance(verdict, Changed):

@@ -146,9 +146,9 @@ def test_a_verified_contacts_changed_key_is_a_hard_stop_with_a_red_banner(window
     assert [ln.level for ln in window.controller.tabs[session].lines if ln.level == "key-stop"] == ["key-stop"]
     assert "STOP" in transcript(window, session) and "VERIFIED" in dialog.message.get("1.0", "end")
     assert dialog.accept_button.cget("state") == "disabled"
+    d.screenshot("key-change-hard-stop.png", window.top)
     d.key("Return")            # Enter keeps the old key (the default)
     d.wait(lambda: window.key_dialog is None, what="the dialog to close")
     assert "You kept the old key" in transcript(window, session)
     assert [x.decision for x in store.decisions()] == ["verified"]     # no key change was recorded
     assert store.pinned_for("ip", carol.host).fp == old.fp
-    d.screenshot("key-change-hard-stop.png", window.top)
