@@ -1,39 +1,47 @@
 """Key continuity and verification in the real window (issue 13), clicked with a real pointer under Xvfb.
 
-Alice's window has a contact store that pinned another key for carol's address than the one the ledger names
-now — what alice's data directory holds after carol reinstalled (new data directory, registered again; the
-terminal side of that, with the real revoke and re-registration, is tests/integration/test_key_continuity.py).
-Carol's chat node is a real process (tests/gui/headless_peer.py). Step 2 stops with the key-change dialog;
-"Accept the new key" and 1 Connect again lead to a ready chat, and the contact store records the decision. For a
-contact alice had verified the stop is hard: a red banner line in the chat and Accept off until she confirms. On
-a ready chat, "Verify…" shows the safety number as text and as a QR code (the widget draws exactly segno's
-modules) and marks the contact verified.
+Carol's chat node is a real process (tests/gui/headless_peer.py). Alice chats with carol once (her key is
+pinned), then carol reinstalls for real: her key is revoked in the ledger, her ledger node stops, a new data
+directory with a new key registers her address and nickname again, and her chat process comes back with it.
+Alice's next chat stops at step 2 with the key-change dialog; "Accept the new key" and 1 Connect again lead to a
+ready chat, and the contact store records the decision. "Verify…" then shows the safety number as text and as a
+QR code (the widget draws exactly segno's modules) and marks carol verified. For a contact alice had verified
+(pinned with another key in her store) the stop is hard: a red banner line in the chat, Accept off until she
+confirms, Enter keeping the old key.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import segno
 
 from gui.models import StepState
 from gui.window import ChatWindow
+from ledger.client import LedgerClient
+from ledger.local_ledger import LocalLedger
+from ledger.node import LedgerNode, NodeConfig
+from ledger.own_record import build_revocation, own_record, publish_and_wait
 from p2pchat.contacts import ContactStore
 from p2pchat.demo_world import DemoWorld
 from p2pchat.foundation.addresses import format_address
+from p2pchat.foundation.identity import KEY_FILE, Identity
 from p2pchat.node import ChatNode
 from p2pchat.steps import Step
 from tests.conftest import free_loopback_ip
 from tests.gui.driver import Driver
 from tests.gui.test_gui_peer_trouble import PeerProcess, alice_window, connect_all, transcript
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.gui, pytest.mark.timeout(180)]
 
 
 @pytest.fixture
 def world(tmp_path, identities) -> Iterator[tuple[DemoWorld, PeerProcess, ContactStore]]:
-    """Alice's chat node (with a contact store) in this process, carol's in her own; carol's old key pinned."""
+    """Alice's chat node (with a contact store) in this process, carol's in her own."""
     with DemoWorld(root=tmp_path, hosts=(free_loopback_ip(), free_loopback_ip()), nicknames=("alice", "carol"),
                    identities=identities[:2], difficulty=8, rotate_every=10) as w:
         alice, carol = w.user("alice"), w.user("carol")
@@ -43,9 +51,6 @@ def world(tmp_path, identities) -> Iterator[tuple[DemoWorld, PeerProcess, Contac
         carol.chat = None
         (tmp_path / "alice-contacts").mkdir()
         store = ContactStore.in_data_dir(tmp_path / "alice-contacts")
-        old = identities[4]        # carol's key before she reinstalled
-        store.record_chat(old.public_der, old.fingerprint, nickname="carol", ip=carol.host,
-                          address=format_address(carol.host, w.chat_port))
         alice.chat = ChatNode(alice.identity, host=alice.host, port=w.chat_port, network=w.network,
                               nickname="alice", ledger=alice.ledger_address, contacts=store)
         alice.chat.start()
@@ -63,16 +68,71 @@ def window(xvfb, world) -> Iterator[ChatWindow]:
         yield window
 
 
+def reinstall_carol(w: DemoWorld, peer: PeerProcess, new: Identity, root: Path) -> tuple[PeerProcess, LedgerNode]:
+    """What carol's reinstall does: her key is revoked, her ledger node stops, a new data directory with a new
+    key registers her address and nickname again, and her chat node comes back with that key."""
+    carol, alice = w.user("carol"), w.user("alice")
+    peer.close()
+    client = LedgerClient(carol.host, w.ledger_port, source_ip=carol.host, timeout=5)
+    own = own_record(client.status(), carol.identity)
+    published = publish_and_wait(client, build_revocation(carol.identity, own, w.params, time.time()), 60)
+    assert published.mined
+    alice_client = LedgerClient(alice.host, w.ledger_port, source_ip=alice.host, timeout=5)
+    wait_until(lambda: alice_client.find(carol.host, by="ip") is None, 60, interval=0.1,
+               what="the revocation at alice's ledger node")
+    carol.ledger_node.close()
+    data_dir = root / "carol-reinstalled"
+    data_dir.mkdir()
+    new.save(data_dir / KEY_FILE)
+    node = LedgerNode(new, LocalLedger(data_dir, w.params), host=carol.host, port=w.ledger_port,
+                      chat_port=w.chat_port, seeds=[alice.ledger_address], nickname="carol",
+                      config=NodeConfig(register_grace=2.0, backoff_base=0.2, backoff_cap=2.0)).start()
+    try:
+        wait_until(lambda: (b := alice_client.find(carol.host, by="ip")) is not None
+                   and b.fingerprint == new.fingerprint, 60, interval=0.1, what="carol's new record at alice's")
+    except BaseException:
+        node.close()
+        raise
+    fresh = PeerProcess(["--host", carol.host, "--data-dir", str(data_dir), "--nickname", "carol",
+                         "--network", w.network, "--ledger", node.address])
+    return fresh, node
+
+
 def wait_ready_peer(d: Driver, peer: PeerProcess) -> None:
     d.wait(lambda: any(e.get("event") == "ready" for e in peer.events()), what="carol's chat process")
 
 
-def test_a_changed_key_stops_step_2_with_a_dialog_and_accepting_lets_the_retry_through(window, world):
+def test_a_changed_key_stops_step_2_with_a_dialog_and_accepting_lets_the_retry_through(window, world, identities,
+                                                                                      tmp_path):
     w, peer, store = world
     d = Driver(window.top)
     carol = w.user("carol")
     wait_ready_peer(d, peer)
-    session = connect_all(d, window, carol.host)
+    first = connect_all(d, window, carol.host)          # the first chat pins carol's key
+    d.wait(lambda: window.controller.tabs[first].ready, what="the first chat with carol")
+    pinned = store.pinned_for("ip", carol.host)
+    assert pinned is not None and pinned.fingerprint == carol.identity.fingerprint
+    window.controller.close_tab(first)
+    window._render(window.controller.take_changes())
+
+    new_key = identities[3]
+    peer, node = reinstall_carol(w, peer, new_key, tmp_path)
+    try:
+        changed_key_dialog(d, window, w, peer, store, new_key)
+    finally:
+        peer.close()
+        node.close()
+
+
+def changed_key_dialog(d: Driver, window: ChatWindow, w: DemoWorld, peer: PeerProcess, store: ContactStore,
+                       new_key: Identity) -> None:
+    carol = w.user("carol")
+    wait_ready_peer(d, peer)
+    d.wait(lambda: window.controller.peer_text == carol.host, what="the peer field still naming carol")
+    d.click(window.step_bar.connect_all_button)
+    d.wait(lambda: window.controller.target is not None, what="the new chat's tab")
+    session = window.controller.target
+    assert session is not None
     d.wait(lambda: window.key_dialog is not None, what="the key-change dialog")
     dialog = window.key_dialog
     assert dialog is not None
@@ -97,9 +157,10 @@ def test_a_changed_key_stops_step_2_with_a_dialog_and_accepting_lets_the_retry_t
     d.wait(lambda: window.controller.tabs[retry].ready, what="the retried chat to be ready")
     decisions = store.decisions()
     assert [x.decision for x in decisions] == ["accepted"]
-    assert decisions[0].new_fp == carol.identity.fingerprint.hex()
+    assert decisions[0].new_fp == new_key.fingerprint.hex()
+    assert decisions[0].old_fp == carol.identity.fingerprint.hex()
     pinned = store.pinned_for("ip", carol.host)
-    assert pinned is not None and pinned.fingerprint == carol.identity.fingerprint
+    assert pinned is not None and pinned.fingerprint == new_key.fingerprint
     assert window.panes[retry].peer_panel.value_text("Peer") == "carol"
 
     # Compare the safety number: text and QR code, then mark carol verified.
@@ -115,8 +176,8 @@ def test_a_changed_key_stops_step_2_with_a_dialog_and_accepting_lets_the_retry_t
     d.screenshot("verify-dialog.png", verify)
     d.click(verify.verify_button)
     d.wait(lambda: "✓ verified" in window.panes[retry].peer_panel.value_text("Peer"), what="the verified mark")
-    d.wait(lambda: (store.get(carol.identity.fingerprint) or store.all()[0]).verified, what="the store's mark")
-    assert store.get(carol.identity.fingerprint) is not None
+    d.wait(lambda: (store.get(new_key.fingerprint) or store.all()[0]).verified, what="the store's mark")
+    assert store.get(new_key.fingerprint) is not None
 
     # The next chat with carol shows the mark from the contact store as soon as step 4 pinned her key.
     window.controller.close_tab(retry)
@@ -131,10 +192,13 @@ def test_a_changed_key_stops_step_2_with_a_dialog_and_accepting_lets_the_retry_t
            what="the stored verified mark")
 
 
-def test_a_verified_contacts_changed_key_is_a_hard_stop_with_a_red_banner(window, world):
+def test_a_verified_contacts_changed_key_is_a_hard_stop_with_a_red_banner(window, world, identities):
     w, peer, store = world
     d = Driver(window.top)
     carol = w.user("carol")
+    earlier = identities[4]        # the key alice verified for carol's address before (a reinstall since)
+    store.record_chat(earlier.public_der, earlier.fingerprint, nickname="carol", ip=carol.host,
+                      address=format_address(carol.host, w.chat_port))
     old = store.pinned_for("ip", carol.host)
     assert old is not None
     store.set_verified(old.fp, True)
