@@ -51,7 +51,7 @@ class KeyChangeDialog(ctk.CTkToplevel):
             banner.pack(padx=24, pady=(18, 0), fill="x")
         ctk.CTkLabel(self, text=title, font=fonts.title, text_color=BAD).pack(padx=24, pady=(14, 4), anchor="w")
         self.message = read_only_text(self, window_warning(clean(stop.reason), peer_name, stop.verified),
-                                      fonts.small, WRAP, 210)
+                                      fonts.small, WRAP, 260)
         self.message.pack(padx=24, pady=4, fill="x")
         keys = ctk.CTkFrame(self, fg_color="transparent")
         keys.pack(padx=24, pady=4, fill="x")

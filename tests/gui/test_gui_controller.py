@@ -797,3 +797,13 @@ def test_a_contact_verified_earlier_shows_its_mark_once_step_4_pinned_it(ctl, wo
     ctl.handle(SessionUpdated(SessionInfo(session, "127.0.0.3", peer_nickname="bob", steps_done=tuple(Step),
                                           peer_verified=True)))
     assert peer_label(ctl.tabs[session]) == "bob · ✓ verified"
+
+
+def test_a_signed_rotation_is_a_visible_notice_without_a_dialog(ctl, worker):
+    session = connect_to(ctl, worker)
+    ctl.take_changes()
+    ctl.handle(Notice(session, "key-change", "carol replaced their key: the ledger proves it"))
+    changes = ctl.take_changes()
+    assert changes.key_changes == []
+    line = ctl.tabs[session].lines[-1]
+    assert (line.level, line.text) == ("key-change", "⚠ carol replaced their key: the ledger proves it")
