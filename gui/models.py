@@ -154,6 +154,9 @@ class TabState:
 
     @property
     def peer_name(self) -> str:
+        if self.key_refused:
+            # step 2 refused the key the ledger names: whatever nickname was claimed is nobody's identity
+            return clean_name(self.info.peer_address if self.info and self.info.peer_address else self.peer_query)
         if self.info and self.info.peer_nickname:
             return clean_name(self.info.peer_nickname)
         return self.base_title

@@ -807,3 +807,11 @@ def test_a_signed_rotation_is_a_visible_notice_without_a_dialog(ctl, worker):
     assert changes.key_changes == []
     line = ctl.tabs[session].lines[-1]
     assert (line.level, line.text) == ("key-change", "⚠ carol replaced their key: the ledger proves it")
+
+
+def test_after_step_2_refused_the_key_the_claimed_nickname_names_nobody(ctl, worker):
+    session = stop_step_2(ctl, worker, verified=False)
+    tab = ctl.tabs[session]
+    assert tab.peer_name == "127.0.0.3"
+    ctl.handle(SessionEnded(session, "the peer left", clean=True))
+    assert "carol" not in tab.lines[-1].text and "127.0.0.3 ended the chat" in tab.lines[-1].text
