@@ -197,7 +197,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
             if not _arg(args, "nickname"):
                 # First run (issue 15): the user chooses the nickname (and maybe a passphrase) before anything is
                 # made or published; the passphrase then goes wherever the app's passphrase goes.
-                first_run = FirstRunView(app.root).run()
+                first_run = FirstRunView(app.root, lambda: app is not None and app.close_requested).run()
                 args.nickname = first_run.nickname
                 passphrase = first_run.passphrase or passphrase
             # The key is made in other processes while the window shows progress (gui/startup.py).

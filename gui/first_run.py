@@ -9,6 +9,7 @@ plainly, when the user can be reached.
 from __future__ import annotations
 
 import tkinter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -60,8 +61,10 @@ class FirstRunView:
     """The form on the (otherwise hidden) Tk root. :meth:`show` builds it; :meth:`run` waits in the Tk loop until
     the user presses Continue (the choice) or closes the window (:class:`Cancelled`)."""
 
-    def __init__(self, root: ctk.CTk, nickname: str = "") -> None:
+    def __init__(self, root: ctk.CTk, close_requested: Callable[[], bool] = lambda: False,
+                 nickname: str = "") -> None:
         self.root = root
+        self._close_requested = close_requested     # a signal asked the app to quit
         self.choice: FirstRunChoice | None = None
         self.cancelled = False
         self.frame: ctk.CTkFrame | None = None
@@ -119,8 +122,15 @@ class FirstRunView:
         self.cancelled = True
         self.root.quit()
 
+    def _poll(self) -> None:
+        if self._close_requested():
+            self._close_button()
+        elif self.frame is not None:
+            self.root.after(POLL_MS, self._poll)
+
     def run(self) -> FirstRunChoice:
         self.show()
+        self.root.after(POLL_MS, self._poll)
         while self.choice is None and not self.cancelled:
             self.root.mainloop()
         self.close()

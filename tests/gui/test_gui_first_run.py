@@ -110,3 +110,21 @@ def test_the_app_publishes_the_chosen_nickname_only_after_continue(xvfb, tmp_pat
             proc.communicate()
     assert code == 0, err
     assert (data / "identity.pem").exists() and "Traceback" not in err
+
+
+def test_sigterm_while_the_form_waits_ends_the_app_without_making_anything(xvfb, tmp_path):
+    need_xdotool()
+    host = free_loopback_ip()
+    data = tmp_path / "erin"
+    proc = subprocess.Popen([sys.executable, "-m", "p2pchat", "gui", "--data-dir", str(data), "--host", host],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: window_ids("p2pchat.*welcome") or proc.poll() is not None, 60, interval=0.2,
+                   what="the first-run form")
+        code, err = stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+    assert code == 130 and "interrupted while starting" in err, err
+    assert not (data / "identity.pem").exists()
