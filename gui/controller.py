@@ -661,8 +661,9 @@ class ChatController:
 
     def _updated(self, tab: TabState, info: SessionInfo) -> None:
         tab.info = info
-        if info.peer_nickname and not tab.named:
-            # The tab was named after what the user typed; now the ledger or the hello gave the peer's name.
+        if info.peer_nickname and not tab.named and Step.SWAP_KEYS in info.steps_done:
+            # The tab was named after what the user typed; now step 2 confirmed the peer's name from the ledger
+            # (before that it is only what the peer claims in its hello).
             tab.named = True
             tab.base_title = self._unique_title(clean_name(info.peer_nickname), tab.session)
             self._changes.titles.add(tab.session)

@@ -533,13 +533,16 @@ def test_session_updates_fill_the_peer_panel_and_the_tab_name(ctl, worker):
     assert ctl.tabs[session].peer_name == "bob"
 
 
-def test_a_tab_named_after_an_address_takes_the_peers_nickname(ctl, worker):
+def test_a_tab_named_after_an_address_takes_the_peers_nickname_once_step_2_confirmed_it(ctl, worker):
     session = connect_to(ctl, worker, "127.0.0.3")
     ctl.take_changes()
-    ctl.handle(SessionUpdated(SessionInfo(session, "127.0.0.3", peer_nickname="bob")))
+    ctl.handle(SessionUpdated(SessionInfo(session, "127.0.0.3", peer_nickname="bob", steps_done=(Step.CONNECT,))))
+    assert ctl.tabs[session].title == "127.0.0.3"       # only claimed in the hello so far
+    done = (Step.CONNECT, Step.SWAP_KEYS)
+    ctl.handle(SessionUpdated(SessionInfo(session, "127.0.0.3", peer_nickname="bob", steps_done=done)))
     assert ctl.tabs[session].title == "bob"
     assert session in ctl.take_changes().titles
-    ctl.handle(SessionUpdated(SessionInfo(session, "127.0.0.3", peer_nickname="mallory")))
+    ctl.handle(SessionUpdated(SessionInfo(session, "127.0.0.3", peer_nickname="mallory", steps_done=done)))
     assert ctl.tabs[session].title == "bob"     # renamed once, not by every update
 
 
