@@ -59,7 +59,7 @@ EARLY_EVENTS_KEPT = 8
 FAILED_TAB_LINGER = 8.0     # seconds a failed dial's tab stays (its failure shown) before it closes itself
 COUNTDOWN_FROM = 90.0       # a timeout closer than this shows a countdown in the step bar
 NOTICE_MARKS = {"rotation": "↻", "refused": "⚠", "path": "⇄", "info": "ℹ", "ready": "✓", "ended": "■",
-                "error": "⚠", "key-change": "⚠", "key-stop": "⚠"}
+                "error": "⚠", "ledgers": "⚠", "key-change": "⚠", "key-stop": "⚠"}
 
 
 class NodeApi(Protocol):

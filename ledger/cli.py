@@ -363,6 +363,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"conflict      {_shown(conflict.get('text'), 400)} (from {_shown(conflict.get('source'), 64)})")
     for mark in status.get("disputes") or []:
         print(f"disputed      {_shown(mark.get('text'), 400)}")
+    for report in status.get("checkpoint_evidence") or []:    # chat nodes' reports (ledger/checkpoint_evidence.py)
+        print(f"evidence      {_shown(report.get('text'), 400)}")
     return 0
 
 

@@ -210,6 +210,31 @@ class LedgerClient:
         """The verified header at ``height`` (after a lookup or :meth:`sync_headers`)."""
         return self._headers.at(height) if self._headers is not None else None
 
+    def position(self) -> tuple[int, bytes, int, bytes] | None:
+        """Where the verified header chain stands, read locally (no IO): ``(final height, final hash, tip height,
+        tip hash)``, the final block being the newest a node reported on this chain (genesis if none); ``None``
+        before the network is known."""
+        chain = self._headers
+        if chain is None:
+            return None
+        assert self.params is not None      # the header chain exists only once the network is known
+        # The final block first: the chain never moves below it (HeaderChain.extend), so the tip read after it is
+        # at or above it.
+        final = chain.final() or (0, self.params.genesis_hash)
+        tip = chain.tip
+        return final[0], final[1], tip.height, tip.hash
+
+    def report_checkpoint(self, *, peer: bytes, final_height: int, final_hash: bytes, tip_height: int,
+                          tip_hash: bytes) -> str:
+        """Give the node a chat peer's ledger position that disagrees with ours (``checkpoint_evidence``,
+        docs/ledger-protocol.md §5.5): ``peer`` is the peer's key fingerprint, so the node can find its ledger node
+        in its own ledger. Returns the node's verdict text."""
+        with self._session() as conn:
+            answer = self._request(conn, "checkpoint_evidence", "evidence_result", peer=peer,
+                                   final_height=final_height, final_hash=final_hash, tip_height=tip_height,
+                                   tip_hash=tip_hash)
+        return str(answer["verdict"]) + (f": {answer['detail']}" if answer.get("detail") else "")
+
     @property
     def header_store(self) -> HeaderStore | None:
         """Where the verified headers are kept (None before the network is known)."""

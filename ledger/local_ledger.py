@@ -668,6 +668,19 @@ class LocalLedger:
                 answer.update(height=height, hash=block.hash)
             return answer
 
+    def block_standing(self, height: int, block_hash: bytes) -> tuple[str, ParkedBranch | None]:
+        """Where a block someone else reports stands here: ``main`` (our main chain holds it at ``height``),
+        ``parked`` (in a branch conflicting with our final history: the branch is returned), ``conflict`` (our
+        main chain holds another block at ``height``) or ``beyond`` (above our tip and unknown here)."""
+        with self.lock:
+            chain = self.chain
+            branch = chain.parked_branch_of(block_hash)
+            if branch is not None:
+                return "parked", branch
+            if height > chain.height:
+                return "beyond", None
+            return ("main" if chain.main_hash(height) == block_hash else "conflict"), None
+
     def parked_branches(self) -> list[ParkedBranch]:
         """Branches that conflict with this node's final history, heaviest first."""
         with self.lock:

@@ -42,6 +42,7 @@ from ledger.assume_valid import AssumeValid, BackgroundVerifier
 from ledger.bindings import NicknameTaken
 from ledger.blocks import Block, BlockHeader, chain_preference
 from ledger.chain import AddResult
+from ledger.checkpoint_evidence import CheckpointEvidence, EvidenceConfig
 from ledger.disputes import DisputeConfig, DisputeService, Evidence
 from ledger.errors import LedgerError, StoreError
 from ledger.local_ledger import LocalLedger
@@ -91,7 +92,7 @@ ProgressCallback = Callable[[SyncProgress], None]
 
 # Cost of a message against the sender's rate limit (default 1): requests that make us sign or send a lot cost more.
 _MESSAGE_COST = {"get_blocks": 5.0, "prove": 20.0, "submit": 10.0, "lookup": 2.0, "get_headers": 2.0,
-                 "binding_alert": 20.0}
+                 "binding_alert": 20.0, "checkpoint_evidence": 10.0}
 _MAX_WIRE_INT = 2**63 - 1
 
 
@@ -143,6 +144,7 @@ class NodeConfig:
     # --- owner watch and disputes (ledger/watch.py, ledger/disputes.py) ---
     watch_repeat: float = 600.0            # our binding alert is gossiped again this often while it lasts
     disputes: DisputeConfig = field(default_factory=DisputeConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)   # chat nodes' checkpoint reports
     # --- assumed-valid join (ledger/assume_valid.py) ---
     verify_rate: float = 0.0               # blocks a second checked in the background (0: unlimited)
 
@@ -377,6 +379,9 @@ class LedgerNode:
                                 busy=lambda: self.syncing, clock=self.clock)
         self._next_watch = 0.0
         # --- end owner watch and disputes ---
+        # --- checkpoint evidence from chat nodes (ledger/checkpoint_evidence.py) ---
+        self.checkpoint_evidence = CheckpointEvidence(ledger, dial=self._dial_for_evidence, clock=self.clock,
+                                                      config=self.config.evidence)
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -527,6 +532,7 @@ class LedgerNode:
         # --- owner watch and disputes ---
         status["binding_alerts"] = [alert.to_status() for alert in self.watch.alerts()]
         status.update(self.disputes.status())
+        status["checkpoint_evidence"] = self.checkpoint_evidence.status()
         return status
 
     # --- connections ---------------------------------------------------------------------------------------
@@ -831,6 +837,9 @@ class LedgerNode:
             self._handle_submit(peer, f["record"])
         elif type_ == "get_checkpoint":  # finality survey (docs/ledger-protocol.md)
             peer.send("checkpoint", **self.ledger.checkpoint_answer(f.get("height"), self.clock()))
+        elif type_ == "checkpoint_evidence":  # a chat node's peer disagrees with our final history
+            verdict, detail = self.checkpoint_evidence.receive(f, sender_ip=peer.ip)
+            peer.send("evidence_result", verdict=verdict, detail=detail[:1000])
         elif not peer.is_peer:
             raise ProtocolError(f"a light client cannot send {type_}")
         elif type_ == "get_blocks":
@@ -1664,6 +1673,27 @@ class LedgerNode:
                 thread = threading.Thread(target=self._dial, args=(addr,), name=f"ledger-dial-{addr[0]}")
                 self._threads.add(thread)
                 thread.start()
+
+    def _dial_for_evidence(self, ip: str, port: int) -> str | None:
+        """Dial the ledger node a checkpoint report points at (its address is from our own ledger), outside the
+        outbound target: one connection, as an ordinary gossip peer, so that a heavier branch it holds is synced
+        and parked by the usual rules. Returns the address, or None when it is us, banned or already connected."""
+        addr = (ip, port)
+        now = time.monotonic()
+        with self._lock:
+            if self._closing.is_set() or addr in self._book.own or self._standing.is_banned(ip, now):
+                return None
+            connected = {p.listen_addr for p in self._peers if p.is_peer and not p.closed.is_set()}
+            text = format_address(ip, port)
+            if addr in connected or addr in self._dialing:
+                return text
+            self._book.add(addr, now)
+            self._book.attempted(addr, now)
+            self._dialing.add(addr)
+            thread = threading.Thread(target=self._dial, args=(addr,), name=f"ledger-evidence-{ip}")
+            self._threads.add(thread)
+            thread.start()
+        return text
 
     def _check_peers(self, now: float) -> None:
         with self._lock:

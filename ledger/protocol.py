@@ -102,6 +102,11 @@ LEDGER_PROTOCOL = Protocol("ledger", {
     "get_checkpoint": {"height": opt(int, lo=0, hi=2**40)},
     "checkpoint": {"final_height": Field(int, lo=0, hi=2**40), "final_hash": _hash,
                    "height": opt(int, lo=0, hi=2**40), "hash": opt(bytes, min_len=HASH_LEN, max_len=HASH_LEN)},
+    # A chat node's evidence (ledger/checkpoint_evidence.py): a chat peer whose ledger's final block is not on this
+    # node's chain; ``peer`` is the chat peer's key fingerprint, so this node finds the peer's ledger node itself.
+    "checkpoint_evidence": {"peer": _hash, "final_height": Field(int, lo=0, hi=2**32 - 1), "final_hash": _hash,
+                            "tip_height": Field(int, lo=0, hi=2**32 - 1), "tip_hash": _hash},
+    "evidence_result": {"verdict": Field(str, max_len=16), "detail": opt(str, max_len=1000)},
 }, max_frame=MAX_FRAME)
 
 

@@ -18,10 +18,11 @@ type                    sent by       fields
 ``hello``               initiator     version, network, nickname, address          (step 1)
 ``welcome``             responder     version, network, nickname, address          (step 1)
 ``decline``             responder     reason                                       (step 1)
-``key``                 both          key (DER), nonce, ephemeral (X25519 half)    (step 2)
+``key``                 both          key (DER), nonce, ephemeral (X25519 half),   (step 2)
+                                      final_height/hash, tip_height/hash (ledger)
 ``key_ok``              both          —  (my ledger check of your key passed)      (step 2)
-``auth``                initiator     sig (over the transcript)                    (step 3)
-``auth_reply``          responder     sig (sent only after ``auth`` verified)      (step 3)
+``auth``                initiator     sig (over the transcript), ledgers (verdict) (step 3)
+``auth_reply``          responder     sig, ledgers (sent only after ``auth`` verified) (step 3)
 ``auth_ok``             initiator     —  (your signature verified)                 (step 3)
 ``confirm``             initiator     confirm (key-confirmation tag)               (step 4)
 ``confirm_reply``       responder     confirm (key-confirmation tag)               (step 4)
@@ -39,8 +40,8 @@ from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import Field, Protocol
 from p2pchat.foundation.errors import ProtocolError
 
-PROTOCOL_VERSION = 1
-SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+PROTOCOL_VERSION = 2                     # 2: step 2 carries each side's ledger checkpoint and tip (cross-check)
+SUPPORTED_VERSIONS: tuple[int, ...] = (2,)
 
 MAX_TEXT_BYTES = 1024 * 1024            # one chat message: up to 1 MiB of UTF-8
 MAX_NICKNAME = 64
@@ -56,6 +57,8 @@ MAX_BATCH_TEXTS = 64                     # texts one sealed ``texts`` batch may 
 MAX_BATCH_TEXT_BYTES = 60 * 1024         # a sender batches texts up to this much UTF-8 (larger texts go alone)
 TAG_LEN = 32                             # HMAC-SHA256 key-confirmation tags
 MAX_ROTATE_EVERY = 1000                  # a sender rotates its key after at most this many texts per epoch
+MAX_HEIGHT = 2**32 - 1                   # block heights in `key` frames (a u32 in the transcript)
+VERDICTS = ("agree", "unknown", "conflict")   # step 3: the signer's verdict on the peer's ledger checkpoint
 
 # --- padding buckets for sealed plaintext ----------------------------------------------------------------
 PAD_BUCKETS: tuple[int, ...] = (256, 1024, 4096, 16384, 65536)
@@ -92,6 +95,7 @@ def _bytes(n: int) -> Field:
 
 
 _SIG = Field(bytes, min_len=1, max_len=MAX_SIGNATURE)
+_VERDICT = Field(str, min_len=1, max_len=8)      # one of VERDICTS (checked by the handshake)
 
 CHAT = Protocol("chat", {
     # step 1 — Connect
@@ -100,11 +104,14 @@ CHAT = Protocol("chat", {
     "decline": {"reason": Field(str, max_len=MAX_REASON)},
     # step 2 — Swap public keys
     "key": {"key": Field(bytes, min_len=1, max_len=MAX_KEY_DER), "nonce": _bytes(NONCE_LEN),
-            "ephemeral": _bytes(X25519_LEN)},
+            "ephemeral": _bytes(X25519_LEN),
+            # the sender's ledger: its newest final block and its tip (all zero: no ledger view)
+            "final_height": Field(int, lo=0, hi=MAX_HEIGHT), "final_hash": _bytes(32),
+            "tip_height": Field(int, lo=0, hi=MAX_HEIGHT), "tip_hash": _bytes(32)},
     "key_ok": {},
     # step 3 — Authenticate
-    "auth": {"sig": _SIG},
-    "auth_reply": {"sig": _SIG},
+    "auth": {"ledgers": _VERDICT, "sig": _SIG},           # the signature last: it ends the frame
+    "auth_reply": {"ledgers": _VERDICT, "sig": _SIG},
     "auth_ok": {},
     # step 4 — Agree AES key
     "confirm": {"confirm": _bytes(TAG_LEN)},
@@ -237,7 +244,7 @@ def unpad(plain: bytes) -> memoryview:
 
 __all__ = [
     "CHANNEL_TYPES", "CHAT", "HANDSHAKE_TYPES", "MAX_BATCH_TEXTS", "MAX_BATCH_TEXT_BYTES", "MAX_FRAME",
-    "MAX_RECEIPT_IDS", "MAX_ROTATE_EVERY", "MAX_TEXT_BYTES", "PAD_BUCKETS",
-    "PROTOCOL_VERSION", "SEALED_CONTENT", "SUPPORTED_VERSIONS", "Send", "Transcript", "pad", "padded_size",
-    "sealed_aad", "sealed_nonce", "unpad",
+    "MAX_HEIGHT", "MAX_RECEIPT_IDS", "MAX_ROTATE_EVERY", "MAX_TEXT_BYTES", "PAD_BUCKETS", "PROTOCOL_VERSION",
+    "SEALED_CONTENT", "SUPPORTED_VERSIONS", "VERDICTS", "Send", "Transcript", "pad", "padded_size", "sealed_aad",
+    "sealed_nonce", "unpad",
 ]

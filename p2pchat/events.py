@@ -87,7 +87,8 @@ class PeerTyping:
 @dataclass(frozen=True)
 class Notice:
     """Something the user should see in the chat pane: ``kind`` is ``rotation``, ``refused`` (a tampered,
-    replayed or out-of-order frame that was dropped), ``path`` or ``info``."""
+    replayed or out-of-order frame that was dropped), ``path``, ``key-change``, ``ledgers`` (the two sides'
+    ledgers disagree about final history: p2pchat.handshake_driver.disagreement_text) or ``info``."""
 
     session: str
     kind: str

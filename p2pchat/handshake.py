@@ -13,6 +13,8 @@ events, which the IO layer handles in order:
 - ``StepDone(step, detail)``      — a step finished on this side (both sides report every step)
 - ``Failed(step, reason)``        — the handshake is over; close the connection after sending queued frames
 - ``Ready(established)``          — keys agreed; hand ``established`` to :class:`p2pchat.channel.Channel`
+- ``LedgersDisagree(...)``        — step 3 verified a peer whose ledger's final history disagrees with ours: warn
+  the user (the handshake goes on) and report the peer's position to our ledger node
 
 Each side makes exactly one RSA signature per handshake, over the whole transcript (as TLS 1.3's
 CertificateVerify does). The responder makes it only after the initiator's own signature verified, so a peer that
@@ -26,7 +28,7 @@ never true.
 API::
 
     Handshake(*, initiator, identity, nickname, network, local_address, peer_address, via_relay=False,
-              peer_query=None, rng=crypto.random_bytes, ephemeral_factory=crypto.EphemeralKey)
+              peer_query=None, rng=crypto.random_bytes, ephemeral_factory=crypto.EphemeralKey, ledger_view=None)
     .start(step) -> list[HsEvent]          # initiator only; raises StepOrderError when out of order
     .refusal(step) -> str | None           # the StepOrderError text start(step) would raise, or None
     .receive(msg: Message) -> list[HsEvent]  # never raises for anything a peer sends
@@ -42,13 +44,15 @@ API::
 
 Steps (docs/protocol.md has the byte-level spec and test vectors):
 1. Connect: ``hello`` → ``welcome`` | ``decline`` | ``error`` (version/network mismatch).
-2. Swap public keys: ``key`` ↔ ``key`` (identity key, a fresh 32-byte nonce and a fresh X25519 public half),
+2. Swap public keys: ``key`` ↔ ``key`` (identity key, a fresh 32-byte nonce, a fresh X25519 public half and the
+   sender's ledger position — final block and tip, from ``ledger_view``, all zero without one),
    each side checks the peer's key against the ledger (byte for byte) and sends ``key_ok``; the step is done on a
    side when its own check passed, the peer's ``key_ok`` arrived and the key parsed as a usable RSA key. The
-   transcript (hellos, both key fingerprints, both nonces, both X25519 halves) is then complete: its hash T2.
+   transcript (hellos, both key fingerprints, both nonces, both X25519 halves, both ledger positions) is then
+   complete: its hash T2. With it each side fixes its verdict on the peer's final block (:func:`judge_checkpoint`).
 3. Authenticate: ``auth`` (initiator's signature) → ``auth_reply`` (responder's signature, made only once the
    initiator's verified) → ``auth_ok``; each signature is RSA-PSS under context ``chat-auth`` over
-   ``role | 0x00 | T2``.
+   ``role | 0x00 | T2 | 0x00 | verdict``, the verdict travelling in the frame (``ledgers``).
 4. Agree AES key: ``confirm`` → ``confirm_reply``; X25519(own private, peer half) then HKDF-SHA256(shared,
    salt=T2) gives the keys; the HMAC-SHA256 tags over ``role | 0x00 | T2`` confirm both sides derived the same
    keys (initiator's first).
@@ -66,6 +70,7 @@ from p2pchat.chat_protocol import (
     CHAT,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
+    VERDICTS,
     Send,
     Transcript,
 )
@@ -180,7 +185,60 @@ class Ready:
     established: Established
 
 
-HsEvent = Send | NeedAccept | NeedLookup | StepDone | Failed | Ready
+@dataclass(frozen=True)
+class ChainPosition:
+    """Where one side's ledger stands: its newest final block and its tip (heights and block hashes)."""
+
+    final_height: int
+    final_hash: bytes
+    tip_height: int
+    tip_hash: bytes
+
+    def describe(self) -> str:
+        return (f"final block {self.final_height} ({self.final_hash.hex()[:16]}), tip {self.tip_height} "
+                f"({self.tip_hash.hex()[:16]})")
+
+
+NO_POSITION = ChainPosition(0, bytes(32), 0, bytes(32))
+"""What a side without a ledger view sends (all zero): the peer judges it ``unknown``, never a conflict."""
+
+
+@dataclass(frozen=True)
+class LedgersDisagree:
+    """Step 3 verified a peer whose ledger disagrees with ours: ``ours`` is this side's verdict on the peer's
+    checkpoint, ``theirs`` the peer's (signed) verdict on ours; at least one is ``conflict``."""
+
+    ours: str
+    theirs: str
+    own: ChainPosition
+    peer: ChainPosition
+
+
+HsEvent = Send | NeedAccept | NeedLookup | StepDone | Failed | Ready | LedgersDisagree
+
+
+class LedgerView(Protocol):
+    """This side's verified ledger headers, as the cross-check of step 2 reads them (local reads, no IO)."""
+
+    def position(self) -> ChainPosition | None:
+        """Our newest final block and tip; ``None`` while there is no verified header chain."""
+        ...
+
+    def hash_at(self, height: int) -> bytes | None:
+        """The hash of our verified main-chain header at ``height`` (``None`` above our tip or without headers)."""
+        ...
+
+
+def judge_checkpoint(peer: ChainPosition, view: LedgerView | None) -> str:
+    """Our verdict on the peer's checkpoint: ``agree`` (its final block is on our chain), ``conflict`` (our chain
+    holds another block at that height) or ``unknown`` (no view on either side, or the height is above our tip:
+    our ledger is behind, which is not a conflict)."""
+    if view is None or peer == NO_POSITION:
+        return "unknown"
+    ours = view.hash_at(peer.final_height)
+    if ours is None:
+        return "unknown"
+    return "agree" if crypto.constant_time_equal(ours, peer.final_hash) else "conflict"
 
 
 class Signer(Protocol):
@@ -247,17 +305,27 @@ def add_ephemerals(t: Transcript, i_pub: bytes, r_pub: bytes) -> None:
     t.add("r.ephemeral", r_pub)
 
 
+def add_positions(t: Transcript, i: ChainPosition, r: ChainPosition) -> None:
+    for prefix, p in (("i", i), ("r", r)):
+        t.add(f"{prefix}.final_height", p.final_height)
+        t.add(f"{prefix}.final_hash", p.final_hash)
+        t.add(f"{prefix}.tip_height", p.tip_height)
+        t.add(f"{prefix}.tip_hash", p.tip_hash)
+
+
 def add_step_2(t: Transcript, *, i_key: bytes, r_key: bytes, i_nonce: bytes, r_nonce: bytes, i_ephemeral: bytes,
-               r_ephemeral: bytes) -> None:
+               r_ephemeral: bytes, i_position: ChainPosition, r_position: ChainPosition) -> None:
     """Everything step 2 adds to the transcript, in the protocol's order (``*_key``: SHA-256 fingerprints)."""
     add_keys(t, i_key, r_key)
     add_challenges(t, i_nonce, r_nonce)
     add_ephemerals(t, i_ephemeral, r_ephemeral)
+    add_positions(t, i_position, r_position)
 
 
-def auth_message(role: bytes, t2: bytes) -> bytes:
-    """Data signed in step 3 (under context ``chat-auth``): the signer's role and the transcript hash T2."""
-    return role + b"\x00" + t2
+def auth_message(role: bytes, t2: bytes, verdict: str) -> bytes:
+    """Data signed in step 3 (under context ``chat-auth``): the signer's role, the transcript hash T2 and the
+    signer's verdict on the peer's ledger checkpoint (``agree``/``unknown``/``conflict``)."""
+    return role + b"\x00" + t2 + b"\x00" + verdict.encode()
 
 
 def derive_session_keys(shared: bytes, t2: bytes) -> SessionKeys:
@@ -318,13 +386,15 @@ class Handshake:
     def __init__(self, *, initiator: bool, identity: Signer, nickname: str, network: str, local_address: str,
                  peer_address: str, via_relay: bool = False, peer_query: str | None = None,
                  rng: Callable[[int], bytes] = crypto.random_bytes,
-                 ephemeral_factory: Callable[[], EphemeralLike] = crypto.EphemeralKey) -> None:
+                 ephemeral_factory: Callable[[], EphemeralLike] = crypto.EphemeralKey,
+                 ledger_view: LedgerView | None = None) -> None:
         """``local_address``: this node's claimed ``ip:port`` (its --host and chat port). ``peer_address``: the
         ``ip:port`` the socket is connected to (for a relayed session: the relay's). ``peer_query``: what the
         user asked for (address, nickname or fingerprint); for a relayed session it is what the ledger is asked,
         and a relayed responder without one looks the peer up by the fingerprint of the key it sends."""
         self.initiator = initiator
         self._identity = identity
+        self._ledger_view = ledger_view          # ledger cross-check (step 2): None sends NO_POSITION
         self._rng = rng
         self._ephemeral_factory = ephemeral_factory
         self.via_relay = via_relay
@@ -355,6 +425,10 @@ class Handshake:
         self._ephemeral: EphemeralLike | None = None     # made with our `key` frame; erased at agreement/failure
         self._peer_ephemeral: bytes | None = None
         self._t2: bytes | None = None            # the transcript hash, fixed once our check of the peer key passed
+        self._my_position: ChainPosition | None = None     # the ledger position sent in our `key` frame
+        self.peer_position: ChainPosition | None = None    # the peer's, from its `key` frame
+        self.verdict: str | None = None          # ours on the peer's checkpoint, fixed with T2 (signed in step 3)
+        self.peer_verdict: str | None = None     # the peer's on ours, from its verified step-3 frame
         # step 3
         self._auth_sig: bytes | None = None      # ours, over T2 (initiator: possibly made ahead by prepare())
         # step 4
@@ -438,7 +512,7 @@ class Handshake:
             return events
         if step is Step.AUTHENTICATE:
             self.phase = Phase.AUTH_SENT
-            return [self._send("auth", sig=self._own_auth_sig())]
+            return [self._send("auth", sig=self._own_auth_sig(), ledgers=self.verdict)]
         self.phase = Phase.CONFIRM_SENT
         return self._guard(Step.AGREE_KEY, self._start_agree)
 
@@ -595,6 +669,13 @@ class Handshake:
         self.peer_public_der = der
         self._peer_nonce = msg["nonce"]
         self._peer_ephemeral = msg["ephemeral"]
+        position = ChainPosition(msg["final_height"], msg["final_hash"], msg["tip_height"], msg["tip_hash"])
+        if position.final_height > position.tip_height:
+            raise HandshakeFailed(Step.SWAP_KEYS, f"{self.peer_address} claims a final ledger block "
+                                                  f"({position.final_height}) above its ledger's tip "
+                                                  f"({position.tip_height})",
+                                  "the final block height you sent is above your tip height")
+        self.peer_position = position
         events: list[HsEvent] = []
         if not self.initiator:
             self.phase = Phase.SWAPPING
@@ -614,8 +695,11 @@ class Handshake:
         """Our `key` frame: identity key, fresh nonce and a fresh X25519 half (a key generation, no RSA)."""
         self._my_nonce = self._fresh_nonce()
         self._ephemeral = self._ephemeral_factory()
+        position = self._ledger_view.position() if self._ledger_view is not None else None
+        self._my_position = pos = position or NO_POSITION
         return self._send("key", key=self._identity.public_der, nonce=self._my_nonce,
-                          ephemeral=self._ephemeral.public)
+                          ephemeral=self._ephemeral.public, final_height=pos.final_height, final_hash=pos.final_hash,
+                          tip_height=pos.tip_height, tip_hash=pos.tip_hash)
 
     def _lookup_target(self, peer_der: bytes | None) -> NeedLookup:
         if not self.via_relay and self._by_key_direct and peer_der is not None:
@@ -669,6 +753,8 @@ class Handshake:
                 f"{what} (the ledger has {short_fp(binding.public_der)})",
                 f"the key you sent is not the one the ledger binds to {self._describe_query_for_peer(lookup)}")
         self._own_check_ok = True
+        assert self.peer_position is not None
+        self.verdict = judge_checkpoint(self.peer_position, self._ledger_view)   # after the lookup synced our headers
         self._fix_transcript()
         return [self._send("key_ok"), *self._maybe_finish_swap()]
 
@@ -678,15 +764,16 @@ class Handshake:
         lookup — though step 2 is done only when the peer's `key_ok` has arrived too and its key parsed."""
         der, mine, theirs = self.peer_public_der, self._my_nonce, self._peer_nonce
         eph, peer_eph = self._ephemeral, self._peer_ephemeral
+        my_pos, peer_pos = self._my_position, self.peer_position
         assert der is not None and mine is not None and theirs is not None and eph is not None
-        assert peer_eph is not None
+        assert peer_eph is not None and my_pos is not None and peer_pos is not None
         own_fp, peer_fp = crypto.fingerprint(self._identity.public_der), crypto.fingerprint(der)
         if self.initiator:
             add_step_2(self._transcript, i_key=own_fp, r_key=peer_fp, i_nonce=mine, r_nonce=theirs,
-                       i_ephemeral=eph.public, r_ephemeral=peer_eph)
+                       i_ephemeral=eph.public, r_ephemeral=peer_eph, i_position=my_pos, r_position=peer_pos)
         else:
             add_step_2(self._transcript, i_key=peer_fp, r_key=own_fp, i_nonce=theirs, r_nonce=mine,
-                       i_ephemeral=peer_eph, r_ephemeral=eph.public)
+                       i_ephemeral=peer_eph, r_ephemeral=eph.public, i_position=peer_pos, r_position=my_pos)
         self._t2 = self._transcript.digest()     # complete: step 3 signs it, step 4 derives from it
 
     def _maybe_finish_swap(self) -> list[HsEvent]:
@@ -726,42 +813,57 @@ class Handshake:
         private-key operation), so a peer that proves nothing costs us none."""
         if self.phase is not Phase.SWAPPED:
             raise self._out_of_order(msg.type, Step.AUTHENTICATE)
-        self._verify_auth(msg["sig"])
+        self._verify_auth(msg["sig"], msg["ledgers"])
         self.phase = Phase.AUTH_REPLIED
-        return [self._send("auth_reply", sig=self._own_auth_sig())]
+        return [self._send("auth_reply", sig=self._own_auth_sig(), ledgers=self.verdict)]
 
     def _on_auth_reply(self, msg: Message) -> list[HsEvent]:
         if self.phase is not Phase.AUTH_SENT:
             raise self._out_of_order(msg.type, Step.AUTHENTICATE)
-        self._verify_auth(msg["sig"])
-        return [self._send("auth_ok"), self._auth_done()]
+        self._verify_auth(msg["sig"], msg["ledgers"])
+        return [self._send("auth_ok"), *self._auth_done()]
 
     def _on_auth_ok(self, msg: Message) -> list[HsEvent]:
         if self.phase is not Phase.AUTH_REPLIED:
             raise self._out_of_order(msg.type, Step.AUTHENTICATE)
-        return [self._auth_done()]
+        return self._auth_done()
 
     def _own_auth_sig(self) -> bytes:
         """Our step-3 signature over T2 (the initiator's possibly made ahead by :meth:`prepare`)."""
-        assert self._t2 is not None
+        assert self._t2 is not None and self.verdict is not None
         if self._auth_sig is None:
-            self._auth_sig = self._identity.sign(AUTH_CONTEXT, auth_message(self._role, self._t2))
+            self._auth_sig = self._identity.sign(AUTH_CONTEXT, auth_message(self._role, self._t2, self.verdict))
         return self._auth_sig
 
-    def _verify_auth(self, sig: bytes) -> None:
+    def _verify_auth(self, sig: bytes, verdict: str) -> None:
         assert self._peer_key is not None and self._t2 is not None
-        if not crypto.is_valid_signature(self._peer_key, AUTH_CONTEXT, auth_message(self._peer_role, self._t2), sig):
+        if verdict not in VERDICTS:
+            raise HandshakeFailed(Step.AUTHENTICATE, f"{self.peer_address} sent an unknown ledger verdict "
+                                                     f"{quote_peer(verdict)}",
+                                  f"the ledger verdict must be one of {', '.join(VERDICTS)}")
+        message = auth_message(self._peer_role, self._t2, verdict)
+        if not crypto.is_valid_signature(self._peer_key, AUTH_CONTEXT, message, sig):
             raise HandshakeFailed(
                 Step.AUTHENTICATE,
                 f"{self.peer_address} could not prove it holds the key {short_fp(self.peer_public_der or b'')}: "
                 "its signature over this session's transcript does not verify",
                 "your authentication signature does not verify for this session")
+        self.peer_verdict = verdict
 
-    def _auth_done(self) -> StepDone:
+    def _auth_done(self) -> list[HsEvent]:
+        """Step 3 done; a ledger disagreement is reported now that both signatures bind both positions and both
+        verdicts (before this, a man in the middle could have made it up)."""
         self.phase = Phase.AUTHENTICATED
-        return self._step_done(Step.AUTHENTICATE,
-                               f"{self.peer_nickname or 'the peer'} proved it holds key "
-                               f"{short_fp(self.peer_public_der or b'')} (signature over this session verified)")
+        events: list[HsEvent] = []
+        ours, theirs, own, peer = self.verdict, self.peer_verdict, self._my_position, self.peer_position
+        assert ours is not None and theirs is not None and own is not None and peer is not None
+        if "conflict" in (ours, theirs):
+            events.append(LedgersDisagree(ours, theirs, own, peer))
+        events.append(self._step_done(Step.AUTHENTICATE,
+                                      f"{self.peer_nickname or 'the peer'} proved it holds key "
+                                      f"{short_fp(self.peer_public_der or b'')} (signature over this session "
+                                      "verified)"))
+        return events
 
     # step 4 --------------------------------------------------------------------------------------------
 
@@ -909,7 +1011,9 @@ class Handshake:
 
 
 __all__ = [
-    "Established", "Failed", "Handshake", "HandshakeFailed", "Hello", "HsEvent", "LedgerBinding", "NeedAccept",
-    "NeedLookup", "Phase", "Ready", "Send", "SessionKeys", "Signer", "StepDone", "StepOrderError", "add_challenges",
-    "add_ephemerals", "add_hellos", "add_keys", "add_step_2", "auth_message", "confirm_tag", "derive_session_keys",
+    "NO_POSITION", "ChainPosition", "Established", "Failed", "Handshake", "HandshakeFailed", "Hello", "HsEvent",
+    "LedgerBinding", "LedgerView", "LedgersDisagree", "NeedAccept", "NeedLookup", "Phase", "Ready", "Send",
+    "SessionKeys", "Signer", "StepDone", "StepOrderError", "add_challenges", "add_ephemerals", "add_hellos",
+    "add_keys", "add_positions", "add_step_2", "auth_message", "confirm_tag", "derive_session_keys",
+    "judge_checkpoint",
 ]

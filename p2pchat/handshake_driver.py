@@ -28,11 +28,14 @@ from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.errors import UserError
 from p2pchat.handshake import (
+    ChainPosition,
     Established,
     Failed,
     Handshake,
     HsEvent,
     LedgerBinding,
+    LedgersDisagree,
+    LedgerView,
     NeedAccept,
     NeedLookup,
     Ready,
@@ -56,11 +59,38 @@ LOOKUP_BY = {"address": "ip", "fingerprint": "fp", "query": None}   # handshake 
 CoreCall = Callable[[Handshake], list[HsEvent]]
 
 
+class LedgerCrossCheck(LedgerView, Protocol):
+    """The ledger cross-check's seam (p2pchat.peer_directory.LedgerDirectory): our verified headers, and our
+    ledger node to report a disagreeing peer's position to."""
+
+    def report(self, peer: bytes, position: ChainPosition) -> str:
+        """Send ``checkpoint_evidence`` to our ledger node; returns its verdict (network IO)."""
+        ...
+
+
+def disagreement_text(peer: str, ev: LedgersDisagree) -> str:
+    """The warning both users see when their ledgers disagree (docs/security.md §3.7)."""
+    what = []
+    if ev.ours == "conflict":
+        what.append(f"{peer}'s ledger holds block {ev.peer.final_height} ({ev.peer.final_hash.hex()[:16]}) as final, "
+                    "but your ledger has another block at that height")
+    if ev.theirs == "conflict":
+        what.append(f"{peer}'s node reports that your ledger's final block {ev.own.final_height} "
+                    f"({ev.own.final_hash.hex()[:16]}) is not on its chain")
+    return (f"Your ledger and {peer}'s disagree about final history: {'; and '.join(what)}. One of you may be cut off "
+            "from the network (a ledger node that sees only an attacker's nodes), or the ledger was rewritten. "
+            "This chat goes on: both ledgers name the same keys for both of you and both signatures verified. But "
+            "one of the two ledgers may name wrong keys for other people: until this is resolved, compare safety "
+            "numbers before trusting a new contact, and check 'ledger status' on your ledger node, which was sent "
+            f"{peer}'s checkpoint as evidence.")
+
+
 class HandshakeHost(Protocol):
     identity: Identity
     auto_accept: bool
     directory: PeerDirectory
     continuity: KeyContinuity | None      # the data directory's pins (None: no contact store, nothing pinned)
+    ledger_check: LedgerCrossCheck | None  # our ledger headers for the step-2 cross-check (None: no ledger view)
 
     def emit(self, event: Event) -> None: ...
 
@@ -185,8 +215,32 @@ class HandshakeDriver:
                 self.host.step_failed(session, step, reason)
             case Ready(established=established):
                 self.host.ready(session, established)
+            case LedgersDisagree():
+                self._on_ledgers_disagree(session, ev)
             case _:
                 raise TypeError(f"unexpected handshake event {ev!r}")
+
+    def _on_ledgers_disagree(self, session: Session, ev: LedgersDisagree) -> None:
+        """Step 3 verified a peer whose ledger disagrees with ours: warn (the chat goes on) and report the peer's
+        position to our ledger node as evidence, from a pool thread (network IO; the session lock is held here)."""
+        hs = session.handshake
+        peer = (hs.peer_nickname if hs is not None else None) or session.info.peer_nickname or "the peer"
+        log.warning("session %s: ledgers disagree with %s: ours %s, theirs %s", session.id, peer, ev.own.describe(),
+                    ev.peer.describe())
+        self.host.emit(Notice(session.id, "ledgers", disagreement_text(peer, ev)))
+        check = self.host.ledger_check
+        der = hs.peer_public_der if hs is not None else None
+        if check is not None and der is not None:
+            self.host.submit(self._report_evidence, check, crypto.fingerprint(der), ev.peer)
+
+    @staticmethod
+    def _report_evidence(check: LedgerCrossCheck, peer: bytes, position: ChainPosition) -> None:
+        try:
+            verdict = check.report(peer, position)
+        except UserError as exc:
+            log.warning("could not report the peer's ledger checkpoint to the ledger node: %s", exc)
+            return
+        log.info("ledger node's verdict on the peer's checkpoint: %s", verdict)
 
     def _on_need_accept(self, session: Session, ev: NeedAccept) -> None:
         self.host.emit_info(session, peer_nickname=ev.nickname or None)
@@ -304,5 +358,5 @@ def new_handshake(host: HandshakeHost, session: Session, *, initiator: bool, nic
     """Attach a fresh core to ``session`` (``session.lock`` held) and enter the handshake phase."""
     session.handshake = Handshake(initiator=initiator, identity=host.identity, nickname=nickname, network=network,
                                   local_address=local_address, peer_address=peer_address, via_relay=via_relay,
-                                  peer_query=peer_query)
+                                  peer_query=peer_query, ledger_view=host.ledger_check)
     session.move(Phase.HANDSHAKE)

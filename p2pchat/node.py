@@ -103,6 +103,8 @@ class ChatNode:
                                               if contacts and data_dir is not None else None)
         if self.contacts is not None:
             self._rt.continuity = KeyContinuity(self.contacts, directory)
+        if isinstance(directory, LedgerDirectory):     # the step-2 ledger cross-check reads its verified headers
+            self._rt.ledger_check = directory
         # Everything the user should see, in order (bounded per session: see p2pchat.event_queue).
         self.events: queue.Queue[Event] = self._rt.events
         self._server: FrameServer | None = None

@@ -13,7 +13,9 @@ or raises :class:`PeerNotFound` with a reason for a person. The node uses it twi
 
 from __future__ import annotations
 
+import logging
 import re
+import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +23,15 @@ from typing import Protocol
 
 from ledger.client import LedgerClient, LookupNotFound, VerifiedBinding
 from ledger.disputes import Dispute
+from ledger.errors import LedgerError
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import normalize_ip
 from p2pchat.foundation.errors import AddressError, PeerUnreachable, UserError
+from p2pchat.handshake import ChainPosition
 from p2pchat.links import Binding
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+log = logging.getLogger(__name__)
 
 
 class PeerNotFound(UserError):
@@ -123,6 +128,30 @@ class LedgerDirectory:
         except UserError as exc:
             # Anything else is an answer the client refused to believe (bad proof, wrong network, ...).
             raise PeerNotFound(f"the ledger node at {self.client.node} gave no usable answer: {exc}") from None
+
+    # --- the ledger cross-check of step 2 (p2pchat.handshake.LedgerView) ---
+
+    def position(self) -> ChainPosition | None:
+        try:
+            where = self.client.position()
+        except (LedgerError, sqlite3.Error) as exc:    # the header file (a local fault): no view, no cross-check
+            log.warning("cannot read the verified ledger headers: %s", exc)
+            return None
+        return ChainPosition(*where) if where is not None else None
+
+    def hash_at(self, height: int) -> bytes | None:
+        try:
+            header = self.client.header(height)
+        except (LedgerError, sqlite3.Error) as exc:
+            log.warning("cannot read the verified ledger headers: %s", exc)
+            return None
+        return header.hash if header is not None else None
+
+    def report(self, peer: bytes, position: ChainPosition) -> str:
+        """Hand a chat peer's disagreeing ledger position to our ledger node as evidence (network IO)."""
+        return self.client.report_checkpoint(peer=peer, final_height=position.final_height,
+                                             final_hash=position.final_hash, tip_height=position.tip_height,
+                                             tip_hash=position.tip_hash)
 
     def close(self) -> None:
         """Each lookup uses its own short connection: nothing stays open."""

@@ -90,8 +90,18 @@ class SessionReader:
             if step is not None:
                 return Due(since + d.step_timeout, f"went silent during step {step.label} "
                                                    f"(no answer within {d.step_timeout:g} s)")
+            # Idle between steps: the caller's turn (it drives the steps), whichever side's clock runs out first.
+            at = f"at step {hs.next_step.label}" if hs.next_step is not None else "before the end"
+            if hs.initiator:
+                return Due(session.started_at + d.handshake_timeout,
+                           f"you left the handshake unfinished {at} for {d.handshake_timeout:g} s "
+                           "(the caller starts every step)",
+                           f"the caller left the handshake unfinished {at} for {d.handshake_timeout:g} s")
             return Due(session.started_at + d.handshake_timeout,
-                       f"left the handshake unfinished for {d.handshake_timeout:g} s", "the handshake took too long")
+                       f"left the handshake unfinished {at} for {d.handshake_timeout:g} s (it was the caller's "
+                       "turn to continue)",
+                       f"you left the handshake unfinished {at} for {d.handshake_timeout:g} s; this side stopped "
+                       "waiting")
 
     def run(self, session: Session) -> None:
         """Read and hand over frames until the session ends; then send what is left, linger after a goodbye and
@@ -128,6 +138,10 @@ class SessionReader:
                 # after whichever of the two is shorter; anything that fast is a closed connection.
                 limit = min(wait, link.timeout or wait)
                 timed_out = time.monotonic() - started >= limit * 0.9
+                if timed_out:
+                    # The deadline of now, not of when the read began: the user may have answered meanwhile (an
+                    # accepted chat is then idle between steps, and the caller's to continue, not the callee's).
+                    due = self.due(session)
                 if timed_out and (due.at is None or time.monotonic() < due.at):
                     continue          # a quiet chat is fine; or the deadline is still ahead
                 if timed_out:

@@ -186,7 +186,7 @@ def _show_common(p: Printer, ev: Event, prefix: str = "") -> None:
     elif isinstance(ev, MessageReceived):
         p.line(f"{prefix}[{clock(ev.received_at)}] {one_line(ev.sender)}: {ev.text}")
     elif isinstance(ev, Notice):
-        mark = {"rotation": "·", "refused": "!", "path": "→", "key-change": "!"}.get(ev.kind, "·")
+        mark = {"rotation": "·", "refused": "!", "path": "→", "key-change": "!", "ledgers": "!"}.get(ev.kind, "·")
         p.line(f"{prefix}  {mark} {ev.text}")
     elif isinstance(ev, NodeError):
         p.line(f"{prefix}! {ev.text}")

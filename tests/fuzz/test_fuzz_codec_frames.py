@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger.protocol import LEDGER_PROTOCOL, ROLE_CLIENT, hello_fields
-from p2pchat.chat_protocol import CHAT, SEALED_CONTENT
+from p2pchat.chat_protocol import CHAT, PROTOCOL_VERSION, SEALED_CONTENT
 from p2pchat.foundation.codec import HEADER, Protocol
 from p2pchat.foundation.errors import FrameError
 from p2pchat.relay.protocol import CLIENT_PROTOCOL, DEFAULT_MAX_FRAME, TICKET_LEN, relay_protocol
@@ -33,8 +33,9 @@ SAMPLES: dict[str, list[bytes]] = {
         LEDGER_PROTOCOL.encode("peers", addrs=["127.0.0.2:8470", "[::1]:8470"]),
     ],
     "chat": [
-        CHAT.encode("hello", version=1, network="p2pchat", nickname="alice", address="127.0.0.2:8471"),
-        CHAT.encode("key", key=bytes(422), nonce=bytes(32), ephemeral=bytes(32)),
+        CHAT.encode("hello", version=PROTOCOL_VERSION, network="p2pchat", nickname="alice", address="127.0.0.2:8471"),
+        CHAT.encode("key", key=bytes(422), nonce=bytes(32), ephemeral=bytes(32), final_height=0, final_hash=bytes(32),
+                    tip_height=0, tip_hash=bytes(32)),
         CHAT.encode("confirm_reply", confirm=bytes(32)),
         CHAT.encode("sealed", epoch=3, counter=2**40, box=bytes(272)),
     ],

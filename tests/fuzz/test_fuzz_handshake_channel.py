@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pchat.channel import MAX_REFUSED, Abort, Channel, Goodbye, Receipt, Refused, Rotated, Text, Typing
-from p2pchat.chat_protocol import CHAT, Send
+from p2pchat.chat_protocol import CHAT, PROTOCOL_VERSION, Send
 from p2pchat.foundation.codec import HEADER
 from p2pchat.foundation.errors import FrameError
 from p2pchat.handshake import Established
@@ -179,7 +179,7 @@ def test_a_channel_fed_any_mix_of_frames_shows_only_genuine_texts_once_in_order(
             for frame in frames:
                 deliver(frame)
         elif action == "handshake":
-            deliver(CHAT.encode("hello", version=1, network="testnet", nickname="x", address=""))
+            deliver(CHAT.encode("hello", version=PROTOCOL_VERSION, network="testnet", nickname="x", address=""))
     ids = [t.msg_id for t in shown]
     assert ids == sorted(set(ids)), "a text was shown twice or out of order"
     for t in shown:

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger.protocol import LEDGER_PROTOCOL, ROLE_CLIENT, ROLE_PEER, hello_fields
-from p2pchat.chat_protocol import CHAT
+from p2pchat.chat_protocol import CHAT, PROTOCOL_VERSION
 from p2pchat.events import StepResult
 from p2pchat.foundation import crypto
 from p2pchat.foundation.errors import UserError
@@ -134,8 +134,10 @@ def chat_pair() -> Iterator[Any]:
         yield alice, bob
 
 
-CHAT_SAMPLES = [CHAT.encode("hello", version=1, network="p2pchat", nickname="fuzz", address="127.0.0.9:8471"),
-                CHAT.encode("key", key=make_identities(3)[2].public_der, nonce=bytes(32), ephemeral=bytes(32)),
+CHAT_SAMPLES = [CHAT.encode("hello", version=PROTOCOL_VERSION, network="p2pchat", nickname="fuzz",
+                            address="127.0.0.9:8471"),
+                CHAT.encode("key", key=make_identities(3)[2].public_der, nonce=bytes(32), ephemeral=bytes(32),
+                            final_height=0, final_hash=bytes(32), tip_height=0, tip_hash=bytes(32)),
                 CHAT.encode("sealed", epoch=0, counter=0, box=bytes(272))]
 
 

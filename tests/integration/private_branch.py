@@ -46,5 +46,31 @@ def build(node: str, victim_ip: str, victim_nick: str, data_dir: Path) -> bytes:
         return tip.hash
 
 
+def rewritten_history(node: str, ips: list[str], data_dir: Path) -> bytes:
+    """Another history of the same network, heavier than the honest one at ``node``: mined from genesis into
+    ``data_dir`` (which must hold no ledger), its first block holding the honest records of ``ips`` copied as they
+    are (owner-signed records are valid in any branch). Both ledgers then name the same keys for those addresses,
+    but no block after genesis is shared. Returns the tip hash."""
+    client = LedgerClient(node, timeout=10.0)
+    params = client.network()
+    records = tuple(client.lookup(ip).record for ip in ips)
+    honest_height = client.sync_headers()
+    stop = threading.Event()
+    start = int(time.time()) - 2
+    with LocalLedger(data_dir, params) as ledger:
+        tip = ledger.chain.genesis.header
+        for i in range(honest_height + 2):
+            body = records if i == 0 else ()
+            header = BlockHeader(version=params.version, network_id=params.network_id, height=tip.height + 1,
+                                 prev_hash=tip.hash, merkle_root=merkle_root([r.id for r in body]),
+                                 timestamp=start + i, target_bits=params.difficulty_bits, nonce=0)
+            solved = mine(header, stop)
+            assert solved is not None
+            result = ledger.receive_block(Block(solved, body), time.time())
+            assert result.status == "added", result.reason
+            tip = solved
+        return tip.hash
+
+
 if __name__ == "__main__":
     print(build(sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4])).hex())

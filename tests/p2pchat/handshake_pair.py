@@ -102,7 +102,8 @@ class Pair:
                  i_binding: LedgerBinding | bool | None = True, r_binding: LedgerBinding | bool | None = True,
                  wire: Wire | None = None, rng_i: Callable[[int], bytes] = crypto.random_bytes,
                  rng_r: Callable[[int], bytes] = crypto.random_bytes, eph_i: Any = crypto.EphemeralKey,
-                 eph_r: Any = crypto.EphemeralKey, r_network: str | None = None, prepare: bool = True) -> None:
+                 eph_r: Any = crypto.EphemeralKey, r_network: str | None = None, prepare: bool = True,
+                 i_view: Any = None, r_view: Any = None) -> None:
         # i_binding: what the initiator's ledger says about the responder (True: the honest record).
         if i_binding is True:
             i_binding = binding_for(ident_r, "127.0.0.3", "bob")
@@ -110,10 +111,10 @@ class Pair:
             r_binding = binding_for(ident_i, "127.0.0.2", "alice")
         self.i = Side("initiator", Handshake(
             initiator=True, identity=ident_i, nickname="alice", network=network, local_address=I_ADDR,
-            peer_address=R_ADDR, rng=rng_i, ephemeral_factory=eph_i), i_binding or None)
+            peer_address=R_ADDR, rng=rng_i, ephemeral_factory=eph_i, ledger_view=i_view), i_binding or None)
         self.r = Side("responder", Handshake(
             initiator=False, identity=ident_r, nickname="bob", network=r_network or network,
-            local_address=R_ADDR, peer_address=I_SEEN_FROM, rng=rng_r, ephemeral_factory=eph_r),
+            local_address=R_ADDR, peer_address=I_SEEN_FROM, rng=rng_r, ephemeral_factory=eph_r, ledger_view=r_view),
             r_binding or None)
         self.wire: Wire = wire or (lambda src, frame: [frame])
         self.prepare = prepare

@@ -302,10 +302,10 @@ def test_a_frame_under_an_epoch_never_agreed_is_refused():
 
 def test_a_handshake_frame_after_the_handshake_ends_the_session_with_an_error_frame():
     link = Link()
-    *sends, abort = link.feed("b", CHAT.encode("auth", sig=bytes(384)))
+    *sends, abort = link.feed("b", CHAT.encode("auth", sig=bytes(384), ledgers="agree"))
     assert isinstance(abort, Abort) and "after the handshake finished" in abort.reason
     assert [decode(ev.frame).type for ev in sends] == ["error"]
-    assert link.ch["b"].closed and link.feed("b", CHAT.encode("auth", sig=bytes(384))) == []
+    assert link.ch["b"].closed and link.feed("b", CHAT.encode("auth", sig=bytes(384), ledgers="agree")) == []
 
 
 def test_an_unsealed_error_frame_after_the_handshake_is_a_lost_connection_and_its_text_is_not_shown():

@@ -16,16 +16,21 @@ SAMPLES = {
     "hello": {"version": 1, "network": "main", "nickname": "Zoë", "address": "127.0.0.2:8471"},
     "welcome": {"version": 1, "network": "main", "nickname": "", "address": "[::1]:8471"},
     "decline": {"reason": "busy"},
-    "key": {"key": b"\x30" * 422, "nonce": b"n" * 32, "ephemeral": b"e" * 32},
+    "key": {"key": b"\x30" * 422, "nonce": b"n" * 32, "ephemeral": b"e" * 32, "final_height": 7,
+            "final_hash": b"f" * 32, "tip_height": 2**32 - 1, "tip_hash": b"t" * 32},
     "key_ok": {},
-    "auth": {"sig": b"s" * 384},
-    "auth_reply": {"sig": b"s" * 384},
+    "auth": {"sig": b"s" * 384, "ledgers": "agree"},
+    "auth_reply": {"sig": b"s" * 384, "ledgers": "conflict"},
     "auth_ok": {},
     "confirm": {"confirm": b"c" * 32},
     "confirm_reply": {"confirm": b"c" * 32},
     "sealed": {"epoch": 3, "counter": 2**64 - 1, "box": b"b" * 272},
     "error": {"reason": "no"},
 }
+
+
+_LEDGER = {"final_height": 0, "final_hash": bytes(32), "tip_height": 0, "tip_hash": bytes(32)}
+_KEY = {"key": b"k" * 422, "nonce": b"n" * 32, "ephemeral": b"e" * 32, **_LEDGER}
 
 
 def test_every_chat_frame_type_is_known_to_exactly_one_core():
@@ -42,19 +47,25 @@ def test_every_frame_type_round_trips_through_the_codec(type_):
 
 
 @pytest.mark.parametrize(("type_", "fields", "complaint"), [
-    ("key", {"key": b"k" * 422, "nonce": b"n" * 31, "ephemeral": b"e" * 32}, "too short"),
-    ("key", {"key": b"k" * 422, "nonce": b"n" * 33, "ephemeral": b"e" * 32}, "too long"),
-    ("key", {"key": b"k" * 422, "ephemeral": b"e" * 32}, "field 'nonce' is missing"),
-    ("key", {"key": b"k" * 422, "nonce": b"n" * 32}, "field 'ephemeral' is missing"),
-    ("key", {"key": b"k" * 422, "nonce": b"n" * 32, "ephemeral": b"e" * 31}, "too short"),
-    ("key", {"key": b"k" * 2049, "nonce": b"n" * 32, "ephemeral": b"e" * 32}, "too long"),
+    ("key", {**_LEDGER, "key": b"k" * 422, "nonce": b"n" * 31, "ephemeral": b"e" * 32}, "too short"),
+    ("key", {**_LEDGER, "key": b"k" * 422, "nonce": b"n" * 33, "ephemeral": b"e" * 32}, "too long"),
+    ("key", {**_LEDGER, "key": b"k" * 422, "ephemeral": b"e" * 32}, "field 'nonce' is missing"),
+    ("key", {**_LEDGER, "key": b"k" * 422, "nonce": b"n" * 32}, "field 'ephemeral' is missing"),
+    ("key", {**_LEDGER, "key": b"k" * 422, "nonce": b"n" * 32, "ephemeral": b"e" * 31}, "too short"),
+    ("key", {**_LEDGER, "key": b"k" * 2049, "nonce": b"n" * 32, "ephemeral": b"e" * 32}, "too long"),
     ("hello", {"version": 1, "network": "", "nickname": "a", "address": "x"}, "too short"),
     ("hello", {"version": 1, "network": "n", "nickname": "a" * 65, "address": "x"}, "too long"),
     ("hello", {"version": 70000, "network": "n", "nickname": "a", "address": "x"}, "above the maximum"),
     ("sealed", {"epoch": -1, "counter": 0, "box": b"b" * 16}, "below the minimum"),
     ("sealed", {"epoch": 0, "counter": 0, "box": b"b" * 15}, "too short"),
     ("confirm_reply", {}, "field 'confirm' is missing"),
-    ("auth", {"sig": "text, not bytes"}, "should be bytes"),
+    ("auth", {"sig": "text, not bytes", "ledgers": "agree"}, "should be bytes"),
+    ("auth", {"sig": b"s" * 384}, "field 'ledgers' is missing"),
+    ("auth_reply", {"sig": b"s" * 384, "ledgers": "disagree!"}, "too long"),
+    ("key", {**_KEY, "final_height": 2**32}, "above the maximum"),
+    ("key", {**_KEY, "tip_height": -1}, "below the minimum"),
+    ("key", {**_KEY, "final_hash": b"f" * 31}, "too short"),
+    ("key", {k: v for k, v in _KEY.items() if k != "tip_hash"}, "field 'tip_hash' is missing"),
 ])
 def test_out_of_bounds_or_ill_typed_fields_are_refused(type_, fields, complaint):
     import msgpack

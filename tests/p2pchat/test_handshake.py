@@ -230,18 +230,18 @@ def test_an_unknown_protocol_version_is_refused_naming_the_supported_versions(id
     pair = Pair(identities[0], identities[1])
     hello = CHAT.encode("hello", version=7, network="testnet", nickname="eve", address=I_ADDR)
     pair.deliver(pair.r, hello)
-    assert "version 7" in pair.r.failed.reason and "supports version 1 only" in pair.r.failed.reason
+    assert "version 7" in pair.r.failed.reason and "supports version 2 only" in pair.r.failed.reason
     assert not pair.r.of(NeedAccept)
     (err,) = [decode(f) for f in pair.r.sent]
     assert err.type == "error"
-    assert err["reason"] == "this node supports chat protocol version 1 only, not version 7"
+    assert err["reason"] == "this node supports chat protocol version 2 only, not version 7"
 
 
 def test_a_responder_answering_with_another_version_is_refused(identities):
     pair = Pair(identities[0], identities[1],
-                wire=lambda src, f: [rewrite(f, version=2)] if frame_type(f) == "welcome" else [f])
+                wire=lambda src, f: [rewrite(f, version=3)] if frame_type(f) == "welcome" else [f])
     pair.run()
-    assert "supports version 1 only" in pair.i.failed.reason
+    assert "supports version 2 only" in pair.i.failed.reason
     assert_nothing_established(pair)
 
 
@@ -424,7 +424,8 @@ def test_a_signature_reflected_to_its_signer_fails_even_with_the_same_key_on_bot
     assert pair.i.failed.step is Step.AUTHENTICATE and "could not prove" in pair.i.failed.reason
     t2 = pair.i.hs._t2
     assert t2 == pair.r.hs._t2      # the same transcript on both ends: only the role tells the signatures apart
-    assert crypto.is_valid_signature(a.public_der, AUTH_CONTEXT, auth_message(b"initiator", t2), captured["sig"])
+    signed = auth_message(b"initiator", t2, "unknown")
+    assert crypto.is_valid_signature(a.public_der, AUTH_CONTEXT, signed, captured["sig"])
     assert_nothing_established(pair)
 
 
@@ -468,8 +469,11 @@ def _frame_of_type(type_: str) -> bytes:
     samples: dict[str, dict[str, Any]] = {
         "hello": {"version": 1, "network": "testnet", "nickname": "x", "address": I_ADDR},
         "welcome": {"version": 1, "network": "testnet", "nickname": "x", "address": R_ADDR},
-        "decline": {"reason": "no"}, "key": {"key": b"k" * 10, "nonce": bytes(32), "ephemeral": bytes(32)},
-        "key_ok": {}, "auth": {"sig": b"s"}, "auth_reply": {"sig": b"s"}, "auth_ok": {},
+        "decline": {"reason": "no"}, "key": {"key": b"k" * 10, "nonce": bytes(32), "ephemeral": bytes(32),
+                                              "final_height": 0, "final_hash": bytes(32), "tip_height": 0,
+                                              "tip_hash": bytes(32)},
+        "key_ok": {}, "auth": {"sig": b"s", "ledgers": "agree"}, "auth_reply": {"sig": b"s", "ledgers": "agree"},
+        "auth_ok": {},
         "confirm": {"confirm": bytes(32)}, "confirm_reply": {"confirm": bytes(32)},
         "sealed": {"epoch": 0, "counter": 0, "box": bytes(16)},
     }
@@ -568,7 +572,7 @@ def test_a_peers_words_before_it_proved_its_key_are_quoted_on_one_line(identitie
 
 
 def test_garbage_msgpack_in_a_known_frame_type_is_a_frame_error_for_the_io_layer():
-    body = msgpack.packb({"t": "auth", "sig": "not bytes"})
+    body = msgpack.packb({"t": "auth", "ledgers": "agree", "sig": "not bytes"})
     with pytest.raises(FrameError, match="should be bytes"):
         CHAT.decode(body)
 

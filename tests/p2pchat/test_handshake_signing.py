@@ -125,12 +125,13 @@ def test_an_auth_that_does_not_verify_costs_the_responder_no_signature(identitie
     attacker = Attacker(identities[0], victim).through_step_2()
     t2 = attacker.pair.r.hs._t2
     sig = {"garbage": b"\x01" * 384,
-           "another key's signature": identities[2].sign(AUTH_CONTEXT, auth_message(b"initiator", t2)),
-           "the initiator role over another session": identities[0].sign(AUTH_CONTEXT,
-                                                                         auth_message(b"initiator", bytes(32))),
-           "the responder role (reflected)": identities[0].sign(AUTH_CONTEXT, auth_message(b"responder", t2)),
+           "another key's signature": identities[2].sign(AUTH_CONTEXT, auth_message(b"initiator", t2, "unknown")),
+           "the initiator role over another session": identities[0].sign(
+               AUTH_CONTEXT, auth_message(b"initiator", bytes(32), "unknown")),
+           "the responder role (reflected)": identities[0].sign(
+               AUTH_CONTEXT, auth_message(b"responder", t2, "unknown")),
            }[forgery]
-    attacker.pair.deliver(attacker.pair.r, CHAT.encode("auth", sig=sig))
+    attacker.pair.deliver(attacker.pair.r, CHAT.encode("auth", sig=sig, ledgers="unknown"))
     assert attacker.pair.r.failed is not None and attacker.pair.r.failed.step is Step.AUTHENTICATE
     assert "could not prove it holds the key" in attacker.pair.r.failed.reason
     assert victim.calls == []
@@ -141,7 +142,8 @@ def test_frames_out_of_order_before_auth_cost_the_responder_no_signature(identit
     """Every handshake frame type sent right after step 2 instead of `auth`: none makes the responder sign."""
     victim = CountingSigner(identities[1])
     for type_, fields in (("auth_ok", {}), ("confirm", {"confirm": bytes(32)}), ("key_ok", {}),
-                          ("key", {"key": identities[0].public_der, "nonce": bytes(32), "ephemeral": bytes(32)})):
+                          ("key", {"key": identities[0].public_der, "nonce": bytes(32), "ephemeral": bytes(32),
+                                  "final_height": 0, "final_hash": bytes(32), "tip_height": 0, "tip_hash": bytes(32)})):
         attacker = Attacker(identities[0], victim).through_step_2()
         attacker.pair.deliver(attacker.pair.r, CHAT.encode(type_, **fields))
         assert attacker.pair.r.failed is not None, type_
@@ -155,7 +157,8 @@ def test_each_side_makes_exactly_one_signature_and_the_responder_only_after_a_ve
     assert pair.i.established is not None and pair.r.established is not None
     assert [c for c, _ in si.calls] == [AUTH_CONTEXT] and [c for c, _ in sr.calls] == [AUTH_CONTEXT]
     t2 = pair.i.established.transcript_hash
-    assert si.calls[0][1] == auth_message(b"initiator", t2) and sr.calls[0][1] == auth_message(b"responder", t2)
+    assert si.calls[0][1] == auth_message(b"initiator", t2, "unknown")
+    assert sr.calls[0][1] == auth_message(b"responder", t2, "unknown")
     # The responder signed while handling the initiator's `auth`, i.e. after it verified (a bad one makes no
     # signature at all: the tests above) ...
     assert sr.received_before[0][-1] == "auth"
@@ -319,7 +322,7 @@ def test_the_x25519_half_is_erased_when_the_handshake_fails(identities, how):
     pair = Pair(identities[0], identities[1], eph_r=factory).run(Step.SWAP_KEYS)
     assert len(made) == 1 and not made[0].erased
     frame = {"error frame": CHAT.encode("error", reason="bye"),
-             "bad signature": CHAT.encode("auth", sig=b"\x01" * 384),
+             "bad signature": CHAT.encode("auth", sig=b"\x01" * 384, ledgers="unknown"),
              "wrong step": CHAT.encode("confirm", confirm=bytes(32))}[how]
     pair.deliver(pair.r, frame)
     assert pair.r.failed is not None

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from p2pchat.admission import Admission
-from p2pchat.chat_protocol import CHAT
+from p2pchat.chat_protocol import CHAT, PROTOCOL_VERSION
 from p2pchat.events import (
     DeliveryReceipt,
     IncomingChat,
@@ -129,13 +129,32 @@ def test_unreachable_peer_fails_step_one_with_the_reason(identities):
 def test_a_peer_silent_mid_handshake_ends_its_session_only(identities):
     with pair(identities, bob={"step_timeout": 0.5, "handshake_timeout": 1.0}) as (alice, bob, _):
         silent = socket.create_connection((bob.ip, bob.node.port), timeout=5)
-        silent.sendall(CHAT.encode("hello", version=1, network="p2pchat", nickname="mallory", address="127.0.0.9:8471"))
+        silent.sendall(CHAT.encode("hello", version=PROTOCOL_VERSION, network="p2pchat", nickname="mallory",
+                                   address="127.0.0.9:8471"))
         sid, bsid = connect_all(alice, bob)               # served meanwhile
         ended = wait_until(lambda: [e for e in bob.log.all(SessionEnded) if e.session != bsid], 10)
         assert "unfinished" in ended[0].reason or "silent" in ended[0].reason
         alice.node.send_text(sid, "still here")
         bob.log.wait(MessageReceived, text="still here")
         silent.close()
+
+
+def test_a_chat_accepted_then_left_idle_blames_the_caller_on_both_sides(identities):
+    # The callee answers at once, before its accept deadline (1 s); the handshake deadline (1.5 s) then passes
+    # between steps 1 and 2, which is the caller's turn: nobody is told the callee did not answer.
+    timeouts = {"accept_timeout": 1.0, "handshake_timeout": 1.5, "step_timeout": 1.0}
+    with pair(identities, **timeouts, bob={"auto_accept": False}) as (alice, bob, _):
+        sid = alice.node.open_session(f"{bob.ip}:{bob.node.port}")
+        alice.node.run_step(sid, Step.CONNECT)
+        bob.node.accept(bob.log.wait(IncomingChat).session, True)
+        alice.log.wait(StepResult, step=Step.CONNECT, ok=True)
+        caller, callee = alice.log.wait(SessionEnded, session=sid), bob.log.wait(SessionEnded)
+        for reason in (caller.reason, callee.reason):
+            assert "left the handshake unfinished at step 2 Swap public keys" in reason, reason
+            assert "did not accept" not in reason and "did not answer" not in reason, reason
+        # whichever clock ran out first, the caller's text says it was its own turn
+        assert "you left the handshake unfinished" in caller.reason
+        assert "caller" in callee.reason
 
 
 def test_a_connection_that_never_says_hello_is_dropped(identities):

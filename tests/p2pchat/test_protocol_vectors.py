@@ -95,8 +95,24 @@ def vector_items() -> list[list[tuple[str, bytes]]]:
         hello_items("i", t["i.nickname"], t["i.address"]) + hello_items("r", t["r.nickname"], t["r.address"]),
         [("i.key", hx("transcript", "i.key")), ("r.key", hx("transcript", "r.key")),
          ("i.challenge", hx("transcript", "i.challenge")), ("r.challenge", hx("transcript", "r.challenge")),
-         ("i.ephemeral", hx("transcript", "i.ephemeral")), ("r.ephemeral", hx("transcript", "r.ephemeral"))],
+         ("i.ephemeral", hx("transcript", "i.ephemeral")), ("r.ephemeral", hx("transcript", "r.ephemeral")),
+         *position_items("i"), *position_items("r")],
     ]
+
+
+def position_items(prefix: str) -> list[tuple[str, bytes]]:
+    """The ledger cross-check's four items of one side (§3.2, §3.5): heights as u32, hashes as they are."""
+    t = V["transcript"]
+    return [(f"{prefix}.final_height", struct.pack(">I", int(t[f"{prefix}.final_height"]))),
+            (f"{prefix}.final_hash", hx("transcript", f"{prefix}.final_hash")),
+            (f"{prefix}.tip_height", struct.pack(">I", int(t[f"{prefix}.tip_height"]))),
+            (f"{prefix}.tip_hash", hx("transcript", f"{prefix}.tip_hash"))]
+
+
+def vector_position(prefix: str) -> hs.ChainPosition:
+    t = V["transcript"]
+    return hs.ChainPosition(int(t[f"{prefix}.final_height"]), hx("transcript", f"{prefix}.final_hash"),
+                            int(t[f"{prefix}.tip_height"]), hx("transcript", f"{prefix}.tip_hash"))
 
 
 # --- the vectors ---------------------------------------------------------------------------------------------------
@@ -122,7 +138,8 @@ def test_transcript_vector_matches_the_spec_and_the_code():
     assert transcript.encoded().hex() == t["T1_encoding"]
     hs.add_step_2(transcript, i_key=hx("transcript", "i.key"), r_key=hx("transcript", "r.key"),
                   i_nonce=hx("transcript", "i.challenge"), r_nonce=hx("transcript", "r.challenge"),
-                  i_ephemeral=hx("transcript", "i.ephemeral"), r_ephemeral=hx("transcript", "r.ephemeral"))
+                  i_ephemeral=hx("transcript", "i.ephemeral"), r_ephemeral=hx("transcript", "r.ephemeral"),
+                  i_position=vector_position("i"), r_position=vector_position("r"))
     assert transcript.encoded().hex() == t["T2_encoding"]
     assert transcript.digest().hex() == t["T2"]
 
@@ -137,13 +154,15 @@ def test_ephemeral_publics_and_shared_secret_follow_from_the_private_keys():
 def test_signed_message_hashes():
     """The one signature per side (step 3) covers T2, which already holds both X25519 halves."""
     t2, s = hx("transcript", "T2"), V["signed-messages"]
-    assert set(s) == {"auth_initiator", "auth_responder"}
-    assert spec_signed_hash("chat-auth", b"initiator\x00" + t2).hex() == s["auth_initiator"]
-    assert spec_signed_hash("chat-auth", b"responder\x00" + t2).hex() == s["auth_responder"]
-    assert hs.auth_message(hs.ROLE_INITIATOR, t2) == b"initiator\x00" + t2
-    assert hs.auth_message(hs.ROLE_RESPONDER, t2) == b"responder\x00" + t2
+    assert set(s) == {"i.ledgers", "r.ledgers", "auth_initiator", "auth_responder"}
+    i_data = b"initiator\x00" + t2 + b"\x00" + s["i.ledgers"].encode()
+    r_data = b"responder\x00" + t2 + b"\x00" + s["r.ledgers"].encode()
+    assert spec_signed_hash("chat-auth", i_data).hex() == s["auth_initiator"]
+    assert spec_signed_hash("chat-auth", r_data).hex() == s["auth_responder"]
+    assert hs.auth_message(hs.ROLE_INITIATOR, t2, s["i.ledgers"]) == i_data
+    assert hs.auth_message(hs.ROLE_RESPONDER, t2, s["r.ledgers"]) == r_data
     assert hs.AUTH_CONTEXT == "chat-auth"
-    assert crypto._signed_message("chat-auth", b"responder\x00" + t2).hexdigest() == s["auth_responder"]
+    assert crypto._signed_message("chat-auth", r_data).hexdigest() == s["auth_responder"]
 
 
 def test_key_schedule_and_confirmation_tags():
@@ -240,17 +259,21 @@ def test_hello_and_key_frames_and_safety_number():
     # the i.key item
     der, nonce, half = f["key_der"].encode(), hx("transcript", "i.challenge"), hx("transcript", "i.ephemeral")
     assert hashlib.sha256(der).hexdigest() == t["i.key"]
-    body = msgpack.packb({"t": "key", "key": der, "nonce": nonce, "ephemeral": half}, use_bin_type=True)
+    pos = vector_position("i")
+    ledger = {"final_height": pos.final_height, "final_hash": pos.final_hash, "tip_height": pos.tip_height,
+              "tip_hash": pos.tip_hash}
+    body = msgpack.packb({"t": "key", "key": der, "nonce": nonce, "ephemeral": half, **ledger}, use_bin_type=True)
     assert (struct.pack(">I", len(body)) + body).hex() == f["key_frame"]
-    assert cp.CHAT.encode("key", key=der, nonce=nonce, ephemeral=half).hex() == f["key_frame"]
+    assert cp.CHAT.encode("key", key=der, nonce=nonce, ephemeral=half, **ledger).hex() == f["key_frame"]
     for type_ in ("key_ok", "auth_ok"):
         body = msgpack.packb({"t": type_}, use_bin_type=True)
         assert (struct.pack(">I", len(body)) + body).hex() == f[f"{type_}_frame"] == cp.CHAT.encode(type_).hex()
     sig = bytes(range(256)) + bytes(range(128))                        # any 384 bytes stand for an RSA-3072 one
     for type_ in ("auth", "auth_reply"):
-        body = msgpack.packb({"t": type_, "sig": sig}, use_bin_type=True)
+        verdict = V["signed-messages"]["i.ledgers" if type_ == "auth" else "r.ledgers"]
+        body = msgpack.packb({"t": type_, "ledgers": verdict, "sig": sig}, use_bin_type=True)
         expected = bytes.fromhex(f[f"{type_}_frame_before_signature"]) + sig
-        assert struct.pack(">I", len(body)) + body == expected == cp.CHAT.encode(type_, sig=sig)
+        assert struct.pack(">I", len(body)) + body == expected == cp.CHAT.encode(type_, sig=sig, ledgers=verdict)
     fp_a, fp_b = hx("transcript", "i.key"), hx("transcript", "r.key")
     halves = []
     for fp in (fp_a, fp_b):                 # written out from §4, independent of p2pchat/safety.py
@@ -288,6 +311,9 @@ def test_a_real_handshake_derives_what_the_spec_says(identities):
     items += [("i.key", hashlib.sha256(a.public_der).digest()), ("r.key", hashlib.sha256(b.public_der).digest()),
               ("i.challenge", drawn["i"][0]), ("r.challenge", drawn["r"][0]),
               ("i.ephemeral", hx("transcript", "i.ephemeral")), ("r.ephemeral", hx("transcript", "r.ephemeral"))]
+    # neither side has a ledger view here: both send the all-zero position and judge the other's "unknown"
+    items += [(f"{side}.{name}", bytes(4) if name.endswith("height") else bytes(32))
+              for side in "ir" for name in ("final_height", "final_hash", "tip_height", "tip_hash")]
     t4 = hashlib.sha256(spec_transcript(items)).digest()
     assert est_i.transcript_hash == est_r.transcript_hash == t4
     # the challenges and the X25519 halves are those of the two `key` frames (§2, §3.2)
@@ -301,8 +327,9 @@ def test_a_real_handshake_derives_what_the_spec_says(identities):
     # one signature per side, over T2, each verifying under the signer's key
     sigs = {m.type: m["sig"] for m in (cp.CHAT.decode(f[4:]) for _, f in pair.log) if m.type.startswith("auth")
             and m.type != "auth_ok"}
-    assert crypto.is_valid_signature(a.public_der, "chat-auth", b"initiator\x00" + t4, sigs["auth"])
-    assert crypto.is_valid_signature(b.public_der, "chat-auth", b"responder\x00" + t4, sigs["auth_reply"])
+    assert crypto.is_valid_signature(a.public_der, "chat-auth", b"initiator\x00" + t4 + b"\x00unknown", sigs["auth"])
+    assert crypto.is_valid_signature(b.public_der, "chat-auth", b"responder\x00" + t4 + b"\x00unknown",
+                                     sigs["auth_reply"])
     okm = spec_hkdf(hx("key-schedule", "shared"), t4, b"p2pchat/chat-keys/v1", 160)
     assert (est_i.send_key, est_i.recv_key, est_i.send_chain, est_i.recv_chain) == \
         (okm[0:32], okm[32:64], okm[64:96], okm[96:128])

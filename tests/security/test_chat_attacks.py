@@ -94,8 +94,7 @@ def test_mitm_that_substitutes_keys_fails_authentication_and_nothing_leaks(w):
     mallory_der = w.mallory.public_der
 
     def swap_keys(direction: str, msg, frame: bytes) -> bytes:
-        return CHAT.encode("key", key=mallory_der, nonce=msg["nonce"], ephemeral=msg["ephemeral"]) \
-            if msg.type == "key" else frame
+        return CHAT.encode("key", **{**msg.fields, "key": mallory_der}) if msg.type == "key" else frame
 
     proxy = MitmProxy(w.victim.ip, (w.victim.ip, CHAT_PORT), w.mallory_ip, swap_keys).start()
     try:
@@ -222,7 +221,7 @@ def test_a_step_out_of_order_is_refused_with_the_step_that_comes_first(w):
     peer = RawPeer(w.mallory, w.mallory_ip, w.victim)
     try:
         peer.run_step(Step.CONNECT)
-        peer.send_raw(CHAT.encode("auth", sig=crypto.random_bytes(384)))   # step 3 before step 2
+        peer.send_raw(CHAT.encode("auth", sig=crypto.random_bytes(384), ledgers="agree"))   # step 3 before step 2
         frames = closed_by_peer(peer.conn)
     finally:
         peer.close()
@@ -264,7 +263,8 @@ def test_a_peer_silent_mid_handshake_times_out_alone(w):
     try:
         peer.run_step(Step.CONNECT)
         peer.send_raw(CHAT.encode("key", key=w.mallory.public_der, nonce=crypto.random_bytes(32),
-                                  ephemeral=crypto.random_bytes(32)))                               # then silence
+                                  ephemeral=crypto.random_bytes(32), final_height=0, final_hash=bytes(32),
+                                  tip_height=0, tip_hash=bytes(32)))                               # then silence
         w.honest_chat_works("while someone is silent")
         out = w.victim.wait_new("went silent during step 2 Swap public keys", timeout=20)
         assert "✗ 2 Swap public keys" in out

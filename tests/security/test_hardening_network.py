@@ -27,7 +27,7 @@ from ledger.miner import mine
 from ledger.params import NetworkParams
 from ledger.protocol import LEDGER_PROTOCOL, ROLE_PEER, hello_fields
 from ledger.records import make_register
-from p2pchat.chat_protocol import CHAT
+from p2pchat.chat_protocol import CHAT, PROTOCOL_VERSION
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address
 from p2pchat.foundation.errors import UserError
@@ -321,7 +321,8 @@ def test_a_signature_reflected_back_to_the_victim_fails_step_3(world):
         events = peer.run_step(Step.SWAP_KEYS)
         assert any(type(e).__name__ == "StepDone" for e in events), events
         world.victim.mark()
-        peer.send_raw(CHAT.encode("auth", sig=reply["sig"]))     # the victim's own signature, sent back
+        # the victim's own signature, sent back
+        peer.send_raw(CHAT.encode("auth", sig=reply["sig"], ledgers=reply["ledgers"]))
         frames = closed_by_peer(peer.conn)
     finally:
         first.close()
@@ -332,7 +333,8 @@ def test_a_signature_reflected_back_to_the_victim_fails_step_3(world):
     assert "does not verify" in out
 
 
-@pytest.mark.parametrize(("version", "network"), [(0, "p2pchat"), (2, "p2pchat"), (1, "othernet")])
+@pytest.mark.parametrize(("version", "network"), [(0, "p2pchat"), (1, "p2pchat"), (3, "p2pchat"),
+                                                  (PROTOCOL_VERSION, "othernet")])
 def test_an_old_or_unknown_chat_version_or_another_network_is_refused_with_what_exists(world, version, network):
     conn = connect(world.v, CHAT_PORT, CHAT, source_ip=world.m, timeout=10)
     try:
@@ -342,8 +344,8 @@ def test_an_old_or_unknown_chat_version_or_another_network_is_refused_with_what_
     finally:
         conn.close()
     reasons = " ".join(f["reason"] for f in frames if f.type == "error")
-    if version != 1:
-        assert "version 1" in reasons and str(version) in reasons, reasons
+    if version != PROTOCOL_VERSION:
+        assert f"version {PROTOCOL_VERSION}" in reasons and str(version) in reasons, reasons
     else:
         assert "othernet" in reasons or "network" in reasons, reasons
     assert not any(f.type == "welcome" for f in frames)
@@ -369,7 +371,7 @@ def test_a_peer_claiming_another_hosts_address_is_known_by_its_own_record(world)
 
 
 def test_slowloris_on_the_chat_port_is_dropped_while_an_honest_chat_goes_on(world):
-    hello = CHAT.encode("hello", version=1, network="p2pchat", nickname="slow", address="")
+    hello = CHAT.encode("hello", version=PROTOCOL_VERSION, network="p2pchat", nickname="slow", address="")
     sock = socket.create_connection((world.v, CHAT_PORT), timeout=10, source_address=(world.m, 0))
     dropped_after = None
     try:
@@ -405,7 +407,7 @@ def test_a_flood_of_silent_connections_from_one_address_does_not_lock_out_honest
             socks.append(socket.create_connection((world.v, CHAT_PORT), timeout=10, source_address=(world.m, 0)))
         probe = connect(world.v, CHAT_PORT, CHAT, source_ip=world.h, timeout=10)
         try:
-            probe.send("hello", version=1, network="p2pchat", nickname="honest",
+            probe.send("hello", version=PROTOCOL_VERSION, network="p2pchat", nickname="honest",
                        address=format_address(world.h, CHAT_PORT))
             answer = probe.recv(5)
         finally:
