@@ -21,6 +21,7 @@ from typing import Any
 import customtkinter as ctk
 
 from gui import settings as gui_settings
+from gui.first_run import FirstRunChoice, FirstRunView, ReachableNote
 from gui.ledger_actions import LedgerActions
 from gui.ledger_monitor import LedgerMonitor
 from gui.ledger_runtime import LedgerRuntime, attach_ledger
@@ -90,7 +91,16 @@ class App:
 
     def _window_closed(self, window: ChatWindow) -> None:
         self._remember(window)
-        # The demo's windows belong together: closing one ends the demo. The root goes last.
+        if not self.close_requested and any(not w.closed for w in self.windows):
+            # The demo: each window is one user. Closing one ends that user's chats (the other window shows
+            # the peer left) and hides it; the app goes on until the last window closes.
+            window.end_chats()
+            if window.top is self.root:
+                self.root.withdraw()      # the root carries the other windows: hidden, not destroyed
+            else:
+                window.top.destroy()
+            return
+        # The last window, or the app was asked to quit (a signal): every window closes. The root goes last.
         for other in self.windows:
             if not other.closed:
                 self._remember(other)
@@ -181,12 +191,20 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         network = _arg(args, "network", "p2pchat")
         passphrase = _passphrase(args)
         view = StartupView(app.root, lambda: app is not None and app.close_requested)
+        first_run: FirstRunChoice | None = None
         if (data_dir / KEY_FILE).exists():
             identity = Identity.load(data_dir / KEY_FILE, passphrase)
         else:
-            # First run: the key is made in other processes while the window shows progress (gui/startup.py).
+            if not _arg(args, "nickname"):
+                # First run (issue 15): the user chooses the nickname (and maybe a passphrase) before anything is
+                # made or published; the passphrase then goes wherever the app's passphrase goes.
+                first_run = FirstRunView(app.root, lambda: app is not None and app.close_requested).run()
+                args.nickname = first_run.nickname
+                passphrase = first_run.passphrase or passphrase
+            # The key is made in other processes while the window shows progress (gui/startup.py).
+            chosen = passphrase
             identity = view.run("Making your key…", lambda stop: Identity.load_or_create(
-                data_dir, passphrase, stop=stop))
+                data_dir, chosen, stop=stop))
         nickname = _arg(args, "nickname") or default_nickname(identity.fingerprint)
 
         def attach(stop: object) -> LedgerRuntime:
@@ -215,9 +233,11 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         monitor = LedgerMonitor(runtime.source).start()
         me = Me(nickname, format_address(host, node.port), identity.short_fingerprint)
         window = app.open_window(node, me, ledger=monitor, data_dir=data_dir)
-        actions = LedgerActions(runtime.address, data_dir, passphrase=_passphrase(args), source_ip=host,
+        actions = LedgerActions(runtime.address, data_dir, passphrase=passphrase, source_ip=host,
                                 network=network)
         window.ledger_panel.set_actions(actions)
+        if first_run is not None:
+            ReachableNote(window, nickname, me.address)
         app.run()
         return 0
     except UserError as exc:

@@ -19,17 +19,19 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from gui.key_words import step_2_words, window_warning
 from gui.models import AcceptPrompt, BarView, ChatLine, LineKind, StepState, StepView, TabState
 from gui.text import MORE_CHARS, MORE_LINES, clean, clean_name, clock_time, count, fail_text, ok_text, preview_end
-from gui.wording import countdown, plain
+from gui.wording import Wording, countdown, plain
 from p2pchat.chat_protocol import MAX_TEXT_BYTES
 from p2pchat.events import (
     DeliveryReceipt,
     Event,
     IncomingChat,
+    KeyChangeStopped,
     MessageReceived,
     NodeError,
     Notice,
@@ -57,7 +59,7 @@ EARLY_EVENTS_KEPT = 8
 FAILED_TAB_LINGER = 8.0     # seconds a failed dial's tab stays (its failure shown) before it closes itself
 COUNTDOWN_FROM = 90.0       # a timeout closer than this shows a countdown in the step bar
 NOTICE_MARKS = {"rotation": "↻", "refused": "⚠", "path": "⇄", "info": "ℹ", "ready": "✓", "ended": "■",
-                "error": "⚠", "ledgers": "⚠"}
+                "error": "⚠", "ledgers": "⚠", "key-change": "⚠", "key-stop": "⚠"}
 
 
 class NodeApi(Protocol):
@@ -70,6 +72,8 @@ class NodeApi(Protocol):
     def send_text(self, session: str, text: str) -> int: ...
     def set_typing(self, session: str, typing: bool) -> None: ...
     def end_session(self, session: str) -> None: ...
+    def accept_new_key(self, fingerprint: str, *, override_verified: bool = False) -> None: ...
+    def verify_contact(self, session: str, verified: bool = True) -> str: ...
 
 
 class Commands(Protocol):
@@ -93,13 +97,14 @@ class Changes:
     bar: bool = False
     prompts: list[AcceptPrompt] = field(default_factory=list)
     prompts_closed: list[str] = field(default_factory=list)
+    key_changes: list[str] = field(default_factory=list)     # sessions whose step 2 stopped on a changed key
     select: str | None = None
     status: str | None = None
 
     def __bool__(self) -> bool:
         return any((self.tabs_added, self.tabs_removed, self.titles, self.lines_added, self.lines_changed,
                     self.lines_dropped, self.peer, self.typing, self.chat_input, self.bar, self.prompts,
-                    self.prompts_closed, self.select is not None, self.status is not None))
+                    self.prompts_closed, self.key_changes, self.select is not None, self.status is not None))
 
 
 def check_peer_query(text: str) -> str:
@@ -458,7 +463,9 @@ class ChatController:
             # A session we closed or rejected, still winding down in the node.
             log.debug("event for a closed chat tab: %r", type(event).__name__)
             return
-        if isinstance(event, StepResult):
+        if isinstance(event, KeyChangeStopped):
+            self._key_change_stopped(tab, event)
+        elif isinstance(event, StepResult):
             self._step_result(tab, event)
         elif isinstance(event, StepRefused):
             st = tab.steps[event.step]
@@ -484,6 +491,66 @@ class ChatController:
             self._notice(tab, event.kind, clean(event.text))
         elif isinstance(event, SessionEnded):
             self._ended(tab, event)
+
+    # ---- key continuity and verification (issue 13; the dialogs are gui/key_change.py and gui/verify.py) -------
+
+    def accept_key(self, session: str) -> None:
+        """The user accepted the changed key named by ``session``'s step 2 (the dialog asked twice for a verified
+        contact): the node lets the next chat with that key go on, and records the decision once it succeeds."""
+        tab = self.tabs.get(session)
+        stop = tab.key_change if tab is not None else None
+        if tab is None or stop is None:
+            return
+        fp, override = stop.new_fingerprint, stop.verified
+        self.commands.submit(lambda: self.node.accept_new_key(fp, override_verified=override),
+                             failed=lambda exc: self._session_error(session, exc))
+        tab.key_change = None
+        self._notice(tab, "key-change", f"You accepted the new key of {stop.contact}. Press 1 Connect to try "
+                                        "again: the decision is recorded once the four steps succeed"
+                     + (", and the verified mark is removed until you compare the new safety number."
+                        if override else "."))
+
+    def keep_old_key(self, session: str) -> None:
+        tab = self.tabs.get(session)
+        stop = tab.key_change if tab is not None else None
+        if tab is None or stop is None:
+            return
+        tab.key_change = None
+        self._notice(tab, "key-change", f"You kept the old key of {stop.contact}: nothing was sent to the key the "
+                                        "ledger now names.")
+
+    def set_verified(self, session: str, verified: bool) -> None:
+        """Mark the peer of a ready chat verified (after comparing the safety number) or not."""
+        tab = self.tabs.get(session)
+        if tab is None:
+            return
+        if not tab.ready:
+            self._notice(tab, "error", "Compare the safety number once the four steps are done.")
+            return
+        self.commands.submit(lambda: self.node.verify_contact(session, verified),
+                             done=lambda _fp: self._verified(session, verified),
+                             failed=lambda exc: self._session_error(session, exc))
+
+    def _verified(self, session: str, verified: bool) -> None:
+        tab = self.tabs.get(session)
+        if tab is None:
+            return
+        tab.verified = verified
+        self._changes.peer.add(session)
+        self._notice(tab, "ready" if verified else "info",
+                     f"{tab.peer_name} is now a verified contact: a change of their key will be a hard stop."
+                     if verified else f"{tab.peer_name} is no longer marked verified.")
+
+    def _key_change_stopped(self, tab: TabState, event: KeyChangeStopped) -> None:
+        event = replace(event, contact=clean_name(event.contact, tab.peer_name))
+        tab.key_change = event
+        tab.key_refused = True
+        self._changes.key_changes.append(tab.session)
+        self._changes.peer.add(tab.session)
+        if event.verified:
+            self._notice(tab, "key-stop", f"STOP — the key of {event.contact}, a contact you VERIFIED, has changed. "
+                                          "Nothing was signed or sent. Do not go on until you have asked them in "
+                                          "person or by phone.")
 
     # ---- internals ----------------------------------------------------------------------------------------
 
@@ -579,6 +646,9 @@ class ChatController:
                 self._changes.chat_input.add(tab.session)
         else:
             words = plain(detail, tab.peer_name)
+            if event.step is Step.SWAP_KEYS and tab.key_change is not None:
+                stop = tab.key_change
+                words = Wording(step_2_words(stop.contact), window_warning(detail, stop.contact, stop.verified))
             st.state, st.result = StepState.FAILED, fail_text(words.plain)
             tab.auto = False
             tab.failure = detail
@@ -591,8 +661,9 @@ class ChatController:
 
     def _updated(self, tab: TabState, info: SessionInfo) -> None:
         tab.info = info
-        if info.peer_nickname and not tab.named:
-            # The tab was named after what the user typed; now the ledger or the hello gave the peer's name.
+        if info.peer_nickname and not tab.named and Step.SWAP_KEYS in info.steps_done:
+            # The tab was named after what the user typed; now step 2 confirmed the peer's name from the ledger
+            # (before that it is only what the peer claims in its hello).
             tab.named = True
             tab.base_title = self._unique_title(clean_name(info.peer_nickname), tab.session)
             self._changes.titles.add(tab.session)

@@ -3,8 +3,9 @@
 :class:`p2pchat.demo_world.DemoWorld` starts a two-node ledger network on 127.0.0.2 and 127.0.0.3 (low
 proof-of-work difficulty), waits until both users' records are mined, and starts alice's and bob's chat nodes.
 Then alice's window (left) and bob's (right) open on one Tk root, alice's peer field already holding bob's
-address: click 1 Connect, accept in bob's window, click 2, 3 and 4, and chat. Closing either window ends the
-demo: both windows close, then the chat nodes, the ledger nodes and the temporary data directory.
+address: click 1 Connect, accept in bob's window, click 2, 3 and 4, and chat. Closing one window ends that user's chats
+(the other window shows the peer left) and leaves the other running; closing the last one ends the demo: the
+chat nodes, the ledger nodes and the temporary data directory close.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def place_windows(screen_width: int, screen_height: int, count: int = 2) -> list
 
 
 def run_windows(world: DemoWorld, app: App | None = None) -> App:
-    """Open one window per demo user and run the Tk loop until a window is closed (the world stays open)."""
+    """Open one window per demo user and run the Tk loop until every window is closed (the world stays open)."""
     app = app or App()
     close_on_signals(app)
     monitors: list[LedgerMonitor] = []
@@ -46,7 +47,7 @@ def run_windows(world: DemoWorld, app: App | None = None) -> App:
         # Alice's peer field already names bob: the newcomer's first click is "1 Connect".
         windows[0].prefill_peer(world.users[1].host)
         print("p2pchat demo: the windows are open. In alice's window press 1 Connect, accept in bob's, then "
-              "2, 3 and 4, and chat. Close a window to end the demo.", file=sys.stderr, flush=True)
+              "2, 3 and 4, and chat. Close both windows to end the demo.", file=sys.stderr, flush=True)
         app.run()
     finally:
         app.close()

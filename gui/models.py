@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from gui.text import clean_name, count
-from p2pchat.events import SessionInfo
+from p2pchat.events import KeyChangeStopped, SessionInfo
 from p2pchat.steps import Step
 
 
@@ -90,7 +90,8 @@ class AcceptPrompt:
 
     @property
     def question(self) -> str:
-        return f"{self.nickname} ({self.address}) wants to chat with you."
+        # the nickname is the caller's own claim: only step 2 checks it against the ledger (issue 15)
+        return f"Someone at {self.address}, calling itself “{self.nickname}” (not checked yet), wants to chat with you."
 
 
 @dataclass
@@ -117,6 +118,21 @@ class TabState:
     answered: bool = False           # the user accepted this incoming chat
     close_at: float | None = None    # a failed dial closes itself at this time (after its failure was shown)
     failure: str | None = None       # the node's reason for the last failed step (said once, not again on end)
+    key_change: KeyChangeStopped | None = None   # step 2 stopped on a changed key, the user has not answered yet
+    key_refused: bool = False        # step 2 refused the ledger's key: the claimed nickname is no identity
+    verified: bool | None = None     # the user marked this peer (not) verified in this window
+
+    @property
+    def verified_mark(self) -> bool | None:
+        """Verified as the user last said in this window, else as the contact store said after step 4."""
+        if self.verified is not None:
+            return self.verified
+        return self.info.peer_verified if self.info else None
+
+    @property
+    def nickname_checked(self) -> bool:
+        """Step 2 confirmed the peer's nickname from the ledger (before: only what the peer claims)."""
+        return self.steps[Step.SWAP_KEYS].state is StepState.DONE and not self.key_refused
 
     @property
     def ready(self) -> bool:
@@ -138,9 +154,28 @@ class TabState:
 
     @property
     def peer_name(self) -> str:
+        if self.key_refused:
+            # step 2 refused the key the ledger names: whatever nickname was claimed is nobody's identity
+            return clean_name(self.info.peer_address if self.info and self.info.peer_address else self.peer_query)
         if self.info and self.info.peer_nickname:
             return clean_name(self.info.peer_nickname)
         return self.base_title
+
+
+def peer_label(tab: TabState) -> str:
+    """The peer panel's "Peer" value: a nickname is the identity only once step 2 confirmed it (issue 15)."""
+    nick = tab.info.peer_nickname if tab.info else None
+    if not nick:
+        return "not known yet"
+    if tab.key_refused:
+        return f"not confirmed — step 2 refused the key (it calls itself {clean_name(nick)})"
+    if not tab.nickname_checked:
+        return f"calls itself {clean_name(nick)}, not checked yet"
+    return clean_name(nick) + (" · ✓ verified" if tab.verified_mark else "")
+
+
+def tab_peer_rows(tab: TabState) -> list[tuple[str, str]]:
+    return [(name, peer_label(tab) if name == "Peer" else value) for name, value in peer_rows(tab.info)]
 
 
 def peer_rows(info: SessionInfo | None) -> list[tuple[str, str]]:

@@ -24,11 +24,13 @@ import customtkinter as ctk
 
 from gui.attention import DesktopNotifier, set_urgent
 from gui.controller import LEDGER_TAB, Changes, ChatController, NodeApi
+from gui.key_change import KeyChangeDialog
 from gui.lag import LagMeter
 from gui.ledger_view import LedgerSnapshot, identity_ledger_line
-from gui.models import AcceptPrompt, LineKind, peer_rows
+from gui.models import AcceptPrompt, LineKind, tab_peer_rows
 from gui.settings import APPEARANCES, SCALINGS, Alerts, load_alerts, save_alerts
 from gui.text import count
+from gui.verify import VerifyDialog, add_verify_button
 from gui.widgets.accept_dialog import AcceptDialog
 from gui.widgets.chat_pane import ChatPane
 from gui.widgets.confirm_dialog import ConfirmDialog
@@ -107,6 +109,9 @@ class ChatWindow:
         self.ticks = 0                     # event-pump ticks so far (tests check the loop keeps turning)
         self.panes: dict[str, ChatPane] = {}
         self._dialog: AcceptDialog | None = None
+        self.key_dialog: KeyChangeDialog | None = None
+        self.verify_dialog: VerifyDialog | None = None
+        self.verify_buttons: dict[str, ctk.CTkButton] = {}
         self._after_id: str | None = None
         self._due = time.perf_counter()
         self._last_slow = 0.0
@@ -457,7 +462,7 @@ class ChatWindow:
                     self.panes[session].transcript.replace(line)
         for session in ch.peer:
             if session in self.panes and session in ctl.tabs:
-                self.panes[session].peer_panel.show(peer_rows(ctl.tabs[session].info))
+                self.panes[session].peer_panel.show(tab_peer_rows(ctl.tabs[session]))
         for session in ch.typing:
             if session in self.panes:
                 self.panes[session].set_typing(ctl.typing_text(session))
@@ -481,6 +486,8 @@ class ChatWindow:
             self._next_dialog()
         for prompt in ch.prompts:
             self._attention("Incoming chat", prompt.question, raise_window=True)
+        for session in ch.key_changes:
+            self._open_key_change(session)
         news = [(s, ln) for s, lines in ch.lines_added.items() for ln in lines if ln.kind is LineKind.IN]
         if news and not self.controller.focused:
             senders = sorted({ctl.tabs[s].peer_name for s, _ln in news if s in ctl.tabs})
@@ -500,11 +507,14 @@ class ChatWindow:
         tab_stops(pane)
         tab_stops(self.tabs.strip)
         self.panes[session] = pane
-        pane.peer_panel.show(peer_rows(tab.info))
+        pane.peer_panel.show(tab_peer_rows(tab))
+        self.verify_buttons[session] = add_verify_button(pane.peer_panel, self.fonts,
+                                                         functools.partial(self.open_verify, session))
         pane.set_input(tab.ready, self.controller.input_hint(session), tab.ended is not None)
 
     def _remove_tab(self, session: str) -> None:
         self.panes.pop(session, None)
+        self.verify_buttons.pop(session, None)
         shown = self.tabs.remove(session)
         if shown is not None and self.controller.selected != (None if shown == LEDGER_KEY else shown):
             self.controller.select_tab(None if shown == LEDGER_KEY else shown)
@@ -567,6 +577,42 @@ class ChatWindow:
         if self.alerts.raise_window:
             self._dialog.take_focus()
 
+    # ---- key continuity and verification (issue 13) ---------------------------------------------------------
+
+    def _open_key_change(self, session: str) -> None:
+        tab = self.controller.tabs.get(session)
+        if tab is None or tab.key_change is None or self.closed:
+            return
+        if self.key_dialog is not None and self.key_dialog.winfo_exists():
+            self.key_dialog.answer(False)
+
+        def answered(accept: bool) -> None:
+            self.key_dialog = None
+            (self.controller.accept_key if accept else self.controller.keep_old_key)(session)
+            self._render(self.controller.take_changes())
+        self.key_dialog = KeyChangeDialog(self.top, self.fonts, tab.key_change.contact, tab.key_change, answered)
+        tab_stops(self.key_dialog)
+
+    def open_verify(self, session: str) -> None:
+        """The peer panel's "Verify…": the safety number as text and QR code, and the verified mark."""
+        tab = self.controller.tabs.get(session)
+        if tab is None or self.closed:
+            return
+        if not tab.ready or tab.info is None or not tab.info.safety_number:
+            self.controller.set_verified(session, True)     # says why it cannot be done yet
+            self._render(self.controller.take_changes())
+            return
+        if self.verify_dialog is not None and self.verify_dialog.winfo_exists():
+            self.verify_dialog.destroy()
+
+        def answered(verified: bool) -> None:
+            self.verify_dialog = None
+            self.controller.set_verified(session, verified)
+            self._render(self.controller.take_changes())
+        self.verify_dialog = VerifyDialog(self.top, self.fonts, tab.peer_name, tab.info.safety_number,
+                                          tab.verified_mark, answered)
+        tab_stops(self.verify_dialog)
+
     # ---- closing ------------------------------------------------------------------------------------------
 
     def live_chats(self) -> int:
@@ -584,6 +630,15 @@ class ChatWindow:
     def _quit_confirmed(self, yes: bool) -> None:
         if yes:
             self.request_close()
+
+    def end_chats(self) -> None:
+        """Say goodbye in every open chat (this window closes while the app goes on; no network wait)."""
+        for tab in self.controller.tabs.values():
+            if tab.ended is None:
+                try:
+                    self.node.end_session(tab.session)
+                except UserError as exc:       # already ended in the node meanwhile
+                    log.info("ending chat %s: %s", tab.session, exc)
 
     def request_close(self) -> None:
         """Ask the window to close (safe from Tk callbacks and signal handlers): the next tick does it."""
@@ -610,5 +665,8 @@ class ChatWindow:
         if self._confirm is not None:
             self._confirm.destroy()
             self._confirm = None
+        for dialog in (self.key_dialog, self.verify_dialog):
+            if dialog is not None and dialog.winfo_exists():
+                dialog.destroy()
         self.worker.close()
         self.notifier.close()

@@ -61,6 +61,9 @@ class Changed:
 class Refused:
     reason: str
     hard: bool
+    new_fp: str = ""        # hex; empty when no key change is behind the refusal
+    old_fp: str = ""
+    who: str = ""           # the pinned contact's name (local name or nickname)
 
 
 Verdict = Unchanged | Changed | Refused
@@ -149,7 +152,8 @@ class KeyContinuity:
                 PinChange(pinned.fp, "accepted", f"the user accepted {new_fp.hex()} in place of {pinned.fp} for "
                                                  f"{where}" + (" (verified contact, overridden)" if pinned.verified
                                                                else ""), keep_verified=False))
-        return Refused(self._message(pinned, who, where, query, binding, accepted is not None), pinned.verified)
+        return Refused(self._message(pinned, who, where, query, binding, accepted is not None), pinned.verified,
+                       new_fp.hex(), pinned.fp, who)
 
     def _old_key_now(self, pinned: Contact) -> Binding | None:
         """What the ledger says now under the pinned key's fingerprint (None: nothing live)."""

@@ -30,6 +30,7 @@ class SessionInfo:
     steps_done: tuple[Step, ...] = ()
     incoming: bool = False
     automatic: bool = False                 # opened by the node itself: to deliver waiting texts or to reconnect
+    peer_verified: bool | None = None       # after step 4: the user marked this key verified (None: no contacts)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,21 @@ class SessionEnded:
 
 
 @dataclass(frozen=True)
+class KeyChangeStopped:
+    """Step 2 stopped because the ledger names another key than the one pinned for this peer (issue 13).
+    ``reason`` is the full warning (what was expected, what the ledger says, since when, what may be happening);
+    ``new_fingerprint`` (64 hex digits) is what :meth:`ChatNode.accept_new_key` takes; ``verified``: the pinned
+    key was verified, so accepting needs ``override_verified``. The failed :class:`StepResult` follows."""
+
+    session: str
+    reason: str
+    new_fingerprint: str
+    old_fingerprint: str
+    verified: bool
+    contact: str = ""            # the name the user knows the pinned contact by (local name or nickname)
+
+
+@dataclass(frozen=True)
 class NodeError:
     """An error not tied to one session (e.g. the listening port is taken)."""
 
@@ -132,10 +148,10 @@ class OutboxChanged:
 
 
 Event = (StepResult | StepRefused | IncomingChat | SessionUpdated | MessageReceived | DeliveryReceipt
-         | PeerTyping | Notice | SessionEnded | NodeError | OutboxChanged)
+         | PeerTyping | Notice | SessionEnded | NodeError | KeyChangeStopped | OutboxChanged)
 
 __all__ = [
-    "DeliveryReceipt", "Event", "IncomingChat", "MessageReceived", "NodeError", "Notice", "OutboxChanged",
-    "PeerTyping", "Presence",
-    "SessionEnded", "SessionInfo", "SessionUpdated", "StepRefused", "StepResult",
+    "DeliveryReceipt", "Event", "IncomingChat", "KeyChangeStopped", "MessageReceived", "NodeError", "Notice",
+    "OutboxChanged", "PeerTyping", "Presence", "SessionEnded", "SessionInfo", "SessionUpdated", "StepRefused",
+    "StepResult",
 ]

@@ -100,6 +100,11 @@ class StepOrderError(ProtocolError):
         self.step = step
 
 
+def self_claimed(nickname: str, nobody: str = "an unnamed peer") -> str:
+    """A nickname from a hello, as step 1 reports it: claimed by the peer, checked only by step 2 (issue 15)."""
+    return f"the peer calling itself '{nickname}' (not checked yet)" if nickname else nobody
+
+
 class HandshakeFailed(ProtocolError):
     """The handshake cannot go on; ``str()`` is the reason for this side's user, ``peer_reason`` the text sent
     to the peer in an ``error`` frame (``None``: send nothing)."""
@@ -527,7 +532,7 @@ class Handshake:
         add_hellos(self._transcript, peer, self._me)
         self.phase = Phase.CONNECTED
         return [self._send("welcome", **vars(self._me)),
-                self._step_done(Step.CONNECT, f"accepted the chat from {peer.nickname or 'an unnamed peer'} "
+                self._step_done(Step.CONNECT, f"accepted the chat from {self_claimed(peer.nickname)} "
                                               f"at {self.peer_address}")]
 
     def ledger_answer(self, binding: LedgerBinding | None, error: str | None = None, *,
@@ -610,8 +615,8 @@ class Handshake:
         self._peer_hello = hello
         add_hellos(self._transcript, self._me, hello)
         self.phase = Phase.CONNECTED
-        return [self._step_done(Step.CONNECT, f"{hello.nickname or 'the peer'} at {self.peer_address} "
-                                              "accepted the chat")]
+        return [self._step_done(Step.CONNECT, f"{self_claimed(hello.nickname, 'the peer')} at "
+                                              f"{self.peer_address} accepted the chat")]
 
     def _on_decline(self, msg: Message) -> list[HsEvent]:
         if self.phase is not Phase.HELLO_SENT:

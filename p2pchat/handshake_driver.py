@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from p2pchat.chat_protocol import Send
 from p2pchat.continuity import Changed, KeyContinuity, Refused, Verdict
-from p2pchat.events import Event, IncomingChat, NodeError, Notice, SessionUpdated, StepRefused, StepResult
+from p2pchat.events import (
+    Event,
+    IncomingChat,
+    KeyChangeStopped,
+    NodeError,
+    Notice,
+    SessionUpdated,
+    StepRefused,
+    StepResult,
+)
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.errors import UserError
@@ -292,6 +301,9 @@ class HandshakeDriver:
                 return
             if isinstance(verdict, Refused):
                 reason = verdict.reason
+                if verdict.new_fp:      # the window asks the user about it (gui/key_change.py)
+                    self.host.emit(KeyChangeStopped(session.id, reason, verdict.new_fp, verdict.old_fp,
+                                                    verdict.hard, verdict.who))
                 self.call(session, lambda hs: hs.key_refused(reason))
                 return
             if isinstance(verdict, Changed):
@@ -302,21 +314,24 @@ class HandshakeDriver:
                                    confirmations=binding.confirmations)
             self.call(session, lambda hs: hs.ledger_answer(answer, None))
 
-    def _pin(self, session: Session, established: Established) -> None:
+    def _pin(self, session: Session, established: Established) -> bool | None:
         """Step 4 succeeded (so step 3 verified the peer): pin the peer's key. A local write of a few rows
         (SQLite, waiting at most its busy timeout for another process); a store that fails is reported, and the
         chat goes on unpinned."""
         continuity = self.host.continuity
         if continuity is None:
-            return
+            return None
         b = established.peer_binding
+        fp = crypto.fingerprint(established.peer_public_der)
         try:
             continuity.record(established.peer_public_der, established.peer_nickname, b.ip, b.port,
                               session.pin_change)
+            contact = continuity.store.get(fp)
         except UserError as exc:
             self.host.emit(NodeError(text=f"the contact store could not pin this key: {exc}", session=session.id))
-            return
-        session.pinned_fp = crypto.fingerprint(established.peer_public_der).hex()
+            return None
+        session.pinned_fp = fp.hex()
+        return contact.verified if contact is not None else None     # the window's verified mark
 
     def _on_step_done(self, session: Session, step: Step, detail: str) -> None:
         hs = session.handshake
@@ -329,7 +344,9 @@ class HandshakeDriver:
         if step == Step.AUTHENTICATE:
             self.host.authenticated(session)
         if step == Step.AGREE_KEY and hs is not None and hs.established is not None:
-            self._pin(session, hs.established)      # before the UI hears of step 4: /verify yes may follow at once
+            verified = self._pin(session, hs.established)   # before the UI hears of step 4: /verify yes may follow
+            if verified is not None:
+                info = session.update(peer_verified=verified)
         self.host.emit(StepResult(session.id, step, True, detail))
         self.host.emit(SessionUpdated(info))
         if session.auto_steps and not session.incoming and step < Step.AGREE_KEY:

@@ -11,6 +11,7 @@ from gui.ledger_actions import Action, LedgerActions, Report, confirmation_text
 from gui.ledger_view import LedgerSnapshot, alert_text, ledger_rows
 from gui.widgets.confirm_dialog import ConfirmDialog
 from gui.widgets.style import MUTED, Fonts, LabelText
+from gui.widgets.visibility import hide, show
 
 ACTION_POLL_MS = 100
 OK_COLOR = ("#2e7d32", "#66bb6a")
@@ -37,7 +38,7 @@ class LedgerPanel(ctk.CTkFrame):
                                    text_color=("#c62828", "#ef5350"), fg_color=("#fdecea", "#3b1f1f"),
                                    corner_radius=6)
         self.banner.grid(row=0, column=0, columnspan=2, sticky="ew", pady=(0, 6), ipadx=8, ipady=4)
-        self.banner.grid_remove()
+        hide(self.banner)
         summary = ctk.CTkFrame(self, fg_color=("gray92", "gray17"))
         summary.grid(row=1, column=0, columnspan=2, sticky="ew")
         summary.grid_columnconfigure(1, weight=1)
@@ -165,18 +166,19 @@ class LedgerPanel(ctk.CTkFrame):
         banner = alert_text(snap)
         if banner:
             self.banner.configure(text=banner)
-            self.banner.grid()
+            show(self.banner)
         else:
-            self.banner.grid_remove()
+            hide(self.banner)
         rows = dict(ledger_rows(snap))
         for name in ROWS:
+            # hide/show, not grid_remove: customtkinter would grid a removed row again at a scaling change
             if name in rows:
-                self.labels[name].grid()
-                self.values[name].grid()
+                show(self.labels[name])
+                show(self.values[name])
                 self._values_text[name].show(rows[name])
             else:
-                self.labels[name].grid_remove()
-                self.values[name].grid_remove()
+                hide(self.labels[name])
+                hide(self.values[name])
         self._fill(self.blocks, "\n".join(snap.blocks) if snap and snap.blocks else "no blocks yet")
         self._fill(self.pending, "\n".join(snap.pending) if snap and snap.pending else "nothing pending")
 

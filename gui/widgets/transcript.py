@@ -18,7 +18,9 @@ TAG_COLORS: dict[str, Color] = {
     "notice_bad": BAD, "notice_good": GOOD, "more": ACCENT, "tick_ok": GOOD, "tick_wait": MUTED, "tick_bad": BAD,
 }
 OWN_INDENT = 48
-NOTICE_TAGS = {"refused": "notice_warn", "error": "notice_bad", "ended": "notice_bad", "ready": "notice_good"}
+NOTICE_TAGS = {"refused": "notice_warn", "error": "notice_bad", "ended": "notice_bad", "ready": "notice_good",
+               "key-change": "notice_warn", "key-stop": "notice_alarm"}
+ALARM_BACKGROUND: Color = ("#b71c1c", "#b71c1c")     # white on this: 6.6:1 (WCAG AA)
 
 
 class Transcript(ctk.CTkTextbox):
@@ -49,6 +51,9 @@ class Transcript(ctk.CTkTextbox):
         self.tag_config("own", lmargin1=OWN_INDENT, lmargin2=OWN_INDENT,
                         background=self._apply_appearance_mode(OWN_BACKGROUND))
         self._text.tag_lower("own")
+        # a verified contact's key changed: a red banner line in the chat, not just a red word
+        self.tag_config("notice_alarm", foreground="white", background=self._apply_appearance_mode(ALARM_BACKGROUND),
+                        lmargin1=6, lmargin2=6, rmargin=6, spacing1=4, spacing3=4)
 
     # ---- editing ------------------------------------------------------------------------------------------
     # Edits go to the plain Tk Text inside the CTkTextbox, a whole batch in one ``insert`` call: every Tk call

@@ -12,12 +12,13 @@ import threading
 import pytest
 
 from gui.controller import LEDGER_TAB, MAX_LINES, ChatController, check_peer_query
-from gui.models import LineKind, StepState, peer_rows
+from gui.models import LineKind, StepState, peer_label, peer_rows
 from gui.text import MORE_CHARS, PREVIEW_CHARS, PREVIEW_LINES, clock_time
 from gui.worker import CommandWorker
 from p2pchat.events import (
     DeliveryReceipt,
     IncomingChat,
+    KeyChangeStopped,
     MessageReceived,
     NodeError,
     Notice,
@@ -73,6 +74,13 @@ class FakeNode:
 
     def end_session(self, session: str) -> None:
         self._record("end_session", session)
+
+    def accept_new_key(self, fingerprint: str, *, override_verified: bool = False) -> None:
+        self._record("accept_new_key", fingerprint, override_verified)
+
+    def verify_contact(self, session: str, verified: bool = True) -> str:
+        self._record("verify_contact", session, verified)
+        return "ab" * 32
 
     def named(self, name: str) -> list[tuple]:
         return [c for c in self.calls if c[0] == name]
@@ -416,7 +424,8 @@ def test_an_incoming_chat_opens_a_tab_and_asks_to_accept(ctl, node, worker):
     ctl.handle(IncomingChat("in1", "127.0.0.5:8471", "carol"))
     changes = ctl.take_changes()
     assert changes.tabs_added == ["in1"]
-    assert [p.question for p in changes.prompts] == ["carol (127.0.0.5:8471) wants to chat with you."]
+    assert [p.question for p in changes.prompts] == [
+        "Someone at 127.0.0.5:8471, calling itself “carol” (not checked yet), wants to chat with you."]
     assert ctl.input_hint("in1") == "Accept the chat first"
     ctl.select_tab("in1")
     assert not any(v.clickable for v in ctl.bar().steps)
@@ -441,7 +450,8 @@ def test_what_an_incoming_session_said_before_asking_shows_in_its_tab(ctl):
     ctl.handle(Notice("in2", "path", "incoming chat through relay 127.0.0.9:8472"))
     ctl.handle(IncomingChat("in2", "127.0.0.9:8472", "dave"))
     assert [ln.text for ln in ctl.tabs["in2"].lines] == [
-        "⇄ incoming chat through relay 127.0.0.9:8472", "ℹ dave (127.0.0.9:8472) wants to chat with you."]
+        "⇄ incoming chat through relay 127.0.0.9:8472",
+        "ℹ Someone at 127.0.0.9:8472, calling itself “dave” (not checked yet), wants to chat with you."]
 
 
 def test_rejecting_an_incoming_chat_closes_its_tab(ctl, node, worker):
@@ -523,13 +533,16 @@ def test_session_updates_fill_the_peer_panel_and_the_tab_name(ctl, worker):
     assert ctl.tabs[session].peer_name == "bob"
 
 
-def test_a_tab_named_after_an_address_takes_the_peers_nickname(ctl, worker):
+def test_a_tab_named_after_an_address_takes_the_peers_nickname_once_step_2_confirmed_it(ctl, worker):
     session = connect_to(ctl, worker, "127.0.0.3")
     ctl.take_changes()
-    ctl.handle(SessionUpdated(SessionInfo(session, "127.0.0.3", peer_nickname="bob")))
+    ctl.handle(SessionUpdated(SessionInfo(session, "127.0.0.3", peer_nickname="bob", steps_done=(Step.CONNECT,))))
+    assert ctl.tabs[session].title == "127.0.0.3"       # only claimed in the hello so far
+    done = (Step.CONNECT, Step.SWAP_KEYS)
+    ctl.handle(SessionUpdated(SessionInfo(session, "127.0.0.3", peer_nickname="bob", steps_done=done)))
     assert ctl.tabs[session].title == "bob"
     assert session in ctl.take_changes().titles
-    ctl.handle(SessionUpdated(SessionInfo(session, "127.0.0.3", peer_nickname="mallory")))
+    ctl.handle(SessionUpdated(SessionInfo(session, "127.0.0.3", peer_nickname="mallory", steps_done=done)))
     assert ctl.tabs[session].title == "bob"     # renamed once, not by every update
 
 
@@ -706,3 +719,102 @@ def test_a_refusal_is_not_called_a_lost_connection(ctl, worker):
     session = connect_to(ctl, worker)
     ctl.handle(SessionEnded(session, "127.0.0.3 declined the chat: bob declined the chat"))
     assert not any("Connection lost" in ln.text for ln in ctl.tabs[session].lines)
+
+
+# ---- key continuity, verification and self-claimed nicknames (issues 13 and 15) ------------------------------
+
+NEW_FP, OLD_FP = "cd" * 32, "ab" * 32
+
+
+def stop_step_2(ctl, worker, verified: bool) -> str:
+    session = connect_to(ctl, worker)
+    ctl.handle(StepResult(session, Step.CONNECT, True, "connected"))
+    ctl.handle(SessionUpdated(SessionInfo(session, "127.0.0.3", peer_nickname="carol")))
+    ctl.take_changes()
+    ctl.click_step(Step.SWAP_KEYS)
+    settle(worker)
+    ctl.handle(KeyChangeStopped(session, "WARNING: THE KEY FOR the address 127.0.0.3 HAS CHANGED", NEW_FP, OLD_FP,
+                                verified))
+    ctl.handle(StepResult(session, Step.SWAP_KEYS, False, "WARNING: THE KEY FOR the address 127.0.0.3 HAS CHANGED"))
+    return session
+
+
+def test_a_changed_key_asks_for_the_dialog_and_keeping_the_old_key_sends_nothing(ctl, node, worker):
+    session = stop_step_2(ctl, worker, verified=False)
+    changes = ctl.take_changes()
+    assert changes.key_changes == [session]
+    tab = ctl.tabs[session]
+    assert tab.key_change is not None and tab.steps[Step.SWAP_KEYS].state is StepState.FAILED
+    assert not any(ln.level == "key-stop" for ln in tab.lines)       # unverified: a warning, no banner
+    assert peer_label(tab).startswith("not confirmed")                # never the identity after a refused key
+    ctl.keep_old_key(session)
+    settle(worker)
+    assert node.named("accept_new_key") == [] and tab.key_change is None
+
+
+def test_accepting_a_verified_contacts_new_key_overrides_the_mark_and_shows_the_red_banner(ctl, node, worker):
+    session = stop_step_2(ctl, worker, verified=True)
+    tab = ctl.tabs[session]
+    assert [ln.level for ln in tab.lines if ln.level == "key-stop"] == ["key-stop"]
+    ctl.accept_key(session)
+    settle(worker)
+    assert node.named("accept_new_key") == [("accept_new_key", NEW_FP, True)]
+    assert "Press 1 Connect to try again" in tab.lines[-1].text
+    ctl.accept_key(session)     # answered once: a second press does nothing
+    settle(worker)
+    assert len(node.named("accept_new_key")) == 1
+
+
+def test_a_nickname_is_only_claimed_until_step_2_confirms_it(ctl, worker):
+    session = connect_to(ctl, worker)
+    ctl.handle(SessionUpdated(SessionInfo(session, "127.0.0.3", peer_nickname="carol")))
+    tab = ctl.tabs[session]
+    assert peer_label(tab) == "calls itself carol, not checked yet"
+    ctl.handle(StepResult(session, Step.CONNECT, True, "connected"))
+    ctl.click_step(Step.SWAP_KEYS)
+    settle(worker)
+    ctl.handle(StepResult(session, Step.SWAP_KEYS, True, "key checked"))
+    assert peer_label(tab) == "carol"
+
+
+def test_marking_a_ready_chat_verified_goes_to_the_node_and_shows_in_the_peer_panel(ctl, node, worker):
+    session = ready_chat(ctl, worker)
+    ctl.handle(SessionUpdated(SessionInfo(session, "127.0.0.3", peer_nickname="bob", steps_done=tuple(Step))))
+    ctl.set_verified(session, True)
+    settle(worker)
+    ctl.take_changes()
+    assert node.named("verify_contact") == [("verify_contact", session, True)]
+    assert peer_label(ctl.tabs[session]) == "bob · ✓ verified"
+
+
+def test_verifying_before_the_four_steps_are_done_is_refused_in_words(ctl, node, worker):
+    session = connect_to(ctl, worker)
+    ctl.set_verified(session, True)
+    settle(worker)
+    assert node.named("verify_contact") == []
+    assert "once the four steps are done" in ctl.tabs[session].lines[-1].text
+
+
+def test_a_contact_verified_earlier_shows_its_mark_once_step_4_pinned_it(ctl, worker):
+    session = ready_chat(ctl, worker)
+    ctl.handle(SessionUpdated(SessionInfo(session, "127.0.0.3", peer_nickname="bob", steps_done=tuple(Step),
+                                          peer_verified=True)))
+    assert peer_label(ctl.tabs[session]) == "bob · ✓ verified"
+
+
+def test_a_signed_rotation_is_a_visible_notice_without_a_dialog(ctl, worker):
+    session = connect_to(ctl, worker)
+    ctl.take_changes()
+    ctl.handle(Notice(session, "key-change", "carol replaced their key: the ledger proves it"))
+    changes = ctl.take_changes()
+    assert changes.key_changes == []
+    line = ctl.tabs[session].lines[-1]
+    assert (line.level, line.text) == ("key-change", "⚠ carol replaced their key: the ledger proves it")
+
+
+def test_after_step_2_refused_the_key_the_claimed_nickname_names_nobody(ctl, worker):
+    session = stop_step_2(ctl, worker, verified=False)
+    tab = ctl.tabs[session]
+    assert tab.peer_name == "127.0.0.3"
+    ctl.handle(SessionEnded(session, "the peer left", clean=True))
+    assert "carol" not in tab.lines[-1].text and "127.0.0.3 ended the chat" in tab.lines[-1].text

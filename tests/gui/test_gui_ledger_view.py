@@ -238,3 +238,34 @@ def test_confirmed_and_in_step_are_only_said_when_other_nodes_hold_the_chain():
                             own_confirmations=2)
     rows = dict(ledger_rows(joined))
     assert rows["Your record"].startswith("confirmed in block 2") and rows["Sync"] == "in step with its peers"
+
+
+@pytest.mark.gui
+def test_an_empty_problem_row_stays_hidden_after_a_scaling_change(xvfb):
+    import customtkinter as ctk
+
+    from gui.widgets.ledger_panel import LedgerPanel
+    from gui.widgets.style import Fonts
+
+    root = ctk.CTk()
+    try:
+        panel = LedgerPanel(root, Fonts(), on_join=lambda _text: None)
+        panel.pack(fill="both", expand=True)
+        panel.show(snapshot_from_status(STATUS, "x"))       # a running node: no "Problem" row, no banner
+        root.update()
+        assert not panel.labels["Problem"].winfo_ismapped() and not panel.banner.winfo_ismapped()
+        for scaling in (1.5, 1.0):
+            ctk.set_widget_scaling(scaling)     # customtkinter re-grids what it remembers, after a moment
+            deadline = 20
+            while deadline:
+                root.update()
+                root.after(50)
+                deadline -= 1
+            assert not panel.labels["Problem"].winfo_ismapped() and not panel.values["Problem"].winfo_ismapped()
+            assert not panel.banner.winfo_ismapped()
+        panel.show(snapshot_from_status({**STATUS, "binding_alerts": [{"text": "taken"}]}, "x"))
+        root.update()
+        assert panel.banner.winfo_ismapped()
+    finally:
+        ctk.set_widget_scaling(1.0)
+        root.destroy()

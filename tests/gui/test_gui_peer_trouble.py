@@ -8,6 +8,7 @@ vanishing peer: the kernel closes its sockets, the window's node sees the connec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import socket
@@ -98,9 +99,17 @@ def world(tmp_path, identities) -> Iterator[tuple[DemoWorld, PeerProcess]]:
 
 @pytest.fixture
 def window(xvfb, world) -> Iterator[ChatWindow]:
-    need_xdotool()
     w, _peer = world
+    with alice_window(w) as window:
+        yield window
+
+
+@contextlib.contextmanager
+def alice_window(w: DemoWorld) -> Iterator[ChatWindow]:
+    """Alice's window on her chat node, beside a monitor of her ledger node."""
+    need_xdotool()
     alice = w.user("alice")
+    assert alice.chat is not None
     app = App(appearance="Light")
     monitor = LedgerMonitor(NodeSource(alice.ledger_node), interval=0.5).start()
     try:

@@ -273,3 +273,27 @@ def test_a_replayed_and_a_tampered_frame_show_as_warnings_in_the_window_never_as
     assert len(warnings) == 1 and "replayed" in warnings[0], warnings
     assert "the chat ends if 3 frames are refused" in warnings[0]
     d.screenshot("refused-frames.png", bob.top)
+
+
+def test_closing_one_demo_window_ends_only_its_chats_and_the_other_keeps_running(app, world):
+    d = Driver(app.root)
+    alice, bob = app.windows
+    bob_ip = world.user("bob").host
+    d.type(alice.step_bar.peer_entry, bob_ip)
+    d.wait(lambda: alice.controller.peer_text == bob_ip, what="the peer field")
+    d.click(alice.step_bar.connect_all_button)
+    d.wait(lambda: bob._dialog is not None, what="the accept dialog on bob's side")
+    d.click(bob._dialog.accept_button)
+    sa = alice.controller.target
+    d.wait(lambda: sa is not None and alice.controller.tabs[sa].ready, what="alice's chat ready")
+    sb = bob.controller.selected
+    d.wait(lambda: bob.controller.tabs[sb].ready, what="bob's chat ready")
+
+    alice.request_close()              # what the window's close button does once the user confirmed
+    d.wait(lambda: alice.closed, what="alice's window to close")
+    d.wait(lambda: bob.controller.tabs[sb].ended is not None, what="bob to see alice leave")
+    assert "alice ended the chat" in transcript(bob, sb)
+    assert not bob.closed and not app.close_requested
+    assert not alice.top.winfo_viewable()              # alice's window (the Tk root) is hidden, not destroyed
+    ticks = bob.ticks
+    d.wait(lambda: bob.ticks > ticks + 3, what="bob's window to keep turning")
