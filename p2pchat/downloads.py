@@ -26,6 +26,7 @@ from p2pchat.transfer import SinkError
 PARTIAL_DIR = ".p2pchat-partial"
 MAX_SAFE_NAME_BYTES = 200          # room for " (123)" and the file system's 255-byte limit
 SPACE_MARGIN = 16 * 1024 * 1024    # free space kept beyond the file itself
+_DROPPED = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}     # controls, format (bidi), unassigned, separators
 _BIDI_AND_INVISIBLE = {"\u061c", "\u200e", "\u200f", "\u2028", "\u2029", "\ufeff",
                        *(chr(c) for c in range(0x202A, 0x202F)), *(chr(c) for c in range(0x2066, 0x206A))}
 
@@ -33,9 +34,8 @@ _BIDI_AND_INVISIBLE = {"\u061c", "\u200e", "\u200f", "\u2028", "\u2029", "\ufeff
 def safe_name(raw: str) -> str:
     """One harmless file name from what a peer called its file."""
     name = raw.replace("\\", "/").split("/")[-1]            # no directory parts, of either system
-    name = "".join(ch for ch in name
-                   if ch not in _BIDI_AND_INVISIBLE and unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Zl",
-                                                                                          "Zp"))
+    name = "".join(" " if unicodedata.category(ch) == "Zs" else ch for ch in name
+                   if ch not in _BIDI_AND_INVISIBLE and unicodedata.category(ch) not in _DROPPED)
     name = name.strip().lstrip(".").rstrip(". ")              # no hidden files, no "..", no trailing dots
     if not name:
         name = "file"

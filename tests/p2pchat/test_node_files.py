@@ -65,13 +65,13 @@ def test_a_transfer_cut_at_40_percent_resumes_in_a_new_session_without_sending_v
 
     monkeypatch.setattr(file_driver._FileSource, "read", read)
     with pair(identities, bob={"downloads": tmp_path / "dl", "accept_files": True}) as (alice, bob, _):
-        sid, bsid = connect_all(alice, bob)
+        sid, _ = connect_all(alice, bob)
         link = alice.node._rt.get(sid).link
         tid = alice.node.send_file(sid, str(src))
         first = bob.log.wait(FileFinished, transfer=tid, timeout=30)
         assert not first.ok and "kept" in first.text, first.text
         assert 0 < first.session_bytes < len(data)
-        sid2, bsid2 = connect_all(alice, bob)
+        sid2, _ = connect_all(alice, bob)
         tid2 = alice.node.send_file(sid2, str(src))
         second = bob.log.wait(FileFinished, transfer=tid2, timeout=30)
         assert second.ok, second.text
