@@ -57,7 +57,7 @@ MAX_BATCH_TEXT_BYTES = 60 * 1024         # a sender batches texts up to this muc
 TAG_LEN = 32                             # HMAC-SHA256 key-confirmation tags
 MAX_ROTATE_EVERY = 1000                  # a sender rotates its key after at most this many texts per epoch
 TRANSFER_ID_LEN = 16                     # a file transfer's number, drawn by its sender
-MAX_CHUNK = 65536 - 128                  # file data in one file_chunk: the message pads to the 64 KiB bucket
+MAX_CHUNK = 4 * 65536 - 128             # file data in one file_chunk: the message pads to exactly 256 KiB
 
 # --- padding buckets for sealed plaintext ----------------------------------------------------------------
 PAD_BUCKETS: tuple[int, ...] = (256, 1024, 4096, 16384, 65536)

@@ -34,9 +34,10 @@ from typing import Any, Protocol
 
 from p2pchat.chat_protocol import FILE_TYPES, MAX_CHUNK, TRANSFER_ID_LEN
 
-CHUNK_SIZE = MAX_CHUNK                      # 65 408 bytes: a chunk message pads to exactly the 64 KiB bucket
-WINDOW = 16 * CHUNK_SIZE                    # bytes in flight (sent, not acknowledged) per transfer
-ACK_EVERY = 4 * CHUNK_SIZE                  # the receiver acknowledges at least this often
+CHUNK_SIZE = MAX_CHUNK                      # 262 016 bytes: a chunk message pads to exactly 4 × 64 KiB
+WINDOW = 4 * CHUNK_SIZE                     # bytes in flight (sent, not acknowledged) per transfer: a text typed
+                                            # meanwhile waits behind at most this much (docs/benchmarks.md)
+ACK_EVERY = CHUNK_SIZE                      # the receiver acknowledges every chunk
 MAX_NAME_BYTES = 255                        # a file name in an offer, UTF-8
 MAX_FILE_SIZE = 2**63 - 1                   # what the wire carries; the receiver's own limit is lower
 DEFAULT_MAX_SIZE = 2 * 1024**3              # a receiver's default limit: 2 GiB

@@ -340,7 +340,7 @@ def test_file_message_vectors_match_msgpack_and_the_code():
         assert msgpack.unpackb(inner) == {"t": f"file_{kind}", **values}
         assert msgpack.packb({"t": f"file_{kind}", **values}, use_bin_type=True) == inner
         assert cp.SEALED_CONTENT.encode_body(f"file_{kind}", **values) == inner
-    full = msgpack.packb({"t": "file_chunk", "id": tid, "offset": 2**40, "data": bytes(65408)}, use_bin_type=True)
+    full = msgpack.packb({"t": "file_chunk", "id": tid, "offset": 2**40, "data": bytes(262016)}, use_bin_type=True)
     assert len(full) == int(f["full_chunk_body_length"])
-    assert len(spec_pad(full)) == int(f["full_chunk_padded_length"]) == 65536
-    assert cp.MAX_CHUNK == 65408
+    assert len(spec_pad(full)) == int(f["full_chunk_padded_length"]) == 4 * 65536
+    assert cp.MAX_CHUNK == 262016
