@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gui.models import AcceptPrompt, BarView, ChatLine, LineKind, StepState, StepView, TabState
 from gui.text import MORE_CHARS, MORE_LINES, clean, clean_name, clock_time, count, fail_text, ok_text, preview_end
@@ -43,6 +43,9 @@ from p2pchat.events import (
 from p2pchat.foundation.addresses import parse_address
 from p2pchat.foundation.errors import UserError
 from p2pchat.steps import Step
+
+if TYPE_CHECKING:
+    from gui.transfers import FileTransfers
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +147,7 @@ class ChatController:
         self._early_receipts: set[tuple[str, int]] = set()
         self._prompts: list[AcceptPrompt] = []
         self._early: dict[str, list[SessionUpdated | Notice]] = {}
+        self.files: FileTransfers | None = None     # file transfers (gui/transfers.py), set by the window
 
     # ---- what the window reads ----------------------------------------------------------------------------
 
@@ -431,6 +435,8 @@ class ChatController:
 
     def handle(self, event: Event) -> None:
         """Apply one node event to the state (on the Tk thread)."""
+        if self.files is not None and self.files.handle(event):
+            return
         if isinstance(event, IncomingChat):
             self._incoming(event)
             return
@@ -484,6 +490,12 @@ class ChatController:
             self._notice(tab, event.kind, clean(event.text))
         elif isinstance(event, SessionEnded):
             self._ended(tab, event)
+
+    def file_notice(self, session: str, text: str) -> None:
+        """A line about a file in ``session``'s transcript (gui/transfers.py)."""
+        tab = self.tabs.get(session)
+        if tab is not None:
+            self._notice(tab, "info", text)
 
     # ---- internals ----------------------------------------------------------------------------------------
 
