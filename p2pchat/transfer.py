@@ -7,7 +7,7 @@ the two seams :class:`Source` (the file being sent) and :class:`Sink` (the parti
 
 API::
 
-    TransferCore(*, window=WINDOW, stall_timeout=STALL_TIMEOUT)
+    TransferCore(*, max_window=MAX_WINDOW, stall_timeout=STALL_TIMEOUT)
     .offer(source, name, size, sha256, now) -> (tid, [Out])       # we send a file
     .accept(tid, sink, now) -> [Out]          # the user (or the resume rule) takes an offer; sink.offset = resume
     .decline(tid, reason) -> [Out]
@@ -20,9 +20,11 @@ API::
 ``Out(kind, fields)`` is one inner message to seal and send. Events: :class:`Offered` (ask the user),
 :class:`Progress`, :class:`Finished` (ok or not, with a plain sentence, never text from the network).
 
-Flow control: the sender keeps at most ``window`` bytes sent and not acknowledged; the receiver acknowledges
-what it wrote every :data:`ACK_EVERY` bytes and at the end. The writer pulls chunks only when nothing else waits
-for the wire, so texts never queue behind more than the window.
+Flow control: the receiver acknowledges every chunk it wrote. The sender keeps at most a window of bytes sent and
+not acknowledged, sized from the rate acknowledgements come back at (:class:`Pace`): about
+:data:`TARGET_DELAY` of transfer, so that a text typed meanwhile (the writer pulls chunks only when nothing else
+waits for the wire) waits behind about that much whatever the path — a fast loopback or a rate-limited relay.
+Chunks shrink on slow paths for the same reason.
 """
 
 from __future__ import annotations
@@ -32,12 +34,17 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from p2pchat.chat_protocol import FILE_TYPES, MAX_CHUNK, TRANSFER_ID_LEN
+from p2pchat.chat_protocol import FILE_TYPES, MAX_CHUNK, PAD_STEP, TRANSFER_ID_LEN
 
 CHUNK_SIZE = MAX_CHUNK                      # 262 016 bytes: a chunk message pads to exactly 4 × 64 KiB
-WINDOW = 4 * CHUNK_SIZE                     # bytes in flight (sent, not acknowledged) per transfer: a text typed
-                                            # meanwhile waits behind at most this much (docs/benchmarks.md)
-ACK_EVERY = CHUNK_SIZE                      # the receiver acknowledges every chunk
+BUCKET = PAD_STEP                           # chunks are a whole number of 64 KiB buckets, less 128 bytes
+MIN_CHUNK = BUCKET - 128                    # 65 408: the chunk of a slow path (or before any rate is known)
+TARGET_DELAY = 0.025                        # seconds of transfer kept in flight: what a text waits behind
+CHUNK_TIME = 0.005                          # a chunk takes about this long on the path (64–256 KiB)
+MIN_WINDOW = 2 * MIN_CHUNK
+START_WINDOW = 4 * MIN_CHUNK
+MAX_WINDOW = 8 * 1024 * 1024
+RATE_SAMPLE = 0.02                          # seconds of acknowledgements per rate sample
 MAX_NAME_BYTES = 255                        # a file name in an offer, UTF-8
 MAX_FILE_SIZE = 2**63 - 1                   # what the wire carries; the receiver's own limit is lower
 DEFAULT_MAX_SIZE = 2 * 1024**3              # a receiver's default limit: 2 GiB
@@ -130,6 +137,41 @@ class Finished:
 TransferEvent = Offered | Progress | Finished
 
 
+class Pace:
+    """The sender's window and chunk size from the acknowledged rate (bytes per second, sampled over at least
+    :data:`RATE_SAMPLE` and smoothed). While the window limits the rate, a round trip shorter than
+    :data:`TARGET_DELAY` makes the window grow; a queue on the path (a rate-limited relay) lengthens the round
+    trip and holds it near ``rate × TARGET_DELAY``."""
+
+    def __init__(self, max_window: int = MAX_WINDOW) -> None:
+        self.max_window = max_window
+        self.rate = 0.0
+        self._since: float | None = None
+        self._bytes = 0
+
+    def acked(self, n: int, now: float) -> None:
+        if self._since is None:
+            self._since = now
+            return
+        self._bytes += n
+        elapsed = now - self._since
+        if elapsed >= RATE_SAMPLE:
+            sample = self._bytes / elapsed
+            self.rate = sample if self.rate == 0 else 0.5 * self.rate + 0.5 * sample
+            self._since, self._bytes = now, 0
+
+    @property
+    def window(self) -> int:
+        if self.rate == 0:
+            return min(START_WINDOW, self.max_window)
+        return int(min(self.max_window, max(MIN_WINDOW, self.rate * TARGET_DELAY)))
+
+    @property
+    def chunk(self) -> int:
+        buckets = max(1, min(CHUNK_SIZE // BUCKET + 1, int(self.rate * CHUNK_TIME) // BUCKET))
+        return min(buckets * BUCKET - 128, CHUNK_SIZE)
+
+
 @dataclass
 class _Transfer:
     tid: bytes
@@ -144,6 +186,7 @@ class _Transfer:
     sent: int = 0               # sender: next offset to send; receiver: next offset expected
     acked: int = 0              # sender: acknowledged by the receiver; receiver: last acknowledged
     touched: float = 0.0        # last progress (the stall timer)
+    pace: Pace = field(default_factory=Pace)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -169,11 +212,11 @@ def check_offer_fields(name: str, size: int, sha256: bytes) -> str | None:
 class TransferCore:
     """Every file transfer of one session (see the module docstring)."""
 
-    def __init__(self, *, window: int = WINDOW, stall_timeout: float = STALL_TIMEOUT,
+    def __init__(self, *, max_window: int = MAX_WINDOW, stall_timeout: float = STALL_TIMEOUT,
                  id_factory: Any = None) -> None:
         import os
 
-        self.window = window
+        self.max_window = max_window
         self.stall_timeout = stall_timeout
         self._new_id = id_factory or (lambda: os.urandom(TRANSFER_ID_LEN))
         self._out: dict[bytes, _Transfer] = {}
@@ -198,7 +241,7 @@ class TransferCore:
 
     def _can_send(self, t: _Transfer) -> bool:
         return (t.state is State.SENDING and t.sent < t.size
-                and t.sent - t.acked + min(CHUNK_SIZE, t.size - t.sent) <= self.window)
+                and t.sent - t.acked + min(t.pace.chunk, t.size - t.sent) <= t.pace.window)
 
     # --- our commands ------------------------------------------------------------------------------------
 
@@ -209,7 +252,8 @@ class TransferCore:
         if sum(t.state not in ENDED for t in self._out.values()) >= MAX_ACTIVE:
             raise TransferError(f"{MAX_ACTIVE} files are already on their way in this chat; wait for one to end")
         tid = self._new_id()
-        self._out[tid] = _Transfer(tid, True, name, size, sha256, source=source, touched=now)
+        self._out[tid] = _Transfer(tid, True, name, size, sha256, source=source, touched=now,
+                                   pace=Pace(self.max_window))
         return tid, [Out("file_offer", {"id": tid, "name": name, "size": size, "sha256": sha256})]
 
     def accept(self, tid: bytes, sink: Sink, now: float) -> list[Out | TransferEvent]:
@@ -248,7 +292,7 @@ class TransferCore:
             return None
         self._turn = (self._turn + 1) % len(sending)
         t = sending[self._turn]
-        n = min(CHUNK_SIZE, t.size - t.sent)
+        n = min(t.pace.chunk, t.size - t.sent)
         assert t.source is not None
         try:
             data = t.source.read(t.sent, n)
@@ -330,6 +374,7 @@ class TransferCore:
         if t.state not in (State.SENDING, State.VERIFYING) or not t.acked <= offset <= t.sent:
             return self._fail(t, "the receiver acknowledged bytes that were never sent")
         if offset > t.acked:
+            t.pace.acked(offset - t.acked, now)
             t.acked, t.touched = offset, now
         if t.acked == t.size:
             t.state = State.VERIFYING
@@ -354,12 +399,11 @@ class TransferCore:
                               peer_reason="the receiver could not store the file (its disk is full?)")
         t.sent += len(data)
         t.touched = now
-        out: list[Out | TransferEvent] = []
-        if t.sent == t.size or t.sent - t.acked >= ACK_EVERY:
-            t.sink.checkpoint()
-            t.acked = t.sent
-            out.append(Out("file_ack", {"id": tid, "offset": t.sent}))
-            out.append(Progress(tid, False, t.name, t.sent, t.size, t.session_bytes))
+        # every chunk is acknowledged (the sender's window may be as small as two chunks)
+        t.sink.checkpoint()
+        t.acked = t.sent
+        out: list[Out | TransferEvent] = [Out("file_ack", {"id": tid, "offset": t.sent}),
+                                          Progress(tid, False, t.name, t.sent, t.size, t.session_bytes)]
         if t.sent == t.size:
             out += self._complete(t)
         return out
@@ -446,18 +490,18 @@ def sha256_of(path: str, *, block: int = 1 << 20) -> tuple[int, bytes]:
 FILE_KINDS = FILE_TYPES
 
 __all__ = [
-    "ACK_EVERY",
     "CHUNK_SIZE",
     "DEFAULT_MAX_SIZE",
     "FILE_KINDS",
     "MAX_ACTIVE",
     "MAX_NAME_BYTES",
     "MAX_PENDING_OFFERS",
+    "MAX_WINDOW",
     "STALL_TIMEOUT",
-    "WINDOW",
     "Finished",
     "Offered",
     "Out",
+    "Pace",
     "Progress",
     "Sink",
     "SinkError",

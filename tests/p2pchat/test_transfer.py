@@ -12,7 +12,9 @@ from p2pchat.downloads import Downloads, reserve, safe_name
 from p2pchat.transfer import (
     CHUNK_SIZE,
     MAX_PENDING_OFFERS,
-    WINDOW,
+    MAX_WINDOW,
+    MIN_CHUNK,
+    START_WINDOW,
     Finished,
     Offered,
     Out,
@@ -89,9 +91,11 @@ def test_offer_accept_chunks_acks_and_done_deliver_the_file_within_the_window():
     accept = b.accept(tid, sink, 0.0)
     a.receive(accept[0].kind, accept[0].fields, 0.0)
     sent = 0
-    while a.has_chunk:          # without acks the sender stops at the window
-        sent += len(a.next_chunk(0.0).fields["data"])
-    assert WINDOW - CHUNK_SIZE < sent <= WINDOW
+    while a.has_chunk:          # without acks the sender stops at the window (before any rate is known)
+        chunk = a.next_chunk(0.0).fields["data"]
+        assert len(chunk) == MIN_CHUNK
+        sent += len(chunk)
+    assert START_WINDOW - MIN_CHUNK < sent <= START_WINDOW
     a2, b2 = TransferCore(id_factory=_ids()), TransferCore()
     tid, outs = a2.offer(MemSource(data), "f.bin", len(data), sha, 0.0)
     b2.receive(outs[0].kind, outs[0].fields, 0.0)
@@ -103,12 +107,12 @@ def test_offer_accept_chunks_acks_and_done_deliver_the_file_within_the_window():
 
 
 def test_a_resume_sends_only_what_the_receiver_has_not_verified():
-    data = b"x" * (3 * CHUNK_SIZE + 5)
+    data = b"x" * (3 * MIN_CHUNK + 5)
     sha = hashlib.sha256(data).digest()
     a, b = TransferCore(id_factory=_ids()), TransferCore()
     tid, outs = a.offer(MemSource(data), "f", len(data), sha, 0.0)
     b.receive(outs[0].kind, outs[0].fields, 0.0)
-    offset = 2 * CHUNK_SIZE
+    offset = 2 * MIN_CHUNK
     sink = MemSink(sha, offset, data[:offset])
     accept = b.accept(tid, sink, 0.0)
     assert accept[0].fields["offset"] == offset
@@ -199,3 +203,18 @@ def test_downloads_refuses_files_over_the_limit_or_the_free_space(tmp_path):
     d = Downloads(tmp_path, max_size=2**62)
     with pytest.raises(UserError, match="free"):
         d.check(2**61)
+
+
+def test_the_window_and_chunks_follow_the_acknowledged_rate_fast_path_grows_slow_path_stays_small():
+    from p2pchat.transfer import MIN_WINDOW, TARGET_DELAY, Pace
+
+    fast, slow = Pace(), Pace()
+    t = 0.0
+    for _ in range(40):             # 100 MB/s acknowledged
+        t += 0.01
+        fast.acked(1_000_000, t)
+        slow.acked(40_000, t)       # 4 MB/s (a relay's default rate limit)
+    assert fast.window == min(MAX_WINDOW, int(fast.rate * TARGET_DELAY)) > 2_000_000
+    assert fast.chunk == CHUNK_SIZE
+    assert 3_500_000 < slow.rate < 4_500_000
+    assert slow.window == MIN_WINDOW and slow.chunk == MIN_CHUNK     # a text waits ~33 ms behind it at 4 MB/s
