@@ -218,3 +218,52 @@ def test_the_window_and_chunks_follow_the_acknowledged_rate_fast_path_grows_slow
     assert fast.chunk == CHUNK_SIZE
     assert 3_500_000 < slow.rate < 4_500_000
     assert slow.window == MIN_WINDOW and slow.chunk == MIN_CHUNK     # a text waits ~33 ms behind it at 4 MB/s
+
+
+def test_a_full_disk_ends_the_transfer_with_a_plain_message_and_keeps_the_partial_for_a_resume():
+    from p2pchat.transfer import SinkError
+
+    class FullSink(MemSink):
+        def write(self, data: bytes) -> None:
+            if len(self.buf) + len(data) > 50:
+                raise SinkError("the disk is full")
+            self.buf += data
+
+    data = b"a" * 100
+    b = TransferCore()
+    tid = b"\x02" * 16
+    b.receive("file_offer", {"id": tid, "name": "f", "size": 100, "sha256": hashlib.sha256(data).digest()}, 0.0)
+    sink = FullSink(hashlib.sha256(data).digest())
+    b.accept(tid, sink, 0.0)
+    assert b.receive("file_chunk", {"id": tid, "offset": 0, "data": data[:40]}, 0.0)[0].kind == "file_ack"
+    out = b.receive("file_chunk", {"id": tid, "offset": 40, "data": data[40:]}, 0.0)
+    assert out[0].kind == "file_cancel" and "disk" in out[0].fields["reason"]
+    assert out[1].state is State.FAILED and out[1].text.startswith("the disk is full; the part received is kept")
+    assert sink.state == "kept" and bytes(sink.buf) == data[:40]
+
+
+def test_partial_downloads_resume_from_their_verified_offset_and_a_torn_record_starts_over(tmp_path):
+    data = bytes(range(256)) * 100
+    sha = hashlib.sha256(data).digest()
+    d = Downloads(tmp_path, max_size=10**9)
+    part = d.open("fp", "../x.bin", sha, len(data))
+    part.write(data[:10_000])
+    part.checkpoint()
+    part.write(data[10_000:12_000])        # on disk but not recorded: the program is killed here
+    part._fh.flush()
+    d._release(part.key)
+    assert (tmp_path / ".p2pchat-partial" / f"{part.key}.part").stat().st_size == 12_000
+    assert d.resume_offset("fp", sha, len(data)) == 10_000
+    assert d.resume_offset("other sender", sha, len(data)) is None
+    again = d.open("fp", "../x.bin", sha, len(data))
+    assert again.offset == 10_000
+    again.write(data[10_000:])
+    assert again.finish() == str(tmp_path / "x.bin")
+    assert (tmp_path / "x.bin").read_bytes() == data
+    torn = d.open("fp", "y", sha, len(data))
+    torn.write(data[:500])
+    torn.checkpoint()
+    torn.keep()
+    state = next(tmp_path.glob(".p2pchat-partial/*.json"))
+    state.write_bytes(state.read_bytes()[:40])
+    assert d.resume_offset("fp", sha, len(data)) is None
