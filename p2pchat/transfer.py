@@ -251,6 +251,7 @@ class TransferCore:
             raise TransferError(problem)
         if sum(t.state not in ENDED for t in self._out.values()) >= MAX_ACTIVE:
             raise TransferError(f"{MAX_ACTIVE} files are already on their way in this chat; wait for one to end")
+        self._forget_ended(self._out)
         tid = self._new_id()
         self._out[tid] = _Transfer(tid, True, name, size, sha256, source=source, touched=now,
                                    pace=Pace(self.max_window))
