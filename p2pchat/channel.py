@@ -24,6 +24,8 @@ Events returned by :meth:`Channel.receive`, in order:
 - ``Typing(typing)``         — the peer started/stopped typing
 - ``Rotated(epoch, direction)``  — ``"send"``: we now encrypt under ``epoch``; ``"receive"``: the peer does
 - ``Goodbye(reason)``        — the peer closed the chat (authenticated)
+- ``FileMessage(kind, fields)`` — a ``file_*`` message for the transfer core (:mod:`p2pchat.transfer`); sealed on
+  our side with ``.send_file_message(kind, fields)``
 - ``Refused(kind, reason)``  — a frame was refused and not shown (``kind``: ``tampered``, ``replayed``,
   ``malformed``, ``unexpected``), or frames never arrived (``missing``). Refusals are coalesced: only the first
   one is reported; at :data:`MAX_REFUSED` the channel ends the session (``Abort``) with one sentence counting them
