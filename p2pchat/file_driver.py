@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,6 +23,7 @@ from p2pchat.transfer import (
     Offered,
     Out,
     Progress,
+    State,
     TransferCore,
     TransferError,
     TransferEvent,
@@ -38,6 +39,8 @@ PROGRESS_EVERY = 0.25       # seconds between progress events of one transfer
 
 class FileHost(Protocol):
     def emit(self, event: Event) -> None: ...
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None: ...
 
 
 class _FileSource:
@@ -107,33 +110,49 @@ class FileDriver:
         return tid.hex()
 
     def answer(self, session: Session, transfer: str, accept: bool) -> None:
-        core = self.core(session)
+        """The user's answer to an offer (``session.lock`` not held: accepting may read a kept partial)."""
         tid = _tid(transfer)
-        t = core.get(tid)
-        if t is None:
-            raise UsageError(f"there is no file offer {transfer}")
-        try:
-            if not accept:
-                self._send(session, core.decline(tid, "the receiver declined"))
-                self._emit_finished(session, Finished(tid, False, t.name, t.state, "you declined the file"))
-                return
-            self._accept(session, core, tid)
-        except TransferError as exc:
-            raise UsageError(str(exc)) from None
-
-    def _accept(self, session: Session, core: TransferCore, tid: bytes) -> None:
-        t = core.get(tid)
-        assert t is not None
-        if self.downloads is None:
-            raise UsageError("this node has no downloads folder; files cannot be received")
-        try:
-            sink = self.downloads.open(_sender(session), t.name, t.sha256, t.size)
-        except UserError as exc:
-            self._send(session, core.decline(tid, "the receiver cannot take the file now"))
-            self._emit_finished(session, Finished(tid, False, t.name, t.state, f"not accepted: {exc}"))
+        if accept:
+            self.accept_offer(session, tid)
             return
-        self._started[tid] = time.monotonic()
-        self._handle(session, core.accept(tid, sink, time.monotonic()))
+        with session.writer.deferred():
+            core = self.core(session)
+            t = core.get(tid)
+            try:
+                self._send(session, core.decline(tid, "the receiver declined"))
+            except TransferError as exc:
+                raise UsageError(str(exc)) from None
+            assert t is not None
+            self._emit_finished(session, Finished(tid, False, t.name, t.state, "you declined the file"))
+
+    def accept_offer(self, session: Session, tid: bytes) -> None:
+        """Open the download (hashing a kept partial again, which may take seconds for a big one) with no lock
+        held, then accept under the lock if the offer still waits (a user command or a pool task)."""
+        with session.lock:
+            t = session.files.get(tid) if session.files is not None else None
+            if t is None or t.state is not State.OFFERED or session.ended:
+                raise UsageError("there is no file offer waiting with that number")
+            name, sha, size, sender = t.name, t.sha256, t.size, _sender(session)
+        try:
+            if self.downloads is None:
+                raise UsageError("this node has no downloads folder; files cannot be received")
+            sink = self.downloads.open(sender, name, sha, size)
+        except UserError as exc:
+            with session.writer.deferred():
+                core = session.files
+                t = core.get(tid) if core is not None else None
+                if core is not None and t is not None and t.state is State.OFFERED and not session.ended:
+                    self._send(session, core.decline(tid, "the receiver cannot take the file now"))
+                    self._emit_finished(session, Finished(tid, False, name, t.state, f"not accepted: {exc}"))
+            return
+        with session.writer.deferred():
+            core = session.files
+            t = core.get(tid) if core is not None else None
+            if core is None or t is None or t.state is not State.OFFERED or session.ended:
+                sink.keep()         # cancelled or cut meanwhile: the partial stays for the next offer
+                return
+            self._started[tid] = time.monotonic()
+            self._handle(session, core.accept(tid, sink, time.monotonic()))
 
     def cancel(self, session: Session, transfer: str) -> None:
         core = self.core(session)
@@ -221,7 +240,7 @@ class FileDriver:
             return
         resumable = self.downloads.resume_offset(_sender(session), ev.sha256, ev.size) is not None
         if self.auto_accept or resumable:
-            self._accept(session, core, ev.tid)
+            self.host.submit(self.accept_offer, session, ev.tid)     # not on the reader thread, not under the lock
 
     def _emit_finished(self, session: Session, fin: Finished) -> None:
         self._shown.pop(fin.tid, None)

@@ -271,9 +271,7 @@ class ChatNode:
 
     def answer_file(self, session: str, transfer: str, accept: bool) -> None:
         """Accept (into the downloads folder) or decline the :class:`~p2pchat.events.FileOffer` ``transfer``."""
-        s = self._get(session)
-        with s.writer.deferred():
-            self._rt.files.answer(s, transfer, accept)
+        self._rt.files.answer(self._get(session), transfer, accept)
 
     def cancel_file(self, session: str, transfer: str) -> None:
         """Stop a transfer in either direction; the peer is told."""
