@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -213,9 +215,7 @@ class TransferCore:
     """Every file transfer of one session (see the module docstring)."""
 
     def __init__(self, *, max_window: int = MAX_WINDOW, stall_timeout: float = STALL_TIMEOUT,
-                 id_factory: Any = None) -> None:
-        import os
-
+                 id_factory: Callable[[], bytes] | None = None) -> None:
         self.max_window = max_window
         self.stall_timeout = stall_timeout
         self._new_id = id_factory or (lambda: os.urandom(TRANSFER_ID_LEN))
