@@ -24,6 +24,8 @@ Events returned by :meth:`Channel.receive`, in order:
 - ``Typing(typing)``         — the peer started/stopped typing
 - ``Rotated(epoch, direction)``  — ``"send"``: we now encrypt under ``epoch``; ``"receive"``: the peer does
 - ``Goodbye(reason)``        — the peer closed the chat (authenticated)
+- ``FileMessage(kind, fields)`` — a ``file_*`` message for the transfer core (:mod:`p2pchat.transfer`); sealed on
+  our side with ``.send_file_message(kind, fields)``
 - ``Refused(kind, reason)``  — a frame was refused and not shown (``kind``: ``tampered``, ``replayed``,
   ``malformed``, ``unexpected``), or frames never arrived (``missing``). Refusals are coalesced: only the first
   one is reported; at :data:`MAX_REFUSED` the channel ends the session (``Abort``) with one sentence counting them
@@ -88,6 +90,7 @@ from p2pchat.chat_protocol import (
     CHAT,
     DIRECTION_I2R,
     DIRECTION_R2I,
+    FILE_TYPES,
     MAX_BATCH_TEXT_BYTES,
     MAX_BATCH_TEXTS,
     MAX_COUNTER,
@@ -158,12 +161,20 @@ class Refused:
 
 
 @dataclass(frozen=True)
+class FileMessage:
+    """A ``file_*`` message for the transfer core (:mod:`p2pchat.transfer`); its fields are schema-checked."""
+
+    kind: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Abort:
     reason: str                     # our own sentence: never text from the network
     connection_lost: bool = False   # an unauthenticated error frame arrived: nothing more can be sent
 
 
-ChEvent = Send | Text | Receipt | Typing | Rotated | Goodbye | Refused | Abort
+ChEvent = Send | Text | Receipt | Typing | Rotated | Goodbye | Refused | FileMessage | Abort
 
 
 def utf8_size(text: str) -> int:
@@ -367,6 +378,14 @@ class Channel:
         self.closed = True
         return frames
 
+    def send_file_message(self, kind: str, fields: dict[str, Any]) -> list[bytes]:
+        """Seal one ``file_*`` message (after the queued texts); ``[]`` once either side said goodbye."""
+        if kind not in FILE_TYPES:
+            raise ValueError(f"not a file message: {kind}")
+        if self.closed or self.peer_closed:
+            return []
+        return self._seal_after_queued(kind, **fields)
+
     def take_receipt(self) -> list[bytes]:
         """The receipt frame for every text received but not yet receipted (``[]`` if there is none)."""
         if not self._unreceipted or self.closed:
@@ -561,6 +580,8 @@ class Channel:
             return [Receipt(i) for i in ids]
         if kind == "typing":
             return [Typing(inner["on"])]
+        if kind in FILE_TYPES:
+            return [FileMessage(kind, inner.fields)]
         if kind == "rotate":
             return self._on_rotate(inner["epoch"], inner["pub"])
         if kind == "rotate_ack":
@@ -678,6 +699,6 @@ class Channel:
 
 __all__ = [
     "MAX_BATCH_TEXTS", "MAX_RECEIPT_IDS", "MAX_REFUSED", "ROTATE_ACK_TIMEOUT", "ROTATE_TRIES", "Abort", "ChEvent",
-    "Channel", "ChannelError", "Goodbye", "Receipt", "Refused", "Rotated", "Send", "Text", "Typing", "ratchet",
-    "utf8_size",
+    "Channel", "ChannelError", "FileMessage", "Goodbye", "Receipt", "Refused", "Rotated", "Send", "Text", "Typing",
+    "ratchet", "utf8_size",
 ]

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from p2pchat.channel import Abort, Channel, ChEvent, Goodbye, Receipt, Refused, Rotated, Text, Typing
+from p2pchat.channel import Abort, Channel, ChEvent, FileMessage, Goodbye, Receipt, Refused, Rotated, Text, Typing
 from p2pchat.chat_protocol import MAX_RECEIPT_IDS, Send
 from p2pchat.events import DeliveryReceipt, Event, MessageReceived, Notice, PeerTyping
 from p2pchat.foundation import crypto
@@ -35,9 +35,14 @@ class OutboxFull(UsageError):
     """The peer takes our messages more slowly than the user sends them; the text was not queued."""
 
 
+class FileMessages(Protocol):
+    def on_message(self, session: Session, kind: str, fields: dict[str, Any]) -> None: ...
+
+
 class ChannelHost(Protocol):
     rotate_every: int
     history: HistoryRecorder | None      # keeps the texts of every chat past step 4 (None: no history)
+    files: FileMessages
 
     def emit(self, event: Event) -> None: ...
 
@@ -149,6 +154,8 @@ class ChannelDriver:
                     whose = "our sending key" if direction == "send" else "the peer's sending key"
                     self.host.emit(Notice(session.id, "rotation",
                                           f"key rotated: {whose} is now epoch {epoch}; the old key is erased"))
+                case FileMessage(kind=kind, fields=fields):
+                    self.host.files.on_message(session, kind, fields)
                 case Refused(reason=reason):
                     self.host.emit(Notice(session.id, "refused", reason))
                 case Goodbye(reason=reason):

@@ -40,6 +40,15 @@ class QueuedTexts:
     __slots__ = ()
 
 
+class Filler(Protocol):
+    """Frames made only when the wire is idle (file chunks, :mod:`p2pchat.file_driver`): everything queued goes
+    first, so a text never waits behind chunks that were not on their way yet. Called with ``session.lock``."""
+
+    def ready(self) -> bool: ...
+
+    def take(self) -> list[bytes]: ...
+
+
 class WriterHost(Protocol):
     """What the writer needs from the node: a worker pool, ending a session on a dead link, and telling the UI
     about the channel's key epoch after sealing."""
@@ -67,6 +76,7 @@ class SessionWriter:
         self.raw_frames = 0                      # frames injected with ChatNode.inject_frame
         self._flush_scheduled = False
         self._defer_flush = False                # the lock holder sends the outbox itself once it lets go
+        self.filler: Filler | None = None        # file chunks, pulled when the outbox is empty
 
     # --- queueing (session.lock held) -------------------------------------------------------------------
 
@@ -128,7 +138,7 @@ class SessionWriter:
         Deferred while the lock holder will try to send on its own thread (:meth:`kick`)."""
         if self._defer_flush or self.session.ended or self.host is None:
             return
-        if (self.outbox or self.partial) and not self._flush_scheduled:
+        if (self.outbox or self.partial or self._filler_ready()) and not self._flush_scheduled:
             self._flush_scheduled = True
             self.host.submit(flush_session, self.session)
 
@@ -142,7 +152,8 @@ class SessionWriter:
                 yield
             finally:
                 self._defer_flush = False
-        self.kick()
+                fill = self._filler_ready()     # e.g. an ack opened a file transfer's window
+        self.kick(fill)
 
     # --- writing (session.lock not held) ----------------------------------------------------------------
 
@@ -153,16 +164,16 @@ class SessionWriter:
         finally:
             with self.session.lock:
                 self._flush_scheduled = False
-                again = bool(self.outbox or self.partial) and not self.session.ended
+                again = bool(self.outbox or self.partial or self._filler_ready()) and not self.session.ended
                 if again:   # frames queued after the last pop but before the flag was cleared
                     self.schedule_flush()
 
-    def kick(self) -> None:
+    def kick(self, fill: bool = False) -> None:
         """Send what is queued right here if the socket takes it without waiting; whatever is left goes to the
         pool. Never blocks; never called with ``session.lock`` held."""
         # Nothing queued is the usual case after a frame that needs no answer. Checked without the lock on
         # purpose: whoever queues a frame after this check kicks or schedules a flush itself.
-        if not self.outbox and not self.partial:
+        if not self.outbox and not self.partial and not fill:
             return
         done = False
         if self.session.link is not None and self.send_lock.acquire(blocking=False):
@@ -227,7 +238,12 @@ class SessionWriter:
         parts: list[bytes] = []
         size = 0
         outbox, hook = self.outbox, self.wire_hook
-        while outbox and size < COALESCE_BYTES:
+        while size < COALESCE_BYTES:
+            if not outbox:
+                if self.filler is None or not (more := self.filler.take()):
+                    break
+                outbox.extend(more)      # idle wire: the next file chunk (texts queued later go first)
+                self.outbox_bytes += sum(len(f) for f in more)
             frame = outbox.popleft()
             if isinstance(frame, QueuedTexts):
                 self._seal_queued(frame)
@@ -243,6 +259,9 @@ class SessionWriter:
         if not parts:
             return None
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _filler_ready(self) -> bool:
+        return self.filler is not None and self.filler.ready()
 
     def _seal_queued(self, marker: QueuedTexts) -> None:
         """Replace the placeholder just taken from the outbox by the sealed frames of the queued texts
