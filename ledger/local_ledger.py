@@ -26,7 +26,7 @@ from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal
 
 import msgpack
 
@@ -34,7 +34,7 @@ from ledger.bindings import Bindings, StoredMap, state_row
 from ledger.blocks import Block, BlockHeader
 from ledger.chain import AddResult, Chain, ChainChanges, FinalityPolicy, ParkedBranch
 from ledger.errors import LedgerError, StoreError
-from ledger.merkle import verify_merkle_path
+from ledger.lookup_service import LookupAnswer
 from ledger.miner import Miner
 from ledger.params import NetworkParams
 from ledger.pool import Mempool
@@ -86,48 +86,6 @@ def parse_fingerprint(value: bytes | str) -> bytes | None:
         return bytes.fromhex(text)
     except ValueError:
         return None
-
-
-def _count(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-@dataclass(frozen=True)
-class LookupAnswer:
-    """A binding with its proof: the record, the header of its block, its index and Merkle path."""
-
-    record: Record
-    header: BlockHeader
-    index: int
-    path: list[bytes]
-    height: int
-    confirmations: int
-
-    def verify_proof(self) -> None:
-        """Raise :class:`LedgerError` unless the Merkle path puts the record in the header's block.
-        (The caller still checks the header against the headers it holds.)"""
-        if self.header.height != self.height:
-            raise LedgerError(f"lookup answer names height {self.height} but carries {self.header.describe()}")
-        if not verify_merkle_path(self.record.id, self.index, self.path, self.header.merkle_root):
-            raise LedgerError(f"the record is not in {self.header.describe()} (Merkle proof fails)")
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"record": self.record.to_wire(), "header": self.header.packed, "index": self.index,
-                "path": list(self.path), "height": self.height, "confirmations": self.confirmations}
-
-    @classmethod
-    def from_wire(cls, data: Any) -> LookupAnswer:
-        if not isinstance(data, dict):
-            raise LedgerError("a lookup answer should be a map")
-        record = Record.from_wire(data.get("record"))
-        header = BlockHeader.unpack(data.get("header"))
-        index, path, height, conf = (data.get(k) for k in ("index", "path", "height", "confirmations"))
-        if not (_count(index) and _count(height) and _count(conf)):
-            raise LedgerError("a lookup answer has a malformed index, height or confirmation count")
-        if not isinstance(path, list) or len(path) > 32 or not all(isinstance(p, bytes) and len(p) == 32
-                                                                    for p in path):
-            raise LedgerError("a lookup answer has a malformed Merkle path")
-        return cls(record, header, index, path, height, conf)
 
 
 @dataclass
