@@ -541,12 +541,14 @@ class LocalLedger:
         if meta is None:
             return "the store has no checkpoint of its derived state (written by an older version, or new)"
         try:
-            rows = store.main_chain_rows()
-            if len(rows) != meta["height"] or (rows and (rows[-1][0] != meta["height"] or rows[-1][1] != meta["tip"])):
+            count, top, top_hash = store.main_chain_extent()
+            if count != meta["height"] or top != meta["height"] or (top and top_hash != meta["tip"]):
                 return "the stored checkpoint does not match the stored main chain"
             if finality is not None and finality.get("final_height", 0) > meta["height"]:
                 return "the stored finality state is above the stored checkpoint"
-            headers = [(header, block_hash) for _, block_hash, header in rows]
+            # Final history stays in the store (read when asked for); only the open part is held in memory.
+            prefix = int(finality.get("final_height") or 0) if finality is not None else 0
+            headers = [(header, block_hash) for _, block_hash, header in store.main_chain_rows(above=prefix)]
             by_ip = StoredMap(lambda key: store.binding_value("bind_ip", key), lambda: store.binding_rows("bind_ip"))
             by_nick = StoredMap(lambda key: store.binding_value("bind_nick", key),
                                 lambda: store.binding_rows("bind_nick"))
@@ -556,7 +558,7 @@ class LocalLedger:
             chain = Chain(self.params, self.finality)
             if self._checkpoint is not None:
                 chain.set_checkpoint(*self._checkpoint)
-            chain.restore(headers, store, record_loc, bindings, undo, finality, now)
+            chain.restore(headers, store, record_loc, bindings, undo, finality, now, prefix=prefix)
         except (LedgerError, StoreError, ValueError, TypeError, KeyError, IndexError,
                 msgpack.UnpackException) as exc:
             return f"the stored checkpoint is inconsistent ({exc})"

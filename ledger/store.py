@@ -444,10 +444,26 @@ class Store:
             return None
         return meta
 
-    def main_chain_rows(self) -> list[tuple[int, bytes, bytes]]:
-        """``(height, hash, packed header)`` of the stored main chain above genesis, by height (a main-chain row
-        whose block is missing is left out, which the caller sees as a gap)."""
-        return self._conn.execute("SELECT height, hash, header FROM main_chain ORDER BY height").fetchall()
+    def main_chain_rows(self, above: int = 0) -> list[tuple[int, bytes, bytes]]:
+        """``(height, hash, packed header)`` of the stored main chain above height ``above``, by height."""
+        return self._conn.execute("SELECT height, hash, header FROM main_chain WHERE height > ? ORDER BY height",
+                                  (above,)).fetchall()
+
+    def main_chain_extent(self) -> tuple[int, int, bytes | None]:
+        """``(row count, highest height, hash at it)`` of the stored main chain: a chain without gaps has
+        count = highest height."""
+        count, top = self._conn.execute("SELECT COUNT(*), COALESCE(MAX(height), 0) FROM main_chain").fetchone()
+        return count, top, self.main_hash_at(top)
+
+    def main_row_at(self, height: int) -> tuple[bytes, bytes] | None:
+        """``(hash, packed header)`` of the stored main chain at ``height`` (None if there is no such row)."""
+        row = self._conn.execute("SELECT hash, header FROM main_chain WHERE height=?", (height,)).fetchone()
+        return (row[0], row[1]) if row is not None else None
+
+    def height_of(self, block_hash: bytes) -> int | None:
+        """The height of a stored block, main chain or not (None if not stored)."""
+        row = self._conn.execute("SELECT height FROM blocks WHERE hash=?", (block_hash,)).fetchone()
+        return row[0] if row is not None else None
 
     def main_hash_at(self, height: int) -> bytes | None:
         row = self._conn.execute("SELECT hash FROM main_chain WHERE height=?", (height,)).fetchone()
