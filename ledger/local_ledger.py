@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import msgpack
 
-from ledger.bindings import Bindings, StoredMap, state_row
+from ledger.bindings import Bindings, StoredIdentityTable, StoredMap, state_row
 from ledger.blocks import Block, BlockHeader
 from ledger.chain import AddResult, Chain, ChainChanges, FinalityPolicy, ParkedBranch
 from ledger.errors import LedgerError, StoreError
@@ -552,7 +552,10 @@ class LocalLedger:
             by_ip = StoredMap(lambda key: store.binding_value("bind_ip", key), lambda: store.binding_rows("bind_ip"))
             by_nick = StoredMap(lambda key: store.binding_value("bind_nick", key),
                                 lambda: store.binding_rows("bind_nick"))
-            bindings = Bindings.restore(self.params, store.identity_rows(), by_ip, by_nick, self._fetch_record)
+            counts, expiries = store.identity_summary()
+            identities = StoredIdentityTable(store.identity_row, store.identity_rows, store.live_fps_from, counts,
+                                             expiries, self._fetch_record)
+            bindings = Bindings.restore(self.params, identities, by_ip, by_nick)
             undo = {h: bindings.decode_undo(blob) for h, blob in store.undo_rows().items()}
             record_loc = StoredMap(store.record_loc, store.record_loc_rows)
             chain = Chain(self.params, self.finality)

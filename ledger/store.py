@@ -473,6 +473,21 @@ class Store:
         return self._conn.execute("SELECT fp, record_id, height, idx, status, expires FROM bind_id "
                                   "ORDER BY fp").fetchall()
 
+    def live_fps_from(self, start: bytes, limit: int) -> list[bytes]:
+        """Up to ``limit`` fingerprints of stored live identities >= ``start``, in order (prefix lookups)."""
+        return [r[0] for r in self._conn.execute("SELECT fp FROM bind_id WHERE fp >= ? AND status='live' "
+                                                 "ORDER BY fp LIMIT ?", (start, limit))]
+
+    def identity_row(self, fp: bytes) -> tuple[bytes, bytes, int, int, str, int] | None:
+        return self._conn.execute("SELECT fp, record_id, height, idx, status, expires FROM bind_id WHERE fp=?",
+                                  (fp,)).fetchone()
+
+    def identity_summary(self) -> tuple[dict[str, int], list[int]]:
+        """Identities per status, and the expiry times of the live ones (what the in-memory indexes hold)."""
+        counts = dict(self._conn.execute("SELECT status, COUNT(*) FROM bind_id GROUP BY status").fetchall())
+        expiries = [r[0] for r in self._conn.execute("SELECT expires FROM bind_id WHERE status='live'")]
+        return counts, expiries
+
     def binding_rows(self, table: str) -> list[tuple[str, bytes]]:
         """``(key, fingerprint)`` rows of ``bind_ip`` or ``bind_nick``."""
         if table not in ("bind_ip", "bind_nick"):
