@@ -109,6 +109,8 @@ def _nickname_problem(nickname: str) -> str | None:
 
 
 def _strip_marks(text: str) -> str:
+    if text.isascii():
+        return text  # no ASCII code point is a mark (the table starts at U+0300)
     return "".join(c for c in text if not _is_mark(c))
 
 
