@@ -67,7 +67,9 @@ def stored_params(data_dir: Path, network: str, *, recover: bool = False) -> Net
     if not path.exists():
         return None
     try:
-        with Store(path) as store:
+        # Without ``recover`` a damaged file is refused by the checked open that follows (LocalLedger's), so the
+        # peek skips SQLite's quick_check, which reads the whole file (seconds at a million blocks).
+        with Store(path, check=recover) as store:
             return store.load_params()
     except StoreError:
         if recover:
