@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledger_kit import DAY, NET, PARAMS, T0, block_on, branch, reg
 
+from ledger.bindings import StoredIdentityTable
 from ledger.chain import Chain, FinalityPolicy
 from ledger.errors import StoreError
 from ledger.local_ledger import LocalLedger
@@ -222,6 +223,8 @@ def test_a_restored_chain_holds_no_node_below_its_final_height_and_still_equals_
         assert chain.final_height == 10 and chain.height == 12
         held = chain._nodes._dict   # genesis and the open part only: final history stays in SQLite
         assert sorted(n.height for n in held.values()) == [0, 11, 12]
+        identities = chain.bindings.identities   # identities too: memory holds only unwritten changes
+        assert isinstance(identities, StoredIdentityTable) and identities.own == {} and len(identities) == 2
         assert chain.main_at(4) == blocks[3] and blocks[3].hash in chain and chain.is_main(blocks[5].hash)
         on_top = block_on(blocks[-1].header, [], T0 + 30)
         below_final = block_on(blocks[4].header, [], T0 + 31)   # forks at height 5: parked, never followed
