@@ -35,7 +35,7 @@ from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, overload
+from typing import Any, Literal, Protocol, overload, runtime_checkable
 
 from ledger.bindings import Bindings, StoredMap, UndoLog
 from ledger.blocks import HEADER_FORMAT, Block, BlockHeader, chain_preference, work_for
@@ -163,6 +163,7 @@ class BodySource(Protocol):
     def block_by_hash(self, block_hash: bytes) -> Block | None: ...
 
 
+@runtime_checkable
 class StoredMainChain(BodySource, Protocol):
     """Where a restored chain reads its main chain at or below the final height of the restore (the store)."""
 
@@ -1097,9 +1098,9 @@ class Chain:
         unit = work_for(bits)
         if prefix > 0:
             final_h = int(finality.get("final_height") or 0) if finality is not None else 0
-            if not hasattr(bodies, "main_row_at") or prefix > final_h:
+            if not isinstance(bodies, StoredMainChain) or prefix > final_h:
                 raise LedgerError("only final history can stay in the store")
-            stored: _Prefix = _Prefix(bodies, prefix, parent, unit, cache)  # type: ignore[arg-type]
+            stored = _Prefix(bodies, prefix, parent, unit, cache)
             self._main.set_prefix(stored)
             self._nodes.prefix = stored
             parent = stored.node(prefix)
