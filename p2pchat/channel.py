@@ -170,6 +170,8 @@ def utf8_size(text: str) -> int:
     """Bytes of ``text`` in UTF-8 (the limits count bytes); cheap for the texts that cannot be over a limit."""
     if len(text) * 4 <= MAX_TEXT_BYTES:
         return len(text) * 4       # an upper bound is enough below the limit
+    if text.isascii():             # a flag of the string, no pass over it: one byte a character
+        return len(text)
     return len(text.encode("utf-8", "surrogatepass"))
 
 
@@ -304,11 +306,14 @@ class Channel:
         """Check and number a message like :meth:`send_text` (same errors) without sealing it yet; returns its
         id. The next :meth:`seal_queued` (or any other frame this side seals) seals it."""
         self._check_open()
-        try:
-            size = len(text.encode("utf-8"))
-            surrogates = False
-        except UnicodeEncodeError:
-            size, surrogates = len(text.encode("utf-8", "surrogatepass")), True
+        surrogates = False
+        if text.isascii():     # no encoding pass (1 MiB texts): an ASCII string's UTF-8 is its characters
+            size = len(text)
+        else:
+            try:
+                size = len(text.encode("utf-8"))
+            except UnicodeEncodeError:
+                size, surrogates = len(text.encode("utf-8", "surrogatepass")), True
         if size > MAX_TEXT_BYTES:
             raise ChannelError(f"the message is {size:,} bytes; at most {MAX_TEXT_BYTES:,} bytes fit in one message")
         if surrogates:
