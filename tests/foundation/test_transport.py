@@ -1,3 +1,4 @@
+import itertools
 import socket
 import threading
 
@@ -179,7 +180,7 @@ def test_large_frames_trickled_in_pieces_and_packed_back_to_back_arrive_whole_an
     try:
         raw = socket.create_connection((srv.host, srv.port))
         cuts = [0, 3, 100, 1_000_000, len(frames[0]) + 7, len(wire)]
-        for start, end in zip(cuts, cuts[1:]):
+        for start, end in itertools.pairwise(cuts):
             raw.sendall(wire[start:end])
         raw.shutdown(socket.SHUT_WR)
         raw.recv(1)        # the server closes once it has read the three frames
