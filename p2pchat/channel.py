@@ -14,7 +14,7 @@ API::
     .take_receipt() -> [frame] or []                  # the receipt for texts collected while more_buffered
     .close()                                          # drop all key material (end of session)
     .epoch (= send_epoch), .recv_epoch, .until_rotation, .rotating, .rotate_every, .closed, .peer_closed,
-    .queued (texts waiting for seal_queued)
+    .queued (texts waiting for seal_queued), .queued_bytes (their UTF-8 bytes)
 
 Events returned by :meth:`Channel.receive`, in order:
 
@@ -249,6 +249,7 @@ class Channel:
         self._next_text_id = 1
         self._unreceipted: list[int] = []    # ids of texts received whose receipt has not been sealed yet
         self._queued: list[tuple[int, float, str, int]] = []   # (id, sent_at, text, UTF-8 size) not sealed yet
+        self._queued_bytes = 0       # the sum of their sizes
         self._typing = False
         self._refused = 0            # frames refused so far (only the first is reported)
         self.max_refused = max_refused
@@ -294,6 +295,11 @@ class Channel:
         """Texts queued with :meth:`queue_text` and not sealed yet."""
         return len(self._queued)
 
+    @property
+    def queued_bytes(self) -> int:
+        """UTF-8 bytes of the texts queued and not sealed yet (also while a rotation holds them back)."""
+        return self._queued_bytes
+
     # --- sending ----------------------------------------------------------------------------------------
 
     def send_text(self, text: str, now: float) -> tuple[int, list[bytes]]:
@@ -325,6 +331,7 @@ class Channel:
         msg_id = self._next_text_id
         self._next_text_id += 1
         self._queued.append((msg_id, float(now), text, size))
+        self._queued_bytes += size
         self._typing = False  # a text ends the typing state: the peer's UI clears its indicator on arrival
         return msg_id
 
@@ -351,6 +358,7 @@ class Channel:
             self._send.texts_in_epoch += end - start
             start = end
         self._queued = queued[start:]
+        self._queued_bytes -= sum(entry[3] for entry in queued[:start])
         if self._send.texts_in_epoch >= self.rotate_every and self._send.epoch < MAX_EPOCH:
             frames.append(self._begin_rotation())
         return frames
@@ -389,6 +397,7 @@ class Channel:
         self.closed = self.peer_closed = True
         self._unreceipted.clear()
         self._queued.clear()
+        self._queued_bytes = 0
         self._send.wipe()
         self._recv.wipe()
 
@@ -442,6 +451,7 @@ class Channel:
         events: list[ChEvent] = []
         if goodbye is not None and not self.closed and self._send.key is not None:
             self._queued.clear()      # held texts are not sent: the user is told the chat ended
+            self._queued_bytes = 0
             events += [Send(frame) for frame in self.send_goodbye(goodbye)]
         if error is not None:
             events.append(Send(CHAT.encode("error", reason=error)))

@@ -74,7 +74,7 @@ class ChannelDriver:
         msg_id = ch.queue_text(text, time.time())
         session.sent_ids.add(msg_id)
         session.typing_sent = False
-        session.writer.queue_text(size)
+        session.writer.queue_text()
         self.refresh_info(session)
         # A message with none of ours in flight goes out on this thread at once (latency). With earlier ones still
         # unreceipted the user is ahead of the wire: a pool writer seals what has queued up meanwhile, several
@@ -89,7 +89,6 @@ class ChannelDriver:
             return
         session.typing_sent = typing
         session.writer.queue_all(session.channel.send_typing(typing))
-        session.writer.texts_sealed()
         session.writer.schedule_flush()
 
     def _open_channel(self, session: Session) -> Channel:
@@ -162,7 +161,6 @@ class ChannelDriver:
         if session.untaken == 0 and session.unreceipted and ch is not None and not session.ended:
             session.unreceipted = 0
             session.writer.queue_all(ch.take_receipt())
-            session.writer.texts_sealed()
             session.writer.schedule_flush()
 
     def refresh_info(self, session: Session, force: bool = False) -> None:
