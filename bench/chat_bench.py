@@ -1,6 +1,6 @@
 """Chat channel benchmark: the p2pchat node against TLS 1.3 (Python's ssl), measured in the same run.
 
-    python3 bench/chat_bench.py [--quick] [--handshake]
+    python3 bench/chat_bench.py [--quick] [--handshake] [--bulk ROUNDS]
 
 Both sides run in separate processes on loopback: the responder (a ChatNode, or a threaded TLS server) in a
 child process, the initiator in this one. Measured:
@@ -21,6 +21,8 @@ child process, the initiator in this one. Measured:
   responder work. The attacker runs the project's own handshake core (whatever version is checked out).
 
 ``--handshake`` runs only the handshake comparison and the attacker loop.
+``--bulk ROUNDS`` runs the handshakes and then only 1 MiB messages: per round one TLS stream and one chat stream,
+alternating, each round's ratio printed (the figures of a loaded machine swing between rounds).
 """
 
 from __future__ import annotations
