@@ -14,7 +14,7 @@ API::
     .take_receipt() -> [frame] or []                  # the receipt for texts collected while more_buffered
     .close()                                          # drop all key material (end of session)
     .epoch (= send_epoch), .recv_epoch, .until_rotation, .rotating, .rotate_every, .closed, .peer_closed,
-    .queued (texts waiting for seal_queued)
+    .queued (texts waiting for seal_queued), .queued_bytes (their UTF-8 bytes)
 
 Events returned by :meth:`Channel.receive`, in order:
 
@@ -181,6 +181,8 @@ def utf8_size(text: str) -> int:
     """Bytes of ``text`` in UTF-8 (the limits count bytes); cheap for the texts that cannot be over a limit."""
     if len(text) * 4 <= MAX_TEXT_BYTES:
         return len(text) * 4       # an upper bound is enough below the limit
+    if text.isascii():             # a flag of the string, no pass over it: one byte a character
+        return len(text)
     return len(text.encode("utf-8", "surrogatepass"))
 
 
@@ -258,6 +260,7 @@ class Channel:
         self._next_text_id = 1
         self._unreceipted: list[int] = []    # ids of texts received whose receipt has not been sealed yet
         self._queued: list[tuple[int, float, str, int]] = []   # (id, sent_at, text, UTF-8 size) not sealed yet
+        self._queued_bytes = 0       # the sum of their sizes
         self._typing = False
         self._refused = 0            # frames refused so far (only the first is reported)
         self.max_refused = max_refused
@@ -303,6 +306,11 @@ class Channel:
         """Texts queued with :meth:`queue_text` and not sealed yet."""
         return len(self._queued)
 
+    @property
+    def queued_bytes(self) -> int:
+        """UTF-8 bytes of the texts queued and not sealed yet (also while a rotation holds them back)."""
+        return self._queued_bytes
+
     # --- sending ----------------------------------------------------------------------------------------
 
     def send_text(self, text: str, now: float) -> tuple[int, list[bytes]]:
@@ -315,11 +323,14 @@ class Channel:
         """Check and number a message like :meth:`send_text` (same errors) without sealing it yet; returns its
         id. The next :meth:`seal_queued` (or any other frame this side seals) seals it."""
         self._check_open()
-        try:
-            size = len(text.encode("utf-8"))
-            surrogates = False
-        except UnicodeEncodeError:
-            size, surrogates = len(text.encode("utf-8", "surrogatepass")), True
+        surrogates = False
+        if text.isascii():     # no encoding pass (1 MiB texts): an ASCII string's UTF-8 is its characters
+            size = len(text)
+        else:
+            try:
+                size = len(text.encode("utf-8"))
+            except UnicodeEncodeError:
+                size, surrogates = len(text.encode("utf-8", "surrogatepass")), True
         if size > MAX_TEXT_BYTES:
             raise ChannelError(f"the message is {size:,} bytes; at most {MAX_TEXT_BYTES:,} bytes fit in one message")
         if surrogates:
@@ -331,6 +342,7 @@ class Channel:
         msg_id = self._next_text_id
         self._next_text_id += 1
         self._queued.append((msg_id, float(now), text, size))
+        self._queued_bytes += size
         self._typing = False  # a text ends the typing state: the peer's UI clears its indicator on arrival
         return msg_id
 
@@ -357,6 +369,7 @@ class Channel:
             self._send.texts_in_epoch += end - start
             start = end
         self._queued = queued[start:]
+        self._queued_bytes -= sum(entry[3] for entry in queued[:start])
         if self._send.texts_in_epoch >= self.rotate_every and self._send.epoch < MAX_EPOCH:
             frames.append(self._begin_rotation())
         return frames
@@ -403,6 +416,7 @@ class Channel:
         self.closed = self.peer_closed = True
         self._unreceipted.clear()
         self._queued.clear()
+        self._queued_bytes = 0
         self._send.wipe()
         self._recv.wipe()
 
@@ -456,6 +470,7 @@ class Channel:
         events: list[ChEvent] = []
         if goodbye is not None and not self.closed and self._send.key is not None:
             self._queued.clear()      # held texts are not sent: the user is told the chat ended
+            self._queued_bytes = 0
             events += [Send(frame) for frame in self.send_goodbye(goodbye)]
         if error is not None:
             events.append(Send(CHAT.encode("error", reason=error)))

@@ -87,7 +87,7 @@ class ChannelDriver:
         if self.host.history is not None and session.peer_fp is not None:
             self.host.history.sent(session.id, msg_id, session.peer_fp, text, now, row=history_row)
         session.typing_sent = False
-        session.writer.queue_text(size)
+        session.writer.queue_text()
         self.refresh_info(session)
         # A message with none of ours in flight goes out on this thread at once (latency). With earlier ones still
         # unreceipted the user is ahead of the wire: a pool writer seals what has queued up meanwhile, several
@@ -102,7 +102,6 @@ class ChannelDriver:
             return
         session.typing_sent = typing
         session.writer.queue_all(session.channel.send_typing(typing))
-        session.writer.texts_sealed()
         session.writer.schedule_flush()
 
     def _open_channel(self, session: Session) -> Channel:
@@ -182,7 +181,6 @@ class ChannelDriver:
         if session.untaken == 0 and session.unreceipted and ch is not None and not session.ended:
             session.unreceipted = 0
             session.writer.queue_all(ch.take_receipt())
-            session.writer.texts_sealed()
             session.writer.schedule_flush()
 
     def refresh_info(self, session: Session, force: bool = False) -> None:

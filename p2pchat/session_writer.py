@@ -13,7 +13,8 @@ per batch; whichever thread writes next replaces it with the sealed frames (seve
 is faster than the wire).
 
 The outbox is bounded: :attr:`SessionWriter.pending_bytes` counts what waits for the wire (frames, the rest of a
-partly written frame, texts queued but not sealed yet), and :meth:`SessionWriter.room_for` tells the user
+partly written frame, texts queued in the channel but not sealed yet — counted by the channel itself, so texts
+held back while our key rotates count too), and :meth:`SessionWriter.room_for` tells the user
 command whether one more text fits under :data:`OUTBOX_LIMIT`.
 """
 
@@ -69,7 +70,6 @@ class SessionWriter:
         self.send_lock = threading.Lock()
         self.outbox: deque[bytes | QueuedTexts] = deque()
         self.outbox_bytes = 0
-        self.queued_text_bytes = 0               # texts queued in the channel, not sealed yet
         self.text_marker: QueuedTexts | None = None   # the placeholder of the texts queued now, while in the outbox
         self.partial: bytes | memoryview = b""   # the unsent rest of a frame the socket took only part of
         self.wire_hook: Callable[[bytes], bytes | None] | None = None   # demo/tests: alter outgoing frames
@@ -82,7 +82,9 @@ class SessionWriter:
 
     @property
     def pending_bytes(self) -> int:
-        return self.outbox_bytes + len(self.partial) + self.queued_text_bytes
+        channel = self.session.channel
+        queued = channel.queued_bytes if channel is not None else 0
+        return self.outbox_bytes + len(self.partial) + queued
 
     def room_for(self, size: int) -> bool:
         """Whether ``size`` more bytes fit under :data:`OUTBOX_LIMIT` (an empty outbox takes any one text)."""
@@ -104,12 +106,9 @@ class SessionWriter:
         channel = self.session.channel
         if self.text_marker is not None and channel is not None and not channel.queued:
             self.text_marker = None
-            self.queued_text_bytes = 0
 
-    def queue_text(self, size: int) -> None:
-        """A text of ``size`` bytes was queued in the channel (after :meth:`before_text`): make sure a
-        placeholder stands for it."""
-        self.queued_text_bytes += size
+    def queue_text(self) -> None:
+        """A text was queued in the channel (after :meth:`before_text`): make sure a placeholder stands for it."""
         if self.text_marker is None:
             self.text_marker = QueuedTexts()
             self.outbox.append(self.text_marker)
@@ -119,17 +118,11 @@ class SessionWriter:
         if self.session.channel is not None:
             self.queue_all(self.session.channel.seal_queued())
         self.text_marker = None
-        self.queued_text_bytes = 0
-
-    def texts_sealed(self) -> None:
-        """Some other frame the channel sealed carried the queued texts ahead of it."""
-        self.queued_text_bytes = 0
 
     def discard(self) -> None:
         """Drop everything still queued (the session ended or the link is gone): the memory goes at once."""
         self.outbox.clear()
         self.outbox_bytes = 0
-        self.queued_text_bytes = 0
         self.partial = b""
         self.text_marker = None
 
@@ -270,7 +263,6 @@ class SessionWriter:
         if marker is not self.text_marker:
             return
         self.text_marker = None
-        self.queued_text_bytes = 0
         channel = self.session.channel
         if channel is not None:
             frames = channel.seal_queued()
