@@ -212,7 +212,6 @@ class FileDriver:
             return
         for out in outs:
             session.writer.queue_all(ch.send_file_message(out.kind, out.fields))
-        session.writer.texts_sealed()
         session.writer.schedule_flush()
 
     def _event(self, session: Session, ev: TransferEvent) -> None:
