@@ -22,10 +22,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gui.models import AcceptPrompt, BarView, ChatLine, LineKind, StepState, StepView, TabState
-from gui.text import MORE_CHARS, MORE_LINES, clean, clean_name, clock_time, count, fail_text, ok_text, preview_end
+from gui.models import VERIFIED, AcceptPrompt, BarView, ChatLine, LineKind, ListRow, StepState, StepView, TabState
+from gui.text import (
+    MORE_CHARS,
+    MORE_LINES,
+    clean,
+    clean_name,
+    clock_time,
+    count,
+    fail_text,
+    ok_text,
+    one_line,
+    preview_end,
+    seen_when,
+)
 from gui.wording import countdown, plain
 from p2pchat.chat_protocol import MAX_TEXT_BYTES
+from p2pchat.contacts import Contact
 from p2pchat.events import (
     DeliveryReceipt,
     Event,
@@ -56,6 +69,8 @@ EARLY_SESSIONS_KEPT = 64    # sessions the window has not shown yet (their Incom
 EARLY_EVENTS_KEPT = 8
 FAILED_TAB_LINGER = 8.0     # seconds a failed dial's tab stays (its failure shown) before it closes itself
 COUNTDOWN_FROM = 90.0       # a timeout closer than this shows a countdown in the step bar
+CONTACT_KEY = "contact:"    # a contact's row in the conversation list: CONTACT_KEY + its fingerprint (hex)
+CONTACTS_EVERY = 10.0       # seconds between re-reads of the contact store (another process may change it)
 NOTICE_MARKS = {"rotation": "↻", "refused": "⚠", "path": "⇄", "info": "ℹ", "ready": "✓", "ended": "■",
                 "error": "⚠"}
 
@@ -70,6 +85,12 @@ class NodeApi(Protocol):
     def send_text(self, session: str, text: str) -> int: ...
     def set_typing(self, session: str, typing: bool) -> None: ...
     def end_session(self, session: str) -> None: ...
+
+
+class ContactsApi(Protocol):
+    """The part of :class:`p2pchat.contacts.ContactStore` the conversation list reads."""
+
+    def all(self) -> list[Contact]: ...
 
 
 class Commands(Protocol):
@@ -95,11 +116,12 @@ class Changes:
     prompts_closed: list[str] = field(default_factory=list)
     select: str | None = None
     status: str | None = None
+    contacts: bool = False       # the contact rows of the conversation list
 
     def __bool__(self) -> bool:
         return any((self.tabs_added, self.tabs_removed, self.titles, self.lines_added, self.lines_changed,
                     self.lines_dropped, self.peer, self.typing, self.chat_input, self.bar, self.prompts,
-                    self.prompts_closed, self.select is not None, self.status is not None))
+                    self.prompts_closed, self.select is not None, self.status is not None, self.contacts))
 
 
 def check_peer_query(text: str) -> str:
@@ -117,13 +139,22 @@ def check_peer_query(text: str) -> str:
     return query
 
 
+def contact_name(contact: Contact) -> str:
+    """What the user calls a contact: the local name they gave, else its latest nickname, else its fingerprint."""
+    return clean_name(contact.local_name or contact.nickname, contact.fp[:16])
+
+
 class ChatController:
     """State of every chat tab and of the step bar; see the module docstring."""
 
     def __init__(self, node: NodeApi, commands: Commands, *, nickname: str,
                  clock: Callable[[], float] = time.time, max_message_bytes: int = MAX_TEXT_BYTES,
-                 accept_timeout: float = 120.0, handshake_timeout: float = 120.0) -> None:
+                 accept_timeout: float = 120.0, handshake_timeout: float = 120.0,
+                 contacts: ContactsApi | None = None) -> None:
         self.node = node
+        self.contacts = contacts
+        self._contacts: dict[str, Contact] = {}     # fingerprint (hex) -> contact, current keys only
+        self._contacts_read = -CONTACTS_EVERY
         self.commands = commands
         self.nickname = clean_name(nickname)
         self.clock = clock
@@ -224,6 +255,32 @@ class ChatController:
                 tab.unread = 0
                 self._changes.titles.add(tab.session)
 
+    def contact_rows(self) -> list[ListRow]:
+        """The contacts of the conversation list, most recently seen first (a verified one is marked)."""
+        rows = []
+        now = self.clock()
+        for c in sorted(self._contacts.values(), key=lambda c: -c.last_seen):
+            live = any(t.contact == c.fp and t.ended is None for t in self.tabs.values())
+            title = contact_name(c) + (f" {VERIFIED}" if c.verified else "")
+            detail = ("in a chat now" if live else f"last seen {seen_when(c.last_seen, now)}")
+            rows.append(ListRow(CONTACT_KEY + c.fp, title, detail))
+        return rows
+
+    def session_detail(self, session: str) -> str:
+        """A chat row's second line: its last message, or where the chat stands."""
+        tab = self.tabs[session]
+        last = next((ln for ln in reversed(tab.lines) if ln.kind is not LineKind.NOTICE), None)
+        if tab.ended is not None:
+            return "could not start" if tab.close_at is not None else "ended"
+        if tab.awaiting_answer:
+            return "wants to chat with you"
+        if last is not None:
+            return ("you: " if last.kind is LineKind.OUT else "") + one_line(last.text)
+        if tab.ready:
+            return "connected and encrypted"
+        done = sum(1 for st in tab.steps.values() if st.state is StepState.DONE)
+        return f"{done} of 4 steps done"
+
     def prompts(self) -> list[AcceptPrompt]:
         """Incoming chats still waiting for an answer, oldest first."""
         return list(self._prompts)
@@ -282,6 +339,59 @@ class ChatController:
             self.peer_text = tab.peer_query
             self.draft_results.clear()
             self._changes.bar = True
+
+    def open_contact(self, key: str, *, connect: bool = True) -> None:
+        """The user picked a contact: show its live chat if there is one, else open a chat with it (by its
+        fingerprint, so the ledger says where it is now) and, with ``connect``, press 1 Connect; the other three
+        steps stay to be pressed one by one (or with Connect all)."""
+        fp = key.removeprefix(CONTACT_KEY)
+        contact = self._contacts.get(fp)
+        if contact is None:
+            self._set_status("⚠ that contact is no longer in the contact store")
+            return
+        live = next((t for t in self.tabs.values() if t.contact == fp and t.ended is None), None)
+        if live is not None:
+            self._changes.select = live.session
+            return
+        for old in [t for t in self.tabs.values() if t.contact == fp]:
+            self.close_tab(old.session)     # an ended chat with this contact gives way to the new one
+        tab = self._open(fp, name=contact_name(contact))
+        if tab is None:
+            return
+        tab.contact, tab.verified, tab.named = fp, contact.verified, True
+        self._changes.contacts = True
+        if connect:
+            self.click_step(Step.CONNECT)
+
+    def refresh_contacts(self) -> None:
+        """Read the contact store again (the node pins a key after step 4; another process may change it)."""
+        self._contacts_read = self.clock()
+        if self.contacts is None:
+            return
+        try:
+            found = {c.fp: c for c in self.contacts.all() if c.replaced_by is None}
+        except UserError as exc:
+            self._set_status(f"⚠ {exc}")
+            return
+        if found != self._contacts:
+            self._contacts = found
+            self._changes.contacts = True
+            for tab in self.tabs.values():
+                contact = found.get(tab.contact) if tab.contact else None
+                if contact is not None and contact.verified != tab.verified:
+                    tab.verified = contact.verified
+                    self._changes.titles.add(tab.session)
+
+    def _identify(self, tab: TabState) -> None:
+        """Step 4 is done, so step 3 proved the peer's key and the node pinned it: name the tab's contact."""
+        self.refresh_contacts()
+        shown = (tab.info.peer_fingerprint or "").replace(" ", "") if tab.info else ""
+        match = [fp for fp in self._contacts if shown and fp.startswith(shown)]
+        if len(match) == 1 and tab.contact != match[0]:
+            tab.contact = match[0]
+            tab.verified = self._contacts[match[0]].verified
+            self._changes.titles.add(tab.session)
+        self._changes.contacts = True
 
     def click_step(self, step: Step) -> None:
         tab = self.tabs.get(self.target) if self.target else None
@@ -411,6 +521,8 @@ class ChatController:
         """Called every few hundred ms: expire typing indicators, tell peers we stopped typing, close failed
         dials whose failure has been shown, and count down the handshake's timeouts."""
         now = self.clock()
+        if now - self._contacts_read >= CONTACTS_EVERY:
+            self.refresh_contacts()
         for tab in [t for t in self.tabs.values() if t.close_at is not None and now >= t.close_at]:
             self.close_tab(tab.session)
         target = self.tabs.get(self.target) if self.target else None
@@ -487,7 +599,7 @@ class ChatController:
 
     # ---- internals ----------------------------------------------------------------------------------------
 
-    def _open(self, text: str, for_step: Step | None = Step.CONNECT) -> TabState | None:
+    def _open(self, text: str, for_step: Step | None = Step.CONNECT, name: str | None = None) -> TabState | None:
         try:
             query = check_peer_query(text)
             session = self.node.open_session(query)
@@ -498,7 +610,7 @@ class ChatController:
             return None
         for old in [t for t in self.tabs.values() if t.close_at is not None and t.peer_query == query]:
             self.close_tab(old.session)     # a failed dial to the same peer is replaced, not kept beside
-        tab = self._new_tab(session, query, clean_name(query))
+        tab = self._new_tab(session, query, clean_name(name or query))
         self.target = session
         self.peer_text = query
         self.draft_results.clear()
@@ -523,7 +635,9 @@ class ChatController:
         return tab
 
     def _remove(self, session: str) -> None:
-        self.tabs.pop(session, None)
+        gone = self.tabs.pop(session, None)
+        if gone is not None and gone.contact is not None:
+            self._changes.contacts = True
         for key in [k for k in self._lines_by_msg if k[0] == session]:
             del self._lines_by_msg[key]
         self._early_receipts = {k for k in self._early_receipts if k[0] != session}
@@ -574,6 +688,7 @@ class ChatController:
                 tab.steps[nxt].state, tab.steps[nxt].result = StepState.RUNNING, "… working"
             if tab.ready:
                 tab.auto = False
+                self._identify(tab)
                 self._notice(tab, "ready", f"All four steps done: messages with {tab.peer_name} are end-to-end "
                                            "encrypted. Compare the safety number with them to be sure.")
                 self._changes.chat_input.add(tab.session)
@@ -617,6 +732,8 @@ class ChatController:
     def _ended(self, tab: TabState, event: SessionEnded) -> None:
         if tab.ended is not None:
             return
+        if tab.contact is not None:
+            self._changes.contacts = True
         reason = clean(event.reason)
         was_ready = tab.ready
         tab.ended = reason

@@ -9,6 +9,8 @@ from gui.text import clean_name, count
 from p2pchat.events import SessionInfo
 from p2pchat.steps import Step
 
+VERIFIED = "✔"     # beside a contact whose safety number the user compared and marked verified
+
 
 class StepState(StrEnum):
     PENDING = "pending"
@@ -93,6 +95,16 @@ class AcceptPrompt:
         return f"{self.nickname} ({self.address}) wants to chat with you."
 
 
+@dataclass(frozen=True)
+class ListRow:
+    """One row of the conversation list: a title (name, verified mark, unread count) and a detail line (the last
+    message, the chat's state or when the contact was last seen), both cleaned for display."""
+
+    key: str
+    title: str
+    detail: str
+
+
 @dataclass
 class TabState:
     """Everything the window shows about one chat session."""
@@ -117,6 +129,8 @@ class TabState:
     answered: bool = False           # the user accepted this incoming chat
     close_at: float | None = None    # a failed dial closes itself at this time (after its failure was shown)
     failure: str | None = None       # the node's reason for the last failed step (said once, not again on end)
+    contact: str | None = None       # the contact's fingerprint (hex) once known: opened from it, or step 3 proved it
+    verified: bool = False           # that contact's safety number was verified by the user
 
     @property
     def ready(self) -> bool:
@@ -133,7 +147,7 @@ class TabState:
 
     @property
     def title(self) -> str:
-        title = ("✗ " if self.ended is not None else "") + self.base_title
+        title = ("✗ " if self.ended is not None else "") + self.base_title + (f" {VERIFIED}" if self.verified else "")
         return f"{title} ({self.unread})" if self.unread else title
 
     @property

@@ -32,14 +32,15 @@ from gui.text import count
 from gui.widgets.accept_dialog import AcceptDialog
 from gui.widgets.chat_pane import ChatPane
 from gui.widgets.confirm_dialog import ConfirmDialog
+from gui.widgets.conversations import ConversationList
 from gui.widgets.icon import window_icon
 from gui.widgets.identity_panel import IdentityPanel
 from gui.widgets.keyboard import tab_stops
 from gui.widgets.ledger_panel import LedgerPanel
-from gui.widgets.notebook import Notebook
 from gui.widgets.step_bar import StepBar
 from gui.widgets.style import BAD, MUTED, Fonts, LabelText
 from gui.worker import CommandWorker
+from p2pchat.contacts import ContactStore
 from p2pchat.events import Event
 from p2pchat.foundation.addresses import LEDGER_PORT, format_address, parse_address
 from p2pchat.foundation.errors import UserError
@@ -63,6 +64,9 @@ class ChatNodeLike(NodeApi, Protocol):
     events: queue.Queue[Event]
     accept_timeout: float
     handshake_timeout: float
+
+    @property
+    def contacts(self) -> ContactStore | None: ...
 
 
 class LedgerFeed(Protocol):
@@ -100,7 +104,8 @@ class ChatWindow:
         self.on_close = on_close
         self.worker = CommandWorker(name=f"gui-commands-{me.nickname}")
         self.controller = ChatController(node, self.worker, nickname=me.nickname,
-                                         accept_timeout=node.accept_timeout, handshake_timeout=node.handshake_timeout)
+                                         accept_timeout=node.accept_timeout, handshake_timeout=node.handshake_timeout,
+                                         contacts=node.contacts)
         self.lag = LagMeter()
         self.closed = False
         self.close_requested = False
@@ -120,6 +125,8 @@ class ChatWindow:
         top.bind("<FocusOut>", lambda _e: self.top.after_idle(self._focus_changed), add="+")
         self._focus_changed()
         _WINDOWS.add(self)
+        self.controller.refresh_contacts()
+        self._render(self.controller.take_changes())
         self._render(Changes(bar=True))
         tab_stops(top)
         self._schedule()
@@ -162,9 +169,9 @@ class ChatWindow:
                                 on_connect_all=self._connect_all, on_new_chat=self._new_chat)
         self.step_bar.grid(row=1, column=0, sticky="ew", padx=8, pady=4)
 
-        self.tabs = Notebook(top, self.fonts, on_select=self._tab_chosen)
+        self.tabs = ConversationList(top, self.fonts, on_select=self._tab_chosen, on_contact=self._contact_chosen)
         self.tabs.grid(row=2, column=0, sticky="nsew", padx=8, pady=(0, 4))
-        ledger_page = self.tabs.add(LEDGER_KEY, LEDGER_TAB)
+        ledger_page = self.tabs.add(LEDGER_KEY, LEDGER_TAB, fixed=True)
         self.ledger_panel = LedgerPanel(ledger_page, self.fonts, on_join=self._join_clicked)
         self.ledger_panel.grid(row=0, column=0, sticky="nsew", padx=6, pady=6)
         self.ledger_panel.show(None)
@@ -202,6 +209,10 @@ class ChatWindow:
         if key == LEDGER_KEY:
             self.ledger_panel.show(self.snapshot)
         self.controller.select_tab(None if key == LEDGER_KEY else key)
+        self._render(self.controller.take_changes())
+
+    def _contact_chosen(self, key: str) -> None:
+        self.controller.open_contact(key)
         self._render(self.controller.take_changes())
 
     def _answer(self, session: str, accept: bool) -> None:
@@ -465,11 +476,14 @@ class ChatWindow:
             tab = ctl.tabs.get(session)
             if session in self.panes and tab is not None:
                 self.panes[session].set_input(tab.ready, ctl.input_hint(session), tab.ended is not None)
-        for session in ch.titles:
+        for session in ch.titles | set(ch.lines_added) | ch.chat_input:
             if session in self.panes and session in ctl.tabs:
-                self.tabs.rename(session, ctl.tabs[session].title)
+                self.tabs.rename(session, ctl.tabs[session].title, ctl.session_detail(session))
         for session in ch.tabs_removed:
             self._remove_tab(session)
+        if ch.contacts:
+            self.tabs.set_contacts(ctl.contact_rows())
+            tab_stops(self.tabs.contacts)
         if ch.status is not None:
             self._status.show(ch.status, BAD if ch.status.startswith("⚠") else MUTED)
         if ch.bar:
@@ -498,7 +512,7 @@ class ChatWindow:
                         on_end=functools.partial(self._end, session))
         pane.grid(row=0, column=0, sticky="nsew", padx=6, pady=6)
         tab_stops(pane)
-        tab_stops(self.tabs.strip)
+        tab_stops(self.tabs.chats)
         self.panes[session] = pane
         pane.peer_panel.show(peer_rows(tab.info))
         pane.set_input(tab.ready, self.controller.input_hint(session), tab.ended is not None)
