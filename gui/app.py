@@ -35,6 +35,7 @@ from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import UserError
 from p2pchat.foundation.identity import KEY_FILE, Identity
 from p2pchat.node import ChatNode
+from p2pchat.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,8 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         node = ChatNode(identity, host=host, port=port, network=network, nickname=nickname,
                         ledger=runtime.address, relay=_arg(args, "relay"),
                         no_inbound=bool(_arg(args, "no_inbound", False)),
-                        rotate_every=rotate_every, data_dir=data_dir)
+                        rotate_every=rotate_every, data_dir=data_dir,
+                        vault=Vault.open(data_dir, passphrase))   # history and contacts at rest (issue 15)
         node.start()
         monitor = LedgerMonitor(runtime.source).start()
         me = Me(nickname, format_address(host, node.port), identity.short_fingerprint)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from p2pchat.channel import Abort, Channel, ChEvent, Goodbye, Receipt, Refused, Rotated, Text, Typing
 from p2pchat.chat_protocol import MAX_RECEIPT_IDS, Send
 from p2pchat.events import DeliveryReceipt, Event, MessageReceived, Notice, PeerTyping
+from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.errors import UsageError
 from p2pchat.handshake import Established
@@ -22,6 +23,7 @@ from p2pchat.session import Phase
 from p2pchat.steps import Step
 
 if TYPE_CHECKING:
+    from p2pchat.history_recorder import HistoryRecorder
     from p2pchat.session import Session
 
 # Texts opened but not yet receipted that make the reader wait for the UI: with at most one batch of texts more
@@ -35,6 +37,7 @@ class OutboxFull(UsageError):
 
 class ChannelHost(Protocol):
     rotate_every: int
+    history: HistoryRecorder | None      # keeps the texts of every chat past step 4 (None: no history)
 
     def emit(self, event: Event) -> None: ...
 
@@ -52,6 +55,7 @@ class ChannelDriver:
     def start(self, session: Session, established: Established) -> None:
         """The handshake is done (``session.lock`` held): its secrets move into a channel."""
         session.channel = Channel(established, rotate_every=self.host.rotate_every)
+        session.peer_fp = crypto.fingerprint(established.peer_public_der).hex()
         if session.handshake is not None:
             session.handshake = None      # its secrets now live in the channel only
         session.move(Phase.CHAT)
@@ -71,8 +75,11 @@ class ChannelDriver:
             raise OutboxFull(f"the peer is not taking messages as fast as you send them ({pending / 2**20:.1f} MiB "
                              "still waiting to be sent); this message was not sent — try again shortly")
         session.writer.before_text()
-        msg_id = ch.queue_text(text, time.time())
+        now = time.time()
+        msg_id = ch.queue_text(text, now)
         session.sent_ids.add(msg_id)
+        if self.host.history is not None and session.peer_fp is not None:
+            self.host.history.sent(session.id, msg_id, session.peer_fp, text, now)
         session.typing_sent = False
         session.writer.queue_text(size)
         self.refresh_info(session)
@@ -124,11 +131,16 @@ class ChannelDriver:
                 case Text():
                     session.unreceipted += 1
                     session.untaken += 1
+                    now = time.time()
+                    if self.host.history is not None and session.peer_fp is not None:
+                        self.host.history.received(session.id, ev.msg_id, session.peer_fp, ev.text, now)
                     self.host.emit(MessageReceived(session.id, ev.msg_id, ev.text,
-                                                   session.info.peer_nickname or "peer", ev.sent_at, time.time()))
+                                                   session.info.peer_nickname or "peer", ev.sent_at, now))
                 case Receipt(msg_id=msg_id):
                     if msg_id in session.sent_ids:      # a repeated receipt shows nothing (one per text sent)
                         session.sent_ids.discard(msg_id)
+                        if self.host.history is not None:
+                            self.host.history.delivered(session.id, msg_id)
                         self.host.emit(DeliveryReceipt(session.id, msg_id))
                 case Typing(typing=typing):
                     self.host.emit(PeerTyping(session.id, typing))

@@ -1,4 +1,4 @@
-"""The ``p2pchat`` command: ``chat``, ``listen``, ``contacts``, ``demo``, ``gui`` and ``relay``.
+"""The ``p2pchat`` command: ``chat``, ``listen``, ``contacts``, ``history``, ``demo``, ``gui`` and ``relay``.
 
 With no subcommand it opens the window when a display is available and prints this help otherwise. Errors a
 user can cause are printed as one plain sentence (exit status 1); usage errors exit with status 2.
@@ -12,12 +12,11 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from p2pchat import contacts_cli
+from p2pchat import contacts_cli, history_cli, passphrase
 from p2pchat.display import visible
 from p2pchat.flags import ACCEPT_FLAG, OVERRIDE_FLAG
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import CHAT_PORT, check_port, normalize_ip, parse_address
-from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import UsageError, UserError
 
 # The chat node, the identity key (pycryptodome) and the window are imported by the command that needs them, so
@@ -52,8 +51,7 @@ def _add_node_options(p: argparse.ArgumentParser) -> None:
                    help="rotate the sending key after this many messages (default 10)")
     p.add_argument("--step-timeout", type=float, default=10.0,
                    help="seconds a peer has to answer each handshake step (default 10)")
-    p.add_argument("--passphrase-file", help="file holding the passphrase of the identity key "
-                                             "(or set P2PCHAT_PASSPHRASE)")
+    passphrase.add_option(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log network activity to stderr")
 
 
@@ -89,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_node_options(listen)
     _add_key_change_options(listen)
     contacts_cli.add_parser(sub)
+    history_cli.add_parser(sub)
     demo = sub.add_parser("demo", help="the whole flow on this machine (two windows, or the terminal demo)",
                           description="Start a small ledger network and two users on 127.0.0.x and run the "
                                       "four steps between them: two windows when a display is available, else "
@@ -108,16 +107,6 @@ def have_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def _passphrase(args: argparse.Namespace) -> str | None:
-    if args.passphrase_file:
-        try:
-            with open(args.passphrase_file, encoding="utf-8") as fh:
-                return fh.readline().rstrip("\n")
-        except OSError as exc:
-            raise UserError(f"cannot read the passphrase file {args.passphrase_file}: {exc.strerror}") from None
-    return os.environ.get("P2PCHAT_PASSPHRASE") or None
-
-
 def _default_nickname(node_directory: object, identity: Identity) -> str:
     """The nickname of our own ledger record, else the login name (trimmed to a valid nickname)."""
     import getpass
@@ -135,8 +124,10 @@ def _default_nickname(node_directory: object, identity: Identity) -> str:
     return "".join(ch for ch in name if ch.isprintable())[:MAX_NICKNAME] or "p2pchat-user"
 
 
-def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = False) -> ChatNode:
-    """A :class:`~p2pchat.node.ChatNode` configured from the command line (not started yet)."""
+def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = False,
+              opened: passphrase.Opened | None = None) -> ChatNode:
+    """A :class:`~p2pchat.node.ChatNode` configured from the command line (not started yet); ``opened``: the data
+    directory already opened with its passphrase (:func:`p2pchat.passphrase.open_data_dir`)."""
     from p2pchat.chat_protocol import MAX_ROTATE_EVERY
     from p2pchat.foundation.identity import Identity
     from p2pchat.foundation.keygen import TerminalProgress
@@ -155,12 +146,13 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
                         "through a relay")
     if not 1 <= args.rotate_every <= MAX_ROTATE_EVERY:
         raise UserError(f"--rotate-every must be between 1 and {MAX_ROTATE_EVERY} (the protocol's maximum)")
-    data_dir = resolve_data_dir(args.data_dir)
-    identity = Identity.load_or_create(data_dir, _passphrase(args), progress=TerminalProgress(PROG))
+    data_dir, secret, vault = opened or passphrase.open_data_dir(args)
+    identity = Identity.load_or_create(data_dir, secret, progress=TerminalProgress(PROG))
     node = ChatNode(identity, host=host, port=args.port, network=args.network, nickname=args.nickname or "?",
                     ledger=args.ledger, relay=args.relay, no_inbound=args.no_inbound,
                     direct_timeout=args.direct_timeout, rotate_every=args.rotate_every,
-                    step_timeout=args.step_timeout, auto_accept=auto_accept, listen=listen, data_dir=data_dir)
+                    step_timeout=args.step_timeout, auto_accept=auto_accept, listen=listen, data_dir=data_dir,
+                    vault=vault)
     if not args.nickname:
         node.nickname = _default_nickname(node.directory, identity)
     return node
@@ -176,8 +168,9 @@ def _accept_key_change(node: ChatNode, args: argparse.Namespace) -> None:
 def _run_chat(args: argparse.Namespace) -> int:
     from p2pchat.terminal import run_chat
 
-    peer, contact = contacts_cli.resolve_peer(resolve_data_dir(args.data_dir), args.peer)
-    node = make_node(args, listen=False)
+    opened = passphrase.open_data_dir(args)
+    peer, contact = contacts_cli.resolve_peer(opened.data_dir, args.peer, opened.vault)
+    node = make_node(args, listen=False, opened=opened)
     try:
         _accept_key_change(node, args)
         if contact is not None:
@@ -238,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_listen(args)
         if args.command == "contacts":
             return contacts_cli.run(args, sys.stdout)
+        if args.command == "history":
+            return history_cli.run(args, sys.stdout)
         if args.command == "demo":
             from p2pchat.demo import main as demo_main
 

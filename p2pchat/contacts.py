@@ -5,11 +5,18 @@ fingerprint: the nicknames and addresses the key was reached at (each with first
 name, whether (and when) the user verified the safety number, and a log of key-change decisions. It never holds a
 private key.
 
+Encrypted at rest (issue 15): with a passphrase (:class:`~p2pchat.vault.Vault`) every public key, local name,
+nickname, address and decision text is sealed (AES-256-GCM, associated data binding it to its row and column),
+and rows are found by keyed tags (HMAC-SHA256) of the fingerprint, local name, nickname or address, so the file
+tells neither whom you know nor where; it does show how many contacts, nicknames, addresses and decisions there
+are and when each was seen. Without a passphrase the same columns hold the plain values. Layout: docs/history.md.
+
 The file is recognised by ``PRAGMA application_id`` (:data:`APPLICATION_ID`) and ``PRAGMA user_version``
-(:data:`FORMAT`). A damaged file, another program's file or one written by a newer p2pchat is refused with
-:class:`ContactStoreError` (the message names the command that moves it aside); it is never overwritten. Every
-change is one ``BEGIN IMMEDIATE`` transaction with a busy timeout, so several processes on one data directory
-(``p2pchat listen`` and ``p2pchat contacts``, say) serialise their writes instead of corrupting the file.
+(:data:`FORMAT`; a format-1 file, plain, is converted when opened). A damaged file, another program's file or
+one written by a newer p2pchat is refused with :class:`ContactStoreError` (the message names the command that
+moves it aside); it is never overwritten. Every change is one ``BEGIN IMMEDIATE`` transaction with a busy
+timeout, so several processes on one data directory (``p2pchat listen`` and ``p2pchat contacts``, say) serialise
+their writes instead of corrupting the file (:mod:`p2pchat.store_file`).
 
 A *pin* is what the store answers for an address or a nickname: the key of the contact most recently seen there
 that no later key replaced (:meth:`ContactStore.pinned_for`). Pins are written only by
@@ -18,61 +25,70 @@ that no later key replaced (:meth:`ContactStore.pinned_for`). Pins are written o
 
 from __future__ import annotations
 
-import os
+import json
 import re
-import shlex
 import sqlite3
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from p2pchat.foundation import crypto
 from p2pchat.foundation.errors import LocalFault, UsageError
+from p2pchat.store_file import META_SCHEMA, SealedStore, StoreKind, create_schema
+from p2pchat.vault import Vault
 
 FILE_NAME = "contacts.sqlite3"
 APPLICATION_ID = 0x50324343          # "P2CC"
-FORMAT = 1
-BUSY_TIMEOUT_MS = 10_000
+FORMAT = 2
 MAX_LOCAL_NAME = 64
-_SQLITE_MAGIC = b"SQLite format 3\x00"
+MAX_SCAN = 100_000                   # contacts a fingerprint-prefix lookup decrypts at most
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 DECISIONS = ("rotated", "accepted", "moved", "forgotten", "verified", "unverified")
 
-_SCHEMA = """
+_AAD = b"p2pchat/contacts/2\x00"
+
+_SCHEMA = META_SCHEMA + """
 CREATE TABLE contacts (
-    fp          TEXT PRIMARY KEY,          -- SHA-256 fingerprint of the public key, 64 lowercase hex digits
-    public_der  BLOB NOT NULL,
-    local_name  TEXT UNIQUE,               -- the name the user gave; NULL until then
+    tag         BLOB PRIMARY KEY,          -- index_tag("fp:" + fingerprint hex)
+    key_box     BLOB NOT NULL,             -- seal(aad("key", tag), public key DER); fingerprint = SHA-256 of it
+    name_tag    BLOB UNIQUE,               -- index_tag("name:" + local name); NULL until the user names it
+    name_box    BLOB,                      -- seal(aad("name", tag), local name)
+    address_box BLOB,                      -- seal(aad("address", tag), "ip:port" of the last chat)
     first_seen  REAL NOT NULL,
     last_seen   REAL NOT NULL,
-    last_address TEXT,                     -- "ip:port" of the last chat
     verified_at REAL,                      -- when the user confirmed the safety number (NULL: not verified)
-    replaced_by TEXT                       -- fp of the key that took over (rotation or accepted change)
+    replaced_by BLOB                       -- tag of the key that took over (rotation or accepted change)
 );
 CREATE TABLE nicknames (
-    fp TEXT NOT NULL REFERENCES contacts(fp) ON DELETE CASCADE,
-    nickname TEXT NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL,
-    PRIMARY KEY (fp, nickname)
+    contact BLOB NOT NULL REFERENCES contacts(tag) ON DELETE CASCADE,
+    tag     BLOB NOT NULL,                 -- index_tag("nick:" + nickname)
+    box     BLOB NOT NULL,                 -- seal(aad("nick", contact ‖ tag), nickname)
+    first_seen REAL NOT NULL, last_seen REAL NOT NULL,
+    PRIMARY KEY (contact, tag)
 );
 CREATE TABLE addresses (
-    fp TEXT NOT NULL REFERENCES contacts(fp) ON DELETE CASCADE,
-    ip TEXT NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL,
-    PRIMARY KEY (fp, ip)
+    contact BLOB NOT NULL REFERENCES contacts(tag) ON DELETE CASCADE,
+    tag     BLOB NOT NULL,                 -- index_tag("ip:" + ip)
+    box     BLOB NOT NULL,                 -- seal(aad("ip", contact ‖ tag), ip)
+    first_seen REAL NOT NULL, last_seen REAL NOT NULL,
+    PRIMARY KEY (contact, tag)
 );
-CREATE INDEX addresses_ip ON addresses(ip);
-CREATE INDEX nicknames_nick ON nicknames(nickname);
+CREATE INDEX addresses_tag ON addresses(tag);
+CREATE INDEX nicknames_tag ON nicknames(tag);
 CREATE TABLE decisions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    old_fp TEXT,
-    new_fp TEXT,
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at       REAL NOT NULL,
+    old_tag  BLOB,                         -- index_tag("fp:" + old fingerprint)
+    new_tag  BLOB,
     decision TEXT NOT NULL,                -- one of DECISIONS
-    detail TEXT NOT NULL
+    rid      BLOB NOT NULL,                -- 16 random bytes naming the row in its box's associated data
+    box      BLOB NOT NULL                 -- seal(aad("decision", rid), JSON {"old_fp", "new_fp", "detail"})
 );
 """
+_Row = tuple[Any, ...]
+_NAMES = frozenset({"meta", "contacts", "nicknames", "addresses", "decisions", "addresses_tag", "nicknames_tag"})
 
 
 class ContactStoreError(LocalFault):
@@ -118,163 +134,121 @@ class Decision:
     detail: str
 
 
-def _refusal(path: Path, what: str) -> ContactStoreError:
-    quoted = shlex.quote(str(path))
-    aside = shlex.quote(f"{path}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
-    return ContactStoreError(f"the contact store {path} {what}; p2pchat did not change it. Move it aside to start "
-                             f"an empty one (your contacts and pins are then forgotten): mv {quoted} {aside}")
+@dataclass
+class _Entry:
+    """One contact with everything it owns, as moved between formats and keys."""
+
+    contact: Contact
+    nick_times: dict[str, tuple[float, float]] = field(default_factory=dict)
+    ip_times: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
-class ContactStore:
-    """The contact store of one data directory (thread-safe; several processes may open the same file)."""
+def aad(column: str, row: bytes) -> bytes:
+    """The associated data of a sealed value: the format, the column and the row (so values cannot be swapped)."""
+    return _AAD + column.encode("ascii") + b"\x00" + row
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._db = self._open()
+
+class _Codec:
+    """How a contact's rows are read under one vault (the store's, or a plain one while re-encrypting)."""
+
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
+
+    def tag(self, fp: str) -> bytes:
+        return self.vault.index_tag("fp:" + fp)
+
+    def text(self, column: str, row: bytes, box: bytes | None) -> str | None:
+        return None if box is None else self.vault.open_sealed(aad(column, row), box).decode("utf-8")
+
+    def seal(self, column: str, row: bytes, text: str | None) -> bytes | None:
+        return None if text is None else self.vault.seal(aad(column, row), text.encode("utf-8"))
+
+    def fp_of(self, db: sqlite3.Connection, tag: bytes | None) -> str | None:
+        if tag is None:
+            return None
+        row = db.execute("SELECT key_box FROM contacts WHERE tag = ?", (tag,)).fetchone()
+        return None if row is None else crypto.fingerprint(self.vault.open_sealed(aad("key", tag), row[0])).hex()
+
+    def contact(self, db: sqlite3.Connection, row: _Row) -> Contact:
+        tag, key_box, name_box, address_box, first_seen, last_seen, verified_at, replaced_by = row
+        tag = bytes(tag)
+        der = self.vault.open_sealed(aad("key", tag), key_box)
+        fp = crypto.fingerprint(der).hex()
+        if self.tag(fp) != tag:
+            raise crypto.CryptoError("a contact's key does not match its row")
+        nicks = tuple(v for v, _times in self.seen(db, "nicknames", tag))
+        ips = tuple(v for v, _times in self.seen(db, "addresses", tag))
+        return Contact(fp=fp, public_der=der, local_name=self.text("name", tag, name_box), first_seen=first_seen,
+                       last_seen=last_seen, last_address=self.text("address", tag, address_box),
+                       verified_at=verified_at, replaced_by=self.fp_of(db, replaced_by), nicknames=nicks, ips=ips)
+
+    def seen(self, db: sqlite3.Connection, table: str, contact: bytes) -> list[tuple[str, tuple[float, float]]]:
+        """The nicknames or addresses (``table``) of ``contact`` with first and last seen, most recent first."""
+        column = "nick" if table == "nicknames" else "ip"
+        return [(self.text(column, contact + bytes(t), b) or "", (first, last)) for t, b, first, last in db.execute(
+            f"SELECT tag, box, first_seen, last_seen FROM {table} WHERE contact = ? ORDER BY last_seen DESC",
+            (contact,))]
+
+    def decision(self, at: float, decision: str, rid: bytes, box: bytes) -> Decision:
+        content = json.loads(self.vault.open_sealed(aad("decision", bytes(rid)), box))
+        return Decision(at, content["old_fp"], content["new_fp"], decision, content["detail"])
+
+
+_CONTACT_COLUMNS = "tag, key_box, name_box, address_box, first_seen, last_seen, verified_at, replaced_by"
+_C_COLUMNS = ", ".join(f"c.{name.strip()}" for name in _CONTACT_COLUMNS.split(","))
+
+
+class ContactStore(SealedStore):
+    """The contact store of one data directory (thread-safe; several processes may open the same file).
+
+    ``vault`` is the data directory's at-rest key; without one the directory's own is opened with no passphrase
+    (refused, :class:`~p2pchat.vault.PassphraseNeeded`, when it has one)."""
+
+    def __init__(self, path: Path, vault: Vault | None = None) -> None:
+        path = Path(path)
+        self.kind = StoreKind(what="contact store", application_id=APPLICATION_ID, format=FORMAT, schema=_SCHEMA,
+                              names=_NAMES, forgotten="your contacts and pins are then forgotten",
+                              error=ContactStoreError, migrations={1: self._migrate_from_format_1})
+        self.vault = vault if vault is not None else Vault.open(path.parent, None)
+        self._codec = _Codec(self.vault)
+        super().__init__(path, self.vault)
 
     @classmethod
-    def in_data_dir(cls, data_dir: Path) -> ContactStore:
-        return cls(Path(data_dir) / FILE_NAME)
+    def in_data_dir(cls, data_dir: Path, vault: Vault | None = None) -> ContactStore:
+        return cls(Path(data_dir) / FILE_NAME, vault)
 
-    # --- opening ----------------------------------------------------------------------------------------
+    def _tag(self, fp: str) -> bytes:
+        return self._codec.tag(fp)
 
-    def _open(self) -> sqlite3.Connection:
-        path = self.path
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise ContactStoreError(f"cannot open the contact store {path}: {exc.strerror}") from None
-        try:
-            head = os.read(fd, len(_SQLITE_MAGIC))
-        finally:
-            os.close(fd)
-        if head and head != _SQLITE_MAGIC:
-            raise _refusal(path, "is not an SQLite file (damaged, or another program's file)")
-        try:
-            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                 check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise _refusal(path, f"cannot be opened ({exc})") from None
-        try:
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._check_or_create(db)
-            db.execute("PRAGMA foreign_keys = ON")
-        except ContactStoreError:
-            db.close()
-            raise
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            raise _refusal(path, f"is damaged ({exc})") from None
-        return db
-
-    def _check_or_create(self, db: sqlite3.Connection) -> None:
-        app_id, version = self._header(db)
-        if app_id == APPLICATION_ID and version == FORMAT:
-            self._check_integrity(db)
-            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                db.execute("PRAGMA journal_mode = WAL")
-            return
-        self._refuse_other(app_id, version, db)
-        # An empty file (new, or created by a process that has not written yet): create under the write lock,
-        # checking again once it is held (another process may have created it meanwhile).
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            app_id, version = self._header(db)
-            if app_id == 0 and version == 0:
-                self._refuse_other(app_id, version, db)
-                for statement in re.sub(r"--[^\n]*", "", _SCHEMA).split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                db.execute(f"PRAGMA user_version = {FORMAT}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        app_id, version = self._header(db)
-        if app_id != APPLICATION_ID or version != FORMAT:
-            self._refuse_other(app_id, version, db)
-            raise _refusal(self.path, "could not be set up")
-
-    @staticmethod
-    def _header(db: sqlite3.Connection) -> tuple[int, int]:
-        return (int(db.execute("PRAGMA application_id").fetchone()[0]),
-                int(db.execute("PRAGMA user_version").fetchone()[0]))
-
-    def _refuse_other(self, app_id: int, version: int, db: sqlite3.Connection) -> None:
-        if app_id == APPLICATION_ID and version > FORMAT:
-            raise _refusal(self.path, f"was written by a newer p2pchat (format {version}; this one reads format "
-                                      f"{FORMAT})")
-        if app_id == APPLICATION_ID:
-            raise _refusal(self.path, f"has an unknown format {version}")
-        if app_id != 0:
-            raise _refusal(self.path, "belongs to another program (not a p2pchat contact store)")
-        tables = db.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
-                            "AND name NOT IN ('contacts', 'nicknames', 'addresses', 'decisions', "
-                            "'addresses_ip', 'nicknames_nick')").fetchall()
-        if version != 0 or tables:
-            raise _refusal(self.path, "belongs to another program (not a p2pchat contact store)")
-
-    def _check_integrity(self, db: sqlite3.Connection) -> None:
-        result = db.execute("PRAGMA quick_check").fetchall()
-        if result != [("ok",)]:
-            raise _refusal(self.path, f"is damaged ({'; '.join(str(r[0]) for r in result[:3])})")
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    def _seal(self, column: str, row: bytes, text: str | None) -> bytes | None:
+        return self._codec.seal(column, row, text)
 
     # --- reading ----------------------------------------------------------------------------------------
 
-    def _row_to_contact(self, row: tuple[Any, ...]) -> Contact:
-        fp = row[0]
-        nicks = tuple(r[0] for r in self._db.execute(
-            "SELECT nickname FROM nicknames WHERE fp = ? ORDER BY last_seen DESC", (fp,)))
-        ips = tuple(r[0] for r in self._db.execute(
-            "SELECT ip FROM addresses WHERE fp = ? ORDER BY last_seen DESC", (fp,)))
-        return Contact(fp=fp, public_der=bytes(row[1]), local_name=row[2], first_seen=row[3], last_seen=row[4],
-                       last_address=row[5], verified_at=row[6], replaced_by=row[7], nicknames=nicks, ips=ips)
-
-    _COLUMNS = "fp, public_der, local_name, first_seen, last_seen, last_address, verified_at, replaced_by"
-    _C_COLUMNS = ", ".join(f"c.{name.strip()}" for name in _COLUMNS.split(","))
-
-    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[Contact]:
-        with self._lock:
-            try:
-                rows = self._db.execute(sql, args).fetchall()
-                return [self._row_to_contact(r) for r in rows]
-            except sqlite3.DatabaseError as exc:
-                raise self._db_error(exc, "read") from None
-
-    def _db_error(self, exc: sqlite3.DatabaseError, doing: str) -> ContactStoreError:
-        """A damaged file gets the advice to move it aside; busy, full or read-only ones do not."""
-        if isinstance(exc, sqlite3.OperationalError) and "malformed" not in str(exc):
-            return ContactStoreError(f"could not {doing} the contact store {self.path}: {exc}")
-        return _refusal(self.path, f"is damaged ({exc})")
+    def _contacts(self, sql: str, args: tuple[object, ...] = ()) -> list[Contact]:
+        return self._read(lambda db: [self._codec.contact(db, r) for r in db.execute(sql, args).fetchall()])
 
     def all(self) -> list[Contact]:
         """Every contact, most recently seen first."""
-        return self._read(f"SELECT {self._COLUMNS} FROM contacts ORDER BY last_seen DESC")
+        return self._contacts(f"SELECT {_CONTACT_COLUMNS} FROM contacts ORDER BY last_seen DESC")
 
     def get(self, fp: bytes | str) -> Contact | None:
         key = fp.hex() if isinstance(fp, bytes) else fp
-        found = self._read(f"SELECT {self._COLUMNS} FROM contacts WHERE fp = ?", (key,))
+        found = self._contacts(f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE tag = ?", (self._tag(key),))
         return found[0] if found else None
 
     def pinned_for(self, kind: str, value: str) -> Contact | None:
         """The contact pinned for an address (``kind == "ip"``) or a nickname (``"nick"``): the one most recently
         seen there whose key no later key replaced; ``None`` when this store never met anyone there."""
         if kind == "ip":
-            sql = (f"SELECT {self._C_COLUMNS} FROM contacts c JOIN addresses a "
-                   "ON a.fp = c.fp WHERE a.ip = ? ORDER BY a.last_seen DESC LIMIT 1")
+            sql = (f"SELECT {_C_COLUMNS} FROM contacts c JOIN addresses a "
+                   "ON a.contact = c.tag WHERE a.tag = ? ORDER BY a.last_seen DESC LIMIT 1")
         elif kind == "nick":
-            sql = (f"SELECT {self._C_COLUMNS} FROM contacts c JOIN nicknames n "
-                   "ON n.fp = c.fp WHERE n.nickname = ? ORDER BY n.last_seen DESC LIMIT 1")
+            sql = (f"SELECT {_C_COLUMNS} FROM contacts c JOIN nicknames n "
+                   "ON n.contact = c.tag WHERE n.tag = ? ORDER BY n.last_seen DESC LIMIT 1")
         else:
             return None
-        found = self._read(sql, (value,))
+        found = self._contacts(sql, (self.vault.index_tag(f"{kind}:{value}"),))
         if not found or found[0].replaced_by is not None:
             return None if not found else self._follow(found[0])
         return found[0]
@@ -295,70 +269,91 @@ class ContactStore:
         name = text.strip()
         if not name:
             raise ContactNotFound("name a contact: its local name, nickname or fingerprint")
-        by_name = self._read(f"SELECT {self._COLUMNS} FROM contacts WHERE local_name = ?", (name,))
+        by_name = self._contacts(f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE name_tag = ?",
+                                 (self.vault.index_tag("name:" + name),))
         if by_name:
             return by_name[0]
         compact = name.replace(" ", "").replace(":", "").lower()
         if len(compact) >= 4 and _HEX.match(compact):
-            found = self._read(f"SELECT {self._COLUMNS} FROM contacts WHERE fp LIKE ? ORDER BY last_seen DESC",
-                               (compact + "%",))
+            found = self._by_prefix(compact)
             if len(found) == 1:
                 return found[0]
             if len(found) > 1:
                 raise ContactNotFound(f"{len(found)} contacts have fingerprints starting with {compact}: type "
                                       f"more digits")
-        by_nick = self._read(f"SELECT {self._C_COLUMNS} FROM contacts c JOIN nicknames n "
-                             "ON n.fp = c.fp WHERE n.nickname = ? AND c.replaced_by IS NULL "
-                             "ORDER BY n.last_seen DESC", (name,))
+        by_nick = self._contacts(f"SELECT {_C_COLUMNS} FROM contacts c JOIN nicknames n "
+                                 "ON n.contact = c.tag WHERE n.tag = ? AND c.replaced_by IS NULL "
+                                 "ORDER BY n.last_seen DESC", (self.vault.index_tag("nick:" + name),))
         if len(by_nick) == 1:
             return by_nick[0]
         if len(by_nick) > 1:
             raise ContactNotFound(f"{len(by_nick)} contacts were called {name}: use a local name or fingerprint")
         raise ContactNotFound(f"no contact called {name} (see p2pchat contacts)")
 
+    def _by_prefix(self, prefix: str) -> list[Contact]:
+        """Contacts whose fingerprint starts with ``prefix`` (the keys are sealed: each is opened and hashed)."""
+        def read(db: sqlite3.Connection) -> list[Contact]:
+            rows = db.execute("SELECT tag, key_box FROM contacts ORDER BY last_seen DESC LIMIT ?",
+                              (MAX_SCAN,)).fetchall()
+            tags = [tag for tag, box in rows
+                    if crypto.fingerprint(self.vault.open_sealed(aad("key", bytes(tag)), box)).hex().startswith(prefix)]
+            return [self._codec.contact(db, db.execute(f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE tag = ?",
+                                                 (tag,)).fetchone()) for tag in tags]
+        return self._read(read)
+
     def decisions(self, fp: str | None = None) -> list[Decision]:
-        with self._lock:
+        def read(db: sqlite3.Connection) -> list[Decision]:
             if fp is None:
-                rows = self._db.execute("SELECT at, old_fp, new_fp, decision, detail FROM decisions ORDER BY id")
+                rows = db.execute("SELECT at, decision, rid, box FROM decisions ORDER BY id")
             else:
-                rows = self._db.execute("SELECT at, old_fp, new_fp, decision, detail FROM decisions "
-                                        "WHERE old_fp = ? OR new_fp = ? ORDER BY id", (fp, fp))
-            return [Decision(*r) for r in rows.fetchall()]
+                tag = self._tag(fp)
+                rows = db.execute("SELECT at, decision, rid, box FROM decisions WHERE old_tag = ? OR new_tag = ? "
+                                  "ORDER BY id", (tag, tag))
+            return [self._codec.decision(*row) for row in rows.fetchall()]
+        return self._read(read)
 
     # --- writing ----------------------------------------------------------------------------------------
 
-    def _write(self, fn: Callable[[sqlite3.Connection], object]) -> None:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.DatabaseError as exc:
-                raise ContactStoreError(f"the contact store {self.path} is busy or unwritable: {exc}") from None
-            try:
-                fn(self._db)
-                self._db.execute("COMMIT")
-            except BaseException as exc:
-                self._db.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.DatabaseError):
-                    raise self._db_error(exc, "write") from None
-                raise
+    def _insert_decision(self, db: sqlite3.Connection, at: float, old_fp: str | None, new_fp: str | None,
+                         decision: str, detail: str) -> None:
+        rid = crypto.random_bytes(16)
+        box = self.vault.seal(aad("decision", rid), json.dumps({"old_fp": old_fp, "new_fp": new_fp,
+                                                                "detail": detail}).encode("utf-8"))
+        db.execute("INSERT INTO decisions (at, old_tag, new_tag, decision, rid, box) VALUES (?, ?, ?, ?, ?, ?)",
+                   (at, self._tag(old_fp) if old_fp else None, self._tag(new_fp) if new_fp else None, decision,
+                    rid, box))
+
+    def _seen(self, db: sqlite3.Connection, table: str, contact: bytes, value: str, first: float,
+              last: float) -> None:
+        """``contact`` was seen under the nickname or address ``value`` (``table``), from ``first`` to ``last``."""
+        column = "nick" if table == "nicknames" else "ip"
+        tag = self.vault.index_tag(f"{column}:{value}")
+        db.execute(f"INSERT INTO {table} (contact, tag, box, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) "
+                   "ON CONFLICT(contact, tag) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen), "
+                   "first_seen = MIN(first_seen, excluded.first_seen)",
+                   (contact, tag, self._seal(column, contact + tag, value), first, last))
+
+    def _add_contact(self, db: sqlite3.Connection, public_der: bytes, fp: str, first: float, last: float,
+                     address: str | None) -> bytes:
+        tag = self._tag(fp)
+        db.execute("INSERT INTO contacts (tag, key_box, first_seen, last_seen, address_box) VALUES (?, ?, ?, ?, ?) "
+                   "ON CONFLICT(tag) DO UPDATE SET last_seen = excluded.last_seen, "
+                   "address_box = COALESCE(excluded.address_box, address_box)",
+                   (tag, self.vault.seal(aad("key", tag), public_der), first, last,
+                    self._seal("address", tag, address)))
+        return tag
 
     def record_chat(self, public_der: bytes, fp: bytes, *, nickname: str | None, ip: str | None,
                     address: str | None, now: float | None = None) -> None:
         """Remember a chat whose four steps succeeded: the pin for ``ip`` and ``nickname`` is now this key."""
         at = time.time() if now is None else now
-        key = fp.hex()
 
         def write(db: sqlite3.Connection) -> None:
-            db.execute("INSERT INTO contacts (fp, public_der, first_seen, last_seen, last_address) "
-                       "VALUES (?, ?, ?, ?, ?) ON CONFLICT(fp) DO UPDATE SET last_seen = excluded.last_seen, "
-                       "last_address = COALESCE(excluded.last_address, last_address)",
-                       (key, public_der, at, at, address))
+            tag = self._add_contact(db, public_der, fp.hex(), at, at, address)
             if nickname:
-                db.execute("INSERT INTO nicknames VALUES (?, ?, ?, ?) ON CONFLICT(fp, nickname) DO UPDATE SET "
-                           "last_seen = excluded.last_seen", (key, nickname, at, at))
+                self._seen(db, "nicknames", tag, nickname, at, at)
             if ip:
-                db.execute("INSERT INTO addresses VALUES (?, ?, ?, ?) ON CONFLICT(fp, ip) DO UPDATE SET "
-                           "last_seen = excluded.last_seen", (key, ip, at, at))
+                self._seen(db, "addresses", tag, ip, at, at)
         self._write(write)
 
     def replace_key(self, old_fp: str, new_der: bytes, new_fp: bytes, *, decision: str, detail: str,
@@ -371,26 +366,30 @@ class ContactStore:
         new = new_fp.hex()
 
         def write(db: sqlite3.Connection) -> None:
-            row = db.execute("SELECT local_name, first_seen, last_address, verified_at FROM contacts WHERE fp = ?",
-                             (old_fp,)).fetchone()
-            db.execute("INSERT INTO contacts (fp, public_der, first_seen, last_seen, last_address) "
-                       "VALUES (?, ?, ?, ?, ?) ON CONFLICT(fp) DO NOTHING", (new, new_der, at, at, None))
+            old_tag = self._tag(old_fp)
+            row = db.execute(f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE tag = ?", (old_tag,)).fetchone()
+            new_tag = self._tag(new)
+            db.execute("INSERT INTO contacts (tag, key_box, first_seen, last_seen) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT(tag) DO NOTHING", (new_tag, self.vault.seal(aad("key", new_tag), new_der), at, at))
             if row is not None:
-                local_name, first_seen, last_address, verified_at = row
-                db.execute("UPDATE contacts SET local_name = NULL, replaced_by = ? WHERE fp = ?", (new, old_fp))
+                old = self._codec.contact(db, row)
+                db.execute("UPDATE contacts SET name_tag = NULL, name_box = NULL, replaced_by = ? WHERE tag = ?",
+                           (new_tag, old_tag))
                 # the contact (its name, since when it is known) carries on under the new key
-                db.execute("UPDATE contacts SET local_name = COALESCE(local_name, ?), last_address = "
-                           "COALESCE(last_address, ?), verified_at = ?, first_seen = MIN(first_seen, ?) "
-                           "WHERE fp = ?", (local_name, last_address, verified_at if keep_verified else None,
-                                            first_seen, new))
-                for table in ("nicknames", "addresses"):
-                    col = "nickname" if table == "nicknames" else "ip"
-                    db.execute(f"INSERT INTO {table} (fp, {col}, first_seen, last_seen) "
-                               f"SELECT ?, {col}, ?, ? FROM {table} WHERE fp = ? "
-                               f"ON CONFLICT(fp, {col}) DO UPDATE SET last_seen = excluded.last_seen",
-                               (new, at, at, old_fp))
-            db.execute("INSERT INTO decisions (at, old_fp, new_fp, decision, detail) VALUES (?, ?, ?, ?, ?)",
-                       (at, old_fp, new, decision, detail))
+                current = self._codec.contact(db, db.execute(f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE tag = ?",
+                                                       (new_tag,)).fetchone())
+                name = current.local_name or old.local_name
+                last_address = current.last_address or old.last_address
+                db.execute("UPDATE contacts SET name_tag = ?, name_box = ?, address_box = ?, verified_at = ?, "
+                           "first_seen = MIN(first_seen, ?) WHERE tag = ?",
+                           (self.vault.index_tag("name:" + name) if name else None,
+                            self._seal("name", new_tag, name), self._seal("address", new_tag, last_address),
+                            old.verified_at if keep_verified else None, old.first_seen, new_tag))
+                for nick in old.nicknames:
+                    self._seen(db, "nicknames", new_tag, nick, at, at)
+                for ip in old.ips:
+                    self._seen(db, "addresses", new_tag, ip, at, at)
+            self._insert_decision(db, at, old_fp, new, decision, detail)
         self._write(write)
 
     def log_decision(self, decision: str, detail: str, *, old_fp: str | None = None, new_fp: str | None = None,
@@ -398,20 +397,17 @@ class ContactStore:
         if decision not in DECISIONS:
             raise ValueError(decision)
         at = time.time() if now is None else now
-        self._write(lambda db: db.execute(
-            "INSERT INTO decisions (at, old_fp, new_fp, decision, detail) VALUES (?, ?, ?, ?, ?)",
-            (at, old_fp, new_fp, decision, detail)))
+        self._write(lambda db: self._insert_decision(db, at, old_fp, new_fp, decision, detail))
 
     def set_verified(self, fp: str, verified: bool, now: float | None = None) -> None:
         at = time.time() if now is None else now
 
         def write(db: sqlite3.Connection) -> None:
-            if db.execute("UPDATE contacts SET verified_at = ? WHERE fp = ?",
-                          (at if verified else None, fp)).rowcount != 1:
+            if db.execute("UPDATE contacts SET verified_at = ? WHERE tag = ?",
+                          (at if verified else None, self._tag(fp))).rowcount != 1:
                 raise ContactNotFound("that contact is no longer in the store")
-            db.execute("INSERT INTO decisions (at, old_fp, new_fp, decision, detail) VALUES (?, ?, ?, ?, ?)",
-                       (at, None, fp, "verified" if verified else "unverified",
-                        "the user compared the safety number" if verified else "the user removed the mark"))
+            self._insert_decision(db, at, None, fp, "verified" if verified else "unverified",
+                                  "the user compared the safety number" if verified else "the user removed the mark")
         self._write(write)
 
     def rename(self, fp: str, name: str) -> None:
@@ -420,23 +416,85 @@ class ContactStore:
             raise UsageError(f"a local name is 1 to {MAX_LOCAL_NAME} printable characters")
         if re.fullmatch(r"[0-9a-fA-F: ]{4,}", clean):
             raise UsageError("a local name must not look like a fingerprint")
+        tag, name_tag = self._tag(fp), self.vault.index_tag("name:" + clean)
 
         def write(db: sqlite3.Connection) -> None:
-            other = db.execute("SELECT fp FROM contacts WHERE local_name = ?", (clean,)).fetchone()
-            if other is not None and other[0] != fp:
+            other = db.execute("SELECT tag FROM contacts WHERE name_tag = ?", (name_tag,)).fetchone()
+            if other is not None and bytes(other[0]) != tag:
                 raise UsageError(f"another contact is already called {clean}")
-            if db.execute("UPDATE contacts SET local_name = ? WHERE fp = ?", (clean, fp)).rowcount != 1:
+            if db.execute("UPDATE contacts SET name_tag = ?, name_box = ? WHERE tag = ?",
+                          (name_tag, self._seal("name", tag, clean), tag)).rowcount != 1:
                 raise ContactNotFound("that contact is no longer in the store")
         self._write(write)
 
     def forget(self, fp: str) -> None:
+        tag = self._tag(fp)
+
         def write(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE contacts SET replaced_by = NULL WHERE replaced_by = ?", (fp,))
-            if db.execute("DELETE FROM contacts WHERE fp = ?", (fp,)).rowcount != 1:
+            db.execute("UPDATE contacts SET replaced_by = NULL WHERE replaced_by = ?", (tag,))
+            if db.execute("DELETE FROM contacts WHERE tag = ?", (tag,)).rowcount != 1:
                 raise ContactNotFound("that contact is no longer in the store")
-            db.execute("INSERT INTO decisions (at, old_fp, new_fp, decision, detail) VALUES (?, ?, ?, ?, ?)",
-                       (time.time(), fp, None, "forgotten", "the user forgot this contact and its pins"))
+            self._insert_decision(db, time.time(), fp, None, "forgotten", "the user forgot this contact and its pins")
         self._write(write)
+        self._checkpoint()
+
+    # --- moving every row: a format-1 file, or a plain file once there is a passphrase ------------------
+
+    def _dump(self, db: sqlite3.Connection) -> tuple[list[_Entry], list[tuple[float, Decision]]]:
+        """Every row of this (format-2) file, read as plain rows (before they are encrypted)."""
+        plain = _Codec(Vault(self.vault.data_dir, None))
+        entries = []
+        for row in db.execute(f"SELECT {_CONTACT_COLUMNS} FROM contacts").fetchall():
+            tag = bytes(row[0])
+            entries.append(_Entry(plain.contact(db, row), dict(plain.seen(db, "nicknames", tag)),
+                                  dict(plain.seen(db, "addresses", tag))))
+        decisions = [(row[0], plain.decision(*row)) for row in db.execute(
+            "SELECT at, decision, rid, box FROM decisions ORDER BY id").fetchall()]
+        return entries, decisions
+
+    def _load(self, db: sqlite3.Connection, entries: list[_Entry], decisions: list[tuple[float, Decision]]) -> None:
+        """Write ``entries`` and ``decisions`` (into empty tables) under :attr:`vault`."""
+        for e in entries:
+            c = e.contact
+            tag = self._add_contact(db, c.public_der, c.fp, c.first_seen, c.last_seen, c.last_address)
+            db.execute("UPDATE contacts SET name_tag = ?, name_box = ?, verified_at = ?, replaced_by = ? "
+                       "WHERE tag = ?", (self.vault.index_tag("name:" + c.local_name) if c.local_name else None,
+                                         self._seal("name", tag, c.local_name), c.verified_at,
+                                         self._tag(c.replaced_by) if c.replaced_by else None, tag))
+            for table, times in (("nicknames", e.nick_times), ("addresses", e.ip_times)):
+                for value, (first, last) in times.items():
+                    self._seen(db, table, tag, value, first, last)
+        for at, d in decisions:
+            self._insert_decision(db, at, d.old_fp, d.new_fp, d.decision, d.detail)
+
+    def _encrypt_plain_rows(self, db: sqlite3.Connection) -> None:
+        entries, decisions = self._dump(db)
+        for table in ("decisions", "nicknames", "addresses", "contacts"):
+            db.execute(f"DELETE FROM {table}")
+        self._load(db, entries, decisions)
+
+    def _migrate_from_format_1(self, db: sqlite3.Connection) -> None:
+        """Format 1 (issue 13: every column plain) → format 2, under :attr:`vault`."""
+        entries: list[_Entry] = []
+        for fp, der, local_name, first, last, address, verified_at, replaced_by in db.execute(
+                "SELECT fp, public_der, local_name, first_seen, last_seen, last_address, verified_at, replaced_by "
+                "FROM contacts").fetchall():
+            times = {table: {value: (f, la) for value, f, la in db.execute(
+                f"SELECT {column}, first_seen, last_seen FROM {table} WHERE fp = ?", (fp,))}
+                for table, column in (("nicknames", "nickname"), ("addresses", "ip"))}
+            contact = Contact(fp=fp, public_der=bytes(der), local_name=local_name, first_seen=first, last_seen=last,
+                              last_address=address, verified_at=verified_at, replaced_by=replaced_by, nicknames=(),
+                              ips=())
+            entries.append(_Entry(contact, times["nicknames"], times["addresses"]))
+        decisions = [(at, Decision(at, old, new, decision, detail)) for at, old, new, decision, detail in db.execute(
+            "SELECT at, old_fp, new_fp, decision, detail FROM decisions ORDER BY id").fetchall()]
+        for statement in ("DROP INDEX IF EXISTS addresses_ip", "DROP INDEX IF EXISTS nicknames_nick",
+                          "DROP TABLE decisions", "DROP TABLE nicknames", "DROP TABLE addresses",
+                          "DROP TABLE contacts"):
+            db.execute(statement)
+        create_schema(db, _SCHEMA)
+        db.execute("INSERT INTO meta VALUES ('key_check', ?)", (self.vault.key_check,))
+        self._load(db, entries, decisions)
 
 
 __all__ = ["APPLICATION_ID", "FILE_NAME", "FORMAT", "Contact", "ContactNotFound", "ContactStore",

@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from p2pchat import passphrase
 from p2pchat.display import Printer, one_line
 from p2pchat.foundation import crypto
-from p2pchat.foundation.datadir import resolve_data_dir
 
 # The store and the ledger's query parser load only when a contacts command runs (`p2pchat --help` stays quick).
 if TYPE_CHECKING:
     from p2pchat.contacts import Contact, ContactStore
+    from p2pchat.vault import Vault
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                                    "safety number, and the key changes you were shown. NAME is a local name, a "
                                    "nickname or the start of a fingerprint (at least 4 hex digits).")
     p.add_argument("--data-dir", help="the data directory (default: $P2PCHAT_HOME or the per-user data directory)")
+    passphrase.add_option(p)
     p.add_argument("--all", action="store_true", help="list also keys that were replaced (rotated or accepted)")
     p.add_argument("action", nargs="?", default="list",
                    choices=("list", "show", "verify", "unverify", "forget", "rename"),
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     from p2pchat.contacts import ContactNotFound, ContactStore
 
     p = Printer(out)
-    store = ContactStore.in_data_dir(resolve_data_dir(args.data_dir))
+    opened = passphrase.open_data_dir(args, offer=False)
+    store = ContactStore.in_data_dir(opened.data_dir, opened.vault)
     try:
         if args.action == "list":
             return _list(p, store, args.all)
@@ -118,7 +121,7 @@ def _show(p: Printer, store: ContactStore, c: Contact) -> int:
     return 0
 
 
-def resolve_peer(data_dir: Path, peer: str) -> tuple[str, Contact | None]:
+def resolve_peer(data_dir: Path, peer: str, vault: Vault | None = None) -> tuple[str, Contact | None]:
     """What ``p2pchat chat PEER`` dials: an IP or a full fingerprint as typed; a contact's local name,
     nickname or fingerprint prefix → its last address (where its pin is checked), else its fingerprint; any
     other name → the ledger nickname as typed."""
@@ -128,7 +131,7 @@ def resolve_peer(data_dir: Path, peer: str) -> tuple[str, Contact | None]:
     kind, _value = query_kind(peer)
     if kind != "nick":
         return peer, None
-    store = ContactStore.in_data_dir(data_dir)
+    store = ContactStore.in_data_dir(data_dir, vault)
     try:
         contact = store.resolve(peer)
     except ContactNotFound:

@@ -38,6 +38,8 @@ from p2pchat.foundation.errors import UsageError, UserError
 from p2pchat.foundation.identity import Identity
 from p2pchat.foundation.transport import FramedSocket, FrameServer
 from p2pchat.handshake_driver import new_handshake
+from p2pchat.history import HistoryStore
+from p2pchat.history_recorder import HistoryRecorder
 from p2pchat.links import Link, enable_keepalive
 from p2pchat.node_runtime import NodeRuntime, limit_strangers
 from p2pchat.peer_directory import LedgerDirectory, PeerDirectory, PeerNotFound
@@ -46,6 +48,7 @@ from p2pchat.relay_presence import RelayPresence
 from p2pchat.session import Phase, Session
 from p2pchat.session_reader import LINGER_SECONDS, Deadlines
 from p2pchat.steps import Step
+from p2pchat.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,10 @@ class ChatNode:
     strangers, :class:`~p2pchat.admission.Admission`) and ``data_dir`` (whose pinned ledger network id,
     :mod:`ledger.network_pin`, the ledger answers must be on, and whose contact store,
     :mod:`p2pchat.contacts`, holds the keys pinned for addresses and nicknames; ``contacts`` gives the store
-    directly, ``contacts=False`` runs without one: nothing pinned, nothing checked).
+    directly, ``contacts=False`` runs without one: nothing pinned, nothing checked). ``vault`` is the data
+    directory's at-rest key (:mod:`p2pchat.vault`; default: the directory's, which must then have no passphrase);
+    ``history`` the store every text of a chat past step 4 is kept in (:mod:`p2pchat.history`; default: the data
+    directory's; ``False``: none). The UIs read the history through :attr:`history`.
     """
 
     def __init__(self, identity: Identity, *, host: str, port: int = CHAT_PORT, network: str = "p2pchat",
@@ -69,7 +75,8 @@ class ChatNode:
                  auto_accept: bool = False, listen: bool = True, accept_timeout: float = 120.0,
                  handshake_timeout: float = 300.0, directory: PeerDirectory | None = None, workers: int = 8,
                  max_sessions: int = 512, admission: Admission | None = None, data_dir: Path | None = None,
-                 contacts: ContactStore | bool = True) -> None:
+                 contacts: ContactStore | bool = True, vault: Vault | None = None,
+                 history: HistoryStore | bool = True) -> None:
         if not 1 <= rotate_every <= MAX_ROTATE_EVERY:      # issue 11: the protocol fixes the maximum
             raise ValueError(f"rotate_every must be between 1 and {MAX_ROTATE_EVERY}")
         self.identity = identity
@@ -97,12 +104,27 @@ class ChatNode:
         self._rt = NodeRuntime(identity, directory=directory, auto_accept=auto_accept, rotate_every=rotate_every,
                                deadlines=Deadlines(step_timeout, accept_timeout, handshake_timeout),
                                workers=workers, admission=admission)
+        if vault is None and data_dir is not None:
+            vault = Vault.open(data_dir, None)      # refused when the directory has a passphrase
         # Key continuity (issue 13): the data directory's contact store, checked at step 2, written after step 4.
         self.contacts: ContactStore | None = (contacts if isinstance(contacts, ContactStore) else
-                                              ContactStore.in_data_dir(data_dir)
+                                              ContactStore.in_data_dir(data_dir, vault)
                                               if contacts and data_dir is not None else None)
         if self.contacts is not None:
             self._rt.continuity = KeyContinuity(self.contacts, directory)
+        # The chat history (issue 15): written on a thread of its own as texts pass the channel.
+        self.history: HistoryStore | None = None
+        if isinstance(history, HistoryStore):
+            self.history = history
+        elif history and data_dir is not None and vault is not None:
+            try:
+                self.history = HistoryStore.in_data_dir(data_dir, vault)
+            except UserError:
+                if self.contacts is not None:
+                    self.contacts.close()
+                raise
+        if self.history is not None:
+            self._rt.history = HistoryRecorder(self.history, lambda text: self._rt.emit(NodeError(text=text)))
         # Everything the user should see, in order (bounded per session: see p2pchat.event_queue).
         self.events: queue.Queue[Event] = self._rt.events
         self._server: FrameServer | None = None
@@ -179,6 +201,10 @@ class ChatNode:
         self.directory.close()
         if self.contacts is not None:
             self.contacts.close()
+        if self._rt.history is not None:
+            self._rt.history.close()          # after every session thread: nothing more is recorded
+        if self.history is not None:
+            self.history.close()
 
     def __enter__(self) -> ChatNode:
         self.start()

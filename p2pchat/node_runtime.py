@@ -29,6 +29,7 @@ from p2pchat.foundation.errors import LocalFault, PeerFault, UsageError, UserErr
 from p2pchat.foundation.identity import Identity
 from p2pchat.handshake import Established
 from p2pchat.handshake_driver import HandshakeDriver
+from p2pchat.history_recorder import HistoryRecorder
 from p2pchat.links import close_after_error, set_frame_limit, shutdown_write
 from p2pchat.peer_directory import PeerDirectory
 from p2pchat.session import Farewell, Phase, Session
@@ -48,6 +49,7 @@ class NodeRuntime:
         self.identity = identity
         self.directory = directory
         self.continuity: KeyContinuity | None = None     # set by the node when it has a contact store
+        self.history: HistoryRecorder | None = None       # set by the node when it keeps a history
         self.auto_accept = auto_accept
         self.rotate_every = rotate_every
         self.events = EventQueue(on_taken=self._on_taken)

@@ -92,6 +92,7 @@ class Session:
         self.lookup_pending = False            # a ledger lookup runs for the handshake: its reader holds frames
         self.lookup_request: tuple[str, str | None] | None = None   # asked by the core, run once the lock is free
         self.pinned_fp: str | None = None          # the peer's key fingerprint (hex) once pinned after step 4
+        self.peer_fp: str | None = None            # the peer's key fingerprint (hex) once the channel is open
         self.pin_change: PinChange | None = None   # a key change step 2 allowed, written to the pins after step 4
         self.unreceipted = 0                   # texts opened since the last receipt we sealed
         self.untaken = 0                       # their MessageReceived events the UI has not taken yet

@@ -267,6 +267,15 @@ def hkdf(secret: bytes, salt: bytes, info: bytes, length: int = AES_KEY_LEN, cou
     return list(keys)
 
 
+def scrypt(password: bytes, salt: bytes, *, n: int, r: int, p: int, length: int = AES_KEY_LEN) -> bytes:
+    """scrypt (RFC 7914) of ``password``: a key that costs ``128 · n · r`` bytes of memory to derive."""
+    if n < 2 or n & (n - 1):
+        raise ValueError("scrypt's N must be a power of two")
+    key = _lazy.load("Crypto.Protocol.KDF", "scrypt")(password, salt, length, N=n, r=r, p=p)
+    assert isinstance(key, bytes)
+    return key
+
+
 # --- AES-256-GCM ---------------------------------------------------------------------------------------
 
 def seal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:

@@ -225,3 +225,119 @@ def test_the_contacts_command_lists_renames_verifies_and_forgets(tmp_path, capsy
     capsys.readouterr()
     assert main(["contacts", "--data-dir", str(tmp_path)]) == 0
     assert "No contacts yet" in capsys.readouterr().out
+
+
+# --- encrypted at rest (issue 15) ------------------------------------------------------------------------------
+
+FAST = 1 << 12
+
+
+def _fill(s: ContactStore) -> tuple[bytes, bytes, bytes, bytes]:
+    (der1, fp1), (der2, fp2) = key(1), key(2)
+    s.record_chat(der1, fp1, nickname="carolyn", ip="127.0.0.57", address="127.0.0.57:8471", now=100)
+    s.rename(fp1.hex(), "Carolyn from school")
+    s.set_verified(fp1.hex(), True, now=150)
+    s.replace_key(fp1.hex(), der2, fp2, decision="rotated", detail="carolyn rotated at 127.0.0.57",
+                  keep_verified=True, now=200)
+    return der1, fp1, der2, fp2
+
+
+def _check_filled(s: ContactStore, fp1: bytes, fp2: bytes) -> None:
+    pinned = s.pinned_for("ip", "127.0.0.57")
+    assert pinned is not None and pinned.fp == fp2.hex() and pinned.verified
+    assert pinned.local_name == "Carolyn from school" and pinned.nicknames == ("carolyn",)
+    assert pinned.last_address == "127.0.0.57:8471" and pinned.first_seen == 100
+    assert s.pinned_for("nick", "carolyn").fp == fp2.hex()
+    assert s.resolve("Carolyn from school").fp == fp2.hex() and s.resolve(fp1.hex()[:6]).fp == fp1.hex()
+    assert s.get(fp1).replaced_by == fp2.hex()
+    assert [(d.decision, d.detail) for d in s.decisions(fp1.hex())] == [
+        ("verified", "the user compared the safety number"), ("rotated", "carolyn rotated at 127.0.0.57")]
+
+
+def _encrypted_and_intact(folder: Path, fp1: bytes, fp2: bytes) -> None:
+    """Opened with a (first) passphrase, the store has everything and the files none of it in the clear."""
+    from p2pchat.vault import Vault
+
+    s = ContactStore.in_data_dir(folder, Vault.open(folder, "pw", scrypt_n=FAST))
+    try:
+        _check_filled(s, fp1, fp2)
+    finally:
+        s.close()
+    assert _grep(folder, b"carolyn", b"Carolyn", b"127.0.0.57", fp1.hex().encode()) == []
+
+
+def _grep(folder: Path, *needles: bytes) -> list[tuple[str, bytes]]:
+    return [(p.name, n) for p in folder.iterdir() if p.is_file() for n in needles if n in p.read_bytes()]
+
+
+def test_with_a_passphrase_the_files_name_no_nickname_address_local_name_or_key(tmp_path):
+    from p2pchat.vault import Vault
+
+    s = ContactStore.in_data_dir(tmp_path, Vault.open(tmp_path, "pw", scrypt_n=FAST))
+    der1, fp1, der2, fp2 = _fill(s)
+    needles = (b"carolyn", b"Carolyn", b"127.0.0.57", der1, der2, fp1.hex().encode(), fp2.hex().encode(), fp1, fp2)
+    assert _grep(tmp_path, *needles) == []         # open: the write-ahead log too
+    s.close()
+    assert _grep(tmp_path, *needles) == []
+    again = ContactStore.in_data_dir(tmp_path, Vault.open(tmp_path, "pw"))
+    try:
+        _check_filled(again, fp1, fp2)
+    finally:
+        again.close()
+
+
+def test_a_format_1_store_is_converted_and_encrypted_with_nothing_lost(tmp_path):
+
+    path = tmp_path / FILE_NAME
+    db = sqlite3.connect(path)                    # a store as issue 13's format 1 wrote it
+    db.executescript(FORMAT_1_SCHEMA)
+    (der1, fp1), (der2, fp2) = key(1), key(2)
+    db.execute("INSERT INTO contacts VALUES (?, ?, NULL, 100, 200, NULL, NULL, ?)", (fp1.hex(), der1, fp2.hex()))
+    db.execute("INSERT INTO contacts VALUES (?, ?, 'Carolyn from school', 100, 200, '127.0.0.57:8471', 150, NULL)",
+               (fp2.hex(), der2))
+    for fp in (fp1, fp2):
+        db.execute("INSERT INTO nicknames VALUES (?, 'carolyn', 100, 200)", (fp.hex(),))
+        db.execute("INSERT INTO addresses VALUES (?, '127.0.0.57', 100, 200)", (fp.hex(),))
+    db.execute("INSERT INTO decisions (at, old_fp, new_fp, decision, detail) VALUES "
+               "(150, NULL, ?, 'verified', 'the user compared the safety number')", (fp1.hex(),))
+    db.execute("INSERT INTO decisions (at, old_fp, new_fp, decision, detail) VALUES "
+               "(200, ?, ?, 'rotated', 'carolyn rotated at 127.0.0.57')", (fp1.hex(), fp2.hex()))
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    _encrypted_and_intact(tmp_path, fp1, fp2)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == FORMAT == 2
+    db.close()
+
+
+def test_a_plain_store_is_encrypted_once_a_passphrase_is_given(tmp_path):
+
+    s = ContactStore.in_data_dir(tmp_path)
+    _der1, fp1, _der2, fp2 = _fill(s)
+    s.close()
+    assert _grep(tmp_path, b"carolyn")
+    _encrypted_and_intact(tmp_path, fp1, fp2)
+
+
+def test_a_protected_store_is_refused_without_its_passphrase(tmp_path):
+    from p2pchat.vault import PassphraseNeeded, Vault
+
+    ContactStore.in_data_dir(tmp_path, Vault.open(tmp_path, "pw", scrypt_n=FAST)).close()
+    with pytest.raises(PassphraseNeeded, match="--passphrase-file"):
+        ContactStore.in_data_dir(tmp_path)
+
+
+FORMAT_1_SCHEMA = """
+CREATE TABLE contacts (fp TEXT PRIMARY KEY, public_der BLOB NOT NULL, local_name TEXT UNIQUE,
+    first_seen REAL NOT NULL, last_seen REAL NOT NULL, last_address TEXT, verified_at REAL, replaced_by TEXT);
+CREATE TABLE nicknames (fp TEXT NOT NULL REFERENCES contacts(fp) ON DELETE CASCADE, nickname TEXT NOT NULL,
+    first_seen REAL NOT NULL, last_seen REAL NOT NULL, PRIMARY KEY (fp, nickname));
+CREATE TABLE addresses (fp TEXT NOT NULL REFERENCES contacts(fp) ON DELETE CASCADE, ip TEXT NOT NULL,
+    first_seen REAL NOT NULL, last_seen REAL NOT NULL, PRIMARY KEY (fp, ip));
+CREATE INDEX addresses_ip ON addresses(ip);
+CREATE INDEX nicknames_nick ON nicknames(nickname);
+CREATE TABLE decisions (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, old_fp TEXT, new_fp TEXT,
+    decision TEXT NOT NULL, detail TEXT NOT NULL);
+"""
