@@ -69,6 +69,7 @@ class ChatLine:
     msg_id: int | None = None
     delivered: bool = False
     failed: str = ""
+    stored: str = ""             # a message from the history: its stored status (sent, delivered, waiting, …)
 
     @property
     def hidden(self) -> int:
@@ -81,6 +82,8 @@ class ChatLine:
             return ""
         if self.failed:
             return f"✗ not sent: {self.failed}"
+        if self.stored and not self.delivered:
+            return "" if self.stored == "sent" else f"({self.stored})"
         return "✓" if self.delivered else "…"
 
 
@@ -131,6 +134,8 @@ class TabState:
     failure: str | None = None       # the node's reason for the last failed step (said once, not again on end)
     contact: str | None = None       # the contact's fingerprint (hex) once known: opened from it, or step 3 proved it
     verified: bool = False           # that contact's safety number was verified by the user
+    last_in: float = 0.0             # when the last message arrived (the store marks it read a little later)
+    read_marked: float = 0.0         # when the store was last told that this chat was read
 
     @property
     def ready(self) -> bool:

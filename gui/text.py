@@ -75,6 +75,12 @@ def seen_when(ts: float, now: float) -> str:
     return day if then.tm_year == today.tm_year else f"{day} {then.tm_year}"
 
 
+def stamp(ts: float, now: float) -> str:
+    """A stored message's time: ``14:02`` today, else the day before it (``3 Dec 14:02``)."""
+    when = seen_when(ts, now)
+    return when if ":" in when else f"{when} {time.strftime('%H:%M', time.localtime(ts))}"
+
+
 def count(n: int, noun: str, plural: str | None = None) -> str:
     """``1 message`` / ``3 messages`` / ``1,048,576 characters``."""
     return f"{n:,} {noun if n == 1 else (plural or noun + 's')}"

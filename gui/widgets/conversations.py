@@ -37,7 +37,7 @@ class ConversationList(ctk.CTkFrame):
     :meth:`select` is called)."""
 
     def __init__(self, master: ctk.CTkBaseClass, fonts: Fonts, on_select: Callable[[str], None],
-                 on_contact: Callable[[str], None]) -> None:
+                 on_contact: Callable[[str], None], on_search: Callable[[str], None]) -> None:
         super().__init__(master, fg_color="transparent")
         self._fonts = fonts
         self._on_select = on_select
@@ -49,15 +49,20 @@ class ConversationList(ctk.CTkFrame):
         self.side.grid_rowconfigure(1, weight=1)
         self.fixed = ctk.CTkFrame(self.side, fg_color="transparent")     # the ledger row, never scrolled away
         self.fixed.grid(row=0, column=0, sticky="ew")
+        self.search_entry = ctk.CTkEntry(self.side, font=fonts.small, placeholder_text="Search all chats",
+                                         width=SIDE_WIDTH - 10)
+        self.search_entry.grid(row=2, column=0, sticky="ew", pady=(4, 0))
+        self.search_entry.bind("<Return>", lambda _e: on_search(self.search_entry.get()))
+        self.search_entry.bind("<KP_Enter>", lambda _e: on_search(self.search_entry.get()))
         self.scroller = ctk.CTkScrollableFrame(self.side, width=SIDE_WIDTH - 20, fg_color="transparent")
         self.scroller.grid(row=1, column=0, sticky="ns", pady=(4, 0))
         self.chats_label = ctk.CTkLabel(self.scroller, text="Chats", anchor="w", font=fonts.bold)
         self.chats_label.pack(fill="x", padx=4)
-        self.chats = ctk.CTkFrame(self.scroller, fg_color="transparent")
+        self.chats = ctk.CTkFrame(self.scroller, fg_color="transparent", height=1)   # (empty: no 200 px gap)
         self.chats.pack(fill="x")
         self.contacts_label = ctk.CTkLabel(self.scroller, text="Contacts", anchor="w", font=fonts.bold)
         self.contacts_label.pack(fill="x", padx=4, pady=(8, 0))
-        self.contacts = ctk.CTkFrame(self.scroller, fg_color="transparent")
+        self.contacts = ctk.CTkFrame(self.scroller, fg_color="transparent", height=1)
         self.contacts.pack(fill="x")
         self.no_contacts = ctk.CTkLabel(self.contacts, text="Contacts appear here after a first chat.",
                                         anchor="w", justify="left", font=fonts.small, text_color=MUTED,
