@@ -18,6 +18,8 @@ from gui.widgets.style import MUTED, ROW_PLAIN, ROW_SELECTED, Fonts
 from gui.widgets.visibility import hide, show
 
 SIDE_WIDTH = 210
+NARROW_SIDE = 150         # in a narrow window (the demo's two side by side) the list gives the chat more room
+NARROW_BELOW = 800
 ROW_HEIGHT = 44
 TITLE_CHARS = 24
 DETAIL_CHARS = 30
@@ -27,9 +29,10 @@ def _cut(text: str, chars: int) -> str:
     return text if len(text) <= chars else text[:chars - 1] + "…"
 
 
-def row_text(title: str, detail: str) -> str:
+def row_text(title: str, detail: str, narrow: bool = False) -> str:
     """A row's two lines: the title (with its unread count) and the detail (last message, last seen)."""
-    return _cut(title, TITLE_CHARS) + ("\n" + _cut(detail, DETAIL_CHARS) if detail else "")
+    shorter = 7 if narrow else 0
+    return _cut(title, TITLE_CHARS - shorter) + ("\n" + _cut(detail, DETAIL_CHARS - shorter) if detail else "")
 
 
 class ConversationList(ctk.CTkFrame):
@@ -78,6 +81,23 @@ class ConversationList(ctk.CTkFrame):
         self.details: dict[str, str] = {}
         self.contact_keys: list[str] = []
         self.current: str | None = None
+        self._narrow: bool | None = None
+        self.bind("<Configure>", self._resized, add="+")
+
+    def _resized(self, event: tkinter.Event) -> None:
+        narrow = event.width < NARROW_BELOW * ctk.ScalingTracker.get_widget_scaling(self)
+        if narrow != self._narrow:
+            self._narrow = narrow
+            side = self._side_width()
+            self.side.configure(width=side)
+            for key, button in self.buttons.items():
+                button.configure(width=side - 30, text=row_text(self.titles[key], self.details[key], narrow))
+            self.scroller.configure(width=side - 20)
+            self.search_entry.configure(width=side - 10)
+            self.no_contacts.configure(wraplength=side - 40)
+
+    def _side_width(self) -> int:
+        return NARROW_SIDE if self._narrow else SIDE_WIDTH
 
     # ---- rows with a page (the ledger, live chats) -----------------------------------------------------------
 
@@ -100,10 +120,11 @@ class ConversationList(ctk.CTkFrame):
 
     def _row(self, parent: ctk.CTkFrame, key: str, title: str, detail: str,
              command: Callable[[], None]) -> ctk.CTkButton:
-        button = ctk.CTkButton(parent, text=row_text(title, detail), anchor="w", height=ROW_HEIGHT,
-                               width=SIDE_WIDTH - 30, font=self._fonts.body, corner_radius=6, command=command,
+        button = ctk.CTkButton(parent, text=row_text(title, detail, bool(self._narrow)), anchor="w", height=ROW_HEIGHT,
+                               width=self._side_width() - 30, font=self._fonts.body, corner_radius=6, command=command,
                                **ROW_PLAIN)
         button.pack(fill="x", pady=(0, 3), padx=2)
+        button._text_label.configure(justify="left")     # (customtkinter centres the lines of a button's text)
         self.buttons[key], self.titles[key], self.details[key] = button, title, detail
         return button
 
@@ -111,7 +132,7 @@ class ConversationList(ctk.CTkFrame):
         detail = self.details.get(key, "") if detail is None else detail
         if key in self.buttons and (self.titles.get(key), self.details.get(key)) != (title, detail):
             self.titles[key], self.details[key] = title, detail
-            self.buttons[key].configure(text=row_text(title, detail))
+            self.buttons[key].configure(text=row_text(title, detail, bool(self._narrow)))
 
     def remove(self, key: str) -> str | None:
         """Drop a row and its page; if it was on screen, the first remaining page is shown. Returns the page
