@@ -473,8 +473,11 @@ class ChatWindow:
             self._end(self.tabs.current)
 
     def _find(self) -> None:
+        """Ctrl+F: find in the chat on screen (its row also searches all chats); elsewhere, search all chats."""
         if self.tabs.current in self.panes:
             self.panes[self.tabs.current].open_find()
+        else:
+            self.tabs.search_entry.focus_set()
 
     @property
     def appearance(self) -> str:
