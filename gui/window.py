@@ -130,6 +130,9 @@ class ChatWindow:
         top.bind("<FocusOut>", lambda _e: self.top.after_idle(self._focus_changed), add="+")
         self._focus_changed()
         _WINDOWS.add(self)
+        if node.contacts is None:     # the demo's nodes keep nothing
+            self.tabs.no_contacts.configure(text="No contacts or history are kept by this window (it has no "
+                                                 "data directory).")
         self.controller.refresh_contacts()
         self._render(self.controller.take_changes())
         self._render(Changes(bar=True))
@@ -223,8 +226,9 @@ class ChatWindow:
 
     # ---- the kept history ----------------------------------------------------------------------------------
 
-    def search_all(self, text: str) -> None:
-        """Search the kept messages of every chat; the hits drop down in a menu, a click opens the chat."""
+    def search_all(self, text: str, anchor: tkinter.Misc | None = None) -> None:
+        """Search the kept messages of every chat; the hits drop down in a menu (under ``anchor``, else under the
+        list's search field), and choosing one opens the chat."""
         hits = self.controller.search(text)
         self._render(self.controller.take_changes())
         menu = tkinter.Menu(self.top, tearoff=False)
@@ -235,8 +239,16 @@ class ChatWindow:
                              command=functools.partial(self._found_chosen, hit, text.strip()))
         self.found_menu = menu
         self.found = hits
-        entry = self.tabs.search_entry
-        menu.tk_popup(entry.winfo_rootx(), entry.winfo_rooty() + entry.winfo_height())
+        under = anchor if anchor is not None else self.tabs.search_entry
+        menu.update_idletasks()
+        # right-aligned with a button at the right (All chats), left-aligned with the list's field
+        x = (under.winfo_rootx() if anchor is None
+             else max(0, under.winfo_rootx() + under.winfo_width() - menu.winfo_reqwidth()))
+        menu.tk_popup(x, under.winfo_rooty() + under.winfo_height())
+
+    def _search_from_chat(self, session: str, text: str) -> None:
+        pane = self.panes.get(session)
+        self.search_all(text, pane.find_all_button if pane is not None else None)
 
     def _found_chosen(self, hit: Found, text: str) -> None:
         session = self.controller.show_found(hit)
@@ -605,7 +617,7 @@ class ChatWindow:
                         on_more=functools.partial(self._more, session),
                         on_end=functools.partial(self._end, session),
                         on_history=functools.partial(self._history_menu, session),
-                        on_search_all=self.search_all)
+                        on_search_all=functools.partial(self._search_from_chat, session))
         pane.grid(row=0, column=0, sticky="nsew", padx=6, pady=6)
         tab_stops(pane)
         tab_stops(self.tabs.chats)

@@ -113,8 +113,14 @@ def test_history_is_kept_found_across_chats_and_shown_again_after_a_restart(xvfb
         to_carol = chat_with(window, world, d, carol)
         carol.chat.send_text(their_session(carol), "carol here")
         d.wait(lambda: "carol here" in window.panes[to_carol].transcript.plain_text(), what="carol's message")
-        d.type(window.tabs.search_entry, "pineapple")
-        d.key("Return")
+        application.root.focus_force()
+        d.wait(lambda: window.has_focus(), what="the focus")
+        d.key("ctrl+f")                                        # find in carol's chat: not there …
+        carol_pane = window.panes[to_carol]
+        d.wait(lambda: str(window.top.focus_get() or "").startswith(str(carol_pane.find_entry)), what="the find row")
+        d._xdotool("type", "pineapple")
+        d.wait(lambda: carol_pane.find_result.cget("text") == "not found", what="no match in carol's chat")
+        d.click(carol_pane.find_all_button)                    # … but in all chats
         d.wait(lambda: getattr(window, "found", None), what="a search hit")
         assert window.found[0].key == bob_key and "pineapple stand" in window.found[0].text
         d.screenshot("search-all-chats.png", window.top)
