@@ -66,8 +66,9 @@ class ChannelDriver:
 
     # --- the user's side ----------------------------------------------------------------------------------
 
-    def send_text(self, session: Session, text: str) -> tuple[int, bool]:
-        """Queue ``text`` (``session.lock`` held); returns its id and whether to write at once on this thread."""
+    def send_text(self, session: Session, text: str, history_row: int | None = None) -> tuple[int, bool]:
+        """Queue ``text`` (``session.lock`` held); returns its id and whether to write at once on this thread.
+        ``history_row``: the history row that holds it already (see ``ChatNode.send_text``)."""
         ch = self._open_channel(session)
         size = len(text)
         if not session.writer.room_for(size):
@@ -79,7 +80,7 @@ class ChannelDriver:
         msg_id = ch.queue_text(text, now)
         session.sent_ids.add(msg_id)
         if self.host.history is not None and session.peer_fp is not None:
-            self.host.history.sent(session.id, msg_id, session.peer_fp, text, now)
+            self.host.history.sent(session.id, msg_id, session.peer_fp, text, now, row=history_row)
         session.typing_sent = False
         session.writer.queue_text(size)
         self.refresh_info(session)

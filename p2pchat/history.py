@@ -235,14 +235,16 @@ class HistoryStore(SealedStore):
     def update_status(self, row_id: int, status: str) -> None:
         self.update_statuses([(row_id, status)])
 
-    def update_statuses(self, changes: Sequence[tuple[int, str]]) -> None:
-        """Several ``(row id, status)`` changes in one transaction."""
+    def update_statuses(self, changes: Sequence[tuple[int, str]], *, missing_ok: bool = False) -> None:
+        """Several ``(row id, status)`` changes in one transaction; a row no longer there (its chat was deleted)
+        is refused, or skipped with ``missing_ok``."""
         for _row, status in changes:
             _check_status(status)
 
         def write(db: sqlite3.Connection) -> None:
             for row_id, status in changes:
-                if db.execute("UPDATE messages SET status = ? WHERE id = ?", (status, int(row_id))).rowcount != 1:
+                changed = db.execute("UPDATE messages SET status = ? WHERE id = ?", (status, int(row_id))).rowcount
+                if changed != 1 and not missing_ok:
                     raise UsageError(f"no message {row_id} in the history")
         self._write(write)
 

@@ -33,6 +33,7 @@ class _Text:
     direction: str
     text: str
     ts: float
+    row: int | None = None          # a history row that holds the text already (an outbox's waiting text)
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,10 @@ class HistoryRecorder:
     def received(self, session: str, msg_id: int, fp: str, text: str, ts: float) -> None:
         self._put(_Text(session, msg_id, fp, "in", text, ts), len(text))
 
-    def sent(self, session: str, msg_id: int, fp: str, text: str, ts: float) -> None:
-        self._put(_Text(session, msg_id, fp, "out", text, ts), len(text))
+    def sent(self, session: str, msg_id: int, fp: str, text: str, ts: float, *, row: int | None = None) -> None:
+        """Our text ``msg_id`` was queued in ``session``: kept as a new row, or ``row`` (kept already) is now
+        ``sent``."""
+        self._put(_Text(session, msg_id, fp, "out", text, ts, row), 0 if row is not None else len(text))
 
     def delivered(self, session: str, msg_id: int) -> None:
         self._put(_Delivered(session, msg_id), 0)
@@ -114,7 +117,7 @@ class HistoryRecorder:
                 self._fail("the chat history could not be saved (internal error; see the log)")
             finally:
                 with self._lock:
-                    self._pending -= sum(len(i.text) for i in batch if isinstance(i, _Text))
+                    self._pending -= sum(len(i.text) for i in batch if isinstance(i, _Text) and i.row is None)
 
     def _fail(self, text: str) -> None:
         if not self._failed:
@@ -130,10 +133,14 @@ class HistoryRecorder:
         for item in batch:
             key = (item.session, item.msg_id)
             if isinstance(item, _Text):
-                texts.append(item)
+                if item.row is None:
+                    texts.append(item)
+                else:
+                    self._rows[key] = item.row
+                    updates.append((item.row, "sent"))
                 if item.direction == "out":
                     sent[key] = "sent"
-            elif key in sent:
+            elif key in sent and key not in self._rows:
                 sent[key] = "delivered"
             elif (row := self._rows.pop(key, None)) is not None:
                 updates.append((row, "delivered"))
@@ -147,7 +154,7 @@ class HistoryRecorder:
         while len(self._rows) > MAX_TRACKED:
             self._rows.popitem(last=False)
         if updates:
-            self.store.update_statuses(updates)
+            self.store.update_statuses(updates, missing_ok=True)     # the user may have deleted the chat
 
 
 __all__ = ["HistoryRecorder"]

@@ -104,7 +104,7 @@ class ChatNode:
         self._rt = NodeRuntime(identity, directory=directory, auto_accept=auto_accept, rotate_every=rotate_every,
                                deadlines=Deadlines(step_timeout, accept_timeout, handshake_timeout),
                                workers=workers, admission=admission)
-        if vault is None and data_dir is not None:
+        if vault is None and data_dir is not None and (contacts is True or history is True):
             vault = Vault.open(data_dir, None)      # refused when the directory has a passphrase
         # Key continuity (issue 13): the data directory's contact store, checked at step 2, written after step 4.
         self.contacts: ContactStore | None = (contacts if isinstance(contacts, ContactStore) else
@@ -266,13 +266,16 @@ class ChatNode:
         s = self._get(session)
         self._rt.submit(self._rt.handshakes.answer_prompt, s, accept)
 
-    def send_text(self, session: str, text: str) -> int:
+    def send_text(self, session: str, text: str, *, history_row: int | None = None) -> int:
         """Queue a message for encryption and sending; returns its id at once (a :class:`DeliveryReceipt` follows
         once the peer's UI has taken it). The texts queued while earlier ones are still being written share sealed
-        frames. Raises :class:`~p2pchat.channel_driver.OutboxFull` while the peer does not keep up."""
+        frames. Raises :class:`~p2pchat.channel_driver.OutboxFull` while the peer does not keep up.
+
+        The text is kept in :attr:`history`; ``history_row`` names a row kept already (a ``waiting`` text of an
+        outbox), which then becomes ``sent`` and ``delivered`` instead of a second row being added."""
         s = self._get(session)
         with s.lock:
-            msg_id, at_once = self._rt.channels.send_text(s, text)
+            msg_id, at_once = self._rt.channels.send_text(s, text, history_row)
         if at_once:
             s.writer.kick()
         return msg_id

@@ -341,3 +341,39 @@ CREATE INDEX nicknames_nick ON nicknames(nickname);
 CREATE TABLE decisions (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, old_fp TEXT, new_fp TEXT,
     decision TEXT NOT NULL, detail TEXT NOT NULL);
 """
+
+
+def test_the_contacts_and_chat_commands_open_a_protected_store_with_its_passphrase(tmp_path, capsys, monkeypatch):
+    from p2pchat.cli import main
+    from p2pchat.vault import Vault
+
+    store = ContactStore.in_data_dir(tmp_path, Vault.open(tmp_path, "contacts pw", scrypt_n=FAST))
+    der, fp = key(8)
+    store.record_chat(der, fp, nickname="harbour-master", ip="127.0.0.58", address="127.0.0.58:8471")
+    store.close()
+    monkeypatch.delenv("P2PCHAT_PASSPHRASE", raising=False)
+    assert main(["contacts", "--data-dir", str(tmp_path)]) == 1
+    assert "protected by a passphrase" in capsys.readouterr().err
+    monkeypatch.setenv("P2PCHAT_PASSPHRASE", "contacts pw")
+    assert main(["contacts", "--data-dir", str(tmp_path)]) == 0
+    assert "harbour-master" in capsys.readouterr().out
+    assert main(["chat", "3f2a9c01", "--data-dir", str(tmp_path), "--host", "127.0.0.1"]) == 1
+    assert "no contact called 3f2a9c01" in capsys.readouterr().err
+
+
+def test_a_tampered_contact_is_refused_not_guessed_around(tmp_path):
+    from p2pchat.vault import Vault
+
+    s = ContactStore.in_data_dir(tmp_path, Vault.open(tmp_path, "pw", scrypt_n=FAST))
+    _fill(s)
+    s.close()
+    db = sqlite3.connect(tmp_path / FILE_NAME)
+    db.execute("UPDATE nicknames SET box = (SELECT box FROM addresses LIMIT 1)")   # another column's sealed value
+    db.commit()
+    db.close()
+    s = ContactStore.in_data_dir(tmp_path, Vault.open(tmp_path, "pw"))
+    try:
+        with pytest.raises(ContactStoreError, match="fails authentication"):
+            s.pinned_for("ip", "127.0.0.57")
+    finally:
+        s.close()

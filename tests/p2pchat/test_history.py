@@ -276,3 +276,19 @@ def test_a_writer_killed_mid_write_leaves_a_readable_history(tmp_path):
     db = sqlite3.connect(tmp_path / FILE_NAME)
     assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     db.close()
+
+
+def test_a_process_without_the_passphrase_cannot_add_plain_rows_once_another_encrypted_the_file(tmp_path):
+    plain = HistoryStore.in_data_dir(tmp_path, Vault.open(tmp_path, None))
+    plain.append(CAROL, "out", "before", ts=1)
+    sealed = HistoryStore.in_data_dir(tmp_path, Vault.open(tmp_path, "pw", scrypt_n=FAST))   # encrypts the file
+    try:
+        with pytest.raises(HistoryStoreError, match="encrypted with a passphrase"):
+            plain.append(CAROL, "out", "after, in the clear", ts=2)
+        with pytest.raises(HistoryStoreError, match="encrypted with a passphrase"):
+            plain.messages(CAROL)
+        assert [m.text for m in sealed.messages(CAROL)] == ["before"]
+    finally:
+        plain.close()
+        sealed.close()
+    assert grep_dir(tmp_path, b"after, in the clear") == [] and grep_dir(tmp_path, b"before") == []

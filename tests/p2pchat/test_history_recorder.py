@@ -6,6 +6,7 @@ from p2pchat import history_recorder
 from p2pchat.history import HistoryStore
 from p2pchat.history_recorder import HistoryRecorder
 from p2pchat.vault import Vault
+from tests.helpers import wait_until
 
 FP = "cd" * 32
 
@@ -37,8 +38,6 @@ def test_a_receipt_after_the_text_was_written_marks_it_delivered(tmp_path):
     store = HistoryStore.in_data_dir(tmp_path, Vault.open(tmp_path, None))
     rec = HistoryRecorder(store, lambda text: None)
     rec.sent("s1", 1, FP, "hello", 1.0)
-    from tests.helpers import wait_until
-
     wait_until(lambda: store.messages(FP), 10, what="the text written")
     rec.delivered("s1", 1)
     rec.close()
@@ -58,4 +57,23 @@ def test_past_its_memory_bound_a_text_is_dropped_and_the_user_told_once(tmp_path
     kept = store.messages(FP)
     assert 1 <= len(kept) < 10 and [m.text[:2] for m in kept] == [f"{n:02d}" for n in range(len(kept))]
     assert len(reports) == 1 and "not keeping up" in reports[0]
+    store.close()
+
+
+def test_a_waiting_text_sent_later_keeps_its_row_and_a_deleted_chat_is_no_error(tmp_path):
+    store = HistoryStore.in_data_dir(tmp_path, Vault.open(tmp_path, None))
+    reports: list[str] = []
+    queued = store.append(FP, "out", "written while offline", ts=1.0, status="waiting", msg_id="outbox-1")
+    rec = HistoryRecorder(store, reports.append)
+    rec.sent("s1", 1, FP, "written while offline", 2.0, row=queued)
+    rec.delivered("s1", 1)
+    rec.close()
+    assert [(m.id, m.status, m.msg_id) for m in store.messages(FP)] == [(queued, "delivered", "outbox-1")]
+    rec = HistoryRecorder(store, reports.append)
+    rec.sent("s2", 1, FP, "then deleted", 3.0)
+    wait_until(lambda: len(store.messages(FP)) == 2, 10, what="the text written")
+    store.delete(FP)
+    rec.delivered("s2", 1)                          # its row is gone: nothing to mark, nothing to report
+    rec.close()
+    assert store.messages(FP) == [] and reports == []
     store.close()
