@@ -400,7 +400,7 @@ class ChatController:
         tab = self._open(fp, name=contact_name(contact))
         if tab is None:
             return
-        tab.contact, tab.verified, tab.named = fp, contact.verified, True
+        tab.contact, tab.contact_verified, tab.named = fp, contact.verified, True
         self._load_history(tab)
         self._changes.contacts = True
         if connect:
@@ -422,8 +422,8 @@ class ChatController:
             self._changes.contacts = True
             for tab in self.tabs.values():
                 contact = found.get(tab.contact) if tab.contact else None
-                if contact is not None and contact.verified != tab.verified:
-                    tab.verified = contact.verified
+                if contact is not None and contact.verified != tab.contact_verified:
+                    tab.contact_verified = contact.verified
                     self._changes.titles.add(tab.session)
 
     def _identify(self, tab: TabState) -> None:
@@ -434,7 +434,7 @@ class ChatController:
         if len(match) == 1 and tab.contact != match[0]:
             first = tab.contact is None
             tab.contact = match[0]
-            tab.verified = self._contacts[match[0]].verified
+            tab.contact_verified = self._contacts[match[0]].verified
             self._changes.titles.add(tab.session)
             if first:
                 self._load_history(tab)

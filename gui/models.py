@@ -133,7 +133,7 @@ class TabState:
     close_at: float | None = None    # a failed dial closes itself at this time (after its failure was shown)
     failure: str | None = None       # the node's reason for the last failed step (said once, not again on end)
     contact: str | None = None       # the contact's fingerprint (hex) once known: opened from it, or step 3 proved it
-    verified: bool = False           # that contact's safety number was verified by the user
+    contact_verified: bool = False   # that contact's safety number was verified by the user
     last_in: float = 0.0             # when the last message arrived (the store marks it read a little later)
     read_marked: float = 0.0         # when the store was last told that this chat was read
 
@@ -152,7 +152,8 @@ class TabState:
 
     @property
     def title(self) -> str:
-        title = ("✗ " if self.ended is not None else "") + self.base_title + (f" {VERIFIED}" if self.verified else "")
+        mark = f" {VERIFIED}" if self.contact_verified else ""
+        title = ("✗ " if self.ended is not None else "") + self.base_title + mark
         return f"{title} ({self.unread})" if self.unread else title
 
     @property
