@@ -149,6 +149,10 @@ def test_history_is_kept_found_across_chats_and_shown_again_after_a_restart(xvfb
     try:
         d.wait(lambda: bob_key in window.tabs.buttons, what="bob's row")
         assert window.tabs.contact_keys and len(window.tabs.contact_keys) == 2
+        unread = window.controller.unread_total()      # kept messages not read yet, counted in rows and title
+        assert unread == sum(int(t.rsplit("(", 1)[1].rstrip(")")) for k, t in window.tabs.titles.items()
+                             if k.startswith(CONTACT_KEY) and t.endswith(")"))
+        assert window.top.title() == "p2pchat — alice" + (f" ({unread} unread)" if unread else "")
         d.screenshot("contacts-list.png", window.top)
         window.tabs.scroll_to(bob_key)
         d.click(window.tabs.buttons[bob_key])                  # one click: the chat with bob, 1 Connect pressed
