@@ -125,6 +125,8 @@ class ConversationList(ctk.CTkFrame):
                                **ROW_PLAIN)
         button.pack(fill="x", pady=(0, 3), padx=2)
         button._text_label.configure(justify="left")     # (customtkinter centres the lines of a button's text)
+        # a row reached with Tab is scrolled into sight like a chosen one
+        button._canvas.bind("<FocusIn>", lambda _e: self.scroll_to(key), add="+")
         self.buttons[key], self.titles[key], self.details[key] = button, title, detail
         return button
 

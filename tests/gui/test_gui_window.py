@@ -98,6 +98,8 @@ def test_thirty_chats_every_row_of_the_side_list_stays_reachable(app, world):
     d.key("ctrl+Tab")
     assert window.tabs.current == next(iter(window.tabs.pages)), "Ctrl+Tab goes round to the first row"
     assert window.tabs.row_in_sight(window.tabs.current)
+    window.tabs.buttons[sessions[0]]._canvas.focus_set()      # a row reached with Tab scrolls into sight
+    d.wait(lambda: window.tabs.row_in_sight(sessions[0]), what="the focused row in sight")
 
 
 def test_the_step_bar_folds_once_ready_and_unfolds_on_a_click(app, world):
