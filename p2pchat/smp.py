@@ -40,6 +40,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from p2pchat.chat_protocol import SMP_CHALLENGES, SMP_ELEMENT_LEN, SMP_FIELDS, SMP_HASH_LEN, SMP_MAX_QUESTION
 from p2pchat.foundation import crypto
 
 # RFC 3526 §4, the 3072-bit MODP group: p = 2^3072 − 2^3008 − 1 + 2^64 · (⌊2^2942 · π⌋ + 1690314).
@@ -55,21 +56,15 @@ P = int(
     , 16)
 Q = (P - 1) // 2
 G = 2
-ELEMENT_LEN = 384            # a group element or an exponent on the wire: 384 bytes, big-endian
-HASH_LEN = 32                # a proof's challenge c: SHA-256
-MAX_QUESTION = 200           # characters of the question carried in smp1
-MAX_ANSWER = 1000            # characters of an answer
+ELEMENT_LEN = SMP_ELEMENT_LEN    # a group element or an exponent on the wire: 384 bytes, big-endian
+HASH_LEN = SMP_HASH_LEN          # a proof's challenge c: SHA-256
+MAX_QUESTION = SMP_MAX_QUESTION  # characters of the question carried in smp1
+MAX_ANSWER = 1000                # characters of an answer
 SECRET_LABEL = b"p2pchat/smp-secret/v1\x00"
 PROOF_LABEL = b"p2pchat/smp-proof/v1\x00"
 
-# Field layouts of the four messages (all bytes; their lengths are checked by the frame codec and again here).
-MESSAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    "smp1": ("g2a", "c2", "d2", "g3a", "c3", "d3"),
-    "smp2": ("g2b", "c2", "d2", "g3b", "c3", "d3", "pb", "qb", "cp", "d5", "d6"),
-    "smp3": ("pa", "qa", "cp", "d5", "d6", "ra", "cr", "d7"),
-    "smp4": ("rb", "cr", "d7"),
-}
-_CHALLENGES = frozenset({"c2", "c3", "cp", "cr"})
+MESSAGE_FIELDS = SMP_FIELDS       # the layouts of smp1..smp4 (all bytes), in p2pchat.chat_protocol
+_CHALLENGES = SMP_CHALLENGES
 _EXPONENTS = frozenset({"d2", "d3", "d5", "d6", "d7"})
 
 RandFunc = Callable[[int], bytes]
