@@ -39,10 +39,12 @@ from p2pchat.events import (
 from p2pchat.foundation.errors import UserError
 from p2pchat.node import ChatNode
 from p2pchat.steps import Step
+from p2pchat.terminal_secret import SecretCommands, secret_line
 
 POLL_SECONDS = 0.05
 RECEIPT_WAIT_SECONDS = 10.0     # at the end of input, how long to wait for the last delivery receipts
-HELP = "Type a message and press Enter. Commands: /status, /verify (then /verify yes), /quit."
+HELP = ("Type a message and press Enter. Commands: /status, /verify (then /verify yes), /ask QUESTION, /answer TEXT, "
+        "/quit.")
 
 
 class LineInput:
@@ -192,6 +194,8 @@ def _show_common(p: Printer, ev: Event, prefix: str = "") -> None:
         p.line(f"{prefix}  {mark} {ev.text}")
     elif isinstance(ev, NodeError):
         p.line(f"{prefix}! {ev.text}")
+    elif (secret := secret_line(ev)) is not None:      # the shared-secret check (p2pchat/terminal_secret.py)
+        p.line(prefix + secret)
 def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
     """``p2pchat chat PEER``: the four steps, then chat until end of input or ``/quit``. Returns the exit code:
     0 after a goodbye (ours or the peer's), 1 when a step failed or the chat broke."""
@@ -210,6 +214,7 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
     waiting: list[str] = []
     failed_reason: str | None = None
     sent = delivered = 0
+    secret = SecretCommands(node, p)
     with Stop() as stop:
         while True:
             ev = next_event(node, 0)
@@ -239,6 +244,8 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
                 command = line.strip()
                 if command == "/quit":
                     quit_now = True
+                elif secret.on_line(sid, line):
+                    pass
                 elif command == "/status":
                     for text in status_lines(node, node.session_info(sid)):
                         p.line(text)
@@ -279,6 +286,7 @@ ANSWERS = ("y", "yes", "n", "no")
 PRESENCE_WORDS = {Presence.ONLINE: "online", Presence.CONNECTING: "calling it now",
                   Presence.OFFLINE: "cannot be reached now", Presence.UNKNOWN: "calling it now"}
 LISTEN_HELP = ("Commands: /list (the chats), /to N (write to chat N), /accept N, /reject N, /status, /verify, "
+               "/ask QUESTION, /answer TEXT (a question only they can answer), "
                "/msg CONTACT TEXT (to a contact, now or when it can be reached), /waiting, /cancel ID, /quit. "
                "Lines you type go only to the chat you chose with /to.")
 
@@ -311,6 +319,7 @@ class ListenView:
         self.questions: list[IncomingChat] = []
         self.early_answers: list[str] = []   # y/n typed (or piped) before any question appeared
         self.target: _Chat | None = None
+        self.secret = SecretCommands(node, p)
 
     def chat(self, sid: str) -> _Chat:
         c = self.chats.get(sid)
@@ -411,7 +420,9 @@ class ListenView:
         command = line.strip()
         word, _, arg = command.partition(" ")
         arg = arg.strip()
-        if command.lower() in ANSWERS and (self.questions or self.target is None):
+        if self.secret.on_line(self.target.session if self.target is not None else None, line):
+            pass        # the shared-secret check: /ask, /answer, /ask-stop, or the answer /ask prompted for
+        elif command.lower() in ANSWERS and (self.questions or self.target is None):
             if len(self.questions) == 1:
                 self.answer(self.questions[0], command)
             elif self.questions:
