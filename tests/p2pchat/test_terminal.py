@@ -140,7 +140,7 @@ def test_chat_ask_prompts_for_the_answer_and_prints_the_result(identities):
     def bob_side() -> None:
         try:
             bob.log.wait(StepResult, step=Step.AGREE_KEY, ok=True)
-            os.write(w, "/ask Where did we meet?\n  The Old Mill \n".encode())
+            os.write(w, b"/ask Where did we meet?\n  The Old Mill \n")
             question = bob.log.wait(SecretQuestion)
             bob.node.answer_secret(question.session, "the old mill")
             wait_until(lambda: "answered your question" in out.getvalue(), 15.0, what="alice's result")
