@@ -24,6 +24,7 @@ from typing import Protocol
 
 from gui.key_words import step_2_words, window_warning
 from gui.models import AcceptPrompt, BarView, ChatLine, LineKind, StepState, StepView, TabState
+from gui.secret_check import SecretCheck
 from gui.text import MORE_CHARS, MORE_LINES, clean, clean_name, clock_time, count, fail_text, ok_text, preview_end
 from gui.wording import Wording, countdown, plain
 from p2pchat.chat_protocol import MAX_TEXT_BYTES
@@ -36,6 +37,8 @@ from p2pchat.events import (
     NodeError,
     Notice,
     PeerTyping,
+    SecretQuestion,
+    SecretResult,
     SessionEnded,
     SessionInfo,
     SessionUpdated,
@@ -74,6 +77,9 @@ class NodeApi(Protocol):
     def end_session(self, session: str) -> None: ...
     def accept_new_key(self, fingerprint: str, *, override_verified: bool = False) -> None: ...
     def verify_contact(self, session: str, verified: bool = True) -> str: ...
+    def ask_secret(self, session: str, question: str, answer: str) -> None: ...
+    def answer_secret(self, session: str, answer: str) -> None: ...
+    def abort_secret(self, session: str) -> None: ...
 
 
 class Commands(Protocol):
@@ -149,6 +155,8 @@ class ChatController:
         self._early_receipts: set[tuple[str, int]] = set()
         self._prompts: list[AcceptPrompt] = []
         self._early: dict[str, list[SessionUpdated | Notice]] = {}
+        self.secrets = SecretCheck(self.tabs, node, lambda call, session: self.commands.submit(    # gui/ask_secret.py
+            call, failed=functools.partial(self._session_error, session)), self._notice)
 
     # ---- what the window reads ----------------------------------------------------------------------------
 
@@ -491,6 +499,8 @@ class ChatController:
             self._notice(tab, event.kind, clean(event.text))
         elif isinstance(event, SessionEnded):
             self._ended(tab, event)
+        elif isinstance(event, SecretQuestion | SecretResult):
+            self.secrets.handle(tab, event)
 
     # ---- key continuity and verification (issue 13; the dialogs are gui/key_change.py and gui/verify.py) -------
 
