@@ -53,3 +53,30 @@ def test_the_same_answer_marks_the_contact_verified_on_both_sides(tmp_path, iden
         bob.node.close()
     assert verified(tmp_path / "alice", bob_id.fingerprint)
     assert verified(tmp_path / "bob", alice_id.fingerprint)
+
+
+def test_both_asking_at_once_and_a_stopped_check_end_plainly_and_the_chat_goes_on(identities):
+    from p2pchat.events import MessageReceived
+    from tests.helpers import wait_until
+    from tests.p2pchat.node_kit import pair
+
+    with pair(identities[:2]) as (alice, bob, _):
+        sid, bob_sid = connect_all(alice, bob)
+        alice.node.ask_secret(sid, "First?", "one")
+        bob.node.ask_secret(bob_sid, "Second?", "two")
+        mine = alice.log.wait(SecretResult, session=sid)
+        theirs = bob.log.wait(SecretResult, session=bob_sid)
+        assert not mine.matched and not theirs.matched
+        assert {"you both asked a question at once" in r.reason or "stopped the check" in r.reason
+                for r in (mine, theirs)} == {True}
+
+        # bob is asked and declines: alice is told; then the chat still carries texts
+        alice.node.ask_secret(sid, "Third?", "three")
+        bob.log.wait(SecretQuestion, session=bob_sid, question="Third?")
+        bob.node.abort_secret(bob_sid)
+        results = wait_until(lambda: (lambda rs: rs if len(rs) >= 2 else None)(alice.log.all(SecretResult,
+                                                                                           session=sid)),
+                             10.0, what="alice's second result")
+        assert len(results) == 2 and results[-1] == SecretResult(sid, False, "bob stopped the check")
+        alice.node.send_text(sid, "still here")
+        bob.log.wait(MessageReceived, text="still here")
