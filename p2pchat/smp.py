@@ -254,10 +254,8 @@ class Smp:
     def ask(cls, my_fp: bytes, peer_fp: bytes, session_id: bytes, question: str, answer: str,
             randfunc: RandFunc | None = None) -> tuple[Smp, Reply]:
         """Start a run as the initiator: the run (in EXPECT2) and its smp1."""
+        check_inputs(question, answer)
         question = question.strip()
-        if len(question) > MAX_QUESTION:
-            raise ValueError(f"a question has at most {MAX_QUESTION} characters")
-        _check_answer(answer)
         run = cls(my_fp, peer_fp, session_id, initiator=True, question=question, randfunc=randfunc)
         v = run._v
         v["x"] = secret(*run._fps, session_id, answer)
@@ -286,7 +284,7 @@ class Smp:
         """The answerer's user typed an answer: smp2 (state EXPECT3), or the run fails on a bad smp1."""
         if self.state is not SmpState.ANSWER:
             raise ValueError("there is no question waiting for an answer")
-        _check_answer(answer)
+        check_inputs("", answer)
         try:
             m = _parse("smp1", self._smp1)
             check_element("g2a", m["g2a"])
@@ -412,14 +410,18 @@ _WAITING = {SmpState.ANSWER: "our user was still answering", SmpState.EXPECT2: "
             SmpState.EXPECT3: "we waited for smp3", SmpState.EXPECT4: "we waited for smp4"}
 
 
-def _check_answer(answer: str) -> None:
+def check_inputs(question: str, answer: str) -> None:
+    """ValueError, in words for a person, unless ``question`` (stripped) and ``answer`` can be used."""
+    if len(question.strip()) > MAX_QUESTION:
+        raise ValueError(f"a question has at most {MAX_QUESTION} characters")
     if not normalise_answer(answer):
-        raise ValueError("the answer is empty")
+        raise ValueError("type an answer: an empty one cannot be checked")
     if len(answer) > MAX_ANSWER:
         raise ValueError(f"an answer has at most {MAX_ANSWER} characters")
 
 
 __all__ = [
+    "LIVE",
     "MAX_QUESTION",
     "MESSAGE_FIELDS",
     "TRANSITIONS",
@@ -434,6 +436,7 @@ __all__ = [
     "SmpEvent",
     "SmpState",
     "check_element",
+    "check_inputs",
     "normalise_answer",
     "proof_hash",
     "secret",

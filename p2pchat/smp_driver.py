@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from p2pchat.events import Event, Notice, SecretQuestion, SecretResult
 from p2pchat.foundation.errors import UsageError, UserError
 from p2pchat.session import Phase
-from p2pchat.smp import LIVE, TRANSITIONS, Failed, Finished, Reply, Smp, SmpEvent, SmpState
+from p2pchat.smp import LIVE, TRANSITIONS, Failed, Finished, Reply, Smp, SmpEvent, SmpState, check_inputs
 from p2pchat.steps import Step
 
 if TYPE_CHECKING:
@@ -71,10 +71,8 @@ class SmpDriver:
 
     def ask(self, session: Session, question: str, answer: str) -> None:
         """Start a check with ``question``; this user's ``answer`` is compared with the peer's."""
+        _check(question, answer)
         question = question.strip()
-        if len(question) > 200:
-            raise UsageError("a question has at most 200 characters")
-        _check_answer(answer)
         with session.lock:
             slot = self._ready(session)
             if slot.run is not None and slot.run.state is SmpState.ANSWER:
@@ -86,7 +84,7 @@ class SmpDriver:
 
     def answer(self, session: Session, answer: str) -> None:
         """Answer the peer's question (a :class:`SecretQuestion` came)."""
-        _check_answer(answer)
+        _check("", answer)
         with session.lock:
             slot = self._slot(session)
             run = slot.run
@@ -247,11 +245,11 @@ class SmpDriver:
         return session.info.peer_nickname or "the other side"
 
 
-def _check_answer(answer: str) -> None:
-    if not answer.strip():
-        raise UsageError("type an answer: an empty one cannot be checked")
-    if len(answer) > 1000:
-        raise UsageError("an answer has at most 1000 characters")
+def _check(question: str, answer: str) -> None:
+    try:
+        check_inputs(question, answer)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 __all__ = ["MAX_PEER_RUNS", "SmpDriver", "SmpHost"]
