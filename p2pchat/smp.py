@@ -15,7 +15,7 @@ API (one :class:`Smp` per run)::
 
     Smp.ask(my_fp, peer_fp, session_id, question, answer, randfunc=None) -> (run, Reply("smp1", fields))
     Smp.asked(my_fp, peer_fp, session_id, fields, randfunc=None) -> run       # from a received smp1
-    run.answer(answer) -> Reply("smp2", fields) | Failed                         # the answerer's user answered
+    run.answer(answer) -> [Reply("smp2", fields)] | [Reply("smp_abort"), Failed]   # the answerer's user answered
     run.receive(kind, fields) -> list[Reply | Finished | Failed]                 # smp2 / smp3 / smp4 / smp_abort
     run.abort(reason) -> Reply("smp_abort", {})                                  # either user gives up
     run.state, run.question, run.initiator
@@ -271,8 +271,9 @@ class Smp:
     @classmethod
     def asked(cls, my_fp: bytes, peer_fp: bytes, session_id: bytes, fields: dict[str, bytes | str],
               randfunc: RandFunc | None = None) -> Smp:
-        """A received smp1: the answerer's run in ANSWER. Only the layout is checked here (cheap); the proofs are
-        checked in :meth:`answer`, so a peer's questions cost nothing until this user answers one."""
+        """A received smp1 (its field sizes checked by the frame codec): the answerer's run in ANSWER. Nothing is
+        computed here; the values and proofs are checked in :meth:`answer`, so a peer's questions cost nothing until
+        this user answers one."""
         question = fields.get("question", "")
         run = cls(my_fp, peer_fp, session_id, initiator=False,
                   question=question if isinstance(question, str) else "", randfunc=randfunc)
@@ -280,8 +281,9 @@ class Smp:
         run.state = SmpState.ANSWER
         return run
 
-    def answer(self, answer: str) -> Reply | Failed:
-        """The answerer's user typed an answer: smp2 (state EXPECT3), or the run fails on a bad smp1."""
+    def answer(self, answer: str) -> list[SmpEvent]:
+        """The answerer's user typed an answer: smp2 (state EXPECT3), or an smp_abort and the failure when the
+        peer's smp1 is unusable."""
         if self.state is not SmpState.ANSWER:
             raise ValueError("there is no question waiting for an answer")
         check_inputs("", answer)
@@ -294,7 +296,7 @@ class Smp:
             if not verify_log(2, m["g3a"], m["c3"], m["d3"]):
                 raise SmpError("the peer's proof for g3a does not verify")
         except SmpError as exc:
-            return self._fail(str(exc))
+            return [Reply("smp_abort", {}), self._fail(str(exc))]
         v = self._v
         y = secret(*self._fps, self._session_id, answer)
         b2, b3 = self._random(), self._random()
@@ -306,8 +308,8 @@ class Smp:
         cp, d5, d6 = prove_coords(5, g2, g3, r4, y, self._rand)
         v.update(g3a=m["g3a"], g2=g2, g3=g3, b3=b3, pb=pb, qb=qb)
         self.state = SmpState.EXPECT3
-        return Reply("smp2", _fields(g2b=_exp(G, b2), c2=c2, d2=d2, g3b=_exp(G, b3), c3=c3, d3=d3,
-                                     pb=pb, qb=qb, cp=cp, d5=d5, d6=d6))
+        return [Reply("smp2", _fields(g2b=_exp(G, b2), c2=c2, d2=d2, g3b=_exp(G, b3), c3=c3, d3=d3,
+                                      pb=pb, qb=qb, cp=cp, d5=d5, d6=d6))]
 
     # --- the peer's messages ---------------------------------------------------------------------------
 
@@ -343,8 +345,6 @@ class Smp:
             raise SmpError("the peer's proof for Pb and Qb does not verify")
         r4 = self._random()
         pa, qa = _exp(g3, r4), _mul(_exp(G, r4), _exp(g2, v["x"]))
-        if qa == m["qb"] or pa == m["pb"]:
-            raise SmpError("the peer's Pb or Qb repeats ours")
         cp, d5, d6 = prove_coords(6, g2, g3, r4, v["x"], self._rand)
         qab = crypto.mod_div(qa, m["qb"], P)
         ra = _exp(qab, v["a3"])

@@ -92,7 +92,7 @@ class SmpDriver:
                 raise UsageError("there is no question to answer in this chat")
             slot.busy = True
             generation = slot.generation
-        self.host.submit(self._compute, session, generation, run, lambda: [run.answer(answer)])
+        self.host.submit(self._compute, session, generation, run, lambda: run.answer(answer))
 
     def abort(self, session: Session, reason: str = "you stopped the check") -> None:
         """This user stops the check under way (nothing happens when none is)."""
@@ -163,7 +163,7 @@ class SmpDriver:
                                                       "waiting for their answer"))
 
     def _compute(self, session: Session, generation: int, run: Smp,
-                 work: Callable[[], list[SmpEvent | Reply | Failed]]) -> None:
+                 work: Callable[[], list[SmpEvent]]) -> None:
         out = work()           # the exponentiations: no lock held
         with session.lock:
             slot = self._slot(session)
@@ -176,7 +176,7 @@ class SmpDriver:
 
     # --- helpers (session.lock held) -----------------------------------------------------------------------
 
-    def _apply(self, session: Session, slot: _Slot, out: list[SmpEvent | Reply | Failed]) -> bool:
+    def _apply(self, session: Session, slot: _Slot, out: list[SmpEvent]) -> bool:
         """Send the run's replies and report how it ended; True when the answers matched."""
         matched = False
         for ev in out:

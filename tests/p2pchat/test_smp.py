@@ -20,7 +20,7 @@ def _run(answer_a: str, answer_b: str, *, session_b: bytes = SESSION) -> tuple[S
     alice, m1 = Smp.ask(ALICE_FP, BOB_FP, SESSION, "Where did we meet?", answer_a)
     bob = Smp.asked(BOB_FP, ALICE_FP, session_b, m1.fields)
     assert bob.question == "Where did we meet?" and bob.state is SmpState.ANSWER
-    m2 = bob.answer(answer_b)
+    m2 = bob.answer(answer_b)[0]
     assert isinstance(m2, Reply) and m2.kind == "smp2"
     out_a = alice.receive("smp2", m2.fields)
     m3 = out_a[0]
@@ -35,7 +35,7 @@ def _messages() -> tuple[Smp, Smp, Reply, Reply, Reply]:
     """Alice and Bob after smp3 was made (Bob has not seen it), with the first three messages."""
     alice, m1 = Smp.ask(ALICE_FP, BOB_FP, SESSION, "q", "secret")
     bob = Smp.asked(BOB_FP, ALICE_FP, SESSION, m1.fields)
-    m2 = bob.answer("secret")
+    m2 = bob.answer("secret")[0]
     assert isinstance(m2, Reply)
     m3 = alice.receive("smp2", m2.fields)[0]
     assert isinstance(m3, Reply)
@@ -45,7 +45,7 @@ def _messages() -> tuple[Smp, Smp, Reply, Reply, Reply]:
 def _answered() -> tuple[Smp, Reply]:
     """Alice waiting for smp2, and Bob's smp2."""
     alice, m1 = Smp.ask(ALICE_FP, BOB_FP, SESSION, "q", "secret")
-    m2 = Smp.asked(BOB_FP, ALICE_FP, SESSION, m1.fields).answer("secret")
+    m2 = Smp.asked(BOB_FP, ALICE_FP, SESSION, m1.fields).answer("secret")[0]
     assert isinstance(m2, Reply)
     return alice, m2
 
@@ -124,7 +124,8 @@ def test_an_element_outside_the_prime_order_subgroup_aborts() -> None:
     assert pow(outsider, smp.Q, smp.P) == smp.P - 1
     bob = Smp.asked(BOB_FP, ALICE_FP, SESSION, dict(m1.fields, g2a=outsider.to_bytes(384, "big")))
     out = bob.answer("a")
-    assert isinstance(out, Failed) and "subgroup" in out.reason and bob.state is SmpState.ABORTED
+    assert out[0] == Reply("smp_abort", {}) and isinstance(out[1], Failed) and "subgroup" in out[1].reason
+    assert bob.state is SmpState.ABORTED
 
 
 def test_an_exponent_out_of_range_aborts() -> None:
