@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from gui.key_words import step_2_words, window_warning
 from gui.models import VERIFIED, AcceptPrompt, BarView, ChatLine, LineKind, ListRow, StepState, StepView, TabState
+from gui.secret_check import SecretCheck
 from gui.text import (
     MORE_CHARS,
     MORE_LINES,
@@ -50,6 +51,8 @@ from p2pchat.events import (
     NodeError,
     Notice,
     PeerTyping,
+    SecretQuestion,
+    SecretResult,
     SessionEnded,
     SessionInfo,
     SessionUpdated,
@@ -98,6 +101,9 @@ class NodeApi(Protocol):
     def end_session(self, session: str) -> None: ...
     def accept_new_key(self, fingerprint: str, *, override_verified: bool = False) -> None: ...
     def verify_contact(self, session: str, verified: bool = True) -> str: ...
+    def ask_secret(self, session: str, question: str, answer: str) -> None: ...
+    def answer_secret(self, session: str, answer: str) -> None: ...
+    def abort_secret(self, session: str) -> None: ...
 
 
 class ContactsApi(Protocol):
@@ -213,6 +219,8 @@ class ChatController:
         self._prompts: list[AcceptPrompt] = []
         self._early: dict[str, list[SessionUpdated | Notice]] = {}
         self.files: FileTransfers | None = None     # file transfers (gui/transfers.py), set by the window
+        self.secrets = SecretCheck(self.tabs, node, lambda call, session: self.commands.submit(    # gui/ask_secret.py
+            call, failed=functools.partial(self._session_error, session)), self._notice)
 
     # ---- what the window reads ----------------------------------------------------------------------------
 
@@ -766,6 +774,8 @@ class ChatController:
             self._notice(tab, event.kind, clean(event.text))
         elif isinstance(event, SessionEnded):
             self._ended(tab, event)
+        elif isinstance(event, SecretQuestion | SecretResult):
+            self.secrets.handle(tab, event)
 
     # ---- key continuity and verification (issue 13; the dialogs are gui/key_change.py and gui/verify.py) -------
 

@@ -24,6 +24,7 @@ from typing import Literal, Protocol
 
 import customtkinter as ctk
 
+from gui.ask_secret import SecretDialogs
 from gui.attention import DesktopNotifier, set_urgent
 from gui.controller import LEDGER_TAB, Changes, ChatController, Found, NodeApi
 from gui.key_change import KeyChangeDialog
@@ -131,6 +132,8 @@ class ChatWindow:
         self.snapshot: LedgerSnapshot | None = None
         self._title = ""
         self.fonts = Fonts()
+        self.secret_dialogs = SecretDialogs(self.top, self.fonts, self.controller,      # gui/ask_secret.py
+                                            lambda: self._render(self.controller.take_changes()))
         self._build(appearance, scaling)
         self.transfers = TransfersUi(top, self.fonts, files, self._ask, self._can_send_files)
         top.protocol("WM_DELETE_WINDOW", self.ask_close)
@@ -614,6 +617,7 @@ class ChatWindow:
             self._attention("Incoming chat", prompt.question, raise_window=True)
         for session in ch.key_changes:
             self._open_key_change(session)
+        self.secret_dialogs.open_answers(ctl.secrets.take_questions())
         news = [(s, ln) for s, lines in ch.lines_added.items() for ln in lines if ln.kind is LineKind.IN]
         if news and not self.controller.focused:
             senders = sorted({ctl.tabs[s].peer_name for s, _ln in news if s in ctl.tabs})
@@ -639,6 +643,7 @@ class ChatWindow:
         self.verify_buttons[session] = add_verify_button(pane.peer_panel, self.fonts,
                                                          functools.partial(self.open_verify, session))
         self.transfers.attach(session, pane, row=5)
+        self.secret_dialogs.add_button(pane.peer_panel, session)
         pane.set_input(tab.ready, self.controller.input_hint(session), tab.ended is not None)
 
     def _can_send_files(self, session: str) -> bool:
@@ -804,5 +809,6 @@ class ChatWindow:
         for dialog in (self.key_dialog, self.verify_dialog):
             if dialog is not None and dialog.winfo_exists():
                 dialog.destroy()
+        self.secret_dialogs.close()
         self.worker.close()
         self.notifier.close()

@@ -99,6 +99,7 @@ from p2pchat.chat_protocol import (
     MAX_ROTATE_EVERY,
     MAX_TEXT_BYTES,
     SEALED_CONTENT,
+    SMP_KINDS,
     Send,
     pad,
     sealed_aad,
@@ -174,7 +175,15 @@ class Abort:
     connection_lost: bool = False   # an unauthenticated error frame arrived: nothing more can be sent
 
 
-ChEvent = Send | Text | Receipt | Typing | Rotated | Goodbye | Refused | FileMessage | Abort
+@dataclass(frozen=True)
+class SmpFrame:
+    """A message of the shared-secret check (p2pchat/smp.py), authentic and in order; its checks are smp's."""
+
+    kind: str                       # smp1 .. smp4, smp_abort
+    fields: dict[str, Any]
+
+
+ChEvent = Send | Text | Receipt | Typing | Rotated | Goodbye | Refused | FileMessage | Abort | SmpFrame
 
 
 def utf8_size(text: str) -> int:
@@ -399,6 +408,13 @@ class Channel:
             return []
         return self._seal_after_queued(kind, **fields)
 
+    def send_smp(self, kind: str, fields: dict[str, Any]) -> list[bytes]:
+        """A message of the shared-secret check (``smp1`` .. ``smp4``, ``smp_abort``), sealed like a text."""
+        if kind not in SMP_KINDS:
+            raise ValueError(f"{kind} is not a shared-secret check message")
+        self._check_open()
+        return self._seal_after_queued(kind, **fields)
+
     def take_receipt(self) -> list[bytes]:
         """The receipt frame for every text received but not yet receipted (``[]`` if there is none)."""
         if not self._unreceipted or self.closed:
@@ -601,6 +617,8 @@ class Channel:
             return self._on_rotate(inner["epoch"], inner["pub"])
         if kind == "rotate_ack":
             return self._on_rotate_ack(inner["epoch"], inner["pub"])
+        if kind in SMP_KINDS:       # the shared-secret check
+            return [SmpFrame(kind, dict(inner.fields))]
         # The peer leaves: receipts for its last texts go out before the session ends.
         events: list[ChEvent] = [Send(frame) for frame in self.take_receipt()]
         self.peer_closed = True
@@ -714,6 +732,7 @@ class Channel:
 
 __all__ = [
     "MAX_BATCH_TEXTS", "MAX_RECEIPT_IDS", "MAX_REFUSED", "ROTATE_ACK_TIMEOUT", "ROTATE_TRIES", "Abort", "ChEvent",
-    "Channel", "ChannelError", "FileMessage", "Goodbye", "Receipt", "Refused", "Rotated", "Send", "Text", "Typing",
+    "Channel", "ChannelError", "FileMessage", "Goodbye", "Receipt", "Refused", "Rotated", "Send", "SmpFrame", "Text",
+    "Typing",
     "ratchet", "utf8_size",
 ]
