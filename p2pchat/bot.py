@@ -76,6 +76,8 @@ class Bot:
             "send": self._send, "message": self._message, "cancel": self._cancel, "typing": self._typing,
             "end": self._end, "sessions": self._sessions, "session": self._session, "verify": self._verify,
             "accept_new_key": self._accept_new_key, "quit": self._quit,
+            "send_file": self._send_file, "answer_file": self._answer_file, "cancel_file": self._cancel_file,
+            "ask_secret": self._ask_secret, "answer_secret": self._answer_secret, "abort_secret": self._abort_secret,
         }
 
     def write(self, obj: dict[str, Any]) -> None:
@@ -177,6 +179,30 @@ class Bot:
     def _accept_new_key(self, cmd: dict[str, Any]) -> dict[str, Any]:
         self.node.accept_new_key(_field(cmd, "fingerprint", str),
                                  override_verified=_field(cmd, "override_verified", bool, False))
+        return {}
+
+    def _send_file(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        return {"transfer": self.node.send_file(_field(cmd, "session", str), _field(cmd, "path", str))}
+
+    def _answer_file(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        self.node.answer_file(_field(cmd, "session", str), _field(cmd, "transfer", str),
+                              _field(cmd, "accept", bool, True))
+        return {}
+
+    def _cancel_file(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        self.node.cancel_file(_field(cmd, "session", str), _field(cmd, "transfer", str))
+        return {}
+
+    def _ask_secret(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        self.node.ask_secret(_field(cmd, "session", str), _field(cmd, "question", str), _field(cmd, "answer", str))
+        return {}
+
+    def _answer_secret(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        self.node.answer_secret(_field(cmd, "session", str), _field(cmd, "answer", str))
+        return {}
+
+    def _abort_secret(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        self.node.abort_secret(_field(cmd, "session", str))
         return {}
 
     def _quit(self, cmd: dict[str, Any]) -> dict[str, Any]:

@@ -89,3 +89,37 @@ def test_bad_command_lines_are_answered_with_an_error_and_the_bot_goes_on(identi
         assert bot.quit
     finally:
         peer.node.close()
+
+
+def test_a_script_sends_a_file_and_sees_its_progress_and_end(tmp_path, identities):
+    directory = FixedDirectory()
+    alice = make_peer(identities[0], "alice", directory)
+    bob = make_peer(identities[1], "bob", directory, auto_accept=True, downloads=tmp_path / "in", accept_files=True)
+    out = Lines()
+    bot = Bot(alice.node, out)
+    source = tmp_path / "notes.txt"
+    source.write_bytes(b"quokka " * 5000)
+    try:
+        bot.on_line(json.dumps({"cmd": "open", "peer": f"{bob.ip}:{bob.node.port}", "run_all": True, "id": 1}))
+        sid = out.objects()[-1]["session"]
+
+        def ready() -> bool:
+            pump(bot)
+            return any(o.get("event") == "step_result" and o["step"] == 4 and o["ok"] for o in out.objects())
+        wait_until(ready, 15, what="the four steps")
+        bot.on_line(json.dumps({"cmd": "send_file", "session": sid, "path": str(source), "id": 2}))
+        reply = out.objects()[-1]
+        assert reply["reply"] == 2 and reply["ok"] and len(reply["transfer"]) == 32
+
+        def finished() -> dict[str, Any] | None:
+            pump(bot)
+            bob.log.pump()
+            return next((o for o in out.objects() if o.get("event") == "file_finished"), None)
+        done = wait_until(finished, 20, what="the transfer's end")
+        assert done["ok"] and done["outgoing"] and done["transfer"] == reply["transfer"]
+        assert (tmp_path / "in" / "notes.txt").read_bytes() == source.read_bytes()
+        bot.on_line(json.dumps({"cmd": "answer_secret", "session": sid, "answer": "x", "id": 3}))
+        assert out.objects()[-1]["ok"] is False and out.objects()[-1]["reply"] == 3   # no question asked
+    finally:
+        alice.node.close()
+        bob.node.close()
