@@ -345,3 +345,21 @@ def relay_pair_keys(pair_key: bytes) -> tuple[bytes, bytes]:
         raise CryptoError("a relay pair key is 32 bytes")
     forward, backward = hkdf(pair_key, b"", RELAY_LINK_CONTEXT + b"pair", AES_KEY_LEN, 2)
     return forward, backward
+
+
+# --- one-time pads (issue 17) ------------------------------------------------------------------------------
+
+def sha256_stream() -> hashlib._Hash:
+    """An incremental SHA-256 (for files too large to hold in memory, e.g. pad halves)."""
+    return hashlib.sha256()
+
+
+def poly1305_one_time(key: bytes, data: bytes) -> bytes:
+    """Poly1305 (RFC 8439 §2.5) with the 32-byte one-time key ``r || s`` taken as is (``r`` clamped by the
+    algorithm). With ``key`` fresh uniform bytes used once, forging a tag succeeds with probability at most
+    8·ceil(len/16)/2^106 whatever the attacker's computing power."""
+    from Crypto.Hash.Poly1305 import Poly1305_MAC
+
+    if len(key) != 32:
+        raise ValueError("a one-time Poly1305 key is 32 bytes (r || s)")
+    return bytes(Poly1305_MAC(key[:16], key[16:], data).digest())
