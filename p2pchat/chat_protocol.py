@@ -59,6 +59,9 @@ TAG_LEN = 32                             # HMAC-SHA256 key-confirmation tags
 MAX_ROTATE_EVERY = 1000                  # a sender rotates its key after at most this many texts per epoch
 MAX_HEIGHT = 2**32 - 1                   # block heights in `key` frames (a u32 in the transcript)
 VERDICTS = ("agree", "unknown", "conflict")   # step 3: the signer's verdict on the peer's ledger checkpoint
+PAD_ID_LEN = 16                          # one-time-pad mode (issue 17): a pad's id
+PAD_FRAME_OVERHEAD = 8 + 16              # a pad frame's index (u64) and one-time Poly1305 tag
+PAD_OPS = ("on?", "on!", "no", "off?", "off!")   # pad_mode ops: ask / accept pad mode, decline, ask / accept off
 
 # --- padding buckets for sealed plaintext ----------------------------------------------------------------
 PAD_BUCKETS: tuple[int, ...] = (256, 1024, 4096, 16384, 65536)
@@ -142,6 +145,10 @@ SEALED_CONTENT = Protocol("chat-sealed", {
     "rotate": {"epoch": Field(int, lo=1, hi=MAX_EPOCH), "pub": _bytes(X25519_LEN)},
     "rotate_ack": {"epoch": Field(int, lo=1, hi=MAX_EPOCH), "pub": _bytes(X25519_LEN)},
     "goodbye": {"reason": Field(str, max_len=MAX_REASON)},
+    # --- one-time-pad mode (issue 17, docs/protocol.md "One-time-pad mode") ---
+    "pad_mode": {"op": Field(str, min_len=2, max_len=4), "pad_id": _bytes(PAD_ID_LEN)},
+    "pad_text": {"id": Field(int, lo=1, hi=2**63 - 1), "sent_at": Field(float),
+                 "box": Field(bytes, min_len=PAD_FRAME_OVERHEAD, max_len=MAX_TEXT_BYTES + PAD_FRAME_OVERHEAD)},
 }, max_frame=MAX_PLAINTEXT)
 
 

@@ -1,0 +1,68 @@
+"""One-time-pad mode between two real nodes over loopback sockets (issue 17)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from p2pchat.events import DeliveryReceipt, MessageReceived, Notice, PadModeChanged
+from p2pchat.foundation.errors import UserError
+from p2pchat.foundation.identity import Identity
+from p2pchat.pad import MAC_KEY_LEN, create_pad, import_pad
+from tests.p2pchat.node_kit import connect_all, pair
+
+
+def test_two_nodes_agree_on_pad_mode_chat_run_out_and_fall_back(identities: list[Identity],
+                                                                  tmp_path: Path) -> None:
+    a_dir, b_dir = tmp_path / "alice", tmp_path / "bob"
+    _, mine, theirs = create_pad(identities[0].fingerprint, identities[1].fingerprint, 2048, tmp_path / "usb")
+    import_pad(mine, a_dir, identities[0].fingerprint)
+    import_pad(theirs, b_dir, identities[1].fingerprint)
+    opts = {"contacts": False, "history": False}
+    with pair(identities, data_dir=a_dir, bob={"data_dir": b_dir, **opts}, **opts) as (alice, bob, _):
+        sid, bsid = connect_all(alice, bob)
+        alice.node.pad_mode(sid, "ask_on")
+        bob.log.wait(PadModeChanged, session=bsid, state="offered")
+        with pytest.raises(UserError, match="nothing to do"):
+            alice.node.pad_mode(sid, "accept")          # alice has nothing to answer
+        bob.node.pad_mode(bsid, "accept")
+        alice.log.wait(PadModeChanged, session=sid, state="on")
+        # both send at once: each uses its own half
+        m1 = alice.node.send_text(sid, "under the pad ✓")
+        m2 = bob.node.send_text(bsid, "me too")
+        bob.log.wait(MessageReceived, session=bsid, text="under the pad ✓")
+        alice.log.wait(MessageReceived, session=sid, text="me too")
+        alice.log.wait(DeliveryReceipt, session=sid, msg_id=m1)
+        bob.log.wait(DeliveryReceipt, session=bsid, msg_id=m2)
+        status = alice.node.pad_status(sid)
+        assert status is not None and status.state == "on"
+        assert status.send_left == 1024 - (MAC_KEY_LEN + len("under the pad ✓".encode())) - MAC_KEY_LEN
+        assert status.recv_left == 1024 - (MAC_KEY_LEN + len(b"me too"))
+        # the pad runs out: said plainly, nothing sent, the chat stays in pad mode until both agree
+        with pytest.raises(UserError, match="used up"):
+            alice.node.send_text(sid, "x" * 2000)
+        alice.node.pad_mode(sid, "ask_off")
+        bob.log.wait(PadModeChanged, session=bsid, state="offered_off")
+        bob.node.pad_mode(bsid, "accept")
+        alice.log.wait(PadModeChanged, session=sid, state="off")
+        alice.node.send_text(sid, "back to AES only")
+        bob.log.wait(MessageReceived, session=bsid, text="back to AES only")
+        assert not alice.log.all(Notice, kind="refused") and not bob.log.all(Notice, kind="refused")
+
+
+def test_pad_mode_needs_a_pad_and_a_refused_request_changes_nothing(identities: list[Identity],
+                                                                    tmp_path: Path) -> None:
+    a_dir, b_dir = tmp_path / "alice", tmp_path / "bob"
+    _, mine, _ = create_pad(identities[0].fingerprint, identities[1].fingerprint, 2048, tmp_path / "usb")
+    import_pad(mine, a_dir, identities[0].fingerprint)          # bob never imported his copy
+    opts = {"contacts": False, "history": False}
+    with pair(identities, data_dir=a_dir, bob={"data_dir": b_dir, **opts}, **opts) as (alice, bob, _):
+        sid, bsid = connect_all(alice, bob)
+        with pytest.raises(UserError, match="no one-time pad"):
+            bob.node.pad_mode(bsid, "ask_on")
+        alice.node.pad_mode(sid, "ask_on")
+        alice.log.wait(PadModeChanged, session=sid, state="off")     # bob's node declined: no such pad
+        bob.log.wait(PadModeChanged, session=bsid, state="off")
+        alice.node.send_text(sid, "still AES")
+        bob.log.wait(MessageReceived, session=bsid, text="still AES")
