@@ -10,6 +10,7 @@ from p2pchat.events import DeliveryReceipt, MessageReceived, Notice, PadModeChan
 from p2pchat.foundation.errors import UserError
 from p2pchat.foundation.identity import Identity
 from p2pchat.pad import MAC_KEY_LEN, create_pad, import_pad
+from p2pchat.terminal import pad_lines
 from tests.p2pchat.node_kit import connect_all, pair
 
 
@@ -35,6 +36,9 @@ def test_two_nodes_agree_on_pad_mode_chat_run_out_and_fall_back(identities: list
         alice.log.wait(MessageReceived, session=sid, text="me too")
         alice.log.wait(DeliveryReceipt, session=sid, msg_id=m1)
         bob.log.wait(DeliveryReceipt, session=bsid, msg_id=m2)
+        assert pad_lines(alice.node, sid, "")[0] == "pad mode: on; pad left: 0 KiB ↑ / 0 KiB ↓"   # < 1 KiB each
+        assert pad_lines(alice.node, sid, "yes")[0].startswith("! nothing to do: pad mode is on")
+        assert pad_lines(alice.node, sid, "maybe")[0].startswith("unknown /pad maybe")
         status = alice.node.pad_status(sid)
         assert status is not None and status.state == "on"
         assert status.send_left == 1024 - (MAC_KEY_LEN + len("under the pad ✓".encode())) - MAC_KEY_LEN
@@ -42,7 +46,7 @@ def test_two_nodes_agree_on_pad_mode_chat_run_out_and_fall_back(identities: list
         # the pad runs out: said plainly, nothing sent, the chat stays in pad mode until both agree
         with pytest.raises(UserError, match="used up"):
             alice.node.send_text(sid, "x" * 2000)
-        alice.node.pad_mode(sid, "ask_off")
+        assert pad_lines(alice.node, sid, "off") == []      # the terminal's /pad off
         bob.log.wait(PadModeChanged, session=bsid, state="offered_off")
         bob.node.pad_mode(bsid, "accept")
         alice.log.wait(PadModeChanged, session=sid, state="off")
