@@ -14,10 +14,10 @@ from gui.pad_mode import pad_view
 from gui.window import ChatWindow, Me
 from p2pchat.events import MessageReceived, PadModeChanged
 from p2pchat.foundation.identity import Identity
-from p2pchat.pad import create_pad, import_pad
 from tests.gui.driver import Driver, need_xdotool
 from tests.gui.test_gui_peer_trouble import connect_all
-from tests.p2pchat.node_kit import Peer, pair
+from tests.p2pchat.node_kit import Peer
+from tests.p2pchat.test_pad_node import pad_pair
 
 pytestmark = [pytest.mark.gui, pytest.mark.timeout(120)]
 
@@ -32,12 +32,7 @@ def test_pad_view_words() -> None:
 @pytest.fixture
 def peers(identities: list[Identity], tmp_path: Path, xvfb: str) -> Iterator[tuple[Peer, Peer]]:
     need_xdotool()
-    a_dir, b_dir = tmp_path / "alice", tmp_path / "bob"
-    _, mine, theirs = create_pad(identities[0].fingerprint, identities[1].fingerprint, 16384, tmp_path / "usb")
-    import_pad(mine, a_dir, identities[0].fingerprint)
-    import_pad(theirs, b_dir, identities[1].fingerprint)
-    opts = {"contacts": False, "history": False}
-    with pair(identities, data_dir=a_dir, bob={"data_dir": b_dir, **opts}, **opts) as (alice, bob, _):
+    with pad_pair(identities, tmp_path, 16384) as (alice, bob):
         alice.log.reading = False          # the window reads alice's events
         yield alice, bob
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -11,17 +13,26 @@ from p2pchat.foundation.errors import UserError
 from p2pchat.foundation.identity import Identity
 from p2pchat.pad import MAC_KEY_LEN, create_pad, import_pad
 from p2pchat.terminal import pad_lines
-from tests.p2pchat.node_kit import connect_all, pair
+from tests.p2pchat.node_kit import Peer, connect_all, pair
+
+
+@contextmanager
+def pad_pair(identities: list[Identity], tmp_path: Path, size: int, *,
+             bob_imports: bool = True) -> Iterator[tuple[Peer, Peer]]:
+    """alice and bob (node_kit.pair) with data directories that share a pad of ``size`` bytes."""
+    a_dir, b_dir = tmp_path / "alice", tmp_path / "bob"
+    _, mine, theirs = create_pad(identities[0].fingerprint, identities[1].fingerprint, size, tmp_path / "usb")
+    import_pad(mine, a_dir, identities[0].fingerprint)
+    if bob_imports:
+        import_pad(theirs, b_dir, identities[1].fingerprint)
+    opts = {"contacts": False, "history": False}
+    with pair(identities, data_dir=a_dir, bob={"data_dir": b_dir, **opts}, **opts) as (alice, bob, _):
+        yield alice, bob
 
 
 def test_two_nodes_agree_on_pad_mode_chat_run_out_and_fall_back(identities: list[Identity],
                                                                   tmp_path: Path) -> None:
-    a_dir, b_dir = tmp_path / "alice", tmp_path / "bob"
-    _, mine, theirs = create_pad(identities[0].fingerprint, identities[1].fingerprint, 2048, tmp_path / "usb")
-    import_pad(mine, a_dir, identities[0].fingerprint)
-    import_pad(theirs, b_dir, identities[1].fingerprint)
-    opts = {"contacts": False, "history": False}
-    with pair(identities, data_dir=a_dir, bob={"data_dir": b_dir, **opts}, **opts) as (alice, bob, _):
+    with pad_pair(identities, tmp_path, 2048) as (alice, bob):
         sid, bsid = connect_all(alice, bob)
         alice.node.pad_mode(sid, "ask_on")
         bob.log.wait(PadModeChanged, session=bsid, state="offered")
@@ -57,11 +68,7 @@ def test_two_nodes_agree_on_pad_mode_chat_run_out_and_fall_back(identities: list
 
 def test_pad_mode_needs_a_pad_and_a_refused_request_changes_nothing(identities: list[Identity],
                                                                     tmp_path: Path) -> None:
-    a_dir, b_dir = tmp_path / "alice", tmp_path / "bob"
-    _, mine, _ = create_pad(identities[0].fingerprint, identities[1].fingerprint, 2048, tmp_path / "usb")
-    import_pad(mine, a_dir, identities[0].fingerprint)          # bob never imported his copy
-    opts = {"contacts": False, "history": False}
-    with pair(identities, data_dir=a_dir, bob={"data_dir": b_dir, **opts}, **opts) as (alice, bob, _):
+    with pad_pair(identities, tmp_path, 2048, bob_imports=False) as (alice, bob):     # bob never imported his copy
         sid, bsid = connect_all(alice, bob)
         with pytest.raises(UserError, match="no one-time pad"):
             bob.node.pad_mode(bsid, "ask_on")
