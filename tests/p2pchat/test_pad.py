@@ -216,3 +216,30 @@ def test_pad_bytes_are_never_reused_across_kill_9(tmp_path: Path) -> None:
         assert e1 <= s2, f"pad bytes reused: [{s1}, {e1}) and one starting at {s2}"
     pad = Pad.open(tmp_path / "alice", ALICE, BOB)
     assert pad is not None and pad.sent >= all_ranges[-1][1]
+
+
+def test_protocol_md_pad_vector_from_the_spec_and_the_code(tmp_path: Path) -> None:
+    """docs/protocol.md §5.7's vector: recomputed from the spec's layout, then produced by Pad.seal and opened."""
+    from p2pchat.chat_protocol import PAD_FRAME_OVERHEAD, SEALED_CONTENT
+    from tests.p2pchat.test_protocol_vectors import hx, load_vectors
+
+    v = load_vectors()["pad-text"]
+    key, keystream, index = hx("pad-text", "key"), hx("pad-text", "keystream"), int(v["index"])
+    text = v["text"].encode()
+    ct = bytes(x ^ y for x, y in zip(text, keystream, strict=True))
+    head = index.to_bytes(8, "big")
+    assert ct == hx("pad-text", "ciphertext")
+    assert crypto.poly1305_one_time(key, b"p2pchat/pad-text/v1\x00" + head + ct) == hx("pad-text", "tag")
+    assert head + ct + hx("pad-text", "tag") == hx("pad-text", "pad_frame")
+    assert SEALED_CONTENT.encode_body("pad_mode", op="on?", pad_id=bytes(16)) == hx("pad-text", "pad_mode_on_body")
+    assert PAD_FRAME_OVERHEAD == INDEX.size + TAG_LEN
+    # the code: a pad whose sending half holds the vector's bytes at `index`
+    a, b = installed(tmp_path)
+    half = bytearray(a._send_path.read_bytes())
+    half[index:index + 34] = key + keystream
+    for p in (a._send_path, b._recv_path):
+        p.chmod(0o600)
+        p.write_bytes(bytes(half))
+    a.sent = index
+    assert a.seal(v["text"]) == hx("pad-text", "pad_frame")
+    assert b.open_frame(hx("pad-text", "pad_frame")) == v["text"]
