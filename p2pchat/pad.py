@@ -10,6 +10,7 @@ one into ``<data dir>/pads/<peer fingerprint hex>/``, every file mode 0600):
 - ``pad.json`` — ``{"format": 1, "pad_id": hex16, "fingerprints": [low hex, high hex], "half_size": N,
   "sha256": {"a": hex, "b": hex}}``
 - ``a.bin``, ``b.bin`` — the two halves, ``half_size`` bytes each
+- ``lock`` (data directory only) — locked (``flock``) while a process spends the pad
 - ``used.json`` (data directory only) — ``{"pad_id": hex, "sent": S, "received": R}``: bytes ``[0, S)`` of our
   sending half and ``[0, R)`` of the peer's are spent. It is replaced (write to a temporary file, fsync, rename,
   fsync the directory) BEFORE a frame using the bytes leaves and before a received text is shown.
@@ -25,8 +26,16 @@ import json
 import os
 import re
 import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:          # Windows: one process per data directory is assumed there
+    fcntl = None  # type: ignore[assignment]
 
 from p2pchat.foundation import crypto
 from p2pchat.foundation.errors import UserError
@@ -38,7 +47,7 @@ TAG_LEN = 16
 INDEX = struct.Struct(">Q")
 OVERHEAD = INDEX.size + TAG_LEN
 MAC_LABEL = b"p2pchat/pad-text/v1\x00"
-META, HALF_A, HALF_B, USED = "pad.json", "a.bin", "b.bin", "used.json"
+META, HALF_A, HALF_B, USED, LOCK = "pad.json", "a.bin", "b.bin", "used.json", "lock"
 MIN_HALF = 1024
 MAX_SIZE = 1 << 40
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgKMG]?)i?[bB]?\s*$")
@@ -248,8 +257,10 @@ class PadStatus:
 
 
 class Pad:
-    """An installed pad of one contact, opened by one process: spends bytes and seals/opens pad frames. Not
-    thread-safe: the caller serialises (the node holds the session's lock)."""
+    """An installed pad of one contact: spends bytes and seals/opens pad frames. Safe to share between threads,
+    and between processes using the same data directory (a ``p2pchat listen`` and a ``p2pchat chat``): every
+    spend re-reads the record under an exclusive lock of the pad's directory, so two users of one pad never get
+    the same bytes."""
 
     def __init__(self, directory: Path, me: bytes) -> None:
         self.dir = directory
@@ -257,16 +268,35 @@ class Pad:
         self.peer = self.meta.peer_of(me)
         send_name, recv_name = self.meta.halves(me)
         self._send_path, self._recv_path = directory / send_name, directory / recv_name
+        self._thread_lock = threading.Lock()
+        self.sent, self.received = self._load_used()
+
+    def _load_used(self) -> tuple[int, int]:
+        path = self.dir / USED
         try:
-            raw = json.loads((directory / USED).read_text())
-            self.sent, self.received = int(raw["sent"]), int(raw["received"])
-            ok = raw["pad_id"] == self.meta.pad_id.hex() and 0 <= self.sent <= self.meta.half_size \
-                and 0 <= self.received <= self.meta.half_size
+            raw = json.loads(path.read_text())
+            sent, received = int(raw["sent"]), int(raw["received"])
+            ok = raw["pad_id"] == self.meta.pad_id.hex() and 0 <= sent <= self.meta.half_size \
+                and 0 <= received <= self.meta.half_size
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise PadError(f"the record of spent pad bytes ({directory / USED}) is unreadable ({exc}); the pad "
-                           "is not used, so that no byte can be reused") from None
+            raise PadError(f"the record of spent pad bytes ({path}) is unreadable ({exc}); the pad is not used, "
+                           "so that no byte can be reused") from None
         if not ok:
-            raise PadError(f"{directory / USED} does not belong to this pad; it is not used")
+            raise PadError(f"{path} does not belong to this pad; it is not used")
+        return sent, received
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """This thread and process alone spend the pad; the record is re-read (another process may have spent)."""
+        with self._thread_lock:
+            fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                self.sent, self.received = self._load_used()
+                yield
+            finally:
+                os.close(fd)       # releases the flock
 
     @classmethod
     def open(cls, data_dir: Path, me: bytes, peer: bytes) -> Pad | None:
@@ -278,7 +308,9 @@ class Pad:
         return self.meta.pad_id
 
     def status(self) -> PadStatus:
-        return PadStatus(self.pad_id, self.send_left, self.meta.half_size - self.received, self.meta.half_size)
+        """Bytes left each way, as recorded on disk now (another process may have spent some)."""
+        with self._exclusive():
+            return PadStatus(self.pad_id, self.send_left, self.meta.half_size - self.received, self.meta.half_size)
 
     @property
     def send_left(self) -> int:
@@ -301,12 +333,13 @@ class Pad:
         """Spend pad bytes for ``text`` (recorded on disk first) and return its pad frame."""
         data = text.encode("utf-8", "surrogatepass")
         need = MAC_KEY_LEN + len(data)
-        index = self.sent
-        if index + need > self.meta.half_size:
-            raise PadExhausted(f"the one-time pad is used up in your direction ({self.send_left:,} bytes left, "
-                               f"this message needs {len(data):,}); nothing was sent. To go on, both of you "
-                               "must agree to fall back to AES only (/pad off)")
-        self._record(index + need, self.received)     # on disk BEFORE the bytes are used
+        with self._exclusive():
+            index = self.sent
+            if index + need > self.meta.half_size:
+                raise PadExhausted(f"the one-time pad is used up in your direction ({self.send_left:,} bytes "
+                                   f"left, this message needs {len(data):,}); nothing was sent. To go on, both "
+                                   "of you must agree to fall back to AES only (/pad off)")
+            self._record(index + need, self.received)     # on disk BEFORE the bytes are used
         stream = self._read(self._send_path, index, need)
         ciphertext = _xor(data, stream[MAC_KEY_LEN:])
         head = INDEX.pack(index)
@@ -320,20 +353,22 @@ class Pad:
         (index,) = INDEX.unpack_from(frame)
         ciphertext = frame[INDEX.size:-TAG_LEN]
         end = index + MAC_KEY_LEN + len(ciphertext)
-        if index < self.received:
-            raise PadRefused(f"a pad message reuses pad bytes already spent (offset {index}, spent up to "
-                             f"{self.received}): a replay; it was not shown")
-        if end > self.meta.half_size:
-            raise PadRefused("a pad message points past the end of the pad; it was not shown")
-        stream = self._read(self._recv_path, index, end - index)
-        tag = poly1305(stream[:MAC_KEY_LEN], MAC_LABEL + frame[:INDEX.size] + ciphertext)
-        if not crypto.constant_time_equal(tag, frame[-TAG_LEN:]):
-            raise PadRefused("a pad message failed its one-time MAC: it was altered or forged; it was not shown")
-        try:
-            text = _xor(ciphertext, stream[MAC_KEY_LEN:]).decode("utf-8")
-        except UnicodeDecodeError:
-            raise PadRefused("a pad message's text is not UTF-8; it was not shown") from None
-        self._record(self.sent, end)
+        with self._exclusive():
+            if index < self.received:
+                raise PadRefused(f"a pad message reuses pad bytes already spent (offset {index}, spent up to "
+                                 f"{self.received}): a replay; it was not shown")
+            if end > self.meta.half_size:
+                raise PadRefused("a pad message points past the end of the pad; it was not shown")
+            stream = self._read(self._recv_path, index, end - index)
+            tag = poly1305(stream[:MAC_KEY_LEN], MAC_LABEL + frame[:INDEX.size] + ciphertext)
+            if not crypto.constant_time_equal(tag, frame[-TAG_LEN:]):
+                raise PadRefused("a pad message failed its one-time MAC: it was altered or forged; it was not "
+                                 "shown")
+            try:
+                text = _xor(ciphertext, stream[MAC_KEY_LEN:]).decode("utf-8")
+            except UnicodeDecodeError:
+                raise PadRefused("a pad message's text is not UTF-8; it was not shown") from None
+            self._record(self.sent, end)
         return text
 
 

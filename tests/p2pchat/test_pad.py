@@ -144,6 +144,17 @@ def test_both_sides_sending_at_once_use_disjoint_halves(tmp_path: Path) -> None:
         a.open_frame(fa)     # a frame of ours handed back is not accepted as the peer's
 
 
+def test_two_users_of_one_installed_pad_never_get_the_same_bytes(tmp_path: Path) -> None:
+    """Two openings of one installed pad (two sessions, or `p2pchat listen` and `p2pchat chat` on one data
+    directory) spend it through the record on disk, so their frames never share pad bytes."""
+    a1, b = installed(tmp_path)
+    a2 = Pad.open(tmp_path / "alice", ALICE, BOB)
+    assert a2 is not None
+    frames = [(a1 if i % 2 else a2).seal(f"message {i}") for i in range(6)]
+    starts = [INDEX.unpack_from(f)[0] for f in frames]
+    assert starts == sorted(set(starts)) and [b.open_frame(f) for f in frames] == [f"message {i}" for i in range(6)]
+
+
 def test_running_out_is_said_plainly_and_spends_nothing(tmp_path: Path) -> None:
     a, b = installed(tmp_path, 2048)      # 1024 bytes per direction
     big = "x" * (1024 - MAC_KEY_LEN)
@@ -240,6 +251,6 @@ def test_protocol_md_pad_vector_from_the_spec_and_the_code(tmp_path: Path) -> No
     for p in (a._send_path, b._recv_path):
         p.chmod(0o600)
         p.write_bytes(bytes(half))
-    a.sent = index
+    a._record(index, 0)
     assert a.seal(v["text"]) == hx("pad-text", "pad_frame")
     assert b.open_frame(hx("pad-text", "pad_frame")) == v["text"]
