@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from p2pchat.foundation import crypto
+from p2pchat.foundation.identity import KEY_FILE, Identity
 from p2pchat.pad import (
     INDEX,
     MAC_KEY_LEN,
@@ -254,3 +255,30 @@ def test_protocol_md_pad_vector_from_the_spec_and_the_code(tmp_path: Path) -> No
     a._record(index, 0)
     assert a.seal(v["text"]) == hx("pad-text", "pad_frame")
     assert b.open_frame(hx("pad-text", "pad_frame")) == v["text"]
+
+
+def test_pad_commands_make_import_and_show_a_pad(tmp_path: Path, identities: list[Identity]) -> None:
+    """`p2pchat pad new|import|status` as real processes on two data directories."""
+    alice_dir, bob_dir, usb = tmp_path / "alice", tmp_path / "bob", tmp_path / "usb"
+    for ident, d in ((identities[0], alice_dir), (identities[1], bob_dir)):
+        d.mkdir(mode=0o700)
+        ident.save(d / KEY_FILE)
+
+    env = {k: v for k, v in os.environ.items() if k != "P2PCHAT_PASSPHRASE"}
+
+    def run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "p2pchat", "pad", "--data-dir", str(data_dir), *args],
+                              capture_output=True, text=True, timeout=60, env=env,
+                              cwd=Path(__file__).resolve().parents[2])
+
+    bob_fp = identities[1].fingerprint.hex()
+    made = run(alice_dir, "new", bob_fp, "--size", "8k", "--out", str(usb))
+    assert made.returncode == 0, made.stderr
+    assert "4,096 bytes each way" in made.stdout
+    assert run(alice_dir, "import", str(usb / "mine")).returncode == 0
+    imported = run(bob_dir, "import", str(usb / "peer"))
+    assert imported.returncode == 0 and "imported pad" in imported.stdout
+    again = run(bob_dir, "import", str(usb / "peer"))
+    assert again.returncode == 1 and "already imported" in again.stderr
+    status = run(alice_dir, "status", bob_fp)
+    assert status.returncode == 0 and "4,064 bytes left to send, 4,096 bytes left to receive" in status.stdout
