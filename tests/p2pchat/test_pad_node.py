@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +48,15 @@ def test_two_nodes_agree_on_pad_mode_chat_run_out_and_fall_back(identities: list
         alice.log.wait(MessageReceived, session=sid, text="me too")
         alice.log.wait(DeliveryReceipt, session=sid, msg_id=m1)
         bob.log.wait(DeliveryReceipt, session=bsid, msg_id=m2)
+        # a plain AES text while pad mode is on (what someone who broke AES could inject) is refused, not shown
+        bob_session = bob.node._get(bsid)
+        with bob_session.lock:
+            assert bob_session.channel is not None
+            _, frames = bob_session.channel.send_text("downgraded", time.time())
+        for frame in frames:
+            bob.node.inject_frame(bsid, frame)
+        alice.log.wait(Notice, kind="refused", text=f"message {m2 + 1} arrived without the one-time pad while pad "
+                                                    "mode is on; it was not shown")
         assert pad_lines(alice.node, sid, "")[0] == "pad mode: on; pad left: 0 KiB ↑ / 0 KiB ↓"   # < 1 KiB each
         assert pad_lines(alice.node, sid, "yes")[0].startswith("! nothing to do: pad mode is on")
         assert pad_lines(alice.node, sid, "maybe")[0].startswith("unknown /pad maybe")
@@ -63,7 +73,8 @@ def test_two_nodes_agree_on_pad_mode_chat_run_out_and_fall_back(identities: list
         alice.log.wait(PadModeChanged, session=sid, state="off")
         alice.node.send_text(sid, "back to AES only")
         bob.log.wait(MessageReceived, session=bsid, text="back to AES only")
-        assert not alice.log.all(Notice, kind="refused") and not bob.log.all(Notice, kind="refused")
+        assert len(alice.log.all(Notice, kind="refused")) == 1 and not bob.log.all(Notice, kind="refused")
+        assert not alice.log.all(MessageReceived, text="downgraded")
 
 
 def test_pad_mode_needs_a_pad_and_a_refused_request_changes_nothing(identities: list[Identity],
