@@ -10,7 +10,6 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -213,8 +212,11 @@ def test_pad_bytes_are_never_reused_across_kill_9(tmp_path: Path) -> None:
         child = subprocess.Popen([sys.executable, "-c", SENDER, str(tmp_path / "alice"), ALICE.hex(), BOB.hex(),
                                   str(log)], cwd=Path(__file__).resolve().parents[2])
         try:
-            wait_until(lambda log=log: log.exists() and log.stat().st_size > 1, 15, what="the sender's first frame")
-            time.sleep(rng.uniform(0.0, 0.05))        # a random moment in the sending loop (not a wait for state)
+            # a random moment in the sending loop: once a random number of frames left (the child keeps going
+            # while this polls, so the kill lands anywhere in the spend-record-send cycle)
+            wanted = rng.randint(1, 40)
+            wait_until(lambda log=log, wanted=wanted: len(_sent_ranges(log)) >= wanted, 15,
+                       what=f"{wanted} frames from the sender")
             os.kill(child.pid, signal.SIGKILL)
         finally:
             child.wait(10)
