@@ -89,13 +89,13 @@ class ChannelDriver:
         """Queue ``text`` (``session.lock`` held); returns its id and whether to write at once on this thread.
         ``history_row``: the history row that holds it already (see ``ChatNode.send_text``)."""
         ch = self._open_channel(session)
-        if self.pads is not None and self.pads.pad_required(session):      # issue 17: pad mode
-            return self._send_pad_text(session, ch, text, history_row)
         size = len(text)
         if not session.writer.room_for(size):
             pending = session.writer.pending_bytes
             raise OutboxFull(f"the peer is not taking messages as fast as you send them ({pending / 2**20:.1f} MiB "
                              "still waiting to be sent); this message was not sent — try again shortly")
+        if self.pads is not None and self.pads.pad_required(session):      # issue 17: pad mode
+            return self._send_pad_text(session, ch, text, history_row)
         session.writer.before_text()
         now = time.time()
         msg_id = ch.queue_text(text, now)
