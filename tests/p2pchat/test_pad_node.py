@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from p2pchat.events import DeliveryReceipt, MessageReceived, Notice, PadModeChanged
+from p2pchat.events import DeliveryReceipt, MessageReceived, Notice, PadModeChanged, StepResult
 from p2pchat.foundation.errors import UserError
 from p2pchat.foundation.identity import Identity
 from p2pchat.pad import MAC_KEY_LEN, create_pad, import_pad
-from p2pchat.terminal import pad_lines
-from tests.p2pchat.node_kit import Peer, connect_all, pair
+from p2pchat.steps import Step
+from p2pchat.terminal import pad_lines, run_chat
+from tests.helpers import wait_until
+from tests.p2pchat.node_kit import Peer, connect_all, pair, reading_ui
 
 
 @contextmanager
@@ -88,3 +93,43 @@ def test_pad_mode_needs_a_pad_and_a_refused_request_changes_nothing(identities: 
         bob.log.wait(PadModeChanged, session=bsid, state="off")
         alice.node.send_text(sid, "still AES")
         bob.log.wait(MessageReceived, session=bsid, text="still AES")
+
+
+def test_terminal_chat_switches_to_the_pad_with_slash_pad(identities: list[Identity], tmp_path: Path) -> None:
+    """`p2pchat chat`'s loop (run_chat, standard input a pipe): /pad on, the peer agrees, a text goes under the
+    pad, /pad shows what is left; every line goes through the terminal's own printer."""
+    with pad_pair(identities, tmp_path, 4096) as (alice, bob):
+        alice.log.reading = False
+        r, w = os.pipe()
+        out = io.StringIO()
+        failures: list[BaseException] = []
+
+        def user_and_peer() -> None:
+            """Alice types (into the pipe) while bob's node answers; run_chat owns the main thread (signals)."""
+            try:
+                wait_until(lambda: "Chat ready with bob" in out.getvalue(), 15, what="the chat to be ready")
+                bsid = bob.log.wait(StepResult, step=Step.AGREE_KEY, ok=True).session
+                os.write(w, b"/pad on\n")
+                bob.log.wait(PadModeChanged, session=bsid, state="offered")
+                bob.node.pad_mode(bsid, "accept")
+                wait_until(lambda: "◆ pad mode is on" in out.getvalue(), 10, what="alice's terminal to say so")
+                os.write(w, b"under the pad\n/pad\n")
+                bob.log.wait(MessageReceived, session=bsid, text="under the pad")
+                wait_until(lambda: "pad mode: on; pad left: 1 KiB ↑ / 2 KiB ↓" in out.getvalue(), 10,
+                           what="/pad's status line")
+            except BaseException as exc:     # re-raised on the test's thread
+                failures.append(exc)
+            finally:
+                os.close(w)      # end of input: run_chat says goodbye once the text is receipted
+
+        thread = threading.Thread(target=user_and_peer, name="test-pad-user")
+        with reading_ui(bob.log):
+            thread.start()
+            try:
+                code = run_chat(alice.node, f"{bob.ip}:{bob.node.port}", stdin_fd=r, out=out)
+            finally:
+                thread.join(60)
+                os.close(r)
+        if failures:
+            raise failures[0]
+        assert code == 0, out.getvalue()
