@@ -77,6 +77,7 @@ class Bot:
             "end": self._end, "sessions": self._sessions, "session": self._session, "verify": self._verify,
             "accept_new_key": self._accept_new_key, "quit": self._quit,
         }
+        self._commands["pad"] = self._pad        # issue 17: one-time-pad mode
 
     def write(self, obj: dict[str, Any]) -> None:
         self.out.write(json.dumps(obj, ensure_ascii=True, separators=(",", ":"), sort_keys=False) + "\n")
@@ -178,6 +179,17 @@ class Bot:
         self.node.accept_new_key(_field(cmd, "fingerprint", str),
                                  override_verified=_field(cmd, "override_verified", bool, False))
         return {}
+
+    def _pad(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Issue 17: ``action`` ``ask_on``, ``ask_off``, ``accept``, ``decline`` or ``status`` (the default)."""
+        sid, action = _field(cmd, "session", str), _field(cmd, "action", str, "status")
+        if action not in ("ask_on", "ask_off", "accept", "decline", "status"):
+            raise BadCommand("the field 'action' must be ask_on, ask_off, accept, decline or status")
+        if action != "status":
+            self.node.pad_mode(sid, action)
+        st = self.node.pad_status(sid)
+        return {"state": None, "send_left": None, "recv_left": None} if st is None else {
+            "state": st.state, "send_left": st.send_left, "recv_left": st.recv_left}
 
     def _quit(self, cmd: dict[str, Any]) -> dict[str, Any]:
         self.quit = True

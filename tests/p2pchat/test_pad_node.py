@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import threading
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from p2pchat.bot import Bot
 from p2pchat.events import DeliveryReceipt, MessageReceived, Notice, PadModeChanged, StepResult
 from p2pchat.foundation.errors import UserError
 from p2pchat.foundation.identity import Identity
@@ -20,6 +22,7 @@ from p2pchat.steps import Step
 from p2pchat.terminal import pad_lines, run_chat
 from tests.helpers import wait_until
 from tests.p2pchat.node_kit import Peer, connect_all, pair, reading_ui
+from tests.p2pchat.test_bot import Lines, pump
 
 
 @contextmanager
@@ -133,3 +136,23 @@ def test_terminal_chat_switches_to_the_pad_with_slash_pad(identities: list[Ident
         if failures:
             raise failures[0]
         assert code == 0, out.getvalue()
+
+
+def test_a_bot_script_switches_to_the_pad(identities: list[Identity], tmp_path: Path) -> None:
+    """`p2pchat bot`'s `pad` command and `pad_mode_changed` events (issue 17)."""
+    with pad_pair(identities, tmp_path, 4096) as (alice, bob):
+        alice.log.reading = False
+        sid, bsid = connect_all(alice, bob)
+        out = Lines()
+        bot = Bot(alice.node, out)
+        bot.on_line(json.dumps({"cmd": "pad", "session": sid, "action": "ask_on", "id": 1}))
+        assert out.objects()[-1] == {"reply": 1, "ok": True, "state": "asked", "send_left": 2016, "recv_left": 2048}
+        bob.log.wait(PadModeChanged, session=bsid, state="offered")
+        bob.node.pad_mode(bsid, "accept")
+
+        def on() -> bool:
+            pump(bot)
+            return any(o.get("event") == "pad_mode_changed" and o["state"] == "on" for o in out.objects())
+        wait_until(on, 10, what=f"pad_mode_changed on: {out.getvalue()}")
+        bot.on_line(json.dumps({"cmd": "pad", "session": sid, "action": "maybe", "id": 2}))
+        assert out.objects()[-1]["ok"] is False and "'action' must be" in out.objects()[-1]["error"]
