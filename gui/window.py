@@ -31,6 +31,7 @@ from gui.key_change import KeyChangeDialog
 from gui.lag import LagMeter
 from gui.ledger_view import LedgerSnapshot, identity_ledger_line
 from gui.models import AcceptPrompt, LineKind, tab_peer_rows
+from gui.pad_mode import PadRow, add_pad_row, route
 from gui.settings import APPEARANCES, SCALINGS, Alerts, load_alerts, save_alerts
 from gui.text import count, one_line
 from gui.transfers import FileApi, FileTransfers, TransfersUi
@@ -76,6 +77,7 @@ class ChatNodeLike(NodeApi, FileApi, Protocol):
     def contacts(self) -> ContactStore | None: ...
     @property
     def history(self) -> HistoryStore | None: ...
+    def pad_mode(self, session: str, action: str) -> None: ...     # issue 17 (gui/pad_mode.py)
 
 
 class LedgerFeed(Protocol):
@@ -126,6 +128,7 @@ class ChatWindow:
         self.key_dialog: KeyChangeDialog | None = None
         self.verify_dialog: VerifyDialog | None = None
         self.verify_buttons: dict[str, ctk.CTkButton] = {}
+        self.pad_rows: dict[str, PadRow] = {}      # issue 17: each chat tab's one-time-pad row
         self._after_id: str | None = None
         self._due = time.perf_counter()
         self._last_slow = 0.0
@@ -540,7 +543,8 @@ class ChatWindow:
                 event = self.node.events.get_nowait()
             except queue.Empty:
                 break
-            self.controller.handle(event)
+            if not route(event, self.pad_rows):      # issue 17: pad-mode events go to the pad row
+                self.controller.handle(event)
             handled += 1
         self.worker.drain()
         if self.ledger is not None:
@@ -645,6 +649,7 @@ class ChatWindow:
         self.transfers.attach(session, pane, row=5)
         self.secret_dialogs.add_button(pane.peer_panel, session)
         pane.set_input(tab.ready, self.controller.input_hint(session), tab.ended is not None)
+        self.pad_rows[session] = add_pad_row(pane.peer_panel, self.fonts, self.node, self.worker, session)  # issue 17
 
     def _can_send_files(self, session: str) -> bool:
         tab = self.controller.tabs.get(session)
@@ -654,6 +659,7 @@ class ChatWindow:
         self.transfers.detach(session)
         self.panes.pop(session, None)
         self.verify_buttons.pop(session, None)
+        self.pad_rows.pop(session, None)
         shown = self.tabs.remove(session)
         if shown is not None and self.controller.selected != (None if shown == LEDGER_KEY else shown):
             self.controller.select_tab(None if shown == LEDGER_KEY else shown)

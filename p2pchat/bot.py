@@ -79,6 +79,7 @@ class Bot:
             "send_file": self._send_file, "answer_file": self._answer_file, "cancel_file": self._cancel_file,
             "ask_secret": self._ask_secret, "answer_secret": self._answer_secret, "abort_secret": self._abort_secret,
         }
+        self._commands["pad"] = self._pad        # issue 17: one-time-pad mode
 
     def write(self, obj: dict[str, Any]) -> None:
         self.out.write(json.dumps(obj, ensure_ascii=True, separators=(",", ":"), sort_keys=False) + "\n")
@@ -204,6 +205,16 @@ class Bot:
     def _abort_secret(self, cmd: dict[str, Any]) -> dict[str, Any]:
         self.node.abort_secret(_field(cmd, "session", str))
         return {}
+    def _pad(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Issue 17: ``action`` ``ask_on``, ``ask_off``, ``accept``, ``decline`` or ``status`` (the default)."""
+        sid, action = _field(cmd, "session", str), _field(cmd, "action", str, "status")
+        if action not in ("ask_on", "ask_off", "accept", "decline", "status"):
+            raise BadCommand("the field 'action' must be ask_on, ask_off, accept, decline or status")
+        if action != "status":
+            self.node.pad_mode(sid, action)
+        st = self.node.pad_status(sid)
+        return {"state": None, "send_left": None, "recv_left": None} if st is None else {
+            "state": st.state, "send_left": st.send_left, "recv_left": st.recv_left}
 
     def _quit(self, cmd: dict[str, Any]) -> dict[str, Any]:
         self.quit = True

@@ -98,6 +98,7 @@ from p2pchat.chat_protocol import (
     MAX_RECEIPT_IDS,
     MAX_ROTATE_EVERY,
     MAX_TEXT_BYTES,
+    PAD_OPS,
     SEALED_CONTENT,
     SMP_KINDS,
     Send,
@@ -183,7 +184,24 @@ class SmpFrame:
     fields: dict[str, Any]
 
 
-ChEvent = Send | Text | Receipt | Typing | Rotated | Goodbye | Refused | FileMessage | Abort | SmpFrame
+@dataclass(frozen=True)
+class PadControl:
+    """One-time-pad mode (issue 17): the peer's ``pad_mode`` op (one of ``PAD_OPS``) about pad ``pad_id``."""
+    op: str
+    pad_id: bytes
+
+
+@dataclass(frozen=True)
+class PadText:
+    """One-time-pad mode (issue 17): a text whose body is a pad frame, for :mod:`p2pchat.pad_mode` to open."""
+    msg_id: int
+    box: bytes
+    sent_at: float
+    received_at: float | None = None
+
+
+ChEvent = (Send | Text | Receipt | Typing | Rotated | Goodbye | Refused | FileMessage | Abort | SmpFrame | PadControl
+           | PadText)
 
 
 def utf8_size(text: str) -> int:
@@ -449,6 +467,34 @@ class Channel:
         self._send.rotate_due = None
         return self._seal("rotate", epoch=self._send.epoch + 1, pub=eph.public)
 
+    # --- one-time-pad mode (issue 17): the channel carries pad frames and pad-mode ops; p2pchat.pad_mode
+    # decides what they mean -----------------------------------------------------------------------------------
+
+    def send_pad_control(self, op: str, pad_id: bytes) -> list[bytes]:
+        """A ``pad_mode`` frame (after the queued texts)."""
+        self._check_open()
+        return self._seal_after_queued("pad_mode", op=op, pad_id=pad_id)
+
+    def send_pad_text(self, box: bytes, now: float) -> tuple[int, list[bytes]]:
+        """A text already encrypted with the pad (``box``, a pad frame); it takes the next text id (receipts
+        work as for texts). Pad texts do not count towards key rotation: the pad, not the key, protects them."""
+        self._check_open()
+        msg_id = self._next_text_id
+        self._next_text_id += 1
+        self._typing = False
+        return msg_id, self._seal_after_queued("pad_text", id=msg_id, sent_at=float(now), box=box)
+
+    def _on_pad_text(self, inner: Message, now: float | None) -> list[ChEvent]:
+        msg_id, sent_at = inner["id"], inner["sent_at"]
+        if not 0.0 <= sent_at < MAX_SENT_AT:
+            return [Refused("malformed", f"pad message {msg_id} carries an impossible send time; not shown")]
+        if msg_id <= self._recv.last_text_id:
+            return [Refused("replayed", f"message {msg_id} arrived a second time; it was not shown again")]
+        self._recv.last_text_id = msg_id
+        if not self.closed:
+            self._unreceipted.append(msg_id)
+        return [PadText(msg_id, bytes(inner["box"]), sent_at, now)]
+
     # --- the timer ------------------------------------------------------------------------------------------
 
     @property
@@ -619,6 +665,12 @@ class Channel:
             return self._on_rotate_ack(inner["epoch"], inner["pub"])
         if kind in SMP_KINDS:       # the shared-secret check
             return [SmpFrame(kind, dict(inner.fields))]
+        if kind == "pad_mode":          # issue 17
+            if inner["op"] not in PAD_OPS:
+                return [Refused("malformed", "the peer sent an unknown pad-mode request; ignored")]
+            return [PadControl(inner["op"], bytes(inner["pad_id"]))]
+        if kind == "pad_text":          # issue 17
+            return self._on_pad_text(inner, now)
         # The peer leaves: receipts for its last texts go out before the session ends.
         events: list[ChEvent] = [Send(frame) for frame in self.take_receipt()]
         self.peer_closed = True
@@ -736,3 +788,4 @@ __all__ = [
     "Typing",
     "ratchet", "utf8_size",
 ]
+__all__ += ["PadControl", "PadText"]     # issue 17

@@ -18,6 +18,8 @@ from p2pchat.channel import (
     ChEvent,
     FileMessage,
     Goodbye,
+    PadControl,
+    PadText,
     Receipt,
     Refused,
     Rotated,
@@ -29,13 +31,14 @@ from p2pchat.chat_protocol import MAX_RECEIPT_IDS, Send
 from p2pchat.events import DeliveryReceipt, Event, MessageReceived, Notice, PeerTyping
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import Message
-from p2pchat.foundation.errors import UsageError
+from p2pchat.foundation.errors import UsageError, UserError
 from p2pchat.handshake import Established
 from p2pchat.session import Phase
 from p2pchat.steps import Step
 
 if TYPE_CHECKING:
     from p2pchat.history_recorder import HistoryRecorder
+    from p2pchat.pad_mode import PadModes
     from p2pchat.session import Session
     from p2pchat.smp_driver import SmpDriver
 
@@ -50,6 +53,11 @@ class OutboxFull(UsageError):
 
 class FileMessages(Protocol):
     def on_message(self, session: Session, kind: str, fields: dict[str, Any]) -> None: ...
+
+
+def ch_of(session: Session) -> Channel:
+    assert session.channel is not None
+    return session.channel
 
 
 class ChannelHost(Protocol):
@@ -70,6 +78,7 @@ class ChannelDriver:
 
     def __init__(self, host: ChannelHost) -> None:
         self.host = host
+        self.pads: PadModes | None = None      # one-time-pad mode (issue 17): set by the node with a data dir
 
     def start(self, session: Session, established: Established) -> None:
         """The handshake is done (``session.lock`` held): its secrets move into a channel."""
@@ -94,6 +103,8 @@ class ChannelDriver:
             pending = session.writer.pending_bytes
             raise OutboxFull(f"the peer is not taking messages as fast as you send them ({pending / 2**20:.1f} MiB "
                              "still waiting to be sent); this message was not sent — try again shortly")
+        if self.pads is not None and self.pads.pad_required(session):      # issue 17: pad mode
+            return self._send_pad_text(session, ch, text, history_row)
         session.writer.before_text()
         now = time.time()
         msg_id = ch.queue_text(text, now)
@@ -110,6 +121,27 @@ class ChannelDriver:
         if not at_once:
             session.writer.schedule_flush()
         return msg_id, at_once
+
+    def _send_pad_text(self, session: Session, ch: Channel, text: str,
+                       history_row: int | None) -> tuple[int, bool]:
+        """Issue 17: a text in pad mode; written at once (each one spends pad bytes on disk before it leaves)."""
+        assert self.pads is not None
+        msg_id, frames = self.pads.seal_text(session, ch, text)
+        session.sent_ids.add(msg_id)
+        if self.host.history is not None and session.peer_fp is not None:
+            self.host.history.sent(session.id, msg_id, session.peer_fp, text, time.time(), row=history_row)
+        session.typing_sent = False
+        session.writer.queue_all(frames)
+        session.writer.schedule_flush()
+        return msg_id, False
+
+    def pad_action(self, session: Session, action: str) -> None:
+        """Issue 17: the user's pad-mode action (``session.lock`` held); see p2pchat.pad_mode."""
+        ch = self._open_channel(session)
+        if self.pads is None:
+            raise UsageError("this node has no data directory, so it has no one-time pads")
+        session.writer.queue_all(self.pads.user(session, ch, action))
+        session.writer.schedule_flush()
 
     def set_typing(self, session: Session, typing: bool) -> None:
         if session.channel is None or session.ended or session.typing_sent == typing:
@@ -147,14 +179,27 @@ class ChannelDriver:
             match ev:
                 case Send(frame=frame):
                     session.writer.queue(frame)
+                case Text() if self.pads is not None and self.pads.pad_required(session):
+                    # issue 17: in pad mode a text without the pad is a downgrade
+                    self.host.emit(Notice(session.id, "refused", f"message {ev.msg_id} arrived without the "
+                                          "one-time pad while pad mode is on; it was not shown"))
+                case PadControl(op=op, pad_id=pad_id) if self.pads is not None:     # issue 17
+                    frames, said = self.pads.peer_op(session, ch_of(session), op, pad_id)
+                    session.writer.queue_all(frames)
+                    if said:
+                        self.host.emit(Notice(session.id, "refused", said))
+                case PadText() if self.pads is not None:                           # issue 17
+                    try:
+                        text = self.pads.open_text(session, ev.box)
+                    except UserError as exc:
+                        self.host.emit(Notice(session.id, "refused", str(exc)))
+                        continue
+                    self._show(session, Text(ev.msg_id, text, ev.sent_at, ev.received_at))
+                case PadControl() | PadText():
+                    self.host.emit(Notice(session.id, "refused", "the peer used one-time-pad mode, which this "
+                                          "node cannot (it has no data directory); ignored"))
                 case Text():
-                    session.unreceipted += 1
-                    session.untaken += 1
-                    now = time.time()
-                    if self.host.history is not None and session.peer_fp is not None:
-                        self.host.history.received(session.id, ev.msg_id, session.peer_fp, ev.text, now)
-                    self.host.emit(MessageReceived(session.id, ev.msg_id, ev.text,
-                                                   session.info.peer_nickname or "peer", ev.sent_at, now))
+                    self._show(session, ev)
                 case Receipt(msg_id=msg_id):
                     if msg_id in session.sent_ids:      # a repeated receipt shows nothing (one per text sent)
                         session.sent_ids.discard(msg_id)
@@ -188,6 +233,15 @@ class ChannelDriver:
                     raise TypeError(f"unexpected channel event {ev!r}")
         session.writer.schedule_flush()
         self.refresh_info(session)
+
+    def _show(self, session: Session, ev: Text) -> None:
+        session.unreceipted += 1
+        session.untaken += 1
+        now = time.time()
+        if self.host.history is not None and session.peer_fp is not None:
+            self.host.history.received(session.id, ev.msg_id, session.peer_fp, ev.text, now)
+        self.host.emit(MessageReceived(session.id, ev.msg_id, ev.text,
+                                       session.info.peer_nickname or "peer", ev.sent_at, now))
 
     def taken(self, session: Session) -> None:
         """The UI took one message event of ``session`` (``session.lock`` held): once it has taken all of them,

@@ -61,6 +61,9 @@ MAX_HEIGHT = 2**32 - 1                   # block heights in `key` frames (a u32 
 VERDICTS = ("agree", "unknown", "conflict")   # step 3: the signer's verdict on the peer's ledger checkpoint
 TRANSFER_ID_LEN = 16                     # a file transfer's number, drawn by its sender
 MAX_CHUNK = 4 * 65536 - 128             # file data in one file_chunk: the message pads to exactly 256 KiB
+PAD_ID_LEN = 16                          # one-time-pad mode (issue 17): a pad's id
+PAD_FRAME_OVERHEAD = 8 + 16              # a pad frame's index (u64) and one-time Poly1305 tag
+PAD_OPS = ("on?", "on!", "no", "off?", "off!")   # pad_mode ops: ask / accept pad mode, decline, ask / accept off
 
 # --- padding buckets for sealed plaintext ----------------------------------------------------------------
 PAD_BUCKETS: tuple[int, ...] = (256, 1024, 4096, 16384, 65536)
@@ -179,6 +182,10 @@ SEALED_CONTENT = Protocol("chat-sealed", {
     **{kind: _smp_schema(kind) for kind in SMP_FIELDS},
     "smp_abort": {},
     # --- end of the shared-secret check ---
+    # --- one-time-pad mode (issue 17, docs/protocol.md "One-time-pad mode") ---
+    "pad_mode": {"op": Field(str, min_len=2, max_len=4), "pad_id": _bytes(PAD_ID_LEN)},
+    "pad_text": {"id": Field(int, lo=1, hi=2**63 - 1), "sent_at": Field(float),
+                 "box": Field(bytes, min_len=PAD_FRAME_OVERHEAD, max_len=MAX_TEXT_BYTES + PAD_FRAME_OVERHEAD)},
 }, max_frame=MAX_PLAINTEXT)
 FILE_TYPES = frozenset({"file_offer", "file_accept", "file_decline", "file_chunk", "file_ack", "file_cancel",
                         "file_done"})

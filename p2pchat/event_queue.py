@@ -18,7 +18,16 @@ import threading
 import time
 from collections.abc import Callable
 
-from p2pchat.events import Event, FileFinished, FileOffer, FileProgress, MessageReceived, Notice, PeerTyping
+from p2pchat.events import (
+    Event,
+    FileFinished,
+    FileOffer,
+    FileProgress,
+    MessageReceived,
+    Notice,
+    PadModeChanged,
+    PeerTyping,
+)
 
 SESSION_EVENTS = 256                 # events of one session waiting for the UI before its reader pauses
 SESSION_BYTES = 4 * 1024 * 1024      # message text of one session waiting for the UI before its reader pauses
@@ -31,6 +40,8 @@ def event_session(event: Event) -> str | None:
     (messages, typing, notices) counts; what the user's own commands make (step results, session updates, one
     receipt per text sent) does not, so a UI busy sending never stalls its own receipts."""
     if isinstance(event, (MessageReceived, PeerTyping, Notice, FileOffer, FileProgress, FileFinished)):
+        return event.session
+    if isinstance(event, PadModeChanged):     # issue 17: a peer's pad-mode ops and pad texts make these too
         return event.session
     return None
 

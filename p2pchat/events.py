@@ -204,12 +204,26 @@ class SecretResult:
     reason: str
 
 
+# --- issue 17: one-time-pad mode -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PadModeChanged:
+    """A session's pad mode or pad changed (p2pchat.pad_mode): ``state`` (``off``, ``asked``, ``offered``,
+    ``on``, ``asked_off``, ``offered_off``), pad bytes left to send and to receive (``None``: no pad for this
+    contact) and a sentence for the chat pane (empty when only the counts changed)."""
+
+    session: str
+    state: str
+    send_left: int | None
+    recv_left: int | None
+    text: str
+
+
 Event = (StepResult | StepRefused | IncomingChat | SessionUpdated | MessageReceived | DeliveryReceipt
          | PeerTyping | Notice | SessionEnded | NodeError | KeyChangeStopped | OutboxChanged | FileOffer
-         | FileProgress | FileFinished | SecretQuestion | SecretResult)
+         | FileProgress | FileFinished | SecretQuestion | SecretResult | PadModeChanged)
 
 __all__ = [
     "DeliveryReceipt", "Event", "FileFinished", "FileOffer", "FileProgress", "IncomingChat", "KeyChangeStopped",
-    "MessageReceived", "NodeError", "Notice", "OutboxChanged", "PeerTyping", "Presence", "SecretQuestion",
-    "SecretResult", "SessionEnded", "SessionInfo", "SessionUpdated", "StepRefused", "StepResult",
+    "MessageReceived", "NodeError", "Notice", "OutboxChanged", "PadModeChanged", "PeerTyping", "Presence",
+    "SecretQuestion", "SecretResult", "SessionEnded", "SessionInfo", "SessionUpdated", "StepRefused", "StepResult",
 ]

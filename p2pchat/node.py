@@ -33,7 +33,7 @@ from p2pchat.contacts import ContactStore
 from p2pchat.continuity import KeyContinuity
 from p2pchat.dialing import DIRECT, PeerTarget, dial, resolve_target
 from p2pchat.downloads import Downloads
-from p2pchat.events import Event, NodeError, Notice, Presence, SessionInfo, StepRefused
+from p2pchat.events import Event, NodeError, Notice, PadModeChanged, Presence, SessionInfo, StepRefused
 from p2pchat.file_driver import prepare as prepare_file
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, parse_address
 from p2pchat.foundation.errors import UsageError, UserError
@@ -133,6 +133,10 @@ class ChatNode:
                 if self.contacts is not None:
                     self.contacts.close()
                 raise
+        if data_dir is not None:     # issue 17: one-time-pad mode uses the data directory's pads
+            from p2pchat.pad_mode import PadModes
+
+            self._rt.channels.pads = PadModes(data_dir, identity.fingerprint, self._rt.emit)
         self.outbox: Outbox | None = None
         if self.history is not None:
             self._rt.history = HistoryRecorder(self.history, lambda text: self._rt.emit(NodeError(text=text)),
@@ -351,6 +355,28 @@ class ChatNode:
         """Say goodbye and close the session."""
         s = self._get(session)
         self._rt.submit(self._rt.end_and_close, s, "you ended the chat")
+
+    # --- one-time-pad mode (issue 17) --------------------------------------------------------------------------
+
+    def pad_mode(self, session: str, action: str) -> None:
+        """The user's pad-mode action in ``session``: ``ask_on`` (/pad on), ``ask_off`` (/pad off), ``accept``
+        (/pad yes) or ``decline`` (/pad no). Both users must agree either way; a :class:`PadModeChanged` event
+        follows each change. Raises a :class:`~p2pchat.foundation.errors.UserError` saying why it cannot."""
+        if action not in ("ask_on", "ask_off", "accept", "decline"):
+            raise ValueError(f"unknown pad-mode action {action!r}")
+        s = self._get(session)
+        with s.lock:
+            self._rt.channels.pad_action(s, action)
+        s.writer.kick()
+
+    def pad_status(self, session: str) -> PadModeChanged | None:
+        """The pad mode and the pad bytes left each way in ``session`` (``None``: no data directory or chat)."""
+        s = self._get(session)
+        pads = self._rt.channels.pads
+        with s.lock:
+            if pads is None or s.channel is None:
+                return None
+            return pads.status_event(s, "")
 
     def session_info(self, session: str) -> SessionInfo:
         return self._get(session).info

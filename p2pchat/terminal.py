@@ -32,6 +32,7 @@ from p2pchat.events import (
     NodeError,
     Notice,
     OutboxChanged,
+    PadModeChanged,
     PeerTyping,
     Presence,
     SessionEnded,
@@ -49,7 +50,7 @@ from p2pchat.terminal_secret import SecretCommands, secret_line
 POLL_SECONDS = 0.05
 RECEIPT_WAIT_SECONDS = 10.0     # at the end of input, how long to wait for the last delivery receipts
 HELP = ("Type a message and press Enter. Commands: /status, /verify (then /verify yes), /ask QUESTION, "
-        "/answer TEXT, /send PATH, /accept, /decline, /cancel, /quit.")
+        "/answer TEXT, /send PATH, /accept, /decline, /cancel, /pad (one-time pad), /quit.")
 PROGRESS_LINE_EVERY = 2.0       # seconds between two progress lines of one transfer
 
 
@@ -147,6 +148,39 @@ def send_waiting(p: Printer, node: ChatNode, sid: str, waiting: list[str]) -> in
     return sent
 
 
+# --- one-time-pad mode (issue 17) ----------------------------------------------------------------------------
+
+PAD_HELP = ("/pad shows the one-time pad left each way; /pad on asks the peer to switch to the pad, /pad off to "
+            "fall back to AES only; /pad yes or /pad no answers the peer's request. Both must agree.")
+_PAD_ACTIONS = {"on": "ask_on", "off": "ask_off", "yes": "accept", "no": "decline"}
+
+
+def pad_lines(node: ChatNode, sid: str, arg: str) -> list[str]:
+    """``/pad [on|off|yes|no]`` in chat ``sid``."""
+    arg = arg.strip().lower()
+    if arg in _PAD_ACTIONS:
+        try:
+            node.pad_mode(sid, _PAD_ACTIONS[arg])
+        except UserError as exc:
+            return [f"! {exc}"]
+        return []           # the PadModeChanged event says what happened
+    if arg:
+        return [f"unknown /pad {one_line(arg)}. {PAD_HELP}"]
+    st = node.pad_status(sid)
+    if st is None:
+        return ["The chat is not ready yet (or this node keeps no data directory, so it has no pads)."]
+    if st.send_left is None or st.recv_left is None:
+        return [f"pad mode: {st.state}; no one-time pad is installed for this contact. {PAD_HELP}"]
+    return [f"pad mode: {st.state}; {pad_left(st)}", PAD_HELP]
+
+
+def pad_left(ev: PadModeChanged) -> str:
+    """``pad left: N KiB ↑ / M KiB ↓`` (or that there is no pad)."""
+    if ev.send_left is None or ev.recv_left is None:
+        return "no pad for this contact"
+    return f"pad left: {ev.send_left // 1024:,} KiB ↑ / {ev.recv_left // 1024:,} KiB ↓"
+
+
 class Stop:
     """Set by SIGTERM/SIGINT so the loop can say goodbye and exit cleanly."""
 
@@ -202,6 +236,8 @@ def _show_common(p: Printer, ev: Event, prefix: str = "") -> None:
         p.line(f"{prefix}! {ev.text}")
     elif (secret := secret_line(ev)) is not None:      # the shared-secret check (p2pchat/terminal_secret.py)
         p.line(prefix + secret)
+    elif isinstance(ev, PadModeChanged) and ev.text:     # issue 17; count-only updates are not printed
+        p.line(f"{prefix}  ◆ {ev.text} ({pad_left(ev)})")
 
 
 class FileCommands:
@@ -353,6 +389,9 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
                 elif command.startswith("/verify "):
                     for text in mark_verified(node, sid, command.split(None, 1)[1].strip().lower()):
                         p.line(text)
+                elif command == "/pad" or command.startswith("/pad "):     # issue 17
+                    for text in pad_lines(node, sid, command[4:]):
+                        p.line(text)
                 elif command in ("/help", "/?"):
                     p.line(HELP)
                 elif command.startswith("/") and files.on_line(command, sid if ready else None):
@@ -388,8 +427,8 @@ PRESENCE_WORDS = {Presence.ONLINE: "online", Presence.CONNECTING: "calling it no
 LISTEN_HELP = ("Commands: /list (the chats), /to N (write to chat N), /accept N, /reject N, /status, /verify, "
                "/ask QUESTION, /answer TEXT (a question only they can answer), "
                "/msg CONTACT TEXT (to a contact, now or when it can be reached), /waiting, /cancel ID (a waiting "
-               "message), /send PATH, /accept FN, /decline FN, /cancel FN (files), /quit. Lines you type go only "
-               "to the chat you chose with /to.")
+               "message), /send PATH, /accept FN, /decline FN, /cancel FN (files), /pad, /quit. Lines you type go "
+               "only to the chat you chose with /to.")
 
 
 class _Chat:
@@ -587,6 +626,12 @@ class ListenView:
                 return True
             info = self.node.session_info(c.session)
             for text in (status_lines(self.node, info) if word == "/status" else verify_lines(info)):
+                self.p.line(text)
+        elif word == "/pad":     # issue 17
+            if self.target is None:
+                self.p.line("Choose a chat first (/to N), then /pad on.")
+                return True
+            for text in pad_lines(self.node, self.target.session, arg):
                 self.p.line(text)
         elif command in ("/help", "/?"):
             self.p.line(LISTEN_HELP)

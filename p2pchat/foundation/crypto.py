@@ -383,3 +383,19 @@ def random_exponent(order: int, randfunc: Callable[[int], bytes] | None = None) 
     ``randfunc`` (default: the OS's CSPRNG) is replaced only by test vectors."""
     raw = (randfunc or random_bytes)(RANDOM_EXPONENT_BYTES)
     return int(Integer(int.from_bytes(raw, "big")) % Integer(order - 1)) + 1
+# --- one-time pads (issue 17) ------------------------------------------------------------------------------
+
+def sha256_stream() -> hashlib._Hash:
+    """An incremental SHA-256 (for files too large to hold in memory, e.g. pad halves)."""
+    return hashlib.sha256()
+
+
+def poly1305_one_time(key: bytes, data: bytes) -> bytes:
+    """Poly1305 (RFC 8439 §2.5) with the 32-byte one-time key ``r || s`` taken as is (``r`` clamped by the
+    algorithm). With ``key`` fresh uniform bytes used once, forging a tag succeeds with probability at most
+    8·ceil(len/16)/2^106 whatever the attacker's computing power."""
+    from Crypto.Hash.Poly1305 import Poly1305_MAC
+
+    if len(key) != 32:
+        raise ValueError("a one-time Poly1305 key is 32 bytes (r || s)")
+    return bytes(Poly1305_MAC(key[:16], key[16:], data).digest())
