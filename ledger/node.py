@@ -82,6 +82,7 @@ from ledger.watch import Desired, OwnerWatch
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, normalize_ip, parse_address
 from p2pchat.foundation.errors import FrameError, PeerUnreachable, ProtocolError, UserError
+from p2pchat.foundation.host_address import HostFollower, HostWatch
 from p2pchat.foundation.identity import Identity
 from p2pchat.foundation.transport import FramedSocket, FrameServer, connect
 
@@ -299,11 +300,14 @@ class LedgerNode:
                  config: NodeConfig | None = None, on_progress: ProgressCallback | None = None,
                  clock: Callable[[], float] = time.time,
                  reload_identity: Callable[[bytes], Identity | None] | None = None,
-                 assume_valid: AssumeValid | None = None) -> None:
+                 assume_valid: AssumeValid | None = None, host_watch: HostWatch | None = None) -> None:
         self.identity = identity
         self.ledger = ledger
         self.params = ledger.params
-        self.host = normalize_ip(host)
+        # --host auto: ``host_watch`` follows this machine's address; the node moves with it (_move_to)
+        self.host = normalize_ip(host_watch.current if host_watch is not None else host)
+        self._host_follower = (None if host_watch is None else
+                               HostFollower(host_watch, self._move_to, name="ledger-host-watch"))
         self.requested_port = port
         self.chat_port = chat_port
         self.nickname = validate_nickname(nickname) if nickname else default_nickname(identity.fingerprint)
@@ -402,6 +406,8 @@ class LedgerNode:
         if self._verifier is not None:
             self._verifier.start()
         self._maintainer.start()
+        if self._host_follower is not None:
+            self._host_follower.start()
         log.info("ledger node %s listening on %s (%s, fingerprint %s)", self.nickname,
                  format_address(self.host, self.port), self.params.describe(), self.identity.short_fingerprint)
         return self
@@ -415,6 +421,8 @@ class LedgerNode:
         if self._closing.is_set():
             return
         self._closing.set()
+        if self._host_follower is not None:
+            self._host_follower.close()
         self.ledger.remove_listener(on_block=self._on_block, on_record=self._on_record)
         self.watch.detach()
         self.ledger.stop_mining()
@@ -447,6 +455,30 @@ class LedgerNode:
             thread.join()
         for peer in peers:
             peer.join()
+
+    def _move_to(self, old: str, new: str) -> None:
+        """--host auto: this machine's address changed from ``old`` to ``new``. Listen there (same port), drop the
+        connections of the old address (the peers are dialled again from the new one) and publish the updated
+        record at once, so callers looking up this key or nickname find the new address."""
+        server = FrameServer(new, self.port, LEDGER_PROTOCOL, self._serve_inbound, name=f"ledger-{new}",
+                             max_connections=self.max_peers + 64, max_per_ip=16,
+                             timeout=self.config.send_timeout).start()
+        with self._lock:
+            if self._closing.is_set():
+                server.close()
+                return
+            previous, self._server = self._server, server
+            self.host = new
+            self._book.own.add((new, self.port))
+            peers = list(self._peers)
+            self._next_register = 0.0
+        self.disputes.host = new
+        if previous is not None:
+            previous.close()
+        for peer in peers:
+            peer.abort()
+        log.warning("ledger node now at %s (was %s); publishing the updated record", self.address,
+                    format_address(old, self.port))
 
     def __enter__(self) -> LedgerNode:
         return self.start()
@@ -615,6 +647,8 @@ class LedgerNode:
                            timeout=self.config.connect_timeout)
         except PeerUnreachable as exc:
             log.info("%s", exc)
+            if self._host_follower is not None:   # perhaps our address is gone: look now, not in 5 s
+                self._host_follower.watch.suspect()
             self._dial_done(addr, ok=False)
             return
         conn.timeout = self.config.send_timeout
@@ -725,7 +759,8 @@ class LedgerNode:
                     if other.is_peer and other.node_id == peer.node_id and not other.closed.is_set():
                         # Two connections between the same pair of nodes (both dialled at once): both sides keep
                         # the one dialled by the node with the smaller id.
-                        keep_new = (peer.inbound == other.inbound) or (
+                        # One from a new address means the node moved (--host auto): the old path is dead.
+                        keep_new = (peer.inbound == other.inbound) or other.ip != peer.ip or (
                             (peer.node_id if peer.inbound else self.node_id)
                             < (other.node_id if other.inbound else self.node_id))
                         if keep_new:

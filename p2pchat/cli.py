@@ -16,7 +16,7 @@ from p2pchat import contacts_cli
 from p2pchat.display import visible
 from p2pchat.flags import ACCEPT_FLAG, OVERRIDE_FLAG
 from p2pchat.foundation import crypto
-from p2pchat.foundation.addresses import CHAT_PORT, check_port, normalize_ip, parse_address
+from p2pchat.foundation.addresses import CHAT_PORT, HOST_AUTO, check_port, normalize_ip, parse_address
 from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import UsageError, UserError
 
@@ -33,7 +33,8 @@ MAX_NICKNAME = 32
 def _add_node_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="this machine's address: where it listens, what the ledger binds to its key, and where "
-                        "outgoing connections come from (default 127.0.0.1)")
+                        "outgoing connections come from (default 127.0.0.1); 'auto': this machine's address, "
+                        "followed when it changes (run the ledger node with --host auto too)")
     p.add_argument("--port", type=int, default=CHAT_PORT, help=f"chat port to listen on (default {CHAT_PORT})")
     p.add_argument("--data-dir", help="where the identity key lives (default: $P2PCHAT_HOME or the per-user "
                                       "data directory)")
@@ -142,6 +143,12 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
     from p2pchat.foundation.keygen import TerminalProgress
     from p2pchat.node import ChatNode
 
+    host_watch = None
+    if args.host == HOST_AUTO:
+        from p2pchat.foundation.host_address import HostWatch
+
+        host_watch = HostWatch()
+        args.host = host_watch.current
     host = normalize_ip(args.host)
     check_port(args.port)
     if args.ledger:
@@ -160,7 +167,8 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
     node = ChatNode(identity, host=host, port=args.port, network=args.network, nickname=args.nickname or "?",
                     ledger=args.ledger, relay=args.relay, no_inbound=args.no_inbound,
                     direct_timeout=args.direct_timeout, rotate_every=args.rotate_every,
-                    step_timeout=args.step_timeout, auto_accept=auto_accept, listen=listen, data_dir=data_dir)
+                    step_timeout=args.step_timeout, auto_accept=auto_accept, listen=listen, data_dir=data_dir,
+                    host_watch=host_watch)
     if not args.nickname:
         node.nickname = _default_nickname(node.directory, identity)
     return node

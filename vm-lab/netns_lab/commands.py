@@ -16,7 +16,7 @@ from netns_lab.processes import LabProcess
 from netns_lab.shell import LabError
 from netns_lab.topology import RELAY
 from netns_lab.wait import wait_until
-from p2pchat.foundation.addresses import RELAY_PORT, format_address
+from p2pchat.foundation.addresses import HOST_AUTO, RELAY_PORT, format_address
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Project:
         self.settings = settings or Settings()
         self.detached = detached   # long-running commands outlive this program (vm-lab/netns up)
         self.ledgers: dict[str, LabProcess] = {}
+        self.following: set[str] = set()   # hosts whose ledger node and listener run with --host auto
 
     # ---- options -----------------------------------------------------------------------------------------
     @property
@@ -47,6 +48,14 @@ class Project:
         """Options every command on ``host`` takes."""
         return ["--host", self.lab.ip(host), "--data-dir", str(self.lab.data_dir(host)),
                 "--network", self.settings.network]
+
+    def running(self, host: str) -> list[str]:
+        """Options of a long-running command (ledger node, listener): ``--host auto`` on a host that follows
+        its address (:attr:`following`), else the lab address."""
+        options = self.common(host)
+        if host in self.following:
+            options[1] = HOST_AUTO
+        return options
 
     def reach(self, host: str) -> list[str]:
         """How ``host`` is reached: a NAT'd host listens nowhere and is found through the relay."""
@@ -64,14 +73,14 @@ class Project:
         return ["--nickname", host, *self.reach(host)]
 
     def ledger_serve(self, host: str) -> LabProcess:
-        argv = self.ledger_cmd("serve", *self.common(host), "--difficulty", str(self.settings.difficulty),
+        argv = self.ledger_cmd("serve", *self.running(host), "--difficulty", str(self.settings.difficulty),
                                *self.node_options(host))
         proc = self.lab.start(host, "ledger", argv, detached=self.detached)
         self.ledgers[host] = proc
         return proc
 
     def ledger_join(self, host: str, via: str) -> LabProcess:
-        argv = self.ledger_cmd("join", self.lab.ip(via), *self.common(host), *self.node_options(host))
+        argv = self.ledger_cmd("join", self.lab.ip(via), *self.running(host), *self.node_options(host))
         proc = self.lab.start(host, "ledger", argv, detached=self.detached)
         self.ledgers[host] = proc
         return proc
@@ -145,7 +154,7 @@ class Project:
         """``p2pchat listen --accept-all`` on ``host``, returned once it waits for chats. ``at_relay`` also
         registers a reachable host at the relay (a NAT'd host always is), so NAT'd callers can fall back to it."""
         extra = ["--relay", self.relay_address] if at_relay and not self.natted(host) else []
-        proc = self.lab.start(host, label, self.chat_cmd("listen", "--accept-all", *self.common(host),
+        proc = self.lab.start(host, label, self.chat_cmd("listen", "--accept-all", *self.running(host),
                                                          *self.reach(host), *extra))
         proc.wait_for(r"^Waiting for chats", 30)
         return proc
