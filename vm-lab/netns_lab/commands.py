@@ -13,7 +13,7 @@ from typing import Any
 
 from netns_lab.lab import Lab
 from netns_lab.processes import LabProcess
-from netns_lab.shell import LabError
+from netns_lab.shell import LabError, faketime_library
 from netns_lab.topology import RELAY
 from netns_lab.wait import wait_until
 from p2pchat.foundation.addresses import HOST_AUTO, RELAY_PORT, format_address
@@ -35,6 +35,7 @@ class Project:
         self.detached = detached   # long-running commands outlive this program (vm-lab/netns up)
         self.ledgers: dict[str, LabProcess] = {}
         self.following: set[str] = set()   # hosts whose ledger node and listener run with --host auto
+        self.clock_offsets: dict[str, str] = {}   # host → its ledger node's clock offset (libfaketime, "+10m")
 
     # ---- options -----------------------------------------------------------------------------------------
     @property
@@ -64,6 +65,18 @@ class Project:
     def ledger_cmd(self, *args: str) -> list[str]:
         return self.lab.module_argv("ledger", *args)
 
+    def node_cmd(self, host: str, *args: str) -> list[str]:
+        """A ledger node's command line; with libfaketime preloaded on a host whose clock is off
+        (:attr:`clock_offsets`: the wall clock only, the monotonic clock stays true)."""
+        argv = self.ledger_cmd(*args)
+        offset = self.clock_offsets.get(host)
+        if offset is None:
+            return argv
+        library = faketime_library()
+        if library is None:
+            raise LabError("libfaketime is missing (Debian package libfaketime): cannot set a host's clock off")
+        return ["env", f"LD_PRELOAD={library}", f"FAKETIME={offset}", "DONT_FAKE_MONOTONIC=1", *argv]
+
     def chat_cmd(self, *args: str) -> list[str]:
         return self.lab.module_argv("p2pchat", *args)
 
@@ -73,14 +86,14 @@ class Project:
         return ["--nickname", host, *self.reach(host)]
 
     def ledger_serve(self, host: str) -> LabProcess:
-        argv = self.ledger_cmd("serve", *self.running(host), "--difficulty", str(self.settings.difficulty),
+        argv = self.node_cmd(host, "serve", *self.running(host), "--difficulty", str(self.settings.difficulty),
                                *self.node_options(host))
         proc = self.lab.start(host, "ledger", argv, detached=self.detached)
         self.ledgers[host] = proc
         return proc
 
     def ledger_join(self, host: str, via: str) -> LabProcess:
-        argv = self.ledger_cmd("join", self.lab.ip(via), *self.running(host), *self.node_options(host))
+        argv = self.node_cmd(host, "join", self.lab.ip(via), *self.running(host), *self.node_options(host))
         proc = self.lab.start(host, "ledger", argv, detached=self.detached)
         self.ledgers[host] = proc
         return proc

@@ -286,6 +286,37 @@ def address_change(p: Project) -> None:
     lab.forget(listener)
 
 
+# ---- clocks ---------------------------------------------------------------------------------------------
+def clock_skew(p: Project) -> None:
+    """b's clock is 10 min ahead and d's 10 min behind (libfaketime on their ledger nodes). Both are told so in
+    plain words (``ledger status`` and the node's log), nobody bans anybody, the network still agrees on one
+    chain with every record, and no node's ``ledger status`` calls its record mined unless the other nodes
+    resolve that very record."""
+    lab = p.lab
+    lab.add_host("d")
+    p.clock_offsets.update({"b": "+10m", "d": "-10m"})
+    hosts = ["a", "r", "b", "d"]
+    statuses = p.form_network(hosts, timeout=CONVERGE_TIMEOUT)
+    for host, way in (("b", "ahead of"), ("d", "behind")):
+        warning = (statuses[host].get("clock") or {}).get("warning") or ""
+        check(re.search(rf"your clock is (9|10|11) min {way} your peers; fix the system time", warning) is not None,
+              f"{host}'s status does not say its clock is 10 min {way} its peers: {statuses[host].get('clock')}")
+        p.ledgers[host].wait_for(rf"your clock is \d+ min {way} your peers", 5)
+    for host in ("a", "r"):
+        check(not (statuses[host].get("clock") or {}).get("warning"),
+              f"{host}, whose clock is right, was warned: {statuses[host].get('clock')}")
+    final = p.statuses(hosts)
+    for host, status in final.items():
+        check(status is not None and not status.get("banned"), f"{host} banned a peer: {summary(status)}")
+    fps = {h: fingerprint_of(s) for h, s in statuses.items()}
+    asks = [(asker, target) for asker in hosts for target in hosts if asker != target]
+    for (asker, target), found in zip(asks, p.lookups([(a, fps[t]) for a, t in asks]), strict=True):
+        own = (statuses[target].get("own_record") or {})
+        check(found is not None and record_field(found, "seq") == own.get("seq"),
+              f"{target}'s status says its record (seq {own.get('seq')}) is {own.get('state')}, but {asker}'s "
+              f"node resolves {found}")
+
+
 # ---- 6: kill -9 and restart ----------------------------------------------------------------------------
 def kill_restart(p: Project) -> None:
     """b's ledger node is killed with SIGKILL; its store still verifies; while it is down d joins and a block
@@ -383,6 +414,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "without anything new registered", partition_equal_work),
     Scenario("address-change", "b (--host auto) moves while running: record follows, chats reach it",
              address_change),
+    Scenario("clock-skew", "b's clock +10 min, d's -10 min (libfaketime): told plainly, no bans, one chain",
+             clock_skew),
     Scenario("kill-restart", "kill -9 a node, verify its store, restart: it rejoins and catches up",
              kill_restart),
 )}
