@@ -77,6 +77,7 @@ from ledger.protocol import (
 )
 from ledger.reachability import prove_reachability, sign_reachability
 from ledger.records import Record, make_register, validate_nickname
+from ledger.splits import SplitReport, SplitWatch, significant
 from ledger.sync import BlockDownload, SyncProgress
 from ledger.watch import Desired, OwnerWatch
 from p2pchat.foundation import crypto
@@ -381,6 +382,7 @@ class LedgerNode:
                                 busy=lambda: self.syncing, clock=self.clock)
         self._next_watch = 0.0
         # --- end owner watch and disputes ---
+        self.splits = SplitWatch()   # splits older than the finality window, seen from the side that keeps its chain
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -551,6 +553,10 @@ class LedgerNode:
             "clock": self.nettime.status(),   # network-adjusted time: offset to the peers' median, warning
         })
         status["background_verification"] = None if self.assume_valid is None else self.assume_valid.status()
+        splits = self._open_splits()
+        status["splits"] = [{"peer": s.peer, "fork_height": s.fork_height, "tip": s.tip_hash.hex(),
+                             "tip_height": s.tip_height} for s in splits]
+        status["alerts"] = list(status.get("alerts") or []) + [s.describe() for s in splits]
         clock_warning = self.nettime.warning()
         if own_info is not None and clock_warning is not None and (self.nettime.measured_offset() or 0) < 0:
             own_info["warning"] = (f"{clock_warning}: peers refuse records and blocks dated more than "
@@ -1102,6 +1108,7 @@ class LedgerNode:
             peer.sync_last = headers[-1].hash
             peer.height = max(peer.height, headers[-1].height)
         if branch and work is not None:
+            self._check_split(peer, branch, work)
             peer.note_validated(work, branch[-1].hash)
             peer.pending = branch
         else:
@@ -1132,6 +1139,35 @@ class LedgerNode:
             self._request_headers(peer)               # keep probing: its branch continues
         else:
             self._maybe_sync()
+
+    def _check_split(self, peer: Peer, branch: list[BlockHeader], work: int) -> None:
+        """Note (ledger/splits.py) a checked branch from ``peer`` that forks from our main chain below our final
+        height with at least half our work since the fork: the network was split for longer than the finality
+        window. Logged once per fork point; shown in ``status`` until settled."""
+        first, tip = branch[0], branch[-1]
+        with self.ledger.lock:
+            chain = self.ledger.chain
+            final = chain.final_height
+            fork_work = chain.chain_work(first.prev_hash)
+            if (first.height - 1 >= final or fork_work is None or not chain.is_main(first.prev_hash)
+                    or chain.is_main(tip.hash) or not significant(work - fork_work, chain.tip_work - fork_work)):
+                return
+        report = SplitReport(peer=peer.text, fork_height=first.height - 1, fork_hash=first.prev_hash,
+                             tip_hash=tip.hash, tip_height=tip.height, final_height=final)
+        if self.splits.note(report):
+            log.warning("SPLIT %s", report.describe())
+
+    def _open_splits(self) -> list[SplitReport]:
+        """Splits still to report: not those whose branch became ours or is parked here as heavier (the ledger's
+        own ALERT names it then)."""
+        def settled(report: SplitReport) -> bool:
+            with self.ledger.lock:
+                chain = self.ledger.chain
+                if chain.is_main(report.tip_hash):
+                    return True
+                parked = chain.parked_branch_of(report.tip_hash)
+            return parked is not None and parked.heavier
+        return self.splits.open(settled)
 
     def _future_headers(self, peer: Peer, header: BlockHeader, now: float) -> None:
         """Headers dated in the future by our clock: refused for now, asked again after ``future_retry``; held
