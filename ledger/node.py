@@ -475,10 +475,10 @@ class LedgerNode:
             peers = list(self._peers)
             self._next_register = 0.0
         self.disputes.host = new
-        if previous is not None:
-            previous.close()
         for peer in peers:
             peer.abort()
+        if previous is not None:
+            previous.close()    # joins the threads of its inbound connections, ended just above
         log.warning("ledger node now at %s (was %s); publishing the updated record", self.address,
                     format_address(old, self.port))
 

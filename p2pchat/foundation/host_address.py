@@ -160,7 +160,7 @@ class HostFollower:
         self.watch = watch
         self._on_change = on_change
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name)
 
     def start(self) -> HostFollower:
         self._thread.start()
