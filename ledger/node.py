@@ -326,7 +326,7 @@ class LedgerNode:
         self.nettime = NetworkTime(clock)
         self.clock: Callable[[], float] = self.nettime.now
         ledger_clock = ledger.clock
-        ledger.clock = lambda: ledger_clock() + self.nettime.offset()   # blocks we mine carry the corrected time
+        ledger.clock = lambda: ledger_clock() + self.nettime.issue_offset()   # blocks we mine: the corrected time
         self._clock_warned: str | None = None
         # --- end network-adjusted time ---
         if no_inbound and relay is None:
@@ -1605,7 +1605,7 @@ class LedgerNode:
         return record
 
     def _publish_own(self, desired: dict[str, Any]) -> Record | None:
-        now = self.clock()
+        now = self._raw_clock() + self.nettime.issue_offset()   # never in the future of the peers measured so far
         fp = self.identity.fingerprint
         latest = self.ledger.latest_record(fp, now)
         lifetime = self.config.record_lifetime or self.params.default_record_lifetime
@@ -1677,6 +1677,7 @@ class LedgerNode:
             self._dial_more(now)
             self._check_peers(now)
             if self._registration_due(now):
+                correction = self.nettime.offset()
                 try:
                     self.ensure_registered()
                     self.registration_error = None
@@ -1685,7 +1686,10 @@ class LedgerNode:
                     if self.registration_error != str(exc):
                         log.warning("cannot register this machine's record: %s", exc)
                     self.registration_error = str(exc)
-                    self._next_register = now + self.config.register_retry
+                    # A peer's clock measured meanwhile changed our time (nettime): the record was dated by the
+                    # old one, so it is made again at once rather than after register_retry.
+                    again = 0.0 if self.nettime.offset() != correction else self.config.register_retry
+                    self._next_register = now + again
             if self.config.register and now >= self._next_watch and not self.syncing:   # owner watch (watch.py)
                 self._next_watch = now + self.config.register_check
                 self.watch.check()
