@@ -31,7 +31,7 @@ from gui.window import WM_CLASS, ChatNodeLike, ChatWindow, Me
 from ledger.node import default_nickname
 from p2pchat.chat_protocol import MAX_ROTATE_EVERY
 from p2pchat.display import visible
-from p2pchat.foundation.addresses import CHAT_PORT, format_address, normalize_ip
+from p2pchat.foundation.addresses import CHAT_PORT, HOST_AUTO, format_address, normalize_ip
 from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import UserError
 from p2pchat.foundation.identity import KEY_FILE, Identity
@@ -186,6 +186,9 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
             raise UserError(f"cannot open a window ({exc}); without a display use `p2pchat chat PEER` or "
                             "`p2pchat listen`") from None
         close_on_signals(app)
+        if _arg(args, "host") == HOST_AUTO:
+            raise UserError("the window does not follow a changing address (--host auto) yet: give it this "
+                            "machine's address with --host IP; `p2pchat listen` and `ledger join` take --host auto")
         host = normalize_ip(_arg(args, "host", "127.0.0.1"))
         port = _arg(args, "port", CHAT_PORT)
         network = _arg(args, "network", "p2pchat")

@@ -31,6 +31,7 @@ from ledger.defaults import (
 from ledger.errors import LedgerError, StoreError
 from p2pchat.foundation.addresses import (
     CHAT_PORT,
+    HOST_AUTO,
     LEDGER_PORT,
     check_port,
     format_address,
@@ -75,6 +76,8 @@ class CliError(UserError):
 # --- argument parsing ------------------------------------------------------------------------------------------
 
 def _ip(text: str) -> str:
+    if text == HOST_AUTO:
+        return text
     try:
         return normalize_ip(text)
     except UserError as exc:
@@ -142,7 +145,8 @@ def _common(parser: argparse.ArgumentParser, defaults: bool) -> None:
     given before the subcommand is not overwritten."""
     d = (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
     parser.add_argument("--host", type=_ip, default=d(None),
-                        help=f"address this node binds, claims in the ledger and sends from (default {DEFAULT_HOST})")
+                        help=f"address this node binds, claims in the ledger and sends from (default {DEFAULT_HOST}); "
+                             "'auto': this machine's address, followed when it changes (DHCP)")
     parser.add_argument("--port", type=_port, default=d(None), help=f"ledger port (default {LEDGER_PORT})")
     parser.add_argument("--data-dir", default=d(None),
                         help="where the identity key and ledger live (default $P2PCHAT_HOME or the user data dir)")
@@ -249,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _finish_args(args: argparse.Namespace) -> argparse.Namespace:
     args.host_given = args.host is not None
     args.host = args.host or DEFAULT_HOST
+    args.host_watch = None
+    if args.host == HOST_AUTO:   # serve/join follow the address (ledger.node); other commands use today's
+        from p2pchat.foundation.host_address import HostWatch
+
+        args.host_watch = HostWatch()
+        args.host = args.host_watch.current
     args.port = args.port or LEDGER_PORT
     return args
 
@@ -816,7 +826,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                           on_progress=_ProgressPrinter(),
                           reload_identity=lambda fp: own_record.switch_to_rotated_key(
                               data_dir, fp, os.environ.get(PASSPHRASE_ENV) or None),
-                          assume_valid=assume_valid)
+                          assume_valid=assume_valid, host_watch=args.host_watch)
         node.start()
     except BaseException:
         ledger.close()
@@ -883,9 +893,10 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = _finish_args(parser.parse_args(argv))
-    _setup_logging(args)
+    args = parser.parse_args(argv)
     try:
+        args = _finish_args(args)
+        _setup_logging(args)
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"ledger: {exc}", file=sys.stderr)

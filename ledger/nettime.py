@@ -70,6 +70,21 @@ class NetworkTime:
             return 0.0
         return measured
 
+    def issue_offset(self) -> float:
+        """The correction for the times this node puts on what it makes (its own records, the blocks it mines):
+        :meth:`offset` once ``MIN_SAMPLES`` clocks are measured; before that, when every peer measured so far
+        says this node's clock is ahead (within ``MAX_ADJUST``), the smallest of those corrections, so that a node
+        whose clock is ahead does not date its first record and block in its peers' future while it still
+        measures. Dating back is harmless (a block's time is also kept above the median of the last blocks);
+        dating forward on the word of one or two peers is not, so that is never done."""
+        if self.measured_offset() is not None:
+            return self.offset()
+        with self._lock:
+            values = list(self._samples.values())
+        if values and all(-MAX_ADJUST <= v < 0 for v in values):
+            return max(values)
+        return 0.0
+
     def now(self) -> float:
         """This node's clock, corrected by its peers' median offset (bounded)."""
         return self._clock() + self.offset()

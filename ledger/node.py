@@ -78,11 +78,13 @@ from ledger.protocol import (
 )
 from ledger.reachability import prove_reachability, sign_reachability
 from ledger.records import Record, make_register, validate_nickname
+from ledger.splits import SplitReport, SplitWatch, significant
 from ledger.sync import BlockDownload, SyncProgress
 from ledger.watch import Desired, OwnerWatch
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, normalize_ip, parse_address
 from p2pchat.foundation.errors import FrameError, PeerUnreachable, ProtocolError, UserError
+from p2pchat.foundation.host_address import HostFollower, HostWatch
 from p2pchat.foundation.identity import Identity
 from p2pchat.foundation.transport import FramedSocket, FrameServer, connect
 
@@ -301,11 +303,14 @@ class LedgerNode:
                  config: NodeConfig | None = None, on_progress: ProgressCallback | None = None,
                  clock: Callable[[], float] = time.time,
                  reload_identity: Callable[[bytes], Identity | None] | None = None,
-                 assume_valid: AssumeValid | None = None) -> None:
+                 assume_valid: AssumeValid | None = None, host_watch: HostWatch | None = None) -> None:
         self.identity = identity
         self.ledger = ledger
         self.params = ledger.params
-        self.host = normalize_ip(host)
+        # --host auto: ``host_watch`` follows this machine's address; the node moves with it (_move_to)
+        self.host = normalize_ip(host_watch.current if host_watch is not None else host)
+        self._host_follower = (None if host_watch is None else
+                               HostFollower(host_watch, self._move_to, name="ledger-host-watch"))
         self.requested_port = port
         self.chat_port = chat_port
         self.nickname = validate_nickname(nickname) if nickname else default_nickname(identity.fingerprint)
@@ -323,7 +328,7 @@ class LedgerNode:
         self.nettime = NetworkTime(clock)
         self.clock: Callable[[], float] = self.nettime.now
         ledger_clock = ledger.clock
-        ledger.clock = lambda: ledger_clock() + self.nettime.offset()   # blocks we mine carry the corrected time
+        ledger.clock = lambda: ledger_clock() + self.nettime.issue_offset()   # blocks we mine: the corrected time
         self._clock_warned: str | None = None
         # --- end network-adjusted time ---
         if no_inbound and relay is None:
@@ -382,6 +387,7 @@ class LedgerNode:
         # --- checkpoint evidence from chat nodes (ledger/checkpoint_evidence.py) ---
         self.checkpoint_evidence = CheckpointEvidence(ledger, dial=self._dial_for_evidence, clock=self.clock,
                                                       config=self.config.evidence)
+        self.splits = SplitWatch()   # splits older than the finality window, seen from the side that keeps its chain
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -407,6 +413,8 @@ class LedgerNode:
         if self._verifier is not None:
             self._verifier.start()
         self._maintainer.start()
+        if self._host_follower is not None:
+            self._host_follower.start()
         log.info("ledger node %s listening on %s (%s, fingerprint %s)", self.nickname,
                  format_address(self.host, self.port), self.params.describe(), self.identity.short_fingerprint)
         return self
@@ -420,6 +428,8 @@ class LedgerNode:
         if self._closing.is_set():
             return
         self._closing.set()
+        if self._host_follower is not None:
+            self._host_follower.close()
         self.ledger.remove_listener(on_block=self._on_block, on_record=self._on_record)
         self.watch.detach()
         self.ledger.stop_mining()
@@ -452,6 +462,30 @@ class LedgerNode:
             thread.join()
         for peer in peers:
             peer.join()
+
+    def _move_to(self, old: str, new: str) -> None:
+        """--host auto: this machine's address changed from ``old`` to ``new``. Listen there (same port), drop the
+        connections of the old address (the peers are dialled again from the new one) and publish the updated
+        record at once, so callers looking up this key or nickname find the new address."""
+        server = FrameServer(new, self.port, LEDGER_PROTOCOL, self._serve_inbound, name=f"ledger-{new}",
+                             max_connections=self.max_peers + 64, max_per_ip=16,
+                             timeout=self.config.send_timeout).start()
+        with self._lock:
+            if self._closing.is_set():
+                server.close()
+                return
+            previous, self._server = self._server, server
+            self.host = new
+            self._book.own.add((new, self.port))
+            peers = list(self._peers)
+            self._next_register = 0.0
+        self.disputes.host = new
+        for peer in peers:
+            peer.abort()
+        if previous is not None:
+            previous.close()    # joins the threads of its inbound connections, ended just above
+        log.warning("ledger node now at %s (was %s); publishing the updated record", self.address,
+                    format_address(old, self.port))
 
     def __enter__(self) -> LedgerNode:
         return self.start()
@@ -524,6 +558,10 @@ class LedgerNode:
             "clock": self.nettime.status(),   # network-adjusted time: offset to the peers' median, warning
         })
         status["background_verification"] = None if self.assume_valid is None else self.assume_valid.status()
+        splits = self._open_splits()
+        status["splits"] = [{"peer": s.peer, "fork_height": s.fork_height, "tip": s.tip_hash.hex(),
+                             "tip_height": s.tip_height} for s in splits]
+        status["alerts"] = list(status.get("alerts") or []) + [s.describe() for s in splits]
         clock_warning = self.nettime.warning()
         if own_info is not None and clock_warning is not None and (self.nettime.measured_offset() or 0) < 0:
             own_info["warning"] = (f"{clock_warning}: peers refuse records and blocks dated more than "
@@ -621,6 +659,8 @@ class LedgerNode:
                            timeout=self.config.connect_timeout)
         except PeerUnreachable as exc:
             log.info("%s", exc)
+            if self._host_follower is not None:   # perhaps our address is gone: look now, not in 5 s
+                self._host_follower.watch.suspect()
             self._dial_done(addr, ok=False)
             return
         conn.timeout = self.config.send_timeout
@@ -731,7 +771,8 @@ class LedgerNode:
                     if other.is_peer and other.node_id == peer.node_id and not other.closed.is_set():
                         # Two connections between the same pair of nodes (both dialled at once): both sides keep
                         # the one dialled by the node with the smaller id.
-                        keep_new = (peer.inbound == other.inbound) or (
+                        # One from a new address means the node moved (--host auto): the old path is dead.
+                        keep_new = (peer.inbound == other.inbound) or other.ip != peer.ip or (
                             (peer.node_id if peer.inbound else self.node_id)
                             < (other.node_id if other.inbound else self.node_id))
                         if keep_new:
@@ -1076,6 +1117,7 @@ class LedgerNode:
             peer.sync_last = headers[-1].hash
             peer.height = max(peer.height, headers[-1].height)
         if branch and work is not None:
+            self._check_split(peer, branch, work)
             peer.note_validated(work, branch[-1].hash)
             peer.pending = branch
         else:
@@ -1106,6 +1148,35 @@ class LedgerNode:
             self._request_headers(peer)               # keep probing: its branch continues
         else:
             self._maybe_sync()
+
+    def _check_split(self, peer: Peer, branch: list[BlockHeader], work: int) -> None:
+        """Note (ledger/splits.py) a checked branch from ``peer`` that forks from our main chain below our final
+        height with at least half our work since the fork: the network was split for longer than the finality
+        window. Logged once per fork point; shown in ``status`` until settled."""
+        first, tip = branch[0], branch[-1]
+        with self.ledger.lock:
+            chain = self.ledger.chain
+            final = chain.final_height
+            fork_work = chain.chain_work(first.prev_hash)
+            if (first.height - 1 >= final or fork_work is None or not chain.is_main(first.prev_hash)
+                    or chain.is_main(tip.hash) or not significant(work - fork_work, chain.tip_work - fork_work)):
+                return
+        report = SplitReport(peer=peer.text, fork_height=first.height - 1, fork_hash=first.prev_hash,
+                             tip_hash=tip.hash, tip_height=tip.height, final_height=final)
+        if self.splits.note(report):
+            log.warning("SPLIT %s", report.describe())
+
+    def _open_splits(self) -> list[SplitReport]:
+        """Splits still to report: not those whose branch became ours or is parked here as heavier (the ledger's
+        own ALERT names it then)."""
+        def settled(report: SplitReport) -> bool:
+            with self.ledger.lock:
+                chain = self.ledger.chain
+                if chain.is_main(report.tip_hash):
+                    return True
+                parked = chain.parked_branch_of(report.tip_hash)
+            return parked is not None and parked.heavier
+        return self.splits.open(settled)
 
     def _future_headers(self, peer: Peer, header: BlockHeader, now: float) -> None:
         """Headers dated in the future by our clock: refused for now, asked again after ``future_retry``; held
@@ -1543,7 +1614,7 @@ class LedgerNode:
         return record
 
     def _publish_own(self, desired: dict[str, Any]) -> Record | None:
-        now = self.clock()
+        now = self._raw_clock() + self.nettime.issue_offset()   # never in the future of the peers measured so far
         fp = self.identity.fingerprint
         latest = self.ledger.latest_record(fp, now)
         lifetime = self.config.record_lifetime or self.params.default_record_lifetime
@@ -1615,6 +1686,7 @@ class LedgerNode:
             self._dial_more(now)
             self._check_peers(now)
             if self._registration_due(now):
+                correction = self.nettime.offset()
                 try:
                     self.ensure_registered()
                     self.registration_error = None
@@ -1623,7 +1695,10 @@ class LedgerNode:
                     if self.registration_error != str(exc):
                         log.warning("cannot register this machine's record: %s", exc)
                     self.registration_error = str(exc)
-                    self._next_register = now + self.config.register_retry
+                    # A peer's clock measured meanwhile changed our time (nettime): the record was dated by the
+                    # old one, so it is made again at once rather than after register_retry.
+                    again = 0.0 if self.nettime.offset() != correction else self.config.register_retry
+                    self._next_register = now + again
             if self.config.register and now >= self._next_watch and not self.syncing:   # owner watch (watch.py)
                 self._next_watch = now + self.config.register_check
                 self.watch.check()

@@ -18,7 +18,7 @@ from p2pchat import contacts_cli, history_cli, pad_cli, passphrase
 from p2pchat.display import visible
 from p2pchat.flags import ACCEPT_FLAG, OVERRIDE_FLAG
 from p2pchat.foundation import crypto
-from p2pchat.foundation.addresses import CHAT_PORT, check_port, normalize_ip, parse_address
+from p2pchat.foundation.addresses import CHAT_PORT, HOST_AUTO, check_port, normalize_ip, parse_address
 from p2pchat.foundation.errors import UsageError, UserError
 
 # The chat node, the identity key (pycryptodome) and the window are imported by the command that needs them, so
@@ -34,7 +34,8 @@ MAX_NICKNAME = 32
 def _add_node_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="this machine's address: where it listens, what the ledger binds to its key, and where "
-                        "outgoing connections come from (default 127.0.0.1)")
+                        "outgoing connections come from (default 127.0.0.1); 'auto': this machine's address, "
+                        "followed when it changes (run the ledger node with --host auto too)")
     p.add_argument("--port", type=int, default=CHAT_PORT, help=f"chat port to listen on (default {CHAT_PORT})")
     p.add_argument("--data-dir", help="where the identity key lives (default: $P2PCHAT_HOME or the per-user "
                                       "data directory)")
@@ -163,6 +164,12 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
     from p2pchat.foundation.keygen import TerminalProgress
     from p2pchat.node import ChatNode
 
+    host_watch = None
+    if args.host == HOST_AUTO:
+        from p2pchat.foundation.host_address import HostWatch
+
+        host_watch = HostWatch()
+        args.host = host_watch.current
     host = normalize_ip(args.host)
     check_port(args.port)
     if args.ledger:
@@ -184,7 +191,8 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
                     step_timeout=args.step_timeout, auto_accept=auto_accept, listen=listen, data_dir=data_dir,
                     vault=vault, outbox=listen,
                     downloads=Path(args.downloads).expanduser() if getattr(args, "downloads", None) else None,
-                    max_file_size=int(getattr(args, "max_file_size", 2048.0) * 2**20), accept_files=accept_files)
+                    max_file_size=int(getattr(args, "max_file_size", 2048.0) * 2**20), accept_files=accept_files,
+                    host_watch=host_watch)
     if not args.nickname:
         node.nickname = _default_nickname(node.directory, identity)
     return node

@@ -37,6 +37,7 @@ from p2pchat.events import Event, NodeError, Notice, PadModeChanged, Presence, S
 from p2pchat.file_driver import prepare as prepare_file
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, parse_address
 from p2pchat.foundation.errors import UsageError, UserError
+from p2pchat.foundation.host_address import HostFollower, HostWatch
 from p2pchat.foundation.identity import Identity
 from p2pchat.foundation.transport import FramedSocket, FrameServer
 from p2pchat.handshake_driver import new_handshake
@@ -83,11 +84,19 @@ class ChatNode:
                  max_sessions: int = 512, admission: Admission | None = None, data_dir: Path | None = None,
                  contacts: ContactStore | bool = True, vault: Vault | None = None,
                  history: HistoryStore | bool = True, outbox: bool = False, downloads: Path | None = None,
-                 max_file_size: int = DEFAULT_MAX_SIZE, accept_files: bool = False) -> None:
+                 max_file_size: int = DEFAULT_MAX_SIZE, accept_files: bool = False,
+                 host_watch: HostWatch | None = None) -> None:
         if not 1 <= rotate_every <= MAX_ROTATE_EVERY:      # issue 11: the protocol fixes the maximum
             raise ValueError(f"rotate_every must be between 1 and {MAX_ROTATE_EVERY}")
         self.identity = identity
-        self.host = host
+        # --host auto: ``host_watch`` follows this machine's address; the node moves with it (_move_to)
+        self.host = host_watch.current if host_watch is not None else host
+        host = self.host
+        self._host_follower = (None if host_watch is None else
+                               HostFollower(host_watch, self._move_to, name="chat-host-watch"))
+        # The ledger node on this machine (at --host) moves with it; one elsewhere stays where it is.
+        self._ledger_follows_host = directory is None and (
+            ledger is None or parse_address(ledger, LEDGER_PORT)[0] == host)
         self.port = port
         self.network = network
         self.nickname = nickname
@@ -191,20 +200,45 @@ class ChatNode:
                 raise
             self.port = self._server.port
         if self.relay and self.takes_calls:
-            ip, port, key = parse_relay(self.relay)      # [relay link, issue 11] optional #KEY pin
-            self._relay_presence = RelayPresence(self._rt.emit, self.identity, ip, port, source_ip=self.host,
-                                                 network=self.network, timeout=self.step_timeout,
-                                                 on_invite=self._on_relay_invite, relay_key=key)
-            self._registration = self._relay_presence.registration
-            self._relay_presence.start()
+            self._start_relay_presence()
         if self._outbox_wanted and self.history is not None:
             self.outbox = Outbox(self, self.history, self._rt.emit)
             self._rt.watcher = self.outbox
+        if self._host_follower is not None:
+            self._host_follower.start()
+
+    def _start_relay_presence(self) -> None:
+        assert self.relay is not None
+        ip, port, key = parse_relay(self.relay)      # [relay link, issue 11] optional #KEY pin
+        self._relay_presence = RelayPresence(self._rt.emit, self.identity, ip, port, source_ip=self.host,
+                                             network=self.network, timeout=self.step_timeout,
+                                             on_invite=self._on_relay_invite, relay_key=key)
+        self._registration = self._relay_presence.registration
+        self._relay_presence.start()
+
+    def _move_to(self, old: str, new: str) -> None:
+        """--host auto: this machine's address changed from ``old`` to ``new``. Listen there (same port), ask
+        the ledger node that moved with us, and register at the relay from the new address. The ledger node
+        (``ledger serve/join --host auto``) publishes the updated record."""
+        if self._server is not None:
+            server = FrameServer(new, self.port, CHAT, self._serve_incoming, name="chat",
+                                 max_connections=self.max_sessions, timeout=self.step_timeout).start()
+            previous, self._server = self._server, server
+            previous.close()
+        self.host = new
+        if isinstance(self.directory, LedgerDirectory):
+            self.directory.move(new if self._ledger_follows_host else None, source_ip=new)
+        if self._relay_presence is not None:
+            self._relay_presence.close()
+            self._start_relay_presence()
+        log.info("chat node now at %s (was %s)", self.address, format_address(old, self.port or CHAT_PORT))
 
     def close(self) -> None:
         """Say goodbye in every session, stop listening, and stop and join every thread the node started."""
         if self._rt.closed:
             return
+        if self._host_follower is not None:
+            self._host_follower.close()
         sessions = self._rt.close_all()
         if self.outbox is not None:
             self.outbox.close()         # no new calls from here on

@@ -118,6 +118,13 @@ class LedgerDirectory:
     def node(self) -> str:
         return self.client.node
 
+    def move(self, ledger_ip: str | None, *, source_ip: str) -> None:
+        """--host auto: this machine's address changed; ask from ``source_ip`` and, when the ledger node is this
+        machine's own, at ``ledger_ip`` (each lookup opens its own connection, so the next one uses them)."""
+        if ledger_ip is not None:
+            self.client.ip = ledger_ip
+        self.client.source_ip = source_ip
+
     def lookup(self, query: str, by: LookupBy = None) -> VerifiedBinding:
         try:
             return self.client.lookup(query, by=by)

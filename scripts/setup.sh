@@ -16,6 +16,7 @@ if [ "$want_test" = 1 ]; then
   command -v xdotool >/dev/null || need+=(xdotool)
   command -v ip >/dev/null || need+=(iproute2)
   command -v nft >/dev/null || need+=(nftables)
+  ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || need+=(libfaketime)   # lab hosts with a wrong clock
   command -v openbox >/dev/null || need+=(openbox)                  # map, focus and urgency semantics
   command -v xprop >/dev/null || need+=(x11-utils)                  # reads WM_HINTS in the tests
   command -v import >/dev/null || need+=(imagemagick)               # screenshots of the real window

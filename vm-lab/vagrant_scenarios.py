@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netns_lab.commands import fingerprint_of
 from netns_lab.processes import LabProcess
 from netns_lab.scenarios import (
     DIRECT_PATH,
@@ -177,8 +178,7 @@ def lookups(vms: VMs) -> None:
         for target in vms.names:
             nick = str(statuses[target].get("nickname"))
             found = vms.lookup(asker, nick)
-            fp = (statuses[target].get("own_record") or {}).get("fingerprint") or statuses[target].get("fingerprint")
-            if found is None or not same_fingerprint(found, str(fp)):
+            if found is None or not same_fingerprint(found, fingerprint_of(statuses[target])):
                 failures.append(f"{asker} → {nick}: {found}")
             elif target == vms.natted and record_field(found, "ip"):
                 failures.append(f"{asker} → {nick}: the NAT'd peer has an address: {found}")
@@ -273,14 +273,14 @@ def kill_restart(vms: VMs) -> None:
     """kill -9 of peer-b's ledger node and of the relay: systemd restarts both, peer-b catches up and keeps
     its binding, and a chat through the relay works again."""
     before = vms.converged(vms.names)
-    fp_b = (before["peer-b"].get("own_record") or {}).get("fingerprint")
+    fp_b = fingerprint_of(before["peer-b"])   # the status's own, not the record's (which has no fingerprint field)
     for vm, unit in (("peer-b", "p2pchat-ledger"), ("relay", "p2pchat-relay")):
-        old = vms.must(vm, f"systemctl show -p MainPID --value {unit}").strip()
+        old = vms.must(vm, f"sudo systemctl show -p MainPID --value {unit}").strip()
         vms.must(vm, f"sudo systemctl kill -s KILL {unit}")
         started = time.monotonic()
 
         def restarted(vm: str = vm, unit: str = unit, old: str = old) -> bool:
-            now = vms.run(vm, f"systemctl show -p MainPID --value {unit}").stdout.strip()
+            now = vms.run(vm, f"sudo systemctl show -p MainPID --value {unit}").stdout.strip()
             return now not in ("", "0", old)
 
         wait_until(restarted, STEP_TIMEOUT, f"systemd to restart {unit} on {vm}", interval=1.0)

@@ -9,6 +9,7 @@ from p2pchat.foundation.errors import AddressError
 LEDGER_PORT = 8470
 CHAT_PORT = 8471
 RELAY_PORT = 8472
+HOST_AUTO = "auto"    # --host auto: this machine's address, followed (p2pchat.foundation.host_address)
 
 
 def normalize_ip(text: str) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from netns_lab.commands import Project
+from netns_lab.shell import faketime_library
 
 from tests.lab.support import run_scenario
 
@@ -41,6 +44,16 @@ def test_a_long_partition_with_equal_work_on_both_sides_heals_by_itself(project:
 
 def test_address_change_updates_the_record_and_chats_follow(project: Project) -> None:
     run_scenario(project, "address-change")
+
+
+def test_clocks_ten_minutes_off_are_told_plainly_ban_nobody_and_status_claims_only_what_peers_hold(
+        project: Project) -> None:
+    if faketime_library() is None:
+        reason = "libfaketime is missing (Debian package libfaketime; scripts/setup.sh --test installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    run_scenario(project, "clock-skew")
 
 
 def test_killed_node_restarts_and_rejoins(project: Project) -> None:

@@ -51,6 +51,24 @@ def test_an_offset_beyond_the_bound_is_reported_but_not_applied():
     assert describe_offset(7500) == "2 h 5 min"
 
 
+def test_what_a_node_makes_is_dated_back_while_it_measures_when_every_peer_says_its_clock_is_ahead():
+    t = NetworkTime(lambda: 1000.0)
+    assert t.issue_offset() == 0.0
+    t.add_sample("a", 400, 1000)          # one peer: our clock is 10 min ahead of it
+    assert t.issue_offset() == -600 and t.offset() == 0.0
+    t.add_sample("b", 700, 1000)          # every peer says so: the smallest correction
+    assert t.issue_offset() == -300
+    t.add_sample("c", 1600, 1000)         # three clocks measured: the median rules (never forward on one word)
+    assert t.issue_offset() == t.offset() == -300
+    ahead = NetworkTime(lambda: 1000.0)
+    ahead.add_sample("a", 1600, 1000)     # a peer ahead of us is not followed before the median is known
+    ahead.add_sample("b", 400, 1000)
+    assert ahead.issue_offset() == 0.0
+    far = NetworkTime(lambda: 0.0)
+    far.add_sample("a", -2 * MAX_ADJUST, 0)
+    assert far.issue_offset() == 0.0      # beyond the bound: not corrected
+
+
 def test_a_nodes_hello_carries_its_clock_and_old_hellos_without_it_still_parse():
     fields = hello_fields(role="peer", nonce=bytes(8), network="n", genesis=bytes(32), params={}, height=0,
                           tip=bytes(32), work=0, time=1_700_000_000)
@@ -103,3 +121,21 @@ def test_a_node_whose_clock_is_ahead_mines_blocks_its_peers_accept(net, identiti
     assert mined is not None and mined.header.timestamp <= time.time() + PARAMS.max_future_seconds
     wait_until(lambda: all(h.ledger.tip_info()[1] == mined.hash for h in honest), timeout=20)
     assert all(h.banned() == {} and h.standing_points(early.host) == 0 for h in honest)
+
+
+def test_a_node_ahead_registers_before_three_clocks_are_measured_and_its_one_peer_accepts_the_record(net):
+    """The issue-14 run: a node 10 min ahead synced with its first peer and registered at once, so its record and
+    the block holding it were dated in the peers' future, refused, while its own status said "mined"."""
+    blocks = _branch(1, int(time.time()) - 120)
+    (honest,) = _honest(net, blocks, n=1)
+    def ahead() -> float:
+        return time.time() + SKEW
+
+    early = net.node(ledger=_ledger_with(net, "early", blocks, clock=ahead), clock=ahead, seeds=[honest.address],
+                     config=config(mine=True, register=True, future_retry=0.3, tip_announce_interval=0.3))
+    found = wait_until(lambda: honest.ledger.lookup("fp", early.identity.fingerprint, honest.clock()), timeout=30,
+                       what="the early node's record on its peer")
+    assert found.record.issued <= time.time() + PARAMS.max_future_seconds
+    assert early.status()["own_record"]["state"] == "mined"
+    assert early.ledger.tip_info()[1] == honest.ledger.tip_info()[1]
+    assert honest.banned() == {} and early.banned() == {}

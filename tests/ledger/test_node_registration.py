@@ -9,6 +9,8 @@ from gossip_kit import Net, config, wait_until
 from ledger.client import LedgerClient
 from ledger.errors import LedgerError
 from ledger.node import default_nickname
+from p2pchat.foundation.host_address import HostWatch
+from tests.conftest import free_loopback_ip
 
 
 @pytest.fixture
@@ -52,6 +54,29 @@ def test_a_node_started_on_another_address_publishes_an_update(net):
     answer = seed.ledger.lookup("fp", identity.fingerprint, seed.clock())
     assert answer.record.seq == 1 and answer.record.ip == moved.host
     assert seed.ledger.lookup("ip", first.host, seed.clock()) is None  # the old address is free again
+
+
+def test_a_node_following_its_address_moves_and_publishes_the_update_while_running(net):
+    """--host auto (p2pchat.foundation.host_address): the address changes under a running node; it listens at
+    the new one, publishes the update and is dialled there; the old address stops answering."""
+    old_ip, new_ip = free_loopback_ip(), free_loopback_ip()
+    interfaces = {"eth0": [old_ip]}
+    watch = HostWatch(addresses=lambda: dict(interfaces), route_source=lambda: None, interval=0.2)
+    seed = net.node(config=config(register=False))
+    mover = net.node(seeds=[seed.address], host_watch=watch)
+    assert mover.host == old_ip
+    wait_until(lambda: seed.ledger.lookup("ip", old_ip, seed.clock()), what="the first registration")
+    interfaces["eth0"] = [new_ip]
+    answer = wait_until(lambda: (a := seed.ledger.lookup("fp", mover.identity.fingerprint, seed.clock()))
+                        and a.record.ip == new_ip and a, what="the update to be mined on the seed")
+    assert (answer.record.ledger_port, answer.record.nickname) == (mover.port, mover.nickname)
+    assert seed.ledger.lookup("ip", old_ip, seed.clock()) is None
+    assert mover.host == new_ip and mover.status()["host"] == new_ip
+    assert LedgerClient(new_ip, mover.port, source_ip=seed.host, network=net.params.name).lookup(
+        mover.nickname, by="nick").ip == new_ip
+    with pytest.raises(OSError):
+        socket.create_connection((old_ip, mover.port), timeout=2).close()
+    wait_until(lambda: any(p.ip == new_ip for p in seed.peers()), what="the seed connected to the new address")
 
 
 def test_a_node_without_inbound_connections_publishes_only_a_relay_hint(net):

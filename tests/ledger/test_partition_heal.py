@@ -99,19 +99,41 @@ def test_a_node_announces_its_tip_to_a_connected_peer_whose_known_tip_differs_wi
         raw.close()
 
 
-def test_a_split_older_than_the_finality_window_is_reported_and_never_merged(net, caplog):
+def test_a_split_older_than_the_finality_window_is_reported_on_both_sides_and_never_merged(net, caplog):
     final = FinalityPolicy(depth=2)
     left, right, [(a, b), (c, d)] = _two_halves(net, 3, finality=final)
     loser_side = [a, b] if left[-1].hash > right[-1].hash else [c, d]
-    other = [c, d] if loser_side[0] is a else [a, b]
+    winner_side = [c, d] if loser_side[0] is a else [a, b]
     b.add_peer(c.address)
     caplog.set_level("WARNING")
+
+    def alerts(n):
+        return n.status()["alerts"]
+
     # The side whose tip hash is higher would have switched, but the fork lies below its final height: it parks
-    # the other branch and reports it (status "parked"), keeping its own history.
-    wait_until(lambda: any(n.status().get("parked") for n in loser_side), timeout=20)
-    for n in loser_side:
-        assert n.ledger.tip_info()[1] != other[0].ledger.tip_info()[1]
-    assert {n.ledger.tip_info()[1] for n in [a, b, c, d]} == {left[-1].hash, right[-1].hash}
+    # the other branch and raises an ALERT, keeping its own history. The other side's fork choice keeps its own
+    # chain anyway; it reports the split too (ledger/splits.py), naming the peer and the fork point.
+    wait_until(lambda: all(any("below final history" in x for x in alerts(n)) for n in loser_side), timeout=20)
+    wait_until(lambda: all(any(x.startswith("the network is split") for x in alerts(n)) for n in winner_side),
+               timeout=20)
+    for n in winner_side:
+        (split,) = n.status()["splits"]
+        assert (split["fork_height"], split["tip"]) == (0, loser_side[0].ledger.tip_info()[1].hex())
+    assert any(r.message.startswith("SPLIT the network is split") for r in caplog.records)
+    for n in loser_side:   # the parked branch's ALERT says it; no second sentence about the same branch
+        assert n.status()["splits"] == []
+    # Never merged: each side keeps its own tip.
+    for side, blocks in ((loser_side, left if loser_side[0] is a else right),
+                         (winner_side, right if loser_side[0] is a else left)):
+        assert {n.ledger.tip_info()[1] for n in side} == {blocks[-1].hash}
+
+
+def test_a_short_fork_above_the_finality_window_is_no_split(net):
+    left, right, [(a, b), (c, d)] = _two_halves(net, 1, finality=FinalityPolicy(depth=5))
+    b.add_peer(c.address)
+    winner = min(left[-1].hash, right[-1].hash)
+    wait_until(lambda: all(n.ledger.tip_info()[1] == winner for n in (a, b, c, d)), timeout=20)
+    assert all(n.status()["splits"] == [] and n.status()["alerts"] == [] for n in (a, b, c, d))
 
 
 def test_connected_nodes_whose_fork_announcements_were_lost_settle_within_two_announcement_rounds(net):

@@ -314,3 +314,31 @@ def test_texts_sent_one_at_a_time_are_each_receipted_at_once(identities):
             alice.log.wait(DeliveryReceipt, msg_id=msg_id)
             assert alice.node.pending_receipts(sid) == 0
             assert len(sent_by_bob) == i + 1              # its own receipt frame, not held back for later texts
+
+
+def test_a_listener_following_its_address_moves_its_socket_when_the_address_changes(identities):
+    """--host auto: the listening socket follows this machine's address (the ledger node publishes the record);
+    a caller reaches the same running node at the new address, and nothing answers at the old one."""
+    from p2pchat.foundation.host_address import HostWatch
+    from p2pchat.peer_directory import FixedDirectory
+
+    old_ip, new_ip = free_loopback_ip(), free_loopback_ip()
+    interfaces = {"eth0": [old_ip]}
+    watch = HostWatch(addresses=lambda: dict(interfaces), route_source=lambda: None, interval=0.1)
+    directory = FixedDirectory()
+    alice = make_peer(identities[0], "alice", directory)
+    bob = make_peer(identities[1], "bob", directory, ip="127.0.0.1", register=False, auto_accept=True,
+                    host_watch=watch)
+    try:
+        assert bob.node.host == old_ip
+        port = bob.node.port
+        interfaces["eth0"] = [new_ip]
+        wait_until(lambda: bob.node.host == new_ip, what="bob's node to move")
+        directory.add(entry(identities[1], "bob", new_ip, port))     # the record its ledger node published
+        bob.ip = new_ip
+        connect_all(alice, bob)
+        with pytest.raises(OSError):
+            socket.create_connection((old_ip, port), timeout=2).close()
+    finally:
+        alice.node.close()
+        bob.node.close()

@@ -13,10 +13,10 @@ from typing import Any
 
 from netns_lab.lab import Lab
 from netns_lab.processes import LabProcess
-from netns_lab.shell import LabError
+from netns_lab.shell import LabError, faketime_library
 from netns_lab.topology import RELAY
 from netns_lab.wait import wait_until
-from p2pchat.foundation.addresses import RELAY_PORT, format_address
+from p2pchat.foundation.addresses import HOST_AUTO, RELAY_PORT, format_address
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class Project:
         self.settings = settings or Settings()
         self.detached = detached   # long-running commands outlive this program (vm-lab/netns up)
         self.ledgers: dict[str, LabProcess] = {}
+        self.following: set[str] = set()   # hosts whose ledger node and listener run with --host auto
+        self.clock_offsets: dict[str, str] = {}   # host → its ledger node's clock offset (libfaketime, "+10m")
 
     # ---- options -----------------------------------------------------------------------------------------
     @property
@@ -48,12 +50,32 @@ class Project:
         return ["--host", self.lab.ip(host), "--data-dir", str(self.lab.data_dir(host)),
                 "--network", self.settings.network]
 
+    def running(self, host: str) -> list[str]:
+        """Options of a long-running command (ledger node, listener): ``--host auto`` on a host that follows
+        its address (:attr:`following`), else the lab address."""
+        options = self.common(host)
+        if host in self.following:
+            options[1] = HOST_AUTO
+        return options
+
     def reach(self, host: str) -> list[str]:
         """How ``host`` is reached: a NAT'd host listens nowhere and is found through the relay."""
         return ["--no-inbound", "--relay", self.relay_address] if self.natted(host) else []
 
     def ledger_cmd(self, *args: str) -> list[str]:
         return self.lab.module_argv("ledger", *args)
+
+    def node_cmd(self, host: str, *args: str) -> list[str]:
+        """A ledger node's command line; with libfaketime preloaded on a host whose clock is off
+        (:attr:`clock_offsets`: the wall clock only, the monotonic clock stays true)."""
+        argv = self.ledger_cmd(*args)
+        offset = self.clock_offsets.get(host)
+        if offset is None:
+            return argv
+        library = faketime_library()
+        if library is None:
+            raise LabError("libfaketime is missing (Debian package libfaketime): cannot set a host's clock off")
+        return ["env", f"LD_PRELOAD={library}", f"FAKETIME={offset}", "DONT_FAKE_MONOTONIC=1", *argv]
 
     def chat_cmd(self, *args: str) -> list[str]:
         return self.lab.module_argv("p2pchat", *args)
@@ -64,14 +86,14 @@ class Project:
         return ["--nickname", host, *self.reach(host)]
 
     def ledger_serve(self, host: str) -> LabProcess:
-        argv = self.ledger_cmd("serve", *self.common(host), "--difficulty", str(self.settings.difficulty),
+        argv = self.node_cmd(host, "serve", *self.running(host), "--difficulty", str(self.settings.difficulty),
                                *self.node_options(host))
         proc = self.lab.start(host, "ledger", argv, detached=self.detached)
         self.ledgers[host] = proc
         return proc
 
     def ledger_join(self, host: str, via: str) -> LabProcess:
-        argv = self.ledger_cmd("join", self.lab.ip(via), *self.common(host), *self.node_options(host))
+        argv = self.node_cmd(host, "join", self.lab.ip(via), *self.running(host), *self.node_options(host))
         proc = self.lab.start(host, "ledger", argv, detached=self.detached)
         self.ledgers[host] = proc
         return proc
@@ -145,7 +167,7 @@ class Project:
         """``p2pchat listen --accept-all`` on ``host``, returned once it waits for chats. ``at_relay`` also
         registers a reachable host at the relay (a NAT'd host always is), so NAT'd callers can fall back to it."""
         extra = ["--relay", self.relay_address] if at_relay and not self.natted(host) else []
-        proc = self.lab.start(host, label, self.chat_cmd("listen", "--accept-all", *self.common(host),
+        proc = self.lab.start(host, label, self.chat_cmd("listen", "--accept-all", *self.running(host),
                                                          *self.reach(host), *extra))
         proc.wait_for(r"^Waiting for chats", 30)
         return proc

@@ -47,3 +47,16 @@ def missing_requirements() -> list[str]:
     else:
         run(["ip", "netns", "del", probe], check=False)
     return problems
+
+
+def faketime_library() -> str | None:
+    """libfaketime's library for threaded programs (Debian package libfaketime), or None. The lab preloads it
+    itself instead of running the ``faketime`` wrapper, which would stand between the lab and the node."""
+    import glob
+
+    for pattern in ("/usr/lib/*/faketime/libfaketimeMT.so.1", "/usr/lib/faketime/libfaketimeMT.so.1",
+                    "/usr/local/lib/faketime/libfaketimeMT.so.1"):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    return None
