@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from p2pchat.foundation.identity import Identity
-from p2pchat.groups import (MAX_HELD_TEXTS, Change, GroupError, GroupText, Inbox, MembershipLog)
+from p2pchat.groups import MAX_HELD_TEXTS, Change, GroupError, GroupText, Inbox, MembershipLog
 
 
 def _add(log: MembershipLog, author: Identity, who: Identity) -> Change:
@@ -24,7 +24,7 @@ def _copy(log: MembershipLog) -> MembershipLog:
 
 def test_create_and_add_make_members(identities: list[Identity]) -> None:
     a, b, c = identities[:3]
-    log, create = MembershipLog.create(a, "class 4b")
+    log, _ = MembershipLog.create(a, "class 4b")
     _add(log, a, b)
     _add(log, b, c)                       # any member may add
     assert set(log.members) == {a.fingerprint, b.fingerprint, c.fingerprint}
