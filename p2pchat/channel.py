@@ -163,7 +163,14 @@ class Abort:
     connection_lost: bool = False   # an unauthenticated error frame arrived: nothing more can be sent
 
 
-ChEvent = Send | Text | Receipt | Typing | Rotated | Goodbye | Refused | Abort
+@dataclass(frozen=True)
+class GroupFrame:
+    """[groups, issue 18] A group frame from the peer; its body is checked by :mod:`p2pchat.groups`."""
+
+    body: bytes
+
+
+ChEvent = Send | Text | Receipt | Typing | Rotated | Goodbye | Refused | Abort | GroupFrame
 
 
 def utf8_size(text: str) -> int:
@@ -367,6 +374,11 @@ class Channel:
         self.closed = True
         return frames
 
+    def send_group(self, body: bytes) -> list[bytes]:
+        """[groups, issue 18] Seal one group frame (after the queued texts)."""
+        self._check_open()
+        return self._seal_after_queued("group", body=body)
+
     def take_receipt(self) -> list[bytes]:
         """The receipt frame for every text received but not yet receipted (``[]`` if there is none)."""
         if not self._unreceipted or self.closed:
@@ -565,6 +577,8 @@ class Channel:
             return self._on_rotate(inner["epoch"], inner["pub"])
         if kind == "rotate_ack":
             return self._on_rotate_ack(inner["epoch"], inner["pub"])
+        if kind == "group":                        # [groups, issue 18]
+            return [GroupFrame(bytes(inner["body"]))]
         # The peer leaves: receipts for its last texts go out before the session ends.
         events: list[ChEvent] = [Send(frame) for frame in self.take_receipt()]
         self.peer_closed = True

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from p2pchat.channel import Abort, Channel, ChEvent, Goodbye, Receipt, Refused, Rotated, Text, Typing
+from p2pchat.channel import Abort, Channel, ChEvent, Goodbye, GroupFrame, Receipt, Refused, Rotated, Text, Typing
 from p2pchat.chat_protocol import MAX_RECEIPT_IDS, Send
 from p2pchat.events import DeliveryReceipt, Event, MessageReceived, Notice, PeerTyping
 from p2pchat.foundation import crypto
@@ -35,9 +35,16 @@ class OutboxFull(UsageError):
     """The peer takes our messages more slowly than the user sends them; the text was not queued."""
 
 
+class GroupSink(Protocol):
+    """[groups, issue 18] Takes group frames from peers (the node's group service; queues only)."""
+
+    def frame_from(self, session: str, fp: str, body: bytes) -> None: ...
+
+
 class ChannelHost(Protocol):
     rotate_every: int
     history: HistoryRecorder | None      # keeps the texts of every chat past step 4 (None: no history)
+    groups: GroupSink | None             # [groups, issue 18] (None: this node keeps no groups)
 
     def emit(self, event: Event) -> None: ...
 
@@ -145,6 +152,9 @@ class ChannelDriver:
                         self.host.emit(DeliveryReceipt(session.id, msg_id))
                 case Typing(typing=typing):
                     self.host.emit(PeerTyping(session.id, typing))
+                case GroupFrame(body=body):                  # [groups, issue 18]
+                    if self.host.groups is not None and session.peer_fp is not None:
+                        self.host.groups.frame_from(session.id, session.peer_fp, body)
                 case Rotated(epoch=epoch, direction=direction):
                     whose = "our sending key" if direction == "send" else "the peer's sending key"
                     self.host.emit(Notice(session.id, "rotation",
@@ -166,6 +176,12 @@ class ChannelDriver:
                     raise TypeError(f"unexpected channel event {ev!r}")
         session.writer.schedule_flush()
         self.refresh_info(session)
+
+    def send_group(self, session: Session, body: bytes) -> None:
+        """[groups, issue 18] Seal one group frame (``session.lock`` held)."""
+        ch = self._open_channel(session)
+        session.writer.queue_all(ch.send_group(body))
+        session.writer.schedule_flush()
 
     def taken(self, session: Session) -> None:
         """The UI took one message event of ``session`` (``session.lock`` held): once it has taken all of them,

@@ -70,6 +70,8 @@ MAX_PLAINTEXT = MAX_TEXT_BYTES + 2 * PAD_STEP
 MAX_BOX = MAX_PLAINTEXT + crypto.GCM_TAG_LEN
 MAX_FRAME = 2 * 1024 * 1024              # a 1 MiB message fits in one frame with room to spare
 
+MAX_GROUP_BODY = 1024 * 1024            # [groups, issue 18] one group frame (p2pchat.groups.GROUP_WIRE)
+
 MAX_COUNTER = 2**64 - 1
 MAX_EPOCH = 2**32 - 1
 
@@ -142,6 +144,8 @@ SEALED_CONTENT = Protocol("chat-sealed", {
     "rotate": {"epoch": Field(int, lo=1, hi=MAX_EPOCH), "pub": _bytes(X25519_LEN)},
     "rotate_ack": {"epoch": Field(int, lo=1, hi=MAX_EPOCH), "pub": _bytes(X25519_LEN)},
     "goodbye": {"reason": Field(str, max_len=MAX_REASON)},
+    # [groups, issue 18] a group frame; its body is checked by p2pchat.groups (docs/groups.md)
+    "group": {"body": Field(bytes, min_len=1, max_len=MAX_GROUP_BODY)},
 }, max_frame=MAX_PLAINTEXT)
 
 

@@ -37,6 +37,8 @@ from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address,
 from p2pchat.foundation.errors import UsageError, UserError
 from p2pchat.foundation.identity import Identity
 from p2pchat.foundation.transport import FramedSocket, FrameServer
+from p2pchat.group_service import GroupService, WatcherPair
+from p2pchat.group_store import GroupStore
 from p2pchat.handshake_driver import new_handshake
 from p2pchat.history import HistoryStore
 from p2pchat.history_recorder import HistoryRecorder
@@ -133,6 +135,8 @@ class ChatNode:
             self._rt.history = HistoryRecorder(self.history, lambda text: self._rt.emit(NodeError(text=text)),
                                                requeued=self._requeued)
         self._outbox_wanted = outbox and self.history is not None
+        self.groups: GroupService | None = None        # [groups, issue 18] with the outbox, in a data directory
+        self._group_dir = (data_dir, vault) if data_dir is not None and vault is not None else None
         # Everything the user should see, in order (bounded per session: see p2pchat.event_queue).
         self.events: queue.Queue[Event] = self._rt.events
         self._server: FrameServer | None = None
@@ -187,6 +191,12 @@ class ChatNode:
         if self._outbox_wanted and self.history is not None:
             self.outbox = Outbox(self, self.history, self._rt.emit)
             self._rt.watcher = self.outbox
+            if self._group_dir is not None:           # [groups, issue 18]
+                store = GroupStore.in_data_dir(*self._group_dir)
+                self.groups = GroupService(self, store, self.identity, self._rt.emit)
+                self.outbox.also_waiting = self.groups.has_pending
+                self._rt.groups = self.groups
+                self._rt.watcher = WatcherPair(self.outbox, self.groups)
 
     def close(self) -> None:
         """Say goodbye in every session, stop listening, and stop and join every thread the node started."""
@@ -195,6 +205,8 @@ class ChatNode:
         sessions = self._rt.close_all()
         if self.outbox is not None:
             self.outbox.close()         # no new calls from here on
+        if self.groups is not None:
+            self.groups.close()         # [groups, issue 18] its store closes with it
         if self._relay_presence is not None:
             self._relay_presence.close()
         for session in sessions:
@@ -377,6 +389,26 @@ class ChatNode:
             _, at_once = self._rt.channels.send_text(s, text, history_row=row)
         if at_once:
             s.writer.kick()
+
+    # --- [groups, issue 18] GroupHost (p2pchat.group_service) ---------------------------------------------
+
+    def send_group_frame(self, session: str, body: bytes) -> None:
+        s = self._get(session)
+        with s.lock:
+            if s.phase is not Phase.CHAT:
+                raise UsageError("the chat ended before the group frame could go out")
+            self._rt.channels.send_group(s, body)
+
+    def want_contact(self, fp: str) -> None:
+        if self.outbox is not None:
+            self.outbox.requeued(fp)
+
+    def group_member(self, query: str) -> tuple[str, bytes, str]:
+        """A contact to put in a group, by nickname, name or fingerprint: (fp hex, public key DER, name)."""
+        if self.contacts is None:
+            raise UsageError("this node has no contact store: group members are chosen among contacts")
+        c = self.contacts.resolve(query)
+        return c.fp, c.public_der, c.local_name or c.nickname or c.fp[:16]
 
     def _requeued(self, fp: str) -> None:
         if self.outbox is not None:
