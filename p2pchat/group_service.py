@@ -89,7 +89,7 @@ class GroupService:
         self._emit = emit
         self.groups: dict[bytes, Group] = {}
         self._pending: dict[str, list[_Pending]] = {}
-        self._sent: dict[str, set[int]] = {}          # session -> pending rows sent in it
+        self._sent: dict[str, set[int]] = {}          # session -> refs of the pending frames sent in it
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._load()
         self._thread = threading.Thread(target=self._run, name="groups", daemon=True)
@@ -175,10 +175,18 @@ class GroupService:
         self._jobs.put(lambda: self._flush(fp, session))
 
     def chat_ended(self, fp: str | None, session: str, *, dropped: bool, ours: bool) -> None:
-        self._jobs.put(lambda: self._forget_session(session))
+        self._jobs.put(lambda: self._forget_session(fp, session))
 
-    def _forget_session(self, session: str) -> None:
+    def _forget_session(self, fp: str | None, session: str) -> None:
+        """Frames sent in a chat that ended unacknowledged go out again: in another chat with the member that is
+        still open, or in the next one."""
         self._sent.pop(session, None)
+        if fp is not None and self._pending.get(fp):
+            live = self._host.live_session_with(fp)
+            if live is not None and live != session:
+                self._flush(fp, live)
+            else:
+                self._host.want_contact(fp)
 
     def has_pending(self, fp: str) -> bool:
         return bool(self._pending.get(fp))
@@ -316,14 +324,14 @@ class GroupService:
     def _flush(self, fp: str, session: str) -> None:
         sent = self._sent.setdefault(session, set())
         for p in list(self._pending.get(fp, ())):
-            if p.row in sent:
+            if p.ref in sent:          # refs, not rows: SQLite reuses the row id of a deleted last row
                 continue
             try:
                 self._host.send_group_frame(session, p.body)
             except UserError as exc:
                 log.info("groups: %s", exc)
                 return
-            sent.add(p.row)
+            sent.add(p.ref)
 
     def _send_now(self, session: str, body: bytes) -> None:
         try:
