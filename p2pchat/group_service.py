@@ -62,6 +62,7 @@ class Group:
     my_counter: int = 0
     texts: list[GroupText] = field(default_factory=list)
     acks: dict[int, set[str]] = field(default_factory=dict)    # my counter -> members who acknowledged it
+    sent_to: dict[int, int] = field(default_factory=dict)      # my counter -> other members when it was sent
 
     @property
     def name(self) -> str:
@@ -116,6 +117,7 @@ class GroupService:
             g.inbox.lamport = max(g.inbox.lamport, t.lamport)
             if t.sender == self._me.fingerprint:
                 g.my_counter = max(g.my_counter, t.counter)
+                g.sent_to[t.counter] = r.record.get("to", 0)
             else:
                 g.inbox.last_counter[t.sender] = max(g.inbox.last_counter.get(t.sender, 0), t.counter)
         for r in self._store.rows("receipt"):
@@ -238,7 +240,8 @@ class GroupService:
             g.my_counter += 1
             t = GroupText(gid, self._me.fingerprint, g.my_counter, g.log.version, g.inbox.next_lamport(),
                           time.time(), text)
-            self._keep_text(g, t)
+            g.sent_to[t.counter] = len(g.log.members) - 1
+            self._keep_text(g, t, to=g.sent_to[t.counter])
             for m in g.log.members:
                 if m != self._me.fingerprint:
                     self._queue(m.hex(), g, t.counter, lambda ref: self._text_body(ref, t))
@@ -259,10 +262,10 @@ class GroupService:
         return self._call(lambda: sorted(self._group(gid).texts, key=GroupText.order_key))
 
     def delivered(self, gid: bytes, counter: int) -> tuple[int, int]:
-        """(members who acknowledged my message ``counter``, other members when it was sent)."""
+        """(members who acknowledged my message ``counter``, the other members it was sent to)."""
         def run() -> tuple[int, int]:
             g = self._group(gid)
-            return len(g.acks.get(counter, ())), len(g.log.members) - 1
+            return len(g.acks.get(counter, ())), g.sent_to.get(counter, 0)
         return self._call(run)
 
     def find(self, text: str) -> bytes:
@@ -291,10 +294,10 @@ class GroupService:
     def _keep_changes(self, gid: bytes, changes: list[Change]) -> None:
         self._store.add_many([("change", {"gid": gid, "raw": c.encode()}) for c in changes])
 
-    def _keep_text(self, g: Group, t: GroupText) -> None:
+    def _keep_text(self, g: Group, t: GroupText, *, to: int = 0) -> None:
         g.texts.append(t)
         self._store.add("text", gid=t.group, sender=t.sender, counter=t.counter, version=t.version,
-                        lamport=t.lamport, sent_at=t.sent_at, text=t.text)
+                        lamport=t.lamport, sent_at=t.sent_at, text=t.text, to=to)
 
     def _fan_out_changes(self, g: Group, *, also: set[bytes] | None = None, skip: str | None = None) -> None:
         """The whole log to every other member (a new member needs it all; the others ignore what they have)."""
@@ -452,7 +455,7 @@ class GroupService:
             if fp not in got:
                 got.add(fp)
                 self._store.add("receipt", gid=p.gid, counter=p.counter, member=fp)
-                self._emit(GroupReceipt(p.gid.hex(), g.name, p.counter, len(got), len(g.log.members) - 1))
+                self._emit(GroupReceipt(p.gid.hex(), g.name, p.counter, len(got), g.sent_to.get(p.counter, 0)))
 
 
 class WatcherPair:

@@ -23,6 +23,9 @@ from p2pchat.display import Printer, one_line
 from p2pchat.events import (
     DeliveryReceipt,
     Event,
+    GroupMessage,
+    GroupNotice,
+    GroupReceipt,
     IncomingChat,
     MessageReceived,
     NodeError,
@@ -37,6 +40,7 @@ from p2pchat.events import (
     StepResult,
 )
 from p2pchat.foundation.errors import UserError
+from p2pchat.group_terminal import GROUP_HELP, GroupCommands  # [groups, issue 18]
 from p2pchat.node import ChatNode
 from p2pchat.steps import Step
 
@@ -311,6 +315,7 @@ class ListenView:
         self.questions: list[IncomingChat] = []
         self.early_answers: list[str] = []   # y/n typed (or piped) before any question appeared
         self.target: _Chat | None = None
+        self.group_ui = GroupCommands(node, p, self.contact_name)     # [groups, issue 18]
 
     def chat(self, sid: str) -> _Chat:
         c = self.chats.get(sid)
@@ -369,6 +374,8 @@ class ListenView:
                 p.line(f"Lines you type still go to {self.target.label()}; /to {c.number} writes to {who}.")
         elif isinstance(ev, Notice) and ev.session == "":
             p.line(f"  → {ev.text}")
+        elif isinstance(ev, (GroupMessage, GroupNotice, GroupReceipt)):     # [groups, issue 18]
+            self.group_ui.on_event(ev)
         elif not isinstance(ev, (SessionUpdated, PeerTyping, DeliveryReceipt)):
             sid = getattr(ev, "session", None)
             _show_common(p, ev, self.tag(sid) if sid else "")
@@ -468,8 +475,15 @@ class ListenView:
             info = self.node.session_info(c.session)
             for text in (status_lines(self.node, info) if word == "/status" else verify_lines(info)):
                 self.p.line(text)
+        elif word in ("/group", "/gsay"):                         # [groups, issue 18]
+            try:
+                self.group_ui.command(word, arg)
+            except UserError as exc:
+                self.p.line(f"! {exc}")
         elif command in ("/help", "/?"):
             self.p.line(LISTEN_HELP)
+            if self.node.groups is not None:
+                self.p.line(GROUP_HELP)
         elif command.startswith("/") and " " not in command:
             self.p.line(f"unknown command {one_line(command)}. {LISTEN_HELP}")
         elif line:

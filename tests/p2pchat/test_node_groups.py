@@ -131,3 +131,41 @@ def test_a_member_impersonating_another_is_refused_over_real_channels(tmp_path: 
     finally:
         for p in peers:
             p.node.close()
+
+
+def test_listen_creates_a_group_writes_to_it_and_shows_it_with_member_names(tmp_path: Path,
+                                                                             identities: list[Identity]) -> None:
+    import io
+
+    from p2pchat.display import Printer
+    from p2pchat.terminal import ListenView
+
+    directory = FixedDirectory()
+    peers = [_start(i, identities, directory, tmp_path) for i in range(3)]
+    alice, bob, _carol = peers
+    out_a, out_b = io.StringIO(), io.StringIO()
+    view_a, view_b = ListenView(alice.node, Printer(out_a)), ListenView(bob.node, Printer(out_b))
+    try:
+        view_a.on_line('/group create "lab \x1b[31mgroup" bob carol')
+        view_a.on_line("/group create x nobody-known")
+        assert alice.node.groups is not None
+        ((gid, _, _),) = alice.node.groups.snapshot()
+        view_a.on_line(f"/gsay {gid.hex()[:8]} hello \x1b[2Jall")
+        bob.log.wait(GroupMessage, 20, text="hello \x1b[2Jall")
+        for ev in bob.log.all(GroupMessage) + bob.log.all(GroupNotice):
+            view_b.on_event(ev)
+        view_b.on_line("/group list")
+        alice.log.wait(GroupReceipt, 20, counter=1, delivered=2, of=2)
+        view_a.on_line(f"/group remove {gid.hex()[:8]} carol")
+        view_a.on_line(f"/group show {gid.hex()[:8]}")
+        view_a.on_line("/group frobnicate")
+        a, b = out_a.getvalue(), out_b.getvalue()
+        assert "\x1b" not in a and "\x1b" not in b
+        assert "created (id" in a and "with 3 members" in a and "carol removed from" in a
+        assert "you: hello" in a and "(delivered to 2 of 2)" in a
+        assert "! " in a and "nobody-known" in a and "/group create NAME" in a
+        assert "] alice: hello" in b
+        assert "you, alice" in b.replace("alice, you", "you, alice") and "carol" in b
+    finally:
+        for p in peers:
+            p.node.close()
