@@ -24,7 +24,10 @@ original stays a store without a stored checkpoint). Per chain:
 record per block, distinct 3072-bit-sized keys, addresses and nicknames, mined blocks) whose records carry random
 bytes in place of keys and signatures: a start, its memory and lookups never check signatures (they were checked
 before a block was stored), so these figures hold for a real chain of that length, while ``verify`` is skipped
-for it. It exists because chaingen makes about 6–15 real blocks a second here, so 100k real blocks take hours.
+for it. It exists because chaingen makes about 6–15 real blocks a second here, so 100k real blocks take hours;
+the synthetic generator makes 1,000–2,000 blocks a second (1,000,000 in about 12 minutes). A store it wrote has no
+checkpoint, so the bench's first start replays it once (≈ 6.5 minutes and ≈ 7 GiB of memory at 1,000,000); pass
+an existing CHAIN_DIR to measure the same chain again without building it.
 
 Writes the table to docs/benchmarks.md under "### Ledger at scale: latest run of bench/ledger_scale_bench.py" (the last
 subsection of "## Ledger at scale", whose analysis it leaves alone) unless --no-write. Loopback only.

@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gui.key_words import step_2_words, window_warning
 from gui.models import AcceptPrompt, BarView, ChatLine, LineKind, StepState, StepView, TabState
@@ -45,6 +45,9 @@ from p2pchat.events import (
 from p2pchat.foundation.addresses import parse_address
 from p2pchat.foundation.errors import UserError
 from p2pchat.steps import Step
+
+if TYPE_CHECKING:
+    from gui.transfers import FileTransfers
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +152,7 @@ class ChatController:
         self._early_receipts: set[tuple[str, int]] = set()
         self._prompts: list[AcceptPrompt] = []
         self._early: dict[str, list[SessionUpdated | Notice]] = {}
+        self.files: FileTransfers | None = None     # file transfers (gui/transfers.py), set by the window
 
     # ---- what the window reads ----------------------------------------------------------------------------
 
@@ -436,6 +440,8 @@ class ChatController:
 
     def handle(self, event: Event) -> None:
         """Apply one node event to the state (on the Tk thread)."""
+        if self.files is not None and self.files.handle(event):
+            return
         if isinstance(event, IncomingChat):
             self._incoming(event)
             return
@@ -551,6 +557,11 @@ class ChatController:
             self._notice(tab, "key-stop", f"STOP — the key of {event.contact}, a contact you VERIFIED, has changed. "
                                           "Nothing was signed or sent. Do not go on until you have asked them in "
                                           "person or by phone.")
+    def file_notice(self, session: str, text: str) -> None:
+        """A line about a file in ``session``'s transcript (gui/transfers.py)."""
+        tab = self.tabs.get(session)
+        if tab is not None:
+            self._notice(tab, "info", text)
 
     # ---- internals ----------------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from gui.ledger_view import LedgerSnapshot, identity_ledger_line
 from gui.models import AcceptPrompt, LineKind, tab_peer_rows
 from gui.settings import APPEARANCES, SCALINGS, Alerts, load_alerts, save_alerts
 from gui.text import count
+from gui.transfers import FileApi, FileTransfers, TransfersUi
 from gui.verify import VerifyDialog, add_verify_button
 from gui.widgets.accept_dialog import AcceptDialog
 from gui.widgets.chat_pane import ChatPane
@@ -61,7 +62,7 @@ WM_CLASS = "p2pchat"       # the root's className (gui/app.py creates the root):
 MIN_SIZE = (600, 560)       # at 100 %: the entry, Send and a few transcript lines fit with the steps collapsed
 
 
-class ChatNodeLike(NodeApi, Protocol):
+class ChatNodeLike(NodeApi, FileApi, Protocol):
     events: queue.Queue[Event]
     accept_timeout: float
     handshake_timeout: float
@@ -104,6 +105,8 @@ class ChatWindow:
         self.controller = ChatController(node, self.worker, nickname=me.nickname,
                                          accept_timeout=node.accept_timeout, handshake_timeout=node.handshake_timeout)
         self.lag = LagMeter()
+        files = FileTransfers(node, self.worker, self.controller.file_notice)     # issue 16: files
+        self.controller.files = files
         self.closed = False
         self.close_requested = False
         self.ticks = 0                     # event-pump ticks so far (tests check the loop keeps turning)
@@ -119,6 +122,7 @@ class ChatWindow:
         self._title = ""
         self.fonts = Fonts()
         self._build(appearance, scaling)
+        self.transfers = TransfersUi(top, self.fonts, files, self._ask, self._can_send_files)
         top.protocol("WM_DELETE_WINDOW", self.ask_close)
         self._bind_keys()
         top.bind("<FocusIn>", lambda _e: self._focus_changed(), add="+")
@@ -428,6 +432,7 @@ class ChatWindow:
             self._last_slow = started
             self.controller.tick()
         self._render(self.controller.take_changes())
+        self.transfers.render()          # file progress changes no chat line
         return handled
 
     def _show_ledger(self, snap: LedgerSnapshot) -> None:
@@ -466,6 +471,7 @@ class ChatWindow:
         for session in ch.typing:
             if session in self.panes:
                 self.panes[session].set_typing(ctl.typing_text(session))
+        self.transfers.render(ch.chat_input)
         for session in ch.chat_input:
             tab = ctl.tabs.get(session)
             if session in self.panes and tab is not None:
@@ -510,9 +516,15 @@ class ChatWindow:
         pane.peer_panel.show(tab_peer_rows(tab))
         self.verify_buttons[session] = add_verify_button(pane.peer_panel, self.fonts,
                                                          functools.partial(self.open_verify, session))
+        self.transfers.attach(session, pane, row=5)
         pane.set_input(tab.ready, self.controller.input_hint(session), tab.ended is not None)
 
+    def _can_send_files(self, session: str) -> bool:
+        tab = self.controller.tabs.get(session)
+        return tab is not None and tab.ready and tab.ended is None
+
     def _remove_tab(self, session: str) -> None:
+        self.transfers.detach(session)
         self.panes.pop(session, None)
         self.verify_buttons.pop(session, None)
         shown = self.tabs.remove(session)

@@ -34,6 +34,7 @@ along a reorg in time proportional to the blocks involved. :meth:`Bindings.overl
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -41,7 +42,7 @@ from typing import Any, Literal
 import msgpack
 
 from ledger.errors import LedgerError
-from ledger.index import IdentityTable
+from ledger.index import IdentityTable, SortedList
 from ledger.nicknames import nickname_key
 from ledger.params import NetworkParams
 from ledger.records import Record
@@ -177,6 +178,152 @@ class StoredIdentityState(IdentityState):
         return f"StoredIdentityState({self._record_id.hex()[:16]}, {self.height}, {self.index}, {self.status})"
 
 
+IdentityRow = tuple[bytes, bytes, int, int, str, int]   # fp, record id, height, index, status, expires
+_STATUSES: dict[str, Status] = {"live": "live", "revoked": "revoked", "rotated": "rotated"}
+
+
+class _LiveKeys:
+    """The live-fingerprint index of a :class:`StoredIdentityTable`: the store's primary key (a page of rows at a
+    time) merged with the changes not written yet."""
+
+    PAGE = 64
+
+    def __init__(self, table: StoredIdentityTable) -> None:
+        self.table = table
+        self.work = 0
+
+    def __len__(self) -> int:
+        return self.table.status_counts["live"]
+
+    def _stored(self, start: bytes) -> Iterator[bytes]:
+        own = self.table.own
+        while True:
+            page = self.table.read_live(start, self.PAGE)
+            self.work += 1
+            yield from (fp for fp in page if fp not in own)
+            if len(page) < self.PAGE:
+                return
+            start = page[-1] + b"\x00"   # the smallest key after the page's last
+
+    def from_item(self, start: bytes) -> Iterator[bytes]:
+        """Live fingerprints >= ``start`` in order, lazily."""
+        changed = sorted(fp for fp, st in self.table.own.items()
+                         if fp >= start and st is not _DELETED and st.status == "live")
+        return heapq.merge(self._stored(start), changed)
+
+
+class _LiveExpiries:
+    """Expiry times of the live identities of a :class:`StoredIdentityTable`, sorted (8–40 bytes an identity)."""
+
+    def __init__(self, expiries: list[int]) -> None:
+        self.sorted: SortedList[int] = SortedList()
+        self.sorted.load(expiries)
+
+    @property
+    def work(self) -> int:
+        return self.sorted.work
+
+    def count_at_most(self, item: tuple[int, bytes]) -> int:
+        """How many live identities expire at or before ``item[0]`` (the in-memory table's ``(expires, fp)``
+        form: its fingerprint part only breaks ties, which a count up to the largest fingerprint ignores)."""
+        return self.sorted.count_at_most(item[0])
+
+
+class StoredIdentityTable:
+    """The ``identities`` map of a binding state restored from the store: rows stay in SQLite (``bind_id``) and
+    are read when asked for, changes sit in ``own`` until :meth:`persisted` (like :class:`StoredMap`). What
+    :class:`ledger.index.IdentityTable` keeps as indexes is kept here as counts per status, the sorted expiry
+    times of live identities (for the live-binding count) and the store's fingerprint order (for prefix
+    lookups), so memory holds a few bytes an identity instead of its whole state."""
+
+    def __init__(self, read: Callable[[bytes], IdentityRow | None], scan: Callable[[], Iterable[IdentityRow]],
+                 read_live: Callable[[bytes, int], list[bytes]], counts: dict[str, int], expiries: list[int],
+                 fetch: RecordFetch) -> None:
+        unknown = set(counts) - set(_STATUSES)
+        if unknown:
+            raise LedgerError(f"stored identities have an unknown status {sorted(unknown)[0]!r:.20}")
+        if counts.get("live", 0) != len(expiries):
+            raise LedgerError("the stored live identities do not match their count")
+        self._read, self._scan, self.read_live, self._fetch = read, scan, read_live, fetch
+        self.own: dict[bytes, Any] = {}
+        self.status_counts = {status: counts.get(status, 0) for status in _STATUSES}
+        self._len = sum(self.status_counts.values())
+        self.live = _LiveKeys(self)
+        self.live_expiry = _LiveExpiries(expiries)
+        self.prefix_examined = 0
+
+    def _state(self, row: IdentityRow) -> IdentityState:
+        _fp, record_id, height, index, status, expires = row
+        known = _STATUSES.get(status)
+        if known is None:
+            raise LedgerError(f"stored identity {_fp.hex()[:16]} has an unknown status {status!r:.20}")
+        return StoredIdentityState(record_id, height, index, known, expires, self._fetch)
+
+    def get(self, fp: bytes, default: Any = None) -> Any:
+        value = self.own.get(fp, _MISSING)
+        if value is _MISSING:
+            row = self._read(fp)
+            return default if row is None else self._state(row)
+        return default if value is _DELETED else value
+
+    def __contains__(self, fp: object) -> bool:
+        return isinstance(fp, bytes) and self.get(fp) is not None
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _index(self, state: IdentityState, sign: int) -> None:
+        self.status_counts[state.status] += sign
+        self._len += sign
+        if state.status == "live":
+            if sign > 0:
+                self.live_expiry.sorted.add(state.expires)
+            else:
+                self.live_expiry.sorted.remove(state.expires)
+
+    def __setitem__(self, fp: bytes, state: IdentityState) -> None:
+        old = self.get(fp)
+        if old is not None:
+            self._index(old, -1)
+        self.own[fp] = state
+        self._index(state, +1)
+
+    def pop(self, fp: bytes, default: Any = _MISSING) -> Any:
+        old = self.get(fp)
+        if old is None:
+            if default is _MISSING:
+                raise KeyError(fp)
+            return default
+        self._index(old, -1)
+        self.own[fp] = _DELETED
+        return old
+
+    def items(self) -> list[tuple[bytes, IdentityState]]:
+        """Every identity (a walk of the store: diagnostics and tests only)."""
+        merged = {row[0]: self._state(row) for row in self._scan()}
+        for fp, value in self.own.items():
+            if value is _DELETED:
+                merged.pop(fp, None)
+            else:
+                merged[fp] = value
+        return sorted(merged.items(), key=lambda item: item[0])
+
+    def values(self) -> list[IdentityState]:
+        return [state for _, state in self.items()]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter([fp for fp, _ in self.items()])
+
+    def work(self) -> dict[str, int]:
+        """Work done by queries so far (see :meth:`ledger.index.IdentityTable.work`)."""
+        return {"identities": len(self), "rank_steps": self.live.work + self.live_expiry.work,
+                "prefix_keys_examined": self.prefix_examined}
+
+    def persisted(self) -> None:
+        """The store now holds every change: forget them here."""
+        self.own.clear()
+
+
 def state_row(state: IdentityState) -> tuple[bytes, int, int, str, int]:
     """The stored form of a mined identity state: ``(record id, height, index, status, expires)``."""
     record_id = state.record_id if isinstance(state, StoredIdentityState) else state.record.id
@@ -237,25 +384,20 @@ class Bindings:
             self.by_nick = _Layer(_base.by_nick)
 
     @classmethod
-    def restore(cls, params: NetworkParams, identities: Iterable[tuple[bytes, bytes, int, int, str, int]],
-                by_ip: StoredMap, by_nick: StoredMap, fetch: RecordFetch) -> Bindings:
-        """The state kept in the store (rows as written from :func:`state_row`), records read through ``fetch``;
-        the IP and nickname maps stay in the store (see :class:`StoredMap`)."""
+    def restore(cls, params: NetworkParams, identities: StoredIdentityTable, by_ip: StoredMap,
+                by_nick: StoredMap) -> Bindings:
+        """The state kept in the store: every map reads the store (see :class:`StoredIdentityTable` and
+        :class:`StoredMap`) and holds only what was not written yet."""
         state = cls(params)
-        states: dict[bytes, IdentityState] = {}
-        for fp, record_id, height, index, status, expires in identities:
-            if status not in ("live", "revoked", "rotated"):
-                raise LedgerError(f"stored identity {fp.hex()[:16]} has an unknown status {status!r:.20}")
-            states[fp] = StoredIdentityState(record_id, height, index, status, expires, fetch)  # type: ignore[arg-type]
-        state.identities.load(states)
+        state.identities = identities
         state.by_ip = by_ip
         state.by_nick = by_nick
         return state
 
     def persisted(self) -> None:
         """The store committed every change so far (see :class:`StoredMap`)."""
-        for mapping in (self.by_ip, self.by_nick):
-            if isinstance(mapping, StoredMap):
+        for mapping in (self.identities, self.by_ip, self.by_nick):
+            if isinstance(mapping, StoredMap | StoredIdentityTable):
                 mapping.persisted()
 
     def code_of(self, mapping: Any) -> int:
@@ -447,8 +589,8 @@ class Bindings:
     def lookup_fingerprint(self, fp: bytes, now: float) -> BindingInfo | None:
         return self._live(fp, now)
 
-    def _table(self) -> IdentityTable:
-        if not isinstance(self.identities, IdentityTable):
+    def _table(self) -> IdentityTable | StoredIdentityTable:
+        if not isinstance(self.identities, IdentityTable | StoredIdentityTable):
             raise TypeError("counts and prefix lookups are only available on a base state, not an overlay")
         return self.identities
 

@@ -30,11 +30,12 @@ operator accepts it. The per-block finality check is a bisection over the main c
 from __future__ import annotations
 
 import struct
+import weakref
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, overload, runtime_checkable
 
 from ledger.bindings import Bindings, StoredMap, UndoLog
 from ledger.blocks import HEADER_FORMAT, Block, BlockHeader, chain_preference, work_for
@@ -162,6 +163,17 @@ class BodySource(Protocol):
     def block_by_hash(self, block_hash: bytes) -> Block | None: ...
 
 
+@runtime_checkable
+class StoredMainChain(BodySource, Protocol):
+    """Where a restored chain reads its main chain at or below the final height of the restore (the store)."""
+
+    def main_row_at(self, height: int) -> tuple[bytes, bytes] | None:
+        """``(hash, packed header)`` of the stored main chain at ``height``."""
+
+    def height_of(self, block_hash: bytes) -> int | None:
+        """The height of a stored block (main chain or not)."""
+
+
 class _Bodies:
     """Block bodies read on demand for nodes restored without them, with a bounded LRU cache."""
 
@@ -193,8 +205,8 @@ class _Node:
     restored from a stored checkpoint holds only its packed header (parsed on demand) and reads its body
     through ``bodies``, so a long restored chain costs a few hundred bytes a block."""
 
-    __slots__ = ("_block", "_header", "_packed", "bodies", "children", "hash", "height", "parent", "parked", "undo",
-                 "work")
+    __slots__ = ("__weakref__", "_block", "_header", "_packed", "bodies", "children", "hash", "height", "parent",
+                 "parked", "undo", "work")
 
     def __init__(self, block: Block | None, parent: _Node | None, *, restored: tuple[bytes, bytes, int] | None = None,
                  bodies: _Bodies | None = None, unit_work: int = 0) -> None:
@@ -236,6 +248,137 @@ class _Node:
         return self.bodies.get(self.hash)
 
 
+class _PrefixNode(_Node):
+    """A main-chain block at or below the final height a chain was restored with, made from its stored row when
+    asked for (:class:`_Prefix`); its parent is looked up the same way, so holding one holds no chain of them."""
+
+    __slots__ = ("_prefix",)
+
+    def __init__(self, prefix: _Prefix, height: int, block_hash: bytes, packed: bytes) -> None:
+        self._prefix = prefix
+        self._block, self._header, self._packed = None, None, packed
+        self.bodies = prefix.bodies
+        self.hash, self.height = block_hash, height
+        self.work = prefix.unit * height
+        self.children = []
+        self.undo, self.parked = None, None
+
+    @property
+    def parent(self) -> _Node:  # type: ignore[override]
+        return self._prefix.node(self.height - 1)
+
+
+class _Prefix:
+    """Heights 1..``top`` of a restored main chain (final when restored), kept in the store, not in memory: a node
+    is made when asked for and lives as long as someone holds it (the same object meanwhile, so identity checks
+    such as :meth:`Chain._on_main` hold). Costs nothing per block; a lookup by hash is one indexed SQLite query."""
+
+    def __init__(self, source: StoredMainChain, top: int, root: _Node, unit: int, bodies: _Bodies) -> None:
+        self.source, self.top, self.root, self.unit, self.bodies = source, top, root, unit, bodies
+        self._made: weakref.WeakValueDictionary[int, _PrefixNode] = weakref.WeakValueDictionary()
+
+    def node(self, height: int) -> _Node:
+        if height == 0:
+            return self.root
+        made = self._made.get(height)
+        if made is not None:
+            return made
+        row = self.source.main_row_at(height) if 0 < height <= self.top else None
+        if row is None:
+            raise StoreError(f"main-chain block {height} is missing from the store; run 'ledger verify', then "
+                             "move the store aside to resync")
+        made = _PrefixNode(self, height, row[0], row[1])
+        self._made[height] = made
+        return made
+
+    def find(self, block_hash: bytes) -> _Node | None:
+        height = self.source.height_of(block_hash)
+        if height is None or not 0 < height <= self.top:
+            return None
+        node = self.node(height)
+        return node if node.hash == block_hash else None
+
+
+class _MainChain:
+    """The main chain by height: a restored :class:`_Prefix` (heights 1..top) below the nodes held in memory
+    (genesis, then heights above top). Disconnecting into the prefix is refused: it holds no undo logs."""
+
+    def __init__(self, root: _Node) -> None:
+        self._held: list[_Node] = [root]
+        self.prefix: _Prefix | None = None
+
+    def set_prefix(self, prefix: _Prefix) -> None:
+        assert len(self._held) == 1
+        self.prefix = prefix
+
+    def _top(self) -> int:
+        return self.prefix.top if self.prefix is not None else 0
+
+    def __len__(self) -> int:
+        return self._top() + len(self._held)
+
+    @overload
+    def __getitem__(self, index: int) -> _Node: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[_Node]: ...
+
+    def __getitem__(self, index: int | slice) -> _Node | list[_Node]:
+        if isinstance(index, slice):
+            return [self[h] for h in range(len(self))[index]]
+        n = len(self)
+        h = index + n if index < 0 else index
+        if not 0 <= h < n:
+            raise IndexError(index)
+        top = self._top()
+        if h == 0 or h > top:
+            return self._held[h - top if h else 0]
+        assert self.prefix is not None
+        return self.prefix.node(h)
+
+    def append(self, node: _Node) -> None:
+        self._held.append(node)
+
+    def pop(self) -> _Node:
+        if len(self._held) == 1 and len(self) > 1:
+            node = self[-1]
+            raise LedgerError(f"{node.header.describe()} was restored from a stored checkpoint without its undo "
+                              "log; the chain must be replayed from its blocks to disconnect it")
+        return self._held.pop()
+
+
+class _NodeIndex:
+    """Block hash → node of the tree: a dict of the nodes in memory, then the restored prefix (:class:`_Prefix`)."""
+
+    def __init__(self, root: _Node) -> None:
+        self._dict: dict[bytes, _Node] = {root.hash: root}
+        self.prefix: _Prefix | None = None
+
+    def get(self, block_hash: bytes) -> _Node | None:
+        node = self._dict.get(block_hash)
+        if node is None and self.prefix is not None:
+            node = self.prefix.find(block_hash)
+        return node
+
+    def __contains__(self, block_hash: object) -> bool:
+        return isinstance(block_hash, bytes) and self.get(block_hash) is not None
+
+    def __getitem__(self, block_hash: bytes) -> _Node:
+        node = self.get(block_hash)
+        if node is None:
+            raise KeyError(block_hash)
+        return node
+
+    def __setitem__(self, block_hash: bytes, node: _Node) -> None:
+        self._dict[block_hash] = node
+
+    def __delitem__(self, block_hash: bytes) -> None:
+        del self._dict[block_hash]
+
+    def __len__(self) -> int:
+        return len(self._dict) + (self.prefix.top if self.prefix is not None else 0)
+
+
 class _Parked:
     """A parked subtree: ``root`` is its first block after ``fork`` (a main-chain block below the final height)."""
 
@@ -268,8 +411,8 @@ class Chain:
         self.finality = finality or FinalityPolicy()
         self.genesis = params.genesis()
         root = _Node(self.genesis, None)
-        self._nodes: dict[bytes, _Node] = {root.hash: root}
-        self._main: list[_Node] = [root]
+        self._nodes = _NodeIndex(root)
+        self._main = _MainChain(root)
         self._tips: set[_Node] = {root}
         self._record_loc: Any = {}   # record id → (height, index): a dict, or a StoredMap once restored
         self._orphans: OrderedDict[bytes, Block] = OrderedDict()
@@ -938,20 +1081,29 @@ class Chain:
         final height do not: reopening them needs a replay)."""
         return all(self._main[h].undo is not None for h in range(max(height, 0) + 1, len(self._main)))
 
-    def restore(self, headers: Sequence[tuple[bytes, bytes]], bodies: BodySource,
+    def restore(self, headers: Sequence[tuple[bytes, bytes]], bodies: BodySource | StoredMainChain,
                 record_loc: StoredMap | dict[bytes, Any], bindings: Bindings, undo: Mapping[int, UndoLog],
-                finality: Mapping[str, Any] | None, now: float) -> None:
-        """Start from a stored checkpoint instead of replaying blocks: ``headers`` is the main chain above genesis
-        as ``(packed header, hash)`` (checked here: each links to the one before, with the right height, network
-        and target), ``bindings`` and ``record_loc`` the state at its tip, ``undo`` the undo logs of the blocks
-        above the final height. Bodies are read from ``bodies`` when needed. Raises :class:`LedgerError` if the
-        checkpoint does not fit together."""
+                finality: Mapping[str, Any] | None, now: float, *, prefix: int = 0) -> None:
+        """Start from a stored checkpoint instead of replaying blocks: ``headers`` is the main chain above height
+        ``prefix`` as ``(packed header, hash)`` (checked here: each links to the one before, with the right height,
+        network and target), ``bindings`` and ``record_loc`` the state at its tip, ``undo`` the undo logs of the
+        blocks above the final height. Heights 1..``prefix`` (at most the stored final height) stay in the store
+        and are read from ``bodies`` when asked for (:class:`_Prefix`); bodies are read from it when needed.
+        Raises :class:`LedgerError` if the checkpoint does not fit together."""
         if len(self._main) != 1:
             raise LedgerError("a chain can only be restored while empty")
         cache = _Bodies(bodies)
         parent = self._main[0]
         bits, network_id = self.params.difficulty_bits, self.params.network_id
         unit = work_for(bits)
+        if prefix > 0:
+            final_h = int(finality.get("final_height") or 0) if finality is not None else 0
+            if not isinstance(bodies, StoredMainChain) or prefix > final_h:
+                raise LedgerError("only final history can stay in the store")
+            stored = _Prefix(bodies, prefix, parent, unit, cache)
+            self._main.set_prefix(stored)
+            self._nodes.prefix = stored
+            parent = stored.node(prefix)
         for packed, block_hash in headers:
             try:
                 _v, net, height, prev_hash, _m, _t, target_bits, _n = HEADER_FORMAT.unpack(packed)
@@ -997,7 +1149,7 @@ class Chain:
         parent = node.parent
         assert parent is not None
         parent.children.remove(node)
-        if not parent.children:
+        if not parent.children and not isinstance(parent, _PrefixNode):  # a prefix node's main child is unlisted
             self._tips.add(parent)
         dropped: list[bytes] = []
         stack = [node]

@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ledger.blocks import BlockHeader
 from ledger.errors import LedgerError
 from ledger.header_store import HeaderStore, header_file_path
-from ledger.local_ledger import LookupAnswer
-from ledger.lookup_service import parse_query
+from ledger.lookup_service import LookupAnswer, parse_query
 from ledger.network_pin import NetworkMismatch, find_pin, mismatch_message
 from ledger.params import NetworkParams
 from ledger.protocol import LEDGER_PROTOCOL, MAX_HEADERS, ROLE_CLIENT, PeerHello, check_compatible, hello_fields

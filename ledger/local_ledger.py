@@ -26,15 +26,15 @@ from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal
 
 import msgpack
 
-from ledger.bindings import Bindings, StoredMap, state_row
+from ledger.bindings import Bindings, StoredIdentityTable, StoredMap, state_row
 from ledger.blocks import Block, BlockHeader
 from ledger.chain import AddResult, Chain, ChainChanges, FinalityPolicy, ParkedBranch
 from ledger.errors import LedgerError, StoreError
-from ledger.merkle import verify_merkle_path
+from ledger.lookup_service import LookupAnswer
 from ledger.miner import Miner
 from ledger.params import NetworkParams
 from ledger.pool import Mempool
@@ -67,7 +67,9 @@ def stored_params(data_dir: Path, network: str, *, recover: bool = False) -> Net
     if not path.exists():
         return None
     try:
-        with Store(path) as store:
+        # Without ``recover`` a damaged file is refused by the checked open that follows (LocalLedger's), so the
+        # peek skips SQLite's quick_check, which reads the whole file (seconds at a million blocks).
+        with Store(path, check=recover) as store:
             return store.load_params()
     except StoreError:
         if recover:
@@ -86,48 +88,6 @@ def parse_fingerprint(value: bytes | str) -> bytes | None:
         return bytes.fromhex(text)
     except ValueError:
         return None
-
-
-def _count(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-@dataclass(frozen=True)
-class LookupAnswer:
-    """A binding with its proof: the record, the header of its block, its index and Merkle path."""
-
-    record: Record
-    header: BlockHeader
-    index: int
-    path: list[bytes]
-    height: int
-    confirmations: int
-
-    def verify_proof(self) -> None:
-        """Raise :class:`LedgerError` unless the Merkle path puts the record in the header's block.
-        (The caller still checks the header against the headers it holds.)"""
-        if self.header.height != self.height:
-            raise LedgerError(f"lookup answer names height {self.height} but carries {self.header.describe()}")
-        if not verify_merkle_path(self.record.id, self.index, self.path, self.header.merkle_root):
-            raise LedgerError(f"the record is not in {self.header.describe()} (Merkle proof fails)")
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"record": self.record.to_wire(), "header": self.header.packed, "index": self.index,
-                "path": list(self.path), "height": self.height, "confirmations": self.confirmations}
-
-    @classmethod
-    def from_wire(cls, data: Any) -> LookupAnswer:
-        if not isinstance(data, dict):
-            raise LedgerError("a lookup answer should be a map")
-        record = Record.from_wire(data.get("record"))
-        header = BlockHeader.unpack(data.get("header"))
-        index, path, height, conf = (data.get(k) for k in ("index", "path", "height", "confirmations"))
-        if not (_count(index) and _count(height) and _count(conf)):
-            raise LedgerError("a lookup answer has a malformed index, height or confirmation count")
-        if not isinstance(path, list) or len(path) > 32 or not all(isinstance(p, bytes) and len(p) == 32
-                                                                    for p in path):
-            raise LedgerError("a lookup answer has a malformed Merkle path")
-        return cls(record, header, index, path, height, conf)
 
 
 @dataclass
@@ -583,22 +543,27 @@ class LocalLedger:
         if meta is None:
             return "the store has no checkpoint of its derived state (written by an older version, or new)"
         try:
-            rows = store.main_chain_rows()
-            if len(rows) != meta["height"] or (rows and (rows[-1][0] != meta["height"] or rows[-1][1] != meta["tip"])):
+            count, top, top_hash = store.main_chain_extent()
+            if count != meta["height"] or top != meta["height"] or (top and top_hash != meta["tip"]):
                 return "the stored checkpoint does not match the stored main chain"
             if finality is not None and finality.get("final_height", 0) > meta["height"]:
                 return "the stored finality state is above the stored checkpoint"
-            headers = [(header, block_hash) for _, block_hash, header in rows]
+            # Final history stays in the store (read when asked for); only the open part is held in memory.
+            prefix = int(finality.get("final_height") or 0) if finality is not None else 0
+            headers = [(header, block_hash) for _, block_hash, header in store.main_chain_rows(above=prefix)]
             by_ip = StoredMap(lambda key: store.binding_value("bind_ip", key), lambda: store.binding_rows("bind_ip"))
             by_nick = StoredMap(lambda key: store.binding_value("bind_nick", key),
                                 lambda: store.binding_rows("bind_nick"))
-            bindings = Bindings.restore(self.params, store.identity_rows(), by_ip, by_nick, self._fetch_record)
+            counts, expiries = store.identity_summary()
+            identities = StoredIdentityTable(store.identity_row, store.identity_rows, store.live_fps_from, counts,
+                                             expiries, self._fetch_record)
+            bindings = Bindings.restore(self.params, identities, by_ip, by_nick)
             undo = {h: bindings.decode_undo(blob) for h, blob in store.undo_rows().items()}
             record_loc = StoredMap(store.record_loc, store.record_loc_rows)
             chain = Chain(self.params, self.finality)
             if self._checkpoint is not None:
                 chain.set_checkpoint(*self._checkpoint)
-            chain.restore(headers, store, record_loc, bindings, undo, finality, now)
+            chain.restore(headers, store, record_loc, bindings, undo, finality, now, prefix=prefix)
         except (LedgerError, StoreError, ValueError, TypeError, KeyError, IndexError,
                 msgpack.UnpackException) as exc:
             return f"the stored checkpoint is inconsistent ({exc})"

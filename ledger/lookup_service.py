@@ -3,22 +3,74 @@
 A query is auto-detected: an IP address is an IP; 8–64 hex digits (spaces and colons allowed) are a
 fingerprint or a prefix of one, falling back to a nickname of that spelling; anything else is a nickname.
 A node answers with the live binding's record, the header of its block and the record's Merkle path
-(:class:`ledger.local_ledger.LookupAnswer`); the light client checks all of it.
+(:class:`LookupAnswer`); the light client checks all of it.
+
+This module is what the light client (``ledger lookup``, every chat node) imports of the node's side, so it
+imports no store, chain or pool: the node's :class:`~ledger.local_ledger.LocalLedger` only as a type.
 """
 
 from __future__ import annotations
 
 import string
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeGuard
 
+from ledger.blocks import BlockHeader
 from ledger.errors import LedgerError
-from ledger.local_ledger import LocalLedger, LookupAnswer
+from ledger.merkle import verify_merkle_path
 from ledger.protocol import LOOKUP_KINDS
+from ledger.records import Record
 from p2pchat.foundation.addresses import normalize_ip
 from p2pchat.foundation.errors import AddressError
+
+if TYPE_CHECKING:
+    from ledger.local_ledger import LocalLedger
 
 MIN_FP_PREFIX = 8
 FP_HEX_LEN = 64
 _HEX = set(string.hexdigits)
+
+
+def _count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+@dataclass(frozen=True)
+class LookupAnswer:
+    """A binding with its proof: the record, the header of its block, its index and Merkle path."""
+
+    record: Record
+    header: BlockHeader
+    index: int
+    path: list[bytes]
+    height: int
+    confirmations: int
+
+    def verify_proof(self) -> None:
+        """Raise :class:`LedgerError` unless the Merkle path puts the record in the header's block.
+        (The caller still checks the header against the headers it holds.)"""
+        if self.header.height != self.height:
+            raise LedgerError(f"lookup answer names height {self.height} but carries {self.header.describe()}")
+        if not verify_merkle_path(self.record.id, self.index, self.path, self.header.merkle_root):
+            raise LedgerError(f"the record is not in {self.header.describe()} (Merkle proof fails)")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"record": self.record.to_wire(), "header": self.header.packed, "index": self.index,
+                "path": list(self.path), "height": self.height, "confirmations": self.confirmations}
+
+    @classmethod
+    def from_wire(cls, data: Any) -> LookupAnswer:
+        if not isinstance(data, dict):
+            raise LedgerError("a lookup answer should be a map")
+        record = Record.from_wire(data.get("record"))
+        header = BlockHeader.unpack(data.get("header"))
+        index, path, height, conf = (data.get(k) for k in ("index", "path", "height", "confirmations"))
+        if not (_count(index) and _count(height) and _count(conf)):
+            raise LedgerError("a lookup answer has a malformed index, height or confirmation count")
+        if not isinstance(path, list) or len(path) > 32 or not all(isinstance(p, bytes) and len(p) == 32
+                                                                    for p in path):
+            raise LedgerError("a lookup answer has a malformed Merkle path")
+        return cls(record, header, index, path, height, conf)
 
 
 class AmbiguousLookup(LedgerError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import unicodedata
 from bisect import bisect_right
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from ledger import _nickname_tables as tables
 from ledger.errors import LedgerError
@@ -51,14 +51,20 @@ def _parse_confusables(text: str) -> dict[str, str]:
     return out
 
 
-_CONFUSABLES = _parse_confusables(tables.CONFUSABLES)
-_SCRIPTS = _parse_ranges(tables.SCRIPTS)
-_ASSIGNED = _parse_ranges(tables.ASSIGNED)
-_MARKS = _parse_ranges(tables.MARKS)
+# The tables are parsed on first use, not at import: a process that only reads ASCII nicknames (every
+# `ledger lookup`, every light client) never pays the ≈ 8 ms of parsing them.
+@cache
+def _confusables() -> dict[str, str]:
+    return _parse_confusables(tables.CONFUSABLES)
 
 
-def _lookup(table: tuple[list[int], list[int], list[str]], cp: int) -> str | None:
-    starts, ends, values = table
+@cache
+def _ranges(name: str) -> tuple[list[int], list[int], list[str]]:
+    return _parse_ranges(getattr(tables, name))
+
+
+def _lookup(table: str, cp: int) -> str | None:
+    starts, ends, values = _ranges(table)
     i = bisect_right(starts, cp) - 1
     if i >= 0 and cp <= ends[i]:
         return values[i]
@@ -67,11 +73,11 @@ def _lookup(table: tuple[list[int], list[int], list[str]], cp: int) -> str | Non
 
 def script_of(char: str) -> str:
     """The Unicode Script property value of ``char`` ("UNKNOWN" if the table has none)."""
-    return _lookup(_SCRIPTS, ord(char)) or "UNKNOWN"
+    return _lookup("SCRIPTS", ord(char)) or "UNKNOWN"
 
 
 def _is_mark(char: str) -> bool:
-    return _lookup(_MARKS, ord(char)) is not None
+    return _lookup("MARKS", ord(char)) is not None
 
 
 def check_nickname(nickname: str) -> None:
@@ -88,7 +94,7 @@ def _nickname_problem(nickname: str) -> str | None:
         return None  # ASCII: all assigned, no marks, only Latin and Common letters
     run = 0
     for char in unicodedata.normalize("NFD", nickname):
-        if _lookup(_ASSIGNED, ord(char)) is None:
+        if _lookup("ASSIGNED", ord(char)) is None:
             return (f"nickname {nickname!r} uses character U+{ord(char):04X}, which Unicode 14.0 does not assign; "
                     "choose another nickname")
         run = run + 1 if _is_mark(char) else 0
@@ -103,12 +109,15 @@ def _nickname_problem(nickname: str) -> str | None:
 
 
 def _strip_marks(text: str) -> str:
+    if text.isascii():
+        return text  # no ASCII code point is a mark (the table starts at U+0300)
     return "".join(c for c in text if not _is_mark(c))
 
 
 def skeleton(text: str) -> str:
     """UTS #39 skeleton: NFD, every character replaced by its confusables prototype, NFD again."""
-    mapped = "".join(_CONFUSABLES.get(c, c) for c in unicodedata.normalize("NFD", text))
+    confusables = _confusables()
+    mapped = "".join(confusables.get(c, c) for c in unicodedata.normalize("NFD", text))
     return unicodedata.normalize("NFD", mapped)
 
 

@@ -157,9 +157,12 @@ def _decode_params(value: bytes, path: Path) -> NetworkParams:
 class Store:
     """One ledger database file (see the module docstring). Not thread-safe: the owner serialises calls."""
 
-    def __init__(self, path: Path, *, recover: bool = False, busy_timeout: float = 10.0) -> None:
+    def __init__(self, path: Path, *, recover: bool = False, busy_timeout: float = 10.0, check: bool = True) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        # ``check=False`` skips SQLite's quick_check (linear in the file's size): for a peek at the parameters
+        # by a command that opens the store again, checked, right after.
+        self.check = check
         self.recovered_from: Path | None = None
         # A zero-length file is what a crash right after creating the database leaves, but also what a truncated
         # chain looks like: SQLite takes it for a new database, so say so instead of starting over silently.
@@ -282,7 +285,7 @@ class Store:
         if mode != "wal":
             raise StoreError(f"the ledger database {path} cannot use write-ahead logging (mode {mode})")
         conn.execute("PRAGMA synchronous=NORMAL")
-        check = conn.execute("PRAGMA quick_check").fetchall()
+        check = conn.execute("PRAGMA quick_check").fetchall() if self.check else [("ok",)]
         if check != [("ok",)]:
             detail = "; ".join(str(r[0]) for r in check[:3])
             raise _Damaged(f"the ledger database {path} is damaged ({detail})", foreign=False)
@@ -444,10 +447,26 @@ class Store:
             return None
         return meta
 
-    def main_chain_rows(self) -> list[tuple[int, bytes, bytes]]:
-        """``(height, hash, packed header)`` of the stored main chain above genesis, by height (a main-chain row
-        whose block is missing is left out, which the caller sees as a gap)."""
-        return self._conn.execute("SELECT height, hash, header FROM main_chain ORDER BY height").fetchall()
+    def main_chain_rows(self, above: int = 0) -> list[tuple[int, bytes, bytes]]:
+        """``(height, hash, packed header)`` of the stored main chain above height ``above``, by height."""
+        return self._conn.execute("SELECT height, hash, header FROM main_chain WHERE height > ? ORDER BY height",
+                                  (above,)).fetchall()
+
+    def main_chain_extent(self) -> tuple[int, int, bytes | None]:
+        """``(row count, highest height, hash at it)`` of the stored main chain: a chain without gaps has
+        count = highest height."""
+        count, top = self._conn.execute("SELECT COUNT(*), COALESCE(MAX(height), 0) FROM main_chain").fetchone()
+        return count, top, self.main_hash_at(top)
+
+    def main_row_at(self, height: int) -> tuple[bytes, bytes] | None:
+        """``(hash, packed header)`` of the stored main chain at ``height`` (None if there is no such row)."""
+        row = self._conn.execute("SELECT hash, header FROM main_chain WHERE height=?", (height,)).fetchone()
+        return (row[0], row[1]) if row is not None else None
+
+    def height_of(self, block_hash: bytes) -> int | None:
+        """The height of a stored block, main chain or not (None if not stored)."""
+        row = self._conn.execute("SELECT height FROM blocks WHERE hash=?", (block_hash,)).fetchone()
+        return row[0] if row is not None else None
 
     def main_hash_at(self, height: int) -> bytes | None:
         row = self._conn.execute("SELECT hash FROM main_chain WHERE height=?", (height,)).fetchone()
@@ -456,6 +475,21 @@ class Store:
     def identity_rows(self) -> list[tuple[bytes, bytes, int, int, str, int]]:
         return self._conn.execute("SELECT fp, record_id, height, idx, status, expires FROM bind_id "
                                   "ORDER BY fp").fetchall()
+
+    def live_fps_from(self, start: bytes, limit: int) -> list[bytes]:
+        """Up to ``limit`` fingerprints of stored live identities >= ``start``, in order (prefix lookups)."""
+        return [r[0] for r in self._conn.execute("SELECT fp FROM bind_id WHERE fp >= ? AND status='live' "
+                                                 "ORDER BY fp LIMIT ?", (start, limit))]
+
+    def identity_row(self, fp: bytes) -> tuple[bytes, bytes, int, int, str, int] | None:
+        return self._conn.execute("SELECT fp, record_id, height, idx, status, expires FROM bind_id WHERE fp=?",
+                                  (fp,)).fetchone()
+
+    def identity_summary(self) -> tuple[dict[str, int], list[int]]:
+        """Identities per status, and the expiry times of the live ones (what the in-memory indexes hold)."""
+        counts = dict(self._conn.execute("SELECT status, COUNT(*) FROM bind_id GROUP BY status").fetchall())
+        expiries = [r[0] for r in self._conn.execute("SELECT expires FROM bind_id WHERE status='live'")]
+        return counts, expiries
 
     def binding_rows(self, table: str) -> list[tuple[str, bytes]]:
         """``(key, fingerprint)`` rows of ``bind_ip`` or ``bind_nick``."""

@@ -14,7 +14,7 @@ API::
     .take_receipt() -> [frame] or []                  # the receipt for texts collected while more_buffered
     .close()                                          # drop all key material (end of session)
     .epoch (= send_epoch), .recv_epoch, .until_rotation, .rotating, .rotate_every, .closed, .peer_closed,
-    .queued (texts waiting for seal_queued)
+    .queued (texts waiting for seal_queued), .queued_bytes (their UTF-8 bytes)
 
 Events returned by :meth:`Channel.receive`, in order:
 
@@ -24,6 +24,8 @@ Events returned by :meth:`Channel.receive`, in order:
 - ``Typing(typing)``         — the peer started/stopped typing
 - ``Rotated(epoch, direction)``  — ``"send"``: we now encrypt under ``epoch``; ``"receive"``: the peer does
 - ``Goodbye(reason)``        — the peer closed the chat (authenticated)
+- ``FileMessage(kind, fields)`` — a ``file_*`` message for the transfer core (:mod:`p2pchat.transfer`); sealed on
+  our side with ``.send_file_message(kind, fields)``
 - ``Refused(kind, reason)``  — a frame was refused and not shown (``kind``: ``tampered``, ``replayed``,
   ``malformed``, ``unexpected``), or frames never arrived (``missing``). Refusals are coalesced: only the first
   one is reported; at :data:`MAX_REFUSED` the channel ends the session (``Abort``) with one sentence counting them
@@ -88,6 +90,7 @@ from p2pchat.chat_protocol import (
     CHAT,
     DIRECTION_I2R,
     DIRECTION_R2I,
+    FILE_TYPES,
     MAX_BATCH_TEXT_BYTES,
     MAX_BATCH_TEXTS,
     MAX_COUNTER,
@@ -158,6 +161,14 @@ class Refused:
 
 
 @dataclass(frozen=True)
+class FileMessage:
+    """A ``file_*`` message for the transfer core (:mod:`p2pchat.transfer`); its fields are schema-checked."""
+
+    kind: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Abort:
     reason: str                     # our own sentence: never text from the network
     connection_lost: bool = False   # an unauthenticated error frame arrived: nothing more can be sent
@@ -170,13 +181,15 @@ class GroupFrame:
     body: bytes
 
 
-ChEvent = Send | Text | Receipt | Typing | Rotated | Goodbye | Refused | Abort | GroupFrame
+ChEvent = Send | Text | Receipt | Typing | Rotated | Goodbye | Refused | FileMessage | Abort | GroupFrame
 
 
 def utf8_size(text: str) -> int:
     """Bytes of ``text`` in UTF-8 (the limits count bytes); cheap for the texts that cannot be over a limit."""
     if len(text) * 4 <= MAX_TEXT_BYTES:
         return len(text) * 4       # an upper bound is enough below the limit
+    if text.isascii():             # a flag of the string, no pass over it: one byte a character
+        return len(text)
     return len(text.encode("utf-8", "surrogatepass"))
 
 
@@ -254,6 +267,7 @@ class Channel:
         self._next_text_id = 1
         self._unreceipted: list[int] = []    # ids of texts received whose receipt has not been sealed yet
         self._queued: list[tuple[int, float, str, int]] = []   # (id, sent_at, text, UTF-8 size) not sealed yet
+        self._queued_bytes = 0       # the sum of their sizes
         self._typing = False
         self._refused = 0            # frames refused so far (only the first is reported)
         self.max_refused = max_refused
@@ -299,6 +313,11 @@ class Channel:
         """Texts queued with :meth:`queue_text` and not sealed yet."""
         return len(self._queued)
 
+    @property
+    def queued_bytes(self) -> int:
+        """UTF-8 bytes of the texts queued and not sealed yet (also while a rotation holds them back)."""
+        return self._queued_bytes
+
     # --- sending ----------------------------------------------------------------------------------------
 
     def send_text(self, text: str, now: float) -> tuple[int, list[bytes]]:
@@ -311,11 +330,14 @@ class Channel:
         """Check and number a message like :meth:`send_text` (same errors) without sealing it yet; returns its
         id. The next :meth:`seal_queued` (or any other frame this side seals) seals it."""
         self._check_open()
-        try:
-            size = len(text.encode("utf-8"))
-            surrogates = False
-        except UnicodeEncodeError:
-            size, surrogates = len(text.encode("utf-8", "surrogatepass")), True
+        surrogates = False
+        if text.isascii():     # no encoding pass (1 MiB texts): an ASCII string's UTF-8 is its characters
+            size = len(text)
+        else:
+            try:
+                size = len(text.encode("utf-8"))
+            except UnicodeEncodeError:
+                size, surrogates = len(text.encode("utf-8", "surrogatepass")), True
         if size > MAX_TEXT_BYTES:
             raise ChannelError(f"the message is {size:,} bytes; at most {MAX_TEXT_BYTES:,} bytes fit in one message")
         if surrogates:
@@ -327,6 +349,7 @@ class Channel:
         msg_id = self._next_text_id
         self._next_text_id += 1
         self._queued.append((msg_id, float(now), text, size))
+        self._queued_bytes += size
         self._typing = False  # a text ends the typing state: the peer's UI clears its indicator on arrival
         return msg_id
 
@@ -353,6 +376,7 @@ class Channel:
             self._send.texts_in_epoch += end - start
             start = end
         self._queued = queued[start:]
+        self._queued_bytes -= sum(entry[3] for entry in queued[:start])
         if self._send.texts_in_epoch >= self.rotate_every and self._send.epoch < MAX_EPOCH:
             frames.append(self._begin_rotation())
         return frames
@@ -373,6 +397,14 @@ class Channel:
         frames += self._seal_after_queued("goodbye", reason=reason[:1000])   # queued texts go out first
         self.closed = True
         return frames
+
+    def send_file_message(self, kind: str, fields: dict[str, Any]) -> list[bytes]:
+        """Seal one ``file_*`` message (after the queued texts); ``[]`` once either side said goodbye."""
+        if kind not in FILE_TYPES:
+            raise ValueError(f"not a file message: {kind}")
+        if self.closed or self.peer_closed:
+            return []
+        return self._seal_after_queued(kind, **fields)
 
     def send_group(self, body: bytes) -> list[bytes]:
         """[groups, issue 18] Seal one group frame (after the queued texts)."""
@@ -396,6 +428,7 @@ class Channel:
         self.closed = self.peer_closed = True
         self._unreceipted.clear()
         self._queued.clear()
+        self._queued_bytes = 0
         self._send.wipe()
         self._recv.wipe()
 
@@ -449,6 +482,7 @@ class Channel:
         events: list[ChEvent] = []
         if goodbye is not None and not self.closed and self._send.key is not None:
             self._queued.clear()      # held texts are not sent: the user is told the chat ended
+            self._queued_bytes = 0
             events += [Send(frame) for frame in self.send_goodbye(goodbye)]
         if error is not None:
             events.append(Send(CHAT.encode("error", reason=error)))
@@ -573,6 +607,8 @@ class Channel:
             return [Receipt(i) for i in ids]
         if kind == "typing":
             return [Typing(inner["on"])]
+        if kind in FILE_TYPES:
+            return [FileMessage(kind, inner.fields)]
         if kind == "rotate":
             return self._on_rotate(inner["epoch"], inner["pub"])
         if kind == "rotate_ack":
@@ -692,6 +728,6 @@ class Channel:
 
 __all__ = [
     "MAX_BATCH_TEXTS", "MAX_RECEIPT_IDS", "MAX_REFUSED", "ROTATE_ACK_TIMEOUT", "ROTATE_TRIES", "Abort", "ChEvent",
-    "Channel", "ChannelError", "Goodbye", "Receipt", "Refused", "Rotated", "Send", "Text", "Typing", "ratchet",
-    "utf8_size",
+    "Channel", "ChannelError", "FileMessage", "Goodbye", "Receipt", "Refused", "Rotated", "Send", "Text", "Typing",
+    "ratchet", "utf8_size",
 ]

@@ -12,7 +12,19 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from p2pchat.channel import Abort, Channel, ChEvent, Goodbye, GroupFrame, Receipt, Refused, Rotated, Text, Typing
+from p2pchat.channel import (
+    Abort,
+    Channel,
+    ChEvent,
+    FileMessage,
+    Goodbye,
+    GroupFrame,
+    Receipt,
+    Refused,
+    Rotated,
+    Text,
+    Typing,
+)
 from p2pchat.chat_protocol import MAX_RECEIPT_IDS, Send
 from p2pchat.events import DeliveryReceipt, Event, MessageReceived, Notice, PeerTyping
 from p2pchat.foundation import crypto
@@ -35,6 +47,10 @@ class OutboxFull(UsageError):
     """The peer takes our messages more slowly than the user sends them; the text was not queued."""
 
 
+class FileMessages(Protocol):
+    def on_message(self, session: Session, kind: str, fields: dict[str, Any]) -> None: ...
+
+
 class GroupSink(Protocol):
     """[groups, issue 18] Takes group frames from peers (the node's group service; queues only)."""
 
@@ -44,6 +60,7 @@ class GroupSink(Protocol):
 class ChannelHost(Protocol):
     rotate_every: int
     history: HistoryRecorder | None      # keeps the texts of every chat past step 4 (None: no history)
+    files: FileMessages
     groups: GroupSink | None             # [groups, issue 18] (None: this node keeps no groups)
 
     def emit(self, event: Event) -> None: ...
@@ -89,7 +106,7 @@ class ChannelDriver:
         if self.host.history is not None and session.peer_fp is not None:
             self.host.history.sent(session.id, msg_id, session.peer_fp, text, now, row=history_row)
         session.typing_sent = False
-        session.writer.queue_text(size)
+        session.writer.queue_text()
         self.refresh_info(session)
         # A message with none of ours in flight goes out on this thread at once (latency). With earlier ones still
         # unreceipted the user is ahead of the wire: a pool writer seals what has queued up meanwhile, several
@@ -104,7 +121,6 @@ class ChannelDriver:
             return
         session.typing_sent = typing
         session.writer.queue_all(session.channel.send_typing(typing))
-        session.writer.texts_sealed()
         session.writer.schedule_flush()
 
     def _open_channel(self, session: Session) -> Channel:
@@ -159,6 +175,8 @@ class ChannelDriver:
                     whose = "our sending key" if direction == "send" else "the peer's sending key"
                     self.host.emit(Notice(session.id, "rotation",
                                           f"key rotated: {whose} is now epoch {epoch}; the old key is erased"))
+                case FileMessage(kind=kind, fields=fields):
+                    self.host.files.on_message(session, kind, fields)
                 case Refused(reason=reason):
                     self.host.emit(Notice(session.id, "refused", reason))
                 case Goodbye(reason=reason):
@@ -191,7 +209,6 @@ class ChannelDriver:
         if session.untaken == 0 and session.unreceipted and ch is not None and not session.ended:
             session.unreceipted = 0
             session.writer.queue_all(ch.take_receipt())
-            session.writer.texts_sealed()
             session.writer.schedule_flush()
 
     def refresh_info(self, session: Session, force: bool = False) -> None:

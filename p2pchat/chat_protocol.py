@@ -59,6 +59,8 @@ TAG_LEN = 32                             # HMAC-SHA256 key-confirmation tags
 MAX_ROTATE_EVERY = 1000                  # a sender rotates its key after at most this many texts per epoch
 MAX_HEIGHT = 2**32 - 1                   # block heights in `key` frames (a u32 in the transcript)
 VERDICTS = ("agree", "unknown", "conflict")   # step 3: the signer's verdict on the peer's ledger checkpoint
+TRANSFER_ID_LEN = 16                     # a file transfer's number, drawn by its sender
+MAX_CHUNK = 4 * 65536 - 128             # file data in one file_chunk: the message pads to exactly 256 KiB
 
 # --- padding buckets for sealed plaintext ----------------------------------------------------------------
 PAD_BUCKETS: tuple[int, ...] = (256, 1024, 4096, 16384, 65536)
@@ -144,9 +146,21 @@ SEALED_CONTENT = Protocol("chat-sealed", {
     "rotate": {"epoch": Field(int, lo=1, hi=MAX_EPOCH), "pub": _bytes(X25519_LEN)},
     "rotate_ack": {"epoch": Field(int, lo=1, hi=MAX_EPOCH), "pub": _bytes(X25519_LEN)},
     "goodbye": {"reason": Field(str, max_len=MAX_REASON)},
+    # file transfer (docs/protocol.md §5.7; the state machine is p2pchat.transfer)
+    "file_offer": {"id": _bytes(TRANSFER_ID_LEN), "name": Field(str, min_len=1, max_len=255),
+                   "size": Field(int, lo=0, hi=2**63 - 1), "sha256": _bytes(32)},
+    "file_accept": {"id": _bytes(TRANSFER_ID_LEN), "offset": Field(int, lo=0, hi=2**63 - 1)},
+    "file_decline": {"id": _bytes(TRANSFER_ID_LEN), "reason": Field(str, max_len=MAX_REASON)},
+    "file_chunk": {"id": _bytes(TRANSFER_ID_LEN), "offset": Field(int, lo=0, hi=2**63 - 1),
+                   "data": Field(bytes, min_len=1, max_len=MAX_CHUNK)},
+    "file_ack": {"id": _bytes(TRANSFER_ID_LEN), "offset": Field(int, lo=0, hi=2**63 - 1)},
+    "file_cancel": {"id": _bytes(TRANSFER_ID_LEN), "reason": Field(str, max_len=MAX_REASON)},
+    "file_done": {"id": _bytes(TRANSFER_ID_LEN)},
     # [groups, issue 18] a group frame; its body is checked by p2pchat.groups (docs/groups.md)
     "group": {"body": Field(bytes, min_len=1, max_len=MAX_GROUP_BODY)},
 }, max_frame=MAX_PLAINTEXT)
+FILE_TYPES = frozenset({"file_offer", "file_accept", "file_decline", "file_chunk", "file_ack", "file_cancel",
+                        "file_done"})
 
 
 # --- transcript ------------------------------------------------------------------------------------------
@@ -247,8 +261,8 @@ def unpad(plain: bytes) -> memoryview:
 
 
 __all__ = [
-    "CHANNEL_TYPES", "CHAT", "HANDSHAKE_TYPES", "MAX_BATCH_TEXTS", "MAX_BATCH_TEXT_BYTES", "MAX_FRAME",
-    "MAX_HEIGHT", "MAX_RECEIPT_IDS", "MAX_ROTATE_EVERY", "MAX_TEXT_BYTES", "PAD_BUCKETS", "PROTOCOL_VERSION",
-    "SEALED_CONTENT", "SUPPORTED_VERSIONS", "VERDICTS", "Send", "Transcript", "pad", "padded_size", "sealed_aad",
-    "sealed_nonce", "unpad",
+    "CHANNEL_TYPES", "CHAT", "FILE_TYPES", "HANDSHAKE_TYPES", "MAX_BATCH_TEXTS", "MAX_BATCH_TEXT_BYTES",
+    "MAX_FRAME", "MAX_HEIGHT", "MAX_RECEIPT_IDS", "MAX_ROTATE_EVERY", "MAX_TEXT_BYTES", "PAD_BUCKETS",
+    "PROTOCOL_VERSION", "SEALED_CONTENT", "SUPPORTED_VERSIONS", "VERDICTS", "Send", "Transcript", "pad",
+    "padded_size", "sealed_aad", "sealed_nonce", "unpad",
 ]

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from p2pchat import contacts_cli, history_cli, passphrase
@@ -56,6 +57,13 @@ def _add_node_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log network activity to stderr")
 
 
+def _add_file_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--downloads", metavar="DIR", help="where received files go (default: downloads/ in the data "
+                                                      "directory)")
+    p.add_argument("--max-file-size", metavar="MiB", type=float, default=2048.0,
+                   help="largest file accepted, in MiB (default 2048 = 2 GiB)")
+
+
 def _add_key_change_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(ACCEPT_FLAG, metavar="FINGERPRINT", dest="accept_new_key",
                    help="accept this key (its full fingerprint, as the key-change message prints it) for a contact "
@@ -79,13 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(its local name, nickname or fingerprint prefix: p2pchat "
                                                    "contacts)")
     _add_node_options(chat)
+    _add_file_options(chat)
     _add_key_change_options(chat)
     listen = sub.add_parser("listen", help="wait for chats in this terminal",
                             description="Wait for incoming chats, ask to accept or reject each (or accept all), "
                                         "print messages and send the lines you type to the latest chat.")
     listen.add_argument("--accept-all", action="store_true", help="accept every chat without asking")
     listen.add_argument("--once", action="store_true", help="exit when the first chat ends")
+    listen.add_argument("--accept-files", action="store_true",
+                        help="accept every file offered into the downloads folder without asking")
     _add_node_options(listen)
+    _add_file_options(listen)
+    send = sub.add_parser("send", help="send one file to PEER and exit",
+                          description="Run the four steps with PEER, offer the file, show progress until the "
+                                      "receiver has checked the whole file against its SHA-256, and exit (0 once "
+                                      "delivered). Sending the same file again to the same peer resumes where an "
+                                      "interrupted transfer stopped.")
+    send.add_argument("peer", metavar="PEER", help="IP, IP:PORT, nickname or fingerprint of the peer, or a contact")
+    send.add_argument("path", metavar="PATH", help="the file to send")
+    _add_node_options(send)
+    _add_key_change_options(send)
     _add_key_change_options(listen)
     bot = sub.add_parser("bot", help="drive the chat node with JSON lines (for scripts)",
                          description="Listen for chats and take commands as JSON lines on standard input; "
@@ -133,7 +154,7 @@ def _default_nickname(node_directory: object, identity: Identity) -> str:
 
 
 def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = False,
-              opened: passphrase.Opened | None = None) -> ChatNode:
+              opened: passphrase.Opened | None = None, accept_files: bool = False) -> ChatNode:
     """A :class:`~p2pchat.node.ChatNode` configured from the command line (not started yet); ``opened``: the data
     directory already opened with its passphrase (:func:`p2pchat.passphrase.open_data_dir`)."""
     from p2pchat.chat_protocol import MAX_ROTATE_EVERY
@@ -160,7 +181,9 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
                     ledger=args.ledger, relay=args.relay, no_inbound=args.no_inbound,
                     direct_timeout=args.direct_timeout, rotate_every=args.rotate_every,
                     step_timeout=args.step_timeout, auto_accept=auto_accept, listen=listen, data_dir=data_dir,
-                    vault=vault, outbox=listen)
+                    vault=vault, outbox=listen,
+                    downloads=Path(args.downloads).expanduser() if getattr(args, "downloads", None) else None,
+                    max_file_size=int(getattr(args, "max_file_size", 2048.0) * 2**20), accept_files=accept_files)
     if not args.nickname:
         node.nickname = _default_nickname(node.directory, identity)
     return node
@@ -194,7 +217,7 @@ def _run_chat(args: argparse.Namespace) -> int:
 def _run_listen(args: argparse.Namespace) -> int:
     from p2pchat.terminal import run_listen
 
-    node = make_node(args, listen=True, auto_accept=args.accept_all)
+    node = make_node(args, listen=True, auto_accept=args.accept_all, accept_files=args.accept_files)
     try:
         _accept_key_change(node, args)
         node.start()
@@ -211,6 +234,20 @@ def _run_bot(args: argparse.Namespace) -> int:
     try:
         node.start()
         return run_bot(node, stdin_fd=sys.stdin.fileno(), out=sys.stdout)
+    finally:
+        node.close()
+
+
+def _run_send(args: argparse.Namespace) -> int:
+    from p2pchat.terminal import run_send
+
+    opened = passphrase.open_data_dir(args)
+    peer, _ = contacts_cli.resolve_peer(opened.data_dir, args.peer, opened.vault)
+    node = make_node(args, listen=False, opened=opened)
+    try:
+        _accept_key_change(node, args)
+        node.start()
+        return run_send(node, peer, args.path, out=sys.stdout)
     finally:
         node.close()
 
@@ -250,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_listen(args)
         if args.command == "bot":
             return _run_bot(args)
+        if args.command == "send":
+            return _run_send(args)
         if args.command == "contacts":
             return contacts_cli.run(args, sys.stdout)
         if args.command == "history":

@@ -154,7 +154,8 @@ class DemoWorld:
 
     def _start_chats(self) -> None:
         for user in self.users:
-            options = {"auto_accept": self.auto_accept, "rotate_every": self.rotate_every, **self.chat_options}
+            options = {"auto_accept": self.auto_accept, "rotate_every": self.rotate_every,
+                       "downloads": user.data_dir / "downloads", **self.chat_options}   # files (issue 16)
             user.chat = ChatNode(user.identity, host=user.host, port=self.chat_port, network=self.network,
                                  nickname=user.nickname, ledger=user.ledger_address, **options)
             user.chat.start()

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from p2pchat.events import Event, MessageReceived, Notice, PeerTyping
+from p2pchat.events import Event, FileFinished, FileOffer, FileProgress, MessageReceived, Notice, PeerTyping
 
 SESSION_EVENTS = 256                 # events of one session waiting for the UI before its reader pauses
 SESSION_BYTES = 4 * 1024 * 1024      # message text of one session waiting for the UI before its reader pauses
@@ -30,7 +30,7 @@ def event_session(event: Event) -> str | None:
     """The session whose reader an event holds back, ``None`` for the rest: only what a peer's frames make
     (messages, typing, notices) counts; what the user's own commands make (step results, session updates, one
     receipt per text sent) does not, so a UI busy sending never stalls its own receipts."""
-    if isinstance(event, (MessageReceived, PeerTyping, Notice)):
+    if isinstance(event, (MessageReceived, PeerTyping, Notice, FileOffer, FileProgress, FileFinished)):
         return event.session
     return None
 

@@ -120,6 +120,44 @@ class KeyChangeStopped:
 
 
 @dataclass(frozen=True)
+class FileOffer:
+    """The peer offers a file (:mod:`p2pchat.transfer`); answer with ``ChatNode.answer_file``. ``name`` comes from
+    the network: display it through ``visible()``; ``saved_as`` is the safe name it would be stored under."""
+    session: str
+    transfer: str        # hex id, what answer_file/cancel_file take
+    name: str
+    saved_as: str
+    size: int
+    sender: str
+
+
+@dataclass(frozen=True)
+class FileProgress:
+    session: str
+    transfer: str
+    outgoing: bool
+    name: str
+    done: int            # bytes through, from the start of the file
+    size: int
+    session_bytes: int   # bytes moved in this session (after a resume, not the earlier part)
+    elapsed: float       # seconds since this session's part began
+
+
+@dataclass(frozen=True)
+class FileFinished:
+    session: str
+    transfer: str
+    outgoing: bool
+    name: str
+    ok: bool
+    state: str           # done, declined, cancelled, failed
+    text: str            # one plain sentence (our own words)
+    path: str | None = None
+    session_bytes: int = 0
+    resumed_from: int = 0
+
+
+@dataclass(frozen=True)
 class NodeError:
     """An error not tied to one session (e.g. the listening port is taken)."""
 
@@ -185,12 +223,11 @@ class GroupReceipt:
 
 
 Event = (StepResult | StepRefused | IncomingChat | SessionUpdated | MessageReceived | DeliveryReceipt
-         | PeerTyping | Notice | SessionEnded | NodeError | KeyChangeStopped | OutboxChanged
-         | GroupMessage | GroupNotice | GroupReceipt)
+         | PeerTyping | Notice | SessionEnded | NodeError | KeyChangeStopped | OutboxChanged | FileOffer
+         | FileProgress | FileFinished | GroupMessage | GroupNotice | GroupReceipt)
 
 __all__ = [
-    "DeliveryReceipt", "Event", "GroupMessage", "GroupNotice", "GroupReceipt",
-    "IncomingChat", "KeyChangeStopped", "MessageReceived", "NodeError", "Notice",
-    "OutboxChanged", "PeerTyping", "Presence", "SessionEnded", "SessionInfo", "SessionUpdated", "StepRefused",
-    "StepResult",
+    "DeliveryReceipt", "Event", "FileFinished", "FileOffer", "FileProgress", "GroupMessage", "GroupNotice",
+    "GroupReceipt", "IncomingChat", "KeyChangeStopped", "MessageReceived", "NodeError", "Notice", "OutboxChanged",
+    "PeerTyping", "Presence", "SessionEnded", "SessionInfo", "SessionUpdated", "StepRefused", "StepResult",
 ]

@@ -32,7 +32,9 @@ from p2pchat.chat_protocol import CHAT, MAX_ROTATE_EVERY
 from p2pchat.contacts import ContactStore
 from p2pchat.continuity import KeyContinuity
 from p2pchat.dialing import DIRECT, PeerTarget, dial, resolve_target
+from p2pchat.downloads import Downloads
 from p2pchat.events import Event, NodeError, Notice, Presence, SessionInfo, StepRefused
+from p2pchat.file_driver import prepare as prepare_file
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, parse_address
 from p2pchat.foundation.errors import UsageError, UserError
 from p2pchat.foundation.identity import Identity
@@ -51,6 +53,7 @@ from p2pchat.relay_presence import RelayPresence
 from p2pchat.session import Phase, Session
 from p2pchat.session_reader import LINGER_SECONDS, Deadlines
 from p2pchat.steps import Step
+from p2pchat.transfer import DEFAULT_MAX_SIZE
 from p2pchat.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -81,7 +84,8 @@ class ChatNode:
                  handshake_timeout: float = 300.0, directory: PeerDirectory | None = None, workers: int = 8,
                  max_sessions: int = 512, admission: Admission | None = None, data_dir: Path | None = None,
                  contacts: ContactStore | bool = True, vault: Vault | None = None,
-                 history: HistoryStore | bool = True, outbox: bool = False) -> None:
+                 history: HistoryStore | bool = True, outbox: bool = False, downloads: Path | None = None,
+                 max_file_size: int = DEFAULT_MAX_SIZE, accept_files: bool = False) -> None:
         if not 1 <= rotate_every <= MAX_ROTATE_EVERY:      # issue 11: the protocol fixes the maximum
             raise ValueError(f"rotate_every must be between 1 and {MAX_ROTATE_EVERY}")
         self.identity = identity
@@ -135,6 +139,10 @@ class ChatNode:
             self._rt.history = HistoryRecorder(self.history, lambda text: self._rt.emit(NodeError(text=text)),
                                                requeued=self._requeued)
         self._outbox_wanted = outbox and self.history is not None
+        # Files (issue 16): received into ``downloads`` (default: the data directory's downloads folder).
+        folder = downloads if downloads is not None else data_dir / "downloads" if data_dir is not None else None
+        self._rt.files.downloads = Downloads(folder, max_size=max_file_size) if folder is not None else None
+        self._rt.files.auto_accept = accept_files
         self.groups: GroupService | None = None        # [groups, issue 18] with the outbox, in a data directory
         self._group_dir = (data_dir, vault) if data_dir is not None and vault is not None else None
         # Everything the user should see, in order (bounded per session: see p2pchat.event_queue).
@@ -304,6 +312,26 @@ class ChatNode:
         if at_once:
             s.writer.kick()
         return msg_id
+
+    # --- files (issue 16; p2pchat.file_driver) ----------------------------------------------------------
+
+    def send_file(self, session: str, path: str) -> str:
+        """Offer the file at ``path`` to the peer of ``session``; returns the transfer number. Reads the whole
+        file once for its SHA-256 first (on this thread: a UI calls it from a worker for big files)."""
+        s = self._get(session)
+        full, size, digest = prepare_file(path)
+        with s.writer.deferred():
+            return self._rt.files.offer(s, full, size, digest)
+
+    def answer_file(self, session: str, transfer: str, accept: bool) -> None:
+        """Accept (into the downloads folder) or decline the :class:`~p2pchat.events.FileOffer` ``transfer``."""
+        self._rt.files.answer(self._get(session), transfer, accept)
+
+    def cancel_file(self, session: str, transfer: str) -> None:
+        """Stop a transfer in either direction; the peer is told."""
+        s = self._get(session)
+        with s.writer.deferred():
+            self._rt.files.cancel(s, transfer)
 
     def set_typing(self, session: str, typing: bool) -> None:
         """Tell the peer whether the user is typing; only changes of state make a frame."""

@@ -24,6 +24,7 @@ from p2pchat.chat_protocol import CHAT
 from p2pchat.continuity import KeyContinuity
 from p2pchat.event_queue import EventQueue
 from p2pchat.events import Event, MessageReceived, NodeError, SessionEnded, SessionUpdated, StepResult
+from p2pchat.file_driver import FileDriver
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.errors import LocalFault, PeerFault, UsageError, UserError
 from p2pchat.foundation.identity import Identity
@@ -69,6 +70,7 @@ class NodeRuntime:
         self.reader = SessionReader(self, deadlines)
         self.handshakes = HandshakeDriver(self)
         self.channels = ChannelDriver(self)
+        self.files = FileDriver(self, None)       # the node gives it a downloads folder (issue 16)
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._ids = itertools.count(1)
@@ -231,6 +233,7 @@ class NodeRuntime:
             return
         with session.writer.deferred():
             self.channels.poll(session)
+            self.files.poll(session)
 
     def on_frame(self, session: Session, msg: Message) -> None:
         with session.writer.deferred():      # answers go out on this thread if the socket takes them at once
@@ -316,6 +319,7 @@ class NodeRuntime:
                     session.writer.queue(CHAT.encode("error", reason=goodbye or "the other side closed the chat"))
                 session.farewell = Farewell.GOODBYE
             session.move(Phase.ENDED)
+            self.files.session_ended(session, reason)    # partial downloads stay for a resume
             session.writer.text_marker = None
             if session.channel is not None:
                 session.channel.close()     # erase the session keys

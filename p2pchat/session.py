@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from p2pchat.handshake import Handshake
     from p2pchat.links import Link
     from p2pchat.session_writer import QueuedTexts, SessionWriter, WriterHost
+    from p2pchat.transfer import TransferCore
 
 
 class Phase(enum.Enum):
@@ -82,6 +83,7 @@ class Session:
         self.link: Link | None = None
         self.handshake: Handshake | None = None     # until the keys are agreed
         self.channel: Channel | None = None          # afterwards
+        self.files: TransferCore | None = None       # file transfers of the channel (p2pchat.file_driver)
         self.writer: SessionWriter = SessionWriter(self, writer_host)
         self.auto_steps = False                # run_all: start each step when the previous one is done
         self.auto_next: Step | None = None     # the step run_all starts next

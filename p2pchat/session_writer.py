@@ -13,7 +13,8 @@ per batch; whichever thread writes next replaces it with the sealed frames (seve
 is faster than the wire).
 
 The outbox is bounded: :attr:`SessionWriter.pending_bytes` counts what waits for the wire (frames, the rest of a
-partly written frame, texts queued but not sealed yet), and :meth:`SessionWriter.room_for` tells the user
+partly written frame, texts queued in the channel but not sealed yet — counted by the channel itself, so texts
+held back while our key rotates count too), and :meth:`SessionWriter.room_for` tells the user
 command whether one more text fits under :data:`OUTBOX_LIMIT`.
 """
 
@@ -40,6 +41,15 @@ class QueuedTexts:
     __slots__ = ()
 
 
+class Filler(Protocol):
+    """Frames made only when the wire is idle (file chunks, :mod:`p2pchat.file_driver`): everything queued goes
+    first, so a text never waits behind chunks that were not on their way yet. Called with ``session.lock``."""
+
+    def ready(self) -> bool: ...
+
+    def take(self) -> list[bytes]: ...
+
+
 class WriterHost(Protocol):
     """What the writer needs from the node: a worker pool, ending a session on a dead link, and telling the UI
     about the channel's key epoch after sealing."""
@@ -60,19 +70,21 @@ class SessionWriter:
         self.send_lock = threading.Lock()
         self.outbox: deque[bytes | QueuedTexts] = deque()
         self.outbox_bytes = 0
-        self.queued_text_bytes = 0               # texts queued in the channel, not sealed yet
         self.text_marker: QueuedTexts | None = None   # the placeholder of the texts queued now, while in the outbox
         self.partial: bytes | memoryview = b""   # the unsent rest of a frame the socket took only part of
         self.wire_hook: Callable[[bytes], bytes | None] | None = None   # demo/tests: alter outgoing frames
         self.raw_frames = 0                      # frames injected with ChatNode.inject_frame
         self._flush_scheduled = False
         self._defer_flush = False                # the lock holder sends the outbox itself once it lets go
+        self.filler: Filler | None = None        # file chunks, pulled when the outbox is empty
 
     # --- queueing (session.lock held) -------------------------------------------------------------------
 
     @property
     def pending_bytes(self) -> int:
-        return self.outbox_bytes + len(self.partial) + self.queued_text_bytes
+        channel = self.session.channel
+        queued = channel.queued_bytes if channel is not None else 0
+        return self.outbox_bytes + len(self.partial) + queued
 
     def room_for(self, size: int) -> bool:
         """Whether ``size`` more bytes fit under :data:`OUTBOX_LIMIT` (an empty outbox takes any one text)."""
@@ -94,12 +106,9 @@ class SessionWriter:
         channel = self.session.channel
         if self.text_marker is not None and channel is not None and not channel.queued:
             self.text_marker = None
-            self.queued_text_bytes = 0
 
-    def queue_text(self, size: int) -> None:
-        """A text of ``size`` bytes was queued in the channel (after :meth:`before_text`): make sure a
-        placeholder stands for it."""
-        self.queued_text_bytes += size
+    def queue_text(self) -> None:
+        """A text was queued in the channel (after :meth:`before_text`): make sure a placeholder stands for it."""
         if self.text_marker is None:
             self.text_marker = QueuedTexts()
             self.outbox.append(self.text_marker)
@@ -109,17 +118,11 @@ class SessionWriter:
         if self.session.channel is not None:
             self.queue_all(self.session.channel.seal_queued())
         self.text_marker = None
-        self.queued_text_bytes = 0
-
-    def texts_sealed(self) -> None:
-        """Some other frame the channel sealed carried the queued texts ahead of it."""
-        self.queued_text_bytes = 0
 
     def discard(self) -> None:
         """Drop everything still queued (the session ended or the link is gone): the memory goes at once."""
         self.outbox.clear()
         self.outbox_bytes = 0
-        self.queued_text_bytes = 0
         self.partial = b""
         self.text_marker = None
 
@@ -128,7 +131,7 @@ class SessionWriter:
         Deferred while the lock holder will try to send on its own thread (:meth:`kick`)."""
         if self._defer_flush or self.session.ended or self.host is None:
             return
-        if (self.outbox or self.partial) and not self._flush_scheduled:
+        if (self.outbox or self.partial or self._filler_ready()) and not self._flush_scheduled:
             self._flush_scheduled = True
             self.host.submit(flush_session, self.session)
 
@@ -142,7 +145,8 @@ class SessionWriter:
                 yield
             finally:
                 self._defer_flush = False
-        self.kick()
+                fill = self._filler_ready()     # e.g. an ack opened a file transfer's window
+        self.kick(fill)
 
     # --- writing (session.lock not held) ----------------------------------------------------------------
 
@@ -153,16 +157,16 @@ class SessionWriter:
         finally:
             with self.session.lock:
                 self._flush_scheduled = False
-                again = bool(self.outbox or self.partial) and not self.session.ended
+                again = bool(self.outbox or self.partial or self._filler_ready()) and not self.session.ended
                 if again:   # frames queued after the last pop but before the flag was cleared
                     self.schedule_flush()
 
-    def kick(self) -> None:
+    def kick(self, fill: bool = False) -> None:
         """Send what is queued right here if the socket takes it without waiting; whatever is left goes to the
         pool. Never blocks; never called with ``session.lock`` held."""
         # Nothing queued is the usual case after a frame that needs no answer. Checked without the lock on
         # purpose: whoever queues a frame after this check kicks or schedules a flush itself.
-        if not self.outbox and not self.partial:
+        if not self.outbox and not self.partial and not fill:
             return
         done = False
         if self.session.link is not None and self.send_lock.acquire(blocking=False):
@@ -227,7 +231,12 @@ class SessionWriter:
         parts: list[bytes] = []
         size = 0
         outbox, hook = self.outbox, self.wire_hook
-        while outbox and size < COALESCE_BYTES:
+        while size < COALESCE_BYTES:
+            if not outbox:
+                if self.filler is None or not (more := self.filler.take()):
+                    break
+                outbox.extend(more)      # idle wire: the next file chunk (texts queued later go first)
+                self.outbox_bytes += sum(len(f) for f in more)
             frame = outbox.popleft()
             if isinstance(frame, QueuedTexts):
                 self._seal_queued(frame)
@@ -244,6 +253,9 @@ class SessionWriter:
             return None
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    def _filler_ready(self) -> bool:
+        return self.filler is not None and self.filler.ready()
+
     def _seal_queued(self, marker: QueuedTexts) -> None:
         """Replace the placeholder just taken from the outbox by the sealed frames of the queued texts
         (``session.lock`` held). A placeholder whose texts another frame already sealed is dropped: any frame
@@ -251,7 +263,6 @@ class SessionWriter:
         if marker is not self.text_marker:
             return
         self.text_marker = None
-        self.queued_text_bytes = 0
         channel = self.session.channel
         if channel is not None:
             frames = channel.seal_queued()

@@ -20,9 +20,13 @@ from types import FrameType
 from typing import TextIO
 
 from p2pchat.display import Printer, one_line
+from p2pchat.downloads import human
 from p2pchat.events import (
     DeliveryReceipt,
     Event,
+    FileFinished,
+    FileOffer,
+    FileProgress,
     GroupMessage,
     GroupNotice,
     GroupReceipt,
@@ -39,6 +43,7 @@ from p2pchat.events import (
     StepRefused,
     StepResult,
 )
+from p2pchat.file_driver import describe
 from p2pchat.foundation.errors import UserError
 from p2pchat.group_terminal import GROUP_HELP, GroupCommands  # [groups, issue 18]
 from p2pchat.node import ChatNode
@@ -46,7 +51,9 @@ from p2pchat.steps import Step
 
 POLL_SECONDS = 0.05
 RECEIPT_WAIT_SECONDS = 10.0     # at the end of input, how long to wait for the last delivery receipts
-HELP = "Type a message and press Enter. Commands: /status, /verify (then /verify yes), /quit."
+HELP = ("Type a message and press Enter. Commands: /status, /verify (then /verify yes), /send PATH, /accept, "
+        "/decline, /cancel, /quit.")
+PROGRESS_LINE_EVERY = 2.0       # seconds between two progress lines of one transfer
 
 
 class LineInput:
@@ -196,6 +203,93 @@ def _show_common(p: Printer, ev: Event, prefix: str = "") -> None:
         p.line(f"{prefix}  {mark} {ev.text}")
     elif isinstance(ev, NodeError):
         p.line(f"{prefix}! {ev.text}")
+class FileCommands:
+    """``/send PATH``, ``/accept [F]``, ``/decline [F]``, ``/cancel [F]`` and the lines about files; transfers are
+    numbered F1, F2, … in the order they appear (a peer's file name is shown through the Printer's escaping)."""
+
+    def __init__(self, node: ChatNode, p: Printer) -> None:
+        self.node, self.p = node, p
+        self.numbers: dict[str, int] = {}
+        self.by_number: dict[int, tuple[str, str]] = {}     # F number -> (session, transfer)
+        self.offers: list[int] = []                         # numbers of offers waiting for an answer
+        self.active: set[int] = set()
+        self._shown: dict[int, float] = {}
+
+    def number(self, session: str, transfer: str) -> int:
+        n = self.numbers.get(transfer)
+        if n is None:
+            n = self.numbers[transfer] = len(self.numbers) + 1
+            self.by_number[n] = (session, transfer)
+        return n
+
+    def on_event(self, ev: Event, prefix: str = "") -> bool:
+        """Print a file event; False for any other event."""
+        p = self.p
+        if isinstance(ev, FileOffer):
+            n = self.number(ev.session, ev.transfer)
+            self.offers.append(n)
+            p.line(f"{prefix}F{n}: {describe_name(ev.sender)} offers the file {one_line(ev.name)!r} "
+                   f"({human(ev.size)}); it would be saved as {one_line(ev.saved_as)!r}. /accept F{n} or "
+                   f"/decline F{n}")
+        elif isinstance(ev, FileProgress):
+            n = self.number(ev.session, ev.transfer)
+            self.active.add(n)
+            if n in self.offers:
+                self.offers.remove(n)
+            now = time.monotonic()
+            if ev.done < ev.size and now - self._shown.get(n, 0.0) < PROGRESS_LINE_EVERY:
+                return True
+            self._shown[n] = now
+            verb = "sent" if ev.outgoing else "received"
+            p.line(f"{prefix}  F{n} {one_line(ev.name)}: {verb} {describe(ev)}")
+        elif isinstance(ev, FileFinished):
+            n = self.number(ev.session, ev.transfer)
+            self.active.discard(n)
+            if n in self.offers:
+                self.offers.remove(n)
+            mark = "✓" if ev.ok else "✗"
+            extra = f" (resumed at byte {ev.resumed_from:,}; {ev.session_bytes:,} bytes moved now)" \
+                if ev.resumed_from else f" ({ev.session_bytes:,} bytes moved)" if ev.ok else ""
+            p.line(f"{prefix}{mark} F{n} {one_line(ev.name)}: {ev.text}{extra}")
+        else:
+            return False
+        return True
+
+    def on_line(self, command: str, session: str | None) -> bool:
+        """Handle ``/send``, ``/accept``, ``/decline``, ``/cancel``; False for any other line."""
+        word, _, arg = command.strip().partition(" ")
+        arg = arg.strip()
+        if word not in ("/send", "/accept", "/decline", "/cancel"):
+            return False
+        try:
+            if word == "/send":
+                if session is None:
+                    self.p.line("Choose a chat first (/to N), then /send PATH.")
+                elif not arg:
+                    self.p.line("Say which file: /send PATH")
+                else:
+                    tid = self.node.send_file(session, os.path.expanduser(arg))
+                    n = self.number(session, tid)
+                    self.active.add(n)
+                    self.p.line(f"F{n}: offered {one_line(os.path.basename(arg))}; waiting for the peer to accept")
+                return True
+            pool = self.offers if word in ("/accept", "/decline") else sorted(self.active)
+            n = int(arg.lstrip("Ff")) if arg.lstrip("Ff").isdigit() else (pool[-1] if pool and not arg else 0)
+            if n not in pool:
+                what = "file offer" if word != "/cancel" else "file transfer under way"
+                self.p.line(f"There is no {what} {one_line(arg) or 'waiting'}.")
+                return True
+            sid, tid = self.by_number[n]
+            if word == "/cancel":
+                self.node.cancel_file(sid, tid)
+            else:
+                self.offers.remove(n)
+                self.node.answer_file(sid, tid, word == "/accept")
+        except UserError as exc:
+            self.p.line(f"! {exc}")
+        return True
+
+
 def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
     """``p2pchat chat PEER``: the four steps, then chat until end of input or ``/quit``. Returns the exit code:
     0 after a goodbye (ours or the peer's), 1 when a step failed or the chat broke."""
@@ -214,6 +308,7 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
     waiting: list[str] = []
     failed_reason: str | None = None
     sent = delivered = 0
+    files = FileCommands(node, p)
     with Stop() as stop:
         while True:
             ev = next_event(node, 0)
@@ -236,6 +331,8 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
                     delivered += 1
                 elif isinstance(ev, IncomingChat):
                     node.accept(ev.session, False)   # this command talks to one peer only
+                elif files.on_event(ev):
+                    pass
                 elif not isinstance(ev, (SessionUpdated, PeerTyping)):
                     _show_common(p, ev)
                 ev = next_event(node, 0)
@@ -254,6 +351,8 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
                         p.line(text)
                 elif command in ("/help", "/?"):
                     p.line(HELP)
+                elif command.startswith("/") and files.on_line(command, sid if ready else None):
+                    pass
                 elif command.startswith("/") and " " not in command:
                     p.line(f"unknown command {command}. {HELP}")
                 elif line and not quit_now:
@@ -283,8 +382,9 @@ ANSWERS = ("y", "yes", "n", "no")
 PRESENCE_WORDS = {Presence.ONLINE: "online", Presence.CONNECTING: "calling it now",
                   Presence.OFFLINE: "cannot be reached now", Presence.UNKNOWN: "calling it now"}
 LISTEN_HELP = ("Commands: /list (the chats), /to N (write to chat N), /accept N, /reject N, /status, /verify, "
-               "/msg CONTACT TEXT (to a contact, now or when it can be reached), /waiting, /cancel ID, /quit. "
-               "Lines you type go only to the chat you chose with /to.")
+               "/msg CONTACT TEXT (to a contact, now or when it can be reached), /waiting, /cancel ID (a waiting "
+               "message), /send PATH, /accept FN, /decline FN, /cancel FN (files), /quit. Lines you type go only "
+               "to the chat you chose with /to.")
 
 
 class _Chat:
@@ -315,6 +415,7 @@ class ListenView:
         self.questions: list[IncomingChat] = []
         self.early_answers: list[str] = []   # y/n typed (or piped) before any question appeared
         self.target: _Chat | None = None
+        self.files = FileCommands(node, p)
         self.group_ui = GroupCommands(node, p, self.contact_name)     # [groups, issue 18]
 
     def chat(self, sid: str) -> _Chat:
@@ -374,6 +475,8 @@ class ListenView:
                 p.line(f"Lines you type still go to {self.target.label()}; /to {c.number} writes to {who}.")
         elif isinstance(ev, Notice) and ev.session == "":
             p.line(f"  → {ev.text}")
+        elif isinstance(ev, (FileOffer, FileProgress, FileFinished)):
+            self.files.on_event(ev, self.tag(ev.session))
         elif isinstance(ev, (GroupMessage, GroupNotice, GroupReceipt)):     # [groups, issue 18]
             self.group_ui.on_event(ev)
         elif not isinstance(ev, (SessionUpdated, PeerTyping, DeliveryReceipt)):
@@ -429,6 +532,11 @@ class ListenView:
                 self.early_answers.append(command)     # typed ahead: answers the next single question
         elif command == "/quit":
             return False
+        elif word in ("/accept", "/decline") and (arg[:1] in ("F", "f") or not arg) and self.files.offers:
+            self.files.on_line(command, None)
+        elif word in ("/send", "/decline") or (word == "/cancel" and not arg.isdigit()):
+            self.files.on_line(command, self.target.session if self.target and self.target.state == "ready"
+                               else None)
         elif word in ("/accept", "/reject"):
             c = self._numbered(arg)
             if c is not None:
@@ -586,3 +694,45 @@ def run_listen(node: ChatNode, *, stdin_fd: int, out: TextIO, accept_all: bool, 
             if view.target is not None:
                 view.send_waiting(view.target)
     return 0
+
+
+def run_send(node: ChatNode, peer: str, path: str, *, out: TextIO) -> int:
+    """``p2pchat send PEER PATH``: the four steps, offer the file, show progress until the receiver reports it
+    verified (or declines, cancels, or the chat breaks), then say goodbye. 0 once delivered, 1 otherwise."""
+    p = Printer(out)
+    files = FileCommands(node, p)
+    sid = node.open_session(peer)
+    p.line(f"Sending {one_line(os.path.basename(path))} to {one_line(peer)}: running the four steps…")
+    node.run_all(sid)
+    transfer: str | None = None
+    result: FileFinished | None = None
+    with Stop() as stop:
+        while not stop.requested:
+            ev = next_event(node, POLL_SECONDS)
+            if ev is None:
+                continue
+            if isinstance(ev, SessionEnded):
+                p.line(f"Chat ended: {ev.reason}")
+                return 0 if result is not None and result.ok else 1
+            if isinstance(ev, StepResult) and ev.ok and ev.step == Step.AGREE_KEY:
+                _show_common(p, ev)
+                try:
+                    transfer = node.send_file(sid, path)
+                except UserError as exc:
+                    p.line(f"! {exc}")
+                    node.end_session(sid)
+                    continue
+                p.line("Offered; waiting for the receiver to accept…")
+                files.number(sid, transfer)
+            elif isinstance(ev, IncomingChat):
+                node.accept(ev.session, False)
+            elif files.on_event(ev):
+                if isinstance(ev, FileFinished) and ev.transfer == transfer:
+                    result = ev
+                    node.end_session(sid)
+            elif not isinstance(ev, (SessionUpdated, PeerTyping, DeliveryReceipt)):
+                _show_common(p, ev)
+        if transfer is not None and result is None:
+            node.cancel_file(sid, transfer)
+        node.end_session(sid)
+    return 130

@@ -73,3 +73,13 @@ assert isinstance(key, crypto.RsaKey)
 print('ok')
 """], capture_output=True, text=True, timeout=120, check=True)
     assert proc.stdout.strip() == "ok"
+
+
+def test_the_light_client_imports_none_of_the_nodes_ledger() -> None:
+    # `ledger lookup` and every chat node import ledger.client: no chain, store, pool, miner or worker processes.
+    node_side = ("ledger.local_ledger", "ledger.chain", "ledger.store", "ledger.pool", "ledger.miner",
+                 "ledger.bindings", "multiprocessing")
+    proc = subprocess.run([sys.executable, "-c", "import json, sys, ledger.client; "
+                           f"print(json.dumps([m for m in {node_side!r} if m in sys.modules]))"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(proc.stdout) == []

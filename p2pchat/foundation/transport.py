@@ -127,10 +127,13 @@ class FramedSocket:
             return self._ready.pop(0)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not self._ready:
-            self._ready.extend(self._reader.feed(self._read_some(deadline)))
+            # The rest of a large frame is asked for in one read, not in 64 KiB pieces (a poll and a read each).
+            need = self._reader.next_frame_size()
+            size = RECV_CHUNK if need is None else max(RECV_CHUNK, need - self._reader.pending())
+            self._ready.extend(self._reader.feed(self._read_some(deadline, size)))
         return self._ready.pop(0)
 
-    def _read_some(self, deadline: float) -> bytes:
+    def _read_some(self, deadline: float, size: int = RECV_CHUNK) -> bytes:
         """The next bytes from the socket, waiting at most until ``deadline`` (this direction's own)."""
         while True:
             remaining = deadline - time.monotonic()
@@ -139,7 +142,7 @@ class FramedSocket:
             try:
                 if not _wait_ready(self.sock, write=False, timeout=remaining):
                     raise PeerUnreachable(f"{self.peer_text} did not answer in time")
-                data = self.sock.recv(RECV_CHUNK)
+                data = self.sock.recv(size)
             except (BlockingIOError, InterruptedError):
                 continue  # woken without data (e.g. a spurious wake-up): wait again until the deadline
             except OSError as exc:

@@ -1,3 +1,4 @@
+import itertools
 import socket
 import threading
 
@@ -161,3 +162,29 @@ def test_each_direction_keeps_its_own_deadline_under_concurrent_traffic(loopback
     a.close()
     b.close()
     listener.close()
+
+
+BULK = Protocol("bulk", {"blob": {"data": Field(bytes)}}, max_frame=4 * 1024 * 1024)
+
+
+def test_large_frames_trickled_in_pieces_and_packed_back_to_back_arrive_whole_and_in_order(loopback_ip):
+    """A frame larger than one read is asked for in one read of its rest; pieces of any size, and several
+    frames in one read, still come out whole and in order."""
+    big = bytes(range(256)) * 8192                     # 2 MiB
+    frames = [BULK.encode("blob", data=big), BULK.encode("blob", data=b"small"),
+              BULK.encode("blob", data=big[:70_000])]
+    wire = b"".join(frames)
+    got: list[bytes] = []
+    srv = FrameServer(loopback_ip, 0, BULK, lambda conn: [got.append(conn.recv()["data"]) for _ in range(3)],
+                      name="bulk", timeout=5.0).start()
+    try:
+        raw = socket.create_connection((srv.host, srv.port))
+        cuts = [0, 3, 100, 1_000_000, len(frames[0]) + 7, len(wire)]
+        for start, end in itertools.pairwise(cuts):
+            raw.sendall(wire[start:end])
+        raw.shutdown(socket.SHUT_WR)
+        raw.recv(1)        # the server closes once it has read the three frames
+        raw.close()
+    finally:
+        srv.close()
+    assert got == [big, b"small", big[:70_000]]

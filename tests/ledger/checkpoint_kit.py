@@ -31,7 +31,16 @@ def snapshot(ledger: LocalLedger, now: float) -> dict[str, Any]:
             "main": [chain.main_hash(h) for h in range(chain.height + 1)],
             "identities": identities, "ips": dict(bindings.by_ip), "nicks": dict(bindings.by_nick),
             "record_loc": dict(chain.record_locations()), "counts": bindings.counts(now),
-            "parked": [p.to_json() for p in chain.parked_branches()], "lookups": lookups}
+            "parked": [p.to_json() for p in chain.parked_branches()], "lookups": lookups,
+            "later_counts": [bindings.counts(t) for t in (0, now + 86400, now + 10**9)],
+            "prefixes": {fp.hex()[:n]: [(i.record.id, i.height, i.index) for i in found[0]] + [found[1]]
+                         for fp in bindings.identities for n in (8, 2, 1)
+                         for found in [bindings.live_with_prefix(fp.hex()[:n], now, limit=5)]},
+            # what sync and fork choice read of the main chain (final history stays in the store once restored)
+            "locator": chain.locator(), "median": chain.median_time_past(), "blocks": chain.block_count(),
+            "headers": [h.hash for h in chain.headers_after([chain.main_hash(0)])],
+            "main_by_hash": {chain.main_hash(h): (chain.is_main(chain.main_hash(h)), chain.fork_height(
+                chain.main_hash(h)), chain.chain_work(chain.main_hash(h))) for h in range(chain.height + 1)}}
 
 
 def force_replay(data_dir: Path, params: NetworkParams) -> None:

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledger_kit import DAY, NET, PARAMS, T0, block_on, branch, reg
 
+from ledger.bindings import StoredIdentityTable
 from ledger.chain import Chain, FinalityPolicy
 from ledger.errors import StoreError
 from ledger.local_ledger import LocalLedger
@@ -207,4 +208,29 @@ def test_a_batch_is_written_and_announced_together_when_it_ends(tmp_path, record
         with Store(ledger.path) as other:
             assert other.block_count() == 3 and other.load_derived_meta()["height"] == 3
     restored, replayed = checkpoint_and_replay(tmp_path, PARAMS, NOW, tmp_path.parent / "w2")
+    assert restored == replayed
+
+
+def test_a_restored_chain_holds_no_node_below_its_final_height_and_still_equals_a_replay(tmp_path, record_pool):
+    blocks = branch(Chain(PARAMS), PARAMS.genesis().header, 12, T0 + 10,
+                    records=[[record_pool[k]] for k in (0, 3, 1, 4)])
+    policy = FinalityPolicy(depth=3, seconds=10 * DAY)
+    data_dir = tmp_path / "node"
+    with LocalLedger(data_dir, PARAMS, clock=lambda: NOW, finality=policy) as ledger:
+        ledger.receive_blocks(blocks, NOW)
+    with LocalLedger(data_dir, PARAMS, clock=lambda: NOW, finality=policy) as ledger:
+        chain = ledger.chain
+        assert chain.final_height == 10 and chain.height == 12
+        held = chain._nodes._dict   # genesis and the open part only: final history stays in SQLite
+        assert sorted(n.height for n in held.values()) == [0, 11, 12]
+        identities = chain.bindings.identities   # identities too: memory holds only unwritten changes
+        assert isinstance(identities, StoredIdentityTable) and identities.own == {} and len(identities) == 2
+        assert chain.main_at(4) == blocks[3] and blocks[3].hash in chain and chain.is_main(blocks[5].hash)
+        on_top = block_on(blocks[-1].header, [], T0 + 30)
+        below_final = block_on(blocks[4].header, [], T0 + 31)   # forks at height 5: parked, never followed
+        assert ledger.receive_block(on_top, NOW).status == "added"
+        assert ledger.receive_block(below_final, NOW).status == "added"
+        assert chain.tip_hash == on_top.hash and chain.parked_branch_of(below_final.hash) is not None
+        assert chain.fork_height(below_final.hash) == 5
+    restored, replayed = checkpoint_and_replay(data_dir, PARAMS, NOW, tmp_path, policy)
     assert restored == replayed

@@ -103,3 +103,5 @@ def test_the_ascii_shortcut_agrees_with_the_tables():
     for cp in range(0x20, 0x7F):
         char = chr(cp)
         assert nicknames.script_of(char) in ("LATIN", "COMMON") and not nicknames._is_mark(char)
+    every_ascii = "".join(chr(cp) for cp in range(128))
+    assert nicknames._strip_marks(every_ascii) == "".join(c for c in every_ascii if not nicknames._is_mark(c))

@@ -626,3 +626,16 @@ def test_a_text_with_an_impossible_send_time_is_refused(sent_at):
     assert not link.of("b", Text)
     with pytest.raises(ValueError, match="not a time"):
         link.ch["a"].send_text("x", sent_at)
+
+
+@pytest.mark.parametrize("char", ["x", "é", "👋"])
+def test_the_1_mib_limit_counts_utf8_bytes_for_ascii_and_other_texts_alike(char):
+    width = len(char.encode())
+    fits = char * (MAX_TEXT_BYTES // width)
+    over = fits + "x" * (MAX_TEXT_BYTES - len(fits.encode()) + 1)   # one byte over, whatever the width
+    link = Link()
+    with pytest.raises(ChannelError, match="at most 1,048,576 bytes fit in one message"):
+        link.ch["a"].send_text(over, 1.0)
+    link.send("a", fits)
+    link.flush()
+    assert link.texts("b") == [fits]

@@ -323,3 +323,15 @@ def test_a_batch_is_padded_to_a_size_bucket_like_any_sealed_content():
     queue(link, "a", ["a", "b"])
     frame = link.ch["a"].seal_queued()[0]
     assert len(decode(frame)["box"]) == 256 + crypto.GCM_TAG_LEN
+
+
+def test_the_channel_counts_the_utf8_bytes_of_queued_texts_until_they_are_sealed_or_dropped():
+    link = Link()
+    ch = link.ch["a"]
+    queue(link, "a", ["abc", "é" * 10, "👋"])
+    assert ch.queued_bytes == 3 + 20 + 4
+    ch.seal_queued()
+    assert ch.queued_bytes == 0
+    queue(link, "a", ["held"])
+    ch.close()
+    assert ch.queued_bytes == 0 and ch.queued == 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from p2pchat.channel import Channel
+from p2pchat.chat_protocol import MAX_TEXT_BYTES
 from p2pchat.events import NodeError, SessionEnded, StepResult
 from p2pchat.foundation.errors import LocalFault, UsageError
 from p2pchat.peer_directory import DirectoryEntry, FixedDirectory, LookupBy
@@ -14,6 +16,7 @@ from p2pchat.session_writer import OUTBOX_LIMIT, SessionWriter
 from p2pchat.steps import Step
 from tests.conftest import make_identities
 from tests.p2pchat.node_kit import connect_all, make_peer, pair
+from tests.p2pchat.test_channel import synthetic_established
 
 
 class GatedDirectory(FixedDirectory):
@@ -108,3 +111,27 @@ def test_the_writer_counts_what_waits_for_the_wire_and_lets_it_go_at_once_on_dis
     writer.discard()
     assert writer.pending_bytes == 0 and not writer.outbox
     assert writer.room_for(10 * OUTBOX_LIMIT)                 # an empty outbox takes any one text
+
+
+def test_texts_held_back_while_our_key_rotates_still_count_against_the_outbox_limit():
+    """While a rotation waits for its ack the channel seals no text; the texts it holds are still waiting for the
+    wire, so a fast sender gets OutboxFull instead of queueing without bound."""
+    mine, _ = synthetic_established()
+    session = Session("s1", "bob", incoming=False)
+    session.channel = Channel(mine, rotate_every=1)
+    writer = SessionWriter(session)
+    writer.before_text()
+    session.channel.queue_text("a" * 1000, 1.0)
+    writer.queue_text()
+    writer.seal_queued_now()                     # the text, then the rotate frame: the key now waits for its ack
+    assert session.channel.rotating
+    on_the_wire = writer.pending_bytes
+    big = "b" * MAX_TEXT_BYTES
+    for n in range(1, 4):
+        writer.before_text()
+        session.channel.queue_text(big, 2.0)
+        writer.queue_text()
+        writer.seal_queued_now()                 # nothing is sealed until the ack comes
+        assert session.channel.queued == n
+        assert writer.pending_bytes == on_the_wire + n * MAX_TEXT_BYTES
+    assert not writer.room_for(OUTBOX_LIMIT - on_the_wire - 2 * MAX_TEXT_BYTES)

@@ -119,7 +119,7 @@ def vector_position(prefix: str) -> hs.ChainPosition:
 
 def test_every_vector_block_of_the_document_is_checked():
     assert set(V) == {"transcript", "signed-messages", "key-schedule", "sealed-text", "rotation",
-                      "frames-and-safety"}
+                      "frames-and-safety", "file-messages"}
 
 
 def test_transcript_vector_matches_the_spec_and_the_code():
@@ -347,3 +347,27 @@ def test_vector_values_are_well_formed(block):
     for key, value in V[block].items():
         if isinstance(value, str) and re.fullmatch(r"[0-9a-f]+", value) and len(value) > 16:
             assert len(value) % 2 == 0, f"{block}.{key} has an odd number of hex digits"
+
+
+def test_file_message_vectors_match_msgpack_and_the_code():
+    f = V["file-messages"]
+    tid, content, sha = hx("file-messages", "id"), f["content"].encode(), hx("file-messages", "sha256")
+    assert hashlib.sha256(content).digest() == sha
+    fields = {
+        "offer": {"id": tid, "name": "report.pdf", "size": len(content), "sha256": sha},
+        "accept": {"id": tid, "offset": 0},
+        "chunk": {"id": tid, "offset": 0, "data": content},
+        "ack": {"id": tid, "offset": len(content)},
+        "done": {"id": tid},
+        "decline": {"id": tid, "reason": "no thanks"},
+        "cancel": {"id": tid, "reason": "cancelled"},
+    }
+    for kind, values in fields.items():
+        inner = hx("file-messages", f"{kind}_inner")
+        assert msgpack.unpackb(inner) == {"t": f"file_{kind}", **values}
+        assert msgpack.packb({"t": f"file_{kind}", **values}, use_bin_type=True) == inner
+        assert cp.SEALED_CONTENT.encode_body(f"file_{kind}", **values) == inner
+    full = msgpack.packb({"t": "file_chunk", "id": tid, "offset": 2**40, "data": bytes(262016)}, use_bin_type=True)
+    assert len(full) == int(f["full_chunk_body_length"])
+    assert len(spec_pad(full)) == int(f["full_chunk_padded_length"]) == 4 * 65536
+    assert cp.MAX_CHUNK == 262016

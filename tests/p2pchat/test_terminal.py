@@ -13,6 +13,7 @@ from p2pchat.peer_directory import FixedDirectory
 from p2pchat.steps import Step
 from p2pchat.terminal import LineInput, run_chat, run_listen
 from tests.conftest import free_loopback_ip
+from tests.helpers import wait_until
 from tests.p2pchat.node_kit import entry, make_peer, reading_ui
 
 
@@ -121,3 +122,68 @@ def test_listen_asks_accepts_prints_messages_and_answers_typed_lines(identities)
     assert "Chat 1 with carol ended: carol left the chat" in text
     assert caller.log.all(IncomingChat) == []
     assert [m.text for m in caller.log.all(MessageReceived)] == ["a typed answer"]
+
+
+def test_listen_offers_a_file_with_send_and_answers_offers_with_accept_and_decline(identities, tmp_path):
+    from p2pchat.events import FileFinished, FileOffer
+
+    directory = FixedDirectory()
+    caller = make_peer(identities[0], "carol", directory, downloads=tmp_path / "carol")
+    ip = free_loopback_ip()
+    listener = ChatNode(identities[1], host=ip, port=0, nickname="dave", directory=directory,
+                        downloads=tmp_path / "dave")
+    listener.start()
+    directory.add(entry(identities[1], "dave", ip, listener.port))
+    (tmp_path / "notes.txt").write_text("from carol\n")
+    (tmp_path / "answer.txt").write_text("from dave\n")
+    r, w = piped("y", close=False)
+    out = io.StringIO()
+    sid = caller.node.open_session(f"{ip}:{listener.port}")
+    caller.node.run_all(sid)
+
+    def drive_caller() -> None:
+        caller.log.wait(StepResult, 20, step=Step.AGREE_KEY, ok=True)
+        first = caller.node.send_file(sid, str(tmp_path / "notes.txt"))
+        wait_until(lambda: "F1: carol offers" in out.getvalue(), 20, what="the offer in listen's output")
+        os.write(w, b"/accept\n")                          # the latest offer
+        caller.log.wait(FileFinished, 20, transfer=first, ok=True)
+        second = caller.node.send_file(sid, str(tmp_path / "notes.txt"))
+        wait_until(lambda: "F2: carol offers" in out.getvalue(), 20, what="the second offer")
+        os.write(w, b"/decline F2\n")
+        caller.log.wait(FileFinished, 20, transfer=second, state="declined")
+        os.write(w, f"/to 1\n/send {tmp_path / 'answer.txt'}\n".encode())
+        offer = caller.log.wait(FileOffer, 20, name="answer.txt")
+        caller.node.answer_file(sid, offer.transfer, True)
+        caller.log.wait(FileFinished, 20, transfer=offer.transfer, ok=True)
+        caller.node.end_session(sid)
+
+    failed: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            drive_caller()
+        except BaseException as exc:       # end the chat so that listen returns, then fail the test
+            failed.append(exc)
+            caller.node.end_session(sid)
+
+    driver = threading.Thread(target=guarded)
+    driver.start()
+    try:
+        code = run_listen(listener, stdin_fd=r, out=out, accept_all=False, once=True)
+    finally:
+        driver.join()
+        listener.close()
+        caller.node.close()
+        os.close(w)
+        os.close(r)
+    text = out.getvalue()
+    assert not failed, f"{failed[0]}\n{text}"
+    assert code == 0, text
+    assert "F1: carol offers the file 'notes.txt' (11 bytes); it would be saved as 'notes.txt'." in text
+    assert "✓ F1 notes.txt: saved as " in text
+    assert "✗ F2 notes.txt: you declined the file" in text
+    assert "F3: offered answer.txt; waiting for the peer to accept" in text
+    assert "✓ F3 answer.txt: delivered" in text
+    assert (tmp_path / "dave" / "notes.txt").read_text() == "from carol\n"
+    assert not (tmp_path / "dave" / "notes (1).txt").exists()
+    assert (tmp_path / "carol" / "answer.txt").read_text() == "from dave\n"

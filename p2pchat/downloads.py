@@ -1,0 +1,266 @@
+"""The downloads folder: safe names for files peers send, partial files with their resume state, disk checks.
+
+Nothing a peer names is ever used as a path: :func:`safe_name` keeps one name (no directory parts, no control or
+bidirectional-override characters, no leading dot), and a finished file gets a name no file has yet
+(``name (1).ext``), created with ``O_EXCL`` and mode 0644 (never executable). Partial files live in the folder's
+``.p2pchat-partial`` directory as ``KEY.part`` with a small ``KEY.json`` state (sender fingerprint, SHA-256, size,
+verified offset), where ``KEY`` is derived from the sender's fingerprint, the SHA-256 and the size: when the same
+sender offers the same file again (a new session after a dropped connection or a restart), the receiver finds
+the partial and answers with its verified offset.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import threading
+import unicodedata
+from pathlib import Path
+
+from p2pchat.foundation.errors import LocalFault, UsageError
+from p2pchat.transfer import SinkError
+
+PARTIAL_DIR = ".p2pchat-partial"
+MAX_SAFE_NAME_BYTES = 200          # room for " (123)" and the file system's 255-byte limit
+SPACE_MARGIN = 16 * 1024 * 1024    # free space kept beyond the file itself
+STATE_RECORD = 1024                # bytes of a partial's state record (JSON padded with spaces)
+_DROPPED = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}     # controls, format (bidi), unassigned, separators
+_BIDI_AND_INVISIBLE = {"\u061c", "\u200e", "\u200f", "\u2028", "\u2029", "\ufeff",
+                       *(chr(c) for c in range(0x202A, 0x202F)), *(chr(c) for c in range(0x2066, 0x206A))}
+
+
+def safe_name(raw: str) -> str:
+    """One harmless file name from what a peer called its file."""
+    name = raw.replace("\\", "/").split("/")[-1]            # no directory parts, of either system
+    name = "".join(" " if unicodedata.category(ch) == "Zs" else ch for ch in name
+                   if ch not in _BIDI_AND_INVISIBLE and unicodedata.category(ch) not in _DROPPED)
+    name = name.strip().lstrip(".").rstrip(". ")              # no hidden files, no "..", no trailing dots
+    if not name:
+        name = "file"
+    if len(name.encode("utf-8")) > MAX_SAFE_NAME_BYTES:
+        stem, ext = _split(name)
+        ext = ext if len(ext.encode("utf-8")) <= 16 else ""
+        budget = MAX_SAFE_NAME_BYTES - len(ext.encode("utf-8"))
+        stem = stem.encode("utf-8")[:budget].decode("utf-8", "ignore")
+        name = stem + ext
+    return name
+
+
+def _split(name: str) -> tuple[str, str]:
+    dot = name.rfind(".")
+    if dot <= 0:
+        return name, ""
+    return name[:dot], name[dot:]
+
+
+def reserve(folder: Path, name: str) -> Path:
+    """Create an empty file for ``name`` in ``folder`` that did not exist before: ``name``, else ``name (1).ext``,
+    ``name (2).ext``, … (``O_EXCL``: an existing file or symlink is never opened)."""
+    stem, ext = _split(name)
+    for n in range(10_000):
+        candidate = folder / (name if n == 0 else f"{stem} ({n}){ext}")
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return candidate
+    raise LocalFault(f"no free name for {name} in {folder}")
+
+
+def partial_key(sender_fp: str, sha256: bytes, size: int) -> str:
+    return hashlib.sha256(f"{sender_fp}|{sha256.hex()}|{size}".encode()).hexdigest()[:32]
+
+
+class Downloads:
+    """One node's downloads folder (shared by its sessions)."""
+
+    def __init__(self, folder: Path, *, max_size: int) -> None:
+        self.folder = Path(folder)
+        self.max_size = max_size
+        self._lock = threading.Lock()
+        self._open: set[str] = set()      # partials a session is writing now
+
+    @property
+    def partial_dir(self) -> Path:
+        return self.folder / PARTIAL_DIR
+
+    def resume_offset(self, sender_fp: str, sha256: bytes, size: int) -> int | None:
+        """The verified offset of a partial of this file from this sender, or None."""
+        key = partial_key(sender_fp, sha256, size)
+        state = self._read_state(key)
+        if state is None or state.get("sha256") != sha256.hex() or state.get("size") != size:
+            return None
+        part = self.partial_dir / f"{key}.part"
+        try:
+            on_disk = part.lstat().st_size
+        except OSError:
+            return None
+        verified = state.get("verified")
+        if not isinstance(verified, int) or verified < 0:
+            return None
+        return min(verified, on_disk, size)
+
+    def check(self, size: int, offset: int = 0) -> None:
+        """Refuse (UsageError, plain words) a file over the limit or one the disk has no room for."""
+        if size > self.max_size:
+            raise UsageError(f"the file is {human(size)}, over your limit of {human(self.max_size)} "
+                             "(--max-file-size)")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(self.folder).free
+        except OSError as exc:
+            raise LocalFault(f"the downloads folder {self.folder} cannot be used: {exc.strerror}") from None
+        if size - offset + SPACE_MARGIN > free:
+            raise UsageError(f"the disk of {self.folder} has {human(free)} free; the file needs "
+                             f"{human(size - offset)}")
+
+    def open(self, sender_fp: str, name: str, sha256: bytes, size: int) -> Partial:
+        """The partial file for an accepted offer, resumed at its verified offset when there is one."""
+        offset = self.resume_offset(sender_fp, sha256, size) or 0
+        self.check(size, offset)
+        key = partial_key(sender_fp, sha256, size)
+        with self._lock:
+            if key in self._open:
+                raise UsageError("this file is already being received in another chat")
+            self._open.add(key)
+        try:
+            return Partial(self, key, sender_fp, safe_name(name), sha256, size, offset)
+        except BaseException:
+            self._release(key)
+            raise
+
+    def _release(self, key: str) -> None:
+        with self._lock:
+            self._open.discard(key)
+
+    def _read_state(self, key: str) -> dict[str, object] | None:
+        try:
+            with open(self.partial_dir / f"{key}.json", encoding="utf-8") as fh:
+                state = json.load(fh)
+        except (OSError, ValueError):
+            return None
+        return state if isinstance(state, dict) else None
+
+
+class Partial:
+    """One download being written (a :class:`p2pchat.transfer.Sink`)."""
+
+    def __init__(self, owner: Downloads, key: str, sender_fp: str, name: str, sha256: bytes, size: int,
+                 offset: int) -> None:
+        self.owner, self.key, self.sender_fp, self.name = owner, key, sender_fp, name
+        self.sha256, self.size = sha256, size
+        directory = owner.partial_dir
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.path = directory / f"{key}.part"
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            raise LocalFault(f"cannot write in the downloads folder {owner.folder}: {exc.strerror}") from None
+        self._fh = os.fdopen(fd, "r+b")
+        self._state_fd = os.open(self._state_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        self._hash = hashlib.sha256()
+        # the verified prefix is hashed again (a hash state cannot be stored); anything after it is cut off
+        remaining = offset
+        while remaining:
+            block = self._fh.read(min(remaining, 1 << 20))
+            if not block:
+                break
+            self._hash.update(block)
+            remaining -= len(block)
+        self.offset = offset - remaining
+        self._fh.seek(self.offset)
+        self._fh.truncate()
+        self.written = self.offset
+        self._save_state()
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._fh.write(data)
+        except OSError as exc:
+            raise _sink_error(exc) from None
+        self._hash.update(data)
+        self.written += len(data)
+
+    def checkpoint(self) -> None:
+        """What was written so far is on disk and recorded as verified (each chunk came authenticated)."""
+        try:
+            self._fh.flush()
+            self._save_state()
+        except OSError as exc:
+            raise _sink_error(exc) from None
+
+    def finish(self) -> str | None:
+        self._close()
+        if self._hash.digest() != self.sha256 or self.written != self.size:
+            self._remove()
+            return None
+        final = reserve(self.owner.folder, self.name)
+        os.replace(self.path, final)
+        os.chmod(final, 0o644)
+        self._state_path.unlink(missing_ok=True)
+        self.owner._release(self.key)
+        return str(final)
+
+    def keep(self) -> None:
+        try:
+            self.checkpoint()
+        except SinkError:
+            pass            # the state on disk still names the last verified offset
+        self._close()
+        self.owner._release(self.key)
+
+    def discard(self) -> None:
+        self._close()
+        self._remove()
+
+    @property
+    def _state_path(self) -> Path:
+        return self.owner.partial_dir / f"{self.key}.json"
+
+    def _save_state(self) -> None:
+        """Rewrite the state record in place, padded to a fixed length with spaces (JSON ignores them): one
+        write, no rename per checkpoint (a rename costs milliseconds on some file systems). A record torn by a
+        power cut does not parse, and the file then starts again from zero, never from a wrong offset."""
+        state = {"version": 1, "sender": self.sender_fp, "sha256": self.sha256.hex(), "size": self.size,
+                 "verified": self.written, "name": self.name}
+        record = json.dumps(state).encode().ljust(STATE_RECORD, b" ")
+        os.pwrite(self._state_fd, record, 0)
+        os.ftruncate(self._state_fd, len(record))
+
+    def _close(self) -> None:
+        if not self._fh.closed:
+            try:
+                self._fh.close()
+            except OSError:
+                pass
+        if self._state_fd >= 0:
+            os.close(self._state_fd)
+            self._state_fd = -1
+
+    def _remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self._state_path.unlink(missing_ok=True)
+        self.owner._release(self.key)
+
+
+def _sink_error(exc: OSError) -> SinkError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return SinkError("the disk is full")
+    return SinkError(f"the download could not be written ({exc.strerror or exc})")
+
+
+def human(n: float) -> str:
+    """Bytes for people: 1.5 MiB."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+__all__ = ["PARTIAL_DIR", "Downloads", "Partial", "human", "partial_key", "reserve", "safe_name"]

@@ -1,0 +1,284 @@
+"""Drives each session's :class:`~p2pchat.transfer.TransferCore`: the user's file commands go in, ``file_*``
+messages from the channel go in, sealed frames and UI events come out; the disk is :mod:`p2pchat.downloads`.
+
+Chunks never wait in the outbox: the session's writer asks :class:`ChunkPump` for one only when nothing else is
+queued for the wire, so a text typed during a transfer is sealed and sent ahead of every chunk not yet made, and
+at most the transfer window (plus one coalesced write) is ahead of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from p2pchat.downloads import Downloads, human, safe_name
+from p2pchat.events import Event, FileFinished, FileOffer, FileProgress
+from p2pchat.foundation.errors import UsageError, UserError
+from p2pchat.transfer import (
+    Finished,
+    Offered,
+    Out,
+    Progress,
+    State,
+    TransferCore,
+    TransferError,
+    TransferEvent,
+    sha256_of,
+)
+
+if TYPE_CHECKING:
+    from p2pchat.session import Session
+
+log = logging.getLogger(__name__)
+PROGRESS_EVERY = 0.25       # seconds between progress events of one transfer
+
+
+class FileHost(Protocol):
+    def emit(self, event: Event) -> None: ...
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None: ...
+
+
+class _FileSource:
+    """A file being sent, read by offset."""
+
+    def __init__(self, path: str) -> None:
+        self._fh = open(path, "rb")   # closed by the core when the transfer ends
+
+    def read(self, offset: int, n: int) -> bytes:
+        self._fh.seek(offset)
+        return self._fh.read(n)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class ChunkPump:
+    """The writer's filler for one session: the next sealed chunk when the window has room (``session.lock``
+    held by the writer)."""
+
+    def __init__(self, driver: FileDriver, session: Session) -> None:
+        self.driver = driver
+        self.session = session
+
+    def ready(self) -> bool:
+        core = self.session.files
+        return core is not None and core.has_chunk and self.session.channel is not None and not self.session.ended
+
+    def take(self) -> list[bytes]:
+        return self.driver.next_frames(self.session)
+
+
+class FileDriver:
+    """One instance serves every session of a node."""
+
+    def __init__(self, host: FileHost, downloads: Downloads | None, *, auto_accept: bool = False,
+                 stall_timeout: float | None = None) -> None:
+        self.host = host
+        self.downloads = downloads
+        self.auto_accept = auto_accept
+        self.stall_timeout = stall_timeout
+        self._shown: dict[bytes, float] = {}      # last progress event per transfer
+        self._started: dict[bytes, float] = {}    # when this session's part of a transfer began
+
+    def core(self, session: Session) -> TransferCore:
+        if session.files is None:
+            kw: dict[str, Any] = {} if self.stall_timeout is None else {"stall_timeout": self.stall_timeout}
+            session.files = TransferCore(**kw)
+            session.writer.filler = ChunkPump(self, session)
+        return session.files
+
+    # --- the user's commands (session.lock held) -------------------------------------------------------------
+
+    def offer(self, session: Session, path: str, size: int, sha256: bytes) -> str:
+        if session.channel is None or session.ended:
+            raise UsageError("the chat is not ready for files: finish the four steps first")
+        try:
+            source = _FileSource(path)
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            tid, out = self.core(session).offer(source, os.path.basename(path), size, sha256, time.monotonic())
+        except TransferError as exc:
+            source.close()
+            raise UsageError(str(exc)) from None
+        self._send(session, out)
+        return tid.hex()
+
+    def answer(self, session: Session, transfer: str, accept: bool) -> None:
+        """The user's answer to an offer (``session.lock`` not held: accepting may read a kept partial)."""
+        tid = _tid(transfer)
+        if accept:
+            self.accept_offer(session, tid)
+            return
+        with session.writer.deferred():
+            core = self.core(session)
+            t = core.get(tid)
+            try:
+                self._send(session, core.decline(tid, "the receiver declined"))
+            except TransferError as exc:
+                raise UsageError(str(exc)) from None
+            assert t is not None
+            self._emit_finished(session, Finished(tid, False, t.name, t.state, "you declined the file"))
+
+    def accept_offer(self, session: Session, tid: bytes) -> None:
+        """Open the download (hashing a kept partial again, which may take seconds for a big one) with no lock
+        held, then accept under the lock if the offer still waits (a user command or a pool task)."""
+        with session.lock:
+            t = session.files.get(tid) if session.files is not None else None
+            if t is None or t.state is not State.OFFERED or session.ended:
+                raise UsageError("there is no file offer waiting with that number")
+            name, sha, size, sender = t.name, t.sha256, t.size, _sender(session)
+        try:
+            if self.downloads is None:
+                raise UsageError("this node has no downloads folder; files cannot be received")
+            sink = self.downloads.open(sender, name, sha, size)
+        except UserError as exc:
+            with session.writer.deferred():
+                core = session.files
+                t = core.get(tid) if core is not None else None
+                if core is not None and t is not None and t.state is State.OFFERED and not session.ended:
+                    self._send(session, core.decline(tid, "the receiver cannot take the file now"))
+                    self._emit_finished(session, Finished(tid, False, name, t.state, f"not accepted: {exc}"))
+            return
+        with session.writer.deferred():
+            core = session.files
+            t = core.get(tid) if core is not None else None
+            if core is None or t is None or t.state is not State.OFFERED or session.ended:
+                sink.keep()         # cancelled or cut meanwhile: the partial stays for the next offer
+                return
+            self._started[tid] = time.monotonic()
+            self._handle(session, core.accept(tid, sink, time.monotonic()))
+
+    def cancel(self, session: Session, transfer: str) -> None:
+        core = self.core(session)
+        try:
+            out, fin = core.cancel(_tid(transfer))
+        except TransferError as exc:
+            raise UsageError(str(exc)) from None
+        self._send(session, out)
+        self._emit_finished(session, fin)
+
+    # --- the peer's side and the timer (session.lock held) ---------------------------------------------------
+
+    def on_message(self, session: Session, kind: str, fields: dict[str, Any]) -> None:
+        core = self.core(session)
+        now = time.monotonic()
+        if kind == "file_accept":
+            self._started[fields["id"]] = now
+        self._handle(session, core.receive(kind, fields, now))
+
+    def poll(self, session: Session) -> None:
+        if session.files is not None and not session.ended:
+            self._handle(session, session.files.poll(time.monotonic()))
+
+    def session_ended(self, session: Session, reason: str) -> None:
+        if session.files is not None:
+            for ev in session.files.close(reason):
+                self._event(session, ev)
+            session.writer.filler = None
+
+    def next_frames(self, session: Session) -> list[bytes]:
+        """Writer: the next chunk frame (and any end it caused), sealed; [] when none is due."""
+        core, ch = session.files, session.channel
+        if core is None or ch is None or session.ended:
+            return []
+        out = core.next_chunk(time.monotonic())
+        frames: list[bytes] = []
+        if out is not None:
+            frames = ch.send_file_message(out.kind, out.fields)
+        for fin in core.take_finished():
+            self._event(session, fin)
+        return frames
+
+    # --- plumbing -------------------------------------------------------------------------------------------
+
+    def _handle(self, session: Session, items: Sequence[Out | TransferEvent]) -> None:
+        outs = [item for item in items if isinstance(item, Out)]
+        self._send(session, outs)
+        for item in items:
+            if not isinstance(item, Out):
+                self._event(session, item)
+        if session.files is not None and session.files.has_chunk:
+            session.writer.schedule_flush()
+
+    def _send(self, session: Session, outs: list[Out]) -> None:
+        ch = session.channel
+        if ch is None or not outs:
+            return
+        for out in outs:
+            session.writer.queue_all(ch.send_file_message(out.kind, out.fields))
+        session.writer.schedule_flush()
+
+    def _event(self, session: Session, ev: TransferEvent) -> None:
+        match ev:
+            case Offered(tid=tid, name=name, size=size):
+                sender = session.info.peer_nickname or "the peer"
+                self.host.emit(FileOffer(session.id, tid.hex(), name, safe_name(name), size, sender))
+                self._maybe_auto_accept(session, ev)
+            case Progress():
+                now = time.monotonic()
+                if ev.done < ev.size and now - self._shown.get(ev.tid, 0.0) < PROGRESS_EVERY:
+                    return
+                self._shown[ev.tid] = now
+                started = self._started.get(ev.tid, now)
+                self.host.emit(FileProgress(session.id, ev.tid.hex(), ev.outgoing, ev.name, ev.done, ev.size,
+                                            ev.session_bytes, now - started))
+            case Finished():
+                self._emit_finished(session, ev)
+
+    def _maybe_auto_accept(self, session: Session, ev: Offered) -> None:
+        """Accept at once when the user said so (``--accept-files``), or when a partial of this very file from
+        this sender waits: the user accepted it before, and it resumes from its verified offset."""
+        core = session.files
+        if core is None or self.downloads is None:
+            return
+        resumable = self.downloads.resume_offset(_sender(session), ev.sha256, ev.size) is not None
+        if self.auto_accept or resumable:
+            self.host.submit(self.accept_offer, session, ev.tid)     # not on the reader thread, not under the lock
+
+    def _emit_finished(self, session: Session, fin: Finished) -> None:
+        self._shown.pop(fin.tid, None)
+        self._started.pop(fin.tid, None)
+        self.host.emit(FileFinished(session.id, fin.tid.hex(), fin.outgoing, fin.name, fin.state.value == "done",
+                                    fin.state.value, fin.text, fin.path, fin.session_bytes, fin.resumed_from))
+
+
+def prepare(path: str) -> tuple[str, int, bytes]:
+    """Check a file the user wants to send and hash it: (absolute path, size, SHA-256)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UsageError(f"{path} is not a file that can be sent")
+    try:
+        size, digest = sha256_of(str(p))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    return str(p.resolve()), size, digest
+
+
+def _tid(transfer: str) -> bytes:
+    try:
+        tid = bytes.fromhex(transfer)
+    except ValueError:
+        raise UsageError(f"{transfer!r} is not a transfer number") from None
+    return tid
+
+
+def _sender(session: Session) -> str:
+    """Whose partials are whose: the peer's key fingerprint."""
+    return (session.pinned_fp or session.info.peer_fingerprint or session.info.peer_query).replace(" ", "")
+
+
+def describe(ev: FileProgress) -> str:
+    """A progress line: bytes, rate and time left."""
+    rate = ev.session_bytes / ev.elapsed if ev.elapsed > 0 else 0.0
+    left = f", {(ev.size - ev.done) / rate:.0f} s left" if rate > 0 and ev.done < ev.size else ""
+    pct = 100.0 * ev.done / ev.size if ev.size else 100.0
+    return f"{human(ev.done)} of {human(ev.size)} ({pct:.0f} %), {human(rate)}/s{left}"
+
+
+__all__ = ["ChunkPump", "FileDriver", "describe", "prepare"]

@@ -1,0 +1,101 @@
+"""File transfer between two chat nodes in one process (real sockets on 127.0.0.x): offer, accept, chunks under
+flow control, texts that overtake chunks, the SHA-256 check, decline, cancel, and a resume after a cut session."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from p2pchat.events import FileFinished, FileOffer, FileProgress, MessageReceived
+from tests.p2pchat.node_kit import connect_all, pair
+
+
+def _file(path, size: int, seed: int = 1) -> bytes:
+    data = hashlib.shake_256(seed.to_bytes(4, "big")).digest(size)
+    path.write_bytes(data)
+    return data
+
+
+def test_a_file_is_offered_accepted_and_saved_byte_for_byte_while_texts_still_flow(identities, tmp_path):
+    src = tmp_path / "report.pdf"
+    data = _file(src, 3 * 1024 * 1024 + 17)
+    with pair(identities, bob={"downloads": tmp_path / "dl"}) as (alice, bob, _):
+        sid, bsid = connect_all(alice, bob)
+        tid = alice.node.send_file(sid, str(src))
+        offer = bob.log.wait(FileOffer, transfer=tid)
+        assert offer.name == "report.pdf" and offer.size == len(data) and offer.sender == "alice"
+        bob.node.answer_file(bsid, tid, True)
+        alice.node.send_text(sid, "while the file travels")
+        bob.log.wait(MessageReceived, text="while the file travels")
+        done = bob.log.wait(FileFinished, transfer=tid, timeout=30)
+        assert done.ok, done.text
+        assert (tmp_path / "dl" / "report.pdf").read_bytes() == data
+        assert not os.stat(tmp_path / "dl" / "report.pdf").st_mode & 0o111
+        sent = alice.log.wait(FileFinished, transfer=tid)
+        assert sent.ok and sent.session_bytes == len(data)
+        assert alice.log.all(FileProgress, transfer=tid)
+
+
+def test_a_declined_offer_ends_on_both_sides_and_nothing_is_written(identities, tmp_path):
+    src = tmp_path / "a.bin"
+    _file(src, 1000)
+    with pair(identities, bob={"downloads": tmp_path / "dl"}) as (alice, bob, _):
+        sid, bsid = connect_all(alice, bob)
+        tid = alice.node.send_file(sid, str(src))
+        bob.log.wait(FileOffer, transfer=tid)
+        bob.node.answer_file(bsid, tid, False)
+        assert alice.log.wait(FileFinished, transfer=tid).state == "declined"
+        assert not (tmp_path / "dl").exists() or not any((tmp_path / "dl").iterdir())
+
+
+def test_a_transfer_cut_at_40_percent_resumes_in_a_new_session_without_sending_verified_bytes_again(
+        identities, tmp_path, monkeypatch):
+    from p2pchat import file_driver
+
+    src = tmp_path / "big.bin"
+    data = _file(src, 4 * 1024 * 1024)
+    real_read = file_driver._FileSource.read
+    cut = {"armed": True}
+
+    def read(self, offset, n):
+        if cut["armed"] and offset >= 0.4 * len(data):
+            cut["armed"] = False
+            link.close()          # the connection dies under the sender, as with kill -9
+        return real_read(self, offset, n)
+
+    monkeypatch.setattr(file_driver._FileSource, "read", read)
+    with pair(identities, bob={"downloads": tmp_path / "dl", "accept_files": True}) as (alice, bob, _):
+        sid, _ = connect_all(alice, bob)
+        link = alice.node._rt.get(sid).link
+        tid = alice.node.send_file(sid, str(src))
+        first = bob.log.wait(FileFinished, transfer=tid, timeout=30)
+        assert not first.ok and "kept" in first.text, first.text
+        assert 0 < first.session_bytes < len(data)
+        sid2, _ = connect_all(alice, bob)
+        tid2 = alice.node.send_file(sid2, str(src))
+        second = bob.log.wait(FileFinished, transfer=tid2, timeout=30)
+        assert second.ok, second.text
+        assert second.resumed_from == first.session_bytes            # the verified part is not sent again
+        assert second.session_bytes == len(data) - first.session_bytes
+        assert (tmp_path / "dl" / "big.bin").read_bytes() == data
+        assert not any((tmp_path / "dl" / ".p2pchat-partial").iterdir())
+
+
+def test_an_offer_named_with_a_path_lands_in_the_downloads_folder_under_a_safe_name(identities, tmp_path):
+    from p2pchat.file_driver import _FileSource
+
+    src = tmp_path / "x"
+    data = _file(src, 5000)
+    with pair(identities, bob={"downloads": tmp_path / "dl", "accept_files": True}) as (alice, bob, _):
+        sid, _bsid = connect_all(alice, bob)
+        s = alice.node._rt.get(sid)
+        with s.writer.deferred():       # what a hostile sender can put in an offer
+            digest = hashlib.sha256(data).digest()
+            tid, out = alice.node._rt.files.core(s).offer(_FileSource(str(src)), "../../\u202eevil\x1b.sh",
+                                                           len(data), digest, 0.0)
+            alice.node._rt.files._send(s, out)
+        done = bob.log.wait(FileFinished, transfer=tid.hex(), timeout=20)
+        assert done.ok, done.text
+        assert [p.name for p in (tmp_path / "dl").iterdir() if p.is_file()] == ["evil.sh"]
+        assert not (tmp_path / "evil.sh").exists()
+        assert not os.stat(tmp_path / "dl" / "evil.sh").st_mode & 0o111

@@ -1,0 +1,269 @@
+"""The sans-IO file transfer core and the downloads folder's safe names."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pchat.downloads import Downloads, reserve, safe_name
+from p2pchat.transfer import (
+    CHUNK_SIZE,
+    MAX_PENDING_OFFERS,
+    MAX_WINDOW,
+    MIN_CHUNK,
+    START_WINDOW,
+    Finished,
+    Offered,
+    Out,
+    State,
+    TransferCore,
+)
+
+
+class MemSource:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def read(self, offset: int, n: int) -> bytes:
+        return self.data[offset:offset + n]
+
+    def close(self) -> None:
+        pass
+
+
+class MemSink:
+    def __init__(self, sha: bytes, offset: int = 0, prefix: bytes = b"") -> None:
+        self.sha, self.offset, self.buf, self.state = sha, offset, bytearray(prefix), "open"
+
+    def write(self, data: bytes) -> None:
+        self.buf += data
+
+    def checkpoint(self) -> None:
+        pass
+
+    def finish(self) -> str | None:
+        if hashlib.sha256(self.buf).digest() != self.sha:
+            self.state = "discarded"
+            return None
+        self.state = "saved"
+        return "/downloads/file"
+
+    def keep(self) -> None:
+        self.state = "kept"
+
+    def discard(self) -> None:
+        self.state = "discarded"
+
+
+def _ids():
+    counter = itertools.count(1)
+    return lambda: next(counter).to_bytes(16, "big")
+
+
+def _pump(sender: TransferCore, receiver: TransferCore, outs: list, to: TransferCore) -> list:
+    """Deliver ``outs`` to ``to``, then messages both ways until quiet; returns the events seen."""
+    events = []
+    queue = [(to, o) for o in outs if isinstance(o, Out)]
+    while queue or sender.has_chunk:
+        if not queue:
+            queue.append((receiver, sender.next_chunk(0.0)))
+        core, out = queue.pop(0)
+        other = sender if core is receiver else receiver
+        for item in core.receive(out.kind, out.fields, 0.0):
+            if isinstance(item, Out):
+                queue.append((other, item))
+            else:
+                events.append(item)
+    return events
+
+
+def test_offer_accept_chunks_acks_and_done_deliver_the_file_within_the_window():
+    data = bytes(range(256)) * 4000 + b"tail"
+    sha = hashlib.sha256(data).digest()
+    a, b = TransferCore(id_factory=_ids()), TransferCore()
+    tid, outs = a.offer(MemSource(data), "f.bin", len(data), sha, 0.0)
+    offered = b.receive(outs[0].kind, outs[0].fields, 0.0)
+    assert offered == [Offered(tid, "f.bin", len(data), sha)]
+    sink = MemSink(sha)
+    accept = b.accept(tid, sink, 0.0)
+    a.receive(accept[0].kind, accept[0].fields, 0.0)
+    sent = 0
+    while a.has_chunk:          # without acks the sender stops at the window (before any rate is known)
+        chunk = a.next_chunk(0.0).fields["data"]
+        assert len(chunk) == MIN_CHUNK
+        sent += len(chunk)
+    assert START_WINDOW - MIN_CHUNK < sent <= START_WINDOW
+    a2, b2 = TransferCore(id_factory=_ids()), TransferCore()
+    tid, outs = a2.offer(MemSource(data), "f.bin", len(data), sha, 0.0)
+    b2.receive(outs[0].kind, outs[0].fields, 0.0)
+    sink = MemSink(sha)
+    events = _pump(a2, b2, b2.accept(tid, sink, 0.0), a2)
+    assert bytes(sink.buf) == data and sink.state == "saved"
+    done = [e for e in events if isinstance(e, Finished)]
+    assert {(e.outgoing, e.state) for e in done} == {(True, State.DONE), (False, State.DONE)}
+
+
+def test_a_resume_sends_only_what_the_receiver_has_not_verified():
+    data = b"x" * (3 * MIN_CHUNK + 5)
+    sha = hashlib.sha256(data).digest()
+    a, b = TransferCore(id_factory=_ids()), TransferCore()
+    tid, outs = a.offer(MemSource(data), "f", len(data), sha, 0.0)
+    b.receive(outs[0].kind, outs[0].fields, 0.0)
+    offset = 2 * MIN_CHUNK
+    sink = MemSink(sha, offset, data[:offset])
+    accept = b.accept(tid, sink, 0.0)
+    assert accept[0].fields["offset"] == offset
+    a.receive(accept[0].kind, accept[0].fields, 0.0)
+    first = a.next_chunk(0.0)
+    assert first.fields["offset"] == offset
+    events = _pump(a, b, [first], b)
+    assert bytes(sink.buf) == data
+    fin = next(e for e in events if isinstance(e, Finished) and not e.outgoing)
+    assert fin.session_bytes == len(data) - offset and fin.resumed_from == offset
+
+
+def _receiving(data: bytes, sha: bytes | None = None):
+    sha = sha or hashlib.sha256(data).digest()
+    b = TransferCore()
+    tid = b"\x01" * 16
+    b.receive("file_offer", {"id": tid, "name": "f", "size": len(data), "sha256": sha}, 0.0)
+    sink = MemSink(sha)
+    b.accept(tid, sink, 0.0)
+    return b, tid, sink
+
+
+def test_chunks_out_of_order_or_beyond_the_size_cancel_the_transfer_and_keep_nothing_extra():
+    b, tid, sink = _receiving(b"a" * 100)
+    out = b.receive("file_chunk", {"id": tid, "offset": 10, "data": b"a"}, 0.0)
+    assert out[0].kind == "file_cancel" and out[1].state is State.FAILED and "out of order" in out[1].text
+    b, tid, sink = _receiving(b"a" * 100)
+    out = b.receive("file_chunk", {"id": tid, "offset": 0, "data": b"a" * 101}, 0.0)
+    assert out[0].kind == "file_cancel" and "more data than the size" in out[1].text and not sink.buf
+
+
+def test_a_sha256_mismatch_discards_the_partial_with_a_plain_message():
+    b, tid, sink = _receiving(b"a" * 100, sha=hashlib.sha256(b"other").digest())
+    out = b.receive("file_chunk", {"id": tid, "offset": 0, "data": b"a" * 100}, 0.0)
+    fin = next(e for e in out if isinstance(e, Finished))
+    assert fin.state is State.FAILED and "does not match the SHA-256" in fin.text and sink.state == "discarded"
+
+
+def test_a_peer_that_stops_mid_transfer_is_timed_out_and_the_partial_kept():
+    b, tid, sink = _receiving(b"a" * 1000)
+    b.receive("file_chunk", {"id": tid, "offset": 0, "data": b"a" * 10}, 0.0)
+    assert b.poll(30.0) == []
+    out = b.poll(61.0)
+    assert out[0].kind == "file_cancel" and "no progress" in out[1].text and sink.state == "kept"
+
+
+def test_a_flood_of_offers_is_bounded_each_extra_one_declined():
+    b = TransferCore()
+    answers = [b.receive("file_offer", {"id": bytes([i]) * 16, "name": "f", "size": 1, "sha256": b"s" * 32}, 0.0)
+               for i in range(MAX_PENDING_OFFERS + 3)]
+    assert all(isinstance(a[0], Offered) for a in answers[:MAX_PENDING_OFFERS])
+    assert all(a[0].kind == "file_decline" for a in answers[MAX_PENDING_OFFERS:])
+    assert len(b.pending_offers()) == MAX_PENDING_OFFERS
+
+
+def test_late_chunks_after_a_cancel_are_ignored_and_a_peer_cancel_keeps_the_partial():
+    b, tid, sink = _receiving(b"a" * 1000)
+    b.receive("file_chunk", {"id": tid, "offset": 0, "data": b"a" * 10}, 0.0)
+    out = b.receive("file_cancel", {"id": tid, "reason": "x"}, 0.0)
+    assert out[0].state is State.CANCELLED and sink.state == "kept"
+    assert b.receive("file_chunk", {"id": tid, "offset": 10, "data": b"a"}, 0.0) == []
+
+
+@given(st.text(max_size=300))
+def test_safe_name_never_has_a_path_part_a_control_character_or_a_leading_dot(raw):
+    name = safe_name(raw)
+    assert name and "/" not in name and "\\" not in name and not name.startswith(".")
+    assert all(ch.isprintable() or ch == " " for ch in name)
+    assert not any("\u202a" <= ch <= "\u202e" or "\u2066" <= ch <= "\u2069" for ch in name)
+    assert len(name.encode("utf-8")) <= 200
+
+
+def test_reserve_never_overwrites_it_numbers_the_copies(tmp_path):
+    (tmp_path / "a.txt").write_text("mine")
+    assert reserve(tmp_path, "a.txt").name == "a (1).txt"
+    assert reserve(tmp_path, "a.txt").name == "a (2).txt"
+    assert (tmp_path / "a.txt").read_text() == "mine"
+
+
+def test_downloads_refuses_files_over_the_limit_or_the_free_space(tmp_path):
+    import pytest
+
+    from p2pchat.foundation.errors import UserError
+
+    d = Downloads(tmp_path, max_size=1000)
+    with pytest.raises(UserError, match="over your limit"):
+        d.check(1001)
+    d = Downloads(tmp_path, max_size=2**62)
+    with pytest.raises(UserError, match="free"):
+        d.check(2**61)
+
+
+def test_the_window_and_chunks_follow_the_acknowledged_rate_fast_path_grows_slow_path_stays_small():
+    from p2pchat.transfer import MIN_WINDOW, TARGET_DELAY, Pace
+
+    fast, slow = Pace(), Pace()
+    t = 0.0
+    for _ in range(40):             # 100 MB/s acknowledged
+        t += 0.01
+        fast.acked(1_000_000, t)
+        slow.acked(40_000, t)       # 4 MB/s (a relay's default rate limit)
+    assert fast.window == min(MAX_WINDOW, int(fast.rate * TARGET_DELAY)) > 2_000_000
+    assert fast.chunk == CHUNK_SIZE
+    assert 3_500_000 < slow.rate < 4_500_000
+    assert slow.window == MIN_WINDOW and slow.chunk == MIN_CHUNK     # a text waits ~33 ms behind it at 4 MB/s
+
+
+def test_a_full_disk_ends_the_transfer_with_a_plain_message_and_keeps_the_partial_for_a_resume():
+    from p2pchat.transfer import SinkError
+
+    class FullSink(MemSink):
+        def write(self, data: bytes) -> None:
+            if len(self.buf) + len(data) > 50:
+                raise SinkError("the disk is full")
+            self.buf += data
+
+    data = b"a" * 100
+    b = TransferCore()
+    tid = b"\x02" * 16
+    b.receive("file_offer", {"id": tid, "name": "f", "size": 100, "sha256": hashlib.sha256(data).digest()}, 0.0)
+    sink = FullSink(hashlib.sha256(data).digest())
+    b.accept(tid, sink, 0.0)
+    assert b.receive("file_chunk", {"id": tid, "offset": 0, "data": data[:40]}, 0.0)[0].kind == "file_ack"
+    out = b.receive("file_chunk", {"id": tid, "offset": 40, "data": data[40:]}, 0.0)
+    assert out[0].kind == "file_cancel" and "disk" in out[0].fields["reason"]
+    assert out[1].state is State.FAILED and out[1].text.startswith("the disk is full; the part received is kept")
+    assert sink.state == "kept" and bytes(sink.buf) == data[:40]
+
+
+def test_partial_downloads_resume_from_their_verified_offset_and_a_torn_record_starts_over(tmp_path):
+    data = bytes(range(256)) * 100
+    sha = hashlib.sha256(data).digest()
+    d = Downloads(tmp_path, max_size=10**9)
+    part = d.open("fp", "../x.bin", sha, len(data))
+    part.write(data[:10_000])
+    part.checkpoint()
+    part.write(data[10_000:12_000])        # on disk but not recorded: the program is killed here
+    part._fh.flush()
+    d._release(part.key)
+    assert (tmp_path / ".p2pchat-partial" / f"{part.key}.part").stat().st_size == 12_000
+    assert d.resume_offset("fp", sha, len(data)) == 10_000
+    assert d.resume_offset("other sender", sha, len(data)) is None
+    again = d.open("fp", "../x.bin", sha, len(data))
+    assert again.offset == 10_000
+    again.write(data[10_000:])
+    assert again.finish() == str(tmp_path / "x.bin")
+    assert (tmp_path / "x.bin").read_bytes() == data
+    torn = d.open("fp", "y", sha, len(data))
+    torn.write(data[:500])
+    torn.checkpoint()
+    torn.keep()
+    state = next(tmp_path.glob(".p2pchat-partial/*.json"))
+    state.write_bytes(state.read_bytes()[:40])
+    assert d.resume_offset("fp", sha, len(data)) is None
