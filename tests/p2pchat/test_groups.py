@@ -179,3 +179,20 @@ def test_inbox_refuses_a_removed_member(identities: list[Identity]) -> None:
     log.propose(a, "remove", b.fingerprint)
     with pytest.raises(GroupError, match="not a member"):
         Inbox(log).receive(b.fingerprint, _text(log, b, 1, version=2))
+
+
+def test_wire_vectors() -> None:
+    """The byte layouts docs/groups.md gives as vectors."""
+    from p2pchat.chat_protocol import SEALED_CONTENT
+    from p2pchat.groups import GROUP_WIRE
+    c = Change(bytes(range(16)), "add", b"\x11" * 32, b"KEY-DER", "bob", (b"\x22" * 32,), 2, b"\x33" * 32,
+               1700000000.0)
+    assert c.signed_body().hex() == (
+        "8aa174a66368616e6765a567726f7570c410000102030405060708090a0b0c0d0e0fa26f70a3616464a6746172676574c42011111111"
+        "11111111111111111111111111111111111111111111111111111111aa7461726765745f6b6579c4074b45592d444552a46e616d65a3"
+        "626f62a7706172656e747391c4202222222222222222222222222222222222222222222222222222222222222222a776657273696f6e"
+        "02a6617574686f72c4203333333333333333333333333333333333333333333333333333333333333333a27473cb41d954fc40000000")
+    ack = GROUP_WIRE.encode_body("ack", refs=[5])
+    assert ack.hex() == "82a174a361636ba4726566739105"
+    assert SEALED_CONTENT.encode_body("group", body=ack).hex() == \
+        "82a174a567726f7570a4626f6479c40e82a174a361636ba4726566739105"
