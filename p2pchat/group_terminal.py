@@ -8,22 +8,34 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
+from typing import Protocol
 
+from p2pchat.contacts import ContactStore
 from p2pchat.display import Printer, one_line
 from p2pchat.events import GroupMessage, GroupNotice, GroupReceipt
 from p2pchat.foundation.errors import UsageError
+from p2pchat.foundation.identity import Identity
 from p2pchat.group_service import GroupService
-from p2pchat.node import ChatNode
 
 GROUP_HELP = ("Groups: /group create NAME MEMBER…, /group add GROUP MEMBER, /group remove GROUP MEMBER, "
               "/group list, /group show GROUP, /gsay GROUP TEXT (GROUP: its name or the start of its id; "
               "MEMBER: a contact).")
 
 
+class GroupNode(Protocol):
+    """What the group commands need: the chat node in ``listen``, or ``p2pchat group``'s offline stand-in."""
+
+    identity: Identity
+    contacts: ContactStore | None
+    groups: GroupService | None
+
+    def group_member(self, query: str) -> tuple[str, bytes, str]: ...
+
+
 class GroupCommands:
     """Runs the typed group commands and shows group events on ``listen``'s printer."""
 
-    def __init__(self, node: ChatNode, p: Printer, name_of: Callable[[str], str]) -> None:
+    def __init__(self, node: GroupNode, p: Printer, name_of: Callable[[str], str]) -> None:
         self.node = node
         self.p = p
         self.name_of = name_of          # a contact's name by fingerprint (hex), as listen shows contacts
