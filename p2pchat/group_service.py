@@ -90,6 +90,7 @@ class GroupService:
         self._emit = emit
         self.groups: dict[bytes, Group] = {}
         self._pending: dict[str, list[_Pending]] = {}
+        self._held_acks: dict[str, list[tuple[bytes, int, bytes]]] = {}   # fp -> (group, counter, ack) to send
         self._sent: dict[str, set[int]] = {}          # session -> refs of the pending frames sent in it
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._load()
@@ -350,8 +351,12 @@ class GroupService:
         if msg.type == "ack":
             self._on_ack(fp, [int(r) for r in msg["refs"]])
             return
-        self._send_now(session, GROUP_WIRE.encode_body("ack", refs=[msg["ref"]]))   # even a refused frame:
-        gid = bytes(msg["group"])                                                   # its sender stops resending
+        gid = bytes(msg["group"])
+        ack = GROUP_WIRE.encode_body("ack", refs=[msg["ref"]])
+        if msg.type != "text":
+            self._send_now(session, ack)        # even a refused frame: its sender stops resending it
+        else:
+            self._held_acks.setdefault(fp, []).append((gid, msg["counter"], ack))
         if msg.type == "changes":
             self._on_changes(fp, gid, [bytes(c) for c in msg["changes"]])
         elif msg.type == "text":
@@ -364,6 +369,23 @@ class GroupService:
             if g is None:
                 raise GroupError(f"a message for a group this node does not know came from {fp[:16]}; refused")
             self._show(g, g.inbox.receive(bytes.fromhex(fp), t))
+        self._ack_unless_held(fp)
+
+    def _ack_unless_held(self, fp: str) -> None:
+        """Acknowledge the texts from ``fp`` that are shown or refused; a held text is acknowledged once released
+        (unacknowledged, it comes again after a restart of this node)."""
+        held = {(t.group, t.counter) for peer, t in self._held_texts() if peer.hex() == fp}
+        waiting = self._held_acks.get(fp, [])
+        keep = [(gid, counter, ack) for gid, counter, ack in waiting if (gid, counter) in held]
+        go = [ack for gid, counter, ack in waiting if (gid, counter) not in held]
+        self._held_acks[fp] = keep
+        session = self._host.live_session_with(fp) if go else None
+        for ack in go:
+            if session is not None:
+                self._send_now(session, ack)
+
+    def _held_texts(self) -> list[tuple[bytes, GroupText]]:
+        return [h for g in self.groups.values() for h in g.inbox.held]
 
     def _show(self, g: Group, accepted: list[Any]) -> None:
         for a in accepted:
@@ -424,6 +446,8 @@ class GroupService:
                                    f"{m.hex()[:16]} is no longer in {g.name!r}"))
         self._drop_pending_for_removed(g)
         self._show(g, g.inbox.release())
+        for fp in list(self._held_acks):
+            self._ack_unless_held(fp)
 
     def _drop_pending_for_removed(self, g: Group) -> None:
         """A removed member gets nothing new: its waiting texts of this group are dropped (changes stay, so it

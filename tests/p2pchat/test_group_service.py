@@ -23,6 +23,8 @@ class Wire:
         self.services: dict[str, GroupService] = {}
         self.events: dict[str, list[object]] = {}
         self.delivered = 0
+        self.stopped: list[tuple[str, str, bytes]] = []     # membership frames held back on the way
+        self.stop_changes = False
 
 
 class Host:
@@ -34,6 +36,9 @@ class Host:
 
     def send_group_frame(self, session: str, body: bytes) -> None:
         to = session.split(">")[1]
+        if self.wire.stop_changes and GROUP_WIRE.decode(body).type == "changes":
+            self.wire.stopped.append((to, self.me, body))
+            return
         self.wire.delivered += 1
         self.wire.services[to].frame_from(f"{to}>{self.me}", self.me, body)
 
@@ -122,3 +127,27 @@ def test_a_malformed_group_frame_is_refused_plainly(tmp_path: Path, identities: 
             sa.find("nothing")
     finally:
         sa.close()
+
+
+def test_a_message_ahead_of_the_membership_is_held_and_acknowledged_once_shown(
+        tmp_path: Path, identities: list[Identity]) -> None:
+    a, b, c = identities[:3]
+    wire = Wire()
+    sa, sb = _service(wire, a, tmp_path / "a"), _service(wire, b, tmp_path / "b")
+    try:
+        gid = sa.create("club", [_member(b, "bob")])
+        wait_until(lambda: sb.snapshot(), 10, what="bob has the group")
+        wire.stop_changes = True
+        sa.add(gid, _member(c, "carol"))          # bob does not get this change yet
+        sa.say(gid, "hi all three")               # claims membership version 3
+        wait_until(lambda: sb._call(lambda: bool(sb.groups[gid].inbox.held)), 10, what="bob holds it")
+        assert sb.conversation(gid) == []
+        assert sa.delivered(gid, 1) == (0, 2)     # held: not acknowledged (bob's ack would be queued before)
+        wire.stop_changes = False
+        for to, frm, body in wire.stopped:
+            wire.services[to].frame_from(f"{to}>{frm}", frm, body)
+        wait_until(lambda: [t.text for t in sb.conversation(gid)] == ["hi all three"], 10, what="released")
+        wait_until(lambda: sa.delivered(gid, 1) == (1, 2), 10, what="bob's acknowledgement after the release")
+    finally:
+        sa.close()
+        sb.close()
