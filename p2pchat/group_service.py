@@ -63,6 +63,7 @@ class Group:
     texts: list[GroupText] = field(default_factory=list)
     acks: dict[int, set[str]] = field(default_factory=dict)    # my counter -> members who acknowledged it
     sent_to: dict[int, int] = field(default_factory=dict)      # my counter -> other members when it was sent
+    has_log: set[bytes] = field(default_factory=set)           # members this run queued the whole log for
 
     @property
     def name(self) -> str:
@@ -243,9 +244,11 @@ class GroupService:
                           time.time(), text)
             g.sent_to[t.counter] = len(g.log.members) - 1
             self._keep_text(g, t, to=g.sent_to[t.counter])
-            for m in g.log.members:
-                if m != self._me.fingerprint:
-                    self._queue(m.hex(), g, t.counter, lambda ref: self._text_body(ref, t))
+            others = [m for m in g.log.members if m != self._me.fingerprint]
+            # a member who may not have the log yet (added by someone else) gets it first, on the same queue
+            self._fan_out_changes(g, only={m for m in others if m not in g.has_log})
+            for m in others:
+                self._queue(m.hex(), g, t.counter, lambda ref: self._text_body(ref, t))
             return t.counter
         return self._call(run)
 
@@ -300,12 +303,14 @@ class GroupService:
         self._store.add("text", gid=t.group, sender=t.sender, counter=t.counter, version=t.version,
                         lamport=t.lamport, sent_at=t.sent_at, text=t.text, to=to)
 
-    def _fan_out_changes(self, g: Group, *, also: set[bytes] | None = None, skip: str | None = None) -> None:
-        """The whole log to every other member (a new member needs it all; the others ignore what they have)."""
+    def _fan_out_changes(self, g: Group, *, also: set[bytes] | None = None, only: set[bytes] | None = None) -> None:
+        """The whole log to every other member (a new member needs it all; the others ignore what they have), or
+        to ``only`` those."""
         raw = [c.encode() for c in g.log.ordered()]
-        for m in set(g.log.members) | (also or set()):
+        for m in (set(g.log.members) | (also or set())) if only is None else only:
             fp = m.hex()
-            if m != self._me.fingerprint and fp != skip:
+            if m != self._me.fingerprint:
+                g.has_log.add(m)
                 self._queue(fp, g, None, lambda ref: GROUP_WIRE.encode_body("changes", ref=ref, group=g.log.group,
                                                                              changes=raw))
 
@@ -366,10 +371,12 @@ class GroupService:
             t = GroupText(gid, bytes(msg["sender"]), msg["counter"], msg["version"], msg["lamport"], sent_at,
                           msg["text"])
             g = self.groups.get(gid)
-            if g is None:
-                raise GroupError(f"a message for a group this node does not know came from {fp[:16]}; refused")
-            self._show(g, g.inbox.receive(bytes.fromhex(fp), t))
-        self._ack_unless_held(fp)
+            try:
+                if g is None:
+                    raise GroupError(f"a message for a group this node does not know came from {fp[:16]}; refused")
+                self._show(g, g.inbox.receive(bytes.fromhex(fp), t))
+            finally:
+                self._ack_unless_held(fp)
 
     def _ack_unless_held(self, fp: str) -> None:
         """Acknowledge the texts from ``fp`` that are shown or refused; a held text is acknowledged once released
@@ -430,7 +437,9 @@ class GroupService:
             return
         self._keep_changes(gid, new)
         self._after_membership(g, before)
-        self._fan_out_changes(g, skip=fp)     # members the author did not know yet learn them too
+        # The sender gave its log to every member it sees; those only this node sees get it from here.
+        theirs = g.log.members_of({c.hash for c in changes})
+        self._fan_out_changes(g, only=set(g.log.members) - theirs - {peer})
 
     def _key_known(self, g: Group, peer: bytes) -> bool:
         return any(c.target == peer for c in g.log.changes.values())

@@ -237,27 +237,12 @@ class MembershipLog:
         return c
 
     def _merge(self) -> None:
-        """Apply every change in (version, author, hash) order, checking the rules against the state so far."""
-        members: dict[bytes, Member] = {}
-        effective: set[bytes] = set()
-        for c in self.ordered():
-            if c.op == "create":
-                assert c.target_key is not None
-                members[c.target] = Member(c.target, c.target_key, c.name, c.version)
-            elif c.author not in members:
-                continue
-            elif c.op == "add":
-                if c.target in members or len(members) >= MAX_MEMBERS or c.target_key is None:
-                    continue
-                members[c.target] = Member(c.target, c.target_key, c.name, c.version)
-            else:   # remove
-                if c.target not in members or c.target == self.creator:
-                    continue
-                if c.author != self.creator and c.author != c.target:
-                    continue
-                del members[c.target]
-            effective.add(c.hash)
-        self.members, self.effective = members, effective
+        self.members, self.effective = _merge(self.ordered(), self.creator)
+
+    def members_of(self, hashes: set[bytes]) -> set[bytes]:
+        """The members a peer sees whose log is ``hashes`` (only the changes this log holds count)."""
+        members, _ = _merge([c for c in self.ordered() if c.hash in hashes], self.creator)
+        return set(members)
 
     def removal_version(self, fp: bytes) -> int | None:
         """The version of the effective change that removed ``fp`` (None: not removed)."""
@@ -287,6 +272,31 @@ class MembershipLog:
                         parents=self.heads())
         self.add(c)
         return c
+
+
+def _merge(ordered: list[Change], creator: bytes) -> tuple[dict[bytes, Member], set[bytes]]:
+    """Apply ``ordered`` changes (in (version, author, hash) order), checking the rules against the state so far;
+    returns the members and the hashes of the changes that took effect."""
+    members: dict[bytes, Member] = {}
+    effective: set[bytes] = set()
+    for c in ordered:
+        if c.op == "create":
+            assert c.target_key is not None
+            members[c.target] = Member(c.target, c.target_key, c.name, c.version)
+        elif c.author not in members:
+            continue
+        elif c.op == "add":
+            if c.target in members or len(members) >= MAX_MEMBERS or c.target_key is None:
+                continue
+            members[c.target] = Member(c.target, c.target_key, c.name, c.version)
+        else:   # remove
+            if c.target not in members or c.target == creator:
+                continue
+            if c.author != creator and c.author != c.target:
+                continue
+            del members[c.target]
+        effective.add(c.hash)
+    return members, effective
 
 
 @dataclass(frozen=True)
