@@ -20,13 +20,28 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from gui.key_words import step_2_words, window_warning
-from gui.models import AcceptPrompt, BarView, ChatLine, LineKind, StepState, StepView, TabState
-from gui.text import MORE_CHARS, MORE_LINES, clean, clean_name, clock_time, count, fail_text, ok_text, preview_end
+from gui.models import VERIFIED, AcceptPrompt, BarView, ChatLine, LineKind, ListRow, StepState, StepView, TabState
+from gui.secret_check import SecretCheck
+from gui.text import (
+    MORE_CHARS,
+    MORE_LINES,
+    clean,
+    clean_name,
+    clock_time,
+    count,
+    fail_text,
+    ok_text,
+    one_line,
+    preview_end,
+    seen_when,
+    stamp,
+)
 from gui.wording import Wording, countdown, plain
 from p2pchat.chat_protocol import MAX_TEXT_BYTES
+from p2pchat.contacts import Contact
 from p2pchat.events import (
     DeliveryReceipt,
     Event,
@@ -36,6 +51,8 @@ from p2pchat.events import (
     NodeError,
     Notice,
     PeerTyping,
+    SecretQuestion,
+    SecretResult,
     SessionEnded,
     SessionInfo,
     SessionUpdated,
@@ -44,12 +61,14 @@ from p2pchat.events import (
 )
 from p2pchat.foundation.addresses import parse_address
 from p2pchat.foundation.errors import UserError
+from p2pchat.history import ConversationSummary, HistoryMessage
 from p2pchat.steps import Step
 
 if TYPE_CHECKING:
     from gui.transfers import FileTransfers
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 LEDGER_TAB = "Ledger"
 MAX_QUERY_CHARS = 200
@@ -61,6 +80,11 @@ EARLY_SESSIONS_KEPT = 64    # sessions the window has not shown yet (their Incom
 EARLY_EVENTS_KEPT = 8
 FAILED_TAB_LINGER = 8.0     # seconds a failed dial's tab stays (its failure shown) before it closes itself
 COUNTDOWN_FROM = 90.0       # a timeout closer than this shows a countdown in the step bar
+CONTACT_KEY = "contact:"    # a contact's row in the conversation list: CONTACT_KEY + its fingerprint (hex)
+HISTORY_SHOWN = 200         # stored messages shown when a contact's chat opens
+READ_AFTER = 1.0            # seconds after a message arrived before it is marked read in the store (the node
+                            # writes it on a thread of its own: marking sooner could miss it)
+CONTACTS_EVERY = 10.0       # seconds between re-reads of the contact store (another process may change it)
 NOTICE_MARKS = {"rotation": "↻", "refused": "⚠", "path": "⇄", "info": "ℹ", "ready": "✓", "ended": "■",
                 "error": "⚠", "ledgers": "⚠", "key-change": "⚠", "key-stop": "⚠"}
 
@@ -77,6 +101,35 @@ class NodeApi(Protocol):
     def end_session(self, session: str) -> None: ...
     def accept_new_key(self, fingerprint: str, *, override_verified: bool = False) -> None: ...
     def verify_contact(self, session: str, verified: bool = True) -> str: ...
+    def ask_secret(self, session: str, question: str, answer: str) -> None: ...
+    def answer_secret(self, session: str, answer: str) -> None: ...
+    def abort_secret(self, session: str) -> None: ...
+
+
+class ContactsApi(Protocol):
+    """The part of :class:`p2pchat.contacts.ContactStore` the conversation list reads."""
+
+    def all(self) -> list[Contact]: ...
+
+
+class HistoryApi(Protocol):
+    """The part of :class:`p2pchat.history.HistoryStore` the window reads (the node writes it)."""
+
+    def messages(self, fp: str, *, limit: int = 200, before_id: int | None = None) -> list[HistoryMessage]: ...
+    def conversations(self) -> list[ConversationSummary]: ...
+    def mark_read(self, fp: str) -> None: ...
+    def search(self, query: str, fp: str | None = None, limit: int = 100) -> list[HistoryMessage]: ...
+    def delete(self, fp: str) -> int: ...
+    def export_text(self, fp: str, peer_name: str | None = None) -> str: ...
+
+
+@dataclass(frozen=True)
+class Found:
+    """One search hit: the contact's row key, who and when (cleaned) and the matching text."""
+
+    key: str
+    label: str
+    text: str
 
 
 class Commands(Protocol):
@@ -103,11 +156,13 @@ class Changes:
     key_changes: list[str] = field(default_factory=list)     # sessions whose step 2 stopped on a changed key
     select: str | None = None
     status: str | None = None
+    contacts: bool = False       # the contact rows of the conversation list
 
     def __bool__(self) -> bool:
         return any((self.tabs_added, self.tabs_removed, self.titles, self.lines_added, self.lines_changed,
                     self.lines_dropped, self.peer, self.typing, self.chat_input, self.bar, self.prompts,
-                    self.prompts_closed, self.key_changes, self.select is not None, self.status is not None))
+                    self.prompts_closed, self.key_changes, self.select is not None, self.status is not None,
+                    self.contacts))
 
 
 def check_peer_query(text: str) -> str:
@@ -125,13 +180,24 @@ def check_peer_query(text: str) -> str:
     return query
 
 
+def contact_name(contact: Contact) -> str:
+    """What the user calls a contact: the local name they gave, else its latest nickname, else its fingerprint."""
+    return clean_name(contact.local_name or contact.nickname, contact.fp[:16])
+
+
 class ChatController:
     """State of every chat tab and of the step bar; see the module docstring."""
 
     def __init__(self, node: NodeApi, commands: Commands, *, nickname: str,
                  clock: Callable[[], float] = time.time, max_message_bytes: int = MAX_TEXT_BYTES,
-                 accept_timeout: float = 120.0, handshake_timeout: float = 120.0) -> None:
+                 accept_timeout: float = 120.0, handshake_timeout: float = 120.0,
+                 contacts: ContactsApi | None = None, history: HistoryApi | None = None) -> None:
         self.node = node
+        self.contacts = contacts
+        self.history = history
+        self._stored: dict[str, ConversationSummary] = {}     # fingerprint -> its stored conversation
+        self._contacts: dict[str, Contact] = {}     # fingerprint (hex) -> contact, current keys only
+        self._contacts_read = -CONTACTS_EVERY
         self.commands = commands
         self.nickname = clean_name(nickname)
         self.clock = clock
@@ -153,6 +219,8 @@ class ChatController:
         self._prompts: list[AcceptPrompt] = []
         self._early: dict[str, list[SessionUpdated | Notice]] = {}
         self.files: FileTransfers | None = None     # file transfers (gui/transfers.py), set by the window
+        self.secrets = SecretCheck(self.tabs, node, lambda call, session: self.commands.submit(    # gui/ask_secret.py
+            call, failed=functools.partial(self._session_error, session)), self._notice)
 
     # ---- what the window reads ----------------------------------------------------------------------------
 
@@ -222,7 +290,10 @@ class ChatController:
         return tab.opened_at + self.handshake_timeout - now, "left to finish the steps"
 
     def unread_total(self) -> int:
-        return sum(t.unread for t in self.tabs.values())
+        """Unread messages in the open chats, and stored ones of contacts without an open chat."""
+        live = {t.contact for t in self.tabs.values() if t.ended is None}
+        return (sum(t.unread for t in self.tabs.values())
+                + sum(c.unread for fp, c in self._stored.items() if fp not in live and fp in self._contacts))
 
     def set_focused(self, focused: bool) -> None:
         """The window gained or lost the keyboard focus; the chat on screen is read once it has it again."""
@@ -232,6 +303,42 @@ class ChatController:
             if tab.unread:
                 tab.unread = 0
                 self._changes.titles.add(tab.session)
+
+    def contact_rows(self) -> list[ListRow]:
+        """The contacts of the conversation list, most recent first: a verified one is marked, unread stored
+        messages counted, then the last message and when (or when the contact was last seen)."""
+        rows = []
+        now = self.clock()
+        for c in self._contacts.values():
+            live = any(t.contact == c.fp and t.ended is None for t in self.tabs.values())
+            stored = self._stored.get(c.fp)
+            unread = stored.unread if stored is not None and not live else 0
+            title = contact_name(c) + (f" {VERIFIED}" if c.verified else "") + (f" ({unread})" if unread else "")
+            if live:
+                detail = "in a chat now"
+            elif stored is not None:
+                said = ("you: " if stored.last_direction == "out" else "") + one_line(stored.last_text, 40)
+                detail = f"{said} · {seen_when(stored.last_ts, now)}"
+            else:
+                detail = f"last seen {seen_when(c.last_seen, now)}"
+            last = max(c.last_seen, stored.last_ts if stored is not None else 0.0)
+            rows.append((last, ListRow(CONTACT_KEY + c.fp, title, detail)))
+        return [row for _last, row in sorted(rows, key=lambda r: -r[0])]
+
+    def session_detail(self, session: str) -> str:
+        """A chat row's second line: its last message, or where the chat stands."""
+        tab = self.tabs[session]
+        last = next((ln for ln in reversed(tab.lines) if ln.kind is not LineKind.NOTICE), None)
+        if tab.ended is not None:
+            return "could not start" if tab.close_at is not None else "ended"
+        if tab.awaiting_answer:
+            return "wants to chat with you"
+        if last is not None:
+            return ("you: " if last.kind is LineKind.OUT else "") + one_line(last.text)
+        if tab.ready:
+            return "connected and encrypted"
+        done = sum(1 for st in tab.steps.values() if st.state is StepState.DONE)
+        return f"{done} of 4 steps done"
 
     def prompts(self) -> list[AcceptPrompt]:
         """Incoming chats still waiting for an answer, oldest first."""
@@ -286,11 +393,177 @@ class ChatController:
         if tab.unread and self.focused:
             tab.unread = 0
             self._changes.titles.add(tab.session)
+            self._mark_read(tab, self.clock())
         if self.target != session:
             self.target = session
             self.peer_text = tab.peer_query
             self.draft_results.clear()
             self._changes.bar = True
+
+    def open_contact(self, key: str, *, connect: bool = True) -> None:
+        """The user picked a contact: show its live chat if there is one, else open a chat with it (by its
+        fingerprint, so the ledger says where it is now) and, with ``connect``, press 1 Connect; the other three
+        steps stay to be pressed one by one (or with Connect all)."""
+        fp = key.removeprefix(CONTACT_KEY)
+        contact = self._contacts.get(fp)
+        if contact is None:
+            self._set_status("⚠ that contact is no longer in the contact store")
+            return
+        live = next((t for t in self.tabs.values() if t.contact == fp and t.ended is None), None)
+        if live is not None:
+            self._changes.select = live.session
+            return
+        for old in [t for t in self.tabs.values() if t.contact == fp]:
+            self.close_tab(old.session)     # an ended chat with this contact gives way to the new one
+        tab = self._open(fp, name=contact_name(contact))
+        if tab is None:
+            return
+        tab.contact, tab.contact_verified, tab.named = fp, contact.verified, True
+        self._load_history(tab)
+        self._changes.contacts = True
+        if connect:
+            self.click_step(Step.CONNECT)
+
+    def refresh_contacts(self) -> None:
+        """Read the contact store again (the node pins a key after step 4; another process may change it)."""
+        self._contacts_read = self.clock()
+        if self.contacts is None:
+            return
+        try:
+            found = {c.fp: c for c in self.contacts.all() if c.replaced_by is None}
+        except UserError as exc:
+            self._set_status(f"⚠ {exc}")
+            return
+        stored = self._read_history(lambda h: {c.fp: c for c in h.conversations()}, self._stored)
+        if found != self._contacts or stored != self._stored:
+            self._contacts, self._stored = found, stored
+            self._changes.contacts = True
+            for tab in self.tabs.values():
+                contact = found.get(tab.contact) if tab.contact else None
+                if contact is not None and contact.verified != tab.contact_verified:
+                    tab.contact_verified = contact.verified
+                    self._changes.titles.add(tab.session)
+
+    def _identify(self, tab: TabState) -> None:
+        """Step 4 is done, so step 3 proved the peer's key and the node pinned it: name the tab's contact."""
+        self.refresh_contacts()
+        shown = (tab.info.peer_fingerprint or "").replace(" ", "") if tab.info else ""
+        match = [fp for fp in self._contacts if shown and fp.startswith(shown)]
+        if len(match) == 1 and tab.contact != match[0]:
+            first = tab.contact is None
+            tab.contact = match[0]
+            tab.contact_verified = self._contacts[match[0]].verified
+            self._changes.titles.add(tab.session)
+            if first:
+                self._load_history(tab)
+        self._changes.contacts = True
+
+    def _mark_read(self, tab: TabState, now: float) -> None:
+        """Tell the store that the messages of a chat the user has read are read (once the node has written
+        them: READ_AFTER after the last one came)."""
+        fp = tab.contact
+        if (fp is None or tab.unread or tab.read_marked >= tab.last_in or now - tab.last_in < READ_AFTER
+                or self.history is None):
+            return
+        tab.read_marked = now
+        self._read_history(lambda h: h.mark_read(fp), None)
+
+    # ---- the kept history -------------------------------------------------------------------------------
+
+    def search(self, query: str, limit: int = 50) -> list[Found]:
+        """Stored messages of every contact that contain ``query``, newest first (Ctrl+F, "All chats")."""
+        query = query.strip()
+        if not query:
+            return []
+        none: list[HistoryMessage] = []
+        hits = self._read_history(lambda h: h.search(query, limit=limit), none)
+        now = self.clock()
+        found = []
+        for m in hits:
+            contact = self._contacts.get(m.fp)
+            name = contact_name(contact) if contact is not None else m.fp[:16]
+            who = "you" if m.direction == "out" else name
+            found.append(Found(CONTACT_KEY + m.fp, f"{name} · {stamp(m.ts, now)} · {who}", one_line(m.text, 60)))
+        return found
+
+    def show_found(self, found: Found) -> str | None:
+        """Open the chat with the contact of a search hit (without dialling); returns its session."""
+        self.open_contact(found.key, connect=False)
+        fp = found.key.removeprefix(CONTACT_KEY)
+        tab = next((t for t in self.tabs.values() if t.contact == fp and t.ended is None), None)
+        return tab.session if tab is not None else None
+
+    def history_count(self, session: str) -> int:
+        """How many messages with this chat's contact are kept (0 when the contact is not known yet)."""
+        tab = self.tabs.get(session)
+        fp = tab.contact if tab is not None else None
+        if fp is None:
+            return 0
+        stored = self._read_history(lambda h: {c.fp: c for c in h.conversations()}, self._stored).get(fp)
+        return stored.count if stored is not None else 0
+
+    def delete_history(self, session: str) -> int:
+        """Erase the kept messages with this chat's contact (the user confirmed); the transcript is emptied."""
+        tab = self.tabs.get(session)
+        fp = tab.contact if tab is not None else None
+        if tab is None or fp is None or self.history is None:
+            return 0
+        try:
+            n = self.history.delete(fp)
+        except UserError as exc:
+            self._notice(tab, "error", f"The history could not be deleted: {exc}")
+            return 0
+        dropped = len(tab.lines)
+        self._changes.lines_dropped[session] = self._changes.lines_dropped.get(session, 0) + dropped
+        self._changes.lines_added.pop(session, None)
+        for line in tab.lines:
+            if line.msg_id is not None:
+                self._lines_by_msg.pop((session, line.msg_id), None)
+        tab.lines = []
+        self._notice(tab, "info", f"Deleted {count(n, 'kept message')} with {tab.peer_name} from this computer.")
+        self.refresh_contacts()
+        self._changes.titles.add(session)
+        return n
+
+    def export_history(self, session: str) -> str | None:
+        """The kept conversation with this chat's contact as plain text (None: nothing kept for it)."""
+        tab = self.tabs.get(session)
+        fp = tab.contact if tab is not None else None
+        if tab is None or fp is None:
+            return None
+        return self._read_history(lambda h: h.export_text(fp, tab.peer_name), None)
+
+    def _read_history(self, read: Callable[[HistoryApi], _T], fallback: _T) -> _T:
+        """``read(history)``, or ``fallback`` when there is no history or it cannot be read (said once in the
+        status line)."""
+        if self.history is None:
+            return fallback
+        try:
+            return read(self.history)
+        except UserError as exc:
+            self._set_status(f"⚠ the chat history could not be read: {exc}")
+            return fallback
+
+    def _load_history(self, tab: TabState) -> None:
+        """Show the stored conversation with the tab's contact above what comes next."""
+        fp = tab.contact
+        if fp is None:
+            return
+        none: list[HistoryMessage] = []
+        kept = self._read_history(lambda h: h.messages(fp, limit=HISTORY_SHOWN), none)
+        if not kept:
+            return
+        now = self.clock()
+        self._notice(tab, "info", f"Your earlier messages with {tab.peer_name} ({count(len(kept), 'message')} "
+                                  "shown), kept on this computer:")
+        for m in kept:
+            out = m.direction == "out"
+            line = self._add_line(tab, LineKind.OUT if out else LineKind.IN, self.nickname if out else tab.peer_name,
+                                  clean(m.text), m.ts)
+            line.time = stamp(m.ts, now)
+            line.stored = m.status if out else ""
+            line.delivered = out and m.status == "delivered"
+        self._notice(tab, "info", "End of the kept messages.")
 
     def click_step(self, step: Step) -> None:
         tab = self.tabs.get(self.target) if self.target else None
@@ -420,6 +693,10 @@ class ChatController:
         """Called every few hundred ms: expire typing indicators, tell peers we stopped typing, close failed
         dials whose failure has been shown, and count down the handshake's timeouts."""
         now = self.clock()
+        for tab in self.tabs.values():
+            self._mark_read(tab, now)
+        if now - self._contacts_read >= CONTACTS_EVERY:
+            self.refresh_contacts()
         for tab in [t for t in self.tabs.values() if t.close_at is not None and now >= t.close_at]:
             self.close_tab(tab.session)
         target = self.tabs.get(self.target) if self.target else None
@@ -497,6 +774,8 @@ class ChatController:
             self._notice(tab, event.kind, clean(event.text))
         elif isinstance(event, SessionEnded):
             self._ended(tab, event)
+        elif isinstance(event, SecretQuestion | SecretResult):
+            self.secrets.handle(tab, event)
 
     # ---- key continuity and verification (issue 13; the dialogs are gui/key_change.py and gui/verify.py) -------
 
@@ -557,6 +836,7 @@ class ChatController:
             self._notice(tab, "key-stop", f"STOP — the key of {event.contact}, a contact you VERIFIED, has changed. "
                                           "Nothing was signed or sent. Do not go on until you have asked them in "
                                           "person or by phone.")
+
     def file_notice(self, session: str, text: str) -> None:
         """A line about a file in ``session``'s transcript (gui/transfers.py)."""
         tab = self.tabs.get(session)
@@ -565,7 +845,7 @@ class ChatController:
 
     # ---- internals ----------------------------------------------------------------------------------------
 
-    def _open(self, text: str, for_step: Step | None = Step.CONNECT) -> TabState | None:
+    def _open(self, text: str, for_step: Step | None = Step.CONNECT, name: str | None = None) -> TabState | None:
         try:
             query = check_peer_query(text)
             session = self.node.open_session(query)
@@ -576,7 +856,7 @@ class ChatController:
             return None
         for old in [t for t in self.tabs.values() if t.close_at is not None and t.peer_query == query]:
             self.close_tab(old.session)     # a failed dial to the same peer is replaced, not kept beside
-        tab = self._new_tab(session, query, clean_name(query))
+        tab = self._new_tab(session, query, clean_name(name or query))
         self.target = session
         self.peer_text = query
         self.draft_results.clear()
@@ -601,7 +881,10 @@ class ChatController:
         return tab
 
     def _remove(self, session: str) -> None:
-        self.tabs.pop(session, None)
+        gone = self.tabs.pop(session, None)
+        if gone is not None and gone.contact is not None:
+            self._changes.contacts = True
+            self.refresh_contacts()      # its row shows the last kept message again
         for key in [k for k in self._lines_by_msg if k[0] == session]:
             del self._lines_by_msg[key]
         self._early_receipts = {k for k in self._early_receipts if k[0] != session}
@@ -652,6 +935,7 @@ class ChatController:
                 tab.steps[nxt].state, tab.steps[nxt].result = StepState.RUNNING, "… working"
             if tab.ready:
                 tab.auto = False
+                self._identify(tab)
                 self._notice(tab, "ready", f"All four steps done: messages with {tab.peer_name} are end-to-end "
                                            "encrypted. Compare the safety number with them to be sure.")
                 self._changes.chat_input.add(tab.session)
@@ -692,6 +976,7 @@ class ChatController:
         if tab.peer_typing_until is not None:
             tab.peer_typing_until = None
             self._changes.typing.add(tab.session)
+        tab.last_in = self.clock()
         if tab.session != self.selected or not self.focused:
             tab.unread += 1
             self._changes.titles.add(tab.session)
@@ -699,6 +984,8 @@ class ChatController:
     def _ended(self, tab: TabState, event: SessionEnded) -> None:
         if tab.ended is not None:
             return
+        if tab.contact is not None:
+            self._changes.contacts = True
         reason = clean(event.reason)
         was_ready = tab.ready
         tab.ended = reason

@@ -9,6 +9,8 @@ from gui.text import clean_name, count
 from p2pchat.events import KeyChangeStopped, SessionInfo
 from p2pchat.steps import Step
 
+VERIFIED = "✔"     # beside a contact whose safety number the user compared and marked verified
+
 
 class StepState(StrEnum):
     PENDING = "pending"
@@ -67,6 +69,7 @@ class ChatLine:
     msg_id: int | None = None
     delivered: bool = False
     failed: str = ""
+    stored: str = ""             # a message from the history: its stored status (sent, delivered, waiting, …)
 
     @property
     def hidden(self) -> int:
@@ -79,6 +82,8 @@ class ChatLine:
             return ""
         if self.failed:
             return f"✗ not sent: {self.failed}"
+        if self.stored and not self.delivered:
+            return "" if self.stored == "sent" else f"({self.stored})"
         return "✓" if self.delivered else "…"
 
 
@@ -92,6 +97,16 @@ class AcceptPrompt:
     def question(self) -> str:
         # the nickname is the caller's own claim: only step 2 checks it against the ledger (issue 15)
         return f"Someone at {self.address}, calling itself “{self.nickname}” (not checked yet), wants to chat with you."
+
+
+@dataclass(frozen=True)
+class ListRow:
+    """One row of the conversation list: a title (name, verified mark, unread count) and a detail line (the last
+    message, the chat's state or when the contact was last seen), both cleaned for display."""
+
+    key: str
+    title: str
+    detail: str
 
 
 @dataclass
@@ -133,6 +148,10 @@ class TabState:
     def nickname_checked(self) -> bool:
         """Step 2 confirmed the peer's nickname from the ledger (before: only what the peer claims)."""
         return self.steps[Step.SWAP_KEYS].state is StepState.DONE and not self.key_refused
+    contact: str | None = None       # the contact's fingerprint (hex) once known: opened from it, or step 3 proved it
+    contact_verified: bool = False   # that contact's safety number was verified by the user
+    last_in: float = 0.0             # when the last message arrived (the store marks it read a little later)
+    read_marked: float = 0.0         # when the store was last told that this chat was read
 
     @property
     def ready(self) -> bool:
@@ -149,7 +168,8 @@ class TabState:
 
     @property
     def title(self) -> str:
-        title = ("✗ " if self.ended is not None else "") + self.base_title
+        mark = f" {VERIFIED}" if self.contact_verified or self.verified_mark else ""
+        title = ("✗ " if self.ended is not None else "") + self.base_title + mark
         return f"{title} ({self.unread})" if self.unread else title
 
     @property

@@ -60,6 +60,27 @@ def clock_time(ts: float) -> str:
     return time.strftime("%H:%M", time.localtime(ts))
 
 
+def one_line(text: str, chars: int = 60) -> str:
+    """A cleaned one-line preview of a message for a list row: line breaks become spaces, cut at ``chars``."""
+    flat = " ".join(clean(text[:chars * 4]).split())
+    return flat if len(flat) <= chars else flat[:chars - 1] + "…"
+
+
+def seen_when(ts: float, now: float) -> str:
+    """``14:02`` today, ``3 Dec`` this year, ``3 Dec 2025`` before (local time)."""
+    then, today = time.localtime(ts), time.localtime(now)
+    if then[:3] == today[:3]:
+        return time.strftime("%H:%M", then)
+    day = f"{then.tm_mday} {time.strftime('%b', then)}"
+    return day if then.tm_year == today.tm_year else f"{day} {then.tm_year}"
+
+
+def stamp(ts: float, now: float) -> str:
+    """A stored message's time: ``14:02`` today, else the day before it (``3 Dec 14:02``)."""
+    when = seen_when(ts, now)
+    return when if ":" in when else f"{when} {time.strftime('%H:%M', time.localtime(ts))}"
+
+
 def count(n: int, noun: str, plural: str | None = None) -> str:
     """``1 message`` / ``3 messages`` / ``1,048,576 characters``."""
     return f"{n:,} {noun if n == 1 else (plural or noun + 's')}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import queue
 import time
 import tkinter
@@ -18,34 +19,38 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from tkinter import filedialog
+from typing import Literal, Protocol
 
 import customtkinter as ctk
 
+from gui.ask_secret import SecretDialogs
 from gui.attention import DesktopNotifier, set_urgent
-from gui.controller import LEDGER_TAB, Changes, ChatController, NodeApi
+from gui.controller import LEDGER_TAB, Changes, ChatController, Found, NodeApi
 from gui.key_change import KeyChangeDialog
 from gui.lag import LagMeter
 from gui.ledger_view import LedgerSnapshot, identity_ledger_line
 from gui.models import AcceptPrompt, LineKind, tab_peer_rows
 from gui.settings import APPEARANCES, SCALINGS, Alerts, load_alerts, save_alerts
-from gui.text import count
+from gui.text import count, one_line
 from gui.transfers import FileApi, FileTransfers, TransfersUi
 from gui.verify import VerifyDialog, add_verify_button
 from gui.widgets.accept_dialog import AcceptDialog
 from gui.widgets.chat_pane import ChatPane
 from gui.widgets.confirm_dialog import ConfirmDialog
+from gui.widgets.conversations import ConversationList
 from gui.widgets.icon import window_icon
 from gui.widgets.identity_panel import IdentityPanel
 from gui.widgets.keyboard import tab_stops
 from gui.widgets.ledger_panel import LedgerPanel
-from gui.widgets.notebook import Notebook
 from gui.widgets.step_bar import StepBar
 from gui.widgets.style import BAD, MUTED, Fonts, LabelText
 from gui.worker import CommandWorker
+from p2pchat.contacts import ContactStore
 from p2pchat.events import Event
 from p2pchat.foundation.addresses import LEDGER_PORT, format_address, parse_address
 from p2pchat.foundation.errors import UserError
+from p2pchat.history import HistoryStore
 from p2pchat.steps import Step
 
 log = logging.getLogger(__name__)
@@ -66,6 +71,11 @@ class ChatNodeLike(NodeApi, FileApi, Protocol):
     events: queue.Queue[Event]
     accept_timeout: float
     handshake_timeout: float
+
+    @property
+    def contacts(self) -> ContactStore | None: ...
+    @property
+    def history(self) -> HistoryStore | None: ...
 
 
 class LedgerFeed(Protocol):
@@ -103,7 +113,8 @@ class ChatWindow:
         self.on_close = on_close
         self.worker = CommandWorker(name=f"gui-commands-{me.nickname}")
         self.controller = ChatController(node, self.worker, nickname=me.nickname,
-                                         accept_timeout=node.accept_timeout, handshake_timeout=node.handshake_timeout)
+                                         accept_timeout=node.accept_timeout, handshake_timeout=node.handshake_timeout,
+                                         contacts=node.contacts, history=node.history)
         self.lag = LagMeter()
         files = FileTransfers(node, self.worker, self.controller.file_notice)     # issue 16: files
         self.controller.files = files
@@ -121,6 +132,8 @@ class ChatWindow:
         self.snapshot: LedgerSnapshot | None = None
         self._title = ""
         self.fonts = Fonts()
+        self.secret_dialogs = SecretDialogs(self.top, self.fonts, self.controller,      # gui/ask_secret.py
+                                            lambda: self._render(self.controller.take_changes()))
         self._build(appearance, scaling)
         self.transfers = TransfersUi(top, self.fonts, files, self._ask, self._can_send_files)
         top.protocol("WM_DELETE_WINDOW", self.ask_close)
@@ -129,6 +142,11 @@ class ChatWindow:
         top.bind("<FocusOut>", lambda _e: self.top.after_idle(self._focus_changed), add="+")
         self._focus_changed()
         _WINDOWS.add(self)
+        if node.contacts is None:     # the demo's nodes keep nothing
+            self.tabs.no_contacts.configure(text="No contacts or history are kept by this window (it has no "
+                                                 "data directory).")
+        self.controller.refresh_contacts()
+        self._render(self.controller.take_changes())
         self._render(Changes(bar=True))
         tab_stops(top)
         self._schedule()
@@ -171,9 +189,10 @@ class ChatWindow:
                                 on_connect_all=self._connect_all, on_new_chat=self._new_chat)
         self.step_bar.grid(row=1, column=0, sticky="ew", padx=8, pady=4)
 
-        self.tabs = Notebook(top, self.fonts, on_select=self._tab_chosen)
+        self.tabs = ConversationList(top, self.fonts, on_select=self._tab_chosen, on_contact=self._contact_chosen,
+                                     on_search=self.search_all)
         self.tabs.grid(row=2, column=0, sticky="nsew", padx=8, pady=(0, 4))
-        ledger_page = self.tabs.add(LEDGER_KEY, LEDGER_TAB)
+        ledger_page = self.tabs.add(LEDGER_KEY, LEDGER_TAB, fixed=True)
         self.ledger_panel = LedgerPanel(ledger_page, self.fonts, on_join=self._join_clicked)
         self.ledger_panel.grid(row=0, column=0, sticky="nsew", padx=6, pady=6)
         self.ledger_panel.show(None)
@@ -212,6 +231,104 @@ class ChatWindow:
             self.ledger_panel.show(self.snapshot)
         self.controller.select_tab(None if key == LEDGER_KEY else key)
         self._render(self.controller.take_changes())
+
+    def _contact_chosen(self, key: str) -> None:
+        self.controller.open_contact(key)
+        self._render(self.controller.take_changes())
+
+    # ---- the kept history ----------------------------------------------------------------------------------
+
+    def search_all(self, text: str, anchor: tkinter.Misc | None = None) -> None:
+        """Search the kept messages of every chat; the hits drop down in a menu (under ``anchor``, else under the
+        list's search field), and choosing one opens the chat."""
+        hits = self.controller.search(text)
+        self._render(self.controller.take_changes())
+        menu = tkinter.Menu(self.top, tearoff=False)
+        if not hits:
+            menu.add_command(label=f"Nothing kept contains “{one_line(text, 40)}”", state="disabled")
+        for hit in hits:
+            menu.add_command(label=f"{hit.label}: {hit.text}",
+                             command=functools.partial(self._found_chosen, hit, text.strip()))
+        self.found_menu = menu
+        self.found = hits
+        under = anchor if anchor is not None else self.tabs.search_entry
+        menu.update_idletasks()
+        # right-aligned with a button at the right (All chats), left-aligned with the list's field
+        x = (under.winfo_rootx() if anchor is None
+             else max(0, under.winfo_rootx() + under.winfo_width() - menu.winfo_reqwidth()))
+        menu.tk_popup(x, under.winfo_rooty() + under.winfo_height())
+
+    def _search_from_chat(self, session: str, text: str) -> None:
+        pane = self.panes.get(session)
+        self.search_all(text, pane.find_all_button if pane is not None else None)
+
+    def _found_chosen(self, hit: Found, text: str) -> None:
+        session = self.controller.show_found(hit)
+        self._render(self.controller.take_changes())
+        if session is not None and session in self.panes:
+            self.tabs.select(session)
+            self._tab_chosen(session)
+            self.panes[session].open_find(text)
+
+    def _history_menu(self, session: str) -> None:
+        tab = self.controller.tabs.get(session)
+        if tab is None or session not in self.panes:
+            return
+        known = tab.contact is not None
+        menu = tkinter.Menu(self.top, tearoff=False)
+        state: Literal["normal", "disabled"] = "normal" if known else "disabled"
+        menu.add_command(label="Export as text…", state=state, command=functools.partial(self._export, session))
+        menu.add_command(label="Delete the kept messages…", state=state,
+                         command=functools.partial(self._ask_delete, session))
+        if not known:
+            menu.add_command(label="(kept once the four steps are done)", state="disabled")
+        self.history_menu = menu
+        button = self.panes[session].history_button
+        menu.tk_popup(button.winfo_rootx(), button.winfo_rooty() + button.winfo_height())
+
+    def _ask_delete(self, session: str) -> None:
+        tab = self.controller.tabs.get(session)
+        if tab is None:
+            return
+        n = self.controller.history_count(session)
+        self._ask(f"Delete the messages with {tab.peer_name}?",
+                  f"{count(n, 'message')} with {tab.peer_name} kept on this computer will be erased; this cannot "
+                  f"be undone. {tab.peer_name} keeps their own copy.", "Delete",
+                  lambda yes: self._delete_confirmed(session, yes))
+
+    def _delete_confirmed(self, session: str, yes: bool) -> None:
+        if yes and not self.closed:
+            self.controller.delete_history(session)
+            self._render(self.controller.take_changes())
+
+    def _export(self, session: str) -> None:
+        tab = self.controller.tabs.get(session)
+        if tab is None:
+            return
+        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in tab.peer_name)[:40] or "chat"
+        path = filedialog.asksaveasfilename(parent=self.top, title="Export the chat as text",
+                                            initialfile=f"chat-with-{name}.txt", defaultextension=".txt",
+                                            filetypes=[("Text", "*.txt"), ("All files", "*")])
+        if path:
+            self.export_to(session, Path(path))
+
+    def export_to(self, session: str, path: Path) -> bool:
+        """Write the kept conversation of ``session`` to ``path`` (mode 0600: it is the plain text)."""
+        text = self.controller.export_history(session)
+        pane = self.panes.get(session)
+        if text is None:
+            return False
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            if pane is not None:
+                pane.show_hint(f"✗ could not write {path}: {exc.strerror}", BAD)
+            return False
+        if pane is not None:
+            pane.show_hint(f"Exported to {path}", MUTED)
+        return True
 
     def _answer(self, session: str, accept: bool) -> None:
         self._dialog = None
@@ -380,8 +497,11 @@ class ChatWindow:
             self._end(self.tabs.current)
 
     def _find(self) -> None:
+        """Ctrl+F: find in the chat on screen (its row also searches all chats); elsewhere, search all chats."""
         if self.tabs.current in self.panes:
             self.panes[self.tabs.current].open_find()
+        else:
+            self.tabs.search_entry.focus_set()
 
     @property
     def appearance(self) -> str:
@@ -476,11 +596,14 @@ class ChatWindow:
             tab = ctl.tabs.get(session)
             if session in self.panes and tab is not None:
                 self.panes[session].set_input(tab.ready, ctl.input_hint(session), tab.ended is not None)
-        for session in ch.titles:
+        for session in ch.titles | set(ch.lines_added) | ch.chat_input:
             if session in self.panes and session in ctl.tabs:
-                self.tabs.rename(session, ctl.tabs[session].title)
+                self.tabs.rename(session, ctl.tabs[session].title, ctl.session_detail(session))
         for session in ch.tabs_removed:
             self._remove_tab(session)
+        if ch.contacts:
+            self.tabs.set_contacts(ctl.contact_rows())
+            tab_stops(self.tabs.contacts)
         if ch.status is not None:
             self._status.show(ch.status, BAD if ch.status.startswith("⚠") else MUTED)
         if ch.bar:
@@ -494,6 +617,7 @@ class ChatWindow:
             self._attention("Incoming chat", prompt.question, raise_window=True)
         for session in ch.key_changes:
             self._open_key_change(session)
+        self.secret_dialogs.open_answers(ctl.secrets.take_questions())
         news = [(s, ln) for s, lines in ch.lines_added.items() for ln in lines if ln.kind is LineKind.IN]
         if news and not self.controller.focused:
             senders = sorted({ctl.tabs[s].peer_name for s, _ln in news if s in ctl.tabs})
@@ -508,15 +632,18 @@ class ChatWindow:
                         on_send=functools.partial(self._send, session),
                         on_input=functools.partial(self.controller.input_changed, session),
                         on_more=functools.partial(self._more, session),
-                        on_end=functools.partial(self._end, session))
+                        on_end=functools.partial(self._end, session),
+                        on_history=functools.partial(self._history_menu, session),
+                        on_search_all=functools.partial(self._search_from_chat, session))
         pane.grid(row=0, column=0, sticky="nsew", padx=6, pady=6)
         tab_stops(pane)
-        tab_stops(self.tabs.strip)
+        tab_stops(self.tabs.chats)
         self.panes[session] = pane
         pane.peer_panel.show(tab_peer_rows(tab))
         self.verify_buttons[session] = add_verify_button(pane.peer_panel, self.fonts,
                                                          functools.partial(self.open_verify, session))
         self.transfers.attach(session, pane, row=5)
+        self.secret_dialogs.add_button(pane.peer_panel, session)
         pane.set_input(tab.ready, self.controller.input_hint(session), tab.ended is not None)
 
     def _can_send_files(self, session: str) -> bool:
@@ -532,7 +659,7 @@ class ChatWindow:
             self.controller.select_tab(None if shown == LEDGER_KEY else shown)
 
     def _update_title(self) -> None:
-        unread = sum(t.unread for t in self.controller.tabs.values())
+        unread = self.controller.unread_total()
         title = f"p2pchat — {self.me.nickname}" + (f" ({unread} unread)" if unread else "")
         if self._title != title:
             self._title = title
@@ -555,8 +682,10 @@ class ChatWindow:
         if tab.ended is not None:
             self._end_confirmed(session, True)
             return
-        self._ask(f"End the chat with {tab.peer_name}?",
-                  f"{tab.peer_name} is told the chat ended, and this tab and its messages are closed.",
+        kept = (f"Its messages stay in your history (History ▾ deletes them); {tab.peer_name}'s row under "
+                "Contacts opens them again." if tab.contact is not None and self.controller.history is not None
+                else "Its messages are not kept: the four steps were not done.")
+        self._ask(f"End the chat with {tab.peer_name}?", f"{tab.peer_name} is told the chat ended. {kept}",
                   "End chat", lambda yes: self._end_confirmed(session, yes))
 
     def _end_confirmed(self, session: str, yes: bool) -> None:
@@ -680,5 +809,6 @@ class ChatWindow:
         for dialog in (self.key_dialog, self.verify_dialog):
             if dialog is not None and dialog.winfo_exists():
                 dialog.destroy()
+        self.secret_dialogs.close()
         self.worker.close()
         self.notifier.close()

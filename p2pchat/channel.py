@@ -99,6 +99,7 @@ from p2pchat.chat_protocol import (
     MAX_ROTATE_EVERY,
     MAX_TEXT_BYTES,
     SEALED_CONTENT,
+    SMP_KINDS,
     Send,
     pad,
     sealed_aad,
@@ -175,13 +176,21 @@ class Abort:
 
 
 @dataclass(frozen=True)
+class SmpFrame:
+    """A message of the shared-secret check (p2pchat/smp.py), authentic and in order; its checks are smp's."""
+
+    kind: str                       # smp1 .. smp4, smp_abort
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class GroupFrame:
     """[groups, issue 18] A group frame from the peer; its body is checked by :mod:`p2pchat.groups`."""
 
     body: bytes
 
 
-ChEvent = Send | Text | Receipt | Typing | Rotated | Goodbye | Refused | FileMessage | Abort | GroupFrame
+ChEvent = Send | Text | Receipt | Typing | Rotated | Goodbye | Refused | FileMessage | Abort | SmpFrame | GroupFrame
 
 
 def utf8_size(text: str) -> int:
@@ -406,6 +415,13 @@ class Channel:
             return []
         return self._seal_after_queued(kind, **fields)
 
+    def send_smp(self, kind: str, fields: dict[str, Any]) -> list[bytes]:
+        """A message of the shared-secret check (``smp1`` .. ``smp4``, ``smp_abort``), sealed like a text."""
+        if kind not in SMP_KINDS:
+            raise ValueError(f"{kind} is not a shared-secret check message")
+        self._check_open()
+        return self._seal_after_queued(kind, **fields)
+
     def send_group(self, body: bytes) -> list[bytes]:
         """[groups, issue 18] Seal one group frame (after the queued texts)."""
         self._check_open()
@@ -613,6 +629,8 @@ class Channel:
             return self._on_rotate(inner["epoch"], inner["pub"])
         if kind == "rotate_ack":
             return self._on_rotate_ack(inner["epoch"], inner["pub"])
+        if kind in SMP_KINDS:       # the shared-secret check
+            return [SmpFrame(kind, dict(inner.fields))]
         if kind == "group":                        # [groups, issue 18]
             return [GroupFrame(bytes(inner["body"]))]
         # The peer leaves: receipts for its last texts go out before the session ends.
@@ -728,6 +746,7 @@ class Channel:
 
 __all__ = [
     "MAX_BATCH_TEXTS", "MAX_RECEIPT_IDS", "MAX_REFUSED", "ROTATE_ACK_TIMEOUT", "ROTATE_TRIES", "Abort", "ChEvent",
-    "Channel", "ChannelError", "FileMessage", "Goodbye", "Receipt", "Refused", "Rotated", "Send", "Text", "Typing",
+    "Channel", "ChannelError", "FileMessage", "Goodbye", "Receipt", "Refused", "Rotated", "Send", "SmpFrame", "Text",
+    "Typing",
     "ratchet", "utf8_size",
 ]

@@ -22,6 +22,7 @@ from p2pchat.channel import (
     Receipt,
     Refused,
     Rotated,
+    SmpFrame,
     Text,
     Typing,
 )
@@ -37,6 +38,7 @@ from p2pchat.steps import Step
 if TYPE_CHECKING:
     from p2pchat.history_recorder import HistoryRecorder
     from p2pchat.session import Session
+    from p2pchat.smp_driver import SmpDriver
 
 # Texts opened but not yet receipted that make the reader wait for the UI: with at most one batch of texts more
 # (MAX_BATCH_TEXTS) the channel never reaches MAX_RECEIPT_IDS and so never receipts a text the UI has not taken.
@@ -61,6 +63,7 @@ class ChannelHost(Protocol):
     rotate_every: int
     history: HistoryRecorder | None      # keeps the texts of every chat past step 4 (None: no history)
     files: FileMessages
+    smp: SmpDriver                       # the shared-secret check (p2pchat/smp_driver.py)
     groups: GroupSink | None             # [groups, issue 18] (None: this node keeps no groups)
 
     def emit(self, event: Event) -> None: ...
@@ -190,6 +193,8 @@ class ChannelDriver:
                         session.peer_gone()
                     self.host.end(session, reason, clean=False)
                     return
+                case SmpFrame(kind=kind, fields=fields):
+                    self.host.smp.received(session, kind, fields)
                 case _:
                     raise TypeError(f"unexpected channel event {ev!r}")
         session.writer.schedule_flush()

@@ -128,6 +128,27 @@ CHAT = Protocol("chat", {
     },
 }, max_frame=MAX_FRAME)
 
+# The shared-secret check's sealed messages (p2pchat/smp.py owns their meaning; smp1 also carries the question).
+SMP_ELEMENT_LEN = 384                    # a 3072-bit group element or exponent, big-endian
+SMP_HASH_LEN = 32                        # a proof's SHA-256 challenge
+SMP_MAX_QUESTION = 200                   # characters
+SMP_CHALLENGES = frozenset({"c2", "c3", "cp", "cr"})
+SMP_FIELDS: dict[str, tuple[str, ...]] = {
+    "smp1": ("g2a", "c2", "d2", "g3a", "c3", "d3"),
+    "smp2": ("g2b", "c2", "d2", "g3b", "c3", "d3", "pb", "qb", "cp", "d5", "d6"),
+    "smp3": ("pa", "qa", "cp", "d5", "d6", "ra", "cr", "d7"),
+    "smp4": ("rb", "cr", "d7"),
+}
+SMP_KINDS = frozenset({*SMP_FIELDS, "smp_abort"})
+
+
+def _smp_schema(kind: str) -> dict[str, Field]:
+    schema = {name: _bytes(SMP_HASH_LEN if name in SMP_CHALLENGES else SMP_ELEMENT_LEN) for name in SMP_FIELDS[kind]}
+    if kind == "smp1":
+        schema["question"] = Field(str, max_len=SMP_MAX_QUESTION)
+    return schema
+
+
 HANDSHAKE_TYPES = frozenset({"hello", "welcome", "decline", "key", "key_ok", "auth", "auth_reply", "auth_ok",
                              "confirm", "confirm_reply"})
 CHANNEL_TYPES = frozenset({"sealed"})
@@ -156,6 +177,10 @@ SEALED_CONTENT = Protocol("chat-sealed", {
     "file_ack": {"id": _bytes(TRANSFER_ID_LEN), "offset": Field(int, lo=0, hi=2**63 - 1)},
     "file_cancel": {"id": _bytes(TRANSFER_ID_LEN), "reason": Field(str, max_len=MAX_REASON)},
     "file_done": {"id": _bytes(TRANSFER_ID_LEN)},
+    # --- the shared-secret check (p2pchat/smp.py, docs/protocol.md "Shared-secret check") ---
+    **{kind: _smp_schema(kind) for kind in SMP_FIELDS},
+    "smp_abort": {},
+    # --- end of the shared-secret check ---
     # [groups, issue 18] a group frame; its body is checked by p2pchat.groups (docs/groups.md)
     "group": {"body": Field(bytes, min_len=1, max_len=MAX_GROUP_BODY)},
 }, max_frame=MAX_PLAINTEXT)

@@ -399,7 +399,9 @@ class ContactStore(SealedStore):
         at = time.time() if now is None else now
         self._write(lambda db: self._insert_decision(db, at, old_fp, new_fp, decision, detail))
 
-    def set_verified(self, fp: str, verified: bool, now: float | None = None) -> None:
+    def set_verified(self, fp: str, verified: bool, now: float | None = None, *, how: str | None = None) -> None:
+        """Mark (or unmark) the contact verified; ``how`` is the decision log's note (default: the safety number
+        was compared)."""
         at = time.time() if now is None else now
 
         def write(db: sqlite3.Connection) -> None:
@@ -407,7 +409,8 @@ class ContactStore(SealedStore):
                           (at if verified else None, self._tag(fp))).rowcount != 1:
                 raise ContactNotFound("that contact is no longer in the store")
             self._insert_decision(db, at, None, fp, "verified" if verified else "unverified",
-                                  "the user compared the safety number" if verified else "the user removed the mark")
+                                  how or ("the user compared the safety number" if verified
+                                          else "the user removed the mark"))
         self._write(write)
 
     def rename(self, fp: str, name: str) -> None:

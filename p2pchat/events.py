@@ -185,6 +185,25 @@ class OutboxChanged:
     presence: Presence
 
 
+@dataclass(frozen=True)
+class SecretQuestion:
+    """The peer asks a question for the shared-secret check; answer with ``ChatNode.answer_secret``.
+    ``question`` is the peer's text (at most 200 characters): display it as data."""
+
+    session: str
+    question: str
+
+
+@dataclass(frozen=True)
+class SecretResult:
+    """A shared-secret check ended: ``matched`` (then the contact is marked verified), else why not
+    (``reason``: our own sentence, never the peer's text)."""
+
+    session: str
+    matched: bool
+    reason: str
+
+
 # --- [groups, issue 18] -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -224,10 +243,11 @@ class GroupReceipt:
 
 Event = (StepResult | StepRefused | IncomingChat | SessionUpdated | MessageReceived | DeliveryReceipt
          | PeerTyping | Notice | SessionEnded | NodeError | KeyChangeStopped | OutboxChanged | FileOffer
-         | FileProgress | FileFinished | GroupMessage | GroupNotice | GroupReceipt)
+         | FileProgress | FileFinished | SecretQuestion | SecretResult | GroupMessage | GroupNotice | GroupReceipt)
 
 __all__ = [
     "DeliveryReceipt", "Event", "FileFinished", "FileOffer", "FileProgress", "GroupMessage", "GroupNotice",
     "GroupReceipt", "IncomingChat", "KeyChangeStopped", "MessageReceived", "NodeError", "Notice", "OutboxChanged",
-    "PeerTyping", "Presence", "SessionEnded", "SessionInfo", "SessionUpdated", "StepRefused", "StepResult",
+    "PeerTyping", "Presence", "SecretQuestion", "SecretResult", "SessionEnded", "SessionInfo", "SessionUpdated",
+    "StepRefused", "StepResult",
 ]

@@ -121,6 +121,7 @@ class ChatNode:
                                               if contacts and data_dir is not None else None)
         if self.contacts is not None:
             self._rt.continuity = KeyContinuity(self.contacts, directory)
+            self._rt.smp.mark_verified = self._secret_matched
         if isinstance(directory, LedgerDirectory):     # the step-2 ledger cross-check reads its verified headers
             self._rt.ledger_check = directory
         # The chat history (issue 15): written on a thread of its own as texts pass the channel.
@@ -266,6 +267,25 @@ class ChatNode:
             raise UsageError("compare the safety number once the four steps are done, then /verify yes")
         self.contacts.set_verified(fp, verified)
         return fp
+
+    # --- the shared-secret check (issue 17; p2pchat/smp_driver.py) ---------------------------------------------
+
+    def ask_secret(self, session: str, question: str, answer: str) -> None:
+        """Ask the peer of ``session`` (step 4 done) ``question``; ``answer`` is this user's answer. A
+        :class:`~p2pchat.events.SecretResult` follows (a match marks the contact verified)."""
+        self._rt.smp.ask(self._get(session), question, answer)
+
+    def answer_secret(self, session: str, answer: str) -> None:
+        """Answer the peer's :class:`~p2pchat.events.SecretQuestion`; a ``SecretResult`` follows."""
+        self._rt.smp.answer(self._get(session), answer)
+
+    def abort_secret(self, session: str) -> None:
+        """Stop the shared-secret check under way in ``session`` (nothing happens when there is none)."""
+        self._rt.smp.abort(self._get(session))
+
+    def _secret_matched(self, fp: str) -> None:
+        if self.contacts is not None:
+            self.contacts.set_verified(fp, True, how="the same answer to a shared-secret question")
 
     def open_session(self, peer_query: str) -> str:
         """A new outgoing session to ``peer_query`` (IP, ip:port, nickname or fingerprint); no IO yet."""

@@ -35,6 +35,7 @@ from p2pchat.links import close_after_error, set_frame_limit, shutdown_write
 from p2pchat.peer_directory import PeerDirectory
 from p2pchat.session import Farewell, Phase, Session
 from p2pchat.session_reader import Deadlines, SessionReader
+from p2pchat.smp_driver import SmpDriver
 from p2pchat.steps import Step
 
 log = logging.getLogger("p2pchat.node")
@@ -71,6 +72,7 @@ class NodeRuntime:
         self.handshakes = HandshakeDriver(self)
         self.channels = ChannelDriver(self)
         self.files = FileDriver(self, None)       # the node gives it a downloads folder (issue 16)
+        self.smp = SmpDriver(self)           # the shared-secret check inside the channel
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._ids = itertools.count(1)

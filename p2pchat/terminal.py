@@ -48,11 +48,12 @@ from p2pchat.foundation.errors import UserError
 from p2pchat.group_terminal import GROUP_HELP, GroupCommands  # [groups, issue 18]
 from p2pchat.node import ChatNode
 from p2pchat.steps import Step
+from p2pchat.terminal_secret import SecretCommands, secret_line
 
 POLL_SECONDS = 0.05
 RECEIPT_WAIT_SECONDS = 10.0     # at the end of input, how long to wait for the last delivery receipts
-HELP = ("Type a message and press Enter. Commands: /status, /verify (then /verify yes), /send PATH, /accept, "
-        "/decline, /cancel, /quit.")
+HELP = ("Type a message and press Enter. Commands: /status, /verify (then /verify yes), /ask QUESTION, "
+        "/answer TEXT, /send PATH, /accept, /decline, /cancel, /quit.")
 PROGRESS_LINE_EVERY = 2.0       # seconds between two progress lines of one transfer
 
 
@@ -203,6 +204,10 @@ def _show_common(p: Printer, ev: Event, prefix: str = "") -> None:
         p.line(f"{prefix}  {mark} {ev.text}")
     elif isinstance(ev, NodeError):
         p.line(f"{prefix}! {ev.text}")
+    elif (secret := secret_line(ev)) is not None:      # the shared-secret check (p2pchat/terminal_secret.py)
+        p.line(prefix + secret)
+
+
 class FileCommands:
     """``/send PATH``, ``/accept [F]``, ``/decline [F]``, ``/cancel [F]`` and the lines about files; transfers are
     numbered F1, F2, … in the order they appear (a peer's file name is shown through the Printer's escaping)."""
@@ -309,6 +314,7 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
     failed_reason: str | None = None
     sent = delivered = 0
     files = FileCommands(node, p)
+    secret = SecretCommands(node, p)
     with Stop() as stop:
         while True:
             ev = next_event(node, 0)
@@ -340,6 +346,8 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
                 command = line.strip()
                 if command == "/quit":
                     quit_now = True
+                elif secret.on_line(sid, line):
+                    pass
                 elif command == "/status":
                     for text in status_lines(node, node.session_info(sid)):
                         p.line(text)
@@ -382,6 +390,7 @@ ANSWERS = ("y", "yes", "n", "no")
 PRESENCE_WORDS = {Presence.ONLINE: "online", Presence.CONNECTING: "calling it now",
                   Presence.OFFLINE: "cannot be reached now", Presence.UNKNOWN: "calling it now"}
 LISTEN_HELP = ("Commands: /list (the chats), /to N (write to chat N), /accept N, /reject N, /status, /verify, "
+               "/ask QUESTION, /answer TEXT (a question only they can answer), "
                "/msg CONTACT TEXT (to a contact, now or when it can be reached), /waiting, /cancel ID (a waiting "
                "message), /send PATH, /accept FN, /decline FN, /cancel FN (files), /quit. Lines you type go only "
                "to the chat you chose with /to.")
@@ -416,6 +425,7 @@ class ListenView:
         self.early_answers: list[str] = []   # y/n typed (or piped) before any question appeared
         self.target: _Chat | None = None
         self.files = FileCommands(node, p)
+        self.secret = SecretCommands(node, p)
         self.group_ui = GroupCommands(node, p, self.contact_name)     # [groups, issue 18]
 
     def chat(self, sid: str) -> _Chat:
@@ -521,7 +531,9 @@ class ListenView:
         command = line.strip()
         word, _, arg = command.partition(" ")
         arg = arg.strip()
-        if command.lower() in ANSWERS and (self.questions or self.target is None):
+        if self.secret.on_line(self.target.session if self.target is not None else None, line):
+            pass        # the shared-secret check: /ask, /answer, /ask-stop, or the answer /ask prompted for
+        elif command.lower() in ANSWERS and (self.questions or self.target is None):
             if len(self.questions) == 1:
                 self.answer(self.questions[0], command)
             elif self.questions:

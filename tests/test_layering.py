@@ -11,7 +11,7 @@ FORBIDDEN = {
 }
 ALLOWED_PREFIXES = {"ledger": ("p2pchat.foundation",), "p2pchat/foundation": ("p2pchat.foundation",)}
 CORES = ("p2pchat/handshake.py", "p2pchat/channel.py", "p2pchat/chat_protocol.py", "p2pchat/safety.py",
-         "p2pchat/steps.py", "p2pchat/events.py", "p2pchat/transfer.py")
+         "p2pchat/steps.py", "p2pchat/events.py", "p2pchat/transfer.py", "p2pchat/smp.py")
 
 
 def imported_modules(path: Path) -> set[str]:

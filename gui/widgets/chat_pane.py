@@ -20,7 +20,8 @@ class ChatPane(ctk.CTkFrame):
     """Calls ``on_send(text) -> error or None``, ``on_input(text)``, ``on_more(line_id)`` and ``on_end()``."""
 
     def __init__(self, master: ctk.CTkBaseClass, fonts: Fonts, *, on_send: Callable[[str], str | None],
-                 on_input: Callable[[str], None], on_more: Callable[[int], None], on_end: Callable[[], None]) -> None:
+                 on_input: Callable[[str], None], on_more: Callable[[int], None], on_end: Callable[[], None],
+                 on_history: Callable[[], None], on_search_all: Callable[[str], None]) -> None:
         super().__init__(master, fg_color="transparent")
         self._on_send = on_send
         self._on_input = on_input
@@ -33,7 +34,12 @@ class ChatPane(ctk.CTkFrame):
         self.transcript = Transcript(self, fonts, on_more)
         self.transcript.grid(row=1, column=0, columnspan=3, sticky="nsew")
         self.typing_label = ctk.CTkLabel(self, text="", anchor="w", font=fonts.italic, text_color=MUTED, height=18)
-        self.typing_label.grid(row=2, column=0, columnspan=3, sticky="ew", padx=4)
+        self.typing_label.grid(row=2, column=0, columnspan=2, sticky="ew", padx=4)
+        # the kept messages: export as text, delete (beside the typing line: no extra height)
+        self.history_button = ctk.CTkButton(self, text="History ▾", width=80, height=20, font=fonts.small,
+                                            command=on_history, fg_color="transparent", border_width=1,
+                                            text_color=("gray10", "gray90"))
+        self.history_button.grid(row=2, column=2, padx=(6, 0), pady=(2, 0), sticky="e")
 
         # A few lines high: Enter sends, Shift+Enter starts a new line, a pasted text keeps its lines.
         self.entry = ctk.CTkTextbox(self, font=fonts.body, height=ENTRY_HEIGHT, wrap="word", border_width=1,
@@ -65,14 +71,23 @@ class ChatPane(ctk.CTkFrame):
         self.find_entry.pack(side="left", fill="x", expand=True)
         self.find_result = ctk.CTkLabel(self.find_row, text="", font=fonts.small, text_color=MUTED, width=90)
         self.find_result.pack(side="left", padx=6)
+        self.find_all_button = ctk.CTkButton(self.find_row, text="All chats", width=80, font=fonts.small,
+                                             command=lambda: on_search_all(self.find_entry.get()))
+        self.find_all_button.pack(side="left")
         self.find_entry.bind("<Return>", lambda _e: self.find_next())
         self.find_entry.bind("<KeyRelease>", lambda e: None if e.keysym == "Return" else self.find_next(restart=True))
         self.find_entry.bind("<Escape>", lambda _e: self.close_find())
 
-    def open_find(self) -> None:
-        self.find_row.grid(row=0, column=0, columnspan=3, sticky="ew", pady=(0, 4))
+    def open_find(self, text: str | None = None) -> None:
+        """The find row (Ctrl+F); with ``text``, it is searched for at once (a hit from "All chats")."""
+        if not self.find_row.winfo_manager():
+            self.find_row.grid(row=0, column=0, columnspan=3, sticky="ew", pady=(0, 4))
         hide(self.peer_panel)
         self.find_entry.focus_set()
+        if text is not None:
+            self.find_entry.delete(0, "end")
+            self.find_entry.insert(0, text)
+            self.find_next(restart=True)
 
     def close_find(self) -> None:
         hide(self.find_row)
@@ -120,6 +135,10 @@ class ChatPane(ctk.CTkFrame):
             self._hint.show("")
             self.entry_text.delete("1.0", "end")
             self._on_input("")
+
+    def show_hint(self, text: str, color: tuple[str, str]) -> None:
+        """A line under the entry (why it is off, a message not sent, an export written)."""
+        self._hint.show(text, color)
 
     def set_typing(self, text: str) -> None:
         self._typing.show(text)

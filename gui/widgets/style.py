@@ -45,6 +45,12 @@ STEP_FAILED = {"fg_color": ("#c62828", "#b71c1c"), "hover_color": ("#8e0000", "#
                "text_color": ("white", "white")}
 STEP_RUNNING = {"fg_color": ("#2f6690", "#2b5f8a"), "hover_color": ("#2f6690", "#2b5f8a"),
                 "text_color": ("white", "white")}
+# Rows of the conversation list: the chosen one in the accent colour, the others on a quiet grey.
+ROW_SELECTED = {"fg_color": ("#1f6aa5", "#1f6aa5"), "hover_color": ("#144870", "#144870"),
+                "text_color": ("white", "white")}
+ROW_PLAIN = {"fg_color": ("gray82", "gray25"), "hover_color": ("gray72", "gray32"),
+             "text_color": ("gray10", "gray90")}
+ROW_STYLES = {"selected row": ROW_SELECTED, "row": ROW_PLAIN}
 STEP_STYLES = {"next": STEP_NEXT, "later": STEP_LATER, "done": STEP_DONE, "failed": STEP_FAILED,
                "running": STEP_RUNNING}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from p2pchat.foundation import _lazy_pycryptodome as _lazy
@@ -21,6 +22,7 @@ from p2pchat.foundation.errors import CryptoError
 if TYPE_CHECKING:
     from Crypto.Cipher import AES
     from Crypto.Hash import SHA256
+    from Crypto.Math.Numbers import Integer
     from Crypto.Protocol.DH import import_x25519_private_key, import_x25519_public_key, key_agreement
     from Crypto.Protocol.KDF import HKDF
     from Crypto.PublicKey import ECC, RSA
@@ -33,6 +35,7 @@ else:
     RSA = _lazy.Module(globals(), "RSA", "Crypto.PublicKey.RSA")
     pss = _lazy.Module(globals(), "pss", "Crypto.Signature.pss")
     HKDF = _lazy.Function(globals(), "HKDF", "Crypto.Protocol.KDF")
+    Integer = _lazy.Function(globals(), "Integer", "Crypto.Math.Numbers")
     get_random_bytes = _lazy.Function(globals(), "get_random_bytes", "Crypto.Random")
     import_x25519_private_key = _lazy.Function(globals(), "import_x25519_private_key", "Crypto.Protocol.DH")
     import_x25519_public_key = _lazy.Function(globals(), "import_x25519_public_key", "Crypto.Protocol.DH")
@@ -345,3 +348,38 @@ def relay_pair_keys(pair_key: bytes) -> tuple[bytes, bytes]:
         raise CryptoError("a relay pair key is 32 bytes")
     forward, backward = hkdf(pair_key, b"", RELAY_LINK_CONTEXT + b"pair", AES_KEY_LEN, 2)
     return forward, backward
+
+
+# --- modular arithmetic in a prime-order group (the shared-secret check, p2pchat/smp.py) ------------------------
+# Python ints at the boundary, pycryptodome's Integer inside (its Montgomery pow is about ten times faster than
+# ``pow`` on ints at 3072 bits: 13 ms against 136 ms here).
+
+def mod_pow(base: int, exponent: int, modulus: int) -> int:
+    """``base ** exponent mod modulus`` (``exponent`` >= 0)."""
+    return int(pow(Integer(base), Integer(exponent), Integer(modulus)))
+
+
+def mod_mul(a: int, b: int, modulus: int) -> int:
+    """``a · b mod modulus``."""
+    return int((Integer(a) * Integer(b)) % Integer(modulus))
+
+
+def mod_div(a: int, b: int, modulus: int) -> int:
+    """``a · b⁻¹ mod modulus`` (``modulus`` prime, ``b`` not a multiple of it)."""
+    return int((Integer(a) * Integer(b).inverse(Integer(modulus))) % Integer(modulus))
+
+
+def mod_sub(a: int, b: int, modulus: int) -> int:
+    """``a − b mod modulus`` in ``0 .. modulus−1``."""
+    m = Integer(modulus)
+    return int((Integer(a) % m + m - Integer(b) % m) % m)     # Integer is unsigned: never below zero
+
+
+RANDOM_EXPONENT_BYTES = 400     # 3200 bits reduced mod a 3071-bit order: a bias below 2^-128
+
+
+def random_exponent(order: int, randfunc: Callable[[int], bytes] | None = None) -> int:
+    """A uniform exponent in ``1 .. order−1``: ``int(randfunc(400)) mod (order − 1) + 1`` (big-endian).
+    ``randfunc`` (default: the OS's CSPRNG) is replaced only by test vectors."""
+    raw = (randfunc or random_bytes)(RANDOM_EXPONENT_BYTES)
+    return int(Integer(int.from_bytes(raw, "big")) % Integer(order - 1)) + 1

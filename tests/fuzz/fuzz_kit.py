@@ -64,7 +64,8 @@ def value_for(spec: Field) -> st.SearchStrategy[Any]:
         good = st.one_of(st.text(max_size=min(n + 2, 80)), st.sampled_from(["", "x" * (n + 1), "\u202e", "\x1b[2J"]))
     elif kind is bytes:
         n = spec.max_len if spec.max_len is not None else 64
-        good = st.one_of(st.binary(min_size=spec.min_len, max_size=min(n, 80)),
+        # a field of a fixed large size (e.g. a 384-byte group element) still gets values of its exact size
+        good = st.one_of(st.binary(min_size=spec.min_len, max_size=max(spec.min_len, min(n, 80))),
                          st.binary(max_size=80), st.just(bytes(min(n + 1, 4096))))
     elif kind is list:
         item = value_for(spec.items) if spec.items is not None else msgpack_values

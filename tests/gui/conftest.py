@@ -16,6 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from gui.worker import CommandWorker
+from tests.gui.helpers import Clock
+
 SCREEN = "1280x800x24"
 
 
@@ -99,3 +102,16 @@ def no_thread_left_behind() -> Iterator[None]:
         wait_until(lambda: not leftovers(), 10, interval=0.05, what="the test's threads to end")
     except AssertionError:
         pytest.fail(f"threads left running: {sorted(t.name for t in leftovers())}")
+
+
+@pytest.fixture
+def worker() -> Iterator[CommandWorker]:
+    """A real command worker thread (closed and joined after the test)."""
+    w = CommandWorker()
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()

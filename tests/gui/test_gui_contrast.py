@@ -49,7 +49,8 @@ TEXT_PAIRS = [(f"{t} on {b} ({mode})", fg[i], bg[i])
               for t, fg in style.TEXT_COLORS.items() for b, bg in style.BACKGROUNDS.items()
               for i, mode in enumerate(("light", "dark"))]
 BUTTON_PAIRS = [(f"{name} step button ({mode})", st["text_color"][i], st["fg_color"][i])
-                for name, st in style.STEP_STYLES.items() for i, mode in enumerate(("light", "dark"))]
+                for name, st in (style.STEP_STYLES | style.ROW_STYLES).items()
+                for i, mode in enumerate(("light", "dark"))]
 NEUTRAL_PAIRS = [(f"outlined button on {b} ({mode})", style.NEUTRAL_TEXT[i], bg[i])
                  for b, bg in style.BACKGROUNDS.items() for i, mode in enumerate(("light", "dark"))]
 

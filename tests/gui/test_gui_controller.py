@@ -86,29 +86,9 @@ class FakeNode:
         return [c for c in self.calls if c[0] == name]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def worker():
-    w = CommandWorker()
-    yield w
-    w.close()
-
-
 @pytest.fixture
 def node() -> FakeNode:
     return FakeNode()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ def inside_window(window: ChatWindow, widget: tkinter.Misc) -> bool:
             and widget.winfo_rootx() + widget.winfo_width() <= top.winfo_rootx() + top.winfo_width())
 
 
-def test_thirty_chats_every_tab_stays_reachable(app, world):
+def test_thirty_chats_every_row_of_the_side_list_stays_reachable(app, world):
     window = app.windows[0]
     d = Driver(app.root)
     bob = world.users[1].host
@@ -83,19 +83,23 @@ def test_thirty_chats_every_tab_stays_reachable(app, world):
         window.prefill_peer(bob)
         window._step_clicked(Step.CONNECT)
         sessions.append(window.controller.target)
-    d.wait(lambda: len(window.tabs.pages) == 31, what="thirty-one tabs")
-    assert len(window.tabs.menu_entries()) == 31
+    d.wait(lambda: len(window.tabs.pages) == 31, what="thirty-one pages")
     for session in (sessions[0], sessions[14], sessions[-1]):
-        window.tabs.invoke_menu(session)
-        d.pump()
-        assert window.tabs.current == session and window.controller.selected == session
-        assert window.tabs.button_shown(session), "the selected tab's button is drawn inside the row"
+        window.tabs.scroll_to(session)
+        d.click(window.tabs.buttons[session])     # a real click on the row, scrolled into sight
+        d.wait(lambda s=session: window.tabs.current == s and window.controller.selected == s, what="the chat")
+        assert window.tabs.row_in_sight(session), "the selected row is drawn inside the list"
         assert inside_window(window, window.panes[session].transcript)
+        assert inside_window(window, window.panes[session].entry)
+    assert not window.tabs.row_in_sight(sessions[0]), "the list scrolls: not all thirty rows fit at once"
     d.screenshot("thirty-chats.png", window.top)
     app.root.focus_force()
     d.wait(lambda: window.has_focus(), what="the focus")
     d.key("ctrl+Tab")
-    assert window.tabs.current == next(iter(window.tabs.pages)), "Ctrl+Tab goes round to the first tab"
+    assert window.tabs.current == next(iter(window.tabs.pages)), "Ctrl+Tab goes round to the first row"
+    assert window.tabs.row_in_sight(window.tabs.current)
+    window.tabs.buttons[sessions[0]]._canvas.focus_set()      # a row reached with Tab scrolls into sight
+    d.wait(lambda: window.tabs.row_in_sight(sessions[0]), what="the focused row in sight")
 
 
 def test_the_step_bar_folds_once_ready_and_unfolds_on_a_click(app, world):

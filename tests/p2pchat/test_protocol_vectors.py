@@ -119,7 +119,7 @@ def vector_position(prefix: str) -> hs.ChainPosition:
 
 def test_every_vector_block_of_the_document_is_checked():
     assert set(V) == {"transcript", "signed-messages", "key-schedule", "sealed-text", "rotation",
-                      "frames-and-safety", "file-messages"}
+                      "frames-and-safety", "file-messages", "smp"}
 
 
 def test_transcript_vector_matches_the_spec_and_the_code():
@@ -371,3 +371,60 @@ def test_file_message_vectors_match_msgpack_and_the_code():
     assert len(full) == int(f["full_chunk_body_length"])
     assert len(spec_pad(full)) == int(f["full_chunk_padded_length"]) == 4 * 65536
     assert cp.MAX_CHUNK == 262016
+# --- the shared-secret check (§5.7) ----------------------------------------------------------------------------------
+
+def smp_stream(seed: bytes) -> Any:
+    """§7 smp's randomness: SHA-256(seed ‖ u32 0) ‖ SHA-256(seed ‖ u32 1) ‖ … read in order."""
+    buf = bytearray()
+    counter = iter(range(2**32))
+
+    def rand(n: int) -> bytes:
+        while len(buf) < n:
+            buf.extend(hashlib.sha256(seed + struct.pack(">I", next(counter))).digest())
+        out = bytes(buf[:n])
+        del buf[:n]
+        return out
+    return rand
+
+
+def test_smp_vector_matches_the_spec_and_the_code():
+    import unicodedata
+
+    from p2pchat import smp
+
+    v = V["smp"]
+    fa, fb, sid = (bytes.fromhex(v[k]) for k in ("fp_initiator", "fp_answerer", "session_id"))
+    assert fa == hashlib.sha256(b"alice's public key").digest() and sid == hashlib.sha256(b"vector session").digest()
+    question, answer_a, answer_b = v["question"], v["answer_initiator"], v["answer_answerer"]
+
+    # the spec, re-implemented: the secret, the group, the first exponent and a proof checked with plain pow
+    def spec_secret(answer: str) -> bytes:
+        a = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", answer).strip().casefold()).encode()
+        return hashlib.sha256(b"p2pchat/smp-secret/v1\x00" + fa + fb + sid + struct.pack(">I", len(a)) + a).digest()
+    assert spec_secret(answer_a).hex() == v["x"] == spec_secret(answer_b).hex()
+    p = smp.P
+    assert p.bit_length() == 3072 and p >> 3008 == 2**64 - 1 and p % 2**64 == 2**64 - 1   # RFC 3526's shape
+    q = (p - 1) // 2
+    a2 = 1 + int.from_bytes(smp_stream(v["seed_initiator"].encode())(400), "big") % (q - 1)
+    assert a2.to_bytes(384, "big")[:16].hex() == v["a2_head"]
+
+    # the code, with the vector's randomness
+    alice, m1 = smp.Smp.ask(fa, fb, sid, question, answer_a,
+                            randfunc=smp_stream(v["seed_initiator"].encode()))
+    g2a, c2, d2 = (int.from_bytes(m1.fields[k], "big") for k in ("g2a", "c2", "d2"))   # type: ignore[arg-type]
+    assert g2a == pow(2, a2, p) and m1.fields["g2a"][:32].hex() == v["g2a_head"]       # type: ignore[index]
+    commit = pow(2, d2, p) * pow(g2a, c2, p) % p
+    assert hashlib.sha256(b"p2pchat/smp-proof/v1\x00\x01" + commit.to_bytes(384, "big")).digest() == m1.fields["c2"]
+    bob = smp.Smp.asked(fb, fa, sid, m1.fields, randfunc=smp_stream(v["seed_answerer"].encode()))
+    m2 = bob.answer(answer_b)[0]
+    assert isinstance(m2, smp.Reply)
+    m3 = alice.receive("smp2", m2.fields)[0]
+    assert isinstance(m3, smp.Reply)
+    out_b = bob.receive("smp3", m3.fields)
+    m4 = out_b[0]
+    assert isinstance(m4, smp.Reply)
+    out_a = alice.receive("smp4", m4.fields)
+    for m in (m1, m2, m3, m4):
+        joined = b"".join(m.fields[k] for k in cp.SMP_FIELDS[m.kind])   # type: ignore[misc]
+        assert hashlib.sha256(joined).hexdigest() == v[f"{m.kind}_sha256"], m.kind
+    assert v["matched"] == "true" and out_a == [smp.Finished(True)] and out_b[1] == smp.Finished(True)

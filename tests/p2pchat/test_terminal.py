@@ -187,3 +187,43 @@ def test_listen_offers_a_file_with_send_and_answers_offers_with_accept_and_decli
     assert (tmp_path / "dave" / "notes.txt").read_text() == "from carol\n"
     assert not (tmp_path / "dave" / "notes (1).txt").exists()
     assert (tmp_path / "carol" / "answer.txt").read_text() == "from dave\n"
+def test_chat_ask_prompts_for_the_answer_and_prints_the_result(identities):
+    """``/ask QUESTION`` then the answer on the next line (not sent as a message); bob answers the same."""
+    from p2pchat.events import SecretQuestion, SecretResult
+    from tests.helpers import wait_until
+
+    directory = FixedDirectory()
+    bob = make_peer(identities[1], "bob", directory, auto_accept=True)
+    ip = free_loopback_ip()
+    directory.add(entry(identities[0], "alice", ip, 8471))
+    alice = ChatNode(identities[0], host=ip, nickname="alice", directory=directory, listen=False)
+    alice.start()
+    r, w = piped(close=False)
+    out = io.StringIO()
+
+    def bob_side() -> None:
+        try:
+            bob.log.wait(StepResult, step=Step.AGREE_KEY, ok=True)
+            os.write(w, b"/ask Where did we meet?\n  The Old Mill \n")
+            question = bob.log.wait(SecretQuestion)
+            bob.node.answer_secret(question.session, "the old mill")
+            wait_until(lambda: "answered your question" in out.getvalue(), 15.0, what="alice's result")
+        finally:
+            os.close(w)
+
+    helper = threading.Thread(target=bob_side)
+    helper.start()
+    try:
+        code = run_chat(alice, f"{bob.ip}:{bob.node.port}", stdin_fd=r, out=out)
+    finally:
+        helper.join()
+        alice.close()
+        bob.node.close()
+        os.close(r)
+    text = out.getvalue()
+    assert code == 0, text
+    assert "Now type your own answer" in text
+    assert ("✓ bob answered your question with the same secret (no contact store here: nothing was marked)"
+            in text), text
+    assert bob.log.all(SecretResult)[0].matched
+    assert bob.log.all(MessageReceived) == []          # the answer was never sent as a message

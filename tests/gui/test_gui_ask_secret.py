@@ -1,0 +1,61 @@
+"""The shared-secret check in the real window under Xvfb (issue 17): alice clicks "Ask a question…", types the
+question and her answer; bob's node (no window) answers the same and both learn that they match. Then bob asks,
+the answer dialog opens in alice's window by itself, and a different answer is reported plainly."""
+
+from __future__ import annotations
+
+import pytest
+
+from p2pchat.events import SecretQuestion, SecretResult
+from tests.gui.driver import Driver
+from tests.gui.test_gui_peer_trouble import transcript
+from tests.gui.test_gui_window import app, ready_chat, world  # noqa: F401  (fixtures)
+
+pytestmark = [pytest.mark.gui, pytest.mark.timeout(120)]
+
+
+def bob_waits_for(d: Driver, w, kind: type) -> object:
+    """The next ``kind`` event in bob's queue (the others are dropped: his side has no window)."""
+    bob = w.users[1].chat
+    found: list[object] = []
+
+    def seen() -> bool:
+        while not found and not bob.events.empty():
+            event = bob.events.get_nowait()
+            if isinstance(event, kind):
+                found.append(event)
+        return bool(found)
+    d.wait(seen, 30, what=f"bob's {kind.__name__}")
+    return found[0]
+
+
+def test_ask_a_question_from_the_window_and_answer_one_in_it(app, world):  # noqa: F811
+    window = app.windows[0]
+    d = Driver(app.root)
+    session = ready_chat(app, world, d)
+    bob = world.users[1].chat
+    d.click(window.secret_dialogs.buttons[session])
+    d.wait(lambda: window.secret_dialogs.dialog is not None, what="the ask dialog")
+    dialog = window.secret_dialogs.dialog
+    assert dialog is not None
+    d.type(dialog.question, "Where did we meet?")
+    d.type(dialog.answer, "The Old Mill")
+    d.click(dialog.ok_button)
+    question = bob_waits_for(d, world, SecretQuestion)
+    assert isinstance(question, SecretQuestion) and question.question == "Where did we meet?"
+    bob.answer_secret(question.session, "the old mill ")
+    d.wait(lambda: "bob answered your question with the same secret" in transcript(window, session), 30,
+           what="the match in alice's chat")
+    first = bob_waits_for(d, world, SecretResult)
+    assert isinstance(first, SecretResult) and first.matched
+
+    bob.ask_secret(question.session, "Favourite tea?", "earl grey")
+    d.wait(lambda: window.secret_dialogs.dialog is not None and window.secret_dialogs.dialog.winfo_exists(), 30,
+           what="the answer dialog")
+    dialog = window.secret_dialogs.dialog
+    d.type(dialog.answer, "green")
+    d.click(dialog.ok_button)
+    d.wait(lambda: "the answers differ — this may not be bob" in transcript(window, session), 30,
+           what="the mismatch in alice's chat")
+    second = bob_waits_for(d, world, SecretResult)
+    assert isinstance(second, SecretResult) and not second.matched
