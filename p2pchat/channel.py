@@ -200,8 +200,15 @@ class PadText:
     received_at: float | None = None
 
 
+@dataclass(frozen=True)
+class GroupFrame:
+    """[groups, issue 18] A group frame from the peer; its body is checked by :mod:`p2pchat.groups`."""
+
+    body: bytes
+
+
 ChEvent = (Send | Text | Receipt | Typing | Rotated | Goodbye | Refused | FileMessage | Abort | SmpFrame | PadControl
-           | PadText)
+           | PadText | GroupFrame)
 
 
 def utf8_size(text: str) -> int:
@@ -432,6 +439,11 @@ class Channel:
             raise ValueError(f"{kind} is not a shared-secret check message")
         self._check_open()
         return self._seal_after_queued(kind, **fields)
+
+    def send_group(self, body: bytes) -> list[bytes]:
+        """[groups, issue 18] Seal one group frame (after the queued texts)."""
+        self._check_open()
+        return self._seal_after_queued("group", body=body)
 
     def take_receipt(self) -> list[bytes]:
         """The receipt frame for every text received but not yet receipted (``[]`` if there is none)."""
@@ -671,6 +683,8 @@ class Channel:
             return [PadControl(inner["op"], bytes(inner["pad_id"]))]
         if kind == "pad_text":          # issue 17
             return self._on_pad_text(inner, now)
+        if kind == "group":                        # [groups, issue 18]
+            return [GroupFrame(bytes(inner["body"]))]
         # The peer leaves: receipts for its last texts go out before the session ends.
         events: list[ChEvent] = [Send(frame) for frame in self.take_receipt()]
         self.peer_closed = True

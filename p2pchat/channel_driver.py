@@ -18,6 +18,7 @@ from p2pchat.channel import (
     ChEvent,
     FileMessage,
     Goodbye,
+    GroupFrame,
     PadControl,
     PadText,
     Receipt,
@@ -60,11 +61,18 @@ def ch_of(session: Session) -> Channel:
     return session.channel
 
 
+class GroupSink(Protocol):
+    """[groups, issue 18] Takes group frames from peers (the node's group service; queues only)."""
+
+    def frame_from(self, session: str, fp: str, body: bytes) -> None: ...
+
+
 class ChannelHost(Protocol):
     rotate_every: int
     history: HistoryRecorder | None      # keeps the texts of every chat past step 4 (None: no history)
     files: FileMessages
     smp: SmpDriver                       # the shared-secret check (p2pchat/smp_driver.py)
+    groups: GroupSink | None             # [groups, issue 18] (None: this node keeps no groups)
 
     def emit(self, event: Event) -> None: ...
 
@@ -208,6 +216,9 @@ class ChannelDriver:
                         self.host.emit(DeliveryReceipt(session.id, msg_id))
                 case Typing(typing=typing):
                     self.host.emit(PeerTyping(session.id, typing))
+                case GroupFrame(body=body):                  # [groups, issue 18]
+                    if self.host.groups is not None and session.peer_fp is not None:
+                        self.host.groups.frame_from(session.id, session.peer_fp, body)
                 case Rotated(epoch=epoch, direction=direction):
                     whose = "our sending key" if direction == "send" else "the peer's sending key"
                     self.host.emit(Notice(session.id, "rotation",
@@ -242,6 +253,12 @@ class ChannelDriver:
             self.host.history.received(session.id, ev.msg_id, session.peer_fp, ev.text, now)
         self.host.emit(MessageReceived(session.id, ev.msg_id, ev.text,
                                        session.info.peer_nickname or "peer", ev.sent_at, now))
+
+    def send_group(self, session: Session, body: bytes) -> None:
+        """[groups, issue 18] Seal one group frame (``session.lock`` held)."""
+        ch = self._open_channel(session)
+        session.writer.queue_all(ch.send_group(body))
+        session.writer.schedule_flush()
 
     def taken(self, session: Session) -> None:
         """The UI took one message event of ``session`` (``session.lock`` held): once it has taken all of them,

@@ -75,6 +75,8 @@ MAX_PLAINTEXT = MAX_TEXT_BYTES + 2 * PAD_STEP
 MAX_BOX = MAX_PLAINTEXT + crypto.GCM_TAG_LEN
 MAX_FRAME = 2 * 1024 * 1024              # a 1 MiB message fits in one frame with room to spare
 
+MAX_GROUP_BODY = 1024 * 1024            # [groups, issue 18] one group frame (p2pchat.groups.GROUP_WIRE)
+
 MAX_COUNTER = 2**64 - 1
 MAX_EPOCH = 2**32 - 1
 
@@ -186,6 +188,8 @@ SEALED_CONTENT = Protocol("chat-sealed", {
     "pad_mode": {"op": Field(str, min_len=2, max_len=4), "pad_id": _bytes(PAD_ID_LEN)},
     "pad_text": {"id": Field(int, lo=1, hi=2**63 - 1), "sent_at": Field(float),
                  "box": Field(bytes, min_len=PAD_FRAME_OVERHEAD, max_len=MAX_TEXT_BYTES + PAD_FRAME_OVERHEAD)},
+    # [groups, issue 18] a group frame; its body is checked by p2pchat.groups (docs/groups.md)
+    "group": {"body": Field(bytes, min_len=1, max_len=MAX_GROUP_BODY)},
 }, max_frame=MAX_PLAINTEXT)
 FILE_TYPES = frozenset({"file_offer", "file_accept", "file_decline", "file_chunk", "file_ack", "file_cancel",
                         "file_done"})

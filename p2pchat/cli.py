@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from p2pchat import contacts_cli, history_cli, pad_cli, passphrase
+from p2pchat import contacts_cli, group_cli, history_cli, pad_cli, passphrase
 from p2pchat.display import visible
 from p2pchat.flags import ACCEPT_FLAG, OVERRIDE_FLAG
 from p2pchat.foundation import crypto
@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     contacts_cli.add_parser(sub)
     history_cli.add_parser(sub)
     pad_cli.add_parser(sub)     # issue 17: one-time pads
+    group_cli.add_parser(sub)                      # [groups, issue 18]
     demo = sub.add_parser("demo", help="the whole flow on this machine (two windows, or the terminal demo)",
                           description="Start a small ledger network and two users on 127.0.0.x and run the "
                                       "four steps between them: two windows when a display is available, else "
@@ -304,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return history_cli.run(args, sys.stdout)
         if args.command == "pad":     # issue 17
             return pad_cli.run(args, sys.stdout)
+        if args.command == "group":                # [groups, issue 18]
+            return group_cli.run(args, sys.stdout)
         if args.command == "demo":
             from p2pchat.demo import main as demo_main
 

@@ -218,12 +218,51 @@ class PadModeChanged:
     text: str
 
 
+# --- [groups, issue 18] -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GroupMessage:
+    """A group message to show (``sender_name``: as the member who added it named it; never trusted for more);
+    ``gap``: messages from this sender before it that never arrived."""
+
+    group: str            # the group id, hex
+    group_name: str
+    sender: str           # the sender's key fingerprint, 64 hex digits (the channel's authenticated peer)
+    sender_name: str
+    counter: int
+    text: str
+    sent_at: float
+    gap: int = 0
+
+
+@dataclass(frozen=True)
+class GroupNotice:
+    """Something happened to a group (joined, removed, a frame refused); ``group`` None: not tied to one."""
+
+    group: str | None
+    group_name: str
+    text: str
+
+
+@dataclass(frozen=True)
+class GroupReceipt:
+    """My message ``counter`` has reached ``delivered`` of the ``of`` other members."""
+
+    group: str
+    group_name: str
+    counter: int
+    delivered: int
+    of: int
+
+
 Event = (StepResult | StepRefused | IncomingChat | SessionUpdated | MessageReceived | DeliveryReceipt
          | PeerTyping | Notice | SessionEnded | NodeError | KeyChangeStopped | OutboxChanged | FileOffer
-         | FileProgress | FileFinished | SecretQuestion | SecretResult | PadModeChanged)
+         | FileProgress | FileFinished | SecretQuestion | SecretResult | PadModeChanged | GroupMessage | GroupNotice
+         | GroupReceipt)
 
 __all__ = [
-    "DeliveryReceipt", "Event", "FileFinished", "FileOffer", "FileProgress", "IncomingChat", "KeyChangeStopped",
-    "MessageReceived", "NodeError", "Notice", "OutboxChanged", "PadModeChanged", "PeerTyping", "Presence",
-    "SecretQuestion", "SecretResult", "SessionEnded", "SessionInfo", "SessionUpdated", "StepRefused", "StepResult",
+    "DeliveryReceipt", "Event", "FileFinished", "FileOffer", "FileProgress", "GroupMessage", "GroupNotice",
+    "GroupReceipt", "IncomingChat", "KeyChangeStopped", "MessageReceived", "NodeError", "Notice", "OutboxChanged",
+    "PadModeChanged", "PeerTyping", "Presence", "SecretQuestion", "SecretResult", "SessionEnded", "SessionInfo",
+    "SessionUpdated", "StepRefused", "StepResult",
 ]

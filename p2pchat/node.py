@@ -40,6 +40,8 @@ from p2pchat.foundation.errors import UsageError, UserError
 from p2pchat.foundation.host_address import HostFollower, HostWatch
 from p2pchat.foundation.identity import Identity
 from p2pchat.foundation.transport import FramedSocket, FrameServer
+from p2pchat.group_service import GroupService, WatcherPair
+from p2pchat.group_store import GroupStore
 from p2pchat.handshake_driver import new_handshake
 from p2pchat.history import HistoryStore
 from p2pchat.history_recorder import HistoryRecorder
@@ -155,6 +157,8 @@ class ChatNode:
         folder = downloads if downloads is not None else data_dir / "downloads" if data_dir is not None else None
         self._rt.files.downloads = Downloads(folder, max_size=max_file_size) if folder is not None else None
         self._rt.files.auto_accept = accept_files
+        self.groups: GroupService | None = None        # [groups, issue 18] with the outbox, in a data directory
+        self._group_dir = (data_dir, vault) if data_dir is not None and vault is not None else None
         # Everything the user should see, in order (bounded per session: see p2pchat.event_queue).
         self.events: queue.Queue[Event] = self._rt.events
         self._server: FrameServer | None = None
@@ -204,6 +208,12 @@ class ChatNode:
         if self._outbox_wanted and self.history is not None:
             self.outbox = Outbox(self, self.history, self._rt.emit)
             self._rt.watcher = self.outbox
+            if self._group_dir is not None:           # [groups, issue 18]
+                store = GroupStore.in_data_dir(*self._group_dir)
+                self.groups = GroupService(self, store, self.identity, self._rt.emit)
+                self.outbox.also_waiting = self.groups.has_pending
+                self._rt.groups = self.groups
+                self._rt.watcher = WatcherPair(self.outbox, self.groups)
         if self._host_follower is not None:
             self._host_follower.start()
 
@@ -242,6 +252,8 @@ class ChatNode:
         sessions = self._rt.close_all()
         if self.outbox is not None:
             self.outbox.close()         # no new calls from here on
+        if self.groups is not None:
+            self.groups.close()         # [groups, issue 18] its store closes with it
         if self._relay_presence is not None:
             self._relay_presence.close()
         for session in sessions:
@@ -485,6 +497,26 @@ class ChatNode:
             _, at_once = self._rt.channels.send_text(s, text, history_row=row)
         if at_once:
             s.writer.kick()
+
+    # --- [groups, issue 18] GroupHost (p2pchat.group_service) ---------------------------------------------
+
+    def send_group_frame(self, session: str, body: bytes) -> None:
+        s = self._get(session)
+        with s.lock:
+            if s.phase is not Phase.CHAT:
+                raise UsageError("the chat ended before the group frame could go out")
+            self._rt.channels.send_group(s, body)
+
+    def want_contact(self, fp: str) -> None:
+        if self.outbox is not None:
+            self.outbox.requeued(fp)
+
+    def group_member(self, query: str) -> tuple[str, bytes, str]:
+        """A contact to put in a group, by nickname, name or fingerprint: (fp hex, public key DER, name)."""
+        if self.contacts is None:
+            raise UsageError("this node has no contact store: group members are chosen among contacts")
+        c = self.contacts.resolve(query)
+        return c.fp, c.public_der, c.local_name or c.nickname or c.fp[:16]
 
     def _requeued(self, fp: str) -> None:
         if self.outbox is not None:

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from p2pchat.admission import PRE_AUTH_FRAME, Admission, Ticket
-from p2pchat.channel_driver import UNRECEIPTED_PAUSE, ChannelDriver
+from p2pchat.channel_driver import UNRECEIPTED_PAUSE, ChannelDriver, GroupSink
 from p2pchat.chat_protocol import CHAT
 from p2pchat.continuity import KeyContinuity
 from p2pchat.event_queue import EventQueue
@@ -63,6 +63,7 @@ class NodeRuntime:
         self.ledger_check: LedgerCrossCheck | None = None   # set by the node when it asks a ledger node
         self.history: HistoryRecorder | None = None       # set by the node when it keeps a history
         self.watcher: SessionWatcher | None = None        # told when chats open and end (the node's outbox)
+        self.groups: GroupSink | None = None              # [groups, issue 18] takes group frames from peers
         self.auto_accept = auto_accept
         self.rotate_every = rotate_every
         self.events = EventQueue(on_taken=self._on_taken)

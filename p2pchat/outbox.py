@@ -143,6 +143,7 @@ class Outbox:
         self._flush: set[str] = set()                  # contacts whose waiting texts go out now
         self._cancelled: set[int] = set()              # rows taken back (checked before each send)
         self._closed = False
+        self.also_waiting: Callable[[str], bool] = lambda fp: False   # [groups, issue 18] frames for a member
         now = clock()
         for m in history.waiting():                    # texts an earlier run could not deliver
             self._schedule.now_please(m.fp, now)
@@ -221,7 +222,7 @@ class Outbox:
                 if sid == session:
                     del self._attempts[afp]
                     if fp is None or fp != afp or not dropped:
-                        still = bool(self._history.waiting(afp))
+                        still = bool(self._history.waiting(afp)) or self.also_waiting(afp)
                         self._schedule.failed(afp, self._clock(), still_wanted=still)
                         offline.append(afp)
             self._cond.notify()

@@ -27,6 +27,9 @@ from p2pchat.events import (
     FileFinished,
     FileOffer,
     FileProgress,
+    GroupMessage,
+    GroupNotice,
+    GroupReceipt,
     IncomingChat,
     MessageReceived,
     NodeError,
@@ -43,6 +46,7 @@ from p2pchat.events import (
 )
 from p2pchat.file_driver import describe
 from p2pchat.foundation.errors import UserError
+from p2pchat.group_terminal import GROUP_HELP, GroupCommands  # [groups, issue 18]
 from p2pchat.node import ChatNode
 from p2pchat.steps import Step
 from p2pchat.terminal_secret import SecretCommands, secret_line
@@ -461,6 +465,7 @@ class ListenView:
         self.target: _Chat | None = None
         self.files = FileCommands(node, p)
         self.secret = SecretCommands(node, p)
+        self.group_ui = GroupCommands(node, p, self.contact_name)     # [groups, issue 18]
 
     def chat(self, sid: str) -> _Chat:
         c = self.chats.get(sid)
@@ -521,6 +526,8 @@ class ListenView:
             p.line(f"  → {ev.text}")
         elif isinstance(ev, (FileOffer, FileProgress, FileFinished)):
             self.files.on_event(ev, self.tag(ev.session))
+        elif isinstance(ev, (GroupMessage, GroupNotice, GroupReceipt)):     # [groups, issue 18]
+            self.group_ui.on_event(ev)
         elif not isinstance(ev, (SessionUpdated, PeerTyping, DeliveryReceipt)):
             sid = getattr(ev, "session", None)
             _show_common(p, ev, self.tag(sid) if sid else "")
@@ -633,8 +640,15 @@ class ListenView:
                 return True
             for text in pad_lines(self.node, self.target.session, arg):
                 self.p.line(text)
+        elif word in ("/group", "/gsay"):                         # [groups, issue 18]
+            try:
+                self.group_ui.command(word, arg)
+            except UserError as exc:
+                self.p.line(f"! {exc}")
         elif command in ("/help", "/?"):
             self.p.line(LISTEN_HELP)
+            if self.node.groups is not None:
+                self.p.line(GROUP_HELP)
         elif command.startswith("/") and " " not in command:
             self.p.line(f"unknown command {one_line(command)}. {LISTEN_HELP}")
         elif line:

@@ -1,0 +1,88 @@
+"""``p2pchat group create|add|remove|list|show``: the data directory's groups without a running node (issue 18).
+
+Changes made here are signed and kept at once; their frames wait in the group store and go out the next time
+``p2pchat listen`` (or the window) runs, which calls the members with something waiting. While ``listen`` runs,
+use its ``/group`` commands instead (a running node does not see changes another process makes to its groups).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import TYPE_CHECKING, TextIO
+
+from p2pchat import passphrase
+from p2pchat.foundation.errors import UsageError
+
+if TYPE_CHECKING:      # `p2pchat --help` imports this module: the stores and crypto load only when it runs
+    from p2pchat.contacts import ContactStore
+    from p2pchat.foundation.identity import Identity
+    from p2pchat.group_service import GroupService
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("group", help="group chats: create, add, remove, list, show",
+                       description="The groups of the data directory. create NAME MEMBER…, add GROUP MEMBER, "
+                                   "remove GROUP MEMBER, list, show GROUP (GROUP: its name or the start of its "
+                                   "id; MEMBER: a contact). What changes goes out the next time `p2pchat listen` "
+                                   "runs; to write to a group use /gsay in listen.")
+    p.add_argument("action", choices=("create", "add", "remove", "list", "show"))
+    p.add_argument("words", nargs="*", metavar="ARG")
+    p.add_argument("--data-dir", help="the data directory (default: $P2PCHAT_HOME or the per-user data directory)")
+    passphrase.add_option(p)
+
+
+class _NoNetwork:
+    """The offline stand-in for the node: no chat is ever open, so every frame waits in the store."""
+
+    def live_session_with(self, fp: str) -> str | None:
+        return None
+
+    def send_group_frame(self, session: str, body: bytes) -> None:
+        raise UsageError("no chat is open here")
+
+    def want_contact(self, fp: str) -> None:
+        pass
+
+
+class _OfflineNode:
+    def __init__(self, identity: Identity, contacts: ContactStore, groups: GroupService) -> None:
+        self.identity = identity
+        self.contacts: ContactStore | None = contacts
+        self.groups: GroupService | None = groups
+
+    def group_member(self, query: str) -> tuple[str, bytes, str]:
+        c = self.contacts.resolve(query) if self.contacts is not None else None
+        if c is None:
+            raise UsageError("no contact store")
+        return c.fp, c.public_der, c.local_name or c.nickname or c.fp[:16]
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    from p2pchat.contacts import ContactStore
+    from p2pchat.display import Printer, one_line
+    from p2pchat.foundation.identity import Identity
+    from p2pchat.group_service import GroupService
+    from p2pchat.group_store import GroupStore
+    from p2pchat.group_terminal import GroupCommands
+
+    data_dir, secret, vault = passphrase.open_data_dir(args, offer=False)
+    identity = Identity.load_or_create(data_dir, secret)
+    contacts = ContactStore.in_data_dir(data_dir, vault)
+    service = GroupService(_NoNetwork(), GroupStore.in_data_dir(data_dir, vault), identity, lambda ev: None)
+    p = Printer(out)
+    try:
+        node = _OfflineNode(identity, contacts, service)
+
+        def name_of(fp: str) -> str:
+            c = contacts.get(fp)
+            return one_line(c.local_name or c.nickname) if c is not None and (c.local_name or c.nickname) \
+                else f"key {fp[:16]}"
+        GroupCommands(node, p, name_of).command("/group", shlex.join([args.action, *args.words]))
+    finally:
+        service.close()
+        contacts.close()
+    return 0
+
+
+__all__ = ["add_parser", "run"]

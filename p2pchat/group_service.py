@@ -1,0 +1,509 @@
+"""A node's groups (issue 18): the sans-IO core of :mod:`p2pchat.groups` with its store and the fan-out.
+
+Everything runs on the service's own thread (joined by :meth:`GroupService.close`): frames from peers (handed over
+by the channel driver with a session lock held, so only queued there), chats that open (the node's session
+watcher), and the user's commands (which wait for their result). Every frame for a member is first kept in the
+group store as ``pending`` and goes out whenever a chat with that member is open, in order; the member's ``ack``
+deletes it. Members with something pending are dialled by the node's outbox like contacts with waiting texts.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from p2pchat.events import GroupMessage, GroupNotice, GroupReceipt
+from p2pchat.foundation.errors import FrameError, ProtocolError, UsageError, UserError
+from p2pchat.foundation.identity import Identity
+from p2pchat.group_store import GroupStore
+from p2pchat.groups import (
+    GROUP_WIRE,
+    MAX_GROUP_TEXT,
+    MAX_GROUPS,
+    MAX_INVITES_PER_CONTACT,
+    Change,
+    GroupError,
+    GroupText,
+    Inbox,
+    MembershipLog,
+)
+from p2pchat.node_runtime import SessionWatcher
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+MAX_PENDING_PER_MEMBER = 2000       # frames that may wait for one member
+MAX_QUEUED_FRAMES = 4096            # frames from peers not yet handled (beyond: dropped; the sender resends)
+
+
+class GroupHost(Protocol):
+    """What the service needs of the chat node."""
+
+    def live_session_with(self, fp: str) -> str | None: ...
+
+    def send_group_frame(self, session: str, body: bytes) -> None:
+        """Seal ``body`` as a ``group`` frame in ``session``; a :class:`UserError` when the chat ended."""
+
+    def want_contact(self, fp: str) -> None:
+        """Dial ``fp`` (its outbox schedule), since something waits for it."""
+
+
+@dataclass
+class Group:
+    log: MembershipLog
+    inbox: Inbox
+    invited_by: str
+    my_counter: int = 0
+    texts: list[GroupText] = field(default_factory=list)
+    acks: dict[int, set[str]] = field(default_factory=dict)    # my counter -> members who acknowledged it
+    sent_to: dict[int, int] = field(default_factory=dict)      # my counter -> other members when it was sent
+    has_log: set[bytes] = field(default_factory=set)           # members this run queued the whole log for
+
+    @property
+    def name(self) -> str:
+        return self.log.name
+
+
+@dataclass
+class _Pending:
+    row: int
+    ref: int
+    body: bytes
+    gid: bytes
+    counter: int | None       # my text's counter (None: a change frame)
+    version: int
+
+
+class GroupService:
+    """Owns the groups of one node and the thread that handles them."""
+
+    def __init__(self, host: GroupHost, store: GroupStore, identity: Identity,
+                 emit: Callable[[Any], None]) -> None:
+        self._host = host
+        self._store = store
+        self._me = identity
+        self._emit = emit
+        self.groups: dict[bytes, Group] = {}
+        self._pending: dict[str, list[_Pending]] = {}
+        self._held_acks: dict[str, list[tuple[bytes, int, bytes]]] = {}   # fp -> (group, counter, ack) to send
+        self._sent: dict[str, set[int]] = {}          # session -> refs of the pending frames sent in it
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._load()
+        self._thread = threading.Thread(target=self._run, name="groups", daemon=True)
+        self._thread.start()
+
+    # --- loading ------------------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        invited = {bytes(r.record["gid"]): r.record["invited_by"] for r in self._store.rows("group")}
+        logs = {gid: MembershipLog(gid) for gid in invited}
+        for r in self._store.rows("change"):
+            lg = logs.get(bytes(r.record["gid"]))
+            if lg is not None:
+                lg.add(Change.decode(bytes(r.record["raw"])))
+        for gid, lg in logs.items():
+            self.groups[gid] = Group(lg, Inbox(lg), invited[gid])
+        for r in self._store.rows("text"):
+            g = self.groups.get(bytes(r.record["gid"]))
+            if g is None:
+                continue
+            t = GroupText(g.log.group, bytes(r.record["sender"]), r.record["counter"], r.record["version"],
+                          r.record["lamport"], r.record["sent_at"], r.record["text"])
+            g.texts.append(t)
+            g.inbox.lamport = max(g.inbox.lamport, t.lamport)
+            if t.sender == self._me.fingerprint:
+                g.my_counter = max(g.my_counter, t.counter)
+                g.sent_to[t.counter] = r.record.get("to", 0)
+            else:
+                g.inbox.last_counter[t.sender] = max(g.inbox.last_counter.get(t.sender, 0), t.counter)
+        for r in self._store.rows("receipt"):
+            g = self.groups.get(bytes(r.record["gid"]))
+            if g is not None:
+                g.acks.setdefault(r.record["counter"], set()).add(r.record["member"])
+        for r in self._store.rows("pending"):
+            rec = r.record
+            self._pending.setdefault(rec["fp"], []).append(
+                _Pending(r.id, rec["ref"], bytes(rec["body"]), bytes(rec["gid"]), rec.get("counter"),
+                         rec["version"]))
+        for fp in self._pending:
+            self._host.want_contact(fp)
+
+    # --- the thread ---------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+        self._store.close()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                job()
+            except UserError as exc:
+                log.info("groups: %s", exc)
+                self._emit(GroupNotice(None, "", str(exc)))
+            except Exception:
+                log.exception("internal error in the group service")
+                raise
+
+    def _call(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn`` on the service thread and wait for its result (the user's commands)."""
+        fut: Future[_T] = Future()
+
+        def job() -> None:
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:         # handed to the caller, who shows it
+                fut.set_exception(exc)
+        self._jobs.put(job)
+        return fut.result()
+
+    # --- hooks from the node (any thread, maybe a session lock held: queue only) ------------------------------
+
+    def frame_from(self, session: str, fp: str, body: bytes) -> None:
+        if self._jobs.qsize() >= MAX_QUEUED_FRAMES:
+            log.warning("groups: dropped a frame from %s: too many waiting (it is sent again)", fp[:16])
+            return
+        self._jobs.put(lambda: self._on_frame(session, fp, body))
+
+    def chat_ready(self, fp: str, session: str) -> None:
+        self._jobs.put(lambda: self._flush(fp, session))
+
+    def chat_ended(self, fp: str | None, session: str, *, dropped: bool, ours: bool) -> None:
+        self._jobs.put(lambda: self._forget_session(fp, session))
+
+    def _forget_session(self, fp: str | None, session: str) -> None:
+        """Frames sent in a chat that ended unacknowledged go out again: in another chat with the member that is
+        still open, or in the next one."""
+        self._sent.pop(session, None)
+        if fp is not None and self._pending.get(fp):
+            live = self._host.live_session_with(fp)
+            if live is not None and live != session:
+                self._flush(fp, live)
+            else:
+                self._host.want_contact(fp)
+
+    def has_pending(self, fp: str) -> bool:
+        return bool(self._pending.get(fp))
+
+    # --- the user's commands ------------------------------------------------------------------------------
+
+    def create(self, name: str, members: list[tuple[str, bytes, str]]) -> bytes:
+        """A new group named ``name`` with ``members`` (fp hex, public key DER, name); returns its id."""
+        def run() -> bytes:
+            if len(self.groups) >= MAX_GROUPS:
+                raise GroupError(f"this node keeps at most {MAX_GROUPS} groups")
+            lg, create = MembershipLog.create(self._me, name)
+            g = Group(lg, Inbox(lg), "")
+            self.groups[lg.group] = g
+            self._store.add("group", gid=lg.group, invited_by="")
+            self._keep_changes(lg.group, [create])
+            for fp, der, nick in members:
+                self._propose(g, "add", bytes.fromhex(fp), der, nick)
+            self._fan_out_changes(g)
+            return lg.group
+        return self._call(run)
+
+    def add(self, gid: bytes, member: tuple[str, bytes, str]) -> None:
+        def run() -> None:
+            g = self._group(gid)
+            self._propose(g, "add", bytes.fromhex(member[0]), member[1], member[2])
+            self._fan_out_changes(g)
+        self._call(run)
+
+    def remove(self, gid: bytes, fp: str) -> None:
+        def run() -> None:
+            g = self._group(gid)
+            target = bytes.fromhex(fp)
+            before = set(g.log.members)
+            self._propose(g, "remove", target, None, "")
+            self._fan_out_changes(g, also=before - set(g.log.members))   # the removed learn it, and only that
+            self._after_membership(g, before)
+        self._call(run)
+
+    def say(self, gid: bytes, text: str) -> int:
+        """Send ``text`` to every other member of the group; returns its counter."""
+        if not text or len(text) > MAX_GROUP_TEXT:
+            raise UsageError(f"a group message is 1 to {MAX_GROUP_TEXT} characters")
+
+        def run() -> int:
+            g = self._group(gid)
+            if self._me.fingerprint not in g.log.members:
+                raise GroupError(f"you are no longer a member of {g.name}")
+            g.my_counter += 1
+            t = GroupText(gid, self._me.fingerprint, g.my_counter, g.log.version, g.inbox.next_lamport(),
+                          time.time(), text)
+            g.sent_to[t.counter] = len(g.log.members) - 1
+            self._keep_text(g, t, to=g.sent_to[t.counter])
+            others = [m for m in g.log.members if m != self._me.fingerprint]
+            # a member who may not have the log yet (added by someone else) gets it first, on the same queue
+            self._fan_out_changes(g, only={m for m in others if m not in g.has_log})
+            for m in others:
+                self._queue(m.hex(), g, t.counter, lambda ref: self._text_body(ref, t))
+            return t.counter
+        return self._call(run)
+
+    @staticmethod
+    def _text_body(ref: int, t: GroupText) -> bytes:
+        return GROUP_WIRE.encode_body("text", ref=ref, group=t.group, sender=t.sender, counter=t.counter,
+                                      version=t.version, lamport=t.lamport, sent_at=t.sent_at, text=t.text)
+
+    def snapshot(self) -> list[tuple[bytes, str, list[bytes]]]:
+        """(id, name, members) of every group."""
+        return self._call(lambda: [(gid, g.name, list(g.log.members)) for gid, g in self.groups.items()])
+
+    def conversation(self, gid: bytes) -> list[GroupText]:
+        """The group's messages in their causal order (the same on every member)."""
+        return self._call(lambda: sorted(self._group(gid).texts, key=GroupText.order_key))
+
+    def delivered(self, gid: bytes, counter: int) -> tuple[int, int]:
+        """(members who acknowledged my message ``counter``, the other members it was sent to)."""
+        def run() -> tuple[int, int]:
+            g = self._group(gid)
+            return len(g.acks.get(counter, ())), g.sent_to.get(counter, 0)
+        return self._call(run)
+
+    def find(self, text: str) -> bytes:
+        """The group whose name or id (hex prefix) is ``text``."""
+        def run() -> bytes:
+            hits = [gid for gid, g in self.groups.items() if g.name == text] or \
+                   [gid for gid in self.groups if len(text) >= 4 and gid.hex().startswith(text.lower())]
+            if len(hits) != 1:
+                raise UsageError(f"no group named {text!r}" if not hits else
+                                 f"several groups are named {text!r}; give its id")
+            return hits[0]
+        return self._call(run)
+
+    # --- internals (the service thread) -------------------------------------------------------------------
+
+    def _group(self, gid: bytes) -> Group:
+        g = self.groups.get(gid)
+        if g is None:
+            raise UsageError("no such group")
+        return g
+
+    def _propose(self, g: Group, op: str, target: bytes, key: bytes | None, name: str) -> None:
+        c = g.log.propose(self._me, op, target, target_key=key, name=name)
+        self._keep_changes(g.log.group, [c])
+
+    def _keep_changes(self, gid: bytes, changes: list[Change]) -> None:
+        self._store.add_many([("change", {"gid": gid, "raw": c.encode()}) for c in changes])
+
+    def _keep_text(self, g: Group, t: GroupText, *, to: int = 0) -> None:
+        g.texts.append(t)
+        self._store.add("text", gid=t.group, sender=t.sender, counter=t.counter, version=t.version,
+                        lamport=t.lamport, sent_at=t.sent_at, text=t.text, to=to)
+
+    def _fan_out_changes(self, g: Group, *, also: set[bytes] | None = None, only: set[bytes] | None = None) -> None:
+        """The whole log to every other member (a new member needs it all; the others ignore what they have), or
+        to ``only`` those."""
+        raw = [c.encode() for c in g.log.ordered()]
+        for m in (set(g.log.members) | (also or set())) if only is None else only:
+            fp = m.hex()
+            if m != self._me.fingerprint:
+                g.has_log.add(m)
+                self._queue(fp, g, None, lambda ref: GROUP_WIRE.encode_body("changes", ref=ref, group=g.log.group,
+                                                                             changes=raw))
+
+    def _queue(self, fp: str, g: Group, counter: int | None, make: Callable[[int], bytes]) -> None:
+        waiting = self._pending.setdefault(fp, [])
+        if len(waiting) >= MAX_PENDING_PER_MEMBER:
+            raise GroupError(f"{MAX_PENDING_PER_MEMBER} group frames already wait for a member; wait until they "
+                             "are delivered")
+        ref = secrets.randbits(62) + 1
+        body = make(ref)
+        row = self._store.add("pending", fp=fp, ref=ref, body=body, gid=g.log.group, counter=counter,
+                              version=g.log.version)
+        waiting.append(_Pending(row, ref, body, g.log.group, counter, g.log.version))
+        session = self._host.live_session_with(fp)
+        if session is not None:
+            self._flush(fp, session)
+        else:
+            self._host.want_contact(fp)
+
+    def _flush(self, fp: str, session: str) -> None:
+        sent = self._sent.setdefault(session, set())
+        for p in list(self._pending.get(fp, ())):
+            if p.ref in sent:          # refs, not rows: SQLite reuses the row id of a deleted last row
+                continue
+            try:
+                self._host.send_group_frame(session, p.body)
+            except UserError as exc:
+                log.info("groups: %s", exc)
+                return
+            sent.add(p.ref)
+
+    def _send_now(self, session: str, body: bytes) -> None:
+        try:
+            self._host.send_group_frame(session, body)
+        except UserError as exc:
+            log.info("groups: %s", exc)
+
+    def _on_frame(self, session: str, fp: str, body: bytes) -> None:
+        try:
+            msg = GROUP_WIRE.decode(body)
+        except (FrameError, ProtocolError) as exc:
+            raise GroupError(f"a malformed group frame from {fp[:16]} was refused ({exc})") from None
+        if msg.type == "ack":
+            self._on_ack(fp, [int(r) for r in msg["refs"]])
+            return
+        gid = bytes(msg["group"])
+        ack = GROUP_WIRE.encode_body("ack", refs=[msg["ref"]])
+        if msg.type != "text":
+            self._send_now(session, ack)        # even a refused frame: its sender stops resending it
+        else:
+            self._held_acks.setdefault(fp, []).append((gid, msg["counter"], ack))
+        if msg.type == "changes":
+            self._on_changes(fp, gid, [bytes(c) for c in msg["changes"]])
+        elif msg.type == "text":
+            sent_at = msg["sent_at"]
+            if not isinstance(sent_at, float) or not 0.0 <= sent_at < 1e11:
+                raise GroupError("a group message with an impossible time was refused")
+            t = GroupText(gid, bytes(msg["sender"]), msg["counter"], msg["version"], msg["lamport"], sent_at,
+                          msg["text"])
+            g = self.groups.get(gid)
+            try:
+                if g is None:
+                    raise GroupError(f"a message for a group this node does not know came from {fp[:16]}; refused")
+                self._show(g, g.inbox.receive(bytes.fromhex(fp), t))
+            finally:
+                self._ack_unless_held(fp)
+
+    def _ack_unless_held(self, fp: str) -> None:
+        """Acknowledge the texts from ``fp`` that are shown or refused; a held text is acknowledged once released
+        (unacknowledged, it comes again after a restart of this node)."""
+        held = {(t.group, t.counter) for peer, t in self._held_texts() if peer.hex() == fp}
+        waiting = self._held_acks.get(fp, [])
+        keep = [(gid, counter, ack) for gid, counter, ack in waiting if (gid, counter) in held]
+        go = [ack for gid, counter, ack in waiting if (gid, counter) not in held]
+        self._held_acks[fp] = keep
+        session = self._host.live_session_with(fp) if go else None
+        for ack in go:
+            if session is not None:
+                self._send_now(session, ack)
+
+    def _held_texts(self) -> list[tuple[bytes, GroupText]]:
+        return [h for g in self.groups.values() for h in g.inbox.held]
+
+    def _show(self, g: Group, accepted: list[Any]) -> None:
+        for a in accepted:
+            self._keep_text(g, a.text)
+            sender = g.log.members.get(a.text.sender)
+            self._emit(GroupMessage(g.log.group.hex(), g.name, a.text.sender.hex(),
+                                    sender.name if sender is not None else a.text.sender.hex()[:16],
+                                    a.text.counter, a.text.text, a.text.sent_at, a.gap))
+
+    def _on_changes(self, fp: str, gid: bytes, raws: list[bytes]) -> None:
+        changes = [Change.decode(r) for r in raws]
+        peer = bytes.fromhex(fp)
+        g = self.groups.get(gid)
+        if g is None:          # an invitation
+            if len(self.groups) >= MAX_GROUPS:
+                raise GroupError(f"an invitation from {fp[:16]} was refused: this node keeps at most {MAX_GROUPS} "
+                                 "groups")
+            if sum(1 for x in self.groups.values() if x.invited_by == fp) >= MAX_INVITES_PER_CONTACT:
+                raise GroupError(f"an invitation from {fp[:16]} was refused: it invited this node to "
+                                 f"{MAX_INVITES_PER_CONTACT} groups already")
+            lg = MembershipLog(gid)
+            for c in changes:
+                lg.add(c)
+            if peer not in lg.members or self._me.fingerprint not in lg.members:
+                raise GroupError(f"an invitation from {fp[:16]} that does not make both of you members was refused")
+            g = Group(lg, Inbox(lg), fp)
+            self.groups[gid] = g
+            self._store.add("group", gid=gid, invited_by=fp)
+            self._keep_changes(gid, lg.ordered())
+            self._emit(GroupNotice(gid.hex(), lg.name, f"you were added to {lg.name!r} ({len(lg.members)} members)"))
+            return
+        if not self._key_known(g, peer):
+            raise GroupError(f"membership changes from {fp[:16]}, who was never a member of {g.name!r}, were refused")
+        before = set(g.log.members)
+        new: list[Change] = []
+        for c in changes:
+            try:
+                new += g.log.add(c)
+            except GroupError as exc:      # one bad change does not stop the good ones
+                self._emit(GroupNotice(gid.hex(), g.name, str(exc)))
+        if not new:
+            return
+        self._keep_changes(gid, new)
+        self._after_membership(g, before)
+        # The sender gave its log to every member it sees; those only this node sees get it from here.
+        theirs = g.log.members_of({c.hash for c in changes})
+        self._fan_out_changes(g, only=set(g.log.members) - theirs - {peer})
+
+    def _key_known(self, g: Group, peer: bytes) -> bool:
+        return any(c.target == peer for c in g.log.changes.values())
+
+    def _after_membership(self, g: Group, before: set[bytes]) -> None:
+        now = set(g.log.members)
+        for m in now - before:
+            self._emit(GroupNotice(g.log.group.hex(), g.name,
+                                   f"{g.log.members[m].name or m.hex()[:16]} joined {g.name!r}"))
+        for m in before - now:
+            self._emit(GroupNotice(g.log.group.hex(), g.name,
+                                   f"you were removed from {g.name!r}" if m == self._me.fingerprint else
+                                   f"{m.hex()[:16]} is no longer in {g.name!r}"))
+        self._drop_pending_for_removed(g)
+        self._show(g, g.inbox.release())
+        for fp in list(self._held_acks):
+            self._ack_unless_held(fp)
+
+    def _drop_pending_for_removed(self, g: Group) -> None:
+        """A removed member gets nothing new: its waiting texts of this group are dropped (changes stay, so it
+        learns it was removed)."""
+        for fp in {m.hex() for m in self._all_removed(g)}:
+            keep: list[_Pending] = []
+            drop: list[_Pending] = []
+            for p in self._pending.get(fp, []):
+                (drop if p.gid == g.log.group and p.counter is not None else keep).append(p)
+            if drop:
+                self._pending[fp] = keep
+                self._store.delete([p.row for p in drop])
+
+    def _all_removed(self, g: Group) -> set[bytes]:
+        return {c.target for c in g.log.changes.values() if c.op == "remove" and c.target not in g.log.members}
+
+    def _on_ack(self, fp: str, refs: list[int]) -> None:
+        wanted = set(refs)
+        done = [p for p in self._pending.get(fp, []) if p.ref in wanted]
+        if not done:
+            return
+        self._pending[fp] = [p for p in self._pending[fp] if p.ref not in wanted]
+        self._store.delete([p.row for p in done])
+        for p in done:
+            g = self.groups.get(p.gid)
+            if p.counter is None or g is None:
+                continue
+            got = g.acks.setdefault(p.counter, set())
+            if fp not in got:
+                got.add(fp)
+                self._store.add("receipt", gid=p.gid, counter=p.counter, member=fp)
+                self._emit(GroupReceipt(p.gid.hex(), g.name, p.counter, len(got), g.sent_to.get(p.counter, 0)))
+
+
+class WatcherPair:
+    """Tells two session watchers (the outbox and the groups) about chats that open and end."""
+
+    def __init__(self, *watchers: SessionWatcher) -> None:
+        self._watchers = watchers
+
+    def chat_ready(self, fp: str, session: str) -> None:
+        for w in self._watchers:
+            w.chat_ready(fp, session)
+
+    def chat_ended(self, fp: str | None, session: str, *, dropped: bool, ours: bool) -> None:
+        for w in self._watchers:
+            w.chat_ended(fp, session, dropped=dropped, ours=ours)
+
+
+__all__ = ["Group", "GroupHost", "GroupService", "WatcherPair"]
