@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
         for line in child.stdout:
             event = json.loads(line)
             if event.get("event") == "ready":
-                print(f"echo bot ready at {event['address']} as {event['nickname']!r}", file=sys.stderr)
+                print(f"echo bot ready at {event['address']} as {event['nickname']!r}", file=sys.stderr, flush=True)
             elif event.get("event") == "message_received":
                 reply = {"cmd": "send", "session": event["session"], "text": "echo: " + event["text"][:MAX_ECHO]}
                 child.stdin.write(json.dumps(reply) + "\n")

@@ -32,7 +32,10 @@ def main(argv: list[str]) -> int:
             for line in child.stdout:
                 event = json.loads(line)
                 kind = event.get("event")
-                if kind == "session_updated" and event["info"].get("peer_fingerprint"):
+                if kind == "ready":
+                    print(f"log bot ready at {event['address']}, keeping messages in {path}", file=sys.stderr,
+                          flush=True)
+                elif kind == "session_updated" and event["info"].get("peer_fingerprint"):
                     peers[event["info"]["session"]] = event["info"]["peer_fingerprint"]
                 elif kind == "message_received":
                     entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event["received_at"])),

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -17,8 +19,20 @@ pytestmark = pytest.mark.slow
 
 
 def _example(name: str, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, str(ROOT / "examples" / name), *args], cwd=ROOT, env=_env(),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """An example bot, once it says it is ready (its node listens): the chat that follows finds it."""
+    bot = subprocess.Popen([sys.executable, str(ROOT / "examples" / name), *args], cwd=ROOT, env=_env(),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert bot.stderr is not None
+    said: list[bytes] = []
+    deadline = time.monotonic() + 60
+    while not any(b" bot ready at " in line for line in said):
+        left = deadline - time.monotonic()
+        if left <= 0 or bot.poll() is not None:
+            raise AssertionError(f"{name} did not get ready: {b''.join(said).decode(errors='replace')}")
+        ready, _, _ = select.select([bot.stderr], [], [], left)
+        if ready:
+            said.append(bot.stderr.readline())
+    return bot
 
 
 def test_the_echo_bot_answers_and_the_log_bot_keeps_messages_as_json(tmp_path):
