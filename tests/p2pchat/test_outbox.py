@@ -112,7 +112,8 @@ def test_texts_typed_while_the_contact_is_down_arrive_in_order_once_it_is_up_eve
     try:
         rows = [alice.node.message_contact(bob_fp, f"note {i}") for i in range(3)]
         alice.log.wait(OutboxChanged, fp=bob_fp, presence=Presence.OFFLINE)
-        assert alice.node.presence(bob_fp) is Presence.OFFLINE
+        # the next call may already be under way (2 s later): offline or calling again, never online
+        assert alice.node.presence(bob_fp) in (Presence.OFFLINE, Presence.CONNECTING)
         alice.node.cancel_waiting(rows[1])
         with pytest.raises(UsageError):
             alice.node.cancel_waiting(rows[1])
