@@ -230,7 +230,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         node = ChatNode(identity, host=host, port=port, network=network, nickname=nickname,
                         ledger=runtime.address, relay=_arg(args, "relay"),
                         no_inbound=bool(_arg(args, "no_inbound", False)),
-                        rotate_every=rotate_every, data_dir=data_dir,
+                        rotate_every=rotate_every, data_dir=data_dir, outbox=True,   # messages that wait (issue 16)
                         vault=Vault.open(data_dir, passphrase))   # history and contacts at rest (issue 15)
         node.start()
         monitor = LedgerMonitor(runtime.source).start()
