@@ -23,7 +23,18 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from gui.key_words import step_2_words, window_warning
-from gui.models import VERIFIED, AcceptPrompt, BarView, ChatLine, LineKind, ListRow, StepState, StepView, TabState
+from gui.models import (
+    VERIFIED,
+    AcceptPrompt,
+    BarView,
+    ChatLine,
+    LineKind,
+    ListRow,
+    StepState,
+    StepStatus,
+    StepView,
+    TabState,
+)
 from gui.secret_check import SecretCheck
 from gui.text import (
     MORE_CHARS,
@@ -39,6 +50,7 @@ from gui.text import (
     seen_when,
     stamp,
 )
+from gui.waiting import WaitingTexts
 from gui.wording import Wording, countdown, plain
 from p2pchat.chat_protocol import MAX_TEXT_BYTES
 from p2pchat.contacts import Contact
@@ -50,7 +62,9 @@ from p2pchat.events import (
     MessageReceived,
     NodeError,
     Notice,
+    OutboxChanged,
     PeerTyping,
+    Presence,
     SecretQuestion,
     SecretResult,
     SessionEnded,
@@ -85,6 +99,8 @@ HISTORY_SHOWN = 200         # stored messages shown when a contact's chat opens
 READ_AFTER = 1.0            # seconds after a message arrived before it is marked read in the store (the node
                             # writes it on a thread of its own: marking sooner could miss it)
 CONTACTS_EVERY = 10.0       # seconds between re-reads of the contact store (another process may change it)
+PRESENCE_WORDS = {Presence.ONLINE: "online", Presence.CONNECTING: "connecting…", Presence.OFFLINE: "offline"}
+AGAIN = "Connected again — the four steps ran by themselves."
 NOTICE_MARKS = {"rotation": "↻", "refused": "⚠", "path": "⇄", "info": "ℹ", "ready": "✓", "ended": "■",
                 "error": "⚠", "ledgers": "⚠", "key-change": "⚠", "key-stop": "⚠"}
 
@@ -104,6 +120,8 @@ class NodeApi(Protocol):
     def ask_secret(self, session: str, question: str, answer: str) -> None: ...
     def answer_secret(self, session: str, answer: str) -> None: ...
     def abort_secret(self, session: str) -> None: ...
+    def message_contact(self, fp: str, text: str) -> int: ...
+    def cancel_waiting(self, row: int) -> None: ...
 
 
 class ContactsApi(Protocol):
@@ -185,6 +203,10 @@ def contact_name(contact: Contact) -> str:
     return clean_name(contact.local_name or contact.nickname, contact.fp[:16])
 
 
+def _newest(history: HistoryApi, fp: str) -> list[HistoryMessage]:
+    return history.messages(fp, limit=HISTORY_SHOWN)
+
+
 class ChatController:
     """State of every chat tab and of the step bar; see the module docstring."""
 
@@ -219,6 +241,7 @@ class ChatController:
         self._prompts: list[AcceptPrompt] = []
         self._early: dict[str, list[SessionUpdated | Notice]] = {}
         self.files: FileTransfers | None = None     # file transfers (gui/transfers.py), set by the window
+        self.waiting = WaitingTexts(self._line_changed)      # texts that wait for a contact (gui/waiting.py)
         self.secrets = SecretCheck(self.tabs, node, lambda call, session: self.commands.submit(    # gui/ask_secret.py
             call, failed=functools.partial(self._session_error, session)), self._notice)
 
@@ -315,12 +338,15 @@ class ChatController:
             unread = stored.unread if stored is not None and not live else 0
             title = contact_name(c) + (f" {VERIFIED}" if c.verified else "") + (f" ({unread})" if unread else "")
             if live:
-                detail = "in a chat now"
+                detail = "online · in a chat now"
             elif stored is not None:
                 said = ("you: " if stored.last_direction == "out" else "") + one_line(stored.last_text, 40)
                 detail = f"{said} · {seen_when(stored.last_ts, now)}"
             else:
                 detail = f"last seen {seen_when(c.last_seen, now)}"
+            presence = self.waiting.presence.get(c.fp)
+            if not live and presence is not None and presence is not Presence.UNKNOWN:
+                detail = f"{PRESENCE_WORDS[presence]} · {detail}"
             last = max(c.last_seen, stored.last_ts if stored is not None else 0.0)
             rows.append((last, ListRow(CONTACT_KEY + c.fp, title, detail)))
         return [row for _last, row in sorted(rows, key=lambda r: -r[0])]
@@ -350,15 +376,44 @@ class ChatController:
             return ""
         return f"{tab.peer_name} is typing…"
 
+    def can_type(self, session: str) -> bool:
+        """The chat entry takes text: the chat is ready, or the text can wait for the contact (issue 16)."""
+        tab = self.tabs[session]
+        return tab.ready or self._can_wait(tab)
+
+    def _can_wait(self, tab: TabState) -> bool:
+        """A text typed here is kept waiting for the tab's contact: no live chat with it (none started, its
+        connect failed, or it ended), or a chat the node is opening by itself."""
+        if tab.contact is None or tab.ready or tab.incoming or tab.awaiting_answer:
+            return False
+        return (tab.ended is not None or tab.automatic
+                or tab.steps[Step.CONNECT].state in (StepState.PENDING, StepState.FAILED))
+
+    def cancel_waiting(self, session: str, line_id: int) -> None:
+        """Take back a text that still waits for its contact (the node refuses once it has gone out)."""
+        tab = self.tabs.get(session)
+        line = next((ln for ln in tab.lines if ln.line_id == line_id), None) if tab else None
+        if line is None or not line.waiting:
+            return
+        row = line.row
+        if row is None:
+            self._set_status("⚠ that message is still being put in the outbox; try again in a moment")
+            return
+        self.commands.submit(lambda: self.node.cancel_waiting(row),
+                             failed=lambda exc: self._session_error(session, exc))
+
     def input_hint(self, session: str) -> str:
         """The line under the chat entry: why it is off, or how to send."""
         tab = self.tabs[session]
-        if tab.ended is not None:
+        if tab.ended is not None and not self._can_wait(tab):
             return "This chat has ended" if tab.close_at is None else "This chat could not start"
         if tab.awaiting_answer:
             return "Accept the chat first"
         if not tab.ready and tab.incoming:
             return f"Waiting for {tab.peer_name} to finish the four steps"
+        if self._can_wait(tab):
+            return (f"{tab.peer_name} is not connected: press Enter to keep the message waiting; it is sent by "
+                    "itself when they can be reached")
         if not tab.ready:
             nxt = tab.next_step
             return f"Finish the four steps first (next: {nxt.label})" if nxt else "Finishing the handshake…"
@@ -563,6 +618,8 @@ class ChatController:
             line.time = stamp(m.ts, now)
             line.stored = m.status if out else ""
             line.delivered = out and m.status == "delivered"
+            if out and m.status in ("waiting", "sent"):
+                self.waiting.track(tab.session, line, m.id)
         self._notice(tab, "info", "End of the kept messages.")
 
     def click_step(self, step: Step) -> None:
@@ -636,7 +693,8 @@ class ChatController:
         tab = self.tabs.get(session)
         if tab is None:
             return "no such chat"
-        if not tab.ready:
+        waits = self._can_wait(tab)
+        if not tab.ready and not waits:
             return self.input_hint(session)
         if not text.strip():
             return "the message is empty"
@@ -647,6 +705,14 @@ class ChatController:
                     f"{count(self.max_message_bytes, 'byte')}")
         text = data.decode("utf-8")
         line = self._add_line(tab, LineKind.OUT, self.nickname, clean(text), self.clock())
+        if waits and tab.contact is not None:
+            fp = tab.contact
+            line.stored = "waiting"
+            tab.close_at = None        # a failed dial's tab stays while a text waits in it
+            self.commands.submit(lambda: self.node.message_contact(fp, text),
+                                 done=lambda row: self._queued(line, row),
+                                 failed=lambda exc: self._not_sent(session, line, exc))
+            return None
         tab.typing_sent = False   # the text itself ends the typing state on both sides
         self.commands.submit(lambda: self.node.send_text(session, text),
                              done=lambda msg_id: self._sent(session, line, msg_id),
@@ -697,6 +763,8 @@ class ChatController:
             self._mark_read(tab, now)
         if now - self._contacts_read >= CONTACTS_EVERY:
             self.refresh_contacts()
+        for fp in self.waiting.due(now):
+            self.waiting.apply(self._read_history(functools.partial(_newest, fp=fp), []))
         for tab in [t for t in self.tabs.values() if t.close_at is not None and now >= t.close_at]:
             self.close_tab(tab.session)
         target = self.tabs.get(self.target) if self.target else None
@@ -722,6 +790,10 @@ class ChatController:
         if isinstance(event, IncomingChat):
             self._incoming(event)
             return
+        if isinstance(event, OutboxChanged):
+            if self.waiting.handle(event):
+                self._changes.contacts = True
+            return
         if isinstance(event, NodeError):
             self._set_status(f"⚠ {clean(event.text)}")
             tab = self.tabs.get(event.session) if event.session else None
@@ -733,6 +805,8 @@ class ChatController:
             log.debug("ignoring an event this window does not know: %r", type(event).__name__)
             return
         tab = self.tabs.get(session)
+        if tab is None and isinstance(event, SessionUpdated) and event.info.automatic:
+            tab = self._adopt(session, event.info)
         if tab is None and isinstance(event, SessionUpdated | Notice):
             # An incoming session reports what it learnt (and how it came, e.g. through a relay) before it asks
             # the user; keep that for the IncomingChat that follows.
@@ -764,6 +838,8 @@ class ChatController:
             line = self._lines_by_msg.get((session, event.msg_id))
             if line is None:
                 self._early_receipts.add((session, event.msg_id))
+                if tab.contact is not None:
+                    self.waiting.receipt(tab.contact, self.clock())   # perhaps a text that waited
             elif not line.delivered:
                 line.delivered = True
                 self._changes.lines_changed.setdefault(session, []).append(line)
@@ -887,6 +963,7 @@ class ChatController:
             self.refresh_contacts()      # its row shows the last kept message again
         for key in [k for k in self._lines_by_msg if k[0] == session]:
             del self._lines_by_msg[key]
+        self.waiting.forget(session)
         self._early_receipts = {k for k in self._early_receipts if k[0] != session}
         self._changes.tabs_removed.append(session)
         self._changes.prompts_closed.append(session)
@@ -936,8 +1013,11 @@ class ChatController:
             if tab.ready:
                 tab.auto = False
                 self._identify(tab)
-                self._notice(tab, "ready", f"All four steps done: messages with {tab.peer_name} are end-to-end "
-                                           "encrypted. Compare the safety number with them to be sure.")
+                if tab.automatic:
+                    self._notice(tab, "ready", AGAIN)     # one compact line; the step bar shows each step
+                else:
+                    self._notice(tab, "ready", f"All four steps done: messages with {tab.peer_name} are "
+                                               "end-to-end encrypted. Compare the safety number with them to be sure.")
                 self._changes.chat_input.add(tab.session)
         else:
             words = plain(detail, tab.peer_name)
@@ -950,7 +1030,8 @@ class ChatController:
             for later in Step:
                 if later > event.step and tab.steps[later].state is StepState.RUNNING:
                     tab.steps[later].state, tab.steps[later].result = StepState.PENDING, ""
-            self._notice(tab, "error", f"{event.step.label} failed: {words.plain}", detail=words.detail)
+            if not tab.automatic:     # the node tries again by itself: its failed attempts stay quiet
+                self._notice(tab, "error", f"{event.step.label} failed: {words.plain}", detail=words.detail)
         self._changes.bar = True
         self._changes.chat_input.add(tab.session)
 
@@ -998,12 +1079,15 @@ class ChatController:
             tab.awaiting_answer = False
             self._prompts = [p for p in self._prompts if p.session != tab.session]
             self._changes.prompts_closed.append(tab.session)
-        if tab.failure is not None and (tab.failure == reason or reason in tab.failure or tab.failure in reason):
+        if tab.automatic and not was_ready:
+            pass    # an attempt of the node's own that did not get through: it tries again later
+        elif tab.failure is not None and (tab.failure == reason or reason in tab.failure or tab.failure in reason):
             pass    # the failed step has said it, beside its button and in the transcript: once is enough
         else:
             self._notice(tab, "ended", *self._end_words(tab, reason, event.clean, was_ready))
-        if not tab.incoming and tab.steps[Step.CONNECT].state is not StepState.DONE:
-            tab.close_at = self.clock() + FAILED_TAB_LINGER    # a dial that never connected leaves no tab behind
+        if not tab.incoming and tab.contact is None and tab.steps[Step.CONNECT].state is not StepState.DONE:
+            # A dial that never connected leaves no tab behind; a contact's stays: texts typed there wait for it.
+            tab.close_at = self.clock() + FAILED_TAB_LINGER
         self._changes.titles.add(tab.session)
         self._changes.typing.add(tab.session)
         self._changes.chat_input.add(tab.session)
@@ -1070,6 +1154,69 @@ class ChatController:
             self._early_receipts.discard((session, msg_id))
             line.delivered = True
             self._changes.lines_changed.setdefault(session, []).append(line)
+
+    def _session_of(self, line: ChatLine) -> str | None:
+        """The session whose tab shows ``line`` now (a contact's tab moves to the chat the node opened)."""
+        return next((t.session for t in self.tabs.values() if any(ln is line for ln in t.lines)), None)
+
+    def _queued(self, line: ChatLine, row: object) -> None:
+        session = self._session_of(line)
+        if session is not None and isinstance(row, int):
+            self.waiting.track(session, line, row)
+
+    def _line_changed(self, session: str, line: ChatLine) -> None:
+        if session in self.tabs:
+            self._changes.lines_changed.setdefault(session, []).append(line)
+            self._changes.titles.add(session)
+
+    def _adopt(self, session: str, info: SessionInfo) -> TabState | None:
+        """A chat the node opened by itself (to deliver waiting texts or after a drop) continues the contact's
+        conversation: the tab of that contact moves to the new session rather than a second row appearing."""
+        fp = info.peer_query.lower()
+        if fp not in self._contacts:
+            self.refresh_contacts()
+        contact = self._contacts.get(fp)
+        if contact is None:
+            return None
+        mine = [t for t in self.tabs.values() if t.contact == fp]
+        if any(t.ended is None and not self._can_wait(t) for t in mine):
+            return None       # the user's own chat with it is open or being opened: that one is shown
+        old = mine[-1] if mine else None
+        if old is None:
+            tab = self._new_tab(session, fp, contact_name(contact))
+            tab.contact, tab.contact_verified, tab.named, tab.automatic, tab.info = (
+                fp, contact.verified, True, True, info)
+            self._load_history(tab)
+            self._changes.contacts = True
+            return tab
+        if old.ended is None:
+            self.commands.submit(functools.partial(self.node.end_session, old.session))
+        was = old.session
+        del self.tabs[was]
+        for key in [k for k in self._lines_by_msg if k[0] == was]:
+            del self._lines_by_msg[key]
+        self.waiting.moved(was, session)
+        if was in self._changes.tabs_added:
+            self._changes.tabs_added.remove(was)
+        else:
+            self._changes.tabs_removed.append(was)
+        for pending in (self._changes.lines_added, self._changes.lines_changed, self._changes.lines_dropped):
+            pending.pop(was, None)
+        old.session, old.info, old.automatic, old.incoming = session, info, True, False
+        old.steps = {s: StepStatus() for s in Step}
+        old.ended = old.failure = old.close_at = old.waiting_since = None
+        old.auto, old.opened_at = False, self.clock()
+        self.tabs[session] = old
+        self._changes.tabs_added.append(session)
+        self._changes.lines_added[session] = list(old.lines)
+        self._changes.peer.add(session)
+        self._changes.chat_input.add(session)
+        if self.selected == was:
+            self._changes.select = session
+        if self.target == was:
+            self.target = session
+            self._changes.bar = True
+        return old
 
     def _not_sent(self, session: str, line: ChatLine, exc: UserError) -> None:
         if session not in self.tabs:

@@ -70,10 +70,16 @@ class ChatLine:
     delivered: bool = False
     failed: str = ""
     stored: str = ""             # a message from the history: its stored status (sent, delivered, waiting, …)
+    row: int | None = None       # its history row, for a text that waited for its contact (issue 16)
 
     @property
     def hidden(self) -> int:
         return len(self.text) - self.shown
+
+    @property
+    def waiting(self) -> bool:
+        """A text kept for a contact who cannot be reached yet: it can still be cancelled."""
+        return self.kind is LineKind.OUT and self.stored == "waiting" and not self.failed
 
     @property
     def tick(self) -> str:
@@ -150,6 +156,7 @@ class TabState:
         return self.steps[Step.SWAP_KEYS].state is StepState.DONE and not self.key_refused
     contact: str | None = None       # the contact's fingerprint (hex) once known: opened from it, or step 3 proved it
     contact_verified: bool = False   # that contact's safety number was verified by the user
+    automatic: bool = False          # the node opened this chat by itself (waiting texts, or after a drop)
     last_in: float = 0.0             # when the last message arrived (the store marks it read a little later)
     read_marked: float = 0.0         # when the store was last told that this chat was read
 

@@ -599,7 +599,7 @@ class ChatWindow:
         for session in ch.chat_input:
             tab = ctl.tabs.get(session)
             if session in self.panes and tab is not None:
-                self.panes[session].set_input(tab.ready, ctl.input_hint(session), tab.ended is not None)
+                self.panes[session].set_input(ctl.can_type(session), ctl.input_hint(session), tab.ended is not None)
         for session in ch.titles | set(ch.lines_added) | ch.chat_input:
             if session in self.panes and session in ctl.tabs:
                 self.tabs.rename(session, ctl.tabs[session].title, ctl.session_detail(session))
@@ -643,12 +643,14 @@ class ChatWindow:
         tab_stops(pane)
         tab_stops(self.tabs.chats)
         self.panes[session] = pane
+        pane.transcript.on_cancel = functools.partial(self._cancel_waiting, session)    # issue 16
         pane.peer_panel.show(tab_peer_rows(tab))
         self.verify_buttons[session] = add_verify_button(pane.peer_panel, self.fonts,
                                                          functools.partial(self.open_verify, session))
         self.transfers.attach(session, pane, row=5)
         self.secret_dialogs.add_button(pane.peer_panel, session)
-        pane.set_input(tab.ready, self.controller.input_hint(session), tab.ended is not None)
+        pane.set_input(self.controller.can_type(session), self.controller.input_hint(session),
+                       tab.ended is not None)
         self.pad_rows[session] = add_pad_row(pane.peer_panel, self.fonts, self.node, self.worker, session)  # issue 17
 
     def _can_send_files(self, session: str) -> bool:
@@ -675,6 +677,10 @@ class ChatWindow:
         error = self.controller.send(session, text)
         self._render(self.controller.take_changes())
         return error
+
+    def _cancel_waiting(self, session: str, line_id: int) -> None:
+        self.controller.cancel_waiting(session, line_id)
+        self._render(self.controller.take_changes())
 
     def _more(self, session: str, line_id: int) -> None:
         self.controller.show_more(session, line_id)

@@ -18,6 +18,7 @@ MUTED: Color = ("gray30", "gray70")
 TEXT: Color = ("gray10", "gray90")
 WARN: Color = ("#8a4b00", "#ffb74d")
 ACCENT: Color = ("#1a5a8c", "#64a8dc")
+WAITING: Color = ("#6a1b9a", "#ce93d8")   # a text kept for a contact who is away (issue 16): not grey, not an error
 
 # The backgrounds text is drawn on: the window, frames (step bar, tabs), text boxes, the peer panel, and the band
 # behind one's own messages in the transcript.
@@ -29,7 +30,7 @@ OWN_BACKGROUND: Color = ("#e3edf7", "#1c2a38")
 BACKGROUNDS: dict[str, Color] = {"window": WINDOW_BG, "frame": FRAME_BG, "textbox": TEXTBOX_BG, "panel": PANEL_BG,
                                  "own message": OWN_BACKGROUND}
 TEXT_COLORS: dict[str, Color] = {"good": GOOD, "bad": BAD, "muted": MUTED, "text": TEXT, "warn": WARN,
-                                 "accent": ACCENT}
+                                 "accent": ACCENT, "waiting": WAITING}
 NEUTRAL_TEXT: Color = ("gray10", "gray90")       # outlined buttons (Reject, Cancel, End chat)
 FOCUS_RING: Color = ("#e8a200", "#ffd54f")       # the border of the button that has the keyboard focus
 

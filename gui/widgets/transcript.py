@@ -1,4 +1,5 @@
-"""The read-only transcript of one chat: timestamps, senders, delivery ticks, notices, "show more" links."""
+"""The read-only transcript of one chat: timestamps, senders, delivery ticks, notices, "show more" links, and a
+"✕ cancel" link after a text that waits for its contact."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import customtkinter as ctk
 
 from gui.models import ChatLine, LineKind
 from gui.text import count, indent_continuations
-from gui.widgets.style import ACCENT, BAD, GOOD, MUTED, OWN_BACKGROUND, WARN, Color, Fonts
+from gui.widgets.style import ACCENT, BAD, GOOD, MUTED, OWN_BACKGROUND, WAITING, WARN, Color, Fonts
 
 TAG_COLORS: dict[str, Color] = {
     "time": MUTED, "sender_in": ACCENT, "sender_out": GOOD, "notice": MUTED, "notice_warn": WARN,
     "notice_bad": BAD, "notice_good": GOOD, "more": ACCENT, "tick_ok": GOOD, "tick_wait": MUTED, "tick_bad": BAD,
+    "tick_waiting": WAITING, "cancel": ACCENT,
 }
+CANCEL_LINK = "  ✕ cancel"
 OWN_INDENT = 48
 NOTICE_TAGS = {"refused": "notice_warn", "error": "notice_bad", "ended": "notice_bad", "ready": "notice_good",
                "key-change": "notice_warn", "key-stop": "notice_alarm"}
@@ -37,6 +40,11 @@ class Transcript(ctk.CTkTextbox):
         self.tag_bind("more", "<Button-1>", self._more_clicked)
         self.tag_bind("more", "<Enter>", lambda _e: self.configure(cursor="hand2"))
         self.tag_bind("more", "<Leave>", lambda _e: self.configure(cursor="xterm"))
+        self.on_cancel: Callable[[int], None] | None = None     # a waiting text's "✕ cancel" was clicked
+        self.tag_config("cancel", underline=True)
+        self.tag_bind("cancel", "<Button-1>", self._cancel_clicked)
+        self.tag_bind("cancel", "<Enter>", lambda _e: self.configure(cursor="hand2"))
+        self.tag_bind("cancel", "<Leave>", lambda _e: self.configure(cursor="xterm"))
         self._tags_ready = True
         self._color_tags()
 
@@ -119,7 +127,10 @@ class Transcript(ctk.CTkTextbox):
             parts.append((indent_continuations(line.text[:line.shown]), None))
             if line.hidden:
                 parts.append((f" … show more ({count(line.hidden, 'more character')})", "more"))
-            if line.kind is LineKind.OUT:
+            if line.waiting:
+                parts.append((f"  {line.tick}", "tick_waiting"))
+                parts.append((CANCEL_LINK, "cancel"))
+            elif line.kind is LineKind.OUT:
                 tick = line.tick
                 parts.append((f"  {tick}", "tick_ok" if tick == "✓" else "tick_bad" if line.failed else "tick_wait"))
         parts.append(("\n", None))
@@ -131,11 +142,21 @@ class Transcript(ctk.CTkTextbox):
         return flat
 
     def _more_clicked(self, event: object) -> None:
+        line_id = self._line_at(event)
+        if line_id is not None:
+            self._on_more(line_id)
+
+    def _cancel_clicked(self, event: object) -> None:
+        line_id = self._line_at(event)
+        if line_id is not None and self.on_cancel is not None:
+            self.on_cancel(line_id)
+
+    def _line_at(self, event: object) -> int | None:
         x, y = getattr(event, "x", 0), getattr(event, "y", 0)
         for tag in self.tag_names(f"@{x},{y}"):
             if tag.startswith("L") and tag[1:].isdigit():
-                self._on_more(int(tag[1:]))
-                return
+                return int(tag[1:])
+        return None
 
     def find(self, text: str, restart: bool = False) -> bool:
         """Highlight the next occurrence of ``text`` (case-insensitive) and scroll to it; False when none."""
@@ -159,10 +180,11 @@ class Transcript(ctk.CTkTextbox):
     def clear_found(self) -> None:
         self._text.tag_remove("found", "1.0", "end")
 
-    def more_link_ids(self) -> list[int]:
-        """Lines that currently show a "show more" link (tests click them)."""
+    def more_link_ids(self, link: str = "more") -> list[int]:
+        """Lines that currently show a "show more" (or with ``link="cancel"``, a "✕ cancel") link (tests click
+        them)."""
         found = []
-        ranges = self.tag_ranges("more")
+        ranges = self.tag_ranges(link)
         for start in ranges[::2]:
             for tag in self.tag_names(start):
                 if tag.startswith("L") and tag[1:].isdigit():
