@@ -338,7 +338,8 @@ class ChatController:
             unread = stored.unread if stored is not None and not live else 0
             title = contact_name(c) + (f" {VERIFIED}" if c.verified else "") + (f" ({unread})" if unread else "")
             if live:
-                detail = "online · in a chat now"
+                ready = any(t.contact == c.fp and t.ready for t in self.tabs.values())
+                detail = ("online · " if ready else "") + "in a chat now"
             elif stored is not None:
                 said = ("you: " if stored.last_direction == "out" else "") + one_line(stored.last_text, 40)
                 detail = f"{said} · {seen_when(stored.last_ts, now)}"
