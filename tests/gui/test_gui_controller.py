@@ -72,6 +72,14 @@ class FakeNode:
     def set_typing(self, session: str, typing: bool) -> None:
         self._record("set_typing", session, typing)
 
+    def message_contact(self, fp: str, text: str) -> int:
+        self._record("message_contact", fp, text)
+        self._msg_ids += 1
+        return 1000 + self._msg_ids
+
+    def cancel_waiting(self, row: int) -> None:
+        self._record("cancel_waiting", row)
+
     def end_session(self, session: str) -> None:
         self._record("end_session", session)
 

@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import pytest
 
-from gui.controller import CONTACT_KEY, READ_AFTER, ChatController
+from gui.controller import AGAIN, CONTACT_KEY, READ_AFTER, ChatController
 from gui.models import LineKind, StepState
 from p2pchat.contacts import ContactStore
-from p2pchat.events import MessageReceived, SessionInfo, SessionUpdated, StepResult
+from p2pchat.events import (
+    MessageReceived,
+    OutboxChanged,
+    Presence,
+    SessionEnded,
+    SessionInfo,
+    SessionUpdated,
+    StepResult,
+)
 from p2pchat.foundation.crypto import format_fingerprint
 from p2pchat.history import HistoryStore
 from p2pchat.steps import Step
@@ -93,6 +101,53 @@ def test_one_click_on_a_contact_opens_its_chat_with_the_history_and_presses_only
     ctl.open_contact(CONTACT_KEY + BOB)        # again: the live chat is shown, no second session
     assert ctl.take_changes().select == session
     assert len([c for c in ctl.node.calls if c[0] == "open_session"]) == 1
+
+
+def test_a_text_to_a_contact_whose_dial_failed_waits_and_the_nodes_own_chat_continues_the_same_conversation(
+        stores, ctl, worker, clock):
+    contacts, _history = stores
+    meet(contacts, BOB, "bob", clock.now - 100)
+    ctl.refresh_contacts()
+    ctl.open_contact(CONTACT_KEY + BOB)
+    settle(worker)
+    old = ctl.target
+    assert old is not None
+    ctl.handle(StepResult(old, Step.CONNECT, False, "connection refused"))
+    ctl.handle(SessionEnded(old, "connection refused", False))
+    tab = ctl.tabs[old]
+    assert tab.close_at is None and ctl.can_type(old), "a contact's conversation stays open for waiting texts"
+    assert ctl.send(old, "see you at noon") is None and ctl.send(old, "or at one") is None
+    settle(worker)
+    assert [c for c in ctl.node.calls if c[0] == "message_contact"] == [("message_contact", BOB, "see you at noon"),
+                                                                        ("message_contact", BOB, "or at one")]
+    first, second = [ln for ln in tab.lines if ln.kind is LineKind.OUT]
+    assert first.tick == second.tick == "(waiting)" and first.row is not None and second.row is not None
+    ctl.cancel_waiting(old, second.line_id)
+    settle(worker)
+    assert ctl.node.calls[-1] == ("cancel_waiting", second.row)
+    ctl.handle(OutboxChanged(BOB, second.row, "cancelled", Presence.OFFLINE))
+    assert second.tick == "(cancelled)" and not second.waiting
+    assert ctl.contact_rows()[0].detail.startswith("offline · ")
+    ctl.take_changes()
+
+    # the node calls bob by itself: its chat takes over the same conversation, no second row
+    ctl.handle(SessionUpdated(SessionInfo("s9", BOB, automatic=True)))
+    changes = ctl.take_changes()
+    assert changes.tabs_removed == [old] and changes.tabs_added == ["s9"] and list(ctl.tabs) == ["s9"]
+    assert ctl.tabs["s9"] is tab and tab.ended is None and tab.automatic
+    shown = len(tab.lines)
+    ctl.handle(StepResult("s9", Step.CONNECT, False, "connection refused"))     # a failed try stays quiet
+    assert len(tab.lines) == shown
+    tab.steps[Step.CONNECT].state = StepState.PENDING
+    for step in Step:
+        ctl.handle(StepResult("s9", step, True, "done"))
+    ctl.handle(OutboxChanged(BOB, first.row, "sent", Presence.ONLINE))
+    assert first.tick == "…"
+    assert [ln.text for ln in tab.lines].count(f"✓ {AGAIN}") == 1
+    assert ctl.contact_rows()[0].detail.startswith("online · ")
+    assert ctl.send("s9", "later text") is None
+    settle(worker)
+    assert ctl.node.calls[-1] == ("send_text", "s9", "later text")
 
 
 def test_a_chat_typed_by_address_gets_its_contact_and_history_once_step_4_is_done(stores, ctl, worker, clock):
