@@ -806,7 +806,9 @@ class ChatController:
             log.debug("ignoring an event this window does not know: %r", type(event).__name__)
             return
         tab = self.tabs.get(session)
-        if tab is None and isinstance(event, SessionUpdated) and event.info.automatic:
+        if (tab is None and isinstance(event, SessionUpdated) and event.info.automatic
+                and Step.CONNECT in event.info.steps_done):
+            # only once connected: the node's attempts that find nobody leave the window alone
             tab = self._adopt(session, event.info)
         if tab is None and isinstance(event, SessionUpdated | Notice):
             # An incoming session reports what it learnt (and how it came, e.g. through a relay) before it asks
@@ -1031,8 +1033,7 @@ class ChatController:
             for later in Step:
                 if later > event.step and tab.steps[later].state is StepState.RUNNING:
                     tab.steps[later].state, tab.steps[later].result = StepState.PENDING, ""
-            if not tab.automatic:     # the node tries again by itself: its failed attempts stay quiet
-                self._notice(tab, "error", f"{event.step.label} failed: {words.plain}", detail=words.detail)
+            self._notice(tab, "error", f"{event.step.label} failed: {words.plain}", detail=words.detail)
         self._changes.bar = True
         self._changes.chat_input.add(tab.session)
 
@@ -1081,7 +1082,7 @@ class ChatController:
             self._prompts = [p for p in self._prompts if p.session != tab.session]
             self._changes.prompts_closed.append(tab.session)
         if tab.automatic and not was_ready:
-            pass    # an attempt of the node's own that did not get through: it tries again later
+            pass    # an attempt of the node's own that did not get through (a failed step said why): it tries again
         elif tab.failure is not None and (tab.failure == reason or reason in tab.failure or tab.failure in reason):
             pass    # the failed step has said it, beside its button and in the transcript: once is enough
         else:
@@ -1171,8 +1172,9 @@ class ChatController:
             self._changes.titles.add(session)
 
     def _adopt(self, session: str, info: SessionInfo) -> TabState | None:
-        """A chat the node opened by itself (to deliver waiting texts or after a drop) continues the contact's
-        conversation: the tab of that contact moves to the new session rather than a second row appearing."""
+        """A chat the node opened by itself (to deliver waiting texts or after a drop) and that connected continues
+        the contact's conversation: the tab of that contact moves to the new session rather than a second row
+        appearing."""
         fp = info.peer_query.lower()
         if fp not in self._contacts:
             self.refresh_contacts()

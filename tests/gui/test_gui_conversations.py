@@ -131,15 +131,17 @@ def test_a_text_to_a_contact_whose_dial_failed_waits_and_the_nodes_own_chat_cont
     ctl.take_changes()
 
     # the node calls bob by itself: its chat takes over the same conversation, no second row
-    ctl.handle(SessionUpdated(SessionInfo("s9", BOB, automatic=True)))
+    ctl.handle(SessionUpdated(SessionInfo("s8", BOB, automatic=True)))       # an attempt that finds nobody …
+    ctl.handle(StepResult("s8", Step.CONNECT, False, "connection refused"))
+    ctl.handle(SessionEnded("s8", "connection refused", False))
+    assert not ctl.take_changes() and list(ctl.tabs) == [old], "… leaves the window alone"
+    ctl.handle(StepResult("s9", Step.CONNECT, True, "connected"))
+    ctl.handle(SessionUpdated(SessionInfo("s9", BOB, automatic=True, steps_done=(Step.CONNECT,))))
     changes = ctl.take_changes()
     assert changes.tabs_removed == [old] and changes.tabs_added == ["s9"] and list(ctl.tabs) == ["s9"]
     assert ctl.tabs["s9"] is tab and tab.ended is None and tab.automatic
-    shown = len(tab.lines)
-    ctl.handle(StepResult("s9", Step.CONNECT, False, "connection refused"))     # a failed try stays quiet
-    assert len(tab.lines) == shown
-    tab.steps[Step.CONNECT].state = StepState.PENDING
-    for step in Step:
+    assert tab.steps[Step.CONNECT].state is StepState.DONE
+    for step in (Step.SWAP_KEYS, Step.AUTHENTICATE, Step.AGREE_KEY):
         ctl.handle(StepResult("s9", step, True, "done"))
     ctl.handle(OutboxChanged(BOB, first.row, "sent", Presence.ONLINE))
     assert first.tick == "…"
