@@ -356,6 +356,9 @@ class ChatController:
         """A chat row's second line: its last message, or where the chat stands."""
         tab = self.tabs[session]
         last = next((ln for ln in reversed(tab.lines) if ln.kind is not LineKind.NOTICE), None)
+        waiting = sum(1 for ln in tab.lines if ln.waiting)
+        if waiting and not tab.ready:
+            return f"{count(waiting, 'message')} waiting to be sent"
         if tab.ended is not None:
             return "could not start" if tab.close_at is not None else "ended"
         if tab.awaiting_answer:
@@ -709,7 +712,6 @@ class ChatController:
         if waits and tab.contact is not None:
             fp = tab.contact
             line.stored = "waiting"
-            tab.close_at = None        # a failed dial's tab stays while a text waits in it
             self.commands.submit(lambda: self.node.message_contact(fp, text),
                                  done=lambda row: self._queued(line, row),
                                  failed=lambda exc: self._not_sent(session, line, exc))

@@ -122,6 +122,7 @@ def test_a_text_to_a_contact_whose_dial_failed_waits_and_the_nodes_own_chat_cont
                                                                         ("message_contact", BOB, "or at one")]
     first, second = [ln for ln in tab.lines if ln.kind is LineKind.OUT]
     assert first.tick == second.tick == "(waiting)" and first.row is not None and second.row is not None
+    assert ctl.session_detail(old) == "2 messages waiting to be sent"
     ctl.cancel_waiting(old, second.line_id)
     settle(worker)
     assert ctl.node.calls[-1] == ("cancel_waiting", second.row)
