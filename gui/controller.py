@@ -388,10 +388,11 @@ class ChatController:
     def _can_wait(self, tab: TabState) -> bool:
         """A text typed here is kept waiting for the tab's contact: no live chat with it (none started, its
         connect failed, or it ended), or a chat the node is opening by itself."""
-        if tab.contact is None or tab.ready or tab.incoming or tab.awaiting_answer:
+        if tab.contact is None or tab.ready or tab.awaiting_answer:
             return False
-        return (tab.ended is not None or tab.automatic
-                or tab.steps[Step.CONNECT].state in (StepState.PENDING, StepState.FAILED))
+        if tab.ended is not None or tab.automatic:
+            return True
+        return not tab.incoming and tab.steps[Step.CONNECT].state in (StepState.PENDING, StepState.FAILED)
 
     def cancel_waiting(self, session: str, line_id: int) -> None:
         """Take back a text that still waits for its contact (the node refuses once it has gone out)."""
