@@ -845,7 +845,7 @@ class ChatController:
             if line is None:
                 self._early_receipts.add((session, event.msg_id))
                 if tab.contact is not None:
-                    self.waiting.receipt(tab.contact, self.clock())   # perhaps a text that waited
+                    self.waiting.recheck(tab.contact, self.clock())   # perhaps a text that waited
             elif not line.delivered:
                 line.delivered = True
                 self._changes.lines_changed.setdefault(session, []).append(line)
@@ -1072,6 +1072,7 @@ class ChatController:
             return
         if tab.contact is not None:
             self._changes.contacts = True
+            self.waiting.recheck(tab.contact, self.clock())   # texts sent without a receipt wait again
         reason = clean(event.reason)
         was_ready = tab.ready
         tab.ended = reason

@@ -63,8 +63,9 @@ class WaitingTexts:
         self.presence[event.fp] = event.presence
         return before is not event.presence
 
-    def receipt(self, fp: str, now: float) -> None:
-        """A receipt came in a chat with ``fp`` for a text the window did not send itself: read the history soon."""
+    def recheck(self, fp: str, now: float) -> None:
+        """A receipt came in a chat with ``fp`` for a text the window did not send itself, or that chat ended (texts
+        sent without a receipt wait again): read the history soon."""
         if any(ln.row is not None and not ln.delivered and ln.stored in ("", "sent")
                for _s, ln in self.lines.values()):
             self._recheck[fp] = (now + RECHECK_AFTER, now)
@@ -83,12 +84,15 @@ class WaitingTexts:
         return out
 
     def apply(self, kept: list[HistoryMessage]) -> None:
-        """Statuses read from the history: lines that became delivered get their ✓."""
+        """Statuses read from the history: lines that became delivered get their ✓, lines sent in a chat that
+        dropped before the receipt show waiting again."""
         for m in kept:
             found = self.lines.get(m.id)
-            if found is not None and m.status == "delivered" and not found[1].delivered:
-                self._set(*found, "delivered")
-        if not any(not ln.delivered and ln.stored in ("", "sent", "waiting") for _s, ln in self.lines.values()):
+            if found is None or found[1].delivered:
+                continue
+            if m.status == "delivered" or (m.status == "waiting" and found[1].stored != "waiting"):
+                self._set(*found, m.status)
+        if not any(not ln.delivered and ln.stored in ("", "sent") for _s, ln in self.lines.values()):
             self._recheck.clear()
 
     def _set(self, session: str, line: ChatLine, status: str) -> None:

@@ -13,11 +13,13 @@ import pytest
 
 from gui.app import App
 from gui.controller import AGAIN, CONTACT_KEY
-from gui.models import StepState
+from gui.models import ChatLine, LineKind, StepState
+from gui.waiting import RECHECK_AFTER, WaitingTexts
 from gui.window import ChatWindow, Me
 from p2pchat import outbox
 from p2pchat.contacts import ContactStore
-from p2pchat.events import MessageReceived
+from p2pchat.events import MessageReceived, OutboxChanged, Presence
+from p2pchat.history import HistoryMessage
 from p2pchat.node import ChatNode
 from p2pchat.peer_directory import FixedDirectory
 from p2pchat.steps import Step
@@ -32,6 +34,26 @@ def _free_port(ip: str) -> int:
     with socket.socket() as s:
         s.bind((ip, 0))
         return int(s.getsockname()[1])
+
+
+def test_the_history_turns_a_sent_line_to_delivered_or_back_to_waiting_after_a_receipt_or_a_drop():
+    redrawn: list[int] = []
+    texts = WaitingTexts(lambda session, line: redrawn.append(line.line_id))
+    fp = "ab" * 32
+    a, b = (ChatLine(i, LineKind.OUT, "09:00", "alice", t, len(t), stored="waiting") for i, t in ((1, "a"), (2, "b")))
+    texts.handle(OutboxChanged(fp, 11, "sent", Presence.ONLINE))      # before the row is known: kept for it
+    texts.track("s1", a, 11)
+    texts.track("s1", b, 12)
+    texts.handle(OutboxChanged(fp, 12, "sent", Presence.ONLINE))
+    assert a.tick == b.tick == "…"
+    texts.recheck(fp, 100.0)
+    assert texts.due(100.0) == [] and texts.due(100.0 + RECHECK_AFTER) == [fp]
+
+    def kept(row: int, status: str) -> HistoryMessage:
+        return HistoryMessage(row, fp, "out", "x", 0.0, status, None, False)
+    texts.apply([kept(11, "delivered"), kept(12, "waiting")])        # b's chat dropped before its receipt
+    assert a.tick == "✓" and b.waiting and redrawn == [1, 2, 1, 2]
+    assert texts.due(200.0) == [], "nothing awaits a receipt any more: no more reads"
 
 
 def click_cancel(d: Driver, window: ChatWindow, session: str, nth: int) -> None:
