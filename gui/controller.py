@@ -1073,6 +1073,7 @@ class ChatController:
         if tab.contact is not None:
             self._changes.contacts = True
             self.waiting.recheck(tab.contact, self.clock())   # texts sent without a receipt wait again
+            self.waiting.chat_ended(tab.contact)
         reason = clean(event.reason)
         was_ready = tab.ready
         tab.ended = reason

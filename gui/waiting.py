@@ -63,6 +63,11 @@ class WaitingTexts:
         self.presence[event.fp] = event.presence
         return before is not event.presence
 
+    def chat_ended(self, fp: str) -> None:
+        """A chat with ``fp`` ended: "online" no longer holds (the node says more once it calls again)."""
+        if self.presence.get(fp) is Presence.ONLINE:
+            del self.presence[fp]
+
     def recheck(self, fp: str, now: float) -> None:
         """A receipt came in a chat with ``fp`` for a text the window did not send itself, or that chat ended (texts
         sent without a receipt wait again): read the history soon."""

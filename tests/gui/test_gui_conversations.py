@@ -151,6 +151,8 @@ def test_a_text_to_a_contact_whose_dial_failed_waits_and_the_nodes_own_chat_cont
     assert ctl.send("s9", "later text") is None
     settle(worker)
     assert ctl.node.calls[-1] == ("send_text", "s9", "later text")
+    ctl.handle(SessionEnded("s9", "bye", True))
+    assert not ctl.contact_rows()[0].detail.startswith("online"), "online ends with the chat"
 
 
 def test_a_chat_typed_by_address_gets_its_contact_and_history_once_step_4_is_done(stores, ctl, worker, clock):
