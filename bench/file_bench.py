@@ -263,15 +263,19 @@ def markdown(r: dict[str, Any]) -> str:
 
 ANALYSIS = """The TLS baseline encrypts with OpenSSL's AES-GCM inside `ssl` (GB/s) and hashes nothing; a p2pchat
 transfer seals every chunk with pycryptodome's AES-GCM (the project's one crypto module), checks a SHA-256 of the
-whole file on both sides (the offer's promise, and what makes a resume safe) and moves each chunk through the
-msgpack codec and the padding. The ceiling row bounds one side before any copy, system call or thread hand-off;
-between it and the measured rate lies the Python IO path (the codec's copies, a few system calls and a thread
-wake-up per chunk and per acknowledgement), which a loaded machine makes worse. The window is not the limit:
-16 × 256 KiB in flight instead of the paced window gave the same MB/s and a 250 ms p99 for texts. For texts,
-compare the two latency rows: a running file adds what its window holds, paced to about 25 ms of the
-acknowledged rate; on a machine this loaded the p99 without any transfer is already tens of milliseconds. The
-figures move from run to run with the load of the shared machine (today, over four runs: direct 0.14–0.29 ×
-TLS, via relay 0.16–0.41 ×)."""
+whole file on both sides (hashlib, OpenSSL's: the offer's promise, and what makes a resume safe) and moves each
+chunk through the msgpack codec and the padding. The ceiling row bounds one side before any copy, system call or
+thread hand-off: the per-byte work is not the limit (it is faster than TLS on this machine). Between it and the
+measured rate lies the Python IO path, about 1.3 ms per 256 KiB chunk against an estimated ~0.6 ms of CPU per side
+(the parts above, a cipher object of ~40 us per sealed message, two msgpack passes and the padding copy): system
+calls, thread wake-ups and lock hand-offs between the reader and writer threads of each node, which a profile
+(py-spy) shows but no single one of which dominates. Neither the window nor the acknowledgements are the limit:
+100 ms of the acknowledged rate in flight instead of 25 ms gave no more MB/s (168 MB/s direct, 0.34 × TLS) and a
+100 ms p99 for texts; a `file_ack` every second chunk instead of every chunk gave no more either (190 and 125 MB/s
+direct, 0.29 and 0.23 × TLS). For texts, compare the two latency rows: a running file adds what its window holds,
+paced to about 25 ms of the acknowledged rate. The figures move from run to run with the other work on the shared
+machine (over five runs of the committed code on a nearly idle machine, load average 1.1–1.5 on 2 CPUs: TLS
+496–806 MB/s; direct 0.25–0.39 × TLS, via relay 0.14–0.27 ×)."""
 
 
 def main() -> int:
