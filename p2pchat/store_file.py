@@ -83,7 +83,7 @@ def open_store(kind: StoreKind, path: Path) -> sqlite3.Connection:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         db.execute("PRAGMA secure_delete = ON")      # deleted rows are overwritten, not left in free pages
         db.execute("PRAGMA synchronous = NORMAL")    # WAL: no fsync per commit; a power cut may lose the last ones
-        _check_or_create(kind, path, db)
+        _opened_while_others_may_be_opening(kind, path, db)
         db.execute("PRAGMA foreign_keys = ON")
     except LocalFault:
         db.close()
@@ -92,6 +92,27 @@ def open_store(kind: StoreKind, path: Path) -> sqlite3.Connection:
         db.close()
         raise refusal(kind, path, f"is damaged ({exc})") from None
     return db
+
+
+def _opened_while_others_may_be_opening(kind: StoreKind, path: Path, db: sqlite3.Connection) -> None:
+    """:func:`_check_or_create`, again while another process holds the file's lock. SQLite answers "database is
+    locked" at once, without its busy handler, when two connections switch a new file to WAL together; that is a
+    process on the same data directory starting at the same moment, not damage. Bounded by the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.01
+    while True:
+        try:
+            _check_or_create(kind, path, db)
+            return
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                if "locked" in text or "busy" in text:
+                    raise kind.error(f"the {kind.what} {path} is busy: another p2pchat process kept it locked "
+                                     f"for {BUSY_TIMEOUT_MS // 1000} s; try again when it has finished") from None
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
 
 
 def header(db: sqlite3.Connection) -> tuple[int, int]:
