@@ -162,12 +162,7 @@ class Outbox:
             raise UsageError(f"{MAX_WAITING_PER_CONTACT} messages are already waiting for this contact; cancel "
                              "some or wait until they are delivered")
         row = self._history.append(fp, "out", text, ts=time.time(), status="waiting")
-        with self._cond:
-            if fp in self._online:
-                self._flush.add(fp)
-            else:
-                self._schedule.now_please(fp, self._clock())
-            self._cond.notify()
+        self._deliver_soon(fp)
         self._notify(OutboxChanged(fp, row, "waiting", self.presence(fp)))
         return row
 
@@ -232,6 +227,10 @@ class Outbox:
     def requeued(self, fp: str) -> None:
         """Texts to ``fp`` sent in a chat that dropped before their receipts came back wait again (the history
         recorder marked them): deliver them like any waiting text."""
+        self._deliver_soon(fp)
+
+    def _deliver_soon(self, fp: str) -> None:
+        """``fp`` has texts waiting: send them in its open chat now, else call it as the schedule allows."""
         with self._cond:
             if fp in self._online:
                 self._flush.add(fp)
