@@ -241,7 +241,10 @@ class ChatNode:
         if self._relay_presence is not None:
             self._relay_presence.close()
             self._start_relay_presence()
-        log.info("chat node now at %s (was %s)", self.address, format_address(old, self.port or CHAT_PORT))
+        was = format_address(old, self.port or CHAT_PORT)
+        log.info("chat node now at %s (was %s)", self.address, was)
+        self._rt.emit(Notice("", "path", f"this machine's address changed: now listening on {self.address} "
+                                         f"(was {was})"))
 
     def close(self) -> None:
         """Say goodbye in every session, stop listening, and stop and join every thread the node started."""

@@ -279,6 +279,8 @@ def address_change(p: Project) -> None:
                interval=0.5, describe=lambda: f"a asks for b: {p.lookup('a', 'b')}; {old_ip}: {p.lookup('a', old_ip)}")
     print(f"    b's move to {new_ip} was seen by a and r after {time.monotonic() - moved_at:.1f} s", flush=True)
     check(listener.running(), "b's listener exited when its address changed")
+    # the listener notices the move by itself (its own look at the interfaces, every few seconds) and says so
+    listener.wait_for(rf"now listening on {re.escape(new_ip)}:", ADDRESS_MOVE_TIMEOUT)
     chat = connect_chat(p, "a", fp_b, label="chat-new")
     chat.wait_for(rf"connected directly to {re.escape(new_ip)}:", 5)
     exchange(chat, listener, count=1, tag="after-move")
