@@ -82,15 +82,37 @@ class IdentityState:
 RecordFetch = Callable[[bytes], Record]
 
 
-class StoredMap:
+class _Changes:
+    """A dict-like view whose changes sit in ``own`` (``_DELETED`` marks a deletion); subclasses say in ``get``
+    where an unchanged key is read from."""
+
+    def __init__(self) -> None:
+        self.own: dict[Any, Any] = {}
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        raise NotImplementedError
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.own[key] = value
+
+    def pop(self, key: Any, default: Any = None) -> Any:
+        value = self.get(key, _MISSING)
+        self.own[key] = _DELETED
+        return default if value is _MISSING else value
+
+    def __contains__(self, key: Any) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+
+class StoredMap(_Changes):
     """A dict-like map kept in the store: reads go to ``read`` (an SQLite point query) unless this process
     changed the key since the store was last written; those changes sit in ``own`` (with tombstones) until
     :meth:`persisted` is called after the store committed them. So memory holds only unwritten changes.
     Iteration (rare: tests and diagnostics) merges ``scan`` with ``own``."""
 
     def __init__(self, read: Callable[[Any], Any], scan: Callable[[], Iterable[tuple[Any, Any]]]) -> None:
+        super().__init__()
         self._read, self._scan = read, scan
-        self.own: dict[Any, Any] = {}
 
     def get(self, key: Any, default: Any = None) -> Any:
         value = self.own.get(key, _MISSING)
@@ -104,17 +126,6 @@ class StoredMap:
         if value is _MISSING:
             raise KeyError(key)
         return value
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.own[key] = value
-
-    def pop(self, key: Any, default: Any = None) -> Any:
-        value = self.get(key, _MISSING)
-        self.own[key] = _DELETED
-        return default if value is _MISSING else value
-
-    def __contains__(self, key: Any) -> bool:
-        return self.get(key, _MISSING) is not _MISSING
 
     def items(self) -> list[tuple[Any, Any]]:
         merged = dict(self._scan())
@@ -341,12 +352,12 @@ class BindingInfo:
     index: int | None
 
 
-class _Layer:
+class _Layer(_Changes):
     """A copy-on-write dict view over ``base`` (tombstones for deletions); ``base`` is never modified."""
 
     def __init__(self, base: Any) -> None:
+        super().__init__()
         self.base = base
-        self.own: dict[Any, Any] = {}
 
     def get(self, key: Any, default: Any = None) -> Any:
         value = self.own.get(key, _MISSING)
@@ -354,16 +365,6 @@ class _Layer:
             return self.base.get(key, default)
         return default if value is _DELETED else value
 
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.own[key] = value
-
-    def pop(self, key: Any, default: Any = None) -> Any:
-        value = self.get(key, _MISSING)
-        self.own[key] = _DELETED
-        return default if value is _MISSING else value
-
-    def __contains__(self, key: Any) -> bool:
-        return self.get(key, _MISSING) is not _MISSING
 
 
 _DELETED: Any = object()
