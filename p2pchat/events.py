@@ -186,6 +186,21 @@ class OutboxChanged:
 
 
 @dataclass(frozen=True)
+class FileWaiting:
+    """A file kept for a contact changed (issue 16, :mod:`p2pchat.file_resume`): ``status`` is ``waiting`` (kept,
+    to be offered when the contact can be reached), ``offered`` (offered in a chat, by itself after a cut),
+    ``done``, ``ended`` (declined, cancelled or failed: ``text`` names which), ``cancelled`` (by this user) or
+    ``dropped`` (the file changed or went away; ``text`` says so). ``ref`` is its number (``w3``)."""
+
+    fp: str
+    ref: int
+    name: str           # the file's base name on this computer (display through the UI's escaping)
+    size: int
+    status: str
+    text: str
+
+
+@dataclass(frozen=True)
 class SecretQuestion:
     """The peer asks a question for the shared-secret check; answer with ``ChatNode.answer_secret``.
     ``question`` is the peer's text (at most 200 characters): display it as data."""
@@ -258,10 +273,11 @@ class GroupReceipt:
 Event = (StepResult | StepRefused | IncomingChat | SessionUpdated | MessageReceived | DeliveryReceipt
          | PeerTyping | Notice | SessionEnded | NodeError | KeyChangeStopped | OutboxChanged | FileOffer
          | FileProgress | FileFinished | SecretQuestion | SecretResult | PadModeChanged | GroupMessage | GroupNotice
-         | GroupReceipt)
+         | GroupReceipt | FileWaiting)
 
 __all__ = [
-    "DeliveryReceipt", "Event", "FileFinished", "FileOffer", "FileProgress", "GroupMessage", "GroupNotice",
+    "DeliveryReceipt", "Event", "FileFinished", "FileOffer", "FileProgress", "FileWaiting", "GroupMessage",
+    "GroupNotice",
     "GroupReceipt", "IncomingChat", "KeyChangeStopped", "MessageReceived", "NodeError", "Notice", "OutboxChanged",
     "PadModeChanged", "PeerTyping", "Presence", "SecretQuestion", "SecretResult", "SessionEnded", "SessionInfo",
     "SessionUpdated", "StepRefused", "StepResult",

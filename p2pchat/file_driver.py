@@ -84,6 +84,8 @@ class FileDriver:
         self.stall_timeout = stall_timeout
         self._shown: dict[bytes, float] = {}      # last progress event per transfer
         self._started: dict[bytes, float] = {}    # when this session's part of a transfer began
+        # [file resume] told when an outgoing transfer ends: (session, transfer, state, cut with its chat)
+        self.outgoing_ended: Callable[[str, str, State, bool], None] | None = None
 
     def core(self, session: Session) -> TransferCore:
         if session.files is None:
@@ -179,7 +181,10 @@ class FileDriver:
     def session_ended(self, session: Session, reason: str) -> None:
         if session.files is not None:
             for ev in session.files.close(reason):
-                self._event(session, ev)
+                if isinstance(ev, Finished):
+                    self._emit_finished(session, ev, interrupted=True)
+                else:
+                    self._event(session, ev)
             session.writer.filler = None
 
     def next_frames(self, session: Session) -> list[bytes]:
@@ -241,7 +246,9 @@ class FileDriver:
         if self.auto_accept or resumable:
             self.host.submit(self.accept_offer, session, ev.tid)     # not on the reader thread, not under the lock
 
-    def _emit_finished(self, session: Session, fin: Finished) -> None:
+    def _emit_finished(self, session: Session, fin: Finished, *, interrupted: bool = False) -> None:
+        if fin.outgoing and self.outgoing_ended is not None:       # [file resume] before the UI hears of it
+            self.outgoing_ended(session.id, fin.tid.hex(), fin.state, interrupted)
         self._shown.pop(fin.tid, None)
         self._started.pop(fin.tid, None)
         self.host.emit(FileFinished(session.id, fin.tid.hex(), fin.outgoing, fin.name, fin.state.value == "done",
