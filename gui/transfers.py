@@ -62,7 +62,12 @@ class FileTransfers:
 
     def handle(self, event: Event) -> bool:
         """Apply a file event; False for any other event."""
-        if isinstance(event, FileOffer):
+        if isinstance(event, FileOffer) and event.resumes_at is not None:     # accepted before: no question
+            self.rows[event.transfer] = FileRow(event.session, event.transfer, clean_name(event.name), False,
+                                                event.size, event.resumes_at, text="resuming…")
+            self.notice(event.session, f"{clean_name(event.sender)} sends {clean_name(event.name)} "
+                                       f"({human(event.size)}) again: it resumes at byte {event.resumes_at:,}")
+        elif isinstance(event, FileOffer):
             self.offers.append(event)
             self.rows[event.transfer] = FileRow(event.session, event.transfer, clean_name(event.name), False,
                                                 event.size, text="offered, waiting for your answer")

@@ -122,13 +122,16 @@ class KeyChangeStopped:
 @dataclass(frozen=True)
 class FileOffer:
     """The peer offers a file (:mod:`p2pchat.transfer`); answer with ``ChatNode.answer_file``. ``name`` comes from
-    the network: display it through ``visible()``; ``saved_as`` is the safe name it would be stored under."""
+    the network: display it through ``visible()``; ``saved_as`` is the safe name it would be stored under.
+    ``resumes_at`` (not None): the user accepted this very file from this sender before and the node takes it by
+    itself, resuming at that verified byte; nothing to answer."""
     session: str
     transfer: str        # hex id, what answer_file/cancel_file take
     name: str
     saved_as: str
     size: int
     sender: str
+    resumes_at: int | None = None
 
 
 @dataclass(frozen=True)

@@ -221,10 +221,11 @@ class FileDriver:
 
     def _event(self, session: Session, ev: TransferEvent) -> None:
         match ev:
-            case Offered(tid=tid, name=name, size=size):
+            case Offered(tid=tid, name=name, size=size, sha256=sha):
                 sender = session.info.peer_nickname or "the peer"
-                self.host.emit(FileOffer(session.id, tid.hex(), name, safe_name(name), size, sender))
-                self._maybe_auto_accept(session, ev)
+                resumes = self.downloads.resume_offset(_sender(session), sha, size) if self.downloads else None
+                self.host.emit(FileOffer(session.id, tid.hex(), name, safe_name(name), size, sender, resumes))
+                self._maybe_auto_accept(session, ev, resumes is not None)
             case Progress():
                 now = time.monotonic()
                 if ev.done < ev.size and now - self._shown.get(ev.tid, 0.0) < PROGRESS_EVERY:
@@ -236,13 +237,12 @@ class FileDriver:
             case Finished():
                 self._emit_finished(session, ev)
 
-    def _maybe_auto_accept(self, session: Session, ev: Offered) -> None:
+    def _maybe_auto_accept(self, session: Session, ev: Offered, resumable: bool) -> None:
         """Accept at once when the user said so (``--accept-files``), or when a partial of this very file from
         this sender waits: the user accepted it before, and it resumes from its verified offset."""
         core = session.files
         if core is None or self.downloads is None:
             return
-        resumable = self.downloads.resume_offset(_sender(session), ev.sha256, ev.size) is not None
         if self.auto_accept or resumable:
             self.host.submit(self.accept_offer, session, ev.tid)     # not on the reader thread, not under the lock
 
