@@ -618,6 +618,8 @@ class ChatController:
         none: list[HistoryMessage] = []
         kept = self._read_history(lambda h: h.messages(fp, limit=HISTORY_SHOWN), none)
         if not kept:
+            if self.files is not None:
+                self.files.show_kept(tab.session, fp)      # files that still wait for this contact
             return
         now = self.clock()
         self._notice(tab, "info", f"Your earlier messages with {tab.peer_name} ({count(len(kept), 'message')} "
@@ -632,6 +634,8 @@ class ChatController:
             if out and m.status in ("waiting", "sent"):
                 self.waiting.track(tab.session, line, m.id)
         self._notice(tab, "info", "End of the kept messages.")
+        if self.files is not None:
+            self.files.show_kept(tab.session, fp)          # files that still wait for this contact
 
     def click_step(self, step: Step) -> None:
         tab = self.tabs.get(self.target) if self.target else None

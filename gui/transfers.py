@@ -28,6 +28,7 @@ from gui.text import clean, clean_name
 from p2pchat.downloads import human
 from p2pchat.events import Event, FileFinished, FileOffer, FileProgress, FileWaiting
 from p2pchat.file_driver import describe
+from p2pchat.file_resume import PendingFile
 from p2pchat.foundation.errors import UserError
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class FileApi(Protocol):
     def answer_file(self, session: str, transfer: str, accept: bool) -> None: ...
     def cancel_file(self, session: str, transfer: str) -> None: ...
     def send_file_to_contact(self, fp: str, path: str) -> int: ...
+    def waiting_files(self, fp: str | None = None) -> list[PendingFile]: ...
 
 
 class FileLines(Protocol):
@@ -165,6 +167,18 @@ class FileTransfers:
             self.lines.file_line_changed(line)
 
         self.commands.submit(functools.partial(self.node.send_file_to_contact, fp, path), done=kept, failed=failed)
+
+    def show_kept(self, session: str, fp: str) -> None:
+        """The files an earlier run (or another tab) kept for ``fp``, as waiting lines in ``session``."""
+        if self.lines is None:
+            return
+        for f in self.node.waiting_files(fp):
+            if f.ref in self.waiting:
+                continue
+            line = self.lines.file_line(session, f"📎 {clean_name(f.name)} ({human(f.size)})")
+            if line is not None:
+                line.file_ref = f.ref
+                self.waiting[f.ref] = line
 
     def _apply(self, line: ChatLine, ev: FileWaiting) -> None:
         """A kept file's line follows its state: waiting, … once offered, ✓ delivered, or how it ended."""

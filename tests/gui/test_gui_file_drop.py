@@ -18,11 +18,13 @@ import pytest
 
 from gui.app import App
 from gui.controller import CONTACT_KEY
-from gui.models import StepState
+from gui.models import ChatLine, LineKind, StepState
+from gui.transfers import FileTransfers
 from gui.window import ChatWindow, Me
 from p2pchat import outbox
 from p2pchat.contacts import ContactStore
-from p2pchat.events import FileFinished
+from p2pchat.events import FileFinished, FileWaiting
+from p2pchat.file_resume import PendingFile
 from p2pchat.node import ChatNode
 from p2pchat.peer_directory import FixedDirectory
 from p2pchat.steps import Step
@@ -162,3 +164,58 @@ def test_without_tkdnd_the_window_keeps_the_send_button_and_registers_nothing(xv
         assert not root.tk.call("bind", frame, "<<Drop:DND_Files>>")
     finally:
         root.destroy()
+
+
+class _Node:
+    def __init__(self, kept: list[PendingFile]) -> None:
+        self.kept = kept
+
+    def waiting_files(self, fp: str | None = None) -> list[PendingFile]:
+        return [f for f in self.kept if fp is None or f.fp == fp]
+
+    def send_file_to_contact(self, fp: str, path: str) -> int:
+        return 9
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.lines: list[ChatLine] = []
+        self.changed: list[int] = []
+
+    def waiting_contact(self, session: str) -> str | None:
+        return "ab" * 32
+
+    def file_line(self, session: str, text: str) -> ChatLine:
+        line = ChatLine(len(self.lines) + 1, LineKind.OUT, "09:00", "alice", text, len(text), stored="waiting")
+        self.lines.append(line)
+        return line
+
+    def file_line_changed(self, line: ChatLine) -> None:
+        self.changed.append(line.line_id)
+
+
+class _Now:
+    def submit(self, call, done=None, failed=None) -> None:      # type: ignore[no-untyped-def]
+        result = call()
+        if done is not None:
+            done(result)
+
+
+def test_files_kept_by_an_earlier_run_show_as_waiting_lines_and_follow_the_node_to_delivered(tmp_path):
+    fp = "ab" * 32
+    kept = PendingFile(4, fp, str(tmp_path / "a.bin"), "a.bin", 2048, b"\0" * 32, 0, 0.0)
+    lines = _Lines()
+    files = FileTransfers(_Node([kept]), _Now(), lambda s, t: None, lines=lines)  # type: ignore[arg-type]
+    files.show_kept("s1", fp)
+    files.show_kept("s1", fp)                                   # shown once
+    assert [ln.text for ln in lines.lines] == ["📎 a.bin (2.0 KiB)"] and lines.lines[0].waiting
+    files.handle(FileWaiting(fp, 4, "a.bin", 2048, "offered", "offered"))
+    assert lines.lines[0].tick == "…" and not lines.lines[0].waiting
+    files.handle(FileWaiting(fp, 4, "a.bin", 2048, "done", "done"))
+    assert lines.lines[0].tick == "✓" and files.waiting == {}
+
+    (tmp_path / "b.bin").write_bytes(b"x")
+    files.handle(FileWaiting(fp, 9, "b.bin", 1, "dropped", "b.bin changed on disk since you sent it"))   # early
+    files.send("s1", str(tmp_path / "b.bin"))
+    assert lines.lines[1].text == "📎 b.bin (1 bytes)"
+    assert lines.lines[1].tick == "✗ not sent: b.bin changed on disk since you sent it"
