@@ -92,7 +92,8 @@ class PendingFileStore:
         except OSError as exc:
             raise LocalFault(f"cannot read the waiting files in {self.path}: {exc.strerror}") from None
         try:
-            plain = self.vault.open_sealed(_AAD, blob) if self.vault.encrypted and blob[:1] == b"\x01" else blob
+            # with a passphrase only a sealed list is taken: a plain one put here would name files to send
+            plain = self.vault.open_sealed(_AAD, blob) if self.vault.encrypted else blob
             state = msgpack.unpackb(plain, raw=False)
             files = [PendingFile(**{**f, "sha256": bytes(f["sha256"])}) for f in state["files"]]
             return int(state["next"]), files

@@ -161,6 +161,15 @@ class ChatNode:
         self.groups: GroupService | None = None        # [groups, issue 18] with the outbox, in a data directory
         self.resume: FileResume | None = None          # [file resume, issue 16] with the outbox, in a data directory
         self._group_dir = (data_dir, vault) if data_dir is not None and vault is not None else None
+        if self._outbox_wanted and self._group_dir is not None:     # [file resume, issue 16] files kept for contacts
+            try:
+                self.resume = FileResume.in_data_dir(self, *self._group_dir, submit=self._rt.submit,
+                                                     emit=self._rt.emit)
+            except UserError:
+                for store in (self.contacts, self.history):
+                    if store is not None:
+                        store.close()
+                raise
         # Everything the user should see, in order (bounded per session: see p2pchat.event_queue).
         self.events: queue.Queue[Event] = self._rt.events
         self._server: FrameServer | None = None
@@ -208,9 +217,6 @@ class ChatNode:
         if self.relay and self.takes_calls:
             self._start_relay_presence()
         if self._outbox_wanted and self.history is not None:
-            if self._group_dir is not None:           # [file resume, issue 16] read before anything starts
-                self.resume = FileResume.in_data_dir(self, *self._group_dir, submit=self._rt.submit,
-                                                     emit=self._rt.emit)
             self.outbox = Outbox(self, self.history, self._rt.emit)
             self._rt.watcher = self.outbox
             if self._group_dir is not None:           # [groups, issue 18]

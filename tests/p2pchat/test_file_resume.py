@@ -53,6 +53,11 @@ def test_the_waiting_files_are_sealed_under_the_passphrase_and_read_back(tmp_pat
         store.load()
     assert (tmp_path / FILE_NAME).read_bytes() != blob        # refused, and left as it was
     assert PendingFileStore(tmp_path / "none.bin", vault).load() == (1, [])
+    plain = Vault(tmp_path / "other", None)
+    PendingFileStore(tmp_path / FILE_NAME, plain).save(2, [f])     # a plain list put in a protected directory
+    assert PendingFileStore(tmp_path / FILE_NAME, plain).load() == (2, [f])
+    with pytest.raises(LocalFault, match="Move it aside"):
+        store.load()
 
 
 def test_a_file_touched_but_unchanged_is_still_sent_and_a_changed_or_missing_one_is_not(tmp_path: Path) -> None:
