@@ -45,6 +45,7 @@ FORMAT = 1
 _AAD = b"p2pchat/outgoing-files/v1\x00"
 MAX_FILES_PER_CONTACT = 64        # files that may wait for one contact
 MAX_FILES = 512                   # files that may wait in all
+OFFERED_AT_ONCE = 2               # kept files of one contact offered at a time (a receiver takes 4 unanswered)
 _EARLY_KEPT = 64                  # ends seen before their offer was linked (a very quick decline)
 
 
@@ -226,11 +227,17 @@ class FileResume:
     # --- the node's hooks (bookkeeping only; IO goes to the pool) -----------------------------------------
 
     def chat_ready(self, fp: str, session: str) -> None:
+        self._offer_next(fp, session)
+
+    def _offer_next(self, fp: str, session: str) -> None:
+        """Offer ``fp``'s kept files in ``session``, at most :data:`OFFERED_AT_ONCE` at a time (the receiver takes
+        only a few unanswered offers; the next goes out when one ends)."""
         with self._lock:
             if self._closed:
                 return
+            busy = sum(self._files[r].fp == fp for r in (*self._live, *self._offering) if r in self._files)
             refs = [r for r, f in self._files.items() if f.fp == fp and r not in self._live
-                    and r not in self._offering]
+                    and r not in self._offering][:max(0, OFFERED_AT_ONCE - busy)]
             self._offering.update(refs)
         for ref in refs:
             self._submit(self._offer, ref, session)
@@ -256,8 +263,8 @@ class FileResume:
                     self._early.pop(next(iter(self._early)))
                 return
             del self._live[ref]
-        if not interrupted:
-            self._finish(ref, state)
+        if not interrupted:       # forgotten on the pool: the file is rewritten, not under the session's lock
+            self._submit(self._finish, ref, state, session)
 
     # --- inside ---------------------------------------------------------------------------------------------
 
@@ -299,13 +306,15 @@ class FileResume:
             if not ended and ref in self._files:
                 self._live[ref] = key
         if state is not None:
-            self._finish(ref, state)
+            self._finish(ref, state, session)
 
-    def _finish(self, ref: int, state: State) -> None:
+    def _finish(self, ref: int, state: State, session: str) -> None:
+        """The transfer of ``ref`` ended for good: forget the file, and offer the contact's next one."""
         f = self._remove(ref)
         if f is not None:
             status = "done" if state is State.DONE else "ended"
             self._emit(FileWaiting(f.fp, ref, f.name, f.size, status, state.value))
+            self._offer_next(f.fp, session)
 
     def _offer(self, ref: int, session: str) -> None:
         """Pool task: offer a kept file again in ``session`` (a chat with its contact past step 4)."""
@@ -320,7 +329,8 @@ class FileResume:
             self._remove(ref)
             log.info("dropped a waiting file: %s", problem)
             self._emit(FileWaiting(f.fp, ref, f.name, f.size, "dropped",
-                                        f"{problem}; it was not sent. Send it again if you still want to."))
+                                   f"{problem}; it was not sent. Send it again if you still want to."))
+            self._offer_next(f.fp, session)
             return
         try:
             tid = self._host.offer_prepared(session, f.path, f.size, f.sha256)
@@ -331,7 +341,7 @@ class FileResume:
             return
         self._link(ref, session, tid)
         self._emit(FileWaiting(f.fp, ref, f.name, f.size, "offered",
-                                    f"offered ({human(f.size)}); a part received before is not sent again"))
+                               f"offered ({human(f.size)}); a part received before is not sent again"))
 
 
 __all__ = ["FILE_NAME", "FileResume", "PendingFile", "PendingFileStore", "ResumeHost", "file_unchanged"]

@@ -190,3 +190,27 @@ def test_a_waiting_file_that_changed_on_disk_is_dropped_with_a_plain_message_and
         assert not bob.log.all(FileOffer)
     finally:
         w.close()
+
+
+def test_many_files_for_a_contact_go_out_a_few_at_a_time_and_all_arrive(
+        tmp_path: Path, identities: list[Identity]) -> None:
+    from p2pchat import file_resume
+
+    srcs = []
+    for i in range(2 * file_resume.OFFERED_AT_ONCE + 3):       # more than the receiver takes unanswered at once
+        srcs.append(tmp_path / f"f{i}.bin")
+        _file(srcs[-1], 50_000 + i, seed=i)
+    w = _World(tmp_path, identities)
+    try:
+        alice = w.alice()
+        for src in srcs:
+            alice.node.send_file_to_contact(w.bob_fp, str(src))
+        bob = w.bob()
+        wait_until(lambda: len(bob.log.all(FileFinished, ok=True)) == len(srcs), 30,
+                   what=f"every file at bob (seen {bob.log.kinds()})")
+        for src in srcs:
+            assert (tmp_path / "bob" / "downloads" / src.name).read_bytes() == src.read_bytes()
+        assert not [e for e in alice.log.all(FileFinished) if not e.ok]
+        wait_until(lambda: alice.node.waiting_files() == [], 10, what="nothing left waiting")
+    finally:
+        w.close()
