@@ -45,6 +45,7 @@ class WaitingFileCommands:
 
     def cancel(self, ref: int) -> None:
         self.node.cancel_waiting_file(ref)
+        self.p.line(f"File w{ref} cancelled; it will not be sent.")
 
     def show(self) -> bool:
         """List the waiting files; False when there is none."""
@@ -63,9 +64,7 @@ class WaitingFileCommands:
             self.p.line(f"  → file w{ev.ref} {name} {ev.text} to {who}")
         elif ev.status == "dropped":
             self.p.line(f"! file w{ev.ref}: {ev.text}")
-        elif ev.status == "cancelled":
-            self.p.line(f"  file w{ev.ref} {name} cancelled; it will not be sent.")
-        # done / ended: the transfer's own line (✓ or ✗) already said how it ended
+        # cancelled: the command said so; done / ended: the transfer's own line (✓ or ✗) said how it ended
 
 
 __all__ = ["FILE_HELP", "WaitingFileCommands", "waiting_ref"]
