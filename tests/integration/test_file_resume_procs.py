@@ -1,7 +1,8 @@
 """Issue 16's "resumes by itself" with real processes: a file bob sends with `/file` in `p2pchat listen` is kept
 until delivered. Killed (-9) at 40 % or more and started again, bob's node calls carol and offers the file by
 itself; carol, who accepted it before, resumes without being asked, and only the missing bytes travel. A file for
-a contact that is down waits, arrives when she comes up, and survives her being killed mid-transfer too."""
+a contact that is down waits, arrives when she comes up, and survives her being killed mid-transfer too; through a
+relay as well as directly."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from p2pchat.foundation.addresses import RELAY_PORT
 from p2pchat.foundation.identity import KEY_FILE, Identity
 from tests.conftest import free_loopback_ip, make_identities
 from tests.integration.chat_procs import ChatProcess, ledger_network
 from tests.integration.procs import Cluster, wait_until
+from tests.integration.test_chat_relay import relay_registered
 
 pytestmark = pytest.mark.slow
 SIZE = 24 * 1024 * 1024
@@ -157,6 +160,50 @@ def test_a_file_for_an_offline_contact_arrives_when_she_comes_up_and_resumes_aft
             start, moved = _resumed(carol.output(), 1)
             assert 0.4 * SIZE <= start < SIZE and moved == SIZE - start
             assert "you accepted it before: it resumes at byte" in carol.output()        # not asked again
+            assert hashlib.sha256((s.downloads / "big.bin").read_bytes()).hexdigest() == digest
+        finally:
+            s.stop_all()
+
+
+def test_through_the_relay_a_killed_sender_started_again_resumes_by_itself(tmp_path):
+    r, b, c = free_loopback_ip(), free_loopback_ip(), free_loopback_ip()
+    relay_addr = f"{r}:{RELAY_PORT}"
+    with Cluster(tmp_path, make_identities(2)) as cluster:
+        s = _Scene(tmp_path, cluster, c, b)
+        relay = s.start("relay", "--host", r, "--heartbeat", "1", "--ledger", b, "--rate", "50000000")
+        try:
+            relay.wait_for("relay listening on")
+            cluster.serve(b).wait_ready()
+            cluster.join(c, b, extra=("--no-inbound", "--relay", relay_addr, "--nickname", "carol")).wait_ready()
+            wait_until(lambda: cluster.procs[0].lookup("carol"), 60, what=f"carol's record\n{cluster.logs()}")
+            carol_dir = str(cluster.data_dir(c))
+            carol = s.start("listen", "--host", c, "--no-inbound", "--relay", relay_addr, "--accept-all",
+                            "--downloads", str(s.downloads), "--ledger", b, "--data-dir", carol_dir)
+            carol.wait_for("Waiting for chats")
+            wait_until(lambda: relay_registered(r) == 1, 30, what="carol's registration at the relay")
+            first = s.start("chat", "carol", "--host", b, "--data-dir", str(cluster.data_dir(b)))
+            first.write("hello carol")
+            first.close_input()
+            assert first.wait_exit(60) == 0, first.output()
+
+            bob = s.bob()
+            big = tmp_path / "big.bin"
+            digest = _file(big, 9)
+            bob.write(f"/file {s.carol_fp[:12]} {big}")
+            carol.wait_for("offers the file 'big.bin'", timeout=60)
+            carol.write("/accept F1")
+            _crawl_to_40_percent(carol, s.downloads)
+            bob.proc.kill()
+            bob.wait_exit(10)
+            os.kill(carol.proc.pid, signal.SIGCONT)
+            carol.wait_for("✗ F1 big.bin: interrupted")
+            bob = s.bob()
+            carol.wait_for("✓ F2 big.bin: saved as", timeout=60)
+            start, moved = _resumed(carol.output(), 2)
+            assert 0.4 * SIZE <= start < SIZE and moved == SIZE - start
+            resumed_in = re.search(r"^\[(\d+)\] ✓ F2 big\.bin", carol.output(), re.M).group(1)
+            assert f"[{resumed_in}] Chat {resumed_in} with " in carol.output()
+            assert f"[{resumed_in}]   → incoming chat through relay {relay_addr}" in carol.output()
             assert hashlib.sha256((s.downloads / "big.bin").read_bytes()).hexdigest() == digest
         finally:
             s.stop_all()
