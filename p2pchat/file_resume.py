@@ -32,7 +32,6 @@ from typing import Protocol
 
 import msgpack
 
-from p2pchat.downloads import human
 from p2pchat.events import FileWaiting
 from p2pchat.foundation.errors import LocalFault, UsageError, UserError
 from p2pchat.transfer import State, sha256_of
@@ -174,12 +173,12 @@ class FileResume:
         """Keep a hashed file for ``fp`` and offer it in its open chat, or once it can be reached."""
         f = self._add(fp, path, size, sha256)
         live = self._host.live_session_with(fp)
+        self._emit(FileWaiting(fp, f.ref, f.name, f.size, "waiting",
+                               "waits for the contact" if live is None else "goes out in the open chat"))
         if live is not None:
-            self._submit(self._offer, f.ref, live)
+            self._offer_next(fp, live)
         else:
             self._host.want_contact(fp)
-        self._emit(FileWaiting(fp, f.ref, f.name, f.size, "waiting",
-                                    "waits for the contact" if live is None else "offered in the open chat"))
         return f
 
     def offered(self, fp: str, session: str, path: str, size: int, sha256: bytes, send: Callable[[], str]) -> str:
@@ -340,8 +339,7 @@ class FileResume:
             log.info("a waiting file was not offered yet: %s", exc)
             return
         self._link(ref, session, tid)
-        self._emit(FileWaiting(f.fp, ref, f.name, f.size, "offered",
-                               f"offered ({human(f.size)}); a part received before is not sent again"))
+        self._emit(FileWaiting(f.fp, ref, f.name, f.size, "offered", "a part received before is not sent again"))
 
 
 __all__ = ["FILE_NAME", "FileResume", "PendingFile", "PendingFileStore", "ResumeHost", "file_unchanged"]

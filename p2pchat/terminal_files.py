@@ -61,7 +61,7 @@ class WaitingFileCommands:
         if ev.status == "waiting":
             self.p.line(f"  · file w{ev.ref} {name} ({human(ev.size)}) for {who}: {ev.text}")
         elif ev.status == "offered":
-            self.p.line(f"  → file w{ev.ref} {name} {ev.text} to {who}")
+            self.p.line(f"  → file w{ev.ref} {name} ({human(ev.size)}) offered to {who}; {ev.text}")
         elif ev.status == "dropped":
             self.p.line(f"! file w{ev.ref}: {ev.text}")
         # cancelled: the command said so; done / ended: the transfer's own line (✓ or ✗) said how it ended
