@@ -94,7 +94,8 @@ class _World:
         d = self.tmp / "alice"
         d.mkdir(exist_ok=True)
         vault = Vault.open(d, "alice's secret", scrypt_n=FAST)
-        p = make_peer(self.ids[0], "alice", self.directory, ip=self.alice_ip, data_dir=d, vault=vault, outbox=True)
+        p = make_peer(self.ids[0], "alice", self.directory, ip=self.alice_ip, data_dir=d, vault=vault, outbox=True,
+                      auto_accept=True)
         self.peers.append(p)
         return p
 
@@ -212,5 +213,29 @@ def test_many_files_for_a_contact_go_out_a_few_at_a_time_and_all_arrive(
             assert (tmp_path / "bob" / "downloads" / src.name).read_bytes() == src.read_bytes()
         assert not [e for e in alice.log.all(FileFinished) if not e.ok]
         wait_until(lambda: alice.node.waiting_files() == [], 10, what="nothing left waiting")
+    finally:
+        w.close()
+
+
+def test_a_waiting_file_goes_out_at_once_when_the_contact_calls_in(
+        tmp_path: Path, identities: list[Identity], monkeypatch: pytest.MonkeyPatch) -> None:
+    from p2pchat import outbox
+    from tests.p2pchat.node_kit import connect_all
+
+    monkeypatch.setattr(outbox, "FIRST_RETRY", 3600.0)          # alice's node would not call again for an hour
+    src = tmp_path / "photo.jpg"
+    data = _file(src, 200_000)
+    w = _World(tmp_path, identities)
+    try:
+        alice = w.alice()
+        ref = alice.node.send_file_to_contact(w.bob_fp, str(src))
+        wait_until(lambda: alice.node.presence(w.bob_fp).value == "offline", 15, what="alice's call to fail")
+        bob = w.bob()
+        _, alice_sid = connect_all(bob, alice)                     # bob calls alice
+        got = bob.log.wait(FileFinished, 20, ok=True)
+        assert (tmp_path / "bob" / "downloads" / "photo.jpg").read_bytes() == data
+        offered = alice.log.wait(FileWaiting, ref=ref, status="offered")
+        assert offered.text == "a part received before is not sent again"
+        assert alice.log.wait(FileFinished, transfer=got.transfer).session == alice_sid
     finally:
         w.close()
