@@ -945,6 +945,15 @@ class ChatController:
         line.stored = "waiting"
         return line
 
+    def contact_file_notice(self, fp: str, text: str) -> None:
+        """A line about a file kept for ``fp`` with no line of its own: in the contact's conversation, else the
+        status bar."""
+        tab = next((t for t in self.tabs.values() if t.contact == fp), None)
+        if tab is not None:
+            self._notice(tab, "error", text)
+        else:
+            self._set_status(text)
+
     def file_line_changed(self, line: ChatLine) -> None:
         session = self._session_of(line)
         if session is not None:

@@ -52,6 +52,7 @@ class FileLines(Protocol):
     def waiting_contact(self, session: str) -> str | None: ...
     def file_line(self, session: str, text: str) -> ChatLine | None: ...
     def file_line_changed(self, line: ChatLine) -> None: ...
+    def contact_file_notice(self, fp: str, text: str) -> None: ...
 
 
 EARLY_KEPT = 64         # FileWaiting events that came before their line learnt its number
@@ -86,6 +87,9 @@ class FileTransfers:
         """Apply a file event; False for any other event."""
         if isinstance(event, FileWaiting):
             line = self.waiting.get(event.ref)
+            if line is None and event.status == "dropped" and self.lines is not None:
+                # a file sent in a chat that was cut, found changed when it was to be offered again
+                self.lines.contact_file_notice(event.fp, f"⚠ {clean(event.text)}")
             if line is None:
                 self._early[event.ref] = event
                 while len(self._early) > EARLY_KEPT:

@@ -181,6 +181,7 @@ class _Lines:
     def __init__(self) -> None:
         self.lines: list[ChatLine] = []
         self.changed: list[int] = []
+        self.notices: list[str] = []
 
     def waiting_contact(self, session: str) -> str | None:
         return "ab" * 32
@@ -192,6 +193,9 @@ class _Lines:
 
     def file_line_changed(self, line: ChatLine) -> None:
         self.changed.append(line.line_id)
+
+    def contact_file_notice(self, fp: str, text: str) -> None:
+        self.notices.append(text)
 
 
 class _Now:
@@ -213,6 +217,10 @@ def test_files_kept_by_an_earlier_run_show_as_waiting_lines_and_follow_the_node_
     assert lines.lines[0].tick == "…" and not lines.lines[0].waiting
     files.handle(FileWaiting(fp, 4, "a.bin", 2048, "done", "done"))
     assert lines.lines[0].tick == "✓" and files.waiting == {}
+    files.handle(FileWaiting(fp, 5, "c.bin", 1, "dropped", "c.bin changed on disk since you sent it; it was not "
+                                                            "sent. Send it again if you still want to."))
+    assert lines.notices == ["⚠ c.bin changed on disk since you sent it; it was not sent. Send it again if you "
+                             "still want to."]
 
     (tmp_path / "b.bin").write_bytes(b"x")
     files.handle(FileWaiting(fp, 9, "b.bin", 1, "dropped", "b.bin changed on disk since you sent it"))   # early
