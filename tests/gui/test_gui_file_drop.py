@@ -23,7 +23,7 @@ from gui.transfers import FileTransfers
 from gui.window import ChatWindow, Me
 from p2pchat import outbox
 from p2pchat.contacts import ContactStore
-from p2pchat.events import FileFinished, FileWaiting
+from p2pchat.events import FileFinished, FileOffer, FileWaiting
 from p2pchat.file_resume import PendingFile
 from p2pchat.node import ChatNode
 from p2pchat.peer_directory import FixedDirectory
@@ -227,3 +227,14 @@ def test_files_kept_by_an_earlier_run_show_as_waiting_lines_and_follow_the_node_
     files.send("s1", str(tmp_path / "b.bin"))
     assert lines.lines[1].text == "📎 b.bin (1 bytes)"
     assert lines.lines[1].tick == "✗ not sent: b.bin changed on disk since you sent it"
+
+
+def test_an_offer_of_a_file_accepted_before_asks_nothing_and_says_where_it_resumes():
+    notices: list[tuple[str, str]] = []
+    files = FileTransfers(_Node([]), _Now(), lambda s, t: notices.append((s, t)))  # type: ignore[arg-type]
+    files.handle(FileOffer("s1", "ab" * 16, "big.bin", "big.bin", 3 * 1024 * 1024, "alice", resumes_at=1_048_576))
+    assert files.offers == []                                   # no dialog
+    assert notices == [("s1", "alice sends big.bin (3.0 MiB) again: it resumes at byte 1,048,576")]
+    assert files.current("s1") is not None and files.current("s1").done == 1_048_576
+    files.handle(FileOffer("s1", "cd" * 16, "new.bin", "new.bin", 10, "alice"))
+    assert [o.transfer for o in files.offers] == ["cd" * 16]    # a new file is asked about
