@@ -122,6 +122,7 @@ class NodeApi(Protocol):
     def abort_secret(self, session: str) -> None: ...
     def message_contact(self, fp: str, text: str) -> int: ...
     def cancel_waiting(self, row: int) -> None: ...
+    def cancel_waiting_file(self, ref: int) -> None: ...
 
 
 class ContactsApi(Protocol):
@@ -400,6 +401,11 @@ class ChatController:
         line = next((ln for ln in tab.lines if ln.line_id == line_id), None) if tab else None
         if line is None or not line.waiting:
             return
+        ref = line.file_ref
+        if ref is not None:          # a file kept for the contact (gui/transfers.py)
+            self.commands.submit(lambda: self.node.cancel_waiting_file(ref),
+                                 failed=lambda exc: self._session_error(session, exc))
+            return
         row = line.row
         if row is None:
             self._set_status("⚠ that message is still being put in the outbox; try again in a moment")
@@ -612,6 +618,8 @@ class ChatController:
         none: list[HistoryMessage] = []
         kept = self._read_history(lambda h: h.messages(fp, limit=HISTORY_SHOWN), none)
         if not kept:
+            if self.files is not None:
+                self.files.show_kept(tab.session, fp)      # files that still wait for this contact
             return
         now = self.clock()
         self._notice(tab, "info", f"Your earlier messages with {tab.peer_name} ({count(len(kept), 'message')} "
@@ -626,6 +634,8 @@ class ChatController:
             if out and m.status in ("waiting", "sent"):
                 self.waiting.track(tab.session, line, m.id)
         self._notice(tab, "info", "End of the kept messages.")
+        if self.files is not None:
+            self.files.show_kept(tab.session, fp)          # files that still wait for this contact
 
     def click_step(self, step: Step) -> None:
         tab = self.tabs.get(self.target) if self.target else None
@@ -918,6 +928,36 @@ class ChatController:
             self._notice(tab, "key-stop", f"STOP — the key of {event.contact}, a contact you VERIFIED, has changed. "
                                           "Nothing was signed or sent. Do not go on until you have asked them in "
                                           "person or by phone.")
+
+    # FileLines (gui/transfers.py): a file for a contact that cannot be reached waits like a text
+
+    def waiting_contact(self, session: str) -> str | None:
+        """The contact a file sent in ``session`` would wait for (no live chat with it), or None."""
+        tab = self.tabs.get(session)
+        return tab.contact if tab is not None and self._can_wait(tab) else None
+
+    def file_line(self, session: str, text: str) -> ChatLine | None:
+        """An own line in ``session``'s transcript for a file kept for its contact (shown "waiting")."""
+        tab = self.tabs.get(session)
+        if tab is None:
+            return None
+        line = self._add_line(tab, LineKind.OUT, self.nickname, text, self.clock())
+        line.stored = "waiting"
+        return line
+
+    def contact_file_notice(self, fp: str, text: str) -> None:
+        """A line about a file kept for ``fp`` with no line of its own: in the contact's conversation, else the
+        status bar."""
+        tab = next((t for t in self.tabs.values() if t.contact == fp), None)
+        if tab is not None:
+            self._notice(tab, "error", text)
+        else:
+            self._set_status(text)
+
+    def file_line_changed(self, line: ChatLine) -> None:
+        session = self._session_of(line)
+        if session is not None:
+            self._line_changed(session, line)
 
     def file_notice(self, session: str, text: str) -> None:
         """A line about a file in ``session``'s transcript (gui/transfers.py)."""

@@ -71,6 +71,7 @@ class ChatLine:
     failed: str = ""
     stored: str = ""             # a message from the history: its stored status (sent, delivered, waiting, …)
     row: int | None = None       # its history row, for a text that waited for its contact (issue 16)
+    file_ref: int | None = None  # a file kept for its contact (issue 16, gui/transfers.py): its number
 
     @property
     def hidden(self) -> int:

@@ -1,10 +1,13 @@
 """Files in the window (issue 16): a "Send file…" button under each chat with the transfer's progress and a
-Cancel button, and a dialog for each file a peer offers.
+Cancel button, files dropped onto a conversation (:mod:`gui.file_drop`, where Tk can take drops), and a dialog for
+each file a peer offers.
 
 :class:`FileTransfers` is the Tk-free presenter (tests drive it directly): it takes the node's file events, keeps
-one row per transfer and says what each chat's file bar shows. :class:`TransfersUi` is the Tk side: one
-:class:`FileBar` per chat pane, the file chooser, and one offer dialog at a time. Node calls go through the
-window's command worker (``send_file`` reads the whole file once for its SHA-256, so never on the Tk thread).
+one row per transfer and says what each chat's file bar shows. A file sent in the conversation of a contact that
+cannot be reached waits like a text: one own line "📎 name (size)" marked ``(waiting)`` with a cancel link, which
+turns to "…" once offered and ✓ once delivered (:class:`~p2pchat.events.FileWaiting`). :class:`TransfersUi` is the
+Tk side: one :class:`FileBar` per chat pane, the file chooser and drops, and one offer dialog at a time. Node calls
+go through the window's command worker (sending reads the whole file once for its SHA-256, never on the Tk thread).
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import customtkinter as ctk
 
+from gui.file_drop import DropTarget
+from gui.models import ChatLine
 from gui.text import clean, clean_name
 from p2pchat.downloads import human
-from p2pchat.events import Event, FileFinished, FileOffer, FileProgress
+from p2pchat.events import Event, FileFinished, FileOffer, FileProgress, FileWaiting
 from p2pchat.file_driver import describe
+from p2pchat.file_resume import PendingFile
 from p2pchat.foundation.errors import UserError
 
 if TYPE_CHECKING:
@@ -36,6 +42,20 @@ class FileApi(Protocol):
     def send_file(self, session: str, path: str) -> str: ...
     def answer_file(self, session: str, transfer: str, accept: bool) -> None: ...
     def cancel_file(self, session: str, transfer: str) -> None: ...
+    def send_file_to_contact(self, fp: str, path: str) -> int: ...
+    def waiting_files(self, fp: str | None = None) -> list[PendingFile]: ...
+
+
+class FileLines(Protocol):
+    """The transcript lines of files kept for a contact (:class:`gui.controller.ChatController` provides them)."""
+
+    def waiting_contact(self, session: str) -> str | None: ...
+    def file_line(self, session: str, text: str) -> ChatLine | None: ...
+    def file_line_changed(self, line: ChatLine) -> None: ...
+    def contact_file_notice(self, fp: str, text: str) -> None: ...
+
+
+EARLY_KEPT = 64         # FileWaiting events that came before their line learnt its number
 
 
 @dataclass
@@ -54,15 +74,35 @@ class FileTransfers:
     """State of every transfer of one window; ``notice(session, text)`` puts a line in a chat's transcript."""
 
     def __init__(self, node: FileApi, commands: Commands, notice: Callable[[str, str], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, lines: FileLines | None = None) -> None:
         self.node, self.commands, self.notice, self.clock = node, commands, notice, clock
+        self.lines = lines
         self.rows: dict[str, FileRow] = {}
         self.offers: list[FileOffer] = []
         self.changed: set[str] = set()          # sessions whose file bar must be redrawn
+        self.waiting: dict[int, ChatLine] = {}  # file number -> its transcript line, while it may still change
+        self._early: dict[int, FileWaiting] = {}
 
     def handle(self, event: Event) -> bool:
         """Apply a file event; False for any other event."""
-        if isinstance(event, FileOffer):
+        if isinstance(event, FileWaiting):
+            line = self.waiting.get(event.ref)
+            if line is None and event.status == "dropped" and self.lines is not None:
+                # a file sent in a chat that was cut, found changed when it was to be offered again
+                self.lines.contact_file_notice(event.fp, f"⚠ {clean(event.text)}")
+            if line is None:
+                self._early[event.ref] = event
+                while len(self._early) > EARLY_KEPT:
+                    self._early.pop(next(iter(self._early)))
+            else:
+                self._apply(line, event)
+            return True
+        if isinstance(event, FileOffer) and event.resumes_at is not None:     # accepted before: no question
+            self.rows[event.transfer] = FileRow(event.session, event.transfer, clean_name(event.name), False,
+                                                event.size, event.resumes_at, text="resuming…")
+            self.notice(event.session, f"{clean_name(event.sender)} sends {clean_name(event.name)} "
+                                       f"({human(event.size)}) again: it resumes at byte {event.resumes_at:,}")
+        elif isinstance(event, FileOffer):
             self.offers.append(event)
             self.rows[event.transfer] = FileRow(event.session, event.transfer, clean_name(event.name), False,
                                                 event.size, text="offered, waiting for your answer")
@@ -91,6 +131,11 @@ class FileTransfers:
         return live[-1] if live else None
 
     def send(self, session: str, path: str) -> None:
+        """Send a file in ``session``: offered in its chat, or kept for its contact when it cannot be reached."""
+        fp = self.lines.waiting_contact(session) if self.lines is not None else None
+        if fp is not None:
+            self._send_waiting(session, fp, path)
+            return
         name = clean_name(Path(path).name)
         self.notice(session, f"offering {name}…")
         self.commands.submit(functools.partial(self.node.send_file, session, path),
@@ -101,6 +146,60 @@ class FileTransfers:
         if isinstance(transfer, str):
             self.rows[transfer] = FileRow(session, transfer, name, True, text="waiting for the peer to accept")
             self.changed.add(session)
+
+    def _send_waiting(self, session: str, fp: str, path: str) -> None:
+        assert self.lines is not None
+        try:
+            size = human(Path(path).stat().st_size)
+        except OSError:
+            size = "?"
+        line = self.lines.file_line(session, f"📎 {clean_name(Path(path).name)} ({size})")
+        if line is None:
+            return
+
+        def kept(ref: object) -> None:
+            if isinstance(ref, int):
+                line.file_ref = ref
+                self.waiting[ref] = line
+                early = self._early.pop(ref, None)
+                if early is not None:
+                    self._apply(line, early)
+
+        def failed(exc: Exception) -> None:
+            line.failed = clean(str(exc))
+            assert self.lines is not None
+            self.lines.file_line_changed(line)
+
+        self.commands.submit(functools.partial(self.node.send_file_to_contact, fp, path), done=kept, failed=failed)
+
+    def show_kept(self, session: str, fp: str) -> None:
+        """The files an earlier run (or another tab) kept for ``fp``, as waiting lines in ``session``."""
+        if self.lines is None:
+            return
+        for f in self.node.waiting_files(fp):
+            if f.ref in self.waiting:
+                continue
+            line = self.lines.file_line(session, f"📎 {clean_name(f.name)} ({human(f.size)})")
+            if line is not None:
+                line.file_ref = f.ref
+                self.waiting[f.ref] = line
+
+    def _apply(self, line: ChatLine, ev: FileWaiting) -> None:
+        """A kept file's line follows its state: waiting, … once offered, ✓ delivered, or how it ended."""
+        if ev.status == "waiting":
+            line.stored = "waiting"
+        elif ev.status == "offered":
+            line.stored = ""
+        elif ev.status == "done":
+            line.stored, line.delivered = "", True
+        else:                       # ended, cancelled, dropped
+            line.stored = ev.status
+            if ev.status == "dropped":
+                line.failed = clean(ev.text)
+        if ev.status in ("done", "ended", "cancelled", "dropped"):
+            self.waiting.pop(ev.ref, None)
+        if self.lines is not None:
+            self.lines.file_line_changed(line)
 
     def answer(self, offer: FileOffer, accept: bool) -> None:
         self.offers = [o for o in self.offers if o.transfer != offer.transfer]
@@ -158,9 +257,10 @@ class TransfersUi:
                  ready: Callable[[str], bool]) -> None:
         self.top, self.fonts, self.presenter = top, fonts, presenter
         self.ask = ask              # the window's confirm dialog: (title, question, confirm, then)
-        self.ready = ready          # whether a chat can take files now (its four steps are done)
+        self.ready = ready          # whether a chat can take files now (its four steps are done, or they wait)
         self.bars: dict[str, FileBar] = {}
         self._asking = False
+        self.drop = DropTarget(top)  # files dropped onto a conversation (off where tkdnd cannot load)
 
     def attach(self, session: str, pane: ctk.CTkFrame, row: int) -> None:
         bar = FileBar(pane, self.fonts, on_send=functools.partial(self.choose, session),
@@ -168,6 +268,22 @@ class TransfersUi:
         bar.grid(row=row, column=0, columnspan=3, sticky="ew", pady=(4, 0))
         self.bars[session] = bar
         bar.show(None, self.ready(session))
+        self.drop.register(pane, functools.partial(self.dropped, session))
+
+    def dropped(self, session: str, paths: list[str]) -> None:
+        """Files dropped onto ``session``'s conversation: each is sent like one chosen with "Send file…"."""
+        if session not in self.bars:
+            return
+        if not self.ready(session):
+            self.presenter.notice(session, "⚠ not sent: finish the four steps first, then drop the files again")
+        else:
+            for path in paths:
+                if Path(path).is_file():
+                    self.presenter.send(session, path)
+                else:
+                    self.presenter.notice(session, f"⚠ {clean_name(Path(path).name)} was not sent: only files "
+                                                   "can be sent, not folders or links to elsewhere")
+        self.render()
 
     def detach(self, session: str) -> None:
         self.bars.pop(session, None)
@@ -204,4 +320,4 @@ class TransfersUi:
         self.ask("Incoming file", question, "Accept", then)
 
 
-__all__ = ["FileApi", "FileBar", "FileRow", "FileTransfers", "TransfersUi"]
+__all__ = ["FileApi", "FileBar", "FileLines", "FileRow", "FileTransfers", "TransfersUi"]

@@ -118,7 +118,8 @@ class ChatWindow:
                                          accept_timeout=node.accept_timeout, handshake_timeout=node.handshake_timeout,
                                          contacts=node.contacts, history=node.history)
         self.lag = LagMeter()
-        files = FileTransfers(node, self.worker, self.controller.file_notice)     # issue 16: files
+        files = FileTransfers(node, self.worker, self.controller.file_notice,      # issue 16: files
+                              lines=self.controller)
         self.controller.files = files
         self.closed = False
         self.close_requested = False
@@ -655,7 +656,8 @@ class ChatWindow:
 
     def _can_send_files(self, session: str) -> bool:
         tab = self.controller.tabs.get(session)
-        return tab is not None and tab.ready and tab.ended is None
+        ready = tab is not None and tab.ready and tab.ended is None
+        return ready or self.controller.waiting_contact(session) is not None     # a file that waits for its contact
 
     def _remove_tab(self, session: str) -> None:
         self.transfers.detach(session)

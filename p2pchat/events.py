@@ -122,13 +122,16 @@ class KeyChangeStopped:
 @dataclass(frozen=True)
 class FileOffer:
     """The peer offers a file (:mod:`p2pchat.transfer`); answer with ``ChatNode.answer_file``. ``name`` comes from
-    the network: display it through ``visible()``; ``saved_as`` is the safe name it would be stored under."""
+    the network: display it through ``visible()``; ``saved_as`` is the safe name it would be stored under.
+    ``resumes_at`` (not None): the user accepted this very file from this sender before and the node takes it by
+    itself, resuming at that verified byte; nothing to answer."""
     session: str
     transfer: str        # hex id, what answer_file/cancel_file take
     name: str
     saved_as: str
     size: int
     sender: str
+    resumes_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,21 @@ class OutboxChanged:
     row: int | None
     status: str | None
     presence: Presence
+
+
+@dataclass(frozen=True)
+class FileWaiting:
+    """A file kept for a contact changed (issue 16, :mod:`p2pchat.file_resume`): ``status`` is ``waiting`` (kept,
+    to be offered when the contact can be reached), ``offered`` (offered in a chat, by itself after a cut),
+    ``done``, ``ended`` (declined, cancelled or failed: ``text`` names which), ``cancelled`` (by this user) or
+    ``dropped`` (the file changed or went away; ``text`` says so). ``ref`` is its number (``w3``)."""
+
+    fp: str
+    ref: int
+    name: str           # the file's base name on this computer (display through the UI's escaping)
+    size: int
+    status: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -258,10 +276,11 @@ class GroupReceipt:
 Event = (StepResult | StepRefused | IncomingChat | SessionUpdated | MessageReceived | DeliveryReceipt
          | PeerTyping | Notice | SessionEnded | NodeError | KeyChangeStopped | OutboxChanged | FileOffer
          | FileProgress | FileFinished | SecretQuestion | SecretResult | PadModeChanged | GroupMessage | GroupNotice
-         | GroupReceipt)
+         | GroupReceipt | FileWaiting)
 
 __all__ = [
-    "DeliveryReceipt", "Event", "FileFinished", "FileOffer", "FileProgress", "GroupMessage", "GroupNotice",
+    "DeliveryReceipt", "Event", "FileFinished", "FileOffer", "FileProgress", "FileWaiting", "GroupMessage",
+    "GroupNotice",
     "GroupReceipt", "IncomingChat", "KeyChangeStopped", "MessageReceived", "NodeError", "Notice", "OutboxChanged",
     "PadModeChanged", "PeerTyping", "Presence", "SecretQuestion", "SecretResult", "SessionEnded", "SessionInfo",
     "SessionUpdated", "StepRefused", "StepResult",

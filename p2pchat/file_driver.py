@@ -84,6 +84,8 @@ class FileDriver:
         self.stall_timeout = stall_timeout
         self._shown: dict[bytes, float] = {}      # last progress event per transfer
         self._started: dict[bytes, float] = {}    # when this session's part of a transfer began
+        # [file resume] told when an outgoing transfer ends: (session, transfer, state, cut with its chat)
+        self.outgoing_ended: Callable[[str, str, State, bool], None] | None = None
 
     def core(self, session: Session) -> TransferCore:
         if session.files is None:
@@ -179,7 +181,10 @@ class FileDriver:
     def session_ended(self, session: Session, reason: str) -> None:
         if session.files is not None:
             for ev in session.files.close(reason):
-                self._event(session, ev)
+                if isinstance(ev, Finished):
+                    self._emit_finished(session, ev, interrupted=True)
+                else:
+                    self._event(session, ev)
             session.writer.filler = None
 
     def next_frames(self, session: Session) -> list[bytes]:
@@ -216,10 +221,11 @@ class FileDriver:
 
     def _event(self, session: Session, ev: TransferEvent) -> None:
         match ev:
-            case Offered(tid=tid, name=name, size=size):
+            case Offered(tid=tid, name=name, size=size, sha256=sha):
                 sender = session.info.peer_nickname or "the peer"
-                self.host.emit(FileOffer(session.id, tid.hex(), name, safe_name(name), size, sender))
-                self._maybe_auto_accept(session, ev)
+                resumes = self.downloads.resume_offset(_sender(session), sha, size) if self.downloads else None
+                self.host.emit(FileOffer(session.id, tid.hex(), name, safe_name(name), size, sender, resumes))
+                self._maybe_auto_accept(session, ev, resumes is not None)
             case Progress():
                 now = time.monotonic()
                 if ev.done < ev.size and now - self._shown.get(ev.tid, 0.0) < PROGRESS_EVERY:
@@ -231,17 +237,18 @@ class FileDriver:
             case Finished():
                 self._emit_finished(session, ev)
 
-    def _maybe_auto_accept(self, session: Session, ev: Offered) -> None:
+    def _maybe_auto_accept(self, session: Session, ev: Offered, resumable: bool) -> None:
         """Accept at once when the user said so (``--accept-files``), or when a partial of this very file from
         this sender waits: the user accepted it before, and it resumes from its verified offset."""
         core = session.files
         if core is None or self.downloads is None:
             return
-        resumable = self.downloads.resume_offset(_sender(session), ev.sha256, ev.size) is not None
         if self.auto_accept or resumable:
             self.host.submit(self.accept_offer, session, ev.tid)     # not on the reader thread, not under the lock
 
-    def _emit_finished(self, session: Session, fin: Finished) -> None:
+    def _emit_finished(self, session: Session, fin: Finished, *, interrupted: bool = False) -> None:
+        if fin.outgoing and self.outgoing_ended is not None:       # [file resume] before the UI hears of it
+            self.outgoing_ended(session.id, fin.tid.hex(), fin.state, interrupted)
         self._shown.pop(fin.tid, None)
         self._started.pop(fin.tid, None)
         self.host.emit(FileFinished(session.id, fin.tid.hex(), fin.outgoing, fin.name, fin.state.value == "done",

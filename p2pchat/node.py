@@ -35,6 +35,7 @@ from p2pchat.dialing import DIRECT, PeerTarget, dial, resolve_target
 from p2pchat.downloads import Downloads
 from p2pchat.events import Event, NodeError, Notice, PadModeChanged, Presence, SessionInfo, StepRefused
 from p2pchat.file_driver import prepare as prepare_file
+from p2pchat.file_resume import FileResume, PendingFile
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, parse_address
 from p2pchat.foundation.errors import UsageError, UserError
 from p2pchat.foundation.host_address import HostFollower, HostWatch
@@ -158,7 +159,17 @@ class ChatNode:
         self._rt.files.downloads = Downloads(folder, max_size=max_file_size) if folder is not None else None
         self._rt.files.auto_accept = accept_files
         self.groups: GroupService | None = None        # [groups, issue 18] with the outbox, in a data directory
+        self.resume: FileResume | None = None          # [file resume, issue 16] with the outbox, in a data directory
         self._group_dir = (data_dir, vault) if data_dir is not None and vault is not None else None
+        if self._outbox_wanted and self._group_dir is not None:     # [file resume, issue 16] files kept for contacts
+            try:
+                self.resume = FileResume.in_data_dir(self, *self._group_dir, submit=self._rt.submit,
+                                                     emit=self._rt.emit)
+            except UserError:
+                for store in (self.contacts, self.history):
+                    if store is not None:
+                        store.close()
+                raise
         # Everything the user should see, in order (bounded per session: see p2pchat.event_queue).
         self.events: queue.Queue[Event] = self._rt.events
         self._server: FrameServer | None = None
@@ -214,8 +225,20 @@ class ChatNode:
                 self.outbox.also_waiting = self.groups.has_pending
                 self._rt.groups = self.groups
                 self._rt.watcher = WatcherPair(self.outbox, self.groups)
+            if self.resume is not None:               # [file resume, issue 16]
+                self._start_resume(self.outbox, self.resume)
         if self._host_follower is not None:
             self._host_follower.start()
+
+    def _start_resume(self, outbox: Outbox, resume: FileResume) -> None:
+        """Files kept for contacts are offered again whenever a chat with them is ready; their contacts are
+        dialled like those with waiting texts."""
+        self._rt.files.outgoing_ended = resume.transfer_ended
+        others = outbox.also_waiting
+        outbox.also_waiting = lambda fp: resume.has_pending(fp) or others(fp)
+        assert self._rt.watcher is not None
+        self._rt.watcher = WatcherPair(self._rt.watcher, resume)
+        resume.start()
 
     def _start_relay_presence(self) -> None:
         assert self.relay is not None
@@ -253,6 +276,8 @@ class ChatNode:
         if self._host_follower is not None:
             self._host_follower.close()
         sessions = self._rt.close_all()
+        if self.resume is not None:
+            self.resume.close()         # no new offers from here on
         if self.outbox is not None:
             self.outbox.close()         # no new calls from here on
         if self.groups is not None:
@@ -381,8 +406,36 @@ class ChatNode:
         file once for its SHA-256 first (on this thread: a UI calls it from a worker for big files)."""
         s = self._get(session)
         full, size, digest = prepare_file(path)
+        fp = s.peer_fp
+        if self.resume is not None and fp is not None:     # kept until it ends for good: it resumes by itself
+            return self.resume.offered(fp, session, full, size, digest,
+                                       lambda: self.offer_prepared(session, full, size, digest))
+        return self.offer_prepared(session, full, size, digest)
+
+    def offer_prepared(self, session: str, path: str, size: int, sha256: bytes) -> str:
+        """Offer a file already hashed (absolute ``path``) in ``session``; the transfer number."""
+        s = self._get(session)
         with s.writer.deferred():
-            return self._rt.files.offer(s, full, size, digest)
+            return self._rt.files.offer(s, path, size, sha256)
+
+    def send_file_to_contact(self, fp: str, path: str) -> int:
+        """Send the file at ``path`` to the contact ``fp`` (64 hex digits): offered in its open chat, else kept
+        waiting until it can be reached (like a text). Returns the waiting file's number (``w`` + number)."""
+        if self.resume is None:
+            raise UsageError("this node keeps no outbox: files for a contact that is not connected cannot wait "
+                             "here (run `p2pchat listen` or the window)")
+        full, size, digest = prepare_file(path)
+        return self.resume.queue(fp.lower(), full, size, digest).ref
+
+    def waiting_files(self, fp: str | None = None) -> list[PendingFile]:
+        """Files kept for contacts until delivered: waiting for the contact, or on their way."""
+        return self.resume.waiting(fp.lower() if fp else None) if self.resume is not None else []
+
+    def cancel_waiting_file(self, ref: int) -> None:
+        """Take back a file kept for a contact (one on its way is cancelled in its chat)."""
+        if self.resume is None:
+            raise UsageError("this node keeps no outbox")
+        self.resume.cancel(ref)
 
     def answer_file(self, session: str, transfer: str, accept: bool) -> None:
         """Accept (into the downloads folder) or decline the :class:`~p2pchat.events.FileOffer` ``transfer``."""

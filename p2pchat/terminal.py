@@ -27,6 +27,7 @@ from p2pchat.events import (
     FileFinished,
     FileOffer,
     FileProgress,
+    FileWaiting,
     GroupMessage,
     GroupNotice,
     GroupReceipt,
@@ -49,6 +50,7 @@ from p2pchat.foundation.errors import UserError
 from p2pchat.group_terminal import GROUP_HELP, GroupCommands  # [groups, issue 18]
 from p2pchat.node import ChatNode
 from p2pchat.steps import Step
+from p2pchat.terminal_files import FILE_HELP, WaitingFileCommands, waiting_ref
 from p2pchat.terminal_secret import SecretCommands, secret_line
 
 POLL_SECONDS = 0.05
@@ -266,7 +268,11 @@ class FileCommands:
     def on_event(self, ev: Event, prefix: str = "") -> bool:
         """Print a file event; False for any other event."""
         p = self.p
-        if isinstance(ev, FileOffer):
+        if isinstance(ev, FileOffer) and ev.resumes_at is not None:     # [file resume] accepted before
+            n = self.number(ev.session, ev.transfer)
+            p.line(f"{prefix}F{n}: {describe_name(ev.sender)} offers the file {one_line(ev.name)!r} "
+                   f"({human(ev.size)}) again; you accepted it before: it resumes at byte {ev.resumes_at:,}")
+        elif isinstance(ev, FileOffer):
             n = self.number(ev.session, ev.transfer)
             self.offers.append(n)
             p.line(f"{prefix}F{n}: {describe_name(ev.sender)} offers the file {one_line(ev.name)!r} "
@@ -466,6 +472,7 @@ class ListenView:
         self.files = FileCommands(node, p)
         self.secret = SecretCommands(node, p)
         self.group_ui = GroupCommands(node, p, self.contact_name)     # [groups, issue 18]
+        self.waiting_files = WaitingFileCommands(node, p, self.contact_name)   # [file resume, issue 16]
 
     def chat(self, sid: str) -> _Chat:
         c = self.chats.get(sid)
@@ -486,6 +493,8 @@ class ListenView:
             return
         if isinstance(ev, OutboxChanged):
             self.on_outbox(ev)
+        elif isinstance(ev, FileWaiting):
+            self.waiting_files.on_event(ev)
         elif isinstance(ev, IncomingChat):
             c = self.chat(ev.session)
             c.name, c.address, c.state = ev.nickname, ev.peer_address, "asking"
@@ -585,6 +594,15 @@ class ListenView:
             return False
         elif word in ("/accept", "/decline") and (arg[:1] in ("F", "f") or not arg) and self.files.offers:
             self.files.on_line(command, None)
+        elif word == "/file" or (word == "/cancel" and waiting_ref(arg) is not None):     # [file resume]
+            try:
+                ref = waiting_ref(arg)
+                if ref is None:
+                    self.waiting_files.send(arg)
+                else:
+                    self.waiting_files.cancel(ref)
+            except UserError as exc:
+                self.p.line(f"! {exc}")
         elif word in ("/send", "/decline") or (word == "/cancel" and not arg.isdigit()):
             self.files.on_line(command, self.target.session if self.target and self.target.state == "ready"
                                else None)
@@ -647,6 +665,8 @@ class ListenView:
                 self.p.line(f"! {exc}")
         elif command in ("/help", "/?"):
             self.p.line(LISTEN_HELP)
+            if self.node.resume is not None:
+                self.p.line(FILE_HELP)
             if self.node.groups is not None:
                 self.p.line(GROUP_HELP)
         elif command.startswith("/") and " " not in command:
@@ -685,12 +705,13 @@ class ListenView:
 
     def show_waiting(self) -> None:
         waiting = self.node.outbox.waiting() if self.node.outbox is not None else []
-        if not waiting:
-            self.p.line("No messages are waiting.")
+        files = self.waiting_files.show()
+        if not waiting and not files:
+            self.p.line("No messages or files are waiting.")
             return
         for m in waiting:
             self.p.line(f"  {m.id}: to {self.contact_name(m.fp)} since {clock(m.ts)}: {one_line(m.text)[:60]}")
-        self.p.line("/cancel ID takes one back.")
+        self.p.line("/cancel ID (or wN, a file) takes one back.")
 
     def cancel_waiting(self, arg: str) -> None:
         if not arg.isdigit():

@@ -42,8 +42,8 @@ fi
 # pip's and setuptools' chatter only matters when the install fails: keep it in a log and show it then.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-target=.
-[ "$want_test" = 1 ] && target='.[test]'
+target='.[dnd]'            # dnd: dropping files onto a chat (optional: the window works without it)
+[ "$want_test" = 1 ] && target='.[test,dnd]'
 echo "setup: installing p2pchat into .venv" >&2
 if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e "$target"; } >"$log" 2>&1
 then

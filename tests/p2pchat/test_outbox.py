@@ -213,15 +213,21 @@ def test_listen_queues_lists_and_cancels_texts_for_a_contact_by_name(tmp_path, i
                    what="the chat to end")
         view.on_line("/msg bob see you at the \x1b[31mlab")
         view.on_line("/msg nobody-known hi")
+        (tmp_path / "plan.txt").write_text("the plan")
+        view.on_line(f"/file bob {tmp_path / 'plan.txt'}")      # a file waits like a text (p2pchat/file_resume.py)
         view.on_line("/waiting")
         (waiting,) = alice.node.outbox.waiting() if alice.node.outbox else []
         view.on_line(f"/cancel {waiting.id}")
+        view.on_line("/cancel w1")
         view.on_line("/waiting")
         text = out.getvalue()
         assert f"Message {waiting.id} to bob queued" in text
         assert "! " in text and "nobody-known" in text           # an unknown contact is said plainly
         assert f"  {waiting.id}: to bob since" in text and "\x1b" not in text
-        assert f"Message {waiting.id} cancelled" in text and text.rstrip().endswith("No messages are waiting.")
+        assert "File w1 for bob is kept until delivered" in text and "  w1: file plan.txt (8 bytes) to bob" in text
+        assert "File w1 cancelled; it will not be sent." in text and alice.node.waiting_files() == []
+        assert f"Message {waiting.id} cancelled" in text
+        assert text.rstrip().endswith("No messages or files are waiting.")
     finally:
         alice.node.close()
         bob.node.close()

@@ -1,0 +1,241 @@
+"""Files kept for contacts until delivered (issue 16, p2pchat/file_resume.py): a file sent to an offline contact
+waits (persisted, sealed under the data directory's passphrase) and goes out when the contact can be reached, even
+after the sender's node restarted; a transfer cut by a dropped connection is offered again by itself and resumes
+from the receiver's verified offset; a file that changed on disk meanwhile is dropped with a plain message."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from p2pchat.events import FileFinished, FileOffer, FileWaiting
+from p2pchat.file_resume import FILE_NAME, PendingFile, PendingFileStore, file_unchanged
+from p2pchat.foundation.errors import LocalFault
+from p2pchat.foundation.identity import Identity
+from p2pchat.peer_directory import FixedDirectory
+from p2pchat.vault import Vault
+from tests.conftest import free_loopback_ip
+from tests.helpers import wait_until
+from tests.p2pchat.node_kit import Peer, entry, make_peer
+
+FAST = 1 << 10      # scrypt cost for tests
+
+
+def _file(path: Path, size: int, seed: int = 1) -> bytes:
+    data = hashlib.shake_256(seed.to_bytes(4, "big")).digest(size)
+    path.write_bytes(data)
+    return data
+
+
+def _pending(tmp_path: Path, **kw: object) -> PendingFile:
+    src = tmp_path / "notes.txt"
+    data = _file(src, 1000)
+    fields = {"ref": 1, "fp": "ab" * 32, "path": str(src), "name": "notes.txt", "size": len(data),
+              "sha256": hashlib.sha256(data).digest(), "mtime_ns": os.stat(src).st_mtime_ns, "queued_at": 1.0}
+    return PendingFile(**{**fields, **kw})     # type: ignore[arg-type]
+
+
+def test_the_waiting_files_are_sealed_under_the_passphrase_and_read_back(tmp_path: Path) -> None:
+    f = _pending(tmp_path)
+    vault = Vault.open(tmp_path, "pw", scrypt_n=FAST)
+    store = PendingFileStore(tmp_path / FILE_NAME, vault)
+    store.save(2, [f])
+    blob = (tmp_path / FILE_NAME).read_bytes()
+    assert b"notes.txt" not in blob and bytes.fromhex(f.fp) not in blob and f.fp.encode() not in blob
+    assert oct((tmp_path / FILE_NAME).stat().st_mode & 0o777) == "0o600"
+    assert PendingFileStore(tmp_path / FILE_NAME, Vault.open(tmp_path, "pw")).load() == (2, [f])
+    (tmp_path / FILE_NAME).write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    with pytest.raises(LocalFault, match="cannot be read"):
+        store.load()
+    assert (tmp_path / FILE_NAME).read_bytes() != blob        # refused, and left as it was
+    assert PendingFileStore(tmp_path / "none.bin", vault).load() == (1, [])
+    plain = Vault(tmp_path / "other", None)
+    PendingFileStore(tmp_path / FILE_NAME, plain).save(2, [f])     # a plain list put in a protected directory
+    assert PendingFileStore(tmp_path / FILE_NAME, plain).load() == (2, [f])
+    with pytest.raises(LocalFault, match="Move it aside"):
+        store.load()
+
+
+def test_a_file_touched_but_unchanged_is_still_sent_and_a_changed_or_missing_one_is_not(tmp_path: Path) -> None:
+    f = _pending(tmp_path)
+    assert file_unchanged(f) is None
+    os.utime(f.path, ns=(f.mtime_ns + 10**9, f.mtime_ns + 10**9))       # touched: the same bytes
+    assert file_unchanged(f) is None
+    Path(f.path).write_bytes(b"x" * f.size)
+    assert file_unchanged(f) == "notes.txt changed on disk since you sent it"
+    Path(f.path).write_bytes(b"shorter")
+    assert file_unchanged(f) == "notes.txt changed on disk since you sent it"
+    os.unlink(f.path)
+    assert "notes.txt cannot be read any more" in (file_unchanged(f) or "")
+
+
+def _free_port(ip: str) -> int:
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return int(s.getsockname()[1])
+
+
+class _World:
+    def __init__(self, tmp_path: Path, identities: list[Identity]) -> None:
+        self.tmp, self.ids = tmp_path, identities
+        self.directory = FixedDirectory()
+        self.bob_ip = free_loopback_ip()
+        self.bob_port = _free_port(self.bob_ip)
+        self.directory.add(entry(identities[1], "bob", self.bob_ip, self.bob_port))   # registered, not running
+        self.bob_fp = identities[1].fingerprint.hex()
+        self.alice_ip = free_loopback_ip()
+        self.peers: list[Peer] = []
+
+    def alice(self) -> Peer:
+        d = self.tmp / "alice"
+        d.mkdir(exist_ok=True)
+        vault = Vault.open(d, "alice's secret", scrypt_n=FAST)
+        p = make_peer(self.ids[0], "alice", self.directory, ip=self.alice_ip, data_dir=d, vault=vault, outbox=True,
+                      auto_accept=True)
+        self.peers.append(p)
+        return p
+
+    def bob(self) -> Peer:
+        d = self.tmp / "bob"
+        d.mkdir(exist_ok=True)
+        p = make_peer(self.ids[1], "bob", self.directory, ip=self.bob_ip, port=self.bob_port, register=False,
+                      data_dir=d, auto_accept=True, accept_files=True)
+        self.peers.append(p)
+        return p
+
+    def close(self) -> None:
+        for p in self.peers:
+            p.node.close()
+
+
+def test_a_file_for_an_offline_contact_waits_through_a_restart_and_arrives_when_it_comes_up(
+        tmp_path: Path, identities: list[Identity]) -> None:
+    src = tmp_path / "report.pdf"
+    data = _file(src, 300_000)
+    w = _World(tmp_path, identities)
+    try:
+        alice = w.alice()
+        ref = alice.node.send_file_to_contact(w.bob_fp.upper(), str(src))
+        assert alice.log.wait(FileWaiting, ref=ref).status == "waiting"
+        assert [f.name for f in alice.node.waiting_files(w.bob_fp)] == ["report.pdf"]
+        alice.node.close()                       # the app stops before bob is ever reachable
+
+        alice = w.alice()                        # … and starts again: the file still waits, and is sent
+        assert [f.ref for f in alice.node.waiting_files()] == [ref]
+        bob = w.bob()
+        got = bob.log.wait(FileFinished, 30, ok=True)
+        assert (tmp_path / "bob" / "downloads" / "report.pdf").read_bytes() == data
+        assert alice.log.wait(FileFinished, 10, transfer=got.transfer).ok
+        wait_until(lambda: alice.node.waiting_files() == [], 10, what="the delivered file to stop waiting")
+        assert alice.log.wait(FileWaiting, ref=ref, status="done")
+    finally:
+        w.close()
+
+
+def test_a_transfer_cut_by_a_dropped_connection_resumes_by_itself_sending_only_the_missing_bytes(
+        tmp_path: Path, identities: list[Identity], monkeypatch: pytest.MonkeyPatch) -> None:
+    from p2pchat import file_driver
+
+    src = tmp_path / "big.bin"
+    data = _file(src, 4 * 1024 * 1024)
+    real_read = file_driver._FileSource.read
+    cut = {"armed": True}
+    w = _World(tmp_path, identities)
+
+    def read(self: file_driver._FileSource, offset: int, n: int) -> bytes:
+        if cut["armed"] and offset >= 0.4 * len(data):
+            cut["armed"] = False
+            for s in alice.node._rt.all_sessions():
+                if s.link is not None:
+                    s.link.close()     # the connection dies under the sender
+        return real_read(self, offset, n)
+
+    monkeypatch.setattr(file_driver._FileSource, "read", read)
+    try:
+        bob = w.bob()
+        alice = w.alice()
+        alice.node.send_file_to_contact(w.bob_fp, str(src))       # bob is up: offered in the chat opened for it
+        first = bob.log.wait(FileFinished, 30)
+        assert not first.ok and "kept" in first.text, first.text
+        assert 0 < first.session_bytes < len(data)
+        second = bob.log.wait(FileFinished, 30, ok=True)             # nobody sent it again by hand
+        assert second.resumed_from == first.session_bytes
+        assert second.session_bytes == len(data) - first.session_bytes
+        assert (tmp_path / "bob" / "downloads" / "big.bin").read_bytes() == data
+        assert len(bob.log.all(FileOffer)) == 2
+        wait_until(lambda: alice.node.waiting_files() == [], 10, what="the delivered file to stop waiting")
+    finally:
+        w.close()
+
+
+def test_a_waiting_file_that_changed_on_disk_is_dropped_with_a_plain_message_and_never_offered(
+        tmp_path: Path, identities: list[Identity]) -> None:
+    src = tmp_path / "draft.txt"
+    _file(src, 5000)
+    w = _World(tmp_path, identities)
+    try:
+        alice = w.alice()
+        ref = alice.node.send_file_to_contact(w.bob_fp, str(src))
+        kept = alice.node.send_file_to_contact(w.bob_fp, str(src))
+        alice.node.cancel_waiting_file(kept)                      # taken back: never offered
+        assert alice.log.wait(FileWaiting, ref=kept, status="cancelled")
+        src.write_bytes(b"rewritten")
+        bob = w.bob()
+        dropped = alice.log.wait(FileWaiting, 30, ref=ref, status="dropped")
+        assert dropped.text.startswith("draft.txt changed on disk since you sent it; it was not sent")
+        assert alice.node.waiting_files() == []
+        assert not bob.log.all(FileOffer)
+    finally:
+        w.close()
+
+
+def test_many_files_for_a_contact_go_out_a_few_at_a_time_and_all_arrive(
+        tmp_path: Path, identities: list[Identity]) -> None:
+    from p2pchat import file_resume
+
+    srcs = []
+    for i in range(2 * file_resume.OFFERED_AT_ONCE + 3):       # more than the receiver takes unanswered at once
+        srcs.append(tmp_path / f"f{i}.bin")
+        _file(srcs[-1], 50_000 + i, seed=i)
+    w = _World(tmp_path, identities)
+    try:
+        alice = w.alice()
+        for src in srcs:
+            alice.node.send_file_to_contact(w.bob_fp, str(src))
+        bob = w.bob()
+        wait_until(lambda: len(bob.log.all(FileFinished, ok=True)) == len(srcs), 30,
+                   what=f"every file at bob (seen {bob.log.kinds()})")
+        for src in srcs:
+            assert (tmp_path / "bob" / "downloads" / src.name).read_bytes() == src.read_bytes()
+        assert not [e for e in alice.log.all(FileFinished) if not e.ok]
+        wait_until(lambda: alice.node.waiting_files() == [], 10, what="nothing left waiting")
+    finally:
+        w.close()
+
+
+def test_a_waiting_file_goes_out_at_once_when_the_contact_calls_in(
+        tmp_path: Path, identities: list[Identity], monkeypatch: pytest.MonkeyPatch) -> None:
+    from p2pchat import outbox
+    from tests.p2pchat.node_kit import connect_all
+
+    monkeypatch.setattr(outbox, "FIRST_RETRY", 3600.0)          # alice's node would not call again for an hour
+    src = tmp_path / "photo.jpg"
+    data = _file(src, 200_000)
+    w = _World(tmp_path, identities)
+    try:
+        alice = w.alice()
+        ref = alice.node.send_file_to_contact(w.bob_fp, str(src))
+        wait_until(lambda: alice.node.presence(w.bob_fp).value == "offline", 15, what="alice's call to fail")
+        bob = w.bob()
+        _, alice_sid = connect_all(bob, alice)                     # bob calls alice
+        got = bob.log.wait(FileFinished, 20, ok=True)
+        assert (tmp_path / "bob" / "downloads" / "photo.jpg").read_bytes() == data
+        offered = alice.log.wait(FileWaiting, ref=ref, status="offered")
+        assert offered.text == "a part received before is not sent again"
+        assert alice.log.wait(FileFinished, transfer=got.transfer).session == alice_sid
+    finally:
+        w.close()
