@@ -227,6 +227,7 @@ class ChatNode:
                 self._rt.watcher = WatcherPair(self.outbox, self.groups)
             if self.resume is not None:               # [file resume, issue 16]
                 self._start_resume(self.outbox, self.resume)
+            self.outbox.start()                       # last: every chat it opens is watched
         if self._host_follower is not None:
             self._host_follower.start()
 

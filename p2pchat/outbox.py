@@ -148,6 +148,10 @@ class Outbox:
         for m in history.waiting():                    # texts an earlier run could not deliver
             self._schedule.now_please(m.fp, now)
         self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
+
+    def start(self) -> None:
+        """Start delivering (and calling contacts). The node calls it once every watcher is wired, so no call
+        made by the thread can end before the node would tell this outbox about it."""
         self._thread.start()
 
     # --- the user's side --------------------------------------------------------------------------------
@@ -244,7 +248,8 @@ class Outbox:
         with self._cond:
             self._closed = True
             self._cond.notify()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _run(self) -> None:
         while True:
