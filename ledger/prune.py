@@ -173,8 +173,9 @@ class Pruner:
     """The thread that prunes a running node's store every :data:`PRUNE_INTERVAL` seconds (``--prune``). Owned
     by the ledger node, which starts it and joins it on close."""
 
-    def __init__(self, ledger: PrunableLedger, keep: int, *, interval: float = PRUNE_INTERVAL) -> None:
-        self.ledger, self.keep, self.interval = ledger, keep, interval
+    def __init__(self, ledger: PrunableLedger, keep: int, *, interval: float = PRUNE_INTERVAL,
+                 ready: Callable[[], bool] = lambda: True) -> None:
+        self.ledger, self.keep, self.interval, self.ready = ledger, keep, interval, ready
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ledger-pruner", daemon=True)
 
@@ -189,7 +190,8 @@ class Pruner:
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            state = prune_all(self.ledger, self.keep, stop=self._stop, progress=self._logged)
+            state = prune_all(self.ledger, self.keep, stop=self._stop, progress=self._logged) if self.ready() \
+                else None
             if state is not None and state.height and time.monotonic() - started > 1.0:
                 log.info("ledger %s", state.describe())
             self._stop.wait(self.interval)
