@@ -65,7 +65,6 @@ from ledger.peers import (
     Standing,
     TokenBucket,
 )
-from ledger.prune import Pruner
 from ledger.protocol import (
     LEDGER_PROTOCOL,
     MAX_BLOCKS_BYTES,
@@ -77,6 +76,7 @@ from ledger.protocol import (
     hello_fields,
     parse_lookup_kind,
 )
+from ledger.prune import Pruner
 from ledger.reachability import prove_reachability, sign_reachability
 from ledger.records import Record, make_register, validate_nickname
 from ledger.splits import SplitReport, SplitWatch, significant

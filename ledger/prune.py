@@ -32,6 +32,7 @@ import msgpack
 
 from ledger.blocks import Block, BlockHeader
 from ledger.chain import Chain
+from ledger.defaults import PRUNE_KEEP
 from ledger.errors import LedgerError, StoreError
 from ledger.params import NetworkParams
 from ledger.prune_body import PrunedBlock, parse_stored_body, record_at
@@ -39,7 +40,6 @@ from ledger.records import Record
 from ledger.store import Store
 
 log = logging.getLogger(__name__)
-KEEP_DEFAULT = 288          # blocks kept below the final height (Bitcoin Core's pruned nodes keep 288 as well)
 STEP_BLOCKS = 500           # heights scanned per transaction
 PRUNE_INTERVAL = 60.0       # seconds between automatic pruning rounds of a running node
 
@@ -150,7 +150,7 @@ class PrunableLedger(Protocol):
         """One step under the ledger's lock: ``(state, target height)``; None when it cannot run now."""
 
 
-def prune_all(ledger: PrunableLedger, keep: int, *, stop: threading.Event | None = None,
+def prune_all(ledger: PrunableLedger, keep: int = PRUNE_KEEP, *, stop: threading.Event | None = None,
               progress: Callable[[PruneState, int], None] | None = None) -> PruneState | None:
     """Prune step by step up to the current target (releasing the ledger's lock between steps); returns the
     final state (None if pruning could not run)."""

@@ -177,7 +177,7 @@ def test_a_pruned_node_refuses_what_needs_pruned_history_with_a_plain_reason(tmp
     conn.execute("DELETE FROM meta WHERE key='derived'")   # a checkpoint that must be rebuilt by replay
     conn.commit()
     conn.close()
-    with pytest.raises(StoreError, match="pruned up to block 4.*join again"):
+    with pytest.raises(StoreError, match=r"pruned up to block 4.*join again"):
         LocalLedger(tmp_path, PARAMS, clock=lambda: now, finality=POLICY)
 
 
