@@ -76,7 +76,7 @@ from ledger.protocol import (
     hello_fields,
     parse_lookup_kind,
 )
-from ledger.prune import Pruner
+from ledger.prune import Pruner, not_served
 from ledger.reachability import prove_reachability, sign_reachability
 from ledger.records import Record, make_register, validate_nickname
 from ledger.splits import SplitReport, SplitWatch, significant
@@ -1002,8 +1002,7 @@ class LedgerNode:
         pruned = self.ledger.pruned.height
         if pruned and len(blocks) < len(hashes):
             # --- pruning: say why asked blocks are missing, so the asker syncs them from another peer ---
-            peer.send("blocks", blocks=out, pruned=pruned, reason=f"this node pruned block bodies up to height "
-                      f"{pruned} and cannot serve those; ask a node that keeps every block")
+            peer.send("blocks", blocks=out, pruned=pruned, reason=not_served(pruned))
             return
         peer.send("blocks", blocks=out)
 

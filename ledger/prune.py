@@ -68,6 +68,12 @@ class PruneState:
                 f"{self.bytes / 2**20:.1f} MiB of record data saved")
 
 
+def not_served(height: int) -> str:
+    """The ``reason`` of a ``blocks`` answer that leaves out bodies this node pruned."""
+    return (f"this node pruned block bodies up to height {height} and cannot serve those; ask a node that keeps "
+            "every block")
+
+
 def prune_target(final_height: int, keep: int) -> int:
     """The prune height ``P`` for a final height and the blocks kept below it."""
     return max(0, final_height - keep)
