@@ -183,7 +183,8 @@ class Pruner:
                  ready: Callable[[], bool] = lambda: True) -> None:
         self.ledger, self.keep, self.interval, self.ready = ledger, keep, interval, ready
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ledger-pruner", daemon=True)
+        self.rounds = 0   # pruning rounds begun (tests wait on it)
+        self._thread = threading.Thread(target=self._run, name="ledger-pruner")
 
     def start(self) -> None:
         self._thread.start()
@@ -196,8 +197,13 @@ class Pruner:
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            state = prune_all(self.ledger, self.keep, stop=self._stop, progress=self._logged) if self.ready() \
-                else None
+            self.rounds += 1
+            try:
+                state = prune_all(self.ledger, self.keep, stop=self._stop, progress=self._logged) if self.ready() \
+                    else None
+            except StoreError as exc:   # a local fault (disk full, damage): say so, keep serving, try again later
+                log.warning("pruning stopped: %s", exc)
+                state = None
             if state is not None and state.height and time.monotonic() - started > 1.0:
                 log.info("ledger %s", state.describe())
             self._stop.wait(self.interval)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tempfile
+import threading
 from pathlib import Path
 
 import msgpack
@@ -14,13 +15,13 @@ import pytest
 from checkpoint_kit import snapshot
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from ledger_kit import DAY, NET, PARAMS, T0, block_on, reg
+from ledger_kit import DAY, NET, PARAMS, T0, block_on, reg, wait_until
 
 from ledger.blocks import Block
 from ledger.chain import Chain, FinalityPolicy
 from ledger.errors import LedgerError, StoreError
 from ledger.local_ledger import LocalLedger, store_path, verify_store
-from ledger.prune import PruneState, prune_all
+from ledger.prune import Pruner, PruneState, prune_all
 from ledger.records import Record, make_revocation, make_rotation
 from tests.conftest import make_identities
 
@@ -225,3 +226,27 @@ def test_a_pruned_body_keeps_ids_in_place_of_dropped_records(tmp_path):
     conn.close()
     stored = msgpack.unpackb(items, raw=False)
     assert stored[0] == r0.id and Record.from_wire(stored[1]) == r1
+
+
+def test_the_pruner_thread_prunes_a_running_ledger_and_waits_while_it_is_not_ready(tmp_path):
+    (a,) = make_identities(1)
+    blocks, tip, prev = [], PARAMS.genesis().header, bytes(32)
+    for seq in range(6):
+        record = reg(a, seq=seq, prev=prev, issued=T0 + seq * DAY, lifetime=2 * DAY)
+        prev = record.id
+        blocks.append(block_on(tip, [record], T0 + seq * DAY + 5))
+        tip = blocks[-1].header
+    now = T0 + 6 * DAY
+    ready = threading.Event()
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: now, finality=POLICY) as ledger:
+        ledger.receive_blocks(blocks, now)
+        pruner = Pruner(ledger, 0, interval=0.05, ready=ready.is_set)
+        pruner.start()
+        try:
+            wait_until(lambda: pruner.rounds >= 2, 10, what="two rounds of the pruner")
+            assert ledger.pruned.height == 0   # not ready: an assumed-valid history is still being checked
+            ready.set()
+            wait_until(lambda: ledger.pruned.height == 4, 10, what="the pruner to reach block 4")
+        finally:
+            pruner.close()
+        assert ledger.pruned.records == 3 and ledger.lookup("fp", a.fingerprint, now) is not None
