@@ -86,7 +86,7 @@ picks = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 6), st.integers(0, 
                  min_size=4, max_size=24)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plan=picks, keep=st.integers(0, 4))
 def test_a_pruned_ledger_answers_every_lookup_and_proof_like_an_unpruned_one(plan, keep):
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,7 +147,8 @@ def test_a_reorg_within_the_finality_window_works_on_a_pruned_node_and_renewals_
     for name in ("full", "pruned"):
         with LocalLedger(tmp_path / name, PARAMS, clock=lambda: now, finality=POLICY) as ledger:
             results = ledger.receive_blocks(side, now)
-            assert results[-1].became_tip and len(results[-1].disconnected) == 2
+            # the switch comes at the equal-work block when its hash is lower, else at the last one
+            assert ledger.chain.tip_hash == side[-1].hash and sum(len(r.disconnected) for r in results) == 2
             answers.append(snapshot(ledger, now))
         with LocalLedger(tmp_path / name, PARAMS, clock=lambda: now, finality=POLICY) as ledger:
             assert snapshot(ledger, now) == answers[-1]   # and across a restart
