@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -152,6 +151,10 @@ def _named_by_binding_state(store: Store, record: Record) -> bool:
 class PrunableLedger(Protocol):
     """What the pruner drives (:class:`ledger.local_ledger.LocalLedger`)."""
 
+    @property
+    def pruned(self) -> PruneState:
+        """How far the store is pruned."""
+
     def prune_step(self, keep: int) -> tuple[PruneState, int] | None:
         """One step under the ledger's lock: ``(state, target height)``; None when it cannot run now."""
 
@@ -196,7 +199,7 @@ class Pruner:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            started = time.monotonic()
+            before = self.ledger.pruned.height
             self.rounds += 1
             try:
                 state = prune_all(self.ledger, self.keep, stop=self._stop, progress=self._logged) if self.ready() \
@@ -204,7 +207,7 @@ class Pruner:
             except StoreError as exc:   # a local fault (disk full, damage): say so, keep serving, try again later
                 log.warning("pruning stopped: %s", exc)
                 state = None
-            if state is not None and state.height and time.monotonic() - started > 1.0:
+            if state is not None and state.height > before:
                 log.info("ledger %s", state.describe())
             self._stop.wait(self.interval)
 

@@ -112,6 +112,21 @@ def test_a_pruned_ledger_answers_every_lookup_and_proof_like_an_unpruned_one(pla
             assert report.ok, report.problems
             assert bool(report.unchecked) == (state.height > 0)
             assert full.verify_store().ok
+            # A heavier branch from the final block replaces everything above it on both: the records it
+            # disconnects make older records their identities' latest again, which pruning must have kept.
+            final = full.chain.final_height
+            side, parent = [], full.main_at(final).header  # type: ignore[union-attr]
+            for i in range(full.height - final + 1):
+                side.append(block_on(parent, [], NOW - 100 + i))
+                parent = side[-1].header
+            for ledger in (full, pruned):
+                ledger.receive_blocks(side, NOW)
+                assert ledger.chain.tip_hash == side[-1].hash
+            assert snapshot(pruned, NOW) == snapshot(full, NOW)
+        with LocalLedger(work / "pruned", PARAMS, clock=lambda: NOW, finality=POLICY) as pruned:
+            after = snapshot(pruned, NOW)
+        with LocalLedger(work / "full", PARAMS, clock=lambda: NOW, finality=POLICY) as full:
+            assert after == snapshot(full, NOW)
 
 
 def _wire(answer: object) -> object:
