@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import msgpack
@@ -17,6 +18,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from ledger_kit import DAY, NET, PARAMS, T0, block_on, reg, wait_until
 
+from ledger import cli
+from ledger.assume_valid import AssumeValid, progress_path
 from ledger.blocks import Block
 from ledger.chain import Chain, FinalityPolicy
 from ledger.errors import LedgerError, StoreError
@@ -266,3 +269,25 @@ def test_the_pruner_thread_prunes_a_running_ledger_and_waits_while_it_is_not_rea
         finally:
             pruner.close()
         assert ledger.pruned.records == 3 and ledger.lookup("fp", a.fingerprint, now) is not None
+
+
+def test_ledger_prune_waits_for_the_background_check_of_a_fast_join_then_prunes_and_compacts(tmp_path, capsys):
+    (a,) = make_identities(1)
+    blocks, tip, prev = [], PARAMS.genesis().header, bytes(32)
+    for seq in range(12):
+        record = reg(a, seq=seq, prev=prev, issued=int(time.time()) - 3600 + seq, lifetime=2 * DAY)
+        prev = record.id
+        blocks.append(block_on(tip, [record], int(time.time()) - 3000 + seq))
+        tip = blocks[-1].header
+    with LocalLedger(tmp_path, PARAMS) as ledger:
+        ledger.receive_blocks(blocks, time.time())
+    AssumeValid(progress_path(tmp_path, PARAMS), 5, blocks[4].hash).save()   # a check still running
+    argv = ["prune", "--data-dir", str(tmp_path), "--prune-keep", "2"]
+    assert cli.main(argv) == 2
+    assert "still checking, in the background" in capsys.readouterr().err
+    progress_path(tmp_path, PARAMS).unlink()
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "pruned up to block 5: 4 superseded records dropped" in out and "database file" in out
+    with LocalLedger(tmp_path, PARAMS) as ledger:
+        assert ledger.pruned.height == 5 and ledger.lookup("fp", a.fingerprint, time.time()) is not None
