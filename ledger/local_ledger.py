@@ -325,6 +325,7 @@ class LocalLedger:
                              f"{self.params.describe()} (the difficulty only applies when a network is created; "
                              "drop --difficulty or use another --data-dir)")
         now = self.clock()
+        self._pruned = PruneState.of(self.store)   # pruning: a damaged entry stops the start here (StoreError)
         self.pool = Mempool(self.params)
         finality = self.store.load_finality()
         if self._checkpoint is not None and finality is not None \

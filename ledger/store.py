@@ -536,16 +536,18 @@ class Store:
     # --- pruning (ledger/prune.py; docs/ledger.md "Pruning") ----------------------------------------------------
 
     def prune_meta(self) -> dict[str, Any] | None:
-        """The pruning progress ``{"height", "records", "bytes"}`` (None: never pruned, or a damaged entry)."""
+        """The pruning progress ``{"height", "records", "bytes"}`` (None: never pruned). A damaged entry raises
+        :class:`StoreError`: taking a pruned store for a full one would let a replay drop its pruned blocks."""
         row = self._conn.execute("SELECT value FROM meta WHERE key='pruned'").fetchone()
         if row is None:
             return None
         try:
             meta = _unpack(row[0])
         except (ValueError, TypeError, msgpack.UnpackException):
-            return None
+            meta = None
         if not (isinstance(meta, dict) and all(isinstance(meta.get(k), int) for k in ("height", "records", "bytes"))):
-            return None
+            raise StoreError(f"the pruning progress in {self.path} is damaged; move the file aside and join again "
+                             f"through a peer that keeps every block: mv '{self.path}' '{self.path}.bad'")
         return meta
 
     def main_body_row(self, height: int) -> tuple[bytes, bytes, bytes] | None:

@@ -291,3 +291,26 @@ def test_ledger_prune_waits_for_the_background_check_of_a_fast_join_then_prunes_
     assert "pruned up to block 5: 4 superseded records dropped" in out and "database file" in out
     with LocalLedger(tmp_path, PARAMS) as ledger:
         assert ledger.pruned.height == 5 and ledger.lookup("fp", a.fingerprint, time.time()) is not None
+
+
+def test_a_damaged_pruning_progress_is_a_plain_store_error_never_a_full_store(tmp_path):
+    (a,) = make_identities(1)
+    r0 = reg(a, issued=T0, lifetime=2 * DAY)
+    r1 = reg(a, seq=1, prev=r0.id, issued=T0 + 1, lifetime=2 * DAY)
+    blocks = [block_on(PARAMS.genesis().header, [r0, r1], T0 + 5)]
+    for i in range(3):
+        blocks.append(block_on(blocks[-1].header, [], T0 + 6 + i))
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 10, finality=POLICY) as ledger:
+        ledger.receive_blocks(blocks, T0 + 10)
+        prune_all(ledger, 0)
+        path = ledger.path
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value=? WHERE key='pruned'", (b"\xc1",))
+    conn.execute("DELETE FROM meta WHERE key='derived'")   # and a start that would otherwise replay
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match=r"pruning progress .* is damaged"):
+        LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 10, finality=POLICY)
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT COUNT(*) FROM blocks").fetchone()[0] == 4   # nothing was dropped as "damaged"
+    conn.close()
