@@ -244,9 +244,10 @@ def verify_pruned(store: Store, params: NetworkParams, now: float) -> PrunedVeri
     chain = Chain(params)
     prev: BlockHeader = params.genesis().header
     window: list[int] = [prev.timestamp]
-    count, top, _ = store.main_chain_extent()
-    if count != top:
-        out.problems.append(f"the stored main chain has {count} rows up to height {top}: blocks are missing")
+    stamp = store.load_derived_meta()
+    if stamp is None:
+        out.problems.append("the store has no checkpoint of its derived state, so its main chain is not known")
+    top = stamp["height"] if stamp is not None else 0
     for height in range(1, top + 1):
         row = store.main_body_row(height)
         if row is None:
@@ -272,6 +273,9 @@ def verify_pruned(store: Store, params: NetworkParams, now: float) -> PrunedVeri
             del window[0]
         prev = header
         out.height, out.tip = height, block_hash
+    if stamp is not None and out.height == top and out.tip != stamp["tip"]:
+        out.problems.append(f"the stored main chain ends at {out.tip.hex()[:16]}, not at the checkpoint's tip "
+                            f"{stamp['tip'].hex()[:16]}")
         out.blocks += 1
         out.records += len(block.record_ids)
         out.kept += len(block.records)
