@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -41,6 +42,7 @@ from ledger.store import Store
 log = logging.getLogger(__name__)
 STEP_BLOCKS = 500           # heights scanned per transaction
 PRUNE_INTERVAL = 60.0       # seconds between automatic pruning rounds of a running node
+PROGRESS_INTERVAL = 10.0    # a running node logs how far a long pruning round got at most this often
 
 
 @dataclass
@@ -187,6 +189,7 @@ class Pruner:
         self.ledger, self.keep, self.interval, self.ready = ledger, keep, interval, ready
         self._stop = threading.Event()
         self.rounds = 0   # pruning rounds begun (tests wait on it)
+        self._last_progress = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="ledger-pruner")
 
     def start(self) -> None:
@@ -211,9 +214,11 @@ class Pruner:
                 log.info("ledger %s", state.describe())
             self._stop.wait(self.interval)
 
-    @staticmethod
-    def _logged(state: PruneState, target: int) -> None:
-        log.debug("pruning: block %d of %d", state.height, target)
+    def _logged(self, state: PruneState, target: int) -> None:
+        now = time.monotonic()
+        if now - self._last_progress >= PROGRESS_INTERVAL and state.height < target:   # long work shows progress
+            self._last_progress = now
+            log.info("pruning: block %d of %d", state.height, target)
 
 
 # --- verifying a pruned store -----------------------------------------------------------------------------------
