@@ -4,6 +4,7 @@ what is kept."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sqlite3
 import tempfile
@@ -14,6 +15,8 @@ from pathlib import Path
 import msgpack
 import pytest
 from checkpoint_kit import snapshot
+from gossip_kit import Net, grow
+from gossip_kit import config as gossip_config
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from ledger_kit import DAY, NET, PARAMS, T0, block_on, reg, wait_until
@@ -314,3 +317,18 @@ def test_a_damaged_pruning_progress_is_a_plain_store_error_never_a_full_store(tm
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT COUNT(*) FROM blocks").fetchone()[0] == 4   # nothing was dropped as "damaged"
     conn.close()
+
+
+def test_a_node_whose_only_peer_pruned_above_its_height_does_not_sync_from_it_and_says_why(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="ledger.node")
+    quiet = gossip_config(register=False, mine=False)
+    with Net(tmp_path) as net:
+        pruned_ledger = net.ledger("pruned")
+        grow(pruned_ledger, 20)
+        assert prune_all(pruned_ledger, 0) is not None and pruned_ledger.pruned.height == 15
+        pruned = net.node(ledger=pruned_ledger, config=gossip_config(register=False, mine=False, prune_keep=0))
+        joiner = net.node(seeds=[pruned.address], config=quiet)
+        wait_until(lambda: "pruned their bodies up to height 15 (ours: 0)" in caplog.text, 15,
+                   what="the joiner to say why it does not sync")
+        (peer,) = joiner.peers()
+        assert peer.pruned == 15 and joiner.ledger.height == 0 and not joiner.syncing
