@@ -95,7 +95,7 @@ def recent_lines(ledger: Any, height: int) -> tuple[list[str], list[str]]:
         if block is None:
             break
         stamp = time.strftime("%H:%M:%S", time.localtime(block.header.timestamp))
-        blocks.append(f"#{h:<5} {block.hash.hex()[:12]}  {len(block.records):>3} rec  {stamp}")
+        blocks.append(f"#{h:<5} {block.hash.hex()[:12]}  {len(block.record_ids):>3} rec  {stamp}")  # pruned too
     pending = [clean_name(r.describe(), "?") if hasattr(r, "describe") else "?"
                for r in ledger.pending_records()[:PENDING_SHOWN]]
     return blocks, pending

@@ -27,6 +27,7 @@ from ledger.defaults import (
     FINALITY_SECONDS,
     MAX_DIFFICULTY_BITS,
     MIN_DIFFICULTY_BITS,
+    PRUNE_KEEP,
 )
 from ledger.errors import LedgerError, StoreError
 from p2pchat.foundation.addresses import (
@@ -120,6 +121,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
 def _checkpoint(text: str) -> tuple[int, bytes]:
     height, _, digest = text.partition(":")
     try:
@@ -168,14 +179,28 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mine", action="store_true", help="do not mine blocks")
     parser.add_argument("--recover", action="store_true",
                         help="if the ledger database is damaged, move it aside and resync from peers")
-    parser.add_argument("--finality-depth", type=_positive_int, default=FINALITY_DEPTH, metavar="BLOCKS",
-                        help=f"a block is final at this depth… (default {FINALITY_DEPTH})")
-    parser.add_argument("--finality-seconds", type=_positive_int, default=int(FINALITY_SECONDS), metavar="SECONDS",
-                        help=f"…or once held this long on the main chain (default {int(FINALITY_SECONDS)})")
+    _finality_options(parser)
+    parser.add_argument("--prune", action="store_true",
+                        help="drop superseded records from old block bodies as blocks become final (see 'ledger "
+                             "prune'); this node then serves no bodies at or below its prune height")
+    _prune_keep_option(parser)
     parser.add_argument("--verify-rate", type=float, default=0.0, metavar="BLOCKS",
                         help="blocks a second to check in the background after a fast join (default: unlimited)")
     parser.add_argument("--verify-all", action="store_true",
                         help="join: check every signature before serving (no history assumed valid)")
+
+
+def _finality_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--finality-depth", type=_positive_int, default=FINALITY_DEPTH, metavar="BLOCKS",
+                        help=f"a block is final at this depth… (default {FINALITY_DEPTH})")
+    parser.add_argument("--finality-seconds", type=_positive_int, default=int(FINALITY_SECONDS), metavar="SECONDS",
+                        help=f"…or once held this long on the main chain (default {int(FINALITY_SECONDS)})")
+
+
+def _prune_keep_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prune-keep", type=_count, default=PRUNE_KEEP, metavar="BLOCKS",
+                        help=f"pruning keeps every body of this many blocks below the final one (default "
+                             f"{PRUNE_KEEP})")
 
 
 def _own_options(parser: argparse.ArgumentParser) -> None:
@@ -238,6 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="revalidate the local ledger database from genesis")
     verify.add_argument("--json", action="store_true", help="print JSON")
     _common(verify, defaults=False)
+
+    prune = sub.add_parser("prune", help="drop the records no rule needs any more from old block bodies "
+                                         "(node stopped), then compact the database")
+    _prune_keep_option(prune)
+    _finality_options(prune)
+    prune.add_argument("--no-compact", action="store_true",
+                       help="do not rewrite the database file to give the freed space back (faster)")
+    _common(prune, defaults=False)
 
     reorg = sub.add_parser("reorg", help="list branches that conflict with final history, or accept one")
     what = reorg.add_mutually_exclusive_group()
@@ -335,6 +368,9 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"{_shown(check.get('target'), 20)} blocks assumed valid at join checked")
         if check.get("problem"):
             print(f"ALERT         {_shown(check.get('problem'), 400)}")
+    pruned = status.get("pruned")
+    if isinstance(pruned, dict) and (pruned.get("height") or pruned.get("keep") is not None):
+        print(f"pruned        {_pruned_text(pruned)}")
     if status.get("final_height") is not None:
         print(f"final         block {status.get('final_height')} ({_shown(status.get('final_hash'), 16)})"
               + (f", checkpoint {_shown(status['checkpoint'].get('hash'), 16)}"
@@ -465,6 +501,64 @@ def _shown(value: object, limit: int) -> str:
     return "".join(c for c in str(value) if c.isprintable())[:limit]
 
 
+def _pruned_text(pruned: dict[str, object]) -> str:
+    height, keep = pruned.get("height"), pruned.get("keep")
+    kept = "" if keep is None else f" (keeps every body of the last {_shown(keep, 12)} blocks below the final one)"
+    if not height:
+        return "nothing yet" + kept
+    size = pruned.get("bytes")
+    mib = f"{size / 2**20:.1f}" if isinstance(size, int) else "?"
+    return (f"bodies up to block {_shown(height, 12)}: {_shown(pruned.get('records'), 12)} superseded records "
+            f"dropped, {mib} MiB saved; serves bodies above it only{kept}")
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Prune the local store (node stopped), with progress, then compact the file."""
+    from ledger.assume_valid import AssumeValid
+    from ledger.chain import FinalityPolicy
+    from ledger.local_ledger import LocalLedger, stored_params
+    from ledger.prune import prune_all
+
+    data_dir = resolve_data_dir(args.data_dir)
+    network = _find_network(data_dir, args.network)
+    params = stored_params(data_dir, network)
+    if params is None:
+        raise CliError(f"there is no ledger of network '{network}' in {data_dir}")
+    if AssumeValid.load(data_dir, params) is not None:
+        raise CliError("this node is still checking, in the background, the history it assumed valid when it "
+                       "joined; prune once 'ledger status' no longer shows the history check")
+    try:
+        ledger = LocalLedger(data_dir, params,
+                             finality=FinalityPolicy(depth=args.finality_depth, seconds=args.finality_seconds))
+    except StoreError as exc:
+        if "already using" in str(exc):
+            raise CliError(f"the ledger node using {data_dir} is running; it prunes by itself when started with "
+                           "--prune, or stop it and run 'ledger prune' again") from None
+        raise
+    last = [0.0]
+
+    def shown(state: object, target: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 1.0:
+            last[0] = now
+            print(f"ledger: pruning… block {getattr(state, 'height', '?')} of {target}", file=sys.stderr,
+                  flush=True)
+
+    with ledger:
+        before = ledger.path.stat().st_size
+        state = prune_all(ledger, args.prune_keep, progress=shown)
+        if state is None:
+            raise CliError("the ledger could not be pruned now; try again")
+        print(f"{ledger.path}: {state.describe()}; final block {ledger.chain.final_height}, bodies above block "
+              f"{state.height} kept in full")
+        if not args.no_compact:
+            print("ledger: compacting the database file…", file=sys.stderr, flush=True)
+            ledger.store.vacuum()
+            after = ledger.path.stat().st_size
+            print(f"database file {before / 2**20:.1f} MiB → {after / 2**20:.1f} MiB")
+    return 0
+
+
 def cmd_reorg(args: argparse.Namespace) -> int:
     """List parked branches (from the store, or from the running node) or accept one (node stopped)."""
     from ledger.local_ledger import LocalLedger, stored_params
@@ -549,7 +643,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
         print(json.dumps({"ok": report.ok, "path": str(report.path), "network": report.network,
                           "height": report.height, "tip": report.tip, "blocks": report.blocks,
-                          "records": report.records, "pending": report.pending, "problems": report.problems},
+                          "records": report.records, "pending": report.pending, "problems": report.problems,
+                          "unchecked": report.unchecked},
                          indent=2))
     else:
         print(report.summary())
@@ -822,7 +917,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         node = LedgerNode(identity, ledger, host=args.host, port=args.port, chat_port=args.chat_port,
                           seeds=[format_address(*s) for s in seeds], nickname=args.nickname, relay=args.relay,
                           no_inbound=args.no_inbound, max_peers=args.max_peers,
-                          config=NodeConfig(mine=not args.no_mine, verify_rate=args.verify_rate),
+                          config=NodeConfig(mine=not args.no_mine, verify_rate=args.verify_rate,
+                                            prune_keep=args.prune_keep if args.prune else None),
                           on_progress=_ProgressPrinter(),
                           reload_identity=lambda fp: own_record.switch_to_rotated_key(
                               data_dir, fp, os.environ.get(PASSPHRASE_ENV) or None),
@@ -873,7 +969,7 @@ def _asking_a_node(command: Callable[[argparse.Namespace], int]) -> Callable[[ar
 
 
 COMMANDS = {"serve": cmd_run, "join": cmd_run, "lookup": _asking_a_node(cmd_lookup),
-            "status": _asking_a_node(cmd_status), "verify": cmd_verify,
+            "status": _asking_a_node(cmd_status), "verify": cmd_verify, "prune": cmd_prune,
             "update": _asking_a_node(cmd_update), "rotate-key": _asking_a_node(cmd_rotate_key),
             "revoke": _asking_a_node(cmd_revoke), "reorg": _asking_a_node(cmd_reorg)}
 

@@ -6,3 +6,4 @@ MIN_DIFFICULTY_BITS = 1
 MAX_DIFFICULTY_BITS = 64
 FINALITY_DEPTH = 6              # ledger.chain.FinalityPolicy's defaults
 FINALITY_SECONDS = 1800.0
+PRUNE_KEEP = 288                # ledger.prune: blocks whose bodies a pruning node keeps below its final height

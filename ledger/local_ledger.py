@@ -38,6 +38,8 @@ from ledger.lookup_service import LookupAnswer
 from ledger.miner import Miner
 from ledger.params import NetworkParams
 from ledger.pool import Mempool
+from ledger.prune import PruneState, prune_step, prune_target, verify_pruned
+from ledger.prune_body import PrunedBlock, record_at
 from ledger.records import ZERO_HASH, Record
 from ledger.store import DerivedDelta, Store
 from ledger.verify_worker import verify_chunk
@@ -103,13 +105,15 @@ class VerifyReport:
     records: int = 0
     pending: int = 0
     problems: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)   # what a pruned store no longer lets it check
 
     def summary(self) -> str:
         head = (f"{self.path}: network '{self.network}', {self.blocks} stored blocks, main chain height "
                 f"{self.height} (tip {self.tip[:16]}), {self.records} records, {self.pending} pending")
+        gaps = "".join(f"\n  NOT CHECKED (pruned): {text}" for text in self.unchecked)
         if self.ok:
-            return head + " — valid"
-        return head + " — INVALID:\n  " + "\n  ".join(self.problems)
+            return head + (" — valid, as far as kept" if self.unchecked else " — valid") + gaps
+        return head + " — INVALID:\n  " + "\n  ".join(self.problems) + gaps
 
 
 VERIFY_CHUNK_BLOCKS = 200
@@ -160,6 +164,14 @@ def verify_store(path: Path, params: NetworkParams | None = None, now: float | N
         if params is not None and params != stored:
             report.ok = False
             report.problems.append(f"the store holds {stored.describe()}, not {params.describe()}")
+            return report
+        # --- pruning (ledger/prune.py): a pruned store cannot be replayed; its kept parts are checked ---
+        if PruneState.of(store).height:
+            found = verify_pruned(store, stored, now)
+            report.ok = not found.problems
+            report.problems, report.unchecked = found.problems, found.unchecked
+            report.height, report.tip, report.blocks = found.height, found.tip.hex(), found.blocks
+            report.records, report.pending = found.records, len(store.load_pending())
             return report
         rows = store.raw_block_rows()
         pending = store.load_pending()
@@ -266,6 +278,7 @@ class LocalLedger:
         self._closed = False
         self._unsaved = _Unsaved()
         self._batch_thread: int | None = None
+        self._pruned: PruneState | None = None
         self._lock_file = self._take_process_lock()
         try:
             self.store = Store(self.path, recover=recover)
@@ -312,6 +325,7 @@ class LocalLedger:
                              f"{self.params.describe()} (the difficulty only applies when a network is created; "
                              "drop --difficulty or use another --data-dir)")
         now = self.clock()
+        self._pruned = PruneState.of(self.store)   # pruning: a damaged entry stops the start here (StoreError)
         self.pool = Mempool(self.params)
         finality = self.store.load_finality()
         if self._checkpoint is not None and finality is not None \
@@ -531,10 +545,11 @@ class LocalLedger:
         """A main-chain record by id, read through the chain's cached block bodies (for restored bindings)."""
         loc = self.chain.record_location(record_id)
         block = self.chain.main_at(loc[0]) if loc is not None else None
-        if loc is None or block is None or loc[1] >= len(block.records) or block.records[loc[1]].id != record_id:
+        record = record_at(block, loc[1]) if loc is not None and block is not None else None
+        if record is None or record.id != record_id:
             raise StoreError(f"record {record_id.hex()[:16]} of the stored binding state is not where the store "
                              f"says; run 'ledger verify' and restart (the checkpoint will be rebuilt)")
-        return block.records[loc[1]]
+        return record
 
     def _restore_checkpoint(self, finality: dict[str, Any] | None, now: float) -> str | None:
         """Start from the stored derived state; returns why it cannot be used (then the caller replays)."""
@@ -597,6 +612,11 @@ class LocalLedger:
 
     def _replay(self, finality: dict[str, Any] | None, now: float) -> None:
         """Rebuild the chain by replaying every stored block, then rewrite the stored derived state."""
+        pruned = PruneState.of(self.store).height
+        if pruned:
+            raise StoreError(f"{self.path} is pruned up to block {pruned}, so its chain cannot be rebuilt by replaying "
+                             f"its blocks; move it aside and join again through a peer that keeps every block: "
+                             f"mv '{self.path}' '{self.path}.pruned'")
         self.chain = Chain(self.params, self.finality)
         blocks, damaged = self.store.load_blocks_lenient()
         if damaged:
@@ -672,6 +692,11 @@ class LocalLedger:
                 raise LedgerError(f"{prefix} matches several parked branches; give more digits")
             tip = matches.pop()
             fork = self.chain.fork_height(tip)
+            pruned = PruneState.of(self.store).height
+            if fork is not None and fork < pruned:
+                raise LedgerError(f"the branch forks at block {fork}, below block {pruned} up to which this node "
+                                  "pruned its history: it cannot reopen that history (join again through a peer "
+                                  "that keeps every block to follow the branch)")
             if fork is not None and not self.chain.can_disconnect_to(fork):
                 # Final blocks restored from the checkpoint carry no undo logs: replay to reopen them.
                 log.warning("reopening final history below the stored checkpoint: replaying the stored blocks")
@@ -763,9 +788,36 @@ class LocalLedger:
             return self.chain.get(block_hash)
 
     def get_blocks(self, hashes: Sequence[bytes]) -> list[Block]:
-        """The accepted blocks among ``hashes``, in the order asked."""
+        """The accepted blocks among ``hashes`` this node can serve in full, in the order asked (a main-chain
+        block at or below the prune height is not served, even while its full body is still cached)."""
         with self.lock:
-            return [b for b in (self.chain.get(h) for h in hashes if isinstance(h, bytes)) if b is not None]
+            pruned = self.pruned.height
+            return [b for b in (self.chain.get(h) for h in hashes if isinstance(h, bytes)) if b is not None
+                    and not isinstance(b, PrunedBlock) and not (b.height <= pruned and self.chain.is_main(b.hash))]
+
+    # --- pruning (ledger/prune.py) -----------------------------------------------------------------------------
+
+    @property
+    def pruned(self) -> PruneState:
+        """How far the store is pruned (read once at start, then kept up to date by :meth:`prune_step`)."""
+        state = self._pruned
+        if state is None:
+            with self.lock:
+                state = self._pruned = PruneState.of(self.store)
+        return state
+
+    def prune_step(self, keep: int) -> tuple[PruneState, int] | None:
+        """One pruning step (ledger/prune.py) under the lock: ``(state, target height)``. None while a sync batch
+        is unwritten (the stored binding state must be current) or the ledger is closed."""
+        with self.lock:
+            if self._closed or self._unsaved.results:
+                return None
+            if self.chain.advance_finality(self.clock()):
+                self._save_finality()
+            target = prune_target(self.chain.final_height, keep)
+            state = prune_step(self.store, target)
+            self._pruned = state
+            return state, target
 
     def main_at(self, height: int) -> Block | None:
         with self.lock:
@@ -826,6 +878,7 @@ class LocalLedger:
                 "checkpoint": None if self.chain.checkpoint is None else {
                     "height": self.chain.checkpoint[0], "hash": self.chain.checkpoint[1].hex()},
                 "parked": [b.to_json() for b in parked],
+                "pruned": self.pruned.to_meta(),
                 "alerts": [f"{b.describe()}; this node keeps its final history (to switch deliberately: "
                            f"ledger reorg --accept {b.tip_hash.hex()[:16]})" for b in parked if b.heavier],
             }

@@ -38,7 +38,7 @@ from typing import Any
 
 import msgpack
 
-from ledger.assume_valid import AssumeValid, BackgroundVerifier
+from ledger.assume_valid import AssumeValid, BackgroundVerifier, VerifyState
 from ledger.bindings import NicknameTaken
 from ledger.blocks import Block, BlockHeader, chain_preference
 from ledger.chain import AddResult
@@ -76,6 +76,7 @@ from ledger.protocol import (
     hello_fields,
     parse_lookup_kind,
 )
+from ledger.prune import Pruner, not_served
 from ledger.reachability import prove_reachability, sign_reachability
 from ledger.records import Record, make_register, validate_nickname
 from ledger.splits import SplitReport, SplitWatch, significant
@@ -149,6 +150,8 @@ class NodeConfig:
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)   # chat nodes' checkpoint reports
     # --- assumed-valid join (ledger/assume_valid.py) ---
     verify_rate: float = 0.0               # blocks a second checked in the background (0: unlimited)
+    # --- pruning (ledger/prune.py) ---
+    prune_keep: int | None = None          # prune bodies below the final height minus this many (None: never)
 
 
 class Peer:
@@ -165,6 +168,8 @@ class Peer:
         self.is_peer = hello.role == ROLE_PEER
         self.node_id = hello.nonce
         self.height = hello.height or 0
+        self.pruned = hello.pruned or 0   # it serves no bodies at or below this height (prune.py)
+        self.pruned_noted = False
         self.claimed_work = hello.work or 0   # what its hello says: a reason to ask it, never a ranking
         self.claims_more = True           # until a headers answer shows all it has after our locator
         self.validated_work = 0           # work of the best chain of its whose headers (or blocks) we checked
@@ -388,6 +393,10 @@ class LedgerNode:
         self.checkpoint_evidence = CheckpointEvidence(ledger, dial=self._dial_for_evidence, clock=self.clock,
                                                       config=self.config.evidence)
         self.splits = SplitWatch()   # splits older than the finality window, seen from the side that keeps its chain
+        # --- pruning (ledger/prune.py): not while history assumed valid at join is still being checked ---
+        self._pruner = None if self.config.prune_keep is None else Pruner(
+            ledger, self.config.prune_keep,
+            ready=lambda: self.assume_valid is None or self.assume_valid.state is VerifyState.DONE)
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -412,6 +421,8 @@ class LedgerNode:
             self.watch.attach()
         if self._verifier is not None:
             self._verifier.start()
+        if self._pruner is not None:
+            self._pruner.start()
         self._maintainer.start()
         if self._host_follower is not None:
             self._host_follower.start()
@@ -437,6 +448,8 @@ class LedgerNode:
             self._maintainer.join()
         if self._verifier is not None:
             self._verifier.close()
+        if self._pruner is not None:
+            self._pruner.close()
         self.disputes.close()
         while True:  # drop records still waiting: nothing will admit them now
             try:
@@ -558,6 +571,7 @@ class LedgerNode:
             "clock": self.nettime.status(),   # network-adjusted time: offset to the peers' median, warning
         })
         status["background_verification"] = None if self.assume_valid is None else self.assume_valid.status()
+        status["pruned"]["keep"] = self.config.prune_keep   # None: this node does not prune
         splits = self._open_splits()
         status["splits"] = [{"peer": s.peer, "fork_height": s.fork_height, "tip": s.tip_hash.hex(),
                              "tip_height": s.tip_height} for s in splits]
@@ -580,7 +594,8 @@ class LedgerNode:
         return hello_fields(role=role, nonce=self.node_id, network=self.params.name,
                             genesis=self.params.genesis_hash, params=self.params.to_wire(), height=height, tip=tip,
                             work=work, listen_port=None if self.no_inbound else self.port,
-                            time=int(self._raw_clock()))   # our own clock, so peers measure it (not corrected)
+                            time=int(self._raw_clock()),   # our own clock, so peers measure it (not corrected)
+                            pruned=self.ledger.pruned.height or None)
 
     def _serve_inbound(self, conn: FramedSocket) -> None:
         """FrameServer handler: handshake, then serve the connection until it ends."""
@@ -888,6 +903,8 @@ class LedgerNode:
         elif type_ == "headers":
             self._handle_headers(peer, f["headers"])
         elif type_ == "blocks":
+            if f.get("pruned") is not None:   # pruning: the peer no longer serves bodies up to this height
+                peer.pruned = f["pruned"]
             self._handle_blocks(peer, f["blocks"])
         elif type_ == "block":
             self._handle_block_announcement(peer, f["block"])
@@ -974,13 +991,19 @@ class LedgerNode:
     def _handle_get_blocks(self, peer: Peer, hashes: list[bytes]) -> None:
         out: list[dict[str, Any]] = []
         budget = MAX_BLOCKS_BYTES
-        for block in self.ledger.get_blocks(hashes):
+        blocks = self.ledger.get_blocks(hashes)
+        for block in blocks:
             wire = block.to_wire()
             size = len(msgpack.packb(wire, use_bin_type=True))
             if out and size > budget:
                 break  # the asker re-requests what is missing
             out.append(wire)
             budget -= size
+        pruned = self.ledger.pruned.height
+        if pruned and len(blocks) < len(hashes):
+            # --- pruning: say why asked blocks are missing, so the asker syncs them from another peer ---
+            peer.send("blocks", blocks=out, pruned=pruned, reason=not_served(pruned))
+            return
         peer.send("blocks", blocks=out)
 
     def _learn_addresses(self, addrs: list[str], source: str) -> None:
@@ -1034,6 +1057,7 @@ class LedgerNode:
         is preferred most (``candidate`` is a hint kept for callers; every peer is considered)."""
         now = time.monotonic()
         ours = self._our_preference()
+        our_height = self.ledger.height   # pruning: a peer that pruned above it cannot serve our next bodies
         chosen: Peer | None = None
         with self._lock:
             if self._closing.is_set():
@@ -1051,13 +1075,21 @@ class LedgerNode:
             if self._sync_peer is None or self._sync_peer.closed.is_set():
                 self._sync_peer = None
                 better = [p for p in peers if p.validated_preference > ours and p.validated_preference > p.spent
-                          and p.awaiting is None and now >= p.probe_after and not self._is_stalled(p.ip, now)]
+                          and p.awaiting is None and now >= p.probe_after and not self._is_stalled(p.ip, now)
+                          and p.pruned <= our_height]
                 if better:
                     chosen = max(better, key=lambda p: p.validated_preference)
                     self._sync_peer = chosen
                     self._sync_start_tip = self.ledger.tip_info()[1]
                 elif peers and not probes and not any(p.awaiting for p in peers):
                     self._ever_synced = True  # every peer told us what it has: nobody has more
+                # --- pruning: say once per peer that its history is there but its bodies are not ---
+                for p in peers:
+                    if p.validated_preference > ours and p.pruned > our_height and not p.pruned_noted:
+                        p.pruned_noted = True
+                        log.warning("%s has more blocks but pruned their bodies up to height %d (ours: %d); syncing "
+                                    "needs a peer that keeps every block (add one with ledger join ADDRESS)",
+                                    p.text, p.pruned, our_height)
         for p in probes:
             if p is not chosen:
                 self._request_headers(p)

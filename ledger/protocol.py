@@ -58,6 +58,7 @@ _HELLO: dict[str, Field] = {
     "listen_port": opt(int, lo=1, hi=65535),
     "agent": opt(str, max_len=64),
     "time": opt(int, lo=0, hi=2**40),     # the sender's clock, unix seconds (network-adjusted time, nettime.py)
+    "pruned": opt(int, lo=0, hi=2**40),   # pruning: bodies at or below this height are not served (prune.py)
 }
 
 LEDGER_PROTOCOL = Protocol("ledger", {
@@ -68,7 +69,8 @@ LEDGER_PROTOCOL = Protocol("ledger", {
                     "limit": Field(int, lo=1, hi=MAX_HEADERS)},
     "headers": {"headers": Field(list, max_len=MAX_HEADERS, items=Field(bytes, max_len=MAX_HEADER_BYTES))},
     "get_blocks": {"hashes": Field(list, min_len=1, max_len=MAX_GET_BLOCKS, items=_hash)},
-    "blocks": {"blocks": Field(list, max_len=MAX_GET_BLOCKS, items=Field(dict, max_len=16))},
+    "blocks": {"blocks": Field(list, max_len=MAX_GET_BLOCKS, items=Field(dict, max_len=16)),
+               "pruned": opt(int, lo=0, hi=2**40), "reason": opt(str, max_len=1000)},   # pruning: not served
     # Announcements: full records and blocks are pushed; a receiver that already has them drops them.
     "record": {"record": Field(dict, max_len=32)},
     "block": {"block": Field(dict, max_len=16)},
@@ -141,6 +143,7 @@ class PeerHello:
     listen_port: int | None
     agent: str
     time: int | None = None
+    pruned: int | None = None   # bodies at or below this height are not served (a pruning node, prune.py)
 
     @property
     def complete(self) -> bool:
@@ -161,7 +164,8 @@ class PeerHello:
         hello = cls(version=msg["version"], role=msg["role"], nonce=msg["nonce"], network=msg.get("network"),
                     genesis=msg.get("genesis"), params=msg.get("params"), height=msg.get("height"),
                     tip=msg.get("tip"), work=None if work is None else work_from_bytes(work),
-                    listen_port=msg.get("listen_port"), agent=msg.get("agent", "?"), time=msg.get("time"))
+                    listen_port=msg.get("listen_port"), agent=msg.get("agent", "?"), time=msg.get("time"),
+                    pruned=msg.get("pruned"))
         if (msg.type == "hello_ack" or hello.role == ROLE_PEER) and not hello.complete:
             raise ProtocolError(f"the {msg.type} is missing the network, genesis, params, height, tip or work")
         return hello
@@ -170,12 +174,13 @@ class PeerHello:
 def hello_fields(*, role: str, nonce: bytes, network: str | None = None, genesis: bytes | None = None,
                  params: dict[str, Any] | None = None, height: int | None = None, tip: bytes | None = None,
                  work: int | None = None, listen_port: int | None = None,
-                 time: int | None = None) -> dict[str, Any]:
-    """The fields of our ``hello``/``hello_ack`` (``time`` only when given: a light client leaves it out)."""
+                 time: int | None = None, pruned: int | None = None) -> dict[str, Any]:
+    """The fields of our ``hello``/``hello_ack`` (``time`` only when given: a light client leaves it out;
+    ``pruned`` only by a node that pruned bodies)."""
     return {"version": PROTOCOL_VERSION, "role": role, "nonce": nonce, "network": network, "genesis": genesis,
             "params": params, "height": height, "tip": tip,
             "work": None if work is None else work_to_bytes(work), "listen_port": listen_port, "agent": AGENT,
-            "time": time}
+            "time": time, "pruned": pruned}
 
 
 def check_compatible(hello: PeerHello, *, network: str | None, genesis: bytes | None,

@@ -32,6 +32,7 @@ import msgpack
 from ledger.blocks import Block
 from ledger.errors import LedgerError, StoreError
 from ledger.params import NetworkParams
+from ledger.prune_body import parse_stored_body
 from ledger.records import Record
 
 log = logging.getLogger(__name__)
@@ -521,7 +522,7 @@ class Store:
         if row is None:
             return None
         try:
-            return Block.from_wire({"header": row[0], "records": _unpack(row[1])})
+            return parse_stored_body(row[0], _unpack(row[1]))  # a pruned body keeps ids for dropped records
         except (LedgerError, ValueError, TypeError, msgpack.UnpackException) as exc:
             raise StoreError(f"stored block {block_hash.hex()[:16]} in {self.path} is damaged ({exc}); run "
                              "'ledger verify' and move the file aside to resync") from None
@@ -531,6 +532,46 @@ class Store:
         rows = self._conn.execute("SELECT b.n, b.header, b.records FROM side s JOIN blocks b ON b.hash = s.hash "
                                   "ORDER BY b.n").fetchall()
         return _parse_rows(rows)
+
+    # --- pruning (ledger/prune.py; docs/ledger.md "Pruning") ----------------------------------------------------
+
+    def prune_meta(self) -> dict[str, Any] | None:
+        """The pruning progress ``{"height", "records", "bytes"}`` (None: never pruned). A damaged entry raises
+        :class:`StoreError`: taking a pruned store for a full one would let a replay drop its pruned blocks."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key='pruned'").fetchone()
+        if row is None:
+            return None
+        try:
+            meta = _unpack(row[0])
+        except (ValueError, TypeError, msgpack.UnpackException):
+            meta = None
+        if not (isinstance(meta, dict) and all(isinstance(meta.get(k), int) for k in ("height", "records", "bytes"))):
+            raise StoreError(f"the pruning progress in {self.path} is damaged; move the file aside and join again "
+                             f"through a peer that keeps every block: mv '{self.path}' '{self.path}.bad'")
+        return meta
+
+    def main_body_row(self, height: int) -> tuple[bytes, bytes, bytes] | None:
+        """``(hash, packed header, stored record list)`` of the main-chain block at ``height``."""
+        row = self._conn.execute("SELECT m.hash, m.header, b.records FROM main_chain m JOIN blocks b "
+                                 "ON b.hash = m.hash WHERE m.height=?", (height,)).fetchone()
+        return (row[0], row[1], row[2]) if row is not None else None
+
+    def write_pruned(self, bodies: Iterable[tuple[bytes, Any]], meta: dict[str, Any]) -> None:
+        """Replace the stored record lists of ``(hash, record list)`` and the pruning progress, in one
+        transaction: a crash leaves the bodies and the progress of the step before, or of this one."""
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            ("UPDATE blocks SET records=? WHERE hash=?", (_pack(items), block_hash)) for block_hash, items in bodies]
+        statements.append(("INSERT OR REPLACE INTO meta(key, value) VALUES('pruned', ?)", (_pack(meta),)))
+        self._write(statements)
+
+    def vacuum(self) -> None:
+        """Give the pages freed by pruning back to the file system (rewrites the file; node stopped)."""
+        try:
+            self._conn.execute("VACUUM")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot compact the ledger database {self.path}: {exc}") from None
+
+    # --- end pruning ----------------------------------------------------------------------------------------
 
     # --- pending records -----------------------------------------------------------------------------------
 

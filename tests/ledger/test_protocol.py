@@ -21,6 +21,7 @@ from ledger.protocol import (
     work_from_bytes,
     work_to_bytes,
 )
+from ledger.prune import not_served
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.errors import FrameError, ProtocolError
@@ -37,7 +38,8 @@ def vectors() -> dict[str, bytes]:
 def test_the_documented_vectors_are_what_the_code_produces():
     v = vectors()
     assert set(v) == {"hello-client", "get-headers-genesis", "reachability-data", "reachability-digest",
-                      "binding-evidence-id", "binding-evidence-id-no-header"}   # the last two: test_disputes.py
+                      "binding-evidence-id", "binding-evidence-id-no-header",   # these two: test_disputes.py
+                      "blocks-pruned"}
     hello = LEDGER_PROTOCOL.encode("hello", **hello_fields(role=ROLE_CLIENT, nonce=bytes(range(8)),
                                                            network="p2pchat"))
     assert hello == v["hello-client"]
@@ -48,6 +50,8 @@ def test_the_documented_vectors_are_what_the_code_produces():
     assert data == v["reachability-data"]
     assert crypto.sha256(b"p2pchat/" + REACHABILITY_CONTEXT.encode() + b"\x00" + data) == v["reachability-digest"]
     assert work_to_bytes(3072).hex() == "0c00" and "`0c00`" in DOC.read_text()
+    # pruning: a node that pruned bodies up to block 1000 answers a get_blocks for one of them
+    assert LEDGER_PROTOCOL.encode("blocks", blocks=[], pruned=1000, reason=not_served(1000)) == v["blocks-pruned"]
 
 
 def test_every_frame_type_is_documented():
