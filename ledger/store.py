@@ -346,7 +346,8 @@ class Store:
             size = path.stat().st_size
             if size != pages * page_size:
                 raise _Damaged(f"the ledger database {path} is damaged (it is {size} bytes long, but its header "
-                               f"says {pages} pages of {page_size} bytes: cut short, extended or overwritten)", foreign=False)
+                               f"says {pages} pages of {page_size} bytes: cut short, extended or overwritten)",
+                               foreign=False)
         for table in SMALL_TABLES:
             problem = _quick_check(conn, table)
             if problem is not None:

@@ -338,7 +338,7 @@ def test_a_damaged_store_without_the_clean_mark_is_refused_at_open(tmp_path, ids
 
 
 def test_a_checkpoint_whose_counts_disagree_is_rebuilt_after_an_unclean_shutdown(tmp_path, ids):
-    path, blocks = _closed_cleanly_with_blocks(tmp_path, ids)
+    path, _ = _closed_cleanly_with_blocks(tmp_path, ids)
     conn = sqlite3.connect(path)
     conn.execute("DELETE FROM meta WHERE key=?", (SHUTDOWN_KEY,))
     conn.execute("DELETE FROM bind_id")   # rows lost, stamp kept: only the linear check sees it
