@@ -928,10 +928,9 @@ class LocalLedger:
         started = time.monotonic()
         try:
             problem = self.store.check_whole_file(self._stop_check)
-        except StoreError as exc:
+        except StoreError as exc:   # stopped, or could not run (I/O, locked): the check stays owed
             if not self._stop_check.is_set():
-                log.warning("%s (the next start checks the whole file)", exc)
-                self.store.damaged = str(exc)   # unfinished: no clean mark, so the next open checks it all
+                log.warning("%s; it stays owed to the next start", exc)
             return
         except Exception as exc:  # a programming error: logged, and the session fails like on damage
             log.exception("the background check of %s failed", self.path)
