@@ -156,24 +156,15 @@ def test_the_app_process_leaves_no_ledger_process_behind(xvfb, tmp_path, how):
 
 
 def test_a_store_damaged_while_stopped_stops_the_child_with_a_plain_message(tmp_path, identities):
-    import sqlite3
-
     from ledger.chain import Chain
     from ledger.local_ledger import LocalLedger, store_path
+    from tests.ledger.checkpoint_kit import damage_oldest_body
     from tests.ledger.ledger_kit import PARAMS, T0, branch, reg
 
     blocks = branch(Chain(PARAMS), PARAMS.genesis().header, 200, T0, records=[[reg(identities[4])]])
     with LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 1000) as ledger:   # closed cleanly: the mark is set
         ledger.receive_blocks(blocks, T0 + 1000)
-    path = store_path(tmp_path, PARAMS.name)
-    conn = sqlite3.connect(path)
-    (body,) = conn.execute("SELECT records FROM blocks WHERE height=1").fetchone()
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    conn.close()
-    data = bytearray(path.read_bytes())
-    page = data.find(body) // page_size   # old history: the start's cheap checks do not read it
-    data[page * page_size:(page + 1) * page_size] = b"\xab" * page_size
-    path.write_bytes(bytes(data))
+    damage_oldest_body(store_path(tmp_path, PARAMS.name))   # old history: the start's cheap checks do not read it
     host = free_loopback_ip()
     process = LedgerProcess({"host": host, "port": LEDGER_PORT, "network": PARAMS.name, "data_dir": str(tmp_path),
                              "key_pem": identities[5].to_pem().decode(), "passphrase": None, "nickname": None,

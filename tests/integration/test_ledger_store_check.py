@@ -4,13 +4,12 @@ stops with a plain message. The next start (no clean-shutdown mark) refuses the 
 
 from __future__ import annotations
 
-import sqlite3
-
 from ledger.chain import Chain
 from ledger.local_ledger import LocalLedger, store_path
 from p2pchat.foundation.identity import KEY_FILE
 from tests.conftest import free_loopback_ip, make_identities
 from tests.integration.procs import run_ledger
+from tests.ledger.checkpoint_kit import damage_oldest_body
 from tests.ledger.ledger_kit import PARAMS, T0, branch, reg
 
 
@@ -20,15 +19,7 @@ def test_serve_stops_with_a_plain_message_when_the_background_check_finds_damage
     blocks = branch(Chain(PARAMS), PARAMS.genesis().header, 200, T0, records=[[reg(owner)]])
     with LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 1000) as ledger:
         ledger.receive_blocks(blocks, T0 + 1000)
-    path = store_path(tmp_path, PARAMS.name)
-    conn = sqlite3.connect(path)
-    (body,) = conn.execute("SELECT records FROM blocks WHERE height=1").fetchone()
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    conn.close()
-    data = bytearray(path.read_bytes())
-    page = data.find(body) // page_size   # block 1's body: old history that no start reads
-    data[page * page_size:(page + 1) * page_size] = b"\xab" * page_size
-    path.write_bytes(bytes(data))
+    damage_oldest_body(store_path(tmp_path, PARAMS.name))   # old history that no start reads
 
     args = ["serve", "--data-dir", str(tmp_path), "--network", PARAMS.name, "--host", free_loopback_ip(),
             "--port", "18470", "--no-mine"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from checkpoint_kit import damage_oldest_body
 from ledger_kit import PARAMS, T0, branch, reg
 
 from ledger.chain import Chain
@@ -277,20 +278,6 @@ def _closed_cleanly_with_blocks(tmp_path, ids, count=200):
     return path, blocks
 
 
-def _damage_oldest_body(path):
-    """Overwrite the page holding block 1's body (no start reads it: it is old, final history)."""
-    conn = sqlite3.connect(path)
-    (body,) = conn.execute("SELECT records FROM blocks WHERE height=1").fetchone()
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    conn.close()
-    data = bytearray(path.read_bytes())
-    at = data.find(body)
-    assert at > 0 and data.find(body, at + 1) < 0
-    page = at // page_size
-    data[page * page_size:(page + 1) * page_size] = b"\xab" * page_size
-    path.write_bytes(bytes(data))
-
-
 @pytest.mark.parametrize("change", [-4096, +4096, -100])
 def test_a_store_cut_short_or_extended_while_stopped_is_refused_at_the_cheap_open(tmp_path, ids, change):
     path, _ = _closed_cleanly_with_blocks(tmp_path, ids)
@@ -307,7 +294,7 @@ def test_damage_while_stopped_is_found_by_the_background_check_and_then_at_every
     from tests.helpers import wait_until
 
     path, blocks = _closed_cleanly_with_blocks(tmp_path, ids)
-    _damage_oldest_body(path)
+    damage_oldest_body(path)
     reports: list[str] = []
     with LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 1000) as ledger:
         # The cheap open does not read that page: the node starts, with the whole-file check owed.
@@ -336,7 +323,7 @@ def test_a_damaged_store_without_the_clean_mark_is_refused_at_open(tmp_path, ids
     conn.execute("DELETE FROM meta WHERE key=?", (SHUTDOWN_KEY,))   # as after kill -9 or a power loss
     conn.commit()
     conn.close()
-    _damage_oldest_body(path)
+    damage_oldest_body(path)
     with pytest.raises(StoreError, match=r"is damaged .* mv "):
         LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 1000)
 
