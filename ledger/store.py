@@ -309,8 +309,7 @@ class Store:
         conn.execute("PRAGMA synchronous=NORMAL")
         if not self.check:
             return
-        if self.owner and conn.execute("SELECT 1 FROM meta WHERE key=? AND value=?",
-                                       (SHUTDOWN_KEY, _CLEAN)).fetchone() is not None:
+        if self.owner and _read_meta(conn, SHUTDOWN_KEY) == _clean_mark(conn):
             self._cheap_check(conn)
             self.whole_file_check_due = True
         else:
@@ -395,7 +394,8 @@ class Store:
         """Close the file; the owner writes the clean-shutdown mark first (unless a check found damage)."""
         if self.owner and self.damaged is None:
             try:
-                self._write([("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (SHUTDOWN_KEY, _CLEAN))])
+                mark = _clean_mark(self._conn)
+                self._write([("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (SHUTDOWN_KEY, mark))])
             except StoreError as exc:
                 log.warning("%s (the next start checks the whole file)", exc)
         self._conn.close()
@@ -683,7 +683,16 @@ class Store:
         return out
 
 
-_CLEAN = b"clean"
+def _read_meta(conn: sqlite3.Connection, key: str) -> bytes | None:
+    row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+    return bytes(row[0]) if row is not None and isinstance(row[0], bytes) else None
+
+
+def _clean_mark(conn: sqlite3.Connection) -> bytes:
+    """The clean-shutdown mark for the store as it is now: ``clean`` and the checkpoint stamp, so a version that
+    does not keep the mark and changed the chain since (a downgrade, then an upgrade) makes the next open check
+    the whole file."""
+    return b"clean" + (_read_meta(conn, "derived") or b"")
 
 
 def _quick_check(conn: sqlite3.Connection, table: str | None = None) -> str | None:

@@ -338,3 +338,15 @@ def test_a_checkpoint_whose_counts_disagree_is_rebuilt_after_an_unclean_shutdown
     with LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 1000) as ledger:
         assert "do not match their counts" in (ledger.rebuilt_checkpoint or "")
         assert ledger.lookup("ip", "10.1.0.1", T0 + 1000) is not None
+
+
+def test_a_chain_changed_by_a_version_that_keeps_no_mark_makes_the_next_open_check_the_whole_file(tmp_path, ids):
+    path, _ = _closed_cleanly_with_blocks(tmp_path, ids)
+    conn = sqlite3.connect(path)   # an older version wrote a block: the stamp moved, the stale mark stayed
+    (stamp,) = conn.execute("SELECT value FROM meta WHERE key='derived'").fetchone()
+    conn.execute("UPDATE meta SET value=? WHERE key='derived'", (stamp[:-1] + bytes([stamp[-1] ^ 1]),))
+    conn.commit()
+    conn.close()
+    assert _marked_clean(tmp_path)
+    with Store(path, owner=True) as store:
+        assert not store.whole_file_check_due   # checked at open, as after a crash
