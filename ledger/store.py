@@ -352,9 +352,9 @@ class Store:
             if problem is not None:
                 raise _Damaged(f"the ledger database {path} is damaged (table {table}: {problem})", foreign=False)
         for key in ("derived", "finality"):
-            row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+            value = _read_meta(conn, key)
             try:
-                if row is not None and not isinstance(_unpack(row[0]), dict):
+                if value is not None and not isinstance(_unpack(value), dict):
                     raise ValueError("not a map")
             except (ValueError, TypeError, msgpack.UnpackException):
                 raise _Damaged(f"the ledger database {path} is damaged (its {key} entry does not decode)",
@@ -606,7 +606,7 @@ class Store:
 
     def identity_counts(self) -> dict[str, int]:
         """Identities per status, counted (linear: a start reads the counts kept in the checkpoint's stamp)."""
-        return dict(self._conn.execute("SELECT status, COUNT(*) FROM bind_id GROUP BY status").fetchall())
+        return _identity_counts(self._conn)
 
     def live_expiries(self) -> list[int]:
         """The expiry times of the live identities (read once, when the live-binding count is first asked)."""
@@ -703,6 +703,10 @@ def _quick_check(conn: sqlite3.Connection, table: str | None = None) -> str | No
     return "; ".join(str(r[0]) for r in rows[:3])
 
 
+def _identity_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT status, COUNT(*) FROM bind_id GROUP BY status").fetchall())
+
+
 def checkpoint_problem(conn: sqlite3.Connection) -> str | None:
     """What the constant-time open does not check of the stored checkpoint (linear queries): ``main_chain``
     holds every height 1 … the stamp's height, and the identities per status are the stamp's counts."""
@@ -718,7 +722,7 @@ def checkpoint_problem(conn: sqlite3.Connection) -> str | None:
     if count != height:
         return f"the stored main chain has {count} rows for height {height}"
     if counts is not None:
-        found = dict(conn.execute("SELECT status, COUNT(*) FROM bind_id GROUP BY status").fetchall())
+        found = _identity_counts(conn)
         if {k: v for k, v in found.items() if v} != {k: v for k, v in counts.items() if v}:
             return "the stored identities do not match their counts"
     return None
