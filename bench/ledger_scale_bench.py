@@ -8,11 +8,14 @@ each beside a baseline measured in the same run.
 Each CHAIN_DIR is a data directory written by ``bench/chaingen.py N --out CHAIN_DIR``; it is copied first (the
 original stays a store without a stored checkpoint). Per chain:
 
-- *first start*: ``LocalLedger`` opening the copy, which has no checkpoint, so it replays every block once and
-  writes the checkpoint (what an upgrade costs, and what every start cost before the checkpoint);
+- *first start*: ``LocalLedger`` opening the copy; a store without a checkpoint replays every block once and
+  writes the checkpoint (what an upgrade costs, and what every start cost before the checkpoint); a store that
+  has one (e.g. a copy kept after an earlier run) skips this row;
 - *start to listening*: ``python -m ledger serve --no-mine`` on a loopback address until it logs "listening"
-  (median of ``--runs``, after one unmeasured start that creates the node's key), beside ``python -c pass``
-  and a bare ``sqlite3`` open with the ``PRAGMA quick_check`` every store open runs;
+  (median of ``--runs``, after one unmeasured start that creates the node's key), each after a clean shutdown
+  (SIGTERM), and each once more after the previous node was killed with SIGKILL (no clean-shutdown mark: the
+  whole file is checked at open), beside ``python -c pass`` and a bare ``sqlite3`` open with the whole-file
+  ``PRAGMA quick_check`` (what every start ran before the clean-shutdown mark);
 - *RSS*: the serving process's VmRSS and peak VmHWM once listening;
 - *lookup p50/p99*: ``LocalLedger.lookup`` by IP (record and Merkle proof) in process, for random bound
   addresses, beside a bare SQLite primary-key query on the same file;
@@ -39,6 +42,7 @@ import argparse
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import sqlite3
@@ -86,8 +90,10 @@ def proc_memory(pid: int) -> tuple[float, float]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
-def serve_until_listening(data_dir: Path, network: str, host: str, port: int) -> tuple[float, float, float]:
-    """Start ``ledger serve``; returns (seconds until it logged "listening", RSS MiB, peak RSS MiB)."""
+def serve_until_listening(data_dir: Path, network: str, host: str, port: int,
+                          stop: signal.Signals = signal.SIGTERM) -> tuple[float, float, float]:
+    """Start ``ledger serve``; returns (seconds until it logged "listening", RSS MiB, peak RSS MiB). ``stop`` is
+    the signal that ends it: SIGTERM closes the store cleanly, SIGKILL leaves the next start to check it all."""
     args = [sys.executable, "-m", "ledger", "serve", "--data-dir", str(data_dir), "--network", network,
             "--host", host, "--port", str(port), "--no-mine", "-v"]
     start = time.perf_counter()
@@ -112,7 +118,7 @@ def serve_until_listening(data_dir: Path, network: str, host: str, port: int) ->
         elapsed = time.perf_counter() - start
         rss, hwm = proc_memory(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -120,6 +126,12 @@ def serve_until_listening(data_dir: Path, network: str, host: str, port: int) ->
             proc.wait()
         reader.join()
     return elapsed, rss, hwm
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process and of its finished children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -227,27 +239,35 @@ def bench_chain(chain_dir: Path, network: str, runs: int, do_verify: bool | None
     params = NetworkParams.from_wire(msgpack.unpackb(stored[0], raw=False))
     out: dict[str, object] = {"chain": chain_dir.name, "records": records, "synthetic": do_verify is None,
                               "file_mib": path.stat().st_size / 2**20}
+    with sqlite3.connect(path) as conn:
+        checkpointed = conn.execute("SELECT 1 FROM meta WHERE key='derived'").fetchone() is not None
     start = time.perf_counter()
     with LocalLedger(copy, params) as ledger:
-        out["first_start"] = time.perf_counter() - start
-        assert ledger.rebuilt_checkpoint is not None
-    print(f"{chain_dir.name}: first start (rebuild by replay) {out['first_start']:.2f} s", file=sys.stderr)
+        if not checkpointed:   # a store written before checkpoints (or by the generators): replayed once
+            out["first_start"] = time.perf_counter() - start
+            assert ledger.rebuilt_checkpoint is not None
+            print(f"{chain_dir.name}: first start (rebuild by replay) {out['first_start']:.2f} s", file=sys.stderr)
     host = f"127.{random.randint(64, 250)}.{random.randint(0, 250)}.{random.randint(2, 250)}"
     port = random.randint(20000, 60000)
     serve_until_listening(copy, network, host, port)  # creates the node's key and own record
-    starts, rss, hwm = [], [], []
+    starts, unclean, rss, hwm = [], [], [], []
     pass_t, sqlite_t = [], []
     for _ in range(runs):
         pass_t.append(timed_run([sys.executable, "-c", "pass"]))
         sqlite_t.append(timed_run([sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
                                    "c.execute('PRAGMA quick_check').fetchall()", str(path)]))
-        s, r, h = serve_until_listening(copy, network, host, port)
+        s, r, h = serve_until_listening(copy, network, host, port)   # after a clean shutdown (SIGTERM)
         starts.append(s)
         rss.append(r)
         hwm.append(h)
-    out.update(start=statistics.median(starts), pass_start=statistics.median(pass_t),
-               sqlite_open=statistics.median(sqlite_t), rss=statistics.median(rss), hwm=max(hwm))
-    print(f"{chain_dir.name}: serve start {out['start']:.2f} s, RSS {out['rss']:.0f} MiB", file=sys.stderr)
+        # Killed: the next start finds no clean-shutdown mark (where the store keeps one) and checks the file.
+        serve_until_listening(copy, network, host, port, stop=signal.SIGKILL)
+        unclean.append(serve_until_listening(copy, network, host, port)[0])
+    out.update(start=statistics.median(starts), unclean_start=statistics.median(unclean),
+               pass_start=statistics.median(pass_t), sqlite_open=statistics.median(sqlite_t),
+               rss=statistics.median(rss), hwm=max(hwm))
+    print(f"{chain_dir.name}: serve start {out['start']:.2f} s (after kill -9: {out['unclean_start']:.2f} s), "
+          f"RSS {out['rss']:.0f} MiB", file=sys.stderr)
     opened, p50, p99, bare50, bare99 = lookups(copy, params)
     out.update(open_in_process=opened, lookup_p50=p50, lookup_p99=p99, bare_p50=bare50, bare_p99=bare99)
     if do_verify:
@@ -258,15 +278,23 @@ def bench_chain(chain_dir: Path, network: str, runs: int, do_verify: bool | None
         out["bare_verify"] = bare_verify_rate(copy, params)
         # Alternated, best of two each: the machine is shared, so a slow round says more about the neighbours.
         rates: dict[int, list[float]] = {verify_workers(): [], 1: []}
+        cpu: dict[int, list[tuple[float, float]]] = {w: [] for w in rates}
         for _ in range(2):
             for workers in rates:
                 clear_caches()
+                before = cpu_seconds()
                 t = time.perf_counter()
                 report = verify_store(path, params, workers=workers)
                 rates[workers].append(report.records / (time.perf_counter() - t))
+                after = cpu_seconds()
+                cpu[workers].append(((after[0] - before[0]) / report.records * 1e6,
+                                     (after[1] - before[1]) / report.records * 1e6))
                 assert report.ok, report.summary()
         out["verify_parallel"] = max(rates[verify_workers()])
         out["verify_serial"] = max(rates[1])
+        # CPU per record does not depend on what else the shared machine runs (the rates do).
+        out["verify_cpu_parallel"] = min(cpu[verify_workers()], key=sum)
+        out["verify_cpu_serial"] = min(cpu[1], key=sum)
         print(f"{chain_dir.name}: verify {out['verify_parallel']:.0f} rec/s ({verify_workers()} processes), "
               f"{out['verify_serial']:.0f} rec/s (1), bare PSS {out['bare_verify']:.0f}/s", file=sys.stderr)
     shutil.rmtree(copy)
@@ -286,8 +314,9 @@ def table(results: list[dict[str, object]]) -> str:
              "|---|" + "---|" * len(results)]
     rows = [
         ("store file (MiB)", lambda r: f(r["file_mib"], ",.0f")),
-        ("first start of an old store: rebuild by replay (s)", lambda r: f(r["first_start"], ".2f")),
+        ("first start of an old store: rebuild by replay (s)", lambda r: f(r.get("first_start"), ".2f")),
         ("`ledger serve` start to listening (s)", lambda r: f(r["start"], ".2f")),
+        ("`ledger serve` start to listening after a kill -9 (s)", lambda r: f(r["unclean_start"], ".2f")),
         ("— baseline `python -c pass` (s)", lambda r: f(r["pass_start"], ".3f")),
         ("— baseline bare SQLite open + quick_check (s)", lambda r: f(r["sqlite_open"], ".3f")),
         ("— ratio start / `python -c pass`", lambda r: f(r["start"] / r["pass_start"], ".1f")),  # type: ignore
@@ -301,6 +330,11 @@ def table(results: list[dict[str, object]]) -> str:
         ("`ledger verify`, one process per core (rec/s)", lambda r: f(r.get("verify_parallel"), ",.0f")),
         ("`ledger verify`, one process (rec/s)", lambda r: f(r.get("verify_serial"), ",.0f")),
         ("— baseline bare PSS verify, one core (rec/s)", lambda r: f(r.get("bare_verify"), ",.0f")),
+        ("`ledger verify` CPU per record, one process per core: parent + workers (µs)",
+         lambda r: "–" if "verify_cpu_parallel" not in r else
+         f"{r['verify_cpu_parallel'][0]:.0f} + {r['verify_cpu_parallel'][1]:.0f}"),  # type: ignore[index]
+        ("`ledger verify` CPU per record, one process (µs)",
+         lambda r: "–" if "verify_cpu_serial" not in r else f"{r['verify_cpu_serial'][0]:.0f}"),  # type: ignore[index]
     ]
     for name, cell in rows:
         lines.append(f"| {name} | " + " | ".join(cell(r) for r in results) + " |")

@@ -17,7 +17,10 @@ child's log goes to stderr, which the parent forwards to its own log.
   ``{"id": n, "op": "join", "address": "ip:port"}``; each answer carries the request's id and either
   ``"ok": true`` with its fields or ``"ok": false, "error": "..."``. Status comes over the ledger port, like
   any light client's;
-- ``{"op": "stop"}`` or the end of stdin stops the node (closing its store) and ends the process.
+- ``{"op": "stop"}`` or the end of stdin stops the node (closing its store) and ends the process;
+- when the store's whole-file check, owed after a clean shutdown and run once the node listens (docs/ledger.md,
+  "Open check"), finds damage, the child logs it, stops the node and exits with status 1 (the parent reports
+  its last log line).
 
 The child also ends when its parent dies without a word: on Linux it asks the kernel for SIGTERM when the
 parent exits (``PR_SET_PDEATHSIG``, when the parent's main thread started it), and everywhere the end of stdin
@@ -31,12 +34,14 @@ import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import IO, Any
 
 log = logging.getLogger("gui.ledger_child")
 
 NICENESS = 10        # mining and syncing are background work: the window (and the user's other programs) come first
+_DAMAGED = threading.Event()   # the background store check found damage: stop, exit status 1
 _PR_SET_PDEATHSIG = 1
 
 
@@ -108,8 +113,13 @@ def serve(stdin: IO[str], stdout: IO[str]) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         _send(stdout, {"event": "failed", "error": f"{exc.strerror or exc}{where}"})
         return 2
+    def on_damage(_message: str) -> None:   # logged by the ledger; stop like SIGTERM (main's handler)
+        _DAMAGED.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+
     try:
         _send(stdout, {"event": "ready", "address": node.address})
+        ledger.check_store_in_background(on_damage)
         for line in stdin:
             message = json.loads(line)
             op = message.get("op")
@@ -143,8 +153,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     try:
         return serve(sys.stdin, sys.stdout)
-    except KeyboardInterrupt:      # SIGTERM (the parent died) or SIGINT: serve's finally closed the node
-        return 0
+    except KeyboardInterrupt:      # SIGTERM (the parent died, or the store is damaged) or SIGINT: serve's finally
+        return 1 if _DAMAGED.is_set() else 0   # closed the node
     except BrokenPipeError:        # the parent went away while we answered
         return 0
 

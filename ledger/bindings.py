@@ -224,15 +224,34 @@ class _LiveKeys:
 
 
 class _LiveExpiries:
-    """Expiry times of the live identities of a :class:`StoredIdentityTable`, sorted (8–40 bytes an identity)."""
+    """Expiry times of the live identities of a :class:`StoredIdentityTable`, sorted (8–40 bytes an identity).
+    Read from the store when a count or the first change asks for them, not at start (a linear read): until the
+    first change, the stored rows are the state in memory."""
 
-    def __init__(self, expiries: list[int]) -> None:
-        self.sorted: SortedList[int] = SortedList()
-        self.sorted.load(expiries)
+    def __init__(self, load: Callable[[], list[int]], live: int) -> None:
+        self._load, self._live = load, live
+        self._sorted: SortedList[int] | None = None
+
+    @property
+    def sorted(self) -> SortedList[int]:
+        if self._sorted is None:
+            expiries = self._load()
+            if len(expiries) != self._live:
+                raise LedgerError("the stored live identities do not match their count; run 'ledger verify'")
+            self._sorted = SortedList()
+            self._sorted.load(expiries)
+        return self._sorted
+
+    def change(self, expires: int, sign: int) -> None:
+        """A live identity with this expiry time was added (``sign`` +1) or removed (-1)."""
+        if sign > 0:
+            self.sorted.add(expires)
+        else:
+            self.sorted.remove(expires)
 
     @property
     def work(self) -> int:
-        return self.sorted.work
+        return self._sorted.work if self._sorted is not None else 0
 
     def count_at_most(self, item: tuple[int, bytes]) -> int:
         """How many live identities expire at or before ``item[0]`` (the in-memory table's ``(expires, fp)``
@@ -248,19 +267,17 @@ class StoredIdentityTable:
     lookups), so memory holds a few bytes an identity instead of its whole state."""
 
     def __init__(self, read: Callable[[bytes], IdentityRow | None], scan: Callable[[], Iterable[IdentityRow]],
-                 read_live: Callable[[bytes, int], list[bytes]], counts: dict[str, int], expiries: list[int],
-                 fetch: RecordFetch) -> None:
+                 read_live: Callable[[bytes, int], list[bytes]], counts: dict[str, int],
+                 expiries: Callable[[], list[int]], fetch: RecordFetch) -> None:
         unknown = set(counts) - set(_STATUSES)
         if unknown:
             raise LedgerError(f"stored identities have an unknown status {sorted(unknown)[0]!r:.20}")
-        if counts.get("live", 0) != len(expiries):
-            raise LedgerError("the stored live identities do not match their count")
         self._read, self._scan, self.read_live, self._fetch = read, scan, read_live, fetch
         self.own: dict[bytes, Any] = {}
         self.status_counts = {status: counts.get(status, 0) for status in _STATUSES}
         self._len = sum(self.status_counts.values())
         self.live = _LiveKeys(self)
-        self.live_expiry = _LiveExpiries(expiries)
+        self.live_expiry = _LiveExpiries(expiries, counts.get("live", 0))
         self.prefix_examined = 0
 
     def _state(self, row: IdentityRow) -> IdentityState:
@@ -287,10 +304,7 @@ class StoredIdentityTable:
         self.status_counts[state.status] += sign
         self._len += sign
         if state.status == "live":
-            if sign > 0:
-                self.live_expiry.sorted.add(state.expires)
-            else:
-                self.live_expiry.sorted.remove(state.expires)
+            self.live_expiry.change(state.expires, sign)
 
     def __setitem__(self, fp: bytes, state: IdentityState) -> None:
         old = self.get(fp)

@@ -927,6 +927,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except BaseException:
         ledger.close()
         raise
+    damage: list[str] = []
+
+    def on_damage(message: str) -> None:   # the whole-file check owed after a clean shutdown found damage
+        damage.append(message)
+        stop.set()
+
+    ledger.check_store_in_background(on_damage)
     print(f"ledger node at {node.address} on {params.describe()}; height {ledger.height}; "
           f"fingerprint {identity.short_fingerprint}. Ctrl-C stops it.", file=sys.stderr, flush=True)
     print(f"ledger: network id {params.id_text} (nodes joining should check it: ledger join --network-id "
@@ -940,7 +947,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("ledger: stopping…", file=sys.stderr, flush=True)
         node.close()
         ledger.close()
-    return 0
+    return 1 if damage else 0   # the damage was logged (once) by the ledger
 
 
 class _ProgressPrinter:

@@ -228,6 +228,7 @@ def verify_store(path: Path, params: NetworkParams | None = None, now: float | N
 
 
 BATCH_BLOCKS = 64   # accepted blocks written per transaction while a sync catches up (LocalLedger.batched)
+CHECK_BLOCKS = 6    # newest main-chain blocks whose headers and bodies every start checks (docs/ledger.md)
 
 
 class _Unsaved:
@@ -279,9 +280,11 @@ class LocalLedger:
         self._unsaved = _Unsaved()
         self._batch_thread: int | None = None
         self._pruned: PruneState | None = None
+        self._store_check: threading.Thread | None = None
+        self._stop_check = threading.Event()
         self._lock_file = self._take_process_lock()
         try:
-            self.store = Store(self.path, recover=recover)
+            self.store = Store(self.path, recover=recover, owner=True)
             try:
                 self._load(recover)
             except BaseException:
@@ -514,7 +517,7 @@ class LocalLedger:
         chain = self.chain
         bindings = chain.bindings
         delta = DerivedDelta(tip_height=chain.height, tip_hash=chain.tip_hash, reset=full,
-                             undo_upto=chain.final_height)
+                             undo_upto=chain.final_height, counts=dict(bindings.identities.status_counts))
         low = 1 if full else changes.main_from
         if low is not None:
             delta.main = [(h, chain.main_hash(h), chain.main_header_bytes(h)) for h in range(max(low, 1),
@@ -558,9 +561,14 @@ class LocalLedger:
         if meta is None:
             return "the store has no checkpoint of its derived state (written by an older version, or new)"
         try:
-            count, top, top_hash = store.main_chain_extent()
-            if count != meta["height"] or top != meta["height"] or (top and top_hash != meta["tip"]):
+            low, top, top_hash = store.main_chain_ends()
+            if top != meta["height"] or (top and (low != 1 or top_hash != meta["tip"])):
                 return "the stored checkpoint does not match the stored main chain"
+            if not store.whole_file_check_due:
+                # The whole file was just read (an unclean shutdown): the linear checks cost little on top.
+                problem = store.checkpoint_problem()
+                if problem is not None:
+                    return f"the stored checkpoint is inconsistent ({problem})"
             if finality is not None and finality.get("final_height", 0) > meta["height"]:
                 return "the stored finality state is above the stored checkpoint"
             # Final history stays in the store (read when asked for); only the open part is held in memory.
@@ -569,9 +577,11 @@ class LocalLedger:
             by_ip = StoredMap(lambda key: store.binding_value("bind_ip", key), lambda: store.binding_rows("bind_ip"))
             by_nick = StoredMap(lambda key: store.binding_value("bind_nick", key),
                                 lambda: store.binding_rows("bind_nick"))
-            counts, expiries = store.identity_summary()
+            counts = meta.get("counts")
+            if counts is None:   # a stamp written before the counts were kept: counted once
+                counts = store.identity_counts()
             identities = StoredIdentityTable(store.identity_row, store.identity_rows, store.live_fps_from, counts,
-                                             expiries, self._fetch_record)
+                                             store.live_expiries, self._fetch_record)
             bindings = Bindings.restore(self.params, identities, by_ip, by_nick)
             undo = {h: bindings.decode_undo(blob) for h, blob in store.undo_rows().items()}
             record_loc = StoredMap(store.record_loc, store.record_loc_rows)
@@ -579,6 +589,7 @@ class LocalLedger:
             if self._checkpoint is not None:
                 chain.set_checkpoint(*self._checkpoint)
             chain.restore(headers, store, record_loc, bindings, undo, finality, now, prefix=prefix)
+            self._check_last_blocks(chain, prefix)
         except (LedgerError, StoreError, ValueError, TypeError, KeyError, IndexError,
                 msgpack.UnpackException) as exc:
             return f"the stored checkpoint is inconsistent ({exc})"
@@ -594,10 +605,24 @@ class LocalLedger:
                    if r.status in ("invalid", "orphan")]
         self._drop_refused(side, refused)
         changes = chain.take_changes()
-        if changes:  # a stored side branch moved the main chain (e.g. the finality policy changed)
+        # A stored side branch moved the main chain (e.g. the finality policy changed), or the stamp lacks the
+        # identity counts (written by an older version): write them, so the next start reads them.
+        if changes or "counts" not in meta:
             store.write_derived(self._derived_delta(changes), chain.finality_state())
             chain.persisted()
         return None
+
+    @staticmethod
+    def _check_last_blocks(chain: Chain, prefix: int) -> None:
+        """The last :data:`CHECK_BLOCKS` main-chain blocks at or below the restored final height: each header
+        hashes to its stored hash and links to the one before, and each body matches its header's Merkle root
+        (blocks above ``prefix`` were checked by the restore). Raises :class:`LedgerError`/:class:`StoreError`."""
+        low = max(1, chain.height - CHECK_BLOCKS + 1)
+        for height in range(low, min(prefix, chain.height) + 1):
+            block = chain.main_at(height)   # a body read is checked against its header's Merkle root
+            if block is None or BlockHeader.unpack(block.header.packed).hash != block.hash \
+                    or block.header.prev_hash != chain.main_hash(height - 1) or block.header.height != height:
+                raise LedgerError(f"stored main-chain block {height} does not match its header")
 
     def _drop_refused(self, blocks: Sequence[Block], refused: list[tuple[Block, str]]) -> None:
         if refused:
@@ -939,13 +964,51 @@ class LocalLedger:
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
+    def check_store_in_background(self, on_damage: Callable[[str], None]) -> None:
+        """Run the whole-file check an open after a clean shutdown left owed (:attr:`Store.whole_file_check_due`)
+        in a thread this ledger owns (joined by :meth:`close`). If it finds damage it logs it, no clean-shutdown
+        mark is written, and ``on_damage(message)`` is called once with a plain message: the caller stops
+        serving. Call once the node listens; does nothing if the open already checked the whole file."""
+        with self.lock:
+            self._check_open()
+            if not self.store.whole_file_check_due or self._store_check is not None:
+                return
+            self._store_check = threading.Thread(target=self._run_store_check, args=(on_damage,),
+                                                 name=f"ledger-store-check-{self.params.name}")
+            self._store_check.start()
+
+    def _run_store_check(self, on_damage: Callable[[str], None]) -> None:
+        started = time.monotonic()
+        try:
+            problem = self.store.check_whole_file(self._stop_check)
+        except StoreError as exc:   # stopped, or could not run (I/O, locked): the check stays owed
+            if not self._stop_check.is_set():
+                log.warning("%s; it stays owed to the next start", exc)
+            return
+        except Exception as exc:  # a programming error: logged, and the session fails like on damage
+            log.exception("the background check of %s failed", self.path)
+            problem = self.store.damaged = f"the check of the ledger database {self.path} failed ({exc})"
+        if problem is None:
+            log.info("the ledger database %s is intact (whole-file check in %.1f s)", self.path,
+                     time.monotonic() - started)
+            return
+        message = (f"{problem}; stopping. Run 'ledger verify', or move it aside and start again to resync the "
+                   f"chain from peers: mv '{self.path}' '{self.path}.bad'")
+        log.error("%s", message)
+        on_damage(message)
+
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("the ledger is closed")
 
     def close(self) -> None:
-        """Stop the miner, close the store and release the data-directory lock. Idempotent."""
+        """Stop the miner and the store check, close the store (with the clean-shutdown mark) and release the
+        data-directory lock. Idempotent."""
         self.stop_mining()
+        checker = self._store_check
+        if checker is not None and checker is not threading.current_thread():
+            self._stop_check.set()
+            checker.join()
         with self.lock:
             if self._closed:
                 return

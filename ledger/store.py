@@ -13,6 +13,14 @@ Our files carry ``PRAGMA application_id`` = :data:`APPLICATION_ID` and ``user_ve
 A damaged or foreign file raises :class:`StoreError` with a plain message; ``recover=True`` moves it aside to
 ``<name>.corrupt-<time>`` (never deletes it) and starts an empty store, which then resyncs from peers.
 
+Open check (see docs/ledger.md, "Open check"): the process that owns the store (``owner=True``: the
+:class:`~ledger.local_ledger.LocalLedger` holding the data directory's lock) writes a clean-shutdown mark
+(``meta['shutdown']``) when it closes the store and deletes it when it opens it. An open that finds the mark runs
+only cheap checks (the SQLite header against the file's size, SQLite's check of the small tables, the meta rows)
+and leaves SQLite's whole-file ``quick_check`` — linear in the file — owed (:attr:`Store.whole_file_check_due`,
+run by :meth:`Store.check_whole_file` in the background); an open without it (a crash, a power loss, an older
+version, any other process) runs the whole-file check before anything is read.
+
 Contract note: the network parameters ("meta") are read and written with :meth:`Store.load_params` /
 :meth:`Store.save_params`.
 """
@@ -21,6 +29,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import struct
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +71,8 @@ CREATE TABLE IF NOT EXISTS undo (height INTEGER PRIMARY KEY, log BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS side (hash BLOB PRIMARY KEY) WITHOUT ROWID;
 """
 DERIVED_FORMAT = 1
+SHUTDOWN_KEY = "shutdown"        # meta row of the clean-shutdown mark (see the module docstring)
+SMALL_TABLES = ("meta", "pending", "undo", "side")   # checked by SQLite at every open: a few pages each
 _COLUMNS = {"meta": {"key", "value"}, "blocks": {"n", "hash", "height", "header", "records"},
             "pending": {"n", "id", "record"}}
 _TABLES = set(_COLUMNS)
@@ -96,6 +108,7 @@ class DerivedDelta:
     undo: dict[int, bytes | None] = field(default_factory=dict)
     undo_upto: int = -1
     reset: bool = False
+    counts: dict[str, int] | None = None   # identities per status after the change (kept in the stamp)
 
     def statements(self) -> Iterator[tuple[str, tuple[Any, ...]]]:
         if self.reset:
@@ -134,8 +147,10 @@ class DerivedDelta:
         yield "DELETE FROM undo WHERE height > ?", (self.tip_height,)
         if self.undo_upto >= 0:
             yield "DELETE FROM undo WHERE height <= ?", (self.undo_upto,)
-        yield ("INSERT OR REPLACE INTO meta(key, value) VALUES('derived', ?)",
-               (_pack({"format": DERIVED_FORMAT, "height": self.tip_height, "tip": self.tip_hash}),))
+        stamp: dict[str, Any] = {"format": DERIVED_FORMAT, "height": self.tip_height, "tip": self.tip_hash}
+        if self.counts is not None:
+            stamp["counts"] = self.counts
+        yield "INSERT OR REPLACE INTO meta(key, value) VALUES('derived', ?)", (_pack(stamp),)
 
 
 class _Damaged(Exception):
@@ -158,12 +173,19 @@ def _decode_params(value: bytes, path: Path) -> NetworkParams:
 class Store:
     """One ledger database file (see the module docstring). Not thread-safe: the owner serialises calls."""
 
-    def __init__(self, path: Path, *, recover: bool = False, busy_timeout: float = 10.0, check: bool = True) -> None:
+    def __init__(self, path: Path, *, recover: bool = False, busy_timeout: float = 10.0, check: bool = True,
+                 owner: bool = False) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         # ``check=False`` skips SQLite's quick_check (linear in the file's size): for a peek at the parameters
         # by a command that opens the store again, checked, right after.
         self.check = check
+        # ``owner``: this process holds the data directory's lock, so it keeps the clean-shutdown mark.
+        self.owner = owner
+        # After an open that found the clean-shutdown mark, the whole-file check is still owed (run it with
+        # check_whole_file); ``damaged`` is set once a check found damage (no clean mark is written then).
+        self.whole_file_check_due = False
+        self.damaged: str | None = None
         self.recovered_from: Path | None = None
         # A zero-length file is what a crash right after creating the database leaves, but also what a truncated
         # chain looks like: SQLite takes it for a new database, so say so instead of starting over silently.
@@ -286,12 +308,97 @@ class Store:
         if mode != "wal":
             raise StoreError(f"the ledger database {path} cannot use write-ahead logging (mode {mode})")
         conn.execute("PRAGMA synchronous=NORMAL")
-        check = conn.execute("PRAGMA quick_check").fetchall() if self.check else [("ok",)]
-        if check != [("ok",)]:
-            detail = "; ".join(str(r[0]) for r in check[:3])
-            raise _Damaged(f"the ledger database {path} is damaged ({detail})", foreign=False)
+        if not self.check:
+            return
+        if self.owner and _read_meta(conn, SHUTDOWN_KEY) == _clean_mark(conn):
+            self._cheap_check(conn)
+            self.whole_file_check_due = True
+        else:
+            size = path.stat().st_size if path.exists() else 0
+            if self.owner and size > 64 * 2**20:
+                log.warning("checking the whole ledger database %s (%d MiB) because it was not closed cleanly "
+                            "last time; this reads the whole file once", path, size >> 20)
+            started = time.monotonic()
+            problem = _quick_check(conn)
+            if problem is not None:
+                raise _Damaged(f"the ledger database {path} is damaged ({problem})", foreign=False)
+            if self.owner and size > 64 * 2**20:
+                log.warning("the ledger database %s is intact (checked in %.1f s)", path, time.monotonic() - started)
+        if self.owner:
+            # Cleared while open: a crash from here on leaves no mark, so the next open checks the whole file.
+            conn.execute("DELETE FROM meta WHERE key=?", (SHUTDOWN_KEY,))
+
+    def _cheap_check(self, conn: sqlite3.Connection) -> None:
+        """The open check after a clean shutdown: constant time in the chain's length (docs/ledger.md)."""
+        path = self.path
+        wal = path.with_name(path.name + "-wal")
+        with open(path, "rb") as fh:
+            header = fh.read(100)
+        if len(header) < 100:
+            raise _Damaged(f"the ledger database {path} is damaged (its header is cut short)", foreign=False)
+        page_size, = struct.unpack(">H", header[16:18])
+        page_size = 65536 if page_size == 1 else page_size
+        change, pages = struct.unpack(">II", header[24:32])
+        valid_for, = struct.unpack(">I", header[92:96])
+        # The header's page count is SQLite's own (kept in step since 3.7.0 when the two counters agree); after
+        # a clean shutdown the write-ahead log is folded into the file, so the file holds exactly those pages.
+        if valid_for == change and pages and not (wal.exists() and wal.stat().st_size > 0):
+            size = path.stat().st_size
+            if size != pages * page_size:
+                raise _Damaged(f"the ledger database {path} is damaged (it is {size} bytes long, but its header "
+                               f"says {pages} pages of {page_size} bytes: cut short, extended or overwritten)",
+                               foreign=False)
+        for table in SMALL_TABLES:
+            problem = _quick_check(conn, table)
+            if problem is not None:
+                raise _Damaged(f"the ledger database {path} is damaged (table {table}: {problem})", foreign=False)
+        for key in ("derived", "finality"):
+            value = _read_meta(conn, key)
+            try:
+                if value is not None and not isinstance(_unpack(value), dict):
+                    raise ValueError("not a map")
+            except (ValueError, TypeError, msgpack.UnpackException):
+                raise _Damaged(f"the ledger database {path} is damaged (its {key} entry does not decode)",
+                               foreign=False) from None
+
+    def check_whole_file(self, stop: threading.Event | None = None) -> str | None:
+        """SQLite's whole-file check and the stored checkpoint's linear checks, on a connection of its own (any
+        thread; the owner's writes go on meanwhile). Returns the damage in plain words, or None; sets
+        :attr:`damaged`. Raises :class:`StoreError` if the check could not run or was stopped (``stop`` set)."""
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False,
+                                   isolation_level=None, timeout=self.busy_timeout)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot check the ledger database {self.path}: {exc}") from None
+        conn.text_factory = _lenient_text
+        if stop is not None:
+            conn.set_progress_handler(lambda: 1 if stop.is_set() else 0, 100_000)
+        try:
+            conn.execute("BEGIN")   # one snapshot for every check below
+            problem = _quick_check(conn)
+            if problem is None:
+                problem = checkpoint_problem(conn)
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"the check of the ledger database {self.path} did not finish: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            problem = str(exc)
+        finally:
+            conn.close()
+        if problem is not None:
+            self.damaged = f"the ledger database {self.path} is damaged ({problem})"
+            return self.damaged
+        self.whole_file_check_due = False
+        return None
 
     def close(self) -> None:
+        """Close the file; the owner writes the clean-shutdown mark first (unless a check found damage)."""
+        if self.owner and self.damaged is None:
+            try:
+                mark = _clean_mark(self._conn)
+                self._write([("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (SHUTDOWN_KEY, mark))])
+            except StoreError as exc:
+                log.warning("%s (the next start checks the whole file)", exc)
         self._conn.close()
 
     def __enter__(self) -> Store:
@@ -435,7 +542,8 @@ class Store:
     # --- derived state (schema 2) -----------------------------------------------------------------------------
 
     def load_derived_meta(self) -> dict[str, Any] | None:
-        """The stored derived state's stamp ``{"format", "height", "tip"}``, or None (none, or damaged)."""
+        """The stored derived state's stamp ``{"format", "height", "tip"}`` (and ``"counts"``: identities per
+        status, when written by this version), or None (none, or damaged)."""
         row = self._conn.execute("SELECT value FROM meta WHERE key='derived'").fetchone()
         if row is None:
             return None
@@ -446,6 +554,10 @@ class Store:
         if not (isinstance(meta, dict) and meta.get("format") == DERIVED_FORMAT
                 and isinstance(meta.get("height"), int) and isinstance(meta.get("tip"), bytes)):
             return None
+        counts = meta.get("counts")
+        if counts is not None and not (isinstance(counts, dict) and all(
+                isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in counts.items())):
+            return None
         return meta
 
     def main_chain_rows(self, above: int = 0) -> list[tuple[int, bytes, bytes]]:
@@ -453,11 +565,18 @@ class Store:
         return self._conn.execute("SELECT height, hash, header FROM main_chain WHERE height > ? ORDER BY height",
                                   (above,)).fetchall()
 
-    def main_chain_extent(self) -> tuple[int, int, bytes | None]:
-        """``(row count, highest height, hash at it)`` of the stored main chain: a chain without gaps has
-        count = highest height."""
-        count, top = self._conn.execute("SELECT COUNT(*), COALESCE(MAX(height), 0) FROM main_chain").fetchone()
-        return count, top, self.main_hash_at(top)
+    def main_chain_ends(self) -> tuple[int, int, bytes | None]:
+        """``(lowest height, highest height, hash at the highest)`` of the stored main chain, from the B-tree's
+        edges (0, 0, None when empty); that no height between is missing is checked by
+        :meth:`checkpoint_problem`."""
+        # Two queries: SQLite answers MIN() or MAX() of the key from the B-tree's edge, but not both at once.
+        low, = self._conn.execute("SELECT COALESCE(MIN(height), 0) FROM main_chain").fetchone()
+        top, = self._conn.execute("SELECT COALESCE(MAX(height), 0) FROM main_chain").fetchone()
+        return low, top, self.main_hash_at(top)
+
+    def checkpoint_problem(self) -> str | None:
+        """See :func:`checkpoint_problem` (linear in the chain: run when the whole file is checked anyway)."""
+        return checkpoint_problem(self._conn)
 
     def main_row_at(self, height: int) -> tuple[bytes, bytes] | None:
         """``(hash, packed header)`` of the stored main chain at ``height`` (None if there is no such row)."""
@@ -486,11 +605,13 @@ class Store:
         return self._conn.execute("SELECT fp, record_id, height, idx, status, expires FROM bind_id WHERE fp=?",
                                   (fp,)).fetchone()
 
-    def identity_summary(self) -> tuple[dict[str, int], list[int]]:
-        """Identities per status, and the expiry times of the live ones (what the in-memory indexes hold)."""
-        counts = dict(self._conn.execute("SELECT status, COUNT(*) FROM bind_id GROUP BY status").fetchall())
-        expiries = [r[0] for r in self._conn.execute("SELECT expires FROM bind_id WHERE status='live'")]
-        return counts, expiries
+    def identity_counts(self) -> dict[str, int]:
+        """Identities per status, counted (linear: a start reads the counts kept in the checkpoint's stamp)."""
+        return _identity_counts(self._conn)
+
+    def live_expiries(self) -> list[int]:
+        """The expiry times of the live identities (read once, when the live-binding count is first asked)."""
+        return [r[0] for r in self._conn.execute("SELECT expires FROM bind_id WHERE status='live'")]
 
     def binding_rows(self, table: str) -> list[tuple[str, bytes]]:
         """``(key, fingerprint)`` rows of ``bind_ip`` or ``bind_nick``."""
@@ -529,8 +650,9 @@ class Store:
 
     def side_blocks(self) -> tuple[list[Block], list[tuple[int, str]]]:
         """Stored blocks not on the stored main chain (side and parked branches), in acceptance order."""
-        rows = self._conn.execute("SELECT b.n, b.header, b.records FROM side s JOIN blocks b ON b.hash = s.hash "
-                                  "ORDER BY b.n").fetchall()
+        # CROSS JOIN keeps ``side`` (a few rows) the outer loop: SQLite's planner would otherwise scan ``blocks``.
+        rows = self._conn.execute("SELECT b.n, b.header, b.records FROM side s CROSS JOIN blocks b "
+                                  "ON b.hash = s.hash ORDER BY b.n").fetchall()
         return _parse_rows(rows)
 
     # --- pruning (ledger/prune.py; docs/ledger.md "Pruning") ----------------------------------------------------
@@ -600,6 +722,51 @@ class Store:
             except (LedgerError, ValueError, TypeError, msgpack.UnpackException) as exc:
                 log.warning("skipping damaged pending record #%s in %s: %s", n, self.path, exc)
         return out
+
+
+def _read_meta(conn: sqlite3.Connection, key: str) -> bytes | None:
+    row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+    return bytes(row[0]) if row is not None and isinstance(row[0], bytes) else None
+
+
+def _clean_mark(conn: sqlite3.Connection) -> bytes:
+    """The clean-shutdown mark for the store as it is now: ``clean`` and the checkpoint stamp, so a version that
+    does not keep the mark and changed the chain since (a downgrade, then an upgrade) makes the next open check
+    the whole file."""
+    return b"clean" + (_read_meta(conn, "derived") or b"")
+
+
+def _quick_check(conn: sqlite3.Connection, table: str | None = None) -> str | None:
+    """SQLite's ``quick_check`` of the whole file (or of one table): None when it is intact, else what it found."""
+    rows = conn.execute(f"PRAGMA quick_check({table})" if table else "PRAGMA quick_check").fetchall()
+    if rows == [("ok",)]:
+        return None
+    return "; ".join(str(r[0]) for r in rows[:3])
+
+
+def _identity_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT status, COUNT(*) FROM bind_id GROUP BY status").fetchall())
+
+
+def checkpoint_problem(conn: sqlite3.Connection) -> str | None:
+    """What the constant-time open does not check of the stored checkpoint (linear queries): ``main_chain``
+    holds every height 1 … the stamp's height, and the identities per status are the stamp's counts."""
+    row = conn.execute("SELECT value FROM meta WHERE key='derived'").fetchone()
+    if row is None:
+        return None
+    try:
+        stamp = _unpack(row[0])
+        height, counts = int(stamp["height"]), stamp.get("counts")
+    except (ValueError, TypeError, KeyError, msgpack.UnpackException):
+        return "its checkpoint stamp does not decode"
+    count, = conn.execute("SELECT COUNT(*) FROM main_chain").fetchone()
+    if count != height:
+        return f"the stored main chain has {count} rows for height {height}"
+    if counts is not None:
+        found = _identity_counts(conn)
+        if {k: v for k, v in found.items() if v} != {k: v for k, v in counts.items() if v}:
+            return "the stored identities do not match their counts"
+    return None
 
 
 def _parse_rows(rows: Iterable[tuple[int, bytes, bytes]]) -> tuple[list[Block], list[tuple[int, str]]]:

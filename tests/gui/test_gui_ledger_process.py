@@ -153,3 +153,27 @@ def test_the_app_process_leaves_no_ledger_process_behind(xvfb, tmp_path, how):
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def test_a_store_damaged_while_stopped_stops_the_child_with_a_plain_message(tmp_path, identities):
+    from ledger.chain import Chain
+    from ledger.local_ledger import LocalLedger, store_path
+    from tests.ledger.checkpoint_kit import damage_oldest_body
+    from tests.ledger.ledger_kit import PARAMS, T0, branch, reg
+
+    blocks = branch(Chain(PARAMS), PARAMS.genesis().header, 200, T0, records=[[reg(identities[4])]])
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 1000) as ledger:   # closed cleanly: the mark is set
+        ledger.receive_blocks(blocks, T0 + 1000)
+    damage_oldest_body(store_path(tmp_path, PARAMS.name))   # old history: the start's cheap checks do not read it
+    host = free_loopback_ip()
+    process = LedgerProcess({"host": host, "port": LEDGER_PORT, "network": PARAMS.name, "data_dir": str(tmp_path),
+                             "key_pem": identities[5].to_pem().decode(), "passphrase": None, "nickname": None,
+                             "chat_port": 8471, "seeds": [], "difficulty_bits": None, "relay": None,
+                             "no_inbound": False})
+    try:
+        process.wait_ready(60)   # it starts and listens first
+        wait_until(lambda: process.state is ChildState.FAILED, 60, what="the background check to stop the child")
+        assert process.error.startswith("the ledger node stopped unexpectedly (exit status 1)")
+        assert "is damaged" in process.error and "ledger verify" in process.error
+    finally:
+        process.close()

@@ -67,3 +67,18 @@ def checkpoint_and_replay(data_dir: Path, params: NetworkParams, now: float, wor
         replayed = snapshot(ledger, now)
     shutil.rmtree(copy)
     return restored, replayed
+
+
+def damage_oldest_body(path: Path) -> None:
+    """Overwrite the page holding block 1's body in a stopped store: old history, which no start reads (the cheap
+    open check after a clean shutdown does not see it; the whole-file check does)."""
+    conn = sqlite3.connect(path)
+    (body,) = conn.execute("SELECT records FROM blocks WHERE height=1").fetchone()
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    data = bytearray(path.read_bytes())
+    at = data.find(body)
+    assert at > 0 and data.find(body, at + 1) < 0
+    page = at // page_size
+    data[page * page_size:(page + 1) * page_size] = b"\xab" * page_size
+    path.write_bytes(bytes(data))

@@ -1,5 +1,6 @@
 """Child process for the crash-safety test: appends blocks and pending records to a LocalLedger in a loop,
-printing a line after each acknowledged write, until it is killed (or runs out of input)."""
+printing a line after each acknowledged write, until it is killed (or runs out of input; with ``--hold`` it
+then waits for stdin to close before closing the ledger)."""
 
 import sys
 from pathlib import Path
@@ -30,6 +31,8 @@ def main() -> None:
                 ledger.submit_record(records[i], now)
                 print("record", i, flush=True)
         print("done", flush=True)
+        if "--hold" in sys.argv:   # keep the ledger open until stdin closes: a kill can never find it closed
+            sys.stdin.read()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from ledger_kit import DAY, NET, PARAMS, T0, block_on, branch, reg
 from ledger.bindings import StoredIdentityTable
 from ledger.chain import Chain, FinalityPolicy
 from ledger.errors import StoreError
-from ledger.local_ledger import LocalLedger
+from ledger.local_ledger import CHECK_BLOCKS, LocalLedger
 from ledger.records import make_revocation, make_rotation
 from tests.conftest import make_identities
 
@@ -114,7 +114,8 @@ def test_a_checkpoint_that_disagrees_with_the_stored_tip_is_rebuilt(tmp_path, re
 
 
 def test_a_damaged_final_block_read_lazily_is_a_plain_store_error(tmp_path, record_pool):
-    blocks = branch(Chain(PARAMS), PARAMS.genesis().header, 5, T0 + 10, records=[[record_pool[0]]])
+    # Below the newest CHECK_BLOCKS blocks, which every start checks (see the next test).
+    blocks = branch(Chain(PARAMS), PARAMS.genesis().header, CHECK_BLOCKS + 3, T0 + 10, records=[[record_pool[0]]])
     policy = FinalityPolicy(depth=1)
     with LocalLedger(tmp_path, PARAMS, clock=lambda: NOW, finality=policy) as ledger:
         ledger.receive_blocks(blocks, NOW)
@@ -129,6 +130,25 @@ def test_a_damaged_final_block_read_lazily_is_a_plain_store_error(tmp_path, reco
         with pytest.raises(StoreError, match="damaged"):
             ledger.lookup("ip", "10.0.0.1", NOW)
         assert not ledger.verify_store().ok
+
+
+def test_a_damaged_block_among_the_newest_is_found_at_start_and_dropped(tmp_path, record_pool):
+    blocks = branch(Chain(PARAMS), PARAMS.genesis().header, CHECK_BLOCKS + 3, T0 + 10,
+                    records=[[] for _ in range(4)] + [[record_pool[0]]])
+    policy = FinalityPolicy(depth=1)
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: NOW, finality=policy) as ledger:
+        ledger.receive_blocks(blocks, NOW)
+        path = ledger.path
+    damaged = blocks[4]   # final (depth 1), not read by the restore, but among the newest CHECK_BLOCKS
+    conn = sqlite3.connect(path)
+    (records,) = conn.execute("SELECT records FROM blocks WHERE hash=?", (damaged.hash,)).fetchone()
+    conn.execute("UPDATE blocks SET records=? WHERE hash=?", (records.replace(b"alice", b"alicf"), damaged.hash))
+    conn.commit()
+    conn.close()
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: NOW, finality=policy) as ledger:
+        assert ledger.rebuilt_checkpoint is not None and "Merkle root" in ledger.rebuilt_checkpoint
+        assert ledger.height == damaged.height - 1   # the damaged block and its descendants are dropped
+        assert any("wrong Merkle root" in p for p in ledger.load_problems)
 
 
 def test_a_restored_ledger_keeps_following_reorgs_above_the_final_height(tmp_path, record_pool):
@@ -182,7 +202,8 @@ def test_a_restored_chain_reads_final_bodies_only_when_asked_and_keeps_a_bounded
         nodes = [chain._main[h] for h in range(1, chain.height + 1)]
         assert all(n._block is None and n._header is None for n in nodes)  # headers packed, bodies in SQLite
         bodies = nodes[0].bodies
-        assert bodies is not None and set(bodies._cache) == {b.hash for b in blocks[10:]}  # the open part only
+        # The open part and the newest CHECK_BLOCKS, checked at start; nothing older.
+        assert bodies is not None and set(bodies._cache) == {b.hash for b in blocks[12 - CHECK_BLOCKS:]}
         bodies.limit = 2
         for height in range(1, 13):
             assert ledger.main_at(height) == blocks[height - 1]

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from checkpoint_kit import damage_oldest_body
 from ledger_kit import PARAMS, T0, branch, reg
 
 from ledger.chain import Chain
 from ledger.errors import StoreError
 from ledger.local_ledger import LocalLedger, store_path, verify_store
-from ledger.store import APPLICATION_ID, SCHEMA_VERSION, Store
+from ledger.store import APPLICATION_ID, SCHEMA_VERSION, SHUTDOWN_KEY, Store
 from tests.conftest import make_identities
 
 REPO = Path(__file__).resolve().parents[2]
@@ -195,3 +196,157 @@ def test_a_locked_database_is_reported_and_never_moved_aside(tmp_path):
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+# --- the open check: clean-shutdown mark, cheap checks, the whole-file check owed ---------------------------------
+
+def _feed(tmp_path, ids, count=150):
+    chain = Chain(PARAMS)
+    records = [[reg(ids[0], ip="10.1.0.1", nickname="w0")]] + [[] for _ in range(10)] + [
+        [reg(ids[1], ip="10.1.0.2", nickname="w1")]]
+    blocks = branch(chain, chain.genesis.header, count, T0, records=records)
+    pending = [reg(ids[2], ip="10.2.0.1", nickname="p1"), reg(ids[3], ip="10.2.0.2", nickname="p2")]
+    feed = tmp_path / "feed.msgpack"
+    feed.write_bytes(msgpack.packb({"params": PARAMS.to_wire(), "blocks": [b.to_wire() for b in blocks],
+                                    "pending": [r.to_wire() for r in pending], "now": T0 + 1000},
+                                   use_bin_type=True))
+    return feed, blocks
+
+
+def _run_writer(data_dir, feed, kill_after=None):
+    """Run crash_writer.py; SIGKILL it after ``kill_after`` acknowledged blocks (None: let it finish, close the
+    ledger and exit). It holds the ledger open after its last block until told, so a kill never finds it
+    closed, however far ahead of this reader it ran."""
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("crash_writer.py")), str(data_dir),
+                             str(feed), "--hold"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    try:
+        blocks = 0
+        for line in proc.stdout:
+            kind, _, _ = line.strip().partition(" ")
+            blocks += kind == "block"
+            if kill_after is not None and blocks >= kill_after:
+                proc.send_signal(signal.SIGKILL)   # mid-write: the child is already storing the next block
+                break
+            if kind == "done":
+                proc.stdin.close()   # now it may close the ledger cleanly
+        assert proc.wait(timeout=30) == (0 if kill_after is None else -signal.SIGKILL), proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
+
+
+def _marked_clean(data_dir) -> bool:
+    conn = sqlite3.connect(store_path(data_dir, PARAMS.name))
+    try:
+        return conn.execute("SELECT 1 FROM meta WHERE key=?", (SHUTDOWN_KEY,)).fetchone() is not None
+    finally:
+        conn.close()
+
+
+def test_a_store_opened_after_a_clean_close_or_a_kill_equals_a_replay_from_genesis(tmp_path, ids):
+    import random
+
+    from checkpoint_kit import checkpoint_and_replay
+
+    feed, _ = _feed(tmp_path, ids, count=80)
+    data_dir = tmp_path / "node"
+    rng = random.Random(12)
+    # Kills at random points (each run appends to what the last one left), then a run that ends with a clean close.
+    for kill_after in [*sorted(rng.sample(range(2, 80), 3)), None]:
+        _run_writer(data_dir, feed, kill_after)
+        clean = kill_after is None
+        assert _marked_clean(data_dir) == clean
+        with LocalLedger(data_dir, PARAMS, clock=lambda: T0 + 1000) as ledger:
+            # After a kill the open checked the whole file; after a clean close that check is owed.
+            assert ledger.store.whole_file_check_due == clean
+            assert not _marked_clean(data_dir)   # cleared while open
+        restored, replayed = checkpoint_and_replay(data_dir, PARAMS, T0 + 1000, tmp_path)
+        assert restored == replayed
+        assert restored["height"] == 80 or not clean
+
+
+def _closed_cleanly_with_blocks(tmp_path, ids, count=200):
+    chain = Chain(PARAMS)
+    blocks = branch(chain, chain.genesis.header, count, T0, records=[[reg(ids[0], ip="10.1.0.1", nickname="a")]])
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 1000) as ledger:
+        ledger.receive_blocks(blocks, T0 + 1000)
+        path = ledger.path
+    assert _marked_clean(tmp_path)
+    return path, blocks
+
+
+@pytest.mark.parametrize("change", [-4096, +4096, -100])
+def test_a_store_cut_short_or_extended_while_stopped_is_refused_at_the_cheap_open(tmp_path, ids, change):
+    path, _ = _closed_cleanly_with_blocks(tmp_path, ids)
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.truncate(size + change)   # growing pads with zero bytes
+    # SQLite may find it first (a page the open reads is missing); either way, it is refused at open.
+    with pytest.raises(StoreError, match=r"(cut short|malformed).* mv ") as refused:
+        LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 1000)
+    assert change < 0 or "extended" in str(refused.value)   # only the header check sees a longer file
+
+
+def test_damage_while_stopped_is_found_by_the_background_check_and_then_at_every_open(tmp_path, ids):
+    from tests.helpers import wait_until
+
+    path, blocks = _closed_cleanly_with_blocks(tmp_path, ids)
+    damage_oldest_body(path)
+    reports: list[str] = []
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 1000) as ledger:
+        # The cheap open does not read that page: the node starts, with the whole-file check owed.
+        assert ledger.store.whole_file_check_due and ledger.height == len(blocks)
+        ledger.check_store_in_background(reports.append)
+        wait_until(lambda: reports, what="the background check to report the damage")
+    assert "is damaged" in reports[0] and "ledger verify" in reports[0] and "mv " in reports[0]
+    assert not _marked_clean(tmp_path)   # no clean mark after damage: the next open checks the whole file
+    with pytest.raises(StoreError, match="is damaged"):
+        LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 1000)
+
+
+def test_an_intact_store_passes_the_background_check_and_is_marked_clean_again(tmp_path, ids):
+    from tests.helpers import wait_until
+
+    _closed_cleanly_with_blocks(tmp_path, ids)
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 1000) as ledger:
+        ledger.check_store_in_background(lambda message: pytest.fail(message))
+        wait_until(lambda: not ledger.store.whole_file_check_due, what="the background check to finish")
+    assert _marked_clean(tmp_path)
+
+
+def test_a_damaged_store_without_the_clean_mark_is_refused_at_open(tmp_path, ids):
+    path, _ = _closed_cleanly_with_blocks(tmp_path, ids)
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM meta WHERE key=?", (SHUTDOWN_KEY,))   # as after kill -9 or a power loss
+    conn.commit()
+    conn.close()
+    damage_oldest_body(path)
+    with pytest.raises(StoreError, match=r"is damaged .* mv "):
+        LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 1000)
+
+
+def test_a_checkpoint_whose_counts_disagree_is_rebuilt_after_an_unclean_shutdown(tmp_path, ids):
+    path, _ = _closed_cleanly_with_blocks(tmp_path, ids)
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM meta WHERE key=?", (SHUTDOWN_KEY,))
+    conn.execute("DELETE FROM bind_id")   # rows lost, stamp kept: only the linear check sees it
+    conn.commit()
+    conn.close()
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 1000) as ledger:
+        assert "do not match their counts" in (ledger.rebuilt_checkpoint or "")
+        assert ledger.lookup("ip", "10.1.0.1", T0 + 1000) is not None
+
+
+def test_a_chain_changed_by_a_version_that_keeps_no_mark_makes_the_next_open_check_the_whole_file(tmp_path, ids):
+    path, _ = _closed_cleanly_with_blocks(tmp_path, ids)
+    conn = sqlite3.connect(path)   # an older version wrote a block: the stamp moved, the stale mark stayed
+    (stamp,) = conn.execute("SELECT value FROM meta WHERE key='derived'").fetchone()
+    conn.execute("UPDATE meta SET value=? WHERE key='derived'", (stamp[:-1] + bytes([stamp[-1] ^ 1]),))
+    conn.commit()
+    conn.close()
+    assert _marked_clean(tmp_path)
+    with Store(path, owner=True) as store:
+        assert not store.whole_file_check_due   # checked at open, as after a crash
