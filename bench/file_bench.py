@@ -180,8 +180,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(quick: bool, size_mib: int) -> dict[str, Any]:
-    rounds = 1 if quick else 3
+def run(quick: bool, size_mib: int, rounds: int = 3, paths: tuple[str, ...] = ("direct", "relay"),
+        texts: bool = True) -> dict[str, Any]:
+    rounds = 1 if quick else rounds
     spawn = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="file-bench-") as tmp:
         root = Path(tmp)
@@ -216,19 +217,25 @@ def run(quick: bool, size_mib: int) -> dict[str, Any]:
             sides = {"direct": Initiator(root / "initiator", [direct, initiator_entry], f"{RESPONDER_IP}:{port}",
                                          None),
                      "relay": Initiator(root / "initiator", [relayed, initiator_entry], "responder", RELAY)}
+            for name in [name for name in sides if name not in paths]:
+                sides.pop(name).close()
             sessions = {name: side.handshake()[0] for name, side in sides.items()}
             samples: dict[str, list[float]] = {"tls": [], "direct": [], "relay": []}
             for _ in range(rounds):
                 samples["tls"].append(tls_copy(src, tls_port, certs, parent))
                 for name, side in sides.items():
                     samples[name].append(send_file(side, sessions[name], src))
+            rates = {k: max(v) if v else 0.0 for k, v in samples.items()}
+            if not texts or "direct" not in sides:
+                return {"size": size_mib, "rounds": rounds, "paths": {n: s.path for n, s in sides.items()},
+                        "samples": samples, **rates}
             n_texts = 60 if quick else 200
             idle = texts_during(sides["direct"], sessions["direct"], None, parent, n_texts)
             busy: list[float] = []
             while len(busy) < n_texts:     # as many transfers as it takes to cover the texts
                 busy += texts_during(sides["direct"], sessions["direct"], src, parent, min(n_texts, 50))
             return {"size": size_mib, "rounds": rounds, "paths": {n: s.path for n, s in sides.items()}, **part_rates(),
-                    **{k: max(v) for k, v in samples.items()},
+                    "samples": samples, **rates,
                     "idle_p50": statistics.median(idle), "idle_p99": pct(idle, 0.99),
                     "busy_p50": statistics.median(busy), "busy_p99": pct(busy, 0.99), "texts": len(busy)}
         finally:
@@ -282,9 +289,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one round, 8 MiB (a smoke test of the script)")
     parser.add_argument("--size", type=int, default=50, help="file size in MiB (default 50)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of TLS, direct and relay (default 3)")
+    parser.add_argument("--only", choices=("direct", "relay"), help="one path only, no texts, nothing written "
+                                                                     "to docs/ (for profiling)")
     args = parser.parse_args()
-    results = run(args.quick, 8 if args.quick else args.size)
+    if args.only:
+        results = run(False, args.size, args.rounds, (args.only,), texts=False)
+        print(" ".join(f"{k}: {', '.join(f'{x:.1f}' for x in v)} MB/s" for k, v in results["samples"].items() if v))
+        return 0
+    results = run(args.quick, 8 if args.quick else args.size, args.rounds)
     print(f"paths: {results['paths']}")
+    print(" ".join(f"{k}: {', '.join(f'{x:.1f}' for x in v)} MB/s" for k, v in results["samples"].items()))
     table = markdown(results)
     print(table)
     if not args.quick:
