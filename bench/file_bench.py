@@ -295,7 +295,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.only:
         results = run(False, args.size, args.rounds, (args.only,), texts=False)
-        print(" ".join(f"{k}: {', '.join(f'{x:.1f}' for x in v)} MB/s" for k, v in results["samples"].items() if v))
+        got = results["samples"]
+        print(" ".join(f"{k}: {', '.join(f'{x:.1f}' for x in v)} MB/s" for k, v in got.items() if v),
+              "| x TLS per round:", ", ".join(f"{p / t:.2f}" for p, t in zip(got[args.only], got["tls"], strict=True)))
         return 0
     results = run(args.quick, 8 if args.quick else args.size, args.rounds)
     print(f"paths: {results['paths']}")

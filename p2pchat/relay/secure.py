@@ -35,7 +35,7 @@ from p2pchat.display import quote_peer
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import HEADER, Message, Protocol
 from p2pchat.foundation.errors import CryptoError, FrameError, PeerUnreachable, ProtocolError, UserError
-from p2pchat.foundation.transport import FramedSocket, _os_reason, _wait_ready
+from p2pchat.foundation.transport import FramedSocket, _os_reason, _send_now, _wait_ready
 from p2pchat.relay.protocol import RelayError
 
 LINK_VERSION = 2
@@ -370,7 +370,7 @@ class SecureSocket(FramedSocket):
             if not _wait_ready(self.sock, write=True, timeout=0):
                 return None
             sealed = self._seal_pair(data)
-            sent = self.sock.send(sealed)
+            sent = _send_now(self.sock, sealed)
             return sealed[sent:]
         except OSError as exc:
             raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
