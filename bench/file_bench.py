@@ -104,6 +104,8 @@ def receiver(pipe: Connection, key_dir: str, entries: list[DirectoryEntry], cert
                 latencies.clear()
         elif cmd == "tls_done":
             pipe.send(tls_done.get(timeout=600))
+        elif cmd == "cpu":
+            pipe.send(cpu_seconds())
     stop.set()
     listener.shutdown(socket.SHUT_RDWR)
     listener.close()
@@ -125,6 +127,15 @@ def tls_copy(path: Path, port: int, certs: dict[str, str], parent: Connection) -
     parent.send("tls_done")
     end = parent.recv()           # the receiver's perf_counter: same machine, same clock
     return path.stat().st_size / 1e6 / (end - t0)
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of this process (or of ``pid``, from /proc on Linux)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def send_file(side: Initiator, sid: str, path: Path) -> float:
@@ -221,14 +232,25 @@ def run(quick: bool, size_mib: int, rounds: int = 3, paths: tuple[str, ...] = ("
                 sides.pop(name).close()
             sessions = {name: side.handshake()[0] for name, side in sides.items()}
             samples: dict[str, list[float]] = {"tls": [], "direct": [], "relay": []}
+            cpu: dict[str, list[float]] = {"tls": [], "direct": [], "relay": []}
+
+            def cpu_now() -> float:
+                parent.send("cpu")
+                relay_cpu = cpu_seconds(relay.pid) if sys.platform == "linux" else 0.0
+                return cpu_seconds() + parent.recv() + relay_cpu
+
             for _ in range(rounds):
+                before = cpu_now()
                 samples["tls"].append(tls_copy(src, tls_port, certs, parent))
+                cpu["tls"].append(cpu_now() - before)
                 for name, side in sides.items():
+                    before = cpu_now()
                     samples[name].append(send_file(side, sessions[name], src))
+                    cpu[name].append(cpu_now() - before)
             rates = {k: max(v) if v else 0.0 for k, v in samples.items()}
             if not texts or "direct" not in sides:
                 return {"size": size_mib, "rounds": rounds, "paths": {n: s.path for n, s in sides.items()},
-                        "samples": samples, **rates}
+                        "samples": samples, "cpu": cpu, **rates}
             n_texts = 60 if quick else 200
             idle = texts_during(sides["direct"], sessions["direct"], None, parent, n_texts)
             busy: list[float] = []
@@ -297,7 +319,10 @@ def main() -> int:
         results = run(False, args.size, args.rounds, (args.only,), texts=False)
         got = results["samples"]
         print(" ".join(f"{k}: {', '.join(f'{x:.1f}' for x in v)} MB/s" for k, v in got.items() if v),
-              "| x TLS per round:", ", ".join(f"{p / t:.2f}" for p, t in zip(got[args.only], got["tls"], strict=True)))
+              "| x TLS per round:", ", ".join(f"{p / t:.2f}" for p, t in zip(got[args.only], got["tls"], strict=True)),
+              "| CPU s per GB (all processes): " + ", ".join(
+                  f"{k} {statistics.median(v) * 1000 / (args.size * 1.048576):.2f}"
+                  for k, v in results["cpu"].items() if v))
         return 0
     results = run(args.quick, 8 if args.quick else args.size, args.rounds)
     print(f"paths: {results['paths']}")

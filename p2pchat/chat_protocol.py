@@ -37,7 +37,7 @@ import struct
 from dataclasses import dataclass
 
 from p2pchat.foundation import crypto
-from p2pchat.foundation.codec import Field, Protocol
+from p2pchat.foundation.codec import HEADER, Field, Protocol
 from p2pchat.foundation.errors import ProtocolError
 
 PROTOCOL_VERSION = 2                     # 2: step 2 carries each side's ledger checkpoint and tip (cross-check)
@@ -261,6 +261,30 @@ def sealed_nonce(counter: int) -> bytes:
     Every (direction, epoch) pair has its own key and the counter never repeats within a direction, so no
     (key, nonce) pair ever repeats; the layout is the same for every direction and epoch."""
     return _NONCE_PREFIX + counter.to_bytes(8, "big")
+
+
+def sealed_frame(epoch: int, counter: int, box_len: int) -> tuple[bytearray, int]:
+    """A ``sealed`` frame (length prefix included) whose ``box`` of ``box_len`` bytes is still to be written,
+    and where the box starts: byte for byte ``CHAT.encode("sealed", epoch=…, counter=…, box=…)``, so a large
+    box is sealed in place (:func:`p2pchat.foundation.crypto.seal_into`) instead of copied three times."""
+    if not crypto.GCM_TAG_LEN <= box_len <= MAX_BOX:
+        raise ValueError(f"a sealed box is {crypto.GCM_TAG_LEN} to {MAX_BOX} bytes")
+    # the same map with a 16-byte box (bin 8: c4 10 + 16 bytes), its box header replaced by box_len's
+    small = CHAT.encode_body("sealed", epoch=epoch, counter=counter, box=bytes(crypto.GCM_TAG_LEN))
+    head = small[:-2 - crypto.GCM_TAG_LEN] + _bin_header(box_len)
+    frame = bytearray(HEADER.size + len(head) + box_len)
+    HEADER.pack_into(frame, 0, len(head) + box_len)
+    frame[HEADER.size:HEADER.size + len(head)] = head
+    return frame, HEADER.size + len(head)
+
+
+def _bin_header(n: int) -> bytes:
+    """msgpack's header of a bin of ``n`` bytes (the shortest form, as msgpack packs it)."""
+    if n < 1 << 8:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 1 << 16:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
 
 
 def padded_size(n: int) -> int:

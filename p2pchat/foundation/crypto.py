@@ -289,6 +289,17 @@ def seal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
     return ct + tag
 
 
+def seal_into(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes, out: memoryview) -> None:
+    """:func:`seal` written into ``out`` (exactly ``len(plaintext) + 16`` bytes): a large message is sealed
+    straight into the frame that carries it instead of being copied into it."""
+    if len(out) != len(plaintext) + GCM_TAG_LEN:
+        raise ValueError("the output must hold the ciphertext and its tag exactly")
+    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=GCM_TAG_LEN)
+    cipher.update(aad)
+    cipher.encrypt(plaintext, output=out[:-GCM_TAG_LEN])
+    out[-GCM_TAG_LEN:] = cipher.digest()
+
+
 def open_sealed(key: bytes, nonce: bytes, sealed: bytes, aad: bytes) -> bytes:
     """AES-256-GCM decryption; raises :class:`CryptoError` if the ciphertext or header was altered."""
     if len(sealed) < GCM_TAG_LEN:

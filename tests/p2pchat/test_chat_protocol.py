@@ -146,3 +146,21 @@ def test_transcript_values_encode_text_and_integers_and_refuse_the_rest():
     for bad in (True, -1, 2**32, 1.5):
         with pytest.raises(TypeError):
             cp.encode_item(bad)
+
+
+@pytest.mark.parametrize("box_len", [16, 255, 256, 65_535, 65_536, 4 * 65_536 + 16, cp.MAX_BOX])
+@pytest.mark.parametrize(("epoch", "counter"), [(0, 0), (3, 127), (cp.MAX_EPOCH, cp.MAX_COUNTER)])
+def test_a_sealed_frame_made_in_place_is_byte_for_byte_the_codecs(box_len, epoch, counter):
+    box = bytes(range(256)) * (box_len // 256) + bytes(box_len % 256)
+    frame, at = cp.sealed_frame(epoch, counter, box_len)
+    frame[at:] = box
+    assert bytes(frame) == cp.CHAT.encode("sealed", epoch=epoch, counter=counter, box=box)
+
+
+def test_a_sealed_frame_refuses_a_box_the_schema_refuses():
+    with pytest.raises(ValueError):
+        cp.sealed_frame(0, 0, 15)
+    with pytest.raises(ValueError):
+        cp.sealed_frame(0, 0, cp.MAX_BOX + 1)
+    with pytest.raises(FrameError):
+        cp.sealed_frame(0, cp.MAX_COUNTER + 1, 16)
