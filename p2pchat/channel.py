@@ -102,7 +102,7 @@ from p2pchat.chat_protocol import (
     SEALED_CONTENT,
     SMP_KINDS,
     Send,
-    pad,
+    padded_parts,
     sealed_aad,
     sealed_frame,
     sealed_nonce,
@@ -579,9 +579,9 @@ class Channel:
         if side.counter > MAX_COUNTER:
             raise ChannelError("this session has used up its message counter; reconnect")
         counter = side.counter
-        plain = pad(SEALED_CONTENT.encode_body(type_, **fields))
-        # sealed in place in the frame: a 256 KiB file chunk is not copied again after the padding
-        frame, at = sealed_frame(side.epoch, counter, len(plain) + crypto.GCM_TAG_LEN)
+        # sealed from its parts straight into the frame: a 256 KiB file chunk is not copied on the way
+        plain = padded_parts(type_, **fields)
+        frame, at = sealed_frame(side.epoch, counter, sum(len(part) for part in plain) + crypto.GCM_TAG_LEN)
         with memoryview(frame) as view:
             crypto.seal_into(side.key, sealed_nonce(counter), plain, sealed_aad(self.session_id, side.direction,
                                                                                 side.epoch, counter), view[at:])

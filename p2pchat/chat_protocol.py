@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from p2pchat.foundation import crypto
-from p2pchat.foundation.codec import HEADER, Field, Protocol
+from p2pchat.foundation.codec import HEADER, Field, Protocol, check_fields
 from p2pchat.foundation.errors import ProtocolError
 
 PROTOCOL_VERSION = 2                     # 2: step 2 carries each side's ledger checkpoint and tip (cross-check)
@@ -293,6 +294,27 @@ def padded_size(n: int) -> int:
         if n <= bucket:
             return bucket
     return -(-n // PAD_STEP) * PAD_STEP
+
+
+BIG_FIELD = 4096            # a bytes field this long, last in its message, is sealed from where it lies
+_ZEROS = bytes(PAD_STEP)
+
+
+def padded_parts(type_: str, **fields: Any) -> list[bytes]:
+    """``pad(SEALED_CONTENT.encode_body(type_, **fields))`` as parts to seal one after the other: a large
+    bytes field that ends the message (a file chunk's ``data``) is one part of its own, never copied."""
+    schema = SEALED_CONTENT.messages.get(type_, {})
+    last = list(schema)[-1] if schema else None
+    big = fields.get(last) if last is not None else None
+    if not isinstance(big, bytes) or len(big) < BIG_FIELD:
+        return [pad(SEALED_CONTENT.encode_body(type_, **fields))]
+    check_fields(fields, schema, f"outgoing {type_!r}")      # the real value's type and length, not copied
+    # the same message with a one-byte placeholder (bin 8: c4 01 00), its bin header replaced by the real one
+    head = SEALED_CONTENT.encode_body(type_, **{**fields, last: b"\0"})[:-3] + _bin_header(len(big))
+    body_len = len(head) + len(big)
+    n = LENGTH_PREFIX.size + body_len
+    zeros = padded_size(n) - n
+    return [LENGTH_PREFIX.pack(body_len) + head, big, *([_ZEROS[:zeros]] if zeros else [])]
 
 
 def pad(body: bytes) -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from p2pchat.foundation import _lazy_pycryptodome as _lazy
@@ -289,15 +289,19 @@ def seal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
     return ct + tag
 
 
-def seal_into(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes, out: memoryview) -> None:
-    """:func:`seal` written into ``out`` (exactly ``len(plaintext) + 16`` bytes): a large message is sealed
-    straight into the frame that carries it instead of being copied into it."""
-    if len(out) != len(plaintext) + GCM_TAG_LEN:
+def seal_into(key: bytes, nonce: bytes, plaintext: Sequence[bytes], aad: bytes, out: memoryview) -> None:
+    """:func:`seal` of the concatenated ``plaintext`` parts, written into ``out`` (exactly their length + 16
+    bytes): a large message is sealed straight into the frame that carries it, from its parts, instead of being
+    joined and copied into it."""
+    if len(out) != sum(len(part) for part in plaintext) + GCM_TAG_LEN:
         raise ValueError("the output must hold the ciphertext and its tag exactly")
     cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=GCM_TAG_LEN)
     cipher.update(aad)
-    cipher.encrypt(plaintext, output=out[:-GCM_TAG_LEN])
-    out[-GCM_TAG_LEN:] = cipher.digest()
+    at = 0
+    for part in plaintext:
+        cipher.encrypt(part, output=out[at:at + len(part)])
+        at += len(part)
+    out[at:] = cipher.digest()
 
 
 def open_sealed(key: bytes, nonce: bytes, sealed: bytes, aad: bytes) -> bytes:

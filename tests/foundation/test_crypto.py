@@ -106,8 +106,8 @@ def test_sealing_into_a_buffer_gives_the_same_bytes_and_checks_its_length():
     key, nonce, aad = bytes(32), bytes(12), b"aad"
     plain = bytes(range(256)) * 1000
     out = bytearray(len(plain) + crypto.GCM_TAG_LEN + 3)
-    crypto.seal_into(key, nonce, plain, aad, memoryview(out)[3:])
+    crypto.seal_into(key, nonce, [plain[:5], plain[5:70_001], plain[70_001:]], aad, memoryview(out)[3:])
     assert bytes(out[3:]) == crypto.seal(key, nonce, plain, aad)
     assert crypto.open_sealed(key, nonce, bytes(out[3:]), aad) == plain
     with pytest.raises(ValueError):
-        crypto.seal_into(key, nonce, plain, aad, memoryview(out))
+        crypto.seal_into(key, nonce, [plain], aad, memoryview(out))
