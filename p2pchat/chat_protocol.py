@@ -304,8 +304,8 @@ def padded_parts(type_: str, **fields: Any) -> list[bytes]:
     """``pad(SEALED_CONTENT.encode_body(type_, **fields))`` as parts to seal one after the other: a large
     bytes field that ends the message (a file chunk's ``data``) is one part of its own, never copied."""
     schema = SEALED_CONTENT.messages.get(type_, {})
-    last = list(schema)[-1] if schema else None
-    big = fields.get(last) if last is not None else None
+    last = list(schema)[-1] if schema else ""
+    big = fields.get(last)
     if not isinstance(big, bytes) or len(big) < BIG_FIELD:
         return [pad(SEALED_CONTENT.encode_body(type_, **fields))]
     check_fields(fields, schema, f"outgoing {type_!r}")      # the real value's type and length, not copied
