@@ -289,7 +289,8 @@ def seal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
     return ct + tag
 
 
-def seal_into(key: bytes, nonce: bytes, plaintext: Sequence[bytes], aad: bytes, out: memoryview) -> None:
+def seal_into(key: bytes, nonce: bytes, plaintext: Sequence[bytes | memoryview], aad: bytes,
+              out: memoryview) -> None:
     """:func:`seal` of the concatenated ``plaintext`` parts, written into ``out`` (exactly their length + 16
     bytes): a large message is sealed straight into the frame that carries it, from its parts, instead of being
     joined and copied into it."""
@@ -304,14 +305,14 @@ def seal_into(key: bytes, nonce: bytes, plaintext: Sequence[bytes], aad: bytes, 
     out[at:] = cipher.digest()
 
 
-def open_sealed(key: bytes, nonce: bytes, sealed: bytes, aad: bytes) -> bytes:
+def open_sealed(key: bytes, nonce: bytes, sealed: bytes | memoryview, aad: bytes) -> bytes:
     """AES-256-GCM decryption; raises :class:`CryptoError` if the ciphertext or header was altered."""
     if len(sealed) < GCM_TAG_LEN:
         raise CryptoError("ciphertext is shorter than its authentication tag")
     cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=GCM_TAG_LEN)
     cipher.update(aad)
     try:   # a view of the ciphertext: a large message is not copied once more before decryption
-        return cipher.decrypt_and_verify(memoryview(sealed)[:-GCM_TAG_LEN], sealed[-GCM_TAG_LEN:])
+        return cipher.decrypt_and_verify(memoryview(sealed)[:-GCM_TAG_LEN], bytes(sealed[-GCM_TAG_LEN:]))
     except ValueError:
         raise CryptoError("message failed authentication (altered, replayed or under the wrong key)") from None
 
