@@ -312,6 +312,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="one round, 8 MiB (a smoke test of the script)")
     parser.add_argument("--size", type=int, default=50, help="file size in MiB (default 50)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of TLS, direct and relay (default 3)")
+    parser.add_argument("--no-write", action="store_true", help="print the table only, do not write docs/")
     parser.add_argument("--only", choices=("direct", "relay"), help="one path only, no texts, nothing written "
                                                                      "to docs/ (for profiling)")
     args = parser.parse_args()
@@ -329,7 +330,7 @@ def main() -> int:
     print(" ".join(f"{k}: {', '.join(f'{x:.1f}' for x in v)} MB/s" for k, v in results["samples"].items()))
     table = markdown(results)
     print(table)
-    if not args.quick:
+    if not args.quick and not args.no_write:
         write_section("## File transfer", "## File transfer\n\n`python3 bench/file_bench.py` (issue 16). " + table)
     return 0
 
