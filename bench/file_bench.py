@@ -325,9 +325,12 @@ def main() -> int:
                   f"{k} {statistics.median(v) * 1000 / (args.size * 1.048576):.2f}"
                   for k, v in results["cpu"].items() if v))
         return 0
-    results = run(args.quick, 8 if args.quick else args.size, args.rounds)
+    size = 8 if args.quick else args.size
+    results = run(args.quick, size, args.rounds)
     print(f"paths: {results['paths']}")
-    print(" ".join(f"{k}: {', '.join(f'{x:.1f}' for x in v)} MB/s" for k, v in results["samples"].items()))
+    print(" ".join(f"{k}: {', '.join(f'{x:.1f}' for x in v)} MB/s" for k, v in results["samples"].items()),
+          "| CPU s per GB (all processes): " + ", ".join(
+              f"{k} {statistics.median(v) * 1000 / (size * 1.048576):.2f}" for k, v in results["cpu"].items() if v))
     table = markdown(results)
     print(table)
     if not args.quick and not args.no_write:
