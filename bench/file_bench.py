@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from chat_bench import CLIENT_IP, SERVER_IP, make_certs, tls_context  # noqa: E402
 from relay_chat_bench import INITIATOR_IP, RELAY, RESPONDER_IP, Initiator, start_relay  # noqa: E402
-from report import write_section  # noqa: E402
+from report import BENCHMARKS, write_section  # noqa: E402
 
 from p2pchat.events import FileFinished, MessageReceived  # noqa: E402
 from p2pchat.foundation.identity import KEY_FILE, Identity  # noqa: E402
@@ -257,7 +257,7 @@ def run(quick: bool, size_mib: int, rounds: int = 3, paths: tuple[str, ...] = ("
             while len(busy) < n_texts:     # as many transfers as it takes to cover the texts
                 busy += texts_during(sides["direct"], sessions["direct"], src, parent, min(n_texts, 50))
             return {"size": size_mib, "rounds": rounds, "paths": {n: s.path for n, s in sides.items()}, **part_rates(),
-                    "samples": samples, **rates,
+                    "samples": samples, "cpu": cpu, **rates,
                     "idle_p50": statistics.median(idle), "idle_p99": pct(idle, 0.99),
                     "busy_p50": statistics.median(busy), "busy_p99": pct(busy, 0.99), "texts": len(busy)}
         finally:
@@ -307,6 +307,19 @@ machine (over five runs of the committed code on a nearly idle machine, load ave
 496–806 MB/s; direct 0.25–0.39 × TLS, via relay 0.14–0.27 ×)."""
 
 
+HEADING = "## File transfer"
+
+
+def dated_subsections() -> str:
+    """The ``###`` subsections of the section as it stands (dated records of past work), kept by a new run."""
+    current = BENCHMARKS.read_text() if BENCHMARKS.exists() else ""
+    section = current.partition(HEADING)[2]
+    end = section.find("\n## ")
+    section = section[:end] if end >= 0 else section
+    start = section.find("\n### ")
+    return section[start:].strip("\n") + "\n" if start >= 0 else ""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one round, 8 MiB (a smoke test of the script)")
@@ -334,7 +347,7 @@ def main() -> int:
     table = markdown(results)
     print(table)
     if not args.quick and not args.no_write:
-        write_section("## File transfer", "## File transfer\n\n`python3 bench/file_bench.py` (issue 16). " + table)
+        write_section(HEADING, f"{HEADING}\n\n`python3 bench/file_bench.py` (issue 16). {table}\n{dated_subsections()}")
     return 0
 
 
