@@ -125,9 +125,10 @@ class FramedSocket:
             return self._ready.pop(0)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not self._ready:
-            # The rest of a large frame is asked for in one read, not in 64 KiB pieces (a poll and a read each).
+            # The rest of a frame is asked for in one read, not in 64 KiB pieces, and no further: the buffer then
+            # holds exactly that frame, which the reader decodes without copying it.
             need = self._reader.next_frame_size()
-            size = RECV_CHUNK if need is None else max(RECV_CHUNK, need - self._reader.pending())
+            size = RECV_CHUNK if need is None else max(1, need - self._reader.pending())
             self._ready.extend(self._reader.feed(self._read_some(deadline, size)))
         return self._ready.pop(0)
 
