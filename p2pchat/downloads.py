@@ -192,7 +192,6 @@ class Partial:
         self._fh.seek(self.offset)
         self._fh.truncate()
         self.written = self.offset          # on disk and hashed (the writer thread's)
-        self.taken = self.offset            # handed to write() so far
         self._recorded = self.offset        # in the state record
         self._save_state()
         self._queue: queue.Queue[bytes | None] = queue.Queue(WRITE_QUEUE)
@@ -206,7 +205,6 @@ class Partial:
         if self._writer is None:
             raise SinkError("the download was already closed")
         self._queue.put(data)
-        self.taken += len(data)
 
     def checkpoint(self) -> None:
         """Wait until everything handed to :meth:`write` is on disk and recorded as verified (each chunk came
