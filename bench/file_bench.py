@@ -1,7 +1,7 @@
 """File transfer benchmark: `p2pchat send`'s path (a file offered in an established chat) direct and through the
 relay, against an scp-like bulk copy over TLS 1.3 (Python's ssl), and the latency of texts while a file runs.
 
-    python3 bench/file_bench.py [--quick] [--size MiB]
+    python3 bench/file_bench.py [--quick] [--size MiB] [--rounds N] [--no-write] [--only direct|relay]
 
 Processes on loopback: the receiver (a ChatNode accepting files into a temporary downloads folder, listening
 directly and registered at a relay; and a TLS 1.3 server writing what it receives to a file) in a child process,
@@ -14,8 +14,11 @@ the relay (rate limit off) in another, the sender in this one. Measured in the s
   ``FileFinished`` (the receiver has every byte on disk and checked the whole file's SHA-256); the four steps not
   counted;
 - text latency while a transfer runs: a 100-byte text every 10 ms during a direct transfer, one-way latency
-  (send → the receiver's node has decrypted it) p50 / p99, next to the same texts with no transfer.
-Goals (issue 16): file MB/s ≥ 0.5 × TLS; text p99 during a transfer ≤ 50 ms.
+  (send → the receiver's node has decrypted it) p50 / p99, next to the same texts with no transfer;
+- CPU (user + system) of all the processes per GB moved, median of the rounds: what a path costs whatever else
+  the machine runs (MB/s on a shared machine follow the CPU left over).
+Goals (issue 16): file MB/s ≥ 0.5 × TLS; text p99 during a transfer ≤ 50 ms. ``--only`` runs one path without
+texts and writes nothing (profiling); ``--no-write`` prints the table without writing docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -269,6 +272,11 @@ def run(quick: bool, size_mib: int, rounds: int = 3, paths: tuple[str, ...] = ("
             relay.wait(timeout=60)
 
 
+def cpu_per_gb(r: dict[str, Any], path: str) -> float:
+    """Median CPU seconds of all processes per GB (10⁹ bytes) a path moved."""
+    return float(statistics.median(r["cpu"][path])) * 1000 / (r["size"] * 1.048576)
+
+
 def markdown(r: dict[str, Any]) -> str:
     return "\n".join([
         f"{r['size']} MiB file on loopback, best of {r['rounds']} (same run, alternating); "
@@ -280,6 +288,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"| text latency, no transfer (p50 / p99) | {r['idle_p50'] * 1e3:.1f} / {r['idle_p99'] * 1e3:.1f} ms | — | — |",
         f"| text latency during a transfer (p50 / p99, {r['texts']} texts) | {r['busy_p50'] * 1e3:.1f} / "
         f"{r['busy_p99'] * 1e3:.1f} ms | — | p99 ≤ 50 ms |",
+        f"| CPU of all processes per GB moved (TLS / direct / relay) | {cpu_per_gb(r, 'tls'):.2f} / "
+        f"{cpu_per_gb(r, 'direct'):.2f} / {cpu_per_gb(r, 'relay'):.2f} s | 1.00 / "
+        f"{cpu_per_gb(r, 'direct') / cpu_per_gb(r, 'tls'):.2f} / {cpu_per_gb(r, 'relay') / cpu_per_gb(r, 'tls'):.2f} "
+        "| — |",
         "", "Where the time goes, per side (measured in this run, one core):", "",
         "| per-byte work | MB/s |", "|---|---|",
         f"| AES-256-GCM, 256 KiB chunks (pycryptodome, the project's crypto module) | {r['gcm']:.0f} |",
@@ -290,21 +302,21 @@ def markdown(r: dict[str, Any]) -> str:
     ])
 
 
-ANALYSIS = """The TLS baseline encrypts with OpenSSL's AES-GCM inside `ssl` (GB/s) and hashes nothing; a p2pchat
-transfer seals every chunk with pycryptodome's AES-GCM (the project's one crypto module), checks a SHA-256 of the
-whole file on both sides (hashlib, OpenSSL's: the offer's promise, and what makes a resume safe) and moves each
-chunk through the msgpack codec and the padding. The ceiling row bounds one side before any copy, system call or
-thread hand-off: the per-byte work is not the limit (it is faster than TLS on this machine). Between it and the
-measured rate lies the Python IO path, about 1.3 ms per 256 KiB chunk against an estimated ~0.6 ms of CPU per side
-(the parts above, a cipher object of ~40 us per sealed message, two msgpack passes and the padding copy): system
-calls, thread wake-ups and lock hand-offs between the reader and writer threads of each node, which a profile
-(py-spy) shows but no single one of which dominates. Neither the window nor the acknowledgements are the limit:
-100 ms of the acknowledged rate in flight instead of 25 ms gave no more MB/s (168 MB/s direct, 0.34 × TLS) and a
-100 ms p99 for texts; a `file_ack` every second chunk instead of every chunk gave no more either (190 and 125 MB/s
-direct, 0.29 and 0.23 × TLS). For texts, compare the two latency rows: a running file adds what its window holds,
-paced to about 25 ms of the acknowledged rate. The figures move from run to run with the other work on the shared
-machine (over five runs of the committed code on a nearly idle machine, load average 1.1–1.5 on 2 CPUs: TLS
-496–806 MB/s; direct 0.25–0.39 × TLS, via relay 0.14–0.27 ×)."""
+ANALYSIS = """The TLS baseline encrypts with OpenSSL's AES-GCM inside `ssl` and hashes nothing; a p2pchat transfer
+seals every chunk with pycryptodome's AES-GCM (the project's one crypto module) and checks a SHA-256 of the whole
+file on both sides (the offer's promise, and what makes a resume safe); through the relay each byte is sealed once
+more between the two clients (pair records, docs/relay.md) and passes a third process. The per-byte rows bound one
+side before any copy or system call. The CPU row is what decides MB/s on a shared machine: on this one TLS needs
+about 2.5 s of CPU per GB, a direct transfer 7–9 s (its encryption and hashes alone about 2.8 s) and a relayed one
+12–14 s. Around the crypto, the per-chunk path: the sender reads a chunk and seals it from its parts straight into
+its frame; the frame IO tries each read and write on the socket's descriptor at once and polls only when it would
+block; the receiver decodes a frame in its own read buffer, decrypts it, and hands the chunk to the partial file's
+writer thread (a queue of 4), which writes and hashes it while the reader goes back to the socket; and glibc keeps
+freed chunk-sized buffers for reuse (untuned, every chunk mapped, faulted in, zeroed and unmapped about 1 MB, which
+cost more than the encryption, and most on a loaded machine). For texts, compare the two latency rows: a running
+file adds what its window holds, paced to about 25 ms of the acknowledged rate; on a loaded machine the scheduler's
+delays come on top. The figures move with the other work on the machine; the dated subsections below give series
+measured against the code before each change, in the same runs."""
 
 
 HEADING = "## File transfer"
@@ -335,15 +347,14 @@ def main() -> int:
         print(" ".join(f"{k}: {', '.join(f'{x:.1f}' for x in v)} MB/s" for k, v in got.items() if v),
               "| x TLS per round:", ", ".join(f"{p / t:.2f}" for p, t in zip(got[args.only], got["tls"], strict=True)),
               "| CPU s per GB (all processes): " + ", ".join(
-                  f"{k} {statistics.median(v) * 1000 / (args.size * 1.048576):.2f}"
-                  for k, v in results["cpu"].items() if v))
+                  f"{k} {cpu_per_gb(results, k):.2f}" for k, v in results["cpu"].items() if v))
         return 0
     size = 8 if args.quick else args.size
     results = run(args.quick, size, args.rounds)
     print(f"paths: {results['paths']}")
     print(" ".join(f"{k}: {', '.join(f'{x:.1f}' for x in v)} MB/s" for k, v in results["samples"].items()),
           "| CPU s per GB (all processes): " + ", ".join(
-              f"{k} {statistics.median(v) * 1000 / (size * 1.048576):.2f}" for k, v in results["cpu"].items() if v))
+              f"{k} {cpu_per_gb(results, k):.2f}" for k, v in results["cpu"].items() if v))
     table = markdown(results)
     print(table)
     if not args.quick and not args.no_write:
