@@ -1,7 +1,7 @@
 """File transfer benchmark: `p2pchat send`'s path (a file offered in an established chat) direct and through the
 relay, against an scp-like bulk copy over TLS 1.3 (Python's ssl), and the latency of texts while a file runs.
 
-    python3 bench/file_bench.py [--quick] [--size MiB]
+    python3 bench/file_bench.py [--quick] [--size MiB] [--rounds N] [--no-write] [--only direct|relay]
 
 Processes on loopback: the receiver (a ChatNode accepting files into a temporary downloads folder, listening
 directly and registered at a relay; and a TLS 1.3 server writing what it receives to a file) in a child process,
@@ -14,8 +14,11 @@ the relay (rate limit off) in another, the sender in this one. Measured in the s
   ``FileFinished`` (the receiver has every byte on disk and checked the whole file's SHA-256); the four steps not
   counted;
 - text latency while a transfer runs: a 100-byte text every 10 ms during a direct transfer, one-way latency
-  (send → the receiver's node has decrypted it) p50 / p99, next to the same texts with no transfer.
-Goals (issue 16): file MB/s ≥ 0.5 × TLS; text p99 during a transfer ≤ 50 ms.
+  (send → the receiver's node has decrypted it) p50 / p99, next to the same texts with no transfer;
+- CPU (user + system) of all the processes per GB moved, median of the rounds: what a path costs whatever else
+  the machine runs (MB/s on a shared machine follow the CPU left over).
+Goals (issue 16): file MB/s ≥ 0.5 × TLS; text p99 during a transfer ≤ 50 ms. ``--only`` runs one path without
+texts and writes nothing (profiling); ``--no-write`` prints the table without writing docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from chat_bench import CLIENT_IP, SERVER_IP, make_certs, tls_context  # noqa: E402
 from relay_chat_bench import INITIATOR_IP, RELAY, RESPONDER_IP, Initiator, start_relay  # noqa: E402
-from report import write_section  # noqa: E402
+from report import BENCHMARKS, write_section  # noqa: E402
 
 from p2pchat.events import FileFinished, MessageReceived  # noqa: E402
 from p2pchat.foundation.identity import KEY_FILE, Identity  # noqa: E402
@@ -104,6 +107,8 @@ def receiver(pipe: Connection, key_dir: str, entries: list[DirectoryEntry], cert
                 latencies.clear()
         elif cmd == "tls_done":
             pipe.send(tls_done.get(timeout=600))
+        elif cmd == "cpu":
+            pipe.send(cpu_seconds())
     stop.set()
     listener.shutdown(socket.SHUT_RDWR)
     listener.close()
@@ -125,6 +130,15 @@ def tls_copy(path: Path, port: int, certs: dict[str, str], parent: Connection) -
     parent.send("tls_done")
     end = parent.recv()           # the receiver's perf_counter: same machine, same clock
     return path.stat().st_size / 1e6 / (end - t0)
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of this process (or of ``pid``, from /proc on Linux)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def send_file(side: Initiator, sid: str, path: Path) -> float:
@@ -180,8 +194,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(quick: bool, size_mib: int) -> dict[str, Any]:
-    rounds = 1 if quick else 3
+def run(quick: bool, size_mib: int, rounds: int = 3, paths: tuple[str, ...] = ("direct", "relay"),
+        texts: bool = True) -> dict[str, Any]:
+    rounds = 1 if quick else rounds
     spawn = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="file-bench-") as tmp:
         root = Path(tmp)
@@ -216,19 +231,36 @@ def run(quick: bool, size_mib: int) -> dict[str, Any]:
             sides = {"direct": Initiator(root / "initiator", [direct, initiator_entry], f"{RESPONDER_IP}:{port}",
                                          None),
                      "relay": Initiator(root / "initiator", [relayed, initiator_entry], "responder", RELAY)}
+            for name in [name for name in sides if name not in paths]:
+                sides.pop(name).close()
             sessions = {name: side.handshake()[0] for name, side in sides.items()}
             samples: dict[str, list[float]] = {"tls": [], "direct": [], "relay": []}
+            cpu: dict[str, list[float]] = {"tls": [], "direct": [], "relay": []}
+
+            def cpu_now() -> float:
+                parent.send("cpu")
+                relay_cpu = cpu_seconds(relay.pid) if sys.platform == "linux" else 0.0
+                return cpu_seconds() + parent.recv() + relay_cpu
+
             for _ in range(rounds):
+                before = cpu_now()
                 samples["tls"].append(tls_copy(src, tls_port, certs, parent))
+                cpu["tls"].append(cpu_now() - before)
                 for name, side in sides.items():
+                    before = cpu_now()
                     samples[name].append(send_file(side, sessions[name], src))
+                    cpu[name].append(cpu_now() - before)
+            rates = {k: max(v) if v else 0.0 for k, v in samples.items()}
+            if not texts or "direct" not in sides:
+                return {"size": size_mib, "rounds": rounds, "paths": {n: s.path for n, s in sides.items()},
+                        "samples": samples, "cpu": cpu, **rates}
             n_texts = 60 if quick else 200
             idle = texts_during(sides["direct"], sessions["direct"], None, parent, n_texts)
             busy: list[float] = []
             while len(busy) < n_texts:     # as many transfers as it takes to cover the texts
                 busy += texts_during(sides["direct"], sessions["direct"], src, parent, min(n_texts, 50))
             return {"size": size_mib, "rounds": rounds, "paths": {n: s.path for n, s in sides.items()}, **part_rates(),
-                    **{k: max(v) for k, v in samples.items()},
+                    "samples": samples, "cpu": cpu, **rates,
                     "idle_p50": statistics.median(idle), "idle_p99": pct(idle, 0.99),
                     "busy_p50": statistics.median(busy), "busy_p99": pct(busy, 0.99), "texts": len(busy)}
         finally:
@@ -238,6 +270,11 @@ def run(quick: bool, size_mib: int) -> dict[str, Any]:
             proc.join(60)
             relay.send_signal(signal.SIGTERM)
             relay.wait(timeout=60)
+
+
+def cpu_per_gb(r: dict[str, Any], path: str) -> float:
+    """Median CPU seconds of all processes per GB (10⁹ bytes) a path moved."""
+    return float(statistics.median(r["cpu"][path])) * 1000 / (r["size"] * 1.048576)
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -251,6 +288,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"| text latency, no transfer (p50 / p99) | {r['idle_p50'] * 1e3:.1f} / {r['idle_p99'] * 1e3:.1f} ms | — | — |",
         f"| text latency during a transfer (p50 / p99, {r['texts']} texts) | {r['busy_p50'] * 1e3:.1f} / "
         f"{r['busy_p99'] * 1e3:.1f} ms | — | p99 ≤ 50 ms |",
+        f"| CPU of all processes per GB moved (TLS / direct / relay) | {cpu_per_gb(r, 'tls'):.2f} / "
+        f"{cpu_per_gb(r, 'direct'):.2f} / {cpu_per_gb(r, 'relay'):.2f} s | 1.00 / "
+        f"{cpu_per_gb(r, 'direct') / cpu_per_gb(r, 'tls'):.2f} / {cpu_per_gb(r, 'relay') / cpu_per_gb(r, 'tls'):.2f} "
+        "| — |",
         "", "Where the time goes, per side (measured in this run, one core):", "",
         "| per-byte work | MB/s |", "|---|---|",
         f"| AES-256-GCM, 256 KiB chunks (pycryptodome, the project's crypto module) | {r['gcm']:.0f} |",
@@ -261,34 +302,64 @@ def markdown(r: dict[str, Any]) -> str:
     ])
 
 
-ANALYSIS = """The TLS baseline encrypts with OpenSSL's AES-GCM inside `ssl` (GB/s) and hashes nothing; a p2pchat
-transfer seals every chunk with pycryptodome's AES-GCM (the project's one crypto module), checks a SHA-256 of the
-whole file on both sides (hashlib, OpenSSL's: the offer's promise, and what makes a resume safe) and moves each
-chunk through the msgpack codec and the padding. The ceiling row bounds one side before any copy, system call or
-thread hand-off: the per-byte work is not the limit (it is faster than TLS on this machine). Between it and the
-measured rate lies the Python IO path, about 1.3 ms per 256 KiB chunk against an estimated ~0.6 ms of CPU per side
-(the parts above, a cipher object of ~40 us per sealed message, two msgpack passes and the padding copy): system
-calls, thread wake-ups and lock hand-offs between the reader and writer threads of each node, which a profile
-(py-spy) shows but no single one of which dominates. Neither the window nor the acknowledgements are the limit:
-100 ms of the acknowledged rate in flight instead of 25 ms gave no more MB/s (168 MB/s direct, 0.34 × TLS) and a
-100 ms p99 for texts; a `file_ack` every second chunk instead of every chunk gave no more either (190 and 125 MB/s
-direct, 0.29 and 0.23 × TLS). For texts, compare the two latency rows: a running file adds what its window holds,
-paced to about 25 ms of the acknowledged rate. The figures move from run to run with the other work on the shared
-machine (over five runs of the committed code on a nearly idle machine, load average 1.1–1.5 on 2 CPUs: TLS
-496–806 MB/s; direct 0.25–0.39 × TLS, via relay 0.14–0.27 ×)."""
+ANALYSIS = """The TLS baseline encrypts with OpenSSL's AES-GCM inside `ssl` and hashes nothing; a p2pchat transfer seals
+every chunk with pycryptodome's AES-GCM (the project's one crypto module) and checks a SHA-256 of the whole file on
+both sides (the offer's promise, and what makes a resume safe); through the relay each byte is sealed once more
+between the two clients (pair records, docs/relay.md) and passes a third process. The per-byte rows bound one side
+before any copy or system call. The CPU row is what decides MB/s on a shared machine: on this one TLS needs about
+2.5 s of CPU per GB, a direct transfer 7–12 s (its encryption and hashes alone about 2.8 s) and a relayed one 12–18
+s (the more, the busier the machine). Around the crypto, the per-chunk path: the sender reads a chunk and seals it
+from its parts straight into its frame; the frame IO tries each read and write on the socket's descriptor at once
+and polls only when it would block; the receiver decodes a frame in its own read buffer, decrypts it, and hands the
+chunk to the partial file's writer thread (a queue of 4), which writes and hashes it while the reader goes back to
+the socket; and glibc keeps freed chunk-sized buffers for reuse (untuned, every chunk mapped, faulted in, zeroed and
+unmapped about 1 MB, which cost more than the encryption, and most on a loaded machine). For texts, compare the two
+latency rows: a running file adds what its window holds, paced to about 25 ms of the acknowledged rate; on a loaded
+machine the scheduler's delays come on top. The figures move with the other work on the machine; the dated
+subsections below give series measured against the code before each change, in the same runs."""
+
+
+HEADING = "## File transfer"
+
+
+def dated_subsections() -> str:
+    """The ``###`` subsections of the section as it stands (dated records of past work), kept by a new run."""
+    current = BENCHMARKS.read_text() if BENCHMARKS.exists() else ""
+    section = current.partition(HEADING)[2]
+    end = section.find("\n## ")
+    section = section[:end] if end >= 0 else section
+    start = section.find("\n### ")
+    return section[start:].strip("\n") + "\n" if start >= 0 else ""
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one round, 8 MiB (a smoke test of the script)")
     parser.add_argument("--size", type=int, default=50, help="file size in MiB (default 50)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of TLS, direct and relay (default 3)")
+    parser.add_argument("--no-write", action="store_true", help="print the table only, do not write docs/")
+    parser.add_argument("--only", choices=("direct", "relay"), help="one path only, no texts, nothing written "
+                                                                     "to docs/ (for profiling)")
     args = parser.parse_args()
-    results = run(args.quick, 8 if args.quick else args.size)
+    if args.only:
+        results = run(False, args.size, args.rounds, (args.only,), texts=False)
+        got = results["samples"]
+        print(" ".join(f"{k}: {', '.join(f'{x:.1f}' for x in v)} MB/s" for k, v in got.items() if v),
+              "| x TLS per round:", ", ".join(f"{p / t:.2f}" for p, t in zip(got[args.only], got["tls"], strict=True)),
+              "| CPU s per GB (all processes): " + ", ".join(
+                  f"{k} {cpu_per_gb(results, k):.2f}" for k, v in results["cpu"].items() if v))
+        return 0
+    size = 8 if args.quick else args.size
+    results = run(args.quick, size, args.rounds)
     print(f"paths: {results['paths']}")
+    print(" ".join(f"{k}: {', '.join(f'{x:.1f}' for x in v)} MB/s" for k, v in results["samples"].items()),
+          "| CPU s per GB (all processes): " + ", ".join(
+              f"{k} {cpu_per_gb(results, k):.2f}" for k, v in results["cpu"].items() if v))
     table = markdown(results)
     print(table)
-    if not args.quick:
-        write_section("## File transfer", "## File transfer\n\n`python3 bench/file_bench.py` (issue 16). " + table)
+    if not args.quick and not args.no_write:
+        intro = f"{HEADING}\n\n`python3 bench/file_bench.py` (issue 16). "
+        write_section(HEADING, f"{intro}{table}\n\n{dated_subsections()}")
     return 0
 
 

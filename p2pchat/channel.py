@@ -102,8 +102,9 @@ from p2pchat.chat_protocol import (
     SEALED_CONTENT,
     SMP_KINDS,
     Send,
-    pad,
+    padded_parts,
     sealed_aad,
+    sealed_frame,
     sealed_nonce,
     unpad,
 )
@@ -578,11 +579,14 @@ class Channel:
         if side.counter > MAX_COUNTER:
             raise ChannelError("this session has used up its message counter; reconnect")
         counter = side.counter
-        inner = SEALED_CONTENT.encode_body(type_, **fields)
-        box = crypto.seal(side.key, sealed_nonce(counter), pad(inner),
-                          sealed_aad(self.session_id, side.direction, side.epoch, counter))
+        # sealed from its parts straight into the frame: a 256 KiB file chunk is not copied on the way
+        plain = padded_parts(type_, **fields)
+        frame, at = sealed_frame(side.epoch, counter, sum(len(part) for part in plain) + crypto.GCM_TAG_LEN)
+        with memoryview(frame) as view:
+            crypto.seal_into(side.key, sealed_nonce(counter), plain, sealed_aad(self.session_id, side.direction,
+                                                                                side.epoch, counter), view[at:])
         side.counter += 1
-        return CHAT.encode("sealed", epoch=side.epoch, counter=counter, box=box)
+        return bytes(frame)
 
     # --- receiving --------------------------------------------------------------------------------------
 

@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from p2pchat.foundation import crypto
-from p2pchat.foundation.codec import Field, Protocol
+from p2pchat.foundation.codec import HEADER, Field, Protocol, check_fields
 from p2pchat.foundation.errors import ProtocolError
 
 PROTOCOL_VERSION = 2                     # 2: step 2 carries each side's ledger checkpoint and tip (cross-check)
@@ -263,12 +264,57 @@ def sealed_nonce(counter: int) -> bytes:
     return _NONCE_PREFIX + counter.to_bytes(8, "big")
 
 
+def sealed_frame(epoch: int, counter: int, box_len: int) -> tuple[bytearray, int]:
+    """A ``sealed`` frame (length prefix included) whose ``box`` of ``box_len`` bytes is still to be written,
+    and where the box starts: byte for byte ``CHAT.encode("sealed", epoch=…, counter=…, box=…)``, so a large
+    box is sealed in place (:func:`p2pchat.foundation.crypto.seal_into`) instead of copied three times."""
+    if not crypto.GCM_TAG_LEN <= box_len <= MAX_BOX:
+        raise ValueError(f"a sealed box is {crypto.GCM_TAG_LEN} to {MAX_BOX} bytes")
+    # the same map with a 16-byte box (bin 8: c4 10 + 16 bytes), its box header replaced by box_len's
+    small = CHAT.encode_body("sealed", epoch=epoch, counter=counter, box=bytes(crypto.GCM_TAG_LEN))
+    head = small[:-2 - crypto.GCM_TAG_LEN] + _bin_header(box_len)
+    frame = bytearray(HEADER.size + len(head) + box_len)
+    HEADER.pack_into(frame, 0, len(head) + box_len)
+    frame[HEADER.size:HEADER.size + len(head)] = head
+    return frame, HEADER.size + len(head)
+
+
+def _bin_header(n: int) -> bytes:
+    """msgpack's header of a bin of ``n`` bytes (the shortest form, as msgpack packs it)."""
+    if n < 1 << 8:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 1 << 16:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
 def padded_size(n: int) -> int:
     """The bucket a plaintext of ``n`` bytes (length prefix included) is padded up to."""
     for bucket in PAD_BUCKETS:
         if n <= bucket:
             return bucket
     return -(-n // PAD_STEP) * PAD_STEP
+
+
+BIG_FIELD = 4096            # a bytes field this long, last in its message, is sealed from where it lies
+_ZEROS = bytes(PAD_STEP)
+
+
+def padded_parts(type_: str, **fields: Any) -> list[bytes]:
+    """``pad(SEALED_CONTENT.encode_body(type_, **fields))`` as parts to seal one after the other: a large
+    bytes field that ends the message (a file chunk's ``data``) is one part of its own, never copied."""
+    schema = SEALED_CONTENT.messages.get(type_, {})
+    last = list(schema)[-1] if schema else ""
+    big = fields.get(last)
+    if not isinstance(big, bytes) or len(big) < BIG_FIELD:
+        return [pad(SEALED_CONTENT.encode_body(type_, **fields))]
+    check_fields(fields, schema, f"outgoing {type_!r}")      # the real value's type and length, not copied
+    # the same message with a one-byte placeholder (bin 8: c4 01 00), its bin header replaced by the real one
+    head = SEALED_CONTENT.encode_body(type_, **{**fields, last: b"\0"})[:-3] + _bin_header(len(big))
+    body_len = len(head) + len(big)
+    n = LENGTH_PREFIX.size + body_len
+    zeros = padded_size(n) - n
+    return [LENGTH_PREFIX.pack(body_len) + head, big, *([_ZEROS[:zeros]] if zeros else [])]
 
 
 def pad(body: bytes) -> bytes:

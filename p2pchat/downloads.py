@@ -7,6 +7,10 @@ bidirectional-override characters, no leading dot), and a finished file gets a n
 verified offset), where ``KEY`` is derived from the sender's fingerprint, the SHA-256 and the size: when the same
 sender offers the same file again (a new session after a dropped connection or a restart), the receiver finds
 the partial and answers with its verified offset.
+
+A :class:`Partial` writes and hashes on a thread of its own behind a small bounded queue, so the session's
+reader thread goes back to the socket (and decrypts the next chunk) while the disk takes this one; the partial
+joins that thread whenever it ends (finished, kept or discarded).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
+import queue
 import shutil
 import threading
 import unicodedata
@@ -23,10 +29,14 @@ from pathlib import Path
 from p2pchat.foundation.errors import LocalFault, UsageError
 from p2pchat.transfer import SinkError
 
+log = logging.getLogger(__name__)
+
 PARTIAL_DIR = ".p2pchat-partial"
 MAX_SAFE_NAME_BYTES = 200          # room for " (123)" and the file system's 255-byte limit
 SPACE_MARGIN = 16 * 1024 * 1024    # free space kept beyond the file itself
 STATE_RECORD = 1024                # bytes of a partial's state record (JSON padded with spaces)
+WRITE_QUEUE = 4                    # chunks (≤ 1 MiB) taken from the peer and waiting for the disk
+CHECKPOINT_BYTES = 4 * 1024 * 1024  # the state record is rewritten at least this often while the queue stays full
 _DROPPED = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}     # controls, format (bidi), unassigned, separators
 _BIDI_AND_INVISIBLE = {"\u061c", "\u200e", "\u200f", "\u2028", "\u2029", "\ufeff",
                        *(chr(c) for c in range(0x202A, 0x202F)), *(chr(c) for c in range(0x2066, 0x206A))}
@@ -147,7 +157,13 @@ class Downloads:
 
 
 class Partial:
-    """One download being written (a :class:`p2pchat.transfer.Sink`)."""
+    """One download being written (a :class:`p2pchat.transfer.Sink`).
+
+    :meth:`write` queues authenticated chunks for the partial's own writer thread (at most :data:`WRITE_QUEUE`;
+    the caller waits when the disk is behind, so the reader stops reading and TCP slows the sender). The writer
+    appends, hashes and records the verified offset whenever it has caught up (and every
+    :data:`CHECKPOINT_BYTES`); a write that fails stops it, and the error (a full disk) is raised by the next
+    :meth:`write`, :meth:`checkpoint` or :meth:`finish`."""
 
     def __init__(self, owner: Downloads, key: str, sender_fp: str, name: str, sha256: bytes, size: int,
                  offset: int) -> None:
@@ -175,27 +191,33 @@ class Partial:
         self.offset = offset - remaining
         self._fh.seek(self.offset)
         self._fh.truncate()
-        self.written = self.offset
+        self.written = self.offset          # on disk and hashed (the writer thread's)
+        self._recorded = self.offset        # in the state record
         self._save_state()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(WRITE_QUEUE)
+        self._error: SinkError | None = None
+        self._writer: threading.Thread | None = threading.Thread(target=self._write_loop, name="download-writer",
+                                                                 daemon=True)
+        self._writer.start()
 
     def write(self, data: bytes) -> None:
-        try:
-            self._fh.write(data)
-        except OSError as exc:
-            raise _sink_error(exc) from None
-        self._hash.update(data)
-        self.written += len(data)
+        self._raise_error()
+        if self._writer is None:
+            raise SinkError("the download was already closed")
+        self._queue.put(data)
 
     def checkpoint(self) -> None:
-        """What was written so far is on disk and recorded as verified (each chunk came authenticated)."""
-        try:
-            self._fh.flush()
-            self._save_state()
-        except OSError as exc:
-            raise _sink_error(exc) from None
+        """Wait until everything handed to :meth:`write` is on disk and recorded as verified (each chunk came
+        authenticated)."""
+        self._queue.join()
+        self._raise_error()
 
     def finish(self) -> str | None:
+        self._stop_writer()
         self._close()
+        if self._error is not None:
+            self.owner._release(self.key)
+            raise self._error
         if self._hash.digest() != self.sha256 or self.written != self.size:
             self._remove()
             return None
@@ -207,16 +229,74 @@ class Partial:
         return str(final)
 
     def keep(self) -> None:
-        try:
-            self.checkpoint()
-        except SinkError:
-            pass            # the state on disk still names the last verified offset
+        self._stop_writer()     # what was queued is written and recorded (or the error stopped it)
         self._close()
         self.owner._release(self.key)
 
     def discard(self) -> None:
+        self._stop_writer(drop=True)
         self._close()
         self._remove()
+
+    # --- the writer thread ---------------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while (data := self._queue.get()) is not None:
+            try:
+                if self._error is None:     # after a failed write nothing more is written: drain until stopped
+                    self._append(data)
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+        if self._error is None:
+            try:
+                self._record()
+            except OSError as exc:
+                self._error = _sink_error(exc)
+
+    def _append(self, data: bytes) -> None:
+        try:
+            self._fh.write(data)
+            self._hash.update(data)
+            self.written += len(data)
+            if self._queue.empty() or self.written - self._recorded >= CHECKPOINT_BYTES:
+                self._record()
+        except OSError as exc:
+            self._error = _sink_error(exc)
+            self._record_after_error()
+        except Exception as exc:        # a programming error: logged, and the transfer fails with it
+            log.exception("writing the download %s failed", self.name)
+            self._error = SinkError(f"the download could not be written (an error in this program: "
+                                    f"{type(exc).__name__})")
+            self._record_after_error()
+
+    def _record_after_error(self) -> None:
+        """Record what was written before the failed write (a resume reads no further than the file's length,
+        so bytes still in a buffer that could not be flushed are never taken as verified)."""
+        try:
+            self._save_state()
+            self._recorded = self.written
+        except OSError:
+            pass            # the record keeps an earlier verified offset
+
+    def _record(self) -> None:
+        self._fh.flush()
+        self._save_state()
+        self._recorded = self.written
+
+    def _stop_writer(self, *, drop: bool = False) -> None:
+        """Let the writer finish what is queued (or drop it), record, and join it."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        if drop:
+            self._error = self._error or SinkError("the download was discarded")
+        self._queue.put(None)
+        writer.join()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
 
     @property
     def _state_path(self) -> Path:

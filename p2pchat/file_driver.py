@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from p2pchat.downloads import Downloads, human, safe_name
 from p2pchat.events import Event, FileFinished, FileOffer, FileProgress
+from p2pchat.foundation.allocator import keep_freed_buffers
 from p2pchat.foundation.errors import UsageError, UserError
 from p2pchat.transfer import (
     Finished,
@@ -89,6 +90,7 @@ class FileDriver:
 
     def core(self, session: Session) -> TransferCore:
         if session.files is None:
+            keep_freed_buffers()        # chunks' buffers are reused, not mapped and unmapped each time
             kw: dict[str, Any] = {} if self.stall_timeout is None else {"stall_timeout": self.stall_timeout}
             session.files = TransferCore(**kw)
             session.writer.filler = ChunkPump(self, session)

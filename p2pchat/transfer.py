@@ -20,8 +20,9 @@ API::
 ``Out(kind, fields)`` is one inner message to seal and send. Events: :class:`Offered` (ask the user),
 :class:`Progress`, :class:`Finished` (ok or not, with a plain sentence, never text from the network).
 
-Flow control: the receiver acknowledges every chunk it wrote. The sender keeps at most a window of bytes sent and
-not acknowledged, sized from the rate acknowledgements come back at (:class:`Pace`): about
+Flow control: the receiver acknowledges every chunk its sink took (written, or queued for the disk behind a
+small bounded queue, so a slow disk still slows the acknowledgements). The sender keeps at most a window of bytes
+sent and not acknowledged, sized from the rate acknowledgements come back at (:class:`Pace`): about
 :data:`TARGET_DELAY` of transfer, so that a text typed meanwhile (the writer pulls chunks only when nothing else
 waits for the wire) waits behind about that much whatever the path — a fast loopback or a rate-limited relay.
 Chunks shrink on slow paths for the same reason.
@@ -78,13 +79,18 @@ class Source(Protocol):
 
 class Sink(Protocol):
     """Where an accepted file is written (:class:`p2pchat.downloads.Partial`). ``offset`` is what is already
-    verified on disk (the resume point); :meth:`write` raises :class:`SinkError` (a full disk)."""
+    verified on disk (the resume point). :meth:`write` takes the next bytes in order; it may leave them to a
+    writer of its own (bounded), which records the verified offset as it goes. A failed write (a full disk) is
+    raised as :class:`SinkError` by that :meth:`write` or a later one, or by :meth:`checkpoint` or
+    :meth:`finish`."""
 
     offset: int
 
     def write(self, data: bytes) -> None: ...
 
-    def checkpoint(self) -> None: ...
+    def checkpoint(self) -> None:
+        """Wait until every byte written so far is on disk and recorded as verified."""
+        ...
 
     def finish(self) -> str | None:
         """Check the whole file against the offer's SHA-256; the saved path, or None on a mismatch (the
@@ -396,12 +402,10 @@ class TransferCore:
         try:
             t.sink.write(data)
         except SinkError as exc:
-            return self._fail(t, f"{exc}; the part received is kept and resumes when the file is offered again",
-                              peer_reason="the receiver could not store the file (its disk is full?)")
+            return self._sink_failed(t, exc)
         t.sent += len(data)
         t.touched = now
-        # every chunk is acknowledged (the sender's window may be as small as two chunks)
-        t.sink.checkpoint()
+        # every chunk is acknowledged once the sink took it (the sender's window may be as small as two chunks)
         t.acked = t.sent
         out: list[Out | TransferEvent] = [Out("file_ack", {"id": tid, "offset": t.sent}),
                                           Progress(tid, False, t.name, t.sent, t.size, t.session_bytes)]
@@ -411,7 +415,10 @@ class TransferCore:
 
     def _complete(self, t: _Transfer) -> list[Out | TransferEvent]:
         assert t.sink is not None
-        path = t.sink.finish()
+        try:
+            path = t.sink.finish()
+        except SinkError as exc:
+            return self._sink_failed(t, exc)
         if path is None:
             t.sink = None
             return self._fail(t, "the file received does not match the SHA-256 the sender announced; it was "
@@ -452,6 +459,10 @@ class TransferCore:
     def _fail(self, t: _Transfer, text: str, *, peer_reason: str | None = None) -> list[Out | TransferEvent]:
         fin = self._end(t, State.FAILED, text)
         return [Out("file_cancel", {"id": t.tid, "reason": (peer_reason or text)[:1000]}), fin]
+
+    def _sink_failed(self, t: _Transfer, exc: SinkError) -> list[Out | TransferEvent]:
+        return self._fail(t, f"{exc}; the part received is kept and resumes when the file is offered again",
+                          peer_reason="the receiver could not store the file (its disk is full?)")
 
     def _kept(self, t: _Transfer) -> str:
         if not t.outgoing and t.sink is not None and t.sent > 0:

@@ -148,7 +148,7 @@ class Protocol:
         body = self.encode_body(type_, **fields)
         return HEADER.pack(len(body)) + body
 
-    def decode(self, body: bytes | memoryview) -> Message:
+    def decode(self, body: bytes | bytearray | memoryview) -> Message:
         """Unpack and schema-check one frame body."""
         if len(body) > self.max_frame:
             raise FrameError(f"frame of {len(body)} bytes is over the {self.max_frame}-byte limit")
@@ -219,8 +219,12 @@ class FrameReader:
                 self._need = size
             if len(self._buf) < self._need:
                 return
-            with memoryview(self._buf) as view:  # one copy of the body, not two
-                body = bytes(view[:self._need])
-            del self._buf[:self._need]
+            body: bytes | bytearray
+            if len(self._buf) == self._need:    # the buffer is this frame (the usual case): no copy at all
+                body, self._buf = self._buf, bytearray()
+            else:
+                with memoryview(self._buf) as view:  # one copy of the body, not two
+                    body = bytes(view[:self._need])
+                del self._buf[:self._need]
             self._need = None
             yield self.protocol.decode(body)

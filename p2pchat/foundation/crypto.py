@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from p2pchat.foundation import _lazy_pycryptodome as _lazy
@@ -289,14 +289,30 @@ def seal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
     return ct + tag
 
 
-def open_sealed(key: bytes, nonce: bytes, sealed: bytes, aad: bytes) -> bytes:
+def seal_into(key: bytes, nonce: bytes, plaintext: Sequence[bytes | memoryview], aad: bytes,
+              out: memoryview) -> None:
+    """:func:`seal` of the concatenated ``plaintext`` parts, written into ``out`` (exactly their length + 16
+    bytes): a large message is sealed straight into the frame that carries it, from its parts, instead of being
+    joined and copied into it."""
+    if len(out) != sum(len(part) for part in plaintext) + GCM_TAG_LEN:
+        raise ValueError("the output must hold the ciphertext and its tag exactly")
+    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=GCM_TAG_LEN)
+    cipher.update(aad)
+    at = 0
+    for part in plaintext:
+        cipher.encrypt(part, output=out[at:at + len(part)])
+        at += len(part)
+    out[at:] = cipher.digest()
+
+
+def open_sealed(key: bytes, nonce: bytes, sealed: bytes | memoryview, aad: bytes) -> bytes:
     """AES-256-GCM decryption; raises :class:`CryptoError` if the ciphertext or header was altered."""
     if len(sealed) < GCM_TAG_LEN:
         raise CryptoError("ciphertext is shorter than its authentication tag")
     cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=GCM_TAG_LEN)
     cipher.update(aad)
     try:   # a view of the ciphertext: a large message is not copied once more before decryption
-        return cipher.decrypt_and_verify(memoryview(sealed)[:-GCM_TAG_LEN], sealed[-GCM_TAG_LEN:])
+        return cipher.decrypt_and_verify(memoryview(sealed)[:-GCM_TAG_LEN], bytes(sealed[-GCM_TAG_LEN:]))
     except ValueError:
         raise CryptoError("message failed authentication (altered, replayed or under the wrong key)") from None
 

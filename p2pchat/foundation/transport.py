@@ -8,6 +8,7 @@ through the same limits and timeouts.
 from __future__ import annotations
 
 import logging
+import os
 import select
 import socket
 import threading
@@ -21,6 +22,9 @@ from p2pchat.foundation.errors import FrameError, PeerUnreachable, UserError
 
 log = logging.getLogger(__name__)
 RECV_CHUNK = 65536
+# POSIX: a socket with a timeout is non-blocking underneath, and read()/write() on its descriptor try the transfer
+# at once, where socket.recv()/send() would first poll (a second system call per transfer): _recv_now, _send_now.
+FD_IO = os.name == "posix"
 
 
 class FramedSocket:
@@ -85,14 +89,13 @@ class FramedSocket:
         view = memoryview(data)
         try:
             while view:
+                sent = _send_now(self.sock, view)       # the socket usually has room: no poll first
+                if sent:
+                    view = view[sent:]
+                    continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not _wait_ready(self.sock, write=True, timeout=remaining):
                     raise PeerUnreachable(f"{self.peer_text} did not take what we sent in time")
-                try:
-                    sent = self.sock.send(view)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                view = view[sent:]
         except OSError as exc:
             raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
 
@@ -102,12 +105,7 @@ class FramedSocket:
         if not self._send_lock.acquire(blocking=False):
             return 0
         try:
-            # In timeout mode send() would wait for room: ask for readiness without waiting first.
-            if not _wait_ready(self.sock, write=True, timeout=0):
-                return 0
-            return self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            return 0
+            return _send_now(self.sock, data)
         except OSError as exc:
             raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
         finally:
@@ -127,24 +125,23 @@ class FramedSocket:
             return self._ready.pop(0)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not self._ready:
-            # The rest of a large frame is asked for in one read, not in 64 KiB pieces (a poll and a read each).
+            # The rest of a frame is asked for in one read, not in 64 KiB pieces, and no further: the buffer then
+            # holds exactly that frame, which the reader decodes without copying it.
             need = self._reader.next_frame_size()
-            size = RECV_CHUNK if need is None else max(RECV_CHUNK, need - self._reader.pending())
+            size = RECV_CHUNK if need is None else max(1, need - self._reader.pending())
             self._ready.extend(self._reader.feed(self._read_some(deadline, size)))
         return self._ready.pop(0)
 
     def _read_some(self, deadline: float, size: int = RECV_CHUNK) -> bytes:
         """The next bytes from the socket, waiting at most until ``deadline`` (this direction's own)."""
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise PeerUnreachable(f"{self.peer_text} did not answer in time")
             try:
-                if not _wait_ready(self.sock, write=False, timeout=remaining):
-                    raise PeerUnreachable(f"{self.peer_text} did not answer in time")
-                data = self.sock.recv(size)
-            except (BlockingIOError, InterruptedError):
-                continue  # woken without data (e.g. a spurious wake-up): wait again until the deadline
+                data = _recv_now(self.sock, size)   # on a busy stream the bytes are already here: no poll first
+                if data is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not _wait_ready(self.sock, write=False, timeout=remaining):
+                        raise PeerUnreachable(f"{self.peer_text} did not answer in time")
+                    continue      # ready (or a spurious wake-up): try again until the deadline
             except OSError as exc:
                 raise PeerUnreachable(f"connection to {self.peer_text} failed: {_os_reason(exc)}") from None
             if not data:
@@ -172,6 +169,32 @@ class FramedSocket:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _recv_now(sock: socket.socket, size: int) -> bytes | None:
+    """Up to ``size`` bytes the socket holds now (``b""``: the peer closed), or None when it holds none; never
+    waits. Raises OSError when the connection failed."""
+    try:
+        if FD_IO and sock.gettimeout() is not None:
+            return os.read(sock.fileno(), size)
+        if not _wait_ready(sock, write=False, timeout=0):
+            return None
+        return sock.recv(size)
+    except (BlockingIOError, InterruptedError):
+        return None
+
+
+def _send_now(sock: socket.socket, data: bytes | memoryview) -> int:
+    """Write what the socket takes now (0 when it has no room); never waits. Raises OSError when the
+    connection failed."""
+    try:
+        if FD_IO and sock.gettimeout() is not None:
+            return os.write(sock.fileno(), data)
+        if not _wait_ready(sock, write=True, timeout=0):
+            return 0
+        return sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        return 0
 
 
 def _wait_ready(sock: socket.socket, *, write: bool, timeout: float) -> bool:

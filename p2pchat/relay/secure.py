@@ -35,7 +35,7 @@ from p2pchat.display import quote_peer
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import HEADER, Message, Protocol
 from p2pchat.foundation.errors import CryptoError, FrameError, PeerUnreachable, ProtocolError, UserError
-from p2pchat.foundation.transport import FramedSocket, _os_reason, _wait_ready
+from p2pchat.foundation.transport import FramedSocket, _os_reason, _send_now, _wait_ready
 from p2pchat.relay.protocol import RelayError
 
 LINK_VERSION = 2
@@ -228,20 +228,24 @@ def seal_records(key: bytes, first_counter: int, data: bytes | memoryview, flag:
     """``data`` as records sealed under ``key`` from record number ``first_counter``, split every ``split``
     bytes (at most ``MAX_RECORD_PLAINTEXT``); returns the bytes and the number of records."""
     view = memoryview(data)
-    parts = []
-    count = 0
-    for start in range(0, len(view), split):
-        chunk = view[start:start + split]
-        header = RECORD_HEADER.pack((len(chunk) + TAG_LEN) | flag)
-        parts.append(header)
-        parts.append(crypto.seal(key, crypto.gcm_counter_nonce(first_counter + count), bytes(chunk), header))
-        count += 1
-    return b"".join(parts), count
+    starts = range(0, len(view), split)
+    out = bytearray(len(view) + len(starts) * (RECORD_HEADER.size + TAG_LEN))
+    at = 0
+    with memoryview(out) as dest:      # each record sealed in place: the data is not copied on the way
+        for count, start in enumerate(starts):
+            chunk = view[start:start + split]
+            header = RECORD_HEADER.pack((len(chunk) + TAG_LEN) | flag)
+            dest[at:at + RECORD_HEADER.size] = header
+            at += RECORD_HEADER.size
+            crypto.seal_into(key, crypto.gcm_counter_nonce(first_counter + count), [chunk], header,
+                             dest[at:at + len(chunk) + TAG_LEN])
+            at += len(chunk) + TAG_LEN
+    return bytes(out), len(starts)
 
 
 def open_record(key: bytes, counter: int, record: bytes) -> bytes:
     """The plaintext of one whole record (header included) sealed under ``key`` as record number ``counter``."""
-    header, body = record[:RECORD_HEADER.size], record[RECORD_HEADER.size:]
+    header, body = record[:RECORD_HEADER.size], memoryview(record)[RECORD_HEADER.size:]    # the body: not copied
     try:
         return crypto.open_sealed(key, crypto.gcm_counter_nonce(counter), body, header)
     except CryptoError:
@@ -370,7 +374,7 @@ class SecureSocket(FramedSocket):
             if not _wait_ready(self.sock, write=True, timeout=0):
                 return None
             sealed = self._seal_pair(data)
-            sent = self.sock.send(sealed)
+            sent = _send_now(self.sock, sealed)
             return sealed[sent:]
         except OSError as exc:
             raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None

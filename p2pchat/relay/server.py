@@ -33,6 +33,7 @@ from typing import Any
 
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import RELAY_PORT, format_address
+from p2pchat.foundation.allocator import keep_freed_buffers
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.errors import CryptoError, FrameError, PeerUnreachable, ProtocolError, UserError
 from p2pchat.foundation.transport import FramedSocket, FrameServer
@@ -400,6 +401,7 @@ class RelayServer:
     # --- lifecycle and views -----------------------------------------------------------------------------
 
     def start(self) -> RelayServer:
+        keep_freed_buffers()     # forwarded records of up to 256 KiB reuse the heap, not fresh mappings each
         self._started = time.monotonic()
         self._frame_server.start()
         log.info("relay listening on %s", self.address)

@@ -100,3 +100,14 @@ def test_hkdf_gives_distinct_keys_per_info():
 def test_fingerprint_is_formatted_in_groups(identities):
     text = crypto.format_fingerprint(identities[0].fingerprint)
     assert len(text.split()) == 8 and all(len(g) == 4 for g in text.split())
+
+
+def test_sealing_into_a_buffer_gives_the_same_bytes_and_checks_its_length():
+    key, nonce, aad = bytes(32), bytes(12), b"aad"
+    plain = bytes(range(256)) * 1000
+    out = bytearray(len(plain) + crypto.GCM_TAG_LEN + 3)
+    crypto.seal_into(key, nonce, [plain[:5], plain[5:70_001], plain[70_001:]], aad, memoryview(out)[3:])
+    assert bytes(out[3:]) == crypto.seal(key, nonce, plain, aad)
+    assert crypto.open_sealed(key, nonce, bytes(out[3:]), aad) == plain
+    with pytest.raises(ValueError):
+        crypto.seal_into(key, nonce, [plain], aad, memoryview(out))

@@ -146,3 +146,42 @@ def test_transcript_values_encode_text_and_integers_and_refuse_the_rest():
     for bad in (True, -1, 2**32, 1.5):
         with pytest.raises(TypeError):
             cp.encode_item(bad)
+
+
+@pytest.mark.parametrize("box_len", [16, 255, 256, 65_535, 65_536, 4 * 65_536 + 16, cp.MAX_BOX])
+@pytest.mark.parametrize(("epoch", "counter"), [(0, 0), (3, 127), (cp.MAX_EPOCH, cp.MAX_COUNTER)])
+def test_a_sealed_frame_made_in_place_is_byte_for_byte_the_codecs(box_len, epoch, counter):
+    box = bytes(range(256)) * (box_len // 256) + bytes(box_len % 256)
+    frame, at = cp.sealed_frame(epoch, counter, box_len)
+    frame[at:] = box
+    assert bytes(frame) == cp.CHAT.encode("sealed", epoch=epoch, counter=counter, box=box)
+
+
+def test_a_sealed_frame_refuses_a_box_the_schema_refuses():
+    with pytest.raises(ValueError):
+        cp.sealed_frame(0, 0, 15)
+    with pytest.raises(ValueError):
+        cp.sealed_frame(0, 0, cp.MAX_BOX + 1)
+    with pytest.raises(FrameError):
+        cp.sealed_frame(0, cp.MAX_COUNTER + 1, 16)
+
+
+@pytest.mark.parametrize("size", [1, 4095, 4096, 65_000, 65_408, 65_409, cp.MAX_CHUNK])
+def test_a_file_chunk_padded_in_parts_is_byte_for_byte_the_padded_message(size):
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    fields = {"id": b"\x07" * 16, "offset": 2**40 + 3, "data": data}
+    parts = cp.padded_parts("file_chunk", **fields)
+    assert b"".join(parts) == cp.pad(cp.SEALED_CONTENT.encode_body("file_chunk", **fields))
+    if size >= cp.BIG_FIELD:
+        assert parts[1] is data                 # the chunk itself, not a copy
+    else:
+        assert len(parts) == 1
+    assert cp.padded_parts("text", id=1, sent_at=1.5, text="x" * 5000) == [
+        cp.pad(cp.SEALED_CONTENT.encode_body("text", id=1, sent_at=1.5, text="x" * 5000))]
+
+
+def test_a_file_chunk_padded_in_parts_is_checked_like_any_message():
+    with pytest.raises(FrameError):
+        cp.padded_parts("file_chunk", id=b"\x07" * 16, offset=0, data=bytes(cp.MAX_CHUNK + 1))
+    with pytest.raises(FrameError):
+        cp.padded_parts("file_chunk", id=b"short", offset=0, data=bytes(10_000))

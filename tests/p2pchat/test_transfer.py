@@ -249,9 +249,9 @@ def test_partial_downloads_resume_from_their_verified_offset_and_a_torn_record_s
     part = d.open("fp", "../x.bin", sha, len(data))
     part.write(data[:10_000])
     part.checkpoint()
-    part.write(data[10_000:12_000])        # on disk but not recorded: the program is killed here
-    part._fh.flush()
-    d._release(part.key)
+    part.keep()
+    with open(part.path, "ab") as fh:       # on disk but not recorded: the program was killed in between
+        fh.write(data[10_000:12_000])
     assert (tmp_path / ".p2pchat-partial" / f"{part.key}.part").stat().st_size == 12_000
     assert d.resume_offset("fp", sha, len(data)) == 10_000
     assert d.resume_offset("other sender", sha, len(data)) is None
@@ -267,3 +267,70 @@ def test_partial_downloads_resume_from_their_verified_offset_and_a_torn_record_s
     state = next(tmp_path.glob(".p2pchat-partial/*.json"))
     state.write_bytes(state.read_bytes()[:40])
     assert d.resume_offset("fp", sha, len(data)) is None
+
+
+class _FillingFile:
+    """A download's file on a disk that fills up after ``room`` bytes (a full disk cannot be made here)."""
+
+    def __init__(self, fh, room: int) -> None:
+        self.fh, self.room = fh, room
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room:
+            import errno
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.fh.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.fh, name)
+
+
+def _writer_threads() -> list[str]:
+    import threading
+    return [t.name for t in threading.enumerate() if t.name == "download-writer"]
+
+
+def test_a_download_is_written_by_its_own_thread_which_every_end_joins(tmp_path):
+    data = bytes(range(256)) * 4000
+    sha = hashlib.sha256(data).digest()
+    d = Downloads(tmp_path, max_size=10**9)
+    before = len(_writer_threads())
+    part = d.open("fp", "a.bin", sha, len(data))
+    for i in range(0, len(data), 100_000):
+        part.write(data[i:i + 100_000])
+    part.checkpoint()                       # everything written so far is on disk and recorded
+    assert d.resume_offset("fp", sha, len(data)) == len(data)
+    assert part.finish() == str(tmp_path / "a.bin")
+    assert (tmp_path / "a.bin").read_bytes() == data
+    kept = d.open("fp", "b.bin", sha, len(data))
+    kept.write(data[:300_000])
+    kept.keep()                             # what was queued is written and recorded before it closes
+    assert d.resume_offset("fp", sha, len(data)) == 300_000
+    gone = d.open("fp", "b.bin", sha, len(data))
+    gone.write(data[300_000:400_000])
+    gone.discard()
+    assert d.resume_offset("fp", sha, len(data)) is None and not list(tmp_path.glob(".p2pchat-partial/*"))
+    assert len(_writer_threads()) == before
+
+
+def test_a_disk_that_fills_up_under_the_writer_thread_fails_the_transfer_and_keeps_the_verified_part(tmp_path):
+    data = bytes(range(256)) * 1000
+    sha = hashlib.sha256(data).digest()
+    d = Downloads(tmp_path, max_size=10**9)
+    a = TransferCore(id_factory=lambda: b"\x01" * 16)
+    b = TransferCore()
+    tid, offer = a.offer(MemSource(data), "f.bin", len(data), sha, 0.0)
+    b.receive("file_offer", offer[0].fields, 0.0)
+    sink = d.open("fp", "f.bin", sha, len(data))
+    sink._fh = _FillingFile(sink._fh, 100_000)      # type: ignore[assignment]
+    b.accept(tid, sink, 0.0)
+    out: list = []
+    for offset in range(0, len(data), 50_000):
+        out = b.receive("file_chunk", {"id": tid, "offset": offset, "data": data[offset:offset + 50_000]}, 0.0)
+        if out[0].kind == "file_cancel":
+            break
+    assert out[0].kind == "file_cancel" and "disk" in out[0].fields["reason"]
+    assert out[1].state is State.FAILED and out[1].text.startswith("the disk is full; the part received is kept")
+    assert d.resume_offset("fp", sha, len(data)) == 100_000
+    assert not _writer_threads()
