@@ -13,8 +13,8 @@ peer, a moving window ahead of the next height to apply, a peer holding the wind
 - :meth:`~DownloadScheduler.take_ready` gives the bodies in height order, for the ledger to apply;
 - :meth:`~DownloadScheduler.expired` names the peers that stalled: an answer late past ``request_timeout`` (an
   answer that leaves asked blocks out without filling its byte budget does not move that deadline on, so a peer
-  dripping a block per answer still misses it), or the holder of the lowest missing height while the window is
-  used up and another peer could take the work, past ``stall_timeout`` (doubled each time it fires, up to
+  dripping a block per answer still misses it), or the holder of the lowest missing height while more heights
+  wait beyond the window and another peer could take the work, past ``stall_timeout`` (doubled each time it fires, up to
   ``max_stall_timeout``, and eased back while the window moves).
 
 A peer answering none of the blocks asked does not have them (a pruned peer, a peer on another branch): those
@@ -246,7 +246,7 @@ class DownloadScheduler(Generic[P]):
         """Up to ``batch`` queued heights this peer serves, lowest first, inside the window and byte budget."""
         picked: list[int] = []
         skipped: list[int] = []
-        lowest_missing = self._queued[0] if self._queued else None
+        lowest_missing = self._lowest_missing()
         while self._queued and len(picked) < self.batch:
             h = self._queued[0]
             if h >= window_end or (self.buffered_bytes >= self.max_buffered_bytes and h != lowest_missing):
@@ -362,15 +362,15 @@ class DownloadScheduler(Generic[P]):
         return out
 
     def _window_staller(self, now: float) -> P | None:
-        """The peer holding the lowest missing height past ``stall_timeout`` while the window is used up (no
-        queued height can be handed out) and another peer has room for a request."""
+        """The peer holding the lowest missing height past ``stall_timeout`` while queued heights wait beyond
+        the window (or the byte budget) and another peer has room for a request."""
         h = self._lowest_missing()
         if h is None or self._state.get(h) is not Height.ASKED:
             return None
-        window_end = self._next + self.window
-        queued_inside = bool(self._queued) and self._queued[0] < window_end and (
-            self.buffered_bytes < self.max_buffered_bytes)
-        if queued_inside:
+        # Only when the window is what holds the others back: queued heights wait beyond it (or behind the byte
+        # budget). At the end of the headers there is nothing more to hand out, and nobody is cut for being last.
+        if not self._queued or (self._queued[0] < self._next + self.window
+                                and self.buffered_bytes < self.max_buffered_bytes):
             return None
         holder = self._owner[h]
         if not any(p != holder and len(s.requests) < self.requests_per_peer and self._serves(s, h)
