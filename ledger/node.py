@@ -185,6 +185,7 @@ class Peer:
         self.known_tip = hello.tip or b""  # the newest main-chain tip it told us of (hello, announcements) or we
                                            # announced to it: a differing one is announced again (§5.1)
         self.pongs = 0                    # answers to our pings (an idle connection's heartbeat)
+        self.bodies_delivered = 0         # block bodies it sent us in downloads (checked against their headers)
         self.connected_at = now
         self.clock_offset: float | None = None  # its clock minus ours when its hello came (None: not said)
         self.probe_after = 0.0            # a probe refused for future-dated headers waits until then (monotonic)
@@ -296,7 +297,8 @@ class Peer:
 
     def describe(self) -> dict[str, Any]:
         return {"address": format_address(*self.listen_addr) if self.listen_addr else self.text,
-                "inbound": self.inbound, "height": self.height, "agent": self.hello.agent}
+                "inbound": self.inbound, "height": self.height, "agent": self.hello.agent,
+                "blocks_delivered": self.bodies_delivered}
 
 
 class LedgerNode:
@@ -1331,6 +1333,7 @@ class LedgerNode:
         if receipt.wrong is not None:
             self._invalid_block_from(peer, receipt.wrong)   # its heights go to the others when it is gone
             return
+        peer.bodies_delivered += receipt.accepted
         if receipt.refused:
             log.info("%s does not have %d of the blocks asked; asking the other peers", peer.text, receipt.refused)
         self._pump_download()
