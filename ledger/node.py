@@ -135,7 +135,7 @@ class NodeConfig:
     backoff_cap: float = 60.0
     block_batch: int = 128                 # hashes per get_blocks request (ledger/block_download.py)…
     blocks_in_flight: int = 2              # …requests out to each peer at once…
-    download_window: int = 2048            # …heights ahead of the next one to apply…
+    download_window: int = 1024            # …heights ahead of the next one to apply…
     download_buffer_bytes: int = 32_000_000  # …and bodies held waiting for their turn
     block_stall_timeout: float = 2.0       # the holder of the lowest missing body while the window is used up is
                                            # cut off after this (doubled each time, up to 64 s)
@@ -819,8 +819,8 @@ class LedgerNode:
                 self._orphans.drop_owner(peer.ip)  # its orphans go with its last connection
             self._download.remove_peer(peer)   # what it was asked for goes to the others
             if self._sync_peer is peer:
+                # The download goes on with the others' bodies; the next sync peer keeps it if its branch holds it.
                 self._sync_peer = None
-                self._download.reset()
                 height = self.ledger.height
                 self._report_progress(SyncProgress(peer.text, "interrupted", height, max(peer.height, height)))
         if peer.is_peer:
@@ -1090,6 +1090,7 @@ class LedgerNode:
                     self._sync_start_tip = self.ledger.tip_info()[1]
                 elif peers and not probes and not any(p.awaiting for p in peers):
                     self._ever_synced = True  # every peer told us what it has: nobody has more
+                    self._download.reset()    # what a sync peer that went away left, nobody continues
         for p in probes:
             if p is not chosen:
                 self._request_headers(p)
@@ -1115,8 +1116,14 @@ class LedgerNode:
                 if self._sync_peer is not peer:
                     return
                 dl = self._download
-                if dl.active and pending[0].height != dl.end_height + 1:
-                    dl.reset()
+                if dl.active:
+                    # A download left by a sync peer that went away: kept when this branch holds its last block.
+                    first = pending[0].height
+                    end = dl.end_height
+                    if first <= end < first + len(pending) and pending[end - first].hash == dl.hash_at(end):
+                        pending = pending[end - first + 1:]
+                    elif first != end + 1 or pending[0].prev_hash != dl.hash_at(end):
+                        dl.reset()
                 if not dl.active:
                     self._download_mark = (time.monotonic(), self.ledger.height)
                 dl.want(pending)
@@ -1239,7 +1246,6 @@ class LedgerNode:
                     known = self.ledger.chain.chain_work(headers[-1].hash)
                 if known is not None:
                     peer.note_validated(known, headers[-1].hash)
-        peer.awaiting = None
         better = peer.validated_preference > self._our_preference()
         if len(peer.pending) > self.config.max_pending_headers and not better:
             log.info("%s offers a branch of over %d headers with no more work than ours; not following it",
@@ -1247,7 +1253,12 @@ class LedgerNode:
             peer.pending, full = [], False
         if not full:
             peer.claims_more = False  # it sent everything it has after our locator
-        if peer is self._sync_peer:
+        with self._lock:
+            # Together: once it is no longer "checking", another thread may make it the sync peer and take its
+            # pending headers; what we do next must follow from the role it had at that moment.
+            peer.awaiting = None
+            is_sync_peer = peer is self._sync_peer
+        if is_sync_peer:
             if better and peer.pending:
                 self._continue_sync(peer)
             elif full:
