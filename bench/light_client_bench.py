@@ -390,6 +390,8 @@ def join_from_seeds(chain_dir: Path, work: Path, seeds: int) -> dict[str, float 
             results[f"{mode}_usable_s"] = time.monotonic() - t0
             proc.terminate()
             proc.wait(30)
+            procs.pop()
+            logs.pop().close()
     finally:
         for proc in procs:
             if proc.poll() is None:

@@ -1330,6 +1330,8 @@ class LedgerNode:
     def _handle_blocks(self, peer: Peer, wires: list[dict[str, Any]]) -> None:
         """An answer to one of our ``get_blocks``: each body is checked against its header (hash and Merkle root)
         and held until the ones below it are in; the sync applier applies them in height order."""
+        if peer.closed.is_set():
+            return   # cut off (a stall) while this answer was on its way: its heights went to the others
         try:
             blocks = [Block.from_wire(w) for w in wires]
         except LedgerError as exc:
