@@ -1225,7 +1225,9 @@ class LedgerNode:
             if future:
                 self._future_headers(peer, future[0], now)
                 return
-            work = self.ledger.check_headers(branch, now) if branch else None
+            work = self._downloaded_work(branch) if branch else None
+            if branch and work is None:
+                work = self.ledger.check_headers(branch, now)
         except LedgerError as exc:
             self.stats["invalid_blocks"] += 1
             log.warning("invalid headers from %s: %s", peer.text, exc)
@@ -1272,6 +1274,18 @@ class LedgerNode:
         else:
             self._maybe_sync()
             self._pump_download()                     # it may hold bodies the download wants
+
+    def _downloaded_work(self, branch: list[BlockHeader]) -> int | None:
+        """The work at the end of ``branch`` if its last header is one of the block download's (so all of them
+        are, by their hash links, and were checked when the sync peer sent them): a peer probed while helping the
+        download is not checked again. None otherwise."""
+        with self._lock:
+            held = self._download.hash_at(branch[-1].height) == branch[-1].hash
+        if not held:
+            return None
+        with self.ledger.lock:
+            parent = self.ledger.chain.chain_work(branch[0].prev_hash)
+        return None if parent is None else parent + sum(h.work for h in branch)
 
     def _check_split(self, peer: Peer, branch: list[BlockHeader], work: int) -> None:
         """Note (ledger/splits.py) a checked branch from ``peer`` that forks from our main chain below our final
