@@ -324,10 +324,13 @@ JOIN_SEEDS = [f"127.0.0.{i}" for i in range(100, 108)]
 JOIN_ONE, JOIN_MANY = "127.0.0.95", "127.0.0.96"
 
 
-def join_from_seeds(chain_dir: Path, work: Path, seeds: int) -> dict[str, float | str]:
+def join_from_seeds(chain_dir: Path, work: Path, seeds: int,
+                    finality_depth: int | None = None) -> dict[str, float | str]:
     """A fresh ``ledger join`` through one seed (``--max-peers 1``) and through ``seeds`` seeds, in the same run,
     against ``seeds`` ``ledger serve`` processes on copies of ``chain_dir``: seconds until the joiner's height
-    reaches the chain's (the block download), and until it proves its own record (mined by the first seed)."""
+    reaches the chain's (the block download), and until it proves its own record (mined by the first seed).
+    ``finality_depth`` (seeds only): a bench/ledger_scale_bench.py synthetic chain has random-bytes signatures, so every
+    block of it must be below the seeds' final height, where a joiner assumes signatures valid."""
     from ledger.client import LedgerClient
     from p2pchat.foundation.errors import UserError
     from p2pchat.foundation.identity import KEY_FILE, Identity
@@ -367,6 +370,8 @@ def join_from_seeds(chain_dir: Path, work: Path, seeds: int) -> dict[str, float 
             shutil.rmtree(data, ignore_errors=True)
             shutil.copytree(chain_dir, data)
             extra = [] if i == 0 else ["--no-mine", "--peer", hosts[0]]
+            if finality_depth is not None:
+                extra += ["--finality-depth", str(finality_depth)]
             start(["serve", "--host", host, "--data-dir", str(data), "--network", network, *extra], f"seed-{i}")
         poll("the seeds' final blocks", lambda: all(LedgerClient(h, timeout=5.0).status().get("final_height", 0) > 0
                                                      for h in hosts))
@@ -410,10 +415,12 @@ def main() -> None:
     parser.add_argument("--join-chain", type=Path, help="a bench/chaingen.py data directory: measure join until usable")
     parser.add_argument("--seeds", type=int, default=0,
                         help="with --join-chain: serve it from this many seeds, join from one and from all")
+    parser.add_argument("--seed-finality-depth", type=int,
+                        help="with --seeds: the seeds' --finality-depth (1 for a synthetic chain: see join_from_seeds)")
     args = parser.parse_args()
     if args.join_chain is not None and args.seeds:
         args.work.mkdir(parents=True, exist_ok=True)
-        r = join_from_seeds(args.join_chain, args.work, args.seeds)
+        r = join_from_seeds(args.join_chain, args.work, args.seeds, args.seed_finality_depth)
         print(json.dumps(r), file=sys.stderr)
         n = r["chain_height"]
         print(f"| join of {args.join_chain.name} ({n:,} blocks) | in sync | blocks/s | peers delivering "
