@@ -371,7 +371,7 @@ class LedgerNode:
             full_answer_bytes=MAX_BLOCKS_BYTES - self.params.max_block_bytes)
         self._bodies_ready = threading.Condition(self._lock)
         self._applier = threading.Thread(target=self._apply_loop, name="ledger-sync-apply")
-        self._download_mark: tuple[float, int] = (0.0, 0)   # when the download started, and our height then
+        self._download_mark: tuple[float, int] = (0.0, 0)   # when the sync began, and our height then
         self._progress: SyncProgress | None = None
         self._last_progress_log = 0.0
         self._ctx = threading.local()
@@ -1088,6 +1088,7 @@ class LedgerNode:
                     chosen = max(better, key=lambda p: p.validated_preference)
                     self._sync_peer = chosen
                     self._sync_start_tip = self.ledger.tip_info()[1]
+                    self._download_mark = (now, self.ledger.height)   # the rate shown is over the whole sync
                 elif peers and not probes and not any(p.awaiting for p in peers):
                     self._ever_synced = True  # every peer told us what it has: nobody has more
                     self._download.reset()    # what a sync peer that went away left, nobody continues
@@ -1124,8 +1125,6 @@ class LedgerNode:
                         pending = pending[end - first + 1:]
                     elif first != end + 1 or pending[0].prev_hash != dl.hash_at(end):
                         dl.reset()
-                if not dl.active:
-                    self._download_mark = (time.monotonic(), self.ledger.height)
                 dl.want(pending)
             self._pump_download()
         elif peer.awaiting is None:

@@ -27,7 +27,7 @@ class SyncProgress:
     ``phase`` is ``"headers"`` while headers are fetched, ``"blocks"`` while bodies are fetched, ``"done"``
     when the peer has nothing more, ``"interrupted"`` when the peer went away (the node then syncs from another
     one); ``height`` is our tip height, ``target`` the best height we know of; while bodies are fetched,
-    ``peers`` is how many peers delivered some and ``rate`` the blocks applied per second since it began.
+    ``peers`` is how many peers delivered some and ``rate`` the blocks applied per second since the sync began.
     """
 
     peer: str
