@@ -17,7 +17,11 @@ the header part of a chain of that length without the hours of RSA-key generatio
   beside ``python -c pass`` in the same run (median, p90, ratio), and a lookup in process: with a warm client, and
   with a new client each time (what the command does after its imports);
 - with ``--join-chain DIR`` (a bench/chaingen.py chain): ``ledger join`` until the joiner proves its own record,
-  with the assumed-valid history and with ``--verify-all`` in the same run.
+  with the assumed-valid history and with ``--verify-all`` in the same run;
+- with ``--join-chain DIR --seeds N``: N ``ledger serve`` seeds of the chain (the first mines, the others follow
+  it without mining), and in the same run a join from one seed (``--max-peers 1``) and a join through all N
+  (blocks fetched from all of them at once): seconds until in sync with the chain's height, blocks/s, and until
+  usable.
 
 Prints a Markdown table for docs/benchmarks.md.
 """
@@ -316,13 +320,118 @@ def join_until_usable(chain_dir: Path, work: Path) -> dict[str, float | str]:
     return results
 
 
+JOIN_SEEDS = [f"127.0.0.{i}" for i in range(100, 108)]
+JOIN_ONE, JOIN_MANY = "127.0.0.95", "127.0.0.96"
+
+
+def join_from_seeds(chain_dir: Path, work: Path, seeds: int,
+                    finality_depth: int | None = None) -> dict[str, float | str]:
+    """A fresh ``ledger join`` through one seed (``--max-peers 1``) and through ``seeds`` seeds, in the same run,
+    against ``seeds`` ``ledger serve`` processes on copies of ``chain_dir``: seconds until the joiner's height
+    reaches the chain's (the block download), and until it proves its own record (mined by the first seed).
+    ``finality_depth`` (seeds only): a bench/ledger_scale_bench.py synthetic chain has random-bytes signatures, so every
+    block of it must be below the seeds' final height, where a joiner assumes signatures valid."""
+    from ledger.client import LedgerClient
+    from p2pchat.foundation.errors import UserError
+    from p2pchat.foundation.identity import KEY_FILE, Identity
+
+    network = next(chain_dir.glob("ledger-*.sqlite3")).name[len("ledger-"):-len(".sqlite3")]
+    hosts = JOIN_SEEDS[:seeds]
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = []
+
+    def start(args: list[str], name: str) -> subprocess.Popen[bytes]:
+        log = open(work / f"{name}.log", "w")
+        logs.append(log)
+        proc = subprocess.Popen([sys.executable, "-m", "ledger", *args], cwd=ROOT, env=env(), stdout=log,
+                                stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc
+
+    def poll(what: str, probe, limit: float = 1800.0):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            for proc, log in zip(procs, logs, strict=True):
+                if proc.poll() is not None:
+                    raise SystemExit(f"a ledger process exited ({proc.returncode}); see {log.name}")
+            try:
+                value = probe()
+            except UserError:   # a node still starting: ask again
+                value = None
+            if value:
+                return value
+            time.sleep(0.05)
+        raise SystemExit(f"timed out waiting for {what}")
+
+    results: dict[str, float | str] = {"seeds": seeds}
+    try:
+        for i, host in enumerate(hosts):
+            data = work / f"seed-{i}"
+            shutil.rmtree(data, ignore_errors=True)
+            shutil.copytree(chain_dir, data)
+            extra = [] if i == 0 else ["--no-mine", "--peer", hosts[0]]
+            if finality_depth is not None:
+                extra += ["--finality-depth", str(finality_depth)]
+            start(["serve", "--host", host, "--data-dir", str(data), "--network", network, *extra], f"seed-{i}")
+        poll("the seeds' final blocks", lambda: all(LedgerClient(h, timeout=5.0).status().get("final_height", 0) > 0
+                                                     for h in hosts))
+        # Every seed at the first seed's height (its own record mined on top), so that all can serve everything.
+        height = poll("the seeds to agree", lambda: len({LedgerClient(h, timeout=5.0).status()["tip"]
+                                                          for h in hosts}) == 1
+                      and LedgerClient(hosts[0], timeout=5.0).status()["height"])
+        results["chain_height"] = height
+        for host, mode, args in ((JOIN_ONE, "one", [hosts[0], "--max-peers", "1"]), (JOIN_MANY, "many", hosts)):
+            data = work / f"join-{mode}"
+            shutil.rmtree(data, ignore_errors=True)
+            data.mkdir(mode=0o700)
+            Identity.generate().save(data / KEY_FILE)   # key generation is not what is measured here
+            t0 = time.monotonic()
+            proc = start(["join", *args, "--host", host, "--data-dir", str(data), "--no-mine"], f"join-{mode}")
+            poll(f"the {mode} joiner's sync", lambda h=host: LedgerClient(h, timeout=5.0).status()["height"] >= height)
+            results[f"{mode}_synced_s"] = time.monotonic() - t0
+            status = LedgerClient(host, timeout=5.0).status()
+            results[f"{mode}_peers_delivering"] = sum(1 for p in status["peers"] if p.get("blocks_delivered"))
+            poll(f"the {mode} joiner's own record", lambda h=host: LedgerClient(h, timeout=5.0).find(h))
+            results[f"{mode}_usable_s"] = time.monotonic() - t0
+            proc.terminate()
+            proc.wait(30)
+            procs.pop()
+            logs.pop().close()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(30)
+        for log in logs:
+            log.close()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "p2pchat-light-bench")
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--join-chain", type=Path, help="a bench/chaingen.py data directory: measure join until usable")
+    parser.add_argument("--seeds", type=int, default=0,
+                        help="with --join-chain: serve it from this many seeds, join from one and from all")
+    parser.add_argument("--seed-finality-depth", type=int,
+                        help="with --seeds: the seeds' --finality-depth (1 for a synthetic chain: see join_from_seeds)")
     args = parser.parse_args()
+    if args.join_chain is not None and args.seeds:
+        args.work.mkdir(parents=True, exist_ok=True)
+        r = join_from_seeds(args.join_chain, args.work, args.seeds, args.seed_finality_depth)
+        print(json.dumps(r), file=sys.stderr)
+        n = r["chain_height"]
+        print(f"| join of {args.join_chain.name} ({n:,} blocks) | in sync | blocks/s | peers delivering "
+              "| usable (own record proven) |")
+        print("|---|---|---|---|---|")
+        for mode, label in (("one", "from 1 seed (`--max-peers 1`)"), ("many", f"from {args.seeds} seeds")):
+            print(f"| {label} | {r[f'{mode}_synced_s']:.1f} s | {n / r[f'{mode}_synced_s']:,.0f} "
+                  f"| {r[f'{mode}_peers_delivering']} | {r[f'{mode}_usable_s']:.1f} s |")
+        print(f"| ratio (many / one) | {r['many_synced_s'] / r['one_synced_s']:.2f} × | | "
+              f"| {r['many_usable_s'] / r['one_usable_s']:.2f} × |")
+        return
     if args.join_chain is not None:
         args.work.mkdir(parents=True, exist_ok=True)
         joined = join_until_usable(args.join_chain, args.work)

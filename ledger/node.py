@@ -5,9 +5,10 @@ What it does (docs/ledger-protocol.md has the frames and flows):
 
 - handshake: the dialling side sends ``hello`` (version, network, genesis, parameters, height, tip, work,
   listen port, role), the other answers ``hello_ack`` or an ``error`` naming what it speaks;
-- headers-first sync: peers that may have more are probed for headers, bodies come from the peer whose checked
-  headers show the preferred chain (never by the work a hello claims), a stalling peer is penalised and left;
-  progress is reported through ``on_progress``;
+- headers-first sync: peers that may have more are probed for headers; the headers of the peer whose checked
+  headers show the preferred chain (never by the work a hello claims) are followed, and their bodies are fetched
+  from every peer at once (:mod:`ledger.block_download`) and applied in height order; a stalling peer is
+  penalised and left, its heights asked of the others; progress is reported through ``on_progress``;
 - announcements of new records and blocks (each accepted one is pushed to every other peer); orphans held in
   bounded per-sender shares in memory; side blocks that would not be preferred are not stored;
 - peer exchange, reconnects with exponential backoff, outbound slots inbound peers cannot take, at most 2 inbound
@@ -21,7 +22,8 @@ What it does (docs/ledger-protocol.md has the frames and flows):
 - lookups, status and reachability proofs are served on the same port.
 
 Threads: the server's accept and connection threads, one thread per outgoing connection, one writer thread per
-connection (so a slow reader never blocks us), the maintenance thread and the record-admission workers.
+connection (so a slow reader never blocks us), the maintenance thread, the record-admission workers and the
+sync applier (downloaded bodies are applied there, so no peer's reading waits on validation).
 :meth:`LedgerNode.close` stops and joins all of them.
 """
 
@@ -40,6 +42,7 @@ import msgpack
 
 from ledger.assume_valid import AssumeValid, BackgroundVerifier, VerifyState
 from ledger.bindings import NicknameTaken
+from ledger.block_download import DownloadScheduler
 from ledger.blocks import Block, BlockHeader, chain_preference
 from ledger.chain import AddResult
 from ledger.checkpoint_evidence import CheckpointEvidence, EvidenceConfig
@@ -80,7 +83,7 @@ from ledger.prune import Pruner, not_served
 from ledger.reachability import prove_reachability, sign_reachability
 from ledger.records import Record, make_register, validate_nickname
 from ledger.splits import SplitReport, SplitWatch, significant
-from ledger.sync import BlockDownload, SyncProgress
+from ledger.sync import SyncProgress
 from ledger.watch import Desired, OwnerWatch
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, normalize_ip, parse_address
@@ -131,7 +134,13 @@ class NodeConfig:
     ban_seconds: float = 600.0
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
-    block_batch: int = 250
+    block_batch: int = 128                 # hashes per get_blocks request (ledger/block_download.py)…
+    blocks_in_flight: int = 2              # …requests out to each peer at once…
+    download_window: int = 1024            # …heights ahead of the next one to apply…
+    download_buffer_bytes: int = 32_000_000  # …and bodies held waiting for their turn
+    block_stall_timeout: float = 2.0       # the holder of the lowest missing body while the window is used up is
+                                           # cut off after this (doubled each time, up to 64 s)
+    apply_batch: int = 256                 # downloaded bodies applied per turn of the sync applier
     admission_workers: int = 2
     admission_queue: int = 2000
     send_queue: int = 4000                 # frames queued for a peer that does not read are capped…
@@ -181,6 +190,7 @@ class Peer:
         self.known_tip = hello.tip or b""  # the newest main-chain tip it told us of (hello, announcements) or we
                                            # announced to it: a differing one is announced again (§5.1)
         self.pongs = 0                    # answers to our pings (an idle connection's heartbeat)
+        self.bodies_delivered = 0         # block bodies it sent us in downloads (checked against their headers)
         self.connected_at = now
         self.clock_offset: float | None = None  # its clock minus ours when its hello came (None: not said)
         self.probe_after = 0.0            # a probe refused for future-dated headers waits until then (monotonic)
@@ -188,11 +198,13 @@ class Peer:
         self.last_ping = now
         self.bucket = TokenBucket(config.message_rate, config.message_burst, now)
         self.throttled_since: float | None = None
-        self.download = BlockDownload(config.block_batch)
-        # "headers" or "blocks" while a sync request is out, "checking" while its headers answer is being checked
+        # "headers" while a get_headers is out, "checking" while its answer is being checked (block requests are
+        # the download scheduler's)
         self.awaiting: str | None = None
         self.deadline: float | None = None
         self.sync_last: bytes | None = None
+        self.helper_probed = -1           # the download's last height when we last asked it for headers to see
+                                          # whether it holds the bodies (ledger/block_download.py)
         self.closed = threading.Event()
         self._max_bytes = config.send_queue_bytes
         self._queued_bytes = 0
@@ -290,7 +302,8 @@ class Peer:
 
     def describe(self) -> dict[str, Any]:
         return {"address": format_address(*self.listen_addr) if self.listen_addr else self.text,
-                "inbound": self.inbound, "height": self.height, "agent": self.hello.agent}
+                "inbound": self.inbound, "height": self.height, "agent": self.hello.agent,
+                "blocks_delivered": self.bodies_delivered}
 
 
 class LedgerNode:
@@ -355,6 +368,15 @@ class LedgerNode:
                                      total_bytes=self.config.orphan_bytes_total)
         self._side_seen: OrderedDict[bytes, None] = OrderedDict()  # side blocks refused lately (repeats are free)
         self._sync_start_tip = b""
+        # --- parallel block download (ledger/block_download.py): the sync peer's headers, bodies from everyone ---
+        self._download: DownloadScheduler[Peer] = DownloadScheduler(
+            batch=self.config.block_batch, requests_per_peer=self.config.blocks_in_flight,
+            window=self.config.download_window, max_buffered_bytes=self.config.download_buffer_bytes,
+            request_timeout=self.config.request_timeout, stall_timeout=self.config.block_stall_timeout,
+            full_answer_bytes=MAX_BLOCKS_BYTES - self.params.max_block_bytes)
+        self._bodies_ready = threading.Condition(self._lock)
+        self._applier = threading.Thread(target=self._apply_loop, name="ledger-sync-apply")
+        self._download_mark: tuple[float, int] = (0.0, 0)   # when the sync began, and our height then
         self._progress: SyncProgress | None = None
         self._last_progress_log = 0.0
         self._ctx = threading.local()
@@ -424,6 +446,7 @@ class LedgerNode:
         if self._pruner is not None:
             self._pruner.start()
         self._maintainer.start()
+        self._applier.start()
         if self._host_follower is not None:
             self._host_follower.start()
         log.info("ledger node %s listening on %s (%s, fingerprint %s)", self.nickname,
@@ -446,6 +469,10 @@ class LedgerNode:
         self.ledger.stop_mining()
         if self._maintainer.is_alive():
             self._maintainer.join()
+        with self._lock:
+            self._bodies_ready.notify_all()
+        if self._applier.is_alive():
+            self._applier.join()
         if self._verifier is not None:
             self._verifier.close()
         if self._pruner is not None:
@@ -805,13 +832,16 @@ class LedgerNode:
             self._peers.pop(peer, None)
             if not any(p.ip == peer.ip for p in self._peers):
                 self._orphans.drop_owner(peer.ip)  # its orphans go with its last connection
+            self._download.remove_peer(peer)   # what it was asked for goes to the others
             if self._sync_peer is peer:
+                # The download goes on with the others' bodies; the next sync peer keeps it if its branch holds it.
                 self._sync_peer = None
                 height = self.ledger.height
                 self._report_progress(SyncProgress(peer.text, "interrupted", height, max(peer.height, height)))
         if peer.is_peer:
             log.info("disconnected from %s", peer.text)
             self._maybe_sync()
+            self._pump_download()
 
     def _read_loop(self, peer: Peer) -> None:
         timeout = self.config.idle_timeout if peer.is_peer else self.config.client_idle_timeout
@@ -1034,10 +1064,12 @@ class LedgerNode:
     #
     # Every peer that may have more than we do (its hello claims more work, or it announced a block we could not
     # connect) is asked for the headers after our locator: a probe. Its answer is checked (proof of work,
-    # linkage, time) and gives the peer's validated work. Bodies are downloaded from one peer at a time, the one
-    # whose validated chain is preferred most: what a hello claims is only a reason to ask, never a ranking. A
-    # sync request left unanswered past ``request_timeout`` is a stall: the peer is penalised, disconnected and
-    # not chosen again for ``stall_cooldown`` seconds, and the next best peer takes over.
+    # linkage, time) and gives the peer's validated work. The sync peer is the one whose validated chain is
+    # preferred most (what a hello claims is only a reason to ask, never a ranking); its headers are followed,
+    # and their bodies are fetched from every connected peer at once (ledger/block_download.py) and applied in
+    # height order by the sync applier thread. A sync request left unanswered past ``request_timeout`` is a
+    # stall: the peer is penalised, disconnected and not chosen again for ``stall_cooldown`` seconds, its heights
+    # go to the others, and when it was the sync peer the next best peer takes over.
 
     def _our_preference(self) -> tuple[int, int]:
         _, tip, work = self.ledger.tip_info()
@@ -1081,8 +1113,10 @@ class LedgerNode:
                     chosen = max(better, key=lambda p: p.validated_preference)
                     self._sync_peer = chosen
                     self._sync_start_tip = self.ledger.tip_info()[1]
+                    self._download_mark = (now, self.ledger.height)   # the rate shown is over the whole sync
                 elif peers and not probes and not any(p.awaiting for p in peers):
                     self._ever_synced = True  # every peer told us what it has: nobody has more
+                    self._download.reset()    # what a sync peer that went away left, nobody continues
                 # --- pruning: say once per peer that its history is there but its bodies are not ---
                 for p in peers:
                     if p.validated_preference > ours and p.pruned > our_height and not p.pruned_noted:
@@ -1099,14 +1133,99 @@ class LedgerNode:
             self._continue_sync(chosen)
 
     def _continue_sync(self, peer: Peer) -> None:
-        """The sync peer's next step: download the checked headers it gave, or ask for more headers."""
+        """The sync peer's next step: download the bodies of the checked headers it gave, or ask for more
+        headers."""
         if peer.pending:
             peer.sync_last = peer.pending[-1].hash
-            peer.download.want([h.hash for h in peer.pending])
-            peer.pending = []
-            self._request_blocks(peer)
+            pending, peer.pending = peer.pending, []
+            skip = 0   # the blocks we got meanwhile (from announcements or an earlier sync) are not fetched again
+            while skip < len(pending) and self.ledger.has_block(pending[skip].hash):
+                skip += 1
+            pending = pending[skip:]
+            if not pending:
+                self._request_headers(peer)
+                return
+            with self._lock:
+                if self._sync_peer is not peer:
+                    return
+                dl = self._download
+                if dl.active:
+                    # A download left by a sync peer that went away: kept when this branch holds its last block.
+                    first = pending[0].height
+                    end = dl.end_height
+                    if first <= end < first + len(pending) and pending[end - first].hash == dl.hash_at(end):
+                        pending = pending[end - first + 1:]
+                    elif first != end + 1 or pending[0].prev_hash != dl.hash_at(end):
+                        dl.reset()
+                dl.want(pending)
+            self._pump_download()
         elif peer.awaiting is None:
             self._request_headers(peer)
+
+    def _pump_download(self) -> None:
+        """Hand every connected peer the block requests the download scheduler has room for, and end the sync
+        with the sync peer when nobody left can serve the next body."""
+        now = time.monotonic()
+        with self._lock:
+            leader, dl = self._sync_peer, self._download
+            if leader is None or not dl.active or self._closing.is_set():
+                return
+            for p in dl.peers():
+                if p.closed.is_set():
+                    dl.remove_peer(p)
+            end = dl.end_height
+            helpers = [p for p in self._peers if p.is_peer and p is not leader and not p.closed.is_set()
+                       and not self._is_stalled(p.ip, now)]
+            served = {p: self._served_height(p) for p in helpers}
+            # it gave the headers, so it should hold their bodies (all but those it pruned: ledger.md "Pruning")
+            dl.add_peer(leader, highest=end, lowest=leader.pruned + 1)
+            for p, height in served.items():
+                if height >= dl.next_height and p.pruned < dl.next_height:
+                    dl.add_peer(p, highest=height, lowest=p.pruned + 1)
+            requests = dl.assign(now)
+            stuck = dl.stuck
+            unsure = [p for p, height in served.items()
+                      if height < end and p.awaiting is None and p.helper_probed < end]
+        for peer, hashes in requests:
+            peer.send("get_blocks", hashes=hashes)
+        # A peer whose checked headers stop short of the download may hold more: ask it (a probe), unless what it
+        # showed us is another branch (kept for the choice of the next sync peer).
+        probes = [p for p in unsure if served[p] >= 0 or self._behind_us(p)]
+        with self._lock:
+            probes = [p for p in probes if p.awaiting is None and p.helper_probed < end]
+            for p in probes:
+                p.helper_probed, p.awaiting = end, "headers"   # reserved here, as _maybe_sync does
+        for peer in probes:
+            self._request_headers(peer)
+        if stuck:
+            log.info("%s does not have the blocks it announced, nor does any other peer; syncing elsewhere",
+                     leader.text)
+            self._finish_sync(leader)
+
+    def _served_height(self, peer: Peer) -> int:
+        """The highest height of the download whose body ``peer`` should hold: the last of the download's headers
+        it showed us in its own headers answer (-1: none). Lock held."""
+        dl, pending = self._download, peer.pending
+        height = dl.height_of(peer.validated_tip) if peer.validated_tip else None
+        if height is not None:
+            return height
+        if pending:
+            at = min(dl.end_height, pending[-1].height)
+            if at >= pending[0].height and pending[at - pending[0].height].hash == dl.hash_at(at):
+                return at
+        return -1
+
+    def _behind_us(self, peer: Peer) -> bool:
+        """True if every header ``peer`` showed us is on our main chain; they are then dropped from its pending
+        branch (so that the next probe's answer is checked on its own, not with all of them again)."""
+        pending = peer.pending
+        if pending:
+            with self.ledger.lock:
+                if not self.ledger.chain.is_main(pending[-1].hash):
+                    return False
+            if peer.pending is pending:
+                peer.pending = []
+        return True
 
     def _request_headers(self, peer: Peer) -> None:
         locator = self.ledger.locator()
@@ -1138,7 +1257,9 @@ class LedgerNode:
             if future:
                 self._future_headers(peer, future[0], now)
                 return
-            work = self.ledger.check_headers(branch, now) if branch else None
+            work = self._downloaded_work(branch) if branch else None
+            if branch and work is None:
+                work = self.ledger.check_headers(branch, now)
         except LedgerError as exc:
             self.stats["invalid_blocks"] += 1
             log.warning("invalid headers from %s: %s", peer.text, exc)
@@ -1159,7 +1280,6 @@ class LedgerNode:
                     known = self.ledger.chain.chain_work(headers[-1].hash)
                 if known is not None:
                     peer.note_validated(known, headers[-1].hash)
-        peer.awaiting = None
         better = peer.validated_preference > self._our_preference()
         if len(peer.pending) > self.config.max_pending_headers and not better:
             log.info("%s offers a branch of over %d headers with no more work than ours; not following it",
@@ -1167,7 +1287,12 @@ class LedgerNode:
             peer.pending, full = [], False
         if not full:
             peer.claims_more = False  # it sent everything it has after our locator
-        if peer is self._sync_peer:
+        with self._lock:
+            # Together: once it is no longer "checking", another thread may make it the sync peer and take its
+            # pending headers; what we do next must follow from the role it had at that moment.
+            peer.awaiting = None
+            is_sync_peer = peer is self._sync_peer
+        if is_sync_peer:
             if better and peer.pending:
                 self._continue_sync(peer)
             elif full:
@@ -1180,6 +1305,19 @@ class LedgerNode:
             self._request_headers(peer)               # keep probing: its branch continues
         else:
             self._maybe_sync()
+            self._pump_download()                     # it may hold bodies the download wants
+
+    def _downloaded_work(self, branch: list[BlockHeader]) -> int | None:
+        """The work at the end of ``branch`` if its last header is one of the block download's (so all of them
+        are, by their hash links, and were checked when the sync peer sent them): a peer probed while helping the
+        download is not checked again. None otherwise."""
+        with self._lock:
+            held = self._download.hash_at(branch[-1].height) == branch[-1].hash
+        if not held:
+            return None
+        with self.ledger.lock:
+            parent = self.ledger.chain.chain_work(branch[0].prev_hash)
+        return None if parent is None else parent + sum(h.work for h in branch)
 
     def _check_split(self, peer: Peer, branch: list[BlockHeader], work: int) -> None:
         """Note (ledger/splits.py) a checked branch from ``peer`` that forks from our main chain below our final
@@ -1235,90 +1373,114 @@ class LedgerNode:
                     return headers[i + 1:]
         return headers
 
-    def _request_blocks(self, peer: Peer) -> None:
-        """Keep the download window full; once every body is in, ask whether there are more headers."""
-        if peer.download.done:
-            self._request_headers(peer)
-            return
-        while hashes := peer.download.next_request():
-            peer.awaiting = "blocks"
-            if peer.deadline is None:
-                peer.deadline = time.monotonic() + self.config.request_timeout
-            peer.send("get_blocks", hashes=hashes)
-
     def _handle_blocks(self, peer: Peer, wires: list[dict[str, Any]]) -> None:
-        if peer.awaiting != "blocks" or peer.download.idle:
-            raise ProtocolError("blocks were sent without being asked for")
+        """An answer to one of our ``get_blocks``: each body is checked against its header (hash and Merkle root)
+        and held until the ones below it are in; the sync applier applies them in height order."""
+        if peer.closed.is_set():
+            return   # cut off (a stall) while this answer was on its way: its heights went to the others
         try:
             blocks = [Block.from_wire(w) for w in wires]
         except LedgerError as exc:
             self._invalid_block_from(peer, str(exc))
             return
-        asked = peer.download.oldest_request
-        got = {b.hash for b in blocks}
-        size = sum(b.size for b in blocks)
-        # An answer that leaves out asked blocks although it is far from the size budget does not count as
-        # progress: a peer dripping a block per answer still meets its deadline.
-        short = any(h not in got for h in asked) and size < MAX_BLOCKS_BYTES - self.params.max_block_bytes
-        if peer.download.received([b.hash for b in blocks]):
-            raise ProtocolError("the blocks answer holds blocks that were not asked for")
-        if peer.download.stalled:
-            log.info("%s does not have the blocks it announced; syncing elsewhere", peer.text)
-            peer.download.clear()
-            peer.awaiting, peer.deadline = None, None
-            self._finish_sync(peer)
+        with self._lock:
+            receipt = self._download.received(peer, blocks, sum(b.size for b in blocks), time.monotonic())
+            if receipt.accepted and self._download.ready:
+                self._bodies_ready.notify()
+        if receipt.unexpected is not None:
+            raise ProtocolError(receipt.unexpected)
+        if receipt.wrong is not None:
+            self._invalid_block_from(peer, receipt.wrong)   # its heights go to the others when it is gone
             return
-        # The time we spend validating is not the peer's delay: no deadline runs meanwhile.
-        started, deadline = time.monotonic(), peer.deadline
-        peer.deadline = None
-        if peer.download.idle:
-            peer.awaiting = None
-        if not peer.download.done:
-            self._request_blocks(peer)  # the peer prepares the next batch while we validate this one
-            peer.deadline = None
+        peer.bodies_delivered += receipt.accepted
+        if receipt.refused:
+            log.info("%s does not have %d of the blocks asked; asking the other peers", peer.text, receipt.refused)
+        self._pump_download()
+
+    def _apply_loop(self) -> None:
+        """Thread body of the sync applier: apply downloaded bodies in height order as they become ready."""
+        while True:
+            with self._lock:
+                while not self._closing.is_set() and not self._download.ready:
+                    self._bodies_ready.wait()
+                if self._closing.is_set():
+                    return
+                batch = self._download.take_ready(self.config.apply_batch)
+                leader = self._sync_peer
+            try:
+                self._apply_bodies(batch, leader)
+            except StoreError as exc:
+                # Our own database failed (e.g. the disk is full): not a peer's fault. The sync stops here.
+                log.error("%s", exc)
+                if leader is not None:
+                    self._finish_sync(leader)
+
+    def _apply_bodies(self, batch: list[tuple[Block, Peer]], leader: Peer | None) -> None:
+        """Hand downloaded bodies (consecutive, each with its sender) to the ledger, several a transaction."""
         self._ctx.bulk = True
-        self._ctx.source = peer
         try:
-            # --- store batching (issue 12): the batch is written in one transaction per 64 blocks ---
             with self.ledger.batched():
-                for block in blocks:
-                    status = self._receive(peer, block, requested=True)
-                    if status == "invalid":
-                        peer.download.clear()
+                for block, source in batch:
+                    self._ctx.source = source
+                    status = self._receive(source, block, requested=True)
+                    if status == "invalid":   # the sender was penalised; the headers naming it were the leader's
+                        if leader is not None and leader is not source:
+                            self._invalid_block_from(leader, f"its headers name {block.header.describe()}, which "
+                                                             "is invalid")
+                        with self._lock:
+                            self._download.reset()
+                        if leader is not None:
+                            self._finish_sync(leader)
                         return
                     if status == "future":   # clocks disagree: stop this sync for now and try again later
-                        peer.download.clear()
-                        peer.awaiting, peer.deadline = None, None
-                        peer.probe_after = time.monotonic() + self.config.future_retry
-                        self._finish_sync(peer)
-                        peer.spent, peer.claims_more = (-1, 0), True
+                        with self._lock:
+                            self._download.reset()
+                        if leader is not None:
+                            leader.probe_after = time.monotonic() + self.config.future_retry
+                            self._finish_sync(leader)
+                            leader.spent, leader.claims_more = (-1, 0), True
                         return
         finally:
             self._ctx.bulk = False
             self._ctx.source = None
-            if not peer.download.idle:
-                now = time.monotonic()
-                if short and deadline is not None:
-                    peer.deadline = deadline + (now - started)   # a drip does not move the deadline on
-                else:
-                    peer.deadline = now + self.config.request_timeout
+        with self._lock:
+            done = not self._download.active and leader is not None and self._sync_peer is leader
+            serving = self._download.serving()
+            target = max(self._download.end_height, leader.height if leader is not None else 0)
+            started, start_height = self._download_mark
         height = self.ledger.height
-        self._report_progress(SyncProgress(peer.text, "blocks", height, max(peer.height, height)))
-        if peer.download.done and peer.awaiting is None:
-            self._request_headers(peer)  # bodies done: ask whether there is more
+        if leader is not None:
+            elapsed = time.monotonic() - started
+            rate = (height - start_height) / elapsed if elapsed > 0 else 0.0
+            self._report_progress(SyncProgress(leader.text, "blocks", height, max(target, height),
+                                               peers=max(1, serving), rate=rate))
+        if done and leader is not None and leader.awaiting is None:
+            self._request_headers(leader)   # bodies done: ask whether there is more
+        else:
+            self._pump_download()           # the window moved on
 
-    def _stall(self, peer: Peer, now: float) -> None:
-        """``peer`` left a sync request unanswered past its deadline."""
+    def _stall(self, peer: Peer, now: float, why: str = "late") -> None:
+        """``peer`` left a sync request unanswered past its deadline (``late``), or held the lowest missing body
+        back while the download window was used up and other peers waited (``window``)."""
         self.stats["stalls"] += 1
         with self._lock:
             if len(self._stalled) >= 10_000:
                 self._stalled = {ip: t for ip, t in self._stalled.items() if t > now}
             self._stalled[peer.ip] = now + self.config.stall_cooldown
             syncing = self._sync_peer is peer
-        log.warning("%s stalled: no answer to a sync request within %g s%s", peer.text, self.config.request_timeout,
-                    "; syncing from another peer" if syncing else "")
-        self._penalize(peer.ip, PENALTY_STALL, "left a sync request unanswered")
-        peer.close("no answer to a sync request in time")
+            self._download.remove_peer(peer)   # its heights go to the others at once
+        if why == "window":
+            log.warning("%s stalled: it held back the block download (the lowest missing block, asked of it, "
+                        "was late while the other peers waited)%s", peer.text,
+                        "; syncing from another peer" if syncing else "")
+            reason = "too slow: held back the block download"
+        else:
+            log.warning("%s stalled: no answer to a sync request within %g s%s", peer.text,
+                        self.config.request_timeout, "; syncing from another peer" if syncing else "")
+            reason = "no answer to a sync request in time"
+        self._penalize(peer.ip, PENALTY_STALL, reason)
+        peer.close(reason)
+        self._pump_download()
 
     def _receive(self, peer: Peer, block: Block, *, requested: bool = False) -> str:
         """Hand a block from ``peer`` to the ledger when it may join our chain; returns "added", "known",
@@ -1424,6 +1586,7 @@ class LedgerNode:
         with self._lock:
             if self._sync_peer is peer:
                 self._sync_peer = None
+                self._download.reset()
             self._ever_synced = True
         height, tip, _ = self.ledger.tip_info()
         # It has nothing more after our locator: its main chain ends in ours (or it lied in its hello).
@@ -1805,6 +1968,10 @@ class LedgerNode:
     def _check_peers(self, now: float) -> None:
         with self._lock:
             peers = list(self._peers)
+        with self._lock:
+            stalled = self._download.expired(now)
+        for peer, why in stalled:
+            self._stall(peer, now, why)
         for peer in peers:
             if peer.deadline is not None and now > peer.deadline and not peer.closed.is_set():
                 self._stall(peer, now)

@@ -1,9 +1,9 @@
-"""Sans-IO pieces of headers-first sync: the light client's verified header chain, the block download plan of a
-full node, and the progress it reports.
+"""Sans-IO pieces of headers-first sync: the light client's verified header chain and the progress a sync
+reports.
 
 A full node asks a peer for the headers after its block locator, checks them as a batch
-(:meth:`ledger.chain.Chain.check_headers`), then downloads the bodies it lacks in order, a batch at a time
-(:class:`BlockDownload`), and asks for more headers until the peer has none left. A light client keeps only
+(:meth:`ledger.chain.Chain.check_headers`), then downloads the bodies it lacks from all its peers at once
+(:mod:`ledger.block_download`) and asks for more headers until the peer has none left. A light client keeps only
 headers (:class:`HeaderChain`): it checks linkage, proof of work, the network's fixed target, timestamps and
 that the chain starts at the genesis block of the network's parameters, and follows a peer's switch to a branch
 only when that branch has more cumulative work.
@@ -11,7 +11,6 @@ only when that branch has more cumulative work.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,8 +19,6 @@ from ledger.errors import LedgerError
 from ledger.header_store import HeaderStore
 from ledger.params import NetworkParams
 
-DEFAULT_BLOCK_BATCH = 250
-
 
 @dataclass(frozen=True)
 class SyncProgress:
@@ -29,13 +26,16 @@ class SyncProgress:
 
     ``phase`` is ``"headers"`` while headers are fetched, ``"blocks"`` while bodies are fetched, ``"done"``
     when the peer has nothing more, ``"interrupted"`` when the peer went away (the node then syncs from another
-    one); ``height`` is our tip height, ``target`` the best height we know of.
+    one); ``height`` is our tip height, ``target`` the best height we know of; while bodies are fetched,
+    ``peers`` is how many peers delivered some and ``rate`` the blocks applied per second since the sync began.
     """
 
     peer: str
     phase: str
     height: int
     target: int
+    peers: int = 1
+    rate: float = 0.0
 
     @property
     def fraction(self) -> float:
@@ -46,85 +46,11 @@ class SyncProgress:
             return f"in sync with {self.peer} at height {self.height}"
         if self.phase == "interrupted":
             return f"sync from {self.peer} interrupted at height {self.height} of {self.target}"
+        if self.phase == "blocks":
+            return (f"blocks {self.height:,} of {self.target:,} from {self.peers} peer{'s' if self.peers != 1 else ''}"
+                    f", {self.rate:,.0f}/s ({self.fraction:.0%}; headers from {self.peer})")
         return (f"syncing from {self.peer}: {self.phase}, height {self.height} of {self.target} "
                 f"({self.fraction:.0%})")
-
-
-class BlockDownload:
-    """Which block bodies to ask a peer for next, in chain order, with up to ``window`` batches in flight.
-
-    ``want`` queues hashes (from checked headers); ``next_request`` hands out the next batch while fewer than
-    ``window`` are out (so the peer prepares the next batch while we validate this one); ``received`` takes the
-    hashes of the oldest outstanding answer and returns the ones that were not asked for (a protocol violation).
-    Anything asked for but missing from an answer goes back to the front of the queue; a peer that answers a
-    request with none of the asked blocks is ``stalled``.
-    """
-
-    def __init__(self, batch: int = DEFAULT_BLOCK_BATCH, window: int = 2) -> None:
-        self.batch = batch
-        self.window = window
-        self._queue: deque[bytes] = deque()
-        self._queued: set[bytes] = set()
-        self._flight: deque[list[bytes]] = deque()
-        self.stalled = False
-
-    def want(self, hashes: Sequence[bytes]) -> None:
-        out = {h for batch in self._flight for h in batch}
-        for h in hashes:
-            if h not in self._queued and h not in out:
-                self._queue.append(h)
-                self._queued.add(h)
-
-    @property
-    def in_flight(self) -> list[bytes]:
-        return [h for batch in self._flight for h in batch]
-
-    @property
-    def oldest_request(self) -> list[bytes]:
-        """The hashes of the oldest request still out (what the next answer must be about)."""
-        return list(self._flight[0]) if self._flight else []
-
-    @property
-    def remaining(self) -> int:
-        return len(self._queue) + sum(len(b) for b in self._flight)
-
-    @property
-    def idle(self) -> bool:
-        return not self._flight
-
-    @property
-    def done(self) -> bool:
-        return not self._flight and not self._queue
-
-    def next_request(self) -> list[bytes]:
-        """The next batch to ask for (empty while ``window`` batches are out or nothing is queued)."""
-        if len(self._flight) >= self.window or not self._queue:
-            return []
-        batch: list[bytes] = []
-        while self._queue and len(batch) < self.batch:
-            h = self._queue.popleft()
-            self._queued.discard(h)
-            batch.append(h)
-        self._flight.append(batch)
-        return list(batch)
-
-    def received(self, hashes: Sequence[bytes]) -> list[bytes]:
-        """Account for the answer to the oldest request; returns the hashes in it that were not asked for."""
-        asked_list = self._flight.popleft() if self._flight else []
-        asked = set(asked_list)
-        unexpected = [h for h in hashes if h not in asked]
-        got = set(hashes)
-        missing = [h for h in asked_list if h not in got]
-        self.stalled = bool(asked_list) and not (got & asked)
-        for h in reversed(missing):
-            self._queue.appendleft(h)
-            self._queued.add(h)
-        return unexpected
-
-    def clear(self) -> None:
-        self._queue.clear()
-        self._queued.clear()
-        self._flight.clear()
 
 
 class FinalityConflict(LedgerError):

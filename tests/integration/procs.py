@@ -14,10 +14,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ledger.client import LedgerClient
+from ledger.records import Record
 from p2pchat.foundation.addresses import LEDGER_PORT
 from p2pchat.foundation.errors import UserError
 from p2pchat.foundation.identity import KEY_FILE, Identity
@@ -178,29 +180,32 @@ class Cluster:
             sys.stderr.write(self.logs())
 
 
-def premine(data_dir: Path, blocks: int, difficulty: int = TEST_DIFFICULTY, network: str = "p2pchat") -> bytes:
-    """Give ``data_dir`` a ledger of ``blocks`` empty blocks (dated a second apart, in the past) before a node
-    starts on it; returns the tip hash."""
+def premine(data_dir: Path, blocks: int, difficulty: int = TEST_DIFFICULTY, network: str = "p2pchat",
+            records: Sequence[Record] = ()) -> bytes:
+    """Give ``data_dir`` a ledger of ``blocks`` blocks (dated a second apart, in the past) before a node starts on
+    it; ``records`` go one a block from height 1, the other blocks are empty. Returns the tip hash."""
     import threading
 
     from ledger.blocks import Block, BlockHeader
     from ledger.local_ledger import LocalLedger
-    from ledger.merkle import EMPTY_ROOT
+    from ledger.merkle import merkle_root
     from ledger.miner import mine
     from ledger.params import NetworkParams
 
     params = NetworkParams(name=network, difficulty_bits=difficulty)
     stop = threading.Event()
     now = time.time()
-    with LocalLedger(data_dir, params) as ledger:
+    with LocalLedger(data_dir, params) as ledger, ledger.batched():
         tip = ledger.chain.tip
         start = int(now) - blocks - 60
         for i in range(blocks):
+            body = tuple(records[i:i + 1])
             header = BlockHeader(version=params.version, network_id=params.network_id, height=tip.height + 1,
-                                 prev_hash=tip.hash, merkle_root=EMPTY_ROOT, timestamp=start + i,
-                                 target_bits=params.difficulty_bits, nonce=0)
+                                 prev_hash=tip.hash, merkle_root=merkle_root([r.id for r in body]),
+                                 timestamp=start + i, target_bits=params.difficulty_bits, nonce=0)
             solved = mine(header, stop)
             assert solved is not None
-            assert ledger.receive_block(Block(solved, ()), now).status == "added"
+            result = ledger.receive_block(Block(solved, body), now)
+            assert result.status == "added", result.reason
             tip = solved
         return tip.hash

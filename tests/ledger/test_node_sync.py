@@ -1,4 +1,4 @@
-"""Sans-IO sync pieces: the block download plan and the light client's verified header chain."""
+"""Sans-IO sync pieces: the progress a sync reports and the light client's verified header chain."""
 
 import dataclasses
 
@@ -6,7 +6,7 @@ import pytest
 from gossip_kit import PARAMS, next_block
 
 from ledger.errors import LedgerError
-from ledger.sync import BlockDownload, HeaderChain, SyncProgress
+from ledger.sync import HeaderChain, SyncProgress
 
 T = 1_700_000_000
 
@@ -18,46 +18,11 @@ def headers_on(parent, n, start, params=PARAMS):
     return out
 
 
-def h(i: int) -> bytes:
-    return i.to_bytes(32, "big")
-
-
-def test_download_keeps_a_window_of_requests_and_matches_answers_in_order():
-    plan = BlockDownload(batch=2, window=2)
-    plan.want([h(i) for i in range(5)])
-    assert plan.next_request() == [h(0), h(1)]
-    assert plan.next_request() == [h(2), h(3)]
-    assert plan.next_request() == []  # the window is full
-    assert plan.received([h(0), h(1)]) == []
-    assert plan.next_request() == [h(4)]
-    assert plan.received([h(2)]) == []  # h(3) missing: asked again later
-    assert plan.received([h(4)]) == [] and not plan.done
-    assert plan.next_request() == [h(3)]
-    plan.received([h(3)])
-    assert plan.done
-
-
-def test_download_hands_out_batches_in_order_and_requeues_what_was_missing():
-    plan = BlockDownload(batch=3, window=1)
-    plan.want([h(i) for i in range(7)])
-    plan.want([h(1)])  # already queued: ignored
-    assert plan.next_request() == [h(0), h(1), h(2)]
-    assert plan.next_request() == []  # one request in flight at a time
-    assert plan.received([h(0)]) == [] and not plan.stalled
-    assert plan.next_request() == [h(1), h(2), h(3)]
-    assert plan.received([h(1), h(99)]) == [h(99)]  # not asked for
-    assert plan.remaining == 5
-    req = plan.next_request()
-    assert req == [h(2), h(3), h(4)]
-    plan.received([])
-    assert plan.stalled
-    plan.clear()
-    assert plan.remaining == 0 and plan.idle
-
-
 def test_progress_describes_itself():
-    p = SyncProgress("10.0.0.1:8470", "blocks", 250, 1000)
+    p = SyncProgress("10.0.0.1:8470", "headers", 250, 1000)
     assert p.fraction == 0.25 and "250 of 1000 (25%)" in p.describe()
+    blocks = SyncProgress("10.0.0.1:8470", "blocks", 12_000, 100_000, peers=3, rate=2_700.4)
+    assert blocks.describe().startswith("blocks 12,000 of 100,000 from 3 peers, 2,700/s")
     assert SyncProgress("x", "done", 7, 7).describe() == "in sync with x at height 7"
 
 
