@@ -1,0 +1,108 @@
+"""``p2pchat gui --host auto``: the window, its ledger node (a child process) and its chat node follow this
+machine's address while the window runs, and the user is told in one plain line.
+
+The machine's address source cannot be changed in a test without network namespaces (tests/lab has the netns
+``address-change`` scenario for the CLI), so the window gets a HostWatch reading a dictionary of "interfaces"
+(the seam p2pchat.foundation.host_address offers); everything else is real: the app's main(), its ledger child
+process, sockets on 127.0.0.x, the window under Xvfb, SIGTERM to close it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from typing import Any
+
+import pytest
+
+from gui.ledger_runtime import probe
+from ledger.client import LedgerClient
+from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT
+from p2pchat.foundation.errors import UserError
+from p2pchat.foundation.host_address import HostWatch
+from p2pchat.foundation.identity import KEY_FILE
+from tests.conftest import free_loopback_ip
+from tests.gui.helpers import wait_until
+
+pytestmark = [pytest.mark.gui, pytest.mark.timeout(180)]
+NETWORK = "autonet"
+
+
+def record_ip(ledger_ip: str, nickname: str) -> str | None:
+    """The address the ledger node at ``ledger_ip`` has mined for ``nickname`` (None: nothing answers or no
+    record yet)."""
+    try:
+        return LedgerClient(ledger_ip, LEDGER_PORT, source_ip=ledger_ip, network=NETWORK, timeout=2).lookup(
+            nickname, by="nick").ip
+    except UserError:
+        return None
+
+
+def listening(ip: str, port: int) -> bool:
+    try:
+        socket.create_connection((ip, port), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_the_window_with_host_auto_moves_its_nodes_to_the_new_address_and_says_so(xvfb, tmp_path, identities,
+                                                                                    monkeypatch):
+    from gui import app as gui_app
+
+    old_ip, new_ip = free_loopback_ip(), free_loopback_ip()
+    interfaces = {"eth0": [old_ip]}
+    watch = HostWatch(addresses=lambda: dict(interfaces), route_source=lambda: None, interval=0.2)
+    identities[4].save(tmp_path / KEY_FILE)
+    windows: list[Any] = []
+    real_open = gui_app.App.open_window
+
+    def open_window(self: Any, *args: Any, **kwargs: Any) -> Any:
+        window = real_open(self, *args, **kwargs)
+        windows.append(window)
+        return window
+
+    monkeypatch.setattr(gui_app.App, "open_window", open_window)
+    failures: list[BaseException] = []
+
+    def user() -> None:
+        """Off the Tk thread (main() runs the window's loop on this one): only sockets and plain attributes."""
+        try:
+            wait_until(lambda: record_ip(old_ip, "dana") == old_ip, 90, interval=0.2,
+                       what="the window's ledger node to mine its record at the old address")
+            wait_until(lambda: windows, 30, what="the window")
+            assert windows[0].me.address == f"{old_ip}:{CHAT_PORT}"
+            assert listening(old_ip, CHAT_PORT)
+            interfaces["eth0"] = [new_ip]        # a new DHCP lease: the old address is gone
+            wait_until(lambda: record_ip(new_ip, "dana") == new_ip, 90, interval=0.2,
+                       what="the moved ledger node to publish and mine the record with the new address")
+            wait_until(lambda: windows[0].me.address == f"{new_ip}:{CHAT_PORT}", 30,
+                       what="the window to show the new address")
+            assert listening(new_ip, CHAT_PORT)
+            assert not listening(old_ip, CHAT_PORT)
+            assert probe(old_ip, LEDGER_PORT, source_ip=old_ip, network=NETWORK, timeout=0.5) is None
+        except BaseException as exc:   # reported on the main thread after the window closed
+            failures.append(exc)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)   # closes the window like its close button (gui.app)
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    driver = threading.Thread(target=user, name="test-user")
+    driver.start()
+    try:
+        code = gui_app.main(["--data-dir", str(tmp_path), "--host", "auto", "--nickname", "dana",
+                             "--network", NETWORK, "--difficulty", "8"], host_watch=watch)
+    finally:
+        driver.join()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if failures:
+        raise failures[0]
+    assert code == 0
+    window = windows[0]
+    assert window.identity.address.cget("text") == f"{new_ip}:{CHAT_PORT}"
+    assert window.status.cget("text") == (f"This computer's address changed to {new_ip}; your ledger record is "
+                                          "being updated")
+    assert new_ip in window.snapshot.where and old_ip not in window.snapshot.where
