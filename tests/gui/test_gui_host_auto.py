@@ -106,3 +106,44 @@ def test_the_window_with_host_auto_moves_its_nodes_to_the_new_address_and_says_s
     assert window.status.cget("text") == (f"This computer's address changed to {new_ip}; your ledger record is "
                                           "being updated")
     assert new_ip in window.snapshot.where and old_ip not in window.snapshot.where
+
+
+def test_a_ledger_node_that_cannot_move_says_why_and_moves_when_asked_again(tmp_path, identities):
+    """The new address's ledger port is taken: the move fails with a plain sentence and nothing moved (the
+    window's host watch tries again at its next look); once the port is free the same move succeeds."""
+    from gui.ledger_runtime import attach_ledger
+
+    old_ip, new_ip = free_loopback_ip(), free_loopback_ip()
+    identities[3].save(tmp_path / KEY_FILE)
+    runtime = attach_ledger(data_dir=tmp_path, identity=identities[3], host=old_ip, ledger=None, network=NETWORK,
+                            nickname="erin", difficulty_bits=8)
+    squatter = socket.create_server((new_ip, LEDGER_PORT))
+    try:
+        with pytest.raises(UserError, match=f"cannot listen on {new_ip}:{LEDGER_PORT}"):
+            runtime.move(new_ip)
+        assert (runtime.host, runtime.address) == (old_ip, f"{old_ip}:{LEDGER_PORT}")
+        assert probe(old_ip, LEDGER_PORT, source_ip=old_ip, network=NETWORK) is not None
+        squatter.close()
+        runtime.move(new_ip)
+        assert (runtime.host, runtime.address) == (new_ip, f"{new_ip}:{LEDGER_PORT}")
+        assert probe(new_ip, LEDGER_PORT, source_ip=new_ip, network=NETWORK)["host"] == new_ip
+        assert runtime.source.snapshot().where.endswith(f"{new_ip}:{LEDGER_PORT}")
+    finally:
+        squatter.close()
+        runtime.close()
+
+
+def test_a_ledger_node_on_another_computer_stays_where_it_is_and_the_line_says_the_record_is_not_updated():
+    from gui.host_move import moved_line
+    from gui.ledger_monitor import ClientSource
+    from gui.ledger_runtime import LedgerRuntime
+
+    here, there, remote = free_loopback_ip(), free_loopback_ip(), free_loopback_ip()
+    source = ClientSource(remote, LEDGER_PORT, source_ip=here, network=NETWORK)
+    runtime = LedgerRuntime(f"{remote}:{LEDGER_PORT}", source, started_here=False, host=here)
+    runtime.move(there)
+    assert (runtime.address, runtime.host, runtime.follows_host) == (f"{remote}:{LEDGER_PORT}", there, False)
+    assert (source.ip, source.source_ip) == (remote, there)        # asked there, from the new address
+    assert moved_line(there, runtime) == (f"This computer's address changed to {there}; the ledger node you use "
+                                          f"({remote}:{LEDGER_PORT}) is on another computer and does not update "
+                                          "your record")
