@@ -147,3 +147,18 @@ def test_a_ledger_node_on_another_computer_stays_where_it_is_and_the_line_says_t
     assert moved_line(there, runtime) == (f"This computer's address changed to {there}; the ledger node you use "
                                           f"({remote}:{LEDGER_PORT}) is on another computer and does not update "
                                           "your record")
+
+
+def test_a_ledger_node_of_another_program_on_this_machine_is_asked_at_the_new_address():
+    """``ledger join --host auto`` beside the window moves by itself; the window asks it there, from there."""
+    from gui.host_move import moved_line
+    from gui.ledger_monitor import ClientSource
+    from gui.ledger_runtime import LedgerRuntime
+
+    old, new = free_loopback_ip(), free_loopback_ip()
+    source = ClientSource(old, LEDGER_PORT, source_ip=old, network=NETWORK)
+    runtime = LedgerRuntime(f"{old}:{LEDGER_PORT}", source, started_here=False, host=old)
+    runtime.move(new)
+    assert (runtime.address, runtime.host, runtime.follows_host) == (f"{new}:{LEDGER_PORT}", new, True)
+    assert (source.ip, source.source_ip, source.where) == (new, new, f"{new}:{LEDGER_PORT}")
+    assert moved_line(new, runtime) == f"This computer's address changed to {new}; your ledger record is being updated"
