@@ -5,8 +5,8 @@ watches the address. When it changes, the parts move in this order: the ledger n
 listens at the new address and publishes the updated record; see :meth:`gui.ledger_runtime.LedgerRuntime.move`),
 the "your identity" actions, the chat node (listens there, asks the moved ledger node, registers at the relay
 again), and last the window, which shows the new address in the identity panel and one plain line in the status
-line. A part that cannot move (the port is taken at the new address) raises a UserError: the follower logs it and
-tries again at its next look; the parts that already moved are not moved twice.
+line. A part that cannot move (the port is taken at the new address) raises a UserError: the status line says so
+(⚠), the follower logs it and tries again at its next look; the parts that already moved are not moved twice.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Protocol
 
 from gui.ledger_actions import LedgerActions
 from gui.ledger_runtime import LedgerRuntime
+from p2pchat.foundation.errors import UserError
 from p2pchat.foundation.host_address import HostFollower, HostWatch
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,14 @@ class HostMove:
 
     def _moved(self, old: str, new: str) -> None:
         log.info("moving the window's nodes from %s to %s", old, new)
-        self.runtime.move(new)
-        if self.actions is not None:
-            self.actions.move(self.runtime.address, source_ip=new)
-        if self.node.host != new:
-            self.node.move_to(self.node.host, new)
+        try:
+            self.runtime.move(new)
+            if self.actions is not None:
+                self.actions.move(self.runtime.address, source_ip=new)
+            if self.node.host != new:
+                self.node.move_to(self.node.host, new)
+        except UserError as exc:    # the follower logs it and tries again at its next look
+            self.window.address_changed(self.node.address, f"⚠ This computer's address changed to {new}, but {exc}; "
+                                                           "trying again in a few seconds")
+            raise
         self.window.address_changed(self.node.address, moved_line(new, self.runtime))

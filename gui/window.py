@@ -564,7 +564,8 @@ class ChatWindow:
 
     def address_changed(self, address: str, line: str) -> None:
         """``--host auto`` (gui/host_move.py, on its own thread): this user is now at ``address``; the next tick
-        shows it in the identity panel and ``line`` in the status line, and asks the ledger node again."""
+        shows it in the identity panel and ``line`` in the status line (in red when it starts with ⚠: the move
+        failed and is tried again), and asks the ledger node again."""
         self._moves.put((address, line))
 
     def _show_moves(self) -> None:
@@ -575,7 +576,7 @@ class ChatWindow:
                 return
             self.me = replace(self.me, address=address)
             self.identity.address.configure(text=address)
-            self._status.show(line, MUTED)
+            self._status.show(line, BAD if line.startswith("⚠") else MUTED)
             if self.ledger is not None:
                 self.ledger.refresh()
 

@@ -108,28 +108,53 @@ def test_the_window_with_host_auto_moves_its_nodes_to_the_new_address_and_says_s
     assert new_ip in window.snapshot.where and old_ip not in window.snapshot.where
 
 
-def test_a_ledger_node_that_cannot_move_says_why_and_moves_when_asked_again(tmp_path, identities):
-    """The new address's ledger port is taken: the move fails with a plain sentence and nothing moved (the
-    window's host watch tries again at its next look); once the port is free the same move succeeds."""
+def test_a_move_that_fails_is_shown_and_tried_again_until_it_works(tmp_path, identities):
+    """The new address's ledger port is taken: the status line says why (⚠), nothing moved, and the host watch
+    tries again; once the port is free the move goes through and the window is told. (The window is a recorder
+    here: the real one is the first test's.)"""
+    from gui.host_move import HostMove
     from gui.ledger_runtime import attach_ledger
+    from p2pchat.node import ChatNode
 
     old_ip, new_ip = free_loopback_ip(), free_loopback_ip()
+    interfaces = {"eth0": [old_ip]}
+    watch = HostWatch(addresses=lambda: dict(interfaces), route_source=lambda: None, interval=0.2)
     identities[3].save(tmp_path / KEY_FILE)
+    shown: list[tuple[str, str]] = []
+
+    class Window:
+        def address_changed(self, address: str, line: str) -> None:
+            shown.append((address, line))
+
     runtime = attach_ledger(data_dir=tmp_path, identity=identities[3], host=old_ip, ledger=None, network=NETWORK,
                             nickname="erin", difficulty_bits=8)
+    node = ChatNode(identities[3], host=old_ip, network=NETWORK, nickname="erin", ledger=runtime.address)
     squatter = socket.create_server((new_ip, LEDGER_PORT))
+    mover = None
     try:
-        with pytest.raises(UserError, match=f"cannot listen on {new_ip}:{LEDGER_PORT}"):
-            runtime.move(new_ip)
-        assert (runtime.host, runtime.address) == (old_ip, f"{old_ip}:{LEDGER_PORT}")
+        node.start()
+        mover = HostMove(watch, runtime=runtime, node=node, window=Window()).start()
+        interfaces["eth0"] = [new_ip]
+        wait_until(lambda: shown, 30, what="the failed move to be shown")
+        address, line = shown[0]
+        assert address == f"{old_ip}:{CHAT_PORT}"
+        assert line.startswith(f"⚠ This computer's address changed to {new_ip}, but ")
+        assert f"cannot listen on {new_ip}:{LEDGER_PORT}" in line and line.endswith("trying again in a few seconds")
+        assert (runtime.host, runtime.address, node.host) == (old_ip, f"{old_ip}:{LEDGER_PORT}", old_ip)
         assert probe(old_ip, LEDGER_PORT, source_ip=old_ip, network=NETWORK) is not None
         squatter.close()
-        runtime.move(new_ip)
-        assert (runtime.host, runtime.address) == (new_ip, f"{new_ip}:{LEDGER_PORT}")
+        done = f"This computer's address changed to {new_ip}; your ledger record is being updated"
+        wait_until(lambda: shown[-1][1] == done, 30, what="the move to go through at a later look")
+        assert shown[-1][0] == f"{new_ip}:{CHAT_PORT}"
+        assert (runtime.host, runtime.address, node.host) == (new_ip, f"{new_ip}:{LEDGER_PORT}", new_ip)
         assert probe(new_ip, LEDGER_PORT, source_ip=new_ip, network=NETWORK)["host"] == new_ip
         assert runtime.source.snapshot().where.endswith(f"{new_ip}:{LEDGER_PORT}")
+        assert listening(new_ip, CHAT_PORT) and not listening(old_ip, CHAT_PORT)
     finally:
+        if mover is not None:
+            mover.close()
         squatter.close()
+        node.close()
         runtime.close()
 
 
