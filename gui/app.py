@@ -4,7 +4,8 @@
 system's light/dark mode, restores and remembers each window's size per data directory, and quits the Tk loop
 when the windows are closed. :func:`main` loads the identity, attaches the ledger node (starting one in-process
 when none runs for this data directory), starts the chat node, runs the window and closes everything in
-reverse order when the window closes (or on Ctrl+Q, SIGINT or SIGTERM).
+reverse order when the window closes (or on Ctrl+Q, SIGINT or SIGTERM). With ``--host auto`` all of them follow
+this machine's address while the window runs (:mod:`gui.host_move`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import customtkinter as ctk
 
 from gui import settings as gui_settings
 from gui.first_run import FirstRunChoice, FirstRunView, ReachableNote
+from gui.host_move import HostMove
 from gui.ledger_actions import LedgerActions
 from gui.ledger_monitor import LedgerMonitor
 from gui.ledger_runtime import LedgerRuntime, attach_ledger
@@ -34,6 +36,7 @@ from p2pchat.display import visible
 from p2pchat.foundation.addresses import CHAT_PORT, HOST_AUTO, format_address, normalize_ip
 from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import UserError
+from p2pchat.foundation.host_address import HostWatch
 from p2pchat.foundation.identity import KEY_FILE, Identity
 from p2pchat.node import ChatNode
 from p2pchat.vault import Vault
@@ -137,7 +140,8 @@ class App:
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``p2pchat gui`` (p2pchat.cli hands its arguments to :func:`main`, which parses them here)."""
     parser.add_argument("--data-dir", help="identity, ledger and settings (default: the user's data dir)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind, claim in the ledger and send from")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind, claim in the ledger and send from "
+                                                            "('auto': this machine's address, followed while it runs)")
     parser.add_argument("--port", type=int, default=None, help="chat port (default 8471)")
     parser.add_argument("--nickname", default=None, help="name shown to peers")
     parser.add_argument("--ledger", default=None, help="ledger node to ask (default: HOST:8470; started "
@@ -168,13 +172,14 @@ def _passphrase(args: Any) -> str | None:
     return _arg(args, "passphrase") or os.environ.get("P2PCHAT_PASSPHRASE") or None
 
 
-def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
-    """Run the desktop app until its window closes; returns the exit status."""
+def main(args: argparse.Namespace | Sequence[str] | None = None, *, host_watch: HostWatch | None = None) -> int:
+    """Run the desktop app until its window closes; returns the exit status. ``host_watch`` follows the address
+    (``--host auto`` makes one reading the kernel's interfaces; tests give one with their own address source)."""
     if args is None or not isinstance(args, argparse.Namespace):
         args = add_arguments(argparse.ArgumentParser(prog="p2pchat gui")).parse_args(args)
     if _arg(args, "verbose", False):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    runtime = node = monitor = app = actions = view = None
+    runtime = node = monitor = app = actions = view = mover = None
     close_on_signals(None)
     try:
         data_dir = resolve_data_dir(_arg(args, "data_dir"))
@@ -186,10 +191,10 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
             raise UserError(f"cannot open a window ({exc}); without a display use `p2pchat chat PEER` or "
                             "`p2pchat listen`") from None
         close_on_signals(app)
-        if _arg(args, "host") == HOST_AUTO:
-            raise UserError("the window does not follow a changing address (--host auto) yet: give it this "
-                            "machine's address with --host IP; `p2pchat listen` and `ledger join` take --host auto")
-        host = normalize_ip(_arg(args, "host", "127.0.0.1"))
+        watch = host_watch
+        if watch is None and _arg(args, "host") == HOST_AUTO:
+            watch = HostWatch()     # this machine's address, followed while the window runs (gui/host_move.py)
+        host = watch.current if watch is not None else normalize_ip(_arg(args, "host", "127.0.0.1"))
         port = _arg(args, "port", CHAT_PORT)
         network = _arg(args, "network", "p2pchat")
         passphrase = _passphrase(args)
@@ -239,6 +244,8 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         actions = LedgerActions(runtime.address, data_dir, passphrase=passphrase, source_ip=host,
                                 network=network)
         window.ledger_panel.set_actions(actions)
+        if watch is not None:
+            mover = HostMove(watch, runtime=runtime, node=node, window=window, actions=actions).start()
         if first_run is not None:
             ReachableNote(window, nickname, me.address)
         app.run()
@@ -251,6 +258,8 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         return 130
     finally:
         # Reverse order of creation; each close joins its threads.
+        if mover is not None:
+            mover.close()
         if app is not None:
             app.close()
         if actions is not None:

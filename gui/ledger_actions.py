@@ -67,6 +67,12 @@ class LedgerActions:
             self._thread.start()
             return True
 
+    def move(self, address: str, source_ip: str) -> None:
+        """``--host auto``: ask the ledger node at ``address`` from ``source_ip`` from the next action on."""
+        ip, port = parse_address(address, LEDGER_PORT)
+        with self._lock:
+            self.ip, self.port, self.source_ip = ip, port, source_ip
+
     def drain(self) -> list[Report]:
         """The reports queued since the last call (on the Tk thread)."""
         out = []
@@ -91,9 +97,11 @@ class LedgerActions:
         from ledger import own_record
         from ledger.client import LedgerClient
 
+        with self._lock:
+            ip, port, source_ip = self.ip, self.port, self.source_ip
         try:
             identity = own_record.load_identity(self.data_dir, self.passphrase)
-            client = LedgerClient(self.ip, self.port, source_ip=self.source_ip, network=self.network, timeout=10.0)
+            client = LedgerClient(ip, port, source_ip=source_ip, network=self.network, timeout=10.0)
             own = own_record.own_record(client.status(), identity)
             params = client.network()
             now = time.time()

@@ -13,8 +13,10 @@ child's log goes to stderr, which the parent forwards to its own log.
   (the key travels through the pipe, never through the command line or the environment);
 - the child answers ``{"event": "ready", "address": "ip:port"}`` once it listens, or
   ``{"event": "failed", "error": "<a sentence for a person>"}`` and exits with status 2;
-- then requests ``{"id": n, "op": "recent"}`` (recent blocks and pending records, described) and
-  ``{"id": n, "op": "join", "address": "ip:port"}``; each answer carries the request's id and either
+- then requests ``{"id": n, "op": "recent"}`` (recent blocks and pending records, described),
+  ``{"id": n, "op": "join", "address": "ip:port"}`` and ``{"id": n, "op": "move", "host": "ip"}`` (``--host auto``:
+  this machine's address changed; the node listens there on the same port and publishes the updated record; the
+  answer carries the node's new ``"address"``); each answer carries the request's id and either
   ``"ok": true`` with its fields or ``"ok": false, "error": "..."``. Status comes over the ledger port, like
   any light client's;
 - ``{"op": "stop"}`` or the end of stdin stops the node (closing its store) and ends the process;
@@ -72,6 +74,15 @@ def recent(node: Any) -> dict[str, Any]:
 
     blocks, pending = recent_lines(node.ledger, node.ledger.height)
     return {"blocks": blocks, "pending": pending}
+
+
+def move(node: Any, host: str) -> None:
+    """Move the node to ``host`` (the window's ``--host auto`` saw the address change); nothing if it is there."""
+    from p2pchat.foundation.addresses import normalize_ip
+
+    new = normalize_ip(host)
+    if new != node.host:
+        node.move_to(node.host, new)
 
 
 def _start(request: dict[str, Any]) -> tuple[Any, Any]:
@@ -132,6 +143,9 @@ def serve(stdin: IO[str], stdout: IO[str]) -> int:
                 elif op == "join":
                     node.add_peer(str(message["address"]))
                     answer.update(ok=True)
+                elif op == "move":
+                    move(node, str(message["host"]))
+                    answer.update(ok=True, address=node.address)
                 else:
                     answer.update(ok=False, error=f"unknown request {op!r}")
             except UserError as exc:

@@ -31,6 +31,7 @@ class LedgerSource(Protocol):
 
     def snapshot(self) -> LedgerSnapshot: ...
     def join(self, address: str) -> str: ...
+    def move(self, old: str, new: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -117,6 +118,10 @@ class NodeSource:
         self.node.add_peer(address)
         return f"✓ dialling {address}; it appears under Peers once connected"
 
+    def move(self, old: str, new: str) -> None:
+        """A node in this process follows the address by itself (``host_watch``): only say where it is now."""
+        self.where = f"in this app, {self.node.address}"
+
     def close(self) -> None:
         """The node belongs to the app, which closes it."""
 
@@ -132,14 +137,34 @@ class ClientSource:
         self.source_ip, self.network, self.timeout = source_ip, network, timeout
         self.where = format_address(ip, port)
         self._client: Any = None
+        self._lock = threading.Lock()      # move() comes from the window's host watch, the rest from the monitor
+        self._stale = False
 
     def _connect(self) -> Any:
         from ledger.client import LedgerClient
 
+        with self._lock:
+            stale, self._stale = self._stale, False
+            ip, source_ip = self.ip, self.source_ip
+        if stale:
+            self._drop()
         if self._client is None:
-            self._client = LedgerClient(self.ip, self.port, source_ip=self.source_ip, network=self.network,
+            self._client = LedgerClient(ip, self.port, source_ip=source_ip, network=self.network,
                                         timeout=self.timeout)
         return self._client
+
+    def move(self, old: str, new: str) -> None:
+        """This machine's address changed: ask from ``new``, and at ``new`` if the node was at ``old`` (a node on
+        this machine run with ``--host auto`` moves too). The next status request reconnects."""
+        from p2pchat.foundation.addresses import format_address
+
+        with self._lock:
+            if self.ip == old:
+                self.ip = new
+                self.where = format_address(new, self.port)
+            if self.source_ip == old:
+                self.source_ip = new
+            self._stale = True
 
     def snapshot(self) -> LedgerSnapshot:
         try:

@@ -142,6 +142,13 @@ class LedgerProcess:
         except (BrokenPipeError, ValueError, OSError):   # the child is gone; the reader reports why
             log.debug("the ledger node process no longer reads its requests")
 
+    def move(self, host: str) -> None:
+        """``--host auto``: this machine's address is now ``host``; the node listens there (same port) and
+        publishes the updated record. Raises :class:`LedgerProcessError` when it cannot (e.g. the port is taken)."""
+        answer = self.request("move", host=host)
+        with self._lock:
+            self.address = str(answer.get("address") or f"{host}:{self.address.rpartition(':')[2]}")
+
     # --- readers --------------------------------------------------------------------------------------------
 
     def _read_answers(self, stream: IO[str]) -> None:
@@ -240,6 +247,13 @@ class ChildSource:
     def join(self, address: str) -> str:
         self.process.request("join", address=address)
         return f"✓ dialling {address}; it appears under Peers once connected"
+
+    def move(self, old: str, new: str) -> None:
+        """The machine's address changed: the child's node moves there, and the status is asked there."""
+        self.process.move(new)
+        self.where = f"in this app's ledger process (pid {self.process.pid}), {self.process.address}"
+        self._client.move(old, new)
+        self._client.where = self.where
 
     def close(self) -> None:
         """The process belongs to the app's :class:`gui.ledger_runtime.LedgerRuntime`, which stops it."""

@@ -33,7 +33,27 @@ class LedgerRuntime:
     address: str                   # "ip:port" for ChatNode(ledger=...)
     source: LedgerSource
     started_here: bool
+    host: str                      # this machine's address the runtime was attached from (moved by move())
     _owned: list[Any] = field(default_factory=list)
+
+    @property
+    def follows_host(self) -> bool:
+        """True when the ledger node is this machine's own (at ``host``): it moves with the machine's address and
+        publishes the updated record."""
+        return parse_address(self.address, LEDGER_PORT)[0] == self.host
+
+    def move(self, new: str) -> None:
+        """``--host auto``: this machine's address is now ``new``. The app's own node process moves there; a node
+        on this machine run by another program is asked there (``ledger join --host auto`` moves by itself); one
+        on another machine is still asked there, from ``new``. Raises a UserError when the node cannot move."""
+        new = normalize_ip(new)
+        if new == self.host:
+            return
+        follows = self.follows_host
+        self.source.move(self.host, new)
+        if follows:
+            self.address = format_address(new, parse_address(self.address, LEDGER_PORT)[1])
+        self.host = new
 
     def close(self) -> None:
         """Stop the node process we started (see :class:`gui.ledger_process.LedgerProcess`); nothing if it was
@@ -120,7 +140,8 @@ def attach_ledger(*, data_dir: Path, identity: Identity, host: str, ledger: str 
     address = format_address(ip, port)
     if probe(ip, port, source_ip=host, network=network) is not None or ip != host:
         log.info("using the ledger node at %s", address)
-        return LedgerRuntime(address, ClientSource(ip, port, source_ip=host, network=network), started_here=False)
+        return LedgerRuntime(address, ClientSource(ip, port, source_ip=host, network=network), started_here=False,
+                             host=host)
     log.info("no ledger node answers at %s: starting one for this app in its own process", address)
     from gui.ledger_process import ChildSource, LedgerProcess, LedgerProcessError
 
@@ -138,4 +159,4 @@ def attach_ledger(*, data_dir: Path, identity: Identity, host: str, ledger: str 
         process.close()
         raise
     return LedgerRuntime(process.address, ChildSource(process, source_ip=host, network=network), started_here=True,
-                         _owned=[process])
+                         host=host, _owned=[process])

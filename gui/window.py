@@ -86,6 +86,7 @@ class LedgerFeed(Protocol):
     def take(self) -> LedgerSnapshot | None: ...
     def join(self, address: str, done: Callable[[str, bool], None]) -> None: ...
     def drain(self) -> int: ...
+    def refresh(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ class ChatWindow:
         self._due = time.perf_counter()
         self._last_slow = 0.0
         self.snapshot: LedgerSnapshot | None = None
+        self._moves: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()   # --host auto (address_changed)
         self._title = ""
         self.fonts = Fonts()
         self.secret_dialogs = SecretDialogs(self.top, self.fonts, self.controller,      # gui/ask_secret.py
@@ -548,6 +550,7 @@ class ChatWindow:
                 self.controller.handle(event)
             handled += 1
         self.worker.drain()
+        self._show_moves()
         if self.ledger is not None:
             self.ledger.drain()
             snap = self.ledger.take()
@@ -559,6 +562,24 @@ class ChatWindow:
         self._render(self.controller.take_changes())
         self.transfers.render()          # file progress changes no chat line
         return handled
+
+    def address_changed(self, address: str, line: str) -> None:
+        """``--host auto`` (gui/host_move.py, on its own thread): this user is now at ``address``; the next tick
+        shows it in the identity panel and ``line`` in the status line (in red when it starts with ⚠: the move
+        failed and is tried again), and asks the ledger node again."""
+        self._moves.put((address, line))
+
+    def _show_moves(self) -> None:
+        while True:
+            try:
+                address, line = self._moves.get_nowait()
+            except queue.Empty:
+                return
+            self.me = replace(self.me, address=address)
+            self.identity.address.configure(text=address)
+            self._status.show(line, BAD if line.startswith("⚠") else MUTED)
+            if self.ledger is not None:
+                self.ledger.refresh()
 
     def _show_ledger(self, snap: LedgerSnapshot) -> None:
         self.snapshot = snap

@@ -325,10 +325,10 @@ class LedgerNode:
         self.identity = identity
         self.ledger = ledger
         self.params = ledger.params
-        # --host auto: ``host_watch`` follows this machine's address; the node moves with it (_move_to)
+        # --host auto: ``host_watch`` follows this machine's address; the node moves with it (move_to)
         self.host = normalize_ip(host_watch.current if host_watch is not None else host)
         self._host_follower = (None if host_watch is None else
-                               HostFollower(host_watch, self._move_to, name="ledger-host-watch"))
+                               HostFollower(host_watch, self.move_to, name="ledger-host-watch"))
         self.requested_port = port
         self.chat_port = chat_port
         self.nickname = validate_nickname(nickname) if nickname else default_nickname(identity.fingerprint)
@@ -503,7 +503,7 @@ class LedgerNode:
         for peer in peers:
             peer.join()
 
-    def _move_to(self, old: str, new: str) -> None:
+    def move_to(self, old: str, new: str) -> None:
         """--host auto: this machine's address changed from ``old`` to ``new``. Listen there (same port), drop the
         connections of the old address (the peers are dialled again from the new one) and publish the updated
         record at once, so callers looking up this key or nickname find the new address."""

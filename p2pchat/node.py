@@ -92,11 +92,11 @@ class ChatNode:
         if not 1 <= rotate_every <= MAX_ROTATE_EVERY:      # issue 11: the protocol fixes the maximum
             raise ValueError(f"rotate_every must be between 1 and {MAX_ROTATE_EVERY}")
         self.identity = identity
-        # --host auto: ``host_watch`` follows this machine's address; the node moves with it (_move_to)
+        # --host auto: ``host_watch`` follows this machine's address; the node moves with it (move_to)
         self.host = host_watch.current if host_watch is not None else host
         host = self.host
         self._host_follower = (None if host_watch is None else
-                               HostFollower(host_watch, self._move_to, name="chat-host-watch"))
+                               HostFollower(host_watch, self.move_to, name="chat-host-watch"))
         # The ledger node on this machine (at --host) moves with it; one elsewhere stays where it is.
         self._ledger_follows_host = directory is None and (
             ledger is None or parse_address(ledger, LEDGER_PORT)[0] == host)
@@ -250,7 +250,7 @@ class ChatNode:
         self._registration = self._relay_presence.registration
         self._relay_presence.start()
 
-    def _move_to(self, old: str, new: str) -> None:
+    def move_to(self, old: str, new: str) -> None:
         """--host auto: this machine's address changed from ``old`` to ``new``. Listen there (same port), ask
         the ledger node that moved with us, and register at the relay from the new address. The ledger node
         (``ledger serve/join --host auto``) publishes the updated record."""
