@@ -420,16 +420,17 @@ class GroupService:
     def _fan_out_changes(self, g: Group, *, also: set[bytes] | None = None, only: set[bytes] | None = None) -> None:
         """To every other member (and ``also`` those; or ``only`` those) the changes it is not known to have: the
         whole log to a member this run never sent anything (a new member needs it all), else the new ones."""
-        ordered = g.log.ordered()
+        ordered = g.log.ordered_items()
         for m in (set(g.log.members) | (also or set())) if only is None else only:
             if m == self._me.fingerprint:
                 continue
             known = self._known.setdefault((g.log.group, m.hex()), set())
-            missing = [c for c in ordered if c.hash not in known]
-            if not missing:
-                continue
-            self._queue(m.hex(), g, None, functools.partial(_changes_body, g.log.group, [c.encode() for c in missing]))
-            known.update(c.hash for c in missing)      # frames for a member go out in order until acknowledged
+            if len(known) >= len(ordered) and known.issuperset(g.log.changes):
+                continue                               # the usual case before a message: nothing to send
+            missing = [(h, c) for h, c in ordered if h not in known]
+            self._queue(m.hex(), g, None, functools.partial(_changes_body, g.log.group,
+                                                             [c.encode() for _, c in missing]))
+            known.update(h for h, _ in missing)        # frames for a member go out in order until acknowledged
 
     def _queue(self, fp: str, g: Group, counter: int | None, make: Callable[[int], bytes]) -> None:
         waiting = self._pending.setdefault(fp, [])
