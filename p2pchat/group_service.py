@@ -605,11 +605,11 @@ class GroupService:
                 self._offer_files(fp)       # in the chat still open, or the next one
                 return
         self._drop_file_out(fp, gid, counter)
-        if g is not None:
+        member = g.log.members.get(bytes.fromhex(fp)) if g is not None else None
+        if g is not None and member is not None:       # (a transfer to a removed member was stopped: no notice)
             name = next((t.text for t in g.texts if t.sender == self._me.fingerprint and t.counter == counter), "")
-            member = g.log.members.get(bytes.fromhex(fp))
             verb = FINAL_FILE_STATES.get(state, f"could not be given it after {MAX_FILE_ATTEMPTS} tries:")
-            self._emit(GroupNotice(gid.hex(), g.name, f"{member.name if member else fp[:16]} {verb} {name}"))
+            self._emit(GroupNotice(gid.hex(), g.name, f"{member.name or fp[:16]} {verb} {name}"))
         self._offer_files(fp)
 
     def _drop_file_out(self, fp: str, gid: bytes, counter: int) -> None:
