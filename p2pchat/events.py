@@ -124,7 +124,8 @@ class FileOffer:
     """The peer offers a file (:mod:`p2pchat.transfer`); answer with ``ChatNode.answer_file``. ``name`` comes from
     the network: display it through ``visible()``; ``saved_as`` is the safe name it would be stored under.
     ``resumes_at`` (not None): the user accepted this very file from this sender before and the node takes it by
-    itself, resuming at that verified byte; nothing to answer."""
+    itself, resuming at that verified byte; nothing to answer. ``group`` (hex id; else empty): the file the peer
+    shared in that group as its entry ``counter`` — show the offer in the group's conversation."""
     session: str
     transfer: str        # hex id, what answer_file/cancel_file take
     name: str
@@ -132,6 +133,9 @@ class FileOffer:
     size: int
     sender: str
     resumes_at: int | None = None
+    group: str = ""      # [groups, issue 18]
+    group_name: str = ""
+    counter: int = 0
 
 
 @dataclass(frozen=True)
@@ -241,7 +245,8 @@ class PadModeChanged:
 @dataclass(frozen=True)
 class GroupMessage:
     """A group message to show (``sender_name``: as the member who added it named it; never trusted for more);
-    ``gap``: messages from this sender before it that never arrived."""
+    ``gap``: messages from this sender before it that never arrived. ``size`` set: a file the sender shared
+    (``text`` is its name); its offer follows as a :class:`FileOffer` tagged with this group and counter."""
 
     group: str            # the group id, hex
     group_name: str
@@ -251,6 +256,7 @@ class GroupMessage:
     text: str
     sent_at: float
     gap: int = 0
+    size: int | None = None
 
 
 @dataclass(frozen=True)

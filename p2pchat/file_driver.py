@@ -44,6 +44,14 @@ class FileHost(Protocol):
     def submit(self, fn: Callable[..., None], *args: Any) -> None: ...
 
 
+class OfferTags(Protocol):
+    """[groups, issue 18] Which group's file an offer is, and the end of every transfer (the group service)."""
+
+    def tag_offer(self, peer_fp: str, tid: bytes, sha256: bytes, size: int) -> tuple[str, str, int] | None: ...
+
+    def file_finished(self, peer_fp: str, tid: bytes, outgoing: bool, state: str) -> None: ...
+
+
 class _FileSource:
     """A file being sent, read by offset."""
 
@@ -87,6 +95,7 @@ class FileDriver:
         self._started: dict[bytes, float] = {}    # when this session's part of a transfer began
         # [file resume] told when an outgoing transfer ends: (session, transfer, state, cut with its chat)
         self.outgoing_ended: Callable[[str, str, State, bool], None] | None = None
+        self.tags: OfferTags | None = None        # [groups, issue 18]
 
     def core(self, session: Session) -> TransferCore:
         if session.files is None:
@@ -226,7 +235,11 @@ class FileDriver:
             case Offered(tid=tid, name=name, size=size, sha256=sha):
                 sender = session.info.peer_nickname or "the peer"
                 resumes = self.downloads.resume_offset(_sender(session), sha, size) if self.downloads else None
-                self.host.emit(FileOffer(session.id, tid.hex(), name, safe_name(name), size, sender, resumes))
+                tag = (self.tags.tag_offer(session.peer_fp, tid, sha, size)
+                       if self.tags is not None and session.peer_fp is not None else None)
+                group, group_name, counter = tag or ("", "", 0)
+                self.host.emit(FileOffer(session.id, tid.hex(), name, safe_name(name), size, sender, resumes,
+                                         group=group, group_name=group_name, counter=counter))
                 self._maybe_auto_accept(session, ev, resumes is not None)
             case Progress():
                 now = time.monotonic()
@@ -253,6 +266,8 @@ class FileDriver:
             self.outgoing_ended(session.id, fin.tid.hex(), fin.state, interrupted)
         self._shown.pop(fin.tid, None)
         self._started.pop(fin.tid, None)
+        if self.tags is not None and session.peer_fp is not None:
+            self.tags.file_finished(session.peer_fp, fin.tid, fin.outgoing, fin.state.value)
         self.host.emit(FileFinished(session.id, fin.tid.hex(), fin.outgoing, fin.name, fin.state.value == "done",
                                     fin.state.value, fin.text, fin.path, fin.session_bytes, fin.resumed_from))
 

@@ -67,7 +67,7 @@ class ResumeHost(Protocol):
 
     def live_session_with(self, fp: str) -> str | None: ...
 
-    def offer_prepared(self, session: str, path: str, size: int, sha256: bytes) -> str:
+    def offer_file(self, session: str, path: str, size: int, sha256: bytes) -> str:
         """Offer a hashed file in ``session``; the transfer number (hex). A :class:`UserError` when it cannot."""
 
     def cancel_file(self, session: str, transfer: str) -> None: ...
@@ -332,7 +332,7 @@ class FileResume:
             self._offer_next(f.fp, session)
             return
         try:
-            tid = self._host.offer_prepared(session, f.path, f.size, f.sha256)
+            tid = self._host.offer_file(session, f.path, f.size, f.sha256)
         except UserError as exc:     # the chat ended meanwhile, or it is full: the next chat tries again
             with self._lock:
                 self._offering.discard(ref)

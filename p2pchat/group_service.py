@@ -5,11 +5,19 @@ by the channel driver with a session lock held, so only queued there), chats tha
 watcher), and the user's commands (which wait for their result). Every frame for a member is first kept in the
 group store as ``pending`` and goes out whenever a chat with that member is open, in order; the member's ``ack``
 deletes it. Members with something pending are dialled by the node's outbox like contacts with waiting texts.
+
+Files shared in a group: the ``file`` frame announcing it is an entry like a text (counter, receipts, pending); once
+a member has acknowledged it, the file itself is offered to that member over the ordinary file transfer of the open
+chat (:meth:`GroupHost.offer_file`), and again in its next chat until the member took or declined it. On the
+receiving side the node's file driver asks :meth:`GroupService.tag_offer` which group file an offer is (an offer
+from that member whose SHA-256 and size equal a file it announced), so the offer shows in the group conversation.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import queue
 import secrets
 import threading
@@ -20,8 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from p2pchat.events import GroupMessage, GroupNotice, GroupReceipt
-from p2pchat.foundation.errors import FrameError, ProtocolError, UsageError, UserError
+from p2pchat.file_driver import prepare as prepare_file
+from p2pchat.foundation.errors import FrameError, LocalFault, ProtocolError, UsageError, UserError
 from p2pchat.foundation.identity import Identity
+from p2pchat.group_history import entry_of
+from p2pchat.group_limits import MAX_PENDING_PER_MEMBER, GroupLimits
 from p2pchat.group_store import GroupStore
 from p2pchat.groups import (
     GROUP_WIRE,
@@ -33,13 +44,20 @@ from p2pchat.groups import (
     GroupText,
     Inbox,
     MembershipLog,
+    SharedFile,
+    find_group,
 )
 from p2pchat.node_runtime import SessionWatcher
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-MAX_PENDING_PER_MEMBER = 2000       # frames that may wait for one member
-MAX_QUEUED_FRAMES = 4096            # frames from peers not yet handled (beyond: dropped; the sender resends)
+# frames from peers not yet handled, per peer and in all (beyond: dropped unacknowledged; the sender resends them)
+MAX_QUEUED_PER_PEER = 2 * MAX_PENDING_PER_MEMBER + 64
+MAX_QUEUED_BYTES_PER_PEER = 8 * 1024 * 1024
+MAX_QUEUED_FRAMES = 16384
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+MAX_FILE_ATTEMPTS = 3               # offers of one group file to one member that may fail before it is given up
+FINAL_FILE_STATES = {"done": "saved", "declined": "declined", "cancelled": "cancelled"}
 
 
 class GroupHost(Protocol):
@@ -53,6 +71,13 @@ class GroupHost(Protocol):
     def want_contact(self, fp: str) -> None:
         """Dial ``fp`` (its outbox schedule), since something waits for it."""
 
+    def offer_file(self, session: str, path: str, size: int, sha256: bytes) -> str:
+        """Offer the file at ``path`` in ``session`` (a file transfer); its transfer id, hex. A :class:`UserError`
+        when it cannot (the chat ended, too many transfers under way, the file cannot be read)."""
+
+    def cancel_file(self, session: str, transfer: str) -> None:
+        """Stop the transfer ``transfer`` of ``session``."""
+
 
 @dataclass
 class Group:
@@ -63,7 +88,7 @@ class Group:
     texts: list[GroupText] = field(default_factory=list)
     acks: dict[int, set[str]] = field(default_factory=dict)    # my counter -> members who acknowledged it
     sent_to: dict[int, int] = field(default_factory=dict)      # my counter -> other members when it was sent
-    has_log: set[bytes] = field(default_factory=set)           # members this run queued the whole log for
+    my_files: dict[int, str] = field(default_factory=dict)     # my counter -> the path of the file I shared
 
     @property
     def name(self) -> str:
@@ -84,7 +109,7 @@ class GroupService:
     """Owns the groups of one node and the thread that handles them."""
 
     def __init__(self, host: GroupHost, store: GroupStore, identity: Identity,
-                 emit: Callable[[Any], None]) -> None:
+                 emit: Callable[[Any], None], *, limits: GroupLimits | None = None) -> None:
         self._host = host
         self._store = store
         self._me = identity
@@ -93,7 +118,21 @@ class GroupService:
         self._pending: dict[str, list[_Pending]] = {}
         self._held_acks: dict[str, list[tuple[bytes, int, bytes]]] = {}   # fp -> (group, counter, ack) to send
         self._sent: dict[str, set[int]] = {}          # session -> refs of the pending frames sent in it
+        # my shared files a member has not taken yet: fp -> (gid, counter) -> store row; offers under way
+        self._files_out: dict[str, dict[tuple[bytes, int], int]] = {}
+        self._offering: dict[str, tuple[str, bytes, int]] = {}     # transfer id -> (fp, gid, counter)
+        self._attempts: dict[tuple[str, bytes, int], int] = {}
+        # files members announced that this node has not taken yet (read by tag_offer on a reader thread)
+        self._tags_lock = threading.Lock()
+        self._announced: dict[tuple[str, bytes, int], list[tuple[bytes, int, str]]] = {}  # (fp, sha, size) ->
+        self._tagged: dict[bytes, tuple[str, bytes, int, bytes, int]] = {}   # transfer -> (fp, sha, size, gid, n)
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._limits = limits or GroupLimits()
+        self._inflow_lock = threading.Lock()
+        self._inflow: dict[str, tuple[int, int]] = {}       # peer -> (frames, bytes) queued, not yet handled
+        self._inflow_total = (0, 0)
+        # (group, member) -> hashes of the changes it has or was queued (it is sent only the others)
+        self._known: dict[tuple[bytes, str], set[bytes]] = {}
         self._load()
         self._thread = threading.Thread(target=self._run, name="groups", daemon=True)
         self._thread.start()
@@ -113,15 +152,17 @@ class GroupService:
             g = self.groups.get(bytes(r.record["gid"]))
             if g is None:
                 continue
-            t = GroupText(g.log.group, bytes(r.record["sender"]), r.record["counter"], r.record["version"],
-                          r.record["lamport"], r.record["sent_at"], r.record["text"])
+            t = entry_of(r.record)
             g.texts.append(t)
-            g.inbox.lamport = max(g.inbox.lamport, t.lamport)
+            if "path" in r.record:
+                g.my_files[t.counter] = r.record["path"]
             if t.sender == self._me.fingerprint:
-                g.my_counter = max(g.my_counter, t.counter)
                 g.sent_to[t.counter] = r.record.get("to", 0)
-            else:
-                g.inbox.last_counter[t.sender] = max(g.inbox.last_counter.get(t.sender, 0), t.counter)
+            self._reached(g, t.sender, t.counter, t.lamport)
+        for r in self._store.rows("counter"):         # what a deleted transcript had reached
+            g = self.groups.get(bytes(r.record["gid"]))
+            if g is not None:
+                self._reached(g, bytes(r.record["sender"]), r.record["counter"], r.record["lamport"])
         for r in self._store.rows("receipt"):
             g = self.groups.get(bytes(r.record["gid"]))
             if g is not None:
@@ -131,8 +172,24 @@ class GroupService:
             self._pending.setdefault(rec["fp"], []).append(
                 _Pending(r.id, rec["ref"], bytes(rec["body"]), bytes(rec["gid"]), rec.get("counter"),
                          rec["version"]))
-        for fp in self._pending:
+        seen = {(bytes(r.record["gid"]), bytes(r.record["sender"]), r.record["counter"])
+                for r in self._store.rows("fileseen")}
+        for g in self.groups.values():
+            for t in g.texts:
+                if t.file is not None and t.sender != self._me.fingerprint and \
+                        (t.group, t.sender, t.counter) not in seen:
+                    self._announce(g, t)
+        for r in self._store.rows("fileout"):
+            self._files_out.setdefault(r.record["fp"], {})[(bytes(r.record["gid"]), r.record["counter"])] = r.id
+        for fp in self._pending.keys() | self._files_out.keys():
             self._host.want_contact(fp)
+
+    def _reached(self, g: Group, sender: bytes, counter: int, lamport: int) -> None:
+        g.inbox.lamport = max(g.inbox.lamport, lamport)
+        if sender == self._me.fingerprint:
+            g.my_counter = max(g.my_counter, counter)
+        else:
+            g.inbox.last_counter[sender] = max(g.inbox.last_counter.get(sender, 0), counter)
 
     # --- the thread ---------------------------------------------------------------------------------------
 
@@ -165,18 +222,39 @@ class GroupService:
             except BaseException as exc:         # handed to the caller, who shows it
                 fut.set_exception(exc)
         self._jobs.put(job)
-        return fut.result()
+        while True:
+            try:
+                return fut.result(timeout=1.0)
+            except TimeoutError:
+                if not self._thread.is_alive():     # it stopped on a programming error (logged): say so, not hang
+                    raise LocalFault("the group service stopped after an internal error (see the log); "
+                                     "restart the program") from None
 
     # --- hooks from the node (any thread, maybe a session lock held: queue only) ------------------------------
 
     def frame_from(self, session: str, fp: str, body: bytes) -> None:
-        if self._jobs.qsize() >= MAX_QUEUED_FRAMES:
-            log.warning("groups: dropped a frame from %s: too many waiting (it is sent again)", fp[:16])
-            return
+        with self._inflow_lock:
+            frames, size = self._inflow.get(fp, (0, 0))
+            total_frames, total_size = self._inflow_total
+            if frames >= MAX_QUEUED_PER_PEER or size + len(body) > MAX_QUEUED_BYTES_PER_PEER or \
+                    total_frames >= MAX_QUEUED_FRAMES or total_size + len(body) > MAX_QUEUED_BYTES:
+                log.warning("groups: dropped a frame from %s: too many waiting (it is sent again)", fp[:16])
+                return
+            self._inflow[fp] = (frames + 1, size + len(body))
+            self._inflow_total = (total_frames + 1, total_size + len(body))
         self._jobs.put(lambda: self._on_frame(session, fp, body))
+
+    def _taken(self, fp: str, body: bytes) -> None:
+        with self._inflow_lock:
+            frames, size = self._inflow.pop(fp, (1, len(body)))
+            if frames > 1:
+                self._inflow[fp] = (frames - 1, size - len(body))
+            total_frames, total_size = self._inflow_total
+            self._inflow_total = (total_frames - 1, total_size - len(body))
 
     def chat_ready(self, fp: str, session: str) -> None:
         self._jobs.put(lambda: self._flush(fp, session))
+        self._jobs.put(lambda: self._offer_files(fp))
 
     def chat_ended(self, fp: str | None, session: str, *, dropped: bool, ours: bool) -> None:
         self._jobs.put(lambda: self._forget_session(fp, session))
@@ -193,7 +271,36 @@ class GroupService:
                 self._host.want_contact(fp)
 
     def has_pending(self, fp: str) -> bool:
-        return bool(self._pending.get(fp))
+        return bool(self._pending.get(fp) or self._files_out.get(fp))
+
+    # --- hooks from the file driver (a reader thread, a session lock held: no IO, no waiting) -----------------
+
+    def tag_offer(self, peer_fp: str, tid: bytes, sha256: bytes, size: int) -> tuple[str, str, int] | None:
+        """Which group file the offer ``tid`` from ``peer_fp`` is: (group id hex, group name, the sender's
+        counter), or None (an ordinary file offer). The oldest file announced with that SHA-256 and size."""
+        with self._tags_lock:
+            waiting = self._announced.get((peer_fp, sha256, size))
+            if not waiting:
+                return None
+            gid, counter, name = waiting[0]
+            self._tagged[tid] = (peer_fp, sha256, size, gid, counter)
+            return gid.hex(), name, counter
+
+    def file_finished(self, peer_fp: str, tid: bytes, outgoing: bool, state: str) -> None:
+        """A transfer with ``peer_fp`` ended in ``state`` (done, declined, cancelled, failed)."""
+        if outgoing:
+            self._jobs.put(lambda: self._my_file_ended(tid.hex(), state))
+            return
+        if state == "failed":          # cut or refused on the way: the member offers it again (resume)
+            return
+        with self._tags_lock:
+            tag = self._tagged.pop(tid, None)
+            if tag is None:
+                return
+            fp, sha, size, gid, counter = tag
+            waiting = self._announced.get((fp, sha, size), [])
+            self._announced[(fp, sha, size)] = [w for w in waiting if (w[0], w[1]) != (gid, counter)]
+        self._jobs.put(lambda: self._seen(gid, bytes.fromhex(fp), counter))
 
     # --- the user's commands ------------------------------------------------------------------------------
 
@@ -235,27 +342,37 @@ class GroupService:
         if not text or len(text) > MAX_GROUP_TEXT:
             raise UsageError(f"a group message is 1 to {MAX_GROUP_TEXT} characters")
 
-        def run() -> int:
-            g = self._group(gid)
-            if self._me.fingerprint not in g.log.members:
-                raise GroupError(f"you are no longer a member of {g.name}")
-            g.my_counter += 1
-            t = GroupText(gid, self._me.fingerprint, g.my_counter, g.log.version, g.inbox.next_lamport(),
-                          time.time(), text)
-            g.sent_to[t.counter] = len(g.log.members) - 1
-            self._keep_text(g, t, to=g.sent_to[t.counter])
-            others = [m for m in g.log.members if m != self._me.fingerprint]
-            # a member who may not have the log yet (added by someone else) gets it first, on the same queue
-            self._fan_out_changes(g, only={m for m in others if m not in g.has_log})
-            for m in others:
-                self._queue(m.hex(), g, t.counter, lambda ref: self._text_body(ref, t))
-            return t.counter
-        return self._call(run)
+        return self._call(lambda: self._post(gid, text, None, None))
 
-    @staticmethod
-    def _text_body(ref: int, t: GroupText) -> bytes:
-        return GROUP_WIRE.encode_body("text", ref=ref, group=t.group, sender=t.sender, counter=t.counter,
-                                      version=t.version, lamport=t.lamport, sent_at=t.sent_at, text=t.text)
+    def send_file(self, gid: bytes, path: str) -> int:
+        """Share the file at ``path`` with every other member: it shows in the group conversation, and each member
+        is offered it over its own chat (now, or when it is next reachable) until it takes or declines it, a cut
+        transfer resuming like any other. Returns the entry's counter. Hashes the file on this thread first."""
+        full, size, sha = prepare_file(path)
+        name = os.path.basename(full)
+        return self._call(lambda: self._post(gid, name, SharedFile(name, size, sha), full))
+
+    def _post(self, gid: bytes, text: str, shared: SharedFile | None, path: str | None) -> int:
+        g = self._group(gid)
+        if self._me.fingerprint not in g.log.members:
+            raise GroupError(f"you are no longer a member of {g.name}")
+        g.my_counter += 1
+        t = GroupText(gid, self._me.fingerprint, g.my_counter, g.log.version, g.inbox.next_lamport(), time.time(),
+                      text, shared)
+        g.sent_to[t.counter] = len(g.log.members) - 1
+        self._keep_text(g, t, to=g.sent_to[t.counter], path=path)
+        others = [m for m in g.log.members if m != self._me.fingerprint]
+        # a member who may not have every change yet (added by someone else) gets them first, on the same queue
+        self._fan_out_changes(g, only=set(others))
+        if shared is not None and path is not None:
+            g.my_files[t.counter] = path
+            rows = self._store.add_many([("fileout", {"fp": m.hex(), "gid": gid, "counter": t.counter})
+                                         for m in others])
+            for m, row in zip(others, rows, strict=True):
+                self._files_out.setdefault(m.hex(), {})[(gid, t.counter)] = row
+        for m in others:
+            self._queue(m.hex(), g, t.counter, t.encode)
+        return t.counter
 
     def snapshot(self) -> list[tuple[bytes, str, list[bytes]]]:
         """(id, name, members) of every group."""
@@ -274,14 +391,7 @@ class GroupService:
 
     def find(self, text: str) -> bytes:
         """The group whose name or id (hex prefix) is ``text``."""
-        def run() -> bytes:
-            hits = [gid for gid, g in self.groups.items() if g.name == text] or \
-                   [gid for gid in self.groups if len(text) >= 4 and gid.hex().startswith(text.lower())]
-            if len(hits) != 1:
-                raise UsageError(f"no group named {text!r}" if not hits else
-                                 f"several groups are named {text!r}; give its id")
-            return hits[0]
-        return self._call(run)
+        return self._call(lambda: find_group(((gid, g.name) for gid, g in self.groups.items()), text))
 
     # --- internals (the service thread) -------------------------------------------------------------------
 
@@ -298,21 +408,29 @@ class GroupService:
     def _keep_changes(self, gid: bytes, changes: list[Change]) -> None:
         self._store.add_many([("change", {"gid": gid, "raw": c.encode()}) for c in changes])
 
-    def _keep_text(self, g: Group, t: GroupText, *, to: int = 0) -> None:
+    def _keep_text(self, g: Group, t: GroupText, *, to: int = 0, path: str | None = None) -> None:
         g.texts.append(t)
+        extra: dict[str, Any] = {} if t.file is None else {"name": t.file.name, "size": t.file.size,
+                                                            "sha256": t.file.sha256}
+        if path is not None:
+            extra["path"] = path
         self._store.add("text", gid=t.group, sender=t.sender, counter=t.counter, version=t.version,
-                        lamport=t.lamport, sent_at=t.sent_at, text=t.text, to=to)
+                        lamport=t.lamport, sent_at=t.sent_at, text=t.text, to=to, **extra)
 
     def _fan_out_changes(self, g: Group, *, also: set[bytes] | None = None, only: set[bytes] | None = None) -> None:
-        """The whole log to every other member (a new member needs it all; the others ignore what they have), or
-        to ``only`` those."""
-        raw = [c.encode() for c in g.log.ordered()]
+        """To every other member (and ``also`` those; or ``only`` those) the changes it is not known to have: the
+        whole log to a member this run never sent anything (a new member needs it all), else the new ones."""
+        ordered = g.log.ordered_items()
         for m in (set(g.log.members) | (also or set())) if only is None else only:
-            fp = m.hex()
-            if m != self._me.fingerprint:
-                g.has_log.add(m)
-                self._queue(fp, g, None, lambda ref: GROUP_WIRE.encode_body("changes", ref=ref, group=g.log.group,
-                                                                             changes=raw))
+            if m == self._me.fingerprint:
+                continue
+            known = self._known.setdefault((g.log.group, m.hex()), set())
+            if len(known) >= len(ordered) and known.issuperset(g.log.changes):
+                continue                               # the usual case before a message: nothing to send
+            missing = [(h, c) for h, c in ordered if h not in known]
+            self._queue(m.hex(), g, None, functools.partial(_changes_body, g.log.group,
+                                                             [c.encode() for _, c in missing]))
+            known.update(h for h, _ in missing)        # frames for a member go out in order until acknowledged
 
     def _queue(self, fp: str, g: Group, counter: int | None, make: Callable[[int], bytes]) -> None:
         waiting = self._pending.setdefault(fp, [])
@@ -348,7 +466,28 @@ class GroupService:
         except UserError as exc:
             log.info("groups: %s", exc)
 
+    def _admit(self, fp: str, kind: str, cost: float = 1.0) -> bool:
+        """Draw on ``fp``'s budget for ``kind`` (p2pchat/group_limits.py); a refusal is told once per run."""
+        ok, notice = self._limits.admit(fp, kind, cost)
+        if notice is not None:
+            log.info("groups: %s", notice)
+            self._emit(GroupNotice(None, "", notice))
+        return ok
+
     def _on_frame(self, session: str, fp: str, body: bytes) -> None:
+        """One frame from ``fp``. Over a budget it is refused unacknowledged, before any other work; a refusal is
+        shown at most about once a second per peer (a stream of bad frames is not a stream of notices)."""
+        self._taken(fp, body)
+        if not self._admit(fp, "frame"):
+            return
+        try:
+            self._handle_frame(session, fp, body)
+        except GroupError as exc:
+            log.info("groups: %s", exc)
+            if self._limits.admit(fp, "notice")[0]:
+                self._emit(GroupNotice(None, "", str(exc)))
+
+    def _handle_frame(self, session: str, fp: str, body: bytes) -> None:
         try:
             msg = GROUP_WIRE.decode(body)
         except (FrameError, ProtocolError) as exc:
@@ -356,22 +495,27 @@ class GroupService:
         if msg.type == "ack":
             self._on_ack(fp, [int(r) for r in msg["refs"]])
             return
+        if msg.type not in ("changes", "text", "file"):    # e.g. the codec's own `error` message
+            raise GroupError(f"a group frame of the unexpected kind {msg.type!r} from {fp[:16]} was refused")
         gid = bytes(msg["group"])
         ack = GROUP_WIRE.encode_body("ack", refs=[msg["ref"]])
-        if msg.type != "text":
-            self._send_now(session, ack)        # even a refused frame: its sender stops resending it
-        else:
-            self._held_acks.setdefault(fp, []).append((gid, msg["counter"], ack))
         if msg.type == "changes":
-            self._on_changes(fp, gid, [bytes(c) for c in msg["changes"]])
-        elif msg.type == "text":
-            sent_at = msg["sent_at"]
-            if not isinstance(sent_at, float) or not 0.0 <= sent_at < 1e11:
-                raise GroupError("a group message with an impossible time was refused")
-            t = GroupText(gid, bytes(msg["sender"]), msg["counter"], msg["version"], msg["lamport"], sent_at,
-                          msg["text"])
+            changes = [Change.decode(bytes(c)) for c in msg["changes"]]
+            g = self.groups.get(gid)
+            unchecked = [c for c in changes if g is None or (c.hash not in g.log.changes and
+                                                            c.hash not in g.log.held)]
+            if (g is None and not self._admit(fp, "invite")) or \
+                    (unchecked and not self._admit(fp, "change", len(unchecked))):
+                return
+            self._send_now(session, ack)        # even a refused frame: its sender stops resending it
+            self._on_changes(fp, gid, changes)
+        elif not self._admit(fp, "text"):
+            return
+        else:                                   # a text or a shared file: acknowledged once shown or refused
+            self._held_acks.setdefault(fp, []).append((gid, msg["counter"], ack))
             g = self.groups.get(gid)
             try:
+                t = GroupText.from_frame(msg.fields)
                 if g is None:
                     raise GroupError(f"a message for a group this node does not know came from {fp[:16]}; refused")
                 self._show(g, g.inbox.receive(bytes.fromhex(fp), t))
@@ -397,13 +541,84 @@ class GroupService:
     def _show(self, g: Group, accepted: list[Any]) -> None:
         for a in accepted:
             self._keep_text(g, a.text)
+            if a.text.file is not None:
+                self._announce(g, a.text)
             sender = g.log.members.get(a.text.sender)
             self._emit(GroupMessage(g.log.group.hex(), g.name, a.text.sender.hex(),
                                     sender.name if sender is not None else a.text.sender.hex()[:16],
-                                    a.text.counter, a.text.text, a.text.sent_at, a.gap))
+                                    a.text.counter, a.text.text, a.text.sent_at, a.gap,
+                                    a.text.file.size if a.text.file is not None else None))
 
-    def _on_changes(self, fp: str, gid: bytes, raws: list[bytes]) -> None:
-        changes = [Change.decode(r) for r in raws]
+    def _seen(self, gid: bytes, sender: bytes, counter: int) -> None:
+        self._store.add("fileseen", gid=gid, sender=sender, counter=counter)
+
+    def _announce(self, g: Group, t: GroupText) -> None:
+        """A member's shared file this node has not taken: its offer will be shown in the group."""
+        assert t.file is not None
+        with self._tags_lock:
+            self._announced.setdefault((t.sender.hex(), t.file.sha256, t.file.size), []).append(
+                (t.group, t.counter, g.name))
+
+    # --- my shared files (the service thread) ------------------------------------------------------------------
+
+    def _offer_files(self, fp: str) -> None:
+        """Offer ``fp`` each of my shared files it acknowledged and has not taken, in its open chat."""
+        waiting = self._files_out.get(fp)
+        if not waiting:
+            return
+        session = self._host.live_session_with(fp)
+        if session is None:
+            self._host.want_contact(fp)
+            return
+        busy = {(gid, n) for f, gid, n in self._offering.values() if f == fp}
+        for gid, counter in list(waiting):
+            g = self.groups.get(gid)
+            path = g.my_files.get(counter) if g is not None else None
+            entry = next((t for t in g.texts if t.sender == self._me.fingerprint and t.counter == counter),
+                         None) if g is not None else None
+            if g is None or path is None or entry is None or entry.file is None:
+                self._drop_file_out(fp, gid, counter)
+                continue
+            if (gid, counter) in busy or fp not in g.acks.get(counter, ()):
+                continue       # under way, or the member has not got the announcement yet (it comes first)
+            if not os.path.isfile(path) or os.path.getsize(path) != entry.file.size:
+                self._drop_file_out(fp, gid, counter)
+                self._emit(GroupNotice(gid.hex(), g.name, f"{entry.file.name} changed or was moved since you "
+                                                          "shared it; members who had not taken it will not get it"))
+                continue
+            try:
+                tid = self._host.offer_file(session, path, entry.file.size, entry.file.sha256)
+            except UserError as exc:           # the chat ended, or enough transfers are under way: later
+                log.info("groups: %s", exc)
+                return
+            self._offering[tid] = (fp, gid, counter)
+
+    def _my_file_ended(self, tid: str, state: str) -> None:
+        who = self._offering.pop(tid, None)
+        if who is None:
+            return
+        fp, gid, counter = who
+        g = self.groups.get(gid)
+        if state not in FINAL_FILE_STATES:
+            tries = self._attempts[who] = self._attempts.get(who, 0) + 1
+            if tries < MAX_FILE_ATTEMPTS:
+                self._offer_files(fp)       # in the chat still open, or the next one
+                return
+        self._drop_file_out(fp, gid, counter)
+        member = g.log.members.get(bytes.fromhex(fp)) if g is not None else None
+        if g is not None and member is not None:       # (a transfer to a removed member was stopped: no notice)
+            name = next((t.text for t in g.texts if t.sender == self._me.fingerprint and t.counter == counter), "")
+            verb = FINAL_FILE_STATES.get(state, f"could not be given it after {MAX_FILE_ATTEMPTS} tries:")
+            self._emit(GroupNotice(gid.hex(), g.name, f"{member.name or fp[:16]} {verb} {name}"))
+        self._offer_files(fp)
+
+    def _drop_file_out(self, fp: str, gid: bytes, counter: int) -> None:
+        row = self._files_out.get(fp, {}).pop((gid, counter), None)
+        self._attempts.pop((fp, gid, counter), None)
+        if row is not None:
+            self._store.delete([row])
+
+    def _on_changes(self, fp: str, gid: bytes, changes: list[Change]) -> None:
         peer = bytes.fromhex(fp)
         g = self.groups.get(gid)
         if g is None:          # an invitation
@@ -420,6 +635,7 @@ class GroupService:
                 raise GroupError(f"an invitation from {fp[:16]} that does not make both of you members was refused")
             g = Group(lg, Inbox(lg), fp)
             self.groups[gid] = g
+            self._known[(gid, fp)] = set(lg.changes)
             self._store.add("group", gid=gid, invited_by=fp)
             self._keep_changes(gid, lg.ordered())
             self._emit(GroupNotice(gid.hex(), lg.name, f"you were added to {lg.name!r} ({len(lg.members)} members)"))
@@ -428,18 +644,29 @@ class GroupService:
             raise GroupError(f"membership changes from {fp[:16]}, who was never a member of {g.name!r}, were refused")
         before = set(g.log.members)
         new: list[Change] = []
+        refused: list[str] = []
         for c in changes:
             try:
                 new += g.log.add(c)
             except GroupError as exc:      # one bad change does not stop the good ones
-                self._emit(GroupNotice(gid.hex(), g.name, str(exc)))
+                refused.append(str(exc))
+        if refused:                        # told once per frame, however many it carried
+            more = f" (and {len(refused) - 1} more refused changes)" if len(refused) > 1 else ""
+            self._emit(GroupNotice(gid.hex(), g.name, f"from {fp[:16]}: {refused[0]}{more}"))
+        theirs_known = self._known.setdefault((gid, fp), set())
+        theirs_known.update(c.hash for c in changes if c.hash in g.log.changes)
         if not new:
             return
         self._keep_changes(gid, new)
         self._after_membership(g, before)
-        # The sender gave its log to every member it sees; those only this node sees get it from here.
-        theirs = g.log.members_of({c.hash for c in changes})
-        self._fan_out_changes(g, only=set(g.log.members) - theirs - {peer})
+        # The sender gave its changes to every member it sees; those only this node sees get them from here, and
+        # a member the frame added gets what this node has that the sender did not (a concurrent edit).
+        theirs = g.log.members_of(theirs_known)
+        added = {c.target for c in new if c.op == "add"} & set(g.log.members)
+        lacking = any(h not in theirs_known for h in g.log.changes)
+        for m in added if lacking else ():
+            self._known.setdefault((gid, m.hex()), set()).update(theirs_known)
+        self._fan_out_changes(g, only=(set(g.log.members) - theirs - {peer}) | (added if lacking else set()))
 
     def _key_known(self, g: Group, peer: bytes) -> bool:
         return any(c.target == peer for c in g.log.changes.values())
@@ -462,6 +689,19 @@ class GroupService:
         """A removed member gets nothing new: its waiting texts of this group are dropped (changes stay, so it
         learns it was removed)."""
         for fp in {m.hex() for m in self._all_removed(g)}:
+            for gid, counter in [k for k in self._files_out.get(fp, {}) if k[0] == g.log.group]:
+                self._drop_file_out(fp, gid, counter)
+            for tid, (f, gid, _) in list(self._offering.items()):
+                session = self._host.live_session_with(fp)
+                if f == fp and gid == g.log.group and session is not None:
+                    try:
+                        self._host.cancel_file(session, tid)     # its end comes back through file_finished
+                    except UserError as exc:
+                        log.info("groups: %s", exc)
+            with self._tags_lock:        # and what it shared is no longer offered in the group
+                for key, waiting in self._announced.items():
+                    if key[0] == fp:
+                        self._announced[key] = [w for w in waiting if w[0] != g.log.group]
             keep: list[_Pending] = []
             drop: list[_Pending] = []
             for p in self._pending.get(fp, []):
@@ -489,6 +729,11 @@ class GroupService:
                 got.add(fp)
                 self._store.add("receipt", gid=p.gid, counter=p.counter, member=fp)
                 self._emit(GroupReceipt(p.gid.hex(), g.name, p.counter, len(got), g.sent_to.get(p.counter, 0)))
+        self._offer_files(fp)           # a shared file follows the announcement the member now has
+
+
+def _changes_body(gid: bytes, raw: list[bytes], ref: int) -> bytes:
+    return GROUP_WIRE.encode_body("changes", ref=ref, group=gid, changes=raw)
 
 
 class WatcherPair:

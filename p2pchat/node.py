@@ -224,6 +224,7 @@ class ChatNode:
                 self.groups = GroupService(self, store, self.identity, self._rt.emit)
                 self.outbox.also_waiting = self.groups.has_pending
                 self._rt.groups = self.groups
+                self._rt.files.tags = self.groups
                 self._rt.watcher = WatcherPair(self.outbox, self.groups)
             if self.resume is not None:               # [file resume, issue 16]
                 self._start_resume(self.outbox, self.resume)
@@ -404,17 +405,19 @@ class ChatNode:
 
     def send_file(self, session: str, path: str) -> str:
         """Offer the file at ``path`` to the peer of ``session``; returns the transfer number. Reads the whole
-        file once for its SHA-256 first (on this thread: a UI calls it from a worker for big files)."""
-        s = self._get(session)
+        file once for its SHA-256 first (on this thread: a UI calls it from a worker for big files). With an
+        outbox, the file is kept until its transfer ends for good, and offered again after a cut."""
         full, size, digest = prepare_file(path)
-        fp = s.peer_fp
+        fp = self._get(session).peer_fp
         if self.resume is not None and fp is not None:     # kept until it ends for good: it resumes by itself
             return self.resume.offered(fp, session, full, size, digest,
-                                       lambda: self.offer_prepared(session, full, size, digest))
-        return self.offer_prepared(session, full, size, digest)
+                                       lambda: self.offer_file(session, full, size, digest))
+        return self.offer_file(session, full, size, digest)
 
-    def offer_prepared(self, session: str, path: str, size: int, sha256: bytes) -> str:
-        """Offer a file already hashed (absolute ``path``) in ``session``; the transfer number."""
+    def offer_file(self, session: str, path: str, size: int, sha256: bytes) -> str:
+        """Offer a file already checked and hashed (:func:`p2pchat.file_driver.prepare`); its transfer number.
+        Nothing is kept for a resume here: the callers that want one (``send_file``, the file resume, the group
+        service) keep their own record."""
         s = self._get(session)
         with s.writer.deferred():
             return self._rt.files.offer(s, path, size, sha256)

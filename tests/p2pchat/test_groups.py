@@ -192,7 +192,26 @@ def test_wire_vectors() -> None:
         "11111111111111111111111111111111111111111111111111111111aa7461726765745f6b6579c4074b45592d444552a46e616d65a3"
         "626f62a7706172656e747391c4202222222222222222222222222222222222222222222222222222222222222222a776657273696f6e"
         "02a6617574686f72c4203333333333333333333333333333333333333333333333333333333333333333a27473cb41d954fc40000000")
+    assert GROUP_WIRE.encode_body("changes", ref=9, group=bytes(range(16)), changes=[b"\x01\x02\x03"]).hex() == (
+        "84a174a76368616e676573a372656609a567726f7570c410000102030405060708090a0b0c0d0e0fa76368616e67657391c403010203")
     ack = GROUP_WIRE.encode_body("ack", refs=[5])
     assert ack.hex() == "82a174a361636ba4726566739105"
     assert SEALED_CONTENT.encode_body("group", body=ack).hex() == \
         "82a174a567726f7570a4626f6479c40e82a174a361636ba4726566739105"
+
+
+def test_file_frame_vector_and_round_trip() -> None:
+    """The ``file`` frame of docs/groups.md: a shared file's entry, decoded back to the same entry."""
+    from p2pchat.groups import GROUP_WIRE, SharedFile
+    t = GroupText(bytes(range(16)), b"\x44" * 32, 3, 2, 7, 1700000000.0, "notes.pdf",
+                  SharedFile("notes.pdf", 300000, b"\x55" * 32))
+    body = t.encode(1)
+    assert body.hex() == (
+        "8ba174a466696c65a372656601a567726f7570c410000102030405060708090a0b0c0d0e0fa673656e646572c4204444444444444444"
+        "444444444444444444444444444444444444444444444444a7636f756e74657203a776657273696f6e02a76c616d706f727407a77365"
+        "6e745f6174cb41d954fc40000000a46e616d65a96e6f7465732e706466a473697a65ce000493e0a6736861323536c420555555555555"
+        "5555555555555555555555555555555555555555555555555555")
+    msg = GROUP_WIRE.decode(body)
+    assert msg.type == "file" and GroupText.from_frame(msg.fields) == t
+    plain = GroupText(t.group, t.sender, 4, 2, 8, 1.0, "hi")
+    assert GroupText.from_frame(GROUP_WIRE.decode(plain.encode(2)).fields) == plain
