@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from p2pchat.downloads import CHECKPOINT_BYTES
 from p2pchat.foundation.addresses import RELAY_PORT
 from p2pchat.foundation.identity import KEY_FILE, Identity
 from tests.conftest import free_loopback_ip, make_identities
@@ -158,7 +159,9 @@ def test_a_file_for_an_offline_contact_arrives_when_she_comes_up_and_resumes_aft
             carol = s.carol()                         # and comes back: bob's node calls again, she resumes
             carol.wait_for("✓ F1 big.bin: saved as", timeout=60)
             start, moved = _resumed(carol.output(), 1)
-            assert 0.4 * SIZE <= start < SIZE and moved == SIZE - start
+            # killed -9, the receiver's state record may trail what reached its disk by up to CHECKPOINT_BYTES
+            # (docs/protocol.md §5.7): those bytes are sent again, nothing before the recorded offset is
+            assert 0.4 * SIZE - CHECKPOINT_BYTES <= start < SIZE and moved == SIZE - start
             assert "you accepted it before: it resumes at byte" in carol.output()        # not asked again
             assert hashlib.sha256((s.downloads / "big.bin").read_bytes()).hexdigest() == digest
         finally:
