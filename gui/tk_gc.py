@@ -23,7 +23,9 @@ GC_TICK_MS = 100      # how often the Tk thread looks at the collector's counts
 
 def due_generation(counts: tuple[int, int, int], thresholds: tuple[int, ...]) -> int | None:
     """The generation the interpreter would collect now (the oldest whose count passed its threshold, once the
-    youngest's has), or None when none is due."""
+    youngest's has), or None when none is due. CPython also skips a full collection while few objects were
+    promoted since the last one (it cannot be read from Python): here the oldest generation is collected a little
+    more often, which only matters for heaps far larger than a chat window's."""
     if not thresholds or thresholds[0] <= 0 or counts[0] <= thresholds[0]:
         return None
     due = 0
