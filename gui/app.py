@@ -29,6 +29,7 @@ from gui.ledger_monitor import LedgerMonitor
 from gui.ledger_runtime import LedgerRuntime, attach_ledger
 from gui.settings import Settings
 from gui.startup import Cancelled, StartupView
+from gui.tk_gc import TkThreadCollector
 from gui.window import WM_CLASS, ChatNodeLike, ChatWindow, Me
 from ledger.node import default_nickname
 from p2pchat.chat_protocol import MAX_ROTATE_EVERY
@@ -59,6 +60,7 @@ class App:
         ctk.set_widget_scaling(scaling)
         self.root = ctk.CTk(className=WM_CLASS)   # the .desktop entry's StartupWMClass matches it
         self.root.withdraw()          # shown by open_window once there is something to show
+        self._collector = TkThreadCollector(self.root)     # Tk objects are freed on this thread (gui/tk_gc.py)
         self.windows: list[ChatWindow] = []
         self._settings: dict[int, tuple[Path | None, Settings]] = {}
         self.running = False
@@ -134,6 +136,7 @@ class App:
             self.root.destroy()
         except tkinter.TclError as exc:   # the root is already destroyed
             log.debug("root already gone: %s", exc)
+        self._collector.close()
         sys.setswitchinterval(self._old_switch_interval)
 
 

@@ -104,6 +104,19 @@ def no_thread_left_behind() -> Iterator[None]:
         pytest.fail(f"threads left running: {sorted(t.name for t in leftovers())}")
 
 
+@pytest.fixture(autouse=True)
+def earlier_tk_garbage_freed_here(request: pytest.FixtureRequest) -> None:
+    """The windows of earlier tests are garbage once their fixtures let go, and much of it sits in reference cycles
+    only the collector frees; their fonts, variables and images call Tcl when freed. Freed here, on the Tk thread,
+    before this test starts node threads: the interpreter would otherwise collect them in whichever thread
+    allocates next, and each Tcl call from there waits a second for a main loop that is not running (a setup
+    took 30 s that way under load). While an App runs, gui/tk_gc.py keeps the collector on the Tk thread."""
+    import gc
+
+    if "xvfb" in request.fixturenames:       # only window tests make (and leave) Tk objects
+        gc.collect()
+
+
 @pytest.fixture
 def worker() -> Iterator[CommandWorker]:
     """A real command worker thread (closed and joined after the test)."""

@@ -75,6 +75,11 @@ def test_the_form_refuses_in_words_and_returns_the_choice(xvfb):
         app.close()
 
 
+def focused_window() -> str:
+    """The X window that has the keyboard focus (empty when none has)."""
+    return subprocess.run(["xdotool", "getwindowfocus"], capture_output=True, text=True, timeout=10).stdout.strip()
+
+
 def test_the_app_publishes_the_chosen_nickname_only_after_continue(xvfb, tmp_path):
     need_xdotool()
     from ledger.client import LedgerClient
@@ -92,9 +97,10 @@ def test_the_app_publishes_the_chosen_nickname_only_after_continue(xvfb, tmp_pat
         assert not (data / "identity.pem").exists()
         with pytest.raises(UserError):
             LedgerClient(host, LEDGER_PORT, source_ip=host, timeout=2).status()
-        # the form gives the nickname field the focus; make sure its window has the keyboard
-        subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "p2pchat.*welcome", "windowactivate",
-                        "--sync"], timeout=10)
+        # The form takes the keyboard focus once it is mapped (a moment after it appears, longer under load): keys
+        # typed before that go to no window and are lost. Wait for it (there is no window manager to ask).
+        wait_until(lambda: focused_window() in window_ids("p2pchat.*welcome") or proc.poll() is not None, 60,
+                   interval=0.1, what="the form to take the keyboard focus")
         subprocess.run(["xdotool", "type", "--delay", "5", "dana"], check=True, timeout=10)
         subprocess.run(["xdotool", "key", "Return"], check=True, timeout=10)
         wait_until(lambda: window_ids("p2pchat.*dana") or proc.poll() is not None, 60, interval=0.2,
