@@ -242,6 +242,7 @@ class GroupNotice:
     group: str | None
     group_name: str
     text: str
+    membership: bool = False     # [groupgui] the members changed (the window redraws them from the log)
 
 
 @dataclass(frozen=True)

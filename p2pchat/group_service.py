@@ -70,6 +70,32 @@ class Group:
         return self.log.name
 
 
+@dataclass(frozen=True)
+class ChangeView:
+    """[groupgui] One membership change that took effect (fingerprints in hex; ``name``: the target's name as
+    the author gave it, or the group's name for ``create``)."""
+
+    op: str
+    author: str
+    target: str
+    name: str
+    ts: float
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """[groupgui] A group as the window shows it (:meth:`GroupService.views`)."""
+
+    gid: str
+    name: str
+    creator: str
+    members: tuple[tuple[str, str], ...]        # (fingerprint hex, name as its adder gave it), in joining order
+    changes: tuple[ChangeView, ...]             # the effective changes, in the log's order
+    texts: tuple[GroupText, ...]                # in the causal display order
+    receipts: dict[int, tuple[int, int]]        # my message's counter -> (members who have it, sent to)
+    held: int                                   # messages waiting for a membership change not here yet
+
+
 @dataclass
 class _Pending:
     row: int
@@ -283,6 +309,24 @@ class GroupService:
             return hits[0]
         return self._call(run)
 
+    # --- [groupgui] what the window shows of its groups ---------------------------------------------------
+
+    def views(self, gid: bytes | None = None) -> list[GroupView]:
+        """Every group (or only ``gid``) as the window draws it: members, effective changes, messages, receipts."""
+        def run() -> list[GroupView]:
+            return [self._view(g) for k, g in self.groups.items() if gid is None or k == gid]
+        return self._call(run)
+
+    def _view(self, g: Group) -> GroupView:
+        lg = g.log
+        members = sorted(lg.members.values(), key=lambda m: (m.since, m.fp))
+        return GroupView(
+            lg.group.hex(), lg.name, lg.creator.hex(), tuple((m.fp.hex(), m.name) for m in members),
+            tuple(ChangeView(c.op, c.author.hex(), c.target.hex(), c.name, c.ts)
+                  for c in lg.ordered() if c.hash in lg.effective),
+            tuple(sorted(g.texts, key=GroupText.order_key)),
+            {n: (len(g.acks.get(n, ())), of) for n, of in g.sent_to.items()}, len(g.inbox.held))
+
     # --- internals (the service thread) -------------------------------------------------------------------
 
     def _group(self, gid: bytes) -> Group:
@@ -375,6 +419,10 @@ class GroupService:
                 if g is None:
                     raise GroupError(f"a message for a group this node does not know came from {fp[:16]}; refused")
                 self._show(g, g.inbox.receive(bytes.fromhex(fp), t))
+                if any(h is t for _peer, h in g.inbox.held):        # [groupgui] said, not silent
+                    self._emit(GroupNotice(gid.hex(), g.name, f"a message from {fp[:16]} waits for a membership "
+                                                              "change this computer does not have yet; it shows "
+                                                              "once that arrives"))
             finally:
                 self._ack_unless_held(fp)
 
@@ -422,7 +470,8 @@ class GroupService:
             self.groups[gid] = g
             self._store.add("group", gid=gid, invited_by=fp)
             self._keep_changes(gid, lg.ordered())
-            self._emit(GroupNotice(gid.hex(), lg.name, f"you were added to {lg.name!r} ({len(lg.members)} members)"))
+            self._emit(GroupNotice(gid.hex(), lg.name, f"you were added to {lg.name!r} ({len(lg.members)} members)",
+                                   membership=True))
             return
         if not self._key_known(g, peer):
             raise GroupError(f"membership changes from {fp[:16]}, who was never a member of {g.name!r}, were refused")
@@ -448,11 +497,11 @@ class GroupService:
         now = set(g.log.members)
         for m in now - before:
             self._emit(GroupNotice(g.log.group.hex(), g.name,
-                                   f"{g.log.members[m].name or m.hex()[:16]} joined {g.name!r}"))
+                                   f"{g.log.members[m].name or m.hex()[:16]} joined {g.name!r}", membership=True))
         for m in before - now:
             self._emit(GroupNotice(g.log.group.hex(), g.name,
                                    f"you were removed from {g.name!r}" if m == self._me.fingerprint else
-                                   f"{m.hex()[:16]} is no longer in {g.name!r}"))
+                                   f"{m.hex()[:16]} is no longer in {g.name!r}", membership=True))
         self._drop_pending_for_removed(g)
         self._show(g, g.inbox.release())
         for fp in list(self._held_acks):
@@ -506,4 +555,4 @@ class WatcherPair:
             w.chat_ended(fp, session, dropped=dropped, ours=ours)
 
 
-__all__ = ["Group", "GroupHost", "GroupService", "WatcherPair"]
+__all__ = ["ChangeView", "Group", "GroupHost", "GroupService", "GroupView", "WatcherPair"]
