@@ -1,0 +1,246 @@
+"""Groups in a real window under Xvfb (issue 18), with each other member a real chat node in its own process
+(tests/gui/group_peer.py, which answers every group message with ``re: <text>``).
+
+Alice clicks "New group…", names the group and ticks bob and carol; her text reaches both over the pairwise
+four-step chats her node opens by itself, their answers show under their names in their member colours, her line
+counts the receipts up to "delivered to 2 of 2", and once she removes carol (Remove, confirmed) carol's process gets
+nothing new. A member whose name and whose group's name are full of markup, bidi and control characters shows as
+inert text everywhere."""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import tkinter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import customtkinter as ctk
+import pytest
+
+from gui.app import App
+from gui.groups import GROUP_KEY
+from gui.widgets.style import MEMBER_COLORS
+from gui.window import ChatWindow, Me
+from p2pchat.events import Event, GroupReceipt
+from p2pchat.foundation.identity import KEY_FILE, Identity
+from p2pchat.node import ChatNode
+from p2pchat.peer_directory import DirectoryEntry, FixedDirectory
+from tests.conftest import free_loopback_ip
+from tests.gui.driver import Driver, inner, need_xdotool
+from tests.helpers import wait_until
+
+pytestmark = [pytest.mark.gui, pytest.mark.timeout(120)]
+ROOT = Path(__file__).resolve().parents[2]
+HOSTILE = "<b>mal\u202elory\x1b[31m</b>\u200b\n"
+
+
+def _free_port(ip: str) -> int:
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return int(s.getsockname()[1])
+
+
+class GroupPeer:
+    """One tests/gui/group_peer.py process: JSON lines out (gathered by a reader thread), commands in."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.gui.group_peer", *args], cwd=ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._lines: queue.Queue[dict[str, object]] = queue.Queue()
+        self.seen: list[dict[str, object]] = []
+        self._reader = threading.Thread(target=self._read, name="group-peer-stdout")
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(json.loads(line))
+
+    def events(self, kind: str | None = None) -> list[dict[str, object]]:
+        while True:
+            try:
+                self.seen.append(self._lines.get_nowait())
+            except queue.Empty:
+                break
+        return [e for e in self.seen if kind is None or e["event"] == kind]
+
+    def texts(self) -> list[str]:
+        return [str(e["text"]) for e in self.events("GroupMessage")]
+
+    def command(self, **fields: object) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(fields) + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._reader.join(10)
+
+
+@dataclass
+class World:
+    app: App
+    window: ChatWindow
+    node: ChatNode
+    peers: dict[str, GroupPeer]
+    fps: dict[str, str]
+    d: Driver
+
+
+def _world(tmp_path: Path, identities: list[Identity], names: tuple[str, ...],
+           nicknames: dict[str, str] | None = None, verified: tuple[str, ...] = ()) -> Iterator[World]:
+    """Alice's node and window in this process; every other name a group_peer process. ``nicknames``: what each
+    user is called in the directory (and so in everyone's contacts)."""
+    need_xdotool()
+    nick = {n: (nicknames or {}).get(n, n) for n in names}
+    ips = {n: free_loopback_ip() for n in names}
+    ports = {n: _free_port(ips[n]) for n in names}
+    ids = dict(zip(names, identities, strict=False))
+    listed = [{"der": ids[n].public_der.hex(), "nickname": nick[n], "ip": ips[n], "port": ports[n]} for n in names]
+    directory_file = tmp_path / "directory.json"
+    directory_file.write_text(json.dumps(listed), encoding="utf-8")
+    peers: dict[str, GroupPeer] = {}
+    node: ChatNode | None = None
+    application: App | None = None
+    try:
+        for n in names[1:]:
+            d = tmp_path / n
+            d.mkdir(mode=0o700)
+            ids[n].save(d / KEY_FILE)
+            peers[n] = GroupPeer(["--host", ips[n], "--port", str(ports[n]), "--data-dir", str(d),
+                                  "--nickname", nick[n], "--directory", str(directory_file)])
+        me = names[0]
+        data_dir = tmp_path / me
+        data_dir.mkdir(mode=0o700)
+        entries = [DirectoryEntry(ids[n].public_der, nick[n], ips[n], ports[n], height=5, confirmations=2)
+                   for n in names]
+        node = ChatNode(ids[me], host=ips[me], port=ports[me], nickname=me, directory=FixedDirectory(entries),
+                        data_dir=data_dir, outbox=True, step_timeout=5.0, direct_timeout=1.0)
+        assert node.contacts is not None
+        for n in names[1:]:
+            node.contacts.record_chat(ids[n].public_der, ids[n].fingerprint, nickname=nick[n], ip=None, address=None)
+            if n in verified:
+                node.contacts.set_verified(ids[n].fingerprint.hex(), True)
+        node.start()
+        for n, peer in peers.items():
+            wait_until(lambda p=peer: p.events("ready") or p.proc.poll() is not None, 30, what=f"{n}'s process")
+            assert peer.proc.poll() is None, f"{n}'s process ended"
+        application = App(appearance="Light")
+        window = application.open_window(node, Me(me, node.address, ids[me].short_fingerprint), data_dir=data_dir,
+                                         geometry="1000x780+0+0")
+        yield World(application, window, node, peers, {n: ids[n].fingerprint.hex() for n in names},
+                    Driver(application.root))
+    finally:
+        if application is not None:
+            application.close()
+            ctk.set_widget_scaling(1.0)
+        if node is not None:
+            node.close()
+        for peer in peers.values():
+            peer.close()
+
+
+@pytest.fixture
+def class_of_three(xvfb, tmp_path, identities) -> Iterator[World]:
+    yield from _world(tmp_path, identities, ("alice", "bob", "carol"), verified=("bob",))
+
+
+@pytest.fixture
+def with_mallory(xvfb, tmp_path, identities) -> Iterator[World]:
+    yield from _world(tmp_path, identities, ("alice", "mallory"), nicknames={"mallory": HOSTILE})
+
+
+def transcript(w: World, key: str) -> str:
+    return w.window.groups.panes[key].transcript.plain_text()
+
+
+def sender_colour(w: World, key: str, name: str) -> str:
+    """The foreground of the tag on ``name:`` where a message of ``name`` starts in the group's transcript."""
+    text = inner(w.window.groups.panes[key].transcript, tkinter.Text)
+    at = text.search(f"{name}: ", "1.0", stopindex="end")
+    assert at, f"no message from {name}"
+    tags = [t for t in text.tag_names(at) if t.startswith("member")]
+    assert len(tags) == 1, f"{name}'s name has no member colour: {text.tag_names(at)}"
+    return str(text.tag_cget(tags[0], "foreground"))
+
+
+def _create(w: World, name: str, members: list[str]) -> str:
+    """New group… by real clicks: the name typed, the members ticked, Create; returns the group's row key."""
+    d, window = w.d, w.window
+    d.click(window.tabs.new_group_button)
+    d.wait(lambda: window.groups.picker is not None and window.groups.picker.winfo_viewable(), what="the picker")
+    picker = window.groups.picker
+    assert picker is not None and picker.name_entry is not None
+    d.type(inner(picker.name_entry, tkinter.Entry), name)
+    for m in members:
+        d.click(picker.boxes[w.fps[m]])
+    d.click(picker.confirm_button)
+    d.wait(lambda: any(k.startswith(GROUP_KEY) for k in window.groups.panes), what="the group's conversation")
+    key = next(k for k in window.groups.panes if k.startswith(GROUP_KEY))
+    assert window.tabs.current == key
+    return key
+
+
+def test_a_group_made_by_clicks_reaches_both_members_shows_replies_in_colours_counts_receipts_and_removal_stops_fan_out(
+        class_of_three: World) -> None:
+    w = class_of_three
+    d, window = w.d, w.window
+    key = _create(w, "lab 4b", ["bob", "carol"])
+    assert not window.step_bar.winfo_ismapped(), "a group shows its members, not the four steps"
+    panel = window.groups.panels[key]
+    d.wait(lambda: len(panel.names) == 3, what="three members listed")
+    assert panel.names[w.fps["bob"]].cget("text").startswith("● bob ✔")
+    assert "✔" not in panel.names[w.fps["carol"]].cget("text")
+    assert panel.remove_buttons[w.fps["carol"]].cget("state") == "normal", "the creator removes members"
+    assert panel.leave_button.cget("state") == "disabled"
+    assert "you created the group “lab 4b”" in transcript(w, key) and "you added bob" in transcript(w, key)
+
+    pane = window.groups.panes[key]
+    receipts: list[tuple[int, int]] = []           # what the window was told, in order (it draws the latest)
+    handle = window.group_chats.handle
+
+    def seen(event: Event) -> bool:
+        if isinstance(event, GroupReceipt):
+            receipts.append((event.delivered, event.of))
+        return handle(event)
+    window.group_chats.handle = seen  # type: ignore[method-assign]
+    d.type(pane.entry_text, "hello group")
+    d.key("Return")
+    for n in ("bob", "carol"):
+        wait_until(lambda n=n: "hello group" in w.peers[n].texts(), 30, step=d.pump, what=f"{n} gets it")
+    d.wait(lambda: "bob: re: hello group" in transcript(w, key) and "carol: re: hello group" in transcript(w, key),
+           30, what="both answers in alice's conversation")
+    d.wait(lambda: "✓ delivered to 2 of 2" in transcript(w, key), 20, what="the receipts")
+    assert receipts[:2] == [(1, 2), (2, 2)], f"the receipts count up: {receipts}"
+    bob_colour, carol_colour = sender_colour(w, key, "bob"), sender_colour(w, key, "carol")
+    assert {bob_colour, carol_colour} <= {c[0] for c in MEMBER_COLORS} and bob_colour != carol_colour
+    d.wait(lambda: "online" in panel.states[w.fps["bob"]].cget("text"), what="bob's pairwise chat in the list")
+    d.screenshot("group-conversation.png", window.top)
+
+    # alice removes carol: she gets the removal, then nothing new
+    d.click(panel.remove_buttons[w.fps["carol"]])
+    d.wait(lambda: window._confirm is not None, what="the confirmation")
+    assert window._confirm is not None
+    d.click(window._confirm.confirm_button)
+    wait_until(lambda: any("removed" in str(e["text"]) for e in w.peers["carol"].events("GroupNotice")), 20,
+               step=d.pump, what="carol told she was removed")
+    d.wait(lambda: "you removed carol" in transcript(w, key), what="the removal as a line")
+    d.wait(lambda: len(panel.names) == 2, what="two members left")
+    d.type(pane.entry_text, "after carol")
+    d.key("Return")
+    wait_until(lambda: "after carol" in w.peers["bob"].texts(), 20, step=d.pump, what="bob gets it")
+    d.wait(lambda: "bob: re: after carol" in transcript(w, key), 20, what="bob's answer")
+    d.wait(lambda: "after carol  ✓ delivered to 1 of 1" in transcript(w, key), 20, what="one receipt of one")
+    assert not any("after carol" in t for t in w.peers["carol"].texts()), "carol got something after removal"
