@@ -37,6 +37,7 @@ class GroupMembersPanel(ctk.CTkFrame):
                                           command=on_leave, **SECONDARY)
         self.leave_button.grid(row=0, column=2, padx=(6, 0))
         self.list = ctk.CTkScrollableFrame(self, fg_color="transparent", height=LIST_HEIGHT)
+        self.list._scrollbar.configure(height=0)       # (its default 200 px would hold the list open that high)
         self.list.grid(row=1, column=0, sticky="ew", padx=4)
         self.list.grid_columnconfigure(1, weight=1)
         self.note = ctk.CTkLabel(self, text="", anchor="w", justify="left", font=fonts.small, text_color=MUTED,

@@ -101,8 +101,8 @@ class World:
 
 def _world(tmp_path: Path, identities: list[Identity], names: tuple[str, ...],
            nicknames: dict[str, str] | None = None, verified: tuple[str, ...] = ()) -> Iterator[World]:
-    """Alice's node and window in this process; every other name a group_peer process. ``nicknames``: what each
-    user is called in the directory (and so in everyone's contacts)."""
+    """Alice's node and window in this process; every other name a group_peer process. ``nicknames``: what the
+    directory (the ledger of these tests) calls each user, and so everyone's contact list."""
     need_xdotool()
     nick = {n: (nicknames or {}).get(n, n) for n in names}
     ips = {n: free_loopback_ip() for n in names}
@@ -120,7 +120,7 @@ def _world(tmp_path: Path, identities: list[Identity], names: tuple[str, ...],
             d.mkdir(mode=0o700)
             ids[n].save(d / KEY_FILE)
             peers[n] = GroupPeer(["--host", ips[n], "--port", str(ports[n]), "--data-dir", str(d),
-                                  "--nickname", nick[n], "--directory", str(directory_file)])
+                                  "--nickname", n, "--directory", str(directory_file)])
         me = names[0]
         data_dir = tmp_path / me
         data_dir.mkdir(mode=0o700)
@@ -244,3 +244,35 @@ def test_a_group_made_by_clicks_reaches_both_members_shows_replies_in_colours_co
     d.wait(lambda: "bob: re: after carol" in transcript(w, key), 20, what="bob's answer")
     d.wait(lambda: "after carol  ✓ delivered to 1 of 1" in transcript(w, key), 20, what="one receipt of one")
     assert not any("after carol" in t for t in w.peers["carol"].texts()), "carol got something after removal"
+
+
+def test_a_hostile_member_and_group_name_show_as_inert_text(with_mallory: World) -> None:
+    w = with_mallory
+    d, window = w.d, w.window
+    mallory = w.peers["mallory"]
+    mallory.command(create="<i>study</i>\u202e\x1b]0;pwned\x07", members=["alice"])
+    # mallory's node calls alice to bring the invitation: alice accepts the chat like any other
+    d.wait(lambda: window._dialog is not None or any(k.startswith(GROUP_KEY) for k in window.tabs.pages), 30,
+           what="mallory's call or the group")
+    if window._dialog is not None:
+        d.click(window._dialog.accept_button)
+    d.wait(lambda: any(k.startswith(GROUP_KEY) for k in window.tabs.pages), 30, what="the group in the list")
+    key = next(k for k in window.tabs.pages if k.startswith(GROUP_KEY))
+    gid = key.removeprefix(GROUP_KEY)
+    mallory.command(gsay=gid, text="hi \u202eall\x1b[2J <b>bold</b>")
+    d.click(window.tabs.buttons[key])
+    d.wait(lambda: "hi <U+202E>all^[[2J <b>bold</b>" in transcript(w, key), 30, what="mallory's message")
+    panel = window.groups.panels[key]
+    d.wait(lambda: len(panel.names) == 2, what="both members listed")
+    shown = [transcript(w, key), window.tabs.titles[key], window.tabs.details[key], window.top.title(),
+             *(label.cget("text") for label in panel.names.values()), panel.note.cget("text")]
+    for raw in ("\u202e", "\x1b", "\x07", "\u200b"):
+        assert not any(raw in text for text in shown), f"{raw!r} reached the screen"
+    assert "<i>study</i><U+202E>^[]0;pwned^G" in window.tabs.titles[key]
+    name = "<b>mal<U+202E>lory^[[31m</b><U+200B>"
+    assert f"{name}: hi" in transcript(w, key)
+    assert any(label.cget("text").startswith(f"● {name}") for label in panel.names.values())
+    assert f"{name} created the group" in transcript(w, key) and f"{name} added you" in transcript(w, key)
+    # alice did not create it: Remove is off with the reason, Leave is on
+    assert "Only the group's creator" in panel.note.cget("text")
+    assert panel.leave_button.cget("state") == "normal"
