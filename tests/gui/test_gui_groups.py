@@ -169,6 +169,7 @@ def transcript(w: World, key: str) -> str:
 def sender_colour(w: World, key: str, name: str) -> str:
     """The foreground of the tag on ``name:`` where a message of ``name`` starts in the group's transcript."""
     text = inner(w.window.groups.panes[key].transcript, tkinter.Text)
+    assert isinstance(text, tkinter.Text)
     at = text.search(f"{name}: ", "1.0", stopindex="end")
     assert at, f"no message from {name}"
     tags = [t for t in text.tag_names(at) if t.startswith("member")]
