@@ -122,13 +122,18 @@ class KeyChangeStopped:
 @dataclass(frozen=True)
 class FileOffer:
     """The peer offers a file (:mod:`p2pchat.transfer`); answer with ``ChatNode.answer_file``. ``name`` comes from
-    the network: display it through ``visible()``; ``saved_as`` is the safe name it would be stored under."""
+    the network: display it through ``visible()``; ``saved_as`` is the safe name it would be stored under.
+    ``group`` (hex id; else empty): the file the peer shared in that group as its entry ``counter`` — show the
+    offer in the group's conversation."""
     session: str
     transfer: str        # hex id, what answer_file/cancel_file take
     name: str
     saved_as: str
     size: int
     sender: str
+    group: str = ""      # [groups, issue 18]
+    group_name: str = ""
+    counter: int = 0
 
 
 @dataclass(frozen=True)
@@ -223,7 +228,8 @@ class PadModeChanged:
 @dataclass(frozen=True)
 class GroupMessage:
     """A group message to show (``sender_name``: as the member who added it named it; never trusted for more);
-    ``gap``: messages from this sender before it that never arrived."""
+    ``gap``: messages from this sender before it that never arrived. ``size`` set: a file the sender shared
+    (``text`` is its name); its offer follows as a :class:`FileOffer` tagged with this group and counter."""
 
     group: str            # the group id, hex
     group_name: str
@@ -233,6 +239,7 @@ class GroupMessage:
     text: str
     sent_at: float
     gap: int = 0
+    size: int | None = None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,14 @@ class FileHost(Protocol):
     def submit(self, fn: Callable[..., None], *args: Any) -> None: ...
 
 
+class OfferTags(Protocol):
+    """[groups, issue 18] Which group's file an offer is, and the end of every transfer (the group service)."""
+
+    def tag_offer(self, peer_fp: str, tid: bytes, sha256: bytes, size: int) -> tuple[str, str, int] | None: ...
+
+    def file_finished(self, peer_fp: str, tid: bytes, outgoing: bool, state: str) -> None: ...
+
+
 class _FileSource:
     """A file being sent, read by offset."""
 
@@ -84,6 +92,7 @@ class FileDriver:
         self.stall_timeout = stall_timeout
         self._shown: dict[bytes, float] = {}      # last progress event per transfer
         self._started: dict[bytes, float] = {}    # when this session's part of a transfer began
+        self.tags: OfferTags | None = None        # [groups, issue 18]
 
     def core(self, session: Session) -> TransferCore:
         if session.files is None:
@@ -218,7 +227,10 @@ class FileDriver:
         match ev:
             case Offered(tid=tid, name=name, size=size):
                 sender = session.info.peer_nickname or "the peer"
-                self.host.emit(FileOffer(session.id, tid.hex(), name, safe_name(name), size, sender))
+                tag = (self.tags.tag_offer(session.peer_fp, tid, ev.sha256, size)
+                       if self.tags is not None and session.peer_fp is not None else None)
+                self.host.emit(FileOffer(session.id, tid.hex(), name, safe_name(name), size, sender,
+                                         *(tag or ())))
                 self._maybe_auto_accept(session, ev)
             case Progress():
                 now = time.monotonic()
@@ -244,6 +256,8 @@ class FileDriver:
     def _emit_finished(self, session: Session, fin: Finished) -> None:
         self._shown.pop(fin.tid, None)
         self._started.pop(fin.tid, None)
+        if self.tags is not None and session.peer_fp is not None:
+            self.tags.file_finished(session.peer_fp, fin.tid, fin.outgoing, fin.state.value)
         self.host.emit(FileFinished(session.id, fin.tid.hex(), fin.outgoing, fin.name, fin.state.value == "done",
                                     fin.state.value, fin.text, fin.path, fin.session_bytes, fin.resumed_from))
 

@@ -44,6 +44,12 @@ class _NoNetwork:
     def want_contact(self, fp: str) -> None:
         pass
 
+    def offer_file(self, session: str, path: str, size: int, sha256: bytes) -> str:
+        raise UsageError("no chat is open here")
+
+    def cancel_file(self, session: str, transfer: str) -> None:
+        raise UsageError("no chat is open here")
+
 
 class _OfflineNode:
     def __init__(self, identity: Identity, contacts: ContactStore, groups: GroupService) -> None:

@@ -5,11 +5,18 @@ by the channel driver with a session lock held, so only queued there), chats tha
 watcher), and the user's commands (which wait for their result). Every frame for a member is first kept in the
 group store as ``pending`` and goes out whenever a chat with that member is open, in order; the member's ``ack``
 deletes it. Members with something pending are dialled by the node's outbox like contacts with waiting texts.
+
+Files shared in a group: the ``file`` frame announcing it is an entry like a text (counter, receipts, pending); once
+a member has acknowledged it, the file itself is offered to that member over the ordinary file transfer of the open
+chat (:meth:`GroupHost.offer_file`), and again in its next chat until the member took or declined it. On the
+receiving side the node's file driver asks :meth:`GroupService.tag_offer` which group file an offer is (an offer
+from that member whose SHA-256 and size equal a file it announced), so the offer shows in the group conversation.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import secrets
 import threading
@@ -20,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from p2pchat.events import GroupMessage, GroupNotice, GroupReceipt
+from p2pchat.file_driver import prepare as prepare_file
 from p2pchat.foundation.errors import FrameError, ProtocolError, UsageError, UserError
 from p2pchat.foundation.identity import Identity
 from p2pchat.group_store import GroupStore
@@ -33,6 +41,7 @@ from p2pchat.groups import (
     GroupText,
     Inbox,
     MembershipLog,
+    SharedFile,
 )
 from p2pchat.node_runtime import SessionWatcher
 
@@ -40,6 +49,8 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 MAX_PENDING_PER_MEMBER = 2000       # frames that may wait for one member
 MAX_QUEUED_FRAMES = 4096            # frames from peers not yet handled (beyond: dropped; the sender resends)
+MAX_FILE_ATTEMPTS = 3               # offers of one group file to one member that may fail before it is given up
+FINAL_FILE_STATES = {"done": "saved", "declined": "declined", "cancelled": "cancelled"}
 
 
 class GroupHost(Protocol):
@@ -53,6 +64,13 @@ class GroupHost(Protocol):
     def want_contact(self, fp: str) -> None:
         """Dial ``fp`` (its outbox schedule), since something waits for it."""
 
+    def offer_file(self, session: str, path: str, size: int, sha256: bytes) -> str:
+        """Offer the file at ``path`` in ``session`` (a file transfer); its transfer id, hex. A :class:`UserError`
+        when it cannot (the chat ended, too many transfers under way, the file cannot be read)."""
+
+    def cancel_file(self, session: str, transfer: str) -> None:
+        """Stop the transfer ``transfer`` of ``session``."""
+
 
 @dataclass
 class Group:
@@ -64,6 +82,7 @@ class Group:
     acks: dict[int, set[str]] = field(default_factory=dict)    # my counter -> members who acknowledged it
     sent_to: dict[int, int] = field(default_factory=dict)      # my counter -> other members when it was sent
     has_log: set[bytes] = field(default_factory=set)           # members this run queued the whole log for
+    my_files: dict[int, str] = field(default_factory=dict)     # my counter -> the path of the file I shared
 
     @property
     def name(self) -> str:
@@ -119,6 +138,14 @@ class GroupService:
         self._pending: dict[str, list[_Pending]] = {}
         self._held_acks: dict[str, list[tuple[bytes, int, bytes]]] = {}   # fp -> (group, counter, ack) to send
         self._sent: dict[str, set[int]] = {}          # session -> refs of the pending frames sent in it
+        # my shared files a member has not taken yet: fp -> (gid, counter) -> store row; offers under way
+        self._files_out: dict[str, dict[tuple[bytes, int], int]] = {}
+        self._offering: dict[str, tuple[str, bytes, int]] = {}     # transfer id -> (fp, gid, counter)
+        self._attempts: dict[tuple[str, bytes, int], int] = {}
+        # files members announced that this node has not taken yet (read by tag_offer on a reader thread)
+        self._tags_lock = threading.Lock()
+        self._announced: dict[tuple[str, bytes, int], list[tuple[bytes, int, str]]] = {}  # (fp, sha, size) ->
+        self._tagged: dict[bytes, tuple[str, bytes, int, bytes, int]] = {}   # transfer -> (fp, sha, size, gid, n)
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._load()
         self._thread = threading.Thread(target=self._run, name="groups", daemon=True)
@@ -139,9 +166,13 @@ class GroupService:
             g = self.groups.get(bytes(r.record["gid"]))
             if g is None:
                 continue
-            t = GroupText(g.log.group, bytes(r.record["sender"]), r.record["counter"], r.record["version"],
-                          r.record["lamport"], r.record["sent_at"], r.record["text"])
+            rec = r.record
+            shared = SharedFile(rec["name"], rec["size"], bytes(rec["sha256"])) if "sha256" in rec else None
+            t = GroupText(g.log.group, bytes(rec["sender"]), rec["counter"], rec["version"], rec["lamport"],
+                          rec["sent_at"], rec["text"], shared)
             g.texts.append(t)
+            if "path" in rec:
+                g.my_files[t.counter] = rec["path"]
             g.inbox.lamport = max(g.inbox.lamport, t.lamport)
             if t.sender == self._me.fingerprint:
                 g.my_counter = max(g.my_counter, t.counter)
@@ -157,7 +188,16 @@ class GroupService:
             self._pending.setdefault(rec["fp"], []).append(
                 _Pending(r.id, rec["ref"], bytes(rec["body"]), bytes(rec["gid"]), rec.get("counter"),
                          rec["version"]))
-        for fp in self._pending:
+        seen = {(bytes(r.record["gid"]), bytes(r.record["sender"]), r.record["counter"])
+                for r in self._store.rows("fileseen")}
+        for g in self.groups.values():
+            for t in g.texts:
+                if t.file is not None and t.sender != self._me.fingerprint and \
+                        (t.group, t.sender, t.counter) not in seen:
+                    self._announce(g, t)
+        for r in self._store.rows("fileout"):
+            self._files_out.setdefault(r.record["fp"], {})[(bytes(r.record["gid"]), r.record["counter"])] = r.id
+        for fp in self._pending.keys() | self._files_out.keys():
             self._host.want_contact(fp)
 
     # --- the thread ---------------------------------------------------------------------------------------
@@ -203,6 +243,7 @@ class GroupService:
 
     def chat_ready(self, fp: str, session: str) -> None:
         self._jobs.put(lambda: self._flush(fp, session))
+        self._jobs.put(lambda: self._offer_files(fp))
 
     def chat_ended(self, fp: str | None, session: str, *, dropped: bool, ours: bool) -> None:
         self._jobs.put(lambda: self._forget_session(fp, session))
@@ -219,7 +260,36 @@ class GroupService:
                 self._host.want_contact(fp)
 
     def has_pending(self, fp: str) -> bool:
-        return bool(self._pending.get(fp))
+        return bool(self._pending.get(fp) or self._files_out.get(fp))
+
+    # --- hooks from the file driver (a reader thread, a session lock held: no IO, no waiting) -----------------
+
+    def tag_offer(self, peer_fp: str, tid: bytes, sha256: bytes, size: int) -> tuple[str, str, int] | None:
+        """Which group file the offer ``tid`` from ``peer_fp`` is: (group id hex, group name, the sender's
+        counter), or None (an ordinary file offer). The oldest file announced with that SHA-256 and size."""
+        with self._tags_lock:
+            waiting = self._announced.get((peer_fp, sha256, size))
+            if not waiting:
+                return None
+            gid, counter, name = waiting[0]
+            self._tagged[tid] = (peer_fp, sha256, size, gid, counter)
+            return gid.hex(), name, counter
+
+    def file_finished(self, peer_fp: str, tid: bytes, outgoing: bool, state: str) -> None:
+        """A transfer with ``peer_fp`` ended in ``state`` (done, declined, cancelled, failed)."""
+        if outgoing:
+            self._jobs.put(lambda: self._my_file_ended(tid.hex(), state))
+            return
+        if state == "failed":          # cut or refused on the way: the member offers it again (resume)
+            return
+        with self._tags_lock:
+            tag = self._tagged.pop(tid, None)
+            if tag is None:
+                return
+            fp, sha, size, gid, counter = tag
+            waiting = self._announced.get((fp, sha, size), [])
+            self._announced[(fp, sha, size)] = [w for w in waiting if (w[0], w[1]) != (gid, counter)]
+        self._jobs.put(lambda: self._seen(gid, bytes.fromhex(fp), counter))
 
     # --- the user's commands ------------------------------------------------------------------------------
 
@@ -261,27 +331,37 @@ class GroupService:
         if not text or len(text) > MAX_GROUP_TEXT:
             raise UsageError(f"a group message is 1 to {MAX_GROUP_TEXT} characters")
 
-        def run() -> int:
-            g = self._group(gid)
-            if self._me.fingerprint not in g.log.members:
-                raise GroupError(f"you are no longer a member of {g.name}")
-            g.my_counter += 1
-            t = GroupText(gid, self._me.fingerprint, g.my_counter, g.log.version, g.inbox.next_lamport(),
-                          time.time(), text)
-            g.sent_to[t.counter] = len(g.log.members) - 1
-            self._keep_text(g, t, to=g.sent_to[t.counter])
-            others = [m for m in g.log.members if m != self._me.fingerprint]
-            # a member who may not have the log yet (added by someone else) gets it first, on the same queue
-            self._fan_out_changes(g, only={m for m in others if m not in g.has_log})
-            for m in others:
-                self._queue(m.hex(), g, t.counter, lambda ref: self._text_body(ref, t))
-            return t.counter
-        return self._call(run)
+        return self._call(lambda: self._post(gid, text, None, None))
 
-    @staticmethod
-    def _text_body(ref: int, t: GroupText) -> bytes:
-        return GROUP_WIRE.encode_body("text", ref=ref, group=t.group, sender=t.sender, counter=t.counter,
-                                      version=t.version, lamport=t.lamport, sent_at=t.sent_at, text=t.text)
+    def send_file(self, gid: bytes, path: str) -> int:
+        """Share the file at ``path`` with every other member: it shows in the group conversation, and each member
+        is offered it over its own chat (now, or when it is next reachable) until it takes or declines it, a cut
+        transfer resuming like any other. Returns the entry's counter. Hashes the file on this thread first."""
+        full, size, sha = prepare_file(path)
+        name = os.path.basename(full)
+        return self._call(lambda: self._post(gid, name, SharedFile(name, size, sha), full))
+
+    def _post(self, gid: bytes, text: str, shared: SharedFile | None, path: str | None) -> int:
+        g = self._group(gid)
+        if self._me.fingerprint not in g.log.members:
+            raise GroupError(f"you are no longer a member of {g.name}")
+        g.my_counter += 1
+        t = GroupText(gid, self._me.fingerprint, g.my_counter, g.log.version, g.inbox.next_lamport(), time.time(),
+                      text, shared)
+        g.sent_to[t.counter] = len(g.log.members) - 1
+        self._keep_text(g, t, to=g.sent_to[t.counter], path=path)
+        others = [m for m in g.log.members if m != self._me.fingerprint]
+        # a member who may not have the log yet (added by someone else) gets it first, on the same queue
+        self._fan_out_changes(g, only={m for m in others if m not in g.has_log})
+        if shared is not None and path is not None:
+            g.my_files[t.counter] = path
+            rows = self._store.add_many([("fileout", {"fp": m.hex(), "gid": gid, "counter": t.counter})
+                                         for m in others])
+            for m, row in zip(others, rows, strict=True):
+                self._files_out.setdefault(m.hex(), {})[(gid, t.counter)] = row
+        for m in others:
+            self._queue(m.hex(), g, t.counter, t.encode)
+        return t.counter
 
     def snapshot(self) -> list[tuple[bytes, str, list[bytes]]]:
         """(id, name, members) of every group."""
@@ -342,10 +422,14 @@ class GroupService:
     def _keep_changes(self, gid: bytes, changes: list[Change]) -> None:
         self._store.add_many([("change", {"gid": gid, "raw": c.encode()}) for c in changes])
 
-    def _keep_text(self, g: Group, t: GroupText, *, to: int = 0) -> None:
+    def _keep_text(self, g: Group, t: GroupText, *, to: int = 0, path: str | None = None) -> None:
         g.texts.append(t)
+        extra: dict[str, Any] = {} if t.file is None else {"name": t.file.name, "size": t.file.size,
+                                                            "sha256": t.file.sha256}
+        if path is not None:
+            extra["path"] = path
         self._store.add("text", gid=t.group, sender=t.sender, counter=t.counter, version=t.version,
-                        lamport=t.lamport, sent_at=t.sent_at, text=t.text, to=to)
+                        lamport=t.lamport, sent_at=t.sent_at, text=t.text, to=to, **extra)
 
     def _fan_out_changes(self, g: Group, *, also: set[bytes] | None = None, only: set[bytes] | None = None) -> None:
         """The whole log to every other member (a new member needs it all; the others ignore what they have), or
@@ -402,20 +486,14 @@ class GroupService:
             return
         gid = bytes(msg["group"])
         ack = GROUP_WIRE.encode_body("ack", refs=[msg["ref"]])
-        if msg.type != "text":
-            self._send_now(session, ack)        # even a refused frame: its sender stops resending it
-        else:
-            self._held_acks.setdefault(fp, []).append((gid, msg["counter"], ack))
         if msg.type == "changes":
+            self._send_now(session, ack)        # even a refused frame: its sender stops resending it
             self._on_changes(fp, gid, [bytes(c) for c in msg["changes"]])
-        elif msg.type == "text":
-            sent_at = msg["sent_at"]
-            if not isinstance(sent_at, float) or not 0.0 <= sent_at < 1e11:
-                raise GroupError("a group message with an impossible time was refused")
-            t = GroupText(gid, bytes(msg["sender"]), msg["counter"], msg["version"], msg["lamport"], sent_at,
-                          msg["text"])
+        else:                                   # a text or a shared file: acknowledged once shown or refused
+            self._held_acks.setdefault(fp, []).append((gid, msg["counter"], ack))
             g = self.groups.get(gid)
             try:
+                t = GroupText.from_frame(msg.fields)
                 if g is None:
                     raise GroupError(f"a message for a group this node does not know came from {fp[:16]}; refused")
                 self._show(g, g.inbox.receive(bytes.fromhex(fp), t))
@@ -445,10 +523,82 @@ class GroupService:
     def _show(self, g: Group, accepted: list[Any]) -> None:
         for a in accepted:
             self._keep_text(g, a.text)
+            if a.text.file is not None:
+                self._announce(g, a.text)
             sender = g.log.members.get(a.text.sender)
             self._emit(GroupMessage(g.log.group.hex(), g.name, a.text.sender.hex(),
                                     sender.name if sender is not None else a.text.sender.hex()[:16],
-                                    a.text.counter, a.text.text, a.text.sent_at, a.gap))
+                                    a.text.counter, a.text.text, a.text.sent_at, a.gap,
+                                    a.text.file.size if a.text.file is not None else None))
+
+    def _seen(self, gid: bytes, sender: bytes, counter: int) -> None:
+        self._store.add("fileseen", gid=gid, sender=sender, counter=counter)
+
+    def _announce(self, g: Group, t: GroupText) -> None:
+        """A member's shared file this node has not taken: its offer will be shown in the group."""
+        assert t.file is not None
+        with self._tags_lock:
+            self._announced.setdefault((t.sender.hex(), t.file.sha256, t.file.size), []).append(
+                (t.group, t.counter, g.name))
+
+    # --- my shared files (the service thread) ------------------------------------------------------------------
+
+    def _offer_files(self, fp: str) -> None:
+        """Offer ``fp`` each of my shared files it acknowledged and has not taken, in its open chat."""
+        waiting = self._files_out.get(fp)
+        if not waiting:
+            return
+        session = self._host.live_session_with(fp)
+        if session is None:
+            self._host.want_contact(fp)
+            return
+        busy = {(gid, n) for f, gid, n in self._offering.values() if f == fp}
+        for gid, counter in list(waiting):
+            g = self.groups.get(gid)
+            path = g.my_files.get(counter) if g is not None else None
+            entry = next((t for t in g.texts if t.sender == self._me.fingerprint and t.counter == counter),
+                         None) if g is not None else None
+            if g is None or path is None or entry is None or entry.file is None:
+                self._drop_file_out(fp, gid, counter)
+                continue
+            if (gid, counter) in busy or fp not in g.acks.get(counter, ()):
+                continue       # under way, or the member has not got the announcement yet (it comes first)
+            if not os.path.isfile(path) or os.path.getsize(path) != entry.file.size:
+                self._drop_file_out(fp, gid, counter)
+                self._emit(GroupNotice(gid.hex(), g.name, f"{entry.file.name} changed or was moved since you "
+                                                          "shared it; members who had not taken it will not get it"))
+                continue
+            try:
+                tid = self._host.offer_file(session, path, entry.file.size, entry.file.sha256)
+            except UserError as exc:           # the chat ended, or enough transfers are under way: later
+                log.info("groups: %s", exc)
+                return
+            self._offering[tid] = (fp, gid, counter)
+
+    def _my_file_ended(self, tid: str, state: str) -> None:
+        who = self._offering.pop(tid, None)
+        if who is None:
+            return
+        fp, gid, counter = who
+        g = self.groups.get(gid)
+        if state not in FINAL_FILE_STATES:
+            tries = self._attempts[who] = self._attempts.get(who, 0) + 1
+            if tries < MAX_FILE_ATTEMPTS:
+                self._offer_files(fp)       # in the chat still open, or the next one
+                return
+        self._drop_file_out(fp, gid, counter)
+        if g is not None:
+            name = next((t.text for t in g.texts if t.sender == self._me.fingerprint and t.counter == counter), "")
+            member = g.log.members.get(bytes.fromhex(fp))
+            verb = FINAL_FILE_STATES.get(state, f"could not be given it after {MAX_FILE_ATTEMPTS} tries:")
+            self._emit(GroupNotice(gid.hex(), g.name, f"{member.name if member else fp[:16]} {verb} {name}"))
+        self._offer_files(fp)
+
+    def _drop_file_out(self, fp: str, gid: bytes, counter: int) -> None:
+        row = self._files_out.get(fp, {}).pop((gid, counter), None)
+        self._attempts.pop((fp, gid, counter), None)
+        if row is not None:
+            self._store.delete([row])
 
     def _on_changes(self, fp: str, gid: bytes, raws: list[bytes]) -> None:
         changes = [Change.decode(r) for r in raws]
@@ -511,6 +661,19 @@ class GroupService:
         """A removed member gets nothing new: its waiting texts of this group are dropped (changes stay, so it
         learns it was removed)."""
         for fp in {m.hex() for m in self._all_removed(g)}:
+            for gid, counter in [k for k in self._files_out.get(fp, {}) if k[0] == g.log.group]:
+                self._drop_file_out(fp, gid, counter)
+            for tid, (f, gid, _) in list(self._offering.items()):
+                session = self._host.live_session_with(fp)
+                if f == fp and gid == g.log.group and session is not None:
+                    try:
+                        self._host.cancel_file(session, tid)     # its end comes back through file_finished
+                    except UserError as exc:
+                        log.info("groups: %s", exc)
+            with self._tags_lock:        # and what it shared is no longer offered in the group
+                for key, waiting in self._announced.items():
+                    if key[0] == fp:
+                        self._announced[key] = [w for w in waiting if w[0] != g.log.group]
             keep: list[_Pending] = []
             drop: list[_Pending] = []
             for p in self._pending.get(fp, []):
@@ -538,6 +701,7 @@ class GroupService:
                 got.add(fp)
                 self._store.add("receipt", gid=p.gid, counter=p.counter, member=fp)
                 self._emit(GroupReceipt(p.gid.hex(), g.name, p.counter, len(got), g.sent_to.get(p.counter, 0)))
+        self._offer_files(fp)           # a shared file follows the announcement the member now has
 
 
 class WatcherPair:

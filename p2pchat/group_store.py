@@ -5,7 +5,9 @@ frames still waiting for a member — one SQLite file (``groups.sqlite3``) opene
 Each row is ``(id, kind, rid, box)``: ``box`` is a msgpack record sealed with associated data binding it to its
 kind and its random ``rid``, so a row cannot be moved to another kind or swapped with another row unnoticed.
 Kinds: ``group`` (gid, invited_by), ``change`` (gid, raw), ``text`` (gid, sender, counter, version, lamport,
-sent_at, text), ``receipt`` (gid, sender, counter, member), ``pending`` (fp, body, gid, counter).
+sent_at, text; a shared file also name, size, sha256 and — the sender's own — path), ``receipt`` (gid, sender,
+counter, member), ``pending`` (fp, body, gid, counter), ``fileout`` (fp, gid, counter: a file of mine that member
+has not taken or declined yet), ``fileseen`` (gid, sender, counter: a member's file this node took or declined).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from p2pchat.vault import Vault
 FILE_NAME = "groups.sqlite3"
 APPLICATION_ID = 0x50324747          # "P2GG"
 FORMAT = 1
-KINDS = ("group", "change", "text", "receipt", "pending")
+KINDS = ("group", "change", "text", "receipt", "pending", "fileout", "fileseen")
 _AAD = b"p2pchat/groups/v1\x00"
 
 _SCHEMA = META_SCHEMA + """

@@ -1,4 +1,5 @@
-"""``listen``'s group commands and lines (issue 18): ``/group create|add|remove|list|show`` and ``/gsay``.
+"""``listen``'s group commands and lines (issue 18): ``/group create|add|remove|list|show``, ``/gsay`` and
+``/gsend`` (a file to every member; each member's offer is answered with the usual ``/accept F…``).
 
 Names shown for members are the user's own names for them (the contact store) before the name the member who
 added them gave; a group name or a message is text from the network and goes through the printer's sanitising.
@@ -6,20 +7,22 @@ added them gave; a group name or a message is text from the network and goes thr
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Callable
 from typing import Protocol
 
 from p2pchat.contacts import ContactStore
 from p2pchat.display import Printer, one_line
+from p2pchat.downloads import human
 from p2pchat.events import GroupMessage, GroupNotice, GroupReceipt
 from p2pchat.foundation.errors import UsageError
 from p2pchat.foundation.identity import Identity
 from p2pchat.group_service import GroupService
 
 GROUP_HELP = ("Groups: /group create NAME MEMBER…, /group add GROUP MEMBER, /group remove GROUP MEMBER, "
-              "/group list, /group show GROUP, /gsay GROUP TEXT (GROUP: its name or the start of its id; "
-              "MEMBER: a contact).")
+              "/group list, /group show GROUP, /gsay GROUP TEXT, /gsend GROUP PATH (GROUP: its name or the start "
+              "of its id; MEMBER: a contact).")
 
 
 class GroupNode(Protocol):
@@ -46,8 +49,17 @@ class GroupCommands:
         return self.node.groups
 
     def command(self, word: str, arg: str) -> None:
-        """``/group …`` or ``/gsay …``; a :class:`UsageError` is shown by the caller."""
+        """``/group …``, ``/gsay …`` or ``/gsend …``; a :class:`UsageError` is shown by the caller."""
         groups = self._service()
+        if word == "/gsend":
+            where, _, path = arg.partition(" ")
+            if not where or not path.strip():
+                raise UsageError("say where and which file: /gsend GROUP PATH")
+            gid = groups.find(where)
+            counter = groups.send_file(gid, os.path.expanduser(path.strip()))
+            self.p.line(f"  → [{self._gname(gid)}] file {one_line(os.path.basename(path.strip()))} (entry {counter}) "
+                        "offered to every member as they can be reached")
+            return
         if word == "/gsay":
             where, _, text = arg.partition(" ")
             if not where or not text.strip():
@@ -112,18 +124,20 @@ class GroupCommands:
         groups = self._service()
         me = self.node.identity.fingerprint
         for t in groups.conversation(gid):
+            what = t.text if t.file is None else f"shared the file {one_line(t.text)} ({human(t.file.size)})"
             if t.sender == me:
                 got, of = groups.delivered(gid, t.counter)
-                self.p.line(f"  you: {t.text}   (delivered to {got} of {of})")
+                self.p.line(f"  you: {what}   (delivered to {got} of {of})")
             else:
-                self.p.line(f"  {self._member(t.sender.hex(), '?')}: {t.text}")
+                self.p.line(f"  {self._member(t.sender.hex(), '?')}: {what}")
 
     def on_event(self, ev: GroupMessage | GroupNotice | GroupReceipt) -> None:
         if isinstance(ev, GroupMessage):
             if ev.gap:
                 self.p.line(f"! [{one_line(ev.group_name)}] {ev.gap} message(s) from "
                             f"{self._member(ev.sender, ev.sender_name)} never arrived")
-            self.p.line(f"[{one_line(ev.group_name)}] {self._member(ev.sender, ev.sender_name)}: {ev.text}")
+            what = ev.text if ev.size is None else f"shares the file {one_line(ev.text)} ({human(ev.size)})"
+            self.p.line(f"[{one_line(ev.group_name)}] {self._member(ev.sender, ev.sender_name)}: {what}")
         elif isinstance(ev, GroupReceipt):
             self.p.line(f"  · [{one_line(ev.group_name)}] message {ev.counter} delivered to {ev.delivered} of "
                         f"{ev.of}")

@@ -4,15 +4,17 @@
 - :class:`MembershipLog` — a group's DAG of changes, merged in one deterministic order into the member set;
 - :class:`Inbox` — what a receiver checks of a group message: sender, counter (replays, gaps), membership
   version (held until the changes arrive), and the causal display order;
-- ``GROUP_WIRE`` — the frames that travel inside the channel's ``group`` kind.
+- ``GROUP_WIRE`` — the frames that travel inside the channel's ``group`` kind (a ``file`` frame announces a file
+  shared in the group; its bytes follow as an ordinary file transfer over the same pairwise channel).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import Field, Protocol, opt
@@ -32,6 +34,7 @@ MAX_GROUP_TEXT = 64 * 1024     # characters of one group message
 MAX_GROUP_BODY = 1024 * 1024   # bytes of one group frame (a whole log fits)
 MAX_GROUPS = 256
 MAX_INVITES_PER_CONTACT = 16
+MAX_FILE_NAME = 255            # characters of a shared file's name (as in a file offer, docs/protocol.md §5.7)
 OPS = ("create", "add", "remove")
 _U63 = 2**63 - 1
 
@@ -57,6 +60,11 @@ GROUP_WIRE = Protocol("p2pchat-group", {
              "sender": Field(bytes, min_len=FP_LEN, max_len=FP_LEN), "counter": Field(int, lo=1, hi=_U63),
              "version": Field(int, lo=1, hi=2**32 - 1), "lamport": Field(int, lo=1, hi=_U63),
              "sent_at": Field(float), "text": Field(str, min_len=1, max_len=MAX_GROUP_TEXT)},
+    "file": {"ref": Field(int, lo=1, hi=_U63), "group": Field(bytes, min_len=GROUP_ID_LEN, max_len=GROUP_ID_LEN),
+             "sender": Field(bytes, min_len=FP_LEN, max_len=FP_LEN), "counter": Field(int, lo=1, hi=_U63),
+             "version": Field(int, lo=1, hi=2**32 - 1), "lamport": Field(int, lo=1, hi=_U63),
+             "sent_at": Field(float), "name": Field(str, min_len=1, max_len=MAX_FILE_NAME),
+             "size": Field(int, lo=0, hi=_U63), "sha256": Field(bytes, min_len=32, max_len=32)},
     "ack": {"refs": Field(list, min_len=1, max_len=1024, items=Field(int, lo=1, hi=_U63))},
 }, max_frame=MAX_GROUP_BODY)
 
@@ -300,7 +308,19 @@ def _merge(ordered: list[Change], creator: bytes) -> tuple[dict[bytes, Member], 
 
 
 @dataclass(frozen=True)
+class SharedFile:
+    """A file shared in a group: what its ``file`` frame announces and its later file offer must match."""
+
+    name: str
+    size: int
+    sha256: bytes
+
+
+@dataclass(frozen=True)
 class GroupText:
+    """One entry of a group conversation: a message, or (``file`` set; ``text`` is then the file's name) a file
+    shared with the members. Both take the sender's next counter."""
+
     group: bytes
     sender: bytes
     counter: int
@@ -308,9 +328,29 @@ class GroupText:
     lamport: int
     sent_at: float
     text: str
+    file: SharedFile | None = None
 
     def order_key(self) -> tuple[int, bytes, int]:
         return (self.lamport, self.sender, self.counter)
+
+    def encode(self, ref: int) -> bytes:
+        """This entry as the ``text`` or ``file`` frame numbered ``ref``."""
+        common = {"ref": ref, "group": self.group, "sender": self.sender, "counter": self.counter,
+                  "version": self.version, "lamport": self.lamport, "sent_at": self.sent_at}
+        if self.file is None:
+            return GROUP_WIRE.encode_body("text", **common, text=self.text)
+        return GROUP_WIRE.encode_body("file", **common, name=self.file.name, size=self.file.size,
+                                      sha256=self.file.sha256)
+
+    @classmethod
+    def from_frame(cls, m: Mapping[str, Any]) -> GroupText:
+        """The entry of a decoded ``text`` or ``file`` frame; a :class:`GroupError` for an impossible time."""
+        sent_at = m["sent_at"]
+        if not isinstance(sent_at, float) or not 0.0 <= sent_at < 1e11:
+            raise GroupError("a group message with an impossible time was refused")
+        shared = None if "text" in m else SharedFile(m["name"], m["size"], bytes(m["sha256"]))
+        return cls(bytes(m["group"]), bytes(m["sender"]), m["counter"], m["version"], m["lamport"], sent_at,
+                   m["text"] if shared is None else shared.name, shared)
 
 
 @dataclass(frozen=True)
@@ -375,4 +415,4 @@ class Inbox:
 
 
 __all__ = ["CHANGE", "GROUP_WIRE", "Accepted", "Change", "GroupError", "GroupText", "Inbox", "Member",
-           "MembershipLog", "new_group_id"]
+           "MembershipLog", "SharedFile", "new_group_id"]

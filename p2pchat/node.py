@@ -213,6 +213,7 @@ class ChatNode:
                 self.groups = GroupService(self, store, self.identity, self._rt.emit)
                 self.outbox.also_waiting = self.groups.has_pending
                 self._rt.groups = self.groups
+                self._rt.files.tags = self.groups
                 self._rt.watcher = WatcherPair(self.outbox, self.groups)
         if self._host_follower is not None:
             self._host_follower.start()
@@ -379,10 +380,13 @@ class ChatNode:
     def send_file(self, session: str, path: str) -> str:
         """Offer the file at ``path`` to the peer of ``session``; returns the transfer number. Reads the whole
         file once for its SHA-256 first (on this thread: a UI calls it from a worker for big files)."""
+        return self.offer_file(session, *prepare_file(path))
+
+    def offer_file(self, session: str, path: str, size: int, sha256: bytes) -> str:
+        """Offer a file already checked and hashed (:func:`p2pchat.file_driver.prepare`); its transfer number."""
         s = self._get(session)
-        full, size, digest = prepare_file(path)
         with s.writer.deferred():
-            return self._rt.files.offer(s, full, size, digest)
+            return self._rt.files.offer(s, path, size, sha256)
 
     def answer_file(self, session: str, transfer: str, accept: bool) -> None:
         """Accept (into the downloads folder) or decline the :class:`~p2pchat.events.FileOffer` ``transfer``."""

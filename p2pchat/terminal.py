@@ -269,7 +269,8 @@ class FileCommands:
         if isinstance(ev, FileOffer):
             n = self.number(ev.session, ev.transfer)
             self.offers.append(n)
-            p.line(f"{prefix}F{n}: {describe_name(ev.sender)} offers the file {one_line(ev.name)!r} "
+            where = f"[{one_line(ev.group_name)}] " if ev.group else ""        # [groups, issue 18]
+            p.line(f"{prefix}F{n}: {where}{describe_name(ev.sender)} offers the file {one_line(ev.name)!r} "
                    f"({human(ev.size)}); it would be saved as {one_line(ev.saved_as)!r}. /accept F{n} or "
                    f"/decline F{n}")
         elif isinstance(ev, FileProgress):
@@ -640,7 +641,7 @@ class ListenView:
                 return True
             for text in pad_lines(self.node, self.target.session, arg):
                 self.p.line(text)
-        elif word in ("/group", "/gsay"):                         # [groups, issue 18]
+        elif word in ("/group", "/gsay", "/gsend"):               # [groups, issue 18]
             try:
                 self.group_ui.command(word, arg)
             except UserError as exc:

@@ -196,3 +196,20 @@ def test_wire_vectors() -> None:
     assert ack.hex() == "82a174a361636ba4726566739105"
     assert SEALED_CONTENT.encode_body("group", body=ack).hex() == \
         "82a174a567726f7570a4626f6479c40e82a174a361636ba4726566739105"
+
+
+def test_file_frame_vector_and_round_trip() -> None:
+    """The ``file`` frame of docs/groups.md: a shared file's entry, decoded back to the same entry."""
+    from p2pchat.groups import GROUP_WIRE, SharedFile
+    t = GroupText(bytes(range(16)), b"\x44" * 32, 3, 2, 7, 1700000000.0, "notes.pdf",
+                  SharedFile("notes.pdf", 300000, b"\x55" * 32))
+    body = t.encode(1)
+    assert body.hex() == (
+        "8ba174a466696c65a372656601a567726f7570c410000102030405060708090a0b0c0d0e0fa673656e646572c4204444444444444444"
+        "444444444444444444444444444444444444444444444444a7636f756e74657203a776657273696f6e02a76c616d706f727407a77365"
+        "6e745f6174cb41d954fc40000000a46e616d65a96e6f7465732e706466a473697a65ce000493e0a6736861323536c420555555555555"
+        "5555555555555555555555555555555555555555555555555555")
+    msg = GROUP_WIRE.decode(body)
+    assert msg.type == "file" and GroupText.from_frame(msg.fields) == t
+    plain = GroupText(t.group, t.sender, 4, 2, 8, 1.0, "hi")
+    assert GroupText.from_frame(GROUP_WIRE.decode(plain.encode(2)).fields) == plain
