@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ from typing import Protocol
 from gui.models import ChatLine, LineKind, ListRow
 from gui.text import clean, clean_name, clock_time, count, one_line, preview_end, seen_when, stamp
 from p2pchat.contacts import Contact
-from p2pchat.events import Event, GroupMessage, GroupNotice, GroupReceipt
+from p2pchat.downloads import human
+from p2pchat.events import Event, FileOffer, GroupMessage, GroupNotice, GroupReceipt
 from p2pchat.foundation.errors import UserError
 from p2pchat.group_service import ChangeView, GroupView
 from p2pchat.groups import MAX_GROUP_TEXT, MAX_NAME
@@ -53,6 +55,7 @@ class GroupsApi(Protocol):
     def add(self, gid: bytes, member: tuple[str, bytes, str]) -> None: ...
     def remove(self, gid: bytes, fp: str) -> None: ...
     def say(self, gid: bytes, text: str) -> int: ...
+    def send_file(self, gid: bytes, path: str) -> int: ...
     def views(self, gid: bytes | None = None) -> list[GroupView]: ...
 
 
@@ -228,7 +231,7 @@ class GroupChats:
             while changes and changes[0].ts <= t.sent_at:
                 self._change_line(g, changes.pop(0))
             fp = t.sender.hex()
-            line = self._message_line(g, fp, t.text, t.sent_at)
+            line = self._message_line(g, fp, t.text, t.sent_at, None if t.file is None else t.file.size)
             line.time = stamp(t.sent_at, now)
             if fp == self.me:
                 self._track(g, t.counter, line, v.receipts.get(t.counter))
@@ -417,6 +420,25 @@ class GroupChats:
                              failed=lambda exc: self._not_said(g, line, exc))
         return None
 
+    def send_file(self, key: str, path: str) -> None:
+        """Share the file at ``path`` with every other member (each is offered it over its own chat)."""
+        g, service = self.groups.get(key), self.service
+        if g is None or service is None:
+            return
+        name = clean_name(os.path.basename(path), "file")
+        line = self._line(g, LineKind.OUT, self.nickname, f"📎 {name} — reading it…", self.clock())
+        line.receipt = "…"
+        gid = g.gid
+
+        def shared(counter: object) -> None:
+            size = os.path.getsize(path) if os.path.isfile(path) else 0
+            line.text = line.text.removesuffix("reading it…") + self._file_words(self.me, size)
+            line.shown = len(line.text)
+            g.texts.append((self.me, os.path.basename(path), self.clock()))
+            self._said(g, line, counter)
+        self.commands.submit(lambda: service.send_file(gid, path), done=shared,
+                             failed=lambda exc: self._not_said(g, line, exc))
+
     def _said(self, g: GroupState, line: ChatLine, counter: object) -> None:
         if isinstance(counter, int):
             self._track(g, counter, line, g.receipts.get(counter) or (0, max(0, len(g.view.members) - 1)))
@@ -462,7 +484,14 @@ class GroupChats:
     # ---- node events ------------------------------------------------------------------------------------------
 
     def handle(self, event: Event) -> bool:
-        """Apply a group event; False for any other event."""
+        """Apply a group event; False for any other event (a file offer of a group file is said in the group, and
+        left to the file transfers, which ask the user)."""
+        if isinstance(event, FileOffer):
+            g = self.groups.get(GROUP_KEY + event.group) if event.group else None
+            if g is not None:
+                self._notice(g, f"{clean_name(event.sender)} offers you “{clean_name(event.name)}” "
+                                f"({human(event.size)}) from this group: answer in the dialog")
+            return False
         if isinstance(event, GroupMessage):
             self._message(event)
         elif isinstance(event, GroupReceipt):
@@ -490,7 +519,7 @@ class GroupChats:
         if ev.gap:
             self._notice(g, f"{count(ev.gap, 'message')} from {self.name_of(g, ev.sender)} never arrived "
                             "(lost before they reached this computer)", level="refused")
-        self._message_line(g, ev.sender, ev.text, ev.sent_at)
+        self._message_line(g, ev.sender, ev.text, ev.sent_at, ev.size)
         g.texts.append((ev.sender, ev.text, ev.sent_at))
         if g.key != self.selected or not self.focused:
             g.unread += 1
@@ -507,12 +536,19 @@ class GroupChats:
 
     # ---- internals --------------------------------------------------------------------------------------------
 
-    def _message_line(self, g: GroupState, fp: str, text: str, ts: float) -> ChatLine:
+    def _message_line(self, g: GroupState, fp: str, text: str, ts: float, size: int | None = None) -> ChatLine:
+        """A member's message, or (``size`` given) a file it shared, named ``text``."""
         mine = fp == self.me
+        shown = clean(text) if size is None else f"📎 {clean_name(text, 'file')} — {self._file_words(fp, size)}"
         line = self._line(g, LineKind.OUT if mine else LineKind.IN, self.nickname if mine else self.name_of(g, fp),
-                          clean(text), ts)
+                          shown, ts)
         line.colour = self.colour(g, fp)
         return line
+
+    def _file_words(self, fp: str, size: int) -> str:
+        if fp == self.me:
+            return f"a file ({human(size)}); each member is offered it over their chat with you"
+        return f"a file ({human(size)}); it is offered to you over your chat with them"
 
     def _notice(self, g: GroupState, text: str, level: str = "info") -> None:
         mark = "⚠" if level in ("error", "refused") else "ℹ"

@@ -9,6 +9,7 @@ import functools
 import tkinter
 from collections.abc import Callable
 from pathlib import Path
+from tkinter import filedialog
 
 import customtkinter as ctk
 
@@ -39,6 +40,7 @@ class GroupsUi:
         self._search_all = search_all
         self.panes: dict[str, ChatPane] = {}
         self.panels: dict[str, GroupMembersPanel] = {}
+        self.file_buttons: dict[str, ctk.CTkButton] = {}
         self.picker: MemberPicker | None = None
 
     # ---- drawing ------------------------------------------------------------------------------------------------
@@ -82,6 +84,7 @@ class GroupsUi:
 
     def _input(self, key: str) -> None:
         member = self.chats.is_member(key)
+        self.file_buttons[key].configure(state="normal" if member else "disabled")
         self.panes[key].set_input(member, "Type a message and press Enter: it goes to every member over your chat "
                                           "with each" if member else "You are no longer a member of this group",
                                   False)
@@ -107,6 +110,10 @@ class GroupsUi:
                         on_search_all=lambda text: self._search_all(text, self.panes[key].find_all_button),
                         panel=members, end_text=None)
         pane.grid(row=0, column=0, sticky="nsew", padx=6, pady=6)
+        send_file = ctk.CTkButton(pane, text="Send file…", width=96, font=self.fonts.body,
+                                  command=functools.partial(self.choose_file, key))
+        send_file.grid(row=5, column=0, sticky="w", pady=(4, 0))
+        self.file_buttons[key] = send_file
         self.panes[key] = pane
         pane.transcript.add(self.chats.groups[key].lines)
         self._members(key)
@@ -119,6 +126,13 @@ class GroupsUi:
         error = self.chats.send(key, text)
         self._redraw()
         return error
+
+    def choose_file(self, key: str) -> None:
+        """"Send file…": the file is shared with every member of the group."""
+        path = filedialog.askopenfilename(parent=self.top, title="Share a file with the group")
+        if path:
+            self.chats.send_file(key, path)
+            self._redraw()
 
     def _more(self, key: str, line_id: int) -> None:
         self.chats.show_more(key, line_id)
