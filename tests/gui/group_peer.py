@@ -1,7 +1,7 @@
 """A group member without a window, in its own process, for the window's group tests (issue 18): a real ChatNode
 with a data directory (so it runs the node's group service and outbox) that accepts every chat, knows every
-other listed user as a contact, and answers each group message from someone else with ``re: <text>``. Every group
-event is printed as a JSON line. Commands arrive as JSON lines on stdin: ``{"create": NAME, "members":
+other listed user as a contact, answers each group message from someone else with ``re: <text>`` and takes every
+file offered (into ``DIR/downloads``). Every group and file event is printed as a JSON line. Commands arrive as JSON lines on stdin: ``{"create": NAME, "members":
 [NICKNAME, …]}`` makes a group (printed as ``{"event": "created", "group": HEX}``), ``{"gsay": HEX, "text": T}``
 writes to one.
 
@@ -21,7 +21,7 @@ import sys
 import threading
 from pathlib import Path
 
-from p2pchat.events import GroupMessage, GroupNotice, GroupReceipt
+from p2pchat.events import FileFinished, FileOffer, GroupMessage, GroupNotice, GroupReceipt
 from p2pchat.foundation.errors import UserError
 from p2pchat.foundation.identity import KEY_FILE, Identity
 from p2pchat.node import ChatNode
@@ -83,8 +83,10 @@ def main() -> int:
                 event = node.events.get(timeout=0.05)
             except queue.Empty:
                 continue
-            if isinstance(event, GroupMessage | GroupNotice | GroupReceipt):
+            if isinstance(event, GroupMessage | GroupNotice | GroupReceipt | FileOffer | FileFinished):
                 say(event=type(event).__name__, **dataclasses.asdict(event))
+            if isinstance(event, FileOffer):            # every file is taken (into DIR/downloads)
+                node.answer_file(event.session, event.transfer, True)
             if isinstance(event, GroupMessage) and not event.text.startswith("re: "):
                 try:
                     groups.say(bytes.fromhex(event.group), f"re: {event.text}")

@@ -10,6 +10,7 @@ inert text everywhere."""
 from __future__ import annotations
 
 import json
+import os
 import queue
 import socket
 import subprocess
@@ -195,7 +196,7 @@ def _create(w: World, name: str, members: list[str]) -> str:
 
 
 def test_a_group_made_by_clicks_reaches_both_members_shows_replies_in_colours_counts_receipts_and_removal_stops_fan_out(
-        class_of_three: World) -> None:
+        class_of_three: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     w = class_of_three
     d, window = w.d, w.window
     key = _create(w, "lab 4b", ["bob", "carol"])
@@ -229,6 +230,17 @@ def test_a_group_made_by_clicks_reaches_both_members_shows_replies_in_colours_co
     assert {bob_colour, carol_colour} <= {c[0] for c in MEMBER_COLORS} and bob_colour != carol_colour
     d.wait(lambda: "online" in panel.states[w.fps["bob"]].cget("text"), what="bob's pairwise chat in the list")
     d.screenshot("group-conversation.png", window.top)
+
+    # Send file…: each member is offered it over its own chat and takes it
+    data = os.urandom(200_000)
+    (tmp_path / "notes.bin").write_bytes(data)
+    monkeypatch.setattr("gui.groups_ui.filedialog.askopenfilename", lambda **_kw: str(tmp_path / "notes.bin"))
+    d.click(window.groups.file_buttons[key])
+    for n in ("bob", "carol"):
+        saved = tmp_path / n / "downloads" / "notes.bin"
+        wait_until(lambda s=saved: s.exists() and s.read_bytes() == data, 30, step=d.pump, what=f"{n} saves the file")
+    d.wait(lambda: "📎 notes.bin — a file (195.3 KiB)" in transcript(w, key), what="the shared file in the group")
+    d.wait(lambda: transcript(w, key).count("✓ delivered to 2 of 2") == 2, 20, what="the file's receipts")
 
     # alice removes carol: she gets the removal, then nothing new
     d.click(panel.remove_buttons[w.fps["carol"]])
