@@ -426,7 +426,7 @@ class GroupChats:
         if g is None or service is None:
             return
         name = clean_name(os.path.basename(path), "file")
-        line = self._line(g, LineKind.OUT, self.nickname, f"📎 {name} — reading it…", self.clock())
+        line = self._line(g, LineKind.OUT, self.nickname, f"shared {name} — reading it…", self.clock())
         line.receipt = "…"
         gid = g.gid
 
@@ -501,7 +501,7 @@ class GroupChats:
             if event.membership and event.group:
                 self.refresh(event.group)         # the lines come from the log: who changed what
             elif g is not None:
-                self._notice(g, clean(event.text), level="refused")
+                self._notice(g, clean(event.text), level="refused" if event.warning else "info")
             else:
                 self._changes.status = "⚠ " + clean(event.text).replace("\n", " ")
         else:
@@ -539,7 +539,7 @@ class GroupChats:
     def _message_line(self, g: GroupState, fp: str, text: str, ts: float, size: int | None = None) -> ChatLine:
         """A member's message, or (``size`` given) a file it shared, named ``text``."""
         mine = fp == self.me
-        shown = clean(text) if size is None else f"📎 {clean_name(text, 'file')} — {self._file_words(fp, size)}"
+        shown = clean(text) if size is None else f"shared {clean_name(text, 'file')} — {self._file_words(fp, size)}"
         line = self._line(g, LineKind.OUT if mine else LineKind.IN, self.nickname if mine else self.name_of(g, fp),
                           shown, ts)
         line.colour = self.colour(g, fp)

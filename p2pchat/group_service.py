@@ -216,7 +216,7 @@ class GroupService:
                 job()
             except UserError as exc:
                 log.info("groups: %s", exc)
-                self._emit(GroupNotice(None, "", str(exc)))
+                self._emit(GroupNotice(None, "", str(exc), warning=True))
             except Exception:
                 log.exception("internal error in the group service")
                 raise
@@ -500,7 +500,7 @@ class GroupService:
                 if any(h is t for _peer, h in g.inbox.held):        # [groupgui] said, not silent
                     self._emit(GroupNotice(gid.hex(), g.name, f"a message from {fp[:16]} waits for a membership "
                                                               "change this computer does not have yet; it shows "
-                                                              "once that arrives"))
+                                                              "once that arrives", warning=True))
             finally:
                 self._ack_unless_held(fp)
 
@@ -631,7 +631,7 @@ class GroupService:
             try:
                 new += g.log.add(c)
             except GroupError as exc:      # one bad change does not stop the good ones
-                self._emit(GroupNotice(gid.hex(), g.name, str(exc)))
+                self._emit(GroupNotice(gid.hex(), g.name, str(exc), warning=True))
         if not new:
             return
         self._keep_changes(gid, new)

@@ -1,9 +1,9 @@
 """A group member without a window, in its own process, for the window's group tests (issue 18): a real ChatNode
 with a data directory (so it runs the node's group service and outbox) that accepts every chat, knows every
 other listed user as a contact, answers each group message from someone else with ``re: <text>`` and takes every
-file offered (into ``DIR/downloads``). Every group and file event is printed as a JSON line. Commands arrive as JSON lines on stdin: ``{"create": NAME, "members":
-[NICKNAME, …]}`` makes a group (printed as ``{"event": "created", "group": HEX}``), ``{"gsay": HEX, "text": T}``
-writes to one.
+file offered (into ``DIR/downloads``). Every group and file event is printed as a JSON line. Commands arrive as
+JSON lines on stdin: ``{"create": NAME, "members": [NICKNAME, …]}`` makes a group (printed as ``{"event":
+"created", "group": HEX}``), ``{"gsay": HEX, "text": T}`` writes to one.
 
     python -m tests.gui.group_peer --host IP --port PORT --data-dir DIR --nickname NAME --directory FILE
 

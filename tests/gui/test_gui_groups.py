@@ -239,7 +239,7 @@ def test_a_group_made_by_clicks_reaches_both_members_shows_replies_in_colours_co
     for n in ("bob", "carol"):
         saved = tmp_path / n / "downloads" / "notes.bin"
         wait_until(lambda s=saved: s.exists() and s.read_bytes() == data, 30, step=d.pump, what=f"{n} saves the file")
-    d.wait(lambda: "📎 notes.bin — a file (195.3 KiB)" in transcript(w, key), what="the shared file in the group")
+    d.wait(lambda: "alice: shared notes.bin — a file (195.3 KiB)" in transcript(w, key), what="the shared file")
     d.wait(lambda: transcript(w, key).count("✓ delivered to 2 of 2") == 2, 20, what="the file's receipts")
 
     # alice removes carol: she gets the removal, then nothing new

@@ -121,7 +121,7 @@ def test_a_message_counts_its_receipts_up_and_a_gap_a_held_and_a_replayed_messag
     chats.handle(GroupMessage(gid, "lab", bob_fp, "bob", 3, "third", time.time(), gap=2))
     chats.handle(GroupMessage(gid, "lab", bob_fp, "bob", 3, "third", time.time()))        # again: shown once
     chats.handle(GroupNotice(gid, "lab", f"a message from {carol_fp[:16]} waits for a membership change this "
-                                         "computer does not have yet; it shows once that arrives"))
+                                         "computer does not have yet; it shows once that arrives", warning=True))
     assert texts(chats, key)[-3:] == [
         "⚠ 2 messages from bob never arrived (lost before they reached this computer)", "bob: third",
         f"⚠ a message from {carol_fp[:16]} waits for a membership change this computer does not have yet; it shows "
