@@ -66,9 +66,6 @@ class GroupsUi:
                 self.tabs.rename(key, chats.title(key), chats.detail(key))
                 if key in self.panes:
                     self._input(key)
-        if ch.select is not None and ch.select in self.tabs.pages:
-            self.tabs.select(ch.select)
-            self.show(ch.select)
 
     def refresh_members(self) -> None:
         """Every member list again (a pairwise chat with a member started, ended or changed)."""

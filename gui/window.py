@@ -275,7 +275,8 @@ class ChatWindow:
         self.groups.render(ch)
         if ch.status is not None:
             self._status.show(ch.status, BAD if ch.status.startswith("⚠") else MUTED)
-        if ch.select is not None:
+        if ch.select is not None and ch.select in self.tabs.pages:
+            self.tabs.select(ch.select)
             self._tab_chosen(ch.select)
         news = sum(len([ln for ln in lines if ln.kind is LineKind.IN]) for lines in ch.lines_added.values())
         if news and not self.group_chats.focused:

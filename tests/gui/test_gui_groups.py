@@ -25,7 +25,7 @@ import customtkinter as ctk
 import pytest
 
 from gui.app import App
-from gui.groups import GROUP_KEY
+from gui.groups import GROUP_KEY, GroupFound
 from gui.widgets.style import MEMBER_COLORS
 from gui.window import ChatWindow, Me
 from p2pchat.events import Event, GroupReceipt
@@ -199,9 +199,16 @@ def test_a_group_made_by_clicks_reaches_both_members_shows_replies_in_colours_co
         class_of_three: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     w = class_of_three
     d, window = w.d, w.window
-    key = _create(w, "lab 4b", ["bob", "carol"])
+    key = _create(w, "lab 4b", ["bob"])
     assert not window.step_bar.winfo_ismapped(), "a group shows its members, not the four steps"
     panel = window.groups.panels[key]
+    d.wait(lambda: len(panel.names) == 2, what="two members listed")
+    d.click(panel.add_button)                                  # Add member…: carol, from the contacts
+    d.wait(lambda: window.groups.picker is not None and window.groups.picker.winfo_viewable(), what="the picker")
+    picker = window.groups.picker
+    assert picker is not None and list(picker.boxes) == [w.fps["carol"]], "only contacts not in the group"
+    d.click(picker.boxes[w.fps["carol"]])
+    d.click(picker.confirm_button)
     d.wait(lambda: len(panel.names) == 3, what="three members listed")
     assert panel.names[w.fps["bob"]].cget("text").startswith("● bob ✔")
     assert "✔" not in panel.names[w.fps["carol"]].cget("text")
@@ -257,6 +264,17 @@ def test_a_group_made_by_clicks_reaches_both_members_shows_replies_in_colours_co
     d.wait(lambda: "bob: re: after carol" in transcript(w, key), 20, what="bob's answer")
     d.wait(lambda: "after carol  ✓ delivered to 1 of 1" in transcript(w, key), 20, what="one receipt of one")
     assert not any("after carol" in t for t in w.peers["carol"].texts()), "carol got something after removal"
+
+    # a pairwise chat still has its step bar (folded into one line once ready, as always)
+    chat = next(s for s, t in window.controller.tabs.items() if t.contact == w.fps["bob"])
+    d.click(window.tabs.buttons[chat])
+    d.wait(lambda: window.step_bar.winfo_ismapped(), what="the step bar back for bob's chat")
+    assert window.controller.target == chat and window.step_bar.collapsed
+    # the group's messages are kept and found like any chat's
+    window.search_all("hello group")
+    window.found_menu.unpost()
+    assert sorted(f.text for f in window.found if isinstance(f, GroupFound) and f.key == key) == [
+        "hello group", "re: hello group", "re: hello group"]
 
 
 def test_a_hostile_member_and_group_name_show_as_inert_text(with_mallory: World) -> None:
