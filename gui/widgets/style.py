@@ -43,7 +43,8 @@ OWN_BACKGROUND: Color = ("#e3edf7", "#1c2a38")
 BACKGROUNDS: dict[str, Color] = {"window": WINDOW_BG, "frame": FRAME_BG, "textbox": TEXTBOX_BG, "panel": PANEL_BG,
                                  "own message": OWN_BACKGROUND}
 TEXT_COLORS: dict[str, Color] = {"good": GOOD, "bad": BAD, "muted": MUTED, "text": TEXT, "warn": WARN,
-                                 "accent": ACCENT, "waiting": WAITING}
+                                 "accent": ACCENT, "waiting": WAITING,
+                                 **{f"member {i}": c for i, c in enumerate(MEMBER_COLORS)}}
 NEUTRAL_TEXT: Color = ("gray10", "gray90")       # outlined buttons (Reject, Cancel, End chat)
 FOCUS_RING: Color = ("#e8a200", "#ffd54f")       # the border of the button that has the keyboard focus
 
