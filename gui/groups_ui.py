@@ -77,7 +77,7 @@ class GroupsUi:
         if panel is None or key not in self.chats.groups:
             return
         chats = self.chats
-        panel.show(chats.member_rows(key), chats.remove_refusal(key), chats.leave_refusal(key))
+        panel.show(chats.member_rows(key), chats.remove_refusal(key), chats.leave_refusal(key), chats.is_member(key))
 
     def _input(self, key: str) -> None:
         member = self.chats.is_member(key)

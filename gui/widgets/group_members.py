@@ -47,13 +47,14 @@ class GroupMembersPanel(ctk.CTkFrame):
         self.names: dict[str, ctk.CTkLabel] = {}
         self.states: dict[str, ctk.CTkLabel] = {}
         self.remove_buttons: dict[str, ctk.CTkButton] = {}
-        self._shown: tuple[tuple[MemberRow, ...], str | None, str | None] | None = None
+        self._shown: tuple[tuple[MemberRow, ...], str | None, str | None, bool] | None = None
 
     def show(self, rows: Sequence[MemberRow], remove_refusal: str | None, leave_refusal: str | None,
-             note: str = "") -> None:
+             member: bool) -> None:
         """Draw the members (rebuilt only when something changed). ``remove_refusal``: why Remove is off for this
-        user (None: they created the group); ``leave_refusal``: why Leave is off."""
-        wanted = (tuple(rows), remove_refusal, leave_refusal)
+        user (None: they created the group); ``leave_refusal``: why Leave is off; ``member``: this user still is
+        one (else nobody can be added from here)."""
+        wanted = (tuple(rows), remove_refusal, leave_refusal, member)
         if wanted != self._shown:
             self._shown = wanted
             for widget in self.list.winfo_children():
@@ -65,10 +66,8 @@ class GroupMembersPanel(ctk.CTkFrame):
                 self._row(i, row, remove_refusal is None)
             self.heading.configure(text=f"Members ({len(rows)})")
             self.leave_button.configure(state="disabled" if leave_refusal else "normal")
-            self.add_button.configure(state="disabled" if leave_refusal and "no longer" in leave_refusal
-                                      else "normal")
-        reasons = [r for r in (remove_refusal, leave_refusal if remove_refusal is None else None) if r]
-        self._note.show("  ".join([*([note] if note else []), *reasons]))
+            self.add_button.configure(state="normal" if member else "disabled")
+        self._note.show(remove_refusal or leave_refusal or "")
 
     def _row(self, i: int, row: MemberRow, may_remove: bool) -> None:
         colour = GOOD if row.colour is None else MEMBER_COLORS[row.colour % len(MEMBER_COLORS)]

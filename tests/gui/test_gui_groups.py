@@ -277,7 +277,8 @@ def test_a_group_made_by_clicks_reaches_both_members_shows_replies_in_colours_co
         "hello group", "re: hello group", "re: hello group"]
 
 
-def test_a_hostile_member_and_group_name_show_as_inert_text(with_mallory: World) -> None:
+def test_a_hostile_member_and_group_name_show_as_inert_text_and_leaving_keeps_the_conversation_read_only(
+        with_mallory: World) -> None:
     w = with_mallory
     d, window = w.d, w.window
     mallory = w.peers["mallory"]
@@ -307,3 +308,15 @@ def test_a_hostile_member_and_group_name_show_as_inert_text(with_mallory: World)
     # alice did not create it: Remove is off with the reason, Leave is on
     assert "Only the group's creator" in panel.note.cget("text")
     assert panel.leave_button.cget("state") == "normal"
+
+    # Leave group (confirmed): mallory's node learns it, alice's conversation stays, read-only
+    d.click(panel.leave_button)
+    d.wait(lambda: window._confirm is not None, what="the confirmation")
+    assert window._confirm is not None
+    d.click(window._confirm.confirm_button)
+    wait_until(lambda: any("is no longer in" in str(e["text"]) for e in mallory.events("GroupNotice")), 20,
+               step=d.pump, what="mallory told alice left")
+    d.wait(lambda: "you left the group" in transcript(w, key), what="the leave as a line")
+    d.wait(lambda: window.tabs.titles[key].startswith("✗ "), what="the row marked")
+    assert window.groups.panes[key].entry.cget("state") == "disabled"
+    assert panel.add_button.cget("state") == "disabled"
