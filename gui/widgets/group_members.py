@@ -5,6 +5,7 @@ reason under the list, for anyone but the group's creator), Add member… and Le
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import customtkinter as ctk
 
@@ -46,6 +47,7 @@ class GroupMembersPanel(ctk.CTkFrame):
         self._note = LabelText(self.note)
         self.names: dict[str, ctk.CTkLabel] = {}
         self.states: dict[str, ctk.CTkLabel] = {}
+        self._state_texts: dict[str, LabelText] = {}
         self.remove_buttons: dict[str, ctk.CTkButton] = {}
         self._shown: tuple[tuple[MemberRow, ...], str | None, str | None, bool] | None = None
 
@@ -54,13 +56,17 @@ class GroupMembersPanel(ctk.CTkFrame):
         """Draw the members (rebuilt only when something changed). ``remove_refusal``: why Remove is off for this
         user (None: they created the group); ``leave_refusal``: why Leave is off; ``member``: this user still is
         one (else nobody can be added from here)."""
-        wanted = (tuple(rows), remove_refusal, leave_refusal, member)
-        if wanted != self._shown:
+        wanted = (tuple(replace(r, state="") for r in rows), remove_refusal, leave_refusal, member)
+        if wanted == self._shown:          # only how the pairwise chats stand changed: those labels only
+            for row in rows:
+                self._state_texts[row.fp].show(row.state)
+        else:
             self._shown = wanted
             for widget in self.list.winfo_children():
                 widget.destroy()
             self.names.clear()
             self.states.clear()
+            self._state_texts.clear()
             self.remove_buttons.clear()
             for i, row in enumerate(rows):
                 self._row(i, row, remove_refusal is None)
@@ -79,6 +85,8 @@ class GroupMembersPanel(ctk.CTkFrame):
                              height=20)
         state.grid(row=i, column=1, sticky="ew")
         self.names[row.fp], self.states[row.fp] = label, state
+        self._state_texts[row.fp] = LabelText(state)
+        self._state_texts[row.fp].text = row.state
         if row.colour is None or row.creator:
             return                      # oneself (Leave group) and the creator (never removed): no Remove
         button = ctk.CTkButton(self.list, text="Remove", width=70, height=20, font=self._fonts.small,
