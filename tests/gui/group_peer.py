@@ -3,7 +3,8 @@ with a data directory (so it runs the node's group service and outbox) that acce
 other listed user as a contact, answers each group message from someone else with ``re: <text>`` and takes every
 file offered (into ``DIR/downloads``). Every group and file event is printed as a JSON line. Commands arrive as
 JSON lines on stdin: ``{"create": NAME, "members": [NICKNAME, …]}`` makes a group (printed as ``{"event":
-"created", "group": HEX}``), ``{"gsay": HEX, "text": T}`` writes to one.
+"created", "group": HEX}``), ``{"gsay": HEX, "text": T}`` writes to one, ``{"gsend": HEX, "path": P}`` shares a
+file in one.
 
     python -m tests.gui.group_peer --host IP --port PORT --data-dir DIR --nickname NAME --directory FILE
 
@@ -77,6 +78,8 @@ def main() -> int:
                     say(event="created", group=groups.create(str(command["create"]), members).hex())
                 if "gsay" in command:
                     groups.say(bytes.fromhex(str(command["gsay"])), str(command["text"]))
+                if "gsend" in command:
+                    groups.send_file(bytes.fromhex(str(command["gsend"])), str(command["path"]))
             except UserError as exc:
                 say(event="error", text=str(exc))
             try:

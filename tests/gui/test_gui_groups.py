@@ -3,9 +3,10 @@
 
 Alice clicks "New group…", names the group and ticks bob and carol; her text reaches both over the pairwise
 four-step chats her node opens by itself, their answers show under their names in their member colours, her line
-counts the receipts up to "delivered to 2 of 2", and once she removes carol (Remove, confirmed) carol's process gets
-nothing new. A member whose name and whose group's name are full of markup, bidi and control characters shows as
-inert text everywhere."""
+counts the receipts up to "delivered to 2 of 2", Send file… gets the file to both, and once she removes carol
+(Remove, confirmed) carol's process gets nothing new. A member whose name and whose group's name are full of markup,
+bidi and control characters shows as inert text everywhere; the file that member shares is offered in a dialog
+naming the group; Leave group keeps the conversation, read-only."""
 
 from __future__ import annotations
 
@@ -278,7 +279,7 @@ def test_a_group_made_by_clicks_reaches_both_members_shows_replies_in_colours_co
 
 
 def test_a_hostile_member_and_group_name_show_as_inert_text_and_leaving_keeps_the_conversation_read_only(
-        with_mallory: World) -> None:
+        with_mallory: World, tmp_path: Path) -> None:
     w = with_mallory
     d, window = w.d, w.window
     mallory = w.peers["mallory"]
@@ -308,6 +309,19 @@ def test_a_hostile_member_and_group_name_show_as_inert_text_and_leaving_keeps_th
     # alice did not create it: Remove is off with the reason, Leave is on
     assert "Only the group's creator" in panel.note.cget("text")
     assert panel.leave_button.cget("state") == "normal"
+
+    # a file mallory shares in the group: said in the group, and the offer dialog names the group
+    data = os.urandom(50_000)
+    (tmp_path / "slides.pdf").write_bytes(data)
+    mallory.command(gsend=gid, path=str(tmp_path / "slides.pdf"))
+    d.wait(lambda: window._confirm is not None, 30, what="the offer dialog")
+    assert window._confirm is not None
+    assert "shared in the group “<i>study</i><U+202E>^[]0;pwned^G”" in window._confirm.question.cget("text")
+    d.click(window._confirm.confirm_button)
+    saved = tmp_path / "alice" / "downloads" / "slides.pdf"
+    d.wait(lambda: saved.exists() and saved.read_bytes() == data, 30, what="the file saved at alice")
+    assert f"{name}: shared slides.pdf — a file (48.8 KiB)" in transcript(w, key)
+    assert "offers you “slides.pdf” (48.8 KiB) from this group" in transcript(w, key)
 
     # Leave group (confirmed): mallory's node learns it, alice's conversation stays, read-only
     d.click(panel.leave_button)
