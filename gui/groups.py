@@ -158,7 +158,6 @@ class GroupChats:
         self.groups: dict[str, GroupState] = {}          # row key -> state
         self.selected: str | None = None
         self.focused = True
-        self.loaded = False
         self._changes = GroupChanges()
 
     @property
@@ -180,7 +179,6 @@ class GroupChats:
         self.commands.submit(service.views, done=self._loaded, failed=self._failed)
 
     def _loaded(self, views: object) -> None:
-        self.loaded = True
         if isinstance(views, list):
             for v in views:
                 self._apply_view(v, fresh=True)

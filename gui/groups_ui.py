@@ -190,7 +190,7 @@ class GroupsUi:
     def _history_menu(self, key: str) -> None:
         menu = tkinter.Menu(self.top, tearoff=False)
         menu.add_command(label="Export as text…", command=functools.partial(self._export, key))
-        menu.add_command(label="(group messages stay while you are a member)", state="disabled")
+        menu.add_command(label="(deleting a group's messages is not built yet)", state="disabled")
         self.history_menu = menu
         button = self.panes[key].history_button
         menu.tk_popup(button.winfo_rootx(), button.winfo_rooty() + button.winfo_height())
