@@ -30,6 +30,7 @@ from p2pchat.events import GroupMessage, GroupNotice, GroupReceipt
 from p2pchat.file_driver import prepare as prepare_file
 from p2pchat.foundation.errors import FrameError, ProtocolError, UsageError, UserError
 from p2pchat.foundation.identity import Identity
+from p2pchat.group_history import entry_of
 from p2pchat.group_store import GroupStore
 from p2pchat.groups import (
     GROUP_WIRE,
@@ -42,6 +43,7 @@ from p2pchat.groups import (
     Inbox,
     MembershipLog,
     SharedFile,
+    find_group,
 )
 from p2pchat.node_runtime import SessionWatcher
 
@@ -166,19 +168,17 @@ class GroupService:
             g = self.groups.get(bytes(r.record["gid"]))
             if g is None:
                 continue
-            rec = r.record
-            shared = SharedFile(rec["name"], rec["size"], bytes(rec["sha256"])) if "sha256" in rec else None
-            t = GroupText(g.log.group, bytes(rec["sender"]), rec["counter"], rec["version"], rec["lamport"],
-                          rec["sent_at"], rec["text"], shared)
+            t = entry_of(r.record)
             g.texts.append(t)
-            if "path" in rec:
-                g.my_files[t.counter] = rec["path"]
-            g.inbox.lamport = max(g.inbox.lamport, t.lamport)
+            if "path" in r.record:
+                g.my_files[t.counter] = r.record["path"]
             if t.sender == self._me.fingerprint:
-                g.my_counter = max(g.my_counter, t.counter)
                 g.sent_to[t.counter] = r.record.get("to", 0)
-            else:
-                g.inbox.last_counter[t.sender] = max(g.inbox.last_counter.get(t.sender, 0), t.counter)
+            self._reached(g, t.sender, t.counter, t.lamport)
+        for r in self._store.rows("counter"):         # what a deleted transcript had reached
+            g = self.groups.get(bytes(r.record["gid"]))
+            if g is not None:
+                self._reached(g, bytes(r.record["sender"]), r.record["counter"], r.record["lamport"])
         for r in self._store.rows("receipt"):
             g = self.groups.get(bytes(r.record["gid"]))
             if g is not None:
@@ -199,6 +199,13 @@ class GroupService:
             self._files_out.setdefault(r.record["fp"], {})[(bytes(r.record["gid"]), r.record["counter"])] = r.id
         for fp in self._pending.keys() | self._files_out.keys():
             self._host.want_contact(fp)
+
+    def _reached(self, g: Group, sender: bytes, counter: int, lamport: int) -> None:
+        g.inbox.lamport = max(g.inbox.lamport, lamport)
+        if sender == self._me.fingerprint:
+            g.my_counter = max(g.my_counter, counter)
+        else:
+            g.inbox.last_counter[sender] = max(g.inbox.last_counter.get(sender, 0), counter)
 
     # --- the thread ---------------------------------------------------------------------------------------
 
@@ -380,14 +387,7 @@ class GroupService:
 
     def find(self, text: str) -> bytes:
         """The group whose name or id (hex prefix) is ``text``."""
-        def run() -> bytes:
-            hits = [gid for gid, g in self.groups.items() if g.name == text] or \
-                   [gid for gid in self.groups if len(text) >= 4 and gid.hex().startswith(text.lower())]
-            if len(hits) != 1:
-                raise UsageError(f"no group named {text!r}" if not hits else
-                                 f"several groups are named {text!r}; give its id")
-            return hits[0]
-        return self._call(run)
+        return self._call(lambda: find_group(((gid, g.name) for gid, g in self.groups.items()), text))
 
     # --- [groupgui] what the window shows of its groups ---------------------------------------------------
 

@@ -7,7 +7,9 @@ kind and its random ``rid``, so a row cannot be moved to another kind or swapped
 Kinds: ``group`` (gid, invited_by), ``change`` (gid, raw), ``text`` (gid, sender, counter, version, lamport,
 sent_at, text; a shared file also name, size, sha256 and — the sender's own — path), ``receipt`` (gid, sender,
 counter, member), ``pending`` (fp, body, gid, counter), ``fileout`` (fp, gid, counter: a file of mine that member
-has not taken or declined yet), ``fileseen`` (gid, sender, counter: a member's file this node took or declined).
+has not taken or declined yet), ``fileseen`` (gid, sender, counter: a member's file this node took or declined),
+``read`` (gid, upto: the last text row ``p2pchat history`` showed), ``counter`` (gid, sender, counter, lamport: what
+a sender had reached when the transcript was deleted).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from p2pchat.vault import Vault
 FILE_NAME = "groups.sqlite3"
 APPLICATION_ID = 0x50324747          # "P2GG"
 FORMAT = 1
-KINDS = ("group", "change", "text", "receipt", "pending", "fileout", "fileseen")
+KINDS = ("group", "change", "text", "receipt", "pending", "fileout", "fileseen", "read", "counter")
 _AAD = b"p2pchat/groups/v1\x00"
 
 _SCHEMA = META_SCHEMA + """
@@ -111,9 +113,13 @@ class GroupStore(SealedStore):
             return out
         return self._read(read)
 
-    def delete(self, ids: list[int]) -> None:
+    def delete(self, ids: list[int], *, erase: bool = False) -> None:
+        """Delete rows; ``erase``: also empty the write-ahead log, so no copy stays in either file (a transcript
+        the user deleted)."""
         if ids:
             self._write(lambda db: db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in ids]))
+            if erase:
+                self._checkpoint()
 
 
 __all__ = ["APPLICATION_ID", "FILE_NAME", "FORMAT", "GroupStore", "GroupStoreError", "Row"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import Field, Protocol, opt
-from p2pchat.foundation.errors import FrameError, ProtocolError, UserError
+from p2pchat.foundation.errors import FrameError, ProtocolError, UsageError, UserError
 from p2pchat.foundation.identity import Identity
 
 SIGN_CONTEXT = "group-change"
@@ -75,6 +75,17 @@ class GroupError(UserError):
 
 def new_group_id() -> bytes:
     return os.urandom(GROUP_ID_LEN)
+
+
+def find_group(groups: Iterable[tuple[bytes, str]], text: str) -> bytes:
+    """The id among ``groups`` (id, name) whose name is ``text``, else whose id starts with it (4 hex digits or
+    more); a :class:`UsageError` when none or several match."""
+    pairs = list(groups)
+    hits = [gid for gid, name in pairs if name == text] or \
+           [gid for gid, _ in pairs if len(text) >= 4 and gid.hex().startswith(text.lower())]
+    if len(hits) != 1:
+        raise UsageError(f"no group named {text!r}" if not hits else f"several groups are named {text!r}; give its id")
+    return hits[0]
 
 
 @dataclass(frozen=True)
@@ -415,4 +426,4 @@ class Inbox:
 
 
 __all__ = ["CHANGE", "GROUP_WIRE", "Accepted", "Change", "GroupError", "GroupText", "Inbox", "Member",
-           "MembershipLog", "SharedFile", "new_group_id"]
+           "MembershipLog", "SharedFile", "find_group", "new_group_id"]

@@ -1,5 +1,6 @@
-"""``p2pchat history``: the conversations kept in the data directory, one contact's transcript, search, export
-and delete. Everything a peer wrote is shown through :mod:`p2pchat.display`."""
+"""``p2pchat history``: the conversations kept in the data directory, one contact's (or group's) transcript,
+search, export and delete. Everything a peer wrote is shown through :mod:`p2pchat.display`. Group conversations
+come from the group store (:mod:`p2pchat.group_history`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -17,7 +19,10 @@ from p2pchat.foundation.errors import LocalFault, UsageError
 
 if TYPE_CHECKING:
     from p2pchat.contacts import ContactStore
+    from p2pchat.group_history import GroupHistory
+    from p2pchat.groups import GroupText
     from p2pchat.history import HistoryMessage, HistoryStore
+    from p2pchat.vault import Vault
 
 PREVIEW = 50
 
@@ -27,8 +32,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                        description="The chat history of the data directory. Without CONTACT: the list of "
                                    "conversations (or, with --search, matches in all of them). With CONTACT (a "
                                    "local name, nickname or fingerprint, as for p2pchat chat): its transcript, "
-                                   "which is then marked read.")
+                                   "which is then marked read. Group conversations are listed and searched too; "
+                                   "--group GROUP (or a CONTACT that names no contact but a group) works on one "
+                                   "group's transcript.")
     p.add_argument("contact", nargs="?", metavar="CONTACT")
+    p.add_argument("--group", metavar="GROUP", help="a group's transcript instead (its name or the start of its id)")
     p.add_argument("--search", metavar="TEXT", help="messages containing TEXT (any case), newest first")
     p.add_argument("--export", metavar="FILE", help="write CONTACT's whole transcript to FILE as text ('-': "
                                                     "standard output); FILE must not exist yet")
@@ -44,18 +52,35 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     from p2pchat.contacts import ContactStore
     from p2pchat.history import HistoryStore
 
-    if (args.export or args.delete) and not args.contact:
-        raise UsageError("--export and --delete need CONTACT (whose transcript)")
-    data_dir, _secret, vault = passphrase.open_data_dir(args, offer=False)
+    if (args.export or args.delete) and not (args.contact or args.group):
+        raise UsageError("--export and --delete need CONTACT or --group GROUP (whose transcript)")
+    if args.contact and args.group:
+        raise UsageError("give CONTACT or --group GROUP, not both")
+    data_dir, secret, vault = passphrase.open_data_dir(args, offer=False)
     history = HistoryStore.in_data_dir(data_dir, vault)
     contacts = ContactStore.in_data_dir(data_dir, vault)
+    groups = _open_groups(data_dir, secret, vault)
     p = Printer(out)
     try:
-        if not args.contact:
+        if not args.contact and not args.group:
             if args.search:
-                return _matches(p, history.search(args.search, limit=args.limit), contacts)
-            return _conversations(p, history, contacts)
-        fp, name = _resolve(contacts, args.contact)
+                return _matches(p, history.search(args.search, limit=args.limit), contacts,
+                                groups.search(args.search, limit=args.limit) if groups else [], groups)
+            return _conversations(p, history, contacts, groups)
+        if args.group:
+            if groups is None:
+                raise UsageError("no groups are kept here")
+            return _group(p, args, groups, groups.find(args.group), contacts, out)
+        try:
+            fp, name = _resolve(contacts, args.contact)
+        except UsageError:
+            if groups is None:
+                raise
+            try:
+                gid = groups.find(args.contact)
+            except UsageError:
+                raise UsageError(f"{args.contact!r} names no contact and no group") from None
+            return _group(p, args, groups, gid, contacts, out)
         if args.delete:
             return _delete(p, history, fp, name, args.yes)
         if args.export:
@@ -75,6 +100,78 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         contacts.close()
         history.close()
+        if groups is not None:
+            groups.close()
+
+
+def _open_groups(data_dir: Path, secret: str | None, vault: Vault) -> GroupHistory | None:
+    """The data directory's group conversations, if it has a group store (it is not created here)."""
+    from p2pchat.foundation.identity import KEY_FILE, Identity
+    from p2pchat.group_history import GroupHistory
+    from p2pchat.group_store import FILE_NAME, GroupStore
+
+    if not (data_dir / FILE_NAME).exists() or not (data_dir / KEY_FILE).exists():
+        return None
+    store = GroupStore.in_data_dir(data_dir, vault)
+    if not store.rows("group"):
+        store.close()
+        return None
+    return GroupHistory(store, Identity.load(data_dir / KEY_FILE, secret).fingerprint)
+
+
+def _member_name(contacts: ContactStore, groups: GroupHistory, gid: bytes) -> Callable[[bytes], str]:
+    """A member's name: the user's own for a contact, else the name the member who added it gave (marked)."""
+    given = groups.member_names(gid)
+
+    def name(fp: bytes) -> str:
+        c = contacts.get(fp.hex())
+        if c is not None and (c.local_name or c.nickname):
+            return c.local_name or c.nickname or ""
+        return f"{given.get(fp) or '?'} (key {fp.hex()[:8]})"
+    return name
+
+
+def _group(p: Printer, args: argparse.Namespace, groups: GroupHistory, gid: bytes, contacts: ContactStore,
+           out: TextIO) -> int:
+    """The ``p2pchat history`` actions on one group's transcript."""
+    from p2pchat.group_history import group_line
+
+    label = f"the group {groups.name(gid)}"
+    name_of = _member_name(contacts, groups, gid)
+    if args.delete:
+        count = len(groups.transcript(gid))
+        if count == 0:
+            p.line(f"No messages of {one_line(label)} are kept here.")
+            return 0
+        if not _confirmed(p, f"Forget all {count} messages of {one_line(label)}? The group and its members "
+                             "stay. This cannot be undone. [y/N] ", args.yes):
+            return 1
+        deleted = groups.delete(gid)
+        p.line(f"Forgot {deleted} message{'s' if deleted != 1 else ''} of {one_line(label)}.")
+        return 0
+    if args.export:
+        return _export(p, groups.export_text(gid, name_of), args.export, out)
+    if args.search:
+        return _matches(p, [], contacts, groups.search(args.search, gid, limit=args.limit), groups)
+    entries = groups.transcript(gid, args.limit)
+    if not entries:
+        p.line(f"No messages of {one_line(label)} are kept here.")
+        return 0
+    for t in entries:
+        p.line(group_line(t, groups.me, name_of))
+    groups.mark_read(gid)
+    return 0
+
+
+def _confirmed(p: Printer, question: str, yes: bool) -> bool:
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError("--delete forgets the whole transcript; add --yes to confirm")
+    if input(question).strip().lower() not in ("y", "yes"):
+        p.line("Nothing was deleted.")
+        return False
+    return True
 
 
 def _resolve(contacts: ContactStore, text: str) -> tuple[str, str]:
@@ -93,31 +190,51 @@ def _name(contacts: ContactStore, fp: str) -> str:
     return crypto.format_fingerprint(bytes.fromhex(fp), 4)
 
 
-def _conversations(p: Printer, history: HistoryStore, contacts: ContactStore) -> int:
-    convs = history.conversations()
-    if not convs:
+def _conversations(p: Printer, history: HistoryStore, contacts: ContactStore, groups: GroupHistory | None) -> int:
+    rows: list[tuple[float, str, int, str]] = []      # (last time, name, unread, last text)
+    for c in history.conversations():
+        rows.append((c.last_ts, _name(contacts, c.fp), c.unread,
+                     ("you: " if c.last_direction == "out" else "") + c.last_text))
+    for g in groups.conversations() if groups is not None else []:
+        rows.append((g.last.sent_at if g.last else 0.0, f"group {g.name}", g.unread,
+                     _last_line(g.last, contacts, groups) if g.last and groups else "(no messages)"))
+    if not rows:
         p.line("No chat history yet: the texts of every chat that passed all four steps are kept here.")
         return 0
     p.line(f"  {'CONTACT':<24} {'LAST MESSAGE':<17} {'UNREAD':>6}  LAST TEXT")
-    for c in convs:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(c.last_ts))
-        text = one_line(("you: " if c.last_direction == "out" else "") + c.last_text)
+    for ts, name, unread, last_text in sorted(rows, key=lambda r: r[0], reverse=True):
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else ""
+        text = one_line(last_text)
         text = text if len(text) <= PREVIEW else text[:PREVIEW - 1] + "…"
-        p.line(f"  {one_line(_name(contacts, c.fp))[:24]:<24} {when:<17} {c.unread or '':>6}  {text}")
-    p.line("p2pchat history CONTACT shows one transcript; --search TEXT looks in all of them")
+        p.line(f"  {one_line(name)[:24]:<24} {when:<17} {unread or '':>6}  {text}")
+    p.line("p2pchat history CONTACT shows one transcript (--group GROUP a group's); --search TEXT looks in all of "
+           "them")
     return 0
 
 
-def _matches(p: Printer, found: list[HistoryMessage], contacts: ContactStore) -> int:
+def _last_line(last: GroupText, contacts: ContactStore, groups: GroupHistory) -> str:
+    from p2pchat.group_history import entry_text
+
+    who = "you" if last.sender == groups.me else _member_name(contacts, groups, last.group)(last.sender)
+    return f"{who}: {entry_text(last)}"
+
+
+def _matches(p: Printer, found: list[HistoryMessage], contacts: ContactStore,
+             in_groups: list[GroupText] | None = None, groups: GroupHistory | None = None) -> int:
+    from p2pchat.group_history import group_line
     from p2pchat.history import transcript_line
 
-    if not found:
+    if not found and not in_groups:
         p.line("No message contains that text.")
         return 0
     names: dict[str, str] = {}
     for m in found:
         name = names.setdefault(m.fp, _name(contacts, m.fp))
         p.line(f"{one_line(name)} · {transcript_line(m, name)}")
+    if groups is not None:
+        for t in in_groups or []:
+            p.line(f"group {one_line(groups.name(t.group))} · "
+                   f"{group_line(t, groups.me, _member_name(contacts, groups, t.group))}")
     return 0
 
 
@@ -126,14 +243,9 @@ def _delete(p: Printer, history: HistoryStore, fp: str, name: str, yes: bool) ->
     if count == 0:
         p.line(f"No messages with {one_line(name)} are kept here.")
         return 0
-    if not yes:
-        if not sys.stdin.isatty():
-            raise UsageError("--delete forgets the whole transcript; add --yes to confirm")
-        answer = input(f"Forget all {count if count < 10_000 else 'the'} messages with {one_line(name)}? "
-                       f"This cannot be undone. [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            p.line("Nothing was deleted.")
-            return 1
+    if not _confirmed(p, f"Forget all {count if count < 10_000 else 'the'} messages with {one_line(name)}? "
+                         "This cannot be undone. [y/N] ", yes):
+        return 1
     deleted = history.delete(fp)
     p.line(f"Forgot {deleted} message{'s' if deleted != 1 else ''} with {one_line(name)}.")
     return 0

@@ -25,6 +25,7 @@ class Wire:
         self.delivered = 0
         self.stopped: list[tuple[str, str, bytes]] = []     # membership frames held back on the way
         self.stop_changes = False
+        self.offers: list[tuple[str, str]] = []             # (session, path) of files offered
 
 
 class Host:
@@ -43,6 +44,13 @@ class Host:
         self.wire.services[to].frame_from(f"{to}>{self.me}", self.me, body)
 
     def want_contact(self, fp: str) -> None:
+        pass
+
+    def offer_file(self, session: str, path: str, size: int, sha256: bytes) -> str:
+        self.wire.offers.append((session, path))
+        return f"{len(self.wire.offers):032x}"
+
+    def cancel_file(self, session: str, transfer: str) -> None:
         pass
 
 
