@@ -22,6 +22,7 @@ name and text is cleaned for display (:func:`gui.text.clean`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -57,6 +58,8 @@ class GroupsApi(Protocol):
     def say(self, gid: bytes, text: str) -> int: ...
     def send_file(self, gid: bytes, path: str) -> int: ...
     def views(self, gid: bytes | None = None) -> list[GroupView]: ...
+    def mark_read(self, gid: bytes) -> None: ...
+    def delete_history(self, gid: bytes) -> int: ...
 
 
 class MemberSource(Protocol):
@@ -104,6 +107,7 @@ class GroupState:
     texts: list[tuple[str, str, float]] = field(default_factory=list)    # (sender fp, text, sent at): search, export
     seen: set[tuple[str, int]] = field(default_factory=set)       # (sender, counter) drawn: never twice
     held_shown: int = 0
+    read_due: bool = False                                        # read on screen: tell the store at the next tick
 
     @property
     def key(self) -> str:
@@ -199,7 +203,7 @@ class GroupChats:
         key = GROUP_KEY + v.gid
         g = self.groups.get(key)
         if g is None:
-            g = GroupState(v)
+            g = GroupState(v, unread=v.unread)
             self.groups[key] = g
             self._changes.rows_added.append(key)
             self._history(g, v, announce=fresh)
@@ -339,7 +343,16 @@ class GroupChats:
         g = self.groups.get(key) if key else None
         if g is not None and g.unread and self.focused:
             g.unread = 0
+            g.read_due = True
             self._changes.titles.add(g.key)
+
+    def tick(self) -> None:
+        """Every few hundred ms: tell the store which groups were read (``p2pchat history`` counts from there)."""
+        service = self.service
+        for g in self.groups.values():
+            if g.read_due and service is not None:
+                g.read_due = False
+                self.commands.submit(functools.partial(service.mark_read, g.gid), failed=self._failed)
 
     def set_focused(self, focused: bool) -> None:
         self.focused = focused
@@ -469,6 +482,22 @@ class GroupChats:
                     hits.append((ts, GroupFound(g.key, label, one_line(text, 60))))
         return [h for _ts, h in sorted(hits, key=lambda h: -h[0])[:limit]]
 
+    def delete_history(self, key: str) -> None:
+        """Erase the group's kept messages on this computer (the user confirmed); the conversation is emptied."""
+        g, service = self.groups.get(key), self.service
+        if g is None or service is None:
+            return
+        gid = g.gid
+
+        def deleted(n: object) -> None:
+            self._changes.lines_dropped[key] = self._changes.lines_dropped.get(key, 0) + len(g.lines)
+            self._changes.lines_added.pop(key, None)
+            g.lines, g.mine, g.texts = [], {}, []
+            self._notice(g, f"Deleted {count(n if isinstance(n, int) else 0, 'kept message')} of this group from "
+                            "this computer; the members keep their own copies.")
+            self._changes.titles.add(key)
+        self.commands.submit(lambda: service.delete_history(gid), done=deleted, failed=self._failed_in(key))
+
     def export_text(self, key: str) -> str | None:
         g = self.groups.get(key)
         if g is None:
@@ -521,6 +550,8 @@ class GroupChats:
         g.texts.append((ev.sender, ev.text, ev.sent_at))
         if g.key != self.selected or not self.focused:
             g.unread += 1
+        else:
+            g.read_due = True
         self._changes.titles.add(g.key)
 
     def _receipt(self, ev: GroupReceipt) -> None:

@@ -182,6 +182,15 @@ class GroupsUi:
                   f"{group} stay on this computer.", "Leave group",
                   lambda yes: self._confirmed(yes, lambda: self.chats.remove_member(key, self.chats.me)))
 
+    def ask_delete(self, key: str) -> None:
+        g = self.chats.groups.get(key)
+        if g is None:
+            return
+        group = clean_name(g.view.name, "the group")
+        self._ask(f"Delete the messages of {group}?", f"The messages of {group} kept on this computer are erased; "
+                  "this cannot be undone. The group and its members stay, and the members keep their own copies.",
+                  "Delete", lambda yes: self._confirmed(yes, lambda: self.chats.delete_history(key)))
+
     def _confirmed(self, yes: bool, then: Callable[[], None]) -> None:
         if yes:
             then()
@@ -190,7 +199,7 @@ class GroupsUi:
     def _history_menu(self, key: str) -> None:
         menu = tkinter.Menu(self.top, tearoff=False)
         menu.add_command(label="Export as text…", command=functools.partial(self._export, key))
-        menu.add_command(label="(deleting a group's messages is not built yet)", state="disabled")
+        menu.add_command(label="Delete the kept messages…", command=functools.partial(self.ask_delete, key))
         self.history_menu = menu
         button = self.panes[key].history_button
         menu.tk_popup(button.winfo_rootx(), button.winfo_rooty() + button.winfo_height())

@@ -596,6 +596,7 @@ class ChatWindow:
         if started - self._last_slow >= SLOW_TICK:
             self._last_slow = started
             self.controller.tick()
+            self.group_chats.tick()
         self._render(self.controller.take_changes())
         self._render_groups()
         self.transfers.render()          # file progress changes no chat line

@@ -30,7 +30,7 @@ from p2pchat.events import GroupMessage, GroupNotice, GroupReceipt
 from p2pchat.file_driver import prepare as prepare_file
 from p2pchat.foundation.errors import FrameError, ProtocolError, UsageError, UserError
 from p2pchat.foundation.identity import Identity
-from p2pchat.group_history import entry_of
+from p2pchat.group_history import GroupHistory, entry_of
 from p2pchat.group_store import GroupStore
 from p2pchat.groups import (
     GROUP_WIRE,
@@ -115,6 +115,7 @@ class GroupView:
     texts: tuple[GroupText, ...]                # in the causal display order
     receipts: dict[int, tuple[int, int]]        # my message's counter -> (members who have it, sent to)
     held: int                                   # messages waiting for a membership change not here yet
+    unread: int = 0                             # kept messages from members not read yet (see views)
 
 
 @dataclass
@@ -392,12 +393,14 @@ class GroupService:
     # --- [groupgui] what the window shows of its groups ---------------------------------------------------
 
     def views(self, gid: bytes | None = None) -> list[GroupView]:
-        """Every group (or only ``gid``) as the window draws it: members, effective changes, messages, receipts."""
+        """Every group (or only ``gid``) as the window draws it: members, effective changes, messages, receipts;
+        the kept messages not read yet only when every group is read (it reads the whole store)."""
         def run() -> list[GroupView]:
-            return [self._view(g) for k, g in self.groups.items() if gid is None or k == gid]
+            unread = {} if gid is not None else {s.gid: s.unread for s in self._history().conversations()}
+            return [self._view(g, unread.get(k, 0)) for k, g in self.groups.items() if gid is None or k == gid]
         return self._call(run)
 
-    def _view(self, g: Group) -> GroupView:
+    def _view(self, g: Group, unread: int) -> GroupView:
         lg = g.log
         members = sorted(lg.members.values(), key=lambda m: (m.since, m.fp))
         return GroupView(
@@ -405,7 +408,24 @@ class GroupService:
             tuple(ChangeView(c.op, c.author.hex(), c.target.hex(), c.name, c.ts)
                   for c in lg.ordered() if c.hash in lg.effective),
             tuple(sorted(g.texts, key=GroupText.order_key)),
-            {n: (len(g.acks.get(n, ())), of) for n, of in g.sent_to.items()}, len(g.inbox.held))
+            {n: (len(g.acks.get(n, ())), of) for n, of in g.sent_to.items()}, len(g.inbox.held), unread)
+
+    def mark_read(self, gid: bytes) -> None:
+        """The user has read the group's messages so far (``p2pchat history`` counts unread ones from here)."""
+        self._call(lambda: self._history().mark_read(gid))
+
+    def delete_history(self, gid: bytes) -> int:
+        """Forget the group's kept messages here and in the store (the group, its members and the numbering
+        stay: :meth:`p2pchat.group_history.GroupHistory.delete`); returns how many were forgotten."""
+        def run() -> int:
+            g = self._group(gid)
+            n = self._history().delete(gid)
+            g.texts.clear()
+            return n
+        return self._call(run)
+
+    def _history(self) -> GroupHistory:
+        return GroupHistory(self._store, self._me.fingerprint)
 
     # --- internals (the service thread) -------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The window's group presenter (gui/groups.py) without Tk, over the node's real group service and store (its
 frames wait, as with no network): receipts counting up, a gap, a held message and a replayed message shown
 plainly, the membership changes as sentences, names of members who are not contacts, who may remove and leave,
-and the kept messages shown again (and found by search) after a restart."""
+the kept messages shown again (and found by search) after a restart, their unread count kept until they are read,
+and a deleted history."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from p2pchat.foundation.errors import UsageError
 from p2pchat.foundation.identity import Identity
 from p2pchat.group_service import ChangeView, GroupService, GroupView
 from p2pchat.group_store import GroupStore
+from p2pchat.groups import GroupText
 from p2pchat.vault import Vault
 from tests.gui.helpers import settle
+from tests.helpers import wait_until
 
 
 class Offline:
@@ -192,6 +195,49 @@ def test_the_kept_messages_come_back_after_a_restart_and_search_finds_them(
         assert "lab" in hits[0].label and "you" in hits[0].label
         exported = again.export_text(key) or ""
         assert exported.startswith("Group “lab”") and "alice: the answer is 42" in exported
+    finally:
+        groups.close()
+
+
+def test_unread_kept_messages_count_after_a_restart_until_read_and_delete_empties_the_conversation(
+        alice_dir: Path, worker: CommandWorker, people: tuple[Identity, Identity, Identity]) -> None:
+    alice, bob, _carol = people
+    groups = service(alice_dir, alice)
+    try:
+        chats = presenter(groups, worker, people)
+        key = make(chats, worker, "lab", bob.fingerprint.hex())
+        gid = bytes.fromhex(key.removeprefix(GROUP_KEY))
+        for n, words in enumerate(("from bob", "again from bob"), start=1):      # as bob's channel brings them
+            body = GroupText(gid, bob.fingerprint, n, 2, n, time.time(), words).encode(n)
+            groups.frame_from("s1", bob.fingerprint.hex(), body)
+        wait_until(lambda: len(groups.views(gid)[0].texts) == 2, 5, what="bob's messages kept")
+    finally:
+        groups.close()
+    for expected in (2, 0):                   # read once on screen: not unread after the next restart
+        groups = service(alice_dir, alice)
+        try:
+            chats = presenter(groups, worker, people)
+            chats.load()
+            settle(worker)
+            assert chats.unread_total() == expected and chats.title(key) == ("lab (2)" if expected else "lab")
+            chats.select(key)
+            chats.tick()
+            settle(worker)
+        finally:
+            groups.close()
+    groups = service(alice_dir, alice)
+    try:
+        chats = presenter(groups, worker, people)
+        chats.load()
+        settle(worker)
+        assert "bob: again from bob" in texts(chats, key)
+        chats.take_changes()
+        chats.delete_history(key)
+        settle(worker)
+        changes = chats.take_changes()
+        assert changes.lines_dropped[key] > 0 and texts(chats, key) == [
+            "ℹ Deleted 2 kept messages of this group from this computer; the members keep their own copies."]
+        assert groups.views(gid)[0].texts == () and chats.search("bob") == []
     finally:
         groups.close()
 
