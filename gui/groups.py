@@ -108,6 +108,22 @@ class GroupState:
     seen: set[tuple[str, int]] = field(default_factory=set)       # (sender, counter) drawn: never twice
     held_shown: int = 0
     read_due: bool = False                                        # read on screen: tell the store at the next tick
+    order: dict[str, int] = field(default_factory=dict)           # member -> its place among all ever added
+    given: dict[str, str] = field(default_factory=dict)           # member -> the name its adder gave
+
+    def __post_init__(self) -> None:
+        self.set_view(self.view)
+
+    def set_view(self, v: GroupView) -> None:
+        """A newer view of the group (what is derived from its log is worked out once here, not per message)."""
+        self.view = v
+        self.order, self.given = {}, {}
+        for ch in v.changes:
+            if ch.op in ("create", "add"):
+                self.order.setdefault(ch.target, len(self.order))
+                if ch.op == "add":
+                    self.given.setdefault(ch.target, ch.name)
+        self.given.update({fp: name for fp, name in v.members if name})
 
     @property
     def key(self) -> str:
@@ -207,7 +223,7 @@ class GroupChats:
             self.groups[key] = g
             self._changes.rows_added.append(key)
             self._history(g, v, announce=fresh)
-        g.view = v
+        g.set_view(v)
         for change in v.changes[g.changes_shown:]:
             self._change_line(g, change)
         g.changes_shown = len(v.changes)
@@ -278,20 +294,18 @@ class GroupChats:
         c = self.contact(fp)
         if c is not None:
             return clean_name(c.local_name or c.nickname, fp[:16])
-        given = dict(g.view.members).get(fp) or next((ch.name for ch in g.view.changes
-                                                      if ch.target == fp and ch.op == "add"), "")
-        return f"{clean_name(given, 'someone')} (not a contact · {fp[:8]})"
+        return f"{clean_name(g.given.get(fp), 'someone')} (not a contact · {fp[:8]})"
 
     def colour(self, g: GroupState, fp: str) -> int | None:
         """The member's colour index: its place among everyone the log ever made a member (stable, the same on
         every member's screen); None for oneself."""
         if fp == self.me:
             return None
-        order: list[str] = []
-        for ch in g.view.changes:
-            if ch.op in ("create", "add") and ch.target not in order and ch.target != self.me:
-                order.append(ch.target)
-        return (order.index(fp) if fp in order else int(fp[:8], 16)) % MEMBER_COLOURS
+        place = g.order.get(fp)
+        if place is None:
+            return int(fp[:8], 16) % MEMBER_COLOURS
+        mine = g.order.get(self.me)          # one's own place is skipped: the others' colours come first
+        return (place - (1 if mine is not None and mine < place else 0)) % MEMBER_COLOURS
 
     def member_rows(self, key: str) -> list[MemberRow]:
         g = self.groups[key]
