@@ -106,7 +106,6 @@ class GroupState:
     receipts: dict[int, tuple[int, int]] = field(default_factory=dict)   # counter -> (delivered, of), maybe early
     texts: list[tuple[str, str, float]] = field(default_factory=list)    # (sender fp, text, sent at): search, export
     seen: set[tuple[str, int]] = field(default_factory=set)       # (sender, counter) drawn: never twice
-    held_shown: int = 0
     read_due: bool = False                                        # read on screen: tell the store at the next tick
     order: dict[str, int] = field(default_factory=dict)           # member -> its place among all ever added
     given: dict[str, str] = field(default_factory=dict)           # member -> the name its adder gave
@@ -227,10 +226,6 @@ class GroupChats:
         for change in v.changes[g.changes_shown:]:
             self._change_line(g, change)
         g.changes_shown = len(v.changes)
-        if v.held and v.held != g.held_shown:
-            self._notice(g, f"{count(v.held, 'message')} from members wait for a membership change this computer "
-                            "does not have yet; they show once it arrives", level="refused")
-        g.held_shown = v.held
         self._changes.members.add(key)
         self._changes.titles.add(key)
         return g

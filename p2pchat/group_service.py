@@ -114,7 +114,6 @@ class GroupView:
     changes: tuple[ChangeView, ...]             # the effective changes, in the log's order
     texts: tuple[GroupText, ...]                # in the causal display order
     receipts: dict[int, tuple[int, int]]        # my message's counter -> (members who have it, sent to)
-    held: int                                   # messages waiting for a membership change not here yet
     unread: int = 0                             # kept messages from members not read yet (see views)
 
 
@@ -408,7 +407,7 @@ class GroupService:
             tuple(ChangeView(c.op, c.author.hex(), c.target.hex(), c.name, c.ts)
                   for c in lg.ordered() if c.hash in lg.effective),
             tuple(sorted(g.texts, key=GroupText.order_key)),
-            {n: (len(g.acks.get(n, ())), of) for n, of in g.sent_to.items()}, len(g.inbox.held), unread)
+            {n: (len(g.acks.get(n, ())), of) for n, of in g.sent_to.items()}, unread)
 
     def mark_read(self, gid: bytes) -> None:
         """The user has read the group's messages so far (``p2pchat history`` counts unread ones from here)."""

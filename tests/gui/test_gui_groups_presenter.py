@@ -152,7 +152,7 @@ def test_membership_changes_read_as_sentences_and_only_the_creator_removes(
 
     # seen from a member who did not create the group
     g = chats.groups[key]
-    other = GroupState(GroupView(g.view.gid, "lab", bob.fingerprint.hex(), g.view.members, g.view.changes, (), {}, 0))
+    other = GroupState(GroupView(g.view.gid, "lab", bob.fingerprint.hex(), g.view.members, g.view.changes, (), {}))
     chats.groups["group:other"] = other
     assert chats.remove_refusal("group:other") == "Only the group's creator, bob, removes members (docs/groups.md)."
     assert chats.leave_refusal("group:other") is None
@@ -165,7 +165,7 @@ def test_a_member_who_is_not_a_contact_is_named_as_its_adder_named_it_and_marked
     view = GroupView("00" * 16, "lab", bob.fingerprint.hex(),
                      ((bob.fingerprint.hex(), "bob"), (alice.fingerprint.hex(), "alice"), (dave, "carol")),
                      (ChangeView("create", bob.fingerprint.hex(), bob.fingerprint.hex(), "lab", 1.0),
-                      ChangeView("add", bob.fingerprint.hex(), dave, "carol", 2.0)), (), {}, 0)
+                      ChangeView("add", bob.fingerprint.hex(), dave, "carol", 2.0)), (), {})
     g = GroupState(view)
     assert chats.name_of(g, dave) == f"carol (not a contact · {dave[:8]})", "no one passes for a contact"
     assert chats.change_words(g, view.changes[1]) == f"bob added carol (not a contact · {dave[:8]})"
