@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import customtkinter as ctk
 
 from gui.widgets.dialog_parts import button_row, place_over
+from gui.widgets.keyboard import check_stop
 from gui.widgets.style import BAD, MUTED, Fonts, LabelText
 
 PICK_HEIGHT = 180
@@ -41,6 +42,7 @@ class MemberPicker(ctk.CTkToplevel):
         for fp, name in contacts:
             box = ctk.CTkCheckBox(self.list, text=name, font=fonts.body)
             box.pack(anchor="w", pady=2)
+            check_stop(box)
             self.boxes[fp] = box
         self.error = ctk.CTkLabel(self, text="", font=fonts.small, text_color=BAD, wraplength=320, justify="left")
         self.error.pack(padx=24, anchor="w")
@@ -50,8 +52,17 @@ class MemberPicker(ctk.CTkToplevel):
         self.bind("<Escape>", lambda _e: self.destroy())
         self.bind("<Return>", lambda _e: self.confirm())
         place_over(self, master.winfo_toplevel())
+        self.after_idle(self._take_focus)
+
+    def _take_focus(self) -> None:
+        """The keyboard goes to the dialog: its name field, else its first contact."""
+        if not self.winfo_exists():
+            return
+        self.focus_force()
         if self.name_entry is not None:
-            self.after_idle(self.name_entry.focus_set)
+            self.name_entry.focus_set()
+        elif self.boxes:
+            next(iter(self.boxes.values()))._canvas.focus_set()
 
     def chosen(self) -> list[str]:
         return [fp for fp, box in self.boxes.items() if box.get()]

@@ -102,9 +102,11 @@ class World:
 
 
 def _world(tmp_path: Path, identities: list[Identity], names: tuple[str, ...],
-           nicknames: dict[str, str] | None = None, verified: tuple[str, ...] = ()) -> Iterator[World]:
-    """Alice's node and window in this process; every other name a group_peer process. ``nicknames``: what the
-    directory (the ledger of these tests) calls each user, and so everyone's contact list."""
+           nicknames: dict[str, str] | None = None, verified: tuple[str, ...] = (), peers_run: bool = True
+           ) -> Iterator[World]:
+    """Alice's node and window in this process; every other name a group_peer process (with ``peers_run``, else
+    listed but down). ``nicknames``: what the directory (the ledger of these tests) calls each user, and so
+    everyone's contact list."""
     need_xdotool()
     nick = {n: (nicknames or {}).get(n, n) for n in names}
     ips = {n: free_loopback_ip() for n in names}
@@ -117,7 +119,7 @@ def _world(tmp_path: Path, identities: list[Identity], names: tuple[str, ...],
     node: ChatNode | None = None
     application: App | None = None
     try:
-        for n in names[1:]:
+        for n in names[1:] if peers_run else ():
             d = tmp_path / n
             d.mkdir(mode=0o700)
             ids[n].save(d / KEY_FILE)
@@ -157,6 +159,11 @@ def _world(tmp_path: Path, identities: list[Identity], names: tuple[str, ...],
 @pytest.fixture
 def class_of_three(xvfb, tmp_path, identities) -> Iterator[World]:
     yield from _world(tmp_path, identities, ("alice", "bob", "carol"), verified=("bob",))
+
+
+@pytest.fixture
+def contacts_away(xvfb, tmp_path, identities) -> Iterator[World]:
+    yield from _world(tmp_path, identities, ("alice", "bob", "carol"), verified=("carol",), peers_run=False)
 
 
 @pytest.fixture
@@ -334,3 +341,45 @@ def test_a_hostile_member_and_group_name_show_as_inert_text_and_leaving_keeps_th
     d.wait(lambda: window.tabs.titles[key].startswith("✗ "), what="the row marked")
     assert window.groups.panes[key].entry.cget("state") == "disabled"
     assert panel.add_button.cget("state") == "disabled"
+
+
+def test_new_group_by_keyboard_only_and_members_who_are_away_wait(contacts_away: World) -> None:
+    w = contacts_away
+    d, window = w.d, w.window
+    d.click(inner(window.tabs.search_entry, tkinter.Entry))         # the keyboard in the window, then Tab only
+    for _ in range(40):
+        if str(window.top.focus_get() or "") == str(window.tabs.new_group_button._canvas):
+            break
+        d.key("Tab")
+    assert str(window.top.focus_get() or "") == str(window.tabs.new_group_button._canvas), "Tab reaches New group…"
+    d.key("space")
+    d.wait(lambda: window.groups.picker is not None and window.groups.picker.winfo_viewable(), what="the picker")
+    picker = window.groups.picker
+    assert picker is not None and picker.name_entry is not None
+    entry = inner(picker.name_entry, tkinter.Entry)
+    d.wait(lambda: str(entry.focus_get() or "") == str(entry), 5, what="the name field to have the focus")
+    d._xdotool("type", "--delay", "2", "reading club")
+    carol_box = picker.boxes[w.fps["carol"]]
+    assert carol_box.cget("text") == "carol ✔", "verified contacts marked in the picker"
+    for _ in range(8):                               # Tab until carol's box has the focus
+        if str(picker.focus_get() or "") == str(carol_box._canvas):
+            break
+        d.key("Tab")
+    assert str(picker.focus_get() or "") == str(carol_box._canvas), "the members are reachable with Tab"
+    d.key("space")
+    assert picker.chosen() == [w.fps["carol"]]
+    d.key("Return")
+    d.wait(lambda: any(k.startswith(GROUP_KEY) for k in window.groups.panes), what="the group")
+    key = next(k for k in window.groups.panes if k.startswith(GROUP_KEY))
+    assert window.tabs.titles[key] == "reading club"
+    # carol's node is down: the text waits for her (her pairwise chat says so), nothing is lost
+    pane = window.groups.panes[key]
+    pane.entry_text.focus_force()
+    d.wait(lambda: str(pane.entry_text.focus_get() or "") == str(pane.entry_text), 5, what="the entry's focus")
+    d._xdotool("type", "--delay", "2", "see you at six")
+    d.key("Return")
+    d.wait(lambda: "see you at six  delivered to 0 of 1" in transcript(w, key), what="the text, waiting")
+    panel = window.groups.panels[key]
+    d.wait(lambda: panel.states[w.fps["carol"]].cget("text") in ("offline", "connecting · 0 of 4 steps done",
+                                                                   "connecting…"), 20,
+           what="carol's pairwise chat: the node tried")
