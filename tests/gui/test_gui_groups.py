@@ -6,7 +6,7 @@ four-step chats her node opens by itself, their answers show under their names i
 counts the receipts up to "delivered to 2 of 2", Send file… gets the file to both, and once she removes carol
 (Remove, confirmed) carol's process gets nothing new. A member whose name and whose group's name are full of markup,
 bidi and control characters shows as inert text everywhere; the file that member shares is offered in a dialog
-naming the group; Leave group keeps the conversation, read-only."""
+naming the group; Leave group keeps the conversation, read-only. New group… works by the keyboard alone."""
 
 from __future__ import annotations
 
