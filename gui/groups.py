@@ -322,7 +322,7 @@ class GroupChats:
         if self.me not in {fp for fp, _n in g.view.members}:
             return "You are no longer a member of this group."
         if g.view.creator != self.me:
-            return f"Only the group's creator, {self.creator_name(key)}, removes members (docs/groups.md)."
+            return f"Only the group's creator, {self.creator_name(key)}, removes members."
         return None
 
     def leave_refusal(self, key: str) -> str | None:

@@ -154,7 +154,7 @@ def test_membership_changes_read_as_sentences_and_only_the_creator_removes(
     g = chats.groups[key]
     other = GroupState(GroupView(g.view.gid, "lab", bob.fingerprint.hex(), g.view.members, g.view.changes, (), {}))
     chats.groups["group:other"] = other
-    assert chats.remove_refusal("group:other") == "Only the group's creator, bob, removes members (docs/groups.md)."
+    assert chats.remove_refusal("group:other") == "Only the group's creator, bob, removes members."
     assert chats.leave_refusal("group:other") is None
 
 
