@@ -257,10 +257,14 @@ class GroupChats:
 
     # ---- what the window reads --------------------------------------------------------------------------------
 
+    def name(self, key: str) -> str:
+        """The group's name, cleaned for display."""
+        return clean_name(self.groups[key].view.name, "group")
+
     def title(self, key: str) -> str:
         g = self.groups[key]
         gone = "" if self.me in {fp for fp, _n in g.view.members} else "✗ "
-        name = gone + clean_name(g.view.name, "group")
+        name = gone + self.name(key)
         return f"{name} ({g.unread})" if g.unread else name
 
     def detail(self, key: str) -> str:
@@ -487,7 +491,7 @@ class GroupChats:
         for g in self.groups.values():
             for fp, text, ts in g.texts:
                 if query in text.casefold():
-                    label = f"{clean_name(g.view.name, 'group')} · {stamp(ts, now)} · {self.name_of(g, fp)}"
+                    label = f"{self.name(g.key)} · {stamp(ts, now)} · {self.name_of(g, fp)}"
                     hits.append((ts, GroupFound(g.key, label, one_line(text, 60))))
         return [h for _ts, h in sorted(hits, key=lambda h: -h[0])[:limit]]
 
@@ -511,7 +515,7 @@ class GroupChats:
         g = self.groups.get(key)
         if g is None:
             return None
-        out = [f"Group “{clean_name(g.view.name, 'group')}”, exported {time.strftime('%Y-%m-%d %H:%M')}"]
+        out = [f"Group “{self.name(g.key)}”, exported {time.strftime('%Y-%m-%d %H:%M')}"]
         for fp, text, ts in g.texts:
             out.append(f"[{seen_when(ts, self.clock())} {clock_time(ts)}] {self.name_of(g, fp, you=self.nickname)}: "
                        + clean(text))

@@ -15,7 +15,6 @@ import customtkinter as ctk
 
 from gui.groups import GroupChanges, GroupChats
 from gui.models import VERIFIED
-from gui.text import clean_name
 from gui.widgets.chat_pane import ChatPane
 from gui.widgets.conversations import ConversationList
 from gui.widgets.group_dialog import MemberPicker
@@ -161,14 +160,14 @@ class GroupsUi:
         if g is None:
             return
         inside = {fp for fp, _n in g.view.members}
-        self._pick(f"Add to {clean_name(g.view.name, 'the group')}…", self._choices(inside),
+        self._pick(f"Add to {self.chats.name(key)}…", self._choices(inside),
                    lambda _name, fps: self.chats.add_members(key, fps), with_name=False, confirm="Add")
 
     def ask_remove(self, key: str, fp: str) -> None:
         g = self.chats.groups.get(key)
         if g is None:
             return
-        who, group = self.chats.name_of(g, fp), clean_name(g.view.name, "the group")
+        who, group = self.chats.name_of(g, fp), self.chats.name(key)
         self._ask(f"Remove {who} from {group}?", f"{who} gets nothing said in {group} from now on (what they "
                   "received before stays on their computer), and learns they were removed.", "Remove",
                   lambda yes: self._confirmed(yes, lambda: self.chats.remove_member(key, fp)))
@@ -177,7 +176,7 @@ class GroupsUi:
         g = self.chats.groups.get(key)
         if g is None:
             return
-        group = clean_name(g.view.name, "the group")
+        group = self.chats.name(key)
         self._ask(f"Leave {group}?", f"The members are told you left and send you nothing new; the messages of "
                   f"{group} stay on this computer.", "Leave group",
                   lambda yes: self._confirmed(yes, lambda: self.chats.remove_member(key, self.chats.me)))
@@ -186,7 +185,7 @@ class GroupsUi:
         g = self.chats.groups.get(key)
         if g is None:
             return
-        group = clean_name(g.view.name, "the group")
+        group = self.chats.name(key)
         self._ask(f"Delete the messages of {group}?", f"The messages of {group} kept on this computer are erased; "
                   "this cannot be undone. The group and its members stay, and the members keep their own copies.",
                   "Delete", lambda yes: self._confirmed(yes, lambda: self.chats.delete_history(key)))

@@ -278,9 +278,11 @@ class ChatWindow:
         if ch.select is not None and ch.select in self.tabs.pages:
             self.tabs.select(ch.select)
             self._tab_chosen(ch.select)
-        news = sum(len([ln for ln in lines if ln.kind is LineKind.IN]) for lines in ch.lines_added.values())
-        if news and not self.group_chats.focused:
-            self._attention("New message", f"{count(news, 'new group message')}", raise_window=False)
+        news = {key: sum(1 for ln in lines if ln.kind is LineKind.IN) for key, lines in ch.lines_added.items()}
+        if any(news.values()) and not self.group_chats.focused:
+            where = sorted(self.group_chats.name(key) for key, n in news.items() if n)
+            self._attention("New message", f"{count(sum(news.values()), 'new message')} in {', '.join(where)}",
+                            raise_window=False)
         self._update_title()
 
     def _contact_chosen(self, key: str) -> None:
