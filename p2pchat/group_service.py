@@ -15,6 +15,7 @@ from that member whose SHA-256 and size equal a file it announced), so the offer
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -28,9 +29,10 @@ from typing import Any, Protocol, TypeVar
 
 from p2pchat.events import GroupMessage, GroupNotice, GroupReceipt
 from p2pchat.file_driver import prepare as prepare_file
-from p2pchat.foundation.errors import FrameError, ProtocolError, UsageError, UserError
+from p2pchat.foundation.errors import FrameError, LocalFault, ProtocolError, UsageError, UserError
 from p2pchat.foundation.identity import Identity
 from p2pchat.group_history import GroupHistory, entry_of
+from p2pchat.group_limits import MAX_PENDING_PER_MEMBER, GroupLimits
 from p2pchat.group_store import GroupStore
 from p2pchat.groups import (
     GROUP_WIRE,
@@ -49,8 +51,11 @@ from p2pchat.node_runtime import SessionWatcher
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-MAX_PENDING_PER_MEMBER = 2000       # frames that may wait for one member
-MAX_QUEUED_FRAMES = 4096            # frames from peers not yet handled (beyond: dropped; the sender resends)
+# frames from peers not yet handled, per peer and in all (beyond: dropped unacknowledged; the sender resends them)
+MAX_QUEUED_PER_PEER = 2 * MAX_PENDING_PER_MEMBER + 64
+MAX_QUEUED_BYTES_PER_PEER = 8 * 1024 * 1024
+MAX_QUEUED_FRAMES = 16384
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
 MAX_FILE_ATTEMPTS = 3               # offers of one group file to one member that may fail before it is given up
 FINAL_FILE_STATES = {"done": "saved", "declined": "declined", "cancelled": "cancelled"}
 
@@ -83,7 +88,6 @@ class Group:
     texts: list[GroupText] = field(default_factory=list)
     acks: dict[int, set[str]] = field(default_factory=dict)    # my counter -> members who acknowledged it
     sent_to: dict[int, int] = field(default_factory=dict)      # my counter -> other members when it was sent
-    has_log: set[bytes] = field(default_factory=set)           # members this run queued the whole log for
     my_files: dict[int, str] = field(default_factory=dict)     # my counter -> the path of the file I shared
 
     @property
@@ -131,7 +135,7 @@ class GroupService:
     """Owns the groups of one node and the thread that handles them."""
 
     def __init__(self, host: GroupHost, store: GroupStore, identity: Identity,
-                 emit: Callable[[Any], None]) -> None:
+                 emit: Callable[[Any], None], *, limits: GroupLimits | None = None) -> None:
         self._host = host
         self._store = store
         self._me = identity
@@ -149,6 +153,12 @@ class GroupService:
         self._announced: dict[tuple[str, bytes, int], list[tuple[bytes, int, str]]] = {}  # (fp, sha, size) ->
         self._tagged: dict[bytes, tuple[str, bytes, int, bytes, int]] = {}   # transfer -> (fp, sha, size, gid, n)
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._limits = limits or GroupLimits()
+        self._inflow_lock = threading.Lock()
+        self._inflow: dict[str, tuple[int, int]] = {}       # peer -> (frames, bytes) queued, not yet handled
+        self._inflow_total = (0, 0)
+        # (group, member) -> hashes of the changes it has or was queued (it is sent only the others)
+        self._known: dict[tuple[bytes, str], set[bytes]] = {}
         self._load()
         self._thread = threading.Thread(target=self._run, name="groups", daemon=True)
         self._thread.start()
@@ -238,15 +248,35 @@ class GroupService:
             except BaseException as exc:         # handed to the caller, who shows it
                 fut.set_exception(exc)
         self._jobs.put(job)
-        return fut.result()
+        while True:
+            try:
+                return fut.result(timeout=1.0)
+            except TimeoutError:
+                if not self._thread.is_alive():     # it stopped on a programming error (logged): say so, not hang
+                    raise LocalFault("the group service stopped after an internal error (see the log); "
+                                     "restart the program") from None
 
     # --- hooks from the node (any thread, maybe a session lock held: queue only) ------------------------------
 
     def frame_from(self, session: str, fp: str, body: bytes) -> None:
-        if self._jobs.qsize() >= MAX_QUEUED_FRAMES:
-            log.warning("groups: dropped a frame from %s: too many waiting (it is sent again)", fp[:16])
-            return
+        with self._inflow_lock:
+            frames, size = self._inflow.get(fp, (0, 0))
+            total_frames, total_size = self._inflow_total
+            if frames >= MAX_QUEUED_PER_PEER or size + len(body) > MAX_QUEUED_BYTES_PER_PEER or \
+                    total_frames >= MAX_QUEUED_FRAMES or total_size + len(body) > MAX_QUEUED_BYTES:
+                log.warning("groups: dropped a frame from %s: too many waiting (it is sent again)", fp[:16])
+                return
+            self._inflow[fp] = (frames + 1, size + len(body))
+            self._inflow_total = (total_frames + 1, total_size + len(body))
         self._jobs.put(lambda: self._on_frame(session, fp, body))
+
+    def _taken(self, fp: str, body: bytes) -> None:
+        with self._inflow_lock:
+            frames, size = self._inflow.pop(fp, (1, len(body)))
+            if frames > 1:
+                self._inflow[fp] = (frames - 1, size - len(body))
+            total_frames, total_size = self._inflow_total
+            self._inflow_total = (total_frames - 1, total_size - len(body))
 
     def chat_ready(self, fp: str, session: str) -> None:
         self._jobs.put(lambda: self._flush(fp, session))
@@ -358,8 +388,8 @@ class GroupService:
         g.sent_to[t.counter] = len(g.log.members) - 1
         self._keep_text(g, t, to=g.sent_to[t.counter], path=path)
         others = [m for m in g.log.members if m != self._me.fingerprint]
-        # a member who may not have the log yet (added by someone else) gets it first, on the same queue
-        self._fan_out_changes(g, only={m for m in others if m not in g.has_log})
+        # a member who may not have every change yet (added by someone else) gets them first, on the same queue
+        self._fan_out_changes(g, only=set(others))
         if shared is not None and path is not None:
             g.my_files[t.counter] = path
             rows = self._store.add_many([("fileout", {"fp": m.hex(), "gid": gid, "counter": t.counter})
@@ -451,15 +481,18 @@ class GroupService:
                         lamport=t.lamport, sent_at=t.sent_at, text=t.text, to=to, **extra)
 
     def _fan_out_changes(self, g: Group, *, also: set[bytes] | None = None, only: set[bytes] | None = None) -> None:
-        """The whole log to every other member (a new member needs it all; the others ignore what they have), or
-        to ``only`` those."""
-        raw = [c.encode() for c in g.log.ordered()]
+        """To every other member (and ``also`` those; or ``only`` those) the changes it is not known to have: the
+        whole log to a member this run never sent anything (a new member needs it all), else the new ones."""
+        ordered = g.log.ordered()
         for m in (set(g.log.members) | (also or set())) if only is None else only:
-            fp = m.hex()
-            if m != self._me.fingerprint:
-                g.has_log.add(m)
-                self._queue(fp, g, None, lambda ref: GROUP_WIRE.encode_body("changes", ref=ref, group=g.log.group,
-                                                                             changes=raw))
+            if m == self._me.fingerprint:
+                continue
+            known = self._known.setdefault((g.log.group, m.hex()), set())
+            missing = [c for c in ordered if c.hash not in known]
+            if not missing:
+                continue
+            self._queue(m.hex(), g, None, functools.partial(_changes_body, g.log.group, [c.encode() for c in missing]))
+            known.update(c.hash for c in missing)      # frames for a member go out in order until acknowledged
 
     def _queue(self, fp: str, g: Group, counter: int | None, make: Callable[[int], bytes]) -> None:
         waiting = self._pending.setdefault(fp, [])
@@ -495,7 +528,28 @@ class GroupService:
         except UserError as exc:
             log.info("groups: %s", exc)
 
+    def _admit(self, fp: str, kind: str, cost: float = 1.0) -> bool:
+        """Draw on ``fp``'s budget for ``kind`` (p2pchat/group_limits.py); a refusal is told once per run."""
+        ok, notice = self._limits.admit(fp, kind, cost)
+        if notice is not None:
+            log.info("groups: %s", notice)
+            self._emit(GroupNotice(None, "", notice, warning=True))
+        return ok
+
     def _on_frame(self, session: str, fp: str, body: bytes) -> None:
+        """One frame from ``fp``. Over a budget it is refused unacknowledged, before any other work; a refusal is
+        shown at most about once a second per peer (a stream of bad frames is not a stream of notices)."""
+        self._taken(fp, body)
+        if not self._admit(fp, "frame"):
+            return
+        try:
+            self._handle_frame(session, fp, body)
+        except GroupError as exc:
+            log.info("groups: %s", exc)
+            if self._limits.admit(fp, "notice")[0]:
+                self._emit(GroupNotice(None, "", str(exc), warning=True))
+
+    def _handle_frame(self, session: str, fp: str, body: bytes) -> None:
         try:
             msg = GROUP_WIRE.decode(body)
         except (FrameError, ProtocolError) as exc:
@@ -503,11 +557,22 @@ class GroupService:
         if msg.type == "ack":
             self._on_ack(fp, [int(r) for r in msg["refs"]])
             return
+        if msg.type not in ("changes", "text", "file"):    # e.g. the codec's own `error` message
+            raise GroupError(f"a group frame of the unexpected kind {msg.type!r} from {fp[:16]} was refused")
         gid = bytes(msg["group"])
         ack = GROUP_WIRE.encode_body("ack", refs=[msg["ref"]])
         if msg.type == "changes":
+            changes = [Change.decode(bytes(c)) for c in msg["changes"]]
+            g = self.groups.get(gid)
+            unchecked = [c for c in changes if g is None or (c.hash not in g.log.changes and
+                                                            c.hash not in g.log.held)]
+            if (g is None and not self._admit(fp, "invite")) or \
+                    (unchecked and not self._admit(fp, "change", len(unchecked))):
+                return
             self._send_now(session, ack)        # even a refused frame: its sender stops resending it
-            self._on_changes(fp, gid, [bytes(c) for c in msg["changes"]])
+            self._on_changes(fp, gid, changes)
+        elif not self._admit(fp, "text"):
+            return
         else:                                   # a text or a shared file: acknowledged once shown or refused
             self._held_acks.setdefault(fp, []).append((gid, msg["counter"], ack))
             g = self.groups.get(gid)
@@ -619,8 +684,7 @@ class GroupService:
         if row is not None:
             self._store.delete([row])
 
-    def _on_changes(self, fp: str, gid: bytes, raws: list[bytes]) -> None:
-        changes = [Change.decode(r) for r in raws]
+    def _on_changes(self, fp: str, gid: bytes, changes: list[Change]) -> None:
         peer = bytes.fromhex(fp)
         g = self.groups.get(gid)
         if g is None:          # an invitation
@@ -637,6 +701,7 @@ class GroupService:
                 raise GroupError(f"an invitation from {fp[:16]} that does not make both of you members was refused")
             g = Group(lg, Inbox(lg), fp)
             self.groups[gid] = g
+            self._known[(gid, fp)] = set(lg.changes)
             self._store.add("group", gid=gid, invited_by=fp)
             self._keep_changes(gid, lg.ordered())
             self._emit(GroupNotice(gid.hex(), lg.name, f"you were added to {lg.name!r} ({len(lg.members)} members)",
@@ -646,18 +711,29 @@ class GroupService:
             raise GroupError(f"membership changes from {fp[:16]}, who was never a member of {g.name!r}, were refused")
         before = set(g.log.members)
         new: list[Change] = []
+        refused: list[str] = []
         for c in changes:
             try:
                 new += g.log.add(c)
             except GroupError as exc:      # one bad change does not stop the good ones
-                self._emit(GroupNotice(gid.hex(), g.name, str(exc), warning=True))
+                refused.append(str(exc))
+        if refused:                        # told once per frame, however many it carried
+            more = f" (and {len(refused) - 1} more refused changes)" if len(refused) > 1 else ""
+            self._emit(GroupNotice(gid.hex(), g.name, f"from {fp[:16]}: {refused[0]}{more}", warning=True))
+        theirs_known = self._known.setdefault((gid, fp), set())
+        theirs_known.update(c.hash for c in changes if c.hash in g.log.changes)
         if not new:
             return
         self._keep_changes(gid, new)
         self._after_membership(g, before)
-        # The sender gave its log to every member it sees; those only this node sees get it from here.
-        theirs = g.log.members_of({c.hash for c in changes})
-        self._fan_out_changes(g, only=set(g.log.members) - theirs - {peer})
+        # The sender gave its changes to every member it sees; those only this node sees get them from here, and
+        # a member the frame added gets what this node has that the sender did not (a concurrent edit).
+        theirs = g.log.members_of(theirs_known)
+        added = {c.target for c in new if c.op == "add"} & set(g.log.members)
+        lacking = any(h not in theirs_known for h in g.log.changes)
+        for m in added if lacking else ():
+            self._known.setdefault((gid, m.hex()), set()).update(theirs_known)
+        self._fan_out_changes(g, only=(set(g.log.members) - theirs - {peer}) | (added if lacking else set()))
 
     def _key_known(self, g: Group, peer: bytes) -> bool:
         return any(c.target == peer for c in g.log.changes.values())
@@ -721,6 +797,10 @@ class GroupService:
                 self._store.add("receipt", gid=p.gid, counter=p.counter, member=fp)
                 self._emit(GroupReceipt(p.gid.hex(), g.name, p.counter, len(got), g.sent_to.get(p.counter, 0)))
         self._offer_files(fp)           # a shared file follows the announcement the member now has
+
+
+def _changes_body(gid: bytes, raw: list[bytes], ref: int) -> bytes:
+    return GROUP_WIRE.encode_body("changes", ref=ref, group=gid, changes=raw)
 
 
 class WatcherPair:

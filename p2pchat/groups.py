@@ -124,6 +124,8 @@ class Change:
             m = CHANGE.decode(raw)
         except (FrameError, ProtocolError) as exc:
             raise GroupError(f"a malformed membership change was refused ({exc})") from None
+        if m.type != "change":       # every protocol also knows `error`
+            raise GroupError(f"a membership change that is a {m.type!r} message was refused")
         if m["op"] not in OPS:
             raise GroupError(f"a membership change with the unknown operation {m['op']!r} was refused")
         ts = m["ts"]
