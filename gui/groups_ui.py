@@ -77,6 +77,7 @@ class GroupsUi:
             return
         chats = self.chats
         panel.show(chats.member_rows(key), chats.remove_refusal(key), chats.leave_refusal(key), chats.is_member(key))
+        tab_stops(panel)            # Remove buttons of rows drawn again are Tab stops too
 
     def _input(self, key: str) -> None:
         member = self.chats.is_member(key)
