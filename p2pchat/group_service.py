@@ -483,16 +483,17 @@ class GroupService:
     def _fan_out_changes(self, g: Group, *, also: set[bytes] | None = None, only: set[bytes] | None = None) -> None:
         """To every other member (and ``also`` those; or ``only`` those) the changes it is not known to have: the
         whole log to a member this run never sent anything (a new member needs it all), else the new ones."""
-        ordered = g.log.ordered()
+        ordered = g.log.ordered_items()
         for m in (set(g.log.members) | (also or set())) if only is None else only:
             if m == self._me.fingerprint:
                 continue
             known = self._known.setdefault((g.log.group, m.hex()), set())
-            missing = [c for c in ordered if c.hash not in known]
-            if not missing:
-                continue
-            self._queue(m.hex(), g, None, functools.partial(_changes_body, g.log.group, [c.encode() for c in missing]))
-            known.update(c.hash for c in missing)      # frames for a member go out in order until acknowledged
+            if len(known) >= len(ordered) and known.issuperset(g.log.changes):
+                continue                               # the usual case before a message: nothing to send
+            missing = [(h, c) for h, c in ordered if h not in known]
+            self._queue(m.hex(), g, None, functools.partial(_changes_body, g.log.group,
+                                                             [c.encode() for _, c in missing]))
+            known.update(h for h, _ in missing)        # frames for a member go out in order until acknowledged
 
     def _queue(self, fp: str, g: Group, counter: int | None, make: Callable[[int], bytes]) -> None:
         waiting = self._pending.setdefault(fp, [])
@@ -671,11 +672,11 @@ class GroupService:
                 self._offer_files(fp)       # in the chat still open, or the next one
                 return
         self._drop_file_out(fp, gid, counter)
-        if g is not None:
+        member = g.log.members.get(bytes.fromhex(fp)) if g is not None else None
+        if g is not None and member is not None:       # (a transfer to a removed member was stopped: no notice)
             name = next((t.text for t in g.texts if t.sender == self._me.fingerprint and t.counter == counter), "")
-            member = g.log.members.get(bytes.fromhex(fp))
             verb = FINAL_FILE_STATES.get(state, f"could not be given it after {MAX_FILE_ATTEMPTS} tries:")
-            self._emit(GroupNotice(gid.hex(), g.name, f"{member.name if member else fp[:16]} {verb} {name}"))
+            self._emit(GroupNotice(gid.hex(), g.name, f"{member.name or fp[:16]} {verb} {name}"))
         self._offer_files(fp)
 
     def _drop_file_out(self, fp: str, gid: bytes, counter: int) -> None:

@@ -185,7 +185,11 @@ class MembershipLog:
         return [c for h, c in self.changes.items() if h not in referenced]
 
     def ordered(self) -> list[Change]:
-        return sorted(self.changes.values(), key=lambda c: (c.version, c.author, c.hash))
+        return [c for _, c in self.ordered_items()]
+
+    def ordered_items(self) -> list[tuple[bytes, Change]]:
+        """(hash, change) in the merge order (the hashes are the dictionary's: not computed again)."""
+        return sorted(self.changes.items(), key=lambda hc: (hc[1].version, hc[1].author, hc[0]))
 
     def is_member(self, fp: bytes) -> bool:
         return fp in self.members

@@ -20,6 +20,7 @@ from netns_lab.commands import (
     summary,
     tip_of,
 )
+from netns_lab.group_class import class_of_16  # [groups, issue 18]
 from netns_lab.processes import LabProcess
 from netns_lab.shell import LabError, run
 from netns_lab.topology import BEHIND_NAT, LAN, ROUTER_WAN_IP
@@ -420,4 +421,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              clock_skew),
     Scenario("kill-restart", "kill -9 a node, verify its store, restart: it rejoins and catches up",
              kill_restart),
+    # [groups, issue 18] the class of 16 (vm-lab/netns_lab/group_class.py)
+    Scenario("class-of-16", "16 hosts, one group of all: every member gets every message; p99 to all 15 others "
+             "≤ 250 ms", lambda p: class_of_16(p)),
 )}
