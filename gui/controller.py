@@ -37,8 +37,6 @@ from gui.models import (
 )
 from gui.secret_check import SecretCheck
 from gui.text import (
-    MORE_CHARS,
-    MORE_LINES,
     clean,
     clean_name,
     clock_time,
@@ -352,6 +350,23 @@ class ChatController:
             last = max(c.last_seen, stored.last_ts if stored is not None else 0.0)
             rows.append((last, ListRow(CONTACT_KEY + c.fp, title, detail)))
         return [row for _last, row in sorted(rows, key=lambda r: -r[0])]
+
+    def contact(self, fp: str) -> Contact | None:
+        """The contact with this fingerprint (hex), as last read from the store."""
+        return self._contacts.get(fp)
+
+    def channel_state(self, fp: str) -> str:
+        """How this computer's pairwise chat with ``fp`` stands, in a few words (a group member's line)."""
+        tabs = [t for t in self.tabs.values() if t.contact == fp and t.ended is None]
+        if any(t.ready for t in tabs):
+            return "online · four steps done"
+        if tabs:
+            done = max(sum(1 for st in t.steps.values() if st.state is StepState.DONE) for t in tabs)
+            return f"connecting · {done} of 4 steps done"
+        presence = self.waiting.presence.get(fp)
+        if presence is not None and presence is not Presence.UNKNOWN:
+            return PRESENCE_WORDS[presence]
+        return "not connected"
 
     def session_detail(self, session: str) -> str:
         """A chat row's second line: its last message, or where the chat stands."""
@@ -750,7 +765,7 @@ class ChatController:
         line = next((ln for ln in tab.lines if ln.line_id == line_id), None) if tab else None
         if line is None or not line.hidden:
             return
-        line.shown = preview_end(line.text, line.shown, chars=MORE_CHARS, lines=MORE_LINES)
+        line.show_more()
         self._changes.lines_changed.setdefault(session, []).append(line)
 
     def close_tab(self, session: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from gui.text import clean_name, count
+from gui.text import MORE_CHARS, MORE_LINES, clean_name, count, preview_end
 from p2pchat.events import KeyChangeStopped, SessionInfo
 from p2pchat.steps import Step
 
@@ -72,10 +72,16 @@ class ChatLine:
     stored: str = ""             # a message from the history: its stored status (sent, delivered, waiting, …)
     row: int | None = None       # its history row, for a text that waited for its contact (issue 16)
     file_ref: int | None = None  # a file kept for its contact (issue 16, gui/transfers.py): its number
+    colour: int | None = None    # a group member's colour (gui/widgets/style.py MEMBER_COLORS; issue 18)
+    receipt: str = ""            # one's own group message: "delivered to 2 of 3" (issue 18)
 
     @property
     def hidden(self) -> int:
         return len(self.text) - self.shown
+
+    def show_more(self) -> None:
+        """Reveal the next part of a long text ("show more")."""
+        self.shown = preview_end(self.text, self.shown, chars=MORE_CHARS, lines=MORE_LINES)
 
     @property
     def waiting(self) -> bool:
@@ -87,6 +93,8 @@ class ChatLine:
         """Delivery mark of an outgoing message: ✓ once the receipt is in, … while on the way."""
         if self.kind is not LineKind.OUT:
             return ""
+        if self.receipt and not self.failed:
+            return self.receipt
         if self.failed:
             return f"✗ not sent: {self.failed}"
         if self.stored and not self.delivered:

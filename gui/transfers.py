@@ -306,7 +306,9 @@ class TransfersUi:
 
     def _ask(self, offer: FileOffer) -> None:
         self._asking = True
-        question = (f"{clean_name(offer.sender)} offers the file “{clean_name(offer.name)}” ({human(offer.size)}). "
+        where = f" shared in the group “{clean_name(offer.group_name)}”" if offer.group else ""    # issue 18
+        question = (f"{clean_name(offer.sender)} offers the file “{clean_name(offer.name)}”{where} "
+                    f"({human(offer.size)}). "
                     f"Accepted, it is saved in your downloads folder as “{clean_name(offer.saved_as)}”.")
 
         def then(yes: bool) -> None:

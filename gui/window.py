@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import queue
 import time
 import tkinter
@@ -19,14 +18,15 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from tkinter import filedialog
 from typing import Literal, Protocol
 
 import customtkinter as ctk
 
 from gui.ask_secret import SecretDialogs
 from gui.attention import DesktopNotifier, set_urgent
-from gui.controller import LEDGER_TAB, Changes, ChatController, Found, NodeApi
+from gui.controller import CONTACT_KEY, LEDGER_TAB, Changes, ChatController, Found, NodeApi, contact_name
+from gui.groups import GROUP_KEY, GroupChats, GroupFound, GroupsApi, MemberSource
+from gui.groups_ui import GroupsUi
 from gui.key_change import KeyChangeDialog
 from gui.lag import LagMeter
 from gui.ledger_view import LedgerSnapshot, identity_ledger_line
@@ -46,11 +46,13 @@ from gui.widgets.keyboard import tab_stops
 from gui.widgets.ledger_panel import LedgerPanel
 from gui.widgets.step_bar import StepBar
 from gui.widgets.style import BAD, MUTED, Fonts, LabelText
+from gui.widgets.visibility import hide, show
 from gui.worker import CommandWorker
 from p2pchat.contacts import ContactStore
 from p2pchat.events import Event
 from p2pchat.foundation.addresses import LEDGER_PORT, format_address, parse_address
 from p2pchat.foundation.errors import UserError
+from p2pchat.foundation.identity import Identity
 from p2pchat.history import HistoryStore
 from p2pchat.steps import Step
 
@@ -68,10 +70,14 @@ WM_CLASS = "p2pchat"       # the root's className (gui/app.py creates the root):
 MIN_SIZE = (600, 560)       # at 100 %: the entry, Send and a few transcript lines fit with the steps collapsed
 
 
-class ChatNodeLike(NodeApi, FileApi, Protocol):
+class ChatNodeLike(NodeApi, FileApi, MemberSource, Protocol):
     events: queue.Queue[Event]
     accept_timeout: float
     handshake_timeout: float
+    identity: Identity
+
+    @property
+    def groups(self) -> GroupsApi | None: ...      # issue 18 (gui/groups.py): None without a data directory
 
     @property
     def contacts(self) -> ContactStore | None: ...
@@ -140,7 +146,12 @@ class ChatWindow:
         self.fonts = Fonts()
         self.secret_dialogs = SecretDialogs(self.top, self.fonts, self.controller,      # gui/ask_secret.py
                                             lambda: self._render(self.controller.take_changes()))
+        self.group_chats = GroupChats(node.groups, node, self.worker, me=node.identity.fingerprint.hex(),  # issue 18
+                                      nickname=me.nickname, contact=self.controller.contact,
+                                      channel=self.controller.channel_state)
         self._build(appearance, scaling)
+        self.groups = GroupsUi(top, self.fonts, self.tabs, self.group_chats, self._ask, self._contact_choices,
+                               self._render_groups, self.search_all)
         self.transfers = TransfersUi(top, self.fonts, files, self._ask, self._can_send_files)
         top.protocol("WM_DELETE_WINDOW", self.ask_close)
         self._bind_keys()
@@ -154,6 +165,7 @@ class ChatWindow:
         self.controller.refresh_contacts()
         self._render(self.controller.take_changes())
         self._render(Changes(bar=True))
+        self.group_chats.load()
         tab_stops(top)
         self._schedule()
 
@@ -196,7 +208,8 @@ class ChatWindow:
         self.step_bar.grid(row=1, column=0, sticky="ew", padx=8, pady=4)
 
         self.tabs = ConversationList(top, self.fonts, on_select=self._tab_chosen, on_contact=self._contact_chosen,
-                                     on_search=self.search_all)
+                                     on_search=self.search_all,
+                                     on_new_group=self._new_group if self.group_chats.available else None)
         self.tabs.grid(row=2, column=0, sticky="nsew", padx=8, pady=(0, 4))
         ledger_page = self.tabs.add(LEDGER_KEY, LEDGER_TAB, fixed=True)
         self.ledger_panel = LedgerPanel(ledger_page, self.fonts, on_join=self._join_clicked)
@@ -235,8 +248,45 @@ class ChatWindow:
     def _tab_chosen(self, key: str) -> None:
         if key == LEDGER_KEY:
             self.ledger_panel.show(self.snapshot)
-        self.controller.select_tab(None if key == LEDGER_KEY else key)
+        group = key.startswith(GROUP_KEY)
+        # a group has no four steps of its own: its conversation shows the members' pairwise chats instead
+        (hide if group else show)(self.step_bar)
+        self.group_chats.select(None)
+        if group:
+            self.groups.show(key)
+            self.controller.select_tab(None)
+        else:
+            self.controller.select_tab(None if key == LEDGER_KEY else key)
         self._render(self.controller.take_changes())
+        self._render_groups()
+
+    # ---- groups (issue 18: gui/groups.py, gui/groups_ui.py) -------------------------------------------------------
+
+    def _new_group(self) -> None:
+        self.groups.open_new_group()
+
+    def _contact_choices(self) -> list[tuple[str, str, bool]]:
+        """Every contact, most recent first: (fingerprint hex, name, verified)."""
+        rows = self.controller.contact_rows()
+        contacts = [self.controller.contact(row.key.removeprefix(CONTACT_KEY)) for row in rows]
+        return [(c.fp, contact_name(c), c.verified) for c in contacts if c is not None]
+
+    def _render_groups(self) -> None:
+        ch = self.group_chats.take_changes()
+        if not ch or self.closed:
+            return
+        self.groups.render(ch)
+        if ch.status is not None:
+            self._status.show(ch.status, BAD if ch.status.startswith("⚠") else MUTED)
+        if ch.select is not None and ch.select in self.tabs.pages:
+            self.tabs.select(ch.select)
+            self._tab_chosen(ch.select)
+        news = {key: sum(1 for ln in lines if ln.kind is LineKind.IN) for key, lines in ch.lines_added.items()}
+        if any(news.values()) and not self.group_chats.focused:
+            where = sorted(self.group_chats.name(key) for key, n in news.items() if n)
+            self._attention("New message", f"{count(sum(news.values()), 'new message')} in {', '.join(where)}",
+                            raise_window=False)
+        self._update_title()
 
     def _contact_chosen(self, key: str) -> None:
         self.controller.open_contact(key)
@@ -249,14 +299,15 @@ class ChatWindow:
         list's search field), and choosing one opens the chat."""
         hits = self.controller.search(text)
         self._render(self.controller.take_changes())
+        found: list[Found | GroupFound] = [*hits, *self.group_chats.search(text)]      # groups: issue 18
         menu = tkinter.Menu(self.top, tearoff=False)
-        if not hits:
+        if not found:
             menu.add_command(label=f"Nothing kept contains “{one_line(text, 40)}”", state="disabled")
-        for hit in hits:
+        for hit in found:
             menu.add_command(label=f"{hit.label}: {hit.text}",
                              command=functools.partial(self._found_chosen, hit, text.strip()))
         self.found_menu = menu
-        self.found = hits
+        self.found = found
         under = anchor if anchor is not None else self.tabs.search_entry
         menu.update_idletasks()
         # right-aligned with a button at the right (All chats), left-aligned with the list's field
@@ -268,7 +319,13 @@ class ChatWindow:
         pane = self.panes.get(session)
         self.search_all(text, pane.find_all_button if pane is not None else None)
 
-    def _found_chosen(self, hit: Found, text: str) -> None:
+    def _found_chosen(self, hit: Found | GroupFound, text: str) -> None:
+        if isinstance(hit, GroupFound):
+            if hit.key in self.tabs.pages:
+                self.tabs.select(hit.key)
+                self._tab_chosen(hit.key)
+                self.groups.panes[hit.key].open_find(text)
+            return
         session = self.controller.show_found(hit)
         self._render(self.controller.take_changes())
         if session is not None and session in self.panes:
@@ -309,32 +366,15 @@ class ChatWindow:
 
     def _export(self, session: str) -> None:
         tab = self.controller.tabs.get(session)
-        if tab is None:
-            return
-        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in tab.peer_name)[:40] or "chat"
-        path = filedialog.asksaveasfilename(parent=self.top, title="Export the chat as text",
-                                            initialfile=f"chat-with-{name}.txt", defaultextension=".txt",
-                                            filetypes=[("Text", "*.txt"), ("All files", "*")])
-        if path:
-            self.export_to(session, Path(path))
+        if tab is not None and session in self.panes:
+            self.panes[session].ask_export("Export the chat as text", f"chat-with-{tab.peer_name[:40]}",
+                                           functools.partial(self.export_to, session))
 
     def export_to(self, session: str, path: Path) -> bool:
         """Write the kept conversation of ``session`` to ``path`` (mode 0600: it is the plain text)."""
         text = self.controller.export_history(session)
         pane = self.panes.get(session)
-        if text is None:
-            return False
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-        except OSError as exc:
-            if pane is not None:
-                pane.show_hint(f"✗ could not write {path}: {exc.strerror}", BAD)
-            return False
-        if pane is not None:
-            pane.show_hint(f"Exported to {path}", MUTED)
-        return True
+        return text is not None and pane is not None and pane.save_text(path, text)
 
     def _answer(self, session: str, accept: bool) -> None:
         self._dialog = None
@@ -436,6 +476,7 @@ class ChatWindow:
         focused = self.has_focus()
         if focused != self.controller.focused:
             self.controller.set_focused(focused)
+            self.group_chats.set_focused(focused)
             if focused and self.urgent and self._dialog is None:
                 self._set_urgent(False)
             self._render(self.controller.take_changes())
@@ -506,6 +547,8 @@ class ChatWindow:
         """Ctrl+F: find in the chat on screen (its row also searches all chats); elsewhere, search all chats."""
         if self.tabs.current in self.panes:
             self.panes[self.tabs.current].open_find()
+        elif self.tabs.current in self.groups.panes:
+            self.groups.panes[self.tabs.current].open_find()
         else:
             self.tabs.search_entry.focus_set()
 
@@ -546,7 +589,7 @@ class ChatWindow:
                 event = self.node.events.get_nowait()
             except queue.Empty:
                 break
-            if not route(event, self.pad_rows):      # issue 17: pad-mode events go to the pad row
+            if not route(event, self.pad_rows) and not self.group_chats.handle(event):   # issues 17, 18
                 self.controller.handle(event)
             handled += 1
         self.worker.drain()
@@ -559,7 +602,9 @@ class ChatWindow:
         if started - self._last_slow >= SLOW_TICK:
             self._last_slow = started
             self.controller.tick()
+            self.group_chats.tick()
         self._render(self.controller.take_changes())
+        self._render_groups()
         self.transfers.render()          # file progress changes no chat line
         return handled
 
@@ -630,6 +675,8 @@ class ChatWindow:
         if ch.contacts:
             self.tabs.set_contacts(ctl.contact_rows())
             tab_stops(self.tabs.contacts)
+        if ch.contacts or ch.chat_input or ch.tabs_added or ch.tabs_removed:
+            self.groups.refresh_members()       # names, ✔ marks and each member's pairwise chat
         if ch.status is not None:
             self._status.show(ch.status, BAD if ch.status.startswith("⚠") else MUTED)
         if ch.bar:
@@ -686,11 +733,13 @@ class ChatWindow:
         self.verify_buttons.pop(session, None)
         self.pad_rows.pop(session, None)
         shown = self.tabs.remove(session)
-        if shown is not None and self.controller.selected != (None if shown == LEDGER_KEY else shown):
+        if shown is not None and shown.startswith(GROUP_KEY):
+            self._tab_chosen(shown)
+        elif shown is not None and self.controller.selected != (None if shown == LEDGER_KEY else shown):
             self.controller.select_tab(None if shown == LEDGER_KEY else shown)
 
     def _update_title(self) -> None:
-        unread = self.controller.unread_total()
+        unread = self.controller.unread_total() + self.group_chats.unread_total()
         title = f"p2pchat — {self.me.nickname}" + (f" ({unread} unread)" if unread else "")
         if self._title != title:
             self._title = title
@@ -845,5 +894,6 @@ class ChatWindow:
             if dialog is not None and dialog.winfo_exists():
                 dialog.destroy()
         self.secret_dialogs.close()
+        self.groups.close()
         self.worker.close()
         self.notifier.close()

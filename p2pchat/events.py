@@ -266,6 +266,8 @@ class GroupNotice:
     group: str | None
     group_name: str
     text: str
+    membership: bool = False     # [groupgui] the members changed (the window redraws them from the log)
+    warning: bool = False        # [groupgui] something was refused or waits (shown as a warning, not as news)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from p2pchat.events import GroupMessage, GroupNotice, GroupReceipt
 from p2pchat.file_driver import prepare as prepare_file
 from p2pchat.foundation.errors import FrameError, LocalFault, ProtocolError, UsageError, UserError
 from p2pchat.foundation.identity import Identity
-from p2pchat.group_history import entry_of
+from p2pchat.group_history import GroupHistory, entry_of
 from p2pchat.group_limits import MAX_PENDING_PER_MEMBER, GroupLimits
 from p2pchat.group_store import GroupStore
 from p2pchat.groups import (
@@ -93,6 +93,32 @@ class Group:
     @property
     def name(self) -> str:
         return self.log.name
+
+
+@dataclass(frozen=True)
+class ChangeView:
+    """[groupgui] One membership change that took effect (fingerprints in hex; ``name``: the target's name as
+    the author gave it, or the group's name for ``create``)."""
+
+    op: str
+    author: str
+    target: str
+    name: str
+    ts: float
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """[groupgui] A group as the window shows it (:meth:`GroupService.views`)."""
+
+    gid: str
+    name: str
+    creator: str
+    members: tuple[tuple[str, str], ...]        # (fingerprint hex, name as its adder gave it), in joining order
+    changes: tuple[ChangeView, ...]             # the effective changes, in the log's order
+    texts: tuple[GroupText, ...]                # in the causal display order
+    receipts: dict[int, tuple[int, int]]        # my message's counter -> (members who have it, sent to)
+    unread: int = 0                             # kept messages from members not read yet (see views)
 
 
 @dataclass
@@ -207,7 +233,7 @@ class GroupService:
                 job()
             except UserError as exc:
                 log.info("groups: %s", exc)
-                self._emit(GroupNotice(None, "", str(exc)))
+                self._emit(GroupNotice(None, "", str(exc), warning=True))
             except Exception:
                 log.exception("internal error in the group service")
                 raise
@@ -393,6 +419,43 @@ class GroupService:
         """The group whose name or id (hex prefix) is ``text``."""
         return self._call(lambda: find_group(((gid, g.name) for gid, g in self.groups.items()), text))
 
+    # --- [groupgui] what the window shows of its groups ---------------------------------------------------
+
+    def views(self, gid: bytes | None = None) -> list[GroupView]:
+        """Every group (or only ``gid``) as the window draws it: members, effective changes, messages, receipts;
+        the kept messages not read yet only when every group is read (it reads the whole store)."""
+        def run() -> list[GroupView]:
+            unread = {} if gid is not None else {s.gid: s.unread for s in self._history().conversations()}
+            return [self._view(g, unread.get(k, 0)) for k, g in self.groups.items() if gid is None or k == gid]
+        return self._call(run)
+
+    def _view(self, g: Group, unread: int) -> GroupView:
+        lg = g.log
+        members = sorted(lg.members.values(), key=lambda m: (m.since, m.fp))
+        return GroupView(
+            lg.group.hex(), lg.name, lg.creator.hex(), tuple((m.fp.hex(), m.name) for m in members),
+            tuple(ChangeView(c.op, c.author.hex(), c.target.hex(), c.name, c.ts)
+                  for c in lg.ordered() if c.hash in lg.effective),
+            tuple(sorted(g.texts, key=GroupText.order_key)),
+            {n: (len(g.acks.get(n, ())), of) for n, of in g.sent_to.items()}, unread)
+
+    def mark_read(self, gid: bytes) -> None:
+        """The user has read the group's messages so far (``p2pchat history`` counts unread ones from here)."""
+        self._call(lambda: self._history().mark_read(gid))
+
+    def delete_history(self, gid: bytes) -> int:
+        """Forget the group's kept messages here and in the store (the group, its members and the numbering
+        stay: :meth:`p2pchat.group_history.GroupHistory.delete`); returns how many were forgotten."""
+        def run() -> int:
+            g = self._group(gid)
+            n = self._history().delete(gid)
+            g.texts.clear()
+            return n
+        return self._call(run)
+
+    def _history(self) -> GroupHistory:
+        return GroupHistory(self._store, self._me.fingerprint)
+
     # --- internals (the service thread) -------------------------------------------------------------------
 
     def _group(self, gid: bytes) -> Group:
@@ -471,7 +534,7 @@ class GroupService:
         ok, notice = self._limits.admit(fp, kind, cost)
         if notice is not None:
             log.info("groups: %s", notice)
-            self._emit(GroupNotice(None, "", notice))
+            self._emit(GroupNotice(None, "", notice, warning=True))
         return ok
 
     def _on_frame(self, session: str, fp: str, body: bytes) -> None:
@@ -485,7 +548,7 @@ class GroupService:
         except GroupError as exc:
             log.info("groups: %s", exc)
             if self._limits.admit(fp, "notice")[0]:
-                self._emit(GroupNotice(None, "", str(exc)))
+                self._emit(GroupNotice(None, "", str(exc), warning=True))
 
     def _handle_frame(self, session: str, fp: str, body: bytes) -> None:
         try:
@@ -519,6 +582,10 @@ class GroupService:
                 if g is None:
                     raise GroupError(f"a message for a group this node does not know came from {fp[:16]}; refused")
                 self._show(g, g.inbox.receive(bytes.fromhex(fp), t))
+                if any(h is t for _peer, h in g.inbox.held):        # [groupgui] said, not silent
+                    self._emit(GroupNotice(gid.hex(), g.name, f"a message from {fp[:16]} waits for a membership "
+                                                              "change this computer does not have yet; it shows "
+                                                              "once that arrives", warning=True))
             finally:
                 self._ack_unless_held(fp)
 
@@ -638,7 +705,8 @@ class GroupService:
             self._known[(gid, fp)] = set(lg.changes)
             self._store.add("group", gid=gid, invited_by=fp)
             self._keep_changes(gid, lg.ordered())
-            self._emit(GroupNotice(gid.hex(), lg.name, f"you were added to {lg.name!r} ({len(lg.members)} members)"))
+            self._emit(GroupNotice(gid.hex(), lg.name, f"you were added to {lg.name!r} ({len(lg.members)} members)",
+                                   membership=True))
             return
         if not self._key_known(g, peer):
             raise GroupError(f"membership changes from {fp[:16]}, who was never a member of {g.name!r}, were refused")
@@ -652,7 +720,7 @@ class GroupService:
                 refused.append(str(exc))
         if refused:                        # told once per frame, however many it carried
             more = f" (and {len(refused) - 1} more refused changes)" if len(refused) > 1 else ""
-            self._emit(GroupNotice(gid.hex(), g.name, f"from {fp[:16]}: {refused[0]}{more}"))
+            self._emit(GroupNotice(gid.hex(), g.name, f"from {fp[:16]}: {refused[0]}{more}", warning=True))
         theirs_known = self._known.setdefault((gid, fp), set())
         theirs_known.update(c.hash for c in changes if c.hash in g.log.changes)
         if not new:
@@ -675,11 +743,11 @@ class GroupService:
         now = set(g.log.members)
         for m in now - before:
             self._emit(GroupNotice(g.log.group.hex(), g.name,
-                                   f"{g.log.members[m].name or m.hex()[:16]} joined {g.name!r}"))
+                                   f"{g.log.members[m].name or m.hex()[:16]} joined {g.name!r}", membership=True))
         for m in before - now:
             self._emit(GroupNotice(g.log.group.hex(), g.name,
                                    f"you were removed from {g.name!r}" if m == self._me.fingerprint else
-                                   f"{m.hex()[:16]} is no longer in {g.name!r}"))
+                                   f"{m.hex()[:16]} is no longer in {g.name!r}", membership=True))
         self._drop_pending_for_removed(g)
         self._show(g, g.inbox.release())
         for fp in list(self._held_acks):
@@ -751,4 +819,4 @@ class WatcherPair:
             w.chat_ended(fp, session, dropped=dropped, ours=ours)
 
 
-__all__ = ["Group", "GroupHost", "GroupService", "WatcherPair"]
+__all__ = ["ChangeView", "Group", "GroupHost", "GroupService", "GroupView", "WatcherPair"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import tkinter
 from collections.abc import Callable
+from pathlib import Path
+from tkinter import filedialog
 
 import customtkinter as ctk
 
@@ -17,20 +20,24 @@ TRANSCRIPT_MIN = 60   # the transcript never shrinks to nothing, whatever the wi
 
 
 class ChatPane(ctk.CTkFrame):
-    """Calls ``on_send(text) -> error or None``, ``on_input(text)``, ``on_more(line_id)`` and ``on_end()``."""
+    """Calls ``on_send(text) -> error or None``, ``on_input(text)``, ``on_more(line_id)`` and ``on_end()``.
+    ``panel`` builds the panel above the transcript (default: the peer panel; a group's member list for a group
+    conversation, which has no End chat button: ``end_text`` None)."""
 
     def __init__(self, master: ctk.CTkBaseClass, fonts: Fonts, *, on_send: Callable[[str], str | None],
                  on_input: Callable[[str], None], on_more: Callable[[int], None], on_end: Callable[[], None],
-                 on_history: Callable[[], None], on_search_all: Callable[[str], None]) -> None:
+                 on_history: Callable[[], None], on_search_all: Callable[[str], None],
+                 panel: Callable[[ChatPane], ctk.CTkFrame] | None = None, end_text: str | None = "End chat") -> None:
         super().__init__(master, fg_color="transparent")
         self._on_send = on_send
         self._on_input = on_input
+        self._end_text = end_text
         self._enabled: tuple[bool, str, bool] | None = None
         self.grid_columnconfigure(0, weight=1)
         self.grid_rowconfigure(1, weight=1, minsize=TRANSCRIPT_MIN)
 
-        self.peer_panel = PeerPanel(self, fonts)
-        self.peer_panel.grid(row=0, column=0, columnspan=3, sticky="ew", pady=(0, 6))
+        self.panel = panel(self) if panel is not None else PeerPanel(self, fonts)
+        self.panel.grid(row=0, column=0, columnspan=3, sticky="ew", pady=(0, 6))
         self.transcript = Transcript(self, fonts, on_more)
         self.transcript.grid(row=1, column=0, columnspan=3, sticky="nsew")
         self.typing_label = ctk.CTkLabel(self, text="", anchor="w", font=fonts.italic, text_color=MUTED, height=18)
@@ -58,7 +65,8 @@ class ChatPane(ctk.CTkFrame):
         self.send_button.grid(row=3, column=1, padx=(6, 0), pady=(2, 0))
         self.end_button = ctk.CTkButton(self, text="End chat", width=80, font=fonts.body, command=on_end,
                                         fg_color="transparent", border_width=1, text_color=("gray10", "gray90"))
-        self.end_button.grid(row=3, column=2, padx=(6, 0), pady=(2, 0))
+        if end_text is not None:
+            self.end_button.grid(row=3, column=2, padx=(6, 0), pady=(2, 0))
         # Why the entry is off, or why the last message was not sent. (Not the entry's placeholder: customtkinter
         # cannot swap a placeholder while the entry is disabled.)
         self.hint_label = ctk.CTkLabel(self, text="", anchor="w", font=fonts.small, text_color=MUTED, height=16)
@@ -78,11 +86,17 @@ class ChatPane(ctk.CTkFrame):
         self.find_entry.bind("<KeyRelease>", lambda e: None if e.keysym == "Return" else self.find_next(restart=True))
         self.find_entry.bind("<Escape>", lambda _e: self.close_find())
 
+    @property
+    def peer_panel(self) -> PeerPanel:
+        """A pairwise chat's peer panel."""
+        assert isinstance(self.panel, PeerPanel), "a group conversation has no peer panel"
+        return self.panel
+
     def open_find(self, text: str | None = None) -> None:
         """The find row (Ctrl+F); with ``text``, it is searched for at once (a hit from "All chats")."""
         if not self.find_row.winfo_manager():
             self.find_row.grid(row=0, column=0, columnspan=3, sticky="ew", pady=(0, 4))
-        hide(self.peer_panel)
+        hide(self.panel)
         self.find_entry.focus_set()
         if text is not None:
             self.find_entry.delete(0, "end")
@@ -91,7 +105,7 @@ class ChatPane(ctk.CTkFrame):
 
     def close_find(self) -> None:
         hide(self.find_row)
-        show(self.peer_panel)
+        show(self.panel)
         self.transcript.clear_found()
         self.entry_text.focus_set()
 
@@ -136,6 +150,26 @@ class ChatPane(ctk.CTkFrame):
             self.entry_text.delete("1.0", "end")
             self._on_input("")
 
+    def ask_export(self, title: str, stem: str, write: Callable[[Path], object]) -> None:
+        """Ask where to export this conversation as text (``stem``: the suggested file name) and ``write`` it there."""
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:50] or "chat"
+        path = filedialog.asksaveasfilename(parent=self.winfo_toplevel(), title=title, initialfile=f"{safe}.txt",
+                                            defaultextension=".txt", filetypes=[("Text", "*.txt"), ("All files", "*")])
+        if path:
+            write(Path(path))
+
+    def save_text(self, path: Path, text: str) -> bool:
+        """Write an exported conversation to ``path`` (mode 0600: it is the plain text); the hint says how it went."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            self.show_hint(f"✗ could not write {path}: {exc.strerror}", BAD)
+            return False
+        self.show_hint(f"Exported to {path}", MUTED)
+        return True
+
     def show_hint(self, text: str, color: tuple[str, str]) -> None:
         """A line under the entry (why it is off, a message not sent, an export written)."""
         self._hint.show(text, color)
@@ -153,5 +187,5 @@ class ChatPane(ctk.CTkFrame):
             self.entry_text.delete("1.0", "end")
         self.entry.configure(state="normal" if enabled else "disabled")
         self.send_button.configure(state="normal" if enabled else "disabled")
-        self.end_button.configure(text="Close tab" if ended else "End chat")
+        self.end_button.configure(text="Close tab" if ended else self._end_text or "")
         self._hint.show(hint, MUTED)

@@ -1,4 +1,4 @@
-"""The conversation list: a side list of rows (the ledger, live chats, contacts) beside one page at a time.
+"""The conversation list: a side list of rows (the ledger, live chats, groups, contacts) beside one page at a time.
 
 Rows are keyed by an id (a session, a contact's fingerprint), so a row can be renamed ("bob (3)") or removed
 without confusing it with another of the same name. Live chats and the ledger have a page on the right; a
@@ -40,7 +40,8 @@ class ConversationList(ctk.CTkFrame):
     :meth:`select` is called)."""
 
     def __init__(self, master: ctk.CTkBaseClass, fonts: Fonts, on_select: Callable[[str], None],
-                 on_contact: Callable[[str], None], on_search: Callable[[str], None]) -> None:
+                 on_contact: Callable[[str], None], on_search: Callable[[str], None],
+                 on_new_group: Callable[[], None] | None = None) -> None:
         super().__init__(master, fg_color="transparent")
         self._fonts = fonts
         self._on_select = on_select
@@ -63,6 +64,17 @@ class ConversationList(ctk.CTkFrame):
         self.chats_label.pack(fill="x", padx=4)
         self.chats = ctk.CTkFrame(self.scroller, fg_color="transparent", height=1)   # (empty: no 200 px gap)
         self.chats.pack(fill="x")
+        # groups (issue 18): rows with a page, under a heading with "New group…"
+        groups_head = ctk.CTkFrame(self.scroller, fg_color="transparent")
+        groups_head.pack(fill="x", pady=(8, 0))
+        self.groups_label = ctk.CTkLabel(groups_head, text="Groups", anchor="w", font=fonts.bold)
+        self.groups_label.pack(side="left", padx=4)
+        self.new_group_button = ctk.CTkButton(groups_head, text="New group…", width=90, height=22, font=fonts.small,
+                                              command=on_new_group or (lambda: None),
+                                              state="normal" if on_new_group else "disabled")
+        self.new_group_button.pack(side="right", padx=2)
+        self.groups = ctk.CTkFrame(self.scroller, fg_color="transparent", height=1)
+        self.groups.pack(fill="x")
         self.contacts_label = ctk.CTkLabel(self.scroller, text="Contacts", anchor="w", font=fonts.bold)
         self.contacts_label.pack(fill="x", padx=4, pady=(8, 0))
         self.contacts = ctk.CTkFrame(self.scroller, fg_color="transparent", height=1)
@@ -101,16 +113,17 @@ class ConversationList(ctk.CTkFrame):
 
     # ---- rows with a page (the ledger, live chats) -----------------------------------------------------------
 
-    def add(self, key: str, title: str, *, fixed: bool = False) -> ctk.CTkFrame:
-        """A row and its page; ``fixed`` rows (the ledger) sit above the scrolled list."""
+    def add(self, key: str, title: str, *, fixed: bool = False, group: bool = False) -> ctk.CTkFrame:
+        """A row and its page; ``fixed`` rows (the ledger) sit above the scrolled list, ``group`` rows under
+        Groups."""
         page = ctk.CTkFrame(self.body, fg_color="transparent")
         page.grid_columnconfigure(0, weight=1)
         page.grid_rowconfigure(0, weight=1)
-        parent = self.fixed if fixed else self.chats
+        parent = self.fixed if fixed else self.groups if group else self.chats
         button = self._row(parent, key, title, "", lambda: self._clicked(key))
         if not fixed:
-            # the newest chat on top
-            above = [w for w in self.chats.pack_slaves() if w is not button]
+            # the newest on top
+            above = [w for w in parent.pack_slaves() if w is not button]
             if above:
                 button.pack_configure(before=above[0])
         self.pages[key] = page

@@ -1,5 +1,6 @@
 """Keyboard access to customtkinter buttons: Tk's Tab traversal skips them (a button is a canvas without key
-bindings), so every button of the window is made a Tab stop that Space or Enter presses, with a focus ring."""
+bindings), so every button of the window is made a Tab stop that Space or Enter presses, with a focus ring (and a
+checkbox where it is asked for, one that Space ticks)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,25 @@ def tab_stop(button: ctk.CTkButton) -> None:
     for key in ("<space>", "<Return>", "<KP_Enter>"):
         canvas.bind(key, press)
     button.bind("<Destroy>", lambda _e: _done.discard(str(button)), add="+")
+
+
+def check_stop(box: ctk.CTkCheckBox) -> None:
+    """Make a checkbox reachable with Tab and ticked or unticked with Space, with the same focus ring."""
+    canvas: tkinter.Canvas = box._canvas          # customtkinter draws the box on this canvas
+    canvas.configure(takefocus=1)
+    plain = box.cget("border_color")
+
+    def focus_out(_event: object) -> None:
+        if box.winfo_exists():
+            box.configure(border_color=plain)
+    canvas.bind("<FocusIn>", lambda _e: box.configure(border_color=FOCUS_RING), add="+")
+    canvas.bind("<FocusOut>", focus_out, add="+")
+
+    def toggle(_event: object) -> str:
+        if box.cget("state") != "disabled":
+            box.toggle()
+        return "break"
+    canvas.bind("<space>", toggle)
 
 
 def tab_stops(root: tkinter.Misc) -> None:

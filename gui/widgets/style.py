@@ -20,6 +20,19 @@ WARN: Color = ("#8a4b00", "#ffb74d")
 ACCENT: Color = ("#1a5a8c", "#64a8dc")
 WAITING: Color = ("#6a1b9a", "#ce93d8")   # a text kept for a contact who is away (issue 16): not grey, not an error
 
+# Group members' names in a group conversation (issue 18): eight hues, each readable (4.5:1) on the transcript in
+# both modes; a member keeps its colour (gui/groups.py). Own messages keep GOOD on the own-message band.
+MEMBER_COLORS: tuple[Color, ...] = (
+    ("#1a5a8c", "#64a8dc"),     # blue
+    ("#8a4b00", "#ffb74d"),     # orange
+    ("#6a1b9a", "#ce93d8"),     # purple
+    ("#00695c", "#4db6ac"),     # teal
+    ("#ad1457", "#f48fb1"),     # pink
+    ("#4a5d00", "#c0ca33"),     # olive
+    ("#6d4c41", "#bcaaa4"),     # brown
+    ("#283593", "#9fa8da"),     # indigo
+)
+
 # The backgrounds text is drawn on: the window, frames (step bar, tabs), text boxes, the peer panel, and the band
 # behind one's own messages in the transcript.
 WINDOW_BG: Color = ("gray92", "gray14")
@@ -30,7 +43,8 @@ OWN_BACKGROUND: Color = ("#e3edf7", "#1c2a38")
 BACKGROUNDS: dict[str, Color] = {"window": WINDOW_BG, "frame": FRAME_BG, "textbox": TEXTBOX_BG, "panel": PANEL_BG,
                                  "own message": OWN_BACKGROUND}
 TEXT_COLORS: dict[str, Color] = {"good": GOOD, "bad": BAD, "muted": MUTED, "text": TEXT, "warn": WARN,
-                                 "accent": ACCENT, "waiting": WAITING}
+                                 "accent": ACCENT, "waiting": WAITING,
+                                 **{f"member {i}": c for i, c in enumerate(MEMBER_COLORS)}}
 NEUTRAL_TEXT: Color = ("gray10", "gray90")       # outlined buttons (Reject, Cancel, End chat)
 FOCUS_RING: Color = ("#e8a200", "#ffd54f")       # the border of the button that has the keyboard focus
 

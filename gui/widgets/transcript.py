@@ -12,12 +12,13 @@ import customtkinter as ctk
 
 from gui.models import ChatLine, LineKind
 from gui.text import count, indent_continuations
-from gui.widgets.style import ACCENT, BAD, GOOD, MUTED, OWN_BACKGROUND, WAITING, WARN, Color, Fonts
+from gui.widgets.style import ACCENT, BAD, GOOD, MEMBER_COLORS, MUTED, OWN_BACKGROUND, WAITING, WARN, Color, Fonts
 
 TAG_COLORS: dict[str, Color] = {
     "time": MUTED, "sender_in": ACCENT, "sender_out": GOOD, "notice": MUTED, "notice_warn": WARN,
     "notice_bad": BAD, "notice_good": GOOD, "more": ACCENT, "tick_ok": GOOD, "tick_wait": MUTED, "tick_bad": BAD,
     "tick_waiting": WAITING, "cancel": ACCENT,
+    **{f"member{i}": color for i, color in enumerate(MEMBER_COLORS)},     # group members (issue 18)
 }
 CANCEL_LINK = "  ✕ cancel"
 OWN_INDENT = 48
@@ -123,7 +124,9 @@ class Transcript(ctk.CTkTextbox):
             if line.hidden:
                 parts.append(("  ▸ details", "more"))
         else:
-            parts.append((f"{line.sender}: ", "sender_out" if line.kind is LineKind.OUT else "sender_in"))
+            who = ("sender_out" if line.kind is LineKind.OUT else
+                   "sender_in" if line.colour is None else f"member{line.colour % len(MEMBER_COLORS)}")
+            parts.append((f"{line.sender}: ", who))
             parts.append((indent_continuations(line.text[:line.shown]), None))
             if line.hidden:
                 parts.append((f" … show more ({count(line.hidden, 'more character')})", "more"))
@@ -132,7 +135,8 @@ class Transcript(ctk.CTkTextbox):
                 parts.append((CANCEL_LINK, "cancel"))
             elif line.kind is LineKind.OUT:
                 tick = line.tick
-                parts.append((f"  {tick}", "tick_ok" if tick == "✓" else "tick_bad" if line.failed else "tick_wait"))
+                parts.append((f"  {tick}", "tick_ok" if tick == "✓" or (line.receipt and line.delivered)
+                              else "tick_bad" if line.failed else "tick_wait"))
         parts.append(("\n", None))
         # own messages sit indented on a tinted band, the peer's at the left margin: told apart at a glance
         side = ("own",) if line.kind is LineKind.OUT else ()
