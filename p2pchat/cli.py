@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--once", action="store_true", help="exit when the first chat ends")
     listen.add_argument("--accept-files", action="store_true",
                         help="accept every file offered into the downloads folder without asking")
+    listen.add_argument("--group", metavar="GROUP",
+                        help="send the lines you type to this group (its name or the start of its id) while no "
+                             "pairwise chat is chosen; `p2pchat group chat GROUP` is the same")
     _add_node_options(listen)
     _add_file_options(listen)
     send = sub.add_parser("send", help="send one file to PEER and exit",
@@ -232,7 +235,7 @@ def _run_listen(args: argparse.Namespace) -> int:
         _accept_key_change(node, args)
         node.start()
         return run_listen(node, stdin_fd=sys.stdin.fileno(), out=sys.stdout, accept_all=args.accept_all,
-                          once=args.once)
+                          once=args.once, group=args.group)
     finally:
         node.close()
 
@@ -286,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_gui([])
             parser.print_help()
             return 0
-        args = parser.parse_args(argv)
+        args = parser.parse_args(group_cli.as_listen(argv))    # `group chat GROUP …` is `listen --group GROUP …`
         if getattr(args, "verbose", False):
             import logging
 

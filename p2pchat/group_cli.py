@@ -21,15 +21,23 @@ if TYPE_CHECKING:      # `p2pchat --help` imports this module: the stores and cr
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("group", help="group chats: create, add, remove, list, show",
+    p = sub.add_parser("group", help="group chats: create, add, remove, list, show, chat",
                        description="The groups of the data directory. create NAME MEMBER…, add GROUP MEMBER, "
                                    "remove GROUP MEMBER, list, show GROUP (GROUP: its name or the start of its "
                                    "id; MEMBER: a contact). What changes goes out the next time `p2pchat listen` "
-                                   "runs; to write to a group use /gsay in listen.")
-    p.add_argument("action", choices=("create", "add", "remove", "list", "show"))
+                                   "runs. chat GROUP [listen's options]: run `p2pchat listen` with the lines you "
+                                   "type going to GROUP (the same as `listen --group GROUP`).")
+    p.add_argument("action", choices=("create", "add", "remove", "list", "show", "chat"))
     p.add_argument("words", nargs="*", metavar="ARG")
     p.add_argument("--data-dir", help="the data directory (default: $P2PCHAT_HOME or the per-user data directory)")
     passphrase.add_option(p)
+
+
+def as_listen(argv: list[str]) -> list[str]:
+    """``group chat GROUP [OPTIONS]`` is ``listen --group GROUP [OPTIONS]``: a running node writes to the group."""
+    if len(argv) >= 3 and argv[0] == "group" and argv[1] == "chat" and not argv[2].startswith("-"):
+        return ["listen", "--group", argv[2], *argv[3:]]
+    return argv
 
 
 class _NoNetwork:
@@ -72,6 +80,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     from p2pchat.group_store import GroupStore
     from p2pchat.group_terminal import GroupCommands
 
+    if args.action == "chat":        # `group chat GROUP …` became `listen --group GROUP …` unless GROUP is missing
+        raise UsageError("say which group: p2pchat group chat GROUP [the options of p2pchat listen]")
     data_dir, secret, vault = passphrase.open_data_dir(args, offer=False)
     identity = Identity.load_or_create(data_dir, secret)
     contacts = ContactStore.in_data_dir(data_dir, vault)
@@ -91,4 +101,4 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "as_listen", "run"]

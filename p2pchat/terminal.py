@@ -46,7 +46,7 @@ from p2pchat.events import (
     StepResult,
 )
 from p2pchat.file_driver import describe
-from p2pchat.foundation.errors import UserError
+from p2pchat.foundation.errors import UsageError, UserError
 from p2pchat.group_terminal import GROUP_HELP, GroupCommands  # [groups, issue 18]
 from p2pchat.node import ChatNode
 from p2pchat.steps import Step
@@ -473,6 +473,7 @@ class ListenView:
         self.files = FileCommands(node, p)
         self.secret = SecretCommands(node, p)
         self.group_ui = GroupCommands(node, p, self.contact_name)     # [groups, issue 18]
+        self.group: str | None = None    # lines typed with no chat chosen go to this group (`group chat GROUP`)
         self.waiting_files = WaitingFileCommands(node, p, self.contact_name)   # [file resume, issue 16]
 
     def chat(self, sid: str) -> _Chat:
@@ -672,6 +673,11 @@ class ListenView:
                 self.p.line(GROUP_HELP)
         elif command.startswith("/") and " " not in command:
             self.p.line(f"unknown command {one_line(command)}. {LISTEN_HELP}")
+        elif line and self.target is None and self.group is not None:     # [groups] `p2pchat group chat GROUP`
+            try:
+                self.group_ui.command("/gsay", f"{self.group} {line}")
+            except UserError as exc:
+                self.p.line(f"! {exc}")
         elif line:
             if self.target is None:
                 self.p.line("! not sent: no chat is chosen. Type /to N to choose one (/list shows the chats).")
@@ -748,10 +754,11 @@ class ListenView:
             self.p.line(f"  {c.number}  {describe_name(c.name)} at {where}{key} — {c.state}{mark}")
 
 
-def run_listen(node: ChatNode, *, stdin_fd: int, out: TextIO, accept_all: bool, once: bool = False) -> int:
+def run_listen(node: ChatNode, *, stdin_fd: int, out: TextIO, accept_all: bool, once: bool = False,
+               group: str | None = None) -> int:
     """``p2pchat listen``: wait for chats, ask accept/reject (or accept all), show messages, send typed lines to
-    the chat the user chose with ``/to N``. Runs until ``/quit``, Ctrl-C or SIGTERM (``once``: until the first
-    chat ends). Returns the exit code."""
+    the chat the user chose with ``/to N`` (``group``: else to that group, as ``/gsay GROUP`` would). Runs until
+    ``/quit``, Ctrl-C or SIGTERM (``once``: until the first chat ends). Returns the exit code."""
     p = Printer(out)
     inp = LineInput(stdin_fd)
     where = node.address if node.listen else f"relay {node.relay} only"
@@ -759,6 +766,13 @@ def run_listen(node: ChatNode, *, stdin_fd: int, out: TextIO, accept_all: bool, 
            f"network {node.network}")
     p.line("Waiting for chats" + (" (accepting all)" if accept_all else "") + ". " + LISTEN_HELP)
     view = ListenView(node, p)
+    if group is not None:
+        if node.groups is None:
+            raise UsageError("this node keeps no groups (they need a data directory)")
+        gid = node.groups.find(group)          # a UsageError names what is wrong
+        view.group = gid.hex()
+        view.group_ui.command("/group", f"show {gid.hex()}")
+        p.line("Lines you type go to this group (/to N chooses a pairwise chat instead, /quit ends).")
     with Stop() as stop:
         while not stop.requested:
             ev = next_event(node, 0 if not inp.eof else POLL_SECONDS)

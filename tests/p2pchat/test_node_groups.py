@@ -169,3 +169,35 @@ def test_listen_creates_a_group_writes_to_it_and_shows_it_with_member_names(tmp_
     finally:
         for p in peers:
             p.node.close()
+
+
+def test_group_chat_sends_the_lines_typed_with_no_chat_chosen_to_the_group(tmp_path: Path,
+                                                                           identities: list[Identity]) -> None:
+    """`p2pchat group chat GROUP` is `listen --group GROUP`: a plain line goes to the group, as /gsay would."""
+    import io
+
+    from p2pchat.display import Printer
+    from p2pchat.group_cli import as_listen
+    from p2pchat.terminal import ListenView
+
+    assert as_listen(["group", "chat", "lab", "--host", "127.0.0.5"]) == ["listen", "--group", "lab", "--host",
+                                                                         "127.0.0.5"]
+    assert as_listen(["group", "chat", "--help"]) == ["group", "chat", "--help"]    # no group named: group's help
+    directory = FixedDirectory()
+    alice, bob = (_start(i, identities, directory, tmp_path) for i in range(2))
+    try:
+        assert alice.node.groups is not None
+        gid = alice.node.groups.create("lab", [alice.node.group_member("bob")])
+        bob.log.wait(GroupNotice, 20, group=gid.hex())
+        out = io.StringIO()
+        view = ListenView(alice.node, Printer(out))
+        view.group = gid.hex()
+        view.on_line("hello lab")
+        assert bob.log.wait(GroupMessage, 20, text="hello lab").group == gid.hex()
+        assert "message 1 queued for every member" in out.getvalue()
+        view.group = None
+        view.on_line("to nobody")                      # no group, no chat: said plainly, nothing sent
+        assert "no chat is chosen" in out.getvalue()
+    finally:
+        for p in (alice, bob):
+            p.node.close()
