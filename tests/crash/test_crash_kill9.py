@@ -61,12 +61,16 @@ class Run:
                 if p[0] == "block"]
 
 
-def run_and_kill(args: list[str], delay: float, ready_timeout: float = 30.0) -> Run:
-    """Start the child, wait for ``ready``, let it work ``delay`` seconds, then SIGKILL it."""
+def run_and_kill(args: list[str], delay: float, ready_timeout: float = 30.0,
+                 after_block: int | None = None) -> Run:
+    """Start the child, wait for ``ready`` (or, with ``after_block``, for its report of storing that height), let it
+    work ``delay`` seconds more, then SIGKILL it. Counting from a reported height makes the kill land mid-work however
+    fast the work has become; the delay after it stays the random variable."""
     proc = subprocess.Popen([sys.executable, "-m", "tests.crash.crash_child", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env())
     run = Run()
     ready = threading.Event()
+    started = threading.Event()
 
     def read() -> None:
         assert proc.stdout is not None
@@ -74,7 +78,12 @@ def run_and_kill(args: list[str], delay: float, ready_timeout: float = 30.0) -> 
             run.lines.append(line.strip())
             if line.startswith("ready"):
                 ready.set()
+                if after_block is None:
+                    started.set()
+            elif after_block is not None and line.startswith("block ") and int(line.split()[1]) >= after_block:
+                started.set()
         ready.set()
+        started.set()
 
     reader = threading.Thread(target=read, name="crash-child-output")
     reader.start()
@@ -82,6 +91,8 @@ def run_and_kill(args: list[str], delay: float, ready_timeout: float = 30.0) -> 
         if not ready.wait(ready_timeout) or (proc.poll() is not None and not any(
                 x.startswith("ready") for x in run.lines)):
             raise AssertionError(f"the child did not start: {proc.stderr.read() if proc.stderr else ''}")
+        if not started.wait(ready_timeout * 2):
+            raise AssertionError(f"the child never reported block {after_block}: {run.lines[-3:]}")
         time.sleep(delay)          # not waiting for a condition: the kill instant itself is the random variable
         proc.kill()
     finally:
@@ -220,9 +231,11 @@ def test_kill_9_during_batched_writes_and_a_reorg_leaves_a_checkpoint_equal_to_a
     heights = []
     for i in range(ITERATIONS["batch"]):
         data_dir = fresh_copy(template, tmp_path, i)
-        delay = rng.uniform(0.0, 0.3)
-        run = run_and_kill(["batch", str(data_dir), str(feed)], delay)
-        heights.append(check_after_kill(data_dir, params, run, now, f"batch #{i} (seed {SEED}, {delay:.3f} s)"))
+        after = rng.randint(1, 100) if i % 2 else None     # half counted from a stored height, as for sync
+        delay = rng.uniform(0.0, 0.01) if after else rng.uniform(0.0, 0.3)
+        run = run_and_kill(["batch", str(data_dir), str(feed)], delay, after_block=after)
+        what = f"batch #{i} (seed {SEED}, {delay:.3f} s after {after or 'ready'})"
+        heights.append(check_after_kill(data_dir, params, run, now, what))
         shutil.rmtree(data_dir)
     assert len(set(heights)) > 3, f"the kills all landed at the same point: {heights}"
 
@@ -289,10 +302,13 @@ def test_kill_9_during_sync_leaves_a_valid_prefix_of_the_peers_chain(tmp_path, r
     heights = []
     for i in range(ITERATIONS["sync"]):
         data_dir = fresh_copy(template, tmp_path, i)
-        delay = rng.uniform(0.05, 0.6)
-        run = run_and_kill(["sync", str(data_dir), node.address, host], delay)
-        height = check_after_kill(data_dir, params, run, time.time(), f"sync #{i} (seed {SEED}, {delay:.3f} s)",
-                                  reference=node.ledger)
+        # Half the kills count from the start (some land before the first block arrives), half from a random
+        # stored height below the tip, so some always land mid-sync however fast syncing is.
+        after = rng.randint(1, full_height - 50) if i % 2 else None
+        delay = rng.uniform(0.0, 0.02) if after else rng.uniform(0.05, 0.6)
+        run = run_and_kill(["sync", str(data_dir), node.address, host], delay, after_block=after)
+        what = f"sync #{i} (seed {SEED}, {delay:.3f} s after {after or 'ready'})"
+        height = check_after_kill(data_dir, params, run, time.time(), what, reference=node.ledger)
         heights.append(height)
         if i % 10 == 9:
             cli_verify(data_dir, params)
