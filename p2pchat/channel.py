@@ -71,12 +71,15 @@ S sends ``rotate{epoch+1, pub_S}`` (sealed under the current key) and keeps send
 R answers ``rotate_ack{epoch+1, pub_R}`` (sealed under R's own sending key; the same again for a repeated
 ``rotate``), derives
 ``key', chain' = HKDF(X25519(r, pub_S), salt=chain, info=label|direction|epoch+1)``, erases its ephemeral and
-the old chain key, and keeps the old receive key only until S's first frame under the new epoch; S derives the
-same on the ack, erases its ephemeral and old keys, and switches. The two directions rotate independently, so
-both sides rotating at once needs no tie-break. While S waits for the ack it seals no text (they stay queued and
-go out under the new key); R refuses a text under the old epoch after its ``rotate``, and a text frame that
-arrives when :data:`~p2pchat.chat_protocol.MAX_ROTATE_EVERY` texts already came under one epoch without a
-``rotate`` (the interval is fixed by the protocol: a sender picks ``rotate_every`` between 1 and that maximum).
+the old chain key, and keeps the old receive key only until S's first frame under the new epoch (its counter is
+the switch counter: older frames are refused by the counter check); S derives the same on the ack, erases its
+ephemeral and old keys, and switches. The two directions rotate independently, so both sides rotating at once
+needs no tie-break. While S waits for the ack it goes on sealing texts under the old key, at most
+``rotate_every`` more (:meth:`Channel._epoch_cap`), so a rotation does not drain the pipeline; later texts stay
+queued and go out under the new key. R refuses a second ``rotate`` before the switch (it keeps at most one old
+epoch) and a text frame that arrives when :data:`~p2pchat.chat_protocol.MAX_ROTATE_EVERY` texts already came
+under one epoch (the interval is fixed by the protocol: a sender picks ``rotate_every`` between 1 and that
+maximum).
 """
 
 from __future__ import annotations
