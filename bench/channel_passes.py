@@ -4,10 +4,11 @@
 
 One thread, no sockets: the sans-IO channel (``p2pchat/channel.py``) seals a 1 MiB ASCII text and the peer's
 channel opens it; each pass of that path is timed on its own (best of ``--repeat`` runs of 20 messages, the rows
-interleaved run by run so that a load spike hits all of them, in µs per MiB), next to GCM's seal and open of the same plaintext measured in the same run — the fixed cost (issue 12:
-"fewer passes; measure GCM per pass"), and the sender's sealing as the code before this branch did it (a padded
-copy joined first) beside the way it does now (sealed from the parts). The frame's way through the kernel and the node's threads is not here:
-``bench/chat_bench.py --bulk`` measures the whole.
+interleaved run by run so that a load spike hits all of them, in µs per MiB), next to GCM's seal and open of the
+same plaintext measured in the same run — the fixed cost (issue 12: "fewer passes; measure GCM per pass") — and
+the sender's sealing as the code before did it (a padded copy joined first) beside the way it does now (sealed
+from the parts). The frame's way through the kernel and the node's threads is not here: ``bench/chat_bench.py
+--bulk`` measures the whole.
 """
 
 from __future__ import annotations
