@@ -713,7 +713,7 @@ class Channel:
         self.peer_closed = True
         return [*events, Goodbye(inner["reason"])]
 
-    def _texts_allowed(self, n: int) -> list[ChEvent]:
+    def _texts_allowed(self) -> list[ChEvent]:
         """Rotation is enforced by the receiver: no text frame once :data:`MAX_ROTATE_EVERY` texts came under one
         epoch (whether or not its ``rotate`` came: texts sealed while the ``rotate_ack`` travels count too)."""
         side = self._recv
@@ -734,7 +734,7 @@ class Channel:
                                          "it was not shown")]
         if msg_id <= self._recv.last_text_id:
             return [Refused("replayed", f"message {msg_id} arrived a second time; it was not shown again")]
-        if refused := self._texts_allowed(1):
+        if refused := self._texts_allowed():
             return refused
         self._recv.last_text_id = msg_id
         self._recv.texts_in_epoch += 1
@@ -763,7 +763,7 @@ class Channel:
                                              f"then {msg_id}); none of it was shown")]
             last = msg_id
             texts.append(Text(msg_id, text, float(sent_at), now))
-        if refused := self._texts_allowed(len(texts)):
+        if refused := self._texts_allowed():
             return refused
         self._recv.last_text_id = last
         self._recv.texts_in_epoch += len(texts)
