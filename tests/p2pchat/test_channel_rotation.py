@@ -193,13 +193,16 @@ def test_a_sender_that_never_switches_is_refused_past_the_limit_per_epoch():
     assert len(link.texts("b")) == MAX_ROTATE_EVERY and link.ch["b"].recv_epoch == 0
 
 
-def test_a_rotate_answered_while_texts_were_in_flight_sends_nothing_extra():
-    """The ack is answered in turn: the sender's overlap texts and the receiver's ack cross on the wire."""
+def test_texts_sent_before_the_receiver_read_the_rotate_cross_its_ack_and_all_arrive():
+    """The sender's overlap texts and the receiver's ack cross on the wire; the next text is the switch."""
     link = Link(rotate_every=2)
     for t in ("a1", "a2"):
         link.send("a", t)
     link.send("a", "a3")                             # sent before b even read the rotate
-    assert [decode(f)["epoch"] for f in link.queue["b"]] == [0, 0, 0, 0]
+    assert [decode(f)["epoch"] for f in link.queue["b"]] == [0, 0, 0, 0]     # a1, a2, rotate, a3
     link.flush()
-    assert link.texts("b") == ["a1", "a2", "a3"] and link.ch["a"].epoch == 1
+    assert link.texts("b") == ["a1", "a2", "a3"] and link.ch["a"].epoch == 1 and link.ch["b"].recv_epoch == 0
+    link.send("a", "a4")
+    link.flush()
+    assert link.texts("b")[-1] == "a4" and link.ch["b"].recv_epoch == 1 and link.ch["b"]._recv.next_key is None
     assert not link.of("b", Refused) and not link.of("a", Refused)
