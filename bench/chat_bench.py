@@ -23,6 +23,7 @@ child process, the initiator in this one. Measured:
 ``--handshake`` runs only the handshake comparison and the attacker loop.
 ``--bulk ROUNDS`` runs the handshakes and then only 1 MiB messages: per round one TLS stream and one chat stream,
 alternating, each round's ratio printed (the figures of a loaded machine swing between rounds).
+``--rotate-every N`` sets the sending node's key rotation interval (default 10, the product's default).
 """
 
 from __future__ import annotations
@@ -256,9 +257,10 @@ def serve_commands(pipe: Connection, stats: Callable[[], list[float]], reset: Ca
 # --- initiator side -------------------------------------------------------------------------------------------
 
 class ChatClient:
-    def __init__(self, key_dir: Path, entries: list[DirectoryEntry], port: int) -> None:
+    def __init__(self, key_dir: Path, entries: list[DirectoryEntry], port: int, rotate_every: int = 10) -> None:
         self.node = ChatNode(Identity.load(key_dir / KEY_FILE), host=CLIENT_IP, nickname="initiator",
-                             directory=FixedDirectory(entries), listen=False, step_timeout=60, workers=8)
+                             directory=FixedDirectory(entries), listen=False, step_timeout=60, workers=8,
+                             rotate_every=rotate_every)
         self.node.start()
         self.peer = f"{SERVER_IP}:{port}"
         self.pending: list[Any] = []
@@ -421,6 +423,9 @@ def main() -> int:
     parser.add_argument("--bulk", type=int, metavar="ROUNDS", default=0,
                         help="only 1 MiB messages: ROUNDS rounds, each a TLS stream then a chat stream, "
                              "interleaved so both see the same load")
+    parser.add_argument("--rotate-every", type=int, default=10, metavar="N",
+                        help="the sender's key rotation interval in texts (default 10, the product's; 1000, the "
+                             "protocol's maximum, shows what rotation costs a stream)")
     args = parser.parse_args()
     scale = 5 if args.quick else 1
     n_hs, n_small, n_big, n_lat, n_idle = (HANDSHAKES // scale or 3, SMALL // scale, BIG // scale or 2,
@@ -451,7 +456,7 @@ def main() -> int:
         proc.start()
         port = parent.recv()
         entries[0] = DirectoryEntry(**{**entries[0].__dict__, "port": port})
-        client = ChatClient(root / "initiator", entries, port)
+        client = ChatClient(root / "initiator", entries, port, args.rotate_every)
         try:
             tls.handshake()                                                      # warm-up
             sid, _ = client.handshake()

@@ -71,12 +71,15 @@ S sends ``rotate{epoch+1, pub_S}`` (sealed under the current key) and keeps send
 R answers ``rotate_ack{epoch+1, pub_R}`` (sealed under R's own sending key; the same again for a repeated
 ``rotate``), derives
 ``key', chain' = HKDF(X25519(r, pub_S), salt=chain, info=label|direction|epoch+1)``, erases its ephemeral and
-the old chain key, and keeps the old receive key only until S's first frame under the new epoch; S derives the
-same on the ack, erases its ephemeral and old keys, and switches. The two directions rotate independently, so
-both sides rotating at once needs no tie-break. While S waits for the ack it seals no text (they stay queued and
-go out under the new key); R refuses a text under the old epoch after its ``rotate``, and a text frame that
-arrives when :data:`~p2pchat.chat_protocol.MAX_ROTATE_EVERY` texts already came under one epoch without a
-``rotate`` (the interval is fixed by the protocol: a sender picks ``rotate_every`` between 1 and that maximum).
+the old chain key, and keeps the old receive key only until S's first frame under the new epoch (its counter is
+the switch counter: older frames are refused by the counter check); S derives the same on the ack, erases its
+ephemeral and old keys, and switches. The two directions rotate independently, so both sides rotating at once
+needs no tie-break. While S waits for the ack it goes on sealing texts under the old key, at most
+``rotate_every`` more (:meth:`Channel._epoch_cap`), so a rotation does not drain the pipeline; later texts stay
+queued and go out under the new key. R refuses a second ``rotate`` before the switch (it keeps at most one old
+epoch) and a text frame that arrives when :data:`~p2pchat.chat_protocol.MAX_ROTATE_EVERY` texts already came
+under one epoch (the interval is fixed by the protocol: a sender picks ``rotate_every`` between 1 and that
+maximum).
 """
 
 from __future__ import annotations
@@ -382,18 +385,19 @@ class Channel:
         return msg_id
 
     def seal_queued(self) -> list[bytes]:
-        """Seal every queued text, in order: one alone as ``text``, several as ``texts`` batches (at most
-        :data:`MAX_BATCH_TEXTS` entries and :data:`MAX_BATCH_TEXT_BYTES` of text each; a larger text alone), then
-        a ``rotate`` frame if this side's texts crossed the rotation threshold. ``[]`` when nothing is queued."""
-        if not self._queued or self._send.pending is not None:
-            return []      # while a rotation waits for its ack, texts wait for the new key
-        queued = self._queued
+        """Seal the queued texts, in order: one alone as ``text``, several as ``texts`` batches (at most
+        :data:`MAX_BATCH_TEXTS` entries and :data:`MAX_BATCH_TEXT_BYTES` of text each; a larger text alone); the
+        frame that crosses the rotation threshold is followed by a ``rotate`` frame. While the rotation waits for
+        its ack, texts go on under the current key up to :meth:`_epoch_cap`; the rest stay queued until the ack.
+        ``[]`` when nothing can be sealed."""
+        side, queued = self._send, self._queued
         frames: list[bytes] = []
         start = 0
-        while start < len(queued) and (self._send.texts_in_epoch < self.rotate_every
-                                       or self._send.epoch >= MAX_EPOCH):
+        while start < len(queued) and side.texts_in_epoch < (cap := self._epoch_cap()):
+            # a batch may cross rotate_every (the rotation starts after it), never the cap while the ack travels
+            most = MAX_BATCH_TEXTS if side.pending is None else min(MAX_BATCH_TEXTS, cap - side.texts_in_epoch)
             end, size = start + 1, queued[start][3]
-            while end < len(queued) and end - start < MAX_BATCH_TEXTS and size + queued[end][3] <= MAX_BATCH_TEXT_BYTES:
+            while end < len(queued) and end - start < most and size + queued[end][3] <= MAX_BATCH_TEXT_BYTES:
                 size += queued[end][3]
                 end += 1
             if end - start == 1:
@@ -401,13 +405,28 @@ class Channel:
                 frames.append(self._seal("text", id=msg_id, sent_at=sent_at, text=text))
             else:
                 frames.append(self._seal("texts", texts=[[i, t, x] for i, t, x, _ in queued[start:end]]))
-            self._send.texts_in_epoch += end - start
+            side.texts_in_epoch += end - start
             start = end
-        self._queued = queued[start:]
-        self._queued_bytes -= sum(entry[3] for entry in queued[:start])
-        if self._send.texts_in_epoch >= self.rotate_every and self._send.epoch < MAX_EPOCH:
-            frames.append(self._begin_rotation())
+            if side.pending is None and side.texts_in_epoch >= self.rotate_every and side.epoch < MAX_EPOCH:
+                frames.append(self._begin_rotation())
+        if start:
+            self._queued = queued[start:]
+            self._queued_bytes -= sum(entry[3] for entry in queued[:start])
         return frames
+
+    def _epoch_cap(self) -> int:
+        """Texts this side may seal under its current epoch: ``rotate_every`` (the rotation starts there), and
+        while the ``rotate_ack`` travels up to ``rotate_every`` more — never past the protocol's
+        ``MAX_ROTATE_EVERY`` per epoch, which the receiver enforces. A peer that never answers therefore gets at
+        most that many texts under the old key; the rest wait for the new one (or for the timer to end the
+        session). No limit once the last epoch is reached (nothing can rotate any more; the counter runs out
+        first)."""
+        side = self._send
+        if side.epoch >= MAX_EPOCH:
+            return MAX_COUNTER + 1
+        if side.pending is None:
+            return self.rotate_every
+        return min(2 * self.rotate_every, MAX_ROTATE_EVERY)
 
     def send_typing(self, typing: bool) -> list[bytes]:
         """Tell the peer we started/stopped typing. Only a change of state makes a frame; the UI must also
@@ -694,16 +713,14 @@ class Channel:
         self.peer_closed = True
         return [*events, Goodbye(inner["reason"])]
 
-    def _texts_allowed(self, n: int) -> list[ChEvent]:
-        """Rotation is enforced by the receiver: no text under an epoch whose successor the peer already
-        announced, and none once :data:`MAX_ROTATE_EVERY` texts came under one epoch without a ``rotate``."""
+    def _texts_allowed(self) -> list[ChEvent]:
+        """Rotation is enforced by the receiver: no text frame once :data:`MAX_ROTATE_EVERY` texts came under one
+        epoch (whether or not its ``rotate`` came: texts sealed while the ``rotate_ack`` travels count too)."""
         side = self._recv
-        if side.rotation is not None:
-            return [Refused("unexpected", f"{n} message(s) under key epoch {side.epoch} arrived after the peer "
-                                          f"announced its key epoch {side.epoch + 1}; not shown")]
         if side.texts_in_epoch >= MAX_ROTATE_EVERY:
             return [Refused("unexpected", f"the peer sent more than {MAX_ROTATE_EVERY} messages under key epoch "
-                                          f"{side.epoch} without rotating its key; not shown")]
+                                          f"{side.epoch} without rotating its key (the protocol's limit per key); "
+                                          "not shown")]
         return []
 
     def _on_text(self, inner: Message, now: float | None) -> list[ChEvent]:
@@ -717,7 +734,7 @@ class Channel:
                                          "it was not shown")]
         if msg_id <= self._recv.last_text_id:
             return [Refused("replayed", f"message {msg_id} arrived a second time; it was not shown again")]
-        if refused := self._texts_allowed(1):
+        if refused := self._texts_allowed():
             return refused
         self._recv.last_text_id = msg_id
         self._recv.texts_in_epoch += 1
@@ -746,7 +763,7 @@ class Channel:
                                              f"then {msg_id}); none of it was shown")]
             last = msg_id
             texts.append(Text(msg_id, text, float(sent_at), now))
-        if refused := self._texts_allowed(len(texts)):
+        if refused := self._texts_allowed():
             return refused
         self._recv.last_text_id = last
         self._recv.texts_in_epoch += len(texts)

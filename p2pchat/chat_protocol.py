@@ -302,12 +302,19 @@ _ZEROS = bytes(PAD_STEP)
 
 def padded_parts(type_: str, **fields: Any) -> list[bytes]:
     """``pad(SEALED_CONTENT.encode_body(type_, **fields))`` as parts to seal one after the other: a large
-    bytes field that ends the message (a file chunk's ``data``) is one part of its own, never copied."""
+    bytes field that ends the message (a file chunk's ``data``) is one part of its own, never copied, and a large
+    packed body (a long text) is not copied into a padded one."""
     schema = SEALED_CONTENT.messages.get(type_, {})
     last = list(schema)[-1] if schema else ""
     big = fields.get(last)
     if not isinstance(big, bytes) or len(big) < BIG_FIELD:
-        return [pad(SEALED_CONTENT.encode_body(type_, **fields))]
+        body = SEALED_CONTENT.encode_body(type_, **fields)
+        if len(body) < BIG_FIELD:
+            return [pad(body)]
+        # a long text: its packed body is sealed where it lies, not joined into a padded copy first (issue 12)
+        n = LENGTH_PREFIX.size + len(body)
+        zeros = padded_size(n) - n
+        return [LENGTH_PREFIX.pack(len(body)), body, *([_ZEROS[:zeros]] if zeros else [])]
     check_fields(fields, schema, f"outgoing {type_!r}")      # the real value's type and length, not copied
     # the same message with a one-byte placeholder (bin 8: c4 01 00), its bin header replaced by the real one
     head = SEALED_CONTENT.encode_body(type_, **{**fields, last: b"\0"})[:-3] + _bin_header(len(big))

@@ -172,12 +172,20 @@ def test_a_file_chunk_padded_in_parts_is_byte_for_byte_the_padded_message(size):
     fields = {"id": b"\x07" * 16, "offset": 2**40 + 3, "data": data}
     parts = cp.padded_parts("file_chunk", **fields)
     assert b"".join(parts) == cp.pad(cp.SEALED_CONTENT.encode_body("file_chunk", **fields))
+    body = cp.SEALED_CONTENT.encode_body("file_chunk", **fields)
     if size >= cp.BIG_FIELD:
         assert parts[1] is data                 # the chunk itself, not a copy
-    else:
-        assert len(parts) == 1
-    assert cp.padded_parts("text", id=1, sent_at=1.5, text="x" * 5000) == [
-        cp.pad(cp.SEALED_CONTENT.encode_body("text", id=1, sent_at=1.5, text="x" * 5000))]
+    else:                                       # the packed body: one padded part, or a part of its own if long
+        assert len(parts) == 1 if len(body) < cp.BIG_FIELD else parts[1] == body
+
+
+@pytest.mark.parametrize("length", [1, 4000, 4100, 65_000, cp.MAX_TEXT_BYTES])
+def test_a_text_padded_in_parts_is_byte_for_byte_the_padded_message(length):
+    fields = {"id": 1, "sent_at": 1.5, "text": "é" * (length // 2) + "x" * (length % 2)}
+    parts = cp.padded_parts("text", **fields)
+    body = cp.SEALED_CONTENT.encode_body("text", **fields)
+    assert b"".join(parts) == cp.pad(body)
+    assert len(parts) == 1 if len(body) < cp.BIG_FIELD else parts[1] == body     # a long body is a part of its own
 
 
 def test_a_file_chunk_padded_in_parts_is_checked_like_any_message():

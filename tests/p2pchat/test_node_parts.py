@@ -114,8 +114,9 @@ def test_the_writer_counts_what_waits_for_the_wire_and_lets_it_go_at_once_on_dis
 
 
 def test_texts_held_back_while_our_key_rotates_still_count_against_the_outbox_limit():
-    """While a rotation waits for its ack the channel seals no text; the texts it holds are still waiting for the
-    wire, so a fast sender gets OutboxFull instead of queueing without bound."""
+    """While a rotation waits for its ack the channel seals at most rotate_every more texts, then holds them; the
+    texts it holds are still waiting for the wire, so a fast sender gets OutboxFull instead of queueing without
+    bound."""
     mine, _ = synthetic_established()
     session = Session("s1", "bob", incoming=False)
     session.channel = Channel(mine, rotate_every=1)
@@ -125,6 +126,11 @@ def test_texts_held_back_while_our_key_rotates_still_count_against_the_outbox_li
     writer.queue_text()
     writer.seal_queued_now()                     # the text, then the rotate frame: the key now waits for its ack
     assert session.channel.rotating
+    writer.before_text()
+    session.channel.queue_text("c" * 1000, 1.5)
+    writer.queue_text()
+    writer.seal_queued_now()                     # one more (rotate_every) goes out under the old key meanwhile
+    assert session.channel.queued == 0
     on_the_wire = writer.pending_bytes
     big = "b" * MAX_TEXT_BYTES
     for n in range(1, 4):

@@ -37,11 +37,14 @@ def test_a_dropped_rotate_frame_is_retried_and_the_chat_goes_on_under_the_new_ke
 
         alice.node.set_wire_hook(sid, drop_the_rotate)
         send_one_by_one(alice, bob, ["one", "two"])          # texts 0 and 1, then the rotate frame (counter 2)
-        alice.node.send_text(sid, "three (waits for the new key)")
-        wait_until(lambda: len(bob.log.all(MessageReceived)) == 3, 20, what="all three texts at bob")
+        # up to rotate_every more texts go out under the old key while the ack is due; the next one waits
+        texts = ["three (old key)", "four (old key)", "five (waits for the new key)"]
+        for text in texts:
+            alice.node.send_text(sid, text)
+        wait_until(lambda: len(bob.log.all(MessageReceived)) == 5, 20, what="all five texts at bob")
         assert dropped == [2]
-        assert [m.text for m in bob.log.all(MessageReceived)] == ["one", "two", "three (waits for the new key)"]
-        assert alice.node.session_info(sid).key_epoch == 1
+        assert [m.text for m in bob.log.all(MessageReceived)] == ["one", "two", *texts]
+        wait_until(lambda: alice.node.session_info(sid).key_epoch == 1, 20, what="alice on epoch 1")
         notices = [n.text for n in bob.log.all(Notice, session=bsid)]
         assert any("1 message from the peer never arrived" in t for t in notices)
         assert any("the peer's sending key is now epoch 1" in t for t in notices)

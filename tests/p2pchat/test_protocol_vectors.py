@@ -118,7 +118,7 @@ def vector_position(prefix: str) -> hs.ChainPosition:
 # --- the vectors ---------------------------------------------------------------------------------------------------
 
 def test_every_vector_block_of_the_document_is_checked():
-    assert set(V) == {"transcript", "signed-messages", "key-schedule", "sealed-text", "rotation",
+    assert set(V) == {"transcript", "signed-messages", "key-schedule", "sealed-text", "rotation", "rotation-overlap",
                       "frames-and-safety", "file-messages", "smp"} | {"pad-text"}   # pad-text: test_pad.py
 
 
@@ -246,6 +246,52 @@ def test_rotation_vector_through_two_channels():
             alice.receive(cp.CHAT.decode(ev.frame[4:]))
     assert alice.epoch == 1 and alice._send.key.hex() == r["key_1"] and alice._send.chain.hex() == r["chain_1"]
     assert bob._recv.next_key.hex() == r["key_1"]
+
+
+def spec_text_frame(key: bytes, epoch: int, counter: int, msg_id: int, text: str, sent_at: float) -> bytes:
+    """A sealed ``text`` frame from the initiator, built from the document's layouts alone (§5.1, §5.3, §5.4)."""
+    inner = msgpack.packb({"t": "text", "id": msg_id, "sent_at": sent_at, "text": text}, use_bin_type=True)
+    aad = spec_aad(hx("transcript", "T2"), b"i2r", epoch, counter)
+    box = crypto.seal(key, bytes(4) + struct.pack(">Q", counter), spec_pad(inner), aad)
+    body = msgpack.packb({"t": "sealed", "epoch": epoch, "counter": counter, "box": box}, use_bin_type=True)
+    return struct.pack(">I", len(body)) + body
+
+
+def test_rotation_overlap_frames_follow_from_the_spec():
+    o = V["rotation-overlap"]
+    sent_at, t2 = float(o["sent_at"]), hx("transcript", "T2")
+    assert spec_aad(t2, b"i2r", 0, int(o["overlap_counter"])).hex() == o["overlap_aad"]
+    assert spec_aad(t2, b"i2r", 1, int(o["switch_counter"])).hex() == o["switch_aad"]
+    overlap = spec_text_frame(hx("key-schedule", "i2r_key"), 0, int(o["overlap_counter"]), 2, o["overlap_text"],
+                              sent_at)
+    switch = spec_text_frame(hx("rotation", "key_1"), 1, int(o["switch_counter"]), 3, o["switch_text"], sent_at)
+    assert overlap.hex() == o["overlap_frame"] and switch.hex() == o["switch_frame"]
+
+
+def test_rotation_overlap_through_two_channels():
+    """Alice goes on under epoch 0 while her rotate_ack travels, then switches; bob accepts epoch 0 up to the
+    switch counter and erases its key there; the overlap frame replayed afterwards is refused."""
+    o = V["rotation-overlap"]
+    sent_at = float(o["sent_at"])
+    alice = Channel(_vector_established(True), rotate_every=int(o["rotate_every"]),
+                    ephemeral_factory=lambda: crypto.EphemeralKey(hx("rotation", "sender_private")))
+    bob = Channel(_vector_established(False), rotate_every=int(o["rotate_every"]), max_refused=10,
+                  ephemeral_factory=lambda: crypto.EphemeralKey(hx("rotation", "receiver_private")))
+    _, first = alice.send_text("rotate after this", sent_at)           # counters 0 (text) and 1 (rotate)
+    _, (overlap,) = alice.send_text(o["overlap_text"], sent_at)        # no ack yet: still epoch 0
+    assert overlap.hex() == o["overlap_frame"]
+    answers = [e for f in first for e in bob.receive(cp.CHAT.decode(f[4:]))]
+    for ev in answers:
+        if isinstance(ev, cp.Send):
+            alice.receive(cp.CHAT.decode(ev.frame[4:]))
+    _, (switch, *_rotate_to_2) = alice.send_text(o["switch_text"], sent_at)
+    assert switch.hex() == o["switch_frame"]
+    assert [e.text for e in bob.receive(cp.CHAT.decode(overlap[4:])) if isinstance(e, Text)] == [o["overlap_text"]]
+    assert bob._recv.key == hx("key-schedule", "i2r_key")
+    assert [e.text for e in bob.receive(cp.CHAT.decode(switch[4:])) if isinstance(e, Text)] == [o["switch_text"]]
+    assert bob.recv_epoch == 1 and bob._recv.key.hex() == V["rotation"]["key_1"]
+    replay = bob.receive(cp.CHAT.decode(overlap[4:]))
+    assert [type(e).__name__ for e in replay] == ["Refused"] and replay[0].kind == "replayed"
 
 
 def test_hello_and_key_frames_and_safety_number():
