@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # Only what parsing the command line needs is imported here; each command imports the ledger core, the store,
 # the network code and pycryptodome when it runs, so `ledger --help` starts like a bare interpreter
@@ -210,20 +210,42 @@ def _own_options(parser: argparse.ArgumentParser) -> None:
     _common(parser, defaults=False)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ledger", description="p2pchat's proof-of-work ledger: the certificate "
-                                     "authority that binds IP addresses to identity keys.")
-    _common(parser, defaults=True)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+class _Subcommand(argparse.ArgumentParser):
+    """A subcommand's parser whose options are added when it is used (parsed, or its help or usage shown):
+    ``ledger lookup`` builds one subcommand's options, not every command's (start-up time, bench/startup_bench.py)."""
 
-    serve = sub.add_parser("serve", help="run a node, creating the network if this data dir has none")
+    def __init__(self, *args: Any, fill: Callable[[argparse.ArgumentParser], None] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fill = fill
+
+    def _filled(self) -> None:
+        if self._fill is not None:
+            fill, self._fill = self._fill, None
+            fill(self)
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        self._filled()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._filled()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._filled()
+        return super().format_help()
+
+
+def _fill_serve(serve: argparse.ArgumentParser) -> None:
     _common(serve, defaults=False)
     serve.add_argument("--difficulty", type=_difficulty,
                        help=f"proof-of-work bits of a network being created (default {DEFAULT_DIFFICULTY})")
     _node_options(serve)
 
-    join = sub.add_parser("join", help="run a node that joins the network through PEER")
+
+def _fill_join(join: argparse.ArgumentParser) -> None:
     join.add_argument("peers", nargs="+", metavar="PEER", help="a node of the network: IP or IP:PORT")
     join.add_argument("--network-id", metavar="ID",
                       help="the network id 'ledger serve' printed on a machine you trust (at least its first 8 "
@@ -235,44 +257,50 @@ def build_parser() -> argparse.ArgumentParser:
     _common(join, defaults=False)
     _node_options(join)
 
-    lookup = sub.add_parser("lookup", help="look up a binding by IP, nickname or fingerprint (proof checked)")
+
+def _fill_lookup(lookup: argparse.ArgumentParser) -> None:
     lookup.add_argument("query", metavar="IP|NAME|FINGERPRINT")
     lookup.add_argument("--node", help="which node to ask: IP or IP:PORT (default: the one at --host)")
     lookup.add_argument("--by", choices=("ip", "nick", "fp"), help="what the query is (default: detected)")
     lookup.add_argument("--json", action="store_true", help="print JSON")
+    lookup.add_argument("--prove", action="store_true",
+                        help="check the node's proof even when it is this data directory's own running node "
+                             "(by default that node is asked over its local socket and trusted)")
     _common(lookup, defaults=False)
 
-    status = sub.add_parser("status", help="height, tip, work, peers, pending records and own record of a node")
+
+def _fill_status(status: argparse.ArgumentParser) -> None:
     status.add_argument("--node", help="which node to ask: IP or IP:PORT (default: the one at --host)")
     status.add_argument("--json", action="store_true", help="print JSON")
     _common(status, defaults=False)
 
-    update = sub.add_parser("update", help="change this machine's nickname and/or address in the ledger")
+
+def _fill_update(update: argparse.ArgumentParser) -> None:
     update.add_argument("--nickname", type=_nickname, help="the new nickname ('' for none)")
     update.add_argument("--ip", type=_ip, help="the new address (a ledger node with this key must answer there)")
     update.add_argument("--chat-port", type=_port, help="the new chat port")
     _own_options(update)
 
-    rotate = sub.add_parser("rotate-key", help="replace this machine's identity key, keeping its binding")
-    _own_options(rotate)
 
-    revoke = sub.add_parser("revoke", help="end this machine's identity for good (asks for confirmation)")
+def _fill_revoke(revoke: argparse.ArgumentParser) -> None:
     revoke.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     _own_options(revoke)
 
-    verify = sub.add_parser("verify", help="revalidate the local ledger database from genesis")
+
+def _fill_verify(verify: argparse.ArgumentParser) -> None:
     verify.add_argument("--json", action="store_true", help="print JSON")
     _common(verify, defaults=False)
 
-    prune = sub.add_parser("prune", help="drop the records no rule needs any more from old block bodies "
-                                         "(node stopped), then compact the database")
+
+def _fill_prune(prune: argparse.ArgumentParser) -> None:
     _prune_keep_option(prune)
     _finality_options(prune)
     prune.add_argument("--no-compact", action="store_true",
                        help="do not rewrite the database file to give the freed space back (faster)")
     _common(prune, defaults=False)
 
-    reorg = sub.add_parser("reorg", help="list branches that conflict with final history, or accept one")
+
+def _fill_reorg(reorg: argparse.ArgumentParser) -> None:
     what = reorg.add_mutually_exclusive_group()
     what.add_argument("--list", action="store_true", help="list the parked branches (the default)")
     what.add_argument("--accept", metavar="HASH",
@@ -280,6 +308,32 @@ def build_parser() -> argparse.ArgumentParser:
     reorg.add_argument("--node", help="with --list while the node runs: which node to ask (default: --host)")
     reorg.add_argument("--json", action="store_true", help="print JSON")
     _common(reorg, defaults=False)
+
+
+# name, help line, what fills its options
+_SUBCOMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...] = (
+    ("serve", "run a node, creating the network if this data dir has none", _fill_serve),
+    ("join", "run a node that joins the network through PEER", _fill_join),
+    ("lookup", "look up a binding by IP, nickname or fingerprint (proof checked)", _fill_lookup),
+    ("status", "height, tip, work, peers, pending records and own record of a node", _fill_status),
+    ("update", "change this machine's nickname and/or address in the ledger", _fill_update),
+    ("rotate-key", "replace this machine's identity key, keeping its binding", _own_options),
+    ("revoke", "end this machine's identity for good (asks for confirmation)", _fill_revoke),
+    ("verify", "revalidate the local ledger database from genesis", _fill_verify),
+    ("prune", "drop the records no rule needs any more from old block bodies (node stopped), then compact the "
+              "database", _fill_prune),
+    ("reorg", "list branches that conflict with final history, or accept one", _fill_reorg),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ledger", description="p2pchat's proof-of-work ledger: the certificate "
+                                     "authority that binds IP addresses to identity keys.")
+    _common(parser, defaults=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Subcommand)
+    sub.required = True
+    for name, help_text, fill in _SUBCOMMANDS:
+        sub.add_parser(name, help=help_text, fill=fill)
     return parser
 
 

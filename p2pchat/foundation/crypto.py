@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from Crypto.Protocol.DH import import_x25519_private_key, import_x25519_public_key, key_agreement
     from Crypto.Protocol.KDF import HKDF
     from Crypto.PublicKey import ECC, RSA
-    from Crypto.Random import get_random_bytes
     from Crypto.Signature import pss
 else:
     AES = _lazy.Module(globals(), "AES", "Crypto.Cipher.AES")
@@ -36,7 +36,6 @@ else:
     pss = _lazy.Module(globals(), "pss", "Crypto.Signature.pss")
     HKDF = _lazy.Function(globals(), "HKDF", "Crypto.Protocol.KDF")
     Integer = _lazy.Function(globals(), "Integer", "Crypto.Math.Numbers")
-    get_random_bytes = _lazy.Function(globals(), "get_random_bytes", "Crypto.Random")
     import_x25519_private_key = _lazy.Function(globals(), "import_x25519_private_key", "Crypto.Protocol.DH")
     import_x25519_public_key = _lazy.Function(globals(), "import_x25519_public_key", "Crypto.Protocol.DH")
     key_agreement = _lazy.Function(globals(), "key_agreement", "Crypto.Protocol.DH")
@@ -63,8 +62,9 @@ else:
 
 
 def random_bytes(n: int) -> bytes:
-    """``n`` bytes from the operating system's CSPRNG."""
-    return get_random_bytes(n)
+    """``n`` bytes from the operating system's CSPRNG (``os.urandom``, which is what pycryptodome's
+    ``get_random_bytes`` is: calling it directly spares a nonce the import of pycryptodome's ctypes back end)."""
+    return os.urandom(n)
 
 
 def sha256(*parts: bytes) -> bytes:
