@@ -41,6 +41,8 @@ from p2pchat.foundation.addresses import (
 )
 from p2pchat.foundation.datadir import default_data_dir, resolve_data_dir
 from p2pchat.foundation.errors import PeerUnreachable, UserError
+from p2pchat.foundation.help_format import HelpFormatter
+from p2pchat.foundation.lazylog import LazyLogger
 
 if TYPE_CHECKING:
     from ledger import own_record
@@ -53,16 +55,7 @@ if TYPE_CHECKING:
 
 
 
-class _Log:
-    """The "ledger" logger, with :mod:`logging` imported when a command first logs (start-up time)."""
-
-    def warning(self, msg: str, *args: object) -> None:
-        import logging
-
-        logging.getLogger("ledger").warning(msg, *args)
-
-
-log = _Log()
+log = LazyLogger("ledger")   # logging is imported when a command first logs (start-up time)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_DIFFICULTY = DEFAULT_DIFFICULTY_BITS
 JOIN_WAIT_SECONDS = 20.0
@@ -328,12 +321,13 @@ _SUBCOMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description="p2pchat's proof-of-work ledger: the certificate "
-                                     "authority that binds IP addresses to identity keys.")
+                                     "authority that binds IP addresses to identity keys.",
+                                     formatter_class=HelpFormatter)
     _common(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Subcommand)
     sub.required = True
     for name, help_text, fill in _SUBCOMMANDS:
-        sub.add_parser(name, help=help_text, fill=fill)
+        sub.add_parser(name, help=help_text, fill=fill, formatter_class=HelpFormatter)
     return parser
 
 
@@ -375,7 +369,36 @@ def _client(args: argparse.Namespace) -> LedgerClient:
                         pin_dir=_existing_data_dir(args))
 
 
+def _own_node_answer(args: argparse.Namespace) -> int | None:
+    """``ledger lookup`` answered by this data directory's own running node over its control socket
+    (ledger/control.py; the rule is in docs/ledger.md, "Asking this machine's own node"); None when that node
+    is not the one asked, is on another network, did not check the record's block itself, or does not answer."""
+    data_dir = _existing_data_dir(args)
+    if args.prove or data_dir is None:
+        return None
+    from ledger import control
+
+    answer = control.ask(data_dir, args.query, args.by)
+    if answer is None or answer["node"] != format_address(*_node_address(args)):
+        return None
+    if args.network is not None and answer["network"] != args.network:
+        return None
+    if not answer["found"]:
+        print(f"ledger: no ledger record for '{args.query.strip()}' at {answer['node']} "
+              f"({answer.get('reason') or 'not found'})", file=sys.stderr)
+        return 1
+    if not answer["checked"]:
+        return None
+    _print_binding(answer["binding"], args.json, "answered by this data directory's own ledger node, which "
+                                                 "checked the block itself")
+    return 0
+
+
 def cmd_lookup(args: argparse.Namespace) -> int:
+    own = _own_node_answer(args)
+    if own is not None:
+        return own
+    _setup_logging(args)
     from ledger.client import LookupNotFound
 
     try:
@@ -383,21 +406,33 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     except LookupNotFound as exc:
         print(f"ledger: {exc}", file=sys.stderr)
         return 1
-    if args.json:
+    _print_binding(binding.to_json(), args.json, f"checked against {binding.node}'s header chain")
+    return 0
+
+
+def _print_binding(binding: dict[str, Any], as_json: bool, proof: str) -> None:
+    """A lookup's binding (the map of ``VerifiedBinding.to_json``), as JSON or for a person."""
+    binding = dict(binding)
+    short = binding.pop("short_fingerprint", None)   # sent by the own node (ledger/control.py)
+    if as_json:
         import json
 
-        print(json.dumps(binding.to_json(), indent=2))
-        return 0
-    where = binding.address or "no direct address"
-    print(f"{binding.nickname}  {where}" + (f"  relay {binding.relay}" if binding.relay else ""))
-    print(f"  fingerprint   {binding.short_fingerprint}")
-    print(f"  block         {binding.height} ({binding.block_hash.hex()[:16]}), "
-          f"{binding.confirmations} confirmation{'s' if binding.confirmations != 1 else ''}")
-    print(f"  expires       {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(binding.expires))}")
-    print(f"  proof         checked against {binding.node}'s header chain")
-    if binding.disputed is not None:
-        print(f"  DISPUTED      {binding.disputed.describe()}")
-    return 0
+        print(json.dumps(binding, indent=2))
+        return
+    if not isinstance(short, str):
+        from p2pchat.foundation.crypto import format_fingerprint
+
+        short = format_fingerprint(bytes.fromhex(binding["fingerprint"]))
+    ip, port, relay, confirmations = binding["ip"], binding["port"], binding["relay"], binding["confirmations"]
+    where = format_address(ip, port) if ip is not None and port is not None else "no direct address"
+    print(f"{binding['nickname']}  {where}" + (f"  relay {relay}" if relay else ""))
+    print(f"  fingerprint   {short}")
+    print(f"  block         {binding['height']} ({binding['block'][:16]}), "
+          f"{confirmations} confirmation{'s' if confirmations != 1 else ''}")
+    print(f"  expires       {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(binding['expires']))}")
+    print(f"  proof         {proof}")
+    if binding["disputed"] is not None:
+        print(f"  DISPUTED      {binding['disputed']['text']}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -1053,7 +1088,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args = _finish_args(args)
-        _setup_logging(args)
+        if args.command != "lookup":   # a lookup sets logging up only if it needs more than its own node
+            _setup_logging(args)
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"ledger: {exc}", file=sys.stderr)
