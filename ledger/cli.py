@@ -41,7 +41,7 @@ from p2pchat.foundation.addresses import (
 )
 from p2pchat.foundation.datadir import default_data_dir, resolve_data_dir
 from p2pchat.foundation.errors import PeerUnreachable, UserError
-from p2pchat.foundation.help_format import HelpFormatter
+from p2pchat.foundation.help_format import ArgumentParser
 from p2pchat.foundation.lazylog import LazyLogger
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ def _own_options(parser: argparse.ArgumentParser) -> None:
     _common(parser, defaults=False)
 
 
-class _Subcommand(argparse.ArgumentParser):
+class _Subcommand(ArgumentParser):
     """A subcommand's parser whose options are added when it is used (parsed, or its help or usage shown):
     ``ledger lookup`` builds one subcommand's options, not every command's (start-up time, bench/startup_bench.py)."""
 
@@ -320,14 +320,13 @@ _SUBCOMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ledger", description="p2pchat's proof-of-work ledger: the certificate "
-                                     "authority that binds IP addresses to identity keys.",
-                                     formatter_class=HelpFormatter)
+    parser = ArgumentParser(prog="ledger", description="p2pchat's proof-of-work ledger: the certificate authority "
+                            "that binds IP addresses to identity keys.")
     _common(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Subcommand)
     sub.required = True
     for name, help_text, fill in _SUBCOMMANDS:
-        sub.add_parser(name, help=help_text, fill=fill, formatter_class=HelpFormatter)
+        sub.add_parser(name, help=help_text, fill=fill)
     return parser
 
 
@@ -412,21 +411,17 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
 def _print_binding(binding: dict[str, Any], as_json: bool, proof: str) -> None:
     """A lookup's binding (the map of ``VerifiedBinding.to_json``), as JSON or for a person."""
-    binding = dict(binding)
-    short = binding.pop("short_fingerprint", None)   # sent by the own node (ledger/control.py)
     if as_json:
         import json
 
         print(json.dumps(binding, indent=2))
         return
-    if not isinstance(short, str):
-        from p2pchat.foundation.crypto import format_fingerprint
+    from p2pchat.foundation.fingerprint_text import format_fingerprint
 
-        short = format_fingerprint(bytes.fromhex(binding["fingerprint"]))
     ip, port, relay, confirmations = binding["ip"], binding["port"], binding["relay"], binding["confirmations"]
     where = format_address(ip, port) if ip is not None and port is not None else "no direct address"
     print(f"{binding['nickname']}  {where}" + (f"  relay {relay}" if relay else ""))
-    print(f"  fingerprint   {short}")
+    print(f"  fingerprint   {format_fingerprint(bytes.fromhex(binding['fingerprint']))}")
     print(f"  block         {binding['height']} ({binding['block'][:16]}), "
           f"{confirmations} confirmation{'s' if confirmations != 1 else ''}")
     print(f"  expires       {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(binding['expires']))}")

@@ -11,8 +11,7 @@ an unchecked block — falls back to the proven lookup of :mod:`ledger.client`.
 
 The socket speaks the project's frame codec (4-byte length, msgpack map) with its own two messages:
 ``lookup`` (``query``, ``by``) and ``lookup_result`` (``found``, ``reason``, ``binding``, ``checked``, ``node``,
-``network``). ``binding`` is the map ``ledger lookup --json`` prints, plus ``short_fingerprint`` (the fingerprint
-as shown, so that the command need not import the crypto module to format it).
+``network``). ``binding`` is the map ``ledger lookup --json`` prints.
 
 Client side (:func:`ask`) imports only the codec and the socket: it is what the command's start-up pays.
 """
@@ -182,7 +181,6 @@ def local_answer(ledger: LocalLedger, query: str, by: str | None, now: float, *,
     verification found a forgery)."""
     from ledger.errors import LedgerError
     from ledger.lookup_service import AmbiguousLookup, answer_lookup, parse_query
-    from p2pchat.foundation.crypto import format_fingerprint
 
     base: dict[str, Any] = {"node": node, "network": network, "checked": False}
     if refuse is not None:
@@ -212,7 +210,6 @@ def local_answer(ledger: LocalLedger, query: str, by: str | None, now: float, *,
                    "height": answer.height, "block": answer.header.hash.hex(),
                    "confirmations": answer.confirmations, "node": node, "proof": "own node",
                    "public_key": record.holder_key.hex(),
-                   "short_fingerprint": format_fingerprint(record.fingerprint),   # shown, not in --json
                    "disputed": mark.to_json() if mark is not None else None}
         return base | {"found": True, "binding": binding, "checked": checked(answer.height)}
     return base | {"found": False, "reason": reason}

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from p2pchat.foundation import _lazy_pycryptodome as _lazy
 from p2pchat.foundation.errors import CryptoError
+from p2pchat.foundation.fingerprint_text import format_fingerprint as format_fingerprint  # crypto.format_fingerprint
 
 # --- pycryptodome, imported on first use (startup time: bench/startup_bench.py) ---------------------------------
 # Importing pycryptodome costs 40–170 ms on this machine, which `--help`, argument errors and the window's first
@@ -183,12 +184,6 @@ def load_public(der: bytes) -> RsaKey:
 def fingerprint(pub_der: bytes) -> bytes:
     """SHA-256 of the DER public key: the identity's fingerprint."""
     return sha256(pub_der)
-
-
-def format_fingerprint(fp: bytes, groups: int = 8) -> str:
-    """Fingerprint as short hex groups for people, e.g. ``3f2a 9c01 …`` (first ``groups`` groups)."""
-    text = fp.hex()
-    return " ".join(text[i:i + 4] for i in range(0, min(len(text), groups * 4), 4))
 
 
 def _mgf1_sha256(seed: bytes, length: int) -> bytes:
