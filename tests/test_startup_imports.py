@@ -1,5 +1,6 @@
-"""`--help` loads no heavy module: pycryptodome, customtkinter, msgpack, SQLite and the ledger core are imported
-by the commands that use them (startup time: bench/startup_bench.py). Each check runs a fresh interpreter."""
+"""`--help` loads no heavy module: pycryptodome, customtkinter, msgpack, SQLite, the ledger core and the costliest
+standard modules are imported by the commands that use them (startup time: bench/startup_bench.py). Each check
+runs a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import sys
 import pytest
 
 HEAVY = ("Crypto", "customtkinter", "tkinter", "msgpack", "sqlite3", "ledger.chain", "ledger.local_ledger",
-         "ledger.node", "ledger.records", "ledger.store", "ledger.client", "p2pchat.node")
+         "ledger.node", "ledger.records", "ledger.store", "ledger.client", "p2pchat.node",
+         # standard modules that cost a command's start-up milliseconds: logging (traceback, tokenize…), shutil
+         # (zlib, bz2, lzma; argparse's width), dataclasses (inspect, ast, dis), hashlib (OpenSSL)
+         "logging", "shutil", "dataclasses", "hashlib")
 
 _PROBE = """
 import contextlib, io, json, sys
