@@ -40,6 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from commands import installed_command  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from gui.lag import percentile  # noqa: E402
 
 HOST = "127.79.1.2"
@@ -62,13 +64,6 @@ def _env(data_dir: str) -> dict[str, str]:
     return {**os.environ, "P2PCHAT_HOME": data_dir, "PYTHONDONTWRITEBYTECODE": "0"}
 
 
-def _command(python: str, name: str) -> list[str]:
-    """How a user starts ``name``: the installed script next to the interpreter (what ``pip install`` made),
-    run by that interpreter; ``python -m name`` when there is none (``-m`` adds runpy's start-up)."""
-    script = Path(python).parent / name
-    return [python, str(script)] if script.is_file() else [python, "-m", name]
-
-
 def _run(argv: list[str], env: dict[str, str], cwd: str) -> tuple[float, float]:
     """Wall time and CPU time (user + system) of one run of ``argv``."""
     start = time.perf_counter()
@@ -88,7 +83,7 @@ def measure(python: str, rounds: int) -> tuple[dict[str, list[float]], dict[str,
                             stderr=subprocess.DEVNULL, cwd=data_dir)
     try:
         _wait_for_own_record(python, data_dir, time.monotonic() + 120)
-        p2pchat, ledger = _command(python, "p2pchat"), _command(python, "ledger")
+        p2pchat, ledger = installed_command(python, "p2pchat"), installed_command(python, "ledger")
         commands = {
             "python -c pass": [python, "-c", "pass"],
             "p2pchat --help": [*p2pchat, "--help"],
@@ -123,14 +118,16 @@ def hyperfine(python: str) -> str:
     neutral = tempfile.mkdtemp(prefix="startup-bench-")
     out = tempfile.mktemp(suffix=".json")
     subprocess.run(["hyperfine", "-N", "--warmup", "3", "--runs", "20", "--export-json", out,
-                    f"{python} -c pass", f"{python} -m p2pchat --help", f"{python} -m ledger --help"],
+                    f"{python} -c pass", " ".join([*installed_command(python, "p2pchat"), "--help"]),
+                    " ".join([*installed_command(python, "ledger"), "--help"])],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=neutral)
     shutil.rmtree(neutral, ignore_errors=True)
     results = json.loads(Path(out).read_text())["results"]
     os.unlink(out)
     base = results[0]["median"]
-    return "\n".join(f"hyperfine: {r['command'].replace(python, 'python')}: median {r['median'] * 1000:.1f} ms "
-                     f"(× {r['median'] / base:.2f})" for r in results)
+    bindir = str(Path(python).parent) + "/"
+    return "\n".join(f"hyperfine: {r['command'].replace(python, 'python').replace(bindir, '')}: "
+                     f"median {r['median'] * 1000:.1f} ms (× {r['median'] / base:.2f})" for r in results)
 
 
 def report(times: dict[str, list[float]], cpu: dict[str, list[float]], python: str, rounds: int) -> str:
