@@ -204,30 +204,32 @@ def _own_options(parser: argparse.ArgumentParser) -> None:
 
 
 class _Subcommand(ArgumentParser):
-    """A subcommand's parser whose options are added when it is used (parsed, or its help or usage shown):
-    ``ledger lookup`` builds one subcommand's options, not every command's (start-up time, bench/startup_bench.py)."""
+    """A subcommand's parser that is made when it is used (parsed, or its help or usage shown): ``ledger lookup``
+    builds one subcommand's parser and options, not every command's. argparse's own ``__init__`` runs then too —
+    each parser's looks its messages up in gettext's catalogues, a file-system search each time (start-up time,
+    bench/startup_bench.py). argparse asks a subcommand's parser for nothing but the methods below."""
 
-    def __init__(self, *args: Any, fill: Callable[[argparse.ArgumentParser], None] | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._fill = fill
+    def __init__(self, *, fill: Callable[[argparse.ArgumentParser], None], **kwargs: Any) -> None:
+        self._pending: tuple[Callable[[argparse.ArgumentParser], None], dict[str, Any]] | None = (fill, kwargs)
 
-    def _filled(self) -> None:
-        if self._fill is not None:
-            fill, self._fill = self._fill, None
+    def _made(self) -> None:
+        if self._pending is not None:
+            fill, kwargs = self._pending
+            self._pending = None
+            super().__init__(**kwargs)
             fill(self)
 
     def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                          namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
-        self._filled()
+        self._made()
         return super().parse_known_args(args, namespace)
 
     def format_usage(self) -> str:
-        self._filled()
+        self._made()
         return super().format_usage()
 
     def format_help(self) -> str:
-        self._filled()
+        self._made()
         return super().format_help()
 
 
