@@ -437,6 +437,9 @@ class LedgerNode:
         self._started_at = now
         for seed in self._seeds:
             self._book.add(seed, now, seed=True)
+        # The control socket first: whoever got an answer on the port finds the socket too (ledger/control.py).
+        if self.control is not None and not self.control.start():
+            log.info("%s", self.control.problem)
         self._server.start()
         if self.config.mine:
             self.ledger.start_mining()
@@ -453,8 +456,6 @@ class LedgerNode:
         self._applier.start()
         if self._host_follower is not None:
             self._host_follower.start()
-        if self.control is not None and not self.control.start():
-            log.info("%s", self.control.problem)
         log.info("ledger node %s listening on %s (%s, fingerprint %s)", self.nickname,
                  format_address(self.host, self.port), self.params.describe(), self.identity.short_fingerprint)
         return self
