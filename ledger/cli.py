@@ -388,12 +388,12 @@ def _own_node_answer(args: argparse.Namespace) -> int | None:
         return None
     if args.network is not None and answer["network"] != args.network:
         return None
+    if not answer["checked"]:
+        return None
     if not answer["found"]:
         print(f"ledger: no ledger record for '{args.query.strip()}' at {answer['node']} "
               f"({answer.get('reason') or 'not found'})", file=sys.stderr)
         return 1
-    if not answer["checked"]:
-        return None
     _print_binding(answer["binding"], args.json, "answered by this data directory's own ledger node, which "
                                                  "checked the block itself")
     return 0

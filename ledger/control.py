@@ -31,7 +31,7 @@ from p2pchat.foundation.errors import PeerUnreachable, UserError
 if TYPE_CHECKING:
     from ledger.disputes import Dispute
     from ledger.local_ledger import LocalLedger
-    from p2pchat.foundation.transport import FrameServer
+    from p2pchat.foundation.transport import FramedSocket, FrameServer
 
 SOCKET_NAME = "ledger.sock"
 MAX_CONNECTIONS = 16
@@ -118,7 +118,7 @@ class ControlServer:
         if not usable(self.path):
             self.problem = f"no control socket: {self.path} is too long for a Unix socket, or there are none here"
             return False
-        if ask_alive(self.path):
+        if _answers(self.path):
             self.problem = f"another node answers on {self.path}"
             return False
         try:
@@ -138,12 +138,17 @@ class ControlServer:
         self._server.start()
         return True
 
-    def _serve(self, conn: Any) -> None:
+    def _serve(self, conn: FramedSocket) -> None:
         request = conn.recv()
         if request.type != "lookup":
             conn.send_error(f"{request.type} is not a control request")
             return
-        conn.send("lookup_result", **self._answer(request["query"], request.get("by")))
+        try:
+            answer = self._answer(request["query"], request.get("by"))
+        except UserError as exc:     # a query that is not one: the command's proven lookup says why, as usual
+            conn.send_error(str(exc))
+            return
+        conn.send("lookup_result", **answer)
 
     def close(self) -> None:
         if self._server is None:
@@ -156,7 +161,7 @@ class ControlServer:
             pass
 
 
-def ask_alive(path: Path) -> bool:
+def _answers(path: Path) -> bool:
     """True if something accepts connections on the socket at ``path``."""
     if not path.exists():
         return False
@@ -176,19 +181,16 @@ def local_answer(ledger: LocalLedger, query: str, by: str | None, now: float, *,
                  refuse: str | None = None) -> dict[str, Any]:
     """The ``lookup_result`` fields for ``query`` from the node's own ledger.
 
-    ``checked(height)`` says whether the signatures of the block at ``height`` were checked; ``dispute`` gives
-    the node's dispute mark of a binding; ``refuse`` is a reason not to answer at all (e.g. the background
-    verification found a forgery)."""
-    from ledger.errors import LedgerError
+    ``checked(height)`` says whether the signatures of the block at ``height`` were checked: an answer resting on
+    a record of an unchecked block says ``checked`` false (a plain "no binding" rests on no record). ``dispute``
+    gives the node's dispute mark of a binding; ``refuse`` is a reason not to answer at all (e.g. the background
+    verification found a forgery). A query that is not one raises :class:`LedgerError`."""
     from ledger.lookup_service import AmbiguousLookup, answer_lookup, parse_query
 
-    base: dict[str, Any] = {"node": node, "network": network, "checked": False}
+    base: dict[str, Any] = {"node": node, "network": network, "checked": True}
     if refuse is not None:
         return base | {"found": False, "reason": refuse}
-    try:
-        attempts = parse_query(query, by)
-    except LedgerError as exc:
-        return base | {"found": False, "reason": str(exc)}
+    attempts = parse_query(query, by)
     reason = "not found"
     for kind, value in attempts:
         try:

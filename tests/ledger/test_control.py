@@ -68,6 +68,14 @@ def test_no_binding_is_said_by_the_own_node_in_one_line(node, capsys):
     assert code == 1 and out == "" and err.count("\n") == 1 and "no ledger record for '127.9.9.9'" in err
 
 
+def test_a_query_that_is_not_one_is_refused_as_by_the_proven_lookup(node, capsys):
+    assert control.ask(node.ledger.data_dir, "not-an-ip", "ip") is None   # the node sends an error frame
+    code = main(["lookup", "not-an-ip", "--by", "ip", "--node", node.address, "--data-dir",
+                 str(node.ledger.data_dir)])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.count("\n") == 1 and "'not-an-ip' is not an IP address" in err
+
+
 def test_another_node_asked_from_this_data_dir_is_proven(net, node, capsys):
     other = net.node(seeds=[node.address])
     wait_until(lambda: other.ledger.lookup("ip", node.host, other.clock()), what="the other node synced")
