@@ -86,6 +86,8 @@ def ask(data_dir: Path, query: str, by: str | None) -> Message | None:
 def _owned(path: Path) -> bool:
     """True if ``path`` is a socket of this user in a directory only this user can write to: then no one else
     can have put it there (the rule of docs/ledger.md)."""
+    if not hasattr(os, "getuid"):     # no POSIX owners to check (Windows): never trusted
+        return False
     try:
         sock, parent = os.lstat(path), os.stat(path.parent)
     except OSError:
