@@ -123,14 +123,13 @@ class ControlServer:
         if _answers(self.path):
             self.problem = f"another node answers on {self.path}"
             return False
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.path.unlink(missing_ok=True)   # a socket file left by a node that stopped
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            old = os.umask(0o177)               # the socket is created 0600: no moment when others may connect
-            try:
-                listener.bind(str(self.path))
-            finally:
-                os.umask(old)
+            listener.bind(str(self.path))
+            # Connecting needs write permission on the socket file: 0600 before it listens, so only the owner can.
+            # (Not through the umask, which is the whole process's and would race the node's other threads.)
+            os.chmod(self.path, 0o600)
         except OSError as exc:
             listener.close()
             self.problem = f"no control socket at {self.path}: {exc.strerror or exc}"
