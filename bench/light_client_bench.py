@@ -13,9 +13,10 @@ the header part of a chain of that length without the hours of RSA-key generatio
   ``import ledger.client`` — the difference is the light client's header memory;
 - **suffix sync**: the stored header file is cut back by 100 headers (a client that was away for 100 blocks) and
   synced again: time, and the headers it was sent;
-- **``ledger lookup IP``** end to end (interpreter start included) with the stored headers, ``--runs`` times,
-  beside ``python -c pass`` in the same run (median, p90, ratio), and a lookup in process: with a warm client, and
-  with a new client each time (what the command does after its imports);
+- **``ledger lookup IP``** end to end (interpreter start included, the installed script) with the stored headers
+  (proven), and from the server's own data directory (its node answers over the control socket, ledger/control.py),
+  ``--runs`` times each, beside ``python -c pass`` in the same run (median, p90, ratio), and a lookup in process:
+  with a warm client, and with a new client each time (what the command does after its imports);
 - with ``--join-chain DIR`` (a bench/chaingen.py chain): ``ledger join`` until the joiner proves its own record,
   with the assumed-valid history and with ``--verify-all`` in the same run;
 - with ``--join-chain DIR --seeds N``: N ``ledger serve`` seeds of the chain (the first mines, the others follow
@@ -43,6 +44,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from commands import installed_command  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from ledger.blocks import Block, BlockHeader  # noqa: E402
 from ledger.header_store import header_file_path  # noqa: E402
@@ -201,15 +204,19 @@ def bench_size(count: int, work: Path, runs: int) -> dict[str, float]:
         height = int(disk["height"])
         cut_back(client_dir, params, 100)
         suffix = run_child("disk", client_dir)
-        # End to end: `ledger lookup` of the server's own record with the stored headers, against `python -c pass`.
-        lookup = [sys.executable, "-m", "ledger", "lookup", "--data-dir", str(client_dir), "--node",
-                  f"{HOST}:{PORT}", HOST]
+        # End to end: `ledger lookup` of the server's own record with the stored headers (proven), and from the
+        # server's own data directory (answered over its control socket), against `python -c pass`.
+        ledger = installed_command(sys.executable, "ledger")
+        lookup = [*ledger, "lookup", "--data-dir", str(client_dir), "--node", f"{HOST}:{PORT}", HOST]
+        own_lookup = [*ledger, "lookup", "--data-dir", str(server.dir), "--node", f"{HOST}:{PORT}", HOST]
         baseline_cmd = [sys.executable, "-c", "pass"]
         timed(lookup, 2)
-        base_t, look_t = [], []
-        for _ in range(runs):   # interleaved, so load on the shared machine hits both alike
+        timed(own_lookup, 2)
+        base_t, look_t, own_t = [], [], []
+        for _ in range(runs):   # interleaved, so load on the shared machine hits all alike
             base_t += timed(baseline_cmd, 1)
             look_t += timed(lookup, 1)
+            own_t += timed(own_lookup, 1)
         warm = LedgerClient(HOST, PORT, pin_dir=client_dir)
         warm.lookup(HOST)
         inproc = []
@@ -237,6 +244,8 @@ def bench_size(count: int, work: Path, runs: int) -> dict[str, float]:
             "lookup_median_s": statistics.median(look_t), "lookup_p90_s": p90(look_t),
             "pass_median_s": statistics.median(base_t), "pass_p90_s": p90(base_t),
             "lookup_ratio": statistics.median(look_t) / statistics.median(base_t),
+            "own_median_s": statistics.median(own_t), "own_p90_s": p90(own_t),
+            "own_ratio": statistics.median(own_t) / statistics.median(base_t),
             "inproc_median_ms": statistics.median(inproc) * 1000, "inproc_p90_ms": p90(inproc) * 1000,
             "cold_median_ms": statistics.median(cold) * 1000, "cold_p90_ms": p90(cold) * 1000,
             "file_mib": file_size / 2**20,
@@ -452,15 +461,17 @@ def main() -> None:
         print(json.dumps(results[-1]), file=sys.stderr)
     print("| headers | sync from genesis | header memory, no data dir (SQLite in memory) | header memory (file) "
           "| header file | suffix of 100 | `ledger lookup` median / p90 | `python -c pass` median / p90 | ratio "
-          "| lookup in process, warm client median / p90 | new client per lookup median / p90 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| lookup in process, warm client median / p90 | new client per lookup median / p90 "
+          "| `ledger lookup`, own node median / p90 | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['count']:,} | {r['sync_s']:.2f} s ({r['sync_rate']:,.0f}/s) | {r['headers_mem_old_mib']:.1f} MiB "
               f"| {r['headers_mem_disk_mib']:.1f} MiB | {r['file_mib']:.1f} MiB | {r['suffix_s'] * 1000:.1f} ms "
               f"({r['suffix_received']:.0f} headers) | {r['lookup_median_s'] * 1000:.0f} / "
               f"{r['lookup_p90_s'] * 1000:.0f} ms | {r['pass_median_s'] * 1000:.0f} / {r['pass_p90_s'] * 1000:.0f} ms "
               f"| {r['lookup_ratio']:.1f} × | {r['inproc_median_ms']:.2f} / {r['inproc_p90_ms']:.2f} ms "
-              f"| {r['cold_median_ms']:.2f} / {r['cold_p90_ms']:.2f} ms |")
+              f"| {r['cold_median_ms']:.2f} / {r['cold_p90_ms']:.2f} ms "
+              f"| {r['own_median_s'] * 1000:.0f} / {r['own_p90_s'] * 1000:.0f} ms | {r['own_ratio']:.1f} × |")
 
 
 if __name__ == "__main__":

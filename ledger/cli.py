@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # Only what parsing the command line needs is imported here; each command imports the ledger core, the store,
 # the network code and pycryptodome when it runs, so `ledger --help` starts like a bare interpreter
@@ -42,6 +42,8 @@ from p2pchat.foundation.addresses import (
 )
 from p2pchat.foundation.datadir import default_data_dir, resolve_data_dir
 from p2pchat.foundation.errors import PeerUnreachable, UserError
+from p2pchat.foundation.help_format import ArgumentParser
+from p2pchat.foundation.lazylog import LazyLogger
 
 if TYPE_CHECKING:
     from ledger import own_record
@@ -54,16 +56,7 @@ if TYPE_CHECKING:
 
 
 
-class _Log:
-    """The "ledger" logger, with :mod:`logging` imported when a command first logs (start-up time)."""
-
-    def warning(self, msg: str, *args: object) -> None:
-        import logging
-
-        logging.getLogger("ledger").warning(msg, *args)
-
-
-log = _Log()
+log = LazyLogger("ledger")   # logging is imported when a command first logs (start-up time)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_DIFFICULTY = DEFAULT_DIFFICULTY_BITS
 JOIN_WAIT_SECONDS = 20.0
@@ -214,20 +207,44 @@ def _own_options(parser: argparse.ArgumentParser) -> None:
     _common(parser, defaults=False)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ledger", description="p2pchat's proof-of-work ledger: the certificate "
-                                     "authority that binds IP addresses to identity keys.")
-    _common(parser, defaults=True)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+class _Subcommand(ArgumentParser):
+    """A subcommand's parser that is made when it is used (parsed, or its help or usage shown): ``ledger lookup``
+    builds one subcommand's parser and options, not every command's. argparse's own ``__init__`` runs then too —
+    each parser's looks its messages up in gettext's catalogues, a file-system search each time (start-up time,
+    bench/startup_bench.py). argparse asks a subcommand's parser for nothing but the methods below."""
 
-    serve = sub.add_parser("serve", help="run a node, creating the network if this data dir has none")
+    def __init__(self, *, fill: Callable[[argparse.ArgumentParser], None], **kwargs: Any) -> None:
+        self._pending: tuple[Callable[[argparse.ArgumentParser], None], dict[str, Any]] | None = (fill, kwargs)
+
+    def _made(self) -> None:
+        if self._pending is not None:
+            fill, kwargs = self._pending
+            self._pending = None
+            super().__init__(**kwargs)
+            fill(self)
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        self._made()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._made()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._made()
+        return super().format_help()
+
+
+def _fill_serve(serve: argparse.ArgumentParser) -> None:
     _common(serve, defaults=False)
     serve.add_argument("--difficulty", type=_difficulty,
                        help=f"proof-of-work bits of a network being created (default {DEFAULT_DIFFICULTY})")
     _node_options(serve)
 
-    join = sub.add_parser("join", help="run a node that joins the network through PEER")
+
+def _fill_join(join: argparse.ArgumentParser) -> None:
     join.add_argument("peers", nargs="+", metavar="PEER", help="a node of the network: IP or IP:PORT")
     join.add_argument("--network-id", metavar="ID",
                       help="the network id 'ledger serve' printed on a machine you trust (at least its first 8 "
@@ -239,44 +256,50 @@ def build_parser() -> argparse.ArgumentParser:
     _common(join, defaults=False)
     _node_options(join)
 
-    lookup = sub.add_parser("lookup", help="look up a binding by IP, nickname or fingerprint (proof checked)")
+
+def _fill_lookup(lookup: argparse.ArgumentParser) -> None:
     lookup.add_argument("query", metavar="IP|NAME|FINGERPRINT")
     lookup.add_argument("--node", help="which node to ask: IP or IP:PORT (default: the one at --host)")
     lookup.add_argument("--by", choices=("ip", "nick", "fp"), help="what the query is (default: detected)")
     lookup.add_argument("--json", action="store_true", help="print JSON")
+    lookup.add_argument("--prove", action="store_true",
+                        help="check the node's proof even when it is this data directory's own running node "
+                             "(by default that node is asked over its local socket and trusted)")
     _common(lookup, defaults=False)
 
-    status = sub.add_parser("status", help="height, tip, work, peers, pending records and own record of a node")
+
+def _fill_status(status: argparse.ArgumentParser) -> None:
     status.add_argument("--node", help="which node to ask: IP or IP:PORT (default: the one at --host)")
     status.add_argument("--json", action="store_true", help="print JSON")
     _common(status, defaults=False)
 
-    update = sub.add_parser("update", help="change this machine's nickname and/or address in the ledger")
+
+def _fill_update(update: argparse.ArgumentParser) -> None:
     update.add_argument("--nickname", type=_nickname, help="the new nickname ('' for none)")
     update.add_argument("--ip", type=_ip, help="the new address (a ledger node with this key must answer there)")
     update.add_argument("--chat-port", type=_port, help="the new chat port")
     _own_options(update)
 
-    rotate = sub.add_parser("rotate-key", help="replace this machine's identity key, keeping its binding")
-    _own_options(rotate)
 
-    revoke = sub.add_parser("revoke", help="end this machine's identity for good (asks for confirmation)")
+def _fill_revoke(revoke: argparse.ArgumentParser) -> None:
     revoke.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     _own_options(revoke)
 
-    verify = sub.add_parser("verify", help="revalidate the local ledger database from genesis")
+
+def _fill_verify(verify: argparse.ArgumentParser) -> None:
     verify.add_argument("--json", action="store_true", help="print JSON")
     _common(verify, defaults=False)
 
-    prune = sub.add_parser("prune", help="drop the records no rule needs any more from old block bodies "
-                                         "(node stopped), then compact the database")
+
+def _fill_prune(prune: argparse.ArgumentParser) -> None:
     _prune_keep_option(prune)
     _finality_options(prune)
     prune.add_argument("--no-compact", action="store_true",
                        help="do not rewrite the database file to give the freed space back (faster)")
     _common(prune, defaults=False)
 
-    reorg = sub.add_parser("reorg", help="list branches that conflict with final history, or accept one")
+
+def _fill_reorg(reorg: argparse.ArgumentParser) -> None:
     what = reorg.add_mutually_exclusive_group()
     what.add_argument("--list", action="store_true", help="list the parked branches (the default)")
     what.add_argument("--accept", metavar="HASH",
@@ -284,6 +307,32 @@ def build_parser() -> argparse.ArgumentParser:
     reorg.add_argument("--node", help="with --list while the node runs: which node to ask (default: --host)")
     reorg.add_argument("--json", action="store_true", help="print JSON")
     _common(reorg, defaults=False)
+
+
+# name, help line, what fills its options
+_SUBCOMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...] = (
+    ("serve", "run a node, creating the network if this data dir has none", _fill_serve),
+    ("join", "run a node that joins the network through PEER", _fill_join),
+    ("lookup", "look up a binding by IP, nickname or fingerprint (proof checked)", _fill_lookup),
+    ("status", "height, tip, work, peers, pending records and own record of a node", _fill_status),
+    ("update", "change this machine's nickname and/or address in the ledger", _fill_update),
+    ("rotate-key", "replace this machine's identity key, keeping its binding", _own_options),
+    ("revoke", "end this machine's identity for good (asks for confirmation)", _fill_revoke),
+    ("verify", "revalidate the local ledger database from genesis", _fill_verify),
+    ("prune", "drop the records no rule needs any more from old block bodies (node stopped), then compact the "
+              "database", _fill_prune),
+    ("reorg", "list branches that conflict with final history, or accept one", _fill_reorg),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="ledger", description="p2pchat's proof-of-work ledger: the certificate authority "
+                            "that binds IP addresses to identity keys.")
+    _common(parser, defaults=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Subcommand)
+    sub.required = True
+    for name, help_text, fill in _SUBCOMMANDS:
+        sub.add_parser(name, help=help_text, fill=fill)
     return parser
 
 
@@ -325,7 +374,36 @@ def _client(args: argparse.Namespace) -> LedgerClient:
                         pin_dir=_existing_data_dir(args))
 
 
+def _own_node_answer(args: argparse.Namespace) -> int | None:
+    """``ledger lookup`` answered by this data directory's own running node over its control socket
+    (ledger/control.py; the rule is in docs/ledger.md, "Asking this machine's own node"); None when that node
+    is not the one asked, is on another network, did not check the record's block itself, or does not answer."""
+    data_dir = _existing_data_dir(args)
+    if args.prove or data_dir is None:
+        return None
+    from ledger import control
+
+    answer = control.ask(data_dir, args.query, args.by)
+    if answer is None or answer["node"] != format_address(*_node_address(args)):
+        return None
+    if args.network is not None and answer["network"] != args.network:
+        return None
+    if not answer["checked"]:
+        return None
+    if not answer["found"]:
+        print(f"ledger: no ledger record for '{args.query.strip()}' at {answer['node']} "
+              f"({answer.get('reason') or 'not found'})", file=sys.stderr)
+        return 1
+    _print_binding(answer["binding"], args.json, "answered by this data directory's own ledger node, which "
+                                                 "checked the block itself")
+    return 0
+
+
 def cmd_lookup(args: argparse.Namespace) -> int:
+    own = _own_node_answer(args)
+    if own is not None:
+        return own
+    _setup_logging(args)
     from ledger.client import LookupNotFound
 
     try:
@@ -333,21 +411,29 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     except LookupNotFound as exc:
         print(f"ledger: {exc}", file=sys.stderr)
         return 1
-    if args.json:
+    _print_binding(binding.to_json(), args.json, f"checked against {binding.node}'s header chain")
+    return 0
+
+
+def _print_binding(binding: dict[str, Any], as_json: bool, proof: str) -> None:
+    """A lookup's binding (the map of ``VerifiedBinding.to_json``), as JSON or for a person."""
+    if as_json:
         import json
 
-        print(json.dumps(binding.to_json(), indent=2))
-        return 0
-    where = binding.address or "no direct address"
-    print(f"{binding.nickname}  {where}" + (f"  relay {binding.relay}" if binding.relay else ""))
-    print(f"  fingerprint   {binding.short_fingerprint}")
-    print(f"  block         {binding.height} ({binding.block_hash.hex()[:16]}), "
-          f"{binding.confirmations} confirmation{'s' if binding.confirmations != 1 else ''}")
-    print(f"  expires       {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(binding.expires))}")
-    print(f"  proof         checked against {binding.node}'s header chain")
-    if binding.disputed is not None:
-        print(f"  DISPUTED      {binding.disputed.describe()}")
-    return 0
+        print(json.dumps(binding, indent=2))
+        return
+    from p2pchat.foundation.fingerprint_text import format_fingerprint
+
+    ip, port, relay, confirmations = binding["ip"], binding["port"], binding["relay"], binding["confirmations"]
+    where = format_address(ip, port) if ip is not None and port is not None else "no direct address"
+    print(f"{binding['nickname']}  {where}" + (f"  relay {relay}" if relay else ""))
+    print(f"  fingerprint   {format_fingerprint(bytes.fromhex(binding['fingerprint']))}")
+    print(f"  block         {binding['height']} ({binding['block'][:16]}), "
+          f"{confirmations} confirmation{'s' if confirmations != 1 else ''}")
+    print(f"  expires       {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(binding['expires']))}")
+    print(f"  proof         {proof}")
+    if binding["disputed"] is not None:
+        print(f"  DISPUTED      {binding['disputed']['text']}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -1005,7 +1091,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args = _finish_args(args)
-        _setup_logging(args)
+        if args.command != "lookup":   # a lookup sets logging up only if it needs more than its own node
+            _setup_logging(args)
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"ledger: {exc}", file=sys.stderr)

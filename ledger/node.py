@@ -46,6 +46,7 @@ from ledger.block_download import DownloadScheduler
 from ledger.blocks import Block, BlockHeader, chain_preference
 from ledger.chain import AddResult
 from ledger.checkpoint_evidence import CheckpointEvidence, EvidenceConfig
+from ledger.control import ControlServer, local_answer
 from ledger.disputes import DisputeConfig, DisputeService, Evidence
 from ledger.errors import LedgerError, StoreError
 from ledger.local_ledger import LocalLedger
@@ -152,6 +153,7 @@ class NodeConfig:
     renew_fraction: float = 0.25           # renew when less than this fraction of the lifetime is left
     record_lifetime: int | None = None     # default: the network's default_record_lifetime
     mine: bool = True
+    control_socket: bool = True            # answer `ledger lookup` on <data dir>/ledger.sock (ledger/control.py)
     rejected_ttl: float = 120.0            # a refused record is not re-checked (or re-dialled) for this long
     # --- owner watch and disputes (ledger/watch.py, ledger/disputes.py) ---
     watch_repeat: float = 600.0            # our binding alert is gossiped again this often while it lasts
@@ -415,6 +417,8 @@ class LedgerNode:
         self.checkpoint_evidence = CheckpointEvidence(ledger, dial=self._dial_for_evidence, clock=self.clock,
                                                       config=self.config.evidence)
         self.splits = SplitWatch()   # splits older than the finality window, seen from the side that keeps its chain
+        # --- local control socket: `ledger lookup` asks this node without a proof (ledger/control.py) ---
+        self.control = ControlServer(ledger.data_dir, self._local_lookup) if self.config.control_socket else None
         # --- pruning (ledger/prune.py): not while history assumed valid at join is still being checked ---
         self._pruner = None if self.config.prune_keep is None else Pruner(
             ledger, self.config.prune_keep,
@@ -433,6 +437,9 @@ class LedgerNode:
         self._started_at = now
         for seed in self._seeds:
             self._book.add(seed, now, seed=True)
+        # The control socket first: whoever got an answer on the port finds the socket too (ledger/control.py).
+        if self.control is not None and not self.control.start():
+            log.info("%s", self.control.problem)
         self._server.start()
         if self.config.mine:
             self.ledger.start_mining()
@@ -462,6 +469,8 @@ class LedgerNode:
         if self._closing.is_set():
             return
         self._closing.set()
+        if self.control is not None:
+            self.control.close()
         if self._host_follower is not None:
             self._host_follower.close()
         self.ledger.remove_listener(on_block=self._on_block, on_record=self._on_record)
@@ -969,6 +978,21 @@ class LedgerNode:
             if mark is not None:
                 fields["disputed"] = mark.to_wire()
         peer.send("lookup_result", found=True, **fields)
+
+    def _local_lookup(self, query: str, by: str | None) -> dict[str, Any]:
+        """A lookup over the local control socket (ledger/control.py): the answer this node's own validation
+        stands behind, ``checked`` only for blocks whose signatures it checked itself."""
+        av = self.assume_valid
+        refuse = None
+        if av is not None and av.failed:
+            refuse = ("this node's background verification found a forged record in the history it assumed "
+                      "valid; ask another node")
+
+        def checked(height: int) -> bool:
+            return av is None or av.state is VerifyState.DONE or height > av.height or height <= av.verified
+
+        return local_answer(self.ledger, query, by, self.clock(), node=self.address, network=self.params.name,
+                            checked=checked, dispute=self.disputes.disputed, refuse=refuse)
 
     # --- owner watch and disputes (ledger/watch.py, ledger/disputes.py) --------------------------------------
 

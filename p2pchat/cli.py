@@ -12,14 +12,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from p2pchat import contacts_cli, group_cli, history_cli, pad_cli, passphrase
 from p2pchat.display import visible
 from p2pchat.flags import ACCEPT_FLAG, OVERRIDE_FLAG
-from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import CHAT_PORT, HOST_AUTO, check_port, normalize_ip, parse_address
 from p2pchat.foundation.errors import UsageError, UserError
+from p2pchat.foundation.fingerprint_text import format_fingerprint
+from p2pchat.foundation.help_format import ArgumentParser
 
 # The chat node, the identity key (pycryptodome) and the window are imported by the command that needs them, so
 # that `p2pchat --help` starts like a bare interpreter (bench/startup_bench.py).
@@ -74,11 +75,13 @@ def _add_key_change_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         description="Peer-to-peer, end-to-end encrypted chat whose certificate authority is a proof-of-work "
                     "ledger. Without a subcommand: the window when a display is available, else this help.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # The subcommands' parsers are of the parser's class (its formatter spares argparse's shutil import).
+    sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
+               parser.add_subparsers(dest="command", metavar="COMMAND"))
     chat = sub.add_parser("chat", help="chat with PEER in this terminal",
                           description="Run the four handshake steps with PEER (printing each result), then send "
                                       "each line of standard input and print incoming messages. End of input or "
@@ -219,7 +222,7 @@ def _run_chat(args: argparse.Namespace) -> int:
         _accept_key_change(node, args)
         if contact is not None:
             name = visible(contact.local_name or contact.nickname or args.peer)
-            print(f"{PROG}: contact {name} ({crypto.format_fingerprint(contact.fingerprint, 4)}"
+            print(f"{PROG}: contact {name} ({format_fingerprint(contact.fingerprint, 4)}"
                   f"{', verified' if contact.verified else ''}) → {visible(peer)}", file=sys.stderr)
         node.start()
         return run_chat(node, peer, stdin_fd=sys.stdin.fileno(), out=sys.stdout)

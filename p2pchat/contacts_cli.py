@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from p2pchat import passphrase
 from p2pchat.display import Printer, one_line
-from p2pchat.foundation import crypto
+from p2pchat.foundation.fingerprint_text import format_fingerprint
 
 # The store and the ledger's query parser load only when a contacts command runs (`p2pchat --help` stays quick).
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def _when(at: float | None) -> str:
 
 
 def _short(fp: str) -> str:
-    return crypto.format_fingerprint(bytes.fromhex(fp), 4)
+    return format_fingerprint(bytes.fromhex(fp), 4)
 
 
 def _label(c: Contact) -> str:
@@ -100,13 +100,13 @@ def _list(p: Printer, store: ContactStore, show_all: bool) -> int:
 
 def _show(p: Printer, store: ContactStore, c: Contact) -> int:
     p.line(f"{_label(c)}{'  ✓ verified on ' + _when(c.verified_at) if c.verified else '  (not verified)'}")
-    p.line(f"  key          {crypto.format_fingerprint(c.fingerprint, 16)}")
+    p.line(f"  key          {format_fingerprint(c.fingerprint, 16)}")
     p.line(f"  local name   {one_line(c.local_name or '-')}")
     p.line(f"  nicknames    {', '.join(one_line(n) for n in c.nicknames) or '-'}")
     p.line(f"  addresses    {', '.join(one_line(a) for a in c.ips) or '-'} (last: {one_line(c.last_address or '-')})")
     p.line(f"  first seen   {_when(c.first_seen)}   last seen {_when(c.last_seen)}")
     if c.replaced_by:
-        p.line(f"  replaced by  {crypto.format_fingerprint(bytes.fromhex(c.replaced_by), 16)}")
+        p.line(f"  replaced by  {format_fingerprint(bytes.fromhex(c.replaced_by), 16)}")
     # the history of the whole chain of keys that led to this one (rotations and accepted changes)
     earlier = {other.replaced_by: other.fp for other in store.all() if other.replaced_by}
     chain, fp = [c.fp], c.fp

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, TextIO
 
 from p2pchat import passphrase
 from p2pchat.display import Printer, one_line
-from p2pchat.foundation import crypto
 from p2pchat.foundation.errors import LocalFault, UsageError
+from p2pchat.foundation.fingerprint_text import format_fingerprint
 
 if TYPE_CHECKING:
     from p2pchat.contacts import ContactStore
@@ -187,7 +187,7 @@ def _name(contacts: ContactStore, fp: str) -> str:
     c = contacts.get(fp)
     if c is not None and (c.local_name or c.nickname):
         return c.local_name or c.nickname or ""
-    return crypto.format_fingerprint(bytes.fromhex(fp), 4)
+    return format_fingerprint(bytes.fromhex(fp), 4)
 
 
 def _conversations(p: Printer, history: HistoryStore, contacts: ContactStore, groups: GroupHistory | None) -> int:

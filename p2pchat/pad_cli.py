@@ -44,7 +44,7 @@ def _contact_fp(opened: passphrase.Opened, name: str) -> bytes:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    from p2pchat.foundation import crypto
+    from p2pchat.foundation.fingerprint_text import format_fingerprint
     from p2pchat.foundation.identity import Identity
     from p2pchat.pad import Pad, PadError, create_pad, import_pad, parse_size
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.action == "import":
         meta = import_pad(Path(args.target), opened.data_dir, me)
         p.line(f"imported pad {meta.pad_id.hex()} ({meta.half_size:,} bytes each way) for "
-               f"{crypto.format_fingerprint(meta.peer_of(me), 4)}")
+               f"{format_fingerprint(meta.peer_of(me), 4)}")
         return 0
     peer = _contact_fp(opened, args.target)
     if args.action == "new":
@@ -62,14 +62,14 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             raise PadError("pad new needs --out DIR (e.g. a USB stick's directory)")
         meta, mine, theirs = create_pad(me, peer, parse_size(args.size), Path(args.out))
         p.line(f"pad {meta.pad_id.hex()}: {meta.half_size:,} bytes each way, for you and "
-               f"{crypto.format_fingerprint(peer, 4)}")
+               f"{format_fingerprint(peer, 4)}")
         p.line(f"  yours: {one_line(str(mine))}  → p2pchat pad import {one_line(str(mine))}")
         p.line(f"  theirs: {one_line(str(theirs))}  → hand it over in person; they run p2pchat pad import")
         p.line("Delete both copies from the removable medium once imported: whoever copies it can read the texts.")
         return 0
     pad = Pad.open(opened.data_dir, me, peer)
     if pad is None:
-        p.line(f"no pad is installed for {crypto.format_fingerprint(peer, 4)}")
+        p.line(f"no pad is installed for {format_fingerprint(peer, 4)}")
         return 1
     st = pad.status()
     p.line(f"pad {st.pad_id.hex()}: {st.send_left:,} bytes left to send, {st.recv_left:,} bytes left to "

@@ -12,12 +12,15 @@ import getpass
 import os
 import sys
 from pathlib import Path
-from typing import NamedTuple, TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 from p2pchat.foundation.datadir import resolve_data_dir
 from p2pchat.foundation.errors import UserError
-from p2pchat.foundation.identity import KEY_FILE
-from p2pchat.vault import FILE_NAME, Vault
+
+# The identity key's and the vault's modules (and pycryptodome's, logging, json with them) are imported when a
+# data directory is opened, not when a command line that only shows help is built (bench/startup_bench.py).
+if TYPE_CHECKING:
+    from p2pchat.vault import Vault
 
 ENV = "P2PCHAT_PASSPHRASE"
 MIN_LENGTH = 8
@@ -42,6 +45,9 @@ def given(args: argparse.Namespace) -> str | None:
 
 def _protected(data_dir: Path) -> bool:
     """Whether the directory already has a passphrase (its record, or a protected identity key)."""
+    from p2pchat.foundation.identity import KEY_FILE
+    from p2pchat.vault import FILE_NAME
+
     try:
         if b"scrypt" in (data_dir / FILE_NAME).read_bytes():
             return True
@@ -66,6 +72,8 @@ def obtain(data_dir: Path, args: argparse.Namespace, *, offer: bool = True, err:
     passphrase = given(args)
     if passphrase is not None or not _interactive():
         return passphrase
+    from p2pchat.vault import Vault
+
     out = err or sys.stderr
     if _protected(data_dir):
         return getpass.getpass(f"Passphrase for {data_dir}: ", stream=out) or None
@@ -99,6 +107,8 @@ class Opened(NamedTuple):
 def open_data_dir(args: argparse.Namespace, *, offer: bool = True) -> Opened:
     """``--data-dir`` (or the default) with its passphrase (:func:`obtain`) and its vault. A passphrase that does
     not open the directory's record, or its protected identity key, is refused (:mod:`p2pchat.vault`)."""
+    from p2pchat.vault import Vault
+
     data_dir = resolve_data_dir(getattr(args, "data_dir", None))
     secret = obtain(data_dir, args, offer=offer)
     return Opened(data_dir, secret, Vault.open(data_dir, secret))

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -29,12 +28,13 @@ _KIND_NAMES = {str: "text", bytes: "bytes", int: "integer", bool: "true/false", 
                float: "number"}
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     """Schema of one field: its Python type and bounds.
 
     ``max_len`` bounds str (characters), bytes, list and dict sizes; ``lo``/``hi`` bound integers;
     ``items`` is the schema of list elements; ``fields`` the schema of a nested map.
+    (A named tuple and a plain class below, not dataclasses: importing :mod:`dataclasses` costs every command's
+    start-up several milliseconds, bench/startup_bench.py.)
     """
 
     kind: type
@@ -99,12 +99,20 @@ def check_fields(values: Mapping[str, Any], schema: Mapping[str, Field], where: 
     return out
 
 
-@dataclass(frozen=True)
 class Message:
     """A decoded, schema-checked frame."""
 
-    type: str
-    fields: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("fields", "type")
+
+    def __init__(self, type: str, fields: dict[str, Any] | None = None) -> None:
+        self.type = type
+        self.fields: dict[str, Any] = {} if fields is None else fields
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Message) and (self.type, self.fields) == (other.type, other.fields)
+
+    def __repr__(self) -> str:
+        return f"Message(type={self.type!r}, fields={self.fields!r})"
 
     def __getitem__(self, key: str) -> Any:
         return self.fields[key]

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from p2pchat.foundation import _lazy_pycryptodome as _lazy
 from p2pchat.foundation.errors import CryptoError
+from p2pchat.foundation.fingerprint_text import format_fingerprint as format_fingerprint  # crypto.format_fingerprint
 
 # --- pycryptodome, imported on first use (startup time: bench/startup_bench.py) ---------------------------------
 # Importing pycryptodome costs 40–170 ms on this machine, which `--help`, argument errors and the window's first
@@ -26,7 +28,6 @@ if TYPE_CHECKING:
     from Crypto.Protocol.DH import import_x25519_private_key, import_x25519_public_key, key_agreement
     from Crypto.Protocol.KDF import HKDF
     from Crypto.PublicKey import ECC, RSA
-    from Crypto.Random import get_random_bytes
     from Crypto.Signature import pss
 else:
     AES = _lazy.Module(globals(), "AES", "Crypto.Cipher.AES")
@@ -36,7 +37,6 @@ else:
     pss = _lazy.Module(globals(), "pss", "Crypto.Signature.pss")
     HKDF = _lazy.Function(globals(), "HKDF", "Crypto.Protocol.KDF")
     Integer = _lazy.Function(globals(), "Integer", "Crypto.Math.Numbers")
-    get_random_bytes = _lazy.Function(globals(), "get_random_bytes", "Crypto.Random")
     import_x25519_private_key = _lazy.Function(globals(), "import_x25519_private_key", "Crypto.Protocol.DH")
     import_x25519_public_key = _lazy.Function(globals(), "import_x25519_public_key", "Crypto.Protocol.DH")
     key_agreement = _lazy.Function(globals(), "key_agreement", "Crypto.Protocol.DH")
@@ -63,8 +63,9 @@ else:
 
 
 def random_bytes(n: int) -> bytes:
-    """``n`` bytes from the operating system's CSPRNG."""
-    return get_random_bytes(n)
+    """``n`` bytes from the operating system's CSPRNG (``os.urandom``, which is what pycryptodome's
+    ``get_random_bytes`` is: calling it directly spares a nonce the import of pycryptodome's ctypes back end)."""
+    return os.urandom(n)
 
 
 def sha256(*parts: bytes) -> bytes:
@@ -183,12 +184,6 @@ def load_public(der: bytes) -> RsaKey:
 def fingerprint(pub_der: bytes) -> bytes:
     """SHA-256 of the DER public key: the identity's fingerprint."""
     return sha256(pub_der)
-
-
-def format_fingerprint(fp: bytes, groups: int = 8) -> str:
-    """Fingerprint as short hex groups for people, e.g. ``3f2a 9c01 …`` (first ``groups`` groups)."""
-    text = fp.hex()
-    return " ".join(text[i:i + 4] for i in range(0, min(len(text), groups * 4), 4))
 
 
 def _mgf1_sha256(seed: bytes, length: int) -> bytes:

@@ -7,7 +7,6 @@ through the same limits and timeouts.
 
 from __future__ import annotations
 
-import logging
 import os
 import select
 import socket
@@ -19,8 +18,9 @@ from typing import Any
 from p2pchat.foundation.addresses import format_address
 from p2pchat.foundation.codec import Message, Protocol
 from p2pchat.foundation.errors import FrameError, PeerUnreachable, UserError
+from p2pchat.foundation.lazylog import LazyLogger
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)   # logging is imported when a server first logs (start-up time)
 RECV_CHUNK = 65536
 # POSIX: a socket with a timeout is non-blocking underneath, and read()/write() on its descriptor try the transfer
 # at once, where socket.recv()/send() would first poll (a second system call per transfer): _recv_now, _send_now.
@@ -49,12 +49,16 @@ class FramedSocket:
         self._send_lock = threading.Lock()
         self._closed = False
         sock.settimeout(timeout)
+        self.peer: tuple[str, int] = ("?", 0)
+        self.local: tuple[str, int] = ("?", 0)
+        if sock.family == getattr(socket, "AF_UNIX", None):   # a node's local control socket (ledger/control.py)
+            self.peer = self.local = ("local", 0)
+            return
         try:
-            self.peer: tuple[str, int] = sock.getpeername()[:2]
-            self.local: tuple[str, int] = sock.getsockname()[:2]
+            self.peer = sock.getpeername()[:2]
+            self.local = sock.getsockname()[:2]
         except OSError:
-            self.peer = ("?", 0)
-            self.local = ("?", 0)
+            pass
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     @property
@@ -249,7 +253,9 @@ class FrameServer:
 
     def __init__(self, host: str, port: int, protocol: Protocol, handler: Handler, *, name: str,
                  max_connections: int = 256, timeout: float = 30.0,
-                 max_per_ip: int | None = None) -> None:
+                 max_per_ip: int | None = None, listener: socket.socket | None = None) -> None:
+        """``listener``, when given, is an already bound socket (e.g. a Unix socket) used instead of binding
+        ``host:port``."""
         self.host = host
         self.protocol = protocol
         self.handler = handler
@@ -257,17 +263,20 @@ class FrameServer:
         self.max_connections = max_connections
         self.max_per_ip = max_per_ip
         self.timeout = timeout
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._listener = socket.socket(family, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._listener.bind((host, port))
-        except OSError as exc:
-            self._listener.close()
-            raise PeerUnreachable(f"{name}: cannot listen on {format_address(host, port)}: "
-                                  f"{_os_reason(exc)}") from None
+        if listener is not None:
+            self._listener = listener
+        else:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self._listener = socket.socket(family, socket.SOCK_STREAM)
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self._listener.bind((host, port))
+            except OSError as exc:
+                self._listener.close()
+                raise PeerUnreachable(f"{name}: cannot listen on {format_address(host, port)}: "
+                                      f"{_os_reason(exc)}") from None
         self._listener.listen(128)
-        self.port: int = self._listener.getsockname()[1]
+        self.port: int = 0 if listener is not None else self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._conns: dict[FramedSocket, threading.Thread] = {}
         self._stopping = threading.Event()
@@ -285,7 +294,7 @@ class FrameServer:
     def _accept_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                sock, addr = self._listener.accept()
+                sock, _ = self._listener.accept()
             except OSError:
                 if self._stopping.is_set():
                     return
@@ -293,12 +302,12 @@ class FrameServer:
                 continue
             conn = FramedSocket(sock, self.protocol, timeout=self.timeout)
             with self._lock:
-                refused = self._refusal(addr[0])
+                refused = self._refusal(conn.peer[0])
                 if refused is None:
                     thread = threading.Thread(target=self._serve, args=(conn,), name=f"{self.name}-conn")
                     self._conns[conn] = thread
             if refused is not None:
-                log.warning("%s: refused %s: %s", self.name, addr[0], refused)
+                log.warning("%s: refused %s: %s", self.name, conn.peer[0], refused)
                 conn.send_error(refused)
                 conn.close()
                 continue

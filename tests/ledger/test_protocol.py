@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ledger.control import CONTROL_PROTOCOL
 from ledger.params import NetworkParams, format_network_id
 from ledger.protocol import (
     LEDGER_PROTOCOL,
@@ -39,7 +40,7 @@ def test_the_documented_vectors_are_what_the_code_produces():
     v = vectors()
     assert set(v) == {"hello-client", "get-headers-genesis", "reachability-data", "reachability-digest",
                       "binding-evidence-id", "binding-evidence-id-no-header",   # these two: test_disputes.py
-                      "blocks-pruned"}
+                      "blocks-pruned", "control-lookup", "control-not-found"}
     hello = LEDGER_PROTOCOL.encode("hello", **hello_fields(role=ROLE_CLIENT, nonce=bytes(range(8)),
                                                            network="p2pchat"))
     assert hello == v["hello-client"]
@@ -52,6 +53,10 @@ def test_the_documented_vectors_are_what_the_code_produces():
     assert work_to_bytes(3072).hex() == "0c00" and "`0c00`" in DOC.read_text()
     # pruning: a node that pruned bodies up to block 1000 answers a get_blocks for one of them
     assert LEDGER_PROTOCOL.encode("blocks", blocks=[], pruned=1000, reason=not_served(1000)) == v["blocks-pruned"]
+    # the local control socket (§8.1)
+    assert CONTROL_PROTOCOL.encode("lookup", query="127.0.0.21") == v["control-lookup"]
+    assert CONTROL_PROTOCOL.encode("lookup_result", found=False, reason="no live binding for ip 127.0.0.21",
+                                   checked=False, node="127.0.0.1:8470", network="p2pchat") == v["control-not-found"]
 
 
 def test_every_frame_type_is_documented():
