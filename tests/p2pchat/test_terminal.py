@@ -97,6 +97,8 @@ def test_listen_asks_accepts_prints_messages_and_answers_typed_lines(identities)
 
     def drive_caller() -> None:
         caller.log.wait(StepResult, 20, step=Step.AGREE_KEY, ok=True)
+        # the listener finishes step 4 on its own side a moment later: type only once it says so
+        wait_until(lambda: "✓ 4 Agree AES key" in out.getvalue(), 20, what="step 4 in listen's output")
         os.write(w, b"/to 1\na typed answer\n")           # the user picks chat 1, then writes to it
         caller.node.send_text(sid, "knock knock")
         caller.log.wait(MessageReceived, 20, text="a typed answer")
@@ -204,6 +206,8 @@ def test_chat_ask_prompts_for_the_answer_and_prints_the_result(identities):
     def bob_side() -> None:
         try:
             bob.log.wait(StepResult, step=Step.AGREE_KEY, ok=True)
+            # alice's own step 4 may end a moment after bob's: type only once her chat says it is ready
+            wait_until(lambda: "Chat ready with bob" in out.getvalue(), 20, what="alice's chat to be ready")
             os.write(w, b"/ask Where did we meet?\n  The Old Mill \n")
             question = bob.log.wait(SecretQuestion)
             bob.node.answer_secret(question.session, "the old mill")
