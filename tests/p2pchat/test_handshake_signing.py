@@ -1,7 +1,8 @@
 """One RSA signature per side, and none from the responder before the initiator proved its key: counted through a
 signer that records every private-key operation (a test double of the identity the handshake signs with), never
-timed. Also: the initiator's signature made ahead (``Handshake.prepare``) gives what signing on the spot gives and
-is sent only with step 3; every X25519 private half is erased at agreement, failure and close."""
+timed. Also: the work made ahead (``Handshake.prepare``: the initiator's X25519 half and signature, both sides'
+step-4 keys, the responder's only after a verified ``auth``) gives what making it on the spot gives and is sent
+only with its step; every X25519 private half is erased at agreement, failure and close."""
 
 from __future__ import annotations
 
@@ -212,7 +213,7 @@ def test_an_auth_that_does_not_verify_costs_the_responder_no_x25519_agreement(id
     assert len(made) == 1 and made[0].erased
 
 
-# --- the initiator's one signature, made ahead -------------------------------------------------------------------
+# --- work made ahead: the initiator's signature, both sides' keys -------------------------------------------------------------------
 
 def test_what_each_side_prepares_ahead_and_when(identities):
     """The initiator: its X25519 half from step 1, its signature once step 2 fixed T2, its keys once it sent
