@@ -213,7 +213,7 @@ def test_an_auth_that_does_not_verify_costs_the_responder_no_x25519_agreement(id
     assert len(made) == 1 and made[0].erased
 
 
-# --- work made ahead: the initiator's signature, both sides' keys -------------------------------------------------------------------
+# --- work made ahead: the initiator's signature, both sides' keys ----------------------------------------------------
 
 def test_what_each_side_prepares_ahead_and_when(identities):
     """The initiator: its X25519 half from step 1, its signature once step 2 fixed T2, its keys once it sent
