@@ -49,6 +49,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from p2pchat.admission import Admission
 from p2pchat.channel_driver import OutboxFull
 from p2pchat.chat_protocol import CHAT, Send
 from p2pchat.events import DeliveryReceipt, MessageReceived, SessionEnded, StepResult
@@ -209,8 +210,11 @@ class CountingIdentity(Identity):
 
 def chat_server(pipe: Connection, key_dir: str, entries: list[DirectoryEntry]) -> None:
     identity = CountingIdentity.load(Path(key_dir) / KEY_FILE)
+    # The attacker loop opens ATTACKS unauthenticated connections from one address, far more than the per-minute
+    # allowance of a stranger (p2pchat.admission): an attacker with as many addresses gets that far, and what each
+    # attempt then costs the responder is what is measured.
     node = ChatNode(identity, host=SERVER_IP, port=0, nickname="responder", directory=FixedDirectory(entries),
-                    auto_accept=True, max_sessions=1024)
+                    auto_accept=True, max_sessions=1024, admission=Admission(per_minute=2 * ATTACKS))
     node.start()
     pipe.send(node.port)
     latencies: list[float] = []

@@ -9,6 +9,12 @@ TCP flow control reaches the sender. What one read can add on top of a bound is 
 
 :meth:`EventQueue.get` (and ``get_nowait``) report each event taken to ``on_taken`` after the queue's lock is
 released; the node uses it to send a delivery receipt only for messages the UI has taken.
+
+A node thread that answers a peer puts its events inside :meth:`EventQueue.answering`: they enter the queue at
+once, in order, but a UI thread asleep in :meth:`get` is woken only when the block ends, after the answer is
+written. Woken earlier, the UI thread takes the interpreter lock from the node thread at its first system call
+(the write itself), and on a busy machine the node thread then waits for the scheduler to give it back: the peer's
+next frame would wait for our UI.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from p2pchat.events import (
     Event,
@@ -59,6 +66,7 @@ class EventQueue(queue.Queue[Event]):
         self._waiting: dict[str, list[int]] = {}     # session -> [events, bytes] not taken yet
         self._total = 0
         self._room = threading.Condition(self.mutex)
+        self._answering = threading.local()         # per thread: [nesting depth, wake-ups held back]
 
     # queue.Queue calls _put/_get with self.mutex held: bookkeeping only, never a callback.
     def _put(self, item: Event) -> None:
@@ -85,6 +93,35 @@ class EventQueue(queue.Queue[Event]):
             self._total -= size
             self._room.notify_all()
         return item
+
+    def put(self, item: Event, block: bool = True, timeout: float | None = None) -> None:
+        """Add ``item`` (never blocks: the queue has no maxsize); inside :meth:`answering` the UI thread is not
+        woken yet."""
+        held = getattr(self._answering, "state", None)
+        with self.mutex:
+            self._put(item)
+            self.unfinished_tasks += 1
+            if held is not None and held[0]:
+                held[1] += 1
+            else:
+                self.not_empty.notify()
+
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """Events this thread puts in the block are queued at once but wake a waiting :meth:`get` only at its end
+        (see the module docstring); blocks nest."""
+        held = getattr(self._answering, "state", None)
+        if held is None:
+            held = self._answering.state = [0, 0]
+        held[0] += 1
+        try:
+            yield
+        finally:
+            held[0] -= 1
+            if not held[0] and held[1]:
+                with self.mutex:
+                    self.not_empty.notify(held[1])
+                held[1] = 0
 
     def get(self, block: bool = True, timeout: float | None = None) -> Event:
         item = super().get(block, timeout)

@@ -18,12 +18,13 @@ events, which the IO layer handles in order:
 
 Each side makes exactly one RSA signature per handshake, over the whole transcript (as TLS 1.3's
 CertificateVerify does). The responder makes it only after the initiator's own signature verified, so a peer that
-proves nothing never costs the responder a private-key operation. The initiator may sign ahead of its step-3
-click: as soon as the transcript is complete on its side (the responder's ``key`` frame arrived and matched the
-ledger; the responder may still be checking ours) ``prepare_due`` turns true, and the IO layer then calls
-:meth:`Handshake.prepare` — *after* writing the frames of that call (our ``key_ok``) — which makes that one
-signature and sends nothing (it goes out with ``auth`` when step 3 starts). On the responder ``prepare_due`` is
-never true.
+proves nothing never costs the responder a private-key operation. Work that the next step needs is made ahead,
+while the peer works or the frames travel: whenever ``prepare_due`` is true the IO layer calls
+:meth:`Handshake.prepare` *after* writing the frames of the call that made it due, which makes it and sends
+nothing (each result goes out with its own step). The initiator prepares its X25519 half from step 1 on, its one
+signature as soon as the transcript is complete on its side (the responder's ``key`` frame arrived and matched the
+ledger; the responder may still be checking ours), and its step-4 keys once ``auth`` is sent; the responder
+prepares only its step-4 keys, and only once the initiator's ``auth`` verified — never its signature.
 
 API::
 
@@ -34,7 +35,7 @@ API::
     .receive(msg: Message) -> list[HsEvent]  # never raises for anything a peer sends
     .accept(yes: bool) -> list[HsEvent]    # responder only, after NeedAccept
     .ledger_answer(binding, error=None) -> list[HsEvent]   # after NeedLookup
-    .prepare_due: bool; .prepare() -> None  # initiator: sign step 3 ahead (no frames, no events); see above
+    .prepare_due: bool; .prepare() -> None  # make ahead what the next step needs (no frames, no events); above
     .close() -> None                       # the connection ended early: erase the X25519 private half
     .phase: Phase; .done: set[Step]; .next_step: Step | None; .in_progress: Step | None; .failed: str | None
     .established: Established | None; .peer_nickname; .peer_public_der; .peer_binding
@@ -432,7 +433,9 @@ class Handshake:
         # step 3
         self._auth_sig: bytes | None = None      # ours, over T2 (initiator: possibly made ahead by prepare())
         # step 4
-        self._pending_keys: SessionKeys | None = None
+        # the X25519 agreement's outcome, made once (ahead of step 4 or on the spot): the keys, or why the peer's
+        # half is unusable (which then ends step 4 when it starts)
+        self._pending_keys: SessionKeys | CryptoError | None = None
 
     # --- what the UI asks -------------------------------------------------------------------------------
 
@@ -464,18 +467,44 @@ class Handshake:
 
     @property
     def prepare_due(self) -> bool:
-        """True when :meth:`prepare` has work to do: on the initiator only, from the moment T2 is fixed (the
-        responder's `key` frame arrived and matched the ledger) until its step-3 signature is made. Never on the
-        responder, which signs only after the initiator's ``auth`` verified."""
-        return (self.initiator and self.phase in (Phase.SWAPPING, Phase.SWAPPED) and self._t2 is not None
-                and self._auth_sig is None)
+        """True when :meth:`prepare` has work to do (see there); never before the responder verified the
+        initiator's ``auth``, on the responder."""
+        return self._work_ahead() is not None
 
     def prepare(self) -> None:
-        """Initiator: make the step-3 signature over T2 ahead of the step-3 click (the one RSA private-key
-        operation of this side). Emits nothing and sends nothing: the signature waits for step 3. Does nothing
-        unless :attr:`prepare_due`; safe to call at any time, any number of times."""
-        if self.prepare_due:
-            self._own_auth_sig()
+        """Make ahead, before the step that sends it, what this side will need next and nothing the peer could
+        make it do for free:
+
+        - initiator, from step 1 on: its step-2 nonce and X25519 pair (a key generation);
+        - initiator, once T2 is fixed (the responder's ``key`` matched the ledger): its step-3 signature over T2,
+          the one RSA private-key operation of this side;
+        - either side, once its step-3 signature went out (initiator: ``auth`` sent; responder: only after the
+          initiator's ``auth`` verified): the X25519 agreement and the session keys of step 4.
+
+        Emits nothing and sends nothing: each result waits for its step. Does nothing unless :attr:`prepare_due`;
+        safe to call at any time, any number of times."""
+        work = self._work_ahead()
+        if work is not None:
+            work()
+
+    def _work_ahead(self) -> Callable[[], object] | None:
+        phase = self.phase
+        if self.initiator:
+            if phase in (Phase.HELLO_SENT, Phase.CONNECTED) and self._ephemeral is None:
+                return self._own_half
+            if phase in (Phase.SWAPPING, Phase.SWAPPED) and self._t2 is not None and self._auth_sig is None:
+                return self._own_auth_sig
+        # The responder reaches AUTH_REPLIED only once the initiator's signature verified.
+        if (phase in (Phase.AUTH_SENT, Phase.AUTH_REPLIED, Phase.AUTHENTICATED) and self._pending_keys is None
+                and self._ephemeral is not None):
+            return self._keys_ahead
+        return None
+
+    def _keys_ahead(self) -> None:
+        try:
+            self._derive()
+        except CryptoError:
+            pass            # kept: step 4 fails with it when it starts, as when the agreement is made on the spot
 
     def close(self) -> None:
         """The connection ended before the handshake finished: erase the X25519 private half and any derived
@@ -691,14 +720,21 @@ class Handshake:
         self._peer_key_ok = True
         return self._maybe_finish_swap()
 
+    def _own_half(self) -> EphemeralLike:
+        """Our step-2 nonce and X25519 pair, fresh for this session (a key generation, no RSA): made with our `key`
+        frame, or ahead of it by the initiator (:meth:`prepare`)."""
+        if self._ephemeral is None:
+            self._my_nonce = self._fresh_nonce()
+            self._ephemeral = self._ephemeral_factory()
+        return self._ephemeral
+
     def _send_key(self) -> Send:
-        """Our `key` frame: identity key, fresh nonce and a fresh X25519 half (a key generation, no RSA)."""
-        self._my_nonce = self._fresh_nonce()
-        self._ephemeral = self._ephemeral_factory()
+        """Our `key` frame: identity key, fresh nonce and a fresh X25519 half."""
+        ephemeral = self._own_half()
         position = self._ledger_view.position() if self._ledger_view is not None else None
         self._my_position = pos = position or NO_POSITION
         return self._send("key", key=self._identity.public_der, nonce=self._my_nonce,
-                          ephemeral=self._ephemeral.public, final_height=pos.final_height, final_hash=pos.final_hash,
+                          ephemeral=ephemeral.public, final_height=pos.final_height, final_hash=pos.final_hash,
                           tip_height=pos.tip_height, tip_hash=pos.tip_hash)
 
     def _lookup_target(self, peer_der: bytes | None) -> NeedLookup:
@@ -873,11 +909,19 @@ class Handshake:
             self._ephemeral = None
 
     def _derive(self) -> SessionKeys:
-        """X25519 with the peer's half from step 2 (our private half erased right after), then the key schedule."""
+        """X25519 with the peer's half from step 2 (our private half erased right after), then the key schedule;
+        made once, ahead of step 4 (:meth:`prepare`) or on the spot."""
+        if isinstance(self._pending_keys, CryptoError):
+            raise self._pending_keys
+        if self._pending_keys is not None:
+            return self._pending_keys
         eph, peer_pub, t2 = self._ephemeral, self._peer_ephemeral, self._t2
         assert eph is not None and peer_pub is not None and t2 is not None
         try:
             shared = eph.agree(peer_pub)
+        except CryptoError as exc:      # e.g. a low-order point
+            self._pending_keys = exc
+            raise
         finally:
             self._erase_ephemeral()
         self._pending_keys = derive_session_keys(shared, t2)
@@ -898,7 +942,7 @@ class Handshake:
 
     def _on_confirm_reply(self, msg: Message) -> list[HsEvent]:
         keys = self._pending_keys
-        if self.phase is not Phase.CONFIRM_SENT or keys is None:
+        if self.phase is not Phase.CONFIRM_SENT or not isinstance(keys, SessionKeys):
             raise self._out_of_order(msg.type, Step.AGREE_KEY)
         self._check_confirm(keys, msg["confirm"])
         return self._finish(keys)

@@ -188,9 +188,10 @@ class HandshakeDriver:
             self.call(session, lambda h: h.start(nxt), refusing=nxt)
 
     def prepare_ahead(self, session: Session) -> None:
-        """Once the frames of a handshake call are written, let the core make ahead what is safe to make (it says
-        when via ``prepare_due``: only the initiator's own step-3 signature, once the responder's key passed its
-        ledger check), overlapping the peer's lookup; never called with the lock held."""
+        """Once the frames of a handshake call are written, let the core make ahead what its next step needs (it
+        says when via ``prepare_due``: the initiator's X25519 half and its signature, either side's step-4 keys —
+        the responder's only after the initiator's signature verified), overlapping the peer's work and the
+        frames' travel; never called with the lock held."""
         if session.handshake is None:       # the usual case once the chat runs: not even the lock
             return
         with session.lock:

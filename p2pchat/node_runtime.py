@@ -238,7 +238,9 @@ class NodeRuntime:
             self.files.poll(session)
 
     def on_frame(self, session: Session, msg: Message) -> None:
-        with session.writer.deferred():      # answers go out on this thread if the socket takes them at once
+        # Answers go out on this thread if the socket takes them at once, and before the UI is woken for the
+        # events of this frame (EventQueue.answering).
+        with self.events.answering(), session.writer.deferred():
             if session.ended:
                 return
             if session.channel is not None:

@@ -95,7 +95,8 @@ class Pair:
 
     ``wire(src, frame)`` may return the frame, a changed frame, nothing (dropped) or several frames.
     ``prepare``: after the events of each core call are handled, call ``prepare()`` when it is due, as the node
-    does (only ever due on the initiator: its step-3 signature); ``False`` leaves it to be made on the spot.
+    does (the work made ahead: the initiator's X25519 half and signature, both sides' step-4 keys); ``False``
+    leaves all of it to be made on the spot.
     """
 
     def __init__(self, ident_i: Identity, ident_r: Identity, *, network: str = "testnet",

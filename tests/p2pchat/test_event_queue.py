@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from p2pchat.event_queue import SESSION_BYTES, SESSION_EVENTS, EventQueue
+from p2pchat.event_queue import EVENT_COST, SESSION_BYTES, SESSION_EVENTS, EventQueue
 from p2pchat.events import Event, MessageReceived, PeerTyping, SessionInfo, SessionUpdated
+from tests.helpers import wait_until
 
 
 def message(sid: str, size: int) -> MessageReceived:
@@ -46,3 +47,39 @@ def test_wait_for_room_gives_up_after_its_timeout_and_honours_the_extra_conditio
     q = EventQueue()
     assert not q.wait_for_room("s1", 0.01, also=lambda: False)
     assert q.wait_for_room("s1", 0.01, also=lambda: True)
+
+
+def test_events_put_while_answering_are_queued_in_order_but_wake_the_ui_only_at_the_end():
+    """A node thread answering a peer must not wake the UI's thread (which would take the interpreter lock from it
+    at its next system call, the write of the answer) until the answer is out; the events are queued at once."""
+    q = EventQueue()
+    got: list[Event] = []
+    ui = threading.Thread(target=lambda: got.extend(q.get(timeout=30) for _ in range(3)), name="test-ui")
+    ui.start()
+    waiters = q.not_empty._waiters          # type: ignore[attr-defined]   # Condition's queue of sleepers
+    wait_until(lambda: len(waiters) == 1, what="the UI thread asleep in get()")
+    events = [PeerTyping("s1", True), PeerTyping("s1", False), PeerTyping("s2", True)]
+    with q.answering():
+        q.put(events[0])
+        with q.answering():                 # nested: still held
+            q.put(events[1])
+        assert len(waiters) == 1 and q.qsize() == 2 and q.waiting("s1") == (2, 2 * EVENT_COST)
+    wait_until(lambda: len(got) == 2, what="the UI thread woken at the end of the block")
+    q.put(events[2])                        # outside the block: wakes at once, as before
+    ui.join()
+    assert got == events and q.qsize() == 0
+
+
+def test_answering_holds_back_only_the_wake_ups_of_its_own_thread():
+    q = EventQueue()
+    got: list[Event] = []
+    ui = threading.Thread(target=lambda: got.append(q.get(timeout=30)), name="test-ui")
+    ui.start()
+    wait_until(lambda: len(q.not_empty._waiters) == 1, what="the UI thread asleep in get()")  # type: ignore[attr-defined]
+    with q.answering():
+        other = threading.Thread(target=q.put, args=(PeerTyping("s2", True),), name="test-other")
+        other.start()
+        other.join()
+        wait_until(lambda: got, what="the UI thread woken by another thread's event")
+    ui.join()
+    assert got == [PeerTyping("s2", True)]

@@ -536,9 +536,11 @@ def test_a_duplicated_frame_fails_the_handshake(identities):
 
 
 @pytest.mark.parametrize("sender", ["initiator", "responder"])
-def test_a_low_order_ephemeral_point_is_refused(identities, sender):
-    """A registered peer may put a low-order X25519 point in its `key` frame and sign it; the agreement in step 4
-    gives all zeros, which is refused before any key is derived from it."""
+@pytest.mark.parametrize("prepare", [True, False])
+def test_a_low_order_ephemeral_point_is_refused(identities, sender, prepare):
+    """A registered peer may put a low-order X25519 point in its `key` frame and sign it; the agreement gives all
+    zeros, which is refused before any key is derived from it — at step 4, also when the agreement was tried
+    ahead of it (``prepare``)."""
     class LowOrder:
         public = bytes(32)
 
@@ -549,7 +551,7 @@ def test_a_low_order_ephemeral_point_is_refused(identities, sender):
             pass
 
     kw = {"eph_i": LowOrder} if sender == "initiator" else {"eph_r": LowOrder}
-    pair = Pair(identities[0], identities[1], **kw).run()
+    pair = Pair(identities[0], identities[1], prepare=prepare, **kw).run()
     victim = pair.r if sender == "initiator" else pair.i
     assert victim.failed.step is Step.AGREE_KEY and "unusable key material" in victim.failed.reason
     assert_nothing_established(pair)

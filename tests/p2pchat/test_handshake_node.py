@@ -90,7 +90,7 @@ def test_clicking_the_steps_one_at_a_time_signs_ahead_on_the_initiator_only(iden
         alice.node.run_step(sid, Step.CONNECT)
         alice.log.wait(StepResult, session=sid, step=Step.CONNECT, ok=True)
         bob_sid = bob.log.wait(StepResult, step=Step.CONNECT, ok=True).session
-        assert not handshake_of(alice, sid).prepare_due         # nothing to prepare before step 2
+        assert not handshake_of(alice, sid).prepare_due         # its X25519 half is made already, nothing else
 
         alice.node.run_step(sid, Step.SWAP_KEYS)
         alice.log.wait(StepResult, session=sid, step=Step.SWAP_KEYS, ok=True)

@@ -1,7 +1,8 @@
 """One RSA signature per side, and none from the responder before the initiator proved its key: counted through a
 signer that records every private-key operation (a test double of the identity the handshake signs with), never
-timed. Also: the initiator's signature made ahead (``Handshake.prepare``) gives what signing on the spot gives and
-is sent only with step 3; every X25519 private half is erased at agreement, failure and close."""
+timed. Also: the work made ahead (``Handshake.prepare``: the initiator's X25519 half and signature, both sides'
+step-4 keys, the responder's only after a verified ``auth``) gives what making it on the spot gives and is sent
+only with its step; every X25519 private half is erased at agreement, failure and close."""
 
 from __future__ import annotations
 
@@ -167,44 +168,72 @@ def test_each_side_makes_exactly_one_signature_and_the_responder_only_after_a_ve
     assert si.received_before[0][:2] == ["welcome", "key"] and "auth_reply" not in si.received_before[0]
 
 
-def test_the_responder_makes_no_private_key_operation_at_all_in_steps_1_and_2(identities):
+@pytest.mark.parametrize("prepare", [True, False])
+def test_the_responder_makes_no_private_key_operation_at_all_before_a_verified_auth(identities, prepare):
     """Beyond RSA: in steps 1-2 the responder generates an X25519 pair (cheap, public half sent), but computes
-    no X25519 agreement either; the agreement waits for step 4."""
+    no X25519 agreement either; the agreement waits until the initiator's `auth` verified (made ahead of step 4
+    right after our `auth_reply` when the node prepares, else on the initiator's `confirm`)."""
     made: list[TrackedEphemeral] = []
-    agreed: list[bytes] = []
+    agreed: list[list[str]] = []       # what the responder had received when it made its agreement
 
     class Watched(TrackedEphemeral):
         def agree(self, peer_public: bytes) -> bytes:
-            agreed.append(peer_public)
+            agreed.append(list(sr.received))
             return super().agree(peer_public)
 
     def watched() -> Watched:
         made.append(Watched())
         return made[-1]  # type: ignore[return-value]
 
-    pair, _, sr = counted_pair(identities, eph_r=watched)
-    pair.run(Step.AUTHENTICATE)
-    assert len(made) == 1 and agreed == []
+    pair, _, sr = counted_pair(identities, eph_r=watched, prepare=prepare)
+    pair.run(Step.SWAP_KEYS)
+    pair.r.hs.prepare()                     # what the node calls after every write: still nothing
+    assert len(made) == 1 and agreed == [] and sr.calls == []
+    pair.start(Step.AUTHENTICATE)
+    assert len(agreed) == (1 if prepare else 0)       # ahead: once the initiator's `auth` verified
     pair.start(Step.AGREE_KEY)
-    assert len(agreed) == 1 and made[0].erased
-    assert len(sr.calls) == 1
+    assert len(agreed) == 1 and made[0].erased and pair.r.established is not None
+    assert agreed[0][:4] == ["hello", "key", "key_ok", "auth"] and len(sr.calls) == 1
 
 
-# --- the initiator's one signature, made ahead -------------------------------------------------------------------
+def test_an_auth_that_does_not_verify_costs_the_responder_no_x25519_agreement(identities):
+    made: list[TrackedEphemeral] = []
 
-def test_only_the_initiator_ever_has_something_to_prepare_and_only_once_step_2_is_done(identities):
-    pair = Pair(identities[0], identities[1], prepare=False)
-    due: list[tuple[str, Step | None, bool]] = []
+    def factory() -> TrackedEphemeral:
+        made.append(TrackedEphemeral())
+        made[-1].agree = lambda peer_public: pytest.fail("the responder agreed with an unauthenticated peer")
+        return made[-1]
+
+    attacker = Attacker(identities[0], CountingSigner(identities[1]))
+    attacker.pair.r.hs._ephemeral_factory = factory
+    attacker.through_step_2()
+    attacker.pair.deliver(attacker.pair.r, CHAT.encode("auth", sig=b"\x01" * 384, ledgers="unknown"))
+    assert attacker.pair.r.failed is not None and not attacker.pair.r.hs.prepare_due
+    attacker.pair.r.hs.prepare()
+    assert len(made) == 1 and made[0].erased
+
+
+# --- work made ahead: the initiator's signature, both sides' keys ----------------------------------------------------
+
+def test_what_each_side_prepares_ahead_and_when(identities):
+    """The initiator: its X25519 half from step 1, its signature once step 2 fixed T2, its keys once it sent
+    `auth`; the responder: its keys only once the initiator's `auth` verified, and never its signature. Each
+    prepare emits and sends nothing, and is then no longer due."""
+    pair, si, sr = counted_pair(identities, prepare=False)
+    due: list[tuple[str, Step]] = []
     for step in Step:
         pair.start(step)
-        due += [(s.name, step, s.hs.prepare_due) for s in (pair.i, pair.r)]
-        if step is Step.SWAP_KEYS:
-            log, events = list(pair.log), (list(pair.i.events), list(pair.r.events))
-            assert pair.i.hs.prepare() is None
-            assert pair.log == log and (pair.i.events, pair.r.events) == events    # emits and sends nothing
-            assert not pair.i.hs.prepare_due
-            pair.i.hs.prepare()                                                     # again: nothing to do
-    assert [d for d in due if d[2]] == [("initiator", Step.SWAP_KEYS, True)]      # never on the responder
+        for side in (pair.i, pair.r):
+            if side.hs.prepare_due:
+                due.append((side.name, step))
+                log, events = list(pair.log), (list(pair.i.events), list(pair.r.events))
+                assert side.hs.prepare() is None
+                assert pair.log == log and (pair.i.events, pair.r.events) == events    # emits and sends nothing
+                assert not side.hs.prepare_due
+                side.hs.prepare()                                                       # again: nothing to do
+    assert due == [("initiator", Step.CONNECT), ("initiator", Step.SWAP_KEYS), ("initiator", Step.AUTHENTICATE),
+                   ("responder", Step.AUTHENTICATE)]
+    assert pair.i.established is not None and len(si.calls) == len(sr.calls) == 1
     fresh = Pair(identities[0], identities[1], prepare=False).run(Step.SWAP_KEYS)
     assert fresh.i.hs.prepare_due and not fresh.r.hs.prepare_due
     assert not set(sent_types(fresh)) & STEP_3_4_FRAMES
@@ -226,9 +255,9 @@ def test_the_initiator_signs_ahead_once_the_responders_key_matched_its_ledger_no
     pair.i.answer_lookups = False
     pair.run(Step.SWAP_KEYS)
     assert pair.i.hs.peer_public_der == identities[1].public_der        # the responder's key is here, unchecked
-    assert not pair.i.hs.prepare_due and si.calls == [] and pair.i.prepared == 0
+    assert not pair.i.hs.prepare_due and si.calls == [] and pair.i.prepared == 1     # its X25519 half, at step 1
     pair.handle(pair.i, pair.i.hs.ledger_answer(pair.i.binding))
-    assert len(si.calls) == 1 and pair.i.prepared == 1                   # signed ahead ...
+    assert len(si.calls) == 1 and pair.i.prepared == 2                   # signed ahead ...
     assert Step.SWAP_KEYS not in pair.i.hs.done                          # ... before step 2 is done here
     assert not set(sent_types(pair)) & STEP_3_4_FRAMES and sr.calls == []
     with pytest.raises(StepOrderError, match="Step 2 Swap public keys is still in progress"):
@@ -250,7 +279,7 @@ def test_an_initiator_whose_ledger_check_fails_signs_nothing(identities):
 def test_the_prepared_signature_goes_out_only_with_auth_and_is_not_made_twice(identities):
     pair, si, sr = counted_pair(identities)
     pair.run(Step.SWAP_KEYS)
-    assert (pair.i.prepared, pair.r.prepared) == (1, 0) and len(si.calls) == 1 and sr.calls == []
+    assert (pair.i.prepared, pair.r.prepared) == (2, 0) and len(si.calls) == 1 and sr.calls == []
     assert not set(sent_types(pair)) & STEP_3_4_FRAMES
     pair.start(Step.AUTHENTICATE)
     assert sent_types(pair)[-3:] == ["auth", "auth_reply", "auth_ok"]
@@ -263,7 +292,8 @@ def test_the_prepared_signature_goes_out_only_with_auth_and_is_not_made_twice(id
 def test_signing_ahead_gives_the_same_keys_and_frames_as_signing_on_the_spot(identities):
     ahead = deterministic(identities, prepare=True).run()
     on_the_spot = deterministic(identities, prepare=False).run()
-    assert (ahead.i.prepared, ahead.r.prepared) == (1, 0) and (on_the_spot.i.prepared, on_the_spot.r.prepared) == (0, 0)
+    # initiator: X25519 half, signature, keys; responder: keys
+    assert (ahead.i.prepared, ahead.r.prepared) == (3, 1) and (on_the_spot.i.prepared, on_the_spot.r.prepared) == (0, 0)
     a, b = ahead.i.established, on_the_spot.i.established
     assert (a.transcript_hash, a.send_key, a.recv_key, a.send_chain, a.recv_chain) == \
         (b.transcript_hash, b.send_key, b.recv_key, b.send_chain, b.recv_chain)
@@ -304,13 +334,16 @@ def test_nonces_and_x25519_halves_are_fresh_per_session_and_bound_into_t2(identi
     assert one.i.hs._t2 == one.r.hs._t2 and two.i.hs._t2 == two.r.hs._t2 and one.i.hs._t2 != two.i.hs._t2
 
 
-def test_the_x25519_half_sent_in_step_2_is_the_one_used_and_erased_at_agreement(identities):
+@pytest.mark.parametrize("prepare", [True, False])
+def test_the_x25519_half_sent_in_step_2_is_the_one_used_and_erased_at_agreement(identities, prepare):
+    """Made on the spot, the agreement waits for step 4; made ahead, it follows step 3 (the halves are erased
+    then); either way the half sent in step 2 is the one agreed with, once."""
     made_i, eph_i = tracking()
     made_r, eph_r = tracking()
-    pair = Pair(identities[0], identities[1], eph_i=eph_i, eph_r=eph_r).run(Step.AUTHENTICATE)
+    pair = Pair(identities[0], identities[1], eph_i=eph_i, eph_r=eph_r, prepare=prepare).run(Step.AUTHENTICATE)
     sent = {name: decode(f)["ephemeral"] for name, f in pair.log if decode(f).type == "key"}
     assert sent == {"initiator": made_i[0].public, "responder": made_r[0].public}
-    assert not made_i[0].erased and not made_r[0].erased
+    assert made_i[0].erased == made_r[0].erased == prepare
     pair.start(Step.AGREE_KEY)
     assert pair.i.established is not None and pair.r.established is not None
     assert len(made_i) == len(made_r) == 1 and made_i[0].erased and made_r[0].erased

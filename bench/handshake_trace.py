@@ -1,0 +1,180 @@
+"""Where one chat handshake spends its time: a timeline of both sides, per step and per thread.
+
+    python3 bench/handshake_trace.py [HANDSHAKES]
+
+Runs HANDSHAKES (default 15) sequential four-step handshakes between two ChatNodes on loopback, the responder in
+a child process, the initiator in this one (the same set-up as ``bench/chat_bench.py --handshake``: bindings from
+an in-memory directory, the responder accepting every chat). In both processes the functions that matter are
+wrapped to note a timestamp on entry and exit — frames read and written (with their types), each core call, the
+RSA signatures and verifications, the X25519 key generations and agreements, work made ahead
+(``Handshake.prepare``), the ledger lookups and the step results — with ``time.perf_counter``, which is
+``CLOCK_MONOTONIC`` on Linux and so comparable across the two processes. Prints the handshake times and the
+timeline of the median handshake: milliseconds since the initiator opened the session, ``I``/``R`` for the side,
+the thread, ``>`` entering and ``<`` leaving a function. The wrappers add a few microseconds per event; the
+figures to quote come from ``bench/chat_bench.py``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+Entry = tuple[float, int, str, str]      # (perf_counter, pid, thread name, what)
+LOG: list[Entry] = []
+
+
+def note(what: str) -> None:
+    LOG.append((time.perf_counter(), os.getpid(), threading.current_thread().name, what))
+
+
+def wrap(owner: Any, name: str, label: str | None = None, detail: Callable[..., str] | None = None) -> None:
+    """Replace ``owner.name`` by a function that notes entry (with ``detail(*args)``) and exit."""
+    original = getattr(owner, name)
+    shown = label or name
+
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        note(f"> {shown}" + (f" {detail(*args, **kwargs)}" if detail is not None else ""))
+        try:
+            return original(*args, **kwargs)
+        finally:
+            note(f"< {shown}")
+    setattr(owner, name, traced)
+
+
+def instrument() -> None:
+    from p2pchat import handshake, handshake_driver
+    from p2pchat.chat_protocol import CHAT
+    from p2pchat.foundation import crypto, identity, transport
+
+    def frames(_sock: Any, data: bytes | memoryview, *_: Any) -> str:
+        try:
+            types = ",".join(m.type for m in CHAT.reader().feed(bytes(data)))
+        except Exception:       # a sealed frame or a partial write: its size says enough
+            types = "?"
+        return f"{types} {len(data)} B"
+
+    wrap(transport.FramedSocket, "send_nowait", "write", frames)
+    wrap(transport.FramedSocket, "send_frame", "write (waiting)", frames)
+    receive = transport.FramedSocket.recv
+
+    def recv(self: transport.FramedSocket, timeout: float | None = None) -> Any:
+        msg = receive(self, timeout)
+        note(f"read {msg.type}")
+        return msg
+    transport.FramedSocket.recv = recv      # type: ignore[method-assign]
+    wrap(handshake.Handshake, "receive", detail=lambda _hs, msg: msg.type)
+    wrap(handshake.Handshake, "start", detail=lambda _hs, step: f"step {int(step)}")
+    wrap(handshake.Handshake, "accept")
+    wrap(handshake.Handshake, "ledger_answer")
+    wrap(handshake.Handshake, "prepare", "prepare (work ahead)")
+    wrap(identity.Identity, "sign", "RSA sign")
+    wrap(crypto, "is_valid_signature", "RSA verify")
+    wrap(crypto.EphemeralKey, "__init__", "X25519 key generation")
+    wrap(crypto.EphemeralKey, "agree", "X25519 agreement")
+    wrap(handshake_driver.HandshakeDriver, "_lookup", "ledger lookup")
+    wrap(handshake_driver.HandshakeDriver, "_on_step_done", "step done")
+
+
+def responder(pipe: Connection, key_dir: str, entries: list[Any]) -> None:
+    instrument()
+    import chat_bench
+
+    from p2pchat.foundation.identity import KEY_FILE, Identity
+    from p2pchat.node import ChatNode
+    from p2pchat.peer_directory import FixedDirectory
+
+    node = ChatNode(Identity.load(Path(key_dir) / KEY_FILE), host=chat_bench.SERVER_IP, port=0,
+                    nickname="responder", directory=FixedDirectory(entries), auto_accept=True)
+    node.start()
+    pipe.send(node.port)
+    stop = threading.Event()
+
+    def drain() -> None:        # the UI's part: take the events as they come
+        while not stop.is_set():
+            try:
+                node.events.get(timeout=0.05)
+            except queue.Empty:
+                pass
+
+    ui = threading.Thread(target=drain, name="ui")
+    ui.start()
+    while pipe.recv() == "log":
+        pipe.send(list(LOG))
+        LOG.clear()
+    stop.set()
+    ui.join()
+    node.close()
+
+
+def main() -> int:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    instrument()
+    import chat_bench
+
+    from p2pchat.foundation.identity import KEY_FILE, Identity
+    from p2pchat.peer_directory import DirectoryEntry
+
+    spawn = mp.get_context("spawn")
+    runs: list[tuple[float, list[Entry]]] = []
+    with tempfile.TemporaryDirectory(prefix="handshake-trace-") as tmp:
+        root = Path(tmp)
+        entries = []
+        for name, ip in (("responder", chat_bench.SERVER_IP), ("initiator", chat_bench.CLIENT_IP)):
+            (root / name).mkdir(mode=0o700)
+            ident = Identity.generate()
+            ident.save(root / name / KEY_FILE)
+            entries.append(DirectoryEntry(public_der=ident.public_der, nickname=name, ip=ip, port=None))
+        parent, child = spawn.Pipe()
+        proc = spawn.Process(target=responder, args=(child, str(root / "responder"), entries))
+        proc.start()
+        port = parent.recv()
+        entries[0] = DirectoryEntry(**{**entries[0].__dict__, "port": port})
+        client = chat_bench.ChatClient(root / "initiator", entries, port)
+        try:
+            sid, _ = client.handshake()                     # warm-up: imports, the peer's key parsed once
+            client.end(sid)
+            for _ in range(count):
+                parent.send("log")
+                parent.recv()
+                LOG.clear()
+                note("=== open the session")
+                sid, elapsed = client.handshake()
+                note("=== step 4 reported to the UI")
+                ours = list(LOG)
+                client.end(sid)
+                parent.send("log")
+                runs.append((elapsed, sorted(ours + parent.recv())))
+        finally:
+            client.close()
+            parent.send("quit")
+            proc.join()
+    times = [t * 1000 for t, _ in runs]
+    print(f"{count} handshakes: p50 {statistics.median(times):.1f} ms; " + ", ".join(f"{t:.1f}" for t in times))
+    elapsed, timeline = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+    print(f"timeline of the median handshake ({elapsed * 1000:.1f} ms):")
+    start = next(t for t, _, _, what in timeline if what.startswith("=== open"))
+    me = os.getpid()
+    for t, pid, thread, what in timeline:
+        if t < start:
+            continue         # the previous session's last frames
+        print(f"{(t - start) * 1000:8.3f}  {'I' if pid == me else 'R'}  {thread[:20]:20}  {what}")
+        if what.startswith("=== step 4"):
+            break
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
