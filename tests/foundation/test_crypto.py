@@ -111,29 +111,3 @@ def test_sealing_into_a_buffer_gives_the_same_bytes_and_checks_its_length():
     assert crypto.open_sealed(key, nonce, bytes(out[3:]), aad) == plain
     with pytest.raises(ValueError):
         crypto.seal_into(key, nonce, [plain], aad, memoryview(out))
-
-
-@pytest.mark.parametrize(("secret", "salt", "info", "length", "count"), [
-    (b"s" * 32, b"t" * 32, b"p2pchat/chat-keys/v1", 32, 5),       # the handshake's key schedule
-    (b"x", b"", b"", 32, 3),                                      # an empty salt (the vault's, the relay's pair keys)
-    (bytes(range(64)), b"salt", b"i" * 300, 16, 7),
-    (b"k", b"s", b"", 8160, 1),                                   # the most HKDF-SHA256 gives
-])
-def test_hkdf_gives_the_same_bytes_as_pycryptodomes(secret, salt, info, length, count):
-    from Crypto.Hash import SHA256
-    from Crypto.Protocol.KDF import HKDF
-
-    theirs = HKDF(secret, length, salt, SHA256, num_keys=count, context=info)
-    assert crypto.hkdf(secret, salt, info, length, count) == ([theirs] if count == 1 else list(theirs))
-
-
-def test_hkdf_matches_rfc_5869_test_case_1():
-    okm = crypto.hkdf(bytes.fromhex("0b" * 22), bytes.fromhex("000102030405060708090a0b0c"),
-                      bytes.fromhex("f0f1f2f3f4f5f6f7f8f9"), 42)[0]
-    assert okm.hex() == ("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"
-                         "34007208d5b887185865")
-
-
-def test_hkdf_refuses_more_than_it_can_give():
-    with pytest.raises(ValueError):
-        crypto.hkdf(b"k", b"s", b"", 8161)
