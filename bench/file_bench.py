@@ -318,21 +318,24 @@ def markdown(r: dict[str, Any]) -> str:
     ])
 
 
-ANALYSIS = """The TLS baseline encrypts with OpenSSL's AES-GCM inside `ssl` and hashes nothing; a p2pchat transfer seals
-every chunk with pycryptodome's AES-GCM (the project's one crypto module) and checks a SHA-256 of the whole file on
-both sides (the offer's promise, and what makes a resume safe); through the relay each byte is sealed once more
-between the two clients (pair records, docs/relay.md) and passes a third process. The per-byte rows bound one side
-before any copy or system call. The CPU row is what decides MB/s on a shared machine: on this one TLS needs about
-2.5 s of CPU per GB, a direct transfer 7–12 s (its encryption and hashes alone about 2.8 s) and a relayed one 12–18
-s (the more, the busier the machine). Around the crypto, the per-chunk path: the sender reads a chunk and seals it
-from its parts straight into its frame; the frame IO tries each read and write on the socket's descriptor at once
-and polls only when it would block; the receiver decodes a frame in its own read buffer, decrypts it, and hands the
-chunk to the partial file's writer thread (a queue of 4), which writes and hashes it while the reader goes back to
-the socket; and glibc keeps freed chunk-sized buffers for reuse (untuned, every chunk mapped, faulted in, zeroed and
-unmapped about 1 MB, which cost more than the encryption, and most on a loaded machine). For texts, compare the two
-latency rows: a running file adds what its window holds, paced to about 25 ms of the acknowledged rate; on a loaded
-machine the scheduler's delays come on top. The figures move with the other work on the machine; the dated
-subsections below give series measured against the code before each change, in the same runs."""
+ANALYSIS = """The TLS baseline encrypts with OpenSSL's AES-GCM inside `ssl` and hashes nothing; a p2pchat transfer
+seals every chunk with pycryptodome's AES-GCM (the project's one crypto module) and checks a SHA-256 of the whole
+file on both sides (the offer's promise, and what makes a resume safe); through the relay each byte is sealed once
+more between the two clients (pair records, docs/relay.md) and passes a third process. The per-byte rows bound one
+side before any copy or system call. The CPU row is what decides MB/s on a shared machine: on this one TLS needs
+about 2.5 s of CPU per GB, a direct transfer 7–12 s (its encryption and hashes alone about 2.8 s) and a relayed one
+12–18 s (the more, the busier the machine). Chunks are up to 1 MiB (16 padding buckets) when the receiver announces
+that it takes them (`max_chunk`, protocol.md §5.7): besides its bytes, every chunk costs each side two AES-GCM key
+setups (pycryptodome: about as much as sealing 100 KiB), an acknowledgement and the Python path around a frame, so a
+quarter as many chunks cost visibly less CPU per GB. Around the crypto, the per-chunk path: the sender reads a chunk
+and seals it from its parts straight into its frame; the frame IO tries each read and write on the socket's
+descriptor at once and polls only when it would block; the receiver decodes a frame in its own read buffer, decrypts
+it, and hands the chunk to the partial file's writer thread (a queue of 4), which writes and hashes it while the
+reader goes back to the socket; and glibc keeps freed chunk-sized buffers for reuse (untuned, every chunk mapped,
+faulted in, zeroed and unmapped about 1 MB, which cost more than the encryption, and most on a loaded machine). For
+texts, compare the two latency rows: a running file adds what its window holds, paced to about 25 ms of the
+acknowledged rate; on a loaded machine the scheduler's delays come on top. The figures move with the other work on
+the machine; the dated subsections below give series measured against the code before each change, in the same runs."""
 
 
 HEADING = "## File transfer"
