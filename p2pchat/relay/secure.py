@@ -286,6 +286,13 @@ class _Opener:
             self._buf = bytearray(data[used:])       # a partial record: kept until the rest arrives
         return out
 
+    def missing(self) -> int:
+        """Bytes still to come of the record whose header is buffered (0: none is under way)."""
+        if len(self._buf) < RECORD_HEADER.size:
+            return 0
+        (word,) = RECORD_HEADER.unpack_from(self._buf)
+        return max(0, RECORD_HEADER.size + (word & ~PAIR_FLAG) - len(self._buf))
+
     def _split(self, view: memoryview, out: list[tuple[str, bytes]]) -> int:
         """Open (or, on the relay, copy for forwarding) every whole record in ``view``; returns the bytes used."""
         at = 0
@@ -399,7 +406,8 @@ class SecureSocket(FramedSocket):
             return self._ready.pop(0)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not self._ready:
-            self._take(self._read_some(deadline))
+            # a whole record (up to 256 KiB) per read where the socket holds it, not the framed socket's 64 KiB
+            self._take(self._read_some(deadline, max(RECV_CHUNK, self._opener.missing())))
         return self._ready.pop(0)
 
     def _take(self, data: bytes) -> None:

@@ -235,7 +235,9 @@ def test_a_pair_record_before_the_pair_keys_waits_and_opens_once_they_are_set():
     pair, _ = seal_records(pair_key, 0, b"hello", PAIR_FLAG)
     opener = _Opener(link_key)
     assert opener.feed(bytes(link + pair[:3])) == [("link", b"paired")]
-    assert opener.feed(bytes(pair[3:])) == []          # waits: no keys yet
+    assert opener.missing() == 0                        # the next record's header is not complete yet
+    assert opener.feed(bytes(pair[3:6])) == [] and opener.missing() == len(pair) - 6     # what a read asks for
+    assert opener.feed(bytes(pair[6:])) == []          # waits: no keys yet
     opener.pair = PairKeys(pair_key, pair_key)
     assert opener.feed(b"") == [("pair", b"hello")]
     with pytest.raises(FrameError, match="failed authentication"):
