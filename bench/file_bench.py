@@ -236,31 +236,38 @@ def run(quick: bool, size_mib: int, rounds: int = 3, paths: tuple[str, ...] = ("
             sessions = {name: side.handshake()[0] for name, side in sides.items()}
             samples: dict[str, list[float]] = {"tls": [], "direct": [], "relay": []}
             cpu: dict[str, list[float]] = {"tls": [], "direct": [], "relay": []}
+            # per process: sender, receiver, relay (CPU seconds of each, per round)
+            parts: dict[str, list[tuple[float, float, float]]] = {"tls": [], "direct": [], "relay": []}
 
-            def cpu_now() -> float:
+            def cpu_now() -> tuple[float, float, float]:
                 parent.send("cpu")
                 relay_cpu = cpu_seconds(relay.pid) if sys.platform == "linux" else 0.0
-                return cpu_seconds() + parent.recv() + relay_cpu
+                return cpu_seconds(), parent.recv(), relay_cpu
+
+            def account(name: str, before: tuple[float, float, float]) -> None:
+                spent = tuple(b - a for a, b in zip(before, cpu_now(), strict=True))
+                parts[name].append((spent[0], spent[1], spent[2]))
+                cpu[name].append(sum(spent))
 
             for _ in range(rounds):
                 before = cpu_now()
                 samples["tls"].append(tls_copy(src, tls_port, certs, parent))
-                cpu["tls"].append(cpu_now() - before)
+                account("tls", before)
                 for name, side in sides.items():
                     before = cpu_now()
                     samples[name].append(send_file(side, sessions[name], src))
-                    cpu[name].append(cpu_now() - before)
+                    account(name, before)
             rates = {k: max(v) if v else 0.0 for k, v in samples.items()}
             if not texts or "direct" not in sides:
                 return {"size": size_mib, "rounds": rounds, "paths": {n: s.path for n, s in sides.items()},
-                        "samples": samples, "cpu": cpu, **rates}
+                        "samples": samples, "cpu": cpu, "parts": parts, **rates}
             n_texts = 60 if quick else 200
             idle = texts_during(sides["direct"], sessions["direct"], None, parent, n_texts)
             busy: list[float] = []
             while len(busy) < n_texts:     # as many transfers as it takes to cover the texts
                 busy += texts_during(sides["direct"], sessions["direct"], src, parent, min(n_texts, 50))
             return {"size": size_mib, "rounds": rounds, "paths": {n: s.path for n, s in sides.items()}, **part_rates(),
-                    "samples": samples, "cpu": cpu, **rates,
+                    "samples": samples, "cpu": cpu, "parts": parts, **rates,
                     "idle_p50": statistics.median(idle), "idle_p99": pct(idle, 0.99),
                     "busy_p50": statistics.median(busy), "busy_p99": pct(busy, 0.99), "texts": len(busy)}
         finally:
@@ -275,6 +282,13 @@ def run(quick: bool, size_mib: int, rounds: int = 3, paths: tuple[str, ...] = ("
 def cpu_per_gb(r: dict[str, Any], path: str) -> float:
     """Median CPU seconds of all processes per GB (10⁹ bytes) a path moved."""
     return float(statistics.median(r["cpu"][path])) * 1000 / (r["size"] * 1.048576)
+
+
+def cpu_split(r: dict[str, Any], path: str) -> str:
+    """Median CPU seconds per GB of the sender, the receiver and the relay process, as ``s / r / relay``."""
+    per = [float(statistics.median(p[i] for p in r["parts"][path])) * 1000 / (r["size"] * 1.048576)
+           for i in range(3)]
+    return " / ".join(f"{x:.2f}" for x in per)
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -292,9 +306,11 @@ def markdown(r: dict[str, Any]) -> str:
         f"{cpu_per_gb(r, 'direct'):.2f} / {cpu_per_gb(r, 'relay'):.2f} s | 1.00 / "
         f"{cpu_per_gb(r, 'direct') / cpu_per_gb(r, 'tls'):.2f} / {cpu_per_gb(r, 'relay') / cpu_per_gb(r, 'tls'):.2f} "
         "| — |",
+        f"| … of which sender / receiver / relay process, direct | {cpu_split(r, 'direct')} s | — | — |",
+        f"| … of which sender / receiver / relay process, via relay | {cpu_split(r, 'relay')} s | — | — |",
         "", "Where the time goes, per side (measured in this run, one core):", "",
         "| per-byte work | MB/s |", "|---|---|",
-        f"| AES-256-GCM, 256 KiB chunks (pycryptodome, the project's crypto module) | {r['gcm']:.0f} |",
+        f"| AES-256-GCM, 1 MiB chunks (pycryptodome, the project's crypto module) | {r['gcm']:.0f} |",
         f"| SHA-256 of the whole file (sender before the offer, receiver while writing) | {r['sha']:.0f} |",
         f"| both, one after the other: the ceiling of one side before any copy or system call | {r['ceiling']:.0f} "
         f"({r['ceiling'] / r['tls']:.2f} × TLS) |",
@@ -302,21 +318,24 @@ def markdown(r: dict[str, Any]) -> str:
     ])
 
 
-ANALYSIS = """The TLS baseline encrypts with OpenSSL's AES-GCM inside `ssl` and hashes nothing; a p2pchat transfer seals
-every chunk with pycryptodome's AES-GCM (the project's one crypto module) and checks a SHA-256 of the whole file on
-both sides (the offer's promise, and what makes a resume safe); through the relay each byte is sealed once more
-between the two clients (pair records, docs/relay.md) and passes a third process. The per-byte rows bound one side
-before any copy or system call. The CPU row is what decides MB/s on a shared machine: on this one TLS needs about
-2.5 s of CPU per GB, a direct transfer 7–12 s (its encryption and hashes alone about 2.8 s) and a relayed one 12–18
-s (the more, the busier the machine). Around the crypto, the per-chunk path: the sender reads a chunk and seals it
-from its parts straight into its frame; the frame IO tries each read and write on the socket's descriptor at once
-and polls only when it would block; the receiver decodes a frame in its own read buffer, decrypts it, and hands the
-chunk to the partial file's writer thread (a queue of 4), which writes and hashes it while the reader goes back to
-the socket; and glibc keeps freed chunk-sized buffers for reuse (untuned, every chunk mapped, faulted in, zeroed and
-unmapped about 1 MB, which cost more than the encryption, and most on a loaded machine). For texts, compare the two
-latency rows: a running file adds what its window holds, paced to about 25 ms of the acknowledged rate; on a loaded
-machine the scheduler's delays come on top. The figures move with the other work on the machine; the dated
-subsections below give series measured against the code before each change, in the same runs."""
+ANALYSIS = """The TLS baseline encrypts with OpenSSL's AES-GCM inside `ssl` and hashes nothing; a p2pchat transfer
+seals every chunk with pycryptodome's AES-GCM (the project's one crypto module) and checks a SHA-256 of the whole
+file on both sides (the offer's promise, and what makes a resume safe); through the relay each byte is sealed once
+more between the two clients (pair records, docs/relay.md) and passes a third process. The per-byte rows bound one
+side before any copy or system call. The CPU row is what decides MB/s on a shared machine: on this one TLS needs
+about 2.5 s of CPU per GB, a direct transfer 7–12 s (its encryption and hashes alone about 2.8 s) and a relayed one
+12–18 s (the more, the busier the machine). Chunks are up to 1 MiB (16 padding buckets) when the receiver announces
+that it takes them (`max_chunk`, protocol.md §5.7): besides its bytes, every chunk costs each side two AES-GCM key
+setups (pycryptodome: about as much as sealing 100 KiB), an acknowledgement and the Python path around a frame, so a
+quarter as many chunks cost visibly less CPU per GB. Around the crypto, the per-chunk path: the sender reads a chunk
+and seals it from its parts straight into its frame; the frame IO tries each read and write on the socket's
+descriptor at once and polls only when it would block; the receiver decodes a frame in its own read buffer, decrypts
+it, and hands the chunk to the partial file's writer thread (a queue of 4), which writes and hashes it while the
+reader goes back to the socket; and glibc keeps freed chunk-sized buffers for reuse (untuned, every chunk mapped,
+faulted in, zeroed and unmapped about 1 MB, which cost more than the encryption, and most on a loaded machine). For
+texts, compare the two latency rows: a running file adds what its window holds, paced to about 25 ms of the
+acknowledged rate; on a loaded machine the scheduler's delays come on top. The figures move with the other work on
+the machine; the dated subsections below give series measured against the code before each change, in the same runs."""
 
 
 HEADING = "## File transfer"
@@ -347,14 +366,17 @@ def main() -> int:
         print(" ".join(f"{k}: {', '.join(f'{x:.1f}' for x in v)} MB/s" for k, v in got.items() if v),
               "| x TLS per round:", ", ".join(f"{p / t:.2f}" for p, t in zip(got[args.only], got["tls"], strict=True)),
               "| CPU s per GB (all processes): " + ", ".join(
-                  f"{k} {cpu_per_gb(results, k):.2f}" for k, v in results["cpu"].items() if v))
+                  f"{k} {cpu_per_gb(results, k):.2f}" for k, v in results["cpu"].items() if v),
+              "| sender / receiver / relay:", cpu_split(results, args.only))
         return 0
     size = 8 if args.quick else args.size
     results = run(args.quick, size, args.rounds)
     print(f"paths: {results['paths']}")
     print(" ".join(f"{k}: {', '.join(f'{x:.1f}' for x in v)} MB/s" for k, v in results["samples"].items()),
           "| CPU s per GB (all processes): " + ", ".join(
-              f"{k} {cpu_per_gb(results, k):.2f}" for k, v in results["cpu"].items() if v))
+              f"{k} {cpu_per_gb(results, k):.2f}" for k, v in results["cpu"].items() if v),
+          "| sender / receiver / relay, direct:", cpu_split(results, "direct"), "via relay:",
+          cpu_split(results, "relay"))
     table = markdown(results)
     print(table)
     if not args.quick and not args.no_write:

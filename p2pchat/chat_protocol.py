@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pchat.foundation import crypto
-from p2pchat.foundation.codec import HEADER, Field, Protocol, check_fields
+from p2pchat.foundation.codec import HEADER, Field, Protocol, check_fields, opt
 from p2pchat.foundation.errors import ProtocolError
 
 PROTOCOL_VERSION = 2                     # 2: step 2 carries each side's ledger checkpoint and tip (cross-check)
@@ -61,7 +61,8 @@ MAX_ROTATE_EVERY = 1000                  # a sender rotates its key after at mos
 MAX_HEIGHT = 2**32 - 1                   # block heights in `key` frames (a u32 in the transcript)
 VERDICTS = ("agree", "unknown", "conflict")   # step 3: the signer's verdict on the peer's ledger checkpoint
 TRANSFER_ID_LEN = 16                     # a file transfer's number, drawn by its sender
-MAX_CHUNK = 4 * 65536 - 128             # file data in one file_chunk: the message pads to exactly 256 KiB
+BASE_CHUNK = 4 * 65536 - 128            # file data in one file_chunk to a receiver that announced no max_chunk
+MAX_CHUNK = 16 * 65536 - 128            # the most this version takes (file_accept's max_chunk): pads to 1 MiB
 PAD_ID_LEN = 16                          # one-time-pad mode (issue 17): a pad's id
 PAD_FRAME_OVERHEAD = 8 + 16              # a pad frame's index (u64) and one-time Poly1305 tag
 PAD_OPS = ("on?", "on!", "no", "off?", "off!")   # pad_mode ops: ask / accept pad mode, decline, ask / accept off
@@ -174,7 +175,8 @@ SEALED_CONTENT = Protocol("chat-sealed", {
     # file transfer (docs/protocol.md §5.7; the state machine is p2pchat.transfer)
     "file_offer": {"id": _bytes(TRANSFER_ID_LEN), "name": Field(str, min_len=1, max_len=255),
                    "size": Field(int, lo=0, hi=2**63 - 1), "sha256": _bytes(32)},
-    "file_accept": {"id": _bytes(TRANSFER_ID_LEN), "offset": Field(int, lo=0, hi=2**63 - 1)},
+    "file_accept": {"id": _bytes(TRANSFER_ID_LEN), "offset": Field(int, lo=0, hi=2**63 - 1),
+                    "max_chunk": opt(int, lo=BASE_CHUNK, hi=2**31 - 1)},
     "file_decline": {"id": _bytes(TRANSFER_ID_LEN), "reason": Field(str, max_len=MAX_REASON)},
     "file_chunk": {"id": _bytes(TRANSFER_ID_LEN), "offset": Field(int, lo=0, hi=2**63 - 1),
                    "data": Field(bytes, min_len=1, max_len=MAX_CHUNK)},

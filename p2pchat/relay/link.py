@@ -82,7 +82,7 @@ class RelayLink:
         self._last_sent = time.monotonic()
         # The tail of a relay frame ``send_nowait`` could not write at once; the keepalive thread finishes it
         # (``_wake``), and every later send waits for it, so the relay's byte stream stays in order.
-        self._backlog = b""
+        self._backlog: bytes | memoryview = b""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._closed = False

@@ -224,9 +224,10 @@ class PairKeys:
 
 
 def seal_records(key: bytes, first_counter: int, data: bytes | memoryview, flag: int = 0,
-                 split: int = MAX_RECORD_PLAINTEXT) -> tuple[bytes, int]:
+                 split: int = MAX_RECORD_PLAINTEXT) -> tuple[bytearray, int]:
     """``data`` as records sealed under ``key`` from record number ``first_counter``, split every ``split``
-    bytes (at most ``MAX_RECORD_PLAINTEXT``); returns the bytes and the number of records."""
+    bytes (at most ``MAX_RECORD_PLAINTEXT``); returns the bytes (the buffer they were sealed in, not a copy of it)
+    and the number of records."""
     view = memoryview(data)
     starts = range(0, len(view), split)
     out = bytearray(len(view) + len(starts) * (RECORD_HEADER.size + TAG_LEN))
@@ -240,12 +241,12 @@ def seal_records(key: bytes, first_counter: int, data: bytes | memoryview, flag:
             crypto.seal_into(key, crypto.gcm_counter_nonce(first_counter + count), [chunk], header,
                              dest[at:at + len(chunk) + TAG_LEN])
             at += len(chunk) + TAG_LEN
-    return bytes(out), len(starts)
+    return out, len(starts)
 
 
-def open_record(key: bytes, counter: int, record: bytes) -> bytes:
+def open_record(key: bytes, counter: int, record: bytes | memoryview) -> bytes:
     """The plaintext of one whole record (header included) sealed under ``key`` as record number ``counter``."""
-    header, body = record[:RECORD_HEADER.size], memoryview(record)[RECORD_HEADER.size:]    # the body: not copied
+    header, body = bytes(record[:RECORD_HEADER.size]), memoryview(record)[RECORD_HEADER.size:]   # body: not copied
     try:
         return crypto.open_sealed(key, crypto.gcm_counter_nonce(counter), body, header)
     except CryptoError:
@@ -265,44 +266,61 @@ class _Opener:
         self.forward_pairs = False
 
     def feed(self, data: bytes) -> list[tuple[str, bytes]]:
-        self._buf += data
-        out = []
-        while len(self._buf) >= RECORD_HEADER.size:
-            (word,) = RECORD_HEADER.unpack_from(self._buf)
+        # Records are opened where they lie: in ``data`` itself when nothing was left over from the last read
+        # (the bytes of a relayed file are then copied only by the decryption), else in the buffer.
+        if self._buf:
+            self._buf += data
+            source: bytes | bytearray = self._buf
+        else:
+            source = data
+        out: list[tuple[str, bytes]] = []
+        try:
+            with memoryview(source) as view:
+                used = self._split(view, out)
+        except FrameError:
+            self._buf = bytearray()
+            raise
+        if source is self._buf:
+            del self._buf[:used]
+        else:
+            self._buf = bytearray(data[used:])       # a partial record: kept until the rest arrives
+        return out
+
+    def missing(self) -> int:
+        """Bytes still to come of the record whose header is buffered (0: none is under way)."""
+        if len(self._buf) < RECORD_HEADER.size:
+            return 0
+        (word,) = RECORD_HEADER.unpack_from(self._buf)
+        return max(0, RECORD_HEADER.size + (word & ~PAIR_FLAG) - len(self._buf))
+
+    def _split(self, view: memoryview, out: list[tuple[str, bytes]]) -> int:
+        """Open (or, on the relay, copy for forwarding) every whole record in ``view``; returns the bytes used."""
+        at = 0
+        while len(view) - at >= RECORD_HEADER.size:
+            (word,) = RECORD_HEADER.unpack_from(view, at)
             size = word & ~PAIR_FLAG
             if not TAG_LEN < size <= MAX_RECORD:
-                self._buf.clear()
                 raise FrameError(f"link record of {size} bytes is outside 17..{MAX_RECORD}")
-            end = RECORD_HEADER.size + size
+            end = at + RECORD_HEADER.size + size
             if word & PAIR_FLAG and self.pair is None and not self.forward_pairs:
                 # A session's first pair record can arrive with ``paired`` itself, before the client has set
                 # the pair keys: it waits (with what follows, bounded) until they are set.
-                if len(self._buf) > 2 * (RECORD_HEADER.size + MAX_RECORD):
-                    self._buf.clear()
+                if len(view) - at > 2 * (RECORD_HEADER.size + MAX_RECORD):
                     raise FrameError("pair records arrived outside a relay session")
                 break
-            if len(self._buf) < end:
+            if len(view) < end:
                 break
-            with memoryview(self._buf) as view:
-                record = bytes(view[:end])
-            del self._buf[:end]
             if not word & PAIR_FLAG:
-                out.append(("link", self._open(self._key, self._counter, record)))
+                out.append(("link", open_record(self._key, self._counter, view[at:end])))
                 self._counter += 1
             elif self.forward_pairs:
-                out.append((PAIR_TYPE, record))
+                out.append((PAIR_TYPE, bytes(view[at:end])))
             else:
                 assert self.pair is not None
-                out.append((PAIR_TYPE, self._open(self.pair.recv_key, self.pair.received, record)))
+                out.append((PAIR_TYPE, open_record(self.pair.recv_key, self.pair.received, view[at:end])))
                 self.pair.received += 1
-        return out
-
-    def _open(self, key: bytes, counter: int, record: bytes) -> bytes:
-        try:
-            return open_record(key, counter, record)
-        except FrameError:
-            self._buf.clear()
-            raise
+            at = end
+        return at
 
 
 class SecureSocket(FramedSocket):
@@ -332,12 +350,12 @@ class SecureSocket(FramedSocket):
         """Relay side, before ``paired`` is sent: pair records are received whole and unopened, for forwarding."""
         self._opener.forward_pairs = True
 
-    def _seal(self, data: bytes | memoryview) -> bytes:
+    def _seal(self, data: bytes | memoryview) -> bytearray:
         sealed, count = seal_records(self._send_key, self._send_counter, data)
         self._send_counter += count
         return sealed
 
-    def _seal_pair(self, data: bytes | memoryview) -> bytes:
+    def _seal_pair(self, data: bytes | memoryview) -> bytearray:
         pair = self._opener.pair
         if pair is None:
             raise RuntimeError("pair records need the pair keys of a relay session")
@@ -355,16 +373,16 @@ class SecureSocket(FramedSocket):
         if len(data):
             self._send_sealed(self._seal_pair, data)
 
-    def _send_sealed(self, seal: Callable[[bytes | memoryview], bytes], data: bytes | memoryview) -> None:
+    def _send_sealed(self, seal: Callable[[bytes | memoryview], bytearray], data: bytes | memoryview) -> None:
         with self._send_lock:
-            self._write_all(seal(data))
+            self._write_all(memoryview(seal(data)))
 
-    def send_raw(self, sealed: bytes) -> None:
+    def send_raw(self, sealed: bytes | bytearray | memoryview) -> None:
         """Write bytes already sealed (a tail :meth:`try_send_pair` left, or pair records the relay forwards)."""
         with self._send_lock:
-            self._write_all(sealed)
+            self._write_all(memoryview(sealed))
 
-    def try_send_pair(self, data: bytes | memoryview) -> bytes | None:
+    def try_send_pair(self, data: bytes | memoryview) -> memoryview | None:
         """Never waits: ``None`` when the socket has no room (nothing sealed, nothing taken); otherwise seals
         ``data`` in pair records, writes what the socket takes and returns the sealed tail it did not (``b""`` if
         none), which the caller must write with :meth:`send_raw` before anything else."""
@@ -373,9 +391,8 @@ class SecureSocket(FramedSocket):
         try:
             if not _wait_ready(self.sock, write=True, timeout=0):
                 return None
-            sealed = self._seal_pair(data)
-            sent = _send_now(self.sock, sealed)
-            return sealed[sent:]
+            sealed = memoryview(self._seal_pair(data))
+            return sealed[_send_now(self.sock, sealed):]        # the tail, not a copy of it
         except OSError as exc:
             raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
         finally:
@@ -389,7 +406,8 @@ class SecureSocket(FramedSocket):
             return self._ready.pop(0)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not self._ready:
-            self._take(self._read_some(deadline))
+            # a whole record (up to 256 KiB) per read where the socket holds it, not the framed socket's 64 KiB
+            self._take(self._read_some(deadline, max(RECV_CHUNK, self._opener.missing())))
         return self._ready.pop(0)
 
     def _take(self, data: bytes) -> None:

@@ -223,7 +223,7 @@ class RelaySession:
         """``plaintext`` as the next pair record(s) side ``to_side`` will accept (for test relays)."""
         sealed, count = seal_records(self._pair_keys[1 - to_side], self._sealed[to_side], plaintext, PAIR_FLAG)
         self._sealed[to_side] += count
-        return sealed
+        return bytes(sealed)
 
     def _write(self, to_side: int, frames: list[bytes], payload_bytes: int) -> bool:
         if self.closed:

@@ -210,9 +210,9 @@ def test_the_window_and_chunks_follow_the_acknowledged_rate_fast_path_grows_slow
 
     fast, slow = Pace(), Pace()
     t = 0.0
-    for _ in range(40):             # 100 MB/s acknowledged
+    for _ in range(40):             # 150 MB/s acknowledged: chunks of the largest size (10 ms of the rate)
         t += 0.01
-        fast.acked(1_000_000, t)
+        fast.acked(1_500_000, t)
         slow.acked(40_000, t)       # 4 MB/s (a relay's default rate limit)
     assert fast.window == min(MAX_WINDOW, int(fast.rate * TARGET_DELAY)) > 2_000_000
     assert fast.chunk == CHUNK_SIZE
@@ -342,3 +342,97 @@ def test_a_disk_that_fills_up_under_the_writer_thread_fails_the_transfer_and_kee
                                                                             "is kept")
     assert d.resume_offset("fp", sha, len(data)) == 100_000
     assert not _writer_threads()
+
+
+def _fast_sender(core: TransferCore, tid: bytes) -> None:
+    """Make a sending transfer's pace see 300 MB/s of acknowledgements (as on a fast loopback)."""
+    t = core.get(tid)
+    assert t is not None
+    for i in range(5):
+        t.pace.acked(3_000_000, 0.01 * i)
+
+
+def _accepted_pair(data: bytes, *, receiver: TransferCore, drop_max_chunk: bool = False):
+    sha = hashlib.sha256(data).digest()
+    a = TransferCore(id_factory=_ids())
+    tid, outs = a.offer(MemSource(data), "f.bin", len(data), sha, 0.0)
+    receiver.receive(outs[0].kind, outs[0].fields, 0.0)
+    sink = MemSink(sha)
+    accept = receiver.accept(tid, sink, 0.0)[0]
+    fields = dict(accept.fields)
+    if drop_max_chunk:              # what a receiver of the first version sends
+        fields["max_chunk"] = None
+    a.receive(accept.kind, fields, 0.0)
+    _fast_sender(a, tid)
+    return a, tid, sink, accept
+
+
+def test_a_receiver_announces_the_largest_chunk_it_takes_and_a_fast_sender_uses_it():
+    from p2pchat.chat_protocol import MAX_CHUNK
+
+    data = bytes(range(256)) * 20_000          # 5.1 MB
+    b = TransferCore()
+    a, _, sink, accept = _accepted_pair(data, receiver=b)
+    assert accept.fields["max_chunk"] == MAX_CHUNK == CHUNK_SIZE == 16 * 65536 - 128
+    sizes = []
+    while a.has_chunk:
+        out = a.next_chunk(0.0)
+        sizes.append(len(out.fields["data"]))
+        replies = b.receive(out.kind, out.fields, 0.0)
+        for r in replies:
+            if isinstance(r, Out):
+                a.receive(r.kind, r.fields, 0.0)
+    assert sizes[0] == CHUNK_SIZE and max(sizes) == CHUNK_SIZE
+    assert bytes(sink.buf) == data and sink.state == "saved"
+
+
+def test_a_receiver_that_announces_no_max_chunk_gets_chunks_of_the_first_version_at_most():
+    from p2pchat.chat_protocol import BASE_CHUNK
+
+    data = b"y" * (3 * CHUNK_SIZE)
+    b = TransferCore()
+    a, _, sink, _ = _accepted_pair(data, receiver=b, drop_max_chunk=True)
+    sizes = []
+    while a.has_chunk:
+        out = a.next_chunk(0.0)
+        sizes.append(len(out.fields["data"]))
+        for r in b.receive(out.kind, out.fields, 0.0):
+            if isinstance(r, Out):
+                a.receive(r.kind, r.fields, 0.0)
+    assert max(sizes) == BASE_CHUNK == 262_016
+    assert bytes(sink.buf) == data
+
+
+def test_a_chunk_larger_than_the_receiver_announced_ends_the_transfer_with_a_plain_message():
+    from p2pchat.chat_protocol import BASE_CHUNK
+
+    data = b"z" * (2 * CHUNK_SIZE)
+    b = TransferCore(max_chunk=BASE_CHUNK)
+    a, tid, sink, accept = _accepted_pair(data, receiver=b)
+    assert accept.fields["max_chunk"] == BASE_CHUNK
+    a.get(tid).chunk_limit = CHUNK_SIZE         # a sender that ignores what the receiver announced
+    out = a.next_chunk(0.0)
+    assert len(out.fields["data"]) == CHUNK_SIZE
+    replies = b.receive(out.kind, out.fields, 0.0)
+    cancel = [r for r in replies if isinstance(r, Out)]
+    fin = [r for r in replies if isinstance(r, Finished)]
+    assert [c.kind for c in cancel] == ["file_cancel"]
+    assert fin[0].state is State.FAILED and "more than the 262,016 this side announced" in fin[0].text
+    assert sink.state == "kept" and not sink.buf
+
+
+def test_file_accept_with_and_without_max_chunk_decodes_and_a_too_small_one_is_malformed():
+    import msgpack
+    import pytest
+
+    from p2pchat.chat_protocol import BASE_CHUNK, SEALED_CONTENT
+    from p2pchat.foundation.errors import FrameError
+
+    tid = bytes(16)
+    old = SEALED_CONTENT.decode(SEALED_CONTENT.encode_body("file_accept", id=tid, offset=5))
+    assert old["max_chunk"] is None
+    new = SEALED_CONTENT.decode(SEALED_CONTENT.encode_body("file_accept", id=tid, offset=5, max_chunk=CHUNK_SIZE))
+    assert new["max_chunk"] == CHUNK_SIZE
+    small = msgpack.packb({"t": "file_accept", "id": tid, "offset": 0, "max_chunk": BASE_CHUNK - 1})
+    with pytest.raises(FrameError, match="max_chunk"):
+        SEALED_CONTENT.decode(small)

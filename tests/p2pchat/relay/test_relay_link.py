@@ -7,6 +7,8 @@ import socket
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import Protocol
@@ -22,6 +24,7 @@ from p2pchat.relay.secure import (
     RECORD_HEADER,
     RELAY_MAGIC,
     KnownRelays,
+    PairKeys,
     RelayKeyMismatch,
     SecureSocket,
     client_handshake,
@@ -179,3 +182,63 @@ def test_the_relay_key_file_is_created_private_and_reused(tmp_path):
     first = RelayKey.load_or_create(path)
     assert path.stat().st_mode & 0o777 == 0o600
     assert RelayKey.load_or_create(path).public == first.public
+
+
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=1, max_value=300_000), min_size=1, max_size=12),
+       sizes=st.lists(st.integers(min_value=1, max_value=600_000), min_size=1, max_size=5))
+def test_records_cut_anywhere_by_the_network_open_in_order_on_a_client_and_pass_whole_on_the_relay(cuts, sizes):
+    from p2pchat.relay.secure import PAIR_FLAG, _Opener, seal_records
+
+    link_key, pair_key = bytes(range(32)), bytes(range(32, 64))
+    payloads = [bytes([i]) * n for i, n in enumerate(sizes)]
+    stream, wanted, records = bytearray(), [], []
+    link_counter = pair_counter = 0
+    for i, data in enumerate(payloads):
+        if i % 2:   # alternately link records and pair records (each split at 256 KiB)
+            sealed, count = seal_records(pair_key, pair_counter, data, PAIR_FLAG)
+            pair_counter += count
+            kind = "pair"
+        else:
+            sealed, count = seal_records(link_key, link_counter, data)
+            link_counter += count
+            kind = "link"
+        stream += sealed
+        at = 0
+        for start in range(0, len(data), 256 * 1024):
+            wanted.append((kind, data[start:start + 256 * 1024]))
+            end = at + RECORD_HEADER.size + len(wanted[-1][1]) + 16
+            records.append(bytes(sealed[at:end]))
+            at = end
+    client, relay = _Opener(link_key), _Opener(link_key)
+    client.pair = PairKeys(pair_key, pair_key)
+    relay.forward_pairs = True
+    got_client, got_relay, at = [], [], 0
+    for cut in [*cuts, len(stream)]:
+        piece = bytes(stream[at:at + cut])
+        at += len(piece)
+        got_client += client.feed(piece)
+        got_relay += relay.feed(piece)
+    assert at == len(stream)
+    assert got_client == wanted
+    # the relay opens link records and hands pair records on unchanged, whole
+    assert [c for c in got_relay if c[0] == "link"] == [w for w in wanted if w[0] == "link"]
+    assert [c[1] for c in got_relay if c[0] == "pair"] == [r for r, w in zip(records, wanted, strict=True)
+                                                           if w[0] == "pair"]
+
+
+def test_a_pair_record_before_the_pair_keys_waits_and_opens_once_they_are_set():
+    from p2pchat.relay.secure import PAIR_FLAG, _Opener, seal_records
+
+    link_key, pair_key = bytes(32), bytes(range(32))
+    link, _ = seal_records(link_key, 0, b"paired")
+    pair, _ = seal_records(pair_key, 0, b"hello", PAIR_FLAG)
+    opener = _Opener(link_key)
+    assert opener.feed(bytes(link + pair[:3])) == [("link", b"paired")]
+    assert opener.missing() == 0                        # the next record's header is not complete yet
+    assert opener.feed(bytes(pair[3:6])) == [] and opener.missing() == len(pair) - 6     # what a read asks for
+    assert opener.feed(bytes(pair[6:])) == []          # waits: no keys yet
+    opener.pair = PairKeys(pair_key, pair_key)
+    assert opener.feed(b"") == [("pair", b"hello")]
+    with pytest.raises(FrameError, match="failed authentication"):
+        opener.feed(bytes(seal_records(bytes(32), 1, b"x", PAIR_FLAG)[0]))
