@@ -475,14 +475,20 @@ class LocalLedger:
                 self.chain.give_back_changes(changes)
                 raise
             self.chain.persisted()
+        connected: list[Block] = []
+        disconnected: list[Block] = []
         for result, now in unsaved.results:
             self._warn_parked(result, now)
             if result.became_tip:
-                returned = self.pool.on_reorg(result.connected, result.disconnected, self.chain, now)
-                if result.disconnected:
-                    log.info("reorg: %d blocks disconnected, %d connected, %d records back in the pool",
-                             len(result.disconnected), len(result.connected), len(returned))
+                connected += result.connected
+                disconnected[:0] = result.disconnected   # newest first, as each result lists them
         if unsaved.became_tip:
+            # One pool update for the whole batch (it re-checks every pending record against the new tip): the
+            # same pool as one update per block, since each of those judged the records against this final chain.
+            returned = self.pool.on_reorg(connected, disconnected, self.chain, unsaved.results[-1][1])
+            if disconnected:
+                log.info("reorg: %d blocks disconnected, %d connected, %d records back in the pool",
+                         len(disconnected), len(connected), len(returned))
             self._persist_pool()
             if self._miner is not None:
                 self._miner.wake()
