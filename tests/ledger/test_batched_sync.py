@@ -94,6 +94,7 @@ def test_a_sync_batch_longer_than_one_transaction_is_stored_whole_with_its_pool_
     """Blocks past BATCH_BLOCKS in one batch: several transactions, the pending record they mine leaves the pool."""
     from ledger import local_ledger
 
+    now = T0 + 10 * local_ledger.BATCH_BLOCKS   # every block dated before it
     parent = PARAMS.genesis().header
     chain_blocks = []
     for i in range(local_ledger.BATCH_BLOCKS + 5):
@@ -101,14 +102,14 @@ def test_a_sync_batch_longer_than_one_transaction_is_stored_whole_with_its_pool_
         block = block_on(parent, records, T0 + 10 + i)
         chain_blocks.append(block)
         parent = block.header
-    with LocalLedger(tmp_path / "node", PARAMS, clock=lambda: NOW, finality=POLICY) as ledger:
-        assert ledger.submit_record(record_pool[0], NOW)
+    with LocalLedger(tmp_path / "node", PARAMS, clock=lambda: now, finality=POLICY) as ledger:
+        assert ledger.submit_record(record_pool[0], now)
         with ledger.batched():
             for block in chain_blocks:
-                assert ledger.receive_block(block, NOW).status == "added"
+                assert ledger.receive_block(block, now).status == "added"
         assert ledger.pending_records() == []
         assert ledger.height == len(chain_blocks)
     tables = stored_tables(tmp_path / "node")
     assert len(tables["main_chain"]) == len(chain_blocks) and tables["side"] == []
-    restored, replayed = checkpoint_and_replay(tmp_path / "node", PARAMS, NOW, tmp_path, POLICY)
+    restored, replayed = checkpoint_and_replay(tmp_path / "node", PARAMS, now, tmp_path, POLICY)
     assert restored == replayed
