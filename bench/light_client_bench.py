@@ -324,8 +324,8 @@ JOIN_SEEDS = [f"127.0.0.{i}" for i in range(100, 108)]
 JOIN_ONE, JOIN_MANY = "127.0.0.95", "127.0.0.96"
 
 
-def join_from_seeds(chain_dir: Path, work: Path, seeds: int,
-                    finality_depth: int | None = None) -> dict[str, float | str]:
+def join_from_seeds(chain_dir: Path, work: Path, seeds: int, finality_depth: int | None = None,
+                    modes: tuple[str, ...] = ("one", "many")) -> dict[str, float | str]:
     """A fresh ``ledger join`` through one seed (``--max-peers 1``) and through ``seeds`` seeds, in the same run,
     against ``seeds`` ``ledger serve`` processes on copies of ``chain_dir``: seconds until the joiner's height
     reaches the chain's (the block download), and until it proves its own record (mined by the first seed).
@@ -381,6 +381,8 @@ def join_from_seeds(chain_dir: Path, work: Path, seeds: int,
                       and LedgerClient(hosts[0], timeout=5.0).status()["height"])
         results["chain_height"] = height
         for host, mode, args in ((JOIN_ONE, "one", [hosts[0], "--max-peers", "1"]), (JOIN_MANY, "many", hosts)):
+            if mode not in modes:
+                continue
             data = work / f"join-{mode}"
             shutil.rmtree(data, ignore_errors=True)
             data.mkdir(mode=0o700)
@@ -417,20 +419,25 @@ def main() -> None:
                         help="with --join-chain: serve it from this many seeds, join from one and from all")
     parser.add_argument("--seed-finality-depth", type=int,
                         help="with --seeds: the seeds' --finality-depth (1 for a synthetic chain: see join_from_seeds)")
+    parser.add_argument("--join-modes", default="one,many",
+                        help="with --seeds: which joins to measure (one: through one seed; many: through all)")
     args = parser.parse_args()
     if args.join_chain is not None and args.seeds:
         args.work.mkdir(parents=True, exist_ok=True)
-        r = join_from_seeds(args.join_chain, args.work, args.seeds, args.seed_finality_depth)
+        modes = tuple(args.join_modes.split(","))
+        r = join_from_seeds(args.join_chain, args.work, args.seeds, args.seed_finality_depth, modes)
         print(json.dumps(r), file=sys.stderr)
         n = r["chain_height"]
         print(f"| join of {args.join_chain.name} ({n:,} blocks) | in sync | blocks/s | peers delivering "
               "| usable (own record proven) |")
         print("|---|---|---|---|---|")
         for mode, label in (("one", "from 1 seed (`--max-peers 1`)"), ("many", f"from {args.seeds} seeds")):
-            print(f"| {label} | {r[f'{mode}_synced_s']:.1f} s | {n / r[f'{mode}_synced_s']:,.0f} "
-                  f"| {r[f'{mode}_peers_delivering']} | {r[f'{mode}_usable_s']:.1f} s |")
-        print(f"| ratio (many / one) | {r['many_synced_s'] / r['one_synced_s']:.2f} × | | "
-              f"| {r['many_usable_s'] / r['one_usable_s']:.2f} × |")
+            if mode in modes:
+                print(f"| {label} | {r[f'{mode}_synced_s']:.1f} s | {n / r[f'{mode}_synced_s']:,.0f} "
+                      f"| {r[f'{mode}_peers_delivering']} | {r[f'{mode}_usable_s']:.1f} s |")
+        if len(modes) == 2:
+            print(f"| ratio (many / one) | {r['many_synced_s'] / r['one_synced_s']:.2f} × | | "
+                  f"| {r['many_usable_s'] / r['one_usable_s']:.2f} × |")
         return
     if args.join_chain is not None:
         args.work.mkdir(parents=True, exist_ok=True)
