@@ -21,7 +21,8 @@ the header part of a chain of that length without the hours of RSA-key generatio
 - with ``--join-chain DIR --seeds N``: N ``ledger serve`` seeds of the chain (the first mines, the others follow
   it without mining), and in the same run a join from one seed (``--max-peers 1``) and a join through all N
   (blocks fetched from all of them at once): seconds until in sync with the chain's height, blocks/s, and until
-  usable.
+  usable (``--join-modes one`` measures only the former join; ``--sync-only`` stops at the sync, for synthetic
+  chains whose background verification fails at once).
 
 Prints a Markdown table for docs/benchmarks.md.
 """
