@@ -19,7 +19,8 @@ Every block received goes through :meth:`Chain.add_block`:
 Every step is proportional to the blocks involved (no re-walk of the chain), so syncing long chains is linear.
 
 **Local finality** (:class:`FinalityPolicy`): a main-chain block becomes *final* on this node once it is at depth
-``depth`` or has been held on the main chain for ``seconds`` since it was (last) connected, whichever comes first.
+``depth`` and has been held for ``min_hold`` seconds, or has been held on the main chain for ``seconds`` since it
+was (last) connected, whichever comes first.
 The final height only grows (except by :meth:`Chain.accept_branch`, the operator's decision). A branch whose fork
 point is below the final height conflicts with final history: it is *parked* — kept (bounded), never followed by
 fork choice, and reported in :attr:`AddResult.parked` when it has more work than the main chain — until the
@@ -39,7 +40,7 @@ from typing import Any, Literal, Protocol, overload, runtime_checkable
 
 from ledger.bindings import Bindings, StoredMap, UndoLog
 from ledger.blocks import HEADER_FORMAT, Block, BlockHeader, chain_preference, work_for
-from ledger.defaults import FINALITY_DEPTH, FINALITY_SECONDS
+from ledger.defaults import FINALITY_DEPTH, FINALITY_MIN_HOLD, FINALITY_SECONDS
 from ledger.errors import LedgerError, StoreError
 from ledger.merkle import merkle_path
 from ledger.params import NetworkParams
@@ -57,15 +58,18 @@ BODY_CACHE_BLOCKS = 256   # bodies of restored blocks kept in memory (lookups, p
 class FinalityPolicy:
     """When this node treats a main-chain block as final (local policy, not a consensus rule).
 
-    A block at height ``h`` is final once ``tip_height - h + 1 >= depth`` *or* it has been on this node's main
-    chain for ``seconds`` since it was connected. Blocks are mined only while records are pending, so depth alone
-    would leave a quiet network's whole history open to a laptop for days; time alone would let a node that was
-    offline for a while finalize blocks nobody else has. ``max_parked_branches`` and ``max_parked_bytes`` bound
-    what is kept of branches that conflict with final history (the lightest go first).
+    A block at height ``h`` is final once ``tip_height - h + 1 >= depth`` and it has been on this node's main
+    chain for ``min_hold`` seconds, *or* once it has been held for ``seconds``. Blocks are mined only while records
+    are pending, so depth alone would leave a quiet network's whole history open to a laptop for days; time alone
+    would let a node that was offline for a while finalize blocks nobody else has; and depth without a minimum hold
+    would let a burst of cheap blocks (many nodes mining at once, or one attacker) finalize a branch before the
+    network's gossip could reach this node. ``max_parked_branches`` and ``max_parked_bytes`` bound what is kept of
+    branches that conflict with final history (the lightest go first).
     """
 
     depth: int = FINALITY_DEPTH
     seconds: float = FINALITY_SECONDS
+    min_hold: float = FINALITY_MIN_HOLD
     max_parked_branches: int = 4
     max_parked_bytes: int = 32_000_000
 
@@ -74,6 +78,8 @@ class FinalityPolicy:
             raise ValueError("finality depth must be at least 1 block")
         if self.seconds < 0:
             raise ValueError("finality time cannot be negative")
+        if self.min_hold < 0:
+            raise ValueError("the minimum hold before depth counts cannot be negative")
         if self.max_parked_branches < 1 or self.max_parked_bytes < 1:
             raise ValueError("at least one parked branch must be kept")
 
@@ -590,6 +596,9 @@ class Chain:
     def _advance_final(self, now: float) -> bool:
         top = len(self._main) - 1
         by_depth = top - self.finality.depth + 1
+        if by_depth > self._final and self.finality.min_hold > 0:
+            # Held times only grow with the height, so the blocks held long enough are a prefix of the chain.
+            by_depth = min(by_depth, bisect_right(self._held, now - self.finality.min_hold) - 1)
         by_time = bisect_right(self._held, now - self.finality.seconds) - 1
         new = min(top, max(self._final, by_depth, by_time))
         cp = self._checkpoint

@@ -24,6 +24,7 @@ from ledger.defaults import (
     DEFAULT_DIFFICULTY_BITS,
     DEFAULT_NETWORK,
     FINALITY_DEPTH,
+    FINALITY_MIN_HOLD,
     FINALITY_SECONDS,
     MAX_DIFFICULTY_BITS,
     MIN_DIFFICULTY_BITS,
@@ -195,6 +196,9 @@ def _finality_options(parser: argparse.ArgumentParser) -> None:
                         help=f"a block is final at this depth… (default {FINALITY_DEPTH})")
     parser.add_argument("--finality-seconds", type=_positive_int, default=int(FINALITY_SECONDS), metavar="SECONDS",
                         help=f"…or once held this long on the main chain (default {int(FINALITY_SECONDS)})")
+    parser.add_argument("--finality-hold", type=_count, default=int(FINALITY_MIN_HOLD), metavar="SECONDS",
+                        help="depth counts only for blocks held at least this long, so a burst of blocks cannot "
+                             f"finalize a branch before the network is heard (default {int(FINALITY_MIN_HOLD)})")
 
 
 def _prune_keep_option(parser: argparse.ArgumentParser) -> None:
@@ -529,7 +533,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
                        "joined; prune once 'ledger status' no longer shows the history check")
     try:
         ledger = LocalLedger(data_dir, params,
-                             finality=FinalityPolicy(depth=args.finality_depth, seconds=args.finality_seconds))
+                             finality=FinalityPolicy(depth=args.finality_depth, seconds=args.finality_seconds,
+                                                      min_hold=args.finality_hold))
     except StoreError as exc:
         if "already using" in str(exc):
             raise CliError(f"the ledger node using {data_dir} is running; it prunes by itself when started with "
@@ -903,7 +908,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         ledger = LocalLedger(data_dir, params, recover=args.recover, checkpoint=checkpoint,
-                             finality=FinalityPolicy(depth=args.finality_depth, seconds=args.finality_seconds))
+                             finality=FinalityPolicy(depth=args.finality_depth, seconds=args.finality_seconds,
+                                                      min_hold=args.finality_hold))
     except LedgerError as exc:  # a --checkpoint that contradicts this node's own history
         raise CliError(str(exc)) from None
     if ledger.store.recovered_from is not None:

@@ -6,4 +6,5 @@ MIN_DIFFICULTY_BITS = 1
 MAX_DIFFICULTY_BITS = 64
 FINALITY_DEPTH = 6              # ledger.chain.FinalityPolicy's defaults
 FINALITY_SECONDS = 1800.0
+FINALITY_MIN_HOLD = 60.0        # depth counts only for blocks held at least this long (see FinalityPolicy)
 PRUNE_KEEP = 288                # ledger.prune: blocks whose bodies a pruning node keeps below its final height

@@ -33,6 +33,7 @@ import struct
 import threading
 import time
 from collections.abc import Container, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
@@ -440,7 +441,7 @@ class Store:
 
     def load_params(self) -> NetworkParams | None:
         """The network parameters this store was created for (None for a new store)."""
-        row = self._conn.execute("SELECT value FROM meta WHERE key='params'").fetchone()
+        row = self._row("SELECT value FROM meta WHERE key='params'")
         if row is None:
             return None
         return _decode_params(row[0], self.path)
@@ -458,7 +459,7 @@ class Store:
     def load_finality(self) -> dict[str, Any] | None:
         """The saved finality state, or None (none saved, or damaged: then finality restarts from the depth
         and the clocks, which is logged)."""
-        row = self._conn.execute("SELECT value FROM meta WHERE key='finality'").fetchone()
+        row = self._row("SELECT value FROM meta WHERE key='finality'")
         if row is None:
             return None
         try:
@@ -515,10 +516,10 @@ class Store:
         self._write([("DELETE FROM blocks WHERE hash=?", (h,)) for h in hashes])
 
     def has_blocks(self) -> bool:
-        return self._conn.execute("SELECT 1 FROM blocks LIMIT 1").fetchone() is not None
+        return self._row("SELECT 1 FROM blocks LIMIT 1") is not None
 
     def block_count(self) -> int:
-        return self._conn.execute("SELECT COUNT(*) FROM blocks").fetchone()[0]
+        return self._row("SELECT COUNT(*) FROM blocks")[0]
 
     def load_blocks(self) -> list[Block]:
         """Every stored block in the order it was accepted (parents before children); a damaged row raises
@@ -532,21 +533,12 @@ class Store:
 
     def raw_block_rows(self) -> list[tuple[int, bytes, bytes]]:
         """``(row number, packed header, packed records)`` of every stored block in acceptance order, unparsed."""
-        try:
-            return self._conn.execute("SELECT n, header, records FROM blocks ORDER BY n").fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"the ledger database {self.path} is damaged ({exc}); move it aside "
-                             f"and start again to resync: mv '{self.path}' '{self.path}.bad'") from None
+        return self._rows("SELECT n, header, records FROM blocks ORDER BY n")
 
     def load_blocks_lenient(self) -> tuple[list[Block], list[tuple[int, str]]]:
         """Stored blocks in acceptance order, skipping rows that do not parse; returns the blocks and the
         skipped rows as ``(row number, reason)`` (see :meth:`delete_rows`)."""
-        try:
-            rows = self._conn.execute("SELECT n, header, records FROM blocks ORDER BY n").fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"the ledger database {self.path} is damaged ({exc}); move it aside "
-                             f"and start again to resync: mv '{self.path}' '{self.path}.bad'") from None
-        return _parse_rows(rows)
+        return _parse_rows(self._rows("SELECT n, header, records FROM blocks ORDER BY n"))
 
     def delete_rows(self, rows: Iterable[int]) -> None:
         """Delete block rows by row number (damaged rows reported by :meth:`load_blocks_lenient`)."""
@@ -557,7 +549,7 @@ class Store:
     def load_derived_meta(self) -> dict[str, Any] | None:
         """The stored derived state's stamp ``{"format", "height", "tip"}`` (and ``"counts"``: identities per
         status, when written by this version), or None (none, or damaged)."""
-        row = self._conn.execute("SELECT value FROM meta WHERE key='derived'").fetchone()
+        row = self._row("SELECT value FROM meta WHERE key='derived'")
         if row is None:
             return None
         try:
@@ -575,16 +567,16 @@ class Store:
 
     def main_chain_rows(self, above: int = 0) -> list[tuple[int, bytes, bytes]]:
         """``(height, hash, packed header)`` of the stored main chain above height ``above``, by height."""
-        return self._conn.execute("SELECT height, hash, header FROM main_chain WHERE height > ? ORDER BY height",
-                                  (above,)).fetchall()
+        return self._rows("SELECT height, hash, header FROM main_chain WHERE height > ? ORDER BY height",
+                          (above,))
 
     def main_chain_ends(self) -> tuple[int, int, bytes | None]:
         """``(lowest height, highest height, hash at the highest)`` of the stored main chain, from the B-tree's
         edges (0, 0, None when empty); that no height between is missing is checked by
         :meth:`checkpoint_problem`."""
         # Two queries: SQLite answers MIN() or MAX() of the key from the B-tree's edge, but not both at once.
-        low, = self._conn.execute("SELECT COALESCE(MIN(height), 0) FROM main_chain").fetchone()
-        top, = self._conn.execute("SELECT COALESCE(MAX(height), 0) FROM main_chain").fetchone()
+        low, = self._row("SELECT COALESCE(MIN(height), 0) FROM main_chain")
+        top, = self._row("SELECT COALESCE(MAX(height), 0) FROM main_chain")
         return low, top, self.main_hash_at(top)
 
     def checkpoint_problem(self) -> str | None:
@@ -593,30 +585,30 @@ class Store:
 
     def main_row_at(self, height: int) -> tuple[bytes, bytes] | None:
         """``(hash, packed header)`` of the stored main chain at ``height`` (None if there is no such row)."""
-        row = self._conn.execute("SELECT hash, header FROM main_chain WHERE height=?", (height,)).fetchone()
+        row = self._row("SELECT hash, header FROM main_chain WHERE height=?", (height,))
         return (row[0], row[1]) if row is not None else None
 
     def height_of(self, block_hash: bytes) -> int | None:
         """The height of a stored block, main chain or not (None if not stored)."""
-        row = self._conn.execute("SELECT height FROM blocks WHERE hash=?", (block_hash,)).fetchone()
+        row = self._row("SELECT height FROM blocks WHERE hash=?", (block_hash,))
         return row[0] if row is not None else None
 
     def main_hash_at(self, height: int) -> bytes | None:
-        row = self._conn.execute("SELECT hash FROM main_chain WHERE height=?", (height,)).fetchone()
+        row = self._row("SELECT hash FROM main_chain WHERE height=?", (height,))
         return row[0] if row is not None else None
 
     def identity_rows(self) -> list[tuple[bytes, bytes, int, int, str, int]]:
-        return self._conn.execute("SELECT fp, record_id, height, idx, status, expires FROM bind_id "
-                                  "ORDER BY fp").fetchall()
+        return self._rows("SELECT fp, record_id, height, idx, status, expires FROM bind_id "
+                          "ORDER BY fp")
 
     def live_fps_from(self, start: bytes, limit: int) -> list[bytes]:
         """Up to ``limit`` fingerprints of stored live identities >= ``start``, in order (prefix lookups)."""
-        return [r[0] for r in self._conn.execute("SELECT fp FROM bind_id WHERE fp >= ? AND status='live' "
-                                                 "ORDER BY fp LIMIT ?", (start, limit))]
+        return [r[0] for r in self._rows("SELECT fp FROM bind_id WHERE fp >= ? AND status='live' "
+                                         "ORDER BY fp LIMIT ?", (start, limit))]
 
     def identity_row(self, fp: bytes) -> tuple[bytes, bytes, int, int, str, int] | None:
-        return self._conn.execute("SELECT fp, record_id, height, idx, status, expires FROM bind_id WHERE fp=?",
-                                  (fp,)).fetchone()
+        return self._row("SELECT fp, record_id, height, idx, status, expires FROM bind_id WHERE fp=?",
+                         (fp,))
 
     def identity_counts(self) -> dict[str, int]:
         """Identities per status, counted (linear: a start reads the counts kept in the checkpoint's stamp)."""
@@ -624,35 +616,59 @@ class Store:
 
     def live_expiries(self) -> list[int]:
         """The expiry times of the live identities (read once, when the live-binding count is first asked)."""
-        return [r[0] for r in self._conn.execute("SELECT expires FROM bind_id WHERE status='live'")]
+        return [r[0] for r in self._rows("SELECT expires FROM bind_id WHERE status='live'")]
 
     def binding_rows(self, table: str) -> list[tuple[str, bytes]]:
         """``(key, fingerprint)`` rows of ``bind_ip`` or ``bind_nick``."""
         if table not in ("bind_ip", "bind_nick"):
             raise ValueError(table)
-        return self._conn.execute(f"SELECT * FROM {table}").fetchall()
+        return self._rows(f"SELECT * FROM {table}")
 
     def record_loc_rows(self) -> list[tuple[bytes, tuple[int, int]]]:
-        return [(rid, (h, i)) for rid, h, i in self._conn.execute("SELECT id, height, idx FROM record_loc")]
+        return [(rid, (h, i)) for rid, h, i in self._rows("SELECT id, height, idx FROM record_loc")]
 
     def binding_value(self, table: str, key: str) -> bytes | None:
         """The fingerprint ``bind_ip`` or ``bind_nick`` holds for ``key`` (None if none)."""
         if table not in ("bind_ip", "bind_nick"):
             raise ValueError(table)
         column = "ip" if table == "bind_ip" else "key"
-        row = self._conn.execute(f"SELECT fp FROM {table} WHERE {column}=?", (key,)).fetchone()
+        row = self._row(f"SELECT fp FROM {table} WHERE {column}=?", (key,))
         return row[0] if row is not None else None
 
     def record_loc(self, record_id: bytes) -> tuple[int, int] | None:
-        row = self._conn.execute("SELECT height, idx FROM record_loc WHERE id=?", (record_id,)).fetchone()
+        row = self._row("SELECT height, idx FROM record_loc WHERE id=?", (record_id,))
         return (row[0], row[1]) if row is not None else None
 
     def undo_rows(self) -> dict[int, bytes]:
-        return dict(self._conn.execute("SELECT height, log FROM undo").fetchall())
+        return dict(self._rows("SELECT height, log FROM undo"))
+
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        """Every row of a read; errors as :meth:`_row`."""
+        with self._reading():
+            return self._conn.execute(sql, args).fetchall()
+
+    def _row(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        """The first row of a read (None if there is none). SQLite finds a damaged page only when a query reads
+        it, at any time after the open: that becomes the same plain :class:`StoreError` as damage found at open,
+        never a raw sqlite error escaping to the caller."""
+        with self._reading():
+            return self._conn.execute(sql, args).fetchone()
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.ProgrammingError:          # our bug (e.g. a closed store), not the file's
+            raise
+        except sqlite3.OperationalError as exc:   # locked, busy, I/O: the file may be fine
+            raise StoreError(f"cannot read the ledger database {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"the ledger database {self.path} is damaged ({exc}); move it aside "
+                             f"and start again to resync: mv '{self.path}' '{self.path}.bad'") from None
 
     def block_by_hash(self, block_hash: bytes) -> Block | None:
         """One stored block, parsed (None if absent); a damaged row raises :class:`StoreError`."""
-        row = self._conn.execute("SELECT header, records FROM blocks WHERE hash=?", (block_hash,)).fetchone()
+        row = self._row("SELECT header, records FROM blocks WHERE hash=?", (block_hash,))
         if row is None:
             return None
         try:
@@ -664,8 +680,8 @@ class Store:
     def side_blocks(self) -> tuple[list[Block], list[tuple[int, str]]]:
         """Stored blocks not on the stored main chain (side and parked branches), in acceptance order."""
         # CROSS JOIN keeps ``side`` (a few rows) the outer loop: SQLite's planner would otherwise scan ``blocks``.
-        rows = self._conn.execute("SELECT b.n, b.header, b.records FROM side s CROSS JOIN blocks b "
-                                  "ON b.hash = s.hash ORDER BY b.n").fetchall()
+        rows = self._rows("SELECT b.n, b.header, b.records FROM side s CROSS JOIN blocks b "
+                          "ON b.hash = s.hash ORDER BY b.n")
         return _parse_rows(rows)
 
     # --- pruning (ledger/prune.py; docs/ledger.md "Pruning") ----------------------------------------------------
@@ -673,7 +689,7 @@ class Store:
     def prune_meta(self) -> dict[str, Any] | None:
         """The pruning progress ``{"height", "records", "bytes"}`` (None: never pruned). A damaged entry raises
         :class:`StoreError`: taking a pruned store for a full one would let a replay drop its pruned blocks."""
-        row = self._conn.execute("SELECT value FROM meta WHERE key='pruned'").fetchone()
+        row = self._row("SELECT value FROM meta WHERE key='pruned'")
         if row is None:
             return None
         try:
@@ -687,8 +703,8 @@ class Store:
 
     def main_body_row(self, height: int) -> tuple[bytes, bytes, bytes] | None:
         """``(hash, packed header, stored record list)`` of the main-chain block at ``height``."""
-        row = self._conn.execute("SELECT m.hash, m.header, b.records FROM main_chain m JOIN blocks b "
-                                 "ON b.hash = m.hash WHERE m.height=?", (height,)).fetchone()
+        row = self._row("SELECT m.hash, m.header, b.records FROM main_chain m JOIN blocks b "
+                        "ON b.hash = m.hash WHERE m.height=?", (height,))
         return (row[0], row[1], row[2]) if row is not None else None
 
     def write_pruned(self, bodies: Iterable[tuple[bytes, Any]], meta: dict[str, Any]) -> None:
@@ -729,7 +745,7 @@ class Store:
     def load_pending(self) -> list[Record]:
         """Stored pending records in arrival order; damaged rows are skipped (and logged)."""
         out = []
-        for n, data in self._conn.execute("SELECT n, record FROM pending ORDER BY n").fetchall():
+        for n, data in self._rows("SELECT n, record FROM pending ORDER BY n"):
             try:
                 out.append(Record.from_wire(_unpack(data)))
             except (LedgerError, ValueError, TypeError, msgpack.UnpackException) as exc:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ledger.blocks import Block, BlockHeader
+from ledger.chain import FinalityPolicy
 from ledger.local_ledger import LocalLedger, store_path
 from ledger.merkle import merkle_root
 from ledger.miner import mine
@@ -36,7 +37,8 @@ def renewal_chain(data_dir: Path, identity: Identity, blocks: int) -> list[bytes
     start = int(now) - blocks - 120
     prev: Record | None = None
     hashes = []
-    with LocalLedger(data_dir, PARAMS) as ledger:
+    # Depth finality at once (no minimum hold): the chain stands for one mined long before the test starts.
+    with LocalLedger(data_dir, PARAMS, finality=FinalityPolicy(min_hold=0)) as ledger:
         tip = ledger.chain.tip
         for i in range(blocks):
             record = make_register(identity, network=PARAMS.name, seq=0 if prev is None else prev.seq + 1,

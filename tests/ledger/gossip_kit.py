@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.blocks import Block, BlockHeader
+from ledger.chain import FinalityPolicy
 from ledger.local_ledger import LocalLedger
 from ledger.merkle import merkle_root
 from ledger.miner import mine
@@ -49,8 +50,9 @@ class Net:
     def identity(self) -> Identity:
         return next(self._ids)
 
-    def ledger(self, name: str, params: NetworkParams | None = None) -> LocalLedger:
-        return LocalLedger(self.base / name, params or self.params)
+    def ledger(self, name: str, params: NetworkParams | None = None,
+               finality: FinalityPolicy | None = None) -> LocalLedger:
+        return LocalLedger(self.base / name, params or self.params, finality=finality)
 
     def node(self, *, ip: str | None = None, seeds: Sequence[str] = (), identity: Identity | None = None,
              ledger: LocalLedger | None = None, params: NetworkParams | None = None, start: bool = True,

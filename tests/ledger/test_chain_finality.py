@@ -1,5 +1,5 @@
-"""Local finality (sans-IO): blocks final by depth or by time held, conflicting branches parked and bounded,
-the operator's deliberate accept, the saved finality state and the operator's checkpoint."""
+"""Local finality (sans-IO): blocks final by depth once held a minimum time, or by time held, conflicting branches
+parked and bounded, the operator's deliberate accept, the saved finality state and the operator's checkpoint."""
 
 import pytest
 from ledger_kit import PARAMS, T0, add, block_on, branch, feed, reg
@@ -8,7 +8,7 @@ from ledger.chain import Chain, FinalityPolicy
 from ledger.errors import LedgerError
 from tests.conftest import make_identities
 
-DEEP = FinalityPolicy(depth=3, seconds=10**9)        # final by depth only
+DEEP = FinalityPolicy(depth=3, seconds=10**9, min_hold=0)   # final by depth only
 TIMED = FinalityPolicy(depth=10**6, seconds=60)      # final by time only
 
 
@@ -29,6 +29,31 @@ def test_a_block_becomes_final_at_the_configured_depth():
     assert chain.final_height == 1 and chain.is_final(1) and not chain.is_final(2)
     honest(chain, 2, T0 + 3)
     assert chain.final_height == 3
+
+
+def test_depth_counts_only_for_blocks_held_the_minimum_time():
+    chain = Chain(PARAMS, FinalityPolicy(depth=3, seconds=10**9, min_hold=60))
+    honest(chain, 5)                        # connected at T0 … T0 + 4: deep enough at once, held too briefly
+    assert chain.final_height == 0
+    assert not chain.advance_finality(T0 + 59)
+    assert chain.advance_finality(T0 + 60) and chain.final_height == 1
+    assert chain.advance_finality(T0 + 62) and chain.final_height == 3      # depth still caps it at tip - 2
+    assert not chain.advance_finality(T0 + 10_000)
+
+
+def test_a_burst_of_blocks_cannot_finalize_a_branch_before_the_network_is_heard():
+    # Two halves of a class mine at once at low difficulty: each side's branch is deeper than the finality depth
+    # within a second. With the minimum hold the heavier branch, heard seconds later, still wins everywhere;
+    # without it (depth alone) the node would have finalized its own branch and parked the other one for good.
+    for min_hold, rejoined in ((60.0, True), (0.0, False)):
+        chain = Chain(PARAMS, FinalityPolicy(depth=6, seconds=1800, min_hold=min_hold))
+        mine = [add(chain, at=T0 + i, now=T0 + i / 10) for i in range(8)]
+        theirs = branch(chain, chain.genesis.header, 9, T0 + 1)
+        results = feed(chain, theirs, T0 + 5)
+        assert (chain.tip_hash == theirs[-1].hash) is rejoined
+        assert bool(chain.parked_alerts()) is not rejoined
+        assert chain.final_height == (0 if rejoined else len(mine) - 6 + 1)
+        assert all(r.status == "added" for r in results)
 
 
 def test_a_block_becomes_final_once_held_for_the_configured_time_even_without_new_blocks():
@@ -84,7 +109,7 @@ def test_a_side_branch_is_parked_when_finality_passes_its_fork_point():
 
 
 def test_parked_branches_are_bounded_and_the_lightest_are_dropped():
-    chain = Chain(PARAMS, FinalityPolicy(depth=1, seconds=10**9, max_parked_branches=2))
+    chain = Chain(PARAMS, FinalityPolicy(depth=1, min_hold=0, seconds=10**9, max_parked_branches=2))
     honest(chain, 3)
     branches = [branch(chain, chain.genesis.header, n, T0 + 100 * n) for n in (1, 2, 3)]
     pruned = []
@@ -99,7 +124,7 @@ def test_parked_branches_are_bounded_and_the_lightest_are_dropped():
 
 
 def test_parked_bytes_are_bounded(ids):
-    chain = Chain(PARAMS, FinalityPolicy(depth=1, seconds=10**9, max_parked_bytes=1000))
+    chain = Chain(PARAMS, FinalityPolicy(depth=1, seconds=10**9, min_hold=0, max_parked_bytes=1000))
     honest(chain, 2)
     big = branch(chain, chain.genesis.header, 1, T0 + 5, records=[[reg(ids[0])]])
     assert big[0].size > 1000

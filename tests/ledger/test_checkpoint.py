@@ -22,7 +22,7 @@ from ledger.records import make_revocation, make_rotation
 from tests.conftest import make_identities
 
 NOW = T0 + 100
-POLICY = FinalityPolicy(depth=3, seconds=10 * DAY)
+POLICY = FinalityPolicy(depth=3, min_hold=0, seconds=10 * DAY)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_a_checkpoint_that_disagrees_with_the_stored_tip_is_rebuilt(tmp_path, re
 def test_a_damaged_final_block_read_lazily_is_a_plain_store_error(tmp_path, record_pool):
     # Below the newest CHECK_BLOCKS blocks, which every start checks (see the next test).
     blocks = branch(Chain(PARAMS), PARAMS.genesis().header, CHECK_BLOCKS + 3, T0 + 10, records=[[record_pool[0]]])
-    policy = FinalityPolicy(depth=1)
+    policy = FinalityPolicy(depth=1, min_hold=0)
     with LocalLedger(tmp_path, PARAMS, clock=lambda: NOW, finality=policy) as ledger:
         ledger.receive_blocks(blocks, NOW)
         path = ledger.path
@@ -135,7 +135,7 @@ def test_a_damaged_final_block_read_lazily_is_a_plain_store_error(tmp_path, reco
 def test_a_damaged_block_among_the_newest_is_found_at_start_and_dropped(tmp_path, record_pool):
     blocks = branch(Chain(PARAMS), PARAMS.genesis().header, CHECK_BLOCKS + 3, T0 + 10,
                     records=[[] for _ in range(4)] + [[record_pool[0]]])
-    policy = FinalityPolicy(depth=1)
+    policy = FinalityPolicy(depth=1, min_hold=0)
     with LocalLedger(tmp_path, PARAMS, clock=lambda: NOW, finality=policy) as ledger:
         ledger.receive_blocks(blocks, NOW)
         path = ledger.path
@@ -193,7 +193,7 @@ def test_a_restored_chain_reads_final_bodies_only_when_asked_and_keeps_a_bounded
 
     blocks = branch(Chain(PARAMS), PARAMS.genesis().header, 12, T0 + 10,
                     records=[[record_pool[k]] for k in (0, 3, 1, 4)])
-    policy = FinalityPolicy(depth=3)
+    policy = FinalityPolicy(depth=3, min_hold=0)
     with LocalLedger(tmp_path, PARAMS, clock=lambda: NOW, finality=policy) as ledger:
         ledger.receive_blocks(blocks, NOW)
     with LocalLedger(tmp_path, PARAMS, clock=lambda: NOW, finality=policy) as ledger:
@@ -235,7 +235,7 @@ def test_a_batch_is_written_and_announced_together_when_it_ends(tmp_path, record
 def test_a_restored_chain_holds_no_node_below_its_final_height_and_still_equals_a_replay(tmp_path, record_pool):
     blocks = branch(Chain(PARAMS), PARAMS.genesis().header, 12, T0 + 10,
                     records=[[record_pool[k]] for k in (0, 3, 1, 4)])
-    policy = FinalityPolicy(depth=3, seconds=10 * DAY)
+    policy = FinalityPolicy(depth=3, min_hold=0, seconds=10 * DAY)
     data_dir = tmp_path / "node"
     with LocalLedger(data_dir, PARAMS, clock=lambda: NOW, finality=policy) as ledger:
         ledger.receive_blocks(blocks, NOW)

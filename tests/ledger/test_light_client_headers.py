@@ -8,6 +8,7 @@ import time
 import pytest
 from gossip_kit import PARAMS, Net, config, grow, next_block, wait_until
 
+from ledger.chain import FinalityPolicy
 from ledger.cli import main
 from ledger.client import LedgerClient
 from ledger.errors import LedgerError
@@ -93,8 +94,8 @@ def test_a_fork_below_the_stored_tip_is_followed_after_a_restart(net, tmp_path):
 
 
 def test_a_branch_below_a_block_a_node_reported_final_is_refused_with_a_reason(net, tmp_path):
-    honest = net.node(config=config(register=False))
-    grow(honest.ledger, 10)   # depth 6: block 5 is final on the honest node
+    honest = net.node(ledger=net.ledger("honest", finality=FinalityPolicy(min_hold=0)), config=config(register=False))
+    grow(honest.ledger, 10)   # depth 6 with no minimum hold: block 5 is final on the honest node at once
     other = net.node(config=config(register=False))
     grow(other.ledger, 14, start=int(time.time()) - 500)   # another history from genesis, with more work
     client = client_of(honest, tmp_path)

@@ -133,7 +133,7 @@ def test_a_node_answers_the_finality_survey_with_its_final_block_and_the_block_a
     from ledger.client import LedgerClient
 
     with Net(tmp_path) as net:
-        ledger = LocalLedger(tmp_path / "survey", PARAMS, finality=FinalityPolicy(depth=2, seconds=10**9))
+        ledger = LocalLedger(tmp_path / "survey", PARAMS, finality=FinalityPolicy(depth=2, min_hold=0, seconds=10**9))
         node = net.node(ledger=ledger, config=dataclasses.replace(FAST, register=False, mine=False))
         chain = Chain(PARAMS)
         blocks = branch(chain, chain.genesis.header, 3, int(node.clock()) - 100)

@@ -100,7 +100,7 @@ def test_a_node_announces_its_tip_to_a_connected_peer_whose_known_tip_differs_wi
 
 
 def test_a_split_older_than_the_finality_window_is_reported_on_both_sides_and_never_merged(net, caplog):
-    final = FinalityPolicy(depth=2)
+    final = FinalityPolicy(depth=2, min_hold=0)
     left, right, [(a, b), (c, d)] = _two_halves(net, 3, finality=final)
     loser_side = [a, b] if left[-1].hash > right[-1].hash else [c, d]
     winner_side = [c, d] if loser_side[0] is a else [a, b]
@@ -129,7 +129,7 @@ def test_a_split_older_than_the_finality_window_is_reported_on_both_sides_and_ne
 
 
 def test_a_short_fork_above_the_finality_window_is_no_split(net):
-    left, right, [(a, b), (c, d)] = _two_halves(net, 1, finality=FinalityPolicy(depth=5))
+    left, right, [(a, b), (c, d)] = _two_halves(net, 1, finality=FinalityPolicy(depth=5, min_hold=0))
     b.add_peer(c.address)
     winner = min(left[-1].hash, right[-1].hash)
     wait_until(lambda: all(n.ledger.tip_info()[1] == winner for n in (a, b, c, d)), timeout=20)

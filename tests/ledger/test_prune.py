@@ -32,7 +32,7 @@ from ledger.records import Record, make_revocation, make_rotation
 from tests.conftest import make_identities
 
 NOW = T0 + 40 * DAY
-POLICY = FinalityPolicy(depth=3, seconds=100 * DAY)   # final by depth only: the test decides the final height
+POLICY = FinalityPolicy(depth=3, min_hold=0, seconds=100 * DAY)  # by depth only: the test sets the final height
 IPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
 NICKS = ["alice", "bob", "Alice", "carol"]
 
@@ -282,7 +282,7 @@ def test_ledger_prune_waits_for_the_background_check_of_a_fast_join_then_prunes_
         prev = record.id
         blocks.append(block_on(tip, [record], int(time.time()) - 3000 + seq))
         tip = blocks[-1].header
-    with LocalLedger(tmp_path, PARAMS) as ledger:
+    with LocalLedger(tmp_path, PARAMS, finality=FinalityPolicy(min_hold=0)) as ledger:   # final at depth 6 now
         ledger.receive_blocks(blocks, time.time())
     AssumeValid(progress_path(tmp_path, PARAMS), 5, blocks[4].hash).save()   # a check still running
     argv = ["prune", "--data-dir", str(tmp_path), "--prune-keep", "2"]
@@ -323,7 +323,7 @@ def test_a_node_whose_only_peer_pruned_above_its_height_does_not_sync_from_it_an
     caplog.set_level(logging.WARNING, logger="ledger.node")
     quiet = gossip_config(register=False, mine=False)
     with Net(tmp_path) as net:
-        pruned_ledger = net.ledger("pruned")
+        pruned_ledger = net.ledger("pruned", finality=FinalityPolicy(min_hold=0))
         grow(pruned_ledger, 20)
         assert prune_all(pruned_ledger, 0) is not None and pruned_ledger.pruned.height == 15
         pruned = net.node(ledger=pruned_ledger, config=gossip_config(register=False, mine=False, prune_keep=0))

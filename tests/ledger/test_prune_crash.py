@@ -24,7 +24,7 @@ from tests.conftest import make_identities
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = T0 + 90 * DAY
-POLICY = FinalityPolicy(depth=3, seconds=1000 * DAY)
+POLICY = FinalityPolicy(depth=3, min_hold=0, seconds=1000 * DAY)
 CHILD = textwrap.dedent("""
     import sys
     import time
@@ -37,7 +37,7 @@ CHILD = textwrap.dedent("""
     params = NetworkParams(name="testnet", difficulty_bits=8)
     now = float(sys.argv[2])
     with LocalLedger(Path(sys.argv[1]), params, clock=lambda: now,
-                     finality=FinalityPolicy(depth=3, seconds=1000 * 86400)) as ledger:
+                     finality=FinalityPolicy(depth=3, min_hold=0, seconds=1000 * 86400)) as ledger:
         target = prune_target(ledger.chain.final_height, 0)
         print("open", flush=True)
         while True:

@@ -12,7 +12,7 @@ import pytest
 from checkpoint_kit import damage_oldest_body
 from ledger_kit import PARAMS, T0, branch, reg
 
-from ledger.chain import Chain
+from ledger.chain import Chain, FinalityPolicy
 from ledger.errors import StoreError
 from ledger.local_ledger import LocalLedger, store_path, verify_store
 from ledger.store import APPLICATION_ID, SCHEMA_VERSION, SHUTDOWN_KEY, Store
@@ -271,7 +271,8 @@ def test_a_store_opened_after_a_clean_close_or_a_kill_equals_a_replay_from_genes
 def _closed_cleanly_with_blocks(tmp_path, ids, count=200):
     chain = Chain(PARAMS)
     blocks = branch(chain, chain.genesis.header, count, T0, records=[[reg(ids[0], ip="10.1.0.1", nickname="a")]])
-    with LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 1000) as ledger:
+    # no minimum hold: all but the newest six blocks are final, so an open reads only those six bodies
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 1000, finality=FinalityPolicy(min_hold=0)) as ledger:
         ledger.receive_blocks(blocks, T0 + 1000)
         path = ledger.path
     assert _marked_clean(tmp_path)
@@ -305,6 +306,20 @@ def test_damage_while_stopped_is_found_by_the_background_check_and_then_at_every
     assert not _marked_clean(tmp_path)   # no clean mark after damage: the next open checks the whole file
     with pytest.raises(StoreError, match="is damaged"):
         LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 1000)
+
+
+def test_a_damaged_page_read_after_the_open_check_is_a_plain_store_error(tmp_path, ids):
+    # Blocks not final yet (held less than the minimum hold) are read at open, after the cheap checks passed:
+    # SQLite meets the damaged page only then, and that must be the same plain error as damage found at open.
+    chain = Chain(PARAMS)
+    blocks = branch(chain, chain.genesis.header, 20, T0, records=[[reg(ids[0], ip="10.1.0.1", nickname="a")]])
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 1000) as ledger:
+        ledger.receive_blocks(blocks, T0 + 1000)
+        path = ledger.path
+    damage_oldest_body(path)
+    with pytest.raises(StoreError, match=r"is damaged .*mv '") as refused:
+        LocalLedger(tmp_path, PARAMS, clock=lambda: T0 + 1001)
+    assert "malformed" in str(refused.value) and str(path) in str(refused.value)
 
 
 def test_an_intact_store_passes_the_background_check_and_is_marked_clean_again(tmp_path, ids):
