@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ledger.assume_valid")
 
 SAVE_EVERY = 2.0   # seconds between progress saves while verifying
+COVER_WINDOW = 2048   # agreed headers read at once by AssumeValid.covers
 
 
 class VerifyState(enum.Enum):
@@ -65,6 +66,7 @@ class AssumeValid:
         self.state = state
         self.problem = problem
         self._lock = threading.Lock()
+        self._agreed: dict[int, bytes] = {}   # hashes of a window of the agreed headers (see covers)
 
     @classmethod
     def begin(cls, data_dir: Path, params: NetworkParams, height: int, block_hash: bytes,
@@ -98,8 +100,14 @@ class AssumeValid:
         """True if ``block`` is a block of the agreed history at or below the checkpoint (signatures assumed)."""
         if self.headers is None or self.state is VerifyState.FAILED or block.height > self.height:
             return False
-        held = self.headers.at(block.height)
-        return held is not None and held.hash == block.hash
+        held = self._agreed.get(block.height)
+        if held is None:
+            # A sync asks in height order: read the agreed headers a window at a time, not one query a block.
+            low = block.height
+            self._agreed = {h.height: h.hash for h in self.headers.range(low, min(low + COVER_WINDOW,
+                                                                                    self.height + 1))}
+            held = self._agreed.get(block.height)
+        return held == block.hash
 
     @property
     def failed(self) -> bool:

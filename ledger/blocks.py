@@ -140,9 +140,10 @@ class Block:
     def computed_merkle_root(self) -> bytes:
         return merkle_root(self.record_ids)
 
-    @property
+    @cached_property
     def size(self) -> int:
-        """Bytes counted against the network's block size limit: header plus canonical records."""
+        """Bytes counted against the network's block size limit: header plus canonical records (asked several
+        times per block by a sync: the download's byte budget and the block rules)."""
         return HEADER_SIZE + sum(r.size for r in self.records)
 
     def to_wire(self) -> dict[str, Any]:

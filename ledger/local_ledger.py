@@ -7,7 +7,7 @@ peers before it is on disk:
 - :meth:`LocalLedger.submit_record` → True once the record is pending *and* written durably to the store;
 - :meth:`LocalLedger.receive_block` → :class:`~ledger.chain.AddResult`; accepted blocks are stored with the
   derived state they change (the stored checkpoint a start loads instead of replaying) in one transaction per
-  call, or per 64 blocks inside :meth:`LocalLedger.batched`, and a reorg returns orphaned records to the pool;
+  call, or per 256 blocks inside :meth:`LocalLedger.batched`, and a reorg returns orphaned records to the pool;
 - listeners (:meth:`LocalLedger.add_listener`) hear about every accepted record and block, whatever its
   source (peer, local submit, own miner), so the network layer can announce from one place.
 
@@ -227,7 +227,10 @@ def verify_store(path: Path, params: NetworkParams | None = None, now: float | N
     return report
 
 
-BATCH_BLOCKS = 64   # accepted blocks written per transaction while a sync catches up (LocalLedger.batched)
+# Accepted blocks written per transaction while a sync catches up (LocalLedger.batched). Each commit rewrites every
+# page it touched, and the index pages of random keys (record ids, fingerprints) are touched by nearly every block:
+# 256 a transaction writes less than half the bytes 64 did (bench/join_replay_bench.py, docs/benchmarks.md).
+BATCH_BLOCKS = 256
 CHECK_BLOCKS = 6    # newest main-chain blocks whose headers and bodies every start checks (docs/ledger.md)
 
 
@@ -475,14 +478,20 @@ class LocalLedger:
                 self.chain.give_back_changes(changes)
                 raise
             self.chain.persisted()
+        connected: list[Block] = []
+        disconnected: list[Block] = []
         for result, now in unsaved.results:
             self._warn_parked(result, now)
             if result.became_tip:
-                returned = self.pool.on_reorg(result.connected, result.disconnected, self.chain, now)
-                if result.disconnected:
-                    log.info("reorg: %d blocks disconnected, %d connected, %d records back in the pool",
-                             len(result.disconnected), len(result.connected), len(returned))
+                connected += result.connected
+                disconnected[:0] = result.disconnected   # newest first, as each result lists them
         if unsaved.became_tip:
+            # One pool update for the whole batch (it re-checks every pending record against the new tip): the
+            # same pool as one update per block, since each of those judged the records against this final chain.
+            returned = self.pool.on_reorg(connected, disconnected, self.chain, unsaved.results[-1][1])
+            if disconnected:
+                log.info("reorg: %d blocks disconnected, %d connected, %d records back in the pool",
+                         len(disconnected), len(connected), len(returned))
             self._persist_pool()
             if self._miner is not None:
                 self._miner.wake()

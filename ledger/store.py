@@ -32,9 +32,11 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +113,10 @@ class DerivedDelta:
     reset: bool = False
     counts: dict[str, int] | None = None   # identities per status after the change (kept in the stamp)
 
-    def statements(self) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    def statements(self, never_side: Container[bytes] = ()) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        """The SQL of the change, rows of one statement kind together (the store runs each run as one
+        ``executemany``). ``never_side``: hashes of blocks written in the same transaction and never listed in
+        ``side`` (new main-chain blocks), whose removal from ``side`` is skipped."""
         if self.reset:
             for table in ("main_chain", "record_loc", "bind_id", "bind_ip", "bind_nick", "undo", "side"):
                 yield f"DELETE FROM {table}", ()
@@ -122,7 +127,9 @@ class DerivedDelta:
         yield "DELETE FROM main_chain WHERE height >= ?", (low,)
         for height, block_hash, header in self.main:
             yield "INSERT INTO main_chain(height, hash, header) VALUES(?, ?, ?)", (height, block_hash, header)
-            yield "DELETE FROM side WHERE hash=?", (block_hash,)
+        for _, block_hash, _ in self.main:
+            if self.reset or block_hash not in never_side:
+                yield "DELETE FROM side WHERE hash=?", (block_hash,)
         for rid, loc in self.record_loc.items():
             if loc is None:
                 yield "DELETE FROM record_loc WHERE id=?", (rid,)
@@ -417,8 +424,9 @@ class Store:
                 conn.execute("PRAGMA synchronous=FULL")
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for sql, args in statements:
-                    conn.execute(sql, args)
+                # Consecutive statements with the same SQL run as one executemany (one prepared statement).
+                for sql, rows in groupby(statements, key=itemgetter(0)):
+                    conn.executemany(sql, [args for _, args in rows])
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -482,17 +490,22 @@ class Store:
         """Append blocks, delete blocks, and write the finality state and the derived-state changes
         (:class:`DerivedDelta`), all in one transaction: a crash leaves all of it or none."""
         statements: list[tuple[str, tuple[Any, ...]]] = []
-        for h in deleted:
-            statements += [("DELETE FROM blocks WHERE hash=?", (h,)), ("DELETE FROM side WHERE hash=?", (h,))]
-        for block in blocks:
-            statements.append(("INSERT OR IGNORE INTO blocks(hash, height, header, records) VALUES(?, ?, ?, ?)",
-                               (block.hash, block.height, block.header.packed,
-                                _pack([r.to_wire() for r in block.records]))))
-            statements.append(("INSERT OR IGNORE INTO side(hash) VALUES(?)", (block.hash,)))
+        gone = list(deleted)
+        statements += [("DELETE FROM blocks WHERE hash=?", (h,)) for h in gone]
+        statements += [("DELETE FROM side WHERE hash=?", (h,)) for h in gone]
+        statements += [("INSERT OR IGNORE INTO blocks(hash, height, header, records) VALUES(?, ?, ?, ?)",
+                        (block.hash, block.height, block.header.packed, _pack([r.to_wire() for r in block.records])))
+                       for block in blocks]
+        # A new block the derived change puts on the main chain is never listed in ``side`` (a sync appends
+        # blocks by the thousand: two writes each saved); every other new block is, until it joins the main chain.
+        on_main = {h for _, h, _ in derived.main} if derived is not None and not derived.reset else set()
+        new_main = {block.hash for block in blocks if block.hash in on_main}
+        statements += [("INSERT OR IGNORE INTO side(hash) VALUES(?)", (block.hash,)) for block in blocks
+                       if block.hash not in new_main]
         if finality is not None:
             statements.append(("INSERT OR REPLACE INTO meta(key, value) VALUES('finality', ?)", (_pack(finality),)))
         if derived is not None:
-            statements.extend(derived.statements())
+            statements.extend(derived.statements(never_side=new_main))
         self._write(statements)
 
     def write_derived(self, derived: DerivedDelta, finality: dict[str, Any] | None = None) -> None:

@@ -55,6 +55,16 @@ def test_only_blocks_of_the_agreed_header_chain_up_to_the_checkpoint_are_assumed
     assert not av.covers(blocks[0])
 
 
+def test_the_agreed_headers_read_a_window_at_a_time_give_the_same_answers_in_any_order(tmp_path, monkeypatch):
+    monkeypatch.setattr("ledger.assume_valid.COVER_WINDOW", 2)
+    blocks = history(length=7)
+    av = assumed(tmp_path, blocks, 5)
+    off_chain = [block_on(b.header, [], b.header.timestamp + 7) for b in blocks[:6]]   # heights 2-7, other hashes
+    for order in (blocks, blocks[::-1], [blocks[i] for i in (3, 0, 6, 1, 5, 2, 4)]):
+        assert [av.covers(b) for b in order] == [b.height <= 5 for b in order]
+        assert not any(av.covers(b) for b in off_chain)   # a height already read, another hash
+
+
 def test_a_checkpoint_that_is_not_on_the_verified_headers_is_refused(tmp_path):
     blocks = history()
     headers = HeaderChain(PARAMS, HeaderStore(PARAMS))
