@@ -42,15 +42,23 @@ def identities() -> list[Identity]:
 _ip_counter = itertools.count(2)
 
 
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")     # "gw0", "gw1", … under pytest-xdist, "" without it
+_WORKER_INDEX = int(WORKER[2:]) if WORKER[2:].isdigit() else 0
+_WORKER_COUNT = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or "1"))
+
+
 def _loopback_block() -> int:
-    # Separate pytest processes (xdist workers, or two checkouts) pick different /16 blocks of 127/8.
-    return 10 + (os.getpid() % 200)
+    # Separate pytest runs (two checkouts) pick different /16 blocks of 127/8. The workers of one xdist run share
+    # one block, named by the run's id (the same in every worker), and take turns inside it (free_loopback_ip),
+    # so they never collide however their pids fall.
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    return 10 + (int(run[:8], 16) if run else os.getpid()) % 200
 
 
 def free_loopback_ip() -> str:
     """A 127.x.y.z address no other test in this session uses (Linux routes all of 127/8 to lo)."""
-    n = next(_ip_counter)
-    return f"127.{_loopback_block()}.{n // 250}.{n % 250 + 2}"
+    m = next(_ip_counter) * _WORKER_COUNT + _WORKER_INDEX
+    return f"127.{_loopback_block()}.{m // 250}.{m % 250 + 2}"
 
 
 @pytest.fixture
@@ -84,6 +92,17 @@ def _record_thread_exception(args: threading.ExceptHookArgs) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     threading.excepthook = _record_thread_exception
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``, scripts/run-tests.sh) every module runs whole on one worker, so its
+    module fixtures (a served ledger, a premined chain, a window) are built once, and all the netns lab tests run
+    on one worker, one after another: two labs at once would compete for the machine their timing was set for."""
+    lab = config.rootpath / "tests" / "lab"
+    for item in items:
+        group = "netns-lab" if item.path.is_relative_to(lab) else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -42,7 +42,9 @@ def _env() -> dict[str, str]:
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     # Commands without --data-dir must not read or write the user's own data directory (pins, light-client
     # headers): every test network shares its genesis with others, so stored headers would leak between tests.
-    env["P2PCHAT_HOME"] = str(Path(tempfile.gettempdir()) / "p2pchat-tests-no-home")
+    # One per xdist worker: two tests running at once must not share it either.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    env["P2PCHAT_HOME"] = str(Path(tempfile.gettempdir()) / f"p2pchat-tests-no-home{'-' + worker if worker else ''}")
     return env
 
 
