@@ -95,11 +95,16 @@ class LedgerProcess:
         return json.loads(result.stdout)
 
     def wait_ready(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Polls with the in-process client (a ``ledger status`` process per poll cost a Python start each), then
+        returns what ``ledger status --json`` says once the node answers."""
         def ready() -> dict[str, Any] | None:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"ledger node {self.host} exited with {self.proc.returncode}:\n{self.output()}")
-            return self.status()
-        return wait_until(ready, timeout, interval=0.2, what=f"ledger node {self.host} to answer")
+            return self.quick_status()
+        deadline = time.monotonic() + timeout
+        wait_until(ready, timeout, interval=0.05, what=f"ledger node {self.host} to answer")
+        return wait_until(self.status, max(1.0, deadline - time.monotonic()), interval=0.2,
+                          what=f"ledger status --json to answer from {self.host}")
 
     def lookup(self, query: str, node: str | None = None) -> dict[str, Any] | None:
         result = run_ledger("lookup", query, "--json", "--node", node or self.host)
