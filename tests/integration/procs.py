@@ -112,6 +112,13 @@ class LedgerProcess:
             return None
         return json.loads(result.stdout)
 
+    def quick_lookup(self, query: str) -> dict[str, Any] | None:
+        """``lookup``'s answer through an in-process light client (no Python start per poll), None without one."""
+        try:
+            return LedgerClient(self.host, self.port, timeout=5.0).lookup(query).to_json()
+        except UserError:
+            return None
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
