@@ -98,11 +98,22 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``--dist loadgroup``, scripts/run-tests.sh) every module runs whole on one worker, so its
     module fixtures (a served ledger, a premined chain, a window) are built once, and all the netns lab tests run
-    on one worker, one after another: two labs at once would compete for the machine their timing was set for."""
+    on one worker, one after another: two labs at once would compete for the machine their timing was set for.
+    The workers hand out the longest work first (the lab, then multi-process and window modules) and the many
+    short modules last, so that no long module starts when the other worker is nearly done."""
     lab = config.rootpath / "tests" / "lab"
+    rank: dict[str, int] = {}
+    groups = []
     for item in items:
         group = "netns-lab" if item.path.is_relative_to(lab) else item.nodeid.split("::", 1)[0]
         item.add_marker(pytest.mark.xdist_group(group))
+        groups.append(group)
+        kind = 0 if group == "netns-lab" else 1 if item.get_closest_marker("slow") else \
+            2 if item.get_closest_marker("gui") else 3
+        rank[group] = min(kind, rank.get(group, kind))
+    if WORKER:      # stable: each module keeps its place among its kind and its own order
+        order = sorted(range(len(items)), key=lambda i: rank[groups[i]])
+        items[:] = [items[i] for i in order]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
