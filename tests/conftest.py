@@ -1,5 +1,5 @@
-"""Shared fixtures: cached identity keys (RSA-3072 generation is the slowest part of many tests) and free
-loopback addresses so that concurrent tests never collide."""
+"""Shared fixtures: stored identity keys (RSA-3072 generation is the slowest part of many tests), free loopback
+addresses so that concurrent tests (and pytest-xdist workers) never collide, and the xdist grouping."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import os
 import socket
 import threading
 import traceback
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
+from p2pchat.foundation import crypto
 from p2pchat.foundation.identity import Identity
 
 # Property and fuzz tests draw the same examples on every run (CI results are reproducible and a red run is a
@@ -22,13 +24,25 @@ settings.register_profile("reproducible", derandomize=True, database=None)
 settings.register_profile("explore", derandomize=False, database=None)
 settings.load_profile("explore" if EXPLORE else "reproducible")
 
+# RSA-3072 test keys made once (tests/identities.pem, the key of each a PKCS#8 PEM block): generating one costs a
+# second or more, and the lab's class of sixteen alone needs 22. They are public, so they identify test nodes only.
+# Tests that need more than the file holds get fresh ones.
+TEST_KEYS = Path(__file__).with_name("identities.pem")
 _KEYS: list[Identity] = []
 _KEYS_LOCK = threading.Lock()
 
 
+def _stored_identities() -> list[Identity]:
+    text = TEST_KEYS.read_text(encoding="ascii")
+    end = "-----END PRIVATE KEY-----"
+    return [Identity(crypto.RSA.import_key(block + end)) for block in text.split(end) if block.strip()]
+
+
 def make_identities(n: int) -> list[Identity]:
-    """``n`` distinct identities, generated once per test session and reused."""
+    """``n`` distinct identities, the same ones for every test (see TEST_KEYS)."""
     with _KEYS_LOCK:
+        if not _KEYS:
+            _KEYS.extend(_stored_identities())
         while len(_KEYS) < n:
             _KEYS.append(Identity.generate())
         return list(_KEYS[:n])
