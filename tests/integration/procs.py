@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,19 @@ class LedgerProcess:
             return LedgerClient(self.host, self.port, timeout=5.0).lookup(query).to_json()
         except UserError:
             return None
+
+    def wait_lookup(self, query: str, timeout: float = 60.0, what: str = "the lookup",
+                    until: Callable[[dict[str, Any] | None], object] = bool) -> dict[str, Any] | None:
+        """Wait until ``until`` holds for this node's answer to ``query``: polled with the in-process client, then
+        the real ``ledger lookup --json`` must agree (its answer is returned)."""
+        deadline = time.monotonic() + timeout
+        wait_until(lambda: until(self.quick_lookup(query)), timeout, what=what)
+
+        def command_agrees() -> tuple[dict[str, Any] | None] | None:
+            answer = self.lookup(query)
+            return (answer,) if until(answer) else None
+        return wait_until(command_agrees, max(1.0, deadline - time.monotonic()), interval=0.2,
+                          what=f"{what} (ledger lookup {query} --node {self.host})")[0]
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
