@@ -9,6 +9,7 @@ import socket
 import threading
 import traceback
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -108,26 +109,39 @@ def pytest_configure(config: pytest.Config) -> None:
     threading.excepthook = _record_thread_exception
 
 
-@pytest.hookimpl(tryfirst=True)
+def _work_unit(nodeid: str) -> str:
+    """What one pytest-xdist worker runs whole: a test module, or all of the netns lab."""
+    path = nodeid.split("::", 1)[0]
+    return "netns-lab" if path.startswith("tests/lab/") else path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist (scripts/run-tests.sh) every module runs whole on one worker, so its module fixtures (a
+    served ledger, a premined chain, a window) are built once, and all the netns lab tests run on one worker, one
+    after another: two labs at once would compete for the machine their timing was set for."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _work_unit(nodeid)
+
+    return ModuleScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``, scripts/run-tests.sh) every module runs whole on one worker, so its
-    module fixtures (a served ledger, a premined chain, a window) are built once, and all the netns lab tests run
-    on one worker, one after another: two labs at once would compete for the machine their timing was set for.
-    The workers hand out the longest work first (the lab, then multi-process and window modules) and the many
-    short modules last, so that no long module starts when the other worker is nearly done."""
-    lab = config.rootpath / "tests" / "lab"
+    """In the xdist workers the longest work comes first (the lab, then multi-process and window modules) and the
+    many short modules last, so that no long module starts when the other worker is nearly done (run with
+    ``--no-loadscope-reorder``, which keeps this order)."""
+    if not WORKER:
+        return
     rank: dict[str, int] = {}
-    groups = []
     for item in items:
-        group = "netns-lab" if item.path.is_relative_to(lab) else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-        groups.append(group)
-        kind = 0 if group == "netns-lab" else 1 if item.get_closest_marker("slow") else \
+        unit = _work_unit(item.nodeid)
+        kind = 0 if unit == "netns-lab" else 1 if item.get_closest_marker("slow") else \
             2 if item.get_closest_marker("gui") else 3
-        rank[group] = min(kind, rank.get(group, kind))
-    if WORKER:      # stable: each module keeps its place among its kind and its own order
-        order = sorted(range(len(items)), key=lambda i: rank[groups[i]])
-        items[:] = [items[i] for i in order]
+        rank[unit] = min(kind, rank.get(unit, kind))
+    items.sort(key=lambda item: rank[_work_unit(item.nodeid)])     # stable: each module keeps its own order
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
