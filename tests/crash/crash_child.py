@@ -8,13 +8,23 @@ write (after the call that makes it durable returned), until the parent kills it
 
 Lines: ``ready``, ``record <id hex>`` (submit_record returned True: durable), ``block <height> <hash hex>``
 (receive_block stored it, or the node's ledger listener heard of it: listeners run after the write).
+
+    python -m tests.crash.crash_child serve                 # a fork server: one child per request, see serve()
+
+The kill tests start their 125 children through one fork server: a Python start with these imports cost each
+child about 0.3 s, more than half of an iteration, and none of it is what a kill can land in (every delay counts
+from the child's ``ready`` line or a later one).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import msgpack
@@ -97,7 +107,57 @@ def sync(data_dir: Path, seed: str) -> None:
         threading.Event().wait()
 
 
+def serve() -> None:
+    """Read requests from stdin, one at a time: ``{"args": [MODE, …], "err": PATH}`` forks a child that runs
+    MODE with its stderr in PATH and its stdout lines on this process's stdout (answered ``started PID``);
+    ``kill`` SIGKILLs that child, reaps it and answers ``exited PID STATUS`` after every line the child wrote.
+    Only this process kills and reaps its children, so a pid is never signalled after it could be reused."""
+    import ledger.node  # noqa: F401  (sync's imports, made once here rather than in every child)
+    import p2pchat.foundation.identity  # noqa: F401
+
+    child = 0
+    for request in sys.stdin:
+        if request.strip() == "kill":
+            if child:
+                os.kill(child, signal.SIGKILL)
+                _, status = os.waitpid(child, 0)
+                say("exited", child, status)
+                child = 0
+            continue
+        if child:
+            raise RuntimeError("a request to start a child while one runs")
+        job = json.loads(request)
+        sys.stdout.flush()
+        child = os.fork()
+        if child == 0:
+            _run_forked(job["args"], job["err"])
+        say("started", child)
+
+
+def _run_forked(args: list[str], err: str) -> None:
+    code = 1
+    try:
+        fd = os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(fd, 2)
+        os.close(fd)
+        fd = os.open(os.devnull, os.O_RDONLY)     # the requests are the server's, not the child's
+        os.dup2(fd, 0)
+        os.close(fd)
+        sys.argv = [sys.argv[0], *args]
+        main()
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def main() -> None:
+    if sys.argv[1] == "serve":
+        serve()
+        return
     mode, data_dir, arg = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     {"write": lambda: write(data_dir, Path(arg)), "batch": lambda: batch(data_dir, Path(arg)),
      "mine": lambda: mine(data_dir, Path(arg)), "sync": lambda: sync(data_dir, arg)}[mode]()

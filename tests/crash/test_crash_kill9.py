@@ -2,13 +2,15 @@
 in all. After every kill the store passes the full revalidation that ``ledger verify`` runs (every tenth time the
 real ``ledger verify`` command is run too), and every record and block the child acknowledged is still there.
 
-Each iteration starts the child on a fresh copy of a pre-built data directory and kills it after a delay drawn
+Each iteration starts the child (forked from one ``crash_child serve`` process per module, which imported
+everything once) on a fresh copy of a pre-built data directory and kills it after a delay drawn
 from ``random.Random(seed)`` (timing only; ``CRASH_SEED`` picks another seed, ``CRASH_ITERATIONS`` scales the
 counts for a longer local run). What each iteration found is printed on failure together with the seed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -61,20 +63,72 @@ class Run:
                 if p[0] == "block"]
 
 
-def run_and_kill(args: list[str], delay: float, ready_timeout: float = 30.0,
+class ForkServer:
+    """``crash_child serve``: starts each child by forking an already imported process (see crash_child.py)."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.log = work / "fork-server.err"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "tests.crash.crash_child", "serve"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                                         cwd=ROOT, env=env())
+        self.runs = 0
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def readline(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline()
+
+    def died(self) -> str:
+        return f"the fork server ended: {self.log.read_text(errors='replace')[-3000:]}"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()      # it ends at the end of its requests
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def fork_server(tmp_path_factory) -> Iterator[ForkServer]:
+    server = ForkServer(tmp_path_factory.mktemp("fork-server"))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def run_and_kill(server: ForkServer, args: list[str], delay: float, ready_timeout: float = 30.0,
                  after_block: int | None = None) -> Run:
     """Start the child, wait for ``ready`` (or, with ``after_block``, for its report of storing that height), let it
     work ``delay`` seconds more, then SIGKILL it. Counting from a reported height makes the kill land mid-work however
     fast the work has become; the delay after it stays the random variable."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.crash.crash_child", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env())
+    server.runs += 1
+    err = server.work / f"child-{server.runs}.err"
     run = Run()
     ready = threading.Event()
     started = threading.Event()
+    exited = threading.Event()
 
     def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
+        # The server's stdout: this child's lines, then ``exited`` once it is reaped (or EOF if the server died).
+        while line := server.readline():
+            if line.startswith("exited "):
+                exited.set()
+                break
+            if line.startswith("started "):
+                continue
             run.lines.append(line.strip())
             if line.startswith("ready"):
                 ready.set()
@@ -86,23 +140,21 @@ def run_and_kill(args: list[str], delay: float, ready_timeout: float = 30.0,
         started.set()
 
     reader = threading.Thread(target=read, name="crash-child-output")
+    server.send(json.dumps({"args": args, "err": str(err)}))
     reader.start()
     try:
-        if not ready.wait(ready_timeout) or (proc.poll() is not None and not any(
-                x.startswith("ready") for x in run.lines)):
-            raise AssertionError(f"the child did not start: {proc.stderr.read() if proc.stderr else ''}")
+        if not ready.wait(ready_timeout) or not any(x.startswith("ready") for x in run.lines):
+            raise AssertionError(f"the child did not start: {err.read_text(errors='replace') if err.exists() else ''}"
+                                 + ("" if server.proc.poll() is None else server.died()))
         if not started.wait(ready_timeout * 2):
             raise AssertionError(f"the child never reported block {after_block}: {run.lines[-3:]}")
         time.sleep(delay)          # not waiting for a condition: the kill instant itself is the random variable
-        proc.kill()
     finally:
-        proc.kill()
-        proc.wait(timeout=30)
-        reader.join()
-        assert proc.stdout is not None and proc.stderr is not None
-        errors = proc.stderr.read()
-        proc.stdout.close()
-        proc.stderr.close()
+        if server.proc.poll() is None:
+            server.send("kill")
+        reader.join(60)
+    assert exited.is_set(), "the child was not reaped: " + server.died()
+    errors = err.read_text(errors="replace")
     assert "Traceback" not in errors, errors
     return run
 
@@ -159,7 +211,7 @@ def rng() -> random.Random:
 
 # --- writes -------------------------------------------------------------------------------------------------
 
-def test_kill_9_during_writes_never_loses_an_acknowledged_record_or_block(tmp_path, rng):
+def test_kill_9_during_writes_never_loses_an_acknowledged_record_or_block(tmp_path, rng, fork_server):
     params = NetworkParams(name="crashwrite", difficulty_bits=8)
     a, b = make_identities(2)
     now = T0 + 10_000
@@ -186,7 +238,7 @@ def test_kill_9_during_writes_never_loses_an_acknowledged_record_or_block(tmp_pa
     for i in range(ITERATIONS["write"]):
         data_dir = fresh_copy(template, tmp_path, i)
         delay = rng.uniform(0.0, 0.25)
-        run = run_and_kill(["write", str(data_dir), str(feed)], delay)
+        run = run_and_kill(fork_server, ["write", str(data_dir), str(feed)], delay)
         heights.append(check_after_kill(data_dir, params, run, now, f"write #{i} (seed {SEED}, {delay:.3f} s)"))
         if i % 10 == 9:
             cli_verify(data_dir, params)
@@ -196,7 +248,8 @@ def test_kill_9_during_writes_never_loses_an_acknowledged_record_or_block(tmp_pa
 
 # --- batched writes with a reorg ------------------------------------------------------------------------------
 
-def test_kill_9_during_batched_writes_and_a_reorg_leaves_a_checkpoint_equal_to_a_replay(tmp_path, rng):
+def test_kill_9_during_batched_writes_and_a_reorg_leaves_a_checkpoint_equal_to_a_replay(tmp_path, rng,
+                                                                                           fork_server):
     params = NetworkParams(name="crashbatch", difficulty_bits=8)
     idents = make_identities(3)
     now = T0 + 10_000
@@ -233,7 +286,7 @@ def test_kill_9_during_batched_writes_and_a_reorg_leaves_a_checkpoint_equal_to_a
         data_dir = fresh_copy(template, tmp_path, i)
         after = rng.randint(1, 100) if i % 2 else None     # half counted from a stored height, as for sync
         delay = rng.uniform(0.0, 0.01) if after else rng.uniform(0.0, 0.3)
-        run = run_and_kill(["batch", str(data_dir), str(feed)], delay, after_block=after)
+        run = run_and_kill(fork_server, ["batch", str(data_dir), str(feed)], delay, after_block=after)
         what = f"batch #{i} (seed {SEED}, {delay:.3f} s after {after or 'ready'})"
         heights.append(check_after_kill(data_dir, params, run, now, what))
         shutil.rmtree(data_dir)
@@ -242,7 +295,7 @@ def test_kill_9_during_batched_writes_and_a_reorg_leaves_a_checkpoint_equal_to_a
 
 # --- mining ---------------------------------------------------------------------------------------------------
 
-def test_kill_9_while_mining_leaves_a_valid_chain_with_every_acknowledged_record(tmp_path, rng):
+def test_kill_9_while_mining_leaves_a_valid_chain_with_every_acknowledged_record(tmp_path, rng, fork_server):
     params = NetworkParams(name="crashmine", difficulty_bits=14)
     ident = make_identities(3)[2]
     issued = int(time.time())
@@ -261,7 +314,7 @@ def test_kill_9_while_mining_leaves_a_valid_chain_with_every_acknowledged_record
     for i in range(ITERATIONS["mine"]):
         data_dir = fresh_copy(template, tmp_path, i)
         delay = rng.uniform(0.05, 0.5)
-        run = run_and_kill(["mine", str(data_dir), str(feed)], delay)
+        run = run_and_kill(fork_server, ["mine", str(data_dir), str(feed)], delay)
         check_after_kill(data_dir, params, run, time.time(), f"mine #{i} (seed {SEED}, {delay:.3f} s)")
         mined.append(len(run.blocks))
         if i % 10 == 9:
@@ -292,7 +345,7 @@ def sync_seed(tmp_path_factory) -> Iterator[tuple[LedgerNode, NetworkParams, int
         ledger.close()
 
 
-def test_kill_9_during_sync_leaves_a_valid_prefix_of_the_peers_chain(tmp_path, rng, sync_seed):
+def test_kill_9_during_sync_leaves_a_valid_prefix_of_the_peers_chain(tmp_path, rng, sync_seed, fork_server):
     node, params, full_height = sync_seed
     template = tmp_path / "template"
     LocalLedger(template, params).close()
@@ -306,7 +359,7 @@ def test_kill_9_during_sync_leaves_a_valid_prefix_of_the_peers_chain(tmp_path, r
         # stored height below the tip, so some always land mid-sync however fast syncing is.
         after = rng.randint(1, full_height - 50) if i % 2 else None
         delay = rng.uniform(0.0, 0.02) if after else rng.uniform(0.05, 0.6)
-        run = run_and_kill(["sync", str(data_dir), node.address, host], delay, after_block=after)
+        run = run_and_kill(fork_server, ["sync", str(data_dir), node.address, host], delay, after_block=after)
         what = f"sync #{i} (seed {SEED}, {delay:.3f} s after {after or 'ready'})"
         height = check_after_kill(data_dir, params, run, time.time(), what, reference=node.ledger)
         heights.append(height)

@@ -80,6 +80,9 @@ def test_the_window_with_host_auto_moves_its_nodes_to_the_new_address_and_says_s
                        what="the moved ledger node to publish and mine the record with the new address")
             wait_until(lambda: windows[0].me.address == f"{new_ip}:{CHAT_PORT}", 30,
                        what="the window to show the new address")
+            # The ledger panel's snapshot comes from the monitor's next poll after the move, not with the address.
+            wait_until(lambda: (snap := windows[0].snapshot) is not None and new_ip in snap.where, 30,
+                       what="the window's ledger snapshot to name the moved node")
             assert listening(new_ip, CHAT_PORT)
             assert not listening(old_ip, CHAT_PORT)
             assert probe(old_ip, LEDGER_PORT, source_ip=old_ip, network=NETWORK, timeout=0.5) is None

@@ -118,9 +118,11 @@ def ledger_network(cluster: Cluster, hosts: list[str], timeout: float = 60.0) ->
         cluster.join(host, hosts[0]).wait_ready()
     deadline = time.monotonic() + timeout
     for proc in cluster.procs:
+        # Polled with an in-process client; each node then answers the real `ledger lookup` command once.
         for host in hosts:
-            wait_until(lambda h=host, p=proc: p.lookup(h), max(1.0, deadline - time.monotonic()),
+            wait_until(lambda h=host, p=proc: p.quick_lookup(h), max(1.0, deadline - time.monotonic()),
                        what=f"the record of {host} on {proc.host}\n{cluster.logs()}")
+        assert proc.lookup(hosts[-1]), f"ledger lookup {hosts[-1]} --node {proc.host} failed\n{cluster.logs()}"
 
 
 def data_dir(cluster: Cluster, host: str) -> Path:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,9 @@ def _env() -> dict[str, str]:
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     # Commands without --data-dir must not read or write the user's own data directory (pins, light-client
     # headers): every test network shares its genesis with others, so stored headers would leak between tests.
-    env["P2PCHAT_HOME"] = str(Path(tempfile.gettempdir()) / "p2pchat-tests-no-home")
+    # One per xdist worker: two tests running at once must not share it either.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    env["P2PCHAT_HOME"] = str(Path(tempfile.gettempdir()) / f"p2pchat-tests-no-home{'-' + worker if worker else ''}")
     return env
 
 
@@ -93,17 +95,42 @@ class LedgerProcess:
         return json.loads(result.stdout)
 
     def wait_ready(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Polls with the in-process client (a ``ledger status`` process per poll cost a Python start each), then
+        returns what ``ledger status --json`` says once the node answers."""
         def ready() -> dict[str, Any] | None:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"ledger node {self.host} exited with {self.proc.returncode}:\n{self.output()}")
-            return self.status()
-        return wait_until(ready, timeout, interval=0.2, what=f"ledger node {self.host} to answer")
+            return self.quick_status()
+        deadline = time.monotonic() + timeout
+        wait_until(ready, timeout, interval=0.05, what=f"ledger node {self.host} to answer")
+        return wait_until(self.status, max(1.0, deadline - time.monotonic()), interval=0.2,
+                          what=f"ledger status --json to answer from {self.host}")
 
     def lookup(self, query: str, node: str | None = None) -> dict[str, Any] | None:
         result = run_ledger("lookup", query, "--json", "--node", node or self.host)
         if result.returncode != 0:
             return None
         return json.loads(result.stdout)
+
+    def quick_lookup(self, query: str) -> dict[str, Any] | None:
+        """``lookup``'s answer through an in-process light client (no Python start per poll), None without one."""
+        try:
+            return LedgerClient(self.host, self.port, timeout=5.0).lookup(query).to_json()
+        except UserError:
+            return None
+
+    def wait_lookup(self, query: str, timeout: float = 60.0, what: str = "the lookup",
+                    until: Callable[[dict[str, Any] | None], object] = bool) -> dict[str, Any] | None:
+        """Wait until ``until`` holds for this node's answer to ``query``: polled with the in-process client, then
+        the real ``ledger lookup --json`` must agree (its answer is returned)."""
+        deadline = time.monotonic() + timeout
+        wait_until(lambda: until(self.quick_lookup(query)), timeout, what=what)
+
+        def command_agrees() -> tuple[dict[str, Any] | None] | None:
+            answer = self.lookup(query)
+            return (answer,) if until(answer) else None
+        return wait_until(command_agrees, max(1.0, deadline - time.monotonic()), interval=0.2,
+                          what=f"{what} (ledger lookup {query} --node {self.host})")[0]
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:

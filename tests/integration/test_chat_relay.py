@@ -38,7 +38,7 @@ def test_no_inbound_host_chats_through_the_relay_and_survives_a_relay_restart(tm
             relay.wait_for("relay listening on")
             cluster.serve(a).wait_ready()
             cluster.join(b, a, extra=("--no-inbound", "--relay", relay_addr, "--nickname", "bob")).wait_ready()
-            wait_until(lambda: cluster.procs[0].lookup("bob"), 60, what=f"bob's record\n{cluster.logs()}")
+            cluster.procs[0].wait_lookup("bob", 60, what=f"bob's record\n{cluster.logs()}")
             assert cluster.procs[0].lookup("bob")["ip"] is None
             listen = ChatProcess("listen", "--host", b, "--no-inbound", "--relay", relay_addr, "--accept-all",
                                  "--ledger", a, "--rotate-every", "3", "--data-dir", str(cluster.data_dir(b)))

@@ -178,7 +178,7 @@ def test_through_the_relay_a_killed_sender_started_again_resumes_by_itself(tmp_p
             relay.wait_for("relay listening on")
             cluster.serve(b).wait_ready()
             cluster.join(c, b, extra=("--no-inbound", "--relay", relay_addr, "--nickname", "carol")).wait_ready()
-            wait_until(lambda: cluster.procs[0].lookup("carol"), 60, what=f"carol's record\n{cluster.logs()}")
+            cluster.procs[0].wait_lookup("carol", 60, what=f"carol's record\n{cluster.logs()}")
             carol_dir = str(cluster.data_dir(c))
             carol = s.start("listen", "--host", c, "--no-inbound", "--relay", relay_addr, "--accept-all",
                             "--downloads", str(s.downloads), "--ledger", b, "--data-dir", carol_dir)

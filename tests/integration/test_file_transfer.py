@@ -99,7 +99,7 @@ def test_send_delivers_a_file_through_the_relay_to_a_no_inbound_host(tmp_path):
             relay.wait_for("relay listening on")
             cluster.serve(a).wait_ready()
             cluster.join(b, a, extra=("--no-inbound", "--relay", relay_addr, "--nickname", "bob")).wait_ready()
-            wait_until(lambda: cluster.procs[0].lookup("bob"), 60, what=f"bob's record\n{cluster.logs()}")
+            cluster.procs[0].wait_lookup("bob", 60, what=f"bob's record\n{cluster.logs()}")
             listen = ChatProcess("listen", "--host", b, "--no-inbound", "--relay", relay_addr, "--accept-all",
                                  "--accept-files", "--downloads", str(downloads), "--ledger", a,
                                  "--data-dir", str(cluster.data_dir(b)))

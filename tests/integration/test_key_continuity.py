@@ -73,8 +73,8 @@ def test_bob_notices_carols_key_changes_at_step_2(tmp_path):
             k2 = Identity.load(carol_dir / KEY_FILE).fingerprint
             wait_until(lambda: (carol_node.quick_status() or {}).get("fingerprint") == k2.hex(), 60,
                        what="carol's ledger node to switch to the new key")
-            wait_until(lambda: (bob_node.lookup(c) or {}).get("fingerprint") == k2.hex(), 60,
-                       what="bob's ledger node to hold the rotation")
+            bob_node.wait_lookup(c, 60, what="bob's ledger node to hold the rotation",
+                                 until=lambda answer: (answer or {}).get("fingerprint") == k2.hex())
             carol = listen(str(carol_dir))
             second = ChatProcess("chat", c, "--host", b, "--data-dir", bob_dir)
             procs.append(second)
@@ -96,13 +96,14 @@ def test_bob_notices_carols_key_changes_at_step_2(tmp_path):
             carol.stop()
             result = ledger("revoke", "--yes", "--node", c, "--data-dir", str(carol_dir), "--wait", "60")
             assert result.returncode == 0, result.stdout + result.stderr
-            wait_until(lambda: bob_node.lookup(c) is None, 60, what="the revoked binding to disappear at bob's")
+            bob_node.wait_lookup(c, 60, what="the revoked binding to disappear at bob's",
+                                 until=lambda answer: answer is None)
             carol_node.stop()
             new_node = cluster.join(c, b, name="carol-reinstalled")
             new_node.wait_ready()
             k3 = Identity.load(cluster.data_dir(c, "carol-reinstalled") / KEY_FILE).fingerprint
-            wait_until(lambda: (bob_node.lookup(c) or {}).get("fingerprint") == k3.hex(), 60,
-                       what="carol's new registration at bob's")
+            bob_node.wait_lookup(c, 60, what="carol's new registration at bob's",
+                                 until=lambda answer: (answer or {}).get("fingerprint") == k3.hex())
             carol = listen(str(cluster.data_dir(c, "carol-reinstalled")))
 
             # a verified contact: a hard stop, which the accept flag alone does not lift

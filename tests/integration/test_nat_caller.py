@@ -26,7 +26,7 @@ def test_a_natd_host_calls_a_listener_without_relay_directly_and_keeps_its_relay
             relay.wait_for("relay listening on")
             cluster.serve(a, "--nickname", "alice").wait_ready()
             cluster.join(b, a, extra=("--no-inbound", "--relay", relay_addr, "--nickname", "bob")).wait_ready()
-            wait_until(lambda: cluster.procs[0].lookup("bob"), 60, what=f"bob's record\n{cluster.logs()}")
+            cluster.procs[0].wait_lookup("bob", 60, what=f"bob's record\n{cluster.logs()}")
             assert cluster.procs[0].lookup("bob")["ip"] is None        # relay-only: no address anywhere
             public = ChatProcess("listen", "--host", a, "--accept-all", "--data-dir", str(cluster.data_dir(a)))
             public.wait_for("Waiting for chats")

@@ -104,7 +104,7 @@ def test_a_squatted_address_never_reaches_the_squatter_and_becomes_disputed(tmp_
             trap.wait_for("Waiting for chats")
             wait_until(lambda: relay_registered(r) == 1, 30, what="the attacker's registration at the relay")
             bad_fp = announce_squat(h, attacker, v, relay_addr, x)
-            wait_until(lambda: third.lookup(v), 30, what=f"the squat on the third node\n{cluster.logs()}")
+            third.wait_lookup(v, 30, what=f"the squat on the third node\n{cluster.logs()}")
 
             # 1. By address, nobody answers at the squatted address: a plain refusal, no relay.
             call = ChatProcess("chat", v, "--host", c, "--ledger", h, "--direct-timeout", "1",
@@ -134,8 +134,8 @@ def test_a_squatted_address_never_reaches_the_squatter_and_becomes_disputed(tmp_
                 assert "conflict" in status_text(node.host)
 
             # 3. The nodes dialled the address themselves: lookups by IP say "disputed".
-            disputed = wait_until(lambda: (b := honest.lookup(v)) and b.get("disputed") and b, 60,
-                                  what=f"the dispute mark\n{cluster.logs()}")
+            disputed = honest.wait_lookup(v, 60, what=f"the dispute mark\n{cluster.logs()}",
+                                          until=lambda b: b and b.get("disputed"))
             assert disputed["fingerprint"] == bad_fp.hex()
             assert disputed["disputed"]["answering"] == own_status["fingerprint"]
             text = run_ledger("lookup", v, "--node", h).stdout
@@ -167,7 +167,7 @@ def test_a_rewrite_that_drops_a_hosts_record_makes_it_alert_and_other_nodes_see_
         honest.wait_ready()
         victim = cluster.join(v, h)
         victim.wait_ready()
-        mined = wait_until(lambda: honest.lookup(v), 60, what=f"the victim's record\n{cluster.logs()}")
+        mined = honest.wait_lookup(v, 60, what=f"the victim's record\n{cluster.logs()}")
         third = cluster.join(j, h)                        # its registration buries the victim's under a block
         third.wait_ready()
         wait_until(lambda: (s := victim.status()) and s["height"] >= mined["height"] + 1 and s, 60,

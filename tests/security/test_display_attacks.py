@@ -61,7 +61,7 @@ def world(tmp_path_factory) -> Iterator[World]:
         cluster.join(m, v, extra=("--nickname", "mallory")).wait_ready()
         for proc in cluster.procs:
             for host in (v, b, m):
-                wait_until(lambda h=host, p=proc: p.lookup(h), 60, what=f"{host}'s record\n{cluster.logs()}")
+                proc.wait_lookup(host, 60, what=f"{host}'s record\n{cluster.logs()}")
         ids = {ip: Identity.load(cluster.data_dir(ip) / KEY_FILE) for ip in (v, b, m)}
         proc = ChatProcess("listen", "--host", v, "--accept-all", "--step-timeout", "3", "--rotate-every", "3",
                            "--data-dir", str(cluster.data_dir(v)))

@@ -199,7 +199,7 @@ def test_a_relay_with_a_ledger_pairs_registered_callers_and_refuses_strangers(re
     with Cluster(tmp_path / "ledger", [ids[0]]) as cluster:
         node = cluster.serve(ledger_host)
         node.wait_ready()
-        wait_until(lambda: node.lookup(ledger_host), 60, what=f"the ledger host's record\n{cluster.logs()}")
+        node.wait_lookup(ledger_host, 60, what=f"the ledger host's record\n{cluster.logs()}")
         relay = start(relays, tmp_path, "--ledger", ledger_host)
         relay.register(ids[1])
         exchange(relay.call(ids[0], ids[1]), relay.invites.get(timeout=20), 1)     # ids[0] has a record
