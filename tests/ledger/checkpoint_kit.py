@@ -57,7 +57,7 @@ def checkpoint_and_replay(data_dir: Path, params: NetworkParams, now: float, wor
     replayed from genesis."""
     copy = work / f"{data_dir.name}-replayed"
     shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(data_dir, copy, ignore=shutil.ignore_patterns("*.lock"))
+    shutil.copytree(data_dir, copy, ignore=shutil.ignore_patterns("*.lock", "*.sock"))   # a killed node's socket
     with LocalLedger(data_dir, params, clock=lambda: now, finality=finality) as ledger:
         assert ledger.rebuilt_checkpoint is None, ledger.rebuilt_checkpoint
         restored = snapshot(ledger, now)
