@@ -727,14 +727,21 @@ class GroupService:
             return
         self._keep_changes(gid, new)
         self._after_membership(g, before)
-        # The sender gave its changes to every member it sees; those only this node sees get them from here, and
-        # a member the frame added gets what this node has that the sender did not (a concurrent edit).
-        theirs = g.log.members_of(theirs_known)
-        added = {c.target for c in new if c.op == "add"} & set(g.log.members)
-        lacking = any(h not in theirs_known for h in g.log.changes)
-        for m in added if lacking else ():
-            self._known.setdefault((gid, m.hex()), set()).update(theirs_known)
-        self._fan_out_changes(g, only=(set(g.log.members) - theirs - {peer}) | (added if lacking else set()))
+        # A change's author gave it to the members it saw when it made it (the members of the change's ancestry),
+        # and the sender to those it sees; a member only this node sees — one added by a concurrent edit — gets it
+        # from here. A member added by a change whose author lacked something this node holds gets the whole log:
+        # that frame may reach it before the adder's invitation, so it must be a valid invitation on its own.
+        reach = g.log.members_of(theirs_known)
+        behind: set[bytes] = set()
+        whole: set[bytes] = set()
+        for c in new:
+            seen = g.log.ancestry(c.hash)
+            behind |= set(g.log.members) - g.log.members_of(seen)
+            if c.op == "add" and c.target in g.log.members and len(seen) < len(g.log.changes):
+                whole.add(c.target)
+        for m in whole:
+            self._known.pop((gid, m.hex()), None)
+        self._fan_out_changes(g, only=((set(g.log.members) - reach) | behind | whole) - {peer})
 
     def _key_known(self, g: Group, peer: bytes) -> bool:
         return any(c.target == peer for c in g.log.changes.values())

@@ -264,6 +264,16 @@ class MembershipLog:
     def _merge(self) -> None:
         self.members, self.effective = _merge(self.ordered(), self.creator)
 
+    def ancestry(self, h: bytes) -> set[bytes]:
+        """``h`` and every change it builds on: what its author held when it made it."""
+        seen, stack = {h}, [h]
+        while stack:
+            for p in self.changes[stack.pop()].parents:
+                if p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+        return seen
+
     def members_of(self, hashes: set[bytes]) -> set[bytes]:
         """The members a peer sees whose log is ``hashes`` (only the changes this log holds count)."""
         members, _ = _merge([c for c in self.ordered() if c.hash in hashes], self.creator)

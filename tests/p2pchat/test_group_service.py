@@ -159,3 +159,54 @@ def test_a_message_ahead_of_the_membership_is_held_and_acknowledged_once_shown(
     finally:
         sa.close()
         sb.close()
+
+
+@pytest.mark.parametrize("with_carol", [True, False])
+def test_a_member_added_during_a_concurrent_removal_learns_it_whatever_the_arrival_order(
+        tmp_path: Path, identities: list[Identity], with_carol: bool) -> None:
+    # bob adds erin while alice removes dave. Alice's removal never reached erin (alice did not know her yet), so
+    # whoever sees both edits must forward it; those frames can reach erin before bob's invitation does, and each
+    # must still bring her to the same membership. Without carol only alice and bob can tell her.
+    a, b, c, d, e = identities[:5]
+    wire = Wire()
+    services = [_service(wire, x, tmp_path / n) for x, n in zip((a, b, c, d, e), "abcde", strict=True)]
+    sa, sb, sc, _sd, se = services
+    if not with_carol:
+        services.remove(sc)
+        sc.close()
+        del wire.services[c.fingerprint.hex()]
+
+    def settle() -> None:
+        for _ in range(3):
+            for s in services:
+                s._call(lambda: None)   # every frame queued before has been handled
+
+    def members(s: GroupService) -> set[bytes]:
+        return {m for g, _, ms in s.snapshot() if g == gid for m in ms}
+
+    try:
+        gid = sa.create("lab", [_member(b, "bob"), _member(d, "dave")] + ([_member(c, "carol")] if with_carol else []))
+        wait_until(lambda: all(s.snapshot() for s in services if s is not se), 10, what="everyone has the group")
+        settle()
+        wire.stop_changes = True
+        sb.add(gid, _member(e, "erin"))
+        sa.remove(gid, d.fingerprint.hex())
+        invitation = (e.fingerprint.hex(), b.fingerprint.hex())
+        while True:                     # every held membership frame, bob's to erin last
+            settle()
+            early = [f for f in wire.stopped if f[:2] != invitation]
+            if not early:
+                break
+            wire.stopped.remove(early[0])
+            to, frm, body = early[0]
+            wire.services[to].frame_from(f"{to}>{frm}", frm, body)
+        wire.stop_changes = False
+        for to, frm, body in wire.stopped:
+            wire.services[to].frame_from(f"{to}>{frm}", frm, body)
+        settle()
+        want = {x.fingerprint for x in ((a, b, c, e) if with_carol else (a, b, e))}
+        for s in (sa, sb, se) + ((sc,) if with_carol else ()):
+            wait_until(lambda s=s: members(s) == want, 10, what="the four members agree")
+    finally:
+        for s in services:
+            s.close()
