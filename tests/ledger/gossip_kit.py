@@ -65,6 +65,12 @@ class Net:
         self.nodes.append(node)
         return node.start() if start else node
 
+    def registered_node(self) -> LedgerNode:
+        """A started node whose own record is already in its ledger."""
+        node = self.node()
+        wait_until(lambda: node.ledger.lookup("ip", node.host, node.clock()), what="registration")
+        return node
+
     def close(self) -> None:
         for node in self.nodes:
             node.close()

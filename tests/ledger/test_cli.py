@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from gossip_kit import PARAMS, Net, config, grow, wait_until
+from gossip_kit import PARAMS, Net, config, grow
 
 from ledger.cli import main
 from ledger.local_ledger import LocalLedger, store_path
@@ -30,9 +30,7 @@ def net(tmp_path):
 
 @pytest.fixture
 def node(net):
-    node = net.node()
-    wait_until(lambda: node.ledger.lookup("ip", node.host, node.clock()), what="registration")
-    return node
+    return net.registered_node()
 
 
 def run(capsys, *argv):

@@ -33,9 +33,7 @@ def net(base):
 
 @pytest.fixture
 def node(net):
-    node = net.node()
-    wait_until(lambda: node.ledger.lookup("ip", node.host, node.clock()), what="registration")
-    return node
+    return net.registered_node()
 
 
 def lookup(capsys, node, *extra, data_dir=None):
