@@ -40,7 +40,7 @@ def missing_requirements() -> list[str]:
         problems.append("'nft' is missing (Debian package nftables; the NAT router needs it)")
     if problems:
         return problems
-    probe = "p2plab-probe"
+    probe = f"p2plab-probe-{os.getpid()}"    # per process: two labs starting at once must not share it
     created = run(["ip", "netns", "add", probe], check=False)
     if created.returncode != 0:
         problems.append(f"'ip netns add' does not work here: {created.stderr.strip()}")
