@@ -48,6 +48,7 @@ from p2pchat.foundation.lazylog import LazyLogger
 if TYPE_CHECKING:
     from ledger import own_record
     from ledger.assume_valid import AssumeValid
+    from ledger.chain import FinalityPolicy
     from ledger.client import LedgerClient
     from ledger.local_ledger import LocalLedger
     from ledger.params import NetworkParams
@@ -192,6 +193,13 @@ def _finality_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finality-hold", type=_count, default=int(FINALITY_MIN_HOLD), metavar="SECONDS",
                         help="depth counts only for blocks held at least this long, so a burst of blocks cannot "
                              f"finalize a branch before the network is heard (default {int(FINALITY_MIN_HOLD)})")
+
+
+def _finality(args: argparse.Namespace) -> FinalityPolicy:
+    """The policy the options of :func:`_finality_options` name."""
+    from ledger.chain import FinalityPolicy
+
+    return FinalityPolicy(depth=args.finality_depth, seconds=args.finality_seconds, min_hold=args.finality_hold)
 
 
 def _prune_keep_option(parser: argparse.ArgumentParser) -> None:
@@ -605,7 +613,6 @@ def _pruned_text(pruned: dict[str, object]) -> str:
 def cmd_prune(args: argparse.Namespace) -> int:
     """Prune the local store (node stopped), with progress, then compact the file."""
     from ledger.assume_valid import AssumeValid
-    from ledger.chain import FinalityPolicy
     from ledger.local_ledger import LocalLedger, stored_params
     from ledger.prune import prune_all
 
@@ -619,8 +626,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                        "joined; prune once 'ledger status' no longer shows the history check")
     try:
         ledger = LocalLedger(data_dir, params,
-                             finality=FinalityPolicy(depth=args.finality_depth, seconds=args.finality_seconds,
-                                                      min_hold=args.finality_hold))
+                             finality=_finality(args))
     except StoreError as exc:
         if "already using" in str(exc):
             raise CliError(f"the ledger node using {data_dir} is running; it prunes by itself when started with "
@@ -965,7 +971,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     import threading
 
     from ledger import own_record
-    from ledger.chain import FinalityPolicy
     from ledger.local_ledger import LocalLedger
     from ledger.node import LedgerNode, NodeConfig
     from p2pchat.foundation.identity import Identity
@@ -994,8 +999,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         ledger = LocalLedger(data_dir, params, recover=args.recover, checkpoint=checkpoint,
-                             finality=FinalityPolicy(depth=args.finality_depth, seconds=args.finality_seconds,
-                                                      min_hold=args.finality_hold))
+                             finality=_finality(args))
     except LedgerError as exc:  # a --checkpoint that contradicts this node's own history
         raise CliError(str(exc)) from None
     if ledger.store.recovered_from is not None:
