@@ -40,7 +40,7 @@ def as_listen(argv: list[str]) -> list[str]:
     return argv
 
 
-class _NoNetwork:
+class OfflineHost:
     """The offline stand-in for the node: no chat is ever open, so every frame waits in the store."""
 
     def live_session_with(self, fp: str) -> str | None:
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     data_dir, secret, vault = passphrase.open_data_dir(args, offer=False)
     identity = Identity.load_or_create(data_dir, secret)
     contacts = ContactStore.in_data_dir(data_dir, vault)
-    service = GroupService(_NoNetwork(), GroupStore.in_data_dir(data_dir, vault), identity, lambda ev: None)
+    service = GroupService(OfflineHost(), GroupStore.in_data_dir(data_dir, vault), identity, lambda ev: None)
     p = Printer(out)
     try:
         node = _OfflineNode(identity, contacts, service)

@@ -17,27 +17,14 @@ from gui.models import LineKind
 from gui.worker import CommandWorker
 from p2pchat.contacts import Contact
 from p2pchat.events import GroupMessage, GroupNotice, GroupReceipt
-from p2pchat.foundation.errors import UsageError
 from p2pchat.foundation.identity import Identity
+from p2pchat.group_cli import OfflineHost
 from p2pchat.group_service import ChangeView, GroupService, GroupView
 from p2pchat.group_store import GroupStore
 from p2pchat.groups import GroupText
 from p2pchat.vault import Vault
 from tests.gui.helpers import settle
 from tests.helpers import wait_until
-
-
-class Offline:
-    """The group service's host with no chat ever open: every frame waits in the store."""
-
-    def live_session_with(self, fp: str) -> str | None:
-        return None
-
-    def send_group_frame(self, session: str, body: bytes) -> None:
-        raise UsageError("no chat is open here")
-
-    def want_contact(self, fp: str) -> None:
-        pass
 
 
 class Members:
@@ -57,7 +44,7 @@ def contact(identity: Identity, nickname: str, *, verified: bool = False) -> Con
 
 
 def service(data_dir: Path, me: Identity) -> GroupService:
-    return GroupService(Offline(), GroupStore.in_data_dir(data_dir, Vault.open(data_dir, None)), me,
+    return GroupService(OfflineHost(), GroupStore.in_data_dir(data_dir, Vault.open(data_dir, None)), me,
                         lambda _ev: None)
 
 
