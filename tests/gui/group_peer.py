@@ -27,17 +27,7 @@ from p2pchat.foundation.errors import UserError
 from p2pchat.foundation.identity import KEY_FILE, Identity
 from p2pchat.node import ChatNode
 from p2pchat.peer_directory import DirectoryEntry, FixedDirectory
-
-
-def say(**fields: object) -> None:
-    print(json.dumps(fields, default=str), flush=True)
-
-
-def read_commands(commands: queue.Queue[dict[str, object] | None]) -> None:
-    for line in sys.stdin:
-        if line.strip():
-            commands.put(json.loads(line))
-    commands.put(None)
+from tests.gui.headless_peer import read_commands, say
 
 
 def main() -> int:
