@@ -646,9 +646,13 @@ class Channel:
         else:
             return self._refuse("unexpected", f"a message under key epoch {epoch}, which was never agreed, "
                                               "arrived; it was not shown")
+        aad = sealed_aad(self.session_id, side.direction, epoch, counter)
         try:
-            plain = crypto.open_sealed(key, sealed_nonce(counter), box,
-                                       sealed_aad(self.session_id, side.direction, epoch, counter))
+            if isinstance(box, memoryview) and not box.readonly:
+                # a frame received into its own buffer (CHAT.decode_buffer): decrypted where it lies
+                plain: bytes | memoryview = crypto.open_in_place(key, sealed_nonce(counter), box, aad)
+            else:
+                plain = crypto.open_sealed(key, sealed_nonce(counter), box, aad)
         except CryptoError:
             return self._refuse("tampered", "a message failed authentication: it was altered on the way or "
                                             "forged; it was not shown")

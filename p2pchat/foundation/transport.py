@@ -129,12 +129,33 @@ class FramedSocket:
             return self._ready.pop(0)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not self._ready:
+            space = self._reader.space()
+            if space is not None:     # a large frame: read straight into its own buffer (the one copy)
+                with space:
+                    self._ready.extend(self._reader.wrote(self._read_into(deadline, space)))
+                continue
             # The rest of a frame is asked for in one read, not in 64 KiB pieces, and no further: the buffer then
             # holds exactly that frame, which the reader decodes without copying it.
             need = self._reader.next_frame_size()
             size = RECV_CHUNK if need is None else max(1, need - self._reader.pending())
             self._ready.extend(self._reader.feed(self._read_some(deadline, size)))
         return self._ready.pop(0)
+
+    def _read_into(self, deadline: float, space: memoryview) -> int:
+        """Read what has arrived into ``space`` (at least one byte), waiting at most until ``deadline``."""
+        while True:
+            try:
+                n = _recv_into_now(self.sock, space)
+                if n is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not _wait_ready(self.sock, write=False, timeout=remaining):
+                        raise PeerUnreachable(f"{self.peer_text} did not answer in time")
+                    continue
+            except OSError as exc:
+                raise PeerUnreachable(f"connection to {self.peer_text} failed: {_os_reason(exc)}") from None
+            if not n:
+                raise PeerUnreachable(f"{self.peer_text} closed the connection")
+            return n
 
     def _read_some(self, deadline: float, size: int = RECV_CHUNK) -> bytes:
         """The next bytes from the socket, waiting at most until ``deadline`` (this direction's own)."""
@@ -184,6 +205,18 @@ def _recv_now(sock: socket.socket, size: int) -> bytes | None:
         if not _wait_ready(sock, write=False, timeout=0):
             return None
         return sock.recv(size)
+    except (BlockingIOError, InterruptedError):
+        return None
+
+
+def _recv_into_now(sock: socket.socket, space: memoryview) -> int | None:
+    """:func:`_recv_now` into ``space``: the number of bytes written (0: the peer closed), or None."""
+    try:
+        if FD_IO and sock.gettimeout() is not None:
+            return os.readv(sock.fileno(), [space])
+        if not _wait_ready(sock, write=False, timeout=0):
+            return None
+        return sock.recv_into(space)
     except (BlockingIOError, InterruptedError):
         return None
 
