@@ -98,3 +98,30 @@ def test_arbitrary_msgpack_values_never_raise_anything_but_frame_error(obj):
         PROTO.decode(body(obj))
     except FrameError:
         pass
+
+
+BIG = Protocol("big", {"blob": {"data": Field(bytes)}}, max_frame=4 * 1024 * 1024)
+
+
+def test_a_large_frame_is_received_into_its_own_buffer_in_place_or_fed_in_pieces_alike():
+    """Past BODY_BUFFER the reader offers the rest of the frame as one writable space (the socket reads into
+    it); bytes fed instead land there too, and what follows the frame is read as usual."""
+    data = bytes(range(256)) * 1024
+    frame, small = BIG.encode("blob", data=data), BIG.encode("blob", data=b"tail")
+    reader = BIG.reader()
+    assert reader.feed(frame[:1000]) == [] and reader.pending() == 996 and reader.next_frame_size() == len(frame) - 4
+    space = reader.space()
+    assert space is not None and len(space) == len(frame) - 1000
+    space[:5000] = frame[1000:6000]
+    assert reader.wrote(5000) == [] and reader.pending() == 5996
+    (msg, tail) = reader.feed(frame[6000:] + small)       # the rest and the next frame in one piece
+    assert msg["data"] == data and tail["data"] == b"tail"
+    assert reader.space() is None and reader.pending() == 0
+
+
+def test_a_large_frame_announced_over_the_limit_gets_no_buffer():
+    reader = BIG.reader()
+    reader.limit = 100_000
+    with pytest.raises(FrameError, match="over the 100000-byte limit"):
+        reader.feed(HEADER.pack(100_001) + b"x")
+    assert reader.space() is None
