@@ -201,9 +201,9 @@ class FrameReader:
     The buffer never holds more than one frame's worth of bytes beyond what the length prefix allowed.
     After a :class:`FrameError` the stream is unusable and the connection must be closed.
 
-    A frame over :data:`BODY_BUFFER` bytes is received into a buffer of its own size, allocated once its length
-    prefix arrived (within the limit): the IO layer reads straight into :meth:`space` and reports with
-    :meth:`wrote`, so a 1 MiB frame is copied once, by the kernel, and decoded from that buffer
+    A frame over :data:`BODY_BUFFER` bytes may be received into a buffer of its own size once its length prefix
+    arrived (within the limit): the IO layer reads straight into :meth:`space` and reports with :meth:`wrote`,
+    so a 1 MiB frame is copied once, by the kernel, and decoded from that buffer
     (:meth:`Protocol.decode_buffer`).
     """
 
@@ -229,9 +229,19 @@ class FrameReader:
 
     def space(self) -> memoryview | None:
         """The rest of the large frame being received, to be written in place (then :meth:`wrote`); None when
-        no large frame is under way (bytes then go to :meth:`feed`)."""
+        no large frame is under way (bytes then go to :meth:`feed`). The frame's buffer is made on the first
+        call, not when its header arrives, so a reader that is only fed (a relayed link) buffers what arrived,
+        as before, and never a frame announced but not sent."""
         if self._body is None:
-            return None
+            if self._need is None or self._need <= BODY_BUFFER:
+                return None
+            from p2pchat.foundation.allocator import keep_freed_buffers  # (ctypes: not at start-up)
+
+            keep_freed_buffers()      # the megabyte buffers of a stream reuse the heap's pages
+            self._body = bytearray(self._need)
+            self._have = len(self._buf)
+            self._body[:self._have] = self._buf
+            self._buf = bytearray()
         return memoryview(self._body)[self._have:]
 
     def wrote(self, n: int) -> list[Message]:
@@ -269,14 +279,6 @@ class FrameReader:
                 del self._buf[:HEADER.size]
                 self._need = size
             if len(self._buf) < self._need:
-                if self._need > BODY_BUFFER:      # a large frame: the rest is received into its own buffer
-                    from p2pchat.foundation.allocator import keep_freed_buffers  # (ctypes: not at start-up)
-
-                    keep_freed_buffers()      # the megabyte buffers of a stream reuse the heap's pages
-                    self._body = bytearray(self._need)
-                    self._have = len(self._buf)
-                    self._body[:self._have] = self._buf
-                    self._buf = bytearray()
                 return
             body: bytes | bytearray
             if len(self._buf) == self._need:    # the buffer is this frame (the usual case): no copy at all

@@ -119,7 +119,12 @@ def test_a_large_frame_is_received_into_its_own_buffer_in_place_or_fed_in_pieces
     assert reader.space() is None and reader.pending() == 0
 
 
-def test_a_large_frame_announced_over_the_limit_gets_no_buffer():
+def test_a_large_frame_gets_its_buffer_only_when_asked_for_and_within_the_limit():
+    """A reader that is only fed (a relayed link) buffers what arrived, never what a header announced; and no
+    frame over the limit ever gets a buffer."""
+    reader = BIG.reader()
+    assert reader.feed(HEADER.pack(3_000_000) + b"x") == [] and reader.pending() == 1
+    assert reader._body is None                       # nothing allocated for the 3 MB announced
     reader = BIG.reader()
     reader.limit = 100_000
     with pytest.raises(FrameError, match="over the 100000-byte limit"):
