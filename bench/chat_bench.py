@@ -22,7 +22,9 @@ child process, the initiator in this one. Measured:
 
 ``--handshake`` runs only the handshake comparison and the attacker loop.
 ``--bulk ROUNDS`` runs the handshakes and then only 1 MiB messages: per round one TLS stream and one chat stream,
-alternating, each round's ratio printed (the figures of a loaded machine swing between rounds).
+alternating, each round's ratio printed (the figures of a loaded machine swing between rounds), with the CPU each
+side spent per MiB (``getrusage``: this process for the sender, the responder process for the receiver, read once
+it is idle again) — steadier than the wall clock on a shared machine.
 ``--rotate-every N`` sets the sending node's key rotation interval (default 10, the product's default).
 """
 
