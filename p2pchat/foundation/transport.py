@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from p2pchat.foundation.addresses import format_address
 from p2pchat.foundation.codec import Message, Protocol
@@ -22,6 +22,7 @@ from p2pchat.foundation.lazylog import LazyLogger
 
 log = LazyLogger(__name__)   # logging is imported when a server first logs (start-up time)
 RECV_CHUNK = 65536
+_Read = TypeVar("_Read", bytes, int)     # what one read gives: the bytes, or how many were written in place
 # POSIX: a socket with a timeout is non-blocking underneath, and read()/write() on its descriptor try the transfer
 # at once, where socket.recv()/send() would first poll (a second system call per transfer): _recv_now, _send_now.
 FD_IO = os.name == "posix"
@@ -143,35 +144,27 @@ class FramedSocket:
 
     def _read_into(self, deadline: float, space: memoryview) -> int:
         """Read what has arrived into ``space`` (at least one byte), waiting at most until ``deadline``."""
-        while True:
-            try:
-                n = _recv_into_now(self.sock, space)
-                if n is None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or not _wait_ready(self.sock, write=False, timeout=remaining):
-                        raise PeerUnreachable(f"{self.peer_text} did not answer in time")
-                    continue
-            except OSError as exc:
-                raise PeerUnreachable(f"connection to {self.peer_text} failed: {_os_reason(exc)}") from None
-            if not n:
-                raise PeerUnreachable(f"{self.peer_text} closed the connection")
-            return n
+        return self._read(deadline, lambda: _recv_into_now(self.sock, space))
 
     def _read_some(self, deadline: float, size: int = RECV_CHUNK) -> bytes:
         """The next bytes from the socket, waiting at most until ``deadline`` (this direction's own)."""
+        return self._read(deadline, lambda: _recv_now(self.sock, size))
+
+    def _read(self, deadline: float, attempt: Callable[[], _Read | None]) -> _Read:
+        """What ``attempt`` reads (None: nothing there yet; empty: the peer closed), tried until ``deadline``."""
         while True:
             try:
-                data = _recv_now(self.sock, size)   # on a busy stream the bytes are already here: no poll first
-                if data is None:
+                got = attempt()     # on a busy stream the bytes are already here: no poll first
+                if got is None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or not _wait_ready(self.sock, write=False, timeout=remaining):
                         raise PeerUnreachable(f"{self.peer_text} did not answer in time")
                     continue      # ready (or a spurious wake-up): try again until the deadline
             except OSError as exc:
                 raise PeerUnreachable(f"connection to {self.peer_text} failed: {_os_reason(exc)}") from None
-            if not data:
+            if not got:
                 raise PeerUnreachable(f"{self.peer_text} closed the connection")
-            return data
+            return got
 
     def discard_buffers(self) -> None:
         """Drop what was received and not returned yet (the caller reads this socket no more): an ended
