@@ -51,7 +51,9 @@ AES-256-GCM(key[direction, epoch], nonce = 0x00000000 | counter (u64), plaintext
 AAD = label | session id | direction | epoch | counter). The inner message (``text``, ``texts``, ``receipt``,
 ``typing``, ``rotate``, ``rotate_ack``, ``goodbye``) is a :data:`~p2pchat.chat_protocol.SEALED_CONTENT` frame body,
 so an observer cannot tell a typing notice from a short text. Counters strictly increase per direction across epochs;
-lower or equal → refused (replay/reorder), a jump → reported as missing frames.
+lower or equal → refused (replay/reorder), a jump → reported as missing frames. A ``box`` that is a writable view
+(a frame the node's reader received into its own buffer, :meth:`~p2pchat.chat_protocol.CHAT` ``.decode_buffer``) is
+decrypted in place: the caller gives that buffer to the channel.
 
 Delivery receipts are cumulative: one ``receipt{ids}`` acknowledges every text that arrived in one burst. The
 IO layer passes ``more_buffered=True`` to :meth:`Channel.receive` while it already holds further complete
