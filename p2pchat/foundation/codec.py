@@ -201,10 +201,11 @@ class FrameReader:
     The buffer never holds more than one frame's worth of bytes beyond what the length prefix allowed.
     After a :class:`FrameError` the stream is unusable and the connection must be closed.
 
-    A frame over :data:`BODY_BUFFER` bytes may be received into a buffer of its own size once its length prefix
-    arrived (within the limit): the IO layer reads straight into :meth:`space` and reports with :meth:`wrote`,
-    so a 1 MiB frame is copied once, by the kernel, and decoded from that buffer
-    (:meth:`Protocol.decode_buffer`).
+    A frame over :data:`BODY_BUFFER` bytes (and within :attr:`buffer_limit`, a vouched-for peer's) may be received
+    into a buffer of its own size once its length prefix arrived: the IO layer reads straight into :meth:`space`
+    and reports with :meth:`wrote`, so a 1 MiB frame is copied once, by the kernel, and decoded from that buffer
+    (:meth:`Protocol.decode_buffer`). Any other frame is buffered as its bytes arrive, so what a stranger makes
+    the reader hold is what it sent.
     """
 
     def __init__(self, protocol: Protocol) -> None:
@@ -212,6 +213,10 @@ class FrameReader:
         self.limit = protocol.max_frame     # may be lowered per connection (e.g. before a peer authenticated)
         self._buf = bytearray()
         self._need: int | None = None
+        # Frames over BODY_BUFFER and up to this size may get a buffer of their own (space()), made when the
+        # header arrives and so committed before the bytes are: only for a peer the owner vouched for (the chat
+        # node, once step 3 verified the peer), never for a stranger (0).
+        self.buffer_limit = 0
         self._body: bytearray | None = None     # a large frame's own buffer, filled up to _have
         self._have = 0
 
@@ -229,11 +234,11 @@ class FrameReader:
 
     def space(self) -> memoryview | None:
         """The rest of the large frame being received, to be written in place (then :meth:`wrote`); None when
-        no large frame is under way (bytes then go to :meth:`feed`). The frame's buffer is made on the first
-        call, not when its header arrives, so a reader that is only fed (a relayed link) buffers what arrived,
-        as before, and never a frame announced but not sent."""
+        no large frame is under way or the peer was not vouched for (bytes then go to :meth:`feed`). The frame's
+        buffer is made on the first call, not when its header arrives, so a reader that is only fed (a relayed
+        link) buffers what arrived, as before."""
         if self._body is None:
-            if self._need is None or self._need <= BODY_BUFFER:
+            if self._need is None or not BODY_BUFFER < self._need <= self.buffer_limit:
                 return None
             from p2pchat.foundation.allocator import keep_freed_buffers  # (ctypes: not at start-up)
 

@@ -73,7 +73,11 @@ class FramedSocket:
 
     @frame_limit.setter
     def frame_limit(self, limit: int) -> None:
-        self._reader.limit = min(limit, self.protocol.max_frame)
+        """Set by the owner for this peer (the chat node: small before step 3 verified it, the protocol's limit
+        after), so frames that large are expected from it: a large one is then read straight into a buffer of its
+        own (:attr:`FrameReader.buffer_limit`). A socket whose limit nobody set (a ledger peer, any stranger)
+        buffers frames as their bytes arrive."""
+        self._reader.limit = self._reader.buffer_limit = min(limit, self.protocol.max_frame)
 
     @property
     def buffered_messages(self) -> int:

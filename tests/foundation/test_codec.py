@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pchat.foundation.codec import HEADER, Field, Protocol, opt
+from p2pchat.foundation.codec import BODY_BUFFER, HEADER, Field, Protocol, opt
 from p2pchat.foundation.errors import FrameError
 
 PROTO = Protocol("test", {
@@ -109,6 +109,7 @@ def test_a_large_frame_is_received_into_its_own_buffer_in_place_or_fed_in_pieces
     data = bytes(range(256)) * 1024
     frame, small = BIG.encode("blob", data=data), BIG.encode("blob", data=b"tail")
     reader = BIG.reader()
+    reader.buffer_limit = BIG.max_frame              # a peer its owner vouched for
     assert reader.feed(frame[:1000]) == [] and reader.pending() == 996 and reader.next_frame_size() == len(frame) - 4
     space = reader.space()
     assert space is not None and len(space) == len(frame) - 1000
@@ -119,14 +120,20 @@ def test_a_large_frame_is_received_into_its_own_buffer_in_place_or_fed_in_pieces
     assert reader.space() is None and reader.pending() == 0
 
 
-def test_a_large_frame_gets_its_buffer_only_when_asked_for_and_within_the_limit():
-    """A reader that is only fed (a relayed link) buffers what arrived, never what a header announced; and no
-    frame over the limit ever gets a buffer."""
+def test_a_large_frame_gets_a_buffer_of_its_own_only_from_a_vouched_peer_and_within_the_limits():
+    """A stranger's reader (buffer_limit 0) and a reader that is only fed hold what arrived, never what a header
+    announced; no frame over the limit ever gets a buffer."""
+    stranger = BIG.reader()
+    assert stranger.feed(HEADER.pack(3_000_000) + b"x") == [] and stranger.space() is None
+    assert stranger.pending() == 1
+    vouched = BIG.reader()
+    vouched.buffer_limit = 2_000_000
+    assert vouched.feed(HEADER.pack(2_000_001) + b"x") == [] and vouched.space() is None   # over what it vouched
+    vouched = BIG.reader()
+    vouched.buffer_limit = 2_000_000
+    assert vouched.feed(HEADER.pack(BODY_BUFFER) + b"x") == [] and vouched.space() is None  # small: fed as usual
     reader = BIG.reader()
-    assert reader.feed(HEADER.pack(3_000_000) + b"x") == [] and reader.pending() == 1
-    assert reader._body is None                       # nothing allocated for the 3 MB announced
-    reader = BIG.reader()
-    reader.limit = 100_000
+    reader.limit = reader.buffer_limit = 100_000
     with pytest.raises(FrameError, match="over the 100000-byte limit"):
         reader.feed(HEADER.pack(100_001) + b"x")
     assert reader.space() is None
