@@ -25,8 +25,8 @@ from p2pchat.channel import Channel, Text
 from p2pchat.chat_protocol import (
     CHAT,
     SEALED_CONTENT,
-    pad,
     padded_parts,
+    padded_size,
     sealed_aad,
     sealed_frame,
     sealed_nonce,
@@ -78,12 +78,20 @@ def main() -> int:
 
     def round_trip() -> None:
         _, frames = alice.send_text(TEXT, 1.0)
-        for f in frames:
-            for ev in bob.receive(CHAT.decode(memoryview(f)[4:]), more_buffered=True):
+        for f in frames:      # as the node's reader has it: the frame's body in a buffer of its own
+            for ev in bob.receive(CHAT.decode_buffer(bytearray(memoryview(f)[4:])), more_buffered=True):
                 assert not isinstance(ev, Text) or len(ev.text) == len(TEXT)
         bob.take_receipt()
 
-    def seal_frame(parts: list[bytes]) -> bytes:
+    def open_copied() -> None:     # before: the box copied out by msgpack, then decrypted into new bytes
+        msg = CHAT.decode(received)
+        crypto.open_sealed(key0, sealed_nonce(0), msg["box"], aad0)
+
+    def open_in_place() -> None:   # now: the box a view of the received buffer, decrypted where it lies
+        msg = CHAT.decode_buffer(bytearray(received))
+        crypto.open_in_place(key0, sealed_nonce(0), msg["box"], aad0)
+
+    def seal_frame(parts: list[bytes], key: bytes = key, aad: bytes = aad) -> bytes:
         frame, at = sealed_frame(0, 0, sum(len(p) for p in parts) + crypto.GCM_TAG_LEN)
         with memoryview(frame) as view:
             crypto.seal_into(key, sealed_nonce(0), parts, aad, view[at:])
@@ -91,22 +99,32 @@ def main() -> int:
 
     sealed_body = memoryview(frame)[4:]
     body = SEALED_CONTENT.encode_body("text", **fields)
+    key0, aad0 = crypto.random_bytes(32), sealed_aad(sid, b"i2r", 0, 0)
+    received = bytes(seal_frame([plain], key0, aad0))[4:]
     rows = [
         ("GCM seal (crypto.seal)", lambda: crypto.seal(key, sealed_nonce(0), plain, aad)),
         ("GCM open (crypto.open_sealed)", lambda: crypto.open_sealed(key, sealed_nonce(0), box, aad)),
         ("sender: Channel.send_text, all passes", lambda: alice.send_text(TEXT, 1.0)),
-        ("  seal a frame from the padded parts (now)", lambda: seal_frame(padded_parts("text", **fields))),
-        ("  seal a frame from a joined padded copy (before)",
-         lambda: seal_frame([pad(SEALED_CONTENT.encode_body("text", **fields))])),
+        ("  seal a frame from the padded parts (now: the text's UTF-8 a part)",
+         lambda: seal_frame(padded_parts("text", **fields))),
+        ("  seal a frame from the msgpack-packed body (before)", lambda: seal_frame(packed_parts())),
+        ("receiver: decode + open, box copied (before)", open_copied),
+        ("receiver: decode + open in place (now)", open_in_place),
         ("receiver + sender: send_text then receive", round_trip),
-        ("  inner msgpack pack (text → body)", lambda: SEALED_CONTENT.encode_body("text", **fields)),
-        ("  padding (padded_parts)", lambda: padded_parts("text", **fields)),
+        ("  inner msgpack pack (text → body; before)", lambda: SEALED_CONTENT.encode_body("text", **fields)),
+        ("  padding (padded_parts: head + UTF-8 encode; now)", lambda: padded_parts("text", **fields)),
         ("  frame copy (bytes(bytearray))", lambda: bytes(bytearray(len(frame)))),
-        ("  outer decode (CHAT.decode: box copied out)", lambda: CHAT.decode(sealed_body)),
+        ("  outer decode (CHAT.decode: box copied out; before)", lambda: CHAT.decode(sealed_body)),
+        ("  outer decode (CHAT.decode_buffer: box a view; now)", lambda: CHAT.decode_buffer(bytearray(sealed_body))),
         ("  padding check (unpad)", lambda: unpad(plain)),
         ("  inner decode (SEALED_CONTENT.decode: UTF-8)",
          lambda: SEALED_CONTENT.decode(memoryview(plain)[4:4 + len(body)])),
     ]
+    def packed_parts() -> list[bytes]:
+        packed = SEALED_CONTENT.encode_body("text", **fields)
+        n = 4 + len(packed)
+        return [len(packed).to_bytes(4, "big"), packed, bytes(padded_size(n) - n)]
+
     results = {name: float("inf") for name, _ in rows}
     for _ in range(args.repeat):          # rows interleaved round by round: a load spike hits all of them
         for name, fn in rows:

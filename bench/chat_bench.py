@@ -22,7 +22,9 @@ child process, the initiator in this one. Measured:
 
 ``--handshake`` runs only the handshake comparison and the attacker loop.
 ``--bulk ROUNDS`` runs the handshakes and then only 1 MiB messages: per round one TLS stream and one chat stream,
-alternating, each round's ratio printed (the figures of a loaded machine swing between rounds).
+alternating, each round's ratio printed (the figures of a loaded machine swing between rounds), with the CPU each
+side spent per MiB (``getrusage``: this process for the sender, the responder process for the receiver, read once
+it is idle again) — steadier than the wall clock on a shared machine.
 ``--rotate-every N`` sets the sending node's key rotation interval (default 10, the product's default).
 """
 
@@ -476,7 +478,7 @@ def main() -> int:
                 chat_ms, tls_ms = results["chat_hs"] * 1000, results["tls_hs"] * 1000
                 print(f"handshake p50 {chat_ms:.1f} ms, mutual TLS 1.3 {tls_ms:.1f} ms, ratio {chat_ms / tls_ms:.2f}",
                       flush=True)
-                bulk_rounds(tls, client, n_big, args.bulk)
+                bulk_rounds(tls, client, n_big, args.bulk, tls_pipe, parent)
                 return 0
             if only_hs:
                 tls_pipe.send("quit")
@@ -504,19 +506,37 @@ def main() -> int:
     return 0
 
 
-def bulk_rounds(tls: TlsClient, client: ChatClient, n_big: int, rounds: int) -> None:
-    """1 MiB messages only: TLS and chat streams alternate, one of each per round; prints every round's ratio."""
+def bulk_rounds(tls: TlsClient, client: ChatClient, n_big: int, rounds: int, tls_pipe: Connection,
+                chat_pipe: Connection) -> None:
+    """1 MiB messages only: TLS and chat streams alternate, one of each per round; prints every round's ratio and
+    the CPU per MiB of each side (``getrusage``: this process, the sender, and the responder process, the
+    receiver, read through its pipe once it is idle again)."""
     sid, _ = client.handshake()
     text = "x" * (1 << 20)
-    ratios = []
+    ratios: list[float] = []
+    cpu: dict[str, list[tuple[float, float]]] = {"chat": [], "TLS": []}
+
+    def measured(kind: str, pipe: Connection, run: Callable[[], float]) -> float:
+        receiver = settled_cpu(pipe)
+        sender = cpu_seconds()
+        seconds = run()
+        sent = cpu_seconds() - sender
+        cpu[kind].append((sent / n_big * 1e3, (settled_cpu(pipe) - receiver) / n_big * 1e3))
+        return n_big * 1.048576 / seconds
+
     for i in range(rounds):
-        tls_rate = n_big * 1.048576 / tls.stream(text, n_big)
-        chat_rate = n_big * 1.048576 / client.stream(sid, text, n_big)
+        tls_rate = measured("TLS", tls_pipe, lambda: tls.stream(text, n_big))
+        chat_rate = measured("chat", chat_pipe, lambda: client.stream(sid, text, n_big))
         ratios.append(chat_rate / tls_rate)
+        (cs, cr), (ts, tr) = cpu["chat"][-1], cpu["TLS"][-1]
         print(f"round {i + 1}: chat {chat_rate:.1f} MB/s, TLS 1.3 {tls_rate:.1f} MB/s, ratio {ratios[-1]:.2f} "
-              f"(load {os.getloadavg()[0]:.1f})", flush=True)
+              f"(load {os.getloadavg()[0]:.1f}); CPU ms per MiB, sender / receiver: chat {cs:.2f} / {cr:.2f}, "
+              f"TLS {ts:.2f} / {tr:.2f}", flush=True)
     print(f"1 MiB messages ({n_big} per stream, {rounds} rounds): ratio median {statistics.median(ratios):.2f}, "
           f"range {min(ratios):.2f}–{max(ratios):.2f}")
+    for kind, pairs in cpu.items():
+        print(f"{kind} CPU ms per MiB, median: sender {statistics.median(p[0] for p in pairs):.2f}, "
+              f"receiver {statistics.median(p[1] for p in pairs):.2f}")
     client.end(sid)
 
 

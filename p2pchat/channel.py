@@ -51,7 +51,9 @@ AES-256-GCM(key[direction, epoch], nonce = 0x00000000 | counter (u64), plaintext
 AAD = label | session id | direction | epoch | counter). The inner message (``text``, ``texts``, ``receipt``,
 ``typing``, ``rotate``, ``rotate_ack``, ``goodbye``) is a :data:`~p2pchat.chat_protocol.SEALED_CONTENT` frame body,
 so an observer cannot tell a typing notice from a short text. Counters strictly increase per direction across epochs;
-lower or equal → refused (replay/reorder), a jump → reported as missing frames.
+lower or equal → refused (replay/reorder), a jump → reported as missing frames. A ``box`` that is a writable view
+(a frame the node's reader received into its own buffer, :meth:`~p2pchat.chat_protocol.CHAT` ``.decode_buffer``) is
+decrypted in place: the caller gives that buffer to the channel.
 
 Delivery receipts are cumulative: one ``receipt{ids}`` acknowledges every text that arrived in one burst. The
 IO layer passes ``more_buffered=True`` to :meth:`Channel.receive` while it already holds further complete
@@ -646,9 +648,13 @@ class Channel:
         else:
             return self._refuse("unexpected", f"a message under key epoch {epoch}, which was never agreed, "
                                               "arrived; it was not shown")
+        aad = sealed_aad(self.session_id, side.direction, epoch, counter)
         try:
-            plain = crypto.open_sealed(key, sealed_nonce(counter), box,
-                                       sealed_aad(self.session_id, side.direction, epoch, counter))
+            if isinstance(box, memoryview) and not box.readonly:
+                # a frame received into its own buffer (CHAT.decode_buffer): decrypted where it lies
+                plain: bytes | memoryview = crypto.open_in_place(key, sealed_nonce(counter), box, aad)
+            else:
+                plain = crypto.open_sealed(key, sealed_nonce(counter), box, aad)
         except CryptoError:
             return self._refuse("tampered", "a message failed authentication: it was altered on the way or "
                                             "forged; it was not shown")

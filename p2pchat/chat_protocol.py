@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pchat.foundation import crypto
-from p2pchat.foundation.codec import HEADER, Field, Protocol, check_fields, opt
+from p2pchat.foundation.codec import BODY_BUFFER, HEADER, Field, Message, Protocol, check_fields, opt
 from p2pchat.foundation.errors import ProtocolError
 
 PROTOCOL_VERSION = 2                     # 2: step 2 carries each side's ledger checkpoint and tip (cross-check)
@@ -106,7 +106,61 @@ def _bytes(n: int) -> Field:
 _SIG = Field(bytes, min_len=1, max_len=MAX_SIGNATURE)
 _VERDICT = Field(str, min_len=1, max_len=8)      # one of VERDICTS (checked by the handshake)
 
-CHAT = Protocol("chat", {
+_SEALED_HEAD = b"\x84\xa1t\xa6sealed\xa5epoch"        # msgpack: {"t": "sealed", "epoch": …
+_COUNTER_KEY = b"\xa7counter"
+_BOX_KEY = b"\xa3box"
+_UINT_SIZES = {0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8}     # msgpack's unsigned integers after their marker byte
+_BIN_SIZES = {0xc4: 1, 0xc5: 2, 0xc6: 4}               # msgpack's bin length fields after their marker byte
+
+
+def _uint_at(body: bytearray, at: int) -> tuple[int, int] | None:
+    """(value, end) of the msgpack unsigned integer at ``at``; None when there is none."""
+    if at >= len(body):
+        return None
+    marker = body[at]
+    if marker < 0x80:
+        return marker, at + 1
+    size = _UINT_SIZES.get(marker)
+    if size is None or at + 1 + size > len(body):
+        return None
+    return int.from_bytes(body[at + 1:at + 1 + size], "big"), at + 1 + size
+
+
+def _sealed_view(body: bytearray) -> Message | None:
+    """The ``sealed`` message of ``body`` with its box as a writable view into ``body``, when ``body`` holds
+    exactly the map :func:`sealed_frame` writes (keys in that order, any msgpack width of the integers and the
+    box length) and every value is within its schema; None for anything else, which the general decoder then
+    reads (and accepts or refuses) as before."""
+    if not body.startswith(_SEALED_HEAD):
+        return None
+    epoch = _uint_at(body, len(_SEALED_HEAD))
+    if epoch is None or body[epoch[1]:epoch[1] + len(_COUNTER_KEY)] != _COUNTER_KEY:
+        return None
+    counter = _uint_at(body, epoch[1] + len(_COUNTER_KEY))
+    if counter is None or body[counter[1]:counter[1] + len(_BOX_KEY)] != _BOX_KEY:
+        return None
+    at = counter[1] + len(_BOX_KEY)
+    size = _BIN_SIZES.get(body[at]) if at < len(body) else None
+    if size is None:
+        return None
+    start = at + 1 + size
+    box_len = int.from_bytes(body[at + 1:start], "big")
+    if (start + box_len != len(body) or not crypto.GCM_TAG_LEN <= box_len <= MAX_BOX or epoch[0] > MAX_EPOCH
+            or counter[0] > MAX_COUNTER):
+        return None
+    return Message("sealed", {"epoch": epoch[0], "counter": counter[0], "box": memoryview(body)[start:]})
+
+
+class _ChatProtocol(Protocol):
+    def decode_buffer(self, body: bytearray) -> Message:
+        """A ``sealed`` frame's box stays where it arrived (a writable view the channel decrypts in place,
+        :func:`p2pchat.foundation.crypto.open_in_place`), instead of being copied out by msgpack; every other
+        frame, and a sealed frame in any other layout, is decoded as usual."""
+        sealed = _sealed_view(body) if len(body) <= self.max_frame else None
+        return sealed if sealed is not None else self.decode(body)
+
+
+CHAT = _ChatProtocol("chat", {
     # step 1 — Connect
     "hello": _hello_fields(),
     "welcome": _hello_fields(),
@@ -272,6 +326,10 @@ def sealed_frame(epoch: int, counter: int, box_len: int) -> tuple[bytearray, int
     box is sealed in place (:func:`p2pchat.foundation.crypto.seal_into`) instead of copied three times."""
     if not crypto.GCM_TAG_LEN <= box_len <= MAX_BOX:
         raise ValueError(f"a sealed box is {crypto.GCM_TAG_LEN} to {MAX_BOX} bytes")
+    if box_len > BODY_BUFFER:
+        from p2pchat.foundation.allocator import keep_freed_buffers  # (ctypes: not at start-up)
+
+        keep_freed_buffers()     # a stream of large frames reuses the heap's pages instead of mapping fresh ones
     # the same map with a 16-byte box (bin 8: c4 10 + 16 bytes), its box header replaced by box_len's
     small = CHAT.encode_body("sealed", epoch=epoch, counter=counter, box=bytes(crypto.GCM_TAG_LEN))
     head = small[:-2 - crypto.GCM_TAG_LEN] + _bin_header(box_len)
@@ -281,13 +339,22 @@ def sealed_frame(epoch: int, counter: int, box_len: int) -> tuple[bytearray, int
     return frame, HEADER.size + len(head)
 
 
+def _sized_header(markers: bytes, n: int) -> bytes:
+    """msgpack's header of a bin or str of ``n`` bytes: the marker of the shortest of its 8-, 16- and 32-bit
+    length forms (``markers``, in that order), then the length, as msgpack packs it."""
+    for marker, width in zip(markers, (1, 2, 4), strict=True):
+        if n < 1 << 8 * width:
+            return bytes((marker,)) + n.to_bytes(width, "big")
+    raise ValueError("msgpack sizes are below 2**32")
+
+
 def _bin_header(n: int) -> bytes:
-    """msgpack's header of a bin of ``n`` bytes (the shortest form, as msgpack packs it)."""
-    if n < 1 << 8:
-        return b"\xc4" + n.to_bytes(1, "big")
-    if n < 1 << 16:
-        return b"\xc5" + n.to_bytes(2, "big")
-    return b"\xc6" + n.to_bytes(4, "big")
+    return _sized_header(b"\xc4\xc5\xc6", n)
+
+
+def _str_header(n: int) -> bytes:
+    """(``n`` >= 32: shorter strings have a one-byte form.)"""
+    return _sized_header(b"\xd9\xda\xdb", n)
 
 
 def padded_size(n: int) -> int:
@@ -305,21 +372,28 @@ _ZEROS = bytes(PAD_STEP)
 def padded_parts(type_: str, **fields: Any) -> list[bytes]:
     """``pad(SEALED_CONTENT.encode_body(type_, **fields))`` as parts to seal one after the other: a large
     bytes field that ends the message (a file chunk's ``data``) is one part of its own, never copied, and a large
-    packed body (a long text) is not copied into a padded one."""
+    text field that ends it (a long text's ``text``) is one part of its own, its UTF-8 made in one pass (msgpack
+    would copy it twice more: into its buffer, then out)."""
     schema = SEALED_CONTENT.messages.get(type_, {})
     last = list(schema)[-1] if schema else ""
     big = fields.get(last)
-    if not isinstance(big, bytes) or len(big) < BIG_FIELD:
+    if isinstance(big, str) and len(big) >= BIG_FIELD:
+        check_fields(fields, schema, f"outgoing {type_!r}")
+        big = big.encode("utf-8")
+        # the same message with an empty text (fixstr a0), its str header replaced by the real one
+        head = SEALED_CONTENT.encode_body(type_, **{**fields, last: ""})[:-1] + _str_header(len(big))
+    elif isinstance(big, bytes) and len(big) >= BIG_FIELD:
+        check_fields(fields, schema, f"outgoing {type_!r}")      # the real value's type and length, not copied
+        # the same message with a one-byte placeholder (bin 8: c4 01 00), its bin header replaced by the real one
+        head = SEALED_CONTENT.encode_body(type_, **{**fields, last: b"\0"})[:-3] + _bin_header(len(big))
+    else:
         body = SEALED_CONTENT.encode_body(type_, **fields)
         if len(body) < BIG_FIELD:
             return [pad(body)]
-        # a long text: its packed body is sealed where it lies, not joined into a padded copy first (issue 12)
+        # a large packed body (a batch of texts): sealed where it lies, not joined into a padded copy first
         n = LENGTH_PREFIX.size + len(body)
         zeros = padded_size(n) - n
         return [LENGTH_PREFIX.pack(len(body)), body, *([_ZEROS[:zeros]] if zeros else [])]
-    check_fields(fields, schema, f"outgoing {type_!r}")      # the real value's type and length, not copied
-    # the same message with a one-byte placeholder (bin 8: c4 01 00), its bin header replaced by the real one
-    head = SEALED_CONTENT.encode_body(type_, **{**fields, last: b"\0"})[:-3] + _bin_header(len(big))
     body_len = len(head) + len(big)
     n = LENGTH_PREFIX.size + body_len
     zeros = padded_size(n) - n
@@ -332,7 +406,7 @@ def pad(body: bytes) -> bytes:
     return b"".join((LENGTH_PREFIX.pack(len(body)), body, bytes(padded_size(n) - n)))   # one copy of the body
 
 
-def unpad(plain: bytes) -> memoryview:
+def unpad(plain: bytes | memoryview) -> memoryview:
     """Inverse of :func:`pad` (a view into ``plain``, not a copy); refuses a wrong length or non-zero padding."""
     if len(plain) < LENGTH_PREFIX.size:
         raise ProtocolError("sealed message is too short to hold its length")
@@ -342,9 +416,10 @@ def unpad(plain: bytes) -> memoryview:
         raise ProtocolError("sealed message's length is larger than the message")
     if len(plain) != padded_size(end):
         raise ProtocolError("sealed message is not padded to its size bucket")
-    if plain.count(0, end) != len(plain) - end:     # counted in C: a padding of up to 64 KiB per message
+    view = memoryview(plain)
+    if not _ZEROS.startswith(view[end:]):     # one memcmp (the padding is shorter than PAD_STEP)
         raise ProtocolError("sealed message's padding is not zero")
-    return memoryview(plain)[LENGTH_PREFIX.size:end]
+    return view[LENGTH_PREFIX.size:end]
 
 
 __all__ = [

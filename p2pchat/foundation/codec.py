@@ -22,6 +22,7 @@ TYPE_KEY = "t"
 DEFAULT_MAX_FRAME = 4 * 1024 * 1024
 MAX_ARRAY_LEN = 100_000
 MAX_MAP_LEN = 1_000
+BODY_BUFFER = 64 * 1024      # frames larger than this are received into a buffer of their own (FrameReader)
 ERROR_TYPE = "error"
 
 _KIND_NAMES = {str: "text", bytes: "bytes", int: "integer", bool: "true/false", list: "list", dict: "map",
@@ -183,6 +184,13 @@ class Protocol:
             raise FrameError(f"unknown message type '{shown}' for the {self.name} protocol")
         return Message(type_, check_fields(obj, schema, f"{type_!r} message"))
 
+    def decode_buffer(self, body: bytearray) -> Message:
+        """:meth:`decode` of a body the caller gives away (the reader's own buffer of one frame): a protocol may
+        return fields that are writable views into it (:data:`p2pchat.chat_protocol.CHAT` does for a sealed
+        frame's box, which the channel then decrypts in place). The same result and errors as :meth:`decode`
+        otherwise."""
+        return self.decode(body)
+
     def reader(self) -> FrameReader:
         return FrameReader(self)
 
@@ -192,6 +200,12 @@ class FrameReader:
 
     The buffer never holds more than one frame's worth of bytes beyond what the length prefix allowed.
     After a :class:`FrameError` the stream is unusable and the connection must be closed.
+
+    A frame over :data:`BODY_BUFFER` bytes (and within :attr:`buffer_limit`, a vouched-for peer's) may be received
+    into a buffer of its own size once its length prefix arrived: the IO layer reads straight into :meth:`space`
+    and reports with :meth:`wrote`, so a 1 MiB frame is copied once, by the kernel, and decoded from that buffer
+    (:meth:`Protocol.decode_buffer`). Any other frame is buffered as its bytes arrive, so what a stranger makes
+    the reader hold is what it sent.
     """
 
     def __init__(self, protocol: Protocol) -> None:
@@ -199,17 +213,61 @@ class FrameReader:
         self.limit = protocol.max_frame     # may be lowered per connection (e.g. before a peer authenticated)
         self._buf = bytearray()
         self._need: int | None = None
+        # Frames over BODY_BUFFER and up to this size may get a buffer of their own (space()), made when the
+        # header arrives and so committed before the bytes are: only for a peer the owner vouched for (the chat
+        # node, once step 3 verified the peer), never for a stranger (0).
+        self.buffer_limit = 0
+        self._body: bytearray | None = None     # a large frame's own buffer, filled up to _have
+        self._have = 0
 
-    def feed(self, data: bytes) -> list[Message]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
+        if self._body is not None:
+            with memoryview(data) as view:
+                n = min(len(view), len(self._body) - self._have)
+                self._body[self._have:self._have + n] = view[:n]
+                self._have += n
+                out = self._finish_body()
+                self._buf += view[n:]
+            return out + list(self._drain()) if self._buf else out
         self._buf += data
         return list(self._drain())
+
+    def space(self) -> memoryview | None:
+        """The rest of the large frame being received, to be written in place (then :meth:`wrote`); None when
+        no large frame is under way or the peer was not vouched for (bytes then go to :meth:`feed`). The frame's
+        buffer is made on the first call, not when its header arrives, so a reader that is only fed (a relayed
+        link) buffers what arrived, as before."""
+        if self._body is None:
+            if self._need is None or not BODY_BUFFER < self._need <= self.buffer_limit:
+                return None
+            from p2pchat.foundation.allocator import keep_freed_buffers  # (ctypes: not at start-up)
+
+            keep_freed_buffers()      # the megabyte buffers of a stream reuse the heap's pages
+            self._body = bytearray(self._need)
+            self._have = len(self._buf)
+            self._body[:self._have] = self._buf
+            self._buf = bytearray()
+        return memoryview(self._body)[self._have:]
+
+    def wrote(self, n: int) -> list[Message]:
+        """``n`` bytes were written at the start of :meth:`space`; returns the frame once it is complete."""
+        assert self._body is not None and 0 <= n <= len(self._body) - self._have
+        self._have += n
+        return self._finish_body()
 
     def next_frame_size(self) -> int | None:
         """Size of the frame being received, once its header has arrived."""
         return self._need
 
     def pending(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + self._have
+
+    def _finish_body(self) -> list[Message]:
+        body = self._body
+        if body is None or self._have < len(body):
+            return []
+        self._body, self._have, self._need = None, 0, None
+        return [self.protocol.decode_buffer(body)]
 
     def _drain(self) -> Iterator[Message]:
         while True:
@@ -235,4 +293,4 @@ class FrameReader:
                     body = bytes(view[:self._need])
                 del self._buf[:self._need]
             self._need = None
-            yield self.protocol.decode(body)
+            yield self.protocol.decode_buffer(body) if isinstance(body, bytearray) else self.protocol.decode(body)

@@ -312,6 +312,23 @@ def open_sealed(key: bytes, nonce: bytes, sealed: bytes | memoryview, aad: bytes
         raise CryptoError("message failed authentication (altered, replayed or under the wrong key)") from None
 
 
+def open_in_place(key: bytes, nonce: bytes, sealed: memoryview, aad: bytes) -> memoryview:
+    """:func:`open_sealed` that writes the plaintext over the ciphertext (``sealed`` must be writable) and returns
+    it as a view of ``sealed``: a large received message is decrypted where it arrived, with no buffer of its
+    own. Raises :class:`CryptoError` like :func:`open_sealed`; ``sealed`` then holds unauthenticated bytes that
+    must not be used."""
+    if len(sealed) < GCM_TAG_LEN:
+        raise CryptoError("ciphertext is shorter than its authentication tag")
+    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=GCM_TAG_LEN)
+    cipher.update(aad)
+    body = sealed[:-GCM_TAG_LEN]
+    try:
+        cipher.decrypt_and_verify(body, bytes(sealed[-GCM_TAG_LEN:]), output=body)
+    except ValueError:
+        raise CryptoError("message failed authentication (altered, replayed or under the wrong key)") from None
+    return body
+
+
 def hmac_sha256(key: bytes, data: bytes) -> bytes:
     return hmac.new(key, data, hashlib.sha256).digest()
 

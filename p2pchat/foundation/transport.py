@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from p2pchat.foundation.addresses import format_address
 from p2pchat.foundation.codec import Message, Protocol
@@ -22,6 +22,7 @@ from p2pchat.foundation.lazylog import LazyLogger
 
 log = LazyLogger(__name__)   # logging is imported when a server first logs (start-up time)
 RECV_CHUNK = 65536
+_Read = TypeVar("_Read", bytes, int)     # what one read gives: the bytes, or how many were written in place
 # POSIX: a socket with a timeout is non-blocking underneath, and read()/write() on its descriptor try the transfer
 # at once, where socket.recv()/send() would first poll (a second system call per transfer): _recv_now, _send_now.
 FD_IO = os.name == "posix"
@@ -72,7 +73,11 @@ class FramedSocket:
 
     @frame_limit.setter
     def frame_limit(self, limit: int) -> None:
-        self._reader.limit = min(limit, self.protocol.max_frame)
+        """Set by the owner for this peer (the chat node: small before step 3 verified it, the protocol's limit
+        after), so frames that large are expected from it: a large one is then read straight into a buffer of its
+        own (:attr:`FrameReader.buffer_limit`). A socket whose limit nobody set (a ledger peer, any stranger)
+        buffers frames as their bytes arrive."""
+        self._reader.limit = self._reader.buffer_limit = min(limit, self.protocol.max_frame)
 
     @property
     def buffered_messages(self) -> int:
@@ -129,6 +134,11 @@ class FramedSocket:
             return self._ready.pop(0)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not self._ready:
+            space = self._reader.space()
+            if space is not None:     # a large frame: read straight into its own buffer (the one copy)
+                with space:
+                    self._ready.extend(self._reader.wrote(self._read_into(deadline, space)))
+                continue
             # The rest of a frame is asked for in one read, not in 64 KiB pieces, and no further: the buffer then
             # holds exactly that frame, which the reader decodes without copying it.
             need = self._reader.next_frame_size()
@@ -136,21 +146,29 @@ class FramedSocket:
             self._ready.extend(self._reader.feed(self._read_some(deadline, size)))
         return self._ready.pop(0)
 
+    def _read_into(self, deadline: float, space: memoryview) -> int:
+        """Read what has arrived into ``space`` (at least one byte), waiting at most until ``deadline``."""
+        return self._read(deadline, lambda: _recv_into_now(self.sock, space))
+
     def _read_some(self, deadline: float, size: int = RECV_CHUNK) -> bytes:
         """The next bytes from the socket, waiting at most until ``deadline`` (this direction's own)."""
+        return self._read(deadline, lambda: _recv_now(self.sock, size))
+
+    def _read(self, deadline: float, attempt: Callable[[], _Read | None]) -> _Read:
+        """What ``attempt`` reads (None: nothing there yet; empty: the peer closed), tried until ``deadline``."""
         while True:
             try:
-                data = _recv_now(self.sock, size)   # on a busy stream the bytes are already here: no poll first
-                if data is None:
+                got = attempt()     # on a busy stream the bytes are already here: no poll first
+                if got is None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or not _wait_ready(self.sock, write=False, timeout=remaining):
                         raise PeerUnreachable(f"{self.peer_text} did not answer in time")
                     continue      # ready (or a spurious wake-up): try again until the deadline
             except OSError as exc:
                 raise PeerUnreachable(f"connection to {self.peer_text} failed: {_os_reason(exc)}") from None
-            if not data:
+            if not got:
                 raise PeerUnreachable(f"{self.peer_text} closed the connection")
-            return data
+            return got
 
     def discard_buffers(self) -> None:
         """Drop what was received and not returned yet (the caller reads this socket no more): an ended
@@ -184,6 +202,18 @@ def _recv_now(sock: socket.socket, size: int) -> bytes | None:
         if not _wait_ready(sock, write=False, timeout=0):
             return None
         return sock.recv(size)
+    except (BlockingIOError, InterruptedError):
+        return None
+
+
+def _recv_into_now(sock: socket.socket, space: memoryview) -> int | None:
+    """:func:`_recv_now` into ``space``: the number of bytes written (0: the peer closed), or None."""
+    try:
+        if FD_IO and sock.gettimeout() is not None:
+            return os.readv(sock.fileno(), [space])
+        if not _wait_ready(sock, write=False, timeout=0):
+            return None
+        return sock.recv_into(space)
     except (BlockingIOError, InterruptedError):
         return None
 

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pchat.foundation.codec import HEADER, Field, Protocol, opt
+from p2pchat.foundation.codec import BODY_BUFFER, HEADER, Field, Protocol, opt
 from p2pchat.foundation.errors import FrameError
 
 PROTO = Protocol("test", {
@@ -98,3 +98,42 @@ def test_arbitrary_msgpack_values_never_raise_anything_but_frame_error(obj):
         PROTO.decode(body(obj))
     except FrameError:
         pass
+
+
+BIG = Protocol("big", {"blob": {"data": Field(bytes)}}, max_frame=4 * 1024 * 1024)
+
+
+def test_a_large_frame_is_received_into_its_own_buffer_in_place_or_fed_in_pieces_alike():
+    """Past BODY_BUFFER the reader offers the rest of the frame as one writable space (the socket reads into
+    it); bytes fed instead land there too, and what follows the frame is read as usual."""
+    data = bytes(range(256)) * 1024
+    frame, small = BIG.encode("blob", data=data), BIG.encode("blob", data=b"tail")
+    reader = BIG.reader()
+    reader.buffer_limit = BIG.max_frame              # a peer its owner vouched for
+    assert reader.feed(frame[:1000]) == [] and reader.pending() == 996 and reader.next_frame_size() == len(frame) - 4
+    space = reader.space()
+    assert space is not None and len(space) == len(frame) - 1000
+    space[:5000] = frame[1000:6000]
+    assert reader.wrote(5000) == [] and reader.pending() == 5996
+    (msg, tail) = reader.feed(frame[6000:] + small)       # the rest and the next frame in one piece
+    assert msg["data"] == data and tail["data"] == b"tail"
+    assert reader.space() is None and reader.pending() == 0
+
+
+def test_a_large_frame_gets_a_buffer_of_its_own_only_from_a_vouched_peer_and_within_the_limits():
+    """A stranger's reader (buffer_limit 0) and a reader that is only fed hold what arrived, never what a header
+    announced; no frame over the limit ever gets a buffer."""
+    stranger = BIG.reader()
+    assert stranger.feed(HEADER.pack(3_000_000) + b"x") == [] and stranger.space() is None
+    assert stranger.pending() == 1
+    vouched = BIG.reader()
+    vouched.buffer_limit = 2_000_000
+    assert vouched.feed(HEADER.pack(2_000_001) + b"x") == [] and vouched.space() is None   # over what it vouched
+    vouched = BIG.reader()
+    vouched.buffer_limit = 2_000_000
+    assert vouched.feed(HEADER.pack(BODY_BUFFER) + b"x") == [] and vouched.space() is None  # small: fed as usual
+    reader = BIG.reader()
+    reader.limit = reader.buffer_limit = 100_000
+    with pytest.raises(FrameError, match="over the 100000-byte limit"):
+        reader.feed(HEADER.pack(100_001) + b"x")
+    assert reader.space() is None

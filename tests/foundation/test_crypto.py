@@ -111,3 +111,15 @@ def test_sealing_into_a_buffer_gives_the_same_bytes_and_checks_its_length():
     assert crypto.open_sealed(key, nonce, bytes(out[3:]), aad) == plain
     with pytest.raises(ValueError):
         crypto.seal_into(key, nonce, [plain], aad, memoryview(out))
+
+
+def test_opening_in_place_gives_the_plaintext_where_the_ciphertext_was_and_refuses_any_change():
+    key, nonce, aad = crypto.random_bytes(32), crypto.random_bytes(12), b"hdr"
+    plain = bytes(range(256)) * 4097
+    sealed = crypto.seal(key, nonce, plain, aad)
+    buffer = bytearray(b"head" + sealed)
+    opened = crypto.open_in_place(key, nonce, memoryview(buffer)[4:], aad)
+    assert opened == plain and opened.obj is buffer and buffer[4:4 + len(plain)] == plain
+    for changed, header in [(bytes([sealed[0] ^ 1]) + sealed[1:], aad), (sealed, b"hdX"), (sealed[:15], aad)]:
+        with pytest.raises(CryptoError):
+            crypto.open_in_place(key, nonce, memoryview(bytearray(changed)), header)

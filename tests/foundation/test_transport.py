@@ -6,7 +6,7 @@ import pytest
 
 from p2pchat.foundation.codec import HEADER, Field, Protocol
 from p2pchat.foundation.errors import PeerUnreachable
-from p2pchat.foundation.transport import FrameServer, connect
+from p2pchat.foundation.transport import FramedSocket, FrameServer, connect
 
 PROTO = Protocol("echo", {"ping": {"n": Field(int)}}, max_frame=256)
 
@@ -188,3 +188,37 @@ def test_large_frames_trickled_in_pieces_and_packed_back_to_back_arrive_whole_an
     finally:
         srv.close()
     assert got == [big, b"small", big[:70_000]]
+
+
+def test_a_peer_vouched_for_sends_large_frames_read_straight_into_their_own_buffers(loopback_ip):
+    """Once the owner set the frame limit (the chat node after step 3), a large frame is read into a buffer of its
+    own size (the reader offers it as space); it still arrives whole and in order with what follows it."""
+    big = bytes(range(256)) * 4096                     # 1 MiB
+    wire = BULK.encode("blob", data=big) + BULK.encode("blob", data=b"small") + BULK.encode("blob", data=big[::-1])
+    listener = socket.create_server((loopback_ip, 0))
+    sender = socket.create_connection(listener.getsockname())
+    raw, _ = listener.accept()
+    listener.close()
+    conn = FramedSocket(raw, BULK, timeout=5.0)
+    conn.frame_limit = BULK.max_frame
+    offered: list[int] = []
+    space = conn._reader.space
+
+    def recording_space():
+        view = space()
+        if view is not None:
+            offered.append(len(view))
+        return view
+
+    conn._reader.space = recording_space            # type: ignore[method-assign]
+    writer = threading.Thread(target=lambda: [sender.sendall(wire[i:i + 300_000])
+                                              for i in range(0, len(wire), 300_000)])
+    writer.start()
+    try:
+        got = [conn.recv()["data"] for _ in range(3)]
+    finally:
+        writer.join()
+        sender.close()
+        conn.close()
+    assert got == [big, b"small", big[::-1]]
+    assert offered and max(offered) > 500_000          # the rest of a frame offered in one piece

@@ -33,6 +33,7 @@ from p2pchat.chat_protocol import (
     sealed_nonce,
 )
 from p2pchat.foundation import crypto
+from p2pchat.foundation.codec import HEADER
 from p2pchat.foundation.errors import FrameError
 from p2pchat.handshake import Established, LedgerBinding
 from tests.p2pchat.handshake_pair import decode, established_pair
@@ -640,3 +641,18 @@ def test_the_1_mib_limit_counts_utf8_bytes_for_ascii_and_other_texts_alike(char)
     link.send("a", fits)
     link.flush()
     assert link.texts("b") == [fits]
+
+
+def test_a_frame_received_into_its_own_buffer_is_opened_in_place_and_a_changed_one_refused():
+    """The node's reader hands the channel a sealed box that is a writable view of the frame's buffer
+    (CHAT.decode_buffer): the text is decrypted there, with no copy, and shown; a changed box is refused."""
+    link = Link()
+    text = "é" * 300_000 + "x"
+    buffer = bytearray(one_frame(link, "a", text)[HEADER.size:])
+    events = link.ch["b"].receive(CHAT.decode_buffer(buffer), 5.0)
+    assert [e.text for e in events if isinstance(e, Text)] == [text]
+    assert text.encode() in buffer               # the plaintext now lies where the ciphertext arrived
+    changed = bytearray(one_frame(link, "a", text)[HEADER.size:])
+    changed[-100] ^= 1
+    events = link.ch["b"].receive(CHAT.decode_buffer(changed), 5.0)
+    assert [e.kind for e in events if isinstance(e, Refused)] == ["tampered"]

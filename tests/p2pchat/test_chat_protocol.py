@@ -185,7 +185,10 @@ def test_a_text_padded_in_parts_is_byte_for_byte_the_padded_message(length):
     parts = cp.padded_parts("text", **fields)
     body = cp.SEALED_CONTENT.encode_body("text", **fields)
     assert b"".join(parts) == cp.pad(body)
-    assert len(parts) == 1 if len(body) < cp.BIG_FIELD else parts[1] == body     # a long body is a part of its own
+    if len(fields["text"]) >= cp.BIG_FIELD:        # a long text's UTF-8 is a part of its own (no msgpack copy)
+        assert parts[1] == fields["text"].encode()
+    else:                                           # a long packed body is a part of its own, a short one padded
+        assert len(parts) == 1 if len(body) < cp.BIG_FIELD else parts[1] == body
 
 
 def test_a_file_chunk_padded_in_parts_is_checked_like_any_message():
@@ -193,3 +196,34 @@ def test_a_file_chunk_padded_in_parts_is_checked_like_any_message():
         cp.padded_parts("file_chunk", id=b"\x07" * 16, offset=0, data=bytes(cp.MAX_CHUNK + 1))
     with pytest.raises(FrameError):
         cp.padded_parts("file_chunk", id=b"short", offset=0, data=bytes(10_000))
+
+
+@settings(max_examples=300, deadline=None)
+@given(epoch=st.integers(0, cp.MAX_EPOCH), counter=st.integers(0, cp.MAX_COUNTER),
+       box=st.binary(min_size=16, max_size=300), cut=st.integers(0, 400), value=st.integers(0, 255))
+def test_a_received_sealed_frame_decodes_in_its_buffer_exactly_as_the_general_decoder(epoch, counter, box, cut,
+                                                                                        value):
+    """decode_buffer keeps the box as a writable view of the frame's own buffer and otherwise agrees with
+    decode, field for field and refusal for refusal — also for a frame with any one byte changed."""
+    body = cp.CHAT.encode_body("sealed", epoch=epoch, counter=counter, box=box)
+    for candidate in (body, body[:cut % len(body)] + bytes([value]) + body[cut % len(body) + 1:]):
+        try:
+            expected = cp.CHAT.decode(candidate)
+        except FrameError:
+            with pytest.raises(FrameError):
+                cp.CHAT.decode_buffer(bytearray(candidate))
+            continue
+        got = cp.CHAT.decode_buffer(bytearray(candidate))
+        assert got.type == expected.type and got.fields.keys() == expected.fields.keys()
+        assert all(bytes(got[k]) == v if isinstance(v, bytes) else got[k] == v for k, v in expected.fields.items())
+        if got.type == "sealed":
+            assert isinstance(got["box"], memoryview) and not got["box"].readonly
+
+
+def test_a_sealed_frame_in_another_msgpack_layout_is_still_read_by_the_general_decoder():
+    import msgpack
+
+    for obj in ({"box": b"b" * 20, "t": "sealed", "epoch": 1, "counter": 2},          # keys in another order
+                {"t": "sealed", "epoch": 1, "counter": 2, "box": b"b" * 20, "x": 1}):  # an extra field
+        msg = cp.CHAT.decode_buffer(bytearray(msgpack.packb(obj, use_bin_type=True)))
+        assert (msg.type, msg["epoch"], msg["counter"], bytes(msg["box"])) == ("sealed", 1, 2, b"b" * 20)
