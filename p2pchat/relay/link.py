@@ -112,6 +112,11 @@ class RelayLink:
         return self._closed
 
     @property
+    def box_max(self) -> int | None:
+        """The largest box record this session agreed on (docs/relay.md), or None: every payload is sealed whole."""
+        return self._conn.box_max
+
+    @property
     def buffered_messages(self) -> int:
         """Chat messages (or relay frames holding some) already received that ``recv`` returns without waiting;
         like ``FramedSocket.buffered_messages``, it lets the node send one receipt for a burst of texts."""

@@ -418,6 +418,11 @@ class SecureSocket(FramedSocket):
         self._opener.box_max = box_max
         self._take(b"")           # pair records that arrived before the keys
 
+    @property
+    def box_max(self) -> int | None:
+        """Box records agreed for this session: their largest L (None: not agreed)."""
+        return self._opener.box_max
+
     def forward_pair_records(self, box_max: int | None = None) -> None:
         """Relay side, before ``paired`` is sent: pair records (and, with ``box_max``, box records of at most that
         L) are received whole and unopened, for forwarding."""
