@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import queue
 import signal
 import statistics
@@ -40,7 +41,9 @@ from p2pchat.peer_directory import DirectoryEntry, FixedDirectory  # noqa: E402
 from p2pchat.relay.cli import query_status  # noqa: E402
 from p2pchat.steps import Step  # noqa: E402
 
-RELAY_IP, RESPONDER_IP, INITIATOR_IP = "127.0.93.1", "127.0.93.2", "127.0.93.3"
+# Two benchmarks at once on one machine (parallel work on branches) need their own addresses: BENCH_NET=127.0.94
+_NET = os.environ.get("BENCH_NET", "127.0.93")
+RELAY_IP, RESPONDER_IP, INITIATOR_IP = f"{_NET}.1", f"{_NET}.2", f"{_NET}.3"
 RELAY_PORT = 18473
 RELAY = f"{RELAY_IP}:{RELAY_PORT}"
 

@@ -34,7 +34,7 @@ from p2pchat.display import quote_peer
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import CLEAR_BOX_MIN, HEADER, BoxedFrame, Message, Protocol
 from p2pchat.foundation.errors import CryptoError, FrameError, PeerUnreachable, ProtocolError, UserError
-from p2pchat.foundation.transport import FramedSocket, _os_reason, _send_now, _wait_ready
+from p2pchat.foundation.transport import FD_IO, FramedSocket, _os_reason, _send_now, _wait_ready
 from p2pchat.relay.protocol import RelayError
 
 LINK_VERSION = 2
@@ -48,6 +48,8 @@ MAX_RECORD_PLAINTEXT = 256 * 1024                # a record is sealed and checke
 MAX_RECORD = MAX_RECORD_PLAINTEXT + TAG_LEN
 MAX_CLEAR_REFUSAL = 2048                         # a clear ``error`` frame a relay sends when it refuses at accept
 RECV_CHUNK = 256 * 1024
+Piece = tuple[str, bytes | bytearray | memoryview]   # what the record splitter hands on: ("link" | "pair", bytes)
+LONG_RECORD = 64 * 1024                          # a record at least this long is read into a buffer of its own
 
 
 class RelayKeyMismatch(CryptoError):
@@ -285,9 +287,24 @@ def seal_box_record(key: bytes, counter: int, frame: BoxedFrame) -> tuple[bytear
     return first, box
 
 
-def open_box_record(key: bytes, counter: int, record: bytes | memoryview) -> bytes:
-    """The frame one whole box record carries (its head opened, its box authenticated), as one ``bytes``."""
+def open_box_record(key: bytes, counter: int, record: bytes | bytearray | memoryview) -> bytes:
+    """The frame one whole box record carries (its head opened, its box authenticated), as one new ``bytes``."""
+    head, box = _open_box(key, counter, memoryview(record))
+    return head + box
+
+
+def open_box_record_in_place(key: bytes, counter: int, record: bytearray) -> memoryview:
+    """:func:`open_box_record` of a record in a buffer of its own: the opened head is written right before the
+    box (over the sealed head and its tag, checked already) and the frame returned as a view — the box is not
+    copied."""
     view = memoryview(record)
+    head, box = _open_box(key, counter, view)
+    start = len(view) - len(box) - len(head)
+    view[start:start + len(head)] = head
+    return view[start:]
+
+
+def _open_box(key: bytes, counter: int, view: memoryview) -> tuple[bytes, memoryview]:
     _, head_len = BOX_HEAD.unpack_from(view)
     box_at = BOX_HEAD.size + head_len + TAG_LEN
     try:
@@ -295,7 +312,7 @@ def open_box_record(key: bytes, counter: int, record: bytes | memoryview) -> byt
                                   bytes(view[:BOX_HEAD.size]), aad_tail=view[box_at:])
     except CryptoError:
         raise FrameError("a link record failed authentication (altered, replayed or wrong relay key)") from None
-    return head + view[box_at:]
+    return head, view[box_at:]
 
 
 def record_payload_len(record: bytes | memoryview) -> int:
@@ -317,37 +334,81 @@ class _Opener:
         self.pair: PairKeys | None = None
         self.forward_pairs = False
         self.box_max: int | None = None      # box records accepted, up to this L (None: refused)
+        # A record longer than one read is read straight into a buffer of its own (``pending_view``).
+        self._record: bytearray | None = None
+        self._have = 0
 
-    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+    def pending_view(self) -> memoryview | None:
+        """Where the next bytes of a long record go (read them into it, then call :meth:`filled`), or None:
+        read any amount and :meth:`feed` it."""
+        return None if self._record is None else memoryview(self._record)[self._have:]
+
+    def filled(self, count: int) -> list[Piece]:
+        """``count`` bytes were read into :meth:`pending_view`; what is complete now, as :meth:`feed`."""
+        assert self._record is not None
+        self._have += count
+        if self._have < len(self._record):
+            return []
+        record, self._record = self._record, None
+        out: list[Piece] = []
+        with memoryview(record) as view:
+            self._split(view, out, own=record)
+        return out
+
+    def feed(self, data: bytes) -> list[Piece]:
         # Records are opened where they lie: in ``data`` itself when nothing was left over from the last read
         # (the bytes of a relayed file are then copied only by the decryption), else in the buffer.
+        out: list[Piece] = []
+        if self._record is not None:       # the rest of a long record (pending_view reads it without this copy)
+            take = min(len(data), len(self._record) - self._have)
+            self._record[self._have:self._have + take] = memoryview(data)[:take]
+            out = self.filled(take)
+            data = data[take:]
+            if not data:
+                return out
         if self._buf:
             self._buf += data
             source: bytes | bytearray = self._buf
         else:
             source = data
-        out: list[tuple[str, bytes]] = []
         try:
             with memoryview(source) as view:
                 used = self._split(view, out)
         except FrameError:
             self._buf = bytearray()
             raise
-        if source is self._buf:
+        rest = len(source) - used
+        if rest >= BOX_HEAD.size and self._reads_alone(source, used, rest):
+            self._record = bytearray(RECORD_HEADER.size + (RECORD_HEADER.unpack_from(source, used)[0] & ~KIND_FLAGS))
+            self._record[:rest] = memoryview(source)[used:]
+            self._have = rest
+            self._buf = bytearray()
+        elif source is self._buf:
             del self._buf[:used]
         else:
             self._buf = bytearray(data[used:])       # a partial record: kept until the rest arrives
         return out
 
+    def _reads_alone(self, source: bytes | bytearray, at: int, rest: int) -> bool:
+        """Whether the partial record at ``at`` (its header checked by ``_split``) is long enough to be read
+        into a buffer of its own and can be opened (or forwarded) as soon as it is whole."""
+        (word,) = RECORD_HEADER.unpack_from(source, at)
+        total = RECORD_HEADER.size + (word & ~KIND_FLAGS)
+        waits = bool(word & PAIR_FLAG) and self.pair is None and not self.forward_pairs
+        return total >= LONG_RECORD and rest < total and not waits
+
     def missing(self) -> int:
         """Bytes still to come of the record whose header is buffered (0: none is under way)."""
+        if self._record is not None:
+            return len(self._record) - self._have
         if len(self._buf) < RECORD_HEADER.size:
             return 0
         (word,) = RECORD_HEADER.unpack_from(self._buf)
         return max(0, RECORD_HEADER.size + (word & ~KIND_FLAGS) - len(self._buf))
 
-    def _split(self, view: memoryview, out: list[tuple[str, bytes]]) -> int:
-        """Open (or, on the relay, copy for forwarding) every whole record in ``view``; returns the bytes used."""
+    def _split(self, view: memoryview, out: list[Piece], own: bytearray | None = None) -> int:
+        """Open (or, on the relay, copy for forwarding) every whole record in ``view``; returns the bytes used.
+        ``own``: ``view`` is exactly one record in a buffer of its own, which is handed on instead of copied."""
         at = 0
         while len(view) - at >= RECORD_HEADER.size:
             (word,) = RECORD_HEADER.unpack_from(view, at)
@@ -374,11 +435,14 @@ class _Opener:
                 out.append(("link", open_record(self._key, self._counter, view[at:end])))
                 self._counter += 1
             elif self.forward_pairs:
-                out.append((PAIR_TYPE, bytes(view[at:end])))
+                out.append((PAIR_TYPE, own if own is not None else bytes(view[at:end])))
             else:
                 assert self.pair is not None
-                opened = (open_box_record if box else open_record)(self.pair.recv_key, self.pair.received,
-                                                                    view[at:end])
+                opened: bytes | memoryview
+                if box and own is not None:
+                    opened = open_box_record_in_place(self.pair.recv_key, self.pair.received, own)
+                else:
+                    opened = open_record(self.pair.recv_key, self.pair.received, view[at:end])
                 out.append((PAIR_TYPE, opened))
                 self.pair.received += 1
             at = end
@@ -497,13 +561,54 @@ class SecureSocket(FramedSocket):
             return self._ready.pop(0)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not self._ready:
-            # a whole record (up to 256 KiB) per read where the socket holds it, not the framed socket's 64 KiB
-            self._take(self._read_some(deadline, max(RECV_CHUNK, self._opener.missing())))
+            target = self._opener.pending_view()
+            if target is not None:
+                # the rest of a long record, read where it will be opened or forwarded from: not copied again
+                with target:
+                    count = self._read_into(deadline, target)
+                self._deliver(self._opener.filled(count))
+            else:
+                # a whole record (up to 256 KiB) per read where the socket holds it, not the framed socket's 64 KiB
+                self._take(self._read_some(deadline, RECV_CHUNK))
         return self._ready.pop(0)
 
+    def _read_into(self, deadline: float, target: memoryview) -> int:
+        """Read what the socket holds (at most ``len(target)`` bytes) into ``target``, waiting until
+        ``deadline`` for the first byte."""
+        while True:
+            try:
+                count = _recv_into_now(self.sock, target)
+                if count is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not _wait_ready(self.sock, write=False, timeout=remaining):
+                        raise PeerUnreachable(f"{self.peer_text} did not answer in time")
+                    continue
+            except OSError as exc:
+                raise PeerUnreachable(f"connection to {self.peer_text} failed: {_os_reason(exc)}") from None
+            if not count:
+                raise PeerUnreachable(f"{self.peer_text} closed the connection")
+            return count
+
     def _take(self, data: bytes) -> None:
-        for kind, chunk in self._opener.feed(data):
+        self._deliver(self._opener.feed(data))
+
+    def _deliver(self, chunks: list[Piece]) -> None:
+        for kind, chunk in chunks:
             if kind == PAIR_TYPE:
                 self._ready.append(Message(PAIR_TYPE, {"payload": chunk}))
             else:
+                assert isinstance(chunk, bytes)          # a link record's plaintext
                 self._ready.extend(self._reader.feed(chunk))
+
+
+def _recv_into_now(sock: socket.socket, target: memoryview) -> int | None:
+    """Like the framed socket's ``_recv_now``, into ``target``: the bytes read (0: the peer closed), or None
+    when the socket holds none; never waits."""
+    try:
+        if FD_IO and sock.gettimeout() is not None:
+            return os.readv(sock.fileno(), [target])
+        if not _wait_ready(sock, write=False, timeout=0):
+            return None
+        return sock.recv_into(target)
+    except (BlockingIOError, InterruptedError):
+        return None
