@@ -19,6 +19,11 @@ In a relay session the two clients' payloads travel in *pair records* (the top b
 same way under the session's pair keys (:func:`p2pchat.foundation.crypto.relay_pair_keys` of the ``pair_key``
 the relay sends both sides in ``paired``), one counter per direction, so the relay forwards them unopened: the
 chat's bytes are sealed once more on each client, not twice more in the relay.
+
+*Box records* (both top bits of ``L`` set, agreed in ``paired``: ``box_max``) carry one chat frame whose box the
+chat channel already sealed end to end (:class:`~p2pchat.foundation.codec.BoxedFrame`): ``u16 H``, the frame's
+head sealed under the pair key, then the box in clear as the record's associated data: the same integrity and
+nothing more in clear than end-to-end ciphertext, for GHASH instead of a second AES-GCM pass (docs/relay.md).
 """
 
 from __future__ import annotations
