@@ -141,3 +141,24 @@ def test_box_records_are_off_unless_both_clients_and_the_relay_offer_them(env, i
     assert callee.recv(timeout=10)["body"] == body
     assert [RECORD_HEADER.unpack_from(r)[0] & KIND_FLAGS for r in relay.records] == [PAIR_FLAG]
     assert body[:4096] not in relay.records[0]
+
+
+def test_a_box_record_the_relay_did_not_agree_to_ends_that_session_with_a_reason_for_both(env, identities):
+    from p2pchat.foundation.codec import HEADER
+    from p2pchat.relay import RelayError
+    from p2pchat.relay.protocol import expect
+    from tests.p2pchat.relay.test_relay_limits import assert_pair_works, reason_of
+
+    relay = env.relay(box_records=False)
+    env.register(identities[1], relay)
+    raw = env.raw(identities[0], relay, "call", peer=identities[1].fingerprint)
+    paired = expect(raw, "paired", 5, relay.address)
+    assert paired["box_max"] is None
+    link = env.invites.get()
+    frame = BoxedFrame(HEADER.pack(CLEAR_BOX_MIN + 8) + bytes(8) + os.urandom(CLEAR_BOX_MIN), 12)
+    first, box = seal_box_record(crypto.relay_pair_keys(paired["pair_key"])[0], 0, frame)
+    raw.send_raw(bytes(first) + bytes(box))
+    assert "did not agree on box records" in reason_of(raw)
+    with pytest.raises(RelayError, match="your peer sent an invalid frame"):
+        link.recv(timeout=5)
+    assert_pair_works(env, relay, identities[2], identities[0])
