@@ -119,18 +119,24 @@ class Initiator:
         self.node.close()
 
 
-def start_relay(tmp: Path, callers: list[bytes]) -> subprocess.Popen[bytes]:
+def start_relay(tmp: Path, callers: list[bytes] | None, *, ip: str = RELAY_IP, port: int = RELAY_PORT,
+                extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     """The relay process: its link key in ``tmp``, and the initiator's key on its allow-list (the responder, like
-    every host by default, takes calls only from keys with a ledger record)."""
-    (tmp / "allow").write_text("".join(fp.hex() + "\n" for fp in callers))
-    relay = subprocess.Popen([sys.executable, "-m", "p2pchat.relay", "--host", RELAY_IP, "--port", str(RELAY_PORT),
-                              "--rate", "0", "--key-file", str(tmp / "relay_key"), "--allow", str(tmp / "allow"),
-                              "--rings-per-minute", "1000"],
+    every host by default, takes calls only from keys with a ledger record); ``callers=None``: ``--no-ledger``.
+    ``extra``: more options (relay_forward_bench: ``--no-box-records``)."""
+    if callers is None:
+        checks = ["--no-ledger"]
+    else:
+        (tmp / "allow").write_text("".join(fp.hex() + "\n" for fp in callers))
+        checks = ["--allow", str(tmp / "allow")]
+    relay = subprocess.Popen([sys.executable, "-m", "p2pchat.relay", "--host", ip, "--port", str(port),
+                              "--rate", "0", "--key-file", str(tmp / "relay_key"), *checks,
+                              "--rings-per-minute", "1000", *extra],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     deadline = time.monotonic() + 30
     while True:
         try:
-            query_status(RELAY_IP, RELAY_PORT, timeout=2)
+            query_status(ip, port, timeout=2)
             return relay
         except UserError:
             if time.monotonic() > deadline or relay.poll() is not None:

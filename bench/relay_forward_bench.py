@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,12 +24,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from relay_chat_bench import start_relay  # noqa: E402
 
 from p2pchat.foundation.codec import BoxedFrame, Field, Protocol  # noqa: E402
-from p2pchat.foundation.errors import UserError  # noqa: E402
 from p2pchat.foundation.identity import Identity  # noqa: E402
 from p2pchat.relay import RelayLink, RelayRegistration, open_relay_link  # noqa: E402
-from p2pchat.relay.cli import query_status  # noqa: E402
 
 NET = os.environ.get("BENCH_NET", "127.0.96")
 RELAY_IP, CALLEE_IP, CALLER_IP = f"{NET}.1", f"{NET}.2", f"{NET}.3"
@@ -50,28 +50,10 @@ def own_cpu() -> float:
     return t.user + t.system
 
 
-def start_relay(tmp: Path, port: int, box_records: bool) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "p2pchat.relay", "--host", RELAY_IP, "--port", str(port), "--rate", "0",
-           "--key-file", str(tmp / "relay_key"), "--no-ledger", "--rings-per-minute", "1000"]
-    if not box_records:
-        cmd.append("--no-box-records")
-    relay = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            query_status(RELAY_IP, port, timeout=2)
-            return relay
-        except UserError:
-            if time.monotonic() > deadline or relay.poll() is not None:
-                relay.kill()
-                raise RuntimeError("the relay process did not start") from None
-            time.sleep(0.1)
-
-
 def one_run(tmp: Path, port: int, box_records: bool, caller: Identity, callee: Identity, frames: list[BoxedFrame],
             count: int) -> tuple[float, float, float]:
     """MB/s, relay CPU s/GB and clients' CPU s/GB of ``count`` frames through a fresh relay process."""
-    relay = start_relay(tmp, port, box_records)
+    relay = start_relay(tmp, None, ip=RELAY_IP, port=port, extra=() if box_records else ("--no-box-records",))
     links: list[RelayLink] = []
     got = threading.Event()
     try:
