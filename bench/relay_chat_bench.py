@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import queue
 import signal
 import statistics
@@ -40,7 +41,9 @@ from p2pchat.peer_directory import DirectoryEntry, FixedDirectory  # noqa: E402
 from p2pchat.relay.cli import query_status  # noqa: E402
 from p2pchat.steps import Step  # noqa: E402
 
-RELAY_IP, RESPONDER_IP, INITIATOR_IP = "127.0.93.1", "127.0.93.2", "127.0.93.3"
+# Two benchmarks at once on one machine (parallel work on branches) need their own addresses: BENCH_NET=127.0.94
+_NET = os.environ.get("BENCH_NET", "127.0.93")
+RELAY_IP, RESPONDER_IP, INITIATOR_IP = f"{_NET}.1", f"{_NET}.2", f"{_NET}.3"
 RELAY_PORT = 18473
 RELAY = f"{RELAY_IP}:{RELAY_PORT}"
 
@@ -116,18 +119,24 @@ class Initiator:
         self.node.close()
 
 
-def start_relay(tmp: Path, callers: list[bytes]) -> subprocess.Popen[bytes]:
+def start_relay(tmp: Path, callers: list[bytes] | None, *, ip: str = RELAY_IP, port: int = RELAY_PORT,
+                extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     """The relay process: its link key in ``tmp``, and the initiator's key on its allow-list (the responder, like
-    every host by default, takes calls only from keys with a ledger record)."""
-    (tmp / "allow").write_text("".join(fp.hex() + "\n" for fp in callers))
-    relay = subprocess.Popen([sys.executable, "-m", "p2pchat.relay", "--host", RELAY_IP, "--port", str(RELAY_PORT),
-                              "--rate", "0", "--key-file", str(tmp / "relay_key"), "--allow", str(tmp / "allow"),
-                              "--rings-per-minute", "1000"],
+    every host by default, takes calls only from keys with a ledger record); ``callers=None``: ``--no-ledger``.
+    ``extra``: more options (relay_forward_bench: ``--no-box-records``)."""
+    if callers is None:
+        checks = ["--no-ledger"]
+    else:
+        (tmp / "allow").write_text("".join(fp.hex() + "\n" for fp in callers))
+        checks = ["--allow", str(tmp / "allow")]
+    relay = subprocess.Popen([sys.executable, "-m", "p2pchat.relay", "--host", ip, "--port", str(port),
+                              "--rate", "0", "--key-file", str(tmp / "relay_key"), *checks,
+                              "--rings-per-minute", "1000", *extra],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     deadline = time.monotonic() + 30
     while True:
         try:
-            query_status(RELAY_IP, RELAY_PORT, timeout=2)
+            query_status(ip, port, timeout=2)
             return relay
         except UserError:
             if time.monotonic() > deadline or relay.poll() is not None:

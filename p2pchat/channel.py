@@ -114,7 +114,7 @@ from p2pchat.chat_protocol import (
     unpad,
 )
 from p2pchat.foundation import crypto
-from p2pchat.foundation.codec import Message
+from p2pchat.foundation.codec import BoxedFrame, Message
 from p2pchat.foundation.errors import CryptoError, FrameError, ProtocolError, UserError
 from p2pchat.handshake import EphemeralLike, Established
 
@@ -607,7 +607,7 @@ class Channel:
             crypto.seal_into(side.key, sealed_nonce(counter), plain, sealed_aad(self.session_id, side.direction,
                                                                                 side.epoch, counter), view[at:])
         side.counter += 1
-        return bytes(frame)
+        return BoxedFrame(frame, at)    # [relaypath] says where the box starts: a relay link need not reseal it
 
     # --- receiving --------------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
+from p2pchat.foundation.codec import CLEAR_BOX_MIN, BoxedFrame
 from p2pchat.foundation.errors import UserError
 
 if TYPE_CHECKING:
@@ -237,10 +238,16 @@ class SessionWriter:
                     break
                 outbox.extend(more)      # idle wire: the next file chunk (texts queued later go first)
                 self.outbox_bytes += sum(len(f) for f in more)
-            frame = outbox.popleft()
+            frame = outbox[0]
             if isinstance(frame, QueuedTexts):
+                outbox.popleft()
                 self._seal_queued(frame)
                 continue
+            # [relaypath] a long box goes in a write of its own, so a relay link can see where it starts
+            alone = isinstance(frame, BoxedFrame) and frame.box_len >= CLEAR_BOX_MIN and hook is None
+            if alone and parts:
+                break
+            outbox.popleft()
             self.outbox_bytes -= len(frame)
             if hook is not None:
                 hooked = hook(frame)
@@ -249,6 +256,8 @@ class SessionWriter:
                 frame = hooked
             parts.append(frame)
             size += len(frame)
+            if alone:
+                break
         if not parts:
             return None
         return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -123,6 +123,29 @@ class Message:
         return default if value is None else value
 
 
+class BoxedFrame(bytes):
+    """One whole frame (length prefix included) whose bytes from ``box_at`` to its end are an end-to-end sealed
+    box: ciphertext only the two chat peers can open. The chat channel makes them; a relay link may carry such a
+    box without sealing it once more (a box record, docs/relay.md). Anything else is plain ``bytes``, sealed whole.
+    """
+
+    box_at: int
+
+    def __new__(cls, frame: bytes | bytearray | memoryview, box_at: int) -> BoxedFrame:
+        if not 0 < box_at < len(frame):
+            raise ValueError("a boxed frame's box starts after its first byte and before its end")
+        obj = super().__new__(cls, frame)
+        obj.box_at = box_at
+        return obj
+
+    @property
+    def box_len(self) -> int:
+        return len(self) - self.box_at
+
+
+CLEAR_BOX_MIN = 16 * 1024   # a box this long is worth a record of its own (smaller ones are sealed with the rest)
+
+
 def _reject_ext(code: int, data: bytes) -> Any:
     raise FrameError(f"msgpack extension type {code} is not allowed")
 

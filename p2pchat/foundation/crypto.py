@@ -285,14 +285,17 @@ def seal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
 
 
 def seal_into(key: bytes, nonce: bytes, plaintext: Sequence[bytes | memoryview], aad: bytes,
-              out: memoryview) -> None:
+              out: memoryview, *, aad_tail: bytes | memoryview = b"") -> None:
     """:func:`seal` of the concatenated ``plaintext`` parts, written into ``out`` (exactly their length + 16
     bytes): a large message is sealed straight into the frame that carries it, from its parts, instead of being
-    joined and copied into it."""
+    joined and copied into it. ``aad_tail`` continues the associated data after ``aad`` (not copied: a relay box
+    record authenticates a whole chat box this way, docs/relay.md)."""
     if len(out) != sum(len(part) for part in plaintext) + GCM_TAG_LEN:
         raise ValueError("the output must hold the ciphertext and its tag exactly")
     cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=GCM_TAG_LEN)
     cipher.update(aad)
+    if len(aad_tail):
+        cipher.update(aad_tail)
     at = 0
     for part in plaintext:
         cipher.encrypt(part, output=out[at:at + len(part)])
@@ -300,12 +303,16 @@ def seal_into(key: bytes, nonce: bytes, plaintext: Sequence[bytes | memoryview],
     out[at:] = cipher.digest()
 
 
-def open_sealed(key: bytes, nonce: bytes, sealed: bytes | memoryview, aad: bytes) -> bytes:
-    """AES-256-GCM decryption; raises :class:`CryptoError` if the ciphertext or header was altered."""
+def open_sealed(key: bytes, nonce: bytes, sealed: bytes | memoryview, aad: bytes, *,
+                aad_tail: bytes | memoryview = b"") -> bytes:
+    """AES-256-GCM decryption; raises :class:`CryptoError` if the ciphertext or header was altered.
+    ``aad_tail`` continues the associated data after ``aad``, as in :func:`seal_into`."""
     if len(sealed) < GCM_TAG_LEN:
         raise CryptoError("ciphertext is shorter than its authentication tag")
     cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=GCM_TAG_LEN)
     cipher.update(aad)
+    if len(aad_tail):
+        cipher.update(aad_tail)
     try:   # a view of the ciphertext: a large message is not copied once more before decryption
         return cipher.decrypt_and_verify(memoryview(sealed)[:-GCM_TAG_LEN], bytes(sealed[-GCM_TAG_LEN:]))
     except ValueError:

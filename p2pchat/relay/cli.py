@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default 4000000)")
     limits.add_argument("--max-frame", type=int, default=DEFAULT_MAX_FRAME,
                         help=f"largest relay frame in bytes (default {DEFAULT_MAX_FRAME})")
+    limits.add_argument("--no-box-records", action="store_true",
+                        help="never agree on box records (a chat frame's box forwarded unsealed, up to 1.25 MiB a "
+                             "record; docs/relay.md): every payload in pair records of at most --max-frame")
     limits.add_argument("--idle-timeout", type=float, default=90.0,
                         help="seconds of silence from one side before a session is dropped (default 90)")
     limits.add_argument("--pair-timeout", type=float, default=15.0,
@@ -225,7 +228,7 @@ def _serve(args: argparse.Namespace, host: str, port: int) -> int:
         idle_timeout=args.idle_timeout, pair_timeout=args.pair_timeout,
         bytes_per_second=args.rate or None, max_frame=args.max_frame, public_address=public, key=key,
         callers=callers, rings_per_minute=args.rings_per_minute, connects_per_minute=args.connects_per_minute,
-        max_pending_per_callee=args.max_pending_per_callee)
+        max_pending_per_callee=args.max_pending_per_callee, box_records=not args.no_box_records)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -80,9 +80,9 @@ class RelayLink:
         self._ready: list[Message] = []
         self._send_lock = threading.Lock()
         self._last_sent = time.monotonic()
-        # The tail of a relay frame ``send_nowait`` could not write at once; the keepalive thread finishes it
-        # (``_wake``), and every later send waits for it, so the relay's byte stream stays in order.
-        self._backlog: bytes | memoryview = b""
+        # The sealed pieces ``send_nowait`` could not write at once; the keepalive thread finishes them
+        # (``_wake``), and every later send waits for them, so the relay's byte stream stays in order.
+        self._backlog: list[memoryview] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._closed = False
@@ -110,6 +110,11 @@ class RelayLink:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def box_max(self) -> int | None:
+        """The largest box record this session agreed on (docs/relay.md), or None: every payload is sealed whole."""
+        return self._conn.box_max
 
     @property
     def buffered_messages(self) -> int:
@@ -155,10 +160,10 @@ class RelayLink:
             self._send_lock.release()
 
     def _finish_backlog(self) -> None:
-        """Write the sealed tail ``send_nowait`` left, waiting for room (``_send_lock`` held)."""
-        if self._backlog:
-            backlog, self._backlog = self._backlog, b""
-            self._conn.send_raw(backlog)
+        """Write the sealed pieces ``send_nowait`` left, waiting for room (``_send_lock`` held)."""
+        backlog, self._backlog = self._backlog, []
+        for piece in backlog:
+            self._conn.send_raw(piece)
 
     def send_error(self, reason: str) -> None:
         """Best effort: tell the peer (end to end, in the chat protocol) why the link is being closed."""
@@ -288,7 +293,7 @@ def connect_link(relay: tuple[str, int], *, pin: bytes | None, source_ip: str | 
 
 def _login(identity: Identity, relay: tuple[str, int], *, source_ip: str | None, timeout: float, network: str,
            role: str, pin: bytes | None, peer: bytes | None = None, ticket: bytes | None = None,
-           accept_unregistered: bool | None = None) -> SecureSocket:
+           accept_unregistered: bool | None = None, box_records: bool = False) -> SecureSocket:
     """Connect to the relay, set up the encrypted link and prove our key inside it; returns the connection right
     after the login frame."""
     relay_text = format_address(*relay)
@@ -299,7 +304,7 @@ def _login(identity: Identity, relay: tuple[str, int], *, source_ip: str | None,
         proof = login_proof_data(challenge["nonce"], relay_text, identity.fingerprint, network)
         conn.send("login", version=VERSION, network=network, role=role, key=identity.public_der,
                   sig=identity.sign(LOGIN_CONTEXT, proof), peer=peer, ticket=ticket,
-                  accept_unregistered=accept_unregistered)
+                  accept_unregistered=accept_unregistered, box_records=box_records or None)
     except BaseException:
         conn.close()
         raise
@@ -320,7 +325,8 @@ def _paired_link(conn: SecureSocket, inner_protocol: Protocol, relay: tuple[str,
             raise ProtocolError(f"relay {relay_text} paired this connection with {short_fp(paired['peer'])} "
                                 f"instead of {short_fp(expected_peer)}")
         forward, backward = crypto.relay_pair_keys(paired["pair_key"])
-        conn.set_pair_keys(*((forward, backward) if caller else (backward, forward)), paired["max_payload"])
+        conn.set_pair_keys(*((forward, backward) if caller else (backward, forward)), paired["max_payload"],
+                           paired["box_max"])
         return RelayLink(conn, inner_protocol, relay=relay, peer_fingerprint=paired["peer"],
                          max_payload=paired["max_payload"], keepalive=paired["keepalive_ms"] / 1000)
     except BaseException:
@@ -330,21 +336,23 @@ def _paired_link(conn: SecureSocket, inner_protocol: Protocol, relay: tuple[str,
 
 def open_relay_link(identity: Identity, relay_ip: str, relay_port: int, peer_fingerprint: bytes, *,
                     inner_protocol: Protocol, source_ip: str | None = None, timeout: float = 20.0,
-                    network: str = DEFAULT_NETWORK, relay_key: bytes | None = None) -> RelayLink:
+                    network: str = DEFAULT_NETWORK, relay_key: bytes | None = None,
+                    box_records: bool = True) -> RelayLink:
     """Ask the relay to pair us with the registered host ``peer_fingerprint``; returns the paired link.
 
     ``relay_key`` pins the relay's static key; without it the key the relay presented first in this process is
     required (trust on first use). Everything after the link handshake is encrypted.
 
     ``timeout`` bounds the connection, the login and the wait for the peer to answer (keep it above the relay's
-    pair timeout, 15 s by default). Raises :class:`RelayError` with the relay's reason when it refuses (peer not
+    pair timeout, 15 s by default). ``box_records`` offers box records (docs/relay.md; used only if the peer
+    and the relay agree). Raises :class:`RelayError` with the relay's reason when it refuses (peer not
     registered, no answer, limits), :class:`PeerUnreachable` if the relay cannot be reached.
     """
     if len(peer_fingerprint) != FINGERPRINT_LEN:
         raise ValueError("peer_fingerprint must be the 32-byte SHA-256 fingerprint")
     relay = _relay_endpoint(relay_ip, relay_port)
     conn = _login(identity, relay, source_ip=source_ip, timeout=timeout, network=network, role="call",
-                  pin=relay_key, peer=peer_fingerprint)
+                  pin=relay_key, peer=peer_fingerprint, box_records=box_records)
     return _paired_link(conn, inner_protocol, relay, peer_fingerprint, timeout, caller=True)
 
 
@@ -372,15 +380,17 @@ class RelayRegistration:
     which takes ownership of it and should return promptly. ``on_state(registered, text)`` (optional) hears
     every change, e.g. ``(True, "registered at relay 127.0.0.9:8472")``. ``close()`` unregisters and joins every
     thread it started. ``relay_key`` pins the relay's link key; ``accept_unregistered`` lets callers without a
-    ledger record ring this host (default: only callers the relay's ledger knows).
+    ledger record ring this host (default: only callers the relay's ledger knows); ``box_records`` offers box
+    records on the answer connections (docs/relay.md).
     """
 
     def __init__(self, identity: Identity, relay_ip: str, relay_port: int, *, on_invite: InviteHandler,
                  inner_protocol: Protocol, source_ip: str | None = None, network: str = DEFAULT_NETWORK,
                  timeout: float = 10.0, min_backoff: float = 0.5, max_backoff: float = 30.0,
                  max_invites: int = 8, on_state: StateHandler | None = None, relay_key: bytes | None = None,
-                 accept_unregistered: bool = False) -> None:
+                 accept_unregistered: bool = False, box_records: bool = True) -> None:
         self.identity = identity
+        self.box_records = box_records
         self.relay_key = relay_key
         self.accept_unregistered = accept_unregistered
         self.relay = _relay_endpoint(relay_ip, relay_port)
@@ -536,7 +546,8 @@ class RelayRegistration:
     def _answer(self, ticket: bytes, caller: bytes) -> None:
         try:
             conn = _login(self.identity, self.relay, source_ip=self.source_ip, timeout=self.timeout,
-                          network=self.network, role="answer", pin=self.relay_key, ticket=ticket)
+                          network=self.network, role="answer", pin=self.relay_key, ticket=ticket,
+                          box_records=self.box_records)
             if not self._track(conn):
                 return
             try:

@@ -40,6 +40,10 @@ MAX_NETWORK_NAME = 64
 DATA_OVERHEAD = 32            # kept from version 1: a session payload is 32 bytes less than the frame limit
 MAX_RELAY_FRAME = 4 * 1024 * 1024
 DEFAULT_MAX_FRAME = 256 * 1024 + DATA_OVERHEAD
+# The largest L of a box record (p2pchat.relay.secure): one chat frame, its head (at most 65,535 bytes) and its
+# box (a 1 MiB text or file chunk padded up to 1 MiB + 128 KiB, and its tag), with room to spare.
+MAX_BOX_RECORD = 1_310_720
+BOX_MAX_FLOOR = 1024          # a ``box_max`` below this is refused: it could not carry a box worth the record
 MIN_MAX_FRAME = 1024
 MAX_STATUS_SESSIONS = 200     # sessions listed individually in a status answer; the total is always given
 ROLES = ("register", "call", "answer")
@@ -112,6 +116,7 @@ def relay_protocol(max_frame: int = MAX_RELAY_FRAME) -> Protocol:
             "peer": opt(bytes, min_len=FINGERPRINT_LEN, max_len=FINGERPRINT_LEN),
             "ticket": opt(bytes, min_len=TICKET_LEN, max_len=TICKET_LEN),
             "accept_unregistered": opt(bool),     # register: also take calls from keys in no ledger
+            "box_records": opt(bool),             # call/answer: this client sends and takes box records
         },
         "registered": {"heartbeat_ms": Field(int, lo=10, hi=3_600_000)},
         "ping": {},
@@ -122,6 +127,7 @@ def relay_protocol(max_frame: int = MAX_RELAY_FRAME) -> Protocol:
             "max_payload": Field(int, lo=1, hi=MAX_RELAY_FRAME),
             "keepalive_ms": Field(int, lo=10, hi=3_600_000),
             "pair_key": Field(bytes, min_len=32, max_len=32),
+            "box_max": opt(int, lo=BOX_MAX_FLOOR, hi=MAX_BOX_RECORD),   # all three take box records
         },
         "status": {"version": _VERSION},
         "status_result": {

@@ -19,6 +19,11 @@ In a relay session the two clients' payloads travel in *pair records* (the top b
 same way under the session's pair keys (:func:`p2pchat.foundation.crypto.relay_pair_keys` of the ``pair_key``
 the relay sends both sides in ``paired``), one counter per direction, so the relay forwards them unopened: the
 chat's bytes are sealed once more on each client, not twice more in the relay.
+
+*Box records* (both top bits of ``L`` set, agreed in ``paired``: ``box_max``) carry one chat frame whose box the
+chat channel already sealed end to end (:class:`~p2pchat.foundation.codec.BoxedFrame`): ``u16 H``, the frame's
+head sealed under the pair key, then the box in clear as the record's associated data: the same integrity and
+nothing more in clear than end-to-end ciphertext, for GHASH instead of a second AES-GCM pass (docs/relay.md).
 """
 
 from __future__ import annotations
@@ -28,14 +33,13 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from p2pchat.display import quote_peer
 from p2pchat.foundation import crypto
-from p2pchat.foundation.codec import HEADER, Message, Protocol
+from p2pchat.foundation.codec import CLEAR_BOX_MIN, HEADER, BoxedFrame, Message, Protocol
 from p2pchat.foundation.errors import CryptoError, FrameError, PeerUnreachable, ProtocolError, UserError
-from p2pchat.foundation.transport import FramedSocket, _os_reason, _send_now, _wait_ready
+from p2pchat.foundation.transport import FD_IO, FramedSocket, _os_reason, _send_now, _wait_ready
 from p2pchat.relay.protocol import RelayError
 
 LINK_VERSION = 2
@@ -49,6 +53,8 @@ MAX_RECORD_PLAINTEXT = 256 * 1024                # a record is sealed and checke
 MAX_RECORD = MAX_RECORD_PLAINTEXT + TAG_LEN
 MAX_CLEAR_REFUSAL = 2048                         # a clear ``error`` frame a relay sends when it refuses at accept
 RECV_CHUNK = 256 * 1024
+Piece = tuple[str, bytes | bytearray | memoryview]   # what the record splitter hands on: ("link" | "pair", bytes)
+LONG_RECORD = 64 * 1024                          # a record at least this long is read into a buffer of its own
 
 
 class RelayKeyMismatch(CryptoError):
@@ -210,15 +216,22 @@ def server_handshake(conn: FramedSocket, key: RelayKey, *, timeout: float) -> Se
 
 
 PAIR_FLAG = 0x80000000          # set in a record's length word: a pair record (see the module docstring)
+BOX_FLAG = 0x40000000           # set with PAIR_FLAG: a box record (a chat frame's head sealed, its box clear)
+KIND_FLAGS = PAIR_FLAG | BOX_FLAG
 PAIR_TYPE = "pair"              # the message type under which a relay receives a pair record, unopened
+BOX_HEAD = struct.Struct(">IH")         # a box record's length word and head length
+MAX_BOX_HEAD = 0xFFFF
+BOX_OVERHEAD = 2 + TAG_LEN              # what a box record's L counts besides the frame it carries
 
 
 class PairKeys:
     """One direction's view of a relay session's pair keys, with record counters."""
 
-    def __init__(self, send_key: bytes, recv_key: bytes, split: int = MAX_RECORD_PLAINTEXT) -> None:
+    def __init__(self, send_key: bytes, recv_key: bytes, split: int = MAX_RECORD_PLAINTEXT,
+                 box_max: int | None = None) -> None:
         self.send_key, self.recv_key = send_key, recv_key
         self.split = max(1, min(split, MAX_RECORD_PLAINTEXT))
+        self.box_max = box_max        # box records agreed in ``paired``: their largest L (None: not agreed)
         self.sent = 0
         self.received = 0
 
@@ -245,12 +258,73 @@ def seal_records(key: bytes, first_counter: int, data: bytes | memoryview, flag:
 
 
 def open_record(key: bytes, counter: int, record: bytes | memoryview) -> bytes:
-    """The plaintext of one whole record (header included) sealed under ``key`` as record number ``counter``."""
+    """The plaintext of one whole record (header included) sealed under ``key`` as record number ``counter``;
+    a box record's plaintext is its frame, head and box."""
+    (word,) = RECORD_HEADER.unpack_from(record)
+    if word & KIND_FLAGS == KIND_FLAGS:
+        return open_box_record(key, counter, record)
     header, body = bytes(record[:RECORD_HEADER.size]), memoryview(record)[RECORD_HEADER.size:]   # body: not copied
     try:
         return crypto.open_sealed(key, crypto.gcm_counter_nonce(counter), body, header)
     except CryptoError:
         raise FrameError("a link record failed authentication (altered, replayed or wrong relay key)") from None
+
+
+def box_record_fits(frame: bytes, box_max: int | None) -> bool:
+    """Whether ``frame`` may travel as a box record under the limit agreed in ``paired``: a long box the chat
+    channel sealed end to end (:class:`BoxedFrame`), behind a head a ``u16`` can count."""
+    return (box_max is not None and isinstance(frame, BoxedFrame) and frame.box_len >= CLEAR_BOX_MIN
+            and frame.box_at <= MAX_BOX_HEAD and BOX_OVERHEAD + len(frame) <= box_max)
+
+
+def seal_box_record(key: bytes, counter: int, frame: BoxedFrame) -> tuple[bytearray, memoryview]:
+    """``frame`` as box record number ``counter`` under ``key``: ``u32 L|0xC0000000 ‖ u16 H ‖ AES-GCM(head) ‖
+    tag ‖ box``, the box in clear but authenticated (associated data after the first six bytes). Returns the
+    record's first part and the box, a view of ``frame`` (not copied) to be written right after it."""
+    head_len = frame.box_at
+    view = memoryview(frame)
+    box = view[head_len:]
+    first = bytearray(BOX_HEAD.size + head_len + TAG_LEN)
+    BOX_HEAD.pack_into(first, 0, (BOX_OVERHEAD + len(frame)) | KIND_FLAGS, head_len)
+    with memoryview(first) as dest:
+        crypto.seal_into(key, crypto.gcm_counter_nonce(counter), [view[:head_len]], bytes(first[:BOX_HEAD.size]),
+                         dest[BOX_HEAD.size:], aad_tail=box)
+    return first, box
+
+
+def open_box_record(key: bytes, counter: int, record: bytes | bytearray | memoryview) -> bytes:
+    """The frame one whole box record carries (its head opened, its box authenticated), as one new ``bytes``."""
+    head, box = _open_box(key, counter, memoryview(record))
+    return head + box
+
+
+def open_box_record_in_place(key: bytes, counter: int, record: bytearray) -> memoryview:
+    """:func:`open_box_record` of a record in a buffer of its own: the opened head is written right before the
+    box (over the sealed head and its tag, checked already) and the frame returned as a view — the box is not
+    copied."""
+    view = memoryview(record)
+    head, box = _open_box(key, counter, view)
+    start = len(view) - len(box) - len(head)
+    view[start:start + len(head)] = head
+    return view[start:]
+
+
+def _open_box(key: bytes, counter: int, view: memoryview) -> tuple[bytes, memoryview]:
+    _, head_len = BOX_HEAD.unpack_from(view)
+    box_at = BOX_HEAD.size + head_len + TAG_LEN
+    try:
+        head = crypto.open_sealed(key, crypto.gcm_counter_nonce(counter), view[BOX_HEAD.size:box_at],
+                                  bytes(view[:BOX_HEAD.size]), aad_tail=view[box_at:])
+    except CryptoError:
+        raise FrameError("a link record failed authentication (altered, replayed or wrong relay key)") from None
+    return head, view[box_at:]
+
+
+def record_payload_len(record: bytes | memoryview) -> int:
+    """The bytes of the inner stream one whole pair or box record carries (what the relay counts)."""
+    (word,) = RECORD_HEADER.unpack_from(record)
+    overhead = RECORD_HEADER.size + (BOX_OVERHEAD if word & KIND_FLAGS == KIND_FLAGS else TAG_LEN)
+    return max(0, len(record) - overhead)
 
 
 class _Opener:
@@ -264,42 +338,94 @@ class _Opener:
         self._buf = bytearray()
         self.pair: PairKeys | None = None
         self.forward_pairs = False
+        self.box_max: int | None = None      # box records accepted, up to this L (None: refused)
+        # A record longer than one read is read straight into a buffer of its own (``pending_view``).
+        self._record: bytearray | None = None
+        self._have = 0
 
-    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+    def pending_view(self) -> memoryview | None:
+        """Where the next bytes of a long record go (read them into it, then call :meth:`filled`), or None:
+        read any amount and :meth:`feed` it."""
+        return None if self._record is None else memoryview(self._record)[self._have:]
+
+    def filled(self, count: int) -> list[Piece]:
+        """``count`` bytes were read into :meth:`pending_view`; what is complete now, as :meth:`feed`."""
+        assert self._record is not None
+        self._have += count
+        if self._have < len(self._record):
+            return []
+        record, self._record = self._record, None
+        out: list[Piece] = []
+        with memoryview(record) as view:
+            self._split(view, out, own=record)
+        return out
+
+    def feed(self, data: bytes) -> list[Piece]:
         # Records are opened where they lie: in ``data`` itself when nothing was left over from the last read
         # (the bytes of a relayed file are then copied only by the decryption), else in the buffer.
+        out: list[Piece] = []
+        if self._record is not None:       # the rest of a long record (pending_view reads it without this copy)
+            take = min(len(data), len(self._record) - self._have)
+            self._record[self._have:self._have + take] = memoryview(data)[:take]
+            out = self.filled(take)
+            data = data[take:]
+            if not data:
+                return out
         if self._buf:
             self._buf += data
             source: bytes | bytearray = self._buf
         else:
             source = data
-        out: list[tuple[str, bytes]] = []
         try:
             with memoryview(source) as view:
                 used = self._split(view, out)
         except FrameError:
             self._buf = bytearray()
             raise
-        if source is self._buf:
+        rest = len(source) - used
+        if rest >= BOX_HEAD.size and self._reads_alone(source, used, rest):
+            self._record = bytearray(RECORD_HEADER.size + (RECORD_HEADER.unpack_from(source, used)[0] & ~KIND_FLAGS))
+            self._record[:rest] = memoryview(source)[used:]
+            self._have = rest
+            self._buf = bytearray()
+        elif source is self._buf:
             del self._buf[:used]
         else:
             self._buf = bytearray(data[used:])       # a partial record: kept until the rest arrives
         return out
 
+    def _reads_alone(self, source: bytes | bytearray, at: int, rest: int) -> bool:
+        """Whether the partial record at ``at`` (its header checked by ``_split``) is long enough to be read
+        into a buffer of its own and can be opened (or forwarded) as soon as it is whole."""
+        (word,) = RECORD_HEADER.unpack_from(source, at)
+        total = RECORD_HEADER.size + (word & ~KIND_FLAGS)
+        waits = bool(word & PAIR_FLAG) and self.pair is None and not self.forward_pairs
+        return total >= LONG_RECORD and rest < total and not waits
+
     def missing(self) -> int:
         """Bytes still to come of the record whose header is buffered (0: none is under way)."""
+        if self._record is not None:
+            return len(self._record) - self._have
         if len(self._buf) < RECORD_HEADER.size:
             return 0
         (word,) = RECORD_HEADER.unpack_from(self._buf)
-        return max(0, RECORD_HEADER.size + (word & ~PAIR_FLAG) - len(self._buf))
+        return max(0, RECORD_HEADER.size + (word & ~KIND_FLAGS) - len(self._buf))
 
-    def _split(self, view: memoryview, out: list[tuple[str, bytes]]) -> int:
-        """Open (or, on the relay, copy for forwarding) every whole record in ``view``; returns the bytes used."""
+    def _split(self, view: memoryview, out: list[Piece], own: bytearray | None = None) -> int:
+        """Open (or, on the relay, copy for forwarding) every whole record in ``view``; returns the bytes used.
+        ``own``: ``view`` is exactly one record in a buffer of its own, which is handed on instead of copied."""
         at = 0
         while len(view) - at >= RECORD_HEADER.size:
             (word,) = RECORD_HEADER.unpack_from(view, at)
-            size = word & ~PAIR_FLAG
-            if not TAG_LEN < size <= MAX_RECORD:
+            size = word & ~KIND_FLAGS
+            box = word & KIND_FLAGS == KIND_FLAGS
+            if box:
+                if len(view) - at < BOX_HEAD.size:
+                    break
+                self._check_box(size, BOX_HEAD.unpack_from(view, at)[1])
+            elif word & BOX_FLAG:
+                raise FrameError("a link record announced a kind this program does not know")
+            elif not TAG_LEN < size <= MAX_RECORD:
                 raise FrameError(f"link record of {size} bytes is outside 17..{MAX_RECORD}")
             end = at + RECORD_HEADER.size + size
             if word & PAIR_FLAG and self.pair is None and not self.forward_pairs:
@@ -314,13 +440,27 @@ class _Opener:
                 out.append(("link", open_record(self._key, self._counter, view[at:end])))
                 self._counter += 1
             elif self.forward_pairs:
-                out.append((PAIR_TYPE, bytes(view[at:end])))
+                out.append((PAIR_TYPE, own if own is not None else bytes(view[at:end])))
             else:
                 assert self.pair is not None
-                out.append((PAIR_TYPE, open_record(self.pair.recv_key, self.pair.received, view[at:end])))
+                opened: bytes | memoryview
+                if box and own is not None:
+                    opened = open_box_record_in_place(self.pair.recv_key, self.pair.received, own)
+                else:
+                    opened = open_record(self.pair.recv_key, self.pair.received, view[at:end])
+                out.append((PAIR_TYPE, opened))
                 self.pair.received += 1
             at = end
         return at
+
+    def _check_box(self, size: int, head_len: int) -> None:
+        """Refuse a box record that was not agreed, is over the agreed size, or whose parts do not add up."""
+        if self.box_max is None:
+            raise FrameError("a box record arrived, but this session did not agree on box records")
+        if size > self.box_max:
+            raise FrameError(f"box record of {size} bytes is over the agreed {self.box_max}")
+        if head_len < 1 or BOX_OVERHEAD + head_len >= size:
+            raise FrameError(f"box record of {size} bytes with a head of {head_len} bytes leaves no box")
 
 
 class SecureSocket(FramedSocket):
@@ -340,59 +480,79 @@ class SecureSocket(FramedSocket):
         self._send_counter = 0
         self._opener = _Opener(recv_key)
 
-    def set_pair_keys(self, send_key: bytes, recv_key: bytes, max_payload: int) -> None:
+    def set_pair_keys(self, send_key: bytes, recv_key: bytes, max_payload: int, box_max: int | None = None) -> None:
         """Client side, once paired: payloads are sent (at most ``max_payload`` bytes a record) and received as
-        pair records under these keys."""
-        self._opener.pair = PairKeys(send_key, recv_key, max_payload)
+        pair records under these keys; with ``box_max``, long chat boxes as box records of at most that L."""
+        self._opener.pair = PairKeys(send_key, recv_key, max_payload, box_max)
+        self._opener.box_max = box_max
         self._take(b"")           # pair records that arrived before the keys
 
-    def forward_pair_records(self) -> None:
-        """Relay side, before ``paired`` is sent: pair records are received whole and unopened, for forwarding."""
+    @property
+    def box_max(self) -> int | None:
+        """Box records agreed for this session: their largest L (None: not agreed)."""
+        return self._opener.box_max
+
+    def forward_pair_records(self, box_max: int | None = None) -> None:
+        """Relay side, before ``paired`` is sent: pair records (and, with ``box_max``, box records of at most that
+        L) are received whole and unopened, for forwarding."""
         self._opener.forward_pairs = True
+        self._opener.box_max = box_max
 
     def _seal(self, data: bytes | memoryview) -> bytearray:
         sealed, count = seal_records(self._send_key, self._send_counter, data)
         self._send_counter += count
         return sealed
 
-    def _seal_pair(self, data: bytes | memoryview) -> bytearray:
+    def _seal_pair(self, data: bytes | memoryview) -> list[memoryview]:
+        """``data`` sealed for the peer, as the pieces to write in order: a box record (its first part, then the
+        box itself) when ``data`` is a long box the session may leave unsealed, else pair records."""
         pair = self._opener.pair
         if pair is None:
             raise RuntimeError("pair records need the pair keys of a relay session")
+        if isinstance(data, BoxedFrame) and box_record_fits(data, pair.box_max):
+            first, box = seal_box_record(pair.send_key, pair.sent, data)
+            pair.sent += 1
+            return [memoryview(first), box]
         sealed, count = seal_records(pair.send_key, pair.sent, data, PAIR_FLAG, pair.split)
         pair.sent += count
-        return sealed
+        return [memoryview(sealed)]
 
     def send_frame(self, frame: bytes) -> None:
         """Seal ``frame`` (any frame bytes, any number of frames) and send it."""
         if frame:
-            self._send_sealed(self._seal, frame)
+            with self._send_lock:
+                self._write_all(memoryview(self._seal(frame)))
 
     def send_pair(self, data: bytes | memoryview) -> None:
-        """Seal ``data`` (any slice of the inner byte stream) in pair records for the peer and send it."""
+        """Seal ``data`` (any slice of the inner byte stream) in pair records for the peer and send it (a long
+        :class:`BoxedFrame` as a box record, when the session agreed on them)."""
         if len(data):
-            self._send_sealed(self._seal_pair, data)
-
-    def _send_sealed(self, seal: Callable[[bytes | memoryview], bytearray], data: bytes | memoryview) -> None:
-        with self._send_lock:
-            self._write_all(memoryview(seal(data)))
+            with self._send_lock:
+                for piece in self._seal_pair(data):
+                    self._write_all(piece)
 
     def send_raw(self, sealed: bytes | bytearray | memoryview) -> None:
         """Write bytes already sealed (a tail :meth:`try_send_pair` left, or pair records the relay forwards)."""
         with self._send_lock:
             self._write_all(memoryview(sealed))
 
-    def try_send_pair(self, data: bytes | memoryview) -> memoryview | None:
+    def try_send_pair(self, data: bytes | memoryview) -> list[memoryview] | None:
         """Never waits: ``None`` when the socket has no room (nothing sealed, nothing taken); otherwise seals
-        ``data`` in pair records, writes what the socket takes and returns the sealed tail it did not (``b""`` if
-        none), which the caller must write with :meth:`send_raw` before anything else."""
+        ``data`` for the peer (:meth:`send_pair`), writes what the socket takes and returns the sealed pieces it
+        did not (``[]`` if none), which the caller must write with :meth:`send_raw` before anything else."""
         if not self._send_lock.acquire(blocking=False):
             return None
         try:
             if not _wait_ready(self.sock, write=True, timeout=0):
                 return None
-            sealed = memoryview(self._seal_pair(data))
-            return sealed[_send_now(self.sock, sealed):]        # the tail, not a copy of it
+            pieces = self._seal_pair(data)
+            while pieces:
+                sent = _send_now(self.sock, pieces[0])
+                if sent < len(pieces[0]):
+                    pieces[0] = pieces[0][sent:]        # the tail, not a copy of it
+                    break
+                pieces.pop(0)
+            return pieces
         except OSError as exc:
             raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
         finally:
@@ -406,13 +566,54 @@ class SecureSocket(FramedSocket):
             return self._ready.pop(0)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not self._ready:
-            # a whole record (up to 256 KiB) per read where the socket holds it, not the framed socket's 64 KiB
-            self._take(self._read_some(deadline, max(RECV_CHUNK, self._opener.missing())))
+            target = self._opener.pending_view()
+            if target is not None:
+                # the rest of a long record, read where it will be opened or forwarded from: not copied again
+                with target:
+                    count = self._read_into(deadline, target)
+                self._deliver(self._opener.filled(count))
+            else:
+                # a whole record (up to 256 KiB) per read where the socket holds it, not the framed socket's 64 KiB
+                self._take(self._read_some(deadline, RECV_CHUNK))
         return self._ready.pop(0)
 
+    def _read_into(self, deadline: float, target: memoryview) -> int:
+        """Read what the socket holds (at most ``len(target)`` bytes) into ``target``, waiting until
+        ``deadline`` for the first byte."""
+        while True:
+            try:
+                count = _recv_into_now(self.sock, target)
+                if count is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not _wait_ready(self.sock, write=False, timeout=remaining):
+                        raise PeerUnreachable(f"{self.peer_text} did not answer in time")
+                    continue
+            except OSError as exc:
+                raise PeerUnreachable(f"connection to {self.peer_text} failed: {_os_reason(exc)}") from None
+            if not count:
+                raise PeerUnreachable(f"{self.peer_text} closed the connection")
+            return count
+
     def _take(self, data: bytes) -> None:
-        for kind, chunk in self._opener.feed(data):
+        self._deliver(self._opener.feed(data))
+
+    def _deliver(self, chunks: list[Piece]) -> None:
+        for kind, chunk in chunks:
             if kind == PAIR_TYPE:
                 self._ready.append(Message(PAIR_TYPE, {"payload": chunk}))
             else:
+                assert isinstance(chunk, bytes)          # a link record's plaintext
                 self._ready.extend(self._reader.feed(chunk))
+
+
+def _recv_into_now(sock: socket.socket, target: memoryview) -> int | None:
+    """Like the framed socket's ``_recv_now``, into ``target``: the bytes read (0: the peer closed), or None
+    when the socket holds none; never waits."""
+    try:
+        if FD_IO and sock.gettimeout() is not None:
+            return os.readv(sock.fileno(), [target])
+        if not _wait_ready(sock, write=False, timeout=0):
+            return None
+        return sock.recv_into(target)
+    except (BlockingIOError, InterruptedError):
+        return None

@@ -42,6 +42,7 @@ from p2pchat.relay.protocol import (
     COUNTER_NAMES,
     DEFAULT_MAX_FRAME,
     LOGIN_CONTEXT,
+    MAX_BOX_RECORD,
     MAX_RELAY_FRAME,
     MAX_STATUS_SESSIONS,
     NONCE_LEN,
@@ -57,13 +58,14 @@ from p2pchat.relay.protocol import (
 )
 from p2pchat.relay.ratelimit import KeyedLimiter, TokenBucket
 from p2pchat.relay.secure import (
+    KIND_FLAGS,
     PAIR_FLAG,
     PAIR_TYPE,
     RECORD_HEADER,
-    TAG_LEN,
     RelayKey,
     SecureSocket,
     open_record,
+    record_payload_len,
     seal_records,
     server_handshake,
 )
@@ -77,7 +79,6 @@ SHUTDOWN_NOTICE = "the relay is shutting down"
 CHECK_INTERVAL = 1.0         # a pump thread blocked in a read notices a closed session within this time
 LINGER_SECONDS = 2.0         # how long a closed session's connection waits for the client to close first
 SHUTDOWN_GRACE = 1.0         # how long close() lets clients hang up after the shutdown notice
-RECORD_OVERHEAD = RECORD_HEADER.size + TAG_LEN
 FLUSH_BYTES = 64 * 1024      # a pump thread writes out what it forwarded at least this often (bigger frames alone)
 
 
@@ -92,6 +93,7 @@ class _Client:
     fingerprint: bytes
     network: str
     conn: SecureSocket
+    box_records: bool = False       # announced in its login: it sends and takes box records
 
     @property
     def short(self) -> str:
@@ -207,7 +209,7 @@ class RelaySession:
         if self.closed:
             return False
         outbox: _Outbox | None = getattr(_pump_state, "outbox", None)
-        size = max(0, len(payload) - RECORD_OVERHEAD)      # counted as the chat bytes it carries
+        size = record_payload_len(payload)      # counted as the chat bytes it carries
         if outbox is not None:
             outbox.add(self, to_side, payload, size)
             return True
@@ -341,7 +343,7 @@ class RelayServer:
                  bytes_per_second: int | None = 4_000_000, max_frame: int = DEFAULT_MAX_FRAME,
                  send_timeout: float = 10.0, public_address: str | None = None, key: RelayKey | None = None,
                  callers: CallerCheck | None = None, max_pending_per_callee: int = 8, max_pending_per_ip: int = 8,
-                 rings_per_minute: int = 3, connects_per_minute: int = 600) -> None:
+                 rings_per_minute: int = 3, connects_per_minute: int = 600, box_records: bool = True) -> None:
         for name, value in (("max_connections", max_connections), ("max_per_ip", max_per_ip),
                             ("max_pending", max_pending), ("max_pending_per_client", max_pending_per_client),
                             ("max_pending_per_callee", max_pending_per_callee),
@@ -367,6 +369,7 @@ class RelayServer:
         self.bytes_per_second = bytes_per_second
         self.max_frame = max_frame
         self.max_payload = max_payload_for(max_frame)
+        self.box_records = box_records
         self.send_timeout = send_timeout
         self.public_address = public_address
         self.key = key or RelayKey()
@@ -612,7 +615,7 @@ class RelayServer:
             raise ProtocolError("login refused: the signature does not prove ownership of that key "
                                 "for this relay and this connection")
         self.count("logins")
-        return _Client(fingerprint, login["network"], conn)
+        return _Client(fingerprint, login["network"], conn, bool(login["box_records"]))
 
     def _serve_status(self, conn: FramedSocket, request: Message) -> None:
         check_version(request["version"], "this client")
@@ -814,15 +817,17 @@ class RelayServer:
         # callee's connection slots by making it answer.
         slot.release()
         # Each side's pair records are forwarded unopened from now on (set before either side hears ``paired``;
-        # the caller's socket is not being read while its call waits).
+        # the caller's socket is not being read while its call waits). Box records only if all three take them.
+        box_max = MAX_BOX_RECORD if self.box_records and pending.caller.box_records and client.box_records else None
         for conn in session.conns:
-            conn.forward_pair_records()
+            conn.forward_pair_records(box_max)
         try:
             keepalive_ms = max(10, int(self.idle_timeout * 1000 / KEEPALIVE_FRACTION))
             for side, other in ((0, 1), (1, 0)):
                 try:
                     self._send(session.conns[side], "paired", peer=session.fingerprints[other],
-                               max_payload=self.max_payload, keepalive_ms=keepalive_ms, pair_key=session.pair_key)
+                               max_payload=self.max_payload, keepalive_ms=keepalive_ms, pair_key=session.pair_key,
+                               box_max=box_max)
                 except PeerUnreachable:
                     self.count("pair_failures")
                     session.close({other: "your peer left before the pairing completed"}, "left while pairing")
@@ -884,8 +889,10 @@ class RelayServer:
         session.last_heard[side] = now
         if msg.type == PAIR_TYPE:
             payload: bytes = msg["payload"]
-            size = len(payload) - RECORD_OVERHEAD
-            if size > self.max_payload:
+            size = record_payload_len(payload)
+            # a box record's size was checked against the agreed ``box_max`` before it was buffered
+            (word,) = RECORD_HEADER.unpack_from(payload)
+            if word & KIND_FLAGS != KIND_FLAGS and size > self.max_payload:
                 raise FrameError(f"a session payload of {size} bytes is over the {self.max_payload}-byte limit")
             session.bytes_from[side] += size
             session.frames_from[side] += 1

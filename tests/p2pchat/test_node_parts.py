@@ -141,3 +141,32 @@ def test_texts_held_back_while_our_key_rotates_still_count_against_the_outbox_li
         assert session.channel.queued == n
         assert writer.pending_bytes == on_the_wire + n * MAX_TEXT_BYTES
     assert not writer.room_for(OUTBOX_LIMIT - on_the_wire - 2 * MAX_TEXT_BYTES)
+
+
+class _RecordingLink:
+    """Takes every write at once and keeps it, as the writer handed it over."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def send_nowait(self, data: bytes) -> int:
+        self.writes.append(data)
+        return len(data)
+
+
+def test_the_writer_hands_a_long_channel_box_to_the_link_alone_and_joins_everything_else():
+    """[relaypath] a relay link carries a long box the channel sealed without sealing it again, but only when the
+    write holds that one frame (docs/relay.md, box records); small frames are still joined into one write."""
+    from p2pchat.foundation.codec import CLEAR_BOX_MIN, BoxedFrame
+
+    session = Session("s1", "bob", incoming=False)
+    writer = SessionWriter(session)
+    link = _RecordingLink()
+    session.link = link  # type: ignore[assignment]
+    long_box = BoxedFrame(b"h" * 40 + b"b" * CLEAR_BOX_MIN, 40)
+    short_box = BoxedFrame(b"h" * 40 + b"b" * 100, 40)
+    writer.queue_all([b"a" * 10, short_box, long_box, b"c" * 10, b"d" * 10])
+    writer.kick()
+    assert link.writes == [b"a" * 10 + short_box, long_box, b"c" * 10 + b"d" * 10]
+    assert isinstance(link.writes[1], BoxedFrame) and link.writes[1].box_at == 40
+    assert writer.pending_bytes == 0
