@@ -47,15 +47,17 @@ def wrap(owner: Any, name: str, label: str | None = None, detail: Callable[..., 
 
     def traced(*args: Any, **kwargs: Any) -> Any:
         note(f"> {shown}" + (f" {detail(*args, **kwargs)}" if detail is not None else ""))
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             return original(*args, **kwargs)
         finally:
-            note(f"< {shown}")
+            wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+            note(f"< {shown}  [{wall * 1000:.3f} wall, {cpu * 1000:.3f} cpu]")
     setattr(owner, name, traced)
 
 
 def instrument() -> None:
-    from p2pchat import handshake, handshake_driver
+    from p2pchat import event_queue, handshake, handshake_driver, node
     from p2pchat.chat_protocol import CHAT
     from p2pchat.foundation import crypto, identity, transport
 
@@ -86,6 +88,11 @@ def instrument() -> None:
     wrap(crypto.EphemeralKey, "agree", "X25519 agreement")
     wrap(handshake_driver.HandshakeDriver, "_lookup", "ledger lookup")
     wrap(handshake_driver.HandshakeDriver, "_on_step_done", "step done")
+    wrap(node.ChatNode, "_connect_and_serve", "connect and serve")
+    wrap(node, "resolve_target", "resolve the peer")
+    wrap(node, "dial", "dial (TCP connect)")
+    wrap(node.ChatNode, "_serve_incoming", "serve incoming")
+    wrap(event_queue.EventQueue, "get", "UI takes an event", lambda *_a, **_k: "")
 
 
 def responder(pipe: Connection, key_dir: str, entries: list[Any]) -> None:
@@ -117,6 +124,67 @@ def responder(pipe: Connection, key_dir: str, entries: list[Any]) -> None:
     stop.set()
     ui.join()
     node.close()
+
+
+# The handshake's critical path cut at its milestones: (name, side, what the timeline entry starts with). Each
+# segment runs from one milestone to the next; the table gives its median over the handshakes.
+MILESTONES = (
+    ("open", "I", "=== open the session"),
+    ("dialled", "I", "< dial (TCP connect)"),
+    ("hello out", "I", "> write hello"),
+    ("hello in", "R", "read hello"),
+    ("welcome out", "R", "> write welcome"),
+    ("welcome in", "I", "read welcome"),
+    ("key out", "I", "> write key"),
+    ("key in", "R", "read key"),
+    ("key back out", "R", "> write key"),
+    ("key back in", "I", "read key"),
+    ("I signs", "I", "> RSA sign"),
+    ("I signed", "I", "< RSA sign"),
+    ("auth out", "I", "> write auth"),
+    ("auth in", "R", "read auth"),
+    ("R signs", "R", "> RSA sign"),
+    ("R signed", "R", "< RSA sign"),
+    ("auth_reply out", "R", "> write auth_reply"),
+    ("auth_reply in", "I", "read auth_reply"),
+    ("confirm out", "I", "> write auth_ok,confirm"),
+    ("confirm in", "R", "read confirm"),
+    ("confirm_reply out", "R", "> write confirm_reply"),
+    ("confirm_reply in", "I", "read confirm_reply"),
+    ("UI told", "I", "=== step 4 reported to the UI"),
+)
+
+
+def milestones(timeline: list[Entry], me: int) -> list[float] | None:
+    """The time of each milestone in one handshake's timeline (each searched after the one before), or None when
+    one is missing."""
+    found: list[float] = []
+    i = 0
+    for _, side, prefix in MILESTONES:
+        while i < len(timeline):
+            t, pid, _, what = timeline[i]
+            i += 1
+            if ("I" if pid == me else "R") == side and (what == prefix or what.startswith(prefix + " ")):
+                found.append(t)
+                break
+        else:
+            return None
+    return found
+
+
+def segment_table(runs: list[tuple[float, list[Entry]]], me: int) -> str:
+    """Median milliseconds of each segment between two milestones, over the handshakes."""
+    cut = [m for m in (milestones(timeline, me) for _, timeline in runs) if m is not None]
+    if not cut:
+        return "(no handshake had every milestone)"
+    lines = [f"segments of the critical path, median of {len(cut)} handshakes (ms):"]
+    total = 0.0
+    for k in range(1, len(MILESTONES)):
+        median = statistics.median(m[k] - m[k - 1] for m in cut) * 1000
+        total += median
+        lines.append(f"  {MILESTONES[k - 1][0]:>17} -> {MILESTONES[k][0]:<17} {median:6.3f}")
+    lines.append(f"  {'sum of medians':>38} {total:6.3f}")
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -162,6 +230,7 @@ def main() -> int:
             parent.send("quit")
             proc.join()
     times = [t * 1000 for t, _ in runs]
+    print(segment_table(runs, os.getpid()))
     print(f"{count} handshakes: p50 {statistics.median(times):.1f} ms; " + ", ".join(f"{t:.1f}" for t in times))
     elapsed, timeline = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
     print(f"timeline of the median handshake ({elapsed * 1000:.1f} ms):")
