@@ -24,7 +24,8 @@ while the peer works or the frames travel: whenever ``prepare_due`` is true the 
 nothing (each result goes out with its own step). The initiator prepares its X25519 half from step 1 on, its one
 signature as soon as the transcript is complete on its side (the responder's ``key`` frame arrived and matched the
 ledger; the responder may still be checking ours), and its step-4 keys once ``auth`` is sent; the responder
-prepares only its step-4 keys, and only once the initiator's ``auth`` verified — never its signature.
+prepares its X25519 half once it accepted the chat (its ``welcome`` is out), and its step-4 keys only once the
+initiator's ``auth`` verified — never its signature.
 
 API::
 
@@ -467,15 +468,16 @@ class Handshake:
 
     @property
     def prepare_due(self) -> bool:
-        """True when :meth:`prepare` has work to do (see there); never before the responder verified the
-        initiator's ``auth``, on the responder."""
+        """True when :meth:`prepare` has work to do (see there); on the responder only its X25519 half once it
+        accepted the chat, and nothing else before the initiator's ``auth`` verified."""
         return self._work_ahead() is not None
 
     def prepare(self) -> None:
         """Make ahead, before the step that sends it, what this side will need next and nothing the peer could
         make it do for free:
 
-        - initiator, from step 1 on: its step-2 nonce and X25519 pair (a key generation);
+        - initiator, from step 1 on, and the responder once it accepted the chat (its ``welcome`` written): the
+          step-2 nonce and X25519 pair (a key generation, no private-key operation on anything the peer sent);
         - initiator, once T2 is fixed (the responder's ``key`` matched the ledger): its step-3 signature over T2,
           the one RSA private-key operation of this side;
         - either side, once its step-3 signature went out (initiator: ``auth`` sent; responder: only after the
@@ -489,9 +491,11 @@ class Handshake:
 
     def _work_ahead(self) -> Callable[[], object] | None:
         phase = self.phase
+        # The X25519 half: the initiator's from step 1 on, the responder's once it accepted the chat (its welcome
+        # is out; it needs the half for its `key` answer).
+        if (phase is Phase.CONNECTED or (self.initiator and phase is Phase.HELLO_SENT)) and self._ephemeral is None:
+            return self._own_half
         if self.initiator:
-            if phase in (Phase.HELLO_SENT, Phase.CONNECTED) and self._ephemeral is None:
-                return self._own_half
             if phase in (Phase.SWAPPING, Phase.SWAPPED) and self._t2 is not None and self._auth_sig is None:
                 return self._own_auth_sig
         # The responder reaches AUTH_REPLIED only once the initiator's signature verified.

@@ -217,8 +217,8 @@ def test_an_auth_that_does_not_verify_costs_the_responder_no_x25519_agreement(id
 
 def test_what_each_side_prepares_ahead_and_when(identities):
     """The initiator: its X25519 half from step 1, its signature once step 2 fixed T2, its keys once it sent
-    `auth`; the responder: its keys only once the initiator's `auth` verified, and never its signature. Each
-    prepare emits and sends nothing, and is then no longer due."""
+    `auth`; the responder: its X25519 half once it accepted the chat, its keys only once the initiator's `auth`
+    verified, and never its signature. Each prepare emits and sends nothing, and is then no longer due."""
     pair, si, sr = counted_pair(identities, prepare=False)
     due: list[tuple[str, Step]] = []
     for step in Step:
@@ -231,12 +231,39 @@ def test_what_each_side_prepares_ahead_and_when(identities):
                 assert pair.log == log and (pair.i.events, pair.r.events) == events    # emits and sends nothing
                 assert not side.hs.prepare_due
                 side.hs.prepare()                                                       # again: nothing to do
-    assert due == [("initiator", Step.CONNECT), ("initiator", Step.SWAP_KEYS), ("initiator", Step.AUTHENTICATE),
-                   ("responder", Step.AUTHENTICATE)]
+    assert due == [("initiator", Step.CONNECT), ("responder", Step.CONNECT), ("initiator", Step.SWAP_KEYS),
+                   ("initiator", Step.AUTHENTICATE), ("responder", Step.AUTHENTICATE)]
     assert pair.i.established is not None and len(si.calls) == len(sr.calls) == 1
     fresh = Pair(identities[0], identities[1], prepare=False).run(Step.SWAP_KEYS)
     assert fresh.i.hs.prepare_due and not fresh.r.hs.prepare_due
     assert not set(sent_types(fresh)) & STEP_3_4_FRAMES
+
+
+@pytest.mark.parametrize("accept", [True, False])
+def test_the_responder_makes_its_x25519_half_ahead_only_once_it_accepted_the_chat(identities, accept):
+    """Made while the initiator's `key` travels, so the responder's `key` answer waits for no key generation;
+    a chat its user has not accepted yet, or declined, makes nothing."""
+    made: list[TrackedEphemeral] = []
+
+    def factory() -> TrackedEphemeral:
+        made.append(TrackedEphemeral())
+        return made[-1]
+
+    pair, _, sr = counted_pair(identities, eph_r=factory, prepare=False)
+    (hello,) = pair.i.hs.start(Step.CONNECT)
+    asked = pair.r.hs.receive(decode(hello.frame))
+    assert [type(e).__name__ for e in asked] == ["NeedAccept"]
+    assert not pair.r.hs.prepare_due and made == []            # the user is being asked: nothing made yet
+    answer = pair.r.hs.accept(accept)
+    assert pair.r.hs.prepare_due is accept
+    pair.r.hs.prepare()
+    assert len(made) == int(accept) and not pair.r.hs.prepare_due and sr.calls == []
+    if accept:
+        pair.handle(pair.r, answer)                            # the welcome reaches the initiator
+        pair.start(Step.SWAP_KEYS)
+        key = next(decode(f) for who, f in pair.log if who == "responder" and decode(f).type == "key")
+        assert key["ephemeral"] == made[0].public and len(made) == 1     # the half made ahead went out
+        assert sr.calls == []
 
 
 def test_the_initiator_signs_ahead_once_the_responders_key_matched_its_ledger_not_before(identities):
@@ -279,7 +306,7 @@ def test_an_initiator_whose_ledger_check_fails_signs_nothing(identities):
 def test_the_prepared_signature_goes_out_only_with_auth_and_is_not_made_twice(identities):
     pair, si, sr = counted_pair(identities)
     pair.run(Step.SWAP_KEYS)
-    assert (pair.i.prepared, pair.r.prepared) == (2, 0) and len(si.calls) == 1 and sr.calls == []
+    assert (pair.i.prepared, pair.r.prepared) == (2, 1) and len(si.calls) == 1 and sr.calls == []   # r: its half
     assert not set(sent_types(pair)) & STEP_3_4_FRAMES
     pair.start(Step.AUTHENTICATE)
     assert sent_types(pair)[-3:] == ["auth", "auth_reply", "auth_ok"]
@@ -292,8 +319,8 @@ def test_the_prepared_signature_goes_out_only_with_auth_and_is_not_made_twice(id
 def test_signing_ahead_gives_the_same_keys_and_frames_as_signing_on_the_spot(identities):
     ahead = deterministic(identities, prepare=True).run()
     on_the_spot = deterministic(identities, prepare=False).run()
-    # initiator: X25519 half, signature, keys; responder: keys
-    assert (ahead.i.prepared, ahead.r.prepared) == (3, 1) and (on_the_spot.i.prepared, on_the_spot.r.prepared) == (0, 0)
+    # initiator: X25519 half, signature, keys; responder: X25519 half, keys
+    assert (ahead.i.prepared, ahead.r.prepared) == (3, 2) and (on_the_spot.i.prepared, on_the_spot.r.prepared) == (0, 0)
     a, b = ahead.i.established, on_the_spot.i.established
     assert (a.transcript_hash, a.send_key, a.recv_key, a.send_chain, a.recv_chain) == \
         (b.transcript_hash, b.send_key, b.recv_key, b.send_chain, b.recv_chain)
