@@ -206,6 +206,7 @@ class ChatNode:
         if self._started:
             return
         self._started = True
+        self._rt.start_ahead()
         if self.listen:
             try:
                 self._server = FrameServer(self.host, self.port, CHAT, self._serve_incoming, name="chat",

@@ -7,6 +7,8 @@ only with its step; every X25519 private half is erased at agreement, failure an
 from __future__ import annotations
 
 import itertools
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,7 @@ from p2pchat.foundation import crypto
 from p2pchat.foundation.errors import CryptoError
 from p2pchat.foundation.identity import Identity
 from p2pchat.handshake import AUTH_CONTEXT, Handshake, StepOrderError, auth_message, load_peer_key
+from p2pchat.handshake_driver import Once
 from p2pchat.steps import Step
 from tests.p2pchat.handshake_pair import I_ADDR, R_ADDR, Pair, counting_rng, decode, fixed_ephemerals
 
@@ -426,3 +429,114 @@ def test_a_peer_key_that_comes_back_is_parsed_once(identities):
     with pytest.raises(CryptoError):
         load_peer_key(b"\x30\x03garbage")
     assert load_peer_key.cache_info().currsize == 2
+
+
+# --- the responder's step-4 keys, started in the background while it signs ---------------------------------------
+
+class Later:
+    """The handshake's ``background`` as the node gives it (each job run once, by whoever asks first:
+    :class:`Once`), with the node's work-ahead thread replaced by a real thread started when the test says — or
+    never, as a node that is shutting down."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Once] = []
+
+    def __call__(self, fn: Callable[[], Any]) -> Once:
+        self.jobs.append(Once(fn))
+        return self.jobs[-1]
+
+    def run_on_a_thread(self) -> None:
+        threads = [threading.Thread(target=once.ahead) for once in self.jobs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+
+@pytest.mark.parametrize("background", ["runs it", "never runs it"])
+@pytest.mark.parametrize("prepare", [True, False])
+def test_keys_started_in_the_background_are_the_keys_made_on_the_spot(identities, background, prepare):
+    later = Later()
+    ahead = deterministic(identities, background_r=later, prepare=prepare).run(Step.AUTHENTICATE)
+    assert len(later.jobs) == 1
+    if background == "runs it":
+        later.run_on_a_thread()
+    ahead.start(Step.AGREE_KEY)
+    on_the_spot = deterministic(identities, prepare=False).run()
+    for side in ("i", "r"):
+        a, b = getattr(ahead, side).established, getattr(on_the_spot, side).established
+        assert (a.transcript_hash, a.send_key, a.recv_key, a.send_chain, a.recv_chain) == \
+            (b.transcript_hash, b.send_key, b.recv_key, b.send_chain, b.recv_chain)
+    assert sent_types(ahead) == sent_types(on_the_spot)
+
+
+def test_the_responder_starts_its_keys_in_the_background_only_after_the_initiators_auth_verified(identities):
+    """Started before its own signature (so the agreement runs on another core while it signs), never before the
+    initiator's signature verified; the X25519 half goes with it and is erased by the agreement."""
+    later = Later()
+    made, factory = tracking()
+    pair, _, sr = counted_pair(identities, eph_r=factory, background_r=later)
+    pair.run(Step.SWAP_KEYS)
+    assert later.jobs == [] and sr.calls == []
+    pair.start(Step.AUTHENTICATE)
+    assert len(later.jobs) == 1 and len(sr.calls) == 1 and pair.r.hs._ephemeral is None
+    later.run_on_a_thread()
+    assert made[0].erased
+    pair.start(Step.AGREE_KEY)
+    assert pair.i.established is not None and pair.r.established is not None
+    assert pair.i.established.send_key == pair.r.established.recv_key
+
+
+def test_an_auth_that_does_not_verify_starts_no_background_agreement(identities):
+    later = Later()
+
+    def forge(src: Any, frame: bytes) -> list[bytes]:
+        msg = decode(frame)
+        if msg.type == "auth":
+            return [CHAT.encode("auth", sig=b"\x01" * 384, ledgers=msg["ledgers"])]
+        return [frame]
+
+    pair = Pair(identities[0], identities[1], wire=forge, background_r=later).run()
+    assert pair.r.failed is not None and pair.r.failed.step is Step.AUTHENTICATE
+    assert later.jobs == []
+
+
+def test_a_handshake_that_ends_while_its_background_agreement_waits_erases_the_half_and_agrees_nothing(identities):
+    later = Later()
+    agreed: list[bytes] = []
+    made: list[TrackedEphemeral] = []
+
+    class Watched(TrackedEphemeral):
+        def agree(self, peer_public: bytes) -> bytes:
+            agreed.append(peer_public)
+            return super().agree(peer_public)
+
+    def factory() -> Watched:
+        made.append(Watched())
+        return made[-1]  # type: ignore[return-value]
+
+    pair = Pair(identities[0], identities[1], eph_r=factory, background_r=later, prepare=False)
+    pair.run(Step.AUTHENTICATE)
+    pair.r.hs.close()                   # the connection dropped before the pool got to it
+    assert made[0].erased
+    later.run_on_a_thread()             # the pool runs it late: nothing left to agree with
+    assert agreed == [] and pair.r.established is None
+
+
+def test_a_low_order_point_found_in_the_background_fails_step_4_when_it_starts(identities):
+    class LowOrder:
+        public = bytes(32)
+
+        def agree(self, peer_public: bytes) -> bytes:
+            return bytes(32)
+
+        def erase(self) -> None:
+            pass
+
+    later = Later()
+    pair = Pair(identities[0], identities[1], eph_i=LowOrder, background_r=later).run(Step.AUTHENTICATE)
+    later.run_on_a_thread()
+    assert Step.AUTHENTICATE in pair.r.hs.done and pair.r.failed is None      # nothing said before step 4
+    pair.start(Step.AGREE_KEY)
+    assert pair.r.failed.step is Step.AGREE_KEY and "unusable key material" in pair.r.failed.reason
+    assert pair.r.established is None
