@@ -86,6 +86,18 @@ class Side:
 Wire = Callable[["Side", bytes], list[bytes]]
 
 
+class LowOrder:
+    """An X25519 'half' a registered peer may send and sign: a low-order point, whose agreement is all zeros."""
+
+    public = bytes(32)
+
+    def agree(self, peer_public: bytes) -> bytes:
+        return bytes(32)
+
+    def erase(self) -> None:
+        pass
+
+
 def decode(frame: bytes) -> Message:
     return CHAT.decode(frame[4:])
 

@@ -21,7 +21,7 @@ from p2pchat.foundation.identity import Identity
 from p2pchat.handshake import AUTH_CONTEXT, Handshake, StepOrderError, auth_message, load_peer_key
 from p2pchat.handshake_driver import Once
 from p2pchat.steps import Step
-from tests.p2pchat.handshake_pair import I_ADDR, R_ADDR, Pair, counting_rng, decode, fixed_ephemerals
+from tests.p2pchat.handshake_pair import I_ADDR, R_ADDR, LowOrder, Pair, counting_rng, decode, fixed_ephemerals
 
 STEP_3_4_FRAMES = {"auth", "auth_reply", "auth_ok", "confirm", "confirm_reply"}
 
@@ -524,15 +524,6 @@ def test_a_handshake_that_ends_while_its_background_agreement_waits_erases_the_h
 
 
 def test_a_low_order_point_found_in_the_background_fails_step_4_when_it_starts(identities):
-    class LowOrder:
-        public = bytes(32)
-
-        def agree(self, peer_public: bytes) -> bytes:
-            return bytes(32)
-
-        def erase(self) -> None:
-            pass
-
     later = Later()
     pair = Pair(identities[0], identities[1], eph_i=LowOrder, background_r=later).run(Step.AUTHENTICATE)
     later.run_on_a_thread()
