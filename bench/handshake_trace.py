@@ -1,6 +1,6 @@
 """Where one chat handshake spends its time: a timeline of both sides, per step and per thread.
 
-    python3 bench/handshake_trace.py [HANDSHAKES] [--window FROM TO] [--apart]
+    python3 bench/handshake_trace.py [HANDSHAKES] [--window FROM TO] [--apart] [--profile DIR]
 
 Runs HANDSHAKES (default 15) sequential four-step handshakes between two ChatNodes on loopback, the responder in
 a child process, the initiator in this one (the same set-up as ``bench/chat_bench.py --handshake``: bindings from
@@ -10,8 +10,12 @@ RSA signatures and verifications, the X25519 key generations and agreements, wor
 (``Handshake.prepare``), the ledger lookups and the step results — with ``time.perf_counter``, which is
 ``CLOCK_MONOTONIC`` on Linux and so comparable across the two processes. Prints the handshake times and the
 timeline of the median handshake: milliseconds since the initiator opened the session, ``I``/``R`` for the side,
-the thread, ``>`` entering and ``<`` leaving a function. The wrappers add a few microseconds per event; the
-figures to quote come from ``bench/chat_bench.py``.
+the thread, ``>`` entering and ``<`` leaving a function (with its wall time and its thread's own CPU time: a
+wall time far above the CPU time is a thread waiting for the interpreter lock or a core), garbage collections
+included. Before it, the critical path cut at its milestones (:data:`MILESTONES`), each segment's median over all
+the handshakes. ``--window FROM TO`` also prints every handshake's timeline between two milestones; ``--profile``
+replaces the timeline by a CPU profile of every thread of both sides. The wrappers add a few microseconds per
+event; the figures to quote come from ``bench/chat_bench.py``.
 """
 
 from __future__ import annotations
