@@ -62,6 +62,7 @@ Steps (docs/protocol.md has the byte-level spec and test vectors):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -960,11 +961,15 @@ class Handshake:
             job, collect = self._key_job
             self._key_job = None
             job.cancelled = True
-            collect()           # erases the half now, or waits for the agreement under way (which erases it)
+            # Erases the half now, or waits for the agreement under way (which erases it). A programming error
+            # there was reported by the thread it ran on; ending the handshake goes on.
+            with contextlib.suppress(Exception):
+                collect()
 
     def _derive(self) -> SessionKeys:
         """X25519 with the peer's half from step 2 (our private half erased right after), then the key schedule;
-        made once, ahead of step 4 (:meth:`prepare`) or on the spot."""
+        made once: on another thread (``background``, the responder), ahead of step 4 (:meth:`prepare`) or on the
+        spot."""
         if self._pending_keys is None:
             started, self._key_job = self._key_job, None
             # made by the background already, or made now

@@ -27,7 +27,7 @@ from p2pchat.events import (
 )
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import Message
-from p2pchat.foundation.errors import CryptoError, UserError
+from p2pchat.foundation.errors import UserError
 from p2pchat.handshake import (
     Background,
     ChainPosition,
@@ -369,14 +369,20 @@ class Once:
         self._fn: Callable[[], KeysResult] | None = fn
         self._lock = threading.Lock()
         self._result: KeysResult | None = None
+        self._error: BaseException | None = None
 
     def __call__(self) -> KeysResult:
         with self._lock:
             if self._fn is not None:
                 fn, self._fn = self._fn, None
-                self._result = fn()
-            if self._result is None:        # the first run raised: a programming error, logged where it ran
-                return CryptoError("the handshake's key agreement failed")
+                try:
+                    self._result = fn()
+                except BaseException as exc:
+                    self._error = exc
+                    raise
+            if self._result is None:
+                # a programming error where it first ran (logged there): it fails this session too, as our fault
+                raise RuntimeError("the handshake's key agreement failed on another thread") from self._error
             return self._result
 
     def ahead(self) -> None:

@@ -531,3 +531,17 @@ def test_a_low_order_point_found_in_the_background_fails_step_4_when_it_starts(i
     pair.start(Step.AGREE_KEY)
     assert pair.r.failed.step is Step.AGREE_KEY and "unusable key material" in pair.r.failed.reason
     assert pair.r.established is None
+
+
+def test_a_programming_error_in_the_background_agreement_is_ours_not_the_peers(identities):
+    """Raised where the handshake collects the keys (the node then fails the session as an internal error),
+    never turned into "the peer sent unusable key material"; ending the handshake afterwards still works."""
+    later = Later()
+    pair = Pair(identities[0], identities[1], background_r=later, prepare=False).run(Step.AUTHENTICATE)
+    job = later.jobs[0]
+    job._fn = lambda: 1 // 0          # a bug in what runs on the other thread
+    with pytest.raises(ZeroDivisionError):
+        job.ahead()
+    with pytest.raises(RuntimeError, match="failed on another thread"):
+        pair.start(Step.AGREE_KEY)
+    pair.r.hs.close()
