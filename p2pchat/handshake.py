@@ -24,7 +24,8 @@ while the peer works or the frames travel: whenever ``prepare_due`` is true the 
 nothing (each result goes out with its own step). The initiator prepares its X25519 half from step 1 on, its one
 signature as soon as the transcript is complete on its side (the responder's ``key`` frame arrived and matched the
 ledger; the responder may still be checking ours), and its step-4 keys once ``auth`` is sent; the responder
-prepares only its step-4 keys, and only once the initiator's ``auth`` verified — never its signature.
+prepares its X25519 half once it accepted the chat (its ``welcome`` is out), and its step-4 keys only once the
+initiator's ``auth`` verified — never its signature.
 
 API::
 
@@ -61,6 +62,7 @@ Steps (docs/protocol.md has the byte-level spec and test vectors):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -340,6 +342,41 @@ def confirm_tag(confirm_key: bytes, role: bytes, t2: bytes) -> bytes:
     return crypto.hmac_sha256(confirm_key, role + b"\x00" + t2)
 
 
+class KeySchedule:
+    """Step 4's X25519 agreement and key schedule (:func:`derive_session_keys`) as one call, which owns the X25519
+    private half and erases it right after the agreement. The responder hands it to ``background`` once the
+    initiator's signature verified, so that it runs on another core while the responder signs; ``background``
+    returns how to collect the result, and runs it at most once, by whichever thread asks first (the IO layer's
+    :class:`p2pchat.handshake_driver.Once`)."""
+
+    def __init__(self, ephemeral: EphemeralLike, peer_half: bytes, t2: bytes) -> None:
+        self._ephemeral: EphemeralLike | None = ephemeral
+        self._peer_half = peer_half
+        self._t2 = t2
+        self.cancelled = False          # the handshake ended: erase the half, agree nothing
+
+    def __call__(self) -> SessionKeys | CryptoError:
+        """The keys, or why there are none (the peer's half is unusable, e.g. a low-order point)."""
+        eph, self._ephemeral = self._ephemeral, None
+        if eph is None or self.cancelled:
+            if eph is not None:
+                eph.erase()
+            return CryptoError("the handshake ended before its keys were agreed")
+        try:
+            shared = eph.agree(self._peer_half)
+        except CryptoError as exc:
+            return exc
+        finally:
+            eph.erase()
+        return derive_session_keys(shared, self._t2)
+
+
+KeysResult = SessionKeys | CryptoError
+Background = Callable[[Callable[[], KeysResult]], Callable[[], KeysResult]]
+"""Starts a function on another thread and returns how to collect its result (which runs it here if it has not
+run yet, waits if it is running): see :class:`KeySchedule`."""
+
+
 @functools.lru_cache(maxsize=256)
 def load_peer_key(der: bytes) -> crypto.RsaKey:
     """A peer's key parsed and checked (:func:`crypto.load_public`), remembered by its DER bytes.
@@ -388,11 +425,13 @@ class Handshake:
                  peer_address: str, via_relay: bool = False, peer_query: str | None = None,
                  rng: Callable[[int], bytes] = crypto.random_bytes,
                  ephemeral_factory: Callable[[], EphemeralLike] = crypto.EphemeralKey,
-                 ledger_view: LedgerView | None = None) -> None:
+                 ledger_view: LedgerView | None = None, background: Background | None = None) -> None:
         """``local_address``: this node's claimed ``ip:port`` (its --host and chat port). ``peer_address``: the
         ``ip:port`` the socket is connected to (for a relayed session: the relay's). ``peer_query``: what the
         user asked for (address, nickname or fingerprint); for a relayed session it is what the ledger is asked,
-        and a relayed responder without one looks the peer up by the fingerprint of the key it sends."""
+        and a relayed responder without one looks the peer up by the fingerprint of the key it sends.
+        ``background``: where the responder starts its step-4 keys while it signs (see :class:`KeySchedule`);
+        ``None`` makes them on this thread (:meth:`prepare` or step 4)."""
         self.initiator = initiator
         self._identity = identity
         self._ledger_view = ledger_view          # ledger cross-check (step 2): None sends NO_POSITION
@@ -436,6 +475,9 @@ class Handshake:
         # the X25519 agreement's outcome, made once (ahead of step 4 or on the spot): the keys, or why the peer's
         # half is unusable (which then ends step 4 when it starts)
         self._pending_keys: SessionKeys | CryptoError | None = None
+        self._background = background
+        # the agreement started on another thread (background), and how to collect it; not collected yet
+        self._key_job: tuple[KeySchedule, Callable[[], KeysResult]] | None = None
 
     # --- what the UI asks -------------------------------------------------------------------------------
 
@@ -467,15 +509,16 @@ class Handshake:
 
     @property
     def prepare_due(self) -> bool:
-        """True when :meth:`prepare` has work to do (see there); never before the responder verified the
-        initiator's ``auth``, on the responder."""
+        """True when :meth:`prepare` has work to do (see there); on the responder only its X25519 half once it
+        accepted the chat, and nothing else before the initiator's ``auth`` verified."""
         return self._work_ahead() is not None
 
     def prepare(self) -> None:
         """Make ahead, before the step that sends it, what this side will need next and nothing the peer could
         make it do for free:
 
-        - initiator, from step 1 on: its step-2 nonce and X25519 pair (a key generation);
+        - initiator, from step 1 on, and the responder once it accepted the chat (its ``welcome`` written): the
+          step-2 nonce and X25519 pair (a key generation, no private-key operation on anything the peer sent);
         - initiator, once T2 is fixed (the responder's ``key`` matched the ledger): its step-3 signature over T2,
           the one RSA private-key operation of this side;
         - either side, once its step-3 signature went out (initiator: ``auth`` sent; responder: only after the
@@ -489,14 +532,16 @@ class Handshake:
 
     def _work_ahead(self) -> Callable[[], object] | None:
         phase = self.phase
+        # The X25519 half: the initiator's from step 1 on, the responder's once it accepted the chat (its welcome
+        # is out; it needs the half for its `key` answer).
+        if (phase is Phase.CONNECTED or (self.initiator and phase is Phase.HELLO_SENT)) and self._ephemeral is None:
+            return self._own_half
         if self.initiator:
-            if phase in (Phase.HELLO_SENT, Phase.CONNECTED) and self._ephemeral is None:
-                return self._own_half
             if phase in (Phase.SWAPPING, Phase.SWAPPED) and self._t2 is not None and self._auth_sig is None:
                 return self._own_auth_sig
         # The responder reaches AUTH_REPLIED only once the initiator's signature verified.
         if (phase in (Phase.AUTH_SENT, Phase.AUTH_REPLIED, Phase.AUTHENTICATED) and self._pending_keys is None
-                and self._ephemeral is not None):
+                and (self._ephemeral is not None or self._key_job is not None)):
             return self._keys_ahead
         return None
 
@@ -851,6 +896,11 @@ class Handshake:
             raise self._out_of_order(msg.type, Step.AUTHENTICATE)
         self._verify_auth(msg["sig"], msg["ledgers"])
         self.phase = Phase.AUTH_REPLIED
+        if self._background is not None:
+            # The initiator's signature verified, so the step-4 agreement may start: on another core while we sign,
+            # instead of after our auth_reply, when the initiator's confirm is already on its way.
+            job = self._new_key_job()
+            self._key_job = (job, self._background(job))
         return [self._send("auth_reply", sig=self._own_auth_sig(), ledgers=self.verdict)]
 
     def _on_auth_reply(self, msg: Message) -> list[HsEvent]:
@@ -907,25 +957,33 @@ class Handshake:
         if self._ephemeral is not None:
             self._ephemeral.erase()
             self._ephemeral = None
+        if self._key_job is not None:
+            job, collect = self._key_job
+            self._key_job = None
+            job.cancelled = True
+            # Erases the half now, or waits for the agreement under way (which erases it). A programming error
+            # there was reported by the thread it ran on; ending the handshake goes on.
+            with contextlib.suppress(Exception):
+                collect()
 
     def _derive(self) -> SessionKeys:
         """X25519 with the peer's half from step 2 (our private half erased right after), then the key schedule;
-        made once, ahead of step 4 (:meth:`prepare`) or on the spot."""
-        if isinstance(self._pending_keys, CryptoError):
+        made once: on another thread (``background``, the responder), ahead of step 4 (:meth:`prepare`) or on the
+        spot."""
+        if self._pending_keys is None:
+            started, self._key_job = self._key_job, None
+            # made by the background already, or made now
+            self._pending_keys = started[1]() if started is not None else self._new_key_job()()
+        if isinstance(self._pending_keys, CryptoError):     # e.g. a low-order point
             raise self._pending_keys
-        if self._pending_keys is not None:
-            return self._pending_keys
+        return self._pending_keys
+
+    def _new_key_job(self) -> KeySchedule:
+        """Hand the X25519 private half over to a :class:`KeySchedule` (which erases it after the agreement)."""
         eph, peer_pub, t2 = self._ephemeral, self._peer_ephemeral, self._t2
         assert eph is not None and peer_pub is not None and t2 is not None
-        try:
-            shared = eph.agree(peer_pub)
-        except CryptoError as exc:      # e.g. a low-order point
-            self._pending_keys = exc
-            raise
-        finally:
-            self._erase_ephemeral()
-        self._pending_keys = derive_session_keys(shared, t2)
-        return self._pending_keys
+        self._ephemeral = None
+        return KeySchedule(eph, peer_pub, t2)
 
     def _start_agree(self) -> list[HsEvent]:
         keys = self._derive()

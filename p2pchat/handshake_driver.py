@@ -8,6 +8,7 @@ the lookup runs on a pool thread afterwards, so a slow ledger delays only this s
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,11 +29,13 @@ from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.errors import UserError
 from p2pchat.handshake import (
+    Background,
     ChainPosition,
     Established,
     Failed,
     Handshake,
     HsEvent,
+    KeysResult,
     LedgerBinding,
     LedgersDisagree,
     LedgerView,
@@ -97,6 +100,10 @@ class HandshakeHost(Protocol):
     def emit_info(self, session: Session, **changes: Any) -> None: ...
 
     def submit(self, fn: Callable[..., None], *args: Any) -> None: ...
+
+    def ahead(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` soon on another thread, or never (the handshake then makes what it needs itself)."""
+        ...
 
     def step_failed(self, session: Session, step: Step, reason: str) -> None: ...
 
@@ -354,10 +361,47 @@ class HandshakeDriver:
             session.auto_next = Step(step + 1)
 
 
+class Once:
+    """A function run at most once, by whichever thread calls first; a thread calling while it runs waits for it
+    and gets the same result (the handshake's :class:`~p2pchat.handshake.KeySchedule` started ahead)."""
+
+    def __init__(self, fn: Callable[[], KeysResult]) -> None:
+        self._fn: Callable[[], KeysResult] | None = fn
+        self._lock = threading.Lock()
+        self._result: KeysResult | None = None
+        self._error: BaseException | None = None
+
+    def __call__(self) -> KeysResult:
+        with self._lock:
+            if self._fn is not None:
+                fn, self._fn = self._fn, None
+                try:
+                    self._result = fn()
+                except BaseException as exc:
+                    self._error = exc
+                    raise
+            if self._result is None:
+                # a programming error where it first ran (logged there): it fails this session too, as our fault
+                raise RuntimeError("the handshake's key agreement failed on another thread") from self._error
+            return self._result
+
+    def ahead(self) -> None:
+        self()
+
+
+def in_background(host: HandshakeHost) -> Background:
+    """The handshake's ``background``: start ``fn`` on the node's work-ahead thread, collect it with :class:`Once`."""
+    def start(fn: Callable[[], KeysResult]) -> Callable[[], KeysResult]:
+        once = Once(fn)
+        host.ahead(once.ahead)
+        return once
+    return start
+
+
 def new_handshake(host: HandshakeHost, session: Session, *, initiator: bool, nickname: str, network: str,
                   local_address: str, peer_address: str, via_relay: bool, peer_query: str | None) -> None:
     """Attach a fresh core to ``session`` (``session.lock`` held) and enter the handshake phase."""
     session.handshake = Handshake(initiator=initiator, identity=host.identity, nickname=nickname, network=network,
                                   local_address=local_address, peer_address=peer_address, via_relay=via_relay,
-                                  peer_query=peer_query, ledger_view=host.ledger_check)
+                                  peer_query=peer_query, ledger_view=host.ledger_check, background=in_background(host))
     session.move(Phase.HANDSHAKE)

@@ -206,6 +206,7 @@ class ChatNode:
         if self._started:
             return
         self._started = True
+        self._rt.start_ahead()
         if self.listen:
             try:
                 self._server = FrameServer(self.host, self.port, CHAT, self._serve_incoming, name="chat",
@@ -623,26 +624,29 @@ class ChatNode:
         link: Link = dialed.link
         enable_keepalive(link)
         via_relay = dialed.path != DIRECT
-        with session.lock:
-            if session.ended or self._rt.closed:
-                link.close()
-                return
-            session.link = link
-            session.reader_done = threading.Event()
-            limit_strangers(session)
-            peer_address = dialed.peer_address if not via_relay and dialed.peer_address else format_address(
-                *link.peer)
-            new_handshake(self._rt, session, initiator=True, nickname=self.nickname, network=self.network,
-                          local_address=self.hello_address, peer_address=peer_address, via_relay=via_relay,
-                          peer_query=session.info.peer_query)
-            self._rt.emit_info(session, path=dialed.path, peer_address=dialed.peer_address or peer_address)
-            if via_relay:
-                why = f" because {dialed.fallback_reason}" if dialed.fallback_reason else ""
-                self._rt.emit(Notice(session.id, "path", f"connected through {dialed.path}{why}"))
-            else:
-                self._rt.emit(Notice(session.id, "path", f"connected directly to {dialed.peer_address}"))
-        with session.writer.deferred():
-            self._rt.handshakes.call(session, lambda hs: hs.start(Step.CONNECT))
+        # The UI hears of the connection once the hello is written (EventQueue.answering): woken earlier, its thread
+        # would take the interpreter lock from this one at the hello's write.
+        with self._rt.events.answering():
+            with session.lock:
+                if session.ended or self._rt.closed:
+                    link.close()
+                    return
+                session.link = link
+                session.reader_done = threading.Event()
+                limit_strangers(session)
+                peer_address = dialed.peer_address if not via_relay and dialed.peer_address else format_address(
+                    *link.peer)
+                new_handshake(self._rt, session, initiator=True, nickname=self.nickname, network=self.network,
+                              local_address=self.hello_address, peer_address=peer_address, via_relay=via_relay,
+                              peer_query=session.info.peer_query)
+                self._rt.emit_info(session, path=dialed.path, peer_address=dialed.peer_address or peer_address)
+                if via_relay:
+                    why = f" because {dialed.fallback_reason}" if dialed.fallback_reason else ""
+                    self._rt.emit(Notice(session.id, "path", f"connected through {dialed.path}{why}"))
+                else:
+                    self._rt.emit(Notice(session.id, "path", f"connected directly to {dialed.peer_address}"))
+            with session.writer.deferred():
+                self._rt.handshakes.call(session, lambda hs: hs.start(Step.CONNECT))
         self._rt.handshakes.settle(session)
         self._rt.serve(session)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -78,6 +79,11 @@ class NodeRuntime:
         self._ids = itertools.count(1)
         self._threads: set[threading.Thread] = set()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatnode-work")
+        # Handshake work made ahead on another core (Handshake(background=...)): one thread for the node's life,
+        # not the pool, so the node's thread count does not grow with it; a job it has not run in time is made by
+        # the handshake that needs it.
+        self._ahead: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._ahead_thread: threading.Thread | None = None
         self.closed = False
 
     # --- the session table ------------------------------------------------------------------------------
@@ -154,6 +160,25 @@ class NodeRuntime:
         except RuntimeError:
             log.debug("dropped a task submitted while the node was closing")
 
+    def start_ahead(self) -> None:
+        """Start the work-ahead thread (with the node; :meth:`join_threads` stops and joins it)."""
+        if self._ahead_thread is None:
+            self._ahead_thread = threading.Thread(target=self._run_ahead, name="chatnode-ahead", daemon=True)
+            self._ahead_thread.start()
+
+    def ahead(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` soon on the work-ahead thread; never once the node closes (whoever needs its result then
+        makes it itself)."""
+        if self._ahead_thread is not None and not self.closed:
+            self._ahead.put(fn)
+
+    def _run_ahead(self) -> None:
+        while (fn := self._ahead.get()) is not None:
+            try:
+                fn()
+            except Exception as exc:
+                self.internal_error(None, fn, exc)
+
     def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
         """Run a pool task: a user-level error ends the session it concerns; a programming error is logged with
         its traceback and fails that session too; the worker survives both."""
@@ -218,6 +243,9 @@ class NodeRuntime:
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join()
+        if self._ahead_thread is not None:
+            self._ahead.put(None)
+            self._ahead_thread.join()
         self._executor.shutdown(wait=True)
 
     def serve(self, session: Session) -> None:

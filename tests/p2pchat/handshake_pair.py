@@ -86,6 +86,18 @@ class Side:
 Wire = Callable[["Side", bytes], list[bytes]]
 
 
+class LowOrder:
+    """An X25519 'half' a registered peer may send and sign: a low-order point, whose agreement is all zeros."""
+
+    public = bytes(32)
+
+    def agree(self, peer_public: bytes) -> bytes:
+        return bytes(32)
+
+    def erase(self) -> None:
+        pass
+
+
 def decode(frame: bytes) -> Message:
     return CHAT.decode(frame[4:])
 
@@ -96,7 +108,8 @@ class Pair:
     ``wire(src, frame)`` may return the frame, a changed frame, nothing (dropped) or several frames.
     ``prepare``: after the events of each core call are handled, call ``prepare()`` when it is due, as the node
     does (the work made ahead: the initiator's X25519 half and signature, both sides' step-4 keys); ``False``
-    leaves all of it to be made on the spot.
+    leaves all of it to be made on the spot. ``background_r``: the responder's background runner (see
+    ``Handshake(background=...)``).
     """
 
     def __init__(self, ident_i: Identity, ident_r: Identity, *, network: str = "testnet",
@@ -104,7 +117,7 @@ class Pair:
                  wire: Wire | None = None, rng_i: Callable[[int], bytes] = crypto.random_bytes,
                  rng_r: Callable[[int], bytes] = crypto.random_bytes, eph_i: Any = crypto.EphemeralKey,
                  eph_r: Any = crypto.EphemeralKey, r_network: str | None = None, prepare: bool = True,
-                 i_view: Any = None, r_view: Any = None) -> None:
+                 i_view: Any = None, r_view: Any = None, background_r: Any = None) -> None:
         # i_binding: what the initiator's ledger says about the responder (True: the honest record).
         if i_binding is True:
             i_binding = binding_for(ident_r, "127.0.0.3", "bob")
@@ -115,7 +128,8 @@ class Pair:
             peer_address=R_ADDR, rng=rng_i, ephemeral_factory=eph_i, ledger_view=i_view), i_binding or None)
         self.r = Side("responder", Handshake(
             initiator=False, identity=ident_r, nickname="bob", network=r_network or network,
-            local_address=R_ADDR, peer_address=I_SEEN_FROM, rng=rng_r, ephemeral_factory=eph_r, ledger_view=r_view),
+            local_address=R_ADDR, peer_address=I_SEEN_FROM, rng=rng_r, ephemeral_factory=eph_r, ledger_view=r_view,
+            background=background_r),
             r_binding or None)
         self.wire: Wire = wire or (lambda src, frame: [frame])
         self.prepare = prepare

@@ -24,7 +24,7 @@ from p2pchat.handshake import (
     auth_message,
 )
 from p2pchat.steps import Step
-from tests.p2pchat.handshake_pair import I_ADDR, R_ADDR, Pair, Side, binding_for, decode
+from tests.p2pchat.handshake_pair import I_ADDR, R_ADDR, LowOrder, Pair, Side, binding_for, decode
 
 
 def frame_type(frame: bytes) -> str:
@@ -541,15 +541,6 @@ def test_a_low_order_ephemeral_point_is_refused(identities, sender, prepare):
     """A registered peer may put a low-order X25519 point in its `key` frame and sign it; the agreement gives all
     zeros, which is refused before any key is derived from it — at step 4, also when the agreement was tried
     ahead of it (``prepare``)."""
-    class LowOrder:
-        public = bytes(32)
-
-        def agree(self, peer_public: bytes) -> bytes:
-            return bytes(32)
-
-        def erase(self) -> None:
-            pass
-
     kw = {"eph_i": LowOrder} if sender == "initiator" else {"eph_r": LowOrder}
     pair = Pair(identities[0], identities[1], prepare=prepare, **kw).run()
     victim = pair.r if sender == "initiator" else pair.i

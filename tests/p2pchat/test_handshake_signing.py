@@ -7,6 +7,8 @@ only with its step; every X25519 private half is erased at agreement, failure an
 from __future__ import annotations
 
 import itertools
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +19,9 @@ from p2pchat.foundation import crypto
 from p2pchat.foundation.errors import CryptoError
 from p2pchat.foundation.identity import Identity
 from p2pchat.handshake import AUTH_CONTEXT, Handshake, StepOrderError, auth_message, load_peer_key
+from p2pchat.handshake_driver import Once
 from p2pchat.steps import Step
-from tests.p2pchat.handshake_pair import I_ADDR, R_ADDR, Pair, counting_rng, decode, fixed_ephemerals
+from tests.p2pchat.handshake_pair import I_ADDR, R_ADDR, LowOrder, Pair, counting_rng, decode, fixed_ephemerals
 
 STEP_3_4_FRAMES = {"auth", "auth_reply", "auth_ok", "confirm", "confirm_reply"}
 
@@ -217,8 +220,8 @@ def test_an_auth_that_does_not_verify_costs_the_responder_no_x25519_agreement(id
 
 def test_what_each_side_prepares_ahead_and_when(identities):
     """The initiator: its X25519 half from step 1, its signature once step 2 fixed T2, its keys once it sent
-    `auth`; the responder: its keys only once the initiator's `auth` verified, and never its signature. Each
-    prepare emits and sends nothing, and is then no longer due."""
+    `auth`; the responder: its X25519 half once it accepted the chat, its keys only once the initiator's `auth`
+    verified, and never its signature. Each prepare emits and sends nothing, and is then no longer due."""
     pair, si, sr = counted_pair(identities, prepare=False)
     due: list[tuple[str, Step]] = []
     for step in Step:
@@ -231,12 +234,39 @@ def test_what_each_side_prepares_ahead_and_when(identities):
                 assert pair.log == log and (pair.i.events, pair.r.events) == events    # emits and sends nothing
                 assert not side.hs.prepare_due
                 side.hs.prepare()                                                       # again: nothing to do
-    assert due == [("initiator", Step.CONNECT), ("initiator", Step.SWAP_KEYS), ("initiator", Step.AUTHENTICATE),
-                   ("responder", Step.AUTHENTICATE)]
+    assert due == [("initiator", Step.CONNECT), ("responder", Step.CONNECT), ("initiator", Step.SWAP_KEYS),
+                   ("initiator", Step.AUTHENTICATE), ("responder", Step.AUTHENTICATE)]
     assert pair.i.established is not None and len(si.calls) == len(sr.calls) == 1
     fresh = Pair(identities[0], identities[1], prepare=False).run(Step.SWAP_KEYS)
     assert fresh.i.hs.prepare_due and not fresh.r.hs.prepare_due
     assert not set(sent_types(fresh)) & STEP_3_4_FRAMES
+
+
+@pytest.mark.parametrize("accept", [True, False])
+def test_the_responder_makes_its_x25519_half_ahead_only_once_it_accepted_the_chat(identities, accept):
+    """Made while the initiator's `key` travels, so the responder's `key` answer waits for no key generation;
+    a chat its user has not accepted yet, or declined, makes nothing."""
+    made: list[TrackedEphemeral] = []
+
+    def factory() -> TrackedEphemeral:
+        made.append(TrackedEphemeral())
+        return made[-1]
+
+    pair, _, sr = counted_pair(identities, eph_r=factory, prepare=False)
+    (hello,) = pair.i.hs.start(Step.CONNECT)
+    asked = pair.r.hs.receive(decode(hello.frame))
+    assert [type(e).__name__ for e in asked] == ["NeedAccept"]
+    assert not pair.r.hs.prepare_due and made == []            # the user is being asked: nothing made yet
+    answer = pair.r.hs.accept(accept)
+    assert pair.r.hs.prepare_due is accept
+    pair.r.hs.prepare()
+    assert len(made) == int(accept) and not pair.r.hs.prepare_due and sr.calls == []
+    if accept:
+        pair.handle(pair.r, answer)                            # the welcome reaches the initiator
+        pair.start(Step.SWAP_KEYS)
+        key = next(decode(f) for who, f in pair.log if who == "responder" and decode(f).type == "key")
+        assert key["ephemeral"] == made[0].public and len(made) == 1     # the half made ahead went out
+        assert sr.calls == []
 
 
 def test_the_initiator_signs_ahead_once_the_responders_key_matched_its_ledger_not_before(identities):
@@ -279,7 +309,7 @@ def test_an_initiator_whose_ledger_check_fails_signs_nothing(identities):
 def test_the_prepared_signature_goes_out_only_with_auth_and_is_not_made_twice(identities):
     pair, si, sr = counted_pair(identities)
     pair.run(Step.SWAP_KEYS)
-    assert (pair.i.prepared, pair.r.prepared) == (2, 0) and len(si.calls) == 1 and sr.calls == []
+    assert (pair.i.prepared, pair.r.prepared) == (2, 1) and len(si.calls) == 1 and sr.calls == []   # r: its half
     assert not set(sent_types(pair)) & STEP_3_4_FRAMES
     pair.start(Step.AUTHENTICATE)
     assert sent_types(pair)[-3:] == ["auth", "auth_reply", "auth_ok"]
@@ -292,8 +322,8 @@ def test_the_prepared_signature_goes_out_only_with_auth_and_is_not_made_twice(id
 def test_signing_ahead_gives_the_same_keys_and_frames_as_signing_on_the_spot(identities):
     ahead = deterministic(identities, prepare=True).run()
     on_the_spot = deterministic(identities, prepare=False).run()
-    # initiator: X25519 half, signature, keys; responder: keys
-    assert (ahead.i.prepared, ahead.r.prepared) == (3, 1) and (on_the_spot.i.prepared, on_the_spot.r.prepared) == (0, 0)
+    # initiator: X25519 half, signature, keys; responder: X25519 half, keys
+    assert (ahead.i.prepared, ahead.r.prepared) == (3, 2) and (on_the_spot.i.prepared, on_the_spot.r.prepared) == (0, 0)
     a, b = ahead.i.established, on_the_spot.i.established
     assert (a.transcript_hash, a.send_key, a.recv_key, a.send_chain, a.recv_chain) == \
         (b.transcript_hash, b.send_key, b.recv_key, b.send_chain, b.recv_chain)
@@ -399,3 +429,119 @@ def test_a_peer_key_that_comes_back_is_parsed_once(identities):
     with pytest.raises(CryptoError):
         load_peer_key(b"\x30\x03garbage")
     assert load_peer_key.cache_info().currsize == 2
+
+
+# --- the responder's step-4 keys, started in the background while it signs ---------------------------------------
+
+class Later:
+    """The handshake's ``background`` as the node gives it (each job run once, by whoever asks first:
+    :class:`Once`), with the node's work-ahead thread replaced by a real thread started when the test says — or
+    never, as a node that is shutting down."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Once] = []
+
+    def __call__(self, fn: Callable[[], Any]) -> Once:
+        self.jobs.append(Once(fn))
+        return self.jobs[-1]
+
+    def run_on_a_thread(self) -> None:
+        threads = [threading.Thread(target=once.ahead) for once in self.jobs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+
+@pytest.mark.parametrize("background", ["runs it", "never runs it"])
+@pytest.mark.parametrize("prepare", [True, False])
+def test_keys_started_in_the_background_are_the_keys_made_on_the_spot(identities, background, prepare):
+    later = Later()
+    ahead = deterministic(identities, background_r=later, prepare=prepare).run(Step.AUTHENTICATE)
+    assert len(later.jobs) == 1
+    if background == "runs it":
+        later.run_on_a_thread()
+    ahead.start(Step.AGREE_KEY)
+    on_the_spot = deterministic(identities, prepare=False).run()
+    for side in ("i", "r"):
+        a, b = getattr(ahead, side).established, getattr(on_the_spot, side).established
+        assert (a.transcript_hash, a.send_key, a.recv_key, a.send_chain, a.recv_chain) == \
+            (b.transcript_hash, b.send_key, b.recv_key, b.send_chain, b.recv_chain)
+    assert sent_types(ahead) == sent_types(on_the_spot)
+
+
+def test_the_responder_starts_its_keys_in_the_background_only_after_the_initiators_auth_verified(identities):
+    """Started before its own signature (so the agreement runs on another core while it signs), never before the
+    initiator's signature verified; the X25519 half goes with it and is erased by the agreement."""
+    later = Later()
+    made, factory = tracking()
+    pair, _, sr = counted_pair(identities, eph_r=factory, background_r=later)
+    pair.run(Step.SWAP_KEYS)
+    assert later.jobs == [] and sr.calls == []
+    pair.start(Step.AUTHENTICATE)
+    assert len(later.jobs) == 1 and len(sr.calls) == 1 and pair.r.hs._ephemeral is None
+    later.run_on_a_thread()
+    assert made[0].erased
+    pair.start(Step.AGREE_KEY)
+    assert pair.i.established is not None and pair.r.established is not None
+    assert pair.i.established.send_key == pair.r.established.recv_key
+
+
+def test_an_auth_that_does_not_verify_starts_no_background_agreement(identities):
+    later = Later()
+
+    def forge(src: Any, frame: bytes) -> list[bytes]:
+        msg = decode(frame)
+        if msg.type == "auth":
+            return [CHAT.encode("auth", sig=b"\x01" * 384, ledgers=msg["ledgers"])]
+        return [frame]
+
+    pair = Pair(identities[0], identities[1], wire=forge, background_r=later).run()
+    assert pair.r.failed is not None and pair.r.failed.step is Step.AUTHENTICATE
+    assert later.jobs == []
+
+
+def test_a_handshake_that_ends_while_its_background_agreement_waits_erases_the_half_and_agrees_nothing(identities):
+    later = Later()
+    agreed: list[bytes] = []
+    made: list[TrackedEphemeral] = []
+
+    class Watched(TrackedEphemeral):
+        def agree(self, peer_public: bytes) -> bytes:
+            agreed.append(peer_public)
+            return super().agree(peer_public)
+
+    def factory() -> Watched:
+        made.append(Watched())
+        return made[-1]  # type: ignore[return-value]
+
+    pair = Pair(identities[0], identities[1], eph_r=factory, background_r=later, prepare=False)
+    pair.run(Step.AUTHENTICATE)
+    pair.r.hs.close()                   # the connection dropped before the pool got to it
+    assert made[0].erased
+    later.run_on_a_thread()             # the pool runs it late: nothing left to agree with
+    assert agreed == [] and pair.r.established is None
+
+
+def test_a_low_order_point_found_in_the_background_fails_step_4_when_it_starts(identities):
+    later = Later()
+    pair = Pair(identities[0], identities[1], eph_i=LowOrder, background_r=later).run(Step.AUTHENTICATE)
+    later.run_on_a_thread()
+    assert Step.AUTHENTICATE in pair.r.hs.done and pair.r.failed is None      # nothing said before step 4
+    pair.start(Step.AGREE_KEY)
+    assert pair.r.failed.step is Step.AGREE_KEY and "unusable key material" in pair.r.failed.reason
+    assert pair.r.established is None
+
+
+def test_a_programming_error_in_the_background_agreement_is_ours_not_the_peers(identities):
+    """Raised where the handshake collects the keys (the node then fails the session as an internal error),
+    never turned into "the peer sent unusable key material"; ending the handshake afterwards still works."""
+    later = Later()
+    pair = Pair(identities[0], identities[1], background_r=later, prepare=False).run(Step.AUTHENTICATE)
+    job = later.jobs[0]
+    job._fn = lambda: 1 // 0          # a bug in what runs on the other thread
+    with pytest.raises(ZeroDivisionError):
+        job.ahead()
+    with pytest.raises(RuntimeError, match="failed on another thread"):
+        pair.start(Step.AGREE_KEY)
+    pair.r.hs.close()

@@ -8,7 +8,7 @@ import threading
 
 from p2pchat.channel import Channel
 from p2pchat.chat_protocol import MAX_TEXT_BYTES
-from p2pchat.events import NodeError, SessionEnded, StepResult
+from p2pchat.events import MessageReceived, NodeError, SessionEnded, StepResult
 from p2pchat.foundation.errors import LocalFault, UsageError
 from p2pchat.peer_directory import DirectoryEntry, FixedDirectory, LookupBy
 from p2pchat.session import Session
@@ -170,3 +170,37 @@ def test_the_writer_hands_a_long_channel_box_to_the_link_alone_and_joins_everyth
     assert link.writes == [b"a" * 10 + short_box, long_box, b"c" * 10 + b"d" * 10]
     assert isinstance(link.writes[1], BoxedFrame) and link.writes[1].box_at == 40
     assert writer.pending_bytes == 0
+def test_the_responder_starts_its_step_4_keys_on_the_work_ahead_thread_which_the_node_joins(identities):
+    """One job per handshake on the responder (once the initiator's auth verified), none on the initiator; the
+    chat works whichever thread made the keys; the node's one work-ahead thread is joined when it closes."""
+    started: dict[str, list[object]] = {"alice": [], "bob": []}
+    with pair(identities) as (alice, bob, _):
+        for peer in (alice, bob):
+            original = peer.node._rt.ahead
+
+            def record(fn, original=original, name=peer.nickname):
+                started[name].append(fn)
+                original(fn)
+            peer.node._rt.ahead = record            # type: ignore[method-assign]
+        sid, bsid = connect_all(alice, bob)
+        assert len(started["bob"]) == 1 and started["alice"] == []
+        alice.node.send_text(sid, "keys agreed")
+        assert bob.log.wait(MessageReceived, session=bsid).text == "keys agreed"
+        thread = bob.node._rt._ahead_thread
+        assert thread is not None and thread.is_alive() and thread.name == "chatnode-ahead"
+    assert not thread.is_alive()
+
+
+def test_a_programming_error_on_the_work_ahead_thread_is_reported_and_the_thread_goes_on(identities, caplog):
+    with pair(identities) as (alice, _bob, _):
+        ran = threading.Event()
+
+        def broken() -> None:
+            raise ZeroDivisionError("a bug")
+
+        with caplog.at_level(logging.ERROR, logger="p2pchat.node"):
+            alice.node._rt.ahead(broken)
+            error = alice.log.wait(NodeError)
+        assert "internal error (ZeroDivisionError: a bug)" in error.text
+        alice.node._rt.ahead(ran.set)
+        assert ran.wait(10)
