@@ -113,7 +113,7 @@ _UINT_SIZES = {0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8}     # msgpack's unsigned inte
 _BIN_SIZES = {0xc4: 1, 0xc5: 2, 0xc6: 4}               # msgpack's bin length fields after their marker byte
 
 
-def _uint_at(body: bytearray, at: int) -> tuple[int, int] | None:
+def _uint_at(body: bytearray | memoryview, at: int) -> tuple[int, int] | None:
     """(value, end) of the msgpack unsigned integer at ``at``; None when there is none."""
     if at >= len(body):
         return None
@@ -126,12 +126,12 @@ def _uint_at(body: bytearray, at: int) -> tuple[int, int] | None:
     return int.from_bytes(body[at + 1:at + 1 + size], "big"), at + 1 + size
 
 
-def _sealed_view(body: bytearray) -> Message | None:
+def _sealed_view(body: bytearray | memoryview) -> Message | None:
     """The ``sealed`` message of ``body`` with its box as a writable view into ``body``, when ``body`` holds
     exactly the map :func:`sealed_frame` writes (keys in that order, any msgpack width of the integers and the
     box length) and every value is within its schema; None for anything else, which the general decoder then
     reads (and accepts or refuses) as before."""
-    if not body.startswith(_SEALED_HEAD):
+    if body[:len(_SEALED_HEAD)] != _SEALED_HEAD:
         return None
     epoch = _uint_at(body, len(_SEALED_HEAD))
     if epoch is None or body[epoch[1]:epoch[1] + len(_COUNTER_KEY)] != _COUNTER_KEY:
@@ -152,7 +152,7 @@ def _sealed_view(body: bytearray) -> Message | None:
 
 
 class _ChatProtocol(Protocol):
-    def decode_buffer(self, body: bytearray) -> Message:
+    def decode_buffer(self, body: bytearray | memoryview) -> Message:
         """A ``sealed`` frame's box stays where it arrived (a writable view the channel decrypts in place,
         :func:`p2pchat.foundation.crypto.open_in_place`), instead of being copied out by msgpack; every other
         frame, and a sealed frame in any other layout, is decoded as usual."""

@@ -207,7 +207,7 @@ class Protocol:
             raise FrameError(f"unknown message type '{shown}' for the {self.name} protocol")
         return Message(type_, check_fields(obj, schema, f"{type_!r} message"))
 
-    def decode_buffer(self, body: bytearray) -> Message:
+    def decode_buffer(self, body: bytearray | memoryview) -> Message:
         """:meth:`decode` of a body the caller gives away (the reader's own buffer of one frame): a protocol may
         return fields that are writable views into it (:data:`p2pchat.chat_protocol.CHAT` does for a sealed
         frame's box, which the channel then decrypts in place). The same result and errors as :meth:`decode`

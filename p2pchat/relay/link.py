@@ -201,14 +201,16 @@ class RelayLink:
                 raise ProtocolError(f"{self.peer_text} sent an unexpected '{msg.type}' frame during a session")
         return self._ready.pop(0)
 
-    def _take(self, payload: bytes) -> None:
+    def _take(self, payload: bytes | memoryview) -> None:
         """Decode the chat frames in one payload (they may also be split across payloads)."""
         if self._reader.next_frame_size() is None and self._reader.pending() == 0 and len(payload) > HEADER.size:
             (size,) = HEADER.unpack_from(payload)
             if size == len(payload) - HEADER.size:
                 # Exactly one whole frame, the usual case: decode it in place instead of via the reassembly
                 # buffer (same limits: decode checks the size against the chat protocol's frame limit).
-                self._ready.append(self.protocol.decode(memoryview(payload)[HEADER.size:]))  # type: ignore[arg-type]
+                body = memoryview(payload)[HEADER.size:]
+                # A box record opened in its own buffer is writable and ours alone: its box is decrypted there.
+                self._ready.append(self.protocol.decode(body) if body.readonly else self.protocol.decode_buffer(body))
                 return
         self._ready.extend(self._reader.feed(payload))
 

@@ -68,16 +68,18 @@ def register(identity: Identity, relay: RelayServer, source_ip: str, invites: In
              **kw: Any) -> RelayRegistration:
     kw.setdefault("accept_unregistered", True)     # most tests pair keys that no ledger knows
     kw.setdefault("relay_key", relay.key.public)
-    reg = RelayRegistration(identity, relay.host, relay.port, on_invite=invites, inner_protocol=INNER,
-                            source_ip=source_ip, timeout=5, **kw).start()
+    kw.setdefault("inner_protocol", INNER)
+    reg = RelayRegistration(identity, relay.host, relay.port, on_invite=invites, source_ip=source_ip, timeout=5,
+                            **kw).start()
     assert reg.wait_registered(10), reg.state_text
     return reg
 
 
 def call(identity: Identity, relay: RelayServer, peer: Identity, source_ip: str, **kw: Any) -> RelayLink:
     kw.setdefault("relay_key", relay.key.public)
-    return open_relay_link(identity, relay.host, relay.port, peer.fingerprint, inner_protocol=INNER,
-                           source_ip=source_ip, timeout=kw.pop("timeout", 10), **kw)
+    kw.setdefault("inner_protocol", INNER)
+    return open_relay_link(identity, relay.host, relay.port, peer.fingerprint, source_ip=source_ip,
+                           timeout=kw.pop("timeout", 10), **kw)
 
 
 class RelayEnv:

@@ -162,3 +162,29 @@ def test_a_box_record_the_relay_did_not_agree_to_ends_that_session_with_a_reason
     with pytest.raises(RelayError, match="your peer sent an invalid frame"):
         link.recv(timeout=5)
     assert_pair_works(env, relay, identities[2], identities[0])
+
+
+def test_a_sealed_chat_frame_in_a_box_record_reaches_the_channel_writable_and_nothing_else_does(env, identities):
+    """The callee's link opens a box record in a buffer of its own and hands the chat protocol that buffer, so
+    the channel decrypts the box where it arrived (no copy); a frame that came in an ordinary pair record is
+    decoded from read-only bytes as before."""
+    from p2pchat.chat_protocol import CHAT, sealed_frame
+
+    relay = env.relay(bytes_per_second=None)
+    env.register(identities[1], relay, inner_protocol=CHAT)
+    caller = env.call(identities[0], relay, identities[1], inner_protocol=CHAT)
+    callee = env.invites.get()
+    box = os.urandom(300_000)       # a record over the link's 64 KiB is read into a buffer of its own
+    frame, box_at = sealed_frame(0, 7, len(box))
+    frame[box_at:] = box
+    caller.send_frame(BoxedFrame(frame, box_at))
+    got = callee.recv(timeout=10)
+    assert (got.type, got["epoch"], got["counter"]) == ("sealed", 0, 7)
+    assert isinstance(got["box"], memoryview) and not got["box"].readonly and bytes(got["box"]) == box
+    small = os.urandom(100)
+    frame, box_at = sealed_frame(0, 8, len(small))
+    frame[box_at:] = small
+    caller.send_frame(bytes(frame))                                  # not marked: an ordinary pair record
+    got = callee.recv(timeout=10)
+    assert got["counter"] == 8 and bytes(got["box"]) == small
+    assert not (isinstance(got["box"], memoryview) and not got["box"].readonly)
