@@ -210,9 +210,9 @@ def test_the_window_and_chunks_follow_the_acknowledged_rate_fast_path_grows_slow
 
     fast, slow = Pace(), Pace()
     t = 0.0
-    for _ in range(40):             # 150 MB/s acknowledged: chunks of the largest size (10 ms of the rate)
+    for _ in range(40):             # 250 MB/s acknowledged: chunks of the largest size (10 ms of the rate)
         t += 0.01
-        fast.acked(1_500_000, t)
+        fast.acked(2_500_000, t)
         slow.acked(40_000, t)       # 4 MB/s (a relay's default rate limit)
     assert fast.window == min(MAX_WINDOW, int(fast.rate * TARGET_DELAY)) > 2_000_000
     assert fast.chunk == CHUNK_SIZE
@@ -373,7 +373,7 @@ def test_a_receiver_announces_the_largest_chunk_it_takes_and_a_fast_sender_uses_
     data = bytes(range(256)) * 20_000          # 5.1 MB
     b = TransferCore()
     a, _, sink, accept = _accepted_pair(data, receiver=b)
-    assert accept.fields["max_chunk"] == MAX_CHUNK == CHUNK_SIZE == 16 * 65536 - 128
+    assert accept.fields["max_chunk"] == MAX_CHUNK == CHUNK_SIZE == 31 * 65536 - 128
     sizes = []
     while a.has_chunk:
         out = a.next_chunk(0.0)
@@ -436,3 +436,51 @@ def test_file_accept_with_and_without_max_chunk_decodes_and_a_too_small_one_is_m
     small = msgpack.packb({"t": "file_accept", "id": tid, "offset": 0, "max_chunk": BASE_CHUNK - 1})
     with pytest.raises(FrameError, match="max_chunk"):
         SEALED_CONTENT.decode(small)
+
+
+def test_with_more_input_at_hand_one_acknowledgement_covers_two_chunks_and_the_last_chunk_is_acked_at_once():
+    data = b"z" * (5 * CHUNK_SIZE)
+    b = TransferCore()
+    a, _, _, _ = _accepted_pair(data, receiver=b)
+    chunks = []
+    while a.has_chunk:
+        chunks.append(a.next_chunk(0.0))
+    assert len(chunks) == 3         # the window of a 300 MB/s path: 7.5 MB
+    acks = []
+    for chunk in chunks:
+        out = b.receive(chunk.kind, chunk.fields, 0.0, more_at_hand=True)
+        acks.append([o.fields["offset"] for o in out if isinstance(o, Out) and o.kind == "file_ack"])
+    ends = [c.fields["offset"] + len(c.fields["data"]) for c in chunks]
+    # the first waits for the second, which acknowledges both (cumulatively); the third waits again
+    assert acks == [[], [ends[1]], []] and b.acks_held
+    assert [o.fields["offset"] for o in b.take_acks()] == [ends[2]]
+    # a file's last chunk is acknowledged at once, whatever else is at hand
+    small = b"s" * 1000
+    b2 = TransferCore()
+    a2, _, _, _ = _accepted_pair(small, receiver=b2)
+    only = a2.next_chunk(0.0)
+    assert [o.kind for o in b2.receive(only.kind, only.fields, 0.0, more_at_hand=True) if isinstance(o, Out)] == [
+        "file_ack", "file_done"]
+
+
+def test_an_acknowledgement_held_for_input_at_hand_goes_once_nothing_more_is_and_the_sender_continues():
+    data = b"q" * (6 * CHUNK_SIZE)
+    b = TransferCore()
+    a, tid, sink, _ = _accepted_pair(data, receiver=b)
+    first = a.next_chunk(0.0)
+    assert not [o for o in b.receive(first.kind, first.fields, 0.0, more_at_hand=True) if isinstance(o, Out)]
+    held = b.take_acks()        # the IO layer found nothing more at hand: the sender may be waiting for it
+    assert [(o.kind, o.fields["offset"]) for o in held] == [("file_ack", len(first.fields["data"]))]
+    assert b.take_acks() == []
+    for out in held:
+        a.receive(out.kind, out.fields, 0.0)
+    # the rest with every chunk "at hand" except when the sender's window is full: the transfer completes
+    while (t := a.get(tid)) is not None and t.state is State.SENDING:
+        chunk = a.next_chunk(0.0)
+        replies = (b.receive(chunk.kind, chunk.fields, 0.0, more_at_hand=a.has_chunk) if chunk is not None
+                   else b.take_acks())
+        assert chunk is not None or replies, "the sender waits for an acknowledgement the receiver holds"
+        for r in replies:
+            if isinstance(r, Out):
+                a.receive(r.kind, r.fields, 0.0)
+    assert bytes(sink.buf) == data and sink.state == "saved"
