@@ -62,9 +62,7 @@ MAX_HEIGHT = 2**32 - 1                   # block heights in `key` frames (a u32 
 VERDICTS = ("agree", "unknown", "conflict")   # step 3: the signer's verdict on the peer's ledger checkpoint
 TRANSFER_ID_LEN = 16                     # a file transfer's number, drawn by its sender
 BASE_CHUNK = 4 * 65536 - 128            # file data in one file_chunk to a receiver that announced no max_chunk
-# [file transfer, branch h-filedirect] the most this version takes (file_accept's max_chunk): pads to 31 × 64 KiB,
-# the largest multiple of 64 KiB whose sealed frame stays within MAX_FRAME (2 MiB)
-MAX_CHUNK = 31 * 65536 - 128
+MAX_CHUNK = 16 * 65536 - 128            # the most this version takes (file_accept's max_chunk): pads to 1 MiB
 PAD_ID_LEN = 16                          # one-time-pad mode (issue 17): a pad's id
 PAD_FRAME_OVERHEAD = 8 + 16              # a pad frame's index (u64) and one-time Poly1305 tag
 PAD_OPS = ("on?", "on!", "no", "off?", "off!")   # pad_mode ops: ask / accept pad mode, decline, ask / accept off
@@ -74,9 +72,8 @@ PAD_BUCKETS: tuple[int, ...] = (256, 1024, 4096, 16384, 65536)
 PAD_STEP = 65536                         # above the last bucket: the next multiple of 64 KiB
 LENGTH_PREFIX = struct.Struct(">I")
 
-# Largest padded plaintext: the largest file chunk with its envelope (31 × 64 KiB), which is more than a 1 MiB text
-# plus its msgpack envelope rounded up to the next 64 KiB (1 MiB + 128 KiB).
-MAX_PLAINTEXT = max(MAX_TEXT_BYTES + 2 * PAD_STEP, MAX_CHUNK + 128)
+# Largest padded plaintext: a 1 MiB text plus its msgpack envelope, rounded up to the next 64 KiB.
+MAX_PLAINTEXT = MAX_TEXT_BYTES + 2 * PAD_STEP
 MAX_BOX = MAX_PLAINTEXT + crypto.GCM_TAG_LEN
 MAX_FRAME = 2 * 1024 * 1024              # a 1 MiB message fits in one frame with room to spare
 

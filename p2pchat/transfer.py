@@ -32,8 +32,8 @@ most a window of bytes sent and not acknowledged, sized from the rate acknowledg
 only when nothing else waits for the wire) waits behind about that much whatever the path — a fast loopback or a
 rate-limited relay.
 Chunks shrink on slow paths for the same reason, and grow on fast ones up to what the receiver announced in its
-``file_accept`` (``max_chunk``: 31 × 64 KiB less 128 bytes here; a receiver that announces nothing, an older
-version, gets chunks of at most :data:`BASE_CHUNK`): per chunk, each side pays a fixed cost (two AES-GCM key setups, the
+``file_accept`` (``max_chunk``: 1 MiB less 128 bytes here; a receiver that announces nothing, an older version,
+gets chunks of at most :data:`BASE_CHUNK`): per chunk, each side pays a fixed cost (two AES-GCM key setups, the
 acknowledgement's seal and open, the Python path), so fewer, larger chunks cost less CPU per byte.
 """
 
@@ -48,11 +48,11 @@ from typing import Any, Protocol
 
 from p2pchat.chat_protocol import BASE_CHUNK, FILE_TYPES, MAX_CHUNK, PAD_STEP, TRANSFER_ID_LEN
 
-CHUNK_SIZE = MAX_CHUNK                      # 2 031 488 bytes: a chunk message pads to exactly 31 × 64 KiB
+CHUNK_SIZE = MAX_CHUNK                      # 1 048 448 bytes: a chunk message pads to exactly 16 × 64 KiB
 BUCKET = PAD_STEP                           # chunks are a whole number of 64 KiB buckets, less 128 bytes
 MIN_CHUNK = BUCKET - 128                    # 65 408: the chunk of a slow path (or before any rate is known)
 TARGET_DELAY = 0.025                        # seconds of transfer kept in flight: what a text waits behind
-CHUNK_TIME = 0.01                           # a chunk takes about this long on the path (64 KiB–2 MiB)
+CHUNK_TIME = 0.01                           # a chunk takes about this long on the path (64 KiB–1 MiB)
 MIN_WINDOW = 2 * MIN_CHUNK
 START_WINDOW = 4 * MIN_CHUNK
 MAX_WINDOW = 8 * 1024 * 1024

@@ -417,19 +417,16 @@ def test_file_message_vectors_match_msgpack_and_the_code():
     assert len(full) == int(f["full_chunk_body_length"])
     assert len(spec_pad(full)) == int(f["full_chunk_padded_length"]) == 4 * 65536
     assert cp.BASE_CHUNK == 262016
-    # this version's receiver announces the largest chunk it takes; the largest chunk pads to exactly 31 × 64 KiB
+    # this version's receiver announces the largest chunk it takes; the largest chunk pads to exactly 1 MiB
     accept_max = {"id": tid, "offset": 0, "max_chunk": cp.MAX_CHUNK}
     inner = hx("file-messages", "accept_max_inner")
     assert msgpack.unpackb(inner) == {"t": "file_accept", **accept_max}
     assert cp.SEALED_CONTENT.encode_body("file_accept", **accept_max) == inner
-    largest = msgpack.packb({"t": "file_chunk", "id": tid, "offset": 2**40, "data": bytes(2031488)},
+    largest = msgpack.packb({"t": "file_chunk", "id": tid, "offset": 2**40, "data": bytes(1048448)},
                             use_bin_type=True)
     assert len(largest) == int(f["largest_chunk_body_length"])
-    assert len(spec_pad(largest)) == int(f["largest_chunk_padded_length"]) == 31 * 65536
-    assert cp.MAX_CHUNK == 2031488 and cp.MAX_BOX == 31 * 65536 + 16
-    # its sealed frame, with the largest epoch and counter, stays within the 2 MiB frame limit
-    frame, _ = cp.sealed_frame(2**32 - 1, 2**64 - 1, cp.MAX_BOX)
-    assert len(frame) - 4 <= cp.MAX_FRAME == 2 * 1024 * 1024
+    assert len(spec_pad(largest)) == int(f["largest_chunk_padded_length"]) == 16 * 65536
+    assert cp.MAX_CHUNK == 1048448
 # --- the shared-secret check (§5.7) ----------------------------------------------------------------------------------
 
 def smp_stream(seed: bytes) -> Any:
