@@ -37,7 +37,6 @@ MAX_SAFE_NAME_BYTES = 200          # room for " (123)" and the file system's 255
 SPACE_MARGIN = 16 * 1024 * 1024    # free space kept beyond the file itself
 STATE_RECORD = 1024                # bytes of a partial's state record (JSON padded with spaces)
 WRITE_QUEUE = 4                    # chunks (≤ 1 MiB) taken from the peer and waiting for the disk
-SLICE = 256 * 1024                 # bytes of a chunk written and then hashed while they are in the core's cache
 CHECKPOINT_BYTES = 4 * 1024 * 1024  # the state record is rewritten at least this often while the queue stays full
 _DROPPED = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}     # controls, format (bidi), unassigned, separators
 _BIDI_AND_INVISIBLE = {"\u061c", "\u200e", "\u200f", "\u2028", "\u2029", "\ufeff",
@@ -263,14 +262,9 @@ class Partial:
 
     def _append(self, data: bytes | memoryview) -> None:
         try:
-            with memoryview(data) as view:
-                # a slice at a time: the copy into the page cache brings it into this core's cache, where the
-                # hash then reads it (a whole chunk with its copy in the page cache does not fit in it)
-                for at in range(0, len(view), SLICE):
-                    part = view[at:at + SLICE]
-                    _write_all(self._fh, part)
-                    self._hash.update(part)
-                    self.written += len(part)
+            _write_all(self._fh, data)
+            self._hash.update(data)
+            self.written += len(data)
             if self._queue.empty() or self.written - self._recorded >= CHECKPOINT_BYTES:
                 self._record()
         except OSError as exc:
