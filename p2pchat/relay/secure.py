@@ -396,11 +396,18 @@ class _Opener:
 
     def _reads_alone(self, source: bytes | bytearray, at: int, rest: int) -> bool:
         """Whether the partial record at ``at`` (its header checked by ``_split``) is long enough to be read
-        into a buffer of its own and can be opened (or forwarded) as soon as it is whole."""
+        into a buffer of its own and can be opened (or forwarded) as soon as it is whole. Only in a relay session
+        (pair keys set, or pair records forwarded): a buffer of a record's size is committed when its first six
+        bytes arrive, which a connection that has not logged in and been paired must not be able to make the
+        relay (or a client its relay) do — its records are buffered as their bytes arrive (:meth:`held`)."""
         (word,) = RECORD_HEADER.unpack_from(source, at)
         total = RECORD_HEADER.size + (word & ~KIND_FLAGS)
-        waits = bool(word & PAIR_FLAG) and self.pair is None and not self.forward_pairs
-        return total >= LONG_RECORD and rest < total and not waits
+        in_session = self.pair is not None or self.forward_pairs
+        return total >= LONG_RECORD and rest < total and in_session
+
+    def held(self) -> int:
+        """Bytes this opener holds for records not yet whole (its buffer, or a long record's own buffer)."""
+        return len(self._buf) + (len(self._record) if self._record is not None else 0)
 
     def missing(self) -> int:
         """Bytes still to come of the record whose header is buffered (0: none is under way)."""
