@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pchat import chat_protocol as cp
+from p2pchat.foundation.codec import Message
 from p2pchat.foundation.errors import FrameError
 
 _UINT = {"cc": ">B", "cd": ">H", "ce": ">I", "cf": ">Q"}
@@ -117,7 +118,7 @@ def _frame(draw: st.DrawFn, type_: str, fields: list[tuple[str, ItemFactory]]) -
     return body
 
 
-def _outcome(decode, body: bytes) -> object:
+def _outcome(decode: Callable[[bytes], Message], body: bytes) -> tuple[object, object]:
     """What ``decode`` makes of ``body``: type and fields (views as bytes), or the error's class and text."""
     try:
         msg = decode(body)
