@@ -285,6 +285,11 @@ class FrameReader:
     def pending(self) -> int:
         return len(self._buf) + self._have
 
+    def held(self) -> int:
+        """Bytes this reader holds for the frame under way: what arrived, or a large frame's own buffer (made
+        ahead of its bytes, for a peer within :attr:`buffer_limit` only)."""
+        return len(self._buf) + (len(self._body) if self._body is not None else 0)
+
     def _finish_body(self) -> list[Message]:
         body = self._body
         if body is None or self._have < len(body):
