@@ -320,6 +320,21 @@ def _open_box(key: bytes, counter: int, view: memoryview) -> tuple[bytes, memory
     return head, view[box_at:]
 
 
+_BIN_HEADERS = ((0xC4, 1), (0xC5, 2), (0xC6, 4))        # msgpack's bin 8/16/32 markers and their length widths
+
+
+def box_frame_ok(frame: bytes | memoryview, head_len: int) -> bool:
+    """Whether the frame an opened box record carries is what one may carry (docs/relay.md): exactly one whole
+    frame — its length prefix counts the head and the box, no more, no less — whose last field is the box (the
+    head ends with the box's bin header)."""
+    box_len = len(frame) - head_len
+    if head_len <= HEADER.size or HEADER.unpack_from(frame)[0] != len(frame) - HEADER.size:
+        return False
+    return any(head_len > HEADER.size + width and frame[head_len - 1 - width] == marker
+               and int.from_bytes(frame[head_len - width:head_len], "big") == box_len
+               for marker, width in _BIN_HEADERS)
+
+
 def record_payload_len(record: bytes | memoryview) -> int:
     """The bytes of the inner stream one whole pair or box record carries (what the relay counts)."""
     (word,) = RECORD_HEADER.unpack_from(record)
@@ -455,6 +470,9 @@ class _Opener:
                     opened = open_box_record_in_place(self.pair.recv_key, self.pair.received, own)
                 else:
                     opened = open_record(self.pair.recv_key, self.pair.received, view[at:end])
+                if box and not box_frame_ok(opened, BOX_HEAD.unpack_from(view, at)[1]):
+                    raise FrameError("a box record did not carry exactly one frame ending with its box (the peer "
+                                     "put something else in clear)")
                 out.append((PAIR_TYPE, opened))
                 self.pair.received += 1
             at = end

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from p2pchat.foundation import crypto
-from p2pchat.foundation.codec import CLEAR_BOX_MIN, BoxedFrame
+from p2pchat.foundation.codec import CLEAR_BOX_MIN, HEADER, BoxedFrame
 from p2pchat.foundation.errors import FrameError
 from p2pchat.relay.protocol import MAX_BOX_RECORD
 from p2pchat.relay.secure import (
@@ -56,7 +56,7 @@ def test_the_documented_box_record_vector_and_every_changed_byte_fails():
 
 def test_an_opener_takes_box_records_only_when_agreed_within_the_agreed_size_and_cut_anywhere():
     link_key, pair_key = bytes(32), bytes(range(32))
-    frame = BoxedFrame(os.urandom(40) + os.urandom(70_000), 40)
+    frame = _sealed(70_000)
     plain, _ = seal_records(pair_key, 0, b"before", PAIR_FLAG)
     stream = bytes(plain) + _record(pair_key, 1, frame)
     client, relay = _Opener(link_key), _Opener(link_key)
@@ -82,6 +82,44 @@ def test_an_opener_takes_box_records_only_when_agreed_within_the_agreed_size_and
         bad.forward_pairs, bad.box_max = True, MAX_BOX_RECORD
         with pytest.raises(FrameError):
             bad.feed(RECORD_HEADER.pack(word) + head_len.to_bytes(2, "big") + bytes(100))
+
+
+def _sealed(box_len: int, counter: int = 7) -> BoxedFrame:
+    """A chat channel's sealed frame with a random box, marked as the channel marks it."""
+    from p2pchat.chat_protocol import sealed_frame
+
+    frame, box_at = sealed_frame(0, counter, box_len)
+    frame[box_at:] = os.urandom(box_len)
+    return BoxedFrame(frame, box_at)
+
+
+@pytest.mark.parametrize("box_len", [CLEAR_BOX_MIN, 70_000], ids=["opened from the read", "opened in its buffer"])
+@pytest.mark.parametrize("damage", ["two frames", "part of a frame", "a bin header of another length",
+                                    "a head without a bin header", "a head that is only the length prefix"])
+def test_a_box_record_that_does_not_carry_exactly_one_frame_ending_with_its_box_is_refused(box_len, damage):
+    """docs/relay.md: a box record holds exactly one whole frame and its box ends it; anything else (which an
+    honest sender never makes) ends the connection instead of reaching the chat as if sealed by the link."""
+    pair_key = bytes(range(32))
+    frame = _sealed(box_len)
+    at = frame.box_at
+    bad = {
+        "two frames": BoxedFrame(HEADER.pack(len(frame) - HEADER.size + 5) + frame[HEADER.size:at]
+                                 + frame[at:], at),
+        "part of a frame": BoxedFrame(HEADER.pack(len(frame)) + frame[HEADER.size:], at),
+        "a bin header of another length": BoxedFrame(frame[:at - 1] + bytes([frame[at - 1] ^ 1]) + frame[at:], at),
+        "a head without a bin header": BoxedFrame(HEADER.pack(len(frame) - HEADER.size) + bytes(at - HEADER.size)
+                                                  + frame[at:], at),
+        "a head that is only the length prefix": BoxedFrame(HEADER.pack(box_len) + frame[at:], HEADER.size),
+    }[damage]
+    first, box = seal_box_record(pair_key, 0, bad)
+    opener = _Opener(bytes(32))
+    opener.pair, opener.box_max = PairKeys(pair_key, pair_key, box_max=MAX_BOX_RECORD), MAX_BOX_RECORD
+    with pytest.raises(FrameError, match="exactly one frame ending with its box"):
+        opener.feed(bytes(first) + bytes(box))
+    good = _Opener(bytes(32))
+    good.pair, good.box_max = PairKeys(pair_key, pair_key, box_max=MAX_BOX_RECORD), MAX_BOX_RECORD
+    first, box = seal_box_record(pair_key, 0, frame)
+    assert [bytes(got) for _, got in good.feed(bytes(first) + bytes(box))] == [frame]
 
 
 class _Capture(RelayServer):
