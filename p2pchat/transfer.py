@@ -416,7 +416,7 @@ class TransferCore:
     @property
     def acks_held(self) -> bool:
         """Some chunk's acknowledgement waits for :meth:`take_acks` (or the next chunk)."""
-        return any(t.held for t in self._in.values())
+        return any(t.held and t.state is State.SENDING for t in self._in.values())   # (an ended one's is never sent)
 
     def take_acks(self) -> list[Out]:
         """The acknowledgements held back while more input was at hand (the IO layer calls this once nothing

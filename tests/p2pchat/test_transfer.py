@@ -484,3 +484,18 @@ def test_an_acknowledgement_held_for_input_at_hand_goes_once_nothing_more_is_and
             if isinstance(r, Out):
                 a.receive(r.kind, r.fields, 0.0)
     assert bytes(sink.buf) == data and sink.state == "saved"
+
+
+def test_an_acknowledgement_held_for_a_transfer_that_then_ended_is_no_longer_counted_as_held():
+    """[redteam] A held acknowledgement of a transfer that ended (the peer cancelled it) is never sent, so it must
+    not keep the IO layer asking whether more input is at hand after every frame for the rest of the session."""
+    data = b"h" * (4 * CHUNK_SIZE)
+    b = TransferCore()
+    a, tid, _, _ = _accepted_pair(data, receiver=b)
+    chunk = a.next_chunk(0.0)
+    b.receive(chunk.kind, chunk.fields, 0.0, more_at_hand=True)
+    assert b.acks_held
+    outs, _ = a.cancel(tid, "changed my mind")
+    for out in outs:
+        b.receive(out.kind, out.fields, 0.0)
+    assert b.take_acks() == [] and not b.acks_held
