@@ -656,3 +656,18 @@ def test_a_frame_received_into_its_own_buffer_is_opened_in_place_and_a_changed_o
     changed[-100] ^= 1
     events = link.ch["b"].receive(CHAT.decode_buffer(changed), 5.0)
     assert [e.kind for e in events if isinstance(e, Refused)] == ["tampered"]
+
+
+def test_a_changed_frame_opened_in_place_leaves_no_trace_and_the_intact_frame_is_still_taken():
+    """[redteam] A failed tag leaves unauthenticated plaintext in the frame's buffer: none of it is shown or kept,
+    and nothing the channel holds moves (key, counter), so the intact frame with the same number is then taken."""
+    link = Link()
+    text = "secret " * 50_000
+    intact = one_frame(link, "a", text)[HEADER.size:]
+    changed = bytearray(intact)
+    changed[-1] ^= 1                              # the tag only: the whole box decrypts to the real plaintext
+    events = link.ch["b"].receive(CHAT.decode_buffer(changed), 5.0)
+    assert [type(e).__name__ for e in events] == ["Refused"] and events[0].kind == "tampered"
+    assert "secret" not in repr(events)
+    events = link.ch["b"].receive(CHAT.decode_buffer(bytearray(intact)), 6.0)
+    assert [e.text for e in events if isinstance(e, Text)] == [text]
