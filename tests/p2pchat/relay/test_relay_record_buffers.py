@@ -4,6 +4,8 @@ logged in and been paired) the opener holds no more than what arrived."""
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from p2pchat.foundation.errors import FrameError
@@ -18,6 +20,8 @@ from p2pchat.relay.secure import (
     _Opener,
     seal_records,
 )
+from tests.conftest import free_loopback_ip
+from tests.helpers import wait_until
 
 LINK_KEY, PAIR_KEY = bytes(32), bytes(range(32))
 
@@ -61,3 +65,24 @@ def test_in_a_session_a_long_record_is_read_into_a_buffer_of_its_own_and_arrives
     got = opener.filled(len(view))
     assert got == [("pair", payload if side == "client" else record)]
     assert opener.held() == 0
+
+
+def _relay_openers_holding() -> list[int]:
+    """What every record splitter in this process that holds something holds (the relay's, in these tests)."""
+    return [o.held() for o in gc.get_objects() if isinstance(o, _Opener) and o.held()]
+
+
+def test_strangers_announcing_long_records_before_login_make_a_real_relay_hold_only_what_they_sent(env, identities):
+    """Real sockets: connections that finish the link handshake, announce a 256 KiB record, send two bytes more
+    and stall hold six bytes each at the relay (not a buffer of the announced size); an honest pair is served."""
+    from tests.p2pchat.relay.test_relay_limits import assert_pair_works, open_silent
+
+    relay = env.relay()
+    flooder = free_loopback_ip()
+    stalled = [open_silent(env, relay, flooder) for _ in range(6)]
+    for conn in stalled:
+        conn.sock.sendall(RECORD_HEADER.pack(MAX_RECORD) + b"\x00\x00")
+    held = wait_until(lambda: (h := _relay_openers_holding()) and len(h) >= len(stalled) and h,
+                      what="the relay to read the stalled connections' bytes")
+    assert max(held) <= RECORD_HEADER.size + 2
+    assert_pair_works(env, relay, identities[0], identities[1])
