@@ -67,9 +67,14 @@ def test_in_a_session_a_long_record_is_read_into_a_buffer_of_its_own_and_arrives
     assert opener.held() == 0
 
 
-def _relay_openers_holding() -> list[int]:
-    """What every record splitter in this process that holds something holds (the relay's, in these tests)."""
-    return [o.held() for o in gc.get_objects() if isinstance(o, _Opener) and o.held()]
+def _openers() -> list[_Opener]:
+    return [o for o in gc.get_objects() if isinstance(o, _Opener)]
+
+
+def _new_openers_holding(existing: list[_Opener]) -> list[int]:
+    """What each record splitter made since ``existing`` was listed holds, where it holds anything (in this test:
+    the relay's for the stalled connections; the clients' hold nothing)."""
+    return [o.held() for o in _openers() if o.held() and not any(o is e for e in existing)]
 
 
 def test_strangers_announcing_long_records_before_login_make_a_real_relay_hold_only_what_they_sent(env, identities):
@@ -77,12 +82,14 @@ def test_strangers_announcing_long_records_before_login_make_a_real_relay_hold_o
     and stall hold six bytes each at the relay (not a buffer of the announced size); an honest pair is served."""
     from tests.p2pchat.relay.test_relay_limits import assert_pair_works, open_silent
 
+    gc.collect()
+    existing = _openers()         # (other tests' in this process, if any are still alive)
     relay = env.relay()
     flooder = free_loopback_ip()
     stalled = [open_silent(env, relay, flooder) for _ in range(6)]
     for conn in stalled:
         conn.sock.sendall(RECORD_HEADER.pack(MAX_RECORD) + b"\x00\x00")
-    held = wait_until(lambda: (h := _relay_openers_holding()) and len(h) >= len(stalled) and h,
+    held = wait_until(lambda: (h := _new_openers_holding(existing)) and len(h) >= len(stalled) and h,
                       what="the relay to read the stalled connections' bytes")
     assert max(held) <= RECORD_HEADER.size + 2
     assert_pair_works(env, relay, identities[0], identities[1])
