@@ -39,7 +39,7 @@ from p2pchat.display import quote_peer
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import CLEAR_BOX_MIN, HEADER, BoxedFrame, Message, Protocol
 from p2pchat.foundation.errors import CryptoError, FrameError, PeerUnreachable, ProtocolError, UserError
-from p2pchat.foundation.transport import FD_IO, FramedSocket, _os_reason, _send_now, _wait_ready
+from p2pchat.foundation.transport import FramedSocket, _os_reason, _send_now, _wait_ready
 from p2pchat.relay.protocol import RelayError
 
 LINK_VERSION = 2
@@ -602,23 +602,6 @@ class SecureSocket(FramedSocket):
                 self._take(self._read_some(deadline, RECV_CHUNK))
         return self._ready.pop(0)
 
-    def _read_into(self, deadline: float, target: memoryview) -> int:
-        """Read what the socket holds (at most ``len(target)`` bytes) into ``target``, waiting until
-        ``deadline`` for the first byte."""
-        while True:
-            try:
-                count = _recv_into_now(self.sock, target)
-                if count is None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or not _wait_ready(self.sock, write=False, timeout=remaining):
-                        raise PeerUnreachable(f"{self.peer_text} did not answer in time")
-                    continue
-            except OSError as exc:
-                raise PeerUnreachable(f"connection to {self.peer_text} failed: {_os_reason(exc)}") from None
-            if not count:
-                raise PeerUnreachable(f"{self.peer_text} closed the connection")
-            return count
-
     def _take(self, data: bytes) -> None:
         self._deliver(self._opener.feed(data))
 
@@ -629,16 +612,3 @@ class SecureSocket(FramedSocket):
             else:
                 assert isinstance(chunk, bytes)          # a link record's plaintext
                 self._ready.extend(self._reader.feed(chunk))
-
-
-def _recv_into_now(sock: socket.socket, target: memoryview) -> int | None:
-    """Like the framed socket's ``_recv_now``, into ``target``: the bytes read (0: the peer closed), or None
-    when the socket holds none; never waits."""
-    try:
-        if FD_IO and sock.gettimeout() is not None:
-            return os.readv(sock.fileno(), [target])
-        if not _wait_ready(sock, write=False, timeout=0):
-            return None
-        return sock.recv_into(target)
-    except (BlockingIOError, InterruptedError):
-        return None
