@@ -10,6 +10,7 @@ schema are dropped, so a newer peer may add optional fields without breaking old
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -218,6 +219,35 @@ class Protocol:
         return FrameReader(self)
 
 
+class AheadBudget:
+    """Bytes that frame buffers made ahead of their bytes (:meth:`FrameReader.space`) may hold at once, over every
+    reader of the process: each vouched-for peer may have one frame's buffer, and this bounds what many of them
+    (many sessions of one verified peer) commit together. A frame over the budget is buffered as it arrives."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._free = total
+        self._lock = threading.RLock()      # (give() may run from a dropped reader's __del__, on any thread)
+
+    def take(self, n: int) -> bool:
+        with self._lock:
+            if n > self._free:
+                return False
+            self._free -= n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self._free += n
+
+    @property
+    def free(self) -> int:
+        return self._free
+
+
+AHEAD = AheadBudget(64 * 1024 * 1024)
+
+
 class FrameReader:
     """Sans-IO incremental frame splitter: feed bytes, get checked messages.
 
@@ -228,7 +258,8 @@ class FrameReader:
     into a buffer of its own size once its length prefix arrived: the IO layer reads straight into :meth:`space`
     and reports with :meth:`wrote`, so a 1 MiB frame is copied once, by the kernel, and decoded from that buffer
     (:meth:`Protocol.decode_buffer`). Any other frame is buffered as its bytes arrive, so what a stranger makes
-    the reader hold is what it sent.
+    the reader hold is what it sent; so is a large frame once the buffers made ahead of their bytes hold
+    :data:`AHEAD`'s budget over every reader of the process (many sessions of one verified peer).
     """
 
     def __init__(self, protocol: Protocol) -> None:
@@ -242,6 +273,7 @@ class FrameReader:
         self.buffer_limit = 0
         self._body: bytearray | None = None     # a large frame's own buffer, filled up to _have
         self._have = 0
+        self._ahead = 0                         # bytes of AHEAD this reader's own buffer holds
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
         if self._body is not None:
@@ -263,6 +295,9 @@ class FrameReader:
         if self._body is None:
             if self._need is None or not BODY_BUFFER < self._need <= self.buffer_limit:
                 return None
+            if not AHEAD.take(self._need):      # many vouched-for peers' frames under way at once: as they arrive
+                return None
+            self._ahead = self._need
             from p2pchat.foundation.allocator import keep_freed_buffers  # (ctypes: not at start-up)
 
             keep_freed_buffers()      # the megabyte buffers of a stream reuse the heap's pages
@@ -295,7 +330,17 @@ class FrameReader:
         if body is None or self._have < len(body):
             return []
         self._body, self._have, self._need = None, 0, None
+        self.release()
         return [self.protocol.decode_buffer(body)]
+
+    def release(self) -> None:
+        """Give back this reader's share of :data:`AHEAD` (its frame handed on, or the reader dropped)."""
+        ahead, self._ahead = self._ahead, 0
+        if ahead:
+            AHEAD.give(ahead)
+
+    def __del__(self) -> None:
+        self.release()        # a reader dropped mid-frame (its connection ended) returns its share
 
     def _drain(self) -> Iterator[Message]:
         while True:

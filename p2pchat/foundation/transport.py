@@ -187,6 +187,7 @@ class FramedSocket:
         """Drop what was received and not returned yet (the caller reads this socket no more): an ended
         connection's memory goes at once, not when the last reference to it does."""
         self._ready = []
+        self._reader.release()
         self._reader = self.protocol.reader()
 
     def close(self) -> None:
