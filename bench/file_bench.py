@@ -327,11 +327,14 @@ about 2.5 s of CPU per GB, a direct transfer 7–12 s (its encryption and hashes
 12–18 s (the more, the busier the machine). Chunks are up to 1 MiB (16 padding buckets) when the receiver announces
 that it takes them (`max_chunk`, protocol.md §5.7): besides its bytes, every chunk costs each side two AES-GCM key
 setups (pycryptodome: about as much as sealing 100 KiB), an acknowledgement and the Python path around a frame, so a
-quarter as many chunks cost visibly less CPU per GB. Around the crypto, the per-chunk path: the sender reads a chunk
+quarter as many chunks cost visibly less CPU per GB; and while the next chunk is already arriving, one
+acknowledgement covers two chunks (protocol.md §5.7), which halves the acknowledgements sealed and opened.
+Around the crypto, the per-chunk path: the sender reads a chunk
 and seals it from its parts straight into its frame; the frame IO tries each read and write on the socket's
-descriptor at once and polls only when it would block; the receiver decodes a frame in its own read buffer, decrypts
-it, and hands the chunk to the partial file's writer thread (a queue of 4), which writes and hashes it while the
-reader goes back to the socket; and glibc keeps freed chunk-sized buffers for reuse (untuned, every chunk mapped,
+descriptor at once and polls only when it would block; the receiver reads a frame straight into a buffer of its
+own, decrypts the box where it lies, and hands the chunk's data (a view of that buffer, not a copy) to the partial
+file's writer thread (a queue of 4), which writes it (one system call, unbuffered) and hashes it while the reader
+goes back to the socket; and glibc keeps freed chunk-sized buffers for reuse (untuned, every chunk mapped,
 faulted in, zeroed and unmapped about 1 MB, which cost more than the encryption, and most on a loaded machine). For
 texts, compare the two latency rows: a running file adds what its window holds, paced to about 25 ms of the
 acknowledged rate; on a loaded machine the scheduler's delays come on top. The figures move with the other work on

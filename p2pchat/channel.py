@@ -104,9 +104,9 @@ from p2pchat.chat_protocol import (
     MAX_ROTATE_EVERY,
     MAX_TEXT_BYTES,
     PAD_OPS,
-    SEALED_CONTENT,
     SMP_KINDS,
     Send,
+    decode_inner,
     padded_parts,
     sealed_aad,
     sealed_frame,
@@ -672,7 +672,7 @@ class Channel:
             side.texts_in_epoch, side.rotation = 0, None
             events.append(Rotated(epoch, "receive"))
         try:
-            inner = SEALED_CONTENT.decode(unpad(plain))
+            inner = decode_inner(unpad(plain))     # a file chunk's data stays a view of the plaintext
         except (FrameError, ProtocolError) as exc:
             return events + self._refuse("malformed", f"the peer sent a malformed message ({exc}); it was not "
                                                       "shown", authentic=True)

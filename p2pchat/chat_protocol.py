@@ -151,6 +151,45 @@ def _sealed_view(body: bytearray | memoryview) -> Message | None:
     return Message("sealed", {"epoch": epoch[0], "counter": counter[0], "box": memoryview(body)[start:]})
 
 
+# --- [file transfer, branch h-filedirect] a received file chunk's data stays where it was decrypted ----------------
+_CHUNK_HEAD = b"\x84\xa1t\xaafile_chunk\xa2id\xc4\x10"      # msgpack: {"t": "file_chunk", "id": <bin 16>
+_OFFSET_KEY = b"\xa6offset"
+_DATA_KEY = b"\xa4data"
+
+
+def _file_chunk_view(body: memoryview) -> Message | None:
+    """The ``file_chunk`` message of ``body`` (a padded inner message's body, :func:`unpad`) with its ``data`` as a
+    view into ``body``, when ``body`` holds exactly the map a sender encodes (keys in that order, any msgpack width
+    of the offset and the data's length) and every value is within its schema; None for anything else, which the
+    general decoder then reads (and accepts or refuses) as before. A megabyte of file data is then not copied out
+    by msgpack on its way to the disk."""
+    head = len(_CHUNK_HEAD)
+    if body[:head] != _CHUNK_HEAD or body[head + TRANSFER_ID_LEN:head + TRANSFER_ID_LEN + len(_OFFSET_KEY)] != \
+            _OFFSET_KEY:
+        return None
+    offset = _uint_at(body, head + TRANSFER_ID_LEN + len(_OFFSET_KEY))
+    if offset is None or body[offset[1]:offset[1] + len(_DATA_KEY)] != _DATA_KEY:
+        return None
+    at = offset[1] + len(_DATA_KEY)
+    size = _BIN_SIZES.get(body[at]) if at < len(body) else None
+    if size is None:
+        return None
+    start = at + 1 + size
+    data_len = int.from_bytes(body[at + 1:start], "big")
+    if start + data_len != len(body) or not 1 <= data_len <= MAX_CHUNK or offset[0] > 2**63 - 1:
+        return None
+    return Message("file_chunk", {"id": bytes(body[head:head + TRANSFER_ID_LEN]), "offset": offset[0],
+                                  "data": body[start:]})
+
+
+def decode_inner(body: memoryview) -> Message:
+    """``SEALED_CONTENT.decode(body)``, except that a ``file_chunk``'s data is a view into ``body``
+    (:func:`_file_chunk_view`): the same messages, values and errors."""
+    chunk = _file_chunk_view(body) if len(body) <= SEALED_CONTENT.max_frame else None
+    return chunk if chunk is not None else SEALED_CONTENT.decode(body)
+# --- end of the file chunk view ----------------------------------------------------------------------------------
+
+
 class _ChatProtocol(Protocol):
     def decode_buffer(self, body: bytearray | memoryview) -> Message:
         """A ``sealed`` frame's box stays where it arrived (a writable view the channel decrypts in place,

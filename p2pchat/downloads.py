@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import logging
 import os
@@ -177,7 +178,9 @@ class Partial:
             fd = os.open(self.path, flags, 0o600)
         except OSError as exc:
             raise LocalFault(f"cannot write in the downloads folder {owner.folder}: {exc.strerror}") from None
-        self._fh = os.fdopen(fd, "r+b")
+        # unbuffered: a chunk goes to the file in one write from where it lies (a buffered file copied each
+        # chunk's last few KiB into its buffer and wrote them with the next chunk, one system call more)
+        self._fh = os.fdopen(fd, "r+b", buffering=0)
         self._state_fd = os.open(self._state_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         self._hash = hashlib.sha256()
         # the verified prefix is hashed again (a hash state cannot be stored); anything after it is cut off
@@ -190,17 +193,20 @@ class Partial:
             remaining -= len(block)
         self.offset = offset - remaining
         self._fh.seek(self.offset)
-        self._fh.truncate()
+        if os.fstat(fd).st_size != self.offset:
+            # only when something is to be cut: ext4 takes a truncation to 0 for "the file is being replaced"
+            # and writes the whole file out when it is closed (auto_da_alloc), seconds of disk for a big file
+            self._fh.truncate()
         self.written = self.offset          # on disk and hashed (the writer thread's)
         self._recorded = self.offset        # in the state record
         self._save_state()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(WRITE_QUEUE)
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(WRITE_QUEUE)
         self._error: SinkError | None = None
         self._writer: threading.Thread | None = threading.Thread(target=self._write_loop, name="download-writer",
                                                                  daemon=True)
         self._writer.start()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self._raise_error()
         if self._writer is None:
             raise SinkError("the download was already closed")
@@ -254,9 +260,9 @@ class Partial:
             except OSError as exc:
                 self._error = _sink_error(exc)
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes | memoryview) -> None:
         try:
-            self._fh.write(data)
+            _write_all(self._fh, data)
             self._hash.update(data)
             self.written += len(data)
             if self._queue.empty() or self.written - self._recorded >= CHECKPOINT_BYTES:
@@ -280,7 +286,6 @@ class Partial:
             pass            # the record keeps an earlier verified offset
 
     def _record(self) -> None:
-        self._fh.flush()
         self._save_state()
         self._recorded = self.written
 
@@ -326,6 +331,17 @@ class Partial:
         self.path.unlink(missing_ok=True)
         self._state_path.unlink(missing_ok=True)
         self.owner._release(self.key)
+
+
+def _write_all(fh: io.RawIOBase, data: bytes | memoryview) -> None:
+    """Write every byte of ``data`` to the unbuffered ``fh`` (a raw write may take only part of it)."""
+    with memoryview(data) as view:
+        done = 0
+        while done < len(view):
+            n = fh.write(view[done:])
+            if not n:
+                raise OSError(errno.EIO, "the file took no bytes")
+            done += n
 
 
 def _sink_error(exc: OSError) -> SinkError:

@@ -183,11 +183,19 @@ class FileDriver:
         now = time.monotonic()
         if kind == "file_accept":
             self._started[fields["id"]] = now
-        self._handle(session, core.receive(kind, fields, now))
+        # a chunk's acknowledgement may wait for the next chunk when that is already arriving (protocol.md §5.7)
+        more = kind == "file_chunk" and session.link is not None and session.link.input_waiting()
+        self._handle(session, core.receive(kind, fields, now, more_at_hand=more))
 
     def poll(self, session: Session) -> None:
-        if session.files is not None and not session.ended:
-            self._handle(session, session.files.poll(time.monotonic()))
+        """The reader's turn between frames: held acknowledgements go once nothing more is at hand (the sender
+        may be waiting for them), and stalled transfers time out."""
+        core = session.files
+        if core is None or session.ended:
+            return
+        if core.acks_held and (session.link is None or not session.link.input_waiting()):
+            self._send(session, core.take_acks())
+        self._handle(session, core.poll(time.monotonic()))
 
     def session_ended(self, session: Session, reason: str) -> None:
         if session.files is not None:

@@ -13,18 +13,24 @@ API::
     .decline(tid, reason) -> [Out]
     .cancel(tid, reason) -> [Out]             # either side, any time before the end
     .next_chunk(now) -> Out | None            # the next chunk the window allows (the writer asks when idle)
-    .receive(kind, fields, now) -> [Out | TransferEvent]   # a file_* message from the peer
+    .receive(kind, fields, now, more_at_hand=False) -> [Out | TransferEvent]   # a file_* message from the peer
+    .take_acks() -> [Out]                     # acknowledgements held back while more input was at hand
     .poll(now) -> [Out | TransferEvent]       # a peer that stopped mid-transfer is timed out
     .close(reason) -> [TransferEvent]         # the session ended: partials are kept for resume
 
 ``Out(kind, fields)`` is one inner message to seal and send. Events: :class:`Offered` (ask the user),
 :class:`Progress`, :class:`Finished` (ok or not, with a plain sentence, never text from the network).
 
-Flow control: the receiver acknowledges every chunk its sink took (written, or queued for the disk behind a
-small bounded queue, so a slow disk still slows the acknowledgements). The sender keeps at most a window of bytes
-sent and not acknowledged, sized from the rate acknowledgements come back at (:class:`Pace`): about
-:data:`TARGET_DELAY` of transfer, so that a text typed meanwhile (the writer pulls chunks only when nothing else
-waits for the wire) waits behind about that much whatever the path — a fast loopback or a rate-limited relay.
+Flow control: the receiver acknowledges the chunks its sink took (written, or queued for the disk behind a
+small bounded queue, so a slow disk still slows the acknowledgements): each one at once, unless more bytes from
+the peer are already at hand (``more_at_hand``), then together with the next one (:data:`ACK_EVERY`), or as soon as
+nothing more is at hand (:meth:`TransferCore.take_acks`). A sender never waits for bytes that are already on
+their way, so an acknowledgement held back that way is never one the sender is waiting for to send more; half
+as many acknowledgements save each side an AES-GCM key setup and a frame's path per chunk. The sender keeps at
+most a window of bytes sent and not acknowledged, sized from the rate acknowledgements come back at
+(:class:`Pace`): about :data:`TARGET_DELAY` of transfer, so that a text typed meanwhile (the writer pulls chunks
+only when nothing else waits for the wire) waits behind about that much whatever the path — a fast loopback or a
+rate-limited relay.
 Chunks shrink on slow paths for the same reason, and grow on fast ones up to what the receiver announced in its
 ``file_accept`` (``max_chunk``: 1 MiB less 128 bytes here; a receiver that announces nothing, an older version,
 gets chunks of at most :data:`BASE_CHUNK`): per chunk, each side pays a fixed cost (two AES-GCM key setups, the
@@ -57,6 +63,7 @@ DEFAULT_MAX_SIZE = 2 * 1024**3              # a receiver's default limit: 2 GiB
 MAX_PENDING_OFFERS = 4                      # offers from one peer waiting for the user's answer
 MAX_ACTIVE = 8                              # transfers per direction and session
 STALL_TIMEOUT = 60.0                        # seconds without progress before a transfer is given up
+ACK_EVERY = 2                               # chunks one acknowledgement covers at most (more input at hand)
 
 
 class State(enum.Enum):
@@ -89,7 +96,7 @@ class Sink(Protocol):
 
     offset: int
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes | memoryview) -> None: ...
 
     def checkpoint(self) -> None:
         """Wait until every byte written so far is on disk and recorded as verified."""
@@ -197,6 +204,7 @@ class _Transfer:
     start: int = 0              # the resume offset this session started at
     sent: int = 0               # sender: next offset to send; receiver: next offset expected
     acked: int = 0              # sender: acknowledged by the receiver; receiver: last acknowledged
+    held: int = 0               # receiver: chunks taken whose acknowledgement waits (more input was at hand)
     touched: float = 0.0        # last progress (the stall timer)
     pace: Pace = field(default_factory=Pace)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -339,12 +347,15 @@ class TransferCore:
 
     # --- the peer's messages -------------------------------------------------------------------------------
 
-    def receive(self, kind: str, f: dict[str, Any], now: float) -> list[Out | TransferEvent]:
+    def receive(self, kind: str, f: dict[str, Any], now: float, *,
+                more_at_hand: bool = False) -> list[Out | TransferEvent]:
+        """``more_at_hand``: the IO layer already holds (or can read without waiting) more bytes from the peer,
+        so a chunk's acknowledgement may wait for the next chunk (:data:`ACK_EVERY`)."""
         tid = f["id"]
         if kind == "file_offer":
             return self._on_offer(tid, f["name"], f["size"], f["sha256"], now)
         if kind == "file_chunk":
-            return self._on_chunk(tid, f["offset"], f["data"], now)
+            return self._on_chunk(tid, f["offset"], f["data"], now, more_at_hand)
         if kind == "file_cancel":
             return self._on_cancel(tid)
         t = self._out.get(tid)
@@ -402,7 +413,23 @@ class TransferCore:
             t.state = State.VERIFYING
         return [Progress(t.tid, True, t.name, t.acked, t.size, t.session_bytes)]
 
-    def _on_chunk(self, tid: bytes, offset: int, data: bytes, now: float) -> list[Out | TransferEvent]:
+    @property
+    def acks_held(self) -> bool:
+        """Some chunk's acknowledgement waits for :meth:`take_acks` (or the next chunk)."""
+        return any(t.held for t in self._in.values())
+
+    def take_acks(self) -> list[Out]:
+        """The acknowledgements held back while more input was at hand (the IO layer calls this once nothing
+        more is: the sender may be waiting for them)."""
+        return [self._ack(t) for t in self._in.values() if t.held and t.state is State.SENDING]
+
+    @staticmethod
+    def _ack(t: _Transfer) -> Out:
+        t.acked, t.held = t.sent, 0
+        return Out("file_ack", {"id": t.tid, "offset": t.sent})
+
+    def _on_chunk(self, tid: bytes, offset: int, data: bytes | memoryview, now: float,
+                  more_at_hand: bool = False) -> list[Out | TransferEvent]:
         t = self._in.get(tid)
         if t is None or t.state in ENDED:
             return []       # a chunk already on the wire when we cancelled or declined
@@ -423,10 +450,12 @@ class TransferCore:
             return self._sink_failed(t, exc)
         t.sent += len(data)
         t.touched = now
-        # every chunk is acknowledged once the sink took it (the sender's window may be as small as two chunks)
-        t.acked = t.sent
-        out: list[Out | TransferEvent] = [Out("file_ack", {"id": tid, "offset": t.sent}),
-                                          Progress(tid, False, t.name, t.sent, t.size, t.session_bytes)]
+        t.held += 1
+        out: list[Out | TransferEvent] = []
+        # acknowledged once the sink took it; with more input at hand, together with the next chunk at most
+        if not more_at_hand or t.held >= ACK_EVERY or t.sent == t.size:
+            out.append(self._ack(t))
+        out.append(Progress(tid, False, t.name, t.sent, t.size, t.session_bytes))
         if t.sent == t.size:
             out += self._complete(t)
         return out
@@ -520,6 +549,7 @@ def sha256_of(path: str, *, block: int = 1 << 20) -> tuple[int, bytes]:
 FILE_KINDS = FILE_TYPES
 
 __all__ = [
+    "ACK_EVERY",
     "BASE_CHUNK",
     "CHUNK_SIZE",
     "DEFAULT_MAX_SIZE",

@@ -227,3 +227,55 @@ def test_a_sealed_frame_in_another_msgpack_layout_is_still_read_by_the_general_d
                 {"t": "sealed", "epoch": 1, "counter": 2, "box": b"b" * 20, "x": 1}):  # an extra field
         msg = cp.CHAT.decode_buffer(bytearray(msgpack.packb(obj, use_bin_type=True)))
         assert (msg.type, msg["epoch"], msg["counter"], bytes(msg["box"])) == ("sealed", 1, 2, b"b" * 20)
+
+
+# --- [file transfer, branch h-filedirect] decode_inner: a file chunk's data as a view ----------------------------
+
+def _decoded(body: bytes) -> object:
+    """What SEALED_CONTENT.decode makes of ``body`` (type and fields, or the error's class and message)."""
+    try:
+        msg = cp.SEALED_CONTENT.decode(body)
+    except FrameError as exc:
+        return (type(exc), str(exc))
+    return (msg.type, dict(msg.fields))
+
+
+def _inner_decoded(body: bytes) -> object:
+    try:
+        msg = cp.decode_inner(memoryview(bytearray(body)))
+    except FrameError as exc:
+        return (type(exc), str(exc))
+    return (msg.type, {k: bytes(v) if isinstance(v, memoryview) else v for k, v in msg.fields.items()})
+
+
+@settings(max_examples=200)
+@given(tid=st.binary(min_size=16, max_size=16), offset=st.integers(0, 2**63 - 1),
+       data=st.binary(min_size=1, max_size=300), flip=st.integers(0, 400), byte=st.integers(0, 255))
+def test_decode_inner_agrees_with_the_general_decoder_on_chunks_and_changed_chunks(tid, offset, data, flip, byte):
+    body = cp.SEALED_CONTENT.encode_body("file_chunk", id=tid, offset=offset, data=data)
+    view = cp.decode_inner(memoryview(bytearray(body)))
+    assert isinstance(view["data"], memoryview)           # the fast path took it: no copy of the data
+    assert _inner_decoded(body) == _decoded(body)
+    changed = bytearray(body)
+    changed[flip % len(body)] = byte                       # any changed byte: the same message or the same error
+    assert _inner_decoded(bytes(changed)) == _decoded(bytes(changed))
+
+
+def test_decode_inner_leaves_other_layouts_and_out_of_schema_chunks_to_the_general_decoder():
+    import msgpack
+
+    tid = bytes(range(16))
+    others = [
+        msgpack.packb({"t": "file_chunk", "offset": 5, "id": tid, "data": b"x"}, use_bin_type=True),  # key order
+        msgpack.packb({"t": "file_chunk", "id": tid, "offset": -1, "data": b"x"}, use_bin_type=True),  # signed
+        msgpack.packb({"t": "file_chunk", "id": tid, "offset": 2**63, "data": b"x"}, use_bin_type=True),
+        msgpack.packb({"t": "file_chunk", "id": tid, "offset": 0, "data": b""}, use_bin_type=True),   # empty
+        msgpack.packb({"t": "file_chunk", "id": tid, "offset": 0, "data": bytes(cp.MAX_CHUNK + 1)}, use_bin_type=True),
+        msgpack.packb({"t": "file_chunk", "id": tid, "offset": 0, "data": b"x"}, use_bin_type=True) + b"\x00",
+        cp.SEALED_CONTENT.encode_body("file_ack", id=tid, offset=9),
+        cp.SEALED_CONTENT.encode_body("text", id=1, sent_at=1.0, text="file_chunk"),
+    ]
+    for body in others:
+        assert _inner_decoded(body) == _decoded(body)
+    with pytest.raises(FrameError):
+        cp.decode_inner(memoryview(bytearray(others[3])))

@@ -436,3 +436,51 @@ def test_file_accept_with_and_without_max_chunk_decodes_and_a_too_small_one_is_m
     small = msgpack.packb({"t": "file_accept", "id": tid, "offset": 0, "max_chunk": BASE_CHUNK - 1})
     with pytest.raises(FrameError, match="max_chunk"):
         SEALED_CONTENT.decode(small)
+
+
+def test_with_more_input_at_hand_one_acknowledgement_covers_two_chunks_and_the_last_chunk_is_acked_at_once():
+    data = b"z" * (5 * CHUNK_SIZE)
+    b = TransferCore()
+    a, _, _, _ = _accepted_pair(data, receiver=b)
+    chunks = []
+    while a.has_chunk:
+        chunks.append(a.next_chunk(0.0))
+    chunks = chunks[:3]             # (the window of a 300 MB/s path, 7.5 MB, holds more)
+    acks = []
+    for chunk in chunks:
+        out = b.receive(chunk.kind, chunk.fields, 0.0, more_at_hand=True)
+        acks.append([o.fields["offset"] for o in out if isinstance(o, Out) and o.kind == "file_ack"])
+    ends = [c.fields["offset"] + len(c.fields["data"]) for c in chunks]
+    # the first waits for the second, which acknowledges both (cumulatively); the third waits again
+    assert acks == [[], [ends[1]], []] and b.acks_held
+    assert [o.fields["offset"] for o in b.take_acks()] == [ends[2]]
+    # a file's last chunk is acknowledged at once, whatever else is at hand
+    small = b"s" * 1000
+    b2 = TransferCore()
+    a2, _, _, _ = _accepted_pair(small, receiver=b2)
+    only = a2.next_chunk(0.0)
+    assert [o.kind for o in b2.receive(only.kind, only.fields, 0.0, more_at_hand=True) if isinstance(o, Out)] == [
+        "file_ack", "file_done"]
+
+
+def test_an_acknowledgement_held_for_input_at_hand_goes_once_nothing_more_is_and_the_sender_continues():
+    data = b"q" * (6 * CHUNK_SIZE)
+    b = TransferCore()
+    a, tid, sink, _ = _accepted_pair(data, receiver=b)
+    first = a.next_chunk(0.0)
+    assert not [o for o in b.receive(first.kind, first.fields, 0.0, more_at_hand=True) if isinstance(o, Out)]
+    held = b.take_acks()        # the IO layer found nothing more at hand: the sender may be waiting for it
+    assert [(o.kind, o.fields["offset"]) for o in held] == [("file_ack", len(first.fields["data"]))]
+    assert b.take_acks() == []
+    for out in held:
+        a.receive(out.kind, out.fields, 0.0)
+    # the rest with every chunk "at hand" except when the sender's window is full: the transfer completes
+    while (t := a.get(tid)) is not None and t.state is State.SENDING:
+        chunk = a.next_chunk(0.0)
+        replies = (b.receive(chunk.kind, chunk.fields, 0.0, more_at_hand=a.has_chunk) if chunk is not None
+                   else b.take_acks())
+        assert chunk is not None or replies, "the sender waits for an acknowledgement the receiver holds"
+        for r in replies:
+            if isinstance(r, Out):
+                a.receive(r.kind, r.fields, 0.0)
+    assert bytes(sink.buf) == data and sink.state == "saved"
