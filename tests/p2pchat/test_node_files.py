@@ -119,22 +119,24 @@ def test_texts_arrive_while_the_receivers_disk_holds_every_chunk_and_the_sender_
 
     monkeypatch.setattr(downloads.Partial, "_append", held_append)
     with pair(identities, bob={"downloads": tmp_path / "dl", "accept_files": True}) as (alice, bob, _):
-        sid, bsid = connect_all(alice, bob)
-        tid = alice.node.send_file(sid, str(src))
-        assert entered.wait(20), "the receiver never started writing"
-        for i in range(5):
-            alice.node.send_text(sid, f"text {i} while the disk is stuck")
-        for i in range(5):
-            bob.log.wait(MessageReceived, text=f"text {i} while the disk is stuck")
-        assert not gate.is_set()                    # delivered while the sink is still blocked
-        sender = alice.node._rt.get(sid)
-        with sender.lock:
-            t = sender.files.get(bytes.fromhex(tid))
-            assert t.acked == 0 and 0 < t.sent < len(data)      # nothing written, nothing acknowledged: it waits
-        receiver = bob.node._rt.get(bsid)
-        with receiver.lock:
-            assert receiver.files.get(bytes.fromhex(tid)).acked == 0
-        gate.set()
+        try:
+            sid, bsid = connect_all(alice, bob)
+            tid = alice.node.send_file(sid, str(src))
+            assert entered.wait(20), "the receiver never started writing"
+            for i in range(5):
+                alice.node.send_text(sid, f"text {i} while the disk is stuck")
+            for i in range(5):
+                bob.log.wait(MessageReceived, text=f"text {i} while the disk is stuck", timeout=10)
+            assert not gate.is_set()                # delivered while the sink is still blocked
+            sender = alice.node._rt.get(sid)
+            with sender.lock:
+                t = sender.files.get(bytes.fromhex(tid))
+                assert t.acked == 0 and 0 < t.sent < len(data)      # nothing written, nothing acknowledged: it waits
+            receiver = bob.node._rt.get(bsid)
+            with receiver.lock:
+                assert receiver.files.get(bytes.fromhex(tid)).acked == 0
+        finally:
+            gate.set()                              # (a failed check must not leave the writer waiting)
         done = bob.log.wait(FileFinished, transfer=tid, timeout=30)
         assert done.ok, done.text
         assert (tmp_path / "dl" / "big.bin").read_bytes() == data
