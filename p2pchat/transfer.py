@@ -212,7 +212,7 @@ class _Transfer:
     chunk_limit: int = BASE_CHUNK   # sender: the largest chunk the receiver takes (its file_accept's max_chunk)
     start: int = 0              # the resume offset this session started at
     sent: int = 0               # sender: next offset to send; receiver: next offset expected
-    acked: int = 0              # sender: acknowledged by the receiver; receiver: last acknowledged
+    acked: int = 0              # sender: acknowledged by the receiver; receiver: last acknowledged (at the end: kept)
     touched: float = 0.0        # last progress (the stall timer)
     pace: Pace = field(default_factory=Pace)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -543,7 +543,11 @@ class TransferCore:
             if discard:
                 t.sink.discard()
             elif state is not State.DONE:
-                t.sink.keep()
+                t.sink.keep()       # writes what was queued: the session's bytes are what is on disk now
+                try:
+                    t.acked = max(t.acked, t.sink.progress())
+                except SinkError:
+                    pass            # a failed write: what was acknowledged is what is on disk
             t.sink = None
         return Finished(t.tid, t.outgoing, t.name, state, text, None, t.session_bytes, t.start)
 
