@@ -30,6 +30,7 @@ operator accepts it. The per-block finality check is a bisection over the main c
 
 from __future__ import annotations
 
+import math
 import struct
 import weakref
 from bisect import bisect_right
@@ -550,8 +551,23 @@ class Chain:
         """What a store keeps so that a restart neither reopens final history nor restarts the clocks:
         the final block, the connection time of every main-chain block above it, and the checkpoint."""
         return {"final_height": self._final, "final_hash": self._main[self._final].hash,
-                "held": [[self._main[h].hash, self._held[h]] for h in range(self._final + 1, len(self._main))],
+                "held": self._held_runs(),
                 "checkpoint": list(self._checkpoint) if self._checkpoint is not None else None}
+
+    def _held_runs(self) -> list[list[object]]:
+        """The connection times above the final block as a restart needs them, in O(runs × log n): for each run of
+        blocks connected within one whole second, the run's last block and the end of that second. A restart
+        takes every block of the run as connected then (at most a second late: finality can only come later, never
+        sooner), and the list stays short however many blocks arrive at once — at most one entry a second of the
+        non-final window, where one entry per block made every new tip cost O(blocks not final yet)."""
+        runs: list[list[object]] = []
+        top, h = len(self._main), self._final + 1
+        while h < top:
+            until = float(math.ceil(self._held[h]))
+            end = bisect_right(self._held, until, h, top) - 1
+            runs.append([self._main[end].hash, until])
+            h = end + 1
+        return runs
 
     def set_checkpoint(self, height: int, block_hash: bytes) -> None:
         """Pin a block every accepted chain must contain (the operator's choice at join, like Bitcoin Core's
@@ -1139,8 +1155,14 @@ class Chain:
                 raise LedgerError("the stored finality state does not name a block of the stored main chain")
             held_hint = {bytes(h): float(t) for h, t in finality.get("held") or []}
         self._held = [0.0] * len(self._main)
+        # A saved time stands for its block and every block below it down to the previous saved one (a run:
+        # _held_runs); blocks above the last saved one arrived after it and count from now.
+        upper = now
+        for h in range(len(self._main) - 1, final_h, -1):
+            upper = held_hint.get(self._main[h].hash, upper)
+            self._held[h] = upper
         for h in range(final_h + 1, len(self._main)):
-            self._held[h] = max(held_hint.get(self._main[h].hash, now), self._held[h - 1])
+            self._held[h] = max(self._held[h], self._held[h - 1])
         self._final = final_h
         self._advance_final(now)
         for h in range(self._final + 1, len(self._main)):
@@ -1205,8 +1227,9 @@ class Chain:
                 self.set_checkpoint(int(checkpoint[0]), bytes(checkpoint[1]))
             final_h = int(finality.get("final_height") or 0)
             final_hash = bytes(finality.get("final_hash") or b"")
-            self._held_hint = {bytes(h): float(t) for h, t in finality.get("held") or []}
             first, rest = _split_by_final(blocks, final_hash)
+            self._held_hint = _spread_runs({bytes(h): float(t) for h, t in finality.get("held") or []}, first,
+                                           final_hash)
         self._load_final = final_h
         for block in first:
             result = self.add_block(block, now, trusted=trusted, presigned=presigned)
@@ -1226,6 +1249,22 @@ class Chain:
 
     def main_blocks(self, start: int = 1) -> list[Block]:
         return [n.block for n in self._main[start:]]
+
+
+def _spread_runs(saved: dict[bytes, float], blocks: Sequence[Block], final_hash: bytes) -> dict[bytes, float]:
+    """The saved connection times (:meth:`Chain._held_runs`: one per run, on its last block) given to every block
+    of each run: a block without a time of its own takes the nearest saved one above it, down to the final
+    block."""
+    by_hash = {b.hash: b for b in blocks}
+    spread = dict(saved)
+    for block_hash, held in sorted(saved.items(), key=lambda item: item[1], reverse=True):
+        block = by_hash.get(block_hash)
+        while block is not None and block.header.prev_hash != final_hash:
+            block = by_hash.get(block.header.prev_hash)
+            if block is None or block.hash in spread:
+                break
+            spread[block.hash] = held
+    return spread
 
 
 def _split_by_final(blocks: Sequence[Block], final_hash: bytes) -> tuple[list[Block], list[Block]]:

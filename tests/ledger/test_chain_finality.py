@@ -200,3 +200,26 @@ def _counting(fn, calls):
         calls.append(args)
         return fn(*args)
     return wrapped
+
+
+def test_the_saved_state_holds_one_entry_per_second_of_arrivals_and_a_reload_never_finalizes_sooner():
+    """A burst of blocks (a sync, or an attacker feeding blocks) is saved as one connection time per whole second,
+    so saving the state after each new tip does not cost O(blocks not final yet); a reload gives every block of a
+    run the run's saved time (its second's end): at most a second late, never early."""
+    policy = FinalityPolicy(depth=3, seconds=1800, min_hold=60)
+    chain = Chain(PARAMS, policy)
+    arrivals = [T0 + 0.1 + i * 0.25 for i in range(40)]      # 40 blocks over 10 s, four a second
+    blocks = [add(chain, at=T0 + i, now=t) for i, t in enumerate(arrivals)]
+    state = chain.finality_state()
+    assert state["final_height"] == 0 and len(state["held"]) == 10
+    assert [t for _, t in state["held"]] == [float(T0 + s) for s in range(1, 11)]
+    assert [h for h, _ in state["held"]] == [blocks[i].hash for i in range(3, 40, 4)]    # each run's last block
+    fresh = Chain(PARAMS, policy)
+    assert fresh.load(blocks, T0 + 30, finality=state) == []
+    for height, t in enumerate(arrivals, start=1):
+        assert t <= fresh.held_since(height) <= t + 1
+    for now in (T0 + 59, T0 + 60.5, T0 + 63, T0 + 70):
+        chain.advance_finality(now)
+        fresh.advance_finality(now)
+        assert fresh.final_height <= chain.final_height
+    assert fresh.final_height == chain.final_height == 38      # depth caps both once every block is held

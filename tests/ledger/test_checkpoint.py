@@ -255,3 +255,19 @@ def test_a_restored_chain_holds_no_node_below_its_final_height_and_still_equals_
         assert chain.fork_height(below_final.hash) == 5
     restored, replayed = checkpoint_and_replay(data_dir, PARAMS, NOW, tmp_path, policy)
     assert restored == replayed
+
+
+def test_a_reopened_ledger_gives_every_block_of_a_burst_its_saved_second_never_an_earlier_time(tmp_path):
+    # The finality state keeps one connection time per whole second of arrivals (Chain._held_runs); a start
+    # from the stored checkpoint spreads each over its run: a block's clock is at most a second late, never early.
+    policy = FinalityPolicy(depth=3, min_hold=60, seconds=10 * DAY)
+    blocks = branch(Chain(PARAMS), PARAMS.genesis().header, 12, T0 + 10)
+    arrivals = [NOW + 0.1 + i * 0.3 for i in range(len(blocks))]
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: NOW, finality=policy) as ledger:
+        for block, t in zip(blocks, arrivals, strict=True):
+            assert ledger.receive_block(block, t).status == "added"
+        assert len(ledger.chain.finality_state()["held"]) == 4
+    with LocalLedger(tmp_path, PARAMS, clock=lambda: NOW + 50, finality=policy) as ledger:
+        assert ledger.rebuilt_checkpoint is None and ledger.chain.final_height == 0
+        for height, t in enumerate(arrivals, start=1):
+            assert t <= ledger.chain.held_since(height) <= t + 1
