@@ -8,9 +8,11 @@ verified offset), where ``KEY`` is derived from the sender's fingerprint, the SH
 sender offers the same file again (a new session after a dropped connection or a restart), the receiver finds
 the partial and answers with its verified offset.
 
-A :class:`Partial` writes and hashes on a thread of its own behind a small bounded queue, so the session's
-reader thread goes back to the socket (and decrypts the next chunk) while the disk takes this one; the partial
-joins that thread whenever it ends (finished, kept or discarded).
+A :class:`Partial` writes and hashes on a thread of its own behind a queue that never makes the session's
+reader wait (bounded in bytes by what flow control lets a sender have unacknowledged), so the reader goes back
+to the socket (and reads the next chunk, or a text) while the disk takes this one, however long a throttled
+write takes. The writer tells the session when it wrote more (``on_progress``), and only what it wrote is
+acknowledged to the sender; the partial joins that thread whenever it ends (finished, kept or discarded).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ import queue
 import shutil
 import threading
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 from p2pchat.foundation.errors import LocalFault, UsageError
-from p2pchat.transfer import SinkError
+from p2pchat.transfer import ACK_EVERY, MAX_UNACKED, SinkError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,6 @@ PARTIAL_DIR = ".p2pchat-partial"
 MAX_SAFE_NAME_BYTES = 200          # room for " (123)" and the file system's 255-byte limit
 SPACE_MARGIN = 16 * 1024 * 1024    # free space kept beyond the file itself
 STATE_RECORD = 1024                # bytes of a partial's state record (JSON padded with spaces)
-WRITE_QUEUE = 4                    # chunks (≤ 1 MiB) taken from the peer and waiting for the disk
 CHECKPOINT_BYTES = 4 * 1024 * 1024  # the state record is rewritten at least this often while the queue stays full
 _DROPPED = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}     # controls, format (bidi), unassigned, separators
 _BIDI_AND_INVISIBLE = {"\u061c", "\u200e", "\u200f", "\u2028", "\u2029", "\ufeff",
@@ -129,8 +131,11 @@ class Downloads:
             raise UsageError(f"the disk of {self.folder} has {human(free)} free; the file needs "
                              f"{human(size - offset)}")
 
-    def open(self, sender_fp: str, name: str, sha256: bytes, size: int) -> Partial:
-        """The partial file for an accepted offer, resumed at its verified offset when there is one."""
+    def open(self, sender_fp: str, name: str, sha256: bytes, size: int, *,
+             on_progress: Callable[[], None] | None = None) -> Partial:
+        """The partial file for an accepted offer, resumed at its verified offset when there is one.
+        ``on_progress`` is called on the partial's writer thread when it wrote more or a write failed (see
+        :class:`Partial`)."""
         offset = self.resume_offset(sender_fp, sha256, size) or 0
         self.check(size, offset)
         key = partial_key(sender_fp, sha256, size)
@@ -139,7 +144,7 @@ class Downloads:
                 raise UsageError("this file is already being received in another chat")
             self._open.add(key)
         try:
-            return Partial(self, key, sender_fp, safe_name(name), sha256, size, offset)
+            return Partial(self, key, sender_fp, safe_name(name), sha256, size, offset, on_progress=on_progress)
         except BaseException:
             self._release(key)
             raise
@@ -160,14 +165,17 @@ class Downloads:
 class Partial:
     """One download being written (a :class:`p2pchat.transfer.Sink`).
 
-    :meth:`write` queues authenticated chunks for the partial's own writer thread (at most :data:`WRITE_QUEUE`;
-    the caller waits when the disk is behind, so the reader stops reading and TCP slows the sender). The writer
-    appends, hashes and records the verified offset whenever it has caught up (and every
-    :data:`CHECKPOINT_BYTES`); a write that fails stops it, and the error (a full disk) is raised by the next
-    :meth:`write`, :meth:`checkpoint` or :meth:`finish`."""
+    :meth:`write` queues authenticated chunks for the partial's own writer thread and never waits: the queue
+    holds at most ``max_queued`` bytes (what a sender may have unacknowledged, :data:`MAX_UNACKED`; more is
+    refused with :class:`SinkError`). The writer appends, hashes and records the verified offset whenever it has
+    caught up (and every :data:`CHECKPOINT_BYTES`), and calls ``on_progress`` (which must not wait: it hands the
+    acknowledgement to another thread) when it has caught up, every :data:`ACK_EVERY` chunks while more are
+    queued, at the file's end, and when a write failed. A failed write stops it, and the error (a full disk) is
+    raised by the next :meth:`write`, :meth:`progress`, :meth:`checkpoint` or :meth:`finish`."""
 
     def __init__(self, owner: Downloads, key: str, sender_fp: str, name: str, sha256: bytes, size: int,
-                 offset: int) -> None:
+                 offset: int, *, on_progress: Callable[[], None] | None = None,
+                 max_queued: int = MAX_UNACKED) -> None:
         self.owner, self.key, self.sender_fp, self.name = owner, key, sender_fp, name
         self.sha256, self.size = sha256, size
         directory = owner.partial_dir
@@ -200,7 +208,12 @@ class Partial:
         self.written = self.offset          # on disk and hashed (the writer thread's)
         self._recorded = self.offset        # in the state record
         self._save_state()
-        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(WRITE_QUEUE)
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue()
+        self._queued = 0                    # bytes in the queue (the reader adds, the writer takes away)
+        self._queued_lock = threading.Lock()
+        self._max_queued = max_queued
+        self._on_progress = on_progress
+        self._unreported = 0                # chunks written since on_progress was last called
         self._error: SinkError | None = None
         self._writer: threading.Thread | None = threading.Thread(target=self._write_loop, name="download-writer",
                                                                  daemon=True)
@@ -210,7 +223,16 @@ class Partial:
         self._raise_error()
         if self._writer is None:
             raise SinkError("the download was already closed")
+        with self._queued_lock:
+            if self._queued + len(data) > self._max_queued:
+                raise SinkError(f"more than {human(self._max_queued)} of the file waited for the disk (the sender "
+                                "ignored flow control)")
+            self._queued += len(data)
         self._queue.put(data)
+
+    def progress(self) -> int:
+        self._raise_error()
+        return self.written
 
     def checkpoint(self) -> None:
         """Wait until everything handed to :meth:`write` is on disk and recorded as verified (each chunk came
@@ -252,6 +274,8 @@ class Partial:
                 if self._error is None:     # after a failed write nothing more is written: drain until stopped
                     self._append(data)
             finally:
+                with self._queued_lock:
+                    self._queued -= len(data)
                 self._queue.task_done()
         self._queue.task_done()
         if self._error is None:
@@ -265,16 +289,34 @@ class Partial:
             _write_all(self._fh, data)
             self._hash.update(data)
             self.written += len(data)
-            if self._queue.empty() or self.written - self._recorded >= CHECKPOINT_BYTES:
+            caught_up = self._queue.empty()
+            if caught_up or self.written - self._recorded >= CHECKPOINT_BYTES:
                 self._record()
+            self._unreported += 1
+            if caught_up or self._unreported >= ACK_EVERY or self.written == self.size:
+                self._unreported = 0
+                self._report()
         except OSError as exc:
             self._error = _sink_error(exc)
             self._record_after_error()
+            self._report()
         except Exception as exc:        # a programming error: logged, and the transfer fails with it
             log.exception("writing the download %s failed", self.name)
             self._error = SinkError(f"the download could not be written (an error in this program: "
                                     f"{type(exc).__name__})")
             self._record_after_error()
+            self._report()
+
+    def _report(self) -> None:
+        """Tell the session the writer made progress (or failed); a fault of the callback fails the download."""
+        if self._on_progress is None:
+            return
+        try:
+            self._on_progress()
+        except Exception as exc:
+            log.exception("reporting the progress of the download %s failed", self.name)
+            self._error = self._error or SinkError(f"the download could not be acknowledged (an error in this "
+                                                   f"program: {type(exc).__name__})")
 
     def _record_after_error(self) -> None:
         """Record what was written before the failed write (a resume reads no further than the file's length,

@@ -4,12 +4,18 @@ messages from the channel go in, sealed frames and UI events come out; the disk 
 Chunks never wait in the outbox: the session's writer asks :class:`ChunkPump` for one only when nothing else is
 queued for the wire, so a text typed during a transfer is sealed and sent ahead of every chunk not yet made, and
 at most the transfer window (plus one coalesced write) is ahead of it.
+
+A download's chunks are acknowledged when its writer thread has written them, not when the reader handed them
+over: the writer reports progress (:meth:`FileDriver._sink_reported`, which never waits and takes no lock of the
+session), and a pool thread makes the acknowledgement under ``session.lock`` and kicks the session's writer. So a
+slow disk slows the sender's window, never the reader, and texts are read while chunks wait for the disk.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -96,6 +102,8 @@ class FileDriver:
         # [file resume] told when an outgoing transfer ends: (session, transfer, state, cut with its chat)
         self.outgoing_ended: Callable[[str, str, State, bool], None] | None = None
         self.tags: OfferTags | None = None        # [groups, issue 18]
+        self._ack_due: set[tuple[str, bytes]] = set()   # (session, transfer) whose acknowledgement task is queued
+        self._ack_lock = threading.Lock()
 
     def core(self, session: Session) -> TransferCore:
         if session.files is None:
@@ -149,7 +157,8 @@ class FileDriver:
         try:
             if self.downloads is None:
                 raise UsageError("this node has no downloads folder; files cannot be received")
-            sink = self.downloads.open(sender, name, sha, size)
+            sink = self.downloads.open(sender, name, sha, size,
+                                       on_progress=lambda: self._sink_reported(session, tid))
         except UserError as exc:
             with session.writer.deferred():
                 core = session.files
@@ -183,21 +192,41 @@ class FileDriver:
         now = time.monotonic()
         if kind == "file_accept":
             self._started[fields["id"]] = now
-        # a chunk's acknowledgement may wait for the next chunk when that is already arriving (protocol.md §5.7)
-        more = kind == "file_chunk" and session.link is not None and session.link.input_waiting()
-        self._handle(session, core.receive(kind, fields, now, more_at_hand=more))
+        self._handle(session, core.receive(kind, fields, now))
 
     def poll(self, session: Session) -> None:
-        """The reader's turn between frames: held acknowledgements go once nothing more is at hand (the sender
-        may be waiting for them), and stalled transfers time out."""
+        """The reader's turn between frames: stalled transfers time out."""
         core = session.files
         if core is None or session.ended:
             return
-        if core.acks_held and (session.link is None or not session.link.input_waiting()):
-            self._send(session, core.take_acks())
         self._handle(session, core.poll(time.monotonic()))
 
+    # --- a download's writer thread reports (no lock held) -------------------------------------------------
+
+    def _sink_reported(self, session: Session, tid: bytes) -> None:
+        """The writer thread of ``tid``'s download wrote more or failed: one pool task acknowledges it (reports
+        that come while that task is still queued are covered by it). Never waits and never takes
+        ``session.lock``: the partial's end joins this thread, possibly under that lock."""
+        key = (session.id, tid)
+        with self._ack_lock:
+            if key in self._ack_due:
+                return
+            self._ack_due.add(key)
+        self.host.submit(self._acknowledge, session, tid)
+
+    def _acknowledge(self, session: Session, tid: bytes) -> None:
+        """Pool task: acknowledge what the download's writer has written (and check the file once all is)."""
+        with self._ack_lock:
+            self._ack_due.discard((session.id, tid))
+        with session.writer.deferred():
+            core = session.files
+            if core is None or session.ended:
+                return
+            self._handle(session, core.sink_progressed(tid, time.monotonic()))
+
     def session_ended(self, session: Session, reason: str) -> None:
+        with self._ack_lock:        # (a task the closing pool dropped would leave its key behind)
+            self._ack_due = {key for key in self._ack_due if key[0] != session.id}
         if session.files is not None:
             for ev in session.files.close(reason):
                 if isinstance(ev, Finished):

@@ -13,24 +13,26 @@ API::
     .decline(tid, reason) -> [Out]
     .cancel(tid, reason) -> [Out]             # either side, any time before the end
     .next_chunk(now) -> Out | None            # the next chunk the window allows (the writer asks when idle)
-    .receive(kind, fields, now, more_at_hand=False) -> [Out | TransferEvent]   # a file_* message from the peer
-    .take_acks() -> [Out]                     # acknowledgements held back while more input was at hand
+    .receive(kind, fields, now) -> [Out | TransferEvent]   # a file_* message from the peer
+    .sink_progressed(tid, now) -> [Out | TransferEvent]     # the sink wrote more (or failed): acknowledge it
     .poll(now) -> [Out | TransferEvent]       # a peer that stopped mid-transfer is timed out
     .close(reason) -> [TransferEvent]         # the session ended: partials are kept for resume
 
 ``Out(kind, fields)`` is one inner message to seal and send. Events: :class:`Offered` (ask the user),
 :class:`Progress`, :class:`Finished` (ok or not, with a plain sentence, never text from the network).
 
-Flow control: the receiver acknowledges the chunks its sink took (written, or queued for the disk behind a
-small bounded queue, so a slow disk still slows the acknowledgements): each one at once, unless more bytes from
-the peer are already at hand (``more_at_hand``), then together with the next one (:data:`ACK_EVERY`), or as soon as
-nothing more is at hand (:meth:`TransferCore.take_acks`). A sender never waits for bytes that are already on
-their way, so an acknowledgement held back that way is never one the sender is waiting for to send more; half
-as many acknowledgements save each side an AES-GCM key setup and a frame's path per chunk. The sender keeps at
-most a window of bytes sent and not acknowledged, sized from the rate acknowledgements come back at
-(:class:`Pace`): about :data:`TARGET_DELAY` of transfer, so that a text typed meanwhile (the writer pulls chunks
-only when nothing else waits for the wire) waits behind about that much whatever the path — a fast loopback or a
-rate-limited relay.
+Flow control: the receiver acknowledges the bytes its sink has *written* (on disk and hashed), not the ones it
+was handed: the sink's writer may be behind (a throttled disk), and :meth:`Sink.write` never waits for it, so the
+session's reader goes back to the socket at once and a text behind a chunk is read at once. When the sink wrote
+a chunk on the spot it is acknowledged at once; otherwise the sink reports its progress and the IO layer calls
+:meth:`TransferCore.sink_progressed`, which acknowledges everything written so far in one ``file_ack`` (a writer
+that has more queued reports every :data:`ACK_EVERY` chunks, so one acknowledgement may cover two; the file's last
+chunk is reported at once). The sender keeps at most a window of bytes sent and not acknowledged, sized from the
+rate acknowledgements come back at (:class:`Pace`): about :data:`TARGET_DELAY` of transfer, so that a text typed
+meanwhile (the writer pulls chunks only when nothing else waits for the wire) waits behind about that much whatever
+the path — a fast loopback, a rate-limited relay, or a receiver's slow disk (its acknowledgements come at the
+disk's rate). A sender with more than ``max_window + max_chunk`` bytes unacknowledged ignored flow control: the
+receiver ends the transfer (:data:`MAX_UNACKED` by default), which also bounds what waits for its disk.
 Chunks shrink on slow paths for the same reason, and grow on fast ones up to what the receiver announced in its
 ``file_accept`` (``max_chunk``: 1 MiB less 128 bytes here; a receiver that announces nothing, an older version,
 gets chunks of at most :data:`BASE_CHUNK`): per chunk, each side pays a fixed cost (two AES-GCM key setups, the
@@ -63,7 +65,8 @@ DEFAULT_MAX_SIZE = 2 * 1024**3              # a receiver's default limit: 2 GiB
 MAX_PENDING_OFFERS = 4                      # offers from one peer waiting for the user's answer
 MAX_ACTIVE = 8                              # transfers per direction and session
 STALL_TIMEOUT = 60.0                        # seconds without progress before a transfer is given up
-ACK_EVERY = 2                               # chunks one acknowledgement covers at most (more input at hand)
+ACK_EVERY = 2                               # chunks one acknowledgement covers at most (the sink has more queued)
+MAX_UNACKED = MAX_WINDOW + CHUNK_SIZE       # receiver: bytes a sender may have sent and not had acknowledged
 
 
 class State(enum.Enum):
@@ -89,14 +92,20 @@ class Source(Protocol):
 
 class Sink(Protocol):
     """Where an accepted file is written (:class:`p2pchat.downloads.Partial`). ``offset`` is what is already
-    verified on disk (the resume point). :meth:`write` takes the next bytes in order; it may leave them to a
-    writer of its own (bounded), which records the verified offset as it goes. A failed write (a full disk) is
-    raised as :class:`SinkError` by that :meth:`write` or a later one, or by :meth:`checkpoint` or
+    verified on disk (the resume point). :meth:`write` takes the next bytes in order and never waits for the
+    disk; it may leave them to a writer of its own, which records the verified offset as it goes and tells the IO
+    layer when it made progress (which then calls :meth:`TransferCore.sink_progressed`). A failed write (a full
+    disk) is raised as :class:`SinkError` by a later :meth:`write`, or by :meth:`progress`, :meth:`checkpoint` or
     :meth:`finish`."""
 
     offset: int
 
     def write(self, data: bytes | memoryview) -> None: ...
+
+    def progress(self) -> int:
+        """Bytes from the file's start that are on disk and hashed (never waits); raises :class:`SinkError` when
+        a write failed."""
+        ...
 
     def checkpoint(self) -> None:
         """Wait until every byte written so far is on disk and recorded as verified."""
@@ -203,15 +212,14 @@ class _Transfer:
     chunk_limit: int = BASE_CHUNK   # sender: the largest chunk the receiver takes (its file_accept's max_chunk)
     start: int = 0              # the resume offset this session started at
     sent: int = 0               # sender: next offset to send; receiver: next offset expected
-    acked: int = 0              # sender: acknowledged by the receiver; receiver: last acknowledged
-    held: int = 0               # receiver: chunks taken whose acknowledgement waits (more input was at hand)
+    acked: int = 0              # sender: acknowledged by the receiver; receiver: last acknowledged (at the end: kept)
     touched: float = 0.0        # last progress (the stall timer)
     pace: Pace = field(default_factory=Pace)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def session_bytes(self) -> int:
-        return (self.acked if self.outgoing else self.sent) - self.start
+        return self.acked - self.start      # acknowledged: by the receiver, or (receiving) written by our sink
 
 
 class TransferError(Exception):
@@ -347,15 +355,12 @@ class TransferCore:
 
     # --- the peer's messages -------------------------------------------------------------------------------
 
-    def receive(self, kind: str, f: dict[str, Any], now: float, *,
-                more_at_hand: bool = False) -> list[Out | TransferEvent]:
-        """``more_at_hand``: the IO layer already holds (or can read without waiting) more bytes from the peer,
-        so a chunk's acknowledgement may wait for the next chunk (:data:`ACK_EVERY`)."""
+    def receive(self, kind: str, f: dict[str, Any], now: float) -> list[Out | TransferEvent]:
         tid = f["id"]
         if kind == "file_offer":
             return self._on_offer(tid, f["name"], f["size"], f["sha256"], now)
         if kind == "file_chunk":
-            return self._on_chunk(tid, f["offset"], f["data"], now, more_at_hand)
+            return self._on_chunk(tid, f["offset"], f["data"], now)
         if kind == "file_cancel":
             return self._on_cancel(tid)
         t = self._out.get(tid)
@@ -413,23 +418,30 @@ class TransferCore:
             t.state = State.VERIFYING
         return [Progress(t.tid, True, t.name, t.acked, t.size, t.session_bytes)]
 
-    @property
-    def acks_held(self) -> bool:
-        """Some chunk's acknowledgement waits for :meth:`take_acks` (or the next chunk)."""
-        return any(t.held and t.state is State.SENDING for t in self._in.values())   # (an ended one's is never sent)
+    def sink_progressed(self, tid: bytes, now: float) -> list[Out | TransferEvent]:
+        """The sink of the incoming transfer ``tid`` wrote more (or failed): acknowledge what is written, and
+        check the whole file once all of it is."""
+        t = self._in.get(tid)
+        if t is None or t.state is not State.SENDING or t.sink is None:
+            return []       # ended meanwhile (a cancel, a check that failed): nothing more is acknowledged
+        return self._acknowledge(t, now)
 
-    def take_acks(self) -> list[Out]:
-        """The acknowledgements held back while more input was at hand (the IO layer calls this once nothing
-        more is: the sender may be waiting for them)."""
-        return [self._ack(t) for t in self._in.values() if t.held and t.state is State.SENDING]
+    def _acknowledge(self, t: _Transfer, now: float) -> list[Out | TransferEvent]:
+        assert t.sink is not None
+        try:
+            written = t.sink.progress()
+        except SinkError as exc:
+            return self._sink_failed(t, exc)
+        if not t.acked < written <= t.sent:
+            return []
+        t.acked, t.touched = written, now
+        out: list[Out | TransferEvent] = [Out("file_ack", {"id": t.tid, "offset": written}),
+                                          Progress(t.tid, False, t.name, written, t.size, t.session_bytes)]
+        if written == t.size:
+            out += self._complete(t)
+        return out
 
-    @staticmethod
-    def _ack(t: _Transfer) -> Out:
-        t.acked, t.held = t.sent, 0
-        return Out("file_ack", {"id": t.tid, "offset": t.sent})
-
-    def _on_chunk(self, tid: bytes, offset: int, data: bytes | memoryview, now: float,
-                  more_at_hand: bool = False) -> list[Out | TransferEvent]:
+    def _on_chunk(self, tid: bytes, offset: int, data: bytes | memoryview, now: float) -> list[Out | TransferEvent]:
         t = self._in.get(tid)
         if t is None or t.state in ENDED:
             return []       # a chunk already on the wire when we cancelled or declined
@@ -443,6 +455,11 @@ class TransferCore:
         if len(data) > self.max_chunk:
             return self._fail(t, f"the sender sent a chunk of {len(data):,} bytes, more than the {self.max_chunk:,} "
                                  "this side announced it takes")
+        unacked = t.sent + len(data) - t.acked
+        if unacked > self.max_window + self.max_chunk:
+            return self._fail(t, f"the sender ignored flow control: {unacked:,} bytes unacknowledged, more than the "
+                                 f"{self.max_window + self.max_chunk:,} it may send ahead" + self._kept(t),
+                              peer_reason="the sender sent more than the flow-control window allows")
         assert t.sink is not None
         try:
             t.sink.write(data)
@@ -450,16 +467,16 @@ class TransferCore:
             return self._sink_failed(t, exc)
         t.sent += len(data)
         t.touched = now
-        t.held += 1
-        out: list[Out | TransferEvent] = []
-        # acknowledged once the sink took it; with more input at hand, together with the next chunk at most
-        if not more_at_hand or t.held >= ACK_EVERY or t.sent == t.size:
-            out.append(self._ack(t))
-        out.append(Progress(tid, False, t.name, t.sent, t.size, t.session_bytes))
-        if t.sent == t.size:
-            out += self._complete(t)
-        return out
+        # acknowledged once written: at once when the sink wrote it on the spot, else when the sink reports
+        return self._acknowledge(t, now) if self._caught_up(t) else []
 
+    @staticmethod
+    def _caught_up(t: _Transfer) -> bool:
+        assert t.sink is not None
+        try:
+            return t.sink.progress() == t.sent
+        except SinkError:
+            return True         # _acknowledge reports it
     def _complete(self, t: _Transfer) -> list[Out | TransferEvent]:
         assert t.sink is not None
         try:
@@ -488,7 +505,8 @@ class TransferCore:
         out: list[Out | TransferEvent] = []
         for t in self.transfers():
             if t.state in (State.SENDING, State.VERIFYING) and now - t.touched > self.stall_timeout:
-                who = "the receiver" if t.outgoing else "the sender"
+                who = ("the receiver" if t.outgoing else "the disk of the downloads folder" if t.acked < t.sent
+                       else "the sender")
                 out += self._fail(t, f"{who} made no progress for {self.stall_timeout:g} s",
                                   peer_reason="no progress for too long")
             elif t.outgoing and t.state is State.OFFERED and now - t.touched > 24 * 3600:
@@ -525,7 +543,11 @@ class TransferCore:
             if discard:
                 t.sink.discard()
             elif state is not State.DONE:
-                t.sink.keep()
+                t.sink.keep()       # writes what was queued: the session's bytes are what is on disk now
+                try:
+                    t.acked = max(t.acked, t.sink.progress())
+                except SinkError:
+                    pass            # a failed write: what was acknowledged is what is on disk
             t.sink = None
         return Finished(t.tid, t.outgoing, t.name, state, text, None, t.session_bytes, t.start)
 
@@ -557,6 +579,7 @@ __all__ = [
     "MAX_ACTIVE",
     "MAX_NAME_BYTES",
     "MAX_PENDING_OFFERS",
+    "MAX_UNACKED",
     "MAX_WINDOW",
     "STALL_TIMEOUT",
     "Finished",

@@ -99,3 +99,45 @@ def test_an_offer_named_with_a_path_lands_in_the_downloads_folder_under_a_safe_n
         assert [p.name for p in (tmp_path / "dl").iterdir() if p.is_file()] == ["evil.sh"]
         assert not (tmp_path / "evil.sh").exists()
         assert not os.stat(tmp_path / "dl" / "evil.sh").st_mode & 0o111
+
+
+def test_texts_arrive_while_the_receivers_disk_holds_every_chunk_and_the_sender_waits_for_its_acks(
+        identities, tmp_path, monkeypatch):
+    import threading
+
+    from p2pchat import downloads
+
+    src = tmp_path / "big.bin"
+    data = _file(src, 6 * 1024 * 1024)
+    gate, entered = threading.Event(), threading.Event()
+    real_append = downloads.Partial._append
+
+    def held_append(self, chunk):                   # a disk that takes nothing until the test lets it
+        entered.set()
+        gate.wait(30)
+        real_append(self, chunk)
+
+    monkeypatch.setattr(downloads.Partial, "_append", held_append)
+    with pair(identities, bob={"downloads": tmp_path / "dl", "accept_files": True}) as (alice, bob, _):
+        try:
+            sid, bsid = connect_all(alice, bob)
+            tid = alice.node.send_file(sid, str(src))
+            assert entered.wait(20), "the receiver never started writing"
+            for i in range(5):
+                alice.node.send_text(sid, f"text {i} while the disk is stuck")
+            for i in range(5):
+                bob.log.wait(MessageReceived, text=f"text {i} while the disk is stuck", timeout=10)
+            assert not gate.is_set()                # delivered while the sink is still blocked
+            sender = alice.node._rt.get(sid)
+            with sender.lock:
+                t = sender.files.get(bytes.fromhex(tid))
+                assert t.acked == 0 and 0 < t.sent < len(data)      # nothing written, nothing acknowledged: it waits
+            receiver = bob.node._rt.get(bsid)
+            with receiver.lock:
+                assert receiver.files.get(bytes.fromhex(tid)).acked == 0
+        finally:
+            gate.set()                              # (a failed check must not leave the writer waiting)
+        done = bob.log.wait(FileFinished, transfer=tid, timeout=30)
+        assert done.ok, done.text
+        assert (tmp_path / "dl" / "big.bin").read_bytes() == data
+        assert alice.log.wait(FileFinished, transfer=tid).ok

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import threading
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ from p2pchat.transfer import (
     State,
     TransferCore,
 )
+from tests.helpers import wait_until
 
 
 class MemSource:
@@ -37,9 +39,14 @@ class MemSource:
 class MemSink:
     def __init__(self, sha: bytes, offset: int = 0, prefix: bytes = b"") -> None:
         self.sha, self.offset, self.buf, self.state = sha, offset, bytearray(prefix), "open"
+        self.written = offset
 
     def write(self, data: bytes) -> None:
         self.buf += data
+        self.written += len(data)
+
+    def progress(self) -> int:
+        return self.written
 
     def checkpoint(self) -> None:
         pass
@@ -227,7 +234,7 @@ def test_a_full_disk_ends_the_transfer_with_a_plain_message_and_keeps_the_partia
         def write(self, data: bytes) -> None:
             if len(self.buf) + len(data) > 50:
                 raise SinkError("the disk is full")
-            self.buf += data
+            super().write(data)
 
     data = b"a" * 100
     b = TransferCore()
@@ -322,7 +329,8 @@ def test_a_disk_that_fills_up_under_the_writer_thread_fails_the_transfer_and_kee
     b = TransferCore()
     tid, offer = a.offer(MemSource(data), "f.bin", len(data), sha, 0.0)
     b.receive("file_offer", offer[0].fields, 0.0)
-    sink = d.open("fp", "f.bin", sha, len(data))
+    reported = threading.Event()
+    sink = d.open("fp", "f.bin", sha, len(data), on_progress=reported.set)
     sink._fh = _FillingFile(sink._fh, 100_000)      # type: ignore[assignment]
     b.accept(tid, sink, 0.0)
     out: list = []
@@ -333,10 +341,16 @@ def test_a_disk_that_fills_up_under_the_writer_thread_fails_the_transfer_and_kee
         out = b.receive("file_chunk", {"id": tid, "offset": offset, "data": data[offset:offset + 50_000]}, 0.0)
         if cancel_in(out):
             break
-    # the writer thread reports the full disk at the next chunk or, when it is slower than the chunks, at the
-    # finish (then after the last chunk's ack): either way the transfer is cancelled with the reason
+    # the writer thread reports the full disk (the next chunk raises it too): the transfer is cancelled with
+    # the reason when the IO layer asks the core about the sink's progress
+    while not cancel_in(out):
+        wait_until(reported.is_set, timeout=10, what="the writer to report")
+        reported.clear()
+        out = b.sink_progressed(tid, 0.0)
     cancels = cancel_in(out)
-    assert cancels and "disk" in cancels[0].fields["reason"]
+    assert "disk" in cancels[0].fields["reason"]
+    acks = [m.fields["offset"] for m in out if getattr(m, "kind", None) == "file_ack"]
+    assert all(offset <= 100_000 for offset in acks)        # never more than was written
     finished = [m for m in out if isinstance(getattr(m, "state", None), State)]
     assert finished[0].state is State.FAILED and finished[0].text.startswith("the disk is full; the part received "
                                                                             "is kept")
@@ -438,64 +452,112 @@ def test_file_accept_with_and_without_max_chunk_decodes_and_a_too_small_one_is_m
         SEALED_CONTENT.decode(small)
 
 
-def test_with_more_input_at_hand_one_acknowledgement_covers_two_chunks_and_the_last_chunk_is_acked_at_once():
-    data = b"z" * (5 * CHUNK_SIZE)
+
+
+class HeldSink(MemSink):
+    """A sink whose writer is behind: what it is handed waits until the test lets it be written."""
+
+    def __init__(self, sha: bytes) -> None:
+        super().__init__(sha)
+        self.waiting: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.waiting.append(bytes(data))
+
+    def drain(self, chunks: int) -> None:
+        for data in self.waiting[:chunks]:
+            super().write(data)
+        del self.waiting[:chunks]
+
+
+def test_acknowledgements_follow_what_the_sink_has_written_not_what_it_was_handed():
+    data = bytes(range(256)) * 2000
+    sha = hashlib.sha256(data).digest()
     b = TransferCore()
-    a, _, _, _ = _accepted_pair(data, receiver=b)
-    chunks = []
-    while a.has_chunk:
-        chunks.append(a.next_chunk(0.0))
-    chunks = chunks[:3]             # (the window of a 300 MB/s path, 7.5 MB, holds more)
-    acks = []
-    for chunk in chunks:
-        out = b.receive(chunk.kind, chunk.fields, 0.0, more_at_hand=True)
-        acks.append([o.fields["offset"] for o in out if isinstance(o, Out) and o.kind == "file_ack"])
-    ends = [c.fields["offset"] + len(c.fields["data"]) for c in chunks]
-    # the first waits for the second, which acknowledges both (cumulatively); the third waits again
-    assert acks == [[], [ends[1]], []] and b.acks_held
-    assert [o.fields["offset"] for o in b.take_acks()] == [ends[2]]
-    # a file's last chunk is acknowledged at once, whatever else is at hand
-    small = b"s" * 1000
-    b2 = TransferCore()
-    a2, _, _, _ = _accepted_pair(small, receiver=b2)
-    only = a2.next_chunk(0.0)
-    assert [o.kind for o in b2.receive(only.kind, only.fields, 0.0, more_at_hand=True) if isinstance(o, Out)] == [
-        "file_ack", "file_done"]
+    tid = b"\x03" * 16
+    b.receive("file_offer", {"id": tid, "name": "f", "size": len(data), "sha256": sha}, 0.0)
+    sink = HeldSink(sha)
+    b.accept(tid, sink, 0.0)
+    ends = []
+    for offset in range(0, len(data), 100_000):
+        chunk = data[offset:offset + 100_000]
+        assert b.receive("file_chunk", {"id": tid, "offset": offset, "data": chunk}, 0.0) == []   # not written yet
+        ends.append(offset + len(chunk))
+    assert b.sink_progressed(tid, 0.0) == []            # the writer reported nothing new: no acknowledgement
+    sink.drain(2)
+    out = b.sink_progressed(tid, 1.0)
+    assert [(o.kind, o.fields["offset"]) for o in out if isinstance(o, Out)] == [("file_ack", ends[1])]
+    progress = [e for e in out if not isinstance(e, Out)]
+    assert progress[0].done == ends[1] and progress[0].session_bytes == ends[1]
+    assert b.sink_progressed(tid, 1.0) == []            # each byte is acknowledged once
+    sink.drain(len(sink.waiting))
+    out = b.sink_progressed(tid, 2.0)                   # the last bytes: acknowledged and the file checked at once
+    assert [o.kind for o in out if isinstance(o, Out)] == ["file_ack", "file_done"]
+    assert out[0].fields["offset"] == len(data) and sink.state == "saved"
 
 
-def test_an_acknowledgement_held_for_input_at_hand_goes_once_nothing_more_is_and_the_sender_continues():
-    data = b"q" * (6 * CHUNK_SIZE)
+def test_a_sink_writing_on_the_spot_is_acknowledged_with_the_chunk():
+    b, tid, _ = _receiving(b"a" * 1000)
+    out = b.receive("file_chunk", {"id": tid, "offset": 0, "data": b"a" * 10}, 0.0)
+    assert [(o.kind, o.fields["offset"]) for o in out if isinstance(o, Out)] == [("file_ack", 10)]
+
+
+def test_a_sender_that_ignores_the_window_is_refused_and_the_partial_kept():
+    from p2pchat.transfer import MAX_UNACKED
+
+    data = b"w" * (MAX_UNACKED + 2 * CHUNK_SIZE)
+    sha = hashlib.sha256(data).digest()
     b = TransferCore()
-    a, tid, sink, _ = _accepted_pair(data, receiver=b)
-    first = a.next_chunk(0.0)
-    assert not [o for o in b.receive(first.kind, first.fields, 0.0, more_at_hand=True) if isinstance(o, Out)]
-    held = b.take_acks()        # the IO layer found nothing more at hand: the sender may be waiting for it
-    assert [(o.kind, o.fields["offset"]) for o in held] == [("file_ack", len(first.fields["data"]))]
-    assert b.take_acks() == []
-    for out in held:
-        a.receive(out.kind, out.fields, 0.0)
-    # the rest with every chunk "at hand" except when the sender's window is full: the transfer completes
-    while (t := a.get(tid)) is not None and t.state is State.SENDING:
-        chunk = a.next_chunk(0.0)
-        replies = (b.receive(chunk.kind, chunk.fields, 0.0, more_at_hand=a.has_chunk) if chunk is not None
-                   else b.take_acks())
-        assert chunk is not None or replies, "the sender waits for an acknowledgement the receiver holds"
-        for r in replies:
-            if isinstance(r, Out):
-                a.receive(r.kind, r.fields, 0.0)
-    assert bytes(sink.buf) == data and sink.state == "saved"
+    tid = b"\x04" * 16
+    b.receive("file_offer", {"id": tid, "name": "f", "size": len(data), "sha256": sha}, 0.0)
+    sink = HeldSink(sha)                                # a stalled disk: nothing is acknowledged
+    b.accept(tid, sink, 0.0)
+    offset, out = 0, []
+    while not out:
+        out = b.receive("file_chunk", {"id": tid, "offset": offset, "data": data[offset:offset + CHUNK_SIZE]}, 0.0)
+        offset += CHUNK_SIZE
+    assert offset > MAX_UNACKED                         # everything flow control allows was taken
+    assert sum(map(len, sink.waiting)) <= MAX_UNACKED   # and no more waits for the disk
+    cancel, fin = out
+    assert cancel.kind == "file_cancel" and "flow-control window" in cancel.fields["reason"]
+    assert fin.state is State.FAILED and fin.text.startswith("the sender ignored flow control")
+    assert "are kept and resume" in fin.text and sink.state == "kept"
 
 
-def test_an_acknowledgement_held_for_a_transfer_that_then_ended_is_no_longer_counted_as_held():
-    """[redteam] A held acknowledgement of a transfer that ended (the peer cancelled it) is never sent, so it must
-    not keep the IO layer asking whether more input is at hand after every frame for the rest of the session."""
-    data = b"h" * (4 * CHUNK_SIZE)
-    b = TransferCore()
-    a, tid, _, _ = _accepted_pair(data, receiver=b)
-    chunk = a.next_chunk(0.0)
-    b.receive(chunk.kind, chunk.fields, 0.0, more_at_hand=True)
-    assert b.acks_held
-    outs, _ = a.cancel(tid, "changed my mind")
-    for out in outs:
-        b.receive(out.kind, out.fields, 0.0)
-    assert b.take_acks() == [] and not b.acks_held
+def test_a_disk_that_stalls_is_named_when_the_transfer_times_out():
+    b, tid, _ = _receiving(b"a" * 1000)
+    b.get(tid).sink = sink = HeldSink(b.get(tid).sink.sha)
+    b.receive("file_chunk", {"id": tid, "offset": 0, "data": b"a" * 10}, 0.0)
+    out = b.poll(61.0)
+    assert "the disk of the downloads folder made no progress" in out[1].text and sink.state == "kept"
+
+
+def test_a_partial_never_makes_the_caller_wait_for_the_disk_and_bounds_what_waits(tmp_path):
+    from p2pchat.transfer import SinkError
+
+    data = bytes(range(256)) * 4096                    # 1 MiB
+    sha = hashlib.sha256(data * 12).digest()
+    d = Downloads(tmp_path, max_size=10**9)
+    gate, reports = threading.Event(), []
+    part = d.open("fp", "slow.bin", sha, 12 * len(data), on_progress=lambda: reports.append(part.progress()))
+    real_write = part._fh.write
+
+    def held_write(view):
+        gate.wait(10)
+        return real_write(view)
+    part._fh.write = held_write                         # type: ignore[method-assign]
+    part._max_queued = 10 * len(data)
+    for _ in range(10):                                 # far beyond a few chunks: none of these waits
+        part.write(data)
+    assert part.progress() == 0
+    try:
+        part.write(data)
+        raise AssertionError("more than max_queued was taken")
+    except SinkError as exc:
+        assert "ignored flow control" in str(exc)
+    gate.set()
+    wait_until(lambda: part.progress() == 10 * len(data), timeout=10, what="the writer to catch up")
+    wait_until(lambda: reports and reports[-1] == 10 * len(data), timeout=10, what="the last report")
+    assert reports == sorted(reports) and len(reports) < 10     # reports cover ACK_EVERY chunks while more wait
+    part.keep()
+    assert d.resume_offset("fp", sha, 12 * len(data)) == 10 * len(data)
