@@ -84,19 +84,6 @@ class FramedSocket:
         """Complete messages already received that the next ``recv`` calls return without reading the socket."""
         return len(self._ready)
 
-    def input_waiting(self) -> bool:
-        """Bytes from the peer are already here: buffered, or readable from the socket without waiting."""
-        if self._ready or self._reader.pending():
-            return True
-        fd = self.sock.fileno()
-        if fd < 0:
-            return False
-        if not hasattr(select, "poll"):
-            return bool(select.select([self.sock], [], [], 0)[0])
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
-
     def send(self, type_: str, **fields: Any) -> None:
         self.send_frame(self.protocol.encode(type_, **fields))
 

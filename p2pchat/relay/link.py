@@ -122,10 +122,6 @@ class RelayLink:
         like ``FramedSocket.buffered_messages``, it lets the node send one receipt for a burst of texts."""
         return len(self._ready) + self._conn.buffered_messages
 
-    def input_waiting(self) -> bool:
-        """[file acknowledgements, branch h-filedirect] A complete message is already buffered."""
-        return self.buffered_messages > 0
-
     def send(self, type_: str, **fields: Any) -> None:
         """Encode a chat message with ``protocol`` and send it through the relay."""
         self.send_frame(self.protocol.encode(type_, **fields))

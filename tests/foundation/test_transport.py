@@ -7,7 +7,6 @@ import pytest
 from p2pchat.foundation.codec import HEADER, Field, Protocol
 from p2pchat.foundation.errors import PeerUnreachable
 from p2pchat.foundation.transport import FramedSocket, FrameServer, connect
-from tests.helpers import wait_until
 
 PROTO = Protocol("echo", {"ping": {"n": Field(int)}}, max_frame=256)
 
@@ -219,24 +218,3 @@ def test_a_peer_vouched_for_sends_large_frames_read_straight_into_their_own_buff
         conn.close()
     assert got == [big, b"small", big[::-1]]
     assert offered and max(offered) > 500_000          # the rest of a frame offered in one piece
-def test_input_waiting_says_whether_bytes_from_the_peer_are_already_here_without_reading_or_waiting(loopback_ip):
-    """[file transfer] What a file receiver asks before holding a chunk's acknowledgement back."""
-    listener = socket.create_server((loopback_ip, 0))
-    try:
-        raw = socket.create_connection(listener.getsockname()[:2])
-        peer, _ = listener.accept()
-    finally:
-        listener.close()
-    conn = FramedSocket(raw, PROTO, timeout=2.0)
-    with conn, peer:
-        assert not conn.input_waiting()
-        frames = PROTO.encode("ping", n=1) + PROTO.encode("ping", n=2)
-        peer.sendall(frames[:3])               # part of a header: bytes at hand, no frame yet
-        wait_until(conn.input_waiting, timeout=5, what="the first bytes to be readable")
-        peer.sendall(frames[3:])
-        wait_until(lambda: len(conn.sock.recv(len(frames), socket.MSG_PEEK)) == len(frames), timeout=5,
-                   what="both frames to be in the socket (peeked, not read)")
-        assert conn.recv()["n"] == 1           # the second frame is still at hand (read with it, or in the socket)
-        assert conn.input_waiting()
-        assert conn.recv()["n"] == 2
-        assert not conn.input_waiting()
