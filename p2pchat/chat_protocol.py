@@ -126,6 +126,17 @@ def _uint_at(body: bytearray | memoryview, at: int) -> tuple[int, int] | None:
     return int.from_bytes(body[at + 1:at + 1 + size], "big"), at + 1 + size
 
 
+def _last_bin_at(body: bytearray | memoryview, at: int) -> tuple[int, int] | None:
+    """(start, length) of the msgpack bin whose header is at ``at`` when it ends exactly where ``body`` ends; None
+    otherwise (another kind of value, a cut header, a length that lies)."""
+    size = _BIN_SIZES.get(body[at]) if at < len(body) else None
+    if size is None:
+        return None
+    start = at + 1 + size
+    length = int.from_bytes(body[at + 1:start], "big")
+    return (start, length) if start + length == len(body) else None
+
+
 def _sealed_view(body: bytearray | memoryview) -> Message | None:
     """The ``sealed`` message of ``body`` with its box as a writable view into ``body``, when ``body`` holds
     exactly the map :func:`sealed_frame` writes (keys in that order, any msgpack width of the integers and the
@@ -139,14 +150,11 @@ def _sealed_view(body: bytearray | memoryview) -> Message | None:
     counter = _uint_at(body, epoch[1] + len(_COUNTER_KEY))
     if counter is None or body[counter[1]:counter[1] + len(_BOX_KEY)] != _BOX_KEY:
         return None
-    at = counter[1] + len(_BOX_KEY)
-    size = _BIN_SIZES.get(body[at]) if at < len(body) else None
-    if size is None:
+    box = _last_bin_at(body, counter[1] + len(_BOX_KEY))
+    if box is None:
         return None
-    start = at + 1 + size
-    box_len = int.from_bytes(body[at + 1:start], "big")
-    if (start + box_len != len(body) or not crypto.GCM_TAG_LEN <= box_len <= MAX_BOX or epoch[0] > MAX_EPOCH
-            or counter[0] > MAX_COUNTER):
+    start, box_len = box
+    if not crypto.GCM_TAG_LEN <= box_len <= MAX_BOX or epoch[0] > MAX_EPOCH or counter[0] > MAX_COUNTER:
         return None
     return Message("sealed", {"epoch": epoch[0], "counter": counter[0], "box": memoryview(body)[start:]})
 
@@ -170,13 +178,11 @@ def _file_chunk_view(body: memoryview) -> Message | None:
     offset = _uint_at(body, head + TRANSFER_ID_LEN + len(_OFFSET_KEY))
     if offset is None or body[offset[1]:offset[1] + len(_DATA_KEY)] != _DATA_KEY:
         return None
-    at = offset[1] + len(_DATA_KEY)
-    size = _BIN_SIZES.get(body[at]) if at < len(body) else None
-    if size is None:
+    data = _last_bin_at(body, offset[1] + len(_DATA_KEY))
+    if data is None:
         return None
-    start = at + 1 + size
-    data_len = int.from_bytes(body[at + 1:start], "big")
-    if start + data_len != len(body) or not 1 <= data_len <= MAX_CHUNK or offset[0] > 2**63 - 1:
+    start, data_len = data
+    if not 1 <= data_len <= MAX_CHUNK or offset[0] > 2**63 - 1:
         return None
     return Message("file_chunk", {"id": bytes(body[head:head + TRANSFER_ID_LEN]), "offset": offset[0],
                                   "data": body[start:]})
