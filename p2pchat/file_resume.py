@@ -150,6 +150,9 @@ class FileResume:
         self._files: dict[int, PendingFile] = {f.ref: f for f in files}
         self._live: dict[int, tuple[str, str]] = {}         # ref -> (session, transfer) of its offer under way
         self._offering: set[int] = set()                    # refs an offer job is running for
+        # refs whose transfer ended for good, until _finish forgets them: never offered again meanwhile (another
+        # transfer's end, on another pool thread, would otherwise find them neither live nor being offered)
+        self._ending: set[int] = set()
         self._early: dict[tuple[str, str], State | None] = {}   # ended before linked: its end (None: cut)
         self._closed = False
 
@@ -236,7 +239,7 @@ class FileResume:
                 return
             busy = sum(self._files[r].fp == fp for r in (*self._live, *self._offering) if r in self._files)
             refs = [r for r, f in self._files.items() if f.fp == fp and r not in self._live
-                    and r not in self._offering][:max(0, OFFERED_AT_ONCE - busy)]
+                    and r not in self._offering and r not in self._ending][:max(0, OFFERED_AT_ONCE - busy)]
             self._offering.update(refs)
         for ref in refs:
             self._submit(self._offer, ref, session)
@@ -262,6 +265,8 @@ class FileResume:
                     self._early.pop(next(iter(self._early)))
                 return
             del self._live[ref]
+            if not interrupted:
+                self._ending.add(ref)
         if not interrupted:       # forgotten on the pool: the file is rewritten, not under the session's lock
             self._submit(self._finish, ref, state, session)
 
@@ -289,6 +294,7 @@ class FileResume:
             f = self._files.pop(ref, None)
             self._live.pop(ref, None)
             self._offering.discard(ref)
+            self._ending.discard(ref)
             if f is not None:
                 self._save_locked()
         return f
@@ -304,6 +310,8 @@ class FileResume:
             state = self._early.pop(key, None)
             if not ended and ref in self._files:
                 self._live[ref] = key
+            elif state is not None:
+                self._ending.add(ref)
         if state is not None:
             self._finish(ref, state, session)
 

@@ -210,8 +210,14 @@ def test_many_files_for_a_contact_go_out_a_few_at_a_time_and_all_arrive(
         bob = w.bob()
         for src in srcs:
             alice.node.send_file_to_contact(w.bob_fp, str(src))
-        wait_until(lambda: len(bob.log.all(FileFinished, ok=True)) == len(srcs), 30,
-                   what=f"every file at bob (seen {bob.log.kinds()})")
+        try:
+            wait_until(lambda: len(bob.log.all(FileFinished, ok=True)) == len(srcs), 30, what="every file at bob")
+        except AssertionError as exc:       # what each side saw, for the record (read at the timeout, not before)
+            raise AssertionError(f"{exc}: bob saw {bob.log.kinds()}, alice saw {alice.log.kinds()}, "
+                                 f"{len(bob.log.all(FileFinished, ok=True))} of {len(srcs)} files at bob, "
+                                 f"waiting at alice: {[f.ref for f in alice.node.waiting_files()]}; bob finished "
+                                 f"{[(e.session[:6], e.transfer, e.name, e.path) for e in bob.log.all(FileFinished)]}"
+                                 ) from None
         for src in srcs:
             assert (tmp_path / "bob" / "downloads" / src.name).read_bytes() == src.read_bytes()
         assert not [e for e in alice.log.all(FileFinished) if not e.ok]
@@ -242,3 +248,66 @@ def test_a_waiting_file_goes_out_at_once_when_the_contact_calls_in(
         assert alice.log.wait(FileFinished, transfer=got.transfer).session == alice_sid
     finally:
         w.close()
+
+
+class _Host:
+    """The node as the waiting files see it: one open chat with bob; every offer gets the next transfer id."""
+
+    def __init__(self) -> None:
+        self.offers: list[str] = []
+
+    def live_session_with(self, fp: str) -> str | None:
+        return "s1"
+
+    def offer_file(self, session: str, path: str, size: int, sha256: bytes) -> str:
+        self.offers.append(Path(path).name)
+        return f"t{len(self.offers)}"
+
+    def cancel_file(self, session: str, transfer: str) -> None:
+        pass
+
+    def want_contact(self, fp: str) -> None:
+        pass
+
+
+class _MemoryStore:
+    def load(self) -> tuple[int, list]:
+        return 1, []
+
+    def save(self, next_ref: int, files: list) -> None:
+        pass
+
+
+def test_a_file_whose_transfer_ended_is_never_offered_again_while_another_ends_first(tmp_path: Path) -> None:
+    """Two transfers end; their files are forgotten on pool threads, in either order. Before it was forgotten, a
+    file that had ended looked like one still waiting to the other end's next offers, and went out twice (bob got
+    ``f0 (1).bin``). The pool here runs its jobs when the test says, to make that order."""
+    from p2pchat.file_resume import OFFERED_AT_ONCE, FileResume
+    from p2pchat.transfer import State, sha256_of
+
+    jobs: list[tuple] = []
+    host = _Host()
+    resume = FileResume(host, _MemoryStore(), submit=lambda fn, *a: jobs.append((fn, a)),   # type: ignore[arg-type]
+                        emit=lambda ev: None)
+
+    def run_jobs() -> None:
+        while jobs:
+            fn, args = jobs.pop(0)
+            fn(*args)
+
+    fp = "ab" * 32
+    for i in range(OFFERED_AT_ONCE + 1):
+        src = tmp_path / f"f{i}.bin"
+        _file(src, 1000 + i, seed=i)
+        resume.queue(fp, str(src), src.stat().st_size, sha256_of(str(src))[1])
+    run_jobs()
+    assert host.offers == ["f0.bin", "f1.bin"]
+    resume.transfer_ended("s1", "t1", State.DONE, False)     # f0's end: its file is forgotten on the pool, later
+    resume.transfer_ended("s1", "t2", State.DONE, False)     # f1's end
+    finish_f0, finish_f1 = jobs.pop(0), jobs.pop(0)
+    jobs.append(finish_f1)                                    # f1's job runs first and offers the next files
+    run_jobs()
+    jobs.append(finish_f0)
+    run_jobs()
+    assert host.offers == ["f0.bin", "f1.bin", "f2.bin"]
+    assert [f.name for f in resume.waiting()] == ["f2.bin"]        # f0 and f1 forgotten, f2 on its way
