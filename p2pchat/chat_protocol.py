@@ -272,10 +272,13 @@ SEALED_CONTENT = Protocol("chat-sealed", {
     "rotate_ack": {"epoch": Field(int, lo=1, hi=MAX_EPOCH), "pub": _bytes(X25519_LEN)},
     "goodbye": {"reason": Field(str, max_len=MAX_REASON)},
     # file transfer (docs/protocol.md §5.7; the state machine is p2pchat.transfer)
+    # [file digest, issue 16] an offer carries `sha256` or `root` (or both; transfer.offer_digest), and a
+    # file_accept's `root: true` says the receiver checks roots
     "file_offer": {"id": _bytes(TRANSFER_ID_LEN), "name": Field(str, min_len=1, max_len=255),
-                   "size": Field(int, lo=0, hi=2**63 - 1), "sha256": _bytes(32)},
+                   "size": Field(int, lo=0, hi=2**63 - 1), "sha256": opt(bytes, min_len=32, max_len=32),
+                   "root": opt(bytes, min_len=32, max_len=32)},
     "file_accept": {"id": _bytes(TRANSFER_ID_LEN), "offset": Field(int, lo=0, hi=2**63 - 1),
-                    "max_chunk": opt(int, lo=BASE_CHUNK, hi=2**31 - 1)},
+                    "max_chunk": opt(int, lo=BASE_CHUNK, hi=2**31 - 1), "root": opt(bool)},
     "file_decline": {"id": _bytes(TRANSFER_ID_LEN), "reason": Field(str, max_len=MAX_REASON)},
     "file_chunk": {"id": _bytes(TRANSFER_ID_LEN), "offset": Field(int, lo=0, hi=2**63 - 1),
                    "data": Field(bytes, min_len=1, max_len=MAX_CHUNK)},

@@ -30,6 +30,7 @@ import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
+from p2pchat.file_digest import new_hasher
 from p2pchat.foundation.errors import LocalFault, UsageError
 from p2pchat.transfer import ACK_EVERY, MAX_UNACKED, SinkError
 
@@ -84,8 +85,15 @@ def reserve(folder: Path, name: str) -> Path:
     raise LocalFault(f"no free name for {name} in {folder}")
 
 
-def partial_key(sender_fp: str, sha256: bytes, size: int) -> str:
-    return hashlib.sha256(f"{sender_fp}|{sha256.hex()}|{size}".encode()).hexdigest()[:32]
+def partial_key(sender_fp: str, sha256: bytes, size: int, root: bool = False) -> str:
+    """The name of a partial: the sender, the offer's digest (a root marked as one) and the size."""
+    digest = f"root:{sha256.hex()}" if root else sha256.hex()
+    return hashlib.sha256(f"{sender_fp}|{digest}|{size}".encode()).hexdigest()[:32]
+
+
+def _digest_key(root: bool) -> str:
+    """The state record's key for the offer's digest."""
+    return "root" if root else "sha256"
 
 
 class Downloads:
@@ -101,11 +109,12 @@ class Downloads:
     def partial_dir(self) -> Path:
         return self.folder / PARTIAL_DIR
 
-    def resume_offset(self, sender_fp: str, sha256: bytes, size: int) -> int | None:
-        """The verified offset of a partial of this file from this sender, or None."""
-        key = partial_key(sender_fp, sha256, size)
+    def resume_offset(self, sender_fp: str, sha256: bytes, size: int, *, root: bool = False) -> int | None:
+        """The verified offset of a partial of this file (offered with this digest: its SHA-256, or its root
+        when ``root``) from this sender, or None."""
+        key = partial_key(sender_fp, sha256, size, root)
         state = self._read_state(key)
-        if state is None or state.get("sha256") != sha256.hex() or state.get("size") != size:
+        if state is None or state.get(_digest_key(root)) != sha256.hex() or state.get("size") != size:
             return None
         part = self.partial_dir / f"{key}.part"
         try:
@@ -131,20 +140,21 @@ class Downloads:
             raise UsageError(f"the disk of {self.folder} has {human(free)} free; the file needs "
                              f"{human(size - offset)}")
 
-    def open(self, sender_fp: str, name: str, sha256: bytes, size: int, *,
+    def open(self, sender_fp: str, name: str, sha256: bytes, size: int, *, root: bool = False,
              on_progress: Callable[[], None] | None = None) -> Partial:
-        """The partial file for an accepted offer, resumed at its verified offset when there is one.
-        ``on_progress`` is called on the partial's writer thread when it wrote more or a write failed (see
-        :class:`Partial`)."""
-        offset = self.resume_offset(sender_fp, sha256, size) or 0
+        """The partial file for an accepted offer (whose digest is a root when ``root``), resumed at its verified
+        offset when there is one. ``on_progress`` is called on the partial's writer thread when it wrote more or
+        a write failed (see :class:`Partial`)."""
+        offset = self.resume_offset(sender_fp, sha256, size, root=root) or 0
         self.check(size, offset)
-        key = partial_key(sender_fp, sha256, size)
+        key = partial_key(sender_fp, sha256, size, root)
         with self._lock:
             if key in self._open:
                 raise UsageError("this file is already being received in another chat")
             self._open.add(key)
         try:
-            return Partial(self, key, sender_fp, safe_name(name), sha256, size, offset, on_progress=on_progress)
+            return Partial(self, key, sender_fp, safe_name(name), sha256, size, offset, root=root,
+                           on_progress=on_progress)
         except BaseException:
             self._release(key)
             raise
@@ -174,10 +184,10 @@ class Partial:
     raised by the next :meth:`write`, :meth:`progress`, :meth:`checkpoint` or :meth:`finish`."""
 
     def __init__(self, owner: Downloads, key: str, sender_fp: str, name: str, sha256: bytes, size: int,
-                 offset: int, *, on_progress: Callable[[], None] | None = None,
+                 offset: int, *, root: bool = False, on_progress: Callable[[], None] | None = None,
                  max_queued: int = MAX_UNACKED) -> None:
         self.owner, self.key, self.sender_fp, self.name = owner, key, sender_fp, name
-        self.sha256, self.size = sha256, size
+        self.sha256, self.size, self.root = sha256, size, root     # the offer's digest (a root when ``root``)
         directory = owner.partial_dir
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -190,7 +200,7 @@ class Partial:
         # chunk's last few KiB into its buffer and wrote them with the next chunk, one system call more)
         self._fh = os.fdopen(fd, "r+b", buffering=0)
         self._state_fd = os.open(self._state_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        self._hash = hashlib.sha256()
+        self._hash = new_hasher(size, root)
         # the verified prefix is hashed again (a hash state cannot be stored); anything after it is cut off
         remaining = offset
         while remaining:
@@ -353,7 +363,7 @@ class Partial:
         """Rewrite the state record in place, padded to a fixed length with spaces (JSON ignores them): one
         write, no rename per checkpoint (a rename costs milliseconds on some file systems). A record torn by a
         power cut does not parse, and the file then starts again from zero, never from a wrong offset."""
-        state = {"version": 1, "sender": self.sender_fp, "sha256": self.sha256.hex(), "size": self.size,
+        state = {"version": 1, "sender": self.sender_fp, _digest_key(self.root): self.sha256.hex(), "size": self.size,
                  "verified": self.written, "name": self.name}
         record = json.dumps(state).encode().ljust(STATE_RECORD, b" ")
         os.pwrite(self._state_fd, record, 0)

@@ -17,12 +17,14 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from p2pchat.downloads import Downloads, human, safe_name
 from p2pchat.events import Event, FileFinished, FileOffer, FileProgress
+from p2pchat.file_digest import file_digest
 from p2pchat.foundation.allocator import keep_freed_buffers
 from p2pchat.foundation.errors import UsageError, UserError
 from p2pchat.transfer import (
@@ -34,7 +36,6 @@ from p2pchat.transfer import (
     TransferCore,
     TransferError,
     TransferEvent,
-    sha256_of,
 )
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY = 0.25       # seconds between progress events of one transfer
+MAX_PLAIN_OFFERS = 1024     # files remembered as offered with their plain SHA-256
 
 
 class FileHost(Protocol):
@@ -104,6 +106,29 @@ class FileDriver:
         self.tags: OfferTags | None = None        # [groups, issue 18]
         self._ack_due: set[tuple[str, bytes]] = set()   # (session, transfer) whose acknowledgement task is queued
         self._ack_lock = threading.Lock()
+        # peers (key fingerprints) whose file_accept said they check roots: later files to them are offered with
+        # a root, hashed on several cores (protocol.md §5.7 "The file's digest"); learned anew after a restart
+        self._root_peers: set[str] = set()
+        # files offered with their plain SHA-256 (peer, path, size, mtime): offered again with it, so a partial
+        # the peer kept under that digest resumes
+        self._plain_offers: OrderedDict[tuple[str, str, int, int], None] = OrderedDict()
+        self._digest_lock = threading.Lock()
+
+    def prepare_for(self, peer_fp: str | None, path: str) -> tuple[str, int, bytes, bool]:
+        """Check and hash a file to offer to ``peer_fp``: (absolute path, size, digest, whether it is the root).
+        The root (hashed on every core) when the peer announced it checks roots and this file was not offered
+        to it with its plain SHA-256 before; else the plain SHA-256, remembered for the next offer."""
+        key = _file_key(peer_fp, path)
+        with self._digest_lock:
+            root = key is not None and key[0] in self._root_peers and key not in self._plain_offers
+        full, size, digest = prepare(path, root=root)
+        if not root and key is not None:
+            with self._digest_lock:
+                self._plain_offers[key] = None
+                self._plain_offers.move_to_end(key)
+                while len(self._plain_offers) > MAX_PLAIN_OFFERS:
+                    self._plain_offers.popitem(last=False)
+        return full, size, digest, root
 
     def core(self, session: Session) -> TransferCore:
         if session.files is None:
@@ -115,7 +140,7 @@ class FileDriver:
 
     # --- the user's commands (session.lock held) -------------------------------------------------------------
 
-    def offer(self, session: Session, path: str, size: int, sha256: bytes) -> str:
+    def offer(self, session: Session, path: str, size: int, sha256: bytes, *, root: bool = False) -> str:
         if session.channel is None or session.ended:
             raise UsageError("the chat is not ready for files: finish the four steps first")
         try:
@@ -123,7 +148,8 @@ class FileDriver:
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
         try:
-            tid, out = self.core(session).offer(source, os.path.basename(path), size, sha256, time.monotonic())
+            tid, out = self.core(session).offer(source, os.path.basename(path), size, sha256, time.monotonic(),
+                                                root=root)
         except TransferError as exc:
             source.close()
             raise UsageError(str(exc)) from None
@@ -153,11 +179,11 @@ class FileDriver:
             t = session.files.get(tid) if session.files is not None else None
             if t is None or t.state is not State.OFFERED or session.ended:
                 raise UsageError("there is no file offer waiting with that number")
-            name, sha, size, sender = t.name, t.sha256, t.size, _sender(session)
+            name, sha, size, root, sender = t.name, t.sha256, t.size, t.root, _sender(session)
         try:
             if self.downloads is None:
                 raise UsageError("this node has no downloads folder; files cannot be received")
-            sink = self.downloads.open(sender, name, sha, size,
+            sink = self.downloads.open(sender, name, sha, size, root=root,
                                        on_progress=lambda: self._sink_reported(session, tid))
         except UserError as exc:
             with session.writer.deferred():
@@ -192,6 +218,9 @@ class FileDriver:
         now = time.monotonic()
         if kind == "file_accept":
             self._started[fields["id"]] = now
+            if fields.get("root") is True and session.peer_fp is not None:
+                with self._digest_lock:
+                    self._root_peers.add(session.peer_fp.lower())
         self._handle(session, core.receive(kind, fields, now))
 
     def poll(self, session: Session) -> None:
@@ -269,11 +298,13 @@ class FileDriver:
 
     def _event(self, session: Session, ev: TransferEvent) -> None:
         match ev:
-            case Offered(tid=tid, name=name, size=size, sha256=sha):
+            case Offered(tid=tid, name=name, size=size, sha256=sha, root=root):
                 sender = session.info.peer_nickname or "the peer"
-                resumes = self.downloads.resume_offset(_sender(session), sha, size) if self.downloads else None
+                resumes = (self.downloads.resume_offset(_sender(session), sha, size, root=root) if self.downloads
+                           else None)
+                # a group's file is announced with its plain SHA-256 (docs/groups.md): a root never matches one
                 tag = (self.tags.tag_offer(session.peer_fp, tid, sha, size)
-                       if self.tags is not None and session.peer_fp is not None else None)
+                       if self.tags is not None and session.peer_fp is not None and not root else None)
                 group, group_name, counter = tag or ("", "", 0)
                 self.host.emit(FileOffer(session.id, tid.hex(), name, safe_name(name), size, sender, resumes,
                                          group=group, group_name=group_name, counter=counter))
@@ -309,16 +340,30 @@ class FileDriver:
                                     fin.state.value, fin.text, fin.path, fin.session_bytes, fin.resumed_from))
 
 
-def prepare(path: str) -> tuple[str, int, bytes]:
-    """Check a file the user wants to send and hash it: (absolute path, size, SHA-256)."""
+def prepare(path: str, *, root: bool = False) -> tuple[str, int, bytes]:
+    """Check a file the user wants to send and hash it: (absolute path, size, digest): its SHA-256, or its root
+    when ``root`` (:mod:`p2pchat.file_digest`, for a peer that checks roots)."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise UsageError(f"{path} is not a file that can be sent")
     try:
-        size, digest = sha256_of(str(p))
+        size, digest = file_digest(str(p), root)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     return str(p.resolve()), size, digest
+
+
+def _file_key(peer_fp: str | None, path: str) -> tuple[str, str, int, int] | None:
+    """What names a file offered to a peer in :meth:`FileDriver.prepare_for`'s memory (None: no peer, or no
+    file to stat: :func:`prepare` says why)."""
+    if peer_fp is None:
+        return None
+    try:
+        full = str(Path(path).expanduser().resolve())
+        st = os.stat(full)
+    except (OSError, RuntimeError):
+        return None
+    return peer_fp.lower(), full, st.st_size, st.st_mtime_ns
 
 
 def _tid(transfer: str) -> bytes:

@@ -10,8 +10,9 @@ The receiver finds the partial of this file from this sender (:mod:`p2pchat.down
 again and answers with its verified offset, so only the missing bytes travel.
 
 Before offering again the sender checks the file on disk: the same size and modification time, or else the same
-SHA-256 (read again). A file that changed or went away is dropped with a plain message; the contact never gets
-bytes of another file under the old offer.
+digest (read again: its SHA-256, or its root when it was offered with one; it is offered again with the same).
+A file that changed or went away is dropped with a plain message; the contact never gets bytes of another file
+under the old offer.
 
 Threads: :class:`FileResume` is a session watcher (called with a session lock possibly held: bookkeeping only)
 and the file driver's end hook; the offers themselves (a stat, perhaps a hash, the offer frame) run on the node's
@@ -33,8 +34,9 @@ from typing import Protocol
 import msgpack
 
 from p2pchat.events import FileWaiting
+from p2pchat.file_digest import file_digest
 from p2pchat.foundation.errors import LocalFault, UsageError, UserError
-from p2pchat.transfer import State, sha256_of
+from p2pchat.transfer import State
 from p2pchat.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -57,9 +59,10 @@ class PendingFile:
     path: str           # absolute path of the file on this computer
     name: str           # the name offered (the file's base name)
     size: int
-    sha256: bytes
+    sha256: bytes       # the offer's digest: the plain SHA-256, or the root when ``root``
     mtime_ns: int       # the file's modification time when it was hashed
     queued_at: float    # wall-clock time the user sent it
+    root: bool = False  # [file digest] offered with its root (a record saved before has no such key: False)
 
 
 class ResumeHost(Protocol):
@@ -67,8 +70,9 @@ class ResumeHost(Protocol):
 
     def live_session_with(self, fp: str) -> str | None: ...
 
-    def offer_file(self, session: str, path: str, size: int, sha256: bytes) -> str:
-        """Offer a hashed file in ``session``; the transfer number (hex). A :class:`UserError` when it cannot."""
+    def offer_file(self, session: str, path: str, size: int, sha256: bytes, *, root: bool = False) -> str:
+        """Offer a hashed file in ``session`` (``root``: the digest is its root); the transfer number (hex). A
+        :class:`UserError` when it cannot."""
 
     def cancel_file(self, session: str, transfer: str) -> None: ...
 
@@ -129,7 +133,7 @@ def file_unchanged(f: PendingFile) -> str | None:
         return None
     if st.st_size == f.size:
         try:
-            if sha256_of(f.path)[1] == f.sha256:
+            if file_digest(f.path, f.root)[1] == f.sha256:
                 return None
         except OSError as exc:
             return f"{f.name} cannot be read any more ({exc.strerror})"
@@ -172,9 +176,10 @@ class FileResume:
 
     # --- the user's side ---------------------------------------------------------------------------------
 
-    def queue(self, fp: str, path: str, size: int, sha256: bytes) -> PendingFile:
-        """Keep a hashed file for ``fp`` and offer it in its open chat, or once it can be reached."""
-        f = self._add(fp, path, size, sha256)
+    def queue(self, fp: str, path: str, size: int, sha256: bytes, *, root: bool = False) -> PendingFile:
+        """Keep a hashed file for ``fp`` (``root``: the digest is its root) and offer it in its open chat, or once
+        it can be reached."""
+        f = self._add(fp, path, size, sha256, root)
         live = self._host.live_session_with(fp)
         self._emit(FileWaiting(fp, f.ref, f.name, f.size, "waiting",
                                "waits for the contact" if live is None else "goes out in the open chat"))
@@ -184,10 +189,11 @@ class FileResume:
             self._host.want_contact(fp)
         return f
 
-    def offered(self, fp: str, session: str, path: str, size: int, sha256: bytes, send: Callable[[], str]) -> str:
+    def offered(self, fp: str, session: str, path: str, size: int, sha256: bytes, send: Callable[[], str], *,
+                root: bool = False) -> str:
         """The user sends a file in a chat with the contact ``fp``: keep it, then ``send()`` the offer (which
         returns its transfer number) and follow that transfer."""
-        f = self._add(fp, path, size, sha256)
+        f = self._add(fp, path, size, sha256, root)
         with self._lock:
             self._offering.add(f.ref)
         try:
@@ -272,7 +278,7 @@ class FileResume:
 
     # --- inside ---------------------------------------------------------------------------------------------
 
-    def _add(self, fp: str, path: str, size: int, sha256: bytes) -> PendingFile:
+    def _add(self, fp: str, path: str, size: int, sha256: bytes, root: bool = False) -> PendingFile:
         try:
             mtime = os.stat(path).st_mtime_ns
         except OSError as exc:
@@ -283,7 +289,7 @@ class FileResume:
                                  "wait until they are delivered")
             if len(self._files) >= MAX_FILES:
                 raise UsageError(f"{MAX_FILES} files already wait to be sent; cancel some first")
-            f = PendingFile(self._next, fp, path, os.path.basename(path), size, sha256, mtime, time.time())
+            f = PendingFile(self._next, fp, path, os.path.basename(path), size, sha256, mtime, time.time(), root)
             self._files[f.ref] = f
             self._next += 1
             self._save_locked()
@@ -340,7 +346,7 @@ class FileResume:
             self._offer_next(f.fp, session)
             return
         try:
-            tid = self._host.offer_file(session, f.path, f.size, f.sha256)
+            tid = self._host.offer_file(session, f.path, f.size, f.sha256, root=f.root)
         except UserError as exc:     # the chat ended meanwhile, or it is full: the next chat tries again
             with self._lock:
                 self._offering.discard(ref)

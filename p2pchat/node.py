@@ -34,7 +34,6 @@ from p2pchat.continuity import KeyContinuity
 from p2pchat.dialing import DIRECT, PeerTarget, dial, resolve_target
 from p2pchat.downloads import Downloads
 from p2pchat.events import Event, NodeError, Notice, PadModeChanged, Presence, SessionInfo, StepRefused
-from p2pchat.file_driver import prepare as prepare_file
 from p2pchat.file_resume import FileResume, PendingFile
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, parse_address
 from p2pchat.foundation.errors import UsageError, UserError
@@ -408,20 +407,20 @@ class ChatNode:
         """Offer the file at ``path`` to the peer of ``session``; returns the transfer number. Reads the whole
         file once for its SHA-256 first (on this thread: a UI calls it from a worker for big files). With an
         outbox, the file is kept until its transfer ends for good, and offered again after a cut."""
-        full, size, digest = prepare_file(path)
         fp = self._get(session).peer_fp
+        full, size, digest, root = self._rt.files.prepare_for(fp, path)    # [file digest] root or SHA-256
         if self.resume is not None and fp is not None:     # kept until it ends for good: it resumes by itself
             return self.resume.offered(fp, session, full, size, digest,
-                                       lambda: self.offer_file(session, full, size, digest))
-        return self.offer_file(session, full, size, digest)
+                                       lambda: self.offer_file(session, full, size, digest, root=root), root=root)
+        return self.offer_file(session, full, size, digest, root=root)
 
-    def offer_file(self, session: str, path: str, size: int, sha256: bytes) -> str:
-        """Offer a file already checked and hashed (:func:`p2pchat.file_driver.prepare`); its transfer number.
-        Nothing is kept for a resume here: the callers that want one (``send_file``, the file resume, the group
-        service) keep their own record."""
+    def offer_file(self, session: str, path: str, size: int, sha256: bytes, *, root: bool = False) -> str:
+        """Offer a file already checked and hashed (:func:`p2pchat.file_driver.prepare`; ``root``: the digest is
+        its root); its transfer number. Nothing is kept for a resume here: the callers that want one
+        (``send_file``, the file resume, the group service) keep their own record."""
         s = self._get(session)
         with s.writer.deferred():
-            return self._rt.files.offer(s, path, size, sha256)
+            return self._rt.files.offer(s, path, size, sha256, root=root)
 
     def send_file_to_contact(self, fp: str, path: str) -> int:
         """Send the file at ``path`` to the contact ``fp`` (64 hex digits): offered in its open chat, else kept
@@ -429,8 +428,8 @@ class ChatNode:
         if self.resume is None:
             raise UsageError("this node keeps no outbox: files for a contact that is not connected cannot wait "
                              "here (run `p2pchat listen` or the window)")
-        full, size, digest = prepare_file(path)
-        return self.resume.queue(fp.lower(), full, size, digest).ref
+        full, size, digest, root = self._rt.files.prepare_for(fp, path)
+        return self.resume.queue(fp.lower(), full, size, digest, root=root).ref
 
     def waiting_files(self, fp: str | None = None) -> list[PendingFile]:
         """Files kept for contacts until delivered: waiting for the contact, or on their way."""

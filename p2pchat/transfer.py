@@ -8,7 +8,7 @@ the two seams :class:`Source` (the file being sent) and :class:`Sink` (the parti
 API::
 
     TransferCore(*, max_window=MAX_WINDOW, stall_timeout=STALL_TIMEOUT, max_chunk=MAX_CHUNK)
-    .offer(source, name, size, sha256, now) -> (tid, [Out])       # we send a file
+    .offer(source, name, size, digest, now, root=False) -> (tid, [Out])   # we send a file
     .accept(tid, sink, now) -> [Out]          # the user (or the resume rule) takes an offer; sink.offset = resume
     .decline(tid, reason) -> [Out]
     .cancel(tid, reason) -> [Out]             # either side, any time before the end
@@ -37,18 +37,22 @@ Chunks shrink on slow paths for the same reason, and grow on fast ones up to wha
 ``file_accept`` (``max_chunk``: 1 MiB less 128 bytes here; a receiver that announces nothing, an older version,
 gets chunks of at most :data:`BASE_CHUNK`): per chunk, each side pays a fixed cost (two AES-GCM key setups, the
 acknowledgement's seal and open, the Python path), so fewer, larger chunks cost less CPU per byte.
+
+The offer's digest (:mod:`p2pchat.file_digest`) is the file's plain SHA-256 (field ``sha256``) or its root over
+1 MiB pieces (``root``, which a sender hashes on several cores); a receiver of this version checks either and
+says so in every ``file_accept`` (``root: true``), which the IO layer remembers per peer to offer roots later.
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from p2pchat.chat_protocol import BASE_CHUNK, FILE_TYPES, MAX_CHUNK, PAD_STEP, TRANSFER_ID_LEN
+from p2pchat.file_digest import DIGEST_LEN
 
 CHUNK_SIZE = MAX_CHUNK                      # 1 048 448 bytes: a chunk message pads to exactly 16 × 64 KiB
 BUCKET = PAD_STEP                           # chunks are a whole number of 64 KiB buckets, less 128 bytes
@@ -112,7 +116,7 @@ class Sink(Protocol):
         ...
 
     def finish(self) -> str | None:
-        """Check the whole file against the offer's SHA-256; the saved path, or None on a mismatch (the
+        """Check the whole file against the offer's digest; the saved path, or None on a mismatch (the
         partial is gone)."""
         ...
 
@@ -136,7 +140,8 @@ class Offered:
     tid: bytes
     name: str          # as the peer sent it: display through visible(); never a path
     size: int
-    sha256: bytes
+    sha256: bytes      # the offer's digest: the plain SHA-256, or the root when ``root``
+    root: bool = False
 
 
 @dataclass(frozen=True)
@@ -205,7 +210,8 @@ class _Transfer:
     outgoing: bool
     name: str
     size: int
-    sha256: bytes
+    sha256: bytes               # the offer's digest: the plain SHA-256, or the root when ``root``
+    root: bool = False
     state: State = State.OFFERED
     source: Source | None = None
     sink: Sink | None = None
@@ -226,15 +232,25 @@ class TransferError(Exception):
     """The user asked for something impossible (an unknown transfer, a finished one)."""
 
 
-def check_offer_fields(name: str, size: int, sha256: bytes) -> str | None:
+def check_offer_fields(name: str, size: int, digest: bytes | None) -> str | None:
     """Why an offer's fields are unusable on the wire, or None."""
     if not name or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         return f"a file name must be 1 to {MAX_NAME_BYTES} bytes of UTF-8"
     if not 0 <= size <= MAX_FILE_SIZE:
         return "the file size is out of range"
-    if len(sha256) != 32:
-        return "the SHA-256 must be 32 bytes"
+    if digest is None:
+        return "it carries neither a SHA-256 nor a root of the file"
+    if len(digest) != DIGEST_LEN:
+        return f"the file's digest must be {DIGEST_LEN} bytes"
     return None
+
+
+def offer_digest(f: dict[str, Any]) -> tuple[bytes | None, bool]:
+    """The digest an offer's fields carry and whether it is a root: ``root`` when present (preferred), else
+    ``sha256``; (None, False) when it has neither."""
+    if f.get("root") is not None:
+        return f["root"], True
+    return f.get("sha256"), False
 
 
 class TransferCore:
@@ -279,7 +295,10 @@ class TransferCore:
 
     # --- our commands ------------------------------------------------------------------------------------
 
-    def offer(self, source: Source, name: str, size: int, sha256: bytes, now: float) -> tuple[bytes, list[Out]]:
+    def offer(self, source: Source, name: str, size: int, sha256: bytes, now: float, *,
+              root: bool = False) -> tuple[bytes, list[Out]]:
+        """Offer a file whose digest is ``sha256``: its plain SHA-256, or its root when ``root`` (only to a peer
+        that announced it checks roots)."""
         problem = check_offer_fields(name, size, sha256)
         if problem is not None:
             raise TransferError(problem)
@@ -287,9 +306,9 @@ class TransferCore:
             raise TransferError(f"{MAX_ACTIVE} files are already on their way in this chat; wait for one to end")
         self._forget_ended(self._out)
         tid = self._new_id()
-        self._out[tid] = _Transfer(tid, True, name, size, sha256, source=source, touched=now,
+        self._out[tid] = _Transfer(tid, True, name, size, sha256, root, source=source, touched=now,
                                    pace=Pace(self.max_window))
-        return tid, [Out("file_offer", {"id": tid, "name": name, "size": size, "sha256": sha256})]
+        return tid, [Out("file_offer", {"id": tid, "name": name, "size": size, "root" if root else "sha256": sha256})]
 
     def accept(self, tid: bytes, sink: Sink, now: float) -> list[Out | TransferEvent]:
         t = self._in.get(tid)
@@ -302,7 +321,7 @@ class TransferCore:
         t.sink, t.state, t.touched = sink, State.SENDING, now
         t.start = t.sent = t.acked = sink.offset
         out: list[Out | TransferEvent] = [Out("file_accept", {"id": tid, "offset": sink.offset,
-                                                              "max_chunk": self.max_chunk})]
+                                                              "max_chunk": self.max_chunk, "root": True})]
         if t.sent == t.size:        # everything was already here: check it at once
             out += self._complete(t)
         return out
@@ -358,7 +377,8 @@ class TransferCore:
     def receive(self, kind: str, f: dict[str, Any], now: float) -> list[Out | TransferEvent]:
         tid = f["id"]
         if kind == "file_offer":
-            return self._on_offer(tid, f["name"], f["size"], f["sha256"], now)
+            digest, root = offer_digest(f)
+            return self._on_offer(tid, f["name"], f["size"], digest, root, now)
         if kind == "file_chunk":
             return self._on_chunk(tid, f["offset"], f["data"], now)
         if kind == "file_cancel":
@@ -377,10 +397,12 @@ class TransferCore:
         if kind == "file_done":
             if t.state is not State.VERIFYING:
                 return self._fail(t, "the receiver reported the file complete before it was all sent")
-            return [self._end(t, State.DONE, "delivered: the receiver checked the whole file against its SHA-256")]
+            return [self._end(t, State.DONE, "delivered: the receiver checked the whole file against its "
+                                             + ("root" if t.root else "SHA-256"))]
         raise ValueError(f"not a file message: {kind}")
 
-    def _on_offer(self, tid: bytes, name: str, size: int, sha: bytes, now: float) -> list[Out | TransferEvent]:
+    def _on_offer(self, tid: bytes, name: str, size: int, sha: bytes | None, root: bool,
+                  now: float) -> list[Out | TransferEvent]:
         if tid in self._in:
             return [Out("file_decline", {"id": tid, "reason": "that transfer number is already in use"})]
         problem = check_offer_fields(name, size, sha)
@@ -391,9 +413,10 @@ class TransferCore:
                                                               "answer; offer it again later"})]
         if sum(t.state is State.SENDING for t in self._in.values()) >= MAX_ACTIVE:
             return [Out("file_decline", {"id": tid, "reason": f"{MAX_ACTIVE} files are already on their way"})]
+        assert sha is not None      # check_offer_fields refused an offer without a digest
         self._forget_ended(self._in)
-        self._in[tid] = _Transfer(tid, False, name, size, sha, touched=now)
-        return [Offered(tid, name, size, sha)]
+        self._in[tid] = _Transfer(tid, False, name, size, sha, root, touched=now)
+        return [Offered(tid, name, size, sha, root)]
 
     def _on_accept(self, t: _Transfer, offset: int, max_chunk: int | None, now: float) -> list[Out | TransferEvent]:
         if t.state is not State.OFFERED:
@@ -485,8 +508,9 @@ class TransferCore:
             return self._sink_failed(t, exc)
         if path is None:
             t.sink = None
-            return self._fail(t, "the file received does not match the SHA-256 the sender announced; it was "
-                                 "deleted", peer_reason="the file received did not match its SHA-256")
+            what = "root" if t.root else "SHA-256"
+            return self._fail(t, f"the file received does not match the {what} the sender announced; it was "
+                                 "deleted", peer_reason=f"the file received did not match its {what}")
         fin = self._end(t, State.DONE, f"saved as {path}")
         fin = Finished(fin.tid, False, t.name, State.DONE, fin.text, path, fin.session_bytes, fin.resumed_from)
         return [Out("file_done", {"id": t.tid}), fin]
@@ -557,17 +581,6 @@ class TransferCore:
             del table[tid]
 
 
-def sha256_of(path: str, *, block: int = 1 << 20) -> tuple[int, bytes]:
-    """Size and SHA-256 of a file, read in blocks."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.digest()
-
-
 FILE_KINDS = FILE_TYPES
 
 __all__ = [
@@ -594,5 +607,6 @@ __all__ = [
     "TransferCore",
     "TransferError",
     "TransferEvent",
-    "sha256_of",
+    "check_offer_fields",
+    "offer_digest",
 ]

@@ -259,7 +259,7 @@ class _Host:
     def live_session_with(self, fp: str) -> str | None:
         return "s1"
 
-    def offer_file(self, session: str, path: str, size: int, sha256: bytes) -> str:
+    def offer_file(self, session: str, path: str, size: int, sha256: bytes, *, root: bool = False) -> str:
         self.offers.append(Path(path).name)
         return f"t{len(self.offers)}"
 
@@ -282,8 +282,9 @@ def test_a_file_whose_transfer_ended_is_never_offered_again_while_another_ends_f
     """Two transfers end; their files are forgotten on pool threads, in either order. Before it was forgotten, a
     file that had ended looked like one still waiting to the other end's next offers, and went out twice (bob got
     ``f0 (1).bin``). The pool here runs its jobs when the test says, to make that order."""
+    from p2pchat.file_digest import sha256_of
     from p2pchat.file_resume import OFFERED_AT_ONCE, FileResume
-    from p2pchat.transfer import State, sha256_of
+    from p2pchat.transfer import State
 
     jobs: list[tuple] = []
     host = _Host()
