@@ -114,6 +114,11 @@ class FileDriver:
         self._plain_offers: OrderedDict[tuple[str, str, int, int], None] = OrderedDict()
         self._digest_lock = threading.Lock()
 
+    def takes_root(self, peer_fp: str | None) -> bool:
+        """Whether the peer ``peer_fp`` announced that it checks an offer's root."""
+        with self._digest_lock:
+            return peer_fp is not None and peer_fp.lower() in self._root_peers
+
     def prepare_for(self, peer_fp: str | None, path: str) -> tuple[str, int, bytes, bool]:
         """Check and hash a file to offer to ``peer_fp``: (absolute path, size, digest, whether it is the root).
         The root (hashed on every core) when the peer announced it checks roots and this file was not offered

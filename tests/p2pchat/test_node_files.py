@@ -81,6 +81,55 @@ def test_a_transfer_cut_at_40_percent_resumes_in_a_new_session_without_sending_v
         assert not any((tmp_path / "dl" / ".p2pchat-partial").iterdir())
 
 
+def test_files_to_a_peer_that_checks_roots_go_with_a_root_and_resume_after_a_cut_and_old_offers_keep_their_digest(
+        identities, tmp_path, monkeypatch):
+    """The first file to bob travels with its plain SHA-256; bob's file_accept says he checks roots, so the next
+    file is offered with its root (hashed on every core) and, cut at 40 %, resumes under that root; a file first
+    offered with its SHA-256 is offered again with it (its partial is kept under it)."""
+    import json
+
+    from p2pchat import file_driver
+
+    first_src, big_src = tmp_path / "first.bin", tmp_path / "big.bin"
+    _file(first_src, 1000)
+    data = _file(big_src, 6 * 1024 * 1024 + 3, seed=2)
+    real_read = file_driver._FileSource.read
+    cut = {"armed": False}
+
+    def read(self, offset, n):
+        if cut["armed"] and offset >= 0.4 * len(data):
+            cut["armed"] = False
+            link.close()          # the connection dies under the sender, as with kill -9
+        return real_read(self, offset, n)
+
+    monkeypatch.setattr(file_driver._FileSource, "read", read)
+    with pair(identities, bob={"downloads": tmp_path / "dl", "accept_files": True}) as (alice, bob, _):
+        sid, _ = connect_all(alice, bob)
+        bob_fp = alice.node._rt.get(sid).peer_fp
+        files = alice.node._rt.files
+        assert not files.takes_root(bob_fp)
+        tid = alice.node.send_file(sid, str(first_src))
+        assert bob.log.wait(FileFinished, transfer=tid, timeout=30).ok
+        assert alice.log.wait(FileFinished, transfer=tid).ok
+        assert files.takes_root(bob_fp)
+        assert files.prepare_for(bob_fp, str(first_src))[3] is False     # offered with its SHA-256 before
+        link = alice.node._rt.get(sid).link
+        cut["armed"] = True
+        tid = alice.node.send_file(sid, str(big_src))
+        first = bob.log.wait(FileFinished, transfer=tid, timeout=30)
+        assert not first.ok and "kept" in first.text, first.text
+        assert 0 < first.session_bytes < len(data)
+        states = [json.loads(p.read_text()) for p in (tmp_path / "dl" / ".p2pchat-partial").glob("*.json")]
+        assert [set(s) & {"root", "sha256"} for s in states] == [{"root"}]
+        sid2, _ = connect_all(alice, bob)
+        tid2 = alice.node.send_file(sid2, str(big_src))
+        second = bob.log.wait(FileFinished, transfer=tid2, timeout=30)
+        assert second.ok, second.text
+        assert second.resumed_from == first.session_bytes            # the verified part is not sent again
+        assert (tmp_path / "dl" / "big.bin").read_bytes() == data
+        assert "root" in alice.log.wait(FileFinished, transfer=tid2).text
+
+
 def test_an_offer_named_with_a_path_lands_in_the_downloads_folder_under_a_safe_name(identities, tmp_path):
     from p2pchat.file_driver import _FileSource
 

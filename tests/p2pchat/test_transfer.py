@@ -561,3 +561,94 @@ def test_a_partial_never_makes_the_caller_wait_for_the_disk_and_bounds_what_wait
     assert reports == sorted(reports) and len(reports) < 10     # reports cover ACK_EVERY chunks while more wait
     part.keep()
     assert d.resume_offset("fp", sha, 12 * len(data)) == 10 * len(data)
+
+
+# --- the offer's digest: the plain SHA-256 or the root (protocol.md §5.7 "The file's digest") ----------------------
+
+class RootSink(MemSink):
+    """A sink that checks the root, as a receiver does for an offer that carries one."""
+
+    def finish(self) -> str | None:
+        from p2pchat.file_digest import RootHasher
+
+        h = RootHasher(len(self.buf))
+        h.update(bytes(self.buf))
+        if h.digest() != self.sha:
+            self.state = "discarded"
+            return None
+        self.state = "saved"
+        return "/downloads/file"
+
+
+def test_an_offer_with_a_root_is_checked_against_it_and_every_accept_says_the_receiver_checks_roots():
+    from p2pchat.file_digest import PIECE, RootHasher
+
+    data = bytes(range(256)) * (PIECE // 128) + b"tail"        # two pieces and a bit
+    h = RootHasher(len(data))
+    h.update(data)
+    root = h.digest()
+    a, b = TransferCore(id_factory=_ids()), TransferCore()
+    tid, outs = a.offer(MemSource(data), "f.bin", len(data), root, 0.0, root=True)
+    assert "root" in outs[0].fields and "sha256" not in outs[0].fields
+    assert b.receive(outs[0].kind, outs[0].fields, 0.0) == [Offered(tid, "f.bin", len(data), root, True)]
+    sink = RootSink(root)
+    accept = b.accept(tid, sink, 0.0)
+    assert accept[0].fields["root"] is True
+    events = _pump(a, b, accept, a)
+    assert bytes(sink.buf) == data and sink.state == "saved"
+    assert {(e.outgoing, e.state) for e in events if isinstance(e, Finished)} == {(True, State.DONE),
+                                                                                   (False, State.DONE)}
+    assert "root" in next(e for e in events if isinstance(e, Finished) and e.outgoing).text
+    # a plain-SHA-256 offer is answered with root: true too (that is how a sender learns it)
+    tid, outs = a.offer(MemSource(data), "g.bin", len(data), hashlib.sha256(data).digest(), 0.0)
+    assert b.receive(outs[0].kind, outs[0].fields, 0.0)[0].root is False
+    assert b.accept(tid, MemSink(hashlib.sha256(data).digest()), 0.0)[0].fields["root"] is True
+
+
+def test_a_root_mismatch_discards_the_partial_with_a_plain_message_naming_the_root():
+    data = b"hello root" * 1000
+    a, b = TransferCore(id_factory=_ids()), TransferCore()
+    tid, outs = a.offer(MemSource(data), "f", len(data), b"\x01" * 32, 0.0, root=True)
+    b.receive(outs[0].kind, outs[0].fields, 0.0)
+    sink = RootSink(b"\x01" * 32)
+    events = _pump(a, b, b.accept(tid, sink, 0.0), a)
+    mine = next(e for e in events if isinstance(e, Finished) and not e.outgoing)
+    assert mine.state is State.FAILED and "root" in mine.text and sink.state == "discarded"
+
+
+def test_an_offer_with_neither_digest_is_declined_and_one_with_both_is_checked_by_its_root():
+    from p2pchat.chat_protocol import SEALED_CONTENT
+
+    b = TransferCore()
+    neither = SEALED_CONTENT.decode(SEALED_CONTENT.encode_body("file_offer", id=b"n" * 16, name="f", size=3))
+    out = b.receive("file_offer", neither.fields, 0.0)
+    assert out[0].kind == "file_decline" and "neither a SHA-256 nor a root" in out[0].fields["reason"]
+    both = SEALED_CONTENT.decode(SEALED_CONTENT.encode_body("file_offer", id=b"b" * 16, name="f", size=3,
+                                                            sha256=b"s" * 32, root=b"r" * 32))
+    offered = b.receive("file_offer", both.fields, 0.0)
+    assert offered == [Offered(b"b" * 16, "f", 3, b"r" * 32, True)]
+
+
+def test_a_partial_of_a_root_offer_resumes_from_its_verified_offset_and_is_kept_apart_from_a_plain_one(tmp_path):
+    from p2pchat.file_digest import PIECE, RootHasher
+
+    data = bytes(range(256)) * (PIECE // 64) + b"end"       # four pieces and a bit
+    h = RootHasher(len(data))
+    h.update(data)
+    root = h.digest()
+    d = Downloads(tmp_path, max_size=10**9)
+    part = d.open("fp", "r.bin", root, len(data), root=True)
+    cut = PIECE + 12_345                                       # in the middle of the second piece
+    part.write(data[:cut])
+    part.checkpoint()
+    part.keep()
+    assert d.resume_offset("fp", root, len(data), root=True) == cut
+    assert d.resume_offset("fp", root, len(data)) is None     # the same bytes as a plain SHA-256: another file
+    again = d.open("fp", "r.bin", root, len(data), root=True)
+    assert again.offset == cut                                 # the kept prefix hashed again, piece by piece
+    again.write(data[cut:])
+    assert again.finish() == str(tmp_path / "r.bin")
+    assert (tmp_path / "r.bin").read_bytes() == data
+    wrong = d.open("fp", "w.bin", b"\x00" * 32, len(data), root=True)
+    wrong.write(data)
+    assert wrong.finish() is None and not any(tmp_path.glob(".p2pchat-partial/*.part"))
