@@ -109,9 +109,9 @@ class FileDriver:
         # peers (key fingerprints) whose file_accept said they check roots: later files to them are offered with
         # a root, hashed on several cores (protocol.md §5.7 "The file's digest"); learned anew after a restart
         self._root_peers: set[str] = set()
-        # files offered with their plain SHA-256 (peer, path, size, mtime): offered again with it, so a partial
-        # the peer kept under that digest resumes
-        self._plain_offers: OrderedDict[tuple[str, str, int, int], None] = OrderedDict()
+        # files offered with their plain SHA-256 and not delivered yet, (peer, path, size, mtime) -> transfer:
+        # offered again with it, so a partial the peer kept under that digest resumes
+        self._plain_offers: OrderedDict[tuple[str, str, int, int], bytes] = OrderedDict()
         self._digest_lock = threading.Lock()
 
     def takes_root(self, peer_fp: str | None) -> bool:
@@ -121,19 +121,28 @@ class FileDriver:
 
     def prepare_for(self, peer_fp: str | None, path: str) -> tuple[str, int, bytes, bool]:
         """Check and hash a file to offer to ``peer_fp``: (absolute path, size, digest, whether it is the root).
-        The root (hashed on every core) when the peer announced it checks roots and this file was not offered
-        to it with its plain SHA-256 before; else the plain SHA-256, remembered for the next offer."""
+        The root (hashed on every core) when the peer announced it checks roots, unless this file was offered to
+        it with its plain SHA-256 and not delivered (its partial there is kept under that digest)."""
         key = _file_key(peer_fp, path)
         with self._digest_lock:
             root = key is not None and key[0] in self._root_peers and key not in self._plain_offers
         full, size, digest = prepare(path, root=root)
-        if not root and key is not None:
-            with self._digest_lock:
-                self._plain_offers[key] = None
-                self._plain_offers.move_to_end(key)
-                while len(self._plain_offers) > MAX_PLAIN_OFFERS:
-                    self._plain_offers.popitem(last=False)
         return full, size, digest, root
+
+    def _remember_plain(self, peer_fp: str | None, path: str, tid: bytes) -> None:
+        key = _file_key(peer_fp, path)
+        if key is None:
+            return
+        with self._digest_lock:
+            self._plain_offers[key] = tid
+            self._plain_offers.move_to_end(key)
+            while len(self._plain_offers) > MAX_PLAIN_OFFERS:
+                self._plain_offers.popitem(last=False)
+
+    def _delivered(self, tid: bytes) -> None:
+        with self._digest_lock:
+            for key in [k for k, t in self._plain_offers.items() if t == tid]:
+                del self._plain_offers[key]
 
     def core(self, session: Session) -> TransferCore:
         if session.files is None:
@@ -158,6 +167,8 @@ class FileDriver:
         except TransferError as exc:
             source.close()
             raise UsageError(str(exc)) from None
+        if not root:
+            self._remember_plain(session.peer_fp, path, tid)
         self._send(session, out)
         return tid.hex()
 
@@ -337,6 +348,8 @@ class FileDriver:
     def _emit_finished(self, session: Session, fin: Finished, *, interrupted: bool = False) -> None:
         if fin.outgoing and self.outgoing_ended is not None:       # [file resume] before the UI hears of it
             self.outgoing_ended(session.id, fin.tid.hex(), fin.state, interrupted)
+        if fin.outgoing and fin.state is State.DONE:
+            self._delivered(fin.tid)
         self._shown.pop(fin.tid, None)
         self._started.pop(fin.tid, None)
         if self.tags is not None and session.peer_fp is not None:

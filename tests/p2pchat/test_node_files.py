@@ -81,11 +81,11 @@ def test_a_transfer_cut_at_40_percent_resumes_in_a_new_session_without_sending_v
         assert not any((tmp_path / "dl" / ".p2pchat-partial").iterdir())
 
 
-def test_files_to_a_peer_that_checks_roots_go_with_a_root_and_resume_after_a_cut_and_old_offers_keep_their_digest(
+def test_files_to_a_peer_that_checks_roots_go_with_a_root_and_resume_after_a_cut_under_it(
         identities, tmp_path, monkeypatch):
     """The first file to bob travels with its plain SHA-256; bob's file_accept says he checks roots, so the next
-    file is offered with its root (hashed on every core) and, cut at 40 %, resumes under that root; a file first
-    offered with its SHA-256 is offered again with it (its partial is kept under it)."""
+    files are offered with their root (hashed on every core), and one cut at 40 % resumes under that root. (A file
+    cut while it went with its SHA-256 is offered again with it: the test of a cut at 40 % above.)"""
     import json
 
     from p2pchat import file_driver
@@ -112,7 +112,7 @@ def test_files_to_a_peer_that_checks_roots_go_with_a_root_and_resume_after_a_cut
         assert bob.log.wait(FileFinished, transfer=tid, timeout=30).ok
         assert alice.log.wait(FileFinished, transfer=tid).ok
         assert files.takes_root(bob_fp)
-        assert files.prepare_for(bob_fp, str(first_src))[3] is False     # offered with its SHA-256 before
+        assert files.prepare_for(bob_fp, str(first_src))[3] is True      # delivered: no partial waits for it
         link = alice.node._rt.get(sid).link
         cut["armed"] = True
         tid = alice.node.send_file(sid, str(big_src))
