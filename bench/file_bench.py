@@ -10,9 +10,10 @@ the relay (rate limit off) in another, the sender in this one. Measured in the s
 - TLS 1.3 bulk copy: the file read in 64 KiB blocks and written to a socket, the receiver writing it to disk
   (mutual authentication with RSA-3072 certificates, the handshake not counted): MB/s from the first byte sent
   to the receiver's file closed;
-- p2pchat direct and via relay: from ``send_file`` (which reads the file once for its SHA-256) to the sender's
-  ``FileFinished`` (the receiver has every byte on disk and checked the whole file's SHA-256); the four steps not
-  counted;
+- p2pchat direct and via relay: from ``send_file`` (which reads the file once for the offer's digest: the
+  first file to the receiver its plain SHA-256, later ones its root over 1 MiB pieces, hashed on both cores;
+  protocol.md §5.7) to the sender's ``FileFinished`` (the receiver has every byte on disk and checked the whole
+  file's digest); the four steps not counted; also the seconds ``send_file`` took to offer (the hash);
 - text latency while a transfer runs: a 100-byte text every 10 ms while a direct transfer runs (the texts stop when
   it finishes, so each one overlapped it; as many transfers as it takes for 200 texts), one-way latency (send →
   the receiver's node has decrypted it) p50 / p99, next to the same texts with no transfer;
@@ -142,13 +143,15 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def send_file(side: Initiator, sid: str, path: Path) -> float:
+def send_file(side: Initiator, sid: str, path: Path) -> tuple[float, float]:
+    """MB/s of one transfer, and the seconds ``send_file`` took to hash the file and offer it."""
     t0 = time.perf_counter()
     tid = side.node.send_file(sid, str(path))
+    offered = time.perf_counter() - t0
     ev = side.wait(lambda e: isinstance(e, FileFinished) and e.transfer == tid, timeout=600)
     if not ev.ok:
         raise RuntimeError(ev.text)
-    return path.stat().st_size / 1e6 / (time.perf_counter() - t0)
+    return path.stat().st_size / 1e6 / (time.perf_counter() - t0), offered
 
 
 def texts_during(side: Initiator, sid: str, path: Path | None, parent: Connection, count: int) -> list[float]:
@@ -252,6 +255,9 @@ def run(quick: bool, size_mib: int, rounds: int = 3, paths: tuple[str, ...] = ("
             sessions = {name: side.handshake()[0] for name, side in sides.items()}
             samples: dict[str, list[float]] = {"tls": [], "direct": [], "relay": []}
             cpu: dict[str, list[float]] = {"tls": [], "direct": [], "relay": []}
+            # seconds from send_file to the offer sent (the sender's pass over the file for the offer's digest;
+            # the first file to a peer goes with its plain SHA-256, later ones with their root: protocol.md §5.7)
+            offer_s: dict[str, list[float]] = {"direct": [], "relay": []}
             # per process: sender, receiver, relay (CPU seconds of each, per round)
             parts: dict[str, list[tuple[float, float, float]]] = {"tls": [], "direct": [], "relay": []}
 
@@ -271,19 +277,21 @@ def run(quick: bool, size_mib: int, rounds: int = 3, paths: tuple[str, ...] = ("
                 account("tls", before)
                 for name, side in sides.items():
                     before = cpu_now()
-                    samples[name].append(send_file(side, sessions[name], src))
+                    rate, offered = send_file(side, sessions[name], src)
+                    samples[name].append(rate)
+                    offer_s[name].append(offered)
                     account(name, before)
             rates = {k: max(v) if v else 0.0 for k, v in samples.items()}
             if not texts or "direct" not in sides:
                 return {"size": size_mib, "rounds": rounds, "paths": {n: s.path for n, s in sides.items()},
-                        "samples": samples, "cpu": cpu, "parts": parts, **rates}
+                        "samples": samples, "offer_s": offer_s, "cpu": cpu, "parts": parts, **rates}
             n_texts = 60 if quick else 200
             idle = texts_during(sides["direct"], sessions["direct"], None, parent, n_texts)
             busy: list[float] = []
             while len(busy) < n_texts:     # as many transfers as it takes to cover the texts
                 busy += texts_during(sides["direct"], sessions["direct"], src, parent, min(n_texts, 50))
             return {"size": size_mib, "rounds": rounds, "paths": {n: s.path for n, s in sides.items()}, **part_rates(),
-                    "samples": samples, "cpu": cpu, "parts": parts, **rates,
+                    "samples": samples, "offer_s": offer_s, "cpu": cpu, "parts": parts, **rates,
                     "idle_p50": statistics.median(idle), "idle_p99": pct(idle, 0.99),
                     "busy_p50": statistics.median(busy), "busy_p99": pct(busy, 0.99), "texts": len(busy)}
         finally:
@@ -385,7 +393,8 @@ def main() -> int:
               "| x TLS per round:", ", ".join(f"{p / t:.2f}" for p, t in zip(got[args.only], got["tls"], strict=True)),
               "| CPU s per GB (all processes): " + ", ".join(
                   f"{k} {cpu_per_gb(results, k):.2f}" for k, v in results["cpu"].items() if v),
-              "| sender / receiver / relay:", cpu_split(results, args.only))
+              "| sender / receiver / relay:", cpu_split(results, args.only),
+              "| offer after (s):", ", ".join(f"{x:.3f}" for x in results["offer_s"][args.only]))
         return 0
     size = 8 if args.quick else args.size
     results = run(args.quick, size, args.rounds)
@@ -394,7 +403,9 @@ def main() -> int:
           "| CPU s per GB (all processes): " + ", ".join(
               f"{k} {cpu_per_gb(results, k):.2f}" for k, v in results["cpu"].items() if v),
           "| sender / receiver / relay, direct:", cpu_split(results, "direct"), "via relay:",
-          cpu_split(results, "relay"))
+          cpu_split(results, "relay"),
+          "| offer after (s), direct:", ", ".join(f"{x:.3f}" for x in results["offer_s"]["direct"]),
+          "via relay:", ", ".join(f"{x:.3f}" for x in results["offer_s"]["relay"]))
     table = markdown(results)
     print(table)
     if not args.quick and not args.no_write:
