@@ -73,6 +73,27 @@ def test_a_file_touched_but_unchanged_is_still_sent_and_a_changed_or_missing_one
     assert "notes.txt cannot be read any more" in (file_unchanged(f) or "")
 
 
+def test_a_file_kept_with_its_root_is_read_back_checked_by_its_root_and_an_older_record_means_sha256(
+        tmp_path: Path) -> None:
+    import dataclasses
+
+    import msgpack
+
+    from p2pchat.file_digest import file_digest
+
+    f = _pending(tmp_path)
+    root = dataclasses.replace(f, ref=2, sha256=file_digest(f.path, True)[1], root=True)
+    store = PendingFileStore(tmp_path / FILE_NAME, Vault.open(tmp_path, None))
+    store.save(3, [f, root])
+    assert store.load() == (3, [f, root])
+    os.utime(f.path, ns=(f.mtime_ns + 10**9, f.mtime_ns + 10**9))       # touched: read again, by its own digest
+    assert file_unchanged(root) is None and file_unchanged(f) is None
+    assert file_unchanged(dataclasses.replace(root, root=False)) == "notes.txt changed on disk since you sent it"
+    old = {k: v for k, v in dataclasses.asdict(f).items() if k != "root"}        # written before roots existed
+    (tmp_path / FILE_NAME).write_bytes(msgpack.packb({"format": 1, "next": 2, "files": [old]}, use_bin_type=True))
+    assert store.load() == (2, [f]) and f.root is False
+
+
 def _free_port(ip: str) -> int:
     with socket.socket() as s:
         s.bind((ip, 0))
