@@ -30,7 +30,7 @@ import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
-from p2pchat.file_digest import new_hasher
+from p2pchat.file_digest import PIECE, RootHasher, new_hasher, piece_digests
 from p2pchat.foundation.errors import LocalFault, UsageError
 from p2pchat.transfer import ACK_EVERY, MAX_UNACKED, SinkError
 
@@ -201,8 +201,18 @@ class Partial:
         self._fh = os.fdopen(fd, "r+b", buffering=0)
         self._state_fd = os.open(self._state_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         self._hash = new_hasher(size, root)
-        # the verified prefix is hashed again (a hash state cannot be stored); anything after it is cut off
+        # the verified prefix is hashed again (a hash state cannot be stored); anything after it is cut off. For a
+        # root its whole pieces are hashed on every core (file_digest.piece_digests), the rest in order below
         remaining = offset
+        if root and offset >= PIECE:
+            whole = offset // PIECE * PIECE
+            try:
+                self._hash = RootHasher.after_pieces(size, piece_digests(fd, whole))
+            except OSError as exc:
+                self._close()
+                raise LocalFault(f"cannot read the partial download {self.path}: {exc.strerror}") from None
+            self._fh.seek(whole)
+            remaining = offset - whole
         while remaining:
             block = self._fh.read(min(remaining, 1 << 20))
             if not block:

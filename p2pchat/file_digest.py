@@ -46,6 +46,18 @@ class RootHasher:
         self._in_piece = 0          # bytes of the current piece hashed so far
         self._done = 0
 
+    @classmethod
+    def after_pieces(cls, size: int, digests: list[bytes]) -> RootHasher:
+        """A hasher that has been fed the whole pieces whose SHA-256s are ``digests`` (a kept prefix hashed again,
+        :func:`piece_digests`); the next byte fed is the first of the piece after them."""
+        h = cls(size)
+        if len(digests) * PIECE > size:
+            raise ValueError("more pieces than the file has")
+        for d in digests:
+            h._root.update(d)
+        h._done = len(digests) * PIECE
+        return h
+
     def update(self, data: bytes | memoryview, /) -> None:
         with memoryview(data) as view:
             if self._done + len(view) > self.size:
@@ -102,45 +114,52 @@ def file_digest(path: str, root: bool, *, workers: int | None = None) -> tuple[i
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
-        pieces = -(-size // PIECE)
-        n = workers or min(MAX_WORKERS, os.cpu_count() or 1)
-        n = max(1, min(n, pieces)) if size >= PARALLEL_FROM else 1
-        digests: list[bytes] = [b""] * pieces
-        errors: list[BaseException] = []     # a worker's failure, raised here (a programming error too)
-
-        def work(first: int) -> None:
-            buf = bytearray(PIECE)
-            with memoryview(buf) as view:
-                for i in range(first, pieces, n):
-                    if errors:
-                        return
-                    want = min(PIECE, size - i * PIECE)
-                    try:
-                        got = os.preadv(fd, [view[:want]], i * PIECE)
-                        while got < want:       # a short read: go on (a pipe-like file), stop at the end
-                            more = os.preadv(fd, [view[got:want]], i * PIECE + got)
-                            if not more:
-                                raise OSError(errno.EIO, "the file shrank while it was being read")
-                            got += more
-                        digests[i] = hashlib.sha256(view[:want]).digest()
-                    except BaseException as exc:
-                        errors.append(exc)
-                        return
-
-        threads = [threading.Thread(target=work, args=(k,), name=f"file-digest-{k}") for k in range(1, n)]
-        for t in threads:
-            t.start()
-        try:
-            work(0)
-        finally:
-            for t in threads:
-                t.join()
-        if errors:
-            raise errors[0]
-        return size, root_of_digests(size, digests)
+        return size, root_of_digests(size, piece_digests(fd, size, workers=workers))
     finally:
         os.close(fd)
 
 
+def piece_digests(fd: int, size: int, *, workers: int | None = None) -> list[bytes]:
+    """The SHA-256 of every piece of the first ``size`` bytes of the open file ``fd`` (the last piece may be
+    short), hashed on up to :data:`MAX_WORKERS` threads (one below :data:`PARALLEL_FROM` bytes). An
+    :class:`OSError` when the file cannot be read or has fewer bytes."""
+    pieces = -(-size // PIECE)
+    n = workers or min(MAX_WORKERS, os.cpu_count() or 1)
+    n = max(1, min(n, pieces)) if size >= PARALLEL_FROM else 1
+    digests: list[bytes] = [b""] * pieces
+    errors: list[BaseException] = []     # a worker's failure, raised here (a programming error too)
+
+    def work(first: int) -> None:
+        buf = bytearray(PIECE)
+        with memoryview(buf) as view:
+            for i in range(first, pieces, n):
+                if errors:
+                    return
+                want = min(PIECE, size - i * PIECE)
+                try:
+                    got = os.preadv(fd, [view[:want]], i * PIECE)
+                    while got < want:       # a short read: go on, and stop at the file's end
+                        more = os.preadv(fd, [view[got:want]], i * PIECE + got)
+                        if not more:
+                            raise OSError(errno.EIO, "the file shrank while it was being read")
+                        got += more
+                    digests[i] = hashlib.sha256(view[:want]).digest()
+                except BaseException as exc:
+                    errors.append(exc)
+                    return
+
+    threads = [threading.Thread(target=work, args=(k,), name=f"file-digest-{k}") for k in range(1, n)]
+    for t in threads:
+        t.start()
+    try:
+        work(0)
+    finally:
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    return digests
+
+
 __all__ = ["DIGEST_LEN", "PIECE", "ROOT_LABEL", "Hasher", "RootHasher", "file_digest", "new_hasher",
-           "root_of_digests", "sha256_of"]
+           "piece_digests", "root_of_digests", "sha256_of"]

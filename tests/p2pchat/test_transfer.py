@@ -6,10 +6,12 @@ import hashlib
 import itertools
 import threading
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pchat.downloads import Downloads, reserve, safe_name
+from p2pchat.file_digest import PIECE
 from p2pchat.transfer import (
     CHUNK_SIZE,
     MAX_PENDING_OFFERS,
@@ -629,8 +631,11 @@ def test_an_offer_with_neither_digest_is_declined_and_one_with_both_is_checked_b
     assert offered == [Offered(b"b" * 16, "f", 3, b"r" * 32, True)]
 
 
-def test_a_partial_of_a_root_offer_resumes_from_its_verified_offset_and_is_kept_apart_from_a_plain_one(tmp_path):
-    from p2pchat.file_digest import PIECE, RootHasher
+@pytest.mark.parametrize("cut", [12_345, PIECE + 12_345, 4 * PIECE + 1])
+def test_a_partial_of_a_root_offer_resumes_from_its_verified_offset_and_is_kept_apart_from_a_plain_one(
+        tmp_path, cut):
+    """Cut in the first piece, in the second, or after four (their digests hashed again on several threads)."""
+    from p2pchat.file_digest import RootHasher
 
     data = bytes(range(256)) * (PIECE // 64) + b"end"       # four pieces and a bit
     h = RootHasher(len(data))
@@ -638,7 +643,6 @@ def test_a_partial_of_a_root_offer_resumes_from_its_verified_offset_and_is_kept_
     root = h.digest()
     d = Downloads(tmp_path, max_size=10**9)
     part = d.open("fp", "r.bin", root, len(data), root=True)
-    cut = PIECE + 12_345                                       # in the middle of the second piece
     part.write(data[:cut])
     part.checkpoint()
     part.keep()
