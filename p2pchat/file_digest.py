@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import os
 import threading
 from typing import Protocol
@@ -128,11 +129,14 @@ def piece_digests(fd: int, size: int, *, workers: int | None = None) -> list[byt
     n = max(1, min(n, pieces)) if size >= PARALLEL_FROM else 1
     digests: list[bytes] = [b""] * pieces
     errors: list[BaseException] = []     # a worker's failure, raised here (a programming error too)
+    # each thread takes the next piece nobody took (next() on a count is atomic): a thread the scheduler holds
+    # back (the other core busy) leaves the rest to the others instead of a fixed share
+    claim = itertools.count()
 
-    def work(first: int) -> None:
+    def work() -> None:
         buf = bytearray(PIECE)
         with memoryview(buf) as view:
-            for i in range(first, pieces, n):
+            while (i := next(claim)) < pieces:
                 if errors:
                     return
                 want = min(PIECE, size - i * PIECE)
@@ -148,11 +152,11 @@ def piece_digests(fd: int, size: int, *, workers: int | None = None) -> list[byt
                     errors.append(exc)
                     return
 
-    threads = [threading.Thread(target=work, args=(k,), name=f"file-digest-{k}") for k in range(1, n)]
+    threads = [threading.Thread(target=work, name=f"file-digest-{k}") for k in range(1, n)]
     for t in threads:
         t.start()
     try:
-        work(0)
+        work()
     finally:
         for t in threads:
             t.join()
