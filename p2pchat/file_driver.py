@@ -74,6 +74,51 @@ class _FileSource:
         self._fh.close()
 
 
+class OfferDigests:
+    """Which digest a file is offered with (protocol.md §5.7 "The file's digest"): its root, hashed on every core,
+    to a peer whose ``file_accept`` said it checks roots (learned anew after a restart); its plain SHA-256 to any
+    other, and again to the same peer while a file offered that way is not delivered (its partial there is kept
+    under that digest)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._root_peers: set[str] = set()                # key fingerprints, lower case
+        # (peer, path, size, mtime) -> its transfer: offered with the plain SHA-256, not delivered yet
+        self._plain: OrderedDict[tuple[str, str, int, int], bytes] = OrderedDict()
+
+    def peer_takes_root(self, peer_fp: str | None) -> None:
+        if peer_fp is not None:
+            with self._lock:
+                self._root_peers.add(peer_fp.lower())
+
+    def takes_root(self, peer_fp: str | None) -> bool:
+        with self._lock:
+            return peer_fp is not None and peer_fp.lower() in self._root_peers
+
+    def prepare_for(self, peer_fp: str | None, path: str) -> tuple[str, int, bytes, bool]:
+        """Check and hash a file to offer to ``peer_fp``: (absolute path, size, digest, whether it is the root)."""
+        key = _file_key(peer_fp, path)
+        with self._lock:
+            root = key is not None and key[0] in self._root_peers and key not in self._plain
+        full, size, digest = prepare(path, root=root)
+        return full, size, digest, root
+
+    def offered_plain(self, peer_fp: str | None, path: str, tid: bytes) -> None:
+        key = _file_key(peer_fp, path)
+        if key is None:
+            return
+        with self._lock:
+            self._plain[key] = tid
+            self._plain.move_to_end(key)
+            while len(self._plain) > MAX_PLAIN_OFFERS:
+                self._plain.popitem(last=False)
+
+    def delivered(self, tid: bytes) -> None:
+        with self._lock:
+            for key in [k for k, t in self._plain.items() if t == tid]:
+                del self._plain[key]
+
+
 class ChunkPump:
     """The writer's filler for one session: the next sealed chunk when the window has room (``session.lock``
     held by the writer)."""
@@ -106,43 +151,15 @@ class FileDriver:
         self.tags: OfferTags | None = None        # [groups, issue 18]
         self._ack_due: set[tuple[str, bytes]] = set()   # (session, transfer) whose acknowledgement task is queued
         self._ack_lock = threading.Lock()
-        # peers (key fingerprints) whose file_accept said they check roots: later files to them are offered with
-        # a root, hashed on several cores (protocol.md §5.7 "The file's digest"); learned anew after a restart
-        self._root_peers: set[str] = set()
-        # files offered with their plain SHA-256 and not delivered yet, (peer, path, size, mtime) -> transfer:
-        # offered again with it, so a partial the peer kept under that digest resumes
-        self._plain_offers: OrderedDict[tuple[str, str, int, int], bytes] = OrderedDict()
-        self._digest_lock = threading.Lock()
+        self.digests = OfferDigests()
 
     def takes_root(self, peer_fp: str | None) -> bool:
         """Whether the peer ``peer_fp`` announced that it checks an offer's root."""
-        with self._digest_lock:
-            return peer_fp is not None and peer_fp.lower() in self._root_peers
+        return self.digests.takes_root(peer_fp)
 
     def prepare_for(self, peer_fp: str | None, path: str) -> tuple[str, int, bytes, bool]:
-        """Check and hash a file to offer to ``peer_fp``: (absolute path, size, digest, whether it is the root).
-        The root (hashed on every core) when the peer announced it checks roots, unless this file was offered to
-        it with its plain SHA-256 and not delivered (its partial there is kept under that digest)."""
-        key = _file_key(peer_fp, path)
-        with self._digest_lock:
-            root = key is not None and key[0] in self._root_peers and key not in self._plain_offers
-        full, size, digest = prepare(path, root=root)
-        return full, size, digest, root
-
-    def _remember_plain(self, peer_fp: str | None, path: str, tid: bytes) -> None:
-        key = _file_key(peer_fp, path)
-        if key is None:
-            return
-        with self._digest_lock:
-            self._plain_offers[key] = tid
-            self._plain_offers.move_to_end(key)
-            while len(self._plain_offers) > MAX_PLAIN_OFFERS:
-                self._plain_offers.popitem(last=False)
-
-    def _delivered(self, tid: bytes) -> None:
-        with self._digest_lock:
-            for key in [k for k, t in self._plain_offers.items() if t == tid]:
-                del self._plain_offers[key]
+        """Check and hash a file to offer to ``peer_fp`` (:meth:`OfferDigests.prepare_for`)."""
+        return self.digests.prepare_for(peer_fp, path)
 
     def core(self, session: Session) -> TransferCore:
         if session.files is None:
@@ -168,7 +185,7 @@ class FileDriver:
             source.close()
             raise UsageError(str(exc)) from None
         if not root:
-            self._remember_plain(session.peer_fp, path, tid)
+            self.digests.offered_plain(session.peer_fp, path, tid)
         self._send(session, out)
         return tid.hex()
 
@@ -234,9 +251,8 @@ class FileDriver:
         now = time.monotonic()
         if kind == "file_accept":
             self._started[fields["id"]] = now
-            if fields.get("root") is True and session.peer_fp is not None:
-                with self._digest_lock:
-                    self._root_peers.add(session.peer_fp.lower())
+            if fields.get("root") is True:
+                self.digests.peer_takes_root(session.peer_fp)
         self._handle(session, core.receive(kind, fields, now))
 
     def poll(self, session: Session) -> None:
@@ -349,7 +365,7 @@ class FileDriver:
         if fin.outgoing and self.outgoing_ended is not None:       # [file resume] before the UI hears of it
             self.outgoing_ended(session.id, fin.tid.hex(), fin.state, interrupted)
         if fin.outgoing and fin.state is State.DONE:
-            self._delivered(fin.tid)
+            self.digests.delivered(fin.tid)
         self._shown.pop(fin.tid, None)
         self._started.pop(fin.tid, None)
         if self.tags is not None and session.peer_fp is not None:
@@ -405,4 +421,4 @@ def describe(ev: FileProgress) -> str:
     return f"{human(ev.done)} of {human(ev.size)} ({pct:.0f} %), {human(rate)}/s{left}"
 
 
-__all__ = ["ChunkPump", "FileDriver", "describe", "prepare"]
+__all__ = ["ChunkPump", "FileDriver", "OfferDigests", "describe", "prepare"]

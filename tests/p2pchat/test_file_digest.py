@@ -136,3 +136,24 @@ def _read_into(fd: int, view: memoryview, offset: int) -> int:
     data = os.pread(fd, len(view), offset)
     view[:len(data)] = data
     return len(data)
+
+
+def test_offer_digests_give_a_root_only_to_a_peer_that_checks_roots_and_keep_an_undelivered_plain_offer(
+        tmp_path: Path) -> None:
+    from p2pchat.file_driver import OfferDigests
+
+    path = tmp_path / "f.bin"
+    data = os.urandom(5 * PIECE + 3)
+    path.write_bytes(data)
+    d = OfferDigests()
+    bob = "AB" * 32
+    full, size, digest, root = d.prepare_for(bob, str(path))
+    assert (full, size, digest, root) == (str(path.resolve()), len(data), hashlib.sha256(data).digest(), False)
+    d.offered_plain(bob, full, b"t1")               # went with its SHA-256 and was cut: a partial may wait
+    d.peer_takes_root(bob.lower())                  # bob's file_accept said root: true
+    assert d.takes_root(bob) and not d.takes_root("cd" * 32) and not d.takes_root(None)
+    assert d.prepare_for(bob, str(path))[3] is False            # offered again as before, so it resumes
+    assert d.prepare_for("cd" * 32, str(path))[3] is False      # a peer that never said so
+    d.delivered(b"t1")
+    assert d.prepare_for(bob, str(path))[2:] == (spec_root(data), True)
+    assert d.prepare_for(None, str(path))[3] is False            # no peer known: the plain SHA-256
