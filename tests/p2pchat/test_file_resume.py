@@ -157,8 +157,11 @@ def test_a_file_for_an_offline_contact_waits_through_a_restart_and_arrives_when_
         w.close()
 
 
+@pytest.mark.parametrize("root", [False, True], ids=["sha256", "root"])
 def test_a_transfer_cut_by_a_dropped_connection_resumes_by_itself_sending_only_the_missing_bytes(
-        tmp_path: Path, identities: list[Identity], monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, identities: list[Identity], monkeypatch: pytest.MonkeyPatch, root: bool) -> None:
+    """With ``root``, alice first delivered a small file to bob (his file_accept said he checks roots), so the big
+    one is kept and offered again with its root (protocol.md §5.7 "The file's digest")."""
     from p2pchat import file_driver
 
     src = tmp_path / "big.bin"
@@ -179,15 +182,23 @@ def test_a_transfer_cut_by_a_dropped_connection_resumes_by_itself_sending_only_t
     try:
         bob = w.bob()
         alice = w.alice()
+        if root:
+            small = tmp_path / "small.bin"
+            _file(small, 1000, seed=3)
+            alice.node.send_file_to_contact(w.bob_fp, str(small))
+            assert bob.log.wait(FileFinished, 30, name="small.bin").ok
+            wait_until(lambda: alice.node.waiting_files() == [], 10, what="the small file to stop waiting")
         alice.node.send_file_to_contact(w.bob_fp, str(src))       # bob is up: offered in the chat opened for it
-        first = bob.log.wait(FileFinished, 30)
+        first = bob.log.wait(FileFinished, 30, name="big.bin")
         assert not first.ok and "kept" in first.text, first.text
         assert 0 < first.session_bytes < len(data)
-        second = bob.log.wait(FileFinished, 30, ok=True)             # nobody sent it again by hand
+        second = bob.log.wait(FileFinished, 30, ok=True, name="big.bin")     # nobody sent it again by hand
         assert second.resumed_from == first.session_bytes
         assert second.session_bytes == len(data) - first.session_bytes
         assert (tmp_path / "bob" / "downloads" / "big.bin").read_bytes() == data
-        assert len(bob.log.all(FileOffer)) == 2
+        assert len(bob.log.all(FileOffer, name="big.bin")) == 2
+        delivered = alice.log.wait(FileFinished, 30, ok=True, name="big.bin")
+        assert delivered.text.endswith("against its root" if root else "against its SHA-256"), delivered.text
         wait_until(lambda: alice.node.waiting_files() == [], 10, what="the delivered file to stop waiting")
     finally:
         w.close()
