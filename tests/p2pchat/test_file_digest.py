@@ -102,12 +102,13 @@ def test_a_file_that_shrinks_while_its_root_is_hashed_is_an_error(tmp_path: Path
     path = tmp_path / "f.bin"
     path.write_bytes(os.urandom(8 * PIECE))
     real = os.preadv
-    done = threading.Event()
+    lock, cut = threading.Lock(), []
 
     def preadv(fd: int, buffers: list, offset: int) -> int:
-        if not done.is_set():
-            done.set()
-            os.truncate(path, 2 * PIECE)        # cut under the readers after their first read
+        with lock:                              # no read before the cut, whichever thread comes first
+            if not cut:
+                os.truncate(path, 2 * PIECE)    # cut under the readers, after the size was taken
+                cut.append(True)
         return real(fd, buffers, offset)
 
     monkeypatch.setattr(file_digest.os, "preadv", preadv)
