@@ -50,6 +50,7 @@ from ledger.protocol import LEDGER_PROTOCOL
 from ledger.reachability import NONCE_LEN, check_proof, request_proof
 from ledger.records import Record
 from p2pchat.foundation import crypto
+from p2pchat.foundation.addresses import LEDGER_PORT, format_address, parse_address
 from p2pchat.foundation.errors import UserError
 from p2pchat.foundation.transport import connect
 
@@ -203,6 +204,10 @@ class Dispute:
                 and len(answering) == 32 and isinstance(checked, int) and not isinstance(checked, bool)
                 and checked >= 0 and isinstance(node, str) and len(node) <= 64):
             raise LedgerError("the dispute mark of a lookup answer is malformed")
+        try:   # shown to people ("checked by the ledger node at …"): an address, never the node's free text
+            node = format_address(*parse_address(node, LEDGER_PORT))
+        except UserError:
+            raise LedgerError("the dispute mark of a lookup answer names no node address") from None
         return cls(ip, holder, answering, checked, node)
 
     def to_json(self) -> dict[str, Any]:
