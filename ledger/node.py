@@ -102,6 +102,7 @@ ProgressCallback = Callable[[SyncProgress], None]
 _MESSAGE_COST = {"get_blocks": 5.0, "prove": 20.0, "submit": 10.0, "lookup": 2.0, "get_headers": 2.0,
                  "binding_alert": 20.0, "checkpoint_evidence": 10.0}
 _MAX_WIRE_INT = 2**63 - 1
+MAX_CONNECTIONS_PER_IP = 16
 
 
 @dataclass
@@ -130,6 +131,9 @@ class NodeConfig:
     outbound_peers: int = 8                # outbound target; up to max_peers // 2 of them are reserved:
                                            # inbound peers can never take those slots (eclipse resistance)
     max_inbound_per_ip: int = 2            # gossip peers accepted from one address
+    extra_connections: int = 64            # inbound connections beyond max_peers (light clients, handshakes);
+                                           # when all are taken, a newcomer from an address holding fewer of
+                                           # them displaces the newest connection of the address holding most
     message_rate: float = 200.0            # frames per second per sender IP (all its connections together)
     message_burst: float = 1000.0
     # --- work per stranger: budgets per sender IP, so 16 connections from one address buy no more than one ---
@@ -386,6 +390,7 @@ class LedgerNode:
         self._handshaking: set[FramedSocket] = set()
         self._threads: set[threading.Thread] = set()
         self._standing = Standing(self.config.ban_seconds)
+        self._inbound: OrderedDict[FramedSocket, None] = OrderedDict()   # inbound connections, oldest first
         # Work per stranger (docs/ledger-protocol.md §6): budgets per sender IP, and one for every prover.
         self._rates = SenderBudgets(self.config.message_rate, self.config.message_burst)
         self._answers = SenderBudgets(self.config.answer_rate, self.config.answer_burst)
@@ -459,8 +464,8 @@ class LedgerNode:
     def start(self) -> LedgerNode:
         """Listen on ``host:port``, start mining, dial the seeds and start the maintenance threads."""
         self._server = FrameServer(self.host, self.requested_port, LEDGER_PROTOCOL, self._serve_inbound,
-                                   name=f"ledger-{self.host}", max_connections=self.max_peers + 64,
-                                   max_per_ip=16, timeout=self.config.send_timeout)
+                                   name=f"ledger-{self.host}", max_connections=self._server_connections,
+                                   max_per_ip=MAX_CONNECTIONS_PER_IP, timeout=self.config.send_timeout)
         self.port = self._server.port
         self._book.own.add((self.host, self.port))
         now = time.monotonic()
@@ -547,7 +552,7 @@ class LedgerNode:
         connections of the old address (the peers are dialled again from the new one) and publish the updated
         record at once, so callers looking up this key or nickname find the new address."""
         server = FrameServer(new, self.port, LEDGER_PROTOCOL, self._serve_inbound, name=f"ledger-{new}",
-                             max_connections=self.max_peers + 64, max_per_ip=16,
+                             max_connections=self._server_connections, max_per_ip=MAX_CONNECTIONS_PER_IP,
                              timeout=self.config.send_timeout).start()
         with self._lock:
             if self._closing.is_set():
@@ -663,8 +668,54 @@ class LedgerNode:
                             time=int(self._raw_clock()),   # our own clock, so peers measure it (not corrected)
                             pruned=self.ledger.pruned.height or None)
 
+    @property
+    def max_connections(self) -> int:
+        """Inbound connections served at once (gossip peers, light clients, handshakes under way)."""
+        return self.max_peers + self.config.extra_connections
+
+    @property
+    def _server_connections(self) -> int:
+        # The server accepts a few more than we serve, so a newcomer can be judged against who holds the slots.
+        return self.max_connections + MAX_CONNECTIONS_PER_IP
+
     def _serve_inbound(self, conn: FramedSocket) -> None:
-        """FrameServer handler: handshake, then serve the connection until it ends."""
+        """FrameServer handler: make room (or refuse), then handshake and serve the connection until it ends."""
+        victim = self._admit_inbound(conn)
+        if victim is conn:
+            conn.send_error(f"this node is at its limit of {self.max_connections} connections and {conn.peer[0]} "
+                            "holds as many of them as any address; try again later")
+            return
+        if victim is not None:
+            log.info("at the connection limit: closed the newest connection of %s, the address holding most, "
+                     "for %s", victim.peer[0], conn.peer[0])
+            victim.close()     # wakes its reading thread, which ends it
+        try:
+            self._serve_admitted(conn)
+        finally:
+            with self._lock:
+                self._inbound.pop(conn, None)
+
+    def _admit_inbound(self, conn: FramedSocket) -> FramedSocket | None:
+        """Count ``conn`` among the inbound connections. Past :attr:`max_connections`, the connection to drop:
+        ``conn`` itself when its address holds as many as any other address, else the newest of an address that
+        holds most — so addresses that filled every slot cannot keep one more address out (docs/ledger-protocol.md
+        §6). None when there was room."""
+        with self._lock:
+            self._inbound[conn] = None
+            if len(self._inbound) <= self.max_connections:
+                return None
+            counts: dict[str, int] = {}
+            for c in self._inbound:
+                counts[c.peer[0]] = counts.get(c.peer[0], 0) + 1
+            most = max(counts.values())
+            if counts[conn.peer[0]] >= most:
+                del self._inbound[conn]
+                return conn
+            victim = next(c for c in reversed(self._inbound) if counts[c.peer[0]] == most)
+            del self._inbound[victim]    # no longer counted, though its thread takes a moment to end
+            return victim
+
+    def _serve_admitted(self, conn: FramedSocket) -> None:
         now = time.monotonic()
         with self._lock:
             reason = self._standing.ban_reason(conn.peer[0], now)
