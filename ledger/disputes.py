@@ -45,7 +45,7 @@ from ledger.errors import LedgerError
 from ledger.local_ledger import LocalLedger
 from ledger.merkle import verify_merkle_path
 from ledger.params import NetworkParams
-from ledger.peers import TokenBucket
+from ledger.peers import SenderBudgets
 from ledger.protocol import LEDGER_PROTOCOL
 from ledger.reachability import NONCE_LEN, check_proof, request_proof
 from ledger.records import Record
@@ -311,7 +311,7 @@ class DisputeService:
         self._wake = threading.Condition(self._lock)
         self._closing = False
         self._seen: OrderedDict[bytes, float] = OrderedDict()
-        self._senders: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._senders = SenderBudgets(self.config.alert_rate, self.config.alert_burst, self.config.senders_limit)
         self._conflicts: OrderedDict[bytes, tuple[Conflict, Evidence]] = OrderedDict()
         self._disputes: OrderedDict[str, tuple[bytes, Dispute]] = OrderedDict()   # ip → (bound record id, mark)
         self._last_check: OrderedDict[str, float] = OrderedDict()
@@ -392,14 +392,7 @@ class DisputeService:
         now = time.monotonic()
         with self._lock:
             self.stats["alerts_received"] += 1
-            bucket = self._senders.get(sender_ip)
-            if bucket is None:
-                bucket = self._senders[sender_ip] = TokenBucket(self.config.alert_rate, self.config.alert_burst,
-                                                                now)
-                while len(self._senders) > self.config.senders_limit:
-                    self._senders.popitem(last=False)
-            self._senders.move_to_end(sender_ip)
-            if bucket.take(now) > 0:
+            if self._senders.take(sender_ip, now) > 0:
                 self.stats["alerts_dropped"] += 1
                 return "dropped: the sender is over its budget of binding alerts"
         try:

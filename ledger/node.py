@@ -974,7 +974,8 @@ class LedgerNode:
                 return
 
     def _throttle(self, peer: Peer, type_: str, now: float) -> bool:
-        """Apply the per-connection rate limit; False if the peer was dropped for flooding."""
+        """Apply the sender address's rate limit (shared by its connections); False if this connection was dropped
+        for flooding."""
         wait = self._rates.take(peer.ip, now, _MESSAGE_COST.get(type_, 1.0))
         if wait <= 0:
             peer.throttled_since = None
