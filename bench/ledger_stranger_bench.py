@@ -9,6 +9,7 @@ Attacks, each from one address over 16 connections (the per-address connection l
 - ``prove``: reachability proofs asked as fast as answered (each costs the node an RSA-3072 signature);
 - ``unread``: ``get_headers`` for 2,000 headers sent without ever reading an answer (chain of 2,100 blocks);
 - ``status``: ``status`` asked in lock step (the per-frame cost of a request);
+- ``headers``: ``get_headers`` for 2,000 headers asked in lock step, every answer read;
 - ``slots``: 16 connections from each of 5 addresses kept open (every connection the node serves), then an
   honest ``status`` from a sixth.
 
@@ -115,6 +116,9 @@ def attack(name: str, host: str, seconds: float) -> tuple[list[FramedSocket], Ca
         return conns, lockstep(LEDGER_PROTOCOL.encode("prove", nonce=bytes(32)), seconds)
     if name == "status":
         return conns, lockstep(LEDGER_PROTOCOL.encode("status"), seconds)
+    if name == "headers":
+        return conns, lockstep(LEDGER_PROTOCOL.encode("get_headers", locator=[PARAMS.genesis_hash], limit=2000),
+                               seconds)
     return conns, never_read(LEDGER_PROTOCOL.encode("get_headers", locator=[PARAMS.genesis_hash], limit=2000),
                              seconds)
 
@@ -168,6 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-code", type=Path, help="another checkout to run the same attacks against")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--attacks", default="prove,unread,status,headers,slots", help="comma-separated")
     args = parser.parse_args()
     codes = [ROOT] + ([args.baseline_code.resolve()] if args.baseline_code else [])
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,7 +183,7 @@ def main() -> None:
         premine(store, 2100)
         print(f"{'attack':8} {'code':>10} {'node CPU s':>10} {'attacker CPU s':>14} {'ratio':>6} "
               f"{'RSS MB':>10} {'threads':>9}  honest status")
-        for name in ("prove", "unread", "status", "slots"):
+        for name in args.attacks.split(","):
             for code in codes:
                 r = run_one(code, store, name, args.seconds, work)
                 ratio = r["node_cpu"] / max(r["attacker_cpu"], 0.01)   # type: ignore[operator]

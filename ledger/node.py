@@ -137,8 +137,8 @@ class NodeConfig:
     message_rate: float = 200.0            # frames per second per sender IP (all its connections together)
     message_burst: float = 1000.0
     # --- work per stranger: budgets per sender IP, so 16 connections from one address buy no more than one ---
-    answer_rate: float = 16 * 1024 * 1024  # bytes of answers a second per sender IP (reading waits past it)…
-    answer_burst: float = 64 * 1024 * 1024  # …saved up to this many
+    answer_rate: float = 8 * 1024 * 1024   # bytes of answers a second per sender IP (reading waits past it)…
+    answer_burst: float = 32 * 1024 * 1024  # …saved up to this many (making them costs ~10 ms a MiB)
     proof_rate_per_ip: float = 0.1         # reachability proofs (one RSA signature each) per sender IP…
     proof_burst_per_ip: float = 4.0
     proof_rate: float = 8.0                # …and for everyone together
