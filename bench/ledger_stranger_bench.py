@@ -10,6 +10,7 @@ Attacks, each from one address over 16 connections (the per-address connection l
 - ``unread``: ``get_headers`` for 2,000 headers sent without ever reading an answer (chain of 2,100 blocks);
 - ``status``: ``status`` asked in lock step (the per-frame cost of a request);
 - ``headers``: ``get_headers`` for 2,000 headers asked in lock step, every answer read;
+- ``churn``: connect, ``hello``, read the ``hello_ack``, hang up, again (16 at once);
 - ``slots``: 16 connections from each of 5 addresses kept open (every connection the node serves), then an
   honest ``status`` from a sixth.
 
@@ -111,6 +112,15 @@ def attack(name: str, host: str, seconds: float) -> tuple[list[FramedSocket], Ca
             conns += [client_conn(host, source) for _ in range(CONNECTIONS)]
         return conns, None
     source = free_loopback_ip()
+    if name == "churn":
+        def churn(_: object) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                try:
+                    client_conn(host, source).close()
+                except UserError:
+                    time.sleep(0.01)
+        return [None] * CONNECTIONS, churn   # type: ignore[list-item]
     conns = [client_conn(host, source) for _ in range(CONNECTIONS)]
     if name == "prove":
         return conns, lockstep(LEDGER_PROTOCOL.encode("prove", nonce=bytes(32)), seconds)
@@ -154,7 +164,8 @@ def run_one(code: Path, store: Path, name: str, seconds: float, work: Path) -> d
         cpu1, _, _ = usage(proc.pid)
         mine = own_cpu() - mine0
         for c in conns:
-            c.close()
+            if c is not None:
+                c.close()
         for t in threads:
             t.join()
         return {"node_cpu": cpu1 - cpu0, "attacker_cpu": mine, "rss": f"{rss0:.0f}->{peak_rss:.0f}",
@@ -172,7 +183,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-code", type=Path, help="another checkout to run the same attacks against")
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--attacks", default="prove,unread,status,headers,slots", help="comma-separated")
+    parser.add_argument("--attacks", default="prove,unread,status,headers,churn,slots", help="comma-separated")
     args = parser.parse_args()
     codes = [ROOT] + ([args.baseline_code.resolve()] if args.baseline_code else [])
     with tempfile.TemporaryDirectory() as tmp:

@@ -139,6 +139,9 @@ class NodeConfig:
     # --- work per stranger: budgets per sender IP, so 16 connections from one address buy no more than one ---
     answer_rate: float = 8 * 1024 * 1024   # bytes of answers a second per sender IP (reading waits past it)…
     answer_burst: float = 32 * 1024 * 1024  # …saved up to this many (making them costs ~10 ms a MiB)
+    handshake_rate: float = 20.0           # new connections a second per sender IP (a handshake costs ~0.5 ms)…
+    handshake_burst: float = 100.0
+    handshake_wait: float = 2.0            # …one that would wait longer for its turn is refused
     proof_rate_per_ip: float = 0.1         # reachability proofs (one RSA signature each) per sender IP…
     proof_burst_per_ip: float = 4.0
     proof_rate: float = 8.0                # …and for everyone together
@@ -394,6 +397,7 @@ class LedgerNode:
         # Work per stranger (docs/ledger-protocol.md §6): budgets per sender IP, and one for every prover.
         self._rates = SenderBudgets(self.config.message_rate, self.config.message_burst)
         self._answers = SenderBudgets(self.config.answer_rate, self.config.answer_burst)
+        self._handshakes = SenderBudgets(self.config.handshake_rate, self.config.handshake_burst)
         self._proofs_per_ip = SenderBudgets(self.config.proof_rate_per_ip, self.config.proof_burst_per_ip)
         self._proofs = TokenBucket(self.config.proof_rate, self.config.proof_burst, time.monotonic())
         self._book = AddressBook(base_delay=self.config.backoff_base, max_delay=self.config.backoff_cap)
@@ -429,7 +433,8 @@ class LedgerNode:
         self.nickname_problem: str | None = None   # set while the nickname clashes and the record goes without it
         self.stats = {"rate_limited": 0, "flood_drops": 0, "silent_drops": 0, "bad_frames": 0, "invalid_blocks": 0,
                       "invalid_records": 0, "reachability_failures": 0, "records_admitted": 0, "stalls": 0,
-                      "orphans_dropped": 0, "side_blocks_refused": 0, "tip_announcements": 0, "proofs_refused": 0}
+                      "orphans_dropped": 0, "side_blocks_refused": 0, "tip_announcements": 0, "proofs_refused": 0,
+                      "connections_refused": 0}
         self._server: FrameServer | None = None
         self.port = port
         self._maintainer = threading.Thread(target=self._maintain_loop, name="ledger-maintain")
@@ -721,6 +726,16 @@ class LedgerNode:
             reason = self._standing.ban_reason(conn.peer[0], now)
         if reason is not None:
             conn.send_error(f"this node does not talk to {conn.peer[0]} for a while: {reason}")
+            return
+        # A handshake costs us several times what connecting costs the stranger: new connections have a budget
+        # per address (waited for briefly, refused past that; a refusal costs no standing).
+        wait = self._handshakes.try_take(conn.peer[0], now, within=self.config.handshake_wait)
+        if wait is None:
+            self.stats["connections_refused"] += 1
+            conn.send_error(f"too many new connections from {conn.peer[0]} (this node takes "
+                            f"{self.config.handshake_rate:g} a second from one address); try again later")
+            return
+        if wait and self._closing.wait(wait):
             return
         try:
             first = conn.recv(self.config.handshake_timeout)
@@ -1056,12 +1071,12 @@ class LedgerNode:
     def _proof_refusal(self, ip: str) -> str | None:
         """Why a reachability proof asked from ``ip`` is refused now (over its address's or everyone's budget)."""
         now = time.monotonic()
-        if not self._proofs_per_ip.try_take(ip, now):
+        if self._proofs_per_ip.try_take(ip, now) is None:
             return (f"too many reachability proofs asked from {ip}; this node signs at most "
                     f"{self.config.proof_burst_per_ip:g} at once for one address, then one every "
                     f"{1 / self.config.proof_rate_per_ip:g} s; try again later")
         with self._lock:
-            busy = not self._proofs.try_take(now)
+            busy = self._proofs.try_take(now) is None
         if busy:
             return ("this node is asked for more reachability proofs than it signs "
                     f"({self.config.proof_rate:g} a second); try again later")

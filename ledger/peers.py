@@ -115,14 +115,20 @@ class TokenBucket:
             return 0.0
         return -self.tokens / self.rate
 
-    def try_take(self, now: float, cost: float = 1.0) -> bool:
-        """Spend ``cost`` tokens if they are there; a refusal records no debt (a budget that refuses work)."""
+    def try_take(self, now: float, cost: float = 1.0, within: float = 0.0) -> float | None:
+        """Spend ``cost`` tokens if they are there within ``within`` seconds: returns the seconds to wait for them
+        (0 when they are there), or None — and records no debt — when they are further off (a budget that
+        refuses work)."""
         self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens < cost:
-            return False
+        if self.tokens >= cost:
+            wait = 0.0
+        elif self.rate > 0 and (cost - self.tokens) / self.rate <= within:
+            wait = (cost - self.tokens) / self.rate
+        else:
+            return None
         self.tokens -= cost
-        return True
+        return wait
 
 
 class SenderBudgets:
@@ -141,10 +147,10 @@ class SenderBudgets:
         with self._lock:
             return self._bucket(ip, now).take(now, cost)
 
-    def try_take(self, ip: str, now: float, cost: float = 1.0) -> bool:
+    def try_take(self, ip: str, now: float, cost: float = 1.0, within: float = 0.0) -> float | None:
         """:meth:`TokenBucket.try_take` on ``ip``'s bucket."""
         with self._lock:
-            return self._bucket(ip, now).try_take(now, cost)
+            return self._bucket(ip, now).try_take(now, cost, within)
 
     def _bucket(self, ip: str, now: float) -> TokenBucket:
         bucket = self._buckets.pop(ip, None) or TokenBucket(self.rate, self.burst, now)

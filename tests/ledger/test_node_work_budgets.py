@@ -25,17 +25,19 @@ def test_every_connection_of_one_address_spends_the_same_budget():
 
 def test_a_budget_that_refuses_work_records_no_debt():
     bucket = TokenBucket(rate=1.0, burst=2.0, now=0.0)
-    assert bucket.try_take(0.0) and bucket.try_take(0.0)
-    assert not any(bucket.try_take(0.0) for _ in range(50))   # refused, and refusals cost nothing
-    assert bucket.try_take(1.0)                                # so one second later there is one again
+    assert bucket.try_take(0.0) == 0.0 and bucket.try_take(0.0) == 0.0
+    assert all(bucket.try_take(0.0) is None for _ in range(50))   # refused, and refusals cost nothing
+    assert bucket.try_take(1.0) == 0.0                              # so one second later there is one again
+    assert bucket.try_take(1.0, within=2.0) == 1.0                  # or wait for one that is a second off
+    assert bucket.try_take(1.0, within=0.5) is None
 
 
 def test_senders_are_forgotten_oldest_first_past_the_limit():
     budgets = SenderBudgets(rate=0.0, burst=1.0, limit=2)
-    assert budgets.try_take("a", 0.0) and budgets.try_take("b", 0.0)
-    assert budgets.try_take("c", 0.0)     # "a" is forgotten…
-    assert budgets.try_take("a", 0.0)     # …and starts afresh, so memory stays bounded
-    assert not budgets.try_take("c", 0.0)
+    assert budgets.try_take("a", 0.0) == 0.0 and budgets.try_take("b", 0.0) == 0.0
+    assert budgets.try_take("c", 0.0) == 0.0    # "a" is forgotten…
+    assert budgets.try_take("a", 0.0) == 0.0    # …and starts afresh, so memory stays bounded
+    assert budgets.try_take("c", 0.0) is None
 
 
 def ping(peer, nonce):
@@ -94,3 +96,17 @@ def test_reachability_proofs_have_a_budget_for_everyone_together(net):
     assert ping(peer, 1) == "pong"
     peer.close()
     wait_until(lambda: node.stats["proofs_refused"] == 1, what="the refusal to be counted")
+
+
+def test_new_connections_have_a_budget_per_address(net):
+    node = net.node(config=config(register=False, handshake_rate=0.01, handshake_burst=3, handshake_wait=0.5))
+    churner = free_loopback_ip()
+    for _ in range(3):
+        RawPeer(node, source_ip=churner, role=ROLE_CLIENT).close()
+    refused = RawPeer(node, source_ip=churner, role=ROLE_CLIENT, hello=False).recv_type("hello_ack")
+    assert refused.type == "error" and f"too many new connections from {churner}" in refused["reason"]
+    assert node.standing_points(churner) == 0
+    other = RawPeer(node, role=ROLE_CLIENT)     # another address connects as ever
+    assert ping(other, 3) == "pong"
+    other.close()
+    assert node.stats["connections_refused"] == 1
