@@ -16,6 +16,10 @@ What it does (docs/ledger-protocol.md has the frames and flows):
 - standing: a peer that sends invalid data loses standing and is disconnected (banned a while for what
   cannot be an honest mistake); a peer that connects and says nothing is dropped; a flooding peer is slowed
   to the message rate limit and dropped if it keeps flooding;
+- work per stranger: what one address can make the node do is budgeted per address, all its connections
+  together (frames, bytes of answers, new connections, reachability proofs — these also for everyone); a
+  connection is not read while its answers wait unsent; when every connection is taken, the address holding
+  most gives one up to a newcomer from another;
 - records from peers or light clients are checked by the ledger, and a record that claims an IP address for a
   key that does not hold it yet is only admitted after a reachability proof (:mod:`ledger.reachability`);
 - this machine's own record is registered, renewed before it expires, and updated when the address changes;
