@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.local_ledger import LocalLedger
-from ledger.peers import TokenBucket
+from ledger.peers import SenderBudgets
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class CheckpointEvidence:
         self._clock = clock
         self.config = config or EvidenceConfig()
         self._lock = threading.Lock()
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._budgets = SenderBudgets(self.config.rate, self.config.burst, self.config.senders_limit)
         self._reports: OrderedDict[bytes, Report] = OrderedDict()     # by reported block hash, oldest first
 
     def receive(self, fields: dict[str, Any], *, sender_ip: str) -> tuple[str, str]:
@@ -123,12 +123,7 @@ class CheckpointEvidence:
                 self._reports.popitem(last=False)
 
     def _allowed(self, ip: str, now: float) -> bool:
-        with self._lock:
-            bucket = self._buckets.pop(ip, None) or TokenBucket(self.config.rate, self.config.burst, now)
-            self._buckets[ip] = bucket
-            while len(self._buckets) > self.config.senders_limit:
-                self._buckets.popitem(last=False)
-            return bucket.take(now) == 0
+        return self._budgets.take(ip, now) == 0
 
     def status(self) -> list[dict[str, Any]]:
         """The kept reports, newest first; ``confirmed`` once the reported block sits in a parked branch."""

@@ -46,6 +46,8 @@ from p2pchat.foundation.help_format import ArgumentParser
 from p2pchat.foundation.lazylog import LazyLogger
 
 if TYPE_CHECKING:
+    import logging
+
     from ledger import own_record
     from ledger.assume_valid import AssumeValid
     from ledger.chain import FinalityPolicy
@@ -63,6 +65,7 @@ DEFAULT_DIFFICULTY = DEFAULT_DIFFICULTY_BITS
 JOIN_WAIT_SECONDS = 20.0
 PASSPHRASE_ENV = "P2PCHAT_PASSPHRASE"
 OWN_WAIT_SECONDS = 120.0
+MAX_PEERS_SHOWN = 32   # `ledger status` lists at most this many peer addresses (a node has 16 at most)
 
 
 class CliError(UserError):
@@ -399,8 +402,8 @@ def _own_node_answer(args: argparse.Namespace) -> int | None:
     if not answer["checked"]:
         return None
     if not answer["found"]:
-        print(f"ledger: no ledger record for '{args.query.strip()}' at {answer['node']} "
-              f"({answer.get('reason') or 'not found'})", file=sys.stderr)
+        print(f"ledger: no ledger record for '{_shown(args.query.strip(), 256)}' at {_shown(answer['node'], 64)} "
+              f"({_shown(answer.get('reason') or 'not found', 1000)})", file=sys.stderr)
         return 1
     _print_binding(answer["binding"], args.json, "answered by this data directory's own ledger node, which "
                                                  "checked the block itself")
@@ -416,8 +419,8 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
     try:
         binding = _client(args).lookup(args.query, by=args.by)
-    except LookupNotFound as exc:
-        print(f"ledger: {exc}", file=sys.stderr)
+    except LookupNotFound as exc:   # the node's reason is quoted in it
+        print(f"ledger: {_shown(exc, 2000)}", file=sys.stderr)
         return 1
     _print_binding(binding.to_json(), args.json, f"checked against {binding.node}'s header chain")
     return 0
@@ -445,71 +448,92 @@ def _print_binding(binding: dict[str, Any], as_json: bool, proof: str) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from p2pchat.foundation import crypto
-
-    status = _client(args).status()
+    client = _client(args)
+    status = client.status()
     if args.json:
         import json
 
-        print(json.dumps(status, indent=2, default=str))
+        print(json.dumps(status, indent=2, default=str))   # JSON escapes every control and bidi character
         return 0
-    print(f"node          {status.get('nickname')} at {status.get('address')} "
-          f"({status.get('network')}, difficulty {status.get('difficulty_bits')} bits)")
-    print(f"fingerprint   {crypto.format_fingerprint(bytes.fromhex(status.get('fingerprint', '')))}")
+    # Every string of the answer is the node's (any node --node names): shown escaped, one line, bounded; and a
+    # map of the wrong shape is the node's fault, said in one line, never a traceback.
+    try:
+        lines = _status_lines(_shown_tree(status))
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise CliError(f"the ledger node at {client.node} answered with a status this command cannot read "
+                       f"({type(exc).__name__}: {_shown(exc, 200)}); ask another node with --node") from None
+    print("\n".join(lines))
+    return 0
+
+
+def _status_lines(status: dict[str, Any]) -> list[str]:
+    """``ledger status`` for a person, from a status map whose strings were made safe (:func:`_shown_tree`)."""
+    from p2pchat.foundation import crypto
+
+    out: list[str] = []
+    out.append(f"node          {_shown(status.get('nickname'), 64)} at {_shown(status.get('address'), 64)} "
+               f"({_shown(status.get('network'), 64)}, difficulty {_shown(status.get('difficulty_bits'), 8)} bits)")
+    out.append(f"fingerprint   {crypto.format_fingerprint(bytes.fromhex(status.get('fingerprint', '')))}")
     if status.get("network_id"):
-        print(f"network id    {status['network_id']}")
-    print(f"height        {status.get('height')}  tip {str(status.get('tip'))[:16]}  "
-          f"work {status.get('cumulative_work')}")
+        out.append(f"network id    {status['network_id']}")
+    out.append(f"height        {_shown(status.get('height'), 20)}  tip {_shown(status.get('tip'), 16)}  "
+               f"work {_shown(status.get('cumulative_work'), 80)}")
     check = status.get("background_verification")
     if isinstance(check, dict):
-        print(f"history check {_shown(check.get('state'), 16)}: {_shown(check.get('verified'), 20)} of "
+        out.append(f"history check {_shown(check.get('state'), 16)}: {_shown(check.get('verified'), 20)} of "
               f"{_shown(check.get('target'), 20)} blocks assumed valid at join checked")
         if check.get("problem"):
-            print(f"ALERT         {_shown(check.get('problem'), 400)}")
+            out.append(f"ALERT         {_shown(check.get('problem'), 400)}")
     pruned = status.get("pruned")
     if isinstance(pruned, dict) and (pruned.get("height") or pruned.get("keep") is not None):
-        print(f"pruned        {_pruned_text(pruned)}")
+        out.append(f"pruned        {_pruned_text(pruned)}")
     if status.get("final_height") is not None:
-        print(f"final         block {status.get('final_height')} ({_shown(status.get('final_hash'), 16)})"
+        out.append(f"final         block {status.get('final_height')} ({_shown(status.get('final_hash'), 16)})"
               + (f", checkpoint {_shown(status['checkpoint'].get('hash'), 16)}"
                  if isinstance(status.get("checkpoint"), dict) else ""))
     for alert in status.get("alerts") or []:
-        print(f"ALERT         {_shown(alert, 400)}")
+        out.append(f"ALERT         {_shown(alert, 400)}")
     lighter = [b for b in status.get("parked") or [] if isinstance(b, dict) and not b.get("heavier")]
     if lighter:
-        print(f"parked        {len(lighter)} lighter branch{'es' if len(lighter) != 1 else ''} conflicting with "
+        out.append(f"parked        {len(lighter)} lighter branch{'es' if len(lighter) != 1 else ''} conflicting with "
               "final history (ledger reorg --list)")
     sync = status.get("sync")
     if status.get("syncing") and sync:
-        print(f"sync          {sync['phase']} from {sync['peer']}: {sync['height']}/{sync['target']}")
+        out.append(f"sync          {_shown(sync['phase'], 16)} from {_shown(sync['peer'], 64)}: "
+                   f"{_shown(sync['height'], 20)}/{_shown(sync['target'], 20)}")
     peers = status.get("peers") or []
-    print(f"peers         {len(peers)}" + (": " + ", ".join(p["address"] for p in peers) if peers else ""))
-    print(f"pending       {status.get('pending')} records; mining: {'yes' if status.get('mining') else 'no'}")
+    shown = ", ".join(_shown(p["address"], 64) for p in peers[:MAX_PEERS_SHOWN])
+    more = f", … {len(peers) - MAX_PEERS_SHOWN} more" if len(peers) > MAX_PEERS_SHOWN else ""
+    out.append(f"peers         {len(peers)}" + (f": {shown}{more}" if peers else ""))
+    out.append(f"pending       {_shown(status.get('pending'), 20)} records; "
+               f"mining: {'yes' if status.get('mining') else 'no'}")
     own = status.get("own_record")
     if own:
-        where = f"{own['ip']}:{own['port']}" if own.get("ip") else f"relay {own.get('relay')}"
+        where = (f"{_shown(own['ip'], 64)}:{_shown(own['port'], 8)}" if own.get("ip")
+                 else f"relay {_shown(own.get('relay'), 64)}")
         mined = f"mined in block {own['height']}" if own.get("height") is not None else own["state"]
-        print(f"own record    '{own['nickname']}' at {where}, seq {own['seq']}, {mined}")
+        out.append(f"own record    '{_shown(own['nickname'], 64)}' at {where}, seq {_shown(own['seq'], 20)}, "
+                   f"{_shown(mined, 80)}")
         if own.get("warning"):
-            print(f"              {_shown(own['warning'], 400)}")
+            out.append(f"              {_shown(own['warning'], 400)}")
     else:
-        print("own record    none yet")
+        out.append("own record    none yet")
     if status.get("registration_error"):
-        print(f"registration  {status['registration_error']}")
+        out.append(f"registration  {status['registration_error']}")
     clock = status.get("clock")
     if isinstance(clock, dict) and clock.get("warning"):   # network-adjusted time (ledger/nettime.py)
-        print(f"CLOCK         {_shown(clock['warning'], 400)}")
+        out.append(f"CLOCK         {_shown(clock['warning'], 400)}")
     if status.get("nickname_problem"):
-        print(f"nickname      {status['nickname_problem']}")
+        out.append(f"nickname      {status['nickname_problem']}")
     for alert in status.get("binding_alerts") or []:       # owner watch (ledger/watch.py)
-        print(f"ALERT         {_shown(alert.get('text'), 400)}")
+        out.append(f"ALERT         {_shown(alert.get('text'), 400)}")
     for conflict in status.get("binding_conflicts") or []:  # evidence from owners (ledger/disputes.py)
-        print(f"conflict      {_shown(conflict.get('text'), 400)} (from {_shown(conflict.get('source'), 64)})")
+        out.append(f"conflict      {_shown(conflict.get('text'), 400)} (from {_shown(conflict.get('source'), 64)})")
     for mark in status.get("disputes") or []:
-        print(f"disputed      {_shown(mark.get('text'), 400)}")
+        out.append(f"disputed      {_shown(mark.get('text'), 400)}")
     for report in status.get("checkpoint_evidence") or []:    # chat nodes' reports (ledger/checkpoint_evidence.py)
-        print(f"evidence      {_shown(report.get('text'), 400)}")
-    return 0
+        out.append(f"evidence      {_shown(report.get('text'), 400)}")
+    return out
 
 
 def _own_context(args: argparse.Namespace) -> tuple[LedgerClient, Path, str | None, own_record.OwnRecord, NetworkParams,
@@ -595,8 +619,23 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             return 1
     return _publish(client, record, args.wait, "a revocation")
 def _shown(value: object, limit: int) -> str:
-    """A value from another node, safe to print: printable characters only, cut at ``limit``."""
-    return "".join(c for c in str(value) if c.isprintable())[:limit]
+    """A value from another node, safe to print on one line: every character that is not printable (controls and
+    terminal escapes, bidi and other format characters, line breaks) written as ``<U+XXXX>``, cut at ``limit``."""
+    text = str(value)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else f"<U+{ord(c):04X}>" for c in text)
+    return text[:limit]
+
+
+def _shown_tree(value: Any, limit: int = 400) -> Any:
+    """``value`` (a map, list, … from another node) with every string in it made safe by :func:`_shown`."""
+    if isinstance(value, str):
+        return _shown(value, limit)
+    if isinstance(value, dict):
+        return {_shown(k, 64): _shown_tree(v, limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shown_tree(v, limit) for v in value]
+    return value
 
 
 def _pruned_text(pruned: dict[str, object]) -> str:
@@ -1086,8 +1125,23 @@ def _setup_logging(args: argparse.Namespace) -> None:
         level = logging.DEBUG
     elif args.verbose == 1 or running:
         level = logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(log_formatter())
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def log_formatter() -> logging.Formatter:
+    """The formatter of every log line a command writes. Log lines quote peers (error reasons, addresses,
+    nicknames): each message is shown escaped and on one line (:func:`_shown`), so no peer can write to the
+    operator's terminal; a traceback keeps its lines."""
+    import logging
+
+    class ShownFormatter(logging.Formatter):
+        def formatMessage(self, record: logging.LogRecord) -> str:
+            record.message = _shown(record.message, 4000)
+            return super().formatMessage(record)
+
+    return ShownFormatter("%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1098,8 +1152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command != "lookup":   # a lookup sets logging up only if it needs more than its own node
             _setup_logging(args)
         return COMMANDS[args.command](args)
-    except UserError as exc:
-        print(f"ledger: {exc}", file=sys.stderr)
+    except UserError as exc:   # its text may quote a node (a refusal's reason): shown escaped
+        print(f"ledger: {_shown(exc, 2000)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ledger: interrupted", file=sys.stderr)

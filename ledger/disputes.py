@@ -45,11 +45,12 @@ from ledger.errors import LedgerError
 from ledger.local_ledger import LocalLedger
 from ledger.merkle import verify_merkle_path
 from ledger.params import NetworkParams
-from ledger.peers import TokenBucket
+from ledger.peers import SenderBudgets
 from ledger.protocol import LEDGER_PROTOCOL
 from ledger.reachability import NONCE_LEN, check_proof, request_proof
 from ledger.records import Record
 from p2pchat.foundation import crypto
+from p2pchat.foundation.addresses import LEDGER_PORT, format_address, parse_address
 from p2pchat.foundation.errors import UserError
 from p2pchat.foundation.transport import connect
 
@@ -203,6 +204,10 @@ class Dispute:
                 and len(answering) == 32 and isinstance(checked, int) and not isinstance(checked, bool)
                 and checked >= 0 and isinstance(node, str) and len(node) <= 64):
             raise LedgerError("the dispute mark of a lookup answer is malformed")
+        try:   # shown to people ("checked by the ledger node at …"): an address, never the node's free text
+            node = format_address(*parse_address(node, LEDGER_PORT))
+        except UserError:
+            raise LedgerError("the dispute mark of a lookup answer names no node address") from None
         return cls(ip, holder, answering, checked, node)
 
     def to_json(self) -> dict[str, Any]:
@@ -306,7 +311,7 @@ class DisputeService:
         self._wake = threading.Condition(self._lock)
         self._closing = False
         self._seen: OrderedDict[bytes, float] = OrderedDict()
-        self._senders: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._senders = SenderBudgets(self.config.alert_rate, self.config.alert_burst, self.config.senders_limit)
         self._conflicts: OrderedDict[bytes, tuple[Conflict, Evidence]] = OrderedDict()
         self._disputes: OrderedDict[str, tuple[bytes, Dispute]] = OrderedDict()   # ip → (bound record id, mark)
         self._last_check: OrderedDict[str, float] = OrderedDict()
@@ -387,14 +392,7 @@ class DisputeService:
         now = time.monotonic()
         with self._lock:
             self.stats["alerts_received"] += 1
-            bucket = self._senders.get(sender_ip)
-            if bucket is None:
-                bucket = self._senders[sender_ip] = TokenBucket(self.config.alert_rate, self.config.alert_burst,
-                                                                now)
-                while len(self._senders) > self.config.senders_limit:
-                    self._senders.popitem(last=False)
-            self._senders.move_to_end(sender_ip)
-            if bucket.take(now) > 0:
+            if self._senders.take(sender_ip, now) > 0:
                 self.stats["alerts_dropped"] += 1
                 return "dropped: the sender is over its budget of binding alerts"
         try:

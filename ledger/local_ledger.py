@@ -475,7 +475,10 @@ class LocalLedger:
             try:
                 self.store.save_blocks(list(unsaved.to_save.values()), finality, derived, deleted=unsaved.deleted)
             except StoreError:
+                # Kept for the next write (e.g. once the full disk has room): dropping them would leave blocks in
+                # memory that no write ever stores, and a later block stored without its parent.
                 self.chain.give_back_changes(changes)
+                self._unsaved = unsaved
                 raise
             self.chain.persisted()
         connected: list[Block] = []
@@ -967,7 +970,12 @@ class LocalLedger:
         return self.block_template(self.clock())
 
     def _mined(self, block: Block) -> None:
-        result = self.receive_block(block, self.clock())
+        try:
+            result = self.receive_block(block, self.clock())
+        except StoreError as exc:   # a local fault (a full disk): the miner thread goes on, the write is retried
+            log.error("%s; the block this node mined (%s) is kept in memory and written with the next change "
+                      "once the database can be written again", exc, block.header.describe())
+            return
         if result.status == "added" and self._on_mined is not None:
             self._on_mined(block)
 

@@ -16,6 +16,10 @@ What it does (docs/ledger-protocol.md has the frames and flows):
 - standing: a peer that sends invalid data loses standing and is disconnected (banned a while for what
   cannot be an honest mistake); a peer that connects and says nothing is dropped; a flooding peer is slowed
   to the message rate limit and dropped if it keeps flooding;
+- work per stranger: what one address can make the node do is budgeted per address, all its connections
+  together (frames, bytes of answers, new connections, reachability proofs — these also for everyone); a
+  connection is not read while its answers wait unsent; when every connection is taken, the address holding
+  most gives one up to a newcomer from another;
 - records from peers or light clients are checked by the ledger, and a record that claims an IP address for a
   key that does not hold it yet is only admitted after a reachability proof (:mod:`ledger.reachability`);
 - this machine's own record is registered, renewed before it expires, and updated when the address changes;
@@ -66,6 +70,7 @@ from ledger.peers import (
     Address,
     AddressBook,
     OrphanBuffer,
+    SenderBudgets,
     Standing,
     TokenBucket,
 )
@@ -101,6 +106,7 @@ ProgressCallback = Callable[[SyncProgress], None]
 _MESSAGE_COST = {"get_blocks": 5.0, "prove": 20.0, "submit": 10.0, "lookup": 2.0, "get_headers": 2.0,
                  "binding_alert": 20.0, "checkpoint_evidence": 10.0}
 _MAX_WIRE_INT = 2**63 - 1
+MAX_CONNECTIONS_PER_IP = 16
 
 
 @dataclass
@@ -129,8 +135,23 @@ class NodeConfig:
     outbound_peers: int = 8                # outbound target; up to max_peers // 2 of them are reserved:
                                            # inbound peers can never take those slots (eclipse resistance)
     max_inbound_per_ip: int = 2            # gossip peers accepted from one address
-    message_rate: float = 200.0            # frames per second per connection
+    extra_connections: int = 64            # inbound connections beyond max_peers (light clients, handshakes);
+                                           # when all are taken, a newcomer from an address holding fewer of
+                                           # them displaces the newest connection of the address holding most
+    message_rate: float = 200.0            # frames per second per sender IP (all its connections together)
     message_burst: float = 1000.0
+    # --- work per stranger: budgets per sender IP, so 16 connections from one address buy no more than one ---
+    answer_rate: float = 8 * 1024 * 1024   # bytes of answers a second per sender IP (reading waits past it)…
+    answer_burst: float = 32 * 1024 * 1024  # …saved up to this many (making them costs ~10 ms a MiB)
+    handshake_rate: float = 50.0           # new connections a second per sender IP (a handshake costs ~1 ms)…
+    handshake_burst: float = 200.0         # (a chat node looks up each caller over a connection of its own)
+    handshake_wait: float = 2.0            # …one that would wait longer for its turn is refused
+    proof_rate_per_ip: float = 0.1         # reachability proofs (one RSA signature each) per sender IP…
+    proof_burst_per_ip: float = 4.0
+    proof_rate: float = 8.0                # …and for everyone together
+    proof_burst: float = 64.0
+    unread_client_bytes: int = 0           # a connection is not read again while more than this of our answers
+    unread_peer_bytes: int = 8 * 1024 * 1024  # wait unsent (a peer keeps two block answers in flight)
     flood_grace: float = 3.0               # seconds of sustained flooding before the peer is dropped
     ban_seconds: float = 600.0
     backoff_base: float = 1.0
@@ -198,7 +219,6 @@ class Peer:
         self.probe_after = 0.0            # a probe refused for future-dated headers waits until then (monotonic)
         self.last_recv = now
         self.last_ping = now
-        self.bucket = TokenBucket(config.message_rate, config.message_burst, now)
         self.throttled_since: float | None = None
         # "headers" while a get_headers is out, "checking" while its answer is being checked (block requests are
         # the download scheduler's)
@@ -211,6 +231,9 @@ class Peer:
         self._max_bytes = config.send_queue_bytes
         self._queued_bytes = 0
         self._bytes_lock = threading.Lock()
+        self._drained = threading.Condition(self._bytes_lock)
+        self.queued_total = 0             # bytes ever queued: what an answer cost is read off it
+        self._unread_limit = config.unread_peer_bytes if self.is_peer else config.unread_client_bytes
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=config.send_queue)
         self._writer = threading.Thread(target=self._write_loop, name=f"ledger-send-{self.text}")
         self._writer.start()
@@ -241,6 +264,7 @@ class Peer:
             over = self._queued_bytes + len(frame) > self._max_bytes and self._queued_bytes > 0
             if not over:
                 self._queued_bytes += len(frame)
+                self.queued_total += len(frame)
         try:
             if over:
                 raise queue.Full
@@ -263,8 +287,20 @@ class Peer:
                 break
             with self._bytes_lock:
                 self._queued_bytes -= len(frame)
+                self._drained.notify_all()
         self.closed.set()
         self.conn.close()
+        with self._bytes_lock:
+            self._drained.notify_all()
+
+    def wait_answers_sent(self) -> bool:
+        """Wait until what we queued for this connection is down to its unread limit (a client: nothing left;
+        a peer: 8 MiB), so a connection that asks and never reads holds one answer, not thousands. Bounded: a
+        peer that reads nothing fails the writer's send timeout, which closes the connection. False once closed."""
+        with self._bytes_lock:
+            while self._queued_bytes > self._unread_limit and not self.closed.is_set():
+                self._drained.wait(0.5)
+        return not self.closed.is_set()
 
     def close(self, reason: str | None = None) -> None:
         """Send ``reason`` as an error frame (if given), flush what is queued, then close."""
@@ -361,6 +397,13 @@ class LedgerNode:
         self._handshaking: set[FramedSocket] = set()
         self._threads: set[threading.Thread] = set()
         self._standing = Standing(self.config.ban_seconds)
+        self._inbound: OrderedDict[FramedSocket, None] = OrderedDict()   # inbound connections, oldest first
+        # Work per stranger (docs/ledger-protocol.md §6): budgets per sender IP, and one for every prover.
+        self._rates = SenderBudgets(self.config.message_rate, self.config.message_burst)
+        self._answers = SenderBudgets(self.config.answer_rate, self.config.answer_burst)
+        self._handshakes = SenderBudgets(self.config.handshake_rate, self.config.handshake_burst)
+        self._proofs_per_ip = SenderBudgets(self.config.proof_rate_per_ip, self.config.proof_burst_per_ip)
+        self._proofs = TokenBucket(self.config.proof_rate, self.config.proof_burst, time.monotonic())
         self._book = AddressBook(base_delay=self.config.backoff_base, max_delay=self.config.backoff_cap)
         self._seeds = [parse_address(s, LEDGER_PORT) for s in seeds]
         self._sync_peer: Peer | None = None
@@ -394,7 +437,8 @@ class LedgerNode:
         self.nickname_problem: str | None = None   # set while the nickname clashes and the record goes without it
         self.stats = {"rate_limited": 0, "flood_drops": 0, "silent_drops": 0, "bad_frames": 0, "invalid_blocks": 0,
                       "invalid_records": 0, "reachability_failures": 0, "records_admitted": 0, "stalls": 0,
-                      "orphans_dropped": 0, "side_blocks_refused": 0, "tip_announcements": 0}
+                      "orphans_dropped": 0, "side_blocks_refused": 0, "tip_announcements": 0, "proofs_refused": 0,
+                      "connections_refused": 0}
         self._server: FrameServer | None = None
         self.port = port
         self._maintainer = threading.Thread(target=self._maintain_loop, name="ledger-maintain")
@@ -429,8 +473,8 @@ class LedgerNode:
     def start(self) -> LedgerNode:
         """Listen on ``host:port``, start mining, dial the seeds and start the maintenance threads."""
         self._server = FrameServer(self.host, self.requested_port, LEDGER_PROTOCOL, self._serve_inbound,
-                                   name=f"ledger-{self.host}", max_connections=self.max_peers + 64,
-                                   max_per_ip=16, timeout=self.config.send_timeout)
+                                   name=f"ledger-{self.host}", max_connections=self._server_connections,
+                                   max_per_ip=MAX_CONNECTIONS_PER_IP, timeout=self.config.send_timeout)
         self.port = self._server.port
         self._book.own.add((self.host, self.port))
         now = time.monotonic()
@@ -517,7 +561,7 @@ class LedgerNode:
         connections of the old address (the peers are dialled again from the new one) and publish the updated
         record at once, so callers looking up this key or nickname find the new address."""
         server = FrameServer(new, self.port, LEDGER_PROTOCOL, self._serve_inbound, name=f"ledger-{new}",
-                             max_connections=self.max_peers + 64, max_per_ip=16,
+                             max_connections=self._server_connections, max_per_ip=MAX_CONNECTIONS_PER_IP,
                              timeout=self.config.send_timeout).start()
         with self._lock:
             if self._closing.is_set():
@@ -633,13 +677,69 @@ class LedgerNode:
                             time=int(self._raw_clock()),   # our own clock, so peers measure it (not corrected)
                             pruned=self.ledger.pruned.height or None)
 
+    @property
+    def max_connections(self) -> int:
+        """Inbound connections served at once (gossip peers, light clients, handshakes under way)."""
+        return self.max_peers + self.config.extra_connections
+
+    @property
+    def _server_connections(self) -> int:
+        # The server accepts a few more than we serve, so a newcomer can be judged against who holds the slots.
+        return self.max_connections + MAX_CONNECTIONS_PER_IP
+
     def _serve_inbound(self, conn: FramedSocket) -> None:
-        """FrameServer handler: handshake, then serve the connection until it ends."""
+        """FrameServer handler: make room (or refuse), then handshake and serve the connection until it ends."""
+        victim = self._admit_inbound(conn)
+        if victim is conn:
+            conn.send_error(f"this node is at its limit of {self.max_connections} connections and {conn.peer[0]} "
+                            "holds as many of them as any address; try again later")
+            return
+        if victim is not None:
+            log.info("at the connection limit: closed the newest connection of %s, the address holding most, "
+                     "for %s", victim.peer[0], conn.peer[0])
+            victim.close()     # wakes its reading thread, which ends it
+        try:
+            self._serve_admitted(conn)
+        finally:
+            with self._lock:
+                self._inbound.pop(conn, None)
+
+    def _admit_inbound(self, conn: FramedSocket) -> FramedSocket | None:
+        """Count ``conn`` among the inbound connections. Past :attr:`max_connections`, the connection to drop:
+        ``conn`` itself when its address holds as many as any other address, else the newest of an address that
+        holds most — so addresses that filled every slot cannot keep one more address out (docs/ledger-protocol.md
+        §6). None when there was room."""
+        with self._lock:
+            self._inbound[conn] = None
+            if len(self._inbound) <= self.max_connections:
+                return None
+            counts: dict[str, int] = {}
+            for c in self._inbound:
+                counts[c.peer[0]] = counts.get(c.peer[0], 0) + 1
+            most = max(counts.values())
+            if counts[conn.peer[0]] >= most:
+                del self._inbound[conn]
+                return conn
+            victim = next(c for c in reversed(self._inbound) if counts[c.peer[0]] == most)
+            del self._inbound[victim]    # no longer counted, though its thread takes a moment to end
+            return victim
+
+    def _serve_admitted(self, conn: FramedSocket) -> None:
         now = time.monotonic()
         with self._lock:
             reason = self._standing.ban_reason(conn.peer[0], now)
         if reason is not None:
             conn.send_error(f"this node does not talk to {conn.peer[0]} for a while: {reason}")
+            return
+        # A handshake costs us several times what connecting costs the stranger: new connections have a budget
+        # per address (waited for briefly, refused past that; a refusal costs no standing).
+        wait = self._handshakes.try_take(conn.peer[0], now, within=self.config.handshake_wait)
+        if wait is None:
+            self.stats["connections_refused"] += 1
+            conn.send_error(f"too many new connections from {conn.peer[0]} (this node takes "
+                            f"{self.config.handshake_rate:g} a second from one address); try again later")
+            return
+        if wait and self._closing.wait(wait):
             return
         try:
             first = conn.recv(self.config.handshake_timeout)
@@ -855,6 +955,8 @@ class LedgerNode:
     def _read_loop(self, peer: Peer) -> None:
         timeout = self.config.idle_timeout if peer.is_peer else self.config.client_idle_timeout
         while not peer.closed.is_set():
+            if not peer.wait_answers_sent():
+                return
             try:
                 msg = peer.conn.recv(timeout)
             except FrameError as exc:
@@ -871,6 +973,7 @@ class LedgerNode:
             peer.last_recv = now
             if not self._throttle(peer, msg.type, now):
                 return
+            before = peer.queued_total
             try:
                 self._dispatch(peer, msg.type, msg.fields)
             except StoreError as exc:
@@ -883,10 +986,16 @@ class LedgerNode:
                 self._penalize(peer.ip, PENALTY_PROTOCOL, str(exc))
                 peer.close(str(exc))
                 return
+            # What the answer cost us to make is about its size: big answers spend the sender IP's byte budget,
+            # and past it its connections are read more slowly (never counted as flooding: honest syncs do it).
+            answered = peer.queued_total - before
+            if answered and self._closing.wait(self._answers.take(peer.ip, time.monotonic(), answered)):
+                return
 
     def _throttle(self, peer: Peer, type_: str, now: float) -> bool:
-        """Apply the per-connection rate limit; False if the peer was dropped for flooding."""
-        wait = peer.bucket.take(now, _MESSAGE_COST.get(type_, 1.0))
+        """Apply the sender address's rate limit (shared by its connections); False if this connection was dropped
+        for flooding."""
+        wait = self._rates.take(peer.ip, now, _MESSAGE_COST.get(type_, 1.0))
         if wait <= 0:
             peer.throttled_since = None
             return True
@@ -927,6 +1036,11 @@ class LedgerNode:
             headers = self.ledger.headers_after(f["locator"], min(f["limit"], MAX_HEADERS))
             peer.send("headers", headers=[h.packed for h in headers])
         elif type_ == "prove":
+            refusal = self._proof_refusal(peer.ip)
+            if refusal is not None:   # an RSA signature costs us far more than the frame cost its sender
+                self.stats["proofs_refused"] += 1
+                peer.close(refusal)
+                return
             peer.send("proof", **sign_reachability(self.identity, f["nonce"], peer.conn.local[0], self.params.name))
         elif type_ == "submit":
             self._handle_submit(peer, f["record"])
@@ -957,6 +1071,20 @@ class LedgerNode:
             self._learn_addresses(f["addrs"], peer.ip)
         else:
             raise ProtocolError(f"{type_} is not expected after the handshake")
+
+    def _proof_refusal(self, ip: str) -> str | None:
+        """Why a reachability proof asked from ``ip`` is refused now (over its address's or everyone's budget)."""
+        now = time.monotonic()
+        if self._proofs_per_ip.try_take(ip, now) is None:
+            return (f"too many reachability proofs asked from {ip}; this node signs at most "
+                    f"{self.config.proof_burst_per_ip:g} at once for one address, then one every "
+                    f"{1 / self.config.proof_rate_per_ip:g} s; try again later")
+        with self._lock:
+            busy = self._proofs.try_take(now) is None
+        if busy:
+            return ("this node is asked for more reachability proofs than it signs "
+                    f"({self.config.proof_rate:g} a second); try again later")
+        return None
 
     def _handle_lookup(self, peer: Peer, by: str, value: str) -> None:
         if self.assume_valid is not None and self.assume_valid.failed:

@@ -6,6 +6,8 @@ clocks or sockets.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from ledger.blocks import Block
@@ -112,6 +114,50 @@ class TokenBucket:
         if self.tokens >= 0:
             return 0.0
         return -self.tokens / self.rate
+
+    def try_take(self, now: float, cost: float = 1.0, within: float = 0.0) -> float | None:
+        """Spend ``cost`` tokens if they are there within ``within`` seconds: returns the seconds to wait for them
+        (0 when they are there), or None — and records no debt — when they are further off (a budget that
+        refuses work)."""
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= cost:
+            wait = 0.0
+        elif self.rate > 0 and (cost - self.tokens) / self.rate <= within:
+            wait = (cost - self.tokens) / self.rate
+        else:
+            return None
+        self.tokens -= cost
+        return wait
+
+
+class SenderBudgets:
+    """One :class:`TokenBucket` per sender IP, shared by all of that IP's connections (16 connections must not
+    buy 16 budgets), for at most ``limit`` IPs (the least recently seen is forgotten). Thread-safe."""
+
+    def __init__(self, rate: float, burst: float, limit: int = 4096) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.limit = limit
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, ip: str, now: float, cost: float = 1.0) -> float:
+        """:meth:`TokenBucket.take` on ``ip``'s bucket."""
+        with self._lock:
+            return self._bucket(ip, now).take(now, cost)
+
+    def try_take(self, ip: str, now: float, cost: float = 1.0, within: float = 0.0) -> float | None:
+        """:meth:`TokenBucket.try_take` on ``ip``'s bucket."""
+        with self._lock:
+            return self._bucket(ip, now).try_take(now, cost, within)
+
+    def _bucket(self, ip: str, now: float) -> TokenBucket:
+        bucket = self._buckets.pop(ip, None) or TokenBucket(self.rate, self.burst, now)
+        self._buckets[ip] = bucket
+        while len(self._buckets) > self.limit:
+            self._buckets.popitem(last=False)
+        return bucket
 
 
 def backoff_delay(failures: int, *, base: float = 1.0, cap: float = 60.0, jitter: float = 0.0) -> float:

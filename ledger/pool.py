@@ -26,6 +26,7 @@ from ledger.records import Record
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_RECORDS = 5000
+MAX_PENDING_PER_IDENTITY = 8   # one key cannot fill the pool (and every block) with its own updates
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Mempool:
         self._state: Bindings | None = None
         self._state_tip: bytes | None = None
         self._changes: dict[bytes, Record | None] = {}
+        self._per_identity: dict[bytes, int] = {}   # pending records per key fingerprint
 
     def __len__(self) -> int:
         return len(self._records)
@@ -71,17 +73,23 @@ class Mempool:
         if len(self._records) >= self.max_records:
             raise LedgerError(f"the pending pool is full ({self.max_records} records); try again after the next block")
         state = self.state(chain, now)
+        if self._per_identity.get(record.fingerprint, 0) >= MAX_PENDING_PER_IDENTITY:
+            raise LedgerError(f"{record.describe()}: this key already has {MAX_PENDING_PER_IDENTITY} records waiting "
+                              "to be mined; send it again after the next block")
         record.verify_signatures(self.params.name)
         state.apply(record, int(now), None, None, None, chain.median_time_past())
         self._records[record.id] = record
         self._changes[record.id] = record
+        self._per_identity[record.fingerprint] = self._per_identity.get(record.fingerprint, 0) + 1
         return True
 
     def discard(self, record_id: bytes) -> None:
         """Forget a pending record (e.g. when it could not be persisted)."""
-        if self._records.pop(record_id, None) is not None:
+        record = self._records.pop(record_id, None)
+        if record is not None:
             self._changes.pop(record_id, None)
             self._state = None
+            self._per_identity[record.fingerprint] -= 1
 
     def state(self, chain: Chain, now: float) -> Bindings:
         """Binding state after the tip and all pending records (rebuilt if the tip moved since last use)."""
@@ -155,5 +163,8 @@ class Mempool:
                 continue
             kept[record_id] = record
         self._records = kept
+        self._per_identity = {}
+        for record in kept.values():
+            self._per_identity[record.fingerprint] = self._per_identity.get(record.fingerprint, 0) + 1
         self._state = state
         self._state_tip = chain.tip_hash

@@ -192,17 +192,21 @@ def test_lookups_against_a_dead_node_say_so(net):
         LedgerClient(ip, 1).status()
 
 
-def test_a_peer_that_asks_but_never_reads_is_dropped_before_its_answers_pile_up(net, caplog):
-    node = net.node(config=config(register=False, send_queue_bytes=1_000_000))
+def test_a_client_that_asks_but_never_reads_makes_one_answer_at_a_time_and_is_dropped(net):
+    # Red team 2026-12-07: the node used to answer every request of a connection that read nothing, up to its
+    # 32 MiB send queue (16 such connections from one address took a `ledger serve` from 38 to 305 MB).
+    node = net.node(config=config(register=False))
     grow(node.ledger, 1500)
     greedy = RawPeer(node, role=ROLE_CLIENT)
     greedy.conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    peer = wait_until(lambda: next((p for p in list(node._peers) if p.ip == greedy.source_ip), None), what="the client")
     frame = greedy.conn.protocol.encode("get_headers", locator=[PARAMS.genesis_hash], limit=2000)
-    try:
-        for _ in range(300):  # 300 answers of ~190 kB each, none read
-            greedy.conn.sock.sendall(frame)
-    except OSError:
-        pass  # the node already hung up
-    wait_until(lambda: "does not read what we send" in caplog.text, what="the greedy peer to be dropped")
+    one_answer = len(greedy.conn.protocol.encode(
+        "headers", headers=[h.packed for h in node.ledger.headers_after([PARAMS.genesis_hash], 2000)]))
+    greedy.conn.sock.sendall(frame * 300)  # 300 answers of ~190 kB each asked, none read
+    wait_until(peer.closed.is_set, what="the node to drop the client that does not read")
+    # What the kernel's buffers took (Linux: at most 4 MiB to send, plus the client's receive window) and the
+    # one answer waiting: far below the 300 answers asked (57 MB) and the 32 MiB send queue it used to fill.
+    assert peer.queued_total < 8 * 1024 * 1024 + one_answer
     greedy.close()
     assert still_serving(node)

@@ -7,7 +7,7 @@ from ledger_kit import DAY, PARAMS, T0, add, block_on, branch, reg
 
 from ledger.chain import Chain
 from ledger.errors import LedgerError
-from ledger.pool import Mempool
+from ledger.pool import MAX_PENDING_PER_IDENTITY, Mempool
 from tests.conftest import make_identities
 
 
@@ -156,3 +156,20 @@ def test_orphaned_records_come_back_ahead_of_newer_ones(pool, chain, ids):
     assert pool.records() == [orphaned, follow_up]  # still valid together, in order
     assert pool.drain_changes().saved == [orphaned]
     assert pool.select(chain, T0 + 6) == [orphaned, follow_up]
+
+
+def test_one_key_cannot_queue_more_than_a_few_records(pool, chain, ids):
+    # Red team 2026-12-07: one key used to queue 5,000 chained updates (one signature each), filling the pool —
+    # every other record refused — and every block the network mined. Now at most 8 wait per key.
+    prev = bytes(32)
+    for seq in range(MAX_PENDING_PER_IDENTITY):
+        record = reg(ids[0], seq=seq, prev=prev, issued=T0 + seq)
+        assert pool.add(record, chain, T0 + 10)
+        prev = record.id
+    with pytest.raises(LedgerError, match=f"already has {MAX_PENDING_PER_IDENTITY} records waiting to be mined"):
+        pool.add(reg(ids[0], seq=MAX_PENDING_PER_IDENTITY, prev=prev, issued=T0 + 9), chain, T0 + 10)
+    assert pool.add(reg(ids[1], ip="10.0.0.2", nickname="bob"), chain, T0 + 10)   # other keys still get in
+    # Once mined, the key may queue more.
+    follow(pool, chain, [block_on(chain.tip, pool.select(chain, T0 + 20), T0 + 20)], T0 + 20)
+    assert len(pool) == 0
+    assert pool.add(reg(ids[0], seq=MAX_PENDING_PER_IDENTITY, prev=prev, issued=T0 + 21), chain, T0 + 21)
