@@ -114,7 +114,7 @@ from p2pchat.chat_protocol import (
     unpad,
 )
 from p2pchat.foundation import crypto
-from p2pchat.foundation.codec import BoxedFrame, Message
+from p2pchat.foundation.codec import BoxedFrame, Frame, Message
 from p2pchat.foundation.errors import CryptoError, FrameError, ProtocolError, UserError
 from p2pchat.handshake import EphemeralLike, Established
 
@@ -353,7 +353,7 @@ class Channel:
 
     # --- sending ----------------------------------------------------------------------------------------
 
-    def send_text(self, text: str, now: float) -> tuple[int, list[bytes]]:
+    def send_text(self, text: str, now: float) -> tuple[int, list[Frame]]:
         """Encrypt a message; returns its id (for the delivery receipt) and the frames to send in order (the
         texts queued before it come first)."""
         msg_id = self.queue_text(text, now)
@@ -386,14 +386,14 @@ class Channel:
         self._typing = False  # a text ends the typing state: the peer's UI clears its indicator on arrival
         return msg_id
 
-    def seal_queued(self) -> list[bytes]:
+    def seal_queued(self) -> list[Frame]:
         """Seal the queued texts, in order: one alone as ``text``, several as ``texts`` batches (at most
         :data:`MAX_BATCH_TEXTS` entries and :data:`MAX_BATCH_TEXT_BYTES` of text each; a larger text alone); the
         frame that crosses the rotation threshold is followed by a ``rotate`` frame. While the rotation waits for
         its ack, texts go on under the current key up to :meth:`_epoch_cap`; the rest stay queued until the ack.
         ``[]`` when nothing can be sealed."""
         side, queued = self._send, self._queued
-        frames: list[bytes] = []
+        frames: list[Frame] = []
         start = 0
         while start < len(queued) and side.texts_in_epoch < (cap := self._epoch_cap()):
             # a batch may cross rotate_every (the rotation starts after it), never the cap while the ack travels
@@ -430,7 +430,7 @@ class Channel:
             return self.rotate_every
         return min(2 * self.rotate_every, MAX_ROTATE_EVERY)
 
-    def send_typing(self, typing: bool) -> list[bytes]:
+    def send_typing(self, typing: bool) -> list[Frame]:
         """Tell the peer we started/stopped typing. Only a change of state makes a frame; the UI must also
         debounce (start after a pause-free burst, stop after a few idle seconds), never one frame per key."""
         if self.closed or self.peer_closed or typing == self._typing:
@@ -438,7 +438,7 @@ class Channel:
         self._typing = typing
         return self._seal_after_queued("typing", on=typing)
 
-    def send_goodbye(self, reason: str = "") -> list[bytes]:
+    def send_goodbye(self, reason: str = "") -> list[Frame]:
         """Close the chat politely; returns ``[]`` if goodbye was already said."""
         if self.closed:
             return []
@@ -447,7 +447,7 @@ class Channel:
         self.closed = True
         return frames
 
-    def send_file_message(self, kind: str, fields: dict[str, Any]) -> list[bytes]:
+    def send_file_message(self, kind: str, fields: dict[str, Any]) -> list[Frame]:
         """Seal one ``file_*`` message (after the queued texts); ``[]`` once either side said goodbye."""
         if kind not in FILE_TYPES:
             raise ValueError(f"not a file message: {kind}")
@@ -455,19 +455,19 @@ class Channel:
             return []
         return self._seal_after_queued(kind, **fields)
 
-    def send_smp(self, kind: str, fields: dict[str, Any]) -> list[bytes]:
+    def send_smp(self, kind: str, fields: dict[str, Any]) -> list[Frame]:
         """A message of the shared-secret check (``smp1`` .. ``smp4``, ``smp_abort``), sealed like a text."""
         if kind not in SMP_KINDS:
             raise ValueError(f"{kind} is not a shared-secret check message")
         self._check_open()
         return self._seal_after_queued(kind, **fields)
 
-    def send_group(self, body: bytes) -> list[bytes]:
+    def send_group(self, body: bytes) -> list[Frame]:
         """[groups, issue 18] Seal one group frame (after the queued texts)."""
         self._check_open()
         return self._seal_after_queued("group", body=body)
 
-    def take_receipt(self) -> list[bytes]:
+    def take_receipt(self) -> list[Frame]:
         """The receipt frame for every text received but not yet receipted (``[]`` if there is none)."""
         if not self._unreceipted or self.closed:
             self._unreceipted.clear()
@@ -494,7 +494,7 @@ class Channel:
         if self.peer_closed:
             raise ChannelError("the peer has left the chat")
 
-    def _begin_rotation(self) -> bytes:
+    def _begin_rotation(self) -> BoxedFrame:
         eph = self._ephemeral_factory()
         self._send.pending = eph
         self._send.rotate_tries = 1
@@ -504,12 +504,12 @@ class Channel:
     # --- one-time-pad mode (issue 17): the channel carries pad frames and pad-mode ops; p2pchat.pad_mode
     # decides what they mean -----------------------------------------------------------------------------------
 
-    def send_pad_control(self, op: str, pad_id: bytes) -> list[bytes]:
+    def send_pad_control(self, op: str, pad_id: bytes) -> list[Frame]:
         """A ``pad_mode`` frame (after the queued texts)."""
         self._check_open()
         return self._seal_after_queued("pad_mode", op=op, pad_id=pad_id)
 
-    def send_pad_text(self, box: bytes, now: float) -> tuple[int, list[bytes]]:
+    def send_pad_text(self, box: bytes, now: float) -> tuple[int, list[Frame]]:
         """A text already encrypted with the pad (``box``, a pad frame); it takes the next text id (receipts
         work as for texts). Pad texts do not count towards key rotation: the pad, not the key, protects them."""
         self._check_open()
@@ -587,13 +587,13 @@ class Channel:
             return [Refused(kind, f"{reason} (the chat ends if {self.max_refused} frames are refused)")]
         return []
 
-    def _seal_after_queued(self, type_: str, **fields: Any) -> list[bytes]:
+    def _seal_after_queued(self, type_: str, **fields: Any) -> list[Frame]:
         """The queued texts' frames, then one frame of another kind: the peer sees both in the order made."""
         frames = self.seal_queued()
         frames.append(self._seal(type_, **fields))
         return frames
 
-    def _seal(self, type_: str, **fields: Any) -> bytes:
+    def _seal(self, type_: str, **fields: Any) -> BoxedFrame:
         side = self._send
         if side.key is None:
             raise ChannelError("this chat's keys are gone; nothing more can be sent")
@@ -607,7 +607,7 @@ class Channel:
             crypto.seal_into(side.key, sealed_nonce(counter), plain, sealed_aad(self.session_id, side.direction,
                                                                                 side.epoch, counter), view[at:])
         side.counter += 1
-        return BoxedFrame(frame, at)    # [relaypath] says where the box starts: a relay link need not reseal it
+        return frame    # a BoxedFrame ([relaypath] says where the box starts: a relay link need not reseal it)
 
     # --- receiving --------------------------------------------------------------------------------------
 

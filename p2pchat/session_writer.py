@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from p2pchat.foundation.codec import CLEAR_BOX_MIN, BoxedFrame
+from p2pchat.foundation.codec import CLEAR_BOX_MIN, BoxedFrame, Frame
 from p2pchat.foundation.errors import UserError
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class Filler(Protocol):
 
     def ready(self) -> bool: ...
 
-    def take(self) -> list[bytes]: ...
+    def take(self) -> list[Frame]: ...
 
 
 class WriterHost(Protocol):
@@ -69,7 +69,7 @@ class SessionWriter:
         self.session = session
         self.host = host
         self.send_lock = threading.Lock()
-        self.outbox: deque[bytes | QueuedTexts] = deque()
+        self.outbox: deque[Frame | QueuedTexts] = deque()
         self.outbox_bytes = 0
         self.text_marker: QueuedTexts | None = None   # the placeholder of the texts queued now, while in the outbox
         self.partial: bytes | memoryview = b""   # the unsent rest of a frame the socket took only part of
@@ -91,11 +91,11 @@ class SessionWriter:
         """Whether ``size`` more bytes fit under :data:`OUTBOX_LIMIT` (an empty outbox takes any one text)."""
         return self.pending_bytes == 0 or self.pending_bytes + size <= OUTBOX_LIMIT
 
-    def queue(self, frame: bytes) -> None:
+    def queue(self, frame: Frame) -> None:
         self.outbox.append(frame)
         self.outbox_bytes += len(frame)
 
-    def queue_all(self, frames: Iterable[bytes]) -> None:
+    def queue_all(self, frames: Iterable[Frame]) -> None:
         for frame in frames:
             self.queue(frame)
 
@@ -222,14 +222,14 @@ class SessionWriter:
         if self.host is not None:
             self.host.link_failed(self.session, reason)
 
-    def _next_chunk(self) -> bytes | memoryview | None:
+    def _next_chunk(self) -> Frame | memoryview | None:
         """The next bytes to write (``session.lock`` held): the rest of a partly sent frame, else the queued
         frames (a :class:`QueuedTexts` placeholder sealed on the spot; each frame through the wire hook) joined
         up to :data:`COALESCE_BYTES`, so a burst costs one system call; None when nothing is queued."""
         if self.partial:
             data, self.partial = self.partial, b""
             return data
-        parts: list[bytes] = []
+        parts: list[Frame] = []
         size = 0
         outbox, hook = self.outbox, self.wire_hook
         while size < COALESCE_BYTES:
@@ -250,7 +250,7 @@ class SessionWriter:
             outbox.popleft()
             self.outbox_bytes -= len(frame)
             if hook is not None:
-                hooked = hook(frame)
+                hooked = hook(bytes(frame))     # (demo and tests: a copy of a sealed frame)
                 if hooked is None:
                     continue
                 frame = hooked
