@@ -281,15 +281,18 @@ class Channel:
 
     def __init__(self, est: Established, *, rotate_every: int = DEFAULT_ROTATE_EVERY,
                  ephemeral_factory: Callable[[], EphemeralLike] = crypto.EphemeralKey,
-                 max_refused: int = MAX_REFUSED) -> None:
+                 max_refused: int = MAX_REFUSED, seal_held: bool = True) -> None:
         """Takes over ``est``'s keys (they are blanked in ``est``). ``rotate_every``: texts per direction and
         epoch before that direction's key is rotated (1 to ``MAX_ROTATE_EVERY``). ``max_refused``: refused frames
-        that end the session (tests of single refusals raise it)."""
+        that end the session (tests of single refusals raise it). ``seal_held``: the texts a rotation held back
+        are sealed when its ack arrives (``Send`` events of that ``receive``); False leaves them queued for the
+        next :meth:`seal_queued` (the node's writer seals them as the wire takes them)."""
         if not 1 <= rotate_every <= MAX_ROTATE_EVERY:
             raise ValueError(f"rotate_every must be between 1 and {MAX_ROTATE_EVERY}")
         if not est.send_key or not est.recv_key:
             raise ValueError("these session keys were already taken by another Channel")
         self.rotate_every = rotate_every
+        self.seal_held = seal_held
         self.session_id = est.transcript_hash
         self.initiator = est.initiator
         self._ephemeral_factory = ephemeral_factory
@@ -386,16 +389,19 @@ class Channel:
         self._typing = False  # a text ends the typing state: the peer's UI clears its indicator on arrival
         return msg_id
 
-    def seal_queued(self) -> list[Frame]:
+    def seal_queued(self, max_bytes: int | None = None) -> list[Frame]:
         """Seal the queued texts, in order: one alone as ``text``, several as ``texts`` batches (at most
         :data:`MAX_BATCH_TEXTS` entries and :data:`MAX_BATCH_TEXT_BYTES` of text each; a larger text alone); the
         frame that crosses the rotation threshold is followed by a ``rotate`` frame. While the rotation waits for
         its ack, texts go on under the current key up to :meth:`_epoch_cap`; the rest stay queued until the ack.
-        ``[]`` when nothing can be sealed."""
+        ``max_bytes``: stop once the frames made reach this size (at least one frame is made), the rest staying
+        queued — a writer seals what the wire takes next, so the first megabyte text leaves while the next is
+        sealed instead of after every queued one was. ``[]`` when nothing can be sealed."""
         side, queued = self._send, self._queued
         frames: list[Frame] = []
-        start = 0
-        while start < len(queued) and side.texts_in_epoch < (cap := self._epoch_cap()):
+        start = made = 0
+        while (start < len(queued) and side.texts_in_epoch < (cap := self._epoch_cap())
+               and (max_bytes is None or made < max_bytes)):
             # a batch may cross rotate_every (the rotation starts after it), never the cap while the ack travels
             most = MAX_BATCH_TEXTS if side.pending is None else min(MAX_BATCH_TEXTS, cap - side.texts_in_epoch)
             end, size = start + 1, queued[start][3]
@@ -407,6 +413,7 @@ class Channel:
                 frames.append(self._seal("text", id=msg_id, sent_at=sent_at, text=text))
             else:
                 frames.append(self._seal("texts", texts=[[i, t, x] for i, t, x, _ in queued[start:end]]))
+            made += len(frames[-1])
             side.texts_in_epoch += end - start
             start = end
             if side.pending is None and side.texts_in_epoch >= self.rotate_every and side.epoch < MAX_EPOCH:
@@ -819,8 +826,8 @@ class Channel:
         side.epoch = epoch
         side.texts_in_epoch = 0
         side.rotate_due, side.rotate_tries, side.last_ack = None, 0, (epoch, peer_pub)
-        # the texts held while the key rotated go out now, under the new key
-        return [Rotated(epoch, "send"), *(Send(frame) for frame in self.seal_queued())]
+        # the texts held while the key rotated go out now, under the new key (or with the next seal_queued)
+        return [Rotated(epoch, "send"), *(Send(frame) for frame in (self.seal_queued() if self.seal_held else []))]
 
 
 __all__ = [

@@ -114,6 +114,13 @@ class SessionWriter:
             self.text_marker = QueuedTexts()
             self.outbox.append(self.text_marker)
 
+    def texts_released(self) -> None:
+        """Our key rotation was acknowledged: the texts it held back in the channel (if any) get a placeholder."""
+        channel = self.session.channel
+        if channel is not None and channel.queued:
+            self.before_text()
+            self.queue_text()
+
     def seal_queued_now(self) -> None:
         """Seal the queued texts into the outbox here (a raw frame is about to be queued behind them)."""
         if self.session.channel is not None:
@@ -266,15 +273,21 @@ class SessionWriter:
         return self.filler is not None and self.filler.ready()
 
     def _seal_queued(self, marker: QueuedTexts) -> None:
-        """Replace the placeholder just taken from the outbox by the sealed frames of the queued texts
-        (``session.lock`` held). A placeholder whose texts another frame already sealed is dropped: any frame
-        the channel seals carries the queued texts ahead of it, so counters still increase along the wire."""
+        """Put the sealed frames of the queued texts, up to :data:`COALESCE_BYTES` of them (what one write takes),
+        in front of the placeholder just taken from the outbox (``session.lock`` held); the placeholder stays first
+        in line after them while texts remain, so each megabyte text goes out while the next one is sealed. A
+        placeholder whose texts another frame already sealed is dropped, and so is one that seals nothing more
+        (the rest wait for a key rotation's ack): any frame the channel seals carries the queued texts ahead of
+        it, so counters still increase along the wire."""
         if marker is not self.text_marker:
             return
         self.text_marker = None
         channel = self.session.channel
         if channel is not None:
-            frames = channel.seal_queued()
+            frames = channel.seal_queued(COALESCE_BYTES)
+            if frames and channel.queued:
+                self.text_marker = marker
+                self.outbox.appendleft(marker)
             self.outbox.extendleft(reversed(frames))
             self.outbox_bytes += sum(len(f) for f in frames)
             if self.host is not None:
