@@ -412,9 +412,10 @@ def padded_size(n: int) -> int:
 
 BIG_FIELD = 4096            # a bytes field this long, last in its message, is sealed from where it lies
 _ZEROS = bytes(PAD_STEP)
+_ZERO_VIEW = memoryview(_ZEROS)     # padding is a view of it: slicing the bytes would copy up to 64 KiB
 
 
-def padded_parts(type_: str, **fields: Any) -> list[bytes]:
+def padded_parts(type_: str, **fields: Any) -> list[bytes | memoryview]:
     """``pad(SEALED_CONTENT.encode_body(type_, **fields))`` as parts to seal one after the other: a large
     bytes field that ends the message (a file chunk's ``data``) is one part of its own, never copied, and a large
     text field that ends it (a long text's ``text``) is one part of its own, its UTF-8 made in one pass (msgpack
@@ -438,11 +439,11 @@ def padded_parts(type_: str, **fields: Any) -> list[bytes]:
         # a large packed body (a batch of texts): sealed where it lies, not joined into a padded copy first
         n = LENGTH_PREFIX.size + len(body)
         zeros = padded_size(n) - n
-        return [LENGTH_PREFIX.pack(len(body)), body, *([_ZEROS[:zeros]] if zeros else [])]
+        return [LENGTH_PREFIX.pack(len(body)), body, *([_ZERO_VIEW[:zeros]] if zeros else [])]
     body_len = len(head) + len(big)
     n = LENGTH_PREFIX.size + body_len
     zeros = padded_size(n) - n
-    return [LENGTH_PREFIX.pack(body_len) + head, big, *([_ZEROS[:zeros]] if zeros else [])]
+    return [LENGTH_PREFIX.pack(body_len) + head, big, *([_ZERO_VIEW[:zeros]] if zeros else [])]
 
 
 def pad(body: bytes) -> bytes:

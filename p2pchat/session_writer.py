@@ -196,7 +196,7 @@ class SessionWriter:
                 if data is None or link is None:
                     return
                 try:
-                    link.send_frame(bytes(data) if isinstance(data, memoryview) else data)
+                    link.send_frame(data)       # (the rest of a partly written frame: a view, not copied)
                 except UserError as exc:
                     self._lost(str(exc))
                     return

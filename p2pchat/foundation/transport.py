@@ -87,7 +87,7 @@ class FramedSocket:
     def send(self, type_: str, **fields: Any) -> None:
         self.send_frame(self.protocol.encode(type_, **fields))
 
-    def send_frame(self, frame: Frame) -> None:
+    def send_frame(self, frame: Frame | memoryview) -> None:
         """Send pre-encoded frame bytes (already length-prefixed)."""
         with self._send_lock:
             self._write_all(frame)

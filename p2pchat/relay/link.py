@@ -126,7 +126,7 @@ class RelayLink:
         """Encode a chat message with ``protocol`` and send it through the relay."""
         self.send_frame(self.protocol.encode(type_, **fields))
 
-    def send_frame(self, frame: Frame) -> None:
+    def send_frame(self, frame: Frame | memoryview) -> None:
         """Send pre-encoded chat frame bytes (length prefix included) to the peer."""
         if not frame:
             return

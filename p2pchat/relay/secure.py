@@ -542,7 +542,7 @@ class SecureSocket(FramedSocket):
         pair.sent += count
         return [memoryview(sealed)]
 
-    def send_frame(self, frame: Frame) -> None:
+    def send_frame(self, frame: Frame | memoryview) -> None:
         """Seal ``frame`` (any frame bytes, any number of frames) and send it."""
         if frame:
             with self._send_lock:
