@@ -89,7 +89,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 from p2pchat.chat_protocol import (
     CHAT,
@@ -114,7 +114,7 @@ from p2pchat.chat_protocol import (
     unpad,
 )
 from p2pchat.foundation import crypto
-from p2pchat.foundation.codec import BoxedFrame, Frame, Message
+from p2pchat.foundation.codec import BODY_BUFFER, BoxedFrame, Frame, Message
 from p2pchat.foundation.errors import CryptoError, FrameError, ProtocolError, UserError
 from p2pchat.handshake import EphemeralLike, Established
 
@@ -276,6 +276,31 @@ class _RecvSide:
         self.key = self.chain = self.next_key = None
 
 
+class SealJob:
+    """A frame whose counter, epoch and key are taken (in order, by the channel) and whose box is not sealed yet:
+    :meth:`seal` does the AES-GCM pass. :meth:`Channel.seal_queued` with ``later`` returns the frames of long texts
+    this way, so an IO layer can seal a megabyte outside the lock that guards the channel (the user's thread and
+    the reader need not wait for it); it must still write frames in the order the channel made them."""
+
+    __slots__ = ("_aad", "_key", "_nonce", "_plain", "frame")
+
+    def __init__(self, frame: BoxedFrame, key: bytes, nonce: bytes, aad: bytes,
+                 plain: list[bytes | memoryview]) -> None:
+        self.frame = frame        # header written; the box is zeros until sealed
+        self._key, self._nonce, self._aad, self._plain = key, nonce, aad, plain
+
+    def seal(self) -> BoxedFrame:
+        """The frame, its box sealed (once; the key and plaintext are let go)."""
+        if self._plain:
+            with memoryview(self.frame) as view:
+                crypto.seal_into(self._key, self._nonce, self._plain, self._aad, view[self.frame.box_at:])
+            self._plain, self._key = [], b""
+        return self.frame
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
 class Channel:
     """One side of an established chat session; see the module docstring."""
 
@@ -389,16 +414,24 @@ class Channel:
         self._typing = False  # a text ends the typing state: the peer's UI clears its indicator on arrival
         return msg_id
 
-    def seal_queued(self, max_bytes: int | None = None) -> list[Frame]:
+    @overload
+    def seal_queued(self, max_bytes: int | None = None, *, later: Literal[False] = False) -> list[Frame]: ...
+
+    @overload
+    def seal_queued(self, max_bytes: int | None = None, *, later: bool) -> list[Frame | SealJob]: ...
+
+    def seal_queued(self, max_bytes: int | None = None, *, later: bool = False) -> list[Frame] | list[Frame | SealJob]:
         """Seal the queued texts, in order: one alone as ``text``, several as ``texts`` batches (at most
         :data:`MAX_BATCH_TEXTS` entries and :data:`MAX_BATCH_TEXT_BYTES` of text each; a larger text alone); the
         frame that crosses the rotation threshold is followed by a ``rotate`` frame. While the rotation waits for
         its ack, texts go on under the current key up to :meth:`_epoch_cap`; the rest stay queued until the ack.
         ``max_bytes``: stop once the frames made reach this size (at least one frame is made), the rest staying
         queued — a writer seals what the wire takes next, so the first megabyte text leaves while the next is
-        sealed instead of after every queued one was. ``[]`` when nothing can be sealed."""
+        sealed instead of after every queued one was. ``later``: a frame of texts whose box is over
+        :data:`~p2pchat.foundation.codec.BODY_BUFFER` comes as a :class:`SealJob` (sealed by the caller, in order).
+        ``[]`` when nothing can be sealed."""
         side, queued = self._send, self._queued
-        frames: list[Frame] = []
+        frames: list[Frame | SealJob] = []
         start = made = 0
         while (start < len(queued) and side.texts_in_epoch < (cap := self._epoch_cap())
                and (max_bytes is None or made < max_bytes)):
@@ -410,10 +443,11 @@ class Channel:
                 end += 1
             if end - start == 1:
                 msg_id, sent_at, text, _ = queued[start]
-                frames.append(self._seal("text", id=msg_id, sent_at=sent_at, text=text))
+                job = self._reserve("text", id=msg_id, sent_at=sent_at, text=text)
             else:
-                frames.append(self._seal("texts", texts=[[i, t, x] for i, t, x, _ in queued[start:end]]))
-            made += len(frames[-1])
+                job = self._reserve("texts", texts=[[i, t, x] for i, t, x, _ in queued[start:end]])
+            frames.append(job if later and job.frame.box_len > BODY_BUFFER else job.seal())
+            made += len(job)
             side.texts_in_epoch += end - start
             start = end
             if side.pending is None and side.texts_in_epoch >= self.rotate_every and side.epoch < MAX_EPOCH:
@@ -601,6 +635,10 @@ class Channel:
         return frames
 
     def _seal(self, type_: str, **fields: Any) -> BoxedFrame:
+        return self._reserve(type_, **fields).seal()
+
+    def _reserve(self, type_: str, **fields: Any) -> SealJob:
+        """The next frame with its counter taken, its box still to be sealed (:meth:`SealJob.seal`)."""
         side = self._send
         if side.key is None:
             raise ChannelError("this chat's keys are gone; nothing more can be sent")
@@ -609,12 +647,10 @@ class Channel:
         counter = side.counter
         # sealed from its parts straight into the frame: a 256 KiB file chunk is not copied on the way
         plain = padded_parts(type_, **fields)
-        frame, at = sealed_frame(side.epoch, counter, sum(len(part) for part in plain) + crypto.GCM_TAG_LEN)
-        with memoryview(frame) as view:
-            crypto.seal_into(side.key, sealed_nonce(counter), plain, sealed_aad(self.session_id, side.direction,
-                                                                                side.epoch, counter), view[at:])
+        frame, _ = sealed_frame(side.epoch, counter, sum(len(part) for part in plain) + crypto.GCM_TAG_LEN)
         side.counter += 1
-        return frame    # a BoxedFrame ([relaypath] says where the box starts: a relay link need not reseal it)
+        return SealJob(frame, side.key, sealed_nonce(counter),
+                       sealed_aad(self.session_id, side.direction, side.epoch, counter), plain)
 
     # --- receiving --------------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
+from p2pchat.channel import SealJob
 from p2pchat.foundation.codec import CLEAR_BOX_MIN, BoxedFrame, Frame
 from p2pchat.foundation.errors import UserError
 
@@ -69,7 +70,7 @@ class SessionWriter:
         self.session = session
         self.host = host
         self.send_lock = threading.Lock()
-        self.outbox: deque[Frame | QueuedTexts] = deque()
+        self.outbox: deque[Frame | QueuedTexts | SealJob] = deque()
         self.outbox_bytes = 0
         self.text_marker: QueuedTexts | None = None   # the placeholder of the texts queued now, while in the outbox
         self.partial: bytes | memoryview = b""   # the unsent rest of a frame the socket took only part of
@@ -195,6 +196,8 @@ class SessionWriter:
                     data = self._next_chunk() if link is not None else None
                 if data is None or link is None:
                     return
+                if isinstance(data, SealJob):
+                    data = data.seal()          # the megabyte's GCM pass, without the session lock
                 try:
                     link.send_frame(data)       # (the rest of a partly written frame: a view, not copied)
                 except UserError as exc:
@@ -212,6 +215,8 @@ class SessionWriter:
                 data = self._next_chunk()
             if data is None:
                 return True
+            if isinstance(data, SealJob):
+                data = data.seal()
             try:
                 sent = link.send_nowait(data)
             except UserError as exc:
@@ -229,7 +234,7 @@ class SessionWriter:
         if self.host is not None:
             self.host.link_failed(self.session, reason)
 
-    def _next_chunk(self) -> Frame | memoryview | None:
+    def _next_chunk(self) -> Frame | memoryview | SealJob | None:
         """The next bytes to write (``session.lock`` held): the rest of a partly sent frame, else the queued
         frames (a :class:`QueuedTexts` placeholder sealed on the spot; each frame through the wire hook) joined
         up to :data:`COALESCE_BYTES`, so a burst costs one system call; None when nothing is queued."""
@@ -250,6 +255,12 @@ class SessionWriter:
                 outbox.popleft()
                 self._seal_queued(frame)
                 continue
+            if isinstance(frame, SealJob):     # a long text's frame, sealed by the caller after the lock
+                if parts:
+                    break
+                outbox.popleft()
+                self.outbox_bytes -= len(frame)
+                return frame
             # [relaypath] a long box goes in a write of its own, so a relay link can see where it starts
             alone = isinstance(frame, BoxedFrame) and frame.box_len >= CLEAR_BOX_MIN and hook is None
             if alone and parts:
@@ -284,7 +295,9 @@ class SessionWriter:
         self.text_marker = None
         channel = self.session.channel
         if channel is not None:
-            frames = channel.seal_queued(COALESCE_BYTES)
+            # long texts are sealed by the writing thread once the session lock is let go (SealJob), so the
+            # user's thread and the reader do not wait for the GCM pass (the wire hook sees sealed frames only)
+            frames = channel.seal_queued(COALESCE_BYTES, later=self.wire_hook is None)
             if frames and channel.queued:
                 self.text_marker = marker
                 self.outbox.appendleft(marker)
