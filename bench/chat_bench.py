@@ -89,6 +89,27 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of each thread of this process (``/proc/self/task/*/stat``), by thread name; threads of one
+    kind (the node's pool workers) are summed under one name. Empty where there is no /proc."""
+    names = {t.native_id: t.name.rstrip("0123456789").rstrip("_-") or t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue                      # the thread ended meanwhile
+        name = names.get(int(tid), "other")
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 # --- certificates for the TLS baseline ------------------------------------------------------------------------
 
 def make_certs(directory: Path) -> dict[str, str]:
@@ -254,6 +275,8 @@ def serve_commands(pipe: Connection, stats: Callable[[], list[float]], reset: Ca
             pipe.send(rss_kib())
         elif cmd == "cpu":
             pipe.send(cpu_seconds())
+        elif cmd == "threads":
+            pipe.send(thread_cpu())
         elif cmd == "signatures":
             pipe.send(CountingIdentity.signatures)
         elif cmd == "quit":
@@ -510,18 +533,32 @@ def bulk_rounds(tls: TlsClient, client: ChatClient, n_big: int, rounds: int, tls
                 chat_pipe: Connection) -> None:
     """1 MiB messages only: TLS and chat streams alternate, one of each per round; prints every round's ratio and
     the CPU per MiB of each side (``getrusage``: this process, the sender, and the responder process, the
-    receiver, read through its pipe once it is idle again)."""
+    receiver, read through its pipe once it is idle again), and at the end each side's CPU per MiB by thread
+    (``/proc/PID/task/*/stat``; a thread that did nothing in a stream is left out)."""
     sid, _ = client.handshake()
     text = "x" * (1 << 20)
     ratios: list[float] = []
     cpu: dict[str, list[tuple[float, float]]] = {"chat": [], "TLS": []}
+    by_thread: dict[tuple[str, str], dict[str, list[float]]] = {}
+
+    def per_thread(kind: str, side: str, before: dict[str, float], after: dict[str, float]) -> None:
+        into = by_thread.setdefault((kind, side), {})
+        for name, seconds in after.items():
+            used = seconds - before.get(name, 0.0)
+            if used > 0:
+                into.setdefault(name, []).append(used / n_big * 1e3)
 
     def measured(kind: str, pipe: Connection, run: Callable[[], float]) -> float:
         receiver = settled_cpu(pipe)
-        sender = cpu_seconds()
+        pipe.send("threads")
+        receiver_threads = pipe.recv()
+        sender, sender_threads = cpu_seconds(), thread_cpu()
         seconds = run()
-        sent = cpu_seconds() - sender
+        sent, sent_threads = cpu_seconds() - sender, thread_cpu()
         cpu[kind].append((sent / n_big * 1e3, (settled_cpu(pipe) - receiver) / n_big * 1e3))
+        pipe.send("threads")
+        per_thread(kind, "receiver", receiver_threads, pipe.recv())
+        per_thread(kind, "sender", sender_threads, sent_threads)
         return n_big * 1.048576 / seconds
 
     for i in range(rounds):
@@ -537,6 +574,10 @@ def bulk_rounds(tls: TlsClient, client: ChatClient, n_big: int, rounds: int, tls
     for kind, pairs in cpu.items():
         print(f"{kind} CPU ms per MiB, median: sender {statistics.median(p[0] for p in pairs):.2f}, "
               f"receiver {statistics.median(p[1] for p in pairs):.2f}")
+    for (kind, side), threads in by_thread.items():
+        shown = sorted(((statistics.median(v), name) for name, v in threads.items()), reverse=True)
+        print(f"{kind} {side} CPU ms per MiB by thread, median: "
+              + ", ".join(f"{name} {ms:.2f}" for ms, name in shown if ms >= 0.005))
     client.end(sid)
 
 

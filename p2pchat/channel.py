@@ -2,10 +2,12 @@
 
 API::
 
-    Channel(est: Established, *, rotate_every: int = 10, ephemeral_factory=crypto.EphemeralKey)
+    Channel(est: Established, *, rotate_every: int = 10, ephemeral_factory=crypto.EphemeralKey, seal_held=True)
     .send_text(text, now) -> (msg_id, [frame, ...])   # may include a rotation frame after the text
     .queue_text(text, now) -> msg_id                  # checked like send_text; sealed by the next seal_queued()
-    .seal_queued() -> [frame, ...]                    # queued texts, several per frame; then a rotation frame
+    .seal_queued(max_bytes=None, *, later=False) -> [frame, ...]   # queued texts, several per frame; then a
+                                                      # rotation frame; up to max_bytes of frames; later: a long
+                                                      # text's frame as a SealJob (.seal() it, in order)
     .send_typing(typing) -> [frame] or []             # only on a change of state
     .send_goodbye(reason="") -> [frame] or []         # once; afterwards nothing more is sent
     .receive(msg: Message, now=None, *, more_buffered=False) -> list[ChEvent]   # never raises for a peer's input
@@ -60,6 +62,9 @@ IO layer passes ``more_buffered=True`` to :meth:`Channel.receive` while it alrea
 frames from the peer; the ids of texts are then collected and the receipt comes with the first ``receive`` whose
 ``more_buffered`` is false (so a lone text is receipted at once), or as soon as :data:`MAX_RECEIPT_IDS` ids are
 collected, before a ``goodbye`` either way. ``receive``'s default keeps one receipt per text.
+
+Frames are ``bytes`` or, for sealed frames, :class:`~p2pchat.foundation.codec.BoxedFrame` (a ``bytearray`` the box
+was sealed into, written from there without a copy).
 
 Batching: when the sender produces texts faster than they leave, the IO layer queues them (:meth:`Channel.queue_text`)
 and seals whatever is queued when it next writes (:meth:`Channel.seal_queued`): one queued text travels as an
