@@ -256,11 +256,13 @@ class SessionWriter:
                 self._seal_queued(frame)
                 continue
             if isinstance(frame, SealJob):     # a long text's frame, sealed by the caller after the lock
-                if parts:
-                    break
-                outbox.popleft()
-                self.outbox_bytes -= len(frame)
-                return frame
+                if hook is None:
+                    if parts:
+                        break
+                    outbox.popleft()
+                    self.outbox_bytes -= len(frame)
+                    return frame
+                frame = outbox[0] = frame.seal()     # (a wire hook set since: it sees the sealed frame)
             # [relaypath] a long box goes in a write of its own, so a relay link can see where it starts
             alone = isinstance(frame, BoxedFrame) and frame.box_len >= CLEAR_BOX_MIN and hook is None
             if alone and parts:

@@ -229,3 +229,18 @@ def test_several_threads_sending_long_texts_through_one_writer_keep_counters_in_
     writer.kick()
     got = _texts(b, link.writes)
     assert sorted(got) == sorted(texts) and len(got) == len(texts)
+
+
+def test_a_wire_hook_set_while_a_long_frame_waits_unsealed_sees_it_sealed():
+    """(The demo and tests alter frames through the wire hook: it never gets a frame whose box is not sealed.)"""
+    a, b = _pair()
+    session, writer, link = _writer(a)
+    writer.queue(b"\x00\x00\x00\x01\x80")         # a raw frame first: the long text's frame waits behind it
+    _queue(writer, a, "h" * BIG)
+    with session.lock:
+        assert writer._next_chunk() == b"\x00\x00\x00\x01\x80"
+        assert isinstance(writer.outbox[0], SealJob)
+    seen: list[bytes] = []
+    writer.wire_hook = lambda frame: seen.append(frame) or frame
+    writer.kick()
+    assert len(seen) == 1 and _texts(b, seen) == ["h" * BIG] and link.writes == seen
