@@ -26,6 +26,8 @@ alternating, each round's ratio printed (the figures of a loaded machine swing b
 side spent per MiB (``getrusage``: this process for the sender, the responder process for the receiver, read once
 it is idle again) — steadier than the wall clock on a shared machine.
 ``--rotate-every N`` sets the sending node's key rotation interval (default 10, the product's default).
+``--per-stream N`` sets the 1 MiB messages of one ``--bulk`` stream (default 24; longer streams give steadier CPU
+figures, shorter ones weigh each stream's start and end more).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ BENCH = Protocol("bench", {"text": {"id": Field(int), "sent_at": Field(float), "
                            "receipt": {"id": Field(int)}}, max_frame=4 * 1024 * 1024)
 SERVER_IP, CLIENT_IP = "127.0.91.2", "127.0.91.3"
 HANDSHAKES, SMALL, BIG, LATENCY, IDLE = 30, 3000, 24, 300, 200
+IDLE_BATCH = 4                               # sessions opened at once (p2pchat.admission's per-address bound)
 ATTACKS, ATTACK_SECONDS = 300, 60.0          # the attacker loop: at most this many attempts, at most this long
 
 
@@ -87,6 +90,28 @@ def cpu_seconds() -> float:
     """User + system CPU of this process (all its threads)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of each thread of this process (``/proc/self/task/*/schedstat``: nanoseconds, where ``stat``
+    counts 10 ms ticks), by thread name; threads of one kind (the node's pool workers) are summed under one name,
+    and what threads that ended since used is under "ended threads". Empty where there is no /proc."""
+    names = {t.native_id: t.name.rstrip("0123456789").rstrip("_-") or t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as fh:
+                ran = int(fh.read().split()[0]) / 1e9
+        except OSError:
+            continue                      # the thread ended meanwhile
+        name = names.get(int(tid), "other")
+        out[name] = out.get(name, 0.0) + ran
+    out["ended threads"] = max(0.0, cpu_seconds() - sum(out.values()))
+    return out
 
 
 # --- certificates for the TLS baseline ------------------------------------------------------------------------
@@ -254,6 +279,8 @@ def serve_commands(pipe: Connection, stats: Callable[[], list[float]], reset: Ca
             pipe.send(rss_kib())
         elif cmd == "cpu":
             pipe.send(cpu_seconds())
+        elif cmd == "threads":
+            pipe.send(thread_cpu())
         elif cmd == "signatures":
             pipe.send(CountingIdentity.signatures)
         elif cmd == "quit":
@@ -429,6 +456,8 @@ def main() -> int:
     parser.add_argument("--bulk", type=int, metavar="ROUNDS", default=0,
                         help="only 1 MiB messages: ROUNDS rounds, each a TLS stream then a chat stream, "
                              "interleaved so both see the same load")
+    parser.add_argument("--per-stream", type=int, default=BIG, metavar="N",
+                        help=f"1 MiB messages per --bulk stream (default {BIG})")
     parser.add_argument("--rotate-every", type=int, default=10, metavar="N",
                         help="the sender's key rotation interval in texts (default 10, the product's; 1000, the "
                              "protocol's maximum, shows what rotation costs a stream)")
@@ -478,7 +507,7 @@ def main() -> int:
                 chat_ms, tls_ms = results["chat_hs"] * 1000, results["tls_hs"] * 1000
                 print(f"handshake p50 {chat_ms:.1f} ms, mutual TLS 1.3 {tls_ms:.1f} ms, ratio {chat_ms / tls_ms:.2f}",
                       flush=True)
-                bulk_rounds(tls, client, n_big, args.bulk, tls_pipe, parent)
+                bulk_rounds(tls, client, max(1, args.per_stream), args.bulk, tls_pipe, parent)
                 return 0
             if only_hs:
                 tls_pipe.send("quit")
@@ -510,18 +539,32 @@ def bulk_rounds(tls: TlsClient, client: ChatClient, n_big: int, rounds: int, tls
                 chat_pipe: Connection) -> None:
     """1 MiB messages only: TLS and chat streams alternate, one of each per round; prints every round's ratio and
     the CPU per MiB of each side (``getrusage``: this process, the sender, and the responder process, the
-    receiver, read through its pipe once it is idle again)."""
+    receiver, read through its pipe once it is idle again), and at the end each side's CPU per MiB by thread
+    (``/proc/PID/task/*/stat``; a thread that did nothing in a stream is left out)."""
     sid, _ = client.handshake()
     text = "x" * (1 << 20)
     ratios: list[float] = []
     cpu: dict[str, list[tuple[float, float]]] = {"chat": [], "TLS": []}
+    by_thread: dict[tuple[str, str], dict[str, list[float]]] = {}
+
+    def per_thread(kind: str, side: str, before: dict[str, float], after: dict[str, float]) -> None:
+        into = by_thread.setdefault((kind, side), {})
+        for name, seconds in after.items():
+            used = seconds - before.get(name, 0.0)
+            if used > 0:
+                into.setdefault(name, []).append(used / n_big * 1e3)
 
     def measured(kind: str, pipe: Connection, run: Callable[[], float]) -> float:
         receiver = settled_cpu(pipe)
-        sender = cpu_seconds()
+        pipe.send("threads")
+        receiver_threads = pipe.recv()
+        sender, sender_threads = cpu_seconds(), thread_cpu()
         seconds = run()
-        sent = cpu_seconds() - sender
+        sent, sent_threads = cpu_seconds() - sender, thread_cpu()
         cpu[kind].append((sent / n_big * 1e3, (settled_cpu(pipe) - receiver) / n_big * 1e3))
+        pipe.send("threads")
+        per_thread(kind, "receiver", receiver_threads, pipe.recv())
+        per_thread(kind, "sender", sender_threads, sent_threads)
         return n_big * 1.048576 / seconds
 
     for i in range(rounds):
@@ -537,6 +580,10 @@ def bulk_rounds(tls: TlsClient, client: ChatClient, n_big: int, rounds: int, tls
     for kind, pairs in cpu.items():
         print(f"{kind} CPU ms per MiB, median: sender {statistics.median(p[0] for p in pairs):.2f}, "
               f"receiver {statistics.median(p[1] for p in pairs):.2f}")
+    for (kind, side), threads in by_thread.items():
+        shown = sorted(((statistics.median(v), name) for name, v in threads.items()), reverse=True)
+        print(f"{kind} {side} CPU ms per MiB by thread, median: "
+              + ", ".join(f"{name} {ms:.2f}" for ms, name in shown if ms >= 0.005))
     client.end(sid)
 
 
@@ -576,13 +623,16 @@ def chat_messages(results: dict[str, Any], client: ChatClient, parent: Connectio
     client.end(sid)
     parent.send("rss")
     base = parent.recv()
-    sids = []
-    for _ in range(n_idle):
-        sids.append(client.node.open_session(client.peer))
-        client.node.run_all(sids[-1])
-    for s in sids:
-        client.wait(lambda e, s=s: isinstance(e, StepResult) and e.session == s and e.step == Step.AGREE_KEY
-                    and e.ok)
+    sids: list[str] = []
+    while len(sids) < n_idle:
+        # a few at a time: the responder admits at most a few unauthenticated connections from one address at once
+        batch = [client.node.open_session(client.peer) for _ in range(min(IDLE_BATCH, n_idle - len(sids)))]
+        for s in batch:
+            client.node.run_all(s)
+        for s in batch:
+            client.wait(lambda e, s=s: isinstance(e, StepResult) and e.session == s and e.step == Step.AGREE_KEY
+                        and e.ok)
+        sids += batch
     time.sleep(0.5)
     parent.send("rss")
     results["chat_idle"] = (parent.recv() - base) / n_idle

@@ -2,10 +2,12 @@
 
 API::
 
-    Channel(est: Established, *, rotate_every: int = 10, ephemeral_factory=crypto.EphemeralKey)
+    Channel(est: Established, *, rotate_every: int = 10, ephemeral_factory=crypto.EphemeralKey, seal_held=True)
     .send_text(text, now) -> (msg_id, [frame, ...])   # may include a rotation frame after the text
     .queue_text(text, now) -> msg_id                  # checked like send_text; sealed by the next seal_queued()
-    .seal_queued() -> [frame, ...]                    # queued texts, several per frame; then a rotation frame
+    .seal_queued(max_bytes=None, *, later=False) -> [frame, ...]   # queued texts, several per frame; then a
+                                                      # rotation frame; up to max_bytes of frames; later: a long
+                                                      # text's frame as a SealJob (.seal() it, in order)
     .send_typing(typing) -> [frame] or []             # only on a change of state
     .send_goodbye(reason="") -> [frame] or []         # once; afterwards nothing more is sent
     .receive(msg: Message, now=None, *, more_buffered=False) -> list[ChEvent]   # never raises for a peer's input
@@ -61,6 +63,9 @@ frames from the peer; the ids of texts are then collected and the receipt comes 
 ``more_buffered`` is false (so a lone text is receipted at once), or as soon as :data:`MAX_RECEIPT_IDS` ids are
 collected, before a ``goodbye`` either way. ``receive``'s default keeps one receipt per text.
 
+Frames are ``bytes`` or, for sealed frames, :class:`~p2pchat.foundation.codec.BoxedFrame` (a ``bytearray`` the box
+was sealed into, written from there without a copy).
+
 Batching: when the sender produces texts faster than they leave, the IO layer queues them (:meth:`Channel.queue_text`)
 and seals whatever is queued when it next writes (:meth:`Channel.seal_queued`): one queued text travels as an
 ordinary ``text``, several as ``texts`` frames of up to :data:`MAX_BATCH_TEXTS` entries (one seal and one open for
@@ -89,7 +94,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 from p2pchat.chat_protocol import (
     CHAT,
@@ -114,7 +119,7 @@ from p2pchat.chat_protocol import (
     unpad,
 )
 from p2pchat.foundation import crypto
-from p2pchat.foundation.codec import BoxedFrame, Message
+from p2pchat.foundation.codec import BODY_BUFFER, BoxedFrame, Frame, Message
 from p2pchat.foundation.errors import CryptoError, FrameError, ProtocolError, UserError
 from p2pchat.handshake import EphemeralLike, Established
 
@@ -276,20 +281,48 @@ class _RecvSide:
         self.key = self.chain = self.next_key = None
 
 
+class SealJob:
+    """A frame whose counter, epoch and key are taken (in order, by the channel) and whose box is not sealed yet:
+    :meth:`seal` does the AES-GCM pass. :meth:`Channel.seal_queued` with ``later`` returns the frames of long texts
+    this way, so an IO layer can seal a megabyte outside the lock that guards the channel (the user's thread and
+    the reader need not wait for it); it must still write frames in the order the channel made them."""
+
+    __slots__ = ("_aad", "_key", "_nonce", "_plain", "frame")
+
+    def __init__(self, frame: BoxedFrame, key: bytes, nonce: bytes, aad: bytes,
+                 plain: list[bytes | memoryview]) -> None:
+        self.frame = frame        # header written; the box is zeros until sealed
+        self._key, self._nonce, self._aad, self._plain = key, nonce, aad, plain
+
+    def seal(self) -> BoxedFrame:
+        """The frame, its box sealed (once; the key and plaintext are let go)."""
+        if self._plain:
+            with memoryview(self.frame) as view:
+                crypto.seal_into(self._key, self._nonce, self._plain, self._aad, view[self.frame.box_at:])
+            self._plain, self._key = [], b""
+        return self.frame
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
 class Channel:
     """One side of an established chat session; see the module docstring."""
 
     def __init__(self, est: Established, *, rotate_every: int = DEFAULT_ROTATE_EVERY,
                  ephemeral_factory: Callable[[], EphemeralLike] = crypto.EphemeralKey,
-                 max_refused: int = MAX_REFUSED) -> None:
+                 max_refused: int = MAX_REFUSED, seal_held: bool = True) -> None:
         """Takes over ``est``'s keys (they are blanked in ``est``). ``rotate_every``: texts per direction and
         epoch before that direction's key is rotated (1 to ``MAX_ROTATE_EVERY``). ``max_refused``: refused frames
-        that end the session (tests of single refusals raise it)."""
+        that end the session (tests of single refusals raise it). ``seal_held``: the texts a rotation held back
+        are sealed when its ack arrives (``Send`` events of that ``receive``); False leaves them queued for the
+        next :meth:`seal_queued` (the node's writer seals them as the wire takes them)."""
         if not 1 <= rotate_every <= MAX_ROTATE_EVERY:
             raise ValueError(f"rotate_every must be between 1 and {MAX_ROTATE_EVERY}")
         if not est.send_key or not est.recv_key:
             raise ValueError("these session keys were already taken by another Channel")
         self.rotate_every = rotate_every
+        self.seal_held = seal_held
         self.session_id = est.transcript_hash
         self.initiator = est.initiator
         self._ephemeral_factory = ephemeral_factory
@@ -353,7 +386,7 @@ class Channel:
 
     # --- sending ----------------------------------------------------------------------------------------
 
-    def send_text(self, text: str, now: float) -> tuple[int, list[bytes]]:
+    def send_text(self, text: str, now: float) -> tuple[int, list[Frame]]:
         """Encrypt a message; returns its id (for the delivery receipt) and the frames to send in order (the
         texts queued before it come first)."""
         msg_id = self.queue_text(text, now)
@@ -386,16 +419,27 @@ class Channel:
         self._typing = False  # a text ends the typing state: the peer's UI clears its indicator on arrival
         return msg_id
 
-    def seal_queued(self) -> list[bytes]:
+    @overload
+    def seal_queued(self, max_bytes: int | None = None, *, later: Literal[False] = False) -> list[Frame]: ...
+
+    @overload
+    def seal_queued(self, max_bytes: int | None = None, *, later: bool) -> list[Frame | SealJob]: ...
+
+    def seal_queued(self, max_bytes: int | None = None, *, later: bool = False) -> list[Frame] | list[Frame | SealJob]:
         """Seal the queued texts, in order: one alone as ``text``, several as ``texts`` batches (at most
         :data:`MAX_BATCH_TEXTS` entries and :data:`MAX_BATCH_TEXT_BYTES` of text each; a larger text alone); the
         frame that crosses the rotation threshold is followed by a ``rotate`` frame. While the rotation waits for
         its ack, texts go on under the current key up to :meth:`_epoch_cap`; the rest stay queued until the ack.
+        ``max_bytes``: stop once the frames made reach this size (at least one frame is made), the rest staying
+        queued — a writer seals what the wire takes next, so the first megabyte text leaves while the next is
+        sealed instead of after every queued one was. ``later``: a frame of texts whose box is over
+        :data:`~p2pchat.foundation.codec.BODY_BUFFER` comes as a :class:`SealJob` (sealed by the caller, in order).
         ``[]`` when nothing can be sealed."""
         side, queued = self._send, self._queued
-        frames: list[bytes] = []
-        start = 0
-        while start < len(queued) and side.texts_in_epoch < (cap := self._epoch_cap()):
+        frames: list[Frame | SealJob] = []
+        start = made = 0
+        while (start < len(queued) and side.texts_in_epoch < (cap := self._epoch_cap())
+               and (max_bytes is None or made < max_bytes)):
             # a batch may cross rotate_every (the rotation starts after it), never the cap while the ack travels
             most = MAX_BATCH_TEXTS if side.pending is None else min(MAX_BATCH_TEXTS, cap - side.texts_in_epoch)
             end, size = start + 1, queued[start][3]
@@ -404,9 +448,11 @@ class Channel:
                 end += 1
             if end - start == 1:
                 msg_id, sent_at, text, _ = queued[start]
-                frames.append(self._seal("text", id=msg_id, sent_at=sent_at, text=text))
+                job = self._reserve("text", id=msg_id, sent_at=sent_at, text=text)
             else:
-                frames.append(self._seal("texts", texts=[[i, t, x] for i, t, x, _ in queued[start:end]]))
+                job = self._reserve("texts", texts=[[i, t, x] for i, t, x, _ in queued[start:end]])
+            frames.append(job if later and job.frame.box_len > BODY_BUFFER else job.seal())
+            made += len(job)
             side.texts_in_epoch += end - start
             start = end
             if side.pending is None and side.texts_in_epoch >= self.rotate_every and side.epoch < MAX_EPOCH:
@@ -430,7 +476,7 @@ class Channel:
             return self.rotate_every
         return min(2 * self.rotate_every, MAX_ROTATE_EVERY)
 
-    def send_typing(self, typing: bool) -> list[bytes]:
+    def send_typing(self, typing: bool) -> list[Frame]:
         """Tell the peer we started/stopped typing. Only a change of state makes a frame; the UI must also
         debounce (start after a pause-free burst, stop after a few idle seconds), never one frame per key."""
         if self.closed or self.peer_closed or typing == self._typing:
@@ -438,7 +484,7 @@ class Channel:
         self._typing = typing
         return self._seal_after_queued("typing", on=typing)
 
-    def send_goodbye(self, reason: str = "") -> list[bytes]:
+    def send_goodbye(self, reason: str = "") -> list[Frame]:
         """Close the chat politely; returns ``[]`` if goodbye was already said."""
         if self.closed:
             return []
@@ -447,7 +493,7 @@ class Channel:
         self.closed = True
         return frames
 
-    def send_file_message(self, kind: str, fields: dict[str, Any]) -> list[bytes]:
+    def send_file_message(self, kind: str, fields: dict[str, Any]) -> list[Frame]:
         """Seal one ``file_*`` message (after the queued texts); ``[]`` once either side said goodbye."""
         if kind not in FILE_TYPES:
             raise ValueError(f"not a file message: {kind}")
@@ -455,19 +501,19 @@ class Channel:
             return []
         return self._seal_after_queued(kind, **fields)
 
-    def send_smp(self, kind: str, fields: dict[str, Any]) -> list[bytes]:
+    def send_smp(self, kind: str, fields: dict[str, Any]) -> list[Frame]:
         """A message of the shared-secret check (``smp1`` .. ``smp4``, ``smp_abort``), sealed like a text."""
         if kind not in SMP_KINDS:
             raise ValueError(f"{kind} is not a shared-secret check message")
         self._check_open()
         return self._seal_after_queued(kind, **fields)
 
-    def send_group(self, body: bytes) -> list[bytes]:
+    def send_group(self, body: bytes) -> list[Frame]:
         """[groups, issue 18] Seal one group frame (after the queued texts)."""
         self._check_open()
         return self._seal_after_queued("group", body=body)
 
-    def take_receipt(self) -> list[bytes]:
+    def take_receipt(self) -> list[Frame]:
         """The receipt frame for every text received but not yet receipted (``[]`` if there is none)."""
         if not self._unreceipted or self.closed:
             self._unreceipted.clear()
@@ -494,7 +540,7 @@ class Channel:
         if self.peer_closed:
             raise ChannelError("the peer has left the chat")
 
-    def _begin_rotation(self) -> bytes:
+    def _begin_rotation(self) -> BoxedFrame:
         eph = self._ephemeral_factory()
         self._send.pending = eph
         self._send.rotate_tries = 1
@@ -504,12 +550,12 @@ class Channel:
     # --- one-time-pad mode (issue 17): the channel carries pad frames and pad-mode ops; p2pchat.pad_mode
     # decides what they mean -----------------------------------------------------------------------------------
 
-    def send_pad_control(self, op: str, pad_id: bytes) -> list[bytes]:
+    def send_pad_control(self, op: str, pad_id: bytes) -> list[Frame]:
         """A ``pad_mode`` frame (after the queued texts)."""
         self._check_open()
         return self._seal_after_queued("pad_mode", op=op, pad_id=pad_id)
 
-    def send_pad_text(self, box: bytes, now: float) -> tuple[int, list[bytes]]:
+    def send_pad_text(self, box: bytes, now: float) -> tuple[int, list[Frame]]:
         """A text already encrypted with the pad (``box``, a pad frame); it takes the next text id (receipts
         work as for texts). Pad texts do not count towards key rotation: the pad, not the key, protects them."""
         self._check_open()
@@ -587,13 +633,17 @@ class Channel:
             return [Refused(kind, f"{reason} (the chat ends if {self.max_refused} frames are refused)")]
         return []
 
-    def _seal_after_queued(self, type_: str, **fields: Any) -> list[bytes]:
+    def _seal_after_queued(self, type_: str, **fields: Any) -> list[Frame]:
         """The queued texts' frames, then one frame of another kind: the peer sees both in the order made."""
         frames = self.seal_queued()
         frames.append(self._seal(type_, **fields))
         return frames
 
-    def _seal(self, type_: str, **fields: Any) -> bytes:
+    def _seal(self, type_: str, **fields: Any) -> BoxedFrame:
+        return self._reserve(type_, **fields).seal()
+
+    def _reserve(self, type_: str, **fields: Any) -> SealJob:
+        """The next frame with its counter taken, its box still to be sealed (:meth:`SealJob.seal`)."""
         side = self._send
         if side.key is None:
             raise ChannelError("this chat's keys are gone; nothing more can be sent")
@@ -602,12 +652,10 @@ class Channel:
         counter = side.counter
         # sealed from its parts straight into the frame: a 256 KiB file chunk is not copied on the way
         plain = padded_parts(type_, **fields)
-        frame, at = sealed_frame(side.epoch, counter, sum(len(part) for part in plain) + crypto.GCM_TAG_LEN)
-        with memoryview(frame) as view:
-            crypto.seal_into(side.key, sealed_nonce(counter), plain, sealed_aad(self.session_id, side.direction,
-                                                                                side.epoch, counter), view[at:])
+        frame, _ = sealed_frame(side.epoch, counter, sum(len(part) for part in plain) + crypto.GCM_TAG_LEN)
         side.counter += 1
-        return BoxedFrame(frame, at)    # [relaypath] says where the box starts: a relay link need not reseal it
+        return SealJob(frame, side.key, sealed_nonce(counter),
+                       sealed_aad(self.session_id, side.direction, side.epoch, counter), plain)
 
     # --- receiving --------------------------------------------------------------------------------------
 
@@ -819,8 +867,8 @@ class Channel:
         side.epoch = epoch
         side.texts_in_epoch = 0
         side.rotate_due, side.rotate_tries, side.last_ack = None, 0, (epoch, peer_pub)
-        # the texts held while the key rotated go out now, under the new key
-        return [Rotated(epoch, "send"), *(Send(frame) for frame in self.seal_queued())]
+        # the texts held while the key rotated go out now, under the new key (or with the next seal_queued)
+        return [Rotated(epoch, "send"), *(Send(frame) for frame in (self.seal_queued() if self.seal_held else []))]
 
 
 __all__ = [

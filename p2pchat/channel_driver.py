@@ -90,7 +90,8 @@ class ChannelDriver:
 
     def start(self, session: Session, established: Established) -> None:
         """The handshake is done (``session.lock`` held): its secrets move into a channel."""
-        session.channel = Channel(established, rotate_every=self.host.rotate_every)
+        # texts a key rotation held back are sealed by the writer, as the wire takes them (Rotated below)
+        session.channel = Channel(established, rotate_every=self.host.rotate_every, seal_held=False)
         session.peer_fp = crypto.fingerprint(established.peer_public_der).hex()
         if session.handshake is not None:
             session.handshake = None      # its secrets now live in the channel only
@@ -220,6 +221,8 @@ class ChannelDriver:
                     if self.host.groups is not None and session.peer_fp is not None:
                         self.host.groups.frame_from(session.id, session.peer_fp, body)
                 case Rotated(epoch=epoch, direction=direction):
+                    if direction == "send":
+                        session.writer.texts_released()
                     whose = "our sending key" if direction == "send" else "the peer's sending key"
                     self.host.emit(Notice(session.id, "rotation",
                                           f"key rotated: {whose} is now epoch {epoch}; the old key is erased"))

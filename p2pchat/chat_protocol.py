@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pchat.foundation import crypto
-from p2pchat.foundation.codec import BODY_BUFFER, HEADER, Field, Message, Protocol, check_fields, opt
+from p2pchat.foundation.codec import BODY_BUFFER, HEADER, BoxedFrame, Field, Frame, Message, Protocol, check_fields, opt
 from p2pchat.foundation.errors import ProtocolError
 
 PROTOCOL_VERSION = 2                     # 2: step 2 carries each side's ledger checkpoint and tip (cross-check)
@@ -87,7 +87,7 @@ MAX_EPOCH = 2**32 - 1
 class Send:
     """Put ``frame`` (complete, length-prefixed bytes) on the wire, in the order the events came."""
 
-    frame: bytes
+    frame: Frame
 
 
 def _hello_fields() -> dict[str, Field]:
@@ -368,10 +368,10 @@ def sealed_nonce(counter: int) -> bytes:
     return _NONCE_PREFIX + counter.to_bytes(8, "big")
 
 
-def sealed_frame(epoch: int, counter: int, box_len: int) -> tuple[bytearray, int]:
+def sealed_frame(epoch: int, counter: int, box_len: int) -> tuple[BoxedFrame, int]:
     """A ``sealed`` frame (length prefix included) whose ``box`` of ``box_len`` bytes is still to be written,
     and where the box starts: byte for byte ``CHAT.encode("sealed", epoch=…, counter=…, box=…)``, so a large
-    box is sealed in place (:func:`p2pchat.foundation.crypto.seal_into`) instead of copied three times."""
+    box is sealed in place (:func:`p2pchat.foundation.crypto.seal_into`) into the frame that is then written."""
     if not crypto.GCM_TAG_LEN <= box_len <= MAX_BOX:
         raise ValueError(f"a sealed box is {crypto.GCM_TAG_LEN} to {MAX_BOX} bytes")
     if box_len > BODY_BUFFER:
@@ -381,7 +381,7 @@ def sealed_frame(epoch: int, counter: int, box_len: int) -> tuple[bytearray, int
     # the same map with a 16-byte box (bin 8: c4 10 + 16 bytes), its box header replaced by box_len's
     small = CHAT.encode_body("sealed", epoch=epoch, counter=counter, box=bytes(crypto.GCM_TAG_LEN))
     head = small[:-2 - crypto.GCM_TAG_LEN] + _bin_header(box_len)
-    frame = bytearray(HEADER.size + len(head) + box_len)
+    frame = BoxedFrame(HEADER.size + len(head) + box_len, HEADER.size + len(head))
     HEADER.pack_into(frame, 0, len(head) + box_len)
     frame[HEADER.size:HEADER.size + len(head)] = head
     return frame, HEADER.size + len(head)
@@ -415,9 +415,10 @@ def padded_size(n: int) -> int:
 
 BIG_FIELD = 4096            # a bytes field this long, last in its message, is sealed from where it lies
 _ZEROS = bytes(PAD_STEP)
+_ZERO_VIEW = memoryview(_ZEROS)     # padding is a view of it: slicing the bytes would copy up to 64 KiB
 
 
-def padded_parts(type_: str, **fields: Any) -> list[bytes]:
+def padded_parts(type_: str, **fields: Any) -> list[bytes | memoryview]:
     """``pad(SEALED_CONTENT.encode_body(type_, **fields))`` as parts to seal one after the other: a large
     bytes field that ends the message (a file chunk's ``data``) is one part of its own, never copied, and a large
     text field that ends it (a long text's ``text``) is one part of its own, its UTF-8 made in one pass (msgpack
@@ -441,11 +442,11 @@ def padded_parts(type_: str, **fields: Any) -> list[bytes]:
         # a large packed body (a batch of texts): sealed where it lies, not joined into a padded copy first
         n = LENGTH_PREFIX.size + len(body)
         zeros = padded_size(n) - n
-        return [LENGTH_PREFIX.pack(len(body)), body, *([_ZEROS[:zeros]] if zeros else [])]
+        return [LENGTH_PREFIX.pack(len(body)), body, *([_ZERO_VIEW[:zeros]] if zeros else [])]
     body_len = len(head) + len(big)
     n = LENGTH_PREFIX.size + body_len
     zeros = padded_size(n) - n
-    return [LENGTH_PREFIX.pack(body_len) + head, big, *([_ZEROS[:zeros]] if zeros else [])]
+    return [LENGTH_PREFIX.pack(body_len) + head, big, *([_ZERO_VIEW[:zeros]] if zeros else [])]
 
 
 def pad(body: bytes) -> bytes:

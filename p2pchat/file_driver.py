@@ -26,6 +26,7 @@ from p2pchat.downloads import Downloads, human, safe_name
 from p2pchat.events import Event, FileFinished, FileOffer, FileProgress
 from p2pchat.file_digest import file_digest
 from p2pchat.foundation.allocator import keep_freed_buffers
+from p2pchat.foundation.codec import Frame
 from p2pchat.foundation.errors import UsageError, UserError
 from p2pchat.transfer import (
     Finished,
@@ -131,7 +132,7 @@ class ChunkPump:
         core = self.session.files
         return core is not None and core.has_chunk and self.session.channel is not None and not self.session.ended
 
-    def take(self) -> list[bytes]:
+    def take(self) -> list[Frame]:
         return self.driver.next_frames(self.session)
 
 
@@ -296,13 +297,13 @@ class FileDriver:
                     self._event(session, ev)
             session.writer.filler = None
 
-    def next_frames(self, session: Session) -> list[bytes]:
+    def next_frames(self, session: Session) -> list[Frame]:
         """Writer: the next chunk frame (and any end it caused), sealed; [] when none is due."""
         core, ch = session.files, session.channel
         if core is None or ch is None or session.ended:
             return []
         out = core.next_chunk(time.monotonic())
-        frames: list[bytes] = []
+        frames: list[Frame] = []
         if out is not None:
             frames = ch.send_file_message(out.kind, out.fields)
         for fin in core.take_finished():

@@ -12,7 +12,7 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Protocol
 
-from p2pchat.foundation.codec import Message
+from p2pchat.foundation.codec import Frame, Message
 from p2pchat.foundation.transport import FramedSocket
 
 if TYPE_CHECKING:
@@ -41,9 +41,9 @@ class Link(Protocol):
 
     def recv(self, timeout: float | None = None) -> Message: ...
 
-    def send_frame(self, frame: bytes) -> None: ...
+    def send_frame(self, frame: Frame | memoryview) -> None: ...
 
-    def send_nowait(self, data: bytes | memoryview) -> int:
+    def send_nowait(self, data: Frame | memoryview) -> int:
         """Write what can be written at once; the number of bytes taken (0: try later)."""
         ...
 

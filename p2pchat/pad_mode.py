@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from p2pchat.events import PadModeChanged
+from p2pchat.foundation.codec import Frame
 from p2pchat.foundation.errors import UserError
 from p2pchat.pad import Pad, PadError
 
@@ -129,7 +130,7 @@ class PadModes:
 
     # --- the user's side ---------------------------------------------------------------------------------
 
-    def user(self, session: Session, channel: Channel, action: str) -> list[bytes]:
+    def user(self, session: Session, channel: Channel, action: str) -> list[Frame]:
         """``action``: ``ask_on``, ``ask_off``, ``accept`` or ``decline``; returns the frames to send."""
         link = self._link(session)
         if action == "ask_on" and link.state is S.OFF:
@@ -147,7 +148,7 @@ class PadModes:
         self.changed(session, _SAY[link.state])
         return frames
 
-    def seal_text(self, session: Session, channel: Channel, text: str) -> tuple[int, list[bytes]]:
+    def seal_text(self, session: Session, channel: Channel, text: str) -> tuple[int, list[Frame]]:
         """A text in pad mode: pad bytes are spent (on disk) first, then the frame is made."""
         link = self._link(session)
         assert link.pad is not None and link.state in PAD_REQUIRED
@@ -159,7 +160,7 @@ class PadModes:
 
     # --- the peer's side -----------------------------------------------------------------------------------
 
-    def peer_op(self, session: Session, channel: Channel, op: str, pad_id: bytes) -> tuple[list[bytes], str]:
+    def peer_op(self, session: Session, channel: Channel, op: str, pad_id: bytes) -> tuple[list[Frame], str]:
         """The peer's ``pad_mode`` op: the frames to answer with and a sentence (empty: nothing to say)."""
         link = self._link(session)
         if op in ("on?", "on!") and (link.pad is None or link.pad.pad_id != pad_id):

@@ -33,8 +33,9 @@ from p2pchat.steps import Step
 
 if TYPE_CHECKING:
     from p2pchat.admission import Ticket
-    from p2pchat.channel import Channel
+    from p2pchat.channel import Channel, SealJob
     from p2pchat.continuity import PinChange
+    from p2pchat.foundation.codec import Frame
     from p2pchat.handshake import Handshake
     from p2pchat.links import Link
     from p2pchat.session_writer import QueuedTexts, SessionWriter, WriterHost
@@ -131,7 +132,7 @@ class Session:
 
     # compatibility for tests and the demo that look at the outbox
     @property
-    def outbox(self) -> deque[bytes | QueuedTexts]:
+    def outbox(self) -> deque[Frame | QueuedTexts | SealJob]:
         return self.writer.outbox
 
     @property

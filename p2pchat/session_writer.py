@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from p2pchat.foundation.codec import CLEAR_BOX_MIN, BoxedFrame
+from p2pchat.channel import SealJob
+from p2pchat.foundation.codec import CLEAR_BOX_MIN, BoxedFrame, Frame
 from p2pchat.foundation.errors import UserError
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class Filler(Protocol):
 
     def ready(self) -> bool: ...
 
-    def take(self) -> list[bytes]: ...
+    def take(self) -> list[Frame]: ...
 
 
 class WriterHost(Protocol):
@@ -69,7 +70,7 @@ class SessionWriter:
         self.session = session
         self.host = host
         self.send_lock = threading.Lock()
-        self.outbox: deque[bytes | QueuedTexts] = deque()
+        self.outbox: deque[Frame | QueuedTexts | SealJob] = deque()
         self.outbox_bytes = 0
         self.text_marker: QueuedTexts | None = None   # the placeholder of the texts queued now, while in the outbox
         self.partial: bytes | memoryview = b""   # the unsent rest of a frame the socket took only part of
@@ -91,11 +92,11 @@ class SessionWriter:
         """Whether ``size`` more bytes fit under :data:`OUTBOX_LIMIT` (an empty outbox takes any one text)."""
         return self.pending_bytes == 0 or self.pending_bytes + size <= OUTBOX_LIMIT
 
-    def queue(self, frame: bytes) -> None:
+    def queue(self, frame: Frame) -> None:
         self.outbox.append(frame)
         self.outbox_bytes += len(frame)
 
-    def queue_all(self, frames: Iterable[bytes]) -> None:
+    def queue_all(self, frames: Iterable[Frame]) -> None:
         for frame in frames:
             self.queue(frame)
 
@@ -113,6 +114,13 @@ class SessionWriter:
         if self.text_marker is None:
             self.text_marker = QueuedTexts()
             self.outbox.append(self.text_marker)
+
+    def texts_released(self) -> None:
+        """Our key rotation was acknowledged: the texts it held back in the channel (if any) get a placeholder."""
+        channel = self.session.channel
+        if channel is not None and channel.queued:
+            self.before_text()
+            self.queue_text()
 
     def seal_queued_now(self) -> None:
         """Seal the queued texts into the outbox here (a raw frame is about to be queued behind them)."""
@@ -188,8 +196,10 @@ class SessionWriter:
                     data = self._next_chunk() if link is not None else None
                 if data is None or link is None:
                     return
+                if isinstance(data, SealJob):
+                    data = data.seal()          # the megabyte's GCM pass, without the session lock
                 try:
-                    link.send_frame(bytes(data) if isinstance(data, memoryview) else data)
+                    link.send_frame(data)       # (the rest of a partly written frame: a view, not copied)
                 except UserError as exc:
                     self._lost(str(exc))
                     return
@@ -205,6 +215,8 @@ class SessionWriter:
                 data = self._next_chunk()
             if data is None:
                 return True
+            if isinstance(data, SealJob):
+                data = data.seal()
             try:
                 sent = link.send_nowait(data)
             except UserError as exc:
@@ -222,14 +234,14 @@ class SessionWriter:
         if self.host is not None:
             self.host.link_failed(self.session, reason)
 
-    def _next_chunk(self) -> bytes | memoryview | None:
+    def _next_chunk(self) -> Frame | memoryview | SealJob | None:
         """The next bytes to write (``session.lock`` held): the rest of a partly sent frame, else the queued
         frames (a :class:`QueuedTexts` placeholder sealed on the spot; each frame through the wire hook) joined
         up to :data:`COALESCE_BYTES`, so a burst costs one system call; None when nothing is queued."""
         if self.partial:
             data, self.partial = self.partial, b""
             return data
-        parts: list[bytes] = []
+        parts: list[Frame] = []
         size = 0
         outbox, hook = self.outbox, self.wire_hook
         while size < COALESCE_BYTES:
@@ -243,6 +255,14 @@ class SessionWriter:
                 outbox.popleft()
                 self._seal_queued(frame)
                 continue
+            if isinstance(frame, SealJob):     # a long text's frame, sealed by the caller after the lock
+                if hook is None:
+                    if parts:
+                        break
+                    outbox.popleft()
+                    self.outbox_bytes -= len(frame)
+                    return frame
+                frame = outbox[0] = frame.seal()     # (a wire hook set since: it sees the sealed frame)
             # [relaypath] a long box goes in a write of its own, so a relay link can see where it starts
             alone = isinstance(frame, BoxedFrame) and frame.box_len >= CLEAR_BOX_MIN and hook is None
             if alone and parts:
@@ -250,7 +270,7 @@ class SessionWriter:
             outbox.popleft()
             self.outbox_bytes -= len(frame)
             if hook is not None:
-                hooked = hook(frame)
+                hooked = hook(bytes(frame))     # (demo and tests: a copy of a sealed frame)
                 if hooked is None:
                     continue
                 frame = hooked
@@ -266,15 +286,23 @@ class SessionWriter:
         return self.filler is not None and self.filler.ready()
 
     def _seal_queued(self, marker: QueuedTexts) -> None:
-        """Replace the placeholder just taken from the outbox by the sealed frames of the queued texts
-        (``session.lock`` held). A placeholder whose texts another frame already sealed is dropped: any frame
-        the channel seals carries the queued texts ahead of it, so counters still increase along the wire."""
+        """Put the sealed frames of the queued texts, up to :data:`COALESCE_BYTES` of them (what one write takes),
+        in front of the placeholder just taken from the outbox (``session.lock`` held); the placeholder stays first
+        in line after them while texts remain, so each megabyte text goes out while the next one is sealed. A
+        placeholder whose texts another frame already sealed is dropped, and so is one that seals nothing more
+        (the rest wait for a key rotation's ack): any frame the channel seals carries the queued texts ahead of
+        it, so counters still increase along the wire."""
         if marker is not self.text_marker:
             return
         self.text_marker = None
         channel = self.session.channel
         if channel is not None:
-            frames = channel.seal_queued()
+            # long texts are sealed by the writing thread once the session lock is let go (SealJob), so the
+            # user's thread and the reader do not wait for the GCM pass (the wire hook sees sealed frames only)
+            frames = channel.seal_queued(COALESCE_BYTES, later=self.wire_hook is None)
+            if frames and channel.queued:
+                self.text_marker = marker
+                self.outbox.appendleft(marker)
             self.outbox.extendleft(reversed(frames))
             self.outbox_bytes += sum(len(f) for f in frames)
             if self.host is not None:

@@ -124,24 +124,31 @@ class Message:
         return default if value is None else value
 
 
-class BoxedFrame(bytes):
+class BoxedFrame(bytearray):
     """One whole frame (length prefix included) whose bytes from ``box_at`` to its end are an end-to-end sealed
     box: ciphertext only the two chat peers can open. The chat channel makes them; a relay link may carry such a
     box without sealing it once more (a box record, docs/relay.md). Anything else is plain ``bytes``, sealed whole.
+
+    A ``bytearray``: the channel seals the box into the frame where it will be written from
+    (:func:`p2pchat.chat_protocol.sealed_frame`), so a megabyte frame is never copied into ``bytes`` (a ``bytes``
+    subclass made from a buffer costs three passes over it). Nothing changes a frame once it is sealed.
     """
 
     box_at: int
 
-    def __new__(cls, frame: bytes | bytearray | memoryview, box_at: int) -> BoxedFrame:
-        if not 0 < box_at < len(frame):
+    def __init__(self, frame: bytes | bytearray | memoryview | int, box_at: int) -> None:
+        """A copy of ``frame`` (or ``frame`` zero bytes, to be filled in place)."""
+        super().__init__(frame)
+        if not 0 < box_at < len(self):
             raise ValueError("a boxed frame's box starts after its first byte and before its end")
-        obj = super().__new__(cls, frame)
-        obj.box_at = box_at
-        return obj
+        self.box_at = box_at
 
     @property
     def box_len(self) -> int:
         return len(self) - self.box_at
+
+
+Frame = bytes | bytearray     # what goes on the wire: ``bytes``, or a :class:`BoxedFrame` sealed in place
 
 
 CLEAR_BOX_MIN = 16 * 1024   # a box this long is worth a record of its own (smaller ones are sealed with the rest)

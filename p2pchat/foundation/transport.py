@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from p2pchat.foundation.addresses import format_address
-from p2pchat.foundation.codec import Message, Protocol
+from p2pchat.foundation.codec import Frame, Message, Protocol
 from p2pchat.foundation.errors import FrameError, PeerUnreachable, UserError
 from p2pchat.foundation.lazylog import LazyLogger
 
@@ -87,12 +87,12 @@ class FramedSocket:
     def send(self, type_: str, **fields: Any) -> None:
         self.send_frame(self.protocol.encode(type_, **fields))
 
-    def send_frame(self, frame: bytes) -> None:
+    def send_frame(self, frame: Frame | memoryview) -> None:
         """Send pre-encoded frame bytes (already length-prefixed)."""
         with self._send_lock:
             self._write_all(frame)
 
-    def _write_all(self, data: bytes | memoryview) -> None:
+    def _write_all(self, data: Frame | memoryview) -> None:
         """Write every byte of ``data`` within this direction's deadline; the caller holds ``_send_lock``."""
         deadline = time.monotonic() + self.timeout
         view = memoryview(data)
@@ -108,7 +108,7 @@ class FramedSocket:
         except OSError as exc:
             raise PeerUnreachable(f"could not send to {self.peer_text}: {_os_reason(exc)}") from None
 
-    def send_nowait(self, data: bytes | memoryview) -> int:
+    def send_nowait(self, data: Frame | memoryview) -> int:
         """Write what the socket takes at once, never waiting: returns the number of bytes written (0 when it has
         no room or another thread is sending); raises :class:`PeerUnreachable` when the connection is gone."""
         if not self._send_lock.acquire(blocking=False):
@@ -219,7 +219,7 @@ def _recv_into_now(sock: socket.socket, space: memoryview) -> int | None:
         return None
 
 
-def _send_now(sock: socket.socket, data: bytes | memoryview) -> int:
+def _send_now(sock: socket.socket, data: Frame | memoryview) -> int:
     """Write what the socket takes now (0 when it has no room); never waits. Raises OSError when the
     connection failed."""
     try:

@@ -25,7 +25,7 @@ from typing import Any
 from p2pchat.display import quote_peer
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import RELAY_PORT, check_port, format_address, normalize_ip, parse_address
-from p2pchat.foundation.codec import HEADER, Message, Protocol
+from p2pchat.foundation.codec import HEADER, Frame, Message, Protocol
 from p2pchat.foundation.errors import AddressError, CryptoError, PeerUnreachable, ProtocolError, UserError
 from p2pchat.foundation.identity import Identity
 from p2pchat.foundation.transport import FramedSocket, connect
@@ -126,7 +126,7 @@ class RelayLink:
         """Encode a chat message with ``protocol`` and send it through the relay."""
         self.send_frame(self.protocol.encode(type_, **fields))
 
-    def send_frame(self, frame: bytes) -> None:
+    def send_frame(self, frame: Frame | memoryview) -> None:
         """Send pre-encoded chat frame bytes (length prefix included) to the peer."""
         if not frame:
             return
@@ -136,7 +136,7 @@ class RelayLink:
             self._conn.send_pair(frame)
             self._last_sent = time.monotonic()
 
-    def send_nowait(self, frame: bytes | memoryview) -> int:
+    def send_nowait(self, frame: Frame | memoryview) -> int:
         """Hand chat frame bytes to the relay without blocking, like ``FramedSocket.send_nowait``: returns
         ``len(frame)`` when they were taken (written, or the tail of their relay frame left to the link's own
         thread), 0 when the connection is busy and nothing was taken (send them later, e.g. with ``send_frame``

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from p2pchat.display import quote_peer
 from p2pchat.foundation import crypto
-from p2pchat.foundation.codec import CLEAR_BOX_MIN, HEADER, BoxedFrame, Message, Protocol
+from p2pchat.foundation.codec import CLEAR_BOX_MIN, HEADER, BoxedFrame, Frame, Message, Protocol
 from p2pchat.foundation.errors import CryptoError, FrameError, PeerUnreachable, ProtocolError, UserError
 from p2pchat.foundation.transport import FramedSocket, _os_reason, _send_now, _wait_ready
 from p2pchat.relay.protocol import RelayError
@@ -236,7 +236,7 @@ class PairKeys:
         self.received = 0
 
 
-def seal_records(key: bytes, first_counter: int, data: bytes | memoryview, flag: int = 0,
+def seal_records(key: bytes, first_counter: int, data: Frame | memoryview, flag: int = 0,
                  split: int = MAX_RECORD_PLAINTEXT) -> tuple[bytearray, int]:
     """``data`` as records sealed under ``key`` from record number ``first_counter``, split every ``split``
     bytes (at most ``MAX_RECORD_PLAINTEXT``); returns the bytes (the buffer they were sealed in, not a copy of it)
@@ -270,7 +270,7 @@ def open_record(key: bytes, counter: int, record: bytes | memoryview) -> bytes:
         raise FrameError("a link record failed authentication (altered, replayed or wrong relay key)") from None
 
 
-def box_record_fits(frame: bytes, box_max: int | None) -> bool:
+def box_record_fits(frame: Frame, box_max: int | None) -> bool:
     """Whether ``frame`` may travel as a box record under the limit agreed in ``paired``: a long box the chat
     channel sealed end to end (:class:`BoxedFrame`), behind a head a ``u16`` can count."""
     return (box_max is not None and isinstance(frame, BoxedFrame) and frame.box_len >= CLEAR_BOX_MIN
@@ -523,12 +523,12 @@ class SecureSocket(FramedSocket):
         self._opener.forward_pairs = True
         self._opener.box_max = box_max
 
-    def _seal(self, data: bytes | memoryview) -> bytearray:
+    def _seal(self, data: Frame | memoryview) -> bytearray:
         sealed, count = seal_records(self._send_key, self._send_counter, data)
         self._send_counter += count
         return sealed
 
-    def _seal_pair(self, data: bytes | memoryview) -> list[memoryview]:
+    def _seal_pair(self, data: Frame | memoryview) -> list[memoryview]:
         """``data`` sealed for the peer, as the pieces to write in order: a box record (its first part, then the
         box itself) when ``data`` is a long box the session may leave unsealed, else pair records."""
         pair = self._opener.pair
@@ -542,13 +542,13 @@ class SecureSocket(FramedSocket):
         pair.sent += count
         return [memoryview(sealed)]
 
-    def send_frame(self, frame: bytes) -> None:
+    def send_frame(self, frame: Frame | memoryview) -> None:
         """Seal ``frame`` (any frame bytes, any number of frames) and send it."""
         if frame:
             with self._send_lock:
                 self._write_all(memoryview(self._seal(frame)))
 
-    def send_pair(self, data: bytes | memoryview) -> None:
+    def send_pair(self, data: Frame | memoryview) -> None:
         """Seal ``data`` (any slice of the inner byte stream) in pair records for the peer and send it (a long
         :class:`BoxedFrame` as a box record, when the session agreed on them)."""
         if len(data):
@@ -561,7 +561,7 @@ class SecureSocket(FramedSocket):
         with self._send_lock:
             self._write_all(memoryview(sealed))
 
-    def try_send_pair(self, data: bytes | memoryview) -> list[memoryview] | None:
+    def try_send_pair(self, data: Frame | memoryview) -> list[memoryview] | None:
         """Never waits: ``None`` when the socket has no room (nothing sealed, nothing taken); otherwise seals
         ``data`` for the peer (:meth:`send_pair`), writes what the socket takes and returns the sealed pieces it
         did not (``[]`` if none), which the caller must write with :meth:`send_raw` before anything else."""
@@ -583,7 +583,7 @@ class SecureSocket(FramedSocket):
         finally:
             self._send_lock.release()
 
-    def send_nowait(self, data: bytes | memoryview) -> int:
+    def send_nowait(self, data: Frame | memoryview) -> int:
         raise NotImplementedError("use try_send_pair on an encrypted link: a partly written record must be finished")
 
     def recv(self, timeout: float | None = None) -> Message:
