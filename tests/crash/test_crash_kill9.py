@@ -29,6 +29,7 @@ from ledger.blocks import Block
 from ledger.local_ledger import LocalLedger, store_path, verify_store
 from ledger.node import LedgerNode, NodeConfig
 from ledger.params import NetworkParams
+from ledger.pool import MAX_PENDING_PER_IDENTITY
 from ledger.records import Record, make_register
 from tests.conftest import free_loopback_ip, make_identities
 from tests.ledger.checkpoint_kit import checkpoint_and_replay
@@ -213,17 +214,21 @@ def rng() -> random.Random:
 
 def test_kill_9_during_writes_never_loses_an_acknowledged_record_or_block(tmp_path, rng, fork_server):
     params = NetworkParams(name="crashwrite", difficulty_bits=8)
-    a, b = make_identities(2)
+    # the pending records come from five keys, eight chained records each: the pool holds at most
+    # MAX_PENDING_PER_IDENTITY records of one key
+    a, *waiting = make_identities(1 + 40 // MAX_PENDING_PER_IDENTITY)
     now = T0 + 10_000
     chained, pending, blocks = [], [], []
-    prev_a, prev_b = bytes(32), bytes(32)
+    prev_a = bytes(32)
+    prev_b = {k: bytes(32) for k in range(len(waiting))}
     tip = params.genesis().header
     for i in range(40):
         ra = make_register(a, network=params.name, seq=i, prev=prev_a, nickname="writer", ip="10.3.0.1", port=8471,
                            ledger_port=8470, issued=T0 + i, lifetime=86400)
-        rb = make_register(b, network=params.name, seq=i, prev=prev_b, nickname="pending", ip="10.3.0.2",
-                           port=8471 + i, ledger_port=8470, issued=T0 + i, lifetime=86400)
-        prev_a, prev_b = ra.id, rb.id
+        k, seq = divmod(i, MAX_PENDING_PER_IDENTITY)
+        rb = make_register(waiting[k], network=params.name, seq=seq, prev=prev_b[k], nickname=f"pending{k}",
+                           ip=f"10.3.0.{2 + k}", port=8471 + i, ledger_port=8470, issued=T0 + i, lifetime=86400)
+        prev_a, prev_b[k] = ra.id, rb.id
         block = next_block(tip, [ra], T0 + i, params)
         tip = block.header
         chained.append(ra)
