@@ -143,6 +143,7 @@ class GroupService:
         self.groups: dict[bytes, Group] = {}
         self._pending: dict[str, list[_Pending]] = {}
         self._held_acks: dict[str, list[tuple[bytes, int, bytes]]] = {}   # fp -> (group, counter, ack) to send
+        self._unkept: set[tuple[bytes, bytes, int]] = set()   # (group, sender, counter) the store refused: no ack
         self._sent: dict[str, set[int]] = {}          # session -> refs of the pending frames sent in it
         # my shared files a member has not taken yet: fp -> (gid, counter) -> store row; offers under way
         self._files_out: dict[str, dict[tuple[bytes, int], int]] = {}
@@ -386,7 +387,12 @@ class GroupService:
         t = GroupText(gid, self._me.fingerprint, g.my_counter, g.log.version, g.inbox.next_lamport(), time.time(),
                       text, shared)
         g.sent_to[t.counter] = len(g.log.members) - 1
-        self._keep_text(g, t, to=g.sent_to[t.counter], path=path)
+        try:
+            self._keep_text(g, t, to=g.sent_to[t.counter], path=path)
+        except LocalFault:          # not kept (a full disk): not sent either, and its number is not used up
+            g.my_counter -= 1
+            del g.sent_to[t.counter]
+            raise
         others = [m for m in g.log.members if m != self._me.fingerprint]
         # a member who may not have every change yet (added by someone else) gets them first, on the same queue
         self._fan_out_changes(g, only=set(others))
@@ -472,13 +478,13 @@ class GroupService:
         self._store.add_many([("change", {"gid": gid, "raw": c.encode()}) for c in changes])
 
     def _keep_text(self, g: Group, t: GroupText, *, to: int = 0, path: str | None = None) -> None:
-        g.texts.append(t)
         extra: dict[str, Any] = {} if t.file is None else {"name": t.file.name, "size": t.file.size,
                                                             "sha256": t.file.sha256}
         if path is not None:
             extra["path"] = path
         self._store.add("text", gid=t.group, sender=t.sender, counter=t.counter, version=t.version,
                         lamport=t.lamport, sent_at=t.sent_at, text=t.text, to=to, **extra)
+        g.texts.append(t)       # only once stored: a text the store refused is not part of the conversation
 
     def _fan_out_changes(self, g: Group, *, also: set[bytes] | None = None, only: set[bytes] | None = None) -> None:
         """To every other member (and ``also`` those; or ``only`` those) the changes it is not known to have: the
@@ -593,7 +599,10 @@ class GroupService:
         """Acknowledge the texts from ``fp`` that are shown or refused; a held text is acknowledged once released
         (unacknowledged, it comes again after a restart of this node)."""
         held = {(t.group, t.counter) for peer, t in self._held_texts() if peer.hex() == fp}
-        waiting = self._held_acks.get(fp, [])
+        sender = bytes.fromhex(fp)
+        waiting = [(gid, counter, ack) for gid, counter, ack in self._held_acks.get(fp, [])
+                   if (gid, sender, counter) not in self._unkept]
+        self._unkept -= {u for u in self._unkept if u[1] == sender}     # their acks are gone: resends come again
         keep = [(gid, counter, ack) for gid, counter, ack in waiting if (gid, counter) in held]
         go = [ack for gid, counter, ack in waiting if (gid, counter) not in held]
         self._held_acks[fp] = keep
@@ -606,8 +615,18 @@ class GroupService:
         return [h for g in self.groups.values() for h in g.inbox.held]
 
     def _show(self, g: Group, accepted: list[Any]) -> None:
-        for a in accepted:
-            self._keep_text(g, a.text)
+        for i, a in enumerate(accepted):
+            try:
+                self._keep_text(g, a.text)
+            except LocalFault:
+                # Not kept (a full disk), so neither shown nor acknowledged: the inbox forgets it and what came
+                # after it, and their senders send them again (in the next chat, or after a restart).
+                for b in accepted[i:]:
+                    t = b.text
+                    g.inbox.last_counter[t.sender] = min(g.inbox.last_counter.get(t.sender, 0),
+                                                         t.counter - b.gap - 1)
+                    self._unkept.add((t.group, t.sender, t.counter))
+                raise
             if a.text.file is not None:
                 self._announce(g, a.text)
             sender = g.log.members.get(a.text.sender)
