@@ -56,6 +56,7 @@ MAX_QUEUED_PER_PEER = 2 * MAX_PENDING_PER_MEMBER + 64
 MAX_QUEUED_BYTES_PER_PEER = 8 * 1024 * 1024
 MAX_QUEUED_FRAMES = 16384
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
+MAX_KEPT_PER_SENDER = 64 * 1024 * 1024   # bytes of one member's texts kept (all groups); newer ones are shown only
 MAX_FILE_ATTEMPTS = 3               # offers of one group file to one member that may fail before it is given up
 FINAL_FILE_STATES = {"done": "saved", "declined": "declined", "cancelled": "cancelled"}
 
@@ -160,6 +161,9 @@ class GroupService:
         self._inflow_total = (0, 0)
         # (group, member) -> hashes of the changes it has or was queued (it is sent only the others)
         self._known: dict[tuple[bytes, str], set[bytes]] = {}
+        self._kept_from: dict[bytes, int] = {}          # sender -> bytes of its texts kept (MAX_KEPT_PER_SENDER)
+        self._over: set[bytes] = set()                  # senders past it the user was told of
+        self._counter_rows: dict[tuple[bytes, bytes], int] = {}   # (group, sender) -> its latest "counter" row
         self._load()
         self._thread = threading.Thread(target=self._run, name="groups", daemon=True)
         self._thread.start()
@@ -181,6 +185,7 @@ class GroupService:
                 continue
             t = entry_of(r.record)
             g.texts.append(t)
+            self._kept_from[t.sender] = self._kept_from.get(t.sender, 0) + _kept_size(t)
             if "path" in r.record:
                 g.my_files[t.counter] = r.record["path"]
             if t.sender == self._me.fingerprint:
@@ -456,6 +461,10 @@ class GroupService:
             g = self._group(gid)
             n = self._history().delete(gid)
             g.texts.clear()
+            self._kept_from = {}
+            for t in (t for other in self.groups.values() for t in other.texts):
+                self._kept_from[t.sender] = self._kept_from.get(t.sender, 0) + _kept_size(t)
+            self._over.clear()
             return n
         return self._call(run)
 
@@ -616,11 +625,17 @@ class GroupService:
 
     def _show(self, g: Group, accepted: list[Any]) -> None:
         for i, a in enumerate(accepted):
+            room = self._room_for(g, a.text)
             try:
-                self._keep_text(g, a.text)
+                if room:
+                    self._keep_text(g, a.text)
+                else:                   # shown only: the sender keeps more than it may make us store
+                    self._keep_counter(g, a.text)
             except LocalFault:
                 # Not kept (a full disk), so neither shown nor acknowledged: the inbox forgets it and what came
                 # after it, and their senders send them again (in the next chat, or after a restart).
+                if room:
+                    self._kept_from[a.text.sender] -= _kept_size(a.text)
                 for b in accepted[i:]:
                     t = b.text
                     g.inbox.last_counter[t.sender] = min(g.inbox.last_counter.get(t.sender, 0),
@@ -629,11 +644,41 @@ class GroupService:
                 raise
             if a.text.file is not None:
                 self._announce(g, a.text)
-            sender = g.log.members.get(a.text.sender)
-            self._emit(GroupMessage(g.log.group.hex(), g.name, a.text.sender.hex(),
-                                    sender.name if sender is not None else a.text.sender.hex()[:16],
-                                    a.text.counter, a.text.text, a.text.sent_at, a.gap,
-                                    a.text.file.size if a.text.file is not None else None))
+            self._emit_message(g, a)
+
+    def _room_for(self, g: Group, t: GroupText) -> bool:
+        """Whether a member's text may be kept: what one member can make this computer store (and load at every
+        start) is bounded, :data:`MAX_KEPT_PER_SENDER` over all groups; past it, its texts are shown, not kept,
+        and the user is told once. A shared file's entry is always kept (its offer depends on it)."""
+        kept = self._kept_from.get(t.sender, 0) + _kept_size(t)
+        if t.file is None and kept > MAX_KEPT_PER_SENDER:
+            if t.sender not in self._over:
+                self._over.add(t.sender)
+                sender = g.log.members.get(t.sender)
+                who = f"{sender.name if sender is not None else 'a member'} (key {t.sender.hex()[:16]})"
+                self._emit(GroupNotice(g.log.group.hex(), g.name, f"this computer already keeps "
+                                       f"{MAX_KEPT_PER_SENDER // 2**20} MiB of group messages from {who}; newer "
+                                       "ones from them are shown but not saved (deleting a group's history "
+                                       "makes room)", warning=True))
+            return False
+        self._kept_from[t.sender] = kept
+        return True
+
+    def _keep_counter(self, g: Group, t: GroupText) -> None:
+        """A text shown but not kept: only the number it reached is (one row per group and sender, replaced), so
+        after a restart the next one is not taken for a gap nor this one for new."""
+        key = (g.log.group, t.sender)
+        row = self._store.add("counter", gid=g.log.group, sender=t.sender, counter=t.counter, lamport=t.lamport)
+        old, self._counter_rows[key] = self._counter_rows.get(key), row
+        if old is not None:
+            self._store.delete([old])
+
+    def _emit_message(self, g: Group, a: Any) -> None:
+        sender = g.log.members.get(a.text.sender)
+        self._emit(GroupMessage(g.log.group.hex(), g.name, a.text.sender.hex(),
+                                sender.name if sender is not None else a.text.sender.hex()[:16],
+                                a.text.counter, a.text.text, a.text.sent_at, a.gap,
+                                a.text.file.size if a.text.file is not None else None))
 
     def _seen(self, gid: bytes, sender: bytes, counter: int) -> None:
         self._store.add("fileseen", gid=gid, sender=sender, counter=counter)
@@ -824,6 +869,10 @@ class GroupService:
                 self._store.add("receipt", gid=p.gid, counter=p.counter, member=fp)
                 self._emit(GroupReceipt(p.gid.hex(), g.name, p.counter, len(got), g.sent_to.get(p.counter, 0)))
         self._offer_files(fp)           # a shared file follows the announcement the member now has
+
+
+def _kept_size(t: GroupText) -> int:
+    return len(t.text.encode("utf-8", "surrogatepass"))
 
 
 def _changes_body(gid: bytes, raw: list[bytes], ref: int) -> bytes:
