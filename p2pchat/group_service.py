@@ -506,9 +506,23 @@ class GroupService:
             if len(known) >= len(ordered) and known.issuperset(g.log.changes):
                 continue                               # the usual case before a message: nothing to send
             missing = [(h, c) for h, c in ordered if h not in known]
+            if not known:
+                self._drop_superseded(m.hex(), g.log.group)
             self._queue(m.hex(), g, None, functools.partial(_changes_body, g.log.group,
                                                              [c.encode() for _, c in missing]))
             known.update(h for h, _ in missing)        # frames for a member go out in order until acknowledged
+
+    def _drop_superseded(self, fp: str, gid: bytes) -> None:
+        """The whole log is about to be queued for member ``fp``: the change frames of this group still waiting
+        for it hold nothing more (the log only grows), so they go. Otherwise a member that never acknowledges,
+        sent the whole log again and again (each time a change makes it needed), would hold every copy here, in
+        memory and in the store: a hostile creator re-adding it with stale parents made that grow with the square
+        of the log (255 copies, about 55 MiB per group)."""
+        waiting = self._pending.get(fp, [])
+        old = [p for p in waiting if p.gid == gid and p.counter is None]
+        if old:
+            self._pending[fp] = [p for p in waiting if not (p.gid == gid and p.counter is None)]
+            self._store.delete([p.row for p in old])
 
     def _queue(self, fp: str, g: Group, counter: int | None, make: Callable[[int], bytes]) -> None:
         waiting = self._pending.setdefault(fp, [])
