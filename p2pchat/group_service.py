@@ -388,6 +388,13 @@ class GroupService:
         g = self._group(gid)
         if self._me.fingerprint not in g.log.members:
             raise GroupError(f"you are no longer a member of {g.name}")
+        # Refused before anything is kept when a member has no room for it (the text, and maybe a change frame
+        # first): refused halfway, it stayed in the transcript and reached only the members queued before.
+        for m, member in g.log.members.items():
+            if m != self._me.fingerprint and len(self._pending.get(m.hex(), ())) + 2 > MAX_PENDING_PER_MEMBER:
+                raise GroupError(f"{MAX_PENDING_PER_MEMBER} group frames already wait for {member.name} (key "
+                                 f"{m.hex()[:16]}), who has not been reachable; nothing was sent to the group: "
+                                 "wait until they are delivered, or remove that member")
         g.my_counter += 1
         t = GroupText(gid, self._me.fingerprint, g.my_counter, g.log.version, g.inbox.next_lamport(), time.time(),
                       text, shared)
