@@ -398,24 +398,45 @@ class GroupService:
         g.my_counter += 1
         t = GroupText(gid, self._me.fingerprint, g.my_counter, g.log.version, g.inbox.next_lamport(), time.time(),
                       text, shared)
-        g.sent_to[t.counter] = len(g.log.members) - 1
+        to = len(g.log.members) - 1
+        others = [m for m in g.log.members if m != self._me.fingerprint]
+        # One transaction keeps the text, its shared file's offers and every frame for the members (a member who
+        # may not have every change yet, added by someone else, gets them first, on the same queue): a kill or a
+        # full disk leaves the message sent to all or kept nowhere, never in the transcript and queued for some.
+        changes = self._changes_due(g, set(others))
+        frames: list[tuple[str, int | None, Callable[[int], bytes]]] = [
+            (fp, None, functools.partial(_changes_body, gid, [c.encode() for _, c in missing]))
+            for fp, missing in changes]
+        frames += [(m.hex(), t.counter, t.encode) for m in others]
+        made = []
+        for fp, counter, make in frames:
+            ref = _new_ref()
+            made.append((fp, counter, ref, make(ref)))
+        records: list[tuple[str, dict[str, Any]]] = [("text", _text_record(t, to=to, path=path))]
+        if shared is not None and path is not None:
+            records += [("fileout", {"fp": m.hex(), "gid": gid, "counter": t.counter}) for m in others]
+        records += [("pending", {"fp": fp, "ref": ref, "body": body, "gid": gid, "counter": counter,
+                                 "version": g.log.version}) for fp, counter, ref, body in made]
         try:
-            self._keep_text(g, t, to=g.sent_to[t.counter], path=path)
+            rows = self._store.add_many(records)
         except LocalFault:          # not kept (a full disk): not sent either, and its number is not used up
             g.my_counter -= 1
-            del g.sent_to[t.counter]
             raise
-        others = [m for m in g.log.members if m != self._me.fingerprint]
-        # a member who may not have every change yet (added by someone else) gets them first, on the same queue
-        self._fan_out_changes(g, only=set(others))
+        g.sent_to[t.counter] = to
+        g.texts.append(t)
         if shared is not None and path is not None:
             g.my_files[t.counter] = path
-            rows = self._store.add_many([("fileout", {"fp": m.hex(), "gid": gid, "counter": t.counter})
-                                         for m in others])
-            for m, row in zip(others, rows, strict=True):
+            for m, row in zip(others, rows[1:1 + len(others)], strict=True):
                 self._files_out.setdefault(m.hex(), {})[(gid, t.counter)] = row
-        for m in others:
-            self._queue(m.hex(), g, t.counter, t.encode)
+        for fp, missing in changes:
+            known = self._known.setdefault((gid, fp), set())
+            if not known:
+                self._drop_superseded(fp, gid)
+            known.update(h for h, _ in missing)
+        for (fp, counter, ref, body), row in zip(made, rows[len(rows) - len(made):], strict=True):
+            self._pending.setdefault(fp, []).append(_Pending(row, ref, body, gid, counter, g.log.version))
+        for fp in dict.fromkeys(fp for fp, _, _, _ in made):
+            self._send_or_call(fp)
         return t.counter
 
     def snapshot(self) -> list[tuple[bytes, str, list[bytes]]]:
@@ -493,31 +514,33 @@ class GroupService:
     def _keep_changes(self, gid: bytes, changes: list[Change]) -> None:
         self._store.add_many([("change", {"gid": gid, "raw": c.encode()}) for c in changes])
 
-    def _keep_text(self, g: Group, t: GroupText, *, to: int = 0, path: str | None = None) -> None:
-        extra: dict[str, Any] = {} if t.file is None else {"name": t.file.name, "size": t.file.size,
-                                                            "sha256": t.file.sha256}
-        if path is not None:
-            extra["path"] = path
-        self._store.add("text", gid=t.group, sender=t.sender, counter=t.counter, version=t.version,
-                        lamport=t.lamport, sent_at=t.sent_at, text=t.text, to=to, **extra)
+    def _keep_text(self, g: Group, t: GroupText) -> None:
+        self._store.add("text", **_text_record(t))
         g.texts.append(t)       # only once stored: a text the store refused is not part of the conversation
 
     def _fan_out_changes(self, g: Group, *, also: set[bytes] | None = None, only: set[bytes] | None = None) -> None:
         """To every other member (and ``also`` those; or ``only`` those) the changes it is not known to have: the
         whole log to a member this run never sent anything (a new member needs it all), else the new ones."""
+        for fp, missing in self._changes_due(g, (set(g.log.members) | (also or set())) if only is None else only):
+            known = self._known.setdefault((g.log.group, fp), set())
+            if not known:
+                self._drop_superseded(fp, g.log.group)
+            self._queue(fp, g, None, functools.partial(_changes_body, g.log.group, [c.encode() for _, c in missing]))
+            known.update(h for h, _ in missing)        # frames for a member go out in order until acknowledged
+
+    def _changes_due(self, g: Group, members: set[bytes]) -> list[tuple[str, list[tuple[bytes, Change]]]]:
+        """(member fp hex, the changes it is not known to have) for each of ``members`` but me that lacks some:
+        the whole log for one this run never sent anything (a new member needs it all)."""
         ordered = g.log.ordered_items()
-        for m in (set(g.log.members) | (also or set())) if only is None else only:
+        due = []
+        for m in members:
             if m == self._me.fingerprint:
                 continue
-            known = self._known.setdefault((g.log.group, m.hex()), set())
+            known = self._known.get((g.log.group, m.hex()), set())
             if len(known) >= len(ordered) and known.issuperset(g.log.changes):
                 continue                               # the usual case before a message: nothing to send
-            missing = [(h, c) for h, c in ordered if h not in known]
-            if not known:
-                self._drop_superseded(m.hex(), g.log.group)
-            self._queue(m.hex(), g, None, functools.partial(_changes_body, g.log.group,
-                                                             [c.encode() for _, c in missing]))
-            known.update(h for h, _ in missing)        # frames for a member go out in order until acknowledged
+            due.append((m.hex(), [(h, c) for h, c in ordered if h not in known]))
+        return due
 
     def _drop_superseded(self, fp: str, gid: bytes) -> None:
         """The whole log is about to be queued for member ``fp``: the change frames of this group still waiting
@@ -536,11 +559,15 @@ class GroupService:
         if len(waiting) >= MAX_PENDING_PER_MEMBER:
             raise GroupError(f"{MAX_PENDING_PER_MEMBER} group frames already wait for a member; wait until they "
                              "are delivered")
-        ref = secrets.randbits(62) + 1
+        ref = _new_ref()
         body = make(ref)
         row = self._store.add("pending", fp=fp, ref=ref, body=body, gid=g.log.group, counter=counter,
                               version=g.log.version)
         waiting.append(_Pending(row, ref, body, g.log.group, counter, g.log.version))
+        self._send_or_call(fp)
+
+    def _send_or_call(self, fp: str) -> None:
+        """What waits for ``fp`` goes out now if a chat with it is open; else the outbox calls it."""
         session = self._host.live_session_with(fp)
         if session is not None:
             self._flush(fp, session)
@@ -890,6 +917,21 @@ class GroupService:
                 self._store.add("receipt", gid=p.gid, counter=p.counter, member=fp)
                 self._emit(GroupReceipt(p.gid.hex(), g.name, p.counter, len(got), g.sent_to.get(p.counter, 0)))
         self._offer_files(fp)           # a shared file follows the announcement the member now has
+
+
+def _new_ref() -> int:
+    return secrets.randbits(62) + 1
+
+
+def _text_record(t: GroupText, *, to: int = 0, path: str | None = None) -> dict[str, Any]:
+    """A group text as the store keeps it (``to``: the other members my own text was sent to; ``path``: the file
+    I shared)."""
+    extra: dict[str, Any] = {} if t.file is None else {"name": t.file.name, "size": t.file.size,
+                                                        "sha256": t.file.sha256}
+    if path is not None:
+        extra["path"] = path
+    return {"gid": t.group, "sender": t.sender, "counter": t.counter, "version": t.version, "lamport": t.lamport,
+            "sent_at": t.sent_at, "text": t.text, "to": to, **extra}
 
 
 def _kept_size(t: GroupText) -> int:

@@ -47,3 +47,33 @@ def test_a_post_that_one_member_has_no_room_for_reaches_nobody_and_is_not_kept(
     finally:
         sa.close()
         sb.close()
+
+
+def test_a_group_message_with_its_frames_and_file_offers_is_kept_in_one_transaction(
+        tmp_path: Path, identities: list[Identity]) -> None:
+    """So a kill or a full disk between its writes cannot leave it in the transcript and queued for some members
+    only (nothing re-queues it after a restart)."""
+    a, b, c = identities[:3]
+    wire = Wire()
+    sa = _service(wire, a, tmp_path / "a")
+    shared = tmp_path / "notes.txt"
+    shared.write_text("the notes")
+    try:
+        gid = sa.create("club", [_member(b, "bob"), _member(c, "carol")])     # both away: everything waits
+        writes: list[str] = []
+        real = sa._store._write
+
+        def counted(fn, **kw):  # type: ignore[no-untyped-def]
+            writes.append(fn.__qualname__)
+            return real(fn, **kw)
+        sa._store._write = counted  # type: ignore[method-assign]
+        sa.say(gid, "hello")
+        assert len(writes) == 1, writes
+        writes.clear()
+        sa.send_file(gid, str(shared))
+        assert len(writes) == 1, writes
+        sa._store._write = real  # type: ignore[method-assign]
+        kinds = [r.record["counter"] for r in sa._store.rows("pending") if r.record.get("counter")]
+        assert sorted(kinds) == [1, 1, 2, 2]                  # both texts for both members, nothing less
+    finally:
+        sa.close()
