@@ -392,8 +392,8 @@ class GroupService:
         # first): refused halfway, it stayed in the transcript and reached only the members queued before.
         for m, member in g.log.members.items():
             if m != self._me.fingerprint and len(self._pending.get(m.hex(), ())) + 2 > MAX_PENDING_PER_MEMBER:
-                raise GroupError(f"{MAX_PENDING_PER_MEMBER} group frames already wait for {member.name} (key "
-                                 f"{m.hex()[:16]}), who has not been reachable; nothing was sent to the group: "
+                raise GroupError(f"{MAX_PENDING_PER_MEMBER} group frames already wait for {member.label}, who has "
+                                 "not been reachable; nothing was sent to the group: "
                                  "wait until they are delivered, or remove that member")
         g.my_counter += 1
         t = GroupText(gid, self._me.fingerprint, g.my_counter, g.log.version, g.inbox.next_lamport(), time.time(),
@@ -703,7 +703,7 @@ class GroupService:
             if t.sender not in self._over:
                 self._over.add(t.sender)
                 sender = g.log.members.get(t.sender)
-                who = f"{sender.name if sender is not None else 'a member'} (key {t.sender.hex()[:16]})"
+                who = sender.label if sender is not None else f"key {t.sender.hex()[:16]}"
                 self._emit(GroupNotice(g.log.group.hex(), g.name, f"this computer already keeps "
                                        f"{MAX_KEPT_PER_SENDER // 2**20} MiB of group messages from {who}; newer "
                                        "ones from them are shown but not saved (deleting a group's history "
@@ -724,7 +724,7 @@ class GroupService:
     def _emit_message(self, g: Group, a: Any) -> None:
         sender = g.log.members.get(a.text.sender)
         self._emit(GroupMessage(g.log.group.hex(), g.name, a.text.sender.hex(),
-                                sender.name if sender is not None else a.text.sender.hex()[:16],
+                                sender.name if sender is not None else "",
                                 a.text.counter, a.text.text, a.text.sent_at, a.gap,
                                 a.text.file.size if a.text.file is not None else None))
 
@@ -788,7 +788,7 @@ class GroupService:
         if g is not None and member is not None:       # (a transfer to a removed member was stopped: no notice)
             name = next((t.text for t in g.texts if t.sender == self._me.fingerprint and t.counter == counter), "")
             verb = FINAL_FILE_STATES.get(state, f"could not be given it after {MAX_FILE_ATTEMPTS} tries:")
-            self._emit(GroupNotice(gid.hex(), g.name, f"{member.name or fp[:16]} {verb} {name}"))
+            self._emit(GroupNotice(gid.hex(), g.name, f"{member.label} {verb} {name}"))
         self._offer_files(fp)
 
     def _drop_file_out(self, fp: str, gid: bytes, counter: int) -> None:
@@ -862,11 +862,11 @@ class GroupService:
         now = set(g.log.members)
         for m in now - before:
             self._emit(GroupNotice(g.log.group.hex(), g.name,
-                                   f"{g.log.members[m].name or m.hex()[:16]} joined {g.name!r}", membership=True))
+                                   f"{g.log.members[m].label} joined {g.name!r}", membership=True))
         for m in before - now:
             self._emit(GroupNotice(g.log.group.hex(), g.name,
                                    f"you were removed from {g.name!r}" if m == self._me.fingerprint else
-                                   f"{m.hex()[:16]} is no longer in {g.name!r}", membership=True))
+                                   f"key {m.hex()[:16]} is no longer in {g.name!r}", membership=True))
         self._drop_pending_for_removed(g)
         self._show(g, g.inbox.release())
         for fp in list(self._held_acks):

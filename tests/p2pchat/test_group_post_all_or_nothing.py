@@ -38,7 +38,7 @@ def test_a_post_that_one_member_has_no_room_for_reaches_nobody_and_is_not_kept(
         assert [t.text for t in sa.conversation(gid)] == said          # the refused one is not kept …
         wait_until(lambda: [e.text for e in wire.events[bfp] if isinstance(e, GroupMessage)] == said, 10,
                    what="bob has every text said before the refusal")
-        assert "already wait for away" in refusal and "nothing was sent" in refusal
+        assert "already wait for key " in refusal and "«away»" in refusal and "nothing was sent" in refusal
         assert [e.text for e in wire.events[bfp] if isinstance(e, GroupMessage)] == said      # … nor sent
         sa.remove(gid, away.fingerprint.hex())     # the way out the refusal names
         assert sa.say(gid, "after") == len(said) + 1      # its number was not used up by the refusal
