@@ -42,6 +42,7 @@ from gui.text import (
     clock_time,
     count,
     fail_text,
+    looks_alike,
     ok_text,
     one_line,
     preview_end,
@@ -336,6 +337,9 @@ class ChatController:
             stored = self._stored.get(c.fp)
             unread = stored.unread if stored is not None and not live else 0
             title = contact_name(c) + (f" {VERIFIED}" if c.verified else "") + (f" ({unread})" if unread else "")
+            twin = self._lookalike(c.local_name or c.nickname, c.fp)
+            if twin is not None:
+                title += f" ⚠ looks like {twin}"
             if live:
                 ready = any(t.contact == c.fp and t.ready for t in self.tabs.values())
                 detail = ("online · " if ready else "") + "in a chat now"
@@ -350,6 +354,13 @@ class ChatController:
             last = max(c.last_seen, stored.last_ts if stored is not None else 0.0)
             rows.append((last, ListRow(CONTACT_KEY + c.fp, title, detail)))
         return [row for _last, row in sorted(rows, key=lambda r: -r[0])]
+
+    def _lookalike(self, name: str | None, fp: str) -> str | None:
+        """The name of a contact whose key is not ``fp`` (hex, or its start) that ``name`` reads like, if any."""
+        for c in self._contacts.values():
+            if not c.fp.startswith(fp) and any(looks_alike(name, n) for n in (c.local_name, c.nickname)):
+                return contact_name(c)
+        return None
 
     def contact(self, fp: str) -> Contact | None:
         """The contact with this fingerprint (hex), as last read from the store."""
@@ -1097,6 +1108,12 @@ class ChatController:
 
     def _updated(self, tab: TabState, info: SessionInfo) -> None:
         tab.info = info
+        if info.peer_nickname and info.peer_fingerprint:
+            # step 2 showed the key: a name that reads like a contact's, on another key, is a look-alike
+            lookalike = self._lookalike(info.peer_nickname, info.peer_fingerprint.replace(" ", ""))
+            if lookalike != tab.lookalike:
+                tab.lookalike = lookalike
+                self._changes.titles.add(tab.session)
         if info.peer_nickname and not tab.named and Step.SWAP_KEYS in info.steps_done:
             # The tab was named after what the user typed; now step 2 confirmed the peer's name from the ledger
             # (before that it is only what the peer claims in its hello).
@@ -1112,7 +1129,7 @@ class ChatController:
         self._changes.chat_input.add(tab.session)
 
     def _received(self, tab: TabState, event: MessageReceived) -> None:
-        sender = clean_name(event.sender, tab.peer_name)
+        sender = tab.marked(clean_name(event.sender, tab.peer_name)) if event.sender else tab.peer_name
         self._add_line(tab, LineKind.IN, sender, clean(event.text), event.received_at)
         if tab.peer_typing_until is not None:
             tab.peer_typing_until = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from ledger.nicknames import nickname_keys
 from p2pchat.display import visible
 
 PREVIEW_CHARS = 1_000
@@ -40,6 +41,24 @@ def clean_name(name: str | None, fallback: str = "?") -> str:
     if not name:
         return fallback
     return name if len(name) <= NAME_CHARS else name[:NAME_CHARS - 1] + "…"
+
+
+LOOKALIKE_CHARS = 200
+"""Characters of a name compared for look-alikes (a longer one is compared by its start: the rest is cut when
+shown anyway)."""
+
+
+def looks_alike(a: str | None, b: str | None) -> bool:
+    """Two names a reader could take for each other: equal under the ledger's nickname rule (UTS #39 confusable
+    skeletons, case folded, marks, zero-width and other invisible characters dropped: ledger/nicknames.py), so
+    "bоb" (Cyrillic о), "BOB" and "b\u200bob" all read like "bob"."""
+    keys = [set(nickname_keys(_visible_letters(n))) for n in (a, b)]
+    return all(k != {""} for k in keys) and not keys[0].isdisjoint(keys[1])
+
+
+def _visible_letters(name: str | None) -> str:
+    text = (name or "")[:LOOKALIKE_CHARS]
+    return "".join(ch for ch in text if ch.isprintable() and not ch.isspace())
 
 
 def preview_end(text: str, start: int = 0, chars: int = PREVIEW_CHARS, lines: int = PREVIEW_LINES) -> int:
