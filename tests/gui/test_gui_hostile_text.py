@@ -83,29 +83,37 @@ def world(tmp_path, identities):
         yield w
 
 
+def chat_with_the_peer(world, window, d) -> tuple[str, str]:
+    """Alice's window runs Connect all to the peer registered as "BOB", which accepts: (alice's session, its)."""
+    from p2pchat.events import IncomingChat
+    from tests.gui.test_gui_peer_trouble import connect_all
+
+    peer = world.user("BOB").chat
+
+    def peer_accepts() -> None:
+        while not peer.events.empty():
+            event = peer.events.get_nowait()
+            if isinstance(event, IncomingChat):
+                peer.accept(event.session, True)
+
+    session = connect_all(d, window, world.user("BOB").host)
+    d.wait(lambda: (peer_accepts(), window.controller.tabs[session].ready)[1], 60, what="a ready chat")
+    theirs = peer.live_session_with(world.user("alice").identity.fingerprint.hex())
+    assert theirs is not None
+    return session, theirs
+
+
 def test_a_look_alike_sending_hostile_texts_and_file_names_is_marked_and_cleaned_in_the_real_window(
         xvfb, world, tmp_path):
-    from p2pchat.events import IncomingChat
     from tests.gui.driver import Driver
-    from tests.gui.test_gui_peer_trouble import alice_window, connect_all, transcript
+    from tests.gui.test_gui_peer_trouble import alice_window, transcript
 
     impostor = world.user("BOB").chat
-    assert impostor is not None
     with alice_window(world) as window:
         d = Driver(window.top)
-
-        def impostor_accepts() -> None:
-            while not impostor.events.empty():
-                event = impostor.events.get_nowait()
-                if isinstance(event, IncomingChat):
-                    impostor.accept(event.session, True)
-
-        session = connect_all(d, window, world.user("BOB").host)
-        d.wait(lambda: (impostor_accepts(), window.controller.tabs[session].ready)[1], 60, what="a ready chat")
+        session, theirs = chat_with_the_peer(world, window, d)
         tab = window.controller.tabs[session]
         assert tab.title.startswith("⚠ ") and tab.peer_name == "BOB (not your contact bob)"
-        theirs = impostor.live_session_with(world.user("alice").identity.fingerprint.hex())
-        assert theirs is not None
         impostor.send_text(theirs, HOSTILE)
         hostile_file = tmp_path / "report\u202efdp.exe\x1b[2J"
         hostile_file.write_bytes(b"x" * 100)
@@ -116,3 +124,35 @@ def test_a_look_alike_sending_hostile_texts_and_file_names_is_marked_and_cleaned
         shown = [*texts_of(window.top), transcript(window, session)]
         for text in shown:
             assert not any(ch in text for ch in RAW), repr(text)
+
+
+def test_a_flood_of_file_offers_and_texts_keeps_what_the_window_holds_bounded(xvfb, world, tmp_path):
+    """A peer offers and cancels 150 files and sends 1,200 texts: the window keeps a bounded number of file rows
+    and transcript lines (not one per event), keeps no offer to answer, and its event loop keeps turning."""
+    from gui.controller import MAX_LINES
+    from gui.transfers import FINISHED_KEPT
+    from tests.gui.driver import Driver
+    from tests.gui.test_gui_peer_trouble import alice_window, transcript
+
+    peer = world.user("BOB").chat
+    src = tmp_path / "offer.bin"
+    src.write_bytes(b"y" * 1000)
+    with alice_window(world) as window:
+        d = Driver(window.top)
+        session, theirs = chat_with_the_peer(world, window, d)
+        presenter = window.transfers.presenter
+        most_rows = 0
+        for n in range(150):
+            peer.cancel_file(theirs, peer.send_file(theirs, str(src)))
+            if n % 10 == 0:
+                d.pump()
+                most_rows = max(most_rows, len(presenter.rows))
+        for n in range(1200):
+            peer.send_text(theirs, f"flood {n}")
+        ticks = window.ticks
+        d.wait(lambda: "flood 1199" in transcript(window, session), 60, what="the end of the flood")
+        d.wait(lambda: sum(r.finished for r in presenter.rows.values()) == len(presenter.rows)
+               and not presenter.offers, 30, what="every offer to end")
+        assert window.ticks > ticks                               # the loop turned while the flood came in
+        assert max(most_rows, len(presenter.rows)) <= FINISHED_KEPT + 8, len(presenter.rows)
+        assert len(window.controller.tabs[session].lines) <= MAX_LINES
