@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     limits = p.add_argument_group("limits")
     limits.add_argument("--max-connections", type=int, default=512, help="connections in all (default 512)")
     limits.add_argument("--max-per-ip", type=int, default=16, help="connections per source address (default 16)")
-    limits.add_argument("--max-pending", type=int, default=64,
-                        help="calls waiting for the callee to answer (default 64)")
+    limits.add_argument("--max-pending", type=int, default=256,
+                        help="calls waiting for the callee to answer (default 256)")
     limits.add_argument("--rate", type=int, default=4_000_000,
                         help="bytes per second per session, both directions together; 0 = unlimited "
                              "(default 4000000)")

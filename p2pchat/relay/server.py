@@ -325,7 +325,8 @@ class RelayServer:
     """A relay listening on ``host:port``; ``start()`` it, ``close()`` stops and joins every thread.
 
     Limits: ``max_connections`` in all and ``max_per_ip`` per source address (refused at accept),
-    ``max_pending`` calls waiting for an answer (``max_pending_per_client`` per caller key), ``login_timeout``
+    ``max_pending`` calls waiting for an answer (``max_pending_per_client`` per caller key; half the connections by
+    default, so that a few addresses cannot use it up more cheaply than the connections), ``login_timeout``
     to prove a key, ``heartbeat`` interval of registrations (dropped after 3 silent intervals),
     ``pair_timeout`` for the callee to answer, ``idle_timeout`` of silence from one side of a session,
     ``bytes_per_second`` per session (both directions together; ``None`` = unlimited), ``max_frame`` bytes per
@@ -338,7 +339,7 @@ class RelayServer:
     """
 
     def __init__(self, host: str, port: int = RELAY_PORT, *, max_connections: int = 512, max_per_ip: int = 16,
-                 max_pending: int = 64, max_pending_per_client: int = 4, login_timeout: float = 10.0,
+                 max_pending: int = 256, max_pending_per_client: int = 4, login_timeout: float = 10.0,
                  heartbeat: float = 20.0, idle_timeout: float = 90.0, pair_timeout: float = 15.0,
                  bytes_per_second: int | None = 4_000_000, max_frame: int = DEFAULT_MAX_FRAME,
                  send_timeout: float = 10.0, public_address: str | None = None, key: RelayKey | None = None,
