@@ -14,6 +14,8 @@ MORE_CHARS = 20_000
 """How much one click on "show more" reveals; small enough that inserting it never stalls the event loop."""
 MORE_LINES = 400
 NAME_CHARS = 40
+LONGEST = 600
+"""Characters of one status line or label value from the network (a ledger's sync phase, a refusal, an error)."""
 
 
 
@@ -40,7 +42,17 @@ def clean_name(name: str | None, fallback: str = "?") -> str:
     name = clean((name or "").replace("\n", " ").replace("\t", " ")).strip()
     if not name:
         return fallback
-    return name if len(name) <= NAME_CHARS else name[:NAME_CHARS - 1] + "…"
+    return clipped(name, NAME_CHARS)
+
+
+def clipped(text: str, chars: int = LONGEST) -> str:
+    """``text`` cut to ``chars`` characters, the cut marked with "…" (a label laid out by Tk stays cheap)."""
+    return text if len(text) <= chars else text[:chars - 1] + "…"
+
+
+def clean_line(text: str, chars: int = LONGEST) -> str:
+    """A status line or label value that may carry words from the network: cleaned and :func:`clipped`."""
+    return clipped(clean(text), chars)
 
 
 LOOKALIKE_CHARS = 200
@@ -81,8 +93,7 @@ def clock_time(ts: float) -> str:
 
 def one_line(text: str, chars: int = 60) -> str:
     """A cleaned one-line preview of a message for a list row: line breaks become spaces, cut at ``chars``."""
-    flat = " ".join(clean(text[:chars * 4]).split())
-    return flat if len(flat) <= chars else flat[:chars - 1] + "…"
+    return clipped(" ".join(clean(text[:chars * 4]).split()), chars)
 
 
 def seen_when(ts: float, now: float) -> str:

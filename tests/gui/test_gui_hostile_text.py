@@ -12,6 +12,7 @@ import pytest
 
 from gui.ledger_actions import Report
 from gui.ledger_monitor import snapshot_from_status
+from gui.text import LONGEST
 
 pytestmark = pytest.mark.gui
 
@@ -47,15 +48,17 @@ def test_what_a_hostile_ledger_peer_says_reaches_the_ledger_panel_cleaned(xvfb):
         panel = LedgerPanel(root, Fonts(), on_join=lambda _text: None)
         panel.pack(fill="both", expand=True)
         status = {**STATUS, "peers": [{"address": HOSTILE}], "own_record": None, "registration_error": HOSTILE,
-                  "sync": {**STATUS["sync"], "phase": HOSTILE, "peer": HOSTILE}}
+                  "sync": {**STATUS["sync"], "phase": HOSTILE + "x" * 100_000, "peer": HOSTILE}}
         panel.show(snapshot_from_status(status, "x"))
-        panel.show_join_result(f"✗ {HOSTILE}", False)
-        panel._show_report(Report(f"✗ {HOSTILE}", final=True, ok=False))
+        panel.show_join_result(f"✗ {HOSTILE}" + "y" * 100_000, False)
+        panel._show_report(Report(f"✗ {HOSTILE}" + "z" * 100_000, final=True, ok=False))
         root.update()
         shown = texts_of(panel)
         assert sum("evil" in t for t in shown) >= 4, shown          # the words are shown …
         for text in shown:
             assert not any(ch in text for ch in RAW), repr(text)     # … their controls written out (^[, <U+202E>)
+        labels = [panel.join_result, panel.action_result, *panel.values.values()]
+        assert max(len(str(label.cget("text"))) for label in labels) <= LONGEST   # … and a very long one cut
     finally:
         root.destroy()
 
