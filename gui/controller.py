@@ -42,7 +42,7 @@ from gui.text import (
     clock_time,
     count,
     fail_text,
-    looks_alike,
+    name_keys,
     ok_text,
     one_line,
     preview_end,
@@ -219,6 +219,7 @@ class ChatController:
         self.history = history
         self._stored: dict[str, ConversationSummary] = {}     # fingerprint -> its stored conversation
         self._contacts: dict[str, Contact] = {}     # fingerprint (hex) -> contact, current keys only
+        self._by_name_key: dict[str, list[Contact]] = {}   # look-alike key (gui.text.name_keys) -> contacts
         self._contacts_read = -CONTACTS_EVERY
         self.commands = commands
         self.nickname = clean_name(nickname)
@@ -357,9 +358,10 @@ class ChatController:
 
     def _lookalike(self, name: str | None, fp: str) -> str | None:
         """The name of a contact whose key is not ``fp`` (hex, or its start) that ``name`` reads like, if any."""
-        for c in self._contacts.values():
-            if not c.fp.startswith(fp) and any(looks_alike(name, n) for n in (c.local_name, c.nickname)):
-                return contact_name(c)
+        for key in sorted(name_keys(name)):
+            for c in self._by_name_key.get(key, ()):
+                if not c.fp.startswith(fp):
+                    return contact_name(c)
         return None
 
     def contact(self, fp: str) -> Contact | None:
@@ -529,6 +531,10 @@ class ChatController:
         stored = self._read_history(lambda h: {c.fp: c for c in h.conversations()}, self._stored)
         if found != self._contacts or stored != self._stored:
             self._contacts, self._stored = found, stored
+            self._by_name_key = {}
+            for c in found.values():
+                for key in name_keys(c.local_name) | name_keys(c.nickname):
+                    self._by_name_key.setdefault(key, []).append(c)
             self._changes.contacts = True
             for tab in self.tabs.values():
                 contact = found.get(tab.contact) if tab.contact else None

@@ -64,8 +64,12 @@ def looks_alike(a: str | None, b: str | None) -> bool:
     """Two names a reader could take for each other: equal under the ledger's nickname rule (UTS #39 confusable
     skeletons, case folded, marks, zero-width and other invisible characters dropped: ledger/nicknames.py), so
     "bоb" (Cyrillic о), "BOB" and "b\u200bob" all read like "bob"."""
-    keys = [set(nickname_keys(_visible_letters(n))) for n in (a, b)]
-    return all(k != {""} for k in keys) and not keys[0].isdisjoint(keys[1])
+    return not name_keys(a).isdisjoint(name_keys(b))
+
+
+def name_keys(name: str | None) -> frozenset[str]:
+    """The keys two names that read alike share (none for an empty one): index contacts by them."""
+    return frozenset(nickname_keys(_visible_letters(name))) - {""}
 
 
 def _visible_letters(name: str | None) -> str:
