@@ -356,11 +356,12 @@ class ChatController:
             rows.append((last, ListRow(CONTACT_KEY + c.fp, title, detail)))
         return [row for _last, row in sorted(rows, key=lambda r: -r[0])]
 
-    def _lookalike(self, name: str | None, fp: str) -> str | None:
-        """The name of a contact whose key is not ``fp`` (hex, or its start) that ``name`` reads like, if any."""
+    def _lookalike(self, name: str | None, fp: str | None) -> str | None:
+        """The name of a contact whose key is not ``fp`` (hex, or its start; None: not known yet, any contact)
+        that ``name`` reads like, if any."""
         for key in sorted(name_keys(name)):
             for c in self._by_name_key.get(key, ()):
-                if not c.fp.startswith(fp):
+                if fp is None or not c.fp.startswith(fp):
                     return contact_name(c)
         return None
 
@@ -1069,7 +1070,7 @@ class ChatController:
                 tab.info = early.info
             else:
                 self._notice(tab, early.kind, clean(early.text))
-        prompt = AcceptPrompt(event.session, nickname, address)
+        prompt = AcceptPrompt(event.session, nickname, address, self._lookalike(event.nickname, None))
         self._prompts.append(prompt)
         self._changes.prompts.append(prompt)
         self._notice(tab, "info", prompt.question)

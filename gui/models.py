@@ -107,11 +107,15 @@ class AcceptPrompt:
     session: str
     nickname: str
     address: str
+    resembles: str | None = None     # a contact whose name the claimed nickname reads like
 
     @property
     def question(self) -> str:
         # the nickname is the caller's own claim: only step 2 checks it against the ledger (issue 15)
-        return f"Someone at {self.address}, calling itself “{self.nickname}” (not checked yet), wants to chat with you."
+        asks = f"Someone at {self.address}, calling itself “{self.nickname}” (not checked yet), wants to chat with you."
+        if self.resembles is None:
+            return asks
+        return f"{asks} The name reads like your contact {self.resembles}: step 2 shows whether it is their key."
 
 
 @dataclass(frozen=True)

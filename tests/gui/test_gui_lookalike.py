@@ -13,7 +13,7 @@ from gui.controller import ChatController
 from gui.text import looks_alike
 from gui.worker import CommandWorker
 from p2pchat.contacts import ContactStore
-from p2pchat.events import MessageReceived, SessionInfo, SessionUpdated
+from p2pchat.events import IncomingChat, MessageReceived, SessionInfo, SessionUpdated
 from p2pchat.foundation.identity import Identity
 from p2pchat.steps import Step
 from tests.gui.test_gui_controller import FakeNode, connect_to
@@ -63,6 +63,16 @@ def test_a_stranger_whose_nickname_reads_like_a_contacts_is_marked_once_its_key_
     assert tab.peer_name == "bоb (not your contact bob)"
     ctl.handle(MessageReceived(session, 1, "it's me, new laptop", "bоb", 1.0, 1.0))
     assert tab.lines[-1].sender == "bоb (not your contact bob)"
+
+
+def test_an_incoming_chat_claiming_a_name_that_reads_like_a_contacts_says_so_before_it_is_accepted(
+        ctl: ChatController) -> None:
+    ctl.handle(IncomingChat("s9", "127.0.0.9:40000", "B0B"))
+    prompt = ctl.take_changes().prompts[0]
+    assert prompt.question == ("Someone at 127.0.0.9:40000, calling itself “B0B” (not checked yet), wants to chat "
+                               "with you. The name reads like your contact bob: step 2 shows whether it is their key.")
+    ctl.handle(IncomingChat("s10", "127.0.0.9:40001", "carol"))
+    assert "reads like" not in ctl.take_changes().prompts[0].question
 
 
 def test_the_contact_itself_is_not_marked(ctl: ChatController, worker: CommandWorker,
