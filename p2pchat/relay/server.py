@@ -45,6 +45,7 @@ from p2pchat.relay.protocol import (
     MAX_BOX_RECORD,
     MAX_RELAY_FRAME,
     MAX_STATUS_SESSIONS,
+    MIN_PING_MS,
     NONCE_LEN,
     ROLES,
     TICKET_LEN,
@@ -357,6 +358,12 @@ class RelayServer:
                               ("send_timeout", send_timeout)):
             if seconds <= 0:
                 raise ValueError(f"{name} must be positive")
+        # clients refuse to ping more often than every MIN_PING_MS (protocol.py): a relay that needed it could not
+        # be kept alive by them
+        for name, seconds, least in (("heartbeat", heartbeat, MIN_PING_MS / 1000),
+                                     ("idle_timeout", idle_timeout, KEEPALIVE_FRACTION * MIN_PING_MS / 1000)):
+            if seconds < least:
+                raise ValueError(f"{name} must be at least {least:g} s")
         if bytes_per_second is not None and bytes_per_second < 1:
             raise ValueError("bytes_per_second must be positive (or None for no limit)")
         self.max_connections = max_connections
@@ -640,7 +647,7 @@ class RelayServer:
             _notify(old.client.conn, "this key registered again from a new connection; this one is closed")
             _shutdown_write(old.client.conn)
         try:
-            self._send(conn, "registered", heartbeat_ms=max(10, int(self.heartbeat * 1000)))
+            self._send(conn, "registered", heartbeat_ms=max(MIN_PING_MS, int(self.heartbeat * 1000)))
             log.info("registered %s from %s", client.short, conn.peer[0])
             silence = self.heartbeat * HEARTBEAT_GRACE
             while True:
@@ -823,7 +830,7 @@ class RelayServer:
         for conn in session.conns:
             conn.forward_pair_records(box_max)
         try:
-            keepalive_ms = max(10, int(self.idle_timeout * 1000 / KEEPALIVE_FRACTION))
+            keepalive_ms = max(MIN_PING_MS, int(self.idle_timeout * 1000 / KEEPALIVE_FRACTION))
             for side, other in ((0, 1), (1, 0)):
                 try:
                     self._send(session.conns[side], "paired", peer=session.fingerprints[other],
