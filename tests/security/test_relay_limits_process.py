@@ -104,3 +104,26 @@ def test_frame_size_heartbeat_silence_and_box_records_off(relays, tmp_path, ids)
         expect(raw, "pong", 10, relay.address)
     honest = relay.call(ids[3], ids[1])                                 # the relay serves the next pair
     exchange(honest, relay.invites.get(timeout=20), 1)
+
+
+def test_a_connection_keeps_the_one_role_it_logged_in_with(relays, tmp_path, ids):
+    """A second login on a registration, or a login in a paired session, ends that connection with a reason (the
+    session's other side is told); the relay serves the next pair."""
+    relay = start(relays, tmp_path)
+    again = {"version": 2, "network": "p2pchat", "role": "answer", "key": ids[0].public_der, "sig": b"s" * 64,
+             "ticket": bytes(16)}
+    reg = relay.raw(ids[0], "register")
+    expect(reg, "registered", 10, relay.address)
+    reg.send("login", **again)
+    with pytest.raises(RelayError, match="'login' is not allowed on a registration connection"):
+        expect(reg, "pong", 10, relay.address)
+    relay.register(ids[1], accept_unregistered=True)
+    raw = relay.raw(ids[2], "call", peer=ids[1].fingerprint)
+    expect(raw, "paired", 10, relay.address)
+    link = relay.invites.get(timeout=20)
+    raw.send("login", **again)
+    with pytest.raises(RelayError, match="'login' is not allowed during a relay session"):
+        expect(raw, "pong", 10, relay.address)
+    with pytest.raises(RelayError, match="your peer sent an invalid frame"):
+        link.recv(timeout=10)
+    exchange(relay.call(ids[3], ids[1]), relay.invites.get(timeout=20), 1)
