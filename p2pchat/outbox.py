@@ -61,16 +61,16 @@ class RetrySchedule:
     """When to try each contact (sans IO: every method takes the monotonic time)."""
 
     contacts: dict[str, _Contact] = field(default_factory=dict)
-    stranger: Callable[[str], bool] = field(default=lambda fp: False)    # asked once per key scheduled
     # [redrelay] one token bucket over every stranger's calls: DIAL_BURST at once, then DIALS_PER_MINUTE a minute
     _tokens: float = DIAL_BURST
     _refilled: float | None = None
 
     def _get(self, fp: str) -> _Contact:
-        c = self.contacts.get(fp)
-        if c is None:
-            c = self.contacts[fp] = _Contact(stranger=self.stranger(fp))
-        return c
+        return self.contacts.setdefault(fp, _Contact())
+
+    def mark(self, fp: str, stranger: bool) -> None:
+        """Whether ``fp`` is a stranger (not a contact): its calls are then paced."""
+        self._get(fp).stranger = stranger
 
     def _tokens_at(self, now: float) -> float:
         if self._refilled is None:
@@ -170,7 +170,8 @@ class Outbox:
         self._notify = notify
         self._clock = clock
         self._cond = threading.Condition()
-        self._schedule = RetrySchedule(stranger=stranger)
+        self._schedule = RetrySchedule()
+        self._is_stranger = stranger
         self._attempts: dict[str, str] = {}            # fp -> session id of the attempt under way
         self._online: dict[str, str] = {}              # fp -> session id of the open chat
         self._flush: set[str] = set()                  # contacts whose waiting texts go out now
@@ -268,7 +269,9 @@ class Outbox:
 
     def _deliver_soon(self, fp: str) -> None:
         """``fp`` has texts waiting: send them in its open chat now, else call it as the schedule allows."""
+        stranger = self._is_stranger(fp)        # before the lock: it may read the contact store
         with self._cond:
+            self._schedule.mark(fp, stranger)
             if fp in self._online:
                 self._flush.add(fp)
             else:

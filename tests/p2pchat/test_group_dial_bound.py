@@ -22,8 +22,9 @@ from tests.p2pchat.test_node_groups import _start
 
 
 def test_calls_to_strangers_start_in_a_burst_then_at_the_paced_rate_and_never_hold_back_a_contact() -> None:
-    s = RetrySchedule(stranger=lambda fp: fp.startswith("k"))
+    s = RetrySchedule()
     for i in range(200):
+        s.mark(f"k{i}", True)
         s.now_please(f"k{i}", 0.0)
     started: list[float] = []
     now = 0.0
