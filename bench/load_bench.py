@@ -72,7 +72,7 @@ def responder(pipe: Connection, key_dir: str, entries: list[DirectoryEntry], max
     identity = Identity.load(Path(key_dir) / KEY_FILE)
     # The benchmark measures capacity from one client address, so that address is not held to the limits on
     # strangers (p2pchat.admission); what those limits do under floods is tests/security/test_admission_floods.py.
-    roomy = Admission(per_address=max_sessions, total=max_sessions, per_minute=1_000_000)
+    roomy = Admission(per_address=max_sessions, total=max_sessions, per_minute=1_000_000, per_peer=max_sessions)
     node = ChatNode(identity, host=host, port=0, nickname="responder", directory=FixedDirectory(entries),
                     auto_accept=True, step_timeout=60, max_sessions=max_sessions, workers=8, admission=roomy)
     node.start()

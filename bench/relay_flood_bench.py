@@ -5,9 +5,10 @@ costs the attacker (CPU of this process), and whether an honest call still gets 
 
 Floods (each bounded in count): a stranger's answered calls holding sessions open (the per-address slots of the
 callee), throwaway keys' unanswered calls (pending caps), calls that hang up at once, one key ringing one host,
-and calls from a key without a ledger record to a host that did not consent. Relay CPU comes from /proc (user +
-system), attacker CPU from getrusage of this process (it also runs the honest callee, which is counted against
-the attacker: a conservative ratio). The baseline is the idle relay in the same run.
+answers with guessed tickets, sessions whose callee never reads while the caller pushes (the relay's memory while
+its writers are blocked), and calls from a key without a ledger record to a host that did not consent. Relay CPU
+comes from /proc (user + system), attacker CPU from getrusage of this process (it also runs the honest callee,
+which is counted against the attacker: a conservative ratio). The baseline is the idle relay in the same run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,7 +61,7 @@ class Bench:
     def __init__(self, key_dir: Path) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "p2pchat.relay", "--host", HOST, "--port", str(PORT),
                                       "--key-file", str(key_dir / "relay_key"), "--pair-timeout", "60",
-                                      "--no-ledger"],
+                                      "--no-ledger", "--send-timeout", "4", "--rate", "0"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
         deadline = time.monotonic() + 30
         while True:
@@ -103,6 +105,7 @@ class Bench:
 def run(quick: bool) -> list[dict[str, Any]]:
     n = 60 if quick else 300
     ids = [Identity.generate() for _ in range(6)]
+    pushers = [Identity.generate() for _ in range(8)]         # made before any measurement
     stranger, bob, carol, silent = ids[0], ids[1], ids[2], ids[5]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="relay-flood-bench-") as tmp:
@@ -180,6 +183,51 @@ def run(quick: bool) -> list[dict[str, Any]]:
                         refused += 1
                 return f"{refused}/{n} refused (no ledger record); host rung 0 times"
 
+            def guessed_tickets() -> str:
+                refused = rationed = 0
+                for _ in range(n):          # an answer needs the invitation's 16 random bytes; one address
+                    try:
+                        conn = b.raw(bob, "answer", "127.0.96.10", ticket=os.urandom(16))
+                    except RelayError:      # the address's connection rate, before any link work
+                        rationed += 1
+                        continue
+                    try:
+                        expect(conn, "paired", 10, "relay")
+                    except RelayError:
+                        refused += 1
+                    conn.close()
+                return (f"{n} answers with guessed tickets from one address: {rationed} refused before the link "
+                        f"(connection rate), {refused} refused after the login")
+
+            def stalled() -> str:
+                links = []
+                for key in pushers:
+                    link = b.call(key, bob)
+                    b.closables.append(link)
+                    b.closables.append(invites.get(timeout=20))       # bob's end: never read
+                    links.append(link)
+                _, before = relay_usage(b.proc.pid)
+                frame = INNER.encode("msg", n=0, body=bytes(200 * 1024))
+
+                def push(link: RelayLink) -> None:
+                    try:
+                        for _ in range(2000):       # 400 MB at most: the relay stops reading long before
+                            link.send_frame(frame)
+                    except UserError:
+                        pass
+
+                threads = [threading.Thread(target=push, args=(link,)) for link in links]
+                for t in threads:
+                    t.start()
+                peak = before
+                while any(t.is_alive() for t in threads):
+                    peak = max(peak, relay_usage(b.proc.pid)[1])
+                    for t in threads:
+                        t.join(timeout=0.05)
+                drops = query_status(HOST, PORT)["counters"]["stalled_drops"]
+                return (f"{len(links)} sessions whose callee never reads: relay RSS +{peak - before:.1f} MB while "
+                        f"blocked (documented bound {len(links)} × 1.2 MB + slack), {drops} ended by the send timeout")
+
             def link_only() -> str:
                 refused = 0
                 for _ in range(n):          # from one address, as fast as it goes
@@ -193,6 +241,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
                                  ("stranger's answered calls (slots)", slots), ("one key rings one host", ring_flood),
                                  ("throwaway keys' unanswered calls", pending_flood),
                                  ("calls that hang up at once", hangups),
+                                 ("answers with guessed tickets", guessed_tickets),
+                                 ("sessions whose callee never reads", stalled),
                                  ("calls from a key without a record", unregistered)):
                 rows.append(b.measure(name, attack))
         finally:

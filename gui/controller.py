@@ -42,6 +42,7 @@ from gui.text import (
     clock_time,
     count,
     fail_text,
+    name_keys,
     ok_text,
     one_line,
     preview_end,
@@ -218,6 +219,7 @@ class ChatController:
         self.history = history
         self._stored: dict[str, ConversationSummary] = {}     # fingerprint -> its stored conversation
         self._contacts: dict[str, Contact] = {}     # fingerprint (hex) -> contact, current keys only
+        self._by_name_key: dict[str, list[Contact]] = {}   # look-alike key (gui.text.name_keys) -> contacts
         self._contacts_read = -CONTACTS_EVERY
         self.commands = commands
         self.nickname = clean_name(nickname)
@@ -336,6 +338,9 @@ class ChatController:
             stored = self._stored.get(c.fp)
             unread = stored.unread if stored is not None and not live else 0
             title = contact_name(c) + (f" {VERIFIED}" if c.verified else "") + (f" ({unread})" if unread else "")
+            twin = self._lookalike(c.local_name or c.nickname, c.fp)
+            if twin is not None:
+                title += f" ⚠ looks like {twin}"
             if live:
                 ready = any(t.contact == c.fp and t.ready for t in self.tabs.values())
                 detail = ("online · " if ready else "") + "in a chat now"
@@ -350,6 +355,15 @@ class ChatController:
             last = max(c.last_seen, stored.last_ts if stored is not None else 0.0)
             rows.append((last, ListRow(CONTACT_KEY + c.fp, title, detail)))
         return [row for _last, row in sorted(rows, key=lambda r: -r[0])]
+
+    def _lookalike(self, name: str | None, fp: str | None) -> str | None:
+        """The name of a contact whose key is not ``fp`` (hex, or its start; None: not known yet, any contact)
+        that ``name`` reads like, if any."""
+        for key in sorted(name_keys(name)):
+            for c in self._by_name_key.get(key, ()):
+                if fp is None or not c.fp.startswith(fp):
+                    return contact_name(c)
+        return None
 
     def contact(self, fp: str) -> Contact | None:
         """The contact with this fingerprint (hex), as last read from the store."""
@@ -518,6 +532,10 @@ class ChatController:
         stored = self._read_history(lambda h: {c.fp: c for c in h.conversations()}, self._stored)
         if found != self._contacts or stored != self._stored:
             self._contacts, self._stored = found, stored
+            self._by_name_key = {}
+            for c in found.values():
+                for key in name_keys(c.local_name) | name_keys(c.nickname):
+                    self._by_name_key.setdefault(key, []).append(c)
             self._changes.contacts = True
             for tab in self.tabs.values():
                 contact = found.get(tab.contact) if tab.contact else None
@@ -1052,7 +1070,7 @@ class ChatController:
                 tab.info = early.info
             else:
                 self._notice(tab, early.kind, clean(early.text))
-        prompt = AcceptPrompt(event.session, nickname, address)
+        prompt = AcceptPrompt(event.session, nickname, address, self._lookalike(event.nickname, None))
         self._prompts.append(prompt)
         self._changes.prompts.append(prompt)
         self._notice(tab, "info", prompt.question)
@@ -1097,6 +1115,12 @@ class ChatController:
 
     def _updated(self, tab: TabState, info: SessionInfo) -> None:
         tab.info = info
+        if info.peer_nickname and info.peer_fingerprint:
+            # step 2 showed the key: a name that reads like a contact's, on another key, is a look-alike
+            lookalike = self._lookalike(info.peer_nickname, info.peer_fingerprint.replace(" ", ""))
+            if lookalike != tab.lookalike:
+                tab.lookalike = lookalike
+                self._changes.titles.add(tab.session)
         if info.peer_nickname and not tab.named and Step.SWAP_KEYS in info.steps_done:
             # The tab was named after what the user typed; now step 2 confirmed the peer's name from the ledger
             # (before that it is only what the peer claims in its hello).
@@ -1112,7 +1136,7 @@ class ChatController:
         self._changes.chat_input.add(tab.session)
 
     def _received(self, tab: TabState, event: MessageReceived) -> None:
-        sender = clean_name(event.sender, tab.peer_name)
+        sender = tab.marked(clean_name(event.sender, tab.peer_name)) if event.sender else tab.peer_name
         self._add_line(tab, LineKind.IN, sender, clean(event.text), event.received_at)
         if tab.peer_typing_until is not None:
             tab.peer_typing_until = None

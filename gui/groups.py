@@ -293,7 +293,8 @@ class GroupChats:
         c = self.contact(fp)
         if c is not None:
             return clean_name(c.local_name or c.nickname, fp[:16])
-        return f"{clean_name(g.given.get(fp), 'someone')} (not a contact · {fp[:8]})"
+        unnamed = "the group's creator" if fp == g.view.creator else "someone"   # ``create`` names no creator
+        return f"{clean_name(g.given.get(fp), unnamed)} (not a contact · {fp[:8]})"
 
     def colour(self, g: GroupState, fp: str) -> int | None:
         """The member's colour index: its place among everyone the log ever made a member (stable, the same on

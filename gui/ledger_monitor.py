@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from gui.ledger_view import ALERT_CHARS, LedgerSnapshot
-from gui.text import clean, clean_name
+from gui.text import clean_line, clean_name
 from p2pchat.foundation.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,7 @@ def _maps(value: Any) -> list[dict[str, Any]]:
 
 def _alert_line(item: dict[str, Any], prefix: str) -> str:
     """One alert for display: cleaned, one line, bounded (its text carries nicknames from the network)."""
-    text = clean(str(item.get("text", "?")).replace("\n", " "))
-    return prefix + (text if len(text) <= ALERT_CHARS else text[:ALERT_CHARS - 1] + "…")
+    return prefix + clean_line(str(item.get("text", "?")).replace("\n", " "), ALERT_CHARS)
 
 
 def recent_lines(ledger: Any, height: int) -> tuple[list[str], list[str]]:

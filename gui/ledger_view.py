@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gui.text import clean, clean_name, count
+from gui.text import clean, clean_line, clean_name, count
 
 ALERT_CHARS = 300          # one binding alert or conflict, as shown in the banner
 BRANCH_ALERT_CHARS = 400   # one parked-branch alert, as shown in the Alert row
@@ -70,7 +70,12 @@ def alert_text(snap: LedgerSnapshot | None) -> str:
 
 
 def identity_ledger_line(snap: LedgerSnapshot | None) -> str:
-    """The identity panel's ledger line: node running, peers, height, own record (an alert first, if any)."""
+    """The identity panel's ledger line: node running, peers, height, own record (an alert first, if any);
+    cleaned (a ledger's answers and errors carry text from the network)."""
+    return clean_line(_identity_line(snap))
+
+
+def _identity_line(snap: LedgerSnapshot | None) -> str:
     if snap is None:
         return "Ledger: checking…"
     if snap.starting:
@@ -88,7 +93,12 @@ def identity_ledger_line(snap: LedgerSnapshot | None) -> str:
 
 
 def ledger_rows(snap: LedgerSnapshot | None) -> list[tuple[str, str]]:
-    """The ledger tab's summary as label/value rows."""
+    """The ledger tab's summary as label/value rows, every value cleaned (a sync phase, a registration refusal or
+    an error can carry a ledger peer's words)."""
+    return [(name, clean_line(value)) for name, value in _rows(snap)]
+
+
+def _rows(snap: LedgerSnapshot | None) -> list[tuple[str, str]]:
     if snap is None:
         return [("Node", "checking…")]
     if snap.starting:

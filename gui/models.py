@@ -107,11 +107,15 @@ class AcceptPrompt:
     session: str
     nickname: str
     address: str
+    resembles: str | None = None     # a contact whose name the claimed nickname reads like
 
     @property
     def question(self) -> str:
         # the nickname is the caller's own claim: only step 2 checks it against the ledger (issue 15)
-        return f"Someone at {self.address}, calling itself “{self.nickname}” (not checked yet), wants to chat with you."
+        asks = f"Someone at {self.address}, calling itself “{self.nickname}” (not checked yet), wants to chat with you."
+        if self.resembles is None:
+            return asks
+        return f"{asks} The name reads like your contact {self.resembles}: step 2 shows whether it is their key."
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,7 @@ class TabState:
         return self.steps[Step.SWAP_KEYS].state is StepState.DONE and not self.key_refused
     contact: str | None = None       # the contact's fingerprint (hex) once known: opened from it, or step 3 proved it
     contact_verified: bool = False   # that contact's safety number was verified by the user
+    lookalike: str | None = None     # the contact whose name this peer's reads like, though its key is another
     automatic: bool = False          # the node opened this chat by itself (waiting texts, or after a drop)
     last_in: float = 0.0             # when the last message arrived (the store marks it read a little later)
     read_marked: float = 0.0         # when the store was last told that this chat was read
@@ -185,7 +190,7 @@ class TabState:
     @property
     def title(self) -> str:
         mark = f" {VERIFIED}" if self.contact_verified or self.verified_mark else ""
-        title = ("✗ " if self.ended is not None else "") + self.base_title + mark
+        title = ("✗ " if self.ended is not None else "") + ("⚠ " if self.lookalike else "") + self.base_title + mark
         return f"{title} ({self.unread})" if self.unread else title
 
     @property
@@ -194,8 +199,12 @@ class TabState:
             # step 2 refused the key the ledger names: whatever nickname was claimed is nobody's identity
             return clean_name(self.info.peer_address if self.info and self.info.peer_address else self.peer_query)
         if self.info and self.info.peer_nickname:
-            return clean_name(self.info.peer_nickname)
-        return self.base_title
+            return self.marked(clean_name(self.info.peer_nickname))
+        return self.marked(self.base_title)
+
+    def marked(self, name: str) -> str:
+        """``name`` (this peer's, as shown) with the look-alike mark when its name reads like a contact's."""
+        return f"{name} (not your contact {self.lookalike})" if self.lookalike else name
 
 
 def peer_label(tab: TabState) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from ledger.nicknames import nickname_keys
 from p2pchat.display import visible
 
 PREVIEW_CHARS = 1_000
@@ -13,6 +14,8 @@ MORE_CHARS = 20_000
 """How much one click on "show more" reveals; small enough that inserting it never stalls the event loop."""
 MORE_LINES = 400
 NAME_CHARS = 40
+LONGEST = 600
+"""Characters of one status line or label value from the network (a ledger's sync phase, a refusal, an error)."""
 
 
 
@@ -39,7 +42,39 @@ def clean_name(name: str | None, fallback: str = "?") -> str:
     name = clean((name or "").replace("\n", " ").replace("\t", " ")).strip()
     if not name:
         return fallback
-    return name if len(name) <= NAME_CHARS else name[:NAME_CHARS - 1] + "…"
+    return clipped(name, NAME_CHARS)
+
+
+def clipped(text: str, chars: int = LONGEST) -> str:
+    """``text`` cut to ``chars`` characters, the cut marked with "…" (a label laid out by Tk stays cheap)."""
+    return text if len(text) <= chars else text[:chars - 1] + "…"
+
+
+def clean_line(text: str, chars: int = LONGEST) -> str:
+    """A status line or label value that may carry words from the network: cleaned and :func:`clipped`."""
+    return clipped(clean(text), chars)
+
+
+LOOKALIKE_CHARS = 200
+"""Characters of a name compared for look-alikes (a longer one is compared by its start: the rest is cut when
+shown anyway)."""
+
+
+def looks_alike(a: str | None, b: str | None) -> bool:
+    """Two names a reader could take for each other: equal under the ledger's nickname rule (UTS #39 confusable
+    skeletons, case folded, marks, zero-width and other invisible characters dropped: ledger/nicknames.py), so
+    "bоb" (Cyrillic о), "BOB" and "b\u200bob" all read like "bob"."""
+    return not name_keys(a).isdisjoint(name_keys(b))
+
+
+def name_keys(name: str | None) -> frozenset[str]:
+    """The keys two names that read alike share (none for an empty one): index contacts by them."""
+    return frozenset(nickname_keys(_visible_letters(name))) - {""}
+
+
+def _visible_letters(name: str | None) -> str:
+    text = (name or "")[:LOOKALIKE_CHARS]
+    return "".join(ch for ch in text if ch.isprintable() and not ch.isspace())
 
 
 def preview_end(text: str, start: int = 0, chars: int = PREVIEW_CHARS, lines: int = PREVIEW_LINES) -> int:
@@ -62,8 +97,7 @@ def clock_time(ts: float) -> str:
 
 def one_line(text: str, chars: int = 60) -> str:
     """A cleaned one-line preview of a message for a list row: line breaks become spaces, cut at ``chars``."""
-    flat = " ".join(clean(text[:chars * 4]).split())
-    return flat if len(flat) <= chars else flat[:chars - 1] + "…"
+    return clipped(" ".join(clean(text[:chars * 4]).split()), chars)
 
 
 def seen_when(ts: float, now: float) -> str:

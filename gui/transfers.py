@@ -56,6 +56,8 @@ class FileLines(Protocol):
 
 
 EARLY_KEPT = 64         # FileWaiting events that came before their line learnt its number
+FINISHED_KEPT = 64      # [redrelay] finished transfers whose rows are kept; older ones are forgotten, so a peer that
+                        # offers and cancels files without end cannot grow the window's state (or its scans)
 
 
 @dataclass
@@ -118,12 +120,19 @@ class FileTransfers:
                                                                clean_name(event.name), event.outgoing))
             row.finished, row.text = True, clean(event.text)
             self.offers = [o for o in self.offers if o.transfer != event.transfer]
+            self._forget_finished()
             mark = "✓" if event.ok else "⚠"
             self.notice(event.session, f"{mark} {row.name}: {clean(event.text)}")
         else:
             return False
         self.changed.add(event.session)
         return True
+
+    def _forget_finished(self) -> None:
+        """Keep the rows of the last FINISHED_KEPT finished transfers (rows are kept in the order they came)."""
+        finished = [t for t, r in self.rows.items() if r.finished]
+        for transfer in finished[:-FINISHED_KEPT]:
+            del self.rows[transfer]
 
     def current(self, session: str) -> FileRow | None:
         """The transfer the chat's file bar shows: the latest one still running, else None."""

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--group", metavar="GROUP",
                         help="send the lines you type to this group (its name or the start of its id) while no "
                              "pairwise chat is chosen; `p2pchat group chat GROUP` is the same")
+    listen.add_argument("--chats-per-peer", metavar="N", type=int, default=None,
+                        help="incoming chats one peer's key may hold at once (default 16; a chat over it is "
+                             "refused at step 3)")
     _add_node_options(listen)
     _add_file_options(listen)
     send = sub.add_parser("send", help="send one file to PEER and exit",
@@ -166,6 +169,7 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
               opened: passphrase.Opened | None = None, accept_files: bool = False) -> ChatNode:
     """A :class:`~p2pchat.node.ChatNode` configured from the command line (not started yet); ``opened``: the data
     directory already opened with its passphrase (:func:`p2pchat.passphrase.open_data_dir`)."""
+    from p2pchat.admission import Admission
     from p2pchat.chat_protocol import MAX_ROTATE_EVERY
     from p2pchat.foundation.identity import Identity
     from p2pchat.foundation.keygen import TerminalProgress
@@ -190,6 +194,9 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
                         "through a relay")
     if not 1 <= args.rotate_every <= MAX_ROTATE_EVERY:
         raise UserError(f"--rotate-every must be between 1 and {MAX_ROTATE_EVERY} (the protocol's maximum)")
+    per_peer = getattr(args, "chats_per_peer", None)
+    if per_peer is not None and per_peer < 1:
+        raise UserError("--chats-per-peer must be at least 1")
     data_dir, secret, vault = opened or passphrase.open_data_dir(args)
     identity = Identity.load_or_create(data_dir, secret, progress=TerminalProgress(PROG))
     node = ChatNode(identity, host=host, port=args.port, network=args.network, nickname=args.nickname or "?",
@@ -199,7 +206,7 @@ def make_node(args: argparse.Namespace, *, listen: bool, auto_accept: bool = Fal
                     vault=vault, outbox=listen,
                     downloads=Path(args.downloads).expanduser() if getattr(args, "downloads", None) else None,
                     max_file_size=int(getattr(args, "max_file_size", 2048.0) * 2**20), accept_files=accept_files,
-                    host_watch=host_watch)
+                    host_watch=host_watch, admission=None if per_peer is None else Admission(per_peer=per_peer))
     if not args.nickname:
         node.nickname = _default_nickname(node.directory, identity)
     return node

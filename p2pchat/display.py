@@ -71,14 +71,20 @@ def one_line(text: str | None, fallback: str = "?") -> str:
     return visible(text.replace("\t", " "))
 
 
-def quote_peer(text: str | None) -> str:
-    """Words a peer sent before it proved who it is (a decline or error reason): one visible line, cut to
-    :data:`MAX_QUOTED` characters, in guillemets that the words themselves cannot close, marked as theirs."""
+def quoted(text: str | None, limit: int = MAX_QUOTED) -> str:
+    """Someone else's words inside a sentence: one visible line, cut to ``limit`` characters, in guillemets that
+    the words themselves cannot close (so they cannot end the quote and go on as the program's own words)."""
     words = one_line(text or "", "")
     words = words.replace(QUOTE_OPEN, "<U+00AB>").replace(QUOTE_CLOSE, "<U+00BB>")
-    if len(words) > MAX_QUOTED:
-        words = words[:MAX_QUOTED - 1] + "…"
-    return f"{QUOTE_OPEN}{words}{QUOTE_CLOSE} (their words, not checked)"
+    if len(words) > limit:
+        words = words[:limit - 1] + "…"
+    return f"{QUOTE_OPEN}{words}{QUOTE_CLOSE}"
+
+
+def quote_peer(text: str | None) -> str:
+    """Words a peer sent before it proved who it is (a decline or error reason): :func:`quoted`, to
+    :data:`MAX_QUOTED` characters, marked as theirs."""
+    return f"{quoted(text)} (their words, not checked)"
 
 
 def cells(ch: str) -> int:
@@ -137,4 +143,4 @@ class Printer:
         self.out.flush()
 
 
-__all__ = ["CONTINUATION", "Printer", "cells", "display_lines", "one_line", "quote_peer", "visible"]
+__all__ = ["CONTINUATION", "Printer", "cells", "display_lines", "one_line", "quote_peer", "quoted", "visible"]

@@ -244,7 +244,8 @@ class PadModeChanged:
 
 @dataclass(frozen=True)
 class GroupMessage:
-    """A group message to show (``sender_name``: as the member who added it named it; never trusted for more);
+    """A group message to show (``sender_name``: as the member who added it named it, "" for the creator or a
+    former member; never shown without ``sender``, never trusted for more);
     ``gap``: messages from this sender before it that never arrived. ``size`` set: a file the sender shared
     (``text`` is its name); its offer follows as a :class:`FileOffer` tagged with this group and counter."""
 

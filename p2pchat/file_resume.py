@@ -119,7 +119,10 @@ class PendingFileStore:
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
         except OSError as exc:
-            raise LocalFault(f"cannot write the waiting files to {self.path}: {exc.strerror}") from None
+            # a half-written copy would hold the last bytes of a full disk; the list itself is left as it was
+            tmp.unlink(missing_ok=True)
+            raise LocalFault(f"could not write the list of files waiting to be sent, {self.path}: "
+                             f"{exc.strerror or exc}") from None
 
 
 def file_unchanged(f: PendingFile) -> str | None:
@@ -292,7 +295,12 @@ class FileResume:
             f = PendingFile(self._next, fp, path, os.path.basename(path), size, sha256, mtime, time.time(), root)
             self._files[f.ref] = f
             self._next += 1
-            self._save_locked()
+            try:
+                self._save_locked()
+            except LocalFault as exc:       # [redrelay] not kept, so not sent: the user is told and nothing else
+                del self._files[f.ref]
+                self._next -= 1
+                raise LocalFault(f"{exc}; {f.name} was not sent") from None
         return f
 
     def _remove(self, ref: int) -> PendingFile | None:
@@ -302,7 +310,12 @@ class FileResume:
             self._offering.discard(ref)
             self._ending.discard(ref)
             if f is not None:
-                self._save_locked()
+                try:
+                    self._save_locked()
+                except LocalFault as exc:
+                    # [redrelay] forgotten here all the same (delivered, cancelled or dropped: never offered
+                    # again in this run); the list on disk is corrected by the next write that fits
+                    log.warning("%s; a file that no longer waits is still listed there until then", exc)
         return f
 
     def _save_locked(self) -> None:

@@ -56,6 +56,7 @@ MAX_QUEUED_PER_PEER = 2 * MAX_PENDING_PER_MEMBER + 64
 MAX_QUEUED_BYTES_PER_PEER = 8 * 1024 * 1024
 MAX_QUEUED_FRAMES = 16384
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
+MAX_KEPT_PER_SENDER = 64 * 1024 * 1024   # bytes of one member's texts kept (all groups); newer ones are shown only
 MAX_FILE_ATTEMPTS = 3               # offers of one group file to one member that may fail before it is given up
 FINAL_FILE_STATES = {"done": "saved", "declined": "declined", "cancelled": "cancelled"}
 
@@ -143,6 +144,7 @@ class GroupService:
         self.groups: dict[bytes, Group] = {}
         self._pending: dict[str, list[_Pending]] = {}
         self._held_acks: dict[str, list[tuple[bytes, int, bytes]]] = {}   # fp -> (group, counter, ack) to send
+        self._unkept: set[tuple[bytes, bytes, int]] = set()   # (group, sender, counter) the store refused: no ack
         self._sent: dict[str, set[int]] = {}          # session -> refs of the pending frames sent in it
         # my shared files a member has not taken yet: fp -> (gid, counter) -> store row; offers under way
         self._files_out: dict[str, dict[tuple[bytes, int], int]] = {}
@@ -159,6 +161,9 @@ class GroupService:
         self._inflow_total = (0, 0)
         # (group, member) -> hashes of the changes it has or was queued (it is sent only the others)
         self._known: dict[tuple[bytes, str], set[bytes]] = {}
+        self._kept_from: dict[bytes, int] = {}          # sender -> bytes of its texts kept (MAX_KEPT_PER_SENDER)
+        self._over: set[bytes] = set()                  # senders past it the user was told of
+        self._counter_rows: dict[tuple[bytes, bytes], int] = {}   # (group, sender) -> its latest "counter" row
         self._load()
         self._thread = threading.Thread(target=self._run, name="groups", daemon=True)
         self._thread.start()
@@ -180,6 +185,7 @@ class GroupService:
                 continue
             t = entry_of(r.record)
             g.texts.append(t)
+            self._kept_from[t.sender] = self._kept_from.get(t.sender, 0) + _kept_size(t)
             if "path" in r.record:
                 g.my_files[t.counter] = r.record["path"]
             if t.sender == self._me.fingerprint:
@@ -382,22 +388,55 @@ class GroupService:
         g = self._group(gid)
         if self._me.fingerprint not in g.log.members:
             raise GroupError(f"you are no longer a member of {g.name}")
+        # Refused before anything is kept when a member has no room for it (the text, and maybe a change frame
+        # first): refused halfway, it stayed in the transcript and reached only the members queued before.
+        for m, member in g.log.members.items():
+            if m != self._me.fingerprint and len(self._pending.get(m.hex(), ())) + 2 > MAX_PENDING_PER_MEMBER:
+                raise GroupError(f"{MAX_PENDING_PER_MEMBER} group frames already wait for {member.label}, who has "
+                                 "not been reachable; nothing was sent to the group: "
+                                 "wait until they are delivered, or remove that member")
         g.my_counter += 1
         t = GroupText(gid, self._me.fingerprint, g.my_counter, g.log.version, g.inbox.next_lamport(), time.time(),
                       text, shared)
-        g.sent_to[t.counter] = len(g.log.members) - 1
-        self._keep_text(g, t, to=g.sent_to[t.counter], path=path)
+        to = len(g.log.members) - 1
         others = [m for m in g.log.members if m != self._me.fingerprint]
-        # a member who may not have every change yet (added by someone else) gets them first, on the same queue
-        self._fan_out_changes(g, only=set(others))
+        # One transaction keeps the text, its shared file's offers and every frame for the members (a member who
+        # may not have every change yet, added by someone else, gets them first, on the same queue): a kill or a
+        # full disk leaves the message sent to all or kept nowhere, never in the transcript and queued for some.
+        changes = self._changes_due(g, set(others))
+        frames: list[tuple[str, int | None, Callable[[int], bytes]]] = [
+            (fp, None, functools.partial(_changes_body, gid, [c.encode() for _, c in missing]))
+            for fp, missing in changes]
+        frames += [(m.hex(), t.counter, t.encode) for m in others]
+        made = []
+        for fp, counter, make in frames:
+            ref = _new_ref()
+            made.append((fp, counter, ref, make(ref)))
+        records: list[tuple[str, dict[str, Any]]] = [("text", _text_record(t, to=to, path=path))]
+        if shared is not None and path is not None:
+            records += [("fileout", {"fp": m.hex(), "gid": gid, "counter": t.counter}) for m in others]
+        records += [("pending", {"fp": fp, "ref": ref, "body": body, "gid": gid, "counter": counter,
+                                 "version": g.log.version}) for fp, counter, ref, body in made]
+        try:
+            rows = self._store.add_many(records)
+        except LocalFault:          # not kept (a full disk): not sent either, and its number is not used up
+            g.my_counter -= 1
+            raise
+        g.sent_to[t.counter] = to
+        g.texts.append(t)
         if shared is not None and path is not None:
             g.my_files[t.counter] = path
-            rows = self._store.add_many([("fileout", {"fp": m.hex(), "gid": gid, "counter": t.counter})
-                                         for m in others])
-            for m, row in zip(others, rows, strict=True):
+            for m, row in zip(others, rows[1:1 + len(others)], strict=True):
                 self._files_out.setdefault(m.hex(), {})[(gid, t.counter)] = row
-        for m in others:
-            self._queue(m.hex(), g, t.counter, t.encode)
+        for fp, missing in changes:
+            known = self._known.setdefault((gid, fp), set())
+            if not known:
+                self._drop_superseded(fp, gid)
+            known.update(h for h, _ in missing)
+        for (fp, counter, ref, body), row in zip(made, rows[len(rows) - len(made):], strict=True):
+            self._pending.setdefault(fp, []).append(_Pending(row, ref, body, gid, counter, g.log.version))
+        for fp in dict.fromkeys(fp for fp, _, _, _ in made):
+            self._send_or_call(fp)
         return t.counter
 
     def snapshot(self) -> list[tuple[bytes, str, list[bytes]]]:
@@ -450,6 +489,10 @@ class GroupService:
             g = self._group(gid)
             n = self._history().delete(gid)
             g.texts.clear()
+            self._kept_from = {}
+            for t in (t for other in self.groups.values() for t in other.texts):
+                self._kept_from[t.sender] = self._kept_from.get(t.sender, 0) + _kept_size(t)
+            self._over.clear()
             return n
         return self._call(run)
 
@@ -471,40 +514,60 @@ class GroupService:
     def _keep_changes(self, gid: bytes, changes: list[Change]) -> None:
         self._store.add_many([("change", {"gid": gid, "raw": c.encode()}) for c in changes])
 
-    def _keep_text(self, g: Group, t: GroupText, *, to: int = 0, path: str | None = None) -> None:
-        g.texts.append(t)
-        extra: dict[str, Any] = {} if t.file is None else {"name": t.file.name, "size": t.file.size,
-                                                            "sha256": t.file.sha256}
-        if path is not None:
-            extra["path"] = path
-        self._store.add("text", gid=t.group, sender=t.sender, counter=t.counter, version=t.version,
-                        lamport=t.lamport, sent_at=t.sent_at, text=t.text, to=to, **extra)
+    def _keep_text(self, g: Group, t: GroupText) -> None:
+        self._store.add("text", **_text_record(t))
+        g.texts.append(t)       # only once stored: a text the store refused is not part of the conversation
 
     def _fan_out_changes(self, g: Group, *, also: set[bytes] | None = None, only: set[bytes] | None = None) -> None:
         """To every other member (and ``also`` those; or ``only`` those) the changes it is not known to have: the
         whole log to a member this run never sent anything (a new member needs it all), else the new ones."""
+        for fp, missing in self._changes_due(g, (set(g.log.members) | (also or set())) if only is None else only):
+            known = self._known.setdefault((g.log.group, fp), set())
+            if not known:
+                self._drop_superseded(fp, g.log.group)
+            self._queue(fp, g, None, functools.partial(_changes_body, g.log.group, [c.encode() for _, c in missing]))
+            known.update(h for h, _ in missing)        # frames for a member go out in order until acknowledged
+
+    def _changes_due(self, g: Group, members: set[bytes]) -> list[tuple[str, list[tuple[bytes, Change]]]]:
+        """(member fp hex, the changes it is not known to have) for each of ``members`` but me that lacks some:
+        the whole log for one this run never sent anything (a new member needs it all)."""
         ordered = g.log.ordered_items()
-        for m in (set(g.log.members) | (also or set())) if only is None else only:
+        due = []
+        for m in members:
             if m == self._me.fingerprint:
                 continue
-            known = self._known.setdefault((g.log.group, m.hex()), set())
+            known = self._known.get((g.log.group, m.hex()), set())
             if len(known) >= len(ordered) and known.issuperset(g.log.changes):
                 continue                               # the usual case before a message: nothing to send
-            missing = [(h, c) for h, c in ordered if h not in known]
-            self._queue(m.hex(), g, None, functools.partial(_changes_body, g.log.group,
-                                                             [c.encode() for _, c in missing]))
-            known.update(h for h, _ in missing)        # frames for a member go out in order until acknowledged
+            due.append((m.hex(), [(h, c) for h, c in ordered if h not in known]))
+        return due
+
+    def _drop_superseded(self, fp: str, gid: bytes) -> None:
+        """The whole log is about to be queued for member ``fp``: the change frames of this group still waiting
+        for it hold nothing more (the log only grows), so they go. Otherwise a member that never acknowledges,
+        sent the whole log again and again (each time a change makes it needed), would hold every copy here, in
+        memory and in the store: a hostile creator re-adding it with stale parents made that grow with the square
+        of the log (255 copies, about 55 MiB per group)."""
+        waiting = self._pending.get(fp, [])
+        old = [p for p in waiting if p.gid == gid and p.counter is None]
+        if old:
+            self._pending[fp] = [p for p in waiting if not (p.gid == gid and p.counter is None)]
+            self._store.delete([p.row for p in old])
 
     def _queue(self, fp: str, g: Group, counter: int | None, make: Callable[[int], bytes]) -> None:
         waiting = self._pending.setdefault(fp, [])
         if len(waiting) >= MAX_PENDING_PER_MEMBER:
             raise GroupError(f"{MAX_PENDING_PER_MEMBER} group frames already wait for a member; wait until they "
                              "are delivered")
-        ref = secrets.randbits(62) + 1
+        ref = _new_ref()
         body = make(ref)
         row = self._store.add("pending", fp=fp, ref=ref, body=body, gid=g.log.group, counter=counter,
                               version=g.log.version)
         waiting.append(_Pending(row, ref, body, g.log.group, counter, g.log.version))
+        self._send_or_call(fp)
+
+    def _send_or_call(self, fp: str) -> None:
+        """What waits for ``fp`` goes out now if a chat with it is open; else the outbox calls it."""
         session = self._host.live_session_with(fp)
         if session is not None:
             self._flush(fp, session)
@@ -593,7 +656,10 @@ class GroupService:
         """Acknowledge the texts from ``fp`` that are shown or refused; a held text is acknowledged once released
         (unacknowledged, it comes again after a restart of this node)."""
         held = {(t.group, t.counter) for peer, t in self._held_texts() if peer.hex() == fp}
-        waiting = self._held_acks.get(fp, [])
+        sender = bytes.fromhex(fp)
+        waiting = [(gid, counter, ack) for gid, counter, ack in self._held_acks.get(fp, [])
+                   if (gid, sender, counter) not in self._unkept]
+        self._unkept -= {u for u in self._unkept if u[1] == sender}     # their acks are gone: resends come again
         keep = [(gid, counter, ack) for gid, counter, ack in waiting if (gid, counter) in held]
         go = [ack for gid, counter, ack in waiting if (gid, counter) not in held]
         self._held_acks[fp] = keep
@@ -606,15 +672,61 @@ class GroupService:
         return [h for g in self.groups.values() for h in g.inbox.held]
 
     def _show(self, g: Group, accepted: list[Any]) -> None:
-        for a in accepted:
-            self._keep_text(g, a.text)
+        for i, a in enumerate(accepted):
+            room = self._room_for(g, a.text)
+            try:
+                if room:
+                    self._keep_text(g, a.text)
+                else:                   # shown only: the sender keeps more than it may make us store
+                    self._keep_counter(g, a.text)
+            except LocalFault:
+                # Not kept (a full disk), so neither shown nor acknowledged: the inbox forgets it and what came
+                # after it, and their senders send them again (in the next chat, or after a restart).
+                if room:
+                    self._kept_from[a.text.sender] -= _kept_size(a.text)
+                for b in accepted[i:]:
+                    t = b.text
+                    g.inbox.last_counter[t.sender] = min(g.inbox.last_counter.get(t.sender, 0),
+                                                         t.counter - b.gap - 1)
+                    self._unkept.add((t.group, t.sender, t.counter))
+                raise
             if a.text.file is not None:
                 self._announce(g, a.text)
-            sender = g.log.members.get(a.text.sender)
-            self._emit(GroupMessage(g.log.group.hex(), g.name, a.text.sender.hex(),
-                                    sender.name if sender is not None else a.text.sender.hex()[:16],
-                                    a.text.counter, a.text.text, a.text.sent_at, a.gap,
-                                    a.text.file.size if a.text.file is not None else None))
+            self._emit_message(g, a)
+
+    def _room_for(self, g: Group, t: GroupText) -> bool:
+        """Whether a member's text may be kept: what one member can make this computer store (and load at every
+        start) is bounded, :data:`MAX_KEPT_PER_SENDER` over all groups; past it, its texts are shown, not kept,
+        and the user is told once. A shared file's entry is always kept (its offer depends on it)."""
+        kept = self._kept_from.get(t.sender, 0) + _kept_size(t)
+        if t.file is None and kept > MAX_KEPT_PER_SENDER:
+            if t.sender not in self._over:
+                self._over.add(t.sender)
+                sender = g.log.members.get(t.sender)
+                who = sender.label if sender is not None else f"key {t.sender.hex()[:16]}"
+                self._emit(GroupNotice(g.log.group.hex(), g.name, f"this computer already keeps "
+                                       f"{MAX_KEPT_PER_SENDER // 2**20} MiB of group messages from {who}; newer "
+                                       "ones from them are shown but not saved (deleting a group's history "
+                                       "makes room)", warning=True))
+            return False
+        self._kept_from[t.sender] = kept
+        return True
+
+    def _keep_counter(self, g: Group, t: GroupText) -> None:
+        """A text shown but not kept: only the number it reached is (one row per group and sender, replaced), so
+        after a restart the next one is not taken for a gap nor this one for new."""
+        key = (g.log.group, t.sender)
+        row = self._store.add("counter", gid=g.log.group, sender=t.sender, counter=t.counter, lamport=t.lamport)
+        old, self._counter_rows[key] = self._counter_rows.get(key), row
+        if old is not None:
+            self._store.delete([old])
+
+    def _emit_message(self, g: Group, a: Any) -> None:
+        sender = g.log.members.get(a.text.sender)
+        self._emit(GroupMessage(g.log.group.hex(), g.name, a.text.sender.hex(),
+                                sender.name if sender is not None else "",
+                                a.text.counter, a.text.text, a.text.sent_at, a.gap,
+                                a.text.file.size if a.text.file is not None else None))
 
     def _seen(self, gid: bytes, sender: bytes, counter: int) -> None:
         self._store.add("fileseen", gid=gid, sender=sender, counter=counter)
@@ -676,7 +788,7 @@ class GroupService:
         if g is not None and member is not None:       # (a transfer to a removed member was stopped: no notice)
             name = next((t.text for t in g.texts if t.sender == self._me.fingerprint and t.counter == counter), "")
             verb = FINAL_FILE_STATES.get(state, f"could not be given it after {MAX_FILE_ATTEMPTS} tries:")
-            self._emit(GroupNotice(gid.hex(), g.name, f"{member.name or fp[:16]} {verb} {name}"))
+            self._emit(GroupNotice(gid.hex(), g.name, f"{member.label} {verb} {name}"))
         self._offer_files(fp)
 
     def _drop_file_out(self, fp: str, gid: bytes, counter: int) -> None:
@@ -750,11 +862,11 @@ class GroupService:
         now = set(g.log.members)
         for m in now - before:
             self._emit(GroupNotice(g.log.group.hex(), g.name,
-                                   f"{g.log.members[m].name or m.hex()[:16]} joined {g.name!r}", membership=True))
+                                   f"{g.log.members[m].label} joined {g.name!r}", membership=True))
         for m in before - now:
             self._emit(GroupNotice(g.log.group.hex(), g.name,
                                    f"you were removed from {g.name!r}" if m == self._me.fingerprint else
-                                   f"{m.hex()[:16]} is no longer in {g.name!r}", membership=True))
+                                   f"key {m.hex()[:16]} is no longer in {g.name!r}", membership=True))
         self._drop_pending_for_removed(g)
         self._show(g, g.inbox.release())
         for fp in list(self._held_acks):
@@ -805,6 +917,25 @@ class GroupService:
                 self._store.add("receipt", gid=p.gid, counter=p.counter, member=fp)
                 self._emit(GroupReceipt(p.gid.hex(), g.name, p.counter, len(got), g.sent_to.get(p.counter, 0)))
         self._offer_files(fp)           # a shared file follows the announcement the member now has
+
+
+def _new_ref() -> int:
+    return secrets.randbits(62) + 1
+
+
+def _text_record(t: GroupText, *, to: int = 0, path: str | None = None) -> dict[str, Any]:
+    """A group text as the store keeps it (``to``: the other members my own text was sent to; ``path``: the file
+    I shared)."""
+    extra: dict[str, Any] = {} if t.file is None else {"name": t.file.name, "size": t.file.size,
+                                                        "sha256": t.file.sha256}
+    if path is not None:
+        extra["path"] = path
+    return {"gid": t.group, "sender": t.sender, "counter": t.counter, "version": t.version, "lamport": t.lamport,
+            "sent_at": t.sent_at, "text": t.text, "to": to, **extra}
+
+
+def _kept_size(t: GroupText) -> int:
+    return len(t.text.encode("utf-8", "surrogatepass"))
 
 
 def _changes_body(gid: bytes, raw: list[bytes], ref: int) -> bytes:

@@ -100,13 +100,15 @@ class GroupCommands:
                 return one_line(name)
         return gid.hex()[:8]
 
-    def _member(self, fp: str, fallback: str) -> str:
+    def _member(self, fp: str, given: str = "") -> str:
+        """A contact by its name; anyone else by the name its adder gave (if any) and always its key."""
         store = self.node.contacts
         contact = store.get(fp) if store is not None else None
         mark = " ✓" if contact is not None and contact.verified else ""
         if contact is not None:
             return self.name_of(fp) + mark
-        return f"{one_line(fallback)} (key {fp[:16]}, not a contact)"
+        name = one_line(given, "")
+        return f"{name} (key {fp[:16]}, not a contact)" if name else f"key {fp[:16]} (not a contact)"
 
     def show_list(self) -> None:
         snap = self._service().snapshot()
@@ -115,7 +117,7 @@ class GroupCommands:
             return
         me = self.node.identity.fingerprint
         for gid, name, members in snap:
-            names = ["you" if m == me else self._member(m.hex(), m.hex()[:16]) for m in members]
+            names = ["you" if m == me else self._member(m.hex()) for m in members]
             status = "" if me in members else " — you are no longer a member"
             self.p.line(f"  {gid.hex()[:8]}  {one_line(name)}: {', '.join(names)}{status}")
         self.p.line("✓: a contact whose safety number you verified.")
@@ -129,7 +131,7 @@ class GroupCommands:
                 got, of = groups.delivered(gid, t.counter)
                 self.p.line(f"  you: {what}   (delivered to {got} of {of})")
             else:
-                self.p.line(f"  {self._member(t.sender.hex(), '?')}: {what}")
+                self.p.line(f"  {self._member(t.sender.hex())}: {what}")
 
     def on_event(self, ev: GroupMessage | GroupNotice | GroupReceipt) -> None:
         if isinstance(ev, GroupMessage):

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from p2pchat.display import quoted
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import Field, Protocol, opt
 from p2pchat.foundation.errors import FrameError, ProtocolError, UsageError, UserError
@@ -148,8 +149,15 @@ class Change:
 class Member:
     fp: bytes
     key: bytes
-    name: str
+    name: str           # what the member that added it called it ("" for the creator): hostile text
     since: int          # version of the change that made it a member
+
+    @property
+    def label(self) -> str:
+        """How a notice names this member: its key first (what it is), then the name its adder gave, quoted
+        (what someone said it is), so a given name can never pass for another member or for the group."""
+        key = f"key {self.fp.hex()[:16]}"
+        return f"{key} {quoted(self.name, MAX_NAME)}" if self.name else key
 
 
 @dataclass
@@ -317,7 +325,8 @@ def _merge(ordered: list[Change], creator: bytes) -> tuple[dict[bytes, Member], 
     for c in ordered:
         if c.op == "create":
             assert c.target_key is not None
-            members[c.target] = Member(c.target, c.target_key, c.name, c.version)
+            # ``create`` names the group, not its creator: the creator has no given name (UIs name it by key).
+            members[c.target] = Member(c.target, c.target_key, "", c.version)
         elif c.author not in members:
             continue
         elif c.op == "add":

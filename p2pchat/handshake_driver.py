@@ -111,8 +111,14 @@ class HandshakeHost(Protocol):
         """Why the user must not be asked about this incoming chat (e.g. too many prompts from its address)."""
         ...
 
-    def authenticated(self, session: Session) -> None:
-        """Step 3 verified the peer: lift the limits that apply to strangers."""
+    def peer_at_limit(self, session: Session) -> bool:
+        """Before step 3's signatures: True if the key the peer claimed already holds its chats (the host then
+        ended the session at step 3, telling both sides)."""
+        ...
+
+    def authenticated(self, session: Session) -> bool:
+        """Step 3 verified the peer: lift the limits that apply to strangers; False if its key holds its chats
+        already (the host then ended the session at step 3, telling both sides)."""
         ...
 
     def answered(self, session: Session) -> None:
@@ -166,6 +172,8 @@ class HandshakeDriver:
     # --- frames from the peer (the reader thread, session.lock held) ------------------------------------
 
     def receive(self, session: Session, msg: Message) -> None:
+        if msg.type == "auth" and self.host.peer_at_limit(session):
+            return      # refused before verifying or signing anything
         self.call(session, lambda hs: hs.receive(msg))
 
     # --- the core ---------------------------------------------------------------------------------------
@@ -349,8 +357,8 @@ class HandshakeDriver:
             info = session.update(peer_fingerprint=crypto.format_fingerprint(crypto.fingerprint(der)),
                                   peer_nickname=hs.peer_nickname or info.peer_nickname,
                                   safety_number=safety_number(self.host.identity.public_der, der))
-        if step == Step.AUTHENTICATE:
-            self.host.authenticated(session)
+        if step == Step.AUTHENTICATE and not self.host.authenticated(session):
+            return
         if step == Step.AGREE_KEY and hs is not None and hs.established is not None:
             verified = self._pin(session, hs.established)   # before the UI hears of step 4: /verify yes may follow
             if verified is not None:

@@ -269,6 +269,12 @@ class HistoryStore(SealedStore):
 
     # --- reading ----------------------------------------------------------------------------------------
 
+    def received_bytes(self, fp: str) -> int:
+        """Bytes the messages received from ``fp`` take in the file (their sealed bodies)."""
+        tag = self._tag(_check_fp(fp))
+        return self._read(lambda db: int(db.execute("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM messages "
+                                                    "WHERE peer = ? AND direction = 'in'", (tag,)).fetchone()[0]))
+
     def messages(self, fp: str, *, limit: int = 200, before_id: int | None = None) -> list[HistoryMessage]:
         """The ``limit`` newest messages with ``fp`` (older than row ``before_id``), oldest first."""
         tag = self._tag(_check_fp(fp))

@@ -3,19 +3,24 @@
 The session code hands each text sent and received (after step 4, with the peer's key fingerprint) and each
 delivery receipt to :class:`HistoryRecorder`, which only queues it: a slow disk or a store busy in another process
 never holds a session's lock or its reader. The queue is bounded in bytes; past the bound a record is dropped and
-the user told once, so a peer sending faster than the disk writes cannot grow memory without end.
+the user told once, so a peer sending faster than the disk writes cannot grow memory without end. What one peer
+can make it keep on disk is bounded too (:data:`MAX_KEPT_PER_PEER` of received messages per key): past it, that
+key's messages are still shown, not saved, and the user is told once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from p2pchat.foundation.errors import UserError
+from p2pchat.foundation.fingerprint_text import format_fingerprint
 from p2pchat.history import HistoryStore, NewMessage
 
 log = logging.getLogger(__name__)
@@ -23,6 +28,8 @@ log = logging.getLogger(__name__)
 MAX_PENDING_BYTES = 64 * 1024 * 1024     # texts queued for the disk at most
 MAX_TRACKED = 10_000                     # sent texts whose receipt may still come (their row ids)
 BATCH = 500                              # texts and receipts written in one transaction at most
+MAX_KEPT_PER_PEER = 256 * 1024 * 1024    # bytes of received messages kept per peer key; newer ones are shown only
+RECHECK_AFTER = 30.0                     # seconds before a peer over it is measured again (its history deleted?)
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,9 @@ class HistoryRecorder:
         # (session, msg_id) -> (row, peer fp) of our texts whose receipt may still come (thread-owned)
         self._rows: OrderedDict[tuple[str, int], tuple[int, str]] = OrderedDict()
         self._requeued = requeued       # told of each contact whose texts wait again after a drop
+        # peer fp -> (bytes of its received messages in the store, when over the limit: when to measure again)
+        self._kept: dict[str, tuple[int, float | None]] = {}
+        self._told: set[str] = set()     # peers over the limit the user was told of
         self._thread = threading.Thread(target=self._run, name="history-recorder", daemon=True)
         self._thread.start()
 
@@ -133,6 +143,26 @@ class HistoryRecorder:
                 with self._lock:
                     self._pending -= sum(len(i.text) for i in batch if isinstance(i, _Text) and i.row is None)
 
+    def _room_for(self, fp: str, size: int, unwritten: list[_Text]) -> bool:
+        """Whether a received text of about ``size`` bytes in the file from ``fp`` may be kept: what one peer can
+        make this computer store is bounded (:data:`MAX_KEPT_PER_PEER`); the user is told once each time a peer
+        reaches it. ``unwritten``: the texts of this burst not in the store yet."""
+        kept, recheck = self._kept.get(fp, (-1, None))
+        if kept < 0 or (recheck is not None and time.monotonic() >= recheck):
+            kept = self.store.received_bytes(fp) + sum(len(json.dumps(t.text)) for t in unwritten
+                                                       if t.fp == fp and t.direction == "in")
+        if kept + size <= MAX_KEPT_PER_PEER:
+            self._kept[fp] = (kept + size, None)
+            self._told.discard(fp)
+            return True
+        if fp not in self._told:
+            self._told.add(fp)
+            self._report(f"the history already keeps {MAX_KEPT_PER_PEER // 2**20} MiB of messages from "
+                         f"{format_fingerprint(bytes.fromhex(fp), groups=4)} …; newer messages from that key are "
+                         "shown but not saved (`p2pchat history CONTACT --delete` makes room)")
+        self._kept[fp] = (kept, time.monotonic() + RECHECK_AFTER)
+        return False
+
     def _fail(self, text: str) -> None:
         if not self._failed:
             self._failed = True
@@ -152,6 +182,8 @@ class HistoryRecorder:
                 continue
             key = (item.session, item.msg_id)
             if isinstance(item, _Text):
+                if item.direction == "in" and not self._room_for(item.fp, len(json.dumps(item.text)), texts):
+                    continue
                 if item.row is None:
                     texts.append(item)
                 else:

@@ -217,7 +217,7 @@ class ChatNode:
         if self.relay and self.takes_calls:
             self._start_relay_presence()
         if self._outbox_wanted and self.history is not None:
-            self.outbox = Outbox(self, self.history, self._rt.emit)
+            self.outbox = Outbox(self, self.history, self._rt.emit, stranger=self._stranger)   # [redrelay]
             self._rt.watcher = self.outbox
             if self._group_dir is not None:           # [groups, issue 18]
                 store = GroupStore.in_data_dir(*self._group_dir)
@@ -566,6 +566,13 @@ class ChatNode:
             if s.phase is not Phase.CHAT:
                 raise UsageError("the chat ended before the group frame could go out")
             self._rt.channels.send_group(s, body)
+
+    def _stranger(self, fp: str) -> bool:
+        """[redrelay] Not a contact (e.g. a group member someone else added): the outbox paces calls to it."""
+        try:
+            return self.contacts is None or self.contacts.get(fp) is None
+        except UserError:
+            return True
 
     def want_contact(self, fp: str) -> None:
         if self.outbox is not None:

@@ -26,10 +26,11 @@ from p2pchat.continuity import KeyContinuity
 from p2pchat.event_queue import EventQueue
 from p2pchat.events import Event, MessageReceived, NodeError, SessionEnded, SessionUpdated, StepResult
 from p2pchat.file_driver import FileDriver
+from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.errors import LocalFault, PeerFault, UsageError, UserError
 from p2pchat.foundation.identity import Identity
-from p2pchat.handshake import Established
+from p2pchat.handshake import Established, short_fp
 from p2pchat.handshake_driver import HandshakeDriver, LedgerCrossCheck
 from p2pchat.history_recorder import HistoryRecorder
 from p2pchat.links import close_after_error, set_frame_limit, shutdown_write
@@ -285,12 +286,36 @@ class NodeRuntime:
             return None
         return f"too many chat requests from {ticket.address} are waiting for an answer"
 
-    def authenticated(self, session: Session) -> None:
-        ticket = session.ticket
-        if ticket is not None:
-            self.admission.authenticated(ticket)
+    def peer_at_limit(self, session: Session) -> bool:
+        """Before step 3's signatures (``session.lock`` held): if the key the peer claimed in step 2 already
+        holds its incoming chats (:data:`~p2pchat.admission.CHATS_PER_PEER`), refuse this one now, at no RSA
+        cost. Only a check; :meth:`authenticated` counts the chat once the key is proved."""
+        ticket, hs = session.ticket, session.handshake
+        if ticket is None or hs is None or hs.peer_public_der is None:
+            return False
+        refusal = self.admission.peer_full(crypto.fingerprint(hs.peer_public_der))
+        if refusal is not None:
+            self._refuse_peer(session, hs.peer_public_der, refusal)
+        return refusal is not None
+
+    def authenticated(self, session: Session) -> bool:
+        ticket, hs = session.ticket, session.handshake
+        if ticket is not None and hs is not None and hs.peer_public_der is not None:
+            refusal = self.admission.authenticated(ticket, crypto.fingerprint(hs.peer_public_der))
+            if refusal is not None:
+                self._refuse_peer(session, hs.peer_public_der, refusal)
+                return False
         if session.link is not None:
             set_frame_limit(session.link, CHAT.max_frame)
+        return True
+
+    def _refuse_peer(self, session: Session, peer_der: bytes, refusal: str) -> None:
+        """End an incoming chat at step 3 because its key holds its limit; the peer gets ``refusal``."""
+        log.info("session %s: refused at step 3: %s", session.id, refusal)
+        session.writer.queue(CHAT.encode("error", reason=refusal))
+        self.step_failed(session, Step.AUTHENTICATE,
+                         f"refused: the key {short_fp(peer_der)} already has {self.admission.per_peer} chats "
+                         f"open with you, the most one key may hold at once (it was told so)")
 
     def answered(self, session: Session) -> None:
         if session.ticket is not None:

@@ -37,6 +37,12 @@ QUICK_RETRIES = 3                # attempts before the once-a-minute floor appli
 RECONNECT_FOR = 10 * 60.0        # a dropped chat with nothing waiting is redialled for this long, then left
 MAX_WAITING_PER_CONTACT = 1000   # texts that may wait for one contact
 MAX_WAITING_TEXT = 64 * 1024     # characters of one waiting text
+# [redrelay] Calls to strangers (keys that are not contacts: group members someone else added, called to pass the
+# group's log on) are bounded over all of them, whatever their number, so a hostile member cannot make this node
+# dial many keys; calls to contacts (the user's) are not held back by them.
+MAX_DIALING = 8                  # strangers' calls under way at once (each holds a connection and a handshake)
+DIAL_BURST = 16                  # strangers' calls started at once, then ...
+DIALS_PER_MINUTE = 60            # ... at most this many a minute
 
 
 @dataclass
@@ -47,6 +53,7 @@ class _Contact:
     failures: int = 0
     reconnect_until: float | None = None
     last_attempt: float | None = None
+    stranger: bool = False             # not a contact: its calls are paced (MAX_DIALING, DIALS_PER_MINUTE)
 
 
 @dataclass
@@ -54,9 +61,27 @@ class RetrySchedule:
     """When to try each contact (sans IO: every method takes the monotonic time)."""
 
     contacts: dict[str, _Contact] = field(default_factory=dict)
+    # [redrelay] one token bucket over every stranger's calls: DIAL_BURST at once, then DIALS_PER_MINUTE a minute
+    _tokens: float = DIAL_BURST
+    _refilled: float | None = None
 
     def _get(self, fp: str) -> _Contact:
         return self.contacts.setdefault(fp, _Contact())
+
+    def mark(self, fp: str, stranger: bool) -> None:
+        """Whether ``fp`` is a stranger (not a contact): its calls are then paced."""
+        self._get(fp).stranger = stranger
+
+    def _tokens_at(self, now: float) -> float:
+        if self._refilled is None:
+            return self._tokens
+        return min(DIAL_BURST, self._tokens + max(0.0, now - self._refilled) * DIALS_PER_MINUTE / 60.0)
+
+    def _token_time(self) -> float:
+        """The earliest time a call may start (any time, -inf, while a token is left)."""
+        if self._refilled is None or self._tokens >= 1:
+            return float("-inf")
+        return self._refilled + (1 - self._tokens) * 60.0 / DIALS_PER_MINUTE
 
     def now_please(self, fp: str, now: float) -> None:
         """The user queued a text or the contact dropped: try at once, unless an attempt was made under a minute
@@ -77,6 +102,8 @@ class RetrySchedule:
         c = self._get(fp)
         c.last_attempt = now
         c.due = None
+        if c.stranger:
+            self._tokens, self._refilled = self._tokens_at(now) - 1, now
 
     def succeeded(self, fp: str) -> None:
         c = self._get(fp)
@@ -102,12 +129,17 @@ class RetrySchedule:
     def forget(self, fp: str) -> None:
         self.contacts.pop(fp, None)
 
-    def next_due(self) -> tuple[str, float] | None:
-        """The contact to try first and when (None: nothing scheduled)."""
+    def next_due(self, *, strangers: bool = True) -> tuple[str, float] | None:
+        """The contact to try first and when (None: nothing scheduled); a stranger never before the pace allows,
+        and not at all unless ``strangers`` (False: MAX_DIALING strangers' calls are under way)."""
+        paced = self._token_time()
         best: tuple[str, float] | None = None
         for fp, c in self.contacts.items():
-            if c.due is not None and (best is None or c.due < best[1]):
-                best = (fp, c.due)
+            if c.due is None or (c.stranger and not strangers):
+                continue
+            when = max(c.due, paced) if c.stranger else c.due
+            if best is None or when < best[1]:
+                best = (fp, when)
         return best
 
 
@@ -131,13 +163,15 @@ class Outbox:
     """Owns the waiting texts of one node and the thread that delivers them (joined by :meth:`close`)."""
 
     def __init__(self, host: OutboxHost, history: HistoryStore, notify: Callable[[OutboxChanged], None], *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 stranger: Callable[[str], bool] = lambda fp: False) -> None:
         self._host = host
         self._history = history
         self._notify = notify
         self._clock = clock
         self._cond = threading.Condition()
         self._schedule = RetrySchedule()
+        self._is_stranger = stranger
         self._attempts: dict[str, str] = {}            # fp -> session id of the attempt under way
         self._online: dict[str, str] = {}              # fp -> session id of the open chat
         self._flush: set[str] = set()                  # contacts whose waiting texts go out now
@@ -235,7 +269,9 @@ class Outbox:
 
     def _deliver_soon(self, fp: str) -> None:
         """``fp`` has texts waiting: send them in its open chat now, else call it as the schedule allows."""
+        stranger = self._is_stranger(fp)        # before the lock: it may read the contact store
         with self._cond:
+            self._schedule.mark(fp, stranger)
             if fp in self._online:
                 self._flush.add(fp)
             else:
@@ -256,7 +292,8 @@ class Outbox:
             with self._cond:
                 job = self._next_job()
                 while job is None and not self._closed:
-                    nxt = self._schedule.next_due()
+                    # with MAX_DIALING strangers' calls under way, the end of one (chat_ready, chat_ended) wakes this
+                    nxt = self._schedule.next_due(strangers=self._strangers_dialing() < MAX_DIALING)
                     self._cond.wait(None if nxt is None else max(0.0, nxt[1] - self._clock()))
                     job = self._next_job()
                 if self._closed:
@@ -277,7 +314,7 @@ class Outbox:
             session = self._online.get(fp)
             if session is not None:
                 return lambda: self._send_all(fp, session)
-        nxt = self._schedule.next_due()
+        nxt = self._schedule.next_due(strangers=self._strangers_dialing() < MAX_DIALING)
         if nxt is not None and nxt[1] <= self._clock():
             fp = nxt[0]
             self._schedule.attempt_started(fp, self._clock())
@@ -285,6 +322,9 @@ class Outbox:
                 return None
             return lambda: self._dial(fp)
         return None
+
+    def _strangers_dialing(self) -> int:
+        return sum(self._schedule.contacts[fp].stranger for fp in self._attempts if fp in self._schedule.contacts)
 
     def _dial(self, fp: str) -> None:
         live = self._host.live_session_with(fp)

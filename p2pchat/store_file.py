@@ -58,7 +58,9 @@ def refusal(kind: StoreKind, path: Path, what: str) -> LocalFault:
 def db_error(kind: StoreKind, path: Path, exc: sqlite3.DatabaseError, doing: str) -> LocalFault:
     """A damaged file gets the advice to move it aside; busy, full or read-only ones do not."""
     if isinstance(exc, sqlite3.OperationalError) and "malformed" not in str(exc):
-        return kind.error(f"could not {doing} the {kind.what} {path}: {exc}")
+        # a file-size limit (EFBIG) reads as an I/O error where a full disk reads as "database or disk is full"
+        hint = " (the disk may be full)" if "disk I/O error" in str(exc) else ""
+        return kind.error(f"could not {doing} the {kind.what} {path}: {exc}{hint}")
     return refusal(kind, path, f"is damaged ({exc})")
 
 
@@ -145,11 +147,19 @@ def _check_or_create(kind: StoreKind, path: Path, db: sqlite3.Connection) -> Non
         db.execute(f"PRAGMA user_version = {kind.format}")
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        end_transaction(db, "ROLLBACK")
         raise
     app_id, version = header(db)
     if app_id != kind.application_id or version != kind.format:
         raise refusal(kind, path, "could not be set up")
+
+
+def end_transaction(db: sqlite3.Connection, how: str) -> None:
+    """``COMMIT`` or ``ROLLBACK`` the open transaction, if SQLite has not ended it already: on a full disk (or a
+    file-size limit), an I/O error or out of memory it rolls back by itself, and a second ``ROLLBACK`` would raise
+    "no transaction is active" in place of the error that says what happened."""
+    if db.in_transaction:
+        db.execute(how)
 
 
 def create_schema(db: sqlite3.Connection, schema: str) -> None:
@@ -256,7 +266,7 @@ class SealedStore:
                 self._db.execute("COMMIT")
                 return result
             except BaseException as exc:
-                self._db.execute("ROLLBACK")
+                end_transaction(self._db, "ROLLBACK")
                 if isinstance(exc, sqlite3.DatabaseError):
                     raise db_error(self.kind, self.path, exc, "write") from None
                 if isinstance(exc, CryptoError):
@@ -272,7 +282,7 @@ class SealedStore:
                     self._check_key(self._db)
                     return fn(self._db)
                 finally:
-                    self._db.execute("COMMIT")
+                    end_transaction(self._db, "COMMIT")
             except sqlite3.DatabaseError as exc:
                 raise db_error(self.kind, self.path, exc, "read") from None
             except CryptoError as exc:
@@ -287,5 +297,5 @@ class SealedStore:
                 pass     # another process reads right now; a later checkpoint does it
 
 
-__all__ = ["BUSY_TIMEOUT_MS", "META_SCHEMA", "SealedStore", "StoreKind", "create_schema", "db_error", "header",
-           "open_store", "refusal"]
+__all__ = ["BUSY_TIMEOUT_MS", "META_SCHEMA", "SealedStore", "StoreKind", "create_schema", "db_error",
+           "end_transaction", "header", "open_store", "refusal"]

@@ -9,6 +9,7 @@ import customtkinter as ctk
 
 from gui.ledger_actions import Action, LedgerActions, Report, confirmation_text
 from gui.ledger_view import LedgerSnapshot, alert_text, ledger_rows
+from gui.text import clean_line
 from gui.widgets.confirm_dialog import ConfirmDialog
 from gui.widgets.style import MUTED, Fonts, LabelText
 from gui.widgets.visibility import hide, show
@@ -149,13 +150,13 @@ class LedgerPanel(ctk.CTkFrame):
 
     def _show_report(self, report: Report) -> None:
         color = (OK_COLOR if report.ok else ERROR_COLOR) if report.final else MUTED
-        self.action_result.configure(text=report.text, text_color=color)
+        self.action_result.configure(text=clean_line(report.text), text_color=color)     # errors quote the network
 
     def _join(self) -> None:
         self._on_join(self.join_entry.get())
 
     def show_join_result(self, text: str, ok: bool) -> None:
-        self.join_result.configure(text=text, text_color=OK_COLOR if ok else ERROR_COLOR)
+        self.join_result.configure(text=clean_line(text), text_color=OK_COLOR if ok else ERROR_COLOR)   # a peer's words
         if ok:
             self.join_entry.delete(0, "end")
 

@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     limits = p.add_argument_group("limits")
     limits.add_argument("--max-connections", type=int, default=512, help="connections in all (default 512)")
     limits.add_argument("--max-per-ip", type=int, default=16, help="connections per source address (default 16)")
-    limits.add_argument("--max-pending", type=int, default=64,
-                        help="calls waiting for the callee to answer (default 64)")
+    limits.add_argument("--max-pending", type=int, default=256,
+                        help="calls waiting for the callee to answer (default 256)")
     limits.add_argument("--rate", type=int, default=4_000_000,
                         help="bytes per second per session, both directions together; 0 = unlimited "
                              "(default 4000000)")
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="heartbeat interval of registrations in seconds (default 20)")
     limits.add_argument("--login-timeout", type=float, default=10.0,
                         help="seconds a new connection has to prove its key (default 10)")
+    limits.add_argument("--send-timeout", type=float, default=10.0,
+                        help="seconds a write to a client may stay blocked (a side that does not read) before its "
+                             "session ends (default 10)")
     p.add_argument("--key-file", metavar="PATH",
                    help=f"the relay's static link key (created on first start; default <data dir>/{KEY_FILE_NAME}, "
                         "the data dir being $P2PCHAT_HOME or the platform's default)")
@@ -225,7 +228,7 @@ def _serve(args: argparse.Namespace, host: str, port: int) -> int:
     server = RelayServer(
         host, port, max_connections=args.max_connections, max_per_ip=args.max_per_ip,
         max_pending=args.max_pending, login_timeout=args.login_timeout, heartbeat=args.heartbeat,
-        idle_timeout=args.idle_timeout, pair_timeout=args.pair_timeout,
+        idle_timeout=args.idle_timeout, pair_timeout=args.pair_timeout, send_timeout=args.send_timeout,
         bytes_per_second=args.rate or None, max_frame=args.max_frame, public_address=public, key=key,
         callers=callers, rings_per_minute=args.rings_per_minute, connects_per_minute=args.connects_per_minute,
         max_pending_per_callee=args.max_pending_per_callee, box_records=not args.no_box_records)

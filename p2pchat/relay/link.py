@@ -41,6 +41,7 @@ from p2pchat.relay.protocol import (
     recv_or_none,
     short_fp,
 )
+from p2pchat.relay.ratelimit import KeyedLimiter
 from p2pchat.relay.secure import (
     KNOWN_RELAYS,
     PAIR_TYPE,
@@ -54,6 +55,11 @@ log = logging.getLogger("p2pchat.relay.client")
 
 DEFAULT_NETWORK = "p2pchat"
 DEAD_AFTER_HEARTBEATS = 3     # a relay that answers no heartbeat for this many intervals is considered gone
+# [redrelay] Invitations a registration answers: each costs this host a connection and an RSA signature (a
+# malicious relay's check of it costs nothing), so past a burst they are answered at a paced rate, the rest
+# ignored (the caller hears "did not answer"). An honest relay rings a host far less (docs/relay.md "Limits").
+ANSWERS_BURST = 16
+ANSWERS_PER_MINUTE = 120
 
 
 class RelayLink:
@@ -414,6 +420,8 @@ class RelayRegistration:
         self._lock = threading.Lock()
         self._conns: set[FramedSocket] = set()
         self._workers: list[threading.Thread] = []
+        self._answers = KeyedLimiter(ANSWERS_PER_MINUTE, ANSWERS_BURST, max_keys=1)   # [redrelay]
+        self.ignored = 0              # invitations ignored over the answers' pace
         self._thread = threading.Thread(target=self._run, name="relay-registration")
 
     @property
@@ -540,6 +548,12 @@ class RelayRegistration:
             if len(self._workers) >= self.max_invites:
                 log.warning("relay %s: ignoring an invitation from %s, %d are being answered already",
                             self.relay_text, short_fp(caller), len(self._workers))
+                return
+            if self._answers.try_take(None, time.monotonic()) > 0:
+                self.ignored += 1
+                (log.warning if self.ignored == 1 else log.debug)(
+                    "relay %s: ignoring an invitation from %s: more than %d a minute (each costs a signature)",
+                    self.relay_text, short_fp(caller), ANSWERS_PER_MINUTE)
                 return
             worker = threading.Thread(target=self._answer, args=(ticket, caller), name="relay-answer")
             self._workers.append(worker)

@@ -45,6 +45,7 @@ DEFAULT_MAX_FRAME = 256 * 1024 + DATA_OVERHEAD
 MAX_BOX_RECORD = 1_310_720
 BOX_MAX_FLOOR = 1024          # a ``box_max`` below this is refused: it could not carry a box worth the record
 MIN_MAX_FRAME = 1024
+MIN_PING_MS = 100             # [redrelay] the shortest heartbeat or keepalive interval a relay may ask of a client
 MAX_STATUS_SESSIONS = 200     # sessions listed individually in a status answer; the total is always given
 ROLES = ("register", "call", "answer")
 
@@ -118,14 +119,16 @@ def relay_protocol(max_frame: int = MAX_RELAY_FRAME) -> Protocol:
             "accept_unregistered": opt(bool),     # register: also take calls from keys in no ledger
             "box_records": opt(bool),             # call/answer: this client sends and takes box records
         },
-        "registered": {"heartbeat_ms": Field(int, lo=10, hi=3_600_000)},
+        # [redrelay] floors a malicious relay cannot go under: pings 10 a second at most; payloads no smaller than
+        # the smallest relay's (one record, and one AES-GCM pass, per byte sent would otherwise be asked for)
+        "registered": {"heartbeat_ms": Field(int, lo=MIN_PING_MS, hi=3_600_000)},
         "ping": {},
         "pong": {},
         "invite": {"ticket": _TICKET, "caller": _FP},
         "paired": {
             "peer": _FP,
-            "max_payload": Field(int, lo=1, hi=MAX_RELAY_FRAME),
-            "keepalive_ms": Field(int, lo=10, hi=3_600_000),
+            "max_payload": Field(int, lo=MIN_MAX_FRAME - DATA_OVERHEAD, hi=MAX_PAIR_PAYLOAD),
+            "keepalive_ms": Field(int, lo=MIN_PING_MS, hi=3_600_000),
             "pair_key": Field(bytes, min_len=32, max_len=32),
             "box_max": opt(int, lo=BOX_MAX_FLOOR, hi=MAX_BOX_RECORD),   # all three take box records
         },

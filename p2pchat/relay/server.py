@@ -45,6 +45,7 @@ from p2pchat.relay.protocol import (
     MAX_BOX_RECORD,
     MAX_RELAY_FRAME,
     MAX_STATUS_SESSIONS,
+    MIN_PING_MS,
     NONCE_LEN,
     ROLES,
     TICKET_LEN,
@@ -325,7 +326,8 @@ class RelayServer:
     """A relay listening on ``host:port``; ``start()`` it, ``close()`` stops and joins every thread.
 
     Limits: ``max_connections`` in all and ``max_per_ip`` per source address (refused at accept),
-    ``max_pending`` calls waiting for an answer (``max_pending_per_client`` per caller key), ``login_timeout``
+    ``max_pending`` calls waiting for an answer (``max_pending_per_client`` per caller key; half the connections by
+    default, so that a few addresses cannot use it up more cheaply than the connections), ``login_timeout``
     to prove a key, ``heartbeat`` interval of registrations (dropped after 3 silent intervals),
     ``pair_timeout`` for the callee to answer, ``idle_timeout`` of silence from one side of a session,
     ``bytes_per_second`` per session (both directions together; ``None`` = unlimited), ``max_frame`` bytes per
@@ -338,7 +340,7 @@ class RelayServer:
     """
 
     def __init__(self, host: str, port: int = RELAY_PORT, *, max_connections: int = 512, max_per_ip: int = 16,
-                 max_pending: int = 64, max_pending_per_client: int = 4, login_timeout: float = 10.0,
+                 max_pending: int = 256, max_pending_per_client: int = 4, login_timeout: float = 10.0,
                  heartbeat: float = 20.0, idle_timeout: float = 90.0, pair_timeout: float = 15.0,
                  bytes_per_second: int | None = 4_000_000, max_frame: int = DEFAULT_MAX_FRAME,
                  send_timeout: float = 10.0, public_address: str | None = None, key: RelayKey | None = None,
@@ -356,6 +358,12 @@ class RelayServer:
                               ("send_timeout", send_timeout)):
             if seconds <= 0:
                 raise ValueError(f"{name} must be positive")
+        # clients refuse to ping more often than every MIN_PING_MS (protocol.py): a relay that needed it could not
+        # be kept alive by them
+        for name, seconds, least in (("heartbeat", heartbeat, MIN_PING_MS / 1000),
+                                     ("idle_timeout", idle_timeout, KEEPALIVE_FRACTION * MIN_PING_MS / 1000)):
+            if seconds < least:
+                raise ValueError(f"{name} must be at least {least:g} s")
         if bytes_per_second is not None and bytes_per_second < 1:
             raise ValueError("bytes_per_second must be positive (or None for no limit)")
         self.max_connections = max_connections
@@ -639,7 +647,7 @@ class RelayServer:
             _notify(old.client.conn, "this key registered again from a new connection; this one is closed")
             _shutdown_write(old.client.conn)
         try:
-            self._send(conn, "registered", heartbeat_ms=max(10, int(self.heartbeat * 1000)))
+            self._send(conn, "registered", heartbeat_ms=max(MIN_PING_MS, int(self.heartbeat * 1000)))
             log.info("registered %s from %s", client.short, conn.peer[0])
             silence = self.heartbeat * HEARTBEAT_GRACE
             while True:
@@ -822,7 +830,7 @@ class RelayServer:
         for conn in session.conns:
             conn.forward_pair_records(box_max)
         try:
-            keepalive_ms = max(10, int(self.idle_timeout * 1000 / KEEPALIVE_FRACTION))
+            keepalive_ms = max(MIN_PING_MS, int(self.idle_timeout * 1000 / KEEPALIVE_FRACTION))
             for side, other in ((0, 1), (1, 0)):
                 try:
                     self._send(session.conns[side], "paired", peer=session.fingerprints[other],

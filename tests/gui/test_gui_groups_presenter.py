@@ -234,3 +234,21 @@ def test_a_group_is_refused_without_a_name_members_or_with_control_characters(ch
     assert chats.create("lab", []) == "choose at least one contact"
     assert chats.create("lab\x1b[2J", ["ab"]) == "the name contains control characters"
     assert chats.create("x" * 65, ["ab"]) == "a group name is at most 64 characters"
+
+
+def test_a_creator_who_is_not_a_contact_is_never_named_after_its_group(
+        chats: GroupChats, tmp_path: Path, people: tuple[Identity, Identity, Identity],
+        identities: list[Identity]) -> None:
+    alice = people[0]
+    mallory = identities[3]
+    d = tmp_path / "mallory"
+    d.mkdir(mode=0o700)
+    theirs = service(d, mallory)
+    try:
+        # a stranger names its group like one of alice's contacts: the group is "bob", its creator is not
+        gid = theirs.create("bob", [(alice.fingerprint.hex(), alice.public_der, "alice")])
+        g = GroupState(theirs.views(gid)[0])
+    finally:
+        theirs.close()
+    fp = mallory.fingerprint.hex()
+    assert chats.name_of(g, fp) == f"the group's creator (not a contact · {fp[:8]})"

@@ -29,7 +29,7 @@ def test_authenticating_frees_the_place_and_gives_back_the_handshake_of_the_minu
     adm = Admission(per_address=1, per_minute=2, clock=clock)
     first = adm.admit("10.0.0.1")
     assert isinstance(first, Ticket)
-    adm.authenticated(first)
+    assert adm.authenticated(first, b"k" * 32) is None
     second = adm.admit("10.0.0.1")
     assert isinstance(second, Ticket)               # the proven one no longer counts
     adm.release(second)                             # an unproven one does

@@ -35,6 +35,11 @@ def _free_port(ip: str) -> int:
         return int(s.getsockname()[1])
 
 
+def _said(member: Identity, name: str, what: str) -> str:
+    """The notice the sharer reads about one member's answer (the member named by key, then by given name)."""
+    return f"key {member.fingerprint.hex()[:16]} «{name}» {what}"
+
+
 def test_a_file_shared_in_a_group_is_offered_to_each_member_who_answers_for_itself(
         tmp_path: Path, identities: list[Identity]) -> None:
     directory = FixedDirectory()
@@ -64,8 +69,8 @@ def test_a_file_shared_in_a_group_is_offered_to_each_member_who_answers_for_itse
         carol.node.answer_file(offer_c.session, offer_c.transfer, False)
         assert bob.log.wait(FileFinished, 20, transfer=offer_b.transfer).ok
         assert (tmp_path / "bob" / "downloads" / "notes.pdf").read_bytes() == data
-        alice.log.wait(GroupNotice, 20, group=gid.hex(), text="bob saved notes.pdf")
-        alice.log.wait(GroupNotice, 20, group=gid.hex(), text="carol declined notes.pdf")
+        alice.log.wait(GroupNotice, 20, group=gid.hex(), text=_said(identities[1], "bob", "saved notes.pdf"))
+        alice.log.wait(GroupNotice, 20, group=gid.hex(), text=_said(identities[2], "carol", "declined notes.pdf"))
         assert not (tmp_path / "carol" / "downloads" / "notes.pdf").exists()
         alice_conv = groups.conversation(gid)
         assert [(t.text, t.file is not None) for t in alice_conv] == [("notes.pdf", True)]
@@ -76,7 +81,7 @@ def test_a_file_shared_in_a_group_is_offered_to_each_member_who_answers_for_itse
         offer_d = dave.log.wait(FileOffer, 30, group=gid.hex(), counter=counter)
         dave.node.answer_file(offer_d.session, offer_d.transfer, True)
         assert dave.log.wait(FileFinished, 20, transfer=offer_d.transfer).ok
-        alice.log.wait(GroupNotice, 20, group=gid.hex(), text="dave saved notes.pdf")
+        alice.log.wait(GroupNotice, 20, group=gid.hex(), text=_said(identities[3], "dave", "saved notes.pdf"))
 
         # removed, carol gets no new file; bob does
         groups.remove(gid, carol.identity.fingerprint.hex())
@@ -139,7 +144,7 @@ def test_a_group_file_cut_on_the_way_resumes_by_itself_from_the_verified_offset(
         assert done.ok, done.text
         assert done.resumed_from == first.session_bytes
         assert (tmp_path / "bob" / "downloads" / "big.bin").read_bytes() == data
-        alice.log.wait(GroupNotice, 20, group=gid.hex(), text="bob saved big.bin")
+        alice.log.wait(GroupNotice, 20, group=gid.hex(), text=_said(identities[1], "bob", "saved big.bin"))
     finally:
         for p in peers:
             p.node.close()

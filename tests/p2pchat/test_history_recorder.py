@@ -77,3 +77,30 @@ def test_a_waiting_text_sent_later_keeps_its_row_and_a_deleted_chat_is_no_error(
     rec.close()
     assert store.messages(FP) == [] and reports == []
     store.close()
+
+
+def test_what_one_peer_can_make_the_history_keep_is_bounded_and_comes_back_when_its_history_is_deleted(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(history_recorder, "MAX_KEPT_PER_PEER", 5_000)
+    monkeypatch.setattr(history_recorder, "RECHECK_AFTER", 0.0)   # measured again at every text over it
+    other = "ef" * 32
+    store = HistoryStore.in_data_dir(tmp_path, Vault.open(tmp_path, None))
+    reports: list[str] = []
+    rec = HistoryRecorder(store, reports.append)
+    for n in range(40):                             # a flood of 40 × 1 KB: about 4 KB of it fits
+        rec.received("s1", n, FP, f"{n:02d}" + "x" * 998, float(n))
+    rec.received("s2", 1, other, "another peer is not affected", 50.0)
+    rec.sent("s1", 99, FP, "ours are always kept", 51.0)
+    rec.close()
+    kept = [m.text[:2] for m in store.messages(FP, limit=100) if m.direction == "in"]
+    assert 2 <= len(kept) < 5 and kept == [f"{n:02d}" for n in range(len(kept))]
+    assert store.received_bytes(FP) <= 5_000
+    assert [m.text for m in store.messages(other)] == ["another peer is not affected"]
+    assert store.messages(FP)[-1].text == "ours are always kept"
+    assert len(reports) == 1 and "newer messages from that key are shown but not saved" in reports[0]
+    store.delete(FP)                                # the user made room
+    rec = HistoryRecorder(store, reports.append)
+    rec.received("s3", 1, FP, "kept again", 60.0)
+    rec.close()
+    assert [m.text for m in store.messages(FP)] == ["kept again"] and len(reports) == 1
+    store.close()

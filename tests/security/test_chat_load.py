@@ -24,6 +24,7 @@ def test_200_sessions_at_once_on_one_running_node(tmp_path):
     with Cluster(tmp_path, make_identities(2)) as cluster:
         ledger_network(cluster, [v, h])
         victim = ChatProcess("listen", "--host", v, "--accept-all", "--step-timeout", "30",
+                             "--chats-per-peer", str(SESSIONS),   # one key's 200 chats: over the default 16
                              "--data-dir", str(cluster.data_dir(v)))
         client = ChatNode(Identity.load(cluster.data_dir(h) / KEY_FILE), host=h, nickname="load", listen=False,
                           step_timeout=30)

@@ -162,7 +162,7 @@ def test_pending_calls_are_capped_per_caller_address_and_per_callee(relays, tmp_
     relay.register(ids[4], accept_unregistered=True)
     honest = relay.call(ids[3], ids[4])
     exchange(honest, relay.invites.get(timeout=20), 1)
-    assert relay.status()["pending"] == 8                  # not the relay's 64
+    assert relay.status()["pending"] == 8                  # not the relay's 256
 
 
 def test_one_key_ringing_one_host_is_refused_after_a_few_calls_a_minute(relays, tmp_path, ids):
