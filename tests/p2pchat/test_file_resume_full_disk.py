@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from p2pchat.file_digest import sha256_of
 from p2pchat.file_resume import FILE_NAME, FileResume, PendingFileStore
 from p2pchat.foundation.errors import LocalFault
-from p2pchat.transfer import State, sha256_of
+from p2pchat.transfer import State
 from p2pchat.vault import Vault
 from tests.p2pchat.test_file_resume import _file, _Host
 from tests.p2pchat.test_group_full_disk import fill, small_disk  # noqa: F401  (fixture)
