@@ -27,6 +27,7 @@ from pathlib import Path
 from ledger.blocks import HEADER_SIZE, BlockHeader
 from ledger.errors import LedgerError
 from ledger.params import NetworkParams
+from p2pchat.foundation.sqlite_tx import end_transaction
 
 log = logging.getLogger("ledger.headers")
 
@@ -220,7 +221,7 @@ def _immediate(db: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        db.execute("ROLLBACK")
+        end_transaction(db, "ROLLBACK")
         raise
     db.execute("COMMIT")
 

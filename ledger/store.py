@@ -47,6 +47,7 @@ from ledger.errors import LedgerError, StoreError
 from ledger.params import NetworkParams
 from ledger.prune_body import parse_stored_body
 from ledger.records import Record
+from p2pchat.foundation.sqlite_tx import end_transaction
 
 log = logging.getLogger(__name__)
 APPLICATION_ID = 0x50324C47  # "P2LG"
@@ -428,7 +429,7 @@ class Store:
                 for sql, rows in groupby(statements, key=itemgetter(0)):
                     conn.executemany(sql, [args for _, args in rows])
             except BaseException:
-                conn.execute("ROLLBACK")
+                end_transaction(conn, "ROLLBACK")
                 raise
             conn.execute("COMMIT")
         except sqlite3.Error as exc:

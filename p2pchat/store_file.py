@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from p2pchat.foundation.errors import CryptoError, LocalFault
+from p2pchat.foundation.sqlite_tx import end_transaction
 from p2pchat.vault import Vault
 
 BUSY_TIMEOUT_MS = 10_000
@@ -152,14 +153,6 @@ def _check_or_create(kind: StoreKind, path: Path, db: sqlite3.Connection) -> Non
     app_id, version = header(db)
     if app_id != kind.application_id or version != kind.format:
         raise refusal(kind, path, "could not be set up")
-
-
-def end_transaction(db: sqlite3.Connection, how: str) -> None:
-    """``COMMIT`` or ``ROLLBACK`` the open transaction, if SQLite has not ended it already: on a full disk (or a
-    file-size limit), an I/O error or out of memory it rolls back by itself, and a second ``ROLLBACK`` would raise
-    "no transaction is active" in place of the error that says what happened."""
-    if db.in_transaction:
-        db.execute(how)
 
 
 def create_schema(db: sqlite3.Connection, schema: str) -> None:
