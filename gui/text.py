@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 
-from ledger.nicknames import nickname_keys
 from p2pchat.display import visible
+
+# the look-alike rule is the terminal's too (p2pchat/lookalike.py); the window imports it from here
+from p2pchat.lookalike import looks_alike as looks_alike
+from p2pchat.lookalike import name_keys as name_keys
 
 PREVIEW_CHARS = 1_000
 """A received message longer than this shows a preview and a "show more" link (Tk lays out long lines slowly)."""
@@ -53,28 +56,6 @@ def clipped(text: str, chars: int = LONGEST) -> str:
 def clean_line(text: str, chars: int = LONGEST) -> str:
     """A status line or label value that may carry words from the network: cleaned and :func:`clipped`."""
     return clipped(clean(text), chars)
-
-
-LOOKALIKE_CHARS = 200
-"""Characters of a name compared for look-alikes (a longer one is compared by its start: the rest is cut when
-shown anyway)."""
-
-
-def looks_alike(a: str | None, b: str | None) -> bool:
-    """Two names a reader could take for each other: equal under the ledger's nickname rule (UTS #39 confusable
-    skeletons, case folded, marks, zero-width and other invisible characters dropped: ledger/nicknames.py), so
-    "bоb" (Cyrillic о), "BOB" and "b\u200bob" all read like "bob"."""
-    return not name_keys(a).isdisjoint(name_keys(b))
-
-
-def name_keys(name: str | None) -> frozenset[str]:
-    """The keys two names that read alike share (none for an empty one): index contacts by them."""
-    return frozenset(nickname_keys(_visible_letters(name))) - {""}
-
-
-def _visible_letters(name: str | None) -> str:
-    text = (name or "")[:LOOKALIKE_CHARS]
-    return "".join(ch for ch in text if ch.isprintable() and not ch.isspace())
 
 
 def preview_end(text: str, start: int = 0, chars: int = PREVIEW_CHARS, lines: int = PREVIEW_LINES) -> int:

@@ -82,6 +82,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _list(p: Printer, store: ContactStore, show_all: bool) -> int:
+    from p2pchat.terminal_names import PeerNames
+
+    names = PeerNames(store)        # two contacts whose names read alike are both marked
     contacts = [c for c in store.all() if show_all or c.replaced_by is None]
     if not contacts:
         p.line("No contacts yet: a peer becomes a contact once a chat with it passed all four steps.")
@@ -93,13 +96,16 @@ def _list(p: Printer, store: ContactStore, show_all: bool) -> int:
         nick = one_line(c.nickname or "-")[:16]
         replaced = f"  (replaced by {_short(c.replaced_by)})" if c.replaced_by else ""
         p.line(f"{mark} {name:<20} {nick:<16} {_short(c.fp):<20} {one_line(c.last_address or '-'):<22} "
-               f"{_when(c.last_seen)}{replaced}")
+               f"{_when(c.last_seen)}{replaced}{names.looks_like(c.fp)}")
     p.line("✓ verified (safety number compared)   contacts show NAME: details and key changes")
     return 0
 
 
 def _show(p: Printer, store: ContactStore, c: Contact) -> int:
-    p.line(f"{_label(c)}{'  ✓ verified on ' + _when(c.verified_at) if c.verified else '  (not verified)'}")
+    from p2pchat.terminal_names import PeerNames
+
+    p.line(f"{_label(c)}{'  ✓ verified on ' + _when(c.verified_at) if c.verified else '  (not verified)'}"
+           f"{PeerNames(store).looks_like(c.fp)}")
     p.line(f"  key          {format_fingerprint(c.fingerprint, 16)}")
     p.line(f"  local name   {one_line(c.local_name or '-')}")
     p.line(f"  nicknames    {', '.join(one_line(n) for n in c.nicknames) or '-'}")

@@ -74,11 +74,12 @@ class _OfflineNode:
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     from p2pchat.contacts import ContactStore
-    from p2pchat.display import Printer, one_line
+    from p2pchat.display import Printer
     from p2pchat.foundation.identity import Identity
     from p2pchat.group_service import GroupService
     from p2pchat.group_store import GroupStore
     from p2pchat.group_terminal import GroupCommands
+    from p2pchat.terminal_names import PeerNames
 
     if args.action == "chat":        # `group chat GROUP …` became `listen --group GROUP …` unless GROUP is missing
         raise UsageError("say which group: p2pchat group chat GROUP [the options of p2pchat listen]")
@@ -89,12 +90,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     p = Printer(out)
     try:
         node = _OfflineNode(identity, contacts, service)
-
-        def name_of(fp: str) -> str:
-            c = contacts.get(fp)
-            return one_line(c.local_name or c.nickname) if c is not None and (c.local_name or c.nickname) \
-                else f"key {fp[:16]}"
-        GroupCommands(node, p, name_of).command("/group", shlex.join([args.action, *args.words]))
+        GroupCommands(node, p, PeerNames(contacts)).command("/group", shlex.join([args.action, *args.words]))
     finally:
         service.close()
         contacts.close()

@@ -2,14 +2,14 @@
 ``/gsend`` (a file to every member; each member's offer is answered with the usual ``/accept F…``).
 
 Names shown for members are the user's own names for them (the contact store) before the name the member who
-added them gave; a group name or a message is text from the network and goes through the printer's sanitising.
+added them gave, marked when that name reads like a contact's (:mod:`p2pchat.terminal_names`); a group name or a
+message is text from the network and goes through the printer's sanitising.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Callable
 from typing import Protocol
 
 from p2pchat.contacts import ContactStore
@@ -19,6 +19,7 @@ from p2pchat.events import GroupMessage, GroupNotice, GroupReceipt
 from p2pchat.foundation.errors import UsageError
 from p2pchat.foundation.identity import Identity
 from p2pchat.group_service import GroupService
+from p2pchat.terminal_names import PeerNames
 
 GROUP_HELP = ("Groups: /group create NAME MEMBER…, /group add GROUP MEMBER, /group remove GROUP MEMBER, "
               "/group list, /group show GROUP, /gsay GROUP TEXT, /gsend GROUP PATH (GROUP: its name or the start "
@@ -38,10 +39,10 @@ class GroupNode(Protocol):
 class GroupCommands:
     """Runs the typed group commands and shows group events on ``listen``'s printer."""
 
-    def __init__(self, node: GroupNode, p: Printer, name_of: Callable[[str], str]) -> None:
+    def __init__(self, node: GroupNode, p: Printer, names: PeerNames) -> None:
         self.node = node
         self.p = p
-        self.name_of = name_of          # a contact's name by fingerprint (hex), as listen shows contacts
+        self.names = names              # contacts by fingerprint (hex), as listen shows them
 
     def _service(self) -> GroupService:
         if self.node.groups is None:
@@ -83,10 +84,11 @@ class GroupCommands:
             fp, der, name = self.node.group_member(rest[1])
             if sub == "add":
                 groups.add(gid, (fp, der, name))
-                self.p.line(f"{self.name_of(fp)} added to {self._gname(gid)}; they get what is said from now on.")
+                self.p.line(f"{self.names.contact_name(fp)} added to {self._gname(gid)}; they get what is said from "
+                            "now on.")
             else:
                 groups.remove(gid, fp)
-                self.p.line(f"{self.name_of(fp)} removed from {self._gname(gid)}; they get nothing new.")
+                self.p.line(f"{self.names.contact_name(fp)} removed from {self._gname(gid)}; they get nothing new.")
         elif sub == "list" and not rest:
             self.show_list()
         elif sub == "show" and len(rest) == 1:
@@ -101,14 +103,14 @@ class GroupCommands:
         return gid.hex()[:8]
 
     def _member(self, fp: str, given: str = "") -> str:
-        """A contact by its name; anyone else by the name its adder gave (if any) and always its key."""
+        """A contact by its name; anyone else by the name its adder gave (if any) and always its key; either
+        marked when the name reads like another contact's."""
         store = self.node.contacts
         contact = store.get(fp) if store is not None else None
         mark = " ✓" if contact is not None and contact.verified else ""
         if contact is not None:
-            return self.name_of(fp) + mark
-        name = one_line(given, "")
-        return f"{name} (key {fp[:16]}, not a contact)" if name else f"key {fp[:16]} (not a contact)"
+            return self.names.contact_name(fp) + mark
+        return self.names.stranger(given, fp)
 
     def show_list(self) -> None:
         snap = self._service().snapshot()

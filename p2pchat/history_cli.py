@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from p2pchat.group_history import GroupHistory
     from p2pchat.groups import GroupText
     from p2pchat.history import HistoryMessage, HistoryStore
+    from p2pchat.terminal_names import ContactSource, PeerNames
     from p2pchat.vault import Vault
 
 PREVIEW = 50
@@ -51,6 +52,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace, out: TextIO) -> int:
     from p2pchat.contacts import ContactStore
     from p2pchat.history import HistoryStore
+    from p2pchat.terminal_names import PeerNames
 
     if (args.export or args.delete) and not (args.contact or args.group):
         raise UsageError("--export and --delete need CONTACT or --group GROUP (whose transcript)")
@@ -61,16 +63,17 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     contacts = ContactStore.in_data_dir(data_dir, vault)
     groups = _open_groups(data_dir, secret, vault)
     p = Printer(out)
+    names = PeerNames(contacts)     # a name that reads like another contact's is marked
     try:
         if not args.contact and not args.group:
             if args.search:
-                return _matches(p, history.search(args.search, limit=args.limit), contacts,
+                return _matches(p, history.search(args.search, limit=args.limit), names,
                                 groups.search(args.search, limit=args.limit) if groups else [], groups)
-            return _conversations(p, history, contacts, groups)
+            return _conversations(p, history, names, groups)
         if args.group:
             if groups is None:
                 raise UsageError("no groups are kept here")
-            return _group(p, args, groups, groups.find(args.group), contacts, out)
+            return _group(p, args, groups, groups.find(args.group), names, out)
         try:
             fp, name = _resolve(contacts, args.contact)
         except UsageError:
@@ -80,19 +83,21 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 gid = groups.find(args.contact)
             except UsageError:
                 raise UsageError(f"{args.contact!r} names no contact and no group") from None
-            return _group(p, args, groups, gid, contacts, out)
+            return _group(p, args, groups, gid, names, out)
         if args.delete:
             return _delete(p, history, fp, name, args.yes)
         if args.export:
             return _export(p, history.export_text(fp, name), args.export, out)
         if args.search:
-            return _matches(p, history.search(args.search, fp=fp, limit=args.limit), contacts)
+            return _matches(p, history.search(args.search, fp=fp, limit=args.limit), names)
         messages = history.messages(fp, limit=args.limit)
         if not messages:
             p.line(f"No messages with {one_line(name)} are kept here.")
             return 0
         from p2pchat.history import transcript_line
 
+        if mark := names.looks_like(fp):
+            p.line(f"{one_line(name)}{mark}: another contact's name reads like this one's")
         for m in messages:
             p.line(transcript_line(m, name))
         history.mark_read(fp)
@@ -119,25 +124,31 @@ def _open_groups(data_dir: Path, secret: str | None, vault: Vault) -> GroupHisto
     return GroupHistory(store, Identity.load(data_dir / KEY_FILE, secret).fingerprint)
 
 
-def _member_name(contacts: ContactStore, groups: GroupHistory, gid: bytes) -> Callable[[bytes], str]:
-    """A member's name: the user's own for a contact, else the name the member who added it gave (marked)."""
+def _member_name(names: PeerNames, groups: GroupHistory, gid: bytes) -> Callable[[bytes], str]:
+    """A member's name: the user's own for a contact, else the name the member who added it gave (marked as
+    such, and as a look-alike when it reads like a contact's)."""
+    from p2pchat.terminal_names import MARK
+
     given = groups.member_names(gid)
 
     def name(fp: bytes) -> str:
-        c = contacts.get(fp.hex())
+        c = names.store.get(fp.hex()) if names.store is not None else None
         if c is not None and (c.local_name or c.nickname):
-            return c.local_name or c.nickname or ""
+            return (c.local_name or c.nickname or "") + names.looks_like(c.fp)
+        twin = names.twin(given.get(fp), fp.hex())
+        if twin is not None:
+            return f"{given.get(fp)} (key {fp.hex()[:8]}, not your contact {twin}) {MARK}"
         return f"{given.get(fp) or '?'} (key {fp.hex()[:8]})"
     return name
 
 
-def _group(p: Printer, args: argparse.Namespace, groups: GroupHistory, gid: bytes, contacts: ContactStore,
+def _group(p: Printer, args: argparse.Namespace, groups: GroupHistory, gid: bytes, names: PeerNames,
            out: TextIO) -> int:
     """The ``p2pchat history`` actions on one group's transcript."""
     from p2pchat.group_history import group_line
 
     label = f"the group {groups.name(gid)}"
-    name_of = _member_name(contacts, groups, gid)
+    name_of = _member_name(names, groups, gid)
     if args.delete:
         count = len(groups.transcript(gid))
         if count == 0:
@@ -152,7 +163,7 @@ def _group(p: Printer, args: argparse.Namespace, groups: GroupHistory, gid: byte
     if args.export:
         return _export(p, groups.export_text(gid, name_of), args.export, out)
     if args.search:
-        return _matches(p, [], contacts, groups.search(args.search, gid, limit=args.limit), groups)
+        return _matches(p, [], names, groups.search(args.search, gid, limit=args.limit), groups)
     entries = groups.transcript(gid, args.limit)
     if not entries:
         p.line(f"No messages of {one_line(label)} are kept here.")
@@ -183,43 +194,43 @@ def _resolve(contacts: ContactStore, text: str) -> tuple[str, str]:
     return contact.fp, _name(contacts, contact.fp)
 
 
-def _name(contacts: ContactStore, fp: str) -> str:
-    c = contacts.get(fp)
+def _name(contacts: ContactSource | None, fp: str) -> str:
+    c = contacts.get(fp) if contacts is not None else None
     if c is not None and (c.local_name or c.nickname):
         return c.local_name or c.nickname or ""
     return format_fingerprint(bytes.fromhex(fp), 4)
 
 
-def _conversations(p: Printer, history: HistoryStore, contacts: ContactStore, groups: GroupHistory | None) -> int:
-    rows: list[tuple[float, str, int, str]] = []      # (last time, name, unread, last text)
+def _conversations(p: Printer, history: HistoryStore, names: PeerNames, groups: GroupHistory | None) -> int:
+    rows: list[tuple[float, str, str, int, str]] = []      # (last time, name, its mark, unread, last text)
     for c in history.conversations():
-        rows.append((c.last_ts, _name(contacts, c.fp), c.unread,
+        rows.append((c.last_ts, _name(names.store, c.fp), names.looks_like(c.fp), c.unread,
                      ("you: " if c.last_direction == "out" else "") + c.last_text))
     for g in groups.conversations() if groups is not None else []:
-        rows.append((g.last.sent_at if g.last else 0.0, f"group {g.name}", g.unread,
-                     _last_line(g.last, contacts, groups) if g.last and groups else "(no messages)"))
+        rows.append((g.last.sent_at if g.last else 0.0, f"group {g.name}", "", g.unread,
+                     _last_line(g.last, names, groups) if g.last and groups else "(no messages)"))
     if not rows:
         p.line("No chat history yet: the texts of every chat that passed all four steps are kept here.")
         return 0
     p.line(f"  {'CONTACT':<24} {'LAST MESSAGE':<17} {'UNREAD':>6}  LAST TEXT")
-    for ts, name, unread, last_text in sorted(rows, key=lambda r: r[0], reverse=True):
+    for ts, name, mark, unread, last_text in sorted(rows, key=lambda r: r[0], reverse=True):
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else ""
         text = one_line(last_text)
         text = text if len(text) <= PREVIEW else text[:PREVIEW - 1] + "…"
-        p.line(f"  {one_line(name)[:24]:<24} {when:<17} {unread or '':>6}  {text}")
+        p.line(f"  {one_line(name)[:24] + mark:<24} {when:<17} {unread or '':>6}  {text}")
     p.line("p2pchat history CONTACT shows one transcript (--group GROUP a group's); --search TEXT looks in all of "
            "them")
     return 0
 
 
-def _last_line(last: GroupText, contacts: ContactStore, groups: GroupHistory) -> str:
+def _last_line(last: GroupText, names: PeerNames, groups: GroupHistory) -> str:
     from p2pchat.group_history import entry_text
 
-    who = "you" if last.sender == groups.me else _member_name(contacts, groups, last.group)(last.sender)
+    who = "you" if last.sender == groups.me else _member_name(names, groups, last.group)(last.sender)
     return f"{who}: {entry_text(last)}"
 
 
-def _matches(p: Printer, found: list[HistoryMessage], contacts: ContactStore,
+def _matches(p: Printer, found: list[HistoryMessage], names: PeerNames,
              in_groups: list[GroupText] | None = None, groups: GroupHistory | None = None) -> int:
     from p2pchat.group_history import group_line
     from p2pchat.history import transcript_line
@@ -227,14 +238,14 @@ def _matches(p: Printer, found: list[HistoryMessage], contacts: ContactStore,
     if not found and not in_groups:
         p.line("No message contains that text.")
         return 0
-    names: dict[str, str] = {}
+    shown: dict[str, tuple[str, str]] = {}
     for m in found:
-        name = names.setdefault(m.fp, _name(contacts, m.fp))
-        p.line(f"{one_line(name)} · {transcript_line(m, name)}")
+        name, mark = shown.setdefault(m.fp, (_name(names.store, m.fp), names.looks_like(m.fp)))
+        p.line(f"{one_line(name)}{mark} · {transcript_line(m, name)}")
     if groups is not None:
         for t in in_groups or []:
             p.line(f"group {one_line(groups.name(t.group))} · "
-                   f"{group_line(t, groups.me, _member_name(contacts, groups, t.group))}")
+                   f"{group_line(t, groups.me, _member_name(names, groups, t.group))}")
     return 0
 
 

@@ -51,6 +51,7 @@ from p2pchat.group_terminal import GROUP_HELP, GroupCommands  # [groups, issue 1
 from p2pchat.node import ChatNode
 from p2pchat.steps import Step
 from p2pchat.terminal_files import FILE_HELP, WaitingFileCommands, waiting_ref
+from p2pchat.terminal_names import MARK, PeerNames, after_step_2, describe_name
 from p2pchat.terminal_secret import SecretCommands, secret_line
 
 POLL_SECONDS = 0.05
@@ -214,27 +215,16 @@ def next_event(node: ChatNode, timeout: float) -> Event | None:
         return None
 
 
-def describe_name(name: str | None, fallback: str = "an unnamed peer") -> str:
-    """A peer's nickname for one line: visible, and with the code points of any non-ASCII letter spelled out,
-    so a look-alike ("bоb" with a Cyrillic о) is told apart from the name it imitates."""
-    if not name:
-        return fallback
-    shown = one_line(name)
-    odd = sorted({ch for ch in name if not ch.isascii()})
-    if not odd:
-        return shown
-    spelled = ", ".join(f"{ch if ch.isprintable() else '?'}=U+{ord(ch):04X}" for ch in odd[:4])
-    return f"{shown} (non-ASCII: {spelled}{', …' if len(odd) > 4 else ''})"
-
-
-def _show_common(p: Printer, ev: Event, prefix: str = "") -> None:
-    """Events both commands print the same way (every string goes through the Printer's escaping)."""
+def _show_common(p: Printer, ev: Event, prefix: str = "", twin: str | None = None) -> None:
+    """Events both commands print the same way (every string goes through the Printer's escaping); ``twin``: the
+    contact whose name the peer's reads like though its key is another (its messages' sender is marked)."""
     if isinstance(ev, StepResult):
         p.line(prefix + step_line(ev))
     elif isinstance(ev, StepRefused):
         p.line(f"{prefix}✗ {ev.step.label} refused — {ev.reason}")
     elif isinstance(ev, MessageReceived):
-        p.line(f"{prefix}[{clock(ev.received_at)}] {one_line(ev.sender)}: {ev.text}")
+        sender = describe_name(ev.sender, "?", twin) if twin is not None else one_line(ev.sender)
+        p.line(f"{prefix}[{clock(ev.received_at)}] {sender}: {ev.text}")
     elif isinstance(ev, Notice):
         mark = {"rotation": "·", "refused": "!", "path": "→", "key-change": "!", "ledgers": "!"}.get(ev.kind, "·")
         p.line(f"{prefix}  {mark} {ev.text}")
@@ -250,8 +240,9 @@ class FileCommands:
     """``/send PATH``, ``/accept [F]``, ``/decline [F]``, ``/cancel [F]`` and the lines about files; transfers are
     numbered F1, F2, … in the order they appear (a peer's file name is shown through the Printer's escaping)."""
 
-    def __init__(self, node: ChatNode, p: Printer) -> None:
+    def __init__(self, node: ChatNode, p: Printer, names: PeerNames | None = None) -> None:
         self.node, self.p = node, p
+        self.names = names if names is not None else PeerNames(node.contacts)
         self.numbers: dict[str, int] = {}
         self.by_number: dict[int, tuple[str, str]] = {}     # F number -> (session, transfer)
         self.offers: list[int] = []                         # numbers of offers waiting for an answer
@@ -265,18 +256,26 @@ class FileCommands:
             self.by_number[n] = (session, transfer)
         return n
 
+    def _sender(self, ev: FileOffer) -> str:
+        """The peer offering a file, marked when its name reads like a contact's on another key."""
+        try:
+            fp = self.node.session_info(ev.session).peer_fingerprint
+        except UserError:        # the chat is gone already
+            fp = None
+        return self.names.peer(ev.sender, fp)
+
     def on_event(self, ev: Event, prefix: str = "") -> bool:
         """Print a file event; False for any other event."""
         p = self.p
         if isinstance(ev, FileOffer) and ev.resumes_at is not None:     # [file resume] accepted before
             n = self.number(ev.session, ev.transfer)
-            p.line(f"{prefix}F{n}: {describe_name(ev.sender)} offers the file {one_line(ev.name)!r} "
+            p.line(f"{prefix}F{n}: {self._sender(ev)} offers the file {one_line(ev.name)!r} "
                    f"({human(ev.size)}) again; you accepted it before: it resumes at byte {ev.resumes_at:,}")
         elif isinstance(ev, FileOffer):
             n = self.number(ev.session, ev.transfer)
             self.offers.append(n)
             where = f"[{one_line(ev.group_name)}] " if ev.group else ""        # [groups, issue 18]
-            p.line(f"{prefix}F{n}: {where}{describe_name(ev.sender)} offers the file {one_line(ev.name)!r} "
+            p.line(f"{prefix}F{n}: {where}{self._sender(ev)} offers the file {one_line(ev.name)!r} "
                    f"({human(ev.size)}); it would be saved as {one_line(ev.saved_as)!r}. /accept F{n} or "
                    f"/decline F{n}")
         elif isinstance(ev, FileProgress):
@@ -338,6 +337,16 @@ class FileCommands:
         return True
 
 
+def _lookalike_after_step_2(p: Printer, names: PeerNames, info: SessionInfo, prefix: str = "",
+                            warned: bool = False) -> str | None:
+    """Step 2 showed the peer's key: print :func:`~p2pchat.terminal_names.after_step_2`'s line, if any; returns
+    the contact the peer's name reads like though its key is another."""
+    twin, line = after_step_2(names, info.peer_nickname, info.peer_fingerprint, warned)
+    if line is not None:
+        p.line(prefix + line)
+    return twin
+
+
 def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
     """``p2pchat chat PEER``: the four steps, then chat until end of input or ``/quit``. Returns the exit code:
     0 after a goodbye (ours or the peer's), 1 when a step failed or the chat broke."""
@@ -356,7 +365,9 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
     waiting: list[str] = []
     failed_reason: str | None = None
     sent = delivered = 0
-    files = FileCommands(node, p)
+    names = PeerNames(node.contacts)
+    twin: str | None = None     # the contact the peer's name reads like though its key is another (after step 2)
+    files = FileCommands(node, p, names)
     secret = SecretCommands(node, p)
     with Stop() as stop:
         while True:
@@ -371,11 +382,15 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
                     return 0 if ready and (ending or ev.clean) else 1
                 if isinstance(ev, StepResult) and not ev.ok:
                     failed_reason = ev.detail
-                if isinstance(ev, StepResult) and ev.ok and ev.step == Step.AGREE_KEY:
+                if isinstance(ev, StepResult) and ev.ok and ev.step == Step.SWAP_KEYS:
+                    _show_common(p, ev)
+                    twin = _lookalike_after_step_2(p, names, node.session_info(sid))
+                elif isinstance(ev, StepResult) and ev.ok and ev.step == Step.AGREE_KEY:
                     ready = True
                     _show_common(p, ev)
                     info = node.session_info(sid)
-                    p.line(f"Chat ready with {info.peer_nickname} (path: {info.path}). {HELP}")
+                    p.line(f"Chat ready with {names.peer(info.peer_nickname, info.peer_fingerprint)} "
+                           f"(path: {info.path}). {HELP}")
                 elif isinstance(ev, DeliveryReceipt):
                     delivered += 1
                 elif isinstance(ev, IncomingChat):
@@ -383,7 +398,7 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
                 elif files.on_event(ev):
                     pass
                 elif not isinstance(ev, (SessionUpdated, PeerTyping)):
-                    _show_common(p, ev)
+                    _show_common(p, ev, twin=twin)
                 ev = next_event(node, 0)
             for line in inp.read_lines(POLL_SECONDS):
                 command = line.strip()
@@ -452,9 +467,15 @@ class _Chat:
         self.address = ""
         self.state = "connecting"      # asking | connecting | ready | ended
         self.waiting: list[str] = []   # lines typed for this chat before it was ready
+        self.warned = False            # the accept prompt said the claimed name reads like a contact's
+        self.twin: str | None = None   # the contact the peer's name reads like though its key is another
+
+    def who(self) -> str:
+        """The peer by its name (its address before it gave one), marked when it is a look-alike of a contact."""
+        return describe_name(self.name, self.address or "an unnamed peer", self.twin)
 
     def label(self) -> str:
-        return f"chat {self.number} ({describe_name(self.name, self.address or 'an unnamed peer')})"
+        return f"chat {self.number} ({self.who()})"
 
 
 class ListenView:
@@ -470,9 +491,10 @@ class ListenView:
         self.questions: list[IncomingChat] = []
         self.early_answers: list[str] = []   # y/n typed (or piped) before any question appeared
         self.target: _Chat | None = None
-        self.files = FileCommands(node, p)
+        self.names = PeerNames(node.contacts)     # look-alikes of contacts are marked (p2pchat/terminal_names.py)
+        self.files = FileCommands(node, p, self.names)
         self.secret = SecretCommands(node, p)
-        self.group_ui = GroupCommands(node, p, self.contact_name)     # [groups, issue 18]
+        self.group_ui = GroupCommands(node, p, self.names)     # [groups, issue 18]
         self.group: str | None = None    # lines typed with no chat chosen go to this group (`group chat GROUP`)
         self.waiting_files = WaitingFileCommands(node, p, self.contact_name)   # [file resume, issue 16]
 
@@ -500,8 +522,13 @@ class ListenView:
         elif isinstance(ev, IncomingChat):
             c = self.chat(ev.session)
             c.name, c.address, c.state = ev.nickname, ev.peer_address, "asking"
+            self.names.refresh()
+            twin = self.names.twin(ev.nickname, None)     # the key is not known before step 2: any contact
+            c.warned = twin is not None
+            warning = f"{MARK} The name reads like your contact {twin}: step 2 shows whether it is their key. " \
+                if twin is not None else ""
             p.line(f"Chat {c.number}: incoming chat from {describe_name(ev.nickname)} at {one_line(ev.peer_address)}. "
-                   f"Accept? [y/n] (or /accept {c.number}, /reject {c.number})")
+                   f"{warning}Accept? [y/n] (or /accept {c.number}, /reject {c.number})")
             self.questions.append(ev)
             if self.early_answers and len(self.questions) == 1:
                 self.answer(self.questions[0], self.early_answers.pop(0))
@@ -509,7 +536,7 @@ class ListenView:
             c = self.chat(ev.session)
             c.state = "ended"
             self.questions = [q for q in self.questions if q.session != ev.session]
-            p.line(f"{self.tag(ev.session)}Chat {c.number} with {describe_name(c.name, c.address)} ended: "
+            p.line(f"{self.tag(ev.session)}Chat {c.number} with {c.who()} ended: "
                    f"{ev.reason}")
             if c.waiting:
                 p.line(f"! {len(c.waiting)} line(s) typed for chat {c.number} were not sent")
@@ -517,6 +544,12 @@ class ListenView:
             if self.target is c:
                 p.line(f"Lines you type now go nowhere: choose a chat with /to N ({self.ready_list()}).")
                 self.target = None
+        elif isinstance(ev, StepResult) and ev.ok and ev.step == Step.SWAP_KEYS:
+            c = self.chat(ev.session)
+            _show_common(p, ev, self.tag(ev.session))
+            info = self.node.session_info(ev.session)
+            c.name = info.peer_nickname or c.name
+            c.twin = _lookalike_after_step_2(p, self.names, info, self.tag(ev.session), c.warned)
         elif isinstance(ev, StepResult) and ev.ok and ev.step == Step.AGREE_KEY:
             c = self.chat(ev.session)
             _show_common(p, ev, self.tag(ev.session))
@@ -524,7 +557,9 @@ class ListenView:
             info = self.node.session_info(ev.session)
             c.name = info.peer_nickname or c.name
             c.address = info.peer_address or c.address
-            who = describe_name(c.name, c.address)
+            if info.peer_fingerprint:          # a quiet chat's step 2 was not shown
+                c.twin = self.names.twin(c.name, info.peer_fingerprint)
+            who = c.who()
             p.line(f"{self.tag(ev.session)}Chat {c.number} with {who} is ready (path: {one_line(info.path)}, "
                    f"key {one_line(info.peer_fingerprint)}).")
             if self.target is c:
@@ -541,7 +576,7 @@ class ListenView:
             self.group_ui.on_event(ev)
         elif not isinstance(ev, (SessionUpdated, PeerTyping, DeliveryReceipt)):
             sid = getattr(ev, "session", None)
-            _show_common(p, ev, self.tag(sid) if sid else "")
+            _show_common(p, ev, self.tag(sid) if sid else "", self.chat(sid).twin if sid else None)
 
     def _quiet(self, ev: Event) -> bool:
         """A chat the node opened by itself (waiting texts, a reconnect) shows as one line once it is ready; its
@@ -690,11 +725,7 @@ class ListenView:
     # --- texts for contacts (the node's outbox, issue 16) --------------------------------------------------
 
     def contact_name(self, fp: str) -> str:
-        store = self.node.contacts
-        contact = store.get(fp) if store is not None else None
-        if contact is not None and (contact.local_name or contact.nickname):
-            return describe_name(contact.local_name or contact.nickname or "")
-        return f"key {fp[:16]}"
+        return self.names.contact_name(fp)
 
     def message_contact(self, arg: str) -> None:
         who, _, text = arg.partition(" ")
@@ -751,7 +782,7 @@ class ListenView:
             key = f", key {one_line(info.peer_fingerprint)}" if info and info.peer_fingerprint else ""
             mark = "  ← lines you type go here" if c is self.target else ""
             where = one_line(c.address or (info.peer_address if info else None), "?")
-            self.p.line(f"  {c.number}  {describe_name(c.name)} at {where}{key} — {c.state}{mark}")
+            self.p.line(f"  {c.number}  {c.who() if c.name else describe_name('')} at {where}{key} — {c.state}{mark}")
 
 
 def run_listen(node: ChatNode, *, stdin_fd: int, out: TextIO, accept_all: bool, once: bool = False,
@@ -793,7 +824,8 @@ def run_send(node: ChatNode, peer: str, path: str, *, out: TextIO) -> int:
     """``p2pchat send PEER PATH``: the four steps, offer the file, show progress until the receiver reports it
     verified (or declines, cancels, or the chat breaks), then say goodbye. 0 once delivered, 1 otherwise."""
     p = Printer(out)
-    files = FileCommands(node, p)
+    names = PeerNames(node.contacts)
+    files = FileCommands(node, p, names)
     sid = node.open_session(peer)
     p.line(f"Sending {one_line(os.path.basename(path))} to {one_line(peer)}: running the four steps…")
     node.run_all(sid)
@@ -807,7 +839,10 @@ def run_send(node: ChatNode, peer: str, path: str, *, out: TextIO) -> int:
             if isinstance(ev, SessionEnded):
                 p.line(f"Chat ended: {ev.reason}")
                 return 0 if result is not None and result.ok else 1
-            if isinstance(ev, StepResult) and ev.ok and ev.step == Step.AGREE_KEY:
+            if isinstance(ev, StepResult) and ev.ok and ev.step == Step.SWAP_KEYS:
+                _show_common(p, ev)
+                _lookalike_after_step_2(p, names, node.session_info(sid))
+            elif isinstance(ev, StepResult) and ev.ok and ev.step == Step.AGREE_KEY:
                 _show_common(p, ev)
                 try:
                     transfer = node.send_file(sid, path)

@@ -24,7 +24,8 @@ from p2pchat.events import (
     StepResult,
 )
 from p2pchat.steps import Step
-from p2pchat.terminal import ListenView, _show_common, describe_name
+from p2pchat.terminal import ListenView, _show_common
+from p2pchat.terminal_names import describe_name
 from tests.p2pchat.vt_oracle import SENDER_LINE, render, screen_lines
 
 WIDTH = 80
@@ -64,6 +65,7 @@ class FakeNode:
     nickname: str = "me"
     address: str = "127.0.0.2:8471"
     identity: FakeIdentity = field(default_factory=FakeIdentity)
+    contacts: None = None           # no contact store: no name is a look-alike of a contact
 
     def session_info(self, sid: str) -> SessionInfo:
         return self.infos.get(sid) or SessionInfo(sid, "?")
