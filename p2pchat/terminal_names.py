@@ -47,9 +47,10 @@ def describe_name(name: str | None, fallback: str = "an unnamed peer", twin: str
 
 
 def contact_label(c: Contact) -> str:
-    """What the user calls a contact (local name, else latest nickname, else the start of its key), one line."""
-    name = one_line(c.local_name or c.nickname or f"key {c.fp[:16]}")
-    return name if len(name) <= NAME_CHARS else name[:NAME_CHARS - 1] + "…"
+    """What the user calls a contact (local name, else latest nickname, else the start of its key) in a mark: one
+    line, its non-ASCII letters spelled out (a look-alike contact's name reads like the peer's, by definition)."""
+    name = c.local_name or c.nickname or f"key {c.fp[:16]}"
+    return describe_name(name if len(name) <= NAME_CHARS else name[:NAME_CHARS - 1] + "…")
 
 
 class PeerNames:

@@ -118,7 +118,7 @@ def test_contacts_whose_names_read_alike_are_both_marked_and_a_stranger_by_its_g
     store.record_chat(MALLORY[0], bytes.fromhex(MALLORY[1]), nickname=LOOKALIKE, ip="127.0.0.9",
                       address="127.0.0.9:8471")
     names.refresh()
-    assert names.contact_name(BOB[1]) == "bob \u26a0 looks like b\u043eb"
+    assert names.contact_name(BOB[1]) == "bob \u26a0 looks like b\u043eb (non-ASCII: \u043e=U+043E)"
     assert names.contact_name(MALLORY[1]) == "b\u043eb (non-ASCII: \u043e=U+043E) \u26a0 looks like bob"
     assert names.contact_name(key(5)[1]).startswith("key ")
     assert names.stranger("CAROL", key(5)[1]) == f"CAROL (key {key(5)[1][:16]}, not your contact carol) \u26a0"
@@ -146,7 +146,7 @@ def test_contacts_and_history_listings_mark_two_contacts_whose_names_read_alike(
     history.close()
     assert main(["contacts", "--data-dir", str(tmp_path)]) == 0
     rows = capsys.readouterr().out.splitlines()
-    assert next(r for r in rows if "127.0.0.3" in r).endswith("\u26a0 looks like b\u043eb")
+    assert next(r for r in rows if "127.0.0.3" in r).endswith("\u26a0 looks like b\u043eb (non-ASCII: \u043e=U+043E)")
     assert next(r for r in rows if "127.0.0.9" in r).endswith("\u26a0 looks like bob")
     assert "\u26a0" not in next(r for r in rows if "carol" in r)
     assert main(["contacts", "show", "carol", "--data-dir", str(tmp_path)]) == 0
@@ -155,7 +155,7 @@ def test_contacts_and_history_listings_mark_two_contacts_whose_names_read_alike(
     assert capsys.readouterr().out.splitlines()[0].startswith("b\u043eb  (not verified) \u26a0 looks like bob")
     assert main(["history", "--data-dir", str(tmp_path)]) == 0
     rows = capsys.readouterr().out.splitlines()
-    assert any(r.startswith("  bob \u26a0 looks like b\u043eb ") for r in rows), rows
+    assert any(r.startswith("  bob \u26a0 looks like b\u043eb (non-ASCII: \u043e=U+043E) ") for r in rows), rows
     assert any(r.startswith("  b\u043eb \u26a0 looks like bob ") for r in rows), rows
     assert any(r.startswith("  carol ") and "\u26a0" not in r for r in rows), rows
     assert main(["history", MALLORY[1][:8], "--data-dir", str(tmp_path)]) == 0
