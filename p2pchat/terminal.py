@@ -522,7 +522,6 @@ class ListenView:
         elif isinstance(ev, IncomingChat):
             c = self.chat(ev.session)
             c.name, c.address, c.state = ev.nickname, ev.peer_address, "asking"
-            self.names.refresh()
             twin = self.names.twin(ev.nickname, None)     # the key is not known before step 2: any contact
             c.warned = twin is not None
             warning = f"{MARK} The name reads like your contact {twin}: step 2 shows whether it is their key. " \

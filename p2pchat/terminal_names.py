@@ -18,9 +18,10 @@ if TYPE_CHECKING:
 MARK = "⚠"
 NAME_CHARS = 40
 """Characters of a contact's name shown in a mark (the window cuts names as much)."""
-REREAD_SECONDS = 1.0
-"""The contact store is read again at most this often (a flood of group messages names a sender each), and at
-once when a chat reaches step 2 (:meth:`PeerNames.refresh`): the node pins a new contact after step 4."""
+REREAD_SECONDS = 2.0
+"""The contact store is read again (the node pins a new contact after step 4; another process may rename one) at
+most this often, whatever asks: a question, a step 2 or a group message a stranger can cause costs at most one read
+(500 sealed contacts: about 0.1 s, bench/lookalike_bench.py) every REREAD_SECONDS."""
 
 
 class ContactSource(Protocol):
@@ -63,15 +64,12 @@ class PeerNames:
         self._index: NameIndex[Contact] = NameIndex(())
         self._read_at: float | None = None
 
-    def refresh(self) -> None:
-        """Read the contact store now."""
-        self._read_at = self.clock()
-        if self.store is not None:
-            self._index = NameIndex(c for c in self.store.all() if c.replaced_by is None)
-
     def index(self) -> NameIndex[Contact]:
+        """The contacts (current keys) by their names' keys, read again when the last read is REREAD_SECONDS old."""
         if self._read_at is None or self.clock() - self._read_at >= REREAD_SECONDS:
-            self.refresh()
+            self._read_at = self.clock()
+            if self.store is not None:
+                self._index = NameIndex(c for c in self.store.all() if c.replaced_by is None)
         return self._index
 
     def twin(self, name: str | None, fp: str | None) -> str | None:
@@ -123,7 +121,6 @@ def after_step_2(names: PeerNames, nickname: str | None, fp: str | None,
     contact's): the line also says when the key is that contact's."""
     if not fp or not nickname:
         return None, None
-    names.refresh()         # the freshest contacts: this chat is about to be trusted with words
     twin = names.twin(nickname, fp)
     if twin is not None:
         return twin, (f"{MARK} {describe_name(nickname)} is not your contact {twin}: the name reads like theirs, "
