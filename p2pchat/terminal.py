@@ -95,11 +95,12 @@ def step_line(ev: StepResult) -> str:
     return f"{'✓' if ev.ok else '✗'} {ev.step.label} — {ev.detail}"
 
 
-def status_lines(node: ChatNode, info: SessionInfo) -> list[str]:
-    """What ``/status`` shows: both fingerprints, the ledger block, path, key epoch, messages until rotation."""
+def status_lines(node: ChatNode, info: SessionInfo, twin: str | None = None) -> list[str]:
+    """What ``/status`` shows: both fingerprints, the ledger block, path, key epoch, messages until rotation
+    (``twin``: the contact the peer's name reads like though its key is another)."""
     me = node.identity.short_fingerprint
     lines = [f"you:    {node.nickname}  {me}  ({node.address})"]
-    peer = info.peer_nickname or "?"
+    peer = describe_name(info.peer_nickname, "?", twin)
     where = info.peer_address or info.peer_query
     lines.append(f"peer:   {peer}  {info.peer_fingerprint or '(key not swapped yet)'}  at {where}")
     if info.ledger_block is not None:
@@ -407,7 +408,7 @@ def run_chat(node: ChatNode, peer: str, *, stdin_fd: int, out: TextIO) -> int:
                 elif secret.on_line(sid, line):
                     pass
                 elif command == "/status":
-                    for text in status_lines(node, node.session_info(sid)):
+                    for text in status_lines(node, node.session_info(sid), twin):
                         p.line(text)
                 elif command == "/verify":
                     for text in verify_lines(node.session_info(sid)):
@@ -686,7 +687,7 @@ class ListenView:
                     self.p.line("Choose a chat first: /status N, or /to N then /status.")
                 return True
             info = self.node.session_info(c.session)
-            for text in (status_lines(self.node, info) if word == "/status" else verify_lines(info)):
+            for text in (status_lines(self.node, info, c.twin) if word == "/status" else verify_lines(info)):
                 self.p.line(text)
         elif word == "/pad":     # issue 17
             if self.target is None:

@@ -79,8 +79,8 @@ def test_listen_marks_a_look_alike_of_a_contact_and_never_the_contact_itself(ide
         msid = call(mallory, 2, "it is bob, new laptop")
         mallory.node.send_file(msid, str(tmp_path / "notes.txt"))
         seen("F1: ")
-        os.write(w, b"/list\n")
-        seen("Chats:")
+        os.write(w, b"/list\n/status 2\n")
+        seen("peer:   ")
         os.write(w, b"/quit\n")
 
     thread, failed = driven(drive, lambda: os.write(w, b"/quit\n"))
@@ -112,6 +112,7 @@ def test_listen_marks_a_look_alike_of_a_contact_and_never_the_contact_itself(ide
     assert f"[2] F1: {MARKED} offers the file 'notes.txt'" in text
     assert any(line.startswith(f"  2  {MARKED} at ") for line in lines), text
     assert any(line.startswith("  1  bob at ") for line in lines), text
+    assert any(line.startswith(f"peer:   {MARKED}  ") for line in lines), text
     assert "not your contact" not in "".join(line for line in lines if line.startswith("[1]"))
 
 
