@@ -241,9 +241,8 @@ class FileCommands:
     """``/send PATH``, ``/accept [F]``, ``/decline [F]``, ``/cancel [F]`` and the lines about files; transfers are
     numbered F1, F2, … in the order they appear (a peer's file name is shown through the Printer's escaping)."""
 
-    def __init__(self, node: ChatNode, p: Printer, names: PeerNames | None = None) -> None:
-        self.node, self.p = node, p
-        self.names = names if names is not None else PeerNames(node.contacts)
+    def __init__(self, node: ChatNode, p: Printer, names: PeerNames) -> None:
+        self.node, self.p, self.names = node, p, names
         self.numbers: dict[str, int] = {}
         self.by_number: dict[int, tuple[str, str]] = {}     # F number -> (session, transfer)
         self.offers: list[int] = []                         # numbers of offers waiting for an answer
@@ -782,7 +781,7 @@ class ListenView:
             key = f", key {one_line(info.peer_fingerprint)}" if info and info.peer_fingerprint else ""
             mark = "  ← lines you type go here" if c is self.target else ""
             where = one_line(c.address or (info.peer_address if info else None), "?")
-            self.p.line(f"  {c.number}  {c.who() if c.name else describe_name('')} at {where}{key} — {c.state}{mark}")
+            self.p.line(f"  {c.number}  {describe_name(c.name, twin=c.twin)} at {where}{key} — {c.state}{mark}")
 
 
 def run_listen(node: ChatNode, *, stdin_fd: int, out: TextIO, accept_all: bool, once: bool = False,
