@@ -164,3 +164,33 @@ def test_contacts_and_history_listings_mark_two_contacts_whose_names_read_alike(
     assert main(["history", MALLORY[1][:8], "--data-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == (
         "b\u043eb \u26a0 looks like bob: another contact's name reads like this one's")
+
+
+@dataclass
+class GroupNodeStandIn:
+    """What GroupCommands asks of a node to show a group message: the contact store (groups are not needed)."""
+
+    contacts: ContactStore
+    identity: object = None
+    groups: object = None
+
+    def group_member(self, query: str) -> tuple[str, bytes, str]:
+        raise AssertionError("not used")
+
+
+def test_group_messages_name_a_look_alike_member_with_the_mark_and_a_contact_member_without(
+        store: ContactStore) -> None:
+    import io
+
+    from p2pchat.display import Printer
+    from p2pchat.events import GroupMessage
+    from p2pchat.group_terminal import GroupCommands
+
+    out = io.StringIO()
+    ui = GroupCommands(GroupNodeStandIn(store), Printer(out), PeerNames(store))     # type: ignore[arg-type]
+    ui.on_event(GroupMessage("ab" * 16, "lab", MALLORY[1], LOOKALIKE, 1, "it is bob", 1.0))
+    ui.on_event(GroupMessage("ab" * 16, "lab", BOB[1], "whatever its adder said", 2, "I am bob", 1.0))
+    assert out.getvalue().splitlines() == [
+        f"[lab] b\u043eb (key {MALLORY[1][:16]}, not your contact bob) \u26a0: it is bob",
+        "[lab] bob: I am bob",
+    ]
