@@ -42,7 +42,6 @@ from gui.text import (
     clock_time,
     count,
     fail_text,
-    name_keys,
     ok_text,
     one_line,
     preview_end,
@@ -75,6 +74,7 @@ from p2pchat.events import (
 from p2pchat.foundation.addresses import parse_address
 from p2pchat.foundation.errors import UserError
 from p2pchat.history import ConversationSummary, HistoryMessage
+from p2pchat.lookalike import NameIndex
 from p2pchat.steps import Step
 
 if TYPE_CHECKING:
@@ -219,7 +219,7 @@ class ChatController:
         self.history = history
         self._stored: dict[str, ConversationSummary] = {}     # fingerprint -> its stored conversation
         self._contacts: dict[str, Contact] = {}     # fingerprint (hex) -> contact, current keys only
-        self._by_name_key: dict[str, list[Contact]] = {}   # look-alike key (gui.text.name_keys) -> contacts
+        self._names: NameIndex[Contact] = NameIndex(())     # the contacts by look-alike key (p2pchat.lookalike)
         self._contacts_read = -CONTACTS_EVERY
         self.commands = commands
         self.nickname = clean_name(nickname)
@@ -359,11 +359,8 @@ class ChatController:
     def _lookalike(self, name: str | None, fp: str | None) -> str | None:
         """The name of a contact whose key is not ``fp`` (hex, or its start; None: not known yet, any contact)
         that ``name`` reads like, if any."""
-        for key in sorted(name_keys(name)):
-            for c in self._by_name_key.get(key, ()):
-                if fp is None or not c.fp.startswith(fp):
-                    return contact_name(c)
-        return None
+        twin = self._names.twin(name, fp)
+        return contact_name(twin) if twin is not None else None
 
     def contact(self, fp: str) -> Contact | None:
         """The contact with this fingerprint (hex), as last read from the store."""
@@ -532,10 +529,7 @@ class ChatController:
         stored = self._read_history(lambda h: {c.fp: c for c in h.conversations()}, self._stored)
         if found != self._contacts or stored != self._stored:
             self._contacts, self._stored = found, stored
-            self._by_name_key = {}
-            for c in found.values():
-                for key in name_keys(c.local_name) | name_keys(c.nickname):
-                    self._by_name_key.setdefault(key, []).append(c)
+            self._names = NameIndex(found.values())
             self._changes.contacts = True
             for tab in self.tabs.values():
                 contact = found.get(tab.contact) if tab.contact else None
