@@ -16,6 +16,25 @@ def _file(path, size: int, seed: int = 1) -> bytes:
     return data
 
 
+class _CutAt:
+    """Closes the sender's connection (as kill -9 would) when it first reads its file at ``fraction`` of
+    ``size`` or beyond, once :attr:`link` is set (``None``: not armed)."""
+
+    def __init__(self, monkeypatch, size: int, fraction: float = 0.4) -> None:
+        from p2pchat import file_driver
+
+        self.link = None
+        real_read = file_driver._FileSource.read
+
+        def read(source, offset, n):
+            if self.link is not None and offset >= fraction * size:
+                self.link, link = None, self.link
+                link.close()
+            return real_read(source, offset, n)
+
+        monkeypatch.setattr(file_driver._FileSource, "read", read)
+
+
 def test_a_file_is_offered_accepted_and_saved_byte_for_byte_while_texts_still_flow(identities, tmp_path):
     src = tmp_path / "report.pdf"
     data = _file(src, 3 * 1024 * 1024 + 17)
@@ -50,23 +69,12 @@ def test_a_declined_offer_ends_on_both_sides_and_nothing_is_written(identities, 
 
 def test_a_transfer_cut_at_40_percent_resumes_in_a_new_session_without_sending_verified_bytes_again(
         identities, tmp_path, monkeypatch):
-    from p2pchat import file_driver
-
     src = tmp_path / "big.bin"
     data = _file(src, 4 * 1024 * 1024)
-    real_read = file_driver._FileSource.read
-    cut = {"armed": True}
-
-    def read(self, offset, n):
-        if cut["armed"] and offset >= 0.4 * len(data):
-            cut["armed"] = False
-            link.close()          # the connection dies under the sender, as with kill -9
-        return real_read(self, offset, n)
-
-    monkeypatch.setattr(file_driver._FileSource, "read", read)
+    cut = _CutAt(monkeypatch, len(data))
     with pair(identities, bob={"downloads": tmp_path / "dl", "accept_files": True}) as (alice, bob, _):
         sid, _ = connect_all(alice, bob)
-        link = alice.node._rt.get(sid).link
+        cut.link = alice.node._rt.get(sid).link
         tid = alice.node.send_file(sid, str(src))
         first = bob.log.wait(FileFinished, transfer=tid, timeout=30)
         assert not first.ok and "kept" in first.text, first.text
@@ -88,21 +96,10 @@ def test_files_to_a_peer_that_checks_roots_go_with_a_root_and_resume_after_a_cut
     cut while it went with its SHA-256 is offered again with it: the test of a cut at 40 % above.)"""
     import json
 
-    from p2pchat import file_driver
-
     first_src, big_src = tmp_path / "first.bin", tmp_path / "big.bin"
     _file(first_src, 1000)
     data = _file(big_src, 6 * 1024 * 1024 + 3, seed=2)
-    real_read = file_driver._FileSource.read
-    cut = {"armed": False}
-
-    def read(self, offset, n):
-        if cut["armed"] and offset >= 0.4 * len(data):
-            cut["armed"] = False
-            link.close()          # the connection dies under the sender, as with kill -9
-        return real_read(self, offset, n)
-
-    monkeypatch.setattr(file_driver._FileSource, "read", read)
+    cut = _CutAt(monkeypatch, len(data))
     with pair(identities, bob={"downloads": tmp_path / "dl", "accept_files": True}) as (alice, bob, _):
         sid, _ = connect_all(alice, bob)
         bob_fp = alice.node._rt.get(sid).peer_fp
@@ -113,8 +110,7 @@ def test_files_to_a_peer_that_checks_roots_go_with_a_root_and_resume_after_a_cut
         assert alice.log.wait(FileFinished, transfer=tid).ok
         assert files.takes_root(bob_fp)
         assert files.prepare_for(bob_fp, str(first_src))[3] is True      # delivered: no partial waits for it
-        link = alice.node._rt.get(sid).link
-        cut["armed"] = True
+        cut.link = alice.node._rt.get(sid).link
         tid = alice.node.send_file(sid, str(big_src))
         first = bob.log.wait(FileFinished, transfer=tid, timeout=30)
         assert not first.ok and "kept" in first.text, first.text
