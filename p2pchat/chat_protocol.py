@@ -8,15 +8,18 @@ Public API (used by :mod:`p2pchat.handshake`, :mod:`p2pchat.channel` and the IO 
 - ``SEALED_CONTENT`` — the protocol of the plaintext *inside* an encrypted ``sealed`` frame.
 - ``Send(frame)`` — the one "put these bytes on the wire" event both protocol cores return.
 - ``HANDSHAKE_TYPES`` / ``CHANNEL_TYPES`` — which frame types belong to which core.
-- constants: ``PROTOCOL_VERSION``, ``SUPPORTED_VERSIONS``, ``MAX_TEXT_BYTES``, ``MAX_FRAME``, ``MAX_BATCH_TEXTS``.
+- ``encode_features(names)`` — a ``features`` list as its transcript item (docs/protocol.md §3.5).
+- constants: ``PROTOCOL_VERSION``, ``SUPPORTED_VERSIONS``, ``FEATURES`` (what this version announces in step 1),
+  ``MAX_TEXT_BYTES``, ``MAX_FRAME``, ``MAX_BATCH_TEXTS``.
 
 Frame types on a chat connection (field names as on the wire; see docs/protocol.md for the full spec):
 
 ======================  ============  =============================================================
 type                    sent by       fields
 ======================  ============  =============================================================
-``hello``               initiator     version, network, nickname, address          (step 1)
-``welcome``             responder     version, network, nickname, address          (step 1)
+``hello``               initiator     version, network, nickname, address,         (step 1)
+                                      features (optional: what this node also speaks)
+``welcome``             responder     version, network, nickname, address, features (step 1)
 ``decline``             responder     reason                                       (step 1)
 ``key``                 both          key (DER), nonce, ephemeral (X25519 half),   (step 2)
                                       final_height/hash, tip_height/hash (ledger)
@@ -43,6 +46,11 @@ from p2pchat.foundation.errors import ProtocolError
 
 PROTOCOL_VERSION = 2                     # 2: step 2 carries each side's ledger checkpoint and tip (cross-check)
 SUPPORTED_VERSIONS: tuple[int, ...] = (2,)
+# Optional abilities a node announces in step 1 (``features`` of hello/welcome, transcript-bound; protocol.md §3.1)
+FEATURE_FILE_ROOT = "file-root"          # it checks a file offer's root (§5.7 "The file's digest")
+FEATURES: tuple[str, ...] = (FEATURE_FILE_ROOT,)
+MAX_FEATURES = 16                        # names in one features list
+MAX_FEATURE_NAME = 32                    # characters of one name (≤ 128 bytes of UTF-8: its u8 length fits)
 
 MAX_TEXT_BYTES = 1024 * 1024            # one chat message: up to 1 MiB of UTF-8
 MAX_NICKNAME = 64
@@ -96,6 +104,8 @@ def _hello_fields() -> dict[str, Field]:
         "network": Field(str, min_len=1, max_len=MAX_NETWORK),
         "nickname": Field(str, max_len=MAX_NICKNAME),
         "address": Field(str, max_len=MAX_ADDRESS),
+        # absent: a node built before features existed (its transcript has no features items, §3.5)
+        "features": opt(list, max_len=MAX_FEATURES, items=Field(str, min_len=1, max_len=MAX_FEATURE_NAME)),
     }
 
 
@@ -334,6 +344,15 @@ class Transcript:
         return crypto.sha256(self.encoded())
 
 
+def encode_features(names: tuple[str, ...] | list[str]) -> bytes:
+    """A ``features`` list as one transcript value: ``u8 len | name`` (UTF-8) per name, in the order sent."""
+    out = bytearray()
+    for name in names:
+        raw = name.encode()
+        out += bytes([len(raw)]) + raw
+    return bytes(out)
+
+
 def encode_item(value: bytes | str | int) -> bytes:
     """Transcript value encoding: bytes as is, text as UTF-8, integers as 4-byte big-endian."""
     if isinstance(value, bytes):
@@ -472,8 +491,8 @@ def unpad(plain: bytes | memoryview) -> memoryview:
 
 
 __all__ = [
-    "CHANNEL_TYPES", "CHAT", "FILE_TYPES", "HANDSHAKE_TYPES", "MAX_BATCH_TEXTS", "MAX_BATCH_TEXT_BYTES",
-    "MAX_FRAME", "MAX_HEIGHT", "MAX_RECEIPT_IDS", "MAX_ROTATE_EVERY", "MAX_TEXT_BYTES", "PAD_BUCKETS",
-    "PROTOCOL_VERSION", "SEALED_CONTENT", "SUPPORTED_VERSIONS", "VERDICTS", "Send", "Transcript", "pad",
-    "padded_size", "sealed_aad", "sealed_nonce", "unpad",
+    "CHANNEL_TYPES", "CHAT", "FEATURES", "FEATURE_FILE_ROOT", "FILE_TYPES", "HANDSHAKE_TYPES", "MAX_BATCH_TEXTS",
+    "MAX_BATCH_TEXT_BYTES", "MAX_FRAME", "MAX_HEIGHT", "MAX_RECEIPT_IDS", "MAX_ROTATE_EVERY", "MAX_TEXT_BYTES",
+    "PAD_BUCKETS", "PROTOCOL_VERSION", "SEALED_CONTENT", "SUPPORTED_VERSIONS", "VERDICTS", "Send", "Transcript",
+    "encode_features", "pad", "padded_size", "sealed_aad", "sealed_nonce", "unpad",
 ]

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from p2pchat.chat_protocol import FEATURE_FILE_ROOT
 from p2pchat.downloads import Downloads, human, safe_name
 from p2pchat.events import Event, FileFinished, FileOffer, FileProgress
 from p2pchat.file_digest import file_digest
@@ -77,9 +78,10 @@ class _FileSource:
 
 class OfferDigests:
     """Which digest a file is offered with (protocol.md §5.7 "The file's digest"): its root, hashed on every core,
-    to a peer whose ``file_accept`` said it checks roots (learned anew after a restart); its plain SHA-256 to any
-    other, and again to the same peer while a file offered that way is not delivered (its partial there is kept
-    under that digest)."""
+    to a peer that announced it checks roots — in step 1 of a session (``features``), or in a ``file_accept`` (a
+    peer that announces it only there); learned anew after a restart — its plain SHA-256 to any other, and again
+    to the same peer while a file offered that way is not delivered (its partial there is kept under that
+    digest)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -157,6 +159,12 @@ class FileDriver:
     def takes_root(self, peer_fp: str | None) -> bool:
         """Whether the peer ``peer_fp`` announced that it checks an offer's root."""
         return self.digests.takes_root(peer_fp)
+
+    def session_ready(self, session: Session, peer_features: frozenset[str]) -> None:
+        """A session's four steps are done (``session.peer_fp`` set): what the peer announced in step 1, bound by
+        the transcript, tells before any offer whether it checks roots (its first file goes with one too)."""
+        if FEATURE_FILE_ROOT in peer_features:
+            self.digests.peer_takes_root(session.peer_fp)
 
     def prepare_for(self, peer_fp: str | None, path: str) -> tuple[str, int, bytes, bool]:
         """Check and hash a file to offer to ``peer_fp`` (:meth:`OfferDigests.prepare_for`)."""

@@ -30,7 +30,8 @@ initiator's ``auth`` verified — never its signature.
 API::
 
     Handshake(*, initiator, identity, nickname, network, local_address, peer_address, via_relay=False,
-              peer_query=None, rng=crypto.random_bytes, ephemeral_factory=crypto.EphemeralKey, ledger_view=None)
+              peer_query=None, rng=crypto.random_bytes, ephemeral_factory=crypto.EphemeralKey, ledger_view=None,
+              features=FEATURES)
     .start(step) -> list[HsEvent]          # initiator only; raises StepOrderError when out of order
     .refusal(step) -> str | None           # the StepOrderError text start(step) would raise, or None
     .receive(msg: Message) -> list[HsEvent]  # never raises for anything a peer sends
@@ -39,13 +40,16 @@ API::
     .prepare_due: bool; .prepare() -> None  # make ahead what the next step needs (no frames, no events); above
     .close() -> None                       # the connection ended early: erase the X25519 private half
     .phase: Phase; .done: set[Step]; .next_step: Step | None; .in_progress: Step | None; .failed: str | None
-    .established: Established | None; .peer_nickname; .peer_public_der; .peer_binding
+    .established: Established | None; .peer_nickname; .peer_public_der; .peer_binding; .peer_features
 
 ``identity`` is anything with ``public_der`` and ``sign(context, data)`` (:class:`Signer`;
 :class:`p2pchat.foundation.identity.Identity` in the product).
 
 Steps (docs/protocol.md has the byte-level spec and test vectors):
-1. Connect: ``hello`` → ``welcome`` | ``decline`` | ``error`` (version/network mismatch).
+1. Connect: ``hello`` → ``welcome`` | ``decline`` | ``error`` (version/network mismatch). Each carries this
+   node's ``features`` (optional abilities, e.g. checking a file offer's root); they enter the transcript only
+   when both frames carry the field, so a peer built before it (which sends none and ignores ours) agrees on T2,
+   and a man in the middle who strips or adds the field on one frame breaks both step-3 signatures.
 2. Swap public keys: ``key`` ↔ ``key`` (identity key, a fresh 32-byte nonce, a fresh X25519 public half and the
    sender's ledger position — final block and tip, from ``ledger_view``, all zero without one),
    each side checks the peer's key against the ledger (byte for byte) and sends ``key_ok``; the step is done on a
@@ -71,11 +75,13 @@ from typing import Literal, Protocol
 
 from p2pchat.chat_protocol import (
     CHAT,
+    FEATURES,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
     VERDICTS,
     Send,
     Transcript,
+    encode_features,
 )
 from p2pchat.display import quote_peer
 from p2pchat.foundation import crypto
@@ -152,6 +158,7 @@ class Established:
     peer_nickname: str              # from the ledger record
     peer_binding: LedgerBinding
     safety_number: str
+    peer_features: frozenset[str] = frozenset()     # step 1's, bound by the transcript (empty: an older peer)
 
     def wipe_keys(self) -> None:
         """Drop the references to the key material (Python cannot overwrite ``bytes`` in place)."""
@@ -266,10 +273,18 @@ class Hello:
     network: str
     nickname: str
     address: str
+    features: tuple[str, ...] | None = None     # None: the frame had no ``features`` (a node built before them)
 
     @classmethod
     def from_message(cls, msg: Message) -> Hello:
-        return cls(msg["version"], msg["network"], msg["nickname"], msg["address"])
+        features = msg.fields.get("features")
+        return cls(msg["version"], msg["network"], msg["nickname"], msg["address"],
+                   None if features is None else tuple(features))
+
+    def wire(self) -> dict[str, object]:
+        """The fields of a ``hello`` / ``welcome`` frame."""
+        return {"version": self.version, "network": self.network, "nickname": self.nickname,
+                "address": self.address, "features": None if self.features is None else list(self.features)}
 
 
 @dataclass(frozen=True)
@@ -291,6 +306,10 @@ def add_hellos(t: Transcript, i: Hello, r: Hello) -> None:
         t.add(f"{prefix}.network", h.network)
         t.add(f"{prefix}.nickname", h.nickname)
         t.add(f"{prefix}.address", h.address)
+    # only when both frames carry them: an older peer neither sends nor hashes them (protocol.md §3.5)
+    if i.features is not None and r.features is not None:
+        t.add("i.features", encode_features(i.features))
+        t.add("r.features", encode_features(r.features))
 
 
 def add_keys(t: Transcript, i_fingerprint: bytes, r_fingerprint: bytes) -> None:
@@ -425,13 +444,15 @@ class Handshake:
                  peer_address: str, via_relay: bool = False, peer_query: str | None = None,
                  rng: Callable[[int], bytes] = crypto.random_bytes,
                  ephemeral_factory: Callable[[], EphemeralLike] = crypto.EphemeralKey,
-                 ledger_view: LedgerView | None = None, background: Background | None = None) -> None:
+                 ledger_view: LedgerView | None = None, background: Background | None = None,
+                 features: tuple[str, ...] | None = FEATURES) -> None:
         """``local_address``: this node's claimed ``ip:port`` (its --host and chat port). ``peer_address``: the
         ``ip:port`` the socket is connected to (for a relayed session: the relay's). ``peer_query``: what the
         user asked for (address, nickname or fingerprint); for a relayed session it is what the ledger is asked,
         and a relayed responder without one looks the peer up by the fingerprint of the key it sends.
         ``background``: where the responder starts its step-4 keys while it signs (see :class:`KeySchedule`);
-        ``None`` makes them on this thread (:meth:`prepare` or step 4)."""
+        ``None`` makes them on this thread (:meth:`prepare` or step 4). ``features``: what step 1 announces
+        (``None``: no ``features`` field, as a node built before them)."""
         self.initiator = initiator
         self._identity = identity
         self._ledger_view = ledger_view          # ledger cross-check (step 2): None sends NO_POSITION
@@ -440,7 +461,8 @@ class Handshake:
         self.via_relay = via_relay
         self.peer_address = peer_address
         self.peer_query = peer_query
-        self._me = Hello(PROTOCOL_VERSION, network, nickname, local_address)
+        self._me = Hello(PROTOCOL_VERSION, network, nickname, local_address,
+                         None if features is None else tuple(features))
         self._role = ROLE_INITIATOR if initiator else ROLE_RESPONDER
         self._peer_role = ROLE_RESPONDER if initiator else ROLE_INITIATOR
 
@@ -502,6 +524,16 @@ class Handshake:
         if self.peer_binding is not None:
             return self.peer_binding.nickname
         return self._peer_hello.nickname if self._peer_hello else None
+
+    @property
+    def peer_features(self) -> frozenset[str]:
+        """What the peer announced in step 1, hashed into the transcript by both sides (to be relied on once step 3
+        verified it: :class:`Established` carries it); empty when either side's frame had no ``features`` (then
+        neither side hashed them)."""
+        peer = self._peer_hello
+        if peer is None or peer.features is None or self._me.features is None:
+            return frozenset()
+        return frozenset(peer.features)
 
     @property
     def peer_claimed_address(self) -> str | None:
@@ -577,7 +609,7 @@ class Handshake:
         self._check_can_start(step)
         if step is Step.CONNECT:
             self.phase = Phase.HELLO_SENT
-            return [self._send("hello", **vars(self._me))]
+            return [self._send("hello", **self._me.wire())]
         if step is Step.SWAP_KEYS:
             self.phase = Phase.SWAPPING
             events: list[HsEvent] = [self._send_key()]
@@ -605,7 +637,7 @@ class Handshake:
                     Failed(Step.CONNECT, self.failed or "")]
         add_hellos(self._transcript, peer, self._me)
         self.phase = Phase.CONNECTED
-        return [self._send("welcome", **vars(self._me)),
+        return [self._send("welcome", **self._me.wire()),
                 self._step_done(Step.CONNECT, f"accepted the chat from {self_claimed(peer.nickname)} "
                                               f"at {self.peer_address}")]
 
@@ -1027,7 +1059,7 @@ class Handshake:
         self.established = Established(
             initiator=self.initiator, send_key=send, recv_key=recv, send_chain=send_chain, recv_chain=recv_chain,
             transcript_hash=t2, peer_public_der=der, peer_nickname=binding.nickname, peer_binding=binding,
-            safety_number=number)
+            safety_number=number, peer_features=self.peer_features)
         return [self._step_done(Step.AGREE_KEY, f"agreed AES-256-GCM keys (one per direction); safety number "
                                                 f"{number}"),
                 Ready(self.established)]

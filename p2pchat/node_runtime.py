@@ -323,6 +323,7 @@ class NodeRuntime:
 
     def ready(self, session: Session, established: Established) -> None:
         self.channels.start(session, established)
+        self.files.session_ready(session, established.peer_features)     # [file digest] roots from the first file
         if self.watcher is not None and session.peer_fp is not None:
             self.watcher.chat_ready(session.peer_fp, session.id)
 

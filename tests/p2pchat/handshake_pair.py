@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2pchat.chat_protocol import CHAT, Send
+from p2pchat.chat_protocol import CHAT, FEATURES, Send
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.identity import Identity
@@ -109,7 +109,8 @@ class Pair:
     ``prepare``: after the events of each core call are handled, call ``prepare()`` when it is due, as the node
     does (the work made ahead: the initiator's X25519 half and signature, both sides' step-4 keys); ``False``
     leaves all of it to be made on the spot. ``background_r``: the responder's background runner (see
-    ``Handshake(background=...)``).
+    ``Handshake(background=...)``). ``i_features`` / ``r_features``: what each side announces in step 1 (``None``:
+    no ``features`` field, as a node built before them).
     """
 
     def __init__(self, ident_i: Identity, ident_r: Identity, *, network: str = "testnet",
@@ -117,7 +118,8 @@ class Pair:
                  wire: Wire | None = None, rng_i: Callable[[int], bytes] = crypto.random_bytes,
                  rng_r: Callable[[int], bytes] = crypto.random_bytes, eph_i: Any = crypto.EphemeralKey,
                  eph_r: Any = crypto.EphemeralKey, r_network: str | None = None, prepare: bool = True,
-                 i_view: Any = None, r_view: Any = None, background_r: Any = None) -> None:
+                 i_view: Any = None, r_view: Any = None, background_r: Any = None,
+                 i_features: tuple[str, ...] | None = FEATURES, r_features: tuple[str, ...] | None = FEATURES) -> None:
         # i_binding: what the initiator's ledger says about the responder (True: the honest record).
         if i_binding is True:
             i_binding = binding_for(ident_r, "127.0.0.3", "bob")
@@ -125,11 +127,12 @@ class Pair:
             r_binding = binding_for(ident_i, "127.0.0.2", "alice")
         self.i = Side("initiator", Handshake(
             initiator=True, identity=ident_i, nickname="alice", network=network, local_address=I_ADDR,
-            peer_address=R_ADDR, rng=rng_i, ephemeral_factory=eph_i, ledger_view=i_view), i_binding or None)
+            peer_address=R_ADDR, rng=rng_i, ephemeral_factory=eph_i, ledger_view=i_view, features=i_features),
+            i_binding or None)
         self.r = Side("responder", Handshake(
             initiator=False, identity=ident_r, nickname="bob", network=r_network or network,
             local_address=R_ADDR, peer_address=I_SEEN_FROM, rng=rng_r, ephemeral_factory=eph_r, ledger_view=r_view,
-            background=background_r),
+            background=background_r, features=r_features),
             r_binding or None)
         self.wire: Wire = wire or (lambda src, frame: [frame])
         self.prepare = prepare

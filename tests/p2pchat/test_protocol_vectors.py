@@ -144,6 +144,36 @@ def test_transcript_vector_matches_the_spec_and_the_code():
     assert transcript.digest().hex() == t["T2"]
 
 
+def features_items() -> list[tuple[str, bytes]]:
+    """§3.5: ``i.features``, ``r.features``, each ``u8 len | name`` per name (here both sides send one name)."""
+    name = V["transcript"]["features"].encode()
+    return [("i.features", bytes([len(name)]) + name), ("r.features", bytes([len(name)]) + name)]
+
+
+def test_transcript_with_features_on_both_sides_adds_two_items_after_step_1():
+    t = V["transcript"]
+    step1, step2 = vector_items()
+    assert spec_transcript(features_items())[len(cp.TRANSCRIPT_LABEL):].hex() == t["features_items"]
+    assert hashlib.sha256(spec_transcript(step1 + features_items())).hexdigest() == t["T1_features"]
+    assert hashlib.sha256(spec_transcript(step1 + features_items() + step2)).hexdigest() == t["T2_features"]
+    assert t["features"] == cp.FEATURE_FILE_ROOT and cp.FEATURES == (cp.FEATURE_FILE_ROOT,)
+
+    def hello(side: str, features: tuple[str, ...] | None) -> hs.Hello:
+        return hs.Hello(int(t["version"]), t["network"], t[f"{side}.nickname"], t[f"{side}.address"], features)
+
+    both = cp.Transcript()
+    hs.add_hellos(both, hello("i", cp.FEATURES), hello("r", cp.FEATURES))
+    assert both.digest().hex() == t["T1_features"]
+    # one side without the field (a node built before it): neither item, the plain T1 — whichever side it is
+    for i_features, r_features in ((cp.FEATURES, None), (None, cp.FEATURES), (None, None)):
+        one = cp.Transcript()
+        hs.add_hellos(one, hello("i", i_features), hello("r", r_features))
+        assert one.digest().hex() == t["T1"]
+    empty = cp.Transcript()            # an empty list is a field that is there: two empty items
+    hs.add_hellos(empty, hello("i", ()), hello("r", cp.FEATURES))
+    assert empty.labels[-2:] == ["i.features", "r.features"] and empty.digest().hex() != t["T1"]
+
+
 def test_ephemeral_publics_and_shared_secret_follow_from_the_private_keys():
     i = crypto.EphemeralKey(hx("transcript", "i.ephemeral_private"))
     r = crypto.EphemeralKey(hx("transcript", "r.ephemeral_private"))
@@ -301,6 +331,15 @@ def test_hello_and_key_frames_and_safety_number():
     assert cp.CHAT.encode("hello", **fields).hex() == f["hello_frame"]
     body = msgpack.packb({"t": "hello", **fields}, use_bin_type=True)
     assert (struct.pack(">I", len(body)) + body).hex() == f["hello_frame"]
+    # this version's hello: the same fields, then features (a msgpack array of texts)
+    with_features = {**fields, "features": [t["features"]]}
+    body = msgpack.packb({"t": "hello", **with_features}, use_bin_type=True)
+    assert (struct.pack(">I", len(body)) + body).hex() == f["hello_features_frame"]
+    assert cp.CHAT.encode("hello", **with_features).hex() == f["hello_features_frame"]
+    me = hs.Hello(int(t["version"]), t["network"], t["i.nickname"], t["i.address"], cp.FEATURES)
+    assert cp.CHAT.encode("hello", **me.wire()).hex() == f["hello_features_frame"]
+    assert hs.Hello.from_message(cp.CHAT.decode(bytes.fromhex(f["hello_features_frame"])[4:])) == me
+    assert hs.Hello.from_message(cp.CHAT.decode(bytes.fromhex(f["hello_frame"])[4:])).features is None
     # step 2's `key` frame carries the key, the sender's challenge and its X25519 half; the key's fingerprint is
     # the i.key item
     der, nonce, half = f["key_der"].encode(), hx("transcript", "i.challenge"), hx("transcript", "i.ephemeral")
@@ -354,6 +393,7 @@ def test_a_real_handshake_derives_what_the_spec_says(identities):
 
     items = (hello_items("i", "alice", "127.0.0.2:8471") + hello_items("r", "bob", "127.0.0.3:8471"))
     items = [(label, b"testnet" if label.endswith(".network") else value) for label, value in items]
+    items += features_items()       # both sides of this version send features (§3.1)
     items += [("i.key", hashlib.sha256(a.public_der).digest()), ("r.key", hashlib.sha256(b.public_der).digest()),
               ("i.challenge", drawn["i"][0]), ("r.challenge", drawn["r"][0]),
               ("i.ephemeral", hx("transcript", "i.ephemeral")), ("r.ephemeral", hx("transcript", "r.ephemeral"))]
@@ -362,6 +402,7 @@ def test_a_real_handshake_derives_what_the_spec_says(identities):
               for side in "ir" for name in ("final_height", "final_hash", "tip_height", "tip_hash")]
     t4 = hashlib.sha256(spec_transcript(items)).digest()
     assert est_i.transcript_hash == est_r.transcript_hash == t4
+    assert est_i.peer_features == est_r.peer_features == frozenset(cp.FEATURES)
     # the challenges and the X25519 halves are those of the two `key` frames (§2, §3.2)
     keys = {name: cp.CHAT.decode(f[4:]) for name, f in pair.log if cp.CHAT.decode(f[4:]).type == "key"}
     assert (keys["initiator"]["nonce"], keys["responder"]["nonce"]) == (drawn["i"][0], drawn["r"][0])
