@@ -10,9 +10,9 @@ the relay (rate limit off) in another, the sender in this one. Measured in the s
 - TLS 1.3 bulk copy: the file read in 64 KiB blocks and written to a socket, the receiver writing it to disk
   (mutual authentication with RSA-3072 certificates, the handshake not counted): MB/s from the first byte sent
   to the receiver's file closed;
-- p2pchat direct and via relay: from ``send_file`` (which reads the file once for the offer's digest: the
-  first file to the receiver its plain SHA-256, later ones its root over 1 MiB pieces, hashed on both cores;
-  protocol.md §5.7) to the sender's ``FileFinished`` (the receiver has every byte on disk and checked the whole
+- p2pchat direct and via relay: from ``send_file`` (which reads the file once for the offer's digest: its root
+  over 1 MiB pieces, hashed on both cores, since the receiver announced in step 1 that it checks roots;
+  protocol.md §3.1, §5.7) to the sender's ``FileFinished`` (the receiver has every byte on disk and checked the whole
   file's digest); the four steps not counted; also the seconds ``send_file`` took to offer (the hash);
 - text latency while a transfer runs: a 100-byte text every 10 ms while a direct transfer runs (the texts stop when
   it finishes, so each one overlapped it; as many transfers as it takes for 200 texts), one-way latency (send →
@@ -256,7 +256,7 @@ def run(quick: bool, size_mib: int, rounds: int = 3, paths: tuple[str, ...] = ("
             samples: dict[str, list[float]] = {"tls": [], "direct": [], "relay": []}
             cpu: dict[str, list[float]] = {"tls": [], "direct": [], "relay": []}
             # seconds from send_file to the offer sent (the sender's pass over the file for the offer's digest;
-            # the first file to a peer goes with its plain SHA-256, later ones with their root: protocol.md §5.7)
+            # the root, known from step 1 to be checked by the receiver: protocol.md §3.1, §5.7)
             offer_s: dict[str, list[float]] = {"direct": [], "relay": []}
             # per process: sender, receiver, relay (CPU seconds of each, per round)
             parts: dict[str, list[tuple[float, float, float]]] = {"tls": [], "direct": [], "relay": []}
@@ -344,8 +344,8 @@ def markdown(r: dict[str, Any]) -> str:
 
 ANALYSIS = """The TLS baseline encrypts with OpenSSL's AES-GCM inside `ssl` and hashes nothing; a p2pchat transfer
 seals every chunk with pycryptodome's AES-GCM (the project's one crypto module) and checks the whole file against
-the offer's digest on both sides (the offer's promise, and what makes a resume safe: its SHA-256, or from the second
-file to a peer its root over 1 MiB pieces, which the sender hashes on both cores); through the relay each byte is
+the offer's digest on both sides (the offer's promise, and what makes a resume safe: its root over 1 MiB pieces,
+which the sender hashes on both cores, for a receiver that says in step 1 that it checks roots, else its SHA-256); through the relay each byte is
 sealed once more between the two clients (docs/relay.md) and passes a third process. The per-byte rows bound one
 side before any copy or system call. The CPU row is what decides MB/s on a shared machine: with both cores busy, a
 path reaches 0.5 × TLS only if it needs at most about twice TLS's CPU per GB. Chunks are up to 1 MiB (16 padding

@@ -40,7 +40,8 @@ acknowledgement's seal and open, the Python path), so fewer, larger chunks cost 
 
 The offer's digest (:mod:`p2pchat.file_digest`) is the file's plain SHA-256 (field ``sha256``) or its root over
 1 MiB pieces (``root``, which a sender hashes on several cores); a receiver of this version checks either and
-says so in every ``file_accept`` (``root: true``), which the IO layer remembers per peer to offer roots later.
+says so in every ``file_accept`` (``root: true``), which the IO layer remembers per peer to offer roots later (it
+usually knows before the first offer: step 1's ``features``, protocol.md §3.1).
 """
 
 from __future__ import annotations

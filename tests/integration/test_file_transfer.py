@@ -46,7 +46,9 @@ def test_send_delivers_a_file_directly_and_a_killed_sender_resumes_without_resen
             send = ChatProcess("send", a, str(first), "--host", b, "--data-dir", str(cluster.data_dir(b)))
             procs.append(send)
             assert send.wait_exit(60) == 0, send.output()
-            assert "delivered: the receiver checked the whole file against its SHA-256" in send.output()
+            # a one-shot sender knows from step 1 (features: file-root) that the listener checks roots: even its one
+            # file goes with the root, hashed on every core (protocol.md §5.7), and so does the resumed one below
+            assert "delivered: the receiver checked the whole file against its root" in send.output()
             listen.wait_for("✓ F1 report.pdf: saved as")
             assert hashlib.sha256((downloads / "report.pdf").read_bytes()).hexdigest() == digest
 
@@ -79,6 +81,7 @@ def test_send_delivers_a_file_directly_and_a_killed_sender_resumes_without_resen
             listen.wait_for("✓ F3 big.bin: saved as")
             line = next(x for x in listen.output().splitlines() if "✓ F3 big.bin" in x)
             assert f"resumed at byte {kept:,}; {SIZE - kept:,} bytes moved now" in line
+            assert "delivered: the receiver checked the whole file against its root" in again.output()
             assert hashlib.sha256((downloads / "big.bin").read_bytes()).hexdigest() == digest
             assert not list((downloads / ".p2pchat-partial").iterdir())
         finally:

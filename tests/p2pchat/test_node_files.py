@@ -89,32 +89,55 @@ def test_a_transfer_cut_at_40_percent_resumes_in_a_new_session_without_sending_v
         assert not any((tmp_path / "dl" / ".p2pchat-partial").iterdir())
 
 
-def test_files_to_a_peer_that_checks_roots_go_with_a_root_and_resume_after_a_cut_under_it(
+def _recording_offers(monkeypatch) -> list[dict]:
+    """Every ``file_offer`` a node of this process receives (its fields), in order."""
+    from p2pchat.file_driver import FileDriver
+
+    seen: list[dict] = []
+    real = FileDriver.on_message
+
+    def on_message(self, session, kind, fields):
+        if kind == "file_offer":
+            seen.append(dict(fields))
+        return real(self, session, kind, fields)
+
+    monkeypatch.setattr(FileDriver, "on_message", on_message)
+    return seen
+
+
+def _as_built_before_features(monkeypatch, identity) -> None:
+    """Make the node of ``identity`` announce nothing in step 1, as a node built before ``features`` (it still says
+    ``root: true`` in its file_accept, as the version before this one did)."""
+    from p2pchat import handshake_driver
+
+    real = handshake_driver.Handshake
+
+    def make(**kw):
+        return real(**kw, features=None) if kw["identity"] is identity else real(**kw)
+
+    monkeypatch.setattr(handshake_driver, "Handshake", make)
+
+
+def test_the_first_file_to_a_peer_that_announced_roots_in_step_1_goes_with_a_root_and_resumes_under_it(
         identities, tmp_path, monkeypatch):
-    """The first file to bob travels with its plain SHA-256; bob's file_accept says he checks roots, so the next
-    files are offered with their root (hashed on every core), and one cut at 40 % resumes under that root. (A file
-    cut while it went with its SHA-256 is offered again with it: the test of a cut at 40 % above.)"""
+    """Bob's hello says ``file-root`` (protocol.md §3.1), so alice offers even her first file to him with its root
+    (hashed on every core) — no plain SHA-256 first; one cut at 40 % resumes under that root."""
     import json
 
-    first_src, big_src = tmp_path / "first.bin", tmp_path / "big.bin"
-    _file(first_src, 1000)
+    big_src = tmp_path / "big.bin"
     data = _file(big_src, 6 * 1024 * 1024 + 3, seed=2)
     cut = _CutAt(monkeypatch, len(data))
+    offers = _recording_offers(monkeypatch)
     with pair(identities, bob={"downloads": tmp_path / "dl", "accept_files": True}) as (alice, bob, _):
         sid, _ = connect_all(alice, bob)
         bob_fp = alice.node._rt.get(sid).peer_fp
-        files = alice.node._rt.files
-        assert not files.takes_root(bob_fp)
-        tid = alice.node.send_file(sid, str(first_src))
-        assert bob.log.wait(FileFinished, transfer=tid, timeout=30).ok
-        assert alice.log.wait(FileFinished, transfer=tid).ok
-        assert files.takes_root(bob_fp)
-        assert files.prepare_for(bob_fp, str(first_src))[3] is True      # delivered: no partial waits for it
+        assert alice.node._rt.files.takes_root(bob_fp)          # known from step 1, before any offer
         cut.link = alice.node._rt.get(sid).link
         tid = alice.node.send_file(sid, str(big_src))
         first = bob.log.wait(FileFinished, transfer=tid, timeout=30)
         assert not first.ok and "kept" in first.text, first.text
         assert 0 < first.session_bytes < len(data)
+        assert offers[0].get("root") is not None and offers[0].get("sha256") is None
         states = [json.loads(p.read_text()) for p in (tmp_path / "dl" / ".p2pchat-partial").glob("*.json")]
         assert [set(s) & {"root", "sha256"} for s in states] == [{"root"}]
         sid2, _ = connect_all(alice, bob)
@@ -124,6 +147,37 @@ def test_files_to_a_peer_that_checks_roots_go_with_a_root_and_resume_after_a_cut
         assert second.resumed_from == first.session_bytes            # the verified part is not sent again
         assert (tmp_path / "dl" / "big.bin").read_bytes() == data
         assert "root" in alice.log.wait(FileFinished, transfer=tid2).text
+
+
+def test_a_receiver_built_before_step_1_features_gets_the_first_file_with_sha256_then_roots_after_its_accept(
+        identities, tmp_path, monkeypatch):
+    """Bob announces nothing in step 1 (a node of the version before): the four steps complete, the first file goes
+    with its plain SHA-256 as before, and once bob's file_accept said ``root: true`` the next ones with a root; a
+    file cut while it went with its SHA-256 is offered again with it, so it resumes."""
+    first_src, big_src = tmp_path / "first.bin", tmp_path / "big.bin"
+    data = _file(big_src, 4 * 1024 * 1024, seed=3)
+    _file(first_src, 1000)
+    _as_built_before_features(monkeypatch, identities[1])
+    cut = _CutAt(monkeypatch, len(data))
+    offers = _recording_offers(monkeypatch)
+    with pair(identities, bob={"downloads": tmp_path / "dl", "accept_files": True}) as (alice, bob, _):
+        sid, _ = connect_all(alice, bob)
+        files, bob_fp = alice.node._rt.files, alice.node._rt.get(sid).peer_fp
+        assert not files.takes_root(bob_fp)
+        cut.link = alice.node._rt.get(sid).link
+        tid = alice.node.send_file(sid, str(big_src))
+        first = bob.log.wait(FileFinished, transfer=tid, timeout=30)
+        assert not first.ok and "kept" in first.text, first.text
+        assert offers[0].get("sha256") is not None and offers[0].get("root") is None
+        assert files.takes_root(bob_fp)                         # bob's file_accept said root: true
+        sid2, _ = connect_all(alice, bob)
+        tid2 = alice.node.send_file(sid2, str(big_src))        # not delivered yet: SHA-256 again, so it resumes
+        second = bob.log.wait(FileFinished, transfer=tid2, timeout=30)
+        assert second.ok and second.resumed_from == first.session_bytes, second.text
+        assert offers[1].get("sha256") is not None and offers[1].get("root") is None
+        tid3 = alice.node.send_file(sid2, str(first_src))
+        assert bob.log.wait(FileFinished, transfer=tid3, timeout=30).ok
+        assert offers[2].get("root") is not None and offers[2].get("sha256") is None
 
 
 def test_an_offer_named_with_a_path_lands_in_the_downloads_folder_under_a_safe_name(identities, tmp_path):
