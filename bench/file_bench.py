@@ -345,24 +345,25 @@ def markdown(r: dict[str, Any]) -> str:
 ANALYSIS = """The TLS baseline encrypts with OpenSSL's AES-GCM inside `ssl` and hashes nothing; a p2pchat transfer
 seals every chunk with pycryptodome's AES-GCM (the project's one crypto module) and checks the whole file against
 the offer's digest on both sides (the offer's promise, and what makes a resume safe: its root over 1 MiB pieces,
-which the sender hashes on both cores, for a receiver that says in step 1 that it checks roots, else its SHA-256); through the relay each byte is
-sealed once more between the two clients (docs/relay.md) and passes a third process. The per-byte rows bound one
-side before any copy or system call. The CPU row is what decides MB/s on a shared machine: with both cores busy, a
-path reaches 0.5 × TLS only if it needs at most about twice TLS's CPU per GB. Chunks are up to 1 MiB (16 padding
-buckets) when the receiver announces that it takes them (`max_chunk`, protocol.md §5.7): besides its bytes, every
-chunk costs each side two AES-GCM key setups (pycryptodome: about as much as sealing 100 KiB), an acknowledgement
-and the Python path around a frame. Around the crypto, the per-chunk path: the sender reads a chunk and seals it
-from its parts straight into its frame; the frame IO tries each read and write on the socket's descriptor at once
-and polls only when it would block; the receiver reads a frame straight into a buffer of its own, decrypts the box
-where it lies, and hands the chunk's data (a view of that buffer, not a copy) to the partial file's writer thread,
-which writes it (one system call, unbuffered) and hashes it while the reader goes back to the socket, never waiting
-for the disk; a chunk is acknowledged once written (every second chunk while more wait, protocol.md §5.7), so a slow
-disk slows the sender's window, not the texts; and glibc keeps freed chunk-sized buffers for reuse. Through the
-relay, chunks travel in box records (docs/relay.md): the frame's head sealed for the hop, its end-to-end box
-authenticated but not encrypted a second time. For texts, compare the two latency rows: the texts "during a
-transfer" are sent only while one runs, and wait behind what its window holds, paced to about 25 ms of the
-acknowledged rate; on a loaded machine the scheduler's delays come on top. The figures move with the other work on
-the machine; the dated subsections below give series measured against the code before each change, in the same runs."""
+which the sender hashes on both cores, for a receiver that says in step 1 that it checks roots, else its SHA-256);
+through the relay each byte is sealed once more between the two clients (docs/relay.md) and passes a third process.
+The per-byte rows bound one side before any copy or system call. The CPU row is what decides MB/s on a shared
+machine: with both cores busy, a path reaches 0.5 × TLS only if it needs at most about twice TLS's CPU per GB.
+Chunks are up to 1 MiB (16 padding buckets) when the receiver announces that it takes them (`max_chunk`, protocol.md
+§5.7): besides its bytes, every chunk costs each side two AES-GCM key setups (pycryptodome: about as much as sealing
+100 KiB), an acknowledgement and the Python path around a frame. Around the crypto, the per-chunk path: the sender
+reads a chunk and seals it from its parts straight into its frame; the frame IO tries each read and write on the
+socket's descriptor at once and polls only when it would block; the receiver reads a frame straight into a buffer of
+its own, decrypts the box where it lies, and hands the chunk's data (a view of that buffer, not a copy) to the
+partial file's writer thread, which writes it (one system call, unbuffered) and hashes it while the reader goes back
+to the socket, never waiting for the disk; a chunk is acknowledged once written (every second chunk while more wait,
+protocol.md §5.7), so a slow disk slows the sender's window, not the texts; and glibc keeps freed chunk-sized
+buffers for reuse. Through the relay, chunks travel in box records (docs/relay.md): the frame's head sealed for the
+hop, its end-to-end box authenticated but not encrypted a second time. For texts, compare the two latency rows: the
+texts "during a transfer" are sent only while one runs, and wait behind what its window holds, paced to about 25 ms
+of the acknowledged rate; on a loaded machine the scheduler's delays come on top. The figures move with the other
+work on the machine; the dated subsections below give series measured against the code before each change, in the
+same runs."""
 
 
 HEADING = "## File transfer"
