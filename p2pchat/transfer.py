@@ -172,17 +172,29 @@ TransferEvent = Offered | Progress | Finished
 
 class Pace:
     """The sender's window and chunk size from the acknowledged rate (bytes per second, sampled over at least
-    :data:`RATE_SAMPLE` and smoothed). While the window limits the rate, a round trip shorter than
-    :data:`TARGET_DELAY` makes the window grow; a queue on the path (a rate-limited relay) lengthens the round
-    trip and holds it near ``rate × TARGET_DELAY``."""
+    :data:`RATE_SAMPLE`). While the window limits the rate, a round trip shorter than :data:`TARGET_DELAY` makes
+    the window grow; a queue on the path (a rate-limited relay) lengthens the round trip and holds it near
+    ``rate × TARGET_DELAY``.
 
-    def __init__(self, max_window: int = MAX_WINDOW) -> None:
+    Every file starts from nothing known, and the start is a fixed cost of each file (a 50 MiB file on a fast
+    loopback takes about 150 ms, and the window used to need about 90 of them to grow to its size). So, as TCP
+    does: until the first rate sample the window grows by every byte acknowledged (it doubles per round trip:
+    *slow start*; chunks a quarter of it), and a higher sample is taken at once while a lower one only halves the
+    distance (one slow sample is not a slow path); slow start ends at the first sample with the window it reached
+    (the sample, an average over the ramp, would undercut it). Neither lets the window grow faster than the path
+    acknowledges bytes: slow start adds only what was acknowledged, and a sample is what the path moved in at
+    least 20 ms."""
+
+    def __init__(self, max_window: int = MAX_WINDOW, rate: float = 0.0) -> None:
+        """``rate``: what an earlier file of the same session measured (its path), so this one needs no start."""
         self.max_window = max_window
-        self.rate = 0.0
+        self.rate = rate
         self._since: float | None = None
         self._bytes = 0
+        self._acked = 0             # every byte acknowledged so far (slow start)
 
     def acked(self, n: int, now: float) -> None:
+        self._acked += n
         if self._since is None:
             self._since = now
             return
@@ -190,18 +202,22 @@ class Pace:
         elapsed = now - self._since
         if elapsed >= RATE_SAMPLE:
             sample = self._bytes / elapsed
-            self.rate = sample if self.rate == 0 else 0.5 * self.rate + 0.5 * sample
+            if self.rate == 0:      # the end of slow start: its window stays unless the sample asks for more
+                self.rate = max(sample, self.window / TARGET_DELAY)
+            else:
+                self.rate = sample if sample > self.rate else 0.5 * self.rate + 0.5 * sample
             self._since, self._bytes = now, 0
 
     @property
     def window(self) -> int:
         if self.rate == 0:
-            return min(START_WINDOW, self.max_window)
+            return min(START_WINDOW + self._acked, self.max_window)
         return int(min(self.max_window, max(MIN_WINDOW, self.rate * TARGET_DELAY)))
 
     @property
     def chunk(self) -> int:
-        buckets = max(1, min(CHUNK_SIZE // BUCKET + 1, int(self.rate * CHUNK_TIME) // BUCKET))
+        per_rate = int(self.rate * CHUNK_TIME) if self.rate else self.window // 4
+        buckets = max(1, min(CHUNK_SIZE // BUCKET + 1, per_rate // BUCKET))
         return min(buckets * BUCKET - 128, CHUNK_SIZE)
 
 
@@ -268,6 +284,7 @@ class TransferCore:
         self._out: dict[bytes, _Transfer] = {}
         self._in: dict[bytes, _Transfer] = {}
         self._turn = 0           # round robin between outgoing transfers
+        self._rate = 0.0         # the last acknowledged rate an outgoing transfer measured: the next one starts there
 
     # --- what the IO layer looks at ----------------------------------------------------------------------
 
@@ -308,7 +325,7 @@ class TransferCore:
         self._forget_ended(self._out)
         tid = self._new_id()
         self._out[tid] = _Transfer(tid, True, name, size, sha256, root, source=source, touched=now,
-                                   pace=Pace(self.max_window))
+                                   pace=Pace(self.max_window, self._rate))
         return tid, [Out("file_offer", {"id": tid, "name": name, "size": size, "root" if root else "sha256": sha256})]
 
     def accept(self, tid: bytes, sink: Sink, now: float) -> list[Out | TransferEvent]:
@@ -437,6 +454,7 @@ class TransferCore:
             return self._fail(t, "the receiver acknowledged bytes that were never sent")
         if offset > t.acked:
             t.pace.acked(offset - t.acked, now)
+            self._rate = t.pace.rate or self._rate
             t.acked, t.touched = offset, now
         if t.acked == t.size:
             t.state = State.VERIFYING

@@ -229,6 +229,65 @@ def test_the_window_and_chunks_follow_the_acknowledged_rate_fast_path_grows_slow
     assert slow.window == MIN_WINDOW and slow.chunk == MIN_CHUNK     # a text waits ~33 ms behind it at 4 MB/s
 
 
+def test_a_new_file_starts_with_slow_start_doubling_per_round_trip_and_keeps_its_window_at_the_first_sample():
+    from p2pchat.transfer import RATE_SAMPLE, START_WINDOW, TARGET_DELAY, Pace
+
+    p = Pace()
+    assert p.window == START_WINDOW and p.chunk == MIN_CHUNK        # nothing known: a small window, small chunks
+    t, acked = 0.0, 0
+    while p.rate == 0:              # each round trip (2 ms) acknowledges the whole window: it doubles
+        n = p.window
+        t += 0.002
+        p.acked(n, t)
+        acked += n
+        if p.rate == 0:
+            assert p.window == min(MAX_WINDOW, START_WINDOW + acked)
+            assert p.chunk == min(CHUNK_SIZE, max(1, p.window // 4 // 65536) * 65536 - 128)
+    assert t <= RATE_SAMPLE + 0.002 + 1e-9 and p.window == MAX_WINDOW and p.chunk == CHUNK_SIZE
+    assert p.rate >= MAX_WINDOW / TARGET_DELAY      # the first sample (an average over the ramp) keeps the window
+
+
+def test_a_higher_rate_is_taken_at_once_and_a_lower_one_only_halfway():
+    from p2pchat.transfer import Pace
+
+    p = Pace(rate=100e6)
+    p.acked(1, 0.0)
+    p.acked(4_000_000, 0.02)            # 200 MB/s
+    assert p.rate == pytest.approx(200e6)
+    p.acked(1_000_000, 0.04)            # 50 MB/s: one slow sample halves the distance
+    assert p.rate == pytest.approx(125e6)
+
+
+def test_slow_start_on_a_slow_path_adds_only_what_the_path_acknowledged():
+    from p2pchat.transfer import MIN_WINDOW, START_WINDOW, Pace
+
+    p = Pace()
+    t = 0.0
+    for _ in range(3):                  # 4 MB/s (a relay's default rate limit): 40 KB every 10 ms
+        t += 0.01
+        p.acked(40_000, t)
+    assert p.window <= START_WINDOW + 120_000
+    for _ in range(60):
+        t += 0.01
+        p.acked(40_000, t)
+    assert p.window == MIN_WINDOW and p.chunk == MIN_CHUNK
+
+
+def test_the_next_file_of_a_session_starts_at_the_rate_the_last_one_measured():
+    data = b"y" * (3 * MIN_CHUNK)
+    sha = hashlib.sha256(data).digest()
+    a = TransferCore(id_factory=_ids())
+    first, _ = a.offer(MemSource(data), "a", len(data), sha, 0.0)
+    _fast_sender(a, first)
+    a.receive("file_accept", {"id": first, "offset": 0, "max_chunk": CHUNK_SIZE}, 0.0)
+    a.next_chunk(0.0)
+    a.receive("file_ack", {"id": first, "offset": MIN_CHUNK}, 0.1)
+    second, _ = a.offer(MemSource(data), "b", len(data), sha, 0.2)
+    t = a.get(second)
+    assert t is not None and t.pace.rate == a.get(first).pace.rate > 50e6
+    assert t.pace.window == a.get(first).pace.window > 1_000_000 and t.pace.chunk == CHUNK_SIZE
+
+
 def test_a_full_disk_ends_the_transfer_with_a_plain_message_and_keeps_the_partial_for_a_resume():
     from p2pchat.transfer import SinkError
 
