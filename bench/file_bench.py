@@ -67,6 +67,7 @@ def receiver(pipe: Connection, key_dir: str, entries: list[DirectoryEntry], cert
     latencies: list[float] = []
     lock = threading.Lock()
     stop = threading.Event()
+    received: list[str] = []        # files to delete before the next measurement (outside every timed part)
 
     def drain() -> None:
         while not stop.is_set():
@@ -78,7 +79,8 @@ def receiver(pipe: Connection, key_dir: str, entries: list[DirectoryEntry], cert
                 with lock:
                     latencies.append(ev.received_at - ev.sent_at)
             elif isinstance(ev, FileFinished) and ev.path:
-                os.unlink(ev.path)        # keep the disk small across rounds
+                with lock:
+                    received.append(ev.path)
 
     ctx = tls_context(certs, server=True)
     listener = socket.create_server((SERVER_IP, 0))
@@ -90,10 +92,15 @@ def receiver(pipe: Connection, key_dir: str, entries: list[DirectoryEntry], cert
                 raw, _ = listener.accept()
             except OSError:
                 return
-            with ctx.wrap_socket(raw, server_side=True) as tls, open(Path(downloads) / "tls.bin", "wb") as fh:
+            # a new file every round, as p2pchat's receiver writes (truncating last round's file costs the
+            # kernel its pages first: every TLS round after the first was slower)
+            target = Path(downloads) / "tls.bin"
+            with ctx.wrap_socket(raw, server_side=True) as tls, open(target, "xb") as fh:
                 while data := tls.recv(262144):
                     fh.write(data)
             tls_done.put(time.perf_counter())
+            with lock:
+                received.append(str(target))
 
     threads = [threading.Thread(target=drain), threading.Thread(target=tls_loop)]
     for t in threads:
@@ -111,6 +118,12 @@ def receiver(pipe: Connection, key_dir: str, entries: list[DirectoryEntry], cert
             pipe.send(tls_done.get(timeout=600))
         elif cmd == "cpu":
             pipe.send(cpu_seconds())
+        elif cmd == "clean":        # before each measurement: the files of the last one go (freeing their pages)
+            with lock:
+                done, received[:] = list(received), []
+            for path in done:
+                os.unlink(path)
+            pipe.send(len(done))
     stop.set()
     listener.shutdown(socket.SHUT_RDWR)
     listener.close()
@@ -266,16 +279,22 @@ def run(quick: bool, size_mib: int, rounds: int = 3, paths: tuple[str, ...] = ("
                 relay_cpu = cpu_seconds(relay.pid) if sys.platform == "linux" else 0.0
                 return cpu_seconds(), parent.recv(), relay_cpu
 
+            def clean() -> None:
+                parent.send("clean")
+                parent.recv()
+
             def account(name: str, before: tuple[float, float, float]) -> None:
                 spent = tuple(b - a for a, b in zip(before, cpu_now(), strict=True))
                 parts[name].append((spent[0], spent[1], spent[2]))
                 cpu[name].append(sum(spent))
 
             for _ in range(rounds):
+                clean()
                 before = cpu_now()
                 samples["tls"].append(tls_copy(src, tls_port, certs, parent))
                 account("tls", before)
                 for name, side in sides.items():
+                    clean()
                     before = cpu_now()
                     rate, offered = send_file(side, sessions[name], src)
                     samples[name].append(rate)
