@@ -64,6 +64,7 @@ MIN_WINDOW = 2 * MIN_CHUNK
 START_WINDOW = 4 * MIN_CHUNK
 MAX_WINDOW = 8 * 1024 * 1024
 RATE_SAMPLE = 0.02                          # seconds of acknowledgements per rate sample
+STARTUP_GROWTH = 1.25                       # slow start goes on while each rate sample is this much above the last
 MAX_NAME_BYTES = 255                        # a file name in an offer, UTF-8
 MAX_FILE_SIZE = 2**63 - 1                   # what the wire carries; the receiver's own limit is lower
 DEFAULT_MAX_SIZE = 2 * 1024**3              # a receiver's default limit: 2 GiB
@@ -176,22 +177,25 @@ class Pace:
     the window grow; a queue on the path (a rate-limited relay) lengthens the round trip and holds it near
     ``rate × TARGET_DELAY``.
 
-    Every file starts from nothing known, and the start is a fixed cost of each file (a 50 MiB file on a fast
-    loopback takes about 150 ms, and the window used to need about 90 of them to grow to its size). So, as TCP
-    does: until the first rate sample the window grows by every byte acknowledged (it doubles per round trip:
-    *slow start*; chunks a quarter of it), and a higher sample is taken at once while a lower one only halves the
-    distance (one slow sample is not a slow path); slow start ends at the first sample with the window it reached
-    (the sample, an average over the ramp, would undercut it). Neither lets the window grow faster than the path
-    acknowledges bytes: slow start adds only what was acknowledged, and a sample is what the path moved in at
-    least 20 ms."""
+    Every file of a session starts from nothing known, and the start is a fixed cost of each file (a 50 MiB file
+    on a fast loopback takes about 150 ms, and the window used to need about 90 of them to grow to its size). So,
+    as TCP does, the window first grows by every byte acknowledged (it doubles per round trip: *slow start*;
+    chunks a quarter of it), for as long as each rate sample is at least :data:`STARTUP_GROWTH` times the one
+    before — the window, not the path, holds the transfer back — and at most to ``max_window``; the first sample
+    that grew less ends it (the path is full: its rate is the sample). After that a higher sample is taken at once
+    and a lower one only halves the distance (one slow sample is not a slow path). Slow start adds only what the
+    path acknowledged, so on a slow path (a relay limited to 4 MB/s) it ends after two samples with the window
+    grown by about 160 KB."""
 
     def __init__(self, max_window: int = MAX_WINDOW, rate: float = 0.0) -> None:
         """``rate``: what an earlier file of the same session measured (its path), so this one needs no start."""
         self.max_window = max_window
         self.rate = rate
+        self.starting = rate == 0   # slow start: nothing is known of the path yet
         self._since: float | None = None
         self._bytes = 0
-        self._acked = 0             # every byte acknowledged so far (slow start)
+        self._acked = 0             # every byte acknowledged so far (slow start's window)
+        self._last_sample = 0.0
 
     def acked(self, n: int, now: float) -> None:
         self._acked += n
@@ -202,21 +206,23 @@ class Pace:
         elapsed = now - self._since
         if elapsed >= RATE_SAMPLE:
             sample = self._bytes / elapsed
-            if self.rate == 0:      # the end of slow start: its window stays unless the sample asks for more
-                self.rate = max(sample, self.window / TARGET_DELAY)
+            if self.starting:
+                if sample < STARTUP_GROWTH * self._last_sample:
+                    self.starting, self.rate = False, sample
+                self._last_sample = sample
             else:
                 self.rate = sample if sample > self.rate else 0.5 * self.rate + 0.5 * sample
             self._since, self._bytes = now, 0
 
     @property
     def window(self) -> int:
-        if self.rate == 0:
+        if self.starting:
             return min(START_WINDOW + self._acked, self.max_window)
         return int(min(self.max_window, max(MIN_WINDOW, self.rate * TARGET_DELAY)))
 
     @property
     def chunk(self) -> int:
-        per_rate = int(self.rate * CHUNK_TIME) if self.rate else self.window // 4
+        per_rate = self.window // 4 if self.starting else int(self.rate * CHUNK_TIME)
         buckets = max(1, min(CHUNK_SIZE // BUCKET + 1, per_rate // BUCKET))
         return min(buckets * BUCKET - 128, CHUNK_SIZE)
 

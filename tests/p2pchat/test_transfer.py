@@ -229,22 +229,37 @@ def test_the_window_and_chunks_follow_the_acknowledged_rate_fast_path_grows_slow
     assert slow.window == MIN_WINDOW and slow.chunk == MIN_CHUNK     # a text waits ~33 ms behind it at 4 MB/s
 
 
-def test_a_new_file_starts_with_slow_start_doubling_per_round_trip_and_keeps_its_window_at_the_first_sample():
-    from p2pchat.transfer import RATE_SAMPLE, START_WINDOW, TARGET_DELAY, Pace
+def test_a_new_file_starts_with_slow_start_doubling_per_round_trip_until_the_rate_stops_growing():
+    from p2pchat.transfer import START_WINDOW, Pace
 
     p = Pace()
-    assert p.window == START_WINDOW and p.chunk == MIN_CHUNK        # nothing known: a small window, small chunks
+    assert p.starting and p.window == START_WINDOW and p.chunk == MIN_CHUNK    # nothing known: small, small chunks
     t, acked = 0.0, 0
-    while p.rate == 0:              # each round trip (2 ms) acknowledges the whole window: it doubles
+    while p.window < MAX_WINDOW:    # each round trip (2 ms) acknowledges the whole window: it doubles
         n = p.window
         t += 0.002
         p.acked(n, t)
         acked += n
-        if p.rate == 0:
-            assert p.window == min(MAX_WINDOW, START_WINDOW + acked)
-            assert p.chunk == min(CHUNK_SIZE, max(1, p.window // 4 // 65536) * 65536 - 128)
-    assert t <= RATE_SAMPLE + 0.002 + 1e-9 and p.window == MAX_WINDOW and p.chunk == CHUNK_SIZE
-    assert p.rate >= MAX_WINDOW / TARGET_DELAY      # the first sample (an average over the ramp) keeps the window
+        assert p.starting and p.window == min(MAX_WINDOW, START_WINDOW + acked)
+        assert p.chunk == min(CHUNK_SIZE, max(1, p.window // 4 // 65536) * 65536 - 128)
+    assert t <= 0.012 and p.chunk == CHUNK_SIZE         # 256 KiB to 8 MiB in five round trips
+    while p.starting:               # the path is full at 300 MB/s: the first sample that did not grow ends it
+        t += 0.002
+        p.acked(600_000, t)
+    assert p.rate == pytest.approx(300e6, rel=0.01) and t < 0.08
+    assert p.window == int(p.rate * 0.025) < MAX_WINDOW      # rate × TARGET_DELAY from here on
+
+
+def test_slow_start_on_a_slow_path_ends_after_two_samples_having_added_what_the_path_acknowledged():
+    from p2pchat.transfer import MIN_WINDOW, START_WINDOW, Pace
+
+    p = Pace()
+    t = 0.0
+    while p.starting:               # 4 MB/s (a relay's default rate limit): 40 KB every 10 ms
+        assert p.window <= START_WINDOW + 200_000
+        t += 0.01
+        p.acked(40_000, t)
+    assert t < 0.07 and 3.5e6 < p.rate < 4.5e6 and p.window == MIN_WINDOW and p.chunk == MIN_CHUNK
 
 
 def test_a_higher_rate_is_taken_at_once_and_a_lower_one_only_halfway():
@@ -256,21 +271,6 @@ def test_a_higher_rate_is_taken_at_once_and_a_lower_one_only_halfway():
     assert p.rate == pytest.approx(200e6)
     p.acked(1_000_000, 0.04)            # 50 MB/s: one slow sample halves the distance
     assert p.rate == pytest.approx(125e6)
-
-
-def test_slow_start_on_a_slow_path_adds_only_what_the_path_acknowledged():
-    from p2pchat.transfer import MIN_WINDOW, START_WINDOW, Pace
-
-    p = Pace()
-    t = 0.0
-    for _ in range(3):                  # 4 MB/s (a relay's default rate limit): 40 KB every 10 ms
-        t += 0.01
-        p.acked(40_000, t)
-    assert p.window <= START_WINDOW + 120_000
-    for _ in range(60):
-        t += 0.01
-        p.acked(40_000, t)
-    assert p.window == MIN_WINDOW and p.chunk == MIN_CHUNK
 
 
 def test_the_next_file_of_a_session_starts_at_the_rate_the_last_one_measured():
