@@ -31,7 +31,8 @@ chunk is reported at once). The sender keeps at most a window of bytes sent and 
 rate acknowledgements come back at (:class:`Pace`): about :data:`TARGET_DELAY` of transfer, so that a text typed
 meanwhile (the writer pulls chunks only when nothing else waits for the wire) waits behind about that much whatever
 the path — a fast loopback, a rate-limited relay, or a receiver's slow disk (its acknowledgements come at the
-disk's rate). A sender with more than ``max_window + max_chunk`` bytes unacknowledged ignored flow control: the
+disk's rate; a session's first file starts with slow start, later ones at the rate the last one measured). A
+sender with more than ``max_window + max_chunk`` bytes unacknowledged ignored flow control: the
 receiver ends the transfer (:data:`MAX_UNACKED` by default), which also bounds what waits for its disk.
 Chunks shrink on slow paths for the same reason, and grow on fast ones up to what the receiver announced in its
 ``file_accept`` (``max_chunk``: 1 MiB less 128 bytes here; a receiver that announces nothing, an older version,
