@@ -13,8 +13,9 @@ from p2pchat.foundation.codec import HEADER
 from p2pchat.foundation.errors import FrameError, ProtocolError
 
 SAMPLES = {
-    "hello": {"version": 1, "network": "main", "nickname": "Zoë", "address": "127.0.0.2:8471"},
-    "welcome": {"version": 1, "network": "main", "nickname": "", "address": "[::1]:8471"},
+    "hello": {"version": 1, "network": "main", "nickname": "Zoë", "address": "127.0.0.2:8471",
+              "features": ["file-root"]},
+    "welcome": {"version": 1, "network": "main", "nickname": "", "address": "[::1]:8471", "features": []},
     "decline": {"reason": "busy"},
     "key": {"key": b"\x30" * 422, "nonce": b"n" * 32, "ephemeral": b"e" * 32, "final_height": 7,
             "final_hash": b"f" * 32, "tip_height": 2**32 - 1, "tip_hash": b"t" * 32},
