@@ -1,0 +1,41 @@
+"""A verified peer that misbehaves after step 4, between two real nodes on 127.x sockets (red team, 2026-12-07
+night): the hostile side is a real node whose channel is driven by hand to seal what a modified peer would."""
+
+from __future__ import annotations
+
+from p2pchat.chat_protocol import CHAT
+from p2pchat.events import DeliveryReceipt, MessageReceived, Notice
+from p2pchat.node import ChatNode
+from tests.p2pchat.node_kit import connect_all, pair, wait_until
+
+
+def counter_of(frame: bytes) -> int | None:
+    msg = CHAT.decode(frame[4:])
+    return msg["counter"] if msg.type == "sealed" else None
+
+
+def forge(node: ChatNode, sid: str, kind: str, **fields: object) -> None:
+    """``node`` seals ``kind`` with ``fields`` in session ``sid`` (whatever its own rules would say) and sends it."""
+    s = node._get(sid)
+    with s.lock:
+        assert s.channel is not None
+        frame = s.channel._seal(kind, **fields)
+        node.inject_frame(sid, frame)
+
+
+def test_a_forged_receipt_for_a_text_held_behind_a_rotation_is_refused_and_never_shown_delivered(identities):
+    with pair(identities, rotate_every=1) as (alice, bob, _):
+        sid, bsid = connect_all(alice, bob)
+        # bob never answers alice's rotation: "one" is counter 0, its rotate (counter 1) never arrives
+        alice.node.set_wire_hook(sid, lambda f: None if counter_of(f) == 1 else f)
+        for text in ("one", "two"):
+            alice.node.send_text(sid, text)
+            wait_until(lambda t=text: any(m.text == t for m in bob.log.all(MessageReceived)), 10, what=text)
+        held = alice.node.send_text(sid, "three")           # past the overlap: waits for the new key
+        wait_until(lambda: alice.node._get(sid).channel.queued == 1, 10, what="the third text held")
+        forge(bob.node, bsid, "receipt", ids=[held])
+        notice = alice.log.wait(Notice, 10, session=sid, kind="refused")
+        assert f"receipt for message {held}" in notice.text and "not sent" in notice.text
+        assert held not in [r.msg_id for r in alice.log.all(DeliveryReceipt)]
+        assert not any(m.text == "three" for m in bob.log.all(MessageReceived))
+
