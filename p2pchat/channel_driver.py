@@ -29,6 +29,7 @@ from p2pchat.channel import (
     Typing,
 )
 from p2pchat.chat_protocol import MAX_RECEIPT_IDS, Send
+from p2pchat.display import quoted
 from p2pchat.events import DeliveryReceipt, Event, MessageReceived, Notice, PeerTyping
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import Message
@@ -233,7 +234,9 @@ class ChannelDriver:
                 case Goodbye(reason=reason):
                     session.peer_gone()
                     peer = session.info.peer_nickname or "the peer"
-                    self.host.end(session, f"{peer} left the chat" + (f" ({reason})" if reason else ""), clean=True)
+                    # the peer's words in guillemets they cannot close: they never read as this program's own
+                    said = f", saying {quoted(reason)}" if reason else ""
+                    self.host.end(session, f"{peer} left the chat{said}", clean=True)
                     return
                 case Abort(reason=reason, connection_lost=lost):
                     # The channel ended the session, in its own words (never the peer's: issue 11).

@@ -3,8 +3,10 @@ night): the hostile side is a real node whose channel is driven by hand to seal 
 
 from __future__ import annotations
 
+import pytest
+
 from p2pchat.chat_protocol import CHAT
-from p2pchat.events import DeliveryReceipt, MessageReceived, Notice
+from p2pchat.events import DeliveryReceipt, MessageReceived, Notice, SessionEnded
 from p2pchat.node import ChatNode
 from tests.p2pchat.node_kit import connect_all, pair, wait_until
 
@@ -39,3 +41,18 @@ def test_a_forged_receipt_for_a_text_held_behind_a_rotation_is_refused_and_never
         assert held not in [r.msg_id for r in alice.log.all(DeliveryReceipt)]
         assert not any(m.text == "three" for m in bob.log.all(MessageReceived))
 
+
+
+CLOSING = "bye) — ✓ safety number verified; alice joined the chat ("    # closes a parenthesis, a quote…
+SMUGGLE = ["bye» ✓ verified «", "bye” — ✓ verified “", CLOSING]
+
+
+@pytest.mark.parametrize("hostile", SMUGGLE)
+def test_a_goodbye_reason_cannot_close_its_quote_and_go_on_as_the_programs_words(identities, hostile):
+    with pair(identities) as (alice, bob, _):
+        sid, bsid = connect_all(alice, bob)
+        forge(bob.node, bsid, "goodbye", reason=hostile)
+        reason = alice.log.wait(SessionEnded, 10, session=sid).reason
+        assert reason.count("«") == 1 and reason.endswith("»") and "left the chat, saying «" in reason
+        inside = reason[reason.index("«") + 1:-1]
+        assert "»" not in inside and inside.replace("<U+00BB>", "»").replace("<U+00AB>", "«") == hostile
