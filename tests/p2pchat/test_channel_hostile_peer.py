@@ -87,6 +87,7 @@ def test_a_rotate_repeated_in_a_loop_is_answered_as_often_as_an_honest_sender_as
 # --- odd msgpack inside a valid box -------------------------------------------------------------------------
 
 _TEXT_HEAD = b"\x84\xa1t\xa4text\xa2id\x01\xa7sent_at\xcb" + bytes(8) + b"\xa4text"    # then the text's str
+_TYPING_X = b"\x83\xa1t\xa6typing\xa2on\xc3\xa1x"     # {"t": "typing", "on": true, "x": … (an unknown field)
 ODD_BODIES = {
     "bool as the text id": packed({"t": "text", "id": True, "sent_at": 1.0, "text": "x"}),
     "an integer send time": packed({"t": "text", "id": 1, "sent_at": 1, "text": "x"}),
@@ -105,6 +106,8 @@ ODD_BODIES = {
     "a batch entry of 4": packed({"t": "texts", "texts": [[1, 1.0, "x", "extra"]]}),
     "a batch entry with a bool id": packed({"t": "texts", "texts": [[True, 1.0, "x"]]}),
     "deep nesting": b"\x82\xa1t\xa4text\xa4text" + b"\x91" * 100_000 + b"\xc0",
+    "100,000 empty maps in an unknown field": _TYPING_X + b"\xdd\x00\x01\x86\xa0" + b"\x80" * 100_000,
+    "90 lists in an unknown field": packed({"t": "typing", "on": True, "x": [[]] * 90}),
     "an extension type": packed({"t": "text", "id": 1, "sent_at": 1.0, "text": msgpack.ExtType(1, b"x")}),
     "not a map": packed([1, 2, 3]),
     "trailing bytes": packed({"t": "typing", "on": True}) + b"\x00",
