@@ -19,7 +19,7 @@ import time
 from types import FrameType
 from typing import TextIO
 
-from p2pchat.display import Printer, one_line
+from p2pchat.display import Printer, name_in_line, one_line
 from p2pchat.downloads import human
 from p2pchat.events import (
     DeliveryReceipt,
@@ -224,7 +224,7 @@ def _show_common(p: Printer, ev: Event, prefix: str = "", twin: str | None = Non
     elif isinstance(ev, StepRefused):
         p.line(f"{prefix}✗ {ev.step.label} refused — {ev.reason}")
     elif isinstance(ev, MessageReceived):
-        sender = describe_name(ev.sender, "?", twin) if twin is not None else one_line(ev.sender)
+        sender = describe_name(ev.sender, "?", twin) if twin is not None else name_in_line(ev.sender)
         p.line(f"{prefix}[{clock(ev.received_at)}] {sender}: {ev.text}")
     elif isinstance(ev, Notice):
         mark = {"rotation": "·", "refused": "!", "path": "→", "key-change": "!", "ledgers": "!"}.get(ev.kind, "·")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from p2pchat.display import one_line
+from p2pchat.display import name_in_line
 from p2pchat.lookalike import NameIndex
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def describe_name(name: str | None, fallback: str = "an unnamed peer", twin: str
     if odd:
         spelled = ", ".join(f"{ch if ch.isprintable() else '?'}=U+{ord(ch):04X}" for ch in odd[:4])
         notes.append(f"non-ASCII: {spelled}{', …' if len(odd) > 4 else ''}")
-    shown = f"{one_line(name)} ({'; '.join(notes)})" if notes else one_line(name)
+    shown = f"{name_in_line(name)} ({'; '.join(notes)})" if notes else name_in_line(name)
     return f"{shown} {MARK}" if twin is not None else shown
 
 
@@ -110,8 +110,8 @@ class PeerNames:
         and its key; marked when that name reads like a contact's."""
         twin = self.twin(name, fp)
         if twin is not None:
-            return f"{one_line(name)} (key {fp[:16]}, not your contact {twin}) {MARK}"
-        return f"{one_line(name)} (key {fp[:16]}, not a contact)" if name else f"key {fp[:16]} (not a contact)"
+            return f"{name_in_line(name)} (key {fp[:16]}, not your contact {twin}) {MARK}"
+        return f"{name_in_line(name)} (key {fp[:16]}, not a contact)" if name else f"key {fp[:16]} (not a contact)"
 
 
 def after_step_2(names: PeerNames, nickname: str | None, fp: str | None,
