@@ -412,6 +412,10 @@ class Inbox:
         if t.sender != peer:
             raise GroupError("a group message claiming another member as its sender was refused (each member's "
                              "messages come over its own channel)")
+        if t.version > MAX_LOG:
+            # a version is 1 + its parents' and a log holds at most MAX_LOG changes: no group ever gets there
+            raise GroupError(f"a group message claiming membership version {t.version}, which no group reaches "
+                             f"(its log holds at most {MAX_LOG} changes), was refused")
         if t.version > self.log.version:
             if len(self.held) >= MAX_HELD_TEXTS:
                 raise GroupError("too many group messages wait for membership changes this node does not have; "
