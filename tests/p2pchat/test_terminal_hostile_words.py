@@ -81,3 +81,4 @@ def test_an_ordinary_name_is_shown_as_it_is():
     ui = GroupCommands(NoContacts(), Printer(out), PeerNames(None))     # type: ignore[arg-type]
     ui.on_event(GroupReceipt(group="00" * 16, group_name="lab 2", counter=1, delivered=1, of=2))
     assert "[lab 2] message 1 delivered to 1 of 2" in out.getvalue()
+
