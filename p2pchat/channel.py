@@ -635,6 +635,14 @@ class Channel:
             return [Refused(kind, f"{reason} (the chat ends if {self.max_refused} frames are refused)")]
         return []
 
+    def refuse(self, kind: str, reason: str) -> list[ChEvent]:
+        """A frame this channel took (authentic, in order) that a layer above refused for what the peer put in it
+        (a pad text whose one-time MAC fails, a text without the pad in pad mode): counted and coalesced with the
+        channel's own refusals, so the first is reported and the :data:`MAX_REFUSED`-th ends the session."""
+        if self._send.key is None:
+            return []
+        return self._refuse(kind, reason, authentic=True)
+
     def _seal_after_queued(self, type_: str, **fields: Any) -> list[Frame]:
         """The queued texts' frames, then one frame of another kind: the peer sees both in the order made."""
         frames = self.seal_queued()

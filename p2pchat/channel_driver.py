@@ -190,9 +190,10 @@ class ChannelDriver:
                 case Send(frame=frame):
                     session.writer.queue(frame)
                 case Text() if self.pads is not None and self.pads.pad_required(session):
-                    # issue 17: in pad mode a text without the pad is a downgrade
-                    self.host.emit(Notice(session.id, "refused", f"message {ev.msg_id} arrived without the "
-                                          "one-time pad while pad mode is on; it was not shown"))
+                    # issue 17: in pad mode a text without the pad is a downgrade; counted like any refused frame
+                    self.on_events(session, ch_of(session).refuse(
+                        "unexpected", f"message {ev.msg_id} arrived without the one-time pad while pad mode is on; "
+                                      "it was not shown"))
                 case PadControl(op=op, pad_id=pad_id) if self.pads is not None:     # issue 17
                     frames, said = self.pads.peer_op(session, ch_of(session), op, pad_id)
                     session.writer.queue_all(frames)
@@ -202,7 +203,13 @@ class ChannelDriver:
                     try:
                         text = self.pads.open_text(session, ev.box)
                     except UserError as exc:
-                        self.host.emit(Notice(session.id, "refused", str(exc)))
+                        from p2pchat.pad import PadRefused  # (loaded already: self.pads uses it)
+                        from p2pchat.pad_mode import PadModeError
+
+                        if isinstance(exc, (PadRefused, PadModeError)):   # the peer's doing: counted as refused
+                            self.on_events(session, ch_of(session).refuse("tampered", str(exc)))
+                        else:                                       # a local fault (a damaged pad): told only
+                            self.host.emit(Notice(session.id, "refused", str(exc)))
                         continue
                     self._show(session, Text(ev.msg_id, text, ev.sent_at, ev.received_at))
                 case PadControl() | PadText():

@@ -56,3 +56,17 @@ def test_a_goodbye_reason_cannot_close_its_quote_and_go_on_as_the_programs_words
         assert reason.count("«") == 1 and reason.endswith("»") and "left the chat, saying «" in reason
         inside = reason[reason.index("«") + 1:-1]
         assert "»" not in inside and inside.replace("<U+00BB>", "»").replace("<U+00AB>", "«") == hostile
+
+
+def test_forged_pad_texts_count_as_refused_frames_and_the_third_ends_the_chat(identities, tmp_path):
+    from tests.p2pchat.test_pad_node import pad_pair
+
+    with pad_pair(identities, tmp_path, 4096) as (alice, bob):
+        sid, bsid = connect_all(alice, bob)
+        for n in range(1, 6):                   # pad frames whose one-time MAC is wrong (a pad is installed)
+            forge(bob.node, bsid, "pad_text", id=n, sent_at=1.0, box=bytes(8) + b"forged" + bytes(16))
+        ended = alice.log.wait(SessionEnded, 10, session=sid)
+        assert "3 altered, replayed or out-of-turn frames were refused" in ended.reason
+        refused = alice.log.all(Notice, session=sid, kind="refused")
+        assert len(refused) == 1 and "one-time MAC" in refused[0].text
+        assert not alice.log.all(MessageReceived, session=sid)
