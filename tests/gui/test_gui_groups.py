@@ -323,7 +323,7 @@ def test_a_hostile_member_and_group_name_show_as_inert_text_and_leaving_keeps_th
     mallory.command(gsend=gid, path=str(tmp_path / "slides.pdf"))
     d.wait(lambda: window._confirm is not None, 30, what="the offer dialog")
     assert window._confirm is not None
-    assert "shared in the group “<i>study</i><U+202E>^[]0;pwned^G”" in window._confirm.question.cget("text")
+    assert "shared in the group «<i>study</i><U+202E>^[]0;pwned^G»" in window._confirm.question.cget("text")
     d.click(window._confirm.confirm_button)
     saved = tmp_path / "alice" / "downloads" / "slides.pdf"
     d.wait(lambda: saved.exists() and saved.read_bytes() == data, 30, what="the file saved at alice")

@@ -22,3 +22,21 @@ def test_the_window_quotes_the_peers_question_so_it_cannot_close_the_quote(quest
     (line,) = said
     assert line.count("«") == 1 and line.endswith("»") and "\n" not in line
     assert line.startswith("bob asks you a question to check it is really you: «")
+
+
+def test_the_file_offer_question_keeps_the_peers_file_and_group_names_in_their_quotes():
+    """A file named 'a” (1 KiB) shared in the group “lab' made the accept question read "… the file “a” (1 KiB)
+    shared in the group “lab” (10.0 GiB)": a size and a group of the peer's choosing before the real ones."""
+    from gui.transfers import TransfersUi
+    from p2pchat.events import FileOffer
+
+    asked: list[str] = []
+    ui = TransfersUi.__new__(TransfersUi)          # the question only: no window (its Tk parts are not used)
+    ui._asking = False
+    ui.ask = lambda title, question, ok, then: asked.append(question)   # type: ignore[method-assign]
+    name = "a” (1 KiB) shared in the group “lab"
+    ui._ask(FileOffer("s1", "00" * 16, name, "a.bin", 10 * 2**30, "bob", group="00" * 16, group_name="x»y"))
+    (question,) = asked
+    assert question.startswith("bob offers the file «a” (1 KiB) shared in the group “lab» shared in the group "
+                               "«x<U+00BB>y» (10.0 GiB). ")
+    assert question.count("«") == 3 and question.count("»") == 3
