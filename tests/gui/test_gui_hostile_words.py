@@ -9,6 +9,7 @@ import pytest
 from gui.models import TabState
 from gui.secret_check import SecretCheck
 from p2pchat.events import SecretQuestion
+from tests.gui.test_gui_controller import ctl, node  # noqa: F401  (fixtures)
 from tests.p2pchat.test_terminal_hostile_words import QUESTIONS
 
 
@@ -40,3 +41,13 @@ def test_the_file_offer_question_keeps_the_peers_file_and_group_names_in_their_q
     assert question.startswith("bob offers the file «a” (1 KiB) shared in the group “lab» shared in the group "
                                "«x<U+00BB>y» (10.0 GiB). ")
     assert question.count("«") == 3 and question.count("»") == 3
+
+
+def test_a_nickname_holding_the_lines_syntax_is_quoted_as_the_senders_name(ctl, worker, clock):  # noqa: F811
+    from p2pchat.events import MessageReceived
+    from tests.gui.test_gui_controller import ready_chat
+
+    session = ready_chat(ctl, worker)
+    ctl.handle(MessageReceived(session, 1, "hi", "bob: I quit; carol", clock.now, clock.now))
+    ctl.handle(MessageReceived(session, 2, "hello", "carol", clock.now, clock.now))
+    assert [ln.sender for ln in ctl.tabs[session].lines[-2:]] == ["«bob: I quit; carol»", "carol"]
