@@ -160,7 +160,8 @@ def _reject_ext(code: int, data: bytes) -> Any:
 
 # [red team, 2026-12-07 night] what a frame may make msgpack build, beyond what its schemas allow
 SHAPE_SLACK = 16          # maps and lists a frame may hold beyond the most its schemas allow (newer optional fields)
-MIN_ITEMS = 32            # entries of a map or list any frame may have (optional fields a newer peer adds)
+ITEM_SLACK = 32           # entries a map or list may have beyond the longest its schemas allow (a newer peer's
+                          # optional fields; a list a few entries too long is refused by its schema, naming it)
 
 
 def _containers(spec: Field) -> int:
@@ -206,7 +207,7 @@ class Protocol:
 
     Every protocol also knows the ``error`` message (``reason``: text), sent before closing a connection.
     ``bounded_shape``: a frame may hold only as many maps and lists, and lists and maps only as long, as the
-    schemas allow (plus :data:`SHAPE_SLACK` containers and :data:`MIN_ITEMS` entries for a newer peer's optional
+    schemas allow (plus :data:`SHAPE_SLACK` containers and :data:`ITEM_SLACK` entries for a newer peer's optional
     fields); anything more is refused while msgpack reads it, before it is built.
     """
 
@@ -221,7 +222,7 @@ class Protocol:
         if bounded_shape:
             shapes = [Field(dict, fields={TYPE_KEY: Field(str), **schema}) for schema in self.messages.values()]
             self.max_containers = SHAPE_SLACK + max(_containers(shape) for shape in shapes)
-            self.max_items = max(MIN_ITEMS, *(_items(shape) for shape in shapes))
+            self.max_items = ITEM_SLACK + max(_items(shape) for shape in shapes)
 
     def encode_body(self, type_: str, **fields: Any) -> bytes:
         """Validate and pack one message without the length prefix."""

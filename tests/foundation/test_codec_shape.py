@@ -10,7 +10,7 @@ import msgpack
 import pytest
 
 from p2pchat.chat_protocol import CHAT, MAX_BATCH_TEXTS, MAX_PLAINTEXT, MAX_RECEIPT_IDS, SEALED_CONTENT
-from p2pchat.foundation.codec import SHAPE_SLACK, Field, Protocol
+from p2pchat.foundation.codec import ITEM_SLACK, SHAPE_SLACK, Field, Protocol
 from p2pchat.foundation.errors import FrameError
 from p2pchat.groups import GROUP_WIRE, MAX_LOG
 from p2pchat.relay.protocol import MAX_STATUS_SESSIONS, relay_protocol
@@ -25,7 +25,7 @@ def junk(field_value: bytes) -> bytes:
 
 def test_the_bound_is_what_the_schemas_allow_plus_a_little_for_newer_fields():
     assert TOY.max_containers == 1 + 1 + 4 + SHAPE_SLACK
-    assert SEALED_CONTENT.max_items == MAX_RECEIPT_IDS
+    assert SEALED_CONTENT.max_items == MAX_RECEIPT_IDS + ITEM_SLACK
     assert SEALED_CONTENT.max_containers == 2 + MAX_BATCH_TEXTS + SHAPE_SLACK
 
 
