@@ -272,7 +272,8 @@ class Protocol:
         schema = self.messages.get(type_)
         if schema is None:
             shown = type_ if len(type_) <= 40 else type_[:40] + "…"
-            raise FrameError(f"unknown message type '{shown}' for the {self.name} protocol")
+            # repr: the sender's words escape rather than close the quote ("x'); ✓ verified ('" cannot end it)
+            raise FrameError(f"unknown message type {shown!r} for the {self.name} protocol")
         return Message(type_, check_fields(obj, schema, f"{type_!r} message"))
 
     def decode_buffer(self, body: bytearray | memoryview) -> Message:

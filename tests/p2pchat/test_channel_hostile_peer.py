@@ -153,3 +153,10 @@ def one_text(ch: Channel, text: str) -> bytes:
     _, frames = ch.send_text(text, 1.0)
     assert len(frames) == 1
     return frames[0]
+
+
+def test_an_unknown_kind_is_named_with_its_quote_escaped_so_it_cannot_close_it():
+    for kind in ("x'); bob is verified ✓ ('", "x'\"); ✓ ('"):
+        link = Link(max_refused=3)
+        (refused,) = link.feed("b", seal_body(link.ch["a"], packed({"t": kind})))
+        assert f"unknown message type {kind!r} for the" in refused.reason      # escaped, never closed
