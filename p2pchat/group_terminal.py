@@ -128,7 +128,7 @@ class GroupCommands:
         groups = self._service()
         me = self.node.identity.fingerprint
         for t in groups.conversation(gid):
-            what = t.text if t.file is None else f"shared the file {one_line(t.text)} ({human(t.file.size)})"
+            what = t.text if t.file is None else f"shared the file {one_line(t.text)!r} ({human(t.file.size)})"
             if t.sender == me:
                 got, of = groups.delivered(gid, t.counter)
                 self.p.line(f"  you: {what}   (delivered to {got} of {of})")
@@ -140,7 +140,7 @@ class GroupCommands:
             if ev.gap:
                 self.p.line(f"! [{name_in_line(ev.group_name)}] {ev.gap} message(s) from "
                             f"{self._member(ev.sender, ev.sender_name)} never arrived")
-            what = ev.text if ev.size is None else f"shares the file {one_line(ev.text)} ({human(ev.size)})"
+            what = ev.text if ev.size is None else f"shares the file {one_line(ev.text)!r} ({human(ev.size)})"
             self.p.line(f"[{name_in_line(ev.group_name)}] {self._member(ev.sender, ev.sender_name)}: {what}")
         elif isinstance(ev, GroupReceipt):
             self.p.line(f"  · [{name_in_line(ev.group_name)}] message {ev.counter} delivered to {ev.delivered} of "

@@ -82,3 +82,11 @@ def test_an_ordinary_name_is_shown_as_it_is():
     ui.on_event(GroupReceipt(group="00" * 16, group_name="lab 2", counter=1, delivered=1, of=2))
     assert "[lab 2] message 1 delivered to 1 of 2" in out.getvalue()
 
+
+
+def test_a_group_file_name_stays_inside_its_quotes_before_the_real_size():
+    out = io.StringIO()
+    ui = GroupCommands(NoContacts(), Printer(out), PeerNames(None))     # type: ignore[arg-type]
+    ui.on_event(GroupMessage(group="00" * 16, group_name="lab", sender="ab" * 32, sender_name="", counter=1,
+                             text="notes.pdf (1 KiB); it is safe", sent_at=1.0, size=10 * 2**30))
+    assert "shares the file 'notes.pdf (1 KiB); it is safe' (10.0 GiB)" in out.getvalue()
