@@ -51,3 +51,11 @@ def test_a_nickname_holding_the_lines_syntax_is_quoted_as_the_senders_name(ctl, 
     ctl.handle(MessageReceived(session, 1, "hi", "bob: I quit; carol", clock.now, clock.now))
     ctl.handle(MessageReceived(session, 2, "hello", "carol", clock.now, clock.now))
     assert [ln.sender for ln in ctl.tabs[session].lines[-2:]] == ["«bob: I quit; carol»", "carol"]
+
+
+def test_a_strangers_claimed_nickname_cannot_close_its_quote_in_the_accept_question():
+    from gui.models import AcceptPrompt
+
+    question = AcceptPrompt("s1", "bob” (key verified ✓), a contact", "127.0.0.9:8471").question
+    assert question == ("Someone at 127.0.0.9:8471, calling itself «bob” (key verified ✓), a contact» (not checked "
+                        "yet), wants to chat with you.")
