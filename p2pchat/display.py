@@ -85,12 +85,13 @@ LINE_MARKS = frozenset(":]«»()⚠✓✗│")      # ("[" alone closes nothing;
 """Characters of the terminal's own line syntax ("[12:03] bob: …", "[lab] bob: …", "bоb (not your contact bob) ⚠")."""
 
 
-def name_in_line(name: str | None, fallback: str = "?") -> str:
+def name_in_line(name: str | None, fallback: str = "?", marks: frozenset[str] = LINE_MARKS) -> str:
     """A name someone else chose (a nickname, a group name) where the terminal's line syntax surrounds it: one
     visible line as it is, or :func:`quoted` when it holds a character of that syntax, so that "bob: I quit;
-    alice" cannot end the name early and make what follows read as bob's words or as another name."""
+    alice" cannot end the name early and make what follows read as bob's words or as another name. ``marks``: the
+    characters that make it quoted (a claim amid a sentence adds the space: "bob at 10.0.0.1")."""
     shown = one_line(name, fallback)
-    return quoted(name) if name and any(ch in LINE_MARKS for ch in shown) else shown
+    return quoted(name) if name and any(ch in marks for ch in shown) else shown
 
 
 def quote_peer(text: str | None) -> str:

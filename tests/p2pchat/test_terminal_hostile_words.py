@@ -90,3 +90,15 @@ def test_a_group_file_name_stays_inside_its_quotes_before_the_real_size():
     ui.on_event(GroupMessage(group="00" * 16, group_name="lab", sender="ab" * 32, sender_name="", counter=1,
                              text="notes.pdf (1 KiB); it is safe", sent_at=1.0, size=10 * 2**30))
     assert "shares the file 'notes.pdf (1 KiB); it is safe' (10.0 GiB)" in out.getvalue()
+
+
+def test_a_claimed_nickname_cannot_pass_for_part_of_the_incoming_chat_question():
+    from p2pchat.events import IncomingChat
+    from tests.p2pchat.test_listen_view import make
+
+    view, _, out = make()
+    view.on_event(IncomingChat("s1", "127.0.0.9:40112", "bob at 127.0.0.5"))
+    view.on_event(IncomingChat("s2", "127.0.0.9:40113", "carol"))
+    text = out.getvalue()
+    assert "incoming chat from «bob at 127.0.0.5» at 127.0.0.9:40112." in text
+    assert "incoming chat from carol at 127.0.0.9:40113." in text
