@@ -52,6 +52,7 @@ from gui.waiting import WaitingTexts
 from gui.wording import Wording, countdown, plain
 from p2pchat.chat_protocol import MAX_TEXT_BYTES
 from p2pchat.contacts import Contact
+from p2pchat.display import name_in_line
 from p2pchat.events import (
     DeliveryReceipt,
     Event,
@@ -1130,7 +1131,8 @@ class ChatController:
         self._changes.chat_input.add(tab.session)
 
     def _received(self, tab: TabState, event: MessageReceived) -> None:
-        sender = tab.marked(clean_name(event.sender, tab.peer_name)) if event.sender else tab.peer_name
+        # [red team] a nickname holding ": " is quoted: "bob: I quit; carol" cannot read as bob saying the rest
+        sender = tab.marked(name_in_line(clean_name(event.sender, tab.peer_name))) if event.sender else tab.peer_name
         self._add_line(tab, LineKind.IN, sender, clean(event.text), event.received_at)
         if tab.peer_typing_until is not None:
             tab.peer_typing_until = None

@@ -34,6 +34,7 @@ from typing import Protocol
 from gui.models import ChatLine, LineKind, ListRow
 from gui.text import clean, clean_name, clock_time, count, one_line, preview_end, seen_when, stamp
 from p2pchat.contacts import Contact
+from p2pchat.display import quoted
 from p2pchat.downloads import human
 from p2pchat.events import Event, FileOffer, GroupMessage, GroupNotice, GroupReceipt
 from p2pchat.foundation.errors import UserError
@@ -342,7 +343,7 @@ class GroupChats:
         """One membership change as a sentence: "carol added dave", "bob left", "alice created “lab”"."""
         author = self.name_of(g, ch.author)
         if ch.op == "create":
-            return f"{author} created the group “{clean_name(ch.name, 'group')}”"
+            return f"{author} created the group {quoted(clean_name(ch.name, 'group'))}"     # [red team] unclosable
         target = self.name_of(g, ch.target)
         if ch.op == "add":
             return f"{author} added {target}"
@@ -530,7 +531,7 @@ class GroupChats:
         if isinstance(event, FileOffer):
             g = self.groups.get(GROUP_KEY + event.group) if event.group else None
             if g is not None:
-                self._notice(g, f"{clean_name(event.sender)} offers you “{clean_name(event.name)}” "
+                self._notice(g, f"{clean_name(event.sender)} offers you {quoted(clean_name(event.name))} "
                                 f"({human(event.size)}) from this group: answer in the dialog")
             return False
         if isinstance(event, GroupMessage):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from gui.text import MORE_CHARS, MORE_LINES, clean_name, count, preview_end
+from p2pchat.display import quoted
 from p2pchat.events import KeyChangeStopped, SessionInfo
 from p2pchat.steps import Step
 
@@ -112,7 +113,9 @@ class AcceptPrompt:
     @property
     def question(self) -> str:
         # the nickname is the caller's own claim: only step 2 checks it against the ledger (issue 15)
-        asks = f"Someone at {self.address}, calling itself “{self.nickname}” (not checked yet), wants to chat with you."
+        # [red team] in guillemets it cannot close: "bob” (key verified ✓), a contact" cannot add words of ours
+        asks = (f"Someone at {self.address}, calling itself {quoted(self.nickname)} (not checked yet), wants to chat "
+                "with you.")
         if self.resembles is None:
             return asks
         return f"{asks} The name reads like your contact {self.resembles}: step 2 shows whether it is their key."

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from gui.models import TabState
 from gui.text import clean
+from p2pchat.display import quoted
 from p2pchat.events import SecretQuestion, SecretResult
 
 
@@ -59,8 +60,9 @@ class SecretCheck:
             question = clean(event.question).replace("\n", " ") or "(no question: agree on one another way)"
             self.questions[tab.session] = question
             self._to_open.append(tab.session)
+            # [red team] in guillemets the question cannot close: it never goes on as the window's own words
             self.notice(tab, "info", f"{tab.peer_name} asks you a question to check it is really you: "
-                                          f"“{question}”")
+                                          f"{quoted(event.question)}")
         else:
             self.questions.pop(tab.session, None)
             self.notice(tab, "ready" if event.matched else "error", event.reason)

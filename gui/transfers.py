@@ -25,6 +25,7 @@ import customtkinter as ctk
 from gui.file_drop import DropTarget
 from gui.models import ChatLine
 from gui.text import clean, clean_name
+from p2pchat.display import quoted
 from p2pchat.downloads import human
 from p2pchat.events import Event, FileFinished, FileOffer, FileProgress, FileWaiting
 from p2pchat.file_driver import describe
@@ -102,13 +103,13 @@ class FileTransfers:
         if isinstance(event, FileOffer) and event.resumes_at is not None:     # accepted before: no question
             self.rows[event.transfer] = FileRow(event.session, event.transfer, clean_name(event.name), False,
                                                 event.size, event.resumes_at, text="resuming…")
-            self.notice(event.session, f"{clean_name(event.sender)} sends {clean_name(event.name)} "
+            self.notice(event.session, f"{clean_name(event.sender)} sends {quoted(clean_name(event.name))} "
                                        f"({human(event.size)}) again: it resumes at byte {event.resumes_at:,}")
         elif isinstance(event, FileOffer):
             self.offers.append(event)
             self.rows[event.transfer] = FileRow(event.session, event.transfer, clean_name(event.name), False,
                                                 event.size, text="offered, waiting for your answer")
-            self.notice(event.session, f"{clean_name(event.sender)} offers the file {clean_name(event.name)} "
+            self.notice(event.session, f"{clean_name(event.sender)} offers the file {quoted(clean_name(event.name))} "
                                        f"({human(event.size)})")
         elif isinstance(event, FileProgress):
             row = self.rows.setdefault(event.transfer, FileRow(event.session, event.transfer,
@@ -315,10 +316,12 @@ class TransfersUi:
 
     def _ask(self, offer: FileOffer) -> None:
         self._asking = True
-        where = f" shared in the group “{clean_name(offer.group_name)}”" if offer.group else ""    # issue 18
-        question = (f"{clean_name(offer.sender)} offers the file “{clean_name(offer.name)}”{where} "
+        # [red team] the peer's names in guillemets they cannot close: "a” (1 KiB) shared in the group “lab"
+        # made the question show a size and a group of the peer's choosing before the real ones
+        where = f" shared in the group {quoted(clean_name(offer.group_name))}" if offer.group else ""    # issue 18
+        question = (f"{clean_name(offer.sender)} offers the file {quoted(clean_name(offer.name))}{where} "
                     f"({human(offer.size)}). "
-                    f"Accepted, it is saved in your downloads folder as “{clean_name(offer.saved_as)}”.")
+                    f"Accepted, it is saved in your downloads folder as {quoted(clean_name(offer.saved_as))}.")
 
         def then(yes: bool) -> None:
             self._asking = False

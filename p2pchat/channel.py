@@ -91,6 +91,7 @@ maximum).
 
 from __future__ import annotations
 
+import bisect
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -276,6 +277,7 @@ class _RecvSide:
         self.last_text_id = 0
         self.texts_in_epoch = 0
         self.rotation: tuple[int, bytes, bytes] | None = None   # (epoch, peer's half, our half) of the answer
+        self.answers = 0                    # rotate_ack frames sent for that rotation (at most ROTATE_TRIES)
 
     def wipe(self) -> None:
         self.key = self.chain = self.next_key = None
@@ -633,6 +635,14 @@ class Channel:
             return [Refused(kind, f"{reason} (the chat ends if {self.max_refused} frames are refused)")]
         return []
 
+    def refuse(self, kind: str, reason: str) -> list[ChEvent]:
+        """A frame this channel took (authentic, in order) that a layer above refused for what the peer put in it
+        (a pad text whose one-time MAC fails, a text without the pad in pad mode): counted and coalesced with the
+        channel's own refusals, so the first is reported and the :data:`MAX_REFUSED`-th ends the session."""
+        if self._send.key is None:
+            return []
+        return self._refuse(kind, reason, authentic=True)
+
     def _seal_after_queued(self, type_: str, **fields: Any) -> list[Frame]:
         """The queued texts' frames, then one frame of another kind: the peer sees both in the order made."""
         frames = self.seal_queued()
@@ -739,10 +749,10 @@ class Channel:
             return self._on_texts(inner["texts"], now)
         if kind == "receipt":
             ids = dict.fromkeys(inner["ids"])      # a duplicate id is harmless: one Receipt per message
-            unsent = [i for i in ids if i >= self._next_text_id]
+            unsent = [i for i in ids if i >= self._next_text_id or self._is_queued(i)]
             if unsent:
-                return [Refused("unexpected", f"a receipt for message {unsent[0]}, which was never sent; "
-                                              "it was refused")]
+                return [Refused("unexpected", f"a receipt for message {unsent[0]}, which was not sent (never, or "
+                                              "not yet); it was refused")]
             return [Receipt(i) for i in ids]
         if kind == "typing":
             return [Typing(inner["on"])]
@@ -766,6 +776,11 @@ class Channel:
         events: list[ChEvent] = [Send(frame) for frame in self.take_receipt()]
         self.peer_closed = True
         return [*events, Goodbye(inner["reason"])]
+
+    def _is_queued(self, msg_id: int) -> bool:
+        """Whether our text ``msg_id`` is still queued (numbered, not sealed): a receipt for it cannot be true."""
+        at = bisect.bisect_left(self._queued, (msg_id,))     # queued ids increase
+        return at < len(self._queued) and self._queued[at][0] == msg_id
 
     def _texts_allowed(self) -> list[ChEvent]:
         """Rotation is enforced by the receiver: no text frame once :data:`MAX_ROTATE_EVERY` texts came under one
@@ -829,8 +844,13 @@ class Channel:
         side = self._recv
         if side.rotation is not None and side.rotation[:2] == (epoch, peer_pub):
             # the sender asked again (our ack was late or lost): the same answer again
+            if side.answers >= ROTATE_TRIES:
+                # an honest sender asks ROTATE_TRIES times at most: a loop of requests is not answered frame for frame
+                return [Refused("unexpected", f"the peer asked to rotate to key epoch {epoch} more than "
+                                              f"{ROTATE_TRIES} times; ignored")]
             if self.closed:
                 return []
+            side.answers += 1
             return [Send(frame) for frame in self._seal_after_queued("rotate_ack", epoch=epoch,
                                                                      pub=side.rotation[2])]
         if epoch != side.epoch + 1 or side.next_key is not None or side.chain is None:
@@ -843,7 +863,7 @@ class Channel:
         finally:
             eph.erase()
         side.next_key, side.chain = ratchet(shared, side.chain, side.direction, epoch)
-        side.rotation = (epoch, peer_pub, eph.public)
+        side.rotation, side.answers = (epoch, peer_pub, eph.public), 1
         if self.closed:
             return []
         return [Send(frame) for frame in self._seal_after_queued("rotate_ack", epoch=epoch, pub=eph.public)]

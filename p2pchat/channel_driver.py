@@ -29,6 +29,7 @@ from p2pchat.channel import (
     Typing,
 )
 from p2pchat.chat_protocol import MAX_RECEIPT_IDS, Send
+from p2pchat.display import quoted
 from p2pchat.events import DeliveryReceipt, Event, MessageReceived, Notice, PeerTyping
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import Message
@@ -189,9 +190,10 @@ class ChannelDriver:
                 case Send(frame=frame):
                     session.writer.queue(frame)
                 case Text() if self.pads is not None and self.pads.pad_required(session):
-                    # issue 17: in pad mode a text without the pad is a downgrade
-                    self.host.emit(Notice(session.id, "refused", f"message {ev.msg_id} arrived without the "
-                                          "one-time pad while pad mode is on; it was not shown"))
+                    # issue 17: in pad mode a text without the pad is a downgrade; counted like any refused frame
+                    self.on_events(session, ch_of(session).refuse(
+                        "unexpected", f"message {ev.msg_id} arrived without the one-time pad while pad mode is on; "
+                                      "it was not shown"))
                 case PadControl(op=op, pad_id=pad_id) if self.pads is not None:     # issue 17
                     frames, said = self.pads.peer_op(session, ch_of(session), op, pad_id)
                     session.writer.queue_all(frames)
@@ -201,7 +203,13 @@ class ChannelDriver:
                     try:
                         text = self.pads.open_text(session, ev.box)
                     except UserError as exc:
-                        self.host.emit(Notice(session.id, "refused", str(exc)))
+                        from p2pchat.pad import PadRefused  # (loaded already: self.pads uses it)
+                        from p2pchat.pad_mode import PadModeError
+
+                        if isinstance(exc, (PadRefused, PadModeError)):   # the peer's doing: counted as refused
+                            self.on_events(session, ch_of(session).refuse("tampered", str(exc)))
+                        else:                                       # a local fault (a damaged pad): told only
+                            self.host.emit(Notice(session.id, "refused", str(exc)))
                         continue
                     self._show(session, Text(ev.msg_id, text, ev.sent_at, ev.received_at))
                 case PadControl() | PadText():
@@ -233,7 +241,9 @@ class ChannelDriver:
                 case Goodbye(reason=reason):
                     session.peer_gone()
                     peer = session.info.peer_nickname or "the peer"
-                    self.host.end(session, f"{peer} left the chat" + (f" ({reason})" if reason else ""), clean=True)
+                    # the peer's words in guillemets they cannot close: they never read as this program's own
+                    said = f", saying {quoted(reason)}" if reason else ""
+                    self.host.end(session, f"{peer} left the chat{said}", clean=True)
                     return
                 case Abort(reason=reason, connection_lost=lost):
                     # The channel ended the session, in its own words (never the peer's: issue 11).

@@ -240,7 +240,7 @@ CHAT = _ChatProtocol("chat", {
         "counter": Field(int, lo=0, hi=MAX_COUNTER),
         "box": Field(bytes, min_len=crypto.GCM_TAG_LEN, max_len=MAX_BOX),
     },
-}, max_frame=MAX_FRAME)
+}, max_frame=MAX_FRAME, bounded_shape=True)
 
 # The shared-secret check's sealed messages (p2pchat/smp.py owns their meaning; smp1 also carries the question).
 SMP_ELEMENT_LEN = 384                    # a 3072-bit group element or exponent, big-endian
@@ -305,7 +305,7 @@ SEALED_CONTENT = Protocol("chat-sealed", {
                  "box": Field(bytes, min_len=PAD_FRAME_OVERHEAD, max_len=MAX_TEXT_BYTES + PAD_FRAME_OVERHEAD)},
     # [groups, issue 18] a group frame; its body is checked by p2pchat.groups (docs/groups.md)
     "group": {"body": Field(bytes, min_len=1, max_len=MAX_GROUP_BODY)},
-}, max_frame=MAX_PLAINTEXT)
+}, max_frame=MAX_PLAINTEXT, bounded_shape=True)
 FILE_TYPES = frozenset({"file_offer", "file_accept", "file_decline", "file_chunk", "file_ack", "file_cancel",
                         "file_done"})
 

@@ -81,6 +81,19 @@ def quoted(text: str | None, limit: int = MAX_QUOTED) -> str:
     return f"{QUOTE_OPEN}{words}{QUOTE_CLOSE}"
 
 
+LINE_MARKS = frozenset(":]«»()⚠✓✗│")      # ("[" alone closes nothing; caret escapes show "^[")
+"""Characters of the terminal's own line syntax ("[12:03] bob: …", "[lab] bob: …", "bоb (not your contact bob) ⚠")."""
+
+
+def name_in_line(name: str | None, fallback: str = "?", marks: frozenset[str] = LINE_MARKS) -> str:
+    """A name someone else chose (a nickname, a group name) where the terminal's line syntax surrounds it: one
+    visible line as it is, or :func:`quoted` when it holds a character of that syntax, so that "bob: I quit;
+    alice" cannot end the name early and make what follows read as bob's words or as another name. ``marks``: the
+    characters that make it quoted (a claim amid a sentence adds the space: "bob at 10.0.0.1")."""
+    shown = one_line(name, fallback)
+    return quoted(name) if name and any(ch in marks for ch in shown) else shown
+
+
 def quote_peer(text: str | None) -> str:
     """Words a peer sent before it proved who it is (a decline or error reason): :func:`quoted`, to
     :data:`MAX_QUOTED` characters, marked as theirs."""
@@ -143,4 +156,5 @@ class Printer:
         self.out.flush()
 
 
-__all__ = ["CONTINUATION", "Printer", "cells", "display_lines", "one_line", "quote_peer", "quoted", "visible"]
+__all__ = ["CONTINUATION", "LINE_MARKS", "Printer", "cells", "display_lines", "name_in_line", "one_line", "quote_peer",
+           "quoted", "visible"]

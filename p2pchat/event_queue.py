@@ -20,6 +20,7 @@ next frame would wait for our UI.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,7 +55,10 @@ def event_session(event: Event) -> str | None:
 
 
 def event_size(event: Event) -> int:
-    return len(event.text) + EVENT_COST if isinstance(event, MessageReceived) else EVENT_COST
+    """What an event holds in memory against the byte bounds: a message its text as Python keeps it (1, 2 or 4
+    bytes a character: counting characters let texts of emoji hold four times the bound), anything else
+    :data:`EVENT_COST`."""
+    return sys.getsizeof(event.text) + EVENT_COST if isinstance(event, MessageReceived) else EVENT_COST
 
 
 class EventQueue(queue.Queue[Event]):

@@ -52,6 +52,8 @@ from p2pchat.node_runtime import SessionWatcher
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 # frames from peers not yet handled, per peer and in all (beyond: dropped unacknowledged; the sender resends them)
+MAX_HELD_PER_PEER = 64                      # texts one member may have waiting for a membership version, all groups
+MAX_HELD_BYTES_PER_PEER = 4 * 1024 * 1024   # and their UTF-8
 MAX_QUEUED_PER_PEER = 2 * MAX_PENDING_PER_MEMBER + 64
 MAX_QUEUED_BYTES_PER_PEER = 8 * 1024 * 1024
 MAX_QUEUED_FRAMES = 16384
@@ -644,6 +646,8 @@ class GroupService:
                 t = GroupText.from_frame(msg.fields)
                 if g is None:
                     raise GroupError(f"a message for a group this node does not know came from {fp[:16]}; refused")
+                if t.version > g.log.version:
+                    self._check_hold_room(fp, t)
                 self._show(g, g.inbox.receive(bytes.fromhex(fp), t))
                 if any(h is t for _peer, h in g.inbox.held):        # [groupgui] said, not silent
                     self._emit(GroupNotice(gid.hex(), g.name, f"a message from {fp[:16]} waits for a membership "
@@ -667,6 +671,20 @@ class GroupService:
         for ack in go:
             if session is not None:
                 self._send_now(session, ack)
+
+    def _check_hold_room(self, fp: str, t: GroupText) -> None:
+        """[red team, 2026-12-07 night] Texts one member makes this node hold in memory (waiting for a membership
+        version), over all groups: at most MAX_HELD_PER_PEER and MAX_HELD_BYTES_PER_PEER of UTF-8, so a member
+        cannot hold 256 texts of 64 K characters in each of its groups, nor take every slot of a group's holding."""
+        sender = bytes.fromhex(fp)
+        mine = [h for peer, h in self._held_texts() if peer == sender]
+        size = sum(len(h.text.encode("utf-8", "surrogatepass")) for h in mine)
+        if len(mine) >= MAX_HELD_PER_PEER or size + len(t.text.encode("utf-8", "surrogatepass")) > \
+                MAX_HELD_BYTES_PER_PEER:
+            self._unkept.add((t.group, sender, t.counter))      # not acknowledged: its sender sends it again
+            raise GroupError(f"{len(mine)} group messages from {fp[:16]} ({size:,} bytes) already wait for "
+                             "membership changes this computer does not have; this one was refused (it comes "
+                             "again in a later chat)")
 
     def _held_texts(self) -> list[tuple[bytes, GroupText]]:
         return [h for g in self.groups.values() for h in g.inbox.held]

@@ -13,7 +13,7 @@ import shlex
 from typing import Protocol
 
 from p2pchat.contacts import ContactStore
-from p2pchat.display import Printer, one_line
+from p2pchat.display import Printer, name_in_line, one_line
 from p2pchat.downloads import human
 from p2pchat.events import GroupMessage, GroupNotice, GroupReceipt
 from p2pchat.foundation.errors import UsageError
@@ -99,7 +99,7 @@ class GroupCommands:
     def _gname(self, gid: bytes) -> str:
         for g, name, _ in self._service().snapshot():
             if g == gid:
-                return one_line(name)
+                return name_in_line(name)
         return gid.hex()[:8]
 
     def _member(self, fp: str, given: str = "") -> str:
@@ -121,14 +121,14 @@ class GroupCommands:
         for gid, name, members in snap:
             names = ["you" if m == me else self._member(m.hex()) for m in members]
             status = "" if me in members else " — you are no longer a member"
-            self.p.line(f"  {gid.hex()[:8]}  {one_line(name)}: {', '.join(names)}{status}")
+            self.p.line(f"  {gid.hex()[:8]}  {name_in_line(name)}: {', '.join(names)}{status}")
         self.p.line("✓: a contact whose safety number you verified.")
 
     def show(self, gid: bytes) -> None:
         groups = self._service()
         me = self.node.identity.fingerprint
         for t in groups.conversation(gid):
-            what = t.text if t.file is None else f"shared the file {one_line(t.text)} ({human(t.file.size)})"
+            what = t.text if t.file is None else f"shared the file {one_line(t.text)!r} ({human(t.file.size)})"
             if t.sender == me:
                 got, of = groups.delivered(gid, t.counter)
                 self.p.line(f"  you: {what}   (delivered to {got} of {of})")
@@ -138,15 +138,15 @@ class GroupCommands:
     def on_event(self, ev: GroupMessage | GroupNotice | GroupReceipt) -> None:
         if isinstance(ev, GroupMessage):
             if ev.gap:
-                self.p.line(f"! [{one_line(ev.group_name)}] {ev.gap} message(s) from "
+                self.p.line(f"! [{name_in_line(ev.group_name)}] {ev.gap} message(s) from "
                             f"{self._member(ev.sender, ev.sender_name)} never arrived")
-            what = ev.text if ev.size is None else f"shares the file {one_line(ev.text)} ({human(ev.size)})"
-            self.p.line(f"[{one_line(ev.group_name)}] {self._member(ev.sender, ev.sender_name)}: {what}")
+            what = ev.text if ev.size is None else f"shares the file {one_line(ev.text)!r} ({human(ev.size)})"
+            self.p.line(f"[{name_in_line(ev.group_name)}] {self._member(ev.sender, ev.sender_name)}: {what}")
         elif isinstance(ev, GroupReceipt):
-            self.p.line(f"  · [{one_line(ev.group_name)}] message {ev.counter} delivered to {ev.delivered} of "
+            self.p.line(f"  · [{name_in_line(ev.group_name)}] message {ev.counter} delivered to {ev.delivered} of "
                         f"{ev.of}")
         else:
-            where = f"[{one_line(ev.group_name)}] " if ev.group else ""
+            where = f"[{name_in_line(ev.group_name)}] " if ev.group else ""
             self.p.line(f"  · {where}{ev.text}")
 
 

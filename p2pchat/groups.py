@@ -52,7 +52,7 @@ CHANGE = Protocol("p2pchat-group-change", {
         "ts": Field(float),
         "sig": opt(bytes, max_len=1024),
     },
-}, max_frame=8192)
+}, max_frame=8192, bounded_shape=True)
 
 GROUP_WIRE = Protocol("p2pchat-group", {
     "changes": {"ref": Field(int, lo=1, hi=_U63), "group": Field(bytes, min_len=GROUP_ID_LEN, max_len=GROUP_ID_LEN),
@@ -67,7 +67,7 @@ GROUP_WIRE = Protocol("p2pchat-group", {
              "sent_at": Field(float), "name": Field(str, min_len=1, max_len=MAX_FILE_NAME),
              "size": Field(int, lo=0, hi=_U63), "sha256": Field(bytes, min_len=32, max_len=32)},
     "ack": {"refs": Field(list, min_len=1, max_len=1024, items=Field(int, lo=1, hi=_U63))},
-}, max_frame=MAX_GROUP_BODY)
+}, max_frame=MAX_GROUP_BODY, bounded_shape=True)
 
 
 class GroupError(UserError):
@@ -412,6 +412,10 @@ class Inbox:
         if t.sender != peer:
             raise GroupError("a group message claiming another member as its sender was refused (each member's "
                              "messages come over its own channel)")
+        if t.version > MAX_LOG:
+            # a version is 1 + its parents' and a log holds at most MAX_LOG changes: no group ever gets there
+            raise GroupError(f"a group message claiming membership version {t.version}, which no group reaches "
+                             f"(its log holds at most {MAX_LOG} changes), was refused")
         if t.version > self.log.version:
             if len(self.held) >= MAX_HELD_TEXTS:
                 raise GroupError("too many group messages wait for membership changes this node does not have; "

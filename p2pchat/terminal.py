@@ -19,7 +19,7 @@ import time
 from types import FrameType
 from typing import TextIO
 
-from p2pchat.display import Printer, one_line
+from p2pchat.display import LINE_MARKS, Printer, name_in_line, one_line
 from p2pchat.downloads import human
 from p2pchat.events import (
     DeliveryReceipt,
@@ -224,7 +224,7 @@ def _show_common(p: Printer, ev: Event, prefix: str = "", twin: str | None = Non
     elif isinstance(ev, StepRefused):
         p.line(f"{prefix}✗ {ev.step.label} refused — {ev.reason}")
     elif isinstance(ev, MessageReceived):
-        sender = describe_name(ev.sender, "?", twin) if twin is not None else one_line(ev.sender)
+        sender = describe_name(ev.sender, "?", twin) if twin is not None else name_in_line(ev.sender)
         p.line(f"{prefix}[{clock(ev.received_at)}] {sender}: {ev.text}")
     elif isinstance(ev, Notice):
         mark = {"rotation": "·", "refused": "!", "path": "→", "key-change": "!", "ledgers": "!"}.get(ev.kind, "·")
@@ -526,7 +526,9 @@ class ListenView:
             c.warned = twin is not None
             warning = f"{MARK} The name reads like your contact {twin}: step 2 shows whether it is their key. " \
                 if twin is not None else ""
-            p.line(f"Chat {c.number}: incoming chat from {describe_name(ev.nickname)} at {one_line(ev.peer_address)}. "
+            # an unchecked claim amid the sentence: quoted if it holds a space too ("bob at 10.0.0.1")
+            claimed = describe_name(ev.nickname, marks=LINE_MARKS | {" "})
+            p.line(f"Chat {c.number}: incoming chat from {claimed} at {one_line(ev.peer_address)}. "
                    f"{warning}Accept? [y/n] (or /accept {c.number}, /reject {c.number})")
             self.questions.append(ev)
             if self.early_answers and len(self.questions) == 1:

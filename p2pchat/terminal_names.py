@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from p2pchat.display import one_line
+from p2pchat.display import LINE_MARKS, name_in_line
 from p2pchat.lookalike import NameIndex
 
 if TYPE_CHECKING:
@@ -32,7 +32,8 @@ class ContactSource(Protocol):
     def get(self, fp: str) -> Contact | None: ...
 
 
-def describe_name(name: str | None, fallback: str = "an unnamed peer", twin: str | None = None) -> str:
+def describe_name(name: str | None, fallback: str = "an unnamed peer", twin: str | None = None,
+                  marks: frozenset[str] = LINE_MARKS) -> str:
     """A peer's nickname for one line: visible, with the code points of any non-ASCII letter spelled out, so a
     look-alike ("bоb" with a Cyrillic о) is told apart from the name it imitates; ``twin``: the contact whose
     name it reads like though its key is another, named in the mark."""
@@ -43,7 +44,8 @@ def describe_name(name: str | None, fallback: str = "an unnamed peer", twin: str
     if odd:
         spelled = ", ".join(f"{ch if ch.isprintable() else '?'}=U+{ord(ch):04X}" for ch in odd[:4])
         notes.append(f"non-ASCII: {spelled}{', …' if len(odd) > 4 else ''}")
-    shown = f"{one_line(name)} ({'; '.join(notes)})" if notes else one_line(name)
+    shown = name_in_line(name, marks=marks)
+    shown = f"{shown} ({'; '.join(notes)})" if notes else shown
     return f"{shown} {MARK}" if twin is not None else shown
 
 
@@ -110,8 +112,8 @@ class PeerNames:
         and its key; marked when that name reads like a contact's."""
         twin = self.twin(name, fp)
         if twin is not None:
-            return f"{one_line(name)} (key {fp[:16]}, not your contact {twin}) {MARK}"
-        return f"{one_line(name)} (key {fp[:16]}, not a contact)" if name else f"key {fp[:16]} (not a contact)"
+            return f"{name_in_line(name)} (key {fp[:16]}, not your contact {twin}) {MARK}"
+        return f"{name_in_line(name)} (key {fp[:16]}, not a contact)" if name else f"key {fp[:16]} (not a contact)"
 
 
 def after_step_2(names: PeerNames, nickname: str | None, fp: str | None,

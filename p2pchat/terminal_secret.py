@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from p2pchat.display import Printer, one_line
+from p2pchat.display import Printer, quoted
 from p2pchat.events import Event, SecretQuestion, SecretResult
 from p2pchat.foundation.errors import UserError
 from p2pchat.node import ChatNode
@@ -69,8 +69,9 @@ class SecretCommands:
 def secret_line(ev: Event) -> str | None:
     """The line for a check's event (``None`` for other events); the peer's question is shown as data."""
     if isinstance(ev, SecretQuestion):
-        question = one_line(ev.question) or "(no question: agree on one another way)"
-        return (f"? your peer asks you a question to check it is really you: “{question}” — reply with /answer TEXT "
+        # in guillemets the question cannot close, so it cannot go on as this program's words
+        question = quoted(ev.question) if ev.question else "(no question: agree on one another way)"
+        return (f"? your peer asks you a question to check it is really you: {question} — reply with /answer TEXT "
                 "(answers match whatever the case and surrounding spaces), or /ask-stop")
     if isinstance(ev, SecretResult):
         return ("✓ " if ev.matched else "✗ ") + ev.reason

@@ -158,18 +158,71 @@ def _reject_ext(code: int, data: bytes) -> Any:
     raise FrameError(f"msgpack extension type {code} is not allowed")
 
 
+# [red team, 2026-12-07 night] what a frame may make msgpack build, beyond what its schemas allow
+SHAPE_SLACK = 16          # maps and lists a frame may hold beyond the most its schemas allow (newer optional fields)
+ITEM_SLACK = 32           # entries a map or list may have beyond the longest its schemas allow (a newer peer's
+                          # optional fields; a list a few entries too long is refused by its schema, naming it)
+
+
+def _containers(spec: Field) -> int:
+    """Maps and lists a value of ``spec`` may hold, itself included (a list of unspecified items: scalars)."""
+    if spec.kind is list:
+        inner = _containers(spec.items) if spec.items is not None else 0
+        return 1 + (spec.max_len if spec.max_len is not None else MAX_ARRAY_LEN) * inner
+    if spec.kind is dict:
+        return 1 + sum(_containers(f) for f in (spec.fields or {}).values())
+    return 0
+
+
+def _items(spec: Field) -> int:
+    """The longest list or map a value of ``spec`` may hold."""
+    if spec.kind is list:
+        longest = spec.max_len if spec.max_len is not None else MAX_ARRAY_LEN
+        return max(longest, _items(spec.items) if spec.items is not None else 0)
+    if spec.kind is dict:
+        fields = spec.fields or {}
+        return max([len(fields), *(_items(f) for f in fields.values())])
+    return 0
+
+
+class _ShapeBudget:
+    """msgpack's hook for every map and list it builds: past ``budget`` of them the frame is refused, so a frame
+    of nested empty containers (each byte a 56–64-byte Python object, and the time to make it) costs what the
+    schemas allow, not 70 times its size."""
+
+    __slots__ = ("left", "protocol")
+
+    def __init__(self, budget: int, protocol: str) -> None:
+        self.left, self.protocol = budget, protocol
+
+    def __call__(self, obj: Any) -> Any:
+        self.left -= 1
+        if self.left < 0:
+            raise FrameError(f"frame holds more maps and lists than any {self.protocol} message may")
+        return obj
+
+
 class Protocol:
     """A named set of message schemas with a frame size limit.
 
     Every protocol also knows the ``error`` message (``reason``: text), sent before closing a connection.
+    ``bounded_shape``: a frame may hold only as many maps and lists, and lists and maps only as long, as the
+    schemas allow (plus :data:`SHAPE_SLACK` containers and :data:`ITEM_SLACK` entries for a newer peer's optional
+    fields); anything more is refused while msgpack reads it, before it is built.
     """
 
     def __init__(self, name: str, messages: Mapping[str, Mapping[str, Field]],
-                 max_frame: int = DEFAULT_MAX_FRAME) -> None:
+                 max_frame: int = DEFAULT_MAX_FRAME, *, bounded_shape: bool = False) -> None:
         self.name = name
         self.max_frame = max_frame
         self.messages: dict[str, Mapping[str, Field]] = {ERROR_TYPE: {"reason": Field(str, max_len=1000)}}
         self.messages.update(messages)
+        self.max_containers: int | None = None
+        self.max_items = MAX_ARRAY_LEN
+        if bounded_shape:
+            shapes = [Field(dict, fields={TYPE_KEY: Field(str), **schema}) for schema in self.messages.values()]
+            self.max_containers = SHAPE_SLACK + max(_containers(shape) for shape in shapes)
+            self.max_items = ITEM_SLACK + max(_items(shape) for shape in shapes)
 
     def encode_body(self, type_: str, **fields: Any) -> bytes:
         """Validate and pack one message without the length prefix."""
@@ -194,15 +247,22 @@ class Protocol:
             raise FrameError(f"frame of {len(body)} bytes is over the {self.max_frame}-byte limit")
         if not body:
             raise FrameError("empty frame")
+        hooks: dict[str, Any] = {}
+        if self.max_containers is not None:
+            budget = _ShapeBudget(self.max_containers, self.name)
+            hooks = {"object_hook": budget, "list_hook": budget}
         try:
             obj = msgpack.unpackb(
                 body, raw=False, strict_map_key=True, use_list=True, ext_hook=_reject_ext,
                 max_str_len=len(body), max_bin_len=len(body),
-                max_array_len=min(MAX_ARRAY_LEN, len(body)), max_map_len=min(MAX_MAP_LEN, len(body)))
+                max_array_len=min(self.max_items, len(body)), max_map_len=min(MAX_MAP_LEN, self.max_items, len(body)),
+                **hooks)
         except FrameError:
             raise
         except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
             # UnicodeDecodeError and ExtraData are ValueErrors.
+            if "exceeds max_array_len" in str(exc) or "exceeds max_map_len" in str(exc):
+                raise FrameError(f"frame has a list or map longer than any {self.name} message may hold") from None
             raise FrameError(f"frame is not valid msgpack ({type(exc).__name__})") from None
         if not isinstance(obj, dict):
             raise FrameError(f"frame should be a map, got {_KIND_NAMES.get(type(obj), type(obj).__name__)}")
@@ -212,7 +272,8 @@ class Protocol:
         schema = self.messages.get(type_)
         if schema is None:
             shown = type_ if len(type_) <= 40 else type_[:40] + "…"
-            raise FrameError(f"unknown message type '{shown}' for the {self.name} protocol")
+            # repr: the sender's words escape rather than close the quote ("x'); ✓ verified ('" cannot end it)
+            raise FrameError(f"unknown message type {shown!r} for the {self.name} protocol")
         return Message(type_, check_fields(obj, schema, f"{type_!r} message"))
 
     def decode_buffer(self, body: bytearray | memoryview) -> Message:

@@ -145,7 +145,7 @@ def relay_protocol(max_frame: int = MAX_RELAY_FRAME) -> Protocol:
             "counters": Field(dict, fields={name: _COUNT for name in COUNTER_NAMES}),
             "limits": _LIMITS,
         },
-    }, max_frame=max_frame)
+    }, max_frame=max_frame, bounded_shape=True)
 
 
 MAX_PAIR_PAYLOAD = 256 * 1024  # largest plaintext of one record (p2pchat.relay.secure.MAX_RECORD_PLAINTEXT)

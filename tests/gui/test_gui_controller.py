@@ -413,7 +413,7 @@ def test_an_incoming_chat_opens_a_tab_and_asks_to_accept(ctl, node, worker):
     changes = ctl.take_changes()
     assert changes.tabs_added == ["in1"]
     assert [p.question for p in changes.prompts] == [
-        "Someone at 127.0.0.5:8471, calling itself “carol” (not checked yet), wants to chat with you."]
+        "Someone at 127.0.0.5:8471, calling itself «carol» (not checked yet), wants to chat with you."]
     assert ctl.input_hint("in1") == "Accept the chat first"
     ctl.select_tab("in1")
     assert not any(v.clickable for v in ctl.bar().steps)
@@ -439,7 +439,7 @@ def test_what_an_incoming_session_said_before_asking_shows_in_its_tab(ctl):
     ctl.handle(IncomingChat("in2", "127.0.0.9:8472", "dave"))
     assert [ln.text for ln in ctl.tabs["in2"].lines] == [
         "⇄ incoming chat through relay 127.0.0.9:8472",
-        "ℹ Someone at 127.0.0.9:8472, calling itself “dave” (not checked yet), wants to chat with you."]
+        "ℹ Someone at 127.0.0.9:8472, calling itself «dave» (not checked yet), wants to chat with you."]
 
 
 def test_rejecting_an_incoming_chat_closes_its_tab(ctl, node, worker):

@@ -37,7 +37,7 @@ def test_send_file_button_offer_dialog_progress_and_the_file_at_the_receiver(app
     d.click(bar.send_button)
     d.wait(lambda: bob._confirm is not None, what="bob's offer dialog")
     question = bob._confirm.question.cget("text")
-    assert "alice offers the file “report.pdf” (3.0 MiB)" in question
+    assert "alice offers the file «report.pdf» (3.0 MiB)" in question
     d.click(bob._confirm.confirm_button)
     d.wait(lambda: "✓ report.pdf: saved as" in transcript(bob, sb), what="the file saved at bob")
     d.wait(lambda: "✓ report.pdf: delivered" in transcript(alice, sa), what="delivered at alice")

@@ -222,7 +222,7 @@ def test_a_group_made_by_clicks_reaches_both_members_shows_replies_in_colours_co
     assert "✔" not in panel.names[w.fps["carol"]].cget("text")
     assert panel.remove_buttons[w.fps["carol"]].cget("state") == "normal", "the creator removes members"
     assert panel.leave_button.cget("state") == "disabled"
-    assert "you created the group “lab 4b”" in transcript(w, key) and "you added bob" in transcript(w, key)
+    assert "you created the group «lab 4b»" in transcript(w, key) and "you added bob" in transcript(w, key)
 
     pane = window.groups.panes[key]
     receipts: list[tuple[int, int]] = []           # what the window was told, in order (it draws the latest)
@@ -323,12 +323,12 @@ def test_a_hostile_member_and_group_name_show_as_inert_text_and_leaving_keeps_th
     mallory.command(gsend=gid, path=str(tmp_path / "slides.pdf"))
     d.wait(lambda: window._confirm is not None, 30, what="the offer dialog")
     assert window._confirm is not None
-    assert "shared in the group “<i>study</i><U+202E>^[]0;pwned^G”" in window._confirm.question.cget("text")
+    assert "shared in the group «<i>study</i><U+202E>^[]0;pwned^G»" in window._confirm.question.cget("text")
     d.click(window._confirm.confirm_button)
     saved = tmp_path / "alice" / "downloads" / "slides.pdf"
     d.wait(lambda: saved.exists() and saved.read_bytes() == data, 30, what="the file saved at alice")
     assert f"{name}: shared slides.pdf — a file (48.8 KiB)" in transcript(w, key)
-    assert "offers you “slides.pdf” (48.8 KiB) from this group" in transcript(w, key)
+    assert "offers you «slides.pdf» (48.8 KiB) from this group" in transcript(w, key)
 
     # Leave group (confirmed): mallory's node learns it, alice's conversation stays, read-only
     d.click(panel.leave_button)

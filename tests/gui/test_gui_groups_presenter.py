@@ -96,7 +96,7 @@ def test_a_message_counts_its_receipts_up_and_a_gap_a_held_and_a_replayed_messag
     bob_fp, carol_fp = bob.fingerprint.hex(), carol.fingerprint.hex()
     key = make(chats, worker, "lab", bob_fp, carol_fp)
     gid = key.removeprefix(GROUP_KEY)
-    assert texts(chats, key) == ["ℹ you created the group “lab”", "ℹ you added bob", "ℹ you added carol"]
+    assert texts(chats, key) == ["ℹ you created the group «lab»", "ℹ you added bob", "ℹ you added carol"]
     assert chats.send(key, "hello all") is None
     assert texts(chats, key)[-1] == "alice: hello all  …"
     settle(worker)
@@ -176,7 +176,7 @@ def test_the_kept_messages_come_back_after_a_restart_and_search_finds_them(
         settle(worker)
         assert texts(again, key)[:4] == [
             "ℹ Earlier messages of this group (1 message shown), kept on this computer:",
-            "ℹ you created the group “lab”", "ℹ you added bob", "alice: the answer is 42  delivered to 0 of 1"]
+            "ℹ you created the group «lab»", "ℹ you added bob", "alice: the answer is 42  delivered to 0 of 1"]
         hits = again.search("ANSWER")
         assert [(h.key, h.text) for h in hits] == [(key, "the answer is 42")]
         assert "lab" in hits[0].label and "you" in hits[0].label

@@ -69,7 +69,7 @@ def test_an_incoming_chat_claiming_a_name_that_reads_like_a_contacts_says_so_bef
         ctl: ChatController) -> None:
     ctl.handle(IncomingChat("s9", "127.0.0.9:40000", "B0B"))
     prompt = ctl.take_changes().prompts[0]
-    assert prompt.question == ("Someone at 127.0.0.9:40000, calling itself “B0B” (not checked yet), wants to chat "
+    assert prompt.question == ("Someone at 127.0.0.9:40000, calling itself «B0B» (not checked yet), wants to chat "
                                "with you. The name reads like your contact bob: step 2 shows whether it is their key.")
     ctl.handle(IncomingChat("s10", "127.0.0.9:40001", "carol"))
     assert "reads like" not in ctl.take_changes().prompts[0].question

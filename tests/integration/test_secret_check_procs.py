@@ -27,7 +27,7 @@ def test_chat_asks_listen_answers_and_both_mark_each_other_verified(tmp_path):
             chat.wait_for("✓ 4 Agree AES key")
             listen.choose_chat()
             chat.write("/ask Where did we first meet? | The Old Mill")
-            listen.wait_for("asks you a question to check it is really you: “Where did we first meet?”")
+            listen.wait_for("asks you a question to check it is really you: «Where did we first meet?»")
             listen.write("/answer  the old mill ")
             chat.wait_for("answered your question with the same secret: marked verified")
             listen.wait_for("question with the same secret: marked verified")

@@ -83,3 +83,16 @@ def test_answering_holds_back_only_the_wake_ups_of_its_own_thread():
         wait_until(lambda: got, what="the UI thread woken by another thread's event")
     ui.join()
     assert got == [PeerTyping("s2", True)]
+
+
+def test_the_byte_bound_counts_what_a_text_holds_in_memory_not_its_characters():
+    """A 1 MiB text of four-byte characters is 262,144 characters and 1 MiB in memory: counted by characters, a
+    peer's emoji texts held four times the 4 MiB a session may have waiting (red team, 2026-12-07 night)."""
+    q = EventQueue()
+    wide = MessageReceived("s1", 1, "😀" * (1 << 18), "bob", 0.0, 0.0)       # 262,144 characters, 1 MiB held
+    count = 0
+    while q.has_room("s1") and count < 64:
+        q.put(wide)
+        count += 1
+    assert count == SESSION_BYTES // (1 << 20)           # 4, not 16
+    assert q.waiting("s1")[1] >= SESSION_BYTES

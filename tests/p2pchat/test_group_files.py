@@ -97,7 +97,7 @@ def test_a_file_shared_in_a_group_is_offered_to_each_member_who_answers_for_itse
         view_b.on_event(bob.log.wait(FileOffer, 20, group=gid.hex(), counter=c2))
         assert "file second.txt (entry 2) offered to every member" in out_a.getvalue()
         assert "! " in out_a.getvalue() and "missing.txt is not a file" in out_a.getvalue()
-        assert "[lab] alice: shares the file second.txt (1,000 bytes)" in out_b.getvalue()
+        assert "[lab] alice: shares the file 'second.txt' (1,000 bytes)" in out_b.getvalue()
         assert "[lab] alice offers the file 'second.txt'" in out_b.getvalue()
         dave.log.wait(FileOffer, 20, group=gid.hex(), counter=c2)
         assert carol.log.all(FileOffer, counter=c2) == [] and carol.log.all(GroupMessage, counter=c2) == []
