@@ -1,0 +1,133 @@
+"""docs/protocol.md §7's vectors, recomputed by the independent implementation in tests/spec/impl."""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgpack
+
+from tests.spec.docvectors import vector, x
+from tests.spec.impl import chatcrypto as cc
+from tests.spec.impl.wire import pack
+
+DOC = "protocol.md"
+
+
+def _transcript() -> tuple[dict, dict, dict, dict, bytes, bytes, dict[str, str]]:
+    v = vector(DOC, "transcript")
+    hello = {role: {"version": int(v["version"]), "network": v["network"], "nickname": v[f"{role}.nickname"],
+                    "address": v[f"{role}.address"]} for role in ("i", "r")}
+    key = {role: {"nonce": x(v[f"{role}.challenge"]), "ephemeral": x(v[f"{role}.ephemeral"]),
+                  "final_height": int(v[f"{role}.final_height"]), "final_hash": x(v[f"{role}.final_hash"]),
+                  "tip_height": int(v[f"{role}.tip_height"]), "tip_hash": x(v[f"{role}.tip_hash"])}
+           for role in ("i", "r")}
+    return hello["i"], hello["r"], key["i"], key["r"], x(v["i.key"]), x(v["r.key"]), v
+
+
+def test_transcript_vector_t1_and_t2():
+    ih, rh, ik, rk, ifp, rfp, v = _transcript()
+    assert cc.x25519_public(cc.x25519_private(x(v["i.ephemeral_private"]))) == ik["ephemeral"]
+    assert cc.x25519_public(cc.x25519_private(x(v["r.ephemeral_private"]))) == rk["ephemeral"]
+    assert ifp == cc.H(b"alice's public key") and rfp == cc.H(b"bob's public key")
+    assert cc.t1_encoding(ih, rh).hex() == v["T1_encoding"]
+    assert cc.H(cc.t1_encoding(ih, rh)).hex() == v["T1"]
+    encoding = cc.t2_encoding(ih, rh, ik, rk, ifp, rfp)
+    assert encoding.hex() == v["T2_encoding"]
+    assert cc.H(encoding).hex() == v["T2"]
+
+
+def test_signed_messages_and_key_schedule_and_confirm_frames():
+    *_, v = _transcript()
+    t2 = x(v["T2"])
+    s = vector(DOC, "signed-messages")
+    for role, name, verdict in (("initiator", "auth_initiator", s["i.ledgers"]),
+                                ("responder", "auth_responder", s["r.ledgers"])):
+        message = cc.signed_message("chat-auth", cc.auth_data(role, t2, verdict))
+        assert hashlib.sha256(message).hexdigest() == s[name]
+    k = vector(DOC, "key-schedule")
+    shared = cc.x25519(cc.x25519_private(x(v["i.ephemeral_private"])), x(v["r.ephemeral"]))
+    assert shared == cc.x25519(cc.x25519_private(x(v["r.ephemeral_private"])), x(v["i.ephemeral"]))
+    assert shared.hex() == k["shared"]
+    keys = cc.key_schedule(shared, t2)
+    for name in ("i2r_key", "r2i_key", "i2r_chain", "r2i_chain", "confirm_key"):
+        assert getattr(keys, name).hex() == k[name], name
+    tag_i, tag_r = cc.confirm_tag(keys.confirm_key, "initiator", t2), cc.confirm_tag(keys.confirm_key, "responder", t2)
+    assert (tag_i.hex(), tag_r.hex()) == (k["confirm_initiator"], k["confirm_responder"])
+    assert pack("confirm", confirm=tag_i).hex() == k["confirm_frame"]
+    assert pack("confirm_reply", confirm=tag_r).hex() == k["confirm_reply_frame"]
+
+
+def test_sealed_text_vector_and_its_padding():
+    *_, v = _transcript()
+    t2, keys = x(v["T2"]), vector(DOC, "key-schedule")
+    s = vector(DOC, "sealed-text")
+    body = cc.inner("text", id=1, sent_at=float(s["sent_at"]), text=s["text"])
+    assert body.hex() == s["inner"]
+    assert len(cc.pad(body)) == int(s["padded_length"])
+    assert cc.nonce(0).hex() == s["nonce"]
+    assert cc.sealed_aad(t2, "i2r", 0, 0).hex() == s["aad"]
+    sender = cc.Sender(t2, "i2r", x(keys["i2r_key"]), x(keys["i2r_chain"]))
+    frame = sender.seal(body)
+    assert frame["box"].hex() == s["box"]
+    assert pack("sealed", **frame).hex() == s["frame"]
+    receiver = cc.Receiver(t2, "i2r", {0: x(keys["i2r_key"])}, x(keys["i2r_chain"]))
+    assert receiver.open(frame) == {"t": "text", "id": 1, "sent_at": 1700000000.5, "text": s["text"]}
+    assert receiver.open(frame) is None and receiver.refused == ["replayed or reordered counter 0"]
+
+
+def test_rotation_and_overlap_vectors():
+    *_, v = _transcript()
+    t2, keys = x(v["T2"]), vector(DOC, "key-schedule")
+    r = vector(DOC, "rotation")
+    sender = cc.Sender(t2, "i2r", x(keys["i2r_key"]), x(keys["i2r_chain"]))
+    receiver = cc.Receiver(t2, "i2r", {0: x(keys["i2r_key"])}, x(keys["i2r_chain"]))
+    rotate = sender.start_rotation(x(r["sender_private"]))
+    assert rotate.hex() == r["rotate_inner"]
+    assert x25519_pub(r["receiver_private"]) == r["receiver_public"]
+    shared = cc.x25519(cc.x25519_private(x(r["receiver_private"])), x(r["sender_public"]))
+    assert shared.hex() == r["shared"]
+    assert [h.hex() for h in cc.ratchet(shared, x(keys["i2r_chain"]), "i2r", 1)] == [r["key_1"], r["chain_1"]]
+
+    o = vector(DOC, "rotation-overlap")
+    sent_at = float(o["sent_at"])
+    every = int(o["rotate_every"])
+    assert every == 1
+    frames = [sender.seal(cc.inner("text", id=1, sent_at=sent_at, text="rotate after this")), sender.seal(rotate)]
+    for frame in frames:
+        message = receiver.open(frame)
+        assert message is not None
+    ack = receiver.answer_rotation(message, x(r["receiver_private"]))
+    overlap = sender.seal(cc.inner("text", id=2, sent_at=sent_at, text=o["overlap_text"]))
+    assert overlap["counter"] == int(o["overlap_counter"])
+    assert cc.sealed_aad(t2, "i2r", 0, overlap["counter"]).hex() == o["overlap_aad"]
+    assert pack("sealed", **overlap).hex() == o["overlap_frame"]
+    sender.finish_rotation(msgpack.unpackb(ack))
+    switch = sender.seal(cc.inner("text", id=3, sent_at=sent_at, text=o["switch_text"]))
+    assert (switch["epoch"], switch["counter"]) == (1, int(o["switch_counter"]))
+    assert cc.sealed_aad(t2, "i2r", 1, 3).hex() == o["switch_aad"]
+    assert pack("sealed", **switch).hex() == o["switch_frame"]
+    assert receiver.open(overlap)["text"] == o["overlap_text"]
+    assert receiver.open(switch)["text"] == o["switch_text"]
+    assert list(receiver.keys) == [1]                        # i2r_key erased at the switch counter
+    assert receiver.open(overlap) is None                    # replayed
+
+
+def x25519_pub(private_hex: str) -> str:
+    return cc.x25519_public(cc.x25519_private(x(private_hex))).hex()
+
+
+def test_frames_and_safety_vector():
+    ih, rh, ik, rk, ifp, rfp, _ = _transcript()
+    f = vector(DOC, "frames-and-safety")
+    assert pack("hello", **ih).hex() == f["hello_frame"]
+    key_frame = pack("key", key=f["key_der"].encode(), **ik)
+    assert key_frame.hex() == f["key_frame"]
+    assert pack("key_ok").hex() == f["key_ok_frame"]
+    assert pack("auth_ok").hex() == f["auth_ok_frame"]
+    s = vector(DOC, "signed-messages")
+    for t, verdict, name in (("auth", s["i.ledgers"], "auth_frame_before_signature"),
+                             ("auth_reply", s["r.ledgers"], "auth_reply_frame_before_signature")):
+        frame = pack(t, ledgers=verdict, sig=bytes(384))
+        assert frame[:-384].hex() == f[name]
+    assert cc.safety_half(ifp) == f["safety_half_i"] and cc.safety_half(rfp) == f["safety_half_r"]
+    assert cc.safety_number(ifp, rfp) == f["safety_number"] == cc.safety_number(rfp, ifp)
