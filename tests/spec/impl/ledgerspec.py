@@ -7,6 +7,7 @@ import ipaddress
 import os
 import socket
 import struct
+import time
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -293,11 +294,21 @@ def reachability_data(network: str, ip: str, nonce: bytes) -> bytes:
 class LedgerConnection:
     """One light-client connection to a ledger node (role ``client``)."""
 
-    def __init__(self, host: str, port: int, source: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, host: str, port: int, source: str | None = None, timeout: float = 10.0,
+                 peer_params: dict[str, Any] | None = None) -> None:
+        """A light client; with ``peer_params`` a gossip peer (role ``peer``) at genesis of that network, which
+        may ask for blocks (§3: a client may not) and answers what a node asks a peer."""
         self.sock = socket.create_connection((host, port), timeout, (source, 0) if source else None)
         self.stream = socket_stream(self.sock, LEDGER_MAX_FRAME)
-        self.sock.sendall(pack("hello", version=1, role="client", nonce=os.urandom(8), network="p2pchat",
-                               agent="p2pchat-spec/0.1"))
+        self.role = "peer" if peer_params else "client"
+        if peer_params:
+            gen = genesis(peer_params)
+            self.sock.sendall(pack("hello", version=1, role="peer", nonce=os.urandom(8), network=peer_params["name"],
+                                   genesis=gen.hash, params=peer_params, height=0, tip=gen.hash, work=b"",
+                                   agent="p2pchat-spec/0.1", time=int(time.time())))
+        else:
+            self.sock.sendall(pack("hello", version=1, role="client", nonce=os.urandom(8), network="p2pchat",
+                                   agent="p2pchat-spec/0.1"))
         ack = self.stream.read()
         if ack["t"] != "hello_ack":
             raise SpecError(f"expected hello_ack, got {ack!r:.200}")
@@ -307,8 +318,22 @@ class LedgerConnection:
             raise SpecError("the node's parameters do not give its genesis")
 
     def ask(self, t: str, **fields: Any) -> dict[str, Any]:
+        """Send a request and return its answer; a peer answers the node's own requests meanwhile."""
         self.sock.sendall(pack(t, **fields))
-        return self.stream.read()
+        while True:
+            frame = self.stream.read()
+            if self.role == "client" or frame["t"] not in ("ping", "get_peers", "get_headers", "block", "record",
+                                                              "peers", "get_checkpoint"):
+                return frame
+            if frame["t"] == "ping":
+                self.sock.sendall(pack("pong", nonce=frame["nonce"]))
+            elif frame["t"] == "get_peers":
+                self.sock.sendall(pack("peers", addrs=[]))
+            elif frame["t"] == "get_headers":
+                self.sock.sendall(pack("headers", headers=[]))
+            elif frame["t"] == "get_checkpoint":
+                gen = genesis(self.params)
+                self.sock.sendall(pack("checkpoint", final_height=0, final_hash=gen.hash))
 
     def close(self) -> None:
         self.sock.close()
