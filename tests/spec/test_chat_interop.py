@@ -1,0 +1,92 @@
+"""The spec implementation chats with a real `p2pchat` node over a direct connection: the four steps as
+initiator (against `p2pchat listen`) and as responder (called by `p2pchat chat`), one text each way with its
+receipt, and one key rotation in each direction."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from tests.integration.chat_procs import ChatProcess
+from tests.spec.harness import CHAT_PORT, NETWORK, connect_from, start_world
+from tests.spec.impl.peer import MAX_FRAME, ChatPeer
+from tests.spec.impl.wire import socket_stream
+
+pytestmark = pytest.mark.slow
+
+STEPS = ["1 Connect", "2 Swap public keys", "3 Authenticate", "4 Agree AES key"]
+
+
+def exchange(peer: ChatPeer, node: ChatProcess, choose: bool) -> None:
+    """One text each way (each receipted), a rotation of each direction, a text under each new key."""
+    first = peer.send_text("from the spec implementation ✓")             # rotate_every 1: a rotate follows
+    node.wait_for("from the spec implementation ✓")
+    if choose:
+        node.choose_chat()
+    node.write("from the node ✓")
+    peer.pump(lambda: "from the node ✓" in peer.texts and first in peer.receipts)
+    peer.pump(lambda: "rotated to epoch 1" in peer.log)                  # the node answered our rotate
+    second = peer.send_text("under epoch 1")
+    node.wait_for("under epoch 1")
+    node.write("after the node's rotation")
+    peer.pump(lambda: "after the node's rotation" in peer.texts and second in peer.receipts)
+    assert "peer rotated to epoch 1" in peer.log
+    assert peer.receiver.epoch >= 1 and peer.sender.epoch >= 1
+    assert peer.receiver.refused == []
+    peer.close("the spec test is done")
+
+
+def test_spec_initiator_chats_with_p2pchat_listen(tmp_path):
+    world = start_world(tmp_path)
+    with world.cluster:
+        node = ChatProcess("listen", "--host", world.host, "--accept-all", "--once", "--rotate-every", "1",
+                           "--data-dir", str(world.data_dir))
+        try:
+            node.wait_for("Waiting for chats")
+            sock = connect_from(world.spec_ip, world.host, CHAT_PORT)
+            with sock:
+                peer = ChatPeer(world.key, "spec-peer", f"{world.spec_ip}:{CHAT_PORT}", world.ledger_view(),
+                                sock.sendall, socket_stream(sock, MAX_FRAME), NETWORK, rotate_every=1)
+                peer.initiate(world.host)
+                assert peer.log == STEPS
+                node.wait_for("✓ 4 Agree AES key")
+                exchange(peer, node, choose=True)
+            assert node.wait_exit() == 0, node.output()
+        finally:
+            node.stop()
+        print(node.output())
+        assert "left the chat" in node.output()
+
+
+def test_spec_responder_is_called_by_p2pchat_chat(tmp_path):
+    world = start_world(tmp_path)
+    with world.cluster:
+        listener = socket.create_server((world.spec_ip, CHAT_PORT))
+        accepted: list[socket.socket] = []
+        thread = threading.Thread(target=lambda: accepted.append(listener.accept()[0]), name="spec-accept")
+        thread.start()
+        node = ChatProcess("chat", world.spec_ip, "--host", world.host, "--rotate-every", "1",
+                           "--data-dir", str(world.data_dir))
+        try:
+            thread.join(30)
+            assert accepted, node.output()
+            sock = accepted[0]
+            sock.settimeout(20)
+            with sock, listener:
+                peer = ChatPeer(world.key, "spec-peer", f"{world.spec_ip}:{CHAT_PORT}", world.ledger_view(),
+                                sock.sendall, socket_stream(sock, MAX_FRAME), NETWORK, rotate_every=1)
+                peer.respond(sock.getpeername()[0])
+                assert peer.log == STEPS
+                node.wait_for("✓ 4 Agree AES key")
+                exchange(peer, node, choose=False)
+                node.wait_for("left the chat")
+                node.close_input()
+            node.wait_exit()
+        finally:
+            node.stop()
+            listener.close()
+        assert "matches the ledger record for " + world.spec_ip in node.output()
+
+
