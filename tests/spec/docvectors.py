@@ -35,3 +35,10 @@ def hexblock(doc: str, name: str) -> bytes:
 
 def x(value: str) -> bytes:
     return bytes.fromhex(value)
+
+
+def find(pattern: str, text: str, flags: int = 0) -> str:
+    """The first group of ``pattern`` in ``text``; fails the test when the doc has no such passage."""
+    match = re.search(pattern, text, flags)
+    assert match is not None, f"the doc has no passage matching {pattern!r}"
+    return match.group(1)

@@ -56,7 +56,6 @@ def test_spec_initiator_chats_with_p2pchat_listen(tmp_path):
             assert node.wait_exit() == 0, node.output()
         finally:
             node.stop()
-        print(node.output())
         assert "left the chat" in node.output()
 
 

@@ -93,10 +93,9 @@ def test_rotation_and_overlap_vectors():
     every = int(o["rotate_every"])
     assert every == 1
     frames = [sender.seal(cc.inner("text", id=1, sent_at=sent_at, text="rotate after this")), sender.seal(rotate)]
-    for frame in frames:
-        message = receiver.open(frame)
-        assert message is not None
-    ack = receiver.answer_rotation(message, x(r["receiver_private"]))
+    opened = [receiver.open(frame) for frame in frames]
+    assert opened[0] is not None and opened[1] is not None
+    ack = receiver.answer_rotation(opened[1], x(r["receiver_private"]))
     overlap = sender.seal(cc.inner("text", id=2, sent_at=sent_at, text=o["overlap_text"]))
     assert overlap["counter"] == int(o["overlap_counter"])
     assert cc.sealed_aad(t2, "i2r", 0, overlap["counter"]).hex() == o["overlap_aad"]
@@ -106,8 +105,8 @@ def test_rotation_and_overlap_vectors():
     assert (switch["epoch"], switch["counter"]) == (1, int(o["switch_counter"]))
     assert cc.sealed_aad(t2, "i2r", 1, 3).hex() == o["switch_aad"]
     assert pack("sealed", **switch).hex() == o["switch_frame"]
-    assert receiver.open(overlap)["text"] == o["overlap_text"]
-    assert receiver.open(switch)["text"] == o["switch_text"]
+    assert (receiver.open(overlap) or {}).get("text") == o["overlap_text"]
+    assert (receiver.open(switch) or {}).get("text") == o["switch_text"]
     assert list(receiver.keys) == [1]                        # i2r_key erased at the switch counter
     assert receiver.open(overlap) is None                    # replayed
 
@@ -117,7 +116,7 @@ def x25519_pub(private_hex: str) -> str:
 
 
 def test_frames_and_safety_vector():
-    ih, rh, ik, rk, ifp, rfp, _ = _transcript()
+    ih, _rh, ik, _rk, ifp, rfp, _ = _transcript()
     f = vector(DOC, "frames-and-safety")
     assert pack("hello", **ih).hex() == f["hello_frame"]
     key_frame = pack("key", key=f["key_der"].encode(), **ik)

@@ -267,14 +267,17 @@ class Receiver:
         """The inner message, or None for a refused frame (state unchanged, the refusal counted)."""
         epoch, counter = frame["epoch"], frame["counter"]
         if counter <= self.last:
-            return self._refuse(f"replayed or reordered counter {counter}")
+            self._refuse(f"replayed or reordered counter {counter}")
+            return None
         key = self.keys.get(epoch)
         if key is None:
-            return self._refuse(f"epoch {epoch} never agreed or erased")
+            self._refuse(f"epoch {epoch} never agreed or erased")
+            return None
         try:
             body = open_box(key, self.t2, self.direction, epoch, counter, frame["box"])
         except SpecError as exc:
-            return self._refuse(str(exc))
+            self._refuse(str(exc))
+            return None
         self.last = counter
         if epoch > self.epoch:                  # the switch counter: the old key is erased here
             del self.keys[self.epoch]

@@ -100,7 +100,7 @@ def merkle_levels(ids: list[bytes]) -> list[list[bytes]]:
     levels = [level]
     while len(level) > 1:
         if len(level) % 2:
-            level = level + [EMPTY]
+            level = [*level, EMPTY]
             levels[-1] = level
         level = [node(level[i], level[i + 1]) for i in range(0, len(level), 2)]
         levels.append(level)
@@ -176,7 +176,11 @@ class Record:
 
     def verify_signatures(self, network: str) -> bool:
         message = SHA256.new(b"p2pchat/ledger-record\x00" + self.signed_bytes(network))
-        keys = [(self.key, self.sig)] + ([(self.new_key, self.new_sig)] if self.kind == "rotate" else [])
+        keys = [(self.key, self.sig)]
+        if self.kind == "rotate":
+            if self.new_key is None or self.new_sig is None:
+                return False
+            keys.append((self.new_key, self.new_sig))
         for der, sig in keys:
             try:
                 pss.new(RSA.import_key(der), salt_bytes=32).verify(message, sig)

@@ -174,7 +174,7 @@ class ChatPeer:
         theirs = (keys.r2i_key, keys.r2i_chain) if self.role == "initiator" else (keys.i2r_key, keys.i2r_chain)
         self.sender = cc.Sender(self.t2, self.direction, *mine)
         self.receiver = cc.Receiver(self.t2, self.peer_direction, {0: theirs[0]}, theirs[1])
-        self.x_private = None
+        del self.x_private                      # erased after the agreement (§3.2)
 
     # --- the channel ---------------------------------------------------------------------------------------------
 

@@ -31,7 +31,8 @@ def _no_ext(code: int, data: bytes) -> Any:
 
 
 class Stream:
-    """Reads frames from a byte source (a socket, or a relay's pair records through ``feed``)."""
+    """Reads frames from a byte source: ``recv()`` returns bytes (b"" at the end), or None after it ``feed``s
+    this stream itself (a relay link, whose records carry two streams)."""
 
     def __init__(self, recv: Any, max_frame: int) -> None:
         self._recv = recv
@@ -44,6 +45,8 @@ class Stream:
     def _fill(self, n: int) -> None:
         while len(self._buffer) < n:
             chunk = self._recv()
+            if chunk is None:               # the source fed this stream itself (a relay's records)
+                continue
             if not chunk:
                 raise SpecError("the connection closed")
             self._buffer += chunk
@@ -58,6 +61,15 @@ class Stream:
         frame = bytes(self._buffer[:4 + length])
         del self._buffer[:4 + length]
         return frame
+
+    def buffered_frame(self) -> bytes | None:
+        """A whole frame already buffered, or None (reads nothing)."""
+        if len(self._buffer) < 4:
+            return None
+        (length,) = struct.unpack(">I", self._buffer[:4])
+        if length > self.max_frame or len(self._buffer) < 4 + length:
+            return None
+        return self.read_raw()
 
     def read(self) -> dict[str, Any]:
         return unpack_body(self.read_raw()[4:])
