@@ -3,11 +3,17 @@ checks every header, fetches and fully validates every block, and checks a looku
 
 from __future__ import annotations
 
+import dataclasses
+import socket
+import threading
 import time
 
 import pytest
 
+from tests.conftest import free_loopback_ip
+from tests.helpers import wait_until
 from tests.spec.harness import LEDGER_PORT, NETWORK, start_world
+from tests.spec.impl import chatcrypto as cc
 from tests.spec.impl import ledgerspec as ls
 from tests.spec.impl.wire import SpecError
 
@@ -48,3 +54,43 @@ def test_blocks_served_by_a_real_node_validate_and_a_lookup_proof_checks(tmp_pat
                     ls.check_lookup({**found, **change}, chain, NETWORK, world.host, now)
             with pytest.raises(SpecError, match="not a live binding"):
                 ls.check_lookup(found, chain, NETWORK, world.spec_ip, now)
+
+
+def test_a_record_submitted_by_the_spec_client_is_proved_reachable_mined_and_found(tmp_path):
+    """The spec implementation submits an update of its record to a new address; the real node checks it by
+    dialling that address for a reachability proof, which the spec implementation serves (hello_ack, proof)."""
+    world = start_world(tmp_path)
+    new_ip = free_loopback_ip()
+    listener = socket.create_server((new_ip, LEDGER_PORT))
+    listener.settimeout(20)
+    with world.cluster, listener:
+        with ls.LedgerConnection(world.host, LEDGER_PORT, source=world.spec_ip) as conn:
+            params, chain = conn.params, ls.sync_headers(conn)
+        first = world.records[0]
+        update = dataclasses.replace(first, seq=1, prev=first.id, ip=new_ip, issued=first.issued + 1, sig=b"")
+        update = dataclasses.replace(update, sig=cc.sign(world.key, "ledger-record", update.signed_bytes(NETWORK)))
+        proved: list[str] = []
+
+        def serve() -> None:
+            sock, _ = listener.accept()
+            with sock:
+                sock.settimeout(20)
+                proved.append(ls.answer_reachability(sock, world.key, params, chain))
+
+        thread = threading.Thread(target=serve, name="spec-reachability")
+        thread.start()
+        try:
+            with ls.LedgerConnection(world.host, LEDGER_PORT, source=world.spec_ip, timeout=30) as conn:
+                result = conn.ask("submit", record=update.to_wire())
+        finally:
+            thread.join(30)
+        assert result["t"] == "submit_result" and result["accepted"], result
+        assert result["id"] == update.id
+        assert proved == [new_ip]
+
+        def mined() -> ls.Record | None:
+            with ls.LedgerConnection(world.host, LEDGER_PORT, source=world.spec_ip) as conn:
+                headers = ls.sync_headers(conn)
+                answer = conn.ask("lookup", by="ip", value=new_ip)
+            return ls.check_lookup(answer, headers, NETWORK, new_ip, int(time.time())) if answer["found"] else None
+        assert wait_until(mined, 30, what="the spec record's update mined") == update

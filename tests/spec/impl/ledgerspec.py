@@ -385,3 +385,27 @@ def check_lookup(answer: dict[str, Any], chain: list[Header], network: str, ip: 
     if record.ip != ip or record.kind == "revoke" or record.expires <= now:
         raise SpecError("the record is not a live binding of what was asked")
     return record
+
+
+def answer_reachability(conn: socket.socket, identity: RSA.RsaKey, params: dict[str, Any], chain: list[Header]) -> str:
+    """Serve one reachability check on an accepted connection (ledger-protocol.md §5.3): the asker's ``hello``
+    (role ``client``), our ``hello_ack``, its ``prove``, our ``proof`` over the address it reached us at.
+    Returns the address proved."""
+    stream = socket_stream(conn, LEDGER_MAX_FRAME)
+    hello = stream.read()
+    if hello["t"] != "hello" or hello["version"] != 1 or hello["role"] != "client":
+        raise SpecError(f"expected a client hello, got {hello!r:.200}")
+    gen = genesis(params)
+    work = ((len(chain) - 1) * 2 ** params["difficulty_bits"])
+    conn.sendall(pack("hello_ack", version=1, role="peer", nonce=os.urandom(8), network=params["name"],
+                      genesis=gen.hash, params=params, height=len(chain) - 1, tip=chain[-1].hash,
+                      work=work.to_bytes((work.bit_length() + 7) // 8, "big"), agent="p2pchat-spec/0.1",
+                      time=int(time.time())))
+    prove = stream.read()
+    if prove["t"] != "prove" or len(prove["nonce"]) != 32:
+        raise SpecError(f"expected prove, got {prove!r:.200}")
+    ip = conn.getsockname()[0]
+    data = reachability_data(params["name"], ip, prove["nonce"])
+    sig = pss.new(identity, salt_bytes=32).sign(SHA256.new(b"p2pchat/ledger-reachability\x00" + data))
+    conn.sendall(pack("proof", key=identity.public_key().export_key(format="DER"), sig=sig, ip=ip))
+    return ip
