@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import re
 
-from tests.spec.docvectors import DOCS, find, hexblock
+import msgpack
+
+from tests.spec.docvectors import DOCS, find, hexblock, vector, x
 from tests.spec.impl import ledgerspec as ls
 from tests.spec.impl.wire import pack
 
@@ -66,3 +68,16 @@ def test_ledger_protocol_vectors():
     assert pack("lookup", query="127.0.0.21") == hexblock("ledger-protocol.md", "control-lookup")
     assert pack("lookup_result", found=False, reason="no live binding for ip 127.0.0.21", checked=False,
                 node="127.0.0.1:8470", network="p2pchat") == hexblock("ledger-protocol.md", "control-not-found")
+
+
+def test_record_vector():
+    v = vector("ledger.md", "record")
+    record = ls.Record("register", b"alice's public key", 0, bytes(32), "alice", "127.0.0.2", 8471, 8470, None,
+                       1700000000, 1700604800, None, b"alice's signature", None)
+    signed = record.signed_bytes("p2pchat")
+    assert signed == x(v["signed_bytes"])
+    assert hashlib.sha256(b"p2pchat/ledger-record\x00" + signed).hexdigest() == v["signed_message_sha256"]
+    assert record.encoded() == x(v["encoded"])
+    assert record.id.hex() == v["id"]
+    assert msgpack.packb(record.to_wire(), use_bin_type=True) == x(v["wire"])
+    assert ls.record_from_wire(msgpack.unpackb(x(v["wire"]))) == record
