@@ -45,7 +45,7 @@ def test_pair_keys_pair_record_and_box_record_vectors():
     caller, callee = rl.pair_keys(bytes(range(32)))
     assert caller.hex() == find(r"`k_caller→callee = ([0-9a-f]{64})`", text)
     assert callee.hex() == find(r"`k_callee→caller = ([0-9a-f]{64})`", text)
-    hello_record = find(r"carrying `hello` = `([0-9a-f ]+)`", text)
+    hello_record = find(r"carrying `hello` \(the 5 ASCII bytes[^)]*\) =\s*`([0-9a-f ]+)`", text)
     assert rl.seal_record(caller, 0, b"hello", rl.PAIR_BIT).hex() == hello_record.replace(" ", "")
     box = rl.seal_box_record(caller, 0, bytes(range(8)), bytes(range(0x80, 0xA0)))
     assert box == _hex_block_after("**Vector** (checked in `tests/p2pchat/relay/test_relay_box_records.py`)")
