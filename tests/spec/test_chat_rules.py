@@ -1,0 +1,127 @@
+"""Rules docs/protocol.md states, checked on a real `p2pchat listen` node from the wire by the spec
+implementation: what step 1 refuses (canonical addresses, the frame limit before step 3) and what the channel
+refuses (three refused frames end the session with a sealed goodbye)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import msgpack
+import pytest
+
+from tests.integration.chat_procs import ChatProcess
+from tests.spec.harness import CHAT_PORT, NETWORK, SpecWorld, connect_from, start_world
+from tests.spec.impl import chatcrypto as cc
+from tests.spec.impl.peer import MAX_FRAME, ChatPeer, LedgerView
+from tests.spec.impl.wire import pack, socket_stream
+
+pytestmark = pytest.mark.slow
+
+
+@contextmanager
+def listening_node(tmp_path: Any) -> Iterator[SpecWorld]:
+    world = start_world(tmp_path)
+    with world.cluster:
+        node = ChatProcess("listen", "--host", world.host, "--accept-all", "--data-dir", str(world.data_dir))
+        try:
+            node.wait_for("Waiting for chats")
+            yield world
+        finally:
+            node.stop()
+
+
+def first_answer(world: SpecWorld, data: bytes) -> dict[str, Any]:
+    with connect_from(world.spec_ip, world.host, CHAT_PORT) as sock:
+        sock.sendall(data)
+        return socket_stream(sock, MAX_FRAME).read()
+
+
+def hello(**changes: Any) -> bytes:
+    return pack("hello", **{"version": 2, "network": NETWORK, "nickname": "spec", "address": "", **changes})
+
+
+def test_step_1_refuses_what_the_doc_refuses_and_takes_what_it_allows(tmp_path):
+    with listening_node(tmp_path) as world:
+        assert first_answer(world, hello(version=7)) == {
+            "t": "error", "reason": "this node supports chat protocol version 2 only, not version 7"}
+        for address in ("127.000.0.2:8471", " 127.0.0.2:8471", "[127.0.0.2]:8471", "127.0.0.2", "127.0.0.2:08471",
+                        "127.0.0.2:\u0668\u0660", "[::FFFF:7F00:2]:8471", "::1:8471", "127.0.0.2:0"):
+            answer = first_answer(world, hello(address=address))
+            assert answer["t"] == "error" and "not an IP address and port" in answer["reason"], address
+        for name in ("nickname", "network", "address"):
+            assert first_answer(world, hello(**{name: "a\u202eb"}))["t"] == "error", name
+        # §1: fields not in the schema are ignored, and fields may come in any order
+        assert first_answer(world, hello(address="[::1]:8471", extra=1))["t"] == "welcome"
+        body = msgpack.packb({"address": "127.0.0.2:8471", "nickname": "x", "network": NETWORK, "version": 2,
+                              "t": "hello"})
+        assert first_answer(world, struct.pack(">I", len(body)) + body)["t"] == "welcome"
+        # §1: before step 3 verified the peer, frames of at most 8 KiB
+        assert first_answer(world, hello(nickname="x", extra=bytes(8000)))["t"] == "welcome"
+        assert first_answer(world, hello(extra=bytes(8200)))["t"] == "error"
+
+
+def authenticated_peer(world: SpecWorld, view: LedgerView) -> tuple[socket.socket, ChatPeer]:
+    sock = connect_from(world.spec_ip, world.host, CHAT_PORT)
+    peer = ChatPeer(world.key, "spec-peer", f"{world.spec_ip}:{CHAT_PORT}", view, sock.sendall,
+                    socket_stream(sock, MAX_FRAME), NETWORK)
+    peer.initiate(world.host)
+    return sock, peer
+
+
+def seal_padded(peer: ChatPeer, padded: bytes) -> None:
+    """A sealed frame whose plaintext is ``padded`` as given (the spec sender pads correctly by itself)."""
+    sender = peer.sender
+    cipher = cc.AES.new(sender.key, cc.AES.MODE_GCM, nonce=cc.nonce(sender.counter), mac_len=16)
+    cipher.update(cc.sealed_aad(sender.t2, sender.direction, sender.epoch, sender.counter))
+    ciphertext, tag = cipher.encrypt_and_digest(padded)
+    peer.send("sealed", epoch=sender.epoch, counter=sender.counter, box=ciphertext + tag)
+    sender.counter += 1
+
+
+def goodbye_after(peer: ChatPeer) -> str:
+    """The reason of the node's sealed goodbye (receipts before it are taken as they come)."""
+    peer.pump(lambda: peer.goodbye is not None)
+    assert peer.goodbye is not None
+    return peer.goodbye
+
+
+T = 1700000000.5
+REFUSED: dict[str, Callable[[ChatPeer, int], None]] = {
+    "an integer sent_at": lambda p, i: p.seal(cc.inner("text", id=i, sent_at=1700000000, text="x")),
+    "a replayed text id": lambda p, i: p.seal(cc.inner("text", id=1, sent_at=T, text="x")),
+    "a receipt of a text never sent": lambda p, i: p.seal(cc.inner("receipt", ids=[50])),
+    "padding that is not zero": lambda p, i: seal_padded(p, cc.pad(cc.inner("typing", on=True))[:-1] + b"\x01"),
+    "padding past the bucket": lambda p, i: seal_padded(p, cc.pad(cc.inner("typing", on=True)) + bytes(768)),
+    "a batch whose ids do not increase": lambda p, i: p.seal(cc.inner("texts", texts=[[i, T, "a"], [i, T, "b"]])),
+    "a rotation out of turn": lambda p, i: p.seal(cc.inner("rotate", epoch=5, pub=os.urandom(32))),
+    "an epoch never agreed": lambda p, i: p.send("sealed", epoch=2, counter=p.sender.counter + i, box=os.urandom(300)),
+}
+
+
+def test_three_refused_frames_end_the_session_and_a_float32_sent_at_is_taken(tmp_path):
+    with listening_node(tmp_path) as world:
+        view = world.ledger_view()
+        for name, refused in REFUSED.items():
+            sock, peer = authenticated_peer(world, view)
+            with sock:
+                peer.send_text("first")                 # id 1, accepted and receipted
+                for number in range(2, 5):
+                    refused(peer, number)
+                assert goodbye_after(peer) == "too many frames were refused", name
+                assert peer.receipts == [1], name
+        for field, value in (("box", os.urandom(15)), ("epoch", 2**32)):
+            sock, peer = authenticated_peer(world, view)
+            with sock:
+                frame = {"epoch": 0, "counter": 0, "box": os.urandom(300), field: value}
+                peer.send("sealed", **frame)
+                assert field in goodbye_after(peer), field         # the schema fault, named at once
+        sock, peer = authenticated_peer(world, view)
+        with sock:
+            peer.seal(msgpack.packb({"t": "text", "id": 1, "sent_at": T, "text": "float 32"}, use_single_float=True))
+            peer.pump(lambda: peer.receipts == [1])
+            peer.close()
