@@ -71,22 +71,28 @@ def test_a_record_submitted_by_the_spec_client_is_proved_reachable_mined_and_fou
         update = dataclasses.replace(update, sig=cc.sign(world.key, "ledger-record", update.signed_bytes(NETWORK)))
         proved: list[str] = []
 
-        def serve() -> None:
-            sock, _ = listener.accept()
-            with sock:
-                sock.settimeout(20)
-                proved.append(ls.answer_reachability(sock, world.key, params, chain))
+        def submit_answering(record: ls.Record, claim: str | None) -> dict[str, object]:
+            def serve() -> None:
+                sock, _ = listener.accept()
+                with sock:
+                    sock.settimeout(20)
+                    proved.append(ls.answer_reachability(sock, world.key, params, chain, claim))
+            thread = threading.Thread(target=serve, name="spec-reachability")
+            thread.start()
+            try:
+                with ls.LedgerConnection(world.host, LEDGER_PORT, source=world.spec_ip, timeout=30) as conn:
+                    return conn.ask("submit", record=record.to_wire())
+            finally:
+                thread.join(30)
 
-        thread = threading.Thread(target=serve, name="spec-reachability")
-        thread.start()
-        try:
-            with ls.LedgerConnection(world.host, LEDGER_PORT, source=world.spec_ip, timeout=30) as conn:
-                result = conn.ask("submit", record=update.to_wire())
-        finally:
-            thread.join(30)
+        # a proof naming another address than the one the node reached is refused (§5.3)
+        wrong = dataclasses.replace(update, sig=cc.sign(world.key, "ledger-record", update.signed_bytes(NETWORK)))
+        result = submit_answering(wrong, world.spec_ip)
+        assert result["accepted"] is False and "reachability proof" in str(result["reason"]), result
+        result = submit_answering(update, None)
         assert result["t"] == "submit_result" and result["accepted"], result
         assert result["id"] == update.id
-        assert proved == [new_ip]
+        assert proved == [world.spec_ip, new_ip]
 
         def mined() -> ls.Record | None:
             with ls.LedgerConnection(world.host, LEDGER_PORT, source=world.spec_ip) as conn:
@@ -94,3 +100,37 @@ def test_a_record_submitted_by_the_spec_client_is_proved_reachable_mined_and_fou
                 answer = conn.ask("lookup", by="ip", value=new_ip)
             return ls.check_lookup(answer, headers, NETWORK, new_ip, int(time.time())) if answer["found"] else None
         assert wait_until(mined, 30, what="the spec record's update mined") == update
+
+
+def test_binding_rules_the_doc_states_are_enforced_on_submitted_records(tmp_path):
+    """docs/ledger.md "Binding rules" 1–2 and the signature rule, for records the spec client submits."""
+    world = start_world(tmp_path)
+    with world.cluster:
+        first = world.records[0]
+        now = int(time.time())
+
+        def signed(network: str = NETWORK, **changes: object) -> ls.Record:
+            fields: dict[str, object] = {"seq": 1, "prev": first.id, "issued": now, "expires": now + 86400,
+                                         "sig": b"", **changes}
+            record = dataclasses.replace(first, **fields)        # type: ignore[arg-type]
+            return dataclasses.replace(record, sig=cc.sign(world.key, "ledger-record", record.signed_bytes(network)))
+
+        def submit(record: ls.Record) -> dict[str, object]:
+            with ls.LedgerConnection(world.host, LEDGER_PORT, source=world.spec_ip) as conn:
+                return conn.ask("submit", record=record.to_wire())
+
+        refused = {
+            "issued past max_future_seconds": signed(issued=now + 600, expires=now + 86400),
+            "lifetime over max_record_lifetime": signed(expires=now + 30 * 86400 + 1),
+            "expired": signed(issued=now - 7200, expires=now - 3600),
+            "a skipped seq": signed(seq=2),
+            "seq 0 again": signed(seq=0, prev=bytes(32)),
+            "another prev": signed(prev=bytes(range(32))),
+            "signed for another network": signed(network="othernet"),
+        }
+        for name, record in refused.items():
+            answer = submit(record)
+            assert answer["t"] == "submit_result" and answer["accepted"] is False and answer["reason"], name
+        good = signed()
+        answer = submit(good)
+        assert answer["accepted"] is True and answer["id"] == good.id

@@ -387,10 +387,11 @@ def check_lookup(answer: dict[str, Any], chain: list[Header], network: str, ip: 
     return record
 
 
-def answer_reachability(conn: socket.socket, identity: RSA.RsaKey, params: dict[str, Any], chain: list[Header]) -> str:
+def answer_reachability(conn: socket.socket, identity: RSA.RsaKey, params: dict[str, Any], chain: list[Header],
+                        claim: str | None = None) -> str:
     """Serve one reachability check on an accepted connection (ledger-protocol.md §5.3): the asker's ``hello``
-    (role ``client``), our ``hello_ack``, its ``prove``, our ``proof`` over the address it reached us at.
-    Returns the address proved."""
+    (role ``client``), our ``hello_ack``, its ``prove``, our ``proof`` over the address it reached us at (or over
+    ``claim``, to see it refused). Returns the address proved."""
     stream = socket_stream(conn, LEDGER_MAX_FRAME)
     hello = stream.read()
     if hello["t"] != "hello" or hello["version"] != 1 or hello["role"] != "client":
@@ -404,7 +405,7 @@ def answer_reachability(conn: socket.socket, identity: RSA.RsaKey, params: dict[
     prove = stream.read()
     if prove["t"] != "prove" or len(prove["nonce"]) != 32:
         raise SpecError(f"expected prove, got {prove!r:.200}")
-    ip = conn.getsockname()[0]
+    ip = claim or conn.getsockname()[0]
     data = reachability_data(params["name"], ip, prove["nonce"])
     sig = pss.new(identity, salt_bytes=32).sign(SHA256.new(b"p2pchat/ledger-reachability\x00" + data))
     conn.sendall(pack("proof", key=identity.public_key().export_key(format="DER"), sig=sig, ip=ip))
