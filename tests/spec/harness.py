@@ -30,7 +30,7 @@ def spec_key() -> RSA.RsaKey:
     return RSA.import_key(blocks[SPEC_KEY_INDEX] + end)
 
 
-def make_record(key: RSA.RsaKey, ip: str, nickname: str, now: int, ledger_port: int | None = LEDGER_PORT,
+def make_record(key: RSA.RsaKey, ip: str | None, nickname: str, now: int, ledger_port: int | None = LEDGER_PORT,
                 relay: str | None = None) -> ls.Record:
     """A first `register` record, made and signed as docs/ledger.md "Records" says."""
     unsigned = ls.Record("register", key.public_key().export_key(format="DER"), 0, bytes(32), nickname, ip,
@@ -59,10 +59,10 @@ class SpecWorld:
             chain = ls.sync_headers(conn)
             checkpoint = conn.ask("get_checkpoint")
 
-        def peer_key(ip: str) -> bytes:
+        def peer_key(by: str, value: str) -> bytes:
             with ls.LedgerConnection(self.host, LEDGER_PORT, source=self.spec_ip) as conn:
-                answer = conn.ask("lookup", by="ip", value=ip)
-            return ls.check_lookup(answer, chain, NETWORK, ip, int(time.time())).key
+                answer = conn.ask("lookup", by=by, value=value)
+            return ls.check_lookup(answer, chain, NETWORK, by, value, int(time.time())).key
 
         def header_at(height: int) -> bytes | None:
             return chain[height].hash if height < len(chain) else None
@@ -81,10 +81,8 @@ def start_world(tmp_path: Path, spec_relay: str | None = None, spec_ip: str | No
     host_key = RSA.import_key((data_dir / "identity.pem").read_bytes())
     now = int(time.time())
     key = spec_key()
-    records = [make_record(key, "" if spec_relay else spec_ip, "spec-peer", now, relay=spec_relay),
+    records = [make_record(key, None if spec_relay else spec_ip, "spec-peer", now, relay=spec_relay),
                make_record(host_key, host, "spec-host", now)]
-    if spec_relay:
-        records[0] = make_record(key, "", "spec-peer", now, relay=spec_relay)
     project = [ProjectRecord.from_wire(r.to_wire()) for r in records]
     assert [p.id for p in project] == [r.id for r in records]
     premine(data_dir, 3, records=project)

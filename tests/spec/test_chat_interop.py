@@ -49,7 +49,7 @@ def test_spec_initiator_chats_with_p2pchat_listen(tmp_path):
             with sock:
                 peer = ChatPeer(world.key, "spec-peer", f"{world.spec_ip}:{CHAT_PORT}", world.ledger_view(),
                                 sock.sendall, socket_stream(sock, MAX_FRAME), NETWORK, rotate_every=1)
-                peer.initiate(world.host)
+                peer.initiate("ip", world.host)
                 assert peer.log == STEPS
                 node.wait_for("✓ 4 Agree AES key")
                 exchange(peer, node, choose=True)
@@ -76,7 +76,7 @@ def test_spec_responder_is_called_by_p2pchat_chat(tmp_path):
             with sock, listener:
                 peer = ChatPeer(world.key, "spec-peer", f"{world.spec_ip}:{CHAT_PORT}", world.ledger_view(),
                                 sock.sendall, socket_stream(sock, MAX_FRAME), NETWORK, rotate_every=1)
-                peer.respond(sock.getpeername()[0])
+                peer.respond("ip", sock.getpeername()[0])
                 assert peer.log == STEPS
                 node.wait_for("✓ 4 Agree AES key")
                 exchange(peer, node, choose=False)

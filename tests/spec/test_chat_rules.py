@@ -69,7 +69,7 @@ def authenticated_peer(world: SpecWorld, view: LedgerView) -> tuple[socket.socke
     sock = connect_from(world.spec_ip, world.host, CHAT_PORT)
     peer = ChatPeer(world.key, "spec-peer", f"{world.spec_ip}:{CHAT_PORT}", view, sock.sendall,
                     socket_stream(sock, MAX_FRAME), NETWORK)
-    peer.initiate(world.host)
+    peer.initiate("ip", world.host)
     return sock, peer
 
 

@@ -45,15 +45,15 @@ def test_blocks_served_by_a_real_node_validate_and_a_lookup_proof_checks(tmp_pat
         with ls.LedgerConnection(world.host, LEDGER_PORT, source=world.spec_ip) as conn:
             for ip, record in ((world.spec_ip, world.records[0]), (world.host, world.records[1])):
                 found = conn.ask("lookup", by="ip", value=ip)
-                assert ls.check_lookup(found, chain, NETWORK, ip, now) == record
+                assert ls.check_lookup(found, chain, NETWORK, "ip", ip, now) == record
             # a proof altered anywhere is refused by the checks the doc lists
             found = conn.ask("lookup", by="ip", value=world.host)
             for change in ({"index": found["index"] ^ 1}, {"height": found["height"] - 1},
                            {"record": {**found["record"], "port": 1}}):
                 with pytest.raises(SpecError):
-                    ls.check_lookup({**found, **change}, chain, NETWORK, world.host, now)
+                    ls.check_lookup({**found, **change}, chain, NETWORK, "ip", world.host, now)
             with pytest.raises(SpecError, match="not a live binding"):
-                ls.check_lookup(found, chain, NETWORK, world.spec_ip, now)
+                ls.check_lookup(found, chain, NETWORK, "ip", world.spec_ip, now)
 
 
 def test_a_record_submitted_by_the_spec_client_is_proved_reachable_mined_and_found(tmp_path):
@@ -98,7 +98,7 @@ def test_a_record_submitted_by_the_spec_client_is_proved_reachable_mined_and_fou
             with ls.LedgerConnection(world.host, LEDGER_PORT, source=world.spec_ip) as conn:
                 headers = ls.sync_headers(conn)
                 answer = conn.ask("lookup", by="ip", value=new_ip)
-            return ls.check_lookup(answer, headers, NETWORK, new_ip, int(time.time())) if answer["found"] else None
+            return ls.check_lookup(answer, headers, NETWORK, "ip", new_ip, int(time.time())) if answer["found"] else None
         assert wait_until(mined, 30, what="the spec record's update mined") == update
 
 

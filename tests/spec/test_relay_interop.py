@@ -1,5 +1,6 @@
-"""The spec implementation logs in at a real `p2pchat relay`, is paired with a `p2pchat listen --no-inbound`
-node registered there, and runs the whole chat (four steps, texts, receipts, rotations) through it."""
+"""The spec implementation logs in at a real `p2pchat relay` and runs the whole chat (four steps, texts,
+receipts, a rotation each way) through it: as a caller paired with `p2pchat listen --no-inbound`, and as a
+registered callee that `p2pchat chat` reaches through the relay and that answers the invitation."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 
@@ -15,8 +16,7 @@ from tests.conftest import free_loopback_ip
 from tests.helpers import wait_until
 from tests.integration.chat_procs import ChatProcess, _env
 from tests.integration.procs import ROOT
-from tests.spec.harness import NETWORK, SpecWorld, start_world
-from tests.spec.impl import ledgerspec as ls
+from tests.spec.harness import NETWORK, start_world
 from tests.spec.impl.peer import ChatPeer
 from tests.spec.impl.relaylink import RelayLink
 from tests.spec.test_chat_interop import STEPS, exchange
@@ -31,30 +31,32 @@ def relay_registered(relay_ip: str) -> int:
     return json.loads(result.stdout)["registered"] if result.returncode == 0 else 0
 
 
+def start_relay(relay_ip: str, ledger: str, tmp_path: Path) -> ChatProcess:
+    relay = ChatProcess("relay", "--host", relay_ip, "--ledger", ledger, "--key-file", str(tmp_path / "relay_key"))
+    relay.wait_for("relay listening on")
+    return relay
+
+
 def test_spec_caller_chats_through_a_real_relay(tmp_path):
     r = free_loopback_ip()
     world = start_world(tmp_path)
-    relay = ChatProcess("relay", "--host", r, "--heartbeat", "1", "--ledger", world.host,
-                        "--key-file", str(tmp_path / "relay_key"))
+    relay = start_relay(r, world.host, tmp_path)
     node = None
     with world.cluster:
         try:
-            relay.wait_for("relay listening on")
             node = ChatProcess("listen", "--host", world.host, "--no-inbound", "--relay", f"{r}:{RELAY_PORT}",
                                "--accept-all", "--once", "--rotate-every", "1", "--data-dir", str(world.data_dir))
             node.wait_for("Waiting for chats")
             wait_until(lambda: relay_registered(r) == 1, 30, what="the listener's registration at the relay")
-            host_der = world.records[1].key
+            host_fp = hashlib.sha256(world.records[1].key).digest()
             link = RelayLink(r, RELAY_PORT, world.spec_ip)
             try:
                 assert link.relay_key.hex() in relay.output()          # the key the relay printed at start
-                paired = link.login(world.key, NETWORK, "call", peer=hashlib.sha256(host_der).digest())
-                assert paired["t"] == "paired" and paired["peer"] == hashlib.sha256(host_der).digest()
-                view = world.ledger_view()
-                view.peer_key = lambda _ip: _lookup_fp(world, host_der)        # §3.2: through a relay, by key
-                peer = ChatPeer(world.key, "spec-peer", "", view, link.send_chat, link.chat_stream, NETWORK,
-                                rotate_every=1)
-                peer.initiate(world.host)
+                paired = link.login(world.key, NETWORK, "call", peer=host_fp)
+                assert paired["t"] == "paired" and paired["peer"] == host_fp
+                peer = ChatPeer(world.key, "spec-peer", "", world.ledger_view(), link.send_chat, link.chat_stream,
+                                NETWORK, rotate_every=1)
+                peer.initiate("fp", host_fp.hex())                    # §3.2: through a relay, by what was asked
                 assert peer.log == STEPS
                 node.wait_for("✓ 4 Agree AES key")
                 exchange(peer, node, choose=True)
@@ -68,11 +70,39 @@ def test_spec_caller_chats_through_a_real_relay(tmp_path):
         assert "(path: relay " in node.output()
 
 
-def _lookup_fp(world: SpecWorld, der: bytes) -> bytes:
-    """The ledger's key for a fingerprint, with its proof checked by the spec light client."""
-    with ls.LedgerConnection(world.host, 8470, source=world.spec_ip) as conn:
-        chain = ls.sync_headers(conn)
-        answer = conn.ask("lookup", by="fp", value=hashlib.sha256(der).hexdigest())
-    record = ls.check_lookup(answer, chain, NETWORK, answer["record"].get("ip"), int(time.time()))
-    assert record.key == der
-    return record.key
+def test_spec_callee_registered_at_a_real_relay_is_called_by_p2pchat_chat(tmp_path):
+    r = free_loopback_ip()
+    world = start_world(tmp_path, spec_relay=f"{r}:{RELAY_PORT}")      # the spec peer's record: relay only
+    relay = start_relay(r, world.host, tmp_path)
+    node = None
+    with world.cluster:
+        registration = RelayLink(r, RELAY_PORT, world.spec_ip)
+        try:
+            registered = registration.login(world.key, NETWORK, "register")
+            assert registered["t"] == "registered" and registered["heartbeat_ms"] >= 100
+            node = ChatProcess("chat", "spec-peer", "--host", world.host, "--rotate-every", "1",
+                               "--data-dir", str(world.data_dir))
+            invite = registration.link_frames.read()
+            assert invite["t"] == "invite", invite
+            assert invite["caller"] == hashlib.sha256(world.records[1].key).digest()
+            link = RelayLink(r, RELAY_PORT, world.spec_ip)
+            try:
+                paired = link.login(world.key, NETWORK, "answer", ticket=invite["ticket"])
+                assert paired["t"] == "paired" and paired["peer"] == invite["caller"]
+                peer = ChatPeer(world.key, "spec-peer", "", world.ledger_view(), link.send_chat, link.chat_stream,
+                                NETWORK, rotate_every=1)
+                peer.respond(None)                     # §3.2: a relayed responder looks up the key it received
+                assert peer.log == STEPS
+                node.wait_for("✓ 4 Agree AES key")
+                exchange(peer, node, choose=False)
+                node.wait_for("left the chat")
+                node.close_input()
+                node.wait_exit()
+            finally:
+                link.close()
+        finally:
+            registration.close()
+            if node is not None:
+                node.stop()
+            relay.stop()
+        assert "(path: relay " in node.output()

@@ -222,6 +222,16 @@ def record_from_wire(data: dict[str, Any]) -> Record:
     problems = []
     if record.kind not in KINDS:
         problems.append("kind")
+    if not 0 <= record.seq < 2**32 or not all(0 <= t < 2**40 for t in (record.issued, record.expires)):
+        problems.append("seq, issued or expires out of range")
+    if not 1 <= len(record.key) <= 1200 or len(record.sig) > 1024 or len(record.new_sig or b"") > 1024:
+        problems.append("key or signature size")
+    if any(p is not None and not 1 <= p <= 65535 for p in (record.port, record.ledger_port)):
+        problems.append("port")
+    if len(record.ip or "") > 45 or len(record.relay or "") > 64:
+        problems.append("ip or relay too long")
+    if record.new_key is not None and record.new_key == record.key:
+        problems.append("a rotation to the same key")
     if len(record.prev) != 32 or (record.seq == 0) != (record.prev == bytes(32)) or record.seq < 0:
         problems.append("seq/prev")
     nick = record.nickname
@@ -237,7 +247,8 @@ def record_from_wire(data: dict[str, Any]) -> Record:
     if record.kind != "revoke" and record.ip is None and record.relay is None:
         problems.append("neither ip nor relay")
     if record.kind == "revoke":
-        if record.expires != record.issued or record.ip is not None or record.relay is not None:
+        if (record.expires != record.issued or record.ip is not None or record.relay is not None
+                or record.port is not None or record.ledger_port is not None):
             problems.append("revoke binds nothing and expires == issued")
     elif record.expires <= record.issued:
         problems.append("expires")
@@ -369,8 +380,9 @@ def sync_headers(conn: LedgerConnection) -> list[Header]:
             return chain
 
 
-def check_lookup(answer: dict[str, Any], chain: list[Header], network: str, ip: str, now: int) -> Record:
-    """A ``lookup_result`` for ``ip`` checked as docs/ledger-protocol.md §8 step 3 says."""
+def check_lookup(answer: dict[str, Any], chain: list[Header], network: str, by: str, value: str, now: int) -> Record:
+    """A ``lookup_result`` for ``by`` (``ip`` or ``fp``) ``value`` checked as docs/ledger-protocol.md §8 step 3
+    says."""
     if not answer.get("found"):
         raise SpecError(f"not found: {answer.get('reason')}")
     record = record_from_wire(answer["record"])
@@ -382,7 +394,8 @@ def check_lookup(answer: dict[str, Any], chain: list[Header], network: str, ip: 
         raise SpecError("the Merkle path does not reach the header's root")
     if not record.verify_signatures(network):
         raise SpecError("the record's signature")
-    if record.ip != ip or record.kind == "revoke" or record.expires <= now:
+    about = record.ip == value if by == "ip" else record.fingerprint.hex().startswith(value.lower())
+    if not about or record.kind == "revoke" or record.expires <= now:
         raise SpecError("the record is not a live binding of what was asked")
     return record
 

@@ -22,7 +22,7 @@ MAX_FRAME = 2 * 1024 * 1024
 class LedgerView:
     """What this peer knows of the ledger: the key bound to the peer, and its own ledger position (§3.2)."""
 
-    peer_key: Callable[[str], bytes]            # the peer's address (ip) -> DER of the key the ledger binds to it
+    peer_key: Callable[[str, str], bytes]       # (by, value) of a lookup -> DER of the key the ledger binds there
     final_height: int = 0
     final_hash: bytes = bytes(32)
     tip_height: int = 0
@@ -92,16 +92,21 @@ class ChatPeer:
             if not hello[name].isprintable():
                 raise SpecError(f"{name} with control characters")
 
-    def _check_key(self, key: dict[str, Any], peer_ip: str) -> RSA.RsaKey:
-        if key["key"] != self.ledger.peer_key(peer_ip):
-            raise SpecError(f"the key sent by {peer_ip} is not the key the ledger binds to it")
+    def _check_key(self, key: dict[str, Any], by: str | None, value: str) -> RSA.RsaKey:
+        """§3.2: the key must equal the ledger's for what was looked up; a relayed responder given nothing
+        looks up the fingerprint of the key it received."""
+        if by is None:
+            by, value = "fp", cc.H(key["key"]).hex()
+        if key["key"] != self.ledger.peer_key(by, value):
+            raise SpecError(f"the key sent for {by} {value} is not the key the ledger binds there")
         if key["final_height"] > key["tip_height"]:
             raise SpecError("final height above tip height")
         return cc.parse_identity_key(key["key"])
 
     # --- the handshake ------------------------------------------------------------------------------------------
 
-    def initiate(self, peer_ip: str) -> None:
+    def initiate(self, by: str, value: str) -> None:
+        """The initiator's four steps; the peer is looked up in the ledger ``by`` ip/fp/nick ``value``."""
         self.role, self.direction, self.peer_direction = "initiator", "i2r", "r2i"
         ih = self._hello_fields()
         self.send("hello", **ih)
@@ -111,7 +116,7 @@ class ChatPeer:
         ik = self._key_fields()
         self.send("key", **ik)
         rk = self.expect("key")
-        peer_public = self._check_key(rk, peer_ip)
+        peer_public = self._check_key(rk, by, value)
         self.send("key_ok")
         self.expect("key_ok")
         self.log.append("2 Swap public keys")
@@ -135,7 +140,8 @@ class ChatPeer:
         self.log.append("4 Agree AES key")
         self._open_channel(keys)
 
-    def respond(self, peer_ip: str) -> None:
+    def respond(self, by: str | None, value: str = "") -> None:
+        """The responder's four steps; ``by`` None: look up the fingerprint of the key received (a relayed call)."""
         self.role, self.direction, self.peer_direction = "responder", "r2i", "i2r"
         ih = self.expect("hello")
         self._check_hello(ih)
@@ -144,7 +150,7 @@ class ChatPeer:
         self.log.append("1 Connect")
         ik = self.expect("key")
         rk = self._key_fields()
-        peer_public = self._check_key(ik, peer_ip)
+        peer_public = self._check_key(ik, by, value)
         self.send("key", **rk)
         self.send("key_ok")
         self.expect("key_ok")
