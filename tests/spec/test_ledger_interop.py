@@ -98,7 +98,9 @@ def test_a_record_submitted_by_the_spec_client_is_proved_reachable_mined_and_fou
             with ls.LedgerConnection(world.host, LEDGER_PORT, source=world.spec_ip) as conn:
                 headers = ls.sync_headers(conn)
                 answer = conn.ask("lookup", by="ip", value=new_ip)
-            return ls.check_lookup(answer, headers, NETWORK, "ip", new_ip, int(time.time())) if answer["found"] else None
+            if not answer["found"]:
+                return None
+            return ls.check_lookup(answer, headers, NETWORK, "ip", new_ip, int(time.time()))
         assert wait_until(mined, 30, what="the spec record's update mined") == update
 
 
