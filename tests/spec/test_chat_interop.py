@@ -11,6 +11,7 @@ import pytest
 
 from tests.integration.chat_procs import ChatProcess
 from tests.spec.harness import CHAT_PORT, NETWORK, connect_from, start_world
+from tests.spec.impl import chatcrypto as cc
 from tests.spec.impl.peer import MAX_FRAME, ChatPeer
 from tests.spec.impl.wire import socket_stream
 
@@ -52,6 +53,9 @@ def test_spec_initiator_chats_with_p2pchat_listen(tmp_path):
                 peer.initiate("ip", world.host)
                 assert peer.log == STEPS
                 node.wait_for("✓ 4 Agree AES key")
+                # §4: the node shows the safety number the spec implementation computes
+                number = cc.safety_number(cc.H(peer.der), cc.H(world.records[1].key))
+                node.wait_for(f"safety number {number}")
                 exchange(peer, node, choose=True)
             assert node.wait_exit() == 0, node.output()
         finally:

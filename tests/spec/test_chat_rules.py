@@ -125,3 +125,32 @@ def test_three_refused_frames_end_the_session_and_a_float32_sent_at_is_taken(tmp
             peer.seal(msgpack.packb({"t": "text", "id": 1, "sent_at": T, "text": "float 32"}, use_single_float=True))
             peer.pump(lambda: peer.receipts == [1])
             peer.close()
+
+
+def test_rotation_rules_repeated_rotate_and_the_thousand_text_bound(tmp_path):
+    """§5.5: a repeated `rotate` (same epoch, same half) gets the same `rotate_ack` half again; another half for
+    the same epoch is out of turn and answered with nothing; a text past 1 000 under one epoch is refused."""
+    with listening_node(tmp_path) as world:
+        view = world.ledger_view()
+        sock, peer = authenticated_peer(world, view)
+        with sock:
+            acks: list[dict[str, Any]] = []
+            peer._handle = lambda message: (acks.append(message) if message["t"] == "rotate_ack"      # type: ignore
+                                            else ChatPeer._handle(peer, message))
+            rotate = peer.sender.start_rotation(os.urandom(32))
+            peer.seal(rotate)
+            peer.seal(rotate)                                            # the same rotate again (a retry)
+            peer.pump(lambda: len(acks) == 2)
+            assert acks[0] == acks[1] and acks[0]["epoch"] == 1
+            peer.seal(cc.inner("rotate", epoch=1, pub=os.urandom(32)))   # another half: out of turn, no answer
+            peer.send_text("after the rotations")                        # still under epoch 0 (overlap)
+            peer.pump(lambda: peer.receipts == [1])
+            assert len(acks) == 2
+            peer.sender.finish_rotation(acks[0])
+            # 1 000 texts under epoch 1 are taken; the 1 001st is refused, two more end the session
+            for number in range(2, 1002):
+                peer.seal(cc.inner("text", id=number, sent_at=T, text="x"))
+            for number in range(1002, 1005):
+                peer.seal(cc.inner("text", id=number, sent_at=T, text="one too many"))
+            assert goodbye_after(peer) == "too many frames were refused"
+            assert max(peer.receipts) == 1001
