@@ -52,6 +52,7 @@ def test_spec_initiator_chats_with_p2pchat_listen(tmp_path):
                                 sock.sendall, socket_stream(sock, MAX_FRAME), NETWORK, rotate_every=1)
                 peer.initiate("ip", world.host)
                 assert peer.log == STEPS
+                assert (peer.peer_verdict, peer.verdict) == ("agree", "agree")     # §3.2: one chain, both sides
                 node.wait_for("✓ 4 Agree AES key")
                 # §4: the node shows the safety number the spec implementation computes
                 number = cc.safety_number(cc.H(peer.der), cc.H(world.records[1].key))

@@ -54,7 +54,7 @@ class ChatPeer:
 
     def __post_init__(self) -> None:
         self.der = self.identity.public_key().export_key(format="DER")
-        self.peer_verdict = ""
+        self.peer_verdict = self.verdict = ""
         self.texts: list[str] = []
         self.receipts: list[int] = []
         self.next_id = 1
@@ -121,7 +121,7 @@ class ChatPeer:
         self.expect("key_ok")
         self.log.append("2 Swap public keys")
         self.t2 = cc.H(cc.t2_encoding(ih, rh, ik, rk, cc.H(self.der), cc.H(rk["key"])))
-        verdict = self.ledger.verdict(rk)
+        verdict = self.verdict = self.ledger.verdict(rk)
         self.send("auth", ledgers=verdict,
                   sig=cc.sign(self.identity, "chat-auth", cc.auth_data("initiator", self.t2, verdict)))
         reply = self.expect("auth_reply")
@@ -162,7 +162,7 @@ class ChatPeer:
         if not cc.verify(peer_public, "chat-auth", cc.auth_data("initiator", self.t2, auth["ledgers"]), auth["sig"]):
             raise SpecError("the initiator's signature does not verify")
         self.peer_verdict = auth["ledgers"]
-        verdict = self.ledger.verdict(ik)
+        verdict = self.verdict = self.ledger.verdict(ik)
         self.send("auth_reply", ledgers=verdict,
                   sig=cc.sign(self.identity, "chat-auth", cc.auth_data("responder", self.t2, verdict)))
         self.expect("auth_ok")
