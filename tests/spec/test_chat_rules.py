@@ -14,11 +14,13 @@ from typing import Any
 import msgpack
 import pytest
 
+from tests.conftest import free_loopback_ip
 from tests.integration.chat_procs import ChatProcess
 from tests.spec.harness import CHAT_PORT, NETWORK, SpecWorld, connect_from, start_world
 from tests.spec.impl import chatcrypto as cc
 from tests.spec.impl.peer import MAX_FRAME, ChatPeer, LedgerView
-from tests.spec.impl.wire import pack, socket_stream
+from tests.spec.impl.wire import SpecError, pack, socket_stream
+from tests.spec.test_chat_interop import STEPS
 
 pytestmark = pytest.mark.slow
 
@@ -154,3 +156,23 @@ def test_rotation_rules_repeated_rotate_and_the_thousand_text_bound(tmp_path):
                 peer.seal(cc.inner("text", id=number, sent_at=T, text="one too many"))
             assert goodbye_after(peer) == "too many frames were refused"
             assert max(peer.receipts) == 1001
+
+
+def test_a_caller_without_an_address_is_looked_up_by_its_key(tmp_path):
+    """§3.2: a hello with an empty address is looked up by the key's fingerprint, and a key whose record has an
+    address must call from that address."""
+    with listening_node(tmp_path) as world:
+        view = world.ledger_view()
+        for source, accepted in ((world.spec_ip, True), (free_loopback_ip(), False)):
+            sock = connect_from(source, world.host, CHAT_PORT)
+            with sock:
+                peer = ChatPeer(world.key, "spec-peer", "", view, sock.sendall, socket_stream(sock, MAX_FRAME),
+                                NETWORK)
+                if accepted:
+                    peer.initiate("ip", world.host)
+                    assert peer.log == STEPS
+                    peer.close()
+                else:
+                    with pytest.raises(SpecError, match=f"the ledger binds your key to {world.spec_ip}, not to the "
+                                                        f"address this node sees \\({source}\\)"):
+                        peer.initiate("ip", world.host)
