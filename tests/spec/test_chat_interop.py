@@ -36,7 +36,6 @@ def exchange(peer: ChatPeer, node: ChatProcess, choose: bool) -> None:
     assert "peer rotated to epoch 1" in peer.log
     assert peer.receiver.epoch >= 1 and peer.sender.epoch >= 1
     assert peer.receiver.refused == []
-    peer.close("the spec test is done")
 
 
 def test_spec_initiator_chats_with_p2pchat_listen(tmp_path):
@@ -58,6 +57,7 @@ def test_spec_initiator_chats_with_p2pchat_listen(tmp_path):
                 number = cc.safety_number(cc.H(peer.der), cc.H(world.records[1].key))
                 node.wait_for(f"safety number {number}")
                 exchange(peer, node, choose=True)
+                peer.close("the spec test is done")
             assert node.wait_exit() == 0, node.output()
         finally:
             node.stop()
@@ -85,6 +85,7 @@ def test_spec_responder_is_called_by_p2pchat_chat(tmp_path):
                 assert peer.log == STEPS
                 node.wait_for("✓ 4 Agree AES key")
                 exchange(peer, node, choose=False)
+                peer.close("the spec test is done")
                 node.wait_for("left the chat")
                 node.close_input()
             node.wait_exit()

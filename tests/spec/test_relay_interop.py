@@ -52,14 +52,22 @@ def test_spec_caller_chats_through_a_real_relay(tmp_path):
             link = RelayLink(r, RELAY_PORT, world.spec_ip)
             try:
                 assert link.relay_key.hex() in relay.output()          # the key the relay printed at start
-                paired = link.login(world.key, NETWORK, "call", peer=host_fp)
-                assert paired["t"] == "paired" and paired["peer"] == host_fp
+                paired = link.login(world.key, NETWORK, "call", peer=host_fp, box_records=True)
+                assert paired["t"] == "paired" and paired["peer"] == host_fp and paired["box_max"] >= 1024
                 peer = ChatPeer(world.key, "spec-peer", "", world.ledger_view(), link.send_chat, link.chat_stream,
                                 NETWORK, rotate_every=1)
                 peer.initiate("fp", host_fp.hex())                    # §3.2: through a relay, by what was asked
                 assert peer.log == STEPS
                 node.wait_for("✓ 4 Agree AES key")
                 exchange(peer, node, choose=True)
+                # long texts: their sealed frames travel as box records both ways (relay.md "Box records")
+                long_text = "é" * 20000
+                peer.send_text(long_text)
+                node.wait_for(long_text[:100])
+                node.write("ü" * 20000)
+                peer.pump(lambda: "ü" * 20000 in peer.texts)
+                assert link.boxes_sent >= 1 and link.boxes_received >= 1
+                peer.close()
             finally:
                 link.close()
             assert node.wait_exit() == 0, node.output()
@@ -95,6 +103,7 @@ def test_spec_callee_registered_at_a_real_relay_is_called_by_p2pchat_chat(tmp_pa
                 assert peer.log == STEPS
                 node.wait_for("✓ 4 Agree AES key")
                 exchange(peer, node, choose=False)
+                peer.close("the spec test is done")
                 node.wait_for("left the chat")
                 node.close_input()
                 node.wait_exit()

@@ -85,6 +85,8 @@ class RelayLink:
         self.pair_send = self.pair_recv = b""
         self.pair_sent = self.pair_received = 0
         self.max_payload = 0
+        self.box_max: int | None = None
+        self.boxes_sent = self.boxes_received = 0
 
     def _exact(self, n: int) -> bytes:
         data = b""
@@ -108,9 +110,14 @@ class RelayLink:
             (head_length,) = struct.unpack(">H", self._exact(2))
             rest = self._exact(length - 2)
             sealed_head, box = rest[:head_length + 16], rest[head_length + 16:]
+            if self.box_max is None or length > self.box_max or head_length < 1 or 2 + head_length + 16 >= length:
+                raise SpecError("a box record that was not agreed or is out of bounds")
             head = open_record(self.pair_recv, self.pair_received, word + struct.pack(">H", head_length),
                                sealed_head, box)
             self.pair_received += 1
+            if not _one_frame_ending_with_box(head, len(box)):
+                raise SpecError("a box record that is not one whole frame ended by its box")
+            self.boxes_received += 1
             self.chat_stream.feed(head + box)
         elif value & PAIR_BIT:
             length = value & ~PAIR_BIT
@@ -152,10 +159,18 @@ class RelayLink:
             caller_key, callee_key = pair_keys(answer["pair_key"])
             self.pair_send, self.pair_recv = (caller_key, callee_key) if role == "call" else (callee_key, caller_key)
             self.max_payload = answer["max_payload"]
+            self.box_max = answer.get("box_max")
         return answer
 
     def send_chat(self, data: bytes) -> None:
-        """Chat bytes in pair records of at most ``max_payload`` bytes each."""
+        """Chat bytes in pair records of at most ``max_payload`` bytes each; one whole sealed frame whose box is
+        16 KiB or more as a box record, when the session agreed on them."""
+        head_length = _boxed_head_length(data)
+        if self.box_max is not None and head_length is not None and 2 + len(data) + 16 <= self.box_max:
+            self.sock.sendall(seal_box_record(self.pair_send, self.pair_sent, data[:head_length], data[head_length:]))
+            self.pair_sent += 1
+            self.boxes_sent += 1
+            return
         for start in range(0, len(data), self.max_payload):
             self.sock.sendall(seal_record(self.pair_send, self.pair_sent, data[start:start + self.max_payload],
                                           PAIR_BIT))
@@ -163,3 +178,29 @@ class RelayLink:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _one_frame_ending_with_box(head: bytes, box_length: int) -> bool:
+    """relay.md: the head's length prefix is H - 4 + T, and the head ends with a bin header of length T."""
+    if len(head) < 4 or struct.unpack(">I", head[:4])[0] != len(head) - 4 + box_length:
+        return False
+    for marker, width in ((0xC4, 1), (0xC5, 2), (0xC6, 4)):
+        if len(head) > width and head[-1 - width] == marker:
+            if int.from_bytes(head[len(head) - width:], "big") == box_length:
+                return True
+    return False
+
+
+def _boxed_head_length(data: bytes) -> int | None:
+    """Where the box starts, for one whole ``sealed`` frame whose box (its last field) is 16 KiB or more."""
+    if len(data) < 4 or struct.unpack(">I", data[:4])[0] != len(data) - 4:
+        return None
+    try:
+        frame = unpack_body(data[4:])
+    except (SpecError, ValueError):
+        return None
+    box = frame.get("box")
+    if frame.get("t") != "sealed" or not isinstance(box, bytes) or len(box) < 16384 or not data.endswith(box):
+        return None
+    head_length = len(data) - len(box)
+    return head_length if head_length < 65536 else None
