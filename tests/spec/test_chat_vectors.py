@@ -130,3 +130,50 @@ def test_frames_and_safety_vector():
         assert frame[:-384].hex() == f[name]
     assert cc.safety_half(ifp) == f["safety_half_i"] and cc.safety_half(rfp) == f["safety_half_r"]
     assert cc.safety_number(ifp, rfp) == f["safety_number"] == cc.safety_number(rfp, ifp)
+
+
+def file_root(content: bytes) -> bytes:
+    """§5.7 "The file's digest": the root over 1 MiB pieces."""
+    piece = 1024 * 1024
+    digests = b"".join(hashlib.sha256(content[i:i + piece]).digest() for i in range(0, len(content), piece))
+    return hashlib.sha256(b"p2pchat/file-root/v1\x00" + len(content).to_bytes(8, "big") + digests).digest()
+
+
+def test_file_message_vectors():
+    f = vector(DOC, "file-messages")
+    tid, content = x(f["id"]), f["content"].encode().decode("unicode_escape").encode()
+    assert hashlib.sha256(content).hexdigest() == f["sha256"]
+    size = len(content)
+    assert cc.inner("file_offer", id=tid, name="report.pdf", size=size, sha256=x(f["sha256"])).hex() == f["offer_inner"]
+    assert cc.inner("file_accept", id=tid, offset=0).hex() == f["accept_inner"]
+    assert cc.inner("file_accept", id=tid, offset=0, max_chunk=1048448).hex() == f["accept_max_inner"]
+    assert cc.inner("file_chunk", id=tid, offset=0, data=content).hex() == f["chunk_inner"]
+    assert cc.inner("file_ack", id=tid, offset=size).hex() == f["ack_inner"]
+    assert cc.inner("file_done", id=tid).hex() == f["done_inner"]
+    assert cc.inner("file_decline", id=tid, reason="no thanks").hex() == f["decline_inner"]
+    assert cc.inner("file_cancel", id=tid, reason="cancelled").hex() == f["cancel_inner"]
+    assert file_root(content).hex() == f["root"]
+    assert cc.inner("file_offer", id=tid, name="report.pdf", size=size, root=x(f["root"])).hex() == f["offer_root_inner"]
+    assert cc.inner("file_accept", id=tid, offset=0, max_chunk=1048448, root=True).hex() == f["accept_root_inner"]
+    assert file_root(b"").hex() == f["root_empty"]
+    pieces = bytes(i % 251 for i in range(int(f["pieces_size"])))
+    for n in range(3):
+        assert hashlib.sha256(pieces[n * 1048576:(n + 1) * 1048576]).hexdigest() == f[f"pieces_piece{n}"]
+    assert file_root(pieces).hex() == f["pieces_root"]
+    for kind, length in (("full", 262016), ("largest", 1048448)):
+        body = cc.inner("file_chunk", id=tid, offset=2**40, data=bytes(length))
+        assert len(body) == int(f[f"{kind}_chunk_body_length"])
+        assert len(cc.pad(body)) == int(f[f"{kind}_chunk_padded_length"])
+
+
+def test_pad_text_vector():
+    from Crypto.Hash import Poly1305
+    p = vector(DOC, "pad-text")
+    key, index, text = x(p["key"]), int(p["index"]), p["text"].encode()
+    ciphertext = bytes(a ^ b for a, b in zip(text, x(p["keystream"]), strict=False))
+    assert ciphertext.hex() == p["ciphertext"]
+    r, s = key[:16], key[16:]
+    mac = Poly1305.Poly1305_MAC(r, s, b"p2pchat/pad-text/v1\x00" + index.to_bytes(8, "big") + ciphertext)
+    assert mac.hexdigest() == p["tag"]
+    assert (index.to_bytes(8, "big") + ciphertext + mac.digest()).hex() == p["pad_frame"]
+    assert cc.inner("pad_mode", op="on?", pad_id=bytes(16)).hex() == p["pad_mode_on_body"]
