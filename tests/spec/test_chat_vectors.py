@@ -153,7 +153,8 @@ def test_file_message_vectors():
     assert cc.inner("file_decline", id=tid, reason="no thanks").hex() == f["decline_inner"]
     assert cc.inner("file_cancel", id=tid, reason="cancelled").hex() == f["cancel_inner"]
     assert file_root(content).hex() == f["root"]
-    assert cc.inner("file_offer", id=tid, name="report.pdf", size=size, root=x(f["root"])).hex() == f["offer_root_inner"]
+    offer_root = cc.inner("file_offer", id=tid, name="report.pdf", size=size, root=x(f["root"]))
+    assert offer_root.hex() == f["offer_root_inner"]
     assert cc.inner("file_accept", id=tid, offset=0, max_chunk=1048448, root=True).hex() == f["accept_root_inner"]
     assert file_root(b"").hex() == f["root_empty"]
     pieces = bytes(i % 251 for i in range(int(f["pieces_size"])))
@@ -177,3 +178,74 @@ def test_pad_text_vector():
     assert mac.hexdigest() == p["tag"]
     assert (index.to_bytes(8, "big") + ciphertext + mac.digest()).hex() == p["pad_frame"]
     assert cc.inner("pad_mode", op="on?", pad_id=bytes(16)).hex() == p["pad_mode_on_body"]
+
+
+class SeededRandom:
+    """§7 smp: SHA-256(seed ‖ u32 0) ‖ SHA-256(seed ‖ u32 1) ‖ …, read in order."""
+
+    def __init__(self, seed: bytes) -> None:
+        self.seed, self.block, self.buffer = seed, 0, b""
+
+    def __call__(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            self.buffer += hashlib.sha256(self.seed + self.block.to_bytes(4, "big")).digest()
+            self.block += 1
+        out, self.buffer = self.buffer[:n], self.buffer[n:]
+        return out
+
+
+def test_smp_vector():
+    from tests.spec.impl import smp
+    v = vector(DOC, "smp")
+    P, G = smp.P, smp.G
+    assert smp.in_group(2) and pow(2, smp.Q, P) == 1
+    fp_i, fp_a, sid = x(v["fp_initiator"]), x(v["fp_answerer"]), x(v["session_id"])
+    xa = smp.secret(fp_i, fp_a, sid, v["answer_initiator"])
+    y = smp.secret(fp_i, fp_a, sid, v["answer_answerer"])
+    assert f"{xa:064x}" == v["x"] and y == xa
+    alice, bob = SeededRandom(v["seed_initiator"].encode()), SeededRandom(v["seed_answerer"].encode())
+    # smp1 (Alice)
+    a2, a3 = smp.exponent(alice), smp.exponent(alice)
+    assert smp.enc(a2)[:16].hex() == v["a2_head"]
+    g2a, g3a = pow(G, a2, P), pow(G, a3, P)
+    assert smp.enc(g2a)[:32].hex() == v["g2a_head"]
+    c2, d2 = smp.prove_knowledge(1, a2, smp.exponent(alice))
+    c3, d3 = smp.prove_knowledge(2, a3, smp.exponent(alice))
+    smp1 = [g2a, c2, d2, g3a, c3, d3]
+    # smp2 (Bob)
+    assert smp.check_knowledge(1, g2a, c2, d2) and smp.check_knowledge(2, g3a, c3, d3)
+    b2, b3 = smp.exponent(bob), smp.exponent(bob)
+    g2b, g3b = pow(G, b2, P), pow(G, b3, P)
+    c2b, d2b = smp.prove_knowledge(3, b2, smp.exponent(bob))
+    c3b, d3b = smp.prove_knowledge(4, b3, smp.exponent(bob))
+    g2, g3 = pow(g2a, b2, P), pow(g3a, b3, P)
+    r4, r5, r6 = smp.exponent(bob), smp.exponent(bob), smp.exponent(bob)
+    pb, qb = pow(g3, r4, P), pow(G, r4, P) * pow(g2, y, P) % P
+    cp = smp.proof_hash(5, pow(g3, r5, P), pow(G, r5, P) * pow(g2, r6, P) % P)
+    d5, d6 = (r5 - r4 * cp) % smp.Q, (r6 - y * cp) % smp.Q
+    smp2 = [g2b, c2b, d2b, g3b, c3b, d3b, pb, qb, cp, d5, d6]
+    # smp3 (Alice)
+    g2_a, g3_a = pow(g2b, a2, P), pow(g3b, a3, P)
+    assert (g2_a, g3_a) == (g2, g3)
+    r4a, r5a, r6a, r7a = (smp.exponent(alice) for _ in range(4))
+    pa, qa = pow(g3, r4a, P), pow(G, r4a, P) * pow(g2, xa, P) % P
+    cpa = smp.proof_hash(6, pow(g3, r5a, P), pow(G, r5a, P) * pow(g2, r6a, P) % P)
+    d5a, d6a = (r5a - r4a * cpa) % smp.Q, (r6a - xa * cpa) % smp.Q
+    base = qa * pow(qb, -1, P) % P
+    ra = pow(base, a3, P)
+    cr = smp.proof_hash(7, pow(G, r7a, P), pow(base, r7a, P))
+    d7 = (r7a - a3 * cr) % smp.Q
+    smp3 = [pa, qa, cpa, d5a, d6a, ra, cr, d7]
+    # smp4 (Bob)
+    r7 = smp.exponent(bob)
+    rb = pow(base, b3, P)
+    crb = smp.proof_hash(8, pow(G, r7, P), pow(base, r7, P))
+    d7b = (r7 - b3 * crb) % smp.Q
+    smp4 = [rb, crb, d7b]
+    for name, fields, challenges in (("smp1", smp1, {1, 4}), ("smp2", smp2, {1, 4, 8}),
+                                     ("smp3", smp3, {2, 6}), ("smp4", smp4, {1})):
+        data = b"".join(f.to_bytes(32 if i in challenges else 384, "big") for i, f in enumerate(fields))
+        assert hashlib.sha256(data).hexdigest() == v[f"{name}_sha256"], name
+    matched_bob = pow(ra, b3, P) == pa * pow(pb, -1, P) % P
+    matched_alice = pow(rb, a3, P) == pa * pow(pb, -1, P) % P
+    assert matched_bob and matched_alice and v["matched"] == "true"
