@@ -15,7 +15,7 @@ from tests.helpers import wait_until
 from tests.spec.harness import LEDGER_PORT, NETWORK, start_world
 from tests.spec.impl import chatcrypto as cc
 from tests.spec.impl import ledgerspec as ls
-from tests.spec.impl.wire import SpecError
+from tests.spec.impl.wire import SpecError, pack
 
 pytestmark = pytest.mark.slow
 
@@ -136,3 +136,38 @@ def test_binding_rules_the_doc_states_are_enforced_on_submitted_records(tmp_path
         good = signed()
         answer = submit(good)
         assert answer["accepted"] is True and answer["id"] == good.id
+
+
+def test_a_block_mined_by_the_spec_implementation_is_taken_and_a_bad_one_is_not(tmp_path):
+    """ledger.md "Blocks" from the producer's side: a block the spec implementation mines and announces as a
+    gossip peer (ledger-protocol.md §5.1) becomes the real node's tip; one whose Merkle root is wrong does not."""
+    world = start_world(tmp_path)
+    with world.cluster:
+        with ls.LedgerConnection(world.host, LEDGER_PORT, source=world.spec_ip) as conn:
+            params, chain = conn.params, ls.sync_headers(conn)
+        first = world.records[0]
+        now = int(time.time())
+        update = dataclasses.replace(first, seq=1, prev=first.id, nickname="spec-miner", issued=now, sig=b"")
+        update = dataclasses.replace(update, sig=cc.sign(world.key, "ledger-record", update.signed_bytes(NETWORK)))
+        window = [h.timestamp for h in chain]
+        good = ls.mine(params, chain[-1], window, [update], now)
+        bad_header = dataclasses.replace(good.header, merkle_root=bytes(32))
+        while not bad_header.meets_work():
+            bad_header = dataclasses.replace(bad_header, nonce=bad_header.nonce + 1)
+        bad = ls.Block(bad_header, good.records)
+
+        with ls.LedgerConnection(world.host, LEDGER_PORT, source=free_loopback_ip(), peer_params=params) as peer:
+            peer.sock.sendall(pack("block", block=ls.block_to_wire(bad)))
+            assert peer.read_answer()["t"] == "error"                  # an invalid block: refused and closed
+        with ls.LedgerConnection(world.host, LEDGER_PORT, source=world.spec_ip, peer_params=params) as peer:
+            peer.sock.sendall(pack("block", block=ls.block_to_wire(good)))
+
+            def tip() -> bytes | None:
+                with ls.LedgerConnection(world.host, LEDGER_PORT, source=world.spec_ip) as conn:
+                    tip_hash: bytes = conn.hello_ack["tip"]
+                return tip_hash if tip_hash == good.header.hash else None
+            wait_until(tip, 15, what="the spec-mined block to become the node's tip")
+        with ls.LedgerConnection(world.host, LEDGER_PORT, source=world.spec_ip) as conn:
+            headers = ls.sync_headers(conn)
+            answer = conn.ask("lookup", by="ip", value=world.spec_ip)
+        assert ls.check_lookup(answer, headers, NETWORK, "ip", world.spec_ip, int(time.time())) == update

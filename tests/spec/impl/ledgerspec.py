@@ -335,6 +335,10 @@ class LedgerConnection:
     def ask(self, t: str, **fields: Any) -> dict[str, Any]:
         """Send a request and return its answer; a peer answers the node's own requests meanwhile."""
         self.sock.sendall(pack(t, **fields))
+        return self.read_answer()
+
+    def read_answer(self) -> dict[str, Any]:
+        """The next frame that is not one of the node's own requests to a peer (those are answered)."""
         while True:
             frame = self.stream.read()
             if self.role == "client" or frame["t"] not in ("ping", "get_peers", "get_headers", "block", "record",
@@ -423,3 +427,20 @@ def answer_reachability(conn: socket.socket, identity: RSA.RsaKey, params: dict[
     sig = pss.new(identity, salt_bytes=32).sign(SHA256.new(b"p2pchat/ledger-reachability\x00" + data))
     conn.sendall(pack("proof", key=identity.public_key().export_key(format="DER"), sig=sig, ip=ip))
     return ip
+
+
+def mine(params: dict[str, Any], parent: Header, window: list[int], records: list[Record], timestamp: int) -> Block:
+    """A block on ``parent`` (``window``: the timestamps of the chain ending at it) that meets the target."""
+    gen = genesis(params)
+    timestamp = max(timestamp, mtp(window) + 1)
+    nonce = 0
+    while True:
+        header = Header(params["version"], gen.network_id, parent.height + 1, parent.hash,
+                        merkle_root([r.id for r in records]), timestamp, params["difficulty_bits"], nonce)
+        if header.meets_work():
+            return Block(header, tuple(records))
+        nonce += 1
+
+
+def block_to_wire(block: Block) -> dict[str, Any]:
+    return {"header": block.header.pack(), "records": [r.to_wire() for r in block.records]}
