@@ -126,6 +126,9 @@ def test_three_refused_frames_end_the_session_and_a_float32_sent_at_is_taken(tmp
         with sock:
             peer.seal(msgpack.packb({"t": "text", "id": 1, "sent_at": T, "text": "float 32"}, use_single_float=True))
             peer.pump(lambda: peer.receipts == [1])
+            # §5.3 batches: one `texts` frame shows each entry and receipts every id
+            peer.seal(cc.inner("texts", texts=[[2, T, "batch one"], [3, T, "batch two"]]))
+            peer.pump(lambda: sorted(peer.receipts) == [1, 2, 3])
             peer.close()
 
 
