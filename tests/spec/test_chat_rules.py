@@ -78,10 +78,8 @@ def authenticated_peer(world: SpecWorld, view: LedgerView) -> tuple[socket.socke
 def seal_padded(peer: ChatPeer, padded: bytes) -> None:
     """A sealed frame whose plaintext is ``padded`` as given (the spec sender pads correctly by itself)."""
     sender = peer.sender
-    cipher = cc.AES.new(sender.key, cc.AES.MODE_GCM, nonce=cc.nonce(sender.counter), mac_len=16)
-    cipher.update(cc.sealed_aad(sender.t2, sender.direction, sender.epoch, sender.counter))
-    ciphertext, tag = cipher.encrypt_and_digest(padded)
-    peer.send("sealed", epoch=sender.epoch, counter=sender.counter, box=ciphertext + tag)
+    box = cc.seal_plaintext(sender.key, sender.t2, sender.direction, sender.epoch, sender.counter, padded)
+    peer.send("sealed", epoch=sender.epoch, counter=sender.counter, box=box)
     sender.counter += 1
 
 

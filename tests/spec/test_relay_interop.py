@@ -5,17 +5,14 @@ registered callee that `p2pchat chat` reaches through the relay and that answers
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_loopback_ip
 from tests.helpers import wait_until
-from tests.integration.chat_procs import ChatProcess, _env
-from tests.integration.procs import ROOT
+from tests.integration.chat_procs import ChatProcess
+from tests.integration.test_chat_relay import relay_registered
 from tests.spec.harness import NETWORK, start_world
 from tests.spec.impl.peer import ChatPeer
 from tests.spec.impl.relaylink import RelayLink
@@ -23,12 +20,6 @@ from tests.spec.test_chat_interop import STEPS, exchange
 
 pytestmark = pytest.mark.slow
 RELAY_PORT = 8472
-
-
-def relay_registered(relay_ip: str) -> int:
-    result = subprocess.run([sys.executable, "-m", "p2pchat", "relay", "--status", "--json", "--host", relay_ip],
-                            capture_output=True, text=True, timeout=20, cwd=ROOT, env=_env())
-    return json.loads(result.stdout)["registered"] if result.returncode == 0 else 0
 
 
 def start_relay(relay_ip: str, ledger: str, tmp_path: Path) -> ChatProcess:

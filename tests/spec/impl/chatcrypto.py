@@ -197,9 +197,14 @@ def nonce(counter: int) -> bytes:
 
 
 def seal_box(key: bytes, t2: bytes, direction: str, epoch: int, counter: int, body: bytes) -> bytes:
+    return seal_plaintext(key, t2, direction, epoch, counter, pad(body))
+
+
+def seal_plaintext(key: bytes, t2: bytes, direction: str, epoch: int, counter: int, padded: bytes) -> bytes:
+    """The box of an already padded plaintext (tests seal bad padding with it)."""
     cipher = AES.new(key, AES.MODE_GCM, nonce=nonce(counter), mac_len=16)
     cipher.update(sealed_aad(t2, direction, epoch, counter))
-    ciphertext, tag = cipher.encrypt_and_digest(pad(body))
+    ciphertext, tag = cipher.encrypt_and_digest(padded)
     return ciphertext + tag
 
 
