@@ -55,6 +55,14 @@ def test_blocks_served_by_a_real_node_validate_and_a_lookup_proof_checks(tmp_pat
             with pytest.raises(SpecError, match="not a live binding"):
                 ls.check_lookup(found, chain, NETWORK, "ip", world.spec_ip, now)
 
+            # §5.5: a chat node's report of its peer's ledger position
+            peer_fp = world.records[0].fingerprint
+            tip = chain[-1]
+            for final, verdict in (((1, chain[1].hash), "on-chain"), ((2, bytes(range(32))), "recorded")):
+                answer = conn.ask("checkpoint_evidence", peer=peer_fp, final_height=final[0], final_hash=final[1],
+                                  tip_height=tip.height, tip_hash=tip.hash)
+                assert answer["t"] == "evidence_result" and answer["verdict"] == verdict, answer
+
 
 def test_a_record_submitted_by_the_spec_client_is_proved_reachable_mined_and_found(tmp_path):
     """The spec implementation submits an update of its record to a new address; the real node checks it by

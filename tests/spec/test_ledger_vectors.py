@@ -97,3 +97,11 @@ def test_the_project_encodes_a_record_as_the_spec_implementation_does():
     assert theirs.id == ours.id
     assert msgpack.packb(theirs.to_wire(), use_bin_type=True) == msgpack.packb(ours.to_wire(), use_bin_type=True)
     theirs.verify_signatures("p2pchat")           # raises unless the spec signature verifies
+
+
+def test_binding_evidence_id_vectors():
+    record_id, header_hash = bytes(range(32)), bytes(range(32, 64))
+    label = b"p2pchat-binding-evidence-v1\x00"
+    assert hashlib.sha256(label + record_id + header_hash).digest() == hexblock("ledger-protocol.md",
+                                                                                 "binding-evidence-id")
+    assert hashlib.sha256(label + record_id).digest() == hexblock("ledger-protocol.md", "binding-evidence-id-no-header")
