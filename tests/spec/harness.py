@@ -8,6 +8,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from Crypto.PublicKey import RSA
 
@@ -48,6 +49,7 @@ class SpecWorld:
     key: RSA.RsaKey            # the spec peer's identity
     host_key: RSA.RsaKey       # the p2pchat node's identity (read from its data directory)
     records: list[ls.Record]   # as made by the spec implementation: [spec peer, host]
+    node_process: Any = None   # the p2pchat process a test started on ``host``, if any
 
     @property
     def data_dir(self) -> Path:

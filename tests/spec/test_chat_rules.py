@@ -26,10 +26,11 @@ pytestmark = pytest.mark.slow
 
 
 @contextmanager
-def listening_node(tmp_path: Any) -> Iterator[SpecWorld]:
+def listening_node(tmp_path: Any, *extra: str) -> Iterator[SpecWorld]:
     world = start_world(tmp_path)
     with world.cluster:
-        node = ChatProcess("listen", "--host", world.host, "--accept-all", "--data-dir", str(world.data_dir))
+        node = ChatProcess("listen", "--host", world.host, "--accept-all", "--data-dir", str(world.data_dir), *extra)
+        world.node_process = node
         try:
             node.wait_for("Waiting for chats")
             yield world
@@ -177,3 +178,41 @@ def test_a_caller_without_an_address_is_looked_up_by_its_key(tmp_path):
                     with pytest.raises(SpecError, match=f"the ledger binds your key to {world.spec_ip}, not to the "
                                                         f"address this node sees \\({source}\\)"):
                         peer.initiate("ip", world.host)
+
+
+def test_a_repeated_rotate_ack_is_ignored_while_the_next_rotation_is_under_way(tmp_path):
+    """§5.5: "S ignores a second identical rotate_ack for the epoch it already switched to" — R sends one for
+    each repeated `rotate`. The node refused it (counted, three ended the chat) once its next rotation had started
+    (rotate_every 1)."""
+    with listening_node(tmp_path, "--rotate-every", "1") as world:
+        node = world.node_process
+        sock, peer = authenticated_peer(world, world.ledger_view())
+        with sock:
+            acks: list[bytes] = []
+            held: list[dict[str, Any]] = []
+
+            def answer(message: dict[str, Any]) -> None:
+                if message["t"] == "rotate" and message["epoch"] == 1:
+                    acks.append(peer.receiver.answer_rotation(message, os.urandom(32)))
+                    peer.seal(acks[-1])
+                elif message["t"] == "rotate":
+                    held.append(message)                                     # answered after the repeats
+                else:
+                    ChatPeer._handle(peer, message)
+            peer._handle = answer                                            # type: ignore[method-assign]
+            node.choose_chat()
+            node.write("one")                                                # then rotate{1}
+            peer.pump(lambda: "one" in peer.texts and len(acks) == 1)
+            node.write("two")                                                # under epoch 1, then rotate{2}
+            peer.pump(lambda: "two" in peer.texts and len(held) == 1)
+            # what R sends when S repeated rotate{1} (ROTATE_ACK_TIMEOUT): the same answer, before rotate{2}'s
+            for _ in range(2):
+                peer.seal(acks[0])
+            peer.seal(peer.receiver.answer_rotation(held[0], os.urandom(32)))
+            peer.send_text("still chatting")
+            node.write("three")                                              # under epoch 2
+            peer.pump(lambda: peer.receipts == [1] and "three" in peer.texts)
+            assert peer.goodbye is None
+            peer.close()
+        node.wait_for("left the chat")
+        assert "never asked for" not in node.output()
