@@ -216,3 +216,4 @@ def test_a_repeated_rotate_ack_is_ignored_while_the_next_rotation_is_under_way(t
             peer.close()
         node.wait_for("left the chat")
         assert "never asked for" not in node.output()
+
