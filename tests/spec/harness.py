@@ -25,10 +25,11 @@ LEDGER_PORT = 8470
 SPEC_KEY_INDEX = 23            # the last stored test key: make_identities hands them out from the first
 
 
-def spec_key() -> RSA.RsaKey:
+def spec_key(index: int = SPEC_KEY_INDEX) -> RSA.RsaKey:
+    """A stored test key the spec implementation signs with (the last ones: fixtures hand out the first)."""
     end = "-----END PRIVATE KEY-----"
     blocks = [b for b in TEST_KEYS.read_text(encoding="ascii").split(end) if b.strip()]
-    return RSA.import_key(blocks[SPEC_KEY_INDEX] + end)
+    return RSA.import_key(blocks[index] + end)
 
 
 def make_record(key: RSA.RsaKey, ip: str | None, nickname: str, now: int, ledger_port: int | None = LEDGER_PORT,

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import free_loopback_ip
 from tests.helpers import wait_until
-from tests.spec.harness import LEDGER_PORT, NETWORK, start_world
+from tests.spec.harness import LEDGER_PORT, NETWORK, SPEC_KEY_INDEX, make_record, spec_key, start_world
 from tests.spec.impl import chatcrypto as cc
 from tests.spec.impl import ledgerspec as ls
 from tests.spec.impl.wire import SpecError, pack
@@ -179,3 +179,36 @@ def test_a_block_mined_by_the_spec_implementation_is_taken_and_a_bad_one_is_not(
             headers = ls.sync_headers(conn)
             answer = conn.ask("lookup", by="ip", value=world.spec_ip)
         assert ls.check_lookup(answer, headers, NETWORK, "ip", world.spec_ip, int(time.time())) == update
+
+
+def test_blocks_that_break_the_validation_rules_are_refused(tmp_path):
+    """ledger.md "Block validation" steps 4–6 from the producer's side: a timestamp not above the parent's median
+    time past, a record twice, a record another key's live binding forbids (rule 5) — each refused (error frame,
+    connection closed), the tip unchanged."""
+    world = start_world(tmp_path)
+    with world.cluster:
+        with ls.LedgerConnection(world.host, LEDGER_PORT, source=world.spec_ip) as conn:
+            params, chain = conn.params, ls.sync_headers(conn)
+            tip = conn.hello_ack["tip"]
+        now = int(time.time())
+        window = [h.timestamp for h in chain]
+        other = spec_key(SPEC_KEY_INDEX - 1)
+        squat = make_record(other, world.host, "squatter", now)              # the host's IP is bound to its key
+        first = world.records[0]
+        update = dataclasses.replace(first, seq=1, prev=first.id, issued=now, sig=b"")
+        update = dataclasses.replace(update, sig=cc.sign(world.key, "ledger-record", update.signed_bytes(NETWORK)))
+        early = ls.mine(params, chain[-1], window, [update], 0)
+        early_header = dataclasses.replace(early.header, timestamp=ls.mtp(window))
+        while not early_header.meets_work():
+            early_header = dataclasses.replace(early_header, nonce=early_header.nonce + 1)
+        bad = {
+            "timestamp at the median time past": ls.Block(early_header, early.records),
+            "a record twice": ls.mine(params, chain[-1], window, [update, update], now),
+            "another key's address": ls.mine(params, chain[-1], window, [squat], now),
+        }
+        for name, block in bad.items():
+            with ls.LedgerConnection(world.host, LEDGER_PORT, source=free_loopback_ip(), peer_params=params) as peer:
+                peer.sock.sendall(pack("block", block=ls.block_to_wire(block)))
+                assert peer.read_answer()["t"] == "error", name
+        with ls.LedgerConnection(world.host, LEDGER_PORT, source=world.spec_ip) as conn:
+            assert conn.hello_ack["tip"] == tip
