@@ -72,7 +72,11 @@ def authenticated_peer(world: SpecWorld, view: LedgerView) -> tuple[socket.socke
     sock = connect_from(world.spec_ip, world.host, CHAT_PORT)
     peer = ChatPeer(world.key, "spec-peer", f"{world.spec_ip}:{CHAT_PORT}", view, sock.sendall,
                     socket_stream(sock, MAX_FRAME), NETWORK)
-    peer.initiate("ip", world.host)
+    try:
+        peer.initiate("ip", world.host)
+    except BaseException:
+        sock.close()
+        raise
     return sock, peer
 
 
@@ -217,3 +221,18 @@ def test_a_repeated_rotate_ack_is_ignored_while_the_next_rotation_is_under_way(t
         node.wait_for("left the chat")
         assert "never asked for" not in node.output()
 
+
+
+def test_a_key_at_its_chat_limit_is_refused_at_step_3_before_the_responder_signs(tmp_path):
+    """§3.3 "Chats at once per key" (with `--chats-per-peer 2`): the third chat's `auth` gets the documented error,
+    and the responder sends no `auth_reply` (it signs nothing)."""
+    with listening_node(tmp_path, "--chats-per-peer", "2") as world:
+        view = world.ledger_view()
+        open_chats = [authenticated_peer(world, view) for _ in range(2)]
+        try:
+            with pytest.raises(SpecError, match=r"the peer refused: this node already has 2 chats open with your key "
+                                                r"\(at most 2 at once\); end one of them before opening another"):
+                authenticated_peer(world, view)
+        finally:
+            for sock, _ in open_chats:
+                sock.close()
