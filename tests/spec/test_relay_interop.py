@@ -13,9 +13,10 @@ from tests.conftest import free_loopback_ip
 from tests.helpers import wait_until
 from tests.integration.chat_procs import ChatProcess
 from tests.integration.test_chat_relay import relay_registered
-from tests.spec.harness import NETWORK, start_world
+from tests.spec.harness import NETWORK, SPEC_KEY_INDEX, spec_key, start_world
 from tests.spec.impl.peer import ChatPeer
 from tests.spec.impl.relaylink import RelayLink
+from tests.spec.impl.wire import SpecError
 from tests.spec.test_chat_interop import STEPS, exchange
 
 pytestmark = pytest.mark.slow
@@ -40,6 +41,11 @@ def test_spec_caller_chats_through_a_real_relay(tmp_path):
             node.wait_for("Waiting for chats")
             wait_until(lambda: relay_registered(r) == 1, 30, what="the listener's registration at the relay")
             host_fp = hashlib.sha256(world.records[1].key).digest()
+            # "the caller has a ledger record, unless the callee accepts unregistered callers": a key without one
+            stranger = RelayLink(r, RELAY_PORT, world.spec_ip)
+            with pytest.raises(SpecError, match="the relay refused: .*ledger record"):
+                stranger.login(spec_key(SPEC_KEY_INDEX - 2), NETWORK, "call", peer=host_fp)
+            stranger.close()
             link = RelayLink(r, RELAY_PORT, world.spec_ip)
             try:
                 assert link.relay_key.hex() in relay.output()          # the key the relay printed at start
