@@ -43,7 +43,7 @@ def test_spec_caller_chats_through_a_real_relay(tmp_path):
             host_fp = hashlib.sha256(world.records[1].key).digest()
             # "the caller has a ledger record, unless the callee accepts unregistered callers": a key without one
             stranger = RelayLink(r, RELAY_PORT, world.spec_ip)
-            with pytest.raises(SpecError, match="the relay refused: .*ledger record"):
+            with pytest.raises(SpecError, match=r"the relay refused: .*ledger record"):
                 stranger.login(spec_key(SPEC_KEY_INDEX - 2), NETWORK, "call", peer=host_fp)
             stranger.close()
             link = RelayLink(r, RELAY_PORT, world.spec_ip)
