@@ -236,3 +236,27 @@ def test_a_key_at_its_chat_limit_is_refused_at_step_3_before_the_responder_signs
         finally:
             for sock, _ in open_chats:
                 sock.close()
+
+
+def test_the_initiator_checks_the_welcome_the_same_way(tmp_path):
+    """§3.1: "The initiator checks the `welcome` the same way (and that the version equals the one it asked for)"
+    — `p2pchat chat` calling the spec peer, which answers with a bad welcome each time."""
+    world = start_world(tmp_path)
+    with world.cluster, socket.create_server((world.spec_ip, CHAT_PORT)) as listener:
+        listener.settimeout(30)
+        for welcome, refusal in (({"address": "[127.0.0.2]:8471"}, "not an IP address and port"),
+                                 ({"version": 3}, "version")):
+            node = ChatProcess("chat", world.spec_ip, "--host", world.host, "--data-dir", str(world.data_dir))
+            try:
+                sock, _ = listener.accept()
+                with sock:
+                    sock.settimeout(20)
+                    stream = socket_stream(sock, MAX_FRAME)
+                    assert stream.read()["t"] == "hello"
+                    sock.sendall(pack("welcome", **{"version": 2, "network": NETWORK, "nickname": "spec-peer",
+                                                    "address": f"{world.spec_ip}:{CHAT_PORT}", **welcome}))
+                    answer = stream.read()
+                    assert answer["t"] == "error" and refusal in answer["reason"], (welcome, answer)
+                node.wait_exit()
+            finally:
+                node.stop()
