@@ -119,6 +119,7 @@ def test_three_refused_frames_end_the_session_and_a_float32_sent_at_is_taken(tmp
             sock, peer = authenticated_peer(world, view)
             with sock:
                 peer.send_text("first")                 # id 1, accepted and receipted
+                peer.pump(lambda: peer.receipts == [1])  # (a receipt follows the node's UI: wait for it first)
                 for number in range(2, 5):
                     refused(peer, number)
                 assert goodbye_after(peer) == "too many frames were refused", name
@@ -162,6 +163,7 @@ def test_rotation_rules_repeated_rotate_and_the_thousand_text_bound(tmp_path):
             # 1 000 texts under epoch 1 are taken; the 1 001st is refused, two more end the session
             for number in range(2, 1002):
                 peer.seal(cc.inner("text", id=number, sent_at=T, text="x"))
+            peer.pump(lambda: 1001 in peer.receipts)
             for number in range(1002, 1005):
                 peer.seal(cc.inner("text", id=number, sent_at=T, text="one too many"))
             assert goodbye_after(peer) == "too many frames were refused"
