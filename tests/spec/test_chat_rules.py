@@ -38,6 +38,14 @@ def listening_node(tmp_path: Any, *extra: str) -> Iterator[SpecWorld]:
             node.stop()
 
 
+@pytest.fixture(scope="module")
+def default_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpecWorld]:
+    """One `p2pchat listen` with default options for the tests that need nothing else (each starts its own chats;
+    a world takes a second or two to start)."""
+    with listening_node(tmp_path_factory.mktemp("spec-default-node")) as world:
+        yield world
+
+
 def first_answer(world: SpecWorld, data: bytes) -> dict[str, Any]:
     with connect_from(world.spec_ip, world.host, CHAT_PORT) as sock:
         sock.sendall(data)
@@ -48,28 +56,28 @@ def hello(**changes: Any) -> bytes:
     return pack("hello", **{"version": 2, "network": NETWORK, "nickname": "spec", "address": "", **changes})
 
 
-def test_step_1_refuses_what_the_doc_refuses_and_takes_what_it_allows(tmp_path):
-    with listening_node(tmp_path) as world:
-        assert first_answer(world, hello(version=7)) == {
-            "t": "error", "reason": "this node supports chat protocol version 2 only, not version 7"}
-        for address in ("127.000.0.2:8471", " 127.0.0.2:8471", "[127.0.0.2]:8471", "127.0.0.2", "127.0.0.2:08471",
-                        "127.0.0.2:\u0668\u0660", "[::FFFF:7F00:2]:8471", "::1:8471", "127.0.0.2:0"):
-            answer = first_answer(world, hello(address=address))
-            assert answer["t"] == "error" and "not an IP address and port" in answer["reason"], address
-        for name in ("nickname", "network", "address"):
-            assert first_answer(world, hello(**{name: "a\u202eb"}))["t"] == "error", name
-        # §1: fields not in the schema are ignored, and fields may come in any order
-        assert first_answer(world, hello(address="[::1]:8471", extra=1))["t"] == "welcome"
-        body = msgpack.packb({"address": "127.0.0.2:8471", "nickname": "x", "network": NETWORK, "version": 2,
-                              "t": "hello"})
-        assert first_answer(world, struct.pack(">I", len(body)) + body)["t"] == "welcome"
-        # §1: before step 3 verified the peer, frames of at most 8 KiB
-        assert first_answer(world, hello(nickname="x", extra=bytes(8000)))["t"] == "welcome"
-        # (the length alone: the doc says it is refused before any of the body is read, and a body left unread
-        # when the node closes could turn its close into a reset that loses the error frame)
-        too_long = hello(extra=bytes(8200))
-        assert len(too_long) - 4 > 8192
-        assert first_answer(world, too_long[:4])["t"] == "error"
+def test_step_1_refuses_what_the_doc_refuses_and_takes_what_it_allows(default_node: SpecWorld) -> None:
+    world = default_node
+    assert first_answer(world, hello(version=7)) == {
+        "t": "error", "reason": "this node supports chat protocol version 2 only, not version 7"}
+    for address in ("127.000.0.2:8471", " 127.0.0.2:8471", "[127.0.0.2]:8471", "127.0.0.2", "127.0.0.2:08471",
+                    "127.0.0.2:\u0668\u0660", "[::FFFF:7F00:2]:8471", "::1:8471", "127.0.0.2:0"):
+        answer = first_answer(world, hello(address=address))
+        assert answer["t"] == "error" and "not an IP address and port" in answer["reason"], address
+    for name in ("nickname", "network", "address"):
+        assert first_answer(world, hello(**{name: "a\u202eb"}))["t"] == "error", name
+    # §1: fields not in the schema are ignored, and fields may come in any order
+    assert first_answer(world, hello(address="[::1]:8471", extra=1))["t"] == "welcome"
+    body = msgpack.packb({"address": "127.0.0.2:8471", "nickname": "x", "network": NETWORK, "version": 2,
+                          "t": "hello"})
+    assert first_answer(world, struct.pack(">I", len(body)) + body)["t"] == "welcome"
+    # §1: before step 3 verified the peer, frames of at most 8 KiB
+    assert first_answer(world, hello(nickname="x", extra=bytes(8000)))["t"] == "welcome"
+    # (the length alone: the doc says it is refused before any of the body is read, and a body left unread
+    # when the node closes could turn its close into a reset that loses the error frame)
+    too_long = hello(extra=bytes(8200))
+    assert len(too_long) - 4 > 8192
+    assert first_answer(world, too_long[:4])["t"] == "error"
 
 
 def authenticated_peer(world: SpecWorld, view: LedgerView) -> tuple[socket.socket, ChatPeer]:
@@ -112,32 +120,38 @@ REFUSED: dict[str, Callable[[ChatPeer, int], None]] = {
 }
 
 
-def test_three_refused_frames_end_the_session_and_a_float32_sent_at_is_taken(tmp_path):
-    with listening_node(tmp_path) as world:
-        view = world.ledger_view()
-        for name, refused in REFUSED.items():
-            sock, peer = authenticated_peer(world, view)
-            with sock:
-                peer.send_text("first")                 # id 1, accepted and receipted
-                peer.pump(lambda: peer.receipts == [1])  # (a receipt follows the node's UI: wait for it first)
-                for number in range(2, 5):
-                    refused(peer, number)
-                assert goodbye_after(peer) == "too many frames were refused", name
-                assert peer.receipts == [1], name
-        for field, value in (("box", os.urandom(15)), ("epoch", 2**32)):
-            sock, peer = authenticated_peer(world, view)
-            with sock:
-                frame = {"epoch": 0, "counter": 0, "box": os.urandom(300), field: value}
-                peer.send("sealed", **frame)
-                assert field in goodbye_after(peer), field         # the schema fault, named at once
+def refused_three_times(world: SpecWorld, view: LedgerView, refused: Callable[[ChatPeer, int], None]) -> str:
+    """A text (receipted), then three frames made by ``refused``: the reason of the node's goodbye."""
+    sock, peer = authenticated_peer(world, view)
+    with sock:
+        peer.send_text("first")                      # id 1, accepted and receipted
+        peer.pump(lambda: peer.receipts == [1])      # (a receipt follows the node's UI: wait for it first)
+        for number in range(2, 5):
+            refused(peer, number)
+        reason = goodbye_after(peer)
+        assert peer.receipts == [1]
+        return reason
+
+
+def test_three_refused_frames_end_the_session_and_a_float32_sent_at_is_taken(default_node: SpecWorld) -> None:
+    world = default_node
+    view = world.ledger_view()
+    for name, refused in REFUSED.items():
+        assert refused_three_times(world, view, refused) == "too many frames were refused", name
+    for field, value in (("box", os.urandom(15)), ("epoch", 2**32)):
         sock, peer = authenticated_peer(world, view)
         with sock:
-            peer.seal(msgpack.packb({"t": "text", "id": 1, "sent_at": T, "text": "float 32"}, use_single_float=True))
-            peer.pump(lambda: peer.receipts == [1])
-            # §5.3 batches: one `texts` frame shows each entry and receipts every id
-            peer.seal(cc.inner("texts", texts=[[2, T, "batch one"], [3, T, "batch two"]]))
-            peer.pump(lambda: sorted(peer.receipts) == [1, 2, 3])
-            peer.close()
+            frame = {"epoch": 0, "counter": 0, "box": os.urandom(300), field: value}
+            peer.send("sealed", **frame)
+            assert field in goodbye_after(peer), field         # the schema fault, named at once
+    sock, peer = authenticated_peer(world, view)
+    with sock:
+        peer.seal(msgpack.packb({"t": "text", "id": 1, "sent_at": T, "text": "float 32"}, use_single_float=True))
+        peer.pump(lambda: peer.receipts == [1])
+        # §5.3 batches: one `texts` frame shows each entry and receipts every id
+        peer.seal(cc.inner("texts", texts=[[2, T, "batch one"], [3, T, "batch two"]]))
+        peer.pump(lambda: sorted(peer.receipts) == [1, 2, 3])
+        peer.close()
 
 
 def test_rotation_rules_repeated_rotate_and_the_thousand_text_bound(tmp_path):
@@ -170,24 +184,24 @@ def test_rotation_rules_repeated_rotate_and_the_thousand_text_bound(tmp_path):
             assert max(peer.receipts) == 1001
 
 
-def test_a_caller_without_an_address_is_looked_up_by_its_key(tmp_path):
+def test_a_caller_without_an_address_is_looked_up_by_its_key(default_node: SpecWorld) -> None:
     """§3.2: a hello with an empty address is looked up by the key's fingerprint, and a key whose record has an
     address must call from that address."""
-    with listening_node(tmp_path) as world:
-        view = world.ledger_view()
-        for source, accepted in ((world.spec_ip, True), (free_loopback_ip(), False)):
-            sock = connect_from(source, world.host, CHAT_PORT)
-            with sock:
-                peer = ChatPeer(world.key, "spec-peer", "", view, sock.sendall, socket_stream(sock, MAX_FRAME),
-                                NETWORK)
-                if accepted:
+    world = default_node
+    view = world.ledger_view()
+    for source, accepted in ((world.spec_ip, True), (free_loopback_ip(), False)):
+        sock = connect_from(source, world.host, CHAT_PORT)
+        with sock:
+            peer = ChatPeer(world.key, "spec-peer", "", view, sock.sendall, socket_stream(sock, MAX_FRAME),
+                            NETWORK)
+            if accepted:
+                peer.initiate("ip", world.host)
+                assert peer.log == STEPS
+                peer.close()
+            else:
+                with pytest.raises(SpecError, match=f"the ledger binds your key to {world.spec_ip}, not to the "
+                                                    f"address this node sees \\({source}\\)"):
                     peer.initiate("ip", world.host)
-                    assert peer.log == STEPS
-                    peer.close()
-                else:
-                    with pytest.raises(SpecError, match=f"the ledger binds your key to {world.spec_ip}, not to the "
-                                                        f"address this node sees \\({source}\\)"):
-                        peer.initiate("ip", world.host)
 
 
 def test_a_repeated_rotate_ack_is_ignored_while_the_next_rotation_is_under_way(tmp_path):
