@@ -871,8 +871,10 @@ class Channel:
     def _on_rotate_ack(self, epoch: int, peer_pub: bytes) -> list[ChEvent]:
         side = self._send
         eph = side.pending
-        if eph is None and side.last_ack == (epoch, peer_pub):
-            return []     # the answer to a repeated rotate, after the first answer already switched keys
+        if side.last_ack == (epoch, peer_pub):
+            # The answer to a repeated rotate, after the first answer already switched keys — also when the next
+            # rotation is already under way (rotate_every 1: spec review 2026-12-07, protocol.md §5.5).
+            return []
         if eph is None or epoch != side.epoch + 1 or side.chain is None:
             return [Refused("unexpected", f"the peer acknowledged a key rotation to epoch {epoch} that was never "
                                           "asked for; ignored")]

@@ -85,7 +85,7 @@ from p2pchat.chat_protocol import (
 )
 from p2pchat.display import quote_peer
 from p2pchat.foundation import crypto
-from p2pchat.foundation.addresses import parse_address
+from p2pchat.foundation.addresses import format_address, parse_address
 from p2pchat.foundation.codec import Message
 from p2pchat.foundation.errors import AddressError, CryptoError, ProtocolError
 from p2pchat.safety import safety_number
@@ -739,8 +739,11 @@ class Handshake:
                                       f"the {name} you sent contains control characters")
         if hello.address:
             try:
-                if parse_address(hello.address, 0)[1] == 0:     # protocol.md: an address is "ip:port"
-                    raise AddressError("no port")
+                # protocol.md §3.1: an address is "ip:port" in canonical form, as format_address writes it (spec
+                # review 2026-12-07: " 127.0.0.1:80", "[127.0.0.1]:80" or a port "08471" were taken)
+                ip, port = parse_address(hello.address, 0)
+                if port == 0 or format_address(ip, port) != hello.address:
+                    raise AddressError("not a canonical ip:port")
             except AddressError:
                 raise HandshakeFailed(Step.CONNECT, f"{self.peer_address} claims the address "
                                                     f"'{hello.address}', which is not an IP address and port",

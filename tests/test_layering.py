@@ -54,3 +54,13 @@ def test_protocol_cores_import_no_io_or_ui_modules():
                                                        "p2pchat.chat_protocol", "p2pchat.safety",
                                                        "p2pchat.handshake", "p2pchat.display"))
     assert problems == []
+
+
+def test_the_spec_implementation_imports_nothing_of_the_project():
+    """tests/spec/impl is built from the docs alone: only the standard library, pycryptodome and msgpack."""
+    import sys
+    allowed = set(sys.stdlib_module_names) | {"Crypto", "msgpack"}
+    problems = [f"{path.relative_to(ROOT)} imports {mod}"
+                for path in sorted((ROOT / "tests/spec/impl").rglob("*.py"))
+                for mod in imported_modules(path) if mod.split(".")[0] not in allowed]
+    assert problems == []

@@ -212,7 +212,9 @@ def server_handshake(conn: FramedSocket, key: RelayKey, *, timeout: float) -> Se
     to_relay, to_client = crypto.relay_link_keys(key.public, client_eph, eph.public, es, ee)
     _sendall(conn.sock, eph.public, deadline, who)
     eph.erase()
-    return SecureSocket(conn.sock, conn.protocol, timeout=conn.timeout, send_key=to_client, recv_key=to_relay)
+    secure = SecureSocket(conn.sock, conn.protocol, timeout=conn.timeout, send_key=to_client, recv_key=to_relay)
+    secure._opener.early_pairs = False
+    return secure
 
 
 PAIR_FLAG = 0x80000000          # set in a record's length word: a pair record (see the module docstring)
@@ -353,6 +355,10 @@ class _Opener:
         self._buf = bytearray()
         self.pair: PairKeys | None = None
         self.forward_pairs = False
+        # A client's first pair record can arrive with ``paired``, before it set the pair keys (it waits, below);
+        # a relay takes none before it forwards them (docs/relay.md: "a pair record outside a session ... ends
+        # the connection"; spec review 2026-12-07: it waited for the login timeout instead).
+        self.early_pairs = True
         self.box_max: int | None = None      # box records accepted, up to this L (None: refused)
         # A record longer than one read is read straight into a buffer of its own (``pending_view``).
         self._record: bytearray | None = None
@@ -453,7 +459,7 @@ class _Opener:
             if word & PAIR_FLAG and self.pair is None and not self.forward_pairs:
                 # A session's first pair record can arrive with ``paired`` itself, before the client has set
                 # the pair keys: it waits (with what follows, bounded) until they are set.
-                if len(view) - at > 2 * (RECORD_HEADER.size + MAX_RECORD):
+                if not self.early_pairs or len(view) - at > 2 * (RECORD_HEADER.size + MAX_RECORD):
                     raise FrameError("pair records arrived outside a relay session")
                 break
             if len(view) < end:
