@@ -122,12 +122,16 @@ class _Exchange:
         self.budget += seconds
         self._deadline += seconds
 
-    def wait(self, timeout: float) -> float:
-        """How long the next read may wait: ``timeout``, or less when the call's deadline comes first."""
+    def recv(self, timeout: float) -> Message:
+        """The next message, waiting ``timeout`` at most, or less when the call's deadline comes first."""
         remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
-            raise LedgerError(f"{self.node} did not finish answering within {self.budget:.0f} s; giving up")
-        return min(timeout, remaining)
+        if remaining > 0:
+            try:
+                return self.conn.recv(min(timeout, remaining))
+            except PeerUnreachable:
+                if self._deadline > time.monotonic():
+                    raise
+        raise LedgerError(f"{self.node} did not finish answering within {self.budget:.0f} s; giving up")
 
 
 class LedgerClient:
@@ -287,7 +291,7 @@ class LedgerClient:
             # Only the name goes out: the genesis is compared here, so the refusal is told from this side.
             conn.send("hello", **hello_fields(role=ROLE_CLIENT, nonce=crypto.random_bytes(8),
                                               network=self._network_name))
-            ack = conn.recv(exchange.wait(self.timeout))
+            ack = exchange.recv(self.timeout)
             if ack.type == "error":
                 raise ProtocolError(f"{self.node} refused the connection: {ack['reason']}")
             hello = PeerHello.from_message(ack)
@@ -328,7 +332,7 @@ class LedgerClient:
             if self._data_dir is None:
                 self._header_chain = HeaderChain(self.params)
             else:
-                store = HeaderStore(self.params, header_file_path(self._data_dir, self.params))
+                store = HeaderStore(self.params, header_file_path(self._data_dir, self.params, self.ip, self.port))
                 self.header_problem = store.problem
                 self._header_chain = HeaderChain(self.params, store)
         return self._header_chain
@@ -353,8 +357,8 @@ class LedgerClient:
 
     def _answer(self, conn: _Exchange, type_: str, answer_type: str, timeout: float | None = None) -> Message:
         try:
-            answer = conn.conn.recv(conn.wait(self.timeout if timeout is None else timeout))
-        except PeerUnreachable:
+            answer = conn.recv(self.timeout if timeout is None else timeout)
+        except (PeerUnreachable, LedgerError):
             raise
         except UserError as exc:
             raise LedgerError(f"{self.node} sent a bad answer: {exc}") from None
