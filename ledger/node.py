@@ -762,7 +762,7 @@ class LedgerNode:
         if hello.nonce == self.node_id:
             conn.send_error("this is a connection to the node itself")
             return
-        offset = self._clock_sample(conn.peer[0], hello)
+        offset = self._clock_sample(conn.peer[0], hello, outbound=False)
         listen_addr = (conn.peer[0], hello.listen_port) if hello.role == ROLE_PEER and hello.listen_port else None
         if hello.role == ROLE_PEER:
             with self._lock:
@@ -777,11 +777,15 @@ class LedgerNode:
         peer.send("hello_ack", **self._our_hello(ROLE_PEER))
         self._run_peer(peer)
 
-    def _clock_sample(self, ip: str, hello: PeerHello) -> float | None:
-        """Measure a gossiping peer's clock against ours (network-adjusted time); warn once per new verdict."""
+    def _clock_sample(self, ip: str, hello: PeerHello, *, outbound: bool) -> float | None:
+        """Measure a gossiping peer's clock against ours; warn once per new verdict. Only peers this node dialed
+        count towards its network-adjusted time: anyone may connect, so three strangers' addresses connecting in
+        could otherwise move this node's clock by up to MAX_ADJUST (docs/ledger-protocol.md §2.2)."""
         if hello.role != ROLE_PEER or hello.time is None:
             return None
         local = self._raw_clock()
+        if not outbound:
+            return hello.time - local
         self.nettime.add_sample(ip, hello.time, local)
         warning = self.nettime.warning()
         if warning != self._clock_warned:
@@ -835,7 +839,7 @@ class LedgerNode:
                 with self._lock:
                     self._book.own.add(addr)  # never dial it again
                 raise ProtocolError("that address is this node itself")
-            offset = self._clock_sample(conn.peer[0], hello)
+            offset = self._clock_sample(conn.peer[0], hello, outbound=True)
             peer = Peer(conn, hello, inbound=False, listen_addr=addr, config=self.config, now=time.monotonic())
             peer.clock_offset = offset
         except UserError as exc:
