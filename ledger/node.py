@@ -143,6 +143,9 @@ class NodeConfig:
     # --- work per stranger: budgets per sender IP, so 16 connections from one address buy no more than one ---
     answer_rate: float = 8 * 1024 * 1024   # bytes of answers a second per sender IP (reading waits past it)…
     answer_burst: float = 32 * 1024 * 1024  # …saved up to this many (making them costs ~10 ms a MiB)
+    announce_rate: float = 2 * 1024 * 1024  # bytes of announced blocks a second per sender IP (reading waits past
+    announce_burst: float = 16 * 1024 * 1024  # it): parsing one costs ~16 ms a MB, repeats and early ones cost
+                                           # their sender nothing else (red team 2026-12-07 night)
     handshake_rate: float = 50.0           # new connections a second per sender IP (a handshake costs ~1 ms)…
     handshake_burst: float = 200.0         # (a chat node looks up each caller over a connection of its own)
     handshake_wait: float = 2.0            # …one that would wait longer for its turn is refused
@@ -401,6 +404,7 @@ class LedgerNode:
         # Work per stranger (docs/ledger-protocol.md §6): budgets per sender IP, and one for every prover.
         self._rates = SenderBudgets(self.config.message_rate, self.config.message_burst)
         self._answers = SenderBudgets(self.config.answer_rate, self.config.answer_burst)
+        self._announced = SenderBudgets(self.config.announce_rate, self.config.announce_burst)
         self._handshakes = SenderBudgets(self.config.handshake_rate, self.config.handshake_burst)
         self._proofs_per_ip = SenderBudgets(self.config.proof_rate_per_ip, self.config.proof_burst_per_ip)
         self._proofs = TokenBucket(self.config.proof_rate, self.config.proof_burst, time.monotonic())
@@ -438,7 +442,7 @@ class LedgerNode:
         self.stats = {"rate_limited": 0, "flood_drops": 0, "silent_drops": 0, "bad_frames": 0, "invalid_blocks": 0,
                       "invalid_records": 0, "reachability_failures": 0, "records_admitted": 0, "stalls": 0,
                       "orphans_dropped": 0, "side_blocks_refused": 0, "tip_announcements": 0, "proofs_refused": 0,
-                      "connections_refused": 0}
+                      "connections_refused": 0, "announcements_slowed": 0}
         self._server: FrameServer | None = None
         self.port = port
         self._maintainer = threading.Thread(target=self._maintain_loop, name="ledger-maintain")
@@ -1775,6 +1779,13 @@ class LedgerNode:
             self._invalid_block_from(peer, str(exc))
             return
         peer.known_tip = block.hash   # nodes announce only their main-chain tips
+        # Parsing cost us ~16 ms a MB whatever the block turns out to be; a repeat, or one dated in the future by a
+        # sender whose clock says so, costs the sender nothing else: its address's byte budget slows its reading.
+        wait = self._announced.take(peer.ip, time.monotonic(), block.size)
+        if wait:
+            self.stats["announcements_slowed"] += 1
+            if self._closing.wait(wait):
+                return
         with self._lock:
             seen = block.hash in self._orphans or block.hash in self._side_seen
         if seen or self.ledger.has_block(block.hash):
