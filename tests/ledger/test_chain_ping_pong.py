@@ -1,9 +1,9 @@
 """An attacker who out-mines an idle network switches a node between two branches, one block at a time, every
 30 s (red team 2026-12-07 night). Before, every switch restarted the hold time of every block above the fork, so
 nothing above it ever became final: each switch re-applied a whole branch (node work growing with the branch,
-the attacker's one block each time) and every block of both branches stayed stored. A block now counts its hold
-from its first time on the main chain, so the branch in front when the minute is up becomes final and the other
-is parked (bounded, and shown as an alert)."""
+the attacker's one block each time) and every block of both branches stayed stored. A block now counts its total
+time on the main chain, so the branch in front once that is a minute becomes final and the other is parked
+(bounded, and shown as an alert)."""
 
 from ledger_kit import PARAMS, T0, block_on
 
