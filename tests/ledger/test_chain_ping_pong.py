@@ -7,7 +7,7 @@ time on the main chain, so the branch in front once that is a minute becomes fin
 
 from ledger_kit import PARAMS, T0, block_on
 
-from ledger.chain import Chain
+from ledger.chain import Chain, FinalityPolicy
 from ledger.defaults import FINALITY_DEPTH, FINALITY_MIN_HOLD
 
 
@@ -31,3 +31,24 @@ def test_switching_a_node_between_two_branches_does_not_stop_finality():
     # Once final, the other branch is parked and the switching stopped.
     assert switches <= 2 * (FINALITY_MIN_HOLD // 30 + FINALITY_DEPTH)
     assert len(chain.parked_branches()) == 1
+
+
+def test_a_block_back_on_the_main_chain_counts_its_earlier_time_there_not_the_time_in_between():
+    chain = Chain(PARAMS, FinalityPolicy(depth=2, seconds=10**9, min_hold=60))
+    genesis = chain.tip
+
+    def grow(parent, n, at):
+        blocks = []
+        for i in range(n):
+            block = block_on(blocks[-1].header if blocks else parent, (), at + i)
+            assert chain.add_block(block, at).status == "added"
+            blocks.append(block)
+        return blocks
+
+    a = grow(genesis, 3, T0)                 # main for 40 s
+    b = grow(genesis, 4, T0 + 40)            # then main for 30 s
+    assert chain.main_at(4).hash == b[-1].hash
+    a += grow(a[-1].header, 2, T0 + 70)      # back in front: 40 s of main time so far, 70 s since it first was
+    assert chain.main_at(5).hash == a[-1].hash and chain.final_height == 0
+    assert not chain.advance_finality(T0 + 89)
+    assert chain.advance_finality(T0 + 90) and chain.final_height >= 1
