@@ -397,6 +397,7 @@ class LedgerNode:
         self._closing = threading.Event()
         self._peers: dict[Peer, None] = {}
         self._dialing: set[Address] = set()
+        self._unmeasured: set[Address] = set()   # dialled because a stranger's report named them: clock not sampled
         self._handshaking: set[FramedSocket] = set()
         self._threads: set[threading.Thread] = set()
         self._standing = Standing(self.config.ban_seconds)
@@ -782,9 +783,10 @@ class LedgerNode:
         self._run_peer(peer)
 
     def _clock_sample(self, ip: str, hello: PeerHello, *, outbound: bool) -> float | None:
-        """Measure a gossiping peer's clock against ours; warn once per new verdict. Only peers this node dialed
-        count towards its network-adjusted time: anyone may connect, so three strangers' addresses connecting in
-        could otherwise move this node's clock by up to MAX_ADJUST (docs/ledger-protocol.md §2.2)."""
+        """Measure a gossiping peer's clock against ours; warn once per new verdict. Only peers this node chose to
+        dial count towards its network-adjusted time: anyone may connect, so three strangers' addresses connecting
+        in could otherwise move this node's clock by up to MAX_ADJUST (docs/ledger-protocol.md §2.2); nor do the
+        ledger nodes a stranger's checkpoint report had it dial."""
         if hello.role != ROLE_PEER or hello.time is None:
             return None
         local = self._raw_clock()
@@ -843,7 +845,9 @@ class LedgerNode:
                 with self._lock:
                     self._book.own.add(addr)  # never dial it again
                 raise ProtocolError("that address is this node itself")
-            offset = self._clock_sample(conn.peer[0], hello, outbound=True)
+            with self._lock:
+                chosen = addr not in self._unmeasured
+            offset = self._clock_sample(conn.peer[0], hello, outbound=chosen)
             peer = Peer(conn, hello, inbound=False, listen_addr=addr, config=self.config, now=time.monotonic())
             peer.clock_offset = offset
         except UserError as exc:
@@ -866,6 +870,7 @@ class LedgerNode:
         jitter = crypto.random_bytes(1)[0] / 256
         with self._lock:
             self._dialing.discard(addr)
+            self._unmeasured.discard(addr)
             self._threads.discard(threading.current_thread())
             if ok:
                 self._book.disconnected(addr, now, jitter)
@@ -2127,6 +2132,7 @@ class LedgerNode:
             self._book.add(addr, now)
             self._book.attempted(addr, now)
             self._dialing.add(addr)
+            self._unmeasured.add(addr)    # a stranger chose when it is dialled: its clock is not this node's sample
             thread = threading.Thread(target=self._dial, args=(addr,), name=f"ledger-evidence-{ip}")
             self._threads.add(thread)
             thread.start()

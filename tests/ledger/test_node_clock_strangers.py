@@ -42,3 +42,15 @@ def test_peers_the_node_dialed_are_still_measured(tmp_path):
         seeds = [net.node(config=config(register=False)) for _ in range(3)]
         node = net.node(config=config(register=False), seeds=[s.address for s in seeds])
         wait_until(lambda: node.status()["clock"]["samples"] == 3, what="three dialed peers measured")
+
+
+def test_a_ledger_node_dialled_because_of_a_strangers_report_is_not_measured(tmp_path):
+    with Net(tmp_path) as net:
+        ahead = net.node(config=config(register=False), clock=lambda: time.time() + SKEW)
+        node = net.node(config=config(register=False))
+        # What a checkpoint_evidence report makes the node do (ledger/checkpoint_evidence.py): dial the ledger node
+        # its own ledger names for the reported chat peer, as an ordinary peer.
+        assert node.checkpoint_evidence._dial(ahead.host, ahead.port) is not None
+        wait_until(lambda: any(p["address"] == ahead.address for p in node.status()["peers"]),
+                   what="the reported ledger node to be connected")
+        assert node.status()["clock"]["samples"] == 0
