@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # imported when a dispute mark arrives: most lookups never ne
 log = logging.getLogger("ledger.client")
 
 MAX_HEADER_ROUNDS = 500     # bounds one header sync (2000 headers a round: a million blocks)
-MAX_BRANCH = 20_000         # headers of a competing branch held (≈ 13 MB) before it is checked as a whole
+MAX_BRANCH = 20_000         # headers of a competing branch held (≈ 13 MB, each checked on arrival) before adopted
 STALE_ANSWER_RETRIES = 2    # lookups asked again when the answer's block is not on the headers synced after it
 MAX_BRANCH_RESTARTS = 2     # times one sync may see the node switch to another branch before it is refused
 CALL_TIMEOUTS = 3           # a call's answers must all arrive within this many timeouts, plus one per full batch
