@@ -133,3 +133,29 @@ def test_an_answer_trickled_one_byte_a_second_ends_at_the_frame_deadline_with_a_
     client = LedgerClient(hostile.host, hostile.port, network=PARAMS, pin_dir=tmp_path, timeout=1.0)
     with pytest.raises(PeerUnreachable, match=r"did not answer in time"):
         client.lookup("127.0.0.9")
+
+
+@pytest.mark.parametrize(("offset", "problem"), [
+    (100, None),                                             # within the 120 s a header may be ahead
+    (200, r"is dated (199|200) s in the future"),
+    ("median", "is dated before the median of the blocks before it"),
+])
+def test_header_timestamps_at_the_edges(hostile_nodes, tmp_path, offset, problem):
+    base = [GENESIS, *header_chain(GENESIS, PARAMS, 3, NOW - 100)]
+    stamp = base[-2].timestamp if offset == "median" else int(time.time()) + offset
+    chain = [*base, *header_chain(base[-1], PARAMS, 1, stamp, salt=3)]
+
+    def script(msg):
+        if msg.type == "get_checkpoint":
+            return [checkpoint()]
+        return [("headers", {"headers": after_locator(chain, msg["locator"], msg["limit"])})]
+
+    hostile = HostileLedgerNode(PARAMS, script)
+    hostile_nodes.append(hostile)
+    client = LedgerClient(hostile.host, hostile.port, network=PARAMS, pin_dir=tmp_path)
+    if problem is None:
+        assert client.sync_headers() == 4
+        return
+    with pytest.raises(LedgerError, match=problem):
+        client.sync_headers()
+    assert client.height == 0   # the whole answer refused: nothing of it stored
