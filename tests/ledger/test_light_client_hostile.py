@@ -137,7 +137,7 @@ def test_an_answer_trickled_one_byte_a_second_ends_at_the_frame_deadline_with_a_
 
 @pytest.mark.parametrize(("offset", "problem"), [
     (100, None),                                             # within the 120 s a header may be ahead
-    (200, r"is dated (199|200) s in the future"),
+    (300, r"is dated \d+ s in the future"),
     ("median", "is dated before the median of the blocks before it"),
 ])
 def test_header_timestamps_at_the_edges(hostile_nodes, tmp_path, offset, problem):
