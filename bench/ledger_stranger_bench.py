@@ -12,7 +12,15 @@ Attacks, each from one address over 16 connections (the per-address connection l
 - ``headers``: ``get_headers`` for 2,000 headers asked in lock step, every answer read;
 - ``churn``: connect, ``hello``, read the ``hello_ack``, hang up, again (16 at once);
 - ``slots``: 16 connections from each of 5 addresses kept open (every connection the node serves), then an
-  honest ``status`` from a sixth.
+  honest ``status`` from a sixth;
+- ``lookup``: ``lookup`` of a 64-character look-alike nickname in lock step (red team 2026-12-07 night);
+- ``checkpoint``: ``get_checkpoint`` for a height in lock step (the finality survey's question);
+- ``evidence``: ``checkpoint_evidence`` naming an unknown chat peer, in lock step;
+- ``reblock``: 2 peer connections (an address's share of peer slots) whose hello claims a clock years ahead,
+  each sending the same 470 KB block (500 records, dated in the future) over and over without reading;
+- ``submit``: relay-only registrations (no reachability check), each signed by the attacker just before it is
+  sent: 16 keys, each chaining updates (a fresh RSA-3072 signature per record); the node checks, pools, mines
+  them (difficulty 8 here: the network default of 20 bits makes every block cost the miner ~4,000× more).
 
 ``--baseline-code DIR`` runs the same attacks, in the same run, against a node started from another checkout
 (e.g. the code before the fixes) and prints the ratios.
@@ -36,16 +44,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ledger.blocks import Block, BlockHeader  # noqa: E402
 from ledger.client import LedgerClient  # noqa: E402
+from ledger.merkle import merkle_root  # noqa: E402
 from ledger.params import NetworkParams  # noqa: E402
-from ledger.protocol import LEDGER_PROTOCOL, ROLE_CLIENT, hello_fields  # noqa: E402
+from ledger.protocol import LEDGER_PROTOCOL, ROLE_CLIENT, ROLE_PEER, hello_fields  # noqa: E402
+from ledger.records import ZERO_HASH, make_register  # noqa: E402
 from p2pchat.foundation import crypto  # noqa: E402
 from p2pchat.foundation.errors import UserError  # noqa: E402
+from p2pchat.foundation.identity import Identity  # noqa: E402
 from p2pchat.foundation.transport import FramedSocket, connect  # noqa: E402
 from tests.conftest import free_loopback_ip, make_identities  # noqa: E402
 from tests.integration.procs import premine  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+SUBMITTERS: list[Identity] = []   # the submit attack's keys, made before any measurement
+SUBMITTED: list[int] = []         # records each submitter had accepted
+REFUSALS: list[str] = []          # the first reason a submit was refused
+FUTURE_BLOCK: list[bytes] = []    # the reblock attack's frame, made before any measurement
 PARAMS = NetworkParams(name="p2pchat", difficulty_bits=8)
 CONNECTIONS = 16
 
@@ -90,6 +106,65 @@ def lockstep(frame: bytes, seconds: float) -> Callable[[FramedSocket], None]:
     return run
 
 
+def submitter(conn: FramedSocket, identity: Identity, seconds: float) -> None:
+    """Chained relay-only updates of one key, each signed here (the attacker's cost) and read back."""
+    end = time.monotonic() + seconds
+    seq, prev, accepted = 0, ZERO_HASH, 0
+    try:
+        while time.monotonic() < end:
+            nickname = f"s{identity.fingerprint.hex()[:8]}-{seq}"
+            record = make_register(identity, network=PARAMS.name, seq=seq, prev=prev, nickname=nickname,
+                                   relay="127.0.0.1:9000", issued=int(time.time()), lifetime=86400)
+            conn.send("submit", record=record.to_wire())
+            answer = conn.recv(20)
+            if answer.type == "submit_result" and answer["accepted"]:
+                seq, prev, accepted = seq + 1, record.id, accepted + 1
+            elif not REFUSALS:
+                REFUSALS.append(str(answer.get("reason")))
+    except UserError as exc:
+        REFUSALS.append(str(exc))
+    SUBMITTED.append(accepted)
+
+
+def peer_conn(host: str, source: str) -> FramedSocket:
+    """A gossip peer's connection whose hello claims a clock years ahead (its future blocks are then excused)."""
+    conn = connect(host, 8470, LEDGER_PROTOCOL, source_ip=source, timeout=5)
+    genesis = PARAMS.genesis().header
+    conn.send("hello", **hello_fields(role=ROLE_PEER, nonce=crypto.random_bytes(8), network=PARAMS.name,
+                                      genesis=PARAMS.genesis_hash, params=PARAMS.to_wire(), height=0,
+                                      tip=genesis.hash, work=0, listen_port=None, time=int(time.time()) + 10**8))
+    ack = conn.recv(5)
+    if ack.type != "hello_ack":
+        print(f"reblock: the node answered {ack.type} {ack.get('reason') or ack.fields}", file=sys.stderr)
+    return conn
+
+
+def future_block_frame() -> bytes:
+    """A ``block`` frame of 500 relay-only records, dated ~3 years ahead (not mined: it is refused before that)."""
+    identity = SUBMITTERS[0]
+    records = [make_register(identity, network=PARAMS.name, seq=1, prev=bytes([i % 250 + 1]) * 32,
+                             nickname=f"x{i}", relay="127.0.0.1:9000", issued=int(time.time()), lifetime=86400)
+               for i in range(500)]
+    genesis = PARAMS.genesis().header
+    header = BlockHeader(version=PARAMS.version, network_id=PARAMS.network_id, height=1, prev_hash=genesis.hash,
+                         merkle_root=merkle_root([r.id for r in records]), timestamp=int(time.time()) + 10**8,
+                         target_bits=PARAMS.difficulty_bits, nonce=0)
+    return bytes(LEDGER_PROTOCOL.encode("block", block=Block(header, tuple(records)).to_wire()))
+
+
+def send_whole(frame: bytes, seconds: float) -> Callable[[FramedSocket], None]:
+    """Send ``frame`` again and again, each whole (a large frame cut short would break the stream), until time."""
+    def run(conn: FramedSocket) -> None:
+        end = time.monotonic() + seconds
+        try:
+            while (left := end - time.monotonic()) > 0:
+                conn.sock.settimeout(left)
+                conn.sock.sendall(frame)
+        except OSError:
+            return
+    return run
+
+
 def never_read(frame: bytes, seconds: float) -> Callable[[FramedSocket], None]:
     def run(conn: FramedSocket) -> None:
         end = time.monotonic() + seconds
@@ -121,11 +196,25 @@ def attack(name: str, host: str, seconds: float) -> tuple[list[FramedSocket], Ca
                 except UserError:
                     time.sleep(0.01)
         return [None] * CONNECTIONS, churn   # type: ignore[list-item]
+    if name == "reblock":   # an address gets 2 inbound peer slots
+        return [peer_conn(host, source) for _ in range(2)], send_whole(FUTURE_BLOCK[0], seconds)
     conns = [client_conn(host, source) for _ in range(CONNECTIONS)]
     if name == "prove":
         return conns, lockstep(LEDGER_PROTOCOL.encode("prove", nonce=bytes(32)), seconds)
     if name == "status":
         return conns, lockstep(LEDGER_PROTOCOL.encode("status"), seconds)
+    if name == "lookup":
+        return conns, lockstep(LEDGER_PROTOCOL.encode("lookup", by="nick", value="аео" * 21 + "x"),
+                               seconds)
+    if name == "checkpoint":
+        return conns, lockstep(LEDGER_PROTOCOL.encode("get_checkpoint", height=1000), seconds)
+    if name == "evidence":
+        return conns, lockstep(LEDGER_PROTOCOL.encode("checkpoint_evidence", peer=bytes(32), final_height=5,
+                                                      final_hash=bytes(32), tip_height=9, tip_hash=bytes(32)),
+                               seconds)
+    if name == "submit":
+        keys = iter(SUBMITTERS)
+        return conns, lambda conn: submitter(conn, next(keys), seconds)
     if name == "headers":
         return conns, lockstep(LEDGER_PROTOCOL.encode("get_headers", locator=[PARAMS.genesis_hash], limit=2000),
                                seconds)
@@ -183,24 +272,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-code", type=Path, help="another checkout to run the same attacks against")
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--attacks", default="prove,unread,status,headers,churn,slots", help="comma-separated")
+    parser.add_argument("--attacks", default="prove,unread,status,headers,churn,slots,lookup,checkpoint,evidence,"
+                                              "reblock,submit", help="comma-separated")
     args = parser.parse_args()
     codes = [ROOT] + ([args.baseline_code.resolve()] if args.baseline_code else [])
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         store = work / "store"
         store.mkdir(mode=0o700)
-        make_identities(1)[0].save(store / "identity.pem")
+        keys = make_identities(1 + CONNECTIONS)
+        keys[0].save(store / "identity.pem")
+        SUBMITTERS[:] = keys[1:]
+        FUTURE_BLOCK[:] = [future_block_frame()]
         premine(store, 2100)
-        print(f"{'attack':8} {'code':>10} {'node CPU s':>10} {'attacker CPU s':>14} {'ratio':>6} "
+        print(f"{'attack':10} {'code':>10} {'node CPU s':>10} {'attacker CPU s':>14} {'ratio':>6} "
               f"{'RSS MB':>10} {'threads':>9}  honest status")
         for name in args.attacks.split(","):
             for code in codes:
                 r = run_one(code, store, name, args.seconds, work)
                 ratio = r["node_cpu"] / max(r["attacker_cpu"], 0.01)   # type: ignore[operator]
                 label = "this" if code == ROOT else "baseline"
-                print(f"{name:8} {label:>10} {r['node_cpu']:10.2f} {r['attacker_cpu']:14.2f} {ratio:6.1f} "
-                      f"{r['rss']:>10} {r['threads']:>9}  {r['honest']}", flush=True)
+                refusal = REFUSALS[0][:80] if REFUSALS else "-"
+                extra = f"  ({sum(SUBMITTED)} records accepted; first refusal: {refusal})" if name == "submit" else ""
+                SUBMITTED.clear()
+                REFUSALS.clear()
+                print(f"{name:10} {label:>10} {r['node_cpu']:10.2f} {r['attacker_cpu']:14.2f} {ratio:6.1f} "
+                      f"{r['rss']:>10} {r['threads']:>9}  {r['honest']}{extra}", flush=True)
 
 
 if __name__ == "__main__":

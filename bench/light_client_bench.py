@@ -168,7 +168,7 @@ def run_child(mode: str, data_dir: Path) -> dict[str, float]:
 
 
 def cut_back(data_dir: Path, params: NetworkParams, count: int) -> None:
-    path = header_file_path(data_dir, params)
+    path = header_file_path(data_dir, params, HOST, PORT)
     db = sqlite3.connect(path)
     with db:
         db.execute("DELETE FROM headers WHERE height > (SELECT max(height) FROM headers) - ?", (count,))
@@ -233,7 +233,7 @@ def bench_size(count: int, work: Path, runs: int) -> dict[str, float]:
             fresh.lookup(HOST)
             fresh.close()
             cold.append(time.perf_counter() - t)
-        file_size = header_file_path(client_dir, params).stat().st_size
+        file_size = header_file_path(client_dir, params, HOST, PORT).stat().st_size
         return {
             "count": count, "height": height, "server_ready_s": server.ready_after,
             "sync_s": disk["seconds"], "sync_rate": height / disk["seconds"],

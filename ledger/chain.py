@@ -208,12 +208,14 @@ class _Bodies:
 
 
 class _Node:
-    """A block in the tree with its cumulative work; ``undo`` is set while it is on the main chain. A node
+    """A block in the tree with its cumulative work; ``undo`` is set while it is on the main chain; ``main_time``
+    is how long it was on the main chain before it was last disconnected (finality counts the hold over all its
+    times there: see :meth:`Chain._connect`). A node
     restored from a stored checkpoint holds only its packed header (parsed on demand) and reads its body
     through ``bodies``, so a long restored chain costs a few hundred bytes a block."""
 
-    __slots__ = ("__weakref__", "_block", "_header", "_packed", "bodies", "children", "hash", "height", "parent",
-                 "parked", "undo", "work")
+    __slots__ = ("__weakref__", "_block", "_header", "_packed", "bodies", "children", "hash", "height", "main_time",
+                 "parent", "parked", "undo", "work")
 
     def __init__(self, block: Block | None, parent: _Node | None, *, restored: tuple[bytes, bytes, int] | None = None,
                  bodies: _Bodies | None = None, unit_work: int = 0) -> None:
@@ -234,6 +236,7 @@ class _Node:
         self.children: list[_Node] = []
         self.undo: UndoLog | None = None
         self.parked: _Parked | None = None
+        self.main_time: float | None = None
 
     @property
     def header(self) -> BlockHeader:
@@ -268,7 +271,7 @@ class _PrefixNode(_Node):
         self.hash, self.height = block_hash, height
         self.work = prefix.unit * height
         self.children = []
-        self.undo, self.parked = None, None
+        self.undo, self.parked, self.main_time = None, None, None
 
     @property
     def parent(self) -> _Node:  # type: ignore[override]
@@ -1048,8 +1051,15 @@ class Chain:
         except LedgerError as exc:
             raise LedgerError(f"{node.header.describe()}: {exc}") from None
         if held is None:
-            # While loading, a block at or below the saved final height counts as held since forever.
-            held = self._held_hint.get(node.hash, 0.0 if node.height <= self._load_final else self._now)
+            # While loading, a block at or below the saved final height counts as held since forever. A block that
+            # was on the main chain before (a branch switched away from and back to) keeps the time it was held
+            # then: else an attacker who out-mines the network could switch the node between two branches every
+            # few seconds and keep every block above the fork from ever becoming final — each switch re-applying a
+            # whole branch and every block of both stored for good (red team 2026-12-07 night).
+            if node.main_time is not None:
+                held = self._now - node.main_time
+            else:
+                held = self._held_hint.get(node.hash, 0.0 if node.height <= self._load_final else self._now)
         self._held.append(max(held, self._held[-1]))
         self._main.append(node)
         for index, record in enumerate(records):
@@ -1060,7 +1070,7 @@ class Chain:
     def _disconnect_to(self, fork: _Node) -> None:
         while self._main[-1] is not fork:
             node = self._main.pop()
-            self._held.pop()
+            node.main_time = max(0.0, self._now - self._held.pop())   # the held time, kept for a reconnection
             if node.undo is None:
                 raise LedgerError(f"{node.header.describe()} was restored from a stored checkpoint without its undo "
                                   "log; the chain must be replayed from its blocks to disconnect it")

@@ -883,10 +883,12 @@ def _pin(data_dir: Path, params: NetworkParams, *, first: bool) -> None:
 
 def _join_checkpoint(args: argparse.Namespace, data_dir: Path, params: NetworkParams,
                      peers: Sequence[tuple[str, int]]) -> tuple[int, bytes] | None:
-    """A node with no history of its own asks every peer it was given for its newest final block and compares
-    them at the lowest final height any of them reports. Agreement pins that block as this node's checkpoint;
-    disagreement is refused unless the operator chose with ``--checkpoint`` (never the heavier one by itself)."""
+    """A node with no history of its own asks every peer it was given for its newest final block, and each peer
+    for its final block at the heights the others reported (ledger/finality_survey.py). The highest final block a
+    majority of them vouch for is pinned as this node's checkpoint; a disagreement is refused unless the operator
+    chose with ``--checkpoint`` (never the heavier one by itself)."""
     from ledger.client import LedgerClient
+    from ledger.finality_survey import FinalitySurvey
     from ledger.local_ledger import store_path
     from ledger.store import Store
 
@@ -896,43 +898,47 @@ def _join_checkpoint(args: argparse.Namespace, data_dir: Path, params: NetworkPa
         with Store(path) as store:
             if store.block_count() > 0:
                 return chosen  # history of its own: its finality decides (a --checkpoint is checked against it)
-    answers: list[tuple[str, LedgerClient, int]] = []
+    survey = FinalitySurvey()
+    clients: dict[str, LedgerClient] = {}
     for ip, port in peers:
+        address = format_address(ip, port)
         client = LedgerClient(ip, port, source_ip=args.host, network=params, timeout=5.0)
         try:
-            final_height, _, _ = client.checkpoint()
+            final_height, final_hash, _ = client.checkpoint()
         except (PeerUnreachable, LedgerError) as exc:
-            log.warning("%s did not answer the finality survey: %s", format_address(ip, port), exc)
+            log.warning("%s did not answer the finality survey: %s", _shown(address, 64), _shown(exc, 1000))
             continue
-        answers.append((format_address(ip, port), client, final_height))
-    common = min((h for _, _, h in answers), default=0)
-    if common == 0:
-        if answers:
+        survey.report(address, final_height, final_hash)
+        clients[address] = client
+    if not any(h for h, _ in survey.finals.values()):
+        if clients:
             print("ledger: no peer has final blocks yet; nothing to compare", file=sys.stderr, flush=True)
         return chosen
-    says: dict[bytes, list[str]] = {}
-    for address, client, _ in answers:
+    for address, height in survey.questions():
         try:
-            _, _, at = client.checkpoint(common)
+            _, _, at = clients[address].checkpoint(height)
         except (PeerUnreachable, LedgerError) as exc:
-            log.warning("%s did not answer the finality survey: %s", address, exc)
+            log.warning("%s did not answer the finality survey: %s", _shown(address, 64), _shown(exc, 1000))
             continue
-        if at is not None:
-            says.setdefault(at, []).append(address)
-    listing = "; ".join(f"{', '.join(who)} say{'s' if len(who) == 1 else ''} block {common} is {h.hex()}"
-                        for h, who in says.items())
+        survey.answer(address, height, at)
+    verdict = survey.verdict()
+    compared = min(verdict.conflicts) if verdict.conflicts else (verdict.checkpoint or (0, b""))[0]
+    listing = verdict.listing(compared)
     if chosen is not None:
         print(f"ledger: following the chosen checkpoint {chosen[0]}:{chosen[1].hex()[:16]} ({listing})",
               file=sys.stderr, flush=True)
         return chosen
-    if len(says) > 1:
+    if verdict.conflicts:
         log.warning("peers disagree about final history: %s", listing)
         raise CliError(f"the peers disagree about final history: {listing}. This node adopts neither by itself: "
                        "ask a member you trust which block is right and join again with --checkpoint "
-                       f"{common}:HASH (or through other peers)")
-    if not says:
+                       f"{compared}:HASH (or through other peers)")
+    if verdict.checkpoint is None:
+        print(f"ledger: no final block is vouched for by most of the {verdict.answered} peers that answered; "
+              "nothing pinned (give more peers you trust, or --checkpoint)", file=sys.stderr, flush=True)
         return None
-    digest, who = next(iter(says.items()))
+    common, digest = verdict.checkpoint
+    who = verdict.vouchers
     note = "" if len(who) > 1 else " (only one peer to compare with: give several peers to 'ledger join')"
     print(f"ledger: {len(who)} peer{'s' if len(who) > 1 else ''} agree that block {common} ({digest.hex()[:16]}) is "
           f"final; this node will only follow chains that hold it{note}", file=sys.stderr, flush=True)

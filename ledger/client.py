@@ -30,7 +30,7 @@ from ledger.network_pin import NetworkMismatch, find_pin, mismatch_message
 from ledger.params import NetworkParams
 from ledger.protocol import LEDGER_PROTOCOL, MAX_HEADERS, ROLE_CLIENT, PeerHello, check_compatible, hello_fields
 from ledger.records import Record, nickname_key
-from ledger.sync import FinalityConflict, HeaderChain
+from ledger.sync import FinalityConflict, HeaderChain, PendingBranch
 from p2pchat.foundation import crypto
 from p2pchat.foundation.addresses import LEDGER_PORT, format_address, normalize_ip
 from p2pchat.foundation.codec import Message
@@ -43,8 +43,11 @@ if TYPE_CHECKING:  # imported when a dispute mark arrives: most lookups never ne
 log = logging.getLogger("ledger.client")
 
 MAX_HEADER_ROUNDS = 500     # bounds one header sync (2000 headers a round: a million blocks)
-MAX_BRANCH = 20_000         # headers of a competing branch held (≈ 13 MB) before it is checked as a whole
+MAX_BRANCH = 20_000         # headers of a competing branch held (≈ 13 MB, each checked on arrival) before adopted
 STALE_ANSWER_RETRIES = 2    # lookups asked again when the answer's block is not on the headers synced after it
+MAX_BRANCH_RESTARTS = 2     # times one sync may see the node switch to another branch before it is refused
+CALL_TIMEOUTS = 3           # a call's answers must all arrive within this many timeouts, plus one per full batch
+                            # of checked headers (those cost the sender proof of work)
 
 
 class _StaleAnswer(LedgerError):
@@ -96,6 +99,39 @@ class VerifiedBinding:
                 "block": self.block_hash.hex(), "confirmations": self.confirmations, "node": self.node,
                 "proof": "verified", "public_key": self.public_der.hex(),
                 "disputed": self.disputed.to_json() if self.disputed is not None else None}
+
+
+class _Exchange:
+    """One call's connection and its deadline: a node that answers each frame just in time, or keeps the client
+    asking, still ends the call once the whole call's time is spent."""
+
+    def __init__(self, conn: FramedSocket, node: str, budget: float) -> None:
+        self.conn = conn
+        self.node = node
+        self.budget = budget
+        self._deadline = time.monotonic() + budget
+
+    def __enter__(self) -> _Exchange:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+
+    def extend(self, seconds: float) -> None:
+        """More time for a call that made progress the node paid for (a full batch of checked headers)."""
+        self.budget += seconds
+        self._deadline += seconds
+
+    def recv(self, timeout: float) -> Message:
+        """The next message, waiting ``timeout`` at most, or less when the call's deadline comes first."""
+        remaining = self._deadline - time.monotonic()
+        if remaining > 0:
+            try:
+                return self.conn.recv(min(timeout, remaining))
+            except PeerUnreachable:
+                if self._deadline > time.monotonic():
+                    raise
+        raise LedgerError(f"{self.node} did not finish answering within {self.budget:.0f} s; giving up")
 
 
 class LedgerClient:
@@ -177,7 +213,7 @@ class LedgerClient:
         """Hand a record to the node (it checks it like any gossiped record); returns the record id.
         Raises :class:`LedgerError` with the node's reason when it is refused."""
         # A new IP claim makes the node dial the claimed address first: allow for its timeout.
-        with self._session() as conn:
+        with self._session(extra=10.0) as conn:
             answer = self._request(conn, "submit", "submit_result", timeout=self.timeout + 10.0,
                                    record=record.to_wire())
         if not answer["accepted"]:
@@ -246,13 +282,16 @@ class LedgerClient:
 
     # --- internals -----------------------------------------------------------------------------------------
 
-    def _session(self) -> FramedSocket:
+    def _session(self, extra: float = 0.0) -> _Exchange:
+        """A connection that completed the handshake; the call must end within ``CALL_TIMEOUTS`` timeouts plus
+        ``extra`` seconds."""
         conn = connect(self.ip, self.port, LEDGER_PROTOCOL, source_ip=self.source_ip, timeout=self.timeout)
+        exchange = _Exchange(conn, self.node, CALL_TIMEOUTS * self.timeout + extra)
         try:
             # Only the name goes out: the genesis is compared here, so the refusal is told from this side.
             conn.send("hello", **hello_fields(role=ROLE_CLIENT, nonce=crypto.random_bytes(8),
                                               network=self._network_name))
-            ack = conn.recv()
+            ack = exchange.recv(self.timeout)
             if ack.type == "error":
                 raise ProtocolError(f"{self.node} refused the connection: {ack['reason']}")
             hello = PeerHello.from_message(ack)
@@ -267,7 +306,7 @@ class LedgerClient:
         except BaseException:
             conn.close()
             raise
-        return conn
+        return exchange
 
     def _adopt(self, hello: PeerHello) -> None:
         if self.params is not None:
@@ -293,7 +332,7 @@ class LedgerClient:
             if self._data_dir is None:
                 self._header_chain = HeaderChain(self.params)
             else:
-                store = HeaderStore(self.params, header_file_path(self._data_dir, self.params))
+                store = HeaderStore(self.params, header_file_path(self._data_dir, self.params, self.ip, self.port))
                 self.header_problem = store.problem
                 self._header_chain = HeaderChain(self.params, store)
         return self._header_chain
@@ -303,23 +342,23 @@ class LedgerClient:
         if self._header_chain is not None:
             self._header_chain.store.close()
 
-    def _request(self, conn: FramedSocket, type_: str, answer_type: str, *, timeout: float | None = None,
+    def _request(self, conn: _Exchange, type_: str, answer_type: str, *, timeout: float | None = None,
                  **fields: Any) -> Message:
         self._send(conn, type_, **fields)
         return self._answer(conn, type_, answer_type, timeout)
 
-    def _send(self, conn: FramedSocket, type_: str, **fields: Any) -> None:
+    def _send(self, conn: _Exchange, type_: str, **fields: Any) -> None:
         try:
-            conn.send(type_, **fields)
+            conn.conn.send(type_, **fields)
         except PeerUnreachable:
             raise
         except UserError as exc:
             raise LedgerError(f"cannot send a {type_} request to {self.node}: {exc}") from None
 
-    def _answer(self, conn: FramedSocket, type_: str, answer_type: str, timeout: float | None = None) -> Message:
+    def _answer(self, conn: _Exchange, type_: str, answer_type: str, timeout: float | None = None) -> Message:
         try:
-            answer = conn.recv(timeout)
-        except PeerUnreachable:
+            answer = conn.recv(self.timeout if timeout is None else timeout)
+        except (PeerUnreachable, LedgerError):
             raise
         except UserError as exc:
             raise LedgerError(f"{self.node} sent a bad answer: {exc}") from None
@@ -329,10 +368,11 @@ class LedgerClient:
             raise LedgerError(f"{self.node} answered {answer.type} to a {type_} request")
         return answer
 
-    def _sync(self, conn: FramedSocket) -> int:
+    def _sync(self, conn: _Exchange) -> int:
         chain = self._headers
         assert chain is not None
-        branch: list[BlockHeader] = []  # a branch forking below our tip, checked once complete
+        branch: PendingBranch | None = None  # a branch forking below our tip: checked as it arrives, adopted whole
+        restarts = 0
 
         def adopt(headers: list[BlockHeader]) -> None:
             try:
@@ -351,7 +391,7 @@ class LedgerClient:
             with self._lock:
                 ours = chain.locator()
                 tip = chain.tip.hash
-            locator = ([branch[-1].hash] if branch else []) + ours
+            locator = ([branch.tip.hash] if branch is not None else []) + ours
             if checkpoint is None:
                 self._send(conn, "get_checkpoint")
                 self._send(conn, "get_headers", locator=locator[:64], limit=MAX_HEADERS)
@@ -364,18 +404,29 @@ class LedgerClient:
             except LedgerError as exc:
                 raise LedgerError(f"{self.node} sent a malformed header: {exc}") from None
             self.headers_received += len(headers)
-            if branch and headers and headers[0].prev_hash != branch[-1].hash:
-                branch = []  # the node switched branches meanwhile: start over from our own chain
-            if not branch and headers and headers[0].prev_hash == tip:
+            if branch is not None and headers and headers[0].prev_hash != branch.tip.hash:
+                # The node switched branches meanwhile: start over from our own chain, a bounded number of times
+                # (a node resending one batch it mined once would otherwise have it checked round after round).
+                restarts += 1
+                if restarts > MAX_BRANCH_RESTARTS:
+                    raise LedgerError(f"{self.node} switched branches {restarts} times in one header sync")
+                branch = None
+            if branch is None and headers and headers[0].prev_hash == tip:
                 adopt(headers)  # extends our tip: checked batch by batch
-            else:
-                branch.extend(headers)
-                if len(branch) > MAX_BRANCH:
+            elif headers:
+                try:
+                    with self._lock:
+                        branch = branch or chain.branch_from(headers[0])
+                    branch.add(headers, time.time())
+                except LedgerError as exc:
+                    raise LedgerError(f"{self.node} sent an invalid header chain: {exc}") from None
+                if len(branch.headers) > MAX_BRANCH:
                     raise LedgerError(f"{self.node} sent a competing branch of over {MAX_BRANCH} headers")
             if len(headers) < MAX_HEADERS:
                 break
-        if branch:
-            adopt(branch)
+            conn.extend(self.timeout)   # a full batch of checked headers: the node paid its proof of work
+        if branch is not None:
+            adopt(branch.headers)
         if checkpoint is not None:
             with self._lock:
                 chain.note_final(checkpoint["final_height"], checkpoint["final_hash"])
@@ -385,7 +436,7 @@ class LedgerClient:
                  height)
         return height
 
-    def _verify(self, conn: FramedSocket, kind: str, value: str, fields: dict[str, Any]) -> VerifiedBinding:
+    def _verify(self, conn: _Exchange, kind: str, value: str, fields: dict[str, Any]) -> VerifiedBinding:
         params, chain = self.params, self._headers
         assert params is not None and chain is not None
         try:

@@ -430,7 +430,10 @@ class DisputeService:
             with self._lock:
                 self._waiting[eid] = (evidence, source, source_text, now)
                 while len(self._waiting) > self.config.waiting_limit:
-                    self._waiting.popitem(last=False)
+                    # Forgotten, not seen: a copy relayed later (once its conflict shows here) is handled again,
+                    # so a stranger filling this list with its own claims cannot hide an owner's evidence.
+                    pushed_out, _ = self._waiting.popitem(last=False)
+                    self._seen.pop(pushed_out, None)
             return "no conflict in this ledger (yet): kept to look at again when the chain changes"
         return self._consider(evidence, kinds, holder, source, source_text)
 

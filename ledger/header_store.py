@@ -1,7 +1,8 @@
 """The light client's verified headers on disk: one SQLite file per network in the data directory.
 
-``light-headers-<first 16 hex digits of the network id>.sqlite`` holds the client's verified main chain of
-headers (height → 125-byte packed header) and the newest final block a server reported on that chain. Memory
+``light-headers-<first 16 hex digits of the network id>-<node IP>-<node port>.sqlite`` (one file per node
+asked: what one node sent never stands in the way of another node's answers) holds the client's verified main
+chain of headers (height → 125-byte packed header) and the newest final block a server reported on that chain. Memory
 stays bounded whatever the chain's length: headers are read back by height when a proof or a fork check needs
 them, and the cumulative work up to a height is ``height × 2**difficulty_bits`` because every header of a
 network carries its fixed target.
@@ -45,8 +46,10 @@ class HeaderFileDamaged(LedgerError):
     """The header file cannot be used (damaged, foreign or of another network)."""
 
 
-def header_file_path(data_dir: Path, params: NetworkParams) -> Path:
-    return Path(data_dir) / f"light-headers-{params.genesis_hash.hex()[:16]}.sqlite"
+def header_file_path(data_dir: Path, params: NetworkParams, ip: str, port: int) -> Path:
+    """The header file of the node at ``ip`` (normalised) and ``port``: a hostile node's headers and final mark
+    stay in its own file, so an honest node asked through the same data directory is checked against its own."""
+    return Path(data_dir) / f"light-headers-{params.genesis_hash.hex()[:16]}-{ip.replace(':', '-')}-{port}.sqlite"
 
 
 class HeaderStore:

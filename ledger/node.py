@@ -143,6 +143,9 @@ class NodeConfig:
     # --- work per stranger: budgets per sender IP, so 16 connections from one address buy no more than one ---
     answer_rate: float = 8 * 1024 * 1024   # bytes of answers a second per sender IP (reading waits past it)…
     answer_burst: float = 32 * 1024 * 1024  # …saved up to this many (making them costs ~10 ms a MiB)
+    announce_rate: float = 2 * 1024 * 1024  # bytes of announced blocks a second per sender IP (reading waits past
+    announce_burst: float = 16 * 1024 * 1024  # it): parsing one costs ~16 ms a MB, repeats and early ones cost
+                                           # their sender nothing else (red team 2026-12-07 night)
     handshake_rate: float = 50.0           # new connections a second per sender IP (a handshake costs ~1 ms)…
     handshake_burst: float = 200.0         # (a chat node looks up each caller over a connection of its own)
     handshake_wait: float = 2.0            # …one that would wait longer for its turn is refused
@@ -394,6 +397,7 @@ class LedgerNode:
         self._closing = threading.Event()
         self._peers: dict[Peer, None] = {}
         self._dialing: set[Address] = set()
+        self._unmeasured: set[Address] = set()   # dialled because a stranger's report named them: clock not sampled
         self._handshaking: set[FramedSocket] = set()
         self._threads: set[threading.Thread] = set()
         self._standing = Standing(self.config.ban_seconds)
@@ -401,6 +405,7 @@ class LedgerNode:
         # Work per stranger (docs/ledger-protocol.md §6): budgets per sender IP, and one for every prover.
         self._rates = SenderBudgets(self.config.message_rate, self.config.message_burst)
         self._answers = SenderBudgets(self.config.answer_rate, self.config.answer_burst)
+        self._announced = SenderBudgets(self.config.announce_rate, self.config.announce_burst)
         self._handshakes = SenderBudgets(self.config.handshake_rate, self.config.handshake_burst)
         self._proofs_per_ip = SenderBudgets(self.config.proof_rate_per_ip, self.config.proof_burst_per_ip)
         self._proofs = TokenBucket(self.config.proof_rate, self.config.proof_burst, time.monotonic())
@@ -438,7 +443,7 @@ class LedgerNode:
         self.stats = {"rate_limited": 0, "flood_drops": 0, "silent_drops": 0, "bad_frames": 0, "invalid_blocks": 0,
                       "invalid_records": 0, "reachability_failures": 0, "records_admitted": 0, "stalls": 0,
                       "orphans_dropped": 0, "side_blocks_refused": 0, "tip_announcements": 0, "proofs_refused": 0,
-                      "connections_refused": 0}
+                      "connections_refused": 0, "announcements_slowed": 0}
         self._server: FrameServer | None = None
         self.port = port
         self._maintainer = threading.Thread(target=self._maintain_loop, name="ledger-maintain")
@@ -762,7 +767,7 @@ class LedgerNode:
         if hello.nonce == self.node_id:
             conn.send_error("this is a connection to the node itself")
             return
-        offset = self._clock_sample(conn.peer[0], hello)
+        offset = self._clock_sample(conn.peer[0], hello, outbound=False)
         listen_addr = (conn.peer[0], hello.listen_port) if hello.role == ROLE_PEER and hello.listen_port else None
         if hello.role == ROLE_PEER:
             with self._lock:
@@ -777,11 +782,16 @@ class LedgerNode:
         peer.send("hello_ack", **self._our_hello(ROLE_PEER))
         self._run_peer(peer)
 
-    def _clock_sample(self, ip: str, hello: PeerHello) -> float | None:
-        """Measure a gossiping peer's clock against ours (network-adjusted time); warn once per new verdict."""
+    def _clock_sample(self, ip: str, hello: PeerHello, *, outbound: bool) -> float | None:
+        """Measure a gossiping peer's clock against ours; warn once per new verdict. Only peers this node chose to
+        dial count towards its network-adjusted time: anyone may connect, so three strangers' addresses connecting
+        in could otherwise move this node's clock by up to MAX_ADJUST (docs/ledger-protocol.md §2.2); nor do the
+        ledger nodes a stranger's checkpoint report had it dial."""
         if hello.role != ROLE_PEER or hello.time is None:
             return None
         local = self._raw_clock()
+        if not outbound:
+            return hello.time - local
         self.nettime.add_sample(ip, hello.time, local)
         warning = self.nettime.warning()
         if warning != self._clock_warned:
@@ -835,7 +845,9 @@ class LedgerNode:
                 with self._lock:
                     self._book.own.add(addr)  # never dial it again
                 raise ProtocolError("that address is this node itself")
-            offset = self._clock_sample(conn.peer[0], hello)
+            with self._lock:
+                chosen = addr not in self._unmeasured
+            offset = self._clock_sample(conn.peer[0], hello, outbound=chosen)
             peer = Peer(conn, hello, inbound=False, listen_addr=addr, config=self.config, now=time.monotonic())
             peer.clock_offset = offset
         except UserError as exc:
@@ -858,6 +870,7 @@ class LedgerNode:
         jitter = crypto.random_bytes(1)[0] / 256
         with self._lock:
             self._dialing.discard(addr)
+            self._unmeasured.discard(addr)
             self._threads.discard(threading.current_thread())
             if ok:
                 self._book.disconnected(addr, now, jitter)
@@ -1771,6 +1784,13 @@ class LedgerNode:
             self._invalid_block_from(peer, str(exc))
             return
         peer.known_tip = block.hash   # nodes announce only their main-chain tips
+        # Parsing cost us ~16 ms a MB whatever the block turns out to be; a repeat, or one dated in the future by a
+        # sender whose clock says so, costs the sender nothing else: its address's byte budget slows its reading.
+        wait = self._announced.take(peer.ip, time.monotonic(), block.size)
+        if wait:
+            self.stats["announcements_slowed"] += 1
+            if self._closing.wait(wait):
+                return
         with self._lock:
             seen = block.hash in self._orphans or block.hash in self._side_seen
         if seen or self.ledger.has_block(block.hash):
@@ -2112,6 +2132,7 @@ class LedgerNode:
             self._book.add(addr, now)
             self._book.attempted(addr, now)
             self._dialing.add(addr)
+            self._unmeasured.add(addr)    # a stranger chose when it is dialled: its clock is not this node's sample
             thread = threading.Thread(target=self._dial, args=(addr,), name=f"ledger-evidence-{ip}")
             self._threads.add(thread)
             thread.start()

@@ -5,6 +5,7 @@ clocks or sockets.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from collections import OrderedDict
@@ -184,6 +185,20 @@ class AddressInfo:
     source: str | None = None     # the IP of the peer that told us about it (None: a seed or a peer itself)
 
 
+def dialable(addr: Address) -> bool:
+    """Whether a ledger node could listen at ``addr``: a unicast IP address that is not unspecified (nor, for IPv4,
+    reserved or the broadcast address), and a port above 0 (loopback and private addresses are fine: labs and
+    classes use them)."""
+    ip, port = addr
+    try:
+        parsed = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    # 240.0.0.0/4, the broadcast address among them; IPv4 only, as Python counts IPv6 ::/8 (::1 too) as reserved
+    reserved = parsed.version == 4 and parsed.is_reserved
+    return 0 < port < 65536 and not (parsed.is_unspecified or parsed.is_multicast or reserved)
+
+
 @dataclass
 class AddressBook:
     """Addresses of ledger nodes we know of, with backoff state per address.
@@ -203,8 +218,10 @@ class AddressBook:
     _per_source: dict[str, int] = field(default_factory=dict)
 
     def add(self, addr: Address, now: float, *, seed: bool = False, source: str | None = None) -> bool:
-        """Remember ``addr`` (told by the peer at IP ``source``, if any); returns True if it was new."""
-        if addr in self.own:
+        """Remember ``addr`` (told by the peer at IP ``source``, if any); returns True if it was new. An address no
+        ledger node can listen at (unspecified, multicast, broadcast or reserved, port 0) is remembered only as a
+        seed (the operator's choice): a peer's list full of them would otherwise have every node dial them."""
+        if addr in self.own or not (seed or dialable(addr)):
             return False
         info = self._book.get(addr)
         if info is not None:

@@ -151,6 +151,17 @@ class HeaderChain:
         if problem is not None:
             raise LedgerError(f"{header.describe()} {problem}")
 
+    def branch_from(self, first: BlockHeader) -> PendingBranch:
+        """Start checking a competing branch whose first header is ``first`` (it must build on a header we hold),
+        batch by batch as it arrives: a node cannot make the client hold or ask for headers that fail a check."""
+        with self.store.reading():
+            fork = first.height - 1
+            prev = self.store.at(fork)
+            if prev is None or prev.hash != first.prev_hash:
+                raise LedgerError(f"{first.describe()} builds on a block this client does not know")
+            before = self.store.range(fork + 1 - self.params.median_window, fork + 1)
+        return PendingBranch(self, prev, before)
+
     def extend(self, headers: Sequence[BlockHeader], now: float) -> tuple[int, int]:
         """Check ``headers`` (consecutive, the first building on one of ours) and adopt them if their branch
         has more work than ours from the fork point on. Returns (fork height, new height).
@@ -201,6 +212,36 @@ class HeaderChain:
                         "it (delete the light client's header file to accept it)")
             store.replace_from(fork, headers)
         return fork, new_height
+
+
+class PendingBranch:
+    """A competing branch being received (:meth:`HeaderChain.branch_from`): every header is checked on arrival
+    against the one before it (the header rules of :meth:`HeaderChain.extend`); :meth:`HeaderChain.extend` decides
+    by work once the branch is complete."""
+
+    def __init__(self, chain: HeaderChain, prev: BlockHeader, before: list[BlockHeader]) -> None:
+        self._chain = chain
+        self.headers: list[BlockHeader] = []
+        self._prev = prev
+        self._before = before
+
+    @property
+    def tip(self) -> BlockHeader:
+        return self._prev
+
+    def add(self, headers: Sequence[BlockHeader], now: float) -> None:
+        """Check ``headers`` (the next ones of the branch) and keep them; raises :class:`LedgerError` on the first
+        that fails, keeping none of the batch."""
+        window = self._chain.params.median_window
+        prev, before = self._prev, list(self._before)
+        for header in headers:
+            self._chain._check(header, prev, before, now)
+            before.append(header)
+            if len(before) > window:
+                del before[0]
+            prev = header
+        self.headers.extend(headers)
+        self._prev, self._before = prev, before
 
 
 def _median(headers: Sequence[BlockHeader], window: int) -> int:

@@ -238,3 +238,17 @@ def test_evidence_resting_on_a_private_block_is_not_shown(net):
     assert honest.status()["binding_conflicts"] == [] and honest.disputes.stats["conflicts"] == 0
     assert honest.standing_points(peer.source_ip) == 0
     peer.close()
+
+
+def test_evidence_pushed_out_of_the_waiting_list_is_handled_again_when_it_comes_back(net):
+    # Red team 2026-12-07 night: strangers' claims filling the list of evidence waiting for its conflict pushed an
+    # owner's evidence out while its id stayed "seen" for evidence_ttl, so the copies relayed once the conflict
+    # showed here were dropped as duplicates.
+    honest = net.node(config=config(register=False, disputes=DisputeConfig(waiting_limit=2)))
+    owner, stranger = net.identity(), net.identity()
+    real = Evidence(record_for(owner, free_loopback_ip(), nickname="owner", ledger_port=8470), "address")
+    assert honest.disputes.handle(real, source=object(), source_text="10.0.0.1").startswith("no conflict")
+    for i in range(2):
+        claim = Evidence(record_for(stranger, free_loopback_ip(), nickname=f"s{i}", ledger_port=8470), "address")
+        honest.disputes.handle(claim, source=object(), source_text="10.0.0.2")
+    assert honest.disputes.handle(real, source=object(), source_text="10.0.0.3") != "duplicate"

@@ -32,7 +32,7 @@ def test_a_restarted_client_asks_only_for_the_headers_after_its_stored_tip(net, 
     first = client_of(node, tmp_path)
     assert first.sync_headers() == 30 and first.headers_received == 30
     first.close()
-    assert header_file_path(tmp_path, PARAMS).is_file()
+    assert header_file_path(tmp_path, PARAMS, node.host, node.port).is_file()
     grow(node.ledger, 7)
     again = client_of(node, tmp_path)
     assert again.height == 30  # before any contact: the stored chain
@@ -54,7 +54,7 @@ def test_a_damaged_or_foreign_header_file_is_moved_aside_with_a_plain_message(ne
     client = client_of(node, tmp_path)
     client.sync_headers()
     client.close()
-    path = header_file_path(tmp_path, PARAMS)
+    path = header_file_path(tmp_path, PARAMS, node.host, node.port)
     spoil(path)
     fresh = client_of(node, tmp_path)
     assert fresh.sync_headers() == 12 and fresh.headers_received == 12
@@ -66,7 +66,7 @@ def test_a_damaged_or_foreign_header_file_is_moved_aside_with_a_plain_message(ne
 
 def test_a_header_file_of_another_network_is_not_used(tmp_path):
     other = PARAMS.__class__(name=PARAMS.name, difficulty_bits=PARAMS.difficulty_bits + 1)
-    path = header_file_path(tmp_path, PARAMS)
+    path = header_file_path(tmp_path, PARAMS, "127.0.0.1", 8470)
     HeaderStore(other, path).close()   # a file of another network under this network's name
     store = HeaderStore(PARAMS, path)
     assert store.problem is not None and "headers of another network" in store.problem
@@ -100,9 +100,14 @@ def test_a_branch_below_a_block_a_node_reported_final_is_refused_with_a_reason(n
     grow(other.ledger, 14, start=int(time.time()) - 500)   # another history from genesis, with more work
     client = client_of(honest, tmp_path)
     client.sync_headers()
-    final = HeaderChain(PARAMS, HeaderStore(PARAMS, header_file_path(tmp_path, PARAMS))).final()
+    path = header_file_path(tmp_path, PARAMS, honest.host, honest.port)
+    final = HeaderChain(PARAMS, HeaderStore(PARAMS, path)).final()
     assert final is not None and final[0] == 5
-    switched = client_of(other, tmp_path)
+    # The same node's address now serves the other history (the header file is the one of the node first asked,
+    # as for a chat node whose own ledger node moved to another address).
+    switched = client_of(honest, tmp_path)
+    assert switched.height == 10
+    switched.ip, switched.port = other.host, other.port
     with pytest.raises(LedgerError, match=r"is on another history than this client: a branch forking at block 0 .*"
                                           r"would replace block 5 .* reported final to this client; not following"):
         switched.sync_headers()

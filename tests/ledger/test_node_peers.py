@@ -77,3 +77,14 @@ def test_address_book_is_bounded_and_shares_good_addresses_first():
     assert len(book) == 3
     book.failed(("10.0.0.0", 8470), 10.0)
     assert book.sample(2) == [("10.0.0.2", 8470), ("10.0.0.1", 8470)]
+
+
+def test_an_address_no_ledger_node_can_listen_at_is_never_remembered():
+    # Red team 2026-12-07 night: a peer's list of 64 such addresses went into the book, to be dialled and shared.
+    book = AddressBook(own=set())
+    hostile = [("0.0.0.0", 8470), ("255.255.255.255", 8470), ("224.0.0.1", 8470), ("240.1.2.3", 8470),
+               ("::", 8470), ("ff02::1", 8470), ("10.0.0.1", 0), ("not an ip", 8470)]
+    assert not any(book.add(addr, 0.0, source="10.0.0.66") for addr in hostile)
+    fine = [("127.0.0.5", 8470), ("10.0.0.1", 8470), ("192.168.1.9", 9000), ("::1", 8470), ("fe80::1", 8470)]
+    assert all(book.add(addr, 0.0, source="10.0.0.66") for addr in fine)
+    assert sorted(book.due(0.0, exclude=set())) == sorted(fine)
