@@ -162,6 +162,7 @@ def _reject_ext(code: int, data: bytes) -> Any:
 SHAPE_SLACK = 16          # maps and lists a frame may hold beyond the most its schemas allow (newer optional fields)
 ITEM_SLACK = 32           # entries a map or list may have beyond the longest its schemas allow (a newer peer's
                           # optional fields; a list a few entries too long is refused by its schema, naming it)
+CONTAINER_FLOOR = 1024    # maps and lists any frame may hold under ``bytes_per_container`` (status maps, peer lists)
 
 
 def _containers(spec: Field) -> int:
@@ -208,13 +209,18 @@ class Protocol:
     Every protocol also knows the ``error`` message (``reason``: text), sent before closing a connection.
     ``bounded_shape``: a frame may hold only as many maps and lists, and lists and maps only as long, as the
     schemas allow (plus :data:`SHAPE_SLACK` containers and :data:`ITEM_SLACK` entries for a newer peer's optional
-    fields); anything more is refused while msgpack reads it, before it is built.
+    fields); anything more is refused while msgpack reads it, before it is built. ``bytes_per_container``: for a
+    protocol whose schemas allow many nested values (a block's records), a frame may hold at most
+    :data:`CONTAINER_FLOOR` maps and lists plus one per that many bytes of its body, so what msgpack builds stays
+    proportional to the bytes received.
     """
 
     def __init__(self, name: str, messages: Mapping[str, Mapping[str, Field]],
-                 max_frame: int = DEFAULT_MAX_FRAME, *, bounded_shape: bool = False) -> None:
+                 max_frame: int = DEFAULT_MAX_FRAME, *, bounded_shape: bool = False,
+                 bytes_per_container: int | None = None) -> None:
         self.name = name
         self.max_frame = max_frame
+        self.bytes_per_container = bytes_per_container
         self.messages: dict[str, Mapping[str, Field]] = {ERROR_TYPE: {"reason": Field(str, max_len=1000)}}
         self.messages.update(messages)
         self.max_containers: int | None = None
@@ -248,8 +254,12 @@ class Protocol:
         if not body:
             raise FrameError("empty frame")
         hooks: dict[str, Any] = {}
-        if self.max_containers is not None:
-            budget = _ShapeBudget(self.max_containers, self.name)
+        limit = self.max_containers
+        if self.bytes_per_container is not None:
+            by_size = CONTAINER_FLOOR + len(body) // self.bytes_per_container
+            limit = by_size if limit is None else min(limit, by_size)
+        if limit is not None:
+            budget = _ShapeBudget(limit, self.name)
             hooks = {"object_hook": budget, "list_hook": budget}
         try:
             obj = msgpack.unpackb(

@@ -1,6 +1,8 @@
 """The ledger wire protocol: docs/ledger-protocol.md's test vectors, the hello checks and frame limits."""
 
 import re
+import struct
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from ledger.params import NetworkParams, format_network_id
 from ledger.protocol import (
     LEDGER_PROTOCOL,
     MAX_FRAME,
+    MAX_GET_BLOCKS,
     REACHABILITY_CONTEXT,
     ROLE_CLIENT,
     ROLE_PEER,
@@ -134,3 +137,29 @@ def test_the_frame_limit_fits_the_largest_block_the_parameters_allow():
 def test_work_bytes_round_trip(work):
     assert work_from_bytes(work_to_bytes(work)) == work
     assert len(work_to_bytes(work)) <= 65
+
+
+def _blocks_of_empty_maps(blocks: int, maps_each: int) -> bytes:
+    """A ``blocks`` frame whose every block holds ``records``: ``maps_each`` empty maps (1 byte each on the wire)."""
+    block = b"\x81\xa7records\xdd" + struct.pack(">I", maps_each) + b"\x80" * maps_each
+    return b"\x82\xa1t\xa6blocks\xa6blocks\xdc" + struct.pack(">H", blocks) + block * blocks
+
+
+def test_a_frame_of_empty_maps_is_refused_while_it_is_read():
+    body = _blocks_of_empty_maps(10, 100_000)    # 1 MB: ~1M dicts, 68 MB of Python objects if it were built
+    tracemalloc.start()
+    try:
+        with pytest.raises(FrameError, match="more maps and lists than any ledger message may"):
+            LEDGER_PROTOCOL.decode(body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8_000_000     # the budget's ~17k containers (~1 MB), not a million dicts
+
+
+def test_the_leanest_honest_blocks_answer_fits_the_container_budget():
+    empty = {"header": bytes(125), "records": []}     # a block without records: the most maps per byte
+    answer = LEDGER_PROTOCOL.encode_body("blocks", blocks=[empty] * MAX_GET_BLOCKS)
+    assert len(LEDGER_PROTOCOL.decode(answer)["blocks"]) == MAX_GET_BLOCKS
+    small = LEDGER_PROTOCOL.encode_body("blocks", blocks=[empty])
+    assert len(LEDGER_PROTOCOL.decode(small)["blocks"]) == 1
