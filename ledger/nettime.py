@@ -6,6 +6,11 @@ peer is its time minus ours when its hello arrived; one sample is kept per peer 
 even count, the middle value nearer zero: never more correction than half the peers agree on). The node's time is
 its clock plus the measured offset when that is within ``MAX_ADJUST``; beyond that it is not corrected (a few
 addresses must not move a node's clock by hours) and the warning says so. Sans-IO: the caller passes the times.
+
+Samples come from peers this node chose to dial (``chosen``: they may correct its clock) or from peers that
+connected in (``heard``: anyone may connect in, so they never correct it). While fewer than ``MIN_SAMPLES`` peers
+were dialled — a small network, where the others connected in first — the *warning* alone is made from every
+sample, so a user whose clock is off is still told; nothing that reads the clock changes by it.
 """
 
 from __future__ import annotations
@@ -31,37 +36,64 @@ def describe_offset(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60} min"
 
 
+def _median(values: list[float]) -> float | None:
+    """The median of sorted ``values`` (of an even count, the middle value nearer zero), None below ``MIN_SAMPLES``."""
+    if len(values) < MIN_SAMPLES:
+        return None
+    mid = len(values) // 2
+    if len(values) % 2:
+        return values[mid]
+    return min(values[mid - 1], values[mid], key=abs)
+
+
 class NetworkTime:
     """Peers' clock offsets and the corrected time of this node (thread-safe)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._samples: OrderedDict[str, float] = OrderedDict()
+        self._samples: OrderedDict[str, float] = OrderedDict()     # chosen: peers this node dialled
+        self._heard: OrderedDict[str, float] = OrderedDict()       # peers that connected in (warning only)
 
-    def add_sample(self, address: str, peer_time: float, local_time: float) -> None:
-        """Record what a peer's clock said (``peer_time``) when ours said ``local_time``."""
+    def add_sample(self, address: str, peer_time: float, local_time: float, *, chosen: bool = True) -> None:
+        """Record what a peer's clock said (``peer_time``) when ours said ``local_time``; ``chosen``: this node
+        dialled the peer (see the module docstring)."""
         with self._lock:
-            self._samples.pop(address, None)
-            self._samples[address] = peer_time - local_time
-            while len(self._samples) > MAX_SAMPLES:
-                self._samples.popitem(last=False)
+            into = self._samples if chosen else self._heard
+            into.pop(address, None)
+            into[address] = peer_time - local_time
+            while len(into) > MAX_SAMPLES:
+                into.popitem(last=False)
 
     @property
     def samples(self) -> int:
+        """Dialled peers measured."""
         with self._lock:
             return len(self._samples)
 
+    @property
+    def heard(self) -> int:
+        """Peers that connected in, measured (for the warning only)."""
+        with self._lock:
+            return len(self._heard)
+
     def measured_offset(self) -> float | None:
-        """The median of the peers' offsets (their clock minus ours), or None with fewer than ``MIN_SAMPLES``."""
+        """The median of the dialled peers' offsets (their clock minus ours), or None with fewer than
+        ``MIN_SAMPLES``."""
         with self._lock:
             values = sorted(self._samples.values())
-        if len(values) < MIN_SAMPLES:
-            return None
-        mid = len(values) // 2
-        if len(values) % 2:
-            return values[mid]
-        return min(values[mid - 1], values[mid], key=abs)
+        return _median(values)
+
+    def warned_offset(self) -> float | None:
+        """The offset the warning reports: :meth:`measured_offset`, or while fewer than ``MIN_SAMPLES`` peers were
+        dialled, the median over every peer measured (a dialled peer's sample wins for its address)."""
+        measured = self.measured_offset()
+        if measured is not None:
+            return measured
+        with self._lock:
+            every = {**self._heard, **self._samples}
+        return _median(sorted(every.values()))
+
 
     def offset(self) -> float:
         """The correction applied to this node's clock: the measured offset if within ``MAX_ADJUST``, else 0."""
@@ -95,8 +127,9 @@ class NetworkTime:
         return measured is not None and measured > by
 
     def warning(self) -> str | None:
-        """A sentence for the user when this node's clock is off by more than ``WARN_OFFSET``, else None."""
-        measured = self.measured_offset()
+        """A sentence for the user when this node's clock is off by more than ``WARN_OFFSET`` (:meth:`warned_offset`),
+        else None."""
+        measured = self.warned_offset()
         if measured is None or abs(measured) <= WARN_OFFSET:
             return None
         way = "behind" if measured > 0 else "ahead of"
@@ -105,6 +138,9 @@ class NetworkTime:
             text += (" (too far off for this node to correct: " +
                      ("it refuses its peers' new blocks as dated in the future)" if measured > 0 else
                       "its peers refuse its records and blocks as dated in the future)"))
+        elif self.measured_offset() is None:
+            text += (" (measured from peers that connected to this node, which never correct its clock: it uses its"
+                     " own until it has dialled 3 peers)")
         else:
             text += " (until then this node uses its peers' median time)"
         return text
@@ -112,4 +148,4 @@ class NetworkTime:
     def status(self) -> dict[str, object]:
         measured = self.measured_offset()
         return {"offset": None if measured is None else round(measured, 1), "applied": round(self.offset(), 1),
-                "samples": self.samples, "warning": self.warning()}
+                "samples": self.samples, "heard": self.heard, "warning": self.warning()}

@@ -662,7 +662,7 @@ class LedgerNode:
                              "tip_height": s.tip_height} for s in splits]
         status["alerts"] = list(status.get("alerts") or []) + [s.describe() for s in splits]
         clock_warning = self.nettime.warning()
-        if own_info is not None and clock_warning is not None and (self.nettime.measured_offset() or 0) < 0:
+        if own_info is not None and clock_warning is not None and (self.nettime.warned_offset() or 0) < 0:
             own_info["warning"] = (f"{clock_warning}: peers refuse records and blocks dated more than "
                                    f"{self.params.max_future_seconds} s in the future, so they may not have this "
                                    "record although this node shows it")
@@ -786,13 +786,12 @@ class LedgerNode:
         """Measure a gossiping peer's clock against ours; warn once per new verdict. Only peers this node chose to
         dial count towards its network-adjusted time: anyone may connect, so three strangers' addresses connecting
         in could otherwise move this node's clock by up to MAX_ADJUST (docs/ledger-protocol.md §2.2); nor do the
-        ledger nodes a stranger's checkpoint report had it dial."""
+        ledger nodes a stranger's checkpoint report had it dial. The others inform the warning while too few
+        peers were dialled (ledger/nettime.py)."""
         if hello.role != ROLE_PEER or hello.time is None:
             return None
         local = self._raw_clock()
-        if not outbound:
-            return hello.time - local
-        self.nettime.add_sample(ip, hello.time, local)
+        self.nettime.add_sample(ip, hello.time, local, chosen=outbound)   # not chosen: for the warning only
         warning = self.nettime.warning()
         if warning != self._clock_warned:
             self._clock_warned = warning

@@ -234,7 +234,7 @@ def test_an_offer_of_a_file_accepted_before_asks_nothing_and_says_where_it_resum
     files = FileTransfers(_Node([]), _Now(), lambda s, t: notices.append((s, t)))  # type: ignore[arg-type]
     files.handle(FileOffer("s1", "ab" * 16, "big.bin", "big.bin", 3 * 1024 * 1024, "alice", resumes_at=1_048_576))
     assert files.offers == []                                   # no dialog
-    assert notices == [("s1", "alice sends big.bin (3.0 MiB) again: it resumes at byte 1,048,576")]
+    assert notices == [("s1", "alice sends «big.bin» (3.0 MiB) again: it resumes at byte 1,048,576")]
     assert files.current("s1") is not None and files.current("s1").done == 1_048_576
     files.handle(FileOffer("s1", "cd" * 16, "new.bin", "new.bin", 10, "alice"))
     assert [o.transfer for o in files.offers] == ["cd" * 16]    # a new file is asked about

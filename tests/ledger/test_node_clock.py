@@ -39,6 +39,23 @@ def test_the_median_of_peers_offsets_needs_three_peers_and_corrects_within_bound
     assert t.samples == 4
 
 
+def test_peers_that_connected_in_inform_only_the_warning_and_only_while_too_few_were_dialled():
+    t = NetworkTime(lambda: 1000.0)
+    for address in ("x", "y", "z"):
+        t.add_sample(address, 1600, 1000, chosen=False)
+    assert t.heard == 3 and t.samples == 0
+    assert t.measured_offset() is None and t.offset() == 0 and t.issue_offset() == 0 and t.now() == 1000.0
+    assert t.warned_offset() == 600
+    assert t.warning() == ("your clock is 10 min behind your peers; fix the system time (measured from peers that "
+                           "connected to this node, which never correct its clock: it uses its own until it has "
+                           "dialled 3 peers)")
+    t.add_sample("x", 1000, 1000)       # the same address dialled: its dialled sample wins for the warning
+    t.add_sample("a", 1000, 1000)
+    assert t.warned_offset() == 0       # x, a dialled at 0; y, z heard at 600: of the middle two, the one nearer 0
+    t.add_sample("b", 1000, 1000)
+    assert t.measured_offset() == 0 and t.warning() is None    # three dialled: heard samples no longer count
+
+
 def test_an_offset_beyond_the_bound_is_reported_but_not_applied():
     t = NetworkTime(lambda: 0.0)
     for ip in "abc":

@@ -30,8 +30,13 @@ def test_peers_that_connect_in_do_not_move_the_nodes_clock(tmp_path):
                 conns.append(conn)
             wait_until(lambda: len(node.status()["peers"]) >= 3, what="the three connections served")
             clock = node.status()["clock"]
-            assert clock["samples"] == 0 and clock["applied"] == 0
+            assert clock["samples"] == 0 and clock["applied"] == 0 and clock["offset"] is None
             assert abs(node.clock() - time.time()) < 5
+            # heard, for the warning alone: too few peers dialled, so the user is told what they say, and why
+            # nothing was corrected by it
+            assert clock["heard"] == 3
+            assert "your clock is 28 min ahead of your peers; fix the system time" in clock["warning"]
+            assert "peers that connected to this node, which never correct its clock" in clock["warning"]
         finally:
             for conn in conns:
                 conn.close()
