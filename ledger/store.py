@@ -47,6 +47,7 @@ from ledger.errors import LedgerError, StoreError
 from ledger.params import NetworkParams
 from ledger.prune_body import parse_stored_body
 from ledger.records import Record
+from p2pchat.foundation.datadir import slot_problem
 from p2pchat.foundation.sqlite_tx import end_transaction
 
 log = logging.getLogger(__name__)
@@ -232,6 +233,9 @@ class Store:
 
     def _open(self) -> sqlite3.Connection:
         path = self.path
+        problem = slot_problem(path)
+        if problem is not None:     # a directory, a dangling link: never moved aside, never written through
+            raise StoreError(f"the ledger database {path} {problem}")
         if path.exists() and path.stat().st_size > 0:
             with open(path, "rb") as fh:
                 head = fh.read(len(SQLITE_MAGIC))

@@ -35,6 +35,7 @@ import msgpack
 
 from p2pchat.events import FileWaiting
 from p2pchat.file_digest import file_digest
+from p2pchat.foundation.datadir import slot_problem
 from p2pchat.foundation.errors import LocalFault, UsageError, UserError
 from p2pchat.transfer import State
 from p2pchat.vault import Vault
@@ -89,6 +90,9 @@ class PendingFileStore:
 
     def load(self) -> tuple[int, list[PendingFile]]:
         """(next ref, the files) as last saved; nothing when there is no file."""
+        problem = slot_problem(self.path)
+        if problem is not None:
+            raise LocalFault(f"the list of files waiting to be sent, {self.path}, {problem}")
         try:
             blob = self.path.read_bytes()
         except FileNotFoundError:

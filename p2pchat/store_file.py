@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from p2pchat.foundation.datadir import slot_problem
 from p2pchat.foundation.errors import CryptoError, LocalFault
 from p2pchat.foundation.sqlite_tx import end_transaction
 from p2pchat.vault import Vault
@@ -68,6 +69,9 @@ def db_error(kind: StoreKind, path: Path, exc: sqlite3.DatabaseError, doing: str
 def open_store(kind: StoreKind, path: Path) -> sqlite3.Connection:
     """A connection (autocommit, any thread, busy timeout, foreign keys on) to ``path``, created, checked or
     migrated; refused with ``kind.error``."""
+    problem = slot_problem(path)
+    if problem is not None:
+        raise kind.error(f"the {kind.what} {path} {problem}")
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:

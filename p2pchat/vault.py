@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pchat.foundation import crypto
+from p2pchat.foundation.datadir import slot_problem
 from p2pchat.foundation.errors import IdentityError, LocalFault, UsageError
 from p2pchat.foundation.identity import KEY_FILE, Identity
 
@@ -186,6 +187,9 @@ def _damaged(path: Path, what: str) -> VaultError:
 
 def _read_record(data_dir: Path) -> dict[str, Any] | None:
     path = data_dir / FILE_NAME
+    problem = slot_problem(path)
+    if problem is not None:
+        raise VaultError(f"the passphrase record {path} {problem}")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

@@ -1,10 +1,14 @@
-"""Where a node keeps its identity key, ledger database and settings."""
+"""Where a node keeps its identity key, ledger database and settings, and what may stand where one of its files
+should be."""
 
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from pathlib import Path
+
+from p2pchat.foundation.errors import LocalFault
 
 APP_NAME = "p2pchat"
 
@@ -30,5 +34,33 @@ def resolve_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     else:
         path = default_data_dir()
     path = path.expanduser()
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        raise LocalFault(f"the data directory {path} is not a directory (a file of that name is in the way); "
+                         f"choose another --data-dir, or move the file aside") from None
+    except OSError as exc:
+        raise LocalFault(f"cannot use the data directory {path}: {exc.strerror or exc}") from None
     return path
+
+
+def slot_problem(path: Path) -> str | None:
+    """Why ``path`` cannot hold one of the data directory's files, in words that follow its name ("is a
+    directory"), or None: nothing is there (a new file may be made) or a regular file is (perhaps through a
+    link). A link whose target is missing is refused rather than followed: writing through it would make the
+    file somewhere else, and making a new key or store beside it would hide the one that is missing (a key kept
+    on a drive that is not mounted)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return (f"is a link to {os.readlink(path)}, which does not exist (is the drive it is on mounted?); "
+                    "p2pchat did not change it")
+        return None
+    except OSError as exc:
+        return f"cannot be examined ({exc.strerror or exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not a file; move it aside"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a device, pipe or socket); move it aside"
+    return None
