@@ -92,14 +92,7 @@ def load(data_dir: Path) -> Settings:
 
 def save(data_dir: Path, settings: Settings) -> None:
     """Write the settings atomically: readers see the old file or the new one, never a mix."""
-    path = data_dir / FILE_NAME
-    tmp = path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
-    payload = json.dumps(asdict(settings), indent=2, sort_keys=True) + "\n"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    _write_atomically(data_dir / FILE_NAME, json.dumps(asdict(settings), indent=2, sort_keys=True) + "\n")
 
 
 # ---- alerts ---------------------------------------------------------------------------------------------------
@@ -139,9 +132,15 @@ def save_alerts(data_dir: Path, alerts: Alerts) -> None:
 
 
 def _write_atomically(path: Path, payload: str) -> None:
+    """Temporary file, fsync, rename; a write the disk cannot take raises OSError and leaves the old file and no
+    temporary copy (it would hold the last bytes of a full disk)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -78,7 +78,9 @@ class Vault:
                 if not passphrase:
                     raise PassphraseNeeded(f"the history and contacts in {data_dir} are protected by a passphrase; "
                                            f"{_HOW_TO_GIVE}")
-                return cls(data_dir, _unlock(data_dir, record, passphrase))
+                keys = _unlock(data_dir, record, passphrase)
+                _finish_protecting_identity(data_dir, passphrase)
+                return cls(data_dir, keys)
             if not passphrase:
                 return cls(data_dir, None)
             vault = cls._create(data_dir, passphrase, scrypt_n, replace_plain=record is not None)
@@ -247,8 +249,20 @@ def _write_exclusive(path: Path, record: dict[str, Any]) -> bool:
         finally:
             tmp.unlink()
     except OSError as exc:
+        tmp.unlink(missing_ok=True)     # a half-written copy would hold a full disk's last bytes
         raise VaultError(f"cannot write {path}: {exc.strerror}") from None
     return True
+
+
+def _finish_protecting_identity(data_dir: Path, passphrase: str) -> None:
+    """A plain identity key beside a passphrase record: the process that set the passphrase was stopped (killed,
+    a full disk) between writing the record and saving the key again under it, so that save is done now."""
+    try:
+        plain = b"ENCRYPTED" not in (data_dir / KEY_FILE).read_bytes()
+    except OSError:
+        return      # no key yet, or one that Identity.load will refuse in its own words
+    if plain:
+        _protect_identity(data_dir, passphrase)
 
 
 def _protect_identity(data_dir: Path, passphrase: str, *, check_only: bool = False) -> None:

@@ -10,6 +10,11 @@ from pathlib import Path
 
 from p2pchat.foundation.errors import LocalFault
 
+try:
+    import fcntl
+except ImportError:      # Windows: no flock; one process per data directory is then the user's to keep
+    fcntl = None  # type: ignore[assignment]
+
 APP_NAME = "p2pchat"
 
 
@@ -64,3 +69,29 @@ def slot_problem(path: Path) -> str | None:
     if not stat.S_ISREG(st.st_mode):
         return "is not a regular file (a device, pipe or socket); move it aside"
     return None
+
+
+class DataDirLock:
+    """An ``flock`` on a file of the data directory, held while this process does what only one process may do
+    there (the ledger node's store, the chat node's waiting messages and files). Released by :meth:`release` or
+    when the process ends, however it ends (a ``kill -9`` leaves nothing to clean up)."""
+
+    def __init__(self, path: Path, busy: str) -> None:
+        """Take the lock at ``path``; ``busy`` is the refusal when another process holds it."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise LocalFault(f"cannot take the lock {path}: {exc.strerror or exc}") from None
+        self._fd: int | None = fd
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                self._fd = None
+                raise LocalFault(busy) from None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)      # closing releases the flock
+            self._fd = None
