@@ -15,10 +15,12 @@ encrypted, opened without the passphrase) is refused.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +33,7 @@ from p2pchat.foundation.errors import CryptoError, LocalFault
 from p2pchat.foundation.sqlite_tx import end_transaction
 from p2pchat.vault import Vault
 
+log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 10_000
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -77,6 +80,7 @@ def open_store(kind: StoreKind, path: Path) -> sqlite3.Connection:
     except OSError as exc:
         raise kind.error(f"cannot open the {kind.what} {path}: {exc.strerror}") from None
     try:
+        _keep_private(kind, path, fd)
         head = os.read(fd, len(_SQLITE_MAGIC))
     finally:
         os.close(fd)
@@ -99,6 +103,25 @@ def open_store(kind: StoreKind, path: Path) -> sqlite3.Connection:
         db.close()
         raise refusal(kind, path, f"is damaged ({exc})") from None
     return db
+
+
+def _keep_private(kind: StoreKind, path: Path, fd: int) -> None:
+    """A store others may read (copied, restored or made by hand with the usual umask) is made mode 0600 again,
+    its write-ahead log with it, and the user is told: without a passphrase its rows are plain text."""
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    if os.name != "posix" or not mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return
+    try:
+        os.fchmod(fd, 0o600)
+        for suffix in ("-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                side.chmod(0o600)
+    except OSError as exc:
+        raise kind.error(f"the {kind.what} {path} can be read by other users (mode {mode:o}) and p2pchat cannot "
+                         f"change that ({exc.strerror}); fix it with: chmod 600 {shlex.quote(str(path))}") from None
+    log.warning("the %s %s could be read by other users (mode %o); made it readable by you only (0600)",
+                kind.what, path, mode)
 
 
 def _opened_while_others_may_be_opening(kind: StoreKind, path: Path, db: sqlite3.Connection) -> None:
