@@ -211,3 +211,28 @@ def test_ledger_serve_refuses_a_directory_or_a_link_to_nothing_in_place_of_its_k
         assert result.returncode == 2, (name, result.stdout, result.stderr)
         assert str(path) in result.stderr, result.stderr
         assert path.is_dir() if kind == "dir" else (path.is_symlink() and not target.exists())
+
+
+def test_a_second_ledger_node_on_one_data_directory_is_refused_and_the_first_keeps_its_store(tmp_path):
+    data = tmp_path / "ledger"
+    data.mkdir()
+    make_identities(1)[0].save(data / KEY_FILE)
+    first = subprocess.Popen([sys.executable, "-m", "ledger", "serve", "--host", free_loopback_ip(), "--data-dir",
+                              str(data), "--difficulty", "8"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             cwd=ROOT, env=_env(tmp_path), text=True)
+    try:
+        assert first.stdout is not None
+        wait_until(lambda: "network id" in first.stdout.readline() or first.poll() is not None,  # type: ignore[union-attr]
+                   timeout=30, what="the first ledger node")
+        assert first.poll() is None
+        second = run(tmp_path, "serve", "--host", free_loopback_ip(), "--data-dir", str(data), "--difficulty", "8",
+                     module="ledger")
+        assert "Traceback" not in second.stderr, second.stderr
+        assert second.returncode == 2 and "another ledger node is already using" in second.stderr, second.stderr
+        assert first.poll() is None
+    finally:
+        first.terminate()
+        first.wait(timeout=30)
+    assert first.returncode == 0
+    check = run(tmp_path, "verify", "--data-dir", str(data), module="ledger", timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
