@@ -278,6 +278,10 @@ class SealedStore:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.DatabaseError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise self.kind.error(f"the {self.kind.what} {self.path} is busy: another process kept it "
+                                          f"locked for {BUSY_TIMEOUT_MS // 1000} s; nothing was changed, try again "
+                                          f"when it has finished") from None
                 raise self.kind.error(f"the {self.kind.what} {self.path} is busy or unwritable: {exc}") from None
             try:
                 if check:
