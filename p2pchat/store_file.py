@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from p2pchat.foundation.datadir import slot_problem
 from p2pchat.foundation.errors import CryptoError, LocalFault
-from p2pchat.foundation.sqlite_tx import end_transaction
+from p2pchat.foundation.sqlite_tx import end_transaction, length_problem
 from p2pchat.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -207,6 +207,9 @@ def _refuse_other(kind: StoreKind, path: Path, app_id: int, version: int, db: sq
 
 
 def _check_integrity(kind: StoreKind, path: Path, db: sqlite3.Connection) -> None:
+    problem = length_problem(path)
+    if problem is not None:
+        raise refusal(kind, path, f"is damaged ({problem})")
     result = db.execute("PRAGMA quick_check").fetchall()
     if result != [("ok",)]:
         raise refusal(kind, path, f"is damaged ({'; '.join(str(r[0]) for r in result[:3])})")

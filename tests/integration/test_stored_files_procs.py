@@ -236,3 +236,23 @@ def test_a_second_ledger_node_on_one_data_directory_is_refused_and_the_first_kee
     assert first.returncode == 0
     check = run(tmp_path, "verify", "--data-dir", str(data), module="ledger", timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize("name", ["contacts.sqlite3", "history.sqlite3", "groups.sqlite3"])
+@pytest.mark.parametrize("change", ["cut by one byte", "one page added"])
+def test_a_store_whose_length_disagrees_with_its_header_is_refused(tmp_path, name, change):
+    """quick_check passes a file cut inside its last page (SQLite reads the missing bytes as zeros, and a row's
+    last bytes lie at the page's end): the length is checked against the header first, as the ledger does."""
+    data = chat_data_dir(tmp_path / "data")
+    path = data / name
+    size = path.stat().st_size
+    if change == "cut by one byte":
+        os.truncate(path, size - 1)
+    else:
+        with path.open("ab") as fh:
+            fh.write(bytes(4096))
+    damaged = path.read_bytes()
+    command = {"contacts.sqlite3": ["contacts"], "history.sqlite3": ["history"], "groups.sqlite3": ["group", "list"]}
+    result = run(tmp_path, *command[name], "--data-dir", str(data))
+    assert_refused(result, path, "is damaged", "bytes long, but its header says", "mv ")
+    assert path.read_bytes() == damaged
