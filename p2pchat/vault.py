@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pchat.foundation import crypto
-from p2pchat.foundation.datadir import slot_problem
+from p2pchat.foundation.datadir import slot_problem, write_new_file
 from p2pchat.foundation.errors import IdentityError, LocalFault, UsageError
 from p2pchat.foundation.identity import KEY_FILE, Identity
 
@@ -234,24 +234,8 @@ def _valid_scrypt_record(record: dict[str, Any]) -> bool:
 
 def _write_exclusive(path: Path, record: dict[str, Any]) -> bool:
     """Write ``record`` as ``path`` (mode 0600) unless the file exists; False when it did."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=1)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)          # fails when the file exists: never replaces another process's record
-        except FileExistsError:
-            return False
-        finally:
-            tmp.unlink()
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)     # a half-written copy would hold a full disk's last bytes
-        raise VaultError(f"cannot write {path}: {exc.strerror}") from None
-    return True
+    return write_new_file(path, (json.dumps(record, indent=1) + "\n").encode("utf-8"),
+                          lambda reason: VaultError(f"cannot write {path}: {reason}"))
 
 
 def _finish_protecting_identity(data_dir: Path, passphrase: str) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from p2pchat.foundation.errors import LocalFault
@@ -95,3 +97,26 @@ class DataDirLock:
         if self._fd is not None:
             os.close(self._fd)      # closing releases the flock
             self._fd = None
+
+
+def write_new_file(path: Path, data: bytes, fail: Callable[[str], Exception]) -> bool:
+    """Put ``data`` at ``path`` (mode 0600) unless a file is there already (False): written whole to a file of this
+    thread's own, flushed to disk, then linked into place, so a reader sees all of it or nothing, a kill leaves no
+    half file, and of several processes making it at once exactly one succeeds. A write the disk cannot take
+    raises ``fail(reason)`` and leaves no temporary copy."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)          # fails when the file exists: never replaces another process's
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise fail(exc.strerror or str(exc)) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from p2pchat.foundation import crypto
-from p2pchat.foundation.datadir import slot_problem
+from p2pchat.foundation.datadir import slot_problem, write_new_file
 from p2pchat.foundation.errors import IdentityError
 
 if TYPE_CHECKING:
@@ -71,16 +71,8 @@ class Identity:
     def save_new(self, path: Path, passphrase: str | None = None) -> bool:
         """Write the key as ``path`` unless a file is there already (False): of two processes making a data
         directory's first key at once, one key wins and both use it."""
-        tmp = self._write_temporary(path, passphrase)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        except OSError as exc:
-            raise IdentityError(f"could not write the identity key {path}: {exc.strerror or exc}") from None
-        finally:
-            tmp.unlink(missing_ok=True)
-        return True
+        return write_new_file(path, self.to_pem(passphrase),
+                              lambda reason: IdentityError(f"could not write the identity key {path}: {reason}"))
 
     def _write_temporary(self, path: Path, passphrase: str | None) -> Path:
         """The PEM in a new file beside ``path`` (this process's own name), flushed to disk; a write the disk
