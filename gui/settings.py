@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from p2pchat.foundation.datadir import replace_file
 
 log = logging.getLogger(__name__)
 
@@ -132,15 +133,6 @@ def save_alerts(data_dir: Path, alerts: Alerts) -> None:
 
 
 def _write_atomically(path: Path, payload: str) -> None:
-    """Temporary file, fsync, rename; a write the disk cannot take raises OSError and leaves the old file and no
-    temporary copy (it would hold the last bytes of a full disk)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Temporary file, fsync, rename (foundation ``datadir.replace_file``); a write the disk cannot take raises
+    OSError and leaves the old file and no temporary copy."""
+    replace_file(path, payload.encode("utf-8"), OSError)

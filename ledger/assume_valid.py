@@ -21,7 +21,6 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from ledger.blocks import Block
 from ledger.errors import LedgerError
 from ledger.header_store import HeaderStore
 from ledger.params import NetworkParams
+from p2pchat.foundation.datadir import replace_file
 
 if TYPE_CHECKING:
     from ledger.local_ledger import LocalLedger
@@ -136,14 +136,11 @@ class AssumeValid:
         verification goes on, and a restart checks again from the last block saved."""
         data = self.status()
         data["height"], data["hash"] = self.height, self.hash.hex()
-        tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            tmp.write_text(json.dumps(data))
-            os.replace(tmp, self.path)
+            replace_file(self.path, json.dumps(data).encode("utf-8"), OSError)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             log.warning("could not save the background verification's progress in %s: %s; it goes on, and a "
-                        "restart checks again from the last block saved", self.path, exc.strerror or exc)
+                        "restart checks again from the last block saved", self.path, exc)
             return False
         return True
 

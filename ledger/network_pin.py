@@ -11,12 +11,11 @@ the same data directory and pins every parameter, so a same-named network with o
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from ledger.errors import LedgerError
 from ledger.params import NAME_PATTERN, NetworkParams
-from p2pchat.foundation.datadir import slot_problem
+from p2pchat.foundation.datadir import replace_file, slot_problem
 
 PIN_PREFIX = "network-"
 PIN_SUFFIX = ".json"
@@ -59,19 +58,10 @@ def load_pin(data_dir: Path, name: str) -> NetworkParams | None:
 def save_pin(data_dir: Path, params: NetworkParams) -> Path:
     """Pin ``params`` in ``data_dir`` (written to a temporary file, then renamed into place)."""
     path = pin_path(data_dir, params.name)
-    tmp = path.with_suffix(".tmp")
     text = json.dumps({"network_id": params.genesis_hash.hex(), "params": params.to_wire()}, indent=1,
                       sort_keys=True)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:      # a full disk: the old pin (if any) stays, no half-written copy is left
-        tmp.unlink(missing_ok=True)
-        raise LedgerError(f"could not write the pinned network id {path}: {exc.strerror or exc}") from None
+    replace_file(path, (text + "\n").encode("utf-8"),   # a full disk: the old pin (if any) stays, no copy is left
+                 lambda reason: LedgerError(f"could not write the pinned network id {path}: {reason}"))
     return path
 
 

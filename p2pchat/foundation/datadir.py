@@ -99,11 +99,10 @@ class DataDirLock:
             self._fd = None
 
 
-def write_new_file(path: Path, data: bytes, fail: Callable[[str], Exception]) -> bool:
-    """Put ``data`` at ``path`` (mode 0600) unless a file is there already (False): written whole to a file of this
-    thread's own, flushed to disk, then linked into place, so a reader sees all of it or nothing, a kill leaves no
-    half file, and of several processes making it at once exactly one succeeds. A write the disk cannot take
-    raises ``fail(reason)`` and leaves no temporary copy."""
+def write_temporary(path: Path, data: bytes, fail: Callable[[str], Exception]) -> Path:
+    """``data`` in a new file (mode 0600) beside ``path`` named for this thread, flushed to disk, to be renamed or
+    linked into place. A write the disk cannot take raises ``fail(reason)`` and leaves no temporary copy (it would
+    hold a full disk's last bytes)."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
         tmp.unlink(missing_ok=True)
@@ -112,6 +111,18 @@ def write_new_file(path: Path, data: bytes, fail: Callable[[str], Exception]) ->
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise fail(exc.strerror or str(exc)) from None
+    return tmp
+
+
+def write_new_file(path: Path, data: bytes, fail: Callable[[str], Exception]) -> bool:
+    """Put ``data`` at ``path`` (mode 0600) unless a file is there already (False): written whole first
+    (:func:`write_temporary`), then linked into place, so a reader sees all of it or nothing, a kill leaves no half
+    file, and of several processes making it at once exactly one succeeds."""
+    tmp = write_temporary(path, data, fail)
+    try:
         os.link(tmp, path)          # fails when the file exists: never replaces another process's
     except FileExistsError:
         return False
@@ -120,3 +131,15 @@ def write_new_file(path: Path, data: bytes, fail: Callable[[str], Exception]) ->
     finally:
         tmp.unlink(missing_ok=True)
     return True
+
+
+def replace_file(path: Path, data: bytes, fail: Callable[[str], Exception]) -> None:
+    """Put ``data`` at ``path`` (mode 0600) in place of what it held: written whole first (:func:`write_temporary`),
+    then renamed over it, so a reader or a kill sees the old file or the new one. A write the disk cannot take
+    raises ``fail(reason)``, leaving the old file and no temporary copy."""
+    tmp = write_temporary(path, data, fail)
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise fail(exc.strerror or str(exc)) from None

@@ -12,11 +12,12 @@ import shlex
 import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from p2pchat.foundation import crypto
-from p2pchat.foundation.datadir import slot_problem, write_new_file
+from p2pchat.foundation.datadir import replace_file, slot_problem, write_new_file
 from p2pchat.foundation.errors import IdentityError
 
 if TYPE_CHECKING:
@@ -61,34 +62,12 @@ class Identity:
     def save(self, path: Path, passphrase: str | None = None) -> None:
         """Write the key atomically with mode 0600 (never world- or group-readable, even briefly), replacing
         what ``path`` held."""
-        tmp = self._write_temporary(path, passphrase)
-        try:
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise IdentityError(f"could not write the identity key {path}: {exc.strerror or exc}") from None
+        replace_file(path, self.to_pem(passphrase), _cannot_write(path))
 
     def save_new(self, path: Path, passphrase: str | None = None) -> bool:
         """Write the key as ``path`` unless a file is there already (False): of two processes making a data
         directory's first key at once, one key wins and both use it."""
-        return write_new_file(path, self.to_pem(passphrase),
-                              lambda reason: IdentityError(f"could not write the identity key {path}: {reason}"))
-
-    def _write_temporary(self, path: Path, passphrase: str | None) -> Path:
-        """The PEM in a new file beside ``path`` (this process's own name), flushed to disk; a write the disk
-        cannot take leaves nothing behind."""
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-        tmp.unlink(missing_ok=True)
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(self.to_pem(passphrase))
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise IdentityError(f"could not write the identity key {path}: {exc.strerror or exc}") from None
-        return tmp
+        return write_new_file(path, self.to_pem(passphrase), _cannot_write(path))
 
     @classmethod
     def load(cls, path: Path, passphrase: str | None = None) -> Identity:
@@ -150,6 +129,10 @@ class Identity:
 
     def __repr__(self) -> str:
         return f"Identity({self.short_fingerprint})"
+
+
+def _cannot_write(path: Path) -> Callable[[str], IdentityError]:
+    return lambda reason: IdentityError(f"could not write the identity key {path}: {reason}")
 
 
 def _aside_command(path: Path) -> str:
