@@ -256,3 +256,15 @@ def test_a_store_whose_length_disagrees_with_its_header_is_refused(tmp_path, nam
     result = run(tmp_path, *command[name], "--data-dir", str(data))
     assert_refused(result, path, "is damaged", "bytes long, but its header says", "mv ")
     assert path.read_bytes() == damaged
+
+
+def test_a_waiting_file_list_of_a_newer_format_is_refused_not_read_as_this_one(tmp_path):
+    import msgpack
+
+    data = chat_data_dir(tmp_path / "data")
+    path = data / "outgoing-files.bin"
+    newer = msgpack.packb({"format": 2, "next": 1, "files": []}, use_bin_type=True)
+    path.write_bytes(newer)      # no passphrase here: the list is stored plain
+    result = run(tmp_path, *listen_args(data))
+    assert_refused(result, path, "newer p2pchat (format 2", "did not change it")
+    assert path.read_bytes() == newer
