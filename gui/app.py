@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import tkinter
@@ -203,7 +204,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None, *, host_watch: 
         passphrase = _passphrase(args)
         view = StartupView(app.root, lambda: app is not None and app.close_requested)
         first_run: FirstRunChoice | None = None
-        if (data_dir / KEY_FILE).exists():
+        if os.path.lexists(data_dir / KEY_FILE):     # a link to nothing too: refused, not taken for a first run
             identity = Identity.load(data_dir / KEY_FILE, passphrase)
         else:
             if not _arg(args, "nickname"):

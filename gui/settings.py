@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from p2pchat.foundation.datadir import replace_file
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +93,7 @@ def load(data_dir: Path) -> Settings:
 
 def save(data_dir: Path, settings: Settings) -> None:
     """Write the settings atomically: readers see the old file or the new one, never a mix."""
-    path = data_dir / FILE_NAME
-    tmp = path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
-    payload = json.dumps(asdict(settings), indent=2, sort_keys=True) + "\n"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    _write_atomically(data_dir / FILE_NAME, json.dumps(asdict(settings), indent=2, sort_keys=True) + "\n")
 
 
 # ---- alerts ---------------------------------------------------------------------------------------------------
@@ -139,9 +133,6 @@ def save_alerts(data_dir: Path, alerts: Alerts) -> None:
 
 
 def _write_atomically(path: Path, payload: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Temporary file, fsync, rename (foundation ``datadir.replace_file``); a write the disk cannot take raises
+    OSError and leaves the old file and no temporary copy."""
+    replace_file(path, payload.encode("utf-8"), OSError)

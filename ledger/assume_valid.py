@@ -21,7 +21,6 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from ledger.blocks import Block
 from ledger.errors import LedgerError
 from ledger.header_store import HeaderStore
 from ledger.params import NetworkParams
+from p2pchat.foundation.datadir import replace_file
 
 if TYPE_CHECKING:
     from ledger.local_ledger import LocalLedger
@@ -78,7 +78,9 @@ class AssumeValid:
             raise LedgerError(f"the peer's verified header chain has {found} at block {height}, not the agreed "
                               f"checkpoint {block_hash.hex()}; refusing to assume its history valid")
         av = cls(progress_path(data_dir, params), height, block_hash, headers=headers)
-        av.save()
+        if not av.save():   # without the file a restart would take the history as checked: do not start
+            raise LedgerError(f"could not write {av.path}, which keeps the background verification's progress "
+                              "(is the disk full?)")
         return av
 
     @classmethod
@@ -128,13 +130,19 @@ class AssumeValid:
             if problem is not None:
                 self.problem = problem
 
-    def save(self) -> None:
-        """Replace the progress file (written to a temporary file first: a crash leaves the old or the new)."""
+    def save(self) -> bool:
+        """Replace the progress file (written to a temporary file first: a crash leaves the old or the new). A
+        write the disk cannot take is logged and leaves the old file and no temporary copy (False): the
+        verification goes on, and a restart checks again from the last block saved."""
         data = self.status()
         data["height"], data["hash"] = self.height, self.hash.hex()
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.path)
+        try:
+            replace_file(self.path, json.dumps(data).encode("utf-8"), OSError)
+        except OSError as exc:
+            log.warning("could not save the background verification's progress in %s: %s; it goes on, and a "
+                        "restart checks again from the last block saved", self.path, exc)
+            return False
+        return True
 
 
 class BackgroundVerifier:

@@ -28,6 +28,7 @@ from pathlib import Path
 from ledger.blocks import HEADER_SIZE, BlockHeader
 from ledger.errors import LedgerError
 from ledger.params import NetworkParams
+from p2pchat.foundation.datadir import slot_problem
 from p2pchat.foundation.sqlite_tx import end_transaction
 
 log = logging.getLogger("ledger.headers")
@@ -80,6 +81,9 @@ class HeaderStore:
 
     def _open(self) -> sqlite3.Connection:
         target = ":memory:" if self.path is None else str(self.path)
+        problem = None if self.path is None else slot_problem(self.path)
+        if problem is not None:     # a directory, a link to nothing (SQLite would create the file at its target)
+            raise HeaderFileDamaged(problem.split(";")[0])
         fresh = self.path is None or not self.path.exists() or self.path.stat().st_size == 0
         try:
             db = sqlite3.connect(target, timeout=10.0, isolation_level=None, check_same_thread=False)

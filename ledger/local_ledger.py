@@ -300,9 +300,13 @@ class LocalLedger:
     # --- startup -------------------------------------------------------------------------------------------
 
     def _take_process_lock(self) -> Any:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         lock_path = self.path.with_name(self.path.name + ".lock")
-        fh = open(lock_path, "a+b")
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fh = open(lock_path, "a+b")
+        except OSError as exc:    # a file where the directory should be, a directory where the lock should be
+            raise StoreError(f"cannot take the lock {lock_path} of the ledger database: "
+                             f"{exc.strerror or exc}") from None
         if fcntl is not None:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

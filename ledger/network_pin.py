@@ -11,11 +11,11 @@ the same data directory and pins every parameter, so a same-named network with o
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from ledger.errors import LedgerError
 from ledger.params import NAME_PATTERN, NetworkParams
+from p2pchat.foundation.datadir import replace_file, slot_problem
 
 PIN_PREFIX = "network-"
 PIN_SUFFIX = ".json"
@@ -33,12 +33,17 @@ def load_pin(data_dir: Path, name: str) -> NetworkParams | None:
     """The pinned parameters of network ``name`` in ``data_dir``, None if it was never pinned there.
     Raises :class:`LedgerError` if the pin file is damaged (its parameters must give its network id)."""
     path = pin_path(data_dir, name)
+    problem = slot_problem(path)
+    if problem is not None:
+        raise LedgerError(f"the pinned network id {path} {problem}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        raise LedgerError(f"cannot read the pinned network id in {path}: {exc}") from None
+    except OSError as exc:
+        raise LedgerError(f"cannot read the pinned network id in {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:       # not UTF-8 (UnicodeDecodeError is one), not JSON: cut short or overwritten
+        raise LedgerError(f"{path} is damaged ({exc}); delete it and join again with --network-id") from None
     try:
         params = NetworkParams.from_wire(data["params"])
         stated = str(data["network_id"])
@@ -53,15 +58,10 @@ def load_pin(data_dir: Path, name: str) -> NetworkParams | None:
 def save_pin(data_dir: Path, params: NetworkParams) -> Path:
     """Pin ``params`` in ``data_dir`` (written to a temporary file, then renamed into place)."""
     path = pin_path(data_dir, params.name)
-    tmp = path.with_suffix(".tmp")
     text = json.dumps({"network_id": params.genesis_hash.hex(), "params": params.to_wire()}, indent=1,
                       sort_keys=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    replace_file(path, (text + "\n").encode("utf-8"),   # a full disk: the old pin (if any) stays, no copy is left
+                 lambda reason: LedgerError(f"could not write the pinned network id {path}: {reason}"))
     return path
 
 

@@ -129,7 +129,7 @@ def next_key(data_dir: Path, passphrase: str | None, own: OwnRecord) -> Identity
     """The key to rotate to: the one a previous, unfinished attempt left in ``identity.next.pem`` (so a second
     attempt never loses it), else a new key written there (PKCS#8, mode 0600, same passphrase)."""
     path = Path(data_dir) / NEXT_KEY_FILE
-    if path.exists():
+    if os.path.lexists(path):       # a link to nothing too: refused by load, never replaced by another new key
         log.info("reusing the new key left by an earlier rotation attempt in %s", path)
         return Identity.load(path, passphrase)
     new = Identity.generate()

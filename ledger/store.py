@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import struct
 import threading
 import time
 from collections.abc import Container, Iterable, Iterator, Sequence
@@ -47,7 +46,8 @@ from ledger.errors import LedgerError, StoreError
 from ledger.params import NetworkParams
 from ledger.prune_body import parse_stored_body
 from ledger.records import Record
-from p2pchat.foundation.sqlite_tx import end_transaction
+from p2pchat.foundation.datadir import slot_problem
+from p2pchat.foundation.sqlite_tx import end_transaction, length_problem
 
 log = logging.getLogger(__name__)
 APPLICATION_ID = 0x50324C47  # "P2LG"
@@ -232,6 +232,9 @@ class Store:
 
     def _open(self) -> sqlite3.Connection:
         path = self.path
+        problem = slot_problem(path)
+        if problem is not None:     # a directory, a dangling link: never moved aside, never written through
+            raise StoreError(f"the ledger database {path} {problem}")
         if path.exists() and path.stat().st_size > 0:
             with open(path, "rb") as fh:
                 head = fh.read(len(SQLITE_MAGIC))
@@ -340,23 +343,9 @@ class Store:
     def _cheap_check(self, conn: sqlite3.Connection) -> None:
         """The open check after a clean shutdown: constant time in the chain's length (docs/ledger.md)."""
         path = self.path
-        wal = path.with_name(path.name + "-wal")
-        with open(path, "rb") as fh:
-            header = fh.read(100)
-        if len(header) < 100:
-            raise _Damaged(f"the ledger database {path} is damaged (its header is cut short)", foreign=False)
-        page_size, = struct.unpack(">H", header[16:18])
-        page_size = 65536 if page_size == 1 else page_size
-        change, pages = struct.unpack(">II", header[24:32])
-        valid_for, = struct.unpack(">I", header[92:96])
-        # The header's page count is SQLite's own (kept in step since 3.7.0 when the two counters agree); after
-        # a clean shutdown the write-ahead log is folded into the file, so the file holds exactly those pages.
-        if valid_for == change and pages and not (wal.exists() and wal.stat().st_size > 0):
-            size = path.stat().st_size
-            if size != pages * page_size:
-                raise _Damaged(f"the ledger database {path} is damaged (it is {size} bytes long, but its header "
-                               f"says {pages} pages of {page_size} bytes: cut short, extended or overwritten)",
-                               foreign=False)
+        problem = length_problem(path)
+        if problem is not None:
+            raise _Damaged(f"the ledger database {path} is damaged ({problem})", foreign=False)
         for table in SMALL_TABLES:
             problem = _quick_check(conn, table)
             if problem is not None:

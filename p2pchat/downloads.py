@@ -199,7 +199,16 @@ class Partial:
         # unbuffered: a chunk goes to the file in one write from where it lies (a buffered file copied each
         # chunk's last few KiB into its buffer and wrote them with the next chunk, one system call more)
         self._fh = os.fdopen(fd, "r+b", buffering=0)
-        self._state_fd = os.open(self._state_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        self._state_fd = -1
+        try:
+            # [redstate] the resume record: a directory or a link in its place, or a disk that cannot take it, is
+            # a local fault in plain words (it escaped as an OSError, an internal error, with both files left open)
+            self._state_fd = os.open(self._state_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
+                                     0o600)
+        except OSError as exc:
+            self._close()
+            raise LocalFault(f"cannot write the resume record {self._state_path} of a download: "
+                             f"{exc.strerror or exc}") from None
         self._hash = new_hasher(size, root)
         # the verified prefix is hashed again (a hash state cannot be stored); anything after it is cut off. For a
         # root its whole pieces are hashed on every core (file_digest.piece_digests), the rest in order below
@@ -227,7 +236,12 @@ class Partial:
             self._fh.truncate()
         self.written = self.offset          # on disk and hashed (the writer thread's)
         self._recorded = self.offset        # in the state record
-        self._save_state()
+        try:
+            self._save_state()
+        except OSError as exc:
+            self._close()
+            raise LocalFault(f"cannot write the resume record {self._state_path} of a download: "
+                             f"{exc.strerror or exc}") from None
         self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue()
         self._queued = 0                    # bytes in the queue (the reader adds, the writer takes away)
         self._queued_lock = threading.Lock()

@@ -35,6 +35,7 @@ import msgpack
 
 from p2pchat.events import FileWaiting
 from p2pchat.file_digest import file_digest
+from p2pchat.foundation.datadir import slot_problem
 from p2pchat.foundation.errors import LocalFault, UsageError, UserError
 from p2pchat.transfer import State
 from p2pchat.vault import Vault
@@ -89,6 +90,9 @@ class PendingFileStore:
 
     def load(self) -> tuple[int, list[PendingFile]]:
         """(next ref, the files) as last saved; nothing when there is no file."""
+        problem = slot_problem(self.path)
+        if problem is not None:
+            raise LocalFault(f"the list of files waiting to be sent, {self.path}, {problem}")
         try:
             blob = self.path.read_bytes()
         except FileNotFoundError:
@@ -99,6 +103,11 @@ class PendingFileStore:
             # with a passphrase only a sealed list is taken: a plain one put here would name files to send
             plain = self.vault.open_sealed(_AAD, blob) if self.vault.encrypted else blob
             state = msgpack.unpackb(plain, raw=False)
+            written = state.get("format")
+            if written != FORMAT:       # [redstate] a newer p2pchat's list is not read as this one's
+                raise ValueError(f"it was written by a newer p2pchat (format {written}; this one reads format "
+                                 f"{FORMAT})" if isinstance(written, int) and written > FORMAT
+                                 else f"unknown format {written!r}")
             files = [PendingFile(**{**f, "sha256": bytes(f["sha256"])}) for f in state["files"]]
             return int(state["next"]), files
         except Exception as exc:     # a torn, altered or foreign file: refused, never overwritten

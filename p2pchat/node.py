@@ -36,6 +36,7 @@ from p2pchat.downloads import Downloads
 from p2pchat.events import Event, NodeError, Notice, PadModeChanged, Presence, SessionInfo, StepRefused
 from p2pchat.file_resume import FileResume, PendingFile
 from p2pchat.foundation.addresses import CHAT_PORT, LEDGER_PORT, format_address, parse_address
+from p2pchat.foundation.datadir import DataDirLock
 from p2pchat.foundation.errors import UsageError, UserError
 from p2pchat.foundation.host_address import HostFollower, HostWatch
 from p2pchat.foundation.identity import Identity
@@ -58,6 +59,7 @@ from p2pchat.transfer import DEFAULT_MAX_SIZE
 from p2pchat.vault import Vault
 
 log = logging.getLogger(__name__)
+OUTBOX_LOCK = "outbox.lock"     # held by the one process that delivers what waits in a data directory (below)
 
 
 class ChatNode:
@@ -160,11 +162,21 @@ class ChatNode:
         self.groups: GroupService | None = None        # [groups, issue 18] with the outbox, in a data directory
         self.resume: FileResume | None = None          # [file resume, issue 16] with the outbox, in a data directory
         self._group_dir = (data_dir, vault) if data_dir is not None and vault is not None else None
+        # [redstate] One process per data directory keeps its waiting texts, files and group frames: two would
+        # both send a waiting text, and each rewrite the list of waiting files over the other's.
+        self._outbox_lock: DataDirLock | None = None
         if self._outbox_wanted and self._group_dir is not None:     # [file resume, issue 16] files kept for contacts
             try:
+                self._outbox_lock = DataDirLock(
+                    self._group_dir[0] / OUTBOX_LOCK,
+                    f"another p2pchat (listen, bot or the window) is already running with the data directory "
+                    f"{self._group_dir[0]}: it delivers the messages and files waiting there. Use that one, or stop it "
+                    f"first ('p2pchat chat' and 'p2pchat send' may run beside it)")
                 self.resume = FileResume.in_data_dir(self, *self._group_dir, submit=self._rt.submit,
                                                      emit=self._rt.emit)
             except UserError:
+                if self._outbox_lock is not None:
+                    self._outbox_lock.release()
                 for store in (self.contacts, self.history):
                     if store is not None:
                         store.close()
@@ -307,6 +319,8 @@ class ChatNode:
             self._rt.history.close()          # after every session thread: nothing more is recorded
         if self.history is not None:
             self.history.close()
+        if self._outbox_lock is not None:
+            self._outbox_lock.release()
 
     def __enter__(self) -> ChatNode:
         self.start()

@@ -38,6 +38,7 @@ except ImportError:          # Windows: one process per data directory is assume
     fcntl = None  # type: ignore[assignment]
 
 from p2pchat.foundation import crypto
+from p2pchat.foundation.datadir import replace_file
 from p2pchat.foundation.errors import UserError
 
 FORMAT = 1
@@ -140,10 +141,11 @@ def _fsync_dir(directory: Path) -> None:
 
 def replace_durably(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that after a crash at any point ``path`` holds either the old or the new
-    content: temporary file, fsync, rename over, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
-    _write_file(tmp, data)
-    os.replace(tmp, path)
+    content: temporary file, fsync, rename over (foundation ``datadir.replace_file``), fsync the directory. A write
+    the disk cannot take is a :class:`PadError` and leaves the old record: the bytes it would have spent are
+    neither sent nor shown."""
+    replace_file(path, data, lambda reason: PadError(f"could not write {path}: {reason}; the pad bytes it would "
+                                                     "have recorded as spent were not used"))
     _fsync_dir(path.parent)
 
 

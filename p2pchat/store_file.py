@@ -15,10 +15,12 @@ encrypted, opened without the passphrase) is refused.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,10 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from p2pchat.foundation.datadir import slot_problem
 from p2pchat.foundation.errors import CryptoError, LocalFault
-from p2pchat.foundation.sqlite_tx import end_transaction
+from p2pchat.foundation.sqlite_tx import end_transaction, length_problem
 from p2pchat.vault import Vault
 
+log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 10_000
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -68,11 +72,15 @@ def db_error(kind: StoreKind, path: Path, exc: sqlite3.DatabaseError, doing: str
 def open_store(kind: StoreKind, path: Path) -> sqlite3.Connection:
     """A connection (autocommit, any thread, busy timeout, foreign keys on) to ``path``, created, checked or
     migrated; refused with ``kind.error``."""
+    problem = slot_problem(path)
+    if problem is not None:
+        raise kind.error(f"the {kind.what} {path} {problem}")
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise kind.error(f"cannot open the {kind.what} {path}: {exc.strerror}") from None
     try:
+        _keep_private(kind, path, fd)
         head = os.read(fd, len(_SQLITE_MAGIC))
     finally:
         os.close(fd)
@@ -95,6 +103,25 @@ def open_store(kind: StoreKind, path: Path) -> sqlite3.Connection:
         db.close()
         raise refusal(kind, path, f"is damaged ({exc})") from None
     return db
+
+
+def _keep_private(kind: StoreKind, path: Path, fd: int) -> None:
+    """A store others may read (copied, restored or made by hand with the usual umask) is made mode 0600 again,
+    its write-ahead log with it, and the user is told: without a passphrase its rows are plain text."""
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    if os.name != "posix" or not mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return
+    try:
+        os.fchmod(fd, 0o600)
+        for suffix in ("-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                side.chmod(0o600)
+    except OSError as exc:
+        raise kind.error(f"the {kind.what} {path} can be read by other users (mode {mode:o}) and p2pchat cannot "
+                         f"change that ({exc.strerror}); fix it with: chmod 600 {shlex.quote(str(path))}") from None
+    log.warning("the %s %s could be read by other users (mode %o); made it readable by you only (0600)",
+                kind.what, path, mode)
 
 
 def _opened_while_others_may_be_opening(kind: StoreKind, path: Path, db: sqlite3.Connection) -> None:
@@ -180,6 +207,9 @@ def _refuse_other(kind: StoreKind, path: Path, app_id: int, version: int, db: sq
 
 
 def _check_integrity(kind: StoreKind, path: Path, db: sqlite3.Connection) -> None:
+    problem = length_problem(path)
+    if problem is not None:
+        raise refusal(kind, path, f"is damaged ({problem})")
     result = db.execute("PRAGMA quick_check").fetchall()
     if result != [("ok",)]:
         raise refusal(kind, path, f"is damaged ({'; '.join(str(r[0]) for r in result[:3])})")
@@ -251,6 +281,10 @@ class SealedStore:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.DatabaseError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise self.kind.error(f"the {self.kind.what} {self.path} is busy: another process kept it "
+                                          f"locked for {BUSY_TIMEOUT_MS // 1000} s; nothing was changed, try again "
+                                          f"when it has finished") from None
                 raise self.kind.error(f"the {self.kind.what} {self.path} is busy or unwritable: {exc}") from None
             try:
                 if check:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pchat.foundation import crypto
+from p2pchat.foundation.datadir import slot_problem, write_new_file
 from p2pchat.foundation.errors import IdentityError, LocalFault, UsageError
 from p2pchat.foundation.identity import KEY_FILE, Identity
 
@@ -77,7 +78,9 @@ class Vault:
                 if not passphrase:
                     raise PassphraseNeeded(f"the history and contacts in {data_dir} are protected by a passphrase; "
                                            f"{_HOW_TO_GIVE}")
-                return cls(data_dir, _unlock(data_dir, record, passphrase))
+                keys = _unlock(data_dir, record, passphrase)
+                _finish_protecting_identity(data_dir, passphrase)
+                return cls(data_dir, keys)
             if not passphrase:
                 return cls(data_dir, None)
             vault = cls._create(data_dir, passphrase, scrypt_n, replace_plain=record is not None)
@@ -186,6 +189,9 @@ def _damaged(path: Path, what: str) -> VaultError:
 
 def _read_record(data_dir: Path) -> dict[str, Any] | None:
     path = data_dir / FILE_NAME
+    problem = slot_problem(path)
+    if problem is not None:
+        raise VaultError(f"the passphrase record {path} {problem}")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -228,23 +234,19 @@ def _valid_scrypt_record(record: dict[str, Any]) -> bool:
 
 def _write_exclusive(path: Path, record: dict[str, Any]) -> bool:
     """Write ``record`` as ``path`` (mode 0600) unless the file exists; False when it did."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    return write_new_file(path, (json.dumps(record, indent=1) + "\n").encode("utf-8"),
+                          lambda reason: VaultError(f"cannot write {path}: {reason}"))
+
+
+def _finish_protecting_identity(data_dir: Path, passphrase: str) -> None:
+    """A plain identity key beside a passphrase record: the process that set the passphrase was stopped (killed,
+    a full disk) between writing the record and saving the key again under it, so that save is done now."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=1)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)          # fails when the file exists: never replaces another process's record
-        except FileExistsError:
-            return False
-        finally:
-            tmp.unlink()
-    except OSError as exc:
-        raise VaultError(f"cannot write {path}: {exc.strerror}") from None
-    return True
+        plain = b"ENCRYPTED" not in (data_dir / KEY_FILE).read_bytes()
+    except OSError:
+        return      # no key yet, or one that Identity.load will refuse in its own words
+    if plain:
+        _protect_identity(data_dir, passphrase)
 
 
 def _protect_identity(data_dir: Path, passphrase: str, *, check_only: bool = False) -> None:

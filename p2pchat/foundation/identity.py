@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from p2pchat.foundation import crypto
+from p2pchat.foundation.datadir import replace_file, slot_problem, write_new_file
 from p2pchat.foundation.errors import IdentityError
 
 if TYPE_CHECKING:
@@ -57,22 +60,21 @@ class Identity:
         return self._key.export_key(format="PEM", pkcs=8)
 
     def save(self, path: Path, passphrase: str | None = None) -> None:
-        """Write the key atomically with mode 0600 (never world- or group-readable, even briefly)."""
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(self.to_pem(passphrase))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        """Write the key atomically with mode 0600 (never world- or group-readable, even briefly), replacing
+        what ``path`` held."""
+        replace_file(path, self.to_pem(passphrase), _cannot_write(path))
+
+    def save_new(self, path: Path, passphrase: str | None = None) -> bool:
+        """Write the key as ``path`` unless a file is there already (False): of two processes making a data
+        directory's first key at once, one key wins and both use it."""
+        return write_new_file(path, self.to_pem(passphrase), _cannot_write(path))
 
     @classmethod
     def load(cls, path: Path, passphrase: str | None = None) -> Identity:
         """Read a key file; refuses files that others can read, wrong passphrases and non-keys."""
+        problem = slot_problem(path)
+        if problem is not None:
+            raise IdentityError(f"the identity key {path} {problem}")
         try:
             st = path.stat()
         except FileNotFoundError:
@@ -81,7 +83,10 @@ class Identity:
             raise IdentityError(
                 f"the identity key {path} can be read by other users (mode {stat.S_IMODE(st.st_mode):o}); "
                 f"fix it with: chmod 600 '{path}'")
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise IdentityError(f"cannot read the identity key {path}: {exc.strerror or exc}") from None
         encrypted = b"ENCRYPTED" in data
         if encrypted and not passphrase:
             raise IdentityError(f"the identity key {path} is protected by a passphrase; give it with "
@@ -91,7 +96,10 @@ class Identity:
         except (ValueError, IndexError, TypeError):
             if encrypted:
                 raise IdentityError(f"wrong passphrase for the identity key {path}") from None
-            raise IdentityError(f"{path} is not a readable RSA private key") from None
+            raise IdentityError(f"the identity key {path} is damaged (not a readable RSA private key); p2pchat did "
+                                f"not change it. Restore it from a backup; moving it aside makes a new key "
+                                f"next time, a new identity your contacts and the ledger do not know: "
+                                f"{_aside_command(path)}") from None
         if not key.has_private():
             raise IdentityError(f"{path} holds a public key only; an identity needs the private key")
         if key.size_in_bits() < crypto.MIN_RSA_BITS:
@@ -107,15 +115,26 @@ class Identity:
         from p2pchat.foundation import keygen
 
         path = data_dir / KEY_FILE
-        if path.exists():
+        if os.path.lexists(path):      # a dangling link too: refused by load, never replaced by a new key
             return cls.load(path, passphrase)
         started = time.monotonic()
         ident = cls(keygen.generate_identity_key(progress=progress.tick if progress is not None else None, stop=stop))
         if progress is not None:
             progress.done(time.monotonic() - started)
-        ident.save(path, passphrase)
+        if not ident.save_new(path, passphrase):
+            log.info("another process made the identity key %s meanwhile; using it", path)
+            return cls.load(path, passphrase)
         log.info("created identity key %s (fingerprint %s)", path, ident.short_fingerprint)
         return ident
 
     def __repr__(self) -> str:
         return f"Identity({self.short_fingerprint})"
+
+
+def _cannot_write(path: Path) -> Callable[[str], IdentityError]:
+    return lambda reason: IdentityError(f"could not write the identity key {path}: {reason}")
+
+
+def _aside_command(path: Path) -> str:
+    aside = f"{path}.bad-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"mv {shlex.quote(str(path))} {shlex.quote(aside)}"

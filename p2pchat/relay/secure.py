@@ -28,7 +28,6 @@ nothing more in clear than end-to-end ciphertext, for GHASH instead of a second 
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 import threading
@@ -38,6 +37,7 @@ from pathlib import Path
 from p2pchat.display import quote_peer
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import CLEAR_BOX_MIN, HEADER, BoxedFrame, Frame, Message, Protocol
+from p2pchat.foundation.datadir import slot_problem, write_new_file
 from p2pchat.foundation.errors import CryptoError, FrameError, PeerUnreachable, ProtocolError, UserError
 from p2pchat.foundation.transport import FramedSocket, _os_reason, _send_now, _wait_ready
 from p2pchat.relay.protocol import RelayError
@@ -86,22 +86,38 @@ class RelayKey:
 
     @classmethod
     def load_or_create(cls, path: Path) -> RelayKey:
-        """The key stored at ``path`` (64 hex digits of the private key), created there (mode 0600) if absent."""
+        """The key stored at ``path`` (64 hex digits of the private key), created there (mode 0600) if absent:
+        written whole to a file of this process's own, then linked into place, so a kill or a full disk never
+        leaves half a key (which would refuse every later start, and a new key is refused by every client that
+        pinned the old one) and of two relays starting at once one key wins and both use it."""
+        problem = slot_problem(path)
+        if problem is not None:
+            raise UserError(f"the relay key {path} {problem}")
         try:
             text = path.read_text().strip()
         except FileNotFoundError:
             key = cls()
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(key._private.hex() + "\n")
-            return key
-        except OSError as exc:
-            raise UserError(f"cannot read the relay key {path}: {_os_reason(exc)}") from None
+            if key._save_new(path):
+                return key
+            return cls.load_or_create(path)      # another relay made it meanwhile
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = _os_reason(exc) if isinstance(exc, OSError) else "it is not text"
+            raise UserError(f"cannot read the relay key {path}: {reason}") from None
         try:
             return cls(bytes.fromhex(text))
         except (ValueError, CryptoError):
-            raise UserError(f"{path} does not hold a relay key (64 hex digits)") from None
+            raise UserError(f"{path} does not hold a relay key (64 hex digits); it was not changed. Restore it from "
+                            "a backup: a relay with a new key is refused by every client that pinned this one "
+                            "(moving it aside makes a new key at the next start)") from None
+
+    def _save_new(self, path: Path) -> bool:
+        def fail(reason: str) -> UserError:
+            return UserError(f"could not write the relay key {path}: {reason}")
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise fail(_os_reason(exc)) from None
+        return write_new_file(path, (self._private.hex() + "\n").encode(), fail)
 
     def __repr__(self) -> str:
         return f"RelayKey(public={self.public.hex()})"

@@ -117,3 +117,27 @@ def test_the_vectors_of_docs_history_md_hold():
     assert sealed.hex() == ("01000000000000000000000000"
                             "82dadb9c2f7aae426891e2923a29e0726d6cb11a7275c824fa75889ea38856393bc3dad0651d1e0abe90f95500ca")
     assert v.open_sealed(aad, sealed) == body
+
+
+def test_a_plain_key_left_beside_a_passphrase_record_is_protected_at_the_next_open(tmp_path, identities):
+    """[redstate] A process stopped (kill -9, a full disk) between writing the passphrase record and saving the
+    key again under it left the key plain; the next open with the passphrase finishes the job."""
+    Vault.open(tmp_path, "set now", scrypt_n=FAST)          # the record, no key yet
+    identities[0].save(tmp_path / KEY_FILE)                  # the key as the stopped process left it: plain
+    assert Vault.open(tmp_path, "set now", scrypt_n=FAST).encrypted
+    assert b"ENCRYPTED" in (tmp_path / KEY_FILE).read_bytes()
+    assert Identity.load(tmp_path / KEY_FILE, "set now").fingerprint == identities[0].fingerprint
+    with pytest.raises(WrongPassphrase):
+        Vault.open(tmp_path, "another one", scrypt_n=FAST)    # a wrong passphrase touches nothing
+    assert Identity.load(tmp_path / KEY_FILE, "set now").fingerprint == identities[0].fingerprint
+
+
+def test_a_directory_or_a_link_to_nothing_in_place_of_the_record_is_refused_and_left(tmp_path):
+    (tmp_path / FILE_NAME).mkdir()
+    with pytest.raises(VaultError, match="is a directory"):
+        Vault.open(tmp_path, "pw", scrypt_n=FAST)
+    (tmp_path / FILE_NAME).rmdir()
+    (tmp_path / FILE_NAME).symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(VaultError, match="does not exist"):
+        Vault.open(tmp_path, None)
+    assert (tmp_path / FILE_NAME).is_symlink() and not (tmp_path / "elsewhere.json").exists()
