@@ -585,11 +585,14 @@ class ListenView:
         sid = ev.info.session if isinstance(ev, SessionUpdated) else getattr(ev, "session", None)
         if not sid or sid in self.chats:
             return False
+        return self.opened_by_node(sid) and not (isinstance(ev, StepResult) and ev.ok and ev.step == Step.AGREE_KEY)
+
+    def opened_by_node(self, sid: str) -> bool:
+        """The node opened this chat by itself (to deliver waiting texts, or to reconnect), not a person."""
         try:
-            automatic = self.node.session_info(sid).automatic
+            return self.node.session_info(sid).automatic
         except UserError:
             return False
-        return automatic and not (isinstance(ev, StepResult) and ev.ok and ev.step == Step.AGREE_KEY)
 
     def ready_list(self) -> str:
         ready = [str(c.number) for c in self.by_number.values() if c.state == "ready"]
@@ -790,7 +793,8 @@ def run_listen(node: ChatNode, *, stdin_fd: int, out: TextIO, accept_all: bool, 
                group: str | None = None) -> int:
     """``p2pchat listen``: wait for chats, ask accept/reject (or accept all), show messages, send typed lines to
     the chat the user chose with ``/to N`` (``group``: else to that group, as ``/gsay GROUP`` would). Runs until
-    ``/quit``, Ctrl-C or SIGTERM (``once``: until the first chat ends). Returns the exit code."""
+    ``/quit``, Ctrl-C or SIGTERM (``once``: until the first chat ends, not counting the chats the node opens by
+    itself to deliver waiting texts). Returns the exit code."""
     p = Printer(out)
     inp = LineInput(stdin_fd)
     where = node.address if node.listen else f"relay {node.relay} only"
@@ -810,8 +814,8 @@ def run_listen(node: ChatNode, *, stdin_fd: int, out: TextIO, accept_all: bool, 
             ev = next_event(node, 0 if not inp.eof else POLL_SECONDS)
             while ev is not None:
                 view.on_event(ev)
-                if once and isinstance(ev, SessionEnded):
-                    return 0
+                if once and isinstance(ev, SessionEnded) and not view.opened_by_node(ev.session):
+                    return 0        # the first chat a person had; not the node's own call to deliver waiting texts
                 ev = next_event(node, 0)
             for line in inp.read_lines(0 if inp.eof else POLL_SECONDS):
                 if not view.on_line(line):

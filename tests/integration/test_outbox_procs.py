@@ -35,7 +35,9 @@ def test_texts_for_an_offline_contact_wait_and_a_dropped_chat_reconnects(tmp_pat
             assert first.wait_exit() == 0, first.output()
             carol.stop()
 
-            bob = start("listen", "--host", b, "--data-dir", bob_dir)
+            # --once: the chats bob's node opens by itself (each failed call, the delivery, the reconnect) are not
+            # "the first chat"; before, the first failed call to carol ended bob's process
+            bob = start("listen", "--host", b, "--once", "--data-dir", bob_dir)
             bob.wait_for("Waiting for chats")
             bob.write(f"/msg {carol_fp[:12]} first while you were away", f"/msg {carol_fp[:12]} second")
             bob.wait_for("cannot be reached now")
