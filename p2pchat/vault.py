@@ -35,9 +35,9 @@ from p2pchat.foundation.identity import KEY_FILE, Identity
 
 FILE_NAME = "vault.json"
 FORMAT = 1
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 17, 8, 1
+SCRYPT_N, SCRYPT_R, SCRYPT_P = crypto.SCRYPT_N, crypto.SCRYPT_R, crypto.SCRYPT_P    # as the key file's
 MAX_SCRYPT_N = 1 << 22          # a file asking for more (4 GiB at r = 8) is refused, not obeyed
-SALT_LEN = 16
+SALT_LEN = crypto.SCRYPT_SALT_LEN
 SEALED_VERSION = 1
 _KEYS_INFO = b"p2pchat/vault/1\x00keys"
 _NONCE = crypto.GCM_NONCE_LEN
