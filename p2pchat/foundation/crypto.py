@@ -25,6 +25,7 @@ from p2pchat.foundation.fingerprint_text import format_fingerprint as format_fin
 if TYPE_CHECKING:
     from Crypto.Cipher import AES
     from Crypto.Hash import SHA256
+    from Crypto.IO._PBES import ProtParams
     from Crypto.Math.Numbers import Integer
     from Crypto.Protocol.DH import import_x25519_private_key, import_x25519_public_key, key_agreement
     from Crypto.Protocol.KDF import HKDF
@@ -213,7 +214,7 @@ def export_private(key: RsaKey, passphrase: str | None = None) -> bytes:
     16-byte salt: pinned here, not left to the library's defaults) and AES-256-GCM."""
     if not passphrase:
         return bytes(key.export_key(format="PEM", pkcs=8))
-    params = {"iteration_count": SCRYPT_N, "block_size": SCRYPT_R, "parallelization": SCRYPT_P,
+    params: ProtParams = {"iteration_count": SCRYPT_N, "block_size": SCRYPT_R, "parallelization": SCRYPT_P,
               "salt_size": SCRYPT_SALT_LEN}
     return bytes(key.export_key(format="PEM", pkcs=8, passphrase=passphrase, protection=PKCS8_PROTECTION,
                                 prot_params=params))
