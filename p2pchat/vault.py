@@ -240,18 +240,20 @@ def _write_exclusive(path: Path, record: dict[str, Any]) -> bool:
 
 def _finish_protecting_identity(data_dir: Path, passphrase: str) -> None:
     """A plain identity key beside a passphrase record: the process that set the passphrase was stopped (killed,
-    a full disk) between writing the record and saving the key again under it, so that save is done now."""
+    a full disk) between writing the record and saving the key again under it, so that save is done now. A key
+    protected below the current scrypt cost is saved again at it."""
     try:
-        plain = b"ENCRYPTED" not in (data_dir / KEY_FILE).read_bytes()
+        data = (data_dir / KEY_FILE).read_bytes()
     except OSError:
         return      # no key yet, or one that Identity.load will refuse in its own words
-    if plain:
+    if b"ENCRYPTED" not in data or crypto.private_pem_weaker_than_policy(data):
         _protect_identity(data_dir, passphrase)
 
 
 def _protect_identity(data_dir: Path, passphrase: str, *, check_only: bool = False) -> None:
     """An identity key protected already must open with this passphrase (one passphrase for everything); a plain
-    one is saved again under it (unless ``check_only``: before the record is made)."""
+    one, or one protected below the current scrypt cost, is saved again under it (unless ``check_only``: before
+    the record is made)."""
     path = data_dir / KEY_FILE
     try:
         data = path.read_bytes()
@@ -261,12 +263,19 @@ def _protect_identity(data_dir: Path, passphrase: str, *, check_only: bool = Fal
         raise VaultError(f"cannot read the identity key {path}: {exc.strerror}") from None
     if b"ENCRYPTED" in data:
         try:
-            Identity.load(path, passphrase)
+            identity = Identity.load(path, passphrase)
         except IdentityError as exc:
             if "wrong passphrase" in str(exc):
                 raise WrongPassphrase(f"wrong passphrase: the identity key {path} is protected by another one, "
                                       f"and one passphrase protects the key, history and contacts") from None
             raise
+        if not check_only and crypto.private_pem_weaker_than_policy(data):
+            # written under weaker scrypt parameters (an older pycryptodome's defaults): saved again at the
+            # vault's cost, or the key file would be the cheaper way to guess the passphrase (crypto review)
+            try:
+                identity.save(path, passphrase)
+            except (OSError, IdentityError) as exc:
+                log.warning("the identity key %s was not re-encrypted at the current cost: %s", path, exc)
         return
     if check_only:
         return

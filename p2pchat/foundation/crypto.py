@@ -220,6 +220,33 @@ def export_private(key: RsaKey, passphrase: str | None = None) -> bytes:
                                 prot_params=params))
 
 
+_PBES2_OID, _SCRYPT_OID = "1.2.840.113549.1.5.13", "1.3.6.1.4.1.11591.4.11"
+
+
+def private_pem_weaker_than_policy(pem: bytes) -> bool:
+    """Whether an encrypted PKCS#8 PEM was protected below :func:`export_private`'s parameters (another KDF, a
+    smaller scrypt N or r, a shorter salt): e.g. a key file written with an older pycryptodome's defaults (N = 2^14,
+    an 8-byte salt), which the same passphrase's attacker would attack instead of the vault. False for a file that
+    is not an encrypted PKCS#8 PEM (nothing to strengthen)."""
+    from Crypto.IO import PEM
+    from Crypto.Util.asn1 import DerObjectId, DerOctetString, DerSequence
+
+    try:
+        der, marker, _ = PEM.decode(pem.decode("ascii"))
+        if marker != "ENCRYPTED PRIVATE KEY":
+            return False
+        pbes2 = DerSequence().decode(DerSequence().decode(der)[0])      # EncryptedPrivateKeyInfo.algorithm
+        if DerObjectId().decode(pbes2[0]).value != _PBES2_OID:
+            return True
+        kdf = DerSequence().decode(DerSequence().decode(pbes2[1])[0])   # PBES2-params.keyDerivationFunc
+        if DerObjectId().decode(kdf[0]).value != _SCRYPT_OID:
+            return True
+        salt, n, r = DerSequence().decode(kdf[1])[:3]                   # scrypt-params (RFC 7914 §7)
+        return len(DerOctetString().decode(salt).payload) < SCRYPT_SALT_LEN or int(n) < SCRYPT_N or int(r) < SCRYPT_R
+    except (ValueError, IndexError, TypeError, UnicodeDecodeError):
+        return False
+
+
 def fingerprint(pub_der: bytes) -> bytes:
     """SHA-256 of the DER public key: the identity's fingerprint."""
     return sha256(pub_der)

@@ -245,3 +245,58 @@ def test_at_the_last_epoch_the_sender_stops_where_the_receiver_would_refuse_and_
     assert _texts(b.receive(CHAT.decode(bytes(frames[0])[4:]))) == ["the last text under the last key"]
     with pytest.raises(ChannelError, match="reconnect"):
         a.send_text("one too many", 2.0)
+
+
+# --- PSS parameters: salt length and MGF are fixed, not whatever a signer chose ---------------------------------
+
+@pytest.mark.parametrize("salt_bytes", [0, 20, 64])
+def test_a_pss_signature_with_another_salt_length_does_not_verify(identities, salt_bytes):
+    from Crypto.Hash import SHA256
+    from Crypto.Signature import pss
+
+    a = identities[0]
+    message = SHA256.new(crypto.DOMAIN + b"chat-auth\x00" + b"data")
+    sig = pss.new(a._key, salt_bytes=salt_bytes).sign(message)
+    pss.new(a._key.public_key(), salt_bytes=salt_bytes).verify(message, sig)     # a valid PSS signature ...
+    assert not crypto.is_valid_signature(a.public_der, "chat-auth", b"data", sig)  # ... but not ours
+
+
+def test_a_pss_signature_with_mgf1_sha1_or_a_sha1_digest_does_not_verify(identities):
+    from Crypto.Hash import SHA1, SHA256
+    from Crypto.Signature import pss
+    from Crypto.Signature.pss import MGF1
+
+    a = identities[0]
+    data = crypto.DOMAIN + b"chat-auth\x00" + b"data"
+    sha1_mgf = pss.new(a._key, mask_func=lambda seed, n: MGF1(seed, n, SHA1)).sign(SHA256.new(data))
+    sha1_digest = pss.new(a._key).sign(SHA1.new(data))
+    for sig in (sha1_mgf, sha1_digest):
+        assert not crypto.is_valid_signature(a.public_der, "chat-auth", b"data", sig)
+    good = a.sign("chat-auth", b"data")
+    for bad in (good[:-1], good + b"\x00", b"\x00" + good[1:], (int.from_bytes(good, "big") + int(a._key.n))
+                .to_bytes(len(good) + 1, "big")):
+        assert not crypto.is_valid_signature(a.public_der, "chat-auth", b"data", bad)
+
+
+def test_a_key_file_under_an_older_librarys_weaker_scrypt_is_strengthened_when_the_vault_opens(identities, tmp_path):
+    from p2pchat.vault import Vault
+
+    path = tmp_path / "identity.pem"
+    weak = identities[3]._key.export_key(format="PEM", pkcs=8, passphrase="correct horse",
+                                         protection="scryptAndAES256-GCM",
+                                         prot_params={"iteration_count": 1 << 14, "salt_size": 8})
+    path.write_bytes(weak)
+    os.chmod(path, 0o600)
+    assert _pbes2_scrypt_params(weak)[:2] == (8, 1 << 14)
+    assert crypto.private_pem_weaker_than_policy(weak)
+    assert not crypto.private_pem_weaker_than_policy(identities[3].to_pem("correct horse"))
+    assert not crypto.private_pem_weaker_than_policy(identities[3].to_pem())
+
+    Vault.open(tmp_path, "correct horse", scrypt_n=1 << 4)
+    assert _pbes2_scrypt_params(path.read_bytes()) == (16, crypto.SCRYPT_N, 8, 1)
+    assert Identity.load(path, "correct horse").public_der == identities[3].public_der
+    assert os.stat(path).st_mode & 0o077 == 0
+
+    path.write_bytes(weak)          # and when the directory had its passphrase already (the record exists)
+    Vault.open(tmp_path, "correct horse", scrypt_n=1 << 4)
+    assert _pbes2_scrypt_params(path.read_bytes()) == (16, crypto.SCRYPT_N, 8, 1)
