@@ -63,6 +63,8 @@ class Vault:
     def __init__(self, data_dir: Path, keys: tuple[bytes, bytes, bytes] | None) -> None:
         self.data_dir = Path(data_dir)
         self._keys = keys
+        if keys is not None:
+            crypto.keep_keys_out_of_core_dumps()
 
     # --- opening ----------------------------------------------------------------------------------------
 

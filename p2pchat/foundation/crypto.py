@@ -75,6 +75,28 @@ else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+_core_dumps_off = False
+
+
+def keep_keys_out_of_core_dumps() -> None:
+    """Make this process write no core dump (RLIMIT_CORE 0, soft and hard), once: Python cannot overwrite the
+    ``bytes`` a key lives in, so a crash of a process holding a private key or session keys would otherwise put
+    them on disk (systemd-coredump and apport honour the limit too). Called when a process first holds a long-lived
+    key (:class:`p2pchat.foundation.identity.Identity`, a relay's static key, an unlocked vault)."""
+    global _core_dumps_off
+    if _core_dumps_off:
+        return
+    _core_dumps_off = True
+    try:
+        import resource
+    except ImportError:         # not a POSIX system
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ValueError, OSError):    # a sandbox that refuses; the process goes on as before
+        pass
+
+
 def random_bytes(n: int) -> bytes:
     """``n`` bytes from the operating system's CSPRNG (``os.urandom``, which is what pycryptodome's
     ``get_random_bytes`` is: calling it directly spares a nonce the import of pycryptodome's ctypes back end)."""

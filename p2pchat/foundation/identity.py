@@ -33,6 +33,7 @@ class Identity:
     def __init__(self, key: crypto.RsaKey) -> None:
         if not key.has_private():
             raise ValueError("an identity needs a private key")
+        crypto.keep_keys_out_of_core_dumps()
         self._key = key
         self.public_der = crypto.public_der(key)
         self.fingerprint = crypto.fingerprint(self.public_der)

@@ -77,6 +77,7 @@ class RelayKey:
     """The relay's static X25519 key pair. ``private`` fixes it (tests, vectors); otherwise a fresh one."""
 
     def __init__(self, private: bytes | None = None) -> None:
+        crypto.keep_keys_out_of_core_dumps()
         self._private = crypto.x25519_private() if private is None else private
         self._key = crypto.EphemeralKey(self._private)
         self.public = self._key.public

@@ -300,3 +300,23 @@ def test_a_key_file_under_an_older_librarys_weaker_scrypt_is_strengthened_when_t
     path.write_bytes(weak)          # and when the directory had its passphrase already (the record exists)
     Vault.open(tmp_path, "correct horse", scrypt_n=1 << 4)
     assert _pbes2_scrypt_params(path.read_bytes()) == (16, crypto.SCRYPT_N, 8, 1)
+
+
+# --- core dumps ------------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(os.name != "posix", reason="core dump limits are POSIX")
+def test_a_process_that_loads_its_identity_key_writes_no_core_dump(identities, tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "identity.pem"
+    identities[4].save(path)
+    script = ("import resource, sys\nfrom pathlib import Path\nfrom p2pchat.foundation.identity import Identity\n"
+              "soft, hard = resource.getrlimit(resource.RLIMIT_CORE)\n"
+              "resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))   # as a shell with ulimit -c unlimited\n"
+              "print(*resource.getrlimit(resource.RLIMIT_CORE))\n"
+              "Identity.load(Path(sys.argv[1]))\n"
+              "print(*resource.getrlimit(resource.RLIMIT_CORE))\n")
+    _, after = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                                   timeout=60, cwd=ROOT, check=True).stdout.splitlines()
+    assert after == "0 0"         # soft and hard: nothing in the process can turn core dumps back on
