@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from p2pchat.foundation import crypto
-from p2pchat.foundation.datadir import replace_file, slot_problem, write_new_file
+from p2pchat.foundation.datadir import exposure_problem, replace_file, slot_problem, write_new_file
 from p2pchat.foundation.errors import IdentityError
 
 if TYPE_CHECKING:
@@ -77,10 +76,9 @@ class Identity:
             st = path.stat()
         except FileNotFoundError:
             raise IdentityError(f"no identity key at {path}") from None
-        if os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise IdentityError(
-                f"the identity key {path} can be read by other users (mode {stat.S_IMODE(st.st_mode):o}); "
-                f"fix it with: chmod 600 '{path}'")
+        exposed = exposure_problem(st, path)
+        if exposed is not None:
+            raise IdentityError(f"the identity key {path} {exposed}")
         try:
             data = path.read_bytes()
         except OSError as exc:

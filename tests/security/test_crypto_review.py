@@ -320,3 +320,22 @@ def test_a_process_that_loads_its_identity_key_writes_no_core_dump(identities, t
     _, after = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
                                    timeout=60, cwd=ROOT, check=True).stdout.splitlines()
     assert after == "0 0"         # soft and hard: nothing in the process can turn core dumps back on
+
+
+# --- private keys at rest: mode 0600 ---------------------------------------------------------------------------
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660])
+def test_a_relay_key_file_others_can_read_is_refused_like_an_identity_key(tmp_path, mode):
+    from p2pchat.foundation.errors import UserError
+    from p2pchat.relay.secure import RelayKey
+
+    path = tmp_path / "relay_key"
+    key = RelayKey.load_or_create(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    os.chmod(path, mode)
+    with pytest.raises(UserError, match="chmod 600"):
+        RelayKey.load_or_create(path)
+    assert path.read_text().strip() == key._private.hex()        # not replaced
+    os.chmod(path, 0o600)
+    assert RelayKey.load_or_create(path).public == key.public
