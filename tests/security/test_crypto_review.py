@@ -339,3 +339,14 @@ def test_a_relay_key_file_others_can_read_is_refused_like_an_identity_key(tmp_pa
     assert path.read_text().strip() == key._private.hex()        # not replaced
     os.chmod(path, 0o600)
     assert RelayKey.load_or_create(path).public == key.public
+
+
+def test_the_stores_sealing_labels_are_distinct_and_prefix_free():
+    """One vault key seals every store's values: each store's AAD label must tell its values from every other's."""
+    from p2pchat import contacts, file_resume, group_store, history
+
+    labels = [contacts._AAD, file_resume._AAD, group_store._AAD, history._AAD_PEER, history._AAD_MESSAGE]
+    for i, a in enumerate(labels):
+        assert a.endswith(b"\x00")
+        for b in labels[i + 1:]:
+            assert not a.startswith(b) and not b.startswith(a), (a, b)
