@@ -350,3 +350,17 @@ def test_the_stores_sealing_labels_are_distinct_and_prefix_free():
         assert a.endswith(b"\x00")
         for b in labels[i + 1:]:
             assert not a.startswith(b) and not b.startswith(a), (a, b)
+
+
+def test_every_hkdf_label_names_one_purpose():
+    """Keys derived for one purpose (session keys, the ratchet, the relay link and pair records, the vault) never
+    equal keys for another, even from the same secret: their HKDF infos are distinct and none a prefix of another
+    (the ratchet appends direction and epoch, the relay link its two purposes)."""
+    from p2pchat import channel, chat_protocol, handshake, vault
+
+    infos = [handshake.KEYS_INFO, channel.RATCHET_INFO + chat_protocol.DIRECTION_I2R,
+             channel.RATCHET_INFO + chat_protocol.DIRECTION_R2I, crypto.RELAY_LINK_CONTEXT + b"keys",
+             crypto.RELAY_LINK_CONTEXT + b"pair", vault._KEYS_INFO]
+    for i, a in enumerate(infos):
+        for b in infos[i + 1:]:
+            assert not a.startswith(b) and not b.startswith(a), (a, b)
