@@ -364,3 +364,18 @@ def test_every_hkdf_label_names_one_purpose():
     for i, a in enumerate(infos):
         for b in infos[i + 1:]:
             assert not a.startswith(b) and not b.startswith(a), (a, b)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_a_pad_half_others_can_read_is_not_used(tmp_path):
+    from p2pchat.pad import HALF_A, Pad, PadError, create_pad, import_pad, pads_dir
+
+    alice, bob = crypto.sha256(b"alice"), crypto.sha256(b"bob")
+    _, mine, _ = create_pad(alice, bob, 4096, tmp_path / "out")
+    import_pad(mine, tmp_path / "alice", alice)
+    installed = pads_dir(tmp_path / "alice") / bob.hex()
+    assert (installed / HALF_A).stat().st_mode & 0o777 == 0o600
+    Pad(installed, alice)
+    os.chmod(installed / HALF_A, 0o644)
+    with pytest.raises(PadError, match="chmod 600"):
+        Pad(installed, alice)
