@@ -82,7 +82,8 @@ def keep_keys_out_of_core_dumps() -> None:
     """Make this process write no core dump (RLIMIT_CORE 0, soft and hard), once: Python cannot overwrite the
     ``bytes`` a key lives in, so a crash of a process holding a private key or session keys would otherwise put
     them on disk (systemd-coredump and apport honour the limit too). Called when a process first holds a long-lived
-    key (:class:`p2pchat.foundation.identity.Identity`, a relay's static key, an unlocked vault)."""
+    key (:func:`generate_rsa`, :class:`p2pchat.foundation.identity.Identity`, a relay's static key, an unlocked
+    vault)."""
     global _core_dumps_off
     if _core_dumps_off:
         return
@@ -120,6 +121,7 @@ def generate_rsa(bits: int = RSA_BITS) -> RsaKey:
     """A fresh RSA private key (e = 65537)."""
     if bits < MIN_RSA_BITS:
         raise ValueError(f"RSA keys must have at least {MIN_RSA_BITS} bits")
+    keep_keys_out_of_core_dumps()       # e.g. a keygen worker, which holds the key before any Identity does
     return RSA.generate(bits, e=RSA_EXPONENT)
 
 

@@ -379,3 +379,19 @@ def test_a_pad_half_others_can_read_is_not_used(tmp_path):
     os.chmod(installed / HALF_A, 0o644)
     with pytest.raises(PadError, match="chmod 600"):
         Pad(installed, alice)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="core dump limits are POSIX")
+def test_a_keygen_worker_writes_no_core_dump_while_it_holds_the_new_key():
+    import subprocess
+    import sys
+
+    # the prime search itself is replaced (its time has a long tail; what is tested is the limit it runs under)
+    script = ("import resource\nimport Crypto.PublicKey.RSA as rsa\nfrom p2pchat.foundation import crypto\n"
+              "rsa.generate = lambda bits, e: print(*resource.getrlimit(resource.RLIMIT_CORE))\n"
+              "hard = resource.getrlimit(resource.RLIMIT_CORE)[1]\n"
+              "resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))\n"
+              "crypto.generate_rsa(3072)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                         check=True).stdout.strip()
+    assert out == "0 0"
