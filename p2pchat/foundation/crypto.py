@@ -239,7 +239,7 @@ def export_private(key: RsaKey, passphrase: str | None = None) -> bytes:
     if not passphrase:
         return bytes(key.export_key(format="PEM", pkcs=8))
     params: ProtParams = {"iteration_count": SCRYPT_N, "block_size": SCRYPT_R, "parallelization": SCRYPT_P,
-              "salt_size": SCRYPT_SALT_LEN}
+                          "salt_size": SCRYPT_SALT_LEN}
     return bytes(key.export_key(format="PEM", pkcs=8, passphrase=passphrase, protection=PKCS8_PROTECTION,
                                 prot_params=params))
 
