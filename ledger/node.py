@@ -55,7 +55,7 @@ from ledger.disputes import DisputeConfig, DisputeService, Evidence
 from ledger.errors import LedgerError, StoreError
 from ledger.local_ledger import LocalLedger
 from ledger.lookup_service import AmbiguousLookup, answer_lookup
-from ledger.nettime import NetworkTime
+from ledger.nettime import MIN_SAMPLES, NetworkTime
 from ledger.peers import (
     PENALTY_BAD_FRAME,
     PENALTY_BAD_RECORD,
@@ -79,6 +79,7 @@ from ledger.protocol import (
     MAX_BLOCKS_BYTES,
     MAX_HEADERS,
     MAX_PEERS_SHARED,
+    ROLE_CLIENT,
     ROLE_PEER,
     PeerHello,
     check_compatible,
@@ -398,6 +399,7 @@ class LedgerNode:
         self._peers: dict[Peer, None] = {}
         self._dialing: set[Address] = set()
         self._unmeasured: set[Address] = set()   # dialled because a stranger's report named them: clock not sampled
+        self._clock_probed: set[Address] = set()  # peers that connected in, dialled once to read their clock
         self._handshaking: set[FramedSocket] = set()
         self._threads: set[threading.Thread] = set()
         self._standing = Standing(self.config.ban_seconds)
@@ -2108,12 +2110,59 @@ class LedgerNode:
             connected = {p.listen_addr for p in peers if p.listen_addr is not None}
             candidates = [a for a in self._book.due(now, exclude=connected | self._dialing)
                           if not self._standing.is_banned(a[0], now)][:want]
+            if not candidates and self.nettime.samples < MIN_SAMPLES:
+                self._probe_clocks([p.listen_addr for p in peers if p.inbound and p.listen_addr is not None])
             for addr in candidates:
                 self._book.attempted(addr, now)
                 self._dialing.add(addr)
                 thread = threading.Thread(target=self._dial, args=(addr,), name=f"ledger-dial-{addr[0]}")
                 self._threads.add(thread)
                 thread.start()
+
+    def _probe_clocks(self, inbound: list[Address]) -> None:
+        """Too few dialled peers to measure this node's clock and no other address to dial (a small network whose
+        other nodes connected in first): dial the listening address of one peer that connected in, once, as a
+        client, and read its clock from the ``hello_ack`` — a peer this node chose to dial (docs/ledger-protocol.md
+        §2.2). Called with ``self._lock`` held."""
+        if len(self._clock_probed) >= 4 * MIN_SAMPLES:      # bounded: a few peers, once each, for the node's life
+            return
+        for addr in inbound:
+            if addr not in self._clock_probed and addr not in self._dialing:
+                self._clock_probed.add(addr)
+                thread = threading.Thread(target=self._probe_clock, args=(addr,), name=f"ledger-clock-{addr[0]}")
+                self._threads.add(thread)
+                thread.start()
+                return
+
+    def _probe_clock(self, addr: Address) -> None:
+        """Thread body of :meth:`_probe_clocks`: hello as a client, the peer's clock sampled, closed."""
+        try:
+            conn = connect(addr[0], addr[1], LEDGER_PROTOCOL, source_ip=self.host,
+                           timeout=self.config.connect_timeout)
+            with self._lock:
+                if self._closing.is_set():
+                    conn.close()
+                    return
+                self._handshaking.add(conn)     # close() shuts it instead of waiting out the answer
+            try:
+                conn.send("hello", **hello_fields(role=ROLE_CLIENT, nonce=crypto.random_bytes(8),
+                                                  network=self.params.name, genesis=self.params.genesis_hash))
+                first = conn.recv(self.config.handshake_timeout)
+                if first.type == "hello_ack":
+                    hello = PeerHello.from_message(first)
+                    check_compatible(hello, network=self.params.name, genesis=self.params.genesis_hash,
+                                     difficulty_bits=self.params.difficulty_bits)
+                    if hello.nonce != self.node_id:
+                        self._clock_sample(addr[0], hello, outbound=True)
+            finally:
+                conn.close()
+                with self._lock:
+                    self._handshaking.discard(conn)
+        except UserError as exc:
+            log.info("could not read the clock of %s: %s", format_address(*addr), exc)
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
 
     def _dial_for_evidence(self, ip: str, port: int) -> str | None:
         """Dial the ledger node a checkpoint report points at (its address is from our own ledger), outside the

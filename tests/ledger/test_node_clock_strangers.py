@@ -59,3 +59,17 @@ def test_a_ledger_node_dialled_because_of_a_strangers_report_is_not_measured(tmp
         wait_until(lambda: any(p["address"] == ahead.address for p in node.status()["peers"]),
                    what="the reported ledger node to be connected")
         assert node.status()["clock"]["samples"] == 0
+
+
+def test_a_node_whose_peers_all_connected_in_dials_them_once_to_read_their_clocks(tmp_path):
+    # A small network whose other nodes dialled this one first: nothing is left for it to dial, so it reads the
+    # clock of each peer that connected in by dialling that peer's listening address once (docs/ledger-protocol.md
+    # §2.2). Before, such a node never measured its clock, and one 10 min behind refused every block as from the
+    # future (the lab's clock-skew scenario).
+    with Net(tmp_path) as net:
+        node = net.node(config=config(register=False), clock=lambda: time.time() - 600)
+        others = [net.node(config=config(register=False), seeds=[node.address]) for _ in range(3)]
+        wait_until(lambda: node.status()["clock"]["samples"] == 3, what="three peers' clocks read by dialling them")
+        clock = node.status()["clock"]
+        assert clock["offset"] is not None and abs(clock["offset"] - 600) < 30 and abs(clock["applied"] - 600) < 30
+        assert len(others) == 3
