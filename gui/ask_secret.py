@@ -43,8 +43,8 @@ class SecretDialog(ctk.CTkToplevel):
         if asking:
             self.question.pack(padx=24, pady=4, fill="x")
         else:
-            ctk.CTkLabel(self, text=f"“{question}”", font=fonts.bold, wraplength=WRAP,
-                         justify="left").pack(padx=24, pady=4, anchor="w")
+            self.question_label = ctk.CTkLabel(self, text=question, font=fonts.bold, wraplength=WRAP, justify="left")
+            self.question_label.pack(padx=24, pady=4, anchor="w")        # quoted and cut (gui/secret_check.py)
         self.answer = ctk.CTkEntry(self, width=WRAP, font=fonts.body, placeholder_text="Your answer")
         self.answer.pack(padx=24, pady=4, fill="x")
         self.error = ctk.CTkLabel(self, text="", font=fonts.small, text_color=("#b3261e", "#f2b8b5"))
