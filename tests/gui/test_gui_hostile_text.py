@@ -159,3 +159,48 @@ def test_a_flood_of_file_offers_and_texts_keeps_what_the_window_holds_bounded(xv
         assert window.ticks > ticks                               # the loop turned while the flood came in
         assert max(most_rows, len(presenter.rows)) <= FINISHED_KEPT + 8, len(presenter.rows)
         assert len(window.controller.tabs[session].lines) <= MAX_LINES
+
+
+TCL = "[exec touch {marker}] $env(HOME) $tcl_version {{ }} \\\\ \\[ ; set x 1; %D %W"
+"""Tcl's substitutions (command, variable, backslash), list braces and bind's % codes: shown as they are, never
+run — every string reaches Tk as a Tcl object through tkinter's calls, no script is built from a peer's text."""
+
+
+def test_tcl_sequences_emoji_and_stacked_marks_from_a_peer_are_shown_as_they_are_and_never_run(
+        xvfb, world, tmp_path):
+    from p2pchat.steps import Step
+    from tests.gui.driver import Driver
+    from tests.gui.test_gui_peer_trouble import alice_window, transcript
+
+    marker = tmp_path / "tcl-ran"
+    tcl = TCL.format(marker=marker)
+    texts = [tcl, "😀🔑 e\u0301" + "\u0301" * 300 + " end", "W" * 10_000]
+    impostor = world.user("BOB").chat
+    with alice_window(world) as window:
+        d = Driver(window.top)
+        session, theirs = chat_with_the_peer(world, window, d)
+        for text in texts:
+            impostor.send_text(theirs, text)
+        offered = tmp_path / "notes {} [exec bell] $HOME %D.txt"
+        offered.write_bytes(b"z" * 10)
+        impostor.send_file(theirs, str(offered))
+        impostor.ask_secret(theirs, tcl[:200], "x")
+        d.wait(lambda: "end" in transcript(window, session) and "[exec touch" in transcript(window, session)
+               and window.secret_dialogs.dialog is not None, what="the texts, the offer and the question")
+        shown = transcript(window, session)
+        assert tcl in shown and "😀🔑" in shown                    # literally, emoji too
+        d.wait(lambda: "notes {} [exec bell] $HOME %D.txt" in transcript(window, session), what="the offer's name")
+        assert str(window.secret_dialogs.dialog.question_label.cget("text")).startswith("«[exec touch")
+        for _ in range(5):
+            d.pump()
+        assert not marker.exists(), "a peer's text ran as Tcl"
+        # nothing pushed the four steps out of reach: each is on screen and inside the window
+        top = window.top
+        window.secret_dialogs.dialog.decline()
+        if window.step_bar.collapsed:                           # folded once ready: one click unfolds them
+            d.click(window.step_bar.summary)
+        for step in Step:
+            button = window.step_bar.buttons[step]
+            d.wait(button.winfo_viewable, 5, what=f"step {step.value} on screen")
+            assert top.winfo_rootx() <= button.winfo_rootx() < top.winfo_rootx() + top.winfo_width()
+            assert button.winfo_rooty() + button.winfo_height() <= top.winfo_rooty() + top.winfo_height()
