@@ -132,7 +132,7 @@ def test_a_look_alike_sending_hostile_texts_and_file_names_is_marked_and_cleaned
 def test_a_flood_of_file_offers_and_texts_keeps_what_the_window_holds_bounded(xvfb, world, tmp_path):
     """A peer offers and cancels 150 files and sends 1,200 texts: the window keeps a bounded number of file rows
     and transcript lines (not one per event), keeps no offer to answer, and its event loop keeps turning."""
-    from gui.controller import MAX_LINES
+    from gui.models import MAX_LINES
     from gui.transfers import FINISHED_KEPT
     from tests.gui.driver import Driver
     from tests.gui.test_gui_peer_trouble import alice_window, transcript
