@@ -715,6 +715,7 @@ def test_a_message_in_the_selected_tab_is_unread_while_the_window_is_unfocused(c
     ("'hello' message: field 'role' is missing", "bob's program sent something this version does not understand"),
     ("127.0.0.3:5 did not accept or reject the chat within 4 s", "bob did not answer your chat request within 4 s."),
     ("127.0.0.3 declined the chat: bob declined the chat", "bob said no to the chat."),
+    ("127.0.0.3:8471 closed the connection", "The connection to bob was closed: their program stopped"),
 ])
 def test_known_node_reasons_become_plain_sentences_with_the_detail_kept(reason, shown):
     from gui.wording import plain
