@@ -204,3 +204,37 @@ def test_tcl_sequences_emoji_and_stacked_marks_from_a_peer_are_shown_as_they_are
             d.wait(button.winfo_viewable, 5, what=f"step {step.value} on screen")
             assert top.winfo_rootx() <= button.winfo_rootx() < top.winfo_rootx() + top.winfo_width()
             assert button.winfo_rooty() + button.winfo_height() <= top.winfo_rooty() + top.winfo_height()
+
+
+def test_a_long_line_without_spaces_reaches_tk_in_short_lines_and_loses_nothing(xvfb):
+    """A peer's 1 MiB text without a space or a newline, 400,000 characters of it revealed by "show more": Tk gets
+    no line longer than LONG_LINE (it lays a line out whole at every redraw: one of 200,000 characters took 21 s
+    to scroll), a line with spaces is broken after a word, and the pieces put together are the text."""
+    import customtkinter as ctk
+
+    from gui.models import ChatLine, LineKind
+    from gui.text import CONTINUATION, LONG_LINE
+    from gui.widgets.style import Fonts
+    from gui.widgets.transcript import Transcript
+
+    root = ctk.CTk()
+    try:
+        transcript = Transcript(root, Fonts(), on_more=lambda _line_id: None)
+        transcript.pack(fill="both", expand=True)
+        unbroken = "".join(chr(0x41 + i % 26) for i in range(1024 * 1024))
+        words = " ".join(["word"] * 10_000)
+        transcript.add([ChatLine(1, LineKind.IN, "12:00", "bob", unbroken, 400_000),
+                        ChatLine(2, LineKind.IN, "12:01", "bob", words, len(words))])
+        root.update()
+        shown = transcript.plain_text().split("\n")
+        assert max(map(len, shown)) <= LONG_LINE + len(CONTINUATION) + 60      # (+ a header or the show-more link)
+        first = next(i for i, line in enumerate(shown) if line.startswith("12:01"))
+        joined = "".join(line.removeprefix(CONTINUATION) for line in shown[:first])
+        assert joined.endswith(unbroken[:400_000] + " … show more (648,576 more characters)")
+        pieces = [line.removeprefix(CONTINUATION) for line in shown[first:] if line]
+        assert all(p.endswith("word ") or p.endswith("word") for p in pieces)    # broken after a word
+        assert "".join(pieces) == "12:01  bob: " + words
+        transcript._text.yview_moveto(0.5)          # a scroll through it finishes (it took 21 s before)
+        root.update()
+    finally:
+        root.destroy()
