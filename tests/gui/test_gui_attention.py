@@ -83,8 +83,11 @@ def me(user: DemoUser):
     return Me(user.nickname, user.chat.address, user.identity.short_fingerprint)
 
 
-def test_a_call_while_minimized_raises_focuses_flags_and_notifies(desktop, world):
+def test_a_call_while_minimized_raises_focuses_flags_and_notifies(desktop, world, monkeypatch):
+    import gui.widgets.accept_dialog
+
     need_xdotool()
+    monkeypatch.setattr(gui.widgets.accept_dialog, "ARMING_MS", 600_000)   # armed below, by the test
     app = App(appearance="Light")
     try:
         alice_user, bob_user = world.users
@@ -107,10 +110,18 @@ def test_a_call_while_minimized_raises_focuses_flags_and_notifies(desktop, world
         d.wait(lambda: notifications(desktop), what="a desktop notification")
         note = notifications(desktop)[0]
         assert note["app"] == "p2pchat" and note["summary"] == "Incoming chat" and "bob" in note["body"]
-        # The dialog has the keyboard: Enter accepts, and answering clears the urgency hint.
+        # The dialog has the keyboard. An Enter that comes as it takes the keyboard (typed for another program)
+        # is not a yes; once armed, Accept has the focus, Enter accepts, and answering clears the urgency hint.
         d.wait(lambda: window.has_focus(), what="the window to have the focus")
         dialog = window._dialog
         d.wait(lambda: str(dialog.focus_get() or "").startswith(str(dialog)), what="the dialog to take focus")
+        d.key("Return")
+        d.key("space")
+        for _ in range(5):
+            d.pump()
+        assert window._dialog is dialog and not dialog._answered, "an Enter before the dialog was armed accepted"
+        dialog._arm()                                   # ARMING_MS passed
+        d.wait(lambda: str(dialog.focus_get() or "").startswith(str(dialog.accept_button)), what="Accept focused")
         d.key("Return")
         d.wait(lambda: window._dialog is None, what="the answer")
         tab = next(iter(window.controller.tabs.values()))
