@@ -80,6 +80,10 @@ class Driver:
         """Click into ``entry`` and type ``text`` key by key."""
         self.click(entry)
         self.wait(lambda: str(entry.focus_get() or "").startswith(str(entry)), 5, what="the entry to get focus")
+        self.type_on(text)
+
+    def type_on(self, text: str) -> None:
+        """Type ``text`` key by key wherever the keyboard is."""
         self._xdotool("type", "--delay", "2", text)
         self.pump()
 
