@@ -24,7 +24,8 @@ class SecretDialog(ctk.CTkToplevel):
     ``on_decline()`` is called for "Don't answer" (Escape and closing the window in answer mode too)."""
 
     def __init__(self, master: tkinter.Misc, fonts: Fonts, peer_name: str, question: str | None,
-                 on_done: Callable[[str, str], None], on_decline: Callable[[], None] | None = None) -> None:
+                 on_done: Callable[[str, str], None], on_decline: Callable[[], None] | None = None, *,
+                 take_focus: bool = True) -> None:
         super().__init__(master)
         self._on_done, self._on_decline = on_done, on_decline
         asking = question is None
@@ -43,8 +44,8 @@ class SecretDialog(ctk.CTkToplevel):
         if asking:
             self.question.pack(padx=24, pady=4, fill="x")
         else:
-            ctk.CTkLabel(self, text=f"“{question}”", font=fonts.bold, wraplength=WRAP,
-                         justify="left").pack(padx=24, pady=4, anchor="w")
+            self.question_label = ctk.CTkLabel(self, text=question, font=fonts.bold, wraplength=WRAP, justify="left")
+            self.question_label.pack(padx=24, pady=4, anchor="w")        # quoted and cut (gui/secret_check.py)
         self.answer = ctk.CTkEntry(self, width=WRAP, font=fonts.body, placeholder_text="Your answer")
         self.answer.pack(padx=24, pady=4, fill="x")
         self.error = ctk.CTkLabel(self, text="", font=fonts.small, text_color=("#b3261e", "#f2b8b5"))
@@ -55,7 +56,8 @@ class SecretDialog(ctk.CTkToplevel):
         self.bind("<Return>", lambda _e: self.done())
         self.bind("<Escape>", lambda _e: self.decline())
         place_over(self, master.winfo_toplevel())
-        (self.question if asking else self.answer).focus_set()
+        if take_focus:
+            (self.question if asking else self.answer).focus_set()
         self._asking = asking
 
     def done(self) -> None:
@@ -125,7 +127,18 @@ class SecretDialogs:
                 self.dialog = None
                 self.controller.secrets.decline(session)
                 self.render()
-            self._show(SecretDialog(self.top, self.fonts, tab.peer_name, question, answered, declined))
+            # [red team] the peer chooses when this opens: it must not take the keyboard from a user typing in the
+            # window (the rest of their message, and its Enter, went into the answer field as an answer)
+            self._show(SecretDialog(self.top, self.fonts, tab.peer_name, question, answered, declined,
+                                    take_focus=not self._typing()))
+
+    def _typing(self) -> bool:
+        """The keyboard is in a text field of the window (the chat entry, the peer field, a search)."""
+        try:
+            focus = self.top.focus_get()
+        except (KeyError, tkinter.TclError):       # (a focus in a menu or a dialog being destroyed)
+            return False
+        return isinstance(focus, tkinter.Entry | tkinter.Text) and focus.winfo_toplevel() is self.top
 
     def _show(self, dialog: SecretDialog) -> None:
         self.close()

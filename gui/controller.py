@@ -34,6 +34,7 @@ from gui.models import (
     StepStatus,
     StepView,
     TabState,
+    keep_line,
 )
 from gui.secret_check import SecretCheck
 from gui.text import (
@@ -86,8 +87,6 @@ _T = TypeVar("_T")
 
 LEDGER_TAB = "Ledger"
 MAX_QUERY_CHARS = 200
-MAX_LINES = 1000            # per tab; older lines leave the transcript in blocks of TRIM_LINES
-TRIM_LINES = 100
 TYPING_IDLE = 5.0           # seconds without a keystroke before we tell the peer we stopped typing
 PEER_TYPING_SHOWN = 8.0     # a typing indicator without news expires after this long
 EARLY_SESSIONS_KEPT = 64    # sessions the window has not shown yet (their IncomingChat has not arrived)
@@ -613,7 +612,7 @@ class ChatController:
         for line in tab.lines:
             if line.msg_id is not None:
                 self._lines_by_msg.pop((session, line.msg_id), None)
-        tab.lines = []
+        tab.lines, tab.kept_bytes = [], 0
         self._notice(tab, "info", f"Deleted {count(n, 'kept message')} with {tab.peer_name} from this computer.")
         self.refresh_contacts()
         self._changes.titles.add(session)
@@ -1211,10 +1210,9 @@ class ChatController:
                   level: str = "") -> ChatLine:
         line = ChatLine(self._next_line, kind, clock_time(ts), sender, text, preview_end(text), level=level)
         self._next_line += 1
-        tab.lines.append(line)
         self._changes.lines_added.setdefault(tab.session, []).append(line)
-        if len(tab.lines) > MAX_LINES:
-            dropped, tab.lines = tab.lines[:TRIM_LINES], tab.lines[TRIM_LINES:]
+        tab.lines, dropped, tab.kept_bytes = keep_line(tab.lines, line, tab.kept_bytes)
+        if dropped:
             for old in dropped:
                 if old.msg_id is not None:
                     self._lines_by_msg.pop((tab.session, old.msg_id), None)

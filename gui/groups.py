@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gui.models import ChatLine, LineKind, ListRow
+from gui.models import ChatLine, LineKind, ListRow, keep_line
 from gui.text import clean, clean_name, clock_time, count, one_line, preview_end, seen_when, stamp
 from p2pchat.contacts import Contact
 from p2pchat.display import quoted
@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 GROUP_KEY = "group:"           # a group's row in the conversation list: GROUP_KEY + its id (hex)
 MEMBER_COLOURS = 8             # gui/widgets/style.py MEMBER_COLORS: a member's colour is its index modulo this
 HISTORY_SHOWN = 200            # kept messages drawn when a group conversation opens
-MAX_LINES = 1000               # per group conversation; older lines leave in blocks of TRIM_LINES
-TRIM_LINES = 100
 
 
 class GroupsApi(Protocol):
@@ -101,6 +99,7 @@ class GroupState:
 
     view: GroupView
     lines: list[ChatLine] = field(default_factory=list)
+    kept_bytes: int = 0                                           # what the lines' texts weigh (keep_line)
     unread: int = 0
     changes_shown: int = 0                                        # effective changes already drawn as lines
     mine: dict[int, ChatLine] = field(default_factory=dict)       # my message's counter -> its line
@@ -507,7 +506,7 @@ class GroupChats:
         def deleted(n: object) -> None:
             self._changes.lines_dropped[key] = self._changes.lines_dropped.get(key, 0) + len(g.lines)
             self._changes.lines_added.pop(key, None)
-            g.lines, g.mine, g.texts = [], {}, []
+            g.lines, g.mine, g.texts, g.kept_bytes = [], {}, [], 0
             self._notice(g, f"Deleted {count(n if isinstance(n, int) else 0, 'kept message')} of this group from "
                             "this computer; the members keep their own copies.")
             self._changes.titles.add(key)
@@ -600,11 +599,10 @@ class GroupChats:
 
     def _line(self, g: GroupState, kind: LineKind, sender: str, text: str, ts: float, level: str = "") -> ChatLine:
         line = ChatLine(next(self._line_ids), kind, clock_time(ts), sender, text, preview_end(text), level=level)
-        g.lines.append(line)
         added = self._changes.lines_added.setdefault(g.key, [])
         added.append(line)
-        if len(g.lines) > MAX_LINES:
-            dropped, g.lines = g.lines[:TRIM_LINES], g.lines[TRIM_LINES:]
+        g.lines, dropped, g.kept_bytes = keep_line(g.lines, line, g.kept_bytes)
+        if dropped:
             gone = {old.line_id for old in dropped}
             g.mine = {n: ln for n, ln in g.mine.items() if ln.line_id not in gone}
             still = [ln for ln in added if ln.line_id not in gone]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -11,6 +12,11 @@ from p2pchat.events import KeyChangeStopped, SessionInfo
 from p2pchat.steps import Step
 
 VERIFIED = "✔"     # beside a contact whose safety number the user compared and marked verified
+MAX_LINES = 1000            # per chat or group conversation; older lines leave the transcript in blocks of TRIM_LINES
+TRIM_LINES = 100
+MAX_KEPT_BYTES = 16 * 1024 * 1024
+"""Text one conversation keeps in memory (Python's size of the lines' texts); older lines leave to stay under it.
+A peer's 1 MiB texts (up to 3 MiB each once controls are written out visibly) would otherwise keep 1,000 of them."""
 
 
 class StepState(StrEnum):
@@ -103,6 +109,26 @@ class ChatLine:
         return "✓" if self.delivered else "…"
 
 
+def text_bytes(line: ChatLine) -> int:
+    return sys.getsizeof(line.text)
+
+
+def keep_line(lines: list[ChatLine], line: ChatLine, kept: int) -> tuple[list[ChatLine], list[ChatLine], int]:
+    """Append ``line`` to a conversation's ``lines`` whose texts weigh ``kept`` bytes, and let the oldest lines go
+    as :data:`MAX_LINES` and :data:`MAX_KEPT_BYTES` say (the newest line always stays): ``(lines, dropped,
+    kept)``. The caller keeps ``kept`` beside its lines (0 when it empties them)."""
+    lines.append(line)
+    kept += text_bytes(line)
+    n = TRIM_LINES if len(lines) > MAX_LINES else 0
+    freed = sum(text_bytes(old) for old in lines[:n])
+    while kept - freed > MAX_KEPT_BYTES and n < len(lines) - 1:
+        freed += text_bytes(lines[n])
+        n += 1
+    if not n:
+        return lines, [], kept
+    return lines[n:], lines[:n], kept - freed
+
+
 @dataclass(frozen=True)
 class AcceptPrompt:
     session: str
@@ -143,6 +169,7 @@ class TabState:
     info: SessionInfo | None = None
     steps: dict[Step, StepStatus] = field(default_factory=lambda: {s: StepStatus() for s in Step})
     lines: list[ChatLine] = field(default_factory=list)
+    kept_bytes: int = 0                  # what the lines' texts weigh (keep_line)
     unread: int = 0
     awaiting_answer: bool = False
     ended: str | None = None

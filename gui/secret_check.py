@@ -57,12 +57,13 @@ class SecretCheck:
 
     def handle(self, tab: TabState, event: SecretQuestion | SecretResult) -> None:
         if isinstance(event, SecretQuestion):
-            question = clean(event.question).replace("\n", " ") or "(no question: agree on one another way)"
+            # [red team] in guillemets the question cannot close: it never goes on as the window's own words,
+            # in the chat or in the answer dialog (which showed it in “ ” it could close, and uncut: a 200-character
+            # question of bidi overrides, written out visibly, made a dialog 743 px tall)
+            question = quoted(event.question) if event.question.strip() else "(no question: agree on one another way)"
             self.questions[tab.session] = question
             self._to_open.append(tab.session)
-            # [red team] in guillemets the question cannot close: it never goes on as the window's own words
-            self.notice(tab, "info", f"{tab.peer_name} asks you a question to check it is really you: "
-                                          f"{quoted(event.question)}")
+            self.notice(tab, "info", f"{tab.peer_name} asks you a question to check it is really you: {question}")
         else:
             self.questions.pop(tab.session, None)
             self.notice(tab, "ready" if event.matched else "error", event.reason)

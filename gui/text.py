@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from p2pchat.display import visible
 
@@ -35,8 +36,28 @@ CONTINUATION = "        │ "
 (a line that begins with a time and a name is always a new message)."""
 
 
+LONG_LINE = 2_000
+"""The longest line handed to Tk. Tk lays a line out whole at every redraw that shows part of it: revealing a
+peer's 1 MiB text without a space ("show more", 20,000 characters a click) made one line of 200,000 characters,
+and each scroll then took 21 s (400,000: 55 s). A longer line of a message is shown as several, each a
+continuation; the text itself is kept whole (history, export)."""
+
+
+def _short_lines(text: str) -> Iterator[str]:
+    for line in text.split("\n"):
+        while len(line) > LONG_LINE:
+            space = line.rfind(" ", LONG_LINE - LONG_LINE // 10, LONG_LINE)     # after a word when one ends near
+            cut = space + 1 if space > 0 else LONG_LINE
+            yield line[:cut]
+            line = line[cut:]
+        yield line
+
+
 def indent_continuations(text: str) -> str:
-    """``text`` with every line after the first indented by :data:`CONTINUATION`."""
+    """``text`` with every line after the first indented by :data:`CONTINUATION`, lines over :data:`LONG_LINE`
+    characters broken into continuations."""
+    if len(text) > LONG_LINE:
+        text = "\n".join(_short_lines(text))
     return text.replace("\n", "\n" + CONTINUATION)
 
 

@@ -22,6 +22,7 @@ from typing import Literal, Protocol
 
 import customtkinter as ctk
 
+from gui.alert_pacing import AlertPacer, News
 from gui.ask_secret import SecretDialogs
 from gui.attention import DesktopNotifier, set_urgent
 from gui.controller import CONTACT_KEY, LEDGER_TAB, Changes, ChatController, Found, NodeApi, contact_name
@@ -49,6 +50,7 @@ from gui.widgets.style import BAD, MUTED, Fonts, LabelText
 from gui.widgets.visibility import hide, show
 from gui.worker import CommandWorker
 from p2pchat.contacts import ContactStore
+from p2pchat.display import quoted
 from p2pchat.events import Event
 from p2pchat.foundation.addresses import LEDGER_PORT, format_address, parse_address
 from p2pchat.foundation.errors import UserError
@@ -114,6 +116,7 @@ class ChatWindow:
         self.data_dir = data_dir
         self.alerts = load_alerts(data_dir) if data_dir is not None else Alerts()
         self.notifier = DesktopNotifier()
+        self.pacer = AlertPacer()          # how often the notifier and the bell may be used
         self.urgent = False                # the urgency hint is set (cleared when the user answers or looks)
         self._confirm: ConfirmDialog | None = None
         self.node = node
@@ -283,9 +286,8 @@ class ChatWindow:
             self._tab_chosen(ch.select)
         news = {key: sum(1 for ln in lines if ln.kind is LineKind.IN) for key, lines in ch.lines_added.items()}
         if any(news.values()) and not self.group_chats.focused:
-            where = sorted(self.group_chats.name(key) for key, n in news.items() if n)
-            self._attention("New message", f"{count(sum(news.values()), 'new message')} in {', '.join(where)}",
-                            raise_window=False)
+            where = tuple(sorted(self.group_chats.name(key) for key, n in news.items() if n))
+            self._attention(News("New message", "new message", "in", sum(news.values()), where), raise_window=False)
         self._update_title()
 
     def _contact_chosen(self, key: str) -> None:
@@ -485,8 +487,9 @@ class ChatWindow:
         self.urgent = urgent
         set_urgent(self.top, urgent)
 
-    def _attention(self, summary: str, body: str, *, raise_window: bool) -> None:
-        """Something needs the user: raise (a caller), flag the window, notify and beep as the settings say."""
+    def _attention(self, news: News, *, raise_window: bool) -> None:
+        """Something needs the user: raise (a caller), flag the window, notify and beep as the settings say —
+        paced (gui/alert_pacing.py): a flood is one notification, one urgency hint and one bell, not one a tick."""
         away = not self.controller.focused or self.top.state() != "normal"
         if raise_window and self.alerts.raise_window:
             if self.top.state() != "normal":
@@ -501,12 +504,22 @@ class ChatWindow:
                 self.top.after(300, functools.partial(self._refocus, dialog))
         if not away:
             return
-        if self.alerts.urgent:
+        if self.alerts.urgent and not self.urgent:
             self._set_urgent(True)
-        if self.alerts.notify:
-            self.notifier.notify(summary, body)
-        if self.alerts.sound:
+        body = self.pacer.news(news)
+        if self.alerts.notify and body is not None:
+            self.notifier.notify(news.summary, body)
+        if self.alerts.sound and self.pacer.bell():
             self.top.bell()
+
+    def _held_back_news(self) -> None:
+        """On the slow tick: the news the pacer held back, summed, once its gap has passed and if still away."""
+        if self.controller.focused and self.top.state() == "normal":
+            self.pacer.seen()
+            return
+        for summary, body in self.pacer.due():
+            if self.alerts.notify:
+                self.notifier.notify(summary, body)
 
     @staticmethod
     def _refocus(dialog: AcceptDialog) -> None:
@@ -603,6 +616,7 @@ class ChatWindow:
             self._last_slow = started
             self.controller.tick()
             self.group_chats.tick()
+            self._held_back_news()
         self._render(self.controller.take_changes())
         self._render_groups()
         self.transfers.render()          # file progress changes no chat line
@@ -687,15 +701,16 @@ class ChatWindow:
         if ch.prompts or ch.prompts_closed:
             self._next_dialog()
         for prompt in ch.prompts:
-            self._attention("Incoming chat", prompt.question, raise_window=True)
+            self._attention(News("Incoming chat", "chat request", "from", 1, (quoted(prompt.nickname),),
+                                 prompt.question),
+                            raise_window=True)
         for session in ch.key_changes:
             self._open_key_change(session)
         self.secret_dialogs.open_answers(ctl.secrets.take_questions())
         news = [(s, ln) for s, lines in ch.lines_added.items() for ln in lines if ln.kind is LineKind.IN]
         if news and not self.controller.focused:
-            senders = sorted({ctl.tabs[s].peer_name for s, _ln in news if s in ctl.tabs})
-            self._attention("New message", f"{count(len(news), 'new message')} from {', '.join(senders)}",
-                            raise_window=False)
+            senders = tuple(sorted({ctl.tabs[s].peer_name for s, _ln in news if s in ctl.tabs}))
+            self._attention(News("New message", "new message", "from", len(news), senders), raise_window=False)
         self._update_title()
 
     def _add_tab(self, session: str) -> None:

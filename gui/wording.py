@@ -33,6 +33,9 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.IGNORE
      "mined. Try again in a minute."),
     (r"nothing answered|connection refused|direct connection failed",
      "{peer} could not be reached: is p2pchat running on their computer, and is the address right?"),
+    # the node names the address ("127.0.0.5:8471 closed the connection"); the user knows the peer by its name
+    (r"closed the connection|connection was lost|connection reset|broken pipe",
+     "The connection to {peer} was closed: their program stopped, or the network between you dropped."),
     (r"relay is not set|no relay is known|cannot use relays",
      "{peer} could not be reached directly, and there is no relay server to try instead."),
     (r"message: field|is missing|unexpected message|bad frame|not a valid|malformed",

@@ -9,6 +9,11 @@ import customtkinter as ctk
 from gui.models import AcceptPrompt
 from gui.widgets.style import MUTED, Fonts
 
+ARMING_MS = 1000
+"""After the dialog takes the keyboard, Enter does not accept for this long, and Accept gets the focus only then:
+a caller's dialog raised while the user types in another program must not take an Enter (or a Space) meant for
+that program as a yes. Escape rejects at once; a click on Accept accepts at once."""
+
 
 class AcceptDialog(ctk.CTkToplevel):
     """A small window over the main one; closing it counts as rejecting. Not modal: other chats keep going."""
@@ -42,18 +47,38 @@ class AcceptDialog(ctk.CTkToplevel):
         self.bind("<Escape>", lambda _e: self.answer(False))
         self.bind("<Return>", lambda _e: self._enter())
         self.bind("<KP_Enter>", lambda _e: self._enter())
+        self.armed = False
+        self._arm_id: str | None = self.after(ARMING_MS, self._arm)
         self._place_over(master.winfo_toplevel())
 
     def _enter(self) -> None:
-        """Enter answers with the focused button (Tab moves between them), Accept by default."""
+        """Enter answers with the focused button (Tab moves between them), Accept by default once armed."""
         focus = str(self.focus_get() or "")
-        self.answer(not focus.startswith(str(self.reject_button)))
+        if focus.startswith(str(self.reject_button)):
+            self.answer(False)
+        elif self.armed:
+            self.answer(True)
 
     def take_focus(self) -> None:
-        """Come to the front with the keyboard on Accept (Enter accepts, Escape rejects)."""
+        """Come to the front with the keyboard; Accept takes it ARMING_MS later (then Enter accepts)."""
         self.lift()
         self.focus_force()
-        self.accept_button.focus_set()
+        self.armed = False
+        if self._arm_id is not None:
+            self.after_cancel(self._arm_id)
+        self._arm_id = self.after(ARMING_MS, self._arm)
+
+    def _arm(self) -> None:
+        self._arm_id = None
+        self.armed = True
+        if str(self.focus_get() or "") == str(self):       # the keyboard is still here, on no button
+            self.accept_button.focus_set()
+
+    def destroy(self) -> None:
+        if self._arm_id is not None:
+            self.after_cancel(self._arm_id)
+            self._arm_id = None
+        super().destroy()
 
     def _place_over(self, parent: ctk.CTkBaseClass) -> None:
         self.update_idletasks()

@@ -11,10 +11,13 @@ SECONDARY = {"fg_color": "transparent", "border_width": 1, "text_color": ("gray1
 
 
 def place_over(dialog: tkinter.Toplevel, parent: tkinter.Misc) -> None:
-    """Put ``dialog`` over ``parent``'s upper middle and bring it to the front."""
+    """Put ``dialog`` over ``parent``'s upper middle, wholly on the screen (its buttons at the bottom stay
+    reachable wherever the parent is), and bring it to the front."""
     dialog.update_idletasks()
     x = parent.winfo_rootx() + max(0, (parent.winfo_width() - dialog.winfo_reqwidth()) // 2)
     y = parent.winfo_rooty() + max(0, (parent.winfo_height() - dialog.winfo_reqheight()) // 4)
+    x = max(0, min(x, dialog.winfo_screenwidth() - dialog.winfo_reqwidth()))
+    y = max(0, min(y, dialog.winfo_screenheight() - dialog.winfo_reqheight()))
     dialog.geometry(f"+{x}+{y}")
     dialog.lift()
 

@@ -48,20 +48,22 @@ class Driver:
     def _xdotool(self, *args: str) -> None:
         subprocess.run(["xdotool", *args], check=True, timeout=10)
 
-    def click_at(self, x: int, y: int) -> None:
+    def click_at(self, x: int, y: int, times: int = 1) -> None:
         # ``mousemove --sync`` waits for the pointer to move: it never returns when the pointer is already there
         # (two dialogs opened at the same place, clicked one after the other)
         here = subprocess.run(["xdotool", "getmouselocation", "--shell"], capture_output=True, text=True,
                               check=True, timeout=10).stdout
+        click = ["click", "--repeat", str(times), "--delay", "1", "1"]     # a double click: both before a pump
         if f"X={x}\nY={y}\n" in here:
-            self._xdotool("click", "1")
+            self._xdotool(*click)
         else:
-            self._xdotool("mousemove", "--sync", str(x), str(y), "click", "1")
+            self._xdotool("mousemove", "--sync", str(x), str(y), *click)
         self.pump()
 
-    def click(self, widget: tkinter.Misc) -> None:
-        """A real left click in the middle of ``widget``, once it has settled on screen (a dialog that is being
-        placed over its parent, raised or given focus moves after it is mapped: clicking where it was would miss)."""
+    def click(self, widget: tkinter.Misc, times: int = 1) -> None:
+        """A real left click (``times`` of them at once) in the middle of ``widget``, once it has settled on screen
+        (a dialog that is being placed over its parent, raised or given focus moves after it is mapped: clicking
+        where it was would miss)."""
         self.pump()
         assert widget.winfo_viewable(), f"{widget} is not on screen"
         seen: list[tuple[int, int, int, int]] = []
@@ -72,12 +74,16 @@ class Driver:
 
         self.wait(settled, 5, what=f"{widget} to settle on screen")
         x, y, width, height = seen[-1]
-        self.click_at(x + width // 2, y + height // 2)
+        self.click_at(x + width // 2, y + height // 2, times)
 
     def type(self, entry: tkinter.Misc, text: str) -> None:
         """Click into ``entry`` and type ``text`` key by key."""
         self.click(entry)
         self.wait(lambda: str(entry.focus_get() or "").startswith(str(entry)), 5, what="the entry to get focus")
+        self.type_on(text)
+
+    def type_on(self, text: str) -> None:
+        """Type ``text`` key by key wherever the keyboard is."""
         self._xdotool("type", "--delay", "2", text)
         self.pump()
 

@@ -83,8 +83,11 @@ def me(user: DemoUser):
     return Me(user.nickname, user.chat.address, user.identity.short_fingerprint)
 
 
-def test_a_call_while_minimized_raises_focuses_flags_and_notifies(desktop, world):
+def test_a_call_while_minimized_raises_focuses_flags_and_notifies(desktop, world, monkeypatch):
+    import gui.widgets.accept_dialog
+
     need_xdotool()
+    monkeypatch.setattr(gui.widgets.accept_dialog, "ARMING_MS", 600_000)   # armed below, by the test
     app = App(appearance="Light")
     try:
         alice_user, bob_user = world.users
@@ -107,10 +110,18 @@ def test_a_call_while_minimized_raises_focuses_flags_and_notifies(desktop, world
         d.wait(lambda: notifications(desktop), what="a desktop notification")
         note = notifications(desktop)[0]
         assert note["app"] == "p2pchat" and note["summary"] == "Incoming chat" and "bob" in note["body"]
-        # The dialog has the keyboard: Enter accepts, and answering clears the urgency hint.
+        # The dialog has the keyboard. An Enter that comes as it takes the keyboard (typed for another program)
+        # is not a yes; once armed, Accept has the focus, Enter accepts, and answering clears the urgency hint.
         d.wait(lambda: window.has_focus(), what="the window to have the focus")
         dialog = window._dialog
         d.wait(lambda: str(dialog.focus_get() or "").startswith(str(dialog)), what="the dialog to take focus")
+        d.key("Return")
+        d.key("space")
+        for _ in range(5):
+            d.pump()
+        assert window._dialog is dialog and not dialog._answered, "an Enter before the dialog was armed accepted"
+        dialog._arm()                                   # ARMING_MS passed
+        d.wait(lambda: str(dialog.focus_get() or "").startswith(str(dialog.accept_button)), what="Accept focused")
         d.key("Return")
         d.wait(lambda: window._dialog is None, what="the answer")
         tab = next(iter(window.controller.tabs.values()))
@@ -120,19 +131,26 @@ def test_a_call_while_minimized_raises_focuses_flags_and_notifies(desktop, world
         app.close()
 
 
+def bob_calls_and_alice_accepts(app: App, world: DemoWorld):
+    """Alice's window in ``app``; bob calls and runs the four steps, alice accepts: (window, driver, bob's node,
+    bob's session)."""
+    alice_user, bob_user = world.users
+    window = app.open_window(alice_user.chat, me(alice_user), geometry="800x700+0+0")
+    d = Driver(app.root)
+    bob = bob_user.chat
+    session = bob.open_session(alice_user.host)
+    bob.run_all(session)
+    d.wait(lambda: window._dialog is not None, what="the accept dialog")
+    window._dialog.answer(True)
+    d.wait(lambda: any(t.ready for t in window.controller.tabs.values()), 60, what="the chat to be ready")
+    return window, d, bob, session
+
+
 def test_messages_in_the_selected_tab_count_as_unread_while_unfocused(desktop, world):
     need_xdotool()
     app = App(appearance="Light")
     try:
-        alice_user, bob_user = world.users
-        window = app.open_window(alice_user.chat, me(alice_user), geometry="800x700+0+0")
-        d = Driver(app.root)
-        bob = bob_user.chat
-        session = bob.open_session(alice_user.host)
-        bob.run_all(session)
-        d.wait(lambda: window._dialog is not None, what="the accept dialog")
-        window._dialog.answer(True)
-        d.wait(lambda: any(t.ready for t in window.controller.tabs.values()), 60, what="the chat to be ready")
+        window, d, bob, session = bob_calls_and_alice_accepts(app, world)
         tab = next(iter(window.controller.tabs.values()))
         assert window.controller.selected == tab.session
         # Another X client takes the focus: alice's window is not focused, her chat tab stays selected.
@@ -199,3 +217,42 @@ def test_the_menu_entry_is_installed_only_with_a_desktop(xvfb, tmp_path):
     assert exec_line.endswith("/.venv/bin/p2pchat gui")
     icon = tmp_path / "icons" / "hicolor" / "64x64" / "apps" / "p2pchat.png"
     assert icon.read_bytes().startswith(b"\x89PNG") and "Icon=p2pchat\n" in entry
+
+
+def test_a_flood_of_texts_while_unfocused_is_one_notification_and_one_urgency_hint(desktop, world, monkeypatch):
+    """A verified peer sends 200 texts in bursts while the window is not focused: the user is told once (one
+    notification naming the sender and the count, the urgency hint set once), not once per tick of the loop —
+    each notification is a gdbus process and a popup, each hint two X connections. What came after the first
+    notification waits for the pacing gap (made longer than the test here) and is summed into one."""
+    import gui.window
+    from gui.alert_pacing import AlertPacer
+
+    need_xdotool()
+    hints: list[bool] = []
+    real_set_urgent = gui.window.set_urgent
+    monkeypatch.setattr(gui.window, "set_urgent", lambda top, on: (hints.append(on), real_set_urgent(top, on))[1])
+    before = len(notifications(desktop))
+    app = App(appearance="Light")
+    try:
+        window, d, bob, session = bob_calls_and_alice_accepts(app, world)
+        window.pacer = AlertPacer(gap=3600.0)
+        tab = next(iter(window.controller.tabs.values()))
+        other = subprocess.Popen([sys.executable, "-c", "import tkinter; r = tkinter.Tk(); r.title('other'); "
+                                  "r.after(100, r.focus_force); r.mainloop()"])
+        try:
+            d.wait(lambda: not window.controller.focused, what="alice's window to lose the focus")
+            ticks = window.ticks
+            for burst in range(20):
+                for i in range(10):
+                    bob.send_text(session, f"flood {burst * 10 + i}")
+                d.wait(lambda b=burst: tab.unread >= (b + 1) * 10, what="the burst to arrive")
+            assert window.ticks - ticks >= 20          # many ticks brought news: each could have notified
+        finally:
+            other.terminate()
+            other.wait(10)
+    finally:
+        app.close()                                    # joins the notifier's threads
+    flood = [n for n in notifications(desktop)[before:] if n["summary"] == "New message"]
+    assert len(flood) == 1, flood
+    assert "from bob" in flood[0]["body"] and "flood" not in flood[0]["body"]
+    assert hints.count(True) == 1, hints

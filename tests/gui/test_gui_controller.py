@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from gui.controller import LEDGER_TAB, MAX_LINES, ChatController, check_peer_query
-from gui.models import LineKind, StepState, peer_label, peer_rows
+from gui.controller import LEDGER_TAB, ChatController, check_peer_query
+from gui.models import MAX_LINES, LineKind, StepState, peer_label, peer_rows
 from gui.text import MORE_CHARS, PREVIEW_CHARS, PREVIEW_LINES, clock_time
 from gui.worker import CommandWorker
 from p2pchat.events import (
@@ -566,6 +566,27 @@ def test_the_transcript_keeps_the_newest_lines_only(ctl, worker, clock):
     assert on_screen + len(changes.lines_added[session]) - changes.lines_dropped[session] == len(tab.lines)
 
 
+def test_the_text_a_chat_keeps_is_bounded_in_bytes_not_only_in_lines(ctl, worker, clock):
+    """A verified peer sends 1 MiB texts (the protocol's largest) as fast as it can: the chat keeps the newest of
+    them up to MAX_KEPT_BYTES of text (1,000 lines of 1 MiB, up to 3 MiB each once control characters are
+    written out visibly, were kept before: gigabytes), the newest one whole for "show more"."""
+    import sys
+
+    from gui.models import MAX_KEPT_BYTES
+
+    session = ready_chat(ctl, worker)
+    on_screen = len(ctl.tabs[session].lines)
+    mib = 1024 * 1024
+    for i in range(40):
+        ctl.handle(MessageReceived(session, i, f"{i:03d}" + "x" * (mib - 3), "bob", clock.now, clock.now))
+    ctl.handle(MessageReceived(session, 40, "\x01" * mib, "bob", clock.now, clock.now))      # written out: ^A
+    tab = ctl.tabs[session]
+    assert sum(sys.getsizeof(line.text) for line in tab.lines) <= MAX_KEPT_BYTES
+    assert tab.lines[-1].text == "^A" * mib and tab.lines[-2].text.startswith("039")
+    changes = ctl.take_changes()
+    assert on_screen + len(changes.lines_added[session]) - changes.lines_dropped[session] == len(tab.lines)
+
+
 def test_closing_a_tab_says_goodbye_and_ignores_late_events(ctl, node, worker):
     session = ready_chat(ctl, worker)
     ctl.close_tab(session)
@@ -694,6 +715,7 @@ def test_a_message_in_the_selected_tab_is_unread_while_the_window_is_unfocused(c
     ("'hello' message: field 'role' is missing", "bob's program sent something this version does not understand"),
     ("127.0.0.3:5 did not accept or reject the chat within 4 s", "bob did not answer your chat request within 4 s."),
     ("127.0.0.3 declined the chat: bob declined the chat", "bob said no to the chat."),
+    ("127.0.0.3:8471 closed the connection", "The connection to bob was closed: their program stopped"),
 ])
 def test_known_node_reasons_become_plain_sentences_with_the_detail_kept(reason, shown):
     from gui.wording import plain

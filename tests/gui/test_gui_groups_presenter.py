@@ -252,3 +252,25 @@ def test_a_creator_who_is_not_a_contact_is_never_named_after_its_group(
         theirs.close()
     fp = mallory.fingerprint.hex()
     assert chats.name_of(g, fp) == f"the group's creator (not a contact · {fp[:8]})"
+
+
+def test_the_text_a_group_conversation_keeps_is_bounded_in_bytes(
+        chats: GroupChats, worker: CommandWorker, people: tuple[Identity, Identity, Identity]) -> None:
+    """Members' 64 Ki-character texts of four-byte characters (256 KiB each in memory) as fast as the budget lets
+    them through: the conversation keeps the newest up to MAX_KEPT_BYTES (1,000 of them were kept: 256 MiB)."""
+    import sys
+
+    from gui.models import MAX_KEPT_BYTES
+
+    _alice, bob, carol = people
+    key = make(chats, worker, "lab", bob.fingerprint.hex(), carol.fingerprint.hex())
+    gid = key.removeprefix(GROUP_KEY)
+    chats.take_changes()
+    for n in range(1, 101):
+        chats.handle(GroupMessage(gid, "lab", bob.fingerprint.hex(), "bob", n, f"{n:03d}" + "😀" * 65_533,
+                                  time.time()))
+    lines = chats.groups[key].lines
+    assert sum(sys.getsizeof(ln.text) for ln in lines) <= MAX_KEPT_BYTES
+    assert lines[-1].text.startswith("100") and len(lines) >= 10
+    changes = chats.take_changes()
+    assert 3 + len(changes.lines_added[key]) - changes.lines_dropped[key] == len(lines)

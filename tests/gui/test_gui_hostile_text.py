@@ -132,7 +132,7 @@ def test_a_look_alike_sending_hostile_texts_and_file_names_is_marked_and_cleaned
 def test_a_flood_of_file_offers_and_texts_keeps_what_the_window_holds_bounded(xvfb, world, tmp_path):
     """A peer offers and cancels 150 files and sends 1,200 texts: the window keeps a bounded number of file rows
     and transcript lines (not one per event), keeps no offer to answer, and its event loop keeps turning."""
-    from gui.controller import MAX_LINES
+    from gui.models import MAX_LINES
     from gui.transfers import FINISHED_KEPT
     from tests.gui.driver import Driver
     from tests.gui.test_gui_peer_trouble import alice_window, transcript
@@ -159,3 +159,82 @@ def test_a_flood_of_file_offers_and_texts_keeps_what_the_window_holds_bounded(xv
         assert window.ticks > ticks                               # the loop turned while the flood came in
         assert max(most_rows, len(presenter.rows)) <= FINISHED_KEPT + 8, len(presenter.rows)
         assert len(window.controller.tabs[session].lines) <= MAX_LINES
+
+
+TCL = "[exec touch {marker}] $env(HOME) $tcl_version {{ }} \\\\ \\[ ; set x 1; %D %W"
+"""Tcl's substitutions (command, variable, backslash), list braces and bind's % codes: shown as they are, never
+run — every string reaches Tk as a Tcl object through tkinter's calls, no script is built from a peer's text."""
+
+
+def test_tcl_sequences_emoji_and_stacked_marks_from_a_peer_are_shown_as_they_are_and_never_run(
+        xvfb, world, tmp_path):
+    from p2pchat.steps import Step
+    from tests.gui.driver import Driver
+    from tests.gui.test_gui_peer_trouble import alice_window, transcript
+
+    marker = tmp_path / "tcl-ran"
+    tcl = TCL.format(marker=marker)
+    texts = [tcl, "😀🔑 e\u0301" + "\u0301" * 300 + " end", "W" * 10_000]
+    impostor = world.user("BOB").chat
+    with alice_window(world) as window:
+        d = Driver(window.top)
+        session, theirs = chat_with_the_peer(world, window, d)
+        for text in texts:
+            impostor.send_text(theirs, text)
+        offered = tmp_path / "notes {} [exec bell] $HOME %D.txt"
+        offered.write_bytes(b"z" * 10)
+        impostor.send_file(theirs, str(offered))
+        impostor.ask_secret(theirs, tcl[:200], "x")
+        d.wait(lambda: "end" in transcript(window, session) and "[exec touch" in transcript(window, session)
+               and window.secret_dialogs.dialog is not None, what="the texts, the offer and the question")
+        shown = transcript(window, session)
+        assert tcl in shown and "😀🔑" in shown                    # literally, emoji too
+        d.wait(lambda: "notes {} [exec bell] $HOME %D.txt" in transcript(window, session), what="the offer's name")
+        assert str(window.secret_dialogs.dialog.question_label.cget("text")).startswith("«[exec touch")
+        for _ in range(5):
+            d.pump()
+        assert not marker.exists(), "a peer's text ran as Tcl"
+        # nothing pushed the four steps out of reach: each is on screen and inside the window
+        top = window.top
+        window.secret_dialogs.dialog.decline()
+        if window.step_bar.collapsed:                           # folded once ready: one click unfolds them
+            d.click(window.step_bar.summary)
+        for step in Step:
+            button = window.step_bar.buttons[step]
+            d.wait(button.winfo_viewable, 5, what=f"step {step.value} on screen")
+            assert top.winfo_rootx() <= button.winfo_rootx() < top.winfo_rootx() + top.winfo_width()
+            assert button.winfo_rooty() + button.winfo_height() <= top.winfo_rooty() + top.winfo_height()
+
+
+def test_a_long_line_without_spaces_reaches_tk_in_short_lines_and_loses_nothing(xvfb):
+    """A peer's 1 MiB text without a space or a newline, 400,000 characters of it revealed by "show more": Tk gets
+    no line longer than LONG_LINE (it lays a line out whole at every redraw: one of 200,000 characters took 21 s
+    to scroll), a line with spaces is broken after a word, and the pieces put together are the text."""
+    import customtkinter as ctk
+
+    from gui.models import ChatLine, LineKind
+    from gui.text import CONTINUATION, LONG_LINE
+    from gui.widgets.style import Fonts
+    from gui.widgets.transcript import Transcript
+
+    root = ctk.CTk()
+    try:
+        transcript = Transcript(root, Fonts(), on_more=lambda _line_id: None)
+        transcript.pack(fill="both", expand=True)
+        unbroken = "".join(chr(0x41 + i % 26) for i in range(1024 * 1024))
+        words = " ".join(["word"] * 10_000)
+        transcript.add([ChatLine(1, LineKind.IN, "12:00", "bob", unbroken, 400_000),
+                        ChatLine(2, LineKind.IN, "12:01", "bob", words, len(words))])
+        root.update()
+        shown = transcript.plain_text().split("\n")
+        assert max(map(len, shown)) <= LONG_LINE + len(CONTINUATION) + 60      # (+ a header or the show-more link)
+        first = next(i for i, line in enumerate(shown) if line.startswith("12:01"))
+        joined = "".join(line.removeprefix(CONTINUATION) for line in shown[:first])
+        assert joined.endswith(unbroken[:400_000] + " … show more (648,576 more characters)")
+        pieces = [line.removeprefix(CONTINUATION) for line in shown[first:] if line]
+        assert all(p.endswith("word ") or p.endswith("word") for p in pieces)    # broken after a word
+        assert "".join(pieces) == "12:01  bob: " + words
+        transcript._text.yview_moveto(0.5)          # a scroll through it finishes (it took 21 s before)
+        root.update()
+    finally:
+        root.destroy()

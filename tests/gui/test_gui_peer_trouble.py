@@ -203,3 +203,45 @@ def click_more_link(d: Driver, window: ChatWindow, session: str) -> None:
     d.pump()
     x, y, width, height = text.bbox(start)
     d.click_at(text.winfo_rootx() + x + width // 2 + 4, text.winfo_rooty() + y + height // 2)
+
+
+def test_steps_pressed_out_of_order_twice_at_once_and_a_peer_gone_between_steps_are_said_plainly(window, world):
+    """From the window, with real clicks: step 4 before any chat, a double click on 1 Connect and on 2 Swap public
+    keys, then the peer's process is killed between step 2 and step 3 and step 3 is pressed. Each press gets one
+    plain sentence beside its button, one chat is opened and called once, nothing hangs, and 1 Connect starts a
+    new chat afterwards."""
+    w, peer = world
+    d = Driver(window.top)
+    d.wait(lambda: any(e.get("event") == "ready" for e in peer.events()), what="the peer process")
+    bar = window.step_bar
+    d.type(bar.peer_entry, w.user("bob").host)
+    d.wait(lambda: window.controller.peer_text == w.user("bob").host, what="the peer field")
+
+    def result(step: Step) -> str:
+        return str(bar.results[step].cget("text"))
+
+    d.click(bar.buttons[Step.AGREE_KEY])
+    d.wait(lambda: result(Step.AGREE_KEY) == "✗ 1 Connect must come first", what="step 4's refusal")
+    d.click(bar.buttons[Step.CONNECT], times=2)
+    d.wait(lambda: window.controller.target is not None, what="a chat")
+    session = window.controller.target
+    tab = window.controller.tabs[session]
+    d.wait(lambda: tab.steps[Step.CONNECT].state is StepState.DONE, what="step 1")
+    d.click(bar.buttons[Step.SWAP_KEYS], times=2)
+    d.wait(lambda: tab.steps[Step.SWAP_KEYS].state is StepState.DONE, what="step 2")
+    assert list(window.controller.tabs) == [session], "a double click opened one chat"
+    assert len({e["session"] for e in peer.events() if "session" in e}) == 1, "the peer was called once"
+    assert not result(Step.SWAP_KEYS).startswith("✗"), "the second click of a double click is no failure"
+
+    peer.kill()
+    d.wait(lambda: tab.ended is not None, what="the chat to end")
+    # the step that was next says what happened, in words; the ended chat's later steps are off, 1 Connect is on
+    closed = "The connection to bob was closed: their program stopped, or the network between you dropped."
+    d.wait(lambda: result(Step.AUTHENTICATE) == f"✗ {closed}", what="step 3's failure")
+    assert [str(bar.buttons[st].cget("state")) for st in Step] == ["normal", "disabled", "disabled", "disabled"]
+    shown = transcript(window, session)
+    assert f"3 Authenticate failed: {closed}  ▸ details" in shown and "Traceback" not in shown
+    d.click(bar.buttons[Step.CONNECT])
+    d.wait(lambda: window.controller.target not in (None, session), what="a new chat from 1 Connect")
+    d.wait(lambda: result(Step.CONNECT) == f"✗ {w.user('bob').host} could not be reached: is p2pchat running on "
+           "their computer, and is the address right?", 30, what="step 1 to fail in plain words")
