@@ -13,6 +13,7 @@ from Crypto.PublicKey import RSA
 from . import chatcrypto as cc
 from .wire import SpecError
 
+MAX_MEMBERS = 64
 CHANGE_FIELDS = ("group", "op", "target", "target_key", "name", "parents", "version", "author", "ts")
 
 
@@ -110,8 +111,8 @@ class GroupState:
                 continue
             if change.version != 1 + max(self.changes[p].version for p in change.parents):
                 continue
-            if change.op == "add" and change.target not in members and change.target_key is not None \
-                    and fingerprint(change.target_key) == change.target:
+            if change.op == "add" and change.target not in members and len(members) < MAX_MEMBERS \
+                    and change.target_key is not None and fingerprint(change.target_key) == change.target:
                 members[change.target] = keys[change.target] = change.target_key
             elif change.op == "remove" and change.target in members and change.target != creator \
                     and (change.author == creator or change.author == change.target):
