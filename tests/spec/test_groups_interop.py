@@ -98,6 +98,38 @@ def test_a_group_made_from_the_docs_with_a_real_listen_node(tmp_path):
                     state.add(change)
                 assert set(state.members()) == {my_fp, host_fp}
 
+                # counters (groups.md "Messages"): a gap is shown with a notice, a lower counter is dropped
+                ref = group.send("text", group=gid, sender=my_fp, counter=3, version=state.version, lamport=5,
+                                 sent_at=time.time(), text="third, after a gap")
+                peer.pump(lambda: ref in group.acked)
+                node.wait_for("third, after a gap")
+                ref = group.send("text", group=gid, sender=my_fp, counter=2, version=state.version, lamport=6,
+                                 sent_at=time.time(), text="second, replayed late")
+                peer.pump(lambda: ref in group.acked)
+                # a text naming another sender than the channel's peer is refused
+                ref = group.send("text", group=gid, sender=host_fp, counter=9, version=state.version, lamport=7,
+                                 sent_at=time.time(), text="under the node's own name")
+
+                # the node creates a group with the spec peer: its changes check out by the doc's rules
+                node.write("/group create nodelab spec-peer")
+                peer.pump(lambda: any(c.op == "add" and c.target == my_fp for c in group.changes))
+                theirs = next(c for c in group.changes if c.op == "create").group
+                node_state = gs.GroupState(theirs)
+                for change in sorted((c for c in group.changes if c.group == theirs), key=lambda c: c.version):
+                    node_state.add(change)
+                assert set(node_state.members()) == {my_fp, host_fp}
+                creation = next(c for c in node_state.changes.values() if c.op == "create")
+                assert (creation.name, creation.author, creation.version) == ("nodelab", host_fp, 1)
+                # and the spec peer leaves it (any member may remove itself)
+                leave = gs.sign_change(world.key, gs.Change(theirs, "remove", my_fp, None, "",
+                                                            tuple(node_state.heads), node_state.version + 1,
+                                                            my_fp, time.time()))
+                node_state.add(leave)
+                assert set(node_state.members()) == {host_fp}
+                ref = group.send("changes", group=theirs, changes=[leave.encoded()])
+                peer.pump(lambda: ref in group.acked)
+                node.wait_for("is no longer in 'nodelab'")
+
                 # a change whose version skips one (its parents' + 2) is refused and not acknowledged
                 third = spec_key(SPEC_KEY_INDEX - 1).public_key().export_key(format="DER")
                 skip = gs.sign_change(world.key, gs.Change(gid, "add", gs.fingerprint(third), third, "third",
@@ -118,6 +150,10 @@ def test_a_group_made_from_the_docs_with_a_real_listen_node(tmp_path):
                 node.wait_for("no longer a member")
                 peer.close("the spec test is done")
             assert len(group.texts) == seen
+            out = node.output()
+            assert "second, replayed late" not in out and "under the node's own name" not in out
+            assert "1 message(s) from spec-peer never arrived" in out
+            assert "claiming another member as its sender was refused" in out
         except BaseException:
             print(node.output())
             raise
