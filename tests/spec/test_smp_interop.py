@@ -92,6 +92,11 @@ def test_the_shared_secret_check_both_ways_with_a_real_node(tmp_path):
                 bad["d5"] = smp.Q.to_bytes(smp.SIZE, "big")
                 peer.seal(cc.inner("smp2", **bad))
                 check.next("smp_abort")
+                # a message that breaks its schema (a question over 200 characters) is not an smp_abort but a
+                # malformed frame: refused and counted (§5.2), the session goes on
+                probe = smp.Run(True, mine, theirs, peer.t2, os.urandom)
+                peer.seal(cc.inner("smp1", **probe.smp1("q" * 201, "x")))
+                node.wait_for("'question' is too long")
                 number = peer.send_text("still chatting after the abort")
                 node.wait_for("still chatting after the abort")
                 peer.pump(lambda: number in peer.receipts)
