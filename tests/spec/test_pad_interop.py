@@ -64,7 +64,9 @@ def test_pad_mode_from_the_doc_with_a_real_node(tmp_path):
                 node.choose_chat()
                 pad = PadPeer(peer, halves)
 
-                peer.seal(cc.inner("pad_mode", op="on?", pad_id=pad_id))      # off -> asked
+                peer.seal(cc.inner("pad_mode", op="on?", pad_id=bytes(16)))   # another pad: off, answered `no`
+                peer.pump(lambda: "no" in pad.ops)
+                peer.seal(cc.inner("pad_mode", op="on?", pad_id=pad_id))      # off -> offered
                 node.wait_for("/pad yes")
                 node.write("/pad yes")
                 peer.pump(lambda: "on!" in pad.ops)
@@ -77,8 +79,8 @@ def test_pad_mode_from_the_doc_with_a_real_node(tmp_path):
 
                 # refused and counted (§5.2): past the half's end, then a replay below R; not shown
                 pad.send(halves.forge_at(HALF - 40, "twenty bytes or so, too long"))
-                pad.send(halves.forge_at(0, "again"))
                 node.wait_for("it was not shown")                  # §5.2: the first refusal is reported
+                peer.send_text("a plain text in pad mode")         # a downgrade: refused, not shown
                 # exhaustion: the node's sending half (1024 bytes, 51 spent) cannot hold 1000 more; nothing is sent
                 node.write("x" * 1000)
                 node.wait_for("the one-time pad is used up in your direction")
@@ -92,12 +94,14 @@ def test_pad_mode_from_the_doc_with_a_real_node(tmp_path):
                 plain = peer.send_text("back to AES only")
                 peer.pump(lambda: plain in peer.receipts)
                 assert len(pad.texts) == 1 and peer.receiver.refused == []
+                assert pad.ops == ["no", "on!", "off!"]
                 # a pad text is read whenever a pad is installed: a replayed one now is the third refusal,
                 # which ends the session (so the two above were counted)
                 pad.send(halves.forge_at(0, "again"))
                 peer.pump(lambda: peer.goodbye is not None)
                 assert peer.goodbye == "too many frames were refused"
-            assert "again" not in node.output() and "twenty bytes" not in node.output()
+            out = node.output()
+            assert "again" not in out and "twenty bytes" not in out and "a plain text in pad mode" not in out
         except BaseException:
             print(node.output())
             raise
