@@ -67,7 +67,7 @@ def test_pad_mode_from_the_doc_with_a_real_node(tmp_path):
                 peer.seal(cc.inner("pad_mode", op="on?", pad_id=bytes(16)))   # another pad: off, answered `no`
                 peer.pump(lambda: "no" in pad.ops)
                 peer.seal(cc.inner("pad_mode", op="on?", pad_id=pad_id))      # off -> offered
-                node.wait_for("/pad yes")
+                node.wait_for("asks to switch to the one-time pad")
                 node.write("/pad yes")
                 peer.pump(lambda: "on!" in pad.ops)
                 first = pad.send(halves.seal("by the pad ✓"))
@@ -89,6 +89,7 @@ def test_pad_mode_from_the_doc_with_a_real_node(tmp_path):
                 assert halves.sent == HALF
 
                 peer.seal(cc.inner("pad_mode", op="off?", pad_id=pad_id))
+                node.wait_for("asks to fall back to AES only")       # the node's user answers once asked
                 node.write("/pad yes")
                 peer.pump(lambda: "off!" in pad.ops)
                 plain = peer.send_text("back to AES only")
