@@ -130,8 +130,24 @@ def test_a_group_made_from_the_docs_with_a_real_listen_node(tmp_path):
                 peer.pump(lambda: ref in group.acked)
                 node.wait_for("is no longer in 'nodelab'")
 
-                # a change whose version skips one (its parents' + 2) is refused and not acknowledged
-                third = spec_key(SPEC_KEY_INDEX - 1).public_key().export_key(format="DER")
+                # a text claiming a membership version the node lacks is held until the change arrives, and
+                # acknowledged only then (groups.md "Messages")
+                member = spec_key(SPEC_KEY_INDEX - 1).public_key().export_key(format="DER")
+                add = gs.sign_change(world.key, gs.Change(gid, "add", gs.fingerprint(member), member, "member",
+                                                          tuple(state.heads), state.version + 1, my_fp, time.time()))
+                state.add(add)
+                held = group.send("text", group=gid, sender=my_fp, counter=4, version=state.version, lamport=9,
+                                  sent_at=time.time(), text="sent before its change")
+                node.wait_for("waits for a membership change this computer does not have yet")
+                ping = peer.send_text("a pairwise text after the held one")      # read by the node after it
+                peer.pump(lambda: ping in peer.receipts)
+                assert held not in group.acked and "sent before its change" not in node.output()
+                ref = group.send("changes", group=gid, changes=[add.encoded()])
+                peer.pump(lambda: ref in group.acked and held in group.acked)
+                node.wait_for("sent before its change")
+
+                # a change whose version skips one (its parents' + 2) is refused
+                third = spec_key(SPEC_KEY_INDEX - 2).public_key().export_key(format="DER")
                 skip = gs.sign_change(world.key, gs.Change(gid, "add", gs.fingerprint(third), third, "third",
                                                            tuple(state.heads), state.version + 2, my_fp,
                                                            time.time()))
@@ -141,7 +157,7 @@ def test_a_group_made_from_the_docs_with_a_real_listen_node(tmp_path):
                                                              tuple(state.heads), state.version + 1, my_fp,
                                                              time.time()))
                 state.add(remove)
-                assert set(state.members()) == {my_fp}
+                assert set(state.members()) == {my_fp, gs.fingerprint(member)}
                 ref = group.send("changes", group=gid, changes=[remove.encoded()])
                 peer.pump(lambda: ref in group.acked)
                 node.wait_for("removed")
