@@ -3,6 +3,7 @@ group and invites the node, both post and acknowledge group texts, and the creat
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from typing import Any
@@ -11,9 +12,11 @@ import pytest
 
 from tests.integration.chat_procs import ChatProcess
 from tests.spec.harness import CHAT_PORT, NETWORK, SPEC_KEY_INDEX, SpecWorld, connect_from, spec_key, start_world
+from tests.spec.impl import chatcrypto as cc
 from tests.spec.impl import groups as gs
 from tests.spec.impl.peer import MAX_FRAME, ChatPeer
 from tests.spec.impl.wire import socket_stream
+from tests.spec.test_chat_interop import FileReceiver
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +73,9 @@ def invite(world: SpecWorld, group: GroupPeer, gid: bytes, name: str) -> gs.Grou
 def test_a_group_made_from_the_docs_with_a_real_listen_node(tmp_path):
     world = start_world(tmp_path)
     with world.cluster:
-        node = ChatProcess("listen", "--host", world.host, "--accept-all", "--data-dir", str(world.data_dir))
+        downloads = tmp_path / "downloads"
+        node = ChatProcess("listen", "--host", world.host, "--accept-all", "--accept-files", "--downloads",
+                           str(downloads), "--data-dir", str(world.data_dir))
         try:
             node.wait_for("Waiting for chats")
             sock = connect_from(world.spec_ip, world.host, CHAT_PORT)
@@ -145,6 +150,25 @@ def test_a_group_made_from_the_docs_with_a_real_listen_node(tmp_path):
                 ref = group.send("changes", group=gid, changes=[add.encoded()])
                 peer.pump(lambda: ref in group.acked and held in group.acked)
                 node.wait_for("sent before its change")
+
+                # a shared file (groups.md "Files", protocol.md §5.10): its entry, acknowledged, then an ordinary
+                # offer whose sha256 and size equal the entry's
+                content = bytes(range(256)) * 1000
+                digest = hashlib.sha256(content).digest()
+                ref = group.send("file", group=gid, sender=my_fp, counter=5, version=state.version, lamport=11,
+                                 sent_at=time.time(), name="notes.bin", size=len(content), sha256=digest)
+                peer.pump(lambda: ref in group.acked)
+                files = FileReceiver(peer)
+                tid = os.urandom(16)
+                peer.seal(cc.inner("file_offer", id=tid, name="notes.bin", size=len(content), sha256=digest))
+                peer.pump(lambda: files.accepted is not None)
+                accepted: dict[str, Any] = files.accepted or {}
+                step = min(int(accepted.get("max_chunk", 262016)), 1048448)
+                for offset in range(accepted["offset"], len(content), step):
+                    peer.seal(cc.inner("file_chunk", id=tid, offset=offset, data=content[offset:offset + step]))
+                peer.pump(lambda: files.finished == tid)
+                assert (downloads / "notes.bin").read_bytes() == content
+                node.wait_for("[speclab] spec-peer offers the file 'notes.bin'")       # taken as the group's
 
                 # a change whose version skips one (its parents' + 2) is refused
                 third = spec_key(SPEC_KEY_INDEX - 2).public_key().export_key(format="DER")
