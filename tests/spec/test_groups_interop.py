@@ -1,5 +1,6 @@
 """Groups from docs/groups.md and protocol.md §5.10 alone, against a real `p2pchat listen`: the spec peer creates a
-group and invites the node, both post and acknowledge group texts, and the creator's removal reaches the node."""
+group and invites the node, both post and acknowledge group texts (a gap, a late counter, a held text), a shared
+file, a group the node creates, and the creator's removal reaching the node."""
 
 from __future__ import annotations
 
