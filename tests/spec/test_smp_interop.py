@@ -92,6 +92,14 @@ def test_the_shared_secret_check_both_ways_with_a_real_node(tmp_path):
                 bad["d5"] = smp.Q.to_bytes(smp.SIZE, "big")
                 peer.seal(cc.inner("smp2", **bad))
                 check.next("smp_abort")
+                # both sides asking at once ends the run: the node, waiting for smp2, answers our smp1 with an
+                # smp_abort
+                node.write("/ask Which colour was the door? | green")
+                check.next("smp1")
+                crossing = smp.Run(True, mine, theirs, peer.t2, os.urandom)
+                peer.seal(cc.inner("smp1", **crossing.smp1("And the window?", "blue")))
+                check.next("smp_abort")
+
                 # a message that breaks its schema (a question over 200 characters) is not an smp_abort but a
                 # malformed frame: refused and counted (§5.2), the session goes on
                 probe = smp.Run(True, mine, theirs, peer.t2, os.urandom)
