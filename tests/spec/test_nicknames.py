@@ -13,6 +13,7 @@ import pytest
 from ledger.errors import LedgerError
 from ledger.nicknames import nickname_keys
 from ledger.records import validate_nickname
+from tests.helpers import wait_until
 from tests.spec.harness import LEDGER_PORT, NETWORK, make_record, spec_key, start_world
 from tests.spec.impl import ledgerspec as ls
 from tests.spec.impl import nicknames as nk
@@ -50,7 +51,7 @@ def test_the_spec_rules_agree_with_the_projects_on_every_confusable_character():
 
 
 @pytest.mark.slow
-def test_a_real_ledger_node_refuses_a_look_alike_and_finds_by_the_first_key(tmp_path):
+def test_a_real_ledger_node_refuses_a_look_alike_and_finds_a_nickname_by_any_of_its_keys(tmp_path):
     world = start_world(tmp_path)
     newcomer = spec_key(22)
     relay = f"{world.host}:8472"
@@ -75,3 +76,13 @@ def test_a_real_ledger_node_refuses_a_look_alike_and_finds_by_the_first_key(tmp_
             found = conn.ask("lookup", by="nick", value="SPEC-HOST")
         record = ls.check_lookup(found, chain, NETWORK, "nick", "SPEC-HOST", int(time.time()))
         assert record.key == world.records[1].key
+
+        def lookup(value: str) -> dict[str, object]:
+            with ls.LedgerConnection(world.host, LEDGER_PORT, source=world.spec_ip) as conn:
+                return conn.ask("lookup", by="nick", value=value)
+        wait_until(lambda: lookup("Iris")["found"], 30, what="the record of Iris mined")
+        with ls.LedgerConnection(world.host, LEDGER_PORT, source=world.spec_ip) as conn:
+            chain = ls.sync_headers(conn)
+        for query in ("lris", "IRIS"):                  # the query's k1 is one of Iris's keys
+            record = ls.check_lookup(lookup(query), chain, NETWORK, "nick", query, int(time.time()))
+            assert record.nickname == "Iris"

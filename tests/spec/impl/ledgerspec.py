@@ -404,7 +404,7 @@ def check_lookup(answer: dict[str, Any], chain: list[Header], network: str, by: 
         raise SpecError("the record's signature")
     if by == "nick":
         from .nicknames import keys
-        about = keys(record.nickname)[0] == keys(value)[0]
+        about = keys(value)[0] in keys(record.nickname)
     else:
         about = record.ip == value if by == "ip" else record.fingerprint.hex().startswith(value.lower())
     if not about or record.kind == "revoke" or record.expires <= now:
