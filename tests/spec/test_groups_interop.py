@@ -90,6 +90,13 @@ def test_a_group_made_from_the_docs_with_a_real_listen_node(tmp_path):
                 my_fp = gs.fingerprint(peer.der)
                 host_fp = gs.fingerprint(world.host_key.public_key().export_key(format="DER"))
 
+                # a frame for an unknown group that does not make the node a member is refused
+                other = os.urandom(16)
+                alone = gs.sign_change(world.key, gs.Change(other, "create", my_fp, peer.der, "alone", (), 1, my_fp,
+                                                            time.time()))
+                group.send("changes", group=other, changes=[alone.encoded()])
+                node.wait_for("that does not make both of you members was refused")
+
                 ref = group.send("text", group=gid, sender=my_fp, counter=1, version=state.version, lamport=1,
                                  sent_at=time.time(), text="hello, group ✓")
                 peer.pump(lambda: ref in group.acked)
