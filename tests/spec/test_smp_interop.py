@@ -108,6 +108,22 @@ def test_the_shared_secret_check_both_ways_with_a_real_node(tmp_path):
                 number = peer.send_text("still chatting after the abort")
                 node.wait_for("still chatting after the abort")
                 peer.pump(lambda: number in peer.receipts)
+                # at most 10 runs started by the peer per session: an smp1 starts a run in EXPECT1, DONE or
+                # ABORTED; one that arrives while the node waits for its user's answer (ANSWER) ends that run.
+                # One run was started above (the crossing smp1 arrived in the node's EXPECT2 and started none).
+                answers = []
+                for i in range(20):
+                    probe = smp.Run(True, mine, theirs, peer.t2, os.urandom)
+                    peer.seal(cc.inner("smp1", **probe.smp1(f"run {i}?", "x")))
+                    number = peer.send_text(f"after smp1 {i}")              # its receipt: the node read the smp1
+                    peer.pump(lambda: number in peer.receipts)             # noqa: B023 — used at once
+                    answers.append([m["t"] for m in check.got])
+                    check.got.clear()
+                started = [i for i, got in enumerate(answers) if got == []]
+                assert started == list(range(0, 18, 2)), answers           # runs 2–10 of the session
+                assert all(got == ["smp_abort"] for i, got in enumerate(answers) if i not in started)
+                node.wait_for("after smp1 19")
+                assert "«run 16?»" in node.output() and "«run 18?»" not in node.output()
                 assert peer.receiver.refused == []
                 peer.close("the spec test is done")
         except BaseException:
