@@ -91,8 +91,8 @@ def _start(request: dict[str, Any]) -> tuple[Any, Any]:
     from p2pchat.foundation.identity import Identity
 
     try:
-        key = crypto.RSA.import_key(request["key_pem"])
-    except (ValueError, IndexError, TypeError):
+        key = crypto.import_private(request["key_pem"])      # held to the rules of every identity key
+    except (ValueError, TypeError, crypto.CryptoError):
         from p2pchat.foundation.errors import IdentityError
 
         raise IdentityError("the window handed the ledger node an unreadable identity key") from None

@@ -414,6 +414,9 @@ class Channel:
             raise ValueError(f"send time {now!r} is not a time in seconds since 1970")
         if self._send.key is None:
             raise ChannelError("this chat's keys are gone; nothing more can be sent")
+        if self._send.epoch >= MAX_EPOCH and self._send.texts_in_epoch + len(self._queued) >= MAX_ROTATE_EVERY:
+            # the last epoch cannot rotate, and the receiver takes no more than MAX_ROTATE_EVERY texts under it
+            raise ChannelError("this session has used up its key epochs; reconnect")
         msg_id = self._next_text_id
         self._next_text_id += 1
         self._queued.append((msg_id, float(now), text, size))
@@ -469,11 +472,12 @@ class Channel:
         while the ``rotate_ack`` travels up to ``rotate_every`` more — never past the protocol's
         ``MAX_ROTATE_EVERY`` per epoch, which the receiver enforces. A peer that never answers therefore gets at
         most that many texts under the old key; the rest wait for the new one (or for the timer to end the
-        session). No limit once the last epoch is reached (nothing can rotate any more; the counter runs out
-        first)."""
+        session). At the last epoch (nothing can rotate any more) the cap is ``MAX_ROTATE_EVERY``, the receiver's
+        limit; :meth:`queue_text` refuses texts beyond it (the session must reconnect, as when the counter runs
+        out)."""
         side = self._send
         if side.epoch >= MAX_EPOCH:
-            return MAX_COUNTER + 1
+            return MAX_ROTATE_EVERY
         if side.pending is None:
             return self.rotate_every
         return min(2 * self.rotate_every, MAX_ROTATE_EVERY)

@@ -19,7 +19,6 @@ import functools
 import logging
 import os
 import queue
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 from p2pchat.events import GroupMessage, GroupNotice, GroupReceipt
 from p2pchat.file_driver import prepare as prepare_file
+from p2pchat.foundation import crypto
 from p2pchat.foundation.errors import FrameError, LocalFault, ProtocolError, UsageError, UserError
 from p2pchat.foundation.identity import Identity
 from p2pchat.group_history import GroupHistory, entry_of
@@ -938,7 +938,7 @@ class GroupService:
 
 
 def _new_ref() -> int:
-    return secrets.randbits(62) + 1
+    return (int.from_bytes(crypto.random_bytes(8), "big") >> 2) + 1      # 62 random bits
 
 
 def _text_record(t: GroupText, *, to: int = 0, path: str | None = None) -> dict[str, Any]:

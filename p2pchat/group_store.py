@@ -14,7 +14,6 @@ a sender had reached when the transcript was deleted).
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import msgpack
 
+from p2pchat.foundation import crypto
 from p2pchat.foundation.errors import LocalFault
 from p2pchat.store_file import META_SCHEMA, SealedStore, StoreKind
 from p2pchat.vault import Vault
@@ -90,7 +90,7 @@ class GroupStore(SealedStore):
         for kind, record in items:
             if kind not in KINDS:
                 raise ValueError(f"no group store kind {kind!r}")
-            rid = os.urandom(16)
+            rid = crypto.random_bytes(16)
             sealed.append((kind, rid, self.vault.seal(_aad(kind, rid), msgpack.packb(record, use_bin_type=True))))
 
         def write(db: sqlite3.Connection) -> list[int]:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -75,7 +74,7 @@ class GroupError(UserError):
 
 
 def new_group_id() -> bytes:
-    return os.urandom(GROUP_ID_LEN)
+    return crypto.random_bytes(GROUP_ID_LEN)
 
 
 def find_group(groups: Iterable[tuple[bytes, str]], text: str) -> bytes:

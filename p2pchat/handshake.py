@@ -69,7 +69,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal, Protocol
 
@@ -149,10 +149,10 @@ class Established:
     """
 
     initiator: bool
-    send_key: bytes
-    recv_key: bytes
-    send_chain: bytes
-    recv_chain: bytes
+    send_key: bytes = field(repr=False)     # key material is never shown: not in a repr, a log or a traceback
+    recv_key: bytes = field(repr=False)
+    send_chain: bytes = field(repr=False)
+    recv_chain: bytes = field(repr=False)
     transcript_hash: bytes          # T2: also the session id in every sealed frame's header
     peer_public_der: bytes
     peer_nickname: str              # from the ledger record
@@ -289,13 +289,13 @@ class Hello:
 
 @dataclass(frozen=True)
 class SessionKeys:
-    """Output of the handshake's key schedule."""
+    """Output of the handshake's key schedule (its repr shows no key)."""
 
-    i2r_key: bytes
-    r2i_key: bytes
-    i2r_chain: bytes
-    r2i_chain: bytes
-    confirm_key: bytes
+    i2r_key: bytes = field(repr=False)
+    r2i_key: bytes = field(repr=False)
+    i2r_chain: bytes = field(repr=False)
+    r2i_chain: bytes = field(repr=False)
+    confirm_key: bytes = field(repr=False)
 
 
 # --- pure functions (also used by the test vectors in docs/protocol.md) ---------------------------------

@@ -38,7 +38,7 @@ except ImportError:          # Windows: one process per data directory is assume
     fcntl = None  # type: ignore[assignment]
 
 from p2pchat.foundation import crypto
-from p2pchat.foundation.datadir import replace_file
+from p2pchat.foundation.datadir import exposure_problem, replace_file
 from p2pchat.foundation.errors import UserError
 
 FORMAT = 1
@@ -293,6 +293,13 @@ class Pad:
         self.peer = self.meta.peer_of(me)
         send_name, recv_name = self.meta.halves(me)
         self._send_path, self._recv_path = directory / send_name, directory / recv_name
+        for half in (self._send_path, self._recv_path):
+            try:
+                exposed = exposure_problem(half.stat(), half)
+            except FileNotFoundError:
+                continue            # reported in its own words when the half is read
+            if exposed is not None:     # pad bytes others could read are no longer secret: not used
+                raise PadError(f"the pad half {half} {exposed}")
         self._thread_lock = threading.Lock()
         self.sent, self.received = self._load_used()
 

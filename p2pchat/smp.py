@@ -34,7 +34,6 @@ exponent in ``0 .. q − 1``, before it is used.
 from __future__ import annotations
 
 import enum
-import hashlib
 import struct
 import unicodedata
 from collections.abc import Callable
@@ -145,10 +144,7 @@ def encode(value: int) -> bytes:
 
 def proof_hash(version: int, *values: int) -> int:
     """A proof's challenge: ``SHA-256(PROOF_LABEL | u8 version | 384-byte value ...)`` as an integer."""
-    h = hashlib.sha256(PROOF_LABEL + bytes([version]))
-    for value in values:
-        h.update(encode(value))
-    return int.from_bytes(h.digest(), "big")
+    return int.from_bytes(crypto.sha256(PROOF_LABEL, bytes([version]), *(encode(value) for value in values)), "big")
 
 
 def check_element(name: str, value: int) -> int:

@@ -48,13 +48,13 @@ usually knows before the first offer: step 1's ``features``, protocol.md §3.1).
 from __future__ import annotations
 
 import enum
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from p2pchat.chat_protocol import BASE_CHUNK, FILE_TYPES, MAX_CHUNK, PAD_STEP, TRANSFER_ID_LEN
 from p2pchat.file_digest import DIGEST_LEN
+from p2pchat.foundation import crypto
 
 CHUNK_SIZE = MAX_CHUNK                      # 1 048 448 bytes: a chunk message pads to exactly 16 × 64 KiB
 BUCKET = PAD_STEP                           # chunks are a whole number of 64 KiB buckets, less 128 bytes
@@ -287,7 +287,7 @@ class TransferCore:
         self.max_window = max_window
         self.stall_timeout = stall_timeout
         self.max_chunk = max_chunk          # receiver: the largest chunk we take, announced in file_accept
-        self._new_id = id_factory or (lambda: os.urandom(TRANSFER_ID_LEN))
+        self._new_id = id_factory or (lambda: crypto.random_bytes(TRANSFER_ID_LEN))
         self._out: dict[bytes, _Transfer] = {}
         self._in: dict[bytes, _Transfer] = {}
         self._turn = 0           # round robin between outgoing transfers

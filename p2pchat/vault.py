@@ -35,9 +35,9 @@ from p2pchat.foundation.identity import KEY_FILE, Identity
 
 FILE_NAME = "vault.json"
 FORMAT = 1
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 17, 8, 1
+SCRYPT_N, SCRYPT_R, SCRYPT_P = crypto.SCRYPT_N, crypto.SCRYPT_R, crypto.SCRYPT_P    # as the key file's
 MAX_SCRYPT_N = 1 << 22          # a file asking for more (4 GiB at r = 8) is refused, not obeyed
-SALT_LEN = 16
+SALT_LEN = crypto.SCRYPT_SALT_LEN
 SEALED_VERSION = 1
 _KEYS_INFO = b"p2pchat/vault/1\x00keys"
 _NONCE = crypto.GCM_NONCE_LEN
@@ -63,6 +63,8 @@ class Vault:
     def __init__(self, data_dir: Path, keys: tuple[bytes, bytes, bytes] | None) -> None:
         self.data_dir = Path(data_dir)
         self._keys = keys
+        if keys is not None:
+            crypto.keep_keys_out_of_core_dumps()
 
     # --- opening ----------------------------------------------------------------------------------------
 
@@ -240,18 +242,20 @@ def _write_exclusive(path: Path, record: dict[str, Any]) -> bool:
 
 def _finish_protecting_identity(data_dir: Path, passphrase: str) -> None:
     """A plain identity key beside a passphrase record: the process that set the passphrase was stopped (killed,
-    a full disk) between writing the record and saving the key again under it, so that save is done now."""
+    a full disk) between writing the record and saving the key again under it, so that save is done now. A key
+    protected below the current scrypt cost is saved again at it."""
     try:
-        plain = b"ENCRYPTED" not in (data_dir / KEY_FILE).read_bytes()
+        data = (data_dir / KEY_FILE).read_bytes()
     except OSError:
         return      # no key yet, or one that Identity.load will refuse in its own words
-    if plain:
+    if b"ENCRYPTED" not in data or crypto.private_pem_weaker_than_policy(data):
         _protect_identity(data_dir, passphrase)
 
 
 def _protect_identity(data_dir: Path, passphrase: str, *, check_only: bool = False) -> None:
     """An identity key protected already must open with this passphrase (one passphrase for everything); a plain
-    one is saved again under it (unless ``check_only``: before the record is made)."""
+    one, or one protected below the current scrypt cost, is saved again under it (unless ``check_only``: before
+    the record is made)."""
     path = data_dir / KEY_FILE
     try:
         data = path.read_bytes()
@@ -261,12 +265,19 @@ def _protect_identity(data_dir: Path, passphrase: str, *, check_only: bool = Fal
         raise VaultError(f"cannot read the identity key {path}: {exc.strerror}") from None
     if b"ENCRYPTED" in data:
         try:
-            Identity.load(path, passphrase)
+            identity = Identity.load(path, passphrase)
         except IdentityError as exc:
             if "wrong passphrase" in str(exc):
                 raise WrongPassphrase(f"wrong passphrase: the identity key {path} is protected by another one, "
                                       f"and one passphrase protects the key, history and contacts") from None
             raise
+        if not check_only and crypto.private_pem_weaker_than_policy(data):
+            # written under weaker scrypt parameters (an older pycryptodome's defaults): saved again at the
+            # vault's cost, or the key file would be the cheaper way to guess the passphrase (crypto review)
+            try:
+                identity.save(path, passphrase)
+            except (OSError, IdentityError) as exc:
+                log.warning("the identity key %s was not re-encrypted at the current cost: %s", path, exc)
         return
     if check_only:
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ from p2pchat.foundation.fingerprint_text import format_fingerprint as format_fin
 if TYPE_CHECKING:
     from Crypto.Cipher import AES
     from Crypto.Hash import SHA256
+    from Crypto.IO._PBES import ProtParams
     from Crypto.Math.Numbers import Integer
     from Crypto.Protocol.DH import import_x25519_private_key, import_x25519_public_key, key_agreement
     from Crypto.Protocol.KDF import HKDF
@@ -51,6 +53,17 @@ GCM_NONCE_LEN = 12
 GCM_TAG_LEN = 16
 X25519_LEN = 32
 DOMAIN = b"p2pchat/"
+# Every signature context of the protocols (docs/security.md, "Crypto review"): one per purpose, so a signature
+# made for one never verifies for another. Contexts are lower-case ASCII words: no NUL, so the ``\x00`` after the
+# context ends it and no context plus data can read as another context plus other data.
+SIGNATURE_CONTEXTS = frozenset({"ledger-record", "ledger-reachability", "chat-auth", "relay-login", "group-change"})
+_CONTEXT_FORM = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+MAX_CONTEXT_LEN = 64
+# scrypt cost of everything a passphrase protects (the vault and the identity key file alike: an attacker
+# attacks the cheaper of the two): 2^17 · 8 · 128 B = 128 MiB, about 0.3 s here.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 17, 8, 1
+SCRYPT_SALT_LEN = 16
+PKCS8_PROTECTION = "scryptAndAES256-GCM"
 
 if TYPE_CHECKING:
     RsaKey = RSA.RsaKey
@@ -60,6 +73,29 @@ else:
         if name == "RsaKey":
             return RSA.RsaKey
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_core_dumps_off = False
+
+
+def keep_keys_out_of_core_dumps() -> None:
+    """Make this process write no core dump (RLIMIT_CORE 0, soft and hard), once: Python cannot overwrite the
+    ``bytes`` a key lives in, so a crash of a process holding a private key or session keys would otherwise put
+    them on disk (systemd-coredump and apport honour the limit too). Called when a process first holds a long-lived
+    key (:func:`generate_rsa`, :class:`p2pchat.foundation.identity.Identity`, a relay's static key, an unlocked
+    vault)."""
+    global _core_dumps_off
+    if _core_dumps_off:
+        return
+    _core_dumps_off = True
+    try:
+        import resource
+    except ImportError:         # not a POSIX system
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ValueError, OSError):    # a sandbox that refuses; the process goes on as before
+        pass
 
 
 def random_bytes(n: int) -> bytes:
@@ -85,6 +121,7 @@ def generate_rsa(bits: int = RSA_BITS) -> RsaKey:
     """A fresh RSA private key (e = 65537)."""
     if bits < MIN_RSA_BITS:
         raise ValueError(f"RSA keys must have at least {MIN_RSA_BITS} bits")
+    keep_keys_out_of_core_dumps()       # e.g. a keygen worker, which holds the key before any Identity does
     return RSA.generate(bits, e=RSA_EXPONENT)
 
 
@@ -181,6 +218,59 @@ def load_public(der: bytes) -> RsaKey:
     return RSA.construct((n, e), consistency_check=False)
 
 
+def import_private(data: bytes, passphrase: str | None = None) -> RsaKey:
+    """An RSA private key from PKCS#8 (or PKCS#1) PEM/DER, decrypted with ``passphrase`` when it is encrypted.
+    Its public half must pass :func:`load_public`'s rules, so a key file never holds a key every peer would
+    refuse (e = 3, 2048 bits, 16384 bits). ValueError: not a readable key (or a wrong passphrase);
+    :class:`CryptoError`: a key, but one the protocols refuse."""
+    try:
+        key = RSA.import_key(data, passphrase=passphrase)
+    except (ValueError, IndexError, TypeError) as exc:
+        raise ValueError("not a readable RSA private key") from exc
+    if not key.has_private():
+        raise CryptoError("the key holds a public key only; an identity needs the private key")
+    load_public(public_der(key))
+    return key
+
+
+def export_private(key: RsaKey, passphrase: str | None = None) -> bytes:
+    """PKCS#8 PEM of a private key; with ``passphrase``, PBES2 with scrypt (:data:`SCRYPT_N`, r = 8, p = 1, a
+    16-byte salt: pinned here, not left to the library's defaults) and AES-256-GCM."""
+    if not passphrase:
+        return bytes(key.export_key(format="PEM", pkcs=8))
+    params: ProtParams = {"iteration_count": SCRYPT_N, "block_size": SCRYPT_R, "parallelization": SCRYPT_P,
+                          "salt_size": SCRYPT_SALT_LEN}
+    return bytes(key.export_key(format="PEM", pkcs=8, passphrase=passphrase, protection=PKCS8_PROTECTION,
+                                prot_params=params))
+
+
+_PBES2_OID, _SCRYPT_OID = "1.2.840.113549.1.5.13", "1.3.6.1.4.1.11591.4.11"
+
+
+def private_pem_weaker_than_policy(pem: bytes) -> bool:
+    """Whether an encrypted PKCS#8 PEM was protected below :func:`export_private`'s parameters (another KDF, a
+    smaller scrypt N or r, a shorter salt): e.g. a key file written with an older pycryptodome's defaults (N = 2^14,
+    an 8-byte salt), which the same passphrase's attacker would attack instead of the vault. False for a file that
+    is not an encrypted PKCS#8 PEM (nothing to strengthen)."""
+    from Crypto.IO import PEM
+    from Crypto.Util.asn1 import DerObjectId, DerOctetString, DerSequence
+
+    try:
+        der, marker, _ = PEM.decode(pem.decode("ascii"))
+        if marker != "ENCRYPTED PRIVATE KEY":
+            return False
+        pbes2 = DerSequence().decode(DerSequence().decode(der)[0])      # EncryptedPrivateKeyInfo.algorithm
+        if DerObjectId().decode(pbes2[0]).value != _PBES2_OID:
+            return True
+        kdf = DerSequence().decode(DerSequence().decode(pbes2[1])[0])   # PBES2-params.keyDerivationFunc
+        if DerObjectId().decode(kdf[0]).value != _SCRYPT_OID:
+            return True
+        salt, n, r = DerSequence().decode(kdf[1])[:3]                   # scrypt-params (RFC 7914 §7)
+        return len(DerOctetString().decode(salt).payload) < SCRYPT_SALT_LEN or int(n) < SCRYPT_N or int(r) < SCRYPT_R
+    except (ValueError, IndexError, TypeError, UnicodeDecodeError):
+        return False
+
+
 def fingerprint(pub_der: bytes) -> bytes:
     """SHA-256 of the DER public key: the identity's fingerprint."""
     return sha256(pub_der)
@@ -194,7 +284,16 @@ def _mgf1_sha256(seed: bytes, length: int) -> bytes:
     return out[:length]
 
 
+def check_context(context: str) -> None:
+    """ValueError unless ``context`` is a well-formed signature context: lower-case ASCII words joined by ``-``,
+    at most 64 characters (no NUL: the separator after it must be the first NUL of the signed message)."""
+    if not (isinstance(context, str) and len(context) <= MAX_CONTEXT_LEN and _CONTEXT_FORM.fullmatch(context)):
+        raise ValueError(f"signature context {context!r} is not lower-case ASCII words joined by '-' "
+                         f"(at most {MAX_CONTEXT_LEN} characters)")
+
+
 def _signed_message(context: str, data: bytes) -> SHA256.SHA256Hash:
+    check_context(context)
     return SHA256.new(DOMAIN + context.encode() + b"\x00" + data)
 
 
@@ -206,8 +305,9 @@ def sign(key: RsaKey, context: str, data: bytes) -> bytes:
 def verify(public: RsaKey | bytes, context: str, data: bytes, signature: bytes) -> None:
     """Raise :class:`CryptoError` unless ``signature`` is valid for ``data`` under ``context``."""
     key = load_public(public) if isinstance(public, bytes) else public
+    message = _signed_message(context, data)      # a malformed context is a programming error, not a bad signature
     try:
-        pss.new(key, mask_func=_mgf1_sha256).verify(_signed_message(context, data), signature)
+        pss.new(key, mask_func=_mgf1_sha256).verify(message, signature)
     except (ValueError, TypeError):
         raise CryptoError(f"{context} signature does not verify") from None
 

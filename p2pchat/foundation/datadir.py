@@ -73,6 +73,14 @@ def slot_problem(path: Path) -> str | None:
     return None
 
 
+def exposure_problem(st: os.stat_result, path: Path) -> str | None:
+    """Why a secret file (a private key) with the status ``st`` must not be used, in words that follow its name
+    ("can be read by other users …; fix it with: chmod 600 …"), or None: only its owner may read or write it."""
+    if os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return f"can be read by other users (mode {stat.S_IMODE(st.st_mode):o}); fix it with: chmod 600 '{path}'"
+    return None
+
+
 class DataDirLock:
     """An ``flock`` on a file of the data directory, held while this process does what only one process may do
     there (the ledger node's store, the chat node's waiting messages and files). Released by :meth:`release` or

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -17,14 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from p2pchat.foundation import crypto
-from p2pchat.foundation.datadir import replace_file, slot_problem, write_new_file
+from p2pchat.foundation.datadir import exposure_problem, replace_file, slot_problem, write_new_file
 from p2pchat.foundation.errors import IdentityError
 
 if TYPE_CHECKING:
     from p2pchat.foundation.keygen import KeygenProgress
 
 KEY_FILE = "identity.pem"
-_PROTECTION = "scryptAndAES256-GCM"
 log = logging.getLogger(__name__)
 
 
@@ -34,6 +32,7 @@ class Identity:
     def __init__(self, key: crypto.RsaKey) -> None:
         if not key.has_private():
             raise ValueError("an identity needs a private key")
+        crypto.keep_keys_out_of_core_dumps()
         self._key = key
         self.public_der = crypto.public_der(key)
         self.fingerprint = crypto.fingerprint(self.public_der)
@@ -54,10 +53,8 @@ class Identity:
         return crypto.sign(self._key, context, data)
 
     def to_pem(self, passphrase: str | None = None) -> bytes:
-        """PKCS#8 PEM of the private key, encrypted when a passphrase is given."""
-        if passphrase:
-            return self._key.export_key(format="PEM", pkcs=8, passphrase=passphrase, protection=_PROTECTION)
-        return self._key.export_key(format="PEM", pkcs=8)
+        """PKCS#8 PEM of the private key, encrypted when a passphrase is given (:func:`crypto.export_private`)."""
+        return crypto.export_private(self._key, passphrase)
 
     def save(self, path: Path, passphrase: str | None = None) -> None:
         """Write the key atomically with mode 0600 (never world- or group-readable, even briefly), replacing
@@ -79,10 +76,9 @@ class Identity:
             st = path.stat()
         except FileNotFoundError:
             raise IdentityError(f"no identity key at {path}") from None
-        if os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise IdentityError(
-                f"the identity key {path} can be read by other users (mode {stat.S_IMODE(st.st_mode):o}); "
-                f"fix it with: chmod 600 '{path}'")
+        exposed = exposure_problem(st, path)
+        if exposed is not None:
+            raise IdentityError(f"the identity key {path} {exposed}")
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -92,19 +88,16 @@ class Identity:
             raise IdentityError(f"the identity key {path} is protected by a passphrase; give it with "
                                 "--passphrase-file or the P2PCHAT_PASSPHRASE variable")
         try:
-            key = crypto.RSA.import_key(data, passphrase=passphrase if encrypted else None)
-        except (ValueError, IndexError, TypeError):
+            key = crypto.import_private(data, passphrase if encrypted else None)
+        except ValueError:
             if encrypted:
                 raise IdentityError(f"wrong passphrase for the identity key {path}") from None
             raise IdentityError(f"the identity key {path} is damaged (not a readable RSA private key); p2pchat did "
                                 f"not change it. Restore it from a backup; moving it aside makes a new key "
                                 f"next time, a new identity your contacts and the ledger do not know: "
                                 f"{_aside_command(path)}") from None
-        if not key.has_private():
-            raise IdentityError(f"{path} holds a public key only; an identity needs the private key")
-        if key.size_in_bits() < crypto.MIN_RSA_BITS:
-            raise IdentityError(f"the identity key {path} has {key.size_in_bits()} bits; "
-                                f"at least {crypto.MIN_RSA_BITS} are required")
+        except crypto.CryptoError as exc:      # a key, but one every peer would refuse (e.g. e = 3, 2048 bits)
+            raise IdentityError(f"the identity key {path} cannot be used: {exc}") from None
         return cls(key)
 
     @classmethod

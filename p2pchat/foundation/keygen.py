@@ -73,7 +73,7 @@ def generate_identity_key(bits: int = crypto.RSA_BITS, *, workers: int | None = 
                     continue
                 selector.unregister(key.fileobj)
                 if proc.wait() == 0:
-                    return crypto.RSA.import_key(bytes.fromhex(buffers[proc.pid].decode("ascii")))
+                    return crypto.import_private(bytes.fromhex(buffers[proc.pid].decode("ascii")))
             if progress is not None:
                 progress(time.monotonic() - started)
         errors = b"".join(p.stderr.read() for p in procs if p.stderr is not None).decode(errors="replace")

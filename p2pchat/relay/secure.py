@@ -37,7 +37,7 @@ from pathlib import Path
 from p2pchat.display import quote_peer
 from p2pchat.foundation import crypto
 from p2pchat.foundation.codec import CLEAR_BOX_MIN, HEADER, BoxedFrame, Frame, Message, Protocol
-from p2pchat.foundation.datadir import slot_problem, write_new_file
+from p2pchat.foundation.datadir import exposure_problem, slot_problem, write_new_file
 from p2pchat.foundation.errors import CryptoError, FrameError, PeerUnreachable, ProtocolError, UserError
 from p2pchat.foundation.transport import FramedSocket, _os_reason, _send_now, _wait_ready
 from p2pchat.relay.protocol import RelayError
@@ -77,6 +77,7 @@ class RelayKey:
     """The relay's static X25519 key pair. ``private`` fixes it (tests, vectors); otherwise a fresh one."""
 
     def __init__(self, private: bytes | None = None) -> None:
+        crypto.keep_keys_out_of_core_dumps()
         self._private = crypto.x25519_private() if private is None else private
         self._key = crypto.EphemeralKey(self._private)
         self.public = self._key.public
@@ -94,6 +95,9 @@ class RelayKey:
         if problem is not None:
             raise UserError(f"the relay key {path} {problem}")
         try:
+            exposed = exposure_problem(path.stat(), path)
+            if exposed is not None:      # a private key others can read is no longer this relay's alone
+                raise UserError(f"the relay key {path} {exposed}")
             text = path.read_text().strip()
         except FileNotFoundError:
             key = cls()

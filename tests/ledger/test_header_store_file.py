@@ -10,7 +10,7 @@ PARAMS = NetworkParams(name="headerfile", difficulty_bits=8)
 
 
 def test_a_link_to_nothing_is_moved_aside_not_followed(tmp_path):
-    path = header_file_path(tmp_path, PARAMS)
+    path = header_file_path(tmp_path, PARAMS, "127.0.0.1", 8470)
     target = tmp_path / "unmounted" / path.name
     path.symlink_to(target)
     store = HeaderStore(PARAMS, path)
@@ -23,7 +23,7 @@ def test_a_link_to_nothing_is_moved_aside_not_followed(tmp_path):
 
 
 def test_a_directory_is_moved_aside_with_what_it_holds(tmp_path):
-    path = header_file_path(tmp_path, PARAMS)
+    path = header_file_path(tmp_path, PARAMS, "127.0.0.1", 8470)
     path.mkdir()
     (path / "kept").write_text("x")
     store = HeaderStore(PARAMS, path)

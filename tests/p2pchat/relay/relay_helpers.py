@@ -114,10 +114,17 @@ class RelayEnv:
         return self.own(raw_login(identity, relay, role, **kw))
 
     def close(self) -> None:
-        # Clients first (links handed to on_invite included), then the relays they use.
+        # Registrations first: closing one joins its answering workers, so no link reaches on_invite after the
+        # invites are closed (a worker still answering when the test ended used to hand over a link nobody closed,
+        # whose keepalive thread then outlived the test). Then the links handed to on_invite, then the other
+        # clients, then the relays they use.
+        registrations = [obj for obj in self._closables if isinstance(obj, RelayRegistration)]
+        for reg in reversed(registrations):
+            reg.close()
         self.invites.close()
         for obj in reversed(self._closables):
-            obj.close()
+            if not isinstance(obj, RelayRegistration):
+                obj.close()
 
 
 def relay_threads() -> list[str]:
