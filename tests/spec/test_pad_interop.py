@@ -94,8 +94,21 @@ def test_pad_mode_from_the_doc_with_a_real_node(tmp_path):
                 peer.pump(lambda: "off!" in pad.ops)
                 plain = peer.send_text("back to AES only")
                 peer.pump(lambda: plain in peer.receipts)
-                assert len(pad.texts) == 1 and peer.receiver.refused == []
+                assert len(pad.texts) == 1 and peer.receiver.refused == []   # the plain text went as text
                 assert pad.ops == ["no", "on!", "off!"]
+                # both ask at once (§5.9 table: asked + peer on? -> on, sending on!): whichever of the two asks
+                # the node took first, it ends in `on` and sends `on!`; the spec peer answers an `on?` it sees
+                # while asking with `on!` too
+                seen = len(pad.ops)
+                node.write("/pad on")
+                peer.seal(cc.inner("pad_mode", op="on?", pad_id=pad_id))
+                peer.pump(lambda: "on!" in pad.ops[seen:])
+                if "on?" in pad.ops[seen:]:
+                    peer.seal(cc.inner("pad_mode", op="on!", pad_id=pad_id))
+                assert pad.ops[seen:] in (["on!"], ["on?", "on!"])
+                node.write("after both asked")
+                peer.pump(lambda: "after both asked" in pad.texts)          # a pad text again: the node is on
+
                 # a pad text is read whenever a pad is installed: a replayed one now is the third refusal,
                 # which ends the session (so the two above were counted)
                 pad.send(halves.forge_at(0, "again"))
