@@ -125,7 +125,12 @@ def test_the_shared_secret_check_both_ways_with_a_real_node(tmp_path):
                 node.wait_for("after smp1 19")
                 assert "«run 16?»" in node.output() and "«run 18?»" not in node.output()
                 assert peer.receiver.refused == []
-                peer.close("the spec test is done")
+                # §5.9: a pad_text when no pad is installed is a refused frame; with the malformed smp1 above,
+                # two of them are the third refusal, which ends the session
+                for number in (peer.next_id, peer.next_id + 1):
+                    peer.seal(cc.inner("pad_text", id=number, sent_at=1.0, box=bytes(40)))
+                peer.pump(lambda: peer.goodbye is not None)
+                assert peer.goodbye == "too many frames were refused"
         except BaseException:
             print(node.output())
             raise
