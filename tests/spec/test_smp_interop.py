@@ -1,6 +1,7 @@
 """The shared-secret check (protocol.md §5.8) from the doc alone, against a real `p2pchat listen`: the spec peer
 asks (Alice) and the node's user answers, then the node's user asks and the spec peer answers (Bob); a matching
-and a non-matching answer, each side's verdict."""
+and a non-matching answer, each side's verdict; the receiver's rules (a D not below q, both asking at once, a
+question over 200 characters, the 10 runs a peer may start); at its end, pad texts in a chat without a pad (§5.9)."""
 
 from __future__ import annotations
 
