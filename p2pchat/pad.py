@@ -87,7 +87,7 @@ def _meta_problem(raw: object) -> str:
     if not isinstance(raw, dict):
         return "it is not a JSON object"
     half, fps, sha = raw.get("half_size"), raw.get("fingerprints"), raw.get("sha256")
-    if raw.get("format") != FORMAT or isinstance(raw.get("format"), bool):
+    if type(raw.get("format")) is not int or raw["format"] != FORMAT:
         return f"its format is not {FORMAT}"
     if not _is_hex(raw.get("pad_id"), PAD_ID_LEN):
         return f"pad_id is not {2 * PAD_ID_LEN} lower-case hex digits"

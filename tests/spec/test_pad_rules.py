@@ -34,6 +34,7 @@ def test_a_description_written_as_the_doc_says_is_taken(pad_dir):
     ({"half_size": "1024"}, "half_size"),
     ({"half_size": True}, "half_size"),
     ({"format": 2}, "format"),
+    ({"format": 1.0}, "format"),
     ({"pad_id": "AB" * 16}, "pad_id"),
     ({"pad_id": "ab " * 15 + "ab"}, "pad_id"),
     ({"fingerprints": ["02" * 32, "01" * 32]}, "lower first"),
