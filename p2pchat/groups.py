@@ -261,8 +261,10 @@ class MembershipLog:
         return None
 
     def _keep(self, c: Change) -> Change:
-        if any(c.version <= self.changes[p].version for p in c.parents):
-            raise GroupError("a membership change whose version is not above its parents' was refused")
+        # Exactly one more than its parents' (docs/groups.md): a version pushed higher would raise every
+        # member's membership version, up to past MAX_LOG, where every member's texts are refused.
+        if c.parents and c.version != 1 + max(self.changes[p].version for p in c.parents):
+            raise GroupError("a membership change whose version is not one more than its parents' was refused")
         if c.op == "create":
             self.root, self.creator, self.name = c.hash, c.author, c.name
         self.changes[c.hash] = c

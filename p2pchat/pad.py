@@ -78,6 +78,30 @@ def parse_size(text: str) -> int:
     return n
 
 
+def _is_hex(value: object, n: int) -> bool:
+    return isinstance(value, str) and re.fullmatch(f"[0-9a-f]{{{2 * n}}}", value) is not None
+
+
+def _meta_problem(raw: object) -> str:
+    """What is wrong with a parsed pad.json, in plain words ("" when nothing)."""
+    if not isinstance(raw, dict):
+        return "it is not a JSON object"
+    half, fps, sha = raw.get("half_size"), raw.get("fingerprints"), raw.get("sha256")
+    if type(raw.get("format")) is not int or raw["format"] != FORMAT:
+        return f"its format is not {FORMAT}"
+    if not _is_hex(raw.get("pad_id"), PAD_ID_LEN):
+        return f"pad_id is not {2 * PAD_ID_LEN} lower-case hex digits"
+    if not (isinstance(fps, list) and len(fps) == 2 and all(_is_hex(f, 32) for f in fps)):
+        return "fingerprints is not a list of two fingerprints of 64 lower-case hex digits"
+    if not fps[0] < fps[1]:
+        return "the fingerprints are not listed lower first"
+    if not isinstance(half, int) or isinstance(half, bool) or not MIN_HALF <= half <= MAX_SIZE // 2:
+        return f"half_size is not a whole number of bytes from {MIN_HALF} to {MAX_SIZE // 2}"
+    if not (isinstance(sha, dict) and _is_hex(sha.get("a"), 32) and _is_hex(sha.get("b"), 32)):
+        return "sha256 does not hold the SHA-256 of a and b in lower-case hex"
+    return ""
+
+
 @dataclass(frozen=True)
 class PadMeta:
     pad_id: bytes
@@ -94,20 +118,19 @@ class PadMeta:
 
     @classmethod
     def load(cls, directory: Path) -> PadMeta:
+        """The description, checked exactly as protocol.md §5.9 states it (each fault named)."""
         try:
             raw = json.loads((directory / META).read_text())
-            low, high = (bytes.fromhex(x) for x in raw["fingerprints"])
-            meta = cls(bytes.fromhex(raw["pad_id"]), low, high, int(raw["half_size"]),
-                       bytes.fromhex(raw["sha256"]["a"]), bytes.fromhex(raw["sha256"]["b"]))
-            ok = (raw["format"] == FORMAT and len(meta.pad_id) == PAD_ID_LEN and len(low) == len(high) == 32
-                  and low < high and meta.half_size >= MIN_HALF and len(meta.sha_a) == len(meta.sha_b) == 32)
+            problem = _meta_problem(raw)
         except FileNotFoundError:
             raise PadError(f"{directory} holds no pad ({META} is missing)") from None
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, UnicodeDecodeError) as exc:
             raise PadError(f"{directory / META} is not a pad description ({exc})") from None
-        if not ok:
-            raise PadError(f"{directory / META} is not a valid pad description")
-        return meta
+        if problem:
+            raise PadError(f"{directory / META} is not a valid pad description: {problem}")
+        low, high = (bytes.fromhex(x) for x in raw["fingerprints"])
+        return cls(bytes.fromhex(raw["pad_id"]), low, high, raw["half_size"], bytes.fromhex(raw["sha256"]["a"]),
+                   bytes.fromhex(raw["sha256"]["b"]))
 
     def peer_of(self, me: bytes) -> bytes:
         if me == self.low:

@@ -120,13 +120,18 @@ def test_changes_whose_parents_are_missing_wait(identities: list[Identity]) -> N
     assert set(late.members) == set(log.members)
 
 
-def test_a_wrong_version_is_refused(identities: list[Identity]) -> None:
+@pytest.mark.parametrize("version", [1, 3, 600])
+def test_a_wrong_version_is_refused(identities: list[Identity], version: int) -> None:
+    """Exactly one more than the parents': a higher one would lift every member's membership version (past
+    MAX_LOG, where texts are refused)."""
     a, b = identities[:2]
     log, create = MembershipLog.create(a, "g")
-    unsigned = Change(log.group, "add", b.fingerprint, b.public_der, "b", (create.hash,), 1, a.fingerprint, 1.0)
+    unsigned = Change(log.group, "add", b.fingerprint, b.public_der, "b", (create.hash,), version, a.fingerprint,
+                      1.0)
     bad = replace(unsigned, sig=a.sign("group-change", unsigned.signed_body()))
     with pytest.raises(GroupError, match="version"):
         log.add(bad)
+    assert log.version == 1
 
 
 def _text(log: MembershipLog, sender: Identity, counter: int, *, version: int | None = None,

@@ -238,6 +238,10 @@ def record_from_wire(data: dict[str, Any]) -> Record:
     if (len(nick) > 32 or not nick.isprintable() or nick != nick.strip() or unicodedata.normalize("NFC", nick) != nick
             or (record.kind == "revoke" and nick)):
         problems.append("nickname")
+    elif nick:
+        from .nicknames import problem
+        if problem(nick):
+            problems.append(f"nickname: {problem(nick)}")
     if record.ip is not None and (not _canonical_ip(record.ip) or record.port is None):
         problems.append("ip")
     if record.ip is None and (record.port is not None or record.ledger_port is not None):
@@ -385,8 +389,8 @@ def sync_headers(conn: LedgerConnection) -> list[Header]:
 
 
 def check_lookup(answer: dict[str, Any], chain: list[Header], network: str, by: str, value: str, now: int) -> Record:
-    """A ``lookup_result`` for ``by`` (``ip`` or ``fp``) ``value`` checked as docs/ledger-protocol.md §8 step 3
-    says."""
+    """A ``lookup_result`` for ``by`` (``ip``, ``nick`` or ``fp``) ``value`` checked as docs/ledger-protocol.md §8
+    step 3 says."""
     if not answer.get("found"):
         raise SpecError(f"not found: {answer.get('reason')}")
     record = record_from_wire(answer["record"])
@@ -398,7 +402,11 @@ def check_lookup(answer: dict[str, Any], chain: list[Header], network: str, by: 
         raise SpecError("the Merkle path does not reach the header's root")
     if not record.verify_signatures(network):
         raise SpecError("the record's signature")
-    about = record.ip == value if by == "ip" else record.fingerprint.hex().startswith(value.lower())
+    if by == "nick":
+        from .nicknames import keys
+        about = keys(value)[0] in keys(record.nickname)
+    else:
+        about = record.ip == value if by == "ip" else record.fingerprint.hex().startswith(value.lower())
     if not about or record.kind == "revoke" or record.expires <= now:
         raise SpecError("the record is not a live binding of what was asked")
     return record
