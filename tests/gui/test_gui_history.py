@@ -94,6 +94,9 @@ def test_history_is_kept_found_across_chats_and_shown_again_after_a_restart(xvfb
         pane = window.panes[to_bob]
         d.type(pane.entry_text, "hello bob, the meeting is at noon")
         d.key("Return")
+        # alice's text kept before bob answers, so bob's is the last kept message (the row below shows it); without
+        # this wait, on a loaded machine alice's own text could be recorded after bob's answer
+        d.wait(lambda: kept(node, "meeting is at noon"), what="alice's text kept")
         bob.chat.send_text(their_session(bob), "see you at the pineapple stand")
         d.wait(lambda: "pineapple stand" in pane.transcript.plain_text(), what="bob's message")
         d.wait(lambda: kept(node, "pineapple stand") and kept(node, "meeting is at noon"), what="both kept")
