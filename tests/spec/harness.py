@@ -3,9 +3,11 @@ and `p2pchat` nodes, started with the project's test fixtures. The spec peer its
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ from tests.conftest import TEST_KEYS, free_loopback_ip, make_identities
 from tests.integration.procs import Cluster, LedgerProcess, premine
 from tests.spec.impl import chatcrypto as cc
 from tests.spec.impl import ledgerspec as ls
-from tests.spec.impl.peer import LedgerView
+from tests.spec.impl.peer import MAX_FRAME, ChatPeer, LedgerView
+from tests.spec.impl.wire import socket_stream
 
 NETWORK = "p2pchat"
 CHAT_PORT = 8471
@@ -98,3 +101,15 @@ def connect_from(source: str, host: str, port: int, timeout: float = 20.0) -> so
     sock = socket.create_connection((host, port), timeout, (source, 0))
     sock.settimeout(timeout)
     return sock
+
+
+@contextlib.contextmanager
+def called_peer(world: SpecWorld, **options: Any) -> Iterator[ChatPeer]:
+    """The spec peer dials the node at ``world.host`` from ``world.spec_ip`` and runs the four steps as the
+    initiator (protocol.md §3); yields it established, and closes the socket after. ``options``: ChatPeer's."""
+    sock = connect_from(world.spec_ip, world.host, CHAT_PORT)
+    with sock:
+        peer = ChatPeer(world.key, "spec-peer", f"{world.spec_ip}:{CHAT_PORT}", world.ledger_view(),
+                        sock.sendall, socket_stream(sock, MAX_FRAME), NETWORK, **options)
+        peer.initiate("ip", world.host)
+        yield peer

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.integration.chat_procs import ChatProcess
-from tests.spec.harness import CHAT_PORT, NETWORK, connect_from, start_world
+from tests.spec.harness import CHAT_PORT, NETWORK, called_peer, start_world
 from tests.spec.impl import chatcrypto as cc
 from tests.spec.impl.peer import MAX_FRAME, ChatPeer
 from tests.spec.impl.wire import socket_stream
@@ -48,11 +48,7 @@ def test_spec_initiator_chats_with_p2pchat_listen(tmp_path):
                            "--data-dir", str(world.data_dir))
         try:
             node.wait_for("Waiting for chats")
-            sock = connect_from(world.spec_ip, world.host, CHAT_PORT)
-            with sock:
-                peer = ChatPeer(world.key, "spec-peer", f"{world.spec_ip}:{CHAT_PORT}", world.ledger_view(),
-                                sock.sendall, socket_stream(sock, MAX_FRAME), NETWORK, rotate_every=1)
-                peer.initiate("ip", world.host)
+            with called_peer(world, rotate_every=1) as peer:
                 assert peer.log == STEPS
                 assert (peer.peer_verdict, peer.verdict) == ("agree", "agree")     # §3.2: one chain, both sides
                 node.wait_for("✓ 4 Agree AES key")
@@ -113,11 +109,7 @@ def test_files_both_ways_between_the_spec_peer_and_a_real_node(tmp_path):
                            "--downloads", str(downloads), "--data-dir", str(world.data_dir))
         try:
             node.wait_for("Waiting for chats")
-            sock = connect_from(world.spec_ip, world.host, CHAT_PORT)
-            with sock:
-                peer = ChatPeer(world.key, "spec-peer", f"{world.spec_ip}:{CHAT_PORT}", world.ledger_view(),
-                                sock.sendall, socket_stream(sock, MAX_FRAME), NETWORK)
-                peer.initiate("ip", world.host)
+            with called_peer(world) as peer:
                 receiver = FileReceiver(peer)
                 node.choose_chat()
                 node.write(f"/send {sent}")

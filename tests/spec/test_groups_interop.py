@@ -12,11 +12,16 @@ from typing import Any
 import pytest
 
 from tests.integration.chat_procs import ChatProcess
-from tests.spec.harness import CHAT_PORT, NETWORK, SPEC_KEY_INDEX, SpecWorld, connect_from, spec_key, start_world
+from tests.spec.harness import (
+    SPEC_KEY_INDEX,
+    SpecWorld,
+    called_peer,
+    spec_key,
+    start_world,
+)
 from tests.spec.impl import chatcrypto as cc
 from tests.spec.impl import groups as gs
-from tests.spec.impl.peer import MAX_FRAME, ChatPeer
-from tests.spec.impl.wire import socket_stream
+from tests.spec.impl.peer import ChatPeer
 from tests.spec.test_chat_interop import FileReceiver
 
 pytestmark = pytest.mark.slow
@@ -79,11 +84,7 @@ def test_a_group_made_from_the_docs_with_a_real_listen_node(tmp_path):
                            str(downloads), "--data-dir", str(world.data_dir))
         try:
             node.wait_for("Waiting for chats")
-            sock = connect_from(world.spec_ip, world.host, CHAT_PORT)
-            with sock:
-                peer = ChatPeer(world.key, "spec-peer", f"{world.spec_ip}:{CHAT_PORT}", world.ledger_view(),
-                                sock.sendall, socket_stream(sock, MAX_FRAME), NETWORK)
-                peer.initiate("ip", world.host)
+            with called_peer(world) as peer:
                 group = GroupPeer(peer)
                 gid = os.urandom(16)
                 state = invite(world, group, gid, "speclab")

@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 
 from tests.integration.chat_procs import ChatProcess
-from tests.spec.harness import CHAT_PORT, NETWORK, connect_from, start_world
+from tests.spec.harness import called_peer, start_world
 from tests.spec.impl import chatcrypto as cc
 from tests.spec.impl.pad import PadHalves, write_pad
-from tests.spec.impl.peer import MAX_FRAME, ChatPeer
-from tests.spec.impl.wire import socket_stream
+from tests.spec.impl.peer import ChatPeer
 
 pytestmark = pytest.mark.slow
 
@@ -56,11 +55,7 @@ def test_pad_mode_from_the_doc_with_a_real_node(tmp_path):
         node = ChatProcess("listen", "--host", world.host, "--accept-all", "--data-dir", str(world.data_dir))
         try:
             node.wait_for("Waiting for chats")
-            sock = connect_from(world.spec_ip, world.host, CHAT_PORT)
-            with sock:
-                peer = ChatPeer(world.key, "spec-peer", f"{world.spec_ip}:{CHAT_PORT}", world.ledger_view(),
-                                sock.sendall, socket_stream(sock, MAX_FRAME), NETWORK)
-                peer.initiate("ip", world.host)
+            with called_peer(world) as peer:
                 node.choose_chat()
                 pad = PadPeer(peer, halves)
 
