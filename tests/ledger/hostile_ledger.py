@@ -23,6 +23,14 @@ Reply = list[tuple[str, dict]]
 Script = Callable[[Message], Reply | bytes]
 
 
+
+def answer_hello(conn: FramedSocket, p: NetworkParams) -> None:
+    """Read the client's ``hello`` and answer as a node of network ``p`` at height 0."""
+    PeerHello.from_message(conn.recv(5.0))
+    conn.send("hello_ack", **hello_fields(role=ROLE_PEER, nonce=crypto.random_bytes(8), network=p.name,
+                                          genesis=p.genesis_hash, params=p.to_wire(), height=0,
+                                          tip=p.genesis_hash, work=0, listen_port=None, time=int(time.time())))
+
 class HostileLedgerNode:
     """Serves ``script``'s answers; counts the requests it got (``requests``) and can drip raw bytes."""
 
@@ -38,11 +46,7 @@ class HostileLedgerNode:
         self.address = format_address(self.host, self.port)
 
     def _serve(self, conn: FramedSocket) -> None:
-        PeerHello.from_message(conn.recv(5.0))
-        p = self.params
-        conn.send("hello_ack", **hello_fields(role=ROLE_PEER, nonce=crypto.random_bytes(8), network=p.name,
-                                              genesis=p.genesis_hash, params=p.to_wire(), height=0,
-                                              tip=p.genesis_hash, work=0, listen_port=None, time=int(time.time())))
+        answer_hello(conn, self.params)
         try:
             while not self._stop.is_set() and len(self.requests) < self.max_requests:
                 msg = conn.recv(30.0)

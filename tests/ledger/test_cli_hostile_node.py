@@ -5,7 +5,6 @@ one line, never a traceback. The node here is a real server on a 127.x address t
 import logging
 import sys
 import threading
-import time
 
 import pytest
 
@@ -13,11 +12,11 @@ from ledger.cli import log_formatter, main
 from ledger.disputes import Dispute
 from ledger.errors import LedgerError
 from ledger.params import NetworkParams
-from ledger.protocol import LEDGER_PROTOCOL, ROLE_PEER, PeerHello, hello_fields
-from p2pchat.foundation import crypto
+from ledger.protocol import LEDGER_PROTOCOL
 from p2pchat.foundation.addresses import format_address
 from p2pchat.foundation.transport import FramedSocket, FrameServer
 from tests.conftest import free_loopback_ip
+from tests.ledger.hostile_ledger import answer_hello
 
 # A window title (OSC 0), a screen wipe, a right-to-left override, and a line that looks like the command's own.
 EVIL = "\x1b]0;pwned\x07\x1b[2J\u202eevil\nALERT         fake" + "A" * 5000
@@ -41,11 +40,7 @@ class HostileNode:
         self.address = format_address(self.server.host, self.server.port)
 
     def _serve(self, conn: FramedSocket) -> None:
-        PeerHello.from_message(conn.recv(5.0))
-        p = self.params
-        conn.send("hello_ack", **hello_fields(role=ROLE_PEER, nonce=crypto.random_bytes(8), network=p.name,
-                                              genesis=p.genesis_hash, params=p.to_wire(), height=0,
-                                              tip=p.genesis_hash, work=0, listen_port=None, time=int(time.time())))
+        answer_hello(conn, self.params)
         conn.recv(5.0)
         type_, fields = self.answer
         conn.send(type_, **fields)

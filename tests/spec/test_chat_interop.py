@@ -23,6 +23,17 @@ pytestmark = pytest.mark.slow
 STEPS = ["1 Connect", "2 Swap public keys", "3 Authenticate", "4 Agree AES key"]
 
 
+def answered_chat(peer: ChatPeer, node: ChatProcess) -> None:
+    """The node called the spec peer, which answered (its four steps done): the exchange, then the spec peer says
+    goodbye and the node's input ends."""
+    assert peer.log == STEPS
+    node.wait_for("✓ 4 Agree AES key")
+    exchange(peer, node, choose=False)
+    peer.close("the spec test is done")
+    node.wait_for("left the chat")
+    node.close_input()
+
+
 def exchange(peer: ChatPeer, node: ChatProcess, choose: bool) -> None:
     """One text each way (each receipted), a rotation of each direction, a text under each new key."""
     first = peer.send_text("from the spec implementation ✓")             # rotate_every 1: a rotate follows
@@ -81,12 +92,7 @@ def test_spec_responder_is_called_by_p2pchat_chat(tmp_path):
                 peer = ChatPeer(world.key, "spec-peer", f"{world.spec_ip}:{CHAT_PORT}", world.ledger_view(),
                                 sock.sendall, socket_stream(sock, MAX_FRAME), NETWORK, rotate_every=1)
                 peer.respond("ip", sock.getpeername()[0])
-                assert peer.log == STEPS
-                node.wait_for("✓ 4 Agree AES key")
-                exchange(peer, node, choose=False)
-                peer.close("the spec test is done")
-                node.wait_for("left the chat")
-                node.close_input()
+                answered_chat(peer, node)
             node.wait_exit()
         finally:
             node.stop()
