@@ -1529,6 +1529,10 @@ class LedgerNode:
             self._finish_sync(peer)
             peer.spent = (-1, 0)
         peer.claims_more = True   # after _finish_sync, which takes it for "has nothing more"
+        with self._lock:
+            # The answer is dealt with: it was "checking", and a peer left so was never probed again, so a node
+            # whose clock was corrected after refusing every peer's headers never synced.
+            peer.awaiting = None
 
     def _unknown_suffix(self, headers: list[BlockHeader]) -> list[BlockHeader]:
         """The headers after the last one we already have (they must build on it)."""

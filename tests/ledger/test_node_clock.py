@@ -120,6 +120,27 @@ def test_a_node_whose_clock_is_behind_syncs_recent_blocks_bans_nobody_and_is_tol
     assert "CLOCK         your clock is 10 min behind your peers; fix the system time" in capsys.readouterr().out
 
 
+def test_a_node_that_refused_a_peers_headers_before_its_clock_was_measured_syncs_from_it_once_it_is(net):
+    # Its one peer with blocks answers before the node has measured its clock (one sample): the headers are "from
+    # the future" and refused for now. Two peers without blocks then give the samples that correct its clock, and
+    # the refused peer is asked again. Before, the refused answer left that peer marked as being checked for good,
+    # so the node never asked it again and never synced (the lab's clock-skew scenario, found 2026-12-07 night).
+    blocks = _branch(3, int(time.time()) - 5)
+    holder = _honest(net, blocks, n=1)[0]
+
+    def behind() -> float:
+        return time.time() - SKEW
+
+    late = net.node(ledger=_ledger_with(net, "late", [], clock=behind), config=CLOCK, seeds=[holder.address],
+                    clock=behind)
+    wait_until(lambda: late.status()["clock"]["samples"] == 1 and late.ledger.height == 0
+               and any(p.probe_after > 0 for p in late.peers()), what="the holder's headers refused for now")
+    for i in range(2):      # they dial the node, which dials them back once to read their clocks
+        net.node(ledger=_ledger_with(net, f"e{i}", []), config=CLOCK, seeds=[late.address])
+    wait_until(lambda: late.status()["clock"]["offset"] is not None, what="the clock measured")
+    wait_until(lambda: late.ledger.tip_info()[1] == blocks[-1].hash, timeout=20, what="the holder's blocks")
+
+
 def test_a_node_whose_clock_is_ahead_mines_blocks_its_peers_accept(net, identities):
     blocks = _branch(1, int(time.time()) - 120)
     honest = _honest(net, blocks)
